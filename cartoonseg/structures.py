@@ -1,0 +1,192 @@
+"""The one data structure at the library boundary: :class:`Instances`.
+
+Conventions (every part of cartoonseg uses them):
+
+* boxes are ``float32 [N,4]`` **xyxy in original-image pixels** (they may extend past the image border,
+  exactly as the reference detector returns them);
+* scores are ``float32 [N]`` in ``[0,1]``, sorted descending when they come from the detector;
+* masks are ``float32 [N,H,W]`` **probabilities** at the original image size, so they can be used as soft
+  alpha mattes; :attr:`Instances.binary` is the thresholded view (``masks > mask_thr``);
+* labels are ``int64 [N]`` class indices (the released model has one class, 0 = "object");
+* ids are ``int64 [N]`` instance identities, ``arange(N)`` by default, stable across video frames when a
+  tracker assigns them;
+* extras hold optional per-instance lists (for example ``"tags"``), kept aligned on filtering.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["Instances"]
+
+
+@dataclasses.dataclass
+class Instances:
+    """Instances of one image. See the module docstring for the conventions."""
+
+    boxes: Tensor
+    scores: Tensor
+    masks: Tensor
+    labels: Tensor | None = None
+    ids: Tensor | None = None
+    mask_thr: float = 0.5
+    extras: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.masks.dim() != 3:
+            raise ValueError(f"Instances.masks must be [N,H,W], got shape {tuple(self.masks.shape)}")
+        n = self.masks.shape[0]
+        if self.boxes.shape != (n, 4):
+            raise ValueError(f"Instances.boxes must be [N,4] with N={n}, got shape {tuple(self.boxes.shape)}")
+        if self.scores.shape != (n,):
+            raise ValueError(f"Instances.scores must be [N] with N={n}, got shape {tuple(self.scores.shape)}")
+        if self.labels is None:
+            self.labels = torch.zeros(n, dtype=torch.int64, device=self.boxes.device)
+        if self.ids is None:
+            self.ids = torch.arange(n, dtype=torch.int64, device=self.boxes.device)
+        if self.labels.shape != (n,) or self.ids.shape != (n,):
+            raise ValueError(
+                f"Instances.labels/ids must be [N] with N={n}, got {tuple(self.labels.shape)} / {tuple(self.ids.shape)}"
+            )
+        if not 0.0 <= float(self.mask_thr) <= 1.0:
+            raise ValueError(f"Instances.mask_thr must lie in [0,1], got {self.mask_thr}")
+        for key, values in self.extras.items():
+            if len(values) != n:
+                raise ValueError(f"Instances.extras[{key!r}] has {len(values)} entries for {n} instances")
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def empty(cls, height: int, width: int, *, mask_thr: float = 0.5, device: torch.device | str = "cpu") -> Instances:
+        """No instances, for an image of ``height`` x ``width`` pixels."""
+        return cls(
+            boxes=torch.zeros(0, 4, device=device),
+            scores=torch.zeros(0, device=device),
+            masks=torch.zeros(0, int(height), int(width), device=device),
+            mask_thr=mask_thr,
+        )
+
+    @classmethod
+    def from_masks(cls, masks: Tensor, *, scores: Tensor | None = None, mask_thr: float = 0.5) -> Instances:
+        """Instances from soft or binary masks ``[N,H,W]``; boxes are the tight boxes of ``masks > mask_thr``
+        (an empty mask gets an all-zero box)."""
+        masks = masks.float()
+        if masks.dim() == 2:
+            masks = masks[None]
+        boxes = masks_to_boxes(masks > mask_thr)
+        if scores is None:
+            scores = torch.ones(masks.shape[0], device=masks.device)
+        return cls(boxes=boxes, scores=scores.float(), masks=masks, mask_thr=mask_thr)
+
+    @staticmethod
+    def cat(items: Sequence[Instances]) -> Instances:
+        """Concatenate instances of the same image."""
+        if not items:
+            raise ValueError("Instances.cat needs at least one Instances")
+        sizes = {tuple(i.image_size) for i in items}
+        if len(sizes) != 1:
+            raise ValueError(f"Instances.cat: all items must have the same image size, got {sorted(sizes)}")
+        keys = set().union(*(i.extras.keys() for i in items))
+        extras = {k: [v for i in items for v in i.extras.get(k, [None] * len(i))] for k in keys}
+        return Instances(
+            boxes=torch.cat([i.boxes for i in items]),
+            scores=torch.cat([i.scores for i in items]),
+            masks=torch.cat([i.masks for i in items]),
+            labels=torch.cat([i.labels for i in items]),
+            ids=torch.cat([i.ids for i in items]),
+            mask_thr=items[0].mask_thr,
+            extras=extras,
+        )
+
+    # ------------------------------------------------------------------ views
+    def __len__(self) -> int:
+        return int(self.masks.shape[0])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of the image the masks belong to."""
+        return int(self.masks.shape[1]), int(self.masks.shape[2])
+
+    @property
+    def binary(self) -> Tensor:
+        """bool ``[N,H,W]``: ``masks > mask_thr``."""
+        return self.masks > self.mask_thr
+
+    @property
+    def areas(self) -> Tensor:
+        """int64 ``[N]``: pixel count of each binary mask."""
+        return self.binary.flatten(1).sum(1)
+
+    @property
+    def device(self) -> torch.device:
+        return self.masks.device
+
+    def union(self) -> Tensor:
+        """float ``[H,W]``: the per-pixel maximum of all soft masks (zeros when empty)."""
+        if len(self) == 0:
+            return torch.zeros(self.image_size, device=self.device)
+        return self.masks.amax(0)
+
+    def __getitem__(self, index: int | slice | Sequence[int] | Tensor) -> Instances:
+        """Select instances with an int, a slice, an index list/tensor or a bool tensor ``[N]``."""
+        if isinstance(index, int):
+            index = [index]
+        if isinstance(index, slice):
+            positions = list(range(len(self)))[index]
+        elif isinstance(index, Tensor) and index.dtype == torch.bool:
+            if index.shape != (len(self),):
+                raise ValueError(f"bool index must have shape [{len(self)}], got {tuple(index.shape)}")
+            positions = index.nonzero().flatten().tolist()
+        else:
+            positions = [int(i) for i in (index.tolist() if isinstance(index, Tensor) else index)]
+        for p in positions:
+            if not -len(self) <= p < len(self):
+                raise IndexError(f"instance index {p} out of range for {len(self)} instances")
+        idx = torch.tensor(positions, dtype=torch.long, device=self.device)
+        return Instances(
+            boxes=self.boxes[idx],
+            scores=self.scores[idx],
+            masks=self.masks[idx],
+            labels=self.labels[idx],
+            ids=self.ids[idx],
+            mask_thr=self.mask_thr,
+            extras={k: [v[p] for p in positions] for k, v in self.extras.items()},
+        )
+
+    def to(self, device: torch.device | str) -> Instances:
+        return dataclasses.replace(
+            self,
+            boxes=self.boxes.to(device),
+            scores=self.scores.to(device),
+            masks=self.masks.to(device),
+            labels=self.labels.to(device),
+            ids=self.ids.to(device),
+            extras={k: list(v) for k, v in self.extras.items()},
+        )
+
+    def replace(self, **changes: Any) -> Instances:
+        """A copy with some fields replaced (``dataclasses.replace``; validation runs again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def masks_to_boxes(masks: Tensor) -> Tensor:
+    """Tight xyxy boxes ``[N,4]`` (pixel edges: x2 = last column + 1) of bool masks ``[N,H,W]``.
+    An empty mask gives ``[0,0,0,0]``."""
+    n, h, w = masks.shape
+    if n == 0:
+        return torch.zeros(0, 4, device=masks.device)
+    rows = masks.any(2)
+    cols = masks.any(1)
+    ar_h = torch.arange(h, device=masks.device)
+    ar_w = torch.arange(w, device=masks.device)
+    y1 = torch.where(rows, ar_h, h).amin(1)
+    y2 = torch.where(rows, ar_h + 1, 0).amax(1)
+    x1 = torch.where(cols, ar_w, w).amin(1)
+    x2 = torch.where(cols, ar_w + 1, 0).amax(1)
+    boxes = torch.stack([x1, y1, x2, y2], 1).float()
+    boxes[~rows.any(1)] = 0.0
+    return boxes

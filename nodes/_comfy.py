@@ -1,0 +1,171 @@
+"""The only module of the pack that touches ComfyUI internals.
+
+Every other node module imports ComfyUI services from here, so the pack degrades cleanly (and tests can run)
+when ComfyUI modules are absent: ``folder_paths``, ``comfy.model_management`` and ``comfy.utils`` are imported
+lazily and each helper has a plain fallback.
+
+Tensor layouts: ComfyUI IMAGE is ``float32 [B,H,W,3]`` RGB in [0,1]; MASK is ``float32 [B,H,W]`` in [0,1].
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+MODEL_FOLDER = "cartoonseg"
+CATEGORY = "CartoonSeg"
+
+
+def register_model_folder() -> None:
+    """Register ``models/cartoonseg`` with folder_paths, keeping entries users added (extra_model_paths.yaml)."""
+    try:
+        import folder_paths
+    except ImportError:
+        return
+    default = os.path.join(folder_paths.models_dir, MODEL_FOLDER)
+    known = folder_paths.folder_names_and_paths.get(MODEL_FOLDER)
+    if known is None:
+        folder_paths.folder_names_and_paths[MODEL_FOLDER] = (
+            [default],
+            {".ckpt", ".pth", ".pt", ".safetensors", ".bin"},
+        )
+    else:
+        paths, exts = known[0], known[1]
+        if default not in paths:
+            paths.append(default)
+        if isinstance(exts, set):
+            exts.update({".ckpt", ".pth", ".pt", ".safetensors", ".bin"})
+
+
+def model_dirs() -> list[str]:
+    """Folders searched for cartoonseg weights (first one is where downloads go)."""
+    try:
+        import folder_paths
+    except ImportError:
+        return [os.path.join(os.getcwd(), "models", MODEL_FOLDER)]
+    register_model_folder()
+    return list(folder_paths.get_folder_paths(MODEL_FOLDER))
+
+
+def list_model_files() -> list[str]:
+    try:
+        import folder_paths
+    except ImportError:
+        return []
+    register_model_folder()
+    return sorted(folder_paths.get_filename_list(MODEL_FOLDER))
+
+
+def model_file_path(name: str) -> str | None:
+    try:
+        import folder_paths
+    except ImportError:
+        return None
+    return folder_paths.get_full_path(MODEL_FOLDER, name)
+
+
+def torch_device() -> torch.device:
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return mm.get_torch_device()
+
+
+def offload_device() -> torch.device:
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        return torch.device("cpu")
+    return mm.unet_offload_device()
+
+
+def throw_if_interrupted() -> None:
+    """Raise ComfyUI's interrupt exception when the user pressed Cancel."""
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        return
+    mm.throw_exception_if_processing_interrupted()
+
+
+class _NullBar:
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.current = 0
+
+    def update(self, value: int) -> None:
+        self.current += value
+
+    def update_absolute(self, value: int, total: int | None = None, preview=None) -> None:
+        self.current = value
+
+
+def progress_bar(total: int):
+    """ComfyUI's ProgressBar (shown on the node), or a silent stand-in outside ComfyUI."""
+    try:
+        from comfy.utils import ProgressBar
+    except ImportError:
+        return _NullBar(total)
+    return ProgressBar(total)
+
+
+@contextmanager
+def steps(total: int) -> Iterator:
+    """Progress over ``total`` steps; each ``tick()`` checks for cancel first, then advances the bar."""
+    bar = progress_bar(total)
+
+    class _Ticker:
+        def tick(self) -> None:
+            throw_if_interrupted()
+            bar.update(1)
+
+    throw_if_interrupted()
+    yield _Ticker()
+
+
+def image_to_uint8(frame: torch.Tensor):
+    """One ComfyUI frame ``[H,W,C]`` float in [0,1] -> numpy uint8 ``[H,W,3]`` RGB (alpha dropped, grey expanded)."""
+    if frame.dim() != 3:
+        raise ValueError(f"expected one IMAGE frame [H,W,C], got shape {tuple(frame.shape)}")
+    c = frame.shape[-1]
+    if c == 1:
+        frame = frame.expand(-1, -1, 3)
+    elif c == 4:
+        frame = frame[..., :3]
+    elif c != 3:
+        raise ValueError(f"IMAGE must have 1, 3 or 4 channels, got {c}")
+    frame = torch.nan_to_num(frame.float(), nan=0.0).clamp(0, 1)
+    return (frame * 255.0).round().to(torch.uint8).cpu().numpy()
+
+
+def check_image(image: torch.Tensor, name: str = "image") -> torch.Tensor:
+    """Validate a ComfyUI IMAGE batch and return it as float32 ``[B,H,W,3]`` on the CPU."""
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"{name} must be a ComfyUI IMAGE tensor [B,H,W,3], got {type(image).__name__}")
+    if image.dim() == 3:
+        image = image[None]
+    if image.dim() != 4 or image.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"{name} must be an IMAGE [B,H,W,3], got shape {tuple(image.shape)}")
+    if image.shape[0] == 0 or image.shape[1] == 0 or image.shape[2] == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(image.shape)}")
+    if image.shape[-1] == 1:
+        image = image.expand(-1, -1, -1, 3)
+    image = image[..., :3]
+    return torch.nan_to_num(image.float().cpu(), nan=0.0).clamp(0, 1)
+
+
+def check_mask(mask: torch.Tensor, name: str = "mask") -> torch.Tensor:
+    """Validate a ComfyUI MASK and return it as float32 ``[B,H,W]`` on the CPU."""
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{name} must be a ComfyUI MASK tensor [B,H,W], got {type(mask).__name__}")
+    if mask.dim() == 2:
+        mask = mask[None]
+    if mask.dim() == 4 and mask.shape[-1] == 1:
+        mask = mask[..., 0]
+    if mask.dim() != 3:
+        raise ValueError(f"{name} must be a MASK [B,H,W], got shape {tuple(mask.shape)}")
+    return torch.nan_to_num(mask.float().cpu(), nan=0.0).clamp(0, 1)
