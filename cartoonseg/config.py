@@ -1,0 +1,224 @@
+"""Typed configuration of the two models, with named presets.
+
+The detector is RTMDet-Ins (Lyu et al. 2022, "RTMDet: An Empirical Study of Designing Real-Time Object
+Detectors") as configured by CartoonSegmentation (arXiv 2312.01943, §4.1): the mmdet 3.x
+``rtmdet-ins_{tiny,s,m,l,x}`` architecture with ``RTMDetInsSepBNHead`` and one class. The refiner is IS-Net
+(Qin et al. 2022, "Highly Accurate Dichotomous Image Segmentation") with a 4-channel input (§4.2).
+
+Sizes follow mmdet's configs: ``deepen_factor``/``widen_factor`` scale the CSPNeXt backbone; the neck and head
+widths are explicit, exactly as in the mmdet preset files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+__all__ = [
+    "DetectorConfig",
+    "RefinerConfig",
+    "DETECTOR_PRESETS",
+    "REFINER_PRESETS",
+    "detector_config",
+    "refiner_config",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectorConfig:
+    """RTMDet-Ins architecture and test-time settings.
+
+    Attributes:
+        deepen_factor: block-count multiplier of the CSPNeXt backbone (L: 1.0).
+        widen_factor: channel multiplier of the CSPNeXt backbone (L: 1.0).
+        num_classes: number of classes of the classification branch (released model: 1).
+        neck_in_channels: backbone output channels at strides 8/16/32 (= neck inputs).
+        neck_out_channels: neck output width (= head input width).
+        neck_num_csp_blocks: CSPNeXtBlocks in every neck CSPLayer.
+        head_feat_channels: width of the head's stacked convs.
+        stacked_convs: stacked 3x3 convs per branch in the head.
+        num_prototypes: prototype masks produced by the mask-feature module.
+        dyconv_channels: hidden width of the per-instance dynamic convs.
+        num_dyconvs: number of dynamic convs (the kernel vector length follows from these three).
+        strides: feature strides of the three levels.
+        expand_ratio: CSPLayer hidden-width ratio.
+        channel_attention: channel attention in backbone CSPLayers.
+        bn_eps: BatchNorm epsilon (the released config uses SyncBN defaults, 1e-5).
+        det_size: letterbox canvas (pixels) of the test pipeline (images are resized, up or down, to fit).
+        pad_value: letterbox fill value (raw pixel units).
+        mean: normalisation mean in **B, G, R** order (the network sees BGR, as mmcv reads images).
+        std: normalisation std in B, G, R order.
+        score_thr: per-level candidate score threshold before NMS.
+        nms_pre: per-level top-k before NMS.
+        iou_thr: NMS IoU threshold (suppress if IoU > iou_thr).
+        max_per_img: detections kept after NMS.
+        mask_thr_binary: threshold of the coarse (stage-1) mask probabilities.
+    """
+
+    deepen_factor: float = 1.0
+    widen_factor: float = 1.0
+    num_classes: int = 1
+    neck_in_channels: tuple[int, int, int] = (256, 512, 1024)
+    neck_out_channels: int = 256
+    neck_num_csp_blocks: int = 3
+    head_feat_channels: int = 256
+    stacked_convs: int = 2
+    num_prototypes: int = 8
+    dyconv_channels: int = 8
+    num_dyconvs: int = 3
+    strides: tuple[int, int, int] = (8, 16, 32)
+    expand_ratio: float = 0.5
+    channel_attention: bool = True
+    bn_eps: float = 1e-5
+    det_size: int = 640
+    pad_value: float = 114.0
+    mean: tuple[float, float, float] = (103.53, 116.28, 123.675)
+    std: tuple[float, float, float] = (57.375, 57.12, 58.395)
+    score_thr: float = 0.05
+    nms_pre: int = 1000
+    iou_thr: float = 0.6
+    max_per_img: int = 100
+    mask_thr_binary: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        if self.deepen_factor <= 0 or self.widen_factor <= 0:
+            raise ValueError(
+                f"deepen_factor/widen_factor must be > 0, got {self.deepen_factor}/{self.widen_factor}"
+            )
+        if len(self.neck_in_channels) != 3 or len(self.strides) != 3:
+            raise ValueError("neck_in_channels and strides must have three entries (P5 architecture)")
+        if self.det_size % 32 != 0 or self.det_size < 32:
+            raise ValueError(f"det_size must be a positive multiple of 32, got {self.det_size}")
+        if self.num_dyconvs < 2:
+            raise ValueError(f"num_dyconvs must be >= 2, got {self.num_dyconvs}")
+        object.__setattr__(self, "neck_in_channels", tuple(int(c) for c in self.neck_in_channels))
+        object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+
+    @property
+    def num_dynamic_params(self) -> int:
+        """Length of the per-prior dynamic kernel vector (169 for the released model)."""
+        weights, biases = self.dynamic_param_sizes
+        return sum(weights) + sum(biases)
+
+    @property
+    def dynamic_param_sizes(self) -> tuple[list[int], list[int]]:
+        """(weight sizes, bias sizes) of the dynamic convs, in the layout of mmdet's ``parse_dynamic_params``."""
+        weights, biases = [], []
+        for i in range(self.num_dyconvs):
+            if i == 0:
+                weights.append((self.num_prototypes + 2) * self.dyconv_channels)
+                biases.append(self.dyconv_channels)
+            elif i == self.num_dyconvs - 1:
+                weights.append(self.dyconv_channels)
+                biases.append(1)
+            else:
+                weights.append(self.dyconv_channels * self.dyconv_channels)
+                biases.append(self.dyconv_channels)
+        return weights, biases
+
+    def replace(self, **changes: Any) -> DetectorConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DetectorConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown DetectorConfig fields {unknown}; allowed: {sorted(names)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def _rtmdet_ins(deepen: float, widen: float, neck: tuple[int, int, int], width: int, blocks: int) -> DetectorConfig:
+    return DetectorConfig(
+        deepen_factor=deepen,
+        widen_factor=widen,
+        neck_in_channels=neck,
+        neck_out_channels=width,
+        neck_num_csp_blocks=blocks,
+        head_feat_channels=width,
+    )
+
+
+#: mmdet 3.3 ``configs/rtmdet/rtmdet-ins_{tiny,s,m,l,x}_8xb32-300e_coco.py`` architectures with one class.
+DETECTOR_PRESETS: dict[str, DetectorConfig] = {
+    "tiny": _rtmdet_ins(0.167, 0.375, (96, 192, 384), 96, 1),
+    "s": _rtmdet_ins(0.33, 0.5, (128, 256, 512), 128, 1),
+    "m": _rtmdet_ins(0.67, 0.75, (192, 384, 768), 192, 2),
+    "l": _rtmdet_ins(1.0, 1.0, (256, 512, 1024), 256, 3),
+    "x": _rtmdet_ins(1.33, 1.25, (320, 640, 1280), 320, 4),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class RefinerConfig:
+    """IS-Net (ISNetDIS) refiner.
+
+    Attributes:
+        in_ch: input channels (4 = B, G, R, coarse mask for the released refiner; 3 for plain IS-Net).
+        out_ch: output channels of the side outputs.
+        width: channel multiplier of every stage (1.0 = the released model; smaller values are for tests).
+        refine_size: square canvas of the refiner input (images are only scaled down to fit, never up).
+        mask_thr: threshold of the refined mask probabilities (the original's ``AnimeInsSeg.mask_thr``).
+    """
+
+    in_ch: int = 4
+    out_ch: int = 1
+    width: float = 1.0
+    refine_size: int = 720
+    mask_thr: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.in_ch < 1 or self.out_ch < 1:
+            raise ValueError(f"in_ch/out_ch must be >= 1, got {self.in_ch}/{self.out_ch}")
+        if not 0 < self.width <= 4:
+            raise ValueError(f"width must lie in (0, 4], got {self.width}")
+        if self.refine_size < 32:
+            raise ValueError(f"refine_size must be >= 32, got {self.refine_size}")
+
+    def replace(self, **changes: Any) -> RefinerConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RefinerConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown RefinerConfig fields {unknown}; allowed: {sorted(names)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+REFINER_PRESETS: dict[str, RefinerConfig] = {
+    "isnet": RefinerConfig(),
+    "tiny": RefinerConfig(width=0.125),
+}
+
+
+def detector_config(name: str, **overrides: Any) -> DetectorConfig:
+    """The named detector preset (``tiny``, ``s``, ``m``, ``l``, ``x``), optionally with fields replaced."""
+    if name not in DETECTOR_PRESETS:
+        raise ValueError(f"unknown detector preset {name!r}; allowed: {sorted(DETECTOR_PRESETS)}")
+    return DETECTOR_PRESETS[name].replace(**overrides)
+
+
+def refiner_config(name: str = "isnet", **overrides: Any) -> RefinerConfig:
+    """The named refiner preset (``isnet`` = released architecture, ``tiny`` for tests)."""
+    if name not in REFINER_PRESETS:
+        raise ValueError(f"unknown refiner preset {name!r}; allowed: {sorted(REFINER_PRESETS)}")
+    return REFINER_PRESETS[name].replace(**overrides)
