@@ -1,0 +1,197 @@
+"""Foreground / background index and the loading rules the synthesiser applies to every file.
+
+Follows CartoonSegmentation (arXiv 2312.01943, §3.1; CS ``animeinsseg/data/sampler.py`` L173-214 and
+``utils/io_utils.py`` L214-223, as summarised in ``docs/pipeline_spec.md`` §1.2-1.3):
+
+* a foreground must decode to 4 channels (RGBA); others are dropped from the list with a warning;
+* **auto-crop to content**: blur alpha 5x5, threshold > 20, bounding rectangle; crop only when the image is
+  more than 15 px larger than that rectangle in height or width;
+* tags travel with each foreground (``tag_string``, ``tag_string_character``), as does ``category_id``;
+* backgrounds are read as RGB: grey is expanded, alpha dropped.
+
+Foreground folder format (written by ``train.make_fixtures``, ``train.chroma_key`` and
+``train.filter_danbooru``): RGBA images (``.png``/``.webp``, searched recursively) plus an optional
+``meta.jsonl`` with one JSON object per file, ``{"file": <path relative to the folder>, "tag_string": str,
+"tag_string_character": str, "category_id": int, ...}``. A ``<image stem>.txt`` sidecar (comma- or
+space-separated tags) is used when ``meta.jsonl`` has no entry. Images are RGB(A) ``uint8``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+__all__ = [
+    "ForegroundInfo",
+    "ForegroundError",
+    "autocrop_box",
+    "load_foreground",
+    "load_background",
+    "index_foregrounds",
+    "index_backgrounds",
+    "has_alpha_channel",
+    "read_tag_file",
+    "FG_EXTS",
+    "BG_EXTS",
+]
+
+FG_EXTS = (".png", ".webp", ".tif", ".tiff")
+BG_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+class ForegroundError(ValueError):
+    """A foreground file that cannot be used (not RGBA, unreadable, or fully transparent)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ForegroundInfo:
+    """One foreground: its file and the metadata copied into every annotation made from it."""
+
+    path: str
+    tag_string: str = ""
+    tag_string_character: str = ""
+    category_id: int = 0
+    source: str = ""
+
+
+def has_alpha_channel(path: str | Path) -> bool:
+    """Whether an image file decodes to RGBA (reads only the header)."""
+    try:
+        with Image.open(path) as im:
+            return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info)
+    except Exception:  # noqa: BLE001 - any decoder failure means "unusable"
+        return False
+
+
+def autocrop_box(alpha: np.ndarray, thr: int = 20, slack: int = 15) -> tuple[int, int, int, int] | None:
+    """Content box ``(x0, y0, x1, y1)`` (exclusive ends) of an alpha ``uint8 [H,W]``, by the original rule:
+    blur 5x5, ``> thr``, bounding rect; ``None`` when no crop is needed (the image is at most ``slack`` px
+    larger than the rect in both H and W). Raises :class:`ForegroundError` when nothing is above ``thr``."""
+    blurred = cv2.blur(alpha, (5, 5))
+    pts = cv2.findNonZero((blurred > thr).astype(np.uint8))
+    if pts is None:
+        raise ForegroundError("foreground alpha is empty (nothing above the threshold after a 5x5 blur)")
+    x, y, w, h = cv2.boundingRect(pts)
+    H, W = alpha.shape
+    if H - h > slack or W - w > slack:
+        return x, y, x + w, y + h
+    return None
+
+
+def load_foreground(path: str | Path, crop: bool = True) -> np.ndarray:
+    """Read a foreground as ``uint8 [H,W,4]`` RGBA, auto-cropped to its content.
+
+    Raises:
+        ForegroundError: the file is unreadable, has no alpha channel, or its alpha is empty.
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if not (im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info)):
+                raise ForegroundError(f"foreground {path} has mode {im.mode}, not RGBA (an alpha channel is required)")
+            rgba = np.asarray(im.convert("RGBA"))
+    except ForegroundError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        raise ForegroundError(f"cannot read foreground {path}: {err}") from err
+    if min(rgba.shape[:2]) < 2:
+        raise ForegroundError(f"foreground {path} is too small: {rgba.shape[1]}x{rgba.shape[0]}")
+    if crop:
+        box = autocrop_box(rgba[..., 3])
+        if box is not None:
+            x0, y0, x1, y1 = box
+            rgba = rgba[y0:y1, x0:x1]
+    return np.ascontiguousarray(rgba)
+
+
+def load_background(path: str | Path, min_short: int | None = None) -> np.ndarray:
+    """Read a background as ``uint8 [H,W,3]`` RGB (grey expanded, alpha dropped).
+
+    Args:
+        path: image file.
+        min_short: when given, a JPEG may be decoded at a reduced scale (DCT draft mode) as long as its short
+            side stays >= this; a large speed-up for multi-megapixel backgrounds.
+
+    Raises:
+        ValueError: unreadable or truncated file.
+    """
+    try:
+        with Image.open(path) as im:
+            if min_short is not None and im.format == "JPEG":
+                w, h = im.size
+                scale = max(1.0, min(w, h) / float(min_short))
+                im.draft("RGB", (int(np.ceil(w / scale)), int(np.ceil(h / scale))))
+            im.load()
+            return np.asarray(im.convert("RGB")).copy()
+    except Exception as err:  # noqa: BLE001 - PIL raises many types for bad files
+        raise ValueError(f"cannot read background {path}: {err}") from err
+
+
+def read_tag_file(path: str | Path) -> list[str]:
+    """Tags from a sidecar text file: comma-separated (spaces inside a tag become ``_``) or whitespace-separated."""
+    text = Path(path).read_text(encoding="utf-8", errors="replace").strip()
+    if "," in text:
+        return [t.strip().replace(" ", "_") for t in text.split(",") if t.strip()]
+    return text.split()
+
+
+def _read_meta(folder: Path) -> dict[str, dict]:
+    meta: dict[str, dict] = {}
+    path = folder / "meta.jsonl"
+    if path.is_file():
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path} line {n} is not valid JSON: {err}") from err
+            if "file" in rec:
+                meta[str(rec["file"])] = rec
+    return meta
+
+
+def index_foregrounds(folder: str | Path, check_alpha: bool = True) -> list[ForegroundInfo]:
+    """All usable foregrounds under ``folder`` (recursively), sorted by relative path.
+
+    Files whose header shows no alpha channel are left out with one warning (the original removes them from
+    the list when it first fails to read them).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"foreground folder not found: {folder}")
+    meta = _read_meta(folder)
+    out: list[ForegroundInfo] = []
+    dropped: list[str] = []
+    for p in sorted(folder.rglob("*")):
+        if p.suffix.lower() not in FG_EXTS or not p.is_file():
+            continue
+        rel = p.relative_to(folder).as_posix()
+        if check_alpha and not has_alpha_channel(p):
+            dropped.append(rel)
+            continue
+        rec = meta.get(rel, {})
+        tags = rec.get("tag_string")
+        if tags is None and p.with_suffix(".txt").is_file():
+            tags = " ".join(read_tag_file(p.with_suffix(".txt")))
+        out.append(ForegroundInfo(
+            path=str(p), tag_string=str(tags or ""), tag_string_character=str(rec.get("tag_string_character", "")),
+            category_id=int(rec.get("category_id", 0)), source=str(rec.get("source", ""))))
+    if dropped:
+        warnings.warn(f"{len(dropped)} foreground file(s) without an alpha channel were skipped, e.g. {dropped[:3]}",
+                      stacklevel=2)
+    return out
+
+
+def index_backgrounds(folder: str | Path) -> list[str]:
+    """All background image files under ``folder`` (recursively), sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"background folder not found: {folder}")
+    return [str(p) for p in sorted(folder.rglob("*")) if p.suffix.lower() in BG_EXTS and p.is_file()]
