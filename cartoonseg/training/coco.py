@@ -1,0 +1,176 @@
+"""Reading COCO instance annotations for training (CartoonSegmentation's dataset format, pipeline_spec §2.6).
+
+A COCO ``instances`` JSON (``images``, ``annotations``, ``categories``) whose ``segmentation`` is an RLE
+(compressed string or uncompressed list counts) or a polygon list. Rules taken from the original
+``LoadAnnotationsNoSeg`` (CS ``animeinsseg/data/dataset.py``):
+
+* an instance **without a usable segmentation** (box-only data such as Manga109 pages) gets its filled box as
+  mask and ``ignore_mask = True``: it is trained with box and class losses only;
+* ``iscrowd`` annotations are not trained on;
+* images whose id is above 900,000,000 are manga pages (the original's convention), used by the mosaic rules;
+* categories are mapped to contiguous labels ``0..C-1`` in ascending category-id order;
+* an annotation may carry ``pred_segmentations`` (stage-1 predictions, RLE list) for refiner training.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..evaluation import rle as rle_utils
+
+__all__ = ["CocoAnnotation", "CocoImage", "CocoSet", "load_coco", "read_image_bgr", "instance_masks", "MANGA_ID_OFFSET"]
+
+MANGA_ID_OFFSET = 900_000_000
+
+
+@dataclass
+class CocoAnnotation:
+    """One ground-truth instance.
+
+    Attributes:
+        box: xyxy float in image pixels.
+        label: contiguous class index.
+        segmentation: the raw COCO ``segmentation`` value (None when absent).
+        pred_segmentations: stage-1 predictions attached for refiner training (raw COCO values).
+    """
+
+    box: tuple[float, float, float, float]
+    label: int
+    segmentation: Any
+    pred_segmentations: list[Any] = field(default_factory=list)
+    ann_id: int = -1
+
+
+@dataclass
+class CocoImage:
+    image_id: int
+    path: Path
+    height: int
+    width: int
+    annotations: list[CocoAnnotation]
+
+    @property
+    def is_manga(self) -> bool:
+        return self.image_id > MANGA_ID_OFFSET
+
+
+@dataclass
+class CocoSet:
+    """A parsed COCO file: images (with their non-crowd annotations) and the category mapping."""
+
+    images: list[CocoImage]
+    category_ids: list[int]
+    category_names: list[str]
+    raw: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.category_ids)
+
+
+def _resolve(root_candidates: list[Path], file_name: str) -> Path:
+    for root in root_candidates:
+        p = root / file_name
+        if p.is_file():
+            return p
+    return root_candidates[0] / file_name
+
+
+def load_coco(ann_file: str | Path, image_root: str | Path | None = None, *, require_images: bool = True) -> CocoSet:
+    """Parse a COCO instances JSON.
+
+    Args:
+        ann_file: path of the JSON.
+        image_root: folder the ``file_name`` entries are relative to. When None, tried in order: the JSON's
+            folder, its parent, ``<parent>/images`` and ``<parent>/<json stem>`` (with a leading ``det_`` or
+            ``instances_`` removed, the original's ``annotations/det_{policy}.json`` + ``{policy}/`` layout).
+        require_images: raise FileNotFoundError when an image file is missing.
+
+    Raises:
+        ValueError: the file is not a COCO instances dict or has no images.
+    """
+    ann_file = Path(ann_file)
+    if not ann_file.is_file():
+        raise FileNotFoundError(f"COCO annotation file not found: {ann_file}")
+    with ann_file.open("r", encoding="utf-8") as fh:
+        data = json.load(fh)
+    if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
+        raise ValueError(f"{ann_file} is not a COCO instances file (needs 'images' and 'annotations')")
+    if image_root is not None:
+        roots = [Path(image_root)]
+    else:
+        stem = ann_file.stem
+        for prefix in ("det_", "instances_"):
+            if stem.startswith(prefix):
+                stem = stem[len(prefix) :]
+        parent = ann_file.parent.parent
+        roots = [ann_file.parent, parent, parent / "images", parent / stem, ann_file.parent / "images"]
+    cats = data.get("categories") or [{"id": c, "name": str(c)} for c in sorted({a["category_id"] for a in data["annotations"]})]
+    cats = sorted(cats, key=lambda c: int(c["id"]))
+    cat_ids = [int(c["id"]) for c in cats]
+    cat_to_label = {cid: i for i, cid in enumerate(cat_ids)}
+    per_image: dict[int, list[CocoAnnotation]] = {int(im["id"]): [] for im in data["images"]}
+    for ann in data["annotations"]:
+        if ann.get("iscrowd", 0):
+            continue
+        img_id = int(ann["image_id"])
+        if img_id not in per_image:
+            continue
+        cid = int(ann["category_id"])
+        if cid not in cat_to_label:
+            raise ValueError(f"annotation {ann.get('id')} has category_id {cid} not in categories {cat_ids}")
+        x, y, w, h = (float(v) for v in ann["bbox"])
+        if w <= 0 or h <= 0:
+            continue
+        per_image[img_id].append(
+            CocoAnnotation(
+                box=(x, y, x + w, y + h),
+                label=cat_to_label[cid],
+                segmentation=ann.get("segmentation"),
+                pred_segmentations=list(ann.get("pred_segmentations") or []),
+                ann_id=int(ann.get("id", -1)),
+            )
+        )
+    images = []
+    for im in data["images"]:
+        path = _resolve(roots, im["file_name"])
+        if require_images and not path.is_file():
+            raise FileNotFoundError(f"image {im['file_name']!r} of {ann_file} not found under any of {roots}")
+        images.append(CocoImage(int(im["id"]), path, int(im["height"]), int(im["width"]), per_image[int(im["id"])]))
+    if not images:
+        raise ValueError(f"{ann_file} has no images")
+    return CocoSet(images, cat_ids, [str(c.get("name", c["id"])) for c in cats], data)
+
+
+def read_image_bgr(path: str | Path) -> np.ndarray:
+    """uint8 ``[H,W,3]`` **BGR** (grey expanded, alpha dropped), as the original reads training images."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"cannot read image {path}")
+    return img
+
+
+def instance_masks(image: CocoImage) -> tuple[np.ndarray, np.ndarray]:
+    """(masks uint8 ``[N,H,W]``, ignore_mask bool ``[N]``) of an image's annotations; box-only instances get their
+    filled box and ``ignore_mask=True``."""
+    n = len(image.annotations)
+    masks = np.zeros((n, image.height, image.width), np.uint8)
+    ignore = np.zeros(n, bool)
+    for i, ann in enumerate(image.annotations):
+        m = rle_utils.segmentation_to_mask(ann.segmentation, image.height, image.width)
+        if m is None or not m.any():
+            x1, y1, x2, y2 = ann.box
+            masks[i, int(round(y1)) : int(round(y2)), int(round(x1)) : int(round(x2))] = 1
+            ignore[i] = True
+        else:
+            masks[i] = m
+    return masks, ignore

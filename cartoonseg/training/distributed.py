@@ -1,0 +1,138 @@
+"""Single-process and ``torchrun`` multi-process training plumbing (plain ``torch.distributed``).
+
+* :func:`setup`: reads ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` set by ``torchrun`` and initialises the
+  process group (NCCL on CUDA, gloo on CPU); without them it is a 1-process run;
+* :class:`ResumableDistributedSampler`: an epoch-seeded permutation shared by all ranks, padded to a multiple of
+  the world size and split rank-strided (as ``torch.utils.data.DistributedSampler``), that can start part-way
+  through an epoch, so a resumed run continues with exactly the samples the killed run had not seen yet.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+__all__ = ["DistContext", "setup", "cleanup", "ResumableDistributedSampler", "broadcast_object"]
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process runs.
+
+    Attributes:
+        rank: global rank (0 in a single-process run).
+        world_size: number of processes.
+        local_rank: rank within the node (selects the GPU).
+        device: the torch device of this process.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+
+def setup(device: str = "auto") -> DistContext:
+    """Initialise the run from the ``torchrun`` environment.
+
+    Args:
+        device: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``. Under
+            ``torchrun`` with CUDA each process takes ``cuda:LOCAL_RANK``.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {device} requested but CUDA is not available; use --device cpu")
+    if device.startswith("cuda"):
+        dev = torch.device("cuda", local) if world > 1 or device == "cuda" else torch.device(device)
+        torch.cuda.set_device(dev)
+    elif device == "cpu":
+        dev = torch.device("cpu")
+    else:
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return DistContext(rank, world, local, dev)
+
+
+def cleanup(ctx: DistContext) -> None:
+    if ctx.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def broadcast_object(obj, ctx: DistContext):
+    """Rank 0's ``obj`` on every rank."""
+    if not ctx.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+class ResumableDistributedSampler(Sampler[int]):
+    """Shuffled, rank-sharded indices that can start part-way through an epoch.
+
+    Args:
+        length: dataset size.
+        num_replicas: world size.
+        rank: this process's rank.
+        shuffle: permute with a generator seeded by ``seed + epoch``.
+        seed: base seed (identical on all ranks).
+    """
+
+    def __init__(self, length: int, num_replicas: int = 1, rank: int = 0, shuffle: bool = True, seed: int = 0):
+        if length <= 0:
+            raise ValueError("cannot sample from an empty dataset")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} outside [0, {num_replicas})")
+        self.length = length
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+        self.start = 0
+        self.per_rank = -(-length // num_replicas)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select ``epoch``'s permutation and skip this rank's first ``start`` indices."""
+        self.epoch = int(epoch)
+        self.start = int(start)
+
+    def indices(self) -> list[int]:
+        """All of this rank's indices for the current epoch (without the skip)."""
+        if self.shuffle:
+            g = torch.Generator()
+            g.manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.length, generator=g).tolist()
+        else:
+            order = list(range(self.length))
+        total = self.per_rank * self.num_replicas
+        order = (order * (-(-total // len(order))))[:total]
+        return order[self.rank : total : self.num_replicas]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices()[self.start :])
+
+    def __len__(self) -> int:
+        return max(0, self.per_rank - self.start)

@@ -1,0 +1,287 @@
+"""A plain-PyTorch training loop shared by both stages (CartoonSegmentation §4.3 recipes).
+
+:func:`run_loop` trains one model on one dataset with AdamW (decay-free norms/biases), a per-iteration
+warm-up + cosine schedule, optional EMA, optional mixed precision on CUDA, and ``DistributedDataParallel``
+when started by ``torchrun``. Rank 0 logs JSON lines (stdout and ``<out>/log.jsonl``) and writes resumable
+checkpoints (``<out>/<name>_last.safetensors`` + ``.json``, see :mod:`cartoonseg.training.state`); a resumed
+run continues at the exact sample, learning rate, EMA step and RNG state where the checkpoint was taken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+
+from .distributed import DistContext, ResumableDistributedSampler
+from .optim import ExpMomentumEMA, WarmupCosine, param_groups
+from .state import checkpoint_exists, load_training_state, restore_rng, save_training_state
+
+__all__ = ["LoopConfig", "LoopResult", "run_loop", "autocast_dtype"]
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Loop settings.
+
+    Attributes:
+        out_dir: output folder (checkpoints, log).
+        name: checkpoint prefix (``<name>_last``).
+        epochs: training epochs.
+        batch_size: images per process and iteration.
+        lr: base learning rate (after warm-up).
+        weight_decay: AdamW weight decay of >= 2-dim weights.
+        betas: AdamW betas.
+        warmup_iters: linear warm-up iterations (0: none).
+        warmup_ratio: warm-up start factor.
+        cosine_start_epoch: cosine annealing start (None: half-way; >= epochs: constant).
+        min_lr_ratio: final learning-rate factor.
+        ema: keep an :class:`ExpMomentumEMA`.
+        ema_momentum: EMA momentum.
+        ema_gamma: EMA warm-up constant.
+        amp: ``"auto"`` (bf16 if supported, else fp16, on CUDA; off on CPU), ``"none"``, ``"fp16"``, ``"bf16"``.
+        grad_clip: max gradient norm (None: no clipping).
+        num_workers: DataLoader workers per process.
+        seed: base seed (sampler order, augmentation, model init by the caller).
+        log_interval: iterations between log lines.
+        ckpt_interval: iterations between checkpoints (0: only at epoch ends).
+        max_iters: stop after this global step (None: run all epochs). The run can be resumed later.
+        resume: continue from ``<name>_last`` when it exists.
+    """
+
+    out_dir: str
+    name: str
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_iters: int = 0
+    warmup_ratio: float = 1e-5
+    cosine_start_epoch: int | None = None
+    min_lr_ratio: float = 0.05
+    ema: bool = False
+    ema_momentum: float = 2e-4
+    ema_gamma: float = 2000.0
+    amp: str = "auto"
+    grad_clip: float | None = None
+    num_workers: int = 0
+    seed: int = 0
+    log_interval: int = 10
+    ckpt_interval: int = 0
+    max_iters: int | None = None
+    resume: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} / {self.batch_size}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.amp not in ("auto", "none", "fp16", "bf16"):
+            raise ValueError(f"amp must be auto, none, fp16 or bf16, got {self.amp!r}")
+
+
+@dataclass
+class LoopResult:
+    """What a loop call did: final global step, whether all epochs finished, the last logged values and the
+    EMA (or None)."""
+
+    global_step: int
+    finished: bool
+    last_log: dict[str, float]
+    ema: ExpMomentumEMA | None
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device`` (None = full fp32)."""
+    if device.type != "cuda" or amp == "none":
+        return None
+    if amp == "fp16":
+        return torch.float16
+    if amp == "bf16":
+        return torch.bfloat16
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _log(ctx: DistContext, out_dir: Path, record: dict[str, Any]) -> None:
+    if not ctx.is_main:
+        return
+    line = json.dumps(record, sort_keys=True)
+    print(line, flush=True)
+    with (out_dir / "log.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+
+
+def _mean_across(ctx: DistContext, values: dict[str, float], device: torch.device) -> dict[str, float]:
+    if not ctx.distributed:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    t /= ctx.world_size
+    return dict(zip(keys, t.tolist()))
+
+
+LossFn = Callable[[nn.Module, nn.Module, Any, torch.device], dict[str, Tensor]]
+
+
+def run_loop(
+    ctx: DistContext,
+    model: nn.Module,
+    dataset: Dataset,
+    collate: Callable[[list], Any],
+    loss_fn: LossFn,
+    cfg: LoopConfig,
+    *,
+    run_config: dict[str, Any] | None = None,
+    on_epoch_start: Callable[[int], None] | None = None,
+) -> LoopResult:
+    """Train ``model`` (already on ``ctx.device`` and in train mode).
+
+    Args:
+        ctx: the distributed context from :func:`cartoonseg.training.distributed.setup`.
+        model: the model; wrapped in DDP here when ``ctx.distributed``.
+        dataset: a map-style dataset; its ``set_epoch`` (if any) is the caller's business via ``on_epoch_start``.
+        collate: the DataLoader collate function.
+        loss_fn: ``(wrapped_model, model, batch, device) -> {"loss": scalar, other scalars...}``; the forward
+            must go through ``wrapped_model`` (DDP hooks).
+        cfg: :class:`LoopConfig`.
+        run_config: JSON-able description of the whole run, stored in every checkpoint.
+        on_epoch_start: called with the epoch index before its first batch (also on resume).
+    """
+    out_dir = Path(cfg.out_dir)
+    if ctx.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    ctx.barrier()
+    device = ctx.device
+    amp_dtype = autocast_dtype(cfg.amp, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    ema = ExpMomentumEMA(model, cfg.ema_momentum, cfg.ema_gamma) if cfg.ema else None
+    sampler = ResumableDistributedSampler(len(dataset), ctx.world_size, ctx.rank, shuffle=True, seed=cfg.seed)
+    iters_per_epoch = sampler.per_rank // cfg.batch_size
+    if iters_per_epoch < 1:
+        raise ValueError(
+            f"dataset of {len(dataset)} samples gives no full batch of {cfg.batch_size} per process "
+            f"({ctx.world_size} processes); lower --batch-size"
+        )
+    schedule = WarmupCosine(
+        iters_per_epoch, cfg.epochs, cfg.warmup_iters, cfg.warmup_ratio, cfg.cosine_start_epoch, cfg.min_lr_ratio
+    )
+    prefix = out_dir / f"{cfg.name}_last"
+    epoch, it_in_epoch, global_step = 0, 0, 0
+    if cfg.resume and checkpoint_exists(prefix):
+        loaded = load_training_state(prefix, map_location=device)
+        model.load_state_dict({k: v.to(device) for k, v in loaded["model"].items()})
+        optimizer.load_state_dict(loaded["optimizer"])
+        if ema is not None and loaded["ema"] is not None:
+            ema.load_state_dict({k: v.to(device) for k, v in loaded["ema"].items()}, loaded["progress"]["ema_steps"])
+        if loaded["scaler"] is not None and scaler.is_enabled():
+            scaler.load_state_dict(loaded["scaler"])
+        restore_rng(loaded)
+        p = loaded["progress"]
+        epoch, it_in_epoch, global_step = int(p["epoch"]), int(p["iter"]), int(p["global_step"])
+        _log(ctx, out_dir, {"event": "resume", "name": cfg.name, "epoch": epoch, "iter": it_in_epoch, "step": global_step})
+    wrapped: nn.Module = model
+    if ctx.distributed:
+        wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    config_record = {"loop": asdict(cfg), "run": run_config or {}}
+
+    def save(ep: int, it: int) -> None:
+        if it >= iters_per_epoch:
+            ep, it = ep + 1, 0
+        if ctx.is_main:
+            save_training_state(
+                prefix,
+                model_state=model.state_dict(),
+                optimizer=optimizer,
+                progress={
+                    "epoch": ep,
+                    "iter": it,
+                    "global_step": global_step,
+                    "ema_steps": ema.steps if ema else 0,
+                    "iters_per_epoch": iters_per_epoch,
+                },
+                config=config_record,
+                ema_state=ema.state_dict() if ema else None,
+                scaler=scaler,
+            )
+        ctx.barrier()
+
+    last_log: dict[str, float] = {}
+    t0 = time.time()
+    while epoch < cfg.epochs:
+        if on_epoch_start is not None:
+            on_epoch_start(epoch)
+        sampler.set_epoch(epoch, start=it_in_epoch * cfg.batch_size)
+        loader = DataLoader(
+            dataset,
+            batch_size=cfg.batch_size,
+            sampler=sampler,
+            collate_fn=collate,
+            num_workers=cfg.num_workers,
+            drop_last=True,
+            pin_memory=device.type == "cuda",
+        )
+        model.train()
+        for batch in loader:
+            lr = cfg.lr * schedule(global_step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            ctx_amp = (
+                torch.autocast(device_type="cuda", dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+            )
+            with ctx_amp:
+                losses = loss_fn(wrapped, model, batch, device)
+            loss = losses["loss"]
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"non-finite loss {float(loss)} at step {global_step} (epoch {epoch}); lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            if ema is not None:
+                ema.update(model)
+            global_step += 1
+            it_in_epoch += 1
+            if global_step % cfg.log_interval == 0 or it_in_epoch == iters_per_epoch:
+                values = {k: float(v.detach()) for k, v in losses.items() if isinstance(v, Tensor) and v.numel() == 1}
+                values = _mean_across(ctx, values, device)
+                last_log = dict(values, lr=lr)
+                _log(
+                    ctx,
+                    out_dir,
+                    {
+                        "name": cfg.name,
+                        "epoch": epoch,
+                        "iter": it_in_epoch,
+                        "step": global_step,
+                        "lr": lr,
+                        "time_s": round(time.time() - t0, 2),
+                        **{k: round(v, 6) for k, v in values.items()},
+                    },
+                )
+            if cfg.ckpt_interval and global_step % cfg.ckpt_interval == 0:
+                save(epoch, it_in_epoch)
+            if cfg.max_iters is not None and global_step >= cfg.max_iters:
+                save(epoch, it_in_epoch)
+                return LoopResult(global_step, False, last_log, ema)
+        epoch += 1
+        it_in_epoch = 0
+        save(epoch, 0)
+    return LoopResult(global_step, True, last_log, ema)
+
