@@ -1,0 +1,152 @@
+"""Command line: ``python -m cartoonseg segment ...`` and ``python -m cartoonseg convert IN OUT``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from . import rle
+from .checkpoint import CheckpointError, convert, load_detector, load_refiner
+from .hub import WeightsUnavailableError, resolve_weights
+from .segmenter import Segmenter
+from .structures import Instances
+from .visualize import overlay
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+                rgba = im.convert("RGBA")
+                # composite on white: transparent cut-outs are the common case in this field
+                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"cannot read image {path}: {exc}") from exc
+
+
+def _expand_inputs(items: Sequence[str]) -> list[Path]:
+    paths: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            paths.extend(sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES))
+        elif p.is_file():
+            paths.append(p)
+        else:
+            raise ValueError(f"input not found: {p}")
+    if not paths:
+        raise ValueError("no input images")
+    return paths
+
+
+def write_instances(instances: Instances, image: np.ndarray, out_dir: Path) -> None:
+    """Write ``instances.json`` (boxes xyxy, scores, labels, COCO RLE masks), ``mask_NNN.png`` and ``overlay.png``."""
+    from PIL import Image
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    binary = instances.binary.cpu().numpy()
+    records = []
+    for i in range(len(instances)):
+        records.append(
+            {
+                "id": int(instances.ids[i]),
+                "bbox_xyxy": [round(float(v), 3) for v in instances.boxes[i].tolist()],
+                "score": round(float(instances.scores[i]), 6),
+                "label": int(instances.labels[i]),
+                "area": int(binary[i].sum()),
+                "segmentation": rle.encode(binary[i]),
+                "mask_png": f"mask_{i:03d}.png",
+            }
+        )
+        Image.fromarray((instances.masks[i].cpu().numpy() * 255 + 0.5).astype(np.uint8)).save(out_dir / f"mask_{i:03d}.png")
+    h, w = instances.image_size
+    meta = {"image_size": [h, w], "mask_thr": instances.mask_thr, "instances": records}
+    (out_dir / "instances.json").write_text(json.dumps(meta, indent=1))
+    Image.fromarray(overlay(image, instances)).save(out_dir / "overlay.png")
+
+
+def _segment(args: argparse.Namespace) -> int:
+    search = [Path(args.weights_dir)] if args.weights_dir else []
+    allow = not args.no_download
+    det_path = resolve_weights(args.detector, search_dirs=search, allow_download=allow)
+    detector = load_detector(det_path, device=args.device)
+    refiner = None
+    if args.refiner.lower() != "none":
+        refiner = load_refiner(resolve_weights(args.refiner, search_dirs=search, allow_download=allow), device=args.device)
+    seg = Segmenter(
+        detector,
+        refiner,
+        det_size=args.det_size,
+        score_thr=args.score_thr,
+        mask_thr=args.mask_thr,
+        max_instances=args.max_instances,
+        precision=args.precision,
+    )
+    out = Path(args.out)
+    inputs = _expand_inputs(args.images)
+    stems = [p.stem for p in inputs]
+    for index, path in enumerate(inputs):
+        image = _read_image(path)
+        start = time.perf_counter()
+        instances = seg(image)
+        elapsed = time.perf_counter() - start
+        name = path.stem if stems.count(path.stem) == 1 else f"{path.stem}_{index}"
+        write_instances(instances, image, out / name)
+        print(f"{path}: {len(instances)} instances in {elapsed:.2f}s -> {out / name}")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    kind, dst = convert(args.src, args.dst)
+    print(f"converted {kind} {args.src} -> {dst}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cartoonseg", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    seg = sub.add_parser("segment", help="segment images into character instances")
+    seg.add_argument("images", nargs="+", help="image files or folders")
+    seg.add_argument("--detector", default="detector", help="detector weights path or released name (default: download rtmdetl_e60.ckpt)")
+    seg.add_argument("--refiner", default="refiner", help="refiner weights path, released name, or 'none'")
+    seg.add_argument("--out", required=True, help="output folder (one sub-folder per image)")
+    seg.add_argument("--score-thr", type=float, default=0.3)
+    seg.add_argument("--mask-thr", type=float, default=0.3)
+    seg.add_argument("--det-size", type=int, default=640)
+    seg.add_argument("--max-instances", type=int, default=100)
+    seg.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32")
+    seg.add_argument("--device", default="cpu")
+    seg.add_argument("--weights-dir", default=None, help="folder holding the released files (searched first; downloads go there)")
+    seg.add_argument("--no-download", action="store_true", help="never download weights")
+    seg.set_defaults(func=_segment)
+    conv = sub.add_parser("convert", help="convert a released/mmdet/Lightning checkpoint to cartoonseg safetensors")
+    conv.add_argument("src")
+    conv.add_argument("dst")
+    conv.set_defaults(func=_convert)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, CheckpointError, WeightsUnavailableError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,682 @@
+"""Reading, checking and writing weights.
+
+Foreign files are read with ``torch.load(weights_only=True)`` only (no code is ever unpickled) and pass through a
+named, pure filter function:
+
+* :func:`filter_mmdet_rtmdet_ins` for mmengine/mmdet RTMDet-Ins checkpoints such as the released
+  ``rtmdetl_e60.ckpt`` (``{'meta': {'cfg': <python source>}, 'state_dict': ...}``, 942 keys with aliases);
+* :func:`filter_isnet` for IS-Net state dicts such as ``refine_last.ckpt`` (flat, 798 keys) or Lightning files
+  (``net.`` prefix, ``gt_encoder.*`` dropped).
+
+The mmengine config text is *parsed* with :mod:`ast` (never executed) by :func:`parse_mmengine_config`.
+Loading is strict and a mismatch raises an error listing the first missing, unexpected and mis-shaped keys.
+
+Our own format is a ``.safetensors`` file whose header metadata holds the JSON config
+(``{"cartoonseg": "{\"kind\": \"detector\", \"config\": {...}}"}``); aliased tensors are stored once.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .config import DETECTOR_PRESETS, DetectorConfig, RefinerConfig
+from .models.isnet import ISNetDIS
+from .models.rtmdet_ins import RTMDetIns
+
+__all__ = [
+    "read_checkpoint",
+    "parse_mmengine_config",
+    "detector_config_from_mmengine",
+    "infer_detector_config",
+    "infer_refiner_config",
+    "filter_mmdet_rtmdet_ins",
+    "filter_isnet",
+    "load_state_dict_strict",
+    "load_detector",
+    "load_refiner",
+    "build_detector",
+    "build_refiner",
+    "save_weights",
+    "save_mmengine_detector_checkpoint",
+    "save_flat_refiner_checkpoint",
+    "convert",
+    "checkpoint_kind",
+    "CheckpointError",
+]
+
+FORMAT_VERSION = 1
+_META_KEY = "cartoonseg"
+
+
+class CheckpointError(RuntimeError):
+    """A weights file is missing, unreadable, of the wrong kind, or does not match the architecture."""
+
+
+# ----------------------------------------------------------------------------------------------- reading
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str]]:
+    """Read a weights file without executing code.
+
+    Returns:
+        (object, safetensors metadata). For ``.safetensors`` the object is the flat tensor dict; for pickle files
+        it is whatever ``torch.load(weights_only=True)`` returns (a dict).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file not found: {path}")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"weights file is empty (0 bytes): {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                metadata = dict(f.metadata() or {})
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot read safetensors file {path} ({size} bytes): {exc}") from exc
+        return tensors, metadata
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (EOFError, zipfile.BadZipFile, RuntimeError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"cannot read {path} ({size} bytes): the file is truncated, corrupt or not a PyTorch checkpoint ({exc})"
+        ) from exc
+    except Exception as exc:  # pickle.UnpicklingError and friends: the file wants to run code
+        raise CheckpointError(
+            f"refusing to load {path}: it is not a weights-only checkpoint (loading it would unpickle arbitrary "
+            f"objects: {type(exc).__name__}: {exc}). Re-save its state_dict from a trusted environment."
+        ) from exc
+    if isinstance(obj, nn.Module) or not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, expected a dict of tensors")
+    return obj, {}
+
+
+# ------------------------------------------------------------------------------------------ mmengine cfg
+class _Unparsed:
+    """Marker for a config value the safe evaluator does not understand (kept so parsing never fails)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def __repr__(self) -> str:
+        return f"<unparsed {self.source!r}>"
+
+
+def _literal(node: ast.AST, names: dict[str, Any], source: str) -> Any:
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+        items = [_literal(e, names, source) for e in node.elts]
+        return tuple(items) if isinstance(node, ast.Tuple) else items
+    if isinstance(node, ast.Dict):
+        out = {}
+        for k, v in zip(node.keys, node.values):
+            if k is None:  # {**other}
+                base = _literal(v, names, source)
+                if isinstance(base, dict):
+                    out.update(base)
+                continue
+            out[_literal(k, names, source)] = _literal(v, names, source)
+        return out
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
+        out = {}
+        for kw in node.keywords:
+            value = _literal(kw.value, names, source)
+            if kw.arg is None:
+                if isinstance(value, dict):
+                    out.update(value)
+            else:
+                out[kw.arg] = value
+        return out
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = _literal(node.operand, names, source)
+        if isinstance(value, (int, float)):
+            return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
+        left, right = _literal(node.left, names, source), _literal(node.right, names, source)
+        if isinstance(left, (int, float)) and isinstance(right, (int, float)):
+            op = node.op
+            if isinstance(op, ast.Add):
+                return left + right
+            if isinstance(op, ast.Sub):
+                return left - right
+            if isinstance(op, ast.Mult):
+                return left * right
+            return left / right if right else _Unparsed(ast.get_source_segment(source, node) or "")
+    if isinstance(node, ast.Name):
+        if node.id in names:
+            return names[node.id]
+        return {"True": True, "False": False, "None": None}.get(node.id, _Unparsed(node.id))
+    return _Unparsed(ast.get_source_segment(source, node) or type(node).__name__)
+
+
+def parse_mmengine_config(text: str) -> dict[str, Any]:
+    """Parse mmengine config source (``meta['cfg']`` of a checkpoint) with :mod:`ast`, never executing it.
+
+    Top-level ``name = <literal>`` assignments are evaluated with a whitelist (constants, lists, tuples, dicts,
+    ``dict(...)`` calls, names assigned earlier, simple arithmetic); anything else becomes an opaque marker.
+    """
+    if not isinstance(text, str):
+        raise CheckpointError(f"meta['cfg'] must be config source text, got {type(text).__name__}")
+    text = text.replace("file_client_args", "backend_args")  # what the original loader does, for old configs
+    try:
+        tree = ast.parse(text)
+    except SyntaxError as exc:
+        raise CheckpointError(f"meta['cfg'] is not valid Python config text: {exc}") from exc
+    names: dict[str, Any] = {}
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign):
+            value = _literal(stmt.value, names, text)
+            for target in stmt.targets:
+                if isinstance(target, ast.Name):
+                    names[target.id] = value
+    return names
+
+
+def _get(d: Any, *path: str, default: Any = None) -> Any:
+    for key in path:
+        if not isinstance(d, dict) or key not in d:
+            return default
+        d = d[key]
+    return default if isinstance(d, _Unparsed) else d
+
+
+def _find_transform(pipeline: Any, name: str) -> dict | None:
+    if isinstance(pipeline, list):
+        for t in pipeline:
+            if isinstance(t, dict) and str(t.get("type", "")).split(".")[-1] == name:
+                return t
+    return None
+
+
+def detector_config_from_mmengine(cfg: dict[str, Any]) -> DetectorConfig:
+    """Size an RTMDet-Ins from a parsed mmengine config, checking it describes an architecture we implement."""
+    model = cfg.get("model")
+    if not isinstance(model, dict):
+        raise CheckpointError("mmengine config has no `model = dict(...)` entry")
+    problems = []
+    if _get(model, "type") not in (None, "RTMDet"):
+        problems.append(f"model.type={_get(model, 'type')!r} (expected 'RTMDet')")
+    if _get(model, "backbone", "type") not in (None, "CSPNeXt"):
+        problems.append(f"backbone.type={_get(model, 'backbone', 'type')!r} (expected 'CSPNeXt')")
+    if _get(model, "backbone", "arch", default="P5") != "P5":
+        problems.append(f"backbone.arch={_get(model, 'backbone', 'arch')!r} (expected 'P5')")
+    if _get(model, "neck", "type") not in (None, "CSPNeXtPAFPN"):
+        problems.append(f"neck.type={_get(model, 'neck', 'type')!r} (expected 'CSPNeXtPAFPN')")
+    head = _get(model, "bbox_head", default={})
+    if head.get("type") not in (None, "RTMDetInsSepBNHead", "RTMDetInsSepBNHeadCustom"):
+        problems.append(f"bbox_head.type={head.get('type')!r} (expected RTMDetInsSepBNHead[Custom])")
+    if not head.get("share_conv", True) or head.get("pred_kernel_size", 1) != 1 or head.get("with_objectness", False):
+        problems.append("bbox_head needs share_conv=True, pred_kernel_size=1, with_objectness=False")
+    if _get(model, "backbone", "use_depthwise", default=False):
+        problems.append("backbone.use_depthwise=True is not supported")
+    if problems:
+        raise CheckpointError("unsupported detector config: " + "; ".join(problems))
+
+    base = DetectorConfig()
+    norm = _get(model, "backbone", "norm_cfg", default={}) or {}
+    fields: dict[str, Any] = {
+        "deepen_factor": float(_get(model, "backbone", "deepen_factor", default=1.0)),
+        "widen_factor": float(_get(model, "backbone", "widen_factor", default=1.0)),
+        "expand_ratio": float(_get(model, "backbone", "expand_ratio", default=0.5)),
+        "channel_attention": bool(_get(model, "backbone", "channel_attention", default=True)),
+        "bn_eps": float(norm.get("eps", 1e-5)) if isinstance(norm, dict) else 1e-5,
+        "neck_in_channels": tuple(_get(model, "neck", "in_channels", default=base.neck_in_channels)),
+        "neck_out_channels": int(_get(model, "neck", "out_channels", default=base.neck_out_channels)),
+        "neck_num_csp_blocks": int(_get(model, "neck", "num_csp_blocks", default=3)),
+        "num_classes": int(head.get("num_classes", 80)),
+        "head_feat_channels": int(head.get("feat_channels", 256)),
+        "stacked_convs": int(head.get("stacked_convs", 2)),
+        "num_prototypes": int(head.get("num_prototypes", 8)),
+        "dyconv_channels": int(head.get("dyconv_channels", 8)),
+        "num_dyconvs": int(head.get("num_dyconvs", 3)),
+        "strides": tuple(_get(head, "anchor_generator", "strides", default=(8, 16, 32))),
+    }
+    if _get(head, "anchor_generator", "offset", default=0) != 0:
+        raise CheckpointError("only prior offset 0 is supported (anchor_generator.offset)")
+    pre = _get(model, "data_preprocessor", default={}) or {}
+    if pre.get("bgr_to_rgb", False):
+        raise CheckpointError("data_preprocessor.bgr_to_rgb=True is not supported (the released model takes BGR)")
+    if isinstance(pre.get("mean"), (list, tuple)):
+        fields["mean"] = tuple(pre["mean"])
+    if isinstance(pre.get("std"), (list, tuple)):
+        fields["std"] = tuple(pre["std"])
+    test = _get(model, "test_cfg", default=None) or head.get("test_cfg") or {}
+    if isinstance(test, dict):
+        for src, dst, cast in (
+            ("score_thr", "score_thr", float),
+            ("nms_pre", "nms_pre", int),
+            ("max_per_img", "max_per_img", int),
+            ("mask_thr_binary", "mask_thr_binary", float),
+        ):
+            if isinstance(test.get(src), (int, float)):
+                fields[dst] = cast(test[src])
+        if isinstance(_get(test, "nms", "iou_threshold"), (int, float)):
+            fields["iou_thr"] = float(_get(test, "nms", "iou_threshold"))
+    pipeline = _get(cfg, "test_dataloader", "dataset", "pipeline") or cfg.get("test_pipeline")
+    resize, pad = _find_transform(pipeline, "Resize"), _find_transform(pipeline, "Pad")
+    if resize and isinstance(resize.get("scale"), (list, tuple)):
+        fields["det_size"] = int(max(resize["scale"]))
+    if pad:
+        value = _get(pad, "pad_val", "img", default=None) if isinstance(pad.get("pad_val"), dict) else pad.get("pad_val")
+        if isinstance(value, (list, tuple)) and value:
+            value = value[0]
+        if isinstance(value, (int, float)):
+            fields["pad_value"] = float(value)
+    try:
+        return DetectorConfig(**fields)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"detector config from meta['cfg'] is invalid: {exc}") from exc
+
+
+def infer_detector_config(state_dict: dict[str, Tensor], base: DetectorConfig | None = None) -> DetectorConfig:
+    """Size an RTMDet-Ins from tensor shapes alone (for files without a config); test settings from ``base``."""
+    try:
+        stem = state_dict["backbone.stem.2.conv.weight"].shape[0]
+        neck_in = tuple(state_dict[f"neck.out_convs.{i}.conv.weight"].shape[1] for i in range(3))
+        neck_out = state_dict["neck.out_convs.0.conv.weight"].shape[0]
+        feat = state_dict["bbox_head.cls_convs.0.0.conv.weight"].shape[0]
+        num_classes = state_dict["bbox_head.rtm_cls.0.weight"].shape[0]
+        num_prototypes = state_dict["bbox_head.mask_head.projection.weight"].shape[0]
+        kernel_len = state_dict["bbox_head.rtm_kernel.0.weight"].shape[0]
+    except KeyError as exc:
+        raise CheckpointError(f"not an RTMDet-Ins state dict: key {exc.args[0]!r} is missing") from exc
+
+    def count(prefix: str) -> int:
+        return len({k[len(prefix):].split(".")[0] for k in state_dict if k.startswith(prefix)})
+
+    stage_blocks = (count("backbone.stage1.1.blocks."), count("backbone.stage2.1.blocks."))
+    neck_blocks = count("neck.top_down_blocks.0.blocks.")
+    stacked = count("bbox_head.kernel_convs.0.")
+    widen = stem / 64
+    deepen = None
+    for preset in DETECTOR_PRESETS.values():  # recover the exact mmdet factor when a preset matches
+        d = preset.deepen_factor
+        if (max(round(3 * d), 1), max(round(6 * d), 1)) == stage_blocks:
+            deepen = d
+            break
+    if deepen is None:
+        deepen = stage_blocks[1] / 6
+    base = base or DetectorConfig()
+    try:
+        config = base.replace(
+            deepen_factor=deepen,
+            widen_factor=widen,
+            num_classes=num_classes,
+            neck_in_channels=neck_in,
+            neck_out_channels=neck_out,
+            neck_num_csp_blocks=neck_blocks,
+            head_feat_channels=feat,
+            stacked_convs=stacked,
+            num_prototypes=num_prototypes,
+            channel_attention=any(".attention.fc." in k for k in state_dict),
+        )
+    except ValueError as exc:
+        raise CheckpointError(f"cannot size an RTMDet-Ins from this state dict: {exc}") from exc
+    if config.num_dynamic_params != kernel_len:
+        raise CheckpointError(
+            f"dynamic kernel length {kernel_len} does not match num_prototypes={num_prototypes}, "
+            f"dyconv_channels={config.dyconv_channels}, num_dyconvs={config.num_dyconvs} "
+            f"(expected {config.num_dynamic_params})"
+        )
+    return config
+
+
+def infer_refiner_config(state_dict: dict[str, Tensor], base: RefinerConfig | None = None) -> RefinerConfig:
+    """Size an ISNetDIS from tensor shapes (input channels and width)."""
+    try:
+        w = state_dict["conv_in.weight"]
+        side = state_dict["side1.weight"]
+    except KeyError as exc:
+        raise CheckpointError(f"not an IS-Net state dict: key {exc.args[0]!r} is missing") from exc
+    base = base or RefinerConfig()
+    return base.replace(in_ch=int(w.shape[1]), width=w.shape[0] / 64, out_ch=int(side.shape[0]))
+
+
+# ---------------------------------------------------------------------------------------------- filters
+def _strip_prefix(state_dict: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    if state_dict and all(k.startswith(prefix) for k in state_dict):
+        return {k[len(prefix):]: v for k, v in state_dict.items()}
+    return state_dict
+
+
+def filter_mmdet_rtmdet_ins(checkpoint: dict[str, Any]) -> dict[str, Tensor]:
+    """mmengine/mmdet RTMDet-Ins checkpoint -> state dict with this project's (= mmdet's) key names.
+
+    Takes ``checkpoint['state_dict']`` when present, strips a ``module.`` (DDP) prefix, drops the non-weight
+    ``data_preprocessor.*`` entries, and checks that aliased keys (``reg_convs`` = ``cls_convs``; level-1/2 conv
+    weights = level 0's) hold equal tensors, since the model can only hold one of them.
+    """
+    sd = checkpoint.get("state_dict", checkpoint)
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"checkpoint['state_dict'] is a {type(sd).__name__}, expected a dict")
+    sd = {k: v for k, v in sd.items() if isinstance(v, Tensor)}
+    sd = _strip_prefix(sd, "module.")
+    sd = {k: v for k, v in sd.items() if not k.startswith("data_preprocessor.")}
+    for key, value in sd.items():
+        if key.startswith("bbox_head.reg_convs."):
+            twin = key.replace("bbox_head.reg_convs.", "bbox_head.cls_convs.", 1)
+            _check_alias(sd, key, twin)
+        parts = key.split(".")
+        if key.startswith("bbox_head.cls_convs.") and parts[2] != "0" and parts[4] == "conv":
+            _check_alias(sd, key, ".".join(parts[:2] + ["0"] + parts[3:]))
+    return sd
+
+
+def _check_alias(sd: dict[str, Tensor], key: str, twin: str) -> None:
+    if twin in sd and (sd[twin].shape != sd[key].shape or not torch.equal(sd[twin], sd[key])):
+        raise CheckpointError(
+            f"aliased checkpoint entries differ: {key} != {twin}; in RTMDetInsSepBNHead these are the same tensor"
+        )
+
+
+def filter_isnet(checkpoint: dict[str, Any]) -> dict[str, Tensor]:
+    """IS-Net checkpoint -> flat ISNetDIS state dict: takes ``state_dict`` when present (Lightning), strips the
+    ``net.`` / ``module.`` prefixes and drops the training-only ``gt_encoder.*`` weights."""
+    sd = checkpoint.get("state_dict", checkpoint)
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"checkpoint['state_dict'] is a {type(sd).__name__}, expected a dict")
+    sd = {k: v for k, v in sd.items() if isinstance(v, Tensor)}
+    sd = _strip_prefix(sd, "module.")
+    if any(k.startswith("net.") for k in sd):
+        sd = {k[4:]: v for k, v in sd.items() if k.startswith("net.")}
+    return sd
+
+
+def checkpoint_kind(state_dict: dict[str, Any]) -> str:
+    """``"detector"``, ``"refiner"`` or ``"unknown"`` from the key names."""
+    keys = list(state_dict)
+    if any(k.startswith(("backbone.", "module.backbone.")) for k in keys):
+        return "detector"
+    if any(k in ("conv_in.weight", "net.conv_in.weight", "module.conv_in.weight") for k in keys):
+        return "refiner"
+    return "unknown"
+
+
+# ---------------------------------------------------------------------------------------- strict loading
+def load_state_dict_strict(model: nn.Module, state_dict: dict[str, Tensor], source: str = "checkpoint") -> None:
+    """``model.load_state_dict(state_dict, strict=True)`` with a readable key diff on any mismatch."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [
+        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        lines = [
+            f"{source} does not match {type(model).__name__} "
+            f"({len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} shape mismatches; "
+            f"file has {len(state_dict)} keys, model {len(expected)})"
+        ]
+        if missing:
+            lines.append("  missing: " + ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else ""))
+        if unexpected:
+            lines.append("  unexpected: " + ", ".join(unexpected[:8]) + (" ..." if len(unexpected) > 8 else ""))
+        if shapes:
+            lines.append("  shape mismatches: " + "; ".join(shapes[:8]) + (" ..." if len(shapes) > 8 else ""))
+        raise CheckpointError("\n".join(lines))
+    with torch.no_grad():
+        model.load_state_dict(state_dict, strict=True)
+
+
+def _alias_groups(model: nn.Module) -> dict[str, str]:
+    """Map every alias key of ``model.state_dict()`` to the first key sharing its storage."""
+    first: dict[tuple[int, tuple, tuple], str] = {}
+    canonical: dict[str, str] = {}
+    for key, value in model.state_dict(keep_vars=True).items():
+        ident = (value.data_ptr(), tuple(value.shape), tuple(value.stride()))
+        canonical[key] = first.setdefault(ident, key) if value.numel() else key
+    return canonical
+
+
+# ------------------------------------------------------------------------------------- building/loading
+def build_detector(preset: str | DetectorConfig = "l", **overrides: Any) -> RTMDetIns:
+    """A randomly initialised RTMDet-Ins from a preset name (``tiny/s/m/l/x``) or a config."""
+    from .config import detector_config
+
+    config = preset.replace(**overrides) if isinstance(preset, DetectorConfig) else detector_config(preset, **overrides)
+    return RTMDetIns(config).eval()
+
+
+def build_refiner(preset: str | RefinerConfig = "isnet", **overrides: Any) -> ISNetDIS:
+    """A randomly initialised ISNetDIS from a preset name (``isnet``, ``tiny``) or a config."""
+    from .config import refiner_config
+
+    config = preset.replace(**overrides) if isinstance(preset, RefinerConfig) else refiner_config(preset, **overrides)
+    return ISNetDIS(config).eval()
+
+
+def _our_meta(metadata: dict[str, str], path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(metadata[_META_KEY])
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: corrupt cartoonseg metadata: {exc}") from exc
+    return meta
+
+
+def _fill_aliases(model: nn.Module, sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    canonical = _alias_groups(model)
+    out = dict(sd)
+    for key, first in canonical.items():
+        if key not in out and first in out:
+            out[key] = out[first]
+    return out
+
+
+def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu") -> RTMDetIns:
+    """Load an RTMDet-Ins from the released mmengine ``.ckpt``, a flat state dict or our ``.safetensors``.
+
+    The architecture is sized from the file (``meta['cfg']`` parsed with ast, or the safetensors metadata, or the
+    tensor shapes), then the weights load strictly. Returns the model in eval mode on ``device``.
+    """
+    path = Path(path)
+    obj, metadata = read_checkpoint(path)
+    if _META_KEY in metadata:
+        meta = _our_meta(metadata, path)
+        if meta.get("kind") != "detector":
+            raise CheckpointError(f"{path} holds a {meta.get('kind')!r}, not a detector; use load_refiner")
+        model = RTMDetIns(DetectorConfig.from_dict(meta["config"]))
+        load_state_dict_strict(model, _fill_aliases(model, obj), str(path))
+        return model.eval().to(device)
+    sd = filter_mmdet_rtmdet_ins(obj)
+    kind = checkpoint_kind(sd)
+    if kind != "detector":
+        hint = "; it looks like a refiner checkpoint, use load_refiner" if kind == "refiner" else ""
+        raise CheckpointError(f"{path} is not an RTMDet-Ins detector checkpoint (no backbone.* keys){hint}")
+    cfg_text = obj.get("meta", {}).get("cfg") if isinstance(obj.get("meta"), dict) else None
+    if cfg_text is not None:
+        config = detector_config_from_mmengine(parse_mmengine_config(cfg_text))
+        shapes = infer_detector_config(sd, base=config)
+        if shapes != config:
+            diff = {
+                f: (getattr(config, f), getattr(shapes, f))
+                for f in config.__dataclass_fields__
+                if getattr(config, f) != getattr(shapes, f)
+            }
+            raise CheckpointError(f"{path}: meta['cfg'] disagrees with the tensor shapes (cfg, shapes): {diff}")
+    else:
+        config = infer_detector_config(sd)
+    model = RTMDetIns(config)
+    load_state_dict_strict(model, sd, str(path))
+    return model.eval().to(device)
+
+
+def load_refiner(path: str | os.PathLike, device: str | torch.device = "cpu") -> ISNetDIS:
+    """Load an ISNetDIS refiner from the released flat ``refine_last.ckpt``, a Lightning checkpoint or our
+    ``.safetensors``. Returns the model in eval mode on ``device``."""
+    path = Path(path)
+    obj, metadata = read_checkpoint(path)
+    if _META_KEY in metadata:
+        meta = _our_meta(metadata, path)
+        if meta.get("kind") != "refiner":
+            raise CheckpointError(f"{path} holds a {meta.get('kind')!r}, not a refiner; use load_detector")
+        model = ISNetDIS(RefinerConfig.from_dict(meta["config"]))
+        load_state_dict_strict(model, obj, str(path))
+        return model.eval().to(device)
+    sd = filter_isnet(obj)
+    kind = checkpoint_kind(sd)
+    if kind != "refiner":
+        hint = "; it looks like a detector checkpoint, use load_detector" if kind == "detector" else ""
+        raise CheckpointError(f"{path} is not an IS-Net refiner checkpoint (no conv_in.weight){hint}")
+    model = ISNetDIS(infer_refiner_config(sd))
+    load_state_dict_strict(model, sd, str(path))
+    return model.eval().to(device)
+
+
+# ---------------------------------------------------------------------------------------------- writing
+def save_weights(model: RTMDetIns | ISNetDIS, path: str | os.PathLike) -> Path:
+    """Save a model in our format: safetensors, aliased tensors stored once, the JSON config in the header."""
+    from safetensors.torch import save_file
+
+    if isinstance(model, RTMDetIns):
+        kind = "detector"
+    elif isinstance(model, ISNetDIS):
+        kind = "refiner"
+    else:
+        raise TypeError(f"save_weights takes an RTMDetIns or ISNetDIS, got {type(model).__name__}")
+    canonical = _alias_groups(model)
+    sd = model.state_dict()
+    tensors = {k: v.detach().cpu().contiguous() for k, v in sd.items() if canonical[k] == k}
+    meta = {"kind": kind, "config": model.config.to_dict(), "format_version": FORMAT_VERSION}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
+    os.replace(tmp, path)
+    return path
+
+
+def _py(value: Any, indent: int = 0) -> str:
+    """Format a value as mmengine ``pretty_text``-style Python source (``dict(key=value)``)."""
+    pad = " " * (indent + 4)
+    if isinstance(value, dict):
+        if not value:
+            return "dict()"
+        items = ",\n".join(f"{pad}{k}={_py(v, indent + 4)}" for k, v in value.items())
+        return "dict(\n" + items + ")"
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(_py(v, indent + 4) for v in value)
+        return f"[{inner}]" if isinstance(value, list) else f"({inner}{',' if len(value) == 1 else ''})"
+    return repr(value)
+
+
+def mmengine_config_text(config: DetectorConfig) -> str:
+    """mmengine-style config source describing ``config`` (what ``meta['cfg']`` of a released file holds)."""
+    c = config
+    head = dict(
+        type="RTMDetInsSepBNHeadCustom",
+        num_classes=c.num_classes,
+        in_channels=c.neck_out_channels,
+        stacked_convs=c.stacked_convs,
+        share_conv=True,
+        pred_kernel_size=1,
+        feat_channels=c.head_feat_channels,
+        act_cfg=dict(type="SiLU", inplace=True),
+        norm_cfg=dict(type="SyncBN", requires_grad=True),
+        anchor_generator=dict(type="MlvlPointGenerator", offset=0, strides=list(c.strides)),
+        bbox_coder=dict(type="DistancePointBBoxCoder"),
+        num_prototypes=c.num_prototypes,
+        dyconv_channels=c.dyconv_channels,
+        num_dyconvs=c.num_dyconvs,
+    )
+    test_cfg = dict(
+        nms_pre=c.nms_pre,
+        min_bbox_size=0,
+        score_thr=c.score_thr,
+        nms=dict(type="nms", iou_threshold=c.iou_thr),
+        max_per_img=c.max_per_img,
+        mask_thr_binary=c.mask_thr_binary,
+    )
+    model = dict(
+        type="RTMDet",
+        data_preprocessor=dict(type="DetDataPreprocessor", mean=list(c.mean), std=list(c.std), bgr_to_rgb=False),
+        backbone=dict(
+            type="CSPNeXt",
+            arch="P5",
+            expand_ratio=c.expand_ratio,
+            deepen_factor=c.deepen_factor,
+            widen_factor=c.widen_factor,
+            channel_attention=c.channel_attention,
+            norm_cfg=dict(type="SyncBN"),
+            act_cfg=dict(type="SiLU", inplace=True),
+        ),
+        neck=dict(
+            type="CSPNeXtPAFPN",
+            in_channels=list(c.neck_in_channels),
+            out_channels=c.neck_out_channels,
+            num_csp_blocks=c.neck_num_csp_blocks,
+            expand_ratio=c.expand_ratio,
+            norm_cfg=dict(type="SyncBN"),
+            act_cfg=dict(type="SiLU", inplace=True),
+        ),
+        bbox_head=head,
+        test_cfg=test_cfg,
+    )
+    pipeline = [
+        dict(type="LoadImageFromFile", file_client_args=dict(backend="disk")),
+        dict(type="Resize", scale=(c.det_size, c.det_size), keep_ratio=True),
+        dict(type="Pad", size=(c.det_size, c.det_size), pad_val=dict(img=(c.pad_value,) * 3)),
+        dict(type="LoadAnnotations", with_bbox=True),
+        dict(type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor")),
+    ]
+    parts = [
+        "default_scope = 'mmdet'",
+        f"model = {_py(model)}",
+        f"test_pipeline = {_py(pipeline)}",
+        f"test_dataloader = dict(batch_size=1, dataset=dict(type='CocoDataset', pipeline=test_pipeline))",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def save_mmengine_detector_checkpoint(model: RTMDetIns, path: str | os.PathLike) -> Path:
+    """Write ``model`` in the released ``rtmdetl_e60.ckpt`` layout: ``{'meta': {'cfg': text, ...}, 'state_dict':
+    ...}`` with every alias key (sharing storage, as mmengine's Runner writes them). For tests and interop."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint = {
+        "meta": {
+            "cfg": mmengine_config_text(model.config),
+            "mmengine_version": "0.10.5",
+            "epoch": 60,
+            "dataset_meta": {"classes": ("object",)},
+        },
+        "state_dict": model.state_dict(),
+    }
+    torch.save(checkpoint, str(path))
+    return path
+
+
+def save_flat_refiner_checkpoint(model: ISNetDIS, path: str | os.PathLike) -> Path:
+    """Write ``model`` as a flat state dict, the released ``refine_last.ckpt`` layout."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), str(path))
+    return path
+
+
+def convert(src: str | os.PathLike, dst: str | os.PathLike) -> tuple[str, Path]:
+    """Convert any supported detector or refiner file to our safetensors format. Returns (kind, dst)."""
+    src = Path(src)
+    obj, metadata = read_checkpoint(src)
+    if _META_KEY in metadata:
+        kind = _our_meta(metadata, src).get("kind")
+    else:
+        kind = checkpoint_kind(obj.get("state_dict", obj) if isinstance(obj.get("state_dict"), dict) else obj)
+    if kind == "detector":
+        model: RTMDetIns | ISNetDIS = load_detector(src)
+    elif kind == "refiner":
+        model = load_refiner(src)
+    else:
+        raise CheckpointError(f"{src}: neither an RTMDet-Ins detector nor an IS-Net refiner checkpoint")
+    return kind, save_weights(model, dst)

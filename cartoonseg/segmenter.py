@@ -1,0 +1,225 @@
+"""Two-stage cartoon instance segmentation (arXiv 2312.01943 §4): RTMDet-Ins proposes boxes, scores and coarse
+masks; IS-Net refines each instance's mask from the image plus its coarse mask (or any box/mask prompt).
+
+Numerics follow the reference implementation (``AnimeInsSeg`` with ``refinenet_isnet``):
+
+* stage 1 sees the **BGR** image letterboxed (resized up or down) to ``det_size`` with pad value 114 at the
+  bottom/right; detections with score > ``score_thr`` are kept, at most ``max_instances``;
+* stage 2 sees the **BGR** image / 255, only scaled *down* so its long side fits ``refine_size``, zero-padded
+  bottom/right, plus the binary coarse mask as channel 3, in batches of ``refine_batch``; the output
+  ``sigmoid(d1)`` is cropped and resized to the image with bilinear ``align_corners=True``.
+
+Masks in the returned :class:`~cartoonseg.structures.Instances` are soft probabilities; ``Instances.binary``
+thresholds them at ``mask_thr`` (refined) or the detector's ``mask_thr_binary`` (coarse, 0.5). Boxes are the
+detector's boxes, not recomputed after refinement (as in the reference).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .models.isnet import ISNetDIS
+from .models.rtmdet_ins import RTMDetIns
+from .structures import Instances, masks_to_boxes
+from .transforms import letterbox, refine_canvas, resize_float, to_rgb_uint8
+
+__all__ = ["Segmenter", "PRECISIONS"]
+
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class Segmenter:
+    """Runs the detector and (optionally) the refiner on one image at a time.
+
+    Args:
+        detector: an :class:`~cartoonseg.models.RTMDetIns` (see :func:`cartoonseg.load_detector`).
+        refiner: an :class:`~cartoonseg.models.ISNetDIS` with 4 input channels, or None for coarse masks only.
+        det_size: detector canvas (multiple of 32); None = the checkpoint's test pipeline size (640).
+        score_thr: keep detections with score > this.
+        mask_thr: threshold of the refined probabilities for ``Instances.binary``.
+        refine_size: refiner canvas; images larger than this are scaled down for stage 2.
+        max_instances: at most this many detections (highest scores first).
+        precision: ``"fp32"``, ``"fp16"`` (CUDA) or ``"bf16"``: autocast for the convolutions; the dynamic mask
+            convs and all post-processing stay in fp32.
+        refine_batch: instances refined per forward pass.
+    """
+
+    def __init__(
+        self,
+        detector: RTMDetIns | None,
+        refiner: ISNetDIS | None = None,
+        det_size: int | None = 640,
+        score_thr: float = 0.3,
+        mask_thr: float = 0.3,
+        refine_size: int = 720,
+        max_instances: int = 100,
+        precision: str = "fp32",
+        refine_batch: int = 4,
+    ) -> None:
+        if detector is not None and not isinstance(detector, RTMDetIns):
+            raise TypeError(f"detector must be an RTMDetIns (cartoonseg.load_detector), got {type(detector).__name__}")
+        if refiner is not None and not isinstance(refiner, ISNetDIS):
+            raise TypeError(f"refiner must be an ISNetDIS (cartoonseg.load_refiner), got {type(refiner).__name__}")
+        if refiner is not None and refiner.config.in_ch != 4:
+            raise ValueError(f"the refiner must take 4 input channels (image + mask), got {refiner.config.in_ch}")
+        if detector is None and refiner is None:
+            raise ValueError("Segmenter needs a detector, a refiner, or both")
+        det_size = detector.config.det_size if (det_size is None and detector is not None) else det_size
+        if det_size is not None and (int(det_size) % 32 or int(det_size) < 32):
+            raise ValueError(f"det_size must be a positive multiple of 32, got {det_size}")
+        if not 0.0 <= score_thr <= 1.0:
+            raise ValueError(f"score_thr must lie in [0,1], got {score_thr}")
+        if not 0.0 <= mask_thr <= 1.0:
+            raise ValueError(f"mask_thr must lie in [0,1], got {mask_thr}")
+        if refine_size < 32:
+            raise ValueError(f"refine_size must be >= 32, got {refine_size}")
+        if max_instances < 1:
+            raise ValueError(f"max_instances must be >= 1, got {max_instances}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        if refine_batch < 1:
+            raise ValueError(f"refine_batch must be >= 1, got {refine_batch}")
+        self.detector = detector.eval() if detector is not None else None
+        self.refiner = refiner.eval() if refiner is not None else None
+        self.det_size = None if det_size is None else int(det_size)
+        self.score_thr = float(score_thr)
+        self.mask_thr = float(mask_thr)
+        self.refine_size = int(refine_size)
+        self.max_instances = int(max_instances)
+        self.precision = precision
+        self.refine_batch = int(refine_batch)
+
+    # ------------------------------------------------------------------ device handling
+    @property
+    def device(self) -> torch.device:
+        model = self.detector if self.detector is not None else self.refiner
+        return next(model.parameters()).device
+
+    def to(self, device: torch.device | str) -> Segmenter:
+        for model in (self.detector, self.refiner):
+            if model is not None:
+                model.to(device)
+        return self
+
+    @contextlib.contextmanager
+    def _autocast(self) -> Iterator[None]:
+        dtype = PRECISIONS[self.precision]
+        if dtype is None:
+            yield
+            return
+        with torch.autocast(device_type=self.device.type, dtype=dtype):
+            yield
+
+    # ------------------------------------------------------------------ stages
+    @torch.no_grad()
+    def detect(self, image: np.ndarray | Tensor) -> Instances:
+        """Stage 1 on an RGB image (see :func:`cartoonseg.transforms.to_rgb_uint8` for accepted inputs).
+
+        Returns:
+            Instances with coarse mask probabilities (``mask_thr`` = the detector's ``mask_thr_binary``).
+        """
+        if self.detector is None:
+            raise RuntimeError("this Segmenter has no detector; use refine(image, prompts) with boxes or masks")
+        bgr = np.ascontiguousarray(to_rgb_uint8(image)[:, :, ::-1])
+        det = self.detector
+        canvas, geom = letterbox(bgr, self.det_size, det.config.pad_value)
+        with self._autocast():
+            outputs = det(det.normalize(canvas[None].to(self.device)))
+        dets = det.postprocess(
+            outputs,
+            0,
+            img_shape=geom.img_shape,
+            ori_shape=geom.ori_shape,
+            scale_factor=geom.scale_factor,
+            max_per_img=self.max_instances,
+            min_score=self.score_thr,
+        )
+        return Instances(
+            boxes=dets.boxes.float(),
+            scores=dets.scores.float(),
+            masks=dets.mask_logits.float().sigmoid(),
+            labels=dets.labels,
+            mask_thr=det.config.mask_thr_binary,
+        )
+
+    @torch.no_grad()
+    def refine(self, image: np.ndarray | Tensor, prompts: Instances | Tensor) -> Instances:
+        """Stage 2: refine instance masks from prompts of any origin.
+
+        Args:
+            image: RGB image (as for :meth:`detect`).
+            prompts: an :class:`Instances` (its binary masks are the coarse masks; boxes/scores/labels/ids/extras
+                are kept), or a mask tensor ``[N,H,W]`` (soft or binary, image size), or a box tensor ``[N,4]``
+                xyxy in image pixels (the box rectangle is the coarse mask, as in the refiner's training).
+
+        Returns:
+            Instances with refined mask probabilities and ``mask_thr`` = this Segmenter's ``mask_thr``.
+        """
+        if self.refiner is None:
+            raise RuntimeError("this Segmenter has no refiner; pass refiner=load_refiner(...)")
+        rgb = to_rgb_uint8(image)
+        h, w = rgb.shape[:2]
+        base = self._prompt_instances(prompts, h, w)
+        if len(base) == 0:
+            return base.replace(mask_thr=self.mask_thr)
+        coarse = base.binary.float() if isinstance(prompts, Instances) else base.masks
+        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        size = self.refine_size
+        canvas, (h2, w2) = refine_canvas(bgr, size)
+        canvas = canvas.to(self.device)
+        probs = []
+        for start in range(0, len(base), self.refine_batch):
+            chunk = coarse[start : start + self.refine_batch].to(self.device)
+            masks = torch.zeros(chunk.shape[0], 1, size, size, device=self.device)
+            masks[:, 0, :h2, :w2] = resize_float(chunk, (h2, w2)) if (h2, w2) != (h, w) else chunk
+            x = torch.cat([canvas[None].expand(chunk.shape[0], -1, -1, -1), masks], dim=1)
+            with self._autocast():
+                logits = self.refiner.predict_logits(x)
+            prob = logits.float().sigmoid()[:, :, :h2, :w2]
+            probs.append(F.interpolate(prob, size=(h, w), mode="bilinear", align_corners=True)[:, 0])
+        return base.replace(masks=torch.cat(probs).to(base.device), mask_thr=self.mask_thr)
+
+    def __call__(self, image: np.ndarray | Tensor) -> Instances:
+        """Detect, then refine when a refiner is present. See the module docstring for the conventions."""
+        instances = self.detect(image)
+        if self.refiner is not None and len(instances):
+            instances = self.refine(image, instances)
+        return instances
+
+    # ------------------------------------------------------------------ helpers
+    def _prompt_instances(self, prompts: Instances | Tensor, h: int, w: int) -> Instances:
+        if isinstance(prompts, Instances):
+            if prompts.image_size != (h, w):
+                raise ValueError(f"prompt instances are for a {prompts.image_size} image, the image is {(h, w)}")
+            return prompts
+        if not isinstance(prompts, Tensor):
+            raise TypeError(f"prompts must be Instances, a mask tensor [N,H,W] or boxes [N,4], got {type(prompts)}")
+        prompts = prompts.detach().float().cpu()
+        if not torch.isfinite(prompts).all():
+            raise ValueError("prompts contain NaN or infinite values")
+        if prompts.dim() == 2 and prompts.shape[1] == 4:
+            return Instances(boxes=prompts, scores=torch.ones(len(prompts)), masks=boxes_to_masks(prompts, h, w))
+        if prompts.dim() == 2 and prompts.shape == (h, w):
+            prompts = prompts[None]
+        if prompts.dim() == 3:
+            if prompts.shape[1:] != (h, w):
+                raise ValueError(f"prompt masks must be [N,{h},{w}] (the image size), got {tuple(prompts.shape)}")
+            masks = prompts.clamp(0, 1)
+            boxes = masks_to_boxes(masks > 0.5)
+            return Instances(boxes=boxes, scores=torch.ones(len(masks)), masks=masks)
+        raise ValueError(f"prompts must be masks [N,H,W] or boxes [N,4], got shape {tuple(prompts.shape)}")
+
+
+def boxes_to_masks(boxes: Tensor, height: int, width: int) -> Tensor:
+    """Filled rectangles ``[N,H,W]`` (float 0/1) of xyxy boxes, clipped to the image."""
+    ys = torch.arange(height, dtype=torch.float32)[None, :, None] + 0.5
+    xs = torch.arange(width, dtype=torch.float32)[None, None, :] + 0.5
+    b = boxes.float()[:, :, None, None]
+    inside = (xs >= b[:, 0]) & (xs <= b[:, 2]) & (ys >= b[:, 1]) & (ys <= b[:, 3])
+    return inside.float()
