@@ -24,7 +24,16 @@ import numpy as np
 
 from ..evaluation import rle as rle_utils
 
-__all__ = ["CocoAnnotation", "CocoImage", "CocoSet", "load_coco", "read_image_bgr", "instance_masks", "MANGA_ID_OFFSET"]
+__all__ = [
+    "CocoAnnotation",
+    "CocoImage",
+    "CocoSet",
+    "load_coco",
+    "find_annotation",
+    "read_image_bgr",
+    "instance_masks",
+    "MANGA_ID_OFFSET",
+]
 
 MANGA_ID_OFFSET = 900_000_000
 
@@ -68,6 +77,7 @@ class CocoSet:
     category_ids: list[int]
     category_names: list[str]
     raw: dict[str, Any]
+    image_root: Path
 
     def __len__(self) -> int:
         return len(self.images)
@@ -141,6 +151,9 @@ def load_coco(ann_file: str | Path, image_root: str | Path | None = None, *, req
             )
         )
     images = []
+    if data["images"]:
+        first = data["images"][0]["file_name"]
+        roots = sorted(roots, key=lambda r: not (r / first).is_file())  # stable: the root holding images first
     for im in data["images"]:
         path = _resolve(roots, im["file_name"])
         if require_images and not path.is_file():
@@ -148,7 +161,7 @@ def load_coco(ann_file: str | Path, image_root: str | Path | None = None, *, req
         images.append(CocoImage(int(im["id"]), path, int(im["height"]), int(im["width"]), per_image[int(im["id"])]))
     if not images:
         raise ValueError(f"{ann_file} has no images")
-    return CocoSet(images, cat_ids, [str(c.get("name", c["id"])) for c in cats], data)
+    return CocoSet(images, cat_ids, [str(c.get("name", c["id"])) for c in cats], data, roots[0])
 
 
 def read_image_bgr(path: str | Path) -> np.ndarray:
@@ -174,3 +187,25 @@ def instance_masks(image: CocoImage) -> tuple[np.ndarray, np.ndarray]:
         else:
             masks[i] = m
     return masks, ignore
+
+
+def find_annotation(data: str | Path, split: str = "train") -> Path:
+    """The COCO JSON of ``split`` for a ``--data`` argument: the file itself, or inside ``DIR/annotations/`` the
+    first of ``det_<split>.json`` (the synthesis output), ``<split>.json``, ``instances_<split>.json``, or the only
+    JSON there."""
+    data = Path(data)
+    if data.is_file():
+        return data
+    ann_dir = data / "annotations"
+    if not ann_dir.is_dir():
+        raise FileNotFoundError(f"{data} is neither a COCO JSON file nor a dataset folder with annotations/")
+    for name in (f"det_{split}.json", f"{split}.json", f"instances_{split}.json"):
+        if (ann_dir / name).is_file():
+            return ann_dir / name
+    found = sorted(ann_dir.glob("*.json"))
+    if len(found) == 1:
+        return found[0]
+    raise FileNotFoundError(
+        f"no annotation file for split {split!r} in {ann_dir} (tried det_{split}.json, {split}.json, "
+        f"instances_{split}.json; found {[p.name for p in found]})"
+    )

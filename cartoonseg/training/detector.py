@@ -26,7 +26,7 @@ from ..models.rtmdet_ins import RTMDetIns
 from .coco import load_coco
 from .det_data import DetAugConfig, DetectionTrainSet, collate_detection
 from .distributed import DistContext, cleanup, setup
-from .engine import LoopConfig, run_loop
+from .engine import LoopConfig, run_loop, state_digest
 from .optim import init_rtmdet_head
 from .rtmdet_loss import RTMDetInsLossConfig, rtmdet_ins_loss, targets_to_device
 
@@ -178,6 +178,8 @@ def train_detector(cfg: DetectorTrainConfig, ctx: DistContext | None = None) -> 
             "last": result.last_log,
             "init": init_report,
             "world_size": ctx.world_size,
+            "rank": ctx.rank,
+            "state_digest": state_digest(model.state_dict()),
         }
         if result.finished and ctx.is_main:
             export = build_detector(model.config)

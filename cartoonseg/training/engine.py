@@ -10,6 +10,7 @@ run continues at the exact sample, learning rate, EMA step and RNG state where t
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from .distributed import DistContext, ResumableDistributedSampler
 from .optim import ExpMomentumEMA, WarmupCosine, param_groups
 from .state import checkpoint_exists, load_training_state, restore_rng, save_training_state
 
-__all__ = ["LoopConfig", "LoopResult", "run_loop", "autocast_dtype"]
+__all__ = ["LoopConfig", "LoopResult", "run_loop", "autocast_dtype", "state_digest"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,17 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "bf16":
         return torch.bfloat16
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def state_digest(state: dict[str, Tensor]) -> str:
+    """SHA-256 over a state dict's keys and tensor bytes (sorted keys): equal digests = identical weights."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        v = state[k].detach().cpu().contiguous().reshape(-1)
+        h.update(k.encode())
+        h.update(str(v.dtype).encode())
+        h.update(v.view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()
 
 
 def _log(ctx: DistContext, out_dir: Path, record: dict[str, Any]) -> None:

@@ -30,7 +30,7 @@ from ..config import refiner_config
 from ..models.isnet import ISNetGTEncoder
 from .coco import load_coco
 from .distributed import DistContext, cleanup, setup
-from .engine import LoopConfig, run_loop
+from .engine import LoopConfig, run_loop, state_digest
 from .losses import gt_encoder_loss, refiner_loss
 from .refine_data import RefineAugConfig, RefineTrainSet, collate_refine
 
@@ -155,7 +155,7 @@ def train_refiner(cfg: RefinerTrainConfig, ctx: DistContext | None = None) -> di
         aug = RefineAugConfig(size=cfg.size, ins_rect_prob=cfg.ins_rect_prob, aug_ins_prob=cfg.aug_ins_prob)
         dataset = RefineTrainSet(coco, aug, seed=cfg.seed)
         rcfg = refiner_config(cfg.preset, refine_size=cfg.size)
-        summary: dict[str, Any] = {"world_size": ctx.world_size}
+        summary: dict[str, Any] = {"world_size": ctx.world_size, "rank": ctx.rank}
 
         encoder = None
         if cfg.use_gt_encoder:
@@ -216,7 +216,14 @@ def train_refiner(cfg: RefinerTrainConfig, ctx: DistContext | None = None) -> di
             run_config=dict(cfg.to_dict(), phase="refiner"),
             on_epoch_start=dataset.set_epoch,
         )
-        summary.update({"global_step": r.global_step, "finished": r.finished, "last": r.last_log})
+        summary.update(
+            {
+                "global_step": r.global_step,
+                "finished": r.finished,
+                "last": r.last_log,
+                "state_digest": state_digest(model.state_dict()),
+            }
+        )
         if r.finished and ctx.is_main:
             export = build_refiner(rcfg)
             export.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
