@@ -1,0 +1,132 @@
+"""Weights resolution: local files first, sha256-checked downloads through huggingface_hub from a fake hub served
+on 127.0.0.1 (tests never touch the network), offline mode and clear errors."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+
+from cartoonseg import hub
+
+
+class _FakeHub(http.server.BaseHTTPRequestHandler):
+    files: dict[str, bytes] = {}
+    requests: list[str] = []
+
+    def _serve(self, body: bool) -> None:
+        self.requests.append(f"{self.command} {self.path}")
+        # /{org}/{repo}/resolve/{revision}/{filename}
+        parts = self.path.split("?")[0].strip("/").split("/")
+        if len(parts) != 5 or parts[2] != "resolve" or parts[4] not in self.files:
+            self.send_response(404)
+            self.send_header("X-Error-Code", "EntryNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        data = self.files[parts[4]]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("ETag", '"' + hashlib.sha256(data).hexdigest() + '"')
+        self.send_header("X-Repo-Commit", "0123456789abcdef0123456789abcdef01234567")
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
+    def do_HEAD(self):  # noqa: N802
+        self._serve(False)
+
+    def do_GET(self):  # noqa: N802
+        self._serve(True)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def fake_hub(monkeypatch, tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeHub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}",
+                        raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False, raising=False)
+    _FakeHub.files = {}
+    _FakeHub.requests = []
+    yield _FakeHub
+    server.shutdown()
+
+
+def _spec(data: bytes, name: str = "weights.ckpt") -> hub.WeightsSpec:
+    return hub.WeightsSpec(name, hashlib.sha256(data).hexdigest(), repo_id="someone/some-repo")
+
+
+def test_existing_path_and_search_dirs(tmp_path):
+    f = tmp_path / "x.ckpt"
+    f.write_bytes(b"abc")
+    assert hub.resolve_weights(f) == f
+    (tmp_path / "models").mkdir()
+    placed = tmp_path / "models" / "rtmdetl_e60.ckpt"
+    placed.write_bytes(b"pre-placed")
+    assert hub.resolve_weights("detector", search_dirs=[tmp_path / "nothing", tmp_path / "models"]) == placed
+    assert hub.resolve_weights("rtmdetl_e60.ckpt", search_dirs=[tmp_path / "models"]) == placed
+
+
+def test_download_from_fake_hub_with_sha256(fake_hub, tmp_path):
+    data = b"\x00weights\x01" * 1000
+    fake_hub.files["weights.ckpt"] = data
+    out = hub.resolve_weights("weights.ckpt", spec=_spec(data), download_dir=tmp_path / "dl")
+    assert out == tmp_path / "dl" / "weights.ckpt" and out.read_bytes() == data
+    assert any("/someone/some-repo/resolve/main/weights.ckpt" in r for r in fake_hub.requests)
+    # second call finds the file locally: no new request
+    n = len(fake_hub.requests)
+    assert hub.resolve_weights("weights.ckpt", spec=_spec(data), search_dirs=[tmp_path / "dl"]) == out
+    assert len(fake_hub.requests) == n
+
+
+def test_checksum_mismatch_is_reported_and_quarantined(fake_hub, tmp_path):
+    fake_hub.files["weights.ckpt"] = b"tampered"
+    spec = _spec(b"original")
+    with pytest.raises(hub.WeightsUnavailableError, match="sha256") as info:
+        hub.resolve_weights("weights.ckpt", spec=spec, download_dir=tmp_path)
+    assert str(tmp_path / "weights.ckpt") in str(info.value)
+    assert not (tmp_path / "weights.ckpt").exists()
+    assert (tmp_path / "weights.ckpt.sha256-mismatch").exists()
+
+
+def test_missing_on_hub_names_url_and_destination(fake_hub, tmp_path):
+    with pytest.raises(hub.WeightsUnavailableError) as info:
+        hub.resolve_weights("detector", download_dir=tmp_path)
+    msg = str(info.value)
+    assert "dreMaz/AnimeInstanceSegmentation/resolve/main/rtmdetl_e60.ckpt" in msg
+    assert str(tmp_path / "rtmdetl_e60.ckpt") in msg
+
+
+def test_offline_and_disabled_download(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(hub.WeightsUnavailableError, match="HF_HUB_OFFLINE") as info:
+        hub.resolve_weights("refiner", search_dirs=[tmp_path])
+    assert "https://huggingface.co/dreMaz/AnimeInstanceSegmentation/resolve/main/refine_last.ckpt" in str(info.value)
+    assert str(tmp_path / "refine_last.ckpt") in str(info.value)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with pytest.raises(hub.WeightsUnavailableError, match="downloading is disabled"):
+        hub.resolve_weights("refiner", search_dirs=[tmp_path], allow_download=False)
+    with pytest.raises(hub.WeightsUnavailableError, match="not found"):
+        hub.resolve_weights("unknown.ckpt", search_dirs=[tmp_path])
+
+
+def test_released_specs_are_the_published_ones():
+    assert hub.RELEASED_WEIGHTS["detector"].sha256 == "8052de69f831188cbe7331500c9cf73252d73f2a22da9c2eb9f6414d0366fb36"
+    assert hub.RELEASED_WEIGHTS["refiner"].sha256 == "c41a7c1cd54e63c1492d273466a540b6bff71ce9c2a01877add52bec554635a6"
+    assert Path(hub.RELEASED_WEIGHTS["refiner"].filename).name == "refine_last.ckpt"

@@ -1,0 +1,68 @@
+"""Repository rules that code review alone would miss: import directions, forbidden dependencies, no exec/eval,
+no unsafe torch.load."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FORBIDDEN_EVERYWHERE = {"mmcv", "mmdet", "mmengine", "cupy", "onnxruntime", "torchvision"}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def _py_files(folder: str) -> list[Path]:
+    return sorted((REPO / folder).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", _py_files("cartoonseg"), ids=lambda p: str(p.relative_to(REPO)))
+def test_library_never_imports_comfy_nodes_or_train(path):
+    bad = _imports(path) & {"comfy", "comfy_extras", "folder_paths", "nodes", "train", "server", "execution"}
+    assert not bad, f"{path.relative_to(REPO)} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize(
+    "path", _py_files("cartoonseg") + _py_files("nodes") + _py_files("train"), ids=lambda p: str(p.relative_to(REPO))
+)
+def test_no_forbidden_runtime_dependencies(path):
+    bad = _imports(path) & FORBIDDEN_EVERYWHERE
+    assert not bad, f"{path.relative_to(REPO)} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("path", _py_files("nodes"), ids=lambda p: str(p.relative_to(REPO)))
+def test_nodes_never_import_train(path):
+    assert "train" not in _imports(path)
+
+
+@pytest.mark.parametrize(
+    "path", _py_files("cartoonseg") + _py_files("nodes") + _py_files("train"), ids=lambda p: str(p.relative_to(REPO))
+)
+def test_no_exec_eval_or_unsafe_torch_load(path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("exec", "eval"):
+            pytest.fail(f"{path.relative_to(REPO)}:{node.lineno} calls {node.func.id}")
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load":
+            base = node.func.value
+            if isinstance(base, ast.Name) and base.id == "torch":
+                kw = {k.arg: k.value for k in node.keywords}
+                ok = "weights_only" in kw and isinstance(kw["weights_only"], ast.Constant) and kw["weights_only"].value
+                assert ok, f"{path.relative_to(REPO)}:{node.lineno} torch.load without weights_only=True"
+
+
+def test_requirements_do_not_pin_torch():
+    for name in ("requirements.txt",):
+        lines = [l.split("#")[0].strip() for l in (REPO / name).read_text().splitlines()]
+        assert not any(l.split("=")[0].split(">")[0].split("<")[0].strip() in ("torch", "torchvision") for l in lines if l)
