@@ -1,0 +1,415 @@
+"""Monocular depth estimation with Depth Anything V2 (through ``transformers``), and depth maps from elsewhere.
+
+Paper: "Instance-guided Cartoon Editing with a Large-scale Dataset" (arXiv 2312.01943), §6.1: the 3D Ken Burns
+application starts from an initial depth estimate (the original code used LeReS/ZoeDepth/Marigold). Here the
+default estimator is Depth Anything V2 (Yang et al., 2024, "Depth Anything V2"), run through the
+``transformers`` class ``DepthAnythingForDepthEstimation``; pre-processing mirrors the published
+``DPTImageProcessor`` settings (keep aspect ratio, sides a multiple of 14, ImageNet normalisation) but is done
+in numpy/PIL so no torchvision is needed.
+
+Models (``DEPTH_MODELS``; weights on the Hugging Face hub):
+
+* ``small``: ``depth-anything/Depth-Anything-V2-Small-hf``, 24.8 M parameters, **Apache-2.0** (the default);
+* ``base``: ``depth-anything/Depth-Anything-V2-Base-hf``, 97.5 M, **CC-BY-NC-4.0 (non-commercial)**;
+* ``large``: ``depth-anything/Depth-Anything-V2-Large-hf``, 335 M, **CC-BY-NC-4.0 (non-commercial)**.
+
+Conventions. Relative Depth Anything models predict affine-invariant *inverse* depth, so the natural output is a
+disparity-like map. :class:`DepthResult` holds, at the input image size:
+
+* ``disparity``: float32 ``[H,W]`` in [0,1], **larger = nearer** (min-max normalised per image); this is the
+  convention of ComfyUI depth preprocessors, and the one depth IMAGEs use between nodes;
+* ``depth``: ``1 - disparity``, relative depth in [0,1], larger = farther (the original code inverted its
+  normalised estimates the same way); neither is metric;
+* ``raw``: the model's un-normalised prediction resized to the image.
+
+A depth map made by any other node pack (an IMAGE) is accepted by :func:`disparity_from_image`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .hub import WeightsUnavailableError, hub_url, is_offline
+
+__all__ = [
+    "DepthModelSpec",
+    "DEPTH_MODELS",
+    "DepthResult",
+    "DepthEstimator",
+    "resolve_depth_model",
+    "load_depth_model",
+    "disparity_from_image",
+    "depth_to_image",
+]
+
+_MODEL_FILES = ("config.json", "model.safetensors")
+_OPTIONAL_FILES = ("preprocessor_config.json",)
+
+
+@dataclasses.dataclass(frozen=True)
+class DepthModelSpec:
+    """A published depth model: hub repo, revision and licence (shown to users when they pick it)."""
+
+    repo_id: str
+    licence: str
+    params: str
+    revision: str = "main"
+
+    @property
+    def folder_name(self) -> str:
+        """Local folder name the model is stored under (the repo name)."""
+        return self.repo_id.split("/")[-1]
+
+    @property
+    def url(self) -> str:
+        return f"{hub_url(self.repo_id, '', self.revision).rsplit('/resolve/', 1)[0]}/tree/{self.revision}"
+
+
+DEPTH_MODELS: dict[str, DepthModelSpec] = {
+    "small": DepthModelSpec("depth-anything/Depth-Anything-V2-Small-hf", "Apache-2.0", "24.8M"),
+    "base": DepthModelSpec("depth-anything/Depth-Anything-V2-Base-hf", "CC-BY-NC-4.0 (non-commercial)", "97.5M"),
+    "large": DepthModelSpec("depth-anything/Depth-Anything-V2-Large-hf", "CC-BY-NC-4.0 (non-commercial)", "335M"),
+}
+
+
+@dataclasses.dataclass
+class DepthResult:
+    """Depth of one image at its own size (see the module docstring for the conventions).
+
+    Attributes:
+        disparity: float32 ``[H,W]`` in [0,1], larger = nearer.
+        depth: float32 ``[H,W]`` in [0,1], larger = farther (``1 - disparity``).
+        raw: float32 ``[H,W]``, the model's prediction (inverse relative depth, or metric depth for metric models).
+    """
+
+    disparity: Tensor
+    depth: Tensor
+    raw: Tensor
+
+
+def _is_model_dir(path: Path) -> bool:
+    return path.is_dir() and all((path / f).is_file() for f in _MODEL_FILES)
+
+
+def _spec_for(name: str) -> DepthModelSpec | None:
+    key = name.strip().lower()
+    if key in DEPTH_MODELS:
+        return DEPTH_MODELS[key]
+    for spec in DEPTH_MODELS.values():
+        if name in (spec.repo_id, spec.folder_name):
+            return spec
+    return None
+
+
+def resolve_depth_model(
+    name_or_path: str | os.PathLike = "small",
+    *,
+    search_dirs: Sequence[str | os.PathLike] = (),
+    download_dir: str | os.PathLike | None = None,
+    allow_download: bool = True,
+) -> Path:
+    """Local folder of a depth model (``config.json`` + ``model.safetensors``), downloading it when allowed.
+
+    Args:
+        name_or_path: an existing model folder; ``"small"``/``"base"``/``"large"``; or a hub repo id / repo name
+            (``depth-anything/Depth-Anything-V2-Small-hf``). Other repo ids of the same layout work too.
+        search_dirs: folders searched (in order) for a sub-folder named after the repo (e.g.
+            ``Depth-Anything-V2-Small-hf``).
+        download_dir: where a download goes (default: the first search dir, else ``~/.cache/cartoonseg/depth``);
+            the model lands in ``download_dir/<repo name>``.
+        allow_download: False never touches the network. ``HF_HUB_OFFLINE=1`` also forbids it.
+
+    Raises:
+        WeightsUnavailableError: not on disk and download disallowed, offline or failed; names the URL and the
+            folder the files are expected in.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not _is_model_dir(path):
+            raise WeightsUnavailableError(
+                f"depth model folder {path} lacks {' / '.join(f for f in _MODEL_FILES if not (path / f).is_file())}; "
+                "it needs the transformers layout (config.json, model.safetensors, optional preprocessor_config.json)"
+            )
+        return path
+    name = str(name_or_path)
+    spec = _spec_for(name)
+    if spec is None:
+        if "/" in name and not path.exists() and name.count("/") == 1 and not name.startswith((".", "/", "~")):
+            spec = DepthModelSpec(name, "see the model card", "?")
+        else:
+            raise WeightsUnavailableError(
+                f"depth model {name!r} is neither a folder nor a known model; known: {', '.join(DEPTH_MODELS)} "
+                "or a hub repo id such as depth-anything/Depth-Anything-V2-Small-hf"
+            )
+    for folder in search_dirs:
+        candidate = Path(folder).expanduser() / spec.folder_name
+        if _is_model_dir(candidate):
+            return candidate
+    base = Path(download_dir or (search_dirs[0] if search_dirs else Path.home() / ".cache" / "cartoonseg" / "depth"))
+    target = base.expanduser() / spec.folder_name
+    how_to = (
+        f"download {', '.join(_MODEL_FILES + _OPTIONAL_FILES)} from {spec.url} "
+        f"(licence: {spec.licence}) into {target}"
+    )
+    if not allow_download:
+        raise WeightsUnavailableError(f"depth model {spec.repo_id} is not on disk and downloading is disabled; {how_to}")
+    if is_offline():
+        raise WeightsUnavailableError(f"depth model {spec.repo_id} is not on disk and HF_HUB_OFFLINE is set; {how_to}")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as exc:
+        raise WeightsUnavailableError(f"huggingface_hub is not installed; {how_to}") from exc
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        snapshot_download(
+            repo_id=spec.repo_id,
+            revision=spec.revision,
+            local_dir=str(target),
+            allow_patterns=list(_MODEL_FILES + _OPTIONAL_FILES),
+        )
+    except Exception as exc:  # network errors, 404, auth: the manual route is the answer to all of them
+        raise WeightsUnavailableError(f"downloading {spec.repo_id} failed ({type(exc).__name__}: {exc}); {how_to}") from exc
+    if not _is_model_dir(target):
+        raise WeightsUnavailableError(f"download of {spec.repo_id} did not produce {', '.join(_MODEL_FILES)}; {how_to}")
+    return target
+
+
+def _constrain(value: float, multiple: int) -> int:
+    out = int(round(value / multiple) * multiple)
+    return max(out, multiple)
+
+
+class DepthEstimator:
+    """A ``transformers`` depth model plus its pre/post-processing. Call it on one RGB image.
+
+    Args:
+        model: a ``DepthAnythingForDepthEstimation`` (or another ``*ForDepthEstimation`` whose forward takes
+            ``pixel_values`` and returns ``predicted_depth``) in eval mode.
+        size: target (height, width) of the processor; with ``keep_aspect_ratio`` the image is scaled by the
+            factor closest to 1 that fits one of them (the DPT processor rule), then rounded to ``multiple``.
+        multiple: both network sides are multiples of this (14 for the DINOv2 backbone).
+        mean, std: normalisation of the [0,1] RGB input.
+        keep_aspect_ratio: see ``size``.
+        metric: the model predicts metric depth (larger = farther) instead of relative inverse depth.
+        dtype: compute dtype (float32, or bfloat16 for the fast CPU mode; never float16 on CPU).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        size: tuple[int, int] = (518, 518),
+        multiple: int = 14,
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+        keep_aspect_ratio: bool = True,
+        metric: bool = False,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.model = model.eval()
+        self.size = (int(size[0]), int(size[1]))
+        self.multiple = int(multiple)
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.keep_aspect_ratio = keep_aspect_ratio
+        self.metric = metric
+        self.dtype = dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: torch.device | str) -> DepthEstimator:
+        self.model.to(device)
+        return self
+
+    def network_size(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) the image is resized to before the network (the DPT processor rule)."""
+        sh, sw = self.size[0] / height, self.size[1] / width
+        if self.keep_aspect_ratio:
+            if abs(1 - sw) < abs(1 - sh):
+                sh = sw
+            else:
+                sw = sh
+        return _constrain(sh * height, self.multiple), _constrain(sw * width, self.multiple)
+
+    def preprocess(self, image) -> Tensor:
+        """One RGB image (uint8 ``[H,W,3]`` numpy/torch or float ``[H,W,3]`` in [0,1]) -> ``[1,3,h,w]`` float."""
+        from PIL import Image
+
+        rgb = _as_uint8_rgb(image)
+        h, w = self.network_size(rgb.shape[0], rgb.shape[1])
+        resized = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BICUBIC), dtype=np.float32) / 255.0
+        x = torch.from_numpy(resized).permute(2, 0, 1)
+        return ((x - self.mean) / self.std)[None]
+
+    @torch.inference_mode()
+    def __call__(self, image) -> DepthResult:
+        """Depth of one image. See :class:`DepthResult` for the outputs (all ``[H,W]`` at the input size)."""
+        rgb = _as_uint8_rgb(image)
+        height, width = rgb.shape[:2]
+        x = self.preprocess(rgb).to(self.device)
+        if self.dtype != torch.float32 and self.device.type == "cpu":
+            with torch.autocast("cpu", dtype=self.dtype):
+                pred = self.model(pixel_values=x).predicted_depth
+        else:
+            pred = self.model(pixel_values=x.to(self.dtype)).predicted_depth
+        pred = pred.float()
+        if pred.dim() == 3:
+            pred = pred[:, None]
+        raw = F.interpolate(pred, size=(height, width), mode="bicubic", align_corners=False)[0, 0].cpu()
+        raw = torch.nan_to_num(raw, nan=0.0)
+        if self.metric:
+            disp = 1.0 / raw.clamp_min(1e-6)
+        else:
+            disp = raw
+        disparity = _normalise(disp)
+        return DepthResult(disparity=disparity, depth=1.0 - disparity, raw=raw)
+
+
+def _normalise(x: Tensor) -> Tensor:
+    lo, hi = float(x.min()), float(x.max())
+    if not np.isfinite(lo) or not np.isfinite(hi) or hi - lo < 1e-12:
+        return torch.zeros_like(x)
+    return ((x - lo) / (hi - lo)).clamp(0, 1)
+
+
+def _as_uint8_rgb(image) -> np.ndarray:
+    if isinstance(image, Tensor):
+        t = image.detach().cpu()
+        if t.dtype != torch.uint8:
+            t = (torch.nan_to_num(t.float(), nan=0.0).clamp(0, 1) * 255).round().to(torch.uint8)
+        arr = t.numpy()
+    elif isinstance(image, np.ndarray):
+        arr = image
+        if arr.dtype != np.uint8:
+            arr = (np.clip(np.nan_to_num(arr.astype(np.float32)), 0, 1) * 255 + 0.5).astype(np.uint8)
+    else:
+        raise TypeError(f"image must be a numpy array or torch tensor [H,W,3], got {type(image).__name__}")
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"image must be [H,W,3] RGB (grey and RGBA accepted), got shape {arr.shape}")
+    if arr.shape[0] < 2 or arr.shape[1] < 2:
+        raise ValueError(f"image too small for depth estimation: {arr.shape[:2]} (need at least 2x2)")
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    return np.ascontiguousarray(arr[..., :3])
+
+
+def load_depth_model(
+    name_or_path: str | os.PathLike = "small",
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    search_dirs: Sequence[str | os.PathLike] = (),
+    download_dir: str | os.PathLike | None = None,
+    allow_download: bool = True,
+) -> DepthEstimator:
+    """Load a Depth Anything (V1/V2, or another transformers depth) model as a :class:`DepthEstimator`.
+
+    Resolution follows :func:`resolve_depth_model`; loading never touches the network
+    (``local_files_only=True``). The processor settings come from ``preprocessor_config.json`` when present,
+    else the Depth Anything defaults (518, multiple of 14, ImageNet mean/std).
+
+    Args:
+        name_or_path: folder, ``"small"``/``"base"``/``"large"`` or hub repo id.
+        device: torch device.
+        dtype: ``torch.float32`` (default) or ``torch.bfloat16`` (autocast on CPU). float16 is refused on CPU.
+
+    Raises:
+        WeightsUnavailableError: files missing and not downloadable.
+        ValueError: a folder that is not a depth-estimation model, or float16 on CPU.
+    """
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
+    if dtype == torch.float16 and torch.device(device).type == "cpu":
+        raise ValueError("float16 is extremely slow on CPU; use torch.float32 or torch.bfloat16")
+    folder = resolve_depth_model(name_or_path, search_dirs=search_dirs, download_dir=download_dir, allow_download=allow_download)
+    try:
+        from transformers import AutoConfig, AutoModelForDepthEstimation
+    except ImportError as exc:  # pragma: no cover - transformers is a hard requirement
+        raise RuntimeError("depth estimation needs the 'transformers' package (pip install transformers)") from exc
+    config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    try:
+        model = AutoModelForDepthEstimation.from_pretrained(folder, config=config, local_files_only=True)
+    except ValueError as exc:
+        raise ValueError(f"{folder} is not a transformers depth-estimation model (model_type={config.model_type!r}): {exc}") from exc
+    model.eval()
+    kwargs: dict = {}
+    proc = folder / "preprocessor_config.json"
+    if proc.is_file():
+        cfg = json.loads(proc.read_text())
+        size = cfg.get("size", {})
+        if isinstance(size, dict) and "height" in size and "width" in size:
+            kwargs["size"] = (int(size["height"]), int(size["width"]))
+        elif isinstance(size, int):
+            kwargs["size"] = (size, size)
+        if "ensure_multiple_of" in cfg:
+            kwargs["multiple"] = int(cfg["ensure_multiple_of"])
+        if "keep_aspect_ratio" in cfg:
+            kwargs["keep_aspect_ratio"] = bool(cfg["keep_aspect_ratio"])
+        if cfg.get("image_mean") is not None:
+            kwargs["mean"] = tuple(cfg["image_mean"])
+        if cfg.get("image_std") is not None:
+            kwargs["std"] = tuple(cfg["image_std"])
+    metric = getattr(config, "depth_estimation_type", "relative") == "metric"
+    if dtype != torch.float32 and torch.device(device).type != "cpu":
+        model.to(dtype)
+    model.to(device)
+    return DepthEstimator(model, metric=metric, dtype=dtype, **kwargs)
+
+
+def disparity_from_image(depth_image, size: tuple[int, int] | None = None, *, invert: bool = False) -> Tensor:
+    """A depth map made elsewhere (e.g. a ComfyUI depth IMAGE) as a disparity ``[H,W]`` float32.
+
+    Args:
+        depth_image: ``[H,W]``, ``[H,W,C]`` (channels averaged; alpha ignored) or ``[1,H,W,C]``; uint8 or float.
+            Convention: larger = nearer, as ComfyUI depth preprocessors produce; pass ``invert=True`` for
+            maps where larger = farther.
+        size: (H, W) to resize to (bilinear), e.g. the instance mask size; ComfyUI depth nodes sometimes round
+            sizes to even numbers.
+        invert: flip the convention (``1 - x`` after scaling to [0,1]).
+
+    Returns:
+        float32 ``[H,W]``; uint8 input is scaled to [0,1], float input is kept (NaN -> 0).
+    """
+    t = torch.as_tensor(depth_image).detach().cpu()
+    if t.dim() == 4:
+        if t.shape[0] != 1:
+            raise ValueError(f"expected one depth frame, got a batch of {t.shape[0]}")
+        t = t[0]
+    if t.dim() == 3:
+        c = t.shape[-1]
+        if c == 4:
+            t = t[..., :3]
+        elif c not in (1, 3):
+            raise ValueError(f"depth image must have 1, 3 or 4 channels, got shape {tuple(t.shape)}")
+        t = t.float().mean(-1) if t.dtype != torch.uint8 else t.float().mean(-1) / 255.0
+    elif t.dim() == 2:
+        t = t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
+    else:
+        raise ValueError(f"depth image must be [H,W] or [H,W,C], got shape {tuple(t.shape)}")
+    if t.numel() == 0:
+        raise ValueError("depth image is empty")
+    t = torch.nan_to_num(t, nan=0.0)
+    if invert:
+        t = 1.0 - t
+    if size is not None and tuple(t.shape) != tuple(size):
+        t = F.interpolate(t[None, None], size=tuple(int(s) for s in size), mode="bilinear", align_corners=False)[0, 0]
+    return t.contiguous()
+
+
+def depth_to_image(disparity: Tensor) -> Tensor:
+    """Grey ComfyUI-style depth IMAGE ``[H,W,3]`` in [0,1] (larger = nearer) from a disparity ``[H,W]``."""
+    d = torch.nan_to_num(disparity.float(), nan=0.0).clamp(0, 1)
+    return d[..., None].expand(-1, -1, 3).contiguous()
