@@ -36,8 +36,9 @@ class TrackerConfig:
     Attributes:
         iou_threshold: minimum IoU in ``(0, 1]`` for a detection to continue a track.
         max_age: frames a lost track is remembered (0 = only the previous frame counts).
-        metric: ``"mask"`` (IoU of the binary masks, robust for overlapping characters) or ``"box"``
-            (IoU of the xyxy boxes; cheaper, use it for large frames with many instances).
+        metric: ``"mask"`` (IoU of the binary masks, robust for overlapping characters; pairs where a mask is
+            empty fall back to box IoU) or ``"box"`` (IoU of the xyxy boxes; cheaper, use it for large frames
+            with many instances).
         first_id: id given to the first new track.
     """
 
@@ -176,6 +177,11 @@ class InstanceTracker:
             self._masks = torch.zeros(0, *size, dtype=torch.bool)
         if cfg.metric == "mask":
             iou = mask_iou(self._masks, binary)
+            # an instance whose binary mask is empty (e.g. a low-confidence coarse mask) has no mask overlap to
+            # speak of: compare it by its box instead
+            empty = (self._masks.flatten(1).sum(1) == 0)[:, None] | (binary.flatten(1).sum(1) == 0)[None, :]
+            if bool(empty.any()):
+                iou = torch.where(empty, box_iou(self._boxes, boxes), iou)
         else:
             iou = box_iou(self._boxes, boxes)
         pairs = match_greedy(iou, float(cfg.iou_threshold), torch.tensor(self._ages, dtype=torch.long))

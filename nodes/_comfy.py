@@ -83,6 +83,17 @@ def offload_device() -> torch.device:
     return mm.unet_offload_device()
 
 
+def soft_empty_cache() -> None:
+    """Release cached accelerator memory after models were moved off the GPU (no-op outside ComfyUI/CUDA)."""
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return
+    mm.soft_empty_cache()
+
+
 def throw_if_interrupted() -> None:
     """Raise ComfyUI's interrupt exception when the user pressed Cancel."""
     try:

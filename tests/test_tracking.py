@@ -113,3 +113,11 @@ def test_deterministic_on_random_clip():
     assert a == b
     for ids in a:
         assert len(set(ids)) == len(ids)  # ids unique within a frame
+
+
+def test_empty_masks_fall_back_to_box_iou():
+    boxes = torch.tensor([[0.0, 0, 10, 10], [30, 0, 40, 10]])
+    empty = Instances(boxes=boxes, scores=torch.ones(2), masks=torch.zeros(2, H, W))
+    shifted = Instances(boxes=boxes[[1, 0]] + 1, scores=torch.ones(2), masks=torch.zeros(2, H, W))
+    out = track_instances([empty, shifted])
+    assert [f.ids.tolist() for f in out] == [[0, 1], [1, 0]]

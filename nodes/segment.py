@@ -1,0 +1,367 @@
+"""ComfyUI segmentation nodes: detector (stage 1), refiner (stage 2) and the one-node segmenter (both).
+
+Pipeline of "Instance-guided Cartoon Editing with a Large-scale Dataset" (arXiv 2312.01943): RTMDet-Ins proposes
+instances with coarse masks, IS-Net refines each instance's mask at high resolution. The work is done by
+``cartoonseg.Segmenter``; these nodes only loop over IMAGE batches (progress bar + cancel per frame), move the
+networks on and off the GPU, and convert the per-frame ``cartoonseg.Instances`` into ComfyUI outputs:
+
+* ``instances`` (``CARTOONSEG_INSTANCES``): a list with one CPU ``cartoonseg.Instances`` per frame;
+* ``masks`` (MASK ``[sum N, H, W]``): every instance of every frame, in frame order; ``[1,H,W]`` zeros if none;
+* ``combined_mask`` (MASK ``[B,H,W]``): union of each frame's instances (zeros for frames without any);
+* ``preview`` (IMAGE ``[B,H,W,3]``): the frames with coloured instances, boxes and instance ids;
+* ``count`` (INT): number of instances over all frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from . import _comfy
+
+CATEGORY = f"{_comfy.CATEGORY}/segment"
+MASK_OUTPUTS = ("binary", "soft")
+SEGMENT_RETURN_TYPES = ("CARTOONSEG_INSTANCES", "MASK", "MASK", "IMAGE", "INT")
+SEGMENT_RETURN_NAMES = ("instances", "masks", "combined_mask", "preview", "count")
+
+_TRACK_TOOLTIP = "video: keep instance ids stable across frames (mask-IoU tracking), so ids follow characters"
+_MASK_OUTPUT_TOOLTIP = "binary = thresholded masks (0/1); soft = mask probabilities (for feathered compositing)"
+
+
+# ---------------------------------------------------------------------------------------------- shared helpers
+def run_frames(image: torch.Tensor, fn: Callable[[int, torch.Tensor], object]) -> list:
+    """Call ``fn(index, frame[H,W,3])`` for each frame of an IMAGE batch, with a progress bar whose every step
+    first checks ComfyUI's cancel flag."""
+    results = []
+    with _comfy.steps(image.shape[0]) as bar:
+        for i in range(image.shape[0]):
+            _comfy.throw_if_interrupted()  # also catches a cancel raised while the previous step's bar updated
+            results.append(fn(i, image[i]))
+            bar.tick()
+    return results
+
+
+def mask_values(inst, mask_output: str) -> torch.Tensor:
+    """float32 ``[N,H,W]`` on the CPU: thresholded (``"binary"``) or probabilities (``"soft"``)."""
+    if mask_output == "binary":
+        return inst.binary.float().cpu()
+    if mask_output == "soft":
+        return inst.masks.float().clamp(0, 1).cpu()
+    raise ValueError(f"mask_output must be one of {MASK_OUTPUTS}, got {mask_output!r}")
+
+
+def stack_masks(frames: Sequence, mask_output: str, height: int, width: int) -> torch.Tensor:
+    """All instances of all frames -> MASK ``[sum N,H,W]``; a ``[1,H,W]`` zero mask when there are none
+    (downstream nodes such as MaskToImage fail on empty batches)."""
+    parts = [mask_values(f, mask_output) for f in frames if len(f)]
+    if not parts:
+        return torch.zeros(1, height, width)
+    return torch.cat(parts).contiguous()
+
+
+def union_masks(frames: Sequence, mask_output: str) -> torch.Tensor:
+    """Per-frame union -> MASK ``[B,H,W]`` (zeros for frames without instances)."""
+    out = []
+    for f in frames:
+        m = mask_values(f, mask_output)
+        out.append(m.amax(0) if len(f) else torch.zeros(f.image_size))
+    return torch.stack(out).contiguous()
+
+
+def preview_frames(image: torch.Tensor, frames: Sequence) -> torch.Tensor:
+    """IMAGE ``[B,H,W,3]``: frames with coloured instance masks, boxes and id numbers."""
+    from cartoonseg.visualize import overlay
+
+    out = [torch.tensor(overlay(_comfy.image_to_uint8(image[i]), f)) for i, f in enumerate(frames)]
+    return (torch.stack(out).float() / 255.0).contiguous()
+
+
+def segment_outputs(image: torch.Tensor, frames: list, mask_output: str) -> tuple:
+    """The five standard outputs (see the module docstring) from a checked IMAGE and its per-frame instances."""
+    h, w = int(image.shape[1]), int(image.shape[2])
+    masks = stack_masks(frames, mask_output, h, w)
+    combined = union_masks(frames, mask_output)
+    preview = preview_frames(image, frames)
+    count = int(sum(len(f) for f in frames))
+    return (frames, masks, combined, preview, count)
+
+
+def to_cpu_instances(inst, height: int, width: int):
+    """Library output -> a CPU ``Instances`` with float32 masks of the frame size (checked)."""
+    inst = inst.to("cpu")
+    if inst.image_size != (height, width):
+        raise RuntimeError(f"segmenter returned masks of size {inst.image_size} for a {height}x{width} frame")
+    if inst.masks.dtype != torch.float32:
+        inst = inst.replace(masks=inst.masks.float())
+    return inst
+
+
+def track_frames(frames: list, iou_threshold: float = 0.3, max_age: int = 5, metric: str = "mask") -> list:
+    from cartoonseg.tracking import TrackerConfig, track_instances
+
+    return track_instances(frames, TrackerConfig(iou_threshold=iou_threshold, max_age=max_age, metric=metric))
+
+
+def check_instances_list(instances, name: str = "instances") -> list:
+    """Validate a ``CARTOONSEG_INSTANCES`` value (list of ``cartoonseg.Instances``, one per frame)."""
+    from cartoonseg import Instances
+
+    if isinstance(instances, Instances):
+        instances = [instances]
+    if not isinstance(instances, (list, tuple)) or not instances:
+        raise TypeError(f"{name} must be a non-empty CARTOONSEG_INSTANCES list, got {type(instances).__name__}")
+    for i, f in enumerate(instances):
+        if not isinstance(f, Instances):
+            raise TypeError(f"{name}[{i}] must be cartoonseg.Instances, got {type(f).__name__}")
+    return list(instances)
+
+
+def check_model(model):
+    from .loaders import CartoonSegModel
+
+    if not isinstance(model, CartoonSegModel):
+        raise TypeError(f"model must be a CARTOONSEG_MODEL from CartoonSegModelLoader, got {type(model).__name__}")
+    return model
+
+
+# ---------------------------------------------------------------------------------------------- prompts for refine
+def resize_masks(masks: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``[N,h,w]`` -> ``[N,height,width]`` (bilinear; identity when the size already matches)."""
+    if masks.shape[-2:] == (height, width):
+        return masks
+    return torch.nn.functional.interpolate(masks[:, None], size=(height, width), mode="bilinear",
+                                           align_corners=False)[:, 0].clamp(0, 1)
+
+
+def masks_per_frame(masks: torch.Tensor, frames: int, height: int, width: int) -> list[torch.Tensor]:
+    """Distribute a MASK batch ``[M,h,w]`` over ``frames`` frames.
+
+    With one frame, all ``M`` masks are prompts for it. With ``M == frames`` (and ``frames > 1``), mask ``i`` is the
+    one prompt of frame ``i`` (empty masks give no prompt). Anything else is ambiguous and raises.
+    """
+    masks = resize_masks(_comfy.check_mask(masks, "masks"), height, width)
+    m = masks.shape[0]
+    if frames == 1:
+        keep = masks.flatten(1).amax(1) > 0
+        return [masks[keep]]
+    if m == frames:
+        return [masks[i:i + 1] if masks[i].amax() > 0 else masks[i:i] for i in range(m)]
+    raise ValueError(f"masks has {m} masks for {frames} frames: give one mask per frame, or a single frame "
+                     f"with any number of masks (use CartoonSegMaskToInstances for other layouts)")
+
+
+def parse_bboxes(bboxes, frames: int) -> list[torch.Tensor]:
+    """Boxes from other nodes -> one xyxy float tensor ``[N,4]`` per frame.
+
+    Accepted: ComfyUI's ``BOUNDING_BOX`` (a dict ``{x, y, width, height, ...}``, a list of them, or a list of
+    such lists, one per frame), lists of ``[x1, y1, x2, y2]``, or a tensor ``[N,4]`` / ``[B,N,4]`` (xyxy pixels).
+    A flat list/one tensor applies to every frame.
+    """
+
+    def one(b) -> list[float]:
+        if isinstance(b, dict):
+            try:
+                x, y = float(b["x"]), float(b["y"])
+                return [x, y, x + float(b["width"]), y + float(b["height"])]
+            except KeyError as e:
+                raise ValueError(f"bounding box dict needs x, y, width, height; got keys {sorted(b)}") from e
+        vals = [float(v) for v in (b.tolist() if isinstance(b, torch.Tensor) else b)]
+        if len(vals) != 4:
+            raise ValueError(f"a box needs 4 numbers x1,y1,x2,y2, got {vals}")
+        return vals
+
+    def group(items) -> torch.Tensor:
+        rows = [one(b) for b in items]
+        return torch.tensor(rows, dtype=torch.float32).reshape(-1, 4)
+
+    if isinstance(bboxes, torch.Tensor):
+        t = bboxes.float()
+        if t.dim() == 2 and t.shape[-1] == 4:
+            return [t.clone() for _ in range(frames)]
+        if t.dim() == 3 and t.shape[-1] == 4 and t.shape[0] == frames:
+            return [t[i].clone() for i in range(frames)]
+        raise ValueError(f"bboxes tensor must be [N,4] or [{frames},N,4], got {tuple(t.shape)}")
+    if isinstance(bboxes, dict):
+        bboxes = [bboxes]
+    if not isinstance(bboxes, (list, tuple)):
+        raise TypeError(f"bboxes must be a BOUNDING_BOX (dict or list), got {type(bboxes).__name__}")
+    nested = len(bboxes) > 0 and all(isinstance(b, (list, tuple)) and (len(b) == 0 or isinstance(b[0], (dict, list,
+                                     tuple))) for b in bboxes)
+    if nested:
+        if len(bboxes) == frames:
+            return [group(b) for b in bboxes]
+        if len(bboxes) == 1:
+            return [group(bboxes[0]) for _ in range(frames)]
+        raise ValueError(f"bboxes has {len(bboxes)} per-frame lists for {frames} frames")
+    g = group(bboxes)
+    return [g.clone() for _ in range(frames)]
+
+
+# ---------------------------------------------------------------------------------------------- nodes
+def _common_detect_inputs() -> dict:
+    return {
+        "score_threshold": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01,
+                                      "tooltip": "minimum detection score"}),
+        "max_instances": ("INT", {"default": 100, "min": 1, "max": 1000, "tooltip": "keep at most this many"}),
+        "det_size": ("INT", {"default": 640, "min": 128, "max": 2048, "step": 32,
+                             "tooltip": "detector input size (longest side, pixels)"}),
+    }
+
+
+class CartoonSegDetect:
+    DESCRIPTION = ("Stage 1: RTMDet-Ins instance detection with coarse masks, for every frame of an IMAGE batch. "
+                   "Outputs per-frame instances, all instance masks, a combined mask per frame, a preview and "
+                   "the instance count. Frames without detections give all-zero masks.")
+    CATEGORY = CATEGORY
+    FUNCTION = "detect"
+    RETURN_TYPES = SEGMENT_RETURN_TYPES
+    RETURN_NAMES = SEGMENT_RETURN_NAMES
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("CARTOONSEG_MODEL",),
+                "image": ("IMAGE",),
+                **_common_detect_inputs(),
+                "mask_output": (list(MASK_OUTPUTS), {"default": "binary", "tooltip": _MASK_OUTPUT_TOOLTIP}),
+                "track_ids": ("BOOLEAN", {"default": False, "tooltip": _TRACK_TOOLTIP}),
+            }
+        }
+
+    def detect(self, model, image, score_threshold, max_instances, det_size, mask_output, track_ids):
+        model = check_model(model)
+        image = _comfy.check_image(image)
+        h, w = int(image.shape[1]), int(image.shape[2])
+        seg = model.segmenter(use_refiner=False, det_size=int(det_size), score_thr=float(score_threshold),
+                              max_instances=int(max_instances))
+        with model.on_device():
+            frames = run_frames(image, lambda i, f: to_cpu_instances(seg.detect(f), h, w))
+        if track_ids:
+            frames = track_frames(frames)
+        return segment_outputs(image, frames, mask_output)
+
+
+class CartoonSegRefine:
+    DESCRIPTION = ("Stage 2: IS-Net refinement of instance masks. Prompts come from CartoonSeg instances, from any "
+                   "MASK batch (SAM, Impact, painted masks; one frame with many masks, or one mask per frame) or "
+                   "from boxes (BOUNDING_BOX dicts or [x1,y1,x2,y2] lists). Connect exactly one of them.")
+    CATEGORY = CATEGORY
+    FUNCTION = "refine"
+    RETURN_TYPES = SEGMENT_RETURN_TYPES
+    RETURN_NAMES = SEGMENT_RETURN_NAMES
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("CARTOONSEG_MODEL",),
+                "image": ("IMAGE",),
+                "mask_threshold": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01,
+                                             "tooltip": "probability above which a refined pixel is foreground"}),
+                "refine_size": ("INT", {"default": 720, "min": 64, "max": 2048, "step": 8,
+                                        "tooltip": "refiner working resolution"}),
+                "mask_output": (list(MASK_OUTPUTS), {"default": "binary", "tooltip": _MASK_OUTPUT_TOOLTIP}),
+            },
+            "optional": {
+                "instances": ("CARTOONSEG_INSTANCES",),
+                "masks": ("MASK",),
+                "bboxes": ("BOUNDING_BOX",),
+            },
+        }
+
+    def refine(self, model, image, mask_threshold, refine_size, mask_output, instances=None, masks=None,
+               bboxes=None):
+        from cartoonseg import Instances
+
+        model = check_model(model)
+        if not model.has_refiner:
+            raise ValueError("CartoonSegRefine needs a refiner: choose refiner weights in CartoonSegModelLoader "
+                             f"(it was loaded with refiner='none'; detector {model.detector_path})")
+        image = _comfy.check_image(image)
+        b, h, w = (int(v) for v in image.shape[:3])
+        given = [n for n, v in (("instances", instances), ("masks", masks), ("bboxes", bboxes)) if v is not None]
+        if len(given) != 1:
+            raise ValueError(f"connect exactly one prompt input (instances, masks or bboxes), got {given or 'none'}")
+        if instances is not None:
+            prompts = check_instances_list(instances)
+            if len(prompts) != b:
+                raise ValueError(f"instances has {len(prompts)} frames but image has {b}")
+            for i, p in enumerate(prompts):
+                if p.image_size != (h, w):
+                    raise ValueError(f"instances[{i}] are for {p.image_size}, image frames are {(h, w)}")
+        elif masks is not None:
+            prompts = masks_per_frame(masks, b, h, w)
+        else:
+            prompts = parse_bboxes(bboxes, b)
+        seg = model.segmenter(use_refiner=True, mask_thr=float(mask_threshold), refine_size=int(refine_size))
+
+        def one(i, frame):
+            p = prompts[i]
+            if len(p) == 0:
+                return Instances.empty(h, w, mask_thr=float(mask_threshold))
+            out = to_cpu_instances(seg.refine(frame, p), h, w)
+            if isinstance(p, Instances) and len(out) == len(p):  # keep ids / extras of the prompts
+                out = out.replace(ids=p.ids.cpu().clone(), labels=p.labels.cpu().clone(),
+                                  extras={k: list(v) for k, v in p.extras.items()})
+            return out
+
+        with model.on_device():
+            frames = run_frames(image, one)
+        return segment_outputs(image, frames, mask_output)
+
+
+class CartoonSegSegment:
+    DESCRIPTION = ("Detect and refine cartoon character instances (RTMDet-Ins + IS-Net) in every frame of an IMAGE "
+                   "batch. Outputs per-frame instances, all instance masks, a combined mask per frame, a preview "
+                   "with coloured instances and ids, and the instance count. Frames without detections give "
+                   "all-zero masks; enable track_ids for videos.")
+    CATEGORY = CATEGORY
+    FUNCTION = "segment"
+    RETURN_TYPES = SEGMENT_RETURN_TYPES
+    RETURN_NAMES = SEGMENT_RETURN_NAMES
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("CARTOONSEG_MODEL",),
+                "image": ("IMAGE",),
+                **_common_detect_inputs(),
+                "mask_threshold": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01,
+                                             "tooltip": "probability above which a pixel is foreground"}),
+                "refine": ("BOOLEAN", {"default": True,
+                                       "tooltip": "run the IS-Net refiner (ignored when the model has none)"}),
+                "refine_size": ("INT", {"default": 720, "min": 64, "max": 2048, "step": 8,
+                                        "tooltip": "refiner working resolution"}),
+                "mask_output": (list(MASK_OUTPUTS), {"default": "binary", "tooltip": _MASK_OUTPUT_TOOLTIP}),
+                "track_ids": ("BOOLEAN", {"default": False, "tooltip": _TRACK_TOOLTIP}),
+            }
+        }
+
+    def segment(self, model, image, score_threshold, max_instances, det_size, mask_threshold, refine, refine_size,
+                mask_output, track_ids):
+        model = check_model(model)
+        image = _comfy.check_image(image)
+        h, w = int(image.shape[1]), int(image.shape[2])
+        seg = model.segmenter(use_refiner=bool(refine) and model.has_refiner, det_size=int(det_size),
+                              score_thr=float(score_threshold), mask_thr=float(mask_threshold),
+                              refine_size=int(refine_size), max_instances=int(max_instances))
+        with model.on_device():
+            frames = run_frames(image, lambda i, f: to_cpu_instances(seg(f), h, w))
+        if track_ids:
+            frames = track_frames(frames)
+        return segment_outputs(image, frames, mask_output)
+
+
+NODE_CLASS_MAPPINGS = {
+    "CartoonSegDetect": CartoonSegDetect,
+    "CartoonSegRefine": CartoonSegRefine,
+    "CartoonSegSegment": CartoonSegSegment,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "CartoonSegDetect": "Detect Cartoon Instances (CartoonSeg)",
+    "CartoonSegRefine": "Refine Instance Masks (CartoonSeg)",
+    "CartoonSegSegment": "Segment Cartoon Instances (CartoonSeg)",
+}

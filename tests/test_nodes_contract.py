@@ -1,0 +1,640 @@
+"""Contract tests of the segmentation node pack (issue 3) with stubbed ComfyUI modules.
+
+The pack is loaded the way ComfyUI loads it (root ``__init__.py`` as a package) but under a private name, never
+as the bare module ``nodes`` (ComfyUI owns that name). ``folder_paths``, ``comfy.model_management`` and
+``comfy.utils`` are small stand-ins installed in ``sys.modules`` for the duration of this module. Models are the
+library's tiny random presets saved in the released file layouts.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+import cartoonseg
+from cartoonseg import Instances
+from cartoonseg.checkpoint import save_flat_refiner_checkpoint, save_mmengine_detector_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+PACK = "cartoonseg_pack_under_test"
+OUR_IDS = {
+    "CartoonSegModelLoader", "CartoonSegDetect", "CartoonSegRefine", "CartoonSegSegment",
+    "CartoonSegInstanceSplit", "CartoonSegMaskToInstances", "CartoonSegToSEGS", "CartoonSegTrack",
+}
+H, W = 48, 64
+
+
+# ---------------------------------------------------------------------------------------------- ComfyUI stubs
+class Interrupted(Exception):
+    """Stand-in for comfy.model_management.InterruptProcessingException."""
+
+
+class Comfy:
+    """State shared by the stubs: progress updates, cancel trigger, cache releases."""
+
+    def __init__(self, models_dir: Path) -> None:
+        self.models_dir = models_dir
+        self.updates = 0
+        self.cancel_after: int | None = None
+        self.interrupted = False
+        self.empty_cache_calls = 0
+
+    def modules(self) -> dict[str, types.ModuleType]:
+        state = self
+        fp = types.ModuleType("folder_paths")
+        fp.models_dir = str(self.models_dir)
+        fp.folder_names_and_paths = {}
+
+        def get_folder_paths(key):
+            return list(fp.folder_names_and_paths[key][0])
+
+        def get_filename_list(key):
+            dirs, exts = fp.folder_names_and_paths[key]
+            out = set()
+            for d in dirs:
+                for root, _, files in os.walk(d):
+                    for f in files:
+                        if not exts or os.path.splitext(f)[1] in exts:
+                            out.add(os.path.relpath(os.path.join(root, f), d).replace(os.sep, "/"))
+            return sorted(out)
+
+        def get_full_path(key, name):
+            for d in fp.folder_names_and_paths.get(key, ([], set()))[0]:
+                p = os.path.join(d, name)
+                if os.path.isfile(p):
+                    return p
+            return None
+
+        fp.get_folder_paths = get_folder_paths
+        fp.get_filename_list = get_filename_list
+        fp.get_full_path = get_full_path
+
+        comfy = types.ModuleType("comfy")
+        mm = types.ModuleType("comfy.model_management")
+        mm.InterruptProcessingException = Interrupted
+        mm.get_torch_device = lambda: torch.device("cpu")
+        mm.unet_offload_device = lambda: torch.device("cpu")
+
+        def soft_empty_cache(force=False):
+            state.empty_cache_calls += 1
+
+        def throw_exception_if_processing_interrupted():
+            if state.interrupted:
+                state.interrupted = False
+                raise Interrupted()
+
+        mm.soft_empty_cache = soft_empty_cache
+        mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
+
+        utils = types.ModuleType("comfy.utils")
+
+        class ProgressBar:
+            def __init__(self, total):
+                self.total = total
+
+            def update(self, value):
+                state.updates += value
+                if state.cancel_after is not None and state.updates >= state.cancel_after:
+                    state.interrupted = True  # the user pressed Cancel while this step ran
+
+            def update_absolute(self, value, total=None, preview=None):
+                pass
+
+        utils.ProgressBar = ProgressBar
+        comfy.model_management = mm
+        comfy.utils = utils
+        return {"folder_paths": fp, "comfy": comfy, "comfy.model_management": mm, "comfy.utils": utils}
+
+
+def load_pack(name: str = PACK) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    """models/ with tiny random weights in the released layouts: cartoonseg/rtmdetl_e60.ckpt (mmengine .ckpt)
+    and cartoonseg/refine_last.ckpt (flat state dict)."""
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    save_mmengine_detector_checkpoint(cartoonseg.build_detector("tiny"), root / "cartoonseg" / "rtmdetl_e60.ckpt")
+    save_flat_refiner_checkpoint(cartoonseg.build_refiner("tiny"), root / "cartoonseg" / "refine_last.ckpt")
+    return root
+
+
+@pytest.fixture(scope="module")
+def comfy(weights):
+    state = Comfy(weights)
+    stubs = state.modules()
+    saved = {k: sys.modules.get(k) for k in stubs}
+    sys.modules.update(stubs)
+    try:
+        yield state
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+
+
+@pytest.fixture(scope="module")
+def pack(comfy):
+    module = load_pack()
+    try:
+        yield module
+    finally:
+        for k in [k for k in sys.modules if k == PACK or k.startswith(PACK + ".")]:
+            del sys.modules[k]
+
+
+@pytest.fixture()
+def nodes(pack, comfy):
+    comfy.updates, comfy.cancel_after, comfy.interrupted = 0, None, False
+    return pack.NODE_CLASS_MAPPINGS
+
+
+@pytest.fixture(scope="module")
+def model(pack):
+    loader = pack.NODE_CLASS_MAPPINGS["CartoonSegModelLoader"]()
+    (m,) = loader.load("rtmdetl_e60.ckpt", "refine_last.ckpt", "auto", "auto", False, False)
+    return m
+
+
+def frames(b: int = 2, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, H, W, 3, generator=g)
+
+
+def rect(x1, y1, x2, y2, h=H, w=W):
+    m = torch.zeros(h, w)
+    m[y1:y2, x1:x2] = 1.0
+    return m
+
+
+def synthetic_frames():
+    f0 = Instances.from_masks(torch.stack([rect(0, 0, 10, 20), rect(30, 10, 50, 40), rect(52, 40, 60, 44)]),
+                              scores=torch.tensor([0.9, 0.5, 0.7]))
+    f1 = Instances.from_masks(torch.stack([rect(32, 10, 52, 40), rect(2, 0, 12, 20)]),
+                              scores=torch.tensor([0.6, 0.8]))
+    return [f0, f1]
+
+
+# ---------------------------------------------------------------------------------------------- contract
+def test_registration_and_metadata(pack):
+    mappings, names = pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS
+    assert OUR_IDS <= set(mappings)
+    for node_id in OUR_IDS:
+        cls = mappings[node_id]
+        assert node_id in names and names[node_id].endswith("(CartoonSeg)")
+        spec = cls.INPUT_TYPES()
+        assert isinstance(spec, dict) and "required" in spec
+        assert set(spec) <= {"required", "optional", "hidden"}
+        assert isinstance(cls.RETURN_TYPES, tuple) and cls.RETURN_TYPES
+        assert len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES)
+        assert cls.CATEGORY.startswith("CartoonSeg/")
+        assert isinstance(cls.DESCRIPTION, str) and len(cls.DESCRIPTION) > 20
+        fn = getattr(cls(), cls.FUNCTION)
+        params = inspect.signature(fn).parameters
+        for section in ("required", "optional"):
+            for name, value in spec.get(section, {}).items():
+                assert name in params, f"{node_id}.{cls.FUNCTION} lacks parameter {name}"
+                assert isinstance(value, tuple) and value, f"{node_id}.{name}"
+                if isinstance(value[0], list):  # combo: default must be one of the values
+                    opts = value[1] if len(value) > 1 else {}
+                    assert opts.get("default", value[0][0]) in value[0]
+        required_params = [p for p in params.values() if p.default is inspect.Parameter.empty]
+        assert {p.name for p in required_params} <= set(spec["required"])
+
+
+def test_return_types_follow_node_ids(pack):
+    m = pack.NODE_CLASS_MAPPINGS
+    seg_types = ("CARTOONSEG_INSTANCES", "MASK", "MASK", "IMAGE", "INT")
+    for node_id in ("CartoonSegDetect", "CartoonSegRefine", "CartoonSegSegment"):
+        assert m[node_id].RETURN_TYPES == seg_types
+    assert m["CartoonSegModelLoader"].RETURN_TYPES == ("CARTOONSEG_MODEL",)
+    assert m["CartoonSegToSEGS"].RETURN_TYPES == ("SEGS",)
+    assert m["CartoonSegTrack"].RETURN_TYPES[0] == "CARTOONSEG_INSTANCES"
+    assert m["CartoonSegMaskToInstances"].RETURN_TYPES[0] == "CARTOONSEG_INSTANCES"
+
+
+def test_import_registers_model_folder_and_keeps_user_paths(pack, comfy, weights):
+    import folder_paths
+
+    paths, exts = folder_paths.folder_names_and_paths["cartoonseg"]
+    assert str(weights / "cartoonseg") in paths
+    assert {".ckpt", ".safetensors"} <= exts
+    # an extra_model_paths.yaml entry registered before the pack must survive registration
+    user = str(weights / "shared_elsewhere")
+    folder_paths.folder_names_and_paths["cartoonseg"] = ([user], set())
+    try:
+        pack.nodes._comfy.register_model_folder()
+        paths, _ = folder_paths.folder_names_and_paths["cartoonseg"]
+        assert paths[0] == user and str(weights / "cartoonseg") in paths
+    finally:
+        folder_paths.folder_names_and_paths["cartoonseg"] = ([str(weights / "cartoonseg")], exts)
+
+
+def test_pack_loads_when_its_folder_is_named_cartoonseg(tmp_path):
+    """A registry/git install may name the folder `cartoonseg`, the library's own name: ComfyUI then registers the
+    pack root as sys.modules['cartoonseg']. The entry must still give the library to `import cartoonseg`."""
+    link = tmp_path / "cartoonseg"
+    link.symlink_to(REPO, target_is_directory=True)
+    code = f"""
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("cartoonseg", {str(link / "__init__.py")!r},
+                                              submodule_search_locations=[{str(link)!r}])
+m = importlib.util.module_from_spec(spec); sys.modules["cartoonseg"] = m; spec.loader.exec_module(m)
+import cartoonseg
+assert hasattr(cartoonseg, "Segmenter"), cartoonseg
+assert "nodes" not in sys.modules, "the bare name `nodes` belongs to ComfyUI"
+print(sorted(k for k in m.NODE_CLASS_MAPPINGS if k.startswith("CartoonSeg")))
+"""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert OUR_IDS <= set(json.loads(r.stdout.strip().replace("'", '"')))
+
+
+# ---------------------------------------------------------------------------------------------- loader
+def test_loader_lists_released_and_local_files(nodes):
+    spec = nodes["CartoonSegModelLoader"].INPUT_TYPES()["required"]
+    assert spec["detector"][0][0] == "rtmdetl_e60.ckpt"
+    assert spec["refiner"][0][:2] == ["none", "refine_last.ckpt"]
+    assert "refine_last.ckpt" in spec["detector"][0]  # every file of models/cartoonseg is offered
+
+
+def test_loader_loads_released_layout(nodes, model, pack):
+    assert isinstance(model, pack.nodes.loaders.CartoonSegModel)
+    assert isinstance(model.detector, torch.nn.Module) and model.has_refiner
+    assert model.device.type == "cpu" and model.precision == "fp32"
+    assert model.detector_path.endswith("rtmdetl_e60.ckpt")
+    (m2,) = nodes["CartoonSegModelLoader"]().load("rtmdetl_e60.ckpt", "none", "cpu", "bf16", False, True)
+    assert m2.refiner is None and m2.precision == "bf16" and m2.keep_loaded
+    with pytest.raises(ValueError, match="precision"):
+        nodes["CartoonSegModelLoader"]().load("rtmdetl_e60.ckpt", "none", "cpu", "fp8", False, False)
+
+
+def _empty_models_dir(monkeypatch, tmp_path):
+    import folder_paths
+
+    empty = tmp_path / "empty_models"
+    empty.mkdir()
+    monkeypatch.setattr(folder_paths, "models_dir", str(tmp_path / "no_models"))
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "cartoonseg", ([str(empty)], {".ckpt"}))
+    return empty
+
+
+def test_loader_missing_weights_error_names_url_and_destination(nodes, monkeypatch, tmp_path):
+    empty = _empty_models_dir(monkeypatch, tmp_path)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    loader = nodes["CartoonSegModelLoader"]()
+    url = "https://huggingface.co/dreMaz/AnimeInstanceSegmentation/resolve/main/rtmdetl_e60.ckpt"
+    with pytest.raises(cartoonseg.WeightsUnavailableError) as e:
+        loader.load("rtmdetl_e60.ckpt", "none", "cpu", "fp32", False, False)
+    assert url in str(e.value) and str(empty / "rtmdetl_e60.ckpt") in str(e.value)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(cartoonseg.WeightsUnavailableError, match="HF_HUB_OFFLINE") as e:
+        loader.load("rtmdetl_e60.ckpt", "none", "cpu", "fp32", True, False)
+    assert url in str(e.value)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("CARTOONSEG_NO_DOWNLOAD", "1")
+    with pytest.raises(cartoonseg.WeightsUnavailableError, match="disabled"):
+        loader.load("rtmdetl_e60.ckpt", "none", "cpu", "fp32", True, False)
+
+
+def test_loader_auto_download_from_fake_hub(nodes, monkeypatch, tmp_path, weights):
+    """Auto-download goes through huggingface_hub into the first models/cartoonseg folder, sha256 checked."""
+    import huggingface_hub
+
+    from cartoonseg import hub
+
+    empty = _empty_models_dir(monkeypatch, tmp_path)
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "CARTOONSEG_NO_DOWNLOAD"):
+        monkeypatch.delenv(var, raising=False)
+    src = weights / "cartoonseg" / "rtmdetl_e60.ckpt"
+    calls = []
+
+    def fake_download(repo_id, filename, revision="main", local_dir=None, **kw):
+        calls.append((repo_id, filename, local_dir))
+        dst = Path(local_dir) / filename
+        dst.write_bytes(src.read_bytes())
+        return str(dst)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setitem(hub.RELEASED_WEIGHTS, "detector", hub.WeightsSpec("rtmdetl_e60.ckpt", hub.sha256_of(src)))
+    (m,) = nodes["CartoonSegModelLoader"]().load("rtmdetl_e60.ckpt", "none", "cpu", "fp32", True, False)
+    assert calls == [("dreMaz/AnimeInstanceSegmentation", "rtmdetl_e60.ckpt", str(empty))]
+    assert Path(m.detector_path) == empty / "rtmdetl_e60.ckpt"
+    # a corrupted download is rejected by the checksum
+    (empty / "rtmdetl_e60.ckpt").unlink()
+    monkeypatch.setitem(hub.RELEASED_WEIGHTS, "detector", hub.WeightsSpec("rtmdetl_e60.ckpt", "0" * 64))
+    with pytest.raises(cartoonseg.WeightsUnavailableError, match="sha256"):
+        nodes["CartoonSegModelLoader"]().load("rtmdetl_e60.ckpt", "none", "cpu", "fp32", True, False)
+
+
+def test_model_offloads_after_work_even_on_error(pack, comfy):
+    m = pack.nodes.loaders.CartoonSegModel(torch.nn.Linear(2, 2), None, device="cuda", offload_device="cpu")
+    moves = []
+    m._move = lambda d: moves.append(str(d))
+    before = comfy.empty_cache_calls
+    with m.on_device():
+        pass
+    with pytest.raises(RuntimeError):
+        with m.on_device():
+            raise RuntimeError("boom")
+    assert moves == ["cuda", "cpu", "cuda", "cpu"]
+    assert comfy.empty_cache_calls == before + 2
+    m.keep_loaded = True
+    moves.clear()
+    with m.on_device():
+        pass
+    assert moves == ["cuda"]
+
+
+# ---------------------------------------------------------------------------------------------- segmentation
+def check_segment_outputs(out, b, expect_binary=True):
+    inst, masks, combined, preview, count = out
+    assert isinstance(inst, list) and len(inst) == b and all(isinstance(f, Instances) for f in inst)
+    n = sum(len(f) for f in inst)
+    assert count == n and isinstance(count, int)
+    for f in inst:
+        assert f.image_size == (H, W) and f.masks.dtype == torch.float32 and f.device.type == "cpu"
+    assert masks.dtype == torch.float32 and masks.shape == (max(n, 1), H, W)
+    assert combined.dtype == torch.float32 and combined.shape == (b, H, W)
+    assert preview.dtype == torch.float32 and preview.shape == (b, H, W, 3)
+    assert 0.0 <= float(preview.min()) and float(preview.max()) <= 1.0
+    if expect_binary:
+        assert set(masks.unique().tolist()) <= {0.0, 1.0}
+    return inst
+
+
+def test_segment_batch(nodes, model, comfy):
+    image = frames(2)
+    out = nodes["CartoonSegSegment"]().segment(model, image, 0.0, 3, 128, 0.3, True, 64, "binary", False)
+    inst = check_segment_outputs(out, 2)
+    assert all(len(f) == 3 for f in inst)
+    assert all(f.mask_thr == pytest.approx(0.3) for f in inst)
+    assert comfy.updates == 2  # one progress step per frame
+    # instances of frame 1 come after those of frame 0 in the MASK batch
+    assert torch.equal(out[1][3:], inst[1].binary.float())
+    assert torch.equal(out[2][0], inst[0].binary.float().amax(0))
+
+
+def test_segment_soft_masks_and_tracking(nodes, model):
+    image = frames(1).expand(3, -1, -1, -1).contiguous()  # a "video" of three identical frames
+    out = nodes["CartoonSegSegment"]().segment(model, image, 0.0, 2, 128, 0.3, False, 64, "soft", True)
+    inst = check_segment_outputs(out, 3, expect_binary=False)
+    assert torch.allclose(out[1][:2], inst[0].masks)
+    # identical frames: the tracker keeps the ids of frame 0
+    assert inst[1].ids.tolist() == inst[0].ids.tolist() == inst[2].ids.tolist()
+
+
+def test_detect_and_empty_result(nodes, model):
+    image = frames(2)
+    out = nodes["CartoonSegDetect"]().detect(model, image, 0.0, 2, 128, "binary", False)
+    inst = check_segment_outputs(out, 2)
+    assert all(len(f) == 2 and f.mask_thr == 0.5 for f in inst)
+    # nothing passes score 1.0: zero masks of the frame size, preview = the input
+    for node, args in (("CartoonSegDetect", (1.0, 5, 128, "binary", False)),
+                       ("CartoonSegSegment", (1.0, 5, 128, 0.3, True, 64, "binary", False))):
+        cls = nodes[node]
+        out = getattr(cls(), cls.FUNCTION)(model, image, *args)
+        check_segment_outputs(out, 2)
+        assert out[4] == 0 and out[1].shape == (1, H, W) and float(out[1].abs().sum()) == 0.0
+        assert float(out[2].abs().sum()) == 0.0
+        assert torch.allclose(out[3], image, atol=1 / 255)
+
+
+def test_inputs_are_normalised(nodes, model):
+    rgba = torch.cat([frames(1), torch.ones(1, H, W, 1)], dim=-1)
+    grey = frames(1)[..., :1]
+    for image in (rgba, grey, frames(1)[0]):
+        out = nodes["CartoonSegDetect"]().detect(model, image, 0.0, 1, 128, "binary", False)
+        check_segment_outputs(out, 1)
+    nan = frames(1)
+    nan[0, 0, 0, 0] = float("nan")
+    check_segment_outputs(nodes["CartoonSegDetect"]().detect(model, nan, 0.0, 1, 128, "binary", False), 1)
+    with pytest.raises(ValueError, match="empty"):
+        nodes["CartoonSegDetect"]().detect(model, torch.zeros(0, H, W, 3), 0.3, 1, 128, "binary", False)
+    with pytest.raises(TypeError, match="CARTOONSEG_MODEL"):
+        nodes["CartoonSegDetect"]().detect("model", frames(1), 0.3, 1, 128, "binary", False)
+
+
+def test_cancel_stops_between_frames_and_offloads(nodes, model, comfy, monkeypatch):
+    calls = []
+    real = cartoonseg.Segmenter.__call__
+
+    def spy(self, image):
+        calls.append(1)
+        return real(self, image)
+
+    monkeypatch.setattr(cartoonseg.Segmenter, "__call__", spy)
+    moves = []
+    monkeypatch.setattr(model, "device", torch.device("cpu"))
+    monkeypatch.setattr(model, "offload_device", torch.device("meta"))  # makes the offload visible
+    monkeypatch.setattr(model, "_move", lambda d: moves.append(str(d)))
+    comfy.cancel_after = 1
+    with pytest.raises(Interrupted):
+        nodes["CartoonSegSegment"]().segment(model, frames(4), 0.0, 1, 128, 0.3, False, 64, "binary", False)
+    assert len(calls) == 1  # frames 2-4 never ran
+    assert moves == ["cpu", "meta"]  # moved back to the offload device despite the interruption
+
+
+def test_refine_from_masks_boxes_and_instances(nodes, model):
+    node = nodes["CartoonSegRefine"]()
+    one = frames(1)
+    prompts = torch.stack([rect(0, 0, 20, 30), rect(30, 10, 60, 40), torch.zeros(H, W)])
+    out = node.refine(model, one, 0.3, 64, "binary", masks=prompts)
+    inst = check_segment_outputs(out, 1)
+    assert len(inst[0]) == 2  # the empty mask is not a prompt
+    # masks of another resolution are resized to the frame
+    out = node.refine(model, one, 0.3, 64, "binary", masks=prompts[:2, ::2, ::2])
+    assert len(out[0][0]) == 2
+    two = frames(2)
+    out = node.refine(model, two, 0.3, 64, "soft", masks=prompts[:2])  # one mask per frame
+    assert [len(f) for f in check_segment_outputs(out, 2, expect_binary=False)] == [1, 1]
+    with pytest.raises(ValueError, match="3 masks for 2 frames"):
+        node.refine(model, two, 0.3, 64, "binary", masks=prompts)
+    boxes = [[{"x": 2, "y": 3, "width": 20, "height": 30}, {"x": 30, "y": 5, "width": 10, "height": 10}], []]
+    out = node.refine(model, two, 0.3, 64, "binary", bboxes=boxes)
+    assert [len(f) for f in check_segment_outputs(out, 2)] == [2, 0]
+    assert out[0][0].boxes[0].tolist() == [2.0, 3.0, 22.0, 33.0]
+    out = node.refine(model, two, 0.3, 64, "binary", bboxes=[[0, 0, 10, 10]])  # flat xyxy list -> every frame
+    assert [len(f) for f in out[0]] == [1, 1]
+    det = nodes["CartoonSegDetect"]().detect(model, two, 0.0, 2, 128, "binary", False)[0]
+    det = [f.replace(ids=f.ids + 10) for f in det]
+    out = node.refine(model, two, 0.3, 64, "binary", instances=det)
+    inst = check_segment_outputs(out, 2)
+    assert [f.ids.tolist() for f in inst] == [f.ids.tolist() for f in det]
+    assert all(f.mask_thr == pytest.approx(0.3) for f in inst)
+    with pytest.raises(ValueError, match="exactly one"):
+        node.refine(model, two, 0.3, 64, "binary")
+    with pytest.raises(ValueError, match="exactly one"):
+        node.refine(model, two, 0.3, 64, "binary", masks=prompts, bboxes=boxes)
+    with pytest.raises(ValueError, match="x, y, width, height"):
+        node.refine(model, two, 0.3, 64, "binary", bboxes=[{"x": 1}])
+
+
+def test_refine_needs_a_refiner(nodes):
+    (no_ref,) = nodes["CartoonSegModelLoader"]().load("rtmdetl_e60.ckpt", "none", "cpu", "fp32", False, False)
+    with pytest.raises(ValueError, match="needs a refiner"):
+        nodes["CartoonSegRefine"]().refine(no_ref, frames(1), 0.3, 64, "binary", masks=rect(0, 0, 5, 5)[None])
+    # the one-node segmenter falls back to detector masks
+    out = nodes["CartoonSegSegment"]().segment(no_ref, frames(1), 0.0, 2, 128, 0.3, True, 64, "binary", False)
+    assert out[0][0].mask_thr == 0.5
+
+
+# ---------------------------------------------------------------------------------------------- instances
+def test_instance_split_orders_and_selection(nodes):
+    split = nodes["CartoonSegInstanceSplit"]()
+    fr = synthetic_frames()
+    img = frames(2)
+
+    def run(order="index", select="all", by="position", frame=-1, **kw):
+        args = dict(crop_padding=0, crop_size=0, crop_fill="image", dilate=0, mask_output="binary")
+        args.update(kw)
+        return split.split(fr, order, select, by, frame, args["crop_padding"], args["crop_size"], args["crop_fill"],
+                           args["dilate"], args["mask_output"], image=kw.get("image", img))
+
+    masks, crops, crop_masks, union, background, bboxes, chosen, count = run()
+    assert count == 5 and masks.shape == (5, H, W) and union.shape == (2, H, W)
+    assert torch.equal(background, 1 - union)
+    assert len(bboxes) == 2 and bboxes[0][0] == {"x": 0, "y": 0, "width": 10, "height": 20, "score": 0.9,
+                                                 "label": "inst_0", "id": 0}
+    assert crops.shape[0] == 5 and crops.shape[1:] == (30, 20, 3) and crop_masks.shape == (5, 30, 20)
+    # crop of instance 0 (10x20 at the origin) = the image pixels, padded bottom/right with zeros
+    assert torch.allclose(crops[0, :20, :10], img[0, :20, :10])
+    assert float(crops[0, 20:].abs().sum()) == 0.0
+
+    def first_box(out):
+        return out[5][0][0]["x"] if out[5][0] else None
+
+    assert first_box(run("score", "0", frame=0)) == 0  # 0.9
+    assert first_box(run("area", "0", frame=0)) == 30
+    assert first_box(run("left-to-right", "-1", frame=0)) == 52
+    assert first_box(run("top-to-bottom", "1", frame=0)) == 30
+    out = run("index", "0,2", frame=0)
+    assert out[7] == 2 and [b["id"] for b in out[5][0]] == [0, 2]
+    out = run("index", "1-5", frame=1)  # out-of-range positions are skipped
+    assert out[7] == 1 and out[1].shape[0] == 1 and out[3].shape == (1, H, W)
+    out = run("index", "7")  # nothing selected: zero masks of frame size, never an empty batch
+    assert out[7] == 0 and out[0].shape == (1, H, W) and out[1].shape == (1, H, W, 3)
+    assert float(out[0].abs().sum()) == 0.0 and float(out[4].min()) == 1.0
+    with pytest.raises(ValueError, match="cannot parse"):
+        run("index", "a,b")
+    with pytest.raises(ValueError, match="out of range"):
+        run(frame=5)
+
+
+def test_instance_split_by_tracked_id_follows_character(nodes):
+    tracked, n_tracks = nodes["CartoonSegTrack"]().track(synthetic_frames(), 0.3, 5, "mask")
+    assert n_tracks == 3
+    assert [f.ids.tolist() for f in tracked] == [[0, 1, 2], [1, 0]]
+    out = nodes["CartoonSegInstanceSplit"]().split(tracked, "index", "1", "id", -1, 0, 0, "image", 0, "binary")
+    union = out[3]
+    assert out[7] == 2 and union.shape == (2, H, W)
+    assert torch.equal(union[0], rect(30, 10, 50, 40)) and torch.equal(union[1], rect(32, 10, 52, 40))
+
+
+def test_instance_split_crops_fill_resize_dilate(nodes):
+    fr = synthetic_frames()
+    img = frames(2)
+    split = nodes["CartoonSegInstanceSplit"]()
+    out = split.split(fr, "index", "0", "position", 0, 4, 32, "white", 3, "binary", image=img)
+    crops, crop_masks, union = out[1], out[2], out[3]
+    assert crops.shape == (1, 32, 32, 3) and crop_masks.shape == (1, 32, 32)
+    assert float(crops[0][crop_masks[0] == 0].min()) == 1.0  # white outside the instance
+    assert torch.equal(union[0], rect(0, 0, 13, 23))  # 10x20 box grown by 3 px (clipped at the border)
+    out = split.split(fr, "index", "0", "position", 0, 0, 0, "black", -2, "binary")  # no image: mask crops
+    assert out[1].shape == (1, 20, 10, 3) and float(out[1].min()) == 1.0
+    assert torch.equal(out[3][0], rect(0, 0, 8, 18))  # eroded by 2 px, the image border counts as outside
+
+
+def test_mask_to_instances(nodes):
+    node = nodes["CartoonSegMaskToInstances"]()
+    two_blobs = rect(0, 0, 10, 10) + rect(30, 30, 40, 40)
+    masks = torch.stack([two_blobs, torch.zeros(H, W), rect(50, 0, 52, 2)])
+    inst, count = node.convert(masks, "instances of one image", 0.5, False, 16)
+    assert count == 1 and len(inst) == 1 and inst[0].image_size == (H, W)  # empty and 4-px masks dropped
+    inst, count = node.convert(masks, "instances of one image", 0.5, True, 16)
+    assert count == 2 and inst[0].boxes.tolist() == [[0, 0, 10, 10], [30, 30, 40, 40]]
+    inst, count = node.convert(masks, "instances of one image", 0.5, True, 1, image=frames(2))
+    assert len(inst) == 2 and count == 6  # the same instances for both frames
+    inst, count = node.convert(masks[:2], "one per frame", 0.5, False, 1, image=frames(2))
+    assert [len(f) for f in inst] == [1, 0]
+    small = masks[:, ::2, ::2]
+    inst, _ = node.convert(small, "one per frame", 0.5, False, 1, image=frames(3))
+    assert len(inst) == 3 and inst[0].image_size == (H, W)
+    with pytest.raises(ValueError, match="one mask per frame"):
+        node.convert(masks[:2], "one per frame", 0.5, False, 1, image=frames(3))
+    inst, _ = node.convert(rect(0, 0, 5, 5), "instances of one image", 0.5, False, 1)  # [H,W] mask accepted
+    assert len(inst[0]) == 1
+
+
+def test_to_segs_matches_impact_layout(nodes):
+    fr = synthetic_frames()
+    img = frames(2)
+    (segs,) = nodes["CartoonSegToSEGS"]().to_segs(fr, 0, 2.0, 5, "inst_", "binary", image=img)
+    (h, w), items = segs
+    assert (h, w) == (H, W) and len(items) == 2  # the 8x4 instance is below drop_size 5
+    seg = items[0]
+    assert type(seg)._fields == ("cropped_image", "cropped_mask", "confidence", "crop_region", "bbox", "label",
+                                 "control_net_wrapper")
+    assert seg.control_net_wrapper is None
+    assert seg.bbox == (0, 0, 10, 20) and seg.label == "inst_0" and seg.confidence == pytest.approx(0.9)
+    # crop 20x40 centred on (5,10) is shifted inside the image: [0,0,20,40]
+    assert seg.crop_region == [0, 0, 20, 40]
+    x1, y1, x2, y2 = seg.crop_region
+    assert seg.cropped_mask.dtype.name == "float32" and seg.cropped_mask.shape == (y2 - y1, x2 - x1)
+    assert float(seg.cropped_mask[:20, :10].min()) == 1.0 and float(seg.cropped_mask[:, 10:].max()) == 0.0
+    assert tuple(seg.cropped_image.shape) == (1, y2 - y1, x2 - x1, 3)
+    assert items[1].crop_region == [20, 0, 60, 48]  # 40x60 wanted, cut to the image height
+    assert seg._replace(label="x").label == "x"  # Impact edits SEGs with _replace
+    (segs,) = nodes["CartoonSegToSEGS"]().to_segs(fr, 1, 1.0, 1, "char #", "binary")
+    assert [s.label for s in segs[1]] == ["char__0", "char__1"] and segs[1][0].cropped_image is None
+    with pytest.raises(ValueError, match="out of range"):
+        nodes["CartoonSegToSEGS"]().to_segs(fr, 2, 3.0, 10, "inst_", "binary")
+
+
+def test_impact_crop_region_semantics(pack):
+    f = pack.nodes.instances.impact_crop_region
+    assert f(100, 100, (40, 40, 60, 60), 3.0) == [20, 20, 80, 80]
+    assert f(100, 100, (0, 0, 10, 10), 3.0) == [0, 0, 30, 30]  # shifted right/down, size kept
+    assert f(100, 100, (90, 90, 100, 100), 3.0) == [70, 70, 100, 100]
+    assert f(50, 40, (0, 0, 50, 40), 2.0) == [0, 0, 50, 40]  # larger than the image: the whole image
+
+
+def test_workflow_files_use_known_nodes(pack):
+    core = {"LoadImage", "PreviewImage", "SaveImage", "MaskToImage", "ImageToMask", "Note", "Reroute",
+            "PrimitiveNode", "GrowMask", "InvertMask", "ImageBatch", "RepeatImageBatch"}
+    files = sorted((REPO / "workflows").glob("*.json"))
+    assert files, "workflows/ must ship at least one workflow"
+    assert (REPO / "workflows" / "cartoon_segmentation.json").is_file()
+    for path in files:
+        wf = json.loads(path.read_text())
+        assert isinstance(wf.get("nodes"), list) and "links" in wf, f"{path.name} is not a UI-format workflow"
+        assert (REPO / "example_workflows" / path.name).read_text() == path.read_text()
+        for node in wf["nodes"]:
+            t = node["type"]
+            if t in pack.NODE_CLASS_MAPPINGS:
+                spec = pack.NODE_CLASS_MAPPINGS[t].INPUT_TYPES()
+                widgets = [n for s in ("required", "optional") for n, v in spec.get(s, {}).items()
+                           if isinstance(v[0], list) or v[0] in ("INT", "FLOAT", "STRING", "BOOLEAN")]
+                assert len(node.get("widgets_values", [])) == len(widgets), f"{path.name}: {t} widgets"
+            else:
+                assert t in core, f"{path.name} uses {t}, neither ours nor a core node"
