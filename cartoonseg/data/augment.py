@@ -8,7 +8,7 @@ does with albumentations/imgaug/scikit-learn (CS ``animeinsseg/data/transforms.p
   ratio=(0.9, 1.1))`` with its 10-try / centre-crop fallback, :func:`background_crop`;
 * foreground ``train`` chain (partition layout): ``LongestMaxSize(tgt)``, random scale x[0.15, 0.70]
   (INTER_AREA), affine (rotate +-15 deg, shear +-0.1, p 0.3), perspective (scale 0-0.06, p 0.3), horizontal
-  flip (p 0.5), elastic (alpha 0.3, sigma 15, alpha_affine 15, p 0.3), grid distortion (5 steps, limit 0.3,
+  flip (p 0.5), elastic (alpha 0.3, sigma 15, alpha_affine 15 capped on small characters, p 0.3), grid distortion (5 steps, limit 0.3,
   p 0.3), :func:`fg_transform_train`; the ``distort_only`` chain (row and person-box layouts) drops the
   resize, the scale and the rotation, :func:`fg_transform_distort`;
 * rotation that expands the canvas so nothing is cut, then crops to the alpha box, :func:`rotate_expand`;
@@ -150,29 +150,32 @@ def hflip(rgba: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np.ndar
 def elastic_transform(rgba: np.ndarray, rng: np.random.Generator, alpha: float = 0.3, sigma: float = 15.0,
                       alpha_affine: float = 15.0, p: float = 0.3) -> np.ndarray:
     """With probability ``p``: albumentations-style elastic transform: a random affine that moves three
-    points around the centre by ``U(-alpha_affine, alpha_affine)`` px, then a smooth displacement field
-    ``alpha * GaussianBlur(U(-1, 1), sigma)``. The image is padded first, so nothing is cut."""
+    points at +-min(h, w)/3 around the centre by ``U(-j, j)`` px, then a smooth displacement field
+    ``alpha * GaussianBlur(U(-1, 1), sigma)``. The affine is applied on an expanded canvas and the field on a
+    padded one, so nothing is cut.
+
+    Deviation: ``j = min(alpha_affine, 0.1 * min(h, w) / 3)``. albumentations uses ``alpha_affine`` pixels
+    whatever the size, which squashes a 100-px character to a sliver; for characters of 450 px and more the
+    two agree."""
     if rng.random() >= p:
         return rgba
-    pad = int(math.ceil(alpha_affine)) + 2
-    rgba = cv2.copyMakeBorder(rgba, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0, 0))
     h, w = rgba.shape[:2]
     cx, cy = w / 2, h / 2
-    sq = min(h, w) / 3
+    sq = min(h, w) // 3
     pts1 = np.float32([[cx + sq, cy + sq], [cx + sq, cy - sq], [cx - sq, cy - sq]])
-    pts2 = pts1 + rng.uniform(-alpha_affine, alpha_affine, pts1.shape).astype(np.float32)
-    m = cv2.getAffineTransform(pts1, pts2)
+    jitter = min(alpha_affine, 0.1 * sq)
+    pts2 = pts1 + rng.uniform(-jitter, jitter, pts1.shape).astype(np.float32)
+    if sq > 0:
+        rgba = _expand_affine(rgba, cv2.getAffineTransform(pts1, pts2))
+    pad = int(math.ceil(3 * alpha)) + 2
+    rgba = cv2.copyMakeBorder(rgba, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0, 0))
+    h, w = rgba.shape[:2]
     dx = cv2.GaussianBlur(rng.uniform(-1, 1, (h, w)).astype(np.float32), (0, 0), sigma) * alpha
     dy = cv2.GaussianBlur(rng.uniform(-1, 1, (h, w)).astype(np.float32), (0, 0), sigma) * alpha
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     map_x, map_y = xx + dx, yy + dy
-
-    def fn(f: np.ndarray) -> np.ndarray:
-        f = cv2.warpAffine(f, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                           borderValue=(0, 0, 0, 0))
-        return cv2.remap(f, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
-
-    return _warp(rgba, fn)
+    return _warp(rgba, lambda f: cv2.remap(f, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                                           borderValue=(0, 0, 0, 0)))
 
 
 def _grid_axis(n: int, rng: np.random.Generator, num_steps: int, limit: float) -> np.ndarray:

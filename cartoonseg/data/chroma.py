@@ -135,14 +135,14 @@ class KeyedInstance:
     area_frac: float
 
 
-def _check_frame(frame: np.ndarray) -> np.ndarray:
+def _check_frame(frame: np.ndarray, min_side: int = 8) -> np.ndarray:
     frame = np.asarray(frame)
     if frame.ndim != 3 or frame.shape[2] not in (3, 4):
         raise ValueError(f"a frame must be RGB uint8 [H,W,3] (or RGBA), got shape {frame.shape}")
     if frame.dtype != np.uint8:
         raise TypeError(f"a frame must be uint8, got {frame.dtype}")
-    if min(frame.shape[:2]) < 8:
-        raise ValueError(f"frame too small to key: {frame.shape[1]}x{frame.shape[0]} (need >= 8x8)")
+    if min(frame.shape[:2]) < min_side:
+        raise ValueError(f"frame too small to key: {frame.shape[1]}x{frame.shape[0]} (need >= {min_side}x{min_side})")
     return np.ascontiguousarray(frame[..., :3])
 
 
@@ -259,7 +259,7 @@ def despill(frame: np.ndarray, key: KeyColour, alpha: np.ndarray | None = None) 
     Returns:
         ``uint8 [H,W,3]`` RGB.
     """
-    frame = _check_frame(frame).copy()
+    frame = _check_frame(frame, min_side=1).copy()
     c = int(np.argmax(key.rgb))
     others = [i for i in range(3) if i != c]
     limit = np.maximum(frame[..., others[0]], frame[..., others[1]])

@@ -1,0 +1,95 @@
+"""Danbooru foreground/background selection (cartoonseg.data.danbooru, train.filter_danbooru) on fake metadata."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from cartoonseg.data.danbooru import DanbooruFilter, filter_posts, iter_folder_posts
+from cartoonseg.data.fixtures import draw_background, draw_character
+from cartoonseg.data.foregrounds import index_foregrounds, load_foreground
+
+
+def _rgba_png(path, pad=30, seed=0):
+    ch = draw_character(np.random.default_rng(seed), 200)
+    ch = cv2.copyMakeBorder(ch, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0, 0))
+    Image.fromarray(ch, "RGBA").save(path)
+    return ch
+
+
+def _bucket(root, post_id, ext):
+    d = root / "original" / f"{post_id % 1000:04d}"
+    d.mkdir(parents=True, exist_ok=True)
+    return d / f"{post_id}.{ext}"
+
+
+def test_metadata_selection_both_layouts(tmp_path):
+    images = tmp_path / "danbooru"
+    rng = np.random.default_rng(0)
+    posts = []
+    # 1001: good foreground, API layout (tag_string / tag_string_character)
+    ch = _rgba_png(_bucket(images, 1001, "png"))
+    posts.append({"id": "1001", "file_ext": "png", "tag_string": "1girl solo transparent_background hatsune_miku",
+                  "tag_string_character": "hatsune_miku", "image_width": "180", "image_height": "180"})
+    # 2002: Danbooru2021 dump layout (tags list with categories), good foreground
+    _rgba_png(_bucket(images, 2002, "png"), seed=1)
+    posts.append({"id": "2002", "file_ext": "png", "tags": [{"name": "solo", "category": "0"},
+                  {"name": "transparent_background", "category": "0"}, {"name": "rem_(re:zero)", "category": "4"}]})
+    # 3003: tagged transparent but fully opaque RGBA -> no real alpha
+    Image.fromarray(np.dstack([rng.integers(0, 255, (100, 100, 3), dtype=np.uint8),
+                               np.full((100, 100), 255, np.uint8)]), "RGBA").save(_bucket(images, 3003, "png"))
+    posts.append({"id": "3003", "file_ext": "png", "tag_string": "solo transparent_background"})
+    # 4004: RGB file -> rejected
+    Image.fromarray(np.zeros((100, 100, 3), np.uint8)).save(_bucket(images, 4004, "png"))
+    posts.append({"id": "4004", "file_ext": "png", "tag_string": "solo transparent_background"})
+    # 5005: not solo -> ignored; 6006: missing file
+    posts.append({"id": "5005", "file_ext": "png", "tag_string": "2girls transparent_background"})
+    posts.append({"id": "6006", "file_ext": "png", "tag_string": "solo transparent_background"})
+    # 7007: good background; 8008: background under the size floor; 9009: truncated background
+    bg = draw_background(rng, 900, 700)
+    Image.fromarray(bg).save(_bucket(images, 7007, "jpg"), quality=90)
+    posts.append({"id": "7007", "file_ext": "jpg", "tag_string": "scenery no_humans sky", "image_width": 900,
+                  "image_height": 700})
+    Image.fromarray(bg[:300, :400]).save(_bucket(images, 8008, "jpg"))
+    posts.append({"id": "8008", "file_ext": "jpg", "tag_string": "scenery no_humans"})
+    good = _bucket(images, 7007, "jpg").read_bytes()
+    _bucket(images, 9009, "jpg").write_bytes(good[: len(good) // 2])
+    posts.append({"id": "9009", "file_ext": "jpg", "tag_string": "scenery no_humans", "image_width": 900,
+                  "image_height": 700})
+    meta = tmp_path / "posts.jsonl"
+    meta.write_text("".join(json.dumps(p) + "\n" for p in posts))
+
+    from train.filter_danbooru import main
+
+    out = tmp_path / "out"
+    assert main([str(meta), "--images", str(images), "--out", str(out)]) == 0
+    fg_meta = [json.loads(line) for line in (out / "fg" / "meta.jsonl").read_text().splitlines()]
+    assert [m["file"] for m in fg_meta] == ["1001.png", "2002.png"]
+    assert fg_meta[0]["tag_string_character"] == "hatsune_miku" and "solo" in fg_meta[0]["tag_string"].split()
+    assert fg_meta[1]["tag_string_character"] == "rem_(re:zero)"
+    assert sorted(p.name for p in (out / "bg").glob("*.jpg")) == ["7007.jpg"]
+    # auto-crop removed the 30 px transparent margin (original rule: crop when > 15 px larger)
+    kept = load_foreground(out / "fg" / "1001.png", crop=False)
+    assert kept.shape[0] < ch.shape[0] - 40
+    # the synthesiser's index carries the tags
+    infos = index_foregrounds(out / "fg")
+    assert [i.tag_string_character for i in infos] == ["hatsune_miku", "rem_(re:zero)"]
+
+
+def test_tag_folder_source(tmp_path):
+    src = tmp_path / "tagged"
+    src.mkdir()
+    _rgba_png(src / "a.png")
+    (src / "a.txt").write_text("solo, transparent background, long hair")
+    Image.fromarray(draw_background(np.random.default_rng(1), 800, 650)).save(src / "b.jpg")
+    (src / "b.txt").write_text("scenery no_humans")
+    Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(src / "untagged.png")
+    posts = list(iter_folder_posts(src))
+    assert [p.id for p in posts] == ["a", "b"]
+    stats = filter_posts(posts, tmp_path / "out", DanbooruFilter())
+    assert stats["fg"] == 1 and stats["bg"] == 1 and stats["seen"] == 2
+    rules = DanbooruFilter(bg_min_short=700)
+    assert filter_posts(iter_folder_posts(src), tmp_path / "out2", rules)["bg_rejected"] == 1
