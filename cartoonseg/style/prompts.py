@@ -1,0 +1,54 @@
+"""Per-instance prompts for style editing: global style prompt + the instance's own tags (paper §6.2).
+
+The tag formatting and style/tag merging are the tagger's (:mod:`cartoonseg.tagger.prompts`: character-name tags
+dropped, underscores to spaces, parentheses escaped). This module only decides, per instance, which source to use:
+
+1. ``extras["prompt"][i]`` when present (a prompt already merged, e.g. by CartoonSegMergePrompts with the user's
+   own template); the style prompt is put in front unless that text already contains it;
+2. otherwise ``extras["tags"][i]`` (``{tag: prob}``) merged with the style by the tagger's ``merge_prompt``;
+3. otherwise the style prompt alone.
+"""
+
+from __future__ import annotations
+
+from ..structures import Instances
+from ..tagger.prompts import PromptOptions, merge_prompt
+
+__all__ = ["instance_prompts", "join_prompt"]
+
+
+def join_prompt(*parts: str) -> str:
+    """Join the non-empty parts with ", " (surrounding spaces and commas of each part trimmed)."""
+    return ", ".join(p.strip().strip(",").strip() for p in parts if p and p.strip().strip(","))
+
+
+def instance_prompts(
+    instances: Instances, style: str = "", options: PromptOptions = PromptOptions()
+) -> list[str]:
+    """The sampling prompt of every instance (see the module docstring for the rules).
+
+    Args:
+        instances: one frame's instances.
+        style: the global style prompt.
+        options: tag formatting used when prompts are built from ``extras["tags"]``.
+
+    Returns:
+        ``N`` prompt strings.
+    """
+    n = len(instances)
+    given = instances.extras.get("prompt")
+    tags = instances.extras.get("tags")
+    characters = instances.extras.get("character_tags")
+    style = (style or "").strip()
+    out: list[str] = []
+    for i in range(n):
+        text = given[i] if given is not None else None
+        if isinstance(text, str) and text.strip():
+            text = text.strip()
+            out.append(text if style and style.lower() in text.lower() else join_prompt(style, text))
+        elif tags is not None and tags[i]:
+            chars = list(characters[i] or ()) if characters is not None else ()
+            out.append(merge_prompt(style, tags[i], chars, options))
+        else:
+            out.append(style)
+    return out
