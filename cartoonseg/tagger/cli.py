@@ -1,0 +1,115 @@
+"""``tag`` command: booru tags of images as JSON, for the whole image or per segmented instance.
+
+Usage (through the package CLI): ``python -m cartoonseg tag IMAGE... --tagger DIR [--detector P --refiner P]``.
+:func:`add_tag_parser` registers the sub-command on the package's argparse sub-parsers and :func:`run_tag` runs
+it; :func:`main` runs it stand-alone (``python -m cartoonseg.tagger.cli IMAGE... --tagger DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["add_tag_parser", "build_parser", "run_tag", "main"]
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    parser.add_argument("--tagger", required=True, help="tagger folder (HF layout) or Hugging Face repo id")
+    parser.add_argument("--detector", default=None, help="detector weights: tag each instance instead of the image")
+    parser.add_argument("--refiner", default=None, help="refiner weights ('none' or omitted: coarse masks)")
+    parser.add_argument("--general-threshold", type=float, default=0.35)
+    parser.add_argument("--character-threshold", type=float, default=0.85)
+    parser.add_argument("--general-mcut", action="store_true", help="MCut threshold for general tags")
+    parser.add_argument("--character-mcut", action="store_true", help="MCut threshold for character tags")
+    parser.add_argument("--score-thr", type=float, default=0.3, help="detector score threshold")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-download", action="store_true", help="never download missing tagger files")
+    parser.add_argument("--indent", type=int, default=2, help="JSON indent (0 = one line)")
+
+
+def add_tag_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``tag`` on an ``argparse`` sub-parsers object; the parser's ``func`` default is :func:`run_tag`."""
+    parser = subparsers.add_parser("tag", help="booru tags (WD SwinV2 v3) of images or of their instances as JSON")
+    _add_arguments(parser)
+    parser.set_defaults(func=run_tag)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cartoonseg tag", description=__doc__.splitlines()[0])
+    _add_arguments(parser)
+    return parser
+
+
+def _load_rgb(path: str) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                rgba = image.convert("RGBA")
+                canvas = Image.new("RGBA", rgba.size, (255, 255, 255))
+                canvas.alpha_composite(rgba)
+                image = canvas
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"cannot read image {path}: {error}") from None
+
+
+def run_tag(args: argparse.Namespace) -> int:
+    """Tag ``args.images`` and print one JSON document (a list with one entry per image) to stdout."""
+    from .tagging import load_tagger, tag_instances
+
+    tagger = load_tagger(args.tagger, device=args.device, allow_download=not args.no_download)
+    options = dict(
+        general_threshold=args.general_threshold,
+        character_threshold=args.character_threshold,
+        general_mcut=args.general_mcut,
+        character_mcut=args.character_mcut,
+    )
+    segmenter = None
+    if args.detector:
+        import cartoonseg
+
+        detector = cartoonseg.load_detector(args.detector, device=args.device)
+        refiner = None
+        if args.refiner and args.refiner.lower() != "none":
+            refiner = cartoonseg.load_refiner(args.refiner, device=args.device)
+        segmenter = cartoonseg.Segmenter(detector, refiner=refiner, score_thr=args.score_thr)
+    out = []
+    for path in args.images:
+        rgb = _load_rgb(path)
+        if segmenter is None:
+            out.append({"image": path, **tagger.tag(rgb, **options).to_dict()})
+            continue
+        instances, background = tag_instances(tagger, rgb, segmenter(rgb), **options)
+        entries = []
+        for i in range(len(instances)):
+            entries.append(
+                {
+                    "index": i,
+                    "id": int(instances.ids[i]),
+                    "box": [round(float(v), 2) for v in instances.boxes[i].tolist()],
+                    "score": round(float(instances.scores[i]), 4),
+                    "tags": instances.extras["tags"][i],
+                    "character": instances.extras["character_tags"][i],
+                    "rating": instances.extras["rating"][i],
+                }
+            )
+        out.append({"image": path, "instances": entries, "background": background.to_dict()})
+    json.dump(out, sys.stdout, indent=args.indent or None, ensure_ascii=False)
+    sys.stdout.write("\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_tag(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

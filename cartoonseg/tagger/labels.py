@@ -1,0 +1,82 @@
+"""Label file of the WD (SmilingWolf) booru taggers: ``selected_tags.csv``.
+
+Format (``docs/tagger_reference.md`` §5): CSV with header ``tag_id,name,category,count``; row *i* after the header
+is output index *i*. Categories: 9 = rating (``general``, ``sensitive``, ``questionable``, ``explicit``),
+0 = general, 4 = character. Rows are selected by category value, never by position.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = ["TagLabels", "load_labels", "RATING", "GENERAL", "CHARACTER"]
+
+GENERAL = 0
+CHARACTER = 4
+RATING = 9
+
+
+@dataclasses.dataclass(frozen=True)
+class TagLabels:
+    """Tag names and categories, indexed like the model outputs.
+
+    Attributes:
+        names: tag names as in the CSV (underscores kept).
+        categories: int category per tag (0 general, 4 character, 9 rating; others are treated as general).
+    """
+
+    names: tuple[str, ...]
+    categories: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.names) != len(self.categories):
+            raise ValueError(f"{len(self.names)} names but {len(self.categories)} categories")
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def indices(self, category: int) -> Tensor:
+        """int64 indices of one category (general also takes any category other than 4 and 9)."""
+        if category == GENERAL:
+            keep = [c not in (CHARACTER, RATING) for c in self.categories]
+        else:
+            keep = [c == category for c in self.categories]
+        return torch.tensor([i for i, k in enumerate(keep) if k], dtype=torch.long)
+
+    @classmethod
+    def from_csv_text(cls, text: str, source: str = "<text>") -> TagLabels:
+        """Parse the CSV text (real CSV: names may hold commas and quotes)."""
+        reader = csv.DictReader(io.StringIO(text))
+        fields = set(reader.fieldnames or ())
+        if not {"name", "category"} <= fields:
+            raise ValueError(f"{source}: expected a header with 'name' and 'category' columns, got {sorted(fields)}")
+        names: list[str] = []
+        categories: list[int] = []
+        for line, row in enumerate(reader, start=2):
+            name, category = row.get("name"), row.get("category")
+            if name is None or category is None or not name:
+                raise ValueError(f"{source}: line {line} has no name or category: {row}")
+            try:
+                categories.append(int(category))
+            except ValueError:
+                raise ValueError(f"{source}: line {line}: category {category!r} is not an integer") from None
+            names.append(name)
+        if not names:
+            raise ValueError(f"{source}: no tags")
+        return cls(tuple(names), tuple(categories))
+
+
+def load_labels(path: str | Path) -> TagLabels:
+    """Read ``selected_tags.csv`` (UTF-8)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"tag label file not found: {path}") from None
+    return TagLabels.from_csv_text(text, source=str(path))

@@ -1,0 +1,109 @@
+"""Image preprocessing of the WD (SmilingWolf) booru taggers, bit-exact with the reference scripts.
+
+Recipe (``docs/tagger_reference.md`` §4; SmilingWolf/wd-tagger Space ``prepare_image``, neggles/wdv3-timm):
+alpha-composite on white -> pad to a centred square with white (floor offsets) -> Pillow ``BICUBIC`` resize to
+the model side (skipped when already that size) -> RGB to **BGR**. The ONNX models take that as float 0..255
+NHWC; the PyTorch/timm model takes ``(u8/255 - 0.5)/0.5`` NCHW, which :func:`to_model_input` produces.
+Pillow is used for the resize on purpose: torch's antialiased bicubic differs by up to 13 levels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+__all__ = ["to_pil", "prepare_image", "to_model_input", "preprocess"]
+
+ImageLike = "Image.Image | np.ndarray | Tensor"
+
+
+def to_pil(image) -> Image.Image:
+    """Convert an image to a Pillow image in mode ``RGB`` or ``RGBA``.
+
+    Args:
+        image: a ``PIL.Image`` (any mode; palette/greyscale with transparency become RGBA), a numpy array or
+            torch tensor ``[H,W]``, ``[H,W,1]``, ``[H,W,3]`` (RGB) or ``[H,W,4]`` (RGBA), either uint8 0..255 or
+            float in [0,1] (one ComfyUI frame). NaNs count as 0.
+
+    Raises:
+        TypeError: unsupported type or dtype. ValueError: empty or wrongly shaped array.
+    """
+    if isinstance(image, Image.Image):
+        if image.width == 0 or image.height == 0:
+            raise ValueError(f"image is empty: {image.width}x{image.height}")
+        if image.mode in ("RGB", "RGBA"):
+            return image
+        has_alpha = "transparency" in image.info or image.mode in ("LA", "PA", "RGBa", "La")
+        return image.convert("RGBA" if has_alpha else "RGB")
+    if isinstance(image, Tensor):
+        image = image.detach().cpu()
+        if image.dtype == torch.uint8:
+            array = image.numpy()
+        elif image.is_floating_point():
+            array = image.float().numpy()
+        else:
+            raise TypeError(f"image tensor must be uint8 or float, got {image.dtype}")
+    elif isinstance(image, np.ndarray):
+        array = image
+    else:
+        raise TypeError(f"image must be a PIL.Image, numpy array or torch tensor, got {type(image).__name__}")
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise ValueError(f"image must be [H,W], [H,W,1], [H,W,3] or [H,W,4], got shape {tuple(array.shape)}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"image is empty: shape {tuple(array.shape)}")
+    if array.dtype != np.uint8:
+        if not np.issubdtype(array.dtype, np.floating):
+            raise TypeError(f"image array must be uint8 (0..255) or float (0..1), got {array.dtype}")
+        array = np.clip(np.nan_to_num(array.astype(np.float32), nan=0.0), 0.0, 1.0)
+        array = np.round(array * 255.0).astype(np.uint8)
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    return Image.fromarray(np.ascontiguousarray(array), "RGBA" if array.shape[2] == 4 else "RGB")
+
+
+def prepare_image(image, size: int = 448) -> np.ndarray:
+    """The reference preprocessing up to the ONNX input.
+
+    Args:
+        image: anything :func:`to_pil` accepts.
+        size: model input side.
+
+    Returns:
+        uint8 numpy ``[size,size,3]`` in **BGR** order (cast to float32 for the ONNX model).
+    """
+    pil = to_pil(image)
+    canvas = Image.new("RGBA", pil.size, (255, 255, 255))
+    canvas.alpha_composite(pil.convert("RGBA"))
+    rgb = canvas.convert("RGB")
+    side = max(rgb.size)
+    square = Image.new("RGB", (side, side), (255, 255, 255))
+    square.paste(rgb, ((side - rgb.width) // 2, (side - rgb.height) // 2))
+    if side != size:
+        square = square.resize((size, size), Image.BICUBIC)
+    return np.ascontiguousarray(np.asarray(square, dtype=np.uint8)[:, :, ::-1])
+
+
+def to_model_input(bgr: np.ndarray | Tensor) -> Tensor:
+    """uint8 BGR ``[H,W,3]`` or ``[B,H,W,3]`` -> float32 ``[B,3,H,W]`` = ``(u8/255 - 0.5)/0.5`` (timm's transform)."""
+    x = torch.as_tensor(np.asarray(bgr)) if not isinstance(bgr, Tensor) else bgr
+    if x.dtype != torch.uint8:
+        raise TypeError(f"expected uint8 BGR pixels, got {x.dtype}")
+    if x.dim() == 3:
+        x = x[None]
+    if x.dim() != 4 or x.shape[-1] != 3:
+        raise ValueError(f"expected [H,W,3] or [B,H,W,3] BGR pixels, got shape {tuple(x.shape)}")
+    x = x.permute(0, 3, 1, 2).float().div(255.0)
+    return x.sub(0.5).div(0.5).contiguous()
+
+
+def preprocess(images, size: int = 448) -> Tensor:
+    """One image or a list of images -> model batch float32 ``[B,3,size,size]`` (BGR, [-1,1])."""
+    if not isinstance(images, (list, tuple)):
+        images = [images]
+    if not images:
+        raise ValueError("preprocess needs at least one image")
+    return to_model_input(np.stack([prepare_image(im, size) for im in images]))

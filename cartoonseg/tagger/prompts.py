@@ -1,0 +1,235 @@
+"""Tagger-prompt merging: per-instance diffusion prompts from booru tags (paper §6.1 Ken Burns, §6.2 style editing).
+
+Per instance the paper combines "the global style prompt with instance-specific visual tags"; its code removes
+character-name tags, joins with commas and turns underscores into spaces (CartoonSegmentation ``run_style.py``).
+The Ken Burns background prompt is the background tags plus ``high quality, masterpiece, no_humans`` and the
+inpainting negative prompt is fixed (paper §6.1). Formatting options follow WD14-tagger conventions (underscores
+to spaces except kaomoji, ``\\(``/``\\)`` escaping for ComfyUI prompt weighting, exclude list, max tags).
+The Impact Pack Detailer wildcard uses its ``[LAB]`` grammar: ``[LAB]`` then ``[label] prompt`` per SEG label.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Mapping, Sequence
+
+from ..structures import Instances
+
+__all__ = [
+    "KAOMOJIS",
+    "NEGATIVE_PROMPT",
+    "BACKGROUND_SUFFIX",
+    "PromptOptions",
+    "parse_tag_list",
+    "format_tag",
+    "select_tags",
+    "format_tags",
+    "merge_prompt",
+    "background_prompt",
+    "impact_wildcard",
+    "instance_label",
+    "instance_prompts",
+]
+
+# Tags whose underscore is part of the face (the reference Space keeps these unreplaced).
+KAOMOJIS: frozenset[str] = frozenset(
+    {"0_0", "(o)_(o)", "+_+", "+_-", "._.", "<o>_<o>", "<|>_<|>", "=_=", ">_<", "3_3", "6_9", ">_o", "@_@", "^_^",
+     "o_o", "u_u", "x_x", "|_|", "||_||"}
+)  # fmt: skip
+# Paper §6.1: fixed negative prompt of the Ken Burns inpainting.
+NEGATIVE_PROMPT = "human, single, person, girl, 1girl, boy, 1boy, creature, animal, alien, robot, body"
+# Paper code (Ken Burns): appended to the background tags.
+BACKGROUND_SUFFIX = "high quality, masterpiece, no_humans"
+
+_TEMPLATE_KEYS = ("{style}", "{tags}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptOptions:
+    """How tags become prompt text.
+
+    Attributes:
+        template: text with ``{style}`` and/or ``{tags}`` (only these two placeholders are replaced; other
+            braces, e.g. wildcard syntax, are kept). Separators next to an empty part are removed.
+        drop_character_tags: remove character-name tags (the paper does, so the style prompt decides identity).
+        exclude: tags never emitted (matched case-insensitively, with spaces and underscores equivalent).
+        underscores_to_spaces: ``long_hair`` -> ``long hair`` (kaomoji such as ``^_^`` are kept).
+        escape_parentheses: ``(`` -> ``\\(`` and ``)`` -> ``\\)`` so ComfyUI does not read them as weights.
+        max_tags: keep at most this many tags (highest probability first); 0 = no limit.
+        separator: text between tags.
+    """
+
+    template: str = "{style}, {tags}"
+    drop_character_tags: bool = True
+    exclude: tuple[str, ...] = ()
+    underscores_to_spaces: bool = True
+    escape_parentheses: bool = True
+    max_tags: int = 0
+    separator: str = ", "
+
+    def __post_init__(self) -> None:
+        if isinstance(self.exclude, str):
+            object.__setattr__(self, "exclude", tuple(parse_tag_list(self.exclude)))
+        else:
+            object.__setattr__(self, "exclude", tuple(str(t) for t in self.exclude))
+        if int(self.max_tags) < 0:
+            raise ValueError(f"max_tags must be >= 0 (0 = no limit), got {self.max_tags}")
+        if not isinstance(self.template, str):
+            raise TypeError(f"template must be a string, got {type(self.template).__name__}")
+
+
+def parse_tag_list(text: str) -> list[str]:
+    """Split a user list (commas or newlines) into stripped, non-empty tags; ``\\(`` escapes are undone."""
+    items = re.split(r"[,\n]", text or "")
+    return [t.strip().replace("\\(", "(").replace("\\)", ")") for t in items if t.strip()]
+
+
+def _key(tag: str) -> str:
+    """Matching key: lower case, underscores and spaces equivalent (kaomoji compare as written)."""
+    tag = tag.strip()
+    return tag.lower() if tag in KAOMOJIS else tag.replace("_", " ").lower()
+
+
+def format_tag(tag: str, underscores_to_spaces: bool = True, escape_parentheses: bool = True) -> str:
+    """One tag as prompt text (kaomoji keep their underscores; parentheses optionally escaped)."""
+    if underscores_to_spaces and tag not in KAOMOJIS:
+        tag = tag.replace("_", " ")
+    if escape_parentheses:
+        tag = re.sub(r"(?<!\\)([()])", r"\\\1", tag)
+    return tag
+
+
+def select_tags(
+    tags: Mapping[str, float] | Sequence[str],
+    character_tags: Iterable[str] = (),
+    options: PromptOptions = PromptOptions(),
+) -> list[str]:
+    """Tag names to emit, in order: probability-sorted for a dict, as given for a list.
+
+    Character tags are dropped when ``options.drop_character_tags``; excluded tags and duplicates are removed;
+    then at most ``options.max_tags`` are kept.
+    """
+    if isinstance(tags, Mapping):
+        names = [name for name, _ in sorted(tags.items(), key=lambda kv: -float(kv[1]))]
+    elif isinstance(tags, str):
+        names = parse_tag_list(tags)
+    else:
+        names = [str(t) for t in tags]
+    banned = {_key(t) for t in options.exclude}
+    if options.drop_character_tags:
+        banned |= {_key(t) for t in character_tags}
+    out: list[str] = []
+    seen: set[str] = set()
+    for name in names:
+        key = _key(name)
+        if not key or key in banned or key in seen:
+            continue
+        seen.add(key)
+        out.append(name)
+    return out[: options.max_tags] if options.max_tags else out
+
+
+def format_tags(
+    tags: Mapping[str, float] | Sequence[str],
+    character_tags: Iterable[str] = (),
+    options: PromptOptions = PromptOptions(),
+) -> str:
+    """The selected tags (:func:`select_tags`) formatted and joined with ``options.separator``."""
+    chosen = select_tags(tags, character_tags, options)
+    return options.separator.join(format_tag(t, options.underscores_to_spaces, options.escape_parentheses) for t in chosen)
+
+
+def _fill_template(template: str, values: Mapping[str, str]) -> str:
+    """Replace ``{style}``/``{tags}``; drop separators left dangling by empty parts."""
+    pieces = re.split(r"(\{style\}|\{tags\})", template)
+    out = []
+    for piece in pieces:
+        out.append(values[piece[1:-1]] if piece in _TEMPLATE_KEYS else piece)
+    text = "".join(out)
+    text = re.sub(r"(\s*,\s*){2,}", ", ", text)  # ", , " left by an empty part
+    return re.sub(r"^[\s,]+|[\s,]+$", "", text)
+
+
+def merge_prompt(
+    style: str,
+    tags: Mapping[str, float] | Sequence[str],
+    character_tags: Iterable[str] = (),
+    options: PromptOptions = PromptOptions(),
+) -> str:
+    """Global style prompt + one instance's tags, through ``options.template``.
+
+    Example:
+        ``merge_prompt("3d pixar style", {"1girl": .99, "hatsune_miku": .97, "twintails": .9}, ["hatsune_miku"])``
+        -> ``"3d pixar style, 1girl, twintails"``.
+    """
+    return _fill_template(options.template, {"style": (style or "").strip(), "tags": format_tags(tags, character_tags, options)})
+
+
+def background_prompt(
+    tags: Mapping[str, float] | Sequence[str],
+    character_tags: Iterable[str] = (),
+    options: PromptOptions = PromptOptions(),
+    suffix: str = BACKGROUND_SUFFIX,
+    style: str = "",
+) -> str:
+    """Ken Burns background prompt: ``[style, ]background tags, suffix`` (paper: tags + the quality suffix).
+
+    The suffix is emitted as written (``no_humans`` keeps its underscore, as in the paper's code).
+    """
+    parts = [(style or "").strip(), format_tags(tags, character_tags, options), (suffix or "").strip()]
+    return options.separator.join(p for p in parts if p)
+
+
+def instance_label(instance_id: int, prefix: str = "inst_") -> str:
+    """SEG label of an instance, as CartoonSegToSEGS writes it: ``<prefix><id>`` (id from ``Instances.ids``) with
+    every character outside ``[A-Za-z0-9_.]`` replaced by ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.]", "_", f"{prefix}{int(instance_id)}")
+
+
+_LABEL = re.compile(r"^[A-Za-z0-9_. ]+$")
+
+
+def impact_wildcard(labels: Sequence[str], prompts: Sequence[str], common: str = "") -> str:
+    """Impact Pack Detailer wildcard selecting a prompt by SEG label: ``[LAB]`` + ``[label] prompt`` lines.
+
+    Impact concatenates ``[ALL]`` and label text without a separator, so a ``common`` prompt is folded into
+    every label's text instead of using ``[ALL]``. Square brackets inside prompts become escaped parentheses
+    ``\\(`` ``\\)`` (the grammar ends a prompt at ``[``); newlines become spaces.
+
+    Raises:
+        ValueError: a label outside Impact's ``[A-Za-z0-9_. ]+`` or a length mismatch.
+    """
+    if len(labels) != len(prompts):
+        raise ValueError(f"{len(labels)} labels but {len(prompts)} prompts")
+    lines = ["[LAB]"]
+    for label, prompt in zip(labels, prompts):
+        if not _LABEL.match(label):
+            raise ValueError(f"Impact wildcard label {label!r} must match [A-Za-z0-9_. ]+")
+        text = ", ".join(p for p in ((common or "").strip(), (prompt or "").strip()) if p)
+        text = text.replace("[", "\\(").replace("]", "\\)").replace("\n", " ")
+        lines.append(f"[{label}] {text}")
+    return "\n".join(lines)
+
+
+def instance_prompts(
+    instances: Instances, style: str = "", options: PromptOptions = PromptOptions()
+) -> tuple[Instances, list[str]]:
+    """Merged prompt per instance from ``extras["tags"]`` (and ``extras["character_tags"]`` when present).
+
+    Returns:
+        ``(instances, prompts)``: a copy whose ``extras["prompt"]`` holds the prompt strings, and the list.
+
+    Raises:
+        ValueError: the instances carry no ``"tags"`` (tag them first with
+            :func:`~cartoonseg.tagger.tagging.tag_instances`).
+    """
+    n = len(instances)
+    if "tags" not in instances.extras:
+        raise ValueError("instances carry no extras['tags']: tag them first (tag_instances / CartoonSegTagInstances)")
+    characters = instances.extras.get("character_tags") or [{} for _ in range(n)]
+    prompts = [
+        merge_prompt(style, tags or {}, list(chars or ()), options)
+        for tags, chars in zip(instances.extras["tags"], characters)
+    ]
+    return instances.replace(extras={**instances.extras, "prompt": prompts}), prompts
