@@ -1,0 +1,424 @@
+"""3D Ken Burns renderer (cartoonseg.kenburns) on small analytic scenes: fronto-parallel planes at known depths."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cartoonseg.kenburns import (
+    CameraPath,
+    KenBurnsConfig,
+    build_scene,
+    ease,
+    fill_holes_far,
+    fill_push_pull,
+    playback_order,
+    render_kenburns,
+    render_poses,
+    resolve_poses,
+    splat,
+    unproject,
+)
+from cartoonseg.kenburns.camera import AUTO_START_CROP, EASINGS, PRESETS, search_auto_end
+from cartoonseg.kenburns.dof import bokeh_blur, focus_schedule
+from cartoonseg.kenburns.fill import DIRECTIONS, nearest_valid
+from cartoonseg.kenburns.render import coverage_counter
+from cartoonseg.structures import Instances
+
+RED = torch.tensor([1.0, 0.0, 0.0])
+GREEN = torch.tensor([0.0, 1.0, 0.0])
+BLUE = torch.tensor([0.0, 0.0, 1.0])
+
+
+def two_planes(size: int = 64, near: float = 1.0, far: float = 0.25, box=(20, 44, 24, 40)):
+    """A far blue plane and a near red card (rows y0:y1, cols x0:x1). Returns image, nearness, card mask."""
+    y0, y1, x0, x1 = box
+    image = BLUE.expand(size, size, 3).clone()
+    nearness = torch.full((size, size), far)
+    mask = torch.zeros(1, size, size)
+    mask[0, y0:y1, x0:x1] = 1.0
+    image[y0:y1, x0:x1] = RED
+    nearness[y0:y1, x0:x1] = near
+    return image, nearness, mask
+
+
+def pose(tx=0.0, ty=0.0, tz=0.0, k=1.0, px=0.0, py=0.0) -> torch.Tensor:
+    return torch.tensor([[tx, ty, tz, k, px, py]])
+
+
+def centroid(weight: torch.Tensor) -> tuple[float, float]:
+    h, w = weight.shape
+    ys = torch.arange(h, dtype=torch.float32)[:, None]
+    xs = torch.arange(w, dtype=torch.float32)[None, :]
+    total = weight.sum()
+    return float((weight * xs).sum() / total), float((weight * ys).sum() / total)
+
+
+# ---------------------------------------------------------------------------------------------- camera
+def test_frame_count_playback_and_fps():
+    path = CameraPath(preset="zoom-in", frames=75, playback=True, fps=30.0)
+    assert path.total_frames == 148  # 75 + 73, the original's ping-pong
+    assert CameraPath(frames=75, playback=False).total_frames == 75
+    order = playback_order(5, True)
+    assert order.tolist() == [0, 1, 2, 3, 4, 3, 2, 1]
+    assert playback_order(2, True).tolist() == [0, 1]
+    image, nearness, mask = two_planes(32, box=(10, 22, 10, 20))
+    clip = render_kenburns(image, nearness, masks=mask, camera=CameraPath(preset="zoom-in", frames=6, fps=12.5))
+    assert clip.frames.shape == (10, 32, 32, 3) and clip.disocclusion.shape == (10, 32, 32)
+    assert clip.fps == 12.5
+    # ping-pong: frame k of the way back equals frame k of the way out
+    for k in range(1, 5):
+        assert torch.equal(clip.frames[k], clip.frames[10 - k])
+
+
+@pytest.mark.parametrize("easing", EASINGS)
+def test_easing_is_monotone_with_fixed_ends(easing):
+    t = torch.linspace(0, 1, 101)
+    u = ease(t, easing)
+    assert float(u[0]) == pytest.approx(0.0, abs=1e-6) and float(u[-1]) == pytest.approx(1.0, abs=1e-6)
+    assert bool((u[1:] - u[:-1] >= -1e-7).all())
+
+
+def test_camera_path_validation():
+    with pytest.raises(ValueError, match="preset"):
+        CameraPath(preset="spin")
+    with pytest.raises(ValueError, match="frames"):
+        CameraPath(frames=0)
+    with pytest.raises(ValueError, match="zoom"):
+        CameraPath(zoom=0.5)
+    with pytest.raises(ValueError, match="easing"):
+        CameraPath(easing="bounce")
+    with pytest.raises(ValueError, match="fps"):
+        CameraPath(fps=0.0)
+    with pytest.raises(ValueError, match="coverage_fn"):
+        resolve_poses(CameraPath(preset="auto"), torch.ones(16, 16))
+
+
+def test_zoom_in_magnifies_anchor_depth_by_zoom():
+    depth = torch.full((40, 60), 2.0)
+    poses = resolve_poses(CameraPath(preset="zoom-in", frames=5, zoom=1.5), depth)
+    focal = poses.focal
+    assert focal == 30.0 and poses.anchor == pytest.approx(2.0)
+    # two points at the anchor depth, 10 px apart around the centre, end 15 px apart
+    z = torch.tensor([2.0, 2.0])
+    u = torch.tensor([-5.0, 5.0])
+    tx, ty, tz, k, px, py = poses.poses[-1]
+    x = k * (z * u - focal * tx) / (z - tz) + px
+    assert float(x[1] - x[0]) == pytest.approx(15.0, rel=1e-5)
+    assert torch.allclose(poses.poses[0], torch.tensor([0.0, 0.0, 0.0, 1.0, 0.0, 0.0]))
+
+
+@pytest.mark.parametrize("preset", [p for p in PRESETS if p != "auto"])
+def test_flat_scene_reveals_nothing(preset):
+    """With the anchor at the (only) depth, no preset may look past the image border: no holes at all."""
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(40, 48, 3, generator=g)
+    nearness = torch.full((40, 48), 0.5)
+    clip = render_kenburns(image, nearness, camera=CameraPath(preset=preset, frames=7, playback=False))
+    assert float(clip.disocclusion.max()) == 0.0
+    assert torch.isfinite(clip.frames).all()
+
+
+def test_auto_path_start_and_end_follow_the_original():
+    image, nearness, mask = two_planes(64)
+    scene = build_scene(image, nearness, mask)
+    poses = resolve_poses(CameraPath(preset="auto", frames=5), scene.depth, coverage_fn=coverage_counter(scene))
+    z_a = poses.anchor
+    assert z_a == pytest.approx(1.0, rel=1e-5)  # the near card
+    start, end = poses.poses[0], poses.poses[-1]
+    assert float(start[0]) == 0.0 and float(start[1]) == 0.0  # centred
+    assert float(start[2]) == pytest.approx(z_a * (1 - AUTO_START_CROP), rel=1e-4)  # 0.97 crop
+    end_zoom = 1.0 / (1.0 - float(end[2]) / z_a)
+    assert end_zoom == pytest.approx(1.25 / AUTO_START_CROP, rel=1e-4)
+    # the end shift lies on the search grid (+-100 px at 1024 -> +-6.25 px at 64) and inside the image
+    shift = float(end[0]) * poses.focal / z_a
+    assert abs(shift) <= 6.25 + 1e-4
+
+
+def test_auto_search_picks_best_coverage_inside_the_image():
+    def coverage(poses):  # prefers shifts near (+40, -20) px
+        sx = poses[:, 0] * 500.0 / 1.0
+        sy = poses[:, 1] * 500.0 / 1.0
+        return -((sx - 40.0) ** 2 + (sy + 20.0) ** 2)
+
+    dx, dy = search_auto_end((1000, 1000), 1.25, 1.0, 500.0, coverage)
+    grid = torch.linspace(-100 * 1000 / 1024, 100 * 1000 / 1024, 16)
+    assert dx == pytest.approx(float(grid[(grid - 40).abs().argmin()]), rel=1e-5)
+    assert dy == pytest.approx(float(grid[(grid + 20).abs().argmin()]), rel=1e-5)
+    # a crop zoom of 1.01 leaves a 5 px margin at 1000 px: every larger shift is rejected
+    dx, dy = search_auto_end((1000, 1000), 1.01, 1.0, 500.0, lambda p: p[:, 0])
+    assert abs(dx) <= 0.5 * 1000 * (1 - 1 / 1.01)
+
+
+# ---------------------------------------------------------------------------------------------- geometry
+def test_zero_motion_reproduces_the_input():
+    g = torch.Generator().manual_seed(1)
+    image = torch.rand(48, 56, 3, generator=g)
+    nearness = torch.rand(48, 56, generator=g) * 0.8 + 0.2
+    masks = torch.zeros(2, 48, 56)
+    masks[0, 10:30, 5:25] = 1.0
+    masks[1, 20:44, 30:50] = torch.rand(24, 20, generator=g)  # soft alpha
+    plate = torch.rand(48, 56, 3, generator=g)
+    # the input is a real composite of characters over the plate (alpha matting), soft edges included
+    character = torch.rand(48, 56, 3, generator=g)
+    alpha = masks.amax(0)[..., None]
+    image = alpha * character + (1 - alpha) * plate
+    binary = (masks > 0.5).float()
+    for kwargs in ({}, {"masks": masks, "background": plate}, {"masks": binary}):
+        clip = render_kenburns(image, nearness, camera=CameraPath(preset="static", frames=3, playback=False), **kwargs)
+        for frame in clip.frames:
+            assert torch.allclose(frame, image, atol=1e-5), kwargs.keys()
+        soft_edges = kwargs.get("masks") is masks
+        assert float(clip.disocclusion.max()) <= (0.25 + 1e-5 if soft_edges else 1e-5)
+
+
+def test_parallax_shift_matches_the_pinhole_prediction():
+    """Near card at Z=1, far plane at Z=4: a lateral camera move shifts each by f * t_x / Z (within a pixel)."""
+    size, focal = 96, 48.0
+    image = torch.full((size, size, 3), 0.5)
+    nearness = torch.full((size, size), 0.25)
+    mask = torch.zeros(1, size, size)
+    mask[0, 30:70, 36:60] = 1.0
+    nearness[30:70, 36:60] = 1.0
+    image[30:70, 36:60] = torch.tensor([0.5, 0.4, 0.5])
+    image[46:50, 46:50] = RED  # marker on the card, centre (47.5, 47.5)
+    image[10:14, 10:14] = BLUE  # marker on the far plane, centre (11.5, 11.5)
+    plate = torch.full((size, size, 3), 0.5)
+    poses = resolve_poses(CameraPath(preset="pan-right", frames=6, zoom=1.3, playback=False), 1.0 / nearness)
+    scene = build_scene(image, nearness, mask, plate)
+    rgb, _, _ = render_poses(scene, poses.poses, poses.focal)
+    for frame, (tx, ty, tz, k, px, py) in zip(rgb, poses.poses.tolist()):
+        for (u, v), z, colour in (((47.5, 47.5), 1.0, RED), ((11.5, 11.5), 4.0, BLUE)):
+            cx = 0.5 * (size - 1)
+            ex = cx + px + k * (z * (u - cx) - focal * tx) / (z - tz)
+            ey = cx + py + k * (z * (v - cx) - focal * ty) / (z - tz)
+            score = (frame * colour[:, None, None]).sum(0) - (frame * (1 - colour)[:, None, None]).sum(0)
+            mx, my = centroid((score - 0.3).clamp_min(0))
+            assert abs(mx - ex) < 1.0 and abs(my - ey) < 1.0, (colour, mx, ex, my, ey)
+    # the near card moves more than the far plane between the first and last frame
+    first, last = poses.poses[0], poses.poses[-1]
+    near_move = abs(float(last[0] - first[0])) * focal / 1.0 * float(first[3])
+    far_move = abs(float(last[0] - first[0])) * focal / 4.0 * float(first[3])
+    assert near_move > 3 * far_move > 0
+
+
+def test_revealed_region_shows_the_background_plate_never_the_character():
+    image, nearness, mask = two_planes(64)
+    plate = GREEN.expand(64, 64, 3).clone()
+    scene = build_scene(image, nearness, mask, plate)
+    focal = 32.0
+    shift = 6.0  # the card (Z=1) moves 6 px left, the far plane (Z=4) 1.5 px
+    rgb, disocc, _ = render_poses(scene, pose(tx=shift / focal), focal)
+    frame = rgb[0]
+    red = (frame[0] > 0.5) & (frame[1] < 0.5)
+    green = (frame[1] > 0.99) & (frame[0] < 0.01) & (frame[2] < 0.01)
+    # new card footprint: rows 20:44, cols 18:34; old footprint moved by the far plane: cols 22.5:38.5
+    revealed = torch.zeros(64, 64, dtype=torch.bool)
+    revealed[21:43, 35:38] = True  # strictly inside (old card region seen through the far plane) minus the new card
+    assert bool(green[revealed].all())
+    assert float(disocc[0, 0][revealed].min()) > 0.99
+    allowed = torch.zeros(64, 64, dtype=torch.bool)
+    allowed[19:45, 17:35] = True
+    assert not bool(red[~allowed].any())  # no smeared character outside its new footprint
+    assert bool(red[21:43, 19:33].all())
+
+
+def test_revealed_region_without_plate_takes_surrounding_background():
+    image, nearness, mask = two_planes(64)
+    scene = build_scene(image, nearness, mask, None)
+    rgb, _, _ = render_poses(scene, pose(tx=6.0 / 32.0), 32.0)
+    frame = rgb[0]
+    assert float(frame[0, 21:43, 35:38].max()) < 0.05  # no red
+    assert float(frame[2, 21:43, 35:38].min()) > 0.95  # blue of the far plane
+
+
+def test_single_layer_holes_are_filled_from_the_far_side():
+    """No instances: the depth map alone. The hole right of the moved card takes the far plane's colour."""
+    image, nearness, _ = two_planes(64)
+    rgb, disocc, _ = render_poses(build_scene(image, nearness), pose(tx=6.0 / 32.0), 32.0)
+    frame, holes = rgb[0], disocc[0, 0] > 0.5
+    assert int(holes.sum()) > 40  # the disocclusion exists
+    assert float(frame[0][holes].max()) < 1e-5 and float(frame[2][holes].min()) > 1 - 1e-5
+
+
+def test_zbuffer_nearest_point_wins_and_close_points_blend():
+    depth = torch.tensor([[1.0, 3.0]])
+    feats = torch.tensor([[[1.0, 0.0]]])  # the near point carries 1, the far one 0
+    cloud = unproject(depth, feats)
+    # move the far point onto the near one: far point at u=0.5 (c_x=0.5), near at u=-0.5 -> shift both onto x=0
+    cloud.ax = torch.tensor([0.0, 0.0])
+    cloud.ay = torch.tensor([0.0, 0.0])
+    out = splat(cloud, pose(), 1.0, (1, 1), crack_fill=False)
+    assert float(out.features[0, 0, 0, 0]) == 1.0 and float(out.depth[0, 0, 0, 0]) == 1.0
+    cloud.z = torch.tensor([1.0, 1.01])  # within the 3 % band: blended equally
+    out = splat(cloud, pose(), 1.0, (1, 1), crack_fill=False)
+    assert float(out.features[0, 0, 0, 0]) == pytest.approx(0.5)
+
+
+def test_near_surface_stays_opaque_under_magnification():
+    """A card magnified 2.5x leaves one-pixel gaps between its splats; the far plane must not show through."""
+    image, nearness, _ = two_planes(64, near=1.0, far=0.1, box=(26, 38, 26, 38))
+    p = pose(tz=0.6)  # near magnification 1 / (1 - 0.6) = 2.5
+    scene = build_scene(image, nearness)
+    rgb, _, _ = render_poses(scene, p, 32.0)
+    inner = rgb[0, :, 20:44, 20:44]
+    assert float(inner[2].max()) < 1e-5 and float(inner[0].min()) > 1 - 1e-5
+    # the same without crack filling leaks the far plane: the test above can fail
+    leak = splat(scene.layers[0], p, 32.0, (64, 64), crack_fill=False)
+    assert float(leak.features[0, 2, 20:44, 20:44].max()) > 0.5
+
+
+def test_frame_batching_does_not_change_results():
+    image, nearness, mask = two_planes(48, box=(14, 34, 16, 30))
+    plate = GREEN.expand(48, 48, 3).clone()
+    kwargs = dict(masks=mask, background=plate, camera=CameraPath(preset="orbit", frames=7, playback=False))
+    one = render_kenburns(image, nearness, config=KenBurnsConfig(frame_batch=1), **kwargs)
+    many = render_kenburns(image, nearness, config=KenBurnsConfig(frame_batch=7), **kwargs)
+    assert torch.allclose(one.frames, many.frames, atol=1e-5)
+    assert torch.allclose(one.disocclusion, many.disocclusion, atol=1e-5)
+
+
+def test_instances_input_and_layer_grouping():
+    image, nearness, _ = two_planes(48, box=(14, 34, 16, 30))
+    masks = torch.zeros(3, 48, 48)
+    masks[0, 14:34, 16:30] = 1.0
+    masks[1, 2:10, 2:10] = 1.0
+    masks[2, 40:46, 30:46] = 1.0
+    inst = Instances.from_masks(masks)
+    inst.extras["depth"] = [0.9, 0.2, 0.5]
+    camera = CameraPath(preset="pan-left", frames=4, playback=False)
+    a = render_kenburns(image, nearness, masks=inst, camera=camera)
+    b = render_kenburns(image, nearness, masks=masks, camera=camera)
+    assert torch.allclose(a.frames, b.frames, atol=1e-5)
+    scene = build_scene(image, nearness, inst, config=KenBurnsConfig(max_layers=2))
+    assert len(scene.layers) == 2  # background + one group holding all three
+    assert len(build_scene(image, nearness, inst).layers) == 4
+
+
+def test_size_option_resizes_everything():
+    image, nearness, mask = two_planes(64)
+    clip = render_kenburns(
+        image, nearness[:63, :63], masks=mask, camera=CameraPath(preset="zoom-in", frames=2, playback=False),
+        config=KenBurnsConfig(size=32),
+    )
+    assert clip.frames.shape == (2, 32, 32, 3)
+
+
+def test_bad_inputs_get_clear_errors_or_sane_results():
+    image, nearness, mask = two_planes(32, box=(10, 22, 10, 20))
+    camera = CameraPath(preset="zoom-in", frames=2, playback=False)
+    with pytest.raises(ValueError, match="image"):
+        render_kenburns(torch.rand(32, 32, 5), nearness, camera=camera)
+    with pytest.raises(ValueError, match="depth"):
+        render_kenburns(image, torch.rand(2, 3, 32, 32), camera=camera)
+    with pytest.raises(ValueError, match="masks"):
+        render_kenburns(image, nearness, masks=torch.rand(1, 1, 32, 32), camera=camera)
+    with pytest.raises(ValueError, match="supported range"):
+        render_kenburns(torch.rand(4, 4, 3), torch.rand(4, 4), camera=camera)
+    with pytest.raises(TypeError, match="CameraPath"):
+        render_kenburns(image, nearness, camera="auto")
+    with pytest.raises(ValueError, match="min_disparity"):
+        KenBurnsConfig(min_disparity=0.0)
+    # NaN / zero depth, grey and RGBA images: finite frames in [0,1]
+    bad = nearness.clone()
+    bad[0, :5] = float("nan")
+    for img, dep in ((image, bad), (image[..., :1], torch.zeros(32, 32)), (torch.cat([image, image[..., :1]], -1), bad)):
+        clip = render_kenburns(img, dep, masks=mask, camera=camera)
+        assert torch.isfinite(clip.frames).all() and 0 <= float(clip.frames.min()) <= float(clip.frames.max()) <= 1
+
+
+# ---------------------------------------------------------------------------------------------- depth of field
+def _sharpness(x: torch.Tensor) -> float:
+    return float((x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean())
+
+
+def test_depth_of_field_rack_focus_moves_from_background_to_character():
+    size = 64
+    g = torch.Generator().manual_seed(3)
+    checker = ((torch.arange(size)[:, None] // 2 + torch.arange(size)[None, :] // 2) % 2).float()
+    image = checker[..., None].expand(size, size, 3).clone() * 0.8 + 0.1
+    nearness = torch.full((size, size), 0.1)
+    mask = torch.zeros(1, size, size)
+    mask[0, 16:48, 20:44] = 1.0
+    nearness[16:48, 20:44] = 1.0
+    image[16:48, 20:44] = torch.rand(32, 24, 3, generator=g)
+    camera = CameraPath(preset="static", frames=5, playback=False)
+    config = KenBurnsConfig(depth_of_field=True, dof_strength=4.0, dof_gamma=1.0)
+    sharp = render_kenburns(image, nearness, masks=mask, camera=camera)
+    dof = render_kenburns(image, nearness, masks=mask, camera=camera, config=config)
+    card, far = (slice(20, 44), slice(24, 40)), (slice(0, 12), slice(0, 64))
+    first, last = dof.frames[0].permute(2, 0, 1), dof.frames[-1].permute(2, 0, 1)
+    ref = sharp.frames[0].permute(2, 0, 1)
+    # frame 0: focus on the background -> background sharp, card blurred; last frame: the reverse
+    assert _sharpness(first[:, far[0], far[1]]) > 0.9 * _sharpness(ref[:, far[0], far[1]])
+    assert _sharpness(first[:, card[0], card[1]]) < 0.7 * _sharpness(ref[:, card[0], card[1]])
+    assert _sharpness(last[:, far[0], far[1]]) < 0.5 * _sharpness(ref[:, far[0], far[1]])
+    assert _sharpness(last[:, card[0], card[1]]) > 0.9 * _sharpness(ref[:, card[0], card[1]])
+    # default lightness exponent stays in range
+    bright = render_kenburns(image, nearness, masks=mask, camera=camera, config=KenBurnsConfig(depth_of_field=True))
+    assert 0.0 <= float(bright.frames.min()) and float(bright.frames.max()) <= 1.0
+
+
+def test_focus_schedule_and_zero_strength():
+    times = torch.linspace(0, 1, 11)
+    focus = focus_schedule(times, 0.9, 50.0)
+    assert float(focus[0]) == pytest.approx(0.0, abs=1e-4) and float(focus[-1]) == pytest.approx(0.9, abs=1e-4)
+    assert float(focus[5]) == pytest.approx(0.45)
+    assert float(focus_schedule(times, 0.2, 50.0)[0]) == pytest.approx(1.0, abs=1e-4)
+    frames = torch.rand(2, 3, 8, 8)
+    assert torch.equal(bokeh_blur(frames, torch.rand(2, 1, 8, 8), torch.zeros(2), strength=0.0), frames)
+
+
+# ---------------------------------------------------------------------------------------------- fills
+def test_nearest_valid_matches_brute_force():
+    g = torch.Generator().manual_seed(4)
+    valid = torch.rand(2, 6, 9, generator=g) < 0.3
+    for direction in DIRECTIONS:
+        index, steps = nearest_valid(valid, direction)
+        for b in range(2):
+            for i in range(6):
+                for j in range(9):
+                    n, expect = 0, -1
+                    while 0 <= i + n * direction[0] < 6 and 0 <= j + n * direction[1] < 9:
+                        if valid[b, i + n * direction[0], j + n * direction[1]]:
+                            expect = (i + n * direction[0]) * 9 + j + n * direction[1]
+                            break
+                        n += 1
+                    assert int(index[b, i, j]) == expect
+                    if expect >= 0:
+                        assert int(steps[b, i, j]) == n
+
+
+def test_fill_functions_keep_known_pixels_and_fill_all_holes():
+    g = torch.Generator().manual_seed(5)
+    values = torch.rand(2, 3, 20, 30, generator=g)
+    valid = torch.rand(2, 1, 20, 30, generator=g) > 0.6
+    depth = torch.rand(2, 1, 20, 30, generator=g) + 1
+    filled, fdepth = fill_holes_far(values, valid, depth)
+    assert torch.equal(filled[valid.expand_as(values)], values[valid.expand_as(values)])
+    assert torch.isfinite(filled).all() and torch.isfinite(fdepth).all()
+    smooth = fill_push_pull(values, valid)
+    assert torch.allclose(smooth[valid.expand_as(values)], values[valid.expand_as(values)])
+    assert float(smooth.min()) >= 0.0 and float(smooth.max()) <= 1.0
+
+
+# ---------------------------------------------------------------------------------------------- devices
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    image, nearness, mask = two_planes(64)
+    plate = GREEN.expand(64, 64, 3).clone()
+    kwargs = dict(masks=mask, background=plate, camera=CameraPath(preset="auto", frames=5, playback=False))
+    cpu = render_kenburns(image, nearness, **kwargs)
+    gpu = render_kenburns(image.cuda(), nearness.cuda(), device="cuda", **kwargs)
+    assert gpu.frames.is_cuda
+    assert torch.allclose(cpu.frames, gpu.frames.cpu(), atol=1e-3)
+
+
+def test_explicit_device_is_respected():
+    image, nearness, mask = two_planes(32, box=(10, 22, 10, 20))
+    clip = render_kenburns(image, nearness, masks=mask, device="cpu", camera=CameraPath(frames=3, playback=False))
+    assert clip.frames.device.type == "cpu" and clip.disocclusion.device.type == "cpu"
+    assert math.isfinite(clip.fps)
