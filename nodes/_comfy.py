@@ -180,3 +180,81 @@ def check_mask(mask: torch.Tensor, name: str = "mask") -> torch.Tensor:
     if mask.dim() != 3:
         raise ValueError(f"{name} must be a MASK [B,H,W], got shape {tuple(mask.shape)}")
     return torch.nan_to_num(mask.float().cpu(), nan=0.0).clamp(0, 1)
+
+
+# ---------------------------------------------------------------- diffusion sampling (core ComfyUI API)
+# Used by nodes that sample inside themselves (style editing), the way Impact's detailers do: the same calls as
+# core CLIPTextEncode / ControlNetApplyAdvanced / VAEEncode / KSampler / VAEDecode, imported lazily.
+
+FALLBACK_SAMPLERS = ("euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_sde", "ddim")
+FALLBACK_SCHEDULERS = ("normal", "karras", "exponential", "simple")
+
+
+def sampler_choices() -> tuple[list[str], list[str]]:
+    """(sampler names, scheduler names) of the running ComfyUI; a short fallback list outside ComfyUI."""
+    try:
+        import comfy.samplers
+    except ImportError:
+        return list(FALLBACK_SAMPLERS), list(FALLBACK_SCHEDULERS)
+    return list(comfy.samplers.KSampler.SAMPLERS), list(comfy.samplers.KSampler.SCHEDULERS)
+
+
+def encode_text(clip, text: str) -> list:
+    """CONDITIONING of ``text`` (core CLIPTextEncode)."""
+    tokens = clip.tokenize(text)
+    if hasattr(clip, "encode_from_tokens_scheduled"):
+        return clip.encode_from_tokens_scheduled(tokens)
+    cond, pooled = clip.encode_from_tokens(tokens, return_pooled=True)
+    return [[cond, {"pooled_output": pooled}]]
+
+
+def apply_control_net(positive: list, negative: list, control_net, hint: torch.Tensor, strength: float, vae=None):
+    """Attach ``control_net`` with ``hint`` (IMAGE ``[B,H,W,3]``) to both conditionings over the whole schedule
+    (core ControlNetApplyAdvanced, start 0 / end 1). Returns ``(positive, negative)``."""
+    import inspect
+
+    if strength == 0:
+        return positive, negative
+    control_hint = hint.movedim(-1, 1)
+    accepts_vae = "vae" in inspect.signature(control_net.set_cond_hint).parameters
+    made: dict = {}
+    out = []
+    for conditioning in (positive, negative):
+        c = []
+        for t in conditioning:
+            d = t[1].copy()
+            prev = d.get("control", None)
+            if prev not in made:
+                kwargs = {"vae": vae} if accepts_vae else {}
+                c_net = control_net.copy().set_cond_hint(control_hint, strength, (0.0, 1.0), **kwargs)
+                c_net.set_previous_controlnet(prev)
+                made[prev] = c_net
+            d["control"] = made[prev]
+            d["control_apply_to_uncond"] = False
+            c.append([t[0], d])
+        out.append(c)
+    return out[0], out[1]
+
+
+def img2img(model, vae, positive, negative, pixels: torch.Tensor, *, seed: int, steps: int, cfg: float,
+            sampler_name: str, scheduler: str, denoise: float, noise_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """VAE-encode ``pixels [B,h,w,3]``, sample (core KSampler semantics; ``noise_mask [B,h,w]`` as
+    SetLatentNoiseMask), decode. Cancel is checked at every sampler step. Returns IMAGE ``[B,h,w,3]``."""
+    import comfy.sample
+
+    latent = vae.encode(pixels[..., :3])
+    if hasattr(comfy.sample, "fix_empty_latent_channels"):
+        latent = comfy.sample.fix_empty_latent_channels(model, latent)
+    noise = comfy.sample.prepare_noise(latent, seed, None)
+
+    def callback(step, x0, x, total_steps):
+        throw_if_interrupted()
+
+    samples = comfy.sample.sample(
+        model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,
+        denoise=denoise, noise_mask=noise_mask, callback=callback, disable_pbar=True, seed=seed,
+    )
+    images = vae.decode(samples)
+    if images.dim() == 5:  # video VAEs return [B,T,H,W,C]
+        images = images.reshape(-1, *images.shape[-3:])
+    return images[..., :3].float().cpu()
