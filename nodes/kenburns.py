@@ -1,0 +1,189 @@
+"""ComfyUI nodes: instance-aware 3D Ken Burns (camera path + renderer).
+
+Paper: "Instance-guided Cartoon Editing with a Large-scale Dataset" (arXiv 2312.01943) §6.1, Fig. 7, on top of the
+3D Ken Burns effect (Niklaus et al. 2019). Characters are depth layers in front of an inpainted background plate,
+so disocclusions reveal background instead of smeared characters. The work is done by ``cartoonseg.kenburns`` (pure
+PyTorch, CPU or GPU).
+
+Inputs follow the pack's conventions: depth is an IMAGE ``[B,H,W,3]`` grey in [0,1], **larger = nearer** (as from
+``CartoonSegDepthEstimate``/``CartoonSegDepthPool`` or any ComfyUI depth preprocessor), resized to the image when
+sizes differ; instances are ``CARTOONSEG_INSTANCES`` (one ``cartoonseg.Instances`` per frame); the background plate
+is an IMAGE (e.g. ``CartoonSegInpaintPatchMatch`` over ``CartoonSegBackgroundMask``). Output frames are an IMAGE
+batch for any video saver (core SaveAnimatedWEBP / SaveAnimatedPNG, or Video Helper Suite), with the fps as FLOAT.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _comfy
+
+CATEGORY = f"{_comfy.CATEGORY}/kenburns"
+# kept literal so INPUT_TYPES does not import the library; a test checks they equal cartoonseg.kenburns's tuples
+PRESETS = (
+    "auto", "static", "zoom-in", "zoom-out", "pan-left", "pan-right", "pan-up", "pan-down", "dolly-in", "dolly-out",
+    "orbit",
+)
+EASINGS = ("linear", "ease-in", "ease-out", "ease-in-out", "smootherstep")
+ANCHORS = ("nearest", "median", "farthest")
+DEVICES = ("auto", "cpu")
+
+
+class CartoonSegCameraPath:
+    """The virtual camera of a Ken Burns clip: preset motion, easing, length, playback and fps."""
+
+    DESCRIPTION = (
+        "Camera motion for CartoonSegKenBurns. auto: the original's path (centre 0.97 crop, zoom x1.25 towards the "
+        "end crop that reveals the fewest holes, nearest point anchored). Presets: zoom, pan, dolly zoom (vertigo) "
+        "and orbit, with easing. playback appends the reversed clip (ping-pong, 75 -> 148 frames)."
+    )
+    RETURN_TYPES = ("CARTOONSEG_CAMERA",)
+    RETURN_NAMES = ("camera",)
+    FUNCTION = "make"
+    CATEGORY = CATEGORY
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "preset": (list(PRESETS), {"default": "auto"}),
+                "frames": ("INT", {"default": 75, "min": 1, "max": 10000, "tooltip": "rendered time steps"}),
+                "zoom": ("FLOAT", {"default": 1.25, "min": 1.0, "max": 8.0, "step": 0.01,
+                                   "tooltip": "zoom of the move (auto/zoom), crop zoom (pan/orbit), focal ratio (dolly)"}),
+                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
+                                       "tooltip": "share of the margin used by pans/orbit; multiplier of zoom - 1"}),
+                "easing": (list(EASINGS), {"default": "linear"}),
+                "playback": ("BOOLEAN", {"default": True, "tooltip": "append the reversed clip (ping-pong)"}),
+                "fps": ("FLOAT", {"default": 25.0, "min": 1.0, "max": 240.0, "step": 1.0}),
+                "anchor": (list(ANCHORS), {"default": "nearest",
+                                           "tooltip": "depth that moves like a 2-D crop (nearest: nothing off-image)"}),
+            }
+        }
+
+    def make(self, preset="auto", frames=75, zoom=1.25, strength=1.0, easing="linear", playback=True, fps=25.0,
+             anchor="nearest"):
+        from cartoonseg.kenburns import CameraPath
+
+        return (CameraPath(preset=preset, frames=int(frames), zoom=float(zoom), strength=float(strength),
+                           easing=easing, playback=bool(playback), fps=float(fps), anchor=anchor),)
+
+
+def _pick(batch, b: int):
+    """Frame ``b`` of a batch that has one entry per frame or a single entry for all."""
+    return batch[min(b, len(batch) - 1)]
+
+
+def _check_pairing(n_image: int, name: str, n_other: int) -> None:
+    if n_other not in (1, n_image):
+        raise ValueError(f"{name} has {n_other} frames but image has {n_image}; give 1 or one per image frame")
+
+
+class CartoonSegKenBurns:
+    """Render an instance-aware 3D Ken Burns clip from each input image."""
+
+    DESCRIPTION = (
+        "Parallax video from one image: depth (IMAGE, larger = nearer) becomes a point cloud seen by a moving camera; "
+        "instances are depth layers in front of the background plate, so revealed regions show the plate, never "
+        "smeared characters; remaining holes are filled from their farther side. Outputs the frames (an IMAGE batch "
+        "for SaveAnimatedWEBP / Video Combine), a MASK of pixels that were not visible in the input, and the fps. "
+        "Several input images give their clips one after another. size: long side of the frames (0 = input size; "
+        "the original renders at 1024)."
+    )
+    RETURN_TYPES = ("IMAGE", "MASK", "FLOAT")
+    RETURN_NAMES = ("frames", "disocclusion", "fps")
+    FUNCTION = "render"
+    CATEGORY = CATEGORY
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "image": ("IMAGE",),
+                "depth": ("IMAGE", {"tooltip": "grey depth map, larger = nearer"}),
+                "size": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 8,
+                                 "tooltip": "long side of the frames; 0 = input size"}),
+                "depth_of_field": ("BOOLEAN", {"default": False,
+                                               "tooltip": "rack focus from the background to the nearest character"}),
+                "dof_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.1}),
+                "dof_speed": ("FLOAT", {"default": 50.0, "min": 0.0, "max": 1000.0, "step": 1.0}),
+                "min_disparity": ("FLOAT", {"default": 0.02, "min": 0.0001, "max": 1.0, "step": 0.005,
+                                            "tooltip": "depth-map floor: the farthest point is at most 1/x times "
+                                                       "farther than the nearest"}),
+                "device": (list(DEVICES), {"default": "auto"}),
+            },
+            "optional": {
+                "instances": ("CARTOONSEG_INSTANCES",),
+                "background": ("IMAGE", {"tooltip": "inpainted background plate (characters removed)"}),
+                "camera": ("CARTOONSEG_CAMERA",),
+            },
+        }
+
+    def render(self, image, depth, size=0, depth_of_field=False, dof_strength=1.0, dof_speed=50.0, min_disparity=0.02,
+               device="auto", instances=None, background=None, camera=None):
+        from cartoonseg.kenburns import CameraPath, KenBurnsConfig, render_kenburns
+
+        image = _comfy.check_image(image)
+        depth = _comfy.check_image(depth, "depth")
+        frames = _check_instances(instances)
+        background = _comfy.check_image(background, "background") if background is not None else None
+        camera = _check_camera(camera, CameraPath)
+        n = image.shape[0]
+        for name, other in (("depth", depth), ("instances", frames), ("background", background)):
+            if other is not None:
+                _check_pairing(n, name, len(other))
+        config = KenBurnsConfig(size=int(size), depth_of_field=bool(depth_of_field), dof_strength=float(dof_strength),
+                                dof_speed=float(dof_speed), min_disparity=float(min_disparity))
+        dev = _comfy.torch_device() if device == "auto" else torch.device("cpu")
+        clips, masks = [], []
+        with _comfy.steps(n * camera.frames) as bar:
+            for b in range(n):
+                progress = _Progress(bar)
+                clip = render_kenburns(
+                    image[b], _pick(depth, b), masks=_pick(frames, b) if frames else None,
+                    background=_pick(background, b) if background is not None else None,
+                    camera=camera, config=config, device=dev, callback=progress,
+                )
+                clips.append(clip.frames.float().cpu())
+                masks.append(clip.disocclusion.float().cpu())
+        if dev.type != "cpu":
+            _comfy.soft_empty_cache()
+        return (torch.cat(clips), torch.cat(masks), float(camera.fps))
+
+
+class _Progress:
+    """``render_kenburns`` callback: advances the ComfyUI bar by the frames done (each tick checks Cancel)."""
+
+    def __init__(self, bar) -> None:
+        self.bar = bar
+        self.done = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        for _ in range(done - self.done):
+            self.bar.tick()
+        self.done = done
+
+
+def _check_instances(instances):
+    if instances is None:
+        return None
+    from .segment import check_instances_list
+
+    return check_instances_list(instances)
+
+
+def _check_camera(camera, camera_cls):
+    if camera is None:
+        return camera_cls()
+    if not isinstance(camera, camera_cls):
+        raise TypeError(f"camera must be a CARTOONSEG_CAMERA from CartoonSegCameraPath, got {type(camera).__name__}")
+    return camera
+
+
+NODE_CLASS_MAPPINGS = {
+    "CartoonSegCameraPath": CartoonSegCameraPath,
+    "CartoonSegKenBurns": CartoonSegKenBurns,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "CartoonSegCameraPath": "Ken Burns Camera Path (CartoonSeg)",
+    "CartoonSegKenBurns": "3D Ken Burns (CartoonSeg)",
+}

@@ -1,0 +1,216 @@
+"""Contract tests of the Ken Burns nodes (CartoonSegCameraPath, CartoonSegKenBurns) with stubbed ComfyUI modules.
+
+The pack is loaded from its root ``__init__.py`` under a private package name (never as the bare module ``nodes``,
+which ComfyUI owns). ``folder_paths``, ``comfy.model_management`` and ``comfy.utils`` are small stand-ins put in
+``sys.modules`` for this module only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+import cartoonseg.kenburns as kb
+from cartoonseg import Instances
+
+REPO = Path(__file__).resolve().parents[1]
+PACK = "cartoonseg_pack_kenburns_test"
+IDS = ("CartoonSegCameraPath", "CartoonSegKenBurns")
+H, W = 32, 40
+
+
+class Interrupted(Exception):
+    """Stand-in for comfy.model_management.InterruptProcessingException."""
+
+
+class ComfyState:
+    def __init__(self, models_dir: Path) -> None:
+        self.models_dir = models_dir
+        self.ticks = 0
+        self.cancel_after: int | None = None
+
+    def modules(self) -> dict[str, types.ModuleType]:
+        state = self
+        fp = types.ModuleType("folder_paths")
+        fp.models_dir = str(self.models_dir)
+        fp.folder_names_and_paths = {}
+        fp.get_folder_paths = lambda key: list(fp.folder_names_and_paths[key][0])
+        fp.get_filename_list = lambda key: []
+        fp.get_full_path = lambda key, name: None
+        comfy = types.ModuleType("comfy")
+        mm = types.ModuleType("comfy.model_management")
+        mm.InterruptProcessingException = Interrupted
+        mm.get_torch_device = lambda: torch.device("cpu")
+        mm.unet_offload_device = lambda: torch.device("cpu")
+        mm.soft_empty_cache = lambda force=False: None
+
+        def throw_exception_if_processing_interrupted():
+            if state.cancel_after is not None and state.ticks >= state.cancel_after:
+                raise Interrupted()
+
+        mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
+        utils = types.ModuleType("comfy.utils")
+
+        class ProgressBar:
+            def __init__(self, total):
+                self.total = total
+
+            def update(self, value):
+                state.ticks += value
+
+            def update_absolute(self, value, total=None, preview=None):
+                pass
+
+        utils.ProgressBar = ProgressBar
+        comfy.model_management, comfy.utils = mm, utils
+        return {"folder_paths": fp, "comfy": comfy, "comfy.model_management": mm, "comfy.utils": utils}
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory):
+    state = ComfyState(tmp_path_factory.mktemp("models"))
+    stubs = state.modules()
+    saved = {k: sys.modules.get(k) for k in stubs}
+    sys.modules.update(stubs)
+    try:
+        yield state
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+
+
+@pytest.fixture(scope="module")
+def pack(comfy):
+    spec = importlib.util.spec_from_file_location(PACK, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        for k in [k for k in sys.modules if k == PACK or k.startswith(PACK + ".")]:
+            del sys.modules[k]
+
+
+@pytest.fixture()
+def nodes(pack, comfy):
+    comfy.ticks, comfy.cancel_after = 0, None
+    return pack.NODE_CLASS_MAPPINGS
+
+
+def scene(b: int = 1):
+    """Far blue plane, near red card (one instance), green plate."""
+    image = torch.zeros(b, H, W, 3)
+    image[..., 2] = 1.0
+    image[:, 8:24, 12:26] = torch.tensor([1.0, 0.0, 0.0])
+    depth = torch.full((b, H, W, 3), 0.25)
+    depth[:, 8:24, 12:26] = 1.0
+    mask = torch.zeros(1, H, W)
+    mask[0, 8:24, 12:26] = 1.0
+    instances = [Instances.from_masks(mask) for _ in range(b)]
+    plate = torch.zeros(b, H, W, 3)
+    plate[..., 1] = 1.0
+    return image, depth, instances, plate
+
+
+def run(nodes, camera=None, **kwargs):
+    node = nodes["CartoonSegKenBurns"]()
+    image, depth, instances, plate = scene()
+    args = dict(image=image, depth=depth, instances=instances, background=plate, camera=camera)
+    args.update(kwargs)
+    return node.render(**args)
+
+
+def camera(nodes, **kwargs):
+    (cam,) = nodes["CartoonSegCameraPath"]().make(**kwargs)
+    return cam
+
+
+# ---------------------------------------------------------------------------------------------- contract
+def test_registration_and_metadata(pack):
+    for node_id in IDS:
+        cls = pack.NODE_CLASS_MAPPINGS[node_id]
+        assert node_id in pack.NODE_DISPLAY_NAME_MAPPINGS
+        assert cls.CATEGORY == "CartoonSeg/kenburns"
+        assert cls.DESCRIPTION and len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES)
+        spec = cls.INPUT_TYPES()
+        params = inspect.signature(getattr(cls, cls.FUNCTION)).parameters
+        for section in ("required", "optional"):
+            for name, entry in spec.get(section, {}).items():
+                assert name in params, (node_id, name)
+                if isinstance(entry[0], list) and len(entry) > 1 and "default" in entry[1]:
+                    assert entry[1]["default"] in entry[0]
+    assert pack.NODE_CLASS_MAPPINGS["CartoonSegCameraPath"].RETURN_TYPES == ("CARTOONSEG_CAMERA",)
+    assert pack.NODE_CLASS_MAPPINGS["CartoonSegKenBurns"].RETURN_TYPES == ("IMAGE", "MASK", "FLOAT")
+    optional = pack.NODE_CLASS_MAPPINGS["CartoonSegKenBurns"].INPUT_TYPES()["optional"]
+    assert optional["instances"][0] == "CARTOONSEG_INSTANCES" and optional["camera"][0] == "CARTOONSEG_CAMERA"
+
+
+def test_literal_choices_match_the_library(pack):
+    module = sys.modules[PACK + ".nodes.kenburns"]
+    assert module.PRESETS == kb.PRESETS and module.EASINGS == kb.EASINGS and module.ANCHORS == kb.ANCHORS
+
+
+def test_camera_node_builds_a_camera_path(nodes):
+    cam = camera(nodes, preset="pan-left", frames=12, zoom=1.5, strength=0.5, easing="ease-in-out", playback=False,
+                 fps=30.0, anchor="median")
+    assert cam == kb.CameraPath(preset="pan-left", frames=12, zoom=1.5, strength=0.5, easing="ease-in-out",
+                                playback=False, fps=30.0, anchor="median")
+    with pytest.raises(ValueError, match="preset"):
+        camera(nodes, preset="teleport")
+
+
+def test_render_outputs_frames_mask_and_fps(nodes, comfy):
+    cam = camera(nodes, preset="pan-right", frames=5, playback=True, fps=12.0)
+    frames, disocclusion, fps = run(nodes, cam)
+    assert frames.shape == (8, H, W, 3) and frames.dtype == torch.float32 and frames.device.type == "cpu"
+    assert disocclusion.shape == (8, H, W) and 0.0 <= float(disocclusion.min()) <= float(disocclusion.max()) <= 1.0
+    assert fps == 12.0 and isinstance(fps, float)
+    assert comfy.ticks == 5  # one progress step per rendered (unique) frame
+    # the camera moves: the revealed plate shows up and is flagged in the mask
+    green = (frames[..., 1] > 0.9) & (frames[..., 0] < 0.1)
+    assert bool(green[4].any()) and float(disocclusion[green].min()) > 0.5
+    assert float(disocclusion[(frames[..., 2] > 0.99) | (frames[..., 0] > 0.99)].max()) < 1e-5
+
+
+def test_defaults_without_optional_inputs(nodes):
+    image, depth, _, _ = scene()
+    frames, mask, fps = nodes["CartoonSegKenBurns"]().render(image=image, depth=depth[..., :1].expand(-1, -1, -1, 3))
+    assert frames.shape == (148, H, W, 3) and mask.shape == (148, H, W) and fps == 25.0  # auto, 75 ping-pong
+
+
+def test_batches_pairing_and_resized_depth(nodes):
+    image, depth, instances, plate = scene(2)
+    node = nodes["CartoonSegKenBurns"]()
+    cam = camera(nodes, preset="zoom-in", frames=3, playback=False)
+    frames, mask, _ = node.render(image=image, depth=depth[:1, :-1, :-1], instances=instances[:1], background=plate,
+                                  camera=cam, size=20)
+    assert frames.shape == (6, 16, 20, 3) and mask.shape == (6, 16, 20)
+    with pytest.raises(ValueError, match="depth has 3 frames"):
+        node.render(image=image, depth=torch.cat([depth, depth[:1]]), camera=cam)
+    with pytest.raises(TypeError, match="CARTOONSEG_CAMERA"):
+        node.render(image=image, depth=depth, camera="auto")
+    with pytest.raises(TypeError, match="instances"):
+        node.render(image=image, depth=depth, instances=torch.zeros(2, H, W), camera=cam)
+
+
+def test_depth_of_field_option_changes_frames(nodes):
+    cam = camera(nodes, preset="static", frames=3, playback=False)
+    sharp, _, _ = run(nodes, cam)
+    blurred, _, _ = run(nodes, cam, depth_of_field=True, dof_strength=5.0)
+    assert not torch.allclose(sharp, blurred)
+
+
+def test_cancel_stops_rendering(nodes, comfy):
+    comfy.cancel_after = 2
+    with pytest.raises(Interrupted):
+        run(nodes, camera(nodes, preset="zoom-in", frames=6, playback=False))
