@@ -7,7 +7,7 @@ import importlib
 from . import _comfy
 
 # Explicit list: one module per area. Each module defines NODE_CLASS_MAPPINGS and NODE_DISPLAY_NAME_MAPPINGS.
-_MODULES: tuple[str, ...] = ("loaders", "segment", "instances", "style")
+_MODULES: tuple[str, ...] = ("loaders", "segment", "instances", "depth", "inpaint", "style", "kenburns", "tagger")
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
