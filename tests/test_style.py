@@ -466,3 +466,35 @@ def test_diffusers_offline_loading(tiny_sd, tmp_path):
         load_components(tmp_path / "model.safetensors")
     with pytest.raises(FileNotFoundError):
         load_components(tmp_path / "missing.safetensors")
+
+
+def test_cli_style_offline_end_to_end(tiny_sd, tmp_path):
+    import cartoonseg
+    from diffusers import StableDiffusionPipeline
+    from PIL import Image
+
+    from cartoonseg.checkpoint import save_mmengine_detector_checkpoint
+    from cartoonseg.style.cli import main
+
+    comps, cn = tiny_sd
+    StableDiffusionPipeline(**comps, safety_checker=None, feature_extractor=None, requires_safety_checker=False).save_pretrained(tmp_path / "sd")
+    cn.save_pretrained(tmp_path / "cn")
+    torch.manual_seed(0)
+    save_mmengine_detector_checkpoint(cartoonseg.build_detector("tiny"), tmp_path / "det.ckpt")
+    img, _ = _scene(48, 64)
+    Image.fromarray((img * 255).round().to(torch.uint8).numpy()).save(tmp_path / "in.png")
+    rc = main([
+        "style", str(tmp_path / "in.png"), "--out", str(tmp_path / "out"), "--model", str(tmp_path / "sd"),
+        "--controlnet", str(tmp_path / "cn"), "--detector", str(tmp_path / "det.ckpt"), "--refiner", "none",
+        "--score-thr", "0", "--max-instances", "2", "--steps", "2", "--resolution", "32", "--style", "pixar",
+        "--background-fill", "telea", "--compare",
+    ])
+    assert rc == 0
+    report = json.loads((tmp_path / "out" / "in_style.json").read_text())
+    assert report["config"]["style_prompt"] == "pixar" and report["config"]["steps"] == 2
+    assert len(report["runs"]["global"]) == 1 and report["runs"]["global"][0]["prompt"] == "pixar"
+    assert report["runs"]["style"][0]["kind"] == "background"
+    for name in ("in_style.png", "in_global.png", "in_hint.png"):
+        assert Image.open(tmp_path / "out" / name).size == (64, 48)
+    assert main(["style", str(tmp_path / "in.png"), "--out", str(tmp_path / "o2"), "--model", str(tmp_path / "nope"),
+                 "--detector", str(tmp_path / "det.ckpt"), "--refiner", "none"]) == 2

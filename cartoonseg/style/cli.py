@@ -1,0 +1,187 @@
+"""Command line ``python -m cartoonseg style IMAGE... --model SD --controlnet CN --out DIR``: instance-aware style
+editing (paper §6.2) outside ComfyUI, on ``diffusers``.
+
+Per image: segment (cartoonseg detector + optional refiner), optionally tag every instance (WD SwinV2 tagger),
+then restyle instance by instance (:func:`cartoonseg.style.style_edit` with
+:class:`cartoonseg.style.diffusers_backend.DiffusersBackend`). ``--compare`` also writes the global-prompt
+baseline. Everything is loaded offline unless ``--allow-download`` is given (detector/refiner/tagger weights
+only; diffusion models and their configs must be local, see :func:`~cartoonseg.style.diffusers_backend.load_components`).
+
+Outputs per image: ``<stem>_style.png`` (or ``_global.png`` with ``--mode global``), ``<stem>_global.png``
+with ``--compare``, ``<stem>_hint.png`` and ``<stem>_style.json`` (the passes: prompts, seeds, boxes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import BACKGROUND_FILLS, MODES, PRESETS, style_preset
+from .hints import HINT_TYPES, extract_hint
+from .regions import ORDERS
+
+__all__ = ["add_parsers", "build_parser", "main"]
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+                rgba = im.convert("RGBA")
+                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"cannot read image {path}: {exc}") from exc
+
+
+def _to_float(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(rgb, dtype=np.float32)) / 255.0
+
+
+def _write_rgb(path: Path, image: torch.Tensor) -> None:
+    from PIL import Image
+
+    Image.fromarray((image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()).save(path)
+
+
+def add_parsers(subparsers) -> None:
+    """Register the ``style`` sub-command."""
+    p = subparsers.add_parser("style", help="instance-aware style editing with diffusers (paper §6.2)")
+    p.add_argument("images", nargs="+", help="input images")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--model", required=True, help="SD1.5/SDXL: diffusers folder or single .safetensors")
+    p.add_argument("--model-config", help="local diffusers config folder for a single-file --model")
+    p.add_argument("--sdxl", action="store_true", help="the single-file --model is SDXL")
+    p.add_argument("--controlnet", help="lineart (SD1.5) / canny (SDXL) ControlNet: folder or single file")
+    p.add_argument("--controlnet-config", help="local diffusers config folder for a single-file --controlnet")
+    p.add_argument("--detector", default="detector", help="detector weights (path or released name)")
+    p.add_argument("--refiner", default="refiner", help="refiner weights, or 'none'")
+    p.add_argument("--weights-dir", action="append", default=[], help="folder searched for released weights")
+    p.add_argument("--tagger", default="none", help="tagger folder or repo id, or 'none' (style prompt only)")
+    p.add_argument("--allow-download", action="store_true", help="let missing detector/refiner/tagger download")
+    p.add_argument("--score-thr", type=float, default=0.3)
+    p.add_argument("--max-instances", type=int, default=100)
+    p.add_argument("--background", help="clean plate image for the background pass (one for all inputs)")
+    p.add_argument("--hint", help="ControlNet hint image (white lines on black) instead of the built-in one")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="paper_sd15")
+    p.add_argument("--style", dest="style_prompt", help="global style prompt, e.g. '3D pixar style'")
+    p.add_argument("--negative", dest="negative_prompt")
+    p.add_argument("--background-prompt")
+    p.add_argument("--mode", choices=MODES)
+    p.add_argument("--compare", action="store_true", help="also write the global-prompt baseline")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--cfg", type=float)
+    p.add_argument("--sampler", choices=["dpmpp_2m", "dpmpp_2m_sde", "euler", "euler_ancestral", "ddim"])
+    p.add_argument("--scheduler", choices=["karras", "normal"])
+    p.add_argument("--denoise", type=float)
+    p.add_argument("--control-strength", type=float)
+    p.add_argument("--hint-type", dest="hint_kind", choices=[*HINT_TYPES, "none"])
+    p.add_argument("--crop-padding", type=int)
+    p.add_argument("--mask-feather", type=float)
+    p.add_argument("--resolution", type=int)
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--order", choices=ORDERS)
+    p.add_argument("--background-fill", choices=BACKGROUND_FILLS)
+    p.add_argument("--no-background", action="store_true", help="do not restyle the background")
+    p.add_argument("--no-masked-denoise", action="store_true", help="plain img2img of each crop")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=run)
+
+
+def _config(args: argparse.Namespace):
+    fields = {f.name for f in dataclasses.fields(style_preset(args.preset))}
+    over = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    if args.hint_kind is not None:
+        over["hint"] = args.hint_kind
+    if args.no_background:
+        over["background_as_instance"] = False
+    if args.no_masked_denoise:
+        over["masked_denoise"] = False
+    return style_preset(args.preset, **over)
+
+
+def run(args: argparse.Namespace) -> int:
+    import cartoonseg
+
+    from .diffusers_backend import DiffusersBackend, load_components, load_controlnet
+    from .editor import style_edit
+
+    config = _config(args)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    search = [Path(d) for d in args.weights_dir]
+    det = cartoonseg.load_detector(
+        cartoonseg.resolve_weights(args.detector, search_dirs=search, allow_download=args.allow_download), device=args.device
+    )
+    ref = None
+    if args.refiner != "none":
+        ref = cartoonseg.load_refiner(
+            cartoonseg.resolve_weights(args.refiner, search_dirs=search, allow_download=args.allow_download), device=args.device
+        )
+    seg = cartoonseg.Segmenter(det, ref, score_thr=args.score_thr, max_instances=args.max_instances)
+    tagger = None
+    if args.tagger != "none":
+        from ..tagger.tagging import load_tagger
+
+        tagger = load_tagger(args.tagger, device=args.device, allow_download=args.allow_download)
+    components = load_components(args.model, config_dir=args.model_config, sdxl=args.sdxl)
+    controlnet = load_controlnet(args.controlnet, config_dir=args.controlnet_config) if args.controlnet else None
+    background = _to_float(_read_rgb(Path(args.background))) if args.background else None
+    hint = _to_float(_read_rgb(Path(args.hint))) if args.hint else None
+
+    for path in map(Path, args.images):
+        rgb = _read_rgb(path)
+        image = _to_float(rgb)
+        instances = seg(rgb).to("cpu")
+        if tagger is not None:
+            from ..tagger.tagging import tag_instances
+
+            instances, _ = tag_instances(tagger, rgb, instances, tag_background=False)
+        runs = [config] + ([dataclasses.replace(config, mode="global")] if args.compare and config.mode != "global" else [])
+        report = {"image": str(path), "instances": len(instances), "config": dataclasses.asdict(config), "runs": {}}
+        for cfg in runs:
+            backend = DiffusersBackend(components, cfg, controlnet=controlnet, device=args.device)
+            result = style_edit(image, instances, backend, cfg, background=background, hint_image=hint,
+                                use_control=controlnet is not None)
+            name = "style" if cfg.mode == "instance" else "global"
+            _write_rgb(out_dir / f"{path.stem}_{name}.png", result.image)
+            report["runs"][name] = [dataclasses.asdict(r) for r in result.passes]
+            print(f"{path.name}: {name} ({len(result.passes)} passes) -> {out_dir / f'{path.stem}_{name}.png'}")
+        if hint is not None:
+            _write_rgb(out_dir / f"{path.stem}_hint.png", hint)
+        elif config.hint != "none":
+            _write_rgb(out_dir / f"{path.stem}_hint.png", extract_hint(image, config.hint))
+        (out_dir / f"{path.stem}_style.json").write_text(json.dumps(report, indent=1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cartoonseg", description=__doc__.splitlines()[0])
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ..hub import WeightsUnavailableError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError, WeightsUnavailableError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
