@@ -64,7 +64,8 @@ def test_rejection_rules_and_instance_split():
     frame = np.broadcast_to(green, (h, w, 3)).copy()
     tiny = draw_character(rng, 30, avoid_hue=142)  # < 2 % of the frame
     a = tiny[..., 3:4] / 255.0
-    frame[10:40, 10 : 10 + tiny.shape[1]] = (a * tiny[..., :3] + (1 - a) * frame[10:40, 10 : 10 + tiny.shape[1]]).astype(np.uint8)
+    region = frame[10:40, 10 : 10 + tiny.shape[1]]
+    region[:] = (a * tiny[..., :3] + (1 - a) * region).astype(np.uint8)
     instances, _, _ = chroma.key_frame(frame)
     assert instances == []
     # a foreground covering three borders is rejected; allowed when the rule is relaxed

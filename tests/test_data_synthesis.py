@@ -191,6 +191,7 @@ def test_determinism_across_workers_and_resume(raw, tmp_path):
     (c / "train" / "000000000005.jpg.tmp123").write_bytes(b"partial")
     r = synthesize_dataset(raw / "fg", raw / "bg", c, 6, workers=1, **kwargs)
     assert r["new"] == 2 and _snapshot(c) == ref
+    assert not list((c / "train").glob("*.tmp*"))
     # a different seed in the same folder is refused instead of mixing two runs
     with pytest.raises(ValueError, match="seed"):
         synthesize_dataset(raw / "fg", raw / "bg", c, 6, workers=1, **{**kwargs, "seed": 6})

@@ -22,7 +22,8 @@ from cartoonseg.data.danbooru import DanbooruFilter, filter_posts, iter_folder_p
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.filter_danbooru", description=__doc__.splitlines()[0])
-    ap.add_argument("metadata", metavar="METADATA", help="Danbooru JSON-lines file/folder, or an image folder with tag files")
+    ap.add_argument("metadata", metavar="METADATA",
+                    help="Danbooru JSON-lines file/folder, or an image folder with tag files")
     ap.add_argument("--images", default=None, help="Danbooru image root (needed with JSON-lines metadata)")
     ap.add_argument("--out", required=True, help="output root (gets fg/ and bg/)")
     ap.add_argument("--bg-min-short", type=int, default=DanbooruFilter.bg_min_short,

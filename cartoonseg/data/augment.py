@@ -8,7 +8,8 @@ does with albumentations/imgaug/scikit-learn (CS ``animeinsseg/data/transforms.p
   ratio=(0.9, 1.1))`` with its 10-try / centre-crop fallback, :func:`background_crop`;
 * foreground ``train`` chain (partition layout): ``LongestMaxSize(tgt)``, random scale x[0.15, 0.70]
   (INTER_AREA), affine (rotate +-15 deg, shear +-0.1, p 0.3), perspective (scale 0-0.06, p 0.3), horizontal
-  flip (p 0.5), elastic (alpha 0.3, sigma 15, alpha_affine 15 capped on small characters, p 0.3), grid distortion (5 steps, limit 0.3,
+  flip (p 0.5), elastic (alpha 0.3, sigma 15, alpha_affine 15 capped on small characters, p 0.3), grid
+  distortion (5 steps, limit 0.3,
   p 0.3), :func:`fg_transform_train`; the ``distort_only`` chain (row and person-box layouts) drops the
   resize, the scale and the rotation, :func:`fg_transform_distort`;
 * rotation that expands the canvas so nothing is cut, then crops to the alpha box, :func:`rotate_expand`;

@@ -108,7 +108,10 @@ def iter_metadata_posts(metadata: str | Path, images_dir: str | Path) -> Iterato
     """Posts from Danbooru JSON-lines metadata (a file, or a folder of ``*.json``/``*.jsonl`` files)."""
     metadata = Path(metadata)
     images_dir = Path(images_dir)
-    files = sorted(p for p in metadata.iterdir() if p.suffix in (".json", ".jsonl")) if metadata.is_dir() else [metadata]
+    if metadata.is_dir():
+        files = sorted(p for p in metadata.iterdir() if p.suffix in (".json", ".jsonl"))
+    else:
+        files = [metadata]
     for f in files:
         with open(f, encoding="utf-8") as fh:
             for n, line in enumerate(fh, 1):

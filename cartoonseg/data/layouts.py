@@ -123,7 +123,8 @@ def _resize_to_height(rgba: np.ndarray, height: float, max_width: float) -> np.n
 
 
 # ------------------------------------------------------------------------------------------------ regular
-def row_boxes(rng: np.random.Generator, sizes: list[tuple[int, int]], tgt: int) -> tuple[list[tuple[int, int]], list[int]]:
+def row_boxes(rng: np.random.Generator, sizes: list[tuple[int, int]], tgt: int
+              ) -> tuple[list[tuple[int, int]], list[int]]:
     """``gen_fg_regbboxes``: top-left positions for a left-to-right row, and the paste order.
 
     Args:

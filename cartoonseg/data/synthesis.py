@@ -121,7 +121,8 @@ class SynthesisConfig:
         if not 64 <= self.size <= 4096:
             raise ValueError(f"canvas size must be in [64, 4096] (640 or 720 for the paper), got {self.size}")
         if len(self.layout_probs) != 3 or min(self.layout_probs) < 0 or sum(self.layout_probs) <= 0:
-            raise ValueError(f"layout_probs must be 3 non-negative numbers with a positive sum, got {self.layout_probs}")
+            raise ValueError(
+                f"layout_probs must be 3 non-negative numbers with a positive sum, got {self.layout_probs}")
         if not 0 <= self.hist_match_prob + self.quantize_prob <= 1:
             raise ValueError("hist_match_prob + quantize_prob must lie in [0, 1]")
         if not 0 <= self.min_visible <= 1:
@@ -217,8 +218,9 @@ class Synthesizer:
             ``personbbox`` layout (its probability goes to the other two, in proportion).
     """
 
-    def __init__(self, foregrounds: Sequence[ForegroundInfo], backgrounds: Sequence[str], cfg: SynthesisConfig = SynthesisConfig(),
-                 seed: int = 0, person_groups: Sequence[np.ndarray] | None = None):
+    def __init__(self, foregrounds: Sequence[ForegroundInfo], backgrounds: Sequence[str],
+                 cfg: SynthesisConfig = SynthesisConfig(), seed: int = 0,
+                 person_groups: Sequence[np.ndarray] | None = None):
         if not foregrounds:
             raise ValueError("no usable foregrounds (RGBA files) were given")
         if not backgrounds:
@@ -426,6 +428,8 @@ def synthesize_dataset(fg: str | Path | Sequence[ForegroundInfo], bg: str | Path
             for p in state.glob("*.json"):
                 p.unlink()
     _atomic_write(fp_path, json.dumps(fingerprint, indent=1).encode("utf-8"))
+    for stray in [*(out / cfg.split).glob("*.tmp*"), *state.glob("*.tmp*")]:  # half-written files of a killed run
+        stray.unlink(missing_ok=True)
 
     done = set()
     for i in range(num):
