@@ -1,0 +1,292 @@
+"""Contract tests of the tagger nodes (issue 4) with stubbed ComfyUI modules.
+
+The pack is loaded like ComfyUI loads it (root ``__init__.py`` as a package) under a private name, never as the bare
+module ``nodes``. ``folder_paths``, ``comfy.model_management`` and ``comfy.utils`` are minimal stand-ins; the
+tagger is the tiny SwinV2 preset with random weights in the Hugging Face folder layout; CLIP is a recording stub.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import inspect
+import json
+import os
+import shutil
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from cartoonseg import Instances
+from cartoonseg.tagger import NEGATIVE_PROMPT, build_swinv2
+
+REPO = Path(__file__).resolve().parents[1]
+PACK = "cartoonseg_pack_tagger_under_test"
+OUR_IDS = ("CartoonSegTaggerLoader", "CartoonSegTagInstances", "CartoonSegMergePrompts",
+           "CartoonSegInstanceConditioning")
+H, W = 40, 56
+NAMES = (["general", "sensitive", "questionable", "explicit"] + ["1girl", "long_hair", "star_(symbol)", "猫耳"]
+         + [f"general_{i}" for i in range(36)] + ["hatsune_miku", "rem_(re:zero)"] + [f"chara_{i}" for i in range(4)])
+CATEGORIES = [9] * 4 + [0] * 40 + [4] * 6
+
+
+def write_tagger(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"architecture": "swinv2_base_window8_256", "num_classes": 50,
+              "model_args": {"img_size": 448, "window_size": 14, "act_layer": "gelu_tanh", "embed_dim": 16,
+                             "depths": [2, 2, 2, 2], "num_heads": [1, 2, 4, 8]}}
+    (folder / "config.json").write_text(json.dumps(config))
+    with open(folder / "selected_tags.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["tag_id", "name", "category", "count"])
+        writer.writerows([i, n, c, 0] for i, (n, c) in enumerate(zip(NAMES, CATEGORIES)))
+    torch.manual_seed(0)
+    save_file(build_swinv2("tiny").state_dict(), str(folder / "model.safetensors"))
+    return folder
+
+
+class State:
+    def __init__(self, models_dir: Path) -> None:
+        self.models_dir = models_dir
+        self.updates = 0
+
+    def modules(self) -> dict[str, types.ModuleType]:
+        state = self
+        fp = types.ModuleType("folder_paths")
+        fp.models_dir = str(self.models_dir)
+        fp.folder_names_and_paths = {}
+        fp.get_folder_paths = lambda key: list(fp.folder_names_and_paths[key][0])
+        fp.get_filename_list = lambda key: []
+        fp.get_full_path = lambda key, name: None
+        comfy = types.ModuleType("comfy")
+        mm = types.ModuleType("comfy.model_management")
+        mm.get_torch_device = lambda: torch.device("cpu")
+        mm.unet_offload_device = lambda: torch.device("cpu")
+        mm.soft_empty_cache = lambda force=False: None
+        mm.throw_exception_if_processing_interrupted = lambda: None
+        utils = types.ModuleType("comfy.utils")
+
+        class ProgressBar:
+            def __init__(self, total):
+                self.total = total
+
+            def update(self, value):
+                state.updates += value
+
+            def update_absolute(self, value, total=None, preview=None):
+                pass
+
+        utils.ProgressBar = ProgressBar
+        comfy.model_management, comfy.utils = mm, utils
+        return {"folder_paths": fp, "comfy": comfy, "comfy.model_management": mm, "comfy.utils": utils}
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    write_tagger(root / "cartoonseg" / "tagger" / "tiny")
+    s = State(root)
+    stubs = s.modules()
+    saved = {k: sys.modules.get(k) for k in stubs}
+    sys.modules.update(stubs)
+    try:
+        yield s
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+
+
+@pytest.fixture(scope="module")
+def pack(state):
+    spec = importlib.util.spec_from_file_location(PACK, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        for k in [k for k in sys.modules if k == PACK or k.startswith(PACK + ".")]:
+            del sys.modules[k]
+
+
+@pytest.fixture(scope="module")
+def nodes(pack):
+    return pack.NODE_CLASS_MAPPINGS
+
+
+@pytest.fixture(scope="module")
+def tagger(nodes):
+    (handle,) = nodes["CartoonSegTaggerLoader"]().load("tiny", "auto", "auto", False)
+    return handle
+
+
+def rect(x1, y1, x2, y2):
+    m = torch.zeros(H, W)
+    m[y1:y2, x1:x2] = 1.0
+    return m
+
+
+def frames():
+    f0 = Instances.from_masks(torch.stack([rect(2, 2, 20, 30), rect(30, 5, 50, 38)]))
+    f1 = Instances.from_masks(torch.stack([rect(10, 10, 30, 30)]))
+    f1.ids = torch.tensor([7])
+    return [f0, f1]
+
+
+class FakeClip:
+    """Records the texts; returns a [1,3,4] 'cond' whose values encode the call index."""
+
+    def __init__(self, scheduled: bool = True) -> None:
+        self.texts: list[str] = []
+        if not scheduled:
+            self.encode_from_tokens_scheduled = None
+            del self.encode_from_tokens_scheduled
+
+    def tokenize(self, text):
+        self.texts.append(text)
+        return {"text": text}
+
+    def encode_from_tokens_scheduled(self, tokens):
+        return [[torch.full((1, 3, 4), float(len(self.texts))), {"pooled_output": torch.zeros(1, 4)}]]
+
+    def encode_from_tokens(self, tokens, return_pooled=False):
+        return torch.full((1, 3, 4), float(len(self.texts))), torch.zeros(1, 4)
+
+
+# ---------------------------------------------------------------------------------------------- contract
+def test_registration_and_metadata(pack):
+    mappings, names = pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS
+    for node_id in OUR_IDS:
+        cls = mappings[node_id]
+        assert node_id in names and cls.CATEGORY == "CartoonSeg/tagger" and cls.DESCRIPTION
+        spec = cls.INPUT_TYPES()
+        inputs = {**spec["required"], **spec.get("optional", {})}
+        params = list(inspect.signature(getattr(cls, cls.FUNCTION)).parameters)[1:]
+        assert params == list(inputs), node_id
+        assert len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES)
+        assert len(getattr(cls, "OUTPUT_IS_LIST", cls.RETURN_TYPES)) == len(cls.RETURN_TYPES)
+    assert mappings["CartoonSegTaggerLoader"].RETURN_TYPES == ("CARTOONSEG_TAGGER",)
+    assert mappings["CartoonSegInstanceConditioning"].RETURN_TYPES == ("CONDITIONING",)
+    choices = mappings["CartoonSegTaggerLoader"].INPUT_TYPES()["required"]["tagger"][0]
+    assert choices[0] == "SmilingWolf/wd-swinv2-tagger-v3" and "tiny" in choices
+
+
+def test_loader(tagger, nodes, state, monkeypatch):
+    assert tagger.tagger.image_size == 448 and tagger.device.type == "cpu"
+    loader = nodes["CartoonSegTaggerLoader"]()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RuntimeError) as err:
+        loader.load("SmilingWolf/wd-swinv2-tagger-v3", "cpu", "fp32", True)
+    expected_dir = state.models_dir / "cartoonseg" / "tagger" / "wd-swinv2-tagger-v3"
+    assert "huggingface.co/SmilingWolf/wd-swinv2-tagger-v3/resolve/main/" in str(err.value)
+    assert str(expected_dir) in str(err.value)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+
+    import huggingface_hub
+
+    source = state.models_dir / "cartoonseg" / "tagger" / "tiny"
+
+    def fake_download(repo_id, filename, revision="main", local_dir=None, **kwargs):
+        shutil.copyfile(source / filename, Path(local_dir) / filename)
+        return str(Path(local_dir) / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setenv("CARTOONSEG_NO_DOWNLOAD", "1")
+    with pytest.raises(RuntimeError, match="not allowed|disabled"):
+        loader.load("SmilingWolf/wd-swinv2-tagger-v3", "cpu", "fp32", True)
+    monkeypatch.delenv("CARTOONSEG_NO_DOWNLOAD")
+    (handle,) = loader.load("SmilingWolf/wd-swinv2-tagger-v3", "cpu", "fp32", True)
+    assert Path(handle.path) == expected_dir and (expected_dir / "model.safetensors").is_file()
+    shutil.rmtree(expected_dir)
+
+
+def test_tag_instances(nodes, tagger, state):
+    node = nodes["CartoonSegTagInstances"]()
+    image = torch.rand(2, H, W, 3, generator=torch.Generator().manual_seed(0))
+    state.updates = 0
+    out, tags, background = node.tag(tagger, image, frames(), 0.0, 0.0, False, False,
+                                     "simple_background, long hair", True)
+    assert len(out) == 2 and [len(f) for f in out] == [2, 1] and state.updates == 2
+    assert len(tags) == 3 and all(isinstance(t, str) and t for t in tags)
+    assert "long_hair" not in out[0].extras["tags"][0] and "1girl" in out[0].extras["tags"][0]
+    assert "star (symbol)" in tags[0] and "\\(" not in tags[0]  # display form: spaces, no escaping
+    assert set(out[1].extras["character_tags"][0]) == {n for n, c in zip(NAMES, CATEGORIES) if c == 4}
+    assert len(out[1].extras["rating"][0]) == 4
+    assert len(background.split("\n")) == 2 and "1girl" in background
+    plate = torch.full((1, 20, 20, 3), 0.5)
+    _, _, bg2 = node.tag(tagger, image[:1], frames(), 0.99, 0.99, True, True, "", False, plate)
+    assert bg2 == "\n"  # background not tagged: one empty line per frame
+    with pytest.raises(TypeError, match="CARTOONSEG_TAGGER"):
+        node.tag("tagger", image, frames(), 0.35, 0.85, False, False, "", True)
+    with pytest.raises(ValueError, match="3 frames"):
+        node.tag(tagger, torch.rand(3, H, W, 3), frames(), 0.35, 0.85, False, False, "", True)
+    with pytest.raises(ValueError, match="masks are"):
+        node.tag(tagger, torch.rand(1, H + 1, W, 3), frames(), 0.35, 0.85, False, False, "", True)
+
+
+def tagged_frames():
+    f0, f1 = frames()
+    f0.extras["tags"] = [{"1girl": 0.9, "hatsune_miku": 0.95, "star_(symbol)": 0.5}, {"猫耳": 0.6}]
+    f0.extras["character_tags"] = [{"hatsune_miku": 0.95}, {}]
+    f1.extras["tags"] = [{}]
+    return [f0, f1]
+
+
+def test_merge_prompts(nodes):
+    node = nodes["CartoonSegMergePrompts"]()
+    out, prompts, background, negative, wildcard = node.merge(
+        tagged_frames(), "pixar style", "{style}, {tags}", True, "", True, True, 0,
+        "high quality, masterpiece, no_humans", "inst_", 0, "scenery, sky\nsky, tree")
+    assert prompts == ["pixar style, 1girl, star \\(symbol\\)", "pixar style, 猫耳", "pixar style"]
+    assert out[0].extras["prompt"] == prompts[:2] and out[1].extras["prompt"] == prompts[2:]
+    assert background == "scenery, sky, tree, high quality, masterpiece, no_humans"
+    assert negative == NEGATIVE_PROMPT
+    assert wildcard == "[LAB]\n[inst_0] pixar style, 1girl, star \\(symbol\\)\n[inst_1] pixar style, 猫耳"
+    _, prompts, background, _, wildcard = node.merge(
+        tagged_frames(), "", "{tags}", False, "1girl", False, False, 1, "", "char.", 1)
+    assert prompts == ["hatsune_miku", "猫耳", ""] and background == ""  # max_tags=1, characters kept
+    assert wildcard == "[LAB]\n[char.7] "
+    with pytest.raises(ValueError, match="frame 5"):
+        node.merge(tagged_frames(), "", "{tags}", True, "", True, True, 0, "", "inst_", 5)
+    with pytest.raises(ValueError, match="tags"):
+        node.merge(frames(), "", "{tags}", True, "", True, True, 0, "", "inst_", 0)
+
+
+@pytest.mark.parametrize("scheduled", [True, False])
+def test_instance_conditioning_masks_follow_instances(nodes, scheduled):
+    merged, *_ = nodes["CartoonSegMergePrompts"]().merge(
+        tagged_frames(), "style", "{style}, {tags}", True, "", True, True, 0, "", "inst_", 0)
+    merged[0].masks[1, 0, 0] = 0.7  # soft value above mask_thr still counts as the instance
+    clip = FakeClip(scheduled)
+    (cond,) = nodes["CartoonSegInstanceConditioning"]().encode(
+        clip, merged, "scenery", 0.8, 0.5, "outside instances", "mask bounds", 0)
+    assert clip.texts == ["style, 1girl, star \\(symbol\\)", "style, 猫耳", "scenery"]
+    assert len(cond) == 3
+    binary = merged[0].binary.float()
+    for k in range(2):
+        tensor, options = cond[k]
+        assert tensor.shape == (1, 3, 4) and float(tensor[0, 0, 0]) == k + 1
+        assert torch.equal(options["mask"], binary[k][None]) and options["mask"].shape == (1, H, W)
+        assert options["mask_strength"] == 0.8 and options["set_area_to_bounds"] is True
+        assert "pooled_output" in options
+    bg_mask = cond[2][1]["mask"]
+    assert torch.equal(bg_mask, (1 - binary.amax(0))[None]) and cond[2][1]["set_area_to_bounds"] is False
+    assert cond[2][1]["mask_strength"] == 0.5
+    assert float((bg_mask[0] * binary.amax(0)).sum()) == 0.0  # background never overlaps an instance
+    # frame 1 (no prompts, fall back to tags -> empty) gives only the whole-image background
+    clip = FakeClip(scheduled)
+    (cond,) = nodes["CartoonSegInstanceConditioning"]().encode(
+        clip, tagged_frames(), "", 1.0, 1.0, "whole image", "default", 1)
+    assert clip.texts == [""] and len(cond) == 1 and torch.equal(cond[0][1]["mask"], torch.ones(1, H, W))
+
+
+def test_pack_does_not_shadow_comfy_nodes(pack):
+    assert "nodes" not in sys.modules or not getattr(sys.modules["nodes"], "__file__", "").startswith(str(REPO))
+    assert os.path.isfile(REPO / "nodes" / "tagger.py")
