@@ -96,9 +96,7 @@ def resolve_tagger_dir(
             resolve_weights(name, download_dir=folder, allow_download=allow_download, spec=spec)
         except WeightsUnavailableError as error:
             if name in REQUIRED_FILES:
-                raise TaggerUnavailableError(
-                    f"tagger {repo_id}: {error} (needs {', '.join(hub_url(repo_id, n, revision) for n in REQUIRED_FILES)}"
-                    f" in {folder})"
-                ) from error
+                urls = ", ".join(hub_url(repo_id, n, revision) for n in REQUIRED_FILES)
+                raise TaggerUnavailableError(f"tagger {repo_id}: {error} (needs {urls} in {folder})") from error
             # config.json is optional: without it the wd-swinv2-tagger-v3 architecture is assumed.
     return folder

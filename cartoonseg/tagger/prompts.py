@@ -137,7 +137,8 @@ def format_tags(
 ) -> str:
     """The selected tags (:func:`select_tags`) formatted and joined with ``options.separator``."""
     chosen = select_tags(tags, character_tags, options)
-    return options.separator.join(format_tag(t, options.underscores_to_spaces, options.escape_parentheses) for t in chosen)
+    texts = (format_tag(t, options.underscores_to_spaces, options.escape_parentheses) for t in chosen)
+    return options.separator.join(texts)
 
 
 def _fill_template(template: str, values: Mapping[str, str]) -> str:
@@ -163,7 +164,8 @@ def merge_prompt(
         ``merge_prompt("3d pixar style", {"1girl": .99, "hatsune_miku": .97, "twintails": .9}, ["hatsune_miku"])``
         -> ``"3d pixar style, 1girl, twintails"``.
     """
-    return _fill_template(options.template, {"style": (style or "").strip(), "tags": format_tags(tags, character_tags, options)})
+    values = {"style": (style or "").strip(), "tags": format_tags(tags, character_tags, options)}
+    return _fill_template(options.template, values)
 
 
 def background_prompt(

@@ -180,7 +180,8 @@ class WDTagger(nn.Module):
             values = probs[index]
             if mcut and values.numel() >= 2:
                 threshold = max(floor, mcut_threshold(values))
-            chosen = [(self.labels.names[i], float(p)) for i, p in zip(index.tolist(), values.tolist()) if p > threshold]
+            names = self.labels.names
+            chosen = [(names[i], float(p)) for i, p in zip(index.tolist(), values.tolist()) if p > threshold]
             return dict(sorted((kv for kv in chosen if kv[0] not in excluded), key=lambda kv: -kv[1]))
 
         ratings = self._groups[RATING]
@@ -247,7 +248,8 @@ def _read_weights(path: Path) -> dict[str, Tensor]:
     try:
         return load_file(str(path), device="cpu")
     except Exception as error:  # safetensors raises its own error types for truncated/corrupt files
-        raise RuntimeError(f"cannot read tagger weights {path}: {error} (truncated or not a safetensors file?)") from error
+        message = f"cannot read tagger weights {path}: {error} (truncated or not a safetensors file?)"
+        raise RuntimeError(message) from error
 
 
 def load_tagger(
@@ -289,7 +291,9 @@ def load_tagger(
     else:
         cfg = dataclasses.replace(SWINV2_PRESETS["wd-v3"], num_classes=len(labels))
     if cfg.num_classes != len(labels):
-        raise ValueError(f"{config_path} says num_classes={cfg.num_classes} but selected_tags.csv has {len(labels)} tags")
+        raise ValueError(
+            f"{config_path} says num_classes={cfg.num_classes} but selected_tags.csv has {len(labels)} tags"
+        )
     model = SwinTransformerV2(cfg)
     load_swinv2_state_dict(model, filter_timm_swinv2(_read_weights(folder / "model.safetensors")))
     model = model.to(device=device, dtype=_PRECISIONS[precision]).eval()
@@ -320,7 +324,8 @@ def instance_crops(image, instances: Instances) -> list[np.ndarray | None]:
     rgb = _rgb_uint8(image)
     h, w = rgb.shape[:2]
     if instances.image_size != (h, w):
-        raise ValueError(f"image is {h}x{w} but the instance masks are {instances.image_size[0]}x{instances.image_size[1]}")
+        mh, mw = instances.image_size
+        raise ValueError(f"image is {h}x{w} but the instance masks are {mh}x{mw}")
     binary = instances.binary.cpu().numpy()
     crops: list[np.ndarray | None] = []
     for box, mask in zip(torch.nan_to_num(instances.boxes.float().cpu()).tolist(), binary):
