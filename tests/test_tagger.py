@@ -492,3 +492,23 @@ def test_cli_tags_whole_image_as_json(tmp_path, capsys):
     assert out[0]["image"] == str(path)
     assert set(out[0]) == {"image", "general", "character", "rating"} and len(out[0]["rating"]) == 4
     assert len(out[0]["general"]) == len(GENERAL)
+
+
+def test_cli_tags_instances_with_tiny_detector(tmp_path, capsys):
+    import cartoonseg
+    from cartoonseg.tagger.cli import main
+
+    torch.manual_seed(0)
+    detector = cartoonseg.save_weights(cartoonseg.build_detector("tiny"), tmp_path / "det.safetensors")
+    folder = make_tagger_dir(tmp_path / "t")
+    path = tmp_path / "img.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(path)
+    args = [str(path), "--tagger", str(folder), "--detector", str(detector), "--refiner", "none",
+            "--score-thr", "0.0", "--max-instances", "2", "--general-threshold", "0", "--indent", "0", "--no-download"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)[0]
+    assert out["image"] == str(path) and set(out) == {"image", "instances", "background"}
+    assert 1 <= len(out["instances"]) <= 2  # score_thr 0 keeps the random detector's boxes
+    first = out["instances"][0]
+    assert set(first) == {"index", "id", "box", "score", "tags", "character", "rating"} and len(first["box"]) == 4
+    assert set(out["background"]) == {"general", "character", "rating"}

@@ -21,15 +21,18 @@ __all__ = ["add_tag_parser", "build_parser", "run_tag", "main"]
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     parser.add_argument("--tagger", required=True, help="tagger folder (HF layout) or Hugging Face repo id")
-    parser.add_argument("--detector", default=None, help="detector weights: tag each instance instead of the image")
-    parser.add_argument("--refiner", default=None, help="refiner weights ('none' or omitted: coarse masks)")
+    parser.add_argument("--detector", default=None,
+                        help="detector weights path or released name ('detector'): tag each instance, not the image")
+    parser.add_argument("--refiner", default=None,
+                        help="refiner weights path or released name ('refiner'); 'none' or omitted: coarse masks")
     parser.add_argument("--general-threshold", type=float, default=0.35)
     parser.add_argument("--character-threshold", type=float, default=0.85)
     parser.add_argument("--general-mcut", action="store_true", help="MCut threshold for general tags")
     parser.add_argument("--character-mcut", action="store_true", help="MCut threshold for character tags")
     parser.add_argument("--score-thr", type=float, default=0.3, help="detector score threshold")
+    parser.add_argument("--max-instances", type=int, default=100, help="at most this many instances per image")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--no-download", action="store_true", help="never download missing tagger files")
+    parser.add_argument("--no-download", action="store_true", help="never download missing tagger/detector files")
     parser.add_argument("--indent", type=int, default=2, help="JSON indent (0 = one line)")
 
 
@@ -74,13 +77,16 @@ def run_tag(args: argparse.Namespace) -> int:
     )
     segmenter = None
     if args.detector:
-        import cartoonseg
+        from ..checkpoint import load_detector, load_refiner
+        from ..hub import resolve_weights
+        from ..segmenter import Segmenter
 
-        detector = cartoonseg.load_detector(args.detector, device=args.device)
+        allow = not args.no_download
+        detector = load_detector(resolve_weights(args.detector, allow_download=allow), device=args.device)
         refiner = None
         if args.refiner and args.refiner.lower() != "none":
-            refiner = cartoonseg.load_refiner(args.refiner, device=args.device)
-        segmenter = cartoonseg.Segmenter(detector, refiner=refiner, score_thr=args.score_thr)
+            refiner = load_refiner(resolve_weights(args.refiner, allow_download=allow), device=args.device)
+        segmenter = Segmenter(detector, refiner=refiner, score_thr=args.score_thr, max_instances=args.max_instances)
     out = []
     for path in args.images:
         rgb = _load_rgb(path)
