@@ -650,3 +650,27 @@ def test_workflow_files_use_known_nodes(pack):
                 assert not t.startswith("CartoonSeg"), f"{path.name} uses {t}, which the pack does not register"
                 if path.name == "cartoon_segmentation.json":
                     assert t in core, f"{path.name} uses {t}, neither ours nor a core node"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_run_then_offload(nodes, monkeypatch):
+    """On a GPU: 'auto' picks ComfyUI's device and fp16, the networks run there and go back to the CPU after."""
+    import comfy.model_management as mm
+
+    monkeypatch.setattr(mm, "get_torch_device", lambda: torch.device("cuda"))
+    (m,) = nodes["CartoonSegModelLoader"]().load("rtmdetl_e60.ckpt", "refine_last.ckpt", "auto", "auto", False, False)
+    assert m.device.type == "cuda" and m.precision == "fp16"
+    assert next(m.detector.parameters()).device.type == "cpu"  # idle on the offload device
+    seen = []
+    real = cartoonseg.Segmenter.__call__
+
+    def spy(self, image):
+        seen.append(self.device.type)
+        return real(self, image)
+
+    monkeypatch.setattr(cartoonseg.Segmenter, "__call__", spy)
+    out = nodes["CartoonSegSegment"]().segment(m, frames(2), 0.0, 3, 128, 0.3, True, 64, "binary", False)
+    check_segment_outputs(out, 2)
+    assert seen == ["cuda", "cuda"]
+    assert next(m.detector.parameters()).device.type == "cpu" and next(m.refiner.parameters()).device.type == "cpu"
