@@ -94,9 +94,10 @@ def background_prompt(tags=None, *, suffix: str = PROMPT_SUFFIX, drop_character_
     """Positive prompt from background tags: ``"tag1, tag2, ..., high quality, masterpiece, no_humans"``.
 
     Args:
-        tags: None/"" (no tags), a prompt string (used as is), a ``{tag: prob}`` dict (sorted by probability),
+        tags: None/"" (no tags), a comma-separated prompt string, a ``{tag: prob}`` dict (sorted by probability),
             or an iterable of tags / ``(tag, prob)`` pairs. Underscores are kept (as the original did),
-            parentheses are escaped (``\\(``) so prompt weighting syntax is not triggered.
+            parentheses are escaped (``\\(``; already escaped ones are left alone) so prompt weighting syntax is
+            not triggered.
         suffix: appended after the tags.
         drop_character_tags: remove tags describing people (1girl, solo, ...), which would fight the negative
             prompt (PatchMatch leftovers can make the tagger see a character).
@@ -125,7 +126,7 @@ def background_prompt(tags=None, *, suffix: str = PROMPT_SUFFIX, drop_character_
         if drop_character_tags and t.replace(" ", "_") in _CHARACTER_TAGS | {c.replace(" ", "_") for c in _CHARACTER_TAGS}:
             continue
         seen.add(t)
-        out.append(t if isinstance(tags, str) else _escape(t))
+        out.append(_escape(t))
     if suffix.strip():
         out.append(suffix.strip())
     return ", ".join(out)
@@ -133,11 +134,11 @@ def background_prompt(tags=None, *, suffix: str = PROMPT_SUFFIX, drop_character_
 
 def working_size(height: int, width: int, short_side: int = 1024) -> tuple[int, int]:
     """(h, w) the diffusion model runs at: short side -> ``short_side``, both floored to a multiple of 32;
-    ``short_side=0``: native size floored to a multiple of 8 (at least 64 px each)."""
+    ``short_side=0``: native size floored to a multiple of 8 (at least 8 px each)."""
     if height < 1 or width < 1:
         raise ValueError(f"image size must be positive, got {height}x{width}")
     if short_side == 0:
-        return max(64, height // 8 * 8), max(64, width // 8 * 8)
+        return max(8, height // 8 * 8), max(8, width // 8 * 8)
     scale = short_side / min(height, width)
     return max(64, int(math.floor(height * scale / 32)) * 32), max(64, int(math.floor(width * scale / 32)) * 32)
 

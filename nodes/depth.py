@@ -1,0 +1,210 @@
+"""ComfyUI nodes: depth estimation (Depth Anything V2) and per-instance depth pooling.
+
+Paper: "Instance-guided Cartoon Editing with a Large-scale Dataset" (arXiv 2312.01943) §6.1: each character becomes
+one depth layer (the paper pools the mean depth inside each instance; the released code used the disparity at the
+character's feet). The work is done by ``cartoonseg.depth`` and ``cartoonseg.instance_depth``.
+
+Depth maps travel between nodes as IMAGE ``[B,H,W,3]`` grey in [0,1], **larger = nearer** (the convention of
+ComfyUI depth preprocessors), so a depth IMAGE from any other pack (controlnet_aux, DepthAnythingV2 nodes, ...)
+can feed ``CartoonSegDepthPool`` directly; it is resized to the instance masks when sizes differ.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+from . import _comfy
+
+CATEGORY = f"{_comfy.CATEGORY}/depth"
+DEPTH_SUBFOLDER = "depth"
+# display name -> key of cartoonseg.depth.DEPTH_MODELS (kept literal: INPUT_TYPES must not import models)
+PUBLISHED = {
+    "Depth-Anything-V2-Small-hf (Apache-2.0)": "small",
+    "Depth-Anything-V2-Base-hf (CC-BY-NC-4.0, non-commercial)": "base",
+    "Depth-Anything-V2-Large-hf (CC-BY-NC-4.0, non-commercial)": "large",
+}
+POOL_MODES = ("mean", "median", "feet")
+_CACHE: dict[tuple, object] = {}
+
+
+def _depth_dirs() -> list[str]:
+    return [os.path.join(d, DEPTH_SUBFOLDER) for d in _comfy.model_dirs()]
+
+
+def _local_models() -> list[str]:
+    """Sub-folders of ``models/cartoonseg/depth`` holding a transformers depth model, by folder name."""
+    found = []
+    for d in _depth_dirs():
+        if not os.path.isdir(d):
+            continue
+        for name in sorted(os.listdir(d)):
+            p = os.path.join(d, name)
+            if os.path.isfile(os.path.join(p, "config.json")) and os.path.isfile(os.path.join(p, "model.safetensors")):
+                found.append(name)
+    return found
+
+
+class CartoonSegDepthLoader:
+    """Load a Depth Anything V2 model (Small is Apache-2.0; Base/Large are non-commercial CC-BY-NC-4.0)."""
+
+    DESCRIPTION = (
+        "Loads a Depth Anything V2 depth model (transformers layout) from ComfyUI/models/cartoonseg/depth/<repo name>, "
+        "downloading it from the Hugging Face hub when missing and allowed (HF_HUB_OFFLINE is respected). Small is "
+        "Apache-2.0; Base and Large are CC-BY-NC-4.0 (non-commercial use only)."
+    )
+    RETURN_TYPES = ("CARTOONSEG_DEPTH_MODEL",)
+    RETURN_NAMES = ("depth_model",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        local = [m for m in _local_models() if m not in {k.split(" ")[0] for k in PUBLISHED}]
+        return {
+            "required": {
+                "model": (list(PUBLISHED) + local, {"default": next(iter(PUBLISHED))}),
+                "precision": (["fp32", "bf16"], {"default": "fp32"}),
+                "auto_download": ("BOOLEAN", {"default": True}),
+            }
+        }
+
+    def load(self, model: str, precision: str = "fp32", auto_download: bool = True):
+        from cartoonseg.depth import load_depth_model
+
+        name = PUBLISHED.get(model, model)
+        dirs = _depth_dirs()
+        local = [os.path.join(d, model) for d in dirs if os.path.isdir(os.path.join(d, model))]
+        target = local[0] if local else name
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        key = (target, precision, tuple(dirs))
+        if key not in _CACHE:
+            _CACHE.clear()  # keep one model resident
+            _CACHE[key] = load_depth_model(target, device=_comfy.offload_device(), dtype=dtype, search_dirs=dirs,
+                                           allow_download=auto_download)
+        return (_CACHE[key],)
+
+
+def _check_depth_model(model):
+    from cartoonseg.depth import DepthEstimator
+
+    if not isinstance(model, DepthEstimator):
+        raise TypeError(f"depth_model must be a CARTOONSEG_DEPTH_MODEL from CartoonSegDepthLoader, got {type(model).__name__}")
+    return model
+
+
+class CartoonSegDepthEstimate:
+    """Relative depth of each frame as a grey IMAGE (larger = nearer) and the same values as a MASK."""
+
+    DESCRIPTION = (
+        "Estimates relative depth per frame. Output IMAGE is grey in [0,1] with larger = nearer (disparity-like, "
+        "normalised per frame), the convention of ComfyUI depth preprocessors; the MASK output holds the same values."
+    )
+    RETURN_TYPES = ("IMAGE", "MASK")
+    RETURN_NAMES = ("depth", "depth_mask")
+    FUNCTION = "estimate"
+    CATEGORY = CATEGORY
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"depth_model": ("CARTOONSEG_DEPTH_MODEL",), "image": ("IMAGE",)}}
+
+    def estimate(self, depth_model, image):
+        from cartoonseg.depth import depth_to_image
+
+        model = _check_depth_model(depth_model)
+        image = _comfy.check_image(image)
+        device, offload = _comfy.torch_device(), _comfy.offload_device()
+        frames = []
+        model.to(device)
+        try:
+            with _comfy.steps(image.shape[0]) as bar:
+                for frame in image:
+                    frames.append(model(frame).disparity)
+                    bar.tick()
+        finally:
+            if offload != device:
+                model.to(offload)
+                _comfy.soft_empty_cache()
+        disp = torch.stack(frames)
+        return (torch.stack([depth_to_image(d) for d in disp]), disp.clone())
+
+
+def _pair_frames(n_depth: int, n_inst: int) -> int:
+    if n_depth != n_inst and 1 not in (n_depth, n_inst):
+        raise ValueError(f"depth has {n_depth} frames but instances has {n_inst}; they must match (or one be 1)")
+    return max(n_depth, n_inst)
+
+
+class CartoonSegDepthPool:
+    """Flatten the depth inside every instance to one value (one depth layer per character) and z-order them."""
+
+    DESCRIPTION = (
+        "Per instance, replaces the depth inside its mask by one value: mean (the paper), median, or feet (the "
+        "original code: max disparity over the bottom 3% of the instance). Overlaps go to the nearest instance. "
+        "Outputs the adjusted depth IMAGE, the instances sorted back to front (far to near) with "
+        "extras['depth'] set, and the per-instance values as JSON."
+    )
+    RETURN_TYPES = ("IMAGE", "CARTOONSEG_INSTANCES", "STRING")
+    RETURN_NAMES = ("depth", "instances_back_to_front", "depth_values_json")
+    FUNCTION = "pool"
+    CATEGORY = CATEGORY
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "depth": ("IMAGE",),
+                "instances": ("CARTOONSEG_INSTANCES",),
+                "mode": (list(POOL_MODES), {"default": "mean"}),
+                "blend": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05}),
+                "feet_fraction": ("FLOAT", {"default": 0.03, "min": 0.0, "max": 1.0, "step": 0.01}),
+                "soft_edges": ("BOOLEAN", {"default": False}),
+                "resolve_overlaps": ("BOOLEAN", {"default": True}),
+            }
+        }
+
+    def pool(self, depth, instances, mode="mean", blend=1.0, feet_fraction=0.03, soft_edges=False, resolve_overlaps=True):
+        from cartoonseg.depth import depth_to_image, disparity_from_image
+        from cartoonseg.instance_depth import pool_instance_depth, z_order_instances
+
+        from .segment import check_instances_list
+
+        depth = _comfy.check_image(depth, "depth")
+        frames = check_instances_list(instances)
+        n = _pair_frames(depth.shape[0], len(frames))
+        out_depth, out_inst, records = [], [], []
+        with _comfy.steps(n) as bar:
+            for b in range(n):
+                inst = frames[min(b, len(frames) - 1)]
+                d = disparity_from_image(depth[min(b, depth.shape[0] - 1)], inst.image_size)
+                pooled = pool_instance_depth(d, inst, mode=mode, blend=blend, feet_fraction=feet_fraction,
+                                             soft=soft_edges, resolve_overlaps=resolve_overlaps)
+                ordered = z_order_instances(inst, pooled)
+                out_depth.append(depth_to_image(pooled.depth))
+                out_inst.append(ordered)
+                records.append([
+                    {"index": int(i), "id": int(inst.ids[i]),
+                     "depth": (round(float(pooled.values[i]), 6) if bool(pooled.valid[i]) else None),
+                     "z": z}
+                    for z, i in enumerate(pooled.order.tolist())
+                ])
+                bar.tick()
+        sizes = {tuple(t.shape) for t in out_depth}
+        if len(sizes) != 1:
+            raise ValueError(f"frames have different instance sizes {sorted(sizes)}; cannot batch the depth IMAGE")
+        return (torch.stack(out_depth), out_inst, json.dumps(records if n > 1 else records[0]))
+
+
+NODE_CLASS_MAPPINGS = {
+    "CartoonSegDepthLoader": CartoonSegDepthLoader,
+    "CartoonSegDepthEstimate": CartoonSegDepthEstimate,
+    "CartoonSegDepthPool": CartoonSegDepthPool,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "CartoonSegDepthLoader": "Load Depth Model (CartoonSeg)",
+    "CartoonSegDepthEstimate": "Estimate Depth (CartoonSeg)",
+    "CartoonSegDepthPool": "Instance Depth Pooling (CartoonSeg)",
+}
