@@ -206,6 +206,15 @@ def test_golden_through_load_tagger_and_uint8_input(golden, tmp_path):
     assert list(result.rating) == RATINGS
 
 
+def test_golden_tiny_bf16_within_documented_tolerance(golden):
+    io_ = golden["io"]
+    model = _golden_model(golden, torch.bfloat16)
+    with torch.no_grad():
+        sigmoid = model(io_["input"][:1].bfloat16()).float().sigmoid()
+    atol = golden["meta"]["suggested_tolerances"]["bf16_sigmoid_atol"]
+    assert (sigmoid - io_["sigmoid"][:1]).abs().max().item() < atol
+
+
 def test_erf_gelu_and_rgb_order_are_detected(golden):
     """The golden is sensitive to the two classic mistakes, so the parity tests above can fail."""
     io_ = golden["io"]
