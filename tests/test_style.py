@@ -102,7 +102,7 @@ def test_plan_crop_grows_by_padding_and_clips():
     assert plan.box == (34, 0, 106, 46)  # y1 clipped at the top
     assert plan.work_hw == (48, 72)  # rounded to multiples of 8
     plan = plan_crop(m, padding=2, feather=4, resolution=256)
-    x1, y1, x2, y2 = plan.box
+    x1, _, x2, _ = plan.box
     assert x1 == 50 - 9 and x2 == 90 + 9  # the feather band (2*4 + 1) wins over a smaller padding
     assert max(plan.work_hw) == 256 and all(s % 8 == 0 for s in plan.work_hw)
     assert plan_crop(torch.zeros(10, 10)) is None
@@ -339,7 +339,7 @@ def tiny_sd(tmp_path_factory):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)
-    blocks = dict(block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4)
+    blocks = {"block_out_channels": (8, 16), "layers_per_block": 1, "norm_num_groups": 4}
     unet = UNet2DConditionModel(
         **blocks, sample_size=16, in_channels=4, out_channels=4, cross_attention_dim=16, attention_head_dim=2,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
@@ -360,7 +360,7 @@ def tiny_sd(tmp_path_factory):
     )
     sched = DPMSolverMultistepScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1)
     tok_dir = tmp_path_factory.mktemp("tok")
-    comps = dict(unet=unet, vae=vae, text_encoder=text, tokenizer=_tokenizer(tok_dir), scheduler=sched)
+    comps = {"unet": unet, "vae": vae, "text_encoder": text, "tokenizer": _tokenizer(tok_dir), "scheduler": sched}
     with torch.no_grad():  # ControlNet's zero convolutions would make any hint a no-op
         for p in controlnet.parameters():
             if not p.any():
@@ -469,10 +469,10 @@ def test_diffusers_offline_loading(tiny_sd, tmp_path):
 
 
 def test_cli_style_offline_end_to_end(tiny_sd, tmp_path):
-    import cartoonseg
     from diffusers import StableDiffusionPipeline
     from PIL import Image
 
+    import cartoonseg
     from cartoonseg.checkpoint import save_mmengine_detector_checkpoint
     from cartoonseg.style.cli import main
 

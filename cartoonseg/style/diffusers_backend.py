@@ -27,7 +27,7 @@ from torch import Tensor
 from .config import StyleConfig
 from .editor import SampleRequest
 
-__all__ = ["DiffusersBackend", "SCHEDULERS", "load_components", "load_controlnet", "make_scheduler", "require_diffusers"]
+__all__ = ["SCHEDULERS", "DiffusersBackend", "load_components", "load_controlnet", "make_scheduler", "require_diffusers"]
 
 #: ComfyUI sampler name -> (diffusers scheduler class, extra config)
 SCHEDULERS: dict[str, tuple[str, dict]] = {

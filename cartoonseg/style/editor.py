@@ -118,7 +118,7 @@ def style_edit(
     image: Tensor,
     instances: Instances,
     backend: Backend,
-    config: StyleConfig = StyleConfig(),
+    config: StyleConfig | None = None,
     *,
     background: Tensor | None = None,
     hint_image: Tensor | None = None,
@@ -134,7 +134,7 @@ def style_edit(
         instances: the frame's :class:`Instances` (masks ``[N,H,W]`` at the image size; prompts/tags read from
             ``extras``, depth from ``extras["depth"]``).
         backend: the sampler, see :class:`SampleRequest`.
-        config: :class:`StyleConfig`.
+        config: :class:`StyleConfig` (None = the defaults).
         background: optional clean plate ``[H',W',3]`` (characters already inpainted, e.g. by
             CartoonSegInpaintPatchMatch) for the background pass; otherwise ``config.background_fill`` makes one.
         hint_image: optional full-frame ControlNet hint ``[H',W',3]`` from an external preprocessor (white lines
@@ -147,6 +147,7 @@ def style_edit(
     Returns:
         :class:`StyleResult` with the new image ``[H,W,3]`` and one :class:`PassRecord` per pass.
     """
+    config = StyleConfig() if config is None else config
     image = _check_image(image)
     h, w = image.shape[:2]
     if not isinstance(instances, Instances):
@@ -242,7 +243,7 @@ def style_edit_batch(
     images: Tensor,
     instances: Sequence[Instances],
     backend: Backend,
-    config: StyleConfig = StyleConfig(),
+    config: StyleConfig | None = None,
     *,
     backgrounds: Tensor | None = None,
     hint_images: Tensor | None = None,

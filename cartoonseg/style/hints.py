@@ -63,7 +63,7 @@ def gaussian_blur(x: Tensor, sigma: float, truncate: float = 2.0) -> Tensor:
     ``sigma <= 0`` returns ``x`` unchanged."""
     if sigma <= 0:
         return x
-    radius = max(1, int(math.ceil(truncate * sigma)))
+    radius = max(1, math.ceil(truncate * sigma))
     t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
     k = k / k.sum()

@@ -23,18 +23,19 @@ def join_prompt(*parts: str) -> str:
 
 
 def instance_prompts(
-    instances: Instances, style: str = "", options: PromptOptions = PromptOptions()
+    instances: Instances, style: str = "", options: PromptOptions | None = None
 ) -> list[str]:
     """The sampling prompt of every instance (see the module docstring for the rules).
 
     Args:
         instances: one frame's instances.
         style: the global style prompt.
-        options: tag formatting used when prompts are built from ``extras["tags"]``.
+        options: tag formatting used when prompts are built from ``extras["tags"]`` (None = the tagger's defaults).
 
     Returns:
         ``N`` prompt strings.
     """
+    options = PromptOptions() if options is None else options
     n = len(instances)
     given = instances.extras.get("prompt")
     tags = instances.extras.get("tags")

@@ -72,8 +72,8 @@ def work_size(height: int, width: int, resolution: int, multiple: int = 8) -> tu
     if resolution < 0 or multiple < 1:
         raise ValueError(f"resolution must be >= 0 and multiple >= 1, got {resolution}, {multiple}")
     scale = 1.0 if resolution == 0 else resolution / max(height, width)
-    h = max(multiple, int(round(height * scale / multiple)) * multiple)
-    w = max(multiple, int(round(width * scale / multiple)) * multiple)
+    h = max(multiple, round(height * scale / multiple) * multiple)
+    w = max(multiple, round(width * scale / multiple) * multiple)
     return h, w
 
 
@@ -102,7 +102,7 @@ def plan_crop(
     if rows.numel() == 0:
         return None
     h, w = mask.shape
-    grow = max(int(padding), int(math.ceil(2 * feather)) + 1 if feather > 0 else 0)
+    grow = max(int(padding), math.ceil(2 * feather) + 1 if feather > 0 else 0)
     y1 = max(0, int(rows[0]) - grow)
     y2 = min(h, int(rows[-1]) + 1 + grow)
     x1 = max(0, int(cols[0]) - grow)
