@@ -422,3 +422,42 @@ def test_explicit_device_is_respected():
     clip = render_kenburns(image, nearness, masks=mask, device="cpu", camera=CameraPath(frames=3, playback=False))
     assert clip.frames.device.type == "cpu" and clip.disocclusion.device.type == "cpu"
     assert math.isfinite(clip.fps)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def test_cli_writes_webp_and_frames(tmp_path):
+    from PIL import Image
+
+    from cartoonseg.kenburns.cli import main
+
+    image, nearness, _ = two_planes(48, box=(14, 34, 16, 30))
+    Image.fromarray((image.numpy() * 255).astype("uint8")).save(tmp_path / "img.png")
+    Image.fromarray((nearness.numpy() * 255).astype("uint8")).save(tmp_path / "depth.png")
+    args = [str(tmp_path / "img.png"), "--depth", str(tmp_path / "depth.png"), "--frames", "5", "--camera", "zoom-in"]
+    assert main(["kenburns", *args, "--out", str(tmp_path / "clip.webp"), "--playback", "--fps", "10"]) == 0
+    with Image.open(tmp_path / "clip.webp") as webp:
+        assert webp.size == (48, 48) and webp.n_frames == 8
+    assert main(["kenburns", *args, "--out", str(tmp_path / "frames"), "--size", "32"]) == 0
+    frames = sorted((tmp_path / "frames").glob("frame_*.png"))
+    assert len(frames) == 5 and len(list((tmp_path / "frames").glob("disocclusion_*.png"))) == 5
+    with Image.open(frames[0]) as first:
+        assert first.size == (32, 32)
+    assert main(["kenburns", *args, "--out", str(tmp_path / "clip.gif")]) == 2  # clear error, no traceback
+
+
+def test_cli_with_a_detector_runs_the_instance_pipeline(tmp_path):
+    from PIL import Image
+
+    import cartoonseg
+    from cartoonseg.checkpoint import save_mmengine_detector_checkpoint
+    from cartoonseg.kenburns.cli import main
+
+    torch.manual_seed(0)
+    save_mmengine_detector_checkpoint(cartoonseg.build_detector("tiny"), tmp_path / "det.ckpt")
+    image, nearness, _ = two_planes(48, box=(14, 34, 16, 30))
+    Image.fromarray((image.numpy() * 255).astype("uint8")).save(tmp_path / "img.png")
+    Image.fromarray((nearness.numpy() * 255).astype("uint8")).save(tmp_path / "depth.png")
+    code = main(["kenburns", str(tmp_path / "img.png"), "--depth", str(tmp_path / "depth.png"), "--detector",
+                 str(tmp_path / "det.ckpt"), "--refiner", "none", "--score-thr", "0.0", "--frames", "3",
+                 "--no-download", "--out", str(tmp_path / "clip.webp")])
+    assert code == 0 and (tmp_path / "clip.webp").is_file()
