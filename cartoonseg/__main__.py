@@ -1,4 +1,4 @@
-"""Command line: ``python -m cartoonseg segment ...`` and ``python -m cartoonseg convert IN OUT``."""
+"""Command line: ``python -m cartoonseg segment|convert|depth|depth-pool|inpaint|inpaint-refine|kenburns|style``."""
 
 from __future__ import annotations
 
@@ -136,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("src")
     conv.add_argument("dst")
     conv.set_defaults(func=_convert)
+    # Application commands live next to their code and register themselves here (imported lazily inside).
+    from .depth_inpaint_cli import add_parsers as add_depth_inpaint_parsers
+    from .kenburns.cli import add_parsers as add_kenburns_parsers
+    from .style.cli import add_parsers as add_style_parsers
+
+    add_depth_inpaint_parsers(sub)
+    add_kenburns_parsers(sub)
+    add_style_parsers(sub)
     return parser
 
 
