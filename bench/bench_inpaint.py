@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cartoonseg.inpaint import patchmatch_inpaint, telea_inpaint  # noqa: E402
+from cartoonseg.inpaint import patchmatch_inpaint, telea_inpaint
 
 
 def make_scene(size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

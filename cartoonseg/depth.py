@@ -41,14 +41,14 @@ from torch import Tensor
 from .hub import WeightsUnavailableError, hub_url, is_offline
 
 __all__ = [
-    "DepthModelSpec",
     "DEPTH_MODELS",
-    "DepthResult",
     "DepthEstimator",
-    "resolve_depth_model",
-    "load_depth_model",
-    "disparity_from_image",
+    "DepthModelSpec",
+    "DepthResult",
     "depth_to_image",
+    "disparity_from_image",
+    "load_depth_model",
+    "resolve_depth_model",
 ]
 
 _MODEL_FILES = ("config.json", "model.safetensors")

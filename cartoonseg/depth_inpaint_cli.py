@@ -153,7 +153,7 @@ def _run_refine(args: argparse.Namespace) -> int:
     def progress(step: int, total: int) -> None:
         print(f"\rstep {step}/{total}", end="", file=sys.stderr, flush=True)
 
-    to_t = lambda a: torch.from_numpy(np.array(a, copy=True)).float() / 255.0  # noqa: E731
+    to_t = lambda a: torch.from_numpy(np.array(a, copy=True)).float() / 255.0
     out = refine_with_diffusers(
         pipe, to_t(image_u8), torch.from_numpy(mask).float(), to_t(init_u8),
         prompt=prompt, negative_prompt=negative, settings=settings, progress=progress,

@@ -34,13 +34,13 @@ __all__ = [
     "PROMPT_SUFFIX",
     "RefineSettings",
     "background_prompt",
-    "working_size",
-    "resize_image",
-    "resize_mask",
     "composite",
     "grey_out_hole",
     "load_inpaint_pipeline",
     "refine_with_diffusers",
+    "resize_image",
+    "resize_mask",
+    "working_size",
 ]
 
 #: The paper's negative prompt (§6.1), the default.
@@ -140,7 +140,7 @@ def working_size(height: int, width: int, short_side: int = 1024) -> tuple[int, 
     if short_side == 0:
         return max(8, height // 8 * 8), max(8, width // 8 * 8)
     scale = short_side / min(height, width)
-    return max(64, int(math.floor(height * scale / 32)) * 32), max(64, int(math.floor(width * scale / 32)) * 32)
+    return max(64, math.floor(height * scale / 32) * 32), max(64, math.floor(width * scale / 32) * 32)
 
 
 def resize_image(image: Tensor, size: tuple[int, int]) -> Tensor:
@@ -178,7 +178,7 @@ def composite(original: Tensor, refined: Tensor, mask: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------------- diffusers runner
 def _require_diffusers():
     try:
-        import diffusers  # noqa: F401
+        import diffusers
     except ImportError as exc:
         raise RuntimeError(
             "the diffusion refinement outside ComfyUI needs 'diffusers' (pip install diffusers); inside ComfyUI "
@@ -211,7 +211,7 @@ def load_inpaint_pipeline(
     path = Path(path).expanduser()
     if dtype == torch.float16 and torch.device(device).type == "cpu":
         raise ValueError("float16 is extremely slow on CPU; use torch.float32 or torch.bfloat16")
-    common = dict(safety_checker=None, requires_safety_checker=False, torch_dtype=dtype, local_files_only=True)
+    common = {"safety_checker": None, "requires_safety_checker": False, "torch_dtype": dtype, "local_files_only": True}
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise ValueError(f"{path} is not a diffusers pipeline folder (no model_index.json)")

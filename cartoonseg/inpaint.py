@@ -33,12 +33,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "INPAINT_METHODS",
     "PatchMatchConfig",
+    "background_mask",
+    "inpaint",
     "patchmatch_inpaint",
     "telea_inpaint",
-    "inpaint",
-    "background_mask",
-    "INPAINT_METHODS",
 ]
 
 INPAINT_METHODS: tuple[str, ...] = ("patchmatch", "telea")
@@ -514,7 +514,7 @@ def background_mask(
         out = cv2.dilate(out, kernel)
     result = torch.from_numpy(out.astype(np.float32))
     if feather > 0 and out.any():
-        k = int(math.ceil(3 * feather)) * 2 + 1
+        k = math.ceil(3 * feather) * 2 + 1
         blurred = torch.from_numpy(cv2.GaussianBlur(out.astype(np.float32), (k, k), feather))
         # soft ramp outside only: never weaken the binary region
         result = torch.maximum(result, (blurred * 2).clamp(0, 1))

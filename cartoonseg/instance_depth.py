@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .structures import Instances
 
-__all__ = ["POOL_MODES", "PooledDepth", "pool_value", "pool_instance_depth", "z_order_instances"]
+__all__ = ["POOL_MODES", "PooledDepth", "pool_instance_depth", "pool_value", "z_order_instances"]
 
 POOL_MODES: tuple[str, ...] = ("mean", "median", "feet")
 

@@ -40,7 +40,12 @@ def _tokenizer_files(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_pipeline_dir(tmp_path_factory) -> Path:
-    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        DPMSolverMultistepScheduler,
+        StableDiffusionInpaintPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     folder = tmp_path_factory.mktemp("tiny_sd_inpaint")

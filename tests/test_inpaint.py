@@ -129,7 +129,7 @@ def test_patchmatch_bad_inputs():
 
 
 def test_telea_and_dispatch():
-    bg, img, masks = scene(40, 56)
+    _bg, img, masks = scene(40, 56)
     hole = masks.any(0)
     out = inpaint(img, hole, method="telea", radius=3)
     assert np.array_equal(out[~hole], img[~hole])

@@ -88,8 +88,8 @@ class Comfy:
         samplers = types.ModuleType("comfy.samplers")
 
         class KSampler:
-            SAMPLERS = ["euler", "dpmpp_2m", "dpmpp_2m_sde"]
-            SCHEDULERS = ["normal", "karras", "simple"]
+            SAMPLERS = ("euler", "dpmpp_2m", "dpmpp_2m_sde")
+            SCHEDULERS = ("normal", "karras", "simple")
 
         samplers.KSampler = KSampler
 
@@ -102,9 +102,9 @@ class Comfy:
         def sample_fn(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise=1.0,
                       noise_mask=None, callback=None, disable_pbar=False, seed=None, **kwargs):
             """Like ComfyUI: the latent changes only where the noise mask is set (as KSampler's denoise_mask)."""
-            state.sample_calls.append(dict(model=model, steps=steps, cfg=cfg, sampler_name=sampler_name,
-                                           scheduler=scheduler, positive=positive, negative=negative,
-                                           latent=latent_image, denoise=denoise, noise_mask=noise_mask, seed=seed))
+            state.sample_calls.append({"model": model, "steps": steps, "cfg": cfg, "sampler_name": sampler_name,
+                                           "scheduler": scheduler, "positive": positive, "negative": negative,
+                                           "latent": latent_image, "denoise": denoise, "noise_mask": noise_mask, "seed": seed})
             for i in range(steps):
                 if state.cancel_in_sampler and i == 1:
                     state.interrupted = True
@@ -321,7 +321,7 @@ def test_background_mask_node(nodes):
 
 
 def test_patchmatch_node(nodes, comfy):
-    image, mask, bg = scene()
+    image, mask, _bg = scene()
     for method in ("patchmatch", "telea"):
         comfy.reset()
         (out,) = nodes["CartoonSegInpaintPatchMatch"]().inpaint(image, mask, method, 3, 0, 3)
@@ -338,8 +338,8 @@ def test_patchmatch_node(nodes, comfy):
 
 
 def run_diffusion(nodes, image, mask, **overrides):
-    args = dict(tags="sky, 1girl, tree_(plant)", negative_prompt=None, init="patchmatch", seed=0, steps=3, cfg=7.0,
-                denoise=0.75, sampler_name="dpmpp_2m", scheduler="karras", short_side=0)
+    args = {"tags": "sky, 1girl, tree_(plant)", "negative_prompt": None, "init": "patchmatch", "seed": 0, "steps": 3, "cfg": 7.0,
+                "denoise": 0.75, "sampler_name": "dpmpp_2m", "scheduler": "karras", "short_side": 0}
     args.update(overrides)
     node = nodes["CartoonSegInpaintDiffusion"]
     if args["negative_prompt"] is None:
@@ -351,7 +351,7 @@ def run_diffusion(nodes, image, mask, **overrides):
 
 def test_diffusion_node_changes_only_masked_pixels_and_reproduces(nodes, comfy):
     image, mask, _ = scene()
-    (out, init, prompt), clip, vae = run_diffusion(nodes, image, mask)
+    (out, init, prompt), clip, _vae = run_diffusion(nodes, image, mask)
     keep = mask == 0
     assert out.shape == image.shape
     assert torch.equal(out[keep], image[keep])  # never touches unmasked pixels
@@ -391,7 +391,7 @@ def test_diffusion_node_working_size_progress_and_cancel(nodes, comfy):
     with pytest.raises(Interrupted):
         run_diffusion(nodes, image, mask)
     comfy.reset()
-    (same, init, _), _, _ = run_diffusion(nodes, image, torch.zeros(1, 50, 90))  # empty mask: nothing sampled
+    (same, _init, _), _, _ = run_diffusion(nodes, image, torch.zeros(1, 50, 90))  # empty mask: nothing sampled
     assert torch.equal(same, image) and comfy.sample_calls == []
     with pytest.raises(ValueError, match="init"):
         run_diffusion(nodes, image, mask, init="lama")
