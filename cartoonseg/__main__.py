@@ -151,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, CheckpointError, WeightsUnavailableError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, CheckpointError, WeightsUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
