@@ -1,8 +1,7 @@
 """``tag`` command: booru tags of images as JSON, for the whole image or per segmented instance.
 
 Usage (through the package CLI): ``python -m cartoonseg tag IMAGE... --tagger DIR [--detector P --refiner P]``.
-:func:`add_tag_parser` registers the sub-command on the package's argparse sub-parsers and :func:`run_tag` runs
-it; :func:`main` runs it stand-alone (``python -m cartoonseg.tagger.cli IMAGE... --tagger DIR``).
+:func:`add_parsers` registers the sub-command on the package's argparse sub-parsers and :func:`run_tag` runs it; :func:`main` runs it stand-alone (``python -m cartoonseg.tagger.cli IMAGE... --tagger DIR``).
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-__all__ = ["add_tag_parser", "build_parser", "run_tag", "main"]
+__all__ = ["add_parsers", "add_tag_parser", "build_parser", "run_tag", "main"]
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +41,11 @@ def add_tag_parser(subparsers) -> argparse.ArgumentParser:
     _add_arguments(parser)
     parser.set_defaults(func=run_tag)
     return parser
+
+
+def add_parsers(subparsers) -> None:
+    """Register this module's sub-commands (``tag``) on the package CLI, like the other ``add_parsers``."""
+    add_tag_parser(subparsers)
 
 
 def build_parser() -> argparse.ArgumentParser:
