@@ -1,7 +1,8 @@
 """``tag`` command: booru tags of images as JSON, for the whole image or per segmented instance.
 
 Usage (through the package CLI): ``python -m cartoonseg tag IMAGE... --tagger DIR [--detector P --refiner P]``.
-:func:`add_parsers` registers the sub-command on the package's argparse sub-parsers and :func:`run_tag` runs it; :func:`main` runs it stand-alone (``python -m cartoonseg.tagger.cli IMAGE... --tagger DIR``).
+:func:`add_parsers` registers the sub-command on the package's argparse sub-parsers and :func:`run_tag` runs it;
+:func:`main` runs it stand-alone (``python -m cartoonseg.tagger.cli IMAGE... --tagger DIR``).
 """
 
 from __future__ import annotations
