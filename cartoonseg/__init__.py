@@ -21,12 +21,14 @@ from .config import DETECTOR_PRESETS, REFINER_PRESETS, DetectorConfig, RefinerCo
 from .hub import RELEASED_WEIGHTS, REPO_ID, WeightsSpec, WeightsUnavailableError, resolve_weights
 from .segmenter import Segmenter
 from .structures import Instances
+from .tagger import load_tagger
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Instances",
     "Segmenter",
+    "load_tagger",
     "load_detector",
     "load_refiner",
     "build_detector",

@@ -103,22 +103,25 @@ def resolve_weights(
             ``~/.cache/cartoonseg``).
         allow_download: False never touches the network.
         spec: description of a non-released file to fetch (repo id, file name, sha256).
-        verify: check the sha256 of downloaded files (and of found released files whose size is plausible).
+        verify: check the sha256 of downloaded files (files already on disk are trusted as they are).
 
     Raises:
         WeightsUnavailableError: not found locally and download not allowed/offline/failed, or a checksum
             mismatch; the message names the URL and the expected local path.
     """
-    candidate = Path(name_or_path).expanduser()
-    if candidate.is_file():
-        return candidate
     name = str(name_or_path)
+    candidate = Path(name).expanduser()
+    is_bare_name = candidate.name == name  # "rtmdetl_e60.ckpt": look in the search folders before the cwd
+    if not is_bare_name and candidate.is_file():
+        return candidate
     spec = spec or _spec_for(name)
-    filename = spec.filename if spec else Path(name).name
+    filename = spec.filename if spec else candidate.name
     for folder in search_dirs:
         found = Path(folder).expanduser() / filename
         if found.is_file():
             return found
+    if candidate.is_file():
+        return candidate
     if spec is None:
         raise WeightsUnavailableError(
             f"weights file {name!r} not found (searched: {', '.join(map(str, search_dirs)) or 'no folders'}); "

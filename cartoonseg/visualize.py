@@ -53,5 +53,5 @@ def overlay(image: np.ndarray, instances: Instances, alpha: float = 0.5, draw_id
             label = str(int(ids[i]))
             draw.rectangle([x1, y1, x1 + 8 * len(label) + 4, y1 + 12], fill=tuple(int(v) for v in colours[ids[i]]))
             draw.text((x1 + 2, y1), label, fill=(0, 0, 0))
-        out = np.asarray(pil)
+        out = np.array(pil)  # writable copy
     return out

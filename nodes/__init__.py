@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import logging
+import traceback
 
 from . import _comfy
 
@@ -11,9 +13,17 @@ _MODULES: tuple[str, ...] = ("loaders", "segment", "instances", "depth", "inpain
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
+#: module name -> traceback text for areas that failed to import (the rest of the pack still loads; tests
+#: assert this stays empty).
+IMPORT_ERRORS: dict[str, str] = {}
 
 _comfy.register_model_folder()
 for _name in _MODULES:
-    _module = importlib.import_module(f".{_name}", __name__)
+    try:
+        _module = importlib.import_module(f".{_name}", __name__)
+    except Exception:  # one broken area (e.g. a missing optional package) must not hide the others
+        IMPORT_ERRORS[_name] = traceback.format_exc()
+        logging.getLogger("cartoonseg").error("CartoonSeg: nodes/%s.py failed to import:\n%s", _name, IMPORT_ERRORS[_name])
+        continue
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)

@@ -194,6 +194,12 @@ def synthetic_frames():
 
 
 # ---------------------------------------------------------------------------------------------- contract
+def test_every_node_module_imports(pack):
+    nodes_pkg = sys.modules[f"{pack.__name__}.nodes"]
+    assert nodes_pkg.IMPORT_ERRORS == {}, "\n".join(nodes_pkg.IMPORT_ERRORS.values())
+    assert len(nodes_pkg._MODULES) == 8
+
+
 def test_registration_and_metadata(pack):
     mappings, names = pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS
     assert OUR_IDS <= set(mappings)
