@@ -134,6 +134,13 @@ def _log(ctx: DistContext, out_dir: Path, record: dict[str, Any]) -> None:
         fh.write(line + "\n")
 
 
+def _broadcast_state(ctx: DistContext, tensors: list[Tensor]) -> None:
+    """Give every rank rank 0's values (BatchNorm statistics drift apart: each rank normalises its own batch)."""
+    if ctx.distributed:
+        for t in tensors:
+            dist.broadcast(t, src=0)
+
+
 def _mean_across(ctx: DistContext, values: dict[str, float], device: torch.device) -> dict[str, float]:
     if not ctx.distributed:
         return values
@@ -231,6 +238,11 @@ def run_loop(
             )
         ctx.barrier()
 
+    def sync_end() -> None:
+        _broadcast_state(ctx, list(model.buffers()))
+        if ema is not None:
+            _broadcast_state(ctx, [v for v in ema.state.values()])
+
     last_log: dict[str, float] = {}
     t0 = time.time()
     while epoch < cfg.epochs:
@@ -291,9 +303,11 @@ def run_loop(
                 save(epoch, it_in_epoch)
             if cfg.max_iters is not None and global_step >= cfg.max_iters:
                 save(epoch, it_in_epoch)
+                sync_end()
                 return LoopResult(global_step, False, last_log, ema)
         epoch += 1
         it_in_epoch = 0
         save(epoch, 0)
+    sync_end()
     return LoopResult(global_step, True, last_log, ema)
 
