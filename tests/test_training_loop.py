@@ -237,3 +237,36 @@ def test_ema_momentum_formula_and_param_groups():
     torch.testing.assert_close(ema.state["0.weight"], start + m)
     groups = param_groups(lin, 0.05)
     assert [len(g["params"]) for g in groups] == [1, 3] and groups[1]["weight_decay"] == 0.0
+
+
+def test_init_from_mmdet_layout_checkpoint_skips_mismatched_head(tmp_path):
+    from cartoonseg.checkpoint import save_mmengine_detector_checkpoint
+    from cartoonseg.training.detector import init_detector_from
+
+    torch.manual_seed(0)
+    src = cartoonseg.build_detector(detector_config("tiny", num_classes=3))
+    path = tmp_path / "coco_pretrained.ckpt"
+    save_mmengine_detector_checkpoint(src, path)
+    dst = cartoonseg.build_detector(detector_config("tiny", num_classes=1))
+    report = init_detector_from(dst, path)
+    assert sorted(report["skipped"]) == sorted(k for k in dst.state_dict() if k.startswith("bbox_head.rtm_cls."))
+    assert not report["missing"]
+    for k in report["loaded"]:
+        assert torch.equal(dst.state_dict()[k], src.state_dict()[k])
+
+
+def test_predictions_and_evaluation_of_a_model(toy):
+    from cartoonseg.evaluation import evaluate_all
+    from cartoonseg.evaluation.predict import predict_coco
+
+    coco = load_coco(find_annotation(toy))
+    det = cartoonseg.build_detector(detector_config("tiny", det_size=64, score_thr=0.0))
+    ref = cartoonseg.build_refiner("tiny")
+    seg = cartoonseg.Segmenter(det, ref, det_size=64, score_thr=0.0, refine_size=64, max_instances=5)
+    preds = predict_coco(seg, coco.raw, coco.image_root, stages="both")
+    assert set(preds) == {"stage1", "refined"} and len(preds["stage1"]) == len(preds["refined"]) > 0
+    for r in preds["refined"][:3]:
+        assert set(r) == {"image_id", "category_id", "score", "bbox", "segmentation"}
+        assert r["category_id"] == 0 and len(r["bbox"]) == 4
+    out = evaluate_all(coco.raw, preds["refined"])
+    assert all(0.0 <= out[f"{t}_AP"] <= 1.0 for t in ("bbox", "segm", "boundary"))
