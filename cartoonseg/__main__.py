@@ -32,8 +32,14 @@ def _read_image(path: Path) -> np.ndarray:
                 # composite on white: transparent cut-outs are the common case in this field
                 white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+            if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+                # 16-bit/32-bit grey: PIL's convert("RGB") clips at 255 (a white picture); scale to 8 bits
+                grey = np.asarray(im, dtype=np.float64)
+                top = 65535.0 if im.mode.startswith("I;16") or grey.max() > 255 else 255.0
+                grey = np.clip(grey / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+                return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
             return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise ValueError(f"cannot read image {path}: {exc}") from exc
 
 
@@ -153,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, CheckpointError, WeightsUnavailableError) as exc:
+    except (ValueError, TypeError, OSError, CheckpointError, WeightsUnavailableError) as exc:  # OSError: unwritable --out
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -154,7 +154,11 @@ def image_to_uint8(frame: torch.Tensor):
 
 
 def check_image(image: torch.Tensor, name: str = "image") -> torch.Tensor:
-    """Validate a ComfyUI IMAGE batch and return it as float32 ``[B,H,W,3]`` on the CPU."""
+    """Validate a ComfyUI IMAGE batch and return it as float32 ``[B,H,W,3]`` on the CPU.
+
+    Grey (1 channel) is expanded, alpha dropped; NaN becomes 0 and values outside [0,1] (±Inf included) are
+    clamped, so one bad pixel does not stop a graph. Empty or oversized frames raise ValueError.
+    """
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"{name} must be a ComfyUI IMAGE tensor [B,H,W,3], got {type(image).__name__}")
     if image.dim() == 3:
@@ -163,6 +167,11 @@ def check_image(image: torch.Tensor, name: str = "image") -> torch.Tensor:
         raise ValueError(f"{name} must be an IMAGE [B,H,W,3], got shape {tuple(image.shape)}")
     if image.shape[0] == 0 or image.shape[1] == 0 or image.shape[2] == 0:
         raise ValueError(f"{name} is empty: shape {tuple(image.shape)}")
+    from cartoonseg.transforms import MAX_PIXELS
+
+    if image.shape[1] * image.shape[2] > MAX_PIXELS:  # before any copy of a huge batch
+        raise ValueError(f"{name} frames of {image.shape[2]}x{image.shape[1]} pixels exceed the {MAX_PIXELS}-pixel "
+                         "limit; downscale first")
     if image.shape[-1] == 1:
         image = image.expand(-1, -1, -1, 3)
     image = image[..., :3]
