@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cartoonseg.evaluation import evaluate, evaluate_all, mask_to_boundary
-from cartoonseg.evaluation import rle
+from cartoonseg.evaluation import evaluate, evaluate_all, mask_to_boundary, rle
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,7 +40,13 @@ def _gt(masks_per_image, size=(100, 100)):
 
 
 def _det(image_id, mask, score):
-    return {"image_id": image_id, "category_id": 1, "score": score, "bbox": rle.to_bbox(mask), "segmentation": rle.encode(mask)}
+    return {
+        "image_id": image_id,
+        "category_id": 1,
+        "score": score,
+        "bbox": rle.to_bbox(mask),
+        "segmentation": rle.encode(mask),
+    }
 
 
 def _rect(y0, y1, x0, x1, size=(100, 100)):
@@ -165,8 +170,15 @@ def _random_set(seed=0, h=120, w=150):
                 continue
             cat = int(rng.integers(1, 3))
             anns.append(
-                {"id": aid, "image_id": i, "category_id": cat, "iscrowd": int(rng.random() < 0.1),
-                 "area": float(m.sum()), "bbox": rle.to_bbox(m), "segmentation": rle.encode(m)}
+                {
+                    "id": aid,
+                    "image_id": i,
+                    "category_id": cat,
+                    "iscrowd": int(rng.random() < 0.1),
+                    "area": float(m.sum()),
+                    "bbox": rle.to_bbox(m),
+                    "segmentation": rle.encode(m),
+                }
             )
             aid += 1
             for _ in range(int(rng.integers(0, 3))):
@@ -175,7 +187,9 @@ def _random_set(seed=0, h=120, w=150):
                     dets.append(_det(i, mm, float(rng.random())) | {"category_id": cat})
         for _ in range(int(rng.integers(0, 3))):
             mm = np.zeros((h, w), np.uint8)
-            mm[int(rng.integers(0, 50)) : int(rng.integers(51, h)), int(rng.integers(0, 50)) : int(rng.integers(51, w))] = 1
+            mm[
+                int(rng.integers(0, 50)) : int(rng.integers(51, h)), int(rng.integers(0, 50)) : int(rng.integers(51, w))
+            ] = 1
             dets.append(_det(i, mm, float(rng.random())) | {"category_id": int(rng.integers(1, 3))})
     gt = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
     return gt, dets
@@ -214,8 +228,19 @@ def test_evaluate_cli_with_predictions(tmp_path):
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     (tmp_path / "pred.json").write_text(json.dumps(dets))
     proc = subprocess.run(
-        [sys.executable, "-m", "train.evaluate", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "pred.json")],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "train.evaluate",
+            "--gt",
+            str(tmp_path / "gt.json"),
+            "--pred",
+            str(tmp_path / "pred.json"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])

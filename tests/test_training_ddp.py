@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from cartoonseg.training.toy import make_toy_coco
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,9 +59,30 @@ def test_two_process_gloo_run_keeps_ranks_identical(tmp_path):
 def test_train_detector_command_under_torchrun(tmp_path):
     make_toy_coco(tmp_path / "data", num_images=8, size=64, seed=1, name="train")
     out = tmp_path / "out"
-    args = ["-m", "train.train_detector", "--data", str(tmp_path / "data"), "--out", str(out), "--preset", "tiny",
-            "--img-size", "64", "--epochs", "1", "--batch-size", "2", "--workers", "0", "--device", "cpu",
-            "--warmup-iters", "1", "--log-interval", "1"]
+    args = [
+        "-m",
+        "train.train_detector",
+        "--data",
+        str(tmp_path / "data"),
+        "--out",
+        str(out),
+        "--preset",
+        "tiny",
+        "--img-size",
+        "64",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--warmup-iters",
+        "1",
+        "--log-interval",
+        "1",
+    ]
     proc = _torchrun(args, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summaries = [json.loads(line)["summary"] for line in proc.stdout.splitlines() if line.startswith('{"summary"')]

@@ -11,13 +11,13 @@ import torch
 
 import cartoonseg
 from cartoonseg.config import detector_config
+from cartoonseg.training.assigner import DynamicSoftLabelAssigner
 from cartoonseg.training.coco import find_annotation, instance_masks, load_coco
 from cartoonseg.training.det_data import DetAugConfig, DetectionTrainSet, boxes_from_masks, collate_detection, mosaic
 from cartoonseg.training.detector import DetectorTrainConfig, train_detector
 from cartoonseg.training.optim import ExpMomentumEMA, WarmupCosine, init_rtmdet_head, param_groups
 from cartoonseg.training.refine_data import RefineAugConfig, RefineTrainSet, simulate_coarse_mask
 from cartoonseg.training.refiner import RefinerTrainConfig, train_refiner
-from cartoonseg.training.assigner import DynamicSoftLabelAssigner
 from cartoonseg.training.rtmdet_loss import RTMDetInsLossConfig, rtmdet_ins_loss
 from cartoonseg.training.state import load_training_state
 from cartoonseg.training.toy import make_toy_coco
@@ -39,8 +39,18 @@ def toy(tmp_path_factory):
 
 def _det_cfg(toy, out, **kw):
     base = dict(
-        train_ann=str(find_annotation(toy)), out_dir=str(out), preset="tiny", img_size=64, epochs=2, batch_size=2,
-        lr=2e-3, warmup_iters=2, num_workers=0, log_interval=1, device="cpu", seed=0,
+        train_ann=str(find_annotation(toy)),
+        out_dir=str(out),
+        preset="tiny",
+        img_size=64,
+        epochs=2,
+        batch_size=2,
+        lr=2e-3,
+        warmup_iters=2,
+        num_workers=0,
+        log_interval=1,
+        device="cpu",
+        seed=0,
     )
     base.update(kw)
     return DetectorTrainConfig(**base)
@@ -93,7 +103,9 @@ def test_coarse_mask_simulation_rules():
     pred[0:5, 0:5] = 1
     assert (simulate_coarse_mask(gt, (0, 0, 1, 1), [pred], rng, 0.0, 0.0) == pred).all()
     assert (simulate_coarse_mask(gt, (0, 0, 1, 1), [], rng, 0.0, 0.0) == gt).all()
-    sizes = {int(simulate_coarse_mask(gt, (0, 0, 1, 1), [], np.random.default_rng(s), 0.0, 1.0).sum()) for s in range(20)}
+    sizes = {
+        int(simulate_coarse_mask(gt, (0, 0, 1, 1), [], np.random.default_rng(s), 0.0, 1.0).sum()) for s in range(20)
+    }
     assert min(sizes) < gt.sum() < max(sizes)  # both erosion and dilation happen
 
 
@@ -203,8 +215,16 @@ def test_detector_run_resume_exactly_and_export_loads(toy, tmp_path):
 
 def test_refiner_two_phases_and_export_loads(toy, tmp_path):
     cfg = RefinerTrainConfig(
-        train_ann=str(find_annotation(toy)), out_dir=str(tmp_path), preset="tiny", size=32, epochs=1, gt_epochs=1,
-        batch_size=4, num_workers=0, log_interval=1, device="cpu",
+        train_ann=str(find_annotation(toy)),
+        out_dir=str(tmp_path),
+        preset="tiny",
+        size=32,
+        epochs=1,
+        gt_epochs=1,
+        batch_size=4,
+        num_workers=0,
+        log_interval=1,
+        device="cpu",
     )
     summary = train_refiner(cfg)
     assert summary["finished"] and summary["global_step"] == 2 and summary["gt_encoder_steps"] == 2

@@ -107,7 +107,9 @@ def test_refiner_loss_level_weights_and_feature_mse():
 # ----------------------------------------------------------------------------------------------- assigner
 def _priors(size=64, stride=8):
     ys, xs = torch.meshgrid(torch.arange(0, size, stride).float(), torch.arange(0, size, stride).float(), indexing="ij")
-    return torch.stack([xs.flatten(), ys.flatten(), torch.full_like(xs.flatten(), stride), torch.full_like(xs.flatten(), stride)], 1)
+    return torch.stack(
+        [xs.flatten(), ys.flatten(), torch.full_like(xs.flatten(), stride), torch.full_like(xs.flatten(), stride)], 1
+    )
 
 
 def test_assigner_dynamic_k_equals_summed_topk_ious():
@@ -151,7 +153,13 @@ def test_assigner_prior_claimed_twice_goes_to_cheaper_gt():
 def test_assigner_without_gt_or_candidates_is_all_background():
     priors = _priors()
     a = DynamicSoftLabelAssigner()
-    res = a(torch.zeros(len(priors), 1), torch.zeros(len(priors), 4), priors, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
+    res = a(
+        torch.zeros(len(priors), 1),
+        torch.zeros(len(priors), 4),
+        priors,
+        torch.zeros(0, 4),
+        torch.zeros(0, dtype=torch.long),
+    )
     assert not res.pos_mask.any() and (res.labels == 1).all()
     far = torch.tensor([[100.0, 100.0, 120.0, 120.0]])
     res = a(torch.zeros(len(priors), 1), torch.zeros(len(priors), 4), priors, far, torch.tensor([0]))

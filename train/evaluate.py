@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         max_instances=args.max_dets,
         precision=args.precision,
     )
-    preds = predict_coco(seg, gt, args.images, stages="both" if ref is not None else "final", progress=sys.stderr.isatty())
+    preds = predict_coco(
+        seg, gt, args.images, stages="both" if ref is not None else "final", progress=sys.stderr.isatty()
+    )
     if args.save_pred:
         Path(args.save_pred).write_text(json.dumps(preds if ref is not None else preds["final"]), encoding="utf-8")
     if ref is None:

@@ -25,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", default=None, help="image folder (default: found next to the JSON)")
     ap.add_argument("--split", default="train", help="split name used to find the JSON in DIR/annotations")
     ap.add_argument("--preset", default="l", choices=["tiny", "s", "m", "l", "x"], help="model size (paper: l)")
-    ap.add_argument("--init", default=None, help="start from this checkpoint (rtmdetl_e60.ckpt, mmdet RTMDet-Ins, ours)")
+    ap.add_argument(
+        "--init", default=None, help="start from this checkpoint (rtmdetl_e60.ckpt, mmdet RTMDet-Ins, ours)"
+    )
     ap.add_argument("--img-size", type=int, default=640, help="training canvas (default 640)")
     ap.add_argument("--epochs", type=int, default=60, help="epochs (default 60)")
     ap.add_argument("--batch-size", type=int, default=16, help="images per process (default 16)")

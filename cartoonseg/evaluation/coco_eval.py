@@ -28,13 +28,13 @@ import numpy as np
 from . import rle as rle_utils
 
 __all__ = [
+    "IOU_TYPES",
     "EvalParams",
-    "mask_to_boundary",
     "box_iou_xywh",
-    "mask_iou",
     "evaluate",
     "evaluate_all",
-    "IOU_TYPES",
+    "mask_iou",
+    "mask_to_boundary",
 ]
 
 IOU_TYPES = ("bbox", "segm", "boundary")
@@ -390,4 +390,3 @@ def evaluate_all(
         for k, v in stats.items():
             out[f"{t}_{k}"] = v
     return out
-

@@ -19,14 +19,14 @@ import cv2
 import numpy as np
 
 __all__ = [
-    "encode",
-    "decode",
     "area",
-    "to_bbox",
     "counts_to_string",
-    "string_to_counts",
+    "decode",
+    "encode",
     "polygons_to_mask",
     "segmentation_to_mask",
+    "string_to_counts",
+    "to_bbox",
 ]
 
 

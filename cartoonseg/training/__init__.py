@@ -15,4 +15,4 @@
 from .detector import DetectorTrainConfig, train_detector
 from .refiner import RefinerTrainConfig, train_refiner
 
-__all__ = ["DetectorTrainConfig", "train_detector", "RefinerTrainConfig", "train_refiner"]
+__all__ = ["DetectorTrainConfig", "RefinerTrainConfig", "train_detector", "train_refiner"]

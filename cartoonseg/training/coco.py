@@ -25,14 +25,14 @@ import numpy as np
 from ..evaluation import rle as rle_utils
 
 __all__ = [
+    "MANGA_ID_OFFSET",
     "CocoAnnotation",
     "CocoImage",
     "CocoSet",
-    "load_coco",
     "find_annotation",
-    "read_image_bgr",
     "instance_masks",
-    "MANGA_ID_OFFSET",
+    "load_coco",
+    "read_image_bgr",
 ]
 
 MANGA_ID_OFFSET = 900_000_000
@@ -120,11 +120,12 @@ def load_coco(ann_file: str | Path, image_root: str | Path | None = None, *, req
     else:
         stem = ann_file.stem
         for prefix in ("det_", "instances_"):
-            if stem.startswith(prefix):
-                stem = stem[len(prefix) :]
+            stem = stem.removeprefix(prefix)
         parent = ann_file.parent.parent
         roots = [ann_file.parent, parent, parent / "images", parent / stem, ann_file.parent / "images"]
-    cats = data.get("categories") or [{"id": c, "name": str(c)} for c in sorted({a["category_id"] for a in data["annotations"]})]
+    cats = data.get("categories") or [
+        {"id": c, "name": str(c)} for c in sorted({a["category_id"] for a in data["annotations"]})
+    ]
     cats = sorted(cats, key=lambda c: int(c["id"]))
     cat_ids = [int(c["id"]) for c in cats]
     cat_to_label = {cid: i for i, cid in enumerate(cat_ids)}

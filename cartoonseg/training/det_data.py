@@ -42,16 +42,16 @@ from .coco import CocoImage, CocoSet, instance_masks, read_image_bgr
 __all__ = [
     "DetAugConfig",
     "DetectionTrainSet",
-    "collate_detection",
-    "mosaic",
-    "random_resize",
-    "random_crop",
-    "hsv_jitter",
-    "hflip",
-    "pad_to",
-    "mixup",
-    "filter_small",
     "boxes_from_masks",
+    "collate_detection",
+    "filter_small",
+    "hflip",
+    "hsv_jitter",
+    "mixup",
+    "mosaic",
+    "pad_to",
+    "random_crop",
+    "random_resize",
 ]
 
 PAD_VALUE = 114

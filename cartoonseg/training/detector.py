@@ -30,7 +30,7 @@ from .engine import LoopConfig, run_loop, state_digest
 from .optim import init_rtmdet_head
 from .rtmdet_loss import RTMDetInsLossConfig, rtmdet_ins_loss, targets_to_device
 
-__all__ = ["DetectorTrainConfig", "train_detector", "init_detector_from", "default_lr"]
+__all__ = ["DetectorTrainConfig", "default_lr", "init_detector_from", "train_detector"]
 
 
 def default_lr(total_batch: int) -> float:
@@ -171,7 +171,9 @@ def train_detector(cfg: DetectorTrainConfig, ctx: DistContext | None = None) -> 
             return rtmdet_ins_loss(raw, outputs, targets_to_device(batch["targets"], device), loss_cfg)
 
         run_cfg = dict(cfg.to_dict(), num_classes=coco.num_classes, categories=coco.category_names, lr=lr)
-        result = run_loop(ctx, model, dataset, collate_detection, loss_fn, loop, run_config=run_cfg, on_epoch_start=on_epoch)
+        result = run_loop(
+            ctx, model, dataset, collate_detection, loss_fn, loop, run_config=run_cfg, on_epoch_start=on_epoch
+        )
         summary: dict[str, Any] = {
             "global_step": result.global_step,
             "finished": result.finished,

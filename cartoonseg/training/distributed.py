@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-__all__ = ["DistContext", "setup", "cleanup", "ResumableDistributedSampler", "broadcast_object"]
+__all__ = ["DistContext", "ResumableDistributedSampler", "broadcast_object", "cleanup", "setup"]
 
 
 @dataclass(frozen=True)

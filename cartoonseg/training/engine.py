@@ -28,7 +28,7 @@ from .distributed import DistContext, ResumableDistributedSampler
 from .optim import ExpMomentumEMA, WarmupCosine, param_groups
 from .state import checkpoint_exists, load_training_state, restore_rng, save_training_state
 
-__all__ = ["LoopConfig", "LoopResult", "run_loop", "autocast_dtype", "state_digest"]
+__all__ = ["LoopConfig", "LoopResult", "autocast_dtype", "run_loop", "state_digest"]
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,11 @@ def run_loop(
         restore_rng(loaded)
         p = loaded["progress"]
         epoch, it_in_epoch, global_step = int(p["epoch"]), int(p["iter"]), int(p["global_step"])
-        _log(ctx, out_dir, {"event": "resume", "name": cfg.name, "epoch": epoch, "iter": it_in_epoch, "step": global_step})
+        _log(
+            ctx,
+            out_dir,
+            {"event": "resume", "name": cfg.name, "epoch": epoch, "iter": it_in_epoch, "step": global_step},
+        )
     wrapped: nn.Module = model
     if ctx.distributed:
         wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -264,7 +268,9 @@ def run_loop(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             ctx_amp = (
-                torch.autocast(device_type="cuda", dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+                torch.autocast(device_type="cuda", dtype=amp_dtype)
+                if amp_dtype is not None
+                else contextlib.nullcontext()
             )
             with ctx_amp:
                 losses = loss_fn(wrapped, model, batch, device)
@@ -310,4 +316,3 @@ def run_loop(
         save(epoch, 0)
     sync_end()
     return LoopResult(global_step, True, last_log, ema)
-

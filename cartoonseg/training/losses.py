@@ -26,15 +26,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
-    "box_iou_pairwise",
     "box_iou_aligned",
-    "quality_focal_loss",
-    "giou_loss",
+    "box_iou_pairwise",
     "dice_loss",
-    "structure_loss",
     "feature_mse",
-    "refiner_loss",
+    "giou_loss",
     "gt_encoder_loss",
+    "quality_focal_loss",
+    "refiner_loss",
+    "structure_loss",
 ]
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-__all__ = ["param_groups", "WarmupCosine", "ExpMomentumEMA", "init_rtmdet_head"]
+__all__ = ["ExpMomentumEMA", "WarmupCosine", "init_rtmdet_head", "param_groups"]
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

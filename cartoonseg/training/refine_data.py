@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 from ..evaluation import rle as rle_utils
 from .coco import CocoSet, read_image_bgr
 
-__all__ = ["RefineAugConfig", "RefineTrainSet", "simulate_coarse_mask", "pad_square_resize"]
+__all__ = ["RefineAugConfig", "RefineTrainSet", "pad_square_resize", "simulate_coarse_mask"]
 
 KERNEL_SIZES = (3, 7, 11, 15)
 

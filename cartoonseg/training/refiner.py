@@ -34,7 +34,7 @@ from .engine import LoopConfig, run_loop, state_digest
 from .losses import gt_encoder_loss, refiner_loss
 from .refine_data import RefineAugConfig, RefineTrainSet, collate_refine
 
-__all__ = ["RefinerTrainConfig", "train_refiner", "save_gt_encoder", "load_gt_encoder"]
+__all__ = ["RefinerTrainConfig", "load_gt_encoder", "save_gt_encoder", "train_refiner"]
 
 
 @dataclass(frozen=True)

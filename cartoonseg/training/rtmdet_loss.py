@@ -30,7 +30,7 @@ from ..models.rtmdet_ins import HeadOutputs, RTMDetIns, grid_priors
 from .assigner import DynamicSoftLabelAssigner
 from .losses import dice_loss, giou_loss, quality_focal_loss
 
-__all__ = ["RTMDetInsLossConfig", "rtmdet_ins_loss", "flatten_outputs"]
+__all__ = ["RTMDetInsLossConfig", "flatten_outputs", "rtmdet_ins_loss"]
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,9 @@ def rtmdet_ins_loss(
             mpos, mgi = pos[keep], gi[keep]
             logits = model.dynamic_mask_logits(outputs.mask_feat[b], kernels[b, mpos], priors[mpos])
             if strides[0] != s:
-                logits = F.interpolate(logits[None], scale_factor=strides[0] // s, mode="bilinear", align_corners=False)[0]
+                logits = F.interpolate(
+                    logits[None], scale_factor=strides[0] // s, mode="bilinear", align_corners=False
+                )[0]
             gt = tgt["masks"].to(device)[mgi]
             if gt.shape[-2:] != (in_h, in_w):
                 raise ValueError(f"target masks must be at the input size {(in_h, in_w)}, got {tuple(gt.shape[-2:])}")
@@ -145,7 +147,9 @@ def rtmdet_ins_loss(
             mask_gts.append(gt[:, s // 2 :: s, s // 2 :: s].float())
 
     avg = _reduce_mean(scores_all.sum().detach()).clamp(min=1.0)
-    loss_cls = quality_focal_loss(cls.reshape(-1, num_classes), labels_all.flatten(), scores_all.flatten(), cfg.qfl_beta)
+    loss_cls = quality_focal_loss(
+        cls.reshape(-1, num_classes), labels_all.flatten(), scores_all.flatten(), cfg.qfl_beta
+    )
     loss_cls = cfg.cls_weight * loss_cls.sum() / avg
     if pos_pred:
         w = torch.cat(pos_w)
@@ -171,4 +175,6 @@ def rtmdet_ins_loss(
 
 def targets_to_device(targets: list[dict[str, Any]], device: torch.device) -> list[dict[str, Tensor]]:
     """Move a list of per-image target dicts to ``device``."""
-    return [{k: (v.to(device, non_blocking=True) if isinstance(v, Tensor) else v) for k, v in t.items()} for t in targets]
+    return [
+        {k: (v.to(device, non_blocking=True) if isinstance(v, Tensor) else v) for k, v in t.items()} for t in targets
+    ]

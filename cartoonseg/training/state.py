@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["save_training_state", "load_training_state", "checkpoint_exists"]
+__all__ = ["checkpoint_exists", "load_training_state", "save_training_state"]
 
 
 def _json_default(obj: Any) -> Any:
