@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,32 +131,52 @@ def resolve_weights(
     target_dir = Path(download_dir or (search_dirs[0] if search_dirs else Path.home() / ".cache" / "cartoonseg"))
     target = target_dir.expanduser() / spec.filename
     how_to = f"download {spec.url} and place it at {target}"
+    if target.is_file():  # an earlier download into download_dir (files on disk are trusted)
+        return target
     if not allow_download:
         raise WeightsUnavailableError(f"{spec.filename} is not on disk and downloading is disabled; {how_to}")
     if is_offline():
         raise WeightsUnavailableError(f"{spec.filename} is not on disk and HF_HUB_OFFLINE is set; {how_to}")
     try:
-        from huggingface_hub import hf_hub_download
+        import huggingface_hub  # noqa: F401
     except ImportError as exc:
         raise WeightsUnavailableError(f"huggingface_hub is not installed, cannot fetch {spec.filename}; {how_to}") from exc
-    target_dir = target.parent
-    target_dir.mkdir(parents=True, exist_ok=True)
+    _download_verified(spec, target, verify=verify, how_to=how_to)
+    return target
+
+
+def _download_verified(spec: WeightsSpec, target: Path, *, verify: bool = True, how_to: str = "") -> Path:
+    """Download ``spec`` to ``target`` so that ``target`` only ever holds a complete, checked file.
+
+    huggingface_hub writes into a private temporary folder next to ``target`` (same file system); the sha256 is
+    checked there and only then is the file renamed onto ``target`` with :func:`os.replace` (atomic). A failed,
+    interrupted or tampered download never replaces a file already at ``target``; a checksum mismatch is kept as
+    ``<target>.sha256-mismatch`` for inspection.
+    """
+    from huggingface_hub import hf_hub_download
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{spec.filename}.", suffix=".partial", dir=target.parent))
     try:
-        downloaded = Path(
-            hf_hub_download(repo_id=spec.repo_id, filename=spec.filename, revision=spec.revision,
-                            local_dir=str(target_dir))
-        )
-    except Exception as exc:  # network errors, 404, auth: all mean "not available", with the manual fallback
-        raise WeightsUnavailableError(f"downloading {spec.filename} failed ({type(exc).__name__}: {exc}); {how_to}") from exc
-    if downloaded.resolve() != target.resolve():
-        shutil.move(str(downloaded), str(target))
-    if verify and spec.sha256:
-        actual = sha256_of(target)
-        if actual != spec.sha256:
-            bad = target.with_name(target.name + ".sha256-mismatch")
-            os.replace(target, bad)
-            raise WeightsUnavailableError(
-                f"{spec.filename} from {spec.url} has sha256 {actual}, expected {spec.sha256}; the file was moved "
-                f"to {bad}. {how_to}"
+        try:
+            downloaded = Path(
+                hf_hub_download(repo_id=spec.repo_id, filename=spec.filename, revision=spec.revision,
+                                local_dir=str(tmp_dir))
             )
+        except Exception as exc:  # network errors, 404, auth: all mean "not available", with the manual fallback
+            raise WeightsUnavailableError(
+                f"downloading {spec.filename} failed ({type(exc).__name__}: {exc}); {how_to}"
+            ) from exc
+        if verify and spec.sha256:
+            actual = sha256_of(downloaded)
+            if actual != spec.sha256:
+                bad = target.with_name(target.name + ".sha256-mismatch")
+                os.replace(downloaded, bad)
+                raise WeightsUnavailableError(
+                    f"{spec.filename} from {spec.url} has sha256 {actual}, expected {spec.sha256}; the download "
+                    f"was moved to {bad}. {how_to}"
+                )
+        os.replace(downloaded, target)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     return target

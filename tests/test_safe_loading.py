@@ -1,0 +1,155 @@
+"""Safe writing and downloading of weights (issue 11): a failed, interrupted or tampered download never replaces a
+good file, and an interrupted safetensors save never leaves a half-written file at the destination.
+
+The downloads go through the real huggingface_hub client against a fake hub on 127.0.0.1 (no network)."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+import cartoonseg
+from cartoonseg import hub
+from cartoonseg.checkpoint import load_refiner, save_weights
+
+
+class _Hub(http.server.BaseHTTPRequestHandler):
+    """Serves ``files``; with ``truncate`` the body stops halfway (the connection drops mid-download)."""
+
+    files: dict[str, bytes] = {}
+    truncate = False
+    requests: list[str] = []
+
+    def _serve(self, body: bool) -> None:
+        self.requests.append(f"{self.command} {self.path}")
+        parts = self.path.split("?")[0].strip("/").split("/")
+        if len(parts) != 5 or parts[2] != "resolve" or parts[4] not in self.files:
+            self.send_response(404)
+            self.send_header("X-Error-Code", "EntryNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        data = self.files[parts[4]]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("ETag", '"' + hashlib.sha256(data).hexdigest() + '"')
+        self.send_header("X-Repo-Commit", "0123456789abcdef0123456789abcdef01234567")
+        self.end_headers()
+        if body:
+            self.wfile.write(data[: len(data) // 2] if self.truncate else data)
+            if self.truncate:
+                self.wfile.flush()
+                self.close_connection = True
+
+    def do_HEAD(self):  # noqa: N802
+        self._serve(False)
+
+    def do_GET(self):  # noqa: N802
+        self._serve(True)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def fake_hub(monkeypatch, tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}",
+                        raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "5")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False, raising=False)
+    _Hub.files, _Hub.truncate, _Hub.requests = {}, False, []
+    yield _Hub
+    server.shutdown()
+
+
+GOOD = b"good weights \x00\x01" * 500
+
+
+def _spec(data: bytes = GOOD) -> hub.WeightsSpec:
+    return hub.WeightsSpec("w.ckpt", hashlib.sha256(data).hexdigest(), repo_id="someone/repo")
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name not in ("w.ckpt", "w.ckpt.sha256-mismatch"))
+
+
+@pytest.mark.parametrize("failure", ["tampered", "truncated", "missing"])
+def test_failed_download_never_replaces_a_good_file(fake_hub, tmp_path, failure):
+    """The download step itself (hub._download_verified) with a good file already at the destination."""
+    target = tmp_path / "w.ckpt"
+    target.write_bytes(GOOD)
+    if failure == "tampered":
+        fake_hub.files["w.ckpt"] = b"evil" * 100
+    elif failure == "truncated":
+        fake_hub.files["w.ckpt"] = GOOD
+        fake_hub.truncate = True
+    with pytest.raises(hub.WeightsUnavailableError) as info:
+        hub._download_verified(_spec(), target, how_to=f"place it at {target}")
+    assert str(target) in str(info.value)
+    if failure == "tampered":
+        assert "sha256" in str(info.value)
+        assert (tmp_path / "w.ckpt.sha256-mismatch").read_bytes() == b"evil" * 100
+    assert target.read_bytes() == GOOD
+    assert _leftovers(tmp_path) == []  # no temp folder or .incomplete file left behind
+    assert fake_hub.requests  # the download was really attempted
+
+
+def test_good_download_is_renamed_into_place(fake_hub, tmp_path):
+    fake_hub.files["w.ckpt"] = GOOD
+    out = hub.resolve_weights("w.ckpt", spec=_spec(), download_dir=tmp_path)
+    assert out == tmp_path / "w.ckpt" and out.read_bytes() == GOOD and _leftovers(tmp_path) == []
+    # a file already in download_dir is used as it is: no request, nothing overwritten
+    fake_hub.files["w.ckpt"] = b"newer"
+    n = len(fake_hub.requests)
+    assert hub.resolve_weights("w.ckpt", spec=_spec(), download_dir=tmp_path).read_bytes() == GOOD
+    assert len(fake_hub.requests) == n
+
+
+def test_interrupted_download_leaves_no_file(fake_hub, tmp_path):
+    fake_hub.files["w.ckpt"] = GOOD
+    fake_hub.truncate = True
+    with pytest.raises(hub.WeightsUnavailableError, match="downloading w.ckpt failed"):
+        hub.resolve_weights("w.ckpt", spec=_spec(), download_dir=tmp_path / "dl")
+    assert not (tmp_path / "dl" / "w.ckpt").exists() and list((tmp_path / "dl").iterdir()) == []
+
+
+def test_interrupted_safetensors_save_keeps_the_old_file(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    torch.manual_seed(0)
+    old = cartoonseg.build_refiner("tiny")
+    path = save_weights(old, tmp_path / "r.safetensors")
+    before = path.read_bytes()
+    assert not (tmp_path / "r.safetensors.partial").exists()
+
+    real = safetensors.torch.save_file
+
+    def dies_halfway(tensors, filename, metadata=None):
+        real(tensors, filename, metadata=metadata)
+        Path(filename).write_bytes(Path(filename).read_bytes()[:1000])  # a half-written file, then the kill
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.torch, "save_file", dies_halfway)
+    torch.manual_seed(1)
+    with pytest.raises(KeyboardInterrupt):
+        save_weights(cartoonseg.build_refiner("tiny"), path)
+    assert path.read_bytes() == before and not (tmp_path / "r.safetensors.partial").exists()
+    monkeypatch.undo()
+    loaded = load_refiner(path)
+    for k, v in old.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
