@@ -1,0 +1,282 @@
+"""cartoonseg benchmark suite (issue 10): per-stage times of the two-stage segmenter (arXiv 2312.01943 §4) on a
+720x720 image with a forced instance count, achieved GFLOP/s against a conv-throughput calibration measured in the
+same run, peak memory, a large-input memory check, and the application benchmarks when their entry points exist.
+
+    python bench/run.py [--quick] [--precision fp32,bf16] [--instances 1,3,8] [--json out.json]
+                        [--compare baseline.json] [--threads N] [--repeat R] [--sections segment,large,apps]
+
+Random weights (speed does not depend on the values). The count of refined instances is forced by refining N fixed
+box prompts; decode/NMS runs with ``max_per_img=N``, ``score_thr=0``. Two modes are timed: ``reference`` (eager
+NCHW, unfused: the op order of the reference implementation) and ``fast`` (BN folded, channels_last). FLOPs come
+from ``torch.utils.flop_counter`` (2 FLOP per MAC), counted once per network and input size. Timings on a shared
+machine are noisy: the table shows medians and bests; ratios use the best. ``--compare`` prints best-time ratios
+against a saved JSON. No timing is asserted anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import cartoonseg  # noqa: E402
+from cartoonseg.structures import Instances  # noqa: E402
+from cartoonseg.transforms import letterbox, to_rgb_uint8  # noqa: E402
+
+PRESETS = {  # (detector preset, refiner preset, image size, large-input size, repeats)
+    "full": ("l", "isnet", 720, 4096, 3),
+    "quick": ("tiny", "tiny", 160, 512, 1),
+}
+
+
+def rss_peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def timed(fn, repeat: int) -> tuple[dict, object]:
+    out = fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return {"median": statistics.median(times), "best": min(times)}, out
+
+
+def count_flops(fn) -> float:
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        fn()
+    return float(counter.get_total_flops())
+
+
+def calibrate(repeat: int, quick: bool) -> dict:
+    """Throughput of a 3x3 conv 256->256 at 80x80 (40x40 in quick mode), channels_last, fp32 and bf16 autocast."""
+    hw = 40 if quick else 80
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(1, 256, hw, hw).contiguous(memory_format=torch.channels_last)
+    flops = 2 * 256 * 256 * 9 * hw * hw
+    out = {}
+    with torch.inference_mode():
+        for name, ctx in (("fp32", None), ("bf16", torch.bfloat16)):
+            def run():
+                if ctx is None:
+                    return conv(x)
+                with torch.autocast("cpu", dtype=ctx):
+                    return conv(x)
+            t, _ = timed(run, max(5, repeat * 5))
+            out[name] = {"gflops_best": flops / t["best"] / 1e9, "gflops_median": flops / t["median"] / 1e9}
+    return out
+
+
+def fixed_boxes(n: int, size: int) -> torch.Tensor:
+    """N deterministic, overlapping boxes covering different parts of a size x size image."""
+    rng = np.random.default_rng(n)
+    xy = rng.uniform(0, size * 0.5, (n, 2))
+    wh = rng.uniform(size * 0.25, size * 0.5, (n, 2))
+    return torch.tensor(np.concatenate([xy, xy + wh], 1), dtype=torch.float32)
+
+
+def bench_segment(args, det, ref, size: int, repeat: int, calib: dict) -> list[dict]:
+    image = (np.random.default_rng(0).random((size, size, 3)) * 255).astype(np.uint8)
+    rows = []
+    flops = {}
+    for mode, fuse, cl in (("reference", False, False), ("fast", True, True)):
+        for precision in args.precision:
+            seg = cartoonseg.Segmenter(det, ref, score_thr=0.0, precision=precision, fuse=fuse, channels_last=cl,
+                                       refine_batch=1)
+            d = seg._infer(det)
+            r = seg._infer(ref)
+            pre_t, (canvas, geom) = timed(
+                lambda: letterbox(np.ascontiguousarray(to_rgb_uint8(image)[:, :, ::-1]), seg.det_size), repeat)
+            x = seg._layout(det.normalize(canvas[None]))
+
+            def run_det():
+                with torch.inference_mode(), seg._autocast():
+                    return d(x)
+
+            det_t, outputs = timed(run_det, repeat)
+            if "det" not in flops:
+                flops["det"] = count_flops(lambda: det(det.normalize(canvas[None])))
+            rx = torch.rand(1, 4, seg.refine_size, seg.refine_size)
+            if "ref" not in flops:
+                flops["ref"] = count_flops(lambda: ref.predict_logits(rx))
+
+            def run_ref_net():
+                with torch.inference_mode(), seg._autocast():
+                    return r.predict_logits(seg._layout(rx))
+
+            ref_net_t, _ = timed(run_ref_net, repeat)
+            for n in args.instances:
+                def run_post():
+                    with torch.inference_mode():
+                        return det.postprocess(outputs, 0, img_shape=geom.img_shape, ori_shape=geom.ori_shape,
+                                               scale_factor=geom.scale_factor, score_thr=0.0, max_per_img=n)
+
+                post_t, dets = timed(run_post, repeat)
+                boxes = fixed_boxes(n, size)
+                prompts = Instances(boxes=boxes, scores=torch.ones(n),
+                                    masks=cartoonseg.segmenter.boxes_to_masks(boxes, size, size))
+                refine_t, _ = timed(lambda: seg.refine(image, prompts), repeat)
+                paste = {k: max(0.0, refine_t[k] - n * ref_net_t[k]) for k in refine_t}
+                total = {k: pre_t[k] + det_t[k] + post_t[k] + refine_t[k] for k in refine_t}
+                gflop = (flops["det"] + n * flops["ref"]) / 1e9
+                net_best = det_t["best"] + n * ref_net_t["best"]
+                achieved = gflop / net_best
+                cal = calib["bf16" if precision == "bf16" else "fp32"]["gflops_best"]
+                rows.append({
+                    "mode": mode, "precision": precision, "instances": n, "image": f"{size}x{size}",
+                    "decoded_instances": len(dets),
+                    "preprocess_s": pre_t, "detector_s": det_t, "decode_nms_s": post_t,
+                    "refiner_per_instance_s": ref_net_t, "refine_total_s": refine_t, "paste_back_s": paste,
+                    "total_s": total, "gflop": gflop, "det_gflop": flops["det"] / 1e9,
+                    "ref_gflop_per_instance": flops["ref"] / 1e9,
+                    "achieved_gflops": achieved, "calibration_gflops": cal, "ratio_to_calibration": achieved / cal,
+                    "limit_time_s": gflop / cal, "time_over_limit": net_best / (gflop / cal),
+                })
+                print(f"  {mode:9s} {precision} N={n}: det {det_t['best']:.3f}s ref/inst {ref_net_t['best']:.3f}s "
+                      f"total {total['best']:.3f}s  {achieved:.0f} GFLOP/s = {achieved / cal:.2f} x calibration",
+                      flush=True)
+    return rows
+
+
+def large_child(size: int, n: int, det_preset: str, ref_preset: str) -> None:
+    """Run in a subprocess: full pipeline on a size x size image with n instances; print peak RSS as JSON."""
+    torch.manual_seed(0)
+    det, ref = cartoonseg.build_detector(det_preset), cartoonseg.build_refiner(ref_preset)
+    image = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    base = rss_peak_mb()
+    seg = cartoonseg.Segmenter(det, ref, score_thr=0.0, max_instances=n)
+    t0 = time.perf_counter()
+    inst = seg(image)
+    wall = time.perf_counter() - t0
+    print(json.dumps({"size": size, "instances": len(inst), "wall_s": wall, "rss_before_mb": base,
+                      "peak_rss_mb": rss_peak_mb(), "masks_mb": inst.masks.numel() * 4 / 2**20}))
+
+
+def bench_large(size: int, n: int, det_preset: str, ref_preset: str) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--_large-child", f"{size},{n},{det_preset},{ref_preset}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        return {"size": size, "error": proc.stderr[-2000:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_apps(quick: bool, threads: int) -> dict:
+    """The application benchmarks (their own scripts, when present) as subprocesses with --json."""
+    apps = {
+        "tagger": ["bench_tagger.py", "--threads", str(threads), "--repeat", "1"],
+        "inpaint_patchmatch": ["bench_inpaint.py", "--size", "256" if quick else "1024", "--threads", str(threads)],
+        "kenburns": ["bench_kenburns.py", "--size", "128" if quick else "1024", "--frames", "4" if quick else "75",
+                     "--threads", str(threads)],
+    }
+    if quick:
+        apps.pop("tagger")  # the full SwinV2 is 131 GFLOP per crop: not a quick check
+    out = {}
+    for name, argv in apps.items():
+        script = ROOT / "bench" / argv[0]
+        if not script.exists():
+            out[name] = {"skipped": f"{script.name} not found"}
+            continue
+        tmp = ROOT / "bench" / f".{name}.json"
+        cmd = [sys.executable, str(script), *argv[1:]]
+        if "--json" in (script.read_text()):
+            cmd += ["--json", str(tmp)]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+        res = {"wall_s": time.perf_counter() - t0, "rc": proc.returncode}
+        if tmp.exists():
+            res["result"] = json.loads(tmp.read_text())
+            tmp.unlink()
+        else:
+            res["stdout_tail"] = proc.stdout[-1500:]
+        if proc.returncode:
+            res["stderr_tail"] = proc.stderr[-1500:]
+        out[name] = res
+    return out
+
+
+def compare(current: dict, baseline: dict) -> list[str]:
+    key = lambda r: (r["mode"], r["precision"], r["instances"])  # noqa: E731
+    base = {key(r): r for r in baseline.get("segment", [])}
+    lines = []
+    for r in current.get("segment", []):
+        b = base.get(key(r))
+        if b:
+            ratio = b["total_s"]["best"] / r["total_s"]["best"]
+            lines.append(f"{r['mode']:9s} {r['precision']} N={r['instances']}: total {r['total_s']['best']:.3f}s vs "
+                         f"{b['total_s']['best']:.3f}s baseline -> x{ratio:.2f} speed-up")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny presets, small images, one repeat")
+    p.add_argument("--precision", default="fp32,bf16")
+    p.add_argument("--instances", default="1,3,8")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument("--repeat", type=int, default=0, help="timed repeats (0 = preset default)")
+    p.add_argument("--sections", default="segment,large,apps")
+    p.add_argument("--large-size", type=int, default=0, help="side of the large-input check (0 = preset)")
+    p.add_argument("--json", default=None)
+    p.add_argument("--compare", default=None)
+    p.add_argument("--_large-child", dest="large_child", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.large_child:
+        size, n, dp, rp = args.large_child.split(",")
+        large_child(int(size), int(n), dp, rp)
+        return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.precision = [s for s in args.precision.split(",") if s]
+    bad = [s for s in args.precision if s not in ("fp32", "bf16")]
+    if bad:
+        raise SystemExit(f"--precision: {bad} not supported on CPU (fp32, bf16)")
+    args.instances = [int(s) for s in args.instances.split(",") if s]
+    sections = set(args.sections.split(","))
+    det_p, ref_p, size, large, repeat = PRESETS["quick" if args.quick else "full"]
+    repeat = args.repeat or repeat
+    large = args.large_size or large
+    torch.manual_seed(0)
+    result = {
+        "preset": "quick" if args.quick else "full", "detector": det_p, "refiner": ref_p,
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "loadavg": Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else None,
+    }
+    print(f"calibration (conv3x3 256->256, channels_last), threads={result['threads']}", flush=True)
+    result["calibration"] = calibrate(repeat, args.quick)
+    print("  " + json.dumps(result["calibration"]), flush=True)
+    if "segment" in sections:
+        det, ref = cartoonseg.build_detector(det_p).eval(), cartoonseg.build_refiner(ref_p).eval()
+        result["segment"] = bench_segment(args, det, ref, size, repeat, result["calibration"])
+        del det, ref
+    if "large" in sections:
+        print(f"large input {large}x{large}, 3 instances (subprocess)", flush=True)
+        result["large"] = bench_large(large, 3, det_p, ref_p)
+        print("  " + json.dumps(result["large"]), flush=True)
+    if "apps" in sections:
+        result["apps"] = bench_apps(args.quick, result["threads"])
+        for k, v in result["apps"].items():
+            print(f"  app {k}: rc={v.get('rc')} wall {v.get('wall_s', 0):.1f}s {v.get('skipped', '')}", flush=True)
+    result["peak_rss_mb"] = rss_peak_mb()
+    if args.compare:
+        for line in compare(result, json.loads(Path(args.compare).read_text())):
+            print(line)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Inference-time BatchNorm folding for the detector (RTMDet-Ins, CSPNeXt) and the refiner (IS-Net).
+
+Every conv → BN pair of the pack's building blocks (mmcv ``ConvModule`` = :class:`~.layers.ConvBNAct`, IS-Net
+``REBNCONV`` and ``myrebnconv``) is replaced by one conv with bias: with ``s = gamma / sqrt(var + eps)``,
+``W' = W * s`` (per output channel) and ``b' = (b - mean) * s + beta``. This is the standard eval-mode identity
+(e.g. Jacob et al. 2018, §3.2); the folding is computed in float64 and cast back, so fp32 outputs change only by
+rounding (about 1e-6 relative, inside the golden tolerances of ``golden_reference.md`` §4).
+
+The RTMDet-Ins head shares its cls conv weights across levels with one BN per level; folding gives every level its
+own conv (the fused model has more parameters and its state dict no longer matches the checkpoint layout, so keep
+the original module for training and saving).
+"""
+
+from __future__ import annotations
+
+import copy
+import weakref
+
+import torch
+from torch import nn
+
+from .isnet import REBNCONV, _ConvBNReLU
+from .layers import ConvBNAct
+
+__all__ = ["fuse_conv_bn", "fold_bn_into_conv", "inference_copy", "FUSABLE"]
+
+#: block class -> (conv attribute, BN attribute); the block's forward applies the BN right after the conv.
+FUSABLE: dict[type, tuple[str, str]] = {ConvBNAct: ("conv", "bn"), REBNCONV: ("conv_s1", "bn_s1"), _ConvBNReLU: ("conv", "bn")}
+
+
+@torch.no_grad()
+def fold_bn_into_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A new ``Conv2d`` (with bias) equal to ``bn(conv(x))`` for a BN in eval mode (running statistics).
+
+    Args:
+        conv: the convolution (bias optional); not modified.
+        bn: the BatchNorm2d that follows it, with running statistics and ``out_channels`` features.
+
+    Returns:
+        The folded convolution, on the conv's device and dtype.
+    """
+    if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):
+        raise TypeError(f"expected Conv2d and BatchNorm2d, got {type(conv).__name__} and {type(bn).__name__}")
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("cannot fold a BatchNorm2d without running statistics (track_running_stats=False)")
+    if bn.num_features != conv.out_channels:
+        raise ValueError(f"BN has {bn.num_features} features, the conv {conv.out_channels} output channels")
+    fused = nn.Conv2d(
+        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+        conv.groups, bias=True, padding_mode=conv.padding_mode, device=conv.weight.device, dtype=conv.weight.dtype,
+    )
+    w = conv.weight.double()
+    gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(bn.running_var, dtype=torch.float64)
+    beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(bn.running_mean, dtype=torch.float64)
+    scale = gamma / torch.sqrt(bn.running_var.double() + bn.eps)
+    bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
+    fused.weight.copy_((w * scale.view(-1, 1, 1, 1)).to(conv.weight.dtype))
+    fused.bias.copy_(((bias - bn.running_mean.double()) * scale + beta).to(conv.weight.dtype))
+    return fused
+
+
+@torch.no_grad()
+def fuse_conv_bn(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """Fold every BN of the known conv-BN blocks (:data:`FUSABLE`) into its conv.
+
+    Args:
+        model: a detector, refiner or any module containing those blocks.
+        inplace: modify ``model`` itself (its state dict changes: BN keys disappear) instead of a deep copy.
+
+    Returns:
+        The fused model, in eval mode (folding uses the running statistics, so it is only valid for inference).
+    """
+    fused = model if inplace else copy.deepcopy(model)
+    fused.eval()
+    for module in fused.modules():
+        attrs = FUSABLE.get(type(module))
+        if attrs is None:
+            continue
+        conv_attr, bn_attr = attrs
+        bn = getattr(module, bn_attr)
+        if isinstance(bn, nn.Identity):  # already fused
+            continue
+        setattr(module, conv_attr, fold_bn_into_conv(getattr(module, conv_attr), bn))
+        setattr(module, bn_attr, nn.Identity())
+    return fused
+
+
+def _fingerprint(model: nn.Module) -> tuple:
+    """Changes whenever a parameter or buffer is replaced, moved or modified in place (tensor version counters)."""
+    items = []
+    for t in list(model.parameters()) + list(model.buffers()):
+        items.append((t.data_ptr(), t._version, t.dtype, t.device))
+    return tuple(items)
+
+
+_CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, tuple, nn.Module]] = weakref.WeakKeyDictionary()
+
+
+def inference_copy(model: nn.Module, fuse: bool = True, channels_last: bool = False) -> nn.Module:
+    """A BN-folded (``fuse``) and/or channels_last eval copy of ``model``, cached per model.
+
+    The cache entry is rebuilt when any parameter/buffer of ``model`` is replaced, moved or changed in place
+    (an optimizer step, ``load_state_dict``, ``.to(device)``), so a long-lived Segmenter never runs stale weights.
+
+    Args:
+        model: the module to copy (not modified).
+        fuse: fold the BatchNorms (:func:`fuse_conv_bn`); otherwise a plain deep copy.
+        channels_last: convert the copy's 4-D weights to ``torch.channels_last``.
+
+    Returns:
+        The fused copy (costs one extra set of weights in memory).
+    """
+    key = _fingerprint(model)
+    options = (bool(fuse), bool(channels_last))
+    hit = _CACHE.get(model)
+    if hit is not None and hit[0] == key and hit[1] == options:
+        return hit[2]
+    fused = fuse_conv_bn(model, inplace=False) if fuse else copy.deepcopy(model).eval()
+    if channels_last:
+        fused = fused.to(memory_format=torch.channels_last)
+    _CACHE[model] = (key, options, fused)
+    return fused

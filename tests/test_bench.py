@@ -1,0 +1,33 @@
+"""bench/run.py runs end to end in quick mode (tiny presets) and writes valid JSON; no timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quick_benchmark_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--instances", "1,2", "--sections",
+           "segment,large", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert set(data["calibration"]) == {"fp32", "bf16"}
+    rows = data["segment"]
+    assert {(r["mode"], r["precision"], r["instances"]) for r in rows} == {
+        (m, p, n) for m in ("reference", "fast") for p in ("fp32", "bf16") for n in (1, 2)}
+    for r in rows:
+        assert r["gflop"] > 0 and r["achieved_gflops"] > 0 and r["detector_s"]["best"] > 0
+        assert r["refine_total_s"]["best"] >= 0 and r["paste_back_s"]["best"] >= 0
+    assert data["large"]["instances"] == 3 and data["large"]["peak_rss_mb"] > 0
+    cmp = subprocess.run(cmd[:-2] + ["--sections", "segment", "--precision", "fp32", "--instances", "1",
+                                     "--compare", str(out)], capture_output=True, text=True, timeout=300, env=env)
+    assert cmp.returncode == 0, cmp.stderr[-3000:]
+    assert "speed-up" in cmp.stdout
