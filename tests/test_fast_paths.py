@@ -55,8 +55,7 @@ def test_fused_models_match_and_have_no_bn(tiny):
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in ref.modules())  # the original is untouched
 
 
-def test_inference_copy_is_cached_and_invalidated(tiny):
-    _, ref = tiny
+def test_inference_copy_is_cached_and_invalidated():
     model = cartoonseg.build_refiner("tiny").eval()
     a = inference_copy(model, channels_last=True)
     assert inference_copy(model, channels_last=True) is a
@@ -99,7 +98,7 @@ def test_bf16_masks_match_fp32_by_iou(fast):
     image[30:90, 70:120] = (40, 60, 200)
     image = (image + rng.integers(0, 20, image.shape)).clip(0, 255).astype(np.uint8)
     boxes = torch.tensor([[10.0, 10, 60, 80], [70, 30, 120, 90], [0, 0, 128, 96]])
-    kw = dict(score_thr=0.0, max_instances=4, det_size=256, refine_size=96, fuse=fast, channels_last=fast)
+    kw = {"score_thr": 0.0, "max_instances": 4, "det_size": 256, "refine_size": 96, "fuse": fast, "channels_last": fast}
     fine32 = cartoonseg.Segmenter(det, ref, **kw).refine(image, boxes)
     fine16 = cartoonseg.Segmenter(det, ref, precision="bf16", **kw).refine(image, boxes)
     assert _mask_iou(fine32.binary, fine16.binary).min() >= 0.99

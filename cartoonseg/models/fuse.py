@@ -22,7 +22,7 @@ from torch import nn
 from .isnet import REBNCONV, _ConvBNReLU
 from .layers import ConvBNAct
 
-__all__ = ["fuse_conv_bn", "fold_bn_into_conv", "inference_copy", "FUSABLE"]
+__all__ = ["FUSABLE", "fold_bn_into_conv", "fuse_conv_bn", "inference_copy"]
 
 #: block class -> (conv attribute, BN attribute); the block's forward applies the BN right after the conv.
 FUSABLE: dict[type, tuple[str, str]] = {ConvBNAct: ("conv", "bn"), REBNCONV: ("conv_s1", "bn_s1"), _ConvBNReLU: ("conv", "bn")}
