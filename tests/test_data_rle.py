@@ -1,11 +1,11 @@
-"""COCO RLE in numpy (cartoonseg.data.rle) against pycocotools' format."""
+"""COCO RLE in numpy (cartoonseg.rle) against pycocotools' format."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cartoonseg.data import rle
+from cartoonseg import rle
 
 mask_api = pytest.importorskip("pycocotools.mask")
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cartoonseg.data import rle
+from cartoonseg import rle
 from cartoonseg.data.coco_layouts import extract_person_groups, write_person_groups
 from cartoonseg.data.fixtures import make_fixtures
 from cartoonseg.data.foregrounds import index_backgrounds, index_foregrounds

@@ -2,7 +2,7 @@
 
 Submodules (import them directly; nothing heavy is imported here):
 
-* :mod:`cartoonseg.data.rle` - COCO RLE encode/decode in numpy (pycocotools-compatible);
+* COCO RLE lives in :mod:`cartoonseg.rle` (shared with the CLI and evaluation);
 * :mod:`cartoonseg.data.chroma` - chroma-key extraction of characters from videos / frame folders;
 * :mod:`cartoonseg.data.danbooru` - Danbooru2021 (or tag-folder) foreground and background selection;
 * :mod:`cartoonseg.data.foregrounds` - the foreground/background index the synthesiser reads;

@@ -37,7 +37,7 @@ number of workers or on interruptions.
                       "tag_string", "tag_string_character", "fg_file"}]}
 
 The single category is id 0 named ``object``, as in the original (its trainer selects classes by name).
-Masks decode with ``pycocotools.mask.decode`` or :func:`cartoonseg.data.rle.decode`.
+Masks decode with ``pycocotools.mask.decode`` or :func:`cartoonseg.rle.decode`.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import rle
+from .. import rle
 from .augment import background_crop, harmonise_histograms, quantize_colours
 from .coco_layouts import PersonBoxSampler, load_person_groups
 from .foregrounds import ForegroundError, ForegroundInfo, index_backgrounds, index_foregrounds, load_background
