@@ -172,7 +172,7 @@ def nms(boxes: Tensor, scores: Tensor, iou_thr: float, max_keep: int | None = No
     """
     if boxes.numel() == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    order = torch.sort(scores, descending=True)[1]
+    order = torch.sort(scores, descending=True, stable=True)[1]  # stable: ties keep input order (deterministic)
     b = boxes[order].float()
     x1, y1, x2, y2 = b.unbind(1)
     areas = (x2 - x1) * (y2 - y1)
