@@ -70,7 +70,7 @@ def make_toy_coco(
                 "category_id": 0,
                 "iscrowd": 0,
                 "area": float(m.sum()),
-                "bbox": rle_utils.to_bbox(m),
+                "bbox": rle_utils.mask_bbox(m),
                 "segmentation": rle_utils.encode(m),
             }
             if box_only_every and ann_id % box_only_every == 0:
