@@ -1,71 +1,14 @@
-"""Weights resolution: local files first, sha256-checked downloads through huggingface_hub from a fake hub served
-on 127.0.0.1 (tests never touch the network), offline mode and clear errors."""
+"""Weights resolution: local files first, sha256-checked downloads through huggingface_hub from the fake hub of
+conftest.py (127.0.0.1) (tests never touch the network), offline mode and clear errors."""
 
 from __future__ import annotations
 
 import hashlib
-import http.server
-import threading
 from pathlib import Path
 
 import pytest
 
 from cartoonseg import hub
-
-
-class _FakeHub(http.server.BaseHTTPRequestHandler):
-    files: dict[str, bytes] = {}
-    requests: list[str] = []
-
-    def _serve(self, body: bool) -> None:
-        self.requests.append(f"{self.command} {self.path}")
-        # /{org}/{repo}/resolve/{revision}/{filename}
-        parts = self.path.split("?")[0].strip("/").split("/")
-        if len(parts) != 5 or parts[2] != "resolve" or parts[4] not in self.files:
-            self.send_response(404)
-            self.send_header("X-Error-Code", "EntryNotFound")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        data = self.files[parts[4]]
-        self.send_response(200)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("ETag", '"' + hashlib.sha256(data).hexdigest() + '"')
-        self.send_header("X-Repo-Commit", "0123456789abcdef0123456789abcdef01234567")
-        self.end_headers()
-        if body:
-            self.wfile.write(data)
-
-    def do_HEAD(self):  # noqa: N802
-        self._serve(False)
-
-    def do_GET(self):  # noqa: N802
-        self._serve(True)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture()
-def fake_hub(monkeypatch, tmp_path):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeHub)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
-    import huggingface_hub.constants as constants
-
-    monkeypatch.setenv("HF_ENDPOINT", endpoint)
-    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}",
-                        raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False, raising=False)
-    _FakeHub.files = {}
-    _FakeHub.requests = []
-    yield _FakeHub
-    server.shutdown()
 
 
 def _spec(data: bytes, name: str = "weights.ckpt") -> hub.WeightsSpec:

@@ -1,13 +1,11 @@
 """Safe writing and downloading of weights (issue 11): a failed, interrupted or tampered download never replaces a
 good file, and an interrupted safetensors save never leaves a half-written file at the destination.
 
-The downloads go through the real huggingface_hub client against a fake hub on 127.0.0.1 (no network)."""
+The downloads go through the real huggingface_hub client against the ``fake_hub`` fixture (conftest.py)."""
 
 from __future__ import annotations
 
 import hashlib
-import http.server
-import threading
 from pathlib import Path
 
 import pytest
@@ -16,65 +14,6 @@ import torch
 import cartoonseg
 from cartoonseg import hub
 from cartoonseg.checkpoint import load_refiner, save_weights
-
-
-class _Hub(http.server.BaseHTTPRequestHandler):
-    """Serves ``files``; with ``truncate`` the body stops halfway (the connection drops mid-download)."""
-
-    files: dict[str, bytes] = {}
-    truncate = False
-    requests: list[str] = []
-
-    def _serve(self, body: bool) -> None:
-        self.requests.append(f"{self.command} {self.path}")
-        parts = self.path.split("?")[0].strip("/").split("/")
-        if len(parts) != 5 or parts[2] != "resolve" or parts[4] not in self.files:
-            self.send_response(404)
-            self.send_header("X-Error-Code", "EntryNotFound")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        data = self.files[parts[4]]
-        self.send_response(200)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("ETag", '"' + hashlib.sha256(data).hexdigest() + '"')
-        self.send_header("X-Repo-Commit", "0123456789abcdef0123456789abcdef01234567")
-        self.end_headers()
-        if body:
-            self.wfile.write(data[: len(data) // 2] if self.truncate else data)
-            if self.truncate:
-                self.wfile.flush()
-                self.close_connection = True
-
-    def do_HEAD(self):  # noqa: N802
-        self._serve(False)
-
-    def do_GET(self):  # noqa: N802
-        self._serve(True)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture()
-def fake_hub(monkeypatch, tmp_path):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
-    import huggingface_hub.constants as constants
-
-    monkeypatch.setenv("HF_ENDPOINT", endpoint)
-    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}",
-                        raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "5")
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False, raising=False)
-    _Hub.files, _Hub.truncate, _Hub.requests = {}, False, []
-    yield _Hub
-    server.shutdown()
 
 
 GOOD = b"good weights \x00\x01" * 500
