@@ -5,6 +5,11 @@ warm-up + cosine schedule, optional EMA, optional mixed precision on CUDA, and `
 when started by ``torchrun``. Rank 0 logs JSON lines (stdout and ``<out>/log.jsonl``) and writes resumable
 checkpoints (``<out>/<name>_last.safetensors`` + ``.json``, see :mod:`cartoonseg.training.state`); a resumed
 run continues at the exact sample, learning rate, EMA step and RNG state where the checkpoint was taken.
+
+Kill safety: checkpoints are written atomically (a SIGKILL at any moment leaves a loadable checkpoint), and on
+resume the log is cut back to the checkpoint's step, so a run killed at any point and restarted with the same
+command ends with the same weights, optimizer state and step count as an uninterrupted run, and logs every step
+once. Save often enough (``ckpt_interval``) for the work you are willing to redo after a kill.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -134,6 +140,25 @@ def _log(ctx: DistContext, out_dir: Path, record: dict[str, Any]) -> None:
         fh.write(line + "\n")
 
 
+def _trim_log(ctx: DistContext, out_dir: Path, global_step: int) -> None:
+    """On resume: drop log lines of steps after the checkpoint (they are trained again) and a torn last line, so
+    a killed-and-resumed run logs every step exactly once. Written to a temporary file and renamed."""
+    path = out_dir / "log.jsonl"
+    if not ctx.is_main or not path.is_file():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # torn by a kill mid-write
+        if isinstance(record, dict) and int(record.get("step", 0)) <= global_step:
+            keep.append(line)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def _broadcast_state(ctx: DistContext, tensors: list[Tensor]) -> None:
     """Give every rank rank 0's values (BatchNorm statistics drift apart: each rank normalises its own batch)."""
     if ctx.distributed:
@@ -210,6 +235,7 @@ def run_loop(
         restore_rng(loaded)
         p = loaded["progress"]
         epoch, it_in_epoch, global_step = int(p["epoch"]), int(p["iter"]), int(p["global_step"])
+        _trim_log(ctx, out_dir, global_step)
         _log(
             ctx,
             out_dir,

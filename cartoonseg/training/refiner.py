@@ -192,6 +192,9 @@ def train_refiner(cfg: RefinerTrainConfig, ctx: DistContext | None = None) -> di
             encoder = load_gt_encoder(enc_path, ctx.device)
             summary["gt_encoder"] = str(enc_path)
 
+        # phase 2 starts from its own seed, so its initial weights do not depend on whether phase 1 ran in this
+        # process or in an earlier (killed) one: a restarted run then matches an uninterrupted one
+        torch.manual_seed(cfg.seed + 1)
         model = build_refiner(rcfg).to(ctx.device).train()
         if ctx.distributed and ctx.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -8,8 +8,18 @@ A checkpoint ``NAME`` is the pair ``NAME.safetensors`` + ``NAME.json``:
   the optimizer's non-tensor state (param groups, scalar fields), the AMP scaler state, numpy's and Python's
   RNG states, and the SHA-free consistency tag ``step`` that is also stored in the safetensors header.
 
-Both files are written to temporary names and renamed, safetensors first, so a kill during saving leaves the
-previous checkpoint intact (the JSON names the step its tensors must carry).
+Atomic saving: both files are first written completely (and fsynced) to ``*.partial`` names in the same folder,
+then renamed over the old pair, safetensors first, JSON last. A kill (SIGKILL, power loss) at any moment leaves one
+of three states, each of which loads as a complete checkpoint:
+
+* before the first rename: the previous pair, untouched (half-written ``*.partial`` files are ignored and
+  overwritten by the next save);
+* between the two renames: new tensors + old JSON + complete new ``NAME.json.partial``; the step tags disagree,
+  and :func:`checkpoint_exists` / :func:`load_training_state` finish the interrupted save by renaming that
+  partial JSON (its step equals the tensors' header step);
+* after the second rename: the new pair.
+
+A pair whose step tags disagree with no matching partial JSON is refused with a ``RuntimeError``, never loaded.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["checkpoint_exists", "load_training_state", "save_training_state"]
+__all__ = ["checkpoint_exists", "load_training_state", "recover_interrupted_save", "save_training_state"]
 
 
 def _json_default(obj: Any) -> Any:
@@ -41,9 +51,80 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def _paths(prefix: Path) -> tuple[Path, Path, Path, Path]:
+    st_path, js_path = prefix.with_suffix(".safetensors"), prefix.with_suffix(".json")
+    return st_path, js_path, st_path.with_name(st_path.name + ".partial"), js_path.with_name(js_path.name + ".partial")
+
+
+def _header_step(st_path: Path) -> str | None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(st_path), framework="pt", device="cpu") as fh:
+            return (fh.metadata() or {}).get("step")
+    except Exception:  # noqa: BLE001 - an unreadable file simply has no step
+        return None
+
+
+def _json_step(path: Path) -> str | None:
+    try:
+        return str(json.loads(path.read_text(encoding="utf-8"))["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def recover_interrupted_save(prefix: str | os.PathLike) -> bool:
+    """Finish a save that was killed between its two renames (see the module docstring).
+
+    When ``prefix.safetensors`` exists and ``prefix.json`` is missing or names another step, while a complete
+    ``prefix.json.partial`` names the step stored in the safetensors header, the partial JSON is renamed into
+    place. Returns True when it did so. Anything else is left alone.
+    """
+    st_path, js_path, _, tmp_js = _paths(Path(prefix))
+    if not st_path.is_file() or not tmp_js.is_file():
+        return False
+    header = _header_step(st_path)
+    if header is None or (js_path.is_file() and _json_step(js_path) == header):
+        return False
+    if _json_step(tmp_js) != header:
+        return False
+    os.replace(tmp_js, js_path)
+    return True
+
+
 def checkpoint_exists(prefix: str | os.PathLike) -> bool:
+    """True when a complete checkpoint pair exists (finishing an interrupted save first, if there is one)."""
     prefix = Path(prefix)
+    recover_interrupted_save(prefix)
     return prefix.with_suffix(".json").is_file() and prefix.with_suffix(".safetensors").is_file()
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _rng_state() -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -117,14 +198,15 @@ def save_training_state(
         "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
         "rng": rng_meta,
     }
-    st_path = prefix.with_suffix(".safetensors")
-    js_path = prefix.with_suffix(".json")
-    tmp_st = st_path.with_name(st_path.name + ".partial")
-    tmp_js = js_path.with_name(js_path.name + ".partial")
+    st_path, js_path, tmp_st, tmp_js = _paths(prefix)
+    # 1. both complete files under temporary names (a kill here leaves the previous pair untouched)
     save_file(tensors, str(tmp_st), metadata={"step": str(step)})
-    tmp_js.write_text(json.dumps(meta, default=_json_default), encoding="utf-8")
+    _fsync_file(tmp_st)
+    _write_synced(tmp_js, json.dumps(meta, default=_json_default).encode("utf-8"))
+    # 2. commit: tensors first, JSON last (a kill in between is finished by recover_interrupted_save)
     os.replace(tmp_st, st_path)
     os.replace(tmp_js, js_path)
+    _fsync_dir(prefix.parent)
     return js_path
 
 
@@ -141,6 +223,7 @@ def load_training_state(prefix: str | os.PathLike, map_location: str | torch.dev
     from safetensors import safe_open
 
     prefix = Path(prefix)
+    recover_interrupted_save(prefix)
     st_path, js_path = prefix.with_suffix(".safetensors"), prefix.with_suffix(".json")
     if not st_path.is_file() or not js_path.is_file():
         raise FileNotFoundError(f"training checkpoint {prefix}(.safetensors/.json) not found")
