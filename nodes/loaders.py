@@ -24,6 +24,7 @@ from . import _comfy
 
 CATEGORY = f"{_comfy.CATEGORY}/loaders"
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+OPTIMIZE = ("fast", "exact")
 DEVICES = ("auto", "cpu")
 NO_REFINER = "none"
 # released file names (kept literal so the node's inputs do not depend on importing the library)
@@ -41,11 +42,15 @@ class CartoonSegModel:
         offload_device: where the networks live between nodes (CPU unless ``keep_loaded``).
         precision: ``"fp32" | "fp16" | "bf16"`` passed to ``cartoonseg.Segmenter``.
         keep_loaded: keep the networks on :attr:`device` after a node finished.
+        optimize: ``"fast"`` (networks prepared in place: BN folded, channels-last) or ``"exact"`` (reference op
+            order, bit-identical to the original implementation).
         detector_path / refiner_path: the files loaded (for error messages and the UI).
     """
 
     def __init__(self, detector, refiner, *, device, offload_device, precision="fp32", keep_loaded=False,
-                 detector_path="", refiner_path="") -> None:
+                 detector_path="", refiner_path="", optimize="fast") -> None:
+        if optimize not in OPTIMIZE:
+            raise ValueError(f"optimize must be one of {OPTIMIZE}, got {optimize!r}")
         self.detector = detector
         self.refiner = refiner
         self.device = torch.device(device)
@@ -54,6 +59,7 @@ class CartoonSegModel:
         self.keep_loaded = bool(keep_loaded)
         self.detector_path = str(detector_path)
         self.refiner_path = str(refiner_path)
+        self.optimize = optimize
 
     @property
     def has_refiner(self) -> bool:
@@ -84,12 +90,15 @@ class CartoonSegModel:
         import cartoonseg
 
         refiner = self.refiner if use_refiner else None
-        return cartoonseg.Segmenter(self.detector, refiner=refiner, precision=self.precision, **kwargs)
+        fast = self.optimize == "fast"
+        return cartoonseg.Segmenter(self.detector, refiner=refiner, precision=self.precision, fuse=fast,
+                                    channels_last=fast, **kwargs)
 
     def __repr__(self) -> str:
         ref = os.path.basename(self.refiner_path) if self.refiner is not None else "none"
         return (f"CartoonSegModel(detector={os.path.basename(self.detector_path)!r}, refiner={ref!r}, "
-                f"device={self.device}, precision={self.precision}, keep_loaded={self.keep_loaded})")
+                f"device={self.device}, precision={self.precision}, optimize={self.optimize}, "
+                f"keep_loaded={self.keep_loaded})")
 
 
 def _choices(released: str, extra: tuple[str, ...] = ()) -> list[str]:
@@ -173,10 +182,17 @@ class CartoonSegModelLoader:
                                               "tooltip": "fetch missing released weights from Hugging Face"}),
                 "keep_loaded": ("BOOLEAN", {"default": False,
                                             "tooltip": "keep the models on the GPU between runs"}),
-            }
+            },
+            "optional": {
+                "optimize": (list(OPTIMIZE), {
+                    "default": "fast",
+                    "tooltip": "fast = BatchNorm folded into the convolutions and channels-last layout (about 2x "
+                               "faster on CPU; masks differ from the original code in ~1e-4 of the pixels); "
+                               "exact = the original implementation's op order, bit-identical results"}),
+            },
         }
 
-    def load(self, detector, refiner, device, precision, auto_download, keep_loaded):
+    def load(self, detector, refiner, device, precision, auto_download, keep_loaded, optimize="fast"):
         import cartoonseg
 
         dev = resolve_device(device)
@@ -188,8 +204,17 @@ class CartoonSegModelLoader:
         if refiner != NO_REFINER:
             ref_path = resolve_model_file(refiner, "refiner", auto_download)
             ref = cartoonseg.load_refiner(ref_path, device="cpu")
+        if optimize not in OPTIMIZE:
+            raise ValueError(f"optimize must be one of {OPTIMIZE}, got {optimize!r}")
+        if optimize == "fast":  # the loaded networks only ever run inference: fold in place, no second copy
+            from cartoonseg.models.fuse import prepare_for_inference
+
+            for module in (det, ref):
+                if module is not None:
+                    prepare_for_inference(module)
         model = CartoonSegModel(det, ref, device=dev, offload_device=offload, precision=prec,
-                                keep_loaded=keep_loaded, detector_path=det_path, refiner_path=ref_path)
+                                keep_loaded=keep_loaded, detector_path=det_path, refiner_path=ref_path,
+                                optimize=optimize)
         if model.keep_loaded:
             model._move(dev)
         else:

@@ -115,3 +115,32 @@ def test_chunked_refine_independent_of_batch(tiny):
     two = cartoonseg.Segmenter(None, ref, refine_size=64, refine_batch=2).refine(image, boxes)
     assert one.masks.shape == (3, 70, 90)
     assert (one.masks - two.masks).abs().max() <= 1e-5
+
+
+def test_fast_path_is_the_default_and_prepared_models_run_without_a_copy(tiny):
+    from cartoonseg.models.fuse import is_prepared, prepare_for_inference
+
+    det, ref = tiny
+    seg = cartoonseg.Segmenter(det, ref)
+    assert seg.fuse and seg.channels_last
+    assert seg._infer(ref) is not ref  # a cached fused copy; the caller's model is left intact
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in ref.modules())
+    image = np.random.default_rng(2).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    boxes = torch.tensor([[5.0, 5, 50, 55], [20, 10, 78, 58]])
+    kw = {"refine_size": 64}
+    copied = cartoonseg.Segmenter(None, ref, **kw).refine(image, boxes)
+    exact = cartoonseg.Segmenter(None, ref, fuse=False, channels_last=False, **kw).refine(image, boxes)
+    import copy
+
+    own = copy.deepcopy(ref)
+    assert not is_prepared(own, fuse=True, channels_last=True)
+    assert prepare_for_inference(own) is own
+    assert is_prepared(own, fuse=True, channels_last=True)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in own.modules())
+    fast = cartoonseg.Segmenter(None, own, **kw)
+    assert fast._infer(own) is own  # prepared in place: no second set of weights
+    prepared = fast.refine(image, boxes)
+    assert torch.equal(prepared.masks, copied.masks)
+    assert (prepared.masks - exact.masks).abs().max() <= 1e-4
+    own.to("cpu")  # a device move keeps the layout
+    assert is_prepared(own, fuse=True, channels_last=True)

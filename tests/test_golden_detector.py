@@ -143,9 +143,10 @@ def test_unresized_input_b(detector, golden, golden_masks):
 
 
 def test_segmenter_end_to_end_matches_reference(detector, golden, golden_masks):
-    """Segmenter on the RGB image = reference predict() followed by CartoonSegmentation's score filter."""
+    """Segmenter on the RGB image = reference predict() followed by CartoonSegmentation's score filter
+    (exact path: reference op order; the default fast path is checked in test_fast_paths.py)."""
     rgb = golden["image_bgr_uint8"].numpy()[:, :, ::-1].copy()
-    seg = cartoonseg.Segmenter(detector, None, score_thr=0.3)
+    seg = cartoonseg.Segmenter(detector, None, score_thr=0.3, fuse=False, channels_last=False)
     inst = seg(rgb)
     keep = golden["pred.scores"] > 0.3
     assert len(inst) == int(keep.sum())

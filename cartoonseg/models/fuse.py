@@ -22,7 +22,7 @@ from torch import nn
 from .isnet import REBNCONV, _ConvBNReLU
 from .layers import ConvBNAct
 
-__all__ = ["FUSABLE", "fold_bn_into_conv", "fuse_conv_bn", "inference_copy"]
+__all__ = ["FUSABLE", "fold_bn_into_conv", "fuse_conv_bn", "inference_copy", "is_prepared", "prepare_for_inference"]
 
 #: block class -> (conv attribute, BN attribute); the block's forward applies the BN right after the conv.
 FUSABLE: dict[type, tuple[str, str]] = {ConvBNAct: ("conv", "bn"), REBNCONV: ("conv_s1", "bn_s1"), _ConvBNReLU: ("conv", "bn")}
@@ -120,3 +120,34 @@ def inference_copy(model: nn.Module, fuse: bool = True, channels_last: bool = Fa
         fused = fused.to(memory_format=torch.channels_last)
     _CACHE[model] = (key, options, fused)
     return fused
+
+
+def is_prepared(model: nn.Module, fuse: bool = True, channels_last: bool = False) -> bool:
+    """Whether ``model`` already is what :func:`inference_copy` would build: no foldable BN left (``fuse``) and
+    every 4-D weight in channels-last layout (``channels_last``). Such a model runs as it is, without a copy."""
+    if fuse:
+        for module in model.modules():
+            attrs = FUSABLE.get(type(module))
+            if attrs is not None and not isinstance(getattr(module, attrs[1]), nn.Identity):
+                return False
+    if channels_last:
+        for p in model.parameters():
+            if p.dim() == 4 and not p.is_contiguous(memory_format=torch.channels_last):
+                return False
+    return True
+
+
+@torch.no_grad()
+def prepare_for_inference(model: nn.Module, fuse: bool = True, channels_last: bool = True) -> nn.Module:
+    """Fold the BNs and/or convert to channels-last **in place**, for a model that will only run inference
+    (e.g. one loaded by a ComfyUI node): no second copy of the weights is kept, and later ``.to(device)`` moves
+    keep the layout. The model can no longer be saved in the checkpoint layout (BN keys are gone).
+
+    Returns:
+        ``model`` itself, in eval mode.
+    """
+    if fuse:
+        fuse_conv_bn(model, inplace=True)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model.eval()
