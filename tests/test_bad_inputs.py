@@ -9,7 +9,6 @@ paths. Models are the tiny random presets (with ``score_thr=0`` they detect some
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -19,6 +18,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from _comfy_stub import ComfyStub, installed, loaded_pack
 from PIL import Image
 
 import cartoonseg
@@ -27,20 +27,8 @@ from cartoonseg.__main__ import _read_image, main
 from cartoonseg.checkpoint import save_flat_refiner_checkpoint, save_mmengine_detector_checkpoint
 from cartoonseg.transforms import MAX_PIXELS, letterbox, to_rgb_uint8
 
-REPO = Path(__file__).resolve().parents[1]
 PACK = "cartoonseg_pack_bad_inputs"
 H, W = 40, 56
-
-
-def _contract_module():
-    """tests/test_nodes_contract.py, imported by path (its ComfyUI stubs are reused, not copied)."""
-    name = "_cartoonseg_nodes_contract_helpers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "tests" / "test_nodes_contract.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
@@ -69,28 +57,14 @@ def seg(models):
 
 @pytest.fixture(scope="module")
 def comfy(weights):
-    state = _contract_module().Comfy(weights)
-    stubs = state.modules()
-    saved = {k: sys.modules.get(k) for k in stubs}
-    sys.modules.update(stubs)
-    try:
+    with installed(ComfyStub(weights)) as state:
         yield state
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
 
 
 @pytest.fixture(scope="module")
 def pack(comfy):
-    module = _contract_module().load_pack(PACK)
-    try:
+    with loaded_pack(PACK) as module:
         yield module
-    finally:
-        for k in [k for k in sys.modules if k == PACK or k.startswith(PACK + ".")]:
-            del sys.modules[k]
 
 
 @pytest.fixture(scope="module")

@@ -7,103 +7,36 @@ which ComfyUI owns). ``folder_paths``, ``comfy.model_management`` and ``comfy.ut
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import sys
-import types
-from pathlib import Path
 
 import pytest
 import torch
+from _comfy_stub import ComfyStub, Interrupted, installed, loaded_pack
 
 import cartoonseg.kenburns as kb
 from cartoonseg import Instances
 
-REPO = Path(__file__).resolve().parents[1]
 PACK = "cartoonseg_pack_kenburns_test"
 IDS = ("CartoonSegCameraPath", "CartoonSegKenBurns")
 H, W = 32, 40
 
 
-class Interrupted(Exception):
-    """Stand-in for comfy.model_management.InterruptProcessingException."""
-
-
-class ComfyState:
-    def __init__(self, models_dir: Path) -> None:
-        self.models_dir = models_dir
-        self.ticks = 0
-        self.cancel_after: int | None = None
-
-    def modules(self) -> dict[str, types.ModuleType]:
-        state = self
-        fp = types.ModuleType("folder_paths")
-        fp.models_dir = str(self.models_dir)
-        fp.folder_names_and_paths = {}
-        fp.get_folder_paths = lambda key: list(fp.folder_names_and_paths[key][0])
-        fp.get_filename_list = lambda key: []
-        fp.get_full_path = lambda key, name: None
-        comfy = types.ModuleType("comfy")
-        mm = types.ModuleType("comfy.model_management")
-        mm.InterruptProcessingException = Interrupted
-        mm.get_torch_device = lambda: torch.device("cpu")
-        mm.unet_offload_device = lambda: torch.device("cpu")
-        mm.soft_empty_cache = lambda force=False: None
-
-        def throw_exception_if_processing_interrupted():
-            if state.cancel_after is not None and state.ticks >= state.cancel_after:
-                raise Interrupted()
-
-        mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
-        utils = types.ModuleType("comfy.utils")
-
-        class ProgressBar:
-            def __init__(self, total):
-                self.total = total
-
-            def update(self, value):
-                state.ticks += value
-
-            def update_absolute(self, value, total=None, preview=None):
-                pass
-
-        utils.ProgressBar = ProgressBar
-        comfy.model_management, comfy.utils = mm, utils
-        return {"folder_paths": fp, "comfy": comfy, "comfy.model_management": mm, "comfy.utils": utils}
-
-
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory):
-    state = ComfyState(tmp_path_factory.mktemp("models"))
-    stubs = state.modules()
-    saved = {k: sys.modules.get(k) for k in stubs}
-    sys.modules.update(stubs)
-    try:
+    with installed(ComfyStub(tmp_path_factory.mktemp("models"))) as state:
         yield state
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
 
 
 @pytest.fixture(scope="module")
 def pack(comfy):
-    spec = importlib.util.spec_from_file_location(PACK, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK] = module
-    try:
-        spec.loader.exec_module(module)
+    with loaded_pack(PACK) as module:
         yield module
-    finally:
-        for k in [k for k in sys.modules if k == PACK or k.startswith(PACK + ".")]:
-            del sys.modules[k]
 
 
 @pytest.fixture()
 def nodes(pack, comfy):
-    comfy.ticks, comfy.cancel_after = 0, None
+    comfy.reset()
     return pack.NODE_CLASS_MAPPINGS
 
 

@@ -2,29 +2,27 @@
 
 The pack is loaded the way ComfyUI loads it (root ``__init__.py`` as a package) but under a private name, never
 as the bare module ``nodes`` (ComfyUI owns that name). ``folder_paths``, ``comfy.model_management`` and
-``comfy.utils`` are small stand-ins installed in ``sys.modules`` for the duration of this module. Models are the
+``comfy.utils`` are the shared stand-ins of ``tests/_comfy_stub.py``, installed for the duration of this module. Models are the
 library's tiny random presets saved in the released file layouts.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
 import torch
+from _comfy_stub import REPO, ComfyStub, Interrupted, installed, loaded_pack
 
 import cartoonseg
 from cartoonseg import Instances
 from cartoonseg.checkpoint import save_flat_refiner_checkpoint, save_mmengine_detector_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
 PACK = "cartoonseg_pack_under_test"
 OUR_IDS = {
     "CartoonSegModelLoader", "CartoonSegDetect", "CartoonSegRefine", "CartoonSegSegment",
@@ -32,96 +30,6 @@ OUR_IDS = {
 }
 H, W = 48, 64
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
-
-
-# ---------------------------------------------------------------------------------------------- ComfyUI stubs
-class Interrupted(Exception):
-    """Stand-in for comfy.model_management.InterruptProcessingException."""
-
-
-class Comfy:
-    """State shared by the stubs: progress updates, cancel trigger, cache releases."""
-
-    def __init__(self, models_dir: Path) -> None:
-        self.models_dir = models_dir
-        self.updates = 0
-        self.cancel_after: int | None = None
-        self.interrupted = False
-        self.empty_cache_calls = 0
-
-    def modules(self) -> dict[str, types.ModuleType]:
-        state = self
-        fp = types.ModuleType("folder_paths")
-        fp.models_dir = str(self.models_dir)
-        fp.folder_names_and_paths = {}
-
-        def get_folder_paths(key):
-            return list(fp.folder_names_and_paths[key][0])
-
-        def get_filename_list(key):
-            dirs, exts = fp.folder_names_and_paths[key]
-            out = set()
-            for d in dirs:
-                for root, _, files in os.walk(d):
-                    for f in files:
-                        if not exts or os.path.splitext(f)[1] in exts:
-                            out.add(os.path.relpath(os.path.join(root, f), d).replace(os.sep, "/"))
-            return sorted(out)
-
-        def get_full_path(key, name):
-            for d in fp.folder_names_and_paths.get(key, ([], set()))[0]:
-                p = os.path.join(d, name)
-                if os.path.isfile(p):
-                    return p
-            return None
-
-        fp.get_folder_paths = get_folder_paths
-        fp.get_filename_list = get_filename_list
-        fp.get_full_path = get_full_path
-
-        comfy = types.ModuleType("comfy")
-        mm = types.ModuleType("comfy.model_management")
-        mm.InterruptProcessingException = Interrupted
-        mm.get_torch_device = lambda: torch.device("cpu")
-        mm.unet_offload_device = lambda: torch.device("cpu")
-
-        def soft_empty_cache(force=False):
-            state.empty_cache_calls += 1
-
-        def throw_exception_if_processing_interrupted():
-            if state.interrupted:
-                state.interrupted = False
-                raise Interrupted()
-
-        mm.soft_empty_cache = soft_empty_cache
-        mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
-
-        utils = types.ModuleType("comfy.utils")
-
-        class ProgressBar:
-            def __init__(self, total):
-                self.total = total
-
-            def update(self, value):
-                state.updates += value
-                if state.cancel_after is not None and state.updates >= state.cancel_after:
-                    state.interrupted = True  # the user pressed Cancel while this step ran
-
-            def update_absolute(self, value, total=None, preview=None):
-                pass
-
-        utils.ProgressBar = ProgressBar
-        comfy.model_management = mm
-        comfy.utils = utils
-        return {"folder_paths": fp, "comfy": comfy, "comfy.model_management": mm, "comfy.utils": utils}
-
-
-def load_pack(name: str = PACK) -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -137,33 +45,19 @@ def weights(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def comfy(weights):
-    state = Comfy(weights)
-    stubs = state.modules()
-    saved = {k: sys.modules.get(k) for k in stubs}
-    sys.modules.update(stubs)
-    try:
+    with installed(ComfyStub(weights)) as state:
         yield state
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
 
 
 @pytest.fixture(scope="module")
 def pack(comfy):
-    module = load_pack()
-    try:
+    with loaded_pack(PACK) as module:
         yield module
-    finally:
-        for k in [k for k in sys.modules if k == PACK or k.startswith(PACK + ".")]:
-            del sys.modules[k]
 
 
 @pytest.fixture()
 def nodes(pack, comfy):
-    comfy.updates, comfy.cancel_after, comfy.interrupted = 0, None, False
+    comfy.reset()
     return pack.NODE_CLASS_MAPPINGS
 
 

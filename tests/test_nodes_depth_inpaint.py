@@ -8,116 +8,22 @@ compositing) against a recording stand-in of ComfyUI's sampler and toy CLIP/VAE 
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
-import sys
-import types
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from _comfy_stub import ComfyStub, Interrupted, installed, loaded_pack
 
 from cartoonseg import Instances, WeightsUnavailableError
 
-REPO = Path(__file__).resolve().parents[1]
 PACK = "cartoonseg_pack_depth_inpaint_under_test"
 OUR_IDS = {
     "CartoonSegDepthLoader", "CartoonSegDepthEstimate", "CartoonSegDepthPool",
     "CartoonSegBackgroundMask", "CartoonSegInpaintPatchMatch", "CartoonSegInpaintDiffusion",
 }
-
-
-class Interrupted(Exception):
-    """Stand-in for comfy.model_management.InterruptProcessingException."""
-
-
-class Comfy:
-    def __init__(self, models_dir: Path) -> None:
-        self.models_dir = models_dir
-        self.updates = 0
-        self.cancel_after: int | None = None
-        self.interrupted = False
-        self.sample_calls: list[dict] = []
-        self.cancel_in_sampler = False
-
-    def reset(self) -> None:
-        self.updates, self.cancel_after, self.interrupted = 0, None, False
-        self.sample_calls.clear()
-        self.cancel_in_sampler = False
-
-    def modules(self) -> dict[str, types.ModuleType]:
-        state = self
-        fp = types.ModuleType("folder_paths")
-        fp.models_dir = str(self.models_dir)
-        fp.folder_names_and_paths = {}
-        fp.get_folder_paths = lambda key: list(fp.folder_names_and_paths[key][0])
-        fp.get_filename_list = lambda key: []
-        fp.get_full_path = lambda key, name: None
-
-        comfy = types.ModuleType("comfy")
-        mm = types.ModuleType("comfy.model_management")
-        mm.InterruptProcessingException = Interrupted
-        mm.get_torch_device = lambda: torch.device("cpu")
-        mm.unet_offload_device = lambda: torch.device("cpu")
-        mm.soft_empty_cache = lambda force=False: None
-
-        def throw():
-            if state.interrupted:
-                state.interrupted = False
-                raise Interrupted()
-
-        mm.throw_exception_if_processing_interrupted = throw
-        utils = types.ModuleType("comfy.utils")
-
-        class ProgressBar:
-            def __init__(self, total):
-                self.total = total
-
-            def update(self, value):
-                state.updates += value
-                if state.cancel_after is not None and state.updates >= state.cancel_after:
-                    state.interrupted = True
-
-            def update_absolute(self, value, total=None, preview=None):
-                pass
-
-        utils.ProgressBar = ProgressBar
-
-        samplers = types.ModuleType("comfy.samplers")
-
-        class KSampler:
-            SAMPLERS = ("euler", "dpmpp_2m", "dpmpp_2m_sde")
-            SCHEDULERS = ("normal", "karras", "simple")
-
-        samplers.KSampler = KSampler
-
-        sample = types.ModuleType("comfy.sample")
-
-        def prepare_noise(latent, seed, noise_inds=None):
-            g = torch.Generator().manual_seed(int(seed))
-            return torch.randn(latent.shape, generator=g)
-
-        def sample_fn(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise=1.0,
-                      noise_mask=None, callback=None, disable_pbar=False, seed=None, **kwargs):
-            """Like ComfyUI: the latent changes only where the noise mask is set (as KSampler's denoise_mask)."""
-            state.sample_calls.append({"model": model, "steps": steps, "cfg": cfg, "sampler_name": sampler_name,
-                                           "scheduler": scheduler, "positive": positive, "negative": negative,
-                                           "latent": latent_image, "denoise": denoise, "noise_mask": noise_mask, "seed": seed})
-            for i in range(steps):
-                if state.cancel_in_sampler and i == 1:
-                    state.interrupted = True
-                callback(i, latent_image, latent_image, steps)
-            m = F.interpolate(noise_mask.reshape(-1, 1, *noise_mask.shape[-2:]), size=latent_image.shape[-2:],
-                              mode="bilinear")
-            return latent_image * (1 - m) + (latent_image + 0.5 * denoise * noise) * m
-
-        sample.prepare_noise = prepare_noise
-        sample.sample = sample_fn
-        comfy.model_management, comfy.utils, comfy.samplers, comfy.sample = mm, utils, samplers, sample
-        return {"folder_paths": fp, "comfy": comfy, "comfy.model_management": mm, "comfy.utils": utils,
-                "comfy.samplers": samplers, "comfy.sample": sample}
 
 
 class ToyClip:
@@ -176,31 +82,14 @@ def models_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def comfy(models_dir):
-    state = Comfy(models_dir)
-    stubs = state.modules()
-    saved = {k: sys.modules.get(k) for k in stubs}
-    sys.modules.update(stubs)
-    try:
+    with installed(ComfyStub(models_dir)) as state:
         yield state
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
 
 
 @pytest.fixture(scope="module")
 def pack(comfy):
-    spec = importlib.util.spec_from_file_location(PACK, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK] = module
-    try:
-        spec.loader.exec_module(module)
+    with loaded_pack(PACK) as module:
         yield module
-    finally:
-        for k in [k for k in sys.modules if k == PACK or k.startswith(PACK + ".")]:
-            del sys.modules[k]
 
 
 @pytest.fixture()

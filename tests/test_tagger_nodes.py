@@ -8,23 +8,21 @@ tagger is the tiny SwinV2 preset with random weights in the Hugging Face folder 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import inspect
 import json
 import os
 import shutil
 import sys
-import types
 from pathlib import Path
 
 import pytest
 import torch
+from _comfy_stub import REPO, ComfyStub, installed, loaded_pack
 from safetensors.torch import save_file
 
 from cartoonseg import Instances
 from cartoonseg.tagger import NEGATIVE_PROMPT, build_swinv2
 
-REPO = Path(__file__).resolve().parents[1]
 PACK = "cartoonseg_pack_tagger_under_test"
 OUR_IDS = ("CartoonSegTaggerLoader", "CartoonSegTagInstances", "CartoonSegMergePrompts",
            "CartoonSegInstanceConditioning")
@@ -49,71 +47,18 @@ def write_tagger(folder: Path) -> Path:
     return folder
 
 
-class State:
-    def __init__(self, models_dir: Path) -> None:
-        self.models_dir = models_dir
-        self.updates = 0
-
-    def modules(self) -> dict[str, types.ModuleType]:
-        state = self
-        fp = types.ModuleType("folder_paths")
-        fp.models_dir = str(self.models_dir)
-        fp.folder_names_and_paths = {}
-        fp.get_folder_paths = lambda key: list(fp.folder_names_and_paths[key][0])
-        fp.get_filename_list = lambda key: []
-        fp.get_full_path = lambda key, name: None
-        comfy = types.ModuleType("comfy")
-        mm = types.ModuleType("comfy.model_management")
-        mm.get_torch_device = lambda: torch.device("cpu")
-        mm.unet_offload_device = lambda: torch.device("cpu")
-        mm.soft_empty_cache = lambda force=False: None
-        mm.throw_exception_if_processing_interrupted = lambda: None
-        utils = types.ModuleType("comfy.utils")
-
-        class ProgressBar:
-            def __init__(self, total):
-                self.total = total
-
-            def update(self, value):
-                state.updates += value
-
-            def update_absolute(self, value, total=None, preview=None):
-                pass
-
-        utils.ProgressBar = ProgressBar
-        comfy.model_management, comfy.utils = mm, utils
-        return {"folder_paths": fp, "comfy": comfy, "comfy.model_management": mm, "comfy.utils": utils}
-
-
 @pytest.fixture(scope="module")
 def state(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     write_tagger(root / "cartoonseg" / "tagger" / "tiny")
-    s = State(root)
-    stubs = s.modules()
-    saved = {k: sys.modules.get(k) for k in stubs}
-    sys.modules.update(stubs)
-    try:
+    with installed(ComfyStub(root)) as s:
         yield s
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
 
 
 @pytest.fixture(scope="module")
 def pack(state):
-    spec = importlib.util.spec_from_file_location(PACK, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK] = module
-    try:
-        spec.loader.exec_module(module)
+    with loaded_pack(PACK) as module:
         yield module
-    finally:
-        for k in [k for k in sys.modules if k == PACK or k.startswith(PACK + ".")]:
-            del sys.modules[k]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,223 @@
+"""Stubbed ComfyUI for node tests: small stand-ins for ``folder_paths``, ``comfy.model_management``, ``comfy.utils``,
+``comfy.samplers`` and ``comfy.sample``, and a loader for the node pack under a private package name (never as the
+bare module ``nodes``, which ComfyUI owns). One copy, used by every node test module.
+
+Usage in a test module::
+
+    from _comfy_stub import ComfyStub, Interrupted, installed, loaded_pack
+
+    @pytest.fixture(scope="module")
+    def comfy(tmp_path_factory):
+        with installed(ComfyStub(tmp_path_factory.mktemp("models"))) as state:
+            yield state
+
+    @pytest.fixture(scope="module")
+    def pack(comfy):
+        with loaded_pack("cartoonseg_pack_mytest") as module:
+            yield module
+
+Cancel: the stub's ``throw_exception_if_processing_interrupted`` raises :class:`Interrupted` once
+``interrupted`` is set (then clears it, as ComfyUI does); ``cancel_after = n`` sets it when the progress bar
+reaches ``n`` steps, i.e. "the user pressed Cancel while step n ran"; ``cancel_at_check = n`` sets it at the n-th
+cancel check, for library loops that check cancel between units without advancing a bar.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+
+__all__ = ["REPO", "ComfyStub", "Interrupted", "installed", "load_pack", "loaded_pack"]
+
+
+class Interrupted(Exception):
+    """Stand-in for comfy.model_management.InterruptProcessingException."""
+
+
+class ComfyStub:
+    """State shared by the stubs.
+
+    Attributes:
+        models_dir: ``folder_paths.models_dir``.
+        updates: progress-bar steps so far (``ticks`` is the same number).
+        cancel_after: set ``interrupted`` when ``updates`` reaches this (None: never).
+        cancel_at_check: set ``interrupted`` at this cancel check (1 = the first; None: never).
+        checks: cancel checks so far.
+        interrupted: the Cancel flag.
+        empty_cache_calls: ``soft_empty_cache`` calls.
+        sample_calls: arguments of every ``comfy.sample.sample`` call.
+        cancel_in_sampler: press Cancel during the second sampler step.
+    """
+
+    def __init__(self, models_dir: Path) -> None:
+        self.models_dir = Path(models_dir)
+        self.empty_cache_calls = 0
+        self.sample_calls: list[dict] = []
+        self.reset()
+
+    def reset(self) -> None:
+        self.updates = 0
+        self.checks = 0
+        self.cancel_after: int | None = None
+        self.cancel_at_check: int | None = None
+        self.interrupted = False
+        self.sample_calls.clear()
+        self.cancel_in_sampler = False
+
+    @property
+    def ticks(self) -> int:
+        return self.updates
+
+    @ticks.setter
+    def ticks(self, value: int) -> None:
+        self.updates = value
+
+    def modules(self) -> dict[str, types.ModuleType]:
+        state = self
+        fp = types.ModuleType("folder_paths")
+        fp.models_dir = str(self.models_dir)
+        fp.folder_names_and_paths = {}
+
+        def get_folder_paths(key):
+            return list(fp.folder_names_and_paths[key][0])
+
+        def get_filename_list(key):
+            dirs, exts = fp.folder_names_and_paths.get(key, ([], set()))
+            out = set()
+            for d in dirs:
+                for root, _, files in os.walk(d):
+                    for f in files:
+                        if not exts or os.path.splitext(f)[1] in exts:
+                            out.add(os.path.relpath(os.path.join(root, f), d).replace(os.sep, "/"))
+            return sorted(out)
+
+        def get_full_path(key, name):
+            for d in fp.folder_names_and_paths.get(key, ([], set()))[0]:
+                p = os.path.join(d, name)
+                if os.path.isfile(p):
+                    return p
+            return None
+
+        fp.get_folder_paths = get_folder_paths
+        fp.get_filename_list = get_filename_list
+        fp.get_full_path = get_full_path
+
+        comfy = types.ModuleType("comfy")
+        mm = types.ModuleType("comfy.model_management")
+        mm.InterruptProcessingException = Interrupted
+        mm.get_torch_device = lambda: torch.device("cpu")
+        mm.unet_offload_device = lambda: torch.device("cpu")
+
+        def soft_empty_cache(force=False):
+            state.empty_cache_calls += 1
+
+        def throw_exception_if_processing_interrupted():
+            state.checks += 1
+            if state.cancel_at_check is not None and state.checks >= state.cancel_at_check:
+                state.cancel_at_check = None
+                state.interrupted = True
+            if state.interrupted:
+                state.interrupted = False
+                raise Interrupted()
+
+        mm.soft_empty_cache = soft_empty_cache
+        mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
+
+        utils = types.ModuleType("comfy.utils")
+
+        class ProgressBar:
+            def __init__(self, total):
+                self.total = total
+
+            def update(self, value):
+                state.updates += value
+                if state.cancel_after is not None and state.updates >= state.cancel_after:
+                    state.interrupted = True  # the user pressed Cancel while this step ran
+
+            def update_absolute(self, value, total=None, preview=None):
+                pass
+
+        utils.ProgressBar = ProgressBar
+
+        samplers = types.ModuleType("comfy.samplers")
+
+        class KSampler:
+            SAMPLERS = ("euler", "dpmpp_2m", "dpmpp_2m_sde")
+            SCHEDULERS = ("normal", "karras", "simple")
+
+        samplers.KSampler = KSampler
+
+        sample = types.ModuleType("comfy.sample")
+
+        def prepare_noise(latent, seed, noise_inds=None):
+            g = torch.Generator().manual_seed(int(seed))
+            return torch.randn(latent.shape, generator=g)
+
+        def sample_fn(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise=1.0,
+                      noise_mask=None, callback=None, disable_pbar=False, seed=None, **kwargs):
+            """Like ComfyUI: the latent changes only where the noise mask is set (as KSampler's denoise_mask)."""
+            state.sample_calls.append({"model": model, "steps": steps, "cfg": cfg, "sampler_name": sampler_name,
+                                       "scheduler": scheduler, "positive": positive, "negative": negative,
+                                       "latent": latent_image, "denoise": denoise, "noise_mask": noise_mask,
+                                       "seed": seed})
+            for i in range(steps):
+                if state.cancel_in_sampler and i == 1:
+                    state.interrupted = True
+                if callback is not None:
+                    callback(i, latent_image, latent_image, steps)
+            if noise_mask is None:
+                return latent_image + 0.5 * denoise * noise
+            m = F.interpolate(noise_mask.reshape(-1, 1, *noise_mask.shape[-2:]), size=latent_image.shape[-2:],
+                              mode="bilinear")
+            return latent_image * (1 - m) + (latent_image + 0.5 * denoise * noise) * m
+
+        sample.prepare_noise = prepare_noise
+        sample.sample = sample_fn
+        comfy.model_management, comfy.utils, comfy.samplers, comfy.sample = mm, utils, samplers, sample
+        return {"folder_paths": fp, "comfy": comfy, "comfy.model_management": mm, "comfy.utils": utils,
+                "comfy.samplers": samplers, "comfy.sample": sample}
+
+
+@contextmanager
+def installed(state: ComfyStub) -> Iterator[ComfyStub]:
+    """Put ``state``'s stub modules in ``sys.modules`` for the block; restore what was there afterwards."""
+    stubs = state.modules()
+    saved = {k: sys.modules.get(k) for k in stubs}
+    sys.modules.update(stubs)
+    try:
+        yield state
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+
+
+def load_pack(name: str) -> types.ModuleType:
+    """Import the pack's root ``__init__.py`` as package ``name`` (as ComfyUI loads a custom node folder)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextmanager
+def loaded_pack(name: str) -> Iterator[types.ModuleType]:
+    """:func:`load_pack` for the block; the package and its submodules are removed from ``sys.modules`` after."""
+    try:
+        yield load_pack(name)
+    finally:
+        for k in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+            del sys.modules[k]
