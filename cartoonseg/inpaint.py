@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -348,6 +348,7 @@ def patchmatch_inpaint(
     patch_size: int = 3,
     seed: int = 0,
     config: PatchMatchConfig | None = None,
+    interrupt: Callable[[], None] | None = None,
 ):
     """Fill the masked region of ``image`` with texture copied from the rest of the image.
 
@@ -358,6 +359,8 @@ def patchmatch_inpaint(
         patch_size: odd patch side (3 as in the original); overrides ``config.patch_size``.
         seed: seed of the random initialisation / search (the result is deterministic for a given seed).
         config: further :class:`PatchMatchConfig` parameters.
+        interrupt: called before every EM iteration of every pyramid level (the unit of work, well under a
+            second at 512 px); raise from it to cancel (e.g. ComfyUI's interrupt check). Nothing is returned then.
 
     Returns:
         The filled image, same type, dtype and layout ``[H,W,3]`` as the (RGB) input. Pixels outside the mask
@@ -409,6 +412,8 @@ def patchmatch_inpaint(
         frac = li / (n_levels - 1) if n_levels > 1 else 0.0
         em_iters = round(cfg.em_iters_fine + (cfg.em_iters_coarse - cfg.em_iters_fine) * frac)
         for _ in range(max(1, em_iters)):
+            if interrupt is not None:
+                interrupt()
             level.refresh_target_feats()
             dist = level.dist(nnf)
             # the coarsest level searches the whole image; finer ones refine an upsampled field locally
@@ -449,11 +454,17 @@ def telea_inpaint(image, mask, *, radius: int = 3):
     return _float_to_kind(out, kind)
 
 
-def inpaint(image, mask, *, method: str = "patchmatch", patch_size: int = 3, seed: int = 0, radius: int = 3):
-    """Dispatch to :func:`patchmatch_inpaint` or :func:`telea_inpaint` (``method`` in :data:`INPAINT_METHODS`)."""
+def inpaint(image, mask, *, method: str = "patchmatch", patch_size: int = 3, seed: int = 0, radius: int = 3,
+            interrupt: Callable[[], None] | None = None):
+    """Dispatch to :func:`patchmatch_inpaint` or :func:`telea_inpaint` (``method`` in :data:`INPAINT_METHODS`).
+
+    ``interrupt`` (cancel check, raise to stop) is called between PatchMatch iterations, and once before Telea
+    (a single OpenCV call that cannot be split)."""
     if method == "patchmatch":
-        return patchmatch_inpaint(image, mask, patch_size=patch_size, seed=seed)
+        return patchmatch_inpaint(image, mask, patch_size=patch_size, seed=seed, interrupt=interrupt)
     if method == "telea":
+        if interrupt is not None:
+            interrupt()
         return telea_inpaint(image, mask, radius=radius)
     raise ValueError(f"unknown inpaint method {method!r}; allowed: {', '.join(INPAINT_METHODS)}")
 

@@ -126,13 +126,15 @@ def progress_bar(total: int):
 
 @contextmanager
 def steps(total: int) -> Iterator:
-    """Progress over ``total`` steps; each ``tick()`` checks for cancel first, then advances the bar."""
+    """Progress over ``total`` steps; each ``tick()`` checks for cancel, advances the bar and checks again, so a
+    Cancel pressed while a unit (frame, instance batch, ...) ran stops the node before the next unit starts."""
     bar = progress_bar(total)
 
     class _Ticker:
         def tick(self) -> None:
             throw_if_interrupted()
             bar.update(1)
+            throw_if_interrupted()  # pressed while the bar's UI update ran
 
     throw_if_interrupted()
     yield _Ticker()

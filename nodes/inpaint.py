@@ -107,7 +107,8 @@ class CartoonSegInpaintPatchMatch:
         with _comfy.steps(image.shape[0]) as bar:
             for b in range(image.shape[0]):
                 m = _frame_mask(mask, b, tuple(image.shape[1:3]))
-                out.append(inpaint(image[b], m > 0.5, method=method, patch_size=patch_size, seed=seed, radius=telea_radius))
+                out.append(inpaint(image[b], m > 0.5, method=method, patch_size=patch_size, seed=seed, radius=telea_radius,
+                                   interrupt=_comfy.throw_if_interrupted))
                 bar.tick()
         return (torch.stack(out).float(),)
 
@@ -195,7 +196,8 @@ class CartoonSegInpaintDiffusion:
                 if init == "image" or not bool(hole.any()):
                     fill = image[b].clone()
                 else:
-                    fill = inpaint(image[b], hole, method=init, patch_size=3, seed=seed).float()
+                    fill = inpaint(image[b], hole, method=init, patch_size=3, seed=seed,
+                                   interrupt=_comfy.throw_if_interrupted).float()
                 inits.append(fill)
                 if not bool((m > 0).any()):
                     outs.append(image[b].clone())

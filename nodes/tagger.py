@@ -253,7 +253,8 @@ class CartoonSegTagInstances:
             for i, inst in enumerate(frames):
                 frame = _comfy.image_to_uint8(frame_of(image, i, "image"))
                 plate = _comfy.image_to_uint8(frame_of(plates, i, "background")) if plates is not None else None
-                tagged, bg = tag_instances(model, frame, inst, background=plate, **options)
+                tagged, bg = tag_instances(model, frame, inst, background=plate, interrupt=_comfy.throw_if_interrupted,
+                                           **options)
                 out.append(tagged)
                 strings += [format_tags(t, (), display) for t in tagged.extras["tags"]]
                 background_lines.append(format_tags(bg.tags, (), display) if bg is not None else "")

@@ -15,7 +15,7 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -142,10 +142,14 @@ class WDTagger(nn.Module):
         return self.model(x.to(self.device, self.dtype)).float().cpu()
 
     @torch.no_grad()
-    def probs(self, images: Sequence) -> Tensor:
-        """Images (anything :func:`~cartoonseg.tagger.preprocess.to_pil` accepts) -> probabilities ``[B,K]``."""
+    def probs(self, images: Sequence, interrupt: Callable[[], None] | None = None) -> Tensor:
+        """Images (anything :func:`~cartoonseg.tagger.preprocess.to_pil` accepts) -> probabilities ``[B,K]``.
+
+        ``interrupt`` is called before every forward batch of ``batch_size`` images; raise from it to cancel."""
         out = []
         for start in range(0, len(images), self.batch_size):
+            if interrupt is not None:
+                interrupt()
             chunk = images[start : start + self.batch_size]
             batch = to_model_input(np.stack([prepare_image(im, self.image_size) for im in chunk]))
             out.append(torch.sigmoid(self.logits(batch)))
@@ -226,8 +230,9 @@ class WDTagger(nn.Module):
         general_mcut: bool = False,
         character_mcut: bool = False,
         exclude: Iterable[str] = (),
+        interrupt: Callable[[], None] | None = None,
     ) -> list[TagResult]:
-        """:meth:`tag` for several images (batched forward passes)."""
+        """:meth:`tag` for several images (batched forward passes; ``interrupt`` as in :meth:`probs`)."""
         exclude = tuple(exclude)
         return [
             self.select(
@@ -238,7 +243,7 @@ class WDTagger(nn.Module):
                 character_mcut=character_mcut,
                 exclude=exclude,
             )
-            for p in self.probs(list(images))
+            for p in self.probs(list(images), interrupt=interrupt)
         ]
 
 
@@ -362,6 +367,7 @@ def tag_instances(
     exclude: Iterable[str] = DEFAULT_EXCLUDE,
     tag_background: bool = True,
     background=None,
+    interrupt: Callable[[], None] | None = None,
 ) -> tuple[Instances, TagResult | None]:
     """Tag every instance of one image, and its background.
 
@@ -374,6 +380,7 @@ def tag_instances(
         tag_background: also tag the background.
         background: optional background image ``[H,W,3]`` (e.g. inpainted); when None, the image with the union
             of the instance masks painted white is tagged.
+        interrupt: cancel check called before every batch of instance crops (raise from it to stop).
 
     Returns:
         ``(instances, background_tags)``: a copy of ``instances`` whose ``extras`` hold, per instance,
@@ -386,6 +393,8 @@ def tag_instances(
     if tag_background:
         todo.append(_rgb_uint8(background) if background is not None else background_image(image, instances))
     options = dict(general_mcut=general_mcut, character_mcut=character_mcut, exclude=tuple(exclude))
+    if interrupt is not None:
+        options["interrupt"] = interrupt
     results = iter(tagger.tag_batch(todo, general_threshold, character_threshold, **options) if todo else [])
     per_instance = [next(results) if c is not None else TagResult.empty() for c in crops]
     background_tags = next(results) if tag_background else None
