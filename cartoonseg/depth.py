@@ -30,6 +30,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -168,19 +170,76 @@ def resolve_depth_model(
         from huggingface_hub import snapshot_download
     except ImportError as exc:
         raise WeightsUnavailableError(f"huggingface_hub is not installed; {how_to}") from exc
-    target.mkdir(parents=True, exist_ok=True)
+    # The download lands in a private temporary folder next to the target, is checked there, and only then takes
+    # the target's name (one atomic rename), so a failed, killed or truncated download never leaves a folder that
+    # later loads as if it were complete.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.folder_name}.partial-", dir=target.parent))
     try:
-        snapshot_download(
-            repo_id=spec.repo_id,
-            revision=spec.revision,
-            local_dir=str(target),
-            allow_patterns=list(_MODEL_FILES + _OPTIONAL_FILES),
-        )
-    except Exception as exc:  # network errors, 404, auth: the manual route is the answer to all of them
-        raise WeightsUnavailableError(f"downloading {spec.repo_id} failed ({type(exc).__name__}: {exc}); {how_to}") from exc
-    if not _is_model_dir(target):
-        raise WeightsUnavailableError(f"download of {spec.repo_id} did not produce {', '.join(_MODEL_FILES)}; {how_to}")
+        try:
+            snapshot_download(
+                repo_id=spec.repo_id,
+                revision=spec.revision,
+                local_dir=str(tmp),
+                allow_patterns=list(_MODEL_FILES + _OPTIONAL_FILES),
+            )
+        except Exception as exc:  # network errors, 404, auth: the manual route is the answer to all of them
+            raise WeightsUnavailableError(
+                f"downloading {spec.repo_id} failed ({type(exc).__name__}: {exc}); {how_to}"
+            ) from exc
+        problem = _download_problem(tmp)
+        if problem:
+            raise WeightsUnavailableError(f"download of {spec.repo_id} is incomplete ({problem}); {how_to}")
+        _place(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _download_problem(folder: Path) -> str | None:
+    """Why ``folder`` is not a complete model download (None when it is): required files missing, a config that
+    is not a JSON object, or weights whose safetensors header does not match the file (truncated)."""
+    missing = [f for f in _MODEL_FILES if not (folder / f).is_file()]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    for name in ("config.json", *_OPTIONAL_FILES):
+        if (folder / name).is_file():
+            try:
+                if not isinstance(json.loads((folder / name).read_text(encoding="utf-8")), dict):
+                    return f"{name} is not a JSON object"
+            except (OSError, ValueError) as exc:
+                return f"{name} is not valid JSON ({exc})"
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(folder / "model.safetensors"), framework="pt", device="cpu") as fh:
+            if not list(fh.keys()):
+                return "model.safetensors holds no tensors"
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for truncated files
+        return f"model.safetensors is unreadable ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _place(tmp: Path, target: Path) -> None:
+    """Give the checked download in ``tmp`` the name ``target``: one folder rename when ``target`` does not exist;
+    otherwise (an incomplete folder left by hand or by an older version) file by file with the required files
+    last, ``config.json`` the very last, so the folder counts as a model only once every file is in place."""
+    hub_meta = tmp / ".cache"
+    if hub_meta.is_dir():
+        shutil.rmtree(hub_meta, ignore_errors=True)
+    if not target.exists():
+        try:
+            os.replace(tmp, target)
+            return
+        except OSError:
+            if not target.is_dir():  # e.g. another process placed its own copy meanwhile: fall through and merge
+                raise
+    if _is_model_dir(target):
+        return  # another process finished the same download first
+    order = sorted((p for p in tmp.iterdir() if p.is_file()), key=lambda p: (p.name in _MODEL_FILES,
+                                                                            p.name == "config.json"))
+    for src in order:
+        os.replace(src, target / src.name)
 
 
 def _constrain(value: float, multiple: int) -> int:

@@ -117,7 +117,9 @@ def test_resolve_search_dirs_download_and_offline(tiny_dir, tmp_path, monkeypatc
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
     path = resolve_depth_model("small", search_dirs=[models])
     assert path == models / "Depth-Anything-V2-Small-hf"
-    assert calls == [(spec.repo_id, "main", str(path), ("config.json", "model.safetensors", "preprocessor_config.json"))]
+    # downloaded into a temporary folder next to the target, then renamed (tests/test_depth_download.py)
+    assert calls == [(spec.repo_id, "main", calls[0][2], ("config.json", "model.safetensors", "preprocessor_config.json"))]
+    assert Path(calls[0][2]).parent == models and not Path(calls[0][2]).exists()
     # second time it is found locally, even offline
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert resolve_depth_model("depth-anything/Depth-Anything-V2-Small-hf", search_dirs=[models]) == path
