@@ -35,9 +35,9 @@ import cartoonseg
 from cartoonseg.structures import Instances
 from cartoonseg.transforms import letterbox, to_rgb_uint8
 
-PRESETS = {  # (detector preset, refiner preset, image size, large-input size, repeats)
-    "full": ("l", "isnet", 720, 4096, 3),
-    "quick": ("tiny", "tiny", 160, 512, 1),
+PRESETS = {  # (detector preset, refiner preset, image size, large-input sizes, repeats)
+    "full": ("l", "isnet", 720, (4096, 8192), 3),
+    "quick": ("tiny", "tiny", 160, (512,), 1),
 }
 
 
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--repeat", type=int, default=0, help="timed repeats (0 = preset default)")
     p.add_argument("--sections", default="segment,large,apps")
-    p.add_argument("--large-size", type=int, default=0, help="side of the large-input check (0 = preset)")
+    p.add_argument("--large-size", default="", help="sides of the large-input checks, comma-separated (default: preset)")
     p.add_argument("--json", default=None)
     p.add_argument("--compare", default=None)
     p.add_argument("--_large-child", dest="large_child", default=None, help=argparse.SUPPRESS)
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     sections = set(args.sections.split(","))
     det_p, ref_p, size, large, repeat = PRESETS["quick" if args.quick else "full"]
     repeat = args.repeat or repeat
-    large = args.large_size or large
+    large = [int(v) for v in args.large_size.split(",") if v] or list(large)
     torch.manual_seed(0)
     result = {
         "preset": "quick" if args.quick else "full", "detector": det_p, "refiner": ref_p,
@@ -262,9 +262,11 @@ def main(argv: list[str] | None = None) -> int:
         result["segment"] = bench_segment(args, det, ref, size, repeat, result["calibration"])
         del det, ref
     if "large" in sections:
-        print(f"large input {large}x{large}, 3 instances (subprocess)", flush=True)
-        result["large"] = bench_large(large, 3, det_p, ref_p)
-        print("  " + json.dumps(result["large"]), flush=True)
+        result["large"] = []
+        for side in large:
+            print(f"large input {side}x{side}, 3 instances (subprocess)", flush=True)
+            result["large"].append(bench_large(side, 3, det_p, ref_p))
+            print("  " + json.dumps(result["large"][-1]), flush=True)
     if "apps" in sections:
         result["apps"] = bench_apps(args.quick, result["threads"])
         for k, v in result["apps"].items():

@@ -27,7 +27,7 @@ Full-resolution work (mask decoding, paste-back) is done a few instances at a ti
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -196,37 +196,62 @@ class Segmenter:
         base = self._prompt_instances(prompts, h, w)
         if len(base) == 0:
             return base.replace(mask_thr=self.mask_thr)
-        binary_prompts = isinstance(prompts, Instances)
+        if isinstance(prompts, Instances):  # coarse masks are binarised, one instance at a time
+            out = self._refine(rgb, len(base), base.device, lambda i: base.masks[i] > base.mask_thr)
+        else:
+            out = self._refine(rgb, len(base), base.device, lambda i: base.masks[i])
+        return base.replace(masks=out, mask_thr=self.mask_thr)
+
+    @torch.no_grad()
+    def _refine(self, rgb: np.ndarray, count: int, out_device: torch.device, prompt: Callable[[int], Tensor]) -> Tensor:
+        """Stage 2 on an RGB uint8 image; ``prompt(i)`` gives instance i's coarse mask ``[H,W]`` (bool or float).
+
+        Returns:
+            float32 ``[count,H,W]`` refined probabilities. Full-resolution temporaries are one ``[H,W]`` map at a
+            time; the only ``[N,H,W]`` allocation is this output.
+        """
+        h, w = rgb.shape[:2]
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
         size = self.refine_size
         canvas, (h2, w2) = refine_canvas(bgr, size)
         del bgr
         canvas = canvas.to(self.device)
         refiner = self._infer(self.refiner)
-        out = torch.empty(len(base), h, w, dtype=torch.float32, device=base.device)
-        x = torch.zeros(min(self.refine_batch, len(base)), 4, size, size, device=self.device)
+        out = torch.empty(count, h, w, dtype=torch.float32, device=out_device)
+        x = torch.zeros(min(self.refine_batch, count), 4, size, size, device=self.device)
         x[:, :3] = canvas
-        for start in range(0, len(base), self.refine_batch):
-            stop = min(start + self.refine_batch, len(base))
+        for start in range(0, count, self.refine_batch):
+            stop = min(start + self.refine_batch, count)
             n = stop - start
-            chunk = base.masks[start:stop]
-            chunk = (chunk > base.mask_thr).float() if binary_prompts else chunk
-            chunk = chunk.to(self.device)
-            x[:n, 3, :h2, :w2] = resize_float(chunk, (h2, w2)) if (h2, w2) != (h, w) else chunk
-            del chunk
+            for j in range(n):
+                m = prompt(start + j).to(self.device, torch.float32)
+                x[j, 3, :h2, :w2] = resize_float(m, (h2, w2)) if (h2, w2) != (h, w) else m
+                del m
             with self._autocast():
                 logits = refiner.predict_logits(self._layout(x[:n]))
             prob = logits.float().sigmoid_()[:, :, :h2, :w2]
             for j in range(n):  # paste back one instance at a time: the temporary is one [H,W] map
                 out[start + j] = F.interpolate(prob[j : j + 1], size=(h, w), mode="bilinear", align_corners=True)[0, 0]
-        return base.replace(masks=out, mask_thr=self.mask_thr)
+        return out
 
+    @torch.no_grad()
     def __call__(self, image: np.ndarray | Tensor) -> Instances:
-        """Detect, then refine when a refiner is present. See the module docstring for the conventions."""
+        """Detect, then refine when a refiner is present. See the module docstring for the conventions.
+
+        Between the stages the coarse probabilities are reduced to binary masks (1 byte per pixel, all the
+        refiner uses), so a large image holds at most one float ``[N,H,W]`` map at a time.
+        """
         instances = self.detect(image)
-        if self.refiner is not None and len(instances):
-            instances = self.refine(image, instances)
-        return instances
+        if self.refiner is None or not len(instances):
+            return instances
+        rgb = to_rgb_uint8(image)
+        coarse = instances.binary
+        # keep boxes/scores/labels; drop the float coarse maps (a zero-stride view stands in until the refined ones)
+        base = instances.replace(masks=torch.zeros((), device=instances.device).expand(*coarse.shape))
+        del instances
+        out = self._refine(rgb, len(base), base.device, lambda i: coarse[i])
+        del coarse
+        return base.replace(masks=out, mask_thr=self.mask_thr)
 
     # ------------------------------------------------------------------ helpers
     def _prompt_instances(self, prompts: Instances | Tensor, h: int, w: int) -> Instances:

@@ -26,7 +26,8 @@ def test_quick_benchmark_writes_json(tmp_path):
     for r in rows:
         assert r["gflop"] > 0 and r["achieved_gflops"] > 0 and r["detector_s"]["best"] > 0
         assert r["refine_total_s"]["best"] >= 0 and r["paste_back_s"]["best"] >= 0
-    assert data["large"]["instances"] == 3 and data["large"]["peak_rss_mb"] > 0
+    assert [r["size"] for r in data["large"]] == [512]
+    assert data["large"][0]["instances"] == 3 and data["large"][0]["peak_rss_mb"] > 0
     cmp = subprocess.run(cmd[:-2] + ["--sections", "segment", "--precision", "fp32", "--instances", "1",
                                      "--compare", str(out)], check=False, capture_output=True, text=True, timeout=300, env=env)
     assert cmp.returncode == 0, cmp.stderr[-3000:]

@@ -144,3 +144,29 @@ def test_fast_path_is_the_default_and_prepared_models_run_without_a_copy(tiny):
     assert (prepared.masks - exact.masks).abs().max() <= 1e-4
     own.to("cpu")  # a device move keeps the layout
     assert is_prepared(own, fuse=True, channels_last=True)
+
+
+def test_chunked_mask_decode_is_bit_identical(tiny, monkeypatch):
+    """decode_masks works a few instances at a time into one output; chunking must not change a bit."""
+    import cartoonseg.models.rtmdet_ins as rtm
+
+    det, _ = tiny
+    image = np.random.default_rng(3).integers(0, 256, (150, 230, 3), dtype=np.uint8)
+    seg = cartoonseg.Segmenter(det, score_thr=0.0, max_instances=7, det_size=128)
+    whole = seg.detect(image)
+    monkeypatch.setattr(rtm, "DECODE_CHUNK_BYTES", 2 * 4 * 150 * 230)  # two instances per chunk
+    chunked = seg.detect(image)
+    assert len(whole) == 7
+    assert torch.equal(whole.masks, chunked.masks)
+
+
+def test_call_equals_detect_then_refine(tiny):
+    """__call__ hands the refiner binary coarse masks instead of the float maps; the result is the same."""
+    det, ref = tiny
+    image = np.random.default_rng(4).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    seg = cartoonseg.Segmenter(det, ref, score_thr=0.0, max_instances=4, det_size=128, refine_size=64)
+    both = seg(image)
+    two_step = seg.refine(image, seg.detect(image))
+    assert len(both) == 4 and both.masks.is_contiguous()
+    assert torch.equal(both.masks, two_step.masks) and torch.equal(both.boxes, two_step.boxes)
+    assert both.mask_thr == seg.mask_thr

@@ -28,6 +28,9 @@ from .layers import ConvBNAct
 
 __all__ = ["RTMDetIns", "RTMDetInsSepBNHead", "MaskFeatModule", "HeadOutputs", "Detections", "batched_nms", "nms"]
 
+#: bytes of full-resolution float temporaries per chunk in :meth:`RTMDetIns.decode_masks`
+DECODE_CHUNK_BYTES = 256 << 20
+
 
 @dataclass
 class HeadOutputs:
@@ -357,19 +360,32 @@ class RTMDetIns(nn.Module):
     def decode_masks(
         self, mask_feat: Tensor, dets: Detections, *, ori_shape: tuple[int, int], scale_factor: tuple[float, float]
     ) -> Tensor:
-        """Mask logits ``[N, ori_h, ori_w]``: dynamic convs, x8 bilinear, rescale (mmdet's axis quirk), crop."""
+        """Mask logits ``[N, ori_h, ori_w]``: dynamic convs, x8 bilinear, rescale (mmdet's axis quirk), crop.
+
+        The full-resolution maps are computed a few instances at a time (about 256 MB of temporaries per chunk)
+        into one preallocated output: interpolation is per channel, so the result equals the all-at-once one bit
+        for bit while the peak memory stays near the size of the output (4 bytes per pixel per instance).
+        """
         logits = self.dynamic_mask_logits(mask_feat, dets.kernels, dets.priors)
         ori_h, ori_w = ori_shape
-        if logits.shape[0] == 0:
+        n = logits.shape[0]
+        if n == 0:
             return logits.new_zeros(0, ori_h, ori_w)
+        stride = float(self.config.strides[0])
+        h8, w8 = math.floor(logits.shape[-2] * stride), math.floor(logits.shape[-1] * stride)
+        # mmdet sizes the rescale with 1/scale_factor[0] (the w factor) on the HEIGHT axis; reproduce it.
+        size = [math.ceil(h8 * (1 / scale_factor[0])), math.ceil(w8 * (1 / scale_factor[1]))]
+        out = logits.new_empty(n, ori_h, ori_w)
+        step = max(1, DECODE_CHUNK_BYTES // (4 * max(1, size[0] * size[1])))
         with torch.autocast(device_type=logits.device.type, enabled=False):
-            up = F.interpolate(logits[None], scale_factor=float(self.config.strides[0]), mode="bilinear")
-            # mmdet sizes the rescale with 1/scale_factor[0] (the w factor) on the HEIGHT axis; reproduce it.
-            size = [math.ceil(up.shape[-2] * (1 / scale_factor[0])), math.ceil(up.shape[-1] * (1 / scale_factor[1]))]
-            up = F.interpolate(up, size=size, mode="bilinear", align_corners=False)[..., :ori_h, :ori_w]
-            if up.shape[-2] < ori_h or up.shape[-1] < ori_w:
-                # Extreme aspect ratios: the reference's rounding leaves the map a few pixels short (and its masks
-                # would not match the image); extend the edge instead.
-                pad = (0, ori_w - up.shape[-1], 0, ori_h - up.shape[-2])
-                up = F.pad(up, pad, mode="replicate")
-        return up[0]
+            for start in range(0, n, step):
+                up = F.interpolate(logits[None, start : start + step], scale_factor=stride, mode="bilinear")
+                up = F.interpolate(up, size=size, mode="bilinear", align_corners=False)[..., :ori_h, :ori_w]
+                if up.shape[-2] < ori_h or up.shape[-1] < ori_w:
+                    # Extreme aspect ratios: the reference's rounding leaves the map a few pixels short (and its
+                    # masks would not match the image); extend the edge instead.
+                    pad = (0, ori_w - up.shape[-1], 0, ori_h - up.shape[-2])
+                    up = F.pad(up, pad, mode="replicate")
+                out[start : start + step] = up[0]
+                del up
+        return out
