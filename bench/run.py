@@ -95,7 +95,7 @@ def bench_segment(args, det, ref, size: int, repeat: int, calib: dict) -> list[d
     for mode, fuse, cl in (("reference", False, False), ("fast", True, True)):
         for precision in args.precision:
             seg = cartoonseg.Segmenter(det, ref, score_thr=0.0, precision=precision, fuse=fuse, channels_last=cl,
-                                       refine_batch=1)
+                                       refine_batch=None)
             d = seg._infer(det)
             r = seg._infer(ref)
             pre_t, (canvas, geom) = timed(

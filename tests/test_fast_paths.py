@@ -170,3 +170,39 @@ def test_call_equals_detect_then_refine(tiny):
     assert len(both) == 4 and both.masks.is_contiguous()
     assert torch.equal(both.masks, two_step.masks) and torch.equal(both.boxes, two_step.boxes)
     assert both.mask_thr == seg.mask_thr
+
+
+@pytest.mark.parametrize("act", ["relu", "swish", "none"])
+def test_fused_conv_act_matches_conv_then_activation(act, monkeypatch):
+    import cartoonseg.models.fuse as fz
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 6, 3, padding=2, dilation=2, groups=2).eval().to(memory_format=torch.channels_last)
+    ref_fn = {"relu": torch.relu, "swish": torch.nn.functional.silu, "none": lambda t: t}[act]
+    x = torch.randn(2, 8, 17, 19).contiguous(memory_format=torch.channels_last)  # the layout of the fast path
+    fused = fz.FusedConvAct(conv, act)
+    with torch.no_grad():
+        ref = ref_fn(conv(x))
+        out = fused(x)
+        assert out.shape == ref.shape and out.dtype == torch.float32
+        assert (out - ref).abs().max() <= (0 if act != "swish" else 1e-6)  # ReLU/none: bit-identical post-op
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = fused(x)
+        assert low.dtype == torch.bfloat16 and (low.float() - ref).abs().max() <= 0.05 * ref.abs().max()
+        monkeypatch.setattr(fz, "_POINTWISE", None)  # no oneDNN: plain conv + activation
+        assert torch.equal(fused(x), ref)
+    with pytest.raises(ValueError, match="act"):
+        fz.FusedConvAct(conv, "gelu")
+
+
+def test_fused_copy_has_no_separate_activations_and_bf16_copy_has_bf16_weights(tiny):
+    from cartoonseg.models.fuse import FusedConvAct
+
+    _, ref = tiny
+    seg = cartoonseg.Segmenter(None, ref, precision="bf16")
+    run = seg._infer(ref)
+    assert any(isinstance(m, FusedConvAct) for m in run.modules())
+    assert not any(isinstance(m, torch.nn.ReLU) for m in run.modules())
+    assert {p.dtype for p in run.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in ref.parameters()} == {torch.float32}  # the caller's model is untouched
+    assert {p.dtype for p in cartoonseg.Segmenter(None, ref)._infer(ref).parameters()} == {torch.float32}

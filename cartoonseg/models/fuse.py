@@ -6,6 +6,12 @@ Every conv → BN pair of the pack's building blocks (mmcv ``ConvModule`` = :cla
 (e.g. Jacob et al. 2018, §3.2); the folding is computed in float64 and cast back, so fp32 outputs change only by
 rounding (about 1e-6 relative, inside the golden tolerances of ``golden_reference.md`` §4).
 
+After folding, each block's activation (ReLU in IS-Net, SiLU in CSPNeXt) becomes part of a :class:`FusedConvAct`:
+on CPU with oneDNN it runs as a post-op of the convolution (``torch.ops.mkldnn._convolution_pointwise``, the
+kernel PyTorch's own Inductor uses for frozen CPU graphs), so the output is written once instead of twice. ReLU
+is elementwise, so this is bit-identical; oneDNN's SiLU differs from ``F.silu`` by about one ulp. Elsewhere
+(CUDA, no oneDNN) it falls back to ``conv`` then the activation.
+
 The RTMDet-Ins head shares its cls conv weights across levels with one BN per level; folding gives every level its
 own conv (the fused model has more parameters and its state dict no longer matches the checkpoint layout, so keep
 the original module for training and saving).
@@ -17,15 +23,64 @@ import copy
 import weakref
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from .isnet import REBNCONV, _ConvBNReLU
 from .layers import ConvBNAct
 
-__all__ = ["FUSABLE", "fold_bn_into_conv", "fuse_conv_bn", "inference_copy", "is_prepared", "prepare_for_inference"]
+__all__ = ["FUSABLE", "FusedConvAct", "fold_bn_into_conv", "fuse_conv_bn", "inference_copy", "is_prepared", "prepare_for_inference"]
 
-#: block class -> (conv attribute, BN attribute); the block's forward applies the BN right after the conv.
-FUSABLE: dict[type, tuple[str, str]] = {ConvBNAct: ("conv", "bn"), REBNCONV: ("conv_s1", "bn_s1"), _ConvBNReLU: ("conv", "bn")}
+#: block class -> (conv attribute, BN attribute, activation attribute); the block's forward is act(bn(conv(x))).
+FUSABLE: dict[type, tuple[str, str, str]] = {
+    ConvBNAct: ("conv", "bn", "activate"),
+    REBNCONV: ("conv_s1", "bn_s1", "relu_s1"),
+    _ConvBNReLU: ("conv", "bn", "rl"),
+}
+
+_POINTWISE = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
+_ACTS: dict[type, str] = {nn.ReLU: "relu", nn.SiLU: "swish", nn.Identity: "none"}
+
+
+class FusedConvAct(nn.Module):
+    """Inference-only ``act(conv(x))`` with the activation (``"relu"``, ``"swish"`` = SiLU or ``"none"``) fused into
+    the convolution as a oneDNN post-op on CPU. Under CPU autocast it computes in the autocast dtype, otherwise in
+    the weights' dtype (so a bf16 copy of the weights runs without per-call casts).
+
+    Args:
+        conv: the (BN-folded) convolution; kept as the ``conv`` submodule.
+        act: ``"relu"``, ``"swish"`` or ``"none"``.
+    """
+
+    def __init__(self, conv: nn.Conv2d, act: str) -> None:
+        super().__init__()
+        if act not in ("relu", "swish", "none"):
+            raise ValueError(f"act must be 'relu', 'swish' or 'none', got {act!r}")
+        self.conv = conv
+        self.act = act
+
+    def _fallback(self, y: Tensor) -> Tensor:
+        if self.act == "relu":
+            return F.relu(y)
+        if self.act == "swish":
+            return F.silu(y)
+        return y
+
+    def forward(self, x: Tensor) -> Tensor:
+        conv = self.conv
+        if (_POINTWISE is None or x.device.type != "cpu" or conv.padding_mode != "zeros"
+                or isinstance(conv.padding, str) or x.dim() != 4):
+            return self._fallback(conv(x))
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else conv.weight.dtype
+        if dtype not in (torch.float32, torch.bfloat16):
+            return self._fallback(conv(x))
+        w = conv.weight if conv.weight.dtype == dtype else conv.weight.to(dtype)
+        b = conv.bias if conv.bias is None or conv.bias.dtype == dtype else conv.bias.to(dtype)
+        return _POINTWISE(x.to(dtype), w, b, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
+                          self.act, [], "")
+
+    def extra_repr(self) -> str:
+        return f"act={self.act}"
 
 
 @torch.no_grad()
@@ -76,11 +131,16 @@ def fuse_conv_bn(model: nn.Module, inplace: bool = False) -> nn.Module:
         attrs = FUSABLE.get(type(module))
         if attrs is None:
             continue
-        conv_attr, bn_attr = attrs
+        conv_attr, bn_attr, act_attr = attrs
         bn = getattr(module, bn_attr)
         if isinstance(bn, nn.Identity):  # already fused
             continue
-        setattr(module, conv_attr, fold_bn_into_conv(getattr(module, conv_attr), bn))
+        act = _ACTS.get(type(getattr(module, act_attr)))
+        conv = fold_bn_into_conv(getattr(module, conv_attr), bn)
+        if act is not None:  # activation moves into the conv module; the block's own act becomes Identity
+            conv = FusedConvAct(conv, act)
+            setattr(module, act_attr, nn.Identity())
+        setattr(module, conv_attr, conv)
         setattr(module, bn_attr, nn.Identity())
     return fused
 
@@ -96,7 +156,9 @@ def _fingerprint(model: nn.Module) -> tuple:
 _CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, tuple, nn.Module]] = weakref.WeakKeyDictionary()
 
 
-def inference_copy(model: nn.Module, fuse: bool = True, channels_last: bool = False) -> nn.Module:
+def inference_copy(
+    model: nn.Module, fuse: bool = True, channels_last: bool = False, dtype: torch.dtype | None = None
+) -> nn.Module:
     """A BN-folded (``fuse``) and/or channels_last eval copy of ``model``, cached per model.
 
     The cache entry is rebuilt when any parameter/buffer of ``model`` is replaced, moved or changed in place
@@ -106,18 +168,22 @@ def inference_copy(model: nn.Module, fuse: bool = True, channels_last: bool = Fa
         model: the module to copy (not modified).
         fuse: fold the BatchNorms (:func:`fuse_conv_bn`); otherwise a plain deep copy.
         channels_last: convert the copy's 4-D weights to ``torch.channels_last``.
+        dtype: cast the copy's floating-point weights (e.g. ``torch.bfloat16`` for CPU bf16 inference, which
+            then skips autocast's per-call weight casts); None keeps the model's dtype.
 
     Returns:
         The fused copy (costs one extra set of weights in memory).
     """
     key = _fingerprint(model)
-    options = (bool(fuse), bool(channels_last))
+    options = (bool(fuse), bool(channels_last), dtype)
     hit = _CACHE.get(model)
     if hit is not None and hit[0] == key and hit[1] == options:
         return hit[2]
     fused = fuse_conv_bn(model, inplace=False) if fuse else copy.deepcopy(model).eval()
     if channels_last:
         fused = fused.to(memory_format=torch.channels_last)
+    if dtype is not None:
+        fused = fused.to(dtype)
     _CACHE[model] = (key, options, fused)
     return fused
 
