@@ -76,19 +76,23 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--figure", default=None, help="write a before / PatchMatch / Telea picture here (PNG)")
+    ap.add_argument("--json", default=None, help="also write the rows as JSON here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     bg, img, hole = make_scene(args.size)
-    outs = {}
+    outs, rows = {}, []
     for method in ("patchmatch", "telea"):
         out, wall, cpu = run(method, img, hole, args.repeat)
         outs[method] = out
         q = quality(out, bg, hole)
         q["known_pixels_unchanged"] = bool(np.array_equal(out[~hole], img[~hole]))
-        print(json.dumps({
+        rows.append({
             "method": method, "size": args.size, "hole_fraction": round(float(hole.mean()), 4), "threads": args.threads,
-            "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "loadavg": os.getloadavg()[0], **q,
-        }), flush=True)
+            "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "loadavg": os.getloadavg()[0], **q,
+        })
+        print(json.dumps(rows[-1]), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows}, indent=1))
     if args.figure:
         from PIL import Image, ImageDraw
 

@@ -29,14 +29,16 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--device", default="cpu")
+    p.add_argument("--quick", action="store_true", help="the tiny SwinV2 preset at its own size (CI smoke run)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.precision]
-    cfg = SWINV2_PRESETS["wd-v3"]
+    cfg = SWINV2_PRESETS["tiny" if args.quick else "wd-v3"]
     labels = TagLabels(tuple(f"tag_{i}" for i in range(cfg.num_classes)), (9,) * 4 + (0,) * (cfg.num_classes - 4))
     tagger = WDTagger(build_swinv2(cfg).to(args.device, dtype).eval(), labels)
-    crop = np.random.default_rng(0).integers(0, 256, (448, 448, 3), dtype=np.uint8)
+    side = cfg.img_size
+    crop = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
     tagger.tag(crop)  # warm-up
     walls, cpus = [], []
     for _ in range(args.repeat):
@@ -49,7 +51,8 @@ def main() -> None:
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
     result = {
-        "threads": args.threads, "precision": args.precision, "device": args.device,
+        "preset": "tiny" if args.quick else "wd-v3", "crop": side, "threads": args.threads,
+        "precision": args.precision, "device": args.device,
         "wall_median_s": statistics.median(walls), "wall_best_s": min(walls),
         "cpu_median_s": statistics.median(cpus), "cpu_best_s": min(cpus),
         "loadavg": Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else None,

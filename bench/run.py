@@ -42,6 +42,13 @@ PRESETS = {  # (detector preset, refiner preset, image size, large-input sizes, 
 
 
 def rss_peak_mb() -> float:
+    """Peak resident memory of this process. ``VmHWM`` belongs to the address space, so unlike ``ru_maxrss``
+    (which Linux carries across execve) it does not inherit the parent's peak in a subprocess."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -176,13 +183,16 @@ def bench_large(size: int, n: int, det_preset: str, ref_preset: str) -> dict:
 def bench_apps(quick: bool, threads: int) -> dict:
     """The application benchmarks (their own scripts, when present) as subprocesses with --json."""
     apps = {
-        "tagger": ["bench_tagger.py", "--threads", str(threads), "--repeat", "1"],
+        "tagger": ["bench_tagger.py", "--threads", str(threads), "--repeat", "1" if quick else "3"]
+        + (["--quick"] if quick else []),
+        "tagger_bf16": ["bench_tagger.py", "--threads", str(threads), "--repeat", "1" if quick else "3",
+                        "--precision", "bf16"] + (["--quick"] if quick else []),
+        "depth": ["bench_depth.py", "--threads", str(threads), "--repeat", "1" if quick else "3"]
+        + (["--quick", "--size", "160"] if quick else []),
         "inpaint_patchmatch": ["bench_inpaint.py", "--size", "256" if quick else "1024", "--threads", str(threads)],
         "kenburns": ["bench_kenburns.py", "--size", "128" if quick else "1024", "--frames", "4" if quick else "75",
                      "--threads", str(threads)],
     }
-    if quick:
-        apps.pop("tagger")  # the full SwinV2 is 131 GFLOP per crop: not a quick check
     out = {}
     for name, argv in apps.items():
         script = ROOT / "bench" / argv[0]

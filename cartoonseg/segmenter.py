@@ -59,8 +59,8 @@ class Segmenter:
         precision: ``"fp32"``, ``"fp16"`` (CUDA) or ``"bf16"``: autocast for the convolutions; the dynamic mask
             convs and all post-processing stay in fp32.
         refine_batch: instances refined per forward pass; None = 4 (the reference's batches) except on the fast
-            fp32 CPU path, where it is 1: oneDNN's fp32 convs gain nothing from a batch (0.42 s per instance
-            alone vs 0.6-0.8 s in a batch of 3, 2 threads), while bf16 does (0.25 s vs 0.31 s per instance).
+            CPU path, where it is 1: oneDNN gains nothing from a batch there (3 instances at 720², 2 threads:
+            fp32 0.42 s per instance alone vs 0.6-0.8 s in a batch; bf16 0.21 s vs 0.25 s).
         fuse: run a cached BN-folded copy of the networks (inference only; costs one extra copy of the weights).
             False (with ``channels_last=False``) = the reference op order, bit-exact with the original code.
         channels_last: run the convolutions in channels-last memory format (faster with oneDNN on CPU and with
@@ -141,7 +141,7 @@ class Segmenter:
         if self.refine_batch is not None:
             return self.refine_batch
         fast = self.fuse or self.channels_last
-        return 1 if (fast and self.device.type == "cpu" and self.precision == "fp32") else 4
+        return 1 if (fast and self.device.type == "cpu") else 4
 
     def _layout(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
