@@ -52,12 +52,22 @@ def rss_peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+DEVICE = torch.device("cpu")  # set by --device; CUDA timings synchronise before reading the clock
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def timed(fn, repeat: int) -> tuple[dict, object]:
     out = fn()  # warm-up
     times = []
     for _ in range(repeat):
+        _sync()
         t0 = time.perf_counter()
         out = fn()
+        _sync()
         times.append(time.perf_counter() - t0)
     return {"median": statistics.median(times), "best": min(times)}, out
 
@@ -68,19 +78,24 @@ def count_flops(fn) -> float:
     return float(counter.get_total_flops())
 
 
-def calibrate(repeat: int, quick: bool) -> dict:
-    """Throughput of a 3x3 conv 256->256 at 80x80 (40x40 in quick mode), channels_last, fp32 and bf16 autocast."""
+def calibrate(repeat: int, quick: bool, precisions: tuple[str, ...] = ("fp32", "bf16")) -> dict:
+    """Throughput of a 3x3 conv 256->256 at 80x80 (40x40 in quick mode; batch 8 on a GPU), channels_last, fp32
+    and each low precision under autocast."""
     hw = 40 if quick else 80
-    conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False).eval().to(memory_format=torch.channels_last)
-    x = torch.randn(1, 256, hw, hw).contiguous(memory_format=torch.channels_last)
-    flops = 2 * 256 * 256 * 9 * hw * hw
+    batch = 8 if DEVICE.type == "cuda" else 1
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False).eval().to(DEVICE, memory_format=torch.channels_last)
+    x = torch.randn(batch, 256, hw, hw, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    flops = 2 * 256 * 256 * 9 * hw * hw * batch
     out = {}
+    dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     with torch.inference_mode():
-        for name, ctx in (("fp32", None), ("bf16", torch.bfloat16)):
+        for name in dict.fromkeys(("fp32", *precisions)):
+            ctx = dtypes[name]
+
             def run():
                 if ctx is None:
                     return conv(x)
-                with torch.autocast("cpu", dtype=ctx):
+                with torch.autocast(DEVICE.type, dtype=ctx):
                     return conv(x)
             t, _ = timed(run, max(5, repeat * 5))
             out[name] = {"gflops_best": flops / t["best"] / 1e9, "gflops_median": flops / t["median"] / 1e9}
@@ -107,7 +122,7 @@ def bench_segment(args, det, ref, size: int, repeat: int, calib: dict) -> list[d
             r = seg._infer(ref)
             pre_t, (canvas, geom) = timed(
                 lambda: letterbox(np.ascontiguousarray(to_rgb_uint8(image)[:, :, ::-1]), seg.det_size), repeat)
-            x = seg._layout(det.normalize(canvas[None]))
+            x = seg._layout(det.normalize(canvas[None].to(DEVICE)))
 
             def run_det():
                 with torch.inference_mode(), seg._autocast():
@@ -115,8 +130,8 @@ def bench_segment(args, det, ref, size: int, repeat: int, calib: dict) -> list[d
 
             det_t, outputs = timed(run_det, repeat)
             if "det" not in flops:
-                flops["det"] = count_flops(lambda: det(det.normalize(canvas[None])))
-            rx = torch.rand(1, 4, seg.refine_size, seg.refine_size)
+                flops["det"] = count_flops(lambda: det(det.normalize(canvas[None].to(DEVICE))))
+            rx = torch.rand(1, 4, seg.refine_size, seg.refine_size, device=DEVICE)
             if "ref" not in flops:
                 flops["ref"] = count_flops(lambda: ref.predict_logits(rx))
 
@@ -141,7 +156,7 @@ def bench_segment(args, det, ref, size: int, repeat: int, calib: dict) -> list[d
                 gflop = (flops["det"] + n * flops["ref"]) / 1e9
                 net_best = det_t["best"] + n * ref_net_t["best"]
                 achieved = gflop / net_best
-                cal = calib["bf16" if precision == "bf16" else "fp32"]["gflops_best"]
+                cal = calib[precision]["gflops_best"]
                 rows.append({
                     "mode": mode, "precision": precision, "instances": n, "image": f"{size}x{size}",
                     "decoded_instances": len(dets),
@@ -236,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default="fp32,bf16")
     p.add_argument("--instances", default="1,3,8")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (segment section; apps and large stay on CPU)")
     p.add_argument("--repeat", type=int, default=0, help="timed repeats (0 = preset default)")
     p.add_argument("--sections", default="segment,large,apps")
     p.add_argument("--large-size", default="", help="sides of the large-input checks, comma-separated (default: preset)")
@@ -250,9 +266,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.precision = [s for s in args.precision.split(",") if s]
-    bad = [s for s in args.precision if s not in ("fp32", "bf16")]
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: CUDA is not available in this torch build / machine")
+    allowed = ("fp32", "bf16", "fp16") if DEVICE.type == "cuda" else ("fp32", "bf16")
+    bad = [s for s in args.precision if s not in allowed]
     if bad:
-        raise SystemExit(f"--precision: {bad} not supported on CPU (fp32, bf16)")
+        raise SystemExit(f"--precision: {bad} not supported on {DEVICE.type} (allowed: {', '.join(allowed)})")
     args.instances = [int(s) for s in args.instances.split(",") if s]
     sections = set(args.sections.split(","))
     det_p, ref_p, size, large, repeat = PRESETS["quick" if args.quick else "full"]
@@ -261,14 +282,17 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     result = {
         "preset": "quick" if args.quick else "full", "detector": det_p, "refiner": ref_p,
-        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(DEVICE),
+        "device_name": torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "cpu",
         "loadavg": Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else None,
     }
-    print(f"calibration (conv3x3 256->256, channels_last), threads={result['threads']}", flush=True)
-    result["calibration"] = calibrate(repeat, args.quick)
+    print(f"calibration (conv3x3 256->256, channels_last) on {result['device_name']}, threads={result['threads']}",
+          flush=True)
+    result["calibration"] = calibrate(repeat, args.quick, tuple(args.precision))
     print("  " + json.dumps(result["calibration"]), flush=True)
     if "segment" in sections:
-        det, ref = cartoonseg.build_detector(det_p).eval(), cartoonseg.build_refiner(ref_p).eval()
+        det = cartoonseg.build_detector(det_p).eval().to(DEVICE)
+        ref = cartoonseg.build_refiner(ref_p).eval().to(DEVICE)
         result["segment"] = bench_segment(args, det, ref, size, repeat, result["calibration"])
         del det, ref
     if "large" in sections:
