@@ -189,6 +189,30 @@ def test_loader_loads_released_layout(nodes, model, pack):
         nodes["CartoonSegModelLoader"]().load("rtmdetl_e60.ckpt", "none", "cpu", "fp8", False, False)
 
 
+def test_loader_optimize_fast_and_exact(nodes, model):
+    """'fast' (default) folds the loaded networks in place (no second copy); 'exact' keeps the checkpoint's
+    modules and runs the reference op order. Both segment the same frame to nearly the same masks."""
+    import cartoonseg
+    from cartoonseg.models.fuse import is_prepared
+
+    opt = nodes["CartoonSegModelLoader"].INPUT_TYPES()["optional"]["optimize"]
+    assert opt[0] == ["fast", "exact"] and opt[1]["default"] == "fast"
+    assert model.optimize == "fast" and is_prepared(model.detector, True, True) and is_prepared(model.refiner, True, True)
+    (exact,) = nodes["CartoonSegModelLoader"]().load("rtmdetl_e60.ckpt", "refine_last.ckpt", "cpu", "fp32", False,
+                                                     False, optimize="exact")
+    assert exact.optimize == "exact" and not is_prepared(exact.refiner, True, False)
+    seg_fast, seg_exact = model.segmenter(score_thr=0.0, max_instances=2, det_size=128, refine_size=64), \
+        exact.segmenter(score_thr=0.0, max_instances=2, det_size=128, refine_size=64)
+    assert seg_fast._infer(model.refiner) is model.refiner  # runs the prepared network itself
+    assert not seg_exact.fuse and not seg_exact.channels_last
+    image = (frames(1)[0].numpy() * 255).astype("uint8")
+    a, b = seg_fast(image), seg_exact(image)
+    assert isinstance(a, cartoonseg.Instances) and len(a) == len(b) == 2
+    assert torch.allclose(a.boxes, b.boxes, atol=1e-3) and (a.masks - b.masks).abs().max() <= 1e-3
+    with pytest.raises(ValueError, match="optimize"):
+        nodes["CartoonSegModelLoader"]().load("rtmdetl_e60.ckpt", "none", "cpu", "fp32", False, False, optimize="x")
+
+
 def _empty_models_dir(monkeypatch, tmp_path):
     import folder_paths
 
