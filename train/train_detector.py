@@ -12,18 +12,15 @@ from ``OUT/detector_last.*``. The EMA weights are exported to ``OUT/detector.saf
 from __future__ import annotations
 
 import argparse
-import json
 
-from cartoonseg.training.coco import find_annotation
 from cartoonseg.training.detector import DetectorTrainConfig, train_detector
+
+from ._cli import add_data_args, add_run_args, common_config, print_summary
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.train_detector", description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True, help="COCO JSON or dataset folder with annotations/")
-    ap.add_argument("--out", required=True, help="output folder (checkpoints, log.jsonl, detector.safetensors)")
-    ap.add_argument("--images", default=None, help="image folder (default: found next to the JSON)")
-    ap.add_argument("--split", default="train", help="split name used to find the JSON in DIR/annotations")
+    add_data_args(ap, "output folder (checkpoints, log.jsonl, detector.safetensors)")
     ap.add_argument("--preset", default="l", choices=["tiny", "s", "m", "l", "x"], help="model size (paper: l)")
     ap.add_argument(
         "--init", default=None, help="start from this checkpoint (rtmdetl_e60.ckpt, mmdet RTMDet-Ins, ours)"
@@ -39,19 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-mixup", action="store_true", help="disable mixup")
     ap.add_argument("--no-ema", action="store_true", help="no EMA (export the raw weights)")
     ap.add_argument("--mask-loss-stride", type=int, default=4, choices=[1, 2, 4, 8], help="mask loss stride (4)")
-    ap.add_argument("--amp", default="auto", choices=["auto", "none", "fp16", "bf16"], help="mixed precision (CUDA)")
-    ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (torchrun: cuda:LOCAL_RANK)")
-    ap.add_argument("--workers", type=int, default=4, help="DataLoader workers per process (default 4)")
-    ap.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    ap.add_argument("--log-interval", type=int, default=50, help="iterations between log lines")
-    ap.add_argument("--ckpt-interval", type=int, default=0, help="iterations between checkpoints (0: epoch ends)")
-    ap.add_argument("--max-iters", type=int, default=None, help="stop after this many iterations (resumable)")
-    ap.add_argument("--no-resume", action="store_true", help="ignore an existing OUT/detector_last checkpoint")
+    add_run_args(ap, max_iters_help="stop after this many iterations (resumable)",
+                 resume_help="ignore an existing OUT/detector_last checkpoint")
     args = ap.parse_args(argv)
     cfg = DetectorTrainConfig(
-        train_ann=str(find_annotation(args.data, args.split)),
-        out_dir=args.out,
-        image_root=args.images,
+        **common_config(args),
         preset=args.preset,
         init=args.init,
         img_size=args.img_size,
@@ -62,21 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         warmup_iters=args.warmup_iters,
         no_aug_epochs=args.no_aug_epochs,
         ema=not args.no_ema,
-        amp=args.amp,
-        num_workers=args.workers,
-        seed=args.seed,
-        log_interval=args.log_interval,
-        ckpt_interval=args.ckpt_interval,
-        max_iters=args.max_iters,
-        resume=not args.no_resume,
-        device=args.device,
         mask_loss_stride=args.mask_loss_stride,
         mosaic=not args.no_mosaic,
         mixup=not (args.no_mixup or args.no_mosaic),
     )
-    summary = train_detector(cfg)
-    if summary.get("rank", 0) == 0:
-        print(json.dumps({"summary": summary}, default=str))
+    print_summary(train_detector(cfg))
     return 0
 
 

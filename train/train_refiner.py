@@ -12,18 +12,15 @@ Exports ``OUT/gt_encoder.safetensors`` and ``OUT/refiner.safetensors`` (node for
 from __future__ import annotations
 
 import argparse
-import json
 
-from cartoonseg.training.coco import find_annotation
 from cartoonseg.training.refiner import RefinerTrainConfig, train_refiner
+
+from ._cli import add_data_args, add_run_args, common_config, print_summary
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.train_refiner", description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True, help="COCO JSON or dataset folder with annotations/")
-    ap.add_argument("--out", required=True, help="output folder")
-    ap.add_argument("--images", default=None, help="image folder (default: found next to the JSON)")
-    ap.add_argument("--split", default="train", help="split name used to find the JSON in DIR/annotations")
+    add_data_args(ap, "output folder (checkpoints, log.jsonl, gt_encoder/refiner.safetensors)")
     ap.add_argument("--preset", default="isnet", choices=["isnet", "tiny"], help="refiner size (default isnet)")
     ap.add_argument("--size", type=int, default=720, help="training canvas (default 720)")
     ap.add_argument("--epochs", type=int, default=60, help="refiner epochs (default 60)")
@@ -36,19 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weight-decay", type=float, default=5e-3, help="AdamW weight decay (default 5e-3)")
     ap.add_argument("--rect-prob", type=float, default=0.25, help="box-rectangle coarse masks (default 0.25)")
     ap.add_argument("--morph-prob", type=float, default=0.5, help="dilate/erode coarse masks (default 0.5)")
-    ap.add_argument("--amp", default="auto", choices=["auto", "none", "fp16", "bf16"], help="mixed precision (CUDA)")
-    ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    ap.add_argument("--workers", type=int, default=4, help="DataLoader workers per process (default 4)")
-    ap.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    ap.add_argument("--log-interval", type=int, default=50, help="iterations between log lines")
-    ap.add_argument("--ckpt-interval", type=int, default=0, help="iterations between checkpoints (0: epoch ends)")
-    ap.add_argument("--max-iters", type=int, default=None, help="stop each phase after this many iterations")
-    ap.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+    add_run_args(ap, max_iters_help="stop each phase after this many iterations",
+                 resume_help="ignore existing checkpoints")
     args = ap.parse_args(argv)
     cfg = RefinerTrainConfig(
-        train_ann=str(find_annotation(args.data, args.split)),
-        out_dir=args.out,
-        image_root=args.images,
+        **common_config(args),
         preset=args.preset,
         size=args.size,
         epochs=args.epochs,
@@ -61,18 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         weight_decay=args.weight_decay,
         ins_rect_prob=args.rect_prob,
         aug_ins_prob=args.morph_prob,
-        amp=args.amp,
-        num_workers=args.workers,
-        seed=args.seed,
-        log_interval=args.log_interval,
-        ckpt_interval=args.ckpt_interval,
-        max_iters=args.max_iters,
-        resume=not args.no_resume,
-        device=args.device,
     )
-    summary = train_refiner(cfg)
-    if summary.get("rank", 0) == 0:
-        print(json.dumps({"summary": summary}, default=str))
+    print_summary(train_refiner(cfg))
     return 0
 
 

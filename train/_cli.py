@@ -1,0 +1,55 @@
+"""Command-line pieces shared by the two training scripts (``train.train_detector``, ``train.train_refiner``):
+data/output arguments, the run-control arguments (device, AMP, workers, seed, logging, checkpoints, resume) and
+their mapping onto the fields both ``cartoonseg.training`` configs have."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from cartoonseg.training.coco import find_annotation
+
+
+def add_data_args(ap: argparse.ArgumentParser, out_help: str) -> None:
+    """``--data``, ``--out``, ``--images``, ``--split``."""
+    ap.add_argument("--data", required=True, help="COCO JSON or dataset folder with annotations/")
+    ap.add_argument("--out", required=True, help=out_help)
+    ap.add_argument("--images", default=None, help="image folder (default: found next to the JSON)")
+    ap.add_argument("--split", default="train", help="split name used to find the JSON in DIR/annotations")
+
+
+def add_run_args(ap: argparse.ArgumentParser, *, max_iters_help: str, resume_help: str) -> None:
+    """``--amp``, ``--device``, ``--workers``, ``--seed``, ``--log-interval``, ``--ckpt-interval``,
+    ``--max-iters``, ``--no-resume``."""
+    ap.add_argument("--amp", default="auto", choices=["auto", "none", "fp16", "bf16"], help="mixed precision (CUDA)")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (torchrun: cuda:LOCAL_RANK)")
+    ap.add_argument("--workers", type=int, default=4, help="DataLoader workers per process (default 4)")
+    ap.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    ap.add_argument("--log-interval", type=int, default=50, help="iterations between log lines")
+    ap.add_argument("--ckpt-interval", type=int, default=0, help="iterations between checkpoints (0: epoch ends)")
+    ap.add_argument("--max-iters", type=int, default=None, help=max_iters_help)
+    ap.add_argument("--no-resume", action="store_true", help=resume_help)
+
+
+def common_config(args: argparse.Namespace) -> dict[str, Any]:
+    """Config keyword arguments both training configs share, from the parsed arguments above."""
+    return {
+        "train_ann": str(find_annotation(args.data, args.split)),
+        "out_dir": args.out,
+        "image_root": args.images,
+        "amp": args.amp,
+        "num_workers": args.workers,
+        "seed": args.seed,
+        "log_interval": args.log_interval,
+        "ckpt_interval": args.ckpt_interval,
+        "max_iters": args.max_iters,
+        "resume": not args.no_resume,
+        "device": args.device,
+    }
+
+
+def print_summary(summary: dict) -> None:
+    """Rank 0 prints the run summary as one JSON line."""
+    if summary.get("rank", 0) == 0:
+        print(json.dumps({"summary": summary}, default=str))
