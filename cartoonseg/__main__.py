@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from . import rle
-from .checkpoint import CheckpointError, convert, load_detector, load_refiner
-from .hub import WeightsUnavailableError, resolve_weights
+from ._cli import run_parser
+from .checkpoint import convert, load_detector, load_refiner
+from .hub import resolve_weights
 from .segmenter import Segmenter
 from .structures import Instances
 from .visualize import overlay
@@ -161,12 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, TypeError, OSError, CheckpointError, WeightsUnavailableError) as exc:  # OSError: unwritable --out
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_parser(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._cli import run_parser, subcommand_parser
+
 __all__ = ["add_parsers", "build_parser", "main"]
 
 
@@ -232,20 +234,11 @@ def add_parsers(subparsers) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m cartoonseg", description=__doc__.splitlines()[0])
-    add_parsers(parser.add_subparsers(dest="command", required=True))
-    return parser
+    return subcommand_parser(add_parsers, __doc__.splitlines()[0])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .hub import WeightsUnavailableError
-
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, WeightsUnavailableError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_parser(build_parser(), argv)
 
 
 if __name__ == "__main__":
