@@ -204,8 +204,6 @@ class CartoonSegModelLoader:
         if refiner != NO_REFINER:
             ref_path = resolve_model_file(refiner, "refiner", auto_download)
             ref = cartoonseg.load_refiner(ref_path, device="cpu")
-        if optimize not in OPTIMIZE:
-            raise ValueError(f"optimize must be one of {OPTIMIZE}, got {optimize!r}")
         if optimize == "fast":  # the loaded networks only ever run inference: fold in place, no second copy
             from cartoonseg.models.fuse import prepare_for_inference
 
