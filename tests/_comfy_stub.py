@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 
-__all__ = ["REPO", "ComfyStub", "Interrupted", "installed", "load_pack", "loaded_pack"]
+__all__ = ["REPO", "ComfyStub", "Interrupted", "installed", "load_pack", "loaded_pack", "write_tiny_released_weights"]
 
 
 class Interrupted(Exception):
@@ -221,3 +221,16 @@ def loaded_pack(name: str) -> Iterator[types.ModuleType]:
     finally:
         for k in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
             del sys.modules[k]
+
+
+def write_tiny_released_weights(models_dir: Path) -> Path:
+    """``models_dir/cartoonseg/{rtmdetl_e60.ckpt, refine_last.ckpt}``: tiny random networks (seed 0) in the released
+    file layouts (mmengine detector checkpoint, flat refiner state dict). Returns ``models_dir``."""
+    import cartoonseg
+    from cartoonseg.checkpoint import save_flat_refiner_checkpoint, save_mmengine_detector_checkpoint
+
+    torch.manual_seed(0)
+    folder = Path(models_dir) / "cartoonseg"
+    save_mmengine_detector_checkpoint(cartoonseg.build_detector("tiny"), folder / "rtmdetl_e60.ckpt")
+    save_flat_refiner_checkpoint(cartoonseg.build_refiner("tiny"), folder / "refine_last.ckpt")
+    return Path(models_dir)

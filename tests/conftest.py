@@ -101,3 +101,30 @@ def fake_hub(monkeypatch, tmp_path):
     _Hub.files, _Hub.truncate, _Hub.requests = {}, False, []
     yield _Hub
     server.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------- stubbed ComfyUI
+# Node test modules define ``PACK`` (a private package name for the node pack) and a module-scoped ``models_dir``
+# fixture (ComfyUI's models folder); these fixtures then give them the installed stub, the loaded pack and its
+# node classes. A module may override any of them (tests/_comfy_stub.py has the stub itself).
+@pytest.fixture(scope="module")
+def comfy(models_dir):
+    from _comfy_stub import ComfyStub, installed
+
+    with installed(ComfyStub(models_dir)) as state:
+        yield state
+
+
+@pytest.fixture(scope="module")
+def pack(comfy, request):
+    from _comfy_stub import loaded_pack
+
+    with loaded_pack(request.module.PACK) as module:
+        yield module
+
+
+@pytest.fixture()
+def nodes(pack, comfy):
+    """The pack's NODE_CLASS_MAPPINGS, with the stub's counters and Cancel flag reset for each test."""
+    comfy.reset()
+    return pack.NODE_CLASS_MAPPINGS

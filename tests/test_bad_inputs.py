@@ -18,13 +18,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from _comfy_stub import ComfyStub, installed, loaded_pack
+from _comfy_stub import ComfyStub, installed, loaded_pack, write_tiny_released_weights
 from PIL import Image
 
 import cartoonseg
 from cartoonseg import Instances
 from cartoonseg.__main__ import _read_image, main
-from cartoonseg.checkpoint import save_flat_refiner_checkpoint, save_mmengine_detector_checkpoint
 from cartoonseg.transforms import MAX_PIXELS, letterbox, to_rgb_uint8
 
 PACK = "cartoonseg_pack_bad_inputs"
@@ -35,11 +34,7 @@ H, W = 40, 56
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
     """models/cartoonseg/{rtmdetl_e60.ckpt, refine_last.ckpt}: tiny random weights in the released layouts."""
-    root = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    save_mmengine_detector_checkpoint(cartoonseg.build_detector("tiny"), root / "cartoonseg" / "rtmdetl_e60.ckpt")
-    save_flat_refiner_checkpoint(cartoonseg.build_refiner("tiny"), root / "cartoonseg" / "refine_last.ckpt")
-    return root
+    return write_tiny_released_weights(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="module")

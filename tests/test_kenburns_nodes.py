@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import torch
-from _comfy_stub import ComfyStub, Interrupted, installed, loaded_pack
+from _comfy_stub import Interrupted
 
 import cartoonseg.kenburns as kb
 from cartoonseg import Instances
@@ -23,21 +23,8 @@ H, W = 32, 40
 
 
 @pytest.fixture(scope="module")
-def comfy(tmp_path_factory):
-    with installed(ComfyStub(tmp_path_factory.mktemp("models"))) as state:
-        yield state
-
-
-@pytest.fixture(scope="module")
-def pack(comfy):
-    with loaded_pack(PACK) as module:
-        yield module
-
-
-@pytest.fixture()
-def nodes(pack, comfy):
-    comfy.reset()
-    return pack.NODE_CLASS_MAPPINGS
+def models_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("models")
 
 
 def scene(b: int = 1):

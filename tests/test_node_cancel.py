@@ -13,12 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from _comfy_stub import ComfyStub, Interrupted, installed, loaded_pack
+from _comfy_stub import Interrupted, write_tiny_released_weights
 
-import cartoonseg
 import cartoonseg.inpaint as inpaint_lib
 from cartoonseg import Instances
-from cartoonseg.checkpoint import save_flat_refiner_checkpoint, save_mmengine_detector_checkpoint
 
 PACK = "cartoonseg_pack_cancel_test"
 H, W = 48, 64
@@ -29,31 +27,10 @@ def models_dir(tmp_path_factory) -> Path:
     from test_nodes_depth_inpaint import _tiny_depth_model
     from test_tagger_nodes import write_tagger
 
-    root = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    save_mmengine_detector_checkpoint(cartoonseg.build_detector("tiny"), root / "cartoonseg" / "rtmdetl_e60.ckpt")
-    save_flat_refiner_checkpoint(cartoonseg.build_refiner("tiny"), root / "cartoonseg" / "refine_last.ckpt")
+    root = write_tiny_released_weights(tmp_path_factory.mktemp("models"))
     write_tagger(root / "cartoonseg" / "tagger" / "tiny")
     _tiny_depth_model(root / "cartoonseg" / "depth" / "tiny-depth-anything")
     return root
-
-
-@pytest.fixture(scope="module")
-def comfy(models_dir):
-    with installed(ComfyStub(models_dir)) as state:
-        yield state
-
-
-@pytest.fixture(scope="module")
-def pack(comfy):
-    with loaded_pack(PACK) as module:
-        yield module
-
-
-@pytest.fixture()
-def nodes(pack, comfy):
-    comfy.reset()
-    return pack.NODE_CLASS_MAPPINGS
 
 
 def _frames(b: int) -> torch.Tensor:

@@ -17,11 +17,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from _comfy_stub import REPO, ComfyStub, Interrupted, installed, loaded_pack
+from _comfy_stub import REPO, Interrupted, write_tiny_released_weights
 
 import cartoonseg
 from cartoonseg import Instances
-from cartoonseg.checkpoint import save_flat_refiner_checkpoint, save_mmengine_detector_checkpoint
 
 PACK = "cartoonseg_pack_under_test"
 OUR_IDS = {
@@ -36,29 +35,13 @@ WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 def weights(tmp_path_factory) -> Path:
     """models/ with tiny random weights in the released layouts: cartoonseg/rtmdetl_e60.ckpt (mmengine .ckpt)
     and cartoonseg/refine_last.ckpt (flat state dict)."""
-    root = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    save_mmengine_detector_checkpoint(cartoonseg.build_detector("tiny"), root / "cartoonseg" / "rtmdetl_e60.ckpt")
-    save_flat_refiner_checkpoint(cartoonseg.build_refiner("tiny"), root / "cartoonseg" / "refine_last.ckpt")
-    return root
+    return write_tiny_released_weights(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="module")
-def comfy(weights):
-    with installed(ComfyStub(weights)) as state:
-        yield state
-
-
-@pytest.fixture(scope="module")
-def pack(comfy):
-    with loaded_pack(PACK) as module:
-        yield module
-
-
-@pytest.fixture()
-def nodes(pack, comfy):
-    comfy.reset()
-    return pack.NODE_CLASS_MAPPINGS
+def models_dir(weights) -> Path:
+    """ComfyUI's models folder for the shared stub fixtures (conftest.py)."""
+    return weights
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from _comfy_stub import ComfyStub, Interrupted, installed, loaded_pack
+from _comfy_stub import Interrupted
 
 from cartoonseg import Instances, WeightsUnavailableError
 
@@ -78,24 +78,6 @@ def models_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("models")
     _tiny_depth_model(root / "cartoonseg" / "depth" / "tiny-depth-anything")
     return root
-
-
-@pytest.fixture(scope="module")
-def comfy(models_dir):
-    with installed(ComfyStub(models_dir)) as state:
-        yield state
-
-
-@pytest.fixture(scope="module")
-def pack(comfy):
-    with loaded_pack(PACK) as module:
-        yield module
-
-
-@pytest.fixture()
-def nodes(pack, comfy):
-    comfy.reset()
-    return pack.NODE_CLASS_MAPPINGS
 
 
 def scene(b=2, h=48, w=64):
