@@ -21,46 +21,23 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _comfy_real import REPO, assert_page_ok, load_harness, make_workspace, running_server, ui_check
 
 pytestmark = pytest.mark.comfy
 
-REPO = Path(__file__).resolve().parents[1]
-HARNESS = Path(os.environ.get("CARTOONSEG_COMFY_HARNESS", REPO.parent / "shared" / "tools" / "comfy_harness"))
-VENV = Path(os.environ.get("CARTOONSEG_COMFY_VENV", "/tmp/comfyharness/venv"))
-CHROMIUM = os.environ.get("COMFY_HARNESS_CHROMIUM", "/usr/bin/chromium")
 IMG_H, IMG_W = 120, 160
 TIMINGS: dict[str, float] = {}
 
 
-def _unavailable(message: str):
-    if os.environ.get("CI"):
-        pytest.fail(f"real-ComfyUI test cannot run in CI: {message} (run .ci/setup_comfy.sh)")
-    pytest.skip(message)
-
-
-def _load_module(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def harness():
-    for path, what in ((HARNESS / "run_prompt.py", "comfy harness"), (VENV / "bin" / "python", "harness venv"),
-                       (VENV / "ComfyUI" / "main.py", "harness ComfyUI copy"), (Path(CHROMIUM), "chromium")):
-        if not path.exists():
-            _unavailable(f"{what} not found: {path}")
-    return _load_module("cartoonseg_test_run_prompt", HARNESS / "run_prompt.py")
+    return load_harness("cartoonseg_test_run_prompt")
 
 
 @pytest.fixture(scope="module")
@@ -82,70 +59,27 @@ def expected_node_ids():
 def workspace(tmp_path_factory):
     """Tiny weights in the released layout, the extra_model_paths.yaml naming them, a test image, and a link to the
     repository named like an installed pack."""
-    import cartoonseg
-    from cartoonseg.checkpoint import save_flat_refiner_checkpoint, save_mmengine_detector_checkpoint
     from PIL import Image, ImageDraw
 
-    root = tmp_path_factory.mktemp("comfy_real")
-    torch.manual_seed(0)
-    models = root / "models" / "cartoonseg"
-    save_mmengine_detector_checkpoint(cartoonseg.build_detector("tiny"), models / "rtmdetl_e60.ckpt")
-    save_flat_refiner_checkpoint(cartoonseg.build_refiner("tiny"), models / "refine_last.ckpt")
-    yaml = root / "extra_model_paths.yaml"
-    yaml.write_text(f"cartoonseg_test:\n    base_path: {root}\n    cartoonseg: models/cartoonseg\n")
     img = Image.new("RGB", (IMG_W, IMG_H), (250, 250, 245))
     draw = ImageDraw.Draw(img)
     draw.ellipse((20, 15, 70, 110), fill=(230, 120, 160), outline=(20, 20, 20), width=2)
     draw.ellipse((90, 30, 145, 105), fill=(90, 140, 230), outline=(20, 20, 20), width=2)
-    image = root / "cartoonseg_test_image.png"
-    img.save(image)
-    pack = root / "pack" / "cartoonseg"
-    pack.parent.mkdir()
-    pack.symlink_to(REPO, target_is_directory=True)
-    return {"root": root, "yaml": yaml, "image": image, "pack": pack}
+    return make_workspace(tmp_path_factory.mktemp("comfy_real"), "cartoonseg_test", img, "cartoonseg_test_image.png")
 
 
 @pytest.fixture(scope="module")
 def server(harness, workspace):
-    srv = harness.ComfyServer(
-        root=str(VENV / "ComfyUI"), python=str(VENV / "bin" / "python"), packs=[str(workspace["pack"])],
-        inputs=[str(workspace["image"])],
-        extra_args=["--extra-model-paths-config", str(workspace["yaml"])])
-    try:
-        srv.start(timeout=240)
-    except RuntimeError as exc:
-        srv.stop()
-        pytest.fail(f"ComfyUI did not start: {exc}")
-    TIMINGS["server_startup_s"] = round(srv.startup_seconds, 2)
-    try:
-        yield srv
-    finally:
-        srv.stop()
-        print(f"\nreal-ComfyUI timings: {json.dumps(TIMINGS)}")
+    with running_server(harness, workspace) as srv:
+        TIMINGS["server_startup_s"] = round(srv.startup_seconds, 2)
+        try:
+            yield srv
+        finally:
+            print(f"\nreal-ComfyUI timings: {json.dumps(TIMINGS)}")
 
 
 def _ui_check(server, workflow: Path, out_dir: Path, export_api: bool = False) -> dict:
-    name = workflow.stem
-    cmd = [str(VENV / "bin" / "python"), str(HARNESS / "ui_check.py"), "--url", server.url, "--workflow",
-           str(workflow), "--screenshot", str(out_dir / f"{name}.png"), "--summary-out",
-           str(out_dir / f"{name}_ui.json")]
-    if export_api:
-        cmd += ["--export-api", str(out_dir / f"{name}_api.json")]
-    t0 = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    TIMINGS[f"ui_check_{name}_s"] = round(time.time() - t0, 2)
-    try:
-        summary = json.loads(proc.stdout)
-    except ValueError:
-        pytest.fail(f"ui_check.py gave no JSON (rc={proc.returncode}): {proc.stderr[-3000:]}")
-    summary["returncode"] = proc.returncode
-    return summary
-
-
-def _assert_page_ok(summary: dict, workflow: Path):
-    problems = {k: summary.get(k) for k in ("missing_node_types", "load_error", "console_errors", "page_errors")
-                if summary.get(k)}
-    assert summary["returncode"] == 0 and summary.get("ok") and not problems, f"{workflow.name}: {problems}"
+    return ui_check(server, workflow, out_dir, export_api, timings=TIMINGS)
 
 
 def _run(harness, server, prompt: dict, label: str) -> dict:
@@ -190,7 +124,7 @@ def test_object_info_lists_every_node(server, expected_node_ids):
 def test_segmentation_workflow_executes(harness, server, workspace, tmp_path):
     workflow = REPO / "workflows" / "cartoon_segmentation.json"
     summary = _ui_check(server, workflow, tmp_path, export_api=True)
-    _assert_page_ok(summary, workflow)
+    assert_page_ok(summary, workflow)
     prompt = json.loads((tmp_path / "cartoon_segmentation_api.json").read_text())
     by_type = {}
     for node_id, node in prompt.items():
@@ -264,5 +198,5 @@ def test_batch_prompt_detect_refine_track_split(harness, server, workspace):
 @pytest.mark.parametrize("workflow", sorted((REPO / "workflows").glob("*.json")), ids=lambda p: p.name)
 def test_workflow_loads_in_the_page(server, workflow, tmp_path):
     summary = _ui_check(server, workflow, tmp_path)
-    _assert_page_ok(summary, workflow)
+    assert_page_ok(summary, workflow)
     assert summary.get("nodes"), f"{workflow.name}: no nodes were loaded"

@@ -14,42 +14,23 @@ Environment as in ``test_comfy_real.py``: ``CARTOONSEG_COMFY_VENV`` (default ``/
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from _comfy_real import REPO, assert_page_ok, load_harness, make_workspace, running_server, ui_check
 
 pytestmark = pytest.mark.comfy
 
-REPO = Path(__file__).resolve().parents[1]
-HARNESS = Path(os.environ.get("CARTOONSEG_COMFY_HARNESS", REPO.parent / "shared" / "tools" / "comfy_harness"))
-VENV = Path(os.environ.get("CARTOONSEG_COMFY_VENV", "/tmp/comfyharness/venv"))
-CHROMIUM = os.environ.get("COMFY_HARNESS_CHROMIUM", "/usr/bin/chromium")
 IMG_H, IMG_W = 96, 128
 FRAMES = 6
 
 
-def _unavailable(message: str):
-    if os.environ.get("CI"):
-        pytest.fail(f"real-ComfyUI test cannot run in CI: {message} (run .ci/setup_comfy.sh)")
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def harness():
-    for path, what in ((HARNESS / "run_prompt.py", "comfy harness"), (VENV / "bin" / "python", "harness venv"),
-                       (VENV / "ComfyUI" / "main.py", "harness ComfyUI copy"), (Path(CHROMIUM), "chromium")):
-        if not path.exists():
-            _unavailable(f"{what} not found: {path}")
-    spec = importlib.util.spec_from_file_location("cartoonseg_kb_run_prompt", HARNESS / "run_prompt.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_harness("cartoonseg_kb_run_prompt")
 
 
 def _tiny_depth_model(folder: Path) -> None:
@@ -72,59 +53,27 @@ def _tiny_depth_model(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    import cartoonseg
-    from cartoonseg.checkpoint import save_flat_refiner_checkpoint, save_mmengine_detector_checkpoint
     from PIL import Image, ImageDraw
 
-    root = tmp_path_factory.mktemp("kenburns_real")
-    torch.manual_seed(0)
-    models = root / "models" / "cartoonseg"
-    save_mmengine_detector_checkpoint(cartoonseg.build_detector("tiny"), models / "rtmdetl_e60.ckpt")
-    save_flat_refiner_checkpoint(cartoonseg.build_refiner("tiny"), models / "refine_last.ckpt")
-    _tiny_depth_model(models / "depth" / "tiny-depth-anything")
-    yaml = root / "extra_model_paths.yaml"
-    yaml.write_text(f"cartoonseg_kb_test:\n    base_path: {root}\n    cartoonseg: models/cartoonseg\n")
     img = Image.new("RGB", (IMG_W, IMG_H), (200, 225, 250))
     draw = ImageDraw.Draw(img)
     draw.rectangle((0, 70, IMG_W, IMG_H), fill=(120, 180, 100))
     draw.ellipse((30, 20, 70, 90), fill=(230, 120, 160), outline=(20, 20, 20), width=2)
-    image = root / "cartoonseg_kenburns_test.png"
-    img.save(image)
-    pack = root / "pack" / "cartoonseg"
-    pack.parent.mkdir()
-    pack.symlink_to(REPO, target_is_directory=True)
-    return {"root": root, "yaml": yaml, "image": image, "pack": pack}
+    ws = make_workspace(tmp_path_factory.mktemp("kenburns_real"), "cartoonseg_kb_test", img,
+                        "cartoonseg_kenburns_test.png")
+    _tiny_depth_model(ws["root"] / "models" / "cartoonseg" / "depth" / "tiny-depth-anything")
+    return ws
 
 
 @pytest.fixture(scope="module")
 def server(harness, workspace):
-    srv = harness.ComfyServer(
-        root=str(VENV / "ComfyUI"), python=str(VENV / "bin" / "python"), packs=[str(workspace["pack"])],
-        inputs=[str(workspace["image"])], extra_args=["--extra-model-paths-config", str(workspace["yaml"])])
-    try:
-        srv.start(timeout=240)
-    except RuntimeError as exc:
-        srv.stop()
-        pytest.fail(f"ComfyUI did not start: {exc}")
-    try:
+    with running_server(harness, workspace) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def _ui_check(server, workflow: Path, out_dir: Path, export_api: bool) -> dict:
-    cmd = [str(VENV / "bin" / "python"), str(HARNESS / "ui_check.py"), "--url", server.url, "--workflow",
-           str(workflow), "--screenshot", str(out_dir / f"{workflow.stem}.png")]
-    if export_api:
-        cmd += ["--export-api", str(out_dir / f"{workflow.stem}_api.json")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    try:
-        summary = json.loads(proc.stdout)
-    except ValueError:
-        pytest.fail(f"ui_check.py gave no JSON (rc={proc.returncode}): {proc.stderr[-3000:]}")
-    problems = {k: summary.get(k) for k in ("missing_node_types", "load_error", "console_errors", "page_errors")
-                if summary.get(k)}
-    assert proc.returncode == 0 and summary.get("ok") and not problems, f"{workflow.name}: {problems}"
+    summary = ui_check(server, workflow, out_dir, export_api)
+    assert_page_ok(summary, workflow)
     return summary
 
 
