@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from . import rle
-from ._cli import run_parser
-from .checkpoint import convert, load_detector, load_refiner
-from .hub import resolve_weights
+from ._cli import load_networks, run_parser
+from .checkpoint import convert
 from .segmenter import Segmenter
 from .structures import Instances
 from .visualize import overlay
@@ -87,12 +86,8 @@ def write_instances(instances: Instances, image: np.ndarray, out_dir: Path) -> N
 
 def _segment(args: argparse.Namespace) -> int:
     search = [Path(args.weights_dir)] if args.weights_dir else []
-    allow = not args.no_download
-    det_path = resolve_weights(args.detector, search_dirs=search, allow_download=allow)
-    detector = load_detector(det_path, device=args.device)
-    refiner = None
-    if args.refiner.lower() != "none":
-        refiner = load_refiner(resolve_weights(args.refiner, search_dirs=search, allow_download=allow), device=args.device)
+    detector, refiner = load_networks(args.detector, args.refiner, search_dirs=search,
+                                      allow_download=not args.no_download, device=args.device)
     seg = Segmenter(
         detector,
         refiner,

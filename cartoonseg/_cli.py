@@ -1,6 +1,7 @@
 """The one error policy of every ``python -m cartoonseg`` command: expected failures (bad input, missing or corrupt
 files, unavailable weights, unwritable outputs) print a single ``error: ...`` line and exit with status 2; anything
-else is a bug and keeps its traceback. Application modules reuse it for their standalone ``main``."""
+else is a bug and keeps its traceback. Application modules reuse it for their standalone ``main``, and
+:func:`load_networks` for their ``--detector`` / ``--refiner`` options."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from .checkpoint import CheckpointError
-from .hub import WeightsUnavailableError
+from .checkpoint import CheckpointError, load_detector, load_refiner
+from .hub import WeightsUnavailableError, resolve_weights
 
-__all__ = ["CLI_ERRORS", "run_parser", "subcommand_parser"]
+__all__ = ["CLI_ERRORS", "load_networks", "run_parser", "subcommand_parser"]
 
 #: exceptions reported as one line (OSError covers missing paths and unwritable ``--out`` folders)
 CLI_ERRORS = (ValueError, TypeError, OSError, CheckpointError, WeightsUnavailableError)
@@ -32,3 +33,18 @@ def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
     except CLI_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def load_networks(detector: str, refiner: str | None, *, search_dirs: Sequence = (), allow_download: bool = True,
+                  device: str = "cpu"):
+    """The detector and refiner named on a command line (path, released name such as ``detector``; the refiner may be
+    ``none`` or empty), resolved by :func:`cartoonseg.resolve_weights` and loaded.
+
+    Returns:
+        ``(RTMDetIns, ISNetDIS | None)``.
+    """
+    det = load_detector(resolve_weights(detector, search_dirs=search_dirs, allow_download=allow_download), device=device)
+    ref = None
+    if refiner and str(refiner).lower() != "none":
+        ref = load_refiner(resolve_weights(refiner, search_dirs=search_dirs, allow_download=allow_download), device=device)
+    return det, ref

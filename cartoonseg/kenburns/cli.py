@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._cli import run_parser, subcommand_parser
+from .._cli import load_networks, run_parser, subcommand_parser
 from .camera import EASINGS, PRESETS, CameraPath
 from .render import KenBurnsConfig, render_kenburns
 
@@ -85,14 +85,11 @@ def write_clip(frames: torch.Tensor, disocclusion: torch.Tensor, fps: float, out
 def _segment(args: argparse.Namespace, image: torch.Tensor):
     if not args.detector:
         return None
-    from .. import Segmenter, load_detector, load_refiner, resolve_weights
+    from .. import Segmenter
 
     search = [Path(args.weights_dir)] if args.weights_dir else []
-    allow = not args.no_download
-    detector = load_detector(resolve_weights(args.detector, search_dirs=search, allow_download=allow), device=args.device)
-    refiner = None
-    if args.refiner.lower() != "none":
-        refiner = load_refiner(resolve_weights(args.refiner, search_dirs=search, allow_download=allow), device=args.device)
+    detector, refiner = load_networks(args.detector, args.refiner, search_dirs=search,
+                                      allow_download=not args.no_download, device=args.device)
     seg = Segmenter(detector, refiner, score_thr=args.score_thr, mask_thr=args.mask_thr)
     instances = seg(image)
     return instances if len(instances) else None

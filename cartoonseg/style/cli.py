@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._cli import run_parser, subcommand_parser
+from .._cli import load_networks, run_parser, subcommand_parser
 from .config import BACKGROUND_FILLS, MODES, PRESETS, style_preset
 from .hints import HINT_TYPES, extract_hint
 from .regions import ORDERS
@@ -122,14 +122,8 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     search = [Path(d) for d in args.weights_dir]
-    det = cartoonseg.load_detector(
-        cartoonseg.resolve_weights(args.detector, search_dirs=search, allow_download=args.allow_download), device=args.device
-    )
-    ref = None
-    if args.refiner != "none":
-        ref = cartoonseg.load_refiner(
-            cartoonseg.resolve_weights(args.refiner, search_dirs=search, allow_download=args.allow_download), device=args.device
-        )
+    det, ref = load_networks(args.detector, args.refiner, search_dirs=search, allow_download=args.allow_download,
+                             device=args.device)
     seg = cartoonseg.Segmenter(det, ref, score_thr=args.score_thr, max_instances=args.max_instances)
     tagger = None
     if args.tagger != "none":

@@ -82,15 +82,11 @@ def run_tag(args: argparse.Namespace) -> int:
     )
     segmenter = None
     if args.detector:
-        from ..checkpoint import load_detector, load_refiner
-        from ..hub import resolve_weights
+        from .._cli import load_networks
         from ..segmenter import Segmenter
 
-        allow = not args.no_download
-        detector = load_detector(resolve_weights(args.detector, allow_download=allow), device=args.device)
-        refiner = None
-        if args.refiner and args.refiner.lower() != "none":
-            refiner = load_refiner(resolve_weights(args.refiner, allow_download=allow), device=args.device)
+        detector, refiner = load_networks(args.detector, args.refiner, allow_download=not args.no_download,
+                                          device=args.device)
         segmenter = Segmenter(detector, refiner=refiner, score_thr=args.score_thr, max_instances=args.max_instances)
     out = []
     for path in args.images:
