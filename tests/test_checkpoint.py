@@ -216,7 +216,8 @@ def test_corrupt_file_and_code_pickle_have_distinct_messages(tmp_path):
     torch.save({"state_dict": Evil()}, tmp_path / "evil.ckpt")
     with pytest.raises(ck.CheckpointError, match="not a weights-only checkpoint") as e:
         cartoonseg.load_detector(tmp_path / "evil.ckpt")
-    assert "getcwd" in str(e.value) and "corrupt" not in str(e.value)
+    message = str(e.value).replace(str(tmp_path), "")
+    assert "getcwd" in message and "corrupt" not in message
     torch.save({"net": torch.nn.Linear(2, 2)}, tmp_path / "module.ckpt")  # a pickled module: code, not corrupt
     with pytest.raises(ck.CheckpointError, match="not a weights-only checkpoint"):
         cartoonseg.load_refiner(tmp_path / "module.ckpt")
