@@ -14,9 +14,9 @@ Two least-squares steps over a triangle mesh whose handle vertices are fixed to 
 Handles are eliminated as hard constraints (the paper's formulation), so both systems reduce to their free-vertex
 blocks, which depend only on the mesh and on which vertices are handles: :class:`ARAPDeformer` factorises them
 once (scipy SuperLU) and a frame costs two back-substitutions plus a vectorised fit. Moving all handles by one rigid
-transform moves the whole mesh rigidly (zero energy in both steps); every connected part of the mesh needs at least
-two handles (one does not fix the similarity of step 1), which :func:`cartoonseg.puppet.rig.build_character`
-guarantees.
+transform moves the whole mesh rigidly (zero energy in both steps); every edge-connected part of the mesh needs at
+least two handles (one does not fix the similarity of step 1; parts touching at one vertex turn about it), which
+:func:`cartoonseg.puppet.rig.build_character` guarantees.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ class ARAPDeformer:
 
     def __init__(self, vertices: np.ndarray, triangles: np.ndarray, handles: np.ndarray) -> None:
         from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import connected_components
         from scipy.sparse.linalg import splu
 
         rest = np.asarray(vertices, dtype=np.float64)
@@ -54,16 +53,18 @@ class ARAPDeformer:
             raise ValueError(f"triangle indices must lie in [0, {n})")
         if len(handles) == 0 or handles.min() < 0 or handles.max() >= n or len(np.unique(handles)) != len(handles):
             raise ValueError(f"handles must be distinct vertex indices in [0, {n}), got {handles.tolist()}")
+        from .mesh import triangle_groups
+
         edges = np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]])
-        graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
-        _, comp = connected_components(graph, directed=False)
         used = np.zeros(n, dtype=bool)
         used[tris.ravel()] = True
-        counts = np.bincount(comp[handles], minlength=comp.max() + 1)
-        bad = [c for c in np.unique(comp[used]) if counts[c] < 2]
+        is_h = np.zeros(n, dtype=bool)
+        is_h[handles] = True
+        labels = triangle_groups(tris)
+        bad = sum(1 for g in range(labels.max() + 1) if is_h[np.unique(tris[labels == g])].sum() < 2)
         if bad:
-            raise ValueError(f"{len(bad)} connected part(s) of the mesh have fewer than two handles; every part needs "
-                             "two to be positioned")
+            raise ValueError(f"{bad} part(s) of the mesh (triangles joined by edges) have fewer than two handles; "
+                             "every part needs two to be positioned")
         if not used.all():
             raise ValueError(f"{int((~used).sum())} vertices belong to no triangle")
 

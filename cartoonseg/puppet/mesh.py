@@ -20,7 +20,7 @@ import math
 import cv2
 import numpy as np
 
-__all__ = ["Mesh", "MeshConfig", "build_mesh", "mask_support"]
+__all__ = ["Mesh", "MeshConfig", "build_mesh", "mask_support", "triangle_groups"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +83,11 @@ class Mesh:
     @property
     def n_components(self) -> int:
         return int(self.components.max()) + 1 if len(self.components) else 0
+
+    def groups(self) -> list[np.ndarray]:
+        """Vertex indices of every edge-connected triangle group (see :func:`triangle_groups`)."""
+        labels = triangle_groups(self.triangles)
+        return [np.unique(self.triangles[labels == g]) for g in range(int(labels.max()) + 1 if len(labels) else 0)]
 
     def signed_areas(self, vertices: np.ndarray | None = None) -> np.ndarray:
         """Signed area of every triangle for ``vertices`` (default the rest positions); > 0 = not flipped."""
@@ -250,6 +255,8 @@ def build_mesh(
         ok = _inside(support, probes).all(1)
         signed = 0.5 * ((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))
         ok &= np.abs(signed) > 1e-6
+        ok = _repair_coverage(np.asarray(mask, dtype=np.float32) > config.support_threshold, support, pts, tris, ok,
+                              signed)
         tris, signed = tris[ok], signed[ok]
         flip = signed < 0
         tris[flip] = tris[flip][:, [0, 2, 1]]
@@ -264,6 +271,54 @@ def build_mesh(
     components = _components(len(vertices), tris)
     return Mesh(vertices=vertices, triangles=tris, extra=extra_idx.astype(np.int64), spacing=spacing,
                 components=components)
+
+
+def _fill_ids(shape: tuple[int, int], pts: np.ndarray, tris: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    buf = np.full(shape, -1, dtype=np.int32)
+    p = np.round(pts * 16.0).astype(np.int32)
+    for t in ids.tolist():
+        cv2.fillConvexPoly(buf, p[tris[t]], t, lineType=cv2.LINE_8, shift=4)
+    return buf
+
+
+def _repair_coverage(core: np.ndarray, support: np.ndarray, pts: np.ndarray, tris: np.ndarray, ok: np.ndarray,
+                     signed: np.ndarray) -> np.ndarray:
+    """Keep also the rejected triangles (centroid inside the support) that cover mask pixels the kept ones miss:
+    the midpoint test may cut a corner of a thin part, and every visible pixel must be on the mesh."""
+    covered = _fill_ids(core.shape, pts, tris, np.nonzero(ok)[0]) >= 0
+    missing = core & ~covered
+    if not missing.any():
+        return ok
+    centroid = pts[tris].mean(1)
+    spare = np.nonzero(~ok & _inside(support, centroid) & (np.abs(signed) > 1e-6))[0]
+    if not len(spare):
+        return ok
+    ids = _fill_ids(core.shape, pts, tris, spare)[missing]
+    ok = ok.copy()
+    ok[np.unique(ids[ids >= 0])] = True
+    return ok
+
+
+def triangle_groups(tris: np.ndarray) -> np.ndarray:
+    """Label of each triangle's edge-connected group (triangles sharing an edge are in one group; two fans that
+    touch at a single vertex are two groups, since each can turn about that vertex)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    t = len(tris)
+    if t == 0:
+        return np.zeros(0, dtype=np.int64)
+    e = np.sort(np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]]), axis=1)
+    owner = np.tile(np.arange(t), 3)
+    _, edge_id = np.unique(e, axis=0, return_inverse=True)
+    edge_id = edge_id.reshape(-1)
+    # triangles that share an edge id are adjacent: connect each to the first owner of the edge
+    order = np.argsort(edge_id, kind="stable")
+    first = np.full(edge_id.max() + 1, -1, dtype=np.int64)
+    first[edge_id[order[::-1]]] = owner[order[::-1]]
+    graph = coo_matrix((np.ones(len(owner)), (owner, first[edge_id])), shape=(t, t))
+    _, labels = connected_components(graph, directed=False)
+    return labels.astype(np.int64)
 
 
 def _components(n: int, tris: np.ndarray) -> np.ndarray:

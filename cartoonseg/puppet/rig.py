@@ -228,13 +228,12 @@ def build_character(mask: np.ndarray, skeleton: Skeleton | None, *, instance: in
             bind_a.append(a)
             bind_c.append(c)
             bind_uv.append(_bind(mesh.vertices[vi], J[a], J[c]))  # exact vertex position (points may merge)
-    # every connected part of the mesh needs two handles: add followers bound to the nearest bone
+    # every edge-connected part of the mesh needs two handles: add followers bound to the nearest bone
     seg_d = np.stack([_segment_distance(mesh.vertices, J[a], J[c]) for a, c in bones], 1)  # [V, B]
     nearest_bone = np.argmin(seg_d, 1)
     near_d = seg_d[np.arange(len(mesh.vertices)), nearest_bone]
     have = set(bind_vertex)
-    for comp in range(mesh.n_components):
-        members = np.nonzero(mesh.components == comp)[0]
+    for members in mesh.groups():
         pinned = [v for v in members if v in have]
         want = 2 - len(set(pinned))
         if want <= 0:
@@ -336,10 +335,10 @@ def build_rig(
     explicit = select is not None
     if select is None:
         select = list(range(n))
-    select = [int(i) for i in select]
     for i in select:
-        if not 0 <= i < n:
+        if not -n <= int(i) < n:
             raise ValueError(f"instance index {i} out of range for {n} instances")
+    select = [int(i) % n for i in select]  # negative indices count from the end
     if len(set(select)) != len(select):
         raise ValueError(f"instance indices repeat: {select}")
     supports = {i: mask_support(masks[i], config.mesh) for i in select}
