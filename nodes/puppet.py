@@ -147,7 +147,14 @@ class CartoonSegPuppetAnimate:
 
     def animate(self, image, puppet, preset="idle-sway", frames=0, fps=12.0, strength=1.0, seed=0, retarget="absolute",
                 plate=None, pose_keypoint=None, keyframes_json=""):
-        from cartoonseg.puppet import KeyframeMotion, PresetMotion, RetargetMotion, background_plate, default_frames, render_frames
+        from cartoonseg.puppet import (
+            KeyframeMotion,
+            PresetMotion,
+            RetargetMotion,
+            background_plate,
+            default_frames,
+            render_frames,
+        )
 
         image = _comfy.check_image(image)
         rigs = _check_rigs(puppet, image.shape[0])

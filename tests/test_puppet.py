@@ -51,7 +51,7 @@ SKY, PLATE_COLOUR = (0.6, 0.8, 0.95), (0.0, 0.0, 1.0)
 def figure(cx: float, h: int = H, w: int = W, s: float = 1.0, limb: int = 5) -> np.ndarray:
     """A soft stick-figure mask: body, head, two arms, two legs."""
     m = np.zeros((h, w), np.uint8)
-    p = lambda x, y: (int(round(cx + x * s)), int(round(y * s)))  # noqa: E731
+    p = lambda x, y: (int(round(cx + x * s)), int(round(y * s)))
     cv2.ellipse(m, p(0, 60), (int(12 * s), int(20 * s)), 0, 0, 360, 1, -1)
     cv2.circle(m, p(0, 30), int(11 * s), 1, -1)
     cv2.line(m, p(-9, 48), p(-32, 70), 1, limb)
@@ -115,7 +115,7 @@ def test_arap_rigid_handles_move_mesh_rigidly_and_are_reached():
     d = ch.deformer
     th = 0.7
     rot = np.array([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
-    rigid = lambda p: p @ rot.T + (13.0, -4.0)  # noqa: E731
+    rigid = lambda p: p @ rot.T + (13.0, -4.0)
     out = d.deform(rigid(d.rest[d.handles]))
     assert np.abs(out - rigid(d.rest)).max() < 1e-6
     # a non-rigid target: handles are still reached exactly (hard constraints)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from _comfy_stub import Interrupted
 from PIL import Image
-from test_puppet import H, PLATE_COLOUR, W, _person, _pose_frame, scene
+from test_puppet import H, W, _person, _pose_frame, scene
 
 import cartoonseg.puppet as puppet
 from cartoonseg import Instances

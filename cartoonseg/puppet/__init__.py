@@ -15,9 +15,26 @@ Quick use::
 from .arap import ARAPDeformer
 from .bvh import BVH, BVH_TO_OPENPOSE, load_bvh, parse_bvh, project_bvh
 from .mesh import Mesh, MeshConfig, build_mesh, mask_support
-from .motion import PRESETS, KeyframeMotion, PresetMotion, RetargetMotion, bone_angles, fk_from_angles, parse_keyframes, pose_tracks
+from .motion import (
+    PRESETS,
+    KeyframeMotion,
+    PresetMotion,
+    RetargetMotion,
+    bone_angles,
+    fk_from_angles,
+    parse_keyframes,
+    pose_tracks,
+)
 from .preview import draw_rig
-from .render import PuppetClip, PuppetRenderer, animate, background_plate, default_frames, joint_sequences, render_frames
+from .render import (
+    PuppetClip,
+    PuppetRenderer,
+    animate,
+    background_plate,
+    default_frames,
+    joint_sequences,
+    render_frames,
+)
 from .rig import Character, PuppetRig, RigConfig, build_character, build_rig
 from .skeleton import (
     OPENPOSE_JOINTS,
@@ -32,16 +49,16 @@ from .skeleton import (
 )
 
 __all__ = [
-    "ARAPDeformer",
     "BVH",
     "BVH_TO_OPENPOSE",
+    "OPENPOSE_JOINTS",
+    "OPENPOSE_PARENTS",
+    "PRESETS",
+    "ARAPDeformer",
     "Character",
     "KeyframeMotion",
     "Mesh",
     "MeshConfig",
-    "OPENPOSE_JOINTS",
-    "OPENPOSE_PARENTS",
-    "PRESETS",
     "PersonPose",
     "PresetMotion",
     "PuppetClip",

@@ -16,49 +16,29 @@ segmenter, white = character, soft edges kept) or from the two-stage segmenter; 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from .._cli import load_networks, run_parser, subcommand_parser
+from .._optional import require
+from ..io import CLIP_SUFFIXES, read_grey, read_image, write_frames
 from .motion import PRESETS, KeyframeMotion, PresetMotion, RetargetMotion
 from .render import background_plate, default_frames, render_frames
 from .rig import RigConfig, build_rig
 
-__all__ = ["add_parsers", "build_parser", "main", "parse_instances", "run", "write_frames"]
-
-OUT_SUFFIXES = (".webp", ".mp4")
+__all__ = ["add_parsers", "build_parser", "main", "parse_instances", "run"]
 
 
-def _read_image(path: str) -> np.ndarray:
-    from ..__main__ import _read_image as read
-
-    return read(Path(path))
-
-
-def _read_mask(path: str, size: tuple[int, int]) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.float32)
-                arr = arr / (65535.0 if arr.max() > 255 else 255.0)
-            elif im.mode in ("RGBA", "LA"):
-                arr = np.asarray(im.getchannel("A"), dtype=np.float32) / 255.0
-            else:
-                arr = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"cannot read mask {path}: {exc}") from exc
-    if arr.shape != size:
-        raise ValueError(f"mask {path} is {arr.shape[1]}x{arr.shape[0]} but the image is {size[1]}x{size[0]}")
-    return np.clip(arr, 0.0, 1.0)
+def _read_soft_mask(path: str, size: tuple[int, int]) -> np.ndarray:
+    """A mask file as float32 ``[H,W]`` in [0,1], soft edges kept (the puppet's texture alpha)."""
+    m = read_grey(path, "mask")
+    if m.shape != size:
+        raise ValueError(f"mask {path} is {m.shape[1]}x{m.shape[0]} but the image is {size[1]}x{size[0]}")
+    return m
 
 
 def parse_instances(text: str | None) -> list[int] | None:
@@ -75,87 +55,14 @@ def parse_instances(text: str | None) -> list[int] | None:
 
 
 def _check_out(out: Path, inputs: Sequence[str]) -> None:
-    if out.suffix and out.suffix.lower() not in OUT_SUFFIXES:
+    if out.suffix and out.suffix.lower() not in CLIP_SUFFIXES:
         raise ValueError(f"--out must end with .webp or .mp4, or be a folder; got {out}")
     resolved = out.resolve()
     for item in inputs:
         if item and Path(item).resolve() == resolved:
             raise ValueError(f"--out {out} is one of the inputs; refusing to overwrite it")
-    if out.suffix.lower() == ".mp4":
-        try:
-            import av  # noqa: F401
-        except ImportError:
-            raise ValueError("writing .mp4 needs PyAV: pip install av (or write .webp / a folder)") from None
-
-
-def _atomic_target(out: Path):
-    """A temporary path beside ``out`` (renamed over it when the write finished)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
-def write_frames(frames: Iterable[tuple[np.ndarray, np.ndarray]], out: Path, fps: float, quality: int = 90) -> list[Path]:
-    """Write ``(frame [H,W,3] float in [0,1], mask [H,W])`` pairs as an animated WEBP (``.webp``), an MP4
-    (``.mp4``, PyAV, H.264 yuv420p) or ``frame_00000.png`` + ``mask_00000.png`` files in the folder ``out``.
-    Single files are written to a temporary name and renamed, so an interrupted run leaves no broken file."""
-    from PIL import Image
-
-    def u8(a: np.ndarray) -> np.ndarray:
-        return (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-    suffix = out.suffix.lower()
-    if suffix == ".webp":
-        tmp = _atomic_target(out)
-        try:
-            images = [Image.fromarray(u8(f)) for f, _ in frames]
-            if not images:
-                raise ValueError("no frames to write")
-            images[0].save(tmp, format="WEBP", save_all=True, append_images=images[1:],
-                           duration=max(1, round(1000.0 / fps)), loop=0, quality=quality, method=4)
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return [out]
-    if suffix == ".mp4":
-        import av
-
-        tmp = _atomic_target(out)
-        try:
-            with av.open(str(tmp), mode="w", format="mp4") as container:
-                stream = None
-                for f, _ in frames:
-                    rgb = u8(f)
-                    if stream is None:
-                        from fractions import Fraction
-
-                        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-                        stream.width, stream.height = rgb.shape[1] // 2 * 2, rgb.shape[0] // 2 * 2
-                        stream.pix_fmt = "yuv420p"
-                        stream.options = {"crf": "18"}
-                    rgb = rgb[: stream.height, : stream.width]
-                    for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
-                        container.mux(packet)
-                if stream is None:
-                    raise ValueError("no frames to write")
-                for packet in stream.encode():
-                    container.mux(packet)
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return [out]
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for i, (f, m) in enumerate(frames):
-        for name, arr in ((f"frame_{i:05d}.png", u8(f)), (f"mask_{i:05d}.png", u8(m))):
-            tmp = out / f".{name}.tmp"
-            Image.fromarray(arr).save(tmp, format="PNG")
-            os.replace(tmp, out / name)
-        written.append(out / f"frame_{i:05d}.png")
-    return written
+    if out.suffix.lower() == ".mp4":  # fail before the slow steps
+        require("av", extra="video", package="av", purpose="writing .mp4 files")
 
 
 def _instances(args: argparse.Namespace, image: np.ndarray):
@@ -165,7 +72,7 @@ def _instances(args: argparse.Namespace, image: np.ndarray):
     if args.masks:
         import torch
 
-        masks = torch.from_numpy(np.stack([_read_mask(p, (h, w)) for p in args.masks]))
+        masks = torch.from_numpy(np.stack([_read_soft_mask(p, (h, w)) for p in args.masks]))
         return Instances.from_masks(masks, mask_thr=0.5)
     from ..segmenter import Segmenter
 
@@ -202,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     if args.frames is not None and args.frames < 1:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")
     start = time.perf_counter()
-    image = _read_image(args.image)
+    image = read_image(args.image)
     h, w = image.shape[:2]
     motion = _motion(args, (h, w))  # parse motion files before the slow steps: bad input fails fast
     instances = _instances(args, image)
@@ -217,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.image}: no instance could be rigged ({'; '.join(rig.notes)})")
     rigged = time.perf_counter()
     if args.plate:
-        plate = _read_image(args.plate)
+        plate = read_image(args.plate)
         if plate.shape[:2] != (h, w):
             raise ValueError(f"--plate is {plate.shape[1]}x{plate.shape[0]} but the image is {w}x{h}")
     else:
@@ -226,12 +133,15 @@ def run(args: argparse.Namespace) -> int:
     n = args.frames or default_frames(motion, args.fps)
     bar = _progress(n, args.quiet, "puppet")
     callback = (lambda done, total: bar.update(1)) if bar is not None else None
+    clip, alphas = [], []
     try:
-        frames = render_frames(image, rig, motion, frames=n, fps=args.fps, plate=plate, callback=callback)
-        written = write_frames(frames, out, args.fps)
+        for frame, mask in render_frames(image, rig, motion, frames=n, fps=args.fps, plate=plate, callback=callback):
+            clip.append((np.clip(frame, 0, 1) * 255 + 0.5).astype(np.uint8))  # uint8: a long clip stays small
+            alphas.append((np.clip(mask, 0, 1) * 255 + 0.5).astype(np.uint8))
     finally:
         if bar is not None:
             bar.close()
+    written = write_frames(np.stack(clip), out, args.fps, extra={"mask": np.stack(alphas)})
     done = time.perf_counter()
     if not args.quiet:
         for note in rig.notes:

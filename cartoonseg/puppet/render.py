@@ -27,21 +27,16 @@ __all__ = ["PuppetClip", "PuppetRenderer", "animate", "background_plate", "defau
 
 
 def _to_float_image(image, name: str = "image") -> np.ndarray:
-    import torch
+    """float32 numpy ``[H,W,3]`` in [0,1] by :func:`cartoonseg.io.to_float_image` (NaN -> 0; a batch of one is
+    unwrapped)."""
+    from ..io import to_float_image
 
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu()
-        arr = image.float().numpy() if image.dtype != torch.uint8 else image.numpy()
-    else:
-        arr = np.asarray(image)
-    if arr.ndim == 4 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-        raise ValueError(f"{name} must be [H,W,3] RGB, got shape {arr.shape}")
-    arr = arr[..., :3]
-    if arr.dtype == np.uint8:
-        return arr.astype(np.float32) / 255.0
-    return np.clip(np.nan_to_num(arr.astype(np.float32), nan=0.0), 0.0, 1.0)
+    if getattr(image, "ndim", 0) == 4 and image.shape[0] == 1:
+        image = image[0]
+    try:
+        return np.ascontiguousarray(to_float_image(image, nan="zero").numpy())
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
 
 
 def background_plate(image, rig: PuppetRig, *, method: str = "patchmatch", patch_size: int = 3, seed: int = 0,

@@ -19,7 +19,15 @@ import numpy as np
 
 from .arap import ARAPDeformer
 from .mesh import Mesh, MeshConfig, build_mesh, mask_support
-from .skeleton import PersonPose, Skeleton, auto_skeleton, match_people, parse_handles, parse_pose_keypoint, skeleton_from_points
+from .skeleton import (
+    PersonPose,
+    Skeleton,
+    auto_skeleton,
+    match_people,
+    parse_handles,
+    parse_pose_keypoint,
+    skeleton_from_points,
+)
 
 __all__ = ["Character", "PuppetRig", "RigConfig", "build_character", "build_rig"]
 
@@ -190,7 +198,6 @@ def build_character(mask: np.ndarray, skeleton: Skeleton | None, *, instance: in
     spacing = _auto_spacing(area, config.mesh)
     snap = config.snap_radius if config.snap_radius > 0 else 3 * spacing
     J = skeleton.joints
-    parents = skeleton.parents
     bones = [(a, c) for a, c in skeleton.bones if np.hypot(*(J[c] - J[a])) > 1e-6]
     if not bones:
         raise ValueError(f"instance {instance}: every bone of the skeleton has zero length")

@@ -82,7 +82,7 @@ class Skeleton:
         for i, p in enumerate(self.parents):
             if p >= n:
                 raise ValueError(f"joint {self.names[i]!r} has parent index {p} out of range")
-        self.order  # raises on cycles
+        _ = self.order  # raises on cycles
 
     @property
     def root(self) -> int:
@@ -576,7 +576,7 @@ def auto_skeleton(support: np.ndarray, *, max_branches: int = 6, work_size: int 
                                          for a, b in zip(path[:-1], path[1:])])
             total = seg_len[-1]
 
-            def at(frac):
+            def at(frac, total=total, seg_len=seg_len, path=path):
                 t = total * (1 - frac)  # path runs tip -> parent
                 k = int(np.searchsorted(seg_len, t))
                 k = min(max(k, 0), len(path) - 1)
