@@ -1,4 +1,4 @@
-"""Command line: ``python -m cartoonseg segment|convert|tag|depth|depth-pool|inpaint|inpaint-refine|kenburns|style``."""
+"""Command line: ``python -m cartoonseg segment|convert|tag|depth|depth-pool|inpaint|inpaint-refine|kenburns|style|puppet``."""
 
 from __future__ import annotations
 
@@ -121,11 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     # Application commands live next to their code and register themselves here (imported lazily inside).
     from .depth_inpaint_cli import add_parsers as add_depth_inpaint_parsers
     from .kenburns.cli import add_parsers as add_kenburns_parsers
+    from .puppet.cli import add_parsers as add_puppet_parsers
     from .style.cli import add_parsers as add_style_parsers
     from .tagger.cli import add_parsers as add_tag_parsers
 
     add_depth_inpaint_parsers(sub)
     add_kenburns_parsers(sub)
+    add_puppet_parsers(sub)
     add_style_parsers(sub)
     add_tag_parsers(sub)
     return parser
