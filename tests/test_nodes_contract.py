@@ -650,7 +650,6 @@ def test_workflow_files_use_known_nodes(pack):
     for path in files:
         wf = json.loads(path.read_text())
         assert isinstance(wf.get("nodes"), list) and "links" in wf, f"{path.name} is not a UI-format workflow"
-        assert (REPO / "example_workflows" / path.name).read_text() == path.read_text()
         for node in wf["nodes"]:
             t = node["type"]
             if t in pack.NODE_CLASS_MAPPINGS:

@@ -1,8 +1,8 @@
 """Static checks of every shipped ComfyUI workflow (``workflows/*.json``, UI format) against the pack's node
 definitions, without a ComfyUI install: node types exist, ``widgets_values`` have exactly the widget slots the
 classic frontend creates (seed "control_after_generate" slots and LoadImage's upload button included), widget
-values are allowed, links connect matching types to declared inputs, required inputs are connected, and
-``example_workflows/`` (what ComfyUI's template browser lists) holds identical copies.
+values are allowed, links connect matching types to declared inputs, required inputs are connected, there is one
+template folder (``workflows/``, which ComfyUI's template browser reads) and every workflow has its thumbnail.
 
 The real frontend load and execution are tested in ``test_comfy_real.py`` (marker ``comfy``).
 """
@@ -189,11 +189,25 @@ def test_workflow_matches_node_definitions(path, definitions):
     assert not problems, "\n".join(problems)
 
 
+def test_one_template_folder():
+    """ComfyUI (2025) lists a pack's templates from example_workflows/, example/, examples/, workflow/ and
+    workflows/ together (app/custom_node_manager.py), so a copy in two of them is listed twice: only workflows/."""
+    for name in ("example_workflows", "example", "examples", "workflow"):
+        assert not (REPO / name).exists(), f"{name}/ would list the templates a second time; keep only workflows/"
+    assert not [p.name for p in (REPO / "workflows").iterdir() if p.suffix not in (".json", ".jpg")]
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
-def test_example_workflows_are_copies(path):
-    copy = REPO / "example_workflows" / path.name
-    assert copy.is_file(), f"example_workflows/{path.name} is missing"
-    assert json.loads(copy.read_text()) == json.loads(path.read_text())
+def test_every_workflow_has_a_thumbnail(path):
+    """The template browser shows ``<name>.jpg`` beside ``<name>.json`` as the card image (404 otherwise)."""
+    from PIL import Image
+
+    thumb = path.with_suffix(".jpg")
+    assert thumb.is_file(), f"workflows/{thumb.name} is missing (the template browser card would be empty)"
+    with Image.open(thumb) as im:
+        assert im.format == "JPEG" and im.mode == "RGB"
+        assert 320 <= im.width <= 1024 and 160 <= im.height <= 1024, im.size
+    assert thumb.stat().st_size < 200_000, "keep thumbnails small"
 
 
 def test_checker_catches_mistakes(definitions):
