@@ -1,4 +1,4 @@
-"""Command line: ``python -m cartoonseg segment|convert|tag|depth|depth-pool|inpaint|inpaint-refine|kenburns|style``."""
+"""Command line: ``python -m cartoonseg segment|convert|tag|depth|depth-pool|inpaint|inpaint-refine|kenburns|style|puppet``."""
 
 from __future__ import annotations
 
@@ -122,12 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .depth.cli import add_parsers as add_depth_parsers
     from .inpaint.cli import add_parsers as add_inpaint_parsers
     from .kenburns.cli import add_parsers as add_kenburns_parsers
+    from .puppet.cli import add_parsers as add_puppet_parsers
     from .style.cli import add_parsers as add_style_parsers
     from .tagger.cli import add_parsers as add_tag_parsers
 
     add_inpaint_parsers(sub)
     add_depth_parsers(sub)
     add_kenburns_parsers(sub)
+    add_puppet_parsers(sub)
     add_style_parsers(sub)
     add_tag_parsers(sub)
     return parser
