@@ -189,7 +189,9 @@ class Segmenter:
         )
 
     @torch.no_grad()
-    def refine(self, image: np.ndarray | Tensor, prompts: Instances | Tensor) -> Instances:
+    def refine(self, image: np.ndarray | Tensor, prompts: Instances | Tensor, *,
+               progress: Callable[[int, int], None] | None = None,
+               interrupt: Callable[[], None] | None = None) -> Instances:
         """Stage 2: refine instance masks from prompts of any origin.
 
         Args:
@@ -197,6 +199,9 @@ class Segmenter:
             prompts: an :class:`Instances` (its binary masks are the coarse masks; boxes/scores/labels/ids/extras
                 are kept), or a mask tensor ``[N,H,W]`` (soft or binary, image size), or a box tensor ``[N,4]``
                 xyxy in image pixels (the box rectangle is the coarse mask, as in the refiner's training).
+
+            progress: ``progress(done, total)`` after each refined instance (progress bars).
+            interrupt: called before each instance; raising from it stops the work (Cancel).
 
         Returns:
             Instances with refined mask probabilities and ``mask_thr`` = this Segmenter's ``mask_thr``.
@@ -209,14 +214,17 @@ class Segmenter:
         if len(base) == 0:
             return base.replace(mask_thr=self.mask_thr)
         if isinstance(prompts, Instances):  # coarse masks are binarised, one instance at a time
-            out = self._refine(rgb, len(base), base.device, lambda i: base.masks[i] > base.mask_thr)
+            out = self._refine(rgb, len(base), base.device, lambda i: base.masks[i] > base.mask_thr, progress, interrupt)
         else:
-            out = self._refine(rgb, len(base), base.device, lambda i: base.masks[i])
+            out = self._refine(rgb, len(base), base.device, lambda i: base.masks[i], progress, interrupt)
         return base.replace(masks=out, mask_thr=self.mask_thr)
 
     @torch.no_grad()
-    def _refine(self, rgb: np.ndarray, count: int, out_device: torch.device, prompt: Callable[[int], Tensor]) -> Tensor:
+    def _refine(self, rgb: np.ndarray, count: int, out_device: torch.device, prompt: Callable[[int], Tensor],
+                progress: Callable[[int, int], None] | None = None,
+                interrupt: Callable[[], None] | None = None) -> Tensor:
         """Stage 2 on an RGB uint8 image; ``prompt(i)`` gives instance i's coarse mask ``[H,W]`` (bool or float).
+        ``interrupt()`` runs before each batch of instances, ``progress(done, count)`` after it.
 
         Returns:
             float32 ``[count,H,W]`` refined probabilities. Full-resolution temporaries are one ``[H,W]`` map at a
@@ -234,6 +242,8 @@ class Segmenter:
         x = torch.zeros(min(batch, count), 4, size, size, device=self.device)
         x[:, :3] = canvas
         for start in range(0, count, batch):
+            if interrupt is not None:
+                interrupt()
             stop = min(start + batch, count)
             n = stop - start
             for j in range(n):
@@ -245,11 +255,17 @@ class Segmenter:
             prob = logits.float().sigmoid_()[:, :, :h2, :w2]
             for j in range(n):  # paste back one instance at a time: the temporary is one [H,W] map
                 out[start + j] = F.interpolate(prob[j : j + 1], size=(h, w), mode="bilinear", align_corners=True)[0, 0]
+            if progress is not None:
+                progress(stop, count)
         return out
 
     @torch.no_grad()
-    def __call__(self, image: np.ndarray | Tensor) -> Instances:
+    def __call__(self, image: np.ndarray | Tensor, *, progress: Callable[[int, int], None] | None = None,
+                 interrupt: Callable[[], None] | None = None) -> Instances:
         """Detect, then refine when a refiner is present. See the module docstring for the conventions.
+
+        ``progress(done, total)`` is called after detection (``(0, N)``: N instances to refine) and after each
+        refined instance; ``interrupt()`` before each instance (raise from it to stop: Cancel).
 
         Between the stages the coarse probabilities are reduced to binary masks (1 byte per pixel, all the
         refiner uses), so a large image holds at most one float ``[N,H,W]`` map at a time.
@@ -257,12 +273,14 @@ class Segmenter:
         instances = self.detect(image)
         if self.refiner is None or not len(instances):
             return instances
+        if progress is not None:
+            progress(0, len(instances))
         rgb = to_rgb_uint8(image)
         coarse = instances.binary
         # keep boxes/scores/labels; drop the float coarse maps (a zero-stride view stands in until the refined ones)
         base = instances.replace(masks=torch.zeros((), device=instances.device).expand(*coarse.shape))
         del instances
-        out = self._refine(rgb, len(base), base.device, lambda i: coarse[i])
+        out = self._refine(rgb, len(base), base.device, lambda i: coarse[i], progress, interrupt)
         del coarse
         return base.replace(masks=out, mask_thr=self.mask_thr)
 

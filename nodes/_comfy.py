@@ -312,20 +312,50 @@ def progress_bar(total: int):
     return ProgressBar(total)
 
 
+class Steps:
+    """Progress over units of work (frames, instances, sampler steps) with a Cancel check at every unit; see
+    :func:`steps`. The total may grow while the node runs (:meth:`add`, :meth:`subtask`)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = max(int(total), 0)
+        self.done = 0
+        self.bar = progress_bar(self.total)
+
+    def tick(self, n: int = 1) -> None:
+        """``n`` units done: check Cancel, advance the bar, check again (pressed while the bar's UI update ran)."""
+        throw_if_interrupted()
+        self.done += n
+        self.bar.update(n)
+        throw_if_interrupted()
+
+    def add(self, n: int) -> None:
+        """``n`` more units than announced (e.g. the instances a detection found)."""
+        if n:
+            self.total += int(n)
+            self.bar.update_absolute(self.done, self.total)
+
+    def subtask(self) -> Callable[[int, int], None]:
+        """A ``progress(done, total)`` callback for a library loop: its ``total`` units join this bar and each
+        ``done`` advances it (library functions report ``progress(done, total)``)."""
+        state = {"total": 0, "done": 0}
+
+        def progress(done: int, total: int) -> None:
+            if total != state["total"]:
+                self.add(total - state["total"])
+                state["total"] = total
+            if done > state["done"]:
+                self.tick(done - state["done"])
+                state["done"] = done
+
+        return progress
+
+
 @contextmanager
-def steps(total: int) -> Iterator:
-    """Progress over ``total`` steps; each ``tick()`` checks for cancel, advances the bar and checks again, so a
-    Cancel pressed while a unit (frame, instance batch, ...) ran stops the node before the next unit starts."""
-    bar = progress_bar(total)
-
-    class _Ticker:
-        def tick(self) -> None:
-            throw_if_interrupted()
-            bar.update(1)
-            throw_if_interrupted()  # pressed while the bar's UI update ran
-
+def steps(total: int) -> Iterator[Steps]:
+    """Progress over ``total`` units; each ``tick()`` checks for cancel, advances the bar and checks again, so a
+    Cancel pressed while a unit (frame, instance, sampler step, ...) ran stops the node before the next unit."""
     throw_if_interrupted()
-    yield _Ticker()
+    yield Steps(total)
 
 
 def image_to_uint8(frame: torch.Tensor):
@@ -433,9 +463,11 @@ def apply_control_net(positive: list, negative: list, control_net, hint: torch.T
 
 
 def img2img(model, vae, positive, negative, pixels: torch.Tensor, *, seed: int, steps: int, cfg: float,
-            sampler_name: str, scheduler: str, denoise: float, noise_mask: torch.Tensor | None = None) -> torch.Tensor:
+            sampler_name: str, scheduler: str, denoise: float, noise_mask: torch.Tensor | None = None,
+            on_step: Callable[[], None] | None = None) -> torch.Tensor:
     """VAE-encode ``pixels [B,h,w,3]``, sample (core KSampler semantics; ``noise_mask [B,h,w]`` as
-    SetLatentNoiseMask), decode. Cancel is checked at every sampler step. Returns IMAGE ``[B,h,w,3]``."""
+    SetLatentNoiseMask), decode. Cancel is checked at every sampler step, and ``on_step()`` (e.g. a node's
+    :meth:`Steps.tick`) runs after it, so the node's bar moves per sampler step. Returns IMAGE ``[B,h,w,3]``."""
     import comfy.sample
 
     latent = vae.encode(pixels[..., :3])
@@ -445,6 +477,8 @@ def img2img(model, vae, positive, negative, pixels: torch.Tensor, *, seed: int, 
 
     def callback(step, x0, x, total_steps):
         throw_if_interrupted()
+        if on_step is not None:
+            on_step()
 
     samples = comfy.sample.sample(
         model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,

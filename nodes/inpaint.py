@@ -138,9 +138,10 @@ class ComfyInpaintBackend:
     """A :data:`cartoonseg.inpaint.RefineBackend` over ComfyUI MODEL / CLIP / VAE: KSampler with a noise mask, and the
     masked-image latent for inpainting checkpoints. Text is encoded once per distinct prompt."""
 
-    def __init__(self, model, clip, vae) -> None:
+    def __init__(self, model, clip, vae, on_step=None) -> None:
         self.model, self.clip, self.vae = model, clip, vae
         self._conds: dict[str, list] = {}
+        self.on_step = on_step  # runs after every sampler step (the node's progress bar)
 
     def encode(self, text: str) -> list:
         if text not in self._conds:
@@ -157,7 +158,7 @@ class ComfyInpaintBackend:
         s = req.settings
         return _comfy.img2img(self.model, self.vae, positive, negative, req.image, seed=s.seed, steps=s.steps,
                               cfg=s.cfg, sampler_name=s.sampler, scheduler=s.scheduler, denoise=s.denoise,
-                              noise_mask=req.mask)
+                              noise_mask=req.mask, on_step=self.on_step)
 
 
 class CartoonSegInpaintDiffusion:
@@ -220,17 +221,19 @@ class CartoonSegInpaintDiffusion:
         mask = _comfy.check_mask(mask)
         _check_batches(image, mask)
         prompt = background_prompt(tags)
-        backend = ComfyInpaintBackend(model, clip, vae)
-        backend.encode(prompt), backend.encode(negative_prompt)  # once, before any frame (as CLIPTextEncode would)
         outs, inits = [], []
-        with _comfy.steps(image.shape[0]) as bar:
+        per_frame = int(steps) + 1  # progress: the fill, then each sampler step
+        with _comfy.steps(image.shape[0] * per_frame) as bar:
+            backend = ComfyInpaintBackend(model, clip, vae, on_step=bar.tick)
+            backend.encode(prompt), backend.encode(negative_prompt)  # once, before any frame (as CLIPTextEncode)
             for b in range(image.shape[0]):
+                start = bar.done
                 out, fill = refine_background(image[b], _frame_mask(mask, b, tuple(image.shape[1:3])), backend,
                                               prompt=prompt, negative_prompt=negative_prompt, settings=settings,
                                               init=init, interrupt=_comfy.throw_if_interrupted)
                 outs.append(out)
                 inits.append(fill)
-                bar.tick()
+                bar.tick(max(1, start + per_frame - bar.done))  # the fill (and steps a frame without hole skipped)
         return (torch.stack(outs), torch.stack(inits), prompt)
 
 

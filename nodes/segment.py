@@ -39,14 +39,15 @@ _MASK_OUTPUT_TOOLTIP = "binary = thresholded masks (0/1); soft = mask probabilit
 
 
 # ---------------------------------------------------------------------------------------------- shared helpers
-def run_frames(image: torch.Tensor, fn: Callable[[int, torch.Tensor], object]) -> list:
-    """Call ``fn(index, frame[H,W,3])`` for each frame of an IMAGE batch, with a progress bar whose every step
-    first checks ComfyUI's cancel flag."""
+def run_frames(image: torch.Tensor, fn: Callable[..., object]) -> list:
+    """Call ``fn(index, frame[H,W,3], progress)`` for each frame of an IMAGE batch. The node's progress bar counts one
+    unit per frame plus whatever units ``fn`` reports through ``progress(done, total)`` (the instances it refines),
+    and every unit first checks ComfyUI's cancel flag."""
     results = []
     with _comfy.steps(image.shape[0]) as bar:
         for i in range(image.shape[0]):
             _comfy.throw_if_interrupted()  # also catches a cancel raised while the previous step's bar updated
-            results.append(fn(i, image[i]))
+            results.append(fn(i, image[i], bar.subtask()))
             bar.tick()
     return results
 
@@ -247,7 +248,7 @@ class CartoonSegDetect:
         seg = model.segmenter(use_refiner=False, det_size=int(det_size), score_thr=float(score_threshold),
                               max_instances=int(max_instances))
         with model.on_device():
-            frames = run_frames(image, lambda i, f: to_cpu_instances(seg.detect(f), h, w))
+            frames = run_frames(image, lambda i, f, progress: to_cpu_instances(seg.detect(f), h, w))
         if track_ids:
             frames = track_frames(frames)
         return segment_outputs(image, frames, mask_output)
@@ -310,11 +311,11 @@ class CartoonSegRefine:
             prompts = parse_bboxes(bboxes, b)
         seg = model.segmenter(use_refiner=True, mask_thr=float(mask_threshold), refine_size=int(refine_size))
 
-        def one(i, frame):
+        def one(i, frame, progress):
             p = prompts[i]
             if len(p) == 0:
                 return Instances.empty(h, w, mask_thr=float(mask_threshold))
-            out = to_cpu_instances(seg.refine(frame, p), h, w)
+            out = to_cpu_instances(seg.refine(frame, p, progress=progress, interrupt=_comfy.throw_if_interrupted), h, w)
             if isinstance(p, Instances) and len(out) == len(p):  # keep ids / extras of the prompts
                 out = out.replace(ids=p.ids.cpu().clone(), labels=p.labels.cpu().clone(),
                                   extras={k: list(v) for k, v in p.extras.items()})
@@ -363,7 +364,8 @@ class CartoonSegSegment:
                               score_thr=float(score_threshold), mask_thr=float(mask_threshold),
                               refine_size=int(refine_size), max_instances=int(max_instances))
         with model.on_device():
-            frames = run_frames(image, lambda i, f: to_cpu_instances(seg(f), h, w))
+            frames = run_frames(image, lambda i, f, progress: to_cpu_instances(
+                seg(f, progress=progress, interrupt=_comfy.throw_if_interrupted), h, w))
         if track_ids:
             frames = track_frames(frames)
         return segment_outputs(image, frames, mask_output)

@@ -29,13 +29,15 @@ CATEGORY = f"{_comfy.CATEGORY}/style"
 class ComfyStyleBackend:
     """A :data:`cartoonseg.style.editor.Backend` over ComfyUI MODEL / CLIP / VAE (/ CONTROL_NET).
 
-    Text conditionings are encoded once per distinct prompt. ``calls`` counts the sampler calls.
+    Text conditionings are encoded once per distinct prompt. ``calls`` counts the sampler calls; ``on_step`` runs
+    after every sampler step (the node's progress bar).
     """
 
-    def __init__(self, model, clip, vae, config: StyleConfig, control_net=None) -> None:
+    def __init__(self, model, clip, vae, config: StyleConfig, control_net=None, on_step=None) -> None:
         self.model, self.clip, self.vae, self.control_net, self.config = model, clip, vae, control_net, config
         self._conds: dict[str, list] = {}
         self.calls = 0
+        self.on_step = on_step
 
     def encode(self, text: str) -> list:
         if text not in self._conds:
@@ -53,6 +55,7 @@ class ComfyStyleBackend:
         return _comfy.img2img(
             self.model, self.vae, positive, negative, req.image, seed=req.seed, steps=cfg.steps, cfg=cfg.cfg,
             sampler_name=cfg.sampler, scheduler=cfg.scheduler, denoise=cfg.denoise, noise_mask=req.mask,
+            on_step=self.on_step,
         )
 
 
@@ -177,13 +180,12 @@ class CartoonSegInstanceStyleEdit:
         )
         hints = _comfy.check_image(control_hint, "control_hint") if control_hint is not None else None
         plates = _comfy.check_image(background, "background") if background is not None else None
-        backend = ComfyStyleBackend(model, clip, vae, config, control_net)
-        total = sum(count_passes(inst, config) for inst in frames)
-        with _comfy.steps(max(total, 1)) as bar:
+        passes = sum(count_passes(inst, config) for inst in frames)
+        with _comfy.steps(max(passes * config.steps, 1)) as bar:  # one unit per sampler step of every pass
+            backend = ComfyStyleBackend(model, clip, vae, config, control_net, on_step=bar.tick)
             out, records = style_edit_batch(
                 image, frames, backend, config, backgrounds=plates, hint_images=hints,
-                use_control=control_net is not None and control_strength > 0,
-                progress=bar.tick, interrupt=_comfy.throw_if_interrupted,
+                use_control=control_net is not None and control_strength > 0, interrupt=_comfy.throw_if_interrupted,
             )
         if hints is not None:
             preview = hints if hints.shape[0] == b else hints[:1].expand(b, -1, -1, -1)

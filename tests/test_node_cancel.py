@@ -67,16 +67,15 @@ def _files(*roots: Path) -> set[str]:
 # Each case: set up the node, arm Cancel to fire during the first unit, and return (run, units) where ``run``
 # calls the node and ``units()`` says how many units of work were started.
 def case_segment(nodes, comfy, monkeypatch):
+    from cartoonseg.models.isnet import ISNetDIS
+
     (model,) = nodes["CartoonSegModelLoader"]().load("rtmdetl_e60.ckpt", "refine_last.ckpt", "cpu", "fp32", False,
                                                      False)
-    import sys
-
-    module = sys.modules[f"{PACK}.nodes.segment"]
-    seg = Counter(module.to_cpu_instances)  # called once per segmented frame
-    monkeypatch.setattr(module, "to_cpu_instances", seg)
-    comfy.cancel_after = 1  # pressed while frame 1 was segmented
+    refined = Counter(ISNetDIS.predict_logits)  # called once per refined instance (refine batch 1 on the CPU)
+    monkeypatch.setattr(ISNetDIS, "predict_logits", lambda self, *a, **k: refined(self, *a, **k))
+    comfy.cancel_after = 1  # pressed while the first instance of frame 1 was refined
     node = nodes["CartoonSegSegment"]()
-    return (lambda: node.segment(model, _frames(3), 0.0, 3, 128, 0.3, True, 64, "binary", False)), lambda: seg.calls
+    return (lambda: node.segment(model, _frames(3), 0.0, 3, 128, 0.3, True, 64, "binary", False)), lambda: refined.calls
 
 
 def case_depth_estimate(nodes, comfy, monkeypatch):
@@ -178,7 +177,7 @@ def case_kenburns(nodes, comfy, monkeypatch):
 
 
 CASES = {
-    "segment-frames": (case_segment, 1),
+    "segment-instances": (case_segment, 1),
     "depth-frames": (case_depth_estimate, 1),
     "depth-pool-frames": (case_depth_pool, 1),
     "tagger-instance-batches": (case_tag_instances, 1),

@@ -412,7 +412,7 @@ def test_segment_batch(nodes, model, comfy):
     inst = check_segment_outputs(out, 2)
     assert all(len(f) == 3 for f in inst)
     assert all(f.mask_thr == pytest.approx(0.3) for f in inst)
-    assert comfy.updates == 2  # one progress step per frame
+    assert comfy.updates == 2 * (1 + 3)  # progress per frame (detection) and per refined instance
     # instances of frame 1 come after those of frame 0 in the MASK batch
     assert torch.equal(out[1][3:], inst[1].binary.float())
     assert torch.equal(out[2][0], inst[0].binary.float().amax(0))
@@ -462,9 +462,9 @@ def test_cancel_stops_between_frames_and_offloads(nodes, model, comfy, monkeypat
     calls = []
     real = cartoonseg.Segmenter.__call__
 
-    def spy(self, image):
+    def spy(self, image, **kwargs):
         calls.append(1)
-        return real(self, image)
+        return real(self, image, **kwargs)
 
     monkeypatch.setattr(cartoonseg.Segmenter, "__call__", spy)
     handed_back = []

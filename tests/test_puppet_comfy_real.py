@@ -2,7 +2,7 @@
 
 ``workflows/puppet_animation.json`` (LoadImage -> model loader -> Segment -> Background Mask + Inpaint PatchMatch
 -> Puppet Rig -> Puppet Animate with a preset -> SaveAnimatedWEBP) is loaded by the real page (headless Chromium,
-the harness's classic frontend), converted to an API prompt by ``app.graphToPrompt`` and executed twice:
+in both ComfyUI generations), converted to an API prompt by ``app.graphToPrompt`` and executed twice:
 
 1. as shipped, with tiny random detector/refiner weights in the released layouts (whatever blobs they find are
    rigged and waved; the clip has the requested length and starts with the picture);
@@ -23,7 +23,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _comfy_real import REPO, assert_page_ok, load_harness, make_workspace, running_server, ui_check
+from _comfy_real import (  # noqa: F401  (generation is a fixture: both ComfyUI generations)
+    REPO,
+    assert_page_ok,
+    generation,
+    load_harness,
+    make_workspace,
+    page_baseline,
+    running_server,
+    ui_check,
+)
 
 pytestmark = pytest.mark.comfy
 
@@ -56,8 +65,8 @@ def _picture():
 
 
 @pytest.fixture(scope="module")
-def harness():
-    return load_harness("cartoonseg_puppet_run_prompt")
+def harness(generation):
+    return load_harness("cartoonseg_puppet_run_prompt", generation)
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +77,8 @@ def workspace(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(harness, workspace):
-    with running_server(harness, workspace) as srv:
+def server(harness, workspace, generation):
+    with running_server(harness, workspace, generation) as srv:
         yield srv
 
 
@@ -78,7 +87,7 @@ def prompt(server, tmp_path_factory):
     """The shipped workflow converted by the real page (checked for load errors on the way)."""
     out = tmp_path_factory.mktemp("puppet_ui")
     summary = ui_check(server, WORKFLOW, out, export_api=True)
-    assert_page_ok(summary, WORKFLOW)
+    assert_page_ok(summary, WORKFLOW, page_baseline(server, out))
     return json.loads((out / "puppet_animation_api.json").read_text())
 
 

@@ -267,7 +267,8 @@ def test_global_baseline_and_batch_seed(node_module, comfy):
 def test_progress_and_cancel(node_module, comfy):
     image, instances = _scene()
     _run(node_module, image, instances)
-    assert comfy.progress[-1] == (3, 3)  # background + 2 instances
+    # one unit per sampler step of each pass (background + 2 instances, 24 steps), not one per pass
+    assert comfy.progress[-1] == (3 * 24, 3 * 24) and len(comfy.progress) >= 3 * 24
     assert comfy.interrupt_checks >= 3 * 24  # checked at every sampler step too
     comfy.samples.clear()
     comfy.progress.clear()
