@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .device import precision_of, resolve_dtype
+from ._optional import require
 
 __all__ = [
     "NEGATIVE_PROMPT",
@@ -179,14 +180,8 @@ def composite(original: Tensor, refined: Tensor, mask: Tensor) -> Tensor:
 
 # ---------------------------------------------------------------------------------------------- diffusers runner
 def _require_diffusers():
-    try:
-        import diffusers
-    except ImportError as exc:
-        raise RuntimeError(
-            "the diffusion refinement outside ComfyUI needs 'diffusers' (pip install diffusers); inside ComfyUI "
-            "use the CartoonSegInpaintDiffusion node instead"
-        ) from exc
-    return diffusers
+    return require("diffusers", extra="diffusion", purpose="the diffusion refinement outside ComfyUI",
+                   hint="inside ComfyUI use the CartoonSegInpaintDiffusion node instead")
 
 
 def load_inpaint_pipeline(
