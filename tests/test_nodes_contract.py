@@ -424,6 +424,18 @@ def test_refine_box_prompt_modes_and_grey_option(nodes, model):
     assert torch.equal(d[1], nodes["CartoonSegDetect"]().detect(model, grey, 0.0, 2, 128, "soft", False)[1])
 
 
+def test_images_with_one_or_two_channels(pack, nodes, model):
+    _comfy = pack.nodes._comfy
+    batch = torch.rand(1, H, W, 2)  # grey + alpha: alpha dropped, grey replicated
+    out = _comfy.check_image(batch)
+    assert out.shape == (1, H, W, 3) and torch.equal(out[..., 1], batch[..., 0])
+    assert _comfy.image_to_uint8(batch[0]).shape == (H, W, 3)
+    seg = nodes["CartoonSegSegment"]()
+    a = seg.segment(model, batch, 0.0, 2, 128, 0.3, True, 64, "soft", False)
+    b = seg.segment(model, batch[..., :1], 0.0, 2, 128, 0.3, True, 64, "soft", False)
+    assert torch.equal(a[1], b[1])
+
+
 def test_refine_needs_a_refiner(nodes):
     (no_ref,) = nodes["CartoonSegModelLoader"]().load("rtmdetl_e60.ckpt", "none", "cpu", "fp32", False, False)
     with pytest.raises(ValueError, match="needs a refiner"):

@@ -106,13 +106,33 @@ def test_grey_option_runs_both_stages_on_the_grey_image(seg, image):
     assert torch.equal(grey_seg.refine(image, box).masks, seg.refine(grey_rgb(image), box).masks)
 
 
-@pytest.mark.parametrize("channels", [1])
+@pytest.mark.parametrize("channels", [1, 2])
 def test_one_and_two_channel_images_are_accepted(seg, image, channels):
     grey = grey_rgb(image)[:, :, :1]
     arr = grey if channels == 1 else np.concatenate([grey, np.full_like(grey, 255)], 2)
     out = seg(arr)
     assert isinstance(out, Instances) and out.image_size == (120, 200)
     assert torch.equal(out.masks, seg(grey[:, :, 0]).masks)
+
+
+def test_grey_alpha_images_follow_the_alpha_rules(tmp_path):
+    from PIL import Image
+
+    from cartoonseg.io import read_image, to_float_image, to_rgb_uint8
+
+    la = np.zeros((4, 5, 2), np.uint8)
+    la[..., 0] = 200
+    la[:, :2, 1] = 255  # left part opaque, right part transparent
+    assert np.array_equal(to_rgb_uint8(la), np.full((4, 5, 3), 200, np.uint8))  # alpha dropped
+    white = to_rgb_uint8(la, alpha="white")
+    assert (white[:, :2] == 200).all() and (white[:, 2:] == 255).all()
+    keep = to_rgb_uint8(la, alpha="keep")
+    assert keep.shape == (4, 5, 4) and np.array_equal(keep[..., 3], la[..., 1])
+    assert torch.equal(to_float_image(torch.from_numpy(la).float() / 255), torch.full((4, 5, 3), 200 / 255))
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")  # a grey + alpha file reads like an RGBA one
+    assert np.array_equal(read_image(tmp_path / "la.png"), white)
+    with pytest.raises(ValueError, match=r"\[H,W,2\]"):
+        to_rgb_uint8(np.zeros((4, 5, 5), np.uint8))
 
 
 def test_cli_segment_box_prompts_and_grey(seg, image, tmp_path, capsys):

@@ -25,9 +25,9 @@ def default_work_dir(out: str | os.PathLike) -> Path:
 
 
 def _read_rgb(path: str) -> np.ndarray:
-    from ..__main__ import _read_image  # the package's image reader (alpha composited on white, 16-bit scaled)
+    from ..io import read_image  # the one image reader (alpha composited on white, grey expanded, 16-bit scaled)
 
-    return _read_image(Path(path))
+    return read_image(path)
 
 
 def write_output(path: str | os.PathLike, coco: Mapping[str, Any], *, inputs: Sequence[str] = (),
