@@ -207,6 +207,8 @@ def bench_apps(quick: bool, threads: int) -> dict:
         "inpaint_patchmatch": ["bench_inpaint.py", "--size", "256" if quick else "1024", "--threads", str(threads)],
         "kenburns": ["bench_kenburns.py", "--size", "128" if quick else "1024", "--frames", "4" if quick else "75",
                      "--threads", str(threads)],
+        "puppet": ["bench_puppet.py", "--size", "192" if quick else "1024", "--frames", "3" if quick else "24",
+                   "--threads", str(threads)],
     }
     out = {}
     for name, argv in apps.items():

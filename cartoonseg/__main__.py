@@ -150,14 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
     conv.set_defaults(func=_convert)
     # Application commands live next to their code and register themselves here (imported lazily inside).
     from .annotate.cli import add_parsers as add_annotate_parsers
-    from .depth_inpaint_cli import add_parsers as add_depth_inpaint_parsers
+    from .depth.cli import add_parsers as add_depth_parsers
+    from .inpaint.cli import add_parsers as add_inpaint_parsers
     from .kenburns.cli import add_parsers as add_kenburns_parsers
     from .puppet.cli import add_parsers as add_puppet_parsers
     from .style.cli import add_parsers as add_style_parsers
     from .tagger.cli import add_parsers as add_tag_parsers
 
     add_annotate_parsers(sub)
-    add_depth_inpaint_parsers(sub)
+    add_inpaint_parsers(sub)
+    add_depth_parsers(sub)
     add_kenburns_parsers(sub)
     add_puppet_parsers(sub)
     add_style_parsers(sub)

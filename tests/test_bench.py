@@ -35,7 +35,7 @@ def test_quick_benchmark_writes_json(tmp_path):
 
 
 def test_quick_app_benchmarks_run_and_report(tmp_path):
-    """Tagger (fp32, bf16), depth, PatchMatch and Ken Burns benches run as subprocesses in quick mode and each
+    """Tagger (fp32, bf16), depth, PatchMatch, Ken Burns and puppet benches run as subprocesses in quick mode and each
     leaves its JSON result; a failing app bench would show up as rc != 0."""
     out = tmp_path / "apps.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -43,9 +43,10 @@ def test_quick_app_benchmarks_run_and_report(tmp_path):
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     apps = json.loads(out.read_text())["apps"]
-    assert set(apps) == {"tagger", "tagger_bf16", "depth", "inpaint_patchmatch", "kenburns"}
+    assert set(apps) == {"tagger", "tagger_bf16", "depth", "inpaint_patchmatch", "kenburns", "puppet"}
     for name, res in apps.items():
         assert res["rc"] == 0 and "result" in res, (name, res.get("stderr_tail"))
     assert apps["depth"]["result"]["rows"][0]["output_shape"] == [160, 160]
     assert apps["tagger_bf16"]["result"]["precision"] == "bf16"
     assert {r["method"] for r in apps["inpaint_patchmatch"]["result"]["rows"]} == {"patchmatch", "telea"}
+    assert apps["puppet"]["result"]["characters"] == 2 and apps["puppet"]["result"]["frame_ms_median"] > 0

@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .hub import WeightsUnavailableError, hub_url, is_offline
-from .io import to_rgb_uint8
+from ..hub import WeightsUnavailableError, hub_url, is_offline
+from ..io import to_rgb_uint8
 
 __all__ = [
     "DEPTH_MODELS",
