@@ -40,9 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .device import precision_of, resolve_dtype
-from .hub import WeightsUnavailableError, hub_url, is_offline
-from .io import to_rgb_uint8
+from ..device import precision_of, resolve_dtype
+from ..hub import WeightsUnavailableError, hub_url, is_offline
+from ..io import to_rgb_uint8
 
 __all__ = [
     "DEPTH_MODELS",
