@@ -190,3 +190,15 @@ def masks_to_boxes(masks: Tensor) -> Tensor:
     boxes = torch.stack([x1, y1, x2, y2], 1).float()
     boxes[~rows.any(1)] = 0.0
     return boxes
+
+
+def fitted_boxes(instances: Instances) -> Tensor:
+    """xyxy boxes ``[N,4]`` that fit each instance's (thresholded) mask, which after refinement can reach beyond the
+    detector's box; an instance with an empty mask keeps its own box. Used wherever a box stands for the mask
+    (Impact SEGS bbox and crop region, crops, box outputs)."""
+    if len(instances) == 0:
+        return instances.boxes.float().clone()
+    binary = instances.binary
+    tight = masks_to_boxes(binary).to(instances.boxes.device)
+    empty = ~binary.flatten(1).any(1).to(instances.boxes.device)
+    return torch.where(empty[:, None], instances.boxes.float(), tight)

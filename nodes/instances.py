@@ -18,6 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cartoonseg.boxes import BBOX_FORMATS
+from cartoonseg.structures import fitted_boxes
+
 from . import _comfy
 from .segment import (
     _MASK_OUTPUT_TOOLTIP,
@@ -192,20 +195,10 @@ def make_crops(image: torch.Tensor | None, frame_masks: list[tuple[int, torch.Te
 
 
 def to_bounding_boxes(frames: list) -> list[list[dict]]:
-    """Per-frame instances -> ComfyUI ``BOUNDING_BOX`` value: one list per frame of
-    ``{x, y, width, height, score, label, id}`` dicts (pixels, clamped to the image)."""
-    out = []
-    for f in frames:
-        h, w = f.image_size
-        items = []
-        for box, score, iid in zip(f.boxes.tolist(), f.scores.tolist(), f.ids.tolist()):
-            x1, y1 = max(0.0, box[0]), max(0.0, box[1])
-            x2, y2 = min(float(w), box[2]), min(float(h), box[3])
-            items.append({"x": int(round(x1)), "y": int(round(y1)), "width": int(round(max(0.0, x2 - x1))),
-                          "height": int(round(max(0.0, y2 - y1))), "score": round(float(score), 6),
-                          "label": f"inst_{iid}", "id": int(iid)})
-        out.append(items)
-    return out
+    """Per-frame instances -> ComfyUI ``BOUNDING_BOX`` value (:func:`cartoonseg.boxes.to_bounding_box`)."""
+    from cartoonseg.boxes import to_bounding_box
+
+    return to_bounding_box(frames)
 
 
 def impact_crop_region(width: int, height: int, bbox, crop_factor: float) -> list[int]:
@@ -237,15 +230,18 @@ def instances_to_segs(inst, image_frame: torch.Tensor | None, crop_factor: float
                       label_prefix: str, mask_output: str = "binary"):
     """One frame's instances -> Impact ``SEGS`` ``((H, W), [SEG, ...])``.
 
+    ``bbox`` is the integer xyxy box of the instance's mask (refinement can grow a mask beyond the detector's box)
+    and ``crop_region`` that box scaled by ``crop_factor``, so the whole mask lies inside the crop;
     ``cropped_mask`` is float32 numpy ``[h,w]`` over ``crop_region``; ``cropped_image`` a ``[1,h,w,3]`` tensor
-    (or None without an image); ``bbox`` integer xyxy in image pixels; ``confidence`` the score; ``label``
-    ``<label_prefix><instance id>``. Instances whose box is smaller than ``drop_size`` on a side are dropped.
+    (or None without an image); ``confidence`` the score; ``label`` ``<label_prefix><instance id>``. Instances
+    whose box is smaller than ``drop_size`` on a side are dropped.
     """
     h, w = inst.image_size
     masks = mask_values(inst, mask_output).numpy().astype(np.float32)
+    boxes = fitted_boxes(inst)  # the refined mask, not the detector's box (refined pixels may lie outside it)
     segs = []
     for k in range(len(inst)):
-        bx1, by1, bx2, by2 = (float(v) for v in inst.boxes[k].tolist())
+        bx1, by1, bx2, by2 = (float(v) for v in boxes[k].tolist())
         bx1, by1 = max(0.0, bx1), max(0.0, by1)
         bx2, by2 = min(float(w), bx2), min(float(h), by2)
         if bx2 - bx1 < drop_size or by2 - by1 < drop_size:
@@ -357,7 +353,8 @@ class CartoonSegInstanceSplit:
         items = []
         for fi, c in zip(frame_ids, chosen):
             values = mask_values(c, mask_output)
-            items += [(fi, c.boxes[k], values[k]) for k in range(len(c))]
+            boxes = fitted_boxes(c)  # crops hold the whole (refined) mask
+            items += [(fi, boxes[k], values[k]) for k in range(len(c))]
         if items:
             crops, crop_masks = make_crops(image, items, int(crop_padding), int(crop_size), crop_fill)
         else:
@@ -465,6 +462,51 @@ class CartoonSegToSEGS:
                                   mask_output),)
 
 
+class CartoonSegConvertBoxes:
+    DESCRIPTION = (
+        "The instances' boxes (fitted to their masks) for other nodes: BBOX as [x1,y1,x2,y2] per frame (kijai SAM2 "
+        "Sam2Segmentation bboxes, Florence2-style nodes) or [x,y,w,h] (KJNodes crop/uncrop, BboxToInt); core "
+        "BOUNDING_BOX dicts (SAM3 Detect, Draw BBoxes, Crop By BBoxes in recent ComfyUI); a filled box MASK per "
+        "instance (every core mask node); box centres as JSON points (SAM2 coordinates_positive)."
+    )
+    CATEGORY = CATEGORY
+    FUNCTION = "convert"
+    RETURN_TYPES = ("BBOX", "BOUNDING_BOX", "MASK", "STRING", "INT")
+    RETURN_NAMES = ("bbox", "bounding_box", "box_masks", "centers_json", "count")
+    OUTPUT_TOOLTIPS = (
+        "BBOX of other packs, in the chosen format",
+        "core ComfyUI BOUNDING_BOX: {x, y, width, height, score, label, id} dicts, a list per frame",
+        "a filled rectangle per instance (frames in order)",
+        'box centres [{"x": .., "y": ..}] as JSON (SAM2 point prompts)',
+        "number of boxes",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "from Segment / Select Instances"}),
+                "format": (list(BBOX_FORMATS), {
+                    "default": "xyxy",
+                    "tooltip": "xyxy = [x1,y1,x2,y2] per frame (SAM2, Florence2); xywh = [x,y,w,h] (KJNodes)"}),
+                "frame": ("INT", {"default": -1, "min": -1, "max": 100000,
+                                  "tooltip": "-1 = every frame; else one frame (most box consumers take one image)"}),
+            },
+        }
+
+    def convert(self, instances, format, frame):
+        import json
+
+        from cartoonseg.boxes import box_centres, box_masks, to_bbox, to_bounding_box
+
+        frames = check_instances_list(instances)
+        if frame >= len(frames):
+            raise ValueError(f"frame {frame} out of range: instances have {len(frames)} frames (use -1 for all)")
+        chosen = frames if frame < 0 else [frames[frame]]
+        return (to_bbox(chosen, format), to_bounding_box(chosen), box_masks(chosen), json.dumps(box_centres(chosen)),
+                int(sum(len(f) for f in chosen)))
+
+
 class CartoonSegTrack:
     DESCRIPTION = ("Video: give instances stable ids across the frames of a batch by mask (or box) IoU with earlier "
                    "frames, so a selection by id follows the same character. Lost tracks are remembered for "
@@ -503,10 +545,12 @@ NODE_CLASS_MAPPINGS = {
     "CartoonSegMaskToInstances": CartoonSegMaskToInstances,
     "CartoonSegToSEGS": CartoonSegToSEGS,
     "CartoonSegTrack": CartoonSegTrack,
+    "CartoonSegConvertBoxes": CartoonSegConvertBoxes,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "CartoonSegInstanceSplit": "Select Instances (CartoonSeg)",
     "CartoonSegMaskToInstances": "Masks to Instances (CartoonSeg)",
     "CartoonSegToSEGS": "Instances to SEGS (CartoonSeg)",
     "CartoonSegTrack": "Track Instances (CartoonSeg)",
+    "CartoonSegConvertBoxes": "Convert Boxes (CartoonSeg)",
 }

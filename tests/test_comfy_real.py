@@ -395,3 +395,28 @@ def test_progress_per_instance_and_cancel_within_one_instance(server, workspace)
     TIMINGS[f"cancel_latency_{server.generation}_s"] = round(stopped - run["interrupted_at"], 3)
     assert len(after) <= 1, f"{len(after)} more instances ran after Cancel"
     assert stopped - run["interrupted_at"] <= max(1.0, 2 * per_instance), (stopped, run["interrupted_at"])
+
+
+# ---------------------------------------------------------------------------------------------- degradation, boxes
+def test_whole_image_mask_and_boxes_into_core_nodes(harness, server, workspace):
+    """A mask over the whole image gives the documented flat fill and a warning instead of a failed run; Convert
+    Boxes' MASK goes through core mask nodes (GrowMask, MaskToImage)."""
+    prompt = _segment_prompt(workspace, "refine_last.ckpt", max_instances=2)
+    prompt.update({
+        "10": {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": IMG_W, "height": IMG_H}},
+        "11": {"class_type": "CartoonSegInpaintPatchMatch", "inputs": {
+            "image": ["1", 0], "mask": ["10", 0], "method": "patchmatch", "patch_size": 3, "seed": 0,
+            "telea_radius": 3}},
+        "12": {"class_type": "SaveImage", "inputs": {"images": ["11", 0], "filename_prefix": "degrade/whole"}},
+        "13": {"class_type": "CartoonSegConvertBoxes", "inputs": {"instances": ["3", 0], "format": "xyxy",
+                                                                  "frame": -1}},
+        "14": {"class_type": "GrowMask", "inputs": {"mask": ["13", 2], "expand": 2, "tapered_corners": True}},
+        "15": {"class_type": "MaskToImage", "inputs": {"mask": ["14", 0]}},
+        "16": {"class_type": "SaveImage", "inputs": {"images": ["15", 0], "filename_prefix": "degrade/boxes"}},
+    })
+    result = _run(harness, server, prompt, "degrade_and_boxes")
+    (whole,) = _saved(server, result, "degrade/whole")
+    assert whole.shape == (IMG_H, IMG_W, 3) and np.abs(whole.astype(int) - 128).max() <= 1  # flat mid-grey
+    assert "covers the whole image" in server.log_text()
+    boxes = _saved(server, result, "degrade/boxes")
+    assert len(boxes) == 2 and all(b.shape[:2] == (IMG_H, IMG_W) and b.max() == 255 for b in boxes)

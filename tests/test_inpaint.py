@@ -177,3 +177,31 @@ def test_cli_inpaint(tmp_path):
         assert np.abs(res[hole].astype(int) - CHAR.astype(int)).sum(1).min() > 120
     Image.fromarray(np.zeros((5, 5), np.uint8)).save(tmp_path / "small_mask.png")
     assert cli_main(["inpaint", str(tmp_path / "img.png"), str(tmp_path / "small_mask.png"), "--out", str(tmp_path / "x.png")]) == 2
+
+
+@pytest.mark.parametrize("method", ["patchmatch", "telea"])
+def test_whole_image_mask_gives_a_documented_fill_and_a_warning(method):
+    """Removing a character that fills the frame must not kill a graph (Ken Burns, style editing, puppet): a mask
+    over the whole image gives a flat mid-grey fill, a mask that leaves no complete PatchMatch patch falls back to
+    Telea; both warn (issue 20 #6). The strict functions keep raising for direct callers."""
+    from cartoonseg.inpaint.patchmatch import FLAT_FILL
+
+    img = textured_background(24, 32)
+    with pytest.warns(UserWarning, match="covers the whole image"):
+        out = inpaint(img, np.ones((24, 32), bool), method=method)
+    assert out.shape == img.shape and out.dtype == img.dtype
+    assert np.all(out == round(FLAT_FILL * 255))
+    as_float = torch.from_numpy(img).float() / 255
+    with pytest.warns(UserWarning, match="covers the whole image"):
+        out = inpaint(as_float, torch.ones(24, 32), method=method)
+    assert isinstance(out, torch.Tensor) and torch.allclose(out, torch.full_like(as_float, FLAT_FILL))
+    # one known pixel: no complete 3x3 patch for PatchMatch -> Telea from that pixel (its colour everywhere)
+    almost = np.ones((24, 32), bool)
+    almost[0, 0] = False
+    if method == "patchmatch":
+        with pytest.warns(UserWarning, match="Telea"):
+            out = inpaint(img, almost, method=method)
+    else:
+        out = inpaint(img, almost, method=method)
+    assert out.shape == img.shape and np.array_equal(out[0, 0], img[0, 0])
+    assert np.abs(out.astype(int) - img[0, 0].astype(int)).mean() < 8  # a smooth fill around that colour

@@ -446,12 +446,42 @@ def telea_inpaint(image, mask, *, radius: int = 3):
     return _float_to_kind(out, kind)
 
 
+#: what a hole with nothing known around it is filled with (mid-grey, the neutral value diffusion inpainting also
+#: puts into holes)
+FLAT_FILL = 0.5
+
+
 def inpaint(image, mask, *, method: str = "patchmatch", patch_size: int = 3, seed: int = 0, radius: int = 3,
             interrupt: Callable[[], None] | None = None):
     """Dispatch to :func:`patchmatch_inpaint` or :func:`telea_inpaint` (``method`` in :data:`INPAINT_METHODS`).
 
     ``interrupt`` (cancel check, raise to stop) is called between PatchMatch iterations, and once before Telea
-    (a single OpenCV call that cannot be split)."""
+    (a single OpenCV call that cannot be split).
+
+    A mask that leaves nothing to copy from does not fail (the applications remove every character, and a
+    character may fill the frame); it gets a documented result and a :class:`UserWarning`:
+
+    * no complete ``patch_size`` patch outside the mask (PatchMatch): Telea fills from the known pixels;
+    * no known pixel at all (the mask covers the whole image): a flat mid-grey fill (:data:`FLAT_FILL`).
+    """
+    if method not in INPAINT_METHODS:
+        raise ValueError(f"unknown inpaint method {method!r}; allowed: {', '.join(INPAINT_METHODS)}")
+    img, kind = _image_to_float(image)
+    hole = _mask_to_bool(mask, img.shape[:2])
+    if bool(hole.all()):
+        import warnings
+
+        warnings.warn("inpaint: the mask covers the whole image, nothing is left to fill from; the result is a flat "
+                      f"mid-grey fill ({FLAT_FILL}). Use a smaller mask for a real background.", stacklevel=2)
+        out = img.clone()
+        out[hole] = FLAT_FILL * 255.0
+        return _float_to_kind(out, kind)
+    if method == "patchmatch" and hole.any() and bool((~_dilate(hole, patch_size)).sum() == 0):
+        import warnings
+
+        warnings.warn(f"inpaint: the mask leaves no complete {patch_size}x{patch_size} patch to copy from; filled "
+                      "with Telea (smooth) instead of PatchMatch", stacklevel=2)
+        method = "telea"
     if method == "patchmatch":
         return patchmatch_inpaint(image, mask, patch_size=patch_size, seed=seed, interrupt=interrupt)
     if method == "telea":

@@ -1,0 +1,84 @@
+"""Instance boxes in the formats other tools and ComfyUI packs read (one home for box conversions).
+
+Boxes here are the boxes of the instances' masks (:func:`cartoonseg.structures.fitted_boxes`: after refinement a mask
+may reach beyond the detector's box), in image pixels, clamped to the image. Formats:
+
+* ``"bounding_box"``: core ComfyUI's ``BOUNDING_BOX`` (SAM3_Detect, DrawBBoxes, CropByBBoxes in recent core): a list
+  per frame of ``{x, y, width, height, score, label, id}`` dicts;
+* ``"xyxy"``: ``[x1, y1, x2, y2]`` lists, one list per frame (the ``BBOX`` of kijai's SAM2 ``Sam2Segmentation.bboxes``
+  and Florence2 outputs, and of most vision-language box nodes);
+* ``"xywh"``: ``[x, y, width, height]`` lists, one flat list over the frames (the ``BBOX`` of KJNodes' crop/uncrop and
+  ``BboxToInt`` nodes);
+* centres: ``[{"x": ..., "y": ...}]`` (the point prompts of SAM2 ``coordinates_positive``);
+* box masks: a filled rectangle per instance (MASK ``[N,H,W]``, for every mask node of core ComfyUI).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from .structures import Instances, fitted_boxes
+
+__all__ = ["BBOX_FORMATS", "pixel_boxes", "to_bounding_box", "to_bbox", "box_centres", "box_masks"]
+
+BBOX_FORMATS = ("xyxy", "xywh")
+
+
+def pixel_boxes(instances: Instances) -> list[list[int]]:
+    """Integer ``[x1, y1, x2, y2]`` of each instance's mask box, clamped to the image (x2/y2 exclusive edges)."""
+    h, w = instances.image_size
+    out = []
+    for x1, y1, x2, y2 in fitted_boxes(instances).tolist():
+        x1, y1 = int(max(0.0, min(float(w), x1))), int(max(0.0, min(float(h), y1)))
+        x2 = max(x1, min(w, math.ceil(x2)))
+        y2 = max(y1, min(h, math.ceil(y2)))
+        out.append([x1, y1, x2, y2])
+    return out
+
+
+def to_bounding_box(frames: Sequence[Instances], label_prefix: str = "inst_") -> list[list[dict]]:
+    """Core ComfyUI ``BOUNDING_BOX``: a list per frame of ``{x, y, width, height, score, label, id}`` dicts."""
+    out = []
+    for inst in frames:
+        items = []
+        for (x1, y1, x2, y2), score, iid in zip(pixel_boxes(inst), inst.scores.tolist(), inst.ids.tolist()):
+            items.append({"x": x1, "y": y1, "width": x2 - x1, "height": y2 - y1, "score": round(float(score), 6),
+                          "label": f"{label_prefix}{int(iid)}", "id": int(iid)})
+        out.append(items)
+    return out
+
+
+def to_bbox(frames: Sequence[Instances], fmt: str = "xyxy") -> list:
+    """``BBOX`` of other packs: ``"xyxy"`` -> a list per frame of ``[x1, y1, x2, y2]``; ``"xywh"`` -> one flat list
+    of ``[x, y, width, height]`` over all frames."""
+    if fmt == "xyxy":
+        return [pixel_boxes(inst) for inst in frames]
+    if fmt == "xywh":
+        return [[x1, y1, x2 - x1, y2 - y1] for inst in frames for x1, y1, x2, y2 in pixel_boxes(inst)]
+    raise ValueError(f"box format must be one of {BBOX_FORMATS}, got {fmt!r}")
+
+
+def box_centres(frames: Sequence[Instances]) -> list[dict]:
+    """Centre point ``{"x", "y"}`` (integer pixels) of every instance's box, frames in order."""
+    return [{"x": (x1 + x2) // 2, "y": (y1 + y2) // 2} for inst in frames for x1, y1, x2, y2 in pixel_boxes(inst)]
+
+
+def box_masks(frames: Sequence[Instances]) -> Tensor:
+    """Filled rectangles, one per instance, frames in order: float32 ``[N,H,W]`` (a ``[1,H,W]`` zero mask when
+    there is no instance, as every MASK output of the pack)."""
+    if not frames:
+        raise ValueError("box_masks needs at least one frame")
+    h, w = frames[0].image_size
+    masks = []
+    for inst in frames:
+        if inst.image_size != (h, w):
+            raise ValueError(f"frames have different sizes {inst.image_size} and {(h, w)}")
+        for x1, y1, x2, y2 in pixel_boxes(inst):
+            m = torch.zeros(h, w)
+            m[y1:y2, x1:x2] = 1.0
+            masks.append(m)
+    return torch.stack(masks) if masks else torch.zeros(1, h, w)
