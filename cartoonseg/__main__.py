@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import rle
-from ._cli import load_networks, run_parser
+from ._cli import finish_parser, load_networks, progress, quiet, run_parser
 from .checkpoint import convert
 from .device import PRECISION_CHOICES
 from .io import IMAGE_SUFFIXES, read_image, write_image
@@ -99,14 +99,26 @@ def _segment(args: argparse.Namespace) -> int:
     out = Path(args.out)
     inputs = _expand_inputs(args.images)
     stems = [p.stem for p in inputs]
-    for index, path in enumerate(inputs):
-        image = read_image(path)
-        start = time.perf_counter()
-        instances = seg(image) if boxes is None else seg.refine(image, boxes)
-        elapsed = time.perf_counter() - start
-        name = path.stem if stems.count(path.stem) == 1 else f"{path.stem}_{index}"
-        write_instances(instances, image, out / name)
-        print(f"{path}: {len(instances)} instances in {elapsed:.2f}s -> {out / name}")
+    with progress(len(inputs), "images", quiet(args), unit="image") as images, \
+            progress(None, "instances", quiet(args), unit="instance", leave=False) as refined:
+
+        def per_instance(done: int, total: int) -> None:  # the refiner's progress within the current image
+            if refined.total != total:
+                refined.reset(total=total)
+            refined.update(done - refined.n)
+
+        for index, path in enumerate(inputs):
+            image = read_image(path)
+            start = time.perf_counter()
+            if boxes is None:
+                instances = seg(image, progress=per_instance)
+            else:
+                instances = seg.refine(image, boxes, progress=per_instance)
+            elapsed = time.perf_counter() - start
+            name = path.stem if stems.count(path.stem) == 1 else f"{path.stem}_{index}"
+            write_instances(instances, image, out / name)
+            images.write(f"{path}: {len(instances)} instances in {elapsed:.2f}s -> {out / name}")
+            images.update(1)
     return 0
 
 
@@ -121,15 +133,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     seg = sub.add_parser("segment", help="segment images into character instances")
     seg.add_argument("images", nargs="+", help="image files or folders")
-    seg.add_argument("--detector", default="detector", help="detector weights path or released name (default: download rtmdetl_e60.ckpt)")
-    seg.add_argument("--refiner", default="refiner", help="refiner weights path, released name, or 'none'")
+    seg.add_argument("--detector", default="detector",
+                     help="detector weights: a path, or 'detector' = the released rtmdetl_e60.ckpt (downloaded into "
+                          "--weights-dir or ~/.cache/cartoonseg when missing)")
+    seg.add_argument("--refiner", default="refiner",
+                     help="refiner weights: a path, 'refiner' = the released refine_last.ckpt, or 'none' (detector "
+                          "masks only)")
     seg.add_argument("--out", required=True, help="output folder (one sub-folder per image)")
-    seg.add_argument("--score-thr", type=float, default=0.3)
-    seg.add_argument("--mask-thr", type=float, default=0.3)
-    seg.add_argument("--det-size", type=int, default=640)
-    seg.add_argument("--max-instances", type=int, default=100)
+    seg.add_argument("--score-thr", type=float, default=0.3, help="minimum detection score, 0..1")
+    seg.add_argument("--mask-thr", type=float, default=0.3,
+                     help="mask probability above which a pixel belongs to the instance, 0..1")
+    seg.add_argument("--det-size", type=int, default=640,
+                     help="detector input size in pixels (longest side; a multiple of 32)")
+    seg.add_argument("--max-instances", type=int, default=100, help="keep at most this many instances per image")
     seg.add_argument("--precision", choices=list(PRECISION_CHOICES), default="fp32",
-                     help="compute precision (default fp32). auto = the fastest this device runs natively; a precision "
+                     help="compute precision. auto = the fastest this device runs natively; a precision "
                           "the device lacks (bf16 on an AVX2-only CPU) falls back to fp32 with a warning")
     seg.add_argument("--exact", action="store_true",
                      help="run the original implementation's op order (bit-identical, about 2x slower on CPU) "
@@ -143,13 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="how a --box becomes the refiner's coarse mask: kernel = the mask of the detection that "
                           "best overlaps the box (the original's segment_with_bboxes; default), rectangle = the "
                           "filled box")
-    seg.add_argument("--device", default="cpu")
-    seg.add_argument("--weights-dir", default=None, help="folder holding the released files (searched first; downloads go there)")
+    seg.add_argument("--device", default="cpu", help="torch device to run on: cpu, cuda, cuda:1, ...")
+    seg.add_argument("--weights-dir", default=None,
+                     help="folder holding the released files (searched first; downloads go there; default: "
+                          "~/.cache/cartoonseg)")
     seg.add_argument("--no-download", action="store_true", help="never download weights")
     seg.set_defaults(func=_segment)
     conv = sub.add_parser("convert", help="convert a released/mmdet/Lightning checkpoint to cartoonseg safetensors")
-    conv.add_argument("src")
-    conv.add_argument("dst")
+    conv.add_argument("src", help="the weights file to convert: rtmdetl_e60.ckpt / refine_last.ckpt, an mmdet or "
+                                  "Lightning checkpoint, or our .safetensors")
+    conv.add_argument("dst", help="the .safetensors file to write (readable by everyone: mode 0644 under umask 022)")
     conv.set_defaults(func=_convert)
     # Application commands live next to their code and register themselves here (imported lazily inside).
     from .annotate.cli import add_parsers as add_annotate_parsers
@@ -167,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_puppet_parsers(sub)
     add_style_parsers(sub)
     add_tag_parsers(sub)
-    return parser
+    return finish_parser(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

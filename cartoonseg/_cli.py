@@ -11,20 +11,67 @@ from collections.abc import Callable, Sequence
 
 from ._optional import MissingDependencyError
 from .checkpoint import CheckpointError, load_detector, load_refiner
-from .hub import WeightsUnavailableError, resolve_weights
+from .hub import WeightsUnavailableError, resolve_all
 
-__all__ = ["CLI_ERRORS", "load_networks", "run_parser", "subcommand_parser"]
+__all__ = ["CLI_ERRORS", "HelpFormatter", "finish_parser", "load_networks", "progress", "run_parser",
+           "subcommand_parser"]
 
 #: exceptions reported as one line (OSError covers missing paths and unwritable ``--out`` folders;
 #: MissingDependencyError names the extra to install)
 CLI_ERRORS = (ValueError, TypeError, OSError, CheckpointError, WeightsUnavailableError, MissingDependencyError)
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """``--help`` of every command: each option's help ends with its default (``(default: 0.3)``) unless the help
+    already says what happens without the option; options whose default is None or False say so in their help."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (action.option_strings and default not in (None, False, argparse.SUPPRESS) and "default" not in text
+                and not isinstance(action, argparse._HelpAction)):
+            shown = ", ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+            text += f" (default: {shown if shown != '' else 'empty'})"
+        return text
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    return [p for a in parser._actions if isinstance(a, argparse._SubParsersAction) for p in a.choices.values()]
+
+
+def finish_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The conventions every ``python -m cartoonseg`` command shares, applied once to the whole parser tree: option
+    defaults shown in ``--help`` (:class:`HelpFormatter`), and ``-q/--quiet`` (no progress bars; they are also off
+    when stderr is not a terminal)."""
+    commands = _subparsers(parser) or [parser]  # a stand-alone parser without sub-commands is the command
+    for p in [parser, *commands]:
+        p.formatter_class = HelpFormatter
+        if p in commands and not any("--quiet" in a.option_strings for a in p._actions):
+            p.add_argument("-q", "--quiet", action="store_true",
+                           help="no progress bars (they are off anyway when stderr is not a terminal)")
+    return parser
+
+
 def subcommand_parser(add_parsers: Callable[[object], None], description: str) -> argparse.ArgumentParser:
     """A ``python -m cartoonseg`` parser holding the sub-commands that ``add_parsers`` registers."""
     parser = argparse.ArgumentParser(prog="python -m cartoonseg", description=description)
     add_parsers(parser.add_subparsers(dest="command", required=True))
-    return parser
+    return finish_parser(parser)
+
+
+def progress(total: int | None = None, desc: str = "", quiet: bool = False, *, unit: str = "it", leave: bool = True):
+    """A tqdm progress bar on stderr for long CLI work; silent with ``--quiet`` or when stderr is not a terminal.
+    Use as a context manager; ``bar.update(n)``. ``total=None`` counts without an end (iterations of unknown number).
+    """
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc or None, unit=unit, leave=leave, dynamic_ncols=True, file=sys.stderr,
+                disable=bool(quiet) or not sys.stderr.isatty())
+
+
+def quiet(args: argparse.Namespace) -> bool:
+    """Whether a command was asked for no progress output (``-q/--quiet``)."""
+    return bool(getattr(args, "quiet", False))
 
 
 def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
@@ -45,8 +92,9 @@ def load_networks(detector: str, refiner: str | None, *, search_dirs: Sequence =
     Returns:
         ``(RTMDetIns, ISNetDIS | None)``.
     """
-    det = load_detector(resolve_weights(detector, search_dirs=search_dirs, allow_download=allow_download), device=device)
-    ref = None
-    if refiner and str(refiner).lower() != "none":
-        ref = load_refiner(resolve_weights(refiner, search_dirs=search_dirs, allow_download=allow_download), device=device)
+    kwargs = {"search_dirs": search_dirs, "allow_download": allow_download}
+    names = [detector] + ([refiner] if refiner and str(refiner).lower() != "none" else [])
+    paths = resolve_all([(name, kwargs) for name in names])  # every missing file named at once
+    det = load_detector(paths[0], device=device)
+    ref = load_refiner(paths[1], device=device) if len(paths) > 1 else None
     return det, ref

@@ -669,6 +669,13 @@ def load_refiner(path: str | os.PathLike, device: str | torch.device = "cpu") ->
 
 
 # ---------------------------------------------------------------------------------------------- writing
+def _file_mode() -> int:
+    """The mode ``open()`` gives a new file under the current umask (0644 under the usual 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def save_weights(model: RTMDetIns | ISNetDIS, path: str | os.PathLike) -> Path:
     """Save a model in our format: safetensors, aliased tensors stored once, the JSON config in the header."""
     from safetensors.torch import save_file
@@ -688,6 +695,7 @@ def save_weights(model: RTMDetIns | ISNetDIS, path: str | os.PathLike) -> Path:
     tmp = path.with_name(path.name + ".partial")
     try:  # write a temporary file, then rename: an interrupted save never leaves a half file at ``path``
         save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
+        os.chmod(tmp, _file_mode())  # safetensors writes 0600; a weights file is as readable as any other file
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -26,6 +26,8 @@ __all__ = [
     "sha256_of",
     "hub_url",
     "is_offline",
+    "download_blocker",
+    "resolve_all",
 ]
 
 REPO_ID = "dreMaz/AnimeInstanceSegmentation"
@@ -52,7 +54,31 @@ RELEASED_WEIGHTS: dict[str, WeightsSpec] = {
 
 
 class WeightsUnavailableError(RuntimeError):
-    """The weights are not on disk and cannot (or may not) be downloaded."""
+    """The weights are not on disk and cannot (or may not) be downloaded.
+
+    Attributes:
+        missing: ``[(file name, URL, local path it belongs at)]`` of the files concerned (empty when unknown).
+        reason: why they could not be fetched ("downloading is disabled", "HF_HUB_OFFLINE is set", no network, ...).
+    """
+
+    def __init__(self, message: str, *, missing: Sequence[tuple[str, str, str]] = (), reason: str = "") -> None:
+        super().__init__(message)
+        self.missing = list(missing)
+        self.reason = reason
+
+    @classmethod
+    def combine(cls, errors: Sequence[WeightsUnavailableError]) -> WeightsUnavailableError:
+        """One error naming every unavailable file of ``errors`` (and their shared reason once)."""
+        if len(errors) == 1:
+            return errors[0]
+        reasons = {e.reason for e in errors}
+        if len(reasons) == 1 and all(e.missing for e in errors):
+            steps = "; ".join(f"download {url} and place it at {target}" for e in errors for _, url, target in e.missing)
+            names = ", ".join(name for e in errors for name, _, _ in e.missing)
+            return cls(f"{len(errors)} weights files are not on disk ({names}) and {reasons.pop()}: {steps}",
+                       missing=[m for e in errors for m in e.missing], reason=errors[0].reason)
+        return cls(f"{len(errors)} weights files are unavailable: " + " | ".join(map(str, errors)),
+                   missing=[m for e in errors for m in e.missing])
 
 
 def hub_url(repo_id: str, filename: str, revision: str = "main") -> str:
@@ -66,6 +92,41 @@ def is_offline() -> bool:
         os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
         for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     )
+
+
+#: seconds the reachability check of the hub waits (``CARTOONSEG_NET_TIMEOUT``)
+NET_TIMEOUT = 3.0
+_REACHABLE: dict[tuple[str, int], str | None] = {}
+
+
+def _unreachable(url: str) -> str | None:
+    """None when a TCP connection to ``url``'s host opens within :data:`NET_TIMEOUT` seconds, else why not. Checked
+    once per host and process: without network, huggingface_hub would spend ~20 s in retries per file."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or "huggingface.co"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if (host, port) not in _REACHABLE:
+        timeout = float(os.environ.get("CARTOONSEG_NET_TIMEOUT", NET_TIMEOUT))
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                _REACHABLE[(host, port)] = None
+        except OSError as exc:
+            _REACHABLE[(host, port)] = f"{host}:{port} cannot be reached ({type(exc).__name__}: {exc})"
+    return _REACHABLE[(host, port)]
+
+
+def download_blocker(url: str = "") -> str | None:
+    """Why nothing can be downloaded from the hub right now (``HF_HUB_OFFLINE``, or no network to the hub, found in
+    seconds), or None. ``url`` is a file URL on the hub (its host is checked)."""
+    if is_offline():
+        return "HF_HUB_OFFLINE is set"
+    problem = _unreachable(url or hub_url(REPO_ID, "x"))
+    if problem:
+        return f"there is no network ({problem}; set HF_HUB_OFFLINE=1 to skip this check)"
+    return None
 
 
 def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -133,16 +194,35 @@ def resolve_weights(
     how_to = f"download {spec.url} and place it at {target}"
     if target.is_file():  # an earlier download into download_dir (files on disk are trusted)
         return target
-    if not allow_download:
-        raise WeightsUnavailableError(f"{spec.filename} is not on disk and downloading is disabled; {how_to}")
-    if is_offline():
-        raise WeightsUnavailableError(f"{spec.filename} is not on disk and HF_HUB_OFFLINE is set; {how_to}")
+    missing = [(spec.filename, spec.url, str(target))]
+    reason = "downloading is disabled" if not allow_download else download_blocker(spec.url)
+    if reason:
+        raise WeightsUnavailableError(f"{spec.filename} is not on disk and {reason}; {how_to}", missing=missing,
+                                      reason=reason)
     try:
         import huggingface_hub  # noqa: F401
     except ImportError as exc:
-        raise WeightsUnavailableError(f"huggingface_hub is not installed, cannot fetch {spec.filename}; {how_to}") from exc
+        reason = "huggingface_hub is not installed"
+        raise WeightsUnavailableError(f"{reason}, cannot fetch {spec.filename}; {how_to}", missing=missing,
+                                      reason=reason) from exc
     _download_verified(spec, target, verify=verify, how_to=how_to)
     return target
+
+
+def resolve_all(requests: Sequence[tuple[str | os.PathLike, dict]]) -> list[Path]:
+    """:func:`resolve_weights` for several files (``(name_or_path, keyword arguments)`` each): every file is tried,
+    and when some are unavailable one :class:`WeightsUnavailableError` names all of them at once (with the one
+    reason when they share it), instead of one file per attempt."""
+    paths: list[Path] = []
+    errors: list[WeightsUnavailableError] = []
+    for name, kwargs in requests:
+        try:
+            paths.append(resolve_weights(name, **kwargs))
+        except WeightsUnavailableError as exc:
+            errors.append(exc)
+    if errors:
+        raise WeightsUnavailableError.combine(errors)
+    return paths
 
 
 def _download_verified(spec: WeightsSpec, target: Path, *, verify: bool = True, how_to: str = "") -> Path:

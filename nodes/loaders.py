@@ -218,6 +218,23 @@ def resolve_model_file(name: str, kind: str, allow_download: bool) -> str:
     return str(path)
 
 
+def resolve_model_files(detector: str, refiner: str | None, allow_download: bool) -> tuple[str, str]:
+    """Both files of the loader (``refiner`` None = no refiner); when files are missing, one error names all."""
+    from cartoonseg.hub import WeightsUnavailableError
+
+    paths, errors = ["", ""], []
+    for i, (name, kind) in enumerate(((detector, "detector"), (refiner, "refiner"))):
+        if name is None:
+            continue
+        try:
+            paths[i] = resolve_model_file(name, kind, allow_download)
+        except WeightsUnavailableError as exc:
+            errors.append(exc)
+    if errors:
+        raise WeightsUnavailableError.combine(errors)
+    return paths[0], paths[1]
+
+
 class CartoonSegModelLoader:
     DESCRIPTION = (
         "Loads the CartoonSegmentation instance segmenter: RTMDet-Ins detector (stage 1) and optional IS-Net mask "
@@ -269,11 +286,9 @@ class CartoonSegModelLoader:
         prec = resolve_precision(precision, dev)
         if optimize not in OPTIMIZE:
             raise ValueError(f"optimize must be one of {OPTIMIZE}, got {optimize!r}")
-        det_path = resolve_model_file(detector, "detector", auto_download)
+        det_path, ref_path = resolve_model_files(detector, None if refiner == NO_REFINER else refiner, auto_download)
         check_file_kind(det_path, "detector", "detector")
-        ref_path = ""
-        if refiner != NO_REFINER:
-            ref_path = resolve_model_file(refiner, "refiner", auto_download)
+        if ref_path:
             check_file_kind(ref_path, "refiner", "refiner")
         offload = torch.device("cpu") if dev.type == "cpu" else torch.device(_comfy.offload_device())
         return (CartoonSegModel(det_path, ref_path, device=dev, offload_device=offload, precision=prec,

@@ -50,12 +50,6 @@ def unavailable(message: str):
     pytest.skip(message)
 
 
-@pytest.fixture(scope="module", params=GENERATIONS)
-def generation(request) -> str:
-    """``"2024"`` or ``"2025"``: a test module using it runs once per ComfyUI generation (one server each)."""
-    return request.param
-
-
 def load_harness(module_name: str, generation: str = "2024"):
     """The harness's ``run_prompt`` module, after checking every piece the tests need exists."""
     venv = VENVS[generation]

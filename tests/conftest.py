@@ -155,3 +155,11 @@ def nodes(pack, comfy):
     """The pack's NODE_CLASS_MAPPINGS, with the stub's counters and Cancel flag reset for each test."""
     comfy.reset()
     return pack.NODE_CLASS_MAPPINGS
+
+
+# ---------------------------------------------------------------------------------------------- real ComfyUI
+@pytest.fixture(scope="module", params=__import__("_comfy_real").GENERATIONS)
+def generation(request) -> str:
+    """``"2024"`` or ``"2025"``: a real-ComfyUI test module using it runs once per ComfyUI generation (one server
+    each; ``tests/_comfy_real.py``)."""
+    return request.param

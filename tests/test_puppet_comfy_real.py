@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _comfy_real import (  # noqa: F401  (generation is a fixture: both ComfyUI generations)
+from _comfy_real import (
     REPO,
     assert_page_ok,
-    generation,
     load_harness,
     make_workspace,
     page_baseline,

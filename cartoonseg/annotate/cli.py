@@ -34,7 +34,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--det-size", type=int, default=640, help="detector canvas, multiple of 32 (default 640)")
     p.add_argument("--refine-size", type=int, default=720, help="refiner canvas (default 720)")
     p.add_argument("--max-instances", type=int, default=100, help="at most this many instances per image")
-    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32", help="compute precision")
     p.add_argument("--exact", action="store_true", help="the original op order (bit-exact, slower) instead of the fast path")
     p.add_argument("--grey", action="store_true",
                    help="convert every image to grey (and back to 3 channels) before segmenting and tagging: manga, line art")

@@ -61,14 +61,14 @@ def _run_depth_pool(args: argparse.Namespace) -> int:
 
 def _add_depth(sub) -> None:
     p = sub.add_parser("depth", help="relative depth (Depth Anything V2) as a grey PNG, larger = nearer")
-    p.add_argument("image")
+    p.add_argument("image", help="image file")
     p.add_argument("--model", default="small", help="model folder, small (Apache-2.0), base/large (CC-BY-NC-4.0) or repo id")
-    p.add_argument("--out", required=True)
-    p.add_argument("--bits", type=int, choices=[8, 16], default=8)
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True, help="output PNG (grey, larger = nearer)")
+    p.add_argument("--bits", type=int, choices=[8, 16], default=8, help="bits per pixel of the PNG")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="compute precision")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
     p.add_argument("--models-dir", default=None, help="folder holding <repo name>/ model folders (downloads go there)")
-    p.add_argument("--no-download", action="store_true")
+    p.add_argument("--no-download", action="store_true", help="never download the model (error when missing)")
     p.set_defaults(func=_run_depth)
 
 
@@ -76,12 +76,14 @@ def _add_depth_pool(sub) -> None:
     p = sub.add_parser("depth-pool", help="flatten the depth inside each instance mask to one value")
     p.add_argument("depth", help="grey depth PNG, larger = nearer")
     p.add_argument("--masks", nargs="+", required=True, help="instance mask PNGs (white = instance)")
-    p.add_argument("--mode", choices=list(POOL_MODES), default="mean")
-    p.add_argument("--blend", type=float, default=1.0)
-    p.add_argument("--feet-fraction", type=float, default=0.03)
+    p.add_argument("--mode", choices=list(POOL_MODES), default="mean",
+                   help="value per instance: mean (the paper), median, or feet (the original code)")
+    p.add_argument("--blend", type=float, default=1.0, help="1 = one flat layer per instance; 0 = keep the depth")
+    p.add_argument("--feet-fraction", type=float, default=0.03,
+                   help="feet mode: bottom share of the instance's height used")
     p.add_argument("--keep-overlaps", action="store_true", help="do not give overlapped pixels to the nearest instance")
-    p.add_argument("--out", required=True)
-    p.add_argument("--bits", type=int, choices=[8, 16], default=8)
+    p.add_argument("--out", required=True, help="output PNG (grey, larger = nearer)")
+    p.add_argument("--bits", type=int, choices=[8, 16], default=8, help="bits per pixel of the PNG")
     p.add_argument("--json", default=None, help="write the per-instance values here")
     p.set_defaults(func=_run_depth_pool)
 

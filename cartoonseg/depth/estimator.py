@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..device import precision_of, resolve_dtype
-from ..hub import WeightsUnavailableError, hub_url, is_offline
+from ..hub import WeightsUnavailableError, download_blocker, hub_url
 from ..io import to_rgb_uint8
 
 __all__ = [
@@ -166,8 +166,9 @@ def resolve_depth_model(
     )
     if not allow_download:
         raise WeightsUnavailableError(f"depth model {spec.repo_id} is not on disk and downloading is disabled; {how_to}")
-    if is_offline():
-        raise WeightsUnavailableError(f"depth model {spec.repo_id} is not on disk and HF_HUB_OFFLINE is set; {how_to}")
+    reason = download_blocker(spec.url)
+    if reason:
+        raise WeightsUnavailableError(f"depth model {spec.repo_id} is not on disk and {reason}; {how_to}")
     try:
         from huggingface_hub import snapshot_download
     except ImportError as exc:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .._cli import run_parser, subcommand_parser
+from .._cli import progress, quiet, run_parser, subcommand_parser
 from ..io import read_image, read_mask, to_float_image, write_image
 from .diffusion import INIT_FILLS, NEGATIVE_PROMPT, RefineSettings, background_prompt, refine_background
 from .patchmatch import INPAINT_METHODS, inpaint
@@ -29,7 +29,9 @@ def _run_inpaint(args: argparse.Namespace) -> int:
     image = read_image(args.image)
     mask = read_mask(args.mask, image.shape[:2])
     start = time.perf_counter()
-    out = inpaint(image, mask, method=args.method, patch_size=args.patch_size, seed=args.seed, radius=args.radius)
+    with progress(None, args.method, quiet(args), unit="iteration") as bar:  # PatchMatch: one tick per EM iteration
+        out = inpaint(image, mask, method=args.method, patch_size=args.patch_size, seed=args.seed, radius=args.radius,
+                      interrupt=lambda: bar.update(1))
     write_image(args.out, out)
     print(f"{args.image}: filled {int(mask.sum())} px with {args.method} in {time.perf_counter() - start:.2f}s -> {args.out}")
     return 0
@@ -46,12 +48,15 @@ def _run_refine(args: argparse.Namespace) -> int:
     prompt = background_prompt(args.tags)
     negative = args.negative if args.negative is not None else NEGATIVE_PROMPT
 
-    def progress(step: int, total: int) -> None:
-        print(f"\rstep {step}/{total}", end="", file=sys.stderr, flush=True)
+    with progress(None, "sampling", quiet(args), unit="step") as bar:
 
-    out, _ = refine_background(image, mask, DiffusersInpaintBackend(pipe, progress), prompt=prompt,
-                               negative_prompt=negative, settings=settings, init=args.init)
-    print(file=sys.stderr)
+        def on_step(step: int, total: int) -> None:
+            if bar.total != total:
+                bar.reset(total=total)
+            bar.update(step - bar.n)
+
+        out, _ = refine_background(image, mask, DiffusersInpaintBackend(pipe, on_step), prompt=prompt,
+                                   negative_prompt=negative, settings=settings, init=args.init)
     write_image(args.out, out)
     print(f"{args.image}: refined with prompt {prompt!r} -> {args.out}")
     return 0
@@ -59,33 +64,34 @@ def _run_refine(args: argparse.Namespace) -> int:
 
 def _add_inpaint(sub) -> None:
     p = sub.add_parser("inpaint", help="remove masked regions (white = fill) with PatchMatch or OpenCV Telea")
-    p.add_argument("image")
+    p.add_argument("image", help="image file to fill")
     p.add_argument("mask", help="mask image, white = fill")
-    p.add_argument("--out", required=True)
-    p.add_argument("--method", choices=list(INPAINT_METHODS), default="patchmatch")
-    p.add_argument("--patch-size", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output image file")
+    p.add_argument("--method", choices=list(INPAINT_METHODS), default="patchmatch",
+                   help="patchmatch: texture synthesis (the paper); telea: fast, smooth")
+    p.add_argument("--patch-size", type=int, default=3, help="PatchMatch patch side in pixels (odd)")
+    p.add_argument("--seed", type=int, default=0, help="PatchMatch's random initialisation")
     p.add_argument("--radius", type=int, default=3, help="Telea neighbourhood radius")
     p.set_defaults(func=_run_inpaint)
 
 
 def _add_refine(sub) -> None:
     p = sub.add_parser("inpaint-refine", help="PatchMatch fill + diffusion refinement (diffusers, local files only)")
-    p.add_argument("image")
+    p.add_argument("image", help="image file to fill")
     p.add_argument("mask", help="mask image, white = fill")
     p.add_argument("--model", required=True, help="diffusers folder or single-file SD1.x checkpoint")
     p.add_argument("--config-dir", default=None, help="local diffusers config folder (needed for single files)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="output image file")
     p.add_argument("--tags", default="", help="background tags, comma separated (e.g. from `cartoonseg tag`)")
     p.add_argument("--negative", default=None, help="negative prompt (default: the paper's)")
     p.add_argument("--init", choices=list(INIT_FILLS), default="patchmatch", help="first fill of the hole (image: none)")
-    p.add_argument("--steps", type=int, default=32)
-    p.add_argument("--cfg", type=float, default=7.0)
-    p.add_argument("--denoise", type=float, default=0.75)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=32, help="sampler steps (the paper: 32)")
+    p.add_argument("--cfg", type=float, default=7.0, help="classifier-free guidance scale")
+    p.add_argument("--denoise", type=float, default=0.75, help="share of the first fill that is re-synthesised, 0..1")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed")
     p.add_argument("--short-side", type=int, default=1024, help="working short side (0 = native)")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="compute precision of the pipeline")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
     p.set_defaults(func=_run_refine)
 
 

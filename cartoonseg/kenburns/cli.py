@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .._cli import load_networks, run_parser, subcommand_parser
+from .._cli import load_networks, progress, quiet, run_parser, subcommand_parser
 from ..io import read_depth, read_image, to_float_image, write_frames
 from .camera import EASINGS, PRESETS, CameraPath
 from .render import KenBurnsConfig, render_kenburns
@@ -76,8 +76,15 @@ def run(args: argparse.Namespace) -> int:
                         playback=args.playback, fps=args.fps)
     config = KenBurnsConfig(size=size, depth_of_field=args.dof)
     prepared = time.perf_counter()
-    clip = render_kenburns(image, depth, masks=instances, background=background, camera=camera, config=config,
-                           device=args.device)
+    with progress(None, "frames", quiet(args), unit="frame") as bar:
+
+        def on_frames(done: int, total: int) -> None:
+            if bar.total != total:
+                bar.reset(total=total)
+            bar.update(done - bar.n)
+
+        clip = render_kenburns(image, depth, masks=instances, background=background, camera=camera, config=config,
+                               device=args.device, callback=on_frames)
     rendered = time.perf_counter()
     written = write_frames(clip.frames, args.out, clip.fps, extra={"disocclusion": clip.disocclusion})
     n_inst = 0 if instances is None else len(instances)
@@ -100,20 +107,21 @@ def _add_kenburns(sub) -> None:
     p.add_argument("--detector", default=None,
                    help="detector weights path or released name ('detector'); omit to render without characters")
     p.add_argument("--refiner", default="refiner", help="refiner weights path, released name, or 'none'")
-    p.add_argument("--score-thr", type=float, default=0.3)
-    p.add_argument("--mask-thr", type=float, default=0.3)
+    p.add_argument("--score-thr", type=float, default=0.3, help="minimum detection score, 0..1")
+    p.add_argument("--mask-thr", type=float, default=0.3, help="mask probability threshold of the characters, 0..1")
     p.add_argument("--pool", choices=["feet", "mean", "median", "none"], default="feet",
                    help="per-character depth: feet (original code), mean (paper), median, none")
     p.add_argument("--plate-dilate", type=int, default=5, help="pixels the character union grows for the plate")
-    p.add_argument("--camera", choices=list(PRESETS), default="auto")
-    p.add_argument("--frames", type=int, default=75)
-    p.add_argument("--zoom", type=float, default=1.25)
-    p.add_argument("--easing", choices=list(EASINGS), default="linear")
+    p.add_argument("--camera", choices=list(PRESETS), default="auto",
+                   help="camera motion: auto = the original's zoom towards the least-revealing crop")
+    p.add_argument("--frames", type=int, default=75, help="rendered time steps (before --playback)")
+    p.add_argument("--zoom", type=float, default=1.25, help="zoom of the camera move")
+    p.add_argument("--easing", choices=list(EASINGS), default="linear", help="speed profile of the move")
     p.add_argument("--playback", action="store_true", help="append the reversed clip (ping-pong)")
-    p.add_argument("--fps", type=float, default=25.0)
+    p.add_argument("--fps", type=float, default=25.0, help="frames per second of the clip")
     p.add_argument("--size", type=int, default=1024, help="cap on the long side of the frames (0 = input size)")
     p.add_argument("--dof", action="store_true", help="rack focus from the background to the nearest character")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
     p.add_argument("--weights-dir", default=None, help="folder with the released weights (and depth/<model>)")
     p.add_argument("--no-download", action="store_true", help="never download weights")
     p.set_defaults(func=run)

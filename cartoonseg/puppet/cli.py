@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._cli import load_networks, run_parser, subcommand_parser
+from .._cli import load_networks, progress, run_parser, subcommand_parser
 from .._optional import require
 from ..io import CLIP_SUFFIXES, read_grey, read_image, write_frames
 from .motion import PRESETS, KeyframeMotion, PresetMotion, RetargetMotion
@@ -92,14 +92,6 @@ def _motion(args: argparse.Namespace, size: tuple[int, int]):
     return PresetMotion(args.motion, strength=args.strength, seed=args.seed)
 
 
-def _progress(total: int, quiet: bool, desc: str):
-    if quiet or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="frame", leave=False)
-
-
 def run(args: argparse.Namespace) -> int:
     """Execute the ``puppet`` sub-command."""
     out = Path(args.out)
@@ -131,16 +123,12 @@ def run(args: argparse.Namespace) -> int:
         plate = background_plate(image, rig, seed=args.seed)
     plated = time.perf_counter()
     n = args.frames or default_frames(motion, args.fps)
-    bar = _progress(n, args.quiet, "puppet")
-    callback = (lambda done, total: bar.update(1)) if bar is not None else None
     clip, alphas = [], []
-    try:
-        for frame, mask in render_frames(image, rig, motion, frames=n, fps=args.fps, plate=plate, callback=callback):
+    with progress(n, "puppet", args.quiet, unit="frame", leave=False) as bar:
+        for frame, mask in render_frames(image, rig, motion, frames=n, fps=args.fps, plate=plate,
+                                         callback=lambda done, total: bar.update(1)):
             clip.append((np.clip(frame, 0, 1) * 255 + 0.5).astype(np.uint8))  # uint8: a long clip stays small
             alphas.append((np.clip(mask, 0, 1) * 255 + 0.5).astype(np.uint8))
-    finally:
-        if bar is not None:
-            bar.close()
     written = write_frames(np.stack(clip), out, args.fps, extra={"mask": np.stack(alphas)})
     done = time.perf_counter()
     if not args.quiet:
@@ -160,8 +148,8 @@ def _add_puppet(sub) -> None:
     p.add_argument("--masks", nargs="+", help="instance masks as grey PNGs (white = character); skips the segmenter")
     p.add_argument("--detector", default="detector", help="detector weights path or released name (without --masks)")
     p.add_argument("--refiner", default="refiner", help="refiner weights path, released name, or 'none'")
-    p.add_argument("--score-thr", type=float, default=0.3)
-    p.add_argument("--mask-thr", type=float, default=0.3)
+    p.add_argument("--score-thr", type=float, default=0.3, help="minimum detection score, 0..1")
+    p.add_argument("--mask-thr", type=float, default=0.3, help="mask probability threshold of the characters, 0..1")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--motion", choices=list(PRESETS), default="idle-sway", help="procedural preset (default idle-sway)")
     src.add_argument("--poses", help="POSE_KEYPOINT JSON sequence (e.g. DWPose on a driving video) to retarget")
@@ -176,7 +164,7 @@ def _add_puppet(sub) -> None:
     p.add_argument("--handles", help="handles JSON: joints per instance (wins over --pose-rig)")
     p.add_argument("--instances", default=None, help="comma-separated instance indices to animate (default all)")
     p.add_argument("--frames", type=int, default=None, help="frames to render (default: the motion's length)")
-    p.add_argument("--fps", type=float, default=12.0)
+    p.add_argument("--fps", type=float, default=12.0, help="frames per second of the animation")
     p.add_argument("--strength", type=float, default=1.0, help="amplitude of the preset motion")
     p.add_argument("--seed", type=int, default=0, help="seed of the plate inpainting and per-character preset variation")
     p.add_argument("--plate", help="background plate image (e.g. a diffusion inpainting); default PatchMatch")

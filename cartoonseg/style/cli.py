@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .._cli import load_networks, run_parser, subcommand_parser
+from .._cli import load_networks, progress, quiet, run_parser, subcommand_parser
 from ..io import read_image, to_float_image, write_image
 from .config import BACKGROUND_FILLS, MODES, PRESETS, style_preset
 from .hints import HINT_TYPES, extract_hint
@@ -32,6 +32,11 @@ __all__ = ["add_parsers", "build_parser", "main"]
 def add_parsers(subparsers) -> None:
     """Register the ``style`` sub-command."""
     p = subparsers.add_parser("style", help="instance-aware style editing with diffusers (paper §6.2)")
+    d = style_preset("paper_sd15")
+
+    def pre(field: str, what: str) -> str:  # options that override one field of --preset
+        return f"{what} (default: the --preset's; paper_sd15: {getattr(d, field)!r})"
+
     p.add_argument("images", nargs="+", help="input images")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--model", required=True, help="SD1.5/SDXL: diffusers folder or single .safetensors")
@@ -44,33 +49,38 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--weights-dir", action="append", default=[], help="folder searched for released weights")
     p.add_argument("--tagger", default="none", help="tagger folder or repo id, or 'none' (style prompt only)")
     p.add_argument("--allow-download", action="store_true", help="let missing detector/refiner/tagger download")
-    p.add_argument("--score-thr", type=float, default=0.3)
-    p.add_argument("--max-instances", type=int, default=100)
+    p.add_argument("--score-thr", type=float, default=0.3, help="minimum detection score, 0..1")
+    p.add_argument("--max-instances", type=int, default=100, help="keep at most this many instances per image")
     p.add_argument("--background", help="clean plate image for the background pass (one for all inputs)")
     p.add_argument("--hint", help="ControlNet hint image (white lines on black) instead of the built-in one")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="paper_sd15")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="paper_sd15",
+                   help="settings of the paper's SD1.5 run or the original's SDXL canny run; options below override")
     p.add_argument("--style", dest="style_prompt", help="global style prompt, e.g. '3D pixar style'")
-    p.add_argument("--negative", dest="negative_prompt")
-    p.add_argument("--background-prompt")
-    p.add_argument("--mode", choices=MODES)
+    p.add_argument("--negative", dest="negative_prompt", help=pre("negative_prompt", "negative prompt of every pass"))
+    p.add_argument("--background-prompt", help=pre("background_prompt", "extra text for the background pass"))
+    p.add_argument("--mode", choices=MODES,
+                   help=pre("mode", "instance = the paper's method; global = one img2img with the style prompt"))
     p.add_argument("--compare", action="store_true", help="also write the global-prompt baseline")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--steps", type=int)
-    p.add_argument("--cfg", type=float)
-    p.add_argument("--sampler", choices=["dpmpp_2m", "dpmpp_2m_sde", "euler", "euler_ancestral", "ddim"])
-    p.add_argument("--scheduler", choices=["karras", "normal"])
-    p.add_argument("--denoise", type=float)
-    p.add_argument("--control-strength", type=float)
-    p.add_argument("--hint-type", dest="hint_kind", choices=[*HINT_TYPES, "none"])
-    p.add_argument("--crop-padding", type=int)
-    p.add_argument("--mask-feather", type=float)
-    p.add_argument("--resolution", type=int)
-    p.add_argument("--iterations", type=int)
-    p.add_argument("--order", choices=ORDERS)
-    p.add_argument("--background-fill", choices=BACKGROUND_FILLS)
+    p.add_argument("--seed", type=int, help=pre("seed", "seed of every pass (the same for all instances)"))
+    p.add_argument("--steps", type=int, help=pre("steps", "sampler steps per pass"))
+    p.add_argument("--cfg", type=float, help=pre("cfg", "classifier-free guidance scale"))
+    p.add_argument("--sampler", choices=["dpmpp_2m", "dpmpp_2m_sde", "euler", "euler_ancestral", "ddim"],
+                   help=pre("sampler", "sampler"))
+    p.add_argument("--scheduler", choices=["karras", "normal"], help=pre("scheduler", "noise schedule"))
+    p.add_argument("--denoise", type=float, help=pre("denoise", "img2img strength of each pass, 0..1"))
+    p.add_argument("--control-strength", type=float, help=pre("control_strength", "ControlNet strength"))
+    p.add_argument("--hint-type", dest="hint_kind", choices=[*HINT_TYPES, "none"],
+                   help=pre("hint", "built-in ControlNet hint when no --hint image is given"))
+    p.add_argument("--crop-padding", type=int, help=pre("crop_padding", "context pixels around each instance"))
+    p.add_argument("--mask-feather", type=float, help=pre("mask_feather", "outward feather of the paste-back, px"))
+    p.add_argument("--resolution", type=int, help=pre("resolution", "long side each crop is sampled at (0 = native)"))
+    p.add_argument("--iterations", type=int, help=pre("iterations", "rounds over all instances"))
+    p.add_argument("--order", choices=ORDERS, help=pre("order", "paste-back order of the instances"))
+    p.add_argument("--background-fill", choices=BACKGROUND_FILLS,
+                   help=pre("background_fill", "how characters are removed before the background pass"))
     p.add_argument("--no-background", action="store_true", help="do not restyle the background")
     p.add_argument("--no-masked-denoise", action="store_true", help="plain img2img of each crop")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
     p.set_defaults(func=run)
 
 
@@ -90,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     import cartoonseg
 
     from .diffusers_backend import DiffusersBackend, load_components, load_controlnet
-    from .editor import style_edit
+    from .editor import count_passes, style_edit
 
     config = _config(args)
     out_dir = Path(args.out)
@@ -121,8 +131,9 @@ def run(args: argparse.Namespace) -> int:
         report = {"image": str(path), "instances": len(instances), "config": dataclasses.asdict(config), "runs": {}}
         for cfg in runs:
             backend = DiffusersBackend(components, cfg, controlnet=controlnet, device=args.device)
-            result = style_edit(image, instances, backend, cfg, background=background, hint_image=hint,
-                                use_control=controlnet is not None)
+            with progress(count_passes(instances, cfg), f"{path.name} {cfg.mode}", quiet(args), unit="pass") as bar:
+                result = style_edit(image, instances, backend, cfg, background=background, hint_image=hint,
+                                    use_control=controlnet is not None, progress=lambda: bar.update(1))
             name = "style" if cfg.mode == "instance" else "global"
             write_image(out_dir / f"{path.stem}_{name}.png", result.image)
             report["runs"][name] = [dataclasses.asdict(r) for r in result.passes]

@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from .._cli import run_parser
+from .._cli import finish_parser, progress, quiet, run_parser
 from ..io import read_image
 
 __all__ = ["add_parsers", "add_tag_parser", "build_parser", "run_tag", "main"]
@@ -26,13 +26,14 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="detector weights path or released name ('detector'): tag each instance, not the image")
     parser.add_argument("--refiner", default=None,
                         help="refiner weights path or released name ('refiner'); 'none' or omitted: coarse masks")
-    parser.add_argument("--general-threshold", type=float, default=0.35)
-    parser.add_argument("--character-threshold", type=float, default=0.85)
+    parser.add_argument("--general-threshold", type=float, default=0.35, help="minimum confidence of a general tag")
+    parser.add_argument("--character-threshold", type=float, default=0.85,
+                        help="minimum confidence of a character-name tag")
     parser.add_argument("--general-mcut", action="store_true", help="MCut threshold for general tags")
     parser.add_argument("--character-mcut", action="store_true", help="MCut threshold for character tags")
     parser.add_argument("--score-thr", type=float, default=0.3, help="detector score threshold")
     parser.add_argument("--max-instances", type=int, default=100, help="at most this many instances per image")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
     parser.add_argument("--no-download", action="store_true", help="never download missing tagger/detector files")
     parser.add_argument("--indent", type=int, default=2, help="JSON indent (0 = one line)")
 
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cartoonseg.tagger", description=__doc__.splitlines()[0])
     _add_arguments(parser)
     parser.set_defaults(func=run_tag)
-    return parser
+    return finish_parser(parser)
 
 
 def run_tag(args: argparse.Namespace) -> int:
@@ -78,7 +79,9 @@ def run_tag(args: argparse.Namespace) -> int:
                                           device=args.device)
         segmenter = Segmenter(detector, refiner=refiner, score_thr=args.score_thr, max_instances=args.max_instances)
     out = []
+    bar = progress(len(args.images), "images", quiet(args), unit="image")
     for path in args.images:
+        bar.update(1)
         rgb = read_image(path)
         if segmenter is None:
             out.append({"image": path, **tagger.tag(rgb, **options).to_dict()})
@@ -98,6 +101,7 @@ def run_tag(args: argparse.Namespace) -> int:
                 }
             )
         out.append({"image": path, "instances": entries, "background": background.to_dict()})
+    bar.close()
     json.dump(out, sys.stdout, indent=args.indent or None, ensure_ascii=False)
     sys.stdout.write("\n")
     return 0
