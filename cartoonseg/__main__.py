@@ -14,6 +14,7 @@ import numpy as np
 from . import rle
 from ._cli import load_networks, run_parser
 from .checkpoint import convert
+from .device import PRECISION_CHOICES
 from .io import IMAGE_SUFFIXES, read_image, write_image
 from .segmenter import Segmenter
 from .structures import Instances
@@ -141,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--mask-thr", type=float, default=0.3)
     seg.add_argument("--det-size", type=int, default=640)
     seg.add_argument("--max-instances", type=int, default=100)
-    seg.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32")
+    seg.add_argument("--precision", choices=list(PRECISION_CHOICES), default="fp32",
+                     help="compute precision (default fp32). auto = the fastest this device runs natively; a precision "
+                          "the device lacks (bf16 on an AVX2-only CPU) falls back to fp32 with a warning")
     seg.add_argument("--exact", action="store_true",
                      help="run the original implementation's op order (bit-identical, about 2x slower on CPU) "
                           "instead of the fast path (BatchNorm folded, channels-last)")

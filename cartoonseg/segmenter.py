@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .device import DTYPES, PRECISION_CHOICES, resolve_precision
 from .io import to_rgb_uint8
 from .models.fuse import inference_copy, is_prepared
 from .models.isnet import ISNetDIS
@@ -41,9 +42,8 @@ from .models.rtmdet_ins import RTMDetIns
 from .structures import Instances, masks_to_boxes
 from .transforms import grey_rgb, letterbox, refine_canvas, resize_float
 
-__all__ = ["Segmenter", "PRECISIONS", "PROMPT_MODES"]
+__all__ = ["Segmenter", "PROMPT_MODES"]
 
-PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 #: how :meth:`Segmenter.refine` turns box prompts into coarse masks (see the ``prompt_mode`` argument)
 PROMPT_MODES = ("kernel", "rectangle")
 
@@ -59,8 +59,11 @@ class Segmenter:
         mask_thr: threshold of the refined probabilities for ``Instances.binary``.
         refine_size: refiner canvas; images larger than this are scaled down for stage 2.
         max_instances: at most this many detections (highest scores first).
-        precision: ``"fp32"``, ``"fp16"`` (CUDA) or ``"bf16"``: autocast for the convolutions; the dynamic mask
-            convs and all post-processing stay in fp32.
+        precision: ``"fp32"``, ``"fp16"``, ``"bf16"`` or ``"auto"``: autocast for the convolutions; the dynamic
+            mask convs and all post-processing stay in fp32. Resolved for the current device at every call by
+            :func:`cartoonseg.device.resolve_precision`: ``"auto"`` = the fastest native precision (bf16 on CPUs
+            with AMX/AVX512-BF16, fp16 on CUDA, else fp32); a precision the device cannot run (bf16 on an AVX2-only
+            CPU) falls back to fp32 with one warning.
         refine_batch: instances refined per forward pass; None = 4 (the reference's batches) except on the fast
             CPU path, where it is 1: oneDNN gains nothing from a batch there (3 instances at 720², 2 threads:
             fp32 0.42 s per instance alone vs 0.6-0.8 s in a batch; bf16 0.21 s vs 0.25 s).
@@ -116,8 +119,8 @@ class Segmenter:
             raise ValueError(f"refine_size must be >= 32, got {refine_size}")
         if max_instances < 1:
             raise ValueError(f"max_instances must be >= 1, got {max_instances}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        if precision not in PRECISION_CHOICES:
+            raise ValueError(f"precision must be one of {list(PRECISION_CHOICES)}, got {precision!r}")
         if refine_batch is not None and int(refine_batch) < 1:
             raise ValueError(f"refine_batch must be >= 1 or None, got {refine_batch}")
         if prompt_mode not in PROMPT_MODES:
@@ -142,6 +145,11 @@ class Segmenter:
         model = self.detector if self.detector is not None else self.refiner
         return next(model.parameters()).device
 
+    @property
+    def effective_precision(self) -> str:
+        """The precision that runs on the current device (``precision`` after capability checks)."""
+        return resolve_precision(self.precision, self.device)
+
     def to(self, device: torch.device | str) -> Segmenter:
         for model in (self.detector, self.refiner):
             if model is not None:
@@ -154,7 +162,8 @@ class Segmenter:
             return model
         # CPU bf16 on a fully fused copy: store the weights in bf16 (every conv is a FusedConvAct or runs under
         # autocast), so no call re-casts them
-        dtype = torch.bfloat16 if (self.fuse and self.precision == "bf16" and self.device.type == "cpu") else None
+        cpu_bf16 = self.fuse and self.device.type == "cpu" and self.effective_precision == "bf16"
+        dtype = torch.bfloat16 if cpu_bf16 else None
         return inference_copy(model, fuse=self.fuse, channels_last=self.channels_last, dtype=dtype)
 
     def _refine_batch(self) -> int:
@@ -168,11 +177,11 @@ class Segmenter:
 
     @contextlib.contextmanager
     def _autocast(self) -> Iterator[None]:
-        dtype = PRECISIONS[self.precision]
-        if dtype is None:
+        precision = self.effective_precision
+        if precision == "fp32":
             yield
             return
-        with torch.autocast(device_type=self.device.type, dtype=dtype):
+        with torch.autocast(device_type=self.device.type, dtype=DTYPES[precision]):
             yield
 
     # ------------------------------------------------------------------ stages
