@@ -37,7 +37,8 @@ def _expand_inputs(items: Sequence[str]) -> list[Path]:
 
 
 def write_instances(instances: Instances, image: np.ndarray, out_dir: Path) -> None:
-    """Write ``instances.json`` (boxes xyxy, scores, labels, COCO RLE masks), ``mask_NNN.png`` and ``overlay.png``."""
+    """Write ``instances.json`` (boxes xyxy, scores, labels, COCO RLE masks), ``mask_NNN.png`` and ``overlay.png``;
+    with alpha mattes (``instances.alphas``) also ``alpha_NNN.png`` and the RGBA cut-out ``cutout_NNN.png``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     binary = instances.binary.cpu().numpy()
     records = []
@@ -54,6 +55,15 @@ def write_instances(instances: Instances, image: np.ndarray, out_dir: Path) -> N
             }
         )
         write_image(out_dir / f"mask_{i:03d}.png", instances.masks[i])
+    if instances.alphas is not None:
+        from PIL import Image as PILImage
+
+        from .matting import cutouts
+
+        for i, rgba in enumerate(cutouts(image, instances)):
+            records[i]["alpha_png"], records[i]["cutout_png"] = f"alpha_{i:03d}.png", f"cutout_{i:03d}.png"
+            write_image(out_dir / f"alpha_{i:03d}.png", instances.alphas[i])
+            PILImage.fromarray(rgba, "RGBA").save(out_dir / f"cutout_{i:03d}.png")
     h, w = instances.image_size
     meta = {"image_size": [h, w], "mask_thr": instances.mask_thr, "instances": records}
     (out_dir / "instances.json").write_text(json.dumps(meta, indent=1))
@@ -114,6 +124,10 @@ def _segment(args: argparse.Namespace) -> int:
                 instances = seg(image, progress=per_instance)
             else:
                 instances = seg.refine(image, boxes, progress=per_instance)
+            if args.matting:
+                from .matting import instance_alphas
+
+                instances = instance_alphas(image, instances)
             elapsed = time.perf_counter() - start
             name = path.stem if stems.count(path.stem) == 1 else f"{path.stem}_{index}"
             write_instances(instances, image, out / name)
@@ -154,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "instead of the fast path (BatchNorm folded, channels-last)")
     seg.add_argument("--grey", action="store_true",
                      help="convert images to grey (and back to 3 channels) before segmenting: manga pages, line art")
+    seg.add_argument("--matting", action="store_true",
+                     help="also write alpha mattes (alpha_NNN.png) and RGBA cut-outs (cutout_NNN.png): fractional alpha "
+                          "at hair and soft edges, consistent where instances overlap (needs: pip install "
+                          "'cartoonseg[matting]')")
     seg.add_argument("--box", action="append", metavar="X1,Y1,X2,Y2",
                      help="segment the character in this box instead of detecting (repeatable; same boxes for every "
                           "image); see --prompt-mode")

@@ -262,7 +262,7 @@ class Segmenter:
             out = self._refine(rgb, len(base), base.device, lambda i: base.masks[i] > base.mask_thr, progress, interrupt)
         else:
             out = self._refine(rgb, len(base), base.device, lambda i: base.masks[i], progress, interrupt)
-        return base.replace(masks=out, mask_thr=self.mask_thr)
+        return base.replace(masks=out, mask_thr=self.mask_thr, alphas=None)
 
     @torch.no_grad()
     def _refine(self, rgb: np.ndarray, count: int, out_device: torch.device, prompt: Callable[[int], Tensor],
