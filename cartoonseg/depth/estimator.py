@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..device import precision_of, resolve_dtype
+from .._optional import require
 from ..hub import WeightsUnavailableError, download_blocker, hub_url
 from ..io import to_rgb_uint8
 
@@ -386,11 +387,9 @@ def load_depth_model(
     if dtype == torch.float16 and torch.device(device).type == "cpu":
         raise ValueError("float16 is extremely slow on CPU; use torch.float32 or torch.bfloat16")
     dtype = resolve_dtype(precision_of(dtype), device)  # bf16 on a CPU without bf16 kernels -> fp32, one warning
+    transformers = require("transformers", extra="depth", purpose="depth estimation (Depth Anything V2)")
     folder = resolve_depth_model(name_or_path, search_dirs=search_dirs, download_dir=download_dir, allow_download=allow_download)
-    try:
-        from transformers import AutoConfig, AutoModelForDepthEstimation
-    except ImportError as exc:  # pragma: no cover - transformers is a hard requirement
-        raise RuntimeError("depth estimation needs the 'transformers' package (pip install transformers)") from exc
+    AutoConfig, AutoModelForDepthEstimation = transformers.AutoConfig, transformers.AutoModelForDepthEstimation
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
     try:
         model = AutoModelForDepthEstimation.from_pretrained(folder, config=config, local_files_only=True)

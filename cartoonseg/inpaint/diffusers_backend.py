@@ -21,8 +21,9 @@ __all__ = ["DiffusersInpaintBackend", "load_inpaint_pipeline", "refine_with_diff
 
 
 def _require_diffusers():
-    return require("diffusers", extra="diffusion", purpose="the diffusion refinement outside ComfyUI",
-                   hint="inside ComfyUI use the CartoonSegInpaintDiffusion node instead")
+    hint = "inside ComfyUI use the Inpaint Diffusion node instead"
+    require("transformers", extra="inpaint", purpose="the diffusion refinement outside ComfyUI", hint=hint)  # CLIP
+    return require("diffusers", extra="inpaint", purpose="the diffusion refinement outside ComfyUI", hint=hint)
 
 
 def load_inpaint_pipeline(

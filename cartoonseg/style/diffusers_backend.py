@@ -44,8 +44,9 @@ _KARRAS_OK = {"DPMSolverMultistepScheduler", "EulerDiscreteScheduler"}
 def require_diffusers():
     """Import and return ``diffusers``, or raise :class:`~cartoonseg._optional.MissingDependencyError` naming the
     extra to install."""
-    return require("diffusers", extra="diffusion", purpose="the diffusers style-editing backend",
-                   hint="inside ComfyUI use the CartoonSegInstanceStyleEdit node instead")
+    hint = "inside ComfyUI use the Instance Style Edit node instead"
+    require("transformers", extra="style", purpose="the diffusers style-editing backend", hint=hint)  # CLIP
+    return require("diffusers", extra="style", purpose="the diffusers style-editing backend", hint=hint)
 
 
 def make_scheduler(base_config: Mapping, sampler: str, scheduler: str):

@@ -1,0 +1,179 @@
+"""The command line as a user meets it (issue 20 #9-#12): every option documented with its default, ``-q/--quiet``
+everywhere, tqdm progress bars on long work only on a terminal, a fast and single error without network naming
+every missing file, a one-line error naming the extra for a missing optional package, and ``convert`` output with
+the usual file mode."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cartoonseg
+from cartoonseg import hub
+from cartoonseg._cli import HelpFormatter
+from cartoonseg.checkpoint import save_flat_refiner_checkpoint, save_mmengine_detector_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+STANDALONE = ["cartoonseg.annotate.cli", "cartoonseg.depth.cli", "cartoonseg.inpaint.cli", "cartoonseg.kenburns.cli",
+              "cartoonseg.puppet.cli", "cartoonseg.style.cli", "cartoonseg.tagger.cli"]
+
+
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    """Every command parser: ``python -m cartoonseg <cmd>`` and each application's stand-alone parser."""
+    import importlib
+
+    from cartoonseg.__main__ import build_parser
+
+    out = {}
+    for parser in [build_parser()] + [importlib.import_module(m).build_parser() for m in STANDALONE]:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if subs:
+            out.update({f"{parser.prog} {k}": v for k, v in subs[0].choices.items()})
+        else:
+            out[parser.prog] = parser
+    return out
+
+
+def test_every_option_is_documented_with_its_default():
+    problems = []
+    commands = _commands()
+    assert {"python -m cartoonseg segment", "python -m cartoonseg convert", "python -m cartoonseg kenburns",
+            "python -m cartoonseg.tagger"} <= set(commands)
+    for name, parser in commands.items():
+        assert parser.formatter_class is HelpFormatter, name
+        formatter = parser._get_formatter()
+        options = [a for a in parser._actions if not isinstance(a, argparse._HelpAction)]
+        assert any("--quiet" in a.option_strings for a in options), f"{name}: no -q/--quiet"
+        for action in options:
+            label = "/".join(action.option_strings) or action.dest
+            described = formatter._get_help_string(action)
+            if not described.strip():
+                problems.append(f"{name} {label}: no help")
+            elif (action.option_strings and action.default not in (None, False, argparse.SUPPRESS)
+                  and "default" not in described):
+                problems.append(f"{name} {label}: default {action.default!r} not shown")
+    assert not problems, "\n".join(problems)
+    seg = commands["python -m cartoonseg segment"].format_help()
+    assert "(default: 0.3)" in seg and "(default: 640)" in seg and "(default: cpu)" in seg
+
+
+# ---------------------------------------------------------------------------------------------- progress bars
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    save_mmengine_detector_checkpoint(cartoonseg.build_detector("tiny"), folder / "rtmdetl_e60.ckpt")
+    save_flat_refiner_checkpoint(cartoonseg.build_refiner("tiny"), folder / "refine_last.ckpt")
+    return folder
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _run_cli(argv: list[str], tty: bool, monkeypatch) -> tuple[int, str]:
+    from cartoonseg.__main__ import main
+
+    stream = _Terminal() if tty else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    code = main([str(a) for a in argv])
+    return code, stream.getvalue()
+
+
+def test_progress_bars_on_a_terminal_only_and_never_with_quiet(tmp_path, weights, monkeypatch):
+    image = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(image)
+    args = ["segment", image, "--out", tmp_path / "out", "--weights-dir", weights, "--no-download",
+            "--score-thr", "0", "--max-instances", "3", "--det-size", "128"]
+    code, err = _run_cli(args, True, monkeypatch)
+    assert code == 0 and "images" in err and "instances" in err and "3/3" in err  # per image and per instance
+    code, err = _run_cli([*args, "--quiet"], True, monkeypatch)
+    assert code == 0 and err == ""
+    code, err = _run_cli(args, False, monkeypatch)  # stderr is a pipe or a file: no bars
+    assert code == 0 and err == ""
+    # PatchMatch: one tick per EM iteration
+    mask = tmp_path / "m.png"
+    m = np.zeros((48, 64), np.uint8)
+    m[10:30, 20:40] = 255
+    Image.fromarray(m).save(mask)
+    code, err = _run_cli(["inpaint", image, mask, "--out", tmp_path / "f.png"], True, monkeypatch)
+    assert code == 0 and "iteration" in err
+    code, err = _run_cli(["inpaint", image, mask, "--out", tmp_path / "f.png", "-q"], True, monkeypatch)
+    assert code == 0 and err == ""
+
+
+# ---------------------------------------------------------------------------------------------- offline
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_no_network_is_found_fast_and_every_missing_file_is_named_once(tmp_path, monkeypatch, capsys):
+    """No HF_HUB_OFFLINE, no network (a hub address that refuses): one error within seconds, naming both files
+    with their URLs and destinations (huggingface_hub alone would retry ~20 s per file)."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setattr(hub, "_REACHABLE", {})
+    from cartoonseg.__main__ import main
+
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(image)
+    start = time.perf_counter()
+    code = main(["segment", str(image), "--out", str(tmp_path / "o"), "--weights-dir", str(tmp_path / "w")])
+    elapsed = time.perf_counter() - start
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: "), err
+    message = err[0]
+    assert "2 weights files" in message and "no network" in message and message.count("no network") == 1
+    for name in ("rtmdetl_e60.ckpt", "refine_last.ckpt"):
+        assert f"/dreMaz/AnimeInstanceSegmentation/resolve/main/{name}" in message
+        assert str(tmp_path / "w" / name) in message
+    assert elapsed < 10, f"took {elapsed:.1f}s to notice there is no network"
+    assert not (tmp_path / "w").exists() or not any((tmp_path / "w").iterdir())
+
+
+def test_missing_optional_package_is_one_line_naming_the_extra(tmp_path):
+    """``cartoonseg depth`` after ``pip install .`` without the 'depth' extra: one error line, status 2."""
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(image)
+    code = ("import sys; sys.modules['transformers'] = None\n"
+            "from cartoonseg.__main__ import main\n"
+            f"sys.exit(main(['depth', {str(image)!r}, '--out', {str(tmp_path / 'd.png')!r}, '--no-download']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300,
+                       env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "pip install 'cartoonseg[depth]'" in lines[0], lines
+
+
+def test_convert_writes_files_with_the_usual_mode(tmp_path):
+    """safetensors writes 0600 files; ``convert`` output follows the umask like any file (0644 under 022)."""
+    from cartoonseg.__main__ import main
+
+    src = save_flat_refiner_checkpoint(cartoonseg.build_refiner("tiny"), tmp_path / "r.ckpt")
+    old = os.umask(0o022)
+    try:
+        assert main(["convert", str(src), str(tmp_path / "r.safetensors")]) == 0
+        os.umask(0o027)
+        assert main(["convert", str(src), str(tmp_path / "r2.safetensors")]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "r.safetensors").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "r2.safetensors").stat().st_mode) == 0o640
