@@ -208,8 +208,7 @@ def peek_weights(path: str | os.PathLike) -> str:
             except (ValueError, AttributeError):
                 kind = None
             return kind if kind in ("detector", "refiner") else "unknown"
-        kind = checkpoint_kind({k: None for k in header if k != "__metadata__"})
-        return kind if kind != "unknown" else "unknown"
+        return _peek_kind(k for k in header if k != "__metadata__")
     container = _container_format(path)
     try:
         if container == "zip":
@@ -231,7 +230,17 @@ def peek_weights(path: str | os.PathLike) -> str:
                 f"{path} ({size} bytes) is not a weights file (neither a PyTorch checkpoint nor safetensors)")
     except (zipfile.BadZipFile, ValueError, EOFError, OSError, struct.error) as exc:
         raise CheckpointError(f"cannot read {path} ({size} bytes): the checkpoint is truncated, corrupt or damaged ({exc})") from exc
-    return checkpoint_kind(dict.fromkeys(strings))
+    return _peek_kind(strings)
+
+
+def _peek_kind(keys) -> str:
+    """:func:`checkpoint_kind` from key names alone, stricter for detectors: other networks have ``backbone.*``
+    weights too (a transformers depth model does), only RTMDet-Ins has ``bbox_head.*`` beside them."""
+    keys = set(keys)
+    kind = checkpoint_kind(dict.fromkeys(keys))
+    if kind == "detector" and not any(k.startswith(("bbox_head.", "module.bbox_head.")) for k in keys):
+        return "unknown"
+    return kind
 
 
 # ------------------------------------------------------------------------------------------ mmengine cfg

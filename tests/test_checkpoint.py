@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -240,6 +241,10 @@ def test_peek_weights_reads_only_the_header(tmp_path):
 
     save_file({"core_model.head.weight": torch.zeros(2, 2)}, str(tmp_path / "tagger.safetensors"))
     assert ck.peek_weights(tmp_path / "tagger.safetensors") == "unknown"
+    # a transformers Depth Anything has backbone.* weights too, but no detector head
+    save_file({"backbone.embeddings.cls_token": torch.zeros(1, 1, 2), "head.conv1.weight": torch.zeros(2, 2)},
+              str(tmp_path / "depth.safetensors"))
+    assert ck.peek_weights(tmp_path / "depth.safetensors") == "unknown"
     (tmp_path / "noise.ckpt").write_bytes(os.urandom(2048))
     with pytest.raises(ck.CheckpointError, match="not a weights file"):
         ck.peek_weights(tmp_path / "noise.ckpt")
@@ -247,9 +252,13 @@ def test_peek_weights_reads_only_the_header(tmp_path):
     with pytest.raises(ck.CheckpointError, match="corrupt"):
         ck.peek_weights(tmp_path / "noise.safetensors")
 
+    marker = tmp_path / "code_ran"
+
     class Evil:
         def __reduce__(self):
-            raise AssertionError("peek_weights must never unpickle")
+            return (Path.touch, (marker,))  # would create the marker if anything unpickled it
 
-    torch.save({"state_dict": {"backbone.x": torch.zeros(1)}}, tmp_path / "plain.ckpt")
+    torch.save({"state_dict": {"backbone.x": torch.zeros(1), "bbox_head.y": Evil()}}, tmp_path / "code.ckpt")
+    assert ck.peek_weights(tmp_path / "code.ckpt") == "detector" and not marker.exists()
+    torch.save({"state_dict": {"backbone.x": torch.zeros(1), "bbox_head.y": torch.zeros(1)}}, tmp_path / "plain.ckpt")
     assert ck.peek_weights(tmp_path / "plain.ckpt") == "detector"
