@@ -191,6 +191,7 @@ class ModelHolder:
             if not isinstance(net, torch.nn.Module):
                 raise TypeError(f"{self.name}: the network must be a torch.nn.Module, got {type(net).__name__}")
             net.to(self.offload_device)
+            weakref.finalize(net, _return_memory_to_os)  # when the weights are finally freed (after a release)
             cls = _patcher_class()
             patcher = None
             if cls is not None:
@@ -255,6 +256,17 @@ class ModelHolder:
         state = "loaded" if self.loaded else "not loaded"
         return (f"{type(self).__name__}({self.name!r}, {state}, device={self.device}, "
                 f"keep_loaded={self.keep_loaded})")
+
+
+def _return_memory_to_os() -> None:
+    """Give freed heap memory back to the system (glibc keeps freed blocks in its arenas otherwise, so a released
+    model would still count in the server's resident memory); a no-op where ``malloc_trim`` does not exist."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _full_load_kwargs(mm) -> dict:

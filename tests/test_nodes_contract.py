@@ -350,8 +350,15 @@ def test_model_holder_on_comfy_model_management(pack, comfy, nodes):
     assert m.loaded and m.loads == 1 and mm.load_calls and mm.load_calls[-1]["force_full_load"]
     assert any(lm.model is m.patcher for lm in mm.current_loaded_models)  # ComfyUI accounts for it
     assert type(m.patcher.model).__name__ == "CartoonSegNetworks" and m.patcher.model.net["detector"] is m.detector
+    import gc
+    import weakref
+
+    weights = weakref.ref(m.detector)
+    mm.load_calls.clear()  # the stub's own record of the calls holds the patcher
     mm.unload_all_models()  # "Unload Models" / POST /free
     assert not m.loaded and m.releases == 1 and m.patcher is None
+    gc.collect()
+    assert weights() is None  # nothing else keeps the released weights alive
     nodes["CartoonSegDetect"]().detect(m, frames(1), 0.0, 1, 128, "binary", False)
     assert m.loaded and m.loads == 2  # read again on demand
     mm.unload_all_models()
