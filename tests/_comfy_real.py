@@ -91,12 +91,15 @@ def make_workspace(root: Path, paths_name: str, image, image_name: str, depth_mo
     """Tiny weights in the released layout under ``root/models/cartoonseg`` (plus a tiny depth model under
     ``depth/<depth_model>`` when named), an ``extra_model_paths.yaml`` naming them (entry ``paths_name``), the test
     ``image`` (PIL) saved as ``image_name``, and a link to the repository named like an installed pack
-    (``root/pack/cartoonseg``)."""
+    (``root/pack/cartoonseg``; the yaml makes ``root/pack`` a custom_nodes folder of the server)."""
     write_tiny_released_weights(root / "models")
     if depth_model:
         tiny_depth_model(root / "models" / "cartoonseg" / "depth" / depth_model)
     yaml = root / "extra_model_paths.yaml"
-    yaml.write_text(f"{paths_name}:\n    base_path: {root}\n    cartoonseg: models/cartoonseg\n")
+    # the pack is found through an extra custom_nodes folder of this workspace, not linked into the venv's shared
+    # custom_nodes: test runs of other checkouts on the same machine cannot replace or remove it mid-run
+    yaml.write_text(f"{paths_name}:\n    base_path: {root}\n    cartoonseg: models/cartoonseg\n"
+                    f"    custom_nodes: pack\n")
     path = root / image_name
     image.save(path)
     pack = root / "pack" / "cartoonseg"
@@ -111,7 +114,7 @@ def running_server(harness, workspace: dict, generation: str = "2024", extra_arg
     afterwards. ``server.generation`` and ``server.venv`` tell which one it is."""
     venv = VENVS[generation]
     srv = harness.ComfyServer(
-        root=str(venv / "ComfyUI"), python=str(venv / "bin" / "python"), packs=[str(workspace["pack"])],
+        root=str(venv / "ComfyUI"), python=str(venv / "bin" / "python"), packs=[],  # pack: workspace custom_nodes
         inputs=[str(workspace["image"])],
         extra_args=["--extra-model-paths-config", str(workspace["yaml"]), *extra_args])
     srv.generation, srv.venv = generation, venv
