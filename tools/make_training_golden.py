@@ -499,6 +499,13 @@ def _versions() -> dict:
             v[mod] = __import__(mod).__version__
         except ImportError:
             pass
+    try:
+        import mmcv._ext as ext
+
+        # a pure-Python stand-in that raises on every call proves no compiled op is on the loss path
+        v["mmcv_ext"] = "stub: every compiled op raises" if str(ext.__file__).endswith(".py") else "compiled"
+    except ImportError:
+        pass
     return v
 
 
