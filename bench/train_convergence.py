@@ -11,9 +11,10 @@
 4. every ``--eval-every`` steps and at the end: Box / Mask / Boundary AP and AP50 of the exported (EMA) weights
    on the held-out set.
 
-Prints a table of AP against steps and training wall time, and writes ``OUT/convergence.json`` (settings,
-curve, load averages, timings) and ``OUT/learning_curve.png``. CPU timings depend on the machine's load: the
-1-minute load average is recorded with every evaluation; compare runs only at similar load.
+Prints a table of AP against steps, training wall time and training CPU time (all threads of the training
+process; on an idle machine wall time is about CPU time / threads), and writes ``OUT/convergence.json``
+(settings, curve, load averages, timings) and ``OUT/learning_curve.png``. Wall times depend on the machine's load:
+the 1-minute load average is recorded with every evaluation; compare runs only at similar load.
 
 Thread count matters on a shared CPU: OpenMP's default spin-waiting makes 2 torch threads up to ~20x slower
 than 1 when other processes hold the cores. This script sets ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep instead
@@ -94,17 +95,18 @@ def make_data(out: Path, args: argparse.Namespace) -> dict:
     }
 
 
-def make_evaluator(val_ann: str, val_images: str, det_size: int, precision: str):
+def make_evaluator(val_ann: str, val_images: str, det_size: int, precision: str, batch_size: int = 1):
     gt = json.loads(Path(val_ann).read_text(encoding="utf-8"))
 
     def evaluate(detector) -> dict[str, float]:
         seg = Segmenter(detector, det_size=det_size, score_thr=0.05, max_instances=100, precision=precision)
         t = time.time()
-        preds = predict_coco(seg, gt, val_images)["final"]
+        preds = predict_coco(seg, gt, val_images, batch_size=batch_size)["final"]
         predict_s = time.time() - t
         stats = evaluate_all(gt, preds, params=EvalParams())
         out = {k: stats[k] for k in KEYS}
-        out.update(predict_s=round(predict_s, 2), detections=len(preds), load1=_load())
+        out.update(predict_s=round(predict_s, 2), evaluate_s=round(time.time() - t - predict_s, 2),
+                   detections=len(preds), load1=_load())
         return out
 
     return evaluate
@@ -194,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup-iters", type=int, default=None, help="override the recipe's warm-up")
     ap.add_argument("--mosaic", action="store_true", help="use mosaic + mixup (the stock strong augmentation)")
     ap.add_argument("--workers", type=int, default=None, help="override the recipe's DataLoader workers")
+    ap.add_argument("--eval-batch", type=int, default=1, help="images per detector pass in the evaluations (1)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(max(1, args.threads))
@@ -215,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     if (run_dir / "log.jsonl").exists():
         (run_dir / "log.jsonl").unlink()  # a fresh curve (resume=False trains from scratch)
     precision = "fp16" if args.device.startswith("cuda") else "fp32"
-    evaluator = make_evaluator(data["val_ann"], data["val_images"], cfg.img_size, precision)
+    evaluator = make_evaluator(data["val_ann"], data["val_images"], cfg.img_size, precision, args.eval_batch)
     t = time.time()
     summary = train_detector(cfg, evaluator=evaluator)
     wall = time.time() - t
@@ -243,9 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     title = (f"{recipe} on {args.device}, {torch.get_num_threads()} threads, load1 {load_start}->{result['load1_end']}, "
              f"{summary['global_step']} steps")
     plot_curve(evals, losses, out / "learning_curve.png", title)
-    print(f"{'step':>6} {'train min':>9} {'load1':>6} " + " ".join(f"{k:>13}" for k in KEYS))
+    print(f"{'step':>6} {'train min':>9} {'cpu min':>8} {'load1':>6} " + " ".join(f"{k:>13}" for k in KEYS))
     for e in evals:
-        print(f"{e['step']:>6} {e['train_s'] / 60:>9.2f} {e.get('load1', -1):>6} "
+        print(f"{e['step']:>6} {e['train_s'] / 60:>9.2f} {e.get('train_cpu_s', 0) / 60:>8.2f} {e.get('load1', -1):>6} "
               + " ".join(f"{e.get(k, float('nan')):>13.3f}" for k in KEYS))
     print(json.dumps({"final": result["final"], "out": str(out)}))
     return 0

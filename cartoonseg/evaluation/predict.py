@@ -5,20 +5,20 @@ returns the COCO results list (``image_id``, ``category_id``, ``score``, ``bbox`
 str counts). With ``stages="both"`` it runs the detector once per image and returns both the stage-1 (coarse
 masks) and the refined results, which gives the paper's "w/o 2nd stage" ablation from one pass.
 
-Speed (the results equal the one-image-at-a-time :meth:`Segmenter.__call__` path):
+Speed (with ``batch_size=1`` the results equal the one-image-at-a-time :meth:`Segmenter.__call__` path bit for
+bit):
 
-* the detector sees ``batch_size`` letterboxed images per forward pass (one fused inference copy of the
-  network for the whole run), and post-processing works on the batch's raw head outputs;
-* masks stay as stride-8 dynamic-conv logits until the kept detections are known, then are decoded straight to
-  binary masks at the image size, never held as float probabilities for longer than one image;
-* RLE encoding runs once per image over all its masks (:func:`cartoonseg.rle.encode_many`).
-
-``shard=(rank, world_size)`` keeps every ``world_size``-th image starting at ``rank`` (the caller merges).
+* the detector sees ``batch_size`` letterboxed images per forward pass, and post-processing works on the batch's
+  raw head outputs;
+* masks stay as stride-8 dynamic-conv logits until NMS and the score filter have picked the detections, then are
+  decoded straight to binary masks at the image size, one image at a time;
+* RLE encoding runs once per image over all its masks (:func:`cartoonseg.rle.encode_many`);
+* with ``work_dir``, many processes (``torchrun``) share the images through :mod:`cartoonseg.sharding`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from ..rle import encode_many
 from ..structures import Instances
 from ..transforms import letterbox
 
-__all__ = ["detect_batch", "instances_to_results", "predict_coco", "results_of"]
+__all__ = ["detect_batch", "instances_to_results", "predict_coco", "predict_images", "results_of"]
 
 
 def results_of(
@@ -127,9 +127,58 @@ def _read(root: Path, image: dict) -> np.ndarray:
     return bgr
 
 
-def _batches(images: list[dict], size: int) -> Iterator[list[dict]]:
-    for start in range(0, len(images), size):
-        yield images[start : start + size]
+def _check(segmenter: Any, stages: str, batch_size: int) -> None:
+    if stages not in ("final", "both"):
+        raise ValueError(f"stages must be 'final' or 'both', got {stages!r}")
+    if segmenter.detector is None:
+        raise ValueError("predictions need a Segmenter with a detector")
+    if stages == "both" and segmenter.refiner is None:
+        raise ValueError("stages='both' needs a Segmenter with a refiner")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+
+def _stage_names(stages: str) -> tuple[str, ...]:
+    return ("final",) if stages == "final" else ("stage1", "refined")
+
+
+def predict_images(
+    segmenter: Any,
+    images: Sequence[dict],
+    image_root: str | Path,
+    category_ids: Sequence[int],
+    stages: str = "final",
+    batch_size: int = 1,
+    on_image: Any = None,
+) -> list[dict[str, list[dict[str, Any]]]]:
+    """Per image of ``images`` (COCO image records): ``{stage: [COCO results]}`` (see :func:`predict_coco`).
+    ``on_image()`` is called after each image (progress)."""
+    _check(segmenter, stages, batch_size)
+    root = Path(image_root)
+    refine = segmenter.refiner is not None
+    out: list[dict[str, list[dict[str, Any]]]] = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        bgrs = [_read(root, im) for im in chunk]
+        for im, bgr, d in zip(chunk, bgrs, detect_batch(segmenter, bgrs)):
+            stage1 = results_of(d["boxes"], d["scores"], d["labels"], d["binary"], im["id"], category_ids)
+            if not refine:
+                out.append({"final": stage1})
+            else:
+                coarse = Instances(
+                    boxes=torch.from_numpy(d["boxes"]),
+                    scores=torch.from_numpy(d["scores"]),
+                    masks=torch.from_numpy(d["binary"]).float(),
+                    labels=torch.from_numpy(d["labels"]),
+                    mask_thr=0.5,
+                )
+                rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+                refined = segmenter.refine(rgb, coarse) if len(coarse) else coarse
+                refined_res = instances_to_results(refined, im["id"], category_ids)
+                out.append({"stage1": stage1, "refined": refined_res} if stages == "both" else {"final": refined_res})
+            if on_image is not None:
+                on_image()
+    return out
 
 
 def predict_coco(
@@ -138,9 +187,12 @@ def predict_coco(
     image_root: str | Path,
     stages: str = "final",
     progress: bool = False,
-    batch_size: int = 8,
-    shard: tuple[int, int] | None = None,
-) -> dict[str, list[dict[str, Any]]]:
+    batch_size: int = 1,
+    work_dir: str | Path | None = None,
+    shard_size: int = 16,
+    fingerprint: dict[str, Any] | None = None,
+    rank: Any = None,
+) -> dict[str, list[dict[str, Any]]] | None:
     """Run ``segmenter`` over the images of ``gt``.
 
     Args:
@@ -149,58 +201,56 @@ def predict_coco(
         image_root: folder the ``file_name`` entries are relative to.
         stages: ``"final"`` (whatever the Segmenter does), or ``"both"`` (requires a refiner): returns the
             stage-1 and refined results.
-        progress: show a tqdm bar.
-        batch_size: images per detector forward pass (1 = the plain per-image path).
-        shard: ``(rank, world_size)``: only images ``rank, rank + world_size, ...`` of ``gt["images"]``.
+        progress: show a progress bar.
+        batch_size: images per detector forward pass. 1 (default) reproduces :meth:`Segmenter.__call__`
+            bit for bit; larger batches change the convolutions' float rounding (oneDNN/cuDNN pick other
+            kernels), so a few mask pixels and scores may move by ~1e-6 (worth it on a GPU, not on a CPU).
+        work_dir: run through :class:`cartoonseg.sharding.ShardedRun` in this folder: under ``torchrun`` every
+            process takes its shards of the images, each finished shard is saved atomically (a killed run resumes
+            where it stopped, with any number of processes), and rank 0 merges. The folder is removed after the
+            merge. None: everything in this process, nothing saved.
+        shard_size: images per shard (with ``work_dir``).
+        fingerprint: settings that change the results (model files, thresholds), stored in the run folder's
+            manifest so a folder of another run is refused (with ``work_dir``).
+        rank: a :class:`cartoonseg.sharding.RankInfo` (default: from the ``torchrun`` environment, starting the
+            process group).
 
     Returns:
-        ``{"final": [...]}`` or ``{"stage1": [...], "refined": [...]}``.
+        ``{"final": [...]}`` or ``{"stage1": [...], "refined": [...]}``; with ``work_dir`` under ``torchrun``,
+        None on ranks other than 0.
     """
-    if stages not in ("final", "both"):
-        raise ValueError(f"stages must be 'final' or 'both', got {stages!r}")
-    if stages == "both" and segmenter.refiner is None:
-        raise ValueError("stages='both' needs a Segmenter with a refiner")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if shard is not None and not (0 <= shard[0] < shard[1]):
-        raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard}")
+    _check(segmenter, stages, batch_size)
     cats = sorted(int(c["id"]) for c in gt.get("categories", [])) or [0]
-    root = Path(image_root)
-    results: dict[str, list[dict[str, Any]]] = {"final": []} if stages == "final" else {"stage1": [], "refined": []}
     images = list(gt["images"])
-    if shard is not None:
-        images = images[shard[0] :: shard[1]]
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(images), desc="predict", unit="img")
-    refine = segmenter.refiner is not None
-    if segmenter.detector is None:
-        raise ValueError("predict_coco needs a Segmenter with a detector")
-    for chunk in _batches(images, batch_size):
-        bgrs = [_read(root, im) for im in chunk]
-        for im, bgr, d in zip(chunk, bgrs, detect_batch(segmenter, bgrs)):
-            stage1 = results_of(d["boxes"], d["scores"], d["labels"], d["binary"], im["id"], cats)
-            if not refine:
-                results["final"] += stage1
-                continue
-            rgb = np.ascontiguousarray(bgr[:, :, ::-1])
-            coarse = Instances(
-                boxes=torch.from_numpy(d["boxes"]),
-                scores=torch.from_numpy(d["scores"]),
-                masks=torch.from_numpy(d["binary"]).float(),
-                labels=torch.from_numpy(d["labels"]),
-                mask_thr=0.5,
-            )
-            refined = segmenter.refine(rgb, coarse) if len(coarse) else coarse
-            if stages == "both":
-                results["stage1"] += stage1
-                results["refined"] += instances_to_results(refined, im["id"], cats)
-            else:
-                results["final"] += instances_to_results(refined, im["id"], cats)
-        if bar is not None:
-            bar.update(len(chunk))
-    if bar is not None:
+    names = _stage_names(stages)
+    if work_dir is None:
+        bar = _bar(len(images), 0, progress, None)
+        per_image = predict_images(segmenter, images, image_root, cats, stages, batch_size, bar.update)
         bar.close()
-    return results
+    else:
+        from ..sharding import ShardedRun, agree, init_distributed
+
+        rank = rank if rank is not None else init_distributed()
+        keys = agree([str(im["id"]) for im in images])
+        by_id = {str(im["id"]): im for im in images}
+        fp = dict(fingerprint or {}, stages=stages, categories=cats)
+        run = ShardedRun(work_dir, keys, shard_size=shard_size, fingerprint=fp, rank=rank)
+        todo = run.pending()
+        total = sum(len(s.keys) for s in run.mine())
+        bar = _bar(total, total - sum(len(s.keys) for s in todo), progress, rank)
+        for shard in todo:
+            chunk = [by_id[k] for k in shard.keys]
+            run.save(shard, predict_images(segmenter, chunk, image_root, cats, stages, batch_size, bar.update))
+        bar.close()
+        if not rank.is_main:
+            return None
+        run.wait()
+        per_image = run.results()
+        run.remove()
+    return {name: [r for image in per_image for r in image[name]] for name in names}
+
+
+def _bar(total: int, done: int, enabled: bool, rank: Any):
+    from ..sharding import RankInfo, progress_bar
+
+    return progress_bar(total, done, rank or RankInfo(), "predict", enabled=enabled)

@@ -285,26 +285,30 @@ def run_loop(
 
     last_log: dict[str, float] = {}
     t0 = time.time()
-    eval_time = 0.0
+    cpu0 = time.process_time()
+    eval_time = eval_cpu = 0.0
     last_eval_step = -1
 
     def run_eval() -> None:
-        nonlocal eval_time, last_eval_step
+        nonlocal eval_time, eval_cpu, last_eval_step
         if evaluate is None or last_eval_step == global_step:
             return
         last_eval_step = global_step
         if ctx.is_main:
-            start = time.time()
+            start, start_cpu = time.time(), time.process_time()
             model.eval()
             with torch.no_grad():
                 metrics = evaluate(model, ema)
             model.train()
             spent = time.time() - start
             record = {"event": "eval", "name": cfg.name, "epoch": epoch, "step": global_step}
-            record.update(train_s=round(start - t0 - eval_time, 2), eval_s=round(spent, 2))
+            # train_cpu_s: CPU time of this process's threads (data workers excluded), the cost on an idle machine
+            record.update(train_s=round(start - t0 - eval_time, 2), eval_s=round(spent, 2),
+                          train_cpu_s=round(start_cpu - cpu0 - eval_cpu, 2))
             record.update({k: round(float(v), 6) for k, v in metrics.items()})
             _log(ctx, out_dir, record)
             eval_time += spent
+            eval_cpu += time.process_time() - start_cpu
         ctx.barrier()
     while epoch < cfg.epochs:
         if on_epoch_start is not None:
