@@ -153,27 +153,33 @@ def _env():
 
 
 def test_evaluate_and_dump_commands_under_torchrun_match_one_process(toy_set, tmp_path):
-    root, coco, _, det_path = toy_set
-    ann = find_annotation(root / "data", "val")
-    common = ["--gt", str(ann), "--images", str(coco.image_root), "--detector", str(det_path), "--det-size", "64",
-              "--score-thr", "0.0", "--max-dets", "20", "--threads", "1"]
-    single = subprocess.run([sys.executable, "-m", "train.evaluate", *common, "--save-pred", str(tmp_path / "p1.json")],
-                            cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
-    assert single.returncode == 0, single.stderr[-3000:]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    multi = subprocess.run([*torchrun, "-m", "train.evaluate", *common, "--save-pred", str(tmp_path / "p2.json"),
-                            "--shard-size", "2"], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
-    assert multi.returncode == 0, multi.stdout[-3000:] + multi.stderr[-3000:]
-    reports = [line for line in multi.stdout.splitlines() if line.startswith("{")]
-    assert len(reports) == 1  # rank 0 reports
-    assert json.loads(reports[0]) == json.loads(single.stdout.strip().splitlines()[-1])
-    assert json.loads((tmp_path / "p2.json").read_text()) == json.loads((tmp_path / "p1.json").read_text())
-    assert not (tmp_path / "p2.json.shards").exists()
+    from cartoonseg.evaluation import EvalParams
+    from cartoonseg.training.predictions import attach_predictions
 
-    dump = [*torchrun, "-m", "train.dump_predictions", "--data", str(ann), "--detector", str(det_path),
-            "--out", str(tmp_path / "with_preds.json"), "--score-thr", "0.0", "--iou-thr", "0.05"]
-    proc = subprocess.run(dump, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    root, coco, det, det_path = toy_set
+    ann = find_annotation(root / "data", "val")
+    seg = cartoonseg.Segmenter(det, det_size=64, score_thr=0.0, max_instances=20)
+    expected_preds = predict_coco(seg, coco.raw, coco.image_root)["final"]
+    expected = {k: round(v, 6) for k, v in evaluate_all(coco.raw, expected_preds, params=EvalParams(
+        max_dets=(1, 10, 20))).items()}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd = [*torchrun, "-m", "train.evaluate", "--gt", str(ann), "--images", str(coco.image_root), "--detector",
+           str(det_path), "--det-size", "64", "--score-thr", "0.0", "--max-dets", "20", "--threads", "1",
+           "--save-pred", str(tmp_path / "p.json"), "--shard-size", "2"]
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    out = json.loads((tmp_path / "with_preds.json").read_text())
-    assert len(out["annotations"]) == len(coco.raw["annotations"])
-    assert all("pred_segmentations" in a for a in out["annotations"])
+    reports = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(reports) == 1  # rank 0 merges and reports
+    assert json.loads(reports[0]) == expected
+    assert json.loads((tmp_path / "p.json").read_text()) == expected_preds
+    assert not (tmp_path / "p.json.shards").exists()
+
+    # the dump command (in this process: same sharded path as above, one rank)
+    from train.dump_predictions import main as dump_main
+
+    out = tmp_path / "with_preds.json"
+    assert dump_main(["--data", str(ann), "--detector", str(det_path), "--out", str(out), "--score-thr", "0.0",
+                      "--iou-thr", "0.05", "--work-dir", str(tmp_path / "dump_shards"), "--shard-size", "2"]) == 0
+    seg_dump = cartoonseg.Segmenter(det, score_thr=0.0)  # the command's settings (Segmenter defaults)
+    assert json.loads(out.read_text()) == attach_predictions(seg_dump, coco.raw, coco.image_root, 0.05)
+    assert not (tmp_path / "dump_shards").exists()

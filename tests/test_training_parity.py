@@ -182,3 +182,21 @@ def test_detector_training_forward_and_loss_match_mmdet_end_to_end(detector_gold
     for key in ("loss_cls", "loss_bbox", "loss_mask"):
         expected = rec["e2e"][key]
         assert abs(float(losses[key]) - expected) <= 1e-4 * abs(expected), f"{key}: {float(losses[key])} vs {expected}"
+
+
+# ------------------------------------------------------------------------------------------------ recipes
+def test_tiny_cpu_recipe_from_the_command_line(tmp_path):
+    from cartoonseg.training.detector import DETECTOR_RECIPES, DetectorTrainConfig
+    from cartoonseg.training.toy import make_toy_coco
+    from train.train_detector import config_from_args
+
+    make_toy_coco(tmp_path / "data", num_images=2, size=64, seed=0)
+    base = ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out")]
+    cfg = config_from_args([*base, "--preset", "tiny-cpu"])
+    for key, value in DETECTOR_RECIPES["tiny-cpu"].items():
+        assert getattr(cfg, key) == value, key
+    cfg = config_from_args([*base, "--preset", "tiny-cpu", "--lr", "0.001", "--workers", "0", "--img-size", "128"])
+    assert (cfg.lr, cfg.num_workers, cfg.img_size, cfg.preset, cfg.mosaic) == (0.001, 0, 128, "tiny", False)
+    paper = config_from_args(base)  # the paper defaults are the dataclass defaults
+    defaults = DetectorTrainConfig(train_ann=paper.train_ann, out_dir=paper.out_dir)
+    assert paper == defaults
