@@ -105,9 +105,9 @@ def detect_batch(segmenter: Any, images_bgr: Sequence[np.ndarray]) -> list[dict[
             min_score=segmenter.score_thr,
             with_masks=False,
         )
-        logits = det.decode_masks(outputs.mask_feat[i], dets, ori_shape=geom.ori_shape, scale_factor=geom.scale_factor)
-        binary = logits.float().sigmoid_() > thr
-        del logits
+        binary = det.decode_binary_masks(
+            outputs.mask_feat[i], dets, ori_shape=geom.ori_shape, scale_factor=geom.scale_factor, thr=thr
+        )
         out.append(
             {
                 "boxes": dets.boxes.float().cpu().numpy(),
