@@ -42,23 +42,23 @@ def _early_env() -> None:
 
 _early_env()
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import cv2
+import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cartoonseg.data.fixtures import make_fixtures  # noqa: E402
-from cartoonseg.data.synthesis import SynthesisConfig, synthesize_dataset  # noqa: E402
-from cartoonseg.evaluation import EvalParams, evaluate_all  # noqa: E402
-from cartoonseg.evaluation.predict import predict_coco  # noqa: E402
-from cartoonseg.segmenter import Segmenter  # noqa: E402
-from cartoonseg.training.detector import DETECTOR_RECIPES, detector_recipe, train_detector  # noqa: E402
+from cartoonseg.data.fixtures import make_fixtures
+from cartoonseg.data.synthesis import SynthesisConfig, synthesize_dataset
+from cartoonseg.evaluation import EvalParams, evaluate_all
+from cartoonseg.evaluation.predict import predict_coco
+from cartoonseg.segmenter import Segmenter
+from cartoonseg.training.detector import DETECTOR_RECIPES, detector_recipe, train_detector
 
 KEYS = ("bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50", "boundary_AP", "boundary_AP50")
 
