@@ -157,6 +157,17 @@ def nodes(pack, comfy):
     return pack.NODE_CLASS_MAPPINGS
 
 
+@pytest.fixture(autouse=True)
+def _hub_looks_reachable(request, monkeypatch):
+    """Tests stub the hub client (or use ``fake_hub``) and never touch the network, so the library's quick "is the
+    hub reachable" probe (cartoonseg.hub.download_blocker) answers yes, except in tests marked ``network_probe``
+    that check the probe itself."""
+    if request.node.get_closest_marker("network_probe") is None:
+        from cartoonseg import hub
+
+        monkeypatch.setattr(hub, "_unreachable", lambda url: None)
+
+
 # ---------------------------------------------------------------------------------------------- real ComfyUI
 @pytest.fixture(scope="module", params=__import__("_comfy_real").GENERATIONS)
 def generation(request) -> str:

@@ -124,6 +124,7 @@ def _closed_port() -> int:
     return port
 
 
+@pytest.mark.network_probe
 def test_no_network_is_found_fast_and_every_missing_file_is_named_once(tmp_path, monkeypatch, capsys):
     """No HF_HUB_OFFLINE, no network (a hub address that refuses): one error within seconds, naming both files
     with their URLs and destinations (huggingface_hub alone would retry ~20 s per file)."""
