@@ -170,7 +170,9 @@ class ModelHolder:
         self.releases = 0  #: how many times ComfyUI's unload released them
         self._payload = None
         self._patcher = None
+        self._retired = None
         self._handing_back = False
+        self._in_use = 0  # nodes inside on_device() right now
 
     # -- state
     @property
@@ -191,13 +193,12 @@ class ModelHolder:
             if not isinstance(net, torch.nn.Module):
                 raise TypeError(f"{self.name}: the network must be a torch.nn.Module, got {type(net).__name__}")
             net.to(self.offload_device)
-            weakref.finalize(net, _return_memory_to_os)  # when the weights are finally freed (after a release)
             cls = _patcher_class()
             patcher = None
             if cls is not None:
                 patcher = cls(CartoonSegNetworks(net), load_device=self.device, offload_device=self.offload_device)
                 patcher.holder_ref = weakref.ref(self)
-            self._payload, self._patcher = payload, patcher
+            self._payload, self._patcher, self._retired = payload, patcher, None
             self.loads += 1
         return self._payload
 
@@ -214,9 +215,11 @@ class ModelHolder:
 
             mm.load_models_gpu([patcher], **_full_load_kwargs(mm))
         _place(net, self.device)  # also completes a partial (low-VRAM) load: our layers are not ComfyUI ops
+        self._in_use += 1
         try:
             yield payload
         finally:
+            self._in_use -= 1
             if not self.keep_loaded and self.device != self.offload_device:
                 self.hand_back()
 
@@ -240,10 +243,22 @@ class ModelHolder:
         soft_empty_cache()
 
     def release(self) -> None:
-        """Drop the weights (the next use reads them from disk again)."""
+        """Free the weights (the next use reads them from disk again).
+
+        Runs inside ComfyUI's unload, while it may still iterate its list of loaded models: the patcher object
+        stays alive (ComfyUI 2025 holds it only weakly, and its death would make ComfyUI drop list entries under
+        the running loop), but every weight tensor moves to the ``meta`` device, which frees its memory at once.
+        A node still computing with the weights (ComfyUI unloading to make room while it runs) keeps them until it
+        ends: the holder only lets go of them then.
+        """
         if self._payload is None:
             return
+        net = self._network(self._payload)
+        self._retired = self._patcher  # dropped when the weights are next read, outside ComfyUI's unload
         self._payload, self._patcher = None, None
+        if not self._in_use:
+            net.to("meta")
+            _return_memory_to_os()
         self.releases += 1
         _log.info("CartoonSeg: released %s (ComfyUI unloaded it; it is read again from disk when next needed)",
                   self.name)

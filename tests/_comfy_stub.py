@@ -133,8 +133,12 @@ class ComfyStub:
         mm.soft_empty_cache = soft_empty_cache
         mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
 
-        # model management: the calls and semantics both ComfyUI generations share (load_models_gpu puts a
-        # ModelPatcher's model on its load device and lists it; unloading calls unpatch_model(offload, True))
+        # model management, with the semantics of ComfyUI 2025 (the stricter generation): load_models_gpu puts a
+        # ModelPatcher's model on its load device and lists it; the list holds the patcher only weakly, and a
+        # finalizer on the model removes dead entries; unloading calls unpatch_model(offload, True) and pops the
+        # unloaded entries by index afterwards (as free_memory does)
+        import weakref
+
         patcher_mod = types.ModuleType("comfy.model_patcher")
 
         class ModelPatcher:
@@ -158,20 +162,30 @@ class ComfyStub:
                     self.model.to(device_to)
                     self.model.device = device_to
 
+        def cleanup_models():
+            mm.current_loaded_models[:] = [lm for lm in mm.current_loaded_models if lm.real_model() is not None]
+
         class LoadedModel:
             def __init__(self, model):
-                self.model = model
+                self._model = weakref.ref(model)
                 self.device = model.load_device
+                self.real_model = weakref.ref(model.model)
+                self.model_finalizer = weakref.finalize(model.model, cleanup_models)
+
+            @property
+            def model(self):
+                return self._model()
 
             def model_unload(self, memory_to_free=None, unpatch_weights=True):
                 self.model.unpatch_model(self.model.offload_device, unpatch_weights=unpatch_weights)
+                self.model_finalizer.detach()
                 return True
 
         mm.current_loaded_models = []
         mm.load_calls = []
 
         def load_models_gpu(models, memory_required=0, force_full_load=False, **kwargs):
-            mm.load_calls.append({"models": list(models), "force_full_load": force_full_load})
+            mm.load_calls.append({"count": len(models), "force_full_load": force_full_load})
             for m in models:
                 if any(lm.model is m for lm in mm.current_loaded_models):
                     continue
@@ -179,8 +193,10 @@ class ComfyStub:
                 mm.current_loaded_models.insert(0, LoadedModel(m))
 
         def unload_all_models():
-            while mm.current_loaded_models:
-                mm.current_loaded_models.pop().model_unload()
+            unloaded = [i for i in range(len(mm.current_loaded_models) - 1, -1, -1)
+                        if mm.current_loaded_models[i].model_unload()]
+            for i in sorted(unloaded, reverse=True):
+                mm.current_loaded_models.pop(i)  # IndexError if an entry vanished meanwhile (as in ComfyUI)
 
         mm.LoadedModel = LoadedModel
         mm.load_models_gpu = load_models_gpu
