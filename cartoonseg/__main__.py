@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -14,6 +14,7 @@ import numpy as np
 from . import rle
 from ._cli import load_networks, run_parser
 from .checkpoint import convert
+from .outputs import OutputFolder, add_overwrite_argument, unique_names
 from .segmenter import Segmenter
 from .structures import Instances
 from .visualize import overlay
@@ -44,25 +45,33 @@ def _read_image(path: Path) -> np.ndarray:
 
 
 def _expand_inputs(items: Sequence[str]) -> list[Path]:
+    """Image paths from files and folders (a folder gives its regular image files, sorted); the same file named
+    twice is segmented once."""
     paths: list[Path] = []
+    seen: set[str] = set()
     for item in items:
         p = Path(item)
         if p.is_dir():
-            paths.extend(sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES))
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
         elif p.is_file():
-            paths.append(p)
+            found = [p]
+        elif p.exists():
+            raise ValueError(f"input {p} is not a regular file or folder")
         else:
             raise ValueError(f"input not found: {p}")
+        for q in found:
+            key = os.path.realpath(q)
+            if key not in seen:
+                seen.add(key)
+                paths.append(q)
     if not paths:
         raise ValueError("no input images")
     return paths
 
 
-def write_instances(instances: Instances, image: np.ndarray, out_dir: Path) -> None:
-    """Write ``instances.json`` (boxes xyxy, scores, labels, COCO RLE masks), ``mask_NNN.png`` and ``overlay.png``."""
-    from PIL import Image
-
-    out_dir.mkdir(parents=True, exist_ok=True)
+def write_instances(instances: Instances, image: np.ndarray, out: OutputFolder, source: str | Path | None = None) -> None:
+    """Write ``instances.json`` (boxes xyxy, scores, labels, COCO RLE masks, the source image), ``mask_NNN.png``
+    and ``overlay.png`` into ``out`` (an :class:`~cartoonseg.outputs.OutputFolder`, normally one result folder)."""
     binary = instances.binary.cpu().numpy()
     records = []
     for i in range(len(instances)):
@@ -77,44 +86,46 @@ def write_instances(instances: Instances, image: np.ndarray, out_dir: Path) -> N
                 "mask_png": f"mask_{i:03d}.png",
             }
         )
-        Image.fromarray((instances.masks[i].cpu().numpy() * 255 + 0.5).astype(np.uint8)).save(out_dir / f"mask_{i:03d}.png")
+        out.save_image(f"mask_{i:03d}.png", (instances.masks[i].cpu().numpy() * 255 + 0.5).astype(np.uint8))
     h, w = instances.image_size
     meta = {"image_size": [h, w], "mask_thr": instances.mask_thr, "instances": records}
-    (out_dir / "instances.json").write_text(json.dumps(meta, indent=1))
-    Image.fromarray(overlay(image, instances)).save(out_dir / "overlay.png")
+    if source is not None:
+        meta = {"source": str(source), **meta}
+    out.write_json("instances.json", meta)
+    out.save_image("overlay.png", overlay(image, instances))
 
 
 def _segment(args: argparse.Namespace) -> int:
-    search = [Path(args.weights_dir)] if args.weights_dir else []
-    detector, refiner = load_networks(args.detector, args.refiner, search_dirs=search,
-                                      allow_download=not args.no_download, device=args.device)
-    seg = Segmenter(
-        detector,
-        refiner,
-        det_size=args.det_size,
-        score_thr=args.score_thr,
-        mask_thr=args.mask_thr,
-        max_instances=args.max_instances,
-        precision=args.precision,
-        fuse=not args.exact,
-        channels_last=not args.exact,
-    )
-    out = Path(args.out)
     inputs = _expand_inputs(args.images)
-    stems = [p.stem for p in inputs]
-    for index, path in enumerate(inputs):
-        image = _read_image(path)
-        start = time.perf_counter()
-        instances = seg(image)
-        elapsed = time.perf_counter() - start
-        name = path.stem if stems.count(path.stem) == 1 else f"{path.stem}_{index}"
-        write_instances(instances, image, out / name)
-        print(f"{path}: {len(instances)} instances in {elapsed:.2f}s -> {out / name}")
+    names = unique_names(inputs)
+    with OutputFolder(args.out, inputs=inputs, overwrite=args.overwrite) as out:  # checked before any model loads
+        search = [Path(args.weights_dir)] if args.weights_dir else []
+        detector, refiner = load_networks(args.detector, args.refiner, search_dirs=search,
+                                          allow_download=not args.no_download, device=args.device)
+        seg = Segmenter(
+            detector,
+            refiner,
+            det_size=args.det_size,
+            score_thr=args.score_thr,
+            mask_thr=args.mask_thr,
+            max_instances=args.max_instances,
+            precision=args.precision,
+            fuse=not args.exact,
+            channels_last=not args.exact,
+        )
+        for path, name in zip(inputs, names):
+            image = _read_image(path)
+            start = time.perf_counter()
+            instances = seg(image)
+            elapsed = time.perf_counter() - start
+            with out.result_dir(name) as result:
+                write_instances(instances, image, result, source=path)
+            print(f"{path}: {len(instances)} instances in {elapsed:.2f}s -> {out.path / name}")
     return 0
 
 
 def _convert(args: argparse.Namespace) -> int:
-    kind, dst = convert(args.src, args.dst)
+    kind, dst = convert(args.src, args.dst, overwrite=args.overwrite)
     print(f"converted {kind} {args.src} -> {dst}")
     return 0
 
@@ -126,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("images", nargs="+", help="image files or folders")
     seg.add_argument("--detector", default="detector", help="detector weights path or released name (default: download rtmdetl_e60.ckpt)")
     seg.add_argument("--refiner", default="refiner", help="refiner weights path, released name, or 'none'")
-    seg.add_argument("--out", required=True, help="output folder (one sub-folder per image)")
+    seg.add_argument("--out", required=True,
+                     help="output folder, new or written by cartoonseg (one sub-folder per image: overlay.png, "
+                          "mask_NNN.png, instances.json; named after the image, with a path hash when stems repeat)")
     seg.add_argument("--score-thr", type=float, default=0.3)
     seg.add_argument("--mask-thr", type=float, default=0.3)
     seg.add_argument("--det-size", type=int, default=640)
@@ -138,10 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--device", default="cpu")
     seg.add_argument("--weights-dir", default=None, help="folder holding the released files (searched first; downloads go there)")
     seg.add_argument("--no-download", action="store_true", help="never download weights")
+    add_overwrite_argument(seg)
     seg.set_defaults(func=_segment)
     conv = sub.add_parser("convert", help="convert a released/mmdet/Lightning checkpoint to cartoonseg safetensors")
     conv.add_argument("src")
-    conv.add_argument("dst")
+    conv.add_argument("dst", help="output .safetensors file (never the source; an existing file only if cartoonseg "
+                                  "wrote it, or with --overwrite)")
+    add_overwrite_argument(conv)
     conv.set_defaults(func=_convert)
     # Application commands live next to their code and register themselves here (imported lazily inside).
     from .depth_inpaint_cli import add_parsers as add_depth_inpaint_parsers

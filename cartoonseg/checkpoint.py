@@ -535,9 +535,15 @@ def load_refiner(path: str | os.PathLike, device: str | torch.device = "cpu") ->
 
 
 # ---------------------------------------------------------------------------------------------- writing
-def save_weights(model: RTMDetIns | ISNetDIS, path: str | os.PathLike) -> Path:
-    """Save a model in our format: safetensors, aliased tensors stored once, the JSON config in the header."""
+def save_weights(model: RTMDetIns | ISNetDIS, path: str | os.PathLike, *, overwrite: bool = True,
+                 inputs: tuple = ()) -> Path:
+    """Save a model in our format: safetensors, aliased tensors stored once, the JSON config in the header.
+
+    Written atomically through :mod:`cartoonseg.outputs` (an interrupted save never leaves a half file at ``path``);
+    ``overwrite=False`` refuses to replace a file cartoonseg did not write, and ``inputs`` are never replaced."""
     from safetensors.torch import save_file
+
+    from .outputs import output_file
 
     if isinstance(model, RTMDetIns):
         kind = "detector"
@@ -550,13 +556,8 @@ def save_weights(model: RTMDetIns | ISNetDIS, path: str | os.PathLike) -> Path:
     tensors = {k: v.detach().cpu().contiguous() for k, v in sd.items() if canonical[k] == k}
     meta = {"kind": kind, "config": model.config.to_dict(), "format_version": FORMAT_VERSION}
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    try:  # write a temporary file, then rename: an interrupted save never leaves a half file at ``path``
+    with output_file(path, inputs=inputs, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -668,9 +669,18 @@ def save_flat_refiner_checkpoint(model: ISNetDIS, path: str | os.PathLike) -> Pa
     return path
 
 
-def convert(src: str | os.PathLike, dst: str | os.PathLike) -> tuple[str, Path]:
-    """Convert any supported detector or refiner file to our safetensors format. Returns (kind, dst)."""
-    src = Path(src)
+def convert(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False) -> tuple[str, Path]:
+    """Convert any supported detector or refiner file to our safetensors format. Returns (kind, dst).
+
+    ``dst`` must end with ``.safetensors`` (the loaders tell formats by suffix) and is never ``src``; an existing
+    ``dst`` is replaced only when cartoonseg wrote it, or with ``overwrite`` (see :mod:`cartoonseg.outputs`)."""
+    from .outputs import check_not_input
+
+    src, dst = Path(src), Path(dst)
+    check_not_input(dst, [src])
+    if dst.suffix != ".safetensors":
+        raise CheckpointError(f"convert writes cartoonseg safetensors files: name the output *.safetensors, got "
+                              f"{dst} (a {dst.suffix or 'suffix-less'} name would not load)")
     obj, metadata = read_checkpoint(src)
     if _META_KEY in metadata:
         kind = _our_meta(metadata, src).get("kind")
@@ -682,4 +692,4 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike) -> tuple[str, Path]:
         model = load_refiner(src)
     else:
         raise CheckpointError(f"{src}: neither an RTMDet-Ins detector nor an IS-Net refiner checkpoint")
-    return kind, save_weights(model, dst)
+    return kind, save_weights(model, dst, overwrite=overwrite, inputs=(src,))
