@@ -1,4 +1,4 @@
-"""Command line: ``python -m cartoonseg segment|convert|tag|depth|depth-pool|inpaint|inpaint-refine|kenburns|style``."""
+"""Command line: ``python -m cartoonseg segment|convert|tag|depth|depth-pool|inpaint|inpaint-refine|kenburns|style|puppet``."""
 
 from __future__ import annotations
 
@@ -14,34 +14,11 @@ import numpy as np
 from . import rle
 from ._cli import load_networks, run_parser
 from .checkpoint import convert
+from .io import IMAGE_SUFFIXES, read_image
 from .outputs import OutputFolder, add_overwrite_argument, unique_names
 from .segmenter import Segmenter
 from .structures import Instances
 from .visualize import overlay
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
-
-
-def _read_image(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-                rgba = im.convert("RGBA")
-                # composite on white: transparent cut-outs are the common case in this field
-                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
-            if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-                # 16-bit/32-bit grey: PIL's convert("RGB") clips at 255 (a white picture); scale to 8 bits
-                grey = np.asarray(im, dtype=np.float64)
-                top = 65535.0 if im.mode.startswith("I;16") or grey.max() > 255 else 255.0
-                grey = np.clip(grey / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-                return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"cannot read image {path}: {exc}") from exc
 
 
 def _expand_inputs(items: Sequence[str]) -> list[Path]:
@@ -86,7 +63,7 @@ def write_instances(instances: Instances, image: np.ndarray, out: OutputFolder, 
                 "mask_png": f"mask_{i:03d}.png",
             }
         )
-        out.save_image(f"mask_{i:03d}.png", (instances.masks[i].cpu().numpy() * 255 + 0.5).astype(np.uint8))
+        out.save_image(f"mask_{i:03d}.png", instances.masks[i])
     h, w = instances.image_size
     meta = {"image_size": [h, w], "mask_thr": instances.mask_thr, "instances": records}
     if source is not None:
@@ -114,7 +91,7 @@ def _segment(args: argparse.Namespace) -> int:
             channels_last=not args.exact,
         )
         for path, name in zip(inputs, names):
-            image = _read_image(path)
+            image = read_image(path)
             start = time.perf_counter()
             instances = seg(image)
             elapsed = time.perf_counter() - start
@@ -162,11 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     # Application commands live next to their code and register themselves here (imported lazily inside).
     from .depth_inpaint_cli import add_parsers as add_depth_inpaint_parsers
     from .kenburns.cli import add_parsers as add_kenburns_parsers
+    from .puppet.cli import add_parsers as add_puppet_parsers
     from .style.cli import add_parsers as add_style_parsers
     from .tagger.cli import add_parsers as add_tag_parsers
 
     add_depth_inpaint_parsers(sub)
     add_kenburns_parsers(sub)
+    add_puppet_parsers(sub)
     add_style_parsers(sub)
     add_tag_parsers(sub)
     return parser

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .hub import WeightsUnavailableError, hub_url, is_offline
+from .io import to_rgb_uint8
 
 __all__ = [
     "DEPTH_MODELS",
@@ -343,26 +344,11 @@ def _normalise(x: Tensor) -> Tensor:
 
 
 def _as_uint8_rgb(image) -> np.ndarray:
-    if isinstance(image, Tensor):
-        t = image.detach().cpu()
-        if t.dtype != torch.uint8:
-            t = (torch.nan_to_num(t.float(), nan=0.0).clamp(0, 1) * 255).round().to(torch.uint8)
-        arr = t.numpy()
-    elif isinstance(image, np.ndarray):
-        arr = image
-        if arr.dtype != np.uint8:
-            arr = (np.clip(np.nan_to_num(arr.astype(np.float32)), 0, 1) * 255 + 0.5).astype(np.uint8)
-    else:
-        raise TypeError(f"image must be a numpy array or torch tensor [H,W,3], got {type(image).__name__}")
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"image must be [H,W,3] RGB (grey and RGBA accepted), got shape {arr.shape}")
+    """The input image by the policy of :func:`cartoonseg.io.to_rgb_uint8` (NaN -> 0), at least 2x2."""
+    arr = to_rgb_uint8(image, nan="zero")
     if arr.shape[0] < 2 or arr.shape[1] < 2:
         raise ValueError(f"image too small for depth estimation: {arr.shape[:2]} (need at least 2x2)")
-    if arr.shape[-1] == 1:
-        arr = np.repeat(arr, 3, axis=-1)
-    return np.ascontiguousarray(arr[..., :3])
+    return arr
 
 
 def load_depth_model(

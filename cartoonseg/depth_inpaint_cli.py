@@ -24,74 +24,19 @@ import numpy as np
 import torch
 
 from ._cli import run_parser, subcommand_parser
+from .io import read_depth, read_image, read_mask, to_float_image, write_grey, write_image
 
 __all__ = ["add_parsers", "build_parser", "main"]
-
-
-def _read_rgb(path: str) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
-                rgba = im.convert("RGBA")
-                canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                canvas.alpha_composite(rgba)
-                im = canvas
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except OSError as exc:
-        raise ValueError(f"cannot read image {path}: {exc}") from exc
-
-
-def _read_grey(path: str) -> np.ndarray:
-    """Grey image as float32 [H,W] in [0,1] (16-bit PNGs keep their precision)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.float32)
-                return arr / (65535.0 if arr.max() > 255 else 255.0)
-            return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-    except OSError as exc:
-        raise ValueError(f"cannot read image {path}: {exc}") from exc
-
-
-def _write_grey(path: str, x: np.ndarray, bits: int = 8) -> None:
-    from PIL import Image
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    x = np.clip(np.nan_to_num(x), 0, 1)
-    if bits == 16:
-        Image.fromarray((x * 65535 + 0.5).astype(np.uint16)).save(path)
-    else:
-        Image.fromarray((x * 255 + 0.5).astype(np.uint8)).save(path)
-
-
-def _write_rgb(path: str, rgb: np.ndarray) -> None:
-    from PIL import Image
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rgb).save(path)
-
-
-def _read_mask(path: str, shape: tuple[int, int]) -> np.ndarray:
-    m = _read_grey(path)
-    if m.shape != tuple(shape):
-        raise ValueError(f"mask {path} is {m.shape[1]}x{m.shape[0]}, image is {shape[1]}x{shape[0]}")
-    return m > 0.5
 
 
 def _run_inpaint(args: argparse.Namespace) -> int:
     from .inpaint import inpaint
 
-    image = _read_rgb(args.image)
-    mask = _read_mask(args.mask, image.shape[:2])
+    image = read_image(args.image)
+    mask = read_mask(args.mask, image.shape[:2])
     start = time.perf_counter()
     out = inpaint(image, mask, method=args.method, patch_size=args.patch_size, seed=args.seed, radius=args.radius)
-    _write_rgb(args.out, out)
+    write_image(args.out, out)
     print(f"{args.image}: filled {int(mask.sum())} px with {args.method} in {time.perf_counter() - start:.2f}s -> {args.out}")
     return 0
 
@@ -102,10 +47,10 @@ def _run_depth(args: argparse.Namespace) -> int:
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     search = [args.models_dir] if args.models_dir else []
     est = load_depth_model(args.model, device=args.device, dtype=dtype, search_dirs=search, allow_download=not args.no_download)
-    image = _read_rgb(args.image)
+    image = read_image(args.image)
     start = time.perf_counter()
     result = est(image)
-    _write_grey(args.out, result.disparity.numpy(), args.bits)
+    write_grey(args.out, result.disparity.numpy(), args.bits)
     print(f"{args.image}: depth in {time.perf_counter() - start:.2f}s -> {args.out} (grey, larger = nearer)")
     return 0
 
@@ -113,12 +58,12 @@ def _run_depth(args: argparse.Namespace) -> int:
 def _run_depth_pool(args: argparse.Namespace) -> int:
     from .instance_depth import pool_instance_depth
 
-    depth = torch.from_numpy(_read_grey(args.depth))
-    masks = torch.from_numpy(np.stack([_read_mask(p, tuple(depth.shape)) for p in args.masks]))
+    depth = read_depth(args.depth)
+    masks = torch.from_numpy(np.stack([read_mask(p, tuple(depth.shape)) for p in args.masks]))
     pooled = pool_instance_depth(
         depth, masks, mode=args.mode, blend=args.blend, feet_fraction=args.feet_fraction, resolve_overlaps=not args.keep_overlaps
     )
-    _write_grey(args.out, pooled.depth.numpy(), args.bits)
+    write_grey(args.out, pooled.depth.numpy(), args.bits)
     record = {
         "mode": args.mode,
         "instances": [
@@ -143,8 +88,8 @@ def _run_refine(args: argparse.Namespace) -> int:
     )
     from .inpaint import inpaint
 
-    image_u8 = _read_rgb(args.image)
-    mask = _read_mask(args.mask, image_u8.shape[:2])
+    image_u8 = read_image(args.image)
+    mask = read_mask(args.mask, image_u8.shape[:2])
     init_u8 = inpaint(image_u8, mask, method=args.init, patch_size=3, seed=args.seed)
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     pipe = load_inpaint_pipeline(args.model, config_dir=args.config_dir, dtype=dtype, device=args.device)
@@ -155,13 +100,12 @@ def _run_refine(args: argparse.Namespace) -> int:
     def progress(step: int, total: int) -> None:
         print(f"\rstep {step}/{total}", end="", file=sys.stderr, flush=True)
 
-    to_t = lambda a: torch.from_numpy(np.array(a, copy=True)).float() / 255.0
     out = refine_with_diffusers(
-        pipe, to_t(image_u8), torch.from_numpy(mask).float(), to_t(init_u8),
+        pipe, to_float_image(image_u8), torch.from_numpy(mask).float(), to_float_image(init_u8),
         prompt=prompt, negative_prompt=negative, settings=settings, progress=progress,
     )
     print(file=sys.stderr)
-    _write_rgb(args.out, (out.numpy() * 255 + 0.5).astype(np.uint8))
+    write_image(args.out, out)
     print(f"{args.image}: refined with prompt {prompt!r} -> {args.out}")
     return 0
 

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._optional import require
+
 __all__ = [
     "NEGATIVE_PROMPT",
     "NEGATIVE_PROMPT_RELEASED_CODE",
@@ -177,14 +179,8 @@ def composite(original: Tensor, refined: Tensor, mask: Tensor) -> Tensor:
 
 # ---------------------------------------------------------------------------------------------- diffusers runner
 def _require_diffusers():
-    try:
-        import diffusers
-    except ImportError as exc:
-        raise RuntimeError(
-            "the diffusion refinement outside ComfyUI needs 'diffusers' (pip install diffusers); inside ComfyUI "
-            "use the CartoonSegInpaintDiffusion node instead"
-        ) from exc
-    return diffusers
+    return require("diffusers", extra="diffusion", purpose="the diffusion refinement outside ComfyUI",
+                   hint="inside ComfyUI use the CartoonSegInpaintDiffusion node instead")
 
 
 def load_inpaint_pipeline(

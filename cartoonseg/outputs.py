@@ -76,11 +76,13 @@ __all__ = [
     "OutputError",
     "OutputFolder",
     "add_overwrite_argument",
+    "atomic_path",
     "check_not_input",
     "output_file",
     "result_dir",
     "save_image",
     "unique_names",
+    "write",
     "write_bytes",
     "write_json",
     "write_text",
@@ -298,20 +300,48 @@ def _foreign(folder: Path, depth: int = 0, limit: int = 5) -> list[Path]:
     return found
 
 
+def _claim_tree(folder: Path, depth: int = 0) -> None:
+    """Record every file under a folder this process created (a fresh result folder) in the manifests."""
+    if depth > 16:
+        raise OutputError(f"result folder nesting too deep at {folder}")
+    entries = _read_manifest(folder)
+    changed = False
+    for entry in os.scandir(folder):
+        if entry.name == MANIFEST or _is_temporary(entry.name):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            _claim_tree(Path(entry.path), depth + 1)
+        elif entry.name not in entries or entries[entry.name]["stat"] != _stat_key(Path(entry.path)):
+            entries[entry.name] = {"stat": _stat_key(Path(entry.path)), "group": None}
+            changed = True
+    if changed or not (folder / MANIFEST).exists():
+        _write_manifest(folder, entries)
+
+
 def _describe(paths: list[Path]) -> str:
     return ", ".join(str(p) for p in paths[:4]) + (" ..." if len(paths) > 4 else "")
 
 
 def _save_image(image: Any, path: Path, **kwargs: Any) -> None:
-    from PIL import Image
+    from .io import write_image
 
-    if not isinstance(image, Image.Image):
-        import numpy as np
+    write_image(path, image, **kwargs)
 
-        if hasattr(image, "detach"):
-            image = image.detach().cpu().numpy()
-        image = Image.fromarray(np.ascontiguousarray(image))
-    image.save(path, **kwargs)
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path`` (same suffix) that is renamed to ``path`` when the block succeeds and
+    removed when it fails: the bare atomic write, without the ownership checks (the library's writers in
+    :mod:`cartoonseg.io` use it; commands wrap them in :class:`OutputFolder` / :func:`output_file`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / _tmp_name(path.name)
+    try:
+        yield tmp
+        if os.path.lexists(tmp):
+            os.replace(tmp, path)
+    finally:
+        _remove(tmp)
 
 
 # ----------------------------------------------------------------------------------------- the folder
@@ -419,9 +449,16 @@ class OutputFolder:
         return self.write_text(name, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n", group=group)
 
     def save_image(self, name: str, image: Any, *, group: str | None = None, **save_kwargs: Any) -> Path:
-        """Save a PIL image or an ``[H,W]``/``[H,W,C]`` uint8/uint16 array (format from the name's suffix)."""
+        """Save an image with :func:`cartoonseg.io.write_image` (format from the name's suffix)."""
         with self.file(name, group=group) as tmp:
             _save_image(image, tmp, **save_kwargs)
+        return self.path / name
+
+    def write(self, name: str, writer: Any, *args: Any, group: str | None = None, **kwargs: Any) -> Path:
+        """``writer(temporary_path, *args, **kwargs)`` (e.g. :func:`cartoonseg.io.write_grey`), then renamed to
+        ``name`` under the policy."""
+        with self.file(name, group=group) as tmp:
+            writer(tmp, *args, **kwargs)
         return self.path / name
 
     @contextlib.contextmanager
@@ -442,6 +479,7 @@ class OutputFolder:
             res = OutputFolder(tmp, inputs=self.inputs, overwrite=False, check_foreign=False)
             yield res
             res.close()
+            _claim_tree(tmp)  # files writers put straight into ``res.path`` are ours too (the folder was new)
             old = self.path / _tmp_name(name, _OLD_KIND)
             if target.is_dir():
                 os.rename(target, old)
@@ -519,9 +557,18 @@ def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 1, **p
 
 def save_image(path: str | os.PathLike, image: Any, *, inputs: Iterable[str | os.PathLike] = (),
                overwrite: bool = False, **save_kwargs: Any) -> Path:
-    """Save one image file atomically under the policy (PIL image or uint8/uint16 array; format from the suffix)."""
+    """Save one image file under the policy with :func:`cartoonseg.io.write_image` (format from the suffix)."""
     with output_file(path, inputs=inputs, overwrite=overwrite) as tmp:
         _save_image(image, tmp, **save_kwargs)
+    return Path(path)
+
+
+def write(path: str | os.PathLike, writer: Any, *args: Any, inputs: Iterable[str | os.PathLike] = (),
+          overwrite: bool = False, **kwargs: Any) -> Path:
+    """One output file under the policy, written by ``writer(temporary_path, *args, **kwargs)`` (any function that
+    takes a path, e.g. :func:`cartoonseg.io.write_grey` or :func:`cartoonseg.io.write_frames` for ``.webp``/``.mp4``)."""
+    with output_file(path, inputs=inputs, overwrite=overwrite) as tmp:
+        writer(tmp, *args, **kwargs)
     return Path(path)
 
 

@@ -34,11 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .io import to_rgb_uint8
 from .models.fuse import inference_copy, is_prepared
 from .models.isnet import ISNetDIS
 from .models.rtmdet_ins import RTMDetIns
 from .structures import Instances, masks_to_boxes
-from .transforms import letterbox, refine_canvas, resize_float, to_rgb_uint8
+from .transforms import letterbox, refine_canvas, resize_float
 
 __all__ = ["Segmenter", "PRECISIONS"]
 
@@ -158,7 +159,7 @@ class Segmenter:
     # ------------------------------------------------------------------ stages
     @torch.no_grad()
     def detect(self, image: np.ndarray | Tensor) -> Instances:
-        """Stage 1 on an RGB image (see :func:`cartoonseg.transforms.to_rgb_uint8` for accepted inputs).
+        """Stage 1 on an RGB image (see :func:`cartoonseg.io.to_rgb_uint8` for accepted inputs).
 
         Returns:
             Instances with coarse mask probabilities (``mask_thr`` = the detector's ``mask_thr_binary``).

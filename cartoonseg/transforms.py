@@ -1,8 +1,9 @@
-"""Image conversion and the two stages' pre-processing.
+"""The two stages' pre-processing: resizing, the detector's letterbox and the refiner's canvas.
 
 Channel order: the public API takes **RGB** (numpy uint8 ``[H,W,3]``, torch uint8 ``[H,W,3]`` or a float tensor
 ``[H,W,3]`` in [0,1], the ComfyUI frame layout). Both networks of the paper were trained on OpenCV-read **BGR**
-images, so the conversion to BGR happens here, once.
+images, so the conversion to BGR happens here, once. Validation and conversion of input images (NaN, alpha, grey,
+range) is :func:`cartoonseg.io.to_rgb_uint8`, re-exported here.
 
 Resizing uses OpenCV's ``INTER_LINEAR`` when OpenCV is importable (bit-exact with the reference pipeline, which
 resizes uint8 images with cv2); otherwise a pure-torch bilinear resize whose uint8 output differs from OpenCV's
@@ -18,57 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .io import MAX_PIXELS, to_rgb_uint8  # re-exported: the image policy lives in cartoonseg.io
+
 try:  # optional: exact parity with the reference resize
     import cv2
 except ImportError:  # pragma: no cover - exercised by tests that hide cv2
     cv2 = None
 
 __all__ = ["to_rgb_uint8", "resize_uint8", "resize_float", "letterbox", "Letterbox", "refine_canvas", "MAX_PIXELS"]
-
-#: Largest image accepted (pixels); larger inputs are almost always a mistake (e.g. a 30k x 30k scan).
-MAX_PIXELS = 16384 * 16384
-
-
-def to_rgb_uint8(image: np.ndarray | Tensor) -> np.ndarray:
-    """Validate an image and return it as a C-contiguous numpy uint8 ``[H,W,3]`` RGB array.
-
-    Accepts uint8/float numpy or torch images ``[H,W]``, ``[H,W,1]``, ``[H,W,3]`` or ``[H,W,4]`` (alpha is
-    dropped; grey is replicated). Float images are taken as [0,1] and clipped. Raises ValueError on empty, NaN or
-    oversized input and TypeError on other types.
-    """
-    if isinstance(image, Tensor):
-        image = image.detach().cpu()
-        if image.dtype == torch.bfloat16:
-            image = image.float()
-        image = image.numpy()
-    if not isinstance(image, np.ndarray):
-        raise TypeError(f"image must be a numpy array or torch tensor [H,W,3], got {type(image).__name__}")
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise ValueError(f"image must have shape [H,W], [H,W,1], [H,W,3] or [H,W,4], got {image.shape}")
-    h, w = image.shape[:2]
-    if h == 0 or w == 0:
-        raise ValueError(f"image is empty: shape {image.shape}")
-    if h * w > MAX_PIXELS:
-        raise ValueError(f"image of {w}x{h} pixels exceeds the {MAX_PIXELS}-pixel limit; downscale it first")
-    if image.dtype == np.uint8:
-        out = image
-    elif np.issubdtype(image.dtype, np.floating):
-        if not np.isfinite(image).all():
-            raise ValueError("image contains NaN or infinite values")
-        out = (np.clip(image.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    elif image.dtype == np.bool_ or np.issubdtype(image.dtype, np.integer):
-        if image.dtype != np.bool_ and (image.min() < 0 or image.max() > 255):
-            raise ValueError(f"integer image values must lie in [0,255], got [{image.min()}, {image.max()}]")
-        out = image.astype(np.uint8) * (255 if image.dtype == np.bool_ else 1)
-    else:
-        raise TypeError(f"unsupported image dtype {image.dtype}; use uint8 or float in [0,1]")
-    if out.shape[2] == 1:
-        out = np.repeat(out, 3, axis=2)
-    elif out.shape[2] == 4:
-        out = out[:, :, :3]
-    return np.ascontiguousarray(out)
 
 
 def resize_uint8(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -141,18 +141,15 @@ def steps(total: int) -> Iterator:
 
 
 def image_to_uint8(frame: torch.Tensor):
-    """One ComfyUI frame ``[H,W,C]`` float in [0,1] -> numpy uint8 ``[H,W,3]`` RGB (alpha dropped, grey expanded)."""
+    """One ComfyUI frame ``[H,W,C]`` float in [0,1] -> numpy uint8 ``[H,W,3]`` RGB (alpha dropped, grey expanded,
+    NaN -> 0: the policy of :func:`cartoonseg.io.to_rgb_uint8`)."""
+    from cartoonseg.io import to_rgb_uint8
+
     if frame.dim() != 3:
         raise ValueError(f"expected one IMAGE frame [H,W,C], got shape {tuple(frame.shape)}")
-    c = frame.shape[-1]
-    if c == 1:
-        frame = frame.expand(-1, -1, 3)
-    elif c == 4:
-        frame = frame[..., :3]
-    elif c != 3:
-        raise ValueError(f"IMAGE must have 1, 3 or 4 channels, got {c}")
-    frame = torch.nan_to_num(frame.float(), nan=0.0).clamp(0, 1)
-    return (frame * 255.0).round().to(torch.uint8).cpu().numpy()
+    if frame.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"IMAGE must have 1, 3 or 4 channels, got {frame.shape[-1]}")
+    return to_rgb_uint8(frame, nan="zero")
 
 
 def check_image(image: torch.Tensor, name: str = "image") -> torch.Tensor:
@@ -169,7 +166,7 @@ def check_image(image: torch.Tensor, name: str = "image") -> torch.Tensor:
         raise ValueError(f"{name} must be an IMAGE [B,H,W,3], got shape {tuple(image.shape)}")
     if image.shape[0] == 0 or image.shape[1] == 0 or image.shape[2] == 0:
         raise ValueError(f"{name} is empty: shape {tuple(image.shape)}")
-    from cartoonseg.transforms import MAX_PIXELS
+    from cartoonseg.io import MAX_PIXELS
 
     if image.shape[1] * image.shape[2] > MAX_PIXELS:  # before any copy of a huge batch
         raise ValueError(f"{name} frames of {image.shape[2]}x{image.shape[1]} pixels exceed the {MAX_PIXELS}-pixel "

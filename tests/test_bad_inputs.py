@@ -23,7 +23,8 @@ from PIL import Image
 
 import cartoonseg
 from cartoonseg import Instances
-from cartoonseg.__main__ import _read_image, main
+from cartoonseg.__main__ import main
+from cartoonseg.io import read_image as _read_image
 from cartoonseg.transforms import MAX_PIXELS, letterbox, to_rgb_uint8
 
 PACK = "cartoonseg_pack_bad_inputs"

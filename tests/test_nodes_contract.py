@@ -74,7 +74,7 @@ def synthetic_frames():
 def test_every_node_module_imports(pack):
     nodes_pkg = sys.modules[f"{pack.__name__}.nodes"]
     assert nodes_pkg.IMPORT_ERRORS == {}, "\n".join(nodes_pkg.IMPORT_ERRORS.values())
-    assert len(nodes_pkg._MODULES) == 8
+    assert len(nodes_pkg._MODULES) == 9
 
 
 def test_registration_and_metadata(pack):

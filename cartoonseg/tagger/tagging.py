@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor, nn
 
+from ..io import to_rgb_uint8
 from ..structures import Instances
 from .download import DEFAULT_TAGGER_REPO, resolve_tagger_dir
 from .labels import CHARACTER, GENERAL, RATING, TagLabels, load_labels
-from .preprocess import prepare_image, to_model_input, to_pil
+from .preprocess import prepare_image, to_model_input
 from .swinv2 import (
     SWINV2_PRESETS,
     SwinTransformerV2,
@@ -307,13 +307,8 @@ def load_tagger(
 
 # ---------------------------------------------------------------------------------------------- instances
 def _rgb_uint8(image) -> np.ndarray:
-    """Any supported image -> numpy uint8 ``[H,W,3]`` RGB (transparency composited on white)."""
-    pil = to_pil(image)
-    if pil.mode == "RGBA":
-        canvas = Image.new("RGBA", pil.size, (255, 255, 255))
-        canvas.alpha_composite(pil)
-        pil = canvas
-    return np.asarray(pil.convert("RGB"), dtype=np.uint8)
+    """Any supported image -> numpy uint8 ``[H,W,3]`` RGB (transparency composited on white, NaN -> 0)."""
+    return to_rgb_uint8(image, nan="zero", alpha="white")
 
 
 def instance_crops(image, instances: Instances) -> list[np.ndarray | None]:
