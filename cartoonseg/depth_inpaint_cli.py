@@ -18,12 +18,12 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from ._cli import run_parser, subcommand_parser
+from . import outputs
 from .io import read_depth, read_image, read_mask, to_float_image, write_grey, write_image
 
 __all__ = ["add_parsers", "build_parser", "main"]
@@ -32,11 +32,13 @@ __all__ = ["add_parsers", "build_parser", "main"]
 def _run_inpaint(args: argparse.Namespace) -> int:
     from .inpaint import inpaint
 
+    inputs = [args.image, args.mask]
+    outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
     image = read_image(args.image)
     mask = read_mask(args.mask, image.shape[:2])
     start = time.perf_counter()
     out = inpaint(image, mask, method=args.method, patch_size=args.patch_size, seed=args.seed, radius=args.radius)
-    write_image(args.out, out)
+    outputs.write(args.out, write_image, out, inputs=inputs, overwrite=args.overwrite)
     print(f"{args.image}: filled {int(mask.sum())} px with {args.method} in {time.perf_counter() - start:.2f}s -> {args.out}")
     return 0
 
@@ -44,13 +46,15 @@ def _run_inpaint(args: argparse.Namespace) -> int:
 def _run_depth(args: argparse.Namespace) -> int:
     from .depth import load_depth_model
 
+    inputs = [args.image, args.model]
+    outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     search = [args.models_dir] if args.models_dir else []
     est = load_depth_model(args.model, device=args.device, dtype=dtype, search_dirs=search, allow_download=not args.no_download)
     image = read_image(args.image)
     start = time.perf_counter()
     result = est(image)
-    write_grey(args.out, result.disparity.numpy(), args.bits)
+    outputs.write(args.out, write_grey, result.disparity.numpy(), args.bits, inputs=inputs, overwrite=args.overwrite)
     print(f"{args.image}: depth in {time.perf_counter() - start:.2f}s -> {args.out} (grey, larger = nearer)")
     return 0
 
@@ -58,12 +62,17 @@ def _run_depth(args: argparse.Namespace) -> int:
 def _run_depth_pool(args: argparse.Namespace) -> int:
     from .instance_depth import pool_instance_depth
 
+    inputs = [args.depth, *args.masks]
+    outputs.check_distinct(args.out, args.json)
+    outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
+    if args.json:
+        outputs.check_file(args.json, inputs=inputs, overwrite=args.overwrite)
     depth = read_depth(args.depth)
     masks = torch.from_numpy(np.stack([read_mask(p, tuple(depth.shape)) for p in args.masks]))
     pooled = pool_instance_depth(
         depth, masks, mode=args.mode, blend=args.blend, feet_fraction=args.feet_fraction, resolve_overlaps=not args.keep_overlaps
     )
-    write_grey(args.out, pooled.depth.numpy(), args.bits)
+    outputs.write(args.out, write_grey, pooled.depth.numpy(), args.bits, inputs=inputs, overwrite=args.overwrite)
     record = {
         "mode": args.mode,
         "instances": [
@@ -73,7 +82,7 @@ def _run_depth_pool(args: argparse.Namespace) -> int:
         "back_to_front": [args.masks[i] for i in pooled.order.tolist()],
     }
     if args.json:
-        Path(args.json).write_text(json.dumps(record, indent=1))
+        outputs.write_json(args.json, record, inputs=inputs, overwrite=args.overwrite)
     print(json.dumps(record))
     return 0
 
@@ -88,6 +97,8 @@ def _run_refine(args: argparse.Namespace) -> int:
     )
     from .inpaint import inpaint
 
+    inputs = [args.image, args.mask, args.model] + ([args.config_dir] if args.config_dir else [])
+    outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
     image_u8 = read_image(args.image)
     mask = read_mask(args.mask, image_u8.shape[:2])
     init_u8 = inpaint(image_u8, mask, method=args.init, patch_size=3, seed=args.seed)
@@ -105,7 +116,7 @@ def _run_refine(args: argparse.Namespace) -> int:
         prompt=prompt, negative_prompt=negative, settings=settings, progress=progress,
     )
     print(file=sys.stderr)
-    write_image(args.out, out)
+    outputs.write(args.out, write_image, out, inputs=inputs, overwrite=args.overwrite)
     print(f"{args.image}: refined with prompt {prompt!r} -> {args.out}")
     return 0
 
@@ -119,6 +130,7 @@ def _add_inpaint(sub) -> None:
     p.add_argument("--patch-size", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--radius", type=int, default=3, help="Telea neighbourhood radius")
+    outputs.add_overwrite_argument(p)
     p.set_defaults(func=_run_inpaint)
 
 
@@ -132,6 +144,7 @@ def _add_depth(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--models-dir", default=None, help="folder holding <repo name>/ model folders (downloads go there)")
     p.add_argument("--no-download", action="store_true")
+    outputs.add_overwrite_argument(p)
     p.set_defaults(func=_run_depth)
 
 
@@ -146,6 +159,7 @@ def _add_depth_pool(sub) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--bits", type=int, choices=[8, 16], default=8)
     p.add_argument("--json", default=None, help="write the per-instance values here")
+    outputs.add_overwrite_argument(p)
     p.set_defaults(func=_run_depth_pool)
 
 
@@ -166,6 +180,7 @@ def _add_refine(sub) -> None:
     p.add_argument("--short-side", type=int, default=1024, help="working short side (0 = native)")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--device", default="cpu")
+    outputs.add_overwrite_argument(p)
     p.set_defaults(func=_run_refine)
 
 

@@ -25,18 +25,20 @@ guarantees hold everywhere:
    ``mask_NNN.png``); files written as a *group* (``group=`` argument, e.g. all outputs of one input image) drop
    the members of the group that an earlier run wrote and this run did not.
 6. **Interrupted runs** leave no half-written result under a final name (point 4), and their temporary files and
-   folders (``.<name>.<host>-<pid>-<rand>.cartoonseg-tmp<suffix>``) are removed the next time any command opens
+   folders (``.cartoonseg-tmp-<host>-<pid>-<rand>-<name>[<suffix>]``) are removed the next time any command opens
    that folder (when the writing process is gone, or after a day for other hosts on shared storage).
 
 API (all paths may be ``str`` or :class:`os.PathLike`; ``inputs`` are the command's input paths)::
 
     from cartoonseg import outputs
 
-    # one file (--out FILE)
-    outputs.save_image(path, array_or_pil, inputs=[src], overwrite=args.overwrite)
-    outputs.write_json(path, obj, inputs=..., overwrite=...)      # also write_text, write_bytes
-    with outputs.output_file(path, inputs=..., overwrite=...) as tmp:   # any writer that takes a path
-        torch_or_pil_or_av_write(tmp)
+    # one file (--out FILE): check before the slow work, write at the end
+    outputs.check_file(path, inputs=[src], overwrite=args.overwrite)
+    outputs.save_image(path, image, inputs=[src], overwrite=args.overwrite)   # through cartoonseg.io.write_image
+    outputs.write(path, io.write_grey, depth, 16, inputs=..., overwrite=...)  # any writer(path, *args)
+    outputs.write_json(path, obj, inputs=..., overwrite=...)                  # also write_text, write_bytes
+    with outputs.output_file(path, inputs=..., overwrite=...) as tmp:         # or write the temporary path yourself
+        torch.save(obj, tmp)
 
     # a folder of results (--out DIR): checked once, then per result
     with outputs.OutputFolder(out_dir, inputs=images, overwrite=args.overwrite) as out:
@@ -47,8 +49,11 @@ API (all paths may be ``str`` or :class:`os.PathLike`; ``inputs`` are the comman
             out.save_image(f"{name}_style.png", rgb, group=name)    # or loose files, grouped per input
 
     # one folder that is the result (kenburns --out FRAMES/)
+    outputs.check_folder(folder, inputs=..., overwrite=...)
     with outputs.result_dir(folder, inputs=..., overwrite=...) as res:
-        res.save_image("frame_00000.png", frame)
+        io.write_frames(frames, res.path)   # anything written into the new folder is recorded as ours
+
+    outputs.check_distinct(args.out, args.json)   # two outputs of one command must differ
 
     outputs.add_overwrite_argument(parser)   # the shared --overwrite option of every writing command
 
@@ -77,6 +82,9 @@ __all__ = [
     "OutputFolder",
     "add_overwrite_argument",
     "atomic_path",
+    "check_distinct",
+    "check_file",
+    "check_folder",
     "check_not_input",
     "output_file",
     "result_dir",
@@ -94,7 +102,7 @@ _MANIFEST_VERSION = 1
 _MAX_MANIFEST_BYTES = 64 << 20  # a hostile or corrupt manifest is not read (the folder then counts as foreign)
 _TMP_KIND = "cartoonseg-tmp"
 _OLD_KIND = "cartoonseg-old"
-_TMP_RE = re.compile(r"^\..*\.(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[0-9a-f]{6}\.cartoonseg-(?:tmp|old)(?:\.[^.]*)?$")
+_TMP_RE = re.compile(r"^\.cartoonseg-(?:tmp|old)-(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[0-9a-f]{6}-")
 _ORPHAN_AGE_S = 24 * 3600
 _HOST = hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:6]
 
@@ -165,11 +173,14 @@ def add_overwrite_argument(parser) -> None:
                              "never overwritten; foreign files are replaced only by outputs of the same name)")
 
 
-def _tmp_name(name: str, kind: str = _TMP_KIND) -> str:
-    suffix = Path(name).suffix if kind == _TMP_KIND else ""
+def _tmp_name(name: str, kind: str = _TMP_KIND, *, folder: bool = False) -> str:
+    """``.cartoonseg-tmp-<host>-<pid>-<rand>-<name>``: a file keeps its suffix (writers pick formats by it); a folder
+    gets none (its name has no dots), so writers that treat suffix-less paths as folders do so."""
+    suffix = "" if folder else Path(name).suffix
     if not re.fullmatch(r"\.[A-Za-z0-9]{1,16}", suffix or "."):
         suffix = ""
-    return f".{name[:80]}.{_HOST}-{os.getpid()}-{secrets.token_hex(3)}.{kind}{suffix}"
+    stem = re.sub(r"[^A-Za-z0-9_-]", "_", name[: len(name) - len(suffix)])[:60]
+    return f".{kind}-{_HOST}-{os.getpid()}-{secrets.token_hex(3)}-{stem}{suffix}"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -473,14 +484,14 @@ class OutputFolder:
             with OutputFolder(target, inputs=self.inputs, overwrite=True, check_foreign=False, replace=True) as res:
                 yield res
             return
-        tmp = self.path / _tmp_name(name)
+        tmp = self.path / _tmp_name(name, folder=True)
         try:
             tmp.mkdir()
             res = OutputFolder(tmp, inputs=self.inputs, overwrite=False, check_foreign=False)
             yield res
             res.close()
             _claim_tree(tmp)  # files writers put straight into ``res.path`` are ours too (the folder was new)
-            old = self.path / _tmp_name(name, _OLD_KIND)
+            old = self.path / _tmp_name(name, _OLD_KIND, folder=True)
             if target.is_dir():
                 os.rename(target, old)
             os.rename(tmp, target)
@@ -524,6 +535,52 @@ class OutputFolder:
 
 
 # ------------------------------------------------------------------------------------------ single files
+def check_file(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] = (), overwrite: bool = False) -> Path:
+    """Check, before any work starts, that the single output file ``path`` may be written (the same rules as
+    :func:`output_file`, which checks again when it writes). Returns ``path``; creates nothing."""
+    path = Path(path)
+    if not path.name or path.name in (".", ".."):
+        raise OutputError(f"output {path} names a folder, expected a file name")
+    check_not_input(path, inputs)
+    if path.is_dir() and not path.is_symlink():
+        raise OutputError(f"output {path} is a folder, expected a file name")
+    if os.path.lexists(path) and not overwrite:
+        entry = _read_manifest(path.parent).get(path.name)
+        if entry is None or entry["stat"] != _stat_key(path):
+            raise OutputError(f"refusing to replace {path}: cartoonseg did not write it (or it changed since); "
+                              f"choose another output or pass --overwrite")
+    return path
+
+
+def check_folder(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] = (), overwrite: bool = False,
+                 result: bool = True) -> Path:
+    """Check, before any work starts, that the folder ``path`` may receive outputs: never one holding an input when it
+    is replaced as one result (``result=True``, :func:`result_dir`); an existing folder must be empty or ours unless
+    ``overwrite``. Returns ``path``; creates nothing."""
+    path = Path(path)
+    check_not_input(path, inputs, folder=result)
+    if os.path.lexists(path):
+        if not path.is_dir() or path.is_symlink():
+            raise OutputError(f"output folder {path} exists and is not a folder")
+        foreign = [] if overwrite else _foreign(path)
+        if foreign:
+            raise OutputError(f"output folder {path} holds files cartoonseg did not write ({_describe(foreign)}); "
+                              f"choose a new or empty folder, or pass --overwrite (inputs are never overwritten)")
+    return path
+
+
+def check_distinct(*paths: str | os.PathLike | None) -> None:
+    """Raise :class:`OutputError` when two outputs of one command name the same file."""
+    seen: dict[str, str] = {}
+    for p in paths:
+        if p is None:
+            continue
+        key = os.path.normcase(os.path.abspath(p))
+        if key in seen:
+            raise OutputError(f"two outputs of this command are the same file: {seen[key]} and {p}")
+        seen[key] = str(p)
+
+
 @contextlib.contextmanager
 def output_file(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] = (),
                 overwrite: bool = False) -> Iterator[Path]:

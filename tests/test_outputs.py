@@ -285,3 +285,52 @@ def test_convert_refuses_its_source_and_non_safetensors_names(tmp_path, weights,
     code, err = run(["convert", src, user], capsys)
     assert code == 2 and "--overwrite" in err and user.read_bytes() == b"not ours"
     assert run(["convert", src, user, "--overwrite"], capsys)[0] == 0
+
+
+# ------------------------------------------------------------------------------- the other writing commands
+def test_inpaint_and_depth_pool_outputs_follow_the_policy(tmp_path, capsys):
+    src = image(tmp_path / "img.png")
+    mask = tmp_path / "mask.png"
+    Image.fromarray(np.pad(np.full((10, 10), 255, np.uint8), ((15, 15), (23, 23)))).save(mask)
+    before = src.read_bytes(), mask.read_bytes()
+    base = ["inpaint", src, mask, "--method", "telea"]
+    for dst in (src, mask):
+        code, err = run([*base, "--out", dst, "--overwrite"], capsys)
+        assert code == 2 and "input" in err, err
+    assert (src.read_bytes(), mask.read_bytes()) == before
+    user = tmp_path / "user.png"
+    user.write_bytes(b"user")
+    code, err = run([*base, "--out", user], capsys)
+    assert code == 2 and "--overwrite" in err and user.read_bytes() == b"user"
+    assert run([*base, "--out", tmp_path / "filled.png"], capsys)[0] == 0
+    assert run([*base, "--out", tmp_path / "filled.png"], capsys)[0] == 0  # a rerun replaces its own output
+    # depth-pool: its two outputs must differ, and neither may be an input
+    depth = tmp_path / "depth.png"
+    Image.fromarray(np.full((40, 56), 128, np.uint8)).save(depth)
+    pool = ["depth-pool", depth, "--masks", mask]
+    code, err = run([*pool, "--out", tmp_path / "p.png", "--json", tmp_path / "p.png"], capsys)
+    assert code == 2 and "same file" in err
+    code, err = run([*pool, "--out", tmp_path / "p.png", "--json", mask], capsys)
+    assert code == 2 and "input" in err and mask.read_bytes() == before[1]
+    assert run([*pool, "--out", tmp_path / "p.png", "--json", tmp_path / "p.json"], capsys)[0] == 0
+    assert json.loads((tmp_path / "p.json").read_text())["mode"] == "mean"
+    assert no_temporaries(tmp_path)
+
+
+def test_kenburns_frame_folder_is_one_result(tmp_path, capsys):
+    src = image(tmp_path / "img.png")
+    depth = tmp_path / "depth.png"
+    Image.fromarray(np.tile(np.linspace(0, 255, 56).astype(np.uint8), (40, 1))).save(depth)
+    frames = tmp_path / "frames"
+    base = ["kenburns", src, "--depth", depth, "--camera", "zoom-in", "--size", "32", "--out", frames]
+    assert run([*base, "--frames", "4"], capsys)[0] == 0
+    assert len(list(frames.glob("frame_*.png"))) == 4
+    assert run([*base, "--frames", "2"], capsys)[0] == 0  # no frames of the longer clip are left behind
+    assert len(list(frames.glob("frame_*.png"))) == 2 and len(list(frames.glob("disocclusion_*.png"))) == 2
+    (frames / "keep.txt").write_text("user")
+    code, err = run([*base, "--frames", "2"], capsys)
+    assert code == 2 and "keep.txt" in err
+    code, err = run(["kenburns", src, "--depth", depth, "--out", tmp_path, "--overwrite"], capsys)
+    assert code == 2 and "input" in err and src.is_file()
+    code, err = run(["kenburns", src, "--depth", depth, "--out", tmp_path / "clip.gif"], capsys)
+    assert code == 2 and ".webp" in err

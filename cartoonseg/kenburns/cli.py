@@ -20,8 +20,9 @@ from pathlib import Path
 
 import torch
 
+from .. import outputs
 from .._cli import load_networks, run_parser, subcommand_parser
-from ..io import read_depth, read_image, to_float_image, write_frames
+from ..io import CLIP_SUFFIXES, read_depth, read_image, to_float_image, write_frames
 from .camera import EASINGS, PRESETS, CameraPath
 from .render import KenBurnsConfig, render_kenburns
 
@@ -55,6 +56,14 @@ def _depth(args: argparse.Namespace, image: torch.Tensor) -> torch.Tensor:
 def run(args: argparse.Namespace) -> int:
     """Execute the ``kenburns`` sub-command."""
     start = time.perf_counter()
+    out = Path(args.out)
+    inputs = [p for p in (args.image, args.depth, args.detector, args.refiner) if p]
+    if out.suffix.lower() not in CLIP_SUFFIXES:
+        if out.suffix:
+            raise ValueError(f"--out must be a {' or '.join(CLIP_SUFFIXES)} file or a folder, got {out}")
+        outputs.check_folder(out, inputs=inputs, overwrite=args.overwrite)
+    else:
+        outputs.check_file(out, inputs=inputs, overwrite=args.overwrite)
     image = to_float_image(read_image(args.image))
     h, w = image.shape[:2]
     depth = _depth(args, image)
@@ -79,7 +88,13 @@ def run(args: argparse.Namespace) -> int:
     clip = render_kenburns(image, depth, masks=instances, background=background, camera=camera, config=config,
                            device=args.device)
     rendered = time.perf_counter()
-    written = write_frames(clip.frames, args.out, clip.fps, extra={"disocclusion": clip.disocclusion})
+    if out.suffix:
+        written = [outputs.write(out, lambda tmp: write_frames(clip.frames, tmp, clip.fps), inputs=inputs,
+                                 overwrite=args.overwrite)]
+    else:  # the folder is one result: built aside and swapped in (a rerun leaves no frames of a longer earlier clip)
+        with outputs.result_dir(out, inputs=inputs, overwrite=args.overwrite) as res:
+            written = write_frames(clip.frames, res.path, clip.fps, extra={"disocclusion": clip.disocclusion})
+        written = [out / p.name for p in written]
     n_inst = 0 if instances is None else len(instances)
     print(f"{args.image}: {n_inst} characters, {len(clip.frames)} frames {clip.frames.shape[2]}x{clip.frames.shape[1]} "
           f"@ {clip.fps:g} fps; prepare {prepared - start:.1f}s, render {rendered - prepared:.1f}s -> {written[0]}"
@@ -116,6 +131,7 @@ def _add_kenburns(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--weights-dir", default=None, help="folder with the released weights (and depth/<model>)")
     p.add_argument("--no-download", action="store_true", help="never download weights")
+    outputs.add_overwrite_argument(p)
     p.set_defaults(func=run)
 
 
