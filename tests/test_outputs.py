@@ -334,3 +334,21 @@ def test_kenburns_frame_folder_is_one_result(tmp_path, capsys):
     assert code == 2 and "input" in err and src.is_file()
     code, err = run(["kenburns", src, "--depth", depth, "--out", tmp_path / "clip.gif"], capsys)
     assert code == 2 and ".webp" in err
+
+
+def test_training_exports_and_synthesis_never_take_over_user_files(tmp_path):
+    from cartoonseg.data.synthesis import synthesize_dataset
+
+    user = tmp_path / "raw"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds no dataset synthesis run"):
+        synthesize_dataset([], [], user, 0, progress=False)
+    assert names(user) == ["notes.txt"]
+    gt = tmp_path / "gt.json"
+    gt.write_text("{}")
+    from train.dump_predictions import main as dump_main
+
+    with pytest.raises(SystemExit) as exit_info:  # --out naming the ground truth: refused before any work
+        dump_main(["--data", str(gt), "--detector", str(tmp_path / "d.ckpt"), "--out", str(gt)])
+    assert exit_info.value.code == 2 and gt.read_text() == "{}"

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
+
+from cartoonseg import outputs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,18 +26,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--score-thr", type=float, default=0.3, help="detection score threshold (0.3)")
     ap.add_argument("--iou-thr", type=float, default=0.5, help="attach predictions above this mask IoU (0.5)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    outputs.add_overwrite_argument(ap)
     args = ap.parse_args(argv)
     import cartoonseg
     from cartoonseg.training.coco import find_annotation, load_coco
     from cartoonseg.training.predictions import attach_predictions
 
     ann = find_annotation(args.data, args.split)
+    inputs = [ann, args.detector]
+    try:  # never over the ground truth (``--out GT.json``) or another file cartoonseg did not write
+        outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
+    except outputs.OutputError as exc:
+        ap.error(str(exc))
     coco = load_coco(ann, args.images)
     root = coco.image_root
     seg = cartoonseg.Segmenter(cartoonseg.load_detector(args.detector, device=args.device), score_thr=args.score_thr)
     out = attach_predictions(seg, coco.raw, root, args.iou_thr, progress=sys.stderr.isatty())
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out), encoding="utf-8")
+    outputs.write_json(args.out, out, indent=None, inputs=inputs, overwrite=args.overwrite)
     n = sum(len(a.get("pred_segmentations", [])) for a in out["annotations"])
     print(json.dumps({"out": args.out, "annotations": len(out["annotations"]), "attached": n}))
     return 0
