@@ -13,7 +13,7 @@ from ._optional import MissingDependencyError
 from .checkpoint import CheckpointError, load_detector, load_refiner
 from .hub import WeightsUnavailableError, resolve_weights
 
-__all__ = ["CLI_ERRORS", "load_networks", "run_parser", "subcommand_parser"]
+__all__ = ["CLI_ERRORS", "check_device", "load_networks", "run_parser", "subcommand_parser"]
 
 #: exceptions reported as one line (OSError covers missing paths and unwritable ``--out`` folders;
 #: MissingDependencyError names the extra to install)
@@ -27,10 +27,37 @@ def subcommand_parser(add_parsers: Callable[[object], None], description: str) -
     return parser
 
 
+def check_device(text: str) -> str:
+    """Validate a ``--device`` value before anything loads: ``cpu``, ``cuda``/``cuda:N`` (only where CUDA and that
+    GPU exist) or ``mps`` (where available). Raises ``ValueError`` with the reason; returns ``text``."""
+    import torch
+
+    try:
+        device = torch.device(str(text))
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"--device {text!r} is not a device; use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise ValueError(f"--device {text}: CUDA is not available here (torch {torch.__version__}, {build}); "
+                             f"use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ValueError(f"--device {text}: Apple MPS is not available here; use --device cpu")
+    elif device.type != "cpu":
+        raise ValueError(f"--device {text}: only cpu, cuda[:N] and mps are supported")
+    return str(text)
+
+
 def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` and run the chosen sub-command's ``func``; expected failures -> one line and status 2."""
+    """Parse ``argv`` and run the chosen sub-command's ``func``; expected failures -> one line and status 2.
+    A ``--device`` option is checked (:func:`check_device`) before the command starts."""
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "device", None) is not None:
+            check_device(args.device)
         return args.func(args)
     except CLI_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)

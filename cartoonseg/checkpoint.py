@@ -40,6 +40,7 @@ __all__ = [
     "filter_mmdet_rtmdet_ins",
     "filter_isnet",
     "load_state_dict_strict",
+    "check_weight_values",
     "load_detector",
     "load_refiner",
     "build_detector",
@@ -426,8 +427,27 @@ def load_state_dict_strict(model: nn.Module, state_dict: dict[str, Tensor], sour
         if shapes:
             lines.append("  shape mismatches: " + "; ".join(shapes[:8]) + (" ..." if len(shapes) > 8 else ""))
         raise CheckpointError("\n".join(lines))
+    check_weight_values(state_dict, source)
     with torch.no_grad():
         model.load_state_dict(state_dict, strict=True)
+
+
+def check_weight_values(state_dict: dict[str, Tensor], source: str = "checkpoint") -> None:
+    """Refuse weights that can only give NaN output: non-finite values anywhere, or a negative BatchNorm variance
+    (its square root is NaN). Raises :class:`CheckpointError` naming the first bad tensors."""
+    bad = []
+    for key, value in state_dict.items():
+        if not isinstance(value, Tensor) or not value.is_floating_point() or value.numel() == 0:
+            continue
+        if not bool(torch.isfinite(value).all()):
+            bad.append(f"{key} (NaN/Inf)")
+        elif key.endswith("running_var") and bool((value < 0).any()):
+            bad.append(f"{key} (negative variance)")
+        if len(bad) >= 4:
+            break
+    if bad:
+        raise CheckpointError(f"{source} holds unusable weights: {', '.join(bad)}; the file is corrupt or was saved "
+                              f"from a diverged training run")
 
 
 def _alias_groups(model: nn.Module) -> dict[str, str]:

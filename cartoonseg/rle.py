@@ -99,7 +99,14 @@ def encode(mask: np.ndarray) -> dict[str, Any]:
 def _counts_of(rle: Mapping[str, Any]) -> tuple[int, int, list[int]]:
     if not isinstance(rle, Mapping) or "size" not in rle or "counts" not in rle:
         raise TypeError(f"a COCO RLE must be a dict with 'size' and 'counts', got {type(rle).__name__}")
-    h, w = (int(v) for v in rle["size"])
+    size = rle["size"]
+    if isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2:
+        raise ValueError(f"COCO RLE size must be [H, W], got {size!r}")
+    h, w = (int(v) for v in size)
+    from .io import MAX_PIXELS
+
+    if h < 0 or w < 0 or h * w > MAX_PIXELS:
+        raise ValueError(f"COCO RLE size {h}x{w} is negative or over the {MAX_PIXELS}-pixel image limit")
     counts = rle["counts"]
     if isinstance(counts, (str, bytes)):
         counts = string_to_counts(counts)

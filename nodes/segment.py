@@ -54,6 +54,9 @@ def mask_values(inst, mask_output: str) -> torch.Tensor:
 def stack_masks(frames: Sequence, mask_output: str, height: int, width: int) -> torch.Tensor:
     """All instances of all frames -> MASK ``[sum N,H,W]``; a ``[1,H,W]`` zero mask when there are none
     (downstream nodes such as MaskToImage fail on empty batches)."""
+    from cartoonseg.structures import check_mask_budget
+
+    check_mask_budget(sum(len(f) for f in frames), height, width, "the MASK output of all frames")
     parts = [mask_values(f, mask_output) for f in frames if len(f)]
     if not parts:
         return torch.zeros(1, height, width)
@@ -130,6 +133,9 @@ def resize_masks(masks: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """``[N,h,w]`` -> ``[N,height,width]`` (bilinear; identity when the size already matches)."""
     if masks.shape[-2:] == (height, width):
         return masks
+    from cartoonseg.structures import check_mask_budget
+
+    check_mask_budget(masks.shape[0], height, width, "prompt masks resized to the image")
     return torch.nn.functional.interpolate(masks[:, None], size=(height, width), mode="bilinear",
                                            align_corners=False)[:, 0].clamp(0, 1)
 

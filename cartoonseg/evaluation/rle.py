@@ -64,22 +64,25 @@ def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: in
 
 
 def segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarray | None:
-    """Any COCO ``segmentation`` value (polygon list, RLE dict with str or list counts) -> uint8 mask, or
-    ``None`` when it is missing/empty/invalid (callers fall back to the box, see the ignore-mask rule)."""
-    if segmentation is None:
+    """Any COCO ``segmentation`` value (polygon list, RLE dict with str or list counts) -> uint8 mask.
+
+    Returns ``None`` only when the value is *absent* (``None``, ``[]``, ``{}``): a box-only annotation, for which
+    callers fall back to the box (see the ignore-mask rule). A value that is present but corrupt (an undecodable
+    RLE string, counts that do not fill the image, an RLE size other than the image's, malformed polygons, another
+    type) raises ``ValueError``: corrupt data never passes silently as box-only."""
+    if segmentation is None or (isinstance(segmentation, (list, tuple, dict)) and not segmentation):
         return None
-    try:
-        if isinstance(segmentation, dict):
-            if isinstance(segmentation.get("counts"), list) and "size" not in segmentation:
-                return None
-            mask = decode(segmentation)
-            if mask.shape != (int(height), int(width)):
-                raise ValueError(f"RLE size {mask.shape} differs from the image size {(height, width)}")
-            return mask
-        if isinstance(segmentation, (list, tuple)):
-            if not segmentation:
-                return None
+    if isinstance(segmentation, dict):
+        size = segmentation.get("size")
+        if isinstance(size, (list, tuple)) and len(size) == 2 and list(size) != [int(height), int(width)]:
+            raise ValueError(f"corrupt COCO RLE: size {list(size)} differs from the image size {[height, width]}")
+        try:
+            return decode(segmentation)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise ValueError(f"corrupt COCO RLE: {exc}") from None
+    if isinstance(segmentation, (list, tuple)):
+        try:
             return polygons_to_mask(segmentation, height, width)
-    except ValueError:
-        return None
-    return None
+        except (ValueError, TypeError, OverflowError, cv2.error) as exc:
+            raise ValueError(f"corrupt COCO polygon segmentation: {exc}") from None
+    raise ValueError(f"unsupported COCO segmentation of type {type(segmentation).__name__}")

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from ..config import DetectorConfig
 from .cspnext import CSPNeXt, CSPNeXtPAFPN
+from ..structures import check_mask_budget
 from .layers import ConvBNAct
 
 __all__ = ["RTMDetIns", "RTMDetInsSepBNHead", "MaskFeatModule", "HeadOutputs", "Detections", "batched_nms", "nms"]
@@ -375,6 +376,7 @@ class RTMDetIns(nn.Module):
         h8, w8 = math.floor(logits.shape[-2] * stride), math.floor(logits.shape[-1] * stride)
         # mmdet sizes the rescale with 1/scale_factor[0] (the w factor) on the HEIGHT axis; reproduce it.
         size = [math.ceil(h8 * (1 / scale_factor[0])), math.ceil(w8 * (1 / scale_factor[1]))]
+        check_mask_budget(n, ori_h, ori_w, "detected instance masks")
         out = logits.new_empty(n, ori_h, ori_w)
         step = max(1, DECODE_CHUNK_BYTES // (4 * max(1, size[0] * size[1])))
         with torch.autocast(device_type=logits.device.type, enabled=False):
