@@ -42,6 +42,7 @@ class CartoonSegBackgroundMask:
     )
     RETURN_TYPES = ("MASK",)
     RETURN_NAMES = ("mask",)
+    OUTPUT_TOOLTIPS = ("1 = pixels to fill (the chosen instances, grown and feathered)",)
     FUNCTION = "make"
     CATEGORY = CATEGORY
 
@@ -49,10 +50,13 @@ class CartoonSegBackgroundMask:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "instances": ("CARTOONSEG_INSTANCES",),
-                "indices": ("STRING", {"default": "all"}),
-                "dilate": ("INT", {"default": 5, "min": 0, "max": 256}),
-                "feather": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 64.0, "step": 0.5}),
+                "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "from Segment"}),
+                "indices": ("STRING", {"default": "all",
+                                       "tooltip": "instances to remove: 'all', '0', '0,2', '1-3', '-1' = last"}),
+                "dilate": ("INT", {"default": 5, "min": 0, "max": 256,
+                                   "tooltip": "grow the mask by this many pixels (covers outlines and halos)"}),
+                "feather": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 64.0, "step": 0.5,
+                                      "tooltip": "soft outward edge of the mask, in pixels (0 = hard)"}),
             }
         }
 
@@ -81,6 +85,7 @@ class CartoonSegInpaintPatchMatch:
     )
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("image",)
+    OUTPUT_TOOLTIPS = ("the image with the masked region filled from its surroundings",)
     FUNCTION = "inpaint"
     CATEGORY = CATEGORY
 
@@ -88,12 +93,16 @@ class CartoonSegInpaintPatchMatch:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "image": ("IMAGE",),
-                "mask": ("MASK",),
-                "method": (list(METHODS), {"default": "patchmatch"}),
-                "patch_size": ("INT", {"default": 3, "min": 3, "max": 15, "step": 2}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF}),
-                "telea_radius": ("INT", {"default": 3, "min": 1, "max": 64}),
+                "image": ("IMAGE", {"tooltip": "image or frames to fill"}),
+                "mask": ("MASK", {"tooltip": "1 = fill (e.g. Background Mask); one mask or one per frame"}),
+                "method": (list(METHODS), {"default": "patchmatch",
+                                           "tooltip": "patchmatch: texture synthesis (the paper); telea: fast, smooth"}),
+                "patch_size": ("INT", {"default": 3, "min": 3, "max": 15, "step": 2,
+                                       "tooltip": "PatchMatch patch side in pixels (the paper: 3)"}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF,
+                                 "tooltip": "PatchMatch's random initialisation"}),
+                "telea_radius": ("INT", {"default": 3, "min": 1, "max": 64,
+                                         "tooltip": "Telea: neighbourhood radius in pixels"}),
             }
         }
 
@@ -137,6 +146,9 @@ class CartoonSegInpaintDiffusion:
     )
     RETURN_TYPES = ("IMAGE", "IMAGE", "STRING")
     RETURN_NAMES = ("image", "init_fill", "prompt")
+    OUTPUT_TOOLTIPS = ("the background with the hole re-synthesised by diffusion",
+                       "the fill the sampler started from (PatchMatch / Telea / the image)",
+                       "the positive prompt used")
     FUNCTION = "refine"
     CATEGORY = CATEGORY
 
@@ -145,21 +157,30 @@ class CartoonSegInpaintDiffusion:
         samplers, schedulers = _comfy.sampler_choices()
         return {
             "required": {
-                "model": ("MODEL",),
-                "clip": ("CLIP",),
-                "vae": ("VAE",),
-                "image": ("IMAGE",),
-                "mask": ("MASK",),
-                "tags": ("STRING", {"default": "", "multiline": True}),
-                "negative_prompt": ("STRING", {"default": NEGATIVE_PROMPT, "multiline": True}),
-                "init": (list(INIT_FILLS), {"default": "patchmatch"}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF}),
-                "steps": ("INT", {"default": 32, "min": 1, "max": 200}),
-                "cfg": ("FLOAT", {"default": 7.0, "min": 0.0, "max": 30.0, "step": 0.1}),
-                "denoise": ("FLOAT", {"default": 0.75, "min": 0.01, "max": 1.0, "step": 0.01}),
-                "sampler_name": (samplers, {"default": "dpmpp_2m" if "dpmpp_2m" in samplers else samplers[0]}),
-                "scheduler": (schedulers, {"default": "karras" if "karras" in schedulers else schedulers[0]}),
-                "short_side": ("INT", {"default": 1024, "min": 0, "max": 4096, "step": 32}),
+                "model": ("MODEL", {"tooltip": "SD model (an inpainting checkpoint works best)"}),
+                "clip": ("CLIP", {"tooltip": "the checkpoint's CLIP, encodes the prompts"}),
+                "vae": ("VAE", {"tooltip": "the checkpoint's VAE"}),
+                "image": ("IMAGE", {"tooltip": "image or frames to fill"}),
+                "mask": ("MASK", {"tooltip": "1 = fill (e.g. Background Mask); one mask or one per frame"}),
+                "tags": ("STRING", {"default": "", "multiline": True,
+                                    "tooltip": "background tags; the prompt is '<tags>, high quality, masterpiece, "
+                                               "no_humans'"}),
+                "negative_prompt": ("STRING", {"default": NEGATIVE_PROMPT, "multiline": True,
+                                               "tooltip": "the paper's fixed negative prompt against people"}),
+                "init": (list(INIT_FILLS), {"default": "patchmatch",
+                                            "tooltip": "fill of the hole the sampler starts from"}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "sampler seed"}),
+                "steps": ("INT", {"default": 32, "min": 1, "max": 200, "tooltip": "sampler steps (the paper: 32)"}),
+                "cfg": ("FLOAT", {"default": 7.0, "min": 0.0, "max": 30.0, "step": 0.1,
+                                  "tooltip": "classifier-free guidance scale (the paper: 7)"}),
+                "denoise": ("FLOAT", {"default": 0.75, "min": 0.01, "max": 1.0, "step": 0.01,
+                                      "tooltip": "how much of the initial fill is re-synthesised (the paper: 0.75)"}),
+                "sampler_name": (samplers, {"default": "dpmpp_2m" if "dpmpp_2m" in samplers else samplers[0],
+                                            "tooltip": "sampler (the paper: DPM++ 2M)"}),
+                "scheduler": (schedulers, {"default": "karras" if "karras" in schedulers else schedulers[0],
+                                           "tooltip": "noise schedule (the paper: Karras)"}),
+                "short_side": ("INT", {"default": 1024, "min": 0, "max": 4096, "step": 32,
+                                       "tooltip": "sampling resolution (short side, px); 0 = the image's own"}),
             }
         }
 
@@ -224,7 +245,7 @@ NODE_CLASS_MAPPINGS = {
     "CartoonSegInpaintDiffusion": CartoonSegInpaintDiffusion,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "CartoonSegBackgroundMask": "Background Mask from Instances (CartoonSeg)",
-    "CartoonSegInpaintPatchMatch": "Inpaint Background: PatchMatch / Telea (CartoonSeg)",
-    "CartoonSegInpaintDiffusion": "Inpaint Background: Diffusion Refine (CartoonSeg)",
+    "CartoonSegBackgroundMask": "Background Mask (CartoonSeg)",
+    "CartoonSegInpaintPatchMatch": "Inpaint PatchMatch (CartoonSeg)",
+    "CartoonSegInpaintDiffusion": "Inpaint Diffusion (CartoonSeg)",
 }

@@ -33,12 +33,13 @@ class CartoonSegCameraPath:
     """The virtual camera of a Ken Burns clip: preset motion, easing, length, playback and fps."""
 
     DESCRIPTION = (
-        "Camera motion for CartoonSegKenBurns. auto: the original's path (centre 0.97 crop, zoom x1.25 towards the "
+        "Camera motion for 3D Ken Burns. auto: the original's path (centre 0.97 crop, zoom x1.25 towards the "
         "end crop that reveals the fewest holes, nearest point anchored). Presets: zoom, pan, dolly zoom (vertigo) "
         "and orbit, with easing. playback appends the reversed clip (ping-pong, 75 -> 148 frames)."
     )
     RETURN_TYPES = ("CARTOONSEG_CAMERA",)
     RETURN_NAMES = ("camera",)
+    OUTPUT_TOOLTIPS = ("the camera motion, for 3D Ken Burns",)
     FUNCTION = "make"
     CATEGORY = CATEGORY
 
@@ -46,15 +47,18 @@ class CartoonSegCameraPath:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "preset": (list(PRESETS), {"default": "auto"}),
+                "preset": (list(PRESETS), {"default": "auto",
+                                           "tooltip": "auto = the original's zoom towards the least-revealing crop; "
+                                                      "or a zoom, pan, dolly zoom or orbit"}),
                 "frames": ("INT", {"default": 75, "min": 1, "max": 10000, "tooltip": "rendered time steps"}),
                 "zoom": ("FLOAT", {"default": 1.25, "min": 1.0, "max": 8.0, "step": 0.01,
                                    "tooltip": "zoom of the move (auto/zoom), crop zoom (pan/orbit), focal ratio (dolly)"}),
                 "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
                                        "tooltip": "share of the margin used by pans/orbit; multiplier of zoom - 1"}),
-                "easing": (list(EASINGS), {"default": "linear"}),
+                "easing": (list(EASINGS), {"default": "linear", "tooltip": "speed profile of the move"}),
                 "playback": ("BOOLEAN", {"default": True, "tooltip": "append the reversed clip (ping-pong)"}),
-                "fps": ("FLOAT", {"default": 25.0, "min": 1.0, "max": 240.0, "step": 1.0}),
+                "fps": ("FLOAT", {"default": 25.0, "min": 1.0, "max": 240.0, "step": 1.0,
+                                  "tooltip": "frames per second of the clip"}),
                 "anchor": (list(ANCHORS), {"default": "nearest",
                                            "tooltip": "depth that moves like a 2-D crop (nearest: nothing off-image)"}),
             }
@@ -91,6 +95,9 @@ class CartoonSegKenBurns:
     )
     RETURN_TYPES = ("IMAGE", "MASK", "FLOAT")
     RETURN_NAMES = ("frames", "disocclusion", "fps")
+    OUTPUT_TOOLTIPS = ("the clip's frames, for Save Animated WEBP / Video Combine",
+                       "pixels of each frame that were hidden in the input (filled)",
+                       "the camera's fps, for the video saver")
     FUNCTION = "render"
     CATEGORY = CATEGORY
 
@@ -98,23 +105,27 @@ class CartoonSegKenBurns:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "image": ("IMAGE",),
+                "image": ("IMAGE", {"tooltip": "the picture(s) to animate"}),
                 "depth": ("IMAGE", {"tooltip": "grey depth map, larger = nearer"}),
                 "size": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 8,
                                  "tooltip": "long side of the frames; 0 = input size"}),
                 "depth_of_field": ("BOOLEAN", {"default": False,
                                                "tooltip": "rack focus from the background to the nearest character"}),
-                "dof_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.1}),
-                "dof_speed": ("FLOAT", {"default": 50.0, "min": 0.0, "max": 1000.0, "step": 1.0}),
+                "dof_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.1,
+                                           "tooltip": "blur strength of the depth of field"}),
+                "dof_speed": ("FLOAT", {"default": 50.0, "min": 0.0, "max": 1000.0, "step": 1.0,
+                                        "tooltip": "steepness of the mid-clip focus ramp (the original: 50)"}),
                 "min_disparity": ("FLOAT", {"default": 0.02, "min": 0.0001, "max": 1.0, "step": 0.005,
                                             "tooltip": "depth-map floor: the farthest point is at most 1/x times "
                                                        "farther than the nearest"}),
-                "device": (list(DEVICES), {"default": "auto"}),
+                "device": (list(DEVICES), {"default": "auto",
+                                           "tooltip": "auto = ComfyUI's device (the GPU if there is one)"}),
             },
             "optional": {
-                "instances": ("CARTOONSEG_INSTANCES",),
+                "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "characters as depth layers (from Segment or "
+                                                                  "Pool Instance Depth)"}),
                 "background": ("IMAGE", {"tooltip": "inpainted background plate (characters removed)"}),
-                "camera": ("CARTOONSEG_CAMERA",),
+                "camera": ("CARTOONSEG_CAMERA", {"tooltip": "from Ken Burns Camera (default: auto, 75 frames)"}),
             },
         }
 
@@ -175,7 +186,7 @@ def _check_camera(camera, camera_cls):
     if camera is None:
         return camera_cls()
     if not isinstance(camera, camera_cls):
-        raise TypeError(f"camera must be a CARTOONSEG_CAMERA from CartoonSegCameraPath, got {type(camera).__name__}")
+        raise TypeError(f"camera must be a CARTOONSEG_CAMERA from Ken Burns Camera, got {type(camera).__name__}")
     return camera
 
 
@@ -184,6 +195,6 @@ NODE_CLASS_MAPPINGS = {
     "CartoonSegKenBurns": CartoonSegKenBurns,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "CartoonSegCameraPath": "Ken Burns Camera Path (CartoonSeg)",
+    "CartoonSegCameraPath": "Ken Burns Camera (CartoonSeg)",
     "CartoonSegKenBurns": "3D Ken Burns (CartoonSeg)",
 }

@@ -48,6 +48,7 @@ class CartoonSegPuppetRig:
     )
     RETURN_TYPES = ("CARTOONSEG_PUPPET", "IMAGE")
     RETURN_NAMES = ("puppet", "preview")
+    OUTPUT_TOOLTIPS = ("the rigged characters, for Puppet Animate", "meshes in colour and bones in white")
     FUNCTION = "rig"
     CATEGORY = CATEGORY
 
@@ -56,7 +57,7 @@ class CartoonSegPuppetRig:
         return {
             "required": {
                 "image": ("IMAGE", {"tooltip": "the picture the instances belong to (for the preview)"}),
-                "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "characters to rig (CartoonSegSegment)"}),
+                "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "characters to rig (from Segment)"}),
                 "indices": ("STRING", {"default": "all",
                                        "tooltip": "instances to animate: 'all' or e.g. '0,2' / '1-3'; others stay still"}),
                 "mesh_spacing": ("INT", {"default": 0, "min": 0, "max": 256,
@@ -113,6 +114,8 @@ class CartoonSegPuppetAnimate:
     )
     RETURN_TYPES = ("IMAGE", "MASK", "FLOAT")
     RETURN_NAMES = ("frames", "masks", "fps")
+    OUTPUT_TOOLTIPS = ("the animation's frames, for Save Animated WEBP / Video Combine",
+                       "the characters' masks in every frame", "frames per second, for the video saver")
     FUNCTION = "animate"
     CATEGORY = CATEGORY
 
@@ -121,7 +124,7 @@ class CartoonSegPuppetAnimate:
         return {
             "required": {
                 "image": ("IMAGE", {"tooltip": "the rigged picture"}),
-                "puppet": ("CARTOONSEG_PUPPET", {"tooltip": "rig from CartoonSegPuppetRig"}),
+                "puppet": ("CARTOONSEG_PUPPET", {"tooltip": "rig from Puppet Rig"}),
                 "preset": (list(PRESETS), {"default": "idle-sway", "tooltip": "procedural motion when no pose "
                                                                              "sequence or keyframes are given"}),
                 "frames": ("INT", {"default": 0, "min": 0, "max": 10000,

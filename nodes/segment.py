@@ -24,6 +24,15 @@ CATEGORY = f"{_comfy.CATEGORY}/segment"
 MASK_OUTPUTS = ("binary", "soft")
 SEGMENT_RETURN_TYPES = ("CARTOONSEG_INSTANCES", "MASK", "MASK", "IMAGE", "INT")
 SEGMENT_RETURN_NAMES = ("instances", "masks", "combined_mask", "preview", "count")
+SEGMENT_OUTPUT_TOOLTIPS = (
+    "the instances of every frame (masks, boxes, scores, ids), for the other CartoonSeg nodes",
+    "one mask per instance, all frames in order",
+    "union of each frame's instance masks",
+    "the frames with coloured instances, boxes and ids",
+    "number of instances over all frames",
+)
+_MODEL_TOOLTIP = "from Load Segmentation Model"
+_IMAGE_TOOLTIP = "image or batch of frames (video)"
 
 _TRACK_TOOLTIP = "video: keep instance ids stable across frames (mask-IoU tracking), so ids follow characters"
 _MASK_OUTPUT_TOOLTIP = "binary = thresholded masks (0/1); soft = mask probabilities (for feathered compositing)"
@@ -124,7 +133,7 @@ def check_model(model):
     from .loaders import CartoonSegModel
 
     if not isinstance(model, CartoonSegModel):
-        raise TypeError(f"model must be a CARTOONSEG_MODEL from CartoonSegModelLoader, got {type(model).__name__}")
+        raise TypeError(f"model must be a CARTOONSEG_MODEL from Load Segmentation Model, got {type(model).__name__}")
     return model
 
 
@@ -154,7 +163,7 @@ def masks_per_frame(masks: torch.Tensor, frames: int, height: int, width: int) -
     if m == frames:
         return [masks[i:i + 1] if masks[i].amax() > 0 else masks[i:i] for i in range(m)]
     raise ValueError(f"masks has {m} masks for {frames} frames: give one mask per frame, or a single frame "
-                     f"with any number of masks (use CartoonSegMaskToInstances for other layouts)")
+                     f"with any number of masks (use Masks to Instances for other layouts)")
 
 
 def parse_bboxes(bboxes, frames: int) -> list[torch.Tensor]:
@@ -223,13 +232,14 @@ class CartoonSegDetect:
     FUNCTION = "detect"
     RETURN_TYPES = SEGMENT_RETURN_TYPES
     RETURN_NAMES = SEGMENT_RETURN_NAMES
+    OUTPUT_TOOLTIPS = SEGMENT_OUTPUT_TOOLTIPS
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("CARTOONSEG_MODEL",),
-                "image": ("IMAGE",),
+                "model": ("CARTOONSEG_MODEL", {"tooltip": _MODEL_TOOLTIP}),
+                "image": ("IMAGE", {"tooltip": _IMAGE_TOOLTIP}),
                 **_common_detect_inputs(),
                 "mask_output": (list(MASK_OUTPUTS), {"default": "binary", "tooltip": _MASK_OUTPUT_TOOLTIP}),
                 "track_ids": ("BOOLEAN", {"default": False, "tooltip": _TRACK_TOOLTIP}),
@@ -257,13 +267,14 @@ class CartoonSegRefine:
     FUNCTION = "refine"
     RETURN_TYPES = SEGMENT_RETURN_TYPES
     RETURN_NAMES = SEGMENT_RETURN_NAMES
+    OUTPUT_TOOLTIPS = SEGMENT_OUTPUT_TOOLTIPS
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("CARTOONSEG_MODEL",),
-                "image": ("IMAGE",),
+                "model": ("CARTOONSEG_MODEL", {"tooltip": _MODEL_TOOLTIP}),
+                "image": ("IMAGE", {"tooltip": _IMAGE_TOOLTIP}),
                 "mask_threshold": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01,
                                              "tooltip": "probability above which a refined pixel is foreground"}),
                 "refine_size": ("INT", {"default": 720, "min": 64, "max": 2048, "step": 8,
@@ -271,9 +282,11 @@ class CartoonSegRefine:
                 "mask_output": (list(MASK_OUTPUTS), {"default": "binary", "tooltip": _MASK_OUTPUT_TOOLTIP}),
             },
             "optional": {
-                "instances": ("CARTOONSEG_INSTANCES",),
-                "masks": ("MASK",),
-                "bboxes": ("BOUNDING_BOX",),
+                "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "refine these instances (e.g. from Detect)"}),
+                "masks": ("MASK", {"tooltip": "refine these masks: many masks of one image, or one per frame "
+                                              "(SAM, Impact, painted)"}),
+                "bboxes": ("BOUNDING_BOX", {"tooltip": "refine inside these boxes: BOUNDING_BOX / BBOX values or "
+                                                       "[x1,y1,x2,y2] lists (pixels)"}),
             },
         }
 
@@ -283,7 +296,7 @@ class CartoonSegRefine:
 
         model = check_model(model)
         if not model.has_refiner:
-            raise ValueError("CartoonSegRefine needs a refiner: choose refiner weights in CartoonSegModelLoader "
+            raise ValueError("Refine Masks needs a refiner: choose a refiner file in Load Segmentation Model "
                              f"(it was loaded with refiner='none'; detector {model.detector_path})")
         image = _comfy.check_image(image)
         b, h, w = (int(v) for v in image.shape[:3])
@@ -327,13 +340,14 @@ class CartoonSegSegment:
     FUNCTION = "segment"
     RETURN_TYPES = SEGMENT_RETURN_TYPES
     RETURN_NAMES = SEGMENT_RETURN_NAMES
+    OUTPUT_TOOLTIPS = SEGMENT_OUTPUT_TOOLTIPS
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("CARTOONSEG_MODEL",),
-                "image": ("IMAGE",),
+                "model": ("CARTOONSEG_MODEL", {"tooltip": _MODEL_TOOLTIP}),
+                "image": ("IMAGE", {"tooltip": _IMAGE_TOOLTIP}),
                 **_common_detect_inputs(),
                 "mask_threshold": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01,
                                              "tooltip": "probability above which a pixel is foreground"}),
@@ -367,7 +381,7 @@ NODE_CLASS_MAPPINGS = {
     "CartoonSegSegment": CartoonSegSegment,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "CartoonSegDetect": "Detect Cartoon Instances (CartoonSeg)",
-    "CartoonSegRefine": "Refine Instance Masks (CartoonSeg)",
-    "CartoonSegSegment": "Segment Cartoon Instances (CartoonSeg)",
+    "CartoonSegDetect": "Detect Instances (CartoonSeg)",
+    "CartoonSegRefine": "Refine Masks (CartoonSeg)",
+    "CartoonSegSegment": "Segment Instances (CartoonSeg)",
 }

@@ -103,7 +103,8 @@ def test_registration_and_metadata(pack):
         spec = cls.INPUT_TYPES()
         assert set(spec) <= {"required", "optional", "hidden"}
         assert len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES)
-        assert cls.CATEGORY in ("CartoonSeg/depth", "CartoonSeg/inpaint")
+        area = "loaders" if node_id.endswith("Loader") else ("depth" if "Depth" in node_id else "inpaint")
+        assert cls.CATEGORY == f"CartoonSeg/{area}"
         assert isinstance(cls.DESCRIPTION, str) and len(cls.DESCRIPTION) > 20
         params = inspect.signature(getattr(cls(), cls.FUNCTION)).parameters
         for section in ("required", "optional"):
