@@ -14,6 +14,7 @@ networks on and off the GPU, and convert the per-frame ``cartoonseg.Instances`` 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -116,7 +117,8 @@ def track_frames(frames: list, iou_threshold: float = 0.3, max_age: int = 5, met
 
 
 def check_instances_list(instances, name: str = "instances") -> list:
-    """Validate a ``CARTOONSEG_INSTANCES`` value (list of ``cartoonseg.Instances``, one per frame)."""
+    """Validate a ``CARTOONSEG_INSTANCES`` value (list of ``cartoonseg.Instances``, one per frame): all frames of one
+    size (they come from one IMAGE batch) and finite boxes, so later stacking and cropping cannot fail deep inside."""
     from cartoonseg import Instances
 
     if isinstance(instances, Instances):
@@ -126,6 +128,11 @@ def check_instances_list(instances, name: str = "instances") -> list:
     for i, f in enumerate(instances):
         if not isinstance(f, Instances):
             raise TypeError(f"{name}[{i}] must be cartoonseg.Instances, got {type(f).__name__}")
+        if f.image_size != instances[0].image_size:
+            raise ValueError(f"{name} mixes frame sizes: frame 0 is {instances[0].image_size}, frame {i} is "
+                             f"{f.image_size} (one CARTOONSEG_INSTANCES list holds the frames of one IMAGE batch)")
+        if len(f) and not bool(torch.isfinite(f.boxes).all()):
+            raise ValueError(f"{name}[{i}] holds NaN or infinite boxes")
     return list(instances)
 
 
@@ -184,6 +191,8 @@ def parse_bboxes(bboxes, frames: int) -> list[torch.Tensor]:
         vals = [float(v) for v in (b.tolist() if isinstance(b, torch.Tensor) else b)]
         if len(vals) != 4:
             raise ValueError(f"a box needs 4 numbers x1,y1,x2,y2, got {vals}")
+        if not all(math.isfinite(v) for v in vals):
+            raise ValueError(f"a box must hold finite numbers, got {vals}")
         return vals
 
     def group(items) -> torch.Tensor:
@@ -192,6 +201,8 @@ def parse_bboxes(bboxes, frames: int) -> list[torch.Tensor]:
 
     if isinstance(bboxes, torch.Tensor):
         t = bboxes.float()
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError("bboxes hold NaN or infinite coordinates")
         if t.dim() == 2 and t.shape[-1] == 4:
             return [t.clone() for _ in range(frames)]
         if t.dim() == 3 and t.shape[-1] == 4 and t.shape[0] == frames:

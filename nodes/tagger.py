@@ -74,14 +74,16 @@ def tagger_choices() -> list[str]:
 
 
 def resolve_tagger_folder(choice: str, allow_download: bool) -> str:
-    """Folder of a loader choice: an absolute folder, a folder name under ``models/cartoonseg/tagger`` or a repo id
-    (looked up as ``tagger/<repo name>``, else downloaded there when allowed)."""
+    """Folder of a loader choice: a folder name under ``models/cartoonseg/tagger`` or a repo id (looked up as
+    ``tagger/<repo name>``, else downloaded there when allowed). Nothing outside the model folders is read:
+    absolute paths and ``..`` are refused."""
     from cartoonseg.tagger import resolve_tagger_dir
 
     if not isinstance(choice, str) or not choice.strip():
         raise ValueError(f"tagger must be a folder name or a Hugging Face repo id, got {choice!r}")
-    if os.path.isabs(choice) and os.path.isdir(choice):
-        return str(resolve_tagger_dir(choice))
+    choice = _comfy.safe_model_name(choice, "tagger")
+    if choice.count("/") > 1:
+        raise ValueError(f"tagger {choice!r} must be a folder name or a Hugging Face repo id (owner/name)")
     name = choice.split("/")[-1]
     for base in tagger_dirs():
         folder = os.path.join(base, name)
@@ -98,17 +100,10 @@ def check_tagger(tagger) -> CartoonSegTagger:
 
 
 def check_instances(instances, name: str = "instances") -> list:
-    """Validate a ``CARTOONSEG_INSTANCES`` value (a list of ``cartoonseg.Instances``, one per frame)."""
-    from cartoonseg import Instances
+    """Validate a ``CARTOONSEG_INSTANCES`` value (one shared check: :func:`.segment.check_instances_list`)."""
+    from .segment import check_instances_list
 
-    if isinstance(instances, Instances):
-        instances = [instances]
-    if not isinstance(instances, (list, tuple)) or not instances:
-        raise TypeError(f"{name} must be a non-empty CARTOONSEG_INSTANCES list, got {type(instances).__name__}")
-    for i, frame in enumerate(instances):
-        if not isinstance(frame, Instances):
-            raise TypeError(f"{name}[{i}] must be cartoonseg.Instances, got {type(frame).__name__}")
-    return list(instances)
+    return check_instances_list(instances, name)
 
 
 def frame_of(batch: torch.Tensor, index: int, name: str) -> torch.Tensor:

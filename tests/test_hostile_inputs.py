@@ -1,0 +1,248 @@
+"""Hostile and careless inputs (issue 22 items 6, 7, 9, 10, 11; the output policy has tests/test_outputs.py).
+
+Each class has one policy in the code; every test here fails without it:
+
+* 6 bounded widget parsing and a mask memory budget (``cartoonseg.structures.MAX_MASK_ELEMENTS``);
+* 7 range-checked configs/options and refused non-finite weights;
+* 9 one ``error:`` line for CLI failures (``--device``), readable node errors for degenerate inputs;
+* 10 training resume with changed settings refused (``--allow-changes``), corrupt RLE never trains box-only;
+* 11 loader nodes resolve names only inside ComfyUI's model folders.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _comfy_stub import write_tiny_released_weights
+
+import cartoonseg
+from cartoonseg import Instances
+from cartoonseg.checkpoint import CheckpointError, save_weights
+from cartoonseg.config import DETECTOR_PRESETS, DetectorConfig, RefinerConfig
+
+PACK = "cartoonseg_pack_hostile"
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory) -> Path:
+    return write_tiny_released_weights(tmp_path_factory.mktemp("models"))
+
+
+def node_module(pack, name: str):
+    return sys.modules[f"{pack.__name__}.nodes.{name}"]
+
+
+def instances(h=10, w=12, boxes=((1.0, 1.0, 5.0, 5.0),)) -> Instances:
+    b = torch.tensor(boxes, dtype=torch.float32)
+    return Instances(boxes=b, scores=torch.ones(len(b)), masks=torch.zeros(len(b), h, w))
+
+
+# ------------------------------------------------------------------------- 6. bounded parsing, memory budget
+def test_selection_text_is_bounded(pack, nodes):
+    parse = node_module(pack, "instances").parse_indices
+    assert parse("0, 2, 4-6, -1") == [0, 2, 4, 5, 6, -1] and parse("all") is None
+    for text in ("0-2000000000", "5000000", "0-99999," * 3, "1" * 5000, "0," * 6000):
+        with pytest.raises(ValueError, match="out of range|characters|parse"):
+            parse(text)
+    split = nodes["CartoonSegInstanceSplit"]()
+    with pytest.raises(ValueError, match="out of range"):
+        split.split([instances()], "index", "0-2000000000", "position", -1, 4, 64, "image", 0, "binary")
+    out = split.split([instances()], "index", "0-99999", "id", -1, 4, 64, "image", 0, "binary")
+    assert out[-1] == 1  # ids are matched through a set, not a 100k-entry scan per instance
+
+
+def test_mask_budget_is_checked_before_allocating(monkeypatch):
+    torch.manual_seed(0)
+    seg = cartoonseg.Segmenter(cartoonseg.build_detector("tiny"), cartoonseg.build_refiner("tiny"), det_size=64,
+                               refine_size=64, score_thr=0.0, max_instances=3)
+    # the issue's case, unpatched: 60 box prompts on a 6000² image would need 8.6 GB of masks
+    big = np.zeros((6000, 6000, 3), np.uint8)
+    boxes = torch.tensor([[0.0, 0.0, 100.0, 100.0]] * 60)
+    with pytest.raises(ValueError, match="memory budget"):
+        seg.refine(big, boxes)
+    # with a tiny budget every allocation site refuses: refine prompts, detections, node MASK outputs
+    monkeypatch.setattr(cartoonseg.structures, "MAX_MASK_ELEMENTS", 1000)
+    image = np.zeros((40, 56, 3), np.uint8)
+    with pytest.raises(ValueError, match="memory budget"):
+        seg.refine(image, boxes[:2])
+    with pytest.raises(ValueError, match="memory budget"):
+        seg(np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8))
+
+
+def test_node_mask_outputs_respect_the_budget(pack, monkeypatch):
+    seg_nodes = node_module(pack, "segment")
+    monkeypatch.setattr(cartoonseg.structures, "MAX_MASK_ELEMENTS", 100)
+    with pytest.raises(ValueError, match="memory budget"):
+        seg_nodes.stack_masks([instances()] * 2, "binary", 10, 12)
+    with pytest.raises(ValueError, match="memory budget"):
+        seg_nodes.resize_masks(torch.zeros(3, 4, 4), 10, 12)
+
+
+# ------------------------------------------------------------------------------------ 7. range checks
+@pytest.mark.parametrize("field,value", [
+    ("det_size", 64000), ("det_size", 100), ("std", (0.0, 1.0, 1.0)), ("pad_value", math.nan),
+    ("score_thr", math.nan), ("iou_thr", 2.0), ("bn_eps", -1e-5), ("bn_eps", math.inf), ("widen_factor", 4.0),
+    ("deepen_factor", 0.0), ("num_classes", True), ("num_classes", 2.5), ("neck_out_channels", 10**9),
+    ("mean", (math.nan, 0.0, 0.0)), ("strides", (32, 16, 8)), ("max_per_img", 0), ("mask_thr_binary", -0.1),
+])
+def test_detector_config_range_checks(field, value):
+    with pytest.raises(ValueError, match=field):
+        DETECTOR_PRESETS["tiny"].replace(**{field: value})
+
+
+def test_refiner_config_and_segmenter_option_checks():
+    for bad in ({"in_ch": 10**9}, {"width": math.nan}, {"refine_size": 10**6}, {"mask_thr": math.inf}):
+        with pytest.raises(ValueError):
+            RefinerConfig(**bad)
+    det = cartoonseg.build_detector("tiny")
+    for bad in ({"det_size": 64000}, {"score_thr": math.nan}, {"mask_thr": math.nan}, {"refine_size": 10**6},
+                {"max_instances": 10**9}):
+        with pytest.raises(ValueError):
+            cartoonseg.Segmenter(det, **bad)
+    assert DetectorConfig.from_dict(DETECTOR_PRESETS["l"].to_dict()) == DETECTOR_PRESETS["l"]  # presets still pass
+
+
+def test_non_finite_or_impossible_weights_are_refused(tmp_path):
+    torch.manual_seed(0)
+    det = cartoonseg.build_detector("tiny")
+    with torch.no_grad():
+        next(det.parameters()).view(-1)[0] = math.nan
+    save_weights(det, tmp_path / "nan.safetensors")
+    with pytest.raises(CheckpointError, match="NaN/Inf"):
+        cartoonseg.load_detector(tmp_path / "nan.safetensors")
+    ref = cartoonseg.build_refiner("tiny")
+    var = next(b for n, b in ref.named_buffers() if n.endswith("running_var"))
+    var.fill_(-1.0)
+    save_weights(ref, tmp_path / "var.safetensors")
+    with pytest.raises(CheckpointError, match="negative variance"):
+        cartoonseg.load_refiner(tmp_path / "var.safetensors")
+
+
+# --------------------------------------------------------------------------------- 9. one clear error
+@pytest.mark.parametrize("device,words", [("banana", "not a device"), ("cuda:99", "CUDA"), ("mps", "MPS"),
+                                          ("meta", "only cpu")])
+def test_cli_device_errors_are_one_line(tmp_path, capsys, device, words):
+    from cartoonseg.__main__ import main
+
+    if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.device_count() > 99:
+        pytest.skip("a machine with 100 GPUs")
+    if device == "mps" and hasattr(torch.backends, "mps") and torch.backends.mps.is_available():
+        pytest.skip("MPS is available here")
+    image = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    code = main(["segment", str(image), "--out", str(tmp_path / "o"), "--device", device, "--no-download"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error:") and err.count("\n") == 1 and words in err, err
+    assert not (tmp_path / "o").exists()  # refused before anything was loaded or written
+
+
+def test_cli_cuda_without_cuda_is_one_line(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    from cartoonseg.depth_inpaint_cli import main
+
+    code = main(["depth", str(tmp_path / "a.png"), "--out", str(tmp_path / "d.png"), "--device", "cuda"])
+    err = capsys.readouterr().err
+    assert code == 2 and "CUDA is not available" in err and err.count("\n") == 1
+
+
+def test_nodes_give_readable_errors_for_degenerate_inputs(nodes):
+    with pytest.raises(ValueError, match="empty"):
+        nodes["CartoonSegMaskToInstances"]().convert(torch.zeros(1, 0, 0), "instances of one image", 0.5, False, 1)
+    split = nodes["CartoonSegInstanceSplit"]()
+    with pytest.raises(ValueError, match="mixes frame sizes"):
+        split.split([instances(10, 12), instances(20, 8)], "index", "all", "position", -1, 4, 64, "image", 0,
+                    "binary")
+    with pytest.raises(ValueError, match="infinite boxes"):
+        split.split([instances(boxes=((1.0, 1.0, math.inf, 5.0),))], "index", "all", "position", -1, 4, 64,
+                    "image", 0, "binary")
+    with pytest.raises(ValueError, match="infinite boxes"):
+        nodes["CartoonSegToSEGS"]().to_segs([instances(boxes=((math.nan, 1.0, 2.0, 5.0),))], 0, 1.5, 1, "",
+                                             "binary")
+
+
+def test_a_width_4_mask_is_not_read_as_boxes():
+    torch.manual_seed(0)
+    seg = cartoonseg.Segmenter(None, cartoonseg.build_refiner("tiny"), refine_size=32)
+    with pytest.raises(ValueError, match="ambiguous"):
+        seg.refine(np.zeros((6, 4, 3), np.uint8), torch.zeros(6, 4))
+    assert len(seg.refine(np.zeros((6, 4, 3), np.uint8), torch.ones(1, 6, 4))) == 1  # [1,H,W] is a mask
+
+
+# ----------------------------------------------------------------------------- 10. training inputs
+def test_corrupt_rle_is_an_error_not_a_box(tmp_path):
+    from cartoonseg.evaluation.rle import segmentation_to_mask
+    from cartoonseg.training.coco import instance_masks, load_coco
+    from cartoonseg.training.toy import make_toy_coco
+
+    assert segmentation_to_mask(None, 4, 4) is None and segmentation_to_mask([], 4, 4) is None  # box-only data
+    for bad in ({"size": [4, 4], "counts": "!!!"}, {"size": [4, 4], "counts": [3, 3]}, {"counts": [16]},
+                {"size": [4, 5], "counts": [20]}, {"size": [10**9, 10**9], "counts": [10**18]}, "polygon?"):
+        with pytest.raises(ValueError, match="corrupt|unsupported"):
+            segmentation_to_mask(bad, 4, 4)
+    ann_path = make_toy_coco(tmp_path, num_images=2, size=32, seed=0)
+    data = json.loads(ann_path.read_text())
+    data["annotations"][0]["segmentation"]["size"] = [7, 7]
+    ann_path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="corrupt segmentation"):
+        load_coco(ann_path)
+    data["annotations"][0]["segmentation"] = {"size": [32, 32], "counts": "0" * 5}  # structurally fine, undecodable
+    ann_path.write_text(json.dumps(data))
+    coco = load_coco(ann_path)
+    image = next(im for im in coco.images if any(a.ann_id == data["annotations"][0]["id"] for a in im.annotations))
+    with pytest.raises(ValueError, match=f"annotation {data['annotations'][0]['id']}"):
+        instance_masks(image)
+
+
+def test_resume_with_changed_settings_is_refused(tmp_path):
+    from cartoonseg.training.coco import find_annotation
+    from cartoonseg.training.detector import DetectorTrainConfig, train_detector
+    from cartoonseg.training.toy import make_toy_coco
+
+    make_toy_coco(tmp_path / "toy", num_images=4, size=64, seed=0)
+    base = dict(train_ann=str(find_annotation(tmp_path / "toy")), out_dir=str(tmp_path / "run"), preset="tiny",
+                img_size=64, epochs=2, batch_size=2, lr=1e-3, warmup_iters=1, num_workers=0, log_interval=1,
+                max_iters=1, mosaic=False, ema=False, device="cpu")
+    assert train_detector(DetectorTrainConfig(**base))["global_step"] == 1
+    with pytest.raises(ValueError, match=r"batch_size: 2 -> 1.*--allow-changes"):
+        train_detector(DetectorTrainConfig(**{**base, "batch_size": 1, "max_iters": 2}))
+    with pytest.raises(ValueError, match="lr"):
+        train_detector(DetectorTrainConfig(**{**base, "lr": 5e-4, "max_iters": 2}))
+    # where and how long it runs may change; --allow-changes continues with the new settings
+    assert train_detector(DetectorTrainConfig(**{**base, "max_iters": 2, "log_interval": 5}))["global_step"] == 2
+    summary = train_detector(DetectorTrainConfig(**{**base, "lr": 5e-4, "max_iters": 3, "allow_changes": True}))
+    assert summary["global_step"] == 3
+    # a folder holding other files is never a training run
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "photo.jpg").write_bytes(b"x")
+    with pytest.raises(ValueError, match="not a cartoonseg training run"):
+        train_detector(DetectorTrainConfig(**{**base, "out_dir": str(tmp_path / "data")}))
+
+
+# ------------------------------------------------------------------------------ 11. loader node paths
+def test_loaders_read_only_inside_the_model_folders(nodes, models_dir, tmp_path):
+    outside = tmp_path / "elsewhere.ckpt"
+    outside.write_bytes((models_dir / "cartoonseg" / "rtmdetl_e60.ckpt").read_bytes())
+    loader = nodes["CartoonSegModelLoader"]()
+    for name in (str(outside), "../elsewhere.ckpt", "cartoonseg/../../x.ckpt", "..\\x.ckpt", "C:/x.ckpt"):
+        with pytest.raises(ValueError, match="not a name inside the model folders"):
+            loader.load(name, "none", "cpu", "fp32", False, False)
+    with pytest.raises(ValueError, match="not found in the model folders"):
+        loader.load("missing.ckpt", "none", "cpu", "fp32", False, False)
+    (model,) = loader.load("rtmdetl_e60.ckpt", "none", "cpu", "fp32", False, False)
+    assert Path(model.detector_path).parent == models_dir / "cartoonseg"
+    for bad in (str(tmp_path), "../../etc", "a/b/c"):
+        with pytest.raises(ValueError, match="not a name inside the model folders|folder name or a Hugging Face"):
+            nodes["CartoonSegTaggerLoader"]().load(bad, "cpu", "fp32", False)
+    with pytest.raises(ValueError, match="not a name inside the model folders"):
+        nodes["CartoonSegDepthLoader"]().load(str(tmp_path))
+    with pytest.raises(ValueError, match="neither a folder"):
+        nodes["CartoonSegDepthLoader"]().load("some/folder")
