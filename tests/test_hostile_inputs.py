@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def test_selection_text_is_bounded(pack, nodes):
 def test_mask_budget_is_checked_before_allocating(monkeypatch):
     torch.manual_seed(0)
     seg = cartoonseg.Segmenter(cartoonseg.build_detector("tiny"), cartoonseg.build_refiner("tiny"), det_size=64,
-                               refine_size=64, score_thr=0.0, max_instances=3)
+                               refine_size=64, score_thr=0.0, max_instances=3, fuse=False, channels_last=False)
     # the issue's case, unpatched: 60 box prompts on a 6000² image would need 8.6 GB of masks
     big = np.zeros((6000, 6000, 3), np.uint8)
     boxes = torch.tensor([[0.0, 0.0, 100.0, 100.0]] * 60)
@@ -171,7 +172,8 @@ def test_nodes_give_readable_errors_for_degenerate_inputs(nodes):
 
 def test_a_width_4_mask_is_not_read_as_boxes():
     torch.manual_seed(0)
-    seg = cartoonseg.Segmenter(None, cartoonseg.build_refiner("tiny"), refine_size=32)
+    seg = cartoonseg.Segmenter(None, cartoonseg.build_refiner("tiny"), refine_size=32, fuse=False,
+                               channels_last=False)
     with pytest.raises(ValueError, match="ambiguous"):
         seg.refine(np.zeros((6, 4, 3), np.uint8), torch.zeros(6, 4))
     assert len(seg.refine(np.zeros((6, 4, 3), np.uint8), torch.ones(1, 6, 4))) == 1  # [1,H,W] is a mask
@@ -202,29 +204,52 @@ def test_corrupt_rle_is_an_error_not_a_box(tmp_path):
         instance_masks(image)
 
 
-def test_resume_with_changed_settings_is_refused(tmp_path):
-    from cartoonseg.training.coco import find_annotation
-    from cartoonseg.training.detector import DetectorTrainConfig, train_detector
-    from cartoonseg.training.toy import make_toy_coco
+def _tiny_run(out: Path, *, run: dict, allow_changes: bool = False, max_iters: int = 1, **loop):
+    """One real training loop (engine.run_loop: checkpoint, resume) on a 2-parameter model, so it costs nothing."""
+    from cartoonseg.training.distributed import setup
+    from cartoonseg.training.engine import LoopConfig, run_loop
 
-    make_toy_coco(tmp_path / "toy", num_images=4, size=64, seed=0)
-    base = dict(train_ann=str(find_annotation(tmp_path / "toy")), out_dir=str(tmp_path / "run"), preset="tiny",
-                img_size=64, epochs=2, batch_size=2, lr=1e-3, warmup_iters=1, num_workers=0, log_interval=1,
-                max_iters=1, mosaic=False, ema=False, device="cpu")
-    assert train_detector(DetectorTrainConfig(**base))["global_step"] == 1
-    with pytest.raises(ValueError, match=r"batch_size: 2 -> 1.*--allow-changes"):
-        train_detector(DetectorTrainConfig(**{**base, "batch_size": 1, "max_iters": 2}))
-    with pytest.raises(ValueError, match="lr"):
-        train_detector(DetectorTrainConfig(**{**base, "lr": 5e-4, "max_iters": 2}))
-    # where and how long it runs may change; --allow-changes continues with the new settings
-    assert train_detector(DetectorTrainConfig(**{**base, "max_iters": 2, "log_interval": 5}))["global_step"] == 2
-    summary = train_detector(DetectorTrainConfig(**{**base, "lr": 5e-4, "max_iters": 3, "allow_changes": True}))
-    assert summary["global_step"] == 3
+    torch.manual_seed(0)
+    model = torch.nn.Linear(1, 1)
+    data = [torch.ones(1)] * 4
+    cfg = LoopConfig(out_dir=str(out), name="toy", epochs=2, batch_size=loop.pop("batch_size", 2),
+                     lr=loop.pop("lr", 1e-2), weight_decay=0.0, num_workers=0, log_interval=1, max_iters=max_iters,
+                     allow_changes=allow_changes, **loop)
+    loss = lambda wrapped, raw, batch, device: {"loss": wrapped(batch.to(device)).pow(2).mean()}  # noqa: E731
+    return run_loop(setup("cpu"), model, data, torch.stack, loss, cfg, run_config=run)
+
+
+def test_resume_with_changed_settings_is_refused(tmp_path):
+    run = {"train_ann": "data/a.json", "preset": "tiny", "img_size": 64, "device": "cpu", "num_workers": 0}
+    assert _tiny_run(tmp_path / "run", run=run).global_step == 1
+    for changed, words in (({"batch_size": 1}, "loop.batch_size: 2 -> 1"), ({"lr": 0.5}, "loop.lr"),
+                           ({"run": {**run, "train_ann": "data/b.json"}}, "run.train_ann: 'data/a.json' -> 'data/b"),
+                           ({"run": {**run, "img_size": 96}}, "run.img_size"),
+                           ({"run": {**run, "preset": "s"}}, "run.preset")):
+        kwargs = {"run": run, **changed}
+        with pytest.raises(ValueError, match=re.escape(words) + ".*--allow-changes"):
+            _tiny_run(tmp_path / "run", max_iters=2, **kwargs)
+    # where and how it runs may change (device, workers, logging, max_iters); --allow-changes continues anyway
+    assert _tiny_run(tmp_path / "run", run={**run, "device": "cuda", "num_workers": 8}, max_iters=2,
+                     ckpt_interval=1).global_step == 2
+    assert _tiny_run(tmp_path / "run", run=run, lr=0.5, max_iters=3, allow_changes=True).global_step == 3
     # a folder holding other files is never a training run
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "photo.jpg").write_bytes(b"x")
     with pytest.raises(ValueError, match="not a cartoonseg training run"):
-        train_detector(DetectorTrainConfig(**{**base, "out_dir": str(tmp_path / "data")}))
+        _tiny_run(tmp_path / "data", run=run)
+
+
+def test_training_scripts_pass_allow_changes():
+    import argparse
+
+    from train._cli import add_data_args, add_run_args, common_config
+
+    ap = argparse.ArgumentParser()
+    add_data_args(ap, "out")
+    add_run_args(ap, max_iters_help="", resume_help="")
+    args = ap.parse_args(["--data", __file__, "--out", "o", "--allow-changes"])
+    assert common_config(args)["allow_changes"] is True
 
 
 # ------------------------------------------------------------------------------ 11. loader node paths
