@@ -1,4 +1,5 @@
-"""The two stages' pre-processing: resizing, the detector's letterbox and the refiner's canvas.
+"""Resizing (one home for every resize helper) and the two stages' pre-processing: the detector's letterbox and
+the refiner's canvas.
 
 Channel order: the public API takes **RGB** (numpy uint8 ``[H,W,3]``, torch uint8 ``[H,W,3]`` or a float tensor
 ``[H,W,3]`` in [0,1], the ComfyUI frame layout). Both networks of the paper were trained on OpenCV-read **BGR**
@@ -26,7 +27,34 @@ try:  # optional: exact parity with the reference resize
 except ImportError:  # pragma: no cover - exercised by tests that hide cv2
     cv2 = None
 
-__all__ = ["to_rgb_uint8", "resize_uint8", "resize_float", "letterbox", "Letterbox", "refine_canvas", "MAX_PIXELS"]
+__all__ = [
+    "MAX_PIXELS",
+    "Letterbox",
+    "grey_rgb",
+    "letterbox",
+    "refine_canvas",
+    "resize_float",
+    "resize_image",
+    "resize_mask",
+    "resize_uint8",
+    "to_rgb_uint8",
+]
+
+
+def grey_rgb(rgb: np.ndarray) -> np.ndarray:
+    """uint8 RGB ``[H,W,3]`` -> its luma replicated on 3 channels (uint8 ``[H,W,3]``): the reference's
+    ``infer_grey`` (``cv2.cvtColor(BGR2GRAY)`` then back to 3 channels), for manga pages and line art.
+
+    OpenCV's conversion (Y = 0.299 R + 0.587 G + 0.114 B in fixed point) when OpenCV is importable, bit-exact with
+    the reference; otherwise the same weights in 15-bit fixed point (within one level of any OpenCV version).
+    Converting a grey image again returns it unchanged.
+    """
+    if cv2 is not None:
+        y = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+    else:
+        c = rgb.astype(np.uint32)
+        y = ((c[..., 0] * 9798 + c[..., 1] * 19235 + c[..., 2] * 3735 + (1 << 14)) >> 15).astype(np.uint8)
+    return np.ascontiguousarray(np.repeat(y[..., None], 3, axis=2))
 
 
 def resize_uint8(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -51,6 +79,29 @@ def resize_float(image: Tensor, size: tuple[int, int]) -> Tensor:
     out = F.interpolate(image.reshape(1, -1, *image.shape[-2:]).float(), size=size, mode="bilinear",
                         align_corners=False)
     return out.reshape(*lead, *size)
+
+
+def resize_image(image: Tensor, hw: tuple[int, int]) -> Tensor:
+    """Resize a float image ``[H,W,C]`` or ``[B,H,W,C]`` in [0,1] to ``hw`` = (height, width) (bicubic, antialiased
+    when shrinking), clamped to [0,1]; the same size returns the input itself."""
+    single = image.dim() == 3
+    x = (image[None] if single else image).movedim(-1, 1)
+    if tuple(x.shape[-2:]) != tuple(hw):
+        shrink = hw[0] < x.shape[-2] or hw[1] < x.shape[-1]
+        x = F.interpolate(x, size=hw, mode="bicubic", align_corners=False, antialias=shrink).clamp(0, 1)
+    x = x.movedim(1, -1)
+    return x[0] if single else x
+
+
+def resize_mask(mask: Tensor, hw: tuple[int, int]) -> Tensor:
+    """Resize a soft mask ``[H,W]`` to ``hw`` = (height, width) (bilinear; area when shrinking both sides), clamped
+    to [0,1]; the same size returns the input itself."""
+    if tuple(mask.shape[-2:]) == tuple(hw):
+        return mask
+    shrink = hw[0] < mask.shape[-2] and hw[1] < mask.shape[-1]
+    mode = "area" if shrink else "bilinear"
+    kwargs = {} if shrink else {"align_corners": False}
+    return F.interpolate(mask[None, None].float(), size=hw, mode=mode, **kwargs)[0, 0].clamp(0, 1)
 
 
 @dataclass(frozen=True)

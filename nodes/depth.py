@@ -2,7 +2,7 @@
 
 Paper: "Instance-guided Cartoon Editing with a Large-scale Dataset" (arXiv 2312.01943) §6.1: each character becomes
 one depth layer (the paper pools the mean depth inside each instance; the released code used the disparity at the
-character's feet). The work is done by ``cartoonseg.depth`` and ``cartoonseg.instance_depth``.
+character's feet). The work is done by ``cartoonseg.depth``.
 
 Depth maps travel between nodes as IMAGE ``[B,H,W,3]`` grey in [0,1], **larger = nearer** (the convention of
 ComfyUI depth preprocessors), so a depth IMAGE from any other pack (controlnet_aux, DepthAnythingV2 nodes, ...)
@@ -198,8 +198,7 @@ class CartoonSegDepthPool:
         }
 
     def pool(self, depth, instances, mode="mean", blend=1.0, feet_fraction=0.03, soft_edges=False, resolve_overlaps=True):
-        from cartoonseg.depth import depth_to_image, disparity_from_image
-        from cartoonseg.instance_depth import pool_instance_depth, z_order_instances
+        from cartoonseg.depth import depth_to_image, disparity_from_image, pool_instance_depth, z_order_instances
 
         from .segment import check_instances_list
 

@@ -4,7 +4,8 @@ Paper: "Instance-guided Cartoon Editing with a Large-scale Dataset" (arXiv 2312.
 with PatchMatch (patch size 3), then a latent-diffusion inpainting pass (the background's tags as prompt, a fixed
 negative prompt, DPM++ 2M Karras, 32 steps, cfg 7, denoise 0.75, seed 0) re-synthesises only the hole. The diffusion
 node samples with the user's MODEL / CLIP / VAE through ComfyUI's own sampler (``nodes/_comfy.py``), the way the
-Impact Pack detailers do; the rest is ``cartoonseg.inpaint`` and ``cartoonseg.diffusion_inpaint``.
+Impact Pack detailers do: :class:`ComfyInpaintBackend` plugs it into the library loop
+``cartoonseg.inpaint.refine_background``; everything else is ``cartoonseg.inpaint``.
 
 MASK convention: 1 = fill (the characters to remove). Pixels where the mask is 0 are returned unchanged.
 """
@@ -13,12 +14,11 @@ from __future__ import annotations
 
 import torch
 
+from cartoonseg.inpaint import INIT_FILLS, INPAINT_METHODS, NEGATIVE_PROMPT
+
 from . import _comfy
 
 CATEGORY = f"{_comfy.CATEGORY}/inpaint"
-METHODS = ("patchmatch", "telea")
-INIT_FILLS = ("patchmatch", "telea", "image")
-NEGATIVE_PROMPT = "human, single, person, girl, 1girl, boy, 1boy, creature, animal, alien, robot, body"
 
 
 def _frame_mask(mask: torch.Tensor, b: int, size: tuple[int, int]) -> torch.Tensor:
@@ -95,7 +95,7 @@ class CartoonSegInpaintPatchMatch:
             "required": {
                 "image": ("IMAGE", {"tooltip": "image or frames to fill"}),
                 "mask": ("MASK", {"tooltip": "1 = fill (e.g. Background Mask); one mask or one per frame"}),
-                "method": (list(METHODS), {"default": "patchmatch",
+                "method": (list(INPAINT_METHODS), {"default": "patchmatch",
                                            "tooltip": "patchmatch: texture synthesis (the paper); telea: fast, smooth"}),
                 "patch_size": ("INT", {"default": 3, "min": 3, "max": 15, "step": 2,
                                        "tooltip": "PatchMatch patch side in pixels (the paper: 3)"}),
@@ -132,6 +132,32 @@ def with_inpaint_latents(conditioning: list, concat_latent: torch.Tensor, mask: 
         d["concat_mask"] = mask
         out.append([t[0], d])
     return out
+
+
+class ComfyInpaintBackend:
+    """A :data:`cartoonseg.inpaint.RefineBackend` over ComfyUI MODEL / CLIP / VAE: KSampler with a noise mask, and the
+    masked-image latent for inpainting checkpoints. Text is encoded once per distinct prompt."""
+
+    def __init__(self, model, clip, vae) -> None:
+        self.model, self.clip, self.vae = model, clip, vae
+        self._conds: dict[str, list] = {}
+
+    def encode(self, text: str) -> list:
+        if text not in self._conds:
+            self._conds[text] = _comfy.encode_text(self.clip, text)
+        return self._conds[text]
+
+    def __call__(self, req) -> torch.Tensor:
+        from cartoonseg.inpaint import grey_out_hole
+
+        positive, negative = self.encode(req.prompt), self.encode(req.negative)
+        concat = self.vae.encode(grey_out_hole(req.image[0], req.mask[0])[None])
+        positive = with_inpaint_latents(positive, concat, req.mask[:, None])
+        negative = with_inpaint_latents(negative, concat, req.mask[:, None])
+        s = req.settings
+        return _comfy.img2img(self.model, self.vae, positive, negative, req.image, seed=s.seed, steps=s.steps,
+                              cfg=s.cfg, sampler_name=s.sampler, scheduler=s.scheduler, denoise=s.denoise,
+                              noise_mask=req.mask)
 
 
 class CartoonSegInpaintDiffusion:
@@ -186,55 +212,24 @@ class CartoonSegInpaintDiffusion:
 
     def refine(self, model, clip, vae, image, mask, tags="", negative_prompt=NEGATIVE_PROMPT, init="patchmatch", seed=0,
                steps=32, cfg=7.0, denoise=0.75, sampler_name="dpmpp_2m", scheduler="karras", short_side=1024):
-        from cartoonseg.diffusion_inpaint import (
-            RefineSettings,
-            background_prompt,
-            composite,
-            grey_out_hole,
-            resize_image,
-            resize_mask,
-            working_size,
-        )
-        from cartoonseg.inpaint import inpaint
+        from cartoonseg.inpaint import RefineSettings, background_prompt, refine_background
 
-        if init not in INIT_FILLS:
-            raise ValueError(f"init must be one of {', '.join(INIT_FILLS)}, got {init!r}")
         settings = RefineSettings(steps=steps, cfg=cfg, denoise=denoise, seed=seed, sampler=sampler_name,
                                   scheduler=scheduler, short_side=short_side)
         image = _comfy.check_image(image)
         mask = _comfy.check_mask(mask)
         _check_batches(image, mask)
         prompt = background_prompt(tags)
-        positive = _comfy.encode_text(clip, prompt)
-        negative = _comfy.encode_text(clip, negative_prompt)
-        height, width = image.shape[1:3]
-        size = working_size(height, width, settings.short_side)
+        backend = ComfyInpaintBackend(model, clip, vae)
+        backend.encode(prompt), backend.encode(negative_prompt)  # once, before any frame (as CLIPTextEncode would)
         outs, inits = [], []
         with _comfy.steps(image.shape[0]) as bar:
             for b in range(image.shape[0]):
-                m = _frame_mask(mask, b, (height, width))
-                hole = m > 0.5
-                if init == "image" or not bool(hole.any()):
-                    fill = image[b].clone()
-                else:
-                    fill = inpaint(image[b], hole, method=init, patch_size=3, seed=seed,
-                                   interrupt=_comfy.throw_if_interrupted).float()
+                out, fill = refine_background(image[b], _frame_mask(mask, b, tuple(image.shape[1:3])), backend,
+                                              prompt=prompt, negative_prompt=negative_prompt, settings=settings,
+                                              init=init, interrupt=_comfy.throw_if_interrupted)
+                outs.append(out)
                 inits.append(fill)
-                if not bool((m > 0).any()):
-                    outs.append(image[b].clone())
-                    bar.tick()
-                    continue
-                work = resize_image(fill, size)[None]
-                work_mask = (resize_mask(m, size) > 0.5).float()[None]
-                concat = vae.encode(grey_out_hole(work[0], work_mask[0])[None])
-                pos = with_inpaint_latents(positive, concat, work_mask[:, None])
-                neg = with_inpaint_latents(negative, concat, work_mask[:, None])
-                _comfy.throw_if_interrupted()
-                refined = _comfy.img2img(model, vae, pos, neg, work, seed=settings.seed, steps=settings.steps,
-                                         cfg=settings.cfg, sampler_name=settings.sampler, scheduler=settings.scheduler,
-                                         denoise=settings.denoise, noise_mask=work_mask)
-                refined = resize_image(refined[0].float().clamp(0, 1), (height, width))
-                outs.append(composite(fill, refined, m))
                 bar.tick()
         return (torch.stack(outs), torch.stack(inits), prompt)
 

@@ -148,7 +148,7 @@ def test_cli_device_errors_are_one_line(tmp_path, capsys, device, words):
 def test_cli_cuda_without_cuda_is_one_line(tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    from cartoonseg.depth_inpaint_cli import main
+    from cartoonseg.depth.cli import main
 
     code = main(["depth", str(tmp_path / "a.png"), "--out", str(tmp_path / "d.png"), "--device", "cuda"])
     err = capsys.readouterr().err

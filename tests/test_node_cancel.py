@@ -15,7 +15,7 @@ import pytest
 import torch
 from _comfy_stub import Interrupted, write_tiny_released_weights
 
-import cartoonseg.inpaint as inpaint_lib
+import cartoonseg.inpaint.patchmatch as inpaint_lib
 from cartoonseg import Instances
 
 PACK = "cartoonseg_pack_cancel_test"
@@ -91,7 +91,7 @@ def case_depth_estimate(nodes, comfy, monkeypatch):
 
 
 def case_depth_pool(nodes, comfy, monkeypatch):
-    import cartoonseg.instance_depth as idl
+    import cartoonseg.depth as idl
 
     pool = Counter(idl.pool_instance_depth)
     monkeypatch.setattr(idl, "pool_instance_depth", pool)

@@ -538,6 +538,18 @@ def test_two_characters_animate_independently(two):
         assert np.abs(moved[affected] - img[affected]).max() > 0.3
 
 
+def test_each_character_can_have_its_own_motion(two):
+    *_, rig = two
+    seqs = joint_sequences(rig, {1: PresetMotion("bounce")}, 10, 12.0)
+    assert np.allclose(seqs[0], rig.characters[0].skeleton.joints)  # not given: rest
+    assert np.abs(seqs[1] - rig.characters[1].skeleton.joints).max() > 1.0
+    from cartoonseg.puppet import default_frames
+
+    assert default_frames({0: PresetMotion("wave"), 1: PresetMotion("nod")}, 12.0) == 36
+    with pytest.raises(ValueError, match="not rigged"):
+        joint_sequences(rig, {4: PresetMotion("nod")}, 3, 12.0)
+
+
 def test_overlapping_characters_follow_depth_order():
     img, masks, plate = scene(centres=(70, 90))
     inst = Instances.from_masks(torch.from_numpy(masks))

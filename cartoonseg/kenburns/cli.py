@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
     instances = _segment(args, image)
     background = None
     if instances is not None:
+        from ..depth import pool_instance_depth
         from ..inpaint import background_mask, inpaint
-        from ..instance_depth import pool_instance_depth
 
         if args.pool != "none":
             depth = pool_instance_depth(depth, instances, mode=args.pool).depth

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .io import to_float_image, to_rgb_uint8
+from ..io import to_float_image, to_rgb_uint8
 
 __all__ = [
     "INPAINT_METHODS",
@@ -486,7 +486,7 @@ def background_mask(
     """
     import cv2
 
-    from .structures import Instances
+    from ..structures import Instances
 
     if isinstance(masks, Instances):
         m, thr = masks.masks, masks.mask_thr
