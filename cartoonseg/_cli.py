@@ -29,9 +29,11 @@ def subcommand_parser(add_parsers: Callable[[object], None], description: str) -
 
 def check_device(text: str) -> str:
     """Validate a ``--device`` value before anything loads: ``cpu``, ``cuda``/``cuda:N`` (only where CUDA and that
-    GPU exist) or ``mps`` (where available). Raises ``ValueError`` with the reason; returns ``text``."""
+    GPU exist), ``mps`` (where available) or ``auto`` (for commands that offer it). Raises ``ValueError`` with the reason; returns ``text``."""
     import torch
 
+    if str(text) == "auto":  # the command picks (CUDA when present, else CPU)
+        return str(text)
     try:
         device = torch.device(str(text))
     except (RuntimeError, TypeError, ValueError):
