@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import rle
-from ._cli import load_networks, run_parser
+from ._cli import SkippedInputs, load_networks, run_parser
 from .checkpoint import convert
 from .device import PRECISION_CHOICES
 from .io import IMAGE_SUFFIXES, read_image
@@ -23,18 +23,23 @@ from .visualize import overlay
 
 
 def _expand_inputs(items: Sequence[str]) -> list[Path]:
-    """Image paths from files and folders (a folder gives its regular image files, sorted); the same file named
-    twice is segmented once."""
+    """Image paths from files and folders (a folder gives its regular image files, sorted; FIFOs, devices and
+    sub-folders there are skipped with a warning, never opened); the same file named twice is segmented once. A
+    named path that is not a regular file stays in the list: reading it fails and it is skipped (see
+    :class:`~cartoonseg._cli.SkippedInputs`)."""
     paths: list[Path] = []
     seen: set[str] = set()
     for item in items:
         p = Path(item)
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
-        elif p.is_file():
-            found = [p]
+            found = []
+            for q in sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES):
+                if q.is_file():
+                    found.append(q)
+                else:
+                    print(f"warning: skipping {q}: not a regular file", file=sys.stderr)
         elif p.exists():
-            raise ValueError(f"input {p} is not a regular file or folder")
+            found = [p]
         else:
             raise ValueError(f"input not found: {p}")
         for q in found:
@@ -95,6 +100,7 @@ def _segment(args: argparse.Namespace) -> int:
     boxes = _parse_boxes(args.box) if args.box else None
     if boxes is not None and str(args.refiner).lower() in ("none", ""):
         raise ValueError("--box prompts are refined by the refiner; do not pass --refiner none")
+    skipped = SkippedInputs()
     with OutputFolder(args.out, inputs=inputs, overwrite=args.overwrite) as out:  # checked before any model loads
         search = [Path(args.weights_dir)] if args.weights_dir else []
         detector, refiner = load_networks(args.detector, args.refiner, search_dirs=search,
@@ -113,13 +119,16 @@ def _segment(args: argparse.Namespace) -> int:
             grey=args.grey,
         )
         for path, name in zip(inputs, names):
-            image = read_image(path)
+            image = skipped.read(path, read_image)
+            if image is None:
+                continue
             start = time.perf_counter()
             instances = seg(image) if boxes is None else seg.refine(image, boxes)
             elapsed = time.perf_counter() - start
             with out.result_dir(name) as result:
                 write_instances(instances, image, result, source=path)
             print(f"{path}: {len(instances)} instances in {elapsed:.2f}s -> {out.path / name}")
+    skipped.finish(len(inputs))
     return 0
 
 

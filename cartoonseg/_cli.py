@@ -13,7 +13,7 @@ from ._optional import MissingDependencyError
 from .checkpoint import CheckpointError, load_detector, load_refiner
 from .hub import WeightsUnavailableError, resolve_weights
 
-__all__ = ["CLI_ERRORS", "check_device", "load_networks", "run_parser", "subcommand_parser"]
+__all__ = ["CLI_ERRORS", "SkippedInputs", "check_device", "load_networks", "run_parser", "subcommand_parser"]
 
 #: exceptions reported as one line (OSError covers missing paths and unwritable ``--out`` folders;
 #: MissingDependencyError names the extra to install)
@@ -25,6 +25,40 @@ def subcommand_parser(add_parsers: Callable[[object], None], description: str) -
     parser = argparse.ArgumentParser(prog="python -m cartoonseg", description=description)
     add_parsers(parser.add_subparsers(dest="command", required=True))
     return parser
+
+
+class SkippedInputs:
+    """The batch policy of commands with many inputs: an input file that cannot be read is skipped with one
+    ``warning:`` line and the others are processed; :meth:`finish` then raises (one ``error:`` line, status 2) so a
+    script notices. Only reading is guarded: a failure while processing a readable input still stops the command.
+
+    Example::
+
+        skipped = SkippedInputs()
+        for path in inputs:
+            image = skipped.read(path, read_image)
+            if image is None:
+                continue
+            ...
+        skipped.finish(len(inputs))
+    """
+
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+
+    def read(self, path, reader):
+        """``reader(path)``, or None (after a warning on stderr) when it raises ``ValueError``/``OSError``."""
+        try:
+            return reader(path)
+        except (ValueError, OSError) as exc:
+            print(f"warning: skipping {path}: {exc}", file=sys.stderr)
+            self.failed.append(str(path))
+            return None
+
+    def finish(self, total: int) -> None:
+        if self.failed:
+            shown = ", ".join(self.failed[:5]) + (" ..." if len(self.failed) > 5 else "")
+            raise ValueError(f"{len(self.failed)} of {total} inputs could not be read and were skipped: {shown}")
 
 
 def check_device(text: str) -> str:

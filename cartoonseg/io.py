@@ -40,6 +40,7 @@ __all__ = [
     "read_mask",
     "to_float_image",
     "to_rgb_uint8",
+    "upright",
     "write_frames",
     "write_grey",
     "write_image",
@@ -170,15 +171,66 @@ def to_float_image(image, *, nan: str = "raise") -> Tensor:
 
 # ---------------------------------------------------------------------------------------------- reading
 def _open(path: str | os.PathLike, what: str):
-    """Open and fully decode an image file; every failure becomes ``ValueError("cannot read <what> PATH: ...")``."""
+    """Open and fully decode an image file as every reader sees it: only regular files (a FIFO, device or folder
+    would block or fail deep inside), EXIF orientation applied (a phone photo comes out upright, as viewers show
+    it), other colour spaces converted to RGB (:func:`_to_rgb_space`). Every failure becomes
+    ``ValueError("cannot read <what> PATH: ...")``."""
+    import stat
+
     from PIL import Image, UnidentifiedImageError
 
     try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise ValueError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise ValueError(f"cannot read {what} {path}: it is {kind}")
+    try:
         im = Image.open(path)
         im.load()
-        return im
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as exc:
+        im = upright(im)
+        return _to_rgb_space(im)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError) as exc:
         raise ValueError(f"cannot read {what} {path}: {exc}") from exc
+
+
+def upright(im):
+    """Apply the EXIF orientation tag (2-8) so pixels are in display orientation; untouched (no copy) otherwise."""
+    from PIL import ImageOps
+
+    try:
+        orientation = im.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - a malformed EXIF block is ignored, as viewers do
+        return im
+    if orientation not in (2, 3, 4, 5, 6, 7, 8):
+        return im
+    out = ImageOps.exif_transpose(im)
+    im.close()
+    return out
+
+
+def _to_rgb_space(im):
+    """CMYK and CIE L*a*b* files -> RGB: through their embedded ICC profile when they carry one (LittleCMS via
+    ``PIL.ImageCms``, to sRGB), L*a*b* otherwise through the CIE definition (D50), CMYK otherwise through Pillow's
+    profile-less formula (the best a file without a profile allows). Other modes pass unchanged."""
+    if im.mode not in ("CMYK", "LAB"):
+        return im
+    from io import BytesIO
+
+    from PIL import ImageCms
+
+    icc = im.info.get("icc_profile")
+    try:
+        source = ImageCms.ImageCmsProfile(BytesIO(icc)) if icc else (
+            ImageCms.createProfile("LAB") if im.mode == "LAB" else None)
+        if source is None:
+            return im.convert("RGB")
+        transform = ImageCms.buildTransform(source, ImageCms.createProfile("sRGB"), im.mode, "RGB",
+                                            renderingIntent=0)  # perceptual
+        return ImageCms.applyTransform(im, transform)
+    except (ImageCms.PyCMSError, OSError, TypeError) as exc:
+        raise ValueError(f"its {im.mode} colour profile cannot be applied ({exc})") from exc
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

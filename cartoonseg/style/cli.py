@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import outputs
-from .._cli import load_networks, run_parser, subcommand_parser
+from .._cli import SkippedInputs, load_networks, run_parser, subcommand_parser
 from ..io import read_image, to_float_image
 from .config import BACKGROUND_FILLS, MODES, PRESETS, style_preset
 from .hints import HINT_TYPES, extract_hint
@@ -115,8 +115,11 @@ def run(args: argparse.Namespace) -> int:
     background = to_float_image(read_image(args.background)) if args.background else None
     hint = to_float_image(read_image(args.hint)) if args.hint else None
 
+    skipped = SkippedInputs()
     for path, stem in zip(images, names):
-        rgb = read_image(path)
+        rgb = skipped.read(path, read_image)
+        if rgb is None:
+            continue
         image = to_float_image(rgb)
         instances = seg(rgb).to("cpu")
         if tagger is not None:
@@ -139,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
             out.save_image(f"{stem}_hint.png", extract_hint(image, config.hint), group=stem)
         out.write_json(f"{stem}_style.json", report, group=stem)
     out.close()  # earlier outputs of these images that this run did not write (e.g. a _global.png) go
+    skipped.finish(len(images))
     return 0
 
 
