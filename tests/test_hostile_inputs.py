@@ -271,3 +271,90 @@ def test_loaders_read_only_inside_the_model_folders(nodes, models_dir, tmp_path)
         nodes["CartoonSegDepthLoader"]().load(str(tmp_path))
     with pytest.raises(ValueError, match="neither a folder"):
         nodes["CartoonSegDepthLoader"]().load("some/folder")
+
+
+# ------------------------------------------------------------------------------------- 8. input files
+def _image(path: Path, seed: int = 0, size=(40, 56)) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_is_never_opened(tmp_path):
+    import os
+    import threading
+
+    from cartoonseg.io import read_image
+
+    fifo = tmp_path / "x.png"
+    os.mkfifo(fifo)
+    result = {}
+
+    def attempt():
+        try:
+            read_image(fifo)
+        except ValueError as exc:
+            result["error"] = str(exc)
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(30)  # opening a FIFO for reading blocks until a writer comes: without the check this never returns
+    assert "FIFO" in result.get("error", ""), "read_image blocked on a FIFO"
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no FIFOs here")
+def test_segment_skips_unreadable_inputs_and_fails_at_the_end(tmp_path, models_dir, capsys):
+    import os
+
+    from cartoonseg.__main__ import main
+
+    pics = tmp_path / "pics"
+    _image(pics / "good.png")
+    os.mkfifo(pics / "pipe.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    cli = ["--detector", str(models_dir / "cartoonseg" / "rtmdetl_e60.ckpt"), "--refiner", "none", "--exact",
+           "--no-download", "--det-size", "64", "--score-thr", "0", "--max-instances", "1"]
+    assert main(["segment", str(pics), "--out", str(tmp_path / "o1"), *cli]) == 0  # the FIFO in a folder: skipped
+    err = capsys.readouterr().err
+    assert "warning: skipping" in err and "pipe.png" in err and (tmp_path / "o1" / "good" / "overlay.png").is_file()
+    code = main(["segment", str(tmp_path / "broken.png"), str(pics / "good.png"), "--out", str(tmp_path / "o2"), *cli])
+    err = capsys.readouterr().err
+    assert code == 2 and "warning: skipping" in err and "1 of 2 inputs could not be read" in err
+    assert (tmp_path / "o2" / "good" / "instances.json").is_file()  # the readable one was still segmented
+
+
+def test_exif_orientation_is_honoured(tmp_path):
+    from PIL import Image, ImageOps
+
+    from cartoonseg.data.foregrounds import load_background
+    from cartoonseg.io import read_grey, read_image
+
+    pixels = np.zeros((20, 30, 3), np.uint8)
+    pixels[:5, :10] = 255  # a white block in the stored top-left corner
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    image.save(tmp_path / "phone.png", exif=exif)
+    with Image.open(tmp_path / "phone.png") as im:
+        expected = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    got = read_image(tmp_path / "phone.png")
+    assert got.shape == (30, 20, 3) and np.array_equal(got, expected) and got[:10, -5:].min() == 255
+    assert read_grey(tmp_path / "phone.png").shape == (30, 20)
+    assert load_background(tmp_path / "phone.png").shape == (30, 20, 3)
+
+
+def test_lab_and_cmyk_files_come_out_in_rgb(tmp_path):
+    from PIL import Image, ImageCms
+
+    from cartoonseg.io import read_image
+
+    rgb = np.array([[[200, 30, 40], [20, 180, 60]], [[30, 40, 220], [240, 240, 240]]], np.uint8)
+    to_lab = ImageCms.buildTransform(ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"), "RGB", "LAB")
+    ImageCms.applyTransform(Image.fromarray(rgb), to_lab).save(tmp_path / "lab.tif")
+    # 8-bit a*/b* quantisation and the D50/D65 adaptation leave a few levels; a mode mix-up is off by ~100
+    assert np.abs(read_image(tmp_path / "lab.tif").astype(int) - rgb).max() <= 12
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.tif")
+    assert np.abs(read_image(tmp_path / "cmyk.tif").astype(int) - rgb).max() <= 1
