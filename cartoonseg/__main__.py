@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -15,8 +16,8 @@ from . import rle
 from ._cli import SkippedInputs, load_networks, run_parser
 from .checkpoint import convert
 from .device import PRECISION_CHOICES
-from .io import IMAGE_SUFFIXES, read_image
-from .outputs import OutputFolder, add_overwrite_argument, unique_names
+from .io import IMAGE_SUFFIXES, read_image, write_image
+from .outputs import OutputFolder, add_overwrite_argument, atomic_path, unique_names
 from .segmenter import Segmenter
 from .structures import Instances
 from .visualize import overlay
@@ -52,9 +53,13 @@ def _expand_inputs(items: Sequence[str]) -> list[Path]:
     return paths
 
 
-def write_instances(instances: Instances, image: np.ndarray, out: OutputFolder, source: str | Path | None = None) -> None:
-    """Write ``instances.json`` (boxes xyxy, scores, labels, COCO RLE masks, the source image), ``mask_NNN.png``
-    and ``overlay.png`` into ``out`` (an :class:`~cartoonseg.outputs.OutputFolder`, normally one result folder)."""
+def write_instances(instances: Instances, image: np.ndarray, out_dir: str | os.PathLike,
+                    source: str | os.PathLike | None = None) -> Path:
+    """Write ``instances.json`` (the source image, boxes xyxy, scores, labels, COCO RLE masks), ``mask_NNN.png`` and
+    ``overlay.png`` into ``out_dir``, each file atomically. Commands call it on a result folder of
+    :mod:`cartoonseg.outputs` (``res.path``), which is swapped in whole. Returns the folder."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     binary = instances.binary.cpu().numpy()
     records = []
     for i in range(len(instances)):
@@ -69,13 +74,15 @@ def write_instances(instances: Instances, image: np.ndarray, out: OutputFolder, 
                 "mask_png": f"mask_{i:03d}.png",
             }
         )
-        out.save_image(f"mask_{i:03d}.png", instances.masks[i])
+        write_image(out_dir / f"mask_{i:03d}.png", instances.masks[i])
     h, w = instances.image_size
     meta = {"image_size": [h, w], "mask_thr": instances.mask_thr, "instances": records}
     if source is not None:
         meta = {"source": str(source), **meta}
-    out.write_json("instances.json", meta)
-    out.save_image("overlay.png", overlay(image, instances))
+    with atomic_path(out_dir / "instances.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=1))
+    write_image(out_dir / "overlay.png", overlay(image, instances))
+    return out_dir
 
 
 def _parse_boxes(specs: Sequence[str]):
@@ -126,7 +133,7 @@ def _segment(args: argparse.Namespace) -> int:
             instances = seg(image) if boxes is None else seg.refine(image, boxes)
             elapsed = time.perf_counter() - start
             with out.result_dir(name) as result:
-                write_instances(instances, image, result, source=path)
+                write_instances(instances, image, result.path, source=path)
             print(f"{path}: {len(instances)} instances in {elapsed:.2f}s -> {out.path / name}")
     skipped.finish(len(inputs))
     return 0
