@@ -107,7 +107,7 @@ def _segment(args: argparse.Namespace) -> int:
     boxes = _parse_boxes(args.box) if args.box else None
     if boxes is not None and str(args.refiner).lower() in ("none", ""):
         raise ValueError("--box prompts are refined by the refiner; do not pass --refiner none")
-    skipped = SkippedInputs()
+    skipped = SkippedInputs(len(inputs))
     with OutputFolder(args.out, inputs=inputs, overwrite=args.overwrite) as out:  # checked before any model loads
         search = [Path(args.weights_dir)] if args.weights_dir else []
         detector, refiner = load_networks(args.detector, args.refiner, search_dirs=search,
@@ -135,7 +135,7 @@ def _segment(args: argparse.Namespace) -> int:
             with out.result_dir(name) as result:
                 write_instances(instances, image, result.path, source=path)
             print(f"{path}: {len(instances)} instances in {elapsed:.2f}s -> {out.path / name}")
-    skipped.finish(len(inputs))
+    skipped.finish()
     return 0
 
 

@@ -32,33 +32,40 @@ class SkippedInputs:
     ``warning:`` line and the others are processed; :meth:`finish` then raises (one ``error:`` line, status 2) so a
     script notices. Only reading is guarded: a failure while processing a readable input still stops the command.
 
+    With a single input there is nothing to skip to: its read error is the one ``error:`` line.
+
     Example::
 
-        skipped = SkippedInputs()
+        skipped = SkippedInputs(len(inputs))
         for path in inputs:
             image = skipped.read(path, read_image)
             if image is None:
                 continue
             ...
-        skipped.finish(len(inputs))
+        skipped.finish()
     """
 
-    def __init__(self) -> None:
+    def __init__(self, total: int) -> None:
+        self.total = int(total)
         self.failed: list[str] = []
+        self.first_error: Exception | None = None
 
     def read(self, path, reader):
         """``reader(path)``, or None (after a warning on stderr) when it raises ``ValueError``/``OSError``."""
         try:
             return reader(path)
         except (ValueError, OSError) as exc:
+            if self.total <= 1:
+                raise
             print(f"warning: skipping {path}: {exc}", file=sys.stderr)
             self.failed.append(str(path))
             return None
 
-    def finish(self, total: int) -> None:
+    def finish(self) -> None:
+        """Raise ``ValueError`` (one ``error:`` line, status 2) when any input was skipped."""
         if self.failed:
             shown = ", ".join(self.failed[:5]) + (" ..." if len(self.failed) > 5 else "")
-            raise ValueError(f"{len(self.failed)} of {total} inputs could not be read and were skipped: {shown}")
+            raise ValueError(f"{len(self.failed)} of {self.total} inputs could not be read and were skipped: {shown}")
 
 
 def check_device(text: str) -> str:

@@ -311,6 +311,15 @@ def _foreign(folder: Path, depth: int = 0, limit: int = 5) -> list[Path]:
     return found
 
 
+def _file_stats(folder: Path) -> dict[str, list[int] | None]:
+    """``{name: [size, mtime_ns]}`` of the regular files directly in ``folder`` (manifest and temporaries left out)."""
+    out = {}
+    for entry in os.scandir(folder):
+        if entry.name != MANIFEST and not _is_temporary(entry.name) and entry.is_file(follow_symlinks=False):
+            out[entry.name] = _stat_key(Path(entry.path))
+    return out
+
+
 def _claim_tree(folder: Path, depth: int = 0) -> None:
     """Record every file under a folder this process created (a fresh result folder) in the manifests."""
     if depth > 16:
@@ -481,8 +490,14 @@ class OutputFolder:
         if os.path.lexists(target) and not (target.is_dir() and not target.is_symlink()):
             raise OutputError(f"refusing to replace {target} with a folder: it is not a folder")
         if target.is_dir() and _foreign(target):  # overwrite=True: keep the user's files, replace ours in place
+            before = _file_stats(target)
             with OutputFolder(target, inputs=self.inputs, overwrite=True, check_foreign=False, replace=True) as res:
                 yield res
+                for written, key in _file_stats(target).items():  # files writers put straight into ``res.path``
+                    if written not in res._written and before.get(written) != key:
+                        res._entries[written] = {"stat": key, "group": None}
+                        res._written.add(written)
+            self._written.add(name)
             return
         tmp = self.path / _tmp_name(name, folder=True)
         try:

@@ -245,6 +245,9 @@ def test_segment_into_a_user_folder_needs_overwrite_and_keeps_user_files(tmp_pat
     assert run(["segment", pics, "--out", pics, *cli, "--overwrite"], capsys)[0] == 0
     assert src.read_bytes() == before and (pics / "page" / "notes.txt").read_bytes() == b"user's notes"
     assert json.loads((pics / "page" / "instances.json").read_text())["source"] == str(src)
+    # what it wrote in place is recorded as ours: the user's notes stay foreign, our overlay/masks are claimed
+    manifest = json.loads((pics / "page" / MANIFEST).read_text())["files"]
+    assert "overlay.png" in manifest and "instances.json" in manifest and "notes.txt" not in manifest
 
 
 def test_segment_rerun_leaves_no_stale_masks(tmp_path, cli, capsys):

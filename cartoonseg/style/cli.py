@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     background = to_float_image(read_image(args.background)) if args.background else None
     hint = to_float_image(read_image(args.hint)) if args.hint else None
 
-    skipped = SkippedInputs()
+    skipped = SkippedInputs(len(images))
     for path, stem in zip(images, names):
         rgb = skipped.read(path, read_image)
         if rgb is None:
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
             out.save_image(f"{stem}_hint.png", extract_hint(image, config.hint), group=stem)
         out.write_json(f"{stem}_style.json", report, group=stem)
     out.close()  # earlier outputs of these images that this run did not write (e.g. a _global.png) go
-    skipped.finish(len(images))
+    skipped.finish()
     return 0
 
 

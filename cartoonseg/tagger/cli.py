@@ -78,7 +78,7 @@ def run_tag(args: argparse.Namespace) -> int:
                                           device=args.device)
         segmenter = Segmenter(detector, refiner=refiner, score_thr=args.score_thr, max_instances=args.max_instances)
     out = []
-    skipped = SkippedInputs()
+    skipped = SkippedInputs(len(args.images))
     for path in args.images:
         rgb = skipped.read(path, read_image)
         if rgb is None:
@@ -103,7 +103,7 @@ def run_tag(args: argparse.Namespace) -> int:
         out.append({"image": path, "instances": entries, "background": background.to_dict()})
     json.dump(out, sys.stdout, indent=args.indent or None, ensure_ascii=False)
     sys.stdout.write("\n")
-    skipped.finish(len(args.images))  # the JSON of the readable images is out; the exit status tells the rest
+    skipped.finish()  # the JSON of the readable images is out; the exit status tells the rest
     return 0
 
 
