@@ -48,7 +48,6 @@ class SkippedInputs:
     def __init__(self, total: int) -> None:
         self.total = int(total)
         self.failed: list[str] = []
-        self.first_error: Exception | None = None
 
     def read(self, path, reader):
         """``reader(path)``, or None (after a warning on stderr) when it raises ``ValueError``/``OSError``."""
