@@ -56,7 +56,8 @@ def _expand_inputs(items: Sequence[str]) -> list[Path]:
 def write_instances(instances: Instances, image: np.ndarray, out_dir: str | os.PathLike,
                     source: str | os.PathLike | None = None) -> Path:
     """Write ``instances.json`` (the source image, boxes xyxy, scores, labels, COCO RLE masks), ``mask_NNN.png`` and
-    ``overlay.png`` into ``out_dir``, each file atomically. Commands call it on a result folder of
+    ``overlay.png`` into ``out_dir``, each file atomically; with alpha mattes (``instances.alphas``) also
+    ``alpha_NNN.png`` and the RGBA cut-out ``cutout_NNN.png``. Commands call it on a result folder of
     :mod:`cartoonseg.outputs` (``res.path``), which is swapped in whole. Returns the folder."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -75,6 +76,16 @@ def write_instances(instances: Instances, image: np.ndarray, out_dir: str | os.P
             }
         )
         write_image(out_dir / f"mask_{i:03d}.png", instances.masks[i])
+    if instances.alphas is not None:
+        from PIL import Image as PILImage
+
+        from .matting import cutouts
+
+        for i, rgba in enumerate(cutouts(image, instances)):
+            records[i]["alpha_png"], records[i]["cutout_png"] = f"alpha_{i:03d}.png", f"cutout_{i:03d}.png"
+            write_image(out_dir / f"alpha_{i:03d}.png", instances.alphas[i])
+            with atomic_path(out_dir / f"cutout_{i:03d}.png") as tmp:
+                PILImage.fromarray(rgba, "RGBA").save(tmp)
     h, w = instances.image_size
     meta = {"image_size": [h, w], "mask_thr": instances.mask_thr, "instances": records}
     if source is not None:
@@ -131,6 +142,10 @@ def _segment(args: argparse.Namespace) -> int:
                 continue
             start = time.perf_counter()
             instances = seg(image) if boxes is None else seg.refine(image, boxes)
+            if args.matting:
+                from .matting import instance_alphas
+
+                instances = instance_alphas(image, instances)
             elapsed = time.perf_counter() - start
             with out.result_dir(name) as result:
                 write_instances(instances, image, result.path, source=path)
@@ -167,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "instead of the fast path (BatchNorm folded, channels-last)")
     seg.add_argument("--grey", action="store_true",
                      help="convert images to grey (and back to 3 channels) before segmenting: manga pages, line art")
+    seg.add_argument("--matting", action="store_true",
+                     help="also write alpha mattes (alpha_NNN.png) and RGBA cut-outs (cutout_NNN.png): fractional alpha "
+                          "at hair and soft edges, consistent where instances overlap (needs: pip install "
+                          "'cartoonseg[matting]')")
     seg.add_argument("--box", action="append", metavar="X1,Y1,X2,Y2",
                      help="segment the character in this box instead of detecting (repeatable; same boxes for every "
                           "image); see --prompt-mode")
