@@ -254,6 +254,13 @@ def decode_many(rles: list[Mapping[str, Any]]) -> np.ndarray:
     if len(sizes) != 1:
         raise ValueError(f"decode_many needs RLEs of one size, got {sorted(sizes)}")
     ((h, w),) = sizes
+    from .io import MAX_PIXELS
+
+    if h < 0 or w < 0 or h * w > MAX_PIXELS:
+        raise ValueError(f"COCO RLE size {h}x{w} is negative or over the {MAX_PIXELS}-pixel image limit")
+    from .structures import check_mask_budget
+
+    check_mask_budget(len(rles), h, w, "decoded RLE masks")
     if not all(isinstance(r["counts"], (str, bytes)) for r in rles):
         return np.stack([decode(r) for r in rles])
     parts = [r["counts"].encode("ascii") if isinstance(r["counts"], str) else bytes(r["counts"]) for r in rles]
