@@ -8,15 +8,8 @@ Quick start::
     instances = cartoonseg.Segmenter(det, ref)(rgb_uint8_image)   # boxes xyxy, scores, soft masks [N,H,W]
 """
 
-from .checkpoint import (
-    CheckpointError,
-    build_detector,
-    build_refiner,
-    convert,
-    load_detector,
-    load_refiner,
-    save_weights,
-)
+from .build import build_detector, build_refiner
+from .checkpoint import CheckpointError, convert, load_detector, load_refiner, save_weights
 from .config import DETECTOR_PRESETS, REFINER_PRESETS, DetectorConfig, RefinerConfig
 from .hub import RELEASED_WEIGHTS, REPO_ID, WeightsSpec, WeightsUnavailableError, resolve_weights
 from .segmenter import Segmenter

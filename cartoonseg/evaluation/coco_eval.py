@@ -25,7 +25,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from . import rle as rle_utils
+from .. import rle as rle_utils
 
 __all__ = [
     "IOU_TYPES",

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..structures import Instances
-from . import rle as rle_utils
+from .. import rle as rle_utils
 
 __all__ = ["instances_to_results", "predict_coco"]
 

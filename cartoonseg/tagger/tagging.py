@@ -22,12 +22,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..checkpoint import CheckpointError, read_checkpoint
 from ..io import to_rgb_uint8
 from ..structures import Instances
 from .download import DEFAULT_TAGGER_REPO, resolve_tagger_dir
 from .labels import CHARACTER, GENERAL, RATING, TagLabels, load_labels
 from .preprocess import prepare_image, to_model_input
-from .swinv2 import (
+from ..models.swinv2 import (
     SWINV2_PRESETS,
     SwinTransformerV2,
     config_from_timm,
@@ -248,13 +249,10 @@ class WDTagger(nn.Module):
 
 
 def _read_weights(path: Path) -> dict[str, Tensor]:
-    from safetensors.torch import load_file
-
     try:
-        return load_file(str(path), device="cpu")
-    except Exception as error:  # safetensors raises its own error types for truncated/corrupt files
-        message = f"cannot read tagger weights {path}: {error} (truncated or not a safetensors file?)"
-        raise RuntimeError(message) from error
+        return read_checkpoint(path)[0]
+    except CheckpointError as error:
+        raise RuntimeError(f"cannot read tagger weights {path}: {error}") from error
 
 
 def load_tagger(

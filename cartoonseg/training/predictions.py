@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..evaluation import rle as rle_utils
+from .. import rle as rle_utils
 from ..evaluation.coco_eval import mask_iou
 
 __all__ = ["attach_predictions", "match_predictions"]
