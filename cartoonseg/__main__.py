@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--refiner", default="refiner", help="refiner weights path, released name, or 'none'")
     seg.add_argument("--out", required=True, help="output folder (one sub-folder per image)")
     seg.add_argument("--score-thr", type=float, default=0.3)
-    seg.add_argument("--mask-thr", type=float, default=0.3)
+    seg.add_argument("--mask-thr", type=float, default=None, help="refined mask threshold (default: the refiner's, 0.3)")
     seg.add_argument("--det-size", type=int, default=640)
     seg.add_argument("--max-instances", type=int, default=100)
     seg.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32")

@@ -1,6 +1,6 @@
 """Image preprocessing of the WD (SmilingWolf) booru taggers, bit-exact with the reference scripts.
 
-Recipe (``docs/tagger_reference.md`` §4; SmilingWolf/wd-tagger Space ``prepare_image``, neggles/wdv3-timm):
+Recipe (SmilingWolf/wd-tagger Space ``prepare_image``, neggles/wdv3-timm):
 alpha-composite on white -> pad to a centred square with white (floor offsets) -> Pillow ``BICUBIC`` resize to
 the model side (skipped when already that size) -> RGB to **BGR**. The ONNX models take that as float 0..255
 NHWC; the PyTorch/timm model takes ``(u8/255 - 0.5)/0.5`` NCHW, which :func:`to_model_input` produces.
