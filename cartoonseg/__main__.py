@@ -1,4 +1,4 @@
-"""Command line: ``python -m cartoonseg segment|convert|tag|depth|depth-pool|inpaint|inpaint-refine|kenburns|style|puppet``."""
+"""Command line: ``python -m cartoonseg segment|convert|annotate|tag|depth|depth-pool|inpaint|inpaint-refine|kenburns|style|puppet``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import numpy as np
 from . import rle
 from ._cli import load_networks, run_parser
 from .checkpoint import convert
+from .device import PRECISION_CHOICES
 from .io import IMAGE_SUFFIXES, read_image, write_image
 from .segmenter import Segmenter
 from .structures import Instances
@@ -59,6 +60,22 @@ def write_instances(instances: Instances, image: np.ndarray, out_dir: Path) -> N
     write_image(out_dir / "overlay.png", overlay(image, instances))
 
 
+def _parse_boxes(specs: Sequence[str]):
+    """``--box X1,Y1,X2,Y2`` options -> float tensor ``[N,4]`` (xyxy image pixels)."""
+    import torch
+
+    rows = []
+    for spec in specs:
+        try:
+            vals = [float(v) for v in spec.replace(" ", "").split(",")]
+        except ValueError:
+            vals = []
+        if len(vals) != 4 or not all(np.isfinite(vals)) or vals[2] <= vals[0] or vals[3] <= vals[1]:
+            raise ValueError(f"--box must be X1,Y1,X2,Y2 with X2 > X1 and Y2 > Y1 (image pixels), got {spec!r}")
+        rows.append(vals)
+    return torch.tensor(rows, dtype=torch.float32)
+
+
 def _segment(args: argparse.Namespace) -> int:
     search = [Path(args.weights_dir)] if args.weights_dir else []
     detector, refiner = load_networks(args.detector, args.refiner, search_dirs=search,
@@ -73,14 +90,19 @@ def _segment(args: argparse.Namespace) -> int:
         precision=args.precision,
         fuse=not args.exact,
         channels_last=not args.exact,
+        prompt_mode=args.prompt_mode,
+        grey=args.grey,
     )
+    boxes = _parse_boxes(args.box) if args.box else None
+    if boxes is not None and refiner is None:
+        raise ValueError("--box prompts are refined by the refiner; do not pass --refiner none")
     out = Path(args.out)
     inputs = _expand_inputs(args.images)
     stems = [p.stem for p in inputs]
     for index, path in enumerate(inputs):
         image = read_image(path)
         start = time.perf_counter()
-        instances = seg(image)
+        instances = seg(image) if boxes is None else seg.refine(image, boxes)
         elapsed = time.perf_counter() - start
         name = path.stem if stems.count(path.stem) == 1 else f"{path.stem}_{index}"
         write_instances(instances, image, out / name)
@@ -106,10 +128,21 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--mask-thr", type=float, default=None, help="refined mask threshold (default: the refiner's, 0.3)")
     seg.add_argument("--det-size", type=int, default=640)
     seg.add_argument("--max-instances", type=int, default=100)
-    seg.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32")
+    seg.add_argument("--precision", choices=list(PRECISION_CHOICES), default="fp32",
+                     help="compute precision (default fp32). auto = the fastest this device runs natively; a precision "
+                          "the device lacks (bf16 on an AVX2-only CPU) falls back to fp32 with a warning")
     seg.add_argument("--exact", action="store_true",
                      help="run the original implementation's op order (bit-identical, about 2x slower on CPU) "
                           "instead of the fast path (BatchNorm folded, channels-last)")
+    seg.add_argument("--grey", action="store_true",
+                     help="convert images to grey (and back to 3 channels) before segmenting: manga pages, line art")
+    seg.add_argument("--box", action="append", metavar="X1,Y1,X2,Y2",
+                     help="segment the character in this box instead of detecting (repeatable; same boxes for every "
+                          "image); see --prompt-mode")
+    seg.add_argument("--prompt-mode", choices=["kernel", "rectangle"], default="kernel",
+                     help="how a --box becomes the refiner's coarse mask: kernel = the mask of the detection that "
+                          "best overlaps the box (the original's segment_with_bboxes; default), rectangle = the "
+                          "filled box")
     seg.add_argument("--device", default="cpu")
     seg.add_argument("--weights-dir", default=None, help="folder holding the released files (searched first; downloads go there)")
     seg.add_argument("--no-download", action="store_true", help="never download weights")
@@ -119,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("dst")
     conv.set_defaults(func=_convert)
     # Application commands live next to their code and register themselves here (imported lazily inside).
+    from .annotate.cli import add_parsers as add_annotate_parsers
     from .depth.cli import add_parsers as add_depth_parsers
     from .inpaint.cli import add_parsers as add_inpaint_parsers
     from .kenburns.cli import add_parsers as add_kenburns_parsers
@@ -126,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .style.cli import add_parsers as add_style_parsers
     from .tagger.cli import add_parsers as add_tag_parsers
 
+    add_annotate_parsers(sub)
     add_inpaint_parsers(sub)
     add_depth_parsers(sub)
     add_kenburns_parsers(sub)

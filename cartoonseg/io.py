@@ -2,8 +2,9 @@
 
 One policy for every entry point (library, CLI, ComfyUI nodes):
 
-* **Channels**: RGB. Grey is replicated to three channels. Alpha is dropped from arrays (``alpha="drop"``, the
-  library's rule) and composited on white when a file is read (transparent cut-outs are the common case in this
+* **Channels**: RGB. Grey (1 channel) is replicated to three channels; grey + alpha (2 channels, ``[H,W,2]``, as
+  PIL's ``LA`` manga/line-art files) is grey replicated plus that alpha, so it follows the alpha rule like RGBA.
+  Alpha is dropped from arrays (``alpha="drop"``, the library's rule) and composited on white when a file is read (transparent cut-outs are the common case in this
   field); ``alpha="keep"`` returns RGBA where the input has transparency (the tagger composites it itself).
 * **Range**: uint8 stays; float is taken as [0,1] and clipped; bool is 0/255; other integers must lie in [0,255]
   (a ``uint16`` array holding 16-bit values is ambiguous and raises). 16-bit *files* are scaled to 8 bits.
@@ -78,7 +79,8 @@ def to_rgb_uint8(image, *, nan: str = "raise", alpha: str = "drop") -> np.ndarra
     """Validate an image and return it as a C-contiguous numpy uint8 ``[H,W,3]`` RGB array (see the module rules).
 
     Args:
-        image: numpy array or torch tensor ``[H,W]``, ``[H,W,1]``, ``[H,W,3]`` or ``[H,W,4]`` (uint8, float in
+        image: numpy array or torch tensor ``[H,W]``, ``[H,W,1]``, ``[H,W,2]`` (grey + alpha), ``[H,W,3]`` or
+            ``[H,W,4]`` (uint8, float in
             [0,1], bool or integers in [0,255]), or a ``PIL.Image``.
         nan: ``"raise"`` (ValueError on NaN/Inf) or ``"zero"`` (NaN -> 0, ±Inf clamped).
         alpha: ``"drop"`` the fourth channel, composite it on ``"white"``, or ``"keep"`` it (``[H,W,4]`` out).
@@ -104,8 +106,10 @@ def to_rgb_uint8(image, *, nan: str = "raise", alpha: str = "drop") -> np.ndarra
         raise TypeError(f"image must be a numpy array or torch tensor [H,W,3], got {type(image).__name__}")
     if image.ndim == 2:
         image = image[:, :, None]
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise ValueError(f"image must have shape [H,W], [H,W,1], [H,W,3] or [H,W,4], got {image.shape}")
+    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"image must have shape [H,W], [H,W,1], [H,W,2], [H,W,3] or [H,W,4], got {image.shape}")
+    if image.shape[2] == 2:  # grey + alpha -> RGBA (a view until the dtype conversion below copies)
+        image = image[:, :, [0, 0, 0, 1]]
     h, w = image.shape[:2]
     if h == 0 or w == 0:
         raise ValueError(f"image is empty: shape {image.shape}")
@@ -149,8 +153,10 @@ def to_float_image(image, *, nan: str = "raise") -> Tensor:
     t = image.detach().cpu().float()
     if t.dim() == 2:
         t = t[..., None]
-    if t.dim() != 3 or t.shape[2] not in (1, 3, 4):
-        raise ValueError(f"image must have shape [H,W], [H,W,1], [H,W,3] or [H,W,4], got {tuple(image.shape)}")
+    if t.dim() != 3 or t.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"image must have shape [H,W], [H,W,1], [H,W,2], [H,W,3] or [H,W,4], got {tuple(image.shape)}")
+    if t.shape[2] == 2:  # grey + alpha: the alpha is dropped like RGBA's
+        t = t[..., :1]
     if t.shape[0] == 0 or t.shape[1] == 0:
         raise ValueError(f"image is empty: shape {tuple(image.shape)}")
     if t.shape[0] * t.shape[1] > MAX_PIXELS:

@@ -30,6 +30,7 @@ except ImportError:  # pragma: no cover - exercised by tests that hide cv2
 __all__ = [
     "MAX_PIXELS",
     "Letterbox",
+    "grey_rgb",
     "letterbox",
     "refine_canvas",
     "resize_float",
@@ -38,6 +39,22 @@ __all__ = [
     "resize_uint8",
     "to_rgb_uint8",
 ]
+
+
+def grey_rgb(rgb: np.ndarray) -> np.ndarray:
+    """uint8 RGB ``[H,W,3]`` -> its luma replicated on 3 channels (uint8 ``[H,W,3]``): the reference's
+    ``infer_grey`` (``cv2.cvtColor(BGR2GRAY)`` then back to 3 channels), for manga pages and line art.
+
+    OpenCV's conversion (Y = 0.299 R + 0.587 G + 0.114 B in fixed point) when OpenCV is importable, bit-exact with
+    the reference; otherwise the same weights in 15-bit fixed point (within one level of any OpenCV version).
+    Converting a grey image again returns it unchanged.
+    """
+    if cv2 is not None:
+        y = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+    else:
+        c = rgb.astype(np.uint32)
+        y = ((c[..., 0] * 9798 + c[..., 1] * 19235 + c[..., 2] * 3735 + (1 << 14)) >> 15).astype(np.uint8)
+    return np.ascontiguousarray(np.repeat(y[..., None], 3, axis=2))
 
 
 def resize_uint8(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

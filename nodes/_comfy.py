@@ -335,22 +335,22 @@ def image_to_uint8(frame: torch.Tensor):
 
     if frame.dim() != 3:
         raise ValueError(f"expected one IMAGE frame [H,W,C], got shape {tuple(frame.shape)}")
-    if frame.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"IMAGE must have 1, 3 or 4 channels, got {frame.shape[-1]}")
+    if frame.shape[-1] not in (1, 2, 3, 4):
+        raise ValueError(f"IMAGE must have 1 (grey), 2 (grey + alpha), 3 or 4 channels, got {frame.shape[-1]}")
     return to_rgb_uint8(frame, nan="zero")
 
 
 def check_image(image: torch.Tensor, name: str = "image") -> torch.Tensor:
     """Validate a ComfyUI IMAGE batch and return it as float32 ``[B,H,W,3]`` on the CPU.
 
-    Grey (1 channel) is expanded, alpha dropped; NaN becomes 0 and values outside [0,1] (±Inf included) are
+    Grey (1 channel) is expanded, alpha dropped (RGBA, and grey + alpha with 2 channels); NaN becomes 0 and values outside [0,1] (±Inf included) are
     clamped, so one bad pixel does not stop a graph. Empty or oversized frames raise ValueError.
     """
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"{name} must be a ComfyUI IMAGE tensor [B,H,W,3], got {type(image).__name__}")
     if image.dim() == 3:
         image = image[None]
-    if image.dim() != 4 or image.shape[-1] not in (1, 3, 4):
+    if image.dim() != 4 or image.shape[-1] not in (1, 2, 3, 4):
         raise ValueError(f"{name} must be an IMAGE [B,H,W,3], got shape {tuple(image.shape)}")
     if image.shape[0] == 0 or image.shape[1] == 0 or image.shape[2] == 0:
         raise ValueError(f"{name} is empty: shape {tuple(image.shape)}")
@@ -359,8 +359,8 @@ def check_image(image: torch.Tensor, name: str = "image") -> torch.Tensor:
     if image.shape[1] * image.shape[2] > MAX_PIXELS:  # before any copy of a huge batch
         raise ValueError(f"{name} frames of {image.shape[2]}x{image.shape[1]} pixels exceed the {MAX_PIXELS}-pixel "
                          "limit; downscale first")
-    if image.shape[-1] == 1:
-        image = image.expand(-1, -1, -1, 3)
+    if image.shape[-1] in (1, 2):  # grey, grey + alpha
+        image = image[..., :1].expand(-1, -1, -1, 3)
     image = image[..., :3]
     return torch.nan_to_num(image.float().cpu(), nan=0.0).clamp(0, 1)
 

@@ -181,13 +181,16 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``"auto"`` -> fp16 on CUDA, fp32 elsewhere; explicit values pass through (bf16/fp16 on CPU are allowed
-    but slow)."""
+    """``"auto"`` -> the library's choice for ``device`` (:func:`cartoonseg.device.resolve_precision`: fp16 on CUDA,
+    bf16 on CPUs with native bf16 (AMX/AVX512-BF16), else fp32); explicit values pass through, and the Segmenter
+    checks them on the device it runs on (fp32 with one warning where the device cannot run them)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
-    return precision
+    if precision != "auto":
+        return precision
+    from cartoonseg.device import resolve_precision as resolve
+
+    return resolve("auto", device)
 
 
 def resolve_model_file(name: str, kind: str, allow_download: bool) -> str:
@@ -244,7 +247,7 @@ class CartoonSegModelLoader:
                                "'none' for the detector's coarser masks. Only refiner files are listed."}),
                 "device": (list(DEVICES), {"default": "auto",
                                            "tooltip": "auto = ComfyUI's device (the GPU if there is one); cpu"}),
-                "precision": (list(PRECISIONS), {"default": "auto", "tooltip": "auto = fp16 on a GPU, else fp32"}),
+                "precision": (list(PRECISIONS), {"default": "auto", "tooltip": "auto = fp16 on a GPU, bf16 on CPUs with native bf16 (AMX/AVX512-BF16), else fp32; a precision the device cannot run falls back to fp32 with a warning"}),
                 "auto_download": ("BOOLEAN", {"default": True,
                                               "tooltip": "fetch the paper's weights from Hugging Face when missing"}),
                 "keep_loaded": ("BOOLEAN", {

@@ -36,6 +36,15 @@ _IMAGE_TOOLTIP = "image or batch of frames (video)"
 
 _TRACK_TOOLTIP = "video: keep instance ids stable across frames (mask-IoU tracking), so ids follow characters"
 _MASK_OUTPUT_TOOLTIP = "binary = thresholded masks (0/1); soft = mask probabilities (for feathered compositing)"
+_GREY_TOOLTIP = ("convert the image to grey (and back to 3 channels) before segmenting: manga pages and line art "
+                 "(the original's infer_grey)")
+PROMPT_MODES = ("kernel", "rectangle")
+_PROMPT_MODE_TOOLTIP = ("box prompts: kernel = the coarse mask of the detection that best overlaps the box (the "
+                        "original's segment_with_bboxes; good with loose boxes); rectangle = the filled box")
+
+
+def _grey_input() -> dict:
+    return {"grey": ("BOOLEAN", {"default": False, "tooltip": _GREY_TOOLTIP})}
 
 
 # ---------------------------------------------------------------------------------------------- shared helpers
@@ -242,15 +251,16 @@ class CartoonSegDetect:
                 **_common_detect_inputs(),
                 "mask_output": (list(MASK_OUTPUTS), {"default": "binary", "tooltip": _MASK_OUTPUT_TOOLTIP}),
                 "track_ids": ("BOOLEAN", {"default": False, "tooltip": _TRACK_TOOLTIP}),
-            }
+            },
+            "optional": _grey_input(),
         }
 
-    def detect(self, model, image, score_threshold, max_instances, det_size, mask_output, track_ids):
+    def detect(self, model, image, score_threshold, max_instances, det_size, mask_output, track_ids, grey=False):
         model = check_model(model)
         image = _comfy.check_image(image)
         h, w = int(image.shape[1]), int(image.shape[2])
         seg = model.segmenter(use_refiner=False, det_size=int(det_size), score_thr=float(score_threshold),
-                              max_instances=int(max_instances))
+                              max_instances=int(max_instances), grey=bool(grey))
         with model.on_device():
             frames = run_frames(image, lambda i, f: to_cpu_instances(seg.detect(f), h, w))
         if track_ids:
@@ -261,7 +271,9 @@ class CartoonSegDetect:
 class CartoonSegRefine:
     DESCRIPTION = ("Stage 2: IS-Net refinement of instance masks. Prompts come from CartoonSeg instances, from any "
                    "MASK batch (SAM, Impact, painted masks; one frame with many masks, or one mask per frame) or "
-                   "from boxes (BOUNDING_BOX dicts or [x1,y1,x2,y2] lists). Connect exactly one of them.")
+                   "from boxes (BOUNDING_BOX dicts or [x1,y1,x2,y2] lists). Connect exactly one of them. Boxes become "
+                   "coarse masks through the detector (prompt_mode kernel: the best-overlapping detection's mask) or "
+                   "as filled rectangles (prompt_mode rectangle).")
     CATEGORY = CATEGORY
     FUNCTION = "refine"
     RETURN_TYPES = SEGMENT_RETURN_TYPES
@@ -286,11 +298,13 @@ class CartoonSegRefine:
                                               "(SAM, Impact, painted)"}),
                 "bboxes": ("BOUNDING_BOX", {"tooltip": "refine inside these boxes: BOUNDING_BOX / BBOX values or "
                                                        "[x1,y1,x2,y2] lists (pixels)"}),
+                "prompt_mode": (list(PROMPT_MODES), {"default": "kernel", "tooltip": _PROMPT_MODE_TOOLTIP}),
+                **_grey_input(),
             },
         }
 
     def refine(self, model, image, mask_threshold, refine_size, mask_output, instances=None, masks=None,
-               bboxes=None):
+               bboxes=None, prompt_mode="kernel", grey=False):
         from cartoonseg import Instances
 
         model = check_model(model)
@@ -300,7 +314,8 @@ class CartoonSegRefine:
         image = _comfy.check_image(image)
         b, h, w = (int(v) for v in image.shape[:3])
         prompts = prompts_per_frame(b, h, w, instances=instances, masks=masks, bboxes=bboxes)
-        seg = model.segmenter(use_refiner=True, mask_thr=float(mask_threshold), refine_size=int(refine_size))
+        seg = model.segmenter(use_refiner=True, mask_thr=float(mask_threshold), refine_size=int(refine_size),
+                              prompt_mode=str(prompt_mode), grey=bool(grey))
 
         def one(i, frame):  # ids, labels and extras of Instances prompts are kept by the library
             if len(prompts[i]) == 0:
@@ -338,17 +353,18 @@ class CartoonSegSegment:
                                         "tooltip": "refiner working resolution"}),
                 "mask_output": (list(MASK_OUTPUTS), {"default": "binary", "tooltip": _MASK_OUTPUT_TOOLTIP}),
                 "track_ids": ("BOOLEAN", {"default": False, "tooltip": _TRACK_TOOLTIP}),
-            }
+            },
+            "optional": _grey_input(),
         }
 
     def segment(self, model, image, score_threshold, max_instances, det_size, mask_threshold, refine, refine_size,
-                mask_output, track_ids):
+                mask_output, track_ids, grey=False):
         model = check_model(model)
         image = _comfy.check_image(image)
         h, w = int(image.shape[1]), int(image.shape[2])
         seg = model.segmenter(use_refiner=bool(refine) and model.has_refiner, det_size=int(det_size),
                               score_thr=float(score_threshold), mask_thr=float(mask_threshold),
-                              refine_size=int(refine_size), max_instances=int(max_instances))
+                              refine_size=int(refine_size), max_instances=int(max_instances), grey=bool(grey))
         with model.on_device():
             frames = run_frames(image, lambda i, f: to_cpu_instances(seg(f), h, w))
         if track_ids:

@@ -47,7 +47,9 @@ class CartoonSegTagger(_comfy.ModelHolder):
 
         self.path = str(path)
         self.precision = precision
-        super().__init__(partial(load_tagger, self.path, device="cpu", precision=precision, allow_download=False),
+        # loaded on the CPU, run on `device`: the precision is checked for the device it runs on
+        super().__init__(partial(load_tagger, self.path, device="cpu", precision=precision, allow_download=False,
+                                 run_device=device),
                          name=f"tagger {os.path.basename(self.path)}", device=device, offload_device=offload_device)
 
     @property
@@ -142,16 +144,18 @@ class CartoonSegTaggerLoader:
                 "tagger": (tagger_choices(), {"default": DEFAULT_REPO,
                                               "tooltip": "folder under models/cartoonseg/tagger, or the HF repo"}),
                 "device": (list(DEVICES), {"default": "auto", "tooltip": "auto = ComfyUI's device (GPU if any)"}),
-                "precision": (list(PRECISIONS), {"default": "auto", "tooltip": "auto = fp16 on CUDA, else fp32"}),
+                "precision": (list(PRECISIONS), {"default": "auto", "tooltip": "auto = fp16 on CUDA, bf16 on CPUs with native bf16 (AMX/AVX512-BF16), else fp32; a precision the device cannot run falls back to fp32 with a warning"}),
                 "auto_download": ("BOOLEAN", {"default": True, "tooltip": "fetch the missing default tagger"}),
             }
         }
 
     def load(self, tagger, device, precision, auto_download):
+        from cartoonseg.device import resolve_precision
+
         if device not in DEVICES or precision not in PRECISIONS:
             raise ValueError(f"device must be one of {DEVICES} and precision one of {PRECISIONS}")
         dev = torch.device(_comfy.torch_device()) if device == "auto" else torch.device("cpu")
-        prec = ("fp16" if dev.type == "cuda" else "fp32") if precision == "auto" else precision
+        prec = resolve_precision(precision, dev)
         folder = resolve_tagger_folder(tagger, auto_download)
         offload = torch.device("cpu") if dev.type == "cpu" else torch.device(_comfy.offload_device())
         return (CartoonSegTagger(folder, precision=prec, device=dev, offload_device=offload),)

@@ -493,7 +493,7 @@ def test_refine_from_masks_boxes_and_instances(nodes, model):
     with pytest.raises(ValueError, match="3 masks for 2 frames"):
         node.refine(model, two, 0.3, 64, "binary", masks=prompts)
     boxes = [[{"x": 2, "y": 3, "width": 20, "height": 30}, {"x": 30, "y": 5, "width": 10, "height": 10}], []]
-    out = node.refine(model, two, 0.3, 64, "binary", bboxes=boxes)
+    out = node.refine(model, two, 0.3, 64, "binary", bboxes=boxes, prompt_mode="rectangle")
     assert [len(f) for f in check_segment_outputs(out, 2)] == [2, 0]
     assert out[0][0].boxes[0].tolist() == [2.0, 3.0, 22.0, 33.0]
     out = node.refine(model, two, 0.3, 64, "binary", bboxes=[[0, 0, 10, 10]])  # flat xyxy list -> every frame
@@ -510,6 +510,42 @@ def test_refine_from_masks_boxes_and_instances(nodes, model):
         node.refine(model, two, 0.3, 64, "binary", masks=prompts, bboxes=boxes)
     with pytest.raises(ValueError, match="x, y, width, height"):
         node.refine(model, two, 0.3, 64, "binary", bboxes=[{"x": 1}])
+
+
+def test_refine_box_prompt_modes_and_grey_option(nodes, model):
+    node = nodes["CartoonSegRefine"]()
+    one = frames(1)
+    boxes = [[2, 3, 40, 45]]
+    kern = node.refine(model, one, 0.3, 64, "soft", bboxes=boxes)  # prompt_mode "kernel" by default
+    rect = node.refine(model, one, 0.3, 64, "soft", bboxes=boxes, prompt_mode="rectangle")
+    assert kern[0][0].extras["prompt_box"] == [[2.0, 3.0, 40.0, 45.0]] and not rect[0][0].extras
+    assert rect[0][0].boxes.tolist() == [[2.0, 3.0, 40.0, 45.0]]
+    seg = model.segmenter(use_refiner=True, mask_thr=0.3, refine_size=64)
+    for mode, out in (("kernel", kern), ("rectangle", rect)):
+        ref = seg.refine(one[0], torch.tensor(boxes, dtype=torch.float32), prompt_mode=mode)
+        assert torch.equal(out[1], ref.masks)
+    # grey: the same as segmenting the grey frame
+    from cartoonseg.transforms import grey_rgb
+
+    grey = torch.from_numpy(grey_rgb((one[0].numpy() * 255 + 0.5).astype("uint8"))).float()[None] / 255
+    segment = nodes["CartoonSegSegment"]()
+    a = segment.segment(model, one, 0.0, 2, 128, 0.3, True, 64, "soft", False, grey=True)
+    b = segment.segment(model, grey, 0.0, 2, 128, 0.3, True, 64, "soft", False)
+    assert torch.equal(a[1], b[1])
+    d = nodes["CartoonSegDetect"]().detect(model, one, 0.0, 2, 128, "soft", False, grey=True)
+    assert torch.equal(d[1], nodes["CartoonSegDetect"]().detect(model, grey, 0.0, 2, 128, "soft", False)[1])
+
+
+def test_images_with_one_or_two_channels(pack, nodes, model):
+    _comfy = pack.nodes._comfy
+    batch = torch.rand(1, H, W, 2)  # grey + alpha: alpha dropped, grey replicated
+    out = _comfy.check_image(batch)
+    assert out.shape == (1, H, W, 3) and torch.equal(out[..., 1], batch[..., 0])
+    assert _comfy.image_to_uint8(batch[0]).shape == (H, W, 3)
+    seg = nodes["CartoonSegSegment"]()
+    a = seg.segment(model, batch, 0.0, 2, 128, 0.3, True, 64, "soft", False)
+    b = seg.segment(model, batch[..., :1], 0.0, 2, 128, 0.3, True, 64, "soft", False)
+    assert torch.equal(a[1], b[1])
 
 
 def test_refine_needs_a_refiner(nodes):

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..device import precision_of, resolve_dtype
 from ..hub import WeightsUnavailableError, hub_url, is_offline
 from ..io import to_rgb_uint8
 
@@ -318,9 +319,12 @@ class DepthEstimator:
         rgb = _as_uint8_rgb(image)
         height, width = rgb.shape[:2]
         x = self.preprocess(rgb).to(self.device)
-        if self.dtype != torch.float32 and self.device.type == "cpu":
-            with torch.autocast("cpu", dtype=self.dtype):
+        cpu_dtype = resolve_dtype(precision_of(self.dtype), "cpu") if self.device.type == "cpu" else None
+        if cpu_dtype is not None and cpu_dtype != torch.float32:
+            with torch.autocast("cpu", dtype=cpu_dtype):
                 pred = self.model(pixel_values=x).predicted_depth
+        elif cpu_dtype is not None:  # fp32 on CPU (asked for, or the fallback of an unsupported bf16)
+            pred = self.model(pixel_values=x).predicted_depth
         else:
             pred = self.model(pixel_values=x.to(self.dtype)).predicted_depth
         pred = pred.float()
@@ -369,7 +373,8 @@ def load_depth_model(
     Args:
         name_or_path: folder, ``"small"``/``"base"``/``"large"`` or hub repo id.
         device: torch device.
-        dtype: ``torch.float32`` (default) or ``torch.bfloat16`` (autocast on CPU). float16 is refused on CPU.
+        dtype: ``torch.float32`` (default) or ``torch.bfloat16`` (autocast on CPU; on a CPU without bf16 kernels
+            fp32 is used, with one warning: see :mod:`cartoonseg.device`). float16 is refused on CPU.
 
     Raises:
         WeightsUnavailableError: files missing and not downloadable.
@@ -379,6 +384,7 @@ def load_depth_model(
         raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
     if dtype == torch.float16 and torch.device(device).type == "cpu":
         raise ValueError("float16 is extremely slow on CPU; use torch.float32 or torch.bfloat16")
+    dtype = resolve_dtype(precision_of(dtype), device)  # bf16 on a CPU without bf16 kernels -> fp32, one warning
     folder = resolve_depth_model(name_or_path, search_dirs=search_dirs, download_dir=download_dir, allow_download=allow_download)
     try:
         from transformers import AutoConfig, AutoModelForDepthEstimation

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .._optional import require
+from ..device import precision_of, resolve_dtype
 from .diffusion import NEGATIVE_PROMPT, RefineRequest, RefineSettings, refine_background
 
 __all__ = ["DiffusersInpaintBackend", "load_inpaint_pipeline", "refine_with_diffusers"]
@@ -48,6 +49,7 @@ def load_inpaint_pipeline(
     path = Path(path).expanduser()
     if dtype == torch.float16 and torch.device(device).type == "cpu":
         raise ValueError("float16 is extremely slow on CPU; use torch.float32 or torch.bfloat16")
+    dtype = resolve_dtype(precision_of(dtype), device)  # bf16 on a CPU without bf16 kernels -> fp32, one warning
     common = {"safety_checker": None, "requires_safety_checker": False, "torch_dtype": dtype, "local_files_only": True}
     if path.is_dir():
         if not (path / "model_index.json").is_file():

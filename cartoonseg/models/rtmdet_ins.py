@@ -278,6 +278,7 @@ class RTMDetIns(nn.Module):
         max_per_img: int | None = None,
         min_score: float | None = None,
         with_masks: bool = True,
+        with_nms: bool = True,
     ) -> Detections:
         """Decode boxes, filter, NMS and (optionally) decode masks for image ``index`` of the batch.
 
@@ -291,6 +292,9 @@ class RTMDetIns(nn.Module):
             min_score: drop detections with score <= this after NMS (the caller's score filter; applied before
                 mask decoding to save work, which does not change the kept masks).
             with_masks: decode mask logits at the original size.
+            with_nms: False returns every candidate above ``score_thr`` (at most ``nms_pre`` per level) without
+                NMS or ``max_per_img``: the candidate pool that box prompts pick from (the reference's
+                ``infer_embeddings``).
         """
         cfg = self.config
         score_thr = cfg.score_thr if score_thr is None else score_thr
@@ -329,8 +333,9 @@ class RTMDetIns(nn.Module):
         boxes = boxes * inv
         wh_ok = ((boxes[:, 2] - boxes[:, 0]) > 0) & ((boxes[:, 3] - boxes[:, 1]) > 0)
         dets = Detections(boxes, scores, labels, priors, kernels).select(wh_ok.nonzero().flatten())
-        keep = batched_nms(dets.boxes, dets.scores, dets.labels, iou_thr, max_keep=max_per_img)
-        dets = dets.select(keep[:max_per_img])
+        if with_nms:
+            keep = batched_nms(dets.boxes, dets.scores, dets.labels, iou_thr, max_keep=max_per_img)
+            dets = dets.select(keep[:max_per_img])
         if min_score is not None:
             dets = dets.select((dets.scores > min_score).nonzero().flatten())
         if with_masks:
