@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -11,14 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import rle
 from ._cli import load_networks, run_parser
 from .checkpoint import convert
 from .device import PRECISION_CHOICES
-from .io import IMAGE_SUFFIXES, read_image, write_image
+from .io import IMAGE_SUFFIXES, read_image, write_instances
 from .segmenter import Segmenter
-from .structures import Instances
-from .visualize import overlay
 
 
 def _expand_inputs(items: Sequence[str]) -> list[Path]:
@@ -34,30 +30,6 @@ def _expand_inputs(items: Sequence[str]) -> list[Path]:
     if not paths:
         raise ValueError("no input images")
     return paths
-
-
-def write_instances(instances: Instances, image: np.ndarray, out_dir: Path) -> None:
-    """Write ``instances.json`` (boxes xyxy, scores, labels, COCO RLE masks), ``mask_NNN.png`` and ``overlay.png``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    binary = instances.binary.cpu().numpy()
-    records = []
-    for i in range(len(instances)):
-        records.append(
-            {
-                "id": int(instances.ids[i]),
-                "bbox_xyxy": [round(float(v), 3) for v in instances.boxes[i].tolist()],
-                "score": round(float(instances.scores[i]), 6),
-                "label": int(instances.labels[i]),
-                "area": int(binary[i].sum()),
-                "segmentation": rle.encode(binary[i]),
-                "mask_png": f"mask_{i:03d}.png",
-            }
-        )
-        write_image(out_dir / f"mask_{i:03d}.png", instances.masks[i])
-    h, w = instances.image_size
-    meta = {"image_size": [h, w], "mask_thr": instances.mask_thr, "instances": records}
-    (out_dir / "instances.json").write_text(json.dumps(meta, indent=1))
-    write_image(out_dir / "overlay.png", overlay(image, instances))
 
 
 def _parse_boxes(specs: Sequence[str]):
