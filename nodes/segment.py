@@ -132,10 +132,11 @@ def check_model(model):
 # ---------------------------------------------------------------------------------------------- prompts for refine
 def resize_masks(masks: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """``[N,h,w]`` -> ``[N,height,width]`` (bilinear; identity when the size already matches)."""
+    from cartoonseg.transforms import resize_float
+
     if masks.shape[-2:] == (height, width):
         return masks
-    return torch.nn.functional.interpolate(masks[:, None], size=(height, width), mode="bilinear",
-                                           align_corners=False)[:, 0].clamp(0, 1)
+    return resize_float(masks, (height, width)).clamp(0, 1)
 
 
 def masks_per_frame(masks: torch.Tensor, frames: int, height: int, width: int) -> list[torch.Tensor]:
