@@ -75,6 +75,10 @@ def _segment(args: argparse.Namespace) -> int:
         image = read_image(path)
         start = time.perf_counter()
         instances = seg(image) if boxes is None else seg.refine(image, boxes)
+        if args.matting:
+            from .matting import instance_alphas
+
+            instances = instance_alphas(image, instances)
         elapsed = time.perf_counter() - start
         name = path.stem if stems.count(path.stem) == 1 else f"{path.stem}_{index}"
         write_instances(instances, image, out / name)
@@ -108,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "instead of the fast path (BatchNorm folded, channels-last)")
     seg.add_argument("--grey", action="store_true",
                      help="convert images to grey (and back to 3 channels) before segmenting: manga pages, line art")
+    seg.add_argument("--matting", action="store_true",
+                     help="also write alpha mattes (alpha_NNN.png) and RGBA cut-outs (cutout_NNN.png): fractional alpha "
+                          "at hair and soft edges, consistent where instances overlap (needs: pip install "
+                          "'cartoonseg[matting]')")
     seg.add_argument("--box", action="append", metavar="X1,Y1,X2,Y2",
                      help="segment the character in this box instead of detecting (repeatable; same boxes for every "
                           "image); see --prompt-mode")

@@ -223,14 +223,15 @@ def _target(path: str | os.PathLike) -> Path:
     return path
 
 
-def write_image(path: str | os.PathLike, image, **save_options) -> Path:
-    """Write an image (anything :func:`to_rgb_uint8` accepts, NaN -> 0; ``[H,W]`` stays grey) with Pillow."""
+def write_image(path: str | os.PathLike, image, *, alpha: str = "drop", **save_options) -> Path:
+    """Write an image (anything :func:`to_rgb_uint8` accepts, NaN -> 0; ``[H,W]`` stays grey; ``alpha="keep"``
+    writes RGBA) with Pillow."""
     from PIL import Image
 
     if isinstance(image, (np.ndarray, Tensor)) and image.ndim == 2:
         array = to_rgb_uint8(image, nan="zero")[:, :, 0]
     else:
-        array = to_rgb_uint8(image, nan="zero")
+        array = to_rgb_uint8(image, nan="zero", alpha=alpha)
     path = _target(path)
     Image.fromarray(array).save(path, **save_options)
     return path
@@ -255,7 +256,8 @@ def write_grey(path: str | os.PathLike, x, bits: int = 8) -> Path:
 def write_instances(instances, image: np.ndarray, out_dir: str | os.PathLike) -> Path:
     """One image's :class:`~cartoonseg.structures.Instances` as a folder (what ``python -m cartoonseg segment``
     writes per image): ``instances.json`` (boxes xyxy, scores, labels, COCO RLE masks), ``mask_NNN.png`` (soft
-    masks) and ``overlay.png`` (the preview of :func:`cartoonseg.visualize.overlay` on ``image``). Returns the folder."""
+    masks) and ``overlay.png`` (:func:`cartoonseg.visualize.overlay` on ``image``); with alpha mattes
+    (``instances.alphas``) also ``alpha_NNN.png`` and the RGBA cut-out ``cutout_NNN.png``. Returns the folder."""
     from . import rle
     from .visualize import overlay
 
@@ -276,6 +278,13 @@ def write_instances(instances, image: np.ndarray, out_dir: str | os.PathLike) ->
             }
         )
         write_image(out_dir / f"mask_{i:03d}.png", instances.masks[i])
+    if instances.alphas is not None:
+        from .matting import cutouts
+
+        for i, rgba in enumerate(cutouts(image, instances)):
+            records[i]["alpha_png"], records[i]["cutout_png"] = f"alpha_{i:03d}.png", f"cutout_{i:03d}.png"
+            write_image(out_dir / f"alpha_{i:03d}.png", instances.alphas[i])
+            write_image(out_dir / f"cutout_{i:03d}.png", rgba, alpha="keep")
     h, w = instances.image_size
     meta = {"image_size": [h, w], "mask_thr": instances.mask_thr, "instances": records}
     (out_dir / "instances.json").write_text(json.dumps(meta, indent=1))

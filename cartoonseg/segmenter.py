@@ -266,7 +266,7 @@ class Segmenter:
             out = self._refine(rgb, len(base), base.device, lambda i: base.masks[i] > base.mask_thr)
         else:
             out = self._refine(rgb, len(base), base.device, lambda i: base.masks[i])
-        return base.replace(masks=out, mask_thr=self.mask_thr)
+        return base.replace(masks=out, mask_thr=self.mask_thr, alphas=None)
 
     @torch.no_grad()
     def _refine(self, rgb: np.ndarray, count: int, out_device: torch.device, prompt: Callable[[int], Tensor]) -> Tensor:

@@ -100,3 +100,18 @@ def test_cli_segment_bf16_on_a_cpu_without_bf16_writes_outputs_and_warns_once(tm
     assert "Traceback" not in proc.stderr and "mkldnn" not in proc.stderr
     for name in ("a", "b"):
         assert (tmp_path / "out" / name / "instances.json").is_file()
+
+
+@pytest.mark.parametrize("preset, torch_first, expected", [
+    (None, False, "PASSIVE"),      # the default of every entry point that imports cartoonseg first
+    ("ACTIVE", False, "ACTIVE"),   # the user's choice wins
+    (None, True, None),            # torch (libgomp) already loaded: too late, leave the environment alone
+])
+def test_openmp_threads_sleep_instead_of_spinning(preset, torch_first, expected):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if preset:
+        env["OMP_WAIT_POLICY"] = preset
+    code = ("import torch\n" if torch_first else "") + "import os, cartoonseg\nprint(os.environ.get('OMP_WAIT_POLICY'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, "PYTHONPATH": REPO},
+                         timeout=300, check=True).stdout.split()[-1]
+    assert out == str(expected)

@@ -26,6 +26,7 @@ PACK = "cartoonseg_pack_under_test"
 OUR_IDS = {
     "CartoonSegModelLoader", "CartoonSegDetect", "CartoonSegRefine", "CartoonSegSegment",
     "CartoonSegInstanceSplit", "CartoonSegMaskToInstances", "CartoonSegToSEGS", "CartoonSegTrack",
+    "CartoonSegAlphaMatte",
 }
 H, W = 48, 64
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
@@ -534,6 +535,19 @@ def test_refine_box_prompt_modes_and_grey_option(nodes, model):
     assert torch.equal(a[1], b[1])
     d = nodes["CartoonSegDetect"]().detect(model, one, 0.0, 2, 128, "soft", False, grey=True)
     assert torch.equal(d[1], nodes["CartoonSegDetect"]().detect(model, grey, 0.0, 2, 128, "soft", False)[1])
+
+
+def test_alpha_matte_node_gives_consistent_mattes_and_rgba_cutouts(nodes, model):
+    two = frames(2)
+    seg = nodes["CartoonSegSegment"]().segment(model, two, 0.0, 2, 128, 0.3, True, 64, "soft", False)
+    inst, alphas, cut, count = nodes["CartoonSegAlphaMatte"]().matte(two, seg[0], 0, "cf")
+    assert count == seg[4] == alphas.shape[0] == cut.shape[0] and cut.shape[1:] == (H, W, 4)
+    assert alphas.shape[1:] == (H, W) and float(alphas.min()) >= 0 and float(alphas.max()) <= 1
+    assert torch.allclose(cut[..., 3], alphas, atol=1 / 255)
+    for f in inst:
+        assert f.alphas is not None and float(f.alphas.sum(0).max()) <= 1 + 1e-6
+    with pytest.raises(ValueError, match="2 frames"):
+        nodes["CartoonSegAlphaMatte"]().matte(frames(1), seg[0], 0, "cf")
 
 
 def test_images_with_one_or_two_channels(pack, nodes, model):

@@ -44,6 +44,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--character-threshold", type=float, default=0.85, help="tagger character-tag threshold")
     p.add_argument("--per-image", default=None, metavar="DIR",
                    help="also write per-image results (instances.json, mask_NNN.png, overlay.png) under DIR/<name>/")
+    p.add_argument("--matting", action="store_true",
+                   help="with --per-image: also alpha mattes and RGBA cut-outs per instance (pip install 'cartoonseg[matting]')")
     p.add_argument("--image-root", default=None,
                    help="folder the COCO inputs' file_name entries are relative to (default: the COCO file's folder); "
                         "other images get file_name relative to it when they lie below it")
@@ -93,6 +95,8 @@ def run_annotate(args: argparse.Namespace) -> int:
 
     if args.shard_size < 1:
         raise ValueError(f"--shard-size must be >= 1, got {args.shard_size}")
+    if args.matting and not args.per_image:
+        raise ValueError("--matting writes alpha mattes into the per-image folders: add --per-image DIR")
     rank = init_distributed()
     if args.threads:
         torch.set_num_threads(int(args.threads))
@@ -121,7 +125,7 @@ def run_annotate(args: argparse.Namespace) -> int:
         "exact": bool(args.exact), "grey": bool(args.grey),
         "tagger": {"source": Path(args.tagger).name, "general_threshold": args.general_threshold,
                    "character_threshold": args.character_threshold} if args.tagger else None,
-        "per_image": bool(args.per_image),
+        "per_image": bool(args.per_image), "matting": bool(args.matting),
     }
 
     def segment(rgb):
@@ -132,6 +136,10 @@ def run_annotate(args: argparse.Namespace) -> int:
             instances, _ = tag_instances(tagger, grey_rgb(rgb) if args.grey else rgb, instances,
                                          general_threshold=args.general_threshold,
                                          character_threshold=args.character_threshold, tag_background=False)
+        if args.matting and len(instances):
+            from ..matting import instance_alphas
+
+            instances = instance_alphas(rgb, instances)
         return instances
 
     per_image = PerImageWriter(args.per_image, items) if args.per_image else None

@@ -374,6 +374,52 @@ class RTMDetIns(nn.Module):
                     x = F.relu(x)
             return x.reshape(n, h, w)
 
+    def decode_binary_masks(
+        self,
+        mask_feat: Tensor,
+        dets: Detections,
+        *,
+        ori_shape: tuple[int, int],
+        scale_factor: tuple[float, float],
+        thr: float | None = None,
+    ) -> Tensor:
+        """``sigmoid(decode_masks(...)) > thr`` as bool ``[N, ori_h, ori_w]`` (``thr``: the config's
+        ``mask_thr_binary``), the same pixels with less work: a mask whose stride-8 logits all lie clearly below
+        the threshold logit is empty without being upsampled (bilinear resizes only form convex combinations, so
+        no value can rise above the largest input), and the rescale is skipped when it keeps the size (an exact
+        identity). The float maps exist only for a chunk of masks at a time.
+        """
+        thr = self.config.mask_thr_binary if thr is None else float(thr)
+        if not 0.0 < thr < 1.0:
+            raise ValueError(f"mask threshold must lie in (0, 1), got {thr}")
+        ori_h, ori_w = ori_shape
+        logits = self.dynamic_mask_logits(mask_feat, dets.kernels, dets.priors)
+        n = logits.shape[0]
+        out = torch.zeros(n, ori_h, ori_w, dtype=torch.bool, device=logits.device)
+        if n == 0:
+            return out
+        t = math.log(thr / (1.0 - thr))
+        band = 1e-2 * max(1.0, abs(t))
+        live = (logits.flatten(1).amax(1) > t - band).nonzero().flatten()
+        if live.numel() == 0:
+            return out
+        stride = float(self.config.strides[0])
+        h8, w8 = math.floor(logits.shape[-2] * stride), math.floor(logits.shape[-1] * stride)
+        size = [math.ceil(h8 * (1 / scale_factor[0])), math.ceil(w8 * (1 / scale_factor[1]))]
+        step = max(1, DECODE_CHUNK_BYTES // (4 * max(1, size[0] * size[1])))
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            for start in range(0, live.numel(), step):
+                idx = live[start : start + step]
+                up = F.interpolate(logits[None, idx], scale_factor=stride, mode="bilinear")
+                if [up.shape[-2], up.shape[-1]] != size:
+                    up = F.interpolate(up, size=size, mode="bilinear", align_corners=False)
+                up = up[0, :, :ori_h, :ori_w]
+                if up.shape[-2] < ori_h or up.shape[-1] < ori_w:  # as decode_masks
+                    up = F.pad(up[None], (0, ori_w - up.shape[-1], 0, ori_h - up.shape[-2]), mode="replicate")[0]
+                out[idx] = up.sigmoid_() > thr
+                del up
+        return out
+
     def decode_masks(
         self, mask_feat: Tensor, dets: Detections, *, ori_shape: tuple[int, int], scale_factor: tuple[float, float]
     ) -> Tensor:
