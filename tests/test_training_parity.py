@@ -108,7 +108,7 @@ def _head_outputs(arr, case):
     from cartoonseg.models.rtmdet_ins import HeadOutputs
 
     src = "crafted" if case.startswith("crafted") else case
-    leaf = lambda a: torch.from_numpy(a).float().requires_grad_()  # noqa: E731
+    leaf = lambda a: torch.from_numpy(a).float().requires_grad_()
     return HeadOutputs(
         cls_scores=[leaf(arr[f"{src}.out.cls.{lv}"]) for lv in range(3)],
         bbox_preds=[leaf(arr[f"{src}.out.bbox.{lv}"]) for lv in range(3)],

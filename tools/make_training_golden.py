@@ -203,7 +203,7 @@ def _crafted_outputs(gts, num_classes: int, seed: int = 7):
             cls[i, j, gt["labels"][g]] += rng.uniform(0.0, 4.0)
             ker[i, j] = rng.normal(0.0, 0.4, 169)
     mask_feat = rng.normal(0.0, 1.0, (b, 8, H // 8, W // 8))
-    f16 = lambda a: a.astype(np.float16)  # noqa: E731
+    f16 = lambda a: a.astype(np.float16)
     return {
         "cls": [f16(a) for a in _to_levels(cls, b)],
         "bbox": [f16(a) for a in _to_levels(dist, b)],
