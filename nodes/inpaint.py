@@ -113,6 +113,38 @@ class CartoonSegInpaintPatchMatch:
         return (torch.stack(out).float(),)
 
 
+class DiffusionSampler:
+    """The paper's diffusion pass with ComfyUI sampling, for one frame at a time: ``(image, mask, fill) -> image``
+    (``[H,W,3]`` in [0,1], mask ``[H,W]`` 1 = repaint, ``fill`` the character-free start). Also a
+    ``cartoonseg.kenburns`` refiner (the ``CARTOONSEG_DIFFUSION_FILL`` type of the Ken Burns node)."""
+
+    def __init__(self, model, clip, vae, prompt: str, negative_prompt: str, settings) -> None:
+        self.model, self.vae, self.settings, self.prompt = model, vae, settings, prompt
+        self.positive = _comfy.encode_text(clip, prompt)
+        self.negative = _comfy.encode_text(clip, negative_prompt)
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+        from cartoonseg.diffusion_inpaint import composite, grey_out_hole, resize_image, resize_mask, working_size
+
+        m = mask.float().cpu()
+        fill = fill.float().cpu()
+        if not bool((m > 0).any()):
+            return fill
+        s = self.settings
+        height, width = fill.shape[:2]
+        size = working_size(height, width, s.short_side)
+        work = resize_image(fill, size)[None]
+        work_mask = (resize_mask(m, size) > 0.5).float()[None]
+        concat = self.vae.encode(grey_out_hole(work[0], work_mask[0])[None])
+        pos = with_inpaint_latents(self.positive, concat, work_mask[:, None])
+        neg = with_inpaint_latents(self.negative, concat, work_mask[:, None])
+        _comfy.throw_if_interrupted()
+        refined = _comfy.img2img(self.model, self.vae, pos, neg, work, seed=s.seed, steps=s.steps, cfg=s.cfg,
+                                 sampler_name=s.sampler, scheduler=s.scheduler, denoise=s.denoise, noise_mask=work_mask)
+        refined = resize_image(refined[0].float().clamp(0, 1), (height, width))
+        return composite(fill, refined, m).to(image.device)
+
+
 def with_inpaint_latents(conditioning: list, concat_latent: torch.Tensor, mask: torch.Tensor) -> list:
     """Copy of a CONDITIONING with the masked-image latent and mask attached (core InpaintModelConditioning keys);
     inpainting checkpoints (9-channel UNet) read them, other models ignore them."""
@@ -165,15 +197,7 @@ class CartoonSegInpaintDiffusion:
 
     def refine(self, model, clip, vae, image, mask, tags="", negative_prompt=NEGATIVE_PROMPT, init="patchmatch", seed=0,
                steps=32, cfg=7.0, denoise=0.75, sampler_name="dpmpp_2m", scheduler="karras", short_side=1024):
-        from cartoonseg.diffusion_inpaint import (
-            RefineSettings,
-            background_prompt,
-            composite,
-            grey_out_hole,
-            resize_image,
-            resize_mask,
-            working_size,
-        )
+        from cartoonseg.diffusion_inpaint import RefineSettings, background_prompt
         from cartoonseg.inpaint import inpaint
 
         if init not in INIT_FILLS:
@@ -183,15 +207,11 @@ class CartoonSegInpaintDiffusion:
         image = _comfy.check_image(image)
         mask = _comfy.check_mask(mask)
         _check_batches(image, mask)
-        prompt = background_prompt(tags)
-        positive = _comfy.encode_text(clip, prompt)
-        negative = _comfy.encode_text(clip, negative_prompt)
-        height, width = image.shape[1:3]
-        size = working_size(height, width, settings.short_side)
+        sampler = DiffusionSampler(model, clip, vae, background_prompt(tags), negative_prompt, settings)
         outs, inits = [], []
         with _comfy.steps(image.shape[0]) as bar:
             for b in range(image.shape[0]):
-                m = _frame_mask(mask, b, (height, width))
+                m = _frame_mask(mask, b, tuple(image.shape[1:3]))
                 hole = m > 0.5
                 if init == "image" or not bool(hole.any()):
                     fill = image[b].clone()
@@ -199,23 +219,9 @@ class CartoonSegInpaintDiffusion:
                     fill = inpaint(image[b], hole, method=init, patch_size=3, seed=seed,
                                    interrupt=_comfy.throw_if_interrupted).float()
                 inits.append(fill)
-                if not bool((m > 0).any()):
-                    outs.append(image[b].clone())
-                    bar.tick()
-                    continue
-                work = resize_image(fill, size)[None]
-                work_mask = (resize_mask(m, size) > 0.5).float()[None]
-                concat = vae.encode(grey_out_hole(work[0], work_mask[0])[None])
-                pos = with_inpaint_latents(positive, concat, work_mask[:, None])
-                neg = with_inpaint_latents(negative, concat, work_mask[:, None])
-                _comfy.throw_if_interrupted()
-                refined = _comfy.img2img(model, vae, pos, neg, work, seed=settings.seed, steps=settings.steps,
-                                         cfg=settings.cfg, sampler_name=settings.sampler, scheduler=settings.scheduler,
-                                         denoise=settings.denoise, noise_mask=work_mask)
-                refined = resize_image(refined[0].float().clamp(0, 1), (height, width))
-                outs.append(composite(fill, refined, m))
+                outs.append(sampler(image[b], m, fill) if bool((m > 0).any()) else image[b].clone())
                 bar.tick()
-        return (torch.stack(outs), torch.stack(inits), prompt)
+        return (torch.stack(outs), torch.stack(inits), sampler.prompt)
 
 
 NODE_CLASS_MAPPINGS = {

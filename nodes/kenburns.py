@@ -26,7 +26,9 @@ PRESETS = (
 )
 EASINGS = ("linear", "ease-in", "ease-out", "ease-in-out", "smootherstep")
 ANCHORS = ("nearest", "median", "farthest")
+FILLS = ("far-side", "patchmatch", "diffusion")
 DEVICES = ("auto", "cpu")
+NEGATIVE_PROMPT = "human, single, person, girl, 1girl, boy, 1boy, creature, animal, alien, robot, body"
 
 
 class CartoonSegCameraPath:
@@ -84,10 +86,12 @@ class CartoonSegKenBurns:
     DESCRIPTION = (
         "Parallax video from one image: depth (IMAGE, larger = nearer) becomes a point cloud seen by a moving camera; "
         "instances are depth layers in front of the background plate, so revealed regions show the plate, never "
-        "smeared characters; remaining holes are filled from their farther side. Outputs the frames (an IMAGE batch "
-        "for SaveAnimatedWEBP / Video Combine), a MASK of pixels that were not visible in the input, and the fps. "
-        "Several input images give their clips one after another. size: long side of the frames (0 = input size; "
-        "the original renders at 1024)."
+        "smeared characters. fill: what the camera uncovers at depth edges is inpainted once at the path's end views "
+        "and stays put as the camera moves (patchmatch, the default; diffusion with a CartoonSegDiffusionFill wired "
+        "in), or smeared from the farther side per frame (far-side, fastest). Outputs the frames (an IMAGE batch for "
+        "SaveAnimatedWEBP, Video Combine or core Create Video), a MASK of pixels that were not visible in the input, "
+        "and the fps. Several input images give their clips one after another. size: long side of the frames "
+        "(0 = input size; the original renders at 1024)."
     )
     RETURN_TYPES = ("IMAGE", "MASK", "FLOAT")
     RETURN_NAMES = ("frames", "disocclusion", "fps")
@@ -110,18 +114,28 @@ class CartoonSegKenBurns:
                                             "tooltip": "depth-map floor: the farthest point is at most 1/x times "
                                                        "farther than the nearest"}),
                 "device": (list(DEVICES), {"default": "auto"}),
+                "fill": (list(FILLS), {"default": "patchmatch",
+                                       "tooltip": "regions the camera uncovers: patchmatch = inpainted at the path's "
+                                                  "end views (no model), diffusion = the same, then repainted by the "
+                                                  "wired diffusion fill, far-side = per-frame smear (fastest)"}),
             },
             "optional": {
                 "instances": ("CARTOONSEG_INSTANCES",),
-                "background": ("IMAGE", {"tooltip": "inpainted background plate (characters removed)"}),
+                "background": ("IMAGE", {"tooltip": "inpainted background plate (characters removed); without it the "
+                                                    "characters' area is inpainted here (fill patchmatch/diffusion)"}),
                 "camera": ("CARTOONSEG_CAMERA",),
+                "diffusion": ("CARTOONSEG_DIFFUSION_FILL", {"tooltip": "the model for fill = diffusion "
+                                                                       "(CartoonSegDiffusionFill)"}),
             },
         }
 
     def render(self, image, depth, size=0, depth_of_field=False, dof_strength=1.0, dof_speed=50.0, min_disparity=0.02,
-               device="auto", instances=None, background=None, camera=None):
+               device="auto", fill="patchmatch", instances=None, background=None, camera=None, diffusion=None):
         from cartoonseg.kenburns import CameraPath, KenBurnsConfig, render_kenburns
 
+        if fill == "diffusion" and diffusion is None:
+            raise ValueError("fill 'diffusion' needs a model: wire a CartoonSegDiffusionFill into 'diffusion' (or use "
+                             "fill 'patchmatch', which needs none)")
         image = _comfy.check_image(image)
         depth = _comfy.check_image(depth, "depth")
         frames = _check_instances(instances)
@@ -132,7 +146,7 @@ class CartoonSegKenBurns:
             if other is not None:
                 _check_pairing(n, name, len(other))
         config = KenBurnsConfig(size=int(size), depth_of_field=bool(depth_of_field), dof_strength=float(dof_strength),
-                                dof_speed=float(dof_speed), min_disparity=float(min_disparity))
+                                dof_speed=float(dof_speed), min_disparity=float(min_disparity), fill=fill)
         dev = _comfy.torch_device() if device == "auto" else torch.device("cpu")
         clips, masks = [], []
         with _comfy.steps(n * camera.frames) as bar:
@@ -141,13 +155,66 @@ class CartoonSegKenBurns:
                 clip = render_kenburns(
                     image[b], _pick(depth, b), masks=_pick(frames, b) if frames else None,
                     background=_pick(background, b) if background is not None else None,
-                    camera=camera, config=config, device=dev, callback=progress,
+                    camera=camera, config=config, device=dev, callback=progress, refiner=diffusion,
+                    interrupt=_comfy.throw_if_interrupted,
                 )
                 clips.append(clip.frames.float().cpu())
                 masks.append(clip.disocclusion.float().cpu())
         if dev.type != "cpu":
             _comfy.soft_empty_cache()
         return (torch.cat(clips), torch.cat(masks), float(camera.fps))
+
+
+class CartoonSegDiffusionFill:
+    """The diffusion model of the Ken Burns node's ``fill = diffusion`` (ComfyUI sampling)."""
+
+    DESCRIPTION = (
+        "Diffusion inpainting for CartoonSegKenBurns (fill = diffusion), as the paper's Ken Burns pipeline: the holes "
+        "the camera uncovers are first filled by depth-aware PatchMatch at the path's end views, then re-sampled with "
+        "your SD checkpoint from that fill (denoise 0.75, DPM++ 2M Karras, 32 steps, cfg 7, seed 0). Prompt: "
+        "'<tags>, high quality, masterpiece, no_humans' (wire the background tags of CartoonSegTagInstances into "
+        "'tags'); negative prompt: the paper's, against people, so no character appears in a hole. Inpainting "
+        "checkpoints also get the masked-image latent."
+    )
+    RETURN_TYPES = ("CARTOONSEG_DIFFUSION_FILL",)
+    RETURN_NAMES = ("diffusion",)
+    FUNCTION = "make"
+    CATEGORY = CATEGORY
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        samplers, schedulers = _comfy.sampler_choices()
+        return {
+            "required": {
+                "model": ("MODEL",),
+                "clip": ("CLIP",),
+                "vae": ("VAE",),
+                "tags": ("STRING", {"default": "", "multiline": True,
+                                    "tooltip": "background tags for the prompt (e.g. background_tags of "
+                                               "CartoonSegTagInstances); character tags are dropped"}),
+                "negative_prompt": ("STRING", {"default": NEGATIVE_PROMPT, "multiline": True,
+                                               "tooltip": "the paper's: keeps people out of the holes"}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF}),
+                "steps": ("INT", {"default": 32, "min": 1, "max": 200}),
+                "cfg": ("FLOAT", {"default": 7.0, "min": 0.0, "max": 30.0, "step": 0.1}),
+                "denoise": ("FLOAT", {"default": 0.75, "min": 0.01, "max": 1.0, "step": 0.01,
+                                      "tooltip": "how far the sampler may move away from the PatchMatch fill"}),
+                "sampler_name": (samplers, {"default": "dpmpp_2m" if "dpmpp_2m" in samplers else samplers[0]}),
+                "scheduler": (schedulers, {"default": "karras" if "karras" in schedulers else schedulers[0]}),
+                "short_side": ("INT", {"default": 1024, "min": 0, "max": 4096, "step": 32,
+                                       "tooltip": "working resolution (0 = the frames' own size)"}),
+            }
+        }
+
+    def make(self, model, clip, vae, tags="", negative_prompt=NEGATIVE_PROMPT, seed=0, steps=32, cfg=7.0, denoise=0.75,
+             sampler_name="dpmpp_2m", scheduler="karras", short_side=1024):
+        from cartoonseg.diffusion_inpaint import RefineSettings, background_prompt
+
+        from .inpaint import DiffusionSampler
+
+        settings = RefineSettings(steps=steps, cfg=cfg, denoise=denoise, seed=seed, sampler=sampler_name,
+                                  scheduler=scheduler, short_side=short_side)
+        return (DiffusionSampler(model, clip, vae, background_prompt(tags), negative_prompt, settings),)
 
 
 class _Progress:
@@ -182,8 +249,10 @@ def _check_camera(camera, camera_cls):
 NODE_CLASS_MAPPINGS = {
     "CartoonSegCameraPath": CartoonSegCameraPath,
     "CartoonSegKenBurns": CartoonSegKenBurns,
+    "CartoonSegDiffusionFill": CartoonSegDiffusionFill,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "CartoonSegCameraPath": "Ken Burns Camera Path (CartoonSeg)",
     "CartoonSegKenBurns": "3D Ken Burns (CartoonSeg)",
+    "CartoonSegDiffusionFill": "Ken Burns Diffusion Fill (CartoonSeg)",
 }

@@ -11,6 +11,11 @@ from cartoonseg.kenburns import CameraPath, KenBurnsConfig, build_scene, render_
 from cartoonseg.kenburns.disocclusion import FILLS, inpaint_disocclusions, overshoot_poses, select_key_views
 from cartoonseg.kenburns.pointcloud import splat
 
+try:  # the tiny random SD inpainting pipeline (diffusers is a dev requirement)
+    from test_diffusion_inpaint import tiny_pipeline_dir  # noqa: F401  (a pytest fixture)
+except ImportError:  # pragma: no cover
+    tiny_pipeline_dir = None
+
 H, W = 48, 64
 FAR, NEAR = 0.1, 1.0  # nearness of the plane (Z = 10) and of the card (Z = 1)
 CARD = (14, 34, 26, 40)  # rows y0:y1, cols x0:x1
@@ -192,3 +197,63 @@ def test_patchmatch_copies_only_from_the_source_region():
     assert float(default[hole][:, 2].mean()) > 0.5  # without the restriction the blue surroundings win
     with pytest.raises(ValueError, match="source"):
         patchmatch_inpaint(image, hole, source=torch.zeros(40, 40, dtype=torch.bool))
+
+
+# ---------------------------------------------------------------------------------------------- command line
+def _write_inputs(folder):
+    from PIL import Image
+
+    image, nearness = striped_scene()
+    Image.fromarray((image.numpy() * 255 + 0.5).astype("uint8")).save(folder / "img.png")
+    Image.fromarray((nearness.numpy() * 255 + 0.5).astype("uint8")).save(folder / "depth.png")
+    return ["kenburns", str(folder / "img.png"), "--depth", str(folder / "depth.png"), "--camera", "pan-right",
+            "--zoom", "1.6", "--frames", "3"]
+
+
+def test_cli_fill_choices(tmp_path, capsys):
+    from cartoonseg.kenburns.cli import main
+
+    args = _write_inputs(tmp_path)
+    assert main([*args, "--out", str(tmp_path / "a.webp")]) == 0
+    assert "key views inpainted (patchmatch)" in capsys.readouterr().out
+    assert main([*args, "--fill", "far-side", "--out", str(tmp_path / "b.webp")]) == 0
+    assert "key views" not in capsys.readouterr().out
+    assert main([*args, "--fill", "diffusion", "--out", str(tmp_path / "c.webp")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --fill diffusion needs --diffusion-model") and "\n" == err[-1] and err.count("\n") == 1
+    assert not (tmp_path / "c.webp").exists()
+
+
+def test_cli_diffusion_fill_runs_a_diffusers_pipeline(tmp_path, capsys, tiny_pipeline_dir):
+    from PIL import Image
+
+    from cartoonseg.kenburns.cli import main
+
+    args = _write_inputs(tmp_path)
+    code = main([*args, "--fill", "diffusion", "--diffusion-model", str(tiny_pipeline_dir), "--tags", "sky, stripes",
+                 "--diffusion-steps", "2", "--short-side", "64", "--out", str(tmp_path / "clip.webp")])
+    assert code == 0, capsys.readouterr().err
+    assert "key views inpainted (diffusion)" in capsys.readouterr().out
+    with Image.open(tmp_path / "clip.webp") as webp:
+        assert webp.size == (W, H) and webp.n_frames == 3
+
+
+def test_quality_benchmark_quick_run_reports_every_fill(tmp_path):
+    """bench/bench_kenburns_quality.py end to end on one tiny scene: ground truth is ray cast, every fill and plate
+    is rendered and scored (no figure is asserted; the benchmark's numbers live in the README)."""
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    try:
+        import bench_kenburns_quality as bench
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "q.json"
+    assert bench.main(["--quick", "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())["summary"]
+    assert set(summary) == {f"{p}/{f}" for p in ("truth", "patchmatch") for f in ("far-side", "patchmatch")}
+    for row in summary.values():
+        assert row["disoccluded"]["pixels"] > 0 and row["elsewhere"]["pixels"] > row["disoccluded"]["pixels"]
+        assert 0 < row["elsewhere"]["ssim"] <= 1 and row["elsewhere"]["psnr"] > 15

@@ -51,6 +51,7 @@ __all__ = [
     "FILLS",
     "KeyViewReport",
     "Refiner",
+    "diffusers_refiner",
     "fill_view",
     "inpaint_disocclusions",
     "inpaint_plate",
@@ -331,6 +332,44 @@ def inpaint_plate(
     if refiner is not None:
         plate = _refine(refiner, rgb, region, plate)
     return plate
+
+
+def diffusers_refiner(
+    pipe,
+    *,
+    tags=None,
+    negative_prompt: str | None = None,
+    settings=None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Refiner:
+    """The diffusion pass of ``fill="diffusion"`` outside ComfyUI: a ``diffusers`` inpainting pipeline (from
+    :func:`cartoonseg.diffusion_inpaint.load_inpaint_pipeline`) run by
+    :func:`~cartoonseg.diffusion_inpaint.refine_with_diffusers` from the PatchMatch fill, as the paper's Ken Burns
+    pipeline does.
+
+    Args:
+        pipe: a ``StableDiffusionInpaintPipeline``.
+        tags: background tags for the prompt (``"<tags>, high quality, masterpiece, no_humans"``; character tags
+            are dropped): a string, ``{tag: prob}`` or a list, e.g. the background tags of
+            :func:`cartoonseg.tagger.tag_instances`.
+        negative_prompt: default the paper's (against people, so no character is painted into a hole).
+        settings: :class:`~cartoonseg.diffusion_inpaint.RefineSettings` (default: the original's 32 steps, cfg 7,
+            denoise 0.75, seed 0, short side 1024).
+        progress: ``progress(step, total)`` per sampling step (raise to cancel).
+    """
+    from ..diffusion_inpaint import NEGATIVE_PROMPT, RefineSettings, background_prompt, refine_with_diffusers
+
+    prompt = background_prompt(tags)
+    negative = NEGATIVE_PROMPT if negative_prompt is None else negative_prompt
+    settings = settings or RefineSettings()
+
+    def refine(image: Tensor, mask: Tensor, init: Tensor) -> Tensor:
+        out = refine_with_diffusers(pipe, image.float().cpu(), mask.float().cpu(), init.float().cpu(), prompt=prompt,
+                                    negative_prompt=negative, settings=settings, progress=progress)
+        return out.to(image)
+
+    refine.prompt = prompt  # type: ignore[attr-defined]  # shown by the CLI
+    return refine
 
 
 def _refine(refiner: Refiner, image: Tensor, mask: Tensor, init: Tensor) -> Tensor:
