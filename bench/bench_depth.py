@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cartoonseg.depth import DepthEstimator  # noqa: E402
+from cartoonseg.device import DTYPES, capabilities, resolve_precision  # noqa: E402
 
 
 def v2_small(quick: bool = False) -> torch.nn.Module:
@@ -59,7 +60,10 @@ def main(argv: list[str] | None = None) -> None:
     image = np.random.default_rng(0).integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)
     rows = []
     for name in [s for s in args.precision.split(",") if s]:
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[name]
+        if resolve_precision(name, "cpu") != name:  # e.g. bf16 on an AVX2-only CPU: nothing to time
+            rows.append({"precision": name, "unsupported": capabilities("cpu").description})
+            continue
+        dtype = DTYPES[name]
         est = DepthEstimator(model, dtype=dtype)
         est(image)  # warm-up
         walls, cpus = [], []

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from cartoonseg.device import DTYPES, capabilities, resolve_precision  # noqa: E402
 from cartoonseg.tagger import SWINV2_PRESETS, TagLabels, WDTagger, build_swinv2  # noqa: E402
 
 
@@ -33,7 +34,8 @@ def main() -> None:
     p.add_argument("--json", default=None)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.precision]
+    precision = resolve_precision(args.precision, args.device)  # bf16 on an AVX2-only CPU -> fp32 (warned)
+    dtype = DTYPES[precision]
     cfg = SWINV2_PRESETS["tiny" if args.quick else "wd-v3"]
     labels = TagLabels(tuple(f"tag_{i}" for i in range(cfg.num_classes)), (9,) * 4 + (0,) * (cfg.num_classes - 4))
     tagger = WDTagger(build_swinv2(cfg).to(args.device, dtype).eval(), labels)
@@ -52,7 +54,8 @@ def main() -> None:
         cpus.append(time.process_time() - cpu)
     result = {
         "preset": "tiny" if args.quick else "wd-v3", "crop": side, "threads": args.threads,
-        "precision": args.precision, "device": args.device,
+        "precision": precision, "requested_precision": args.precision, "device": args.device,
+        "cpu": capabilities(args.device).description,
         "wall_median_s": statistics.median(walls), "wall_best_s": min(walls),
         "cpu_median_s": statistics.median(cpus), "cpu_best_s": min(cpus),
         "loadavg": Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else None,

@@ -19,8 +19,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
+from cartoonseg.io import write_frames  # noqa: E402
 from cartoonseg.kenburns import CameraPath, render_kenburns  # noqa: E402
-from cartoonseg.kenburns.cli import write_clip  # noqa: E402
 
 
 def synthetic_scene(w: int, h: int):
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     image, nearness, masks, plate = synthetic_scene(args.size, args.size * 3 // 4)
     clip = render_kenburns(image, nearness, masks=masks, background=plate,
                            camera=CameraPath(preset="auto", frames=args.frames, zoom=1.35, easing="ease-in-out"))
-    write_clip(clip.frames, clip.disocclusion, clip.fps, Path(args.out), quality=80)
+    write_frames(clip.frames, args.out, clip.fps, quality=80, extra={"disocclusion": clip.disocclusion})
     print(f"{args.out}: {len(clip.frames)} frames, {Path(args.out).stat().st_size // 1024} KiB")
     return 0
 

@@ -3,14 +3,22 @@
 same run, peak memory, a large-input memory check, and the application benchmarks when their entry points exist.
 
     python bench/run.py [--quick] [--precision fp32,bf16] [--instances 1,3,8] [--json out.json]
-                        [--compare baseline.json] [--threads N] [--repeat R] [--sections segment,large,apps]
+                        [--compare baseline.json] [--threads N] [--repeat R] [--sections segment,large,apps,contention]
+                        [--isa native,avx2]
 
 Random weights (speed does not depend on the values). The count of refined instances is forced by refining N fixed
 box prompts; decode/NMS runs with ``max_per_img=N``, ``score_thr=0``. Two modes are timed: ``reference`` (eager
 NCHW, unfused: the op order of the reference implementation) and ``fast`` (BN folded, channels_last). FLOPs come
-from ``torch.utils.flop_counter`` (2 FLOP per MAC), counted once per network and input size. Timings on a shared
-machine are noisy: the table shows medians and bests; ratios use the best. ``--compare`` prints best-time ratios
-against a saved JSON. No timing is asserted anywhere.
+from ``torch.utils.flop_counter`` (2 FLOP per MAC), counted once per network and input size. The calibration takes
+the best of NCHW and channels-last. Timings on a shared machine are noisy: the table shows medians and bests;
+ratios use the best. ``--compare`` prints best-time ratios against a saved JSON. No timing is asserted anywhere.
+
+Precisions the device cannot run (bf16 on an AVX2-only CPU, see :mod:`cartoonseg.device`) are listed under
+``unsupported_precisions`` instead of being timed. ``--isa native,avx2`` runs everything once per instruction set in
+child processes: ``avx2`` sets ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` (on an AVX-512 CPU this is how
+an AVX2-only CPU behaves; on an AVX2 CPU it equals ``native``). The ``contention`` section times the detector with
+1 and 2 torch threads, with and without a busy process on another core, and with OpenMP's default and passive wait
+policies (child processes, since libgomp reads ``OMP_WAIT_POLICY`` when it loads).
 """
 
 # ruff: noqa: B023  (the timing closures are called inside the iteration that defines them)
@@ -32,6 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import cartoonseg
+from cartoonseg.device import DTYPES, capabilities
 from cartoonseg.structures import Instances
 from cartoonseg.transforms import letterbox, to_rgb_uint8
 
@@ -79,26 +88,29 @@ def count_flops(fn) -> float:
 
 
 def calibrate(repeat: int, quick: bool, precisions: tuple[str, ...] = ("fp32", "bf16")) -> dict:
-    """Throughput of a 3x3 conv 256->256 at 80x80 (40x40 in quick mode; batch 8 on a GPU), channels_last, fp32
-    and each low precision under autocast."""
+    """Throughput of a 3x3 conv 256->256 at 80x80 (40x40 in quick mode; batch 8 on a GPU), fp32 and each low
+    precision under autocast, in NCHW and channels-last; ``gflops_best`` is the better layout (the FLOP limit)."""
     hw = 40 if quick else 80
     batch = 8 if DEVICE.type == "cuda" else 1
-    conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False).eval().to(DEVICE, memory_format=torch.channels_last)
-    x = torch.randn(batch, 256, hw, hw, device=DEVICE).contiguous(memory_format=torch.channels_last)
     flops = 2 * 256 * 256 * 9 * hw * hw * batch
     out = {}
-    dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     with torch.inference_mode():
         for name in dict.fromkeys(("fp32", *precisions)):
-            ctx = dtypes[name]
+            ctx = None if name == "fp32" else DTYPES[name]
+            row: dict = {}
+            for layout, fmt in (("nchw", torch.contiguous_format), ("channels_last", torch.channels_last)):
+                conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False).eval().to(DEVICE, memory_format=fmt)
+                x = torch.randn(batch, 256, hw, hw, device=DEVICE).contiguous(memory_format=fmt)
 
-            def run():
-                if ctx is None:
-                    return conv(x)
-                with torch.autocast(DEVICE.type, dtype=ctx):
-                    return conv(x)
-            t, _ = timed(run, max(5, repeat * 5))
-            out[name] = {"gflops_best": flops / t["best"] / 1e9, "gflops_median": flops / t["median"] / 1e9}
+                def run():
+                    if ctx is None:
+                        return conv(x)
+                    with torch.autocast(DEVICE.type, dtype=ctx):
+                        return conv(x)
+                t, _ = timed(run, max(5, repeat * 5))
+                row[layout] = {"gflops_best": flops / t["best"] / 1e9, "gflops_median": flops / t["median"] / 1e9}
+            best = max(row, key=lambda k: row[k]["gflops_best"])
+            out[name] = {**row[best], "best_layout": best, **row}
     return out
 
 
@@ -207,6 +219,8 @@ def bench_apps(quick: bool, threads: int) -> dict:
         "inpaint_patchmatch": ["bench_inpaint.py", "--size", "256" if quick else "1024", "--threads", str(threads)],
         "kenburns": ["bench_kenburns.py", "--size", "128" if quick else "1024", "--frames", "4" if quick else "75",
                      "--threads", str(threads)],
+        "puppet": ["bench_puppet.py", "--size", "192" if quick else "1024", "--frames", "3" if quick else "24",
+                   "--threads", str(threads)],
     }
     out = {}
     for name, argv in apps.items():
@@ -232,6 +246,107 @@ def bench_apps(quick: bool, threads: int) -> dict:
     return out
 
 
+def contention_child(threads: int, repeat: int, det_preset: str, size: int) -> None:
+    """Run in a subprocess (its OMP_WAIT_POLICY is set by the parent): detector time (fast path, fp32) with
+    ``threads`` torch threads; prints JSON."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    det = cartoonseg.build_detector(det_preset).eval()
+    seg = cartoonseg.Segmenter(det, None, score_thr=0.0)
+    image = (np.random.default_rng(0).random((size, size, 3)) * 255).astype(np.uint8)
+    canvas, _ = letterbox(np.ascontiguousarray(image[:, :, ::-1]), seg.det_size)
+    x = seg._layout(det.normalize(canvas[None]))
+    d = seg._infer(det)
+    t, _ = timed(lambda: d(x), repeat)
+    print(json.dumps({"threads": threads, "detector_s": t}))
+
+
+def _busy() -> subprocess.Popen:
+    """A competing process that keeps one core busy (pure Python loop)."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def bench_contention(repeat: int, det_preset: str, size: int) -> list[dict]:
+    rows = []
+    for busy in (False, True):
+        competitor = _busy() if busy else None
+        try:
+            time.sleep(0.5 if busy else 0)
+            for policy in ("default", "PASSIVE"):
+                for threads in (1, 2):
+                    env = dict(__import__("os").environ)
+                    env.pop("OMP_WAIT_POLICY", None)
+                    if policy != "default":
+                        env["OMP_WAIT_POLICY"] = policy
+                    cmd = [sys.executable, str(Path(__file__).resolve()), "--_contention-child",
+                           f"{threads},{repeat},{det_preset},{size}"]
+                    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=3600, env=env)
+                    row = {"busy_core": busy, "omp_wait_policy": policy, "threads": threads}
+                    if proc.returncode:
+                        row["error"] = proc.stderr[-1500:]
+                    else:
+                        row.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+                        print(f"  contention busy={busy} policy={policy} threads={threads}: detector "
+                              f"best {row['detector_s']['best']:.3f}s median {row['detector_s']['median']:.3f}s",
+                              flush=True)
+                    rows.append(row)
+        finally:
+            if competitor is not None:
+                competitor.kill()
+                competitor.wait()
+    return rows
+
+
+#: per instruction set: the environment of its child run
+ISA_ENV = {"native": {}, "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
+
+
+def run_isa_children(argv: list[str], isas: list[str]) -> dict:
+    """This benchmark once per instruction set, each in a child process with that ISA's environment."""
+    import os
+    import tempfile
+
+    out = {}
+    for isa in isas:
+        if isa not in ISA_ENV:
+            raise SystemExit(f"--isa: {isa!r} is not one of {sorted(ISA_ENV)}")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "isa.json"
+            rest = [a for a in _strip_options(argv, ("--isa", "--json", "--compare"))]
+            cmd = [sys.executable, str(Path(__file__).resolve()), *rest, "--json", str(path)]
+            print(f"=== ISA {isa} ({' '.join(f'{k}={v}' for k, v in ISA_ENV[isa].items()) or 'as detected'})",
+                  flush=True)
+            proc = subprocess.run(cmd, check=False, env={**os.environ, **ISA_ENV[isa]}, timeout=4 * 3600)
+            out[isa] = json.loads(path.read_text()) if path.exists() else {"error": f"exit status {proc.returncode}"}
+    return out
+
+
+def _strip_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    rest, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in names:
+            skip = True
+            continue
+        if any(a.startswith(n + "=") for n in names):
+            continue
+        rest.append(a)
+    return rest
+
+
+def cpu_model() -> str:
+    info = Path("/proc/cpuinfo")
+    if info.exists():
+        for line in info.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    import platform
+
+    return platform.processor() or "unknown"
+
+
 def compare(current: dict, baseline: dict) -> list[str]:
     key = lambda r: (r["mode"], r["precision"], r["instances"])
     base = {key(r): r for r in baseline.get("segment", [])}
@@ -253,15 +368,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (segment section; apps and large stay on CPU)")
     p.add_argument("--repeat", type=int, default=0, help="timed repeats (0 = preset default)")
-    p.add_argument("--sections", default="segment,large,apps")
+    p.add_argument("--sections", default="segment,large,apps", help="any of segment, large, apps, contention")
+    p.add_argument("--isa", default="", help="run once per instruction set in child processes: native, avx2")
     p.add_argument("--large-size", default="", help="sides of the large-input checks, comma-separated (default: preset)")
     p.add_argument("--json", default=None)
     p.add_argument("--compare", default=None)
     p.add_argument("--_large-child", dest="large_child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--_contention-child", dest="contention_child", default=None, help=argparse.SUPPRESS)
+    raw_argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     if args.large_child:
         size, n, dp, rp = args.large_child.split(",")
         large_child(int(size), int(n), dp, rp)
+        return 0
+    if args.contention_child:
+        threads, rep, dp, size = args.contention_child.split(",")
+        contention_child(int(threads), int(rep), dp, int(size))
+        return 0
+    if args.isa:
+        result = {"cpu_model": cpu_model(), "isa_runs": run_isa_children(raw_argv, args.isa.split(","))}
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=1))
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -274,6 +401,11 @@ def main(argv: list[str] | None = None) -> int:
     bad = [s for s in args.precision if s not in allowed]
     if bad:
         raise SystemExit(f"--precision: {bad} not supported on {DEVICE.type} (allowed: {', '.join(allowed)})")
+    caps = capabilities(DEVICE)
+    unsupported = {s: caps.description for s in args.precision if s not in caps.supported}
+    args.precision = [s for s in args.precision if s in caps.supported]
+    for name, why in unsupported.items():
+        print(f"precision {name}: not timed, this {why}", flush=True)
     args.instances = [int(s) for s in args.instances.split(",") if s]
     sections = set(args.sections.split(","))
     det_p, ref_p, size, large, repeat = PRESETS["quick" if args.quick else "full"]
@@ -285,9 +417,11 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(DEVICE),
         "device_name": torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "cpu",
         "loadavg": Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else None,
+        "cpu_model": cpu_model(), "capabilities": caps.description, "cpu_isa": caps.cpu_isa,
+        "onednn_max_isa": caps.onednn_max_isa, "unsupported_precisions": unsupported,
     }
-    print(f"calibration (conv3x3 256->256, channels_last) on {result['device_name']}, threads={result['threads']}",
-          flush=True)
+    print(f"calibration (conv3x3 256->256, best of NCHW/channels-last) on {result['device_name']} "
+          f"({caps.description}; {result['cpu_model']}), threads={result['threads']}", flush=True)
     result["calibration"] = calibrate(repeat, args.quick, tuple(args.precision))
     print("  " + json.dumps(result["calibration"]), flush=True)
     if "segment" in sections:
@@ -305,6 +439,9 @@ def main(argv: list[str] | None = None) -> int:
         result["apps"] = bench_apps(args.quick, result["threads"])
         for k, v in result["apps"].items():
             print(f"  app {k}: rc={v.get('rc')} wall {v.get('wall_s', 0):.1f}s {v.get('skipped', '')}", flush=True)
+    if "contention" in sections:
+        print("contention: detector alone vs with one busy core; 1 vs 2 threads; OMP wait policy", flush=True)
+        result["contention"] = bench_contention(repeat, det_p, size)
     result["peak_rss_mb"] = rss_peak_mb()
     if args.compare:
         for line in compare(result, json.loads(Path(args.compare).read_text())):

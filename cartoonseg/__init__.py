@@ -6,7 +6,18 @@ Quick start::
     det = cartoonseg.load_detector(cartoonseg.resolve_weights("detector"))
     ref = cartoonseg.load_refiner(cartoonseg.resolve_weights("refiner"))
     instances = cartoonseg.Segmenter(det, ref)(rgb_uint8_image)   # boxes xyxy, scores, soft masks [N,H,W]
+
+Importing the package before torch (as ``python -m cartoonseg``, the ``train`` scripts and ``torchrun`` workers
+do) makes OpenMP threads sleep instead of spin while they wait (``OMP_WAIT_POLICY=PASSIVE``, only when the
+variable is unset): on a CPU shared with other work, spinning threads starve the thread that holds the work and
+2 threads ran 2-60x slower than 1 (see README "Performance"). Set ``OMP_WAIT_POLICY`` yourself to choose otherwise.
 """
+
+import os as _os
+import sys as _sys
+
+if "torch" not in _sys.modules:  # libgomp reads the policy once, when torch loads it
+    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .checkpoint import (
     CheckpointError,

@@ -1,4 +1,4 @@
-"""Command line: ``python -m cartoonseg segment|convert|tag|depth|depth-pool|inpaint|inpaint-refine|kenburns|style``."""
+"""Command line: ``python -m cartoonseg segment|convert|annotate|tag|depth|depth-pool|inpaint|inpaint-refine|kenburns|style|puppet``."""
 
 from __future__ import annotations
 
@@ -14,33 +14,11 @@ import numpy as np
 from . import rle
 from ._cli import load_networks, run_parser
 from .checkpoint import convert
+from .device import PRECISION_CHOICES
+from .io import IMAGE_SUFFIXES, read_image, write_image
 from .segmenter import Segmenter
 from .structures import Instances
 from .visualize import overlay
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
-
-
-def _read_image(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-                rgba = im.convert("RGBA")
-                # composite on white: transparent cut-outs are the common case in this field
-                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
-            if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-                # 16-bit/32-bit grey: PIL's convert("RGB") clips at 255 (a white picture); scale to 8 bits
-                grey = np.asarray(im, dtype=np.float64)
-                top = 65535.0 if im.mode.startswith("I;16") or grey.max() > 255 else 255.0
-                grey = np.clip(grey / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-                return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"cannot read image {path}: {exc}") from exc
 
 
 def _expand_inputs(items: Sequence[str]) -> list[Path]:
@@ -59,9 +37,8 @@ def _expand_inputs(items: Sequence[str]) -> list[Path]:
 
 
 def write_instances(instances: Instances, image: np.ndarray, out_dir: Path) -> None:
-    """Write ``instances.json`` (boxes xyxy, scores, labels, COCO RLE masks), ``mask_NNN.png`` and ``overlay.png``."""
-    from PIL import Image
-
+    """Write ``instances.json`` (boxes xyxy, scores, labels, COCO RLE masks), ``mask_NNN.png`` and ``overlay.png``;
+    with alpha mattes (``instances.alphas``) also ``alpha_NNN.png`` and the RGBA cut-out ``cutout_NNN.png``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     binary = instances.binary.cpu().numpy()
     records = []
@@ -77,11 +54,36 @@ def write_instances(instances: Instances, image: np.ndarray, out_dir: Path) -> N
                 "mask_png": f"mask_{i:03d}.png",
             }
         )
-        Image.fromarray((instances.masks[i].cpu().numpy() * 255 + 0.5).astype(np.uint8)).save(out_dir / f"mask_{i:03d}.png")
+        write_image(out_dir / f"mask_{i:03d}.png", instances.masks[i])
+    if instances.alphas is not None:
+        from PIL import Image as PILImage
+
+        from .matting import cutouts
+
+        for i, rgba in enumerate(cutouts(image, instances)):
+            records[i]["alpha_png"], records[i]["cutout_png"] = f"alpha_{i:03d}.png", f"cutout_{i:03d}.png"
+            write_image(out_dir / f"alpha_{i:03d}.png", instances.alphas[i])
+            PILImage.fromarray(rgba, "RGBA").save(out_dir / f"cutout_{i:03d}.png")
     h, w = instances.image_size
     meta = {"image_size": [h, w], "mask_thr": instances.mask_thr, "instances": records}
     (out_dir / "instances.json").write_text(json.dumps(meta, indent=1))
-    Image.fromarray(overlay(image, instances)).save(out_dir / "overlay.png")
+    write_image(out_dir / "overlay.png", overlay(image, instances))
+
+
+def _parse_boxes(specs: Sequence[str]):
+    """``--box X1,Y1,X2,Y2`` options -> float tensor ``[N,4]`` (xyxy image pixels)."""
+    import torch
+
+    rows = []
+    for spec in specs:
+        try:
+            vals = [float(v) for v in spec.replace(" ", "").split(",")]
+        except ValueError:
+            vals = []
+        if len(vals) != 4 or not all(np.isfinite(vals)) or vals[2] <= vals[0] or vals[3] <= vals[1]:
+            raise ValueError(f"--box must be X1,Y1,X2,Y2 with X2 > X1 and Y2 > Y1 (image pixels), got {spec!r}")
+        rows.append(vals)
+    return torch.tensor(rows, dtype=torch.float32)
 
 
 def _segment(args: argparse.Namespace) -> int:
@@ -98,14 +100,23 @@ def _segment(args: argparse.Namespace) -> int:
         precision=args.precision,
         fuse=not args.exact,
         channels_last=not args.exact,
+        prompt_mode=args.prompt_mode,
+        grey=args.grey,
     )
+    boxes = _parse_boxes(args.box) if args.box else None
+    if boxes is not None and refiner is None:
+        raise ValueError("--box prompts are refined by the refiner; do not pass --refiner none")
     out = Path(args.out)
     inputs = _expand_inputs(args.images)
     stems = [p.stem for p in inputs]
     for index, path in enumerate(inputs):
-        image = _read_image(path)
+        image = read_image(path)
         start = time.perf_counter()
-        instances = seg(image)
+        instances = seg(image) if boxes is None else seg.refine(image, boxes)
+        if args.matting:
+            from .matting import instance_alphas
+
+            instances = instance_alphas(image, instances)
         elapsed = time.perf_counter() - start
         name = path.stem if stems.count(path.stem) == 1 else f"{path.stem}_{index}"
         write_instances(instances, image, out / name)
@@ -131,10 +142,25 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--mask-thr", type=float, default=0.3)
     seg.add_argument("--det-size", type=int, default=640)
     seg.add_argument("--max-instances", type=int, default=100)
-    seg.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32")
+    seg.add_argument("--precision", choices=list(PRECISION_CHOICES), default="fp32",
+                     help="compute precision (default fp32). auto = the fastest this device runs natively; a precision "
+                          "the device lacks (bf16 on an AVX2-only CPU) falls back to fp32 with a warning")
     seg.add_argument("--exact", action="store_true",
                      help="run the original implementation's op order (bit-identical, about 2x slower on CPU) "
                           "instead of the fast path (BatchNorm folded, channels-last)")
+    seg.add_argument("--grey", action="store_true",
+                     help="convert images to grey (and back to 3 channels) before segmenting: manga pages, line art")
+    seg.add_argument("--matting", action="store_true",
+                     help="also write alpha mattes (alpha_NNN.png) and RGBA cut-outs (cutout_NNN.png): fractional alpha "
+                          "at hair and soft edges, consistent where instances overlap (needs: pip install "
+                          "'cartoonseg[matting]')")
+    seg.add_argument("--box", action="append", metavar="X1,Y1,X2,Y2",
+                     help="segment the character in this box instead of detecting (repeatable; same boxes for every "
+                          "image); see --prompt-mode")
+    seg.add_argument("--prompt-mode", choices=["kernel", "rectangle"], default="kernel",
+                     help="how a --box becomes the refiner's coarse mask: kernel = the mask of the detection that "
+                          "best overlaps the box (the original's segment_with_bboxes; default), rectangle = the "
+                          "filled box")
     seg.add_argument("--device", default="cpu")
     seg.add_argument("--weights-dir", default=None, help="folder holding the released files (searched first; downloads go there)")
     seg.add_argument("--no-download", action="store_true", help="never download weights")
@@ -144,13 +170,19 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("dst")
     conv.set_defaults(func=_convert)
     # Application commands live next to their code and register themselves here (imported lazily inside).
-    from .depth_inpaint_cli import add_parsers as add_depth_inpaint_parsers
+    from .annotate.cli import add_parsers as add_annotate_parsers
+    from .depth.cli import add_parsers as add_depth_parsers
+    from .inpaint.cli import add_parsers as add_inpaint_parsers
     from .kenburns.cli import add_parsers as add_kenburns_parsers
+    from .puppet.cli import add_parsers as add_puppet_parsers
     from .style.cli import add_parsers as add_style_parsers
     from .tagger.cli import add_parsers as add_tag_parsers
 
-    add_depth_inpaint_parsers(sub)
+    add_annotate_parsers(sub)
+    add_inpaint_parsers(sub)
+    add_depth_parsers(sub)
     add_kenburns_parsers(sub)
+    add_puppet_parsers(sub)
     add_style_parsers(sub)
     add_tag_parsers(sub)
     return parser

@@ -9,13 +9,15 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from ._optional import MissingDependencyError
 from .checkpoint import CheckpointError, load_detector, load_refiner
 from .hub import WeightsUnavailableError, resolve_weights
 
 __all__ = ["CLI_ERRORS", "load_networks", "run_parser", "subcommand_parser"]
 
-#: exceptions reported as one line (OSError covers missing paths and unwritable ``--out`` folders)
-CLI_ERRORS = (ValueError, TypeError, OSError, CheckpointError, WeightsUnavailableError)
+#: exceptions reported as one line (OSError covers missing paths and unwritable ``--out`` folders;
+#: MissingDependencyError names the extra to install)
+CLI_ERRORS = (ValueError, TypeError, OSError, CheckpointError, WeightsUnavailableError, MissingDependencyError)
 
 
 def subcommand_parser(add_parsers: Callable[[object], None], description: str) -> argparse.ArgumentParser:

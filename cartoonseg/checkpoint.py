@@ -20,6 +20,9 @@ from __future__ import annotations
 import ast
 import json
 import os
+import pickle
+import pickletools
+import struct
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -49,6 +52,7 @@ __all__ = [
     "save_flat_refiner_checkpoint",
     "convert",
     "checkpoint_kind",
+    "peek_weights",
     "CheckpointError",
 ]
 
@@ -84,20 +88,150 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(f"cannot read safetensors file {path} ({size} bytes): {exc}") from exc
         return tensors, metadata
+    container = _container_format(path)
+    if container is None:
+        raise CheckpointError(
+            f"cannot read {path} ({size} bytes): it is not a weights file (neither a PyTorch checkpoint nor "
+            f"safetensors); the file is corrupt, truncated at the start, or something else saved under this name"
+        )
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (EOFError, zipfile.BadZipFile, RuntimeError, OSError, ValueError) as exc:
+    except pickle.UnpicklingError as exc:
+        if _wants_code(exc):  # a well-formed pickle that names Python objects weights_only may not create
+            raise CheckpointError(
+                f"refusing to load {path}: it is not a weights-only checkpoint (loading it would unpickle arbitrary "
+                f"objects: {_unpickler_reason(exc)}). Re-save its state_dict from a trusted environment."
+            ) from exc
         raise CheckpointError(
-            f"cannot read {path} ({size} bytes): the file is truncated, corrupt or not a PyTorch checkpoint ({exc})"
+            f"cannot read {path} ({size} bytes): the {container} checkpoint is truncated, corrupt or damaged "
+            f"({_unpickler_reason(exc)})"
         ) from exc
-    except Exception as exc:  # pickle.UnpicklingError and friends: the file wants to run code
+    except (EOFError, zipfile.BadZipFile, RuntimeError, OSError, ValueError, KeyError, IndexError, struct.error,
+            AttributeError, TypeError, UnicodeDecodeError) as exc:
         raise CheckpointError(
-            f"refusing to load {path}: it is not a weights-only checkpoint (loading it would unpickle arbitrary "
-            f"objects: {type(exc).__name__}: {exc}). Re-save its state_dict from a trusted environment."
+            f"cannot read {path} ({size} bytes): the {container} checkpoint is truncated, corrupt or damaged "
+            f"({type(exc).__name__}: {_first_line(exc)})"
+        ) from exc
+    except Exception as exc:  # anything else a damaged file makes the reader raise
+        raise CheckpointError(
+            f"cannot read {path} ({size} bytes): the {container} checkpoint is truncated, corrupt or damaged "
+            f"({type(exc).__name__}: {_first_line(exc)})"
         ) from exc
     if isinstance(obj, nn.Module) or not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, expected a dict of tensors")
     return obj, {}
+
+
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _container_format(path: Path) -> str | None:
+    """``"zip"`` (torch.save since 1.6), ``"legacy pickle"`` (older torch.save, protocol 2+), or None."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(_ZIP_MAGIC):
+        return "zip"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "legacy pickle"
+    return None
+
+
+def _unpickler_reason(exc: BaseException) -> str:
+    """The reason torch's weights-only unpickler gave, without its generic preamble and documentation link."""
+    import re
+
+    text = str(exc)
+    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text) if p.strip()]
+    for p in paragraphs:
+        if re.search(r"GLOBAL|Unsupported|WeightsUnpickler error", p):
+            p = re.sub(r"^.*WeightsUnpickler error:\s*", "", p)
+            if p:
+                return p[:300]
+    rest = [p for p in paragraphs if not p.startswith(("Check the documentation", "Weights only load failed"))]
+    return (rest[-1] if rest else text.strip() or type(exc).__name__)[:300]
+
+
+def _wants_code(exc: BaseException) -> bool:
+    """True when torch's weights-only unpickler refused a *well-formed* pickle because it names a Python global
+    (a class or function to call: code), as opposed to bytes that are no pickle opcode at all (corruption)."""
+    text = str(exc).lower()
+    return "global" in text or "unsupported class" in text
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
+_PEEK_PICKLE_LIMIT = 64 << 20  # bytes of pickle opcodes read at most; key names come long before that
+
+
+def _pickle_strings(stream, limit: int) -> set[str]:
+    """Every string constant of the pickle at ``stream``'s position, read opcode by opcode (nothing executed)."""
+    out: set[str] = set()
+    start = stream.tell()
+    for opcode, arg, pos in pickletools.genops(stream):
+        if isinstance(arg, str):
+            out.add(arg)
+        if pos - start > limit:
+            break
+    return out
+
+
+def peek_weights(path: str | os.PathLike) -> str:
+    """What a weights file holds, from its header only: no tensor is read and no code runs (milliseconds).
+
+    Returns ``"detector"`` (RTMDet-Ins: released mmengine ``.ckpt``, flat state dict or our safetensors),
+    ``"refiner"`` (IS-Net), or ``"unknown"`` for a readable weights file of some other model (a tagger, a depth
+    network, an SD checkpoint, ...). Raises :class:`CheckpointError` for a file that is not a weights file at all
+    (corrupt, truncated, random bytes). The full check happens when the file is loaded.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file not found: {path}")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"weights file is empty (0 bytes): {path}")
+    if path.suffix == ".safetensors":
+        try:
+            with open(path, "rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                if n > min(size - 8, 100 << 20):
+                    raise ValueError(f"header length {n}")
+                header = json.loads(f.read(n))
+        except (struct.error, ValueError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"cannot read safetensors file {path} ({size} bytes): corrupt header ({exc})") from exc
+        meta = header.get("__metadata__") or {}
+        if _META_KEY in meta:
+            try:
+                kind = json.loads(meta[_META_KEY]).get("kind")
+            except (ValueError, AttributeError):
+                kind = None
+            return kind if kind in ("detector", "refiner") else "unknown"
+        kind = checkpoint_kind({k: None for k in header if k != "__metadata__"})
+        return kind if kind != "unknown" else "unknown"
+    container = _container_format(path)
+    try:
+        if container == "zip":
+            with zipfile.ZipFile(path) as z:
+                names = [n for n in z.namelist() if n.endswith("data.pkl")]
+                if not names:
+                    raise CheckpointError(f"{path} is a zip file but not a PyTorch checkpoint (no data.pkl)")
+                with z.open(names[0]) as f:
+                    import io
+
+                    strings = _pickle_strings(io.BytesIO(f.read(_PEEK_PICKLE_LIMIT)), _PEEK_PICKLE_LIMIT)
+        elif container == "legacy pickle":
+            strings = set()
+            with open(path, "rb") as f:
+                for _ in range(4):  # magic number, protocol, sys info, then the object
+                    strings |= _pickle_strings(f, _PEEK_PICKLE_LIMIT)
+        else:
+            raise CheckpointError(
+                f"{path} ({size} bytes) is not a weights file (neither a PyTorch checkpoint nor safetensors)")
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError, struct.error) as exc:
+        raise CheckpointError(f"cannot read {path} ({size} bytes): the checkpoint is truncated, corrupt or damaged ({exc})") from exc
+    return checkpoint_kind(dict.fromkeys(strings))
 
 
 # ------------------------------------------------------------------------------------------ mmengine cfg

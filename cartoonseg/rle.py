@@ -22,7 +22,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["encode", "decode", "area", "to_bbox", "counts_to_string", "string_to_counts", "mask_counts"]
+__all__ = [
+    "area",
+    "counts_to_string",
+    "decode",
+    "decode_many",
+    "encode",
+    "encode_many",
+    "mask_counts",
+    "string_to_counts",
+    "to_bbox",
+]
 
 
 def mask_counts(mask: np.ndarray) -> list[int]:
@@ -59,32 +69,131 @@ def counts_to_string(counts: list[int]) -> str:
     return out.decode("ascii")
 
 
-def string_to_counts(text: str | bytes) -> list[int]:
-    """Inverse of :func:`counts_to_string`."""
-    data = text.encode("ascii") if isinstance(text, str) else bytes(text)
-    counts: list[int] = []
-    pos = 0
-    n = len(data)
-    while pos < n:
-        x = 0
-        k = 0
-        more = True
-        while more:
-            if pos >= n:
-                raise ValueError("truncated COCO RLE string: the last count has no terminating group")
-            c = data[pos] - 48
-            if not 0 <= c < 64:
-                raise ValueError(f"invalid character {chr(data[pos])!r} in a COCO RLE string")
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            pos += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(counts) > 2:
-            x += counts[-2]
-        counts.append(x)
+def _strings_of(counts: np.ndarray, splits: np.ndarray) -> list[str]:
+    """Vectorised :func:`counts_to_string` over many masks at once.
+
+    Args:
+        counts: all masks' run lengths concatenated (int64).
+        splits: ``[N+1]`` start offsets of each mask's runs in ``counts`` (last = ``len(counts)``).
+    """
+    x = counts.astype(np.int64)
+    idx = np.arange(len(x)) - np.repeat(splits[:-1], np.diff(splits))  # position of each run in its mask
+    delta = idx > 2
+    x[delta] -= counts[np.flatnonzero(delta) - 2]
+    groups = np.zeros((len(x), 8), np.uint8)  # 8 groups of 5 bits hold any int40
+    length = np.zeros(len(x), np.int64)
+    active = np.ones(len(x), bool)
+    for k in range(8):
+        c = x & 0x1F
+        x = x >> 5  # arithmetic shift: negative deltas keep their sign
+        more = np.where(c & 0x10, x != -1, x != 0) & active
+        groups[:, k] = (c | (more.astype(np.int64) << 5)) + 48
+        length += active
+        active = more
+        if not active.any():
+            break
+    chars = groups[np.arange(8)[None, :] < length[:, None]]  # row-major: each run's groups in order
+    ends = np.concatenate(([0], np.cumsum(length)))[splits]
+    data = chars.tobytes()
+    return [data[a:b].decode("ascii") for a, b in zip(ends[:-1], ends[1:])]
+
+
+def encode_many(masks: np.ndarray) -> list[dict[str, Any]]:
+    """:func:`encode` of every mask of ``[N,H,W]`` (any dtype, nonzero = set), vectorised: one pass of numpy over
+    the whole stack instead of a Python loop per run. Output equals ``[encode(m) for m in masks]``."""
+    masks = np.asarray(masks)
+    if masks.ndim != 3:
+        raise ValueError(f"encode_many needs masks [N,H,W], got shape {masks.shape}")
+    n, h, w = masks.shape
+    if n == 0:
+        return []
+    size = [int(h), int(w)]
+    if h * w == 0:
+        return [{"size": size, "counts": counts_to_string([0])} for _ in range(n)]
+    m = np.asarray(masks, dtype=bool)
+    hw = h * w
+    # Changes between consecutive pixels of the column-major scan, found without transposing the stack:
+    # (y-1, x) -> (y, x) inside a column, and (h-1, x-1) -> (0, x) across a column break. Sorting the (few)
+    # change positions then gives each mask's run boundaries in scan order.
+    parts = [np.zeros(0, np.int64)]
+    if h > 1:
+        k, rem = np.divmod(np.flatnonzero(m[:, 1:, :] != m[:, :-1, :]), (h - 1) * w)
+        y, x = np.divmod(rem, w)
+        parts.append(k * hw + x * h + y + 1)
+    if w > 1:
+        k, x = np.divmod(np.flatnonzero(m[:, 0, 1:] != m[:, h - 1, :-1]), w - 1)
+        parts.append(k * hw + (x + 1) * h)
+    rows, change = np.divmod(np.sort(np.concatenate(parts)), hw)  # change: scan position where a run starts
+    per_mask = np.bincount(rows, minlength=n)
+    first = np.concatenate(([0], np.cumsum(per_mask)[:-1]))  # offset of each mask's changes in ``change``
+    ends = np.insert(change, np.cumsum(per_mask), h * w)  # each mask: its change positions, then h*w
+    starts = np.insert(change, first, 0)  # each mask: 0, then its change positions
+    counts = ends - starts  # per mask: per_mask + 1 runs, the first one of 0s
+    block = first + np.arange(n)  # offset of each mask's runs in ``counts``
+    lead = m[:, 0, 0]  # a mask whose first pixel is set starts with a 0-length run of 0s
+    counts = np.insert(counts, block[lead], 0)
+    splits = np.concatenate(([0], np.cumsum(per_mask + 1 + lead)))
+    strings = _strings_of(counts, splits)
+    return [{"size": size, "counts": c} for c in strings]
+
+
+def _counts_of_strings(data: bytes, char_splits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised :func:`string_to_counts` of several strings concatenated in ``data``.
+
+    Args:
+        data: the strings' bytes, one after the other.
+        char_splits: ``[N+1]`` start offsets of each string in ``data`` (last = ``len(data)``).
+
+    Returns:
+        (all run lengths concatenated, ``[N+1]`` start offsets of each string's runs).
+    """
+    n = len(char_splits) - 1
+    c = np.frombuffer(data, np.uint8).astype(np.int64) - 48
+    bad = np.flatnonzero((c < 0) | (c >= 64))
+    if bad.size:
+        raise ValueError(f"invalid character {chr(data[int(bad[0])])!r} in a COCO RLE string")
+    last = (c & 0x20) == 0
+    lengths = np.diff(char_splits)
+    nonempty = lengths > 0
+    if (~last[char_splits[1:][nonempty] - 1]).any():
+        raise ValueError("truncated COCO RLE string: the last count has no terminating group")
+    ends = np.flatnonzero(last)  # last group of each value
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    size = ends - starts + 1
+    x = np.zeros(len(ends), np.int64)
+    for k in range(int(size.max()) if size.size else 0):
+        sel = size > k
+        x[sel] |= (c[starts[sel] + k] & 0x1F) << (5 * k)
+    neg = (c[ends] & 0x10) != 0
+    x[neg] |= np.int64(-1) << (5 * size[neg])
+    owner = np.searchsorted(char_splits[1:], ends, side="right")  # string each value belongs to
+    value_splits = np.concatenate(([0], np.cumsum(np.bincount(owner, minlength=n))))
+    # undo the delta coding inside each string: c[i] = x[i] + c[i-2] for i > 2, i.e. a running sum along the odd
+    # positions and along the even positions from 2 on
+    i = np.arange(len(x)) - value_splits[owner]
+    chain = owner * 3 + np.where(i == 0, 0, np.where(i % 2 == 1, 1, 2))  # sorted order is owner, then position
+    order = np.argsort(chain, kind="stable")
+    xs = x[order]
+    csum = np.cumsum(xs)
+    key = chain[order]
+    first = np.concatenate(([True], key[1:] != key[:-1]))
+    base = np.maximum.accumulate(np.where(first, np.arange(len(xs)), 0))
+    run = csum - csum[base] + xs[base]
+    counts = np.empty_like(x)
+    counts[order] = run
+    return counts, value_splits
+
+
+def _counts_from_string(data: bytes) -> np.ndarray:
+    """Vectorised :func:`string_to_counts` (same errors)."""
+    counts, _ = _counts_of_strings(data, np.array([0, len(data)], np.int64))
     return counts
+
+
+def string_to_counts(text: str | bytes) -> list[int]:
+    """Inverse of :func:`counts_to_string` (vectorised)."""
+    data = text.encode("ascii") if isinstance(text, str) else bytes(text)
+    return _counts_from_string(data).tolist()
 
 
 def encode(mask: np.ndarray) -> dict[str, Any]:
@@ -96,35 +205,70 @@ def encode(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(h), int(w)], "counts": counts_to_string(mask_counts(mask))}
 
 
-def _counts_of(rle: Mapping[str, Any]) -> tuple[int, int, list[int]]:
+def _counts_array(rle: Mapping[str, Any]) -> tuple[int, int, np.ndarray]:
     if not isinstance(rle, Mapping) or "size" not in rle or "counts" not in rle:
         raise TypeError(f"a COCO RLE must be a dict with 'size' and 'counts', got {type(rle).__name__}")
     h, w = (int(v) for v in rle["size"])
     counts = rle["counts"]
     if isinstance(counts, (str, bytes)):
-        counts = string_to_counts(counts)
+        counts = _counts_from_string(counts.encode("ascii") if isinstance(counts, str) else bytes(counts))
     else:
-        counts = [int(c) for c in counts]
-    if any(c < 0 for c in counts):
+        counts = np.asarray([int(c) for c in counts], dtype=np.int64)
+    if (counts < 0).any():
         raise ValueError("negative run length in COCO RLE")
-    if sum(counts) != h * w:
-        raise ValueError(f"COCO RLE counts sum to {sum(counts)}, expected H*W = {h}*{w} = {h * w}")
+    if int(counts.sum()) != h * w:
+        raise ValueError(f"COCO RLE counts sum to {int(counts.sum())}, expected H*W = {h}*{w} = {h * w}")
     return h, w, counts
+
+
+def _counts_of(rle: Mapping[str, Any]) -> tuple[int, int, list[int]]:
+    h, w, counts = _counts_array(rle)
+    return h, w, counts.tolist()
 
 
 def decode(rle: Mapping[str, Any]) -> np.ndarray:
     """COCO RLE (compressed string or uncompressed list ``counts``) -> ``uint8 [H,W]`` mask of 0/1."""
-    h, w, counts = _counts_of(rle)
+    h, w, counts = _counts_array(rle)
     values = np.zeros(len(counts), dtype=np.uint8)
     values[1::2] = 1
     flat = np.repeat(values, counts)
     return flat.reshape((w, h)).T.copy() if h * w else np.zeros((h, w), np.uint8)
 
 
+def decode_many(rles: list[Mapping[str, Any]]) -> np.ndarray:
+    """``[N,H,W]`` uint8 masks of RLEs that share one size, decoded in one vectorised pass (equal to
+    ``np.stack([decode(r) for r in rles])``); ``[0,0,0]`` for an empty list."""
+    if not rles:
+        return np.zeros((0, 0, 0), np.uint8)
+    for r in rles:
+        if not isinstance(r, Mapping) or "size" not in r or "counts" not in r:
+            raise TypeError(f"a COCO RLE must be a dict with 'size' and 'counts', got {type(r).__name__}")
+    sizes = {(int(r["size"][0]), int(r["size"][1])) for r in rles}
+    if len(sizes) != 1:
+        raise ValueError(f"decode_many needs RLEs of one size, got {sorted(sizes)}")
+    ((h, w),) = sizes
+    if not all(isinstance(r["counts"], (str, bytes)) for r in rles):
+        return np.stack([decode(r) for r in rles])
+    parts = [r["counts"].encode("ascii") if isinstance(r["counts"], str) else bytes(r["counts"]) for r in rles]
+    char_splits = np.concatenate(([0], np.cumsum([len(p) for p in parts]))).astype(np.int64)
+    counts, splits = _counts_of_strings(b"".join(parts), char_splits)
+    if (counts < 0).any():
+        raise ValueError("negative run length in COCO RLE")
+    per = np.add.reduceat(counts, splits[:-1]) if len(counts) else np.zeros(len(rles), np.int64)
+    per[np.diff(splits) == 0] = 0
+    if (per != h * w).any():
+        bad = int(per[per != h * w][0])
+        raise ValueError(f"COCO RLE counts sum to {bad}, expected H*W = {h}*{w} = {h * w}")
+    owner = np.repeat(np.arange(len(rles)), np.diff(splits))
+    values = ((np.arange(len(counts)) - splits[owner]) % 2).astype(np.uint8)
+    flat = np.repeat(values, counts)
+    return np.ascontiguousarray(flat.reshape(len(rles), w, h).transpose(0, 2, 1))
+
+
 def area(rle: Mapping[str, Any]) -> int:
     """Number of set pixels of a COCO RLE (sum of the odd runs)."""
-    _, _, counts = _counts_of(rle)
-    return int(sum(counts[1::2]))
+    _, _, counts = _counts_array(rle)
+    return int(counts[1::2].sum())
 
 
 def to_bbox(rle: Mapping[str, Any]) -> list[float]:

@@ -34,15 +34,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .device import DTYPES, PRECISION_CHOICES, resolve_precision
+from .io import to_rgb_uint8
 from .models.fuse import inference_copy, is_prepared
 from .models.isnet import ISNetDIS
 from .models.rtmdet_ins import RTMDetIns
 from .structures import Instances, masks_to_boxes
-from .transforms import letterbox, refine_canvas, resize_float, to_rgb_uint8
+from .transforms import grey_rgb, letterbox, refine_canvas, resize_float
 
-__all__ = ["Segmenter", "PRECISIONS"]
+__all__ = ["Segmenter", "PROMPT_MODES"]
 
-PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+#: how :meth:`Segmenter.refine` turns box prompts into coarse masks (see the ``prompt_mode`` argument)
+PROMPT_MODES = ("kernel", "rectangle")
 
 
 class Segmenter:
@@ -56,8 +59,11 @@ class Segmenter:
         mask_thr: threshold of the refined probabilities for ``Instances.binary``.
         refine_size: refiner canvas; images larger than this are scaled down for stage 2.
         max_instances: at most this many detections (highest scores first).
-        precision: ``"fp32"``, ``"fp16"`` (CUDA) or ``"bf16"``: autocast for the convolutions; the dynamic mask
-            convs and all post-processing stay in fp32.
+        precision: ``"fp32"``, ``"fp16"``, ``"bf16"`` or ``"auto"``: autocast for the convolutions; the dynamic
+            mask convs and all post-processing stay in fp32. Resolved for the current device at every call by
+            :func:`cartoonseg.device.resolve_precision`: ``"auto"`` = the fastest native precision (bf16 on CPUs
+            with AMX/AVX512-BF16, fp16 on CUDA, else fp32); a precision the device cannot run (bf16 on an AVX2-only
+            CPU) falls back to fp32 with one warning.
         refine_batch: instances refined per forward pass; None = 4 (the reference's batches) except on the fast
             CPU path, where it is 1: oneDNN gains nothing from a batch there (3 instances at 720², 2 threads:
             fp32 0.42 s per instance alone vs 0.6-0.8 s in a batch; bf16 0.21 s vs 0.25 s).
@@ -65,6 +71,17 @@ class Segmenter:
             False (with ``channels_last=False``) = the reference op order, bit-exact with the original code.
         channels_last: run the convolutions in channels-last memory format (faster with oneDNN on CPU and with
             cuDNN tensor cores).
+        prompt_mode: how :meth:`refine` turns **box** prompts into coarse masks. ``"kernel"`` (the reference's
+            ``segment_with_bboxes``): the detector runs on the image, each box picks the candidate (before NMS,
+            score > the checkpoint's ``score_thr``) with the highest box IoU, and that candidate's dynamic-kernel
+            mask (probability > 0.5) is the coarse mask; the instance gets the candidate's box and score, and
+            ``extras["prompt_box"]`` / ``extras["prompt_iou"]`` record the user's box and the IoU. A box that
+            overlaps no candidate falls back to its rectangle (``prompt_iou`` 0, score 1). Needs a detector.
+            ``"rectangle"``: the filled box is the coarse mask (as in the refiner's training with box prompts), the
+            instance keeps the user's box and score 1. A loose box gives the refiner a character-shaped prompt in
+            kernel mode and a box-shaped one in rectangle mode. Mask and Instances prompts are not affected.
+        grey: convert every image to grey and back to 3 channels before both stages (manga pages and line art;
+            the reference's ``infer_grey``, which it applied to tagging only).
     """
 
     def __init__(
@@ -80,6 +97,8 @@ class Segmenter:
         refine_batch: int | None = None,
         fuse: bool = True,
         channels_last: bool = True,
+        prompt_mode: str = "kernel",
+        grey: bool = False,
     ) -> None:
         if detector is not None and not isinstance(detector, RTMDetIns):
             raise TypeError(f"detector must be an RTMDetIns (cartoonseg.load_detector), got {type(detector).__name__}")
@@ -100,10 +119,12 @@ class Segmenter:
             raise ValueError(f"refine_size must be >= 32, got {refine_size}")
         if max_instances < 1:
             raise ValueError(f"max_instances must be >= 1, got {max_instances}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        if precision not in PRECISION_CHOICES:
+            raise ValueError(f"precision must be one of {list(PRECISION_CHOICES)}, got {precision!r}")
         if refine_batch is not None and int(refine_batch) < 1:
             raise ValueError(f"refine_batch must be >= 1 or None, got {refine_batch}")
+        if prompt_mode not in PROMPT_MODES:
+            raise ValueError(f"prompt_mode must be one of {PROMPT_MODES}, got {prompt_mode!r}")
         self.detector = detector.eval() if detector is not None else None
         self.refiner = refiner.eval() if refiner is not None else None
         self.det_size = None if det_size is None else int(det_size)
@@ -115,12 +136,19 @@ class Segmenter:
         self.refine_batch = None if refine_batch is None else int(refine_batch)
         self.fuse = bool(fuse)
         self.channels_last = bool(channels_last)
+        self.prompt_mode = prompt_mode
+        self.grey = bool(grey)
 
     # ------------------------------------------------------------------ device handling
     @property
     def device(self) -> torch.device:
         model = self.detector if self.detector is not None else self.refiner
         return next(model.parameters()).device
+
+    @property
+    def effective_precision(self) -> str:
+        """The precision that runs on the current device (``precision`` after capability checks)."""
+        return resolve_precision(self.precision, self.device)
 
     def to(self, device: torch.device | str) -> Segmenter:
         for model in (self.detector, self.refiner):
@@ -134,7 +162,8 @@ class Segmenter:
             return model
         # CPU bf16 on a fully fused copy: store the weights in bf16 (every conv is a FusedConvAct or runs under
         # autocast), so no call re-casts them
-        dtype = torch.bfloat16 if (self.fuse and self.precision == "bf16" and self.device.type == "cpu") else None
+        cpu_bf16 = self.fuse and self.device.type == "cpu" and self.effective_precision == "bf16"
+        dtype = torch.bfloat16 if cpu_bf16 else None
         return inference_copy(model, fuse=self.fuse, channels_last=self.channels_last, dtype=dtype)
 
     def _refine_batch(self) -> int:
@@ -148,28 +177,25 @@ class Segmenter:
 
     @contextlib.contextmanager
     def _autocast(self) -> Iterator[None]:
-        dtype = PRECISIONS[self.precision]
-        if dtype is None:
+        precision = self.effective_precision
+        if precision == "fp32":
             yield
             return
-        with torch.autocast(device_type=self.device.type, dtype=dtype):
+        with torch.autocast(device_type=self.device.type, dtype=DTYPES[precision]):
             yield
 
     # ------------------------------------------------------------------ stages
     @torch.no_grad()
     def detect(self, image: np.ndarray | Tensor) -> Instances:
-        """Stage 1 on an RGB image (see :func:`cartoonseg.transforms.to_rgb_uint8` for accepted inputs).
+        """Stage 1 on an RGB image (see :func:`cartoonseg.io.to_rgb_uint8` for accepted inputs).
 
         Returns:
             Instances with coarse mask probabilities (``mask_thr`` = the detector's ``mask_thr_binary``).
         """
         if self.detector is None:
             raise RuntimeError("this Segmenter has no detector; use refine(image, prompts) with boxes or masks")
-        bgr = np.ascontiguousarray(to_rgb_uint8(image)[:, :, ::-1])
         det = self.detector
-        canvas, geom = letterbox(bgr, self.det_size, det.config.pad_value)
-        with self._autocast():
-            outputs = self._infer(det)(self._layout(det.normalize(canvas[None].to(self.device))))
+        outputs, geom = self._detector_outputs(self._rgb(image))
         dets = det.postprocess(
             outputs,
             0,
@@ -187,31 +213,53 @@ class Segmenter:
             mask_thr=det.config.mask_thr_binary,
         )
 
+    def _rgb(self, image: np.ndarray | Tensor) -> np.ndarray:
+        """The checked uint8 RGB image both stages see (grey-converted when ``grey``)."""
+        rgb = to_rgb_uint8(image)
+        return grey_rgb(rgb) if self.grey else rgb
+
+    def _detector_outputs(self, rgb: np.ndarray) -> tuple:
+        """Stage-1 network outputs on an RGB uint8 image, and the letterbox geometry."""
+        det = self.detector
+        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        canvas, geom = letterbox(bgr, self.det_size, det.config.pad_value)
+        with self._autocast():
+            outputs = self._infer(det)(self._layout(det.normalize(canvas[None].to(self.device))))
+        return outputs, geom
+
     @torch.no_grad()
-    def refine(self, image: np.ndarray | Tensor, prompts: Instances | Tensor) -> Instances:
+    def refine(self, image: np.ndarray | Tensor, prompts: Instances | Tensor, *,
+               prompt_mode: str | None = None) -> Instances:
         """Stage 2: refine instance masks from prompts of any origin.
 
         Args:
             image: RGB image (as for :meth:`detect`).
             prompts: an :class:`Instances` (its binary masks are the coarse masks; boxes/scores/labels/ids/extras
                 are kept), or a mask tensor ``[N,H,W]`` (soft or binary, image size), or a box tensor ``[N,4]``
-                xyxy in image pixels (the box rectangle is the coarse mask, as in the refiner's training).
+                xyxy in image pixels (coarse mask from the detector's kernels or the rectangle: ``prompt_mode``).
+            prompt_mode: ``"kernel"`` or ``"rectangle"`` for box prompts; None = this Segmenter's ``prompt_mode``
+                (see the class docstring).
 
         Returns:
             Instances with refined mask probabilities and ``mask_thr`` = this Segmenter's ``mask_thr``.
         """
+        mode = self.prompt_mode if prompt_mode is None else prompt_mode
+        if mode not in PROMPT_MODES:
+            raise ValueError(f"prompt_mode must be one of {PROMPT_MODES}, got {mode!r}")
         if self.refiner is None:
             raise RuntimeError("this Segmenter has no refiner; pass refiner=load_refiner(...)")
-        rgb = to_rgb_uint8(image)
+        rgb = self._rgb(image)
         h, w = rgb.shape[:2]
         base = self._prompt_instances(prompts, h, w)
         if len(base) == 0:
             return base.replace(mask_thr=self.mask_thr)
+        if mode == "kernel" and isinstance(prompts, Tensor) and prompts.dim() == 2 and prompts.shape[1] == 4:
+            base = self.kernel_prompts(rgb, base.boxes)
         if isinstance(prompts, Instances):  # coarse masks are binarised, one instance at a time
             out = self._refine(rgb, len(base), base.device, lambda i: base.masks[i] > base.mask_thr)
         else:
             out = self._refine(rgb, len(base), base.device, lambda i: base.masks[i])
-        return base.replace(masks=out, mask_thr=self.mask_thr)
+        return base.replace(masks=out, mask_thr=self.mask_thr, alphas=None)
 
     @torch.no_grad()
     def _refine(self, rgb: np.ndarray, count: int, out_device: torch.device, prompt: Callable[[int], Tensor]) -> Tensor:
@@ -253,10 +301,10 @@ class Segmenter:
         Between the stages the coarse probabilities are reduced to binary masks (1 byte per pixel, all the
         refiner uses), so a large image holds at most one float ``[N,H,W]`` map at a time.
         """
-        instances = self.detect(image)
+        rgb = self._rgb(image)
+        instances = self.detect(rgb)
         if self.refiner is None or not len(instances):
             return instances
-        rgb = to_rgb_uint8(image)
         coarse = instances.binary
         # keep boxes/scores/labels; drop the float coarse maps (a zero-stride view stands in until the refined ones)
         base = instances.replace(masks=torch.zeros((), device=instances.device).expand(*coarse.shape))
@@ -264,6 +312,53 @@ class Segmenter:
         out = self._refine(rgb, len(base), base.device, lambda i: coarse[i])
         del coarse
         return base.replace(masks=out, mask_thr=self.mask_thr)
+
+    @torch.no_grad()
+    def kernel_prompts(self, image: np.ndarray | Tensor, boxes: Tensor) -> Instances:
+        """Coarse masks of box prompts through the detector's dynamic kernels (``prompt_mode="kernel"``, the
+        reference's ``segment_with_bboxes``): each box picks the pre-NMS candidate with the highest box IoU and
+        gets that candidate's coarse mask (the detector's mask decoding, probability > 0.5), box and score;
+        a box that overlaps no candidate keeps its rectangle. See the class docstring.
+
+        Args:
+            image: RGB image (as for :meth:`detect`; converted to grey when ``grey``).
+            boxes: ``[N,4]`` xyxy in image pixels.
+
+        Returns:
+            Instances with binary (0/1 float) coarse masks, ``mask_thr`` 0.5 and ``extras["prompt_box"]`` /
+            ``extras["prompt_iou"]``.
+        """
+        if self.detector is None:
+            raise ValueError("prompt_mode='kernel' needs a detector (box prompts pick one of its candidates); "
+                             "use prompt_mode='rectangle' with a refiner alone")
+        from .training.losses import box_iou_pairwise  # the project's one pairwise box IoU
+
+        rgb = self._rgb(image)  # grey conversion is idempotent: refine() may pass an already converted image
+        h, w = rgb.shape[:2]
+        prompt = self._prompt_instances(boxes, h, w)
+        n = len(prompt)
+        det = self.detector
+        outputs, geom = self._detector_outputs(rgb)
+        cands = det.postprocess(outputs, 0, img_shape=geom.img_shape, ori_shape=geom.ori_shape,
+                                scale_factor=geom.scale_factor, with_masks=False, with_nms=False)
+        user = prompt.boxes.to(self.device)
+        if len(cands) and n:
+            best_iou, best = box_iou_pairwise(user, cands.boxes.float()).max(1)
+        else:
+            best_iou, best = torch.zeros(n, device=self.device), torch.zeros(n, dtype=torch.long, device=self.device)
+        hit = best_iou > 0
+        masks, out_boxes, scores = prompt.masks, prompt.boxes.clone(), prompt.scores.clone()
+        if bool(hit.any()):
+            picked = cands.select(best[hit])
+            logits = det.decode_masks(outputs.mask_feat[0], picked, ori_shape=geom.ori_shape,
+                                      scale_factor=geom.scale_factor)
+            rows = hit.nonzero().flatten().cpu()
+            masks[rows] = (logits > 0).float().to(masks.device)  # sigmoid > 0.5, as the reference hard-codes
+            out_boxes[rows] = picked.boxes.float().to(out_boxes.device)
+            scores[rows] = picked.scores.float().to(scores.device)
+        extras = {"prompt_box": [[round(float(v), 3) for v in b] for b in prompt.boxes.tolist()],
+                  "prompt_iou": [round(float(v), 6) for v in best_iou.tolist()]}
+        return Instances(boxes=out_boxes, scores=scores, masks=masks, mask_thr=0.5, extras=extras)
 
     # ------------------------------------------------------------------ helpers
     def _prompt_instances(self, prompts: Instances | Tensor, h: int, w: int) -> Instances:

@@ -10,6 +10,9 @@ Conventions (every part of cartoonseg uses them):
 * labels are ``int64 [N]`` class indices (the released model has one class, 0 = "object");
 * ids are ``int64 [N]`` instance identities, ``arange(N)`` by default, stable across video frames when a
   tracker assigns them;
+* alphas (optional) are ``float32 [N,H,W]`` **alpha mattes** (:func:`cartoonseg.matting.instance_alphas`):
+  fractional opacity at hair and soft edges, consistent across instances (they sum to at most 1 per pixel, an
+  occluded part belongs to the front instance); None until computed (refining the masks clears them);
 * extras hold optional per-instance lists (for example ``"tags"``), kept aligned on filtering.
 """
 
@@ -36,6 +39,7 @@ class Instances:
     ids: Tensor | None = None
     mask_thr: float = 0.5
     extras: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+    alphas: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.masks.dim() != 3:
@@ -55,6 +59,9 @@ class Instances:
             )
         if not 0.0 <= float(self.mask_thr) <= 1.0:
             raise ValueError(f"Instances.mask_thr must lie in [0,1], got {self.mask_thr}")
+        if self.alphas is not None and tuple(self.alphas.shape) != tuple(self.masks.shape):
+            raise ValueError(f"Instances.alphas must have the masks' shape {tuple(self.masks.shape)}, "
+                             f"got {tuple(self.alphas.shape)}")
         for key, values in self.extras.items():
             if len(values) != n:
                 raise ValueError(f"Instances.extras[{key!r}] has {len(values)} entries for {n} instances")
@@ -100,6 +107,8 @@ class Instances:
             ids=torch.cat([i.ids for i in items]),
             mask_thr=items[0].mask_thr,
             extras=extras,
+            alphas=torch.cat([i.alphas if i.alphas is not None else torch.zeros_like(i.masks) for i in items])
+            if any(i.alphas is not None for i in items) else None,
         )
 
     # ------------------------------------------------------------------ views
@@ -155,6 +164,7 @@ class Instances:
             ids=self.ids[idx],
             mask_thr=self.mask_thr,
             extras={k: [v[p] for p in positions] for k, v in self.extras.items()},
+            alphas=None if self.alphas is None else self.alphas[idx],
         )
 
     def to(self, device: torch.device | str) -> Instances:
@@ -166,6 +176,7 @@ class Instances:
             labels=self.labels.to(device),
             ids=self.ids.to(device),
             extras={k: list(v) for k, v in self.extras.items()},
+            alphas=None if self.alphas is None else self.alphas.to(device),
         )
 
     def replace(self, **changes: Any) -> Instances:

@@ -1,8 +1,10 @@
-"""Image conversion and the two stages' pre-processing.
+"""Resizing (one home for every resize helper) and the two stages' pre-processing: the detector's letterbox and
+the refiner's canvas.
 
 Channel order: the public API takes **RGB** (numpy uint8 ``[H,W,3]``, torch uint8 ``[H,W,3]`` or a float tensor
 ``[H,W,3]`` in [0,1], the ComfyUI frame layout). Both networks of the paper were trained on OpenCV-read **BGR**
-images, so the conversion to BGR happens here, once.
+images, so the conversion to BGR happens here, once. Validation and conversion of input images (NaN, alpha, grey,
+range) is :func:`cartoonseg.io.to_rgb_uint8`, re-exported here.
 
 Resizing uses OpenCV's ``INTER_LINEAR`` when OpenCV is importable (bit-exact with the reference pipeline, which
 resizes uint8 images with cv2); otherwise a pure-torch bilinear resize whose uint8 output differs from OpenCV's
@@ -18,57 +20,41 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .io import MAX_PIXELS, to_rgb_uint8  # re-exported: the image policy lives in cartoonseg.io
+
 try:  # optional: exact parity with the reference resize
     import cv2
 except ImportError:  # pragma: no cover - exercised by tests that hide cv2
     cv2 = None
 
-__all__ = ["to_rgb_uint8", "resize_uint8", "resize_float", "letterbox", "Letterbox", "refine_canvas", "MAX_PIXELS"]
+__all__ = [
+    "MAX_PIXELS",
+    "Letterbox",
+    "grey_rgb",
+    "letterbox",
+    "refine_canvas",
+    "resize_float",
+    "resize_image",
+    "resize_mask",
+    "resize_uint8",
+    "to_rgb_uint8",
+]
 
-#: Largest image accepted (pixels); larger inputs are almost always a mistake (e.g. a 30k x 30k scan).
-MAX_PIXELS = 16384 * 16384
 
+def grey_rgb(rgb: np.ndarray) -> np.ndarray:
+    """uint8 RGB ``[H,W,3]`` -> its luma replicated on 3 channels (uint8 ``[H,W,3]``): the reference's
+    ``infer_grey`` (``cv2.cvtColor(BGR2GRAY)`` then back to 3 channels), for manga pages and line art.
 
-def to_rgb_uint8(image: np.ndarray | Tensor) -> np.ndarray:
-    """Validate an image and return it as a C-contiguous numpy uint8 ``[H,W,3]`` RGB array.
-
-    Accepts uint8/float numpy or torch images ``[H,W]``, ``[H,W,1]``, ``[H,W,3]`` or ``[H,W,4]`` (alpha is
-    dropped; grey is replicated). Float images are taken as [0,1] and clipped. Raises ValueError on empty, NaN or
-    oversized input and TypeError on other types.
+    OpenCV's conversion (Y = 0.299 R + 0.587 G + 0.114 B in fixed point) when OpenCV is importable, bit-exact with
+    the reference; otherwise the same weights in 15-bit fixed point (within one level of any OpenCV version).
+    Converting a grey image again returns it unchanged.
     """
-    if isinstance(image, Tensor):
-        image = image.detach().cpu()
-        if image.dtype == torch.bfloat16:
-            image = image.float()
-        image = image.numpy()
-    if not isinstance(image, np.ndarray):
-        raise TypeError(f"image must be a numpy array or torch tensor [H,W,3], got {type(image).__name__}")
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise ValueError(f"image must have shape [H,W], [H,W,1], [H,W,3] or [H,W,4], got {image.shape}")
-    h, w = image.shape[:2]
-    if h == 0 or w == 0:
-        raise ValueError(f"image is empty: shape {image.shape}")
-    if h * w > MAX_PIXELS:
-        raise ValueError(f"image of {w}x{h} pixels exceeds the {MAX_PIXELS}-pixel limit; downscale it first")
-    if image.dtype == np.uint8:
-        out = image
-    elif np.issubdtype(image.dtype, np.floating):
-        if not np.isfinite(image).all():
-            raise ValueError("image contains NaN or infinite values")
-        out = (np.clip(image.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    elif image.dtype == np.bool_ or np.issubdtype(image.dtype, np.integer):
-        if image.dtype != np.bool_ and (image.min() < 0 or image.max() > 255):
-            raise ValueError(f"integer image values must lie in [0,255], got [{image.min()}, {image.max()}]")
-        out = image.astype(np.uint8) * (255 if image.dtype == np.bool_ else 1)
+    if cv2 is not None:
+        y = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
     else:
-        raise TypeError(f"unsupported image dtype {image.dtype}; use uint8 or float in [0,1]")
-    if out.shape[2] == 1:
-        out = np.repeat(out, 3, axis=2)
-    elif out.shape[2] == 4:
-        out = out[:, :, :3]
-    return np.ascontiguousarray(out)
+        c = rgb.astype(np.uint32)
+        y = ((c[..., 0] * 9798 + c[..., 1] * 19235 + c[..., 2] * 3735 + (1 << 14)) >> 15).astype(np.uint8)
+    return np.ascontiguousarray(np.repeat(y[..., None], 3, axis=2))
 
 
 def resize_uint8(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -93,6 +79,29 @@ def resize_float(image: Tensor, size: tuple[int, int]) -> Tensor:
     out = F.interpolate(image.reshape(1, -1, *image.shape[-2:]).float(), size=size, mode="bilinear",
                         align_corners=False)
     return out.reshape(*lead, *size)
+
+
+def resize_image(image: Tensor, hw: tuple[int, int]) -> Tensor:
+    """Resize a float image ``[H,W,C]`` or ``[B,H,W,C]`` in [0,1] to ``hw`` = (height, width) (bicubic, antialiased
+    when shrinking), clamped to [0,1]; the same size returns the input itself."""
+    single = image.dim() == 3
+    x = (image[None] if single else image).movedim(-1, 1)
+    if tuple(x.shape[-2:]) != tuple(hw):
+        shrink = hw[0] < x.shape[-2] or hw[1] < x.shape[-1]
+        x = F.interpolate(x, size=hw, mode="bicubic", align_corners=False, antialias=shrink).clamp(0, 1)
+    x = x.movedim(1, -1)
+    return x[0] if single else x
+
+
+def resize_mask(mask: Tensor, hw: tuple[int, int]) -> Tensor:
+    """Resize a soft mask ``[H,W]`` to ``hw`` = (height, width) (bilinear; area when shrinking both sides), clamped
+    to [0,1]; the same size returns the input itself."""
+    if tuple(mask.shape[-2:]) == tuple(hw):
+        return mask
+    shrink = hw[0] < mask.shape[-2] and hw[1] < mask.shape[-1]
+    mode = "area" if shrink else "bilinear"
+    kwargs = {} if shrink else {"align_corners": False}
+    return F.interpolate(mask[None, None].float(), size=hw, mode=mode, **kwargs)[0, 0].clamp(0, 1)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import traceback
 from . import _comfy
 
 # Explicit list: one module per area. Each module defines NODE_CLASS_MAPPINGS and NODE_DISPLAY_NAME_MAPPINGS.
-_MODULES: tuple[str, ...] = ("loaders", "segment", "instances", "depth", "inpaint", "style", "kenburns", "tagger")
+_MODULES: tuple[str, ...] = ("loaders", "segment", "instances", "depth", "inpaint", "style", "kenburns", "puppet", "tagger")
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}

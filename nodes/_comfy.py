@@ -9,8 +9,10 @@ Tensor layouts: ComfyUI IMAGE is ``float32 [B,H,W,3]`` RGB in [0,1]; MASK is ``f
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -94,6 +96,192 @@ def soft_empty_cache() -> None:
     mm.soft_empty_cache()
 
 
+# ---------------------------------------------------------------- models: the ONE holder, on ComfyUI's model management
+_log = logging.getLogger("cartoonseg")
+
+
+class CartoonSegNetworks(torch.nn.Module):
+    """What ComfyUI's ``ModelPatcher`` wraps for a :class:`ModelHolder` (the name shows in ComfyUI's log as
+    "Requested to load CartoonSegNetworks"). The patcher writes bookkeeping attributes (``device``, ...) onto the
+    module it wraps, which our networks expose as read-only properties, hence this plain container."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+
+_PATCHER_CLASS: dict[type, type] = {}  # ComfyUI's ModelPatcher -> our subclass of it
+
+
+def _patcher_class() -> type | None:
+    """``comfy.model_patcher.ModelPatcher`` subclass that tells its holder when ComfyUI unloads the weights (both
+    ComfyUI generations call ``unpatch_model(offload_device, unpatch_weights=True)`` then); None outside ComfyUI."""
+    try:
+        import comfy.model_management  # noqa: F401
+        from comfy.model_patcher import ModelPatcher
+    except ImportError:
+        return None
+    if ModelPatcher not in _PATCHER_CLASS:
+
+        class CartoonSegPatcher(ModelPatcher):
+            holder_ref: Callable[[], ModelHolder | None] | None = None
+
+            def unpatch_model(self, device_to=None, unpatch_weights=True, *args, **kwargs):
+                out = super().unpatch_model(device_to, unpatch_weights, *args, **kwargs)
+                holder = self.holder_ref() if self.holder_ref is not None else None
+                if holder is not None and unpatch_weights:
+                    holder._unloaded(self)
+                return out
+
+        _PATCHER_CLASS[ModelPatcher] = CartoonSegPatcher
+    return _PATCHER_CLASS[ModelPatcher]
+
+
+class ModelHolder:
+    """The one way every CartoonSeg node holds a network: owned by ComfyUI's model management, as core models are.
+
+    A loader node returns a holder, not weights. ``load()`` (reads the weights from disk onto the CPU and returns the
+    payload object, e.g. a ``WDTagger``) runs the first time a node needs the network; :meth:`on_device` then asks
+    ``comfy.model_management.load_models_gpu`` to place it on the compute device, so ComfyUI accounts its memory,
+    frees other models first when VRAM is short and lists it among its loaded models. When ComfyUI unloads it (the
+    UI's "Unload Models", ``POST /free``, or to make room for another model) the holder drops the weights entirely,
+    and the next node that needs them reads them from disk again. Nothing else keeps a reference (no module-level
+    caches), so freeing the execution cache frees the holder too.
+
+    Args:
+        load: ``() -> payload``, the network read onto the CPU (called again after a release).
+        name: shown in logs and errors.
+        device: compute device (default: ComfyUI's).
+        offload_device: where the weights wait when not on the compute device (default: ComfyUI's).
+        keep_loaded: False hands the device memory back after every node (the weights stay in RAM on the offload
+            device); True leaves the network on the device until ComfyUI needs the memory or unloads models.
+        network: ``payload -> nn.Module`` holding every weight of the payload (default: the payload itself).
+    """
+
+    def __init__(self, load: Callable[[], object], *, name: str, device=None, offload_device=None,
+                 keep_loaded: bool = False, network: Callable[[object], torch.nn.Module] | None = None) -> None:
+        self._load = load
+        self._network = network or (lambda payload: payload)
+        self.name = str(name)
+        self.device = torch.device(device) if device is not None else torch.device(torch_device())
+        self.offload_device = torch.device(offload_device) if offload_device is not None else _default_offload()
+        self.keep_loaded = bool(keep_loaded)
+        self.loads = 0  #: how many times the weights were read (a release makes the next use read them again)
+        self.releases = 0  #: how many times ComfyUI's unload released them
+        self._payload = None
+        self._patcher = None
+        self._handing_back = False
+
+    # -- state
+    @property
+    def loaded(self) -> bool:
+        """Whether the weights are in memory (on any device)."""
+        return self._payload is not None
+
+    @property
+    def patcher(self):
+        """The ``ModelPatcher`` ComfyUI manages (None outside ComfyUI or while released)."""
+        return self._patcher
+
+    def payload(self):
+        """The network object, read from disk onto the offload device first when it is not in memory."""
+        if self._payload is None:
+            payload = self._load()
+            net = self._network(payload)
+            if not isinstance(net, torch.nn.Module):
+                raise TypeError(f"{self.name}: the network must be a torch.nn.Module, got {type(net).__name__}")
+            net.to(self.offload_device)
+            cls = _patcher_class()
+            patcher = None
+            if cls is not None:
+                patcher = cls(CartoonSegNetworks(net), load_device=self.device, offload_device=self.offload_device)
+                patcher.holder_ref = weakref.ref(self)
+            self._payload, self._patcher = payload, patcher
+            self.loads += 1
+        return self._payload
+
+    # -- use
+    @contextmanager
+    def on_device(self) -> Iterator:
+        """The payload on the compute device for the block (through ComfyUI's model management); afterwards the
+        device memory is handed back unless ``keep_loaded`` (also on errors and Cancel)."""
+        payload = self.payload()
+        net = self._network(payload)
+        patcher = self._patcher
+        if patcher is not None:
+            import comfy.model_management as mm
+
+            mm.load_models_gpu([patcher], **_full_load_kwargs(mm))
+        _place(net, self.device)  # also completes a partial (low-VRAM) load: our layers are not ComfyUI ops
+        try:
+            yield payload
+        finally:
+            if not self.keep_loaded and self.device != self.offload_device:
+                self.hand_back()
+
+    def hand_back(self) -> None:
+        """Move the weights off the compute device and out of ComfyUI's loaded models, keeping them in RAM."""
+        if self._payload is None:
+            return
+        patcher = self._patcher
+        if patcher is not None:
+            import comfy.model_management as mm
+
+            self._handing_back = True
+            try:
+                for i, loaded in enumerate(list(mm.current_loaded_models)):
+                    if loaded.model is patcher:
+                        mm.current_loaded_models.pop(i).model_unload()
+                        break
+            finally:
+                self._handing_back = False
+        _place(self._network(self._payload), self.offload_device)
+        soft_empty_cache()
+
+    def release(self) -> None:
+        """Drop the weights (the next use reads them from disk again)."""
+        if self._payload is None:
+            return
+        self._payload, self._patcher = None, None
+        self.releases += 1
+        _log.info("CartoonSeg: released %s (ComfyUI unloaded it; it is read again from disk when next needed)",
+                  self.name)
+
+    def _unloaded(self, patcher) -> None:
+        if not self._handing_back and patcher is self._patcher:
+            self.release()
+
+    def __repr__(self) -> str:
+        state = "loaded" if self.loaded else "not loaded"
+        return (f"{type(self).__name__}({self.name!r}, {state}, device={self.device}, "
+                f"keep_loaded={self.keep_loaded})")
+
+
+def _full_load_kwargs(mm) -> dict:
+    """``force_full_load=True`` where ``load_models_gpu`` has it (2025): our layers are plain torch modules, which
+    ComfyUI's partial low-VRAM loading would leave on the CPU."""
+    import inspect
+
+    try:
+        return {"force_full_load": True} if "force_full_load" in inspect.signature(mm.load_models_gpu).parameters else {}
+    except (TypeError, ValueError):
+        return {}
+
+
+def _default_offload() -> torch.device:
+    return torch.device(offload_device())
+
+
+def _on(t: torch.Tensor, device: torch.device) -> bool:
+    return t.device.type == device.type and (device.index is None or t.device.index == device.index)
+
+
+def _place(net: torch.nn.Module, device: torch.device) -> None:
+    """Move ``net`` to ``device`` unless every parameter and buffer is already there."""
+    if not all(_on(t, device) for t in net.parameters()) or not all(_on(t, device) for t in net.buffers()):
+        net.to(device)
+
+
 def throw_if_interrupted() -> None:
     """Raise ComfyUI's interrupt exception when the user pressed Cancel."""
     try:
@@ -141,41 +329,38 @@ def steps(total: int) -> Iterator:
 
 
 def image_to_uint8(frame: torch.Tensor):
-    """One ComfyUI frame ``[H,W,C]`` float in [0,1] -> numpy uint8 ``[H,W,3]`` RGB (alpha dropped, grey expanded)."""
+    """One ComfyUI frame ``[H,W,C]`` float in [0,1] -> numpy uint8 ``[H,W,3]`` RGB (alpha dropped, grey expanded,
+    NaN -> 0: the policy of :func:`cartoonseg.io.to_rgb_uint8`)."""
+    from cartoonseg.io import to_rgb_uint8
+
     if frame.dim() != 3:
         raise ValueError(f"expected one IMAGE frame [H,W,C], got shape {tuple(frame.shape)}")
-    c = frame.shape[-1]
-    if c == 1:
-        frame = frame.expand(-1, -1, 3)
-    elif c == 4:
-        frame = frame[..., :3]
-    elif c != 3:
-        raise ValueError(f"IMAGE must have 1, 3 or 4 channels, got {c}")
-    frame = torch.nan_to_num(frame.float(), nan=0.0).clamp(0, 1)
-    return (frame * 255.0).round().to(torch.uint8).cpu().numpy()
+    if frame.shape[-1] not in (1, 2, 3, 4):
+        raise ValueError(f"IMAGE must have 1 (grey), 2 (grey + alpha), 3 or 4 channels, got {frame.shape[-1]}")
+    return to_rgb_uint8(frame, nan="zero")
 
 
 def check_image(image: torch.Tensor, name: str = "image") -> torch.Tensor:
     """Validate a ComfyUI IMAGE batch and return it as float32 ``[B,H,W,3]`` on the CPU.
 
-    Grey (1 channel) is expanded, alpha dropped; NaN becomes 0 and values outside [0,1] (±Inf included) are
+    Grey (1 channel) is expanded, alpha dropped (RGBA, and grey + alpha with 2 channels); NaN becomes 0 and values outside [0,1] (±Inf included) are
     clamped, so one bad pixel does not stop a graph. Empty or oversized frames raise ValueError.
     """
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"{name} must be a ComfyUI IMAGE tensor [B,H,W,3], got {type(image).__name__}")
     if image.dim() == 3:
         image = image[None]
-    if image.dim() != 4 or image.shape[-1] not in (1, 3, 4):
+    if image.dim() != 4 or image.shape[-1] not in (1, 2, 3, 4):
         raise ValueError(f"{name} must be an IMAGE [B,H,W,3], got shape {tuple(image.shape)}")
     if image.shape[0] == 0 or image.shape[1] == 0 or image.shape[2] == 0:
         raise ValueError(f"{name} is empty: shape {tuple(image.shape)}")
-    from cartoonseg.transforms import MAX_PIXELS
+    from cartoonseg.io import MAX_PIXELS
 
     if image.shape[1] * image.shape[2] > MAX_PIXELS:  # before any copy of a huge batch
         raise ValueError(f"{name} frames of {image.shape[2]}x{image.shape[1]} pixels exceed the {MAX_PIXELS}-pixel "
                          "limit; downscale first")
-    if image.shape[-1] == 1:
-        image = image.expand(-1, -1, -1, 3)
+    if image.shape[-1] in (1, 2):  # grey, grey + alpha
+        image = image[..., :1].expand(-1, -1, -1, 3)
     image = image[..., :3]
     return torch.nan_to_num(image.float().cpu(), nan=0.0).clamp(0, 1)
 

@@ -2,7 +2,7 @@
 
 Paper: "Instance-guided Cartoon Editing with a Large-scale Dataset" (arXiv 2312.01943) §6.1: each character becomes
 one depth layer (the paper pools the mean depth inside each instance; the released code used the disparity at the
-character's feet). The work is done by ``cartoonseg.depth`` and ``cartoonseg.instance_depth``.
+character's feet). The work is done by ``cartoonseg.depth``.
 
 Depth maps travel between nodes as IMAGE ``[B,H,W,3]`` grey in [0,1], **larger = nearer** (the convention of
 ComfyUI depth preprocessors), so a depth IMAGE from any other pack (controlnet_aux, DepthAnythingV2 nodes, ...)
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 
 import torch
 
@@ -27,7 +28,7 @@ PUBLISHED = {
     "Depth-Anything-V2-Large-hf (CC-BY-NC-4.0, non-commercial)": "large",
 }
 POOL_MODES = ("mean", "median", "feet")
-_CACHE: dict[tuple, object] = {}
+LOADER_CATEGORY = f"{_comfy.CATEGORY}/loaders"
 
 
 def _depth_dirs() -> list[str]:
@@ -47,51 +48,68 @@ def _local_models() -> list[str]:
     return found
 
 
+def _read_depth_model(folder: str, precision: str, device_type: str):
+    """The depth model of ``folder`` read onto the CPU (bf16 weights when it will run on a GPU in bf16)."""
+    from cartoonseg.depth import load_depth_model
+
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    estimator = load_depth_model(folder, device="cpu", dtype=dtype, allow_download=False)
+    if dtype != torch.float32 and device_type != "cpu":
+        estimator.model.to(dtype)
+    return estimator
+
+
 class CartoonSegDepthLoader:
     """Load a Depth Anything V2 model (Small is Apache-2.0; Base/Large are non-commercial CC-BY-NC-4.0)."""
 
     DESCRIPTION = (
         "Loads a Depth Anything V2 depth model (transformers layout) from ComfyUI/models/cartoonseg/depth/<repo name>, "
         "downloading it from the Hugging Face hub when missing and allowed (HF_HUB_OFFLINE is respected). Small is "
-        "Apache-2.0; Base and Large are CC-BY-NC-4.0 (non-commercial use only)."
+        "Apache-2.0; Base and Large are CC-BY-NC-4.0 (non-commercial use only). The weights are read when a node "
+        "first needs them and belong to ComfyUI's model management ('Unload Models' frees them)."
     )
     RETURN_TYPES = ("CARTOONSEG_DEPTH_MODEL",)
     RETURN_NAMES = ("depth_model",)
+    OUTPUT_TOOLTIPS = ("the depth model, for Estimate Depth",)
     FUNCTION = "load"
-    CATEGORY = CATEGORY
+    CATEGORY = LOADER_CATEGORY
 
     @classmethod
     def INPUT_TYPES(cls):
         local = [m for m in _local_models() if m not in {k.split(" ")[0] for k in PUBLISHED}]
         return {
             "required": {
-                "model": (list(PUBLISHED) + local, {"default": next(iter(PUBLISHED))}),
-                "precision": (["fp32", "bf16"], {"default": "fp32"}),
-                "auto_download": ("BOOLEAN", {"default": True}),
+                "model": (list(PUBLISHED) + local, {
+                    "default": next(iter(PUBLISHED)),
+                    "tooltip": "a published Depth Anything V2 model (downloaded into models/cartoonseg/depth when "
+                               "missing) or a model folder found there"}),
+                "precision": (["fp32", "bf16"], {"default": "fp32",
+                                                 "tooltip": "bf16 halves the memory; fp32 is the reference"}),
+                "auto_download": ("BOOLEAN", {"default": True,
+                                              "tooltip": "fetch a missing published model from Hugging Face"}),
             }
         }
 
     def load(self, model: str, precision: str = "fp32", auto_download: bool = True):
-        from cartoonseg.depth import load_depth_model
+        from cartoonseg.depth import resolve_depth_model
 
-        name = PUBLISHED.get(model, model)
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
         dirs = _depth_dirs()
         local = [os.path.join(d, model) for d in dirs if os.path.isdir(os.path.join(d, model))]
-        target = local[0] if local else name
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        key = (target, precision, tuple(dirs))
-        if key not in _CACHE:
-            _CACHE.clear()  # keep one model resident
-            _CACHE[key] = load_depth_model(target, device=_comfy.offload_device(), dtype=dtype, search_dirs=dirs,
-                                           allow_download=auto_download)
-        return (_CACHE[key],)
+        allow = bool(auto_download) and os.environ.get("CARTOONSEG_NO_DOWNLOAD", "") in ("", "0")
+        folder = resolve_depth_model(local[0] if local else PUBLISHED.get(model, model), search_dirs=dirs,
+                                     allow_download=allow)
+        device = torch.device(_comfy.torch_device())
+        holder = _comfy.ModelHolder(partial(_read_depth_model, str(folder), precision, device.type),
+                                    name=f"depth model {os.path.basename(folder)}", device=device,
+                                    network=lambda estimator: estimator.model)
+        return (holder,)
 
 
-def _check_depth_model(model):
-    from cartoonseg.depth import DepthEstimator
-
-    if not isinstance(model, DepthEstimator):
-        raise TypeError(f"depth_model must be a CARTOONSEG_DEPTH_MODEL from CartoonSegDepthLoader, got {type(model).__name__}")
+def _check_depth_model(model) -> _comfy.ModelHolder:
+    if not isinstance(model, _comfy.ModelHolder):
+        raise TypeError(f"depth_model must be a CARTOONSEG_DEPTH_MODEL from Load Depth Model, got {type(model).__name__}")
     return model
 
 
@@ -104,30 +122,27 @@ class CartoonSegDepthEstimate:
     )
     RETURN_TYPES = ("IMAGE", "MASK")
     RETURN_NAMES = ("depth", "depth_mask")
+    OUTPUT_TOOLTIPS = ("grey depth per frame, larger = nearer", "the same depth values as a MASK")
     FUNCTION = "estimate"
     CATEGORY = CATEGORY
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"depth_model": ("CARTOONSEG_DEPTH_MODEL",), "image": ("IMAGE",)}}
+        return {"required": {
+            "depth_model": ("CARTOONSEG_DEPTH_MODEL", {"tooltip": "from Load Depth Model"}),
+            "image": ("IMAGE", {"tooltip": "frames to estimate depth for"}),
+        }}
 
     def estimate(self, depth_model, image):
         from cartoonseg.depth import depth_to_image
 
-        model = _check_depth_model(depth_model)
+        holder = _check_depth_model(depth_model)
         image = _comfy.check_image(image)
-        device, offload = _comfy.torch_device(), _comfy.offload_device()
         frames = []
-        model.to(device)
-        try:
-            with _comfy.steps(image.shape[0]) as bar:
-                for frame in image:
-                    frames.append(model(frame).disparity)
-                    bar.tick()
-        finally:
-            if offload != device:
-                model.to(offload)
-                _comfy.soft_empty_cache()
+        with holder.on_device() as model, _comfy.steps(image.shape[0]) as bar:
+            for frame in image:
+                frames.append(model(frame).disparity)
+                bar.tick()
         disp = torch.stack(frames)
         return (torch.stack([depth_to_image(d) for d in disp]), disp.clone())
 
@@ -149,6 +164,11 @@ class CartoonSegDepthPool:
     )
     RETURN_TYPES = ("IMAGE", "CARTOONSEG_INSTANCES", "STRING")
     RETURN_NAMES = ("depth", "instances_back_to_front", "depth_values_json")
+    OUTPUT_TOOLTIPS = (
+        "the depth with each instance flattened to one layer (grey, larger = nearer)",
+        "the instances sorted far to near, each with its depth value",
+        "per-instance depth values and z order as JSON",
+    )
     FUNCTION = "pool"
     CATEGORY = CATEGORY
 
@@ -156,19 +176,25 @@ class CartoonSegDepthPool:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "depth": ("IMAGE",),
-                "instances": ("CARTOONSEG_INSTANCES",),
-                "mode": (list(POOL_MODES), {"default": "mean"}),
-                "blend": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05}),
-                "feet_fraction": ("FLOAT", {"default": 0.03, "min": 0.0, "max": 1.0, "step": 0.01}),
-                "soft_edges": ("BOOLEAN", {"default": False}),
-                "resolve_overlaps": ("BOOLEAN", {"default": True}),
+                "depth": ("IMAGE", {"tooltip": "grey depth, larger = nearer (Estimate Depth or any depth "
+                                               "preprocessor); resized to the instances"}),
+                "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "from Segment"}),
+                "mode": (list(POOL_MODES), {"default": "mean",
+                                            "tooltip": "value per instance: mean (the paper), median, or feet (the "
+                                                       "original code: nearest depth at the bottom of the instance)"}),
+                "blend": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05,
+                                    "tooltip": "1 = flat layer per instance; 0 = keep the estimated depth"}),
+                "feet_fraction": ("FLOAT", {"default": 0.03, "min": 0.0, "max": 1.0, "step": 0.01,
+                                            "tooltip": "feet mode: bottom share of the instance's height used"}),
+                "soft_edges": ("BOOLEAN", {"default": False,
+                                           "tooltip": "blend by the soft mask at instance edges (else hard masks)"}),
+                "resolve_overlaps": ("BOOLEAN", {"default": True,
+                                                 "tooltip": "where instances overlap, the nearer one wins"}),
             }
         }
 
     def pool(self, depth, instances, mode="mean", blend=1.0, feet_fraction=0.03, soft_edges=False, resolve_overlaps=True):
-        from cartoonseg.depth import depth_to_image, disparity_from_image
-        from cartoonseg.instance_depth import pool_instance_depth, z_order_instances
+        from cartoonseg.depth import depth_to_image, disparity_from_image, pool_instance_depth, z_order_instances
 
         from .segment import check_instances_list
 
@@ -206,5 +232,5 @@ NODE_CLASS_MAPPINGS = {
 NODE_DISPLAY_NAME_MAPPINGS = {
     "CartoonSegDepthLoader": "Load Depth Model (CartoonSeg)",
     "CartoonSegDepthEstimate": "Estimate Depth (CartoonSeg)",
-    "CartoonSegDepthPool": "Instance Depth Pooling (CartoonSeg)",
+    "CartoonSegDepthPool": "Pool Instance Depth (CartoonSeg)",
 }

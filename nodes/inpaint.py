@@ -4,7 +4,8 @@ Paper: "Instance-guided Cartoon Editing with a Large-scale Dataset" (arXiv 2312.
 with PatchMatch (patch size 3), then a latent-diffusion inpainting pass (the background's tags as prompt, a fixed
 negative prompt, DPM++ 2M Karras, 32 steps, cfg 7, denoise 0.75, seed 0) re-synthesises only the hole. The diffusion
 node samples with the user's MODEL / CLIP / VAE through ComfyUI's own sampler (``nodes/_comfy.py``), the way the
-Impact Pack detailers do; the rest is ``cartoonseg.inpaint`` and ``cartoonseg.diffusion_inpaint``.
+Impact Pack detailers do: :class:`ComfyInpaintBackend` plugs it into the library loop
+``cartoonseg.inpaint.refine_background``; everything else is ``cartoonseg.inpaint``.
 
 MASK convention: 1 = fill (the characters to remove). Pixels where the mask is 0 are returned unchanged.
 """
@@ -13,12 +14,11 @@ from __future__ import annotations
 
 import torch
 
+from cartoonseg.inpaint import INIT_FILLS, INPAINT_METHODS, NEGATIVE_PROMPT
+
 from . import _comfy
 
 CATEGORY = f"{_comfy.CATEGORY}/inpaint"
-METHODS = ("patchmatch", "telea")
-INIT_FILLS = ("patchmatch", "telea", "image")
-NEGATIVE_PROMPT = "human, single, person, girl, 1girl, boy, 1boy, creature, animal, alien, robot, body"
 
 
 def _frame_mask(mask: torch.Tensor, b: int, size: tuple[int, int]) -> torch.Tensor:
@@ -42,6 +42,7 @@ class CartoonSegBackgroundMask:
     )
     RETURN_TYPES = ("MASK",)
     RETURN_NAMES = ("mask",)
+    OUTPUT_TOOLTIPS = ("1 = pixels to fill (the chosen instances, grown and feathered)",)
     FUNCTION = "make"
     CATEGORY = CATEGORY
 
@@ -49,10 +50,13 @@ class CartoonSegBackgroundMask:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "instances": ("CARTOONSEG_INSTANCES",),
-                "indices": ("STRING", {"default": "all"}),
-                "dilate": ("INT", {"default": 5, "min": 0, "max": 256}),
-                "feather": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 64.0, "step": 0.5}),
+                "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "from Segment"}),
+                "indices": ("STRING", {"default": "all",
+                                       "tooltip": "instances to remove: 'all', '0', '0,2', '1-3', '-1' = last"}),
+                "dilate": ("INT", {"default": 5, "min": 0, "max": 256,
+                                   "tooltip": "grow the mask by this many pixels (covers outlines and halos)"}),
+                "feather": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 64.0, "step": 0.5,
+                                      "tooltip": "soft outward edge of the mask, in pixels (0 = hard)"}),
             }
         }
 
@@ -81,6 +85,7 @@ class CartoonSegInpaintPatchMatch:
     )
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("image",)
+    OUTPUT_TOOLTIPS = ("the image with the masked region filled from its surroundings",)
     FUNCTION = "inpaint"
     CATEGORY = CATEGORY
 
@@ -88,12 +93,16 @@ class CartoonSegInpaintPatchMatch:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "image": ("IMAGE",),
-                "mask": ("MASK",),
-                "method": (list(METHODS), {"default": "patchmatch"}),
-                "patch_size": ("INT", {"default": 3, "min": 3, "max": 15, "step": 2}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF}),
-                "telea_radius": ("INT", {"default": 3, "min": 1, "max": 64}),
+                "image": ("IMAGE", {"tooltip": "image or frames to fill"}),
+                "mask": ("MASK", {"tooltip": "1 = fill (e.g. Background Mask); one mask or one per frame"}),
+                "method": (list(INPAINT_METHODS), {"default": "patchmatch",
+                                           "tooltip": "patchmatch: texture synthesis (the paper); telea: fast, smooth"}),
+                "patch_size": ("INT", {"default": 3, "min": 3, "max": 15, "step": 2,
+                                       "tooltip": "PatchMatch patch side in pixels (the paper: 3)"}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF,
+                                 "tooltip": "PatchMatch's random initialisation"}),
+                "telea_radius": ("INT", {"default": 3, "min": 1, "max": 64,
+                                         "tooltip": "Telea: neighbourhood radius in pixels"}),
             }
         }
 
@@ -113,38 +122,6 @@ class CartoonSegInpaintPatchMatch:
         return (torch.stack(out).float(),)
 
 
-class DiffusionSampler:
-    """The paper's diffusion pass with ComfyUI sampling, for one frame at a time: ``(image, mask, fill) -> image``
-    (``[H,W,3]`` in [0,1], mask ``[H,W]`` 1 = repaint, ``fill`` the character-free start). Also a
-    ``cartoonseg.kenburns`` refiner (the ``CARTOONSEG_DIFFUSION_FILL`` type of the Ken Burns node)."""
-
-    def __init__(self, model, clip, vae, prompt: str, negative_prompt: str, settings) -> None:
-        self.model, self.vae, self.settings, self.prompt = model, vae, settings, prompt
-        self.positive = _comfy.encode_text(clip, prompt)
-        self.negative = _comfy.encode_text(clip, negative_prompt)
-
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
-        from cartoonseg.diffusion_inpaint import composite, grey_out_hole, resize_image, resize_mask, working_size
-
-        m = mask.float().cpu()
-        fill = fill.float().cpu()
-        if not bool((m > 0).any()):
-            return fill
-        s = self.settings
-        height, width = fill.shape[:2]
-        size = working_size(height, width, s.short_side)
-        work = resize_image(fill, size)[None]
-        work_mask = (resize_mask(m, size) > 0.5).float()[None]
-        concat = self.vae.encode(grey_out_hole(work[0], work_mask[0])[None])
-        pos = with_inpaint_latents(self.positive, concat, work_mask[:, None])
-        neg = with_inpaint_latents(self.negative, concat, work_mask[:, None])
-        _comfy.throw_if_interrupted()
-        refined = _comfy.img2img(self.model, self.vae, pos, neg, work, seed=s.seed, steps=s.steps, cfg=s.cfg,
-                                 sampler_name=s.sampler, scheduler=s.scheduler, denoise=s.denoise, noise_mask=work_mask)
-        refined = resize_image(refined[0].float().clamp(0, 1), (height, width))
-        return composite(fill, refined, m).to(image.device)
-
-
 def with_inpaint_latents(conditioning: list, concat_latent: torch.Tensor, mask: torch.Tensor) -> list:
     """Copy of a CONDITIONING with the masked-image latent and mask attached (core InpaintModelConditioning keys);
     inpainting checkpoints (9-channel UNet) read them, other models ignore them."""
@@ -155,6 +132,32 @@ def with_inpaint_latents(conditioning: list, concat_latent: torch.Tensor, mask: 
         d["concat_mask"] = mask
         out.append([t[0], d])
     return out
+
+
+class ComfyInpaintBackend:
+    """A :data:`cartoonseg.inpaint.RefineBackend` over ComfyUI MODEL / CLIP / VAE: KSampler with a noise mask, and the
+    masked-image latent for inpainting checkpoints. Text is encoded once per distinct prompt."""
+
+    def __init__(self, model, clip, vae) -> None:
+        self.model, self.clip, self.vae = model, clip, vae
+        self._conds: dict[str, list] = {}
+
+    def encode(self, text: str) -> list:
+        if text not in self._conds:
+            self._conds[text] = _comfy.encode_text(self.clip, text)
+        return self._conds[text]
+
+    def __call__(self, req) -> torch.Tensor:
+        from cartoonseg.inpaint import grey_out_hole
+
+        positive, negative = self.encode(req.prompt), self.encode(req.negative)
+        concat = self.vae.encode(grey_out_hole(req.image[0], req.mask[0])[None])
+        positive = with_inpaint_latents(positive, concat, req.mask[:, None])
+        negative = with_inpaint_latents(negative, concat, req.mask[:, None])
+        s = req.settings
+        return _comfy.img2img(self.model, self.vae, positive, negative, req.image, seed=s.seed, steps=s.steps,
+                              cfg=s.cfg, sampler_name=s.sampler, scheduler=s.scheduler, denoise=s.denoise,
+                              noise_mask=req.mask)
 
 
 class CartoonSegInpaintDiffusion:
@@ -169,6 +172,9 @@ class CartoonSegInpaintDiffusion:
     )
     RETURN_TYPES = ("IMAGE", "IMAGE", "STRING")
     RETURN_NAMES = ("image", "init_fill", "prompt")
+    OUTPUT_TOOLTIPS = ("the background with the hole re-synthesised by diffusion",
+                       "the fill the sampler started from (PatchMatch / Telea / the image)",
+                       "the positive prompt used")
     FUNCTION = "refine"
     CATEGORY = CATEGORY
 
@@ -177,51 +183,55 @@ class CartoonSegInpaintDiffusion:
         samplers, schedulers = _comfy.sampler_choices()
         return {
             "required": {
-                "model": ("MODEL",),
-                "clip": ("CLIP",),
-                "vae": ("VAE",),
-                "image": ("IMAGE",),
-                "mask": ("MASK",),
-                "tags": ("STRING", {"default": "", "multiline": True}),
-                "negative_prompt": ("STRING", {"default": NEGATIVE_PROMPT, "multiline": True}),
-                "init": (list(INIT_FILLS), {"default": "patchmatch"}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF}),
-                "steps": ("INT", {"default": 32, "min": 1, "max": 200}),
-                "cfg": ("FLOAT", {"default": 7.0, "min": 0.0, "max": 30.0, "step": 0.1}),
-                "denoise": ("FLOAT", {"default": 0.75, "min": 0.01, "max": 1.0, "step": 0.01}),
-                "sampler_name": (samplers, {"default": "dpmpp_2m" if "dpmpp_2m" in samplers else samplers[0]}),
-                "scheduler": (schedulers, {"default": "karras" if "karras" in schedulers else schedulers[0]}),
-                "short_side": ("INT", {"default": 1024, "min": 0, "max": 4096, "step": 32}),
+                "model": ("MODEL", {"tooltip": "SD model (an inpainting checkpoint works best)"}),
+                "clip": ("CLIP", {"tooltip": "the checkpoint's CLIP, encodes the prompts"}),
+                "vae": ("VAE", {"tooltip": "the checkpoint's VAE"}),
+                "image": ("IMAGE", {"tooltip": "image or frames to fill"}),
+                "mask": ("MASK", {"tooltip": "1 = fill (e.g. Background Mask); one mask or one per frame"}),
+                "tags": ("STRING", {"default": "", "multiline": True,
+                                    "tooltip": "background tags; the prompt is '<tags>, high quality, masterpiece, "
+                                               "no_humans'"}),
+                "negative_prompt": ("STRING", {"default": NEGATIVE_PROMPT, "multiline": True,
+                                               "tooltip": "the paper's fixed negative prompt against people"}),
+                "init": (list(INIT_FILLS), {"default": "patchmatch",
+                                            "tooltip": "fill of the hole the sampler starts from"}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "sampler seed"}),
+                "steps": ("INT", {"default": 32, "min": 1, "max": 200, "tooltip": "sampler steps (the paper: 32)"}),
+                "cfg": ("FLOAT", {"default": 7.0, "min": 0.0, "max": 30.0, "step": 0.1,
+                                  "tooltip": "classifier-free guidance scale (the paper: 7)"}),
+                "denoise": ("FLOAT", {"default": 0.75, "min": 0.01, "max": 1.0, "step": 0.01,
+                                      "tooltip": "how much of the initial fill is re-synthesised (the paper: 0.75)"}),
+                "sampler_name": (samplers, {"default": "dpmpp_2m" if "dpmpp_2m" in samplers else samplers[0],
+                                            "tooltip": "sampler (the paper: DPM++ 2M)"}),
+                "scheduler": (schedulers, {"default": "karras" if "karras" in schedulers else schedulers[0],
+                                           "tooltip": "noise schedule (the paper: Karras)"}),
+                "short_side": ("INT", {"default": 1024, "min": 0, "max": 4096, "step": 32,
+                                       "tooltip": "sampling resolution (short side, px); 0 = the image's own"}),
             }
         }
 
     def refine(self, model, clip, vae, image, mask, tags="", negative_prompt=NEGATIVE_PROMPT, init="patchmatch", seed=0,
                steps=32, cfg=7.0, denoise=0.75, sampler_name="dpmpp_2m", scheduler="karras", short_side=1024):
-        from cartoonseg.diffusion_inpaint import RefineSettings, background_prompt
-        from cartoonseg.inpaint import inpaint
+        from cartoonseg.inpaint import RefineSettings, background_prompt, refine_background
 
-        if init not in INIT_FILLS:
-            raise ValueError(f"init must be one of {', '.join(INIT_FILLS)}, got {init!r}")
         settings = RefineSettings(steps=steps, cfg=cfg, denoise=denoise, seed=seed, sampler=sampler_name,
                                   scheduler=scheduler, short_side=short_side)
         image = _comfy.check_image(image)
         mask = _comfy.check_mask(mask)
         _check_batches(image, mask)
-        sampler = DiffusionSampler(model, clip, vae, background_prompt(tags), negative_prompt, settings)
+        prompt = background_prompt(tags)
+        backend = ComfyInpaintBackend(model, clip, vae)
+        backend.encode(prompt), backend.encode(negative_prompt)  # once, before any frame (as CLIPTextEncode would)
         outs, inits = [], []
         with _comfy.steps(image.shape[0]) as bar:
             for b in range(image.shape[0]):
-                m = _frame_mask(mask, b, tuple(image.shape[1:3]))
-                hole = m > 0.5
-                if init == "image" or not bool(hole.any()):
-                    fill = image[b].clone()
-                else:
-                    fill = inpaint(image[b], hole, method=init, patch_size=3, seed=seed,
-                                   interrupt=_comfy.throw_if_interrupted).float()
+                out, fill = refine_background(image[b], _frame_mask(mask, b, tuple(image.shape[1:3])), backend,
+                                              prompt=prompt, negative_prompt=negative_prompt, settings=settings,
+                                              init=init, interrupt=_comfy.throw_if_interrupted)
+                outs.append(out)
                 inits.append(fill)
-                outs.append(sampler(image[b], m, fill) if bool((m > 0).any()) else image[b].clone())
                 bar.tick()
-        return (torch.stack(outs), torch.stack(inits), sampler.prompt)
+        return (torch.stack(outs), torch.stack(inits), prompt)
 
 
 NODE_CLASS_MAPPINGS = {
@@ -230,7 +240,7 @@ NODE_CLASS_MAPPINGS = {
     "CartoonSegInpaintDiffusion": CartoonSegInpaintDiffusion,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "CartoonSegBackgroundMask": "Background Mask from Instances (CartoonSeg)",
-    "CartoonSegInpaintPatchMatch": "Inpaint Background: PatchMatch / Telea (CartoonSeg)",
-    "CartoonSegInpaintDiffusion": "Inpaint Background: Diffusion Refine (CartoonSeg)",
+    "CartoonSegBackgroundMask": "Background Mask (CartoonSeg)",
+    "CartoonSegInpaintPatchMatch": "Inpaint PatchMatch (CartoonSeg)",
+    "CartoonSegInpaintDiffusion": "Inpaint Diffusion (CartoonSeg)",
 }

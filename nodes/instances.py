@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from . import _comfy
 from .segment import (
+    _MASK_OUTPUT_TOOLTIP,
     MASK_OUTPUTS,
     check_instances_list,
     mask_values,
@@ -300,12 +301,22 @@ class CartoonSegInstanceSplit:
     FUNCTION = "split"
     RETURN_TYPES = ("MASK", "IMAGE", "MASK", "MASK", "MASK", "BOUNDING_BOX", "CARTOONSEG_INSTANCES", "INT")
     RETURN_NAMES = ("masks", "crops", "crop_masks", "union_mask", "background_mask", "bboxes", "instances", "count")
+    OUTPUT_TOOLTIPS = (
+        "one mask per selected instance",
+        "padded crop of each selected instance",
+        "each crop's instance mask",
+        "union of the selected instances per frame (grown or shrunk by dilate)",
+        "inverse of union_mask: everything but the selected instances",
+        "boxes of the selected instances (BOUNDING_BOX; Convert Boxes turns them into other packs' formats)",
+        "the selected instances",
+        "number of selected instances",
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "instances": ("CARTOONSEG_INSTANCES",),
+                "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "from Segment / Detect / Refine"}),
                 "order": (list(ORDERS), {"default": "index", "tooltip": "sort before selecting"}),
                 "select": ("STRING", {"default": "all", "multiline": False,
                                       "tooltip": "positions (or ids): '0', '0,2', '1-3', '-1' = last, 'all'"}),
@@ -320,7 +331,7 @@ class CartoonSegInstanceSplit:
                 "dilate": ("INT", {"default": 0, "min": -512, "max": 512,
                                    "tooltip": "grow (>0) or shrink (<0) the union in pixels; the background "
                                               "mask is its inverse"}),
-                "mask_output": (list(MASK_OUTPUTS), {"default": "binary"}),
+                "mask_output": (list(MASK_OUTPUTS), {"default": "binary", "tooltip": _MASK_OUTPUT_TOOLTIP}),
             },
             "optional": {"image": ("IMAGE", {"tooltip": "frames for the crops (else crops show the masks)"})},
         }
@@ -364,14 +375,18 @@ class CartoonSegMaskToInstances:
     FUNCTION = "convert"
     RETURN_TYPES = ("CARTOONSEG_INSTANCES", "INT")
     RETURN_NAMES = ("instances", "count")
+    OUTPUT_TOOLTIPS = ("the masks as instances, one entry per frame", "number of instances over all frames")
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "masks": ("MASK",),
-                "masks_are": (list(MASKS_ARE), {"default": MASKS_ARE[0]}),
-                "mask_threshold": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01}),
+                "masks": ("MASK", {"tooltip": "masks from any node (SAM, Impact, painted, CartoonSeg)"}),
+                "masks_are": (list(MASKS_ARE), {"default": MASKS_ARE[0],
+                                                "tooltip": "all masks belong to one image, or mask i belongs to "
+                                                           "frame i"}),
+                "mask_threshold": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
+                                             "tooltip": "mask value above which a pixel belongs to the instance"}),
                 "split_components": ("BOOLEAN", {"default": False,
                                                  "tooltip": "each connected region becomes its own instance"}),
                 "min_area": ("INT", {"default": 16, "min": 1, "max": 1 << 24,
@@ -413,19 +428,23 @@ class CartoonSegToSEGS:
     FUNCTION = "to_segs"
     RETURN_TYPES = ("SEGS",)
     RETURN_NAMES = ("segs",)
+    OUTPUT_TOOLTIPS = ("Impact Pack SEGS of the chosen frame (boxes and crop regions fit the masks)",)
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "instances": ("CARTOONSEG_INSTANCES",),
-                "frame": ("INT", {"default": 0, "min": 0, "max": 100000}),
+                "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "from Segment / Detect / Refine"}),
+                "frame": ("INT", {"default": 0, "min": 0, "max": 100000,
+                                  "tooltip": "which frame (SEGS describe one image)"}),
                 "crop_factor": ("FLOAT", {"default": 3.0, "min": 1.0, "max": 100.0, "step": 0.1,
                                           "tooltip": "crop region = box size x crop_factor (context for detailing)"}),
                 "drop_size": ("INT", {"default": 10, "min": 1, "max": 8192,
                                       "tooltip": "skip instances whose box is smaller on a side"}),
-                "label_prefix": ("STRING", {"default": "inst_"}),
-                "mask_output": (list(MASK_OUTPUTS), {"default": "binary"}),
+                "label_prefix": ("STRING", {"default": "inst_",
+                                            "tooltip": "SEG labels are <label_prefix><instance id>, for [LAB] "
+                                                       "wildcards and SEGS label filters"}),
+                "mask_output": (list(MASK_OUTPUTS), {"default": "binary", "tooltip": _MASK_OUTPUT_TOOLTIP}),
             },
             "optional": {"image": ("IMAGE", {"tooltip": "fills SEG.cropped_image"})},
         }
@@ -454,16 +473,21 @@ class CartoonSegTrack:
     FUNCTION = "track"
     RETURN_TYPES = ("CARTOONSEG_INSTANCES", "INT")
     RETURN_NAMES = ("instances", "track_count")
+    OUTPUT_TOOLTIPS = ("the instances with ids that follow each character through the frames",
+                       "number of distinct tracks")
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "instances": ("CARTOONSEG_INSTANCES",),
-                "iou_threshold": ("FLOAT", {"default": 0.3, "min": 0.01, "max": 1.0, "step": 0.01}),
+                "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "instances of the frames of a video"}),
+                "iou_threshold": ("FLOAT", {"default": 0.3, "min": 0.01, "max": 1.0, "step": 0.01,
+                                            "tooltip": "minimum overlap with an earlier frame's instance to keep "
+                                                       "its id"}),
                 "max_age": ("INT", {"default": 5, "min": 0, "max": 10000,
                                     "tooltip": "frames a lost instance is remembered"}),
-                "metric": (["mask", "box"], {"default": "mask"}),
+                "metric": (["mask", "box"], {"default": "mask",
+                                             "tooltip": "overlap of the masks (precise) or of the boxes (fast)"}),
             }
         }
 
@@ -481,8 +505,8 @@ NODE_CLASS_MAPPINGS = {
     "CartoonSegTrack": CartoonSegTrack,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "CartoonSegInstanceSplit": "Split / Select Instances (CartoonSeg)",
+    "CartoonSegInstanceSplit": "Select Instances (CartoonSeg)",
     "CartoonSegMaskToInstances": "Masks to Instances (CartoonSeg)",
     "CartoonSegToSEGS": "Instances to SEGS (CartoonSeg)",
-    "CartoonSegTrack": "Track Instances in Video (CartoonSeg)",
+    "CartoonSegTrack": "Track Instances (CartoonSeg)",
 }

@@ -35,12 +35,13 @@ class CartoonSegCameraPath:
     """The virtual camera of a Ken Burns clip: preset motion, easing, length, playback and fps."""
 
     DESCRIPTION = (
-        "Camera motion for CartoonSegKenBurns. auto: the original's path (centre 0.97 crop, zoom x1.25 towards the "
+        "Camera motion for 3D Ken Burns. auto: the original's path (centre 0.97 crop, zoom x1.25 towards the "
         "end crop that reveals the fewest holes, nearest point anchored). Presets: zoom, pan, dolly zoom (vertigo) "
         "and orbit, with easing. playback appends the reversed clip (ping-pong, 75 -> 148 frames)."
     )
     RETURN_TYPES = ("CARTOONSEG_CAMERA",)
     RETURN_NAMES = ("camera",)
+    OUTPUT_TOOLTIPS = ("the camera motion, for 3D Ken Burns",)
     FUNCTION = "make"
     CATEGORY = CATEGORY
 
@@ -48,15 +49,18 @@ class CartoonSegCameraPath:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "preset": (list(PRESETS), {"default": "auto"}),
+                "preset": (list(PRESETS), {"default": "auto",
+                                           "tooltip": "auto = the original's zoom towards the least-revealing crop; "
+                                                      "or a zoom, pan, dolly zoom or orbit"}),
                 "frames": ("INT", {"default": 75, "min": 1, "max": 10000, "tooltip": "rendered time steps"}),
                 "zoom": ("FLOAT", {"default": 1.25, "min": 1.0, "max": 8.0, "step": 0.01,
                                    "tooltip": "zoom of the move (auto/zoom), crop zoom (pan/orbit), focal ratio (dolly)"}),
                 "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
                                        "tooltip": "share of the margin used by pans/orbit; multiplier of zoom - 1"}),
-                "easing": (list(EASINGS), {"default": "linear"}),
+                "easing": (list(EASINGS), {"default": "linear", "tooltip": "speed profile of the move"}),
                 "playback": ("BOOLEAN", {"default": True, "tooltip": "append the reversed clip (ping-pong)"}),
-                "fps": ("FLOAT", {"default": 25.0, "min": 1.0, "max": 240.0, "step": 1.0}),
+                "fps": ("FLOAT", {"default": 25.0, "min": 1.0, "max": 240.0, "step": 1.0,
+                                  "tooltip": "frames per second of the clip"}),
                 "anchor": (list(ANCHORS), {"default": "nearest",
                                            "tooltip": "depth that moves like a 2-D crop (nearest: nothing off-image)"}),
             }
@@ -95,6 +99,9 @@ class CartoonSegKenBurns:
     )
     RETURN_TYPES = ("IMAGE", "MASK", "FLOAT")
     RETURN_NAMES = ("frames", "disocclusion", "fps")
+    OUTPUT_TOOLTIPS = ("the clip's frames, for Save Animated WEBP / Video Combine",
+                       "pixels of each frame that were hidden in the input (filled)",
+                       "the camera's fps, for the video saver")
     FUNCTION = "render"
     CATEGORY = CATEGORY
 
@@ -102,30 +109,34 @@ class CartoonSegKenBurns:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "image": ("IMAGE",),
+                "image": ("IMAGE", {"tooltip": "the picture(s) to animate"}),
                 "depth": ("IMAGE", {"tooltip": "grey depth map, larger = nearer"}),
                 "size": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 8,
                                  "tooltip": "long side of the frames; 0 = input size"}),
                 "depth_of_field": ("BOOLEAN", {"default": False,
                                                "tooltip": "rack focus from the background to the nearest character"}),
-                "dof_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.1}),
-                "dof_speed": ("FLOAT", {"default": 50.0, "min": 0.0, "max": 1000.0, "step": 1.0}),
+                "dof_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.1,
+                                           "tooltip": "blur strength of the depth of field"}),
+                "dof_speed": ("FLOAT", {"default": 50.0, "min": 0.0, "max": 1000.0, "step": 1.0,
+                                        "tooltip": "steepness of the mid-clip focus ramp (the original: 50)"}),
                 "min_disparity": ("FLOAT", {"default": 0.02, "min": 0.0001, "max": 1.0, "step": 0.005,
                                             "tooltip": "depth-map floor: the farthest point is at most 1/x times "
                                                        "farther than the nearest"}),
-                "device": (list(DEVICES), {"default": "auto"}),
+                "device": (list(DEVICES), {"default": "auto",
+                                           "tooltip": "auto = ComfyUI's device (the GPU if there is one)"}),
                 "fill": (list(FILLS), {"default": "patchmatch",
                                        "tooltip": "regions the camera uncovers: patchmatch = inpainted at the path's "
                                                   "end views (no model), diffusion = the same, then repainted by the "
                                                   "wired diffusion fill, far-side = per-frame smear (fastest)"}),
             },
             "optional": {
-                "instances": ("CARTOONSEG_INSTANCES",),
+                "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "characters as depth layers (from Segment or "
+                                                                  "Pool Instance Depth)"}),
                 "background": ("IMAGE", {"tooltip": "inpainted background plate (characters removed); without it the "
                                                     "characters' area is inpainted here (fill patchmatch/diffusion)"}),
-                "camera": ("CARTOONSEG_CAMERA",),
+                "camera": ("CARTOONSEG_CAMERA", {"tooltip": "from Ken Burns Camera (default: auto, 75 frames)"}),
                 "diffusion": ("CARTOONSEG_DIFFUSION_FILL", {"tooltip": "the model for fill = diffusion "
-                                                                       "(CartoonSegDiffusionFill)"}),
+                                                                       "(Ken Burns Diffusion Fill)"}),
             },
         }
 
@@ -169,15 +180,16 @@ class CartoonSegDiffusionFill:
     """The diffusion model of the Ken Burns node's ``fill = diffusion`` (ComfyUI sampling)."""
 
     DESCRIPTION = (
-        "Diffusion inpainting for CartoonSegKenBurns (fill = diffusion), as the paper's Ken Burns pipeline: the holes "
+        "Diffusion inpainting for 3D Ken Burns (fill = diffusion), as the paper's Ken Burns pipeline: the holes "
         "the camera uncovers are first filled by depth-aware PatchMatch at the path's end views, then re-sampled with "
         "your SD checkpoint from that fill (denoise 0.75, DPM++ 2M Karras, 32 steps, cfg 7, seed 0). Prompt: "
-        "'<tags>, high quality, masterpiece, no_humans' (wire the background tags of CartoonSegTagInstances into "
-        "'tags'); negative prompt: the paper's, against people, so no character appears in a hole. Inpainting "
-        "checkpoints also get the masked-image latent."
+        "'<tags>, high quality, masterpiece, no_humans' (wire the background tags of Tag Instances into 'tags'); "
+        "negative prompt: the paper's, against people, so no character appears in a hole. Inpainting checkpoints "
+        "also get the masked-image latent. A missing background plate is refined the same way."
     )
     RETURN_TYPES = ("CARTOONSEG_DIFFUSION_FILL",)
     RETURN_NAMES = ("diffusion",)
+    OUTPUT_TOOLTIPS = ("the diffusion pass, for 3D Ken Burns' 'diffusion' input (fill = diffusion)",)
     FUNCTION = "make"
     CATEGORY = CATEGORY
 
@@ -186,35 +198,43 @@ class CartoonSegDiffusionFill:
         samplers, schedulers = _comfy.sampler_choices()
         return {
             "required": {
-                "model": ("MODEL",),
-                "clip": ("CLIP",),
-                "vae": ("VAE",),
+                "model": ("MODEL", {"tooltip": "SD model (an inpainting checkpoint works best)"}),
+                "clip": ("CLIP", {"tooltip": "the checkpoint's CLIP, encodes the prompts"}),
+                "vae": ("VAE", {"tooltip": "the checkpoint's VAE"}),
                 "tags": ("STRING", {"default": "", "multiline": True,
-                                    "tooltip": "background tags for the prompt (e.g. background_tags of "
-                                               "CartoonSegTagInstances); character tags are dropped"}),
+                                    "tooltip": "background tags (e.g. background_tags of Tag Instances); the prompt "
+                                               "is '<tags>, high quality, masterpiece, no_humans'"}),
                 "negative_prompt": ("STRING", {"default": NEGATIVE_PROMPT, "multiline": True,
-                                               "tooltip": "the paper's: keeps people out of the holes"}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF}),
-                "steps": ("INT", {"default": 32, "min": 1, "max": 200}),
-                "cfg": ("FLOAT", {"default": 7.0, "min": 0.0, "max": 30.0, "step": 0.1}),
+                                               "tooltip": "the paper's fixed negative prompt: keeps people out of "
+                                                          "the holes"}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "sampler seed"}),
+                "steps": ("INT", {"default": 32, "min": 1, "max": 200, "tooltip": "sampler steps (the paper: 32)"}),
+                "cfg": ("FLOAT", {"default": 7.0, "min": 0.0, "max": 30.0, "step": 0.1,
+                                  "tooltip": "classifier-free guidance scale (the paper: 7)"}),
                 "denoise": ("FLOAT", {"default": 0.75, "min": 0.01, "max": 1.0, "step": 0.01,
-                                      "tooltip": "how far the sampler may move away from the PatchMatch fill"}),
-                "sampler_name": (samplers, {"default": "dpmpp_2m" if "dpmpp_2m" in samplers else samplers[0]}),
-                "scheduler": (schedulers, {"default": "karras" if "karras" in schedulers else schedulers[0]}),
+                                      "tooltip": "how much of the PatchMatch fill is re-synthesised (the paper: 0.75)"}),
+                "sampler_name": (samplers, {"default": "dpmpp_2m" if "dpmpp_2m" in samplers else samplers[0],
+                                            "tooltip": "sampler (the paper: DPM++ 2M)"}),
+                "scheduler": (schedulers, {"default": "karras" if "karras" in schedulers else schedulers[0],
+                                           "tooltip": "noise schedule (the paper: Karras)"}),
                 "short_side": ("INT", {"default": 1024, "min": 0, "max": 4096, "step": 32,
-                                       "tooltip": "working resolution (0 = the frames' own size)"}),
+                                       "tooltip": "sampling resolution (short side, px); 0 = the frames' own"}),
             }
         }
 
     def make(self, model, clip, vae, tags="", negative_prompt=NEGATIVE_PROMPT, seed=0, steps=32, cfg=7.0, denoise=0.75,
              sampler_name="dpmpp_2m", scheduler="karras", short_side=1024):
-        from cartoonseg.diffusion_inpaint import RefineSettings, background_prompt
+        from cartoonseg.inpaint import RefineSettings
+        from cartoonseg.kenburns import make_refiner
 
-        from .inpaint import DiffusionSampler
+        from .inpaint import ComfyInpaintBackend
 
         settings = RefineSettings(steps=steps, cfg=cfg, denoise=denoise, seed=seed, sampler=sampler_name,
                                   scheduler=scheduler, short_side=short_side)
-        return (DiffusionSampler(model, clip, vae, background_prompt(tags), negative_prompt, settings),)
+        refiner = make_refiner(ComfyInpaintBackend(model, clip, vae), tags=tags, negative_prompt=negative_prompt,
+                               settings=settings, interrupt=_comfy.throw_if_interrupted)
+        refiner.backend.encode(refiner.prompt), refiner.backend.encode(negative_prompt)  # once, as CLIPTextEncode
+        return (refiner,)
 
 
 class _Progress:
@@ -242,7 +262,7 @@ def _check_camera(camera, camera_cls):
     if camera is None:
         return camera_cls()
     if not isinstance(camera, camera_cls):
-        raise TypeError(f"camera must be a CARTOONSEG_CAMERA from CartoonSegCameraPath, got {type(camera).__name__}")
+        raise TypeError(f"camera must be a CARTOONSEG_CAMERA from Ken Burns Camera, got {type(camera).__name__}")
     return camera
 
 
@@ -252,7 +272,7 @@ NODE_CLASS_MAPPINGS = {
     "CartoonSegDiffusionFill": CartoonSegDiffusionFill,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "CartoonSegCameraPath": "Ken Burns Camera Path (CartoonSeg)",
+    "CartoonSegCameraPath": "Ken Burns Camera (CartoonSeg)",
     "CartoonSegKenBurns": "3D Ken Burns (CartoonSeg)",
     "CartoonSegDiffusionFill": "Ken Burns Diffusion Fill (CartoonSeg)",
 }

@@ -7,16 +7,15 @@ file ``cartoonseg.load_detector`` / ``cartoonseg.load_refiner`` accept, placed u
 ``cartoonseg.resolve_weights`` (sha256 checked, ``HF_HUB_OFFLINE`` respected) only when the node is executed and
 ``auto_download`` is on.
 
-The node returns a :class:`CartoonSegModel` (type ``CARTOONSEG_MODEL``); ComfyUI caches it like any node output.
-The networks stay on the offload device (CPU) while idle and are moved to the compute device only for the duration
-of a segmentation node (see :meth:`CartoonSegModel.on_device`).
+The node returns a :class:`CartoonSegModel` (type ``CARTOONSEG_MODEL``), a model holder on ComfyUI's model
+management (``nodes/_comfy.py``): the files are resolved and their headers checked here, the weights are read when a
+node first needs them, and ComfyUI's "Unload Models" / ``POST /free`` / memory pressure release them.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from functools import partial
 
 import torch
 
@@ -32,57 +31,74 @@ RELEASED_DETECTOR = "rtmdetl_e60.ckpt"
 RELEASED_REFINER = "refine_last.ckpt"
 
 
-class CartoonSegModel:
-    """The ``CARTOONSEG_MODEL`` payload: detector + optional refiner and where/how to run them.
+def _read_networks(detector_path: str, refiner_path: str, optimize: str) -> torch.nn.ModuleDict:
+    """Read the detector (and refiner) onto the CPU; ``optimize="fast"`` prepares them in place for inference."""
+    import cartoonseg
+
+    nets = torch.nn.ModuleDict({"detector": cartoonseg.load_detector(detector_path, device="cpu")})
+    if refiner_path:
+        nets["refiner"] = cartoonseg.load_refiner(refiner_path, device="cpu")
+    if optimize == "fast":  # the loaded networks only ever run inference: fold in place, no second copy
+        from cartoonseg.models.fuse import prepare_for_inference
+
+        for module in nets.values():
+            prepare_for_inference(module)
+    return nets
+
+
+class CartoonSegModel(_comfy.ModelHolder):
+    """The ``CARTOONSEG_MODEL`` payload: detector + optional refiner, held on ComfyUI's model management
+    (:class:`nodes._comfy.ModelHolder`: read from disk when a node first needs them, placed on the device by
+    ``load_models_gpu``, dropped when ComfyUI unloads models).
 
     Attributes:
-        detector: RTMDet-Ins ``nn.Module`` (eval mode), resident on :attr:`offload_device` while idle.
-        refiner: IS-Net ``nn.Module`` or ``None``.
-        device: compute device used while a node runs.
-        offload_device: where the networks live between nodes (CPU unless ``keep_loaded``).
+        detector / refiner: the RTMDet-Ins / IS-Net ``nn.Module`` (reading them loads the weights; ``refiner`` is
+            None without one).
+        device / offload_device / keep_loaded: see :class:`nodes._comfy.ModelHolder`.
         precision: ``"fp32" | "fp16" | "bf16"`` passed to ``cartoonseg.Segmenter``.
-        keep_loaded: keep the networks on :attr:`device` after a node finished.
         optimize: ``"fast"`` (networks prepared in place: BN folded, channels-last) or ``"exact"`` (reference op
             order, bit-identical to the original implementation).
-        detector_path / refiner_path: the files loaded (for error messages and the UI).
+        detector_path / refiner_path: the files (for error messages and the UI).
     """
 
-    def __init__(self, detector, refiner, *, device, offload_device, precision="fp32", keep_loaded=False,
-                 detector_path="", refiner_path="", optimize="fast") -> None:
+    def __init__(self, detector_path, refiner_path="", *, device=None, offload_device=None, precision="fp32",
+                 keep_loaded=False, optimize="fast", networks: torch.nn.ModuleDict | None = None) -> None:
         if optimize not in OPTIMIZE:
             raise ValueError(f"optimize must be one of {OPTIMIZE}, got {optimize!r}")
-        self.detector = detector
-        self.refiner = refiner
-        self.device = torch.device(device)
-        self.offload_device = torch.device(offload_device)
-        self.precision = precision
-        self.keep_loaded = bool(keep_loaded)
         self.detector_path = str(detector_path)
-        self.refiner_path = str(refiner_path)
+        self.refiner_path = str(refiner_path or "")
+        self.precision = precision
         self.optimize = optimize
+        self._has_refiner = bool(self.refiner_path) if networks is None else "refiner" in networks
+        if networks is None:
+            load = partial(_read_networks, self.detector_path, self.refiner_path, optimize)
+        else:
+            load = partial(lambda nets: nets, networks)
+        name = os.path.basename(self.detector_path) + (f" + {os.path.basename(self.refiner_path)}"
+                                                       if self.refiner_path else "")
+        super().__init__(load, name=name or "CartoonSeg networks", device=device, offload_device=offload_device,
+                         keep_loaded=keep_loaded)
+
+    @classmethod
+    def from_networks(cls, detector: torch.nn.Module, refiner: torch.nn.Module | None = None, **kwargs):
+        """A holder over networks already in memory (scripts, tests); a release cannot free them."""
+        nets = torch.nn.ModuleDict({"detector": detector})
+        if refiner is not None:
+            nets["refiner"] = refiner
+        return cls(kwargs.pop("detector_path", ""), kwargs.pop("refiner_path", ""), networks=nets, **kwargs)
 
     @property
     def has_refiner(self) -> bool:
-        return self.refiner is not None
+        return self._has_refiner
 
-    def modules(self) -> list[torch.nn.Module]:
-        return [m for m in (self.detector, self.refiner) if m is not None]
+    @property
+    def detector(self) -> torch.nn.Module:
+        return self.payload()["detector"]
 
-    def _move(self, device: torch.device) -> None:
-        for m in self.modules():
-            m.to(device)
-
-    @contextmanager
-    def on_device(self) -> Iterator[CartoonSegModel]:
-        """Move the networks to :attr:`device` for the block, then back to :attr:`offload_device` (also on
-        errors and cancel) and release cached GPU memory, unless :attr:`keep_loaded`."""
-        self._move(self.device)
-        try:
-            yield self
-        finally:
-            if not self.keep_loaded and self.offload_device != self.device:
-                self._move(self.offload_device)
-                _comfy.soft_empty_cache()
+    @property
+    def refiner(self) -> torch.nn.Module | None:
+        nets = self.payload()
+        return nets["refiner"] if "refiner" in nets else None
 
     def segmenter(self, *, use_refiner: bool = True, **kwargs):
         """A ``cartoonseg.Segmenter`` over these networks; ``kwargs`` are its runtime knobs
@@ -95,17 +111,64 @@ class CartoonSegModel:
                                     channels_last=fast, **kwargs)
 
     def __repr__(self) -> str:
-        ref = os.path.basename(self.refiner_path) if self.refiner is not None else "none"
+        ref = os.path.basename(self.refiner_path) if self.has_refiner else "none"
         return (f"CartoonSegModel(detector={os.path.basename(self.detector_path)!r}, refiner={ref!r}, "
                 f"device={self.device}, precision={self.precision}, optimize={self.optimize}, "
-                f"keep_loaded={self.keep_loaded})")
+                f"keep_loaded={self.keep_loaded}, {'loaded' if self.loaded else 'not loaded'})")
 
 
-def _choices(released: str, extra: tuple[str, ...] = ()) -> list[str]:
-    files = _comfy.list_model_files()
+KIND_WORDS = {"detector": "RTMDet-Ins detector", "refiner": "IS-Net mask refiner"}
+_KINDS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> peek result: a few bytes per file, no weights
+
+
+def file_kind(path: str) -> str:
+    """``"detector" | "refiner" | "unknown" | "unreadable"`` of a weights file, from its header only (a few ms),
+    remembered until the file changes."""
+    from cartoonseg.checkpoint import CheckpointError, peek_weights
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "unreadable"
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    if key not in _KINDS:
+        try:
+            _KINDS[key] = peek_weights(path)
+        except (CheckpointError, OSError, ValueError):
+            _KINDS[key] = "unreadable"
+    return _KINDS[key]
+
+
+def weights_choices(kind: str, extra: tuple[str, ...] = ()) -> list[str]:
+    """Dropdown of a loader: ``extra`` entries, the released file name (downloaded when missing), then the files
+    under ``models/cartoonseg`` whose header says they are a ``kind`` network (depth and tagger weights, other
+    models and unreadable files are left out)."""
+    released = RELEASED_DETECTOR if kind == "detector" else RELEASED_REFINER
     out = list(extra) + [released]
-    out += [f for f in files if f not in out]
+    for name in _comfy.list_model_files():
+        if name not in out:
+            path = _comfy.model_file_path(name)
+            if path and file_kind(path) == kind:
+                out.append(name)
     return out
+
+
+def check_file_kind(path: str, kind: str, widget: str) -> None:
+    """A clear error for the node user when the file chosen in ``widget`` is not a ``kind`` network."""
+    found = file_kind(path)
+    if found == kind:
+        return
+    name = os.path.basename(path)
+    if found in KIND_WORDS:
+        raise ValueError(f"{name} is an {KIND_WORDS[found]}, not an {KIND_WORDS[kind]}: choose it in the "
+                         f"'{found}' box of this loader, and an {KIND_WORDS[kind]} file in '{widget}'")
+    if found == "unknown":
+        raise ValueError(f"{name} holds weights of another model (not an {KIND_WORDS[kind]}); choose "
+                         f"{RELEASED_DETECTOR if kind == 'detector' else RELEASED_REFINER} or a converted "
+                         f"CartoonSeg .safetensors file in '{widget}'")
+    from cartoonseg.checkpoint import peek_weights
+
+    peek_weights(path)  # raises the reader's message: missing, empty, corrupt, not a weights file
 
 
 def resolve_device(device: str) -> torch.device:
@@ -118,13 +181,16 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``"auto"`` -> fp16 on CUDA, fp32 elsewhere; explicit values pass through (bf16/fp16 on CPU are allowed
-    but slow)."""
+    """``"auto"`` -> the library's choice for ``device`` (:func:`cartoonseg.device.resolve_precision`: fp16 on CUDA,
+    bf16 on CPUs with native bf16 (AMX/AVX512-BF16), else fp32); explicit values pass through, and the Segmenter
+    checks them on the device it runs on (fp32 with one warning where the device cannot run them)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
-    return precision
+    if precision != "auto":
+        return precision
+    from cartoonseg.device import resolve_precision as resolve
+
+    return resolve("auto", device)
 
 
 def resolve_model_file(name: str, kind: str, allow_download: bool) -> str:
@@ -157,31 +223,37 @@ class CartoonSegModelLoader:
         "Loads the CartoonSegmentation instance segmenter: RTMDet-Ins detector (stage 1) and optional IS-Net mask "
         "refiner (stage 2) from models/cartoonseg. The released files (rtmdetl_e60.ckpt, refine_last.ckpt from "
         "huggingface.co/dreMaz/AnimeInstanceSegmentation) are downloaded on first use when auto_download is on "
-        "(sha256 checked; HF_HUB_OFFLINE=1 or CARTOONSEG_NO_DOWNLOAD=1 forbid it). Models wait on the CPU and "
-        "move to the GPU only while a CartoonSeg node runs, unless keep_loaded."
+        "(sha256 checked; HF_HUB_OFFLINE=1 or CARTOONSEG_NO_DOWNLOAD=1 forbid it). The weights are read when a "
+        "node first needs them and belong to ComfyUI's model management, like core models: 'Unload Models' "
+        "frees them."
     )
     CATEGORY = CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = ("CARTOONSEG_MODEL",)
     RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("detector + refiner, for the Segment / Detect / Refine nodes",)
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "detector": (_choices(RELEASED_DETECTOR), {
+                "detector": (weights_choices("detector"), {
                     "default": RELEASED_DETECTOR,
-                    "tooltip": "RTMDet-Ins weights in models/cartoonseg (.ckpt from the paper, or converted "
-                               ".safetensors). The released file is downloaded when missing."}),
-                "refiner": (_choices(RELEASED_REFINER, (NO_REFINER,)), {
+                    "tooltip": "detector weights in models/cartoonseg: the paper's rtmdetl_e60.ckpt (downloaded "
+                               "when missing) or a converted .safetensors. Only detector files are listed."}),
+                "refiner": (weights_choices("refiner", (NO_REFINER,)), {
                     "default": RELEASED_REFINER,
-                    "tooltip": "IS-Net mask refiner weights, or 'none' for detector masks only."}),
-                "device": (list(DEVICES), {"default": "auto", "tooltip": "auto = ComfyUI's device (GPU if any)"}),
-                "precision": (list(PRECISIONS), {"default": "auto", "tooltip": "auto = fp16 on CUDA, else fp32"}),
+                    "tooltip": "mask refiner weights (the paper's refine_last.ckpt, downloaded when missing), or "
+                               "'none' for the detector's coarser masks. Only refiner files are listed."}),
+                "device": (list(DEVICES), {"default": "auto",
+                                           "tooltip": "auto = ComfyUI's device (the GPU if there is one); cpu"}),
+                "precision": (list(PRECISIONS), {"default": "auto", "tooltip": "auto = fp16 on a GPU, bf16 on CPUs with native bf16 (AMX/AVX512-BF16), else fp32; a precision the device cannot run falls back to fp32 with a warning"}),
                 "auto_download": ("BOOLEAN", {"default": True,
-                                              "tooltip": "fetch missing released weights from Hugging Face"}),
-                "keep_loaded": ("BOOLEAN", {"default": False,
-                                            "tooltip": "keep the models on the GPU between runs"}),
+                                              "tooltip": "fetch the paper's weights from Hugging Face when missing"}),
+                "keep_loaded": ("BOOLEAN", {
+                    "default": False,
+                    "tooltip": "on: the models stay on the GPU between runs (until ComfyUI needs the memory or "
+                               "you unload models); off: they go back to system memory after each node"}),
             },
             "optional": {
                 "optimize": (list(OPTIMIZE), {
@@ -193,32 +265,20 @@ class CartoonSegModelLoader:
         }
 
     def load(self, detector, refiner, device, precision, auto_download, keep_loaded, optimize="fast"):
-        import cartoonseg
-
         dev = resolve_device(device)
         prec = resolve_precision(precision, dev)
+        if optimize not in OPTIMIZE:
+            raise ValueError(f"optimize must be one of {OPTIMIZE}, got {optimize!r}")
         det_path = resolve_model_file(detector, "detector", auto_download)
-        offload = torch.device("cpu") if dev.type == "cpu" else torch.device(_comfy.offload_device())
-        det = cartoonseg.load_detector(det_path, device="cpu")
-        ref, ref_path = None, ""
+        check_file_kind(det_path, "detector", "detector")
+        ref_path = ""
         if refiner != NO_REFINER:
             ref_path = resolve_model_file(refiner, "refiner", auto_download)
-            ref = cartoonseg.load_refiner(ref_path, device="cpu")
-        if optimize == "fast":  # the loaded networks only ever run inference: fold in place, no second copy
-            from cartoonseg.models.fuse import prepare_for_inference
-
-            for module in (det, ref):
-                if module is not None:
-                    prepare_for_inference(module)
-        model = CartoonSegModel(det, ref, device=dev, offload_device=offload, precision=prec,
-                                keep_loaded=keep_loaded, detector_path=det_path, refiner_path=ref_path,
-                                optimize=optimize)
-        if model.keep_loaded:
-            model._move(dev)
-        else:
-            model._move(offload)
-        return (model,)
+            check_file_kind(ref_path, "refiner", "refiner")
+        offload = torch.device("cpu") if dev.type == "cpu" else torch.device(_comfy.offload_device())
+        return (CartoonSegModel(det_path, ref_path, device=dev, offload_device=offload, precision=prec,
+                                keep_loaded=keep_loaded, optimize=optimize),)
 
 
 NODE_CLASS_MAPPINGS = {"CartoonSegModelLoader": CartoonSegModelLoader}
-NODE_DISPLAY_NAME_MAPPINGS = {"CartoonSegModelLoader": "Load Cartoon Segmentation Model (CartoonSeg)"}
+NODE_DISPLAY_NAME_MAPPINGS = {"CartoonSegModelLoader": "Load Segmentation Model (CartoonSeg)"}

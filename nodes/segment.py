@@ -1,4 +1,5 @@
-"""ComfyUI segmentation nodes: detector (stage 1), refiner (stage 2) and the one-node segmenter (both).
+"""ComfyUI segmentation nodes: detector (stage 1), refiner (stage 2), the one-node segmenter (both) and instance
+alpha mattes (cartoonseg.matting; needs the optional package pymatting: pip install 'cartoonseg[matting]').
 
 Pipeline of "Instance-guided Cartoon Editing with a Large-scale Dataset" (arXiv 2312.01943): RTMDet-Ins proposes
 instances with coarse masks, IS-Net refines each instance's mask at high resolution. The work is done by
@@ -24,9 +25,27 @@ CATEGORY = f"{_comfy.CATEGORY}/segment"
 MASK_OUTPUTS = ("binary", "soft")
 SEGMENT_RETURN_TYPES = ("CARTOONSEG_INSTANCES", "MASK", "MASK", "IMAGE", "INT")
 SEGMENT_RETURN_NAMES = ("instances", "masks", "combined_mask", "preview", "count")
+SEGMENT_OUTPUT_TOOLTIPS = (
+    "the instances of every frame (masks, boxes, scores, ids), for the other CartoonSeg nodes",
+    "one mask per instance, all frames in order",
+    "union of each frame's instance masks",
+    "the frames with coloured instances, boxes and ids",
+    "number of instances over all frames",
+)
+_MODEL_TOOLTIP = "from Load Segmentation Model"
+_IMAGE_TOOLTIP = "image or batch of frames (video)"
 
 _TRACK_TOOLTIP = "video: keep instance ids stable across frames (mask-IoU tracking), so ids follow characters"
 _MASK_OUTPUT_TOOLTIP = "binary = thresholded masks (0/1); soft = mask probabilities (for feathered compositing)"
+_GREY_TOOLTIP = ("convert the image to grey (and back to 3 channels) before segmenting: manga pages and line art "
+                 "(the original's infer_grey)")
+PROMPT_MODES = ("kernel", "rectangle")
+_PROMPT_MODE_TOOLTIP = ("box prompts: kernel = the coarse mask of the detection that best overlaps the box (the "
+                        "original's segment_with_bboxes; good with loose boxes); rectangle = the filled box")
+
+
+def _grey_input() -> dict:
+    return {"grey": ("BOOLEAN", {"default": False, "tooltip": _GREY_TOOLTIP})}
 
 
 # ---------------------------------------------------------------------------------------------- shared helpers
@@ -121,7 +140,7 @@ def check_model(model):
     from .loaders import CartoonSegModel
 
     if not isinstance(model, CartoonSegModel):
-        raise TypeError(f"model must be a CARTOONSEG_MODEL from CartoonSegModelLoader, got {type(model).__name__}")
+        raise TypeError(f"model must be a CARTOONSEG_MODEL from Load Segmentation Model, got {type(model).__name__}")
     return model
 
 
@@ -148,7 +167,7 @@ def masks_per_frame(masks: torch.Tensor, frames: int, height: int, width: int) -
     if m == frames:
         return [masks[i:i + 1] if masks[i].amax() > 0 else masks[i:i] for i in range(m)]
     raise ValueError(f"masks has {m} masks for {frames} frames: give one mask per frame, or a single frame "
-                     f"with any number of masks (use CartoonSegMaskToInstances for other layouts)")
+                     f"with any number of masks (use Masks to Instances for other layouts)")
 
 
 def parse_bboxes(bboxes, frames: int) -> list[torch.Tensor]:
@@ -217,25 +236,27 @@ class CartoonSegDetect:
     FUNCTION = "detect"
     RETURN_TYPES = SEGMENT_RETURN_TYPES
     RETURN_NAMES = SEGMENT_RETURN_NAMES
+    OUTPUT_TOOLTIPS = SEGMENT_OUTPUT_TOOLTIPS
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("CARTOONSEG_MODEL",),
-                "image": ("IMAGE",),
+                "model": ("CARTOONSEG_MODEL", {"tooltip": _MODEL_TOOLTIP}),
+                "image": ("IMAGE", {"tooltip": _IMAGE_TOOLTIP}),
                 **_common_detect_inputs(),
                 "mask_output": (list(MASK_OUTPUTS), {"default": "binary", "tooltip": _MASK_OUTPUT_TOOLTIP}),
                 "track_ids": ("BOOLEAN", {"default": False, "tooltip": _TRACK_TOOLTIP}),
-            }
+            },
+            "optional": _grey_input(),
         }
 
-    def detect(self, model, image, score_threshold, max_instances, det_size, mask_output, track_ids):
+    def detect(self, model, image, score_threshold, max_instances, det_size, mask_output, track_ids, grey=False):
         model = check_model(model)
         image = _comfy.check_image(image)
         h, w = int(image.shape[1]), int(image.shape[2])
         seg = model.segmenter(use_refiner=False, det_size=int(det_size), score_thr=float(score_threshold),
-                              max_instances=int(max_instances))
+                              max_instances=int(max_instances), grey=bool(grey))
         with model.on_device():
             frames = run_frames(image, lambda i, f: to_cpu_instances(seg.detect(f), h, w))
         if track_ids:
@@ -246,18 +267,21 @@ class CartoonSegDetect:
 class CartoonSegRefine:
     DESCRIPTION = ("Stage 2: IS-Net refinement of instance masks. Prompts come from CartoonSeg instances, from any "
                    "MASK batch (SAM, Impact, painted masks; one frame with many masks, or one mask per frame) or "
-                   "from boxes (BOUNDING_BOX dicts or [x1,y1,x2,y2] lists). Connect exactly one of them.")
+                   "from boxes (BOUNDING_BOX dicts or [x1,y1,x2,y2] lists). Connect exactly one of them. Boxes become "
+                   "coarse masks through the detector (prompt_mode kernel: the best-overlapping detection's mask) or "
+                   "as filled rectangles (prompt_mode rectangle).")
     CATEGORY = CATEGORY
     FUNCTION = "refine"
     RETURN_TYPES = SEGMENT_RETURN_TYPES
     RETURN_NAMES = SEGMENT_RETURN_NAMES
+    OUTPUT_TOOLTIPS = SEGMENT_OUTPUT_TOOLTIPS
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("CARTOONSEG_MODEL",),
-                "image": ("IMAGE",),
+                "model": ("CARTOONSEG_MODEL", {"tooltip": _MODEL_TOOLTIP}),
+                "image": ("IMAGE", {"tooltip": _IMAGE_TOOLTIP}),
                 "mask_threshold": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01,
                                              "tooltip": "probability above which a refined pixel is foreground"}),
                 "refine_size": ("INT", {"default": 720, "min": 64, "max": 2048, "step": 8,
@@ -265,19 +289,23 @@ class CartoonSegRefine:
                 "mask_output": (list(MASK_OUTPUTS), {"default": "binary", "tooltip": _MASK_OUTPUT_TOOLTIP}),
             },
             "optional": {
-                "instances": ("CARTOONSEG_INSTANCES",),
-                "masks": ("MASK",),
-                "bboxes": ("BOUNDING_BOX",),
+                "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "refine these instances (e.g. from Detect)"}),
+                "masks": ("MASK", {"tooltip": "refine these masks: many masks of one image, or one per frame "
+                                              "(SAM, Impact, painted)"}),
+                "bboxes": ("BOUNDING_BOX", {"tooltip": "refine inside these boxes: BOUNDING_BOX / BBOX values or "
+                                                       "[x1,y1,x2,y2] lists (pixels)"}),
+                "prompt_mode": (list(PROMPT_MODES), {"default": "kernel", "tooltip": _PROMPT_MODE_TOOLTIP}),
+                **_grey_input(),
             },
         }
 
     def refine(self, model, image, mask_threshold, refine_size, mask_output, instances=None, masks=None,
-               bboxes=None):
+               bboxes=None, prompt_mode="kernel", grey=False):
         from cartoonseg import Instances
 
         model = check_model(model)
         if not model.has_refiner:
-            raise ValueError("CartoonSegRefine needs a refiner: choose refiner weights in CartoonSegModelLoader "
+            raise ValueError("Refine Masks needs a refiner: choose a refiner file in Load Segmentation Model "
                              f"(it was loaded with refiner='none'; detector {model.detector_path})")
         image = _comfy.check_image(image)
         b, h, w = (int(v) for v in image.shape[:3])
@@ -295,7 +323,8 @@ class CartoonSegRefine:
             prompts = masks_per_frame(masks, b, h, w)
         else:
             prompts = parse_bboxes(bboxes, b)
-        seg = model.segmenter(use_refiner=True, mask_thr=float(mask_threshold), refine_size=int(refine_size))
+        seg = model.segmenter(use_refiner=True, mask_thr=float(mask_threshold), refine_size=int(refine_size),
+                              prompt_mode=str(prompt_mode), grey=bool(grey))
 
         def one(i, frame):
             p = prompts[i]
@@ -321,13 +350,14 @@ class CartoonSegSegment:
     FUNCTION = "segment"
     RETURN_TYPES = SEGMENT_RETURN_TYPES
     RETURN_NAMES = SEGMENT_RETURN_NAMES
+    OUTPUT_TOOLTIPS = SEGMENT_OUTPUT_TOOLTIPS
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("CARTOONSEG_MODEL",),
-                "image": ("IMAGE",),
+                "model": ("CARTOONSEG_MODEL", {"tooltip": _MODEL_TOOLTIP}),
+                "image": ("IMAGE", {"tooltip": _IMAGE_TOOLTIP}),
                 **_common_detect_inputs(),
                 "mask_threshold": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01,
                                              "tooltip": "probability above which a pixel is foreground"}),
@@ -337,17 +367,18 @@ class CartoonSegSegment:
                                         "tooltip": "refiner working resolution"}),
                 "mask_output": (list(MASK_OUTPUTS), {"default": "binary", "tooltip": _MASK_OUTPUT_TOOLTIP}),
                 "track_ids": ("BOOLEAN", {"default": False, "tooltip": _TRACK_TOOLTIP}),
-            }
+            },
+            "optional": _grey_input(),
         }
 
     def segment(self, model, image, score_threshold, max_instances, det_size, mask_threshold, refine, refine_size,
-                mask_output, track_ids):
+                mask_output, track_ids, grey=False):
         model = check_model(model)
         image = _comfy.check_image(image)
         h, w = int(image.shape[1]), int(image.shape[2])
         seg = model.segmenter(use_refiner=bool(refine) and model.has_refiner, det_size=int(det_size),
                               score_thr=float(score_threshold), mask_thr=float(mask_threshold),
-                              refine_size=int(refine_size), max_instances=int(max_instances))
+                              refine_size=int(refine_size), max_instances=int(max_instances), grey=bool(grey))
         with model.on_device():
             frames = run_frames(image, lambda i, f: to_cpu_instances(seg(f), h, w))
         if track_ids:
@@ -355,13 +386,67 @@ class CartoonSegSegment:
         return segment_outputs(image, frames, mask_output)
 
 
+MATTING_METHODS = ("cf", "knn", "lkm")
+
+
+class CartoonSegAlphaMatte:
+    DESCRIPTION = ("Alpha mattes of segmented instances: a trimap from each refined soft mask (unknown band at the "
+                   "boundary), alpha solved from the image colours (closed-form matting, pymatting), then made "
+                   "consistent front to back so overlapping mattes sum to at most 1 and occluded parts belong to "
+                   "the front character. Outputs the mattes (MASK, one per instance) and RGBA cut-outs with "
+                   "background-free edge colours.")
+    CATEGORY = CATEGORY
+    FUNCTION = "matte"
+    RETURN_TYPES = ("CARTOONSEG_INSTANCES", "MASK", "IMAGE", "INT")
+    RETURN_NAMES = ("instances", "alphas", "cutouts", "count")
+    OUTPUT_TOOLTIPS = (
+        "the instances with their alpha mattes",
+        "one alpha matte per instance, all frames in order (a zero mask when there are none)",
+        "one RGBA cut-out per instance (IMAGE with 4 channels; SaveImage writes RGBA PNGs)",
+        "number of instances over all frames",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "image": ("IMAGE", {"tooltip": "the frames the instances were segmented from"}),
+                "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "from Segment / Refine (refined soft masks)"}),
+                "band": ("INT", {"default": 0, "min": 0, "max": 256,
+                                 "tooltip": "unknown band around each boundary in pixels; 0 = 1.5 % of the box "
+                                            "diagonal (at least 3)"}),
+                "method": (list(MATTING_METHODS), {"default": "cf",
+                                           "tooltip": "pymatting solver: cf = closed-form (default), knn, lkm"}),
+            }
+        }
+
+    def matte(self, image, instances, band, method):
+        from cartoonseg.matting import MattingConfig, cutouts, instance_alphas
+
+        image = _comfy.check_image(image)
+        frames = check_instances_list(instances)
+        b, h, w = (int(v) for v in image.shape[:3])
+        if len(frames) != b:
+            raise ValueError(f"instances has {len(frames)} frames but image has {b}")
+        config = MattingConfig(band=int(band) or None, method=str(method))
+        out = run_frames(image, lambda i, f: instance_alphas(_comfy.image_to_uint8(f), frames[i].to("cpu"), config))
+        alphas = [f.alphas for f in out if len(f)]
+        cut = [torch.from_numpy(c) for i, f in enumerate(out) for c in cutouts(_comfy.image_to_uint8(image[i]), f)]
+        mask = torch.cat(alphas) if alphas else torch.zeros(1, h, w)
+        rgba = (torch.stack(cut).float() / 255.0) if cut else torch.zeros(1, h, w, 4)
+        return (out, mask.contiguous(), rgba.contiguous(), int(sum(len(f) for f in out)))
+
+
+
 NODE_CLASS_MAPPINGS = {
     "CartoonSegDetect": CartoonSegDetect,
     "CartoonSegRefine": CartoonSegRefine,
     "CartoonSegSegment": CartoonSegSegment,
+    "CartoonSegAlphaMatte": CartoonSegAlphaMatte,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "CartoonSegDetect": "Detect Cartoon Instances (CartoonSeg)",
-    "CartoonSegRefine": "Refine Instance Masks (CartoonSeg)",
-    "CartoonSegSegment": "Segment Cartoon Instances (CartoonSeg)",
+    "CartoonSegDetect": "Detect Instances (CartoonSeg)",
+    "CartoonSegRefine": "Refine Masks (CartoonSeg)",
+    "CartoonSegSegment": "Segment Instances (CartoonSeg)",
+    "CartoonSegAlphaMatte": "Alpha Mattes (CartoonSeg)",
 }

@@ -17,14 +17,14 @@ SwinV2-tagger tags steer the Ken Burns inpainting and the instance-level style t
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from functools import partial
 
 import torch
 
 from . import _comfy
 
 CATEGORY = f"{_comfy.CATEGORY}/tagger"
+LOADER_CATEGORY = f"{_comfy.CATEGORY}/loaders"
 DEFAULT_REPO = "SmilingWolf/wd-swinv2-tagger-v3"
 TAGGER_SUBDIR = "tagger"
 DEVICES = ("auto", "cpu")
@@ -35,31 +35,24 @@ DEFAULT_EXCLUDE = "simple_background, white_background"
 BACKGROUND_SUFFIX = "high quality, masterpiece, no_humans"
 
 
-class CartoonSegTagger:
-    """The ``CARTOONSEG_TAGGER`` payload: a :class:`cartoonseg.tagger.WDTagger` and where to run it.
+class CartoonSegTagger(_comfy.ModelHolder):
+    """The ``CARTOONSEG_TAGGER`` payload: a :class:`cartoonseg.tagger.WDTagger` held on ComfyUI's model management
+    (read from ``path`` when a node first needs it, placed on the device by ``load_models_gpu``, dropped when
+    ComfyUI unloads models; see :class:`nodes._comfy.ModelHolder`)."""
 
-    The network waits on :attr:`offload_device` and moves to :attr:`device` only while a node tags
-    (:meth:`on_device`).
-    """
+    def __init__(self, path: str, *, precision: str = "fp32", device=None, offload_device=None) -> None:
+        from cartoonseg.tagger import load_tagger
 
-    def __init__(self, tagger, *, device, offload_device, path: str = "") -> None:
-        self.tagger = tagger
-        self.device = torch.device(device)
-        self.offload_device = torch.device(offload_device)
         self.path = str(path)
+        self.precision = precision
+        # loaded on the CPU, run on `device`: the precision is checked for the device it runs on
+        super().__init__(partial(load_tagger, self.path, device="cpu", precision=precision, allow_download=False,
+                                 run_device=device),
+                         name=f"tagger {os.path.basename(self.path)}", device=device, offload_device=offload_device)
 
-    @contextmanager
-    def on_device(self) -> Iterator:
-        self.tagger.to(self.device)
-        try:
-            yield self.tagger
-        finally:
-            if self.offload_device != self.device:
-                self.tagger.to(self.offload_device)
-                _comfy.soft_empty_cache()
-
-    def __repr__(self) -> str:
-        return f"CartoonSegTagger({os.path.basename(self.path)!r}, device={self.device})"
+    @property
+    def tagger(self):
+        return self.payload()
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -102,7 +95,7 @@ def resolve_tagger_folder(choice: str, allow_download: bool) -> str:
 
 def check_tagger(tagger) -> CartoonSegTagger:
     if not isinstance(tagger, CartoonSegTagger):
-        raise TypeError(f"tagger must be a CARTOONSEG_TAGGER from CartoonSegTaggerLoader, got {type(tagger).__name__}")
+        raise TypeError(f"tagger must be a CARTOONSEG_TAGGER from Load Tagger, got {type(tagger).__name__}")
     return tagger
 
 
@@ -168,10 +161,11 @@ class CartoonSegTaggerLoader:
         "Face repo). The default repo is downloaded there on first use when auto_download is on (HF_HUB_OFFLINE=1 "
         "or CARTOONSEG_NO_DOWNLOAD=1 forbid it; the error names the URL and the folder)."
     )
-    CATEGORY = CATEGORY
+    CATEGORY = LOADER_CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = ("CARTOONSEG_TAGGER",)
     RETURN_NAMES = ("tagger",)
+    OUTPUT_TOOLTIPS = ("the tagger, for Tag Instances",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -180,22 +174,21 @@ class CartoonSegTaggerLoader:
                 "tagger": (tagger_choices(), {"default": DEFAULT_REPO,
                                               "tooltip": "folder under models/cartoonseg/tagger, or the HF repo"}),
                 "device": (list(DEVICES), {"default": "auto", "tooltip": "auto = ComfyUI's device (GPU if any)"}),
-                "precision": (list(PRECISIONS), {"default": "auto", "tooltip": "auto = fp16 on CUDA, else fp32"}),
+                "precision": (list(PRECISIONS), {"default": "auto", "tooltip": "auto = fp16 on CUDA, bf16 on CPUs with native bf16 (AMX/AVX512-BF16), else fp32; a precision the device cannot run falls back to fp32 with a warning"}),
                 "auto_download": ("BOOLEAN", {"default": True, "tooltip": "fetch the missing default tagger"}),
             }
         }
 
     def load(self, tagger, device, precision, auto_download):
-        from cartoonseg.tagger import load_tagger
+        from cartoonseg.device import resolve_precision
 
         if device not in DEVICES or precision not in PRECISIONS:
             raise ValueError(f"device must be one of {DEVICES} and precision one of {PRECISIONS}")
         dev = torch.device(_comfy.torch_device()) if device == "auto" else torch.device("cpu")
-        prec = ("fp16" if dev.type == "cuda" else "fp32") if precision == "auto" else precision
+        prec = resolve_precision(precision, dev)
         folder = resolve_tagger_folder(tagger, auto_download)
         offload = torch.device("cpu") if dev.type == "cpu" else torch.device(_comfy.offload_device())
-        model = load_tagger(folder, device=offload, precision=prec)
-        return (CartoonSegTagger(model, device=dev, offload_device=offload, path=folder),)
+        return (CartoonSegTagger(folder, precision=prec, device=dev, offload_device=offload),)
 
 
 class CartoonSegTagInstances:
@@ -211,22 +204,27 @@ class CartoonSegTagInstances:
     RETURN_TYPES = ("CARTOONSEG_INSTANCES", "STRING", "STRING")
     RETURN_NAMES = ("instances", "tags", "background_tags")
     OUTPUT_IS_LIST = (False, True, False)
+    OUTPUT_TOOLTIPS = ("the instances with their tags", "one tag string per instance (all frames in order)",
+                       "the background's tags, one line per frame")
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "tagger": ("CARTOONSEG_TAGGER",),
-                "image": ("IMAGE",),
-                "instances": ("CARTOONSEG_INSTANCES",),
-                "general_threshold": ("FLOAT", {"default": 0.35, "min": 0.0, "max": 1.0, "step": 0.01}),
-                "character_threshold": ("FLOAT", {"default": 0.85, "min": 0.0, "max": 1.0, "step": 0.01}),
+                "tagger": ("CARTOONSEG_TAGGER", {"tooltip": "from Load Tagger"}),
+                "image": ("IMAGE", {"tooltip": "the frames the instances were found in"}),
+                "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "from Segment"}),
+                "general_threshold": ("FLOAT", {"default": 0.35, "min": 0.0, "max": 1.0, "step": 0.01,
+                                                "tooltip": "minimum confidence of a general tag"}),
+                "character_threshold": ("FLOAT", {"default": 0.85, "min": 0.0, "max": 1.0, "step": 0.01,
+                                                  "tooltip": "minimum confidence of a character-name tag"}),
                 "general_mcut": ("BOOLEAN", {"default": False, "tooltip": "MCut threshold for general tags"}),
                 "character_mcut": ("BOOLEAN", {"default": False,
                                                "tooltip": "MCut threshold for characters (at least 0.15)"}),
                 "exclude_tags": ("STRING", {"default": DEFAULT_EXCLUDE, "multiline": False,
                                             "tooltip": "comma-separated tags never reported (underscore form)"}),
-                "tag_background": ("BOOLEAN", {"default": True}),
+                "tag_background": ("BOOLEAN", {"default": True,
+                                               "tooltip": "also tag the background (for the Ken Burns prompt)"}),
             },
             "optional": {
                 "background": ("IMAGE", {"tooltip": "inpainted background plate to tag instead of the masked image"}),
@@ -268,34 +266,41 @@ class CartoonSegMergePrompts:
         "options (drop character names, exclude list, underscores to spaces, escape parentheses, max tags). Stores "
         "them in extras['prompt'] and outputs them as a STRING list, the Ken Burns background prompt (background tags "
         "+ 'high quality, masterpiece, no_humans'), the paper's fixed negative prompt, and an Impact Pack Detailer "
-        "wildcard ([LAB] with labels '<label_prefix><id>' as CartoonSegToSEGS writes them) for one frame."
+        "wildcard ([LAB] with labels '<label_prefix><id>' as Instances to SEGS writes them) for one frame."
     )
     CATEGORY = CATEGORY
     FUNCTION = "merge"
     RETURN_TYPES = ("CARTOONSEG_INSTANCES", "STRING", "STRING", "STRING", "STRING")
     RETURN_NAMES = ("instances", "prompts", "background_prompt", "negative_prompt", "impact_wildcard")
     OUTPUT_IS_LIST = (False, True, False, False, False)
+    OUTPUT_TOOLTIPS = ("the instances with their prompts", "one prompt per instance (all frames in order)",
+                       "prompt for the background (Ken Burns inpainting)", "the paper's fixed negative prompt",
+                       "Impact Pack Detailer wildcard ([LAB] per instance) of the chosen frame")
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "instances": ("CARTOONSEG_INSTANCES",),
-                "style_prompt": ("STRING", {"default": "masterpiece, best quality", "multiline": True}),
+                "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "tagged instances (from Tag Instances)"}),
+                "style_prompt": ("STRING", {"default": "masterpiece, best quality", "multiline": True,
+                                            "tooltip": "text put into {style} of every prompt"}),
                 "template": ("STRING", {"default": "{style}, {tags}",
                                         "tooltip": "{style} and {tags} are replaced; empty parts drop their comma"}),
-                "drop_character_tags": ("BOOLEAN", {"default": True}),
+                "drop_character_tags": ("BOOLEAN", {"default": True,
+                                                    "tooltip": "leave character names out of the prompts"}),
                 "exclude_tags": ("STRING", {"default": "", "tooltip": "comma-separated tags to leave out"}),
-                "underscores_to_spaces": ("BOOLEAN", {"default": True}),
+                "underscores_to_spaces": ("BOOLEAN", {"default": True,
+                                                      "tooltip": "long_hair -> long hair"}),
                 "escape_parentheses": ("BOOLEAN", {"default": True, "tooltip": "( ) -> \\( \\) for prompt weighting"}),
                 "max_tags": ("INT", {"default": 0, "min": 0, "max": 256, "tooltip": "0 = all tags"}),
-                "background_suffix": ("STRING", {"default": BACKGROUND_SUFFIX}),
-                "label_prefix": ("STRING", {"default": "inst_", "tooltip": "same as CartoonSegToSEGS label_prefix"}),
+                "background_suffix": ("STRING", {"default": BACKGROUND_SUFFIX,
+                                                 "tooltip": "appended to the background prompt (the paper's text)"}),
+                "label_prefix": ("STRING", {"default": "inst_", "tooltip": "same as label_prefix of Instances to SEGS"}),
                 "frame": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip": "frame of the Impact wildcard"}),
             },
             "optional": {
                 "background_tags": ("STRING", {"forceInput": True,
-                                               "tooltip": "background_tags of CartoonSegTagInstances"}),
+                                               "tooltip": "background_tags of Tag Instances"}),
             },
         }
 
@@ -322,7 +327,7 @@ class CartoonSegMergePrompts:
 
 class CartoonSegInstanceConditioning:
     DESCRIPTION = (
-        "Encodes each instance's prompt (extras['prompt'] from CartoonSegMergePrompts, else its tags) with CLIP and "
+        "Encodes each instance's prompt (extras['prompt'] from Merge Prompts, else its tags) with CLIP and "
         "masks it to that instance (the math of core ConditioningSetMask), plus the background prompt masked to "
         "the area outside all instances (or the whole image), all combined into one CONDITIONING so a plain "
         "KSampler follows per-character prompts. Uses one frame of the instances."
@@ -331,19 +336,27 @@ class CartoonSegInstanceConditioning:
     FUNCTION = "encode"
     RETURN_TYPES = ("CONDITIONING",)
     RETURN_NAMES = ("conditioning",)
+    OUTPUT_TOOLTIPS = ("one CONDITIONING with each prompt masked to its instance, for a KSampler",)
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "clip": ("CLIP",),
-                "instances": ("CARTOONSEG_INSTANCES",),
-                "background_prompt": ("STRING", {"default": "", "multiline": True}),
-                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01}),
-                "background_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01}),
-                "background_area": (list(BACKGROUND_AREAS), {"default": "outside instances"}),
-                "set_cond_area": (list(COND_AREAS), {"default": "default"}),
-                "frame": ("INT", {"default": 0, "min": 0, "max": 100000}),
+                "clip": ("CLIP", {"tooltip": "the checkpoint's CLIP"}),
+                "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "instances with prompts (Merge Prompts) or tags"}),
+                "background_prompt": ("STRING", {"default": "", "multiline": True,
+                                                 "tooltip": "prompt of the area outside the instances"}),
+                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01,
+                                       "tooltip": "strength of each instance's masked prompt"}),
+                "background_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01,
+                                                  "tooltip": "strength of the background prompt"}),
+                "background_area": (list(BACKGROUND_AREAS), {"default": "outside instances",
+                                                             "tooltip": "where the background prompt applies"}),
+                "set_cond_area": (list(COND_AREAS), {"default": "default",
+                                                     "tooltip": "as core ConditioningSetMask: 'mask bounds' "
+                                                                "samples each prompt in its box"}),
+                "frame": ("INT", {"default": 0, "min": 0, "max": 100000,
+                                  "tooltip": "which frame's instances (a CONDITIONING describes one image)"}),
             }
         }
 
@@ -382,8 +395,8 @@ NODE_CLASS_MAPPINGS = {
     "CartoonSegInstanceConditioning": CartoonSegInstanceConditioning,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "CartoonSegTaggerLoader": "CartoonSeg Tagger Loader (WD SwinV2 v3)",
-    "CartoonSegTagInstances": "CartoonSeg Tag Instances",
-    "CartoonSegMergePrompts": "CartoonSeg Merge Prompts",
-    "CartoonSegInstanceConditioning": "CartoonSeg Per-Instance Conditioning",
+    "CartoonSegTaggerLoader": "Load Tagger (CartoonSeg)",
+    "CartoonSegTagInstances": "Tag Instances (CartoonSeg)",
+    "CartoonSegMergePrompts": "Merge Prompts (CartoonSeg)",
+    "CartoonSegInstanceConditioning": "Instance Conditioning (CartoonSeg)",
 }

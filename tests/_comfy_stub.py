@@ -133,6 +133,60 @@ class ComfyStub:
         mm.soft_empty_cache = soft_empty_cache
         mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
 
+        # model management: the calls and semantics both ComfyUI generations share (load_models_gpu puts a
+        # ModelPatcher's model on its load device and lists it; unloading calls unpatch_model(offload, True))
+        patcher_mod = types.ModuleType("comfy.model_patcher")
+
+        class ModelPatcher:
+            def __init__(self, model, load_device, offload_device, size=0, weight_inplace_update=False):
+                self.model, self.load_device, self.offload_device = model, load_device, offload_device
+                self.size = size or sum(t.numel() * t.element_size() for t in model.state_dict().values())
+                if not hasattr(model, "device"):
+                    model.device = offload_device  # as ComfyUI does: bookkeeping written onto the module
+
+            def model_size(self):
+                return self.size
+
+            def patch_model(self, device_to=None, *args, **kwargs):
+                if device_to is not None:
+                    self.model.to(device_to)
+                    self.model.device = device_to
+                return self.model
+
+            def unpatch_model(self, device_to=None, unpatch_weights=True):
+                if unpatch_weights and device_to is not None:
+                    self.model.to(device_to)
+                    self.model.device = device_to
+
+        class LoadedModel:
+            def __init__(self, model):
+                self.model = model
+                self.device = model.load_device
+
+            def model_unload(self, memory_to_free=None, unpatch_weights=True):
+                self.model.unpatch_model(self.model.offload_device, unpatch_weights=unpatch_weights)
+                return True
+
+        mm.current_loaded_models = []
+        mm.load_calls = []
+
+        def load_models_gpu(models, memory_required=0, force_full_load=False, **kwargs):
+            mm.load_calls.append({"models": list(models), "force_full_load": force_full_load})
+            for m in models:
+                if any(lm.model is m for lm in mm.current_loaded_models):
+                    continue
+                m.patch_model(m.load_device)
+                mm.current_loaded_models.insert(0, LoadedModel(m))
+
+        def unload_all_models():
+            while mm.current_loaded_models:
+                mm.current_loaded_models.pop().model_unload()
+
+        mm.LoadedModel = LoadedModel
+        mm.load_models_gpu = load_models_gpu
+        mm.unload_all_models = unload_all_models
+        patcher_mod.ModelPatcher = ModelPatcher
+
         utils = types.ModuleType("comfy.utils")
 
         class ProgressBar:
@@ -184,8 +238,9 @@ class ComfyStub:
         sample.prepare_noise = prepare_noise
         sample.sample = sample_fn
         comfy.model_management, comfy.utils, comfy.samplers, comfy.sample = mm, utils, samplers, sample
+        comfy.model_patcher = patcher_mod
         return {"folder_paths": fp, "comfy": comfy, "comfy.model_management": mm, "comfy.utils": utils,
-                "comfy.samplers": samplers, "comfy.sample": sample}
+                "comfy.samplers": samplers, "comfy.sample": sample, "comfy.model_patcher": patcher_mod}
 
 
 @contextmanager

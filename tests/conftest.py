@@ -42,6 +42,33 @@ def _deterministic_threads():
     yield
 
 
+# ------------------------------------------------------------------------------------------- CPU capabilities
+@pytest.fixture
+def bf16_kernels():
+    """Skip unless this CPU (under its ``ONEDNN_MAX_CPU_ISA`` cap) runs bf16 kernels; AVX2-only CPUs do not, and
+    there the fallback tests (``no_bf16``) cover what happens instead."""
+    from cartoonseg.device import capabilities
+
+    caps = capabilities("cpu")
+    if "bf16" not in caps.supported:
+        pytest.skip(f"no bf16 kernels on this {caps.description}")
+    return caps
+
+
+@pytest.fixture
+def no_bf16(monkeypatch):
+    """Make the capability probe report a CPU without bf16 kernels (an AVX2-only CPU), whatever this one has."""
+    import cartoonseg.device as device
+
+    fake = device.Capabilities(device="cpu", description="CPU AVX2 (test: probe reports no bf16 kernels)",
+                               supported=("fp32",), native=(), cpu_isa="AVX2")
+    device.clear_cache()
+    monkeypatch.setattr(device, "_cpu_capabilities", lambda: fake)
+    yield fake
+    monkeypatch.undo()
+    device.clear_cache()
+
+
 # ------------------------------------------------------------------------------------------- fake hub
 # A Hugging Face "resolve" endpoint on 127.0.0.1, so the real huggingface_hub client is exercised with no network.
 class _Hub(http.server.BaseHTTPRequestHandler):

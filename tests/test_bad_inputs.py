@@ -23,7 +23,8 @@ from PIL import Image
 
 import cartoonseg
 from cartoonseg import Instances
-from cartoonseg.__main__ import _read_image, main
+from cartoonseg.__main__ import main
+from cartoonseg.io import read_image as _read_image
 from cartoonseg.transforms import MAX_PIXELS, letterbox, to_rgb_uint8
 
 PACK = "cartoonseg_pack_bad_inputs"
@@ -337,9 +338,11 @@ def test_row_boxes_outside_image(seg, nodes, model):
     """Boxes past the border are clipped to the image; boxes fully outside or inverted give empty prompts and a
     finite mask; the boxes themselves are kept as given."""
     boxes = torch.tensor([[-50.0, -50.0, 500.0, 500.0], [1000.0, 1000.0, 1100.0, 1100.0], [30.0, 20.0, 10.0, 5.0]])
-    out = seg.refine(rgb(), boxes)
+    out = seg.refine(rgb(), boxes, prompt_mode="rectangle")
     assert len(out) == 3 and out.image_size == (H, W) and torch.isfinite(out.masks).all()
     torch.testing.assert_close(out.boxes, boxes)
+    out = seg.refine(rgb(), boxes)  # kernel mode: boxes become the matched detections'; the prompts are recorded
+    assert len(out) == 3 and torch.isfinite(out.masks).all() and out.extras["prompt_box"] == boxes.tolist()
     bbox = [{"x": -20, "y": -20, "width": 1000, "height": 1000}, {"x": 900, "y": 900, "width": 5, "height": 5}]
     res = nodes["CartoonSegRefine"]().refine(model, frame(rgb()), 0.3, 64, "binary", bboxes=bbox)
     check_node_outputs(res, 1, H, W)

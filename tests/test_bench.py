@@ -8,7 +8,28 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cartoonseg.device import capabilities
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_isa_children_and_contention_sections(tmp_path):
+    """--isa runs one child per instruction set (avx2 = the oneDNN/ATen caps), each reporting its capabilities;
+    the contention section times 1 and 2 threads with and without a busy core."""
+    out = tmp_path / "isa.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--instances", "1", "--precision", "fp32,bf16",
+           "--sections", "contention", "--isa", "native,avx2", "--json", str(out)]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = json.loads(out.read_text())["isa_runs"]
+    assert set(runs) == {"native", "avx2"}
+    assert runs["avx2"]["onednn_max_isa"] == "AVX2" and runs["avx2"]["cpu_isa"] == "AVX2"
+    assert runs["avx2"]["unsupported_precisions"] == {"bf16": runs["avx2"]["capabilities"]}
+    for run in runs.values():
+        rows = run["contention"]
+        assert {(r["busy_core"], r["omp_wait_policy"], r["threads"]) for r in rows} == {
+            (b, w, t) for b in (False, True) for w in ("default", "PASSIVE") for t in (1, 2)}
+        assert all(r["detector_s"]["best"] > 0 for r in rows), rows
 
 
 def test_quick_benchmark_writes_json(tmp_path):
@@ -19,10 +40,16 @@ def test_quick_benchmark_writes_json(tmp_path):
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(out.read_text())
-    assert set(data["calibration"]) == {"fp32", "bf16"}
+    # every requested precision is either timed or listed as unsupported by this CPU (bf16 on AVX2-only CPUs)
+    timed = set(data["calibration"])
+    assert timed | set(data["unsupported_precisions"]) == {"fp32", "bf16"} and "fp32" in timed
+    assert timed == {p for p in ("fp32", "bf16") if p in capabilities("cpu").supported}
+    for cal in data["calibration"].values():
+        assert cal["gflops_best"] == max(cal["nchw"]["gflops_best"], cal["channels_last"]["gflops_best"])
+    assert data["capabilities"] == capabilities("cpu").description
     rows = data["segment"]
     assert {(r["mode"], r["precision"], r["instances"]) for r in rows} == {
-        (m, p, n) for m in ("reference", "fast") for p in ("fp32", "bf16") for n in (1, 2)}
+        (m, p, n) for m in ("reference", "fast") for p in timed for n in (1, 2)}
     for r in rows:
         assert r["gflop"] > 0 and r["achieved_gflops"] > 0 and r["detector_s"]["best"] > 0
         assert r["refine_total_s"]["best"] >= 0 and r["paste_back_s"]["best"] >= 0
@@ -35,7 +62,7 @@ def test_quick_benchmark_writes_json(tmp_path):
 
 
 def test_quick_app_benchmarks_run_and_report(tmp_path):
-    """Tagger (fp32, bf16), depth, PatchMatch and Ken Burns benches run as subprocesses in quick mode and each
+    """Tagger (fp32, bf16), depth, PatchMatch, Ken Burns and puppet benches run as subprocesses in quick mode and each
     leaves its JSON result; a failing app bench would show up as rc != 0."""
     out = tmp_path / "apps.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -43,9 +70,11 @@ def test_quick_app_benchmarks_run_and_report(tmp_path):
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     apps = json.loads(out.read_text())["apps"]
-    assert set(apps) == {"tagger", "tagger_bf16", "depth", "inpaint_patchmatch", "kenburns"}
+    assert set(apps) == {"tagger", "tagger_bf16", "depth", "inpaint_patchmatch", "kenburns", "puppet"}
     for name, res in apps.items():
         assert res["rc"] == 0 and "result" in res, (name, res.get("stderr_tail"))
     assert apps["depth"]["result"]["rows"][0]["output_shape"] == [160, 160]
-    assert apps["tagger_bf16"]["result"]["precision"] == "bf16"
+    assert apps["tagger_bf16"]["result"]["requested_precision"] == "bf16"
+    assert apps["tagger_bf16"]["result"]["precision"] == ("bf16" if "bf16" in capabilities("cpu").supported else "fp32")
     assert {r["method"] for r in apps["inpaint_patchmatch"]["result"]["rows"]} == {"patchmatch", "telea"}
+    assert apps["puppet"]["result"]["characters"] == 2 and apps["puppet"]["result"]["frame_ms_median"] > 0

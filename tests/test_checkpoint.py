@@ -185,3 +185,71 @@ def test_every_size_round_trips_through_meta_cfg(tmp_path, preset):
     flat = raw["state_dict"]
     torch.save(flat, tmp_path / "flat.ckpt")  # no cfg: sized from shapes
     assert cartoonseg.load_detector(tmp_path / "flat.ckpt").config == model.config
+
+
+def test_corrupt_file_and_code_pickle_have_distinct_messages(tmp_path):
+    """Random bytes, a damaged checkpoint and a pickle that would run code each say what they are (issue 20 #8)."""
+    import os
+
+    det = cartoonseg.build_detector("tiny")
+    good = ck.save_mmengine_detector_checkpoint(det, tmp_path / "d.ckpt")
+    (tmp_path / "random.ckpt").write_bytes(os.urandom(4096))
+    with pytest.raises(ck.CheckpointError, match="not a weights file") as e:
+        cartoonseg.load_detector(tmp_path / "random.ckpt")
+    assert "unpickle" not in str(e.value)
+    (tmp_path / "random_pickle.ckpt").write_bytes(b"\x80\x02" + os.urandom(4096))  # pickle magic, garbage after
+    with pytest.raises(ck.CheckpointError, match="truncated, corrupt") as e:
+        cartoonseg.load_detector(tmp_path / "random_pickle.ckpt")
+    assert "unpickle" not in str(e.value)
+    data = bytearray(good.read_bytes())
+    i = data.find(b"data.pkl") + 64
+    data[i:i + 32] = b"\xff" * 32  # damage inside the pickle of a zip checkpoint
+    (tmp_path / "damaged.ckpt").write_bytes(bytes(data))
+    with pytest.raises(ck.CheckpointError, match="truncated, corrupt") as e:
+        cartoonseg.load_detector(tmp_path / "damaged.ckpt")
+    assert "unpickle" not in str(e.value)
+
+    class Evil:
+        def __reduce__(self):
+            return (os.getcwd, ())
+
+    torch.save({"state_dict": Evil()}, tmp_path / "evil.ckpt")
+    with pytest.raises(ck.CheckpointError, match="not a weights-only checkpoint") as e:
+        cartoonseg.load_detector(tmp_path / "evil.ckpt")
+    message = str(e.value).replace(str(tmp_path), "")
+    assert "getcwd" in message and "corrupt" not in message
+    torch.save({"net": torch.nn.Linear(2, 2)}, tmp_path / "module.ckpt")  # a pickled module: code, not corrupt
+    with pytest.raises(ck.CheckpointError, match="not a weights-only checkpoint"):
+        cartoonseg.load_refiner(tmp_path / "module.ckpt")
+
+
+def test_peek_weights_reads_only_the_header(tmp_path):
+    """The loader dropdowns' cheap check: kind from the key names, no tensor read, no code run."""
+    import os
+
+    det, ref = cartoonseg.build_detector("tiny"), cartoonseg.build_refiner("tiny")
+    assert ck.peek_weights(ck.save_mmengine_detector_checkpoint(det, tmp_path / "d.ckpt")) == "detector"
+    assert ck.peek_weights(ck.save_flat_refiner_checkpoint(ref, tmp_path / "r.ckpt")) == "refiner"
+    assert ck.peek_weights(ck.save_weights(det, tmp_path / "d.safetensors")) == "detector"
+    assert ck.peek_weights(ck.save_weights(ref, tmp_path / "r.safetensors")) == "refiner"
+    torch.save({"state_dict": {f"net.{k}": v for k, v in ref.state_dict().items()}}, tmp_path / "lightning.ckpt")
+    assert ck.peek_weights(tmp_path / "lightning.ckpt") == "refiner"
+    torch.save(det.state_dict(), tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    assert ck.peek_weights(tmp_path / "legacy.pth") == "detector"
+    from safetensors.torch import save_file
+
+    save_file({"core_model.head.weight": torch.zeros(2, 2)}, str(tmp_path / "tagger.safetensors"))
+    assert ck.peek_weights(tmp_path / "tagger.safetensors") == "unknown"
+    (tmp_path / "noise.ckpt").write_bytes(os.urandom(2048))
+    with pytest.raises(ck.CheckpointError, match="not a weights file"):
+        ck.peek_weights(tmp_path / "noise.ckpt")
+    (tmp_path / "noise.safetensors").write_bytes(os.urandom(2048))
+    with pytest.raises(ck.CheckpointError, match="corrupt"):
+        ck.peek_weights(tmp_path / "noise.safetensors")
+
+    class Evil:
+        def __reduce__(self):
+            raise AssertionError("peek_weights must never unpickle")
+
+    torch.save({"state_dict": {"backbone.x": torch.zeros(1)}}, tmp_path / "plain.ckpt")
+    assert ck.peek_weights(tmp_path / "plain.ckpt") == "detector"

@@ -21,8 +21,8 @@ from cartoonseg.depth import (
     load_depth_model,
     resolve_depth_model,
 )
-from cartoonseg.depth_inpaint_cli import main as cli_main
-from cartoonseg.instance_depth import pool_instance_depth, pool_value, z_order_instances
+from cartoonseg.depth import pool_instance_depth, pool_value, z_order_instances
+from cartoonseg.depth.cli import main as cli_main
 
 transformers = pytest.importorskip("transformers")  # in requirements.txt; skip only on broken installs
 

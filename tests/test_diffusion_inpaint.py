@@ -11,18 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from cartoonseg.depth_inpaint_cli import main as cli_main
-from cartoonseg.diffusion_inpaint import (
+from cartoonseg.inpaint import (
     NEGATIVE_PROMPT,
     NEGATIVE_PROMPT_RELEASED_CODE,
     RefineSettings,
     background_prompt,
     composite,
     grey_out_hole,
-    load_inpaint_pipeline,
-    refine_with_diffusers,
     working_size,
 )
+from cartoonseg.inpaint.cli import main as cli_main
+from cartoonseg.inpaint.diffusers_backend import load_inpaint_pipeline, refine_with_diffusers
 
 diffusers = pytest.importorskip("diffusers")  # requirements-dev.txt; optional at run time (CLI only)
 

@@ -1,5 +1,8 @@
 """Golden parity of the RTMDet-Ins implementation against the real mmdet 3.3 / mmcv 2.1 outputs
-(``../shared/reference/rtmdet_ins_tiny_golden_*``), with the tolerances of golden_reference.md §4."""
+(``../shared/reference/rtmdet_ins_tiny_golden_*``), with the tolerances of golden_reference.md §4 made robust to
+the CPU's fp32 kernel choice: large logits are compared relative to the accumulated magnitude of their inputs and a
+mask pixel may differ only where the reference logit is within that rounding band of the threshold (criteria in
+``tests/_numerics.py``). They hold on AVX2 and AVX-512 CPUs and any thread count."""
 
 from __future__ import annotations
 
@@ -8,20 +11,23 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from _numerics import (
+    FP16_ROUNDING,
+    accumulated_magnitude_dynamic,
+    assert_close,
+    assert_close_accumulated,
+    assert_decisions_match,
+    logit_band,
+    sigmoid_band,
+    upsample_mask_logits,
+)
+
 import cartoonseg
 from cartoonseg.transforms import letterbox
 
 MEAN = torch.tensor([103.53, 116.28, 123.675]).view(3, 1, 1)
 STD = torch.tensor([57.375, 57.12, 58.395]).view(3, 1, 1)
-
-
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, name: str) -> float:
-    actual, expected = actual.float(), expected.float()
-    assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    err = (actual - expected).abs().max().item()
-    scale = expected.abs().max().item()
-    assert err <= 1e-4 * scale + 1e-6, f"{name}: max|x-ref| = {err:.3g} > 1e-4 * {scale:.3g} + 1e-6"
-    return err / max(scale, 1e-12)
+SCALE_A = (1.3333333333333333, 1.334375)  # letterbox scale factor of input A (320x480 -> 640)
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +65,7 @@ def run_a(detector, golden):
         feats = detector.backbone(x)
         neck = detector.neck(feats)
         head = detector.bbox_head(neck)
-        dets = detector.postprocess(head, 0, img_shape=(640, 640), ori_shape=(320, 480),
-                                    scale_factor=(1.3333333333333333, 1.334375))
+        dets = detector.postprocess(head, 0, img_shape=(640, 640), ori_shape=(320, 480), scale_factor=SCALE_A)
     return feats, neck, head, dets
 
 
@@ -92,21 +97,38 @@ def test_final_detections(run_a, golden):
     assert_close(dets.kernels, golden["pred.kernels"], "pred.kernels")
 
 
-def test_stride8_mask_logits(run_a, golden, detector):
+@pytest.fixture(scope="module")
+def mask_bands_a(run_a, golden, detector):
+    """Reference logits of A at image size and their rounding bands (from the accumulated magnitude at stride 8)."""
+    dets = run_a[3]
+    mag8 = accumulated_magnitude_dynamic(detector, run_a[2].mask_feat[0], dets.kernels, dets.priors)
+    ref_logits = upsample_mask_logits(golden["pred.mask_logits_stride8"], SCALE_A, (320, 480))
+    return mag8, ref_logits, upsample_mask_logits(logit_band(mag8), SCALE_A, (320, 480))
+
+
+def test_stride8_mask_logits(run_a, golden, detector, mask_bands_a):
     dets = run_a[3]
     logits = detector.dynamic_mask_logits(run_a[2].mask_feat[0], dets.kernels, dets.priors)
-    assert_close(logits, golden["pred.mask_logits_stride8"], "mask_logits_stride8")
+    assert_close_accumulated(logits, golden["pred.mask_logits_stride8"], mask_bands_a[0], "mask_logits_stride8")
 
 
-def test_final_masks(run_a, golden_masks):
+def test_reference_masks_are_the_thresholded_reference_logits(golden_masks, mask_bands_a):
+    """The criterion's premise: mmdet's masks are its stride-8 logits rescaled as ``upsample_mask_logits`` does
+    (up to interpolation rounding, far inside the band)."""
+    _, ref_logits, band = mask_bands_a
+    assert_decisions_match(ref_logits > 0, torch.from_numpy(golden_masks["pred.masks"]), ref_logits, 0.0,
+                           band * 1e-2, "rescaled reference logits")
+
+
+def test_final_masks(run_a, golden_masks, mask_bands_a):
+    _, ref_logits, band = mask_bands_a
     probs = run_a[3].mask_logits.sigmoid()
-    masks = (probs > 0.5).numpy()
-    ref = golden_masks["pred.masks"]
-    assert masks.shape == ref.shape == (100, 320, 480)
-    mismatch = (masks != ref).reshape(100, -1).mean(1)
-    assert mismatch.max() <= 1e-4, f"worst instance mismatch {mismatch.max():.2e}"
+    ref = torch.from_numpy(golden_masks["pred.masks"])
+    assert probs.shape == ref.shape == (100, 320, 480)
+    assert_decisions_match(probs > 0.5, ref, ref_logits, 0.0, band, "final masks")
     top8 = torch.from_numpy(golden_masks["pred.mask_probs_top8_float16"].astype(np.float32))
-    assert (probs[:8] - top8).abs().max().item() <= 2e-3
+    allowed = sigmoid_band(ref_logits[:8], band[:8]) + FP16_ROUNDING
+    assert bool(((probs[:8] - top8).abs() <= allowed).all()), "top-8 probabilities outside the rounding band"
 
 
 def test_nms_candidates_and_keep(detector, golden, run_a):
@@ -137,12 +159,15 @@ def test_unresized_input_b(detector, golden, golden_masks):
     assert_close(dets.scores, golden["B.pred.scores"], "B.pred.scores")
     assert_close(dets.boxes, golden["B.pred.bboxes"], "B.pred.bboxes")
     logits = detector.dynamic_mask_logits(head.mask_feat[0], dets.kernels, dets.priors)
-    assert_close(logits, golden["B.pred.mask_logits_stride8"], "B.mask_logits_stride8")
-    mismatch = ((dets.mask_logits.sigmoid() > 0.5).numpy() != golden_masks["B.pred.masks"]).reshape(100, -1).mean(1)
-    assert mismatch.max() <= 1e-4
+    mag8 = accumulated_magnitude_dynamic(detector, head.mask_feat[0], dets.kernels, dets.priors)
+    assert_close_accumulated(logits, golden["B.pred.mask_logits_stride8"], mag8, "B.mask_logits_stride8")
+    ref_logits = upsample_mask_logits(golden["B.pred.mask_logits_stride8"], (1.0, 1.0), (320, 480))
+    band = upsample_mask_logits(logit_band(mag8), (1.0, 1.0), (320, 480))
+    assert_decisions_match(dets.mask_logits > 0, torch.from_numpy(golden_masks["B.pred.masks"]), ref_logits, 0.0,
+                           band, "B final masks")
 
 
-def test_segmenter_end_to_end_matches_reference(detector, golden, golden_masks):
+def test_segmenter_end_to_end_matches_reference(detector, golden, golden_masks, mask_bands_a):
     """Segmenter on the RGB image = reference predict() followed by CartoonSegmentation's score filter
     (exact path: reference op order; the default fast path is checked in test_fast_paths.py)."""
     rgb = golden["image_bgr_uint8"].numpy()[:, :, ::-1].copy()
@@ -153,8 +178,9 @@ def test_segmenter_end_to_end_matches_reference(detector, golden, golden_masks):
     assert_close(inst.boxes, golden["pred.bboxes"][keep], "segmenter boxes")
     assert_close(inst.scores, golden["pred.scores"][keep], "segmenter scores")
     assert inst.masks.dtype == torch.float32 and inst.masks.shape[1:] == (320, 480)
-    mismatch = (inst.binary.numpy() != golden_masks["pred.masks"][keep.numpy()]).reshape(len(inst), -1).mean(1)
-    assert mismatch.max() <= 1e-4
+    _, ref_logits, band = mask_bands_a
+    assert_decisions_match(inst.binary, torch.from_numpy(golden_masks["pred.masks"][keep.numpy()]), ref_logits[keep],
+                           0.0, band[keep], "segmenter masks")
 
 
 def test_fp32_dynamic_conv_under_autocast(detector, run_a):

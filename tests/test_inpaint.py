@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from cartoonseg import Instances
-from cartoonseg.depth_inpaint_cli import main as cli_main
 from cartoonseg.inpaint import PatchMatchConfig, background_mask, inpaint, patchmatch_inpaint, telea_inpaint
+from cartoonseg.inpaint.cli import main as cli_main
 
 CHAR = np.array([255, 0, 255], np.uint8)  # the "character" colour that must never leak into the fill
 

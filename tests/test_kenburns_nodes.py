@@ -80,7 +80,7 @@ def test_literal_choices_match_the_library(pack):
     module = sys.modules[PACK + ".nodes.kenburns"]
     assert module.PRESETS == kb.PRESETS and module.EASINGS == kb.EASINGS and module.ANCHORS == kb.ANCHORS
     assert module.FILLS == kb.FILLS
-    from cartoonseg.diffusion_inpaint import NEGATIVE_PROMPT
+    from cartoonseg.inpaint import NEGATIVE_PROMPT
 
     assert module.NEGATIVE_PROMPT == NEGATIVE_PROMPT
 

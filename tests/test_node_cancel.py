@@ -15,7 +15,7 @@ import pytest
 import torch
 from _comfy_stub import Interrupted, write_tiny_released_weights
 
-import cartoonseg.inpaint as inpaint_lib
+import cartoonseg.inpaint.patchmatch as inpaint_lib
 from cartoonseg import Instances
 
 PACK = "cartoonseg_pack_cancel_test"
@@ -80,16 +80,18 @@ def case_segment(nodes, comfy, monkeypatch):
 
 
 def case_depth_estimate(nodes, comfy, monkeypatch):
+    from cartoonseg.depth import DepthEstimator
+
     (model,) = nodes["CartoonSegDepthLoader"]().load("tiny-depth-anything", "fp32", False)
-    calls = Counter(type(model).__call__)
-    monkeypatch.setattr(type(model), "__call__", lambda self, *a, **k: calls(self, *a, **k))
+    calls = Counter(DepthEstimator.__call__)
+    monkeypatch.setattr(DepthEstimator, "__call__", lambda self, *a, **k: calls(self, *a, **k))
     comfy.cancel_after = 1
     node = nodes["CartoonSegDepthEstimate"]()
     return (lambda: node.estimate(model, _frames(3))), lambda: calls.calls
 
 
 def case_depth_pool(nodes, comfy, monkeypatch):
-    import cartoonseg.instance_depth as idl
+    import cartoonseg.depth as idl
 
     pool = Counter(idl.pool_instance_depth)
     monkeypatch.setattr(idl, "pool_instance_depth", pool)

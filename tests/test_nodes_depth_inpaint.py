@@ -103,7 +103,8 @@ def test_registration_and_metadata(pack):
         spec = cls.INPUT_TYPES()
         assert set(spec) <= {"required", "optional", "hidden"}
         assert len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES)
-        assert cls.CATEGORY in ("CartoonSeg/depth", "CartoonSeg/inpaint")
+        area = "loaders" if node_id.endswith("Loader") else ("depth" if "Depth" in node_id else "inpaint")
+        assert cls.CATEGORY == f"CartoonSeg/{area}"
         assert isinstance(cls.DESCRIPTION, str) and len(cls.DESCRIPTION) > 20
         params = inspect.signature(getattr(cls(), cls.FUNCTION)).parameters
         for section in ("required", "optional"):
@@ -121,7 +122,7 @@ def test_registration_and_metadata(pack):
     assert [diff[k][0] for k in ("model", "clip", "vae")] == ["MODEL", "CLIP", "VAE"]
     defaults = {k: diff[k][1]["default"] for k in ("seed", "steps", "cfg", "denoise", "sampler_name", "scheduler")}
     assert defaults == {"seed": 0, "steps": 32, "cfg": 7.0, "denoise": 0.75, "sampler_name": "dpmpp_2m", "scheduler": "karras"}
-    from cartoonseg.diffusion_inpaint import NEGATIVE_PROMPT
+    from cartoonseg.inpaint import NEGATIVE_PROMPT
 
     assert diff["negative_prompt"][1]["default"] == NEGATIVE_PROMPT
 

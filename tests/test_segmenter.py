@@ -55,7 +55,7 @@ def test_score_threshold_and_max_instances(models, image):
 
 
 def test_refine_from_boxes_masks_and_instances(models, image):
-    seg = cartoonseg.Segmenter(None, models[1], refine_size=160)
+    seg = cartoonseg.Segmenter(None, models[1], refine_size=160, prompt_mode="rectangle")
     boxes = torch.tensor([[30.0, 20, 90, 100], [120, 40, 180, 110]])
     from_boxes = seg.refine(image, boxes)
     assert from_boxes.masks.shape == (2, 120, 200) and torch.equal(from_boxes.boxes, boxes)
@@ -75,7 +75,7 @@ def test_refine_from_boxes_masks_and_instances(models, image):
 
 
 def test_large_image_is_scaled_down_for_the_refiner(models):
-    seg = cartoonseg.Segmenter(None, models[1], refine_size=96)
+    seg = cartoonseg.Segmenter(None, models[1], refine_size=96, prompt_mode="rectangle")
     img = np.zeros((300, 150, 3), np.uint8)
     out = seg.refine(img, torch.tensor([[10.0, 10, 100, 250]]))
     assert out.masks.shape == (1, 300, 150)
@@ -127,12 +127,34 @@ def test_bad_arguments(models):
         cartoonseg.Segmenter(det, score_thr=2)
 
 
-def test_bf16_autocast_matches_fp32_detections(models, image):
+def test_bf16_autocast_matches_fp32_detections(models, image, bf16_kernels):
     det = models[0]
     a = cartoonseg.Segmenter(det, score_thr=0.0, max_instances=3, det_size=320).detect(image)
     b = cartoonseg.Segmenter(det, score_thr=0.0, max_instances=3, det_size=320, precision="bf16").detect(image)
+    assert b.effective_precision == "bf16"
     assert b.masks.dtype == torch.float32 and b.boxes.dtype == torch.float32
     assert len(a) == len(b)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_bf16_without_kernels_runs_fp32_and_warns_once(models, image, no_bf16, fast):
+    """On a CPU without bf16 kernels (AVX2-only) bf16 is never attempted (oneDNN would raise deep inside the
+    forward): the Segmenter runs fp32, identical to an fp32 Segmenter, after one warning naming the CPU."""
+    from cartoonseg.device import PrecisionFallbackWarning
+
+    det, ref = models
+    kw = {"score_thr": 0.0, "max_instances": 3, "det_size": 320, "refine_size": 64, "fuse": fast, "channels_last": fast}
+    want = cartoonseg.Segmenter(det, ref, **kw)(image)
+    seg = cartoonseg.Segmenter(det, ref, precision="bf16", **kw)
+    with pytest.warns(PrecisionFallbackWarning, match="AVX2") as record:
+        got = seg(image)
+        again = seg(image)
+    assert len([w for w in record if issubclass(w.category, PrecisionFallbackWarning)]) == 1
+    assert seg.effective_precision == "fp32" and seg.precision == "bf16"
+    assert torch.equal(got.masks, want.masks) and torch.equal(again.boxes, want.boxes)
+    assert all(p.dtype == torch.float32 for p in seg._infer(ref).parameters())
+    auto = cartoonseg.Segmenter(det, ref, precision="auto", **kw)
+    assert auto.effective_precision == "fp32"
 
 
 def test_cli_segment_end_to_end(tmp_path, models, image):

@@ -207,7 +207,8 @@ def test_contract(node_module):
     assert set(spec["optional"]) == {"control_net", "control_hint", "background"}
     assert spec["optional"]["control_net"][0] == "CONTROL_NET"
     # the stubbed ComfyUI's sampler lists are offered, with the paper's DPM++ 2M Karras as default
-    assert spec["required"]["sampler_name"] == (["euler", "dpmpp_2m"], {"default": "dpmpp_2m"})
+    assert spec["required"]["sampler_name"][0] == ["euler", "dpmpp_2m"]
+    assert spec["required"]["sampler_name"][1]["default"] == "dpmpp_2m"
     assert spec["required"]["scheduler"][1]["default"] == "karras"
     d = _defaults(cls)
     assert (d["steps"], d["denoise"], d["control_strength"]) == (24, 0.75, 1.0)

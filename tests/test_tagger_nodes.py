@@ -110,7 +110,8 @@ def test_registration_and_metadata(pack):
     mappings, names = pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS
     for node_id in OUR_IDS:
         cls = mappings[node_id]
-        assert node_id in names and cls.CATEGORY == "CartoonSeg/tagger" and cls.DESCRIPTION
+        assert node_id in names and cls.DESCRIPTION
+        assert cls.CATEGORY == ("CartoonSeg/loaders" if node_id.endswith("Loader") else "CartoonSeg/tagger")
         spec = cls.INPUT_TYPES()
         inputs = {**spec["required"], **spec.get("optional", {})}
         params = list(inspect.signature(getattr(cls, cls.FUNCTION)).parameters)[1:]

@@ -1,10 +1,12 @@
 """Attach stage-1 predictions (``pred_segmentations``) to a COCO training set for refiner training.
 
     python -m train.dump_predictions --data GT.json|DIR --detector P --out OUT.json [--images DIR]
+    torchrun --nproc-per-node N -m train.dump_predictions ... --work-dir DIR
 
 Runs the detector (score > 0.3) on every image and attaches to each ground truth the predictions with mask
 IoU > 0.5 (or the best overlapping one). Image paths in OUT.json stay relative to the original image folder, so
-pass ``--images`` to ``train.train_refiner`` when OUT.json is written elsewhere.
+pass ``--images`` to ``train.train_refiner`` when OUT.json is written elsewhere. Under ``torchrun`` each process
+takes its shards of the images (``cartoonseg.sharding``, resumable through ``--work-dir``) and rank 0 writes OUT.json.
 """
 
 from __future__ import annotations
@@ -25,16 +27,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--score-thr", type=float, default=0.3, help="detection score threshold (0.3)")
     ap.add_argument("--iou-thr", type=float, default=0.5, help="attach predictions above this mask IoU (0.5)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--batch-size", type=int, default=1, help="images per detector pass (1)")
+    ap.add_argument("--work-dir", default=None,
+                    help="shard folder (resumable; default OUT.json.shards under torchrun with several processes)")
+    ap.add_argument("--shard-size", type=int, default=16, help="images per shard (16)")
     args = ap.parse_args(argv)
     import cartoonseg
+    from cartoonseg.sharding import RankInfo
     from cartoonseg.training.coco import find_annotation, load_coco
     from cartoonseg.training.predictions import attach_predictions
 
+    rank = RankInfo.from_env()
+    work_dir = args.work_dir or (f"{args.out}.shards" if rank.world_size > 1 else None)
+    device = f"cuda:{rank.local_rank}" if (args.device == "cuda" and rank.world_size > 1) else args.device
     ann = find_annotation(args.data, args.split)
     coco = load_coco(ann, args.images)
     root = coco.image_root
-    seg = cartoonseg.Segmenter(cartoonseg.load_detector(args.detector, device=args.device), score_thr=args.score_thr)
-    out = attach_predictions(seg, coco.raw, root, args.iou_thr, progress=sys.stderr.isatty())
+    seg = cartoonseg.Segmenter(cartoonseg.load_detector(args.detector, device=device), score_thr=args.score_thr)
+    det = Path(args.detector)
+    fingerprint = {"detector": [str(det.resolve()), det.stat().st_size, det.stat().st_mtime_ns] if det.is_file()
+                   else args.detector, "score_thr": args.score_thr, "batch_size": args.batch_size, "data": str(ann)}
+    out = attach_predictions(seg, coco.raw, root, args.iou_thr, progress=sys.stderr.isatty(),
+                             batch_size=args.batch_size, work_dir=work_dir, shard_size=args.shard_size,
+                             fingerprint=fingerprint)
+    if out is None:  # rank 0 merges and writes
+        return 0
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out), encoding="utf-8")
     n = sum(len(a.get("pred_segmentations", [])) for a in out["annotations"])

@@ -24,6 +24,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
 
 from . import rle as rle_utils
 
@@ -35,6 +36,7 @@ __all__ = [
     "evaluate_all",
     "mask_iou",
     "mask_to_boundary",
+    "masks_to_boundaries",
 ]
 
 IOU_TYPES = ("bbox", "segm", "boundary")
@@ -75,6 +77,23 @@ def mask_to_boundary(mask: np.ndarray, dilation_ratio: float = 0.02) -> np.ndarr
     return mask - eroded
 
 
+def masks_to_boundaries(masks: np.ndarray, dilation_ratio: float = 0.02) -> np.ndarray:
+    """:func:`mask_to_boundary` of every mask of ``[N,H,W]`` with one erosion: the masks are stacked vertically
+    with a zero row between neighbours, which erodes each mask exactly as its own zero padding does (erosion is
+    a minimum filter, so nothing crosses a zero row)."""
+    masks = np.asarray(masks, dtype=np.uint8)
+    n, h, w = masks.shape
+    if n == 0:
+        return masks.copy()
+    d = max(1, int(round(dilation_ratio * float(np.sqrt(h * h + w * w)))))
+    tall = np.zeros((n * (h + 1) + 1, w + 2), np.uint8)
+    view = tall[1:].reshape(n, h + 1, w + 2)
+    view[:, :h, 1 : w + 1] = masks
+    eroded = cv2.erode(tall, np.ones((3, 3), np.uint8), iterations=d)
+    eroded = eroded[1:].reshape(n, h + 1, w + 2)[:, :h, 1 : w + 1]
+    return masks - eroded
+
+
 def box_iou_xywh(dt: np.ndarray, gt: np.ndarray, iscrowd: np.ndarray) -> np.ndarray:
     """IoU ``[D,G]`` of COCO ``xywh`` boxes; for crowd ground truths the union is the detection area."""
     dt = np.asarray(dt, dtype=np.float64).reshape(-1, 4)
@@ -96,11 +115,14 @@ def mask_iou(dt: np.ndarray, gt: np.ndarray, iscrowd: np.ndarray) -> np.ndarray:
     """IoU ``[D,G]`` of binary masks ``dt [D,H,W]`` and ``gt [G,H,W]`` (crowd: intersection / detection area)."""
     if len(dt) == 0 or len(gt) == 0:
         return np.zeros((len(dt), len(gt)))
-    d = np.asarray(dt, dtype=np.float32).reshape(len(dt), -1)
-    g = np.asarray(gt, dtype=np.float32).reshape(len(gt), -1)
-    inter = (d @ g.T).astype(np.float64)
-    da = d.sum(1, dtype=np.float64)[:, None]
-    ga = g.sum(1, dtype=np.float64)[None]
+    d = torch.from_numpy(np.ascontiguousarray(dt).reshape(len(dt), -1))
+    g = torch.from_numpy(np.ascontiguousarray(gt).reshape(len(gt), -1))
+    # pixel counts are integers: float32 sums are exact below 2^24 pixels per mask, float64 beyond
+    dtype = torch.float32 if d.shape[1] < 2**24 else torch.float64
+    d, g = d.to(dtype), g.to(dtype)
+    inter = (d @ g.T).double().numpy()
+    da = d.sum(1).double().numpy()[:, None]  # exact in ``dtype`` too
+    ga = g.sum(1).double().numpy()[None]
     union = np.where(np.asarray(iscrowd, bool)[None], da, da + ga - inter)
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
@@ -126,6 +148,21 @@ def _gt_mask(ann: dict, image: dict) -> np.ndarray:
         x, y, w, h = ann["bbox"]
         mask[int(round(y)) : int(round(y + h)), int(round(x)) : int(round(x + w))] = 1
     return mask
+
+
+def _dt_masks(dets: list[dict], image: dict) -> np.ndarray:
+    """``[D,H,W]`` masks of detections: one vectorised decode when all are compressed RLEs of the image size."""
+    h, w = int(image["height"]), int(image["width"])
+    if not dets:
+        return np.zeros((0, h, w), np.uint8)
+    segs = [d.get("segmentation") for d in dets]
+    if all(isinstance(g, dict) and isinstance(g.get("counts"), str) and list(g.get("size", ())) == [h, w]
+           for g in segs):
+        try:
+            return rle_utils.decode_many(segs)
+        except ValueError:
+            pass  # fall back to the per-detection path and its error message
+    return np.stack([_dt_mask(d, image) for d in dets])
 
 
 def _dt_mask(det: dict, image: dict) -> np.ndarray:
@@ -164,24 +201,29 @@ def _evaluate_image(
     dtm = np.full((t_count, d_count), -1, dtype=np.int64)
     dt_ig = np.zeros((t_count, d_count), dtype=bool)
     if g_count and d_count:
-        for ti, thr in enumerate(iou_thrs):
-            for di in range(d_count):
-                best = min(thr, 1 - 1e-10)
-                m = -1
-                for gi in range(g_count):
-                    if gtm[ti, gi] >= 0 and not crowd[gi]:
-                        continue
-                    if m > -1 and g_ignore[m] == 0 and g_ignore[gi] == 1:
-                        break
-                    if ious[di, gi] < best:
-                        continue
-                    best = ious[di, gi]
-                    m = gi
-                if m == -1:
+        # pycocotools' loop, for all thresholds at once: a detection takes the available ground truth with the
+        # highest IoU >= the threshold (the last one on ties), non-ignored ground truths first; crowd ground
+        # truths stay available. A detection below the lowest threshold everywhere matches nothing: skipped.
+        thr = np.minimum(iou_thrs, 1 - 1e-10)[:, None]
+        g_ign = g_ignore.astype(bool)
+        for di in np.flatnonzero(ious.max(1) >= thr.min()):
+            row = ious[di][None]
+            ok = ((gtm < 0) | crowd[None]) & (row >= thr)
+            m = np.full(t_count, -1, dtype=np.int64)
+            for group in (~g_ign, g_ign):
+                cand = ok & group[None] & (m < 0)[:, None]
+                if not cand.any():
                     continue
-                dt_ig[ti, di] = bool(g_ignore[m])
-                dtm[ti, di] = m
-                gtm[ti, m] = di
+                vals = np.where(cand, row, -np.inf)
+                best = vals.max(1)
+                has = np.isfinite(best)
+                last = g_count - 1 - np.argmax((vals == best[:, None])[:, ::-1], axis=1)
+                m = np.where(has & (m < 0), last, m)
+            hit = np.flatnonzero(m >= 0)
+            if hit.size:
+                dtm[hit, di] = m[hit]
+                gtm[hit, m[hit]] = di
+                dt_ig[hit, di] = g_ign[m[hit]]
     d_areas = dt_areas[d_order]
     out_of_range = (d_areas < area_rng[0]) | (d_areas > area_rng[1])
     dt_ig = dt_ig | ((dtm < 0) & out_of_range[None])
@@ -231,6 +273,7 @@ def evaluate(
     detections: Sequence[dict[str, Any]],
     iou_type: str = "bbox",
     params: EvalParams | None = None,
+    _cache: dict | None = None,
 ) -> dict[str, float]:
     """COCO evaluation of one IoU type.
 
@@ -272,7 +315,7 @@ def evaluate(
     rec_thrs = np.asarray(params.rec_thrs, dtype=np.float64)
     max_det_top = max(params.max_dets)
     area_names = [name for name, _ in params.area_ranges]
-    boundary_cache: dict[int, np.ndarray] = {}
+    masks = _cache if _cache is not None else {}
 
     # per (image, category): IoU matrix and per-item arrays, computed once for all area ranges / max dets
     per_pair: dict[tuple[int, int], tuple] = {}
@@ -297,20 +340,25 @@ def evaluate(
                 ious = box_iou_xywh(dboxes, gboxes, crowd)
                 dt_area = dboxes[:, 2] * dboxes[:, 3]
             else:
-                dmasks = np.stack([_dt_mask(d, image) for d in dts]) if dts else np.zeros((0, 1, 1), np.uint8)
-                gmasks = np.stack([_gt_mask(a, image) for a in gts]) if gts else np.zeros((0, 1, 1), np.uint8)
-                ious = mask_iou(dmasks, gmasks, crowd)
-                dt_area = dmasks.sum(axis=(1, 2)).astype(np.float64)
+                # masks are decoded once per (image, category); the mask and boundary IoUs of every type the
+                # caller asked for are computed then and kept (small), the masks are not
+                entry = masks.get((img_id, cat))
+                if entry is None:
+                    dmasks = _dt_masks(dts, image)
+                    gmasks = (np.stack([_gt_mask(a, image) for a in gts]) if gts
+                              else np.zeros((0, int(image["height"]), int(image["width"])), np.uint8))
+                    entry = {"iou": mask_iou(dmasks, gmasks, crowd),
+                             "d_area": dmasks.sum(axis=(1, 2)).astype(np.float64)}
+                    if (iou_type == "boundary" or "boundary" in masks.get("types", ())) and len(dts) and len(gts):
+                        db = masks_to_boundaries(dmasks, params.dilation_ratio)
+                        gb = masks_to_boundaries(gmasks, params.dilation_ratio)
+                        entry["biou"] = mask_iou(db, gb, crowd)
+                    del dmasks, gmasks
+                    masks[(img_id, cat)] = entry
+                ious = entry["iou"]
+                dt_area = entry["d_area"]
                 if iou_type == "boundary" and len(dts) and len(gts):
-                    db = np.stack([mask_to_boundary(m, params.dilation_ratio) for m in dmasks])
-                    gb = []
-                    for a, m in zip(gts, gmasks):
-                        key = id(a)
-                        if key not in boundary_cache:
-                            boundary_cache[key] = mask_to_boundary(m, params.dilation_ratio)
-                        gb.append(boundary_cache[key])
-                    b_ious = mask_iou(db, np.stack(gb), crowd)
-                    ious = np.where(crowd[None], ious, np.minimum(ious, b_ious))
+                    ious = np.where(crowd[None], ious, np.minimum(ious, entry["biou"]))
             per_pair[(img_id, cat)] = (ious, gt_area, crowd, gt_ign, dt_area, scores)
 
     t_count = len(iou_thrs)
@@ -383,10 +431,12 @@ def evaluate_all(
     """Flat summary for several IoU types: ``{bbox_AP, bbox_AP50, bbox_AP75, segm_AP, ..., boundary_AP75}``
     plus the full per-type dictionaries under ``<type>_`` prefixes (APs/APm/APl/AR...)."""
     out: dict[str, float] = {}
+    iou_types = tuple(iou_types)
+    cache: dict = {"types": iou_types}  # mask/boundary IoUs, computed once for segm and boundary
     for t in iou_types:
         if t != "bbox" and detections and any("segmentation" not in d for d in detections):
             raise ValueError(f"{t} AP needs a 'segmentation' (RLE) in every detection")
-        stats = evaluate(gt, detections, t, params)
+        stats = evaluate(gt, detections, t, params, _cache=cache)
         for k, v in stats.items():
             out[f"{t}_{k}"] = v
     return out

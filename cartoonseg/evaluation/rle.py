@@ -19,13 +19,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..rle import area, counts_to_string, decode, encode, string_to_counts
+from ..rle import area, counts_to_string, decode, decode_many, encode, encode_many, string_to_counts
 
 __all__ = [
     "area",
     "counts_to_string",
     "decode",
+    "decode_many",
     "encode",
+    "encode_many",
     "polygons_to_mask",
     "segmentation_to_mask",
     "string_to_counts",

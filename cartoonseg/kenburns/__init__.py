@@ -14,7 +14,7 @@ Quick use::
 """
 
 from .camera import ANCHORS, EASINGS, PRESETS, CameraPath, CameraPoses, ease, playback_order, resolve_poses
-from .disocclusion import FILLS, KeyViewReport, Refiner, diffusers_refiner, inpaint_disocclusions
+from .disocclusion import FILLS, KeyViewReport, Refiner, diffusers_refiner, inpaint_disocclusions, make_refiner
 from .dof import bokeh_blur, focus_schedule
 from .fill import fill_holes_far, fill_push_pull
 from .pointcloud import PointCloud, SplatResult, project, splat, unproject
@@ -42,6 +42,7 @@ __all__ = [
     "fill_push_pull",
     "focus_schedule",
     "inpaint_disocclusions",
+    "make_refiner",
     "playback_order",
     "project",
     "render_kenburns",

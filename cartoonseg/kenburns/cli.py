@@ -1,6 +1,6 @@
 """Command line for the instance-aware 3D Ken Burns effect (arXiv 2312.01943 §6.1).
 
-``python -m cartoonseg kenburns IMAGE --out OUT.webp|DIR [--depth DEPTH.png | --depth-model DIR|small]
+``python -m cartoonseg kenburns IMAGE --out OUT.webp|OUT.mp4|DIR [--depth DEPTH.png | --depth-model DIR|small]
 [--detector P --refiner P|none] [--frames 75] [--playback] [--camera auto|zoom-in|...] [--size 1024]
 [--fill far-side|patchmatch|diffusion [--diffusion-model SD --tags "..."]]``
 
@@ -9,8 +9,8 @@
 character's depth (``--pool``, default the original's "feet" rule), remove the characters from the background with
 PatchMatch (patch 3), inpaint what the camera path uncovers at its end views (``--fill``: PatchMatch by default, or a
 diffusion pass with the background tags and the paper's negative prompt), render the clip, and write an animated
-WEBP (``.webp``) or numbered PNG frames plus disocclusion masks (a folder). The sub-command is registered on
-``python -m cartoonseg`` by :func:`add_parsers`.
+WEBP (``.webp``), an H.264 ``.mp4`` or numbered PNG frames plus disocclusion masks (a folder), through
+:func:`cartoonseg.io.write_frames`. The sub-command is registered on ``python -m cartoonseg`` by :func:`add_parsers`.
 """
 
 from __future__ import annotations
@@ -21,69 +21,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .._cli import load_networks, run_parser, subcommand_parser
+from ..io import read_depth, read_image, to_float_image, write_frames
 from .camera import EASINGS, PRESETS, CameraPath
 from .disocclusion import FILLS
 from .render import KenBurnsConfig, render_kenburns
 
 __all__ = ["add_parsers", "build_parser", "main", "run"]
-
-
-def _read_rgb(path: str) -> torch.Tensor:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
-                canvas = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                canvas.alpha_composite(im.convert("RGBA"))
-                im = canvas
-            return torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0)
-    except OSError as exc:
-        raise ValueError(f"cannot read image {path}: {exc}") from exc
-
-
-def _read_depth(path: str) -> torch.Tensor:
-    """Grey depth PNG (8 or 16 bit) as float32 ``[H,W]`` in [0,1], larger = nearer."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.float32)
-                return torch.from_numpy(arr / (65535.0 if arr.max() > 255 else 255.0))
-            return torch.from_numpy(np.asarray(im.convert("L"), dtype=np.float32) / 255.0)
-    except OSError as exc:
-        raise ValueError(f"cannot read depth map {path}: {exc}") from exc
-
-
-def write_clip(frames: torch.Tensor, disocclusion: torch.Tensor, fps: float, out: Path, quality: int = 90) -> list[Path]:
-    """Write frames ``[T,H,W,3]`` as an animated WEBP (``out`` ends with ``.webp``) or as ``frame_00000.png`` ...
-    plus ``disocclusion_00000.png`` ... in the folder ``out``. Returns the written paths."""
-    from PIL import Image
-
-    rgb = (frames.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
-    if out.suffix.lower() == ".webp":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        images = [Image.fromarray(f) for f in rgb]
-        images[0].save(out, save_all=True, append_images=images[1:], duration=max(1, round(1000.0 / fps)), loop=0,
-                       quality=quality, method=4)
-        return [out]
-    if out.suffix:
-        raise ValueError(f"--out must be a .webp file or a folder, got {out}")
-    out.mkdir(parents=True, exist_ok=True)
-    masks = (disocclusion.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
-    written = []
-    for i, (f, m) in enumerate(zip(rgb, masks)):
-        Image.fromarray(f).save(out / f"frame_{i:05d}.png")
-        Image.fromarray(m).save(out / f"disocclusion_{i:05d}.png")
-        written.append(out / f"frame_{i:05d}.png")
-    return written
 
 
 def _segment(args: argparse.Namespace, image: torch.Tensor):
@@ -101,7 +47,7 @@ def _segment(args: argparse.Namespace, image: torch.Tensor):
 
 def _depth(args: argparse.Namespace, image: torch.Tensor) -> torch.Tensor:
     if args.depth:
-        return _read_depth(args.depth)
+        return read_depth(args.depth)
     from ..depth import load_depth_model
 
     search = [Path(args.weights_dir) / "depth"] if args.weights_dir else []
@@ -117,7 +63,8 @@ def _refiner(args: argparse.Namespace, image: torch.Tensor, instances, plate):
     if not args.diffusion_model:
         raise ValueError("--fill diffusion needs --diffusion-model (a diffusers SD inpainting folder or a single-file "
                          "checkpoint with --config-dir); without a model use --fill patchmatch")
-    from ..diffusion_inpaint import RefineSettings, load_inpaint_pipeline
+    from ..inpaint import RefineSettings
+    from ..inpaint.diffusers_backend import load_inpaint_pipeline
     from .disocclusion import diffusers_refiner
 
     tags = args.tags
@@ -147,14 +94,14 @@ def _background_tags(args: argparse.Namespace, image: torch.Tensor, instances, p
 def run(args: argparse.Namespace) -> int:
     """Execute the ``kenburns`` sub-command."""
     start = time.perf_counter()
-    image = _read_rgb(args.image)
+    image = to_float_image(read_image(args.image))
     h, w = image.shape[:2]
     depth = _depth(args, image)
     instances = _segment(args, image)
     background, hole = None, None
     if instances is not None:
+        from ..depth import pool_instance_depth
         from ..inpaint import background_mask, inpaint
-        from ..instance_depth import pool_instance_depth
 
         if args.pool != "none":
             depth = pool_instance_depth(depth, instances, mode=args.pool).depth
@@ -174,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     clip = render_kenburns(image, depth, masks=instances, background=background, camera=camera, config=config,
                            device=args.device, refiner=refiner)
     rendered = time.perf_counter()
-    written = write_clip(clip.frames, clip.disocclusion, clip.fps, Path(args.out))
+    written = write_frames(clip.frames, args.out, clip.fps, extra={"disocclusion": clip.disocclusion})
     n_inst = 0 if instances is None else len(instances)
     views = "" if clip.key_views is None else f", {len(clip.key_views.hole_pixels)} key views inpainted ({args.fill})"
     print(f"{args.image}: {n_inst} characters, {len(clip.frames)} frames {clip.frames.shape[2]}x{clip.frames.shape[1]} "
@@ -186,7 +133,9 @@ def run(args: argparse.Namespace) -> int:
 def _add_kenburns(sub) -> None:
     p = sub.add_parser("kenburns", help="instance-aware 3D Ken Burns clip from one image (animated WEBP or PNG frames)")
     p.add_argument("image", help="input image")
-    p.add_argument("--out", required=True, help="OUT.webp (animated) or a folder for PNG frames + disocclusion masks")
+    p.add_argument("--out", required=True,
+                   help="OUT.webp (animated), OUT.mp4 (H.264, needs the extra 'video') or a folder for PNG frames + "
+                        "disocclusion masks")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--depth", help="grey depth PNG, larger = nearer (8 or 16 bit)")
     src.add_argument("--depth-model", default="small",

@@ -50,12 +50,14 @@ from .pointcloud import PointCloud, splat, unproject
 __all__ = [
     "FILLS",
     "KeyViewReport",
+    "BackendRefiner",
     "Refiner",
     "diffusers_refiner",
     "fill_view",
     "inpaint_disocclusions",
     "inpaint_plate",
     "lift",
+    "make_refiner",
     "overshoot_poses",
     "select_key_views",
 ]
@@ -334,42 +336,66 @@ def inpaint_plate(
     return plate
 
 
-def diffusers_refiner(
-    pipe,
+class BackendRefiner:
+    """The diffusion pass of ``fill="diffusion"`` over any sampler backend of :mod:`cartoonseg.inpaint` (the paper's
+    Ken Burns refinement: :func:`~cartoonseg.inpaint.refine_background` from the PatchMatch fill, with the background
+    tags as prompt and the paper's negative prompt). Build it with :func:`make_refiner` or
+    :func:`diffusers_refiner`; it is a :data:`Refiner`.
+
+    Attributes:
+        backend: the :data:`~cartoonseg.inpaint.RefineBackend` (``diffusers`` or ComfyUI sampling).
+        prompt: the positive prompt (``"<tags>, high quality, masterpiece, no_humans"``).
+        negative_prompt: the negative prompt.
+        settings: the :class:`~cartoonseg.inpaint.RefineSettings`.
+    """
+
+    def __init__(self, backend, prompt: str, negative_prompt: str, settings, interrupt=None) -> None:
+        self.backend, self.prompt, self.negative_prompt, self.settings = backend, prompt, negative_prompt, settings
+        self.interrupt = interrupt
+
+    def __call__(self, image: Tensor, mask: Tensor, init: Tensor) -> Tensor:
+        from ..inpaint import refine_background
+
+        out, _ = refine_background(image.float().cpu(), mask.float().cpu(), self.backend, prompt=self.prompt,
+                                   negative_prompt=self.negative_prompt, settings=self.settings,
+                                   init=init.float().cpu(), interrupt=self.interrupt)
+        return out.to(image)
+
+
+def make_refiner(
+    backend,
     *,
     tags=None,
     negative_prompt: str | None = None,
     settings=None,
-    progress: Callable[[int, int], None] | None = None,
-) -> Refiner:
-    """The diffusion pass of ``fill="diffusion"`` outside ComfyUI: a ``diffusers`` inpainting pipeline (from
-    :func:`cartoonseg.diffusion_inpaint.load_inpaint_pipeline`) run by
-    :func:`~cartoonseg.diffusion_inpaint.refine_with_diffusers` from the PatchMatch fill, as the paper's Ken Burns
-    pipeline does.
+    interrupt: Callable[[], None] | None = None,
+) -> BackendRefiner:
+    """A :data:`Refiner` over a sampler backend (:data:`cartoonseg.inpaint.RefineBackend`).
 
     Args:
-        pipe: a ``StableDiffusionInpaintPipeline``.
-        tags: background tags for the prompt (``"<tags>, high quality, masterpiece, no_humans"``; character tags
-            are dropped): a string, ``{tag: prob}`` or a list, e.g. the background tags of
-            :func:`cartoonseg.tagger.tag_instances`.
+        backend: e.g. :class:`cartoonseg.inpaint.diffusers_backend.DiffusersInpaintBackend`, or the ComfyUI
+            node's ``ComfyInpaintBackend``.
+        tags: background tags for the prompt (a string, ``{tag: prob}`` or a list; character tags are dropped), e.g.
+            the background tags of :func:`cartoonseg.tagger.tag_instances`.
         negative_prompt: default the paper's (against people, so no character is painted into a hole).
-        settings: :class:`~cartoonseg.diffusion_inpaint.RefineSettings` (default: the original's 32 steps, cfg 7,
-            denoise 0.75, seed 0, short side 1024).
-        progress: ``progress(step, total)`` per sampling step (raise to cancel).
+        settings: :class:`~cartoonseg.inpaint.RefineSettings` (default: the original's 32 steps, cfg 7, denoise
+            0.75, seed 0, short side 1024).
+        interrupt: cancel check before each sampling.
     """
-    from ..diffusion_inpaint import NEGATIVE_PROMPT, RefineSettings, background_prompt, refine_with_diffusers
+    from ..inpaint import NEGATIVE_PROMPT, RefineSettings, background_prompt
 
-    prompt = background_prompt(tags)
-    negative = NEGATIVE_PROMPT if negative_prompt is None else negative_prompt
-    settings = settings or RefineSettings()
+    return BackendRefiner(backend, background_prompt(tags), NEGATIVE_PROMPT if negative_prompt is None else negative_prompt,
+                          settings or RefineSettings(), interrupt)
 
-    def refine(image: Tensor, mask: Tensor, init: Tensor) -> Tensor:
-        out = refine_with_diffusers(pipe, image.float().cpu(), mask.float().cpu(), init.float().cpu(), prompt=prompt,
-                                    negative_prompt=negative, settings=settings, progress=progress)
-        return out.to(image)
 
-    refine.prompt = prompt  # type: ignore[attr-defined]  # shown by the CLI
-    return refine
+def diffusers_refiner(pipe, *, tags=None, negative_prompt: str | None = None, settings=None,
+                      progress: Callable[[int, int], None] | None = None) -> BackendRefiner:
+    """:func:`make_refiner` over a ``diffusers`` inpainting pipeline (from
+    :func:`cartoonseg.inpaint.diffusers_backend.load_inpaint_pipeline`); ``progress(step, total)`` per step."""
+    from ..inpaint.diffusers_backend import DiffusersInpaintBackend
+
+    return make_refiner(DiffusersInpaintBackend(pipe, progress=progress), tags=tags, negative_prompt=negative_prompt,
+                        settings=settings)
 
 
 def _refine(refiner: Refiner, image: Tensor, mask: Tensor, init: Tensor) -> Tensor:

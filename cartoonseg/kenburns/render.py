@@ -188,13 +188,13 @@ def _as_hwc(image: Tensor, name: str) -> Tensor:
         image = image[0]
     if image.dim() == 2:
         image = image[..., None]
-    if image.dim() != 3 or image.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"{name} must be [H,W,3] (or [H,W,1]/[H,W,4]), got shape {tuple(image.shape)}")
+    if image.dim() != 3 or image.shape[-1] not in (1, 2, 3, 4):
+        raise ValueError(f"{name} must be [H,W,3] (or [H,W,1]/[H,W,2]/[H,W,4]), got shape {tuple(image.shape)}")
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"{name} is empty: shape {tuple(image.shape)}")
     image = image.float()
-    if image.shape[-1] == 1:
-        image = image.expand(-1, -1, 3)
+    if image.shape[-1] in (1, 2):  # grey, grey + alpha (alpha dropped)
+        image = image[..., :1].expand(-1, -1, 3)
     return torch.nan_to_num(image[..., :3], nan=0.0).clamp(0.0, 1.0)
 
 

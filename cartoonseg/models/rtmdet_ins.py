@@ -266,6 +266,7 @@ class RTMDetIns(nn.Module):
         max_per_img: int | None = None,
         min_score: float | None = None,
         with_masks: bool = True,
+        with_nms: bool = True,
     ) -> Detections:
         """Decode boxes, filter, NMS and (optionally) decode masks for image ``index`` of the batch.
 
@@ -279,6 +280,9 @@ class RTMDetIns(nn.Module):
             min_score: drop detections with score <= this after NMS (the caller's score filter; applied before
                 mask decoding to save work, which does not change the kept masks).
             with_masks: decode mask logits at the original size.
+            with_nms: False returns every candidate above ``score_thr`` (at most ``nms_pre`` per level) without
+                NMS or ``max_per_img``: the candidate pool that box prompts pick from (the reference's
+                ``infer_embeddings``).
         """
         cfg = self.config
         score_thr = cfg.score_thr if score_thr is None else score_thr
@@ -317,8 +321,9 @@ class RTMDetIns(nn.Module):
         boxes = boxes * inv
         wh_ok = ((boxes[:, 2] - boxes[:, 0]) > 0) & ((boxes[:, 3] - boxes[:, 1]) > 0)
         dets = Detections(boxes, scores, labels, priors, kernels).select(wh_ok.nonzero().flatten())
-        keep = batched_nms(dets.boxes, dets.scores, dets.labels, iou_thr, max_keep=max_per_img)
-        dets = dets.select(keep[:max_per_img])
+        if with_nms:
+            keep = batched_nms(dets.boxes, dets.scores, dets.labels, iou_thr, max_keep=max_per_img)
+            dets = dets.select(keep[:max_per_img])
         if min_score is not None:
             dets = dets.select((dets.scores > min_score).nonzero().flatten())
         if with_masks:
@@ -356,6 +361,52 @@ class RTMDetIns(nn.Module):
                 if i < layers - 1:
                     x = F.relu(x)
             return x.reshape(n, h, w)
+
+    def decode_binary_masks(
+        self,
+        mask_feat: Tensor,
+        dets: Detections,
+        *,
+        ori_shape: tuple[int, int],
+        scale_factor: tuple[float, float],
+        thr: float | None = None,
+    ) -> Tensor:
+        """``sigmoid(decode_masks(...)) > thr`` as bool ``[N, ori_h, ori_w]`` (``thr``: the config's
+        ``mask_thr_binary``), the same pixels with less work: a mask whose stride-8 logits all lie clearly below
+        the threshold logit is empty without being upsampled (bilinear resizes only form convex combinations, so
+        no value can rise above the largest input), and the rescale is skipped when it keeps the size (an exact
+        identity). The float maps exist only for a chunk of masks at a time.
+        """
+        thr = self.config.mask_thr_binary if thr is None else float(thr)
+        if not 0.0 < thr < 1.0:
+            raise ValueError(f"mask threshold must lie in (0, 1), got {thr}")
+        ori_h, ori_w = ori_shape
+        logits = self.dynamic_mask_logits(mask_feat, dets.kernels, dets.priors)
+        n = logits.shape[0]
+        out = torch.zeros(n, ori_h, ori_w, dtype=torch.bool, device=logits.device)
+        if n == 0:
+            return out
+        t = math.log(thr / (1.0 - thr))
+        band = 1e-2 * max(1.0, abs(t))
+        live = (logits.flatten(1).amax(1) > t - band).nonzero().flatten()
+        if live.numel() == 0:
+            return out
+        stride = float(self.config.strides[0])
+        h8, w8 = math.floor(logits.shape[-2] * stride), math.floor(logits.shape[-1] * stride)
+        size = [math.ceil(h8 * (1 / scale_factor[0])), math.ceil(w8 * (1 / scale_factor[1]))]
+        step = max(1, DECODE_CHUNK_BYTES // (4 * max(1, size[0] * size[1])))
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            for start in range(0, live.numel(), step):
+                idx = live[start : start + step]
+                up = F.interpolate(logits[None, idx], scale_factor=stride, mode="bilinear")
+                if [up.shape[-2], up.shape[-1]] != size:
+                    up = F.interpolate(up, size=size, mode="bilinear", align_corners=False)
+                up = up[0, :, :ori_h, :ori_w]
+                if up.shape[-2] < ori_h or up.shape[-1] < ori_w:  # as decode_masks
+                    up = F.pad(up[None], (0, ori_w - up.shape[-1], 0, ori_h - up.shape[-2]), mode="replicate")[0]
+                out[idx] = up.sigmoid_() > thr
+                del up
+        return out
 
     def decode_masks(
         self, mask_feat: Tensor, dets: Detections, *, ori_shape: tuple[int, int], scale_factor: tuple[float, float]

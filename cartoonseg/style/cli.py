@@ -20,39 +20,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from .._cli import load_networks, run_parser, subcommand_parser
+from ..io import read_image, to_float_image, write_image
 from .config import BACKGROUND_FILLS, MODES, PRESETS, style_preset
 from .hints import HINT_TYPES, extract_hint
 from .regions import ORDERS
 
 __all__ = ["add_parsers", "build_parser", "main"]
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-                rgba = im.convert("RGBA")
-                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"cannot read image {path}: {exc}") from exc
-
-
-def _to_float(rgb: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(rgb, dtype=np.float32)) / 255.0
-
-
-def _write_rgb(path: Path, image: torch.Tensor) -> None:
-    from PIL import Image
-
-    Image.fromarray((image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()).save(path)
 
 
 def add_parsers(subparsers) -> None:
@@ -132,12 +106,12 @@ def run(args: argparse.Namespace) -> int:
         tagger = load_tagger(args.tagger, device=args.device, allow_download=args.allow_download)
     components = load_components(args.model, config_dir=args.model_config, sdxl=args.sdxl)
     controlnet = load_controlnet(args.controlnet, config_dir=args.controlnet_config) if args.controlnet else None
-    background = _to_float(_read_rgb(Path(args.background))) if args.background else None
-    hint = _to_float(_read_rgb(Path(args.hint))) if args.hint else None
+    background = to_float_image(read_image(args.background)) if args.background else None
+    hint = to_float_image(read_image(args.hint)) if args.hint else None
 
     for path in map(Path, args.images):
-        rgb = _read_rgb(path)
-        image = _to_float(rgb)
+        rgb = read_image(path)
+        image = to_float_image(rgb)
         instances = seg(rgb).to("cpu")
         if tagger is not None:
             from ..tagger.tagging import tag_instances
@@ -150,13 +124,13 @@ def run(args: argparse.Namespace) -> int:
             result = style_edit(image, instances, backend, cfg, background=background, hint_image=hint,
                                 use_control=controlnet is not None)
             name = "style" if cfg.mode == "instance" else "global"
-            _write_rgb(out_dir / f"{path.stem}_{name}.png", result.image)
+            write_image(out_dir / f"{path.stem}_{name}.png", result.image)
             report["runs"][name] = [dataclasses.asdict(r) for r in result.passes]
             print(f"{path.name}: {name} ({len(result.passes)} passes) -> {out_dir / f'{path.stem}_{name}.png'}")
         if hint is not None:
-            _write_rgb(out_dir / f"{path.stem}_hint.png", hint)
+            write_image(out_dir / f"{path.stem}_hint.png", hint)
         elif config.hint != "none":
-            _write_rgb(out_dir / f"{path.stem}_hint.png", extract_hint(image, config.hint))
+            write_image(out_dir / f"{path.stem}_hint.png", extract_hint(image, config.hint))
         (out_dir / f"{path.stem}_style.json").write_text(json.dumps(report, indent=1))
     return 0
 

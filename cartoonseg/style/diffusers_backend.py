@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .._optional import require
 from .config import StyleConfig
 from .editor import SampleRequest
 
@@ -41,15 +42,10 @@ _KARRAS_OK = {"DPMSolverMultistepScheduler", "EulerDiscreteScheduler"}
 
 
 def require_diffusers():
-    """Import and return ``diffusers`` or raise a RuntimeError saying how to install it."""
-    try:
-        import diffusers
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise RuntimeError(
-            "the diffusers style-editing backend needs the optional packages 'diffusers' and 'transformers': "
-            "pip install diffusers transformers (inside ComfyUI use the CartoonSegInstanceStyleEdit node instead)"
-        ) from exc
-    return diffusers
+    """Import and return ``diffusers``, or raise :class:`~cartoonseg._optional.MissingDependencyError` naming the
+    extra to install."""
+    return require("diffusers", extra="diffusion", purpose="the diffusers style-editing backend",
+                   hint="inside ComfyUI use the CartoonSegInstanceStyleEdit node instead")
 
 
 def make_scheduler(base_config: Mapping, sampler: str, scheduler: str):

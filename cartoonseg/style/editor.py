@@ -85,12 +85,12 @@ class StyleResult:
 def _check_image(image: Tensor, name: str = "image") -> Tensor:
     if not isinstance(image, Tensor):
         raise TypeError(f"{name} must be a float tensor [H,W,3] RGB in [0,1], got {type(image).__name__}")
-    if image.dim() != 3 or image.shape[-1] not in (1, 3, 4):
+    if image.dim() != 3 or image.shape[-1] not in (1, 2, 3, 4):
         raise ValueError(f"{name} must be [H,W,3] RGB, got shape {tuple(image.shape)}")
     if image.shape[0] < 8 or image.shape[1] < 8:
         raise ValueError(f"{name} is too small for diffusion: {image.shape[0]}x{image.shape[1]} (need >= 8x8)")
-    if image.shape[-1] == 1:
-        image = image.expand(-1, -1, 3)
+    if image.shape[-1] in (1, 2):  # grey, grey + alpha (alpha dropped)
+        image = image[..., :1].expand(-1, -1, 3)
     return torch.nan_to_num(image[..., :3].float(), nan=0.0).clamp(0, 1)
 
 

@@ -23,9 +23,9 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from ..transforms import resize_image, resize_mask  # noqa: F401 - re-exported (their home is transforms)
 from .hints import gaussian_blur
 
 __all__ = [
@@ -119,27 +119,6 @@ def feather_alpha(mask: Tensor, feather: float) -> Tensor:
         blurred = gaussian_blur(m.reshape(-1, 1, *shape[-2:]), feather).reshape(shape)
         m = torch.maximum(m, blurred)
     return torch.where(m < ALPHA_FLOOR, torch.zeros_like(m), m)
-
-
-def resize_image(image: Tensor, hw: tuple[int, int]) -> Tensor:
-    """Resize ``[H,W,3]`` or ``[B,H,W,3]`` to ``hw`` (bicubic, antialiased when shrinking), clamped to [0,1]."""
-    single = image.dim() == 3
-    x = (image[None] if single else image).movedim(-1, 1)
-    if tuple(x.shape[-2:]) != tuple(hw):
-        shrink = hw[0] < x.shape[-2] or hw[1] < x.shape[-1]
-        x = F.interpolate(x, size=hw, mode="bicubic", align_corners=False, antialias=shrink).clamp(0, 1)
-    x = x.movedim(1, -1)
-    return x[0] if single else x
-
-
-def resize_mask(mask: Tensor, hw: tuple[int, int]) -> Tensor:
-    """Resize ``[H,W]`` to ``hw`` (bilinear; area when shrinking), clamped to [0,1]."""
-    if tuple(mask.shape[-2:]) == tuple(hw):
-        return mask
-    shrink = hw[0] < mask.shape[-2] and hw[1] < mask.shape[-1]
-    mode = "area" if shrink else "bilinear"
-    kwargs = {} if shrink else {"align_corners": False}
-    return F.interpolate(mask[None, None].float(), size=hw, mode=mode, **kwargs)[0, 0].clamp(0, 1)
 
 
 def paste(canvas: Tensor, patch: Tensor, box: tuple[int, int, int, int], alpha: Tensor) -> Tensor:

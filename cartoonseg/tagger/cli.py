@@ -2,7 +2,8 @@
 
 Usage (through the package CLI): ``python -m cartoonseg tag IMAGE... --tagger DIR [--detector P --refiner P]``.
 :func:`add_parsers` registers the sub-command on the package's argparse sub-parsers and :func:`run_tag` runs it;
-:func:`main` runs it stand-alone (``python -m cartoonseg.tagger.cli IMAGE... --tagger DIR``).
+:func:`main` runs it stand-alone (``python -m cartoonseg.tagger IMAGE... --tagger DIR``), with the error policy
+of :mod:`cartoonseg._cli`.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import json
 import sys
 from collections.abc import Sequence
 
-import numpy as np
-from PIL import Image
+from .._cli import run_parser
+from ..io import read_image
 
 __all__ = ["add_parsers", "add_tag_parser", "build_parser", "run_tag", "main"]
 
@@ -50,23 +51,11 @@ def add_parsers(subparsers) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cartoonseg tag", description=__doc__.splitlines()[0])
+    """The stand-alone parser of ``python -m cartoonseg.tagger IMAGE... --tagger DIR`` (no sub-command name)."""
+    parser = argparse.ArgumentParser(prog="python -m cartoonseg.tagger", description=__doc__.splitlines()[0])
     _add_arguments(parser)
+    parser.set_defaults(func=run_tag)
     return parser
-
-
-def _load_rgb(path: str) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-                rgba = image.convert("RGBA")
-                canvas = Image.new("RGBA", rgba.size, (255, 255, 255))
-                canvas.alpha_composite(rgba)
-                image = canvas
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"cannot read image {path}: {error}") from None
 
 
 def run_tag(args: argparse.Namespace) -> int:
@@ -90,7 +79,7 @@ def run_tag(args: argparse.Namespace) -> int:
         segmenter = Segmenter(detector, refiner=refiner, score_thr=args.score_thr, max_instances=args.max_instances)
     out = []
     for path in args.images:
-        rgb = _load_rgb(path)
+        rgb = read_image(path)
         if segmenter is None:
             out.append({"image": path, **tagger.tag(rgb, **options).to_dict()})
             continue
@@ -115,8 +104,9 @@ def run_tag(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_tag(build_parser().parse_args(argv))
+    """Run stand-alone; failures print one ``error:`` line and return 2 (the policy of :mod:`cartoonseg._cli`)."""
+    return run_parser(build_parser(), argv)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

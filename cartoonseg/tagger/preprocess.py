@@ -14,6 +14,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from ..io import has_alpha, to_rgb_uint8
+
 __all__ = ["to_pil", "prepare_image", "to_model_input", "preprocess"]
 
 ImageLike = "Image.Image | np.ndarray | Tensor"
@@ -35,34 +37,15 @@ def to_pil(image) -> Image.Image:
             raise ValueError(f"image is empty: {image.width}x{image.height}")
         if image.mode in ("RGB", "RGBA"):
             return image
-        has_alpha = "transparency" in image.info or image.mode in ("LA", "PA", "RGBa", "La")
-        return image.convert("RGBA" if has_alpha else "RGB")
-    if isinstance(image, Tensor):
-        image = image.detach().cpu()
-        if image.dtype == torch.uint8:
-            array = image.numpy()
-        elif image.is_floating_point():
-            array = image.float().numpy()
-        else:
-            raise TypeError(f"image tensor must be uint8 or float, got {image.dtype}")
-    elif isinstance(image, np.ndarray):
-        array = image
-    else:
+        return image.convert("RGBA" if has_alpha(image) else "RGB")
+    if isinstance(image, Tensor) and image.dtype != torch.uint8 and not image.is_floating_point():
+        raise TypeError(f"image tensor must be uint8 or float, got {image.dtype}")
+    if isinstance(image, np.ndarray) and image.dtype != np.uint8 and not np.issubdtype(image.dtype, np.floating):
+        raise TypeError(f"image array must be uint8 (0..255) or float (0..1), got {image.dtype}")
+    if not isinstance(image, (Tensor, np.ndarray)):
         raise TypeError(f"image must be a PIL.Image, numpy array or torch tensor, got {type(image).__name__}")
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
-        raise ValueError(f"image must be [H,W], [H,W,1], [H,W,3] or [H,W,4], got shape {tuple(array.shape)}")
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"image is empty: shape {tuple(array.shape)}")
-    if array.dtype != np.uint8:
-        if not np.issubdtype(array.dtype, np.floating):
-            raise TypeError(f"image array must be uint8 (0..255) or float (0..1), got {array.dtype}")
-        array = np.clip(np.nan_to_num(array.astype(np.float32), nan=0.0), 0.0, 1.0)
-        array = np.round(array * 255.0).astype(np.uint8)
-    if array.shape[2] == 1:
-        array = np.repeat(array, 3, axis=2)
-    return Image.fromarray(np.ascontiguousarray(array), "RGBA" if array.shape[2] == 4 else "RGB")
+    array = to_rgb_uint8(image, nan="zero", alpha="keep")
+    return Image.fromarray(array, "RGBA" if array.shape[2] == 4 else "RGB")
 
 
 def prepare_image(image, size: int = 448) -> np.ndarray:

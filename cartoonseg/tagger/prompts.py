@@ -14,6 +14,7 @@ import dataclasses
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
+from ..inpaint.diffusion import NEGATIVE_PROMPT, PROMPT_SUFFIX
 from ..structures import Instances
 
 __all__ = [
@@ -37,10 +38,9 @@ KAOMOJIS: frozenset[str] = frozenset(
     {"0_0", "(o)_(o)", "+_+", "+_-", "._.", "<o>_<o>", "<|>_<|>", "=_=", ">_<", "3_3", "6_9", ">_o", "@_@", "^_^",
      "o_o", "u_u", "x_x", "|_|", "||_||"}
 )  # fmt: skip
-# Paper §6.1: fixed negative prompt of the Ken Burns inpainting.
-NEGATIVE_PROMPT = "human, single, person, girl, 1girl, boy, 1boy, creature, animal, alien, robot, body"
-# Paper code (Ken Burns): appended to the background tags.
-BACKGROUND_SUFFIX = "high quality, masterpiece, no_humans"
+# Paper §6.1: the fixed negative prompt of the Ken Burns inpainting, and the suffix of the background tags (their
+# one home is cartoonseg.inpaint.diffusion).
+BACKGROUND_SUFFIX = PROMPT_SUFFIX
 
 _TEMPLATE_KEYS = ("{style}", "{tags}")
 

@@ -20,13 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor, nn
 
+from ..device import resolve_dtype
+from ..io import to_rgb_uint8
 from ..structures import Instances
 from .download import DEFAULT_TAGGER_REPO, resolve_tagger_dir
 from .labels import CHARACTER, GENERAL, RATING, TagLabels, load_labels
-from .preprocess import prepare_image, to_model_input, to_pil
+from .preprocess import prepare_image, to_model_input
 from .swinv2 import (
     SWINV2_PRESETS,
     SwinTransformerV2,
@@ -47,7 +48,6 @@ __all__ = [
 ]
 
 DEFAULT_EXCLUDE: tuple[str, ...] = ("simple_background", "white_background")
-_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclasses.dataclass
@@ -265,6 +265,7 @@ def load_tagger(
     download_dir: str | os.PathLike | None = None,
     allow_download: bool = True,
     batch_size: int = 8,
+    run_device: str | torch.device | None = None,
 ) -> WDTagger:
     """Load a WD SwinV2 tagger from a folder laid out like its Hugging Face repo (or from the repo itself).
 
@@ -274,16 +275,18 @@ def load_tagger(
             wd-swinv2-tagger-v3 architecture is assumed); or a repo id such as ``SmilingWolf/wd-swinv2-tagger-v3``
             (downloaded into ``download_dir`` when missing, see :func:`resolve_tagger_dir`).
         device: where the model runs.
-        precision: ``fp32`` (reference), ``fp16`` or ``bf16``.
+        precision: ``fp32`` (reference), ``fp16``, ``bf16`` or ``auto``, resolved for ``device`` by
+            :func:`cartoonseg.device.resolve_precision` (unsupported -> fp32 with one warning).
         download_dir: parent folder for downloads.
         allow_download: allow fetching missing files from the hub.
         batch_size: crops per forward pass.
+        run_device: the device the model will run on when it is loaded elsewhere first (e.g. ComfyUI's offload
+            device); ``precision`` is checked for it. Default: ``device``.
 
     Returns:
         A :class:`WDTagger` in eval mode.
     """
-    if precision not in _PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
+    dtype = resolve_dtype(precision, device if run_device is None else run_device)
     folder = resolve_tagger_dir(source, download_dir=download_dir, allow_download=allow_download)
     labels = load_labels(folder / "selected_tags.csv")
     config_path = folder / "config.json"
@@ -301,19 +304,14 @@ def load_tagger(
         )
     model = SwinTransformerV2(cfg)
     load_swinv2_state_dict(model, filter_timm_swinv2(_read_weights(folder / "model.safetensors")))
-    model = model.to(device=device, dtype=_PRECISIONS[precision]).eval()
+    model = model.to(device=device, dtype=dtype).eval()
     return WDTagger(model, labels, batch_size=batch_size)
 
 
 # ---------------------------------------------------------------------------------------------- instances
 def _rgb_uint8(image) -> np.ndarray:
-    """Any supported image -> numpy uint8 ``[H,W,3]`` RGB (transparency composited on white)."""
-    pil = to_pil(image)
-    if pil.mode == "RGBA":
-        canvas = Image.new("RGBA", pil.size, (255, 255, 255))
-        canvas.alpha_composite(pil)
-        pil = canvas
-    return np.asarray(pil.convert("RGB"), dtype=np.uint8)
+    """Any supported image -> numpy uint8 ``[H,W,3]`` RGB (transparency composited on white, NaN -> 0)."""
+    return to_rgb_uint8(image, nan="zero", alpha="white")
 
 
 def instance_crops(image, instances: Instances) -> list[np.ndarray | None]:

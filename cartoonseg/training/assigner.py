@@ -7,7 +7,9 @@ RTMDet defaults (``soft_center_radius=3``, ``topk=13``, ``iou_weight=3``):
 2. cost[p, g] = soft classification cost + IoU cost + soft centre prior, where
    * soft classification cost = ``sum_c BCE(logit_pc, y_gc * IoU_pg) * |y_gc * IoU_pg - sigmoid(logit_pc)|^2``,
    * IoU cost = ``-3 log(IoU_pg + 1e-7)`` between the (detached) decoded prediction and the ground truth,
-   * soft centre prior = ``10^(|prior - centre_g| / stride - 3)``;
+   * soft centre prior = ``10^(|prior - centre_g| / stride - 3)``, where ``centre_g`` is the centre of mass of
+     the ground-truth mask in pixel-index coordinates (mmdet's ``center_of_mass``: RTMDet-Ins ground truths
+     carry masks; box-only instances carry their filled box) and the box centre only without masks;
 3. dynamic k (SimOTA): each ground truth takes its ``k_g = max(1, int(sum of its top-13 IoUs))`` cheapest
    candidates; a prior claimed by several ground truths keeps only the cheapest.
 
@@ -25,9 +27,23 @@ from torch import Tensor
 
 from .losses import box_iou_pairwise
 
-__all__ = ["AssignResult", "DynamicSoftLabelAssigner"]
+__all__ = ["AssignResult", "DynamicSoftLabelAssigner", "mask_centers"]
 
 _EPS = 1e-7
+
+
+def mask_centers(masks: Tensor, eps: float = _EPS) -> Tensor:
+    """Centres of mass ``[G,2]`` (x, y) of masks ``[G,H,W]`` in pixel-index coordinates (pixel ``(0, 0)`` is at
+    ``(0, 0)``); an empty mask gives ``(0, 0)``. Integer sums, then one float32 division (mmdet's
+    ``center_of_mass``)."""
+    _, h, w = masks.shape
+    m = masks.bool()
+    rows = m.sum(dim=2)  # [G,H] int64 (exact: the weighted sums below equal mmdet's full-grid ones)
+    cols = m.sum(dim=1)  # [G,W]
+    norm = rows.sum(dim=1).float().clamp(min=eps)
+    cy = (rows * torch.arange(h, device=masks.device)).sum(dim=1) / norm
+    cx = (cols * torch.arange(w, device=masks.device)).sum(dim=1) / norm
+    return torch.stack([cx, cy], dim=1)
 
 
 @dataclass
@@ -71,6 +87,7 @@ class DynamicSoftLabelAssigner:
         priors: Tensor,
         gt_boxes: Tensor,
         gt_labels: Tensor,
+        gt_centers: Tensor | None = None,
     ) -> AssignResult:
         """Assign the priors of one image.
 
@@ -80,6 +97,8 @@ class DynamicSoftLabelAssigner:
             priors: ``[P,4]`` ``(x, y, stride_x, stride_y)`` prior points (cell corners, offset 0).
             gt_boxes: ``[G,4]`` xyxy ground-truth boxes.
             gt_labels: ``[G]`` int64 classes in ``[0, C)``.
+            gt_centers: ``[G,2]`` (x, y) centres for the centre prior (see :func:`mask_centers`); None = box
+                centres.
 
         Returns:
             :class:`AssignResult`.
@@ -105,7 +124,7 @@ class DynamicSoftLabelAssigner:
         v_priors = priors[v_idx].float()
         num_valid = v_idx.numel()
 
-        centres = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2
+        centres = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2 if gt_centers is None else gt_centers.float()
         dist = (v_priors[:, None, :2] - centres[None]).pow(2).sum(-1).sqrt() / v_priors[:, 2:3]
         centre_cost = torch.pow(10.0, dist - self.soft_center_radius)
 

@@ -175,15 +175,16 @@ def read_image_bgr(path: str | Path) -> np.ndarray:
 
 def instance_masks(image: CocoImage) -> tuple[np.ndarray, np.ndarray]:
     """(masks uint8 ``[N,H,W]``, ignore_mask bool ``[N]``) of an image's annotations; box-only instances get their
-    filled box and ``ignore_mask=True``."""
+    filled box (xyxy truncated to int, as CartoonSegmentation's ``LoadAnnotationsNoSegs``; the mask only feeds
+    the assigner's centre prior) and ``ignore_mask=True``."""
     n = len(image.annotations)
     masks = np.zeros((n, image.height, image.width), np.uint8)
     ignore = np.zeros(n, bool)
     for i, ann in enumerate(image.annotations):
         m = rle_utils.segmentation_to_mask(ann.segmentation, image.height, image.width)
         if m is None or not m.any():
-            x1, y1, x2, y2 = ann.box
-            masks[i, int(round(y1)) : int(round(y2)), int(round(x1)) : int(round(x2))] = 1
+            x1, y1, x2, y2 = (int(c) for c in ann.box)  # truncated, as CartoonSegmentation's loader does
+            masks[i, max(y1, 0) : max(y2, 0), max(x1, 0) : max(x2, 0)] = 1
             ignore[i] = True
         else:
             masks[i] = m

@@ -13,6 +13,7 @@ EMA weights as ``<out>/detector.safetensors`` (the node format: safetensors with
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,14 @@ from .engine import LoopConfig, run_loop, state_digest
 from .optim import init_rtmdet_head
 from .rtmdet_loss import RTMDetInsLossConfig, rtmdet_ins_loss, targets_to_device
 
-__all__ = ["DetectorTrainConfig", "default_lr", "init_detector_from", "train_detector"]
+__all__ = [
+    "DETECTOR_RECIPES",
+    "DetectorTrainConfig",
+    "default_lr",
+    "detector_recipe",
+    "init_detector_from",
+    "train_detector",
+]
 
 
 def default_lr(total_batch: int) -> float:
@@ -62,6 +70,8 @@ class DetectorTrainConfig:
         mask_loss_stride: see :class:`RTMDetInsLossConfig`.
         mosaic, mixup: strong augmentations on/off.
         sync_bn: convert BatchNorm to SyncBatchNorm when running on several GPUs.
+        eval_interval: iterations between evaluations by ``train_detector``'s ``evaluator`` (0: at the end only).
+        time_limit_s: stop resumably after this much training wall time (evaluations excluded).
     """
 
     train_ann: str
@@ -89,9 +99,43 @@ class DetectorTrainConfig:
     mosaic: bool = True
     mixup: bool = True
     sync_bn: bool = True
+    eval_interval: int = 0
+    time_limit_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+#: Named training recipes: field overrides of :class:`DetectorTrainConfig` (whose defaults are ``paper``).
+#: ``tiny-cpu`` trains the tiny detector on a 2-core CPU in minutes (bench/train_convergence.py records what it
+#: reaches): 192-px canvas, batch 8, lr 2e-3 (linear scaling from 0.004 at 256 would give 1.25e-4, far too slow
+#: for a few hundred steps from scratch), 50 warm-up steps, no mosaic/mixup (on a few hundred synthetic images
+#: the stock strong augmentation costs more steps than it saves), one data worker.
+DETECTOR_RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "tiny-cpu": {
+        "preset": "tiny",
+        "img_size": 192,
+        "epochs": 6,
+        "batch_size": 8,
+        "lr": 2e-3,
+        "warmup_iters": 50,
+        "mosaic": False,
+        "mixup": False,
+        "no_aug_epochs": 0,
+        "num_workers": 1,
+        "device": "cpu",
+        "amp": "none",
+    },
+}
+
+
+def detector_recipe(name: str, **overrides: Any) -> DetectorTrainConfig:
+    """The :class:`DetectorTrainConfig` of recipe ``name`` (see :data:`DETECTOR_RECIPES`) with ``overrides``
+    (``train_ann`` and ``out_dir`` are required)."""
+    if name not in DETECTOR_RECIPES:
+        raise ValueError(f"unknown training recipe {name!r}; allowed: {sorted(DETECTOR_RECIPES)}")
+    return DetectorTrainConfig(**{**DETECTOR_RECIPES[name], **overrides})
 
 
 def init_detector_from(model: RTMDetIns, path: str | Path) -> dict[str, list[str]]:
@@ -124,11 +168,17 @@ def _build(cfg: DetectorTrainConfig, num_classes: int) -> tuple[RTMDetIns, dict[
     return model, report
 
 
-def train_detector(cfg: DetectorTrainConfig, ctx: DistContext | None = None) -> dict[str, Any]:
+def train_detector(
+    cfg: DetectorTrainConfig,
+    ctx: DistContext | None = None,
+    evaluator: Callable[[RTMDetIns], dict[str, float]] | None = None,
+) -> dict[str, Any]:
     """Run stage-1 training; returns a summary (export path, steps, last losses).
 
     The caller may pass a :class:`DistContext`; by default it is made from the ``torchrun`` environment and torn
-    down at the end.
+    down at the end. ``evaluator`` (rank 0) receives an eval-mode detector holding the weights that would be
+    exported (the EMA when kept) every ``cfg.eval_interval`` iterations and at the end; its metrics go to the
+    log as ``"event": "eval"`` lines.
     """
     own_ctx = ctx is None
     ctx = ctx or setup(cfg.device)
@@ -160,6 +210,8 @@ def train_detector(cfg: DetectorTrainConfig, ctx: DistContext | None = None) -> 
             ckpt_interval=cfg.ckpt_interval,
             max_iters=cfg.max_iters,
             resume=cfg.resume,
+            eval_interval=cfg.eval_interval,
+            time_limit_s=cfg.time_limit_s,
         )
 
         def on_epoch(epoch: int) -> None:
@@ -171,8 +223,24 @@ def train_detector(cfg: DetectorTrainConfig, ctx: DistContext | None = None) -> 
             return rtmdet_ins_loss(raw, outputs, targets_to_device(batch["targets"], device), loss_cfg)
 
         run_cfg = dict(cfg.to_dict(), num_classes=coco.num_classes, categories=coco.category_names, lr=lr)
+        raw = model
+
+        def evaluate(_model: nn.Module, ema: Any) -> dict[str, float]:
+            net = build_detector(raw.config)
+            state = ema.state_dict() if ema is not None else raw.state_dict()
+            net.load_state_dict({k: v.detach().cpu() for k, v in state.items()})
+            return evaluator(net.to(ctx.device).eval())
+
         result = run_loop(
-            ctx, model, dataset, collate_detection, loss_fn, loop, run_config=run_cfg, on_epoch_start=on_epoch
+            ctx,
+            model,
+            dataset,
+            collate_detection,
+            loss_fn,
+            loop,
+            run_config=run_cfg,
+            on_epoch_start=on_epoch,
+            evaluate=evaluate if evaluator is not None else None,
         )
         summary: dict[str, Any] = {
             "global_step": result.global_step,

@@ -64,6 +64,9 @@ class LoopConfig:
         ckpt_interval: iterations between checkpoints (0: only at epoch ends).
         max_iters: stop after this global step (None: run all epochs). The run can be resumed later.
         resume: continue from ``<name>_last`` when it exists.
+        eval_interval: iterations between calls of ``run_loop``'s ``evaluate`` hook (0: only at the end).
+        time_limit_s: stop (resumably, like ``max_iters``) once this much wall time was spent training in this
+            call, evaluations excluded (None: no limit). The schedule still follows ``epochs``.
     """
 
     out_dir: str
@@ -88,6 +91,8 @@ class LoopConfig:
     ckpt_interval: int = 0
     max_iters: int | None = None
     resume: bool = True
+    eval_interval: int = 0
+    time_limit_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -177,6 +182,7 @@ def _mean_across(ctx: DistContext, values: dict[str, float], device: torch.devic
 
 
 LossFn = Callable[[nn.Module, nn.Module, Any, torch.device], dict[str, Tensor]]
+EvalFn = Callable[[nn.Module, "ExpMomentumEMA | None"], dict[str, float]]
 
 
 def run_loop(
@@ -189,6 +195,7 @@ def run_loop(
     *,
     run_config: dict[str, Any] | None = None,
     on_epoch_start: Callable[[int], None] | None = None,
+    evaluate: EvalFn | None = None,
 ) -> LoopResult:
     """Train ``model`` (already on ``ctx.device`` and in train mode).
 
@@ -202,6 +209,9 @@ def run_loop(
         cfg: :class:`LoopConfig`.
         run_config: JSON-able description of the whole run, stored in every checkpoint.
         on_epoch_start: called with the epoch index before its first batch (also on resume).
+        evaluate: ``(model, ema) -> {metric: value}``, called on rank 0 every ``cfg.eval_interval`` iterations and
+            after the last one, with the model in eval mode; each result is logged as an ``"event": "eval"`` line
+            with the step, ``train_s`` (wall time spent training so far, evaluations excluded) and ``eval_s``.
     """
     out_dir = Path(cfg.out_dir)
     if ctx.is_main:
@@ -275,6 +285,31 @@ def run_loop(
 
     last_log: dict[str, float] = {}
     t0 = time.time()
+    cpu0 = time.process_time()
+    eval_time = eval_cpu = 0.0
+    last_eval_step = -1
+
+    def run_eval() -> None:
+        nonlocal eval_time, eval_cpu, last_eval_step
+        if evaluate is None or last_eval_step == global_step:
+            return
+        last_eval_step = global_step
+        if ctx.is_main:
+            start, start_cpu = time.time(), time.process_time()
+            model.eval()
+            with torch.no_grad():
+                metrics = evaluate(model, ema)
+            model.train()
+            spent = time.time() - start
+            record = {"event": "eval", "name": cfg.name, "epoch": epoch, "step": global_step}
+            # train_cpu_s: CPU time of this process's threads (data workers excluded), the cost on an idle machine
+            record.update(train_s=round(start - t0 - eval_time, 2), eval_s=round(spent, 2),
+                          train_cpu_s=round(start_cpu - cpu0 - eval_cpu, 2))
+            record.update({k: round(float(v), 6) for k, v in metrics.items()})
+            _log(ctx, out_dir, record)
+            eval_time += spent
+            eval_cpu += time.process_time() - start_cpu
+        ctx.barrier()
     while epoch < cfg.epochs:
         if on_epoch_start is not None:
             on_epoch_start(epoch)
@@ -327,18 +362,28 @@ def run_loop(
                         "iter": it_in_epoch,
                         "step": global_step,
                         "lr": lr,
-                        "time_s": round(time.time() - t0, 2),
+                        "time_s": round(time.time() - t0 - eval_time, 2),
                         **{k: round(v, 6) for k, v in values.items()},
                     },
                 )
             if cfg.ckpt_interval and global_step % cfg.ckpt_interval == 0:
                 save(epoch, it_in_epoch)
-            if cfg.max_iters is not None and global_step >= cfg.max_iters:
+            stop = cfg.max_iters is not None and global_step >= cfg.max_iters
+            if cfg.time_limit_s is not None:
+                spent = torch.tensor([time.time() - t0 - eval_time], dtype=torch.float64, device=device)
+                if ctx.distributed:  # every rank stops at the same step
+                    dist.broadcast(spent, src=0)
+                stop = stop or float(spent) >= cfg.time_limit_s
+            if cfg.eval_interval and global_step % cfg.eval_interval == 0 and not stop:
+                run_eval()
+            if stop:
                 save(epoch, it_in_epoch)
                 sync_end()
+                run_eval()
                 return LoopResult(global_step, False, last_log, ema)
         epoch += 1
         it_in_epoch = 0
         save(epoch, 0)
     sync_end()
+    run_eval()
     return LoopResult(global_step, True, last_log, ema)

@@ -6,7 +6,7 @@ For a batch:
 1. flatten the three levels into ``P`` priors (cell corners, offset 0) and decode the distance predictions
    ``(l, t, r, b)`` into boxes;
 2. assign every image with :class:`~cartoonseg.training.assigner.DynamicSoftLabelAssigner` on detached
-   predictions;
+   predictions, with each ground truth's mask centre of mass as the centre prior's centre;
 3. ``L_conf`` = Quality Focal Loss over all priors (soft target = IoU of the assigned pair), weight 1;
    ``L_box`` = GIoU loss on positives weighted by that IoU, weight 2; both divided by the sum of assigned IoUs
    (averaged over processes, at least 1);
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..models.rtmdet_ins import HeadOutputs, RTMDetIns, grid_priors
-from .assigner import DynamicSoftLabelAssigner
+from .assigner import AssignResult, DynamicSoftLabelAssigner, mask_centers
 from .losses import dice_loss, giou_loss, quality_focal_loss
 
 __all__ = ["RTMDetInsLossConfig", "flatten_outputs", "rtmdet_ins_loss"]
@@ -87,7 +87,9 @@ def rtmdet_ins_loss(
     outputs: HeadOutputs,
     targets: list[dict[str, Tensor]],
     config: RTMDetInsLossConfig | None = None,
-) -> dict[str, Tensor]:
+    *,
+    return_assignments: bool = False,
+) -> dict[str, Any]:
     """Total stage-1 loss of a batch.
 
     Args:
@@ -96,6 +98,7 @@ def rtmdet_ins_loss(
         targets: per image ``boxes`` float ``[G,4]`` xyxy input pixels, ``labels`` int64 ``[G]``, ``masks`` uint8
             ``[G,H,W]`` at the input canvas size, optional ``ignore_mask`` bool ``[G]``.
         config: :class:`RTMDetInsLossConfig`.
+        return_assignments: also return each image's :class:`AssignResult` under ``assignments``.
 
     Returns:
         ``loss`` (sum), ``loss_cls``, ``loss_bbox``, ``loss_mask`` and ``num_pos`` (detached count).
@@ -114,6 +117,7 @@ def rtmdet_ins_loss(
     scores_all = torch.zeros(bsz, num_priors, device=device)
     pos_pred, pos_tgt, pos_w = [], [], []
     mask_logits, mask_gts = [], []
+    assignments: list[AssignResult] = []
     in_h, in_w = outputs.mask_feat.shape[-2] * strides[0], outputs.mask_feat.shape[-1] * strides[0]
     s = cfg.mask_loss_stride
     if strides[0] % s:
@@ -121,7 +125,14 @@ def rtmdet_ins_loss(
     for b, tgt in enumerate(targets):
         gt_boxes = tgt["boxes"].to(device).float()
         gt_labels = tgt["labels"].to(device).long()
-        res = cfg.assigner(cls[b].detach(), boxes[b].detach(), priors, gt_boxes, gt_labels)
+        gt_masks = tgt["masks"].to(device)
+        if gt_masks.shape[0] and gt_masks.shape[-2:] != (in_h, in_w):
+            raise ValueError(
+                f"target masks must be at the input size {(in_h, in_w)}, got {tuple(gt_masks.shape[-2:])}"
+            )
+        centres = mask_centers(gt_masks) if gt_masks.shape[0] else None
+        res = cfg.assigner(cls[b].detach(), boxes[b].detach(), priors, gt_boxes, gt_labels, centres)
+        assignments.append(res)
         pos = res.pos_mask.nonzero().flatten()
         labels_all[b] = res.labels
         scores_all[b] = res.ious
@@ -140,9 +151,7 @@ def rtmdet_ins_loss(
                 logits = F.interpolate(
                     logits[None], scale_factor=strides[0] // s, mode="bilinear", align_corners=False
                 )[0]
-            gt = tgt["masks"].to(device)[mgi]
-            if gt.shape[-2:] != (in_h, in_w):
-                raise ValueError(f"target masks must be at the input size {(in_h, in_w)}, got {tuple(gt.shape[-2:])}")
+            gt = gt_masks[mgi]
             mask_logits.append(logits)
             mask_gts.append(gt[:, s // 2 :: s, s // 2 :: s].float())
 
@@ -164,13 +173,16 @@ def rtmdet_ins_loss(
     else:  # keep every parameter in the graph (DDP) with a zero contribution
         loss_mask = (outputs.mask_feat.sum() + kernels.sum()) * 0.0
     total = loss_cls + loss_bbox + loss_mask
-    return {
+    out: dict[str, Any] = {
         "loss": total,
         "loss_cls": loss_cls.detach(),
         "loss_bbox": loss_bbox.detach(),
         "loss_mask": loss_mask.detach(),
         "num_pos": torch.tensor(float(sum(p.shape[0] for p in pos_pred)), device=device),
     }
+    if return_assignments:
+        out["assignments"] = assignments
+    return out
 
 
 def targets_to_device(targets: list[dict[str, Any]], device: torch.device) -> list[dict[str, Tensor]]:

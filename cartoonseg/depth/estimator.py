@@ -40,7 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .hub import WeightsUnavailableError, hub_url, is_offline
+from ..device import precision_of, resolve_dtype
+from ..hub import WeightsUnavailableError, hub_url, is_offline
+from ..io import to_rgb_uint8
 
 __all__ = [
     "DEPTH_MODELS",
@@ -317,9 +319,12 @@ class DepthEstimator:
         rgb = _as_uint8_rgb(image)
         height, width = rgb.shape[:2]
         x = self.preprocess(rgb).to(self.device)
-        if self.dtype != torch.float32 and self.device.type == "cpu":
-            with torch.autocast("cpu", dtype=self.dtype):
+        cpu_dtype = resolve_dtype(precision_of(self.dtype), "cpu") if self.device.type == "cpu" else None
+        if cpu_dtype is not None and cpu_dtype != torch.float32:
+            with torch.autocast("cpu", dtype=cpu_dtype):
                 pred = self.model(pixel_values=x).predicted_depth
+        elif cpu_dtype is not None:  # fp32 on CPU (asked for, or the fallback of an unsupported bf16)
+            pred = self.model(pixel_values=x).predicted_depth
         else:
             pred = self.model(pixel_values=x.to(self.dtype)).predicted_depth
         pred = pred.float()
@@ -343,26 +348,11 @@ def _normalise(x: Tensor) -> Tensor:
 
 
 def _as_uint8_rgb(image) -> np.ndarray:
-    if isinstance(image, Tensor):
-        t = image.detach().cpu()
-        if t.dtype != torch.uint8:
-            t = (torch.nan_to_num(t.float(), nan=0.0).clamp(0, 1) * 255).round().to(torch.uint8)
-        arr = t.numpy()
-    elif isinstance(image, np.ndarray):
-        arr = image
-        if arr.dtype != np.uint8:
-            arr = (np.clip(np.nan_to_num(arr.astype(np.float32)), 0, 1) * 255 + 0.5).astype(np.uint8)
-    else:
-        raise TypeError(f"image must be a numpy array or torch tensor [H,W,3], got {type(image).__name__}")
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"image must be [H,W,3] RGB (grey and RGBA accepted), got shape {arr.shape}")
+    """The input image by the policy of :func:`cartoonseg.io.to_rgb_uint8` (NaN -> 0), at least 2x2."""
+    arr = to_rgb_uint8(image, nan="zero")
     if arr.shape[0] < 2 or arr.shape[1] < 2:
         raise ValueError(f"image too small for depth estimation: {arr.shape[:2]} (need at least 2x2)")
-    if arr.shape[-1] == 1:
-        arr = np.repeat(arr, 3, axis=-1)
-    return np.ascontiguousarray(arr[..., :3])
+    return arr
 
 
 def load_depth_model(
@@ -383,7 +373,8 @@ def load_depth_model(
     Args:
         name_or_path: folder, ``"small"``/``"base"``/``"large"`` or hub repo id.
         device: torch device.
-        dtype: ``torch.float32`` (default) or ``torch.bfloat16`` (autocast on CPU). float16 is refused on CPU.
+        dtype: ``torch.float32`` (default) or ``torch.bfloat16`` (autocast on CPU; on a CPU without bf16 kernels
+            fp32 is used, with one warning: see :mod:`cartoonseg.device`). float16 is refused on CPU.
 
     Raises:
         WeightsUnavailableError: files missing and not downloadable.
@@ -393,6 +384,7 @@ def load_depth_model(
         raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
     if dtype == torch.float16 and torch.device(device).type == "cpu":
         raise ValueError("float16 is extremely slow on CPU; use torch.float32 or torch.bfloat16")
+    dtype = resolve_dtype(precision_of(dtype), device)  # bf16 on a CPU without bf16 kernels -> fp32, one warning
     folder = resolve_depth_model(name_or_path, search_dirs=search_dirs, download_dir=download_dir, allow_download=allow_download)
     try:
         from transformers import AutoConfig, AutoModelForDepthEstimation

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .structures import Instances
+from ..structures import Instances
 
 __all__ = ["POOL_MODES", "PooledDepth", "pool_instance_depth", "pool_value", "z_order_instances"]
 

@@ -1,4 +1,4 @@
-"""Diffusion refinement of a background plate: prompts, working sizes, compositing, and a ``diffusers`` runner.
+"""Diffusion refinement of a background plate: prompts, settings, working sizes, and the one refinement loop.
 
 Paper: "Instance-guided Cartoon Editing with a Large-scale Dataset" (arXiv 2312.01943), §6.1: after PatchMatch
 removes the characters, a latent-diffusion inpainting pass re-synthesises the hole, steered by the background's
@@ -8,9 +8,11 @@ code misspelled the sampler key), short side 1024 with the long side floored to 
 ``"<background tags>, high quality, masterpiece, no_humans"``. Only the hole pixels of the result are kept, so
 no character is ever re-drawn outside the hole, and the hole itself starts from a character-free fill.
 
-The ComfyUI node (``nodes/inpaint.py``) samples with ComfyUI's own MODEL/CLIP/VAE and uses the helpers here for
-everything else; :func:`refine_with_diffusers` is the same refinement outside ComfyUI (the ``inpaint-refine``
-CLI), loading local files only (:func:`load_inpaint_pipeline`).
+:func:`refine_background` is the loop: first fill (PatchMatch / Telea / none), resize to the working size, one
+sampler call, resize back, composite inside the hole. The sampling itself is a *backend* (the pattern of
+:mod:`cartoonseg.style.editor`): any callable taking a :class:`RefineRequest` and returning the sampled image.
+:class:`cartoonseg.inpaint.diffusers_backend.DiffusersInpaintBackend` runs a ``diffusers`` pipeline (the
+``inpaint-refine`` CLI); the ComfyUI node plugs in ComfyUI's own sampler over the user's MODEL/CLIP/VAE.
 
 Conventions: images ``[H,W,3]`` float RGB in [0,1] (torch); masks ``[H,W]`` float, 1 = fill.
 """
@@ -19,27 +21,27 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from ..transforms import resize_image, resize_mask
+from .patchmatch import INPAINT_METHODS, inpaint
+
 __all__ = [
+    "INIT_FILLS",
     "NEGATIVE_PROMPT",
     "NEGATIVE_PROMPT_RELEASED_CODE",
     "PROMPT_SUFFIX",
+    "RefineBackend",
+    "RefineRequest",
     "RefineSettings",
     "background_prompt",
     "composite",
     "grey_out_hole",
-    "load_inpaint_pipeline",
-    "refine_with_diffusers",
-    "resize_image",
-    "resize_mask",
+    "refine_background",
     "working_size",
 ]
 
@@ -49,6 +51,8 @@ NEGATIVE_PROMPT = "human, single, person, girl, 1girl, boy, 1boy, creature, anim
 NEGATIVE_PROMPT_RELEASED_CODE = "cat, human, single, person, girl, 1girl, creature, animal, alien, robot, body"
 #: Appended to the background tags (released code).
 PROMPT_SUFFIX = "high quality, masterpiece, no_humans"
+#: How the hole is filled before sampling: a classical fill (:data:`INPAINT_METHODS`) or ``"image"`` (no fill).
+INIT_FILLS: tuple[str, ...] = (*INPAINT_METHODS, "image")
 _CHARACTER_TAGS = {t.strip() for t in (NEGATIVE_PROMPT + ", " + NEGATIVE_PROMPT_RELEASED_CODE).split(",")} | {
     "solo", "multiple_girls", "multiple_boys", "2girls", "2boys", "3girls", "3boys", "1other",
 }
@@ -143,23 +147,6 @@ def working_size(height: int, width: int, short_side: int = 1024) -> tuple[int, 
     return max(64, math.floor(height * scale / 32) * 32), max(64, math.floor(width * scale / 32) * 32)
 
 
-def resize_image(image: Tensor, size: tuple[int, int]) -> Tensor:
-    """``[H,W,C]`` float image -> ``[h,w,C]`` (bicubic with antialias when shrinking, clamped to [0,1])."""
-    if tuple(image.shape[:2]) == tuple(size):
-        return image.clone()
-    x = image.permute(2, 0, 1)[None].float()
-    shrink = size[0] < image.shape[0] or size[1] < image.shape[1]
-    y = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=shrink)
-    return y[0].permute(1, 2, 0).clamp(0, 1)
-
-
-def resize_mask(mask: Tensor, size: tuple[int, int]) -> Tensor:
-    """``[H,W]`` mask -> ``[h,w]``, bilinear, in [0,1]."""
-    if tuple(mask.shape) == tuple(size):
-        return mask.clone().float()
-    return F.interpolate(mask[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0].clamp(0, 1)
-
-
 def grey_out_hole(image: Tensor, mask: Tensor) -> Tensor:
     """The masked-image input of inpainting models: hole pixels (mask > 0.5) set to 0.5 grey."""
     keep = (mask <= 0.5).float()[..., None]
@@ -175,119 +162,80 @@ def composite(original: Tensor, refined: Tensor, mask: Tensor) -> Tensor:
     return torch.where(m > 0, out, original)
 
 
-# ---------------------------------------------------------------------------------------------- diffusers runner
-def _require_diffusers():
-    try:
-        import diffusers
-    except ImportError as exc:
-        raise RuntimeError(
-            "the diffusion refinement outside ComfyUI needs 'diffusers' (pip install diffusers); inside ComfyUI "
-            "use the CartoonSegInpaintDiffusion node instead"
-        ) from exc
-    return diffusers
+# ---------------------------------------------------------------------------------------------- the loop
+@dataclasses.dataclass(frozen=True)
+class RefineRequest:
+    """One sampler call of :func:`refine_background`.
 
-
-def load_inpaint_pipeline(
-    path: str | os.PathLike,
-    *,
-    config_dir: str | os.PathLike | None = None,
-    dtype: torch.dtype = torch.float32,
-    device: str | torch.device = "cpu",
-):
-    """A ``diffusers`` ``StableDiffusionInpaintPipeline`` from local files only (never the network).
-
-    Args:
-        path: a diffusers pipeline folder (``model_index.json`` + component folders), or a single-file SD1.x
-            checkpoint (``.safetensors``/``.ckpt``; inpainting 9-channel or regular 4-channel UNet).
-        config_dir: for single files: a local diffusers config tree of the matching model (the JSON/TXT files
-            of e.g. ``stable-diffusion-v1-5/stable-diffusion-inpainting``, no weights needed). Required, because
-            without it diffusers would try to download one.
-        dtype: float32 or bfloat16 (never float16 on CPU).
-
-    Raises:
-        FileNotFoundError / ValueError with the fix in the message.
+    Attributes:
+        image: ``[1,h,w,3]`` float RGB in [0,1] at the working size: the first fill (hole already filled).
+        mask: ``[1,h,w]`` binary float, 1 = resample (the hole at the working size).
+        prompt, negative: positive / negative text.
+        settings: steps, cfg, denoise, seed, sampler, scheduler.
     """
-    diffusers = _require_diffusers()
-    path = Path(path).expanduser()
-    if dtype == torch.float16 and torch.device(device).type == "cpu":
-        raise ValueError("float16 is extremely slow on CPU; use torch.float32 or torch.bfloat16")
-    common = {"safety_checker": None, "requires_safety_checker": False, "torch_dtype": dtype, "local_files_only": True}
-    if path.is_dir():
-        if not (path / "model_index.json").is_file():
-            raise ValueError(f"{path} is not a diffusers pipeline folder (no model_index.json)")
-        pipe = diffusers.StableDiffusionInpaintPipeline.from_pretrained(str(path), **common)
-    elif path.is_file():
-        if config_dir is None or not Path(config_dir).is_dir():
-            raise ValueError(
-                f"single-file checkpoint {path} needs --config-dir: a local diffusers config folder (the *.json and "
-                "*.txt files of https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-inpainting or of the "
-                "model the checkpoint derives from); without it diffusers would try to download one"
-            )
-        pipe = diffusers.StableDiffusionInpaintPipeline.from_single_file(str(path), config=str(config_dir), **common)
-    else:
-        raise FileNotFoundError(f"diffusion model not found: {path}")
-    pipe.scheduler = diffusers.DPMSolverMultistepScheduler.from_config(
-        pipe.scheduler.config, use_karras_sigmas=True, algorithm_type="dpmsolver++", solver_order=2
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+
+    image: Tensor
+    mask: Tensor
+    prompt: str
+    negative: str
+    settings: RefineSettings
 
 
-def refine_with_diffusers(
-    pipe,
+#: A backend samples one request and returns ``[1,h,w,3]`` (or ``[h,w,3]``) float RGB in [0,1].
+RefineBackend = Callable[[RefineRequest], Tensor]
+
+
+def refine_background(
     image: Tensor,
     mask: Tensor,
-    init: Tensor,
+    backend: RefineBackend,
     *,
     prompt: str,
     negative_prompt: str = NEGATIVE_PROMPT,
     settings: RefineSettings = RefineSettings(),
-    progress: Callable[[int, int], None] | None = None,
-) -> Tensor:
-    """Diffusion refinement of the hole with a ``diffusers`` inpainting pipeline (DPM++ 2M Karras).
+    init: str | Tensor = "patchmatch",
+    interrupt: Callable[[], None] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Diffusion refinement of the hole of one image, with any sampler ``backend``.
 
     Args:
-        pipe: from :func:`load_inpaint_pipeline` (any ``StableDiffusionInpaintPipeline``).
-        image: original ``[H,W,3]`` float in [0,1].
-        mask: ``[H,W]`` in [0,1], 1 = hole.
-        init: ``[H,W,3]`` the starting fill (PatchMatch result), same size.
-        prompt / negative_prompt: text prompts (see :func:`background_prompt`).
-        settings: :class:`RefineSettings` (steps, cfg, denoise, seed, short_side; the sampler is fixed to
-            DPM++ 2M Karras here).
-        progress: called as ``progress(step, total)`` after every step; raise inside it to cancel.
+        image: ``[H,W,3]`` float RGB in [0,1].
+        mask: ``[H,W]`` in [0,1], 1 = hole (soft edges blend the refined fill in).
+        backend: see :data:`RefineBackend`.
+        prompt / negative_prompt: text (see :func:`background_prompt`).
+        settings: :class:`RefineSettings`; ``short_side`` sets the working size (:func:`working_size`).
+        init: the first fill of the hole (pixels where ``mask > 0.5``): ``"patchmatch"`` (patch 3, as the original),
+            ``"telea"``, ``"image"`` (none), or a ready ``[H,W,3]`` fill.
+        interrupt: cancel check (raise to stop), called during the fill and before sampling.
 
     Returns:
-        ``[H,W,3]`` float: ``init`` (= ``image``) outside the mask, the refined fill inside.
+        ``(result, fill)``: both ``[H,W,3]``; ``result`` equals ``fill`` (= ``image``) wherever ``mask == 0``. An
+        empty mask returns ``image`` without calling the backend.
     """
-    if image.shape != init.shape or image.shape[:2] != mask.shape:
-        raise ValueError(f"image {tuple(image.shape)}, init {tuple(init.shape)} and mask {tuple(mask.shape)} sizes differ")
+    if image.dim() != 3 or image.shape[:2] != mask.shape:
+        raise ValueError(f"image {tuple(image.shape)} and mask {tuple(mask.shape)} sizes differ")
+    image, mask = image.float(), mask.float().clamp(0, 1)
+    hole = mask > 0.5
+    if isinstance(init, Tensor):
+        if init.shape != image.shape:
+            raise ValueError(f"image {tuple(image.shape)} and init {tuple(init.shape)} sizes differ")
+        fill = init.float()
+    elif init not in INIT_FILLS:
+        raise ValueError(f"init must be one of {', '.join(INIT_FILLS)} or an image, got {init!r}")
+    elif init == "image" or not bool(hole.any()):
+        fill = image.clone()
+    else:
+        fill = inpaint(image, hole, method=init, patch_size=3, seed=settings.seed, interrupt=interrupt).float()
+    if not bool((mask > 0).any()):
+        return image.clone(), fill
+    if interrupt is not None:
+        interrupt()
     size = working_size(image.shape[0], image.shape[1], settings.short_side)
-    work = resize_image(init.float(), size)
-    work_mask = (resize_mask(mask, size) > 0.5).float()
-    gen = torch.Generator("cpu").manual_seed(int(settings.seed))
-    total = settings.steps
-
-    def on_step(_pipe, step, _t, kwargs):
-        if progress is not None:
-            progress(step + 1, total)
-        return kwargs
-
-    out = pipe(
-        prompt=prompt,
-        negative_prompt=negative_prompt,
-        image=work.permute(2, 0, 1)[None],
-        mask_image=work_mask[None, None],
-        height=size[0],
-        width=size[1],
-        strength=settings.denoise,
-        num_inference_steps=settings.steps,
-        guidance_scale=settings.cfg,
-        generator=gen,
-        output_type="pt",
-        callback_on_step_end=on_step,
-    ).images
-    refined = out[0].permute(1, 2, 0).float().cpu().clamp(0, 1)
-    refined = resize_image(refined, tuple(image.shape[:2]))
+    request = RefineRequest(image=resize_image(fill, size)[None], mask=(resize_mask(mask, size) > 0.5).float()[None],
+                            prompt=prompt, negative=negative_prompt, settings=settings)
+    refined = backend(request)
+    refined = refined[0] if refined.dim() == 4 else refined
+    refined = resize_image(refined.float().cpu().clamp(0, 1), tuple(image.shape[:2]))
     # blend against the character-free fill (equal to ``image`` outside the hole), so soft mask edges never
     # bring character colours back
-    return composite(init.float(), refined, mask.float())
+    return composite(fill, refined, mask), fill

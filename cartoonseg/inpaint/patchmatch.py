@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..io import to_float_image, to_rgb_uint8
+
 __all__ = [
     "INPAINT_METHODS",
     "PatchMatchConfig",
@@ -84,27 +86,17 @@ class PatchMatchConfig:
 
 # ---------------------------------------------------------------------------------------------- I/O helpers
 def _image_to_float(image) -> tuple[Tensor, str]:
-    """Any supported image -> (float32 [H,W,3] in 0..255 on CPU, kind) where kind restores the input type."""
+    """Any supported image -> (float32 [H,W,3] in 0..255 on CPU, kind) where kind restores the input type; the
+    input policy (grey, alpha, NaN -> 0) is :func:`cartoonseg.io.to_float_image`."""
     if isinstance(image, np.ndarray):
         kind = "numpy_uint8" if image.dtype == np.uint8 else "numpy_float"
-        t = torch.from_numpy(np.array(image, copy=True))
     elif isinstance(image, Tensor):
         kind = "torch_uint8" if image.dtype == torch.uint8 else "torch_float"
-        t = image.detach().cpu()
     else:
         raise TypeError(f"image must be a numpy array or torch tensor [H,W,3], got {type(image).__name__}")
-    if t.dim() == 2:
-        t = t[..., None]
-    if t.dim() != 3 or t.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"image must be [H,W], [H,W,1], [H,W,3] or [H,W,4] (RGBA: alpha ignored), got {tuple(t.shape)}")
-    if t.shape[0] == 0 or t.shape[1] == 0:
-        raise ValueError(f"image is empty: shape {tuple(t.shape)}")
-    if t.shape[-1] == 1:
-        t = t.expand(-1, -1, 3)
-    t = t[..., :3].float()
-    if kind in ("numpy_float", "torch_float"):
-        t = torch.nan_to_num(t, nan=0.0).clamp(0, 1) * 255.0
-    return t.contiguous(), kind
+    if kind.endswith("uint8"):  # exact 0..255 values
+        return torch.from_numpy(to_rgb_uint8(image)).float(), kind
+    return to_float_image(image, nan="zero") * 255.0, kind
 
 
 def _float_to_kind(t: Tensor, kind: str):
@@ -513,7 +505,7 @@ def background_mask(
     """
     import cv2
 
-    from .structures import Instances
+    from ..structures import Instances
 
     if isinstance(masks, Instances):
         m, thr = masks.masks, masks.mask_thr

@@ -1,0 +1,162 @@
+"""``annotate`` command: label a whole image collection as one COCO file (resumable; many processes with torchrun).
+
+Usage::
+
+    python -m cartoonseg annotate IMAGES/ more.txt val.json --out annotations.json [--tagger DIR] [--per-image DIR]
+    torchrun --nproc-per-node 8 -m cartoonseg annotate IMAGES/ --out annotations.json        # one process per GPU
+    torchrun --nnodes 4 --nproc-per-node 8 --rdzv-endpoint HOST:29500 -m cartoonseg annotate ...  # many nodes
+
+Inputs are folders, ``.txt`` list files and COCO files (:mod:`cartoonseg.annotate.inputs`). Each rank segments its
+shards of the (rank-0) input list and saves each shard atomically in ``<out>.parts/`` (``--work-dir``); rank 0 then
+merges them into ``--out``. Run the same command again after an interruption: finished shards are not recomputed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["add_parsers", "build_parser", "run_annotate", "main"]
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image folders, .txt lists of images, COCO .json files or images")
+    p.add_argument("--out", required=True, help="the COCO .json file to write")
+    p.add_argument("--detector", default="detector", help="detector weights path or released name (default: rtmdetl_e60.ckpt)")
+    p.add_argument("--refiner", default="refiner", help="refiner weights path, released name, or 'none'")
+    p.add_argument("--weights-dir", default=None, help="folder holding the released files (searched first; downloads go there)")
+    p.add_argument("--no-download", action="store_true", help="never download weights")
+    p.add_argument("--score-thr", type=float, default=0.3, help="keep detections with score > this (default 0.3)")
+    p.add_argument("--mask-thr", type=float, default=0.3, help="refined mask threshold (default 0.3)")
+    p.add_argument("--det-size", type=int, default=640, help="detector canvas, multiple of 32 (default 640)")
+    p.add_argument("--refine-size", type=int, default=720, help="refiner canvas (default 720)")
+    p.add_argument("--max-instances", type=int, default=100, help="at most this many instances per image")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32")
+    p.add_argument("--exact", action="store_true", help="the original op order (bit-exact, slower) instead of the fast path")
+    p.add_argument("--grey", action="store_true",
+                   help="convert every image to grey (and back to 3 channels) before segmenting and tagging: manga, line art")
+    p.add_argument("--tagger", default=None, help="tag every instance with this WD tagger (folder or repo id)")
+    p.add_argument("--general-threshold", type=float, default=0.35, help="tagger general-tag threshold")
+    p.add_argument("--character-threshold", type=float, default=0.85, help="tagger character-tag threshold")
+    p.add_argument("--per-image", default=None, metavar="DIR",
+                   help="also write per-image results (instances.json, mask_NNN.png, overlay.png) under DIR/<name>/")
+    p.add_argument("--matting", action="store_true",
+                   help="with --per-image: also alpha mattes and RGBA cut-outs per instance (pip install 'cartoonseg[matting]')")
+    p.add_argument("--image-root", default=None,
+                   help="folder the COCO inputs' file_name entries are relative to (default: the COCO file's folder); "
+                        "other images get file_name relative to it when they lie below it")
+    p.add_argument("--recursive", action="store_true", help="also take images from sub-folders of input folders")
+    p.add_argument("--work-dir", default=None, help="run folder for the shards (default: <out>.parts); shared by all ranks")
+    p.add_argument("--shard-size", type=int, default=16, help="images per shard, the unit redone after a kill (default 16)")
+    p.add_argument("--keep-shards", action="store_true", help="keep the run folder after the merge")
+    p.add_argument("--overwrite", action="store_true", help="replace --out even if another program wrote it")
+    p.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK when CUDA is available, else cpu), cpu, cuda, cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: torch's; torchrun sets 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or messages")
+
+
+def add_parsers(subparsers) -> None:
+    """Register ``annotate`` on the package CLI's sub-parsers."""
+    p = subparsers.add_parser("annotate", help="segment an image collection into one COCO file (resumable, torchrun)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_arguments(p)
+    p.set_defaults(func=run_annotate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .._cli import subcommand_parser
+
+    return subcommand_parser(add_parsers, __doc__.splitlines()[0])
+
+
+def _device(name: str, local_rank: int) -> str:
+    import torch
+
+    if name == "auto":
+        return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return f"cuda:{local_rank}"
+    return name
+
+
+def _weights_identity(path) -> dict:
+    p = Path(path)
+    return {"name": p.name, "bytes": p.stat().st_size} if p.is_file() else {"name": str(path)}
+
+
+def run_annotate(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..checkpoint import load_detector, load_refiner
+    from ..hub import resolve_weights
+    from ..segmenter import Segmenter
+    from ..sharding import init_distributed
+    from .inputs import collect_inputs
+    from .per_image import PerImageWriter
+    from .run import annotate, shared_items
+
+    if args.shard_size < 1:
+        raise ValueError(f"--shard-size must be >= 1, got {args.shard_size}")
+    if args.matting and not args.per_image:
+        raise ValueError("--matting writes alpha mattes into the per-image folders: add --per-image DIR")
+    rank = init_distributed()
+    if args.threads:
+        torch.set_num_threads(int(args.threads))
+    items = collect_inputs(args.inputs, image_root=args.image_root, recursive=args.recursive) if rank.is_main else []
+    items = shared_items(items)
+    device = _device(args.device, rank.local_rank)
+    search = [Path(args.weights_dir)] if args.weights_dir else []
+    det_path = resolve_weights(args.detector, search_dirs=search, allow_download=not args.no_download)
+    ref_path = None
+    if args.refiner and str(args.refiner).lower() != "none":
+        ref_path = resolve_weights(args.refiner, search_dirs=search, allow_download=not args.no_download)
+    detector = load_detector(det_path, device=device)
+    refiner = load_refiner(ref_path, device=device) if ref_path is not None else None
+    seg = Segmenter(detector, refiner, det_size=args.det_size, score_thr=args.score_thr, mask_thr=args.mask_thr,
+                    refine_size=args.refine_size, max_instances=args.max_instances, precision=args.precision,
+                    fuse=not args.exact, channels_last=not args.exact, grey=args.grey)
+    tagger = None
+    if args.tagger:
+        from ..tagger import load_tagger, tag_instances
+
+        tagger = load_tagger(args.tagger, device=device, allow_download=not args.no_download)
+    settings = {
+        "detector": _weights_identity(det_path), "refiner": _weights_identity(ref_path) if ref_path else None,
+        "score_thr": args.score_thr, "mask_thr": args.mask_thr, "det_size": args.det_size,
+        "refine_size": args.refine_size, "max_instances": args.max_instances, "precision": args.precision,
+        "exact": bool(args.exact), "grey": bool(args.grey),
+        "tagger": {"source": Path(args.tagger).name, "general_threshold": args.general_threshold,
+                   "character_threshold": args.character_threshold} if args.tagger else None,
+        "per_image": bool(args.per_image), "matting": bool(args.matting),
+    }
+
+    def segment(rgb):
+        instances = seg(rgb)
+        if tagger is not None and len(instances):
+            from ..transforms import grey_rgb
+
+            instances, _ = tag_instances(tagger, grey_rgb(rgb) if args.grey else rgb, instances,
+                                         general_threshold=args.general_threshold,
+                                         character_threshold=args.character_threshold, tag_background=False)
+        if args.matting and len(instances):
+            from ..matting import instance_alphas
+
+            instances = instance_alphas(rgb, instances)
+        return instances
+
+    per_image = PerImageWriter(args.per_image, items) if args.per_image else None
+    quiet = bool(args.quiet)
+    annotate(segment, items, args.out, settings=settings, work_dir=args.work_dir, shard_size=args.shard_size,
+             per_image=per_image, rank=rank, progress=not quiet, keep_shards=args.keep_shards,
+             inputs=[it.path for it in items] + [str(s) for s in args.inputs if os.path.isfile(s)],
+             overwrite=args.overwrite, log=(lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr)))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .._cli import run_parser
+
+    return run_parser(build_parser(), argv)

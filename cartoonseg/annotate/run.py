@@ -1,0 +1,135 @@
+"""The annotation run: segment (and optionally tag / matte) every input image on this rank's shards, then merge
+all shards into one COCO file on rank 0. Built on :mod:`cartoonseg.sharding`; see :func:`annotate`."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..sharding import RankInfo, ShardedRun, agree, progress_bar, write_atomic
+from .coco import GENERATOR, image_record, merge
+from .inputs import ImageItem
+
+__all__ = ["annotate", "default_work_dir", "write_output"]
+
+
+def default_work_dir(out: str | os.PathLike) -> Path:
+    """Where the shards of a run writing ``out`` live by default: ``<out>.parts/`` beside it."""
+    out = Path(out)
+    return out.with_name(out.name + ".parts")
+
+
+def _read_rgb(path: str) -> np.ndarray:
+    from ..io import read_image  # the one image reader (alpha composited on white, grey expanded, 16-bit scaled)
+
+    return read_image(path)
+
+
+def write_output(path: str | os.PathLike, coco: Mapping[str, Any], *, inputs: Sequence[str] = (),
+                 overwrite: bool = False) -> Path:
+    """Write the merged COCO file atomically. Refuses to replace one of the inputs, or an existing file that this
+    command did not write (``info.description`` != ``"cartoonseg annotate"``) unless ``overwrite``."""
+    path = Path(path)
+    for src in inputs:
+        if path.exists() and Path(src).exists() and os.path.samefile(path, src):
+            raise ValueError(f"--out {path} is one of the inputs; choose another output file")
+    if path.exists() and not overwrite:
+        try:
+            ours = json.loads(path.read_text(encoding="utf-8")).get("info", {}).get("description") == GENERATOR
+        except (OSError, ValueError, AttributeError):
+            ours = False
+        if not ours:
+            raise ValueError(f"{path} exists and was not written by {GENERATOR}; pass --overwrite to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_atomic(path, json.dumps(coco, sort_keys=True, indent=None, separators=(",", ":")) + "\n")
+
+
+def annotate(
+    segment: Callable[[np.ndarray], Any],
+    items: Sequence[ImageItem],
+    out: str | os.PathLike,
+    *,
+    settings: Mapping[str, Any] | None = None,
+    work_dir: str | os.PathLike | None = None,
+    shard_size: int = 16,
+    per_image: Callable[[ImageItem, np.ndarray, Any], None] | None = None,
+    rank: RankInfo | None = None,
+    progress: bool = True,
+    keep_shards: bool = False,
+    inputs: Sequence[str] = (),
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any] | None:
+    """Annotate ``items`` into the COCO file ``out`` (resumable, sharded by rank).
+
+    Args:
+        segment: image (uint8 RGB ``[H,W,3]``) -> :class:`~cartoonseg.structures.Instances` (a
+            :class:`~cartoonseg.segmenter.Segmenter`, possibly followed by tagging / matting).
+        items: the images (:func:`~cartoonseg.annotate.inputs.collect_inputs`); every rank must pass the same
+            list (the CLI broadcasts rank 0's).
+        out: the COCO file rank 0 writes.
+        settings: everything that changes the results (thresholds, model files, ...): stored in the run folder's
+            manifest (a folder of other settings is refused) and in ``info["settings"]`` of the output.
+        work_dir: run folder (default :func:`default_work_dir`); on storage shared by all ranks.
+        shard_size: images per shard (the unit saved atomically and redone after a kill).
+        per_image: called as ``per_image(item, rgb, instances)`` after each image (per-image files); it must
+            write atomically, since an image of an unfinished shard is processed again after a kill.
+        rank: this process (default from the ``torchrun`` environment).
+        progress: one progress bar per rank.
+        keep_shards: keep the run folder after the merge (by default it is deleted once ``out`` is written).
+        inputs, overwrite: the output policy of :func:`write_output`.
+        log: where rank 0's messages go.
+
+    Returns:
+        The COCO dict on rank 0, None on the other ranks.
+    """
+    rank = rank or RankInfo.from_env()
+    by_path = {it.path: it for it in items}
+    keys = [it.path for it in items]
+    folder = Path(work_dir) if work_dir is not None else default_work_dir(out)
+    run = ShardedRun(folder, keys, shard_size=shard_size, fingerprint={"generator": GENERATOR, **dict(settings or {})},
+                     rank=rank)
+    todo = run.pending()
+    total = sum(len(s.keys) for s in run.mine())
+    if rank.is_main:
+        done = len(run.shards) - len(run.missing())
+        if done:
+            log(f"resuming: {done} of {len(run.shards)} shard(s) already finished in {folder}")
+    with progress_bar(total, total - sum(len(s.keys) for s in todo), rank, "annotate", enabled=progress) as bar:
+        for shard in todo:
+            records = []
+            for key in shard.keys:
+                item = by_path[key]
+                try:
+                    rgb = _read_rgb(item.path)
+                except ValueError as exc:  # unreadable image: recorded, reported at the merge, never fatal
+                    records.append({"error": str(exc)})
+                    bar.update(1)
+                    continue
+                instances = segment(rgb)
+                if per_image is not None:
+                    per_image(item, rgb, instances)
+                records.append(image_record(instances))
+                bar.update(1)
+            run.save(shard, records)
+    if not rank.is_main:
+        return None
+    run.wait(log=log)
+    coco = merge(items, run.results(), settings=settings)
+    write_output(out, coco, inputs=inputs, overwrite=overwrite)
+    skipped = coco["info"]["skipped"]
+    log(f"wrote {out}: {len(coco['images'])} images, {len(coco['annotations'])} instances"
+        + (f"; skipped {len(skipped)} unreadable image(s), first: {skipped[0]['file_name']}" if skipped else ""))
+    if not keep_shards:
+        run.remove()
+    return coco
+
+
+def shared_items(items: list[ImageItem]) -> list[ImageItem]:
+    """Rank 0's item list on every rank (see :func:`cartoonseg.sharding.agree`)."""
+    return [ImageItem(*t) for t in agree([(it.path, it.file_name, it.image_id) for it in items])]

@@ -1,0 +1,104 @@
+"""Command line for depth (paper §6.1): ``python -m cartoonseg depth|depth-pool`` (or ``python -m cartoonseg.depth``).
+
+* ``depth IMAGE --model DIR|small|base|large --out DEPTH.png [--bits 8|16]`` (grey, larger = nearer)
+* ``depth-pool DEPTH.png --masks MASK.png... --mode mean|median|feet --out OUT.png [--blend B] [--json V.json]``
+
+The sub-commands are registered on ``python -m cartoonseg`` by :func:`add_parsers`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._cli import run_parser, subcommand_parser
+from ..io import read_depth, read_image, read_mask, write_grey
+from .estimator import load_depth_model
+from .pooling import POOL_MODES, pool_instance_depth
+
+__all__ = ["add_parsers", "build_parser", "main"]
+
+
+def _run_depth(args: argparse.Namespace) -> int:
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    search = [args.models_dir] if args.models_dir else []
+    est = load_depth_model(args.model, device=args.device, dtype=dtype, search_dirs=search, allow_download=not args.no_download)
+    image = read_image(args.image)
+    start = time.perf_counter()
+    result = est(image)
+    write_grey(args.out, result.disparity.numpy(), args.bits)
+    print(f"{args.image}: depth in {time.perf_counter() - start:.2f}s -> {args.out} (grey, larger = nearer)")
+    return 0
+
+
+def _run_depth_pool(args: argparse.Namespace) -> int:
+    depth = read_depth(args.depth)
+    masks = torch.from_numpy(np.stack([read_mask(p, tuple(depth.shape)) for p in args.masks]))
+    pooled = pool_instance_depth(
+        depth, masks, mode=args.mode, blend=args.blend, feet_fraction=args.feet_fraction, resolve_overlaps=not args.keep_overlaps
+    )
+    write_grey(args.out, pooled.depth.numpy(), args.bits)
+    record = {
+        "mode": args.mode,
+        "instances": [
+            {"mask": p, "depth": (None if not bool(pooled.valid[i]) else round(float(pooled.values[i]), 6))}
+            for i, p in enumerate(args.masks)
+        ],
+        "back_to_front": [args.masks[i] for i in pooled.order.tolist()],
+    }
+    if args.json:
+        Path(args.json).write_text(json.dumps(record, indent=1))
+    print(json.dumps(record))
+    return 0
+
+
+def _add_depth(sub) -> None:
+    p = sub.add_parser("depth", help="relative depth (Depth Anything V2) as a grey PNG, larger = nearer")
+    p.add_argument("image")
+    p.add_argument("--model", default="small", help="model folder, small (Apache-2.0), base/large (CC-BY-NC-4.0) or repo id")
+    p.add_argument("--out", required=True)
+    p.add_argument("--bits", type=int, choices=[8, 16], default=8)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--models-dir", default=None, help="folder holding <repo name>/ model folders (downloads go there)")
+    p.add_argument("--no-download", action="store_true")
+    p.set_defaults(func=_run_depth)
+
+
+def _add_depth_pool(sub) -> None:
+    p = sub.add_parser("depth-pool", help="flatten the depth inside each instance mask to one value")
+    p.add_argument("depth", help="grey depth PNG, larger = nearer")
+    p.add_argument("--masks", nargs="+", required=True, help="instance mask PNGs (white = instance)")
+    p.add_argument("--mode", choices=list(POOL_MODES), default="mean")
+    p.add_argument("--blend", type=float, default=1.0)
+    p.add_argument("--feet-fraction", type=float, default=0.03)
+    p.add_argument("--keep-overlaps", action="store_true", help="do not give overlapped pixels to the nearest instance")
+    p.add_argument("--out", required=True)
+    p.add_argument("--bits", type=int, choices=[8, 16], default=8)
+    p.add_argument("--json", default=None, help="write the per-instance values here")
+    p.set_defaults(func=_run_depth_pool)
+
+
+def add_parsers(subparsers) -> None:
+    """Register ``depth`` and ``depth-pool`` on argparse sub-parsers."""
+    _add_depth(subparsers)
+    _add_depth_pool(subparsers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return subcommand_parser(add_parsers, __doc__.splitlines()[0])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_parser(build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

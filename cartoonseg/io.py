@@ -1,0 +1,343 @@
+"""Pixels at the boundary: the one home for converting, reading and writing images, masks, depth maps and clips.
+
+One policy for every entry point (library, CLI, ComfyUI nodes):
+
+* **Channels**: RGB. Grey (1 channel) is replicated to three channels; grey + alpha (2 channels, ``[H,W,2]``, as
+  PIL's ``LA`` manga/line-art files) is grey replicated plus that alpha, so it follows the alpha rule like RGBA.
+  Alpha is dropped from arrays (``alpha="drop"``, the library's rule) and composited on white when a file is read (transparent cut-outs are the common case in this
+  field); ``alpha="keep"`` returns RGBA where the input has transparency (the tagger composites it itself).
+* **Range**: uint8 stays; float is taken as [0,1] and clipped; bool is 0/255; other integers must lie in [0,255]
+  (a ``uint16`` array holding 16-bit values is ambiguous and raises). 16-bit *files* are scaled to 8 bits.
+* **NaN / Inf**: ``nan="raise"`` (the API: a ``ValueError``) or ``nan="zero"`` (NaN -> 0, +Inf -> 1, -Inf -> 0; for
+  ComfyUI IMAGEs and application inputs, so one bad pixel does not stop a graph).
+* **Size**: empty images raise; images over :data:`MAX_PIXELS` raise before any copy.
+* **Files**: unreadable, truncated or decompression-bomb files raise ``ValueError("cannot read image PATH: ...")``.
+
+Writers create the parent folder. :func:`write_frames` writes a clip as an animated ``.webp``, an ``.mp4``
+(H.264 through PyAV, the optional extra ``video``) or a folder of numbered PNG files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "CLIP_SUFFIXES",
+    "IMAGE_SUFFIXES",
+    "MAX_PIXELS",
+    "has_alpha",
+    "read_depth",
+    "read_grey",
+    "read_image",
+    "read_mask",
+    "to_float_image",
+    "to_rgb_uint8",
+    "write_frames",
+    "write_grey",
+    "write_image",
+]
+
+#: Largest image accepted (pixels); larger inputs are almost always a mistake (e.g. a 30k x 30k scan).
+MAX_PIXELS = 16384 * 16384
+#: File endings taken as images when a folder is given as input.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+#: What :func:`write_frames` writes: an animated WEBP, an H.264 MP4, or (no suffix) a folder of PNG frames.
+CLIP_SUFFIXES = (".webp", ".mp4")
+
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_NAN_RULES = ("raise", "zero")
+_ALPHA_RULES = ("drop", "white", "keep")
+
+
+# ---------------------------------------------------------------------------------------------- conversion
+def has_alpha(image) -> bool:
+    """Whether a ``PIL.Image`` carries transparency (an alpha band or a transparency key)."""
+    return image.mode in _ALPHA_MODES or "transparency" in image.info
+
+
+def _pil_to_array(image) -> np.ndarray:
+    """A ``PIL.Image`` (any mode) as uint8 ``[H,W,3]`` RGB or ``[H,W,4]`` RGBA; 16/32-bit grey scaled to 8 bits."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # PIL's convert("RGB") clips these at 255 (a white picture): scale instead
+        grey = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or grey.max() > 255 else 255.0
+        if image.mode == "F" and grey.size and np.nanmax(grey) <= 1.0:
+            top = 1.0  # float TIFFs in [0,1]
+        grey = np.clip(np.nan_to_num(grey / top * 255.0 + 0.5), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    return np.asarray(image.convert("RGBA" if has_alpha(image) else "RGB"))
+
+
+def to_rgb_uint8(image, *, nan: str = "raise", alpha: str = "drop") -> np.ndarray:
+    """Validate an image and return it as a C-contiguous numpy uint8 ``[H,W,3]`` RGB array (see the module rules).
+
+    Args:
+        image: numpy array or torch tensor ``[H,W]``, ``[H,W,1]``, ``[H,W,2]`` (grey + alpha), ``[H,W,3]`` or
+            ``[H,W,4]`` (uint8, float in
+            [0,1], bool or integers in [0,255]), or a ``PIL.Image``.
+        nan: ``"raise"`` (ValueError on NaN/Inf) or ``"zero"`` (NaN -> 0, ±Inf clamped).
+        alpha: ``"drop"`` the fourth channel, composite it on ``"white"``, or ``"keep"`` it (``[H,W,4]`` out).
+
+    Raises:
+        ValueError: empty, wrongly shaped, oversized, NaN (with ``nan="raise"``) or out-of-range integer input.
+        TypeError: another type or dtype.
+    """
+    if nan not in _NAN_RULES:
+        raise ValueError(f"nan must be one of {_NAN_RULES}, got {nan!r}")
+    if alpha not in _ALPHA_RULES:
+        raise ValueError(f"alpha must be one of {_ALPHA_RULES}, got {alpha!r}")
+    if isinstance(image, Tensor):
+        image = image.detach().cpu()
+        if image.dtype in (torch.bfloat16, torch.float16):
+            image = image.float()
+        image = image.numpy()
+    elif not isinstance(image, np.ndarray) and hasattr(image, "mode") and hasattr(image, "size"):  # PIL.Image
+        if image.width * image.height > MAX_PIXELS:
+            raise ValueError(f"image of {image.width}x{image.height} pixels exceeds the {MAX_PIXELS}-pixel limit")
+        image = _pil_to_array(image)
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"image must be a numpy array or torch tensor [H,W,3], got {type(image).__name__}")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"image must have shape [H,W], [H,W,1], [H,W,2], [H,W,3] or [H,W,4], got {image.shape}")
+    if image.shape[2] == 2:  # grey + alpha -> RGBA (a view until the dtype conversion below copies)
+        image = image[:, :, [0, 0, 0, 1]]
+    h, w = image.shape[:2]
+    if h == 0 or w == 0:
+        raise ValueError(f"image is empty: shape {image.shape}")
+    if h * w > MAX_PIXELS:
+        raise ValueError(f"image of {w}x{h} pixels exceeds the {MAX_PIXELS}-pixel limit; downscale it first")
+    if image.dtype == np.uint8:
+        out = image
+    elif np.issubdtype(image.dtype, np.floating):
+        if nan == "raise" and not np.isfinite(image).all():
+            raise ValueError("image contains NaN or infinite values")
+        out = np.nan_to_num(image.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+        out = (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    elif image.dtype == np.bool_ or np.issubdtype(image.dtype, np.integer):
+        if image.dtype != np.bool_ and (image.min() < 0 or image.max() > 255):
+            raise ValueError(f"integer image values must lie in [0,255], got [{image.min()}, {image.max()}]")
+        out = image.astype(np.uint8) * (255 if image.dtype == np.bool_ else 1)
+    else:
+        raise TypeError(f"unsupported image dtype {image.dtype}; use uint8 or float in [0,1]")
+    if out.shape[2] == 1:
+        out = np.repeat(out, 3, axis=2)
+    elif out.shape[2] == 4 and alpha == "white":
+        from PIL import Image
+
+        canvas = Image.new("RGBA", (w, h), (255, 255, 255, 255))
+        canvas.alpha_composite(Image.fromarray(np.ascontiguousarray(out), "RGBA"))
+        out = np.asarray(canvas.convert("RGB"))
+    elif out.shape[2] == 4 and alpha == "drop":
+        out = out[:, :, :3]
+    return np.ascontiguousarray(out)
+
+
+def to_float_image(image, *, nan: str = "raise") -> Tensor:
+    """Any image :func:`to_rgb_uint8` accepts as a float32 ``[H,W,3]`` tensor in [0,1] (the ComfyUI frame layout),
+    by the same rules (alpha dropped); float input keeps its precision instead of passing through uint8."""
+    if isinstance(image, np.ndarray) and np.issubdtype(image.dtype, np.floating):
+        image = torch.from_numpy(np.array(image, dtype=np.float32))
+    if not (isinstance(image, Tensor) and image.is_floating_point()):
+        return torch.from_numpy(to_rgb_uint8(image, nan=nan).astype(np.float32) / 255.0)
+    if nan not in _NAN_RULES:
+        raise ValueError(f"nan must be one of {_NAN_RULES}, got {nan!r}")
+    t = image.detach().cpu().float()
+    if t.dim() == 2:
+        t = t[..., None]
+    if t.dim() != 3 or t.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"image must have shape [H,W], [H,W,1], [H,W,2], [H,W,3] or [H,W,4], got {tuple(image.shape)}")
+    if t.shape[2] == 2:  # grey + alpha: the alpha is dropped like RGBA's
+        t = t[..., :1]
+    if t.shape[0] == 0 or t.shape[1] == 0:
+        raise ValueError(f"image is empty: shape {tuple(image.shape)}")
+    if t.shape[0] * t.shape[1] > MAX_PIXELS:
+        raise ValueError(f"image of {t.shape[1]}x{t.shape[0]} pixels exceeds the {MAX_PIXELS}-pixel limit")
+    if nan == "raise" and not bool(torch.isfinite(t).all()):
+        raise ValueError("image contains NaN or infinite values")
+    t = torch.nan_to_num(t[..., :3], nan=0.0, posinf=1.0, neginf=0.0).clamp(0, 1)
+    return t.expand(-1, -1, 3).contiguous() if t.shape[2] == 1 else t.contiguous()
+
+
+# ---------------------------------------------------------------------------------------------- reading
+def _open(path: str | os.PathLike, what: str):
+    """Open and fully decode an image file; every failure becomes ``ValueError("cannot read <what> PATH: ...")``."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        im = Image.open(path)
+        im.load()
+        return im
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as exc:
+        raise ValueError(f"cannot read {what} {path}: {exc}") from exc
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An image file as uint8 ``[H,W,3]`` RGB: transparency composited on white, grey replicated, 16-bit scaled."""
+    with _open(path, "image") as im:
+        return to_rgb_uint8(im, alpha="white")
+
+
+def read_grey(path: str | os.PathLike, what: str = "image") -> np.ndarray:
+    """A grey file (8 or 16 bit; colour is converted to luma) as float32 ``[H,W]`` in [0,1], keeping 16-bit
+    precision."""
+    with _open(path, what) as im:
+        if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+            arr = np.nan_to_num(np.asarray(im, dtype=np.float32))
+            top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+            if im.mode == "F" and arr.size and arr.max() <= 1.0:
+                top = 1.0
+            return np.clip(arr / top, 0.0, 1.0)
+        return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+
+
+def read_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """A mask file as bool ``[H,W]`` (white / > 0.5 = on). With ``shape`` (H, W), another size raises ValueError."""
+    m = read_grey(path, "mask")
+    if shape is not None and m.shape != tuple(shape):
+        raise ValueError(f"mask {path} is {m.shape[1]}x{m.shape[0]}, image is {shape[1]}x{shape[0]}")
+    return m > 0.5
+
+
+def read_depth(path: str | os.PathLike) -> Tensor:
+    """A grey depth map (8 or 16 bit) as float32 ``[H,W]`` in [0,1], larger = nearer."""
+    return torch.from_numpy(read_grey(path, "depth map"))
+
+
+# ---------------------------------------------------------------------------------------------- writing
+def _target(path: str | os.PathLike) -> Path:
+    """Where a writer writes: the parent folder is made. (The one place the output policy hooks in.)"""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_image(path: str | os.PathLike, image, **save_options) -> Path:
+    """Write an image (anything :func:`to_rgb_uint8` accepts, NaN -> 0; ``[H,W]`` stays grey) with Pillow."""
+    from PIL import Image
+
+    if isinstance(image, (np.ndarray, Tensor)) and image.ndim == 2:
+        array = to_rgb_uint8(image, nan="zero")[:, :, 0]
+    else:
+        array = to_rgb_uint8(image, nan="zero")
+    path = _target(path)
+    Image.fromarray(array).save(path, **save_options)
+    return path
+
+
+def write_grey(path: str | os.PathLike, x, bits: int = 8) -> Path:
+    """Write a float ``[H,W]`` map in [0,1] (NaN -> 0, clipped) as an 8- or 16-bit grey PNG."""
+    from PIL import Image
+
+    if bits not in (8, 16):
+        raise ValueError(f"bits must be 8 or 16, got {bits}")
+    x = x.detach().float().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"a grey map must be [H,W], got shape {x.shape}")
+    x = np.clip(np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0), 0, 1)
+    top, dtype = (65535, np.uint16) if bits == 16 else (255, np.uint8)
+    path = _target(path)
+    Image.fromarray((x * top + 0.5).astype(dtype)).save(path)
+    return path
+
+
+def _frames_uint8(frames, name: str) -> np.ndarray:
+    """``[T,H,W,3]`` / ``[T,H,W]`` float in [0,1] or uint8 (numpy or torch) -> uint8 numpy, NaN -> 0."""
+    if isinstance(frames, Tensor):
+        frames = frames.detach().cpu()
+        if frames.is_floating_point():
+            frames = (torch.nan_to_num(frames.float(), nan=0.0, posinf=1.0, neginf=0.0).clamp(0, 1) * 255 + 0.5)
+            frames = frames.to(torch.uint8)
+        frames = frames.numpy()
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8:
+        if not np.issubdtype(frames.dtype, np.floating):
+            raise TypeError(f"{name} must be uint8 or float in [0,1], got {frames.dtype}")
+        frames = (np.clip(np.nan_to_num(frames, nan=0.0, posinf=1.0, neginf=0.0), 0, 1) * 255 + 0.5).astype(np.uint8)
+    if frames.ndim == 4 and frames.shape[-1] == 1:
+        frames = frames[..., 0]
+    if frames.ndim not in (3, 4) or (frames.ndim == 4 and frames.shape[-1] != 3) or 0 in frames.shape:
+        raise ValueError(f"{name} must be a non-empty [T,H,W,3] (or [T,H,W] grey) sequence, got shape {frames.shape}")
+    return frames
+
+
+def _write_mp4(path: Path, rgb: np.ndarray, fps: float, crf: int) -> None:
+    from ._optional import require
+
+    av = require("av", extra="video", package="av", purpose="writing .mp4 files")
+    if rgb.ndim == 3:
+        rgb = np.repeat(rgb[..., None], 3, axis=3)
+    # H.264 in yuv420p needs even sides: repeat the last row/column where a side is odd
+    t, h, w = rgb.shape[:3]
+    rgb = np.pad(rgb, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    codec = next((c for c in ("libx264", "h264", "mpeg4") if c in av.codecs_available), None)
+    if codec is None:
+        raise RuntimeError("this PyAV build has no H.264 or MPEG-4 encoder; write a .webp or a folder instead")
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = rgb.shape[2], rgb.shape[1], "yuv420p"
+        if codec != "mpeg4":
+            stream.options = {"crf": str(int(crf))}
+        for frame in rgb:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        container.mux(stream.encode())
+
+
+def write_frames(frames, out: str | os.PathLike, fps: float = 25.0, *, quality: int = 90, crf: int = 18,
+                 extra: Mapping[str, object] | None = None) -> list[Path]:
+    """Write a clip ``[T,H,W,3]`` (float in [0,1] or uint8, numpy or torch) and return the written paths.
+
+    Args:
+        out: ``*.webp`` (animated WEBP, loops forever), ``*.mp4`` (H.264 yuv420p through PyAV: the optional extra
+            ``video``; odd sides are padded by one repeated row/column) or a folder (no suffix):
+            ``frame_00000.png``, ``frame_00001.png``, ...
+        fps: frames per second (> 0).
+        quality: WEBP quality 0..100.
+        crf: H.264 constant rate factor (0 = lossless, 18 = visually lossless, 51 = worst).
+        extra: more sequences of the same length written beside the frames in folder mode only, by name
+            prefix: ``{"disocclusion": masks}`` -> ``disocclusion_00000.png``, ...
+
+    Raises:
+        ValueError: an unknown suffix, bad fps, or a malformed sequence.
+        MissingDependencyError: ``.mp4`` without PyAV installed.
+    """
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix and suffix not in CLIP_SUFFIXES:
+        raise ValueError(f"a clip is written as {' or '.join(CLIP_SUFFIXES)} or into a folder, got {out}")
+    rgb = _frames_uint8(frames, "frames")
+    if suffix == ".webp":
+        from PIL import Image
+
+        images = [Image.fromarray(f) for f in rgb]
+        images[0].save(_target(out), save_all=True, append_images=images[1:], duration=max(1, round(1000.0 / fps)),
+                       loop=0, quality=int(quality), method=4)
+        return [out]
+    if suffix == ".mp4":
+        _write_mp4(_target(out), rgb, fps, crf)
+        return [out]
+    from PIL import Image
+
+    sequences = {"frame": rgb}
+    for name, seq in (extra or {}).items():
+        seq = _frames_uint8(seq, name)
+        if len(seq) != len(rgb):
+            raise ValueError(f"{name} has {len(seq)} frames, the clip {len(rgb)}")
+        sequences[name] = seq
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i in range(len(rgb)):
+        for name, seq in sequences.items():
+            Image.fromarray(seq[i]).save(out / f"{name}_{i:05d}.png")
+        written.append(out / f"frame_{i:05d}.png")
+    return written

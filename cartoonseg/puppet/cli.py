@@ -1,0 +1,206 @@
+"""Command line for puppet animation (arXiv 2312.01943 §6.3).
+
+``python -m cartoonseg puppet IMAGE --out OUT.webp|OUT.mp4|DIR [--masks M1.png M2.png ...]
+[--detector P --refiner P|none] [--motion PRESET | --poses POSES.json | --bvh FILE.bvh | --keyframes K.json]
+[--instances 0,2] [--frames N] [--fps F] [--seed S]``
+
+(also ``python -m cartoonseg.puppet puppet ...``). The characters come from ``--masks`` (grey PNGs from any
+segmenter, white = character, soft edges kept) or from the two-stage segmenter; each is rigged (``--handles`` JSON,
+``--pose-rig`` POSE_KEYPOINT JSON of this image, else the automatic skeleton), the background plate is
+``--plate`` or PatchMatch over the characters, and the motion is a preset (default ``idle-sway``), a pose sequence
+(POSE_KEYPOINT JSON, e.g. DWPose on a driving video), a BVH file or keyframed handles. Output: an animated WEBP
+(``.webp``), an H.264 MP4 (``.mp4``, needs PyAV: ``pip install av``) or a folder of ``frame_00000.png`` plus
+``mask_00000.png`` (the characters' alpha per frame).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .._cli import load_networks, run_parser, subcommand_parser
+from .._optional import require
+from ..io import CLIP_SUFFIXES, read_grey, read_image, write_frames
+from .motion import PRESETS, KeyframeMotion, PresetMotion, RetargetMotion
+from .render import background_plate, default_frames, render_frames
+from .rig import RigConfig, build_rig
+
+__all__ = ["add_parsers", "build_parser", "main", "parse_instances", "run"]
+
+
+def _read_soft_mask(path: str, size: tuple[int, int]) -> np.ndarray:
+    """A mask file as float32 ``[H,W]`` in [0,1], soft edges kept (the puppet's texture alpha)."""
+    m = read_grey(path, "mask")
+    if m.shape != size:
+        raise ValueError(f"mask {path} is {m.shape[1]}x{m.shape[0]} but the image is {size[1]}x{size[0]}")
+    return m
+
+
+def parse_instances(text: str | None) -> list[int] | None:
+    """``"0,2"`` -> ``[0, 2]``; None/``"all"``/empty -> None (every instance)."""
+    if text is None or text.strip().lower() in ("", "all"):
+        return None
+    try:
+        values = [int(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise ValueError(f"--instances must be comma-separated indices like 0,2, got {text!r}") from None
+    if not values or any(v < 0 for v in values):
+        raise ValueError(f"--instances must be non-negative indices, got {text!r}")
+    return values
+
+
+def _check_out(out: Path, inputs: Sequence[str]) -> None:
+    if out.suffix and out.suffix.lower() not in CLIP_SUFFIXES:
+        raise ValueError(f"--out must end with .webp or .mp4, or be a folder; got {out}")
+    resolved = out.resolve()
+    for item in inputs:
+        if item and Path(item).resolve() == resolved:
+            raise ValueError(f"--out {out} is one of the inputs; refusing to overwrite it")
+    if out.suffix.lower() == ".mp4":  # fail before the slow steps
+        require("av", extra="video", package="av", purpose="writing .mp4 files")
+
+
+def _instances(args: argparse.Namespace, image: np.ndarray):
+    from ..structures import Instances
+
+    h, w = image.shape[:2]
+    if args.masks:
+        import torch
+
+        masks = torch.from_numpy(np.stack([_read_soft_mask(p, (h, w)) for p in args.masks]))
+        return Instances.from_masks(masks, mask_thr=0.5)
+    from ..segmenter import Segmenter
+
+    search = [Path(args.weights_dir)] if args.weights_dir else []
+    detector, refiner = load_networks(args.detector, args.refiner, search_dirs=search,
+                                      allow_download=not args.no_download, device=args.device)
+    return Segmenter(detector, refiner, score_thr=args.score_thr, mask_thr=args.mask_thr)(image)
+
+
+def _motion(args: argparse.Namespace, size: tuple[int, int]):
+    if args.poses:
+        return RetargetMotion.from_pose_keypoint(args.poses, canvas=size, fps=args.poses_fps, mode=args.retarget)
+    if args.bvh:
+        return RetargetMotion.from_bvh(args.bvh, yaw=args.bvh_yaw, up=args.bvh_up, mode=args.retarget)
+    if args.keyframes:
+        return KeyframeMotion.from_json(args.keyframes)
+    return PresetMotion(args.motion, strength=args.strength, seed=args.seed)
+
+
+def _progress(total: int, quiet: bool, desc: str):
+    if quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="frame", leave=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute the ``puppet`` sub-command."""
+    out = Path(args.out)
+    _check_out(out, [args.image, *(args.masks or []), args.plate or "", args.poses or "", args.bvh or ""])
+    if args.fps <= 0:
+        raise ValueError(f"--fps must be > 0, got {args.fps}")
+    if args.frames is not None and args.frames < 1:
+        raise ValueError(f"--frames must be >= 1, got {args.frames}")
+    start = time.perf_counter()
+    image = read_image(args.image)
+    h, w = image.shape[:2]
+    motion = _motion(args, (h, w))  # parse motion files before the slow steps: bad input fails fast
+    instances = _instances(args, image)
+    if len(instances) == 0:
+        raise ValueError(f"{args.image}: no character found (lower --score-thr, or give --masks)")
+    from .mesh import MeshConfig
+
+    config = RigConfig(mesh=MeshConfig(spacing=args.mesh_spacing), ring=args.plate_dilate)
+    rig = build_rig(instances, poses=args.pose_rig, handles=args.handles, select=parse_instances(args.instances),
+                    config=config)
+    if not rig.characters:
+        raise ValueError(f"{args.image}: no instance could be rigged ({'; '.join(rig.notes)})")
+    rigged = time.perf_counter()
+    if args.plate:
+        plate = read_image(args.plate)
+        if plate.shape[:2] != (h, w):
+            raise ValueError(f"--plate is {plate.shape[1]}x{plate.shape[0]} but the image is {w}x{h}")
+    else:
+        plate = background_plate(image, rig, seed=args.seed)
+    plated = time.perf_counter()
+    n = args.frames or default_frames(motion, args.fps)
+    bar = _progress(n, args.quiet, "puppet")
+    callback = (lambda done, total: bar.update(1)) if bar is not None else None
+    clip, alphas = [], []
+    try:
+        for frame, mask in render_frames(image, rig, motion, frames=n, fps=args.fps, plate=plate, callback=callback):
+            clip.append((np.clip(frame, 0, 1) * 255 + 0.5).astype(np.uint8))  # uint8: a long clip stays small
+            alphas.append((np.clip(mask, 0, 1) * 255 + 0.5).astype(np.uint8))
+    finally:
+        if bar is not None:
+            bar.close()
+    written = write_frames(np.stack(clip), out, args.fps, extra={"mask": np.stack(alphas)})
+    done = time.perf_counter()
+    if not args.quiet:
+        for note in rig.notes:
+            print(f"note: {note}")
+        print(f"{args.image}: {len(rig.characters)} characters rigged in {rigged - start:.1f}s, plate "
+              f"{plated - rigged:.1f}s, {n} frames {w}x{h} @ {args.fps:g} fps in {done - plated:.1f}s -> {written[0]}"
+              + (f" (+{len(written) - 1} more)" if len(written) > 1 else ""))
+    return 0
+
+
+def _add_puppet(sub) -> None:
+    p = sub.add_parser("puppet", help="animate the characters of one picture like puppets (animated WEBP, MP4 or PNG frames)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("image", help="input picture")
+    p.add_argument("--out", required=True, help="OUT.webp, OUT.mp4 (needs PyAV) or a folder for PNG frames + masks")
+    p.add_argument("--masks", nargs="+", help="instance masks as grey PNGs (white = character); skips the segmenter")
+    p.add_argument("--detector", default="detector", help="detector weights path or released name (without --masks)")
+    p.add_argument("--refiner", default="refiner", help="refiner weights path, released name, or 'none'")
+    p.add_argument("--score-thr", type=float, default=0.3)
+    p.add_argument("--mask-thr", type=float, default=0.3)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--motion", choices=list(PRESETS), default="idle-sway", help="procedural preset (default idle-sway)")
+    src.add_argument("--poses", help="POSE_KEYPOINT JSON sequence (e.g. DWPose on a driving video) to retarget")
+    src.add_argument("--bvh", help="BVH motion capture file to retarget (front view)")
+    src.add_argument("--keyframes", help="keyframed handle positions JSON")
+    p.add_argument("--poses-fps", type=float, default=None, help="frame rate of --poses (default: --fps, frame for frame)")
+    p.add_argument("--retarget", choices=["absolute", "relative"], default="absolute",
+                   help="copy bone directions (absolute) or their changes since the first frame (relative)")
+    p.add_argument("--bvh-yaw", type=float, default=0.0, help="turn the BVH performer by this many degrees before projecting")
+    p.add_argument("--bvh-up", choices=["y", "z"], default="y", help="the BVH file's up axis")
+    p.add_argument("--pose-rig", help="POSE_KEYPOINT JSON of this picture (e.g. DWPose): rig from its joints")
+    p.add_argument("--handles", help="handles JSON: joints per instance (wins over --pose-rig)")
+    p.add_argument("--instances", default=None, help="comma-separated instance indices to animate (default all)")
+    p.add_argument("--frames", type=int, default=None, help="frames to render (default: the motion's length)")
+    p.add_argument("--fps", type=float, default=12.0)
+    p.add_argument("--strength", type=float, default=1.0, help="amplitude of the preset motion")
+    p.add_argument("--seed", type=int, default=0, help="seed of the plate inpainting and per-character preset variation")
+    p.add_argument("--plate", help="background plate image (e.g. a diffusion inpainting); default PatchMatch")
+    p.add_argument("--plate-dilate", type=int, default=5, help="pixels the characters grow by for the plate")
+    p.add_argument("--mesh-spacing", type=float, default=0.0, help="mesh sample spacing in pixels (0 = automatic)")
+    p.add_argument("--device", default="cpu", help="device of the segmenter")
+    p.add_argument("--weights-dir", default=None, help="folder with the released weights")
+    p.add_argument("--no-download", action="store_true", help="never download weights")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=run)
+
+
+def add_parsers(subparsers) -> None:
+    """Register the ``puppet`` sub-command on an argparse sub-parsers object."""
+    _add_puppet(subparsers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return subcommand_parser(add_parsers, __doc__.splitlines()[0])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_parser(build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""Rendering puppet frames: textured-mesh rasterisation and back-to-front compositing over a background plate.
+
+Each character is a texture (the input image premultiplied by the character's soft mask, so its edges keep the
+mask's anti-aliasing) on its rest mesh. For a frame, the deformed mesh is rasterised triangle by triangle into an
+index buffer (OpenCV, sub-pixel vertices; trunk triangles first so limbs pass in front), every covered pixel is
+mapped back to its rest position through its triangle's affine map, and the texture is sampled bilinearly there.
+
+The background of a frame is the input image, replaced by the plate (the characters inpainted away) where a
+character has moved: each rest triangle takes the largest displacement of its corners, the map is grown by the
+rig's ``ring`` (the plate's dilation) and turned into a weight that reaches 1 at half a pixel of motion. So the rest pose
+reproduces the input exactly (up to float rounding of the texture lookup), pixels away from the characters are
+never touched, and wherever a character moved away only plate pixels remain, never a ghost of it. Characters are
+painted back to front in the rig's order (pooled instance depth when known, else the ground-contact rule).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+
+import cv2
+import numpy as np
+
+from .rig import Character, PuppetRig
+
+__all__ = ["PuppetClip", "PuppetRenderer", "animate", "background_plate", "default_frames", "joint_sequences", "render_frames"]
+
+
+def _to_float_image(image, name: str = "image") -> np.ndarray:
+    """float32 numpy ``[H,W,3]`` in [0,1] by :func:`cartoonseg.io.to_float_image` (NaN -> 0; a batch of one is
+    unwrapped)."""
+    from ..io import to_float_image
+
+    if getattr(image, "ndim", 0) == 4 and image.shape[0] == 1:
+        image = image[0]
+    try:
+        return np.ascontiguousarray(to_float_image(image, nan="zero").numpy())
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
+def background_plate(image, rig: PuppetRig, *, method: str = "patchmatch", patch_size: int = 3, seed: int = 0,
+                     interrupt: Callable[[], None] | None = None) -> np.ndarray:
+    """The background with the rig's characters removed: :func:`cartoonseg.inpaint.inpaint` (PatchMatch by
+    default, as the Ken Burns plate) over the union of their supports grown by ``rig.config.ring`` (float32
+    ``[H,W,3]``). Without characters it is the image itself."""
+    from ..inpaint import inpaint
+
+    img = _to_float_image(image)
+    if img.shape[:2] != tuple(rig.image_size):
+        raise ValueError(f"image is {img.shape[1]}x{img.shape[0]} but the rig was built for "
+                         f"{rig.image_size[1]}x{rig.image_size[0]}")
+    hole = np.zeros(rig.image_size, dtype=bool)
+    for ch in rig.characters:
+        x0, y0, x1, y1 = ch.box
+        hole[y0:y1, x0:x1] |= ch.hole
+    if not hole.any():
+        return img.copy()
+    return np.asarray(inpaint(img, hole, method=method, patch_size=patch_size, seed=seed, interrupt=interrupt),
+                      dtype=np.float32)
+
+
+def _rasterize(vertices: np.ndarray, triangles: np.ndarray, order: np.ndarray, x0: int, y0: int, w: int,
+               h: int, empty: int = -1) -> np.ndarray:
+    """Triangle index per pixel of the window ``[y0:y0+h, x0:x0+w]`` (``empty`` = none), later triangles on top."""
+    buf = np.full((h, w), empty, dtype=np.int32)
+    pts = np.round((vertices - (x0, y0)) * 16.0).astype(np.int32)
+    tri_pts = pts[triangles]
+    for t in order.tolist():
+        cv2.fillConvexPoly(buf, tri_pts[t], t, lineType=cv2.LINE_8, shift=4)
+    return buf
+
+
+def _affine_to(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Per triangle, the affine ``[T,2,3]`` taking its ``src`` vertices to its ``dst`` vertices (zeros -> the
+    first dst vertex for degenerate triangles)."""
+    s, d = src[triangles], dst[triangles]
+    S = np.stack([s[:, 1] - s[:, 0], s[:, 2] - s[:, 0]], -1)  # columns: edge vectors [T,2,2]
+    D = np.stack([d[:, 1] - d[:, 0], d[:, 2] - d[:, 0]], -1)
+    det = S[:, 0, 0] * S[:, 1, 1] - S[:, 0, 1] * S[:, 1, 0]
+    ok = np.abs(det) > 1e-9
+    inv = np.zeros_like(S)
+    inv[ok, 0, 0] = S[ok, 1, 1] / det[ok]
+    inv[ok, 0, 1] = -S[ok, 0, 1] / det[ok]
+    inv[ok, 1, 0] = -S[ok, 1, 0] / det[ok]
+    inv[ok, 1, 1] = S[ok, 0, 0] / det[ok]
+    M = D @ inv
+    t = d[:, 0] - np.einsum("tij,tj->ti", M, s[:, 0])
+    return np.concatenate([M, t[:, :, None]], -1)
+
+
+@dataclasses.dataclass
+class _Layer:
+    character: Character
+    texture: np.ndarray  # float32 [h,w,4]: premultiplied RGB + alpha over character.box
+    rest_index: np.ndarray  # int32 [h,w] triangle under each box pixel at rest (T = none)
+
+
+class PuppetRenderer:
+    """Renders frames of one rig over one image and plate.
+
+    Args:
+        image: the input picture ``[H,W,3]`` (float in [0,1], uint8, numpy or torch).
+        rig: :class:`PuppetRig` built for this image.
+        plate: the background without the characters (same size); None = :func:`background_plate` (PatchMatch).
+    """
+
+    def __init__(self, image, rig: PuppetRig, plate=None) -> None:
+        self.image = _to_float_image(image)
+        if self.image.shape[:2] != tuple(rig.image_size):
+            raise ValueError(f"image is {self.image.shape[1]}x{self.image.shape[0]} but the rig was built for "
+                             f"{rig.image_size[1]}x{rig.image_size[0]}")
+        self.plate = background_plate(self.image, rig) if plate is None else _to_float_image(plate, "plate")
+        if self.plate.shape != self.image.shape:
+            if self.plate.ndim == 3 and self.plate.shape[2] == 3:
+                self.plate = cv2.resize(self.plate, (self.image.shape[1], self.image.shape[0]),
+                                        interpolation=cv2.INTER_LINEAR)
+            else:
+                raise ValueError(f"plate must be [H,W,3], got shape {self.plate.shape}")
+        self.rig = rig
+        self._image_planes = np.ascontiguousarray(self.image.transpose(2, 0, 1))
+        self._plate_planes = np.ascontiguousarray(self.plate.transpose(2, 0, 1))
+        h, w = rig.image_size
+        # soft ownership: where masks overlap, the character painted later (in front) keeps the pixels
+        alphas = []
+        for ch in rig.characters:
+            full = np.zeros((h, w), np.float32)
+            x0, y0, x1, y1 = ch.box
+            full[y0:y1, x0:x1] = ch.alpha
+            alphas.append(full)
+        owned = {i: alphas[i].copy() for i in range(len(alphas))}
+        front = np.zeros((h, w), np.float32)
+        for i in reversed(rig.order):
+            owned[i] *= 1.0 - front
+            front = np.maximum(front, alphas[i])
+        self.layers: list[_Layer] = []
+        for i, ch in enumerate(rig.characters):
+            x0, y0, x1, y1 = ch.box
+            a = owned[i][y0:y1, x0:x1]
+            tex = np.concatenate([self.image[y0:y1, x0:x1] * a[..., None], a[..., None]], -1).astype(np.float32)
+            tri = _rasterize(ch.mesh.vertices, ch.mesh.triangles, ch.draw_order, x0, y0, x1 - x0, y1 - y0,
+                             empty=len(ch.mesh.triangles))
+            self.layers.append(_Layer(ch, np.ascontiguousarray(tex), tri))
+
+    def render(self, poses: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """One frame for the skeleton poses ``poses[i] [J_i,2]`` of every character (rig order).
+
+        Returns:
+            ``(frame float32 [H,W,3], mask float32 [H,W])``: the composite and the union of the characters' alpha.
+        """
+        if len(poses) != len(self.layers):
+            raise ValueError(f"need one pose per character ({len(self.layers)}), got {len(poses)}")
+        h, w = self.rig.image_size
+        frame = self._image_planes.copy()  # planar [3,H,W]: per-channel updates stay contiguous (much faster)
+        mask = np.zeros((h, w), np.float32)
+        deformed = [layer.character.deform(pose) for layer, pose in zip(self.layers, poses)]
+        for layer, verts in zip(self.layers, deformed):
+            self._reveal_plate(frame, layer, verts)
+        for i in self.rig.order:
+            self._paint(frame, mask, self.layers[i], deformed[i])
+        return cv2.merge([frame[0], frame[1], frame[2]]), mask
+
+    def _reveal_plate(self, frame: np.ndarray, layer: _Layer, verts: np.ndarray) -> None:
+        ch = layer.character
+        moved = np.hypot(*(verts - ch.mesh.vertices).T)
+        if float(moved.max(initial=0.0)) < 1e-6:  # at rest (up to solver rounding): the input stays
+            return
+        x0, y0, x1, y1 = ch.box
+        # per rest triangle the largest motion of its corners (index T: no triangle, no motion)
+        tri_moved = np.append(moved[ch.mesh.triangles].max(1), 0.0).astype(np.float32)
+        disp = tri_moved[layer.rest_index]
+        r = self.rig.config.ring + 1
+        disp = cv2.dilate(disp, np.ones((2 * r + 1, 2 * r + 1), np.uint8))  # square: separable, fast
+        weight = np.minimum(2.0 * disp, 1.0)
+        weight *= ch.hole
+        for c in range(3):
+            plane = frame[c, y0:y1, x0:x1]
+            plane += weight * (self._plate_planes[c, y0:y1, x0:x1] - plane)
+
+    def _paint(self, frame: np.ndarray, mask: np.ndarray, layer: _Layer, verts: np.ndarray) -> None:
+        ch = layer.character
+        h, w = self.rig.image_size
+        x0 = max(0, int(np.floor(verts[:, 0].min())) - 1)
+        y0 = max(0, int(np.floor(verts[:, 1].min())) - 1)
+        x1 = min(w, int(np.ceil(verts[:, 0].max())) + 2)
+        y1 = min(h, int(np.ceil(verts[:, 1].max())) + 2)
+        if x0 >= x1 or y0 >= y1:
+            return  # moved entirely off the picture
+        n_tri = len(ch.mesh.triangles)  # the extra row n_tri maps uncovered pixels outside the texture (alpha 0)
+        tri = _rasterize(verts, ch.mesh.triangles, ch.draw_order, x0, y0, x1 - x0, y1 - y0, empty=n_tri)
+        aff = _affine_to(verts, ch.mesh.vertices, ch.mesh.triangles)
+        aff[:, 0, 2] -= ch.box[0]
+        aff[:, 1, 2] -= ch.box[1]
+        coef = np.concatenate([aff.reshape(-1, 6), [[0, 0, -10, 0, 0, -10]]]).astype(np.float32).T  # [6, T+1]
+        xs = np.arange(x0, x1, dtype=np.float32)[None, :]
+        ys = np.arange(y0, y1, dtype=np.float32)[:, None]
+        maps = []
+        for k in (0, 3):  # map = a * x + b * y + c with (a, b, c) of each pixel's triangle, built in place
+            m = np.take(coef[k], tri)
+            m *= xs
+            t = np.take(coef[k + 1], tri)
+            t *= ys
+            m += t
+            m += np.take(coef[k + 2], tri)
+            maps.append(m)
+        map_x, map_y = maps
+        sample = cv2.remap(layer.texture, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                           borderValue=(0.0, 0.0, 0.0, 0.0))
+        alpha = sample[..., 3]
+        keep = 1.0 - alpha
+        for c in range(3):
+            plane = frame[c, y0:y1, x0:x1]
+            plane *= keep
+            plane += sample[..., c]
+        np.maximum(mask[y0:y1, x0:x1], alpha, out=mask[y0:y1, x0:x1])
+
+
+def joint_sequences(rig: PuppetRig, motion, n_frames: int, fps: float) -> list[np.ndarray]:
+    """Skeleton poses ``[F,J,2]`` of every character of ``rig`` for ``motion``.
+
+    ``motion``: a :class:`~cartoonseg.puppet.motion.PresetMotion` or
+    :class:`~cartoonseg.puppet.motion.KeyframeMotion` (applies to every character / by instance index), a
+    :class:`~cartoonseg.puppet.motion.RetargetMotion`, a list of them (person tracks: the characters, left to
+    right by their root joint, take the tracks in turn, cycling when there are fewer tracks), or a dict
+    ``{instance index: motion}`` giving each character its own (characters left out stay at rest).
+    """
+    from .motion import KeyframeMotion, PresetMotion, RetargetMotion
+
+    if n_frames < 1:
+        raise ValueError(f"frames must be >= 1, got {n_frames}")
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    out: list[np.ndarray] = []
+    if isinstance(motion, dict):
+        rigged = {ch.instance for ch in rig.characters}
+        unknown = set(motion) - rigged
+        if unknown:
+            raise ValueError(f"motions given for instances {sorted(unknown)} that are not rigged (rigged: {sorted(rigged)})")
+        for ch in rig.characters:
+            single = PuppetRig(characters=[ch], image_size=rig.image_size, order=[0], config=rig.config)
+            own = motion.get(ch.instance)
+            out.append(joint_sequences(single, own, n_frames, fps)[0] if own is not None
+                       else np.repeat(ch.skeleton.joints[None], n_frames, 0))
+        return out
+    if isinstance(motion, (list, tuple)):
+        if not motion or not all(isinstance(m, RetargetMotion) for m in motion):
+            raise TypeError("a motion list must hold RetargetMotion tracks")
+        by_x = sorted(range(len(rig.characters)),
+                      key=lambda i: rig.characters[i].skeleton.joints[rig.characters[i].skeleton.root, 0])
+        track_of = {ci: motion[k % len(motion)] for k, ci in enumerate(by_x)}
+        return [track_of[i].poses(ch.skeleton, n_frames, fps, character=ch.instance)
+                for i, ch in enumerate(rig.characters)]
+    for ch in rig.characters:
+        if isinstance(motion, PresetMotion):
+            out.append(motion.poses(ch.skeleton, n_frames, fps, character=ch.instance, base=ch.base, height=ch.height))
+        elif isinstance(motion, (KeyframeMotion, RetargetMotion)):
+            out.append(motion.poses(ch.skeleton, n_frames, fps, character=ch.instance))
+        else:
+            raise TypeError(f"unknown motion type {type(motion).__name__}")
+    if isinstance(motion, KeyframeMotion):
+        unknown = set(motion.keys) - {ch.instance for ch in rig.characters}
+        if unknown:
+            raise ValueError(f"keyframes name instances {sorted(unknown)} that are not rigged "
+                             f"(rigged: {[ch.instance for ch in rig.characters]})")
+    return out
+
+
+def default_frames(motion, fps: float) -> int:
+    """The natural length of a motion at ``fps`` (reference length, last keyframe, or a preset's loop)."""
+    if isinstance(motion, dict):
+        if not motion:
+            raise ValueError("the motion dict is empty")
+        return max(default_frames(m, fps) for m in motion.values())
+    first = motion[0] if isinstance(motion, (list, tuple)) else motion
+    return int(first.default_frames(fps))
+
+
+def render_frames(image, rig: PuppetRig, motion, *, frames: int | None = None, fps: float = 12.0, plate=None,
+                  callback: Callable[[int, int], None] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(frame [H,W,3], mask [H,W])`` float32 per frame (streaming: for long clips and file writers).
+    ``callback(done, total)`` runs after every frame (raise from it to cancel)."""
+    n = frames if frames else default_frames(motion, fps)
+    renderer = PuppetRenderer(image, rig, plate)
+    sequences = joint_sequences(rig, motion, n, fps)
+    for f in range(n):
+        yield renderer.render([seq[f] for seq in sequences])
+        if callback is not None:
+            callback(f + 1, n)
+
+
+@dataclasses.dataclass
+class PuppetClip:
+    """Output of :func:`animate`: ``frames [T,H,W,3]`` and ``masks [T,H,W]`` (torch float32) and the fps."""
+
+    frames: object
+    masks: object
+    fps: float
+
+
+def animate(image, rig: PuppetRig, motion, *, frames: int | None = None, fps: float = 12.0, plate=None,
+            callback: Callable[[int, int], None] | None = None) -> PuppetClip:
+    """Render a whole clip into memory (see :func:`render_frames`)."""
+    import torch
+
+    out_f, out_m = [], []
+    for frame, mask in render_frames(image, rig, motion, frames=frames, fps=fps, plate=plate, callback=callback):
+        out_f.append(torch.from_numpy(frame))
+        out_m.append(torch.from_numpy(mask))
+    return PuppetClip(frames=torch.stack(out_f), masks=torch.stack(out_m), fps=float(fps))

@@ -1,0 +1,414 @@
+"""Rigging: each character instance becomes a mesh bound to a skeleton, with its ARAP system factorised once.
+
+Skeleton sources, per character, in this order: user handles (JSON), pose keypoints (``POSE_KEYPOINT``, matched to
+instances by containment), else the automatic skeleton from the mask (:func:`~cartoonseg.puppet.skeleton.auto_skeleton`).
+
+Handles (the mesh vertices ARAP pins) are bound to bones: every joint inside the mask (a joint just outside is
+snapped onto the nearest mask pixel), ``bone_samples`` points along every bone inside the mask, and, for mesh parts
+that would otherwise have fewer than two handles (a detached hand, a hair strand), the part's vertex nearest the
+skeleton and the one farthest from it. A handle bound to bone ``(a, c)`` with local coordinates ``(u, v)`` sits at
+``J_a + u (J_c - J_a) + v R90 (J_c - J_a)`` in every pose, so it follows the bone rigidly when lengths are kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from .arap import ARAPDeformer
+from .mesh import Mesh, MeshConfig, build_mesh, mask_support
+from .skeleton import (
+    PersonPose,
+    Skeleton,
+    auto_skeleton,
+    match_people,
+    parse_handles,
+    parse_pose_keypoint,
+    skeleton_from_points,
+)
+
+__all__ = ["Character", "PuppetRig", "RigConfig", "build_character", "build_rig"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RigConfig:
+    """How characters are rigged.
+
+    Attributes:
+        mesh: mesh density and support rules.
+        bone_samples: handles placed along each bone (inside the mask) besides its joints; they keep limbs straight.
+        snap_radius: a joint outside the mask within this many pixels is snapped onto it; farther joints drive bone
+            angles but pin nothing (0 = three mesh spacings).
+        ring: pixels around each character whose background is replaced by the plate once it moves (use the plate's
+            inpainting dilation; 5 as in the Ken Burns plate).
+        auto_branches: most limbs the automatic skeleton looks for.
+        min_area: instances with fewer support pixels are not rigged (left in the background, with a note).
+    """
+
+    mesh: MeshConfig = MeshConfig()
+    bone_samples: int = 1
+    snap_radius: float = 0.0
+    ring: int = 5
+    auto_branches: int = 6
+    min_area: int = 8
+
+    def __post_init__(self) -> None:
+        if self.bone_samples < 0 or self.snap_radius < 0 or self.ring < 0 or self.auto_branches < 1 or self.min_area < 1:
+            raise ValueError("bone_samples, snap_radius and ring must be >= 0; auto_branches and min_area >= 1")
+
+
+def _r90(d: np.ndarray) -> np.ndarray:
+    return np.stack([-d[..., 1], d[..., 0]], -1)
+
+
+@dataclasses.dataclass
+class Character:
+    """One rigged character (all coordinates in image pixels).
+
+    Attributes:
+        instance: index of the instance in the rig's input.
+        skeleton: rest skeleton.
+        mesh: rest mesh.
+        deformer: factorised ARAP system of the mesh with its handle vertices.
+        bind_vertex, bind_a, bind_c, bind_uv: handle bindings (a handle vertex may have several; its target is
+            their mean); ``deformer.handles`` are the distinct vertices.
+        alpha: float32 soft mask ``[H,W]`` cropped to ``box`` (x0, y0, x1, y1), the character's texture alpha.
+        box: integer crop of the support grown by the ring (image-clipped).
+        hole: bool ``[h,w]`` crop: the support grown by the ring (where the plate may show once it moves).
+        draw_order: triangle indices in drawing order (trunk first, limb tips last, so limbs pass in front).
+        base: ``(x, y)`` bottom centre of the mesh (pivot of sway / breathe / bounce); height: its vertical extent.
+        depth: pooled instance depth (larger = nearer) when known; mask_box: tight xyxy box of the mask.
+    """
+
+    instance: int
+    skeleton: Skeleton
+    mesh: Mesh
+    deformer: ARAPDeformer
+    bind_vertex: np.ndarray
+    bind_a: np.ndarray
+    bind_c: np.ndarray
+    bind_uv: np.ndarray
+    alpha: np.ndarray
+    box: tuple[int, int, int, int]
+    hole: np.ndarray
+    draw_order: np.ndarray
+    base: np.ndarray
+    height: float
+    depth: float | None = None
+    mask_box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+
+    def handle_targets(self, joints: np.ndarray) -> np.ndarray:
+        """Positions ``[K,2]`` of the deformer's handles for a skeleton pose ``joints [J,2]``."""
+        j = np.asarray(joints, dtype=np.float64)
+        a, c = j[self.bind_a], j[self.bind_c]
+        d = c - a
+        pts = a + self.bind_uv[:, :1] * d + self.bind_uv[:, 1:] * _r90(d)
+        # deformer.handles is sorted (np.unique), so searchsorted finds each binding's handle slot
+        slot = np.searchsorted(self.deformer.handles, self.bind_vertex)
+        k = len(self.deformer.handles)
+        counts = np.bincount(slot, minlength=k)
+        return np.stack([np.bincount(slot, pts[:, 0], k), np.bincount(slot, pts[:, 1], k)], 1) / counts[:, None]
+
+    def deform(self, joints: np.ndarray) -> np.ndarray:
+        """Mesh vertex positions ``[V,2]`` for a skeleton pose ``joints [J,2]``."""
+        return self.deformer.deform(self.handle_targets(joints))
+
+    def describe(self) -> dict:
+        return {"instance": self.instance, "skeleton": self.skeleton.source, "joints": len(self.skeleton.names),
+                "vertices": len(self.mesh.vertices), "triangles": len(self.mesh.triangles),
+                "handles": len(self.deformer.handles), "spacing": round(self.mesh.spacing, 2)}
+
+
+@dataclasses.dataclass
+class PuppetRig:
+    """Rigged characters of one image (the ComfyUI type ``CARTOONSEG_PUPPET``).
+
+    Attributes:
+        characters: rigged characters, in instance order.
+        image_size: ``(H, W)``.
+        order: indices into ``characters``, back to front (pooled depth when every character has one, else the
+            ground-contact rule of :func:`cartoonseg.style.regions.paint_order`).
+        config: the :class:`RigConfig` used.
+        notes: what was decided on the way (unmatched people, skipped instances), for logs and the CLI.
+    """
+
+    characters: list[Character]
+    image_size: tuple[int, int]
+    order: list[int]
+    config: RigConfig = RigConfig()
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.characters)
+
+    def describe(self) -> list[dict]:
+        return [c.describe() for c in self.characters]
+
+
+def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distance of points ``p [N,2]`` to segment ``a-b``."""
+    d = b - a
+    dd = float(d @ d)
+    t = np.clip(((p - a) @ d) / dd, 0, 1) if dd > 0 else np.zeros(len(p))
+    return np.hypot(*(p - (a + t[:, None] * d)).T)
+
+
+def _bind(point: np.ndarray, a: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Local (u, v) of ``point`` in the frame of bone ``a -> c``."""
+    d = c - a
+    dd = float(d @ d)
+    r = point - a
+    return np.array([(r @ d) / dd, (r @ _r90(d)) / dd])
+
+
+def _snap(support: np.ndarray, xy: np.ndarray, radius: float) -> np.ndarray | None:
+    """``xy`` if inside ``support``, else the nearest support pixel within ``radius``, else None."""
+    h, w = support.shape
+    ix, iy = int(round(xy[0])), int(round(xy[1]))
+    if 0 <= ix < w and 0 <= iy < h and support[iy, ix]:
+        return np.asarray(xy, dtype=np.float64)
+    x0, x1 = max(0, int(xy[0] - radius) - 1), min(w, int(xy[0] + radius) + 2)
+    y0, y1 = max(0, int(xy[1] - radius) - 1), min(h, int(xy[1] + radius) + 2)
+    if x0 >= x1 or y0 >= y1:
+        return None
+    ys, xs = np.nonzero(support[y0:y1, x0:x1])
+    if not len(xs):
+        return None
+    pts = np.stack([xs + x0, ys + y0], 1).astype(np.float64)
+    d = np.hypot(*(pts - xy).T)
+    k = int(np.argmin(d))
+    return pts[k] if d[k] <= radius else None
+
+
+def build_character(mask: np.ndarray, skeleton: Skeleton | None, *, instance: int = 0,
+                    config: RigConfig = RigConfig(), support: np.ndarray | None = None) -> Character:
+    """Rig one character from its soft mask ``[H,W]`` and a skeleton (None: automatic)."""
+    mask = np.nan_to_num(np.asarray(mask, dtype=np.float32), nan=0.0).clip(0, 1)
+    if support is None:
+        support = mask_support(mask, config.mesh)
+    if not support.any():
+        raise ValueError(f"instance {instance}: the mask is empty; nothing to rig")
+    if skeleton is None:
+        skeleton = auto_skeleton(support, max_branches=config.auto_branches)
+    area = float(support.sum())
+    from .mesh import _auto_spacing
+
+    spacing = _auto_spacing(area, config.mesh)
+    snap = config.snap_radius if config.snap_radius > 0 else 3 * spacing
+    J = skeleton.joints
+    bones = [(a, c) for a, c in skeleton.bones if np.hypot(*(J[c] - J[a])) > 1e-6]
+    if not bones:
+        raise ValueError(f"instance {instance}: every bone of the skeleton has zero length")
+    bone_of_joint = {}
+    for a, c in bones:
+        bone_of_joint.setdefault(c, (a, c))
+        bone_of_joint.setdefault(a, (a, c))
+    points, binds = [], []  # candidate handle positions and their (a, c, uv)
+    for j in range(len(J)):
+        if j not in bone_of_joint:
+            continue
+        p = _snap(support, J[j], snap)
+        if p is None:
+            continue
+        a, c = bone_of_joint[j]
+        points.append(p)
+        binds.append((a, c, _bind(p, J[a], J[c])))
+    for a, c in bones:
+        for k in range(1, config.bone_samples + 1):
+            t = k / (config.bone_samples + 1)
+            p = J[a] + t * (J[c] - J[a])
+            ix, iy = int(round(p[0])), int(round(p[1]))
+            if not (0 <= iy < support.shape[0] and 0 <= ix < support.shape[1] and support[iy, ix]):
+                continue
+            if points and np.min(np.hypot(*(np.array(points) - p).T)) < 0.5 * spacing:
+                continue
+            points.append(p)
+            binds.append((a, c, np.array([t, 0.0])))
+    mesh_cfg = dataclasses.replace(config.mesh, spacing=spacing)
+    mesh = build_mesh(mask, config=mesh_cfg, extra_points=np.array(points).reshape(-1, 2), support=support)
+    bind_vertex, bind_a, bind_c, bind_uv = [], [], [], []
+    for vi, (a, c, uv) in zip(mesh.extra.tolist(), binds):
+        if vi >= 0:
+            bind_vertex.append(vi)
+            bind_a.append(a)
+            bind_c.append(c)
+            bind_uv.append(_bind(mesh.vertices[vi], J[a], J[c]))  # exact vertex position (points may merge)
+    # every edge-connected part of the mesh needs two handles: add followers bound to the nearest bone
+    seg_d = np.stack([_segment_distance(mesh.vertices, J[a], J[c]) for a, c in bones], 1)  # [V, B]
+    nearest_bone = np.argmin(seg_d, 1)
+    near_d = seg_d[np.arange(len(mesh.vertices)), nearest_bone]
+    have = set(bind_vertex)
+    for members in mesh.groups():
+        pinned = [v for v in members if v in have]
+        want = 2 - len(set(pinned))
+        if want <= 0:
+            continue
+        chosen = list(dict.fromkeys(pinned))
+        if not chosen:
+            chosen.append(int(members[np.argmin(near_d[members])]))
+        while len(chosen) < 2:
+            dist = np.min(np.stack([np.hypot(*(mesh.vertices[members] - mesh.vertices[v]).T) for v in chosen]), 0)
+            chosen.append(int(members[np.argmax(dist)]))
+        for v in chosen:
+            if v in have:
+                continue
+            a, c = bones[nearest_bone[v]]
+            bind_vertex.append(v)
+            bind_a.append(a)
+            bind_c.append(c)
+            bind_uv.append(_bind(mesh.vertices[v], J[a], J[c]))
+            have.add(v)
+    bind_vertex_a = np.array(bind_vertex, dtype=np.int64)
+    handles = np.unique(bind_vertex_a)
+    deformer = ARAPDeformer(mesh.vertices, mesh.triangles, handles)
+    # drawing order: triangles near deeper bones (limb ends) last
+    depth = skeleton.depth()
+    centroids = mesh.vertices[mesh.triangles].mean(1)
+    tri_bone = np.argmin(np.stack([_segment_distance(centroids, J[a], J[c]) for a, c in bones], 1), 1)
+    tri_depth = np.array([depth[bones[b][1]] for b in tri_bone])
+    draw_order = np.argsort(tri_depth, kind="stable")
+    h, w = support.shape
+    ys, xs = np.nonzero(support)
+    r = config.ring
+    x0, y0 = max(0, int(xs.min()) - r - 1), max(0, int(ys.min()) - r - 1)
+    x1, y1 = min(w, int(xs.max()) + r + 2), min(h, int(ys.max()) + r + 2)
+    hole = support[y0:y1, x0:x1].astype(np.uint8)
+    if r > 0:
+        import cv2
+
+        hole = cv2.dilate(hole, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    v = mesh.vertices
+    base = np.array([0.5 * (v[:, 0].min() + v[:, 0].max()), v[:, 1].max()])
+    binary = mask > 0.5
+    bys, bxs = np.nonzero(binary) if binary.any() else (ys, xs)
+    return Character(
+        instance=instance, skeleton=skeleton, mesh=mesh, deformer=deformer, bind_vertex=bind_vertex_a,
+        bind_a=np.array(bind_a, dtype=np.int64), bind_c=np.array(bind_c, dtype=np.int64),
+        bind_uv=np.array(bind_uv, dtype=np.float64).reshape(-1, 2), alpha=mask[y0:y1, x0:x1].copy(),
+        box=(x0, y0, x1, y1), hole=hole.astype(bool), draw_order=draw_order, base=base,
+        height=float(np.ptp(v[:, 1])) or 1.0,
+        mask_box=(float(bxs.min()), float(bys.min()), float(bxs.max() + 1), float(bys.max() + 1)),
+    )
+
+
+def _as_masks(instances) -> tuple[np.ndarray, list | None]:
+    from ..structures import Instances
+
+    if isinstance(instances, Instances):
+        masks = instances.masks.detach().float().cpu().numpy()
+        depth = instances.extras.get("depth")
+        return masks, (list(depth) if depth is not None else None)
+    import torch
+
+    m = instances.detach().float().cpu().numpy() if isinstance(instances, torch.Tensor) else np.asarray(instances, np.float32)
+    if m.ndim == 2:
+        m = m[None]
+    if m.ndim != 3:
+        raise ValueError(f"masks must be Instances or an array [N,H,W], got shape {m.shape}")
+    return m.astype(np.float32), None
+
+
+def build_rig(
+    instances,
+    *,
+    poses=None,
+    handles=None,
+    select: Sequence[int] | None = None,
+    config: RigConfig = RigConfig(),
+    callback=None,
+) -> PuppetRig:
+    """Rig the characters of one image.
+
+    Args:
+        instances: :class:`cartoonseg.Instances` (soft masks; ``extras["depth"]`` orders the characters when
+            present) or soft masks ``[N,H,W]``.
+        poses: ``POSE_KEYPOINT`` (dict or list of frames; the first frame is used) or parsed
+            ``list[PersonPose]``; people are matched to instances by containment. Unmatched instances, and people
+            with fewer than two joints inside, fall back to the automatic skeleton (recorded in ``notes``).
+        handles: user handles JSON (see :func:`cartoonseg.puppet.skeleton.parse_handles`); they win over poses.
+        select: instance indices to animate (default all); the others stay in the background untouched.
+            Explicitly selected instances must be non-empty; with the default, empty or tiny masks are skipped
+            with a note.
+        config: :class:`RigConfig`.
+        callback: ``callback(done, total)`` after each character (progress / cancel).
+    """
+    masks, depth = _as_masks(instances)
+    n, h, w = masks.shape
+    if h == 0 or w == 0:
+        raise ValueError(f"masks are empty: shape {masks.shape}")
+    notes: list[str] = []
+    explicit = select is not None
+    if select is None:
+        select = list(range(n))
+    for i in select:
+        if not -n <= int(i) < n:
+            raise ValueError(f"instance index {i} out of range for {n} instances")
+    select = [int(i) % n for i in select]  # negative indices count from the end
+    if len(set(select)) != len(select):
+        raise ValueError(f"instance indices repeat: {select}")
+    supports = {i: mask_support(masks[i], config.mesh) for i in select}
+    chosen = []
+    for i in select:
+        area = int(supports[i].sum())
+        if area < config.min_area:
+            if explicit:
+                raise ValueError(f"instance {i} has {'an empty mask' if area == 0 else f'only {area} mask pixels'}; "
+                                 "it cannot be rigged (leave it out of the selection)")
+            notes.append(f"instance {i}: {'empty mask' if area == 0 else f'{area} px'} - not animated")
+            continue
+        chosen.append(i)
+    skeletons: dict[int, Skeleton] = {}
+    if handles is not None:
+        for inst, sk in parse_handles(handles, image_size=(h, w)).items():
+            if not 0 <= inst < n:
+                raise ValueError(f"handles name instance {inst}, but there are {n} instances")
+            if inst in chosen:
+                skeletons[inst] = sk
+            else:
+                notes.append(f"handles for instance {inst} ignored: not selected")
+    if poses is not None:
+        people = poses
+        if not (isinstance(poses, list) and all(isinstance(p, PersonPose) for p in poses)):
+            frames = parse_pose_keypoint(poses, image_size=(h, w))
+            people = frames[0] if frames else []
+        free = [i for i in chosen if i not in skeletons]
+        matches = match_people(people, np.stack([supports[i] for i in free]) if free else np.zeros((0, h, w), bool))
+        matched_people = set()
+        for k, p in matches.items():
+            inst = free[k]
+            inside = {name: xy for name, xy in people[p].points.items()}
+            if len(inside) >= 2:
+                skeletons[inst] = skeleton_from_points(inside, source="pose")
+                matched_people.add(p)
+        for p in range(len(people)):
+            if p not in matched_people:
+                notes.append(f"pose person {p}: no joint inside any selected mask - ignored")
+    characters = []
+    for k, i in enumerate(chosen):
+        sk = skeletons.get(i)
+        ch = build_character(masks[i], sk, instance=i, config=config, support=supports[i])
+        if sk is None:
+            notes.append(f"instance {i}: automatic skeleton ({len(ch.skeleton.names)} joints)")
+        if depth is not None and i < len(depth) and depth[i] is not None and np.isfinite(float(depth[i])):
+            ch.depth = float(depth[i])
+        characters.append(ch)
+        if callback is not None:
+            callback(k + 1, len(chosen))
+    order = _paint_order(characters)
+    return PuppetRig(characters=characters, image_size=(h, w), order=order, config=config, notes=notes)
+
+
+def _paint_order(characters: list[Character]) -> list[int]:
+    import torch
+
+    from ..style.regions import paint_order
+
+    if not characters:
+        return []
+    boxes = torch.tensor([c.mask_box for c in characters], dtype=torch.float32)
+    areas = torch.tensor([float(c.alpha.sum()) for c in characters])
+    masks = areas[:, None, None]  # paint_order only reads areas from the masks (flatten(1).sum(1))
+    depth = [c.depth for c in characters]
+    return paint_order(masks, boxes, depth if all(d is not None for d in depth) else None, "auto")

@@ -1,0 +1,592 @@
+"""Skeletons of characters: the OpenPose body layout, pose keypoints in ComfyUI's ``POSE_KEYPOINT`` JSON layout,
+user handles as JSON, and an automatic skeleton from the mask's distance transform.
+
+Joint names follow the OpenPose 18-keypoint body model (``nose, neck, r_shoulder, ...``; "r" is the character's
+right, which is the image's left for a character facing the viewer). Every skeleton is a tree rooted at one joint;
+bones go from a parent joint to a child joint. Image coordinates: ``(x, y)`` pixels, y down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "OPENPOSE_JOINTS",
+    "OPENPOSE_PARENTS",
+    "PersonPose",
+    "Skeleton",
+    "auto_skeleton",
+    "load_json",
+    "match_people",
+    "parse_handles",
+    "parse_pose_keypoint",
+    "skeleton_from_points",
+]
+
+#: OpenPose COCO-18 body keypoints in ``pose_keypoints_2d`` order (what DWPose / ComfyUI's POSE_KEYPOINT carry)
+OPENPOSE_JOINTS: tuple[str, ...] = (
+    "nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist", "r_hip", "r_knee",
+    "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye", "l_eye", "r_ear", "l_ear",
+)
+#: parent of each OpenPose joint in the rig tree (root: neck)
+OPENPOSE_PARENTS: dict[str, str | None] = {
+    "neck": None, "nose": "neck", "r_shoulder": "neck", "r_elbow": "r_shoulder", "r_wrist": "r_elbow",
+    "l_shoulder": "neck", "l_elbow": "l_shoulder", "l_wrist": "l_elbow", "r_hip": "neck", "r_knee": "r_hip",
+    "r_ankle": "r_knee", "l_hip": "neck", "l_knee": "l_hip", "l_ankle": "l_knee", "r_eye": "nose", "l_eye": "nose",
+    "r_ear": "r_eye", "l_ear": "l_eye",
+}
+#: BODY_25 index -> OpenPose-18 name (8 = mid hip and 19-24 = feet have no counterpart and are skipped)
+_BODY25 = {0: "nose", 1: "neck", 2: "r_shoulder", 3: "r_elbow", 4: "r_wrist", 5: "l_shoulder", 6: "l_elbow",
+           7: "l_wrist", 9: "r_hip", 10: "r_knee", 11: "r_ankle", 12: "l_hip", 13: "l_knee", 14: "l_ankle",
+           15: "r_eye", 16: "l_eye", 17: "r_ear", 18: "l_ear"}
+
+
+@dataclasses.dataclass
+class Skeleton:
+    """A joint tree.
+
+    Attributes:
+        names: joint names (unique).
+        parents: index of each joint's parent, ``-1`` for the root (exactly one).
+        joints: float64 ``[J,2]`` rest positions (xy pixels).
+        source: how it was made: ``"pose"``, ``"handles"`` or ``"auto"``.
+    """
+
+    names: list[str]
+    parents: list[int]
+    joints: np.ndarray
+    source: str = "handles"
+
+    def __post_init__(self) -> None:
+        self.joints = np.asarray(self.joints, dtype=np.float64).reshape(-1, 2)
+        n = len(self.names)
+        if len(self.parents) != n or len(self.joints) != n:
+            raise ValueError(f"skeleton needs one parent and one position per joint: {n} names, "
+                             f"{len(self.parents)} parents, {len(self.joints)} positions")
+        if n < 2:
+            raise ValueError(f"a skeleton needs at least two joints (one bone), got {n}")
+        if len(set(self.names)) != n:
+            raise ValueError(f"joint names must be unique, got {self.names}")
+        if not np.isfinite(self.joints).all():
+            raise ValueError("joint positions must be finite")
+        roots = [i for i, p in enumerate(self.parents) if p < 0]
+        if len(roots) != 1:
+            raise ValueError(f"a skeleton needs exactly one root joint, got {len(roots)}")
+        for i, p in enumerate(self.parents):
+            if p >= n:
+                raise ValueError(f"joint {self.names[i]!r} has parent index {p} out of range")
+        _ = self.order  # raises on cycles
+
+    @property
+    def root(self) -> int:
+        return self.parents.index(-1)
+
+    @property
+    def order(self) -> list[int]:
+        """Joint indices parents-first (breadth first from the root)."""
+        children = self.children
+        out, queue = [], [self.root]
+        while queue:
+            j = queue.pop(0)
+            out.append(j)
+            queue.extend(children[j])
+        if len(out) != len(self.names):
+            raise ValueError("skeleton parents contain a cycle or a joint not connected to the root")
+        return out
+
+    @property
+    def children(self) -> list[list[int]]:
+        kids: list[list[int]] = [[] for _ in self.names]
+        for i, p in enumerate(self.parents):
+            if p >= 0:
+                kids[p].append(i)
+        return kids
+
+    @property
+    def bones(self) -> list[tuple[int, int]]:
+        """``(parent, child)`` index pairs, parents-first."""
+        return [(self.parents[j], j) for j in self.order if self.parents[j] >= 0]
+
+    def index(self, name: str) -> int | None:
+        try:
+            return self.names.index(name)
+        except ValueError:
+            return None
+
+    def depth(self) -> np.ndarray:
+        """Tree depth of each joint (root 0)."""
+        d = np.zeros(len(self.names), dtype=np.int64)
+        for j in self.order:
+            if self.parents[j] >= 0:
+                d[j] = d[self.parents[j]] + 1
+        return d
+
+    def subtree(self, j: int) -> list[int]:
+        """``j`` and all its descendants."""
+        out, stack, kids = [], [j], self.children
+        while stack:
+            k = stack.pop()
+            out.append(k)
+            stack.extend(kids[k])
+        return out
+
+    def bone_lengths(self, joints: np.ndarray | None = None) -> np.ndarray:
+        """Length of every bone of :attr:`bones` for ``joints`` (default: rest)."""
+        p = self.joints if joints is None else np.asarray(joints, dtype=np.float64)
+        return np.array([float(np.hypot(*(p[c] - p[a]))) for a, c in self.bones])
+
+    def to_dict(self) -> dict:
+        return {"names": list(self.names), "parents": [self.names[p] if p >= 0 else None for p in self.parents],
+                "joints": self.joints.round(3).tolist(), "source": self.source}
+
+
+# ------------------------------------------------------------------------------------------------ from points
+def skeleton_from_points(points: Mapping[str, Sequence[float]], parents: Mapping[str, str | None] | None = None,
+                         *, source: str = "handles") -> Skeleton:
+    """A skeleton from named positions.
+
+    ``parents`` maps child -> parent name (``None`` for the root). Without it, OpenPose names use the OpenPose tree
+    and other names hang from the first joint. A missing joint's children are re-attached to its nearest present
+    ancestor; when the root itself is missing (e.g. no ``neck`` in a pose), the midpoint of the shoulders (else
+    hips) becomes a ``neck`` joint, or else the present joint highest in the tree becomes the root.
+    """
+    names = [str(n) for n in points]
+    if len(names) < 2:
+        raise ValueError(f"need at least two joints to make a skeleton, got {len(names)}: {names}")
+    pos = {n: np.asarray(points[n], dtype=np.float64).reshape(2) for n in names}
+    if parents is None:
+        if all(n in OPENPOSE_PARENTS for n in names):
+            parents = OPENPOSE_PARENTS
+        else:
+            parents = {n: (None if i == 0 else names[0]) for i, n in enumerate(names)}
+    parents = dict(parents)
+    for n in names:
+        if n not in parents:
+            raise ValueError(f"joint {n!r} has no parent entry (give null for the root)")
+
+    def chain(n: str) -> list[str]:
+        out, seen = [], set()
+        while n is not None:
+            if n in seen:
+                raise ValueError(f"parents contain a cycle through {n!r}")
+            seen.add(n)
+            out.append(n)
+            n = parents.get(n)
+        return out
+
+    if any(parents.get(n) is None for n in names):
+        root = next(n for n in names if parents.get(n) is None)
+    else:
+        template_root = next((n for n, p in parents.items() if p is None), None)
+        synth = [pair for pair in (("r_shoulder", "l_shoulder"), ("r_hip", "l_hip")) if all(q in pos for q in pair)]
+        if template_root is not None and synth and template_root not in pos:
+            a, b = synth[0]
+            pos[template_root] = (pos[a] + pos[b]) / 2
+            names.insert(0, template_root)
+            root = template_root
+        else:
+            root = min(names, key=lambda n: (len(chain(n)), names.index(n)))
+    resolved: dict[str, str | None] = {}
+    for n in names:
+        if n == root:
+            resolved[n] = None
+            continue
+        anc = chain(n)[1:]
+        present = next((a for a in anc if a in pos and a != n), None)
+        resolved[n] = present if present is not None else root
+        if resolved[n] == n:
+            resolved[n] = root
+    index = {n: i for i, n in enumerate(names)}
+    return Skeleton(names=names, parents=[index[resolved[n]] if resolved[n] is not None else -1 for n in names],
+                    joints=np.stack([pos[n] for n in names]), source=source)
+
+
+# ------------------------------------------------------------------------------------------------ POSE_KEYPOINT
+@dataclasses.dataclass
+class PersonPose:
+    """One person's body keypoints in image pixels: name -> ``(x, y)``; missing joints are absent."""
+
+    points: dict[str, tuple[float, float]]
+    confidence: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+
+def load_json(source) -> Any:
+    """A JSON document from a path (str/Path to an existing file), a JSON text, or an already-parsed object."""
+    if isinstance(source, (dict, list)):
+        return source
+    if isinstance(source, Path) or (isinstance(source, str) and not source.lstrip().startswith(("{", "["))):
+        path = Path(source)
+        if not path.is_file():
+            raise ValueError(f"JSON file not found: {path}")
+        text = path.read_text()
+    elif isinstance(source, str):
+        text = source
+    else:
+        raise TypeError(f"expected a JSON path, JSON text, dict or list, got {type(source).__name__}")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON: {exc}") from exc
+
+
+def _frames_of(data: Any) -> list[dict]:
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list) or not all(isinstance(f, dict) for f in data):
+        raise ValueError("POSE_KEYPOINT must be a dict with 'people' or a list of such dicts (one per frame)")
+    for i, f in enumerate(data):
+        if "people" not in f or not isinstance(f["people"], list):
+            raise ValueError(f"POSE_KEYPOINT frame {i} has no 'people' list")
+    return data
+
+
+def parse_pose_keypoint(data, *, image_size: tuple[int, int] | None = None, coords: str = "auto",
+                        min_confidence: float = 0.05, default_canvas: tuple[int, int] | None = None
+                        ) -> list[list[PersonPose]]:
+    """Parse ComfyUI's ``POSE_KEYPOINT`` (the OpenPose JSON layout DWPose / OpenPose preprocessors emit).
+
+    Args:
+        data: a frame dict ``{"people": [{"pose_keypoints_2d": [x, y, c, ...]}, ...], "canvas_width": W,
+            "canvas_height": H}`` or a list of them (one per video frame), as a parsed object, JSON text or path.
+            Bodies with 18 (COCO) or 25 (BODY_25) keypoints are read; face and hand keypoints are ignored.
+        image_size: ``(H, W)`` of the image the poses are mapped onto: poses are rescaled from their canvas to it.
+            None keeps canvas pixels (what retargeting wants: undistorted directions).
+        default_canvas: ``(H, W)`` canvas for frames that do not give ``canvas_width`` / ``canvas_height`` (default:
+            ``image_size``); normalized coordinates are multiplied by the canvas.
+        coords: ``"normalized"`` (x, y in [0,1] of the canvas), ``"absolute"`` (canvas pixels) or ``"auto"`` (absolute
+            when any coordinate exceeds 1.5, else normalized).
+        min_confidence: keypoints with a lower confidence, or at (0, 0) (OpenPose's "missing"), are left out.
+
+    Returns:
+        One list of :class:`PersonPose` per frame (people with no usable joint are dropped).
+    """
+    if coords not in ("auto", "normalized", "absolute"):
+        raise ValueError(f"coords must be auto, normalized or absolute, got {coords!r}")
+    frames = _frames_of(load_json(data))
+    out: list[list[PersonPose]] = []
+    for fi, frame in enumerate(frames):
+        cw, ch = frame.get("canvas_width"), frame.get("canvas_height")
+        if not (isinstance(cw, (int, float)) and isinstance(ch, (int, float)) and cw > 0 and ch > 0):
+            fallback = default_canvas or image_size
+            cw, ch = (fallback[1], fallback[0]) if fallback else (None, None)
+        people = []
+        raw = []
+        for pi, person in enumerate(frame["people"]):
+            if not isinstance(person, dict):
+                raise ValueError(f"POSE_KEYPOINT frame {fi} person {pi} is not a dict")
+            kp = person.get("pose_keypoints_2d")
+            if kp is None:
+                raw.append(None)
+                continue
+            arr = np.asarray(kp, dtype=np.float64).reshape(-1)
+            if arr.size % 3 or arr.size // 3 not in (18, 25):
+                raise ValueError(f"POSE_KEYPOINT frame {fi} person {pi}: pose_keypoints_2d must hold 18 or 25 "
+                                 f"(x, y, confidence) triples, got {arr.size} numbers")
+            raw.append(arr.reshape(-1, 3))
+        valid = [a for a in raw if a is not None]
+        mode = coords
+        if mode == "auto":
+            big = any(np.nanmax(np.abs(a[:, :2])) > 1.5 for a in valid if a.size)
+            mode = "absolute" if big else "normalized"
+        for arr in raw:
+            if arr is None:
+                continue
+            names = OPENPOSE_JOINTS if len(arr) == 18 else [_BODY25.get(i) for i in range(len(arr))]
+            pts: dict[str, tuple[float, float]] = {}
+            conf: dict[str, float] = {}
+            for name, (x, y, c) in zip(names, arr):
+                if name is None or not (np.isfinite(x) and np.isfinite(y) and np.isfinite(c)):
+                    continue
+                if c < min_confidence or (x == 0 and y == 0) or x < 0 or y < 0:
+                    continue
+                if mode == "normalized" and cw and ch:
+                    x, y = x * cw, y * ch
+                if image_size is not None and cw and ch:
+                    x, y = x * image_size[1] / cw, y * image_size[0] / ch
+                pts[name] = (float(x), float(y))
+                conf[name] = float(c)
+            if pts:
+                people.append(PersonPose(points=pts, confidence=conf))
+        out.append(people)
+    return out
+
+
+def match_people(people: Sequence[PersonPose], support: np.ndarray, *, radius: float = 3.0) -> dict[int, int]:
+    """Assign people to instances by containment.
+
+    ``support`` is bool ``[N,H,W]``. A person's score for an instance is the number of its joints inside that
+    instance's mask (within ``radius`` pixels); the assignment maximises the total (Hungarian), and pairs with no
+    joint inside are not made. Returns ``{instance index: person index}``.
+    """
+    from scipy.ndimage import distance_transform_edt
+    from scipy.optimize import linear_sum_assignment
+
+    n = support.shape[0]
+    if n == 0 or not people:
+        return {}
+    h, w = support.shape[1:]
+    score = np.zeros((n, len(people)))
+    for i in range(n):
+        near = distance_transform_edt(~support[i]) <= radius if support[i].any() else support[i]
+        for p, person in enumerate(people):
+            for x, y in person.points.values():
+                ix, iy = int(round(x)), int(round(y))
+                if 0 <= ix < w and 0 <= iy < h and near[iy, ix]:
+                    score[i, p] += 1
+    rows, cols = linear_sum_assignment(-score)
+    return {int(i): int(p) for i, p in zip(rows, cols) if score[i, p] > 0}
+
+
+# ------------------------------------------------------------------------------------------------ user handles
+def parse_handles(data, *, image_size: tuple[int, int] | None = None) -> dict[int, Skeleton]:
+    """User handles as JSON -> ``{instance index: Skeleton}``.
+
+    Layout::
+
+        {"coords": "pixels" | "normalized",            # optional, default pixels
+         "characters": [
+            {"instance": 0,
+             "joints": {"neck": [120, 80], "r_wrist": [90, 150], ...},   # or a list of {"name", "xy", "parent"}
+             "parents": {"r_wrist": "neck", ...}}                       # optional (OpenPose names need none)
+         ]}
+
+    A bare list of such character entries is accepted as well.
+    """
+    doc = load_json(data)
+    if isinstance(doc, list):
+        doc = {"characters": doc}
+    if not isinstance(doc, dict) or not isinstance(doc.get("characters"), list):
+        raise ValueError("handles JSON must be {'characters': [{'instance': i, 'joints': {...}}, ...]}")
+    coords = doc.get("coords", "pixels")
+    if coords not in ("pixels", "normalized"):
+        raise ValueError(f"handles 'coords' must be 'pixels' or 'normalized', got {coords!r}")
+    if coords == "normalized" and image_size is None:
+        raise ValueError("normalized handle coordinates need the image size")
+    out: dict[int, Skeleton] = {}
+    for ci, entry in enumerate(doc["characters"]):
+        if not isinstance(entry, dict) or "instance" not in entry or "joints" not in entry:
+            raise ValueError(f"handles character {ci} needs 'instance' and 'joints'")
+        inst = entry["instance"]
+        if isinstance(inst, bool) or not isinstance(inst, int) or inst < 0:
+            raise ValueError(f"handles character {ci}: 'instance' must be a non-negative integer, got {inst!r}")
+        joints = entry["joints"]
+        parents = entry.get("parents")
+        if isinstance(joints, list):
+            items = joints
+            joints, plist = {}, {}
+            for j in items:
+                if not isinstance(j, dict) or "name" not in j or "xy" not in j:
+                    raise ValueError(f"handles character {ci}: joint entries need 'name' and 'xy'")
+                joints[str(j["name"])] = j["xy"]
+                if "parent" in j:
+                    plist[str(j["name"])] = j["parent"]
+            if plist:
+                parents = plist if len(plist) == len(joints) else {**{n: None for n in joints}, **plist}
+        if not isinstance(joints, dict):
+            raise ValueError(f"handles character {ci}: 'joints' must map names to [x, y]")
+        pts = {}
+        for name, xy in joints.items():
+            try:
+                x, y = (float(v) for v in xy)
+            except (TypeError, ValueError):
+                raise ValueError(f"handles character {ci}: joint {name!r} needs [x, y], got {xy!r}") from None
+            if coords == "normalized":
+                x, y = x * image_size[1], y * image_size[0]
+            pts[str(name)] = (x, y)
+        if inst in out:
+            raise ValueError(f"handles give instance {inst} twice")
+        out[inst] = skeleton_from_points(pts, parents, source="handles")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ automatic
+def auto_skeleton(support: np.ndarray, *, max_branches: int = 6, work_size: int = 96,
+                  min_branch: float = 0.18) -> Skeleton:
+    """A skeleton derived from the mask alone (for users without a pose model).
+
+    The mask is reduced to at most ``work_size`` pixels on its long side; its Euclidean distance transform gives
+    the root (the deepest interior point, usually the torso) and edge costs that make shortest paths run along the
+    medial axis (``step / distance``, so thick centres are cheap). From the shortest-path tree of the root,
+    branches are added greedily: the pixel whose path adds the most new length becomes a tip, while that length
+    exceeds ``min_branch`` times the mask's larger side (at most ``max_branches``). Joints are the root, the tips,
+    the branch points, and a middle joint on every limb; limbs are named by direction (the highest tip above the
+    root is the head: ``neck``-``nose``; downward tips are legs ``hip``-``knee``-``ankle``; the others arms
+    ``shoulder``-``elbow``-``wrist``, "r" on the image's left), so presets and retargeting find them.
+    """
+    import cv2
+    from scipy.ndimage import distance_transform_edt
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import dijkstra
+
+    support = np.asarray(support, dtype=bool)
+    if not support.any():
+        raise ValueError("cannot rig an empty mask")
+    ys, xs = np.nonzero(support)
+    y0, x0, y1, x1 = ys.min(), xs.min(), ys.max() + 1, xs.max() + 1
+    crop = support[y0:y1, x0:x1]
+    ch, cw = crop.shape
+    scale = min(1.0, work_size / max(ch, cw))
+    if scale < 1.0:
+        small = cv2.resize(crop.astype(np.float32), (max(1, round(cw * scale)), max(1, round(ch * scale))),
+                           interpolation=cv2.INTER_AREA) > 0.5
+        if not small.any():
+            small = cv2.resize(crop.astype(np.uint8), (max(1, round(cw * scale)), max(1, round(ch * scale))),
+                               interpolation=cv2.INTER_NEAREST).astype(bool)
+    else:
+        small = crop
+    sy, sx = ch / small.shape[0], cw / small.shape[1]
+
+    def to_image(iy, ix) -> np.ndarray:
+        return np.array([x0 + (ix + 0.5) * sx - 0.5, y0 + (iy + 0.5) * sy - 0.5])
+
+    dist = distance_transform_edt(np.pad(small, 1))[1:-1, 1:-1]
+    h, w = small.shape
+    idx = -np.ones((h, w), dtype=np.int64)
+    py, px = np.nonzero(small)
+    idx[py, px] = np.arange(len(py))
+    n = len(py)
+    if n == 1:
+        c = to_image(py[0], px[0])
+        r = max(1.0, 0.5 * min(sy, sx))
+        return Skeleton(["root", "top"], [-1, 0], np.stack([c, c - [0, r]]), source="auto")
+    rows, cols, cost, step = [], [], [], []
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        ny, nx = py + dy, px + dx
+        ok = (ny < h) & (nx >= 0) & (nx < w)
+        ok[ok] = small[ny[ok], nx[ok]]
+        a = np.nonzero(ok)[0]
+        length = math.hypot(dy * sy, dx * sx)
+        d = 0.5 * (dist[py[a], px[a]] + dist[ny[a], nx[a]])
+        rows.append(a)
+        cols.append(idx[ny[a], nx[a]])
+        cost.append(length / d**1.5)
+        step.append(np.full(len(a), length))
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.concatenate(cost), (rows, cols)), shape=(n, n)).tocsr()
+    steps = coo_matrix((np.concatenate(step), (rows, cols)), shape=(n, n)).tocsr()
+    steps = steps.maximum(steps.T)
+    cy, cx = py.mean(), px.mean()
+    deep = dist[py, px]
+    root = int(np.lexsort(((py - cy) ** 2 + (px - cx) ** 2, -deep))[0])
+    costs, pred = dijkstra(graph, directed=False, indices=root, return_predecessors=True)
+    reach = np.isfinite(costs)
+    in_tree = np.zeros(n, dtype=bool)
+    in_tree[root] = True
+    tips: list[int] = []
+    side = max(ch, cw)
+
+    def grow(v: int) -> None:
+        while not in_tree[v]:
+            in_tree[v] = True
+            v = int(pred[v])
+
+    for _ in range(max_branches):
+        # Euclidean geodesic distance of every pixel from the skeleton so far: the length a new branch would add
+        gain = dijkstra(steps, directed=False, indices=np.nonzero(in_tree)[0], min_only=True)
+        gain = np.where(reach & np.isfinite(gain), gain, -1.0)
+        v = int(np.argmax(gain))
+        if gain[v] < min_branch * side:
+            break
+        tips.append(v)
+        grow(v)
+    if not tips:  # compact blob: one bone from the root to its farthest point
+        far = dijkstra(steps, directed=False, indices=root)
+        tips = [int(np.argmax(np.where(reach & np.isfinite(far), far, -1.0)))]
+        if tips[0] == root:
+            tips = [int(np.argmax(np.where(reach, (py - py[root]) ** 2 + (px - px[root]) ** 2, -1)))]
+        grow(tips[0])
+    # key nodes: root, tips, branch points of the union tree
+    child_count = np.zeros(n, dtype=np.int64)
+    tree_nodes = np.nonzero(in_tree)[0]
+    for v in tree_nodes:
+        if v != root:
+            child_count[pred[v]] += 1
+    key = {root} | set(tips) | {int(v) for v in tree_nodes if child_count[v] > 1}
+    pos = {v: to_image(py[v], px[v]) for v in key}
+    root_xy = pos[root]
+    # the key-node parent of each key node, and the path between them (for middle joints)
+    segs: dict[int, list[int]] = {}
+    for v in key:
+        if v == root:
+            continue
+        path, u = [v], int(pred[v])
+        while u not in key:
+            path.append(u)
+            u = int(pred[u])
+        segs[v] = path + [u]  # from v up to its key parent
+    # limb roles by the direction from the root to each tip (image y down)
+    def direction(v):
+        d = pos[v] - root_xy
+        return d / (np.hypot(*d) + 1e-9)
+
+    roles: dict[int, str] = {}
+    ups = [v for v in tips if direction(v)[1] < -0.5]
+    head = min(ups, key=lambda v: direction(v)[1]) if ups else None
+    if head is not None:
+        roles[head] = "head"
+    downs = sorted((v for v in tips if v != head and direction(v)[1] > 0.5), key=lambda v: -direction(v)[1])[:2]
+    rest = [v for v in tips if v != head and v not in downs]
+    for group, kind in ((downs, "leg"), (sorted(rest, key=lambda v: -abs(direction(v)[0]))[:2], "arm")):
+        group = sorted(group, key=lambda v: pos[v][0])
+        sides = ["r", "l"] if len(group) == 2 else (["r"] if direction(group[0])[0] <= 0 else ["l"]) if group else []
+        for v, s in zip(group, sides):
+            roles[v] = f"{s}_{kind}"
+    # joint names and their place along the limb (fraction of the path from its branch point to the tip)
+    names_for = {"head": (("neck", 0.5), None, "nose"), "leg": (("hip", 0.3), ("knee", 0.68), "ankle"),
+                 "arm": (("shoulder", 0.3), ("elbow", 0.66), "wrist")}
+
+    names: list[str] = []
+    parents: list[int] = []
+    joints: list[np.ndarray] = []
+    node_joint: dict[int, int] = {}
+
+    def add(name: str, xy: np.ndarray, parent: int) -> int:
+        base, k = name, 1
+        while name in names:
+            k += 1
+            name = f"{base}_{k}"
+        names.append(name)
+        parents.append(parent)
+        joints.append(np.asarray(xy, dtype=np.float64))
+        return len(names) - 1
+
+    node_joint[root] = add("root", root_xy, -1)
+    # create key nodes parents-first (by cost from the root)
+    counter = 0
+    for v in sorted(key - {root}, key=lambda v: costs[v]):
+        path = segs[v]
+        parent_joint = node_joint[path[-1]]
+        role = roles.get(v)
+        if role is not None:
+            s, kind = (role.split("_") + [""])[:2] if role != "head" else ("", "head")
+            start, mid, end = names_for[kind]
+            prefix = f"{s}_" if s else ""
+            # the limb's start joint: a third of the way from its key parent (so the shoulder/hip sits off the root)
+            seg_len = np.cumsum([0.0] + [float(np.hypot(*(to_image(py[a], px[a]) - to_image(py[b], px[b]))))
+                                         for a, b in zip(path[:-1], path[1:])])
+            total = seg_len[-1]
+
+            def at(frac, total=total, seg_len=seg_len, path=path):
+                t = total * (1 - frac)  # path runs tip -> parent
+                k = int(np.searchsorted(seg_len, t))
+                k = min(max(k, 0), len(path) - 1)
+                return to_image(py[path[k]], px[path[k]])
+
+            j = add(prefix + start[0], at(start[1]), parent_joint)
+            if mid is not None:
+                j = add(prefix + mid[0], at(mid[1]), j)
+            node_joint[v] = add(prefix + end, pos[v], j)
+        else:
+            counter += 1
+            node_joint[v] = add(f"joint{counter}", pos[v], parent_joint)
+    return Skeleton(names=names, parents=parents, joints=np.stack(joints), source="auto")

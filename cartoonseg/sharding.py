@@ -1,0 +1,323 @@
+"""Sharded, resumable runs over a list of items, one process per GPU or CPU worker under ``torchrun``.
+
+Used by ``python -m cartoonseg annotate`` and by evaluation / prediction dumps: anything that maps a fixed list of
+items (image paths, dataset indices) to JSON-serialisable results, possibly on many processes and nodes, and must
+survive being killed.
+
+How it works:
+
+* the items are cut into **shards** of ``shard_size`` consecutive items (shard ``i`` holds items
+  ``[i*shard_size, (i+1)*shard_size)``); shard ``i`` belongs to rank ``i % world_size``. The cut depends only on
+  the item list and ``shard_size``, so a run restarted with a different number of processes reuses every shard
+  already finished;
+* a finished shard is one JSON file ``shard-<i>.json`` in the run folder, written atomically (temporary file in
+  the same folder, flushed, renamed over the final name), so it either exists complete or not at all. A shard file
+  that exists is **never recomputed**; after a kill, at most the shards that were in progress are redone;
+* ``manifest.json`` in the run folder records the item list (its SHA-256), ``shard_size`` and a caller-supplied
+  ``fingerprint`` (model files, settings). A folder written by a different run (other items or settings) is
+  refused with a ValueError instead of mixing results;
+* rank 0 waits until every shard file exists (file polling: works with any launcher, any number of nodes, as long
+  as the run folder is on storage all ranks share; no collective that could time out while ranks are unevenly
+  loaded), then reads all shards back in item order for the merge;
+* under ``torchrun`` (``WORLD_SIZE`` > 1) :func:`init_distributed` starts a gloo process group (CPU objects only,
+  so it works beside CUDA) and :func:`agree` gives every rank rank 0's copy of an object, for example the item
+  list, so all ranks shard the same list even if a folder listing differs between nodes.
+
+API::
+
+    from cartoonseg.sharding import ShardedRun, RankInfo, init_distributed, agree
+
+    rank = init_distributed()                      # RankInfo(rank, world_size, local_rank); no-op for 1 process
+    keys = agree(sorted(str(p) for p in paths))    # rank 0's list on every rank
+    run = ShardedRun(work_dir, keys, shard_size=16, fingerprint={"model": "...", "thr": 0.3}, rank=rank)
+    for shard in run.pending():                    # this rank's shards that are not finished yet
+        run.save(shard, [compute(k) for k in shard.keys])    # one result per key, atomically
+    if rank.rank == 0:
+        run.wait()                                 # every rank's shards are on disk
+        results = run.results()                    # list of results in item order
+        ...merge, write the final output...
+        run.remove()                               # delete the run folder (optional)
+
+or, in one call, ``results = run_sharded(work_dir, keys, compute, ...)`` (the list on rank 0, None elsewhere).
+
+A shard holds ``{"version", "shard", "keys", "results"}``; results must be JSON-serialisable (``json.dumps`` with
+``allow_nan=False``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RankInfo", "Shard", "ShardedRun", "agree", "init_distributed", "progress_bar", "run_sharded",
+           "write_atomic"]
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+_TMP_MARK = ".tmp-"
+
+
+@dataclasses.dataclass(frozen=True)
+class RankInfo:
+    """Which process this is. ``from_env()`` reads ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (set by
+    ``torchrun``); without them it is rank 0 of 1."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    def __post_init__(self) -> None:
+        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={self.rank} world_size={self.world_size}")
+
+    @classmethod
+    def from_env(cls) -> RankInfo:
+        try:
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            rank = int(os.environ.get("RANK", "0"))
+            local = int(os.environ.get("LOCAL_RANK", str(rank)))
+        except ValueError as exc:
+            raise ValueError(f"RANK / WORLD_SIZE / LOCAL_RANK must be integers: {exc}") from None
+        return cls(rank, world, local)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(timeout_minutes: float = 60.0) -> RankInfo:
+    """The :class:`RankInfo` of this process; under ``torchrun`` with more than one process, also a gloo process
+    group (if none exists yet) for :func:`agree`. The group is used only at start-up, so ranks may then run for
+    any time without collective time-outs."""
+    info = RankInfo.from_env()
+    if info.world_size > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo", timeout=datetime.timedelta(minutes=timeout_minutes))
+    return info
+
+
+def agree(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank when a process group is running; ``obj`` itself otherwise."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` all at once: a temporary file beside it, flushed to disk, renamed over ``path``.
+    A process killed at any moment leaves either the old file or the new one, never a partial file."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}{_TMP_MARK}{socket.gethostname()}-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    """Shard ``index``: the items ``keys`` (positions ``start`` .. ``start + len(keys)``) of the run."""
+
+    index: int
+    start: int
+    keys: tuple[str, ...]
+
+
+class ShardedRun:
+    """The shards of one run in ``folder`` (created if needed). See the module docstring.
+
+    Args:
+        folder: run folder on storage every rank can read (one per run; holds the manifest and shard files).
+        keys: the items, as strings (for instance image paths), in the order the results should come back.
+            Duplicates are allowed.
+        shard_size: items per shard (the unit of atomic saving and of recomputation after a kill).
+        fingerprint: JSON-serialisable description of everything that changes the results (settings, model files);
+            a folder holding shards of another fingerprint is refused.
+        rank: this process; default :meth:`RankInfo.from_env`.
+    """
+
+    def __init__(self, folder: str | os.PathLike, keys: Sequence[str], *, shard_size: int = 16,
+                 fingerprint: Mapping[str, Any] | None = None, rank: RankInfo | None = None) -> None:
+        if int(shard_size) < 1:
+            raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        self.folder = Path(folder)
+        self.keys = [str(k) for k in keys]
+        self.shard_size = int(shard_size)
+        self.rank = rank or RankInfo.from_env()
+        self.fingerprint = json.loads(json.dumps(dict(fingerprint or {}), sort_keys=True))
+        self.shards = [
+            Shard(i, start, tuple(self.keys[start:start + self.shard_size]))
+            for i, start in enumerate(range(0, len(self.keys), self.shard_size))
+        ]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._check_manifest()
+
+    # ------------------------------------------------------------------ manifest
+    def manifest(self) -> dict[str, Any]:
+        digest = hashlib.sha256("\n".join(self.keys).encode("utf-8")).hexdigest()
+        return {"version": FORMAT_VERSION, "num_items": len(self.keys), "items_sha256": digest,
+                "shard_size": self.shard_size, "fingerprint": self.fingerprint}
+
+    def _check_manifest(self) -> None:
+        path = self.folder / MANIFEST
+        mine = self.manifest()
+        if path.exists():
+            try:
+                theirs = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"{path} is unreadable ({exc}); delete the folder {self.folder} to start over") from None
+            if theirs != mine:
+                changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+                raise ValueError(
+                    f"{self.folder} holds the shards of a different run (differs in: {', '.join(changed)}); "
+                    f"use another work folder, or delete {self.folder} to start over"
+                )
+            return
+        # every rank computes the same manifest, so concurrent writers write identical bytes
+        write_atomic(path, json.dumps(mine, sort_keys=True, indent=1))
+
+    # ------------------------------------------------------------------ shards
+    def path(self, shard: Shard | int) -> Path:
+        index = shard.index if isinstance(shard, Shard) else int(shard)
+        return self.folder / f"shard-{index:06d}.json"
+
+    def is_done(self, shard: Shard | int) -> bool:
+        return self.path(shard).exists()
+
+    def mine(self) -> list[Shard]:
+        """This rank's shards (finished or not)."""
+        return [s for s in self.shards if s.index % self.rank.world_size == self.rank.rank]
+
+    def pending(self) -> list[Shard]:
+        """This rank's shards that are not finished, in order. Removes temporary files that a killed run of the
+        same shards left behind (only this rank writes these shards, so no other process is using them)."""
+        todo = []
+        for shard in self.mine():
+            final = self.path(shard)
+            for tmp in self.folder.glob(final.name + _TMP_MARK + "*"):
+                tmp.unlink(missing_ok=True)
+            if not final.exists():
+                todo.append(shard)
+        return todo
+
+    def save(self, shard: Shard, results: Sequence[Any]) -> Path:
+        """Write the results of ``shard`` (one per key, in key order) atomically."""
+        if len(results) != len(shard.keys):
+            raise ValueError(f"shard {shard.index} has {len(shard.keys)} items but {len(results)} results were given")
+        record = {"version": FORMAT_VERSION, "shard": shard.index, "keys": list(shard.keys), "results": list(results)}
+        return write_atomic(self.path(shard), json.dumps(record, sort_keys=True, allow_nan=False))
+
+    def load(self, shard: Shard) -> list[Any]:
+        """The results of a finished shard (checked against the manifest's items)."""
+        path = self.path(shard)
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read shard {path}: {exc}") from None
+        if record.get("keys") != list(shard.keys) or len(record.get("results", ())) != len(shard.keys):
+            raise ValueError(f"shard {path} does not hold items {shard.start}..{shard.start + len(shard.keys) - 1} "
+                             f"of this run; delete it to recompute it")
+        return record["results"]
+
+    def missing(self) -> list[Shard]:
+        return [s for s in self.shards if not self.is_done(s)]
+
+    def wait(self, timeout: float | None = None, poll: float = 0.5, log: Callable[[str], None] | None = None) -> None:
+        """Block until every shard of every rank is finished (``TimeoutError`` after ``timeout`` seconds)."""
+        start = time.monotonic()
+        told = False
+        while True:
+            missing = self.missing()
+            if not missing:
+                return
+            if log is not None and not told:
+                ranks = sorted({s.index % self.rank.world_size for s in missing})
+                log(f"waiting for {len(missing)} shard(s) of rank(s) {ranks}")
+                told = True
+            if timeout is not None and time.monotonic() - start > timeout:
+                raise TimeoutError(f"{len(missing)} shard(s) still missing in {self.folder} after {timeout:.0f}s "
+                                   f"(first: {self.path(missing[0]).name})")
+            time.sleep(poll)
+
+    def results(self) -> list[Any]:
+        """Every item's result, in item order (all shards must be finished)."""
+        missing = self.missing()
+        if missing:
+            raise RuntimeError(f"{len(missing)} shard(s) not finished in {self.folder}; call wait() first")
+        out: list[Any] = []
+        for shard in self.shards:
+            out.extend(self.load(shard))
+        return out
+
+    def iter_results(self) -> Iterator[tuple[str, Any]]:
+        """``(key, result)`` pairs in item order."""
+        return zip(self.keys, self.results())
+
+    def remove(self) -> None:
+        """Delete the run folder's shard files, temporary files and manifest (and the folder when it is then
+        empty). Call once the merged output is safely written."""
+        for path in self.folder.glob("shard-*.json*"):
+            path.unlink(missing_ok=True)
+        for path in self.folder.glob(MANIFEST + "*"):
+            path.unlink(missing_ok=True)
+        try:
+            self.folder.rmdir()
+        except OSError:
+            pass  # something else lives there: keep it
+
+
+def run_sharded(folder: str | os.PathLike, keys: Sequence[str], fn: Callable[[str], Any], *, shard_size: int = 16,
+                fingerprint: Mapping[str, Any] | None = None, rank: RankInfo | None = None, progress: bool = True,
+                desc: str = "", wait_timeout: float | None = None) -> list[Any] | None:
+    """Run ``fn(key)`` for this rank's unfinished shards, save each shard atomically; on rank 0 wait for all ranks
+    and return every result in item order (None on other ranks).
+
+    ``progress`` shows one tqdm bar per rank (position = local rank; hidden when stderr is not a terminal).
+    """
+    run = ShardedRun(folder, keys, shard_size=shard_size, fingerprint=fingerprint, rank=rank)
+    rank = run.rank
+    todo = run.pending()
+    total = sum(len(s.keys) for s in run.mine())
+    with progress_bar(total, total - sum(len(s.keys) for s in todo), rank, desc, enabled=progress) as bar:
+        for shard in todo:
+            results = []
+            for key in shard.keys:
+                results.append(fn(key))
+                bar.update(1)
+            run.save(shard, results)
+    if not rank.is_main:
+        return None
+    run.wait(timeout=wait_timeout)
+    return run.results()
+
+
+def progress_bar(total: int, done: int, rank: RankInfo, desc: str = "", *, enabled: bool = True):
+    """A tqdm bar for this rank (``rank r/n`` prefix, one line per local rank), disabled when ``enabled`` is False
+    or stderr is not a terminal."""
+    from tqdm.auto import tqdm
+
+    label = f"rank {rank.rank}/{rank.world_size}" if rank.world_size > 1 else ""
+    label = f"{desc} {label}".strip()
+    return tqdm(total=total, initial=done, desc=label or None, position=rank.local_rank, leave=rank.is_main,
+                disable=not enabled or not sys.stderr.isatty(), dynamic_ncols=True, unit="item")

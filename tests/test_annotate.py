@@ -1,0 +1,228 @@
+"""``python -m cartoonseg annotate``: inputs (folders, lists, COCO), the COCO output (valid for pycocotools, RLE
+through cartoonseg.rle, unique ids), per-image files, the output policy, and the torchrun path: 2 processes on gloo,
+SIGKILLed mid-run, restarted, give exactly the file a single process writes; finished shards are not recomputed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cartoonseg
+from cartoonseg import rle
+from cartoonseg.annotate import annotate, collect_inputs, merge, write_output
+from cartoonseg.annotate.per_image import PerImageWriter
+
+REPO = Path(__file__).resolve().parents[1]
+N_IMAGES = 12
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)  # the subprocesses run with OMP_NUM_THREADS=1 too
+    yield
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Tiny random networks in the released layout and a folder of small images (one unreadable file aside)."""
+    from _comfy_stub import write_tiny_released_weights
+
+    root = tmp_path_factory.mktemp("annotate")
+    folder = write_tiny_released_weights(root / "models") / "cartoonseg"
+    images = root / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(N_IMAGES):
+        img = np.full((72 + 4 * (i % 3), 96, 3), 225, np.uint8)
+        img[10:60, 8 + 3 * i:50 + 3 * i] = rng.integers(0, 255, 3)
+        Image.fromarray(img).save(images / f"img{i:02d}.png")
+    return {"root": root, "images": images, "det": folder / "rtmdetl_e60.ckpt", "ref": folder / "refine_last.ckpt"}
+
+
+def _args(data, out, *extra):
+    return ["annotate", str(data["images"]), "--out", str(out), "--detector", str(data["det"]), "--refiner",
+            str(data["ref"]), "--score-thr", "0", "--max-instances", "3", "--det-size", "128", "--refine-size", "64",
+            "--quiet", *extra]
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return env
+
+
+def _torchrun(args):
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "cartoonseg",
+            *args]
+
+
+def _descendants(pid: int) -> list[int]:
+    """Process ids below ``pid`` (torchrun starts its workers in new sessions, so a process-group kill misses them)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _canonical(path: Path) -> str:
+    coco = json.loads(path.read_text())
+    coco["images"].sort(key=lambda im: im["id"])
+    coco["annotations"].sort(key=lambda a: a["id"])
+    return json.dumps(coco, sort_keys=True)
+
+
+@pytest.mark.skipif(not (hasattr(signal, "SIGKILL") and Path("/proc").is_dir()), reason="needs POSIX SIGKILL, /proc")
+def test_torchrun_two_processes_killed_and_resumed_equal_a_single_process_run(data, tmp_path):
+    single = tmp_path / "single.json"
+    proc = subprocess.run([sys.executable, "-m", "cartoonseg", *_args(data, single, "--shard-size", "2")],
+                          env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    out, work = tmp_path / "multi.json", tmp_path / "work"
+    args = _args(data, out, "--shard-size", "1", "--work-dir", str(work), "--keep-shards")
+    run = subprocess.Popen(_torchrun(args), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    try:
+        while len(list(work.glob("shard-*.json"))) < 2:
+            assert run.poll() is None, "torchrun ended before it could be killed: " + run.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "no shard written in time"
+            time.sleep(0.01)
+    finally:
+        for pid in _descendants(run.pid) + [run.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        run.wait(timeout=60)
+        run.stderr.close()
+    time.sleep(0.2)
+    finished = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in work.glob("shard-*.json")}
+    assert 2 <= len(finished) < N_IMAGES, f"kill came too late to test a resume ({len(finished)} shards)"
+    assert not out.exists()
+
+    proc = subprocess.run(_torchrun(args), env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # the shards finished before the kill were read back, not recomputed (same file, same write time)
+    for name, stat in finished.items():
+        p = work / name
+        assert (p.stat().st_ino, p.stat().st_mtime_ns) == stat, f"{name} was rewritten"
+    assert len(list(work.glob("shard-*.json"))) == N_IMAGES and not list(work.glob("*.tmp-*"))
+    # the merge equals the single-process run byte for byte once sorted (the writer even keeps the order)
+    assert _canonical(out) == _canonical(single)
+    assert out.read_bytes() == single.read_bytes()
+
+    # a valid COCO file: pycocotools indexes it, every id unique, masks decode to their areas
+    from pycocotools.coco import COCO
+
+    coco = COCO(str(out))
+    anns = coco.dataset["annotations"]
+    assert len(coco.getImgIds()) == N_IMAGES and len(anns) == N_IMAGES * 3
+    assert len({a["id"] for a in anns}) == len(anns) and len({im["id"] for im in coco.dataset["images"]}) == N_IMAGES
+    for a in anns[:6]:
+        assert np.array_equal(coco.annToMask(a), rle.decode(a["segmentation"]))
+        assert a["area"] == rle.area(a["segmentation"]) and a["category_id"] == 0
+    # a rerun with the final file present and shards kept: nothing to compute, same bytes
+    before = out.read_bytes()
+    proc = subprocess.run([sys.executable, "-m", "cartoonseg", *args], env=_env(), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0 and out.read_bytes() == before
+
+
+# ---------------------------------------------------------------------------------------------- in-process library
+@pytest.fixture(scope="module")
+def segmenter(data):
+    det = cartoonseg.load_detector(data["det"])
+    ref = cartoonseg.load_refiner(data["ref"])
+    return cartoonseg.Segmenter(det, ref, score_thr=0.0, max_instances=2, det_size=128, refine_size=64)
+
+
+def test_inputs_from_folders_lists_and_coco(data, tmp_path):
+    images = data["images"]
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"# two images\n{images / 'img03.png'}\n\n../{tmp_path.name}/extra/x.png\n")
+    (tmp_path / "extra").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "extra" / "x.png")
+    coco = tmp_path / "val.json"
+    coco.write_text(json.dumps({"images": [{"id": 40, "file_name": "img05.png"}, {"id": 7, "file_name": "img01.png"}]}))
+    items = collect_inputs([str(coco), str(lst)], image_root=images)
+    assert [(i.file_name, i.image_id) for i in items[:2]] == [("img05.png", 40), ("img01.png", 7)]
+    assert [i.image_id for i in items[2:]] == [41, 42]  # numbered after the largest COCO id, in input order
+    assert items[2].path == str((images / "img03.png").resolve())
+    assert items[3].path == str((tmp_path / "extra" / "x.png").resolve())  # relative to the list file
+    folder = collect_inputs([str(images), str(images / "img00.png")])  # a file given twice is kept once
+    assert [i.file_name for i in folder] == [f"img{i:02d}.png" for i in range(N_IMAGES)]
+    assert [i.image_id for i in folder] == list(range(1, N_IMAGES + 1))
+    with pytest.raises(ValueError, match="input not found"):
+        collect_inputs([str(tmp_path / "nope")])
+    with pytest.raises(ValueError, match="not found.*--image-root"):
+        collect_inputs([str(coco)])  # file names are relative to the images folder, not the COCO file's
+
+
+def test_library_run_per_image_files_unreadable_images_and_output_policy(data, segmenter, tmp_path):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for name in ("a.png", "b.png"):
+        (images / name).write_bytes((data["images"] / "img00.png").read_bytes())
+    (images / "broken.png").write_bytes(b"not a png")
+    items = collect_inputs([str(images)])
+    out = tmp_path / "ann.json"
+    per = tmp_path / "per"
+    coco = annotate(segmenter, items, out, shard_size=2, per_image=PerImageWriter(per, items), progress=False,
+                    log=lambda m: None)
+    assert [im["file_name"] for im in coco["images"]] == ["a.png", "b.png"]
+    assert coco["info"]["skipped"][0]["file_name"] == "broken.png"
+    assert [a["id"] for a in coco["annotations"]] == [1, 2, 3, 4]
+    assert json.loads(out.read_text()) == coco and not (tmp_path / "ann.json.parts").exists()
+    record = json.loads((per / "a" / "instances.json").read_text())
+    assert len(record["instances"]) == 2 and (per / "a" / "overlay.png").is_file()
+    assert sorted(p.name for p in per.iterdir()) == ["a", "b"]
+    # the output policy: never an input, never a file another program wrote (unless --overwrite)
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text('{"info": {"description": "hand-made"}}')
+    with pytest.raises(ValueError, match="not written by cartoonseg annotate"):
+        write_output(foreign, coco)
+    write_output(foreign, coco, overwrite=True)
+    write_output(out, coco)  # our own file: replaced
+    with pytest.raises(ValueError, match="is one of the inputs"):
+        write_output(images / "a.png", coco, inputs=[str(images / "a.png")], overwrite=True)
+
+
+def test_merge_numbers_annotations_in_image_order():
+    from cartoonseg.annotate import ImageItem
+
+    items = [ImageItem("/x/a.png", "a.png", 5), ImageItem("/x/b.png", "b.png", 2)]
+    ann = {"category_id": 0, "bbox": [0, 0, 1, 1], "area": 1, "score": 0.5, "iscrowd": 0,
+           "segmentation": rle.encode(np.ones((1, 1), np.uint8))}
+    coco = merge(items, [{"height": 1, "width": 1, "annotations": [ann, ann]}, {"height": 1, "width": 1,
+                                                                            "annotations": [ann]}])
+    assert [(a["id"], a["image_id"]) for a in coco["annotations"]] == [(1, 5), (2, 5), (3, 2)]
+    assert coco["categories"] == [{"id": 0, "name": "object", "supercategory": "object", "isthing": 1}]
+
+
+def test_cli_errors_are_one_line(data, tmp_path, capsys):
+    from cartoonseg.__main__ import main
+
+    assert main(["annotate", str(tmp_path / "missing"), "--out", str(tmp_path / "o.json"), "--detector",
+                 str(data["det"]), "--quiet"]) == 2
+    assert capsys.readouterr().err.startswith("error: input not found")

@@ -1,0 +1,145 @@
+"""cartoonseg.io: the one image/mask/depth/clip policy (conversion, reading, writing, .webp/.mp4/PNG folders)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cartoonseg import io
+from cartoonseg._cli import run_parser
+from cartoonseg._optional import MissingDependencyError
+
+
+def _rgb(h=12, w=10, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_to_rgb_uint8_policy():
+    rgb = _rgb()
+    assert io.to_rgb_uint8(rgb) is not None and np.array_equal(io.to_rgb_uint8(rgb), rgb)
+    assert np.array_equal(io.to_rgb_uint8(torch.from_numpy(rgb).float() / 255), rgb)
+    assert np.array_equal(io.to_rgb_uint8(rgb[:, :, 0]), np.repeat(rgb[:, :, :1], 3, 2))  # grey replicated
+    rgba = np.concatenate([rgb, np.zeros_like(rgb[:, :, :1])], 2)  # fully transparent
+    assert np.array_equal(io.to_rgb_uint8(rgba), rgb)  # arrays: alpha dropped
+    assert (io.to_rgb_uint8(rgba, alpha="white") == 255).all()  # composited on white
+    assert io.to_rgb_uint8(rgba, alpha="keep").shape == (12, 10, 4)
+    bad = np.full((4, 4, 3), 0.5, np.float32)
+    bad[0, 0] = [np.nan, np.inf, -np.inf]
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        io.to_rgb_uint8(bad)
+    assert io.to_rgb_uint8(bad, nan="zero")[0, 0].tolist() == [0, 255, 0]
+    with pytest.raises(ValueError, match="nan must be"):
+        io.to_rgb_uint8(rgb, nan="ignore")
+    with pytest.raises(ValueError, match=r"\[0,255\]"):
+        io.to_rgb_uint8(rgb.astype(np.uint16) * 257)
+    with pytest.raises(ValueError, match="empty"):
+        io.to_rgb_uint8(np.zeros((0, 3, 3), np.uint8))
+    with pytest.raises(TypeError):
+        io.to_rgb_uint8("image.png")
+    # the float path keeps precision; the same rules otherwise
+    f = torch.rand(5, 6, 4)
+    assert torch.equal(io.to_float_image(f), f[..., :3])
+    assert torch.equal(io.to_float_image(rgb), torch.from_numpy(rgb).float() / 255)
+    with pytest.raises(ValueError, match="NaN"):
+        io.to_float_image(torch.from_numpy(bad))
+
+
+def test_read_image_files(tmp_path):
+    rgb = _rgb()
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    assert np.array_equal(io.read_image(tmp_path / "c.png"), rgb)
+    clear = np.concatenate([rgb, np.zeros_like(rgb[:, :, :1])], 2)
+    Image.fromarray(clear, "RGBA").save(tmp_path / "t.png")
+    assert (io.read_image(tmp_path / "t.png") == 255).all()  # transparent files composite on white
+    Image.fromarray(np.stack([rgb[:, :, 0], np.full_like(rgb[:, :, 0], 255)], 2), "LA").save(tmp_path / "la.png")
+    assert np.array_equal(io.read_image(tmp_path / "la.png"), np.repeat(rgb[:, :, :1], 3, 2))
+    pal = Image.fromarray(rgb[:, :, 0] // 64, "P")
+    pal.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * 756)
+    pal.info["transparency"] = 0
+    pal.save(tmp_path / "p.png", transparency=0)
+    got = io.read_image(tmp_path / "p.png")
+    assert (got[rgb[:, :, 0] // 64 == 0] == 255).all()  # the transparent index is white
+    grey16 = (np.arange(120, dtype=np.uint32).reshape(12, 10) * 550).astype(np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "g16.png")
+    np.testing.assert_allclose(io.read_image(tmp_path / "g16.png")[:, :, 0], grey16 / 257.0, atol=0.6)
+    np.testing.assert_allclose(io.read_grey(tmp_path / "g16.png"), grey16 / 65535.0, atol=1e-6)  # 16-bit kept
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(ValueError, match="cannot read image .*bad.png"):
+        io.read_image(tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="cannot read depth map"):
+        io.read_depth(tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="cannot read image"):
+        io.read_image(tmp_path / "missing.png")
+
+
+def test_masks_and_grey_round_trip(tmp_path):
+    ramp = torch.linspace(0, 1, 60).reshape(6, 10)
+    io.write_grey(tmp_path / "d16.png", ramp, bits=16)
+    torch.testing.assert_close(io.read_depth(tmp_path / "d16.png"), ramp, atol=1 / 65535, rtol=0)
+    io.write_grey(tmp_path / "sub" / "d8.png", ramp.numpy())  # parent folders are made
+    torch.testing.assert_close(io.read_depth(tmp_path / "sub" / "d8.png"), ramp, atol=0.5 / 255 + 1e-6, rtol=0)
+    with pytest.raises(ValueError, match="bits"):
+        io.write_grey(tmp_path / "x.png", ramp, bits=12)
+    mask = ramp > 0.5
+    io.write_image(tmp_path / "m.png", mask.float())
+    assert np.asarray(Image.open(tmp_path / "m.png")).ndim == 2  # [H,W] stays grey
+    assert np.array_equal(io.read_mask(tmp_path / "m.png", (6, 10)), mask.numpy())
+    with pytest.raises(ValueError, match="mask .* is 10x6, image is 11x6"):
+        io.read_mask(tmp_path / "m.png", (6, 11))
+
+
+def _clip(t=6, h=20, w=30):
+    y = torch.linspace(0, 1, h)[:, None, None].expand(h, w, 3)
+    return torch.stack([(y + i / t) % 1.0 for i in range(t)])
+
+
+def test_write_frames_webp_and_folder(tmp_path):
+    clip = _clip()
+    assert io.write_frames(clip, tmp_path / "c.webp", fps=10) == [tmp_path / "c.webp"]
+    with Image.open(tmp_path / "c.webp") as webp:
+        assert webp.size == (30, 20) and webp.n_frames == 6
+    masks = torch.zeros(6, 20, 30)
+    written = io.write_frames(clip, tmp_path / "frames", extra={"disocclusion": masks})
+    assert [p.name for p in written] == [f"frame_{i:05d}.png" for i in range(6)]
+    assert len(list((tmp_path / "frames").glob("disocclusion_*.png"))) == 6
+    first = np.asarray(Image.open(written[0]))
+    assert np.array_equal(first, io.to_rgb_uint8(clip[0]))
+    with pytest.raises(ValueError, match="frames, the clip"):
+        io.write_frames(clip, tmp_path / "f2", extra={"m": masks[:2]})
+    with pytest.raises(ValueError, match=r"\.webp or \.mp4 or into a folder"):
+        io.write_frames(clip, tmp_path / "c.gif")
+    with pytest.raises(ValueError, match="fps"):
+        io.write_frames(clip, tmp_path / "c.webp", fps=0)
+    with pytest.raises(ValueError, match="non-empty"):
+        io.write_frames(clip[:0], tmp_path / "c.webp")
+
+
+def test_write_frames_mp4(tmp_path):
+    av = pytest.importorskip("av")
+    clip = _clip(t=5, h=21, w=31)  # odd sides: padded to even for yuv420p
+    assert io.write_frames(clip, tmp_path / "c.mp4", fps=12.5, crf=0) == [tmp_path / "c.mp4"]
+    with av.open(str(tmp_path / "c.mp4")) as container:
+        stream = container.streams.video[0]
+        assert float(stream.average_rate) == pytest.approx(12.5)
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    assert len(frames) == 5 and frames[0].shape == (22, 32, 3)
+    # lossless H.264 in 4:2:0: only the chroma subsampling and colour conversion differ (a few levels)
+    diff = np.abs(frames[2][:21, :31].astype(int) - io.to_rgb_uint8(clip[2]).astype(int))
+    assert diff.mean() < 3.0
+
+
+def test_mp4_without_pyav_names_the_extra(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "av", None)  # import av -> ImportError
+    with pytest.raises(MissingDependencyError, match=r"pip install 'cartoonseg\[video\]'"):
+        io.write_frames(_clip(), tmp_path / "c.mp4")
+    assert not (tmp_path / "c.mp4").exists()
+    parser = argparse.ArgumentParser()
+    parser.set_defaults(func=lambda args: len(io.write_frames(_clip(), tmp_path / "c.mp4")))
+    assert run_parser(parser, []) == 2  # the CLI policy: one line, status 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: writing .mp4 files needs the optional package 'av'")

@@ -1,0 +1,136 @@
+"""Instance alpha mattes (cartoonseg.matting): trimaps, pymatting's solver on composites with known alpha, front-to-
+back consistency (sum <= 1, occluded parts to the front instance), Instances.alphas, the optional-dependency error,
+the segment CLI's --matting files and the Instance Alpha Mattes node."""
+
+from __future__ import annotations
+
+import builtins
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cartoonseg import Instances
+from cartoonseg.matting import (MattingConfig, compose_front_to_back, cutouts, instance_alphas, occlusion_order,
+                                solve_alpha, trimap_from_soft)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import bench_matting  # noqa: E402  (the benchmark's synthetic scenes with exact alpha)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+    yield
+
+
+def test_trimap_regions():
+    soft = np.zeros((40, 40), np.float32)
+    soft[10:30, 10:30] = 1.0
+    soft[5, 5] = 0.3  # an uncertain pixel far from the mask
+    t = trimap_from_soft(soft, band=3)
+    assert t[20, 20] == 1.0 and t[0, 39] == 0.0 and t[5, 5] == 0.5
+    assert t[10, 20] == 0.5 and t[8, 20] == 0.5 and t[11, 20] == 1.0  # band outside, 1 px inside
+    assert set(np.unique(t)) == {0.0, 0.5, 1.0}
+
+
+def test_overlapping_characters_matte_halves_the_soft_mask_error():
+    image, truths = bench_matting.make_scene("overlap", 160)
+    softs = np.stack([bench_matting.simulated_soft_mask(a) for a in truths])
+    inst = Instances.from_masks(torch.from_numpy(softs).float()).replace(scores=torch.tensor([0.9, 0.8]))
+    out = instance_alphas((image * 255 + 0.5).astype(np.uint8), inst)
+    mattes, truth = out.alphas.numpy(), np.stack(truths)
+    band = np.stack([bench_matting.boundary_band(a) for a in truths])
+    sad_matte, sad_soft = np.abs(mattes - truth)[band].sum(), np.abs(softs - truth)[band].sum()
+    assert sad_matte <= 0.5 * sad_soft, (sad_matte, sad_soft)
+    assert float(out.alphas.sum(0).max()) <= 1.0 + 1e-6 and float(out.alphas.min()) >= 0.0
+    assert occlusion_order(inst) == [0, 1]
+
+
+def test_occluded_parts_go_to_the_front_instance():
+    masks = torch.zeros(2, 20, 30)
+    masks[0, 5:15, 5:20] = 1.0  # back instance: its mask (wrongly) covers the overlap too, but less confidently
+    masks[0, 5:15, 12:20] = 0.7
+    masks[1, 5:15, 12:25] = 1.0  # front instance
+    inst = Instances.from_masks(masks).replace(scores=torch.tensor([0.9, 0.5]))
+    assert occlusion_order(inst) == [1, 0]  # confidence on the overlap wins over the score
+    out = compose_front_to_back(masks, [1, 0])
+    assert torch.equal(out[1], masks[1]) and float(out[0, 5:15, 12:20].max()) == 0.0
+    assert float(out.sum(0).max()) <= 1.0
+    half = compose_front_to_back(torch.full((2, 2, 2), 0.5), [0, 1])  # "over": 0.5 in front, 0.25 behind
+    assert torch.allclose(half[0], torch.full((2, 2), 0.5)) and torch.allclose(half[1], torch.full((2, 2), 0.25))
+
+
+def test_solve_alpha_recovers_a_thin_strand_the_soft_mask_missed():
+    h, w = 60, 60
+    truth = np.zeros((h, w))
+    truth[10:50, 10:30] = 1.0
+    truth[28:30, 30:45] = 0.5  # a half-transparent strand sticking out of the body
+    bg, fg = np.array([0.2, 0.6, 0.9]), np.array([0.9, 0.4, 0.1])
+    image = truth[..., None] * fg + (1 - truth[..., None]) * bg
+    soft = (truth > 0.9).astype(np.float32)  # the segmenter missed the strand
+    alpha = solve_alpha((image * 255 + 0.5).astype(np.uint8), trimap_from_soft(soft, band=16))
+    strand = np.zeros((h, w), bool)
+    strand[28:30, 31:45] = True
+    assert abs(float(alpha[strand].mean()) - 0.5) < 0.1 and float(soft[strand].max()) == 0.0
+    assert np.array_equal(solve_alpha(image, np.ones((h, w))), np.ones((h, w)))  # nothing unknown
+
+
+def test_instances_alphas_field_follows_selection_and_refinement():
+    masks = torch.rand(3, 8, 9)
+    inst = Instances.from_masks(masks).replace(alphas=masks * 0.5)
+    assert torch.equal(inst[[2, 0]].alphas, inst.alphas[[2, 0]])
+    assert torch.equal(Instances.cat([inst, inst[:1].replace(alphas=None)]).alphas[3], torch.zeros(8, 9))
+    assert Instances.cat([inst.replace(alphas=None)] * 2).alphas is None
+    with pytest.raises(ValueError, match="alphas must have the masks' shape"):
+        inst.replace(alphas=torch.zeros(2, 8, 9))
+    rgba = cutouts(np.zeros((8, 9, 3), np.uint8), inst)
+    assert len(rgba) == 3 and rgba[0].shape == (8, 9, 4) and rgba[0].dtype == np.uint8
+    with pytest.raises(ValueError, match="band"):
+        MattingConfig(band=0)
+    with pytest.raises(ValueError, match="method"):
+        MattingConfig(method="magic")
+
+
+def test_missing_pymatting_names_the_extra(monkeypatch):
+    from cartoonseg._optional import MissingDependencyError
+
+    real = builtins.__import__
+
+    def no_pymatting(name, *args, **kwargs):
+        if name == "pymatting" or name.startswith("pymatting."):
+            raise ImportError("No module named 'pymatting'")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "pymatting", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_pymatting)
+    soft = np.zeros((20, 20), np.float32)
+    soft[5:15, 5:15] = 1
+    with pytest.raises(MissingDependencyError, match=r"cartoonseg\[matting\]"):
+        solve_alpha(np.zeros((20, 20, 3)), trimap_from_soft(soft, 2))
+
+
+def test_segment_cli_writes_mattes_and_rgba_cutouts(tmp_path):
+    from PIL import Image
+
+    import cartoonseg
+    from cartoonseg.__main__ import main
+    from cartoonseg.checkpoint import save_flat_refiner_checkpoint, save_mmengine_detector_checkpoint
+
+    torch.manual_seed(0)
+    det = save_mmengine_detector_checkpoint(cartoonseg.build_detector("tiny"), tmp_path / "w" / "rtmdetl_e60.ckpt")
+    ref = save_flat_refiner_checkpoint(cartoonseg.build_refiner("tiny"), tmp_path / "w" / "refine_last.ckpt")
+    image, _ = bench_matting.make_scene("overlap", 96)
+    Image.fromarray((image * 255 + 0.5).astype(np.uint8)).save(tmp_path / "a.png")
+    code = main(["segment", str(tmp_path / "a.png"), "--detector", str(det), "--refiner", str(ref), "--no-download",
+                 "--out", str(tmp_path / "out"), "--score-thr", "0", "--max-instances", "2", "--det-size", "96",
+                 "--box", "10,10,60,80", "--prompt-mode", "rectangle", "--matting"])
+    assert code == 0
+    meta = json.loads((tmp_path / "out" / "a" / "instances.json").read_text())
+    rec = meta["instances"][0]
+    assert rec["alpha_png"] == "alpha_000.png" and rec["cutout_png"] == "cutout_000.png"
+    with Image.open(tmp_path / "out" / "a" / "cutout_000.png") as im:
+        assert im.mode == "RGBA" and im.size == (96, 96)

@@ -1,0 +1,626 @@
+"""Puppet animation (cartoonseg.puppet, paper §6.3): mesh, ARAP, skeletons, POSE_KEYPOINT / BVH parsing,
+retargeting, presets and keyframes, rendering invariants, bad inputs, and the ``puppet`` CLI.
+
+Tolerances: ARAP solves are float64 (rigid-motion and handle residuals ~1e-9, asserted at 1e-6 px); the renderer
+works in float32 and its rest-pose texture lookup hits pixel centres up to float32 rounding of the affine maps
+(< 1e-3 px), so a re-rendered rest frame matches within 1e-4 (sub-1/255) and is bit-exact away from characters.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from cartoonseg import Instances
+from cartoonseg.puppet import (
+    ARAPDeformer,
+    KeyframeMotion,
+    MeshConfig,
+    PresetMotion,
+    PuppetRenderer,
+    RetargetMotion,
+    RigConfig,
+    Skeleton,
+    animate,
+    auto_skeleton,
+    bone_angles,
+    build_character,
+    build_mesh,
+    build_rig,
+    draw_rig,
+    joint_sequences,
+    match_people,
+    parse_bvh,
+    parse_handles,
+    parse_pose_keypoint,
+    pose_tracks,
+    project_bvh,
+    skeleton_from_points,
+)
+from cartoonseg.puppet.motion import PRESETS
+
+H, W = 120, 160
+SKY, PLATE_COLOUR = (0.6, 0.8, 0.95), (0.0, 0.0, 1.0)
+
+
+def figure(cx: float, h: int = H, w: int = W, s: float = 1.0, limb: int = 5) -> np.ndarray:
+    """A soft stick-figure mask: body, head, two arms, two legs."""
+    m = np.zeros((h, w), np.uint8)
+    p = lambda x, y: (int(round(cx + x * s)), int(round(y * s)))
+    cv2.ellipse(m, p(0, 60), (int(12 * s), int(20 * s)), 0, 0, 360, 1, -1)
+    cv2.circle(m, p(0, 30), int(11 * s), 1, -1)
+    cv2.line(m, p(-9, 48), p(-32, 70), 1, limb)
+    cv2.line(m, p(9, 48), p(32, 70), 1, limb)
+    cv2.line(m, p(-6, 75), p(-10, 108), 1, limb + 1)
+    cv2.line(m, p(6, 75), p(10, 108), 1, limb + 1)
+    return cv2.GaussianBlur(m.astype(np.float32), (3, 3), 0.7)
+
+
+def scene(centres=(45, 115), colours=((0.9, 0.4, 0.5), (0.95, 0.75, 0.3))):
+    img = np.zeros((H, W, 3), np.float32)
+    img[:] = SKY
+    img[90:] = (0.5, 0.7, 0.4)
+    masks = []
+    for cx, col in zip(centres, colours):
+        m = figure(cx)
+        img = img * (1 - m[..., None]) + m[..., None] * np.array(col, np.float32)
+        masks.append(m)
+    plate = np.zeros_like(img)
+    plate[:] = PLATE_COLOUR
+    return img.astype(np.float32), np.stack(masks), plate
+
+
+@pytest.fixture(scope="module")
+def two():
+    img, masks, plate = scene()
+    rig = build_rig(masks)
+    return img, masks, plate, rig
+
+
+# ------------------------------------------------------------------------------------------------ mesh
+def test_mesh_follows_outline_with_holes_and_thin_limbs():
+    m = np.zeros((80, 120), np.float32)
+    cv2.rectangle(m, (10, 20), (110, 60), 1.0, -1)
+    cv2.circle(m, (60, 40), 12, 0.0, -1)  # a real hole (area >> spacing^2 / 4)
+    cv2.line(m, (110, 40), (118, 5), 1.0, 1)  # a one-pixel limb
+    mesh = build_mesh(m, extra_points=np.array([[20.0, 40.0], [100.0, 40.0]]))
+    assert (mesh.signed_areas() > 0).all()
+    assert mesh.extra.tolist() == [0, 1] and np.allclose(mesh.vertices[:2], [[20, 40], [100, 40]])
+    # no triangle covers the hole; every mask pixel (limb included) lies in some triangle
+    tri = np.full(m.shape, -1, np.int32)
+    for t, (a, b, c) in enumerate(mesh.triangles):
+        cv2.fillConvexPoly(tri, np.round(mesh.vertices[[a, b, c]]).astype(np.int32), t)
+    assert (tri[40, 55:66] < 0).all()
+    assert (tri[m > 0.5] >= 0).all()
+    # density is a parameter
+    coarse = build_mesh(m, config=MeshConfig(spacing=12))
+    assert len(coarse.vertices) < len(mesh.vertices)
+
+
+# ------------------------------------------------------------------------------------------------ ARAP
+def _bar_character(bend: float | None = None):
+    m = np.zeros((60, 200), np.float32)
+    cv2.rectangle(m, (10, 22), (190, 38), 1.0, -1)
+    sk = Skeleton(["shoulder", "elbow", "wrist"], [-1, 0, 1], np.array([[15.0, 30], [100, 30], [185, 30]]))
+    return build_character(m, sk, config=RigConfig(bone_samples=1))
+
+
+def test_arap_rigid_handles_move_mesh_rigidly_and_are_reached():
+    ch = _bar_character()
+    d = ch.deformer
+    th = 0.7
+    rot = np.array([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
+    rigid = lambda p: p @ rot.T + (13.0, -4.0)
+    out = d.deform(rigid(d.rest[d.handles]))
+    assert np.abs(out - rigid(d.rest)).max() < 1e-6
+    # a non-rigid target: handles are still reached exactly (hard constraints)
+    targets = d.rest[d.handles] + np.random.default_rng(0).normal(0, 3, (len(d.handles), 2))
+    assert np.abs(d.deform(targets)[d.handles] - targets).max() < 1e-9
+
+
+def test_arap_moderate_bend_has_no_flips_and_keeps_shape():
+    ch = _bar_character()
+    sk = ch.skeleton
+    angles = bone_angles(sk)
+    for bend in (30, 45, 60):
+        a = angles.copy()
+        a[2] += math.radians(bend)
+        from cartoonseg.puppet import fk_from_angles
+
+        pose = fk_from_angles(sk, a, sk.joints[0])
+        verts = ch.deform(pose)
+        areas = ch.mesh.signed_areas(verts)
+        assert (areas > 0).all(), f"{(areas <= 0).sum()} flipped triangles at {bend} degrees"
+        # the upper arm stays put: vertices between its two handles (x 15 - 57) move by under a tenth of the bar's
+        # 16 px thickness, and edges keep their lengths (as rigid as possible)
+        left = ch.mesh.vertices[:, 0] < 57
+        assert np.abs(verts[left] - ch.mesh.vertices[left]).max() < 1.6
+        e = ch.mesh.edges()
+        rest_len = np.hypot(*(ch.mesh.vertices[e[:, 0]] - ch.mesh.vertices[e[:, 1]]).T)
+        new_len = np.hypot(*(verts[e[:, 0]] - verts[e[:, 1]]).T)
+        assert np.mean(np.abs(new_len / rest_len - 1)) < 0.05
+        # total area is preserved within 5 %
+        assert abs(areas.sum() / ch.mesh.signed_areas().sum() - 1) < 0.05
+
+
+def test_arap_factorises_once_and_rejects_bad_handles():
+    ch = _bar_character()
+    d = ch.deformer
+    lu = d._g_lu
+    d.deform(d.rest[d.handles] + 1.0)
+    assert d._g_lu is lu  # the same factorisation serves every frame
+    with pytest.raises(ValueError, match="distinct"):
+        ARAPDeformer(d.rest, d.triangles, [0, 0])
+    with pytest.raises(ValueError, match="fewer than two handles"):
+        ARAPDeformer(d.rest, d.triangles, [0])
+    with pytest.raises(ValueError, match="targets must be"):
+        d.deform(np.zeros((1, 2)))
+
+
+# ------------------------------------------------------------------------------------------------ skeletons
+def test_auto_skeleton_finds_head_arms_and_legs():
+    sk = auto_skeleton(figure(80) > 0.02)
+    for name in ("nose", "neck", "r_wrist", "l_wrist", "r_elbow", "r_ankle", "l_ankle", "r_knee"):
+        assert name in sk.names, sk.names
+    j = {n: sk.joints[i] for i, n in enumerate(sk.names)}
+    assert j["nose"][1] < j["neck"][1] < j["r_ankle"][1]
+    assert j["r_wrist"][0] < 80 < j["l_wrist"][0]  # "r" is the image's left
+    assert j["r_ankle"][1] > 95 and j["l_ankle"][1] > 95
+
+
+def test_skeleton_from_points_tolerates_missing_joints():
+    pts = {"nose": (50, 10), "r_shoulder": (40, 30), "l_shoulder": (60, 30), "r_wrist": (30, 60), "l_elbow": (70, 45)}
+    sk = skeleton_from_points(pts)  # no neck (synthesised between the shoulders), no r_elbow
+    assert sk.names[sk.root] == "neck" and np.allclose(sk.joints[sk.root], (50, 30))
+    assert sk.names[sk.parents[sk.index("r_wrist")]] == "r_shoulder"  # re-attached to the nearest ancestor
+    with pytest.raises(ValueError, match="at least two"):
+        skeleton_from_points({"nose": (1, 2)})
+
+
+def _pose_frame(people, canvas=None):
+    frame = {"people": [{"pose_keypoints_2d": p} for p in people]}
+    if canvas:
+        frame.update(canvas_width=canvas[1], canvas_height=canvas[0])
+    return frame
+
+
+def _person(points: dict, n: int = 18, scale=(1.0, 1.0)):
+    from cartoonseg.puppet import OPENPOSE_JOINTS
+
+    flat = []
+    for name in OPENPOSE_JOINTS[:n]:
+        if name in points:
+            flat += [points[name][0] * scale[0], points[name][1] * scale[1], 0.9]
+        else:
+            flat += [0.0, 0.0, 0.0]
+    return flat
+
+
+def test_pose_keypoint_parsing_normalised_absolute_several_people_missing_joints():
+    a = {"nose": (40, 20), "neck": (40, 35), "r_wrist": (20, 70)}
+    b = {"nose": (120, 22), "neck": (120, 36), "l_ankle": (130, 110)}
+    absolute = parse_pose_keypoint(_pose_frame([_person(a), _person(b)], canvas=(H, W)))
+    assert len(absolute) == 1 and len(absolute[0]) == 2
+    assert set(absolute[0][0].points) == {"nose", "neck", "r_wrist"}  # (0,0,0) entries are missing joints
+    assert absolute[0][1].points["l_ankle"] == (130.0, 110.0)
+    normalised = parse_pose_keypoint(_pose_frame([_person(a, scale=(1 / W, 1 / H))], canvas=(H, W)))
+    assert np.allclose(normalised[0][0].points["r_wrist"], (20, 70))
+    # mapped onto an image twice the canvas size; a list of frames; ComfyUI's dict layout
+    doubled = parse_pose_keypoint([_pose_frame([_person(a)], canvas=(H, W))] * 3, image_size=(2 * H, 2 * W))
+    assert len(doubled) == 3 and np.allclose(doubled[2][0].points["neck"], (80, 70))
+    # BODY_25 (mid-hip at 8 is skipped, hips shift) and JSON text input
+    body25 = [0.0] * 75
+    body25[9 * 3: 9 * 3 + 3] = [30, 80, 0.8]  # BODY_25 index 9 = right hip
+    parsed = parse_pose_keypoint(json.dumps({"people": [{"pose_keypoints_2d": body25}]}), coords="absolute")
+    assert parsed[0][0].points == {"r_hip": (30.0, 80.0)}
+    with pytest.raises(ValueError, match="18 or 25"):
+        parse_pose_keypoint({"people": [{"pose_keypoints_2d": [1, 2, 3]}]})
+    with pytest.raises(ValueError, match="people"):
+        parse_pose_keypoint([{"persons": []}])
+
+
+def test_people_are_matched_to_instances_by_containment(two):
+    _, masks, _, _ = two
+    support = masks > 0.02
+    right = {"nose": (115, 30), "neck": (115, 45), "l_wrist": (145, 70)}
+    left = {"nose": (45, 30), "neck": (45, 45)}
+    outside = {"nose": (80, 5), "neck": (80, 12)}
+    people = parse_pose_keypoint(_pose_frame([_person(right), _person(outside), _person(left)]), coords="absolute")[0]
+    assert match_people(people, support) == {0: 2, 1: 0}
+    rig = build_rig(masks, poses=_pose_frame([_person(right), _person(outside), _person(left)]))
+    assert [c.skeleton.source for c in rig.characters] == ["pose", "pose"]
+    assert any("person 1" in n and "no joint inside" in n for n in rig.notes)
+
+
+def test_pose_with_no_joint_inside_any_mask_falls_back_to_automatic(two):
+    _, masks, _, _ = two
+    rig = build_rig(masks, poses=_pose_frame([_person({"nose": (80, 3), "neck": (80, 10)})]))
+    assert [c.skeleton.source for c in rig.characters] == ["auto", "auto"]
+    assert any("no joint inside" in n for n in rig.notes)
+
+
+def test_handles_json():
+    doc = {"characters": [{"instance": 1, "joints": {"neck": [115, 45], "nose": [115, 30], "l_wrist": [140, 68]}},
+                          {"instance": 0, "joints": [{"name": "hip", "xy": [45, 75], "parent": None},
+                                                     {"name": "head", "xy": [45, 30], "parent": "hip"}]}]}
+    sk = parse_handles(json.dumps(doc))
+    assert sk[1].names[sk[1].root] == "neck" and sk[0].names == ["hip", "head"]
+    _, masks, _ = scene()
+    rig = build_rig(masks, handles=doc)
+    assert [c.skeleton.source for c in rig.characters] == ["handles", "handles"]
+    for bad, match in (({"characters": [{"joints": {}}]}, "instance"), ({"chars": []}, "characters"),
+                       ({"characters": [{"instance": 0, "joints": {"a": [1]}}]}, r"\[x, y\]")):
+        with pytest.raises(ValueError, match=match):
+            parse_handles(bad)
+    with pytest.raises(ValueError, match="instance 5"):
+        build_rig(masks, handles={"characters": [{"instance": 5, "joints": {"a": [1, 2], "b": [3, 4]}}]})
+
+
+# ------------------------------------------------------------------------------------------------ BVH
+BVH_TEXT = """HIERARCHY
+ROOT Hips
+{
+  OFFSET 0 0 0
+  CHANNELS 6 Xposition Yposition Zposition Zrotation Xrotation Yrotation
+  JOINT Neck
+  {
+    OFFSET 0 10 0
+    CHANNELS 3 Zrotation Xrotation Yrotation
+    JOINT Head
+    {
+      OFFSET 0 3 0
+      CHANNELS 3 Zrotation Xrotation Yrotation
+      End Site
+      {
+        OFFSET 0 2 0
+      }
+    }
+    JOINT LeftArm
+    {
+      OFFSET 2 0 0
+      CHANNELS 3 Zrotation Xrotation Yrotation
+      JOINT LeftForeArm
+      {
+        OFFSET 4 0 0
+        CHANNELS 3 Zrotation Xrotation Yrotation
+        JOINT LeftHand
+        {
+          OFFSET 4 0 0
+          CHANNELS 3 Zrotation Xrotation Yrotation
+        }
+      }
+    }
+  }
+}
+MOTION
+Frames: 3
+Frame Time: 0.0333333
+0 90 0 0 0 0  0 0 0  0 0 0  0 0 0  0 0 0  0 0 0
+0 90 0 0 0 0  0 0 0  0 0 0  90 0 0  0 0 0  0 0 0
+1 90 0 0 0 0  0 0 0  0 0 0  90 0 0  -90 0 0  0 0 0
+"""
+
+
+def test_bvh_parsing_and_forward_kinematics():
+    bvh = parse_bvh(BVH_TEXT)
+    assert bvh.names == ["Hips", "Neck", "Head", "Head_End", "LeftArm", "LeftForeArm", "LeftHand"]
+    assert bvh.n_frames == 3 and abs(bvh.fps - 30.0) < 1e-3
+    pos = bvh.positions()
+    assert np.allclose(pos[0, 5], (6, 100, 0)) and np.allclose(pos[0, 6], (10, 100, 0))  # rest: offsets add up
+    assert np.allclose(pos[1, 5], (2, 104, 0), atol=1e-9)  # LeftArm Zrotation 90: the forearm points up
+    assert np.allclose(pos[2, 6], (7, 104, 0), atol=1e-9)  # then the elbow turns back by -90 (and the root moved x+1)
+    names, pts = project_bvh(bvh)
+    assert {"neck", "nose", "l_shoulder", "l_elbow", "l_wrist"} <= set(names)
+    assert pts.shape == (3, len(names), 2)
+    i = names.index("l_elbow")
+    assert np.allclose(pts[1, i], (2, -104))  # screen: y down
+
+
+@pytest.mark.parametrize("text, match", [
+    ("ROOT x", "HIERARCHY"),
+    (BVH_TEXT.replace("MOTION", "MOTIONX"), "MOTION"),
+    (BVH_TEXT.replace("CHANNELS 3 Zrotation Xrotation Yrotation\n      JOINT LeftForeArm",
+                      "CHANNELS 3 Zrotation Xrotation Wrotation\n      JOINT LeftForeArm"), "unknown channel"),
+    (BVH_TEXT.replace("1 90 0 0 0 0  0 0 0", "1 90 0 0 0 0  0 0"), "values"),
+    (BVH_TEXT.replace("Frames: 3", "Frames: 4"), "4 frames"),
+    (BVH_TEXT.replace("OFFSET 0 3 0", "OFFSET 0 x 0"), "number"),
+])
+def test_bvh_bad_input_names_the_problem(text, match):
+    with pytest.raises(ValueError, match=match):
+        parse_bvh(text)
+
+
+# ------------------------------------------------------------------------------------------------ retargeting
+def _ref_sequence(n=8, scale=2.5):
+    """An OpenPose reference with its own proportions whose arms and a leg swing over time."""
+    from cartoonseg.puppet import OPENPOSE_JOINTS
+
+    names = list(OPENPOSE_JOINTS)
+    pts = np.full((n, len(names), 2), np.nan)
+    for f in range(n):
+        t = f / n * 2 * math.pi
+        P = {"neck": (0, 0), "nose": (0, -12), "r_shoulder": (-10, 0), "l_shoulder": (10, 0), "r_hip": (-6, 30),
+             "l_hip": (6, 30)}
+        P["r_elbow"] = (-10 - 12 * math.cos(0.5 * math.sin(t)), 12 * math.sin(0.5 * math.sin(t)) + 2)
+        P["r_wrist"] = (P["r_elbow"][0] - 10 * math.cos(1.0 * math.sin(t)), P["r_elbow"][1] + 10 * math.sin(1.0 * math.sin(t)))
+        P["l_elbow"] = (22, 8 + 3 * math.sin(t))
+        P["l_knee"] = (6 + 5 * math.sin(t), 44)
+        P["l_ankle"] = (6 + 9 * math.sin(t), 58)
+        for k, v in P.items():
+            pts[f, names.index(k)] = (np.array(v) + (f * 0.7, 0.0)) * scale + (100, 100)
+    return names, pts
+
+
+def test_retargeting_keeps_bone_lengths_and_reproduces_joint_angles():
+    names, ref = _ref_sequence()
+    char = skeleton_from_points({"neck": (40, 40), "nose": (40, 25), "r_shoulder": (28, 42), "r_elbow": (18, 55),
+                                 "r_wrist": (15, 70), "l_shoulder": (52, 42), "l_elbow": (60, 56), "l_hip": (46, 75),
+                                 "l_knee": (47, 90), "l_ankle": (48, 104), "r_hip": (34, 75)})
+    motion = RetargetMotion(names, ref, mode="absolute")
+    poses = motion.poses(char, len(ref), 12.0)
+    rest_len = char.bone_lengths()
+    ridx = {n: i for i, n in enumerate(names)}
+    for f, pose in enumerate(poses):
+        assert np.allclose(char.bone_lengths(pose), rest_len, atol=1e-9)
+        got = bone_angles(char, pose)
+        for a, c in char.bones:
+            ra, rc = ridx[char.names[a]], ridx[char.names[c]]
+            d = ref[f, rc] - ref[f, ra]
+            want = math.atan2(d[1], d[0])
+            assert abs((got[c] - want + math.pi) % (2 * math.pi) - math.pi) < 1e-9, (f, char.names[c])
+        # joint angle at the elbow (between upper arm and forearm) equals the reference's
+        def joint_angle(p, a, b, c):
+            u, v = p[b] - p[a], p[c] - p[b]
+            return math.atan2(u[0] * v[1] - u[1] * v[0], u @ v)
+
+        i = [char.index(n) for n in ("r_shoulder", "r_elbow", "r_wrist")]
+        r = [ridx[n] for n in ("r_shoulder", "r_elbow", "r_wrist")]
+        assert abs(joint_angle(pose, *i) - joint_angle(ref[f], *r)) < 1e-9
+    # the root follows the reference's translation, scaled to the character (reference is 2.5x larger here)
+    scale = rest_len.sum() / np.array([np.hypot(*(ref[0, ridx[char.names[c]]] - ref[0, ridx[char.names[a]]]))
+                                       for a, c in char.bones]).sum()
+    assert np.allclose(poses[-1, char.root] - char.joints[char.root], (ref[-1, 1] - ref[0, 1]) * scale, atol=1e-9)
+
+
+def test_relative_retargeting_reproduces_angle_changes_and_starts_at_rest():
+    names, ref = _ref_sequence()
+    char = skeleton_from_points({"neck": (40, 40), "r_shoulder": (28, 42), "r_elbow": (25, 58), "r_wrist": (30, 70)})
+    poses = RetargetMotion(names, ref, mode="relative", follow_root=False).poses(char, len(ref), 12.0)
+    assert np.allclose(poses[0], char.joints, atol=1e-9)
+    rest = bone_angles(char)
+    ridx = {n: i for i, n in enumerate(names)}
+    e, w = char.index("r_elbow"), char.index("r_wrist")
+    for f in range(len(ref)):
+        d, d0 = ref[f, ridx["r_wrist"]] - ref[f, ridx["r_elbow"]], ref[0, ridx["r_wrist"]] - ref[0, ridx["r_elbow"]]
+        change = math.atan2(d[1], d[0]) - math.atan2(d0[1], d0[0])
+        got = bone_angles(char, poses[f])[w] - rest[w]
+        assert abs((got - change + math.pi) % (2 * math.pi) - math.pi) < 1e-9
+        assert np.allclose(char.bone_lengths(poses[f]), char.bone_lengths())
+    assert e is not None
+
+
+def test_pose_sequence_and_bvh_drive_characters():
+    frames = [_pose_frame([_person({"neck": (50 + f, 40), "r_shoulder": (40 + f, 42), "r_elbow": (30 + f, 50 - 2 * f)}),
+                           _person({"neck": (150, 40), "l_shoulder": (160, 42)})], canvas=(H, W)) for f in range(5)]
+    tracks = pose_tracks(parse_pose_keypoint(frames))
+    assert len(tracks) == 2 and np.isnan(tracks[1][1][:, 0]).all()  # track 1 has no nose anywhere
+    assert np.allclose(tracks[0][1][4, 1], (54, 40))  # person 0 followed through the frames
+    img, masks, plate = scene()
+    rig = build_rig(masks)
+    motions = RetargetMotion.from_pose_keypoint(frames)
+    seqs = joint_sequences(rig, motions, 5, 12.0)
+    assert [s.shape for s in seqs] == [(5, len(c.skeleton.names), 2) for c in rig.characters]
+    bvh_motion = RetargetMotion.from_bvh(parse_bvh(BVH_TEXT), mode="relative")
+    seqs = joint_sequences(rig, bvh_motion, 6, 30.0)
+    moved = np.abs(seqs[0] - rig.characters[0].skeleton.joints).max(axis=(1, 2))
+    assert moved[0] < 1e-9 and moved[1] > 1.0  # the left arm lifts in the BVH's second frame
+
+
+# ------------------------------------------------------------------------------------------------ presets, keys
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_start_at_rest_loop_and_move(name, two):
+    *_, rig = two
+    ch = rig.characters[0]
+    motion = PresetMotion(name)
+    poses = motion.poses(ch.skeleton, 24, 12.0, base=ch.base, height=ch.height)
+    assert np.allclose(poses[0], ch.skeleton.joints, atol=1e-9)
+    longer = motion.poses(ch.skeleton, 25, 12.0, base=ch.base, height=ch.height)
+    assert np.abs(poses - ch.skeleton.joints).max() > 0.5
+    step = np.abs(np.diff(np.concatenate([poses, poses[:1]]), axis=0)).max()
+    assert step < 0.25 * ch.height, "the loop (last frame back to the first) must be smooth"
+    assert longer.shape[0] == 25
+
+
+def test_wave_raises_the_characters_right_arm(two):
+    *_, rig = two
+    ch = rig.characters[0]
+    poses = PresetMotion("wave").poses(ch.skeleton, 36, 12.0, base=ch.base, height=ch.height)
+    w = ch.skeleton.index("r_wrist")
+    assert poses[18, w, 1] < ch.skeleton.joints[ch.skeleton.index("r_shoulder"), 1] < ch.skeleton.joints[w, 1]
+    assert np.allclose(poses[:, ch.skeleton.index("l_wrist")], ch.skeleton.joints[ch.skeleton.index("l_wrist")])
+
+
+def test_seed_varies_presets_per_character(two):
+    *_, rig = two
+    sk = rig.characters[0].skeleton
+    a = PresetMotion("idle-sway", seed=3).poses(sk, 12, 12.0, character=0)
+    b = PresetMotion("idle-sway", seed=3).poses(sk, 12, 12.0, character=1)
+    assert not np.allclose(a, b) and np.allclose(a[0], b[0])
+
+
+def test_keyframes_interpolate_and_validate(two):
+    *_, rig = two
+    ch = rig.characters[1]
+    wrist = ch.skeleton.joints[ch.skeleton.index("l_wrist")]
+    doc = {"interpolation": "linear", "keyframes": [{"frame": 4, "joints": {"1": {"l_wrist": [wrist[0], 10.0]}}}]}
+    motion = KeyframeMotion.from_json(json.dumps(doc))
+    assert motion.default_frames(12.0) == 5
+    poses = joint_sequences(rig, motion, 7, 12.0)
+    j = ch.skeleton.index("l_wrist")
+    assert np.allclose(poses[1][2, j], (wrist[0], wrist[1] + 0.5 * (10.0 - wrist[1])))  # halfway at frame 2
+    assert np.allclose(poses[1][6, j], (wrist[0], 10.0))  # held after the last key
+    assert np.allclose(poses[0], rig.characters[0].skeleton.joints)  # character 0 is not keyed: rest
+    with pytest.raises(ValueError, match="instances \\[7\\]"):
+        joint_sequences(rig, KeyframeMotion.from_json({"keyframes": [{"frame": 1, "joints": {"7": {"a": [1, 2]}}}]}), 3, 12.0)
+    with pytest.raises(ValueError, match="no_such"):
+        joint_sequences(rig, KeyframeMotion.from_json({"keyframes": [{"frame": 1, "joints": {"0": {"no_such": [1, 2]}}}]}),
+                        3, 12.0)
+    with pytest.raises(ValueError, match="frame"):
+        KeyframeMotion.from_json({"keyframes": [{"joints": {}}]})
+
+
+# ------------------------------------------------------------------------------------------------ rendering
+def _outside(rig, shape):
+    hole = np.zeros(shape, bool)
+    for ch in rig.characters:
+        x0, y0, x1, y1 = ch.box
+        hole[y0:y1, x0:x1] |= ch.hole
+    return ~hole
+
+
+def test_rest_pose_reproduces_the_input_and_leaves_the_background_untouched(two):
+    img, _, plate, rig = two
+    r = PuppetRenderer(img, rig, plate)
+    frame, mask = r.render([c.skeleton.joints for c in rig.characters])
+    assert np.abs(frame - img).max() < 1e-4
+    outside = _outside(rig, img.shape[:2])
+    assert np.array_equal(frame[outside], img[outside])
+    # a preset clip: frame 0 is the input; pixels away from the characters (outside their rest regions and not
+    # covered by them in that frame) never change
+    clip = animate(img, rig, PresetMotion("wave"), frames=12, fps=12.0, plate=plate)
+    assert np.abs(clip.frames[0].numpy() - img).max() < 1e-4
+    for f in range(12):
+        away = outside & (clip.masks[f].numpy() == 0)
+        assert np.array_equal(clip.frames[f].numpy()[away], img[away])
+    assert float((clip.frames[6] - clip.frames[0]).abs().max()) > 0.3
+    assert clip.masks.shape == (12, H, W) and float(clip.masks[0].max()) > 0.9
+
+
+def test_moved_character_leaves_only_plate_pixels(two):
+    img, masks, plate, _ = two
+    rig = build_rig(masks[:1])
+    ch = rig.characters[0]
+    r = PuppetRenderer(img, rig, plate)
+    frame, mask = r.render([ch.skeleton.joints + (0.0, -40.0)])  # lift the whole character by 40 px
+    was = masks[0] > 0.02
+    uncovered = was & (mask == 0)
+    assert uncovered.sum() > 200
+    assert np.array_equal(frame[uncovered], np.broadcast_to(np.float32(PLATE_COLOUR), (int(uncovered.sum()), 3)))
+    # no ghost: outside the new silhouette, no pixel keeps the character's colour
+    pink = np.abs(frame - np.float32((0.9, 0.4, 0.5))).max(-1) < 0.05
+    assert not (pink & (mask < 0.01)).any()
+    # the moved character carries its own pixels
+    assert np.allclose(frame[10:30][mask[10:30] > 0.999], img[50:70][np.roll(mask, 40, 0)[50:70] > 0.999], atol=1e-4)
+
+
+def test_two_characters_animate_independently(two):
+    img, _, plate, rig = two
+    r = PuppetRenderer(img, rig, plate)
+    rest = [c.skeleton.joints for c in rig.characters]
+    moved0, mask0 = r.render([rest[0] + (-6.0, 3.0), rest[1]])
+    moved1, mask1 = r.render([rest[0], rest[1] + (5.0, -4.0)])
+    for moved, mask, k in ((moved0, mask0, 0), (moved1, mask1, 1)):
+        ch, other = rig.characters[k], rig.characters[1 - k]
+        affected = np.zeros((H, W), np.uint8)  # the moved character's rest region, grown by its move (<= 6.4 px)
+        x0, y0, x1, y1 = ch.box
+        affected[y0:y1, x0:x1] = ch.hole
+        affected = cv2.dilate(affected, np.ones((15, 15), np.uint8)).astype(bool)
+        ox0, oy0, ox1, oy1 = other.box
+        other_px = np.zeros((H, W), bool)
+        other_px[oy0:oy1, ox0:ox1] = other.alpha > 0.02
+        assert (other_px & ~affected).sum() > 0.9 * other_px.sum()  # the other character is (almost all) tested
+        assert np.abs(moved[~affected] - img[~affected]).max() < 1e-4  # ... and unchanged, as is the background
+        assert np.abs(moved[affected] - img[affected]).max() > 0.3
+
+
+def test_each_character_can_have_its_own_motion(two):
+    *_, rig = two
+    seqs = joint_sequences(rig, {1: PresetMotion("bounce")}, 10, 12.0)
+    assert np.allclose(seqs[0], rig.characters[0].skeleton.joints)  # not given: rest
+    assert np.abs(seqs[1] - rig.characters[1].skeleton.joints).max() > 1.0
+    from cartoonseg.puppet import default_frames
+
+    assert default_frames({0: PresetMotion("wave"), 1: PresetMotion("nod")}, 12.0) == 36
+    with pytest.raises(ValueError, match="not rigged"):
+        joint_sequences(rig, {4: PresetMotion("nod")}, 3, 12.0)
+
+
+def test_overlapping_characters_follow_depth_order():
+    img, masks, plate = scene(centres=(70, 90))
+    inst = Instances.from_masks(torch.from_numpy(masks))
+    near_first = build_rig(inst.replace(extras={"depth": [0.9, 0.1]}))
+    assert near_first.order == [1, 0]  # back to front: character 0 is nearer, painted last
+    by_ground = build_rig(inst)
+    assert by_ground.order == [0, 1] or by_ground.order == [1, 0]
+    r = PuppetRenderer(img, near_first, plate)
+    rest = [c.skeleton.joints for c in near_first.characters]
+    frame, _ = r.render(rest)
+    assert np.abs(frame - img).max() < 1e-4  # overlap ownership keeps the rest frame exact
+
+
+def test_rig_preview_draws_mesh_and_skeleton(two):
+    img, _, _, rig = two
+    prev = draw_rig(img, rig)
+    assert prev.shape == (H, W, 3) and prev.dtype == np.uint8
+    j = rig.characters[0].skeleton.joints[0].round().astype(int)
+    assert prev[j[1], j[0]].min() > 200  # white joint dot
+
+
+# ------------------------------------------------------------------------------------------------ bad inputs
+def test_empty_mask_gives_a_clear_error_or_is_skipped():
+    _, masks, _ = scene()
+    masks = np.concatenate([masks, np.zeros((1, H, W), np.float32)])
+    rig = build_rig(masks)
+    assert len(rig.characters) == 2 and any("instance 2: empty mask" in n for n in rig.notes)
+    with pytest.raises(ValueError, match="instance 2 has an empty mask"):
+        build_rig(masks, select=[2])
+    with pytest.raises(ValueError, match="out of range"):
+        build_rig(masks, select=[3])
+    with pytest.raises(ValueError, match="empty"):
+        build_character(np.zeros((10, 10), np.float32), None)
+
+
+def test_mask_touching_the_border_animates():
+    img, _, plate = scene()
+    m = figure(20)  # the left arm runs off the picture
+    m[:, :3] = np.maximum(m[:, :3], 0)
+    m[40:80, :8] = 1.0
+    rig = build_rig(m[None])
+    r = PuppetRenderer(img, rig, plate)
+    rest = rig.characters[0].skeleton.joints
+    frame, _ = r.render([rest])
+    assert np.abs(frame - img).max() < 1e-4
+    clip = animate(img, rig, PresetMotion("idle-sway", strength=3), frames=6, fps=12.0, plate=plate)
+    assert torch.isfinite(clip.frames).all() and float((clip.frames[1:] - clip.frames[0]).abs().max()) > 0.1
+
+
+def test_one_pixel_limbs_stay_attached():
+    img = np.zeros((H, W, 3), np.float32)
+    img[:] = SKY
+    m = np.zeros((H, W), np.float32)
+    cv2.circle(m, (60, 60), 15, 1.0, -1)
+    cv2.line(m, (75, 60), (130, 30), 1.0, 1)  # a one-pixel antenna
+    img[m > 0] = (0.2, 0.2, 0.2)
+    rig = build_rig(m[None])
+    ch = rig.characters[0]
+    assert ch.mesh.n_components == 1
+    r = PuppetRenderer(img, rig, np.zeros_like(img))
+    frame, mask = r.render([ch.skeleton.joints])
+    assert np.abs(frame - img).max() < 1e-4 and (mask[m > 0] > 0.99).all()
+    frame, mask = r.render([ch.skeleton.joints + (3.0, 0.0)])  # the antenna moves with the body
+    assert (mask[np.roll(m, 3, 1) > 0] > 0.5).mean() > 0.95
+
+
+def test_renderer_checks_sizes(two):
+    img, _, plate, rig = two
+    with pytest.raises(ValueError, match="rig was built"):
+        PuppetRenderer(img[:50], rig, plate)
+    with pytest.raises(ValueError, match="one pose per character"):
+        PuppetRenderer(img, rig, plate).render([])
+    with pytest.raises(ValueError, match="unknown motion preset"):
+        PresetMotion("moonwalk")

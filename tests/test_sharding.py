@@ -1,0 +1,107 @@
+"""The generic sharded-run helper (cartoonseg.sharding): shard assignment, atomic shard files, finished shards never
+recomputed (also when the number of processes changes), refusal to mix runs, rank-0 wait and ordered results.
+The multi-process ``torchrun`` path is exercised end to end by tests/test_annotate.py."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cartoonseg.sharding import RankInfo, ShardedRun, run_sharded, write_atomic
+
+KEYS = [f"item{i:02d}" for i in range(11)]
+
+
+def _square(calls):
+    def fn(key):
+        calls.append(key)
+        return {"key": key, "value": int(key[4:]) ** 2}
+    return fn
+
+
+def test_shards_cover_items_once_and_assignment_is_round_robin(tmp_path):
+    runs = [ShardedRun(tmp_path, KEYS, shard_size=3, rank=RankInfo(r, 2)) for r in range(2)]
+    assert [len(s.keys) for s in runs[0].shards] == [3, 3, 3, 2]
+    assert [s.index for s in runs[0].mine()] == [0, 2] and [s.index for s in runs[1].mine()] == [1, 3]
+    covered = [k for run in runs for s in run.mine() for k in s.keys]
+    assert sorted(covered) == KEYS
+
+
+def test_two_ranks_then_resume_with_three_recomputes_nothing(tmp_path):
+    calls: list[str] = []
+    # rank 1 of 2 finishes its shards and exits; rank 0 computes its own and merges
+    assert run_sharded(tmp_path, KEYS, _square(calls), shard_size=3, rank=RankInfo(1, 2), progress=False) is None
+    results = run_sharded(tmp_path, KEYS, _square(calls), shard_size=3, rank=RankInfo(0, 2), progress=False,
+                          wait_timeout=5)
+    assert [r["key"] for r in results] == KEYS and sorted(calls) == KEYS
+    assert [r["value"] for r in results] == [i * i for i in range(11)]
+    # a restart with another world size finds every shard finished: fn is never called
+    calls.clear()
+    for r in (2, 1):
+        run_sharded(tmp_path, KEYS, _square(calls), shard_size=3, rank=RankInfo(r, 3), progress=False)
+    again = run_sharded(tmp_path, KEYS, _square(calls), shard_size=3, rank=RankInfo(0, 3), progress=False)
+    assert calls == [] and again == results
+
+
+def test_only_unfinished_shards_are_recomputed_and_stale_temp_files_go(tmp_path):
+    run = ShardedRun(tmp_path, KEYS, shard_size=4)
+    first = run.shards[0]
+    run.save(first, [{"key": k} for k in first.keys])
+    before = run.path(first).stat()
+    stale = run.path(1).with_name(run.path(1).name + ".tmp-otherhost-999")
+    stale.write_text('{"half": ')  # what a process killed mid-write could leave behind
+    calls: list[str] = []
+    results = run_sharded(tmp_path, KEYS, _square(calls), shard_size=4, progress=False)
+    assert calls == KEYS[4:]  # shard 0 was finished
+    assert results[0] == {"key": "item00"}  # ... and was read back, not recomputed
+    after = run.path(first).stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert not stale.exists()
+    assert not list(tmp_path.glob("*.tmp-*"))
+
+
+def test_a_folder_of_another_run_is_refused(tmp_path):
+    ShardedRun(tmp_path, KEYS, shard_size=4, fingerprint={"thr": 0.3})
+    with pytest.raises(ValueError, match="different run.*fingerprint"):
+        ShardedRun(tmp_path, KEYS, shard_size=4, fingerprint={"thr": 0.5})
+    with pytest.raises(ValueError, match="items_sha256"):
+        ShardedRun(tmp_path, KEYS[::-1], shard_size=4, fingerprint={"thr": 0.3})
+    with pytest.raises(ValueError, match="shard_size"):
+        ShardedRun(tmp_path, KEYS, shard_size=5, fingerprint={"thr": 0.3})
+
+
+def test_results_and_wait_check_completeness(tmp_path):
+    run = ShardedRun(tmp_path, KEYS, shard_size=6)
+    run.save(run.shards[0], list(range(6)))
+    with pytest.raises(RuntimeError, match="1 shard"):
+        run.results()
+    with pytest.raises(TimeoutError, match="shard-000001"):
+        run.wait(timeout=0.2, poll=0.05)
+    with pytest.raises(ValueError, match="6 items but 2 results"):
+        run.save(run.shards[0], [1, 2])
+    # a shard file that does not hold this run's items is reported, not silently merged
+    record = json.loads(run.path(0).read_text())
+    record["keys"][0] = "intruder"
+    run.path(0).write_text(json.dumps(record))
+    run.save(run.shards[1], list(range(5)))
+    with pytest.raises(ValueError, match="delete it to recompute"):
+        run.results()
+    run.remove()
+    assert not tmp_path.exists()
+
+
+def test_write_atomic_replaces_whole_file(tmp_path):
+    target = tmp_path / "x.json"
+    write_atomic(target, "old")
+    write_atomic(target, "new")
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_rank_info_from_env(monkeypatch):
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert RankInfo.from_env() == RankInfo(3, 4, 1)
+    with pytest.raises(ValueError, match="rank"):
+        RankInfo(4, 4)
