@@ -80,6 +80,7 @@ class Segmenter:
             ``"rectangle"``: the filled box is the coarse mask (as in the refiner's training with box prompts), the
             instance keeps the user's box and score 1. A loose box gives the refiner a character-shaped prompt in
             kernel mode and a box-shaped one in rectangle mode. Mask and Instances prompts are not affected.
+            ``"auto"`` (default): kernel when this Segmenter has a detector, rectangle for a refiner alone.
         grey: convert every image to grey and back to 3 channels before both stages (manga pages and line art;
             the reference's ``infer_grey``, which it applied to tagging only).
     """
@@ -97,7 +98,7 @@ class Segmenter:
         refine_batch: int | None = None,
         fuse: bool = True,
         channels_last: bool = True,
-        prompt_mode: str = "kernel",
+        prompt_mode: str = "auto",
         grey: bool = False,
     ) -> None:
         if detector is not None and not isinstance(detector, RTMDetIns):
@@ -123,8 +124,8 @@ class Segmenter:
             raise ValueError(f"precision must be one of {list(PRECISION_CHOICES)}, got {precision!r}")
         if refine_batch is not None and int(refine_batch) < 1:
             raise ValueError(f"refine_batch must be >= 1 or None, got {refine_batch}")
-        if prompt_mode not in PROMPT_MODES:
-            raise ValueError(f"prompt_mode must be one of {PROMPT_MODES}, got {prompt_mode!r}")
+        if prompt_mode not in PROMPT_MODES + ("auto",):
+            raise ValueError(f"prompt_mode must be one of {PROMPT_MODES + ('auto',)}, got {prompt_mode!r}")
         self.detector = detector.eval() if detector is not None else None
         self.refiner = refiner.eval() if refiner is not None else None
         self.det_size = None if det_size is None else int(det_size)
@@ -136,7 +137,7 @@ class Segmenter:
         self.refine_batch = None if refine_batch is None else int(refine_batch)
         self.fuse = bool(fuse)
         self.channels_last = bool(channels_last)
-        self.prompt_mode = prompt_mode
+        self.prompt_mode = prompt_mode if prompt_mode != "auto" else ("kernel" if detector is not None else "rectangle")
         self.grey = bool(grey)
 
     # ------------------------------------------------------------------ device handling
@@ -243,7 +244,7 @@ class Segmenter:
         Returns:
             Instances with refined mask probabilities and ``mask_thr`` = this Segmenter's ``mask_thr``.
         """
-        mode = self.prompt_mode if prompt_mode is None else prompt_mode
+        mode = self.prompt_mode if prompt_mode in (None, "auto") else prompt_mode
         if mode not in PROMPT_MODES:
             raise ValueError(f"prompt_mode must be one of {PROMPT_MODES}, got {mode!r}")
         if self.refiner is None:
