@@ -181,7 +181,7 @@ def test_a_width_4_mask_is_not_read_as_boxes():
 
 # ----------------------------------------------------------------------------- 10. training inputs
 def test_corrupt_rle_is_an_error_not_a_box(tmp_path):
-    from cartoonseg.evaluation.rle import segmentation_to_mask
+    from cartoonseg.rle import segmentation_to_mask
     from cartoonseg.training.coco import instance_masks, load_coco
     from cartoonseg.training.toy import make_toy_coco
 
