@@ -358,3 +358,90 @@ def test_lab_and_cmyk_files_come_out_in_rgb(tmp_path):
     assert np.abs(read_image(tmp_path / "lab.tif").astype(int) - rgb).max() <= 12
     Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.tif")
     assert np.abs(read_image(tmp_path / "cmyk.tif").astype(int) - rgb).max() <= 1
+
+
+# ------------------------------------------------------------------- 4. bounded config reader (meta['cfg'])
+@pytest.mark.parametrize("name,cfg", [
+    ("squares", "a = 10\n" + "a = a * a\n" * 40),  # the 2 KB file that hung the loader forever
+    ("doubling", "a = [0]\n" + "a = [a, a]\n" * 60),  # 2**60 values by reference, a few bytes of text
+    ("nested", "a = " + "dict(x=" * 200 + "1" + ")" * 200),
+    ("parentheses", "a = " + "[" * 5000 + "]" * 5000),
+    ("long chain", "a = " + "+".join(["1"] * 200000)),
+    ("huge int", "a = " + "9" * 5000),
+    ("infinite", "a = 1e999"),
+    ("too long", "a = 1\n" * 300000),
+    ("not text", 12345),
+])
+def test_hostile_mmengine_configs_are_checkpoint_errors(name, cfg):
+    import time
+
+    from cartoonseg.checkpoint import parse_mmengine_config
+
+    start = time.monotonic()
+    with pytest.raises(CheckpointError):
+        parse_mmengine_config(cfg)
+    assert time.monotonic() - start < 30  # bounded: unpatched, "squares" never returns
+
+
+@pytest.mark.parametrize("model", [5, {"backbone": [1]}, {"bbox_head": [1, 2]}, {"backbone": {"widen_factor": "x"}},
+                                   {"bbox_head": {"num_classes": 1e300}}, {"neck": {"in_channels": 5}},
+                                   {"data_preprocessor": {"std": [0, 0, 0]}}])
+def test_wrong_config_types_are_checkpoint_errors(model):
+    from cartoonseg.checkpoint import detector_config_from_mmengine
+
+    try:
+        detector_config_from_mmengine({"model": model})
+    except CheckpointError:
+        return
+    assert model == {"backbone": [1]}  # a non-dict section reads as absent: defaults, then the shape check decides
+
+
+def test_hostile_checkpoint_is_one_cli_error_line(tmp_path, capsys):
+    from cartoonseg.__main__ import main
+
+    torch.save({"meta": {"cfg": "a = 10\n" + "a = a * a\n" * 40}, "state_dict": {"backbone.x": torch.zeros(1)}},
+               tmp_path / "hang.ckpt")
+    _image(tmp_path / "a.png")
+    code = main(["segment", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--detector",
+                 str(tmp_path / "hang.ckpt"), "--refiner", "none", "--no-download"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error:") and "meta['cfg']" in err and err.count("\n") == 1, err
+
+
+# --------------------------------------------------- 5. architecture checked against the file before allocating
+def test_a_declared_architecture_is_checked_before_it_is_allocated(tmp_path):
+    import resource
+
+    from safetensors.torch import save_file
+
+    big = {**DETECTOR_PRESETS["l"].to_dict(), "widen_factor": 2.0}  # ~4x the L model: > 1 GB of fp32 weights
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "big.safetensors"),
+              metadata={"cartoonseg": json.dumps({"kind": "detector", "config": big})})
+    assert (tmp_path / "big.safetensors").stat().st_size < 2000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CheckpointError, match="does not match RTMDetIns"):
+        cartoonseg.load_detector(tmp_path / "big.safetensors")
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024  # kB on Linux
+    assert grown_mb < 500, f"the loader grew by {grown_mb:.0f} MB for a {big['widen_factor']}x header"
+    for config, words in (({"kind": "refiner", "config": {"in_ch": 10**9}}, "in_ch"),
+                          ({"kind": "detector", "config": {**big, "widen_factor": 4.0}}, "widen_factor"),
+                          ({"kind": "refiner", "config": [1]}, "corrupt cartoonseg metadata")):
+        save_file({"x": torch.zeros(1)}, str(tmp_path / "bad.safetensors"),
+                  metadata={"cartoonseg": json.dumps(config)})
+        loader = cartoonseg.load_refiner if config["kind"] == "refiner" else cartoonseg.load_detector
+        with pytest.raises(CheckpointError, match=words):
+            loader(tmp_path / "bad.safetensors")
+
+
+def test_expanded_tensors_are_refused(tmp_path):
+    huge = torch.zeros(1).expand(10**6, 4, 3, 3)  # 144 MB declared, 4 bytes stored (the case asked 230 GB)
+    torch.save({"state_dict": {"conv_in.weight": huge, "side1.weight": torch.zeros(1, 64, 3, 3)}},
+               tmp_path / "e.ckpt")
+    assert (tmp_path / "e.ckpt").stat().st_size < 10_000
+    with pytest.raises(CheckpointError, match="expanded or overlapping view"):
+        cartoonseg.load_refiner(tmp_path / "e.ckpt")
+    torch.manual_seed(0)  # real files (aliased head convs included) still load
+    det = cartoonseg.build_detector("tiny")
+    save_weights(det, tmp_path / "d.safetensors")
+    loaded = cartoonseg.load_detector(tmp_path / "d.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(det.state_dict().values(), loaded.state_dict().values()))

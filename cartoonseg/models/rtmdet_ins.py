@@ -499,6 +499,8 @@ def infer_detector_config(state_dict: dict[str, Tensor], base: DetectorConfig | 
         kernel_len = state_dict["bbox_head.rtm_kernel.0.weight"].shape[0]
     except KeyError as exc:
         raise CheckpointError(f"not an RTMDet-Ins state dict: key {exc.args[0]!r} is missing") from exc
+    except (IndexError, AttributeError) as exc:
+        raise CheckpointError(f"not an RTMDet-Ins state dict: a key tensor has the wrong rank ({exc})") from exc
 
     def count(prefix: str) -> int:
         return len({k[len(prefix):].split(".")[0] for k in state_dict if k.startswith(prefix)})
