@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -11,63 +11,42 @@ from pathlib import Path
 
 import numpy as np
 
-from . import rle
-from ._cli import finish_parser, load_networks, progress, quiet, run_parser
+from ._cli import SkippedInputs, finish_parser, load_networks, progress, quiet, run_parser
 from .checkpoint import convert
 from .device import PRECISION_CHOICES
-from .io import IMAGE_SUFFIXES, read_image, write_image
+from .io import IMAGE_SUFFIXES, read_image, write_instances
+from .outputs import OutputFolder, add_overwrite_argument, unique_names
 from .segmenter import Segmenter
-from .structures import Instances
-from .visualize import overlay
 
 
 def _expand_inputs(items: Sequence[str]) -> list[Path]:
+    """Image paths from files and folders (a folder gives its regular image files, sorted; FIFOs, devices and
+    sub-folders there are skipped with a warning, never opened); the same file named twice is segmented once. A
+    named path that is not a regular file stays in the list: reading it fails and it is skipped (see
+    :class:`~cartoonseg._cli.SkippedInputs`)."""
     paths: list[Path] = []
+    seen: set[str] = set()
     for item in items:
         p = Path(item)
         if p.is_dir():
-            paths.extend(sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES))
-        elif p.is_file():
-            paths.append(p)
+            found = []
+            for q in sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES):
+                if q.is_file():
+                    found.append(q)
+                else:
+                    print(f"warning: skipping {q}: not a regular file", file=sys.stderr)
+        elif p.exists():
+            found = [p]
         else:
             raise ValueError(f"input not found: {p}")
+        for q in found:
+            key = os.path.realpath(q)
+            if key not in seen:
+                seen.add(key)
+                paths.append(q)
     if not paths:
         raise ValueError("no input images")
     return paths
-
-
-def write_instances(instances: Instances, image: np.ndarray, out_dir: Path) -> None:
-    """Write ``instances.json`` (boxes xyxy, scores, labels, COCO RLE masks), ``mask_NNN.png`` and ``overlay.png``;
-    with alpha mattes (``instances.alphas``) also ``alpha_NNN.png`` and the RGBA cut-out ``cutout_NNN.png``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    binary = instances.binary.cpu().numpy()
-    records = []
-    for i in range(len(instances)):
-        records.append(
-            {
-                "id": int(instances.ids[i]),
-                "bbox_xyxy": [round(float(v), 3) for v in instances.boxes[i].tolist()],
-                "score": round(float(instances.scores[i]), 6),
-                "label": int(instances.labels[i]),
-                "area": int(binary[i].sum()),
-                "segmentation": rle.encode(binary[i]),
-                "mask_png": f"mask_{i:03d}.png",
-            }
-        )
-        write_image(out_dir / f"mask_{i:03d}.png", instances.masks[i])
-    if instances.alphas is not None:
-        from PIL import Image as PILImage
-
-        from .matting import cutouts
-
-        for i, rgba in enumerate(cutouts(image, instances)):
-            records[i]["alpha_png"], records[i]["cutout_png"] = f"alpha_{i:03d}.png", f"cutout_{i:03d}.png"
-            write_image(out_dir / f"alpha_{i:03d}.png", instances.alphas[i])
-            PILImage.fromarray(rgba, "RGBA").save(out_dir / f"cutout_{i:03d}.png")
-    h, w = instances.image_size
-    meta = {"image_size": [h, w], "mask_thr": instances.mask_thr, "instances": records}
-    (out_dir / "instances.json").write_text(json.dumps(meta, indent=1))
-    write_image(out_dir / "overlay.png", overlay(image, instances))
 
 
 def _parse_boxes(specs: Sequence[str]):
@@ -87,57 +66,62 @@ def _parse_boxes(specs: Sequence[str]):
 
 
 def _segment(args: argparse.Namespace) -> int:
-    search = [Path(args.weights_dir)] if args.weights_dir else []
-    detector, refiner = load_networks(args.detector, args.refiner, search_dirs=search,
-                                      allow_download=not args.no_download, device=args.device)
-    seg = Segmenter(
-        detector,
-        refiner,
-        det_size=args.det_size,
-        score_thr=args.score_thr,
-        mask_thr=args.mask_thr,
-        max_instances=args.max_instances,
-        precision=args.precision,
-        fuse=not args.exact,
-        channels_last=not args.exact,
-        prompt_mode=args.prompt_mode,
-        grey=args.grey,
-    )
-    boxes = _parse_boxes(args.box) if args.box else None
-    if boxes is not None and refiner is None:
-        raise ValueError("--box prompts are refined by the refiner; do not pass --refiner none")
-    out = Path(args.out)
     inputs = _expand_inputs(args.images)
-    stems = [p.stem for p in inputs]
-    with progress(len(inputs), "images", quiet(args), unit="image") as images, \
-            progress(None, "instances", quiet(args), unit="instance", leave=False) as refined:
+    names = unique_names(inputs)
+    boxes = _parse_boxes(args.box) if args.box else None
+    if boxes is not None and str(args.refiner).lower() in ("none", ""):
+        raise ValueError("--box prompts are refined by the refiner; do not pass --refiner none")
+    skipped = SkippedInputs(len(inputs))
+    with OutputFolder(args.out, inputs=inputs, overwrite=args.overwrite) as out:  # checked before any model loads
+        search = [Path(args.weights_dir)] if args.weights_dir else []
+        detector, refiner = load_networks(args.detector, args.refiner, search_dirs=search,
+                                          allow_download=not args.no_download, device=args.device)
+        seg = Segmenter(
+            detector,
+            refiner,
+            det_size=args.det_size,
+            score_thr=args.score_thr,
+            mask_thr=args.mask_thr,
+            max_instances=args.max_instances,
+            precision=args.precision,
+            fuse=not args.exact,
+            channels_last=not args.exact,
+            prompt_mode=args.prompt_mode,
+            grey=args.grey,
+        )
+        with progress(len(inputs), "images", quiet(args), unit="image") as images, \
+                progress(None, "instances", quiet(args), unit="instance", leave=False) as refined:
 
-        def per_instance(done: int, total: int) -> None:  # the refiner's progress within the current image
-            if refined.total != total:
-                refined.reset(total=total)
-            refined.update(done - refined.n)
+            def per_instance(done: int, total: int) -> None:  # the refiner's progress within the current image
+                if refined.total != total:
+                    refined.reset(total=total)
+                refined.update(done - refined.n)
 
-        for index, path in enumerate(inputs):
-            image = read_image(path)
-            start = time.perf_counter()
-            if boxes is None:
-                instances = seg(image, progress=per_instance)
-            else:
-                instances = seg.refine(image, boxes, progress=per_instance)
-            if args.matting:
-                from .matting import instance_alphas
+            for path, name in zip(inputs, names):
+                image = skipped.read(path, read_image)
+                if image is None:
+                    images.update(1)
+                    continue
+                start = time.perf_counter()
+                if boxes is None:
+                    instances = seg(image, progress=per_instance)
+                else:
+                    instances = seg.refine(image, boxes, progress=per_instance)
+                if args.matting:
+                    from .matting import instance_alphas
 
-                instances = instance_alphas(image, instances)
-            elapsed = time.perf_counter() - start
-            name = path.stem if stems.count(path.stem) == 1 else f"{path.stem}_{index}"
-            write_instances(instances, image, out / name)
-            images.write(f"{path}: {len(instances)} instances in {elapsed:.2f}s -> {out / name}")
-            images.update(1)
+                    instances = instance_alphas(image, instances)
+                elapsed = time.perf_counter() - start
+                with out.result_dir(name) as result:
+                    write_instances(instances, image, result.path, source=path)
+                images.write(f"{path}: {len(instances)} instances in {elapsed:.2f}s -> {out.path / name}")
+                images.update(1)
+    skipped.finish()
     return 0
 
 
 def _convert(args: argparse.Namespace) -> int:
-    kind, dst = convert(args.src, args.dst)
+    kind, dst = convert(args.src, args.dst, overwrite=args.overwrite)
     print(f"converted {kind} {args.src} -> {dst}")
     return 0
 
@@ -153,10 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--refiner", default="refiner",
                      help="refiner weights: a path, 'refiner' = the released refine_last.ckpt, or 'none' (detector "
                           "masks only)")
-    seg.add_argument("--out", required=True, help="output folder (one sub-folder per image)")
+    seg.add_argument("--out", required=True,
+                     help="output folder, new or written by cartoonseg (one sub-folder per image: overlay.png, "
+                          "mask_NNN.png, instances.json; named after the image, with a path hash when stems repeat)")
     seg.add_argument("--score-thr", type=float, default=0.3, help="minimum detection score, 0..1")
-    seg.add_argument("--mask-thr", type=float, default=0.3,
-                     help="mask probability above which a pixel belongs to the instance, 0..1")
+    seg.add_argument("--mask-thr", type=float, default=None,
+                     help="mask probability above which a pixel belongs to the instance, 0..1 (default: the "
+                          "refiner's, 0.3)")
     seg.add_argument("--det-size", type=int, default=640,
                      help="detector input size in pixels (longest side; a multiple of 32)")
     seg.add_argument("--max-instances", type=int, default=100, help="keep at most this many instances per image")
@@ -184,11 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="folder holding the released files (searched first; downloads go there; default: "
                           "~/.cache/cartoonseg)")
     seg.add_argument("--no-download", action="store_true", help="never download weights")
+    add_overwrite_argument(seg)
     seg.set_defaults(func=_segment)
     conv = sub.add_parser("convert", help="convert a released/mmdet/Lightning checkpoint to cartoonseg safetensors")
     conv.add_argument("src", help="the weights file to convert: rtmdetl_e60.ckpt / refine_last.ckpt, an mmdet or "
                                   "Lightning checkpoint, or our .safetensors")
-    conv.add_argument("dst", help="the .safetensors file to write (readable by everyone: mode 0644 under umask 022)")
+    conv.add_argument("dst", help="the .safetensors file to write, readable by everyone (mode 0644 under umask 022); "
+                                  "never the source; an existing file only if cartoonseg wrote it, or with --overwrite")
+    add_overwrite_argument(conv)
     conv.set_defaults(func=_convert)
     # Application commands live next to their code and register themselves here (imported lazily inside).
     from .annotate.cli import add_parsers as add_annotate_parsers

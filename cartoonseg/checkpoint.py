@@ -1,11 +1,11 @@
-"""Reading, checking and writing weights.
+"""Reading, loading, saving and converting weights (building a model is :mod:`cartoonseg.build`).
 
 Foreign files are read with ``torch.load(weights_only=True)`` only (no code is ever unpickled) and pass through a
-named, pure filter function:
+named, pure filter function that lives next to its model (timm style):
 
-* :func:`filter_mmdet_rtmdet_ins` for mmengine/mmdet RTMDet-Ins checkpoints such as the released
+* :func:`~cartoonseg.models.rtmdet_ins.filter_mmdet_rtmdet_ins` for mmengine/mmdet RTMDet-Ins checkpoints such as the released
   ``rtmdetl_e60.ckpt`` (``{'meta': {'cfg': <python source>}, 'state_dict': ...}``, 942 keys with aliases);
-* :func:`filter_isnet` for IS-Net state dicts such as ``refine_last.ckpt`` (flat, 798 keys) or Lightning files
+* :func:`~cartoonseg.models.isnet.filter_isnet` for IS-Net state dicts such as ``refine_last.ckpt`` (flat, 798 keys) or Lightning files
   (``net.`` prefix, ``gt_encoder.*`` dropped).
 
 The mmengine config text is *parsed* with :mod:`ast` (never executed) by :func:`parse_mmengine_config`.
@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import os
 import pickle
 import pickletools
 import struct
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -30,38 +32,34 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .config import DETECTOR_PRESETS, DetectorConfig, RefinerConfig
-from .models.isnet import ISNetDIS
-from .models.rtmdet_ins import RTMDetIns
+from .config import DetectorConfig, RefinerConfig
+from .models.isnet import ISNetDIS, filter_isnet, infer_refiner_config
+from .models.rtmdet_ins import RTMDetIns, filter_mmdet_rtmdet_ins, infer_detector_config
+from .models.weights import CheckpointError, state_dict_diff
 
 __all__ = [
-    "read_checkpoint",
-    "parse_mmengine_config",
+    "CheckpointError",
+    "checkpoint_kind",
+    "convert",
     "detector_config_from_mmengine",
-    "infer_detector_config",
-    "infer_refiner_config",
-    "filter_mmdet_rtmdet_ins",
-    "filter_isnet",
-    "load_state_dict_strict",
+    "check_tensor_storage",
+    "check_weight_values",
     "load_detector",
     "load_refiner",
-    "build_detector",
-    "build_refiner",
-    "save_weights",
-    "save_mmengine_detector_checkpoint",
-    "save_flat_refiner_checkpoint",
-    "convert",
-    "checkpoint_kind",
+    "load_state_dict_strict",
+    "parse_mmengine_config",
+    "MAX_CFG_CHARS",
+    "MAX_CFG_DEPTH",
+    "MAX_CFG_NUMBER",
+    "MAX_CFG_SECONDS",
+    "MAX_CFG_VALUES",
     "peek_weights",
-    "CheckpointError",
+    "read_checkpoint",
+    "save_weights",
 ]
 
 FORMAT_VERSION = 1
 _META_KEY = "cartoonseg"
-
-
-class CheckpointError(RuntimeError):
-    """A weights file is missing, unreadable, of the wrong kind, or does not match the architecture."""
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -119,7 +117,31 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
         ) from exc
     if isinstance(obj, nn.Module) or not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, expected a dict of tensors")
+    check_tensor_storage(obj, f"{path} ({size} bytes)")
     return obj, {}
+
+
+def check_tensor_storage(obj: Any, source: str = "checkpoint", _depth: int = 0) -> None:
+    """Refuse tensors that declare more elements than their storage holds: a pickled view with zero or overlapping
+    strides (``torch.zeros(1).expand(10**11)``) is a few bytes in the file but would become gigabytes the moment
+    anything copies it (``.contiguous()``, a strict load). Every tensor in a checkpoint must be backed by its own
+    bytes; raises :class:`CheckpointError` naming the first that is not."""
+    if _depth > 32:
+        raise CheckpointError(f"{source} nests containers more than 32 levels deep; not a weights file")
+    if isinstance(obj, Tensor):
+        declared = obj.numel() * obj.element_size()
+        stored = obj.untyped_storage().nbytes()
+        if declared > stored or any(s == 0 for s, n in zip(obj.stride(), obj.shape) if n > 1):
+            raise CheckpointError(
+                f"{source} holds a tensor of shape {tuple(obj.shape)} ({declared} bytes) backed by only {stored} "
+                f"bytes of data (an expanded or overlapping view); such a file is crafted, not saved weights")
+        return
+    if isinstance(obj, dict):
+        for value in obj.values():
+            check_tensor_storage(value, source, _depth + 1)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            check_tensor_storage(value, source, _depth + 1)
 
 
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -254,75 +276,130 @@ class _Unparsed:
         return f"<unparsed {self.source!r}>"
 
 
-def _literal(node: ast.AST, names: dict[str, Any], source: str) -> Any:
-    if isinstance(node, ast.Constant):
-        return node.value
-    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
-        items = [_literal(e, names, source) for e in node.elts]
-        return tuple(items) if isinstance(node, ast.Tuple) else items
-    if isinstance(node, ast.Dict):
-        out = {}
-        for k, v in zip(node.keys, node.values):
-            if k is None:  # {**other}
-                base = _literal(v, names, source)
-                if isinstance(base, dict):
-                    out.update(base)
-                continue
-            out[_literal(k, names, source)] = _literal(v, names, source)
-        return out
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
-        out = {}
-        for kw in node.keywords:
-            value = _literal(kw.value, names, source)
-            if kw.arg is None:
-                if isinstance(value, dict):
-                    out.update(value)
-            else:
-                out[kw.arg] = value
-        return out
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        value = _literal(node.operand, names, source)
-        if isinstance(value, (int, float)):
-            return -value if isinstance(node.op, ast.USub) else value
-    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
-        left, right = _literal(node.left, names, source), _literal(node.right, names, source)
-        if isinstance(left, (int, float)) and isinstance(right, (int, float)):
-            op = node.op
-            if isinstance(op, ast.Add):
-                return left + right
-            if isinstance(op, ast.Sub):
-                return left - right
-            if isinstance(op, ast.Mult):
-                return left * right
-            return left / right if right else _Unparsed(ast.get_source_segment(source, node) or "")
-    if isinstance(node, ast.Name):
-        if node.id in names:
-            return names[node.id]
-        return {"True": True, "False": False, "None": None}.get(node.id, _Unparsed(node.id))
-    return _Unparsed(ast.get_source_segment(source, node) or type(node).__name__)
+#: Bounds of the mmengine config reader (a released ``meta['cfg']`` is ~20 KB, nested < 10 deep, < 5,000 values):
+#: source length, nesting depth, values evaluated (a name counts as the values it stands for, so ``a = [a, a]``
+#: repeated cannot grow silently), number magnitude and time. Past any of them the file is a CheckpointError.
+MAX_CFG_CHARS = 1 << 20
+MAX_CFG_DEPTH = 64
+MAX_CFG_VALUES = 200_000
+MAX_CFG_NUMBER = 1e15
+MAX_CFG_SECONDS = 5.0
+
+
+class _ConfigReader:
+    """The bounded whitelist evaluator behind :func:`parse_mmengine_config`."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.names: dict[str, Any] = {}
+        self.weights: dict[str, int] = {}
+        self.values = 0
+        self.deadline = time.monotonic() + MAX_CFG_SECONDS
+
+    def _count(self, n: int = 1) -> None:
+        self.values += n
+        if self.values > MAX_CFG_VALUES:
+            raise CheckpointError(f"meta['cfg'] evaluates to more than {MAX_CFG_VALUES} values; not a model config")
+        if time.monotonic() > self.deadline:
+            raise CheckpointError(f"meta['cfg'] took longer than {MAX_CFG_SECONDS:g} s to read; not a model config")
+
+    def _number(self, value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value) or abs(value) > MAX_CFG_NUMBER:
+                raise CheckpointError(f"meta['cfg'] holds the number {str(value)[:40]}, outside +-{MAX_CFG_NUMBER:g}")
+        return value
+
+    def _unparsed(self, node: ast.AST) -> _Unparsed:
+        return _Unparsed((ast.get_source_segment(self.source, node) or type(node).__name__)[:200])
+
+    def value(self, node: ast.AST, depth: int = 0) -> Any:
+        if depth > MAX_CFG_DEPTH:
+            raise CheckpointError(f"meta['cfg'] is nested more than {MAX_CFG_DEPTH} levels deep; not a model config")
+        self._count()
+        d = depth + 1
+        if isinstance(node, ast.Constant):
+            return self._number(node.value)
+        if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+            items = [self.value(e, d) for e in node.elts]
+            return tuple(items) if isinstance(node, ast.Tuple) else items
+        if isinstance(node, ast.Dict):
+            out = {}
+            for k, v in zip(node.keys, node.values):
+                if k is None:  # {**other}
+                    base = self.value(v, d)
+                    if isinstance(base, dict):
+                        out.update(base)
+                    continue
+                key = self.value(k, d)
+                if isinstance(key, (dict, list)):
+                    raise CheckpointError("meta['cfg'] uses an unhashable dict key; not a model config")
+                out[key] = self.value(v, d)
+            return out
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
+            out = {}
+            for kw in node.keywords:
+                value = self.value(kw.value, d)
+                if kw.arg is None:
+                    if isinstance(value, dict):
+                        out.update(value)
+                else:
+                    out[kw.arg] = value
+            return out
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            value = self.value(node.operand, d)
+            if isinstance(value, (int, float)):
+                return -value if isinstance(node.op, ast.USub) else value
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
+            left, right = self.value(node.left, d), self.value(node.right, d)
+            if isinstance(left, (int, float)) and isinstance(right, (int, float)):
+                op = node.op
+                if isinstance(op, ast.Div) and not right:
+                    return self._unparsed(node)
+                result = (left + right if isinstance(op, ast.Add) else left - right if isinstance(op, ast.Sub)
+                          else left * right if isinstance(op, ast.Mult) else left / right)
+                return self._number(result)  # operands are bounded, so one product cannot explode
+        if isinstance(node, ast.Name):
+            if node.id in self.names:
+                self._count(self.weights.get(node.id, 1))
+                return self.names[node.id]
+            return {"True": True, "False": False, "None": None}.get(node.id, _Unparsed(node.id))
+        return self._unparsed(node)
+
+    def assign(self, stmt: ast.Assign) -> None:
+        start = self.values
+        value = self.value(stmt.value)
+        for target in stmt.targets:
+            if isinstance(target, ast.Name):
+                self.names[target.id] = value
+                self.weights[target.id] = max(1, self.values - start)
 
 
 def parse_mmengine_config(text: str) -> dict[str, Any]:
     """Parse mmengine config source (``meta['cfg']`` of a checkpoint) with :mod:`ast`, never executing it.
 
     Top-level ``name = <literal>`` assignments are evaluated with a whitelist (constants, lists, tuples, dicts,
-    ``dict(...)`` calls, names assigned earlier, simple arithmetic); anything else becomes an opaque marker.
+    ``dict(...)`` calls, names assigned earlier, simple arithmetic); anything else becomes an opaque marker. The
+    reader is bounded (:data:`MAX_CFG_CHARS`, :data:`MAX_CFG_DEPTH`, :data:`MAX_CFG_VALUES`, :data:`MAX_CFG_NUMBER`,
+    :data:`MAX_CFG_SECONDS`): a hostile config is a :class:`CheckpointError`, never a hang or a crash.
     """
     if not isinstance(text, str):
         raise CheckpointError(f"meta['cfg'] must be config source text, got {type(text).__name__}")
+    if len(text) > MAX_CFG_CHARS:
+        raise CheckpointError(f"meta['cfg'] is {len(text)} characters long (at most {MAX_CFG_CHARS}); not a model config")
     text = text.replace("file_client_args", "backend_args")  # what the original loader does, for old configs
     try:
         tree = ast.parse(text)
-    except SyntaxError as exc:
-        raise CheckpointError(f"meta['cfg'] is not valid Python config text: {exc}") from exc
-    names: dict[str, Any] = {}
-    for stmt in tree.body:
-        if isinstance(stmt, ast.Assign):
-            value = _literal(stmt.value, names, text)
-            for target in stmt.targets:
-                if isinstance(target, ast.Name):
-                    names[target.id] = value
-    return names
+    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError) as exc:
+        raise CheckpointError(f"meta['cfg'] is not valid Python config text: {type(exc).__name__}: "
+                              f"{str(exc)[:200]}") from None
+    reader = _ConfigReader(text)
+    try:
+        for stmt in tree.body:
+            if isinstance(stmt, ast.Assign):
+                reader.assign(stmt)
+    except RecursionError:
+        raise CheckpointError("meta['cfg'] is nested too deeply; not a model config") from None
+    return reader.names
 
 
 def _get(d: Any, *path: str, default: Any = None) -> Any:
@@ -342,7 +419,21 @@ def _find_transform(pipeline: Any, name: str) -> dict | None:
 
 
 def detector_config_from_mmengine(cfg: dict[str, Any]) -> DetectorConfig:
-    """Size an RTMDet-Ins from a parsed mmengine config, checking it describes an architecture we implement."""
+    """Size an RTMDet-Ins from a parsed mmengine config, checking it describes an architecture we implement. Values of
+    the wrong type or range are a :class:`CheckpointError` naming the problem (then :class:`DetectorConfig`
+    range-checks every field)."""
+    try:
+        return _detector_config_from_mmengine(cfg)
+    except CheckpointError:
+        raise
+    except (TypeError, ValueError, OverflowError, AttributeError, KeyError, IndexError) as exc:
+        raise CheckpointError(f"detector config from meta['cfg'] is invalid: {type(exc).__name__}: "
+                              f"{str(exc)[:300]}") from None
+
+
+def _detector_config_from_mmengine(cfg: dict[str, Any]) -> DetectorConfig:
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"meta['cfg'] must parse to assignments, got {type(cfg).__name__}")
     model = cfg.get("model")
     if not isinstance(model, dict):
         raise CheckpointError("mmengine config has no `model = dict(...)` entry")
@@ -421,120 +512,7 @@ def detector_config_from_mmengine(cfg: dict[str, Any]) -> DetectorConfig:
         raise CheckpointError(f"detector config from meta['cfg'] is invalid: {exc}") from exc
 
 
-def infer_detector_config(state_dict: dict[str, Tensor], base: DetectorConfig | None = None) -> DetectorConfig:
-    """Size an RTMDet-Ins from tensor shapes alone (for files without a config); test settings from ``base``."""
-    try:
-        stem = state_dict["backbone.stem.2.conv.weight"].shape[0]
-        neck_in = tuple(state_dict[f"neck.out_convs.{i}.conv.weight"].shape[1] for i in range(3))
-        neck_out = state_dict["neck.out_convs.0.conv.weight"].shape[0]
-        feat = state_dict["bbox_head.cls_convs.0.0.conv.weight"].shape[0]
-        num_classes = state_dict["bbox_head.rtm_cls.0.weight"].shape[0]
-        num_prototypes = state_dict["bbox_head.mask_head.projection.weight"].shape[0]
-        kernel_len = state_dict["bbox_head.rtm_kernel.0.weight"].shape[0]
-    except KeyError as exc:
-        raise CheckpointError(f"not an RTMDet-Ins state dict: key {exc.args[0]!r} is missing") from exc
-
-    def count(prefix: str) -> int:
-        return len({k[len(prefix):].split(".")[0] for k in state_dict if k.startswith(prefix)})
-
-    stage_blocks = (count("backbone.stage1.1.blocks."), count("backbone.stage2.1.blocks."))
-    neck_blocks = count("neck.top_down_blocks.0.blocks.")
-    stacked = count("bbox_head.kernel_convs.0.")
-    widen = stem / 64
-    deepen = None
-    for preset in DETECTOR_PRESETS.values():  # recover the exact mmdet factor when a preset matches
-        d = preset.deepen_factor
-        if (max(round(3 * d), 1), max(round(6 * d), 1)) == stage_blocks:
-            deepen = d
-            break
-    if deepen is None:
-        deepen = stage_blocks[1] / 6
-    base = base or DetectorConfig()
-    try:
-        config = base.replace(
-            deepen_factor=deepen,
-            widen_factor=widen,
-            num_classes=num_classes,
-            neck_in_channels=neck_in,
-            neck_out_channels=neck_out,
-            neck_num_csp_blocks=neck_blocks,
-            head_feat_channels=feat,
-            stacked_convs=stacked,
-            num_prototypes=num_prototypes,
-            channel_attention=any(".attention.fc." in k for k in state_dict),
-        )
-    except ValueError as exc:
-        raise CheckpointError(f"cannot size an RTMDet-Ins from this state dict: {exc}") from exc
-    if config.num_dynamic_params != kernel_len:
-        raise CheckpointError(
-            f"dynamic kernel length {kernel_len} does not match num_prototypes={num_prototypes}, "
-            f"dyconv_channels={config.dyconv_channels}, num_dyconvs={config.num_dyconvs} "
-            f"(expected {config.num_dynamic_params})"
-        )
-    return config
-
-
-def infer_refiner_config(state_dict: dict[str, Tensor], base: RefinerConfig | None = None) -> RefinerConfig:
-    """Size an ISNetDIS from tensor shapes (input channels and width)."""
-    try:
-        w = state_dict["conv_in.weight"]
-        side = state_dict["side1.weight"]
-    except KeyError as exc:
-        raise CheckpointError(f"not an IS-Net state dict: key {exc.args[0]!r} is missing") from exc
-    base = base or RefinerConfig()
-    return base.replace(in_ch=int(w.shape[1]), width=w.shape[0] / 64, out_ch=int(side.shape[0]))
-
-
-# ---------------------------------------------------------------------------------------------- filters
-def _strip_prefix(state_dict: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    if state_dict and all(k.startswith(prefix) for k in state_dict):
-        return {k[len(prefix):]: v for k, v in state_dict.items()}
-    return state_dict
-
-
-def filter_mmdet_rtmdet_ins(checkpoint: dict[str, Any]) -> dict[str, Tensor]:
-    """mmengine/mmdet RTMDet-Ins checkpoint -> state dict with this project's (= mmdet's) key names.
-
-    Takes ``checkpoint['state_dict']`` when present, strips a ``module.`` (DDP) prefix, drops the non-weight
-    ``data_preprocessor.*`` entries, and checks that aliased keys (``reg_convs`` = ``cls_convs``; level-1/2 conv
-    weights = level 0's) hold equal tensors, since the model can only hold one of them.
-    """
-    sd = checkpoint.get("state_dict", checkpoint)
-    if not isinstance(sd, dict):
-        raise CheckpointError(f"checkpoint['state_dict'] is a {type(sd).__name__}, expected a dict")
-    sd = {k: v for k, v in sd.items() if isinstance(v, Tensor)}
-    sd = _strip_prefix(sd, "module.")
-    sd = {k: v for k, v in sd.items() if not k.startswith("data_preprocessor.")}
-    for key, value in sd.items():
-        if key.startswith("bbox_head.reg_convs."):
-            twin = key.replace("bbox_head.reg_convs.", "bbox_head.cls_convs.", 1)
-            _check_alias(sd, key, twin)
-        parts = key.split(".")
-        if key.startswith("bbox_head.cls_convs.") and parts[2] != "0" and parts[4] == "conv":
-            _check_alias(sd, key, ".".join(parts[:2] + ["0"] + parts[3:]))
-    return sd
-
-
-def _check_alias(sd: dict[str, Tensor], key: str, twin: str) -> None:
-    if twin in sd and (sd[twin].shape != sd[key].shape or not torch.equal(sd[twin], sd[key])):
-        raise CheckpointError(
-            f"aliased checkpoint entries differ: {key} != {twin}; in RTMDetInsSepBNHead these are the same tensor"
-        )
-
-
-def filter_isnet(checkpoint: dict[str, Any]) -> dict[str, Tensor]:
-    """IS-Net checkpoint -> flat ISNetDIS state dict: takes ``state_dict`` when present (Lightning), strips the
-    ``net.`` / ``module.`` prefixes and drops the training-only ``gt_encoder.*`` weights."""
-    sd = checkpoint.get("state_dict", checkpoint)
-    if not isinstance(sd, dict):
-        raise CheckpointError(f"checkpoint['state_dict'] is a {type(sd).__name__}, expected a dict")
-    sd = {k: v for k, v in sd.items() if isinstance(v, Tensor)}
-    sd = _strip_prefix(sd, "module.")
-    if any(k.startswith("net.") for k in sd):
-        sd = {k[4:]: v for k, v in sd.items() if k.startswith("net.")}
-    return sd
-
-
+# ---------------------------------------------------------------------------------------------- kinds
 def checkpoint_kind(state_dict: dict[str, Any]) -> str:
     """``"detector"``, ``"refiner"`` or ``"unknown"`` from the key names."""
     keys = list(state_dict)
@@ -547,15 +525,17 @@ def checkpoint_kind(state_dict: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------------------- strict loading
 def load_state_dict_strict(model: nn.Module, state_dict: dict[str, Tensor], source: str = "checkpoint") -> None:
-    """``model.load_state_dict(state_dict, strict=True)`` with a readable key diff on any mismatch."""
+    """``model.load_state_dict(state_dict, strict=True)`` with a readable key diff on any mismatch; unusable values
+    (:func:`check_weight_values`) are refused too."""
+    _raise_on_mismatch(model, state_dict, source)
+    check_weight_values(state_dict, source)
+    with torch.no_grad():
+        model.load_state_dict(state_dict, strict=True)
+
+
+def _raise_on_mismatch(model: nn.Module, state_dict: dict[str, Tensor], source: str) -> None:
+    missing, unexpected, shapes = state_dict_diff(model, state_dict)
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    shapes = [
-        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in expected
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)
-    ]
     if missing or unexpected or shapes:
         lines = [
             f"{source} does not match {type(model).__name__} "
@@ -569,43 +549,71 @@ def load_state_dict_strict(model: nn.Module, state_dict: dict[str, Tensor], sour
         if shapes:
             lines.append("  shape mismatches: " + "; ".join(shapes[:8]) + (" ..." if len(shapes) > 8 else ""))
         raise CheckpointError("\n".join(lines))
-    with torch.no_grad():
-        model.load_state_dict(state_dict, strict=True)
+
+
+def check_weight_values(state_dict: dict[str, Tensor], source: str = "checkpoint") -> None:
+    """Refuse weights that can only give NaN output: non-finite values anywhere, or a negative BatchNorm variance
+    (its square root is NaN). Raises :class:`CheckpointError` naming the first bad tensors."""
+    bad = []
+    for key, value in state_dict.items():
+        if not isinstance(value, Tensor) or not value.is_floating_point() or value.numel() == 0:
+            continue
+        if not bool(torch.isfinite(value).all()):
+            bad.append(f"{key} (NaN/Inf)")
+        elif key.endswith("running_var") and bool((value < 0).any()):
+            bad.append(f"{key} (negative variance)")
+        if len(bad) >= 4:
+            break
+    if bad:
+        raise CheckpointError(f"{source} holds unusable weights: {', '.join(bad)}; the file is corrupt or was saved "
+                              f"from a diverged training run")
 
 
 def _alias_groups(model: nn.Module) -> dict[str, str]:
-    """Map every alias key of ``model.state_dict()`` to the first key sharing its storage."""
-    first: dict[tuple[int, tuple, tuple], str] = {}
+    """Map every alias key of ``model.state_dict()`` to the first key holding the same parameter or buffer (shared
+    modules, as mmdet's shared head convs); by object identity, so it also works on a ``meta``-device model."""
+    first: dict[int, str] = {}
     canonical: dict[str, str] = {}
     for key, value in model.state_dict(keep_vars=True).items():
-        ident = (value.data_ptr(), tuple(value.shape), tuple(value.stride()))
-        canonical[key] = first.setdefault(ident, key) if value.numel() else key
+        canonical[key] = first.setdefault(id(value), key) if value.numel() else key
     return canonical
 
 
-# ------------------------------------------------------------------------------------- building/loading
-def build_detector(preset: str | DetectorConfig = "l", **overrides: Any) -> RTMDetIns:
-    """A randomly initialised RTMDet-Ins from a preset name (``tiny/s/m/l/x``) or a config."""
-    from .config import detector_config
-
-    config = preset.replace(**overrides) if isinstance(preset, DetectorConfig) else detector_config(preset, **overrides)
-    return RTMDetIns(config).eval()
-
-
-def build_refiner(preset: str | RefinerConfig = "isnet", **overrides: Any) -> ISNetDIS:
-    """A randomly initialised ISNetDIS from a preset name (``isnet``, ``tiny``) or a config."""
-    from .config import refiner_config
-
-    config = preset.replace(**overrides) if isinstance(preset, RefinerConfig) else refiner_config(preset, **overrides)
-    return ISNetDIS(config).eval()
-
-
+# --------------------------------------------------------------------------------------------- loading
 def _our_meta(metadata: dict[str, str], path: Path) -> dict[str, Any]:
+    text = metadata[_META_KEY]
+    if len(text) > MAX_CFG_CHARS:
+        raise CheckpointError(f"{path}: cartoonseg metadata of {len(text)} characters; not a config")
     try:
-        meta = json.loads(metadata[_META_KEY])
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: corrupt cartoonseg metadata: {exc}") from exc
+        meta = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: corrupt cartoonseg metadata: {type(exc).__name__}: {str(exc)[:200]}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{path}: corrupt cartoonseg metadata: expected {{'kind': ..., 'config': {{...}}}}")
     return meta
+
+
+def _config_from_meta(cls: type, meta: dict[str, Any], path: Path) -> Any:
+    try:
+        return cls.from_dict(meta["config"])
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CheckpointError(f"{path}: the {cls.__name__} in its metadata is invalid: {str(exc)[:300]}") from None
+
+
+def _build_checked(cls: type, config: Any, state_dict: dict[str, Tensor], source: str,
+                   fill_aliases: bool = False) -> tuple[nn.Module, dict[str, Tensor]]:
+    """``cls(config)`` with ``state_dict`` loaded strictly, but only after the architecture the config declares was
+    checked against the file's tensors on the ``meta`` device (shapes only, no memory): a small file whose header
+    declares a huge network fails with the key/shape diff before anything is allocated."""
+    with torch.device("meta"):
+        ghost = cls(config)
+    if fill_aliases:
+        state_dict = _fill_aliases(ghost, state_dict)
+    _raise_on_mismatch(ghost, state_dict, source)
+    check_weight_values(state_dict, source)
+    model = cls(config)
+    load_state_dict_strict(model, state_dict, source)
+    return model, state_dict
 
 
 def _fill_aliases(model: nn.Module, sd: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -629,8 +637,8 @@ def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu") -
         meta = _our_meta(metadata, path)
         if meta.get("kind") != "detector":
             raise CheckpointError(f"{path} holds a {meta.get('kind')!r}, not a detector; use load_refiner")
-        model = RTMDetIns(DetectorConfig.from_dict(meta["config"]))
-        load_state_dict_strict(model, _fill_aliases(model, obj), str(path))
+        model, _ = _build_checked(RTMDetIns, _config_from_meta(DetectorConfig, meta, path), obj, str(path),
+                                  fill_aliases=True)
         return model.eval().to(device)
     sd = filter_mmdet_rtmdet_ins(obj)
     kind = checkpoint_kind(sd)
@@ -650,8 +658,7 @@ def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu") -
             raise CheckpointError(f"{path}: meta['cfg'] disagrees with the tensor shapes (cfg, shapes): {diff}")
     else:
         config = infer_detector_config(sd)
-    model = RTMDetIns(config)
-    load_state_dict_strict(model, sd, str(path))
+    model, _ = _build_checked(RTMDetIns, config, sd, str(path))
     return model.eval().to(device)
 
 
@@ -664,16 +671,14 @@ def load_refiner(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         meta = _our_meta(metadata, path)
         if meta.get("kind") != "refiner":
             raise CheckpointError(f"{path} holds a {meta.get('kind')!r}, not a refiner; use load_detector")
-        model = ISNetDIS(RefinerConfig.from_dict(meta["config"]))
-        load_state_dict_strict(model, obj, str(path))
+        model, _ = _build_checked(ISNetDIS, _config_from_meta(RefinerConfig, meta, path), obj, str(path))
         return model.eval().to(device)
     sd = filter_isnet(obj)
     kind = checkpoint_kind(sd)
     if kind != "refiner":
         hint = "; it looks like a detector checkpoint, use load_detector" if kind == "detector" else ""
         raise CheckpointError(f"{path} is not an IS-Net refiner checkpoint (no conv_in.weight){hint}")
-    model = ISNetDIS(infer_refiner_config(sd))
-    load_state_dict_strict(model, sd, str(path))
+    model, _ = _build_checked(ISNetDIS, infer_refiner_config(sd), sd, str(path))
     return model.eval().to(device)
 
 
@@ -685,9 +690,16 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
-def save_weights(model: RTMDetIns | ISNetDIS, path: str | os.PathLike) -> Path:
-    """Save a model in our format: safetensors, aliased tensors stored once, the JSON config in the header."""
+def save_weights(model: RTMDetIns | ISNetDIS, path: str | os.PathLike, *, overwrite: bool = True,
+                 inputs: tuple = ()) -> Path:
+    """Save a model in our format: safetensors, aliased tensors stored once, the JSON config in the header.
+
+    Written atomically through :mod:`cartoonseg.outputs` (an interrupted save never leaves a half file at ``path``);
+    ``overwrite=False`` refuses to replace a file cartoonseg did not write, and ``inputs`` are never replaced.
+    The file gets the mode any new file gets (0644 under umask 022)."""
     from safetensors.torch import save_file
+
+    from .outputs import output_file
 
     if isinstance(model, RTMDetIns):
         kind = "detector"
@@ -700,128 +712,24 @@ def save_weights(model: RTMDetIns | ISNetDIS, path: str | os.PathLike) -> Path:
     tensors = {k: v.detach().cpu().contiguous() for k, v in sd.items() if canonical[k] == k}
     meta = {"kind": kind, "config": model.config.to_dict(), "format_version": FORMAT_VERSION}
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    try:  # write a temporary file, then rename: an interrupted save never leaves a half file at ``path``
+    with output_file(path, inputs=inputs, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
         os.chmod(tmp, _file_mode())  # safetensors writes 0600; a weights file is as readable as any other file
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
-def _py(value: Any, indent: int = 0) -> str:
-    """Format a value as mmengine ``pretty_text``-style Python source (``dict(key=value)``)."""
-    pad = " " * (indent + 4)
-    if isinstance(value, dict):
-        if not value:
-            return "dict()"
-        items = ",\n".join(f"{pad}{k}={_py(v, indent + 4)}" for k, v in value.items())
-        return "dict(\n" + items + ")"
-    if isinstance(value, (list, tuple)):
-        inner = ", ".join(_py(v, indent + 4) for v in value)
-        return f"[{inner}]" if isinstance(value, list) else f"({inner}{',' if len(value) == 1 else ''})"
-    return repr(value)
+def convert(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False) -> tuple[str, Path]:
+    """Convert any supported detector or refiner file to our safetensors format. Returns (kind, dst).
 
+    ``dst`` must end with ``.safetensors`` (the loaders tell formats by suffix) and is never ``src``; an existing
+    ``dst`` is replaced only when cartoonseg wrote it, or with ``overwrite`` (see :mod:`cartoonseg.outputs`)."""
+    from .outputs import check_not_input
 
-def mmengine_config_text(config: DetectorConfig) -> str:
-    """mmengine-style config source describing ``config`` (what ``meta['cfg']`` of a released file holds)."""
-    c = config
-    head = dict(
-        type="RTMDetInsSepBNHeadCustom",
-        num_classes=c.num_classes,
-        in_channels=c.neck_out_channels,
-        stacked_convs=c.stacked_convs,
-        share_conv=True,
-        pred_kernel_size=1,
-        feat_channels=c.head_feat_channels,
-        act_cfg=dict(type="SiLU", inplace=True),
-        norm_cfg=dict(type="SyncBN", requires_grad=True),
-        anchor_generator=dict(type="MlvlPointGenerator", offset=0, strides=list(c.strides)),
-        bbox_coder=dict(type="DistancePointBBoxCoder"),
-        num_prototypes=c.num_prototypes,
-        dyconv_channels=c.dyconv_channels,
-        num_dyconvs=c.num_dyconvs,
-    )
-    test_cfg = dict(
-        nms_pre=c.nms_pre,
-        min_bbox_size=0,
-        score_thr=c.score_thr,
-        nms=dict(type="nms", iou_threshold=c.iou_thr),
-        max_per_img=c.max_per_img,
-        mask_thr_binary=c.mask_thr_binary,
-    )
-    model = dict(
-        type="RTMDet",
-        data_preprocessor=dict(type="DetDataPreprocessor", mean=list(c.mean), std=list(c.std), bgr_to_rgb=False),
-        backbone=dict(
-            type="CSPNeXt",
-            arch="P5",
-            expand_ratio=c.expand_ratio,
-            deepen_factor=c.deepen_factor,
-            widen_factor=c.widen_factor,
-            channel_attention=c.channel_attention,
-            norm_cfg=dict(type="SyncBN"),
-            act_cfg=dict(type="SiLU", inplace=True),
-        ),
-        neck=dict(
-            type="CSPNeXtPAFPN",
-            in_channels=list(c.neck_in_channels),
-            out_channels=c.neck_out_channels,
-            num_csp_blocks=c.neck_num_csp_blocks,
-            expand_ratio=c.expand_ratio,
-            norm_cfg=dict(type="SyncBN"),
-            act_cfg=dict(type="SiLU", inplace=True),
-        ),
-        bbox_head=head,
-        test_cfg=test_cfg,
-    )
-    pipeline = [
-        dict(type="LoadImageFromFile", file_client_args=dict(backend="disk")),
-        dict(type="Resize", scale=(c.det_size, c.det_size), keep_ratio=True),
-        dict(type="Pad", size=(c.det_size, c.det_size), pad_val=dict(img=(c.pad_value,) * 3)),
-        dict(type="LoadAnnotations", with_bbox=True),
-        dict(type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor")),
-    ]
-    parts = [
-        "default_scope = 'mmdet'",
-        f"model = {_py(model)}",
-        f"test_pipeline = {_py(pipeline)}",
-        f"test_dataloader = dict(batch_size=1, dataset=dict(type='CocoDataset', pipeline=test_pipeline))",
-    ]
-    return "\n".join(parts) + "\n"
-
-
-def save_mmengine_detector_checkpoint(model: RTMDetIns, path: str | os.PathLike) -> Path:
-    """Write ``model`` in the released ``rtmdetl_e60.ckpt`` layout: ``{'meta': {'cfg': text, ...}, 'state_dict':
-    ...}`` with every alias key (sharing storage, as mmengine's Runner writes them). For tests and interop."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint = {
-        "meta": {
-            "cfg": mmengine_config_text(model.config),
-            "mmengine_version": "0.10.5",
-            "epoch": 60,
-            "dataset_meta": {"classes": ("object",)},
-        },
-        "state_dict": model.state_dict(),
-    }
-    torch.save(checkpoint, str(path))
-    return path
-
-
-def save_flat_refiner_checkpoint(model: ISNetDIS, path: str | os.PathLike) -> Path:
-    """Write ``model`` as a flat state dict, the released ``refine_last.ckpt`` layout."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), str(path))
-    return path
-
-
-def convert(src: str | os.PathLike, dst: str | os.PathLike) -> tuple[str, Path]:
-    """Convert any supported detector or refiner file to our safetensors format. Returns (kind, dst)."""
-    src = Path(src)
+    src, dst = Path(src), Path(dst)
+    check_not_input(dst, [src])
+    if dst.suffix != ".safetensors":
+        raise CheckpointError(f"convert writes cartoonseg safetensors files: name the output *.safetensors, got "
+                              f"{dst} (a {dst.suffix or 'suffix-less'} name would not load)")
     obj, metadata = read_checkpoint(src)
     if _META_KEY in metadata:
         kind = _our_meta(metadata, src).get("kind")
@@ -833,4 +741,4 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike) -> tuple[str, Path]:
         model = load_refiner(src)
     else:
         raise CheckpointError(f"{src}: neither an RTMDet-Ins detector nor an IS-Net refiner checkpoint")
-    return kind, save_weights(model, dst)
+    return kind, save_weights(model, dst, overwrite=overwrite, inputs=(src,))

@@ -24,6 +24,7 @@ __all__ = [
     "WeightsUnavailableError",
     "resolve_weights",
     "sha256_of",
+    "check_download_allowed",
     "hub_url",
     "is_offline",
     "download_blocker",
@@ -129,6 +130,22 @@ def download_blocker(url: str = "") -> str | None:
     return None
 
 
+def check_download_allowed(what: str, how_to: str, allow_download: bool = True, *, url: str = "",
+                           missing: Sequence[tuple[str, str, str]] = ()) -> None:
+    """Raise :class:`WeightsUnavailableError` (``what`` is not on disk, then ``how_to``) when a missing file may not
+    be fetched: downloads disabled, ``HF_HUB_OFFLINE`` set, no network to the hub (``url``'s host, probed once), or
+    ``huggingface_hub`` not installed. ``missing`` is recorded on the error (see its attribute)."""
+    reason = "downloading is disabled" if not allow_download else download_blocker(url)
+    if reason:
+        raise WeightsUnavailableError(f"{what} is not on disk and {reason}; {how_to}", missing=missing, reason=reason)
+    try:
+        import huggingface_hub  # noqa: F401
+    except ImportError as exc:
+        reason = "huggingface_hub is not installed"
+        raise WeightsUnavailableError(f"{reason}, cannot fetch {what}; {how_to}", missing=missing,
+                                      reason=reason) from exc
+
+
 def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -194,17 +211,8 @@ def resolve_weights(
     how_to = f"download {spec.url} and place it at {target}"
     if target.is_file():  # an earlier download into download_dir (files on disk are trusted)
         return target
-    missing = [(spec.filename, spec.url, str(target))]
-    reason = "downloading is disabled" if not allow_download else download_blocker(spec.url)
-    if reason:
-        raise WeightsUnavailableError(f"{spec.filename} is not on disk and {reason}; {how_to}", missing=missing,
-                                      reason=reason)
-    try:
-        import huggingface_hub  # noqa: F401
-    except ImportError as exc:
-        reason = "huggingface_hub is not installed"
-        raise WeightsUnavailableError(f"{reason}, cannot fetch {spec.filename}; {how_to}", missing=missing,
-                                      reason=reason) from exc
+    check_download_allowed(spec.filename, how_to, allow_download, url=spec.url,
+                           missing=[(spec.filename, spec.url, str(target))])
     _download_verified(spec, target, verify=verify, how_to=how_to)
     return target
 

@@ -1,4 +1,5 @@
-"""COCO run-length encoding (RLE) of binary masks, in plain numpy.
+"""COCO run-length encoding (RLE) of binary masks, and COCO polygons/segmentations as masks, in plain numpy (no
+pycocotools): the one RLE module of the package (dataset synthesis, the ``segment`` CLI, evaluation, training).
 
 Follows the format of the COCO API (``pycocotools.mask``, cocodataset/cocoapi ``maskApi.c``), so files written
 here load with pycocotools and vice versa:
@@ -17,7 +18,7 @@ The synthesiser writes ``{"size": [H, W], "counts": "<compressed string>"}``, ex
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,10 @@ __all__ = [
     "decode_many",
     "encode",
     "encode_many",
+    "mask_bbox",
     "mask_counts",
+    "polygons_to_mask",
+    "segmentation_to_mask",
     "string_to_counts",
     "to_bbox",
 ]
@@ -208,7 +212,14 @@ def encode(mask: np.ndarray) -> dict[str, Any]:
 def _counts_array(rle: Mapping[str, Any]) -> tuple[int, int, np.ndarray]:
     if not isinstance(rle, Mapping) or "size" not in rle or "counts" not in rle:
         raise TypeError(f"a COCO RLE must be a dict with 'size' and 'counts', got {type(rle).__name__}")
-    h, w = (int(v) for v in rle["size"])
+    size = rle["size"]
+    if isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2:
+        raise ValueError(f"COCO RLE size must be [H, W], got {size!r}")
+    h, w = (int(v) for v in size)
+    from .io import MAX_PIXELS
+
+    if h < 0 or w < 0 or h * w > MAX_PIXELS:
+        raise ValueError(f"COCO RLE size {h}x{w} is negative or over the {MAX_PIXELS}-pixel image limit")
     counts = rle["counts"]
     if isinstance(counts, (str, bytes)):
         counts = _counts_from_string(counts.encode("ascii") if isinstance(counts, str) else bytes(counts))
@@ -247,6 +258,13 @@ def decode_many(rles: list[Mapping[str, Any]]) -> np.ndarray:
     if len(sizes) != 1:
         raise ValueError(f"decode_many needs RLEs of one size, got {sorted(sizes)}")
     ((h, w),) = sizes
+    from .io import MAX_PIXELS
+
+    if h < 0 or w < 0 or h * w > MAX_PIXELS:
+        raise ValueError(f"COCO RLE size {h}x{w} is negative or over the {MAX_PIXELS}-pixel image limit")
+    from .structures import check_mask_budget
+
+    check_mask_budget(len(rles), h, w, "decoded RLE masks")
     if not all(isinstance(r["counts"], (str, bytes)) for r in rles):
         return np.stack([decode(r) for r in rles])
     parts = [r["counts"].encode("ascii") if isinstance(r["counts"], str) else bytes(r["counts"]) for r in rles]
@@ -278,3 +296,64 @@ def to_bbox(rle: Mapping[str, Any]) -> list[float]:
     if xs.size == 0:
         return [0.0, 0.0, 0.0, 0.0]
     return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
+
+
+# ---------------------------------------------------------------------------------------------- masks and polygons
+def mask_bbox(mask: np.ndarray) -> list[float]:
+    """Tight COCO box ``[x, y, w, h]`` of a binary mask (pixel edges, like pycocotools ``toBbox``)."""
+    mask = np.asarray(mask, dtype=bool)
+    ys = np.flatnonzero(mask.any(1))
+    xs = np.flatnonzero(mask.any(0))
+    if ys.size == 0:
+        return [0.0, 0.0, 0.0, 0.0]
+    return [float(xs[0]), float(ys[0]), float(xs[-1] + 1 - xs[0]), float(ys[-1] + 1 - ys[0])]
+
+
+def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
+    """Rasterise COCO polygons (lists ``[x0, y0, x1, y1, ...]`` in pixel coordinates) into a uint8 mask.
+
+    Uses OpenCV's scan conversion with 1/16-pixel sub-pixel precision; pixel edges may differ from
+    pycocotools' ``frPoly`` by at most one pixel along the outline.
+    """
+    import cv2
+
+    mask = np.zeros((int(height), int(width)), dtype=np.uint8)
+    shift = 4
+    pts = []
+    for poly in polygons:
+        arr = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
+        if arr.shape[0] < 3:
+            continue
+        # COCO polygon vertices are on pixel corners; OpenCV's are pixel centres.
+        pts.append(np.round((arr - 0.5) * (1 << shift)).astype(np.int32))
+    if pts:
+        cv2.fillPoly(mask, pts, 1, lineType=cv2.LINE_8, shift=shift)
+    return mask
+
+
+def segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarray | None:
+    """Any COCO ``segmentation`` value (polygon list, RLE dict with str or list counts) -> uint8 mask.
+
+    Returns ``None`` only when the value is *absent* (``None``, ``[]``, ``{}``): a box-only annotation, for which
+    callers fall back to the box (see the ignore-mask rule). A value that is present but corrupt (an undecodable
+    RLE string, counts that do not fill the image, an RLE size other than the image's, malformed polygons, another
+    type) raises ``ValueError``: corrupt data never passes silently as box-only."""
+    if segmentation is None or (isinstance(segmentation, (list, tuple, dict)) and not segmentation):
+        return None
+    if isinstance(segmentation, dict):
+        size = segmentation.get("size")
+        if isinstance(size, (list, tuple)) and len(size) == 2 and list(size) != [int(height), int(width)]:
+            raise ValueError(f"corrupt COCO RLE: size {list(size)} differs from the image size {[height, width]}")
+        try:
+            return decode(segmentation)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise ValueError(f"corrupt COCO RLE: {exc}") from None
+    if isinstance(segmentation, (list, tuple)):
+        import cv2
+
+        try:
+            return polygons_to_mask(segmentation, height, width)
+        except (ValueError, TypeError, OverflowError, cv2.error) as exc:
+            raise ValueError(f"corrupt COCO polygon segmentation: {exc}") from None
+    raise ValueError(f"unsupported COCO segmentation of type {type(segmentation).__name__}")
+    return None

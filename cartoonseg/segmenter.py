@@ -15,7 +15,7 @@ detector's boxes, not recomputed after refinement (as in the reference).
 
 Fast paths (on by default: ``fuse=True``, ``channels_last=True``): inference runs on a cached copy of each
 network with BatchNorm folded into the convolutions (:mod:`cartoonseg.models.fuse`) and channels-last weights,
-about 2x faster on CPU (oneDNN). Outputs equal the reference ones up to fp32 rounding: on the golden data the
+faster on CPU with oneDNN (figures: ``bench/run.py``). Outputs equal the reference ones up to fp32 rounding: on the golden data the
 refiner's d1 logits move by 1.1e-4 of their range and 3e-5 of the refined mask pixels flip; the detector's mask
 logits (~1e3) amplify rounding, so 1.2e-4 of a coarse mask's pixels flip. ``fuse=False, channels_last=False``
 runs the reference op order and reproduces the original implementation bit for bit (the golden tests use it).
@@ -34,12 +34,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .config import MAX_CANVAS, RefinerConfig
 from .device import DTYPES, PRECISION_CHOICES, resolve_precision
 from .io import to_rgb_uint8
 from .models.fuse import inference_copy, is_prepared
 from .models.isnet import ISNetDIS
 from .models.rtmdet_ins import RTMDetIns
-from .structures import Instances, masks_to_boxes
+from .structures import Instances, check_mask_budget, masks_to_boxes
 from .transforms import grey_rgb, letterbox, refine_canvas, resize_float
 
 __all__ = ["Segmenter", "PROMPT_MODES"]
@@ -56,8 +57,10 @@ class Segmenter:
         refiner: an :class:`~cartoonseg.models.ISNetDIS` with 4 input channels, or None for coarse masks only.
         det_size: detector canvas (multiple of 32); None = the checkpoint's test pipeline size (640).
         score_thr: keep detections with score > this.
-        mask_thr: threshold of the refined probabilities for ``Instances.binary``.
-        refine_size: refiner canvas; images larger than this are scaled down for stage 2.
+        mask_thr: threshold of the refined probabilities for ``Instances.binary``; None = the refiner's
+            ``RefinerConfig.mask_thr`` (saved in every weights file; 0.3, the original's).
+        refine_size: refiner canvas; images larger than this are scaled down for stage 2; None = the refiner's
+            ``RefinerConfig.refine_size`` (720).
         max_instances: at most this many detections (highest scores first).
         precision: ``"fp32"``, ``"fp16"``, ``"bf16"`` or ``"auto"``: autocast for the convolutions; the dynamic
             mask convs and all post-processing stay in fp32. Resolved for the current device at every call by
@@ -65,8 +68,7 @@ class Segmenter:
             with AMX/AVX512-BF16, fp16 on CUDA, else fp32); a precision the device cannot run (bf16 on an AVX2-only
             CPU) falls back to fp32 with one warning.
         refine_batch: instances refined per forward pass; None = 4 (the reference's batches) except on the fast
-            CPU path, where it is 1: oneDNN gains nothing from a batch there (3 instances at 720², 2 threads:
-            fp32 0.42 s per instance alone vs 0.6-0.8 s in a batch; bf16 0.21 s vs 0.25 s).
+            CPU path, where it is 1: oneDNN gains nothing from a batch there (``bench/run.py`` measures it).
         fuse: run a cached BN-folded copy of the networks (inference only; costs one extra copy of the weights).
             False (with ``channels_last=False``) = the reference op order, bit-exact with the original code.
         channels_last: run the convolutions in channels-last memory format (faster with oneDNN on CPU and with
@@ -80,6 +82,7 @@ class Segmenter:
             ``"rectangle"``: the filled box is the coarse mask (as in the refiner's training with box prompts), the
             instance keeps the user's box and score 1. A loose box gives the refiner a character-shaped prompt in
             kernel mode and a box-shaped one in rectangle mode. Mask and Instances prompts are not affected.
+            ``"auto"`` (default): kernel when this Segmenter has a detector, rectangle for a refiner alone.
         grey: convert every image to grey and back to 3 channels before both stages (manga pages and line art;
             the reference's ``infer_grey``, which it applied to tagging only).
     """
@@ -90,14 +93,14 @@ class Segmenter:
         refiner: ISNetDIS | None = None,
         det_size: int | None = 640,
         score_thr: float = 0.3,
-        mask_thr: float = 0.3,
-        refine_size: int = 720,
+        mask_thr: float | None = None,
+        refine_size: int | None = None,
         max_instances: int = 100,
         precision: str = "fp32",
         refine_batch: int | None = None,
         fuse: bool = True,
         channels_last: bool = True,
-        prompt_mode: str = "kernel",
+        prompt_mode: str = "auto",
         grey: bool = False,
     ) -> None:
         if detector is not None and not isinstance(detector, RTMDetIns):
@@ -109,22 +112,26 @@ class Segmenter:
         if detector is None and refiner is None:
             raise ValueError("Segmenter needs a detector, a refiner, or both")
         det_size = detector.config.det_size if (det_size is None and detector is not None) else det_size
-        if det_size is not None and (int(det_size) % 32 or int(det_size) < 32):
-            raise ValueError(f"det_size must be a positive multiple of 32, got {det_size}")
+        # one source of truth: the refiner's own config (saved with its weights) gives the stage-2 defaults
+        ref_cfg = refiner.config if refiner is not None else RefinerConfig()
+        mask_thr = ref_cfg.mask_thr if mask_thr is None else mask_thr
+        refine_size = ref_cfg.refine_size if refine_size is None else refine_size
+        if det_size is not None and (int(det_size) % 32 or not 32 <= int(det_size) <= MAX_CANVAS):
+            raise ValueError(f"det_size must be a multiple of 32 in [32, {MAX_CANVAS}], got {det_size}")
         if not 0.0 <= score_thr <= 1.0:
             raise ValueError(f"score_thr must lie in [0,1], got {score_thr}")
         if not 0.0 <= mask_thr <= 1.0:
             raise ValueError(f"mask_thr must lie in [0,1], got {mask_thr}")
-        if refine_size < 32:
-            raise ValueError(f"refine_size must be >= 32, got {refine_size}")
-        if max_instances < 1:
-            raise ValueError(f"max_instances must be >= 1, got {max_instances}")
+        if not 32 <= refine_size <= MAX_CANVAS:
+            raise ValueError(f"refine_size must lie in [32, {MAX_CANVAS}], got {refine_size}")
+        if not 1 <= max_instances <= 10_000:
+            raise ValueError(f"max_instances must lie in [1, 10000], got {max_instances}")
         if precision not in PRECISION_CHOICES:
             raise ValueError(f"precision must be one of {list(PRECISION_CHOICES)}, got {precision!r}")
         if refine_batch is not None and int(refine_batch) < 1:
             raise ValueError(f"refine_batch must be >= 1 or None, got {refine_batch}")
-        if prompt_mode not in PROMPT_MODES:
-            raise ValueError(f"prompt_mode must be one of {PROMPT_MODES}, got {prompt_mode!r}")
+        if prompt_mode not in PROMPT_MODES + ("auto",):
+            raise ValueError(f"prompt_mode must be one of {PROMPT_MODES + ('auto',)}, got {prompt_mode!r}")
         self.detector = detector.eval() if detector is not None else None
         self.refiner = refiner.eval() if refiner is not None else None
         self.det_size = None if det_size is None else int(det_size)
@@ -136,7 +143,7 @@ class Segmenter:
         self.refine_batch = None if refine_batch is None else int(refine_batch)
         self.fuse = bool(fuse)
         self.channels_last = bool(channels_last)
-        self.prompt_mode = prompt_mode
+        self.prompt_mode = prompt_mode if prompt_mode != "auto" else ("kernel" if detector is not None else "rectangle")
         self.grey = bool(grey)
 
     # ------------------------------------------------------------------ device handling
@@ -246,7 +253,7 @@ class Segmenter:
         Returns:
             Instances with refined mask probabilities and ``mask_thr`` = this Segmenter's ``mask_thr``.
         """
-        mode = self.prompt_mode if prompt_mode is None else prompt_mode
+        mode = self.prompt_mode if prompt_mode in (None, "auto") else prompt_mode
         if mode not in PROMPT_MODES:
             raise ValueError(f"prompt_mode must be one of {PROMPT_MODES}, got {mode!r}")
         if self.refiner is None:
@@ -254,6 +261,7 @@ class Segmenter:
         rgb = self._rgb(image)
         h, w = rgb.shape[:2]
         base = self._prompt_instances(prompts, h, w)
+        base = base.replace(extras={k: list(v) for k, v in base.extras.items()})  # never share lists with the input
         if len(base) == 0:
             return base.replace(mask_thr=self.mask_thr)
         if mode == "kernel" and isinstance(prompts, Tensor) and prompts.dim() == 2 and prompts.shape[1] == 4:
@@ -276,6 +284,7 @@ class Segmenter:
             time; the only ``[N,H,W]`` allocation is this output.
         """
         h, w = rgb.shape[:2]
+        check_mask_budget(count, h, w, "refined instance masks")
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
         size = self.refine_size
         canvas, (h2, w2) = refine_canvas(bgr, size)
@@ -387,7 +396,11 @@ class Segmenter:
         prompts = prompts.detach().float().cpu()
         if not torch.isfinite(prompts).all():
             raise ValueError("prompts contain NaN or infinite values")
+        if prompts.dim() == 2 and prompts.shape == (h, w) and w == 4:
+            raise ValueError(f"prompts of shape {tuple(prompts.shape)} are ambiguous for a {h}x{w} image (boxes [N,4] "
+                             f"or one mask [H,W]?): pass a mask as [1,H,W] or boxes as Instances")
         if prompts.dim() == 2 and prompts.shape[1] == 4:
+            check_mask_budget(len(prompts), h, w, "box prompt masks")
             return Instances(boxes=prompts, scores=torch.ones(len(prompts)), masks=boxes_to_masks(prompts, h, w))
         if prompts.dim() == 2 and prompts.shape == (h, w):
             prompts = prompts[None]

@@ -26,7 +26,9 @@ PRESETS = (
 )
 EASINGS = ("linear", "ease-in", "ease-out", "ease-in-out", "smootherstep")
 ANCHORS = ("nearest", "median", "farthest")
+FILLS = ("far-side", "patchmatch", "diffusion")
 DEVICES = ("auto", "cpu")
+NEGATIVE_PROMPT = "human, single, person, girl, 1girl, boy, 1boy, creature, animal, alien, robot, body"
 
 
 class CartoonSegCameraPath:
@@ -72,26 +74,18 @@ class CartoonSegCameraPath:
                            easing=easing, playback=bool(playback), fps=float(fps), anchor=anchor),)
 
 
-def _pick(batch, b: int):
-    """Frame ``b`` of a batch that has one entry per frame or a single entry for all."""
-    return batch[min(b, len(batch) - 1)]
-
-
-def _check_pairing(n_image: int, name: str, n_other: int) -> None:
-    if n_other not in (1, n_image):
-        raise ValueError(f"{name} has {n_other} frames but image has {n_image}; give 1 or one per image frame")
-
-
 class CartoonSegKenBurns:
     """Render an instance-aware 3D Ken Burns clip from each input image."""
 
     DESCRIPTION = (
         "Parallax video from one image: depth (IMAGE, larger = nearer) becomes a point cloud seen by a moving camera; "
         "instances are depth layers in front of the background plate, so revealed regions show the plate, never "
-        "smeared characters; remaining holes are filled from their farther side. Outputs the frames (an IMAGE batch "
-        "for SaveAnimatedWEBP / Video Combine), a MASK of pixels that were not visible in the input, and the fps. "
-        "Several input images give their clips one after another. size: long side of the frames (0 = input size; "
-        "the original renders at 1024)."
+        "smeared characters. fill: what the camera uncovers at depth edges is inpainted once at the path's end views "
+        "and stays put as the camera moves (patchmatch, the default; diffusion with a CartoonSegDiffusionFill wired "
+        "in), or smeared from the farther side per frame (far-side, fastest). Outputs the frames (an IMAGE batch for "
+        "SaveAnimatedWEBP, Video Combine or core Create Video), a MASK of pixels that were not visible in the input, "
+        "and the fps. Several input images give their clips one after another. size: long side of the frames "
+        "(0 = input size; the original renders at 1024)."
     )
     RETURN_TYPES = ("IMAGE", "MASK", "FLOAT")
     RETURN_NAMES = ("frames", "disocclusion", "fps")
@@ -120,45 +114,116 @@ class CartoonSegKenBurns:
                                                        "farther than the nearest"}),
                 "device": (list(DEVICES), {"default": "auto",
                                            "tooltip": "auto = ComfyUI's device (the GPU if there is one)"}),
+                "fill": (list(FILLS), {"default": "patchmatch",
+                                       "tooltip": "regions the camera uncovers: patchmatch = inpainted at the path's "
+                                                  "end views (no model), diffusion = the same, then repainted by the "
+                                                  "wired diffusion fill, far-side = per-frame smear (fastest)"}),
             },
             "optional": {
                 "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "characters as depth layers (from Segment or "
                                                                   "Pool Instance Depth)"}),
-                "background": ("IMAGE", {"tooltip": "inpainted background plate (characters removed)"}),
+                "background": ("IMAGE", {"tooltip": "inpainted background plate (characters removed); without it the "
+                                                    "characters' area is inpainted here (fill patchmatch/diffusion)"}),
                 "camera": ("CARTOONSEG_CAMERA", {"tooltip": "from Ken Burns Camera (default: auto, 75 frames)"}),
+                "diffusion": ("CARTOONSEG_DIFFUSION_FILL", {"tooltip": "the model for fill = diffusion "
+                                                                       "(Ken Burns Diffusion Fill)"}),
             },
         }
 
     def render(self, image, depth, size=0, depth_of_field=False, dof_strength=1.0, dof_speed=50.0, min_disparity=0.02,
-               device="auto", instances=None, background=None, camera=None):
+               device="auto", fill="patchmatch", instances=None, background=None, camera=None, diffusion=None):
         from cartoonseg.kenburns import CameraPath, KenBurnsConfig, render_kenburns
 
+        if fill == "diffusion" and diffusion is None:
+            raise ValueError("fill 'diffusion' needs a model: wire a CartoonSegDiffusionFill into 'diffusion' (or use "
+                             "fill 'patchmatch', which needs none)")
         image = _comfy.check_image(image)
         depth = _comfy.check_image(depth, "depth")
         frames = _check_instances(instances)
         background = _comfy.check_image(background, "background") if background is not None else None
         camera = _check_camera(camera, CameraPath)
         n = image.shape[0]
-        for name, other in (("depth", depth), ("instances", frames), ("background", background)):
-            if other is not None:
-                _check_pairing(n, name, len(other))
+        _comfy.check_batches(n, depth=len(depth), instances=len(frames) if frames else None,
+                             background=len(background) if background is not None else None)
         config = KenBurnsConfig(size=int(size), depth_of_field=bool(depth_of_field), dof_strength=float(dof_strength),
-                                dof_speed=float(dof_speed), min_disparity=float(min_disparity))
+                                dof_speed=float(dof_speed), min_disparity=float(min_disparity), fill=fill)
         dev = _comfy.torch_device() if device == "auto" else torch.device("cpu")
         clips, masks = [], []
         with _comfy.steps(n * camera.frames) as bar:
             for b in range(n):
                 progress = _Progress(bar)
                 clip = render_kenburns(
-                    image[b], _pick(depth, b), masks=_pick(frames, b) if frames else None,
-                    background=_pick(background, b) if background is not None else None,
-                    camera=camera, config=config, device=dev, callback=progress,
+                    image[b], _comfy.pick(depth, b), masks=_comfy.pick(frames, b) if frames else None,
+                    background=_comfy.pick(background, b) if background is not None else None,
+                    camera=camera, config=config, device=dev, callback=progress, refiner=diffusion,
+                    interrupt=_comfy.throw_if_interrupted,
                 )
                 clips.append(clip.frames.float().cpu())
                 masks.append(clip.disocclusion.float().cpu())
         if dev.type != "cpu":
             _comfy.soft_empty_cache()
         return (torch.cat(clips), torch.cat(masks), float(camera.fps))
+
+
+class CartoonSegDiffusionFill:
+    """The diffusion model of the Ken Burns node's ``fill = diffusion`` (ComfyUI sampling)."""
+
+    DESCRIPTION = (
+        "Diffusion inpainting for 3D Ken Burns (fill = diffusion), as the paper's Ken Burns pipeline: the holes "
+        "the camera uncovers are first filled by depth-aware PatchMatch at the path's end views, then re-sampled with "
+        "your SD checkpoint from that fill (denoise 0.75, DPM++ 2M Karras, 32 steps, cfg 7, seed 0). Prompt: "
+        "'<tags>, high quality, masterpiece, no_humans' (wire the background tags of Tag Instances into 'tags'); "
+        "negative prompt: the paper's, against people, so no character appears in a hole. Inpainting checkpoints "
+        "also get the masked-image latent. A missing background plate is refined the same way."
+    )
+    RETURN_TYPES = ("CARTOONSEG_DIFFUSION_FILL",)
+    RETURN_NAMES = ("diffusion",)
+    OUTPUT_TOOLTIPS = ("the diffusion pass, for 3D Ken Burns' 'diffusion' input (fill = diffusion)",)
+    FUNCTION = "make"
+    CATEGORY = CATEGORY
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        samplers, schedulers = _comfy.sampler_choices()
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "SD model (an inpainting checkpoint works best)"}),
+                "clip": ("CLIP", {"tooltip": "the checkpoint's CLIP, encodes the prompts"}),
+                "vae": ("VAE", {"tooltip": "the checkpoint's VAE"}),
+                "tags": ("STRING", {"default": "", "multiline": True,
+                                    "tooltip": "background tags (e.g. background_tags of Tag Instances); the prompt "
+                                               "is '<tags>, high quality, masterpiece, no_humans'"}),
+                "negative_prompt": ("STRING", {"default": NEGATIVE_PROMPT, "multiline": True,
+                                               "tooltip": "the paper's fixed negative prompt: keeps people out of "
+                                                          "the holes"}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "sampler seed"}),
+                "steps": ("INT", {"default": 32, "min": 1, "max": 200, "tooltip": "sampler steps (the paper: 32)"}),
+                "cfg": ("FLOAT", {"default": 7.0, "min": 0.0, "max": 30.0, "step": 0.1,
+                                  "tooltip": "classifier-free guidance scale (the paper: 7)"}),
+                "denoise": ("FLOAT", {"default": 0.75, "min": 0.01, "max": 1.0, "step": 0.01,
+                                      "tooltip": "how much of the PatchMatch fill is re-synthesised (the paper: 0.75)"}),
+                "sampler_name": (samplers, {"default": "dpmpp_2m" if "dpmpp_2m" in samplers else samplers[0],
+                                            "tooltip": "sampler (the paper: DPM++ 2M)"}),
+                "scheduler": (schedulers, {"default": "karras" if "karras" in schedulers else schedulers[0],
+                                           "tooltip": "noise schedule (the paper: Karras)"}),
+                "short_side": ("INT", {"default": 1024, "min": 0, "max": 4096, "step": 32,
+                                       "tooltip": "sampling resolution (short side, px); 0 = the frames' own"}),
+            }
+        }
+
+    def make(self, model, clip, vae, tags="", negative_prompt=NEGATIVE_PROMPT, seed=0, steps=32, cfg=7.0, denoise=0.75,
+             sampler_name="dpmpp_2m", scheduler="karras", short_side=1024):
+        from cartoonseg.inpaint import RefineSettings
+        from cartoonseg.kenburns import make_refiner
+
+        from .inpaint import ComfyInpaintBackend
+
+        settings = RefineSettings(steps=steps, cfg=cfg, denoise=denoise, seed=seed, sampler=sampler_name,
+                                  scheduler=scheduler, short_side=short_side)
+        refiner = make_refiner(ComfyInpaintBackend(model, clip, vae), tags=tags, negative_prompt=negative_prompt,
+                               settings=settings, interrupt=_comfy.throw_if_interrupted)
+        refiner.backend.encode(refiner.prompt), refiner.backend.encode(negative_prompt)  # once, as CLIPTextEncode
+        return (refiner,)
 
 
 class _Progress:
@@ -177,9 +242,7 @@ class _Progress:
 def _check_instances(instances):
     if instances is None:
         return None
-    from .segment import check_instances_list
-
-    return check_instances_list(instances)
+    return _comfy.check_instances(instances)
 
 
 def _check_camera(camera, camera_cls):
@@ -193,8 +256,10 @@ def _check_camera(camera, camera_cls):
 NODE_CLASS_MAPPINGS = {
     "CartoonSegCameraPath": CartoonSegCameraPath,
     "CartoonSegKenBurns": CartoonSegKenBurns,
+    "CartoonSegDiffusionFill": CartoonSegDiffusionFill,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "CartoonSegCameraPath": "Ken Burns Camera (CartoonSeg)",
     "CartoonSegKenBurns": "3D Ken Burns (CartoonSeg)",
+    "CartoonSegDiffusionFill": "Ken Burns Diffusion Fill (CartoonSeg)",
 }

@@ -18,7 +18,8 @@ import cartoonseg.kenburns as kb
 from cartoonseg import Instances
 
 PACK = "cartoonseg_pack_kenburns_test"
-IDS = ("CartoonSegCameraPath", "CartoonSegKenBurns")
+NEGATIVE = "human, single, person, girl, 1girl, boy, 1boy, creature, animal, alien, robot, body"
+IDS = ("CartoonSegCameraPath", "CartoonSegKenBurns", "CartoonSegDiffusionFill")
 H, W = 32, 40
 
 
@@ -78,6 +79,10 @@ def test_registration_and_metadata(pack):
 def test_literal_choices_match_the_library(pack):
     module = sys.modules[PACK + ".nodes.kenburns"]
     assert module.PRESETS == kb.PRESETS and module.EASINGS == kb.EASINGS and module.ANCHORS == kb.ANCHORS
+    assert module.FILLS == kb.FILLS
+    from cartoonseg.inpaint import NEGATIVE_PROMPT
+
+    assert module.NEGATIVE_PROMPT == NEGATIVE_PROMPT
 
 
 def test_camera_node_builds_a_camera_path(nodes):
@@ -134,3 +139,46 @@ def test_cancel_stops_rendering(nodes, comfy):
     comfy.cancel_after = 2
     with pytest.raises(Interrupted):
         run(nodes, camera(nodes, preset="zoom-in", frames=6, playback=False))
+
+
+# ---------------------------------------------------------------------------------------------- fills
+def striped(b: int = 1):
+    """No instances: a striped far plane behind a near card, so the camera opens holes at a depth edge."""
+    image, depth, _, _ = scene(b)
+    cols = torch.arange(W)
+    image[..., :, :, 0] = torch.where((cols // 3) % 2 == 0, 1.0, 0.0).float()
+    image[:, 8:24, 12:26] = torch.tensor([0.5, 0.5, 0.5])
+    return image, depth
+
+
+def test_fill_widget_defaults_to_patchmatch_and_far_side_differs(nodes):
+    required = nodes["CartoonSegKenBurns"].INPUT_TYPES()["required"]
+    assert required["fill"][1]["default"] == "patchmatch"
+    cam = camera(nodes, preset="pan-right", frames=3, zoom=1.6, playback=False)
+    image, depth = striped()
+    node = nodes["CartoonSegKenBurns"]()
+    inpainted, mask, _ = node.render(image=image, depth=depth, camera=cam)
+    smeared, _, _ = node.render(image=image, depth=depth, camera=cam, fill="far-side")
+    holes = mask > 0.5
+    assert bool(holes.any()) and not torch.allclose(inpainted[holes], smeared[holes])
+    assert torch.allclose(inpainted[mask == 0], smeared[mask == 0], atol=1e-5)
+    with pytest.raises(ValueError, match="CartoonSegDiffusionFill"):
+        node.render(image=image, depth=depth, camera=cam, fill="diffusion")
+
+
+def test_diffusion_fill_samples_the_uncovered_regions(nodes, comfy):
+    from test_nodes_depth_inpaint import ToyClip, ToyVAE
+
+    clip, vae = ToyClip(), ToyVAE()
+    (fill,) = nodes["CartoonSegDiffusionFill"]().make("MODEL", clip, vae, tags="sky, 1girl", steps=2, short_side=0)
+    assert clip.texts == ["sky, high quality, masterpiece, no_humans", NEGATIVE]
+    cam = camera(nodes, preset="pan-right", frames=3, zoom=1.6, playback=False)
+    image, depth = striped()
+    node = nodes["CartoonSegKenBurns"]()
+    comfy.reset()
+    frames, mask, _ = node.render(image=image, depth=depth, camera=cam, fill="diffusion", diffusion=fill)
+    assert comfy.sample_calls and all(c["steps"] == 2 and c["denoise"] == 0.75 for c in comfy.sample_calls)
+    assert frames.shape == (3, H, W, 3) and torch.isfinite(frames).all()
+    calls = len(comfy.sample_calls)
+    node.render(image=image, depth=depth, camera=cam, diffusion=fill)  # wired but fill is patchmatch: no sampling
+    assert len(comfy.sample_calls) == calls

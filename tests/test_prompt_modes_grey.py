@@ -77,9 +77,12 @@ def test_prompt_mode_is_checked_and_kernel_needs_a_detector(seg, image):
     with pytest.raises(ValueError, match="prompt_mode must be one of"):
         cartoonseg.Segmenter(seg.detector, prompt_mode="rect")
     alone = cartoonseg.Segmenter(None, seg.refiner, refine_size=96)
+    assert alone.prompt_mode == "rectangle" and seg.prompt_mode == "kernel"  # "auto": kernel only with a detector
     with pytest.raises(ValueError, match="needs a detector.*rectangle"):
-        alone.refine(image, torch.tensor([[0.0, 0, 5, 5]]))
-    assert len(alone.refine(image, torch.tensor([[0.0, 0, 5, 5]]), prompt_mode="rectangle")) == 1
+        alone.refine(image, torch.tensor([[0.0, 0, 5, 5]]), prompt_mode="kernel")
+    with pytest.raises(ValueError, match="needs a detector.*rectangle"):
+        cartoonseg.Segmenter(None, seg.refiner, prompt_mode="kernel").refine(image, torch.tensor([[0.0, 0, 5, 5]]))
+    assert len(alone.refine(image, torch.tensor([[0.0, 0, 5, 5]]))) == 1
     assert len(alone.refine(image, torch.zeros(1, 120, 200))) == 1  # masks need no detector
 
 
@@ -140,7 +143,7 @@ def test_cli_segment_box_prompts_and_grey(seg, image, tmp_path, capsys):
 
     from cartoonseg import rle
     from cartoonseg.__main__ import main
-    from cartoonseg.checkpoint import save_flat_refiner_checkpoint, save_mmengine_detector_checkpoint
+    from _checkpoint_writers import save_flat_refiner_checkpoint, save_mmengine_detector_checkpoint
 
     det = save_mmengine_detector_checkpoint(seg.detector, tmp_path / "w" / "rtmdetl_e60.ckpt")
     ref = save_flat_refiner_checkpoint(seg.refiner, tmp_path / "w" / "refine_last.ckpt")

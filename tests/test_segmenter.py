@@ -11,7 +11,7 @@ from PIL import Image
 
 import cartoonseg
 from cartoonseg import Instances, rle
-from cartoonseg.checkpoint import save_flat_refiner_checkpoint, save_mmengine_detector_checkpoint
+from _checkpoint_writers import save_flat_refiner_checkpoint, save_mmengine_detector_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_score_threshold_and_max_instances(models, image):
 
 
 def test_refine_from_boxes_masks_and_instances(models, image):
-    seg = cartoonseg.Segmenter(None, models[1], refine_size=160, prompt_mode="rectangle")
+    seg = cartoonseg.Segmenter(None, models[1], refine_size=160)
     boxes = torch.tensor([[30.0, 20, 90, 100], [120, 40, 180, 110]])
     from_boxes = seg.refine(image, boxes)
     assert from_boxes.masks.shape == (2, 120, 200) and torch.equal(from_boxes.boxes, boxes)
@@ -75,7 +75,7 @@ def test_refine_from_boxes_masks_and_instances(models, image):
 
 
 def test_large_image_is_scaled_down_for_the_refiner(models):
-    seg = cartoonseg.Segmenter(None, models[1], refine_size=96, prompt_mode="rectangle")
+    seg = cartoonseg.Segmenter(None, models[1], refine_size=96)
     img = np.zeros((300, 150, 3), np.uint8)
     out = seg.refine(img, torch.tensor([[10.0, 10, 100, 250]]))
     assert out.masks.shape == (1, 300, 150)

@@ -1,7 +1,7 @@
 """Synthetic cartoon instance-segmentation dataset: composition, occlusion bookkeeping, COCO output, driver.
 
 Re-implements CartoonSegmentation's ``syn_animecoco_dataset`` (arXiv 2312.01943, §3.2, Fig. 3; CS
-``animeinsseg/data/syndataset.py``; ``docs/pipeline_spec.md`` §2), which ships without a driver:
+``animeinsseg/data/syndataset.py``), which ships without a driver:
 
 1. per image: a layout (``regular`` 0.4, ``personbbox`` 0.4, ``partition`` 0.2; without a person-box file the
    ``personbbox`` share is split between the other two in proportion), a background random resized crop, the
@@ -394,7 +394,8 @@ def synthesize_dataset(fg: str | Path | Sequence[ForegroundInfo], bg: str | Path
         person_boxes: person-box JSON from ``train.coco_person_boxes`` (enables the ``personbbox`` layout).
         image_id_start: id of sample 0 (to build disjoint splits).
         progress: show a tqdm progress bar.
-        overwrite: discard an incompatible state instead of raising.
+        overwrite: discard an incompatible state instead of raising, and write into a non-empty folder that holds
+            no synthesis run (without it, that raises ``ValueError``: never write among files we did not write).
 
     Returns:
         ``{"annotations": path, "images": n, "instances": n, "new": n, "seconds": s, "images_per_s": r}``.
@@ -408,6 +409,9 @@ def synthesize_dataset(fg: str | Path | Sequence[ForegroundInfo], bg: str | Path
     groups = load_person_groups(person_boxes) if person_boxes else None
     out = Path(out_dir)
     state = out / _STATE / cfg.split
+    if out.is_dir() and not (out / _STATE).is_dir() and any(out.iterdir()) and not overwrite:  # the output policy
+        raise ValueError(f"{out} is not empty and holds no dataset synthesis run ({_STATE}/ is missing); use a new "
+                         f"or empty --out, or --overwrite (files there are kept, same-named ones replaced)")
     (out / cfg.split).mkdir(parents=True, exist_ok=True)
     (out / "annotations").mkdir(parents=True, exist_ok=True)
     state.mkdir(parents=True, exist_ok=True)

@@ -10,41 +10,46 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from .._cli import run_parser, subcommand_parser
+from .. import outputs
+from .._cli import area_main
 from ..io import read_depth, read_image, read_mask, write_grey
 from .estimator import load_depth_model
 from .pooling import POOL_MODES, pool_instance_depth
 
-__all__ = ["add_parsers", "build_parser", "main"]
+__all__ = ["add_parsers", "main"]
 
 
 def _run_depth(args: argparse.Namespace) -> int:
+    inputs = [args.image, args.model]
+    outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     search = [args.models_dir] if args.models_dir else []
     est = load_depth_model(args.model, device=args.device, dtype=dtype, search_dirs=search, allow_download=not args.no_download)
     image = read_image(args.image)
     start = time.perf_counter()
     result = est(image)
-    write_grey(args.out, result.disparity.numpy(), args.bits)
+    outputs.write(args.out, write_grey, result.disparity.numpy(), args.bits, inputs=inputs, overwrite=args.overwrite)
     print(f"{args.image}: depth in {time.perf_counter() - start:.2f}s -> {args.out} (grey, larger = nearer)")
     return 0
 
 
 def _run_depth_pool(args: argparse.Namespace) -> int:
+    inputs = [args.depth, *args.masks]
+    outputs.check_distinct(args.out, args.json)
+    outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
+    if args.json:
+        outputs.check_file(args.json, inputs=inputs, overwrite=args.overwrite)
     depth = read_depth(args.depth)
     masks = torch.from_numpy(np.stack([read_mask(p, tuple(depth.shape)) for p in args.masks]))
     pooled = pool_instance_depth(
         depth, masks, mode=args.mode, blend=args.blend, feet_fraction=args.feet_fraction, resolve_overlaps=not args.keep_overlaps
     )
-    write_grey(args.out, pooled.depth.numpy(), args.bits)
+    outputs.write(args.out, write_grey, pooled.depth.numpy(), args.bits, inputs=inputs, overwrite=args.overwrite)
     record = {
         "mode": args.mode,
         "instances": [
@@ -54,7 +59,7 @@ def _run_depth_pool(args: argparse.Namespace) -> int:
         "back_to_front": [args.masks[i] for i in pooled.order.tolist()],
     }
     if args.json:
-        Path(args.json).write_text(json.dumps(record, indent=1))
+        outputs.write_json(args.json, record, inputs=inputs, overwrite=args.overwrite)
     print(json.dumps(record))
     return 0
 
@@ -69,6 +74,7 @@ def _add_depth(sub) -> None:
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
     p.add_argument("--models-dir", default=None, help="folder holding <repo name>/ model folders (downloads go there)")
     p.add_argument("--no-download", action="store_true", help="never download the model (error when missing)")
+    outputs.add_overwrite_argument(p)
     p.set_defaults(func=_run_depth)
 
 
@@ -85,6 +91,7 @@ def _add_depth_pool(sub) -> None:
     p.add_argument("--out", required=True, help="output PNG (grey, larger = nearer)")
     p.add_argument("--bits", type=int, choices=[8, 16], default=8, help="bits per pixel of the PNG")
     p.add_argument("--json", default=None, help="write the per-instance values here")
+    outputs.add_overwrite_argument(p)
     p.set_defaults(func=_run_depth_pool)
 
 
@@ -94,13 +101,5 @@ def add_parsers(subparsers) -> None:
     _add_depth_pool(subparsers)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    return subcommand_parser(add_parsers, __doc__.splitlines()[0])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_parser(build_parser(), argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+#: ``python -m cartoonseg.depth ...`` with the error policy of :mod:`cartoonseg._cli`
+main = area_main(add_parsers, __doc__)

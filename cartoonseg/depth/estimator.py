@@ -42,7 +42,7 @@ from torch import Tensor
 
 from ..device import precision_of, resolve_dtype
 from .._optional import require
-from ..hub import WeightsUnavailableError, download_blocker, hub_url
+from ..hub import WeightsUnavailableError, check_download_allowed, hub_url
 from ..io import to_rgb_uint8
 
 __all__ = [
@@ -165,15 +165,8 @@ def resolve_depth_model(
         f"download {', '.join(_MODEL_FILES + _OPTIONAL_FILES)} from {spec.url} "
         f"(licence: {spec.licence}) into {target}"
     )
-    if not allow_download:
-        raise WeightsUnavailableError(f"depth model {spec.repo_id} is not on disk and downloading is disabled; {how_to}")
-    reason = download_blocker(spec.url)
-    if reason:
-        raise WeightsUnavailableError(f"depth model {spec.repo_id} is not on disk and {reason}; {how_to}")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError as exc:
-        raise WeightsUnavailableError(f"huggingface_hub is not installed; {how_to}") from exc
+    check_download_allowed(f"depth model {spec.repo_id}", how_to, allow_download, url=spec.url)
+    from huggingface_hub import snapshot_download
     # The download lands in a private temporary folder next to the target, is checked there, and only then takes
     # the target's name (one atomic rename), so a failed, killed or truncated download never leaves a folder that
     # later loads as if it were complete.

@@ -11,28 +11,29 @@ The sub-commands are registered on ``python -m cartoonseg`` by :func:`add_parser
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from collections.abc import Sequence
 
 import torch
 
-from .._cli import progress, quiet, run_parser, subcommand_parser
+from .. import outputs
+from .._cli import area_main, progress, quiet
 from ..io import read_image, read_mask, to_float_image, write_image
 from .diffusion import INIT_FILLS, NEGATIVE_PROMPT, RefineSettings, background_prompt, refine_background
 from .patchmatch import INPAINT_METHODS, inpaint
 
-__all__ = ["add_parsers", "build_parser", "main"]
+__all__ = ["add_parsers", "main"]
 
 
 def _run_inpaint(args: argparse.Namespace) -> int:
+    inputs = [args.image, args.mask]
+    outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
     image = read_image(args.image)
     mask = read_mask(args.mask, image.shape[:2])
     start = time.perf_counter()
     with progress(None, args.method, quiet(args), unit="iteration") as bar:  # PatchMatch: one tick per EM iteration
         out = inpaint(image, mask, method=args.method, patch_size=args.patch_size, seed=args.seed, radius=args.radius,
                       interrupt=lambda: bar.update(1))
-    write_image(args.out, out)
+    outputs.write(args.out, write_image, out, inputs=inputs, overwrite=args.overwrite)
     print(f"{args.image}: filled {int(mask.sum())} px with {args.method} in {time.perf_counter() - start:.2f}s -> {args.out}")
     return 0
 
@@ -40,6 +41,8 @@ def _run_inpaint(args: argparse.Namespace) -> int:
 def _run_refine(args: argparse.Namespace) -> int:
     from .diffusers_backend import DiffusersInpaintBackend, load_inpaint_pipeline
 
+    inputs = [args.image, args.mask, args.model] + ([args.config_dir] if args.config_dir else [])
+    outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
     image = to_float_image(read_image(args.image))
     mask = torch.from_numpy(read_mask(args.mask, tuple(image.shape[:2]))).float()
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
@@ -57,7 +60,7 @@ def _run_refine(args: argparse.Namespace) -> int:
 
         out, _ = refine_background(image, mask, DiffusersInpaintBackend(pipe, on_step), prompt=prompt,
                                    negative_prompt=negative, settings=settings, init=args.init)
-    write_image(args.out, out)
+    outputs.write(args.out, write_image, out, inputs=inputs, overwrite=args.overwrite)
     print(f"{args.image}: refined with prompt {prompt!r} -> {args.out}")
     return 0
 
@@ -72,6 +75,7 @@ def _add_inpaint(sub) -> None:
     p.add_argument("--patch-size", type=int, default=3, help="PatchMatch patch side in pixels (odd)")
     p.add_argument("--seed", type=int, default=0, help="PatchMatch's random initialisation")
     p.add_argument("--radius", type=int, default=3, help="Telea neighbourhood radius")
+    outputs.add_overwrite_argument(p)
     p.set_defaults(func=_run_inpaint)
 
 
@@ -92,6 +96,7 @@ def _add_refine(sub) -> None:
     p.add_argument("--short-side", type=int, default=1024, help="working short side (0 = native)")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="compute precision of the pipeline")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
+    outputs.add_overwrite_argument(p)
     p.set_defaults(func=_run_refine)
 
 
@@ -101,13 +106,5 @@ def add_parsers(subparsers) -> None:
     _add_refine(subparsers)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    return subcommand_parser(add_parsers, __doc__.splitlines()[0])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_parser(build_parser(), argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+#: ``python -m cartoonseg.inpaint ...`` with the error policy of :mod:`cartoonseg._cli`
+main = area_main(add_parsers, __doc__)

@@ -1,4 +1,4 @@
-"""Background inpainting: a vectorised multi-scale PatchMatch, OpenCV Telea, and background masks.
+"""Background inpainting: a vectorised multi-scale PatchMatch and OpenCV Telea (background masks: :mod:`cartoonseg.ops`).
 
 Paper: "Instance-guided Cartoon Editing with a Large-scale Dataset" (arXiv 2312.01943), §6.1 3D Ken Burns:
 the characters are removed with PatchMatch (patch size 3) and the result is refined by latent diffusion.
@@ -24,8 +24,7 @@ Tensor conventions: images are ``[H,W,3]`` RGB (numpy ``uint8`` or torch float i
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..io import to_float_image, to_rgb_uint8
+from ..ops import background_mask, grow_mask  # background_mask: re-exported (its home is ops)
 
 __all__ = [
     "INPAINT_METHODS",
@@ -131,15 +131,10 @@ def _mask_to_bool(mask, shape: tuple[int, int]) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- PatchMatch core
-def _dilate(mask: Tensor, size: int) -> Tensor:
-    """Square dilation of a bool [H,W] mask; the border is reflected (a hole touching it stays a hole)."""
-    r = size // 2
-    if r == 0:
-        return mask
-    m = mask.float()[None, None]
-    mode = "reflect" if min(mask.shape) > r else "replicate"
-    m = F.pad(m, (r, r, r, r), mode=mode)
-    return F.max_pool2d(m, size, stride=1)[0, 0] > 0.5
+def _shrink_known(known: Tensor) -> Tensor:
+    """Halve a bool mask: a coarse pixel is set only if all its fine pixels are."""
+    den = F.avg_pool2d(known.float()[None, None], 2, ceil_mode=True, count_include_pad=False)
+    return den[0, 0] >= 1.0 - 1e-6
 
 
 def _downsample(img: Tensor, hole: Tensor) -> tuple[Tensor, Tensor]:
@@ -157,14 +152,15 @@ def _downsample(img: Tensor, hole: Tensor) -> tuple[Tensor, Tensor]:
 class _Level:
     """Everything PatchMatch needs on one pyramid level (flat indices are ``y * W + x``)."""
 
-    def __init__(self, img: Tensor, hole: Tensor, patch: int) -> None:
+    def __init__(self, img: Tensor, hole: Tensor, patch: int, source: Tensor | None = None) -> None:
         self.h, self.w = hole.shape
         self.patch = patch
         self.r = patch // 2
         self.img = img.clone()
         self.hole = hole
-        self.target = _dilate(hole, patch)  # patches that overlap the hole
-        self.valid = ~self.target  # patches lying fully in the known region = allowed sources
+        self.target = grow_mask(hole, patch // 2)  # patches that overlap the hole
+        # allowed sources: patches lying fully in the known region (and in the source region, if one is given)
+        self.valid = ~self.target if source is None else ~grow_mask(hole | ~source, patch // 2)
         self.t_idx = self.target.flatten().nonzero().flatten()
         self.ty = self.t_idx // self.w
         self.tx = self.t_idx % self.w
@@ -341,6 +337,7 @@ def patchmatch_inpaint(
     seed: int = 0,
     config: PatchMatchConfig | None = None,
     interrupt: Callable[[], None] | None = None,
+    source=None,
 ):
     """Fill the masked region of ``image`` with texture copied from the rest of the image.
 
@@ -353,35 +350,45 @@ def patchmatch_inpaint(
         config: further :class:`PatchMatchConfig` parameters.
         interrupt: called before every EM iteration of every pyramid level (the unit of work, well under a
             second at 512 px); raise from it to cancel (e.g. ComfyUI's interrupt check). Nothing is returned then.
+        source: optional ``[H,W]`` mask (same encodings as ``mask``, True = may be copied from): only patches
+            lying fully inside it (and outside the hole) are copied; known pixels outside it still constrain the
+            patches they overlap. Default: every known pixel. Used for depth-aware fills (copy only from the
+            background side of a depth edge).
 
     Returns:
         The filled image, same type, dtype and layout ``[H,W,3]`` as the (RGB) input. Pixels outside the mask
         are returned unchanged.
 
     Raises:
-        ValueError: mask size mismatch, or a mask that leaves no complete known patch to copy from.
+        ValueError: mask size mismatch, or a mask (with ``source``) that leaves no complete known patch to copy
+            from.
     """
     cfg = dataclasses.replace(config or PatchMatchConfig(), patch_size=patch_size)
     img, kind = _image_to_float(image)
     hole = _mask_to_bool(mask, img.shape[:2])
+    src = None if source is None else _mask_to_bool(source, img.shape[:2]) & ~hole
     if not hole.any():
         return _float_to_kind(img, kind)
-    if bool((~_dilate(hole, cfg.patch_size)).sum() == 0):
+    blocked = hole if src is None else hole | ~src
+    if bool((~grow_mask(blocked, cfg.patch_size // 2)).sum() == 0):
         raise ValueError(
             f"patchmatch_inpaint: the mask covers the image (leaves no complete {cfg.patch_size}x{cfg.patch_size} "
-            "known patch to copy from); use a smaller mask"
+            "known patch to copy from); use a smaller mask" + ("" if src is None else " or a larger source region")
         )
     gen = torch.Generator().manual_seed(int(seed))
 
     # pyramid: stop before the short side gets too small or the known region vanishes
-    imgs, holes = [img.clone()], [hole]
+    imgs, holes, srcs = [img.clone()], [hole], [src]
     imgs[0][hole] = 0.0  # the colours under the hole are never read
     while min(holes[-1].shape) // 2 >= cfg.min_size and (cfg.max_levels == 0 or len(imgs) < cfg.max_levels):
         c_img, c_hole = _downsample(imgs[-1], holes[-1])
-        if bool((~_dilate(c_hole, cfg.patch_size)).sum() < 4 * cfg.patch_size**2) or not bool(c_hole.any()):
+        c_src = None if src is None else _shrink_known(srcs[-1]) & ~c_hole
+        c_blocked = c_hole if c_src is None else c_hole | ~c_src
+        if bool((~grow_mask(c_blocked, cfg.patch_size // 2)).sum() < 4 * cfg.patch_size**2) or not bool(c_hole.any()):
             break
         imgs.append(c_img)
         holes.append(c_hole)
+        srcs.append(c_src)
 
     n_levels = len(imgs)
     level: _Level | None = None
@@ -395,7 +402,7 @@ def patchmatch_inpaint(
             up = up[: lvl_img.shape[0], : lvl_img.shape[1]]
             lvl_img = lvl_img.clone()
             lvl_img[holes[li]] = up[holes[li]]
-        new = _Level(lvl_img, holes[li], cfg.patch_size)
+        new = _Level(lvl_img, holes[li], cfg.patch_size, srcs[li])
         if level is None:
             nnf = new.v_idx[torch.randint(len(new.v_idx), (len(new.t_idx),), generator=gen)]
         else:
@@ -452,16 +459,18 @@ FLAT_FILL = 0.5
 
 
 def inpaint(image, mask, *, method: str = "patchmatch", patch_size: int = 3, seed: int = 0, radius: int = 3,
-            interrupt: Callable[[], None] | None = None):
+            interrupt: Callable[[], None] | None = None, source=None):
     """Dispatch to :func:`patchmatch_inpaint` or :func:`telea_inpaint` (``method`` in :data:`INPAINT_METHODS`).
 
     ``interrupt`` (cancel check, raise to stop) is called between PatchMatch iterations, and once before Telea
-    (a single OpenCV call that cannot be split).
+    (a single OpenCV call that cannot be split). ``source`` restricts PatchMatch's copy sources (see
+    :func:`patchmatch_inpaint`); Telea interpolates from the hole's border and ignores it.
 
     A mask that leaves nothing to copy from does not fail (the applications remove every character, and a
     character may fill the frame); it gets a documented result and a :class:`UserWarning`:
 
-    * no complete ``patch_size`` patch outside the mask (PatchMatch): Telea fills from the known pixels;
+    * no complete ``patch_size`` patch outside the mask (and inside ``source``) for PatchMatch: Telea fills from the
+      known pixels;
     * no known pixel at all (the mask covers the whole image): a flat mid-grey fill (:data:`FLAT_FILL`).
     """
     if method not in INPAINT_METHODS:
@@ -476,79 +485,19 @@ def inpaint(image, mask, *, method: str = "patchmatch", patch_size: int = 3, see
         out = img.clone()
         out[hole] = FLAT_FILL * 255.0
         return _float_to_kind(out, kind)
-    if method == "patchmatch" and hole.any() and bool((~_dilate(hole, patch_size)).sum() == 0):
-        import warnings
+    if method == "patchmatch" and hole.any():
+        blocked = hole if source is None else hole | ~_mask_to_bool(source, img.shape[:2])
+        if bool((~grow_mask(blocked, patch_size // 2)).sum() == 0):
+            import warnings
 
-        warnings.warn(f"inpaint: the mask leaves no complete {patch_size}x{patch_size} patch to copy from; filled "
-                      "with Telea (smooth) instead of PatchMatch", stacklevel=2)
-        method = "telea"
+            warnings.warn(f"inpaint: the mask leaves no complete {patch_size}x{patch_size} patch to copy from"
+                          f"{'' if source is None else ' in the source region'}; filled with Telea (smooth) instead "
+                          "of PatchMatch", stacklevel=2)
+            method = "telea"
     if method == "patchmatch":
-        return patchmatch_inpaint(image, mask, patch_size=patch_size, seed=seed, interrupt=interrupt)
+        return patchmatch_inpaint(image, mask, patch_size=patch_size, seed=seed, interrupt=interrupt, source=source)
     if method == "telea":
         if interrupt is not None:
             interrupt()
         return telea_inpaint(image, mask, radius=radius)
     raise ValueError(f"unknown inpaint method {method!r}; allowed: {', '.join(INPAINT_METHODS)}")
-
-
-def background_mask(
-    masks,
-    *,
-    indices: Sequence[int] | None = None,
-    threshold: float = 0.5,
-    dilate: int = 0,
-    feather: float = 0.0,
-) -> Tensor:
-    """The region to inpaint when removing characters: union of chosen instance masks, dilated and feathered.
-
-    Args:
-        masks: a :class:`cartoonseg.Instances` (its soft masks and ``mask_thr`` are used) or a tensor ``[N,H,W]``
-            / ``[H,W]`` of soft or binary masks.
-        indices: which instances to include (default: all). Out-of-range indices raise ``IndexError``.
-        threshold: binarisation threshold for tensors (an ``Instances`` uses its own ``mask_thr``).
-        dilate: grow the union by this many pixels (elliptical kernel of side ``2*dilate+1``; the original's
-            diffusion mode uses 5, its tagging pass a 3x3 square).
-        feather: Gaussian sigma in pixels for a soft edge **outside** the binary region (0 = hard mask). The
-            binary region itself stays 1.
-
-    Returns:
-        float32 ``[H,W]`` in [0,1], 1 = fill.
-    """
-    import cv2
-
-    from ..structures import Instances
-
-    if isinstance(masks, Instances):
-        m, thr = masks.masks, masks.mask_thr
-    elif isinstance(masks, (Tensor, np.ndarray)):
-        m = torch.as_tensor(masks)
-        thr = threshold
-    else:
-        raise TypeError(f"masks must be Instances or a tensor [N,H,W], got {type(masks).__name__}")
-    if m.dim() == 2:
-        m = m[None]
-    if m.dim() != 3:
-        raise ValueError(f"masks must be [N,H,W], got shape {tuple(m.shape)}")
-    if dilate < 0 or feather < 0:
-        raise ValueError(f"dilate and feather must be >= 0, got {dilate} / {feather}")
-    m = m.detach().cpu()
-    if m.dtype != torch.bool:
-        m = torch.nan_to_num(m.float(), nan=0.0) > thr
-    if indices is not None:
-        idx = [int(i) for i in indices]
-        for i in idx:
-            if not -m.shape[0] <= i < m.shape[0]:
-                raise IndexError(f"instance index {i} out of range for {m.shape[0]} instances")
-        m = m[idx] if idx else m[:0]
-    union = m.any(0) if m.shape[0] else torch.zeros(m.shape[1:], dtype=torch.bool)
-    out = union.numpy().astype(np.uint8)
-    if dilate > 0 and out.any():
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate + 1, 2 * dilate + 1))
-        out = cv2.dilate(out, kernel)
-    result = torch.from_numpy(out.astype(np.float32))
-    if feather > 0 and out.any():
-        k = math.ceil(3 * feather) * 2 + 1
-        blurred = torch.from_numpy(cv2.GaussianBlur(out.astype(np.float32), (k, k), feather))
-        # soft ramp outside only: never weaken the binary region
-        result = torch.maximum(result, (blurred * 2).clamp(0, 1))
-    return result

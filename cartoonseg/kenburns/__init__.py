@@ -1,17 +1,20 @@
 """Instance-aware 3D Ken Burns effect in plain PyTorch (CartoonSegmentation, arXiv 2312.01943, §6.1, on top of
-Niklaus et al. 2019): camera paths, point-cloud splatting, far-side hole filling, layered rendering and depth of
-field. Runs on CPU and GPU; no cupy, no CUDA source strings.
+Niklaus et al. 2019): camera paths, point-cloud splatting, end-view disocclusion inpainting (PatchMatch or a
+diffusion pass), far-side hole filling, layered rendering and depth of field. Runs on CPU and GPU; no cupy, no CUDA
+source strings.
 
 Quick use::
 
     from cartoonseg.kenburns import CameraPath, KenBurnsConfig, render_kenburns
     clip = render_kenburns(image_hw3, depth_hw, masks=instances, background=plate_hw3,
-                           camera=CameraPath(preset="auto", frames=75, playback=True))
+                           camera=CameraPath(preset="auto", frames=75, playback=True),
+                           config=KenBurnsConfig(fill="patchmatch"))
     clip.frames       # [T,H,W,3] RGB in [0,1]
     clip.disocclusion # [T,H,W]
 """
 
 from .camera import ANCHORS, EASINGS, PRESETS, CameraPath, CameraPoses, ease, playback_order, resolve_poses
+from .disocclusion import FILLS, KeyViewReport, Refiner, diffusers_refiner, inpaint_disocclusions, make_refiner
 from .dof import bokeh_blur, focus_schedule
 from .fill import fill_holes_far, fill_push_pull
 from .pointcloud import PointCloud, SplatResult, project, splat, unproject
@@ -20,20 +23,26 @@ from .render import KenBurnsConfig, KenBurnsResult, Scene, build_scene, render_k
 __all__ = [
     "ANCHORS",
     "EASINGS",
+    "FILLS",
     "PRESETS",
     "CameraPath",
     "CameraPoses",
     "KenBurnsConfig",
     "KenBurnsResult",
+    "KeyViewReport",
     "PointCloud",
+    "Refiner",
     "Scene",
     "SplatResult",
     "bokeh_blur",
     "build_scene",
+    "diffusers_refiner",
     "ease",
     "fill_holes_far",
     "fill_push_pull",
     "focus_schedule",
+    "inpaint_disocclusions",
+    "make_refiner",
     "playback_order",
     "project",
     "render_kenburns",

@@ -1,31 +1,34 @@
 """Command line for the instance-aware 3D Ken Burns effect (arXiv 2312.01943 §6.1).
 
 ``python -m cartoonseg kenburns IMAGE --out OUT.webp|OUT.mp4|DIR [--depth DEPTH.png | --depth-model DIR|small]
-[--detector P --refiner P|none] [--frames 75] [--playback] [--camera auto|zoom-in|...] [--size 1024]``
+[--detector P --refiner P|none] [--frames 75] [--playback] [--camera auto|zoom-in|...] [--size 1024]
+[--fill far-side|patchmatch|diffusion [--diffusion-model SD --tags "..."]]``
 
 (also ``python -m cartoonseg.kenburns ...``). The pipeline is the paper's: segment the characters (optional; without
 ``--detector`` the whole image is one depth layer), estimate or read depth (grey PNG, larger = nearer), flatten each
 character's depth (``--pool``, default the original's "feet" rule), remove the characters from the background with
-PatchMatch (patch 3), render the clip, and write an animated WEBP (``.webp``), an H.264 ``.mp4`` or numbered PNG
-frames plus disocclusion masks (a folder), through :func:`cartoonseg.io.write_frames`. The sub-command is registered on ``python -m cartoonseg`` by :func:`add_parsers`.
+PatchMatch (patch 3), inpaint what the camera path uncovers at its end views (``--fill``: PatchMatch by default, or a
+diffusion pass with the background tags and the paper's negative prompt), render the clip, and write an animated
+WEBP (``.webp``), an H.264 ``.mp4`` or numbered PNG frames plus disocclusion masks (a folder), through
+:func:`cartoonseg.io.write_frames`. The sub-command is registered on ``python -m cartoonseg`` by :func:`add_parsers`.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from .._cli import load_networks, progress, quiet, run_parser, subcommand_parser
-from ..io import read_depth, read_image, to_float_image, write_frames
+from .. import outputs
+from .._cli import area_main, load_networks, progress, quiet
+from ..io import CLIP_SUFFIXES, read_depth, read_image, to_float_image, write_frames
 from .camera import EASINGS, PRESETS, CameraPath
+from .disocclusion import FILLS
 from .render import KenBurnsConfig, render_kenburns
 
-__all__ = ["add_parsers", "build_parser", "main", "run"]
+__all__ = ["add_parsers", "main", "run"]
 
 
 def _segment(args: argparse.Namespace, image: torch.Tensor):
@@ -52,17 +55,61 @@ def _depth(args: argparse.Namespace, image: torch.Tensor) -> torch.Tensor:
     return model(image).disparity.float().cpu()
 
 
+def _refiner(args: argparse.Namespace, image: torch.Tensor, instances, plate):
+    """The diffusion pass of ``--fill diffusion`` (diffusers, local files only), or None for the other fills."""
+    if args.fill != "diffusion":
+        return None
+    if not args.diffusion_model:
+        raise ValueError("--fill diffusion needs --diffusion-model (a diffusers SD inpainting folder or a single-file "
+                         "checkpoint with --config-dir); without a model use --fill patchmatch")
+    from ..inpaint import RefineSettings
+    from ..inpaint.diffusers_backend import load_inpaint_pipeline
+    from .disocclusion import diffusers_refiner
+
+    tags = args.tags
+    if tags is None and args.tagger:
+        tags = _background_tags(args, image, instances, plate)
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    pipe = load_inpaint_pipeline(args.diffusion_model, config_dir=args.config_dir, dtype=dtype, device=args.device)
+    settings = RefineSettings(steps=args.diffusion_steps, seed=args.seed, short_side=args.short_side)
+    return diffusers_refiner(pipe, tags=tags, negative_prompt=args.negative_prompt, settings=settings)
+
+
+def _background_tags(args: argparse.Namespace, image: torch.Tensor, instances, plate) -> dict:
+    """Background tags from the WD tagger: the plate (characters removed) when there is one, as the original."""
+    from ..tagger import DEFAULT_TAGGER_REPO, load_tagger, tag_instances
+
+    source = DEFAULT_TAGGER_REPO if args.tagger == "default" else args.tagger
+    download_dir = Path(args.weights_dir) / "tagger" if args.weights_dir else None
+    tagger = load_tagger(source, device=args.device, download_dir=download_dir, allow_download=not args.no_download)
+    rgb = (image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+    if instances is None:
+        return tagger.tag(rgb).general
+    bg = None if plate is None else (plate.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+    _, tags = tag_instances(tagger, rgb, instances, background=bg)
+    return tags.general
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute the ``kenburns`` sub-command."""
     start = time.perf_counter()
+    out = Path(args.out)
+    inputs = [p for p in (args.image, args.depth, args.detector, args.refiner) if p]
+    if out.suffix.lower() not in CLIP_SUFFIXES:
+        if out.suffix:
+            raise ValueError(f"--out must be a {' or '.join(CLIP_SUFFIXES)} file or a folder, got {out}")
+        outputs.check_folder(out, inputs=inputs, overwrite=args.overwrite)
+    else:
+        outputs.check_file(out, inputs=inputs, overwrite=args.overwrite)
     image = to_float_image(read_image(args.image))
     h, w = image.shape[:2]
     depth = _depth(args, image)
     instances = _segment(args, image)
-    background = None
+    background, hole = None, None
     if instances is not None:
         from ..depth import pool_instance_depth
-        from ..inpaint import background_mask, inpaint
+        from ..inpaint import inpaint
+        from ..ops import background_mask
 
         if args.pool != "none":
             depth = pool_instance_depth(depth, instances, mode=args.pool).depth
@@ -71,10 +118,13 @@ def run(args: argparse.Namespace) -> int:
             background = torch.as_tensor(inpaint(image, hole, method="patchmatch", patch_size=3)).float()
             if background.max() > 1.0:
                 background = background / 255.0
+    refiner = _refiner(args, image, instances, background)
+    if refiner is not None and background is not None:
+        background = refiner(image, hole, background)  # the paper's diffusion pass over the characters' area
     size = 0 if args.size <= 0 or args.size >= max(h, w) else args.size  # --size caps the long side
     camera = CameraPath(preset=args.camera, frames=args.frames, zoom=args.zoom, easing=args.easing,
                         playback=args.playback, fps=args.fps)
-    config = KenBurnsConfig(size=size, depth_of_field=args.dof)
+    config = KenBurnsConfig(size=size, depth_of_field=args.dof, fill=args.fill, key_views=args.key_views)
     prepared = time.perf_counter()
     with progress(None, "frames", quiet(args), unit="frame") as bar:
 
@@ -84,13 +134,20 @@ def run(args: argparse.Namespace) -> int:
             bar.update(done - bar.n)
 
         clip = render_kenburns(image, depth, masks=instances, background=background, camera=camera, config=config,
-                               device=args.device, callback=on_frames)
+                               device=args.device, callback=on_frames, refiner=refiner)
     rendered = time.perf_counter()
-    written = write_frames(clip.frames, args.out, clip.fps, extra={"disocclusion": clip.disocclusion})
+    if out.suffix:
+        written = [outputs.write(out, lambda tmp: write_frames(clip.frames, tmp, clip.fps), inputs=inputs,
+                                 overwrite=args.overwrite)]
+    else:  # the folder is one result: built aside and swapped in (a rerun leaves no frames of a longer earlier clip)
+        with outputs.result_dir(out, inputs=inputs, overwrite=args.overwrite) as res:
+            written = write_frames(clip.frames, res.path, clip.fps, extra={"disocclusion": clip.disocclusion})
+        written = [out / p.name for p in written]
     n_inst = 0 if instances is None else len(instances)
+    views = "" if clip.key_views is None else f", {len(clip.key_views.hole_pixels)} key views inpainted ({args.fill})"
     print(f"{args.image}: {n_inst} characters, {len(clip.frames)} frames {clip.frames.shape[2]}x{clip.frames.shape[1]} "
-          f"@ {clip.fps:g} fps; prepare {prepared - start:.1f}s, render {rendered - prepared:.1f}s -> {written[0]}"
-          + (f" (+{len(written) - 1} more)" if len(written) > 1 else ""))
+          f"@ {clip.fps:g} fps{views}; prepare {prepared - start:.1f}s, render {rendered - prepared:.1f}s -> "
+          f"{written[0]}" + (f" (+{len(written) - 1} more)" if len(written) > 1 else ""))
     return 0
 
 
@@ -121,9 +178,27 @@ def _add_kenburns(sub) -> None:
     p.add_argument("--fps", type=float, default=25.0, help="frames per second of the clip")
     p.add_argument("--size", type=int, default=1024, help="cap on the long side of the frames (0 = input size)")
     p.add_argument("--dof", action="store_true", help="rack focus from the background to the nearest character")
+    p.add_argument("--fill", choices=list(FILLS), default="patchmatch",
+                   help="what fills the regions the camera uncovers: patchmatch (default: inpainted at the path's end "
+                        "views, no model needed), diffusion (PatchMatch, then an SD inpainting pass; needs "
+                        "--diffusion-model), far-side (per-frame smear from the far side, fastest)")
+    p.add_argument("--key-views", type=int, default=4, help="most views of the path that are inpainted (patchmatch, "
+                                                            "diffusion)")
+    p.add_argument("--diffusion-model", default=None,
+                   help="--fill diffusion: diffusers SD inpainting folder or single-file SD1.x checkpoint (local only)")
+    p.add_argument("--config-dir", default=None, help="local diffusers config folder (for a single-file checkpoint)")
+    p.add_argument("--tags", default=None, help="--fill diffusion: background tags for the prompt, comma separated")
+    p.add_argument("--tagger", default=None,
+                   help="--fill diffusion without --tags: tag the background with the WD tagger (folder or 'default')")
+    p.add_argument("--negative-prompt", default=None, help="--fill diffusion: negative prompt (default: the paper's)")
+    p.add_argument("--diffusion-steps", type=int, default=32, help="--fill diffusion: sampler steps")
+    p.add_argument("--short-side", type=int, default=1024, help="--fill diffusion: working short side (0 = native)")
+    p.add_argument("--seed", type=int, default=0, help="--fill diffusion: sampling seed")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="--fill diffusion: model precision")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
     p.add_argument("--weights-dir", default=None, help="folder with the released weights (and depth/<model>)")
     p.add_argument("--no-download", action="store_true", help="never download weights")
+    outputs.add_overwrite_argument(p)
     p.set_defaults(func=run)
 
 
@@ -132,13 +207,5 @@ def add_parsers(subparsers) -> None:
     _add_kenburns(subparsers)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    return subcommand_parser(add_parsers, __doc__.splitlines()[0])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_parser(build_parser(), argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+#: ``python -m cartoonseg.kenburns ...`` with the error policy of :mod:`cartoonseg._cli`
+main = area_main(add_parsers, __doc__)

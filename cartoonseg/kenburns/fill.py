@@ -107,18 +107,23 @@ def fill_holes_far(
     depth: Tensor,
     *,
     far_tolerance: float = 0.1,
+    side: str = "farthest",
 ) -> tuple[Tensor, Tensor]:
     """Fill every invalid pixel from the farther side of the hole.
 
-    For each hole pixel the nearest valid pixel along each of the 8 :data:`DIRECTIONS` is a candidate; candidates
-    whose depth is within ``far_tolerance`` (relative) of the farthest candidate are averaged with weights
-    ``1 / distance``.
+    For each hole pixel the nearest valid pixel along each of the 8 :data:`DIRECTIONS` is a candidate. With
+    ``side="farthest"`` the candidates whose depth is within ``far_tolerance`` (relative) of the farthest candidate
+    are averaged with weights ``1 / distance``. With ``side="behind"`` every candidate clearly behind the nearest
+    one (the occluder that opened the hole) is used, with the same weights, so a hole in front of two background
+    surfaces (a ground plane and a wall behind it) takes each from the side it is next to; candidates all at
+    about one depth (no occluder among them) are all used.
 
     Args:
         values: ``[T,C,H,W]`` values (colour, alpha, ...).
         valid: ``[T,1,H,W]`` bool, the known pixels.
         depth: ``[T,1,H,W]`` depth of the known pixels (ignored elsewhere).
-        far_tolerance: relative depth band counted as the far side.
+        far_tolerance: relative depth band counted as the far side (or as the occluder's side).
+        side: ``farthest`` (the renderer's per-frame fill) or ``behind`` (see above).
 
     Returns:
         ``(values, depth)``, filled wherever any known pixel exists in the frame; unchanged where ``valid``.
@@ -141,8 +146,9 @@ def fill_holes_far(
     for direction in DIRECTIONS:
         index, steps = nearest_valid(valid[:, 0], direction)
         src = index.reshape(-1)[hole_pos]
-        found = src >= 0
         src_global = frame * (h * w) + src.clamp_min(0)
+        # a known pixel reached only by grazing splats has no z-buffer depth: it cannot tell near from far
+        found = (src >= 0) & torch.isfinite(flat_depth[src_global])
         dist = steps.reshape(-1)[hole_pos].to(values.dtype) * (math.sqrt(2.0) if all(direction) else 1.0)
         cand_z.append(torch.where(found, flat_depth[src_global], float("nan")))
         cand_w.append(torch.where(found, 1.0 / dist.clamp_min(1.0), 0.0))
@@ -151,7 +157,14 @@ def fill_holes_far(
     wgt = torch.stack(cand_w, 1)
     vals = torch.stack(cand_v, 1)  # [M,8,C]
     z_far = torch.nan_to_num(z, nan=-float("inf")).amax(1, keepdim=True)
-    far = (z >= z_far * (1.0 - far_tolerance)) & (wgt > 0)
+    if side == "farthest":
+        far = (z >= z_far * (1.0 - far_tolerance)) & (wgt > 0)
+    elif side == "behind":
+        z_near = torch.nan_to_num(z, nan=float("inf")).amin(1, keepdim=True)
+        spread = z_far > z_near * (1.0 + far_tolerance)
+        far = torch.where(spread, z > z_near * (1.0 + far_tolerance), torch.ones_like(spread)) & (wgt > 0)
+    else:
+        raise ValueError(f"side must be 'farthest' or 'behind', got {side!r}")
     wgt = torch.where(far, wgt, 0.0)
     norm = wgt.sum(1, keepdim=True)
     ok = norm[:, 0] > 0

@@ -12,14 +12,18 @@ Pipeline of :func:`render_kenburns`:
    convention), normalised by its maximum and floored at ``min_disparity``; scene depth ``Z = 1 / nearness``
    (only depth ratios matter, so the original's focal/baseline scale cancels).
 2. Layers: the **background** covers every pixel: the input outside the character support (mask > 1/255), the
-   background plate inside it, with depth filled in from around the characters and pushed behind them. Each group
+   background plate inside it (without a plate: inpainted by the fill's inpainter, or a smooth fill for
+   ``far-side``), with depth filled in from around the characters and pushed behind them. Each group
    of characters (sorted by depth, at most ``max_layers - 1`` groups) is a **character layer** whose alpha is the
    soft instance mask and whose colour is un-mixed from the plate (alpha matting), so edges carry no background.
 3. Camera poses from :class:`~cartoonseg.kenburns.camera.CameraPath` (``auto`` searches the end crop with the
    fewest holes, as in the original).
-4. Per frame batch: every layer is splatted (z-buffer + bilinear accumulation + crack filling); background holes
-   are filled from the farther side; layers are composited front to back after a per-pixel depth sort.
-5. Optional depth of field (rack focus from the background to the nearest character).
+4. Disocclusions (``fill`` ``patchmatch`` or ``diffusion``): the key views of the path (its extremes, more if it
+   turns) are rendered, their holes inpainted (colour by the inpainter, depth from the far side) and lifted into
+   the background layer behind their occluders (:mod:`cartoonseg.kenburns.disocclusion`).
+5. Per frame batch: every layer is splatted (z-buffer + bilinear accumulation + crack filling); remaining background
+   holes are filled from the farther side; layers are composited front to back after a per-pixel depth sort.
+6. Optional depth of field (rack focus from the background to the nearest character).
 
 Outputs are frames ``[T,H,W,3]`` RGB in [0,1], a disocclusion mask ``[T,H,W]`` (1 where the colour was not visible
 in the input: filled holes and revealed background plate) and the fps.
@@ -35,7 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..ops import grow_mask
+from ..structures import EXTRA_DEPTH
 from .camera import CameraPath, CameraPoses, resolve_poses
+from .disocclusion import FILLS, KeyViewReport, Refiner, inpaint_disocclusions, inpaint_plate
 from .dof import bokeh_blur, focus_schedule
 from .fill import fill_holes_far, fill_push_pull
 from .pointcloud import PointCloud, SplatResult, project, splat, unproject
@@ -44,6 +51,8 @@ __all__ = ["KenBurnsConfig", "KenBurnsResult", "Scene", "build_scene", "render_k
 
 MIN_SIDE = 8
 MAX_SIDE = 8192
+# Pixels by which the character support grows for a plate inpainted here (its rim is not copied from).
+PLATE_MARGIN = 2
 # Channels carried by every layer's points: premultiplied RGB, alpha, "revealed" (plate content), "hole".
 _RGB, _ALPHA, _REVEALED, _HOLE = slice(0, 3), 3, 4, 5
 _CHANNELS = 6
@@ -69,6 +78,16 @@ class KenBurnsConfig:
         dof_speed: steepness of the mid-clip focus ramp (the original: 50).
         dof_gamma: lightness exponent of the bokeh (the original: 13).
         frame_batch: frames rendered together; 0 picks from the point count and device.
+        fill: how disocclusions are filled, one of :data:`~cartoonseg.kenburns.disocclusion.FILLS`:
+            ``patchmatch`` (default: end-view inpainting with PatchMatch, no model needed), ``diffusion`` (end-view
+            inpainting with a diffusion inpainter passed to :func:`render_kenburns`), ``far-side`` (per-frame
+            smear from the farther side of each hole, the fastest).
+        key_views: at most this many views of the path are inpainted (the original: its 2 extremes; paths that
+            turn need more). 0 leaves everything to the far-side fill.
+        key_view_overshoot: key views are rendered this many times as far from the input view as the path pose
+            (the original: 1.1), so frames next to them are covered too.
+        near_band: pixels of the occluder side around a hole that are masked for the colour inpainting (depth-aware
+            fill); -1 = 0.5 % of the long side (at least 2).
     """
 
     size: int = 0
@@ -83,6 +102,10 @@ class KenBurnsConfig:
     dof_speed: float = 50.0
     dof_gamma: float = 13.0
     frame_batch: int = 0
+    fill: str = "patchmatch"
+    key_views: int = 4
+    key_view_overshoot: float = 1.1
+    near_band: int = -1
 
     def __post_init__(self) -> None:
         if not (self.size == 0 or MIN_SIDE <= self.size <= MAX_SIDE):
@@ -104,6 +127,14 @@ class KenBurnsConfig:
             raise ValueError(f"KenBurnsConfig.dof_gamma must lie in [0.1, 32], got {self.dof_gamma}")
         if self.frame_batch < 0:
             raise ValueError(f"KenBurnsConfig.frame_batch must be >= 0, got {self.frame_batch}")
+        if self.fill not in FILLS:
+            raise ValueError(f"KenBurnsConfig.fill must be one of {FILLS}, got {self.fill!r}")
+        if not 0 <= self.key_views <= 16:
+            raise ValueError(f"KenBurnsConfig.key_views must lie in [0, 16], got {self.key_views}")
+        if not 1.0 <= self.key_view_overshoot <= 2.0:
+            raise ValueError(f"KenBurnsConfig.key_view_overshoot must lie in [1, 2], got {self.key_view_overshoot}")
+        if not -1 <= self.near_band <= 256:
+            raise ValueError(f"KenBurnsConfig.near_band must be -1 (auto) or in [0, 256], got {self.near_band}")
 
 
 @dataclasses.dataclass
@@ -117,6 +148,8 @@ class Scene:
         focus_nearness: nearness in [0,1] of the subject that ends in focus (depth of field).
         z_near: nearest scene depth (nearness normalisation for depth of field).
         z_far: farthest scene depth.
+        background_depth: ``[H,W]`` depth of the background layer in the input view (the characters' support
+            pushed behind them).
     """
 
     size: tuple[int, int]
@@ -125,6 +158,7 @@ class Scene:
     focus_nearness: float
     z_near: float
     z_far: float
+    background_depth: Tensor | None = None
 
 
 @dataclasses.dataclass
@@ -138,12 +172,14 @@ class KenBurnsResult:
             0 with binary masks and at most ``a (1 - a)`` on soft edges).
         fps: frames per second.
         poses: the camera poses used.
+        key_views: what the disocclusion inpainting did (None for ``fill="far-side"``).
     """
 
     frames: Tensor
     disocclusion: Tensor
     fps: float
     poses: CameraPoses
+    key_views: KeyViewReport | None = None
 
 
 # ---------------------------------------------------------------------------------------------- input handling
@@ -186,7 +222,7 @@ def _masks(masks, size_hw: tuple[int, int]) -> tuple[Tensor, Tensor | None]:
         return torch.zeros(0, *size_hw), None
     if hasattr(masks, "masks") and isinstance(getattr(masks, "masks"), Tensor):
         extras = getattr(masks, "extras", {}) or {}
-        values = extras.get("depth")
+        values = extras.get(EXTRA_DEPTH)
         if values is not None and len(values) == masks.masks.shape[0] and all(v is not None for v in values):
             extra_depth = torch.tensor([float(v) for v in values])
         masks = masks.masks
@@ -222,13 +258,6 @@ def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(x[None], size=size, mode=mode, **kwargs)[0]
 
 
-def _dilate(mask: Tensor, radius: int) -> Tensor:
-    """bool ``[H,W]`` dilated by a square of ``radius``."""
-    if radius <= 0:
-        return mask
-    return F.max_pool2d(mask[None, None].float(), 2 * radius + 1, stride=1, padding=radius)[0, 0] > 0
-
-
 # ---------------------------------------------------------------------------------------------- scene
 def build_scene(
     image: Tensor,
@@ -238,6 +267,9 @@ def build_scene(
     *,
     config: KenBurnsConfig = KenBurnsConfig(),
     device: torch.device | str | None = None,
+    plate_fill: bool = False,
+    refiner: Refiner | None = None,
+    interrupt: Callable[[], None] | None = None,
 ) -> Scene:
     """Build the layered point clouds.
 
@@ -247,9 +279,12 @@ def build_scene(
         masks: character instances: a :class:`cartoonseg.Instances` (its ``extras["depth"]``, if present, orders
             the layers) or soft masks ``[N,H,W]`` in [0,1]; ``None`` or empty renders a single layer.
         background: ``[H,W,3]`` inpainted background plate (used inside the dilated character union); ``None``
-            fills that region smoothly from around it.
+            inpaints that region (``plate_fill``) or fills it smoothly from around it.
         config: rendering options.
         device: where to render (default: the image's device).
+        plate_fill: without ``background``, make the plate by PatchMatch (patch 3), then ``refiner`` if given.
+        refiner: diffusion pass over the PatchMatch plate (see :data:`~cartoonseg.kenburns.disocclusion.Refiner`).
+        interrupt: cancel check during the plate's PatchMatch.
 
     Returns:
         The scene.
@@ -283,10 +318,14 @@ def build_scene(
         bg_rgb, bg_z = rgb, z
     else:
         union = soft.amax(0)
-        region = _dilate(union > 1.0 / 255.0, config.plate_dilation)
+        region = grow_mask(union > 1.0 / 255.0, config.plate_dilation)
         outside = (~region)[None, None]
         if background is not None:
             plate = _resize(_as_hwc(background, "background").to(device).permute(2, 0, 1), (h, w)).clamp(0.0, 1.0)
+        elif plate_fill and not bool(grow_mask(region, PLATE_MARGIN + 1).all()):
+            # a small margin keeps the characters' anti-aliased rim out of the copied patches
+            plate = inpaint_plate(rgb.permute(1, 2, 0), grow_mask(region, PLATE_MARGIN), refiner=refiner,
+                                  interrupt=interrupt).permute(2, 0, 1)
         else:
             plate = fill_push_pull(rgb[None], outside)[0]
         bg_rgb = torch.where(region[None], plate, rgb)
@@ -311,7 +350,8 @@ def build_scene(
 
     z_near, z_far = float(z.min()), float(z.max())
     focus = _focus_nearness(soft, near, config.min_disparity)
-    return Scene(size=(h, w), depth=z, layers=layers, focus_nearness=focus, z_near=z_near, z_far=z_far)
+    return Scene(size=(h, w), depth=z, layers=layers, focus_nearness=focus, z_near=z_near, z_far=z_far,
+                 background_depth=bg_z)
 
 
 def _depth_groups(soft: Tensor, z: Tensor, extra_depth: Tensor | None, groups: int) -> list[list[int]]:
@@ -462,6 +502,8 @@ def render_kenburns(
     config: KenBurnsConfig = KenBurnsConfig(),
     device: torch.device | str | None = None,
     callback: Callable[[int, int], None] | None = None,
+    refiner: Refiner | None = None,
+    interrupt: Callable[[], None] | None = None,
 ) -> KenBurnsResult:
     """Render an instance-aware 3D Ken Burns clip from one image.
 
@@ -475,6 +517,11 @@ def render_kenburns(
         device: where to render (default: the image's device); results are returned on that device.
         callback: called as ``callback(done, total)`` after every frame batch (progress / cancellation: raise to
             stop).
+        refiner: the diffusion pass of ``config.fill="diffusion"`` (required there; see
+            :data:`~cartoonseg.kenburns.disocclusion.Refiner`, e.g. :func:`cartoonseg.kenburns.diffusers_refiner`
+            or the ComfyUI node's sampler): it repaints the PatchMatch fill of each key view's holes (and of a
+            missing plate). Ignored by the other fills.
+        interrupt: cancel check called between inpainting steps (raise to stop).
 
     Returns:
         :class:`KenBurnsResult` with ``camera.total_frames`` frames.
@@ -483,10 +530,26 @@ def render_kenburns(
         raise TypeError(f"camera must be a CameraPath, got {type(camera).__name__}")
     if not isinstance(config, KenBurnsConfig):
         raise TypeError(f"config must be a KenBurnsConfig, got {type(config).__name__}")
+    if config.fill == "diffusion" and refiner is None:
+        raise ValueError(
+            "fill='diffusion' needs a diffusion model: pass render_kenburns(..., refiner=...) (e.g. "
+            "cartoonseg.kenburns.diffusers_refiner(pipe, tags=...)); use fill='patchmatch' without a model"
+        )
+    inpaint = config.fill != "far-side"
+    refiner = refiner if config.fill == "diffusion" else None
     with torch.no_grad():
-        scene = build_scene(image, depth, masks, background, config=config, device=device)
+        scene = build_scene(image, depth, masks, background, config=config, device=device, plate_fill=inpaint,
+                            refiner=refiner, interrupt=interrupt)
         dev = scene.depth.device
         poses = resolve_poses(camera, scene.depth, coverage_fn=coverage_counter(scene) if camera.preset == "auto" else None)
+        report = None
+        if inpaint and config.key_views > 0:
+            scene.layers[0], report = inpaint_disocclusions(
+                scene.layers[0], scene.background_depth, scene.size, poses, refiner=refiner,
+                key_views=config.key_views, overshoot=config.key_view_overshoot,
+                near_band=None if config.near_band < 0 else config.near_band, z_tolerance=config.z_tolerance,
+                far_tolerance=config.far_tolerance, interrupt=interrupt,
+            )
         h, w = scene.size
         unique = poses.poses.shape[0]
         batch = config.frame_batch or _auto_frame_batch(scene, dev)
@@ -510,4 +573,4 @@ def render_kenburns(
                 disocc[slots[start + j]] = hole[j, 0]
             if callback is not None:
                 callback(stop, unique)
-    return KenBurnsResult(frames=frames, disocclusion=disocc, fps=poses.fps, poses=poses)
+    return KenBurnsResult(frames=frames, disocclusion=disocc, fps=poses.fps, poses=poses, key_views=report)

@@ -13,8 +13,9 @@ import json
 import sys
 from collections.abc import Sequence
 
-from .._cli import finish_parser, progress, quiet, run_parser
+from .._cli import SkippedInputs, finish_parser, progress, quiet, run_parser
 from ..io import read_image
+from ..structures import EXTRA_CHARACTER_TAGS, EXTRA_RATING, EXTRA_TAGS
 
 __all__ = ["add_parsers", "add_tag_parser", "build_parser", "run_tag", "main"]
 
@@ -79,10 +80,13 @@ def run_tag(args: argparse.Namespace) -> int:
                                           device=args.device)
         segmenter = Segmenter(detector, refiner=refiner, score_thr=args.score_thr, max_instances=args.max_instances)
     out = []
+    skipped = SkippedInputs(len(args.images))
     bar = progress(len(args.images), "images", quiet(args), unit="image")
     for path in args.images:
         bar.update(1)
-        rgb = read_image(path)
+        rgb = skipped.read(path, read_image)
+        if rgb is None:
+            continue
         if segmenter is None:
             out.append({"image": path, **tagger.tag(rgb, **options).to_dict()})
             continue
@@ -95,15 +99,16 @@ def run_tag(args: argparse.Namespace) -> int:
                     "id": int(instances.ids[i]),
                     "box": [round(float(v), 2) for v in instances.boxes[i].tolist()],
                     "score": round(float(instances.scores[i]), 4),
-                    "tags": instances.extras["tags"][i],
-                    "character": instances.extras["character_tags"][i],
-                    "rating": instances.extras["rating"][i],
+                    "tags": instances.extras[EXTRA_TAGS][i],
+                    "character": instances.extras[EXTRA_CHARACTER_TAGS][i],
+                    "rating": instances.extras[EXTRA_RATING][i],
                 }
             )
         out.append({"image": path, "instances": entries, "background": background.to_dict()})
     bar.close()
     json.dump(out, sys.stdout, indent=args.indent or None, ensure_ascii=False)
     sys.stdout.write("\n")
+    skipped.finish()  # the JSON of the readable images is out; the exit status tells the rest
     return 0
 
 
