@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _checkpoint_writers import save_flat_refiner_checkpoint, save_mmengine_detector_checkpoint
 from PIL import Image
 
 import cartoonseg
 from cartoonseg import hub
 from cartoonseg._cli import HelpFormatter
-from cartoonseg.checkpoint import save_flat_refiner_checkpoint, save_mmengine_detector_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 STANDALONE = ["cartoonseg.annotate.cli", "cartoonseg.depth.cli", "cartoonseg.inpaint.cli", "cartoonseg.kenburns.cli",
@@ -35,9 +35,14 @@ def _commands() -> dict[str, argparse.ArgumentParser]:
     import importlib
 
     from cartoonseg.__main__ import build_parser
+    from cartoonseg._cli import subcommand_parser
+
+    def standalone(name: str) -> argparse.ArgumentParser:  # what ``python -m <area>`` parses (see _cli.area_main)
+        mod = importlib.import_module(name)
+        return mod.build_parser() if hasattr(mod, "build_parser") else subcommand_parser(mod.add_parsers, name)
 
     out = {}
-    for parser in [build_parser()] + [importlib.import_module(m).build_parser() for m in STANDALONE]:
+    for parser in [build_parser()] + [standalone(m) for m in STANDALONE]:
         subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
         if subs:
             out.update({f"{parser.prog} {k}": v for k, v in subs[0].choices.items()})

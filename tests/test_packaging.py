@@ -132,8 +132,8 @@ def test_pip_install_then_python_m_cartoonseg_from_anywhere(tmp_path):
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=elsewhere)
         assert r.returncode == 0 and "usage:" in r.stdout, (cmd, r.stderr[-2000:])
     # a real command: convert tiny weights, written readable (mode 0644 under umask 022)
-    code = ("import cartoonseg, torch; from cartoonseg.checkpoint import save_flat_refiner_checkpoint; "
-            "torch.manual_seed(0); save_flat_refiner_checkpoint(cartoonseg.build_refiner('tiny'), 'r.ckpt')")
+    code = ("import cartoonseg, torch; torch.manual_seed(0); "  # the released refiner layout: a flat state dict
+            "torch.save(cartoonseg.build_refiner('tiny').state_dict(), 'r.ckpt')")
     subprocess.run([str(python), "-c", code], check=True, timeout=300, env=env, cwd=elsewhere)
     r = subprocess.run([str(python), "-m", "cartoonseg", "convert", "r.ckpt", "r.safetensors"], capture_output=True,
                        text=True, timeout=300, env=env, cwd=elsewhere, preexec_fn=lambda: os.umask(0o022))
