@@ -32,12 +32,11 @@ def _weights(folder: Path, model: str) -> tuple[Path, Path]:
     import torch
 
     import cartoonseg
-    from cartoonseg.checkpoint import save_flat_refiner_checkpoint, save_mmengine_detector_checkpoint
 
-    torch.manual_seed(0)
-    det = save_mmengine_detector_checkpoint(cartoonseg.build_detector(model), folder / f"{model}_rtmdetl_e60.ckpt")
-    ref = save_flat_refiner_checkpoint(cartoonseg.build_refiner("tiny" if model == "tiny" else "isnet"),
-                                       folder / f"{model}_refine_last.ckpt")
+    torch.manual_seed(0)  # random weights in the package's own format (speed does not depend on the values)
+    det = cartoonseg.save_weights(cartoonseg.build_detector(model), folder / f"{model}_detector.safetensors")
+    ref = cartoonseg.save_weights(cartoonseg.build_refiner("tiny" if model == "tiny" else "isnet"),
+                                  folder / f"{model}_refiner.safetensors")
     return det, ref
 
 

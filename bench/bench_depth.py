@@ -4,8 +4,7 @@ pre- and post-processing included.
 
     python bench/bench_depth.py [--threads 2] [--repeat 3] [--size 720] [--precision fp32|bf16] [--json out.json]
 
-The network sees the image at 518 px on the short side (the processor rule). Compare with
-../shared/docs/performance_anchors.md (V2-Small @518², 1 thread: fp32 1.10 s, bf16 0.69 s).
+The network sees the image at 518 px on the short side (the processor rule).
 """
 
 from __future__ import annotations

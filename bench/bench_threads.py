@@ -26,7 +26,7 @@ import torch
 threads, repeats = int(sys.argv[1]), int(sys.argv[2])
 torch.set_num_threads(threads)
 torch.manual_seed(0)
-from cartoonseg.checkpoint import build_detector
+from cartoonseg.build import build_detector
 from cartoonseg.config import detector_config
 from cartoonseg.training.rtmdet_loss import rtmdet_ins_loss
 det = build_detector(detector_config("tiny", num_classes=1))

@@ -19,15 +19,8 @@ import sys as _sys
 if "torch" not in _sys.modules:  # libgomp reads the policy once, when torch loads it
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .checkpoint import (
-    CheckpointError,
-    build_detector,
-    build_refiner,
-    convert,
-    load_detector,
-    load_refiner,
-    save_weights,
-)
+from .build import build_detector, build_refiner
+from .checkpoint import CheckpointError, convert, load_detector, load_refiner, save_weights
 from .config import DETECTOR_PRESETS, REFINER_PRESETS, DetectorConfig, RefinerConfig
 from .hub import RELEASED_WEIGHTS, REPO_ID, WeightsSpec, WeightsUnavailableError, resolve_weights
 from .segmenter import Segmenter

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -11,14 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import rle
 from ._cli import load_networks, run_parser
 from .checkpoint import convert
 from .device import PRECISION_CHOICES
-from .io import IMAGE_SUFFIXES, read_image, write_image
+from .io import IMAGE_SUFFIXES, read_image, write_instances
 from .segmenter import Segmenter
-from .structures import Instances
-from .visualize import overlay
 
 
 def _expand_inputs(items: Sequence[str]) -> list[Path]:
@@ -34,40 +30,6 @@ def _expand_inputs(items: Sequence[str]) -> list[Path]:
     if not paths:
         raise ValueError("no input images")
     return paths
-
-
-def write_instances(instances: Instances, image: np.ndarray, out_dir: Path) -> None:
-    """Write ``instances.json`` (boxes xyxy, scores, labels, COCO RLE masks), ``mask_NNN.png`` and ``overlay.png``;
-    with alpha mattes (``instances.alphas``) also ``alpha_NNN.png`` and the RGBA cut-out ``cutout_NNN.png``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    binary = instances.binary.cpu().numpy()
-    records = []
-    for i in range(len(instances)):
-        records.append(
-            {
-                "id": int(instances.ids[i]),
-                "bbox_xyxy": [round(float(v), 3) for v in instances.boxes[i].tolist()],
-                "score": round(float(instances.scores[i]), 6),
-                "label": int(instances.labels[i]),
-                "area": int(binary[i].sum()),
-                "segmentation": rle.encode(binary[i]),
-                "mask_png": f"mask_{i:03d}.png",
-            }
-        )
-        write_image(out_dir / f"mask_{i:03d}.png", instances.masks[i])
-    if instances.alphas is not None:
-        from PIL import Image as PILImage
-
-        from .matting import cutouts
-
-        for i, rgba in enumerate(cutouts(image, instances)):
-            records[i]["alpha_png"], records[i]["cutout_png"] = f"alpha_{i:03d}.png", f"cutout_{i:03d}.png"
-            write_image(out_dir / f"alpha_{i:03d}.png", instances.alphas[i])
-            PILImage.fromarray(rgba, "RGBA").save(out_dir / f"cutout_{i:03d}.png")
-    h, w = instances.image_size
-    meta = {"image_size": [h, w], "mask_thr": instances.mask_thr, "instances": records}
-    (out_dir / "instances.json").write_text(json.dumps(meta, indent=1))
-    write_image(out_dir / "overlay.png", overlay(image, instances))
 
 
 def _parse_boxes(specs: Sequence[str]):
@@ -139,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--refiner", default="refiner", help="refiner weights path, released name, or 'none'")
     seg.add_argument("--out", required=True, help="output folder (one sub-folder per image)")
     seg.add_argument("--score-thr", type=float, default=0.3)
-    seg.add_argument("--mask-thr", type=float, default=0.3)
+    seg.add_argument("--mask-thr", type=float, default=None, help="refined mask threshold (default: the refiner's, 0.3)")
     seg.add_argument("--det-size", type=int, default=640)
     seg.add_argument("--max-instances", type=int, default=100)
     seg.add_argument("--precision", choices=list(PRECISION_CHOICES), default="fp32",

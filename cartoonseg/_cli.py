@@ -13,7 +13,7 @@ from ._optional import MissingDependencyError
 from .checkpoint import CheckpointError, load_detector, load_refiner
 from .hub import WeightsUnavailableError, resolve_weights
 
-__all__ = ["CLI_ERRORS", "load_networks", "run_parser", "subcommand_parser"]
+__all__ = ["CLI_ERRORS", "area_main", "load_networks", "run_parser", "subcommand_parser"]
 
 #: exceptions reported as one line (OSError covers missing paths and unwritable ``--out`` folders;
 #: MissingDependencyError names the extra to install)
@@ -35,6 +35,16 @@ def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
     except CLI_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def area_main(add_parsers: Callable[[object], None], doc: str) -> Callable[[Sequence[str] | None], int]:
+    """The stand-alone ``main(argv)`` of an application area (``python -m cartoonseg.<area> <command> ...``): the
+    sub-commands that ``add_parsers`` registers, run under this module's error policy."""
+
+    def main(argv: Sequence[str] | None = None) -> int:
+        return run_parser(subcommand_parser(add_parsers, doc.strip().splitlines()[0]), argv)
+
+    return main
 
 
 def load_networks(detector: str, refiner: str | None, *, search_dirs: Sequence = (), allow_download: bool = True,

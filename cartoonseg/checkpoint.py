@@ -1,11 +1,11 @@
-"""Reading, checking and writing weights.
+"""Reading, loading, saving and converting weights (building a model is :mod:`cartoonseg.build`).
 
 Foreign files are read with ``torch.load(weights_only=True)`` only (no code is ever unpickled) and pass through a
-named, pure filter function:
+named, pure filter function that lives next to its model (timm style):
 
-* :func:`filter_mmdet_rtmdet_ins` for mmengine/mmdet RTMDet-Ins checkpoints such as the released
+* :func:`~cartoonseg.models.rtmdet_ins.filter_mmdet_rtmdet_ins` for mmengine/mmdet RTMDet-Ins checkpoints such as the released
   ``rtmdetl_e60.ckpt`` (``{'meta': {'cfg': <python source>}, 'state_dict': ...}``, 942 keys with aliases);
-* :func:`filter_isnet` for IS-Net state dicts such as ``refine_last.ckpt`` (flat, 798 keys) or Lightning files
+* :func:`~cartoonseg.models.isnet.filter_isnet` for IS-Net state dicts such as ``refine_last.ckpt`` (flat, 798 keys) or Lightning files
   (``net.`` prefix, ``gt_encoder.*`` dropped).
 
 The mmengine config text is *parsed* with :mod:`ast` (never executed) by :func:`parse_mmengine_config`.
@@ -30,38 +30,27 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .config import DETECTOR_PRESETS, DetectorConfig, RefinerConfig
-from .models.isnet import ISNetDIS
-from .models.rtmdet_ins import RTMDetIns
+from .config import DetectorConfig, RefinerConfig
+from .models.isnet import ISNetDIS, filter_isnet, infer_refiner_config
+from .models.rtmdet_ins import RTMDetIns, filter_mmdet_rtmdet_ins, infer_detector_config
+from .models.weights import CheckpointError, state_dict_diff
 
 __all__ = [
-    "read_checkpoint",
-    "parse_mmengine_config",
+    "CheckpointError",
+    "checkpoint_kind",
+    "convert",
     "detector_config_from_mmengine",
-    "infer_detector_config",
-    "infer_refiner_config",
-    "filter_mmdet_rtmdet_ins",
-    "filter_isnet",
-    "load_state_dict_strict",
     "load_detector",
     "load_refiner",
-    "build_detector",
-    "build_refiner",
-    "save_weights",
-    "save_mmengine_detector_checkpoint",
-    "save_flat_refiner_checkpoint",
-    "convert",
-    "checkpoint_kind",
+    "load_state_dict_strict",
+    "parse_mmengine_config",
     "peek_weights",
-    "CheckpointError",
+    "read_checkpoint",
+    "save_weights",
 ]
 
 FORMAT_VERSION = 1
 _META_KEY = "cartoonseg"
-
-
-class CheckpointError(RuntimeError):
-    """A weights file is missing, unreadable, of the wrong kind, or does not match the architecture."""
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -412,120 +401,7 @@ def detector_config_from_mmengine(cfg: dict[str, Any]) -> DetectorConfig:
         raise CheckpointError(f"detector config from meta['cfg'] is invalid: {exc}") from exc
 
 
-def infer_detector_config(state_dict: dict[str, Tensor], base: DetectorConfig | None = None) -> DetectorConfig:
-    """Size an RTMDet-Ins from tensor shapes alone (for files without a config); test settings from ``base``."""
-    try:
-        stem = state_dict["backbone.stem.2.conv.weight"].shape[0]
-        neck_in = tuple(state_dict[f"neck.out_convs.{i}.conv.weight"].shape[1] for i in range(3))
-        neck_out = state_dict["neck.out_convs.0.conv.weight"].shape[0]
-        feat = state_dict["bbox_head.cls_convs.0.0.conv.weight"].shape[0]
-        num_classes = state_dict["bbox_head.rtm_cls.0.weight"].shape[0]
-        num_prototypes = state_dict["bbox_head.mask_head.projection.weight"].shape[0]
-        kernel_len = state_dict["bbox_head.rtm_kernel.0.weight"].shape[0]
-    except KeyError as exc:
-        raise CheckpointError(f"not an RTMDet-Ins state dict: key {exc.args[0]!r} is missing") from exc
-
-    def count(prefix: str) -> int:
-        return len({k[len(prefix):].split(".")[0] for k in state_dict if k.startswith(prefix)})
-
-    stage_blocks = (count("backbone.stage1.1.blocks."), count("backbone.stage2.1.blocks."))
-    neck_blocks = count("neck.top_down_blocks.0.blocks.")
-    stacked = count("bbox_head.kernel_convs.0.")
-    widen = stem / 64
-    deepen = None
-    for preset in DETECTOR_PRESETS.values():  # recover the exact mmdet factor when a preset matches
-        d = preset.deepen_factor
-        if (max(round(3 * d), 1), max(round(6 * d), 1)) == stage_blocks:
-            deepen = d
-            break
-    if deepen is None:
-        deepen = stage_blocks[1] / 6
-    base = base or DetectorConfig()
-    try:
-        config = base.replace(
-            deepen_factor=deepen,
-            widen_factor=widen,
-            num_classes=num_classes,
-            neck_in_channels=neck_in,
-            neck_out_channels=neck_out,
-            neck_num_csp_blocks=neck_blocks,
-            head_feat_channels=feat,
-            stacked_convs=stacked,
-            num_prototypes=num_prototypes,
-            channel_attention=any(".attention.fc." in k for k in state_dict),
-        )
-    except ValueError as exc:
-        raise CheckpointError(f"cannot size an RTMDet-Ins from this state dict: {exc}") from exc
-    if config.num_dynamic_params != kernel_len:
-        raise CheckpointError(
-            f"dynamic kernel length {kernel_len} does not match num_prototypes={num_prototypes}, "
-            f"dyconv_channels={config.dyconv_channels}, num_dyconvs={config.num_dyconvs} "
-            f"(expected {config.num_dynamic_params})"
-        )
-    return config
-
-
-def infer_refiner_config(state_dict: dict[str, Tensor], base: RefinerConfig | None = None) -> RefinerConfig:
-    """Size an ISNetDIS from tensor shapes (input channels and width)."""
-    try:
-        w = state_dict["conv_in.weight"]
-        side = state_dict["side1.weight"]
-    except KeyError as exc:
-        raise CheckpointError(f"not an IS-Net state dict: key {exc.args[0]!r} is missing") from exc
-    base = base or RefinerConfig()
-    return base.replace(in_ch=int(w.shape[1]), width=w.shape[0] / 64, out_ch=int(side.shape[0]))
-
-
-# ---------------------------------------------------------------------------------------------- filters
-def _strip_prefix(state_dict: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    if state_dict and all(k.startswith(prefix) for k in state_dict):
-        return {k[len(prefix):]: v for k, v in state_dict.items()}
-    return state_dict
-
-
-def filter_mmdet_rtmdet_ins(checkpoint: dict[str, Any]) -> dict[str, Tensor]:
-    """mmengine/mmdet RTMDet-Ins checkpoint -> state dict with this project's (= mmdet's) key names.
-
-    Takes ``checkpoint['state_dict']`` when present, strips a ``module.`` (DDP) prefix, drops the non-weight
-    ``data_preprocessor.*`` entries, and checks that aliased keys (``reg_convs`` = ``cls_convs``; level-1/2 conv
-    weights = level 0's) hold equal tensors, since the model can only hold one of them.
-    """
-    sd = checkpoint.get("state_dict", checkpoint)
-    if not isinstance(sd, dict):
-        raise CheckpointError(f"checkpoint['state_dict'] is a {type(sd).__name__}, expected a dict")
-    sd = {k: v for k, v in sd.items() if isinstance(v, Tensor)}
-    sd = _strip_prefix(sd, "module.")
-    sd = {k: v for k, v in sd.items() if not k.startswith("data_preprocessor.")}
-    for key, value in sd.items():
-        if key.startswith("bbox_head.reg_convs."):
-            twin = key.replace("bbox_head.reg_convs.", "bbox_head.cls_convs.", 1)
-            _check_alias(sd, key, twin)
-        parts = key.split(".")
-        if key.startswith("bbox_head.cls_convs.") and parts[2] != "0" and parts[4] == "conv":
-            _check_alias(sd, key, ".".join(parts[:2] + ["0"] + parts[3:]))
-    return sd
-
-
-def _check_alias(sd: dict[str, Tensor], key: str, twin: str) -> None:
-    if twin in sd and (sd[twin].shape != sd[key].shape or not torch.equal(sd[twin], sd[key])):
-        raise CheckpointError(
-            f"aliased checkpoint entries differ: {key} != {twin}; in RTMDetInsSepBNHead these are the same tensor"
-        )
-
-
-def filter_isnet(checkpoint: dict[str, Any]) -> dict[str, Tensor]:
-    """IS-Net checkpoint -> flat ISNetDIS state dict: takes ``state_dict`` when present (Lightning), strips the
-    ``net.`` / ``module.`` prefixes and drops the training-only ``gt_encoder.*`` weights."""
-    sd = checkpoint.get("state_dict", checkpoint)
-    if not isinstance(sd, dict):
-        raise CheckpointError(f"checkpoint['state_dict'] is a {type(sd).__name__}, expected a dict")
-    sd = {k: v for k, v in sd.items() if isinstance(v, Tensor)}
-    sd = _strip_prefix(sd, "module.")
-    if any(k.startswith("net.") for k in sd):
-        sd = {k[4:]: v for k, v in sd.items() if k.startswith("net.")}
-    return sd
-
-
+# ---------------------------------------------------------------------------------------------- kinds
 def checkpoint_kind(state_dict: dict[str, Any]) -> str:
     """``"detector"``, ``"refiner"`` or ``"unknown"`` from the key names."""
     keys = list(state_dict)
@@ -539,14 +415,8 @@ def checkpoint_kind(state_dict: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------- strict loading
 def load_state_dict_strict(model: nn.Module, state_dict: dict[str, Tensor], source: str = "checkpoint") -> None:
     """``model.load_state_dict(state_dict, strict=True)`` with a readable key diff on any mismatch."""
+    missing, unexpected, shapes = state_dict_diff(model, state_dict)
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    shapes = [
-        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in expected
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)
-    ]
     if missing or unexpected or shapes:
         lines = [
             f"{source} does not match {type(model).__name__} "
@@ -574,23 +444,7 @@ def _alias_groups(model: nn.Module) -> dict[str, str]:
     return canonical
 
 
-# ------------------------------------------------------------------------------------- building/loading
-def build_detector(preset: str | DetectorConfig = "l", **overrides: Any) -> RTMDetIns:
-    """A randomly initialised RTMDet-Ins from a preset name (``tiny/s/m/l/x``) or a config."""
-    from .config import detector_config
-
-    config = preset.replace(**overrides) if isinstance(preset, DetectorConfig) else detector_config(preset, **overrides)
-    return RTMDetIns(config).eval()
-
-
-def build_refiner(preset: str | RefinerConfig = "isnet", **overrides: Any) -> ISNetDIS:
-    """A randomly initialised ISNetDIS from a preset name (``isnet``, ``tiny``) or a config."""
-    from .config import refiner_config
-
-    config = preset.replace(**overrides) if isinstance(preset, RefinerConfig) else refiner_config(preset, **overrides)
-    return ISNetDIS(config).eval()
-
-
+# --------------------------------------------------------------------------------------------- loading
 def _our_meta(metadata: dict[str, str], path: Path) -> dict[str, Any]:
     try:
         meta = json.loads(metadata[_META_KEY])
@@ -691,114 +545,6 @@ def save_weights(model: RTMDetIns | ISNetDIS, path: str | os.PathLike) -> Path:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
-
-
-def _py(value: Any, indent: int = 0) -> str:
-    """Format a value as mmengine ``pretty_text``-style Python source (``dict(key=value)``)."""
-    pad = " " * (indent + 4)
-    if isinstance(value, dict):
-        if not value:
-            return "dict()"
-        items = ",\n".join(f"{pad}{k}={_py(v, indent + 4)}" for k, v in value.items())
-        return "dict(\n" + items + ")"
-    if isinstance(value, (list, tuple)):
-        inner = ", ".join(_py(v, indent + 4) for v in value)
-        return f"[{inner}]" if isinstance(value, list) else f"({inner}{',' if len(value) == 1 else ''})"
-    return repr(value)
-
-
-def mmengine_config_text(config: DetectorConfig) -> str:
-    """mmengine-style config source describing ``config`` (what ``meta['cfg']`` of a released file holds)."""
-    c = config
-    head = dict(
-        type="RTMDetInsSepBNHeadCustom",
-        num_classes=c.num_classes,
-        in_channels=c.neck_out_channels,
-        stacked_convs=c.stacked_convs,
-        share_conv=True,
-        pred_kernel_size=1,
-        feat_channels=c.head_feat_channels,
-        act_cfg=dict(type="SiLU", inplace=True),
-        norm_cfg=dict(type="SyncBN", requires_grad=True),
-        anchor_generator=dict(type="MlvlPointGenerator", offset=0, strides=list(c.strides)),
-        bbox_coder=dict(type="DistancePointBBoxCoder"),
-        num_prototypes=c.num_prototypes,
-        dyconv_channels=c.dyconv_channels,
-        num_dyconvs=c.num_dyconvs,
-    )
-    test_cfg = dict(
-        nms_pre=c.nms_pre,
-        min_bbox_size=0,
-        score_thr=c.score_thr,
-        nms=dict(type="nms", iou_threshold=c.iou_thr),
-        max_per_img=c.max_per_img,
-        mask_thr_binary=c.mask_thr_binary,
-    )
-    model = dict(
-        type="RTMDet",
-        data_preprocessor=dict(type="DetDataPreprocessor", mean=list(c.mean), std=list(c.std), bgr_to_rgb=False),
-        backbone=dict(
-            type="CSPNeXt",
-            arch="P5",
-            expand_ratio=c.expand_ratio,
-            deepen_factor=c.deepen_factor,
-            widen_factor=c.widen_factor,
-            channel_attention=c.channel_attention,
-            norm_cfg=dict(type="SyncBN"),
-            act_cfg=dict(type="SiLU", inplace=True),
-        ),
-        neck=dict(
-            type="CSPNeXtPAFPN",
-            in_channels=list(c.neck_in_channels),
-            out_channels=c.neck_out_channels,
-            num_csp_blocks=c.neck_num_csp_blocks,
-            expand_ratio=c.expand_ratio,
-            norm_cfg=dict(type="SyncBN"),
-            act_cfg=dict(type="SiLU", inplace=True),
-        ),
-        bbox_head=head,
-        test_cfg=test_cfg,
-    )
-    pipeline = [
-        dict(type="LoadImageFromFile", file_client_args=dict(backend="disk")),
-        dict(type="Resize", scale=(c.det_size, c.det_size), keep_ratio=True),
-        dict(type="Pad", size=(c.det_size, c.det_size), pad_val=dict(img=(c.pad_value,) * 3)),
-        dict(type="LoadAnnotations", with_bbox=True),
-        dict(type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor")),
-    ]
-    parts = [
-        "default_scope = 'mmdet'",
-        f"model = {_py(model)}",
-        f"test_pipeline = {_py(pipeline)}",
-        f"test_dataloader = dict(batch_size=1, dataset=dict(type='CocoDataset', pipeline=test_pipeline))",
-    ]
-    return "\n".join(parts) + "\n"
-
-
-def save_mmengine_detector_checkpoint(model: RTMDetIns, path: str | os.PathLike) -> Path:
-    """Write ``model`` in the released ``rtmdetl_e60.ckpt`` layout: ``{'meta': {'cfg': text, ...}, 'state_dict':
-    ...}`` with every alias key (sharing storage, as mmengine's Runner writes them). For tests and interop."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint = {
-        "meta": {
-            "cfg": mmengine_config_text(model.config),
-            "mmengine_version": "0.10.5",
-            "epoch": 60,
-            "dataset_meta": {"classes": ("object",)},
-        },
-        "state_dict": model.state_dict(),
-    }
-    torch.save(checkpoint, str(path))
-    return path
-
-
-def save_flat_refiner_checkpoint(model: ISNetDIS, path: str | os.PathLike) -> Path:
-    """Write ``model`` as a flat state dict, the released ``refine_last.ckpt`` layout."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), str(path))
     return path
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "WeightsUnavailableError",
     "resolve_weights",
     "sha256_of",
+    "check_download_allowed",
     "hub_url",
     "is_offline",
 ]
@@ -66,6 +67,19 @@ def is_offline() -> bool:
         os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
         for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     )
+
+
+def check_download_allowed(what: str, how_to: str, allow_download: bool = True) -> None:
+    """Raise :class:`WeightsUnavailableError` (``what`` is not on disk, then ``how_to``) when a missing file may not
+    be fetched: downloads disabled, ``HF_HUB_OFFLINE`` set, or ``huggingface_hub`` not installed."""
+    if not allow_download:
+        raise WeightsUnavailableError(f"{what} is not on disk and downloading is disabled; {how_to}")
+    if is_offline():
+        raise WeightsUnavailableError(f"{what} is not on disk and HF_HUB_OFFLINE is set; {how_to}")
+    try:
+        import huggingface_hub  # noqa: F401
+    except ImportError as exc:
+        raise WeightsUnavailableError(f"huggingface_hub is not installed, cannot fetch {what}; {how_to}") from exc
 
 
 def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -133,14 +147,7 @@ def resolve_weights(
     how_to = f"download {spec.url} and place it at {target}"
     if target.is_file():  # an earlier download into download_dir (files on disk are trusted)
         return target
-    if not allow_download:
-        raise WeightsUnavailableError(f"{spec.filename} is not on disk and downloading is disabled; {how_to}")
-    if is_offline():
-        raise WeightsUnavailableError(f"{spec.filename} is not on disk and HF_HUB_OFFLINE is set; {how_to}")
-    try:
-        import huggingface_hub  # noqa: F401
-    except ImportError as exc:
-        raise WeightsUnavailableError(f"huggingface_hub is not installed, cannot fetch {spec.filename}; {how_to}") from exc
+    check_download_allowed(spec.filename, how_to, allow_download)
     _download_verified(spec, target, verify=verify, how_to=how_to)
     return target
 

@@ -1,4 +1,5 @@
-"""Pixels at the boundary: the one home for converting, reading and writing images, masks, depth maps and clips.
+"""Pixels at the boundary: the one home for converting, reading and writing images, masks, depth maps, clips and
+per-image segmentation results.
 
 One policy for every entry point (library, CLI, ComfyUI nodes):
 
@@ -19,6 +20,7 @@ Writers create the parent folder. :func:`write_frames` writes a clip as an anima
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from fractions import Fraction
@@ -42,6 +44,7 @@ __all__ = [
     "write_frames",
     "write_grey",
     "write_image",
+    "write_instances",
 ]
 
 #: Largest image accepted (pixels); larger inputs are almost always a mistake (e.g. a 30k x 30k scan).
@@ -220,14 +223,15 @@ def _target(path: str | os.PathLike) -> Path:
     return path
 
 
-def write_image(path: str | os.PathLike, image, **save_options) -> Path:
-    """Write an image (anything :func:`to_rgb_uint8` accepts, NaN -> 0; ``[H,W]`` stays grey) with Pillow."""
+def write_image(path: str | os.PathLike, image, *, alpha: str = "drop", **save_options) -> Path:
+    """Write an image (anything :func:`to_rgb_uint8` accepts, NaN -> 0; ``[H,W]`` stays grey; ``alpha="keep"``
+    writes RGBA) with Pillow."""
     from PIL import Image
 
     if isinstance(image, (np.ndarray, Tensor)) and image.ndim == 2:
         array = to_rgb_uint8(image, nan="zero")[:, :, 0]
     else:
-        array = to_rgb_uint8(image, nan="zero")
+        array = to_rgb_uint8(image, nan="zero", alpha=alpha)
     path = _target(path)
     Image.fromarray(array).save(path, **save_options)
     return path
@@ -247,6 +251,45 @@ def write_grey(path: str | os.PathLike, x, bits: int = 8) -> Path:
     path = _target(path)
     Image.fromarray((x * top + 0.5).astype(dtype)).save(path)
     return path
+
+
+def write_instances(instances, image: np.ndarray, out_dir: str | os.PathLike) -> Path:
+    """One image's :class:`~cartoonseg.structures.Instances` as a folder (what ``python -m cartoonseg segment``
+    writes per image): ``instances.json`` (boxes xyxy, scores, labels, COCO RLE masks), ``mask_NNN.png`` (soft
+    masks) and ``overlay.png`` (:func:`cartoonseg.visualize.overlay` on ``image``); with alpha mattes
+    (``instances.alphas``) also ``alpha_NNN.png`` and the RGBA cut-out ``cutout_NNN.png``. Returns the folder."""
+    from . import rle
+    from .visualize import overlay
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    binary = instances.binary.cpu().numpy()
+    records = []
+    for i in range(len(instances)):
+        records.append(
+            {
+                "id": int(instances.ids[i]),
+                "bbox_xyxy": [round(float(v), 3) for v in instances.boxes[i].tolist()],
+                "score": round(float(instances.scores[i]), 6),
+                "label": int(instances.labels[i]),
+                "area": int(binary[i].sum()),
+                "segmentation": rle.encode(binary[i]),
+                "mask_png": f"mask_{i:03d}.png",
+            }
+        )
+        write_image(out_dir / f"mask_{i:03d}.png", instances.masks[i])
+    if instances.alphas is not None:
+        from .matting import cutouts
+
+        for i, rgba in enumerate(cutouts(image, instances)):
+            records[i]["alpha_png"], records[i]["cutout_png"] = f"alpha_{i:03d}.png", f"cutout_{i:03d}.png"
+            write_image(out_dir / f"alpha_{i:03d}.png", instances.alphas[i])
+            write_image(out_dir / f"cutout_{i:03d}.png", rgba, alpha="keep")
+    h, w = instances.image_size
+    meta = {"image_size": [h, w], "mask_thr": instances.mask_thr, "instances": records}
+    (out_dir / "instances.json").write_text(json.dumps(meta, indent=1))
+    write_image(out_dir / "overlay.png", overlay(image, instances))
+    return out_dir
 
 
 def _frames_uint8(frames, name: str) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""COCO run-length encoding (RLE) of binary masks, in plain numpy.
+"""COCO run-length encoding (RLE) of binary masks, and COCO polygons/segmentations as masks, in plain numpy (no
+pycocotools): the one RLE module of the package (dataset synthesis, the ``segment`` CLI, evaluation, training).
 
 Follows the format of the COCO API (``pycocotools.mask``, cocodataset/cocoapi ``maskApi.c``), so files written
 here load with pycocotools and vice versa:
@@ -17,7 +18,7 @@ The synthesiser writes ``{"size": [H, W], "counts": "<compressed string>"}``, ex
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,10 @@ __all__ = [
     "decode_many",
     "encode",
     "encode_many",
+    "mask_bbox",
     "mask_counts",
+    "polygons_to_mask",
+    "segmentation_to_mask",
     "string_to_counts",
     "to_bbox",
 ]
@@ -278,3 +282,58 @@ def to_bbox(rle: Mapping[str, Any]) -> list[float]:
     if xs.size == 0:
         return [0.0, 0.0, 0.0, 0.0]
     return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
+
+
+# ---------------------------------------------------------------------------------------------- masks and polygons
+def mask_bbox(mask: np.ndarray) -> list[float]:
+    """Tight COCO box ``[x, y, w, h]`` of a binary mask (pixel edges, like pycocotools ``toBbox``)."""
+    mask = np.asarray(mask, dtype=bool)
+    ys = np.flatnonzero(mask.any(1))
+    xs = np.flatnonzero(mask.any(0))
+    if ys.size == 0:
+        return [0.0, 0.0, 0.0, 0.0]
+    return [float(xs[0]), float(ys[0]), float(xs[-1] + 1 - xs[0]), float(ys[-1] + 1 - ys[0])]
+
+
+def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
+    """Rasterise COCO polygons (lists ``[x0, y0, x1, y1, ...]`` in pixel coordinates) into a uint8 mask.
+
+    Uses OpenCV's scan conversion with 1/16-pixel sub-pixel precision; pixel edges may differ from
+    pycocotools' ``frPoly`` by at most one pixel along the outline.
+    """
+    import cv2
+
+    mask = np.zeros((int(height), int(width)), dtype=np.uint8)
+    shift = 4
+    pts = []
+    for poly in polygons:
+        arr = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
+        if arr.shape[0] < 3:
+            continue
+        # COCO polygon vertices are on pixel corners; OpenCV's are pixel centres.
+        pts.append(np.round((arr - 0.5) * (1 << shift)).astype(np.int32))
+    if pts:
+        cv2.fillPoly(mask, pts, 1, lineType=cv2.LINE_8, shift=shift)
+    return mask
+
+
+def segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarray | None:
+    """Any COCO ``segmentation`` value (polygon list, RLE dict with str or list counts) -> uint8 mask, or
+    ``None`` when it is missing/empty/invalid (callers fall back to the box, see the ignore-mask rule)."""
+    if segmentation is None:
+        return None
+    try:
+        if isinstance(segmentation, dict):
+            if isinstance(segmentation.get("counts"), list) and "size" not in segmentation:
+                return None
+            mask = decode(segmentation)
+            if mask.shape != (int(height), int(width)):
+                raise ValueError(f"RLE size {mask.shape} differs from the image size {(height, width)}")
+            return mask
+        if isinstance(segmentation, (list, tuple)):
+            if not segmentation:
+                return None
+            return polygons_to_mask(segmentation, height, width)
+    except ValueError:
+        return None
+    return None

@@ -15,7 +15,7 @@ detector's boxes, not recomputed after refinement (as in the reference).
 
 Fast paths (on by default: ``fuse=True``, ``channels_last=True``): inference runs on a cached copy of each
 network with BatchNorm folded into the convolutions (:mod:`cartoonseg.models.fuse`) and channels-last weights,
-about 2x faster on CPU (oneDNN). Outputs equal the reference ones up to fp32 rounding: on the golden data the
+faster on CPU with oneDNN (figures: ``bench/run.py``). Outputs equal the reference ones up to fp32 rounding: on the golden data the
 refiner's d1 logits move by 1.1e-4 of their range and 3e-5 of the refined mask pixels flip; the detector's mask
 logits (~1e3) amplify rounding, so 1.2e-4 of a coarse mask's pixels flip. ``fuse=False, channels_last=False``
 runs the reference op order and reproduces the original implementation bit for bit (the golden tests use it).
@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .config import RefinerConfig
 from .device import DTYPES, PRECISION_CHOICES, resolve_precision
 from .io import to_rgb_uint8
 from .models.fuse import inference_copy, is_prepared
@@ -56,8 +57,10 @@ class Segmenter:
         refiner: an :class:`~cartoonseg.models.ISNetDIS` with 4 input channels, or None for coarse masks only.
         det_size: detector canvas (multiple of 32); None = the checkpoint's test pipeline size (640).
         score_thr: keep detections with score > this.
-        mask_thr: threshold of the refined probabilities for ``Instances.binary``.
-        refine_size: refiner canvas; images larger than this are scaled down for stage 2.
+        mask_thr: threshold of the refined probabilities for ``Instances.binary``; None = the refiner's
+            ``RefinerConfig.mask_thr`` (saved in every weights file; 0.3, the original's).
+        refine_size: refiner canvas; images larger than this are scaled down for stage 2; None = the refiner's
+            ``RefinerConfig.refine_size`` (720).
         max_instances: at most this many detections (highest scores first).
         precision: ``"fp32"``, ``"fp16"``, ``"bf16"`` or ``"auto"``: autocast for the convolutions; the dynamic
             mask convs and all post-processing stay in fp32. Resolved for the current device at every call by
@@ -65,8 +68,7 @@ class Segmenter:
             with AMX/AVX512-BF16, fp16 on CUDA, else fp32); a precision the device cannot run (bf16 on an AVX2-only
             CPU) falls back to fp32 with one warning.
         refine_batch: instances refined per forward pass; None = 4 (the reference's batches) except on the fast
-            CPU path, where it is 1: oneDNN gains nothing from a batch there (3 instances at 720², 2 threads:
-            fp32 0.42 s per instance alone vs 0.6-0.8 s in a batch; bf16 0.21 s vs 0.25 s).
+            CPU path, where it is 1: oneDNN gains nothing from a batch there (``bench/run.py`` measures it).
         fuse: run a cached BN-folded copy of the networks (inference only; costs one extra copy of the weights).
             False (with ``channels_last=False``) = the reference op order, bit-exact with the original code.
         channels_last: run the convolutions in channels-last memory format (faster with oneDNN on CPU and with
@@ -91,8 +93,8 @@ class Segmenter:
         refiner: ISNetDIS | None = None,
         det_size: int | None = 640,
         score_thr: float = 0.3,
-        mask_thr: float = 0.3,
-        refine_size: int = 720,
+        mask_thr: float | None = None,
+        refine_size: int | None = None,
         max_instances: int = 100,
         precision: str = "fp32",
         refine_batch: int | None = None,
@@ -110,6 +112,10 @@ class Segmenter:
         if detector is None and refiner is None:
             raise ValueError("Segmenter needs a detector, a refiner, or both")
         det_size = detector.config.det_size if (det_size is None and detector is not None) else det_size
+        # one source of truth: the refiner's own config (saved with its weights) gives the stage-2 defaults
+        ref_cfg = refiner.config if refiner is not None else RefinerConfig()
+        mask_thr = ref_cfg.mask_thr if mask_thr is None else mask_thr
+        refine_size = ref_cfg.refine_size if refine_size is None else refine_size
         if det_size is not None and (int(det_size) % 32 or int(det_size) < 32):
             raise ValueError(f"det_size must be a positive multiple of 32, got {det_size}")
         if not 0.0 <= score_thr <= 1.0:
@@ -252,6 +258,7 @@ class Segmenter:
         rgb = self._rgb(image)
         h, w = rgb.shape[:2]
         base = self._prompt_instances(prompts, h, w)
+        base = base.replace(extras={k: list(v) for k, v in base.extras.items()})  # never share lists with the input
         if len(base) == 0:
             return base.replace(mask_thr=self.mask_thr)
         if mode == "kernel" and isinstance(prompts, Tensor) and prompts.dim() == 2 and prompts.shape[1] == 4:

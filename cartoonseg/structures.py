@@ -13,7 +13,8 @@ Conventions (every part of cartoonseg uses them):
 * alphas (optional) are ``float32 [N,H,W]`` **alpha mattes** (:func:`cartoonseg.matting.instance_alphas`):
   fractional opacity at hair and soft edges, consistent across instances (they sum to at most 1 per pixel, an
   occluded part belongs to the front instance); None until computed (refining the masks clears them);
-* extras hold optional per-instance lists (for example ``"tags"``), kept aligned on filtering.
+* extras hold optional per-instance lists, kept aligned on filtering. The keys that applications hand to each
+  other are declared once below (:data:`EXTRAS`): producers and consumers use these constants.
 """
 
 from __future__ import annotations
@@ -25,7 +26,36 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["Instances"]
+__all__ = [
+    "EXTRAS",
+    "EXTRA_CHARACTER_TAGS",
+    "EXTRA_DEPTH",
+    "EXTRA_PROMPT",
+    "EXTRA_RATING",
+    "EXTRA_TAGS",
+    "Instances",
+    "masks_to_boxes",
+]
+
+#: ``{tag: probability}`` per instance: general + character booru tags (written by ``tagger.tag_instances``).
+EXTRA_TAGS = "tags"
+#: ``{tag: probability}`` per instance: the character-name tags alone (``tagger.tag_instances``).
+EXTRA_CHARACTER_TAGS = "character_tags"
+#: ``{rating: probability}`` per instance (``tagger.tag_instances``).
+EXTRA_RATING = "rating"
+#: the merged diffusion prompt string per instance (``tagger.instance_prompts``; read by style editing).
+EXTRA_PROMPT = "prompt"
+#: the pooled disparity per instance, larger = nearer (``depth.z_order_instances``; read by Ken Burns, style
+#: editing and puppets to order layers back to front).
+EXTRA_DEPTH = "depth"
+#: Every extras key applications pass to each other, with what it holds.
+EXTRAS: dict[str, str] = {
+    EXTRA_TAGS: "{tag: probability}: general + character booru tags",
+    EXTRA_CHARACTER_TAGS: "{tag: probability}: character-name tags",
+    EXTRA_RATING: "{rating: probability}",
+    EXTRA_PROMPT: "merged diffusion prompt (str)",
+    EXTRA_DEPTH: "pooled disparity (float, larger = nearer; None = unknown)",
+}
 
 
 @dataclasses.dataclass

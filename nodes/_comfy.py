@@ -378,6 +378,37 @@ def check_mask(mask: torch.Tensor, name: str = "mask") -> torch.Tensor:
     return torch.nan_to_num(mask.float().cpu(), nan=0.0).clamp(0, 1)
 
 
+# ---------------------------------------------------------------- frames of a batch
+# One way to pair the frames of IMAGE / MASK batches with CARTOONSEG_INSTANCES (a list with one Instances per
+# frame): every other batch has one entry per frame, or a single entry shared by all frames.
+def check_instances(instances, name: str = "instances") -> list:
+    """Validate a ``CARTOONSEG_INSTANCES`` value (list of ``cartoonseg.Instances``, one per frame)."""
+    from cartoonseg import Instances
+
+    if isinstance(instances, Instances):
+        instances = [instances]
+    if not isinstance(instances, (list, tuple)) or not instances:
+        raise TypeError(f"{name} must be a non-empty CARTOONSEG_INSTANCES list, got {type(instances).__name__}")
+    for i, f in enumerate(instances):
+        if not isinstance(f, Instances):
+            raise TypeError(f"{name}[{i}] must be cartoonseg.Instances (CARTOONSEG_INSTANCES holds one per frame), "
+                            f"got {type(f).__name__}")
+    return list(instances)
+
+
+def check_batches(n: int, what: str = "image", **others) -> None:
+    """Each batch in ``others`` (name -> entry count, None = not given) has 1 entry or one per frame of the ``n``
+    frames of ``what``."""
+    for name, count in others.items():
+        if count is not None and count not in (1, n):
+            raise ValueError(f"{name} has {count} frames but {what} has {n}; give 1 or one per {what} frame")
+
+
+def pick(batch, b: int):
+    """Frame ``b`` of a batch (tensor or list) with one entry per frame or a single entry for all."""
+    return batch[min(b, len(batch) - 1)]
+
+
 # ---------------------------------------------------------------- diffusion sampling (core ComfyUI API)
 # Used by nodes that sample inside themselves (style editing), the way Impact's detailers do: the same calls as
 # core CLIPTextEncode / ControlNetApplyAdvanced / VAEEncode / KSampler / VAEDecode, imported lazily.
@@ -402,6 +433,20 @@ def encode_text(clip, text: str) -> list:
         return clip.encode_from_tokens_scheduled(tokens)
     cond, pooled = clip.encode_from_tokens(tokens, return_pooled=True)
     return [[cond, {"pooled_output": pooled}]]
+
+
+class TextEncoder:
+    """``encoder(text)`` -> CONDITIONING of ``text`` with ``clip``, each distinct text encoded once (for sampler
+    backends that make many calls with a few prompts)."""
+
+    def __init__(self, clip) -> None:
+        self.clip = clip
+        self._conds: dict[str, list] = {}
+
+    def __call__(self, text: str) -> list:
+        if text not in self._conds:
+            self._conds[text] = encode_text(self.clip, text)
+        return self._conds[text]
 
 
 def apply_control_net(positive: list, negative: list, control_net, hint: torch.Tensor, strength: float, vae=None):

@@ -162,12 +162,6 @@ class CartoonSegDepthEstimate:
         return (torch.stack([depth_to_image(d) for d in disp]), disp.clone())
 
 
-def _pair_frames(n_depth: int, n_inst: int) -> int:
-    if n_depth != n_inst and 1 not in (n_depth, n_inst):
-        raise ValueError(f"depth has {n_depth} frames but instances has {n_inst}; they must match (or one be 1)")
-    return max(n_depth, n_inst)
-
-
 class CartoonSegDepthPool:
     """Flatten the depth inside every instance to one value (one depth layer per character) and z-order them."""
 
@@ -211,16 +205,15 @@ class CartoonSegDepthPool:
     def pool(self, depth, instances, mode="mean", blend=1.0, feet_fraction=0.03, soft_edges=False, resolve_overlaps=True):
         from cartoonseg.depth import depth_to_image, disparity_from_image, pool_instance_depth, z_order_instances
 
-        from .segment import check_instances_list
-
         depth = _comfy.check_image(depth, "depth")
-        frames = check_instances_list(instances)
-        n = _pair_frames(depth.shape[0], len(frames))
+        frames = _comfy.check_instances(instances)
+        n = max(depth.shape[0], len(frames))
+        _comfy.check_batches(n, "the batch", depth=depth.shape[0], instances=len(frames))
         out_depth, out_inst, records = [], [], []
         with _comfy.steps(n) as bar:
             for b in range(n):
-                inst = frames[min(b, len(frames) - 1)]
-                d = disparity_from_image(depth[min(b, depth.shape[0] - 1)], inst.image_size)
+                inst = _comfy.pick(frames, b)
+                d = disparity_from_image(_comfy.pick(depth, b), inst.image_size)
                 pooled = pool_instance_depth(d, inst, mode=mode, blend=blend, feet_fraction=feet_fraction,
                                              soft=soft_edges, resolve_overlaps=resolve_overlaps)
                 ordered = z_order_instances(inst, pooled)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from cartoonseg.inpaint import INIT_FILLS, INPAINT_METHODS, NEGATIVE_PROMPT
+from cartoonseg.transforms import resize_float
 
 from . import _comfy
 
@@ -22,15 +23,11 @@ CATEGORY = f"{_comfy.CATEGORY}/inpaint"
 
 
 def _frame_mask(mask: torch.Tensor, b: int, size: tuple[int, int]) -> torch.Tensor:
-    m = mask[min(b, mask.shape[0] - 1)]
+    """Frame ``b``'s mask (one mask for all frames, or one per frame), resized to the frame."""
+    m = _comfy.pick(mask, b)
     if tuple(m.shape) != tuple(size):
-        m = torch.nn.functional.interpolate(m[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+        m = resize_float(m, size)
     return m.clamp(0, 1)
-
-
-def _check_batches(image: torch.Tensor, mask: torch.Tensor) -> None:
-    if mask.shape[0] not in (1, image.shape[0]):
-        raise ValueError(f"mask has {mask.shape[0]} frames but image has {image.shape[0]}; use 1 mask or one per frame")
 
 
 class CartoonSegBackgroundMask:
@@ -61,12 +58,9 @@ class CartoonSegBackgroundMask:
         }
 
     def make(self, instances, indices="all", dilate=5, feather=0.0):
-        from cartoonseg.inpaint import background_mask
+        from cartoonseg.ops import background_mask, parse_indices
 
-        from .instances import parse_indices
-        from .segment import check_instances_list
-
-        frames = check_instances_list(instances)
+        frames = _comfy.check_instances(instances)
         chosen = parse_indices(indices)
         masks = [background_mask(f, indices=chosen, dilate=dilate, feather=feather) for f in frames]
         sizes = {tuple(m.shape) for m in masks}
@@ -111,7 +105,7 @@ class CartoonSegInpaintPatchMatch:
 
         image = _comfy.check_image(image)
         mask = _comfy.check_mask(mask)
-        _check_batches(image, mask)
+        _comfy.check_batches(image.shape[0], mask=mask.shape[0])
         out = []
         with _comfy.steps(image.shape[0]) as bar:
             for b in range(image.shape[0]):
@@ -140,12 +134,7 @@ class ComfyInpaintBackend:
 
     def __init__(self, model, clip, vae) -> None:
         self.model, self.clip, self.vae = model, clip, vae
-        self._conds: dict[str, list] = {}
-
-    def encode(self, text: str) -> list:
-        if text not in self._conds:
-            self._conds[text] = _comfy.encode_text(self.clip, text)
-        return self._conds[text]
+        self.encode = _comfy.TextEncoder(clip)
 
     def __call__(self, req) -> torch.Tensor:
         from cartoonseg.inpaint import grey_out_hole
@@ -218,7 +207,7 @@ class CartoonSegInpaintDiffusion:
                                   scheduler=scheduler, short_side=short_side)
         image = _comfy.check_image(image)
         mask = _comfy.check_mask(mask)
-        _check_batches(image, mask)
+        _comfy.check_batches(image.shape[0], mask=mask.shape[0])
         prompt = background_prompt(tags)
         backend = ComfyInpaintBackend(model, clip, vae)
         backend.encode(prompt), backend.encode(negative_prompt)  # once, before any frame (as CLIPTextEncode would)

@@ -2,7 +2,7 @@
 
 These answer the most requested feature of segmentation packs, "one mask per object, not one merged mask": pick
 instances by index, score, area, position or (tracked) id, and get per-instance masks, padded crops, the union
-and background masks and bounding boxes. ``SEGS`` follows ltdrdata/ComfyUI-Impact-Pack's format
+and background masks and bounding boxes (the operations themselves are :mod:`cartoonseg.ops`). ``SEGS`` follows ltdrdata/ComfyUI-Impact-Pack's format
 ``((H, W), [SEG, ...])`` with ``SEG = (cropped_image, cropped_mask, confidence, crop_region, bbox, label,
 control_net_wrapper)`` and is built here without importing Impact. Tracking uses ``cartoonseg.tracking``.
 Related to the paper "Instance-guided Cartoon Editing with a Large-scale Dataset" (arXiv 2312.01943), whose
@@ -16,13 +16,22 @@ from collections import namedtuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from cartoonseg.ops import (
+    CROP_FILLS,
+    ORDERS,
+    SELECT_BY,
+    crop_instances,
+    grow_mask,
+    masks_to_instances,
+    parse_indices,
+    select_instances,
+)
 
 from . import _comfy
 from .segment import (
     _MASK_OUTPUT_TOOLTIP,
     MASK_OUTPUTS,
-    check_instances_list,
     mask_values,
     resize_masks,
     stack_masks,
@@ -30,9 +39,6 @@ from .segment import (
 )
 
 CATEGORY = f"{_comfy.CATEGORY}/instances"
-ORDERS = ("index", "score", "area", "left-to-right", "top-to-bottom", "id")
-SELECT_BY = ("position", "id")
-CROP_FILLS = ("image", "white", "black")
 MASKS_ARE = ("instances of one image", "one per frame")
 
 # Same field names, order and default as Impact Pack's SEG, so Impact nodes can read ours (and _replace them).
@@ -40,157 +46,7 @@ SEG = namedtuple("SEG", ["cropped_image", "cropped_mask", "confidence", "crop_re
                          "control_net_wrapper"], defaults=[None])
 
 
-# ---------------------------------------------------------------------------------------------- helpers
-def parse_indices(text: str) -> list[int] | None:
-    """``""``/``"all"`` -> None (everything); ``"0, 2, 4-6, -1"`` -> [0, 2, 4, 5, 6, -1]."""
-    text = (text or "").strip()
-    if text.lower() in ("", "all", "*"):
-        return None
-    out: list[int] = []
-    for part in text.replace(";", ",").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        m = re.fullmatch(r"(-?\d+)\s*-\s*(-?\d+)", part)
-        try:
-            if m:
-                a, b = int(m.group(1)), int(m.group(2))
-                if b < a:
-                    raise ValueError
-                out.extend(range(a, b + 1))
-            else:
-                out.append(int(part))
-        except ValueError:
-            raise ValueError(f"cannot parse instance selection {text!r}: use e.g. '0', '0,2', '1-3', '-1' or "
-                             f"'all'") from None
-    return out
-
-
-def sort_order(inst, order: str) -> list[int]:
-    """Positions of ``inst`` in the requested order (stable)."""
-    n = len(inst)
-    if order == "index":
-        return list(range(n))
-    if order == "score":
-        key = (-inst.scores.float()).tolist()
-    elif order == "area":
-        key = (-inst.areas.float()).tolist()
-    elif order == "left-to-right":
-        key = ((inst.boxes[:, 0] + inst.boxes[:, 2]) / 2).tolist()
-    elif order == "top-to-bottom":
-        key = ((inst.boxes[:, 1] + inst.boxes[:, 3]) / 2).tolist()
-    elif order == "id":
-        key = inst.ids.tolist()
-    else:
-        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
-    return sorted(range(n), key=lambda i: (key[i], i))
-
-
-def select_instances(inst, order: str, indices: list[int] | None, select_by: str):
-    """Sort, then keep the chosen instances (positions after sorting, or instance ids). Out-of-range positions
-    and absent ids are skipped, so a selection never fails on a frame with fewer instances."""
-    ordered = sort_order(inst, order)
-    if indices is None:
-        keep = ordered
-    elif select_by == "position":
-        n = len(ordered)
-        keep = [ordered[i] for i in indices if -n <= i < n]
-    elif select_by == "id":
-        ids = inst.ids.tolist()
-        wanted = list(dict.fromkeys(indices))
-        keep = [p for p in ordered if ids[p] in wanted]
-    else:
-        raise ValueError(f"select_by must be one of {SELECT_BY}, got {select_by!r}")
-    keep = list(dict.fromkeys(keep))
-    return inst[keep]
-
-
-def grow_mask(mask: torch.Tensor, pixels: int) -> torch.Tensor:
-    """Dilate (``pixels > 0``) or erode (``< 0``) masks ``[B,H,W]`` with a (2|p|+1)^2 square window."""
-    p = int(pixels)
-    if p == 0:
-        return mask
-    k = 2 * abs(p) + 1
-    x = mask[:, None].float()
-    if p > 0:
-        x = F.max_pool2d(x, k, stride=1, padding=abs(p))
-    else:
-        x = -F.max_pool2d(-x, k, stride=1, padding=abs(p))
-    return x[:, 0]
-
-
-def crop_box(box, height: int, width: int, padding: int) -> tuple[int, int, int, int]:
-    """Integer crop window: the box grown by ``padding`` px, clamped to the image, at least 1x1."""
-    x1, y1, x2, y2 = (float(v) for v in box)
-    x1 = int(np.floor(x1)) - padding
-    y1 = int(np.floor(y1)) - padding
-    x2 = int(np.ceil(x2)) + padding
-    y2 = int(np.ceil(y2)) + padding
-    x1, y1 = max(0, min(width - 1, x1)), max(0, min(height - 1, y1))
-    x2, y2 = max(x1 + 1, min(width, x2)), max(y1 + 1, min(height, y2))
-    return x1, y1, x2, y2
-
-
-def _fit(t: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize ``[C,h,w]`` so the longer side is ``size`` (aspect kept)."""
-    c, h, w = t.shape
-    s = size / max(h, w)
-    nh, nw = max(1, round(h * s)), max(1, round(w * s))
-    return F.interpolate(t[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
-
-
-def make_crops(image: torch.Tensor | None, frame_masks: list[tuple[int, torch.Tensor, torch.Tensor]],
-               padding: int, crop_size: int, fill: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Crops of each selected instance.
-
-    Args:
-        image: IMAGE ``[B,H,W,3]`` or None (then the crop shows the mask in white on black).
-        frame_masks: ``(frame index, box [4], mask [H,W])`` per instance.
-        padding: pixels added around each box.
-        crop_size: 0 = natural size, all crops padded (bottom/right) to the largest; > 0 = each crop resized to
-            fit a ``crop_size`` square and centred on it.
-        fill: ``"image"`` keeps the pixels around the instance; ``"white"``/``"black"`` replace them.
-
-    Returns:
-        IMAGE ``[K,h,w,3]`` and MASK ``[K,h,w]`` (the instance's mask in the crop; 0 in padding added to reach
-        the common size).
-    """
-    if fill not in CROP_FILLS:
-        raise ValueError(f"crop_fill must be one of {CROP_FILLS}, got {fill!r}")
-    crops, cmasks = [], []
-    for fi, box, mask in frame_masks:
-        h, w = mask.shape
-        x1, y1, x2, y2 = crop_box(box, h, w, padding)
-        m = mask[y1:y2, x1:x2]
-        if image is not None:
-            img = image[fi, y1:y2, x1:x2, :3].permute(2, 0, 1)
-        else:
-            img = m[None].expand(3, -1, -1)
-        if fill != "image":
-            bg = 1.0 if fill == "white" else 0.0
-            img = img * m[None] + bg * (1 - m[None])
-        crops.append(img)
-        cmasks.append(m[None])
-    if crop_size > 0:
-        crops = [_fit(c, crop_size) for c in crops]
-        cmasks = [_fit(c, crop_size) for c in cmasks]
-        th = tw = crop_size
-    else:
-        th = max(c.shape[1] for c in crops)
-        tw = max(c.shape[2] for c in crops)
-    out_i = torch.zeros(len(crops), 3, th, tw)
-    out_m = torch.zeros(len(crops), th, tw)
-    bg = 1.0 if fill == "white" else 0.0
-    for k, (c, cm) in enumerate(zip(crops, cmasks)):
-        h, w = c.shape[1:]
-        oy, ox = ((th - h) // 2, (tw - w) // 2) if crop_size > 0 else (0, 0)
-        if fill != "image":
-            out_i[k] = bg
-        out_i[k, :, oy:oy + h, ox:ox + w] = c
-        out_m[k, oy:oy + h, ox:ox + w] = cm[0]
-    return out_i.permute(0, 2, 3, 1).clamp(0, 1).contiguous(), out_m.clamp(0, 1).contiguous()
-
-
+# ---------------------------------------------------------------------------------------------- ComfyUI / Impact formats
 def to_bounding_boxes(frames: list) -> list[list[dict]]:
     """Per-frame instances -> ComfyUI ``BOUNDING_BOX`` value: one list per frame of
     ``{x, y, width, height, score, label, id}`` dicts (pixels, clamped to the image)."""
@@ -262,33 +118,6 @@ def instances_to_segs(inst, image_frame: torch.Tensor | None, crop_factor: float
     return ((h, w), segs)
 
 
-def masks_to_instances(masks: torch.Tensor, mask_threshold: float, split_components: bool, min_area: int):
-    """MASK ``[N,H,W]`` (soft or binary) -> ``cartoonseg.Instances`` of one image; empty masks are dropped,
-    optionally every connected component of a mask becomes its own instance (components smaller than
-    ``min_area`` pixels are dropped). Scores are 1.0; the soft values are kept as mask probabilities."""
-    import cv2
-
-    from cartoonseg import Instances
-
-    h, w = masks.shape[-2:]
-    keep = []
-    for m in masks:
-        b = m > mask_threshold
-        if not split_components:
-            if int(b.sum()) >= max(1, min_area):
-                keep.append(m)
-            continue
-        count, labels = cv2.connectedComponents(b.numpy().astype(np.uint8), connectivity=8)
-        labels = torch.from_numpy(labels)
-        for c in range(1, count):
-            comp = labels == c
-            if int(comp.sum()) >= max(1, min_area):
-                keep.append(torch.where(comp, m, torch.zeros_like(m)))
-    if not keep:
-        return Instances.empty(h, w, mask_thr=mask_threshold)
-    return Instances.from_masks(torch.stack(keep).float(), mask_thr=mask_threshold)
-
-
 # ---------------------------------------------------------------------------------------------- nodes
 class CartoonSegInstanceSplit:
     DESCRIPTION = (
@@ -338,7 +167,7 @@ class CartoonSegInstanceSplit:
 
     def split(self, instances, order, select, select_by, frame, crop_padding, crop_size, crop_fill, dilate,
               mask_output, image=None):
-        frames = check_instances_list(instances)
+        frames = _comfy.check_instances(instances)
         if frame >= len(frames):
             raise ValueError(f"frame {frame} out of range: instances have {len(frames)} frames (use -1 for all)")
         frame_ids = list(range(len(frames))) if frame < 0 else [int(frame)]
@@ -359,7 +188,7 @@ class CartoonSegInstanceSplit:
             values = mask_values(c, mask_output)
             items += [(fi, c.boxes[k], values[k]) for k in range(len(c))]
         if items:
-            crops, crop_masks = make_crops(image, items, int(crop_padding), int(crop_size), crop_fill)
+            crops, crop_masks = crop_instances(image, items, int(crop_padding), int(crop_size), crop_fill)
         else:
             crops, crop_masks = torch.zeros(1, h, w, 3), torch.zeros(1, h, w)
         count = int(sum(len(c) for c in chosen))
@@ -450,7 +279,7 @@ class CartoonSegToSEGS:
         }
 
     def to_segs(self, instances, frame, crop_factor, drop_size, label_prefix, mask_output, image=None):
-        frames = check_instances_list(instances)
+        frames = _comfy.check_instances(instances)
         if not 0 <= frame < len(frames):
             raise ValueError(f"frame {frame} out of range: instances have {len(frames)} frames")
         inst = frames[frame]
@@ -492,7 +321,7 @@ class CartoonSegTrack:
         }
 
     def track(self, instances, iou_threshold, max_age, metric):
-        frames = check_instances_list(instances)
+        frames = _comfy.check_instances(instances)
         tracked = track_frames(frames, float(iou_threshold), int(max_age), metric)
         ids = {int(i) for f in tracked for i in f.ids.tolist()}
         return (tracked, len(ids))

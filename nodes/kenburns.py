@@ -74,16 +74,6 @@ class CartoonSegCameraPath:
                            easing=easing, playback=bool(playback), fps=float(fps), anchor=anchor),)
 
 
-def _pick(batch, b: int):
-    """Frame ``b`` of a batch that has one entry per frame or a single entry for all."""
-    return batch[min(b, len(batch) - 1)]
-
-
-def _check_pairing(n_image: int, name: str, n_other: int) -> None:
-    if n_other not in (1, n_image):
-        raise ValueError(f"{name} has {n_other} frames but image has {n_image}; give 1 or one per image frame")
-
-
 class CartoonSegKenBurns:
     """Render an instance-aware 3D Ken Burns clip from each input image."""
 
@@ -153,9 +143,8 @@ class CartoonSegKenBurns:
         background = _comfy.check_image(background, "background") if background is not None else None
         camera = _check_camera(camera, CameraPath)
         n = image.shape[0]
-        for name, other in (("depth", depth), ("instances", frames), ("background", background)):
-            if other is not None:
-                _check_pairing(n, name, len(other))
+        _comfy.check_batches(n, depth=len(depth), instances=len(frames) if frames else None,
+                             background=len(background) if background is not None else None)
         config = KenBurnsConfig(size=int(size), depth_of_field=bool(depth_of_field), dof_strength=float(dof_strength),
                                 dof_speed=float(dof_speed), min_disparity=float(min_disparity), fill=fill)
         dev = _comfy.torch_device() if device == "auto" else torch.device("cpu")
@@ -164,8 +153,8 @@ class CartoonSegKenBurns:
             for b in range(n):
                 progress = _Progress(bar)
                 clip = render_kenburns(
-                    image[b], _pick(depth, b), masks=_pick(frames, b) if frames else None,
-                    background=_pick(background, b) if background is not None else None,
+                    image[b], _comfy.pick(depth, b), masks=_comfy.pick(frames, b) if frames else None,
+                    background=_comfy.pick(background, b) if background is not None else None,
                     camera=camera, config=config, device=dev, callback=progress, refiner=diffusion,
                     interrupt=_comfy.throw_if_interrupted,
                 )
@@ -253,9 +242,7 @@ class _Progress:
 def _check_instances(instances):
     if instances is None:
         return None
-    from .segment import check_instances_list
-
-    return check_instances_list(instances)
+    return _comfy.check_instances(instances)
 
 
 def _check_camera(camera, camera_cls):

@@ -21,10 +21,6 @@ PRESETS = ("idle-sway", "wave", "bounce", "breathe", "nod")
 RETARGET = ("absolute", "relative")
 
 
-def _pick(items, b: int):
-    return items[min(b, len(items) - 1)]
-
-
 def _pose_frames(pose_keypoint):
     """POSE_KEYPOINT as a list of frame dicts (a single dict is one frame)."""
     if pose_keypoint is None:
@@ -75,11 +71,10 @@ class CartoonSegPuppetRig:
     def rig(self, image, instances, indices="all", mesh_spacing=0, pose_keypoint=None, handles_json=""):
         from cartoonseg.puppet import MeshConfig, RigConfig, build_rig, draw_rig
 
-        from .instances import parse_indices
-        from .segment import check_instances_list
+        from cartoonseg.ops import parse_indices
 
         image = _comfy.check_image(image)
-        frames = check_instances_list(instances)
+        frames = _comfy.check_instances(instances)
         poses = _pose_frames(pose_keypoint)
         if len(frames) not in (1, image.shape[0]):
             raise ValueError(f"instances has {len(frames)} frames but image has {image.shape[0]}")
@@ -89,11 +84,11 @@ class CartoonSegPuppetRig:
         rigs, previews = [], []
         with _comfy.steps(image.shape[0]) as bar:
             for b in range(image.shape[0]):
-                inst = _pick(frames, b)
+                inst = _comfy.pick(frames, b)
                 if tuple(inst.image_size) != tuple(image.shape[1:3]):
                     raise ValueError(f"instances are {inst.image_size[1]}x{inst.image_size[0]} but the image is "
                                      f"{image.shape[2]}x{image.shape[1]}")
-                rig = build_rig(inst, poses=_pick(poses, b) if poses else None, handles=handles, select=select,
+                rig = build_rig(inst, poses=_comfy.pick(poses, b) if poses else None, handles=handles, select=select,
                                 config=config, callback=lambda done, total: _comfy.throw_if_interrupted())
                 rigs.append(rig)
                 previews.append(torch.from_numpy(draw_rig(_comfy.image_to_uint8(image[b]), rig)).float() / 255.0)
@@ -175,8 +170,8 @@ class CartoonSegPuppetAnimate:
         out_f, out_m = [], []
         with _comfy.steps(image.shape[0] * n) as bar:
             for b in range(image.shape[0]):
-                rig = _pick(rigs, b)
-                bg = _pick(plate, b) if plate is not None else background_plate(
+                rig = _comfy.pick(rigs, b)
+                bg = _comfy.pick(plate, b) if plate is not None else background_plate(
                     image[b], rig, interrupt=_comfy.throw_if_interrupted)
                 for frame, mask in render_frames(image[b], rig, motion, frames=n, fps=float(fps), plate=bg,
                                                  callback=lambda done, total: bar.tick()):

@@ -122,20 +122,6 @@ def track_frames(frames: list, iou_threshold: float = 0.3, max_age: int = 5, met
     return track_instances(frames, TrackerConfig(iou_threshold=iou_threshold, max_age=max_age, metric=metric))
 
 
-def check_instances_list(instances, name: str = "instances") -> list:
-    """Validate a ``CARTOONSEG_INSTANCES`` value (list of ``cartoonseg.Instances``, one per frame)."""
-    from cartoonseg import Instances
-
-    if isinstance(instances, Instances):
-        instances = [instances]
-    if not isinstance(instances, (list, tuple)) or not instances:
-        raise TypeError(f"{name} must be a non-empty CARTOONSEG_INSTANCES list, got {type(instances).__name__}")
-    for i, f in enumerate(instances):
-        if not isinstance(f, Instances):
-            raise TypeError(f"{name}[{i}] must be cartoonseg.Instances, got {type(f).__name__}")
-    return list(instances)
-
-
 def check_model(model):
     from .loaders import CartoonSegModel
 
@@ -147,10 +133,11 @@ def check_model(model):
 # ---------------------------------------------------------------------------------------------- prompts for refine
 def resize_masks(masks: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """``[N,h,w]`` -> ``[N,height,width]`` (bilinear; identity when the size already matches)."""
+    from cartoonseg.transforms import resize_float
+
     if masks.shape[-2:] == (height, width):
         return masks
-    return torch.nn.functional.interpolate(masks[:, None], size=(height, width), mode="bilinear",
-                                           align_corners=False)[:, 0].clamp(0, 1)
+    return resize_float(masks, (height, width)).clamp(0, 1)
 
 
 def masks_per_frame(masks: torch.Tensor, frames: int, height: int, width: int) -> list[torch.Tensor]:
@@ -215,6 +202,25 @@ def parse_bboxes(bboxes, frames: int) -> list[torch.Tensor]:
         raise ValueError(f"bboxes has {len(bboxes)} per-frame lists for {frames} frames")
     g = group(bboxes)
     return [g.clone() for _ in range(frames)]
+
+
+def prompts_per_frame(frames: int, height: int, width: int, *, instances=None, masks=None, bboxes=None) -> list:
+    """The refine prompts of each frame from exactly one of the Refine node's prompt inputs: CARTOONSEG_INSTANCES
+    (one per frame, the frame size), any MASK (:func:`masks_per_frame`) or boxes (:func:`parse_bboxes`)."""
+    given = [n for n, v in (("instances", instances), ("masks", masks), ("bboxes", bboxes)) if v is not None]
+    if len(given) != 1:
+        raise ValueError(f"connect exactly one prompt input (instances, masks or bboxes), got {given or 'none'}")
+    if masks is not None:
+        return masks_per_frame(masks, frames, height, width)
+    if bboxes is not None:
+        return parse_bboxes(bboxes, frames)
+    prompts = _comfy.check_instances(instances)
+    if len(prompts) != frames:
+        raise ValueError(f"instances has {len(prompts)} frames but image has {frames}")
+    for i, p in enumerate(prompts):
+        if p.image_size != (height, width):
+            raise ValueError(f"instances[{i}] are for {p.image_size}, image frames are {(height, width)}")
+    return prompts
 
 
 # ---------------------------------------------------------------------------------------------- nodes
@@ -309,32 +315,14 @@ class CartoonSegRefine:
                              f"(it was loaded with refiner='none'; detector {model.detector_path})")
         image = _comfy.check_image(image)
         b, h, w = (int(v) for v in image.shape[:3])
-        given = [n for n, v in (("instances", instances), ("masks", masks), ("bboxes", bboxes)) if v is not None]
-        if len(given) != 1:
-            raise ValueError(f"connect exactly one prompt input (instances, masks or bboxes), got {given or 'none'}")
-        if instances is not None:
-            prompts = check_instances_list(instances)
-            if len(prompts) != b:
-                raise ValueError(f"instances has {len(prompts)} frames but image has {b}")
-            for i, p in enumerate(prompts):
-                if p.image_size != (h, w):
-                    raise ValueError(f"instances[{i}] are for {p.image_size}, image frames are {(h, w)}")
-        elif masks is not None:
-            prompts = masks_per_frame(masks, b, h, w)
-        else:
-            prompts = parse_bboxes(bboxes, b)
+        prompts = prompts_per_frame(b, h, w, instances=instances, masks=masks, bboxes=bboxes)
         seg = model.segmenter(use_refiner=True, mask_thr=float(mask_threshold), refine_size=int(refine_size),
                               prompt_mode=str(prompt_mode), grey=bool(grey))
 
-        def one(i, frame):
-            p = prompts[i]
-            if len(p) == 0:
+        def one(i, frame):  # ids, labels and extras of Instances prompts are kept by the library
+            if len(prompts[i]) == 0:
                 return Instances.empty(h, w, mask_thr=float(mask_threshold))
-            out = to_cpu_instances(seg.refine(frame, p), h, w)
-            if isinstance(p, Instances) and len(out) == len(p):  # keep ids / extras of the prompts
-                out = out.replace(ids=p.ids.cpu().clone(), labels=p.labels.cpu().clone(),
-                                  extras={k: list(v) for k, v in p.extras.items()})
-            return out
+            return to_cpu_instances(seg.refine(frame, prompts[i]), h, w)
 
         with model.on_device():
             frames = run_frames(image, one)
@@ -424,7 +412,7 @@ class CartoonSegAlphaMatte:
         from cartoonseg.matting import MattingConfig, cutouts, instance_alphas
 
         image = _comfy.check_image(image)
-        frames = check_instances_list(instances)
+        frames = _comfy.check_instances(instances)
         b, h, w = (int(v) for v in image.shape[:3])
         if len(frames) != b:
             raise ValueError(f"instances has {len(frames)} frames but image has {b}")

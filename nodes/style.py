@@ -11,7 +11,6 @@ sampling API (the calls of CLIPTextEncode / ControlNetApplyAdvanced / VAEEncode 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 
 import torch
 
@@ -34,13 +33,8 @@ class ComfyStyleBackend:
 
     def __init__(self, model, clip, vae, config: StyleConfig, control_net=None) -> None:
         self.model, self.clip, self.vae, self.control_net, self.config = model, clip, vae, control_net, config
-        self._conds: dict[str, list] = {}
+        self.encode = _comfy.TextEncoder(clip)
         self.calls = 0
-
-    def encode(self, text: str) -> list:
-        if text not in self._conds:
-            self._conds[text] = _comfy.encode_text(self.clip, text)
-        return self._conds[text]
 
     def __call__(self, req: SampleRequest) -> torch.Tensor:
         cfg = self.config
@@ -57,23 +51,18 @@ class ComfyStyleBackend:
 
 
 def frames_instances(instances, batch: int, height: int, width: int) -> list[Instances]:
-    """CARTOONSEG_INSTANCES (a list with one Instances per frame, or one Instances for all frames) checked
-    against an IMAGE batch of ``batch`` frames of ``height x width``."""
-    if isinstance(instances, Instances):
-        instances = [instances]
-    if not isinstance(instances, Sequence) or not all(isinstance(i, Instances) for i in instances):
-        raise TypeError("instances must be CARTOONSEG_INSTANCES (a list of cartoonseg.Instances, one per frame)")
-    if len(instances) == 1 and batch > 1:
-        instances = list(instances) * batch
-    if len(instances) != batch:
-        raise ValueError(f"instances have {len(instances)} frames but the image batch has {batch}")
-    for f, inst in enumerate(instances):
+    """CARTOONSEG_INSTANCES (one Instances per frame, or one for all frames) checked against an IMAGE batch of
+    ``batch`` frames of ``height x width``."""
+    frames = _comfy.check_instances(instances)
+    _comfy.check_batches(batch, instances=len(frames))
+    frames = [_comfy.pick(frames, b) for b in range(batch)]
+    for f, inst in enumerate(frames):
         if inst.image_size != (height, width):
             raise ValueError(
                 f"frame {f}: instances are for a {inst.image_size[0]}x{inst.image_size[1]} image but the image is "
                 f"{height}x{width}; segment the same image you edit"
             )
-    return [inst.to("cpu") for inst in instances]
+    return [inst.to("cpu") for inst in frames]
 
 
 def format_passes(records) -> str:

@@ -21,6 +21,8 @@ from functools import partial
 
 import torch
 
+from cartoonseg.structures import EXTRA_CHARACTER_TAGS, EXTRA_PROMPT, EXTRA_TAGS
+
 from . import _comfy
 
 CATEGORY = f"{_comfy.CATEGORY}/tagger"
@@ -99,29 +101,6 @@ def check_tagger(tagger) -> CartoonSegTagger:
     return tagger
 
 
-def check_instances(instances, name: str = "instances") -> list:
-    """Validate a ``CARTOONSEG_INSTANCES`` value (a list of ``cartoonseg.Instances``, one per frame)."""
-    from cartoonseg import Instances
-
-    if isinstance(instances, Instances):
-        instances = [instances]
-    if not isinstance(instances, (list, tuple)) or not instances:
-        raise TypeError(f"{name} must be a non-empty CARTOONSEG_INSTANCES list, got {type(instances).__name__}")
-    for i, frame in enumerate(instances):
-        if not isinstance(frame, Instances):
-            raise TypeError(f"{name}[{i}] must be cartoonseg.Instances, got {type(frame).__name__}")
-    return list(instances)
-
-
-def frame_of(batch: torch.Tensor, index: int, name: str) -> torch.Tensor:
-    """Frame ``index`` of an IMAGE batch; a single frame is shared by all."""
-    if batch.shape[0] == 1:
-        return batch[0]
-    if index >= batch.shape[0]:
-        raise ValueError(f"{name} has {batch.shape[0]} frames but frame {index} is needed")
-    return batch[index]
-
-
 def pick_frame(frames: list, frame: int) -> int:
     if not -len(frames) <= int(frame) < len(frames):
         raise ValueError(f"frame {frame} out of range for {len(frames)} frames of instances")
@@ -134,15 +113,6 @@ def prompt_options(template, drop_character_tags, exclude_tags, underscores_to_s
     return PromptOptions(template=str(template), drop_character_tags=bool(drop_character_tags),
                          exclude=str(exclude_tags or ""), underscores_to_spaces=bool(underscores_to_spaces),
                          escape_parentheses=bool(escape_parentheses), max_tags=int(max_tags))
-
-
-def encode_text(clip, text: str) -> list:
-    """CONDITIONING of ``text`` with ComfyUI's CLIP object (the calls of core CLIPTextEncode)."""
-    tokens = clip.tokenize(text)
-    if hasattr(clip, "encode_from_tokens_scheduled"):
-        return clip.encode_from_tokens_scheduled(tokens)
-    cond, pooled = clip.encode_from_tokens(tokens, return_pooled=True)
-    return [[cond, {"pooled_output": pooled}]]
 
 
 def set_mask(conditioning: list, mask: torch.Tensor, strength: float, set_cond_area: str) -> list:
@@ -236,11 +206,11 @@ class CartoonSegTagInstances:
         from cartoonseg.tagger import PromptOptions, format_tags, parse_tag_list, tag_instances
 
         handle = check_tagger(tagger)
-        frames = check_instances(instances)
+        frames = _comfy.check_instances(instances)
         image = _comfy.check_image(image)
-        if image.shape[0] not in (1, len(frames)):
-            raise ValueError(f"image has {image.shape[0]} frames but instances have {len(frames)} (use 1 or the same)")
         plates = _comfy.check_image(background, "background") if background is not None else None
+        _comfy.check_batches(len(frames), "instances", image=image.shape[0],
+                             background=plates.shape[0] if plates is not None else None)
         options = dict(general_threshold=float(general_threshold), character_threshold=float(character_threshold),
                        general_mcut=bool(general_mcut), character_mcut=bool(character_mcut),
                        exclude=tuple(t.replace(" ", "_") for t in parse_tag_list(exclude_tags)),
@@ -249,12 +219,12 @@ class CartoonSegTagInstances:
         out, strings, background_lines = [], [], []
         with handle.on_device() as model, _comfy.steps(len(frames)) as progress:
             for i, inst in enumerate(frames):
-                frame = _comfy.image_to_uint8(frame_of(image, i, "image"))
-                plate = _comfy.image_to_uint8(frame_of(plates, i, "background")) if plates is not None else None
+                frame = _comfy.image_to_uint8(_comfy.pick(image, i))
+                plate = _comfy.image_to_uint8(_comfy.pick(plates, i)) if plates is not None else None
                 tagged, bg = tag_instances(model, frame, inst, background=plate, interrupt=_comfy.throw_if_interrupted,
                                            **options)
                 out.append(tagged)
-                strings += [format_tags(t, (), display) for t in tagged.extras["tags"]]
+                strings += [format_tags(t, (), display) for t in tagged.extras[EXTRA_TAGS]]
                 background_lines.append(format_tags(bg.tags, (), display) if bg is not None else "")
                 progress.tick()
         return (out, strings, "\n".join(background_lines))
@@ -309,7 +279,7 @@ class CartoonSegMergePrompts:
         from cartoonseg.tagger import (NEGATIVE_PROMPT, background_prompt, impact_wildcard, instance_label,
                                        instance_prompts, parse_tag_list)
 
-        frames = check_instances(instances)
+        frames = _comfy.check_instances(instances)
         options = prompt_options(template, drop_character_tags, exclude_tags, underscores_to_spaces,
                                  escape_parentheses, max_tags)
         out, prompts = [], []
@@ -319,7 +289,7 @@ class CartoonSegMergePrompts:
             prompts += texts
         k = pick_frame(out, frame)
         labels = [instance_label(i, str(label_prefix)) for i in out[k].ids.tolist()]
-        wildcard = impact_wildcard(labels, out[k].extras["prompt"])
+        wildcard = impact_wildcard(labels, out[k].extras[EXTRA_PROMPT])
         bg_tags = parse_tag_list(background_tags or "")  # all frames' lines, first occurrence kept
         background = background_prompt(bg_tags, (), options, suffix=background_suffix)
         return (out, prompts, background, NEGATIVE_PROMPT, wildcard)
@@ -364,26 +334,26 @@ class CartoonSegInstanceConditioning:
                set_cond_area, frame):
         from cartoonseg.tagger import merge_prompt
 
-        frames = check_instances(instances)
+        frames = _comfy.check_instances(instances)
         inst = frames[pick_frame(frames, frame)].to("cpu")
         if background_area not in BACKGROUND_AREAS:
             raise ValueError(f"background_area must be one of {BACKGROUND_AREAS}, got {background_area!r}")
-        prompts = inst.extras.get("prompt")
+        prompts = inst.extras.get(EXTRA_PROMPT)
         if prompts is None:
-            tags = inst.extras.get("tags") or [{} for _ in range(len(inst))]
-            chars = inst.extras.get("character_tags") or [{} for _ in range(len(inst))]
+            tags = inst.extras.get(EXTRA_TAGS) or [{} for _ in range(len(inst))]
+            chars = inst.extras.get(EXTRA_CHARACTER_TAGS) or [{} for _ in range(len(inst))]
             prompts = [merge_prompt("", t or {}, list(c or ())) for t, c in zip(tags, chars)]
         masks = inst.binary.float()
         out: list = []
         with _comfy.steps(len(inst) + 1) as progress:
             for prompt, mask in zip(prompts, masks):
                 if prompt and mask.any():
-                    out += set_mask(encode_text(clip, prompt), mask[None], strength, set_cond_area)
+                    out += set_mask(_comfy.encode_text(clip, prompt), mask[None], strength, set_cond_area)
                 progress.tick()
             area = torch.ones(1, *inst.image_size)
             if background_area == "outside instances" and len(inst):
                 area = (1.0 - masks.amax(0)).clamp(0, 1)[None]
-            out += set_mask(encode_text(clip, background_prompt or ""), area, background_strength, "default")
+            out += set_mask(_comfy.encode_text(clip, background_prompt or ""), area, background_strength, "default")
             progress.tick()
         return (out,)
 

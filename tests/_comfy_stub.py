@@ -282,7 +282,7 @@ def write_tiny_released_weights(models_dir: Path) -> Path:
     """``models_dir/cartoonseg/{rtmdetl_e60.ckpt, refine_last.ckpt}``: tiny random networks (seed 0) in the released
     file layouts (mmengine detector checkpoint, flat refiner state dict). Returns ``models_dir``."""
     import cartoonseg
-    from cartoonseg.checkpoint import save_flat_refiner_checkpoint, save_mmengine_detector_checkpoint
+    from _checkpoint_writers import save_flat_refiner_checkpoint, save_mmengine_detector_checkpoint
 
     torch.manual_seed(0)
     folder = Path(models_dir) / "cartoonseg"

@@ -8,6 +8,7 @@ import pickle
 
 import pytest
 import torch
+from _checkpoint_writers import save_flat_refiner_checkpoint, save_mmengine_detector_checkpoint
 
 import cartoonseg
 from cartoonseg import checkpoint as ck
@@ -39,7 +40,7 @@ def test_released_l_layout_loads_strictly(tmp_path, l_manifest):
     with torch.no_grad():
         for i, p in enumerate(model.parameters()):
             p.copy_(torch.randn_like(p) * 0.01 + i * 1e-4)
-    path = ck.save_mmengine_detector_checkpoint(model, tmp_path / "rtmdetl_e60.ckpt")
+    path = save_mmengine_detector_checkpoint(model, tmp_path / "rtmdetl_e60.ckpt")
     raw = torch.load(path, map_location="cpu", weights_only=True)
     assert set(raw) == {"meta", "state_dict"} and isinstance(raw["meta"]["cfg"], str)
     assert [k for k, _, _ in l_manifest["state_dict"]] == list(raw["state_dict"])
@@ -53,7 +54,7 @@ def test_released_l_layout_loads_strictly(tmp_path, l_manifest):
 
 def test_meta_cfg_is_parsed_not_executed(tmp_path):
     model = cartoonseg.build_detector("tiny", score_thr=0.123, iou_thr=0.55, det_size=512)
-    path = ck.save_mmengine_detector_checkpoint(model, tmp_path / "d.ckpt")
+    path = save_mmengine_detector_checkpoint(model, tmp_path / "d.ckpt")
     raw = torch.load(path, weights_only=True)
     # something that would run if the config were exec'd
     raw["meta"]["cfg"] = "import os\nos.system('touch PWNED')\n" + raw["meta"]["cfg"] + "x = __import__('os')\n"
@@ -79,7 +80,7 @@ def test_parse_mmengine_config_literals():
 
 def test_unsupported_config_is_rejected(tmp_path):
     model = cartoonseg.build_detector("tiny")
-    path = ck.save_mmengine_detector_checkpoint(model, tmp_path / "d.ckpt")
+    path = save_mmengine_detector_checkpoint(model, tmp_path / "d.ckpt")
     raw = torch.load(path, weights_only=True)
     raw["meta"]["cfg"] = raw["meta"]["cfg"].replace("type='CSPNeXt'", "type='ResNet'")
     torch.save(raw, path)
@@ -89,7 +90,7 @@ def test_unsupported_config_is_rejected(tmp_path):
 
 def test_released_refiner_layout_and_lightning(tmp_path):
     model = cartoonseg.build_refiner("tiny")
-    flat = ck.save_flat_refiner_checkpoint(model, tmp_path / "refine_last.ckpt")
+    flat = save_flat_refiner_checkpoint(model, tmp_path / "refine_last.ckpt")
     assert cartoonseg.load_refiner(flat).config == model.config
     lightning = {"epoch": 3, "state_dict": {**{f"net.{k}": v for k, v in model.state_dict().items()},
                                             "gt_encoder.conv_in.conv.weight": torch.zeros(1)}}
@@ -124,8 +125,8 @@ def test_inconsistent_aliases_are_rejected():
 def test_wrong_kind_truncated_and_pickled_code(tmp_path):
     det = cartoonseg.build_detector("tiny")
     ref = cartoonseg.build_refiner("tiny")
-    ck.save_flat_refiner_checkpoint(ref, tmp_path / "r.ckpt")
-    ck.save_mmengine_detector_checkpoint(det, tmp_path / "d.ckpt")
+    save_flat_refiner_checkpoint(ref, tmp_path / "r.ckpt")
+    save_mmengine_detector_checkpoint(det, tmp_path / "d.ckpt")
     with pytest.raises(ck.CheckpointError, match="use load_refiner"):
         cartoonseg.load_detector(tmp_path / "r.ckpt")
     with pytest.raises(ck.CheckpointError, match="use load_detector"):
@@ -153,8 +154,8 @@ def test_wrong_kind_truncated_and_pickled_code(tmp_path):
 def test_convert_round_trip(tmp_path):
     det = cartoonseg.build_detector("tiny", num_classes=3)
     ref = cartoonseg.build_refiner("tiny")
-    src_d = ck.save_mmengine_detector_checkpoint(det, tmp_path / "d.ckpt")
-    src_r = ck.save_flat_refiner_checkpoint(ref, tmp_path / "r.ckpt")
+    src_d = save_mmengine_detector_checkpoint(det, tmp_path / "d.ckpt")
+    src_r = save_flat_refiner_checkpoint(ref, tmp_path / "r.ckpt")
     from cartoonseg.__main__ import main
 
     assert main(["convert", str(src_d), str(tmp_path / "d.safetensors")]) == 0
@@ -178,7 +179,7 @@ def test_convert_round_trip(tmp_path):
 @pytest.mark.parametrize("preset", ["tiny", "s", "m", "x"])
 def test_every_size_round_trips_through_meta_cfg(tmp_path, preset):
     model = cartoonseg.build_detector(preset, num_classes=2)
-    path = ck.save_mmengine_detector_checkpoint(model, tmp_path / "d.ckpt")
+    path = save_mmengine_detector_checkpoint(model, tmp_path / "d.ckpt")
     loaded = cartoonseg.load_detector(path)
     assert loaded.config == model.config
     raw = torch.load(path, weights_only=True)
@@ -192,7 +193,7 @@ def test_corrupt_file_and_code_pickle_have_distinct_messages(tmp_path):
     import os
 
     det = cartoonseg.build_detector("tiny")
-    good = ck.save_mmengine_detector_checkpoint(det, tmp_path / "d.ckpt")
+    good = save_mmengine_detector_checkpoint(det, tmp_path / "d.ckpt")
     (tmp_path / "random.ckpt").write_bytes(os.urandom(4096))
     with pytest.raises(ck.CheckpointError, match="not a weights file") as e:
         cartoonseg.load_detector(tmp_path / "random.ckpt")
@@ -228,8 +229,8 @@ def test_peek_weights_reads_only_the_header(tmp_path):
     import os
 
     det, ref = cartoonseg.build_detector("tiny"), cartoonseg.build_refiner("tiny")
-    assert ck.peek_weights(ck.save_mmengine_detector_checkpoint(det, tmp_path / "d.ckpt")) == "detector"
-    assert ck.peek_weights(ck.save_flat_refiner_checkpoint(ref, tmp_path / "r.ckpt")) == "refiner"
+    assert ck.peek_weights(save_mmengine_detector_checkpoint(det, tmp_path / "d.ckpt")) == "detector"
+    assert ck.peek_weights(save_flat_refiner_checkpoint(ref, tmp_path / "r.ckpt")) == "refiner"
     assert ck.peek_weights(ck.save_weights(det, tmp_path / "d.safetensors")) == "detector"
     assert ck.peek_weights(ck.save_weights(ref, tmp_path / "r.safetensors")) == "refiner"
     torch.save({"state_dict": {f"net.{k}": v for k, v in ref.state_dict().items()}}, tmp_path / "lightning.ckpt")

@@ -449,7 +449,7 @@ def test_cli_with_a_detector_runs_the_instance_pipeline(tmp_path):
     from PIL import Image
 
     import cartoonseg
-    from cartoonseg.checkpoint import save_mmengine_detector_checkpoint
+    from _checkpoint_writers import save_mmengine_detector_checkpoint
     from cartoonseg.kenburns.cli import main
 
     torch.manual_seed(0)

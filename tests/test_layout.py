@@ -66,3 +66,37 @@ def test_requirements_do_not_pin_torch():
     for name in ("requirements.txt",):
         lines = [l.split("#")[0].strip() for l in (REPO / name).read_text().splitlines()]
         assert not any(l.split("=")[0].split(">")[0].split("<")[0].strip() in ("torch", "torchvision") for l in lines if l)
+
+
+APPLICATION_AREAS = ("tagger", "depth", "inpaint", "kenburns", "style", "puppet", "annotate")
+
+
+@pytest.mark.parametrize("area", APPLICATION_AREAS)
+def test_every_application_area_has_the_same_shape(area):
+    """ARCHITECTURE.md: ``cartoonseg/<area>/`` with ``cli.py`` (on the shared error policy of ``_cli.py``) and
+    ``__main__.py``, registered on ``python -m cartoonseg``."""
+    folder = REPO / "cartoonseg" / area
+    for name in ("__init__.py", "cli.py", "__main__.py"):
+        assert (folder / name).is_file(), f"cartoonseg/{area}/{name} is missing"
+    cli = ast.parse((folder / "cli.py").read_text())
+    relative = {n.module for n in ast.walk(cli) if isinstance(n, ast.ImportFrom) and n.level == 2}
+    assert "_cli" in relative, f"cartoonseg/{area}/cli.py does not use the shared error policy of cartoonseg/_cli.py"
+    assert any(isinstance(n, ast.FunctionDef) and n.name == "add_parsers" for n in cli.body)
+    assert f".{area}.cli import add_parsers" in (REPO / "cartoonseg" / "__main__.py").read_text()
+
+
+def _logic_lines(fn: ast.FunctionDef) -> int:
+    """Lines that start a statement, docstrings and the ``def`` line not counted."""
+    lines = {n.lineno for n in ast.walk(fn) if isinstance(n, ast.stmt)
+             and not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))}
+    return len(lines) - 1
+
+
+@pytest.mark.parametrize("path", _py_files("nodes"), ids=lambda p: str(p.relative_to(REPO)))
+def test_node_methods_are_thin(path):
+    """A node's methods validate ComfyUI inputs and call the library: at most 30 lines of logic each (the
+    declarative INPUT_TYPES is not logic)."""
+    tree = ast.parse(path.read_text())
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+        for fn in (n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name != "INPUT_TYPES"):
+            assert _logic_lines(fn) <= 30, f"{path.name}: {cls.name}.{fn.name} has {_logic_lines(fn)} lines of logic"

@@ -118,7 +118,7 @@ def test_segment_cli_writes_mattes_and_rgba_cutouts(tmp_path):
 
     import cartoonseg
     from cartoonseg.__main__ import main
-    from cartoonseg.checkpoint import save_flat_refiner_checkpoint, save_mmengine_detector_checkpoint
+    from _checkpoint_writers import save_flat_refiner_checkpoint, save_mmengine_detector_checkpoint
 
     torch.manual_seed(0)
     det = save_mmengine_detector_checkpoint(cartoonseg.build_detector("tiny"), tmp_path / "w" / "rtmdetl_e60.ckpt")

@@ -143,7 +143,7 @@ def test_cli_segment_box_prompts_and_grey(seg, image, tmp_path, capsys):
 
     from cartoonseg import rle
     from cartoonseg.__main__ import main
-    from cartoonseg.checkpoint import save_flat_refiner_checkpoint, save_mmengine_detector_checkpoint
+    from _checkpoint_writers import save_flat_refiner_checkpoint, save_mmengine_detector_checkpoint
 
     det = save_mmengine_detector_checkpoint(seg.detector, tmp_path / "w" / "rtmdetl_e60.ckpt")
     ref = save_flat_refiner_checkpoint(seg.refiner, tmp_path / "w" / "refine_last.ckpt")

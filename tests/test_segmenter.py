@@ -11,7 +11,7 @@ from PIL import Image
 
 import cartoonseg
 from cartoonseg import Instances, rle
-from cartoonseg.checkpoint import save_flat_refiner_checkpoint, save_mmengine_detector_checkpoint
+from _checkpoint_writers import save_flat_refiner_checkpoint, save_mmengine_detector_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -473,7 +473,7 @@ def test_cli_style_offline_end_to_end(tiny_sd, tmp_path):
     from PIL import Image
 
     import cartoonseg
-    from cartoonseg.checkpoint import save_mmengine_detector_checkpoint
+    from _checkpoint_writers import save_mmengine_detector_checkpoint
     from cartoonseg.style.cli import main
 
     comps, cn = tiny_sd

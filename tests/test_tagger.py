@@ -47,7 +47,7 @@ from cartoonseg.tagger import (
     tag_instances,
 )
 from cartoonseg.tagger import download as tagger_download
-from cartoonseg.tagger.swinv2 import filter_timm_swinv2, load_swinv2_state_dict
+from cartoonseg.models.swinv2 import filter_timm_swinv2, load_swinv2_state_dict
 
 TINY_KWARGS = {
     "img_size": 448, "window_size": 14, "act_layer": "gelu_tanh", "embed_dim": 16,

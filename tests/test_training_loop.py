@@ -260,7 +260,7 @@ def test_ema_momentum_formula_and_param_groups():
 
 
 def test_init_from_mmdet_layout_checkpoint_skips_mismatched_head(tmp_path):
-    from cartoonseg.checkpoint import save_mmengine_detector_checkpoint
+    from _checkpoint_writers import save_mmengine_detector_checkpoint
     from cartoonseg.training.detector import init_detector_from
 
     torch.manual_seed(0)

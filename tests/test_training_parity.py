@@ -118,7 +118,7 @@ def _head_outputs(arr, case):
 
 
 def _detector(num_classes):
-    from cartoonseg.checkpoint import build_detector
+    from cartoonseg.build import build_detector
     from cartoonseg.config import detector_config
 
     return build_detector(detector_config("tiny", num_classes=num_classes))

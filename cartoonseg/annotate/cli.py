@@ -16,10 +16,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["add_parsers", "build_parser", "run_annotate", "main"]
+from .._cli import area_main
+
+__all__ = ["add_parsers", "run_annotate", "main"]
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,12 +65,6 @@ def add_parsers(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_arguments(p)
     p.set_defaults(func=run_annotate)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from .._cli import subcommand_parser
-
-    return subcommand_parser(add_parsers, __doc__.splitlines()[0])
 
 
 def _device(name: str, local_rank: int) -> str:
@@ -156,7 +151,5 @@ def run_annotate(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from .._cli import run_parser
-
-    return run_parser(build_parser(), argv)
+#: ``python -m cartoonseg.annotate ...`` with the error policy of :mod:`cartoonseg._cli`
+main = area_main(add_parsers, __doc__)

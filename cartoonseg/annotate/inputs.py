@@ -24,9 +24,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..io import IMAGE_SUFFIXES  # re-exported; the one list lives in cartoonseg.io
+
 __all__ = ["IMAGE_SUFFIXES", "ImageItem", "collect_inputs"]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
 @dataclasses.dataclass(frozen=True)

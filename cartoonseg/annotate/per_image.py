@@ -36,7 +36,7 @@ class PerImageWriter:
         self.names = result_names(items)
 
     def __call__(self, item: ImageItem, rgb: np.ndarray, instances) -> Path:
-        from ..__main__ import write_instances  # the segment command's per-image writer
+        from ..io import write_instances  # the segment command's per-image writer
 
         final = self.folder / self.names[item.path]
         final.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 Re-implements, with OpenCV and numpy only, what CartoonSegmentation (arXiv 2312.01943, §3.2 and Fig. 3f)
 does with albumentations/imgaug/scikit-learn (CS ``animeinsseg/data/transforms.py`` L88-270 and
-``utils/io_utils.py`` L128-211; ``docs/pipeline_spec.md`` §2.2-2.5):
+``utils/io_utils.py`` L128-211):
 
 * background: ``SmallestMaxSize(1.2 tgt, INTER_AREA)`` then ``RandomResizedCrop(tgt, scale=(0.9, 1.5),
   ratio=(0.9, 1.1))`` with its 10-try / centre-crop fallback, :func:`background_crop`;

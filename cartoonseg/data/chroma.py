@@ -3,7 +3,7 @@
 The CartoonSegmentation paper (arXiv 2312.01943, §3.1, Fig. 2) extracts 26,844 characters from 1,064
 chroma-key videos: "the keying colour can be automatically identified [from the hue distribution] and used as
 an alpha channel". The algorithm itself is only in an unpublished supplement and no keying code was released,
-so this module implements the proposal of ``docs/pipeline_spec.md`` §1.1:
+so this module implements its own keying, following that description:
 
 1. frames are sampled (``sample_fps`` per second of video) and near-duplicates are dropped (mean absolute
    difference of 32x32 thumbnails of the keyed result against the last kept frame);

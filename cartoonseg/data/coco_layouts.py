@@ -5,7 +5,7 @@ randomly selected photo in the MSCOCO dataset, which includes > N_subj instances
 (CS ``animeinsseg/data/sampler.py`` L60-154) reads ``data/cocoperson_bbox_samples.json``, a list whose items are
 box arrays or ``{"bboxes": [...]}`` of **normalised xywh** boxes, each group translated so its min x and min y
 are 0. That file is not in the repository; :func:`extract_person_groups` builds it from a COCO
-``instances_*.json`` (``docs/pipeline_spec.md`` §2.4a [ASSUMPTION]: images with >= 2 non-crowd persons, boxes
+``instances_*.json`` (an assumption, since the original builder was not released: images with >= 2 non-crowd persons, boxes
 divided by max(W, H) so the aspect ratio is kept).
 
 File format written by :func:`write_person_groups`: a JSON list of

@@ -3,7 +3,7 @@
 CartoonSegmentation (arXiv 2312.01943, §3.1) takes 38,908 foregrounds from Danbooru2021 posts tagged
 ``solo`` and ``transparent_background`` (one subject with an alpha mask) and 8,163 backgrounds tagged
 ``scenery`` and ``no_humans``; "the vast majority (>80 %) exceed 1024x768". No filtering code was released;
-this module implements it (``docs/pipeline_spec.md`` §1.2-1.3).
+this module implements it from the paper's description and the loaders' rules (:mod:`cartoonseg.data.foregrounds`).
 
 Inputs:
 

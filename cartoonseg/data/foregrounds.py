@@ -1,7 +1,7 @@
 """Foreground / background index and the loading rules the synthesiser applies to every file.
 
 Follows CartoonSegmentation (arXiv 2312.01943, §3.1; CS ``animeinsseg/data/sampler.py`` L173-214 and
-``utils/io_utils.py`` L214-223, as summarised in ``docs/pipeline_spec.md`` §1.2-1.3):
+``utils/io_utils.py`` L214-223):
 
 * a foreground must decode to 4 channels (RGBA); others are dropped from the list with a warning;
 * **auto-crop to content**: blur alpha 5x5, threshold > 20, bounding rectangle; crop only when the image is

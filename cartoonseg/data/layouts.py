@@ -1,7 +1,7 @@
 """The three placement methods of CartoonSegmentation's dataset synthesis, and the instance-count sampler.
 
 Source: CS ``animeinsseg/data/syndataset.py`` L75-125, ``paste_methods.py``, ``sampler.py`` (arXiv
-2312.01943, §3.2, Fig. 3), as summarised in ``docs/pipeline_spec.md`` §2.1, §2.3-2.4:
+2312.01943, §3.2, Fig. 3):
 
 * ``regular`` - **row composition** (:func:`layout_regular`): N ~ Poisson(3.5) on [2, 9]; a base height
   ``N(0.33, 0.2)`` truncated to (0.15, 0.75) x tgt, each character ``U(0.7, 1.2)`` x that; ``distort_only``

@@ -1,7 +1,7 @@
 """Synthetic cartoon instance-segmentation dataset: composition, occlusion bookkeeping, COCO output, driver.
 
 Re-implements CartoonSegmentation's ``syn_animecoco_dataset`` (arXiv 2312.01943, §3.2, Fig. 3; CS
-``animeinsseg/data/syndataset.py``; ``docs/pipeline_spec.md`` §2), which ships without a driver:
+``animeinsseg/data/syndataset.py``), which ships without a driver:
 
 1. per image: a layout (``regular`` 0.4, ``personbbox`` 0.4, ``partition`` 0.2; without a person-box file the
    ``personbbox`` share is split between the other two in proportion), a background random resized crop, the

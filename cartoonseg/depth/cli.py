@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .._cli import run_parser, subcommand_parser
+from .._cli import area_main
 from ..io import read_depth, read_image, read_mask, write_grey
 from .estimator import load_depth_model
 from .pooling import POOL_MODES, pool_instance_depth
 
-__all__ = ["add_parsers", "build_parser", "main"]
+__all__ = ["add_parsers", "main"]
 
 
 def _run_depth(args: argparse.Namespace) -> int:
@@ -104,13 +102,5 @@ def add_parsers(subparsers) -> None:
     _add_depth_pool(subparsers)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    return subcommand_parser(add_parsers, __doc__.splitlines()[0])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_parser(build_parser(), argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+#: ``python -m cartoonseg.depth ...`` with the error policy of :mod:`cartoonseg._cli`
+main = area_main(add_parsers, __doc__)

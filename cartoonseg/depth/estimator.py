@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..device import precision_of, resolve_dtype
-from ..hub import WeightsUnavailableError, hub_url, is_offline
+from ..hub import WeightsUnavailableError, check_download_allowed, hub_url
 from ..io import to_rgb_uint8
 
 __all__ = [
@@ -262,14 +262,8 @@ def resolve_depth_model(
         f"download {', '.join(spec.files + spec.optional_files)} from {spec.url} "
         f"(licence: {spec.licence}) into {target}"
     )
-    if not allow_download:
-        raise WeightsUnavailableError(f"depth model {spec.repo_id} is not on disk and downloading is disabled; {how_to}")
-    if is_offline():
-        raise WeightsUnavailableError(f"depth model {spec.repo_id} is not on disk and HF_HUB_OFFLINE is set; {how_to}")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError as exc:
-        raise WeightsUnavailableError(f"huggingface_hub is not installed; {how_to}") from exc
+    check_download_allowed(f"depth model {spec.repo_id}", how_to, allow_download)
+    from huggingface_hub import snapshot_download
     # The download lands in a private temporary folder next to the target, is checked there, and only then takes
     # the target's name (one atomic rename), so a failed, killed or truncated download never leaves a folder that
     # later loads as if it were complete. Exactly the listed files are fetched (and checked afterwards).

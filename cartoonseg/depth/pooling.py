@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..structures import Instances
+from ..structures import EXTRA_DEPTH, Instances
 
 __all__ = ["POOL_MODES", "PooledDepth", "pool_instance_depth", "pool_value", "z_order_instances"]
 
@@ -174,6 +174,6 @@ def z_order_instances(instances: Instances, pooled: PooledDepth) -> Instances:
     if len(instances) != len(pooled.values):
         raise ValueError(f"{len(instances)} instances but {len(pooled.values)} pooled values")
     extras = dict(instances.extras)
-    extras["depth"] = [float(v) for v in pooled.values.tolist()]
+    extras[EXTRA_DEPTH] = [float(v) for v in pooled.values.tolist()]
     tagged = instances.replace(extras=extras)
     return tagged[pooled.order] if len(instances) else tagged

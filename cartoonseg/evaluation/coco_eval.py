@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import torch
 
-from . import rle as rle_utils
+from .. import rle as rle_utils
 
 __all__ = [
     "IOU_TYPES",

@@ -13,16 +13,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
 
 import torch
 
-from .._cli import run_parser, subcommand_parser
+from .._cli import area_main
 from ..io import read_image, read_mask, to_float_image, write_image
 from .diffusion import INIT_FILLS, NEGATIVE_PROMPT, RefineSettings, background_prompt, refine_background
 from .patchmatch import INPAINT_METHODS, inpaint
 
-__all__ = ["add_parsers", "build_parser", "main"]
+__all__ = ["add_parsers", "main"]
 
 
 def _run_inpaint(args: argparse.Namespace) -> int:
@@ -95,13 +94,5 @@ def add_parsers(subparsers) -> None:
     _add_refine(subparsers)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    return subcommand_parser(add_parsers, __doc__.splitlines()[0])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_parser(build_parser(), argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+#: ``python -m cartoonseg.inpaint ...`` with the error policy of :mod:`cartoonseg._cli`
+main = area_main(add_parsers, __doc__)

@@ -1,4 +1,4 @@
-"""Background inpainting: a vectorised multi-scale PatchMatch, OpenCV Telea, and background masks.
+"""Background inpainting: a vectorised multi-scale PatchMatch and OpenCV Telea (background masks: :mod:`cartoonseg.ops`).
 
 Paper: "Instance-guided Cartoon Editing with a Large-scale Dataset" (arXiv 2312.01943), §6.1 3D Ken Burns:
 the characters are removed with PatchMatch (patch size 3) and the result is refined by latent diffusion.
@@ -24,8 +24,7 @@ Tensor conventions: images are ``[H,W,3]`` RGB (numpy ``uint8`` or torch float i
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..io import to_float_image, to_rgb_uint8
+from ..ops import background_mask, grow_mask  # background_mask: re-exported (its home is ops)
 
 __all__ = [
     "INPAINT_METHODS",
@@ -131,17 +131,6 @@ def _mask_to_bool(mask, shape: tuple[int, int]) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- PatchMatch core
-def _dilate(mask: Tensor, size: int) -> Tensor:
-    """Square dilation of a bool [H,W] mask; the border is reflected (a hole touching it stays a hole)."""
-    r = size // 2
-    if r == 0:
-        return mask
-    m = mask.float()[None, None]
-    mode = "reflect" if min(mask.shape) > r else "replicate"
-    m = F.pad(m, (r, r, r, r), mode=mode)
-    return F.max_pool2d(m, size, stride=1)[0, 0] > 0.5
-
-
 def _shrink_known(known: Tensor) -> Tensor:
     """Halve a bool mask: a coarse pixel is set only if all its fine pixels are."""
     den = F.avg_pool2d(known.float()[None, None], 2, ceil_mode=True, count_include_pad=False)
@@ -169,9 +158,9 @@ class _Level:
         self.r = patch // 2
         self.img = img.clone()
         self.hole = hole
-        self.target = _dilate(hole, patch)  # patches that overlap the hole
+        self.target = grow_mask(hole, patch // 2)  # patches that overlap the hole
         # allowed sources: patches lying fully in the known region (and in the source region, if one is given)
-        self.valid = ~self.target if source is None else ~_dilate(hole | ~source, patch)
+        self.valid = ~self.target if source is None else ~grow_mask(hole | ~source, patch // 2)
         self.t_idx = self.target.flatten().nonzero().flatten()
         self.ty = self.t_idx // self.w
         self.tx = self.t_idx % self.w
@@ -381,7 +370,7 @@ def patchmatch_inpaint(
     if not hole.any():
         return _float_to_kind(img, kind)
     blocked = hole if src is None else hole | ~src
-    if bool((~_dilate(blocked, cfg.patch_size)).sum() == 0):
+    if bool((~grow_mask(blocked, cfg.patch_size // 2)).sum() == 0):
         raise ValueError(
             f"patchmatch_inpaint: the mask covers the image (leaves no complete {cfg.patch_size}x{cfg.patch_size} "
             "known patch to copy from); use a smaller mask" + ("" if src is None else " or a larger source region")
@@ -395,7 +384,7 @@ def patchmatch_inpaint(
         c_img, c_hole = _downsample(imgs[-1], holes[-1])
         c_src = None if src is None else _shrink_known(srcs[-1]) & ~c_hole
         c_blocked = c_hole if c_src is None else c_hole | ~c_src
-        if bool((~_dilate(c_blocked, cfg.patch_size)).sum() < 4 * cfg.patch_size**2) or not bool(c_hole.any()):
+        if bool((~grow_mask(c_blocked, cfg.patch_size // 2)).sum() < 4 * cfg.patch_size**2) or not bool(c_hole.any()):
             break
         imgs.append(c_img)
         holes.append(c_hole)
@@ -478,66 +467,3 @@ def inpaint(image, mask, *, method: str = "patchmatch", patch_size: int = 3, see
             interrupt()
         return telea_inpaint(image, mask, radius=radius)
     raise ValueError(f"unknown inpaint method {method!r}; allowed: {', '.join(INPAINT_METHODS)}")
-
-
-def background_mask(
-    masks,
-    *,
-    indices: Sequence[int] | None = None,
-    threshold: float = 0.5,
-    dilate: int = 0,
-    feather: float = 0.0,
-) -> Tensor:
-    """The region to inpaint when removing characters: union of chosen instance masks, dilated and feathered.
-
-    Args:
-        masks: a :class:`cartoonseg.Instances` (its soft masks and ``mask_thr`` are used) or a tensor ``[N,H,W]``
-            / ``[H,W]`` of soft or binary masks.
-        indices: which instances to include (default: all). Out-of-range indices raise ``IndexError``.
-        threshold: binarisation threshold for tensors (an ``Instances`` uses its own ``mask_thr``).
-        dilate: grow the union by this many pixels (elliptical kernel of side ``2*dilate+1``; the original's
-            diffusion mode uses 5, its tagging pass a 3x3 square).
-        feather: Gaussian sigma in pixels for a soft edge **outside** the binary region (0 = hard mask). The
-            binary region itself stays 1.
-
-    Returns:
-        float32 ``[H,W]`` in [0,1], 1 = fill.
-    """
-    import cv2
-
-    from ..structures import Instances
-
-    if isinstance(masks, Instances):
-        m, thr = masks.masks, masks.mask_thr
-    elif isinstance(masks, (Tensor, np.ndarray)):
-        m = torch.as_tensor(masks)
-        thr = threshold
-    else:
-        raise TypeError(f"masks must be Instances or a tensor [N,H,W], got {type(masks).__name__}")
-    if m.dim() == 2:
-        m = m[None]
-    if m.dim() != 3:
-        raise ValueError(f"masks must be [N,H,W], got shape {tuple(m.shape)}")
-    if dilate < 0 or feather < 0:
-        raise ValueError(f"dilate and feather must be >= 0, got {dilate} / {feather}")
-    m = m.detach().cpu()
-    if m.dtype != torch.bool:
-        m = torch.nan_to_num(m.float(), nan=0.0) > thr
-    if indices is not None:
-        idx = [int(i) for i in indices]
-        for i in idx:
-            if not -m.shape[0] <= i < m.shape[0]:
-                raise IndexError(f"instance index {i} out of range for {m.shape[0]} instances")
-        m = m[idx] if idx else m[:0]
-    union = m.any(0) if m.shape[0] else torch.zeros(m.shape[1:], dtype=torch.bool)
-    out = union.numpy().astype(np.uint8)
-    if dilate > 0 and out.any():
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate + 1, 2 * dilate + 1))
-        out = cv2.dilate(out, kernel)
-    result = torch.from_numpy(out.astype(np.float32))
-    if feather > 0 and out.any():
-        k = math.ceil(3 * feather) * 2 + 1
-        blurred = torch.from_numpy(cv2.GaussianBlur(out.astype(np.float32), (k, k), feather))
-        # soft ramp outside only: never weaken the binary region
-        result = torch.maximum(result, (blurred * 2).clamp(0, 1))
-    return result

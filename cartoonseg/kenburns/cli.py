@@ -16,20 +16,18 @@ WEBP (``.webp``), an H.264 ``.mp4`` or numbered PNG frames plus disocclusion mas
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from .._cli import load_networks, run_parser, subcommand_parser
+from .._cli import area_main, load_networks
 from ..io import read_depth, read_image, to_float_image, write_frames
 from .camera import EASINGS, PRESETS, CameraPath
 from .disocclusion import FILLS
 from .render import KenBurnsConfig, render_kenburns
 
-__all__ = ["add_parsers", "build_parser", "main", "run"]
+__all__ = ["add_parsers", "main", "run"]
 
 
 def _segment(args: argparse.Namespace, image: torch.Tensor):
@@ -101,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     background, hole = None, None
     if instances is not None:
         from ..depth import pool_instance_depth
-        from ..inpaint import background_mask, inpaint
+        from ..inpaint import inpaint
+        from ..ops import background_mask
 
         if args.pool != "none":
             depth = pool_instance_depth(depth, instances, mode=args.pool).depth
@@ -185,13 +184,5 @@ def add_parsers(subparsers) -> None:
     _add_kenburns(subparsers)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    return subcommand_parser(add_parsers, __doc__.splitlines()[0])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_parser(build_parser(), argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+#: ``python -m cartoonseg.kenburns ...`` with the error policy of :mod:`cartoonseg._cli`
+main = area_main(add_parsers, __doc__)

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..ops import grow_mask
 from .camera import CameraPoses
 from .fill import fill_holes_far
 from .pointcloud import PointCloud, splat, unproject
@@ -220,18 +221,12 @@ def select_key_views(
 
 
 # ---------------------------------------------------------------------------------------------- inpainting
-def _dilate(mask: Tensor, radius: int) -> Tensor:
-    if radius <= 0:
-        return mask
-    return F.max_pool2d(mask[None, None].float(), 2 * radius + 1, stride=1, padding=radius)[0, 0] > 0
-
-
 def _hole_groups(holes: Tensor, margin: int) -> list[tuple[Tensor, tuple[int, int, int, int]]]:
     """Holes grouped by proximity: connected components of the holes grown by ``margin``. Returns, per group, its
     hole pixels (bool ``[H,W]``) and its window ``(y0, y1, x0, x1)`` (the grown component's bounding box)."""
     import cv2
 
-    grown = _dilate(holes, margin).cpu().numpy().astype("uint8")
+    grown = grow_mask(holes, margin).cpu().numpy().astype("uint8")
     count, labels, stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
     labels_t = torch.from_numpy(labels).to(holes.device)
     groups = []
@@ -304,7 +299,7 @@ def fill_view(
         w_holes, w_depth = holes[win], depth[win]
         known = ~w_holes
         source = known & (w_depth >= lo) & (w_depth <= hi)
-        rim = known & (w_depth < lo) & _dilate(group[win], near_band)
+        rim = known & (w_depth < lo) & grow_mask(group[win], near_band)
         mask = w_holes | rim
         try:
             filled = patchmatch_inpaint(rgb[win].float().cpu(), mask.cpu(), source=source.cpu(), patch_size=patch_size,
@@ -476,7 +471,7 @@ def inpaint_disocclusions(
                            margin=margin, far_tolerance=far_tolerance,
                            fallback=far_feats[0, 0:3].clamp(0.0, 1.0).permute(1, 2, 0), interrupt=interrupt)
         if refiner is not None:
-            filled = _refine(refiner, filled, _dilate(holes, REFINE_DILATION), filled)
+            filled = _refine(refiner, filled, grow_mask(holes, REFINE_DILATION), filled)
         pix = holes.reshape(-1).nonzero().squeeze(1)
         zc = fdepth.reshape(-1)[pix]
         ok = torch.isfinite(zc) & (zc > 0)

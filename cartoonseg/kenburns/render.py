@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..ops import grow_mask
+from ..structures import EXTRA_DEPTH
 from .camera import CameraPath, CameraPoses, resolve_poses
 from .disocclusion import FILLS, KeyViewReport, Refiner, inpaint_disocclusions, inpaint_plate
 from .dof import bokeh_blur, focus_schedule
@@ -220,7 +222,7 @@ def _masks(masks, size_hw: tuple[int, int]) -> tuple[Tensor, Tensor | None]:
         return torch.zeros(0, *size_hw), None
     if hasattr(masks, "masks") and isinstance(getattr(masks, "masks"), Tensor):
         extras = getattr(masks, "extras", {}) or {}
-        values = extras.get("depth")
+        values = extras.get(EXTRA_DEPTH)
         if values is not None and len(values) == masks.masks.shape[0] and all(v is not None for v in values):
             extra_depth = torch.tensor([float(v) for v in values])
         masks = masks.masks
@@ -254,13 +256,6 @@ def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
     mode = "area" if shrinking else "bilinear"
     kwargs = {} if mode == "area" else {"align_corners": False}
     return F.interpolate(x[None], size=size, mode=mode, **kwargs)[0]
-
-
-def _dilate(mask: Tensor, radius: int) -> Tensor:
-    """bool ``[H,W]`` dilated by a square of ``radius``."""
-    if radius <= 0:
-        return mask
-    return F.max_pool2d(mask[None, None].float(), 2 * radius + 1, stride=1, padding=radius)[0, 0] > 0
 
 
 # ---------------------------------------------------------------------------------------------- scene
@@ -323,13 +318,13 @@ def build_scene(
         bg_rgb, bg_z = rgb, z
     else:
         union = soft.amax(0)
-        region = _dilate(union > 1.0 / 255.0, config.plate_dilation)
+        region = grow_mask(union > 1.0 / 255.0, config.plate_dilation)
         outside = (~region)[None, None]
         if background is not None:
             plate = _resize(_as_hwc(background, "background").to(device).permute(2, 0, 1), (h, w)).clamp(0.0, 1.0)
-        elif plate_fill and not bool(_dilate(region, PLATE_MARGIN + 1).all()):
+        elif plate_fill and not bool(grow_mask(region, PLATE_MARGIN + 1).all()):
             # a small margin keeps the characters' anti-aliased rim out of the copied patches
-            plate = inpaint_plate(rgb.permute(1, 2, 0), _dilate(region, PLATE_MARGIN), refiner=refiner,
+            plate = inpaint_plate(rgb.permute(1, 2, 0), grow_mask(region, PLATE_MARGIN), refiner=refiner,
                                   interrupt=interrupt).permute(2, 0, 1)
         else:
             plate = fill_push_pull(rgb[None], outside)[0]

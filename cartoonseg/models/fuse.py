@@ -4,7 +4,7 @@ Every conv → BN pair of the pack's building blocks (mmcv ``ConvModule`` = :cla
 ``REBNCONV`` and ``myrebnconv``) is replaced by one conv with bias: with ``s = gamma / sqrt(var + eps)``,
 ``W' = W * s`` (per output channel) and ``b' = (b - mean) * s + beta``. This is the standard eval-mode identity
 (e.g. Jacob et al. 2018, §3.2); the folding is computed in float64 and cast back, so fp32 outputs change only by
-rounding (about 1e-6 relative, inside the golden tolerances of ``golden_reference.md`` §4).
+rounding (about 1e-6 relative, inside the tolerances of the golden tests ``tests/test_golden_*.py``).
 
 After folding, each block's activation (ReLU in IS-Net, SiLU in CSPNeXt) becomes part of a :class:`FusedConvAct`:
 on CPU with oneDNN it runs as a post-op of the convolution (``torch.ops.mkldnn._convolution_pointwise``, the

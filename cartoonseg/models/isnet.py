@@ -9,13 +9,16 @@ loads strictly. ``width`` scales every channel count (1.0 = released model) for 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import RefinerConfig
+from .weights import CheckpointError, strip_prefix
 
-__all__ = ["ISNetDIS", "ISNetGTEncoder", "RSU", "RSU4F"]
+__all__ = ["ISNetDIS", "ISNetGTEncoder", "RSU", "RSU4F", "filter_isnet", "infer_refiner_config"]
 
 
 def _upsample_like(src: Tensor, target: Tensor) -> Tensor:
@@ -208,3 +211,28 @@ class ISNetGTEncoder(nn.Module):
         features = [hx1, hx2, hx3, hx4, hx5, hx6]
         sides = [_upsample_like(getattr(self, f"side{i}")(f), x) for i, f in enumerate(features, start=1)]
         return sides, features
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def filter_isnet(checkpoint: dict[str, Any]) -> dict[str, Tensor]:
+    """IS-Net checkpoint -> flat ISNetDIS state dict: takes ``state_dict`` when present (Lightning), strips the
+    ``net.`` / ``module.`` prefixes and drops the training-only ``gt_encoder.*`` weights."""
+    sd = checkpoint.get("state_dict", checkpoint)
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"checkpoint['state_dict'] is a {type(sd).__name__}, expected a dict")
+    sd = {k: v for k, v in sd.items() if isinstance(v, Tensor)}
+    sd = strip_prefix(sd, "module.")
+    if any(k.startswith("net.") for k in sd):
+        sd = {k[4:]: v for k, v in sd.items() if k.startswith("net.")}
+    return sd
+
+
+def infer_refiner_config(state_dict: dict[str, Tensor], base: RefinerConfig | None = None) -> RefinerConfig:
+    """Size an ISNetDIS from tensor shapes (input channels and width)."""
+    try:
+        w = state_dict["conv_in.weight"]
+        side = state_dict["side1.weight"]
+    except KeyError as exc:
+        raise CheckpointError(f"not an IS-Net state dict: key {exc.args[0]!r} is missing") from exc
+    base = base or RefinerConfig()
+    return base.replace(in_ch=int(w.shape[1]), width=w.shape[0] / 64, out_ch=int(side.shape[0]))

@@ -17,16 +17,28 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import DetectorConfig
+from ..config import DETECTOR_PRESETS, DetectorConfig
 from .cspnext import CSPNeXt, CSPNeXtPAFPN
 from .layers import ConvBNAct
+from .weights import CheckpointError, strip_prefix
 
-__all__ = ["RTMDetIns", "RTMDetInsSepBNHead", "MaskFeatModule", "HeadOutputs", "Detections", "batched_nms", "nms"]
+__all__ = [
+    "Detections",
+    "HeadOutputs",
+    "MaskFeatModule",
+    "RTMDetIns",
+    "RTMDetInsSepBNHead",
+    "batched_nms",
+    "filter_mmdet_rtmdet_ins",
+    "infer_detector_config",
+    "nms",
+]
 
 #: bytes of full-resolution float temporaries per chunk in :meth:`RTMDetIns.decode_masks`
 DECODE_CHUNK_BYTES = 256 << 20
@@ -440,3 +452,87 @@ class RTMDetIns(nn.Module):
                 out[start : start + step] = up[0]
                 del up
         return out
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def filter_mmdet_rtmdet_ins(checkpoint: dict[str, Any]) -> dict[str, Tensor]:
+    """mmengine/mmdet RTMDet-Ins checkpoint -> state dict with this project's (= mmdet's) key names.
+
+    Takes ``checkpoint['state_dict']`` when present, strips a ``module.`` (DDP) prefix, drops the non-weight
+    ``data_preprocessor.*`` entries, and checks that aliased keys (``reg_convs`` = ``cls_convs``; level-1/2 conv
+    weights = level 0's) hold equal tensors, since the model can only hold one of them.
+    """
+    sd = checkpoint.get("state_dict", checkpoint)
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"checkpoint['state_dict'] is a {type(sd).__name__}, expected a dict")
+    sd = {k: v for k, v in sd.items() if isinstance(v, Tensor)}
+    sd = strip_prefix(sd, "module.")
+    sd = {k: v for k, v in sd.items() if not k.startswith("data_preprocessor.")}
+    for key, value in sd.items():
+        if key.startswith("bbox_head.reg_convs."):
+            twin = key.replace("bbox_head.reg_convs.", "bbox_head.cls_convs.", 1)
+            _check_alias(sd, key, twin)
+        parts = key.split(".")
+        if key.startswith("bbox_head.cls_convs.") and parts[2] != "0" and parts[4] == "conv":
+            _check_alias(sd, key, ".".join(parts[:2] + ["0"] + parts[3:]))
+    return sd
+
+
+def _check_alias(sd: dict[str, Tensor], key: str, twin: str) -> None:
+    if twin in sd and (sd[twin].shape != sd[key].shape or not torch.equal(sd[twin], sd[key])):
+        raise CheckpointError(
+            f"aliased checkpoint entries differ: {key} != {twin}; in RTMDetInsSepBNHead these are the same tensor"
+        )
+
+
+def infer_detector_config(state_dict: dict[str, Tensor], base: DetectorConfig | None = None) -> DetectorConfig:
+    """Size an RTMDet-Ins from tensor shapes alone (for files without a config); test settings from ``base``."""
+    try:
+        stem = state_dict["backbone.stem.2.conv.weight"].shape[0]
+        neck_in = tuple(state_dict[f"neck.out_convs.{i}.conv.weight"].shape[1] for i in range(3))
+        neck_out = state_dict["neck.out_convs.0.conv.weight"].shape[0]
+        feat = state_dict["bbox_head.cls_convs.0.0.conv.weight"].shape[0]
+        num_classes = state_dict["bbox_head.rtm_cls.0.weight"].shape[0]
+        num_prototypes = state_dict["bbox_head.mask_head.projection.weight"].shape[0]
+        kernel_len = state_dict["bbox_head.rtm_kernel.0.weight"].shape[0]
+    except KeyError as exc:
+        raise CheckpointError(f"not an RTMDet-Ins state dict: key {exc.args[0]!r} is missing") from exc
+
+    def count(prefix: str) -> int:
+        return len({k[len(prefix):].split(".")[0] for k in state_dict if k.startswith(prefix)})
+
+    stage_blocks = (count("backbone.stage1.1.blocks."), count("backbone.stage2.1.blocks."))
+    neck_blocks = count("neck.top_down_blocks.0.blocks.")
+    stacked = count("bbox_head.kernel_convs.0.")
+    widen = stem / 64
+    deepen = None
+    for preset in DETECTOR_PRESETS.values():  # recover the exact mmdet factor when a preset matches
+        d = preset.deepen_factor
+        if (max(round(3 * d), 1), max(round(6 * d), 1)) == stage_blocks:
+            deepen = d
+            break
+    if deepen is None:
+        deepen = stage_blocks[1] / 6
+    base = base or DetectorConfig()
+    try:
+        config = base.replace(
+            deepen_factor=deepen,
+            widen_factor=widen,
+            num_classes=num_classes,
+            neck_in_channels=neck_in,
+            neck_out_channels=neck_out,
+            neck_num_csp_blocks=neck_blocks,
+            head_feat_channels=feat,
+            stacked_convs=stacked,
+            num_prototypes=num_prototypes,
+            channel_attention=any(".attention.fc." in k for k in state_dict),
+        )
+    except ValueError as exc:
+        raise CheckpointError(f"cannot size an RTMDet-Ins from this state dict: {exc}") from exc
+    if config.num_dynamic_params != kernel_len:
+        raise CheckpointError(
+            f"dynamic kernel length {kernel_len} does not match num_prototypes={num_prototypes}, "
+            f"dyconv_channels={config.dyconv_channels}, num_dyconvs={config.num_dyconvs} "
+            f"(expected {config.num_dynamic_params})"
+        )
+    return config

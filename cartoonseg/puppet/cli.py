@@ -23,14 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .._cli import load_networks, run_parser, subcommand_parser
+from .._cli import area_main, load_networks
 from .._optional import require
 from ..io import CLIP_SUFFIXES, read_grey, read_image, write_frames
 from .motion import PRESETS, KeyframeMotion, PresetMotion, RetargetMotion
 from .render import background_plate, default_frames, render_frames
 from .rig import RigConfig, build_rig
 
-__all__ = ["add_parsers", "build_parser", "main", "parse_instances", "run"]
+__all__ = ["add_parsers", "main", "parse_instances", "run"]
 
 
 def _read_soft_mask(path: str, size: tuple[int, int]) -> np.ndarray:
@@ -194,13 +194,5 @@ def add_parsers(subparsers) -> None:
     _add_puppet(subparsers)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    return subcommand_parser(add_parsers, __doc__.splitlines()[0])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_parser(build_parser(), argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+#: ``python -m cartoonseg.puppet ...`` with the error policy of :mod:`cartoonseg._cli`
+main = area_main(add_parsers, __doc__)

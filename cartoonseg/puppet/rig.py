@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..structures import EXTRA_DEPTH
 from .arap import ARAPDeformer
 from .mesh import Mesh, MeshConfig, build_mesh, mask_support
 from .skeleton import (
@@ -298,7 +299,7 @@ def _as_masks(instances) -> tuple[np.ndarray, list | None]:
 
     if isinstance(instances, Instances):
         masks = instances.masks.detach().float().cpu().numpy()
-        depth = instances.extras.get("depth")
+        depth = instances.extras.get(EXTRA_DEPTH)
         return masks, (list(depth) if depth is not None else None)
     import torch
 

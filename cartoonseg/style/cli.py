@@ -16,17 +16,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
-from .._cli import load_networks, run_parser, subcommand_parser
+from .._cli import area_main, load_networks
 from ..io import read_image, to_float_image, write_image
 from .config import BACKGROUND_FILLS, MODES, PRESETS, style_preset
 from .hints import HINT_TYPES, extract_hint
 from .regions import ORDERS
 
-__all__ = ["add_parsers", "build_parser", "main"]
+__all__ = ["add_parsers", "main"]
 
 
 def add_parsers(subparsers) -> None:
@@ -135,13 +133,5 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    return subcommand_parser(add_parsers, __doc__.splitlines()[0])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_parser(build_parser(), argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+#: ``python -m cartoonseg.style ...`` with the error policy of :mod:`cartoonseg._cli`
+main = area_main(add_parsers, __doc__)

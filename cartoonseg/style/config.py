@@ -1,6 +1,6 @@
 """Configuration of instance-aware style editing (paper §6.2) and its named presets.
 
-Values follow ``../shared/docs/pipeline_spec.md`` §5.2: the paper (SD1.5, lineart-anime ControlNet strength 1,
+Values follow the paper and the authors' scripts: the paper (SD1.5, lineart-anime ControlNet strength 1,
 denoise 0.75, 24 steps, DPM++ 2M Karras, the same seed for every instance), the authors' SD1.5 script
 ``repaint_person.py`` (cfg 9, mask blur 4, only-masked padding 32, duplicate removal at 80 %) and their SDXL script
 ``run_style.py`` with ``3d_pixar.yaml`` (canny ControlNet, 25 steps, cfg 7, three rounds, 1024 long side).

@@ -1,6 +1,6 @@
 """Instance-aware style editing outside ComfyUI: a :mod:`cartoonseg.style.editor` backend on ``diffusers``.
 
-Paper §6.2 settings map to diffusers as follows (``../shared/docs/performance_anchors.md`` §3.1): DPM++ 2M Karras =
+Paper §6.2 settings map to diffusers as follows: DPM++ 2M Karras =
 ``DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True)``; lineart (SD1.5)
 or canny (SDXL) ControlNet through ``StableDiffusion[XL]ControlNetImg2ImgPipeline``; with ``masked_denoise`` the
 instance crops go through ``StableDiffusion[XL]ControlNetInpaintPipeline`` (a plain 4-channel UNet keeps the context

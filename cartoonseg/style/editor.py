@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from ..structures import Instances
+from ..structures import EXTRA_DEPTH, Instances
 from .config import StyleConfig
 from .hints import extract_hint
 from .prompts import instance_prompts, join_prompt
@@ -204,7 +204,8 @@ def style_edit(
         if background is not None:
             plate = resize_image(_check_image(background, "background"), (h, w))
         elif keep and config.background_fill != "none":
-            from ..inpaint import background_mask, inpaint
+            from ..inpaint import inpaint
+            from ..ops import background_mask
 
             hole = background_mask(masks[keep], threshold=instances.mask_thr, dilate=2)
             plate = inpaint(canvas, hole, method=config.background_fill, seed=config.seed)
@@ -219,7 +220,7 @@ def style_edit(
     if sub is None:
         return StyleResult(canvas, passes)
     prompts = instance_prompts(instances, config.style_prompt)
-    depth = instances.extras.get("depth")
+    depth = instances.extras.get(EXTRA_DEPTH)
     order = [keep[j] for j in paint_order(sub.masks, sub.boxes, [depth[i] for i in keep] if depth else None, config.order)]
     alphas = {i: feather_alpha(masks[i], config.mask_feather) for i in order}
     for it in range(config.iterations):

@@ -11,7 +11,7 @@ dropped, underscores to spaces, parentheses escaped). This module only decides, 
 
 from __future__ import annotations
 
-from ..structures import Instances
+from ..structures import EXTRA_CHARACTER_TAGS, EXTRA_PROMPT, EXTRA_TAGS, Instances
 from ..tagger.prompts import PromptOptions, merge_prompt
 
 __all__ = ["instance_prompts", "join_prompt"]
@@ -37,9 +37,9 @@ def instance_prompts(
     """
     options = PromptOptions() if options is None else options
     n = len(instances)
-    given = instances.extras.get("prompt")
-    tags = instances.extras.get("tags")
-    characters = instances.extras.get("character_tags")
+    given = instances.extras.get(EXTRA_PROMPT)
+    tags = instances.extras.get(EXTRA_TAGS)
+    characters = instances.extras.get(EXTRA_CHARACTER_TAGS)
     style = (style or "").strip()
     out: list[str] = []
     for i in range(n):

@@ -1,8 +1,8 @@
 """Region geometry for instance-aware style editing: crop-with-context planning, paint order, de-duplication,
 feathered paste-back through soft masks.
 
-Follows the per-instance "inpaint only masked" flow of the authors' ``run_style.py`` / ``repaint_person.py``
-(``../shared/docs/pipeline_spec.md`` §5.2): each instance is cropped by its box grown by a padding (32 px there),
+Follows the per-instance "inpaint only masked" flow of the authors' ``run_style.py`` / ``repaint_person.py``:
+each instance is cropped by its box grown by a padding (32 px there),
 processed at a working resolution, scaled back and pasted through its mask blurred by ``mask_blur`` (4 there).
 Differences, on purpose:
 
@@ -25,6 +25,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ..ops import crop_window
+from ..structures import masks_to_boxes
 from ..transforms import resize_image, resize_mask  # noqa: F401 - re-exported (their home is transforms)
 from .hints import gaussian_blur
 
@@ -97,16 +99,11 @@ def plan_crop(
     if padding < 0 or feather < 0:
         raise ValueError(f"padding and feather must be >= 0, got {padding}, {feather}")
     fg = mask > threshold
-    rows = fg.any(1).nonzero().flatten()
-    cols = fg.any(0).nonzero().flatten()
-    if rows.numel() == 0:
+    if not bool(fg.any()):
         return None
     h, w = mask.shape
     grow = max(int(padding), math.ceil(2 * feather) + 1 if feather > 0 else 0)
-    y1 = max(0, int(rows[0]) - grow)
-    y2 = min(h, int(rows[-1]) + 1 + grow)
-    x1 = max(0, int(cols[0]) - grow)
-    x2 = min(w, int(cols[-1]) + 1 + grow)
+    x1, y1, x2, y2 = crop_window(masks_to_boxes(fg[None])[0].tolist(), h, w, grow, allow_empty=True)
     return CropPlan(box=(x1, y1, x2, y2), work_hw=work_size(y2 - y1, x2 - x1, resolution, multiple))
 
 

@@ -1,7 +1,7 @@
 """Per-instance booru tagging with SmilingWolf's WD SwinV2 v3 tagger in pure PyTorch, and prompt merging.
 
 Paper: "Instance-guided Cartoon Editing with a Large-scale Dataset" (arXiv 2312.01943) §6.1/§6.2 steer diffusion
-with SwinV2-tagger tags per instance. Model facts: ``docs/tagger_reference.md``.
+with SwinV2-tagger tags per instance. The network is :mod:`cartoonseg.models.swinv2`.
 
 Example::
 
@@ -28,7 +28,8 @@ from .prompts import (
     merge_prompt,
     parse_tag_list,
 )
-from .swinv2 import SWINV2_PRESETS, SwinTransformerV2, SwinV2Config, build_swinv2, config_from_timm
+from ..build import build_swinv2
+from ..models.swinv2 import SWINV2_PRESETS, SwinTransformerV2, SwinV2Config, config_from_timm
 from .tagging import (
     DEFAULT_EXCLUDE,
     TagResult,

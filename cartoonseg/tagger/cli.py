@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from .._cli import run_parser
 from ..io import read_image
+from ..structures import EXTRA_CHARACTER_TAGS, EXTRA_RATING, EXTRA_TAGS
 
 __all__ = ["add_parsers", "add_tag_parser", "build_parser", "run_tag", "main"]
 
@@ -92,9 +93,9 @@ def run_tag(args: argparse.Namespace) -> int:
                     "id": int(instances.ids[i]),
                     "box": [round(float(v), 2) for v in instances.boxes[i].tolist()],
                     "score": round(float(instances.scores[i]), 4),
-                    "tags": instances.extras["tags"][i],
-                    "character": instances.extras["character_tags"][i],
-                    "rating": instances.extras["rating"][i],
+                    "tags": instances.extras[EXTRA_TAGS][i],
+                    "character": instances.extras[EXTRA_CHARACTER_TAGS][i],
+                    "rating": instances.extras[EXTRA_RATING][i],
                 }
             )
         out.append({"image": path, "instances": entries, "background": background.to_dict()})

@@ -1,6 +1,6 @@
 """Label file of the WD (SmilingWolf) booru taggers: ``selected_tags.csv``.
 
-Format (``docs/tagger_reference.md`` §5): CSV with header ``tag_id,name,category,count``; row *i* after the header
+Format (as shipped in the SmilingWolf tagger repositories): CSV with header ``tag_id,name,category,count``; row *i* after the header
 is output index *i*. Categories: 9 = rating (``general``, ``sensitive``, ``questionable``, ``explicit``),
 0 = general, 4 = character. Rows are selected by category value, never by position.
 """

@@ -1,6 +1,6 @@
 """Image preprocessing of the WD (SmilingWolf) booru taggers, bit-exact with the reference scripts.
 
-Recipe (``docs/tagger_reference.md`` §4; SmilingWolf/wd-tagger Space ``prepare_image``, neggles/wdv3-timm):
+Recipe (SmilingWolf/wd-tagger Space ``prepare_image``, neggles/wdv3-timm):
 alpha-composite on white -> pad to a centred square with white (floor offsets) -> Pillow ``BICUBIC`` resize to
 the model side (skipped when already that size) -> RGB to **BGR**. The ONNX models take that as float 0..255
 NHWC; the PyTorch/timm model takes ``(u8/255 - 0.5)/0.5`` NCHW, which :func:`to_model_input` produces.
@@ -44,6 +44,8 @@ def to_pil(image) -> Image.Image:
         raise TypeError(f"image array must be uint8 (0..255) or float (0..1), got {image.dtype}")
     if not isinstance(image, (Tensor, np.ndarray)):
         raise TypeError(f"image must be a PIL.Image, numpy array or torch tensor, got {type(image).__name__}")
+    if image.ndim == 3 and image.shape[2] not in (1, 3, 4):  # the reference recipe's inputs; no grey + alpha
+        raise ValueError(f"image must be [H,W], [H,W,1], [H,W,3] or [H,W,4], got shape {tuple(image.shape)}")
     array = to_rgb_uint8(image, nan="zero", alpha="keep")
     return Image.fromarray(array, "RGBA" if array.shape[2] == 4 else "RGB")
 

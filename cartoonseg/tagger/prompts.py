@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 
 from ..inpaint.diffusion import NEGATIVE_PROMPT, PROMPT_SUFFIX
-from ..structures import Instances
+from ..structures import EXTRA_CHARACTER_TAGS, EXTRA_PROMPT, EXTRA_TAGS, Instances
 
 __all__ = [
     "KAOMOJIS",
@@ -227,11 +227,11 @@ def instance_prompts(
             :func:`~cartoonseg.tagger.tagging.tag_instances`).
     """
     n = len(instances)
-    if "tags" not in instances.extras:
+    if EXTRA_TAGS not in instances.extras:
         raise ValueError("instances carry no extras['tags']: tag them first (tag_instances / CartoonSegTagInstances)")
-    characters = instances.extras.get("character_tags") or [{} for _ in range(n)]
+    characters = instances.extras.get(EXTRA_CHARACTER_TAGS) or [{} for _ in range(n)]
     prompts = [
         merge_prompt(style, tags or {}, list(chars or ()), options)
-        for tags, chars in zip(instances.extras["tags"], characters)
+        for tags, chars in zip(instances.extras[EXTRA_TAGS], characters)
     ]
-    return instances.replace(extras={**instances.extras, "prompt": prompts}), prompts
+    return instances.replace(extras={**instances.extras, EXTRA_PROMPT: prompts}), prompts

@@ -1,6 +1,6 @@
 """WD SwinV2 v3 booru tagger: loading, tag selection and per-instance tagging.
 
-Tag selection follows the SmilingWolf/wd-tagger Space (``docs/tagger_reference.md`` §6): sigmoid probabilities,
+Tag selection follows the SmilingWolf/wd-tagger Space (``app.py``): sigmoid probabilities,
 a tag is kept when ``prob > threshold`` (general 0.35, character 0.85 by default), optional MCut per group
 (character MCut floored at 0.15), rating tags returned apart with all four probabilities, tags sorted by
 probability. Per-instance tagging follows the paper's code (CartoonSegmentation ``animeinsseg.infer_tags``):
@@ -22,13 +22,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..checkpoint import CheckpointError, read_checkpoint
 from ..device import resolve_dtype
 from ..io import to_rgb_uint8
-from ..structures import Instances
+from ..ops import crop_window
+from ..structures import EXTRA_CHARACTER_TAGS, EXTRA_RATING, EXTRA_TAGS, Instances
 from .download import DEFAULT_TAGGER_REPO, resolve_tagger_dir
 from .labels import CHARACTER, GENERAL, RATING, TagLabels, load_labels
 from .preprocess import prepare_image, to_model_input
-from .swinv2 import (
+from ..models.swinv2 import (
     SWINV2_PRESETS,
     SwinTransformerV2,
     config_from_timm,
@@ -248,13 +250,10 @@ class WDTagger(nn.Module):
 
 
 def _read_weights(path: Path) -> dict[str, Tensor]:
-    from safetensors.torch import load_file
-
     try:
-        return load_file(str(path), device="cpu")
-    except Exception as error:  # safetensors raises its own error types for truncated/corrupt files
-        message = f"cannot read tagger weights {path}: {error} (truncated or not a safetensors file?)"
-        raise RuntimeError(message) from error
+        return read_checkpoint(path)[0]
+    except CheckpointError as error:
+        raise RuntimeError(f"cannot read tagger weights {path}: {error}") from error
 
 
 def load_tagger(
@@ -332,8 +331,7 @@ def instance_crops(image, instances: Instances) -> list[np.ndarray | None]:
     binary = instances.binary.cpu().numpy()
     crops: list[np.ndarray | None] = []
     for box, mask in zip(torch.nan_to_num(instances.boxes.float().cpu()).tolist(), binary):
-        x1, y1 = max(0, math.floor(box[0])), max(0, math.floor(box[1]))
-        x2, y2 = min(w, math.ceil(box[2])), min(h, math.ceil(box[3]))
+        x1, y1, x2, y2 = crop_window(box, h, w, allow_empty=True)
         if x2 <= x1 or y2 <= y1 or not mask[y1:y2, x1:x2].any():
             crops.append(None)
             continue
@@ -397,7 +395,7 @@ def tag_instances(
     per_instance = [next(results) if c is not None else TagResult.empty() for c in crops]
     background_tags = next(results) if tag_background else None
     extras = dict(instances.extras)
-    extras["tags"] = [r.tags for r in per_instance]
-    extras["character_tags"] = [r.character for r in per_instance]
-    extras["rating"] = [r.rating for r in per_instance]
+    extras[EXTRA_TAGS] = [r.tags for r in per_instance]
+    extras[EXTRA_CHARACTER_TAGS] = [r.character for r in per_instance]
+    extras[EXTRA_RATING] = [r.rating for r in per_instance]
     return instances.replace(extras=extras), background_tags

@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..evaluation import rle as rle_utils
+from .. import rle as rle_utils
 
 __all__ = [
     "MANGA_ID_OFFSET",

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import build_detector, load_detector, save_weights
+from ..build import build_detector
+from ..checkpoint import load_detector, save_weights
 from ..config import detector_config
 from ..models.rtmdet_ins import RTMDetIns
 from .coco import load_coco

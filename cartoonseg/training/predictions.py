@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..evaluation import rle as rle_utils
+from .. import rle as rle_utils
 from ..evaluation.coco_eval import mask_iou
 from ..evaluation.predict import detect_batch
 from ..rle import encode_many

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..evaluation import rle as rle_utils
+from .. import rle as rle_utils
 from .coco import CocoSet, read_image_bgr
 
 __all__ = ["RefineAugConfig", "RefineTrainSet", "pad_square_resize", "simulate_coarse_mask"]

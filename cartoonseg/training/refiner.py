@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import build_refiner, save_weights
+from ..build import build_refiner
+from ..checkpoint import save_weights
 from ..config import refiner_config
 from ..models.isnet import ISNetGTEncoder
 from .coco import load_coco

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..evaluation import rle as rle_utils
+from .. import rle as rle_utils
 
 __all__ = ["make_toy_coco"]
 

@@ -5,7 +5,7 @@ SmilingWolf's ``wd-swinv2-tagger-v3`` booru tagger (timm ``swinv2_base_window8_2
 ``window_size=14``, ``act_layer='gelu_tanh'``, 10861 classes). Parameter names equal timm's, so the tagger's
 ``model.safetensors`` loads strictly through :func:`filter_timm_swinv2` + :func:`load_swinv2_state_dict`.
 Facts (shift/window clamping, patch-merge order, cosine attention, continuous position bias, soft -100 shift
-mask, res-post-norm, tanh GELU) come from ``docs/tagger_reference.md`` §3. Original code (Apache-2.0 project).
+mask, res-post-norm, tanh GELU) come from the tagger reference notes (timm ``swin_transformer_v2.py``). Original code (Apache-2.0 project).
 
 Tensor layout inside the network is channels-last ``[B,H,W,C]``; the public input is ``[B,3,S,S]`` float (for the
 WD taggers: BGR channel order, values ``(u8/255-0.5)/0.5``, see :mod:`cartoonseg.tagger.preprocess`).
@@ -21,11 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .weights import state_dict_diff
+
 __all__ = [
     "SwinV2Config",
     "SWINV2_PRESETS",
     "SwinTransformerV2",
-    "build_swinv2",
     "config_from_timm",
     "filter_timm_swinv2",
     "load_swinv2_state_dict",
@@ -393,15 +394,6 @@ class SwinTransformerV2(nn.Module):
         return self.head(self.forward_features(x).mean(dim=(1, 2)))
 
 
-def build_swinv2(preset: str | SwinV2Config = "wd-v3") -> SwinTransformerV2:
-    """A randomly initialised :class:`SwinTransformerV2` from a preset name (``wd-v3``, ``tiny``) or a config."""
-    if isinstance(preset, SwinV2Config):
-        return SwinTransformerV2(preset)
-    if preset not in SWINV2_PRESETS:
-        raise ValueError(f"unknown SwinV2 preset {preset!r}; choose one of {sorted(SWINV2_PRESETS)}")
-    return SwinTransformerV2(SWINV2_PRESETS[preset])
-
-
 # ---------------------------------------------------------------------------------------------- weights
 _REBUILT_BUFFERS = ("relative_position_index", "relative_coords_table", "attn_mask", "k_bias")
 
@@ -429,14 +421,8 @@ def filter_timm_swinv2(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 def load_swinv2_state_dict(model: SwinTransformerV2, state_dict: Mapping[str, Tensor]) -> SwinTransformerV2:
     """Strictly load a (filtered) timm state dict; raises RuntimeError with a readable key/shape diff."""
+    missing, unexpected, mismatched = state_dict_diff(model, state_dict)
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    mismatched = [
-        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in expected
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)
-    ]
     if missing or unexpected or mismatched:
 
         def _few(items: list[str]) -> str:
