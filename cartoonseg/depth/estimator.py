@@ -234,8 +234,8 @@ def resolve_depth_model(
         family = family_of(path)
         if family is None or not _is_model_dir(path):
             files = _required_files(family)
-            missing = [f for f in files if not (path / f).is_file()] or ["the tokenizer (tokenizer.json or vocab.json "
-                                                                         "+ merges.txt)"]
+            missing = ([f for f in files if not (path / f).is_file()]
+                       or ["the tokenizer (tokenizer.json or vocab.json + merges.txt)"])
             raise WeightsUnavailableError(
                 f"depth model folder {path} lacks {' / '.join(missing)}; it needs the transformers layout "
                 "(config.json, model.safetensors, optional preprocessor_config.json) or a diffusers Marigold "
