@@ -455,6 +455,15 @@ def _as_uint8_rgb(image) -> np.ndarray:
     return arr
 
 
+def _require_family(family: str | None):
+    """The optional package a depth family runs on (``transformers``; ``diffusers`` for Marigold), or
+    :class:`MissingDependencyError` naming the extra that installs it."""
+    if family == "marigold":
+        return require("diffusers", extra="diffusion", purpose="Marigold depth")
+    name = "ZoeDepth" if family == "zoedepth" else "Depth Anything V2"
+    return require("transformers", extra="depth", purpose=f"depth estimation ({name})")
+
+
 def load_depth_model(
     name_or_path: str | os.PathLike = "small",
     *,
@@ -488,13 +497,18 @@ def load_depth_model(
     Raises:
         WeightsUnavailableError: files missing and not downloadable.
         ValueError: a folder that is not a depth-estimation model, or float16 on CPU.
-        RuntimeError: Marigold without ``diffusers`` installed.
+        MissingDependencyError: ``transformers`` (Depth Anything, ZoeDepth) or ``diffusers`` (Marigold) missing;
+            the message names the extra to install.
     """
     if dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
     if dtype == torch.float16 and torch.device(device).type == "cpu":
         raise ValueError("float16 is extremely slow on CPU; use torch.float32 or torch.bfloat16")
     dtype = resolve_dtype(precision_of(dtype), device)  # bf16 on a CPU without bf16 kernels -> fp32, one warning
+    known = _spec_for(str(name_or_path))
+    family = known.family if known else family_of(name_or_path)
+    if known or family:  # before any download: the missing package as a one-line error (others: after resolving)
+        _require_family(family)
     folder = resolve_depth_model(name_or_path, search_dirs=search_dirs, download_dir=download_dir, allow_download=allow_download)
     family = family_of(folder)
     if family == "marigold":
@@ -509,8 +523,7 @@ def load_depth_model(
                                    else (spec.processing_resolution if spec else 0)),
             seed=seed,
         )
-    name = "ZoeDepth" if family == "zoedepth" else "Depth Anything V2"
-    transformers = require("transformers", extra="depth", purpose=f"depth estimation ({name})")
+    transformers = _require_family(family)
     if family == "zoedepth":
         from .zoedepth import load_zoedepth
 
