@@ -89,15 +89,20 @@ def _remove_padding(pred: Tensor, size: tuple[int, int], padded: bool) -> Tensor
     return depth[pad_h : pad_h + height, pad_w : pad_w + width]
 
 
+def _transformers():
+    from .._optional import require
+
+    return require("transformers", extra="depth", purpose="depth estimation (ZoeDepth)")
+
+
 def load_zoedepth(folder: str | os.PathLike, *, device: torch.device | str = "cpu",
                   dtype: torch.dtype = torch.float32, flip: bool = True) -> ZoeDepthEstimator:
     """A :class:`ZoeDepthEstimator` from a local ``transformers`` folder (``config.json``, ``model.safetensors``,
     ``preprocessor_config.json``); never touches the network. ``dtype`` is expected resolved (see
     :func:`cartoonseg.depth.load_depth_model`)."""
-    from transformers import ZoeDepthForDepthEstimation
-
+    transformers = _transformers()
     folder = Path(folder)
-    model = ZoeDepthForDepthEstimation.from_pretrained(folder, local_files_only=True).eval()
+    model = transformers.ZoeDepthForDepthEstimation.from_pretrained(folder, local_files_only=True).eval()
     processor = _processor(folder)
     if dtype != torch.float32 and torch.device(device).type != "cpu":
         model.to(dtype)
@@ -107,8 +112,7 @@ def load_zoedepth(folder: str | os.PathLike, *, device: torch.device | str = "cp
 
 def _processor(folder: Path):
     """The folder's ZoeDepth image processor, on the numpy/PIL backend (no torchvision needed)."""
-    import transformers
-
+    transformers = _transformers()
     if not (folder / "preprocessor_config.json").is_file():
         raise ValueError(f"{folder} has no preprocessor_config.json (ZoeDepth needs its processor settings)")
     for name in ("ZoeDepthImageProcessorPil", "ZoeDepthImageProcessor"):  # transformers 5 names the PIL one apart
