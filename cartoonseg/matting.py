@@ -12,7 +12,8 @@ For each instance:
    (:func:`snap_to_outlines`): dark thin lines (a morphological black-hat) cut the unknown band into regions; regions
    reached only from the mask's interior are foreground, regions reached only from the outside background, and the
    dark line between an interior region and the outside (the character's outline) is foreground with a 1-px
-   unknown fringe for its anti-aliasing. Closed-form matting alone mistakes a dark outline between a fill and a
+   unknown fringe for its anti-aliasing; strokes leaving the outline (hair, or a background line meeting it) stay
+   unknown. Closed-form matting alone mistakes a dark outline between a fill and a
    background for background (three colours in one window break its colour-line model); background lines that
    cross the band stay background. Where no closed outline separates inside from outside (a defocused edge, hair)
    the band stays unknown.
@@ -159,7 +160,9 @@ def snap_to_outlines(rgb: np.ndarray, trimap: np.ndarray, radius: int, contrast:
     regions: a region touching the foreground and not the background is foreground, one touching the background
     and not the foreground is background, others (the outline has a gap, or there is none) stay unknown. Line
     pixels next to a foreground region are the instance's outline (foreground), with a 1-px unknown fringe
-    outside (anti-aliasing); other line pixels in the band belong to the background.
+    outside (anti-aliasing). Strokes that leave the outline (connected line pixels) are ambiguous, a hair strand
+    or a background line meeting the outline, and stay unknown for the solver, with a 1-px fringe; other line
+    pixels in the band belong to the background.
     """
     trimap = np.asarray(trimap, dtype=np.float64)
     fg, bg = trimap == 1, trimap == 0
@@ -181,12 +184,17 @@ def snap_to_outlines(rgb: np.ndarray, trimap: np.ndarray, radius: int, contrast:
     touches_bg[np.unique(labels[bg])] = True
     inside = (touches_fg & ~touches_bg)[labels] & ~line
     outside = (touches_bg & ~touches_fg)[labels] & ~line
-    near_inside = cv2.dilate(inside.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    outline = line & near_inside
-    fringe = cv2.dilate(outline.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~outline & ~inside
+    square = np.ones((3, 3), np.uint8)
+    outline = line & cv2.dilate(inside.astype(np.uint8), square).astype(bool)
+    n, strokes = cv2.connectedComponents(line.astype(np.uint8), connectivity=8)
+    attached = np.zeros(n, bool)
+    attached[np.unique(strokes[outline])] = True
+    attached[0] = False
+    attached = attached[strokes] & ~outline  # strokes leaving the outline: a hair strand or a background line
+    fringe = cv2.dilate((outline | attached).astype(np.uint8), square).astype(bool) & ~outline & ~inside
     out = trimap.copy()
     out[unknown & (inside | outline)] = 1.0
-    out[unknown & (outside | (line & ~outline)) & ~fringe] = 0.0
+    out[unknown & (outside | (line & ~outline & ~attached)) & ~fringe] = 0.0
     return out
 
 

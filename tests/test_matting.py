@@ -171,3 +171,22 @@ def test_segment_cli_writes_mattes_and_rgba_cutouts(tmp_path):
     assert rec["alpha_png"] == "alpha_000.png" and rec["cutout_png"] == "cutout_000.png"
     with Image.open(tmp_path / "out" / "a" / "cutout_000.png") as im:
         assert im.mode == "RGBA" and im.size == (96, 96)
+
+
+def test_strokes_leaving_the_outline_stay_unknown_detached_lines_are_background():
+    h, w = 60, 60
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = np.hypot(yy - 30, xx - 30)
+    rgb = np.empty((h, w, 3))
+    rgb[:] = (0.6, 0.8, 0.7)  # background
+    rgb[r < 15] = (0.95, 0.75, 0.3)  # fill
+    rgb[(r >= 14) & (r < 15.5)] = (0.1, 0.08, 0.12)  # outline
+    rgb[29:30, 45:52] = (0.1, 0.08, 0.12)  # a strand leaving the outline to the right
+    rgb[10:50, 8:9] = (0.16, 0.12, 0.2)  # a background line in the band, not touching the character
+    soft = (r < 15).astype(np.float32)
+    t = trimap_from_soft(soft, 8)
+    snapped = snap_to_outlines(rgb, t, 3)
+    assert t[29, 48] == 0.5 and snapped[29, 48] == 0.5  # the strand: the solver decides
+    assert t[30, 8] == 0.5 and snapped[30, 8] == 0.0  # the detached background line: background
+    assert snapped[30, 16] == 1.0 and snapped[30, 30] == 1.0  # the outline and the fill: foreground
+    assert t[35, 48] == 0.5 and snapped[35, 48] == 0.0  # background between the outline and the band's edge
