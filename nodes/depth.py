@@ -26,7 +26,11 @@ PUBLISHED = {
     "Depth-Anything-V2-Small-hf (Apache-2.0)": "small",
     "Depth-Anything-V2-Base-hf (CC-BY-NC-4.0, non-commercial)": "base",
     "Depth-Anything-V2-Large-hf (CC-BY-NC-4.0, non-commercial)": "large",
+    "zoedepth-nyu-kitti (ZoeDepth, MIT)": "zoedepth",
+    "marigold-depth-lcm-v1-0 (Marigold LCM, the original's; needs diffusers)": "marigold-lcm",
+    "marigold-depth-v1-1 (Marigold, OpenRAIL++-M; needs diffusers)": "marigold",
 }
+PRECISIONS = ("fp32", "bf16", "fp16")
 POOL_MODES = ("mean", "median", "feet")
 LOADER_CATEGORY = f"{_comfy.CATEGORY}/loaders"
 
@@ -36,37 +40,47 @@ def _depth_dirs() -> list[str]:
 
 
 def _local_models() -> list[str]:
-    """Sub-folders of ``models/cartoonseg/depth`` holding a transformers depth model, by folder name."""
+    """Sub-folders of ``models/cartoonseg/depth`` holding a depth model (transformers layout, or a diffusers Marigold
+    pipeline), by folder name."""
     found = []
     for d in _depth_dirs():
         if not os.path.isdir(d):
             continue
         for name in sorted(os.listdir(d)):
             p = os.path.join(d, name)
-            if os.path.isfile(os.path.join(p, "config.json")) and os.path.isfile(os.path.join(p, "model.safetensors")):
+            transformers_layout = all(os.path.isfile(os.path.join(p, f)) for f in ("config.json", "model.safetensors"))
+            if transformers_layout or os.path.isfile(os.path.join(p, "model_index.json")):
                 found.append(name)
     return found
 
 
-def _read_depth_model(folder: str, precision: str, device_type: str):
-    """The depth model of ``folder`` read onto the CPU (bf16 weights when it will run on a GPU in bf16)."""
+def _read_depth_model(folder: str, precision: str, device: torch.device):
+    """The depth model of ``folder`` read onto the CPU, its weights in the precision it will run in on ``device``
+    (resolved by ``cartoonseg.device``: what the device cannot run falls back to fp32 with one warning)."""
     from cartoonseg.depth import load_depth_model
+    from cartoonseg.device import resolve_dtype
 
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    estimator = load_depth_model(folder, device="cpu", dtype=dtype, allow_download=False)
-    if dtype != torch.float32 and device_type != "cpu":
+    dtype = resolve_dtype(precision, device)
+    if device.type == "cpu":  # reduced precision on CPU is autocast, with fp32 weights
+        return load_depth_model(folder, device="cpu", dtype=dtype, allow_download=False)
+    estimator = load_depth_model(folder, device="cpu", dtype=torch.float32, allow_download=False)
+    if dtype != torch.float32:
         estimator.model.to(dtype)
+        estimator.dtype = dtype
     return estimator
 
 
 class CartoonSegDepthLoader:
-    """Load a Depth Anything V2 model (Small is Apache-2.0; Base/Large are non-commercial CC-BY-NC-4.0)."""
+    """Load a depth model: Depth Anything V2 (Small is Apache-2.0; Base/Large are non-commercial CC-BY-NC-4.0),
+    ZoeDepth (MIT) or Marigold (diffusers)."""
 
     DESCRIPTION = (
-        "Loads a Depth Anything V2 depth model (transformers layout) from ComfyUI/models/cartoonseg/depth/<repo name>, "
-        "downloading it from the Hugging Face hub when missing and allowed (HF_HUB_OFFLINE is respected). Small is "
-        "Apache-2.0; Base and Large are CC-BY-NC-4.0 (non-commercial use only). The weights are read when a node "
-        "first needs them and belong to ComfyUI's model management ('Unload Models' frees them)."
+        "Loads a depth model from ComfyUI/models/cartoonseg/depth/<repo name>, downloading it from the Hugging Face "
+        "hub when missing and allowed (HF_HUB_OFFLINE is respected). Depth Anything V2 Small (Apache-2.0, the "
+        "default, fast) suits most images; Base and Large are CC-BY-NC-4.0 (non-commercial use only). ZoeDepth "
+        "(MIT) is the original's metric-depth option; Marigold (diffusion based, slow on CPU, needs diffusers) gives "
+        "the sharpest edges. The weights are read when a node first needs them and belong to ComfyUI's model "
+        "management ('Unload Models' frees them)."
     )
     RETURN_TYPES = ("CARTOONSEG_DEPTH_MODEL",)
     RETURN_NAMES = ("depth_model",)
@@ -81,10 +95,11 @@ class CartoonSegDepthLoader:
             "required": {
                 "model": (list(PUBLISHED) + local, {
                     "default": next(iter(PUBLISHED)),
-                    "tooltip": "a published Depth Anything V2 model (downloaded into models/cartoonseg/depth when "
-                               "missing) or a model folder found there"}),
-                "precision": (["fp32", "bf16"], {"default": "fp32",
-                                                 "tooltip": "bf16 halves the memory; fp32 is the reference"}),
+                    "tooltip": "a published depth model (downloaded into models/cartoonseg/depth when missing) or a "
+                               "model folder found there"}),
+                "precision": (list(PRECISIONS), {"default": "fp32",
+                                                 "tooltip": "bf16/fp16 halve the memory where the device runs them "
+                                                            "(else fp32, with a warning); fp32 is the reference"}),
                 "auto_download": ("BOOLEAN", {"default": True,
                                               "tooltip": "fetch a missing published model from Hugging Face"}),
             }
@@ -93,8 +108,8 @@ class CartoonSegDepthLoader:
     def load(self, model: str, precision: str = "fp32", auto_download: bool = True):
         from cartoonseg.depth import resolve_depth_model
 
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         dirs = _depth_dirs()
         found = _comfy.find_in_model_dirs(model, DEPTH_SUBFOLDER, folder=True, what="depth model")  # never outside
         local = [found] if found else []
@@ -105,7 +120,7 @@ class CartoonSegDepthLoader:
         folder = resolve_depth_model(local[0] if local else PUBLISHED.get(model, model), search_dirs=dirs,
                                      allow_download=allow)
         device = torch.device(_comfy.torch_device())
-        holder = _comfy.ModelHolder(partial(_read_depth_model, str(folder), precision, device.type),
+        holder = _comfy.ModelHolder(partial(_read_depth_model, str(folder), precision, device),
                                     name=f"depth model {os.path.basename(folder)}", device=device,
                                     network=lambda estimator: estimator.model)
         return (holder,)

@@ -390,7 +390,7 @@ MATTING_METHODS = ("cf", "knn", "lkm")
 
 class CartoonSegAlphaMatte:
     DESCRIPTION = ("Alpha mattes of segmented instances: a trimap from each refined soft mask (unknown band at the "
-                   "boundary), alpha solved from the image colours (closed-form matting, pymatting), then made "
+                   "boundary, snapped to the line art), alpha solved from the image colours (closed-form matting, pymatting), then made "
                    "consistent front to back so overlapping mattes sum to at most 1 and occluded parts belong to "
                    "the front character. Outputs the mattes (MASK, one per instance) and RGBA cut-outs with "
                    "background-free edge colours.")
@@ -412,14 +412,20 @@ class CartoonSegAlphaMatte:
                 "image": ("IMAGE", {"tooltip": "the frames the instances were segmented from"}),
                 "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "from Segment / Refine (refined soft masks)"}),
                 "band": ("INT", {"default": 0, "min": 0, "max": 256,
-                                 "tooltip": "unknown band around each boundary in pixels; 0 = 1.5 % of the box "
-                                            "diagonal (at least 3)"}),
+                                 "tooltip": "unknown band on both sides of each boundary in pixels; 0 = twice "
+                                            "the soft mask's ramp width (its uncertainty, which grows with the "
+                                            "image-to-refiner scale), at least 3"}),
                 "method": (list(MATTING_METHODS), {"default": "cf",
                                            "tooltip": "pymatting solver: cf = closed-form (default), knn, lkm"}),
-            }
+            },
+            "optional": {
+                "line_art": ("BOOLEAN", {"default": True,
+                                         "tooltip": "snap the trimap to dark outlines: a character's outline stays "
+                                                    "in its matte, background lines stay out"}),
+            },
         }
 
-    def matte(self, image, instances, band, method):
+    def matte(self, image, instances, band, method, line_art=True):
         from cartoonseg.matting import MattingConfig, cutouts, instance_alphas
 
         image = _comfy.check_image(image)
@@ -427,7 +433,7 @@ class CartoonSegAlphaMatte:
         b, h, w = (int(v) for v in image.shape[:3])
         if len(frames) != b:
             raise ValueError(f"instances has {len(frames)} frames but image has {b}")
-        config = MattingConfig(band=int(band) or None, method=str(method))
+        config = MattingConfig(band=int(band) or None, method=str(method), line_art=bool(line_art))
         out = run_frames(image, lambda i, f: instance_alphas(_comfy.image_to_uint8(f), frames[i].to("cpu"), config))
         alphas = [f.alphas for f in out if len(f)]
         cut = [torch.from_numpy(c) for i, f in enumerate(out) for c in cutouts(_comfy.image_to_uint8(image[i]), f)]

@@ -445,6 +445,35 @@ def test_cli_writes_webp_and_frames(tmp_path):
     assert main(["kenburns", *args, "--out", str(tmp_path / "clip.gif")]) == 2  # clear error, no traceback
 
 
+def test_cli_writes_mp4(tmp_path, monkeypatch, capsys):
+    """--out CLIP.mp4: H.264 through PyAV (cartoonseg.io.write_frames), every frame, the image size; without PyAV
+    one error line naming the extra and no file."""
+    import sys
+
+    from PIL import Image
+
+    from cartoonseg.kenburns.cli import main
+
+    av = pytest.importorskip("av")
+    image, nearness, _ = two_planes(48, box=(14, 34, 16, 30))
+    Image.fromarray((image.numpy() * 255).astype("uint8")).save(tmp_path / "img.png")
+    Image.fromarray((nearness.numpy() * 255).astype("uint8")).save(tmp_path / "depth.png")
+    args = ["kenburns", str(tmp_path / "img.png"), "--depth", str(tmp_path / "depth.png"), "--frames", "5",
+            "--camera", "zoom-in", "--fps", "12"]
+    assert main([*args, "--out", str(tmp_path / "clip.mp4")]) == 0
+    with av.open(str(tmp_path / "clip.mp4")) as container:
+        stream = container.streams.video[0]
+        assert float(stream.average_rate) == pytest.approx(12)
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    assert len(frames) == 5 and frames[0].shape == (48, 48, 3)
+    assert frames[0].std() > 10  # the picture, not a blank frame
+    monkeypatch.setitem(sys.modules, "av", None)  # import av -> ImportError
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "other.mp4")]) == 2
+    assert not (tmp_path / "other.mp4").exists()
+    assert "cartoonseg[video]" in capsys.readouterr().err
+
+
 def test_cli_with_a_detector_runs_the_instance_pipeline(tmp_path):
     from PIL import Image
 

@@ -1,7 +1,10 @@
 """Depth (paper §6.1): a monocular depth estimate, then one depth layer per character.
 
-* :mod:`~cartoonseg.depth.estimator`: Depth Anything V2 through ``transformers`` (download, local loading, the
-  estimator), and depth maps made elsewhere (:func:`disparity_from_image`);
+* :mod:`~cartoonseg.depth.estimator`: the depth models (:data:`DEPTH_MODELS`: Depth Anything V2, ZoeDepth,
+  Marigold), their download and local loading (:func:`load_depth_model`), the Depth Anything estimator, and depth
+  maps made elsewhere (:func:`disparity_from_image`);
+* :mod:`~cartoonseg.depth.zoedepth`: ZoeDepth through ``transformers``;
+* :mod:`~cartoonseg.depth.marigold`: Marigold through ``diffusers`` (optional extra ``diffusion``);
 * :mod:`~cartoonseg.depth.pooling`: instance depth pooling (mean / median / the original's "feet" rule), overlap
   resolution and z-order;
 * :mod:`~cartoonseg.depth.cli`: ``python -m cartoonseg depth|depth-pool`` (or ``python -m cartoonseg.depth``).
@@ -11,11 +14,13 @@ Convention: disparity-like maps, larger = nearer (as ComfyUI depth IMAGEs).
 
 from .estimator import (
     DEPTH_MODELS,
+    FAMILIES,
     DepthEstimator,
     DepthModelSpec,
     DepthResult,
     depth_to_image,
     disparity_from_image,
+    family_of,
     load_depth_model,
     resolve_depth_model,
 )
@@ -23,6 +28,7 @@ from .pooling import POOL_MODES, PooledDepth, pool_instance_depth, pool_value, z
 
 __all__ = [
     "DEPTH_MODELS",
+    "FAMILIES",
     "POOL_MODES",
     "DepthEstimator",
     "DepthModelSpec",
@@ -30,6 +36,7 @@ __all__ = [
     "PooledDepth",
     "depth_to_image",
     "disparity_from_image",
+    "family_of",
     "load_depth_model",
     "pool_instance_depth",
     "pool_value",

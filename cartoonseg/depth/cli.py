@@ -1,6 +1,7 @@
 """Command line for depth (paper §6.1): ``python -m cartoonseg depth|depth-pool`` (or ``python -m cartoonseg.depth``).
 
-* ``depth IMAGE --model DIR|small|base|large --out DEPTH.png [--bits 8|16]`` (grey, larger = nearer)
+* ``depth IMAGE --model DIR|small|base|large|zoedepth|marigold-lcm|marigold --out DEPTH.png [--bits 8|16]`` (grey,
+  larger = nearer)
 * ``depth-pool DEPTH.png --masks MASK.png... --mode mean|median|feet --out OUT.png [--blend B] [--json V.json]``
 
 The sub-commands are registered on ``python -m cartoonseg`` by :func:`add_parsers`.
@@ -25,11 +26,14 @@ __all__ = ["add_parsers", "main"]
 
 
 def _run_depth(args: argparse.Namespace) -> int:
+    from ..device import DTYPES
+
     inputs = [args.image, args.model]
     outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
-    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     search = [args.models_dir] if args.models_dir else []
-    est = load_depth_model(args.model, device=args.device, dtype=dtype, search_dirs=search, allow_download=not args.no_download)
+    est = load_depth_model(args.model, device=args.device, dtype=DTYPES[args.precision], search_dirs=search,
+                           allow_download=not args.no_download, steps=args.steps, ensemble=args.ensemble,
+                           processing_resolution=args.processing_resolution)
     image = read_image(args.image)
     start = time.perf_counter()
     result = est(image)
@@ -65,12 +69,20 @@ def _run_depth_pool(args: argparse.Namespace) -> int:
 
 
 def _add_depth(sub) -> None:
-    p = sub.add_parser("depth", help="relative depth (Depth Anything V2) as a grey PNG, larger = nearer")
+    p = sub.add_parser("depth", help="relative depth (Depth Anything V2, ZoeDepth or Marigold) as a grey PNG, "
+                                     "larger = nearer")
     p.add_argument("image")
-    p.add_argument("--model", default="small", help="model folder, small (Apache-2.0), base/large (CC-BY-NC-4.0) or repo id")
+    p.add_argument("--model", default="small",
+                   help="model folder, repo id, or small (Depth Anything V2, Apache-2.0), base/large (CC-BY-NC-4.0), "
+                        "zoedepth (MIT), marigold-lcm / marigold (diffusers; pip install 'cartoonseg[diffusion]')")
     p.add_argument("--out", required=True)
     p.add_argument("--bits", type=int, choices=[8, 16], default=8)
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="bf16/fp16 where the device runs them (else fp32 with a warning; fp16 is GPU only)")
+    p.add_argument("--steps", type=int, default=None, help="Marigold: denoising steps (default: the model's)")
+    p.add_argument("--ensemble", type=int, default=None, help="Marigold: predictions averaged (default: the model's)")
+    p.add_argument("--processing-resolution", type=int, default=None,
+                   help="Marigold: long side the model works at (default: the model's, 768 for the published ones)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--models-dir", default=None, help="folder holding <repo name>/ model folders (downloads go there)")
     p.add_argument("--no-download", action="store_true")

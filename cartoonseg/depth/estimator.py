@@ -1,17 +1,25 @@
-"""Monocular depth estimation with Depth Anything V2 (through ``transformers``), and depth maps from elsewhere.
+"""Monocular depth estimation: Depth Anything V2 and ZoeDepth (through ``transformers``) and Marigold (through
+``diffusers``), their download, and depth maps from elsewhere.
 
 Paper: "Instance-guided Cartoon Editing with a Large-scale Dataset" (arXiv 2312.01943), §6.1: the 3D Ken Burns
-application starts from an initial depth estimate (the original code used LeReS/ZoeDepth/Marigold). Here the
+application starts from an initial depth estimate (the original code offered LeReS, ZoeDepth and Marigold). The
 default estimator is Depth Anything V2 (Yang et al., 2024, "Depth Anything V2"), run through the
 ``transformers`` class ``DepthAnythingForDepthEstimation``; pre-processing mirrors the published
 ``DPTImageProcessor`` settings (keep aspect ratio, sides a multiple of 14, ImageNet normalisation) but is done
-in numpy/PIL so no torchvision is needed.
+in numpy/PIL so no torchvision is needed. ZoeDepth (:mod:`~cartoonseg.depth.zoedepth`) and Marigold
+(:mod:`~cartoonseg.depth.marigold`) run through their library classes as published.
 
-Models (``DEPTH_MODELS``; weights on the Hugging Face hub):
+Models (``DEPTH_MODELS``; weights on the Hugging Face hub; each is downloaded file by file from a checked list):
 
 * ``small``: ``depth-anything/Depth-Anything-V2-Small-hf``, 24.8 M parameters, **Apache-2.0** (the default);
 * ``base``: ``depth-anything/Depth-Anything-V2-Base-hf``, 97.5 M, **CC-BY-NC-4.0 (non-commercial)**;
-* ``large``: ``depth-anything/Depth-Anything-V2-Large-hf``, 335 M, **CC-BY-NC-4.0 (non-commercial)**.
+* ``large``: ``depth-anything/Depth-Anything-V2-Large-hf``, 335 M, **CC-BY-NC-4.0 (non-commercial)**;
+* ``zoedepth``: ``Intel/zoedepth-nyu-kitti`` (ZoeD_M12_NK, BEiT-L backbone), 345 M, **MIT**: metric depth, the
+  original's ``zoe`` choice (it used ZoeD_M12_N);
+* ``marigold-lcm``: ``prs-eth/marigold-depth-lcm-v1-0``, about 1.3 B (a Stable Diffusion 2 UNet), the original's
+  ``marigold`` choice (4 steps, ensemble of 5, 768 px); licence: see its model card;
+* ``marigold``: ``prs-eth/marigold-depth-v1-1``, about 1.3 B, **CreativeML Open RAIL++-M**: the current Marigold
+  (DDIM, 4 steps).
 
 Conventions. Relative Depth Anything models predict affine-invariant *inverse* depth, so the natural output is a
 disparity-like map. :class:`DepthResult` holds, at the input image size:
@@ -46,27 +54,68 @@ from ..io import to_rgb_uint8
 
 __all__ = [
     "DEPTH_MODELS",
+    "FAMILIES",
     "DepthEstimator",
     "DepthModelSpec",
     "DepthResult",
     "depth_to_image",
     "disparity_from_image",
+    "family_of",
     "load_depth_model",
     "resolve_depth_model",
 ]
 
 _MODEL_FILES = ("config.json", "model.safetensors")
 _OPTIONAL_FILES = ("preprocessor_config.json",)
+#: The files of a diffusers Marigold depth pipeline (the Stable Diffusion 2 layout), checked after a download.
+MARIGOLD_FILES = (
+    "model_index.json",
+    "scheduler/scheduler_config.json",
+    "text_encoder/config.json",
+    "text_encoder/model.safetensors",
+    "tokenizer/tokenizer_config.json",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "vae/config.json",
+    "vae/diffusion_pytorch_model.safetensors",
+)
+#: Tokenizer files: the slow layout (vocab + merges) or the fast one (tokenizer.json); one of them must be there.
+MARIGOLD_OPTIONAL_FILES = (
+    "tokenizer/vocab.json",
+    "tokenizer/merges.txt",
+    "tokenizer/special_tokens_map.json",
+    "tokenizer/tokenizer.json",
+)
+FAMILIES = ("depth-anything", "zoedepth", "marigold")
 
 
 @dataclasses.dataclass(frozen=True)
 class DepthModelSpec:
-    """A published depth model: hub repo, revision and licence (shown to users when they pick it)."""
+    """A published depth model: hub repo, revision and licence (shown to users when they pick it), the family that
+    runs it and the files a complete download has.
+
+    Attributes:
+        repo_id: Hugging Face repo.
+        licence: shown to users.
+        params: parameter count, for display.
+        revision: hub revision.
+        family: ``depth-anything`` (transformers, the DPT pre-processing), ``zoedepth`` (transformers, the
+            ZoeDepth processor) or ``marigold`` (diffusers pipeline).
+        files: required files (relative paths); the download is refused without any of them.
+        optional_files: fetched when the repo has them.
+        steps, ensemble, processing_resolution: Marigold's defaults (0 = the pipeline's own).
+    """
 
     repo_id: str
     licence: str
     params: str
     revision: str = "main"
+    family: str = "depth-anything"
+    files: tuple[str, ...] = _MODEL_FILES
+    optional_files: tuple[str, ...] = _OPTIONAL_FILES
+    steps: int = 0
+    ensemble: int = 1
+    processing_resolution: int = 0
 
     @property
     def folder_name(self) -> str:
@@ -82,6 +131,14 @@ DEPTH_MODELS: dict[str, DepthModelSpec] = {
     "small": DepthModelSpec("depth-anything/Depth-Anything-V2-Small-hf", "Apache-2.0", "24.8M"),
     "base": DepthModelSpec("depth-anything/Depth-Anything-V2-Base-hf", "CC-BY-NC-4.0 (non-commercial)", "97.5M"),
     "large": DepthModelSpec("depth-anything/Depth-Anything-V2-Large-hf", "CC-BY-NC-4.0 (non-commercial)", "335M"),
+    "zoedepth": DepthModelSpec("Intel/zoedepth-nyu-kitti", "MIT", "345M", family="zoedepth",
+                               files=_MODEL_FILES + ("preprocessor_config.json",), optional_files=()),
+    "marigold-lcm": DepthModelSpec("prs-eth/marigold-depth-lcm-v1-0", "see the model card", "1.3B", family="marigold",
+                                   files=MARIGOLD_FILES, optional_files=MARIGOLD_OPTIONAL_FILES, steps=4, ensemble=5,
+                                   processing_resolution=768),
+    "marigold": DepthModelSpec("prs-eth/marigold-depth-v1-1", "CreativeML Open RAIL++-M", "1.3B", family="marigold",
+                               files=MARIGOLD_FILES, optional_files=MARIGOLD_OPTIONAL_FILES, steps=4, ensemble=1,
+                               processing_resolution=768),
 }
 
 
@@ -100,8 +157,43 @@ class DepthResult:
     raw: Tensor
 
 
-def _is_model_dir(path: Path) -> bool:
-    return path.is_dir() and all((path / f).is_file() for f in _MODEL_FILES)
+def family_of(path: str | os.PathLike) -> str | None:
+    """The family of a local model folder (None when it is not one): a diffusers ``model_index.json`` naming a
+    Marigold depth pipeline, or a transformers ``config.json`` (``model_type`` ``zoedepth``, else Depth Anything or
+    another DPT-style depth model)."""
+    path = Path(path)
+    if (path / "model_index.json").is_file():
+        try:
+            index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return "marigold" if isinstance(index, dict) and "Marigold" in str(index.get("_class_name", "")) else None
+    if (path / "config.json").is_file():
+        try:
+            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return "zoedepth" if isinstance(config, dict) and config.get("model_type") == "zoedepth" else "depth-anything"
+    return None
+
+
+def _required_files(family: str | None) -> tuple[str, ...]:
+    return MARIGOLD_FILES if family == "marigold" else _MODEL_FILES
+
+
+def _is_model_dir(path: Path, files: Sequence[str] | None = None) -> bool:
+    if not path.is_dir():
+        return False
+    files = files if files is not None else _required_files(family_of(path))
+    return all((path / f).is_file() for f in files) and _tokenizer_ok(path, files)
+
+
+def _tokenizer_ok(path: Path, files: Sequence[str]) -> bool:
+    """A Marigold pipeline needs its tokenizer: tokenizer.json, or vocab.json + merges.txt."""
+    if "tokenizer/tokenizer_config.json" not in files:
+        return True
+    tok = path / "tokenizer"
+    return (tok / "tokenizer.json").is_file() or ((tok / "vocab.json").is_file() and (tok / "merges.txt").is_file())
 
 
 def _spec_for(name: str) -> DepthModelSpec | None:
@@ -121,11 +213,12 @@ def resolve_depth_model(
     download_dir: str | os.PathLike | None = None,
     allow_download: bool = True,
 ) -> Path:
-    """Local folder of a depth model (``config.json`` + ``model.safetensors``), downloading it when allowed.
+    """Local folder of a depth model, downloading it when allowed.
 
     Args:
-        name_or_path: an existing model folder; ``"small"``/``"base"``/``"large"``; or a hub repo id / repo name
-            (``depth-anything/Depth-Anything-V2-Small-hf``). Other repo ids of the same layout work too.
+        name_or_path: an existing model folder; a key of :data:`DEPTH_MODELS` (``small``, ``zoedepth``,
+            ``marigold``, ...); or a hub repo id / repo name (``depth-anything/Depth-Anything-V2-Small-hf``). Other
+            repo ids of the Depth Anything layout work too.
         search_dirs: folders searched (in order) for a sub-folder named after the repo (e.g.
             ``Depth-Anything-V2-Small-hf``).
         download_dir: where a download goes (default: the first search dir, else ``~/.cache/cartoonseg/depth``);
@@ -138,10 +231,15 @@ def resolve_depth_model(
     """
     path = Path(name_or_path).expanduser()
     if path.is_dir():
-        if not _is_model_dir(path):
+        family = family_of(path)
+        if family is None or not _is_model_dir(path):
+            files = _required_files(family)
+            missing = ([f for f in files if not (path / f).is_file()]
+                       or ["the tokenizer (tokenizer.json or vocab.json + merges.txt)"])
             raise WeightsUnavailableError(
-                f"depth model folder {path} lacks {' / '.join(f for f in _MODEL_FILES if not (path / f).is_file())}; "
-                "it needs the transformers layout (config.json, model.safetensors, optional preprocessor_config.json)"
+                f"depth model folder {path} lacks {' / '.join(missing)}; it needs the transformers layout "
+                "(config.json, model.safetensors, optional preprocessor_config.json) or a diffusers Marigold "
+                "pipeline (model_index.json and its component folders)"
             )
         return path
     name = str(name_or_path)
@@ -156,19 +254,19 @@ def resolve_depth_model(
             )
     for folder in search_dirs:
         candidate = Path(folder).expanduser() / spec.folder_name
-        if _is_model_dir(candidate):
+        if _is_model_dir(candidate, spec.files):
             return candidate
     base = Path(download_dir or (search_dirs[0] if search_dirs else Path.home() / ".cache" / "cartoonseg" / "depth"))
     target = base.expanduser() / spec.folder_name
     how_to = (
-        f"download {', '.join(_MODEL_FILES + _OPTIONAL_FILES)} from {spec.url} "
+        f"download {', '.join(spec.files + spec.optional_files)} from {spec.url} "
         f"(licence: {spec.licence}) into {target}"
     )
     check_download_allowed(f"depth model {spec.repo_id}", how_to, allow_download)
     from huggingface_hub import snapshot_download
     # The download lands in a private temporary folder next to the target, is checked there, and only then takes
     # the target's name (one atomic rename), so a failed, killed or truncated download never leaves a folder that
-    # later loads as if it were complete.
+    # later loads as if it were complete. Exactly the listed files are fetched (and checked afterwards).
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{spec.folder_name}.partial-", dir=target.parent))
     try:
@@ -177,49 +275,53 @@ def resolve_depth_model(
                 repo_id=spec.repo_id,
                 revision=spec.revision,
                 local_dir=str(tmp),
-                allow_patterns=list(_MODEL_FILES + _OPTIONAL_FILES),
+                allow_patterns=list(spec.files + spec.optional_files),
             )
         except Exception as exc:  # network errors, 404, auth: the manual route is the answer to all of them
             raise WeightsUnavailableError(
                 f"downloading {spec.repo_id} failed ({type(exc).__name__}: {exc}); {how_to}"
             ) from exc
-        problem = _download_problem(tmp)
+        problem = _download_problem(tmp, spec.files)
         if problem:
             raise WeightsUnavailableError(f"download of {spec.repo_id} is incomplete ({problem}); {how_to}")
-        _place(tmp, target)
+        _place(tmp, target, spec.files)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
-def _download_problem(folder: Path) -> str | None:
-    """Why ``folder`` is not a complete model download (None when it is): required files missing, a config that
+def _download_problem(folder: Path, files: Sequence[str] = _MODEL_FILES) -> str | None:
+    """Why ``folder`` is not a complete model download (None when it is): required files missing, a JSON file that
     is not a JSON object, or weights whose safetensors header does not match the file (truncated)."""
-    missing = [f for f in _MODEL_FILES if not (folder / f).is_file()]
+    missing = [f for f in files if not (folder / f).is_file()]
     if missing:
         return f"missing {', '.join(missing)}"
-    for name in ("config.json", *_OPTIONAL_FILES):
-        if (folder / name).is_file():
-            try:
-                if not isinstance(json.loads((folder / name).read_text(encoding="utf-8")), dict):
-                    return f"{name} is not a JSON object"
-            except (OSError, ValueError) as exc:
-                return f"{name} is not valid JSON ({exc})"
-    try:
-        from safetensors import safe_open
+    if not _tokenizer_ok(folder, files):
+        return "missing the tokenizer (tokenizer/tokenizer.json or tokenizer/vocab.json + merges.txt)"
+    for path in sorted(p for p in folder.rglob("*.json") if ".cache" not in p.relative_to(folder).parts):
+        name = path.relative_to(folder).as_posix()
+        try:
+            if not isinstance(json.loads(path.read_text(encoding="utf-8")), dict):
+                return f"{name} is not a JSON object"
+        except (OSError, ValueError) as exc:
+            return f"{name} is not valid JSON ({exc})"
+    from safetensors import safe_open
 
-        with safe_open(str(folder / "model.safetensors"), framework="pt", device="cpu") as fh:
-            if not list(fh.keys()):
-                return "model.safetensors holds no tensors"
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for truncated files
-        return f"model.safetensors is unreadable ({type(exc).__name__}: {exc})"
+    for name in (f for f in files if f.endswith(".safetensors")):
+        try:
+            with safe_open(str(folder / name), framework="pt", device="cpu") as fh:
+                if not list(fh.keys()):
+                    return f"{name} holds no tensors"
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for truncated files
+            return f"{name} is unreadable ({type(exc).__name__}: {exc})"
     return None
 
 
-def _place(tmp: Path, target: Path) -> None:
+def _place(tmp: Path, target: Path, files: Sequence[str] = _MODEL_FILES) -> None:
     """Give the checked download in ``tmp`` the name ``target``: one folder rename when ``target`` does not exist;
     otherwise (an incomplete folder left by hand or by an older version) file by file with the required files
-    last, ``config.json`` the very last, so the folder counts as a model only once every file is in place."""
+    last, the marker file (``config.json`` / ``model_index.json``) the very last, so the folder counts as a model
+    only once every file is in place."""
     hub_meta = tmp / ".cache"
     if hub_meta.is_dir():
         shutil.rmtree(hub_meta, ignore_errors=True)
@@ -230,12 +332,15 @@ def _place(tmp: Path, target: Path) -> None:
         except OSError:
             if not target.is_dir():  # e.g. another process placed its own copy meanwhile: fall through and merge
                 raise
-    if _is_model_dir(target):
+    if _is_model_dir(target, files):
         return  # another process finished the same download first
-    order = sorted((p for p in tmp.iterdir() if p.is_file()), key=lambda p: (p.name in _MODEL_FILES,
-                                                                            p.name == "config.json"))
+    markers = ("config.json", "model_index.json")
+    order = sorted((p for p in tmp.rglob("*") if p.is_file()),
+                   key=lambda p: (p.relative_to(tmp).as_posix() in files, p.relative_to(tmp).as_posix() in markers))
     for src in order:
-        os.replace(src, target / src.name)
+        dest = target / src.relative_to(tmp)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dest)
 
 
 def _constrain(value: float, multiple: int) -> int:
@@ -357,22 +462,32 @@ def load_depth_model(
     search_dirs: Sequence[str | os.PathLike] = (),
     download_dir: str | os.PathLike | None = None,
     allow_download: bool = True,
-) -> DepthEstimator:
-    """Load a Depth Anything (V1/V2, or another transformers depth) model as a :class:`DepthEstimator`.
+    steps: int | None = None,
+    ensemble: int | None = None,
+    processing_resolution: int | None = None,
+    seed: int = 0,
+):
+    """Load a depth model as an estimator: call it on one RGB image to get a :class:`DepthResult`.
 
-    Resolution follows :func:`resolve_depth_model`; loading never touches the network
-    (``local_files_only=True``). The processor settings come from ``preprocessor_config.json`` when present,
-    else the Depth Anything defaults (518, multiple of 14, ImageNet mean/std).
+    Resolution follows :func:`resolve_depth_model`; loading never touches the network (local files only). The
+    family is read from the folder: Depth Anything (and other DPT-style ``transformers`` depth models) give a
+    :class:`DepthEstimator` (processor settings from ``preprocessor_config.json`` when present, else 518, multiple
+    of 14, ImageNet mean/std); ZoeDepth a :class:`~cartoonseg.depth.zoedepth.ZoeDepthEstimator`; a Marigold
+    pipeline a :class:`~cartoonseg.depth.marigold.MarigoldEstimator` (needs ``diffusers``, the ``diffusion`` extra).
 
     Args:
-        name_or_path: folder, ``"small"``/``"base"``/``"large"`` or hub repo id.
+        name_or_path: folder, a key of :data:`DEPTH_MODELS` or a hub repo id.
         device: torch device.
-        dtype: ``torch.float32`` (default) or ``torch.bfloat16`` (autocast on CPU; on a CPU without bf16 kernels
-            fp32 is used, with one warning: see :mod:`cartoonseg.device`). float16 is refused on CPU.
+        dtype: ``torch.float32`` (default), ``torch.bfloat16`` or ``torch.float16``, resolved by
+            :mod:`cartoonseg.device`: on a device without kernels for it, fp32 is used with one warning (a CPU
+            without bf16 kernels; float16 is refused on CPU).
+        steps, ensemble, processing_resolution, seed: Marigold's sampling (default: the model's entry in
+            :data:`DEPTH_MODELS`, e.g. the original's 4 steps, ensemble of 5, 768 px for ``marigold-lcm``).
 
     Raises:
         WeightsUnavailableError: files missing and not downloadable.
         ValueError: a folder that is not a depth-estimation model, or float16 on CPU.
+        RuntimeError: Marigold without ``diffusers`` installed.
     """
     if dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
@@ -380,6 +495,23 @@ def load_depth_model(
         raise ValueError("float16 is extremely slow on CPU; use torch.float32 or torch.bfloat16")
     dtype = resolve_dtype(precision_of(dtype), device)  # bf16 on a CPU without bf16 kernels -> fp32, one warning
     folder = resolve_depth_model(name_or_path, search_dirs=search_dirs, download_dir=download_dir, allow_download=allow_download)
+    family = family_of(folder)
+    if family == "marigold":
+        from .marigold import load_marigold
+
+        spec = _spec_for(str(name_or_path)) or _spec_for(folder.name)
+        return load_marigold(
+            folder, device=device, dtype=dtype,
+            steps=steps if steps is not None else (spec.steps if spec else 0),
+            ensemble=ensemble if ensemble is not None else (spec.ensemble if spec else 1),
+            processing_resolution=(processing_resolution if processing_resolution is not None
+                                   else (spec.processing_resolution if spec else 0)),
+            seed=seed,
+        )
+    if family == "zoedepth":
+        from .zoedepth import load_zoedepth
+
+        return load_zoedepth(folder, device=device, dtype=dtype)
     try:
         from transformers import AutoConfig, AutoModelForDepthEstimation
     except ImportError as exc:  # pragma: no cover - transformers is a hard requirement

@@ -153,7 +153,8 @@ def _add_kenburns(sub) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--depth", help="grey depth PNG, larger = nearer (8 or 16 bit)")
     src.add_argument("--depth-model", default="small",
-                     help="Depth Anything V2 folder or small|base|large (default small; used without --depth)")
+                     help="depth model folder or small|base|large (Depth Anything V2), zoedepth, marigold-lcm, "
+                          "marigold (default small; used without --depth)")
     p.add_argument("--detector", default=None,
                    help="detector weights path or released name ('detector'); omit to render without characters")
     p.add_argument("--refiner", default="refiner", help="refiner weights path, released name, or 'none'")

@@ -1,0 +1,97 @@
+"""Marigold (Ke et al., CVPR 2024, "Repurposing Diffusion-Based Image Generators for Monocular Depth Estimation")
+through ``diffusers``' ``MarigoldDepthPipeline``.
+
+The original Ken Burns code offered Marigold (``prs-eth/marigold-lcm-v1-0``: 4 denoising steps, an ensemble of 5,
+processing resolution 768, seed 0) and used ``(1 - depth)`` as disparity. Marigold predicts affine-invariant depth
+in [0,1] (0 = nearest), so here ``disparity = 1 - depth``, min-max normalised. ``diffusers`` is the optional extra
+``diffusion`` (``pip install 'cartoonseg[diffusion]'``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..device import precision_of, resolve_dtype
+from .estimator import DepthResult, _as_uint8_rgb, _normalise
+
+__all__ = ["MarigoldEstimator", "load_marigold"]
+
+
+class MarigoldEstimator:
+    """A ``MarigoldDepthPipeline`` with fixed sampling settings. Call it on one RGB image.
+
+    Args:
+        pipe: the pipeline.
+        steps: denoising steps (0 = the checkpoint's default).
+        ensemble: predictions averaged per image (the original: 5 for the LCM model).
+        processing_resolution: long side the pipeline works at (0 = the checkpoint's default).
+        seed: noise seed (the same seed reproduces the result).
+        dtype: the pipeline's dtype.
+    """
+
+    def __init__(self, pipe, *, steps: int = 0, ensemble: int = 1, processing_resolution: int = 0, seed: int = 0,
+                 dtype: torch.dtype = torch.float32) -> None:
+        if steps < 0 or ensemble < 1 or processing_resolution < 0:
+            raise ValueError(f"Marigold needs steps >= 0, ensemble >= 1, processing_resolution >= 0; got {steps}, "
+                             f"{ensemble}, {processing_resolution}")
+        self.pipe = pipe
+        self.steps, self.ensemble = int(steps), int(ensemble)
+        self.processing_resolution, self.seed, self.dtype = int(processing_resolution), int(seed), dtype
+        # every weight of the pipeline, as one module (device moves, ComfyUI's model management)
+        self.model = torch.nn.ModuleDict({name: getattr(pipe, name) for name in ("unet", "vae", "text_encoder")
+                                          if isinstance(getattr(pipe, name, None), torch.nn.Module)})
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: torch.device | str) -> MarigoldEstimator:
+        self.model.to(device)
+        return self
+
+    @torch.inference_mode()
+    def __call__(self, image) -> DepthResult:
+        from PIL import Image
+
+        rgb = _as_uint8_rgb(image)
+        generator = torch.Generator(device="cpu").manual_seed(self.seed)
+        kwargs = {}
+        if self.steps:
+            kwargs["num_inference_steps"] = self.steps
+        if self.processing_resolution:
+            kwargs["processing_resolution"] = self.processing_resolution
+        out = self.pipe(Image.fromarray(rgb), ensemble_size=self.ensemble, match_input_resolution=True,
+                        generator=generator, output_type="pt", **kwargs)
+        raw = _as_map(out.prediction).float().cpu()
+        raw = torch.nan_to_num(raw, nan=0.0)
+        disparity = _normalise(1.0 - raw)
+        return DepthResult(disparity=disparity, depth=1.0 - disparity, raw=raw)
+
+
+def _as_map(prediction) -> Tensor:
+    t = torch.as_tensor(prediction)
+    while t.dim() > 2:
+        t = t[0] if t.shape[0] == 1 else t.mean(0)
+    return t
+
+
+def load_marigold(folder: str | os.PathLike, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                  steps: int = 0, ensemble: int = 1, processing_resolution: int = 0, seed: int = 0) -> MarigoldEstimator:
+    """A :class:`MarigoldEstimator` from a local diffusers pipeline folder; never touches the network. ``dtype`` is
+    resolved again through :mod:`cartoonseg.device` (a reduced precision the device cannot run becomes fp32)."""
+    try:
+        import diffusers
+    except ImportError as exc:
+        raise RuntimeError("Marigold depth needs diffusers: pip install 'cartoonseg[diffusion]'") from exc
+    dtype = resolve_dtype(precision_of(dtype), device)
+    if dtype == torch.float16 and torch.device(device).type == "cpu":
+        raise ValueError("float16 is extremely slow on CPU; use torch.float32 or torch.bfloat16")
+    pipe = diffusers.MarigoldDepthPipeline.from_pretrained(str(Path(folder)), torch_dtype=dtype, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    pipe = pipe.to(device)
+    return MarigoldEstimator(pipe, steps=steps, ensemble=ensemble, processing_resolution=processing_resolution,
+                             seed=seed, dtype=dtype)
