@@ -121,3 +121,36 @@ def test_kenburns_workflow_runs_end_to_end(harness, server, workspace, tmp_path)
 
 def test_diffusion_variant_loads_in_the_page(server, tmp_path):
     _ui_check(server, REPO / "workflows" / "kenburns_diffusion.json", tmp_path, export_api=False)
+
+
+def test_frames_feed_the_core_video_nodes(harness, server, workspace):
+    """The renderer's frames IMAGE batch and fps FLOAT go straight into ComfyUI's core ``CreateVideo`` ->
+    ``SaveVideo`` (mp4, H.264). Those nodes exist from ComfyUI 0.3.3x (2025) on; an older ComfyUI skips."""
+    av = pytest.importorskip("av")
+    info = server.object_info()
+    if "CreateVideo" not in info or "SaveVideo" not in info:
+        pytest.skip("this ComfyUI has no core CreateVideo/SaveVideo nodes (they came in 2025)")
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": workspace["image"].name}},
+        "2": {"class_type": "CartoonSegCameraPath", "inputs": {
+            "preset": "pan-right", "frames": 4, "zoom": 1.25, "strength": 1.0, "easing": "linear", "playback": False,
+            "fps": 12.0, "anchor": "nearest"}},
+        "3": {"class_type": "CartoonSegKenBurns", "inputs": {
+            "image": ["1", 0], "depth": ["1", 0], "camera": ["2", 0], "size": 0, "depth_of_field": False,
+            "dof_strength": 1.0, "dof_speed": 50.0, "min_disparity": 0.02, "device": "auto", "fill": "patchmatch"}},
+        "4": {"class_type": "CreateVideo", "inputs": {"images": ["3", 0], "fps": ["3", 2]}},
+        "5": {"class_type": "SaveVideo", "inputs": {"video": ["4", 0], "filename_prefix": "cartoonseg_kb_video",
+                                                    "format": "mp4", "codec": "h264"}},
+    }
+    result = harness.run_prompt(server, prompt, timeout=600)
+    assert result["accepted"], f"prompt rejected: {result.get('error')} {result.get('node_errors')}"
+    status = (result.get("status") or {}).get("status_str")
+    assert status == "success" and not result["execution_error"], (
+        f"execution failed: {json.dumps(result['execution_error'], indent=1)[:4000]}\n{server.log_tail(40)}")
+    videos = sorted((Path(server.workdir) / "output").rglob("cartoonseg_kb_video*.mp4"))
+    assert len(videos) == 1
+    with av.open(str(videos[0])) as container:
+        stream = container.streams.video[0]
+        assert float(stream.average_rate) == pytest.approx(12.0)
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    assert len(frames) == 4 and frames[0].shape == (IMG_H, IMG_W, 3)
