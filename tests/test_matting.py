@@ -190,3 +190,20 @@ def test_strokes_leaving_the_outline_stay_unknown_detached_lines_are_background(
     assert t[30, 8] == 0.5 and snapped[30, 8] == 0.0  # the detached background line: background
     assert snapped[30, 16] == 1.0 and snapped[30, 30] == 1.0  # the outline and the fill: foreground
     assert t[35, 48] == 0.5 and snapped[35, 48] == 0.0  # background between the outline and the band's edge
+
+
+def test_cutout_edge_colours_are_the_foreground_not_the_mix():
+    """RGBA cut-outs carry pymatting's foreground estimate where alpha is fractional: an anti-aliased red edge over
+    blue keeps red, where the image itself shows the red-blue mix."""
+    yy, xx = np.mgrid[0:48, 0:48]
+    alpha = np.clip(14.5 - np.hypot(yy - 24, xx - 24), 0, 1)  # a disk with a 1-px anti-aliased edge
+    fg, bg = np.array([0.9, 0.1, 0.1]), np.array([0.1, 0.2, 0.9])
+    image = alpha[..., None] * fg + (1 - alpha[..., None]) * bg
+    inst = Instances.from_masks(torch.from_numpy(alpha[None]).float()).replace(
+        alphas=torch.from_numpy(alpha[None]).float())
+    rgba = cutouts((image * 255 + 0.5).astype(np.uint8), inst)[0]
+    edge = (alpha > 0.2) & (alpha < 0.8)
+    colour = rgba[..., :3][edge] / 255.0
+    mixed = image[edge]
+    # 8-bit input: the estimate is off by at most ~(1/255) / alpha * |fg - bg| = 0.016 at alpha 0.2; the mix by more
+    assert np.abs(colour - fg).max() < 0.05 < np.abs(mixed - fg).max()
