@@ -15,6 +15,7 @@ networks on and off the GPU, and convert the per-frame ``cartoonseg.Instances`` 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -73,6 +74,9 @@ def mask_values(inst, mask_output: str) -> torch.Tensor:
 def stack_masks(frames: Sequence, mask_output: str, height: int, width: int) -> torch.Tensor:
     """All instances of all frames -> MASK ``[sum N,H,W]``; a ``[1,H,W]`` zero mask when there are none
     (downstream nodes such as MaskToImage fail on empty batches)."""
+    from cartoonseg.structures import check_mask_budget
+
+    check_mask_budget(sum(len(f) for f in frames), height, width, "the MASK output of all frames")
     parts = [mask_values(f, mask_output) for f in frames if len(f)]
     if not parts:
         return torch.zeros(1, height, width)
@@ -137,6 +141,9 @@ def resize_masks(masks: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
     if masks.shape[-2:] == (height, width):
         return masks
+    from cartoonseg.structures import check_mask_budget
+
+    check_mask_budget(masks.shape[0], height, width, "prompt masks resized to the image")
     return resize_float(masks, (height, width)).clamp(0, 1)
 
 
@@ -175,6 +182,8 @@ def parse_bboxes(bboxes, frames: int) -> list[torch.Tensor]:
         vals = [float(v) for v in (b.tolist() if isinstance(b, torch.Tensor) else b)]
         if len(vals) != 4:
             raise ValueError(f"a box needs 4 numbers x1,y1,x2,y2, got {vals}")
+        if not all(math.isfinite(v) for v in vals):
+            raise ValueError(f"a box must hold finite numbers, got {vals}")
         return vals
 
     def group(items) -> torch.Tensor:
@@ -183,6 +192,8 @@ def parse_bboxes(bboxes, frames: int) -> list[torch.Tensor]:
 
     if isinstance(bboxes, torch.Tensor):
         t = bboxes.float()
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError("bboxes hold NaN or infinite coordinates")
         if t.dim() == 2 and t.shape[-1] == 4:
             return [t.clone() for _ in range(frames)]
         if t.dim() == 3 and t.shape[-1] == 4 and t.shape[0] == frames:
