@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -10,23 +11,39 @@ from pathlib import Path
 
 import numpy as np
 
-from ._cli import load_networks, run_parser
+from ._cli import SkippedInputs, load_networks, run_parser
 from .checkpoint import convert
 from .device import PRECISION_CHOICES
 from .io import IMAGE_SUFFIXES, read_image, write_instances
+from .outputs import OutputFolder, add_overwrite_argument, unique_names
 from .segmenter import Segmenter
 
 
 def _expand_inputs(items: Sequence[str]) -> list[Path]:
+    """Image paths from files and folders (a folder gives its regular image files, sorted; FIFOs, devices and
+    sub-folders there are skipped with a warning, never opened); the same file named twice is segmented once. A
+    named path that is not a regular file stays in the list: reading it fails and it is skipped (see
+    :class:`~cartoonseg._cli.SkippedInputs`)."""
     paths: list[Path] = []
+    seen: set[str] = set()
     for item in items:
         p = Path(item)
         if p.is_dir():
-            paths.extend(sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES))
-        elif p.is_file():
-            paths.append(p)
+            found = []
+            for q in sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES):
+                if q.is_file():
+                    found.append(q)
+                else:
+                    print(f"warning: skipping {q}: not a regular file", file=sys.stderr)
+        elif p.exists():
+            found = [p]
         else:
             raise ValueError(f"input not found: {p}")
+        for q in found:
+            key = os.path.realpath(q)
+            if key not in seen:
+                seen.add(key)
+                paths.append(q)
     if not paths:
         raise ValueError("no input images")
     return paths
@@ -49,45 +66,49 @@ def _parse_boxes(specs: Sequence[str]):
 
 
 def _segment(args: argparse.Namespace) -> int:
-    search = [Path(args.weights_dir)] if args.weights_dir else []
-    detector, refiner = load_networks(args.detector, args.refiner, search_dirs=search,
-                                      allow_download=not args.no_download, device=args.device)
-    seg = Segmenter(
-        detector,
-        refiner,
-        det_size=args.det_size,
-        score_thr=args.score_thr,
-        mask_thr=args.mask_thr,
-        max_instances=args.max_instances,
-        precision=args.precision,
-        fuse=not args.exact,
-        channels_last=not args.exact,
-        prompt_mode=args.prompt_mode,
-        grey=args.grey,
-    )
-    boxes = _parse_boxes(args.box) if args.box else None
-    if boxes is not None and refiner is None:
-        raise ValueError("--box prompts are refined by the refiner; do not pass --refiner none")
-    out = Path(args.out)
     inputs = _expand_inputs(args.images)
-    stems = [p.stem for p in inputs]
-    for index, path in enumerate(inputs):
-        image = read_image(path)
-        start = time.perf_counter()
-        instances = seg(image) if boxes is None else seg.refine(image, boxes)
-        if args.matting:
-            from .matting import instance_alphas
+    names = unique_names(inputs)
+    boxes = _parse_boxes(args.box) if args.box else None
+    if boxes is not None and str(args.refiner).lower() in ("none", ""):
+        raise ValueError("--box prompts are refined by the refiner; do not pass --refiner none")
+    skipped = SkippedInputs(len(inputs))
+    with OutputFolder(args.out, inputs=inputs, overwrite=args.overwrite) as out:  # checked before any model loads
+        search = [Path(args.weights_dir)] if args.weights_dir else []
+        detector, refiner = load_networks(args.detector, args.refiner, search_dirs=search,
+                                          allow_download=not args.no_download, device=args.device)
+        seg = Segmenter(
+            detector,
+            refiner,
+            det_size=args.det_size,
+            score_thr=args.score_thr,
+            mask_thr=args.mask_thr,
+            max_instances=args.max_instances,
+            precision=args.precision,
+            fuse=not args.exact,
+            channels_last=not args.exact,
+            prompt_mode=args.prompt_mode,
+            grey=args.grey,
+        )
+        for path, name in zip(inputs, names):
+            image = skipped.read(path, read_image)
+            if image is None:
+                continue
+            start = time.perf_counter()
+            instances = seg(image) if boxes is None else seg.refine(image, boxes)
+            if args.matting:
+                from .matting import instance_alphas
 
-            instances = instance_alphas(image, instances)
-        elapsed = time.perf_counter() - start
-        name = path.stem if stems.count(path.stem) == 1 else f"{path.stem}_{index}"
-        write_instances(instances, image, out / name)
-        print(f"{path}: {len(instances)} instances in {elapsed:.2f}s -> {out / name}")
+                instances = instance_alphas(image, instances)
+            elapsed = time.perf_counter() - start
+            with out.result_dir(name) as result:
+                write_instances(instances, image, result.path, source=path)
+            print(f"{path}: {len(instances)} instances in {elapsed:.2f}s -> {out.path / name}")
+    skipped.finish()
     return 0
 
 
 def _convert(args: argparse.Namespace) -> int:
-    kind, dst = convert(args.src, args.dst)
+    kind, dst = convert(args.src, args.dst, overwrite=args.overwrite)
     print(f"converted {kind} {args.src} -> {dst}")
     return 0
 
@@ -99,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("images", nargs="+", help="image files or folders")
     seg.add_argument("--detector", default="detector", help="detector weights path or released name (default: download rtmdetl_e60.ckpt)")
     seg.add_argument("--refiner", default="refiner", help="refiner weights path, released name, or 'none'")
-    seg.add_argument("--out", required=True, help="output folder (one sub-folder per image)")
+    seg.add_argument("--out", required=True,
+                     help="output folder, new or written by cartoonseg (one sub-folder per image: overlay.png, "
+                          "mask_NNN.png, instances.json; named after the image, with a path hash when stems repeat)")
     seg.add_argument("--score-thr", type=float, default=0.3)
     seg.add_argument("--mask-thr", type=float, default=None, help="refined mask threshold (default: the refiner's, 0.3)")
     seg.add_argument("--det-size", type=int, default=640)
@@ -126,10 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--device", default="cpu")
     seg.add_argument("--weights-dir", default=None, help="folder holding the released files (searched first; downloads go there)")
     seg.add_argument("--no-download", action="store_true", help="never download weights")
+    add_overwrite_argument(seg)
     seg.set_defaults(func=_segment)
     conv = sub.add_parser("convert", help="convert a released/mmdet/Lightning checkpoint to cartoonseg safetensors")
     conv.add_argument("src")
-    conv.add_argument("dst")
+    conv.add_argument("dst", help="output .safetensors file (never the source; an existing file only if cartoonseg "
+                                  "wrote it, or with --overwrite)")
+    add_overwrite_argument(conv)
     conv.set_defaults(func=_convert)
     # Application commands live next to their code and register themselves here (imported lazily inside).
     from .annotate.cli import add_parsers as add_annotate_parsers

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import os
 import pickle
 import pickletools
 import struct
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -40,10 +42,17 @@ __all__ = [
     "checkpoint_kind",
     "convert",
     "detector_config_from_mmengine",
+    "check_tensor_storage",
+    "check_weight_values",
     "load_detector",
     "load_refiner",
     "load_state_dict_strict",
     "parse_mmengine_config",
+    "MAX_CFG_CHARS",
+    "MAX_CFG_DEPTH",
+    "MAX_CFG_NUMBER",
+    "MAX_CFG_SECONDS",
+    "MAX_CFG_VALUES",
     "peek_weights",
     "read_checkpoint",
     "save_weights",
@@ -108,7 +117,31 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
         ) from exc
     if isinstance(obj, nn.Module) or not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, expected a dict of tensors")
+    check_tensor_storage(obj, f"{path} ({size} bytes)")
     return obj, {}
+
+
+def check_tensor_storage(obj: Any, source: str = "checkpoint", _depth: int = 0) -> None:
+    """Refuse tensors that declare more elements than their storage holds: a pickled view with zero or overlapping
+    strides (``torch.zeros(1).expand(10**11)``) is a few bytes in the file but would become gigabytes the moment
+    anything copies it (``.contiguous()``, a strict load). Every tensor in a checkpoint must be backed by its own
+    bytes; raises :class:`CheckpointError` naming the first that is not."""
+    if _depth > 32:
+        raise CheckpointError(f"{source} nests containers more than 32 levels deep; not a weights file")
+    if isinstance(obj, Tensor):
+        declared = obj.numel() * obj.element_size()
+        stored = obj.untyped_storage().nbytes()
+        if declared > stored or any(s == 0 for s, n in zip(obj.stride(), obj.shape) if n > 1):
+            raise CheckpointError(
+                f"{source} holds a tensor of shape {tuple(obj.shape)} ({declared} bytes) backed by only {stored} "
+                f"bytes of data (an expanded or overlapping view); such a file is crafted, not saved weights")
+        return
+    if isinstance(obj, dict):
+        for value in obj.values():
+            check_tensor_storage(value, source, _depth + 1)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            check_tensor_storage(value, source, _depth + 1)
 
 
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -234,75 +267,130 @@ class _Unparsed:
         return f"<unparsed {self.source!r}>"
 
 
-def _literal(node: ast.AST, names: dict[str, Any], source: str) -> Any:
-    if isinstance(node, ast.Constant):
-        return node.value
-    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
-        items = [_literal(e, names, source) for e in node.elts]
-        return tuple(items) if isinstance(node, ast.Tuple) else items
-    if isinstance(node, ast.Dict):
-        out = {}
-        for k, v in zip(node.keys, node.values):
-            if k is None:  # {**other}
-                base = _literal(v, names, source)
-                if isinstance(base, dict):
-                    out.update(base)
-                continue
-            out[_literal(k, names, source)] = _literal(v, names, source)
-        return out
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
-        out = {}
-        for kw in node.keywords:
-            value = _literal(kw.value, names, source)
-            if kw.arg is None:
-                if isinstance(value, dict):
-                    out.update(value)
-            else:
-                out[kw.arg] = value
-        return out
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        value = _literal(node.operand, names, source)
-        if isinstance(value, (int, float)):
-            return -value if isinstance(node.op, ast.USub) else value
-    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
-        left, right = _literal(node.left, names, source), _literal(node.right, names, source)
-        if isinstance(left, (int, float)) and isinstance(right, (int, float)):
-            op = node.op
-            if isinstance(op, ast.Add):
-                return left + right
-            if isinstance(op, ast.Sub):
-                return left - right
-            if isinstance(op, ast.Mult):
-                return left * right
-            return left / right if right else _Unparsed(ast.get_source_segment(source, node) or "")
-    if isinstance(node, ast.Name):
-        if node.id in names:
-            return names[node.id]
-        return {"True": True, "False": False, "None": None}.get(node.id, _Unparsed(node.id))
-    return _Unparsed(ast.get_source_segment(source, node) or type(node).__name__)
+#: Bounds of the mmengine config reader (a released ``meta['cfg']`` is ~20 KB, nested < 10 deep, < 5,000 values):
+#: source length, nesting depth, values evaluated (a name counts as the values it stands for, so ``a = [a, a]``
+#: repeated cannot grow silently), number magnitude and time. Past any of them the file is a CheckpointError.
+MAX_CFG_CHARS = 1 << 20
+MAX_CFG_DEPTH = 64
+MAX_CFG_VALUES = 200_000
+MAX_CFG_NUMBER = 1e15
+MAX_CFG_SECONDS = 5.0
+
+
+class _ConfigReader:
+    """The bounded whitelist evaluator behind :func:`parse_mmengine_config`."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.names: dict[str, Any] = {}
+        self.weights: dict[str, int] = {}
+        self.values = 0
+        self.deadline = time.monotonic() + MAX_CFG_SECONDS
+
+    def _count(self, n: int = 1) -> None:
+        self.values += n
+        if self.values > MAX_CFG_VALUES:
+            raise CheckpointError(f"meta['cfg'] evaluates to more than {MAX_CFG_VALUES} values; not a model config")
+        if time.monotonic() > self.deadline:
+            raise CheckpointError(f"meta['cfg'] took longer than {MAX_CFG_SECONDS:g} s to read; not a model config")
+
+    def _number(self, value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value) or abs(value) > MAX_CFG_NUMBER:
+                raise CheckpointError(f"meta['cfg'] holds the number {str(value)[:40]}, outside +-{MAX_CFG_NUMBER:g}")
+        return value
+
+    def _unparsed(self, node: ast.AST) -> _Unparsed:
+        return _Unparsed((ast.get_source_segment(self.source, node) or type(node).__name__)[:200])
+
+    def value(self, node: ast.AST, depth: int = 0) -> Any:
+        if depth > MAX_CFG_DEPTH:
+            raise CheckpointError(f"meta['cfg'] is nested more than {MAX_CFG_DEPTH} levels deep; not a model config")
+        self._count()
+        d = depth + 1
+        if isinstance(node, ast.Constant):
+            return self._number(node.value)
+        if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+            items = [self.value(e, d) for e in node.elts]
+            return tuple(items) if isinstance(node, ast.Tuple) else items
+        if isinstance(node, ast.Dict):
+            out = {}
+            for k, v in zip(node.keys, node.values):
+                if k is None:  # {**other}
+                    base = self.value(v, d)
+                    if isinstance(base, dict):
+                        out.update(base)
+                    continue
+                key = self.value(k, d)
+                if isinstance(key, (dict, list)):
+                    raise CheckpointError("meta['cfg'] uses an unhashable dict key; not a model config")
+                out[key] = self.value(v, d)
+            return out
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
+            out = {}
+            for kw in node.keywords:
+                value = self.value(kw.value, d)
+                if kw.arg is None:
+                    if isinstance(value, dict):
+                        out.update(value)
+                else:
+                    out[kw.arg] = value
+            return out
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            value = self.value(node.operand, d)
+            if isinstance(value, (int, float)):
+                return -value if isinstance(node.op, ast.USub) else value
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
+            left, right = self.value(node.left, d), self.value(node.right, d)
+            if isinstance(left, (int, float)) and isinstance(right, (int, float)):
+                op = node.op
+                if isinstance(op, ast.Div) and not right:
+                    return self._unparsed(node)
+                result = (left + right if isinstance(op, ast.Add) else left - right if isinstance(op, ast.Sub)
+                          else left * right if isinstance(op, ast.Mult) else left / right)
+                return self._number(result)  # operands are bounded, so one product cannot explode
+        if isinstance(node, ast.Name):
+            if node.id in self.names:
+                self._count(self.weights.get(node.id, 1))
+                return self.names[node.id]
+            return {"True": True, "False": False, "None": None}.get(node.id, _Unparsed(node.id))
+        return self._unparsed(node)
+
+    def assign(self, stmt: ast.Assign) -> None:
+        start = self.values
+        value = self.value(stmt.value)
+        for target in stmt.targets:
+            if isinstance(target, ast.Name):
+                self.names[target.id] = value
+                self.weights[target.id] = max(1, self.values - start)
 
 
 def parse_mmengine_config(text: str) -> dict[str, Any]:
     """Parse mmengine config source (``meta['cfg']`` of a checkpoint) with :mod:`ast`, never executing it.
 
     Top-level ``name = <literal>`` assignments are evaluated with a whitelist (constants, lists, tuples, dicts,
-    ``dict(...)`` calls, names assigned earlier, simple arithmetic); anything else becomes an opaque marker.
+    ``dict(...)`` calls, names assigned earlier, simple arithmetic); anything else becomes an opaque marker. The
+    reader is bounded (:data:`MAX_CFG_CHARS`, :data:`MAX_CFG_DEPTH`, :data:`MAX_CFG_VALUES`, :data:`MAX_CFG_NUMBER`,
+    :data:`MAX_CFG_SECONDS`): a hostile config is a :class:`CheckpointError`, never a hang or a crash.
     """
     if not isinstance(text, str):
         raise CheckpointError(f"meta['cfg'] must be config source text, got {type(text).__name__}")
+    if len(text) > MAX_CFG_CHARS:
+        raise CheckpointError(f"meta['cfg'] is {len(text)} characters long (at most {MAX_CFG_CHARS}); not a model config")
     text = text.replace("file_client_args", "backend_args")  # what the original loader does, for old configs
     try:
         tree = ast.parse(text)
-    except SyntaxError as exc:
-        raise CheckpointError(f"meta['cfg'] is not valid Python config text: {exc}") from exc
-    names: dict[str, Any] = {}
-    for stmt in tree.body:
-        if isinstance(stmt, ast.Assign):
-            value = _literal(stmt.value, names, text)
-            for target in stmt.targets:
-                if isinstance(target, ast.Name):
-                    names[target.id] = value
-    return names
+    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError) as exc:
+        raise CheckpointError(f"meta['cfg'] is not valid Python config text: {type(exc).__name__}: "
+                              f"{str(exc)[:200]}") from None
+    reader = _ConfigReader(text)
+    try:
+        for stmt in tree.body:
+            if isinstance(stmt, ast.Assign):
+                reader.assign(stmt)
+    except RecursionError:
+        raise CheckpointError("meta['cfg'] is nested too deeply; not a model config") from None
+    return reader.names
 
 
 def _get(d: Any, *path: str, default: Any = None) -> Any:
@@ -322,7 +410,21 @@ def _find_transform(pipeline: Any, name: str) -> dict | None:
 
 
 def detector_config_from_mmengine(cfg: dict[str, Any]) -> DetectorConfig:
-    """Size an RTMDet-Ins from a parsed mmengine config, checking it describes an architecture we implement."""
+    """Size an RTMDet-Ins from a parsed mmengine config, checking it describes an architecture we implement. Values of
+    the wrong type or range are a :class:`CheckpointError` naming the problem (then :class:`DetectorConfig`
+    range-checks every field)."""
+    try:
+        return _detector_config_from_mmengine(cfg)
+    except CheckpointError:
+        raise
+    except (TypeError, ValueError, OverflowError, AttributeError, KeyError, IndexError) as exc:
+        raise CheckpointError(f"detector config from meta['cfg'] is invalid: {type(exc).__name__}: "
+                              f"{str(exc)[:300]}") from None
+
+
+def _detector_config_from_mmengine(cfg: dict[str, Any]) -> DetectorConfig:
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"meta['cfg'] must parse to assignments, got {type(cfg).__name__}")
     model = cfg.get("model")
     if not isinstance(model, dict):
         raise CheckpointError("mmengine config has no `model = dict(...)` entry")
@@ -414,7 +516,15 @@ def checkpoint_kind(state_dict: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------------------- strict loading
 def load_state_dict_strict(model: nn.Module, state_dict: dict[str, Tensor], source: str = "checkpoint") -> None:
-    """``model.load_state_dict(state_dict, strict=True)`` with a readable key diff on any mismatch."""
+    """``model.load_state_dict(state_dict, strict=True)`` with a readable key diff on any mismatch; unusable values
+    (:func:`check_weight_values`) are refused too."""
+    _raise_on_mismatch(model, state_dict, source)
+    check_weight_values(state_dict, source)
+    with torch.no_grad():
+        model.load_state_dict(state_dict, strict=True)
+
+
+def _raise_on_mismatch(model: nn.Module, state_dict: dict[str, Tensor], source: str) -> None:
     missing, unexpected, shapes = state_dict_diff(model, state_dict)
     expected = model.state_dict()
     if missing or unexpected or shapes:
@@ -430,27 +540,71 @@ def load_state_dict_strict(model: nn.Module, state_dict: dict[str, Tensor], sour
         if shapes:
             lines.append("  shape mismatches: " + "; ".join(shapes[:8]) + (" ..." if len(shapes) > 8 else ""))
         raise CheckpointError("\n".join(lines))
-    with torch.no_grad():
-        model.load_state_dict(state_dict, strict=True)
+
+
+def check_weight_values(state_dict: dict[str, Tensor], source: str = "checkpoint") -> None:
+    """Refuse weights that can only give NaN output: non-finite values anywhere, or a negative BatchNorm variance
+    (its square root is NaN). Raises :class:`CheckpointError` naming the first bad tensors."""
+    bad = []
+    for key, value in state_dict.items():
+        if not isinstance(value, Tensor) or not value.is_floating_point() or value.numel() == 0:
+            continue
+        if not bool(torch.isfinite(value).all()):
+            bad.append(f"{key} (NaN/Inf)")
+        elif key.endswith("running_var") and bool((value < 0).any()):
+            bad.append(f"{key} (negative variance)")
+        if len(bad) >= 4:
+            break
+    if bad:
+        raise CheckpointError(f"{source} holds unusable weights: {', '.join(bad)}; the file is corrupt or was saved "
+                              f"from a diverged training run")
 
 
 def _alias_groups(model: nn.Module) -> dict[str, str]:
-    """Map every alias key of ``model.state_dict()`` to the first key sharing its storage."""
-    first: dict[tuple[int, tuple, tuple], str] = {}
+    """Map every alias key of ``model.state_dict()`` to the first key holding the same parameter or buffer (shared
+    modules, as mmdet's shared head convs); by object identity, so it also works on a ``meta``-device model."""
+    first: dict[int, str] = {}
     canonical: dict[str, str] = {}
     for key, value in model.state_dict(keep_vars=True).items():
-        ident = (value.data_ptr(), tuple(value.shape), tuple(value.stride()))
-        canonical[key] = first.setdefault(ident, key) if value.numel() else key
+        canonical[key] = first.setdefault(id(value), key) if value.numel() else key
     return canonical
 
 
 # --------------------------------------------------------------------------------------------- loading
 def _our_meta(metadata: dict[str, str], path: Path) -> dict[str, Any]:
+    text = metadata[_META_KEY]
+    if len(text) > MAX_CFG_CHARS:
+        raise CheckpointError(f"{path}: cartoonseg metadata of {len(text)} characters; not a config")
     try:
-        meta = json.loads(metadata[_META_KEY])
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: corrupt cartoonseg metadata: {exc}") from exc
+        meta = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: corrupt cartoonseg metadata: {type(exc).__name__}: {str(exc)[:200]}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{path}: corrupt cartoonseg metadata: expected {{'kind': ..., 'config': {{...}}}}")
     return meta
+
+
+def _config_from_meta(cls: type, meta: dict[str, Any], path: Path) -> Any:
+    try:
+        return cls.from_dict(meta["config"])
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CheckpointError(f"{path}: the {cls.__name__} in its metadata is invalid: {str(exc)[:300]}") from None
+
+
+def _build_checked(cls: type, config: Any, state_dict: dict[str, Tensor], source: str,
+                   fill_aliases: bool = False) -> tuple[nn.Module, dict[str, Tensor]]:
+    """``cls(config)`` with ``state_dict`` loaded strictly, but only after the architecture the config declares was
+    checked against the file's tensors on the ``meta`` device (shapes only, no memory): a small file whose header
+    declares a huge network fails with the key/shape diff before anything is allocated."""
+    with torch.device("meta"):
+        ghost = cls(config)
+    if fill_aliases:
+        state_dict = _fill_aliases(ghost, state_dict)
+    _raise_on_mismatch(ghost, state_dict, source)
+    check_weight_values(state_dict, source)
+    model = cls(config)
+    load_state_dict_strict(model, state_dict, source)
+    return model, state_dict
 
 
 def _fill_aliases(model: nn.Module, sd: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -474,8 +628,8 @@ def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu") -
         meta = _our_meta(metadata, path)
         if meta.get("kind") != "detector":
             raise CheckpointError(f"{path} holds a {meta.get('kind')!r}, not a detector; use load_refiner")
-        model = RTMDetIns(DetectorConfig.from_dict(meta["config"]))
-        load_state_dict_strict(model, _fill_aliases(model, obj), str(path))
+        model, _ = _build_checked(RTMDetIns, _config_from_meta(DetectorConfig, meta, path), obj, str(path),
+                                  fill_aliases=True)
         return model.eval().to(device)
     sd = filter_mmdet_rtmdet_ins(obj)
     kind = checkpoint_kind(sd)
@@ -495,8 +649,7 @@ def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu") -
             raise CheckpointError(f"{path}: meta['cfg'] disagrees with the tensor shapes (cfg, shapes): {diff}")
     else:
         config = infer_detector_config(sd)
-    model = RTMDetIns(config)
-    load_state_dict_strict(model, sd, str(path))
+    model, _ = _build_checked(RTMDetIns, config, sd, str(path))
     return model.eval().to(device)
 
 
@@ -509,23 +662,27 @@ def load_refiner(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         meta = _our_meta(metadata, path)
         if meta.get("kind") != "refiner":
             raise CheckpointError(f"{path} holds a {meta.get('kind')!r}, not a refiner; use load_detector")
-        model = ISNetDIS(RefinerConfig.from_dict(meta["config"]))
-        load_state_dict_strict(model, obj, str(path))
+        model, _ = _build_checked(ISNetDIS, _config_from_meta(RefinerConfig, meta, path), obj, str(path))
         return model.eval().to(device)
     sd = filter_isnet(obj)
     kind = checkpoint_kind(sd)
     if kind != "refiner":
         hint = "; it looks like a detector checkpoint, use load_detector" if kind == "detector" else ""
         raise CheckpointError(f"{path} is not an IS-Net refiner checkpoint (no conv_in.weight){hint}")
-    model = ISNetDIS(infer_refiner_config(sd))
-    load_state_dict_strict(model, sd, str(path))
+    model, _ = _build_checked(ISNetDIS, infer_refiner_config(sd), sd, str(path))
     return model.eval().to(device)
 
 
 # ---------------------------------------------------------------------------------------------- writing
-def save_weights(model: RTMDetIns | ISNetDIS, path: str | os.PathLike) -> Path:
-    """Save a model in our format: safetensors, aliased tensors stored once, the JSON config in the header."""
+def save_weights(model: RTMDetIns | ISNetDIS, path: str | os.PathLike, *, overwrite: bool = True,
+                 inputs: tuple = ()) -> Path:
+    """Save a model in our format: safetensors, aliased tensors stored once, the JSON config in the header.
+
+    Written atomically through :mod:`cartoonseg.outputs` (an interrupted save never leaves a half file at ``path``);
+    ``overwrite=False`` refuses to replace a file cartoonseg did not write, and ``inputs`` are never replaced."""
     from safetensors.torch import save_file
+
+    from .outputs import output_file
 
     if isinstance(model, RTMDetIns):
         kind = "detector"
@@ -538,19 +695,23 @@ def save_weights(model: RTMDetIns | ISNetDIS, path: str | os.PathLike) -> Path:
     tensors = {k: v.detach().cpu().contiguous() for k, v in sd.items() if canonical[k] == k}
     meta = {"kind": kind, "config": model.config.to_dict(), "format_version": FORMAT_VERSION}
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    try:  # write a temporary file, then rename: an interrupted save never leaves a half file at ``path``
+    with output_file(path, inputs=inputs, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
-def convert(src: str | os.PathLike, dst: str | os.PathLike) -> tuple[str, Path]:
-    """Convert any supported detector or refiner file to our safetensors format. Returns (kind, dst)."""
-    src = Path(src)
+def convert(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False) -> tuple[str, Path]:
+    """Convert any supported detector or refiner file to our safetensors format. Returns (kind, dst).
+
+    ``dst`` must end with ``.safetensors`` (the loaders tell formats by suffix) and is never ``src``; an existing
+    ``dst`` is replaced only when cartoonseg wrote it, or with ``overwrite`` (see :mod:`cartoonseg.outputs`)."""
+    from .outputs import check_not_input
+
+    src, dst = Path(src), Path(dst)
+    check_not_input(dst, [src])
+    if dst.suffix != ".safetensors":
+        raise CheckpointError(f"convert writes cartoonseg safetensors files: name the output *.safetensors, got "
+                              f"{dst} (a {dst.suffix or 'suffix-less'} name would not load)")
     obj, metadata = read_checkpoint(src)
     if _META_KEY in metadata:
         kind = _our_meta(metadata, src).get("kind")
@@ -562,4 +723,4 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike) -> tuple[str, Path]:
         model = load_refiner(src)
     else:
         raise CheckpointError(f"{src}: neither an RTMDet-Ins detector nor an IS-Net refiner checkpoint")
-    return kind, save_weights(model, dst)
+    return kind, save_weights(model, dst, overwrite=overwrite, inputs=(src,))

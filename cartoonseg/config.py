@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any
 
 __all__ = [
@@ -22,7 +23,37 @@ __all__ = [
     "REFINER_PRESETS",
     "detector_config",
     "refiner_config",
+    "MAX_CANVAS",
+    "MAX_CHANNELS",
 ]
+
+#: Largest detector / refiner canvas (pixels per side) a config or option accepts.
+MAX_CANVAS = 8192
+#: Largest channel count any layer of a config may declare (the X preset's widest layer has 1280).
+MAX_CHANNELS = 4096
+
+
+def _check_int(owner: str, name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or isinstance(value, float) and (
+            not math.isfinite(value) or value != int(value)):
+        raise ValueError(f"{owner}.{name} must be an integer in [{low}, {high}], got {value!r}")
+    if not low <= int(value) <= high:
+        raise ValueError(f"{owner}.{name} must lie in [{low}, {high}], got {value!r}")
+    return int(value)
+
+
+def _check_float(owner: str, name: str, value: Any, low: float, high: float, *, open_low: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{owner}.{name} must be a finite number, got {value!r}")
+    if not (low < value if open_low else low <= value) or not value <= high:
+        raise ValueError(f"{owner}.{name} must lie in {'(' if open_low else '['}{low}, {high}], got {value!r}")
+    return float(value)
+
+
+def _check_seq(owner: str, name: str, value: Any, length: int) -> tuple:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != length:
+        raise ValueError(f"{owner}.{name} must have {length} entries, got {value!r}")
+    return tuple(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,22 +113,45 @@ class DetectorConfig:
     mask_thr_binary: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
-        if self.deepen_factor <= 0 or self.widen_factor <= 0:
-            raise ValueError(
-                f"deepen_factor/widen_factor must be > 0, got {self.deepen_factor}/{self.widen_factor}"
-            )
-        if len(self.neck_in_channels) != 3 or len(self.strides) != 3:
+        """Range-check every field (finite numbers, plausible sizes): a config read from a file is validated here,
+        before any model is allocated from it."""
+        o, i, f = "DetectorConfig", _check_int, _check_float
+        if len(_check_seq(o, "neck_in_channels", self.neck_in_channels, 3)) != 3 or len(
+                _check_seq(o, "strides", self.strides, 3)) != 3:
             raise ValueError("neck_in_channels and strides must have three entries (P5 architecture)")
-        if self.det_size % 32 != 0 or self.det_size < 32:
+        fields: dict[str, Any] = {
+            "deepen_factor": f(o, "deepen_factor", self.deepen_factor, 0.0, 2.0, open_low=True),
+            "widen_factor": f(o, "widen_factor", self.widen_factor, 0.0, 2.0, open_low=True),
+            "num_classes": i(o, "num_classes", self.num_classes, 1, 10_000),
+            "neck_in_channels": tuple(i(o, "neck_in_channels", c, 1, MAX_CHANNELS) for c in self.neck_in_channels),
+            "neck_out_channels": i(o, "neck_out_channels", self.neck_out_channels, 1, MAX_CHANNELS),
+            "neck_num_csp_blocks": i(o, "neck_num_csp_blocks", self.neck_num_csp_blocks, 1, 16),
+            "head_feat_channels": i(o, "head_feat_channels", self.head_feat_channels, 1, MAX_CHANNELS),
+            "stacked_convs": i(o, "stacked_convs", self.stacked_convs, 1, 16),
+            "num_prototypes": i(o, "num_prototypes", self.num_prototypes, 1, 256),
+            "dyconv_channels": i(o, "dyconv_channels", self.dyconv_channels, 1, 256),
+            "num_dyconvs": i(o, "num_dyconvs", self.num_dyconvs, 2, 8),
+            "strides": tuple(i(o, "strides", s, 1, 256) for s in self.strides),
+            "expand_ratio": f(o, "expand_ratio", self.expand_ratio, 0.0, 4.0, open_low=True),
+            "bn_eps": f(o, "bn_eps", self.bn_eps, 0.0, 1.0, open_low=True),
+            "det_size": i(o, "det_size", self.det_size, 32, MAX_CANVAS),
+            "pad_value": f(o, "pad_value", self.pad_value, 0.0, 255.0),
+            "mean": tuple(f(o, "mean", v, -1e4, 1e4) for v in _check_seq(o, "mean", self.mean, 3)),
+            "std": tuple(f(o, "std", v, 0.0, 1e4, open_low=True) for v in _check_seq(o, "std", self.std, 3)),
+            "score_thr": f(o, "score_thr", self.score_thr, 0.0, 1.0),
+            "nms_pre": i(o, "nms_pre", self.nms_pre, 1, 100_000),
+            "iou_thr": f(o, "iou_thr", self.iou_thr, 0.0, 1.0),
+            "max_per_img": i(o, "max_per_img", self.max_per_img, 1, 10_000),
+            "mask_thr_binary": f(o, "mask_thr_binary", self.mask_thr_binary, 0.0, 1.0),
+        }
+        if fields["det_size"] % 32:
             raise ValueError(f"det_size must be a positive multiple of 32, got {self.det_size}")
-        if self.num_dyconvs < 2:
-            raise ValueError(f"num_dyconvs must be >= 2, got {self.num_dyconvs}")
-        object.__setattr__(self, "neck_in_channels", tuple(int(c) for c in self.neck_in_channels))
-        object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if list(fields["strides"]) != sorted(set(fields["strides"])):
+            raise ValueError(f"strides must increase, got {self.strides}")
+        if not isinstance(self.channel_attention, bool):
+            raise ValueError(f"DetectorConfig.channel_attention must be true or false, got {self.channel_attention!r}")
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
 
     @property
     def num_dynamic_params(self) -> int:
@@ -179,12 +233,17 @@ class RefinerConfig:
     mask_thr: float = 0.3
 
     def __post_init__(self) -> None:
-        if self.in_ch < 1 or self.out_ch < 1:
-            raise ValueError(f"in_ch/out_ch must be >= 1, got {self.in_ch}/{self.out_ch}")
-        if not 0 < self.width <= 4:
-            raise ValueError(f"width must lie in (0, 4], got {self.width}")
-        if self.refine_size < 32:
-            raise ValueError(f"refine_size must be >= 32, got {self.refine_size}")
+        """Range-check every field, before any model is allocated from it."""
+        o = "RefinerConfig"
+        fields = {
+            "in_ch": _check_int(o, "in_ch", self.in_ch, 1, 16),
+            "out_ch": _check_int(o, "out_ch", self.out_ch, 1, 16),
+            "width": _check_float(o, "width", self.width, 0.0, 4.0, open_low=True),
+            "refine_size": _check_int(o, "refine_size", self.refine_size, 32, MAX_CANVAS),
+            "mask_thr": _check_float(o, "mask_thr", self.mask_thr, 0.0, 1.0),
+        }
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
 
     def replace(self, **changes: Any) -> RefinerConfig:
         return dataclasses.replace(self, **changes)

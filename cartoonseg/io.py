@@ -14,8 +14,9 @@ One policy for every entry point (library, CLI, ComfyUI nodes):
 * **Size**: empty images raise; images over :data:`MAX_PIXELS` raise before any copy.
 * **Files**: unreadable, truncated or decompression-bomb files raise ``ValueError("cannot read image PATH: ...")``.
 
-Writers create the parent folder. :func:`write_frames` writes a clip as an animated ``.webp``, an ``.mp4``
-(H.264 through PyAV, the optional extra ``video``) or a folder of numbered PNG files.
+Writers create the parent folder and write atomically (a temporary name, then a rename). :func:`write_frames` writes
+a clip as an animated ``.webp``, an ``.mp4`` (H.264 through PyAV, the optional extra ``video``) or a folder of
+numbered PNG files.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "read_mask",
     "to_float_image",
     "to_rgb_uint8",
+    "upright",
     "write_frames",
     "write_grey",
     "write_image",
@@ -172,15 +174,66 @@ def to_float_image(image, *, nan: str = "raise") -> Tensor:
 
 # ---------------------------------------------------------------------------------------------- reading
 def _open(path: str | os.PathLike, what: str):
-    """Open and fully decode an image file; every failure becomes ``ValueError("cannot read <what> PATH: ...")``."""
+    """Open and fully decode an image file as every reader sees it: only regular files (a FIFO, device or folder
+    would block or fail deep inside), EXIF orientation applied (a phone photo comes out upright, as viewers show
+    it), other colour spaces converted to RGB (:func:`_to_rgb_space`). Every failure becomes
+    ``ValueError("cannot read <what> PATH: ...")``."""
+    import stat
+
     from PIL import Image, UnidentifiedImageError
 
     try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise ValueError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise ValueError(f"cannot read {what} {path}: it is {kind}")
+    try:
         im = Image.open(path)
         im.load()
-        return im
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as exc:
+        im = upright(im)
+        return _to_rgb_space(im)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError) as exc:
         raise ValueError(f"cannot read {what} {path}: {exc}") from exc
+
+
+def upright(im):
+    """Apply the EXIF orientation tag (2-8) so pixels are in display orientation; untouched (no copy) otherwise."""
+    from PIL import ImageOps
+
+    try:
+        orientation = im.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - a malformed EXIF block is ignored, as viewers do
+        return im
+    if orientation not in (2, 3, 4, 5, 6, 7, 8):
+        return im
+    out = ImageOps.exif_transpose(im)
+    im.close()
+    return out
+
+
+def _to_rgb_space(im):
+    """CMYK and CIE L*a*b* files -> RGB: through their embedded ICC profile when they carry one (LittleCMS via
+    ``PIL.ImageCms``, to sRGB), L*a*b* otherwise through the CIE definition (D50), CMYK otherwise through Pillow's
+    profile-less formula (the best a file without a profile allows). Other modes pass unchanged."""
+    if im.mode not in ("CMYK", "LAB"):
+        return im
+    from io import BytesIO
+
+    from PIL import ImageCms
+
+    icc = im.info.get("icc_profile")
+    try:
+        source = ImageCms.ImageCmsProfile(BytesIO(icc)) if icc else (
+            ImageCms.createProfile("LAB") if im.mode == "LAB" else None)
+        if source is None:
+            return im.convert("RGB")
+        transform = ImageCms.buildTransform(source, ImageCms.createProfile("sRGB"), im.mode, "RGB",
+                                            renderingIntent=0)  # perceptual
+        return ImageCms.applyTransform(im, transform)
+    except (ImageCms.PyCMSError, OSError, TypeError) as exc:
+        raise ValueError(f"its {im.mode} colour profile cannot be applied ({exc})") from exc
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -216,11 +269,13 @@ def read_depth(path: str | os.PathLike) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- writing
-def _target(path: str | os.PathLike) -> Path:
-    """Where a writer writes: the parent folder is made. (The one place the output policy hooks in.)"""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+def _target(path: str | os.PathLike):
+    """Where a writer writes: the parent folder is made and the file appears atomically (a temporary name in the same
+    folder, renamed on success: :func:`cartoonseg.outputs.atomic_path`). Commands add the ownership rules of
+    :mod:`cartoonseg.outputs` around these writers (never over inputs or files cartoonseg did not write)."""
+    from .outputs import atomic_path
+
+    return atomic_path(path)
 
 
 def write_image(path: str | os.PathLike, image, *, alpha: str = "drop", **save_options) -> Path:
@@ -232,9 +287,9 @@ def write_image(path: str | os.PathLike, image, *, alpha: str = "drop", **save_o
         array = to_rgb_uint8(image, nan="zero")[:, :, 0]
     else:
         array = to_rgb_uint8(image, nan="zero", alpha=alpha)
-    path = _target(path)
-    Image.fromarray(array).save(path, **save_options)
-    return path
+    with _target(path) as tmp:
+        Image.fromarray(array).save(tmp, **save_options)
+    return Path(path)
 
 
 def write_grey(path: str | os.PathLike, x, bits: int = 8) -> Path:
@@ -248,16 +303,19 @@ def write_grey(path: str | os.PathLike, x, bits: int = 8) -> Path:
         raise ValueError(f"a grey map must be [H,W], got shape {x.shape}")
     x = np.clip(np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0), 0, 1)
     top, dtype = (65535, np.uint16) if bits == 16 else (255, np.uint8)
-    path = _target(path)
-    Image.fromarray((x * top + 0.5).astype(dtype)).save(path)
-    return path
+    with _target(path) as tmp:
+        Image.fromarray((x * top + 0.5).astype(dtype)).save(tmp)
+    return Path(path)
 
 
-def write_instances(instances, image: np.ndarray, out_dir: str | os.PathLike) -> Path:
+def write_instances(instances, image: np.ndarray, out_dir: str | os.PathLike,
+                    source: str | os.PathLike | None = None) -> Path:
     """One image's :class:`~cartoonseg.structures.Instances` as a folder (what ``python -m cartoonseg segment``
-    writes per image): ``instances.json`` (boxes xyxy, scores, labels, COCO RLE masks), ``mask_NNN.png`` (soft
-    masks) and ``overlay.png`` (:func:`cartoonseg.visualize.overlay` on ``image``); with alpha mattes
-    (``instances.alphas``) also ``alpha_NNN.png`` and the RGBA cut-out ``cutout_NNN.png``. Returns the folder."""
+    writes per image): ``instances.json`` (the ``source`` image when given, boxes xyxy, scores, labels, COCO RLE
+    masks), ``mask_NNN.png`` (soft masks) and ``overlay.png`` (:func:`cartoonseg.visualize.overlay` on ``image``);
+    with alpha mattes (``instances.alphas``) also ``alpha_NNN.png`` and the RGBA cut-out ``cutout_NNN.png``. Each
+    file is written atomically; commands call it on a result folder of :mod:`cartoonseg.outputs` (``res.path``),
+    which is swapped in whole. Returns the folder."""
     from . import rle
     from .visualize import overlay
 
@@ -287,7 +345,10 @@ def write_instances(instances, image: np.ndarray, out_dir: str | os.PathLike) ->
             write_image(out_dir / f"cutout_{i:03d}.png", rgba, alpha="keep")
     h, w = instances.image_size
     meta = {"image_size": [h, w], "mask_thr": instances.mask_thr, "instances": records}
-    (out_dir / "instances.json").write_text(json.dumps(meta, indent=1))
+    if source is not None:
+        meta = {"source": str(source), **meta}
+    with _target(out_dir / "instances.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=1))
     write_image(out_dir / "overlay.png", overlay(image, instances))
     return out_dir
 
@@ -363,11 +424,13 @@ def write_frames(frames, out: str | os.PathLike, fps: float = 25.0, *, quality: 
         from PIL import Image
 
         images = [Image.fromarray(f) for f in rgb]
-        images[0].save(_target(out), save_all=True, append_images=images[1:], duration=max(1, round(1000.0 / fps)),
-                       loop=0, quality=int(quality), method=4)
+        with _target(out) as tmp:
+            images[0].save(tmp, save_all=True, append_images=images[1:], duration=max(1, round(1000.0 / fps)),
+                           loop=0, quality=int(quality), method=4)
         return [out]
     if suffix == ".mp4":
-        _write_mp4(_target(out), rgb, fps, crf)
+        with _target(out) as tmp:
+            _write_mp4(tmp, rgb, fps, crf)
         return [out]
     from PIL import Image
 
@@ -381,6 +444,7 @@ def write_frames(frames, out: str | os.PathLike, fps: float = 25.0, *, quality: 
     written = []
     for i in range(len(rgb)):
         for name, seq in sequences.items():
-            Image.fromarray(seq[i]).save(out / f"{name}_{i:05d}.png")
+            with _target(out / f"{name}_{i:05d}.png") as tmp:
+                Image.fromarray(seq[i]).save(tmp)
         written.append(out / f"frame_{i:05d}.png")
     return written

@@ -5,9 +5,21 @@ built here from the segmenter's refined soft masks and a classical matting solve
 For each instance:
 
 1. **Trimap** from its refined soft mask ``p`` (:func:`trimap_from_soft`): *unknown* where the mask is uncertain
-   (``low < p < high``) or within ``band`` pixels of the boundary of ``p > 0.5``; *foreground* inside, *background*
-   outside. ``band`` defaults to 1.5 % of the instance box diagonal (at least 3 px), so a strand of hair a few
-   pixels off the body is inside the unknown band.
+   (``low < p < high``) or within ``band`` pixels of its 0.5 contour, on both sides; *foreground* / *background*
+   beyond. The segmenter refines at a working size (720) and pastes the mask back bilinearly, so at image resolution
+   its ramp is as wide as its uncertainty times the working-to-image scale: ``band`` defaults to twice the mask's
+   measured ramp width (:func:`ramp_width`, at least 3 px), sized from the mask itself. **Line art**
+   (:func:`snap_to_outlines`): dark thin lines (a morphological black-hat) cut the unknown band into regions; regions
+   reached only from the mask's interior are foreground, regions reached only from the outside background, and the
+   dark line between an interior region and the outside (the character's outline) is foreground with a 1-px
+   unknown fringe for its anti-aliasing; strokes leaving the outline (hair, or a background line meeting it) stay
+   unknown, and beyond the band (:func:`free_strokes`) those that end inside the picture become unknown too (hair
+   strands thinner than the refiner's grid are missing from the soft mask), while those that run on to the image
+   border are the scene's line art and stay background, and line art inside another instance's mask is that
+   instance's. Closed-form matting alone mistakes a dark outline between a fill and a
+   background for background (three colours in one window break its colour-line model); background lines that
+   cross the band stay background. Where no closed outline separates inside from outside (a defocused edge, hair)
+   the band stays unknown.
 2. **Alpha** from the image colours in a crop around the instance (the box of its unknown and foreground pixels plus
    a margin) with pymatting's closed-form matting (Levin et al. 2008, ``estimate_alpha_cf``; ``method="knn"`` and
    ``"lkm"`` are the library's other solvers), clipped to [0, 1]. pymatting is the optional extra ``matting``.
@@ -24,7 +36,6 @@ are the estimated foreground colours (pymatting ``estimate_foreground_ml``), so 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 
 import cv2
@@ -35,10 +46,11 @@ from torch import Tensor
 from .io import to_rgb_uint8
 from .structures import Instances
 
-__all__ = ["MattingConfig", "METHODS", "trimap_from_soft", "solve_alpha", "occlusion_order", "compose_front_to_back",
+__all__ = ["MattingConfig", "METHODS", "ramp_width", "noise_variance", "trimap_from_soft", "snap_to_outlines", "line_art", "free_strokes", "solve_alpha", "occlusion_order", "compose_front_to_back",
            "instance_alphas", "cutouts"]
 
 METHODS = ("cf", "knn", "lkm")
+QUANTISATION_VARIANCE = (1 / 255) ** 2 / 12  # the noise variance of 8-bit colours: no finer variation is resolved
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,11 +58,21 @@ class MattingConfig:
     """Settings of :func:`instance_alphas`.
 
     Attributes:
-        band: half-width in pixels of the unknown band around each mask boundary; None = 1.5 % of the instance
-            box diagonal, at least 3.
+        band: half-width in pixels of the unknown band around each mask's 0.5 contour (both sides); None = twice
+            the soft mask's ramp width (:func:`ramp_width`: its uncertainty at image resolution), at least 3.
         low, high: soft-mask values strictly between these are unknown (uncertain) pixels.
         method: pymatting solver: ``"cf"`` (closed-form, default), ``"knn"`` or ``"lkm"``.
         margin: extra pixels of context around each instance crop.
+        line_art: snap the trimap to dark outlines (:func:`snap_to_outlines`) and follow free strokes
+            (:func:`free_strokes`); False = the band alone.
+        line_contrast: how much darker than its surroundings (black-hat of the luminance in [0,1]) a pixel must be
+            to count as line art.
+        epsilon: regularisation of the closed-form matting Laplacian; None = the image's noise variance in the
+            instance's unknown band (:func:`noise_variance`), at least the 8-bit quantisation variance
+            ``(1/255)^2 / 12`` = 1.3e-6. In the local linear model of closed-form matting (as in the guided filter)
+            colour variations below ``epsilon`` count as noise, not edges, so a textured or grainy background
+            does not leak into the matte; below the quantisation floor flat-coloured windows make the system
+            ill-conditioned (pymatting's default 1e-7 leaves a thin flat strand unsolved).
     """
 
     band: int | None = None
@@ -58,6 +80,9 @@ class MattingConfig:
     high: float = 0.95
     method: str = "cf"
     margin: int = 8
+    line_art: bool = True
+    line_contrast: float = 0.15
+    epsilon: float | None = None
 
     def __post_init__(self) -> None:
         if self.band is not None and int(self.band) < 1:
@@ -68,6 +93,10 @@ class MattingConfig:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if int(self.margin) < 0:
             raise ValueError(f"margin must be >= 0, got {self.margin}")
+        if not 0.0 < self.line_contrast < 1.0:
+            raise ValueError(f"line_contrast must be in (0, 1), got {self.line_contrast}")
+        if self.epsilon is not None and not self.epsilon > 0:
+            raise ValueError(f"epsilon must be > 0, got {self.epsilon}")
 
 
 def _pymatting():
@@ -80,28 +109,142 @@ def _disk(radius: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
-def trimap_from_soft(soft: np.ndarray, band: int, low: float = 0.05, high: float = 0.95, inner: int = 1) -> np.ndarray:
+def ramp_width(soft: np.ndarray, low: float = 0.05, high: float = 0.95) -> float:
+    """Mean width in pixels of a soft mask's transition: uncertain pixels (``low < soft < high``) per pixel of the
+    0.5 contour's length. A mask refined at a working size ``s`` times smaller than the image and pasted back
+    bilinearly has a ramp ``s`` times wider than at the working size; 0 for a binary mask."""
+    soft = np.asarray(soft, dtype=np.float32)
+    binary = (soft > 0.5).astype(np.uint8)
+    contours, _ = cv2.findContours(binary, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    length = sum(cv2.arcLength(c, True) for c in contours)
+    if length <= 0:
+        return 0.0
+    return float(((soft > low) & (soft < high)).sum()) / length
+
+
+def noise_variance(rgb: np.ndarray, where: np.ndarray | None = None) -> float:
+    """Variance of the per-pixel noise of an image (uint8 or float RGB in [0,1]), from its luminance: Immerkaer's
+    noise estimator (1996, the 3x3 mask that cancels linear structure) with the median absolute response instead
+    of the mean, so edges do not count as noise; over the pixels ``where`` (bool ``[H,W]``) or the whole image."""
+    image = np.asarray(rgb, dtype=np.float32)
+    if np.asarray(rgb).dtype == np.uint8:
+        image = image / 255.0
+    if image.shape[0] < 3 or image.shape[1] < 3:
+        return 0.0
+    lum = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+    response = np.abs(cv2.filter2D(lum, -1, kernel))[1:-1, 1:-1]
+    if where is not None:
+        response = response[np.asarray(where, dtype=bool)[1:-1, 1:-1]]
+    if response.size == 0:
+        return 0.0
+    sigma = float(np.median(response)) / (0.6745 * 6.0)  # the mask's gain on white noise is sqrt(36)
+    return sigma * sigma
+
+
+def trimap_from_soft(soft: np.ndarray, band: int, low: float = 0.05, high: float = 0.95) -> np.ndarray:
     """float64 trimap ``[H,W]`` (0 background, 0.5 unknown, 1 foreground) from a soft mask ``[H,W]`` in [0,1].
 
-    Foreground: the refined mask ``soft > 0.5`` shrunk by ``inner`` pixels. Unknown: the rest of the mask
-    dilated by ``band`` pixels, plus every uncertain pixel (``low < soft < high``) outside the foreground.
-    Background: everything else. Inside the mask the refiner is trusted: line-art outlines, dark and thin, are
-    what colour-based matting solvers mistake for background when they lie in the unknown region.
+    Unknown: pixels within ``band`` pixels of the 0.5 contour (inside and outside) and every uncertain pixel
+    (``low < soft < high``). Foreground: the rest of ``soft > 0.5``; background: the rest.
     """
     soft = np.asarray(soft, dtype=np.float32)
     binary = (soft > 0.5).astype(np.uint8)
-    core = cv2.erode(binary, _disk(int(inner)), borderType=cv2.BORDER_REPLICATE) if inner > 0 else binary
-    outer = cv2.dilate(binary, _disk(int(band)), borderType=cv2.BORDER_REPLICATE).astype(bool)
-    uncertain = (soft > low) & (soft < high)
+    band = int(band)
+    core = cv2.erode(binary, _disk(band), borderType=cv2.BORDER_REPLICATE).astype(bool) & (soft >= high)
+    outer = cv2.dilate(binary, _disk(band), borderType=cv2.BORDER_REPLICATE).astype(bool) | (soft > low)
     trimap = np.full(soft.shape, 0.5)
-    trimap[~outer & ~uncertain] = 0.0
-    trimap[core.astype(bool)] = 1.0
+    trimap[~outer] = 0.0
+    trimap[core] = 1.0
     return trimap
 
 
-def solve_alpha(rgb: np.ndarray, trimap: np.ndarray, method: str = "cf") -> np.ndarray:
+def line_art(rgb: np.ndarray, radius: int, contrast: float = 0.15) -> np.ndarray:
+    """bool ``[H,W]``: dark line art of an image (uint8 or float RGB in [0,1]): pixels whose luminance is at least
+    ``contrast`` below its morphological closing with a disk of ``radius`` (dark structures up to ~2 ``radius``
+    wide; a black-hat)."""
+    image = np.asarray(rgb, dtype=np.float32)
+    if np.asarray(rgb).dtype == np.uint8:
+        image = image / 255.0
+    lum = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+    dark = cv2.morphologyEx(lum, cv2.MORPH_BLACKHAT, _disk(max(1, int(radius))), borderType=cv2.BORDER_REPLICATE)
+    return dark > contrast
+
+
+def free_strokes(line: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """bool ``[H,W]``: the strokes of line art that leave an instance and end inside the image.
+
+    ``line``: line-art pixels (:func:`line_art`) over the whole image; ``region``: the instance's foreground and
+    unknown pixels. Strokes are the 8-connected components of ``line`` outside ``region`` that touch it; a stroke
+    that reaches the image border continues beyond the picture, like the scene's own line art (a horizon, a
+    building edge passing behind the character), and is dropped; one that ends inside the picture (a hair strand
+    the segmenter lost: thinner than its grid) is kept. A background line that ends behind the character is kept
+    too: the solver decides with the image colours.
+    """
+    line = np.asarray(line, dtype=bool)
+    region = np.asarray(region, dtype=bool)
+    outside = line & ~region
+    n, labels = cv2.connectedComponents(outside.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return np.zeros(line.shape, bool)
+    near = cv2.dilate(region.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    touching = np.zeros(n, bool)
+    touching[np.unique(labels[near & outside])] = True
+    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        touching[np.unique(edge)] = False
+    touching[0] = False
+    return touching[labels]
+
+
+def snap_to_outlines(rgb: np.ndarray, trimap: np.ndarray, radius: int, contrast: float = 0.15) -> np.ndarray:
+    """Refine a trimap's unknown band with the image's line art (see the module docstring).
+
+    Line pixels: unknown pixels whose luminance is at least ``contrast`` below its morphological closing with a
+    disk of ``radius`` (dark structures up to ~2 ``radius`` wide). The other pixels are split into 4-connected
+    regions: a region touching the foreground and not the background is foreground, one touching the background
+    and not the foreground is background, others (the outline has a gap, or there is none) stay unknown. Line
+    pixels next to a foreground region are the instance's outline (foreground), with a 1-px unknown fringe
+    outside (anti-aliasing). Strokes that leave the outline (connected line pixels) are ambiguous, a hair strand
+    or a background line meeting the outline, and stay unknown for the solver, with a 1-px fringe; so do line
+    pixels next to an unknown region (an outline with a gap); other line pixels in the band belong to the
+    background.
+    """
+    trimap = np.asarray(trimap, dtype=np.float64)
+    fg, bg = trimap == 1, trimap == 0
+    unknown = ~fg & ~bg
+    if not unknown.any() or not fg.any() or not bg.any():
+        return trimap.copy()
+    line = line_art(rgb, radius, contrast) & unknown
+    if not line.any():
+        return trimap.copy()
+    n, labels = cv2.connectedComponents((~line).astype(np.uint8), connectivity=4)
+    touches_fg = np.zeros(n, bool)
+    touches_fg[np.unique(labels[fg])] = True
+    touches_bg = np.zeros(n, bool)
+    touches_bg[np.unique(labels[bg])] = True
+    inside = (touches_fg & ~touches_bg)[labels] & ~line
+    outside = (touches_bg & ~touches_fg)[labels] & ~line
+    square = np.ones((3, 3), np.uint8)
+    outline = line & cv2.dilate(inside.astype(np.uint8), square).astype(bool)
+    n, strokes = cv2.connectedComponents(line.astype(np.uint8), connectivity=8)
+    attached = np.zeros(n, bool)
+    attached[np.unique(strokes[outline])] = True
+    attached[0] = False
+    attached = attached[strokes] & ~outline  # strokes leaving the outline: a hair strand or a background line
+    fringe = cv2.dilate((outline | attached).astype(np.uint8), square).astype(bool) & ~outline & ~inside
+    out = trimap.copy()
+    out[unknown & (inside | outline)] = 1.0
+    # a line between two background regions is the scene's; next to a region the solver decides, it stays unknown
+    undecided = unknown & ~line & ~inside & ~outside
+    near_undecided = cv2.dilate(undecided.astype(np.uint8), square).astype(bool)
+    out[unknown & (outside | (line & ~outline & ~attached & ~near_undecided)) & ~fringe] = 0.0
+    return out
+
+
+def solve_alpha(rgb: np.ndarray, trimap: np.ndarray, method: str = "cf", epsilon: float = 1e-7) -> np.ndarray:
     """Alpha ``[H,W]`` (float64 in [0,1]) of an image (uint8 or float RGB ``[H,W,3]``) given a trimap; known pixels
-    keep their trimap value. A trimap without unknown pixels is returned as is."""
+    keep their trimap value. A trimap without unknown pixels is returned as is. ``epsilon`` regularises the
+    closed-form Laplacian (``method="cf"`` only)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     trimap = np.asarray(trimap, dtype=np.float64)
@@ -114,8 +257,10 @@ def solve_alpha(rgb: np.ndarray, trimap: np.ndarray, method: str = "cf") -> np.n
     image = np.asarray(rgb, dtype=np.float64)
     if np.asarray(rgb).dtype == np.uint8:
         image = image / 255.0
-    solver = {"cf": pm.estimate_alpha_cf, "knn": pm.estimate_alpha_knn, "lkm": pm.estimate_alpha_lkm}[method]
-    alpha = solver(image, trimap)
+    if method == "cf":
+        alpha = pm.estimate_alpha_cf(image, trimap, laplacian_kwargs={"epsilon": float(epsilon)})
+    else:
+        alpha = {"knn": pm.estimate_alpha_knn, "lkm": pm.estimate_alpha_lkm}[method](image, trimap)
     alpha = np.clip(np.nan_to_num(alpha, nan=0.5), 0.0, 1.0)
     alpha[trimap == 1] = 1.0
     alpha[trimap == 0] = 0.0
@@ -196,16 +341,40 @@ def instance_alphas(image, instances: Instances, config: MattingConfig | None = 
     n = len(instances)
     raw = torch.zeros(n, h, w, dtype=torch.float32)
     soft_all = instances.masks.float().clamp(0, 1).cpu().numpy()
+    lines: dict[int, np.ndarray] = {}  # the image's line art per black-hat radius
     for i in range(n):
         soft = soft_all[i]
         box = _crop(soft > config.low, 0, h, w)
         if box is None:
             continue
-        y0, y1, x0, x1 = box
-        band = config.band if config.band is not None else max(3, round(0.015 * math.hypot(y1 - y0, x1 - x0)))
+        y0, y1, x0, x1 = _crop(soft > config.low, 2, h, w)
+        band = config.band
+        if band is None:
+            band = max(3, round(2 * ramp_width(soft[y0:y1, x0:x1], config.low, config.high)))
         y0, y1, x0, x1 = _crop(soft > config.low, int(band) + int(config.margin), h, w)
         trimap = trimap_from_soft(soft[y0:y1, x0:x1], int(band), config.low, config.high)
-        alpha = solve_alpha(rgb[y0:y1, x0:x1], trimap, config.method)
+        epsilon = config.epsilon
+        if epsilon is None:  # the noise where the boundary is (before any stroke widens the unknown region)
+            epsilon = max(QUANTISATION_VARIANCE, noise_variance(rgb[y0:y1, x0:x1], (trimap > 0) & (trimap < 1)))
+        if config.line_art:
+            radius = max(2, int(band) // 2)
+            trimap = snap_to_outlines(rgb[y0:y1, x0:x1], trimap, radius, config.line_contrast)
+            if radius not in lines:
+                lines[radius] = line_art(rgb, radius, config.line_contrast)
+            region = np.zeros((h, w), bool)
+            region[y0:y1, x0:x1] = trimap > 0
+            others = np.delete(soft_all, i, axis=0) > config.low  # line art another instance's mask explains
+            others = others.any(0) if len(others) else np.zeros((h, w), bool)
+            strokes = free_strokes(lines[radius] & ~others, region)
+            if strokes.any():  # unknown along the strokes (1-px fringe): widen the crop to hold them
+                grow = cv2.dilate(strokes.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~region
+                g0, g1, f0, f1 = _crop(grow, int(config.margin), h, w)
+                box = (min(y0, g0), max(y1, g1), min(x0, f0), max(x1, f1))
+                wide = np.zeros((box[1] - box[0], box[3] - box[2]))
+                wide[y0 - box[0]:y1 - box[0], x0 - box[2]:x1 - box[2]] = trimap
+                wide[grow[box[0]:box[1], box[2]:box[3]]] = 0.5
+                trimap, (y0, y1, x0, x1) = wide, box
+        alpha = solve_alpha(rgb[y0:y1, x0:x1], trimap, config.method, epsilon)
         raw[i, y0:y1, x0:x1] = torch.from_numpy(alpha.astype(np.float32))
     if order is None:
         order = occlusion_order(instances)

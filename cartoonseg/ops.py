@@ -45,9 +45,21 @@ CROP_FILLS: tuple[str, ...] = ("image", "white", "black")
 
 
 # ---------------------------------------------------------------------------------------------- selection
+#: Bounds of a selection text: its length, each position/id (|v|) and the number of entries a selection expands to.
+#: A frame never holds this many instances (the segment node stops at 1000), so nothing reachable is refused.
+MAX_SELECTION_CHARS = 10_000
+MAX_SELECTION_INDEX = 100_000
+
+
 def parse_indices(text: str) -> list[int] | None:
-    """``""``/``"all"`` -> None (everything); ``"0, 2, 4-6, -1"`` -> [0, 2, 4, 5, 6, -1]."""
+    """``""``/``"all"`` -> None (everything); ``"0, 2, 4-6, -1"`` -> [0, 2, 4, 5, 6, -1].
+
+    Bounded: the text is at most :data:`MAX_SELECTION_CHARS` characters, every value lies within
+    ±:data:`MAX_SELECTION_INDEX` and the expansion holds at most that many entries (``"0-2000000000"`` is a
+    ``ValueError``, not a 16 GB list)."""
     text = (text or "").strip()
+    if len(text) > MAX_SELECTION_CHARS:
+        raise ValueError(f"instance selection is {len(text)} characters long (at most {MAX_SELECTION_CHARS})")
     if text.lower() in ("", "all", "*"):
         return None
     out: list[int] = []
@@ -57,13 +69,22 @@ def parse_indices(text: str) -> list[int] | None:
             continue
         m = re.fullmatch(r"(-?\d+)\s*-\s*(-?\d+)", part)
         try:
+            values = [int(m.group(1)), int(m.group(2))] if m else [int(part)]
+            if any(abs(v) > MAX_SELECTION_INDEX for v in values):
+                raise OverflowError
             if m:
-                a, b = int(m.group(1)), int(m.group(2))
+                a, b = values
                 if b < a:
                     raise ValueError
+                if len(out) + b - a + 1 > MAX_SELECTION_INDEX:
+                    raise OverflowError
                 out.extend(range(a, b + 1))
             else:
-                out.append(int(part))
+                out.append(values[0])
+        except OverflowError:
+            raise ValueError(f"instance selection {text[:80]!r} is out of range: positions and ids lie within "
+                             f"±{MAX_SELECTION_INDEX} and a selection expands to at most {MAX_SELECTION_INDEX} "
+                             f"entries") from None
         except ValueError:
             raise ValueError(f"cannot parse instance selection {text!r}: use e.g. '0', '0,2', '1-3', '-1' or "
                              f"'all'") from None
@@ -102,7 +123,7 @@ def select_instances(inst: Instances, order: str = "index", indices: Sequence[in
         keep = [ordered[i] for i in indices if -n <= i < n]
     elif select_by == "id":
         ids = inst.ids.tolist()
-        wanted = list(dict.fromkeys(indices))
+        wanted = set(indices)
         keep = [p for p in ordered if ids[p] in wanted]
     else:
         raise ValueError(f"select_by must be one of {SELECT_BY}, got {select_by!r}")

@@ -212,7 +212,14 @@ def encode(mask: np.ndarray) -> dict[str, Any]:
 def _counts_array(rle: Mapping[str, Any]) -> tuple[int, int, np.ndarray]:
     if not isinstance(rle, Mapping) or "size" not in rle or "counts" not in rle:
         raise TypeError(f"a COCO RLE must be a dict with 'size' and 'counts', got {type(rle).__name__}")
-    h, w = (int(v) for v in rle["size"])
+    size = rle["size"]
+    if isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2:
+        raise ValueError(f"COCO RLE size must be [H, W], got {size!r}")
+    h, w = (int(v) for v in size)
+    from .io import MAX_PIXELS
+
+    if h < 0 or w < 0 or h * w > MAX_PIXELS:
+        raise ValueError(f"COCO RLE size {h}x{w} is negative or over the {MAX_PIXELS}-pixel image limit")
     counts = rle["counts"]
     if isinstance(counts, (str, bytes)):
         counts = _counts_from_string(counts.encode("ascii") if isinstance(counts, str) else bytes(counts))
@@ -251,6 +258,13 @@ def decode_many(rles: list[Mapping[str, Any]]) -> np.ndarray:
     if len(sizes) != 1:
         raise ValueError(f"decode_many needs RLEs of one size, got {sorted(sizes)}")
     ((h, w),) = sizes
+    from .io import MAX_PIXELS
+
+    if h < 0 or w < 0 or h * w > MAX_PIXELS:
+        raise ValueError(f"COCO RLE size {h}x{w} is negative or over the {MAX_PIXELS}-pixel image limit")
+    from .structures import check_mask_budget
+
+    check_mask_budget(len(rles), h, w, "decoded RLE masks")
     if not all(isinstance(r["counts"], (str, bytes)) for r in rles):
         return np.stack([decode(r) for r in rles])
     parts = [r["counts"].encode("ascii") if isinstance(r["counts"], str) else bytes(r["counts"]) for r in rles]
@@ -318,22 +332,28 @@ def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: in
 
 
 def segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarray | None:
-    """Any COCO ``segmentation`` value (polygon list, RLE dict with str or list counts) -> uint8 mask, or
-    ``None`` when it is missing/empty/invalid (callers fall back to the box, see the ignore-mask rule)."""
-    if segmentation is None:
+    """Any COCO ``segmentation`` value (polygon list, RLE dict with str or list counts) -> uint8 mask.
+
+    Returns ``None`` only when the value is *absent* (``None``, ``[]``, ``{}``): a box-only annotation, for which
+    callers fall back to the box (see the ignore-mask rule). A value that is present but corrupt (an undecodable
+    RLE string, counts that do not fill the image, an RLE size other than the image's, malformed polygons, another
+    type) raises ``ValueError``: corrupt data never passes silently as box-only."""
+    if segmentation is None or (isinstance(segmentation, (list, tuple, dict)) and not segmentation):
         return None
-    try:
-        if isinstance(segmentation, dict):
-            if isinstance(segmentation.get("counts"), list) and "size" not in segmentation:
-                return None
-            mask = decode(segmentation)
-            if mask.shape != (int(height), int(width)):
-                raise ValueError(f"RLE size {mask.shape} differs from the image size {(height, width)}")
-            return mask
-        if isinstance(segmentation, (list, tuple)):
-            if not segmentation:
-                return None
+    if isinstance(segmentation, dict):
+        size = segmentation.get("size")
+        if isinstance(size, (list, tuple)) and len(size) == 2 and list(size) != [int(height), int(width)]:
+            raise ValueError(f"corrupt COCO RLE: size {list(size)} differs from the image size {[height, width]}")
+        try:
+            return decode(segmentation)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise ValueError(f"corrupt COCO RLE: {exc}") from None
+    if isinstance(segmentation, (list, tuple)):
+        import cv2
+
+        try:
             return polygons_to_mask(segmentation, height, width)
-    except ValueError:
-        return None
+        except (ValueError, TypeError, OverflowError, cv2.error) as exc:
+            raise ValueError(f"corrupt COCO polygon segmentation: {exc}") from None
+    raise ValueError(f"unsupported COCO segmentation of type {type(segmentation).__name__}")
     return None

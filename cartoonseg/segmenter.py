@@ -34,13 +34,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import RefinerConfig
+from .config import MAX_CANVAS, RefinerConfig
 from .device import DTYPES, PRECISION_CHOICES, resolve_precision
 from .io import to_rgb_uint8
 from .models.fuse import inference_copy, is_prepared
 from .models.isnet import ISNetDIS
 from .models.rtmdet_ins import RTMDetIns
-from .structures import Instances, masks_to_boxes
+from .structures import Instances, check_mask_budget, masks_to_boxes
 from .transforms import grey_rgb, letterbox, refine_canvas, resize_float
 
 __all__ = ["Segmenter", "PROMPT_MODES"]
@@ -116,16 +116,16 @@ class Segmenter:
         ref_cfg = refiner.config if refiner is not None else RefinerConfig()
         mask_thr = ref_cfg.mask_thr if mask_thr is None else mask_thr
         refine_size = ref_cfg.refine_size if refine_size is None else refine_size
-        if det_size is not None and (int(det_size) % 32 or int(det_size) < 32):
-            raise ValueError(f"det_size must be a positive multiple of 32, got {det_size}")
+        if det_size is not None and (int(det_size) % 32 or not 32 <= int(det_size) <= MAX_CANVAS):
+            raise ValueError(f"det_size must be a multiple of 32 in [32, {MAX_CANVAS}], got {det_size}")
         if not 0.0 <= score_thr <= 1.0:
             raise ValueError(f"score_thr must lie in [0,1], got {score_thr}")
         if not 0.0 <= mask_thr <= 1.0:
             raise ValueError(f"mask_thr must lie in [0,1], got {mask_thr}")
-        if refine_size < 32:
-            raise ValueError(f"refine_size must be >= 32, got {refine_size}")
-        if max_instances < 1:
-            raise ValueError(f"max_instances must be >= 1, got {max_instances}")
+        if not 32 <= refine_size <= MAX_CANVAS:
+            raise ValueError(f"refine_size must lie in [32, {MAX_CANVAS}], got {refine_size}")
+        if not 1 <= max_instances <= 10_000:
+            raise ValueError(f"max_instances must lie in [1, 10000], got {max_instances}")
         if precision not in PRECISION_CHOICES:
             raise ValueError(f"precision must be one of {list(PRECISION_CHOICES)}, got {precision!r}")
         if refine_batch is not None and int(refine_batch) < 1:
@@ -278,6 +278,7 @@ class Segmenter:
             time; the only ``[N,H,W]`` allocation is this output.
         """
         h, w = rgb.shape[:2]
+        check_mask_budget(count, h, w, "refined instance masks")
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
         size = self.refine_size
         canvas, (h2, w2) = refine_canvas(bgr, size)
@@ -379,7 +380,11 @@ class Segmenter:
         prompts = prompts.detach().float().cpu()
         if not torch.isfinite(prompts).all():
             raise ValueError("prompts contain NaN or infinite values")
+        if prompts.dim() == 2 and prompts.shape == (h, w) and w == 4:
+            raise ValueError(f"prompts of shape {tuple(prompts.shape)} are ambiguous for a {h}x{w} image (boxes [N,4] "
+                             f"or one mask [H,W]?): pass a mask as [1,H,W] or boxes as Instances")
         if prompts.dim() == 2 and prompts.shape[1] == 4:
+            check_mask_budget(len(prompts), h, w, "box prompt masks")
             return Instances(boxes=prompts, scores=torch.ones(len(prompts)), masks=boxes_to_masks(prompts, h, w))
         if prompts.dim() == 2 and prompts.shape == (h, w):
             prompts = prompts[None]

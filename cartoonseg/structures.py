@@ -34,6 +34,8 @@ __all__ = [
     "EXTRA_RATING",
     "EXTRA_TAGS",
     "Instances",
+    "MAX_MASK_ELEMENTS",
+    "check_mask_budget",
     "masks_to_boxes",
 ]
 
@@ -56,6 +58,27 @@ EXTRAS: dict[str, str] = {
     EXTRA_PROMPT: "merged diffusion prompt (str)",
     EXTRA_DEPTH: "pooled disparity (float, larger = nearer; None = unknown)",
 }
+
+#: Memory budget of one stack of instance masks (instances x height x width): 2**30 values, 4 GiB as float32 (e.g.
+#: 16 instances at 8192², 60 at 4230²). Every place that allocates ``[N,H,W]`` masks from a count it does not control
+#: (detections, prompts, node batches) checks it first with :func:`check_mask_budget`, so a request that would exhaust
+#: memory is a ``ValueError`` naming the remedy instead of an allocator failure. Assign a larger value to the module
+#: attribute on machines with the memory for it.
+MAX_MASK_ELEMENTS = 1 << 30
+
+
+def check_mask_budget(n: int, height: int, width: int, what: str = "instance masks") -> None:
+    """Raise ``ValueError`` when ``n`` masks of ``height x width`` exceed :data:`MAX_MASK_ELEMENTS`."""
+    import sys
+
+    budget = sys.modules[__name__].MAX_MASK_ELEMENTS
+    total = int(n) * int(height) * int(width)
+    if total > budget:
+        raise ValueError(
+            f"{what}: {n} masks of {width}x{height} pixels ({total / 2**30:.1f} Gi values, {4 * total / 2**30:.1f} GiB "
+            f"as float32) exceed the memory budget of {budget / 2**30:.2f} Gi values "
+            f"(cartoonseg.structures.MAX_MASK_ELEMENTS); use fewer instances (max_instances, fewer prompts, a smaller "
+            f"batch) or a smaller image")
 
 
 @dataclasses.dataclass

@@ -61,6 +61,32 @@ def list_model_files() -> list[str]:
     return sorted(folder_paths.get_filename_list(MODEL_FOLDER))
 
 
+def safe_model_name(name, what: str = "model") -> str:
+    """A loader widget value as a name *relative to* ComfyUI's model folders. Absolute paths, drive letters, ``..``
+    parts and NUL bytes are refused with a ``ValueError``: loaders read only inside the ``cartoonseg`` model folders
+    (``models/cartoonseg`` and the folders ``extra_model_paths.yaml`` adds), never elsewhere on the server."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{what} must be a non-empty name, got {name!r}")
+    norm = name.strip().replace("\\", "/")
+    if ("\0" in norm or norm.startswith("/") or (len(norm) > 1 and norm[1] == ":")
+            or any(part == ".." for part in norm.split("/"))):
+        raise ValueError(f"{what} {name!r} is not a name inside the model folders ({', '.join(model_dirs())}); "
+                         f"place the file there and pick it from the list")
+    return norm
+
+
+def find_in_model_dirs(name: str, subfolder: str = "", *, folder: bool = False, what: str = "model") -> str | None:
+    """Full path of ``name`` (see :func:`safe_model_name`) under ``<model folder>/<subfolder>``, the first model
+    folder that has it (a file, or with ``folder=True`` a folder); None when none does."""
+    rel = safe_model_name(name, what)
+    for d in model_dirs():
+        base = os.path.normpath(os.path.join(d, subfolder)) if subfolder else os.path.normpath(d)
+        path = os.path.normpath(os.path.join(base, rel))
+        if os.path.commonpath([path, base]) == base and (os.path.isdir(path) if folder else os.path.isfile(path)):
+            return path
+    return None
+
+
 def model_file_path(name: str) -> str | None:
     try:
         import folder_paths
@@ -375,6 +401,8 @@ def check_mask(mask: torch.Tensor, name: str = "mask") -> torch.Tensor:
         mask = mask[..., 0]
     if mask.dim() != 3:
         raise ValueError(f"{name} must be a MASK [B,H,W], got shape {tuple(mask.shape)}")
+    if mask.shape[1] == 0 or mask.shape[2] == 0:
+        raise ValueError(f"{name} is empty: MASK of shape {tuple(mask.shape)} has no pixels")
     return torch.nan_to_num(mask.float().cpu(), nan=0.0).clamp(0, 1)
 
 
@@ -382,7 +410,8 @@ def check_mask(mask: torch.Tensor, name: str = "mask") -> torch.Tensor:
 # One way to pair the frames of IMAGE / MASK batches with CARTOONSEG_INSTANCES (a list with one Instances per
 # frame): every other batch has one entry per frame, or a single entry shared by all frames.
 def check_instances(instances, name: str = "instances") -> list:
-    """Validate a ``CARTOONSEG_INSTANCES`` value (list of ``cartoonseg.Instances``, one per frame)."""
+    """Validate a ``CARTOONSEG_INSTANCES`` value (list of ``cartoonseg.Instances``, one per frame): all frames of one
+    size (they come from one IMAGE batch) and finite boxes, so later stacking and cropping cannot fail deep inside."""
     from cartoonseg import Instances
 
     if isinstance(instances, Instances):
@@ -393,6 +422,11 @@ def check_instances(instances, name: str = "instances") -> list:
         if not isinstance(f, Instances):
             raise TypeError(f"{name}[{i}] must be cartoonseg.Instances (CARTOONSEG_INSTANCES holds one per frame), "
                             f"got {type(f).__name__}")
+        if f.image_size != instances[0].image_size:
+            raise ValueError(f"{name} mixes frame sizes: frame 0 is {instances[0].image_size}, frame {i} is "
+                             f"{f.image_size} (one CARTOONSEG_INSTANCES list holds the frames of one IMAGE batch)")
+        if len(f) and not bool(torch.isfinite(f.boxes).all()):
+            raise ValueError(f"{name}[{i}] holds NaN or infinite boxes")
     return list(instances)
 
 

@@ -111,7 +111,11 @@ class CartoonSegDepthLoader:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         dirs = _depth_dirs()
-        local = [os.path.join(d, model) for d in dirs if os.path.isdir(os.path.join(d, model))]
+        found = _comfy.find_in_model_dirs(model, DEPTH_SUBFOLDER, folder=True, what="depth model")  # never outside
+        local = [found] if found else []
+        if not local and model not in PUBLISHED and model not in PUBLISHED.values():
+            raise ValueError(f"depth model {model!r} is neither a folder in {', '.join(dirs)} nor a published model "
+                             f"({', '.join(sorted(PUBLISHED))})")
         allow = bool(auto_download) and os.environ.get("CARTOONSEG_NO_DOWNLOAD", "") in ("", "0")
         folder = resolve_depth_model(local[0] if local else PUBLISHED.get(model, model), search_dirs=dirs,
                                      allow_download=allow)

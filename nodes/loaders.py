@@ -196,25 +196,29 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def resolve_model_file(name: str, kind: str, allow_download: bool) -> str:
     """Full path of a weights file chosen in the loader.
 
-    Files listed by ``folder_paths`` are used as they are. A released file name that is not present is fetched
-    by ``cartoonseg.resolve_weights`` into the first ``cartoonseg`` model folder (sha256 checked); when that is
-    not allowed or fails, its error names the URL and the destination.
+    Names resolve only inside the ``cartoonseg`` model folders (``models/cartoonseg``, ``<folder>/<kind>/`` and the
+    folders ``extra_model_paths.yaml`` adds): absolute paths and ``..`` are refused. A released file name that is
+    not present is fetched by ``cartoonseg.resolve_weights`` into the first ``cartoonseg`` model folder (sha256
+    checked); when that is not allowed or fails, its error names the URL and the destination.
     """
     import cartoonseg
+    from cartoonseg.hub import RELEASED_WEIGHTS
 
-    if not name or not isinstance(name, str):
-        raise ValueError(f"{kind} file name must be a non-empty string, got {name!r}")
-    found = _comfy.model_file_path(name)
-    if found and os.path.isfile(found):
+    what = f"{kind} file"
+    rel = _comfy.safe_model_name(name, what)
+    found = _comfy.find_in_model_dirs(rel, what=what) or _comfy.find_in_model_dirs(rel, kind, what=what)
+    if found:
         return found
-    if os.path.isabs(name) and os.path.isfile(name):
-        return name
     dirs = _comfy.model_dirs()
+    released = set(RELEASED_WEIGHTS) | {s.filename for s in RELEASED_WEIGHTS.values()}
+    if rel not in released:
+        raise ValueError(f"{what} {name!r} not found in the model folders ({', '.join(dirs)}); released files "
+                         f"that download on demand: {', '.join(sorted(s.filename for s in RELEASED_WEIGHTS.values()))}")
     search = []
     for d in dirs:
         search += [d, os.path.join(d, kind)]
     allow = bool(allow_download) and os.environ.get("CARTOONSEG_NO_DOWNLOAD", "") in ("", "0")
-    path = cartoonseg.resolve_weights(name, search_dirs=tuple(search), download_dir=dirs[0], allow_download=allow)
+    path = cartoonseg.resolve_weights(rel, search_dirs=tuple(search), download_dir=dirs[0], allow_download=allow)
     return str(path)
 
 

@@ -15,6 +15,7 @@ networks on and off the GPU, and convert the per-frame ``cartoonseg.Instances`` 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -73,6 +74,9 @@ def mask_values(inst, mask_output: str) -> torch.Tensor:
 def stack_masks(frames: Sequence, mask_output: str, height: int, width: int) -> torch.Tensor:
     """All instances of all frames -> MASK ``[sum N,H,W]``; a ``[1,H,W]`` zero mask when there are none
     (downstream nodes such as MaskToImage fail on empty batches)."""
+    from cartoonseg.structures import check_mask_budget
+
+    check_mask_budget(sum(len(f) for f in frames), height, width, "the MASK output of all frames")
     parts = [mask_values(f, mask_output) for f in frames if len(f)]
     if not parts:
         return torch.zeros(1, height, width)
@@ -137,6 +141,9 @@ def resize_masks(masks: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
     if masks.shape[-2:] == (height, width):
         return masks
+    from cartoonseg.structures import check_mask_budget
+
+    check_mask_budget(masks.shape[0], height, width, "prompt masks resized to the image")
     return resize_float(masks, (height, width)).clamp(0, 1)
 
 
@@ -175,6 +182,8 @@ def parse_bboxes(bboxes, frames: int) -> list[torch.Tensor]:
         vals = [float(v) for v in (b.tolist() if isinstance(b, torch.Tensor) else b)]
         if len(vals) != 4:
             raise ValueError(f"a box needs 4 numbers x1,y1,x2,y2, got {vals}")
+        if not all(math.isfinite(v) for v in vals):
+            raise ValueError(f"a box must hold finite numbers, got {vals}")
         return vals
 
     def group(items) -> torch.Tensor:
@@ -183,6 +192,8 @@ def parse_bboxes(bboxes, frames: int) -> list[torch.Tensor]:
 
     if isinstance(bboxes, torch.Tensor):
         t = bboxes.float()
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError("bboxes hold NaN or infinite coordinates")
         if t.dim() == 2 and t.shape[-1] == 4:
             return [t.clone() for _ in range(frames)]
         if t.dim() == 3 and t.shape[-1] == 4 and t.shape[0] == frames:
@@ -379,7 +390,7 @@ MATTING_METHODS = ("cf", "knn", "lkm")
 
 class CartoonSegAlphaMatte:
     DESCRIPTION = ("Alpha mattes of segmented instances: a trimap from each refined soft mask (unknown band at the "
-                   "boundary), alpha solved from the image colours (closed-form matting, pymatting), then made "
+                   "boundary, snapped to the line art), alpha solved from the image colours (closed-form matting, pymatting), then made "
                    "consistent front to back so overlapping mattes sum to at most 1 and occluded parts belong to "
                    "the front character. Outputs the mattes (MASK, one per instance) and RGBA cut-outs with "
                    "background-free edge colours.")
@@ -401,14 +412,20 @@ class CartoonSegAlphaMatte:
                 "image": ("IMAGE", {"tooltip": "the frames the instances were segmented from"}),
                 "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "from Segment / Refine (refined soft masks)"}),
                 "band": ("INT", {"default": 0, "min": 0, "max": 256,
-                                 "tooltip": "unknown band around each boundary in pixels; 0 = 1.5 % of the box "
-                                            "diagonal (at least 3)"}),
+                                 "tooltip": "unknown band on both sides of each boundary in pixels; 0 = twice "
+                                            "the soft mask's ramp width (its uncertainty, which grows with the "
+                                            "image-to-refiner scale), at least 3"}),
                 "method": (list(MATTING_METHODS), {"default": "cf",
                                            "tooltip": "pymatting solver: cf = closed-form (default), knn, lkm"}),
-            }
+            },
+            "optional": {
+                "line_art": ("BOOLEAN", {"default": True,
+                                         "tooltip": "snap the trimap to dark outlines: a character's outline stays "
+                                                    "in its matte, background lines stay out"}),
+            },
         }
 
-    def matte(self, image, instances, band, method):
+    def matte(self, image, instances, band, method, line_art=True):
         from cartoonseg.matting import MattingConfig, cutouts, instance_alphas
 
         image = _comfy.check_image(image)
@@ -416,7 +433,7 @@ class CartoonSegAlphaMatte:
         b, h, w = (int(v) for v in image.shape[:3])
         if len(frames) != b:
             raise ValueError(f"instances has {len(frames)} frames but image has {b}")
-        config = MattingConfig(band=int(band) or None, method=str(method))
+        config = MattingConfig(band=int(band) or None, method=str(method), line_art=bool(line_art))
         out = run_frames(image, lambda i, f: instance_alphas(_comfy.image_to_uint8(f), frames[i].to("cpu"), config))
         alphas = [f.alphas for f in out if len(f)]
         cut = [torch.from_numpy(c) for i, f in enumerate(out) for c in cutouts(_comfy.image_to_uint8(image[i]), f)]

@@ -78,14 +78,16 @@ def tagger_choices() -> list[str]:
 
 
 def resolve_tagger_folder(choice: str, allow_download: bool) -> str:
-    """Folder of a loader choice: an absolute folder, a folder name under ``models/cartoonseg/tagger`` or a repo id
-    (looked up as ``tagger/<repo name>``, else downloaded there when allowed)."""
+    """Folder of a loader choice: a folder name under ``models/cartoonseg/tagger`` or a repo id (looked up as
+    ``tagger/<repo name>``, else downloaded there when allowed). Nothing outside the model folders is read:
+    absolute paths and ``..`` are refused."""
     from cartoonseg.tagger import resolve_tagger_dir
 
     if not isinstance(choice, str) or not choice.strip():
         raise ValueError(f"tagger must be a folder name or a Hugging Face repo id, got {choice!r}")
-    if os.path.isabs(choice) and os.path.isdir(choice):
-        return str(resolve_tagger_dir(choice))
+    choice = _comfy.safe_model_name(choice, "tagger")
+    if choice.count("/") > 1:
+        raise ValueError(f"tagger {choice!r} must be a folder name or a Hugging Face repo id (owner/name)")
     name = choice.split("/")[-1]
     for base in tagger_dirs():
         folder = os.path.join(base, name)

@@ -196,16 +196,39 @@ def test_library_run_per_image_files_unreadable_images_and_output_policy(data, s
     assert json.loads(out.read_text()) == coco and not (tmp_path / "ann.json.parts").exists()
     record = json.loads((per / "a" / "instances.json").read_text())
     assert len(record["instances"]) == 2 and (per / "a" / "overlay.png").is_file()
-    assert sorted(p.name for p in per.iterdir()) == ["a", "b"]
-    # the output policy: never an input, never a file another program wrote (unless --overwrite)
+    assert sorted(p.name for p in per.iterdir() if not p.name.startswith(".")) == ["a", "b"]
+    assert not [p for p in tmp_path.rglob(".cartoonseg-tmp-*")]  # no temporaries left
+    # the output policy (cartoonseg.outputs): never an input, never a file another program wrote (unless --overwrite)
     foreign = tmp_path / "foreign.json"
     foreign.write_text('{"info": {"description": "hand-made"}}')
-    with pytest.raises(ValueError, match="not written by cartoonseg annotate"):
+    with pytest.raises(ValueError, match="did not write"):
         write_output(foreign, coco)
     write_output(foreign, coco, overwrite=True)
     write_output(out, coco)  # our own file: replaced
-    with pytest.raises(ValueError, match="is one of the inputs"):
+    with pytest.raises(ValueError, match="it is an input"):
         write_output(images / "a.png", coco, inputs=[str(images / "a.png")], overwrite=True)
+    # checked before any image is segmented: a foreign COCO file or a foreign per-image folder stops the run at once
+    calls = []
+
+    def counting(rgb):
+        calls.append(1)
+        return segmenter(rgb)
+
+    (tmp_path / "mine.json").write_text("{}")
+    with pytest.raises(ValueError, match="did not write"):
+        annotate(counting, items, tmp_path / "mine.json", progress=False, log=lambda m: None)
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="did not write"):
+        annotate(counting, items, tmp_path / "new.json", per_image=PerImageWriter(user, items), progress=False,
+                 log=lambda m: None)
+    assert calls == [] and (user / "notes.txt").read_text() == "keep me"
+    # a rerun into our own files replaces each image's folder whole: one instance now, no stale second mask
+    assert (per / "a" / "mask_001.png").is_file()
+    annotate(lambda rgb: segmenter(rgb)[:1], items, out, shard_size=2, per_image=PerImageWriter(per, items),
+             progress=False, log=lambda m: None)
+    assert not (per / "a" / "mask_001.png").exists() and (per / "a" / "mask_000.png").is_file()
 
 
 def test_merge_numbers_annotations_in_image_order():

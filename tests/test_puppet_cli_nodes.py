@@ -17,6 +17,7 @@ from test_puppet import H, W, _person, _pose_frame, scene
 import cartoonseg.puppet as puppet
 from cartoonseg import Instances
 from cartoonseg.__main__ import main
+from cartoonseg.outputs import MANIFEST
 
 PACK = "cartoonseg_pack_puppet_test"
 IDS = ("CartoonSegPuppetRig", "CartoonSegPuppetAnimate")
@@ -51,11 +52,32 @@ def test_cli_writes_animated_webp_and_png_frames(files, tmp_path):
     assert np.abs(first - src).mean() < 4.0  # frame 0 is the picture (lossy WEBP, quality 90)
     folder = tmp_path / "frames"
     assert _cli(files, "--out", str(folder), "--motion", "bounce", "--frames", "3", "--instances", "1") == 0
-    names = sorted(p.name for p in folder.iterdir())
+    names = sorted(p.name for p in folder.iterdir() if p.name != MANIFEST)
     assert names == [f"{k}_{i:05d}.png" for k in ("frame", "mask") for i in range(3)]
     mask = np.asarray(Image.open(folder / "mask_00000.png"))
     assert mask[:, : W // 2 - 20].max() == 0 and mask[:, W // 2:].max() == 255  # only instance 1 animates
-    assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+    assert not [p for p in tmp_path.glob(".*") if p.name != MANIFEST]  # no temporary files left behind
+
+
+def test_cli_follows_the_output_policy(files, tmp_path, capsys):
+    """Never over a file or into a folder cartoonseg did not write (unless --overwrite); a rerun replaces its own
+    result whole: a shorter clip leaves no frames of the longer earlier one."""
+    foreign = tmp_path / "holiday.webp"
+    foreign.write_bytes(b"a user's file")
+    assert _cli(files, "--out", str(foreign), "--frames", "2") == 2
+    assert "--overwrite" in capsys.readouterr().err and foreign.read_bytes() == b"a user's file"
+    assert _cli(files, "--out", str(foreign), "--frames", "2", "--overwrite") == 0
+    with Image.open(foreign) as im:
+        assert im.size == (W, H)
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    (folder / "page.png").write_bytes(b"not ours")
+    assert _cli(files, "--out", str(folder), "--frames", "2") == 2
+    assert sorted(p.name for p in folder.iterdir()) == ["page.png"]
+    frames = tmp_path / "frames"
+    assert _cli(files, "--out", str(frames), "--frames", "4") == 0
+    assert _cli(files, "--out", str(frames), "--frames", "2") == 0  # our own folder: replaced whole
+    assert sorted(p.name for p in frames.glob("frame_*.png")) == ["frame_00000.png", "frame_00001.png"]
 
 
 def test_cli_motion_sources(files, tmp_path):
@@ -82,7 +104,7 @@ def test_cli_motion_sources(files, tmp_path):
     (["--out", "{out}", "--frames", "0"], "--frames"),
     (["--out", "{out}", "--keyframes", "{missing}"], "not found"),
     (["--out", "{out}", "--handles", "{bad_json}"], "invalid JSON"),
-    (["--plate", "{plate_webp}", "--out", "{plate_webp}"], "refusing to overwrite"),
+    (["--plate", "{plate_webp}", "--out", "{plate_webp}"], "it is an input"),
 ])
 def test_cli_errors_are_one_line_with_status_2(files, tmp_path, capsys, extra, message):
     bad = tmp_path / "bad.json"

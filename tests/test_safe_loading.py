@@ -14,6 +14,7 @@ import torch
 import cartoonseg
 from cartoonseg import hub
 from cartoonseg.checkpoint import load_refiner, save_weights
+from cartoonseg.outputs import MANIFEST
 
 
 GOOD = b"good weights \x00\x01" * 500
@@ -74,7 +75,7 @@ def test_interrupted_safetensors_save_keeps_the_old_file(tmp_path, monkeypatch):
     old = cartoonseg.build_refiner("tiny")
     path = save_weights(old, tmp_path / "r.safetensors")
     before = path.read_bytes()
-    assert not (tmp_path / "r.safetensors.partial").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST, "r.safetensors"]
 
     real = safetensors.torch.save_file
 
@@ -87,7 +88,7 @@ def test_interrupted_safetensors_save_keeps_the_old_file(tmp_path, monkeypatch):
     torch.manual_seed(1)
     with pytest.raises(KeyboardInterrupt):
         save_weights(cartoonseg.build_refiner("tiny"), path)
-    assert path.read_bytes() == before and not (tmp_path / "r.safetensors.partial").exists()
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST, "r.safetensors"]
     monkeypatch.undo()
     loaded = load_refiner(path)
     for k, v in old.state_dict().items():

@@ -21,7 +21,7 @@ def add_data_args(ap: argparse.ArgumentParser, out_help: str) -> None:
 
 def add_run_args(ap: argparse.ArgumentParser, *, max_iters_help: str, resume_help: str) -> None:
     """``--amp``, ``--device``, ``--workers``, ``--seed``, ``--log-interval``, ``--ckpt-interval``,
-    ``--max-iters``, ``--no-resume``."""
+    ``--max-iters``, ``--no-resume``, ``--allow-changes``."""
     ap.add_argument("--amp", default="auto", choices=["auto", "none", "fp16", "bf16"], help="mixed precision (CUDA)")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (torchrun: cuda:LOCAL_RANK)")
     ap.add_argument("--workers", type=int, default=4, help="DataLoader workers per process (default 4)")
@@ -30,6 +30,8 @@ def add_run_args(ap: argparse.ArgumentParser, *, max_iters_help: str, resume_hel
     ap.add_argument("--ckpt-interval", type=int, default=0, help="iterations between checkpoints (0: epoch ends)")
     ap.add_argument("--max-iters", type=int, default=None, help=max_iters_help)
     ap.add_argument("--no-resume", action="store_true", help=resume_help)
+    ap.add_argument("--allow-changes", action="store_true",
+                    help="resume even when settings differ from the checkpoint's (otherwise refused, listing them)")
 
 
 def common_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -45,6 +47,7 @@ def common_config(args: argparse.Namespace) -> dict[str, Any]:
         "ckpt_interval": args.ckpt_interval,
         "max_iters": args.max_iters,
         "resume": not args.no_resume,
+        "allow_changes": args.allow_changes,
         "device": args.device,
     }
 

@@ -16,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+from cartoonseg import outputs
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.dump_predictions", description=__doc__.splitlines()[0])
@@ -31,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work-dir", default=None,
                     help="shard folder (resumable; default OUT.json.shards under torchrun with several processes)")
     ap.add_argument("--shard-size", type=int, default=16, help="images per shard (16)")
+    outputs.add_overwrite_argument(ap)
     args = ap.parse_args(argv)
     import cartoonseg
     from cartoonseg.sharding import RankInfo
@@ -41,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     work_dir = args.work_dir or (f"{args.out}.shards" if rank.world_size > 1 else None)
     device = f"cuda:{rank.local_rank}" if (args.device == "cuda" and rank.world_size > 1) else args.device
     ann = find_annotation(args.data, args.split)
+    inputs = [ann, args.detector]
+    try:  # never over the ground truth (``--out GT.json``) or another file cartoonseg did not write
+        outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
+    except outputs.OutputError as exc:
+        ap.error(str(exc))
     coco = load_coco(ann, args.images)
     root = coco.image_root
     seg = cartoonseg.Segmenter(cartoonseg.load_detector(args.detector, device=device), score_thr=args.score_thr)
@@ -52,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                              fingerprint=fingerprint)
     if out is None:  # rank 0 merges and writes
         return 0
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out), encoding="utf-8")
+    outputs.write_json(args.out, out, indent=None, inputs=inputs, overwrite=args.overwrite)
     n = sum(len(a.get("pred_segmentations", [])) for a in out["annotations"])
     print(json.dumps({"out": args.out, "annotations": len(out["annotations"]), "attached": n}))
     return 0

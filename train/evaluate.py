@@ -21,6 +21,7 @@ import json
 import sys
 from pathlib import Path
 
+from cartoonseg import outputs
 from cartoonseg.evaluation import EvalParams, evaluate_all
 
 
@@ -61,7 +62,14 @@ def main(argv: list[str] | None = None) -> int:
                     "SAVE_PRED.shards, or GT.shards)")
     ap.add_argument("--shard-size", type=int, default=16, help="images per shard with --work-dir (16)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: torch's)")
+    outputs.add_overwrite_argument(ap)
     args = ap.parse_args(argv)
+    inputs = [p for p in (args.gt, args.pred, args.detector, args.refiner) if p]
+    if args.save_pred:
+        try:  # never over the ground truth or another file cartoonseg did not write
+            outputs.check_file(args.save_pred, inputs=inputs, overwrite=args.overwrite)
+        except outputs.OutputError as exc:
+            ap.error(str(exc))
     gt = _load_json(args.gt)
     types = [t.strip() for t in args.types.split(",") if t.strip()]
     params = EvalParams(max_dets=tuple(sorted({1, 10, args.max_dets})), dilation_ratio=args.dilation_ratio)
@@ -110,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     if preds is None:  # another rank merges and reports
         return 0
     if args.save_pred:
-        Path(args.save_pred).write_text(json.dumps(preds if ref is not None else preds["final"]), encoding="utf-8")
+        outputs.write_json(args.save_pred, preds if ref is not None else preds["final"], indent=None, inputs=inputs,
+                           overwrite=args.overwrite)
     if ref is None:
         report = _summary(gt, preds["final"], params, types)
     else:

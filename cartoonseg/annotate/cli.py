@@ -142,11 +142,12 @@ def run_annotate(args: argparse.Namespace) -> int:
             instances = instance_alphas(rgb, instances)
         return instances
 
-    per_image = PerImageWriter(args.per_image, items) if args.per_image else None
+    inputs = [it.path for it in items] + [str(s) for s in args.inputs if os.path.isfile(s)]
+    per_image = (PerImageWriter(args.per_image, items, inputs=inputs, overwrite=args.overwrite) if args.per_image
+                 else None)
     quiet = bool(args.quiet)
     annotate(segment, items, args.out, settings=settings, work_dir=args.work_dir, shard_size=args.shard_size,
-             per_image=per_image, rank=rank, progress=not quiet, keep_shards=args.keep_shards,
-             inputs=[it.path for it in items] + [str(s) for s in args.inputs if os.path.isfile(s)],
+             per_image=per_image, rank=rank, progress=not quiet, keep_shards=args.keep_shards, inputs=inputs,
              overwrite=args.overwrite, log=(lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr)))
     return 0
 

@@ -11,11 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from ..sharding import RankInfo, ShardedRun, agree, progress_bar, write_atomic
+from .. import outputs
+from ..sharding import RankInfo, ShardedRun, agree, progress_bar
 from .coco import GENERATOR, image_record, merge
 from .inputs import ImageItem
 
-__all__ = ["annotate", "default_work_dir", "write_output"]
+__all__ = ["annotate", "check_output", "default_work_dir", "write_output"]
 
 
 def default_work_dir(out: str | os.PathLike) -> Path:
@@ -30,23 +31,17 @@ def _read_rgb(path: str) -> np.ndarray:
     return read_image(path)
 
 
+def check_output(path: str | os.PathLike, *, inputs: Sequence[str] = (), overwrite: bool = False) -> Path:
+    """Check, before the work, that the COCO file ``path`` may be written (:func:`cartoonseg.outputs.check_file`:
+    never one of the inputs, never a file cartoonseg did not write unless ``overwrite``)."""
+    return outputs.check_file(path, inputs=inputs, overwrite=overwrite)
+
+
 def write_output(path: str | os.PathLike, coco: Mapping[str, Any], *, inputs: Sequence[str] = (),
                  overwrite: bool = False) -> Path:
-    """Write the merged COCO file atomically. Refuses to replace one of the inputs, or an existing file that this
-    command did not write (``info.description`` != ``"cartoonseg annotate"``) unless ``overwrite``."""
-    path = Path(path)
-    for src in inputs:
-        if path.exists() and Path(src).exists() and os.path.samefile(path, src):
-            raise ValueError(f"--out {path} is one of the inputs; choose another output file")
-    if path.exists() and not overwrite:
-        try:
-            ours = json.loads(path.read_text(encoding="utf-8")).get("info", {}).get("description") == GENERATOR
-        except (OSError, ValueError, AttributeError):
-            ours = False
-        if not ours:
-            raise ValueError(f"{path} exists and was not written by {GENERATOR}; pass --overwrite to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return write_atomic(path, json.dumps(coco, sort_keys=True, indent=None, separators=(",", ":")) + "\n")
+    """Write the merged COCO file atomically under the output policy (:mod:`cartoonseg.outputs`)."""
+    text = json.dumps(coco, sort_keys=True, indent=None, separators=(",", ":")) + "\n"
+    return outputs.write_text(path, text, inputs=inputs, overwrite=overwrite)
 
 
 def annotate(
@@ -82,13 +77,25 @@ def annotate(
         rank: this process (default from the ``torchrun`` environment).
         progress: one progress bar per rank.
         keep_shards: keep the run folder after the merge (by default it is deleted once ``out`` is written).
-        inputs, overwrite: the output policy of :func:`write_output`.
+        inputs, overwrite: the output policy (:mod:`cartoonseg.outputs`) of ``out`` and of ``per_image``'s folder
+            (a ``per_image`` with a ``check()`` method is checked with ``out``, before the work).
         log: where rank 0's messages go.
 
     Returns:
         The COCO dict on rank 0, None on the other ranks.
     """
     rank = rank or RankInfo.from_env()
+    problem = None
+    if rank.is_main:  # outputs checked before the work; every rank learns the verdict (none waits for a dead rank 0)
+        try:
+            check_output(out, inputs=inputs, overwrite=overwrite)
+            if callable(getattr(per_image, "check", None)):
+                per_image.check()
+        except ValueError as exc:
+            problem = str(exc)
+    problem = agree(problem)
+    if problem is not None:
+        raise outputs.OutputError(problem)
     by_path = {it.path: it for it in items}
     keys = [it.path for it in items]
     folder = Path(work_dir) if work_dir is not None else default_work_dir(out)

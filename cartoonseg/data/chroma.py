@@ -381,7 +381,7 @@ def iter_frames(source: str | Path, sample_fps: float = 1.0, max_frames: int | N
     """
     source = Path(source)
     if source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
         count = 0
         for i, p in enumerate(files):
             img = cv2.imread(str(p), cv2.IMREAD_COLOR)

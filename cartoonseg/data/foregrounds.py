@@ -27,6 +27,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ..io import upright
+
 __all__ = [
     "ForegroundInfo",
     "ForegroundError",
@@ -93,6 +95,7 @@ def load_foreground(path: str | Path, crop: bool = True) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
+            im = upright(im)  # EXIF orientation, as every image reader honours it (cartoonseg.io)
             if not (im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info)):
                 raise ForegroundError(f"foreground {path} has mode {im.mode}, not RGBA (an alpha channel is required)")
             rgba = np.asarray(im.convert("RGBA"))
@@ -128,7 +131,7 @@ def load_background(path: str | Path, min_short: int | None = None) -> np.ndarra
                 scale = max(1.0, min(w, h) / float(min_short))
                 im.draft("RGB", (int(np.ceil(w / scale)), int(np.ceil(h / scale))))
             im.load()
-            return np.asarray(im.convert("RGB")).copy()
+            return np.asarray(upright(im).convert("RGB")).copy()
     except Exception as err:  # noqa: BLE001 - PIL raises many types for bad files
         raise ValueError(f"cannot read background {path}: {err}") from err
 

@@ -394,7 +394,8 @@ def synthesize_dataset(fg: str | Path | Sequence[ForegroundInfo], bg: str | Path
         person_boxes: person-box JSON from ``train.coco_person_boxes`` (enables the ``personbbox`` layout).
         image_id_start: id of sample 0 (to build disjoint splits).
         progress: show a tqdm progress bar.
-        overwrite: discard an incompatible state instead of raising.
+        overwrite: discard an incompatible state instead of raising, and write into a non-empty folder that holds
+            no synthesis run (without it, that raises ``ValueError``: never write among files we did not write).
 
     Returns:
         ``{"annotations": path, "images": n, "instances": n, "new": n, "seconds": s, "images_per_s": r}``.
@@ -408,6 +409,9 @@ def synthesize_dataset(fg: str | Path | Sequence[ForegroundInfo], bg: str | Path
     groups = load_person_groups(person_boxes) if person_boxes else None
     out = Path(out_dir)
     state = out / _STATE / cfg.split
+    if out.is_dir() and not (out / _STATE).is_dir() and any(out.iterdir()) and not overwrite:  # the output policy
+        raise ValueError(f"{out} is not empty and holds no dataset synthesis run ({_STATE}/ is missing); use a new "
+                         f"or empty --out, or --overwrite (files there are kept, same-named ones replaced)")
     (out / cfg.split).mkdir(parents=True, exist_ok=True)
     (out / "annotations").mkdir(parents=True, exist_ok=True)
     state.mkdir(parents=True, exist_ok=True)

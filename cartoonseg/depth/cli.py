@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from .. import outputs
 from .._cli import area_main
 from ..io import read_depth, read_image, read_mask, write_grey
 from .estimator import load_depth_model
@@ -28,6 +28,8 @@ __all__ = ["add_parsers", "main"]
 def _run_depth(args: argparse.Namespace) -> int:
     from ..device import DTYPES
 
+    inputs = [args.image, args.model]
+    outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
     search = [args.models_dir] if args.models_dir else []
     est = load_depth_model(args.model, device=args.device, dtype=DTYPES[args.precision], search_dirs=search,
                            allow_download=not args.no_download, steps=args.steps, ensemble=args.ensemble,
@@ -35,18 +37,23 @@ def _run_depth(args: argparse.Namespace) -> int:
     image = read_image(args.image)
     start = time.perf_counter()
     result = est(image)
-    write_grey(args.out, result.disparity.numpy(), args.bits)
+    outputs.write(args.out, write_grey, result.disparity.numpy(), args.bits, inputs=inputs, overwrite=args.overwrite)
     print(f"{args.image}: depth in {time.perf_counter() - start:.2f}s -> {args.out} (grey, larger = nearer)")
     return 0
 
 
 def _run_depth_pool(args: argparse.Namespace) -> int:
+    inputs = [args.depth, *args.masks]
+    outputs.check_distinct(args.out, args.json)
+    outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
+    if args.json:
+        outputs.check_file(args.json, inputs=inputs, overwrite=args.overwrite)
     depth = read_depth(args.depth)
     masks = torch.from_numpy(np.stack([read_mask(p, tuple(depth.shape)) for p in args.masks]))
     pooled = pool_instance_depth(
         depth, masks, mode=args.mode, blend=args.blend, feet_fraction=args.feet_fraction, resolve_overlaps=not args.keep_overlaps
     )
-    write_grey(args.out, pooled.depth.numpy(), args.bits)
+    outputs.write(args.out, write_grey, pooled.depth.numpy(), args.bits, inputs=inputs, overwrite=args.overwrite)
     record = {
         "mode": args.mode,
         "instances": [
@@ -56,7 +63,7 @@ def _run_depth_pool(args: argparse.Namespace) -> int:
         "back_to_front": [args.masks[i] for i in pooled.order.tolist()],
     }
     if args.json:
-        Path(args.json).write_text(json.dumps(record, indent=1))
+        outputs.write_json(args.json, record, inputs=inputs, overwrite=args.overwrite)
     print(json.dumps(record))
     return 0
 
@@ -79,6 +86,7 @@ def _add_depth(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--models-dir", default=None, help="folder holding <repo name>/ model folders (downloads go there)")
     p.add_argument("--no-download", action="store_true")
+    outputs.add_overwrite_argument(p)
     p.set_defaults(func=_run_depth)
 
 
@@ -93,6 +101,7 @@ def _add_depth_pool(sub) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--bits", type=int, choices=[8, 16], default=8)
     p.add_argument("--json", default=None, help="write the per-instance values here")
+    outputs.add_overwrite_argument(p)
     p.set_defaults(func=_run_depth_pool)
 
 

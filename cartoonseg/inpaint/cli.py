@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from .. import outputs
 from .._cli import area_main
 from ..io import read_image, read_mask, to_float_image, write_image
 from .diffusion import INIT_FILLS, NEGATIVE_PROMPT, RefineSettings, background_prompt, refine_background
@@ -25,11 +26,13 @@ __all__ = ["add_parsers", "main"]
 
 
 def _run_inpaint(args: argparse.Namespace) -> int:
+    inputs = [args.image, args.mask]
+    outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
     image = read_image(args.image)
     mask = read_mask(args.mask, image.shape[:2])
     start = time.perf_counter()
     out = inpaint(image, mask, method=args.method, patch_size=args.patch_size, seed=args.seed, radius=args.radius)
-    write_image(args.out, out)
+    outputs.write(args.out, write_image, out, inputs=inputs, overwrite=args.overwrite)
     print(f"{args.image}: filled {int(mask.sum())} px with {args.method} in {time.perf_counter() - start:.2f}s -> {args.out}")
     return 0
 
@@ -37,6 +40,8 @@ def _run_inpaint(args: argparse.Namespace) -> int:
 def _run_refine(args: argparse.Namespace) -> int:
     from .diffusers_backend import DiffusersInpaintBackend, load_inpaint_pipeline
 
+    inputs = [args.image, args.mask, args.model] + ([args.config_dir] if args.config_dir else [])
+    outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
     image = to_float_image(read_image(args.image))
     mask = torch.from_numpy(read_mask(args.mask, tuple(image.shape[:2]))).float()
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
@@ -51,7 +56,7 @@ def _run_refine(args: argparse.Namespace) -> int:
     out, _ = refine_background(image, mask, DiffusersInpaintBackend(pipe, progress), prompt=prompt,
                                negative_prompt=negative, settings=settings, init=args.init)
     print(file=sys.stderr)
-    write_image(args.out, out)
+    outputs.write(args.out, write_image, out, inputs=inputs, overwrite=args.overwrite)
     print(f"{args.image}: refined with prompt {prompt!r} -> {args.out}")
     return 0
 
@@ -65,6 +70,7 @@ def _add_inpaint(sub) -> None:
     p.add_argument("--patch-size", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--radius", type=int, default=3, help="Telea neighbourhood radius")
+    outputs.add_overwrite_argument(p)
     p.set_defaults(func=_run_inpaint)
 
 
@@ -85,6 +91,7 @@ def _add_refine(sub) -> None:
     p.add_argument("--short-side", type=int, default=1024, help="working short side (0 = native)")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--device", default="cpu")
+    outputs.add_overwrite_argument(p)
     p.set_defaults(func=_run_refine)
 
 

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
+from .. import outputs
 from .._cli import area_main, load_networks
-from ..io import read_depth, read_image, to_float_image, write_frames
+from ..io import CLIP_SUFFIXES, read_depth, read_image, to_float_image, write_frames
 from .camera import EASINGS, PRESETS, CameraPath
 from .disocclusion import FILLS
 from .render import KenBurnsConfig, render_kenburns
@@ -92,6 +93,14 @@ def _background_tags(args: argparse.Namespace, image: torch.Tensor, instances, p
 def run(args: argparse.Namespace) -> int:
     """Execute the ``kenburns`` sub-command."""
     start = time.perf_counter()
+    out = Path(args.out)
+    inputs = [p for p in (args.image, args.depth, args.detector, args.refiner) if p]
+    if out.suffix.lower() not in CLIP_SUFFIXES:
+        if out.suffix:
+            raise ValueError(f"--out must be a {' or '.join(CLIP_SUFFIXES)} file or a folder, got {out}")
+        outputs.check_folder(out, inputs=inputs, overwrite=args.overwrite)
+    else:
+        outputs.check_file(out, inputs=inputs, overwrite=args.overwrite)
     image = to_float_image(read_image(args.image))
     h, w = image.shape[:2]
     depth = _depth(args, image)
@@ -120,7 +129,13 @@ def run(args: argparse.Namespace) -> int:
     clip = render_kenburns(image, depth, masks=instances, background=background, camera=camera, config=config,
                            device=args.device, refiner=refiner)
     rendered = time.perf_counter()
-    written = write_frames(clip.frames, args.out, clip.fps, extra={"disocclusion": clip.disocclusion})
+    if out.suffix:
+        written = [outputs.write(out, lambda tmp: write_frames(clip.frames, tmp, clip.fps), inputs=inputs,
+                                 overwrite=args.overwrite)]
+    else:  # the folder is one result: built aside and swapped in (a rerun leaves no frames of a longer earlier clip)
+        with outputs.result_dir(out, inputs=inputs, overwrite=args.overwrite) as res:
+            written = write_frames(clip.frames, res.path, clip.fps, extra={"disocclusion": clip.disocclusion})
+        written = [out / p.name for p in written]
     n_inst = 0 if instances is None else len(instances)
     views = "" if clip.key_views is None else f", {len(clip.key_views.hole_pixels)} key views inpainted ({args.fill})"
     print(f"{args.image}: {n_inst} characters, {len(clip.frames)} frames {clip.frames.shape[2]}x{clip.frames.shape[1]} "
@@ -176,6 +191,7 @@ def _add_kenburns(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--weights-dir", default=None, help="folder with the released weights (and depth/<model>)")
     p.add_argument("--no-download", action="store_true", help="never download weights")
+    outputs.add_overwrite_argument(p)
     p.set_defaults(func=run)
 
 

@@ -235,4 +235,7 @@ def infer_refiner_config(state_dict: dict[str, Tensor], base: RefinerConfig | No
     except KeyError as exc:
         raise CheckpointError(f"not an IS-Net state dict: key {exc.args[0]!r} is missing") from exc
     base = base or RefinerConfig()
-    return base.replace(in_ch=int(w.shape[1]), width=w.shape[0] / 64, out_ch=int(side.shape[0]))
+    try:  # the config range-checks what the shapes declare (in_ch, width) before any model is built
+        return base.replace(in_ch=int(w.shape[1]), width=w.shape[0] / 64, out_ch=int(side.shape[0]))
+    except (ValueError, IndexError, AttributeError) as exc:
+        raise CheckpointError(f"cannot size an IS-Net from this state dict: {exc}") from exc

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from ..config import DETECTOR_PRESETS, DetectorConfig
 from .cspnext import CSPNeXt, CSPNeXtPAFPN
+from ..structures import check_mask_budget
 from .layers import ConvBNAct
 from .weights import CheckpointError, strip_prefix
 
@@ -438,6 +439,7 @@ class RTMDetIns(nn.Module):
         h8, w8 = math.floor(logits.shape[-2] * stride), math.floor(logits.shape[-1] * stride)
         # mmdet sizes the rescale with 1/scale_factor[0] (the w factor) on the HEIGHT axis; reproduce it.
         size = [math.ceil(h8 * (1 / scale_factor[0])), math.ceil(w8 * (1 / scale_factor[1]))]
+        check_mask_budget(n, ori_h, ori_w, "detected instance masks")
         out = logits.new_empty(n, ori_h, ori_w)
         step = max(1, DECODE_CHUNK_BYTES // (4 * max(1, size[0] * size[1])))
         with torch.autocast(device_type=logits.device.type, enabled=False):
@@ -497,6 +499,8 @@ def infer_detector_config(state_dict: dict[str, Tensor], base: DetectorConfig | 
         kernel_len = state_dict["bbox_head.rtm_kernel.0.weight"].shape[0]
     except KeyError as exc:
         raise CheckpointError(f"not an RTMDet-Ins state dict: key {exc.args[0]!r} is missing") from exc
+    except (IndexError, AttributeError) as exc:
+        raise CheckpointError(f"not an RTMDet-Ins state dict: a key tensor has the wrong rank ({exc})") from exc
 
     def count(prefix: str) -> int:
         return len({k[len(prefix):].split(".")[0] for k in state_dict if k.startswith(prefix)})

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import outputs
 from .._cli import area_main, load_networks
 from .._optional import require
 from ..io import CLIP_SUFFIXES, read_grey, read_image, write_frames
@@ -54,13 +55,14 @@ def parse_instances(text: str | None) -> list[int] | None:
     return values
 
 
-def _check_out(out: Path, inputs: Sequence[str]) -> None:
+def _check_out(out: Path, inputs: Sequence[str], overwrite: bool) -> None:
+    """Check ``--out`` against the output policy (:mod:`cartoonseg.outputs`) before the slow steps."""
     if out.suffix and out.suffix.lower() not in CLIP_SUFFIXES:
         raise ValueError(f"--out must end with .webp or .mp4, or be a folder; got {out}")
-    resolved = out.resolve()
-    for item in inputs:
-        if item and Path(item).resolve() == resolved:
-            raise ValueError(f"--out {out} is one of the inputs; refusing to overwrite it")
+    if out.suffix:
+        outputs.check_file(out, inputs=inputs, overwrite=overwrite)
+    else:
+        outputs.check_folder(out, inputs=inputs, overwrite=overwrite)
     if out.suffix.lower() == ".mp4":  # fail before the slow steps
         require("av", extra="video", package="av", purpose="writing .mp4 files")
 
@@ -103,7 +105,9 @@ def _progress(total: int, quiet: bool, desc: str):
 def run(args: argparse.Namespace) -> int:
     """Execute the ``puppet`` sub-command."""
     out = Path(args.out)
-    _check_out(out, [args.image, *(args.masks or []), args.plate or "", args.poses or "", args.bvh or ""])
+    inputs = [p for p in (args.image, *(args.masks or []), args.plate, args.poses, args.bvh, args.keyframes,
+                          args.handles, args.pose_rig, args.detector, args.refiner) if p]
+    _check_out(out, inputs, args.overwrite)
     if args.fps <= 0:
         raise ValueError(f"--fps must be > 0, got {args.fps}")
     if args.frames is not None and args.frames < 1:
@@ -141,7 +145,13 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    written = write_frames(np.stack(clip), out, args.fps, extra={"mask": np.stack(alphas)})
+    frames, masks = np.stack(clip), np.stack(alphas)
+    if out.suffix:
+        written = [outputs.write(out, lambda tmp: write_frames(frames, tmp, args.fps), inputs=inputs,
+                                 overwrite=args.overwrite)]
+    else:  # the folder is one result: built aside and swapped in (a rerun leaves no frames of a longer earlier clip)
+        with outputs.result_dir(out, inputs=inputs, overwrite=args.overwrite) as res:
+            written = [out / p.name for p in write_frames(frames, res.path, args.fps, extra={"mask": masks})]
     done = time.perf_counter()
     if not args.quiet:
         for note in rig.notes:
@@ -186,6 +196,7 @@ def _add_puppet(sub) -> None:
     p.add_argument("--weights-dir", default=None, help="folder with the released weights")
     p.add_argument("--no-download", action="store_true", help="never download weights")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    outputs.add_overwrite_argument(p)
     p.set_defaults(func=run)
 
 

@@ -8,18 +8,20 @@ baseline. Everything is loaded offline unless ``--allow-download`` is given (det
 only; diffusion models and their configs must be local, see :func:`~cartoonseg.style.diffusers_backend.load_components`).
 
 Outputs per image: ``<stem>_style.png`` (or ``_global.png`` with ``--mode global``), ``<stem>_global.png``
-with ``--compare``, ``<stem>_hint.png`` and ``<stem>_style.json`` (the passes: prompts, seeds, boxes).
+with ``--compare``, ``<stem>_hint.png`` and ``<stem>_style.json`` (the passes: prompts, seeds, boxes), written under
+the output policy of :mod:`cartoonseg.outputs` (``<stem>`` gets a path hash when two inputs share a stem; a rerun
+replaces an image's earlier outputs as a group).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 
-from .._cli import area_main, load_networks
-from ..io import read_image, to_float_image, write_image
+from .. import outputs
+from .._cli import SkippedInputs, area_main, load_networks
+from ..io import read_image, to_float_image
 from .config import BACKGROUND_FILLS, MODES, PRESETS, style_preset
 from .hints import HINT_TYPES, extract_hint
 from .regions import ORDERS
@@ -69,6 +71,7 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--no-background", action="store_true", help="do not restyle the background")
     p.add_argument("--no-masked-denoise", action="store_true", help="plain img2img of each crop")
     p.add_argument("--device", default="cpu")
+    outputs.add_overwrite_argument(p)
     p.set_defaults(func=run)
 
 
@@ -91,8 +94,11 @@ def run(args: argparse.Namespace) -> int:
     from .editor import style_edit
 
     config = _config(args)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    images = [Path(p) for p in args.images]
+    names = outputs.unique_names(images)
+    inputs = [*images, *(p for p in (args.background, args.hint, args.model, args.controlnet, args.detector,
+                                     args.refiner) if p)]
+    out = outputs.OutputFolder(args.out, inputs=inputs, overwrite=args.overwrite)  # checked before models load
     search = [Path(d) for d in args.weights_dir]
     det, ref = load_networks(args.detector, args.refiner, search_dirs=search, allow_download=args.allow_download,
                              device=args.device)
@@ -107,8 +113,11 @@ def run(args: argparse.Namespace) -> int:
     background = to_float_image(read_image(args.background)) if args.background else None
     hint = to_float_image(read_image(args.hint)) if args.hint else None
 
-    for path in map(Path, args.images):
-        rgb = read_image(path)
+    skipped = SkippedInputs(len(images))
+    for path, stem in zip(images, names):
+        rgb = skipped.read(path, read_image)
+        if rgb is None:
+            continue
         image = to_float_image(rgb)
         instances = seg(rgb).to("cpu")
         if tagger is not None:
@@ -122,14 +131,16 @@ def run(args: argparse.Namespace) -> int:
             result = style_edit(image, instances, backend, cfg, background=background, hint_image=hint,
                                 use_control=controlnet is not None)
             name = "style" if cfg.mode == "instance" else "global"
-            write_image(out_dir / f"{path.stem}_{name}.png", result.image)
+            written = out.save_image(f"{stem}_{name}.png", result.image, group=stem)
             report["runs"][name] = [dataclasses.asdict(r) for r in result.passes]
-            print(f"{path.name}: {name} ({len(result.passes)} passes) -> {out_dir / f'{path.stem}_{name}.png'}")
+            print(f"{path.name}: {name} ({len(result.passes)} passes) -> {written}")
         if hint is not None:
-            write_image(out_dir / f"{path.stem}_hint.png", hint)
+            out.save_image(f"{stem}_hint.png", hint, group=stem)
         elif config.hint != "none":
-            write_image(out_dir / f"{path.stem}_hint.png", extract_hint(image, config.hint))
-        (out_dir / f"{path.stem}_style.json").write_text(json.dumps(report, indent=1))
+            out.save_image(f"{stem}_hint.png", extract_hint(image, config.hint), group=stem)
+        out.write_json(f"{stem}_style.json", report, group=stem)
+    out.close()  # earlier outputs of these images that this run did not write (e.g. a _global.png) go
+    skipped.finish()
     return 0
 
 

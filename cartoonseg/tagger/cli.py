@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from .._cli import run_parser
+from .._cli import SkippedInputs, run_parser
 from ..io import read_image
 from ..structures import EXTRA_CHARACTER_TAGS, EXTRA_RATING, EXTRA_TAGS
 
@@ -79,8 +79,11 @@ def run_tag(args: argparse.Namespace) -> int:
                                           device=args.device)
         segmenter = Segmenter(detector, refiner=refiner, score_thr=args.score_thr, max_instances=args.max_instances)
     out = []
+    skipped = SkippedInputs(len(args.images))
     for path in args.images:
-        rgb = read_image(path)
+        rgb = skipped.read(path, read_image)
+        if rgb is None:
+            continue
         if segmenter is None:
             out.append({"image": path, **tagger.tag(rgb, **options).to_dict()})
             continue
@@ -101,6 +104,7 @@ def run_tag(args: argparse.Namespace) -> int:
         out.append({"image": path, "instances": entries, "background": background.to_dict()})
     json.dump(out, sys.stdout, indent=args.indent or None, ensure_ascii=False)
     sys.stdout.write("\n")
+    skipped.finish()  # the JSON of the readable images is out; the exit status tells the rest
     return 0
 
 

@@ -159,10 +159,33 @@ def load_coco(ann_file: str | Path, image_root: str | Path | None = None, *, req
         path = _resolve(roots, im["file_name"])
         if require_images and not path.is_file():
             raise FileNotFoundError(f"image {im['file_name']!r} of {ann_file} not found under any of {roots}")
-        images.append(CocoImage(int(im["id"]), path, int(im["height"]), int(im["width"]), per_image[int(im["id"])]))
+        image = CocoImage(int(im["id"]), path, int(im["height"]), int(im["width"]), per_image[int(im["id"])])
+        for ann in image.annotations:
+            _check_segmentation_shape(ann, image, ann_file)
+        images.append(image)
     if not images:
         raise ValueError(f"{ann_file} has no images")
     return CocoSet(images, cat_ids, [str(c.get("name", c["id"])) for c in cats], data, roots[0])
+
+
+def _check_segmentation_shape(ann: CocoAnnotation, image: CocoImage, ann_file: Path) -> None:
+    """Cheap structural check of a segmentation at load time (the full decode happens per sample, and raises too):
+    a corrupt dataset stops before training instead of silently training box-only."""
+    seg = ann.segmentation
+    if seg is None or (isinstance(seg, (list, tuple, dict)) and not seg):
+        return
+    problem = None
+    if isinstance(seg, dict):
+        size, counts = seg.get("size"), seg.get("counts")
+        if not isinstance(size, (list, tuple)) or [v for v in size] != [image.height, image.width]:
+            problem = f"RLE size {size!r} is not the image size {[image.height, image.width]}"
+        elif not isinstance(counts, (str, list)):
+            problem = f"RLE counts must be a string or a list, got {type(counts).__name__}"
+    elif not isinstance(seg, (list, tuple)) or not all(isinstance(p, (list, tuple)) for p in seg):
+        problem = f"segmentation must be an RLE dict or a list of polygons, got {type(seg).__name__}"
+    if problem:
+        raise ValueError(f"{ann_file}: annotation {ann.ann_id} of image {image.image_id} has a corrupt segmentation: "
+                         f"{problem}")
 
 
 def read_image_bgr(path: str | Path) -> np.ndarray:
@@ -181,7 +204,10 @@ def instance_masks(image: CocoImage) -> tuple[np.ndarray, np.ndarray]:
     masks = np.zeros((n, image.height, image.width), np.uint8)
     ignore = np.zeros(n, bool)
     for i, ann in enumerate(image.annotations):
-        m = rle_utils.segmentation_to_mask(ann.segmentation, image.height, image.width)
+        try:
+            m = rle_utils.segmentation_to_mask(ann.segmentation, image.height, image.width)
+        except ValueError as exc:
+            raise ValueError(f"annotation {ann.ann_id} of {image.path}: {exc}") from None
         if m is None or not m.any():
             x1, y1, x2, y2 = (int(c) for c in ann.box)  # truncated, as CartoonSegmentation's loader does
             masks[i, max(y1, 0) : max(y2, 0), max(x1, 0) : max(x2, 0)] = 1

@@ -68,6 +68,7 @@ class DetectorTrainConfig:
             run at most).
         ema: keep an EMA and export it.
         amp, num_workers, seed, log_interval, ckpt_interval, max_iters, resume, device: loop settings.
+        allow_changes: resume a checkpoint whose settings differ (see :class:`LoopConfig`).
         mask_loss_stride: see :class:`RTMDetInsLossConfig`.
         mosaic, mixup: strong augmentations on/off.
         sync_bn: convert BatchNorm to SyncBatchNorm when running on several GPUs.
@@ -96,6 +97,7 @@ class DetectorTrainConfig:
     max_iters: int | None = None
     resume: bool = True
     device: str = "auto"
+    allow_changes: bool = False
     mask_loss_stride: int = 4
     mosaic: bool = True
     mixup: bool = True
@@ -211,6 +213,7 @@ def train_detector(
             ckpt_interval=cfg.ckpt_interval,
             max_iters=cfg.max_iters,
             resume=cfg.resume,
+            allow_changes=cfg.allow_changes,
             eval_interval=cfg.eval_interval,
             time_limit_s=cfg.time_limit_s,
         )

@@ -64,6 +64,8 @@ class LoopConfig:
         ckpt_interval: iterations between checkpoints (0: only at epoch ends).
         max_iters: stop after this global step (None: run all epochs). The run can be resumed later.
         resume: continue from ``<name>_last`` when it exists.
+        allow_changes: resume even when the run's settings differ from the checkpoint's (see
+            :func:`config_changes`); without it such a resume raises ``ValueError`` listing the changes.
         eval_interval: iterations between calls of ``run_loop``'s ``evaluate`` hook (0: only at the end).
         time_limit_s: stop (resumably, like ``max_iters``) once this much wall time was spent training in this
             call, evaluations excluded (None: no limit). The schedule still follows ``epochs``.
@@ -91,6 +93,7 @@ class LoopConfig:
     ckpt_interval: int = 0
     max_iters: int | None = None
     resume: bool = True
+    allow_changes: bool = False
     eval_interval: int = 0
     time_limit_s: float | None = None
 
@@ -185,6 +188,43 @@ LossFn = Callable[[nn.Module, nn.Module, Any, torch.device], dict[str, Tensor]]
 EvalFn = Callable[[nn.Module, "ExpMomentumEMA | None"], dict[str, float]]
 
 
+#: Settings a resumed run may change freely: where and how it runs, not what it trains.
+RESUMABLE_CHANGES = frozenset({"out_dir", "resume", "allow_changes", "max_iters", "log_interval", "ckpt_interval",
+                               "num_workers", "device", "eval_interval", "time_limit_s"})
+
+
+def config_changes(saved: Any, current: Any, path: str = "") -> list[str]:
+    """``"name: saved -> current"`` for every setting that differs between a checkpoint's config record and the
+    current one, ignoring :data:`RESUMABLE_CHANGES` (nested dicts are compared key by key)."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        out: list[str] = []
+        for key in sorted(set(saved) | set(current), key=str):
+            if key in RESUMABLE_CHANGES:
+                continue
+            name = f"{path}.{key}" if path else str(key)
+            if key not in saved or key not in current:
+                out.append(f"{name}: {saved.get(key, '(absent)')!r} -> {current.get(key, '(absent)')!r}")
+            else:
+                out.extend(config_changes(saved[key], current[key], name))
+        return out
+    norm = (lambda v: json.loads(json.dumps(v, default=str)))  # tuples vs lists, as stored in the JSON
+    return [] if norm(saved) == norm(current) else [f"{path}: {saved!r} -> {current!r}"]
+
+
+def check_training_folder(out_dir: Path) -> None:
+    """The output policy for training runs: ``out_dir`` must be new, empty, or a training run of ours (it holds
+    ``log.jsonl`` or a ``*_last.json`` checkpoint); checkpoints, logs and exports never land among other files."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise ValueError(f"training output {out_dir} exists and is not a folder")
+    entries = [p.name for p in out_dir.iterdir()]
+    if entries and "log.jsonl" not in entries and not any(n.endswith("_last.json") for n in entries):
+        raise ValueError(f"training output folder {out_dir} holds files that are not a cartoonseg training run "
+                         f"({', '.join(sorted(entries)[:4])}{' ...' if len(entries) > 4 else ''}); use a new or "
+                         f"empty --out")
+
+
 def run_loop(
     ctx: DistContext,
     model: nn.Module,
@@ -215,6 +255,7 @@ def run_loop(
     """
     out_dir = Path(cfg.out_dir)
     if ctx.is_main:
+        check_training_folder(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
     ctx.barrier()
     device = ctx.device
@@ -234,8 +275,16 @@ def run_loop(
     )
     prefix = out_dir / f"{cfg.name}_last"
     epoch, it_in_epoch, global_step = 0, 0, 0
+    config_record = {"loop": asdict(cfg), "run": run_config or {}}
     if cfg.resume and checkpoint_exists(prefix):
         loaded = load_training_state(prefix, map_location=device)
+        changes = config_changes(loaded.get("config") or {}, config_record)
+        if changes and not cfg.allow_changes:
+            raise ValueError(
+                f"{prefix}.json was trained with other settings; resuming would silently mix them. Changed: "
+                + "; ".join(changes[:12]) + (" ..." if len(changes) > 12 else "")
+                + ". Rerun with the original settings, use a new --out, pass --no-resume to start over there, or "
+                  "--allow-changes to continue anyway")
         model.load_state_dict({k: v.to(device) for k, v in loaded["model"].items()})
         optimizer.load_state_dict(loaded["optimizer"])
         if ema is not None and loaded["ema"] is not None:
@@ -254,8 +303,6 @@ def run_loop(
     wrapped: nn.Module = model
     if ctx.distributed:
         wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    config_record = {"loop": asdict(cfg), "run": run_config or {}}
 
     def save(ep: int, it: int) -> None:
         if it >= iters_per_epoch:

@@ -58,6 +58,7 @@ class RefinerTrainConfig:
         gt_lr: GT-encoder learning rate (1e-3, Adam in DIS; AdamW without decay here).
         ins_rect_prob, aug_ins_prob: coarse-mask simulation probabilities (0.25, 0.5).
         amp, num_workers, seed, log_interval, ckpt_interval, max_iters, resume, device: loop settings.
+        allow_changes: resume a checkpoint whose settings differ (see :class:`LoopConfig`).
     """
 
     train_ann: str
@@ -84,6 +85,7 @@ class RefinerTrainConfig:
     max_iters: int | None = None
     resume: bool = True
     device: str = "auto"
+    allow_changes: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -141,6 +143,7 @@ def _loop(cfg: RefinerTrainConfig, name: str, epochs: int, lr: float, wd: float)
         ckpt_interval=cfg.ckpt_interval,
         max_iters=cfg.max_iters,
         resume=cfg.resume,
+        allow_changes=cfg.allow_changes,
     )
 
 

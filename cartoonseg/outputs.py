@@ -1,0 +1,656 @@
+"""The one output policy of every command that writes files.
+
+Every writer (``segment``, ``convert``, ``depth``, ``depth-pool``, ``inpaint``, ``inpaint-refine``, ``kenburns``,
+``style``, ``puppet``, ``annotate``, training exports and dataset synthesis) goes through this module, so the same
+guarantees hold everywhere:
+
+1. **Never write over an input.** An output that *is* one of the command's inputs (same file by
+   :func:`os.path.samefile`, so hard links, symlinks and ``a/../a`` spellings count) or a result folder that
+   *contains* one is refused with :class:`OutputError`, also with ``overwrite=True``.
+2. **Never replace what cartoonseg did not write.** Every folder cartoonseg writes into gets a small manifest,
+   :data:`MANIFEST` (``.cartoonseg-outputs.json``), listing the files written there with their size and
+   modification time. An existing file is *ours* when the manifest of its folder lists it unchanged; an existing
+   folder is ours when everything in it is ours (an empty folder counts). An output folder named by ``--out DIR``
+   must be new, empty or ours; an existing file may be replaced only when it is ours. Anything else raises
+   :class:`OutputError` naming the foreign files, unless ``overwrite=True`` (``--overwrite``); even then a foreign
+   file is only replaced by a new output of the same name, never deleted.
+3. **Unique, stable names.** :func:`unique_names` maps inputs to result names: the file stem when no other input of
+   the run has the same stem (compared case-insensitively, as macOS/Windows file systems do), otherwise
+   ``<stem>-<8 hex digits of the absolute path>``; so ``a/x.png b/x.jpg c/x_1.png`` give ``x-…``, ``x-…`` and
+   ``x_1``, and the same inputs always give the same names.
+4. **Atomic writes.** A file is written to a temporary file in its final folder (same suffix, so image libraries
+   pick the same format), flushed to disk, then renamed over the final name with :func:`os.replace`. A result
+   folder is built as a temporary folder and renamed into place as a whole.
+5. **A rerun replaces its own earlier outputs completely.** A result folder is swapped for the new one (no stale
+   ``mask_NNN.png``); files written as a *group* (``group=`` argument, e.g. all outputs of one input image) drop
+   the members of the group that an earlier run wrote and this run did not.
+6. **Interrupted runs** leave no half-written result under a final name (point 4), and their temporary files and
+   folders (``.cartoonseg-tmp-<host>-<pid>-<rand>-<name>[<suffix>]``) are removed the next time any command opens
+   that folder (when the writing process is gone, or after a day for other hosts on shared storage).
+
+API (all paths may be ``str`` or :class:`os.PathLike`; ``inputs`` are the command's input paths)::
+
+    from cartoonseg import outputs
+
+    # one file (--out FILE): check before the slow work, write at the end
+    outputs.check_file(path, inputs=[src], overwrite=args.overwrite)
+    outputs.save_image(path, image, inputs=[src], overwrite=args.overwrite)   # through cartoonseg.io.write_image
+    outputs.write(path, io.write_grey, depth, 16, inputs=..., overwrite=...)  # any writer(path, *args)
+    outputs.write_json(path, obj, inputs=..., overwrite=...)                  # also write_text, write_bytes
+    with outputs.output_file(path, inputs=..., overwrite=...) as tmp:         # or write the temporary path yourself
+        torch.save(obj, tmp)
+
+    # a folder of results (--out DIR): checked once, then per result
+    with outputs.OutputFolder(out_dir, inputs=images, overwrite=args.overwrite) as out:
+        for path, name in zip(images, outputs.unique_names(images)):
+            with out.result_dir(name) as res:                       # OUT/<name>/, swapped in on success
+                res.save_image("overlay.png", rgb)
+                res.write_json("instances.json", record)
+            out.save_image(f"{name}_style.png", rgb, group=name)    # or loose files, grouped per input
+
+    # one folder that is the result (kenburns --out FRAMES/)
+    outputs.check_folder(folder, inputs=..., overwrite=...)
+    with outputs.result_dir(folder, inputs=..., overwrite=...) as res:
+        io.write_frames(frames, res.path)   # anything written into the new folder is recorded as ours
+
+    outputs.check_distinct(args.out, args.json)   # two outputs of one command must differ
+
+    outputs.add_overwrite_argument(parser)   # the shared --overwrite option of every writing command
+
+:class:`OutputFolder` is single-writer: one process writes a given folder at a time (sharded runs write one file per
+rank through :func:`output_file` with distinct names and let rank 0 write the folder's shared files).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "MANIFEST",
+    "OutputError",
+    "OutputFolder",
+    "add_overwrite_argument",
+    "atomic_path",
+    "check_distinct",
+    "check_file",
+    "check_folder",
+    "check_not_input",
+    "output_file",
+    "result_dir",
+    "save_image",
+    "unique_names",
+    "write",
+    "write_bytes",
+    "write_json",
+    "write_text",
+]
+
+#: name of the manifest cartoonseg keeps in every folder it writes into
+MANIFEST = ".cartoonseg-outputs.json"
+_MANIFEST_VERSION = 1
+_MAX_MANIFEST_BYTES = 64 << 20  # a hostile or corrupt manifest is not read (the folder then counts as foreign)
+_TMP_KIND = "cartoonseg-tmp"
+_OLD_KIND = "cartoonseg-old"
+_TMP_RE = re.compile(r"^\.cartoonseg-(?:tmp|old)-(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[0-9a-f]{6}-")
+_ORPHAN_AGE_S = 24 * 3600
+_HOST = hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:6]
+
+
+class OutputError(ValueError):
+    """A write refused by the output policy (it would replace an input or a file cartoonseg did not write)."""
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _paths(items: Iterable[str | os.PathLike]) -> list[Path]:
+    return [Path(p) for p in items]
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b) or a.resolve() == b.resolve()
+
+
+def check_not_input(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), *, folder: bool = False) -> None:
+    """Raise :class:`OutputError` when ``path`` is one of ``inputs`` (or, with ``folder=True``, contains one)."""
+    path = Path(path)
+    for src in _paths(inputs):
+        if _same(path, src):
+            raise OutputError(f"refusing to write {path}: it is an input of this command ({src})")
+        if folder:
+            try:
+                inside = Path(os.path.realpath(src)).is_relative_to(os.path.realpath(path))
+            except OSError:
+                inside = False
+            if inside:
+                raise OutputError(f"refusing to replace folder {path}: it holds an input of this command ({src})")
+
+
+def unique_names(inputs: Sequence[str | os.PathLike], *, reserved: Iterable[str] = ()) -> list[str]:
+    """One result name per input (see point 3 of the module docstring). Inputs that are the same file give the same
+    name; names never equal (case-insensitively) one of ``reserved`` or each other."""
+    paths = _paths(inputs)
+    absolute = [os.path.abspath(p) for p in paths]
+    taken = {r.casefold() for r in reserved}
+    stems: dict[str, set[str]] = {}
+    for p, a in zip(paths, absolute):
+        stems.setdefault(p.stem.casefold(), set()).add(a)
+    names: list[str] = []
+    by_path: dict[str, str] = {}
+    for p, a in zip(paths, absolute):
+        if a in by_path:
+            names.append(by_path[a])
+            continue
+        name = p.stem if len(stems[p.stem.casefold()]) == 1 and p.stem.casefold() not in taken else None
+        digits = 8
+        while name is None or name.casefold() in taken:
+            name = f"{p.stem}-{hashlib.sha1(a.encode('utf-8', 'surrogateescape')).hexdigest()[:digits]}"
+            digits += 2
+            if digits > 40:
+                raise OutputError(f"cannot find a unique output name for {p}")
+        taken.add(name.casefold())
+        by_path[a] = name
+        names.append(name)
+    return names
+
+
+def add_overwrite_argument(parser) -> None:
+    """Add the shared ``--overwrite`` option to an argparse parser."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help="allow writing into folders and over files that cartoonseg did not write (inputs are "
+                             "never overwritten; foreign files are replaced only by outputs of the same name)")
+
+
+def _tmp_name(name: str, kind: str = _TMP_KIND, *, folder: bool = False) -> str:
+    """``.cartoonseg-tmp-<host>-<pid>-<rand>-<name>``: a file keeps its suffix (writers pick formats by it); a folder
+    gets none (its name has no dots), so writers that treat suffix-less paths as folders do so."""
+    suffix = "" if folder else Path(name).suffix
+    if not re.fullmatch(r"\.[A-Za-z0-9]{1,16}", suffix or "."):
+        suffix = ""
+    stem = re.sub(r"[^A-Za-z0-9_-]", "_", name[: len(name) - len(suffix)])[:60]
+    return f".{kind}-{_HOST}-{os.getpid()}-{secrets.token_hex(3)}-{stem}{suffix}"
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: someone else's live process
+        return True
+    return pid != 0
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # Windows cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _stat_key(path: Path) -> list[int] | None:
+    try:
+        st = path.lstat()
+    except OSError:
+        return None
+    return [int(st.st_size), int(st.st_mtime_ns)]
+
+
+def _read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
+    """``{name: {"stat": [size, mtime_ns], "group": str | None}}``; empty when absent, unreadable or malformed."""
+    path = folder / MANIFEST
+    try:
+        if not path.is_file() or path.is_symlink() or path.stat().st_size > _MAX_MANIFEST_BYTES:
+            return {}
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    files = data.get("files") if isinstance(data, dict) else None
+    out: dict[str, dict[str, Any]] = {}
+    if isinstance(files, dict):
+        for name, entry in files.items():
+            if (isinstance(name, str) and isinstance(entry, dict) and isinstance(entry.get("stat"), list)
+                    and len(entry["stat"]) == 2 and all(type(v) is int for v in entry["stat"])
+                    and "/" not in name and "\\" not in name and name not in ("", ".", "..")):
+                group = entry.get("group")
+                out[name] = {"stat": entry["stat"], "group": group if isinstance(group, str) else None}
+    return out
+
+
+def _write_manifest(folder: Path, entries: dict[str, dict[str, Any]]) -> None:
+    data = {"cartoonseg_outputs": _MANIFEST_VERSION,
+            "note": "files cartoonseg wrote in this folder; a rerun may replace them (see cartoonseg/outputs.py)",
+            "files": {k: entries[k] for k in sorted(entries)}}
+    tmp = folder / _tmp_name(MANIFEST)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=0)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, folder / MANIFEST)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _is_temporary(name: str) -> bool:
+    return _TMP_RE.match(name) is not None
+
+
+def _remove_orphans(folder: Path) -> list[Path]:
+    """Remove temporaries of dead writers (this host) or older than a day (any host). Returns what was removed."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        m = _TMP_RE.match(entry.name)
+        if not m:
+            continue
+        try:
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        mine = m["host"] == _HOST
+        if (mine and int(m["pid"]) != os.getpid() and not _pid_alive(int(m["pid"]))) or age > _ORPHAN_AGE_S:
+            _remove(Path(entry.path))
+            removed.append(Path(entry.path))
+    return removed
+
+
+def _foreign(folder: Path, depth: int = 0, limit: int = 5) -> list[Path]:
+    """Entries of ``folder`` (recursively) that cartoonseg did not write; at most ``limit`` of them."""
+    if depth > 16:
+        return [folder]
+    manifest = _read_manifest(folder)
+    found: list[Path] = []
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return [folder]
+    for entry in entries:
+        if len(found) >= limit:
+            break
+        if entry.name == MANIFEST or _is_temporary(entry.name):
+            continue
+        path = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            found += _foreign(path, depth + 1, limit - len(found))
+        elif entry.name not in manifest or manifest[entry.name]["stat"] != _stat_key(path):
+            found.append(path)
+    return found
+
+
+def _file_stats(folder: Path) -> dict[str, list[int] | None]:
+    """``{name: [size, mtime_ns]}`` of the regular files directly in ``folder`` (manifest and temporaries left out)."""
+    out = {}
+    for entry in os.scandir(folder):
+        if entry.name != MANIFEST and not _is_temporary(entry.name) and entry.is_file(follow_symlinks=False):
+            out[entry.name] = _stat_key(Path(entry.path))
+    return out
+
+
+def _claim_tree(folder: Path, depth: int = 0) -> None:
+    """Record every file under a folder this process created (a fresh result folder) in the manifests."""
+    if depth > 16:
+        raise OutputError(f"result folder nesting too deep at {folder}")
+    entries = _read_manifest(folder)
+    changed = False
+    for entry in os.scandir(folder):
+        if entry.name == MANIFEST or _is_temporary(entry.name):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            _claim_tree(Path(entry.path), depth + 1)
+        elif entry.name not in entries or entries[entry.name]["stat"] != _stat_key(Path(entry.path)):
+            entries[entry.name] = {"stat": _stat_key(Path(entry.path)), "group": None}
+            changed = True
+    if changed or not (folder / MANIFEST).exists():
+        _write_manifest(folder, entries)
+
+
+def _describe(paths: list[Path]) -> str:
+    return ", ".join(str(p) for p in paths[:4]) + (" ..." if len(paths) > 4 else "")
+
+
+def _save_image(image: Any, path: Path, **kwargs: Any) -> None:
+    from .io import write_image
+
+    write_image(path, image, **kwargs)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path`` (same suffix) that is renamed to ``path`` when the block succeeds and
+    removed when it fails: the bare atomic write, without the ownership checks (the library's writers in
+    :mod:`cartoonseg.io` use it; commands wrap them in :class:`OutputFolder` / :func:`output_file`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / _tmp_name(path.name)
+    try:
+        yield tmp
+        if os.path.lexists(tmp):
+            os.replace(tmp, path)
+    finally:
+        _remove(tmp)
+
+
+# ----------------------------------------------------------------------------------------- the folder
+class OutputFolder:
+    """A folder that receives outputs under the policy of this module.
+
+    Opening it removes orphaned temporaries and, for an existing folder, checks that everything in it was written by
+    cartoonseg (``check_foreign=True``, the rule for a folder named by ``--out DIR``) unless ``overwrite``. Every
+    write is atomic and recorded in the folder's manifest before the rename, so an interrupted run never leaves a
+    file that the rerun would take for a foreign one.
+
+    Args:
+        path: the folder (created with its parents when missing).
+        inputs: the command's inputs (never written over).
+        overwrite: allow foreign files in the folder and replacing foreign files of the same name.
+        check_foreign: refuse an existing folder holding foreign files (False: only same-named files are checked,
+            for writing single files into a user's folder).
+        replace: on :meth:`close`, delete every earlier output recorded here that this session did not rewrite
+            (the folder *is* one result).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] = (), overwrite: bool = False,
+                 check_foreign: bool = True, replace: bool = False) -> None:
+        self.path = Path(path)
+        self.inputs = _paths(inputs)
+        self.overwrite = bool(overwrite)
+        self.replace = replace
+        if self.path.exists() and not self.path.is_dir():
+            raise OutputError(f"output folder {self.path} exists and is not a folder")
+        if self.path.is_dir():
+            _remove_orphans(self.path)
+            if check_foreign and not overwrite:
+                foreign = _foreign(self.path)
+                if foreign:
+                    raise OutputError(
+                        f"output folder {self.path} holds files cartoonseg did not write ({_describe(foreign)}); "
+                        f"choose a new or empty folder, or pass --overwrite (inputs are never overwritten)")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._entries = _read_manifest(self.path)
+        self._written: set[str] = set()
+        self._groups: set[str] = set()
+        self._closed = False
+
+    # ------------------------------------------------------------------------------ checks
+    def _check_name(self, name: str) -> Path:
+        if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name
+                or name == MANIFEST or _is_temporary(name) or "\0" in name):
+            raise OutputError(f"invalid output name {name!r}")
+        return self.path / name
+
+    def is_ours(self, name: str) -> bool:
+        """True when ``name`` in this folder was written by cartoonseg and is unchanged (or is missing)."""
+        target = self.path / name
+        if not os.path.lexists(target):
+            return True
+        if target.is_dir() and not target.is_symlink():
+            return not _foreign(target)
+        entry = self._entries.get(name)
+        return entry is not None and entry["stat"] == _stat_key(target)
+
+    def _check_target(self, name: str, *, folder: bool = False) -> Path:
+        target = self._check_name(name)
+        check_not_input(target, self.inputs, folder=folder)
+        if os.path.lexists(target) and not self.overwrite and not self.is_ours(name):
+            what = _describe(_foreign(target)) if target.is_dir() and not target.is_symlink() else str(target)
+            raise OutputError(f"refusing to replace {target}: it holds files cartoonseg did not write ({what}); "
+                              f"choose another output or pass --overwrite")
+        return target
+
+    # ------------------------------------------------------------------------------ writing
+    @contextlib.contextmanager
+    def file(self, name: str, *, group: str | None = None) -> Iterator[Path]:
+        """Yield a temporary path (same folder and suffix) to write; on success it becomes ``name`` atomically."""
+        if self._closed:
+            raise OutputError(f"output folder {self.path} is already closed")
+        target = self._check_target(name)
+        if target.is_dir() and not target.is_symlink():
+            raise OutputError(f"refusing to replace folder {target} with a file")
+        tmp = self.path / _tmp_name(name)
+        try:
+            yield tmp
+            if not tmp.is_file():
+                raise OutputError(f"nothing was written for {target}")
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            self._entries[name] = {"stat": _stat_key(tmp), "group": group}
+            _write_manifest(self.path, self._entries)  # recorded first: a kill before the rename leaves nothing foreign
+            os.replace(tmp, target)  # a symlink at ``target`` is replaced itself, never written through
+            _fsync_dir(self.path)
+        finally:
+            _remove(tmp)
+        self._written.add(name)
+        if group is not None:
+            self._groups.add(group)
+
+    def write_bytes(self, name: str, data: bytes, *, group: str | None = None) -> Path:
+        with self.file(name, group=group) as tmp:
+            tmp.write_bytes(data)
+        return self.path / name
+
+    def write_text(self, name: str, text: str, *, group: str | None = None) -> Path:
+        return self.write_bytes(name, text.encode("utf-8"), group=group)
+
+    def write_json(self, name: str, obj: Any, *, group: str | None = None, indent: int | None = 1) -> Path:
+        return self.write_text(name, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n", group=group)
+
+    def save_image(self, name: str, image: Any, *, group: str | None = None, **save_kwargs: Any) -> Path:
+        """Save an image with :func:`cartoonseg.io.write_image` (format from the name's suffix)."""
+        with self.file(name, group=group) as tmp:
+            _save_image(image, tmp, **save_kwargs)
+        return self.path / name
+
+    def write(self, name: str, writer: Any, *args: Any, group: str | None = None, **kwargs: Any) -> Path:
+        """``writer(temporary_path, *args, **kwargs)`` (e.g. :func:`cartoonseg.io.write_grey`), then renamed to
+        ``name`` under the policy."""
+        with self.file(name, group=group) as tmp:
+            writer(tmp, *args, **kwargs)
+        return self.path / name
+
+    @contextlib.contextmanager
+    def result_dir(self, name: str) -> Iterator[OutputFolder]:
+        """Yield an :class:`OutputFolder` for the result folder ``name``: built under a temporary name and swapped in
+        on success, replacing an earlier result of ours as a whole. Over a foreign folder (only with ``overwrite``)
+        the files are written in place instead, and foreign files there are kept."""
+        target = self._check_target(name, folder=True)
+        if os.path.lexists(target) and not (target.is_dir() and not target.is_symlink()):
+            raise OutputError(f"refusing to replace {target} with a folder: it is not a folder")
+        if target.is_dir() and _foreign(target):  # overwrite=True: keep the user's files, replace ours in place
+            before = _file_stats(target)
+            with OutputFolder(target, inputs=self.inputs, overwrite=True, check_foreign=False, replace=True) as res:
+                yield res
+                for written, key in _file_stats(target).items():  # files writers put straight into ``res.path``
+                    if written not in res._written and before.get(written) != key:
+                        res._entries[written] = {"stat": key, "group": None}
+                        res._written.add(written)
+            self._written.add(name)
+            return
+        tmp = self.path / _tmp_name(name, folder=True)
+        try:
+            tmp.mkdir()
+            res = OutputFolder(tmp, inputs=self.inputs, overwrite=False, check_foreign=False)
+            yield res
+            res.close()
+            _claim_tree(tmp)  # files writers put straight into ``res.path`` are ours too (the folder was new)
+            old = self.path / _tmp_name(name, _OLD_KIND, folder=True)
+            if target.is_dir():
+                os.rename(target, old)
+            os.rename(tmp, target)
+            _fsync_dir(self.path)
+            _remove(old)
+        finally:
+            _remove(tmp)
+        self._written.add(name)
+
+    # ------------------------------------------------------------------------------ closing
+    def close(self) -> None:
+        """Delete stale outputs (earlier members of the groups written now; with ``replace``, every earlier output not
+        rewritten) that are still ours, and write the manifest."""
+        if self._closed:
+            return
+        self._closed = True
+        for name, entry in list(self._entries.items()):
+            if name in self._written:
+                continue
+            target = self.path / name
+            stale = self.replace or (entry["group"] is not None and entry["group"] in self._groups)
+            if not os.path.lexists(target):
+                del self._entries[name]
+            elif stale and entry["stat"] == _stat_key(target):
+                check_not_input(target, self.inputs)
+                target.unlink()
+                del self._entries[name]
+        if self._entries or (self.path / MANIFEST).exists():
+            _write_manifest(self.path, self._entries)
+
+    def __enter__(self) -> OutputFolder:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        elif not self._closed:  # keep what was written, drop nothing: the rerun replaces it
+            self._closed = True
+            with contextlib.suppress(OSError):
+                _write_manifest(self.path, self._entries)
+
+
+# ------------------------------------------------------------------------------------------ single files
+def check_file(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] = (), overwrite: bool = False) -> Path:
+    """Check, before any work starts, that the single output file ``path`` may be written (the same rules as
+    :func:`output_file`, which checks again when it writes). Returns ``path``; creates nothing."""
+    path = Path(path)
+    if not path.name or path.name in (".", ".."):
+        raise OutputError(f"output {path} names a folder, expected a file name")
+    check_not_input(path, inputs)
+    if path.is_dir() and not path.is_symlink():
+        raise OutputError(f"output {path} is a folder, expected a file name")
+    if os.path.lexists(path) and not overwrite:
+        entry = _read_manifest(path.parent).get(path.name)
+        if entry is None or entry["stat"] != _stat_key(path):
+            raise OutputError(f"refusing to replace {path}: cartoonseg did not write it (or it changed since); "
+                              f"choose another output or pass --overwrite")
+    return path
+
+
+def check_folder(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] = (), overwrite: bool = False,
+                 result: bool = True) -> Path:
+    """Check, before any work starts, that the folder ``path`` may receive outputs: never one holding an input when it
+    is replaced as one result (``result=True``, :func:`result_dir`); an existing folder must be empty or ours unless
+    ``overwrite``. Returns ``path``; creates nothing."""
+    path = Path(path)
+    check_not_input(path, inputs, folder=result)
+    if os.path.lexists(path):
+        if not path.is_dir() or path.is_symlink():
+            raise OutputError(f"output folder {path} exists and is not a folder")
+        foreign = [] if overwrite else _foreign(path)
+        if foreign:
+            raise OutputError(f"output folder {path} holds files cartoonseg did not write ({_describe(foreign)}); "
+                              f"choose a new or empty folder, or pass --overwrite (inputs are never overwritten)")
+    return path
+
+
+def check_distinct(*paths: str | os.PathLike | None) -> None:
+    """Raise :class:`OutputError` when two outputs of one command name the same file."""
+    seen: dict[str, str] = {}
+    for p in paths:
+        if p is None:
+            continue
+        key = os.path.normcase(os.path.abspath(p))
+        if key in seen:
+            raise OutputError(f"two outputs of this command are the same file: {seen[key]} and {p}")
+        seen[key] = str(p)
+
+
+@contextlib.contextmanager
+def output_file(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] = (),
+                overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path for the single output file ``path``; on success it is renamed to ``path``. The folder
+    around it may hold the user's other files; only ``path`` itself must be new or ours (or ``overwrite``)."""
+    path = Path(path)
+    if not path.name or path.name in (".", ".."):
+        raise OutputError(f"output {path} names a folder, expected a file name")
+    check_not_input(path, inputs)
+    folder = OutputFolder(path.parent if str(path.parent) else Path("."), inputs=inputs, overwrite=overwrite,
+                          check_foreign=False)
+    with folder.file(path.name) as tmp:
+        yield tmp
+    folder.close()
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, **policy: Any) -> Path:
+    """Write one output file atomically under the policy (``inputs=``, ``overwrite=``)."""
+    with output_file(path, **policy) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str, **policy: Any) -> Path:
+    return write_bytes(path, text.encode("utf-8"), **policy)
+
+
+def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 1, **policy: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n", **policy)
+
+
+def save_image(path: str | os.PathLike, image: Any, *, inputs: Iterable[str | os.PathLike] = (),
+               overwrite: bool = False, **save_kwargs: Any) -> Path:
+    """Save one image file under the policy with :func:`cartoonseg.io.write_image` (format from the suffix)."""
+    with output_file(path, inputs=inputs, overwrite=overwrite) as tmp:
+        _save_image(image, tmp, **save_kwargs)
+    return Path(path)
+
+
+def write(path: str | os.PathLike, writer: Any, *args: Any, inputs: Iterable[str | os.PathLike] = (),
+          overwrite: bool = False, **kwargs: Any) -> Path:
+    """One output file under the policy, written by ``writer(temporary_path, *args, **kwargs)`` (any function that
+    takes a path, e.g. :func:`cartoonseg.io.write_grey` or :func:`cartoonseg.io.write_frames` for ``.webp``/``.mp4``)."""
+    with output_file(path, inputs=inputs, overwrite=overwrite) as tmp:
+        writer(tmp, *args, **kwargs)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def result_dir(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] = (),
+               overwrite: bool = False) -> Iterator[OutputFolder]:
+    """Yield an :class:`OutputFolder` for a folder that is one result as a whole (e.g. Ken Burns PNG frames): built
+    under a temporary name next to ``path`` and swapped in on success (see :meth:`OutputFolder.result_dir`)."""
+    path = Path(os.path.abspath(path))
+    parent = OutputFolder(path.parent, inputs=inputs, overwrite=overwrite, check_foreign=False)
+    with parent.result_dir(path.name) as res:
+        yield res
+    parent.close()

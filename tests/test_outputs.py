@@ -1,0 +1,357 @@
+"""The output policy (cartoonseg/outputs.py, issue 22 items 1-3): never write over an input, never replace or write
+into what cartoonseg did not write without ``--overwrite``, unique stable names, atomic writes, reruns replace their
+own outputs completely, interrupted runs leave no half result and no orphans after the next run. Library-level
+tests first, then the exact CLI scenarios of the issue (segment, convert)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _comfy_stub import write_tiny_released_weights
+from PIL import Image
+
+from cartoonseg import outputs
+from cartoonseg.__main__ import main
+from cartoonseg.outputs import MANIFEST, OutputError, OutputFolder, unique_names
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def no_temporaries(folder: Path) -> bool:
+    return not [p for p in folder.rglob("*") if "cartoonseg-tmp" in p.name or "cartoonseg-old" in p.name]
+
+
+# ------------------------------------------------------------------------------------------ 1. inputs
+def test_an_input_is_never_written_over_not_even_with_overwrite(tmp_path):
+    src = tmp_path / "in" / "a.png"
+    src.parent.mkdir()
+    src.write_bytes(b"user image")
+    (tmp_path / "hard.png").hardlink_to(src)
+    (tmp_path / "link.png").symlink_to(src)
+    spellings = [src, tmp_path / "in" / ".." / "in" / "a.png", tmp_path / "hard.png", tmp_path / "link.png"]
+    for dst in spellings:
+        for overwrite in (False, True):
+            with pytest.raises(OutputError, match="input"):
+                outputs.write_bytes(dst, b"result", inputs=[src], overwrite=overwrite)
+    assert src.read_bytes() == b"user image"
+    # a result folder that holds an input is never replaced either
+    with pytest.raises(OutputError, match="holds an input"):
+        with outputs.result_dir(tmp_path / "in", inputs=[src], overwrite=True):
+            pass
+    assert src.read_bytes() == b"user image" and names(tmp_path / "in") == ["a.png"]
+
+
+# ----------------------------------------------------------------------------------- 2. foreign files
+def test_a_foreign_file_is_replaced_only_with_overwrite(tmp_path):
+    dst = tmp_path / "depth.png"
+    dst.write_bytes(b"the user's file")
+    with pytest.raises(OutputError, match="did not write"):
+        outputs.write_bytes(dst, b"ours")
+    assert dst.read_bytes() == b"the user's file" and names(tmp_path) == ["depth.png"]
+    outputs.write_bytes(dst, b"ours", overwrite=True)
+    assert dst.read_bytes() == b"ours"
+    outputs.write_bytes(dst, b"ours again")  # now it is ours: a rerun replaces it without --overwrite
+    assert dst.read_bytes() == b"ours again" and names(tmp_path) == [MANIFEST, "depth.png"]
+
+
+def test_an_edited_output_becomes_the_users(tmp_path):
+    dst = tmp_path / "out.json"
+    outputs.write_json(dst, {"v": 1})
+    dst.write_text('{"v": 1, "my notes": "keep"}')
+    with pytest.raises(OutputError, match="did not write"):
+        outputs.write_json(dst, {"v": 2})
+    assert "my notes" in dst.read_text()
+
+
+def test_a_forged_or_corrupt_manifest_claims_nothing(tmp_path):
+    user = tmp_path / "x.png"
+    user.write_bytes(b"user")
+    (tmp_path / MANIFEST).write_text(json.dumps({"files": {"x.png": {"stat": [1, 2]}}}))
+    with pytest.raises(OutputError):
+        outputs.write_bytes(user, b"ours")
+    (tmp_path / MANIFEST).write_text("{" * 100000)
+    with pytest.raises(OutputError):
+        outputs.write_bytes(user, b"ours")
+    assert user.read_bytes() == b"user"
+
+
+def test_a_planted_symlink_is_never_written_through(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("keep")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "overlay.png").symlink_to(secret)
+    with pytest.raises(OutputError):
+        outputs.write_bytes(out / "overlay.png", b"ours")
+    outputs.write_bytes(out / "overlay.png", b"ours", overwrite=True)
+    assert secret.read_text() == "keep" and not (out / "overlay.png").is_symlink()
+
+
+def test_an_output_folder_must_be_new_empty_or_ours(tmp_path):
+    user = tmp_path / "pics"
+    user.mkdir()
+    (user / "page.png").write_bytes(b"user")
+    with pytest.raises(OutputError, match="did not write.*page.png"):
+        OutputFolder(user)
+    with OutputFolder(tmp_path / "new") as out:  # new: created and claimed
+        out.write_bytes("a.txt", b"1")
+    with OutputFolder(tmp_path / "new") as out:  # ours: reusable without --overwrite
+        out.write_bytes("b.txt", b"2")
+    (tmp_path / "empty").mkdir()
+    OutputFolder(tmp_path / "empty").close()
+    # --overwrite: the user's files stay (never deleted), only same-named outputs replace them
+    with OutputFolder(user, overwrite=True) as out:
+        with out.result_dir("page") as res:
+            res.write_bytes("mask.png", b"m")
+    assert (user / "page.png").read_bytes() == b"user" and names(user / "page") == [MANIFEST, "mask.png"]
+
+
+# ------------------------------------------------------------------------------------------ 3. names
+def test_unique_stable_names():
+    inputs = ["a/x.png", "b/x.jpg", "c/x_1.png"]
+    got = unique_names(inputs)
+    assert len(set(got)) == 3 and got[2] == "x_1" and all(n.startswith("x-") for n in got[:2])
+    assert unique_names(inputs) == got  # stable
+    assert unique_names(["b/x.jpg", "a/x.png", "c/x_1.png"]) == [got[1], got[0], got[2]]  # order-independent names
+    # case-insensitive file systems: X.png and x.png must not share a folder
+    assert len({n.casefold() for n in unique_names(["a/X.png", "b/x.png"])}) == 2
+    # the same file twice maps to one name; reserved names are avoided
+    assert unique_names(["a/x.png", "a/../a/x.png"]) == ["x", "x"]
+    assert unique_names(["a/overlay.png"], reserved=["overlay"])[0] != "overlay"
+    # a generated name never equals another input's literal stem
+    hashed = unique_names(["a/x.png", "b/x.png"])[0]
+    assert len(set(unique_names(["a/x.png", "b/x.png", f"c/{hashed}.png"]))) == 3
+
+
+# -------------------------------------------------------------------------------- 4./5. atomic + rerun
+def test_result_folder_rerun_replaces_everything_and_failure_keeps_the_old(tmp_path):
+    with OutputFolder(tmp_path / "o") as out:
+        with out.result_dir("x") as res:
+            for i in range(3):
+                res.write_bytes(f"mask_{i:03d}.png", b"old")
+    with OutputFolder(tmp_path / "o") as out:
+        with out.result_dir("x") as res:
+            res.write_bytes("mask_000.png", b"new")
+    assert names(tmp_path / "o" / "x") == [MANIFEST, "mask_000.png"]
+    with pytest.raises(RuntimeError, match="boom"):
+        with OutputFolder(tmp_path / "o") as out:
+            with out.result_dir("x") as res:
+                res.write_bytes("mask_000.png", b"half")
+                raise RuntimeError("boom")
+    assert (tmp_path / "o" / "x" / "mask_000.png").read_bytes() == b"new" and no_temporaries(tmp_path)
+
+
+def test_a_failed_write_leaves_neither_file_nor_temporary(tmp_path):
+    with pytest.raises(RuntimeError):
+        with outputs.output_file(tmp_path / "a.png") as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError
+    assert not (tmp_path / "a.png").exists() and no_temporaries(tmp_path)
+    outputs.save_image(tmp_path / "a.png", np.zeros((4, 5, 3), np.uint8))  # temp keeps the suffix: PNG by name
+    with Image.open(tmp_path / "a.png") as im:
+        assert im.format == "PNG" and im.size == (5, 4)
+
+
+def test_grouped_outputs_drop_stale_members(tmp_path):
+    with OutputFolder(tmp_path) as out:
+        out.write_bytes("p_style.png", b"1", group="p")
+        out.write_bytes("p_global.png", b"1", group="p")
+        out.write_bytes("q_style.png", b"1", group="q")
+    with OutputFolder(tmp_path) as out:
+        out.write_bytes("p_style.png", b"2", group="p")
+    assert names(tmp_path) == [MANIFEST, "p_style.png", "q_style.png"]
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+from cartoonseg import outputs
+target = sys.argv[1]
+if sys.argv[2] == "file":
+    with outputs.output_file(target) as tmp:
+        tmp.write_bytes(b"half")
+        os.kill(os.getpid(), signal.SIGKILL)
+with outputs.result_dir(target) as res:
+    res.write_bytes("mask_000.png", b"half")
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL")
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_a_killed_run_leaves_no_result_and_the_next_run_removes_its_orphans(tmp_path, kind):
+    target = tmp_path / ("out.png" if kind == "file" else "frames")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(target), kind], env=env, cwd=ROOT, timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    assert not target.exists() and not no_temporaries(tmp_path)  # the orphan is there, nothing under the final name
+    outputs.write_bytes(tmp_path / "other.txt", b"next run")  # any later write into the folder cleans up
+    assert no_temporaries(tmp_path) and not target.exists()
+
+
+# ------------------------------------------------------------------------------- the issue's CLI cases
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    return write_tiny_released_weights(tmp_path_factory.mktemp("models")) / "cartoonseg"
+
+
+@pytest.fixture(scope="module")
+def cli(weights):
+    """Detector only, exact path (no fusing): the policy does not depend on the networks, so keep the runs cheap."""
+    return ["--detector", str(weights / "rtmdetl_e60.ckpt"), "--refiner", "none", "--exact",
+            "--no-download", "--det-size", "64", "--score-thr", "0"]
+
+
+def run(args, capsys) -> tuple[int, str]:
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err
+
+
+def image(path: Path, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_segment_never_writes_over_its_input(tmp_path, cli, capsys):
+    src = image(tmp_path / "overlay" / "overlay.png")
+    before = src.read_bytes()
+    for extra in ([], ["--overwrite"]):
+        code, err = run(["segment", src, "--out", tmp_path, *cli, *extra], capsys)
+        assert code == 2 and err.startswith("error:") and "overlay" in err, err
+    assert src.read_bytes() == before
+
+
+def test_segment_into_a_user_folder_needs_overwrite_and_keeps_user_files(tmp_path, cli, capsys):
+    pics = tmp_path / "pics"
+    src = image(pics / "page.png")
+    (pics / "page").mkdir()
+    (pics / "page" / "overlay.png").write_bytes(b"user's overlay")
+    (pics / "page" / "notes.txt").write_bytes(b"user's notes")
+    code, err = run(["segment", pics, "--out", pics, *cli], capsys)
+    assert code == 2 and "--overwrite" in err, err
+    assert (pics / "page" / "overlay.png").read_bytes() == b"user's overlay"
+    before = src.read_bytes()
+    assert run(["segment", pics, "--out", pics, *cli, "--overwrite"], capsys)[0] == 0
+    assert src.read_bytes() == before and (pics / "page" / "notes.txt").read_bytes() == b"user's notes"
+    assert json.loads((pics / "page" / "instances.json").read_text())["source"] == str(src)
+    # what it wrote in place is recorded as ours: the user's notes stay foreign, our overlay/masks are claimed
+    manifest = json.loads((pics / "page" / MANIFEST).read_text())["files"]
+    assert "overlay.png" in manifest and "instances.json" in manifest and "notes.txt" not in manifest
+
+
+def test_segment_rerun_leaves_no_stale_masks(tmp_path, cli, capsys):
+    src = image(tmp_path / "a.png")
+    out = tmp_path / "o"
+    assert run(["segment", src, "--out", out, *cli, "--max-instances", "3"], capsys)[0] == 0
+    assert len(list((out / "a").glob("mask_*.png"))) == 3
+    assert run(["segment", src, "--out", out, *cli, "--max-instances", "1"], capsys)[0] == 0
+    assert names(out / "a") == [MANIFEST, "instances.json", "mask_000.png", "overlay.png"]
+    assert no_temporaries(out)
+
+
+def test_segment_colliding_stems_get_distinct_folders(tmp_path, cli, capsys):
+    srcs = [image(tmp_path / "a" / "x.png", 0), image(tmp_path / "b" / "x.jpg", 1), image(tmp_path / "c" / "x_1.png", 2)]
+    out = tmp_path / "o"
+    assert run(["segment", *srcs, "--out", out, *cli, "--max-instances", "1"], capsys)[0] == 0
+    folders = [p for p in out.iterdir() if p.is_dir()]
+    assert len(folders) == 3
+    assert sorted(json.loads((f / "instances.json").read_text())["source"] for f in folders) == sorted(map(str, srcs))
+
+
+def test_convert_refuses_its_source_and_non_safetensors_names(tmp_path, weights, capsys):
+    src = tmp_path / "d.ckpt"
+    src.write_bytes((weights / "rtmdetl_e60.ckpt").read_bytes())
+    before = src.read_bytes()
+    code, err = run(["convert", src, src], capsys)
+    assert code == 2 and "input" in err and src.read_bytes() == before
+    code, err = run(["convert", src, tmp_path / "y.pt"], capsys)
+    assert code == 2 and ".safetensors" in err and not (tmp_path / "y.pt").exists()
+    dst = tmp_path / "d.safetensors"
+    assert run(["convert", src, dst], capsys)[0] == 0
+    assert run(["convert", src, dst], capsys)[0] == 0  # our own output: a rerun replaces it
+    import cartoonseg
+
+    assert cartoonseg.load_detector(dst).config.widen_factor > 0
+    user = tmp_path / "user.safetensors"
+    user.write_bytes(b"not ours")
+    code, err = run(["convert", src, user], capsys)
+    assert code == 2 and "--overwrite" in err and user.read_bytes() == b"not ours"
+    assert run(["convert", src, user, "--overwrite"], capsys)[0] == 0
+
+
+# ------------------------------------------------------------------------------- the other writing commands
+def test_inpaint_and_depth_pool_outputs_follow_the_policy(tmp_path, capsys):
+    src = image(tmp_path / "img.png")
+    mask = tmp_path / "mask.png"
+    Image.fromarray(np.pad(np.full((10, 10), 255, np.uint8), ((15, 15), (23, 23)))).save(mask)
+    before = src.read_bytes(), mask.read_bytes()
+    base = ["inpaint", src, mask, "--method", "telea"]
+    for dst in (src, mask):
+        code, err = run([*base, "--out", dst, "--overwrite"], capsys)
+        assert code == 2 and "input" in err, err
+    assert (src.read_bytes(), mask.read_bytes()) == before
+    user = tmp_path / "user.png"
+    user.write_bytes(b"user")
+    code, err = run([*base, "--out", user], capsys)
+    assert code == 2 and "--overwrite" in err and user.read_bytes() == b"user"
+    assert run([*base, "--out", tmp_path / "filled.png"], capsys)[0] == 0
+    assert run([*base, "--out", tmp_path / "filled.png"], capsys)[0] == 0  # a rerun replaces its own output
+    # depth-pool: its two outputs must differ, and neither may be an input
+    depth = tmp_path / "depth.png"
+    Image.fromarray(np.full((40, 56), 128, np.uint8)).save(depth)
+    pool = ["depth-pool", depth, "--masks", mask]
+    code, err = run([*pool, "--out", tmp_path / "p.png", "--json", tmp_path / "p.png"], capsys)
+    assert code == 2 and "same file" in err
+    code, err = run([*pool, "--out", tmp_path / "p.png", "--json", mask], capsys)
+    assert code == 2 and "input" in err and mask.read_bytes() == before[1]
+    assert run([*pool, "--out", tmp_path / "p.png", "--json", tmp_path / "p.json"], capsys)[0] == 0
+    assert json.loads((tmp_path / "p.json").read_text())["mode"] == "mean"
+    assert no_temporaries(tmp_path)
+
+
+def test_kenburns_frame_folder_is_one_result(tmp_path, capsys):
+    src = image(tmp_path / "img.png")
+    depth = tmp_path / "depth.png"
+    Image.fromarray(np.tile(np.linspace(0, 255, 56).astype(np.uint8), (40, 1))).save(depth)
+    frames = tmp_path / "frames"
+    base = ["kenburns", src, "--depth", depth, "--camera", "zoom-in", "--size", "32", "--out", frames]
+    assert run([*base, "--frames", "4"], capsys)[0] == 0
+    assert len(list(frames.glob("frame_*.png"))) == 4
+    assert run([*base, "--frames", "2"], capsys)[0] == 0  # no frames of the longer clip are left behind
+    assert len(list(frames.glob("frame_*.png"))) == 2 and len(list(frames.glob("disocclusion_*.png"))) == 2
+    (frames / "keep.txt").write_text("user")
+    code, err = run([*base, "--frames", "2"], capsys)
+    assert code == 2 and "keep.txt" in err
+    code, err = run(["kenburns", src, "--depth", depth, "--out", tmp_path, "--overwrite"], capsys)
+    assert code == 2 and "input" in err and src.is_file()
+    code, err = run(["kenburns", src, "--depth", depth, "--out", tmp_path / "clip.gif"], capsys)
+    assert code == 2 and ".webp" in err
+
+
+def test_training_exports_and_synthesis_never_take_over_user_files(tmp_path):
+    from cartoonseg.data.synthesis import synthesize_dataset
+
+    user = tmp_path / "raw"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds no dataset synthesis run"):
+        synthesize_dataset([], [], user, 0, progress=False)
+    assert names(user) == ["notes.txt"]
+    gt = tmp_path / "gt.json"
+    gt.write_text("{}")
+    from train.dump_predictions import main as dump_main
+
+    with pytest.raises(SystemExit) as exit_info:  # --out naming the ground truth: refused before any work
+        dump_main(["--data", str(gt), "--detector", str(tmp_path / "d.ckpt"), "--out", str(gt)])
+    assert exit_info.value.code == 2 and gt.read_text() == "{}"
