@@ -10,7 +10,10 @@ default the scene's characters are left out: behind a character both fills show 
 difference between the fills is at the background's own depth edges (houses, trees, fences against the wall).
 
     python bench/make_kenburns_fill_figure.py [--seed 1] [--camera pan-right] [--size 384] [--characters]
-        [--out docs/images/kenburns_fill_before_after.jpg]
+        [--out docs/images/kenburns_fill_before_after.jpg] [--overwrite]
+
+The picture is written through :mod:`cartoonseg.outputs` (atomic, never over a file cartoonseg did not write):
+refreshing the committed picture needs ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from bench_kenburns_quality import (
     visible_in_input,
 )
 
+from cartoonseg import outputs
 from cartoonseg.inpaint import background_mask, patchmatch_inpaint
 from cartoonseg.kenburns import CameraPath, KenBurnsConfig, build_scene, render_kenburns, resolve_poses
 
@@ -64,8 +68,11 @@ def main(argv=None) -> int:
                     help="keep the scene's characters (default: without them, so the picture shows the holes at the "
                          "background's own depth edges; behind characters both fills show the same plate)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "images" / "kenburns_fill_before_after.jpg"))
+    outputs.add_overwrite_argument(ap)
     args = ap.parse_args(argv)
     from PIL import Image, ImageDraw
+
+    outputs.check_file(args.out, overwrite=args.overwrite)
 
     size = (args.size * 2 // 3, args.size)
     h, w = size
@@ -110,7 +117,8 @@ def main(argv=None) -> int:
                   fill=(0, 0, 0))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out, quality=80, optimize=True)
+    with outputs.output_file(out, overwrite=args.overwrite) as tmp:
+        sheet.save(tmp, format="JPEG", quality=80, optimize=True)
     print(f"wrote {out} ({out.stat().st_size // 1024} KiB); PSNR on the uncovered pixels of this frame: "
           f"far-side {_psnr(frames['far-side'], truth, disocc):.2f} dB, "
           f"patchmatch {_psnr(frames['patchmatch'], truth, disocc):.2f} dB ({int(disocc.sum())} pixels)")
