@@ -1,10 +1,18 @@
-"""Benchmark: relative depth of one image with the Depth Anything V2-Small architecture (DINOv2-S/14 + DPT head,
-24.8 M parameters, random weights: speed does not depend on the values) through cartoonseg.depth.DepthEstimator,
-pre- and post-processing included.
+"""Benchmark: depth of one image with a published depth model's architecture (random weights: speed does not depend
+on the values), through the package's estimator, pre- and post-processing included.
 
-    python bench/bench_depth.py [--threads 2] [--repeat 3] [--size 720] [--precision fp32|bf16] [--json out.json]
+    python bench/bench_depth.py [--model small|zoedepth|marigold-lcm] [--threads 2] [--repeat 3] [--size 720]
+        [--precision fp32|bf16] [--steps 1,2] [--ensemble 1] [--json out.json]
 
-The network sees the image at 518 px on the short side (the processor rule).
+* ``small`` (default): Depth Anything V2-Small (DINOv2-S/14 + DPT head, 24.8 M parameters) through
+  ``cartoonseg.depth.DepthEstimator``; the network sees the image at 518 px on the short side (the processor rule).
+* ``zoedepth``: ZoeD_M12_NK (BEiT-L/16 at 384 + metric bins for NYU and KITTI, 345 M) through
+  ``cartoonseg.depth.zoedepth.ZoeDepthEstimator`` with the published processor settings (384x512, multiple of 32,
+  ZoeDepth padding) and the flip test-time augmentation (two forward passes).
+* ``marigold-lcm``: the Marigold pipeline (Stable Diffusion 2 UNet with 8 input channels, SD VAE, OpenCLIP-H text
+  encoder; about 1.3 B) through ``cartoonseg.depth.marigold.MarigoldEstimator`` at processing resolution 768.
+  Each run of ``--steps`` (comma-separated) is timed; the per-step cost (difference of the first two) gives the
+  estimate for the original's 4 steps x ensemble of 5 (cost = ensemble x (encode + steps x UNet + decode)).
 """
 
 from __future__ import annotations
@@ -44,16 +52,140 @@ def v2_small(quick: bool = False) -> torch.nn.Module:
     return DepthAnythingForDepthEstimation(cfg).eval()
 
 
+def zoedepth_nk():
+    """ZoeD_M12_NK's published shape (transformers' ZoeDepthConfig defaults are the BEiT-L/384 model; NK adds the
+    KITTI bins) and the published processor settings."""
+    from transformers import ZoeDepthConfig, ZoeDepthForDepthEstimation
+
+    try:
+        from transformers import ZoeDepthImageProcessorPil as Processor
+    except ImportError:  # transformers 4
+        from transformers import ZoeDepthImageProcessor as Processor
+    torch.manual_seed(0)
+    cfg = ZoeDepthConfig(bin_configurations=[{"name": "nyu", "n_bins": 64, "min_depth": 1e-3, "max_depth": 10.0},
+                                             {"name": "kitti", "n_bins": 64, "min_depth": 1e-3, "max_depth": 80.0}],
+                         num_patch_transformer_layers=4, patch_transformer_hidden_size=128,
+                         patch_transformer_intermediate_size=1024, patch_transformer_num_attention_heads=4)
+    return ZoeDepthForDepthEstimation(cfg).eval(), Processor()
+
+
+def marigold_pipeline():
+    """A Marigold depth pipeline with the published component shapes (SD 2 UNet with 8 input channels, SD VAE,
+    OpenCLIP-H text encoder, LCM scheduler) and a small stand-in tokenizer (Marigold encodes one empty prompt)."""
+    import string
+    import tempfile
+
+    import diffusers
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DConditionModel(
+        sample_size=96, in_channels=8, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=1024,
+        attention_head_dim=(5, 10, 20, 20), use_linear_projection=True)
+    vae = diffusers.AutoencoderKL(block_out_channels=(128, 256, 512, 512), in_channels=3, out_channels=3,
+                                  latent_channels=4, layers_per_block=2, sample_size=768,
+                                  down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+    folder = Path(tempfile.mkdtemp(prefix="bench_marigold_tok_"))
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in (c for c in string.printable if not c.isspace()):
+        vocab.setdefault(c, len(vocab))
+        vocab.setdefault(c + "</w>", len(vocab))
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=1024, intermediate_size=4096,
+                                        num_hidden_layers=23, num_attention_heads=16, max_position_embeddings=77,
+                                        hidden_act="gelu", projection_dim=512, bos_token_id=0, eos_token_id=1,
+                                        pad_token_id=1))
+    scheduler = diffusers.LCMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       prediction_type="v_prediction", timestep_spacing="trailing")
+    pipe = diffusers.MarigoldDepthPipeline(unet=unet.eval(), vae=vae.eval(), scheduler=scheduler,
+                                           text_encoder=text.eval(), tokenizer=tokenizer, prediction_type="depth",
+                                           scale_invariant=True, shift_invariant=True, default_denoising_steps=4,
+                                           default_processing_resolution=768)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _time(est, image, repeat: int) -> tuple[list[float], list[float], object]:
+    est(image)  # warm-up
+    walls, cpus = [], []
+    out = None
+    for _ in range(repeat):
+        wall, cpu = time.perf_counter(), time.process_time()
+        out = est(image)
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return walls, cpus, out
+
+
+def _loadavg():
+    return Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else None
+
+
+def bench_other(args, image) -> dict:
+    """ZoeDepth or Marigold (fp32 only: their reduced-precision paths are GPU paths here)."""
+    rows = []
+    if args.model == "zoedepth":
+        from cartoonseg.depth.zoedepth import ZoeDepthEstimator
+
+        model, processor = zoedepth_nk()
+        est = ZoeDepthEstimator(model, processor, flip=True)
+        walls, cpus, out = _time(est, image, args.repeat)
+        rows.append({"precision": "fp32", "flip_tta": True, "wall_median_s": statistics.median(walls),
+                     "wall_best_s": min(walls), "cpu_median_s": statistics.median(cpus),
+                     "output_shape": list(out.disparity.shape)})
+        print(f"zoedepth fp32: best {min(walls):.2f} s, median {statistics.median(walls):.2f} s", flush=True)
+        params = sum(t.numel() for t in model.parameters())
+        name = "ZoeD_M12_NK architecture (BEiT-L/384), flip TTA"
+    else:
+        from cartoonseg.depth.marigold import MarigoldEstimator
+
+        pipe = marigold_pipeline()
+        steps = [int(s) for s in args.steps.split(",") if s]
+        for n in steps:
+            est = MarigoldEstimator(pipe, steps=n, ensemble=args.ensemble, processing_resolution=768)
+            wall, cpu = time.perf_counter(), time.process_time()  # no warm-up: one run is minutes on a CPU
+            out = est(image)
+            rows.append({"precision": "fp32", "steps": n, "ensemble": args.ensemble,
+                         "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
+                         "output_shape": list(out.disparity.shape), "loadavg": _loadavg()})
+            print(f"marigold steps={n} ensemble={args.ensemble}: {rows[-1]['wall_s']:.1f} s", flush=True)
+        if len(rows) >= 2:
+            per_step = (rows[1]["wall_s"] - rows[0]["wall_s"]) / (rows[1]["steps"] - rows[0]["steps"])
+            fixed = rows[0]["wall_s"] - rows[0]["steps"] * per_step
+            rows.append({"estimate": "the original's 4 steps x ensemble 5", "unet_step_s": per_step,
+                         "encode_decode_s": fixed, "wall_s": 5 * (fixed + 4 * per_step) / args.ensemble})
+        params = sum(t.numel() for m in (pipe.unet, pipe.vae, pipe.text_encoder) for t in m.parameters())
+        name = "Marigold architecture (SD2 UNet, 8 input channels), processing resolution 768"
+    return {"model": name, "params": params, "image": f"{args.size}x{args.size}", "threads": args.threads,
+            "rows": rows, "loadavg": _loadavg()}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--size", type=int, default=720, help="side of the square input image")
     p.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16")
-    p.add_argument("--quick", action="store_true", help="a small stand-in network (CI smoke run)")
+    p.add_argument("--quick", action="store_true", help="a small stand-in network (CI smoke run; small only)")
+    p.add_argument("--model", default="small", choices=["small", "zoedepth", "marigold-lcm"])
+    p.add_argument("--steps", default="1,2", help="marigold-lcm: denoising steps of the timed runs")
+    p.add_argument("--ensemble", type=int, default=1, help="marigold-lcm: ensemble size of the timed runs")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.model != "small":
+        if args.quick:
+            p.error("--quick runs the small model only")
+        image = np.random.default_rng(0).integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)
+        result = bench_other(args, image)
+        print(json.dumps(result, indent=1))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=1))
+        return
     model = v2_small(args.quick)
     params = sum(t.numel() for t in model.parameters())
     image = np.random.default_rng(0).integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)

@@ -13,7 +13,10 @@ For each instance:
    reached only from the mask's interior are foreground, regions reached only from the outside background, and the
    dark line between an interior region and the outside (the character's outline) is foreground with a 1-px
    unknown fringe for its anti-aliasing; strokes leaving the outline (hair, or a background line meeting it) stay
-   unknown. Closed-form matting alone mistakes a dark outline between a fill and a
+   unknown, and beyond the band (:func:`free_strokes`) those that end inside the picture become unknown too (hair
+   strands thinner than the refiner's grid are missing from the soft mask), while those that run on to the image
+   border are the scene's line art and stay background, and line art inside another instance's mask is that
+   instance's. Closed-form matting alone mistakes a dark outline between a fill and a
    background for background (three colours in one window break its colour-line model); background lines that
    cross the band stay background. Where no closed outline separates inside from outside (a defocused edge, hair)
    the band stays unknown.
@@ -43,10 +46,11 @@ from torch import Tensor
 from .io import to_rgb_uint8
 from .structures import Instances
 
-__all__ = ["MattingConfig", "METHODS", "ramp_width", "noise_variance", "trimap_from_soft", "snap_to_outlines", "solve_alpha", "occlusion_order", "compose_front_to_back",
+__all__ = ["MattingConfig", "METHODS", "ramp_width", "noise_variance", "trimap_from_soft", "snap_to_outlines", "line_art", "free_strokes", "solve_alpha", "occlusion_order", "compose_front_to_back",
            "instance_alphas", "cutouts"]
 
 METHODS = ("cf", "knn", "lkm")
+QUANTISATION_VARIANCE = (1 / 255) ** 2 / 12  # the noise variance of 8-bit colours: no finer variation is resolved
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,13 +63,16 @@ class MattingConfig:
         low, high: soft-mask values strictly between these are unknown (uncertain) pixels.
         method: pymatting solver: ``"cf"`` (closed-form, default), ``"knn"`` or ``"lkm"``.
         margin: extra pixels of context around each instance crop.
-        line_art: snap the trimap to dark outlines (:func:`snap_to_outlines`); False = the band alone.
+        line_art: snap the trimap to dark outlines (:func:`snap_to_outlines`) and follow free strokes
+            (:func:`free_strokes`); False = the band alone.
         line_contrast: how much darker than its surroundings (black-hat of the luminance in [0,1]) a pixel must be
             to count as line art.
         epsilon: regularisation of the closed-form matting Laplacian; None = the image's noise variance in the
-            instance's unknown band (:func:`noise_variance`), at least pymatting's default 1e-7. In the local linear model
-            of closed-form matting (as in the guided filter) colour variations below ``epsilon`` count as noise,
-            not edges, so a textured or grainy background does not leak into the matte.
+            instance's unknown band (:func:`noise_variance`), at least the 8-bit quantisation variance
+            ``(1/255)^2 / 12`` = 1.3e-6. In the local linear model of closed-form matting (as in the guided filter)
+            colour variations below ``epsilon`` count as noise, not edges, so a textured or grainy background
+            does not leak into the matte; below the quantisation floor flat-coloured windows make the system
+            ill-conditioned (pymatting's default 1e-7 leaves a thin flat strand unsolved).
     """
 
     band: int | None = None
@@ -152,6 +159,43 @@ def trimap_from_soft(soft: np.ndarray, band: int, low: float = 0.05, high: float
     return trimap
 
 
+def line_art(rgb: np.ndarray, radius: int, contrast: float = 0.15) -> np.ndarray:
+    """bool ``[H,W]``: dark line art of an image (uint8 or float RGB in [0,1]): pixels whose luminance is at least
+    ``contrast`` below its morphological closing with a disk of ``radius`` (dark structures up to ~2 ``radius``
+    wide; a black-hat)."""
+    image = np.asarray(rgb, dtype=np.float32)
+    if np.asarray(rgb).dtype == np.uint8:
+        image = image / 255.0
+    lum = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+    dark = cv2.morphologyEx(lum, cv2.MORPH_BLACKHAT, _disk(max(1, int(radius))), borderType=cv2.BORDER_REPLICATE)
+    return dark > contrast
+
+
+def free_strokes(line: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """bool ``[H,W]``: the strokes of line art that leave an instance and end inside the image.
+
+    ``line``: line-art pixels (:func:`line_art`) over the whole image; ``region``: the instance's foreground and
+    unknown pixels. Strokes are the 8-connected components of ``line`` outside ``region`` that touch it; a stroke
+    that reaches the image border continues beyond the picture, like the scene's own line art (a horizon, a
+    building edge passing behind the character), and is dropped; one that ends inside the picture (a hair strand
+    the segmenter lost: thinner than its grid) is kept. A background line that ends behind the character is kept
+    too: the solver decides with the image colours.
+    """
+    line = np.asarray(line, dtype=bool)
+    region = np.asarray(region, dtype=bool)
+    outside = line & ~region
+    n, labels = cv2.connectedComponents(outside.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return np.zeros(line.shape, bool)
+    near = cv2.dilate(region.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    touching = np.zeros(n, bool)
+    touching[np.unique(labels[near & outside])] = True
+    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        touching[np.unique(edge)] = False
+    touching[0] = False
+    return touching[labels]
+
+
 def snap_to_outlines(rgb: np.ndarray, trimap: np.ndarray, radius: int, contrast: float = 0.15) -> np.ndarray:
     """Refine a trimap's unknown band with the image's line art (see the module docstring).
 
@@ -161,20 +205,16 @@ def snap_to_outlines(rgb: np.ndarray, trimap: np.ndarray, radius: int, contrast:
     and not the foreground is background, others (the outline has a gap, or there is none) stay unknown. Line
     pixels next to a foreground region are the instance's outline (foreground), with a 1-px unknown fringe
     outside (anti-aliasing). Strokes that leave the outline (connected line pixels) are ambiguous, a hair strand
-    or a background line meeting the outline, and stay unknown for the solver, with a 1-px fringe; other line
-    pixels in the band belong to the background.
+    or a background line meeting the outline, and stay unknown for the solver, with a 1-px fringe; so do line
+    pixels next to an unknown region (an outline with a gap); other line pixels in the band belong to the
+    background.
     """
     trimap = np.asarray(trimap, dtype=np.float64)
     fg, bg = trimap == 1, trimap == 0
     unknown = ~fg & ~bg
     if not unknown.any() or not fg.any() or not bg.any():
         return trimap.copy()
-    image = np.asarray(rgb, dtype=np.float32)
-    if np.asarray(rgb).dtype == np.uint8:
-        image = image / 255.0
-    lum = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
-    dark = cv2.morphologyEx(lum, cv2.MORPH_BLACKHAT, _disk(max(1, int(radius))), borderType=cv2.BORDER_REPLICATE)
-    line = (dark > contrast) & unknown
+    line = line_art(rgb, radius, contrast) & unknown
     if not line.any():
         return trimap.copy()
     n, labels = cv2.connectedComponents((~line).astype(np.uint8), connectivity=4)
@@ -194,7 +234,10 @@ def snap_to_outlines(rgb: np.ndarray, trimap: np.ndarray, radius: int, contrast:
     fringe = cv2.dilate((outline | attached).astype(np.uint8), square).astype(bool) & ~outline & ~inside
     out = trimap.copy()
     out[unknown & (inside | outline)] = 1.0
-    out[unknown & (outside | (line & ~outline & ~attached)) & ~fringe] = 0.0
+    # a line between two background regions is the scene's; next to a region the solver decides, it stays unknown
+    undecided = unknown & ~line & ~inside & ~outside
+    near_undecided = cv2.dilate(undecided.astype(np.uint8), square).astype(bool)
+    out[unknown & (outside | (line & ~outline & ~attached & ~near_undecided)) & ~fringe] = 0.0
     return out
 
 
@@ -298,6 +341,7 @@ def instance_alphas(image, instances: Instances, config: MattingConfig | None = 
     n = len(instances)
     raw = torch.zeros(n, h, w, dtype=torch.float32)
     soft_all = instances.masks.float().clamp(0, 1).cpu().numpy()
+    lines: dict[int, np.ndarray] = {}  # the image's line art per black-hat radius
     for i in range(n):
         soft = soft_all[i]
         box = _crop(soft > config.low, 0, h, w)
@@ -309,11 +353,27 @@ def instance_alphas(image, instances: Instances, config: MattingConfig | None = 
             band = max(3, round(2 * ramp_width(soft[y0:y1, x0:x1], config.low, config.high)))
         y0, y1, x0, x1 = _crop(soft > config.low, int(band) + int(config.margin), h, w)
         trimap = trimap_from_soft(soft[y0:y1, x0:x1], int(band), config.low, config.high)
-        if config.line_art:
-            trimap = snap_to_outlines(rgb[y0:y1, x0:x1], trimap, max(2, int(band) // 2), config.line_contrast)
         epsilon = config.epsilon
-        if epsilon is None:
-            epsilon = max(1e-7, noise_variance(rgb[y0:y1, x0:x1], (trimap > 0) & (trimap < 1)))
+        if epsilon is None:  # the noise where the boundary is (before any stroke widens the unknown region)
+            epsilon = max(QUANTISATION_VARIANCE, noise_variance(rgb[y0:y1, x0:x1], (trimap > 0) & (trimap < 1)))
+        if config.line_art:
+            radius = max(2, int(band) // 2)
+            trimap = snap_to_outlines(rgb[y0:y1, x0:x1], trimap, radius, config.line_contrast)
+            if radius not in lines:
+                lines[radius] = line_art(rgb, radius, config.line_contrast)
+            region = np.zeros((h, w), bool)
+            region[y0:y1, x0:x1] = trimap > 0
+            others = np.delete(soft_all, i, axis=0) > config.low  # line art another instance's mask explains
+            others = others.any(0) if len(others) else np.zeros((h, w), bool)
+            strokes = free_strokes(lines[radius] & ~others, region)
+            if strokes.any():  # unknown along the strokes (1-px fringe): widen the crop to hold them
+                grow = cv2.dilate(strokes.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~region
+                g0, g1, f0, f1 = _crop(grow, int(config.margin), h, w)
+                box = (min(y0, g0), max(y1, g1), min(x0, f0), max(x1, f1))
+                wide = np.zeros((box[1] - box[0], box[3] - box[2]))
+                wide[y0 - box[0]:y1 - box[0], x0 - box[2]:x1 - box[2]] = trimap
+                wide[grow[box[0]:box[1], box[2]:box[3]]] = 0.5
+                trimap, (y0, y1, x0, x1) = wide, box
         alpha = solve_alpha(rgb[y0:y1, x0:x1], trimap, config.method, epsilon)
         raw[i, y0:y1, x0:x1] = torch.from_numpy(alpha.astype(np.float32))
     if order is None:

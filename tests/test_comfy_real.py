@@ -17,7 +17,9 @@ folder given to the server with ``--extra-model-paths-config``. Then:
 * 2025: the template browser lists each workflow once, with its thumbnail; no node title is drawn cut;
 * model management: ``POST /free`` releases the models (server memory drops by their size);
 * progress reaches the page per instance over the websocket, and Cancel stops a 100-instance segmentation within
-  one instance of work.
+  one instance of work;
+* a whole-image mask inpaints to a flat fill; our boxes feed core nodes;
+* 2025: the Ken Burns frames and fps feed core CreateVideo -> SaveVideo (an mp4 decoded and checked).
 
 Random weights find no real character, so the instance layers of Ken Burns are exercised by ``test_kenburns.py``.
 Environment: see ``tests/_comfy_real.py``. Missing pieces skip the tests locally and fail them when ``CI`` is set.
@@ -436,3 +438,33 @@ def test_whole_image_mask_and_boxes_into_core_nodes(harness, server, workspace):
     assert "covers the whole image" in server.log_text()
     boxes = _saved(server, result, "degrade/boxes")
     assert len(boxes) == 2 and all(b.shape[:2] == (IMG_H, IMG_W) and b.max() == 255 for b in boxes)
+
+
+# ---------------------------------------------------------------------------------------------- Ken Burns -> core video
+def test_kenburns_frames_feed_the_core_video_nodes(harness, server, workspace):
+    """The renderer's frames IMAGE batch and fps FLOAT go straight into ComfyUI's core ``CreateVideo`` ->
+    ``SaveVideo`` (mp4, H.264). Those nodes exist from ComfyUI 0.3.3x (2025) on; the 2024 generation skips."""
+    av = pytest.importorskip("av")
+    info = server.object_info()
+    if "CreateVideo" not in info or "SaveVideo" not in info:
+        pytest.skip("this ComfyUI has no core CreateVideo/SaveVideo nodes (they came in 2025)")
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": workspace["image"].name}},
+        "2": {"class_type": "CartoonSegCameraPath", "inputs": {
+            "preset": "pan-right", "frames": 4, "zoom": 1.25, "strength": 1.0, "easing": "linear", "playback": False,
+            "fps": 12.0, "anchor": "nearest"}},
+        "3": {"class_type": "CartoonSegKenBurns", "inputs": {
+            "image": ["1", 0], "depth": ["1", 0], "camera": ["2", 0], "size": 0, "depth_of_field": False,
+            "dof_strength": 1.0, "dof_speed": 50.0, "min_disparity": 0.02, "device": "auto", "fill": "patchmatch"}},
+        "4": {"class_type": "CreateVideo", "inputs": {"images": ["3", 0], "fps": ["3", 2]}},
+        "5": {"class_type": "SaveVideo", "inputs": {"video": ["4", 0], "filename_prefix": "cartoonseg_kb_video",
+                                                    "format": "mp4", "codec": "h264"}},
+    }
+    _run(harness, server, prompt, "kenburns_video")
+    videos = sorted((Path(server.workdir) / "output").rglob("cartoonseg_kb_video*.mp4"))
+    assert len(videos) == 1
+    with av.open(str(videos[0])) as container:
+        stream = container.streams.video[0]
+        assert float(stream.average_rate) == pytest.approx(12.0)
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    assert len(frames) == 4 and frames[0].shape == (IMG_H, IMG_W, 3)

@@ -15,7 +15,7 @@ import torch
 
 from cartoonseg import Instances
 from cartoonseg.matting import (MattingConfig, compose_front_to_back, cutouts, instance_alphas, noise_variance,
-                                occlusion_order, ramp_width, snap_to_outlines, solve_alpha, trimap_from_soft)
+                                free_strokes, occlusion_order, ramp_width, snap_to_outlines, solve_alpha, trimap_from_soft)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import bench_matting  # noqa: E402  (the benchmark's synthetic scenes with exact alpha)
@@ -190,3 +190,67 @@ def test_strokes_leaving_the_outline_stay_unknown_detached_lines_are_background(
     assert t[30, 8] == 0.5 and snapped[30, 8] == 0.0  # the detached background line: background
     assert snapped[30, 16] == 1.0 and snapped[30, 30] == 1.0  # the outline and the fill: foreground
     assert t[35, 48] == 0.5 and snapped[35, 48] == 0.0  # background between the outline and the band's edge
+
+
+def test_cutout_edge_colours_are_the_foreground_not_the_mix():
+    """RGBA cut-outs carry pymatting's foreground estimate where alpha is fractional: an anti-aliased red edge over
+    blue keeps red, where the image itself shows the red-blue mix."""
+    yy, xx = np.mgrid[0:48, 0:48]
+    alpha = np.clip(14.5 - np.hypot(yy - 24, xx - 24), 0, 1)  # a disk with a 1-px anti-aliased edge
+    fg, bg = np.array([0.9, 0.1, 0.1]), np.array([0.1, 0.2, 0.9])
+    image = alpha[..., None] * fg + (1 - alpha[..., None]) * bg
+    inst = Instances.from_masks(torch.from_numpy(alpha[None]).float()).replace(
+        alphas=torch.from_numpy(alpha[None]).float())
+    rgba = cutouts((image * 255 + 0.5).astype(np.uint8), inst)[0]
+    edge = (alpha > 0.2) & (alpha < 0.8)
+    colour = rgba[..., :3][edge] / 255.0
+    mixed = image[edge]
+    # 8-bit input: the estimate is off by at most ~(1/255) / alpha * |fg - bg| = 0.016 at alpha 0.2; the mix by more
+    assert np.abs(colour - fg).max() < 0.05 < np.abs(mixed - fg).max()
+
+
+def test_free_strokes_follow_lost_hair_but_not_lines_running_to_the_border():
+    """A hair strand thinner than the refiner's grid is missing from the soft mask: a stroke that leaves the
+    character and ends inside the picture becomes unknown, one that runs to the image border (scene line art) not."""
+    line = np.zeros((40, 60), bool)
+    region = np.zeros((40, 60), bool)
+    region[10:30, 10:30] = True  # the instance (foreground + unknown band)
+    line[15, 30:45] = True  # a strand ending at x=44
+    line[25, 30:60] = True  # a line running to the right border
+    strokes = free_strokes(line, region)
+    assert strokes[15, 30:45].all() and not strokes[25].any()
+    assert not free_strokes(np.zeros_like(line), region).any()
+
+
+def test_matte_recovers_a_lost_strand_beyond_the_band():
+    h, w = 64, 96
+    rgb = np.empty((h, w, 3))
+    rgb[:] = (0.6, 0.8, 0.7)
+    yy, xx = np.mgrid[0:h, 0:w]
+    body = np.hypot(yy - 32, xx - 24) < 14
+    rgb[body] = (0.95, 0.75, 0.3)
+    rgb[body & (np.hypot(yy - 32, xx - 24) >= 12.5)] = (0.1, 0.08, 0.12)  # outline
+    rgb[31:33, 37:80] = (0.1, 0.08, 0.12)  # a 2-px dark strand leaving the head, ending at x=79
+    rgb[50:52, :] = (0.16, 0.12, 0.2)  # a background line across the picture, under the body
+    truth = body.astype(float)
+    truth[31:33, 37:80] = 1.0
+    soft = body.astype(np.float32)  # the segmenter lost the strand
+    inst = Instances.from_masks(torch.from_numpy(soft[None]))
+    alpha = instance_alphas((rgb * 255 + 0.5).astype(np.uint8), inst).alphas[0].numpy()
+    plain = instance_alphas((rgb * 255 + 0.5).astype(np.uint8), inst, MattingConfig(line_art=False)).alphas[0].numpy()
+    assert float(alpha[31:33, 50:80].mean()) > 0.8 and float(plain[31:33, 50:80].mean()) < 0.2
+    assert float(alpha[50:52, 45:].max()) < 0.2  # the background line stays background
+
+
+def test_an_outline_with_a_gap_is_left_to_the_solver_not_made_background():
+    h, w = 60, 60
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = np.hypot(yy - 30, xx - 30)
+    rgb = np.empty((h, w, 3))
+    rgb[:] = (0.6, 0.8, 0.7)
+    rgb[r < 15] = (0.95, 0.75, 0.3)
+    ring = (r >= 14) & (r < 15.5)
+    rgb[ring & (np.abs(xx - 30) > 3)] = (0.1, 0.08, 0.12)  # outline open at the top and bottom
+    t = trimap_from_soft((r < 15).astype(np.float32), 8)
+    snapped = snap_to_outlines(rgb, t, 3)
+    assert (snapped[ring & (np.abs(xx - 30) > 3) & (t == 0.5)] == 0.5).all()
