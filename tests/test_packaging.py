@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -118,8 +119,15 @@ def test_pip_install_then_python_m_cartoonseg_from_anywhere(tmp_path):
     python = venv / "bin" / "python"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
     env.update(PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1", PIP_NO_INDEX="1")
+    # built from a copy of what the package is made of: setuptools builds in the source tree (build/, *.egg-info),
+    # which would litter the checkout and carry stale modules of an earlier build into the wheel
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
+    shutil.copytree(REPO / "cartoonseg", source / "cartoonseg", ignore=shutil.ignore_patterns("__pycache__"))
     r = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
-                        "--no-build-isolation", str(REPO)], capture_output=True, text=True, timeout=600, env=env,
+                        "--no-build-isolation", str(source)], capture_output=True, text=True, timeout=600, env=env,
                        cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     elsewhere = tmp_path / "elsewhere"
