@@ -26,7 +26,7 @@ def config_from_args(argv: list[str] | None = None) -> DetectorTrainConfig:
     add_data_args(ap, "output folder (checkpoints, log.jsonl, detector.safetensors)")
     ap.add_argument("--preset", default="l", choices=["tiny", "s", "m", "l", "x", "tiny-cpu"],
                     help="model size (paper: l), or tiny-cpu: the tiny model with the CPU recipe (192 px, batch 8, "
-                    "lr 2e-3, 50 warm-up steps, 6 epochs, no mosaic/mixup, 1 worker); explicit flags override it")
+                    "lr 2e-3, 50 warm-up steps, 16 epochs, no mosaic/mixup, 1 worker); explicit flags override it")
     ap.add_argument(
         "--init", default=None, help="start from this checkpoint (rtmdetl_e60.ckpt, mmdet RTMDet-Ins, ours)"
     )
