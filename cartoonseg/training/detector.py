@@ -112,9 +112,10 @@ class DetectorTrainConfig:
 #: Named training recipes: field overrides of :class:`DetectorTrainConfig` (whose defaults are ``paper``).
 #: ``tiny-cpu`` trains the tiny detector on a 2-core CPU in minutes (bench/train_convergence.py records what it
 #: reaches): 16 epochs (1200 steps on 600 images: ~15 min on 2 quiet AVX2 threads, the schedule sized to the
-#: 20-minute budget; 6 epochs stopped at Box AP50 0.76), 192-px canvas, batch 8, lr 2e-3 (linear scaling from 0.004 at 256 would give 1.25e-4, far too slow
-#: for a few hundred steps from scratch), 50 warm-up steps, no mosaic/mixup (on a few hundred synthetic images
-#: the stock strong augmentation costs more steps than it saves), one data worker.
+#: 20-minute budget; 6 epochs stopped at Box AP50 0.76), 192-px canvas, batch 8, lr 2e-3 (linear scaling from
+#: 0.004 at 256 would give 1.25e-4, far too slow for a few hundred steps from scratch), 50 warm-up steps, no
+#: mosaic/mixup (on a few hundred synthetic images the stock strong augmentation costs more steps than it saves),
+#: one data worker.
 DETECTOR_RECIPES: dict[str, dict[str, Any]] = {
     "paper": {},
     "tiny-cpu": {
