@@ -86,6 +86,7 @@ __all__ = [
     "check_file",
     "check_folder",
     "check_not_input",
+    "fsync_dir",
     "output_file",
     "result_dir",
     "save_image",
@@ -203,7 +204,8 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Flush a folder's entries (a rename into it) to disk; a no-op where folders cannot be opened (Windows)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:  # Windows cannot open folders
@@ -450,7 +452,7 @@ class OutputFolder:
             self._entries[name] = {"stat": _stat_key(tmp), "group": group}
             _write_manifest(self.path, self._entries)  # recorded first: a kill before the rename leaves nothing foreign
             os.replace(tmp, target)  # a symlink at ``target`` is replaced itself, never written through
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
         finally:
             _remove(tmp)
         self._written.add(name)
@@ -510,7 +512,7 @@ class OutputFolder:
             if target.is_dir():
                 os.rename(target, old)
             os.rename(tmp, target)
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
             _remove(old)
         finally:
             _remove(tmp)

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..outputs import fsync_dir
+
 __all__ = ["checkpoint_exists", "load_training_state", "recover_interrupted_save", "save_training_state"]
 
 
@@ -110,19 +112,6 @@ def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open folders
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
     finally:
         os.close(fd)
 
@@ -206,7 +195,7 @@ def save_training_state(
     # 2. commit: tensors first, JSON last (a kill in between is finished by recover_interrupted_save)
     os.replace(tmp_st, st_path)
     os.replace(tmp_js, js_path)
-    _fsync_dir(prefix.parent)
+    fsync_dir(prefix.parent)
     return js_path
 
 
