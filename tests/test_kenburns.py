@@ -23,7 +23,7 @@ from cartoonseg.kenburns import (
 )
 from cartoonseg.kenburns.camera import AUTO_START_CROP, EASINGS, PRESETS, search_auto_end
 from cartoonseg.kenburns.dof import bokeh_blur, focus_schedule
-from cartoonseg.kenburns.fill import DIRECTIONS, nearest_valid
+from cartoonseg.kenburns.fill import DIRECTIONS, fill_rows, nearest_valid
 from cartoonseg.kenburns.render import coverage_counter
 from cartoonseg.structures import Instances
 
@@ -255,6 +255,51 @@ def test_zbuffer_nearest_point_wins_and_close_points_blend():
     cloud.z = torch.tensor([1.0, 1.01])  # within the 3 % band: blended equally
     out = splat(cloud, pose(), 1.0, (1, 1), crack_fill=False)
     assert float(out.features[0, 0, 0, 0]) == pytest.approx(0.5)
+
+
+def test_moving_character_keeps_its_size():
+    """A character layer shifted by half a pixel covers its own area: its edge pixels are resampled over the
+    transparent ring around it instead of being normalised to full opacity (which grew a 16x16 card to about
+    16x17, 272 px, in every moving frame)."""
+    image, nearness, mask = two_planes(64, near=1.0, far=0.25, box=(24, 40, 24, 40))
+    scene = build_scene(image, nearness, mask, background=BLUE.expand(64, 64, 3))
+    rgb, _, _ = render_poses(scene, pose(px=0.5), 32.0)
+    assert abs(float(rgb[0, 0].sum()) - 256.0) < 1.0  # red share of every pixel = the card's coverage
+    assert float(rgb[0, 0, 30, 24]) == pytest.approx(0.5, abs=1e-4) and float(rgb[0, 0, 30, 40]) == pytest.approx(0.5, abs=1e-4)
+
+
+def test_near_surface_edge_grows_at_most_half_a_pixel():
+    """In the background layer a near card moved by 0.3 px: the pixel its last column only grazes (weight 0.3)
+    blends the card with the far plane by weight instead of showing the card alone (which grew the card by a whole
+    pixel per row); the other edge, covered 0.7, stays the card's."""
+    image, nearness, _ = two_planes(64, near=1.0, far=0.25, box=(24, 40, 24, 40))
+    scene = build_scene(image, nearness)
+    rgb, _, _ = render_poses(scene, pose(px=0.3), 32.0)
+    red = rgb[0, 0]
+    assert float(red[30, 40]) == pytest.approx(0.3, abs=1e-4)  # grazed: 0.3 card + 0.7 far plane
+    assert float(red[30, 24]) == pytest.approx(1.0, abs=1e-4)
+    assert 256.0 <= float(red.sum()) < 256.0 + 16 * 0.5
+
+
+def test_fill_rows_keeps_a_ground_plane_and_a_wall():
+    """Behind an upright occluder, nearness interpolated along rows is exact for a wall (constant) above a ground
+    plane (linear in the row); a smooth 2-D fill bends the ground into the wall."""
+    h, w = 48, 64
+    rows = torch.arange(h, dtype=torch.float32)[:, None].expand(h, w)
+    near = torch.where(rows < 20, torch.full_like(rows, 0.1), 0.1 + 0.02 * (rows - 20))  # wall, then ground
+    hole = torch.zeros(h, w, dtype=torch.bool)
+    hole[10:44, 24:36] = True  # a character standing across the horizon
+    filled = fill_rows(near[None, None], ~hole[None, None])[0, 0]
+    assert torch.allclose(filled, near, atol=1e-6)
+    smooth = fill_push_pull(near[None, None], ~hole[None, None])[0, 0]
+    assert float((smooth - near)[hole].abs().max()) > 0.05
+    # a hole touching the border takes its one side; a row with no known pixel keeps the smooth fill
+    border = torch.zeros(h, w, dtype=torch.bool)
+    border[:, :10] = True
+    border[5] = True
+    out = fill_rows(near[None, None], ~border[None, None])[0, 0]
+    assert torch.allclose(out[border & (rows != 5)], near[border & (rows != 5)], atol=1e-6)
+    assert torch.allclose(out[5], fill_push_pull(near[None, None], ~border[None, None])[0, 0, 5])
 
 
 def test_near_surface_stays_opaque_under_magnification():

@@ -104,7 +104,11 @@ def test_render_outputs_frames_mask_and_fps(nodes, comfy):
     # the camera moves: the revealed plate shows up and is flagged in the mask
     green = (frames[..., 1] > 0.9) & (frames[..., 0] < 0.1)
     assert bool(green[4].any()) and float(disocclusion[green].min()) > 0.5
-    assert float(disocclusion[(frames[..., 2] > 0.99) | (frames[..., 0] > 0.99)].max()) < 1e-5
+    # elsewhere the mask is the plate's share of the pixel: nothing on the pure card or far plane, and on their
+    # anti-aliased edges at most the part that is neither red (card) nor blue (far plane)
+    solid = (frames[..., 2] > 0.99) | (frames[..., 0] > 0.99)
+    plate_share = (1.0 - frames[..., 0] - frames[..., 2]).clamp_min(0.0)
+    assert float((disocclusion - plate_share)[solid].max()) < 1e-4
 
 
 def test_defaults_without_optional_inputs(nodes):

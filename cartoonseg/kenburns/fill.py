@@ -6,8 +6,9 @@
   (depth within a tolerance of the farthest candidate), so a hole never copies its occluder. The per-direction
   search is a ``cummax`` scan over rows, columns and (through a skewed view) diagonals: O(H W) per direction and
   batched over frames, with no step limit.
-* :func:`fill_push_pull`: smooth pull-push interpolation (a mean pyramid) for filling depth and colour under the
-  character masks when no background plate is given.
+* :func:`fill_push_pull`: smooth pull-push interpolation (a mean pyramid) for filling colour under the character
+  masks when no background plate is given.
+* :func:`fill_rows`: interpolation along rows, for the background's depth behind the characters.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["DIRECTIONS", "fill_holes_far", "fill_push_pull", "nearest_valid"]
+__all__ = ["DIRECTIONS", "fill_holes_far", "fill_push_pull", "fill_rows", "nearest_valid"]
 
 # (row step, column step) of the 8 search directions
 DIRECTIONS: tuple[tuple[int, int], ...] = ((-1, 0), (1, 0), (0, -1), (0, 1), (-1, 1), (-1, -1), (1, 1), (1, -1))
@@ -219,3 +220,38 @@ def fill_push_pull(values: Tensor, valid: Tensor) -> Tensor:
         filled = torch.where(lw > 0, filled, up)
     a = wgt.clamp(0.0, 1.0)
     return values * a + filled * (1.0 - a)
+
+
+def fill_rows(values: Tensor, valid: Tensor) -> Tensor:
+    """Hole filling along rows: each hole pixel takes the linear interpolation of the nearest known pixels to its
+    left and right (the one side there is, at an image border), rows with no known pixel keep
+    :func:`fill_push_pull`'s value. Behind an upright occluder (a character standing on the ground) the surfaces of
+    a scene continue sideways: a ground plane's nearness is constant along a row and a wall's everywhere, so the
+    row interpolation keeps both, where a smooth 2-D fill would bend the ground up into the wall above the
+    character's head.
+
+    Args:
+        values: ``[B,C,H,W]``.
+        valid: ``[B,1,H,W]`` bool.
+
+    Returns:
+        ``[B,C,H,W]`` with holes filled (unchanged where ``valid``).
+    """
+    if values.dim() != 4 or valid.dim() != 4 or valid.shape[1] != 1 or valid.shape[0] != values.shape[0]:
+        raise ValueError(f"fill_rows needs [B,C,H,W] and [B,1,H,W], got {tuple(values.shape)}, {tuple(valid.shape)}")
+    known = valid[:, 0].bool()
+    smooth = fill_push_pull(values, known[:, None])
+    b, c, h, w = values.shape
+    flat = values.reshape(b, c, h * w)
+    sides = []
+    for direction in ((0, -1), (0, 1)):
+        index, steps = nearest_valid(known, direction)
+        found = index >= 0
+        gathered = torch.gather(flat, 2, index.clamp_min(0).reshape(b, 1, -1).expand(b, c, -1)).reshape(b, c, h, w)
+        sides.append((gathered, steps.to(values.dtype)[:, None], found[:, None]))
+    (left, dl, fl), (right, dr, fr) = sides
+    both = fl & fr
+    # weights: the nearer side counts more (linear interpolation between the two known pixels)
+    mixed = (left * dr + right * dl) / (dl + dr).clamp_min(1.0)
+    out = torch.where(both, mixed, torch.where(fl, left, torch.where(fr, right, smooth)))
+    return torch.where(known[:, None], values, out)

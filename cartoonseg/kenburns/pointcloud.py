@@ -7,7 +7,8 @@ uses hand-written CUDA kernels through cupy; this is an independent torch formul
 
 * every point is splatted to its 4 neighbouring pixels with bilinear weights (sub-pixel accumulation);
 * a z-buffer (``scatter_reduce(amin)`` over those 4 contributions) keeps, per pixel, only contributions within a
-  relative tolerance of the nearest one, so a near surface hides what is behind it;
+  relative tolerance of the nearest one, so a near surface hides what is behind it, except on its outline where
+  it covers less than half of a pixel (there both surfaces are blended by weight, so edges do not grow);
 * one-pixel *cracks* (a far surface seen through a gap of a magnified near surface) are detected on the z-buffer
   and closed from the near side;
 * disocclusion *holes* are filled afterwards from their farther side (:mod:`cartoonseg.kenburns.fill`).
@@ -29,6 +30,8 @@ __all__ = ["PointCloud", "SplatResult", "fill_cracks", "project", "splat", "unpr
 Z_TOLERANCE = 0.03
 # Bilinear weight a contribution needs to take part in the z-buffer (see splat).
 ZBUFFER_MIN_WEIGHT = 0.01
+# Summed weight below which the nearest surface does not hide the other contributions of a pixel (see splat).
+EDGE_COVERAGE = 0.5
 # Points closer than this fraction of the anchor depth to the camera plane are culled.
 NEAR_PLANE = 1e-3
 
@@ -183,9 +186,28 @@ def splat(
     zbuf = torch.full((n_pix + 1,), float("inf"), device=device, dtype=dtype)
     for idx, wgt in neighbours:
         zbuf.scatter_reduce_(0, torch.where(wgt >= ZBUFFER_MIN_WEIGHT, idx, n_pix), z, reduce="amin", include_self=True)
-    if crack_fill:
-        zbuf[:n_pix] = _close_zbuffer_cracks(zbuf[:n_pix].view(t, h, w), poses, z_tolerance).reshape(-1)
     z_limit = zbuf * (1.0 + z_tolerance)
+    if EDGE_COVERAGE > 0:
+        # a pixel on the outline of a near surface (a neighbour is farther or empty) that the surface only grazes
+        # (its contributions' weights sum below EDGE_COVERAGE: the pixel centre lies beyond the surface's last
+        # points) is not hidden by it: every contribution is blended there, by weight, so the edge is resampled like
+        # the inside instead of growing by up to a pixel. Not where the pose magnifies the surface 1.5x or more:
+        # there the splats leave gaps inside the surface too (see _close_zbuffer_cracks).
+        near_w = torch.zeros(n_pix + 1, device=device, dtype=dtype)
+        for idx, wgt in neighbours:
+            near_w.index_add_(0, idx, torch.where(z <= z_limit[idx], wgt, 0.0))
+        zb = zbuf[:n_pix].view(t, 1, h, w)
+        outline = F.max_pool2d(zb, 3, stride=1, padding=1) > zb * (1.0 + z_tolerance) ** 2
+        tz = poses[:, 2].to(device=device, dtype=dtype).view(-1, 1, 1, 1)
+        k = poses[:, 3].to(device=device, dtype=dtype).view(-1, 1, 1, 1)
+        magnification = k * (zb + tz) / zb.clamp_min(1e-12)
+        nw = near_w[:n_pix].view(t, 1, h, w)
+        grazed = outline & (nw > 0) & (nw < EDGE_COVERAGE) & (magnification < 1.5)
+        z_limit[:n_pix] = torch.where(grazed.reshape(-1), float("inf"), z_limit[:n_pix])
+    if crack_fill:
+        closed = _close_zbuffer_cracks(zbuf[:n_pix].view(t, h, w), poses, z_tolerance).reshape(-1)
+        z_limit[:n_pix] = torch.where(closed < zbuf[:n_pix], closed * (1.0 + z_tolerance), z_limit[:n_pix])
+        zbuf[:n_pix] = closed
 
     weight = torch.zeros(n_pix + 1, device=device, dtype=dtype)
     acc = torch.zeros(n_pix + 1, c, device=device, dtype=dtype)

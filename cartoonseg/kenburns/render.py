@@ -13,9 +13,11 @@ Pipeline of :func:`render_kenburns`:
    (only depth ratios matter, so the original's focal/baseline scale cancels).
 2. Layers: the **background** covers every pixel: the input outside the character support (mask > 1/255), the
    background plate inside it (without a plate: inpainted by the fill's inpainter, or a smooth fill for
-   ``far-side``), with depth filled in from around the characters and pushed behind them. Each group
-   of characters (sorted by depth, at most ``max_layers - 1`` groups) is a **character layer** whose alpha is the
-   soft instance mask and whose colour is un-mixed from the plate (alpha matting), so edges carry no background.
+   ``far-side``), with depth interpolated along rows from both sides of the characters (a ground plane and a wall
+   continue behind an upright character) and pushed behind them. Each group of characters (sorted by depth, at
+   most ``max_layers - 1`` groups) is a **character layer** whose alpha is the soft instance mask and whose colour
+   is un-mixed from the plate (alpha matting), so edges carry no background; a ring of transparent points around
+   it makes its edge resample like its inside (no growth when it moves).
 3. Camera poses from :class:`~cartoonseg.kenburns.camera.CameraPath` (``auto`` searches the end crop with the
    fewest holes, as in the original).
 4. Disocclusions (``fill`` ``patchmatch`` or ``diffusion``): the key views of the path (its extremes, more if it
@@ -44,7 +46,7 @@ from ..structures import EXTRA_DEPTH
 from .camera import CameraPath, CameraPoses, resolve_poses
 from .disocclusion import FILLS, KeyViewReport, Refiner, inpaint_disocclusions, inpaint_plate
 from .dof import bokeh_blur, focus_schedule
-from .fill import fill_holes_far, fill_push_pull
+from .fill import fill_holes_far, fill_push_pull, fill_rows
 from .pointcloud import PointCloud, SplatResult, project, splat, unproject
 
 __all__ = ["KenBurnsConfig", "KenBurnsResult", "Scene", "build_scene", "render_kenburns", "render_poses"]
@@ -56,6 +58,10 @@ PLATE_MARGIN = 2
 # Channels carried by every layer's points: premultiplied RGB, alpha, "revealed" (plate content), "hole".
 _RGB, _ALPHA, _REVEALED, _HOLE = slice(0, 3), 3, 4, 5
 _CHANNELS = 6
+# Transparent points (alpha 0) added around every character layer, in pixels: with them a layer's edge is resampled
+# like its inside (bilinear weights over transparent neighbours), instead of normalising a partly covered edge pixel
+# to full opacity, which fattened characters by about half a pixel in every moving frame.
+TRANSPARENT_RING = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,8 +335,9 @@ def build_scene(
         else:
             plate = fill_push_pull(rgb[None], outside)[0]
         bg_rgb = torch.where(region[None], plate, rgb)
-        # background depth behind the characters: interpolated (in nearness) from around them, then pushed behind
-        bg_near = fill_push_pull(near[None, None], outside)[0, 0].clamp(config.min_disparity, 1.0)
+        # background depth behind the characters: interpolated (in nearness) along rows from both sides of them (see
+        # fill_rows), then pushed behind
+        bg_near = fill_rows(near[None, None], outside)[0, 0].clamp(config.min_disparity, 1.0)
         bg_z = torch.where(region, torch.maximum(1.0 / bg_near, z * (1.0 + config.behind_margin)), z)
 
     ones = torch.ones(1, h, w, device=device)
@@ -346,12 +353,21 @@ def build_scene(
             # colour is input - (1 - alpha) * plate (clamped); a static camera then reproduces the input exactly
             premult = torch.minimum((rgb - (1.0 - alpha) * bg_rgb).clamp_min(0.0), alpha.expand(3, -1, -1))
             feats = torch.cat([premult, alpha[None], torch.zeros(2, h, w, device=device)], 0)
-            layers.append(unproject(z, feats, keep=alpha > 1.0 / 255.0))
+            layers.append(unproject(_edge_depth(z, alpha > 1.0 / 255.0), feats,
+                                    keep=grow_mask(alpha > 1.0 / 255.0, TRANSPARENT_RING)))
 
     z_near, z_far = float(z.min()), float(z.max())
     focus = _focus_nearness(soft, near, config.min_disparity)
     return Scene(size=(h, w), depth=z, layers=layers, focus_nearness=focus, z_near=z_near, z_far=z_far,
                  background_depth=bg_z)
+
+
+def _edge_depth(z: Tensor, inside: Tensor) -> Tensor:
+    """``z`` inside the layer, and outside it the depth of the nearest layer pixel within
+    :data:`TRANSPARENT_RING` pixels (the transparent ring moves with the layer's edge)."""
+    k = 2 * TRANSPARENT_RING + 1
+    ring = -F.max_pool2d(-torch.where(inside, z, float("inf"))[None, None], k, stride=1, padding=TRANSPARENT_RING)[0, 0]
+    return torch.where(inside, z, ring)
 
 
 def _depth_groups(soft: Tensor, z: Tensor, extra_depth: Tensor | None, groups: int) -> list[list[int]]:
