@@ -12,7 +12,8 @@ Steps of :func:`inpaint_disocclusions` (characters stay separate layers and are 
 1. **Key views.** Candidate poses are the path's own (at most :data:`MAX_CANDIDATES`, both ends included). A cheap
    proxy (the background layer re-projected at a long side of :data:`PROXY_SIDE` px) counts the uncovered pixels of
    every candidate; the worst one becomes a key view, its holes are lifted into the proxy, and the count is repeated
-   until every candidate is covered to within ``min_hole_fraction`` or ``key_views`` views were taken. A straight
+   until every candidate is covered to within ``min_hole_fraction`` or ``key_views`` views were taken (the first
+   one is always taken on a moving path, as the original always inpaints its extremes). A straight
    path needs its end (and, if the start also uncovers something, its start); a path that turns (``orbit``) takes
    more. Each key view is rendered at its pose overshot by ``overshoot`` (translation, focal and principal offsets
    scaled away from the input view), so the holes of the frames near it are covered too.
@@ -175,7 +176,8 @@ def select_key_views(
         background_depth: ``[H,W]`` scene depth of the background layer (input view).
         poses: the path.
         max_views: at most this many key views.
-        min_hole_fraction: stop when no candidate has more uncovered pixels than this fraction of the frame.
+        min_hole_fraction: stop when no candidate has more uncovered pixels than this fraction of the frame (after
+            the first view, which a moving path always gets).
 
     Returns:
         Indices into ``poses.poses``, in the order to inpaint them (worst first).
@@ -203,7 +205,11 @@ def select_key_views(
             if cand[j] in chosen:
                 score[j] = -1.0
         best = int(torch.argmax(score))
-        if float(counts[best]) <= limit:
+        if not chosen and float(counts[best]) == 0.0 and float(motion.max()) > 0.0:
+            # the proxy sees no hole, but thin ones (a pixel or two at depth edges) vanish at its resolution: the
+            # original always inpaints the extremes of its path, so the farthest pose is still taken
+            best = int(torch.argmax(motion))
+        elif float(counts[best]) <= (0.0 if not chosen else limit):
             break
         chosen.append(cand[best])
         # lift the proxy's holes of that view at their far-side depth
