@@ -66,6 +66,25 @@ def test_key_views_straight_path_takes_its_ends_orbit_takes_more():
     assert select_key_views(scene.background_depth, static) == []
 
 
+def test_a_moving_path_always_inpaints_its_extreme():
+    """A pan that opens a one-pixel hole column at full size (less than a pixel on the 192 px proxy, where the count
+    sees nothing): the path's end is still a key view and its hole is inpainted, as the original always inpaints
+    its extremes."""
+    from cartoonseg.kenburns.camera import CameraPoses
+
+    h, w = 240, 480
+    nearness = torch.full((h, w), FAR)
+    nearness[60:180, 200:280] = NEAR
+    image = stripes(torch.arange(w, dtype=torch.float32)[None, :].expand(h, w)).clone()
+    scene = build_scene(image, nearness)
+    poses = torch.tensor([[0, 0, 0, 1.0, 0, 0], [0.005, 0, 0, 1.0, 0, 0], [0.01, 0, 0, 1.0, 0, 0]])  # 2.4 px at Z=1
+    path = CameraPoses(poses=poses, times=torch.tensor([0.0, 0.5, 1.0]), order=torch.arange(3), focal=w / 2,
+                       anchor=1.0, fps=25.0)
+    assert select_key_views(scene.background_depth, path) == [2]
+    _, report = inpaint_disocclusions(scene.layers[0], scene.background_depth, scene.size, path)
+    assert report.times == [1.0] and report.hole_pixels[0] >= 120  # the column the card uncovers, overshot 1.1x
+
+
 def test_overshoot_scales_the_move_and_stops_short_of_the_nearest_points():
     poses = torch.tensor([[0.1, -0.2, 0.5, 1.2, 2.0, 0.0]])
     out = overshoot_poses(poses, 1.1)
