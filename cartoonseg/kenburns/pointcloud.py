@@ -187,23 +187,6 @@ def splat(
     for idx, wgt in neighbours:
         zbuf.scatter_reduce_(0, torch.where(wgt >= ZBUFFER_MIN_WEIGHT, idx, n_pix), z, reduce="amin", include_self=True)
     z_limit = zbuf * (1.0 + z_tolerance)
-    if EDGE_COVERAGE > 0:
-        # a pixel on the outline of a near surface (a neighbour is farther or empty) that the surface only grazes
-        # (its contributions' weights sum below EDGE_COVERAGE: the pixel centre lies beyond the surface's last
-        # points) is not hidden by it: every contribution is blended there, by weight, so the edge is resampled like
-        # the inside instead of growing by up to a pixel. Not where the pose magnifies the surface 1.5x or more:
-        # there the splats leave gaps inside the surface too (see _close_zbuffer_cracks).
-        near_w = torch.zeros(n_pix + 1, device=device, dtype=dtype)
-        for idx, wgt in neighbours:
-            near_w.index_add_(0, idx, torch.where(z <= z_limit[idx], wgt, 0.0))
-        zb = zbuf[:n_pix].view(t, 1, h, w)
-        outline = F.max_pool2d(zb, 3, stride=1, padding=1) > zb * (1.0 + z_tolerance) ** 2
-        tz = poses[:, 2].to(device=device, dtype=dtype).view(-1, 1, 1, 1)
-        k = poses[:, 3].to(device=device, dtype=dtype).view(-1, 1, 1, 1)
-        magnification = k * (zb + tz) / zb.clamp_min(1e-12)
-        nw = near_w[:n_pix].view(t, 1, h, w)
-        grazed = outline & (nw > 0) & (nw < EDGE_COVERAGE) & (magnification < 1.5)
-        z_limit[:n_pix] = torch.where(grazed.reshape(-1), float("inf"), z_limit[:n_pix])
     if crack_fill:
         closed = _close_zbuffer_cracks(zbuf[:n_pix].view(t, h, w), poses, z_tolerance).reshape(-1)
         z_limit[:n_pix] = torch.where(closed < zbuf[:n_pix], closed * (1.0 + z_tolerance), z_limit[:n_pix])
@@ -216,6 +199,24 @@ def splat(
         wgt = torch.where(z <= z_limit[idx], wgt, 0.0)
         weight.index_add_(0, idx, wgt)
         acc.index_add_(0, idx, feats * wgt[:, None])
+    if EDGE_COVERAGE > 0:
+        # a pixel on the outline of a near surface (a neighbour is farther or empty) that the surface only grazes
+        # (its contributions' weights sum below EDGE_COVERAGE: the pixel centre lies beyond the surface's last
+        # points) is not hidden by it: the contributions behind are blended in too, by weight, so the edge is
+        # resampled like the inside instead of growing by up to a pixel. Not where the pose magnifies the surface
+        # 1.5x or more: there the splats leave gaps inside the surface too (see _close_zbuffer_cracks).
+        zb = zbuf[:n_pix].view(t, 1, h, w)
+        nw = weight[:n_pix].view(t, 1, h, w)
+        tz = poses[:, 2].to(device=device, dtype=dtype).view(-1, 1, 1, 1)
+        k = poses[:, 3].to(device=device, dtype=dtype).view(-1, 1, 1, 1)
+        grazed = (nw > 0) & (nw < EDGE_COVERAGE) & (k * (zb + tz) < 1.5 * zb)
+        grazed &= F.max_pool2d(zb, 3, stride=1, padding=1) > zb * (1.0 + z_tolerance) ** 2
+        if bool(grazed.any()):
+            grazed_flat = torch.cat([grazed.reshape(-1), grazed.new_zeros(1)])
+            for idx, wgt in neighbours:
+                behind = (grazed_flat[idx] & (z > z_limit[idx]) & (wgt > 0)).nonzero().squeeze(1)
+                weight.index_add_(0, idx[behind], wgt[behind])
+                acc.index_add_(0, idx[behind], feats[behind] * wgt[behind, None])
 
     weight = weight[:n_pix].view(t, 1, h, w)
     features = acc[:n_pix].view(t, h, w, c).permute(0, 3, 1, 2)
