@@ -14,6 +14,7 @@ from cartoonseg.kenburns import (
     ease,
     fill_holes_far,
     fill_push_pull,
+    fill_rows,
     playback_order,
     render_kenburns,
     render_poses,
@@ -23,7 +24,7 @@ from cartoonseg.kenburns import (
 )
 from cartoonseg.kenburns.camera import AUTO_START_CROP, EASINGS, PRESETS, search_auto_end
 from cartoonseg.kenburns.dof import bokeh_blur, focus_schedule
-from cartoonseg.kenburns.fill import DIRECTIONS, fill_rows, nearest_valid
+from cartoonseg.kenburns.fill import DIRECTIONS, nearest_valid
 from cartoonseg.kenburns.render import coverage_counter
 from cartoonseg.structures import Instances
 

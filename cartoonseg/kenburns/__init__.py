@@ -16,7 +16,7 @@ Quick use::
 from .camera import ANCHORS, EASINGS, PRESETS, CameraPath, CameraPoses, ease, playback_order, resolve_poses
 from .disocclusion import FILLS, KeyViewReport, Refiner, diffusers_refiner, inpaint_disocclusions, make_refiner
 from .dof import bokeh_blur, focus_schedule
-from .fill import fill_holes_far, fill_push_pull
+from .fill import fill_holes_far, fill_push_pull, fill_rows
 from .pointcloud import PointCloud, SplatResult, project, splat, unproject
 from .render import KenBurnsConfig, KenBurnsResult, Scene, build_scene, render_kenburns, render_poses
 
@@ -40,6 +40,7 @@ __all__ = [
     "ease",
     "fill_holes_far",
     "fill_push_pull",
+    "fill_rows",
     "focus_schedule",
     "inpaint_disocclusions",
     "make_refiner",
