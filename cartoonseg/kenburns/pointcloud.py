@@ -186,11 +186,9 @@ def splat(
     zbuf = torch.full((n_pix + 1,), float("inf"), device=device, dtype=dtype)
     for idx, wgt in neighbours:
         zbuf.scatter_reduce_(0, torch.where(wgt >= ZBUFFER_MIN_WEIGHT, idx, n_pix), z, reduce="amin", include_self=True)
-    z_limit = zbuf * (1.0 + z_tolerance)
     if crack_fill:
-        closed = _close_zbuffer_cracks(zbuf[:n_pix].view(t, h, w), poses, z_tolerance).reshape(-1)
-        z_limit[:n_pix] = torch.where(closed < zbuf[:n_pix], closed * (1.0 + z_tolerance), z_limit[:n_pix])
-        zbuf[:n_pix] = closed
+        zbuf[:n_pix] = _close_zbuffer_cracks(zbuf[:n_pix].view(t, h, w), poses, z_tolerance).reshape(-1)
+    z_limit = zbuf * (1.0 + z_tolerance)
 
     weight = torch.zeros(n_pix + 1, device=device, dtype=dtype)
     acc = torch.zeros(n_pix + 1, c, device=device, dtype=dtype)
