@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from cartoonseg.depth import DepthEstimator  # noqa: E402
 from cartoonseg.device import DTYPES, capabilities, resolve_precision  # noqa: E402
 
@@ -72,10 +73,10 @@ def zoedepth_nk():
 def marigold_pipeline():
     """A Marigold depth pipeline with the published component shapes (SD 2 UNet with 8 input channels, SD VAE,
     OpenCLIP-H text encoder, LCM scheduler) and a small stand-in tokenizer (Marigold encodes one empty prompt)."""
-    import string
     import tempfile
 
     import diffusers
+    from _tiny_clip import write_clip_tokenizer  # tests/: the tokenizer the tests' tiny pipelines use
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     torch.manual_seed(0)
@@ -87,13 +88,7 @@ def marigold_pipeline():
     vae = diffusers.AutoencoderKL(block_out_channels=(128, 256, 512, 512), in_channels=3, out_channels=3,
                                   latent_channels=4, layers_per_block=2, sample_size=768,
                                   down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
-    folder = Path(tempfile.mkdtemp(prefix="bench_marigold_tok_"))
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for c in (c for c in string.printable if not c.isspace()):
-        vocab.setdefault(c, len(vocab))
-        vocab.setdefault(c + "</w>", len(vocab))
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
+    folder = write_clip_tokenizer(Path(tempfile.mkdtemp(prefix="bench_marigold_tok_")))
     tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
     text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=1024, intermediate_size=4096,
                                         num_hidden_layers=23, num_attention_heads=16, max_position_embeddings=77,

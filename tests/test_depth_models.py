@@ -46,7 +46,7 @@ def make_tiny_marigold(folder: Path) -> Path:
     """A randomly initialised Marigold depth pipeline (tiny UNet / VAE / CLIP text encoder, LCM scheduler), saved
     with the diffusers layout."""
     diffusers = pytest.importorskip("diffusers")
-    from test_diffusion_inpaint import _tokenizer_files
+    from _tiny_clip import write_clip_tokenizer
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     torch.manual_seed(0)
@@ -57,7 +57,7 @@ def make_tiny_marigold(folder: Path) -> Path:
     vae = diffusers.AutoencoderKL(block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4,
                                   sample_size=32, down_block_types=["DownEncoderBlock2D"] * 2,
                                   up_block_types=["UpDecoderBlock2D"] * 2)
-    tok = _tokenizer_files(folder.parent / f"{folder.name}_tokenizer_src")
+    tok = write_clip_tokenizer(folder.parent / f"{folder.name}_tokenizer_src")
     tokenizer = CLIPTokenizer(str(tok / "vocab.json"), str(tok / "merges.txt"), model_max_length=77)
     text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37,
                                         num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,

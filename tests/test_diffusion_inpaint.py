@@ -3,8 +3,6 @@ here (UNet/VAE/CLIP with a hand-made character-level tokenizer; no download), lo
 
 from __future__ import annotations
 
-import json
-import string
 from pathlib import Path
 
 import numpy as np
@@ -22,19 +20,9 @@ from cartoonseg.inpaint import (
 )
 from cartoonseg.inpaint.cli import main as cli_main
 from cartoonseg.inpaint.diffusers_backend import load_inpaint_pipeline, refine_with_diffusers
+from _tiny_clip import write_clip_tokenizer
 
 diffusers = pytest.importorskip("diffusers")  # requirements-dev.txt; optional at run time (CLI only)
-
-
-def _tokenizer_files(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for c in (c for c in string.printable if not c.isspace()):
-        vocab.setdefault(c, len(vocab))
-        vocab.setdefault(c + "</w>", len(vocab))
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +44,7 @@ def tiny_pipeline_dir(tmp_path_factory) -> Path:
     )
     vae = AutoencoderKL(block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4, sample_size=32,
                         down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2)
-    tok_dir = _tokenizer_files(folder / "_tokenizer_src")
+    tok_dir = write_clip_tokenizer(folder / "_tokenizer_src")
     tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=77)
     text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37,
                                         num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
