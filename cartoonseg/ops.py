@@ -135,14 +135,18 @@ def select_instances(inst: Instances, order: str = "index", indices: Sequence[in
 def grow_mask(mask: Tensor, pixels: int) -> Tensor:
     """Dilate (``pixels > 0``) or erode (``< 0``) masks ``[H,W]`` or ``[B,H,W]`` with a ``(2|p|+1)²`` square
     window. Nothing outside the image counts (a mask touching the border stays at the border). A bool mask
-    comes back bool, any other float32."""
+    comes back bool, any other float32. The square's maximum is taken along rows, then columns (the same result in
+    ``O(|p|)`` per pixel instead of ``O(p²)``, which matters for the wide windows of the Ken Burns inpainting)."""
     p = int(pixels)
     if p == 0:
         return mask
     single, is_bool = mask.dim() == 2, mask.dtype == torch.bool
     x = (mask[None] if single else mask)[:, None].float()
-    k = 2 * abs(p) + 1
-    x = F.max_pool2d(x, k, stride=1, padding=abs(p)) if p > 0 else -F.max_pool2d(-x, k, stride=1, padding=abs(p))
+    r = abs(p)
+    x = x if p > 0 else -x
+    x = F.max_pool2d(x, (1, 2 * r + 1), stride=1, padding=(0, r))
+    x = F.max_pool2d(x, (2 * r + 1, 1), stride=1, padding=(r, 0))
+    x = x if p > 0 else -x
     x = x[0, 0] if single else x[:, 0]
     return x > 0.5 if is_bool else x
 

@@ -205,3 +205,27 @@ def test_whole_image_mask_gives_a_documented_fill_and_a_warning(method):
         out = inpaint(img, almost, method=method)
     assert out.shape == img.shape and np.array_equal(out[0, 0], img[0, 0])
     assert np.abs(out.astype(int) - img[0, 0].astype(int)).mean() < 8  # a smooth fill around that colour
+
+
+def test_grow_mask_is_the_square_window_max_and_min():
+    """grow_mask takes the (2p+1)² window's max (dilation) or min (erosion) as a row pass then a column pass: the
+    same as one 2-D max pool, for bool, float and batched masks, at the borders too."""
+    import torch.nn.functional as F
+
+    from cartoonseg.ops import grow_mask
+
+    def square(x, p):
+        x = x[:, None].float()
+        k = 2 * abs(p) + 1
+        out = F.max_pool2d(x, k, 1, abs(p)) if p > 0 else -F.max_pool2d(-x, k, 1, abs(p))
+        return out[:, 0]
+
+    g = torch.Generator().manual_seed(0)
+    for p in (1, 2, 5, -1, -3, 9):
+        soft = torch.rand(3, 23, 31, generator=g)
+        assert torch.equal(grow_mask(soft, p), square(soft, p))
+        assert torch.equal(grow_mask(soft[0], p), square(soft[:1], p)[0])
+        binary = soft > 0.85
+        out = grow_mask(binary, p)
+        assert out.dtype == torch.bool and torch.equal(out, square(binary, p) > 0.5)
+    assert grow_mask(soft, 0) is soft
