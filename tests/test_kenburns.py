@@ -244,6 +244,30 @@ def test_single_layer_holes_are_filled_from_the_far_side():
     assert float(frame[0][holes].max()) < 1e-5 and float(frame[2][holes].min()) > 1 - 1e-5
 
 
+def test_far_side_fill_of_sparse_holes_equals_the_whole_frame_fill(monkeypatch):
+    """fill_holes_far works on the holes' bounding box grown by a pixel (every search path ends on the first non-hole
+    pixel, inside that box): the result must be exactly the whole-frame one, borders and unknown depths included."""
+    import cartoonseg.kenburns.fill as fill
+
+    g = torch.Generator().manual_seed(1)
+    for trial in range(12):
+        values = torch.rand(2, 4, 40, 50, generator=g)
+        depth = torch.rand(2, 1, 40, 50, generator=g) * 5 + 1
+        valid = torch.ones(2, 1, 40, 50, dtype=torch.bool)
+        y, x = 3 * trial, 4 * trial  # a cluster of holes, moving towards the bottom-right corner
+        valid[:, :, y : y + 8, x : x + 6] = torch.rand(2, 1, 8, 6, generator=g) > 0.3
+        if trial % 3 == 0:
+            valid[0, 0, 0, :5] = False  # a second cluster on the top border
+        depth[0, 0, y + 1, x + 1] = float("inf")  # a grazed pixel without z-buffer depth
+        for side in ("farthest", "behind"):
+            cropped = fill.fill_holes_far(values, valid, depth, side=side)
+            monkeypatch.setattr(fill, "CROP_FRACTION", 0.0)
+            whole = fill.fill_holes_far(values, valid, depth, side=side)
+            monkeypatch.undo()
+            assert torch.equal(cropped[0], whole[0]), (trial, side)
+            assert torch.equal(cropped[1].nan_to_num(posinf=-1), whole[1].nan_to_num(posinf=-1)), (trial, side)
+
+
 def test_zbuffer_nearest_point_wins_and_close_points_blend():
     depth = torch.tensor([[1.0, 3.0]])
     feats = torch.tensor([[[1.0, 0.0]]])  # the near point carries 1, the far one 0

@@ -21,6 +21,8 @@ from torch import Tensor
 
 __all__ = ["DIRECTIONS", "fill_holes_far", "fill_push_pull", "fill_rows", "nearest_valid"]
 
+# fill_holes_far works on the holes' bounding box (grown by a pixel) when it is smaller than this share of the frame
+CROP_FRACTION = 0.7
 # (row step, column step) of the 8 search directions
 DIRECTIONS: tuple[tuple[int, int], ...] = ((-1, 0), (1, 0), (0, -1), (0, 1), (-1, 1), (-1, -1), (1, 1), (1, -1))
 
@@ -139,6 +141,19 @@ def fill_holes_far(
     holes = ~valid[:, 0]
     if not bool(holes.any()):
         return values, depth
+    # Every search path runs through holes and ends on the first pixel that is not one, so it never leaves the
+    # holes' bounding box grown by a pixel: filling that crop gives exactly the same result, and sparse holes (the
+    # usual frame) no longer pay 8 scans of the whole frame.
+    rows = torch.nonzero(holes.any(0).any(1)).squeeze(1)
+    cols = torch.nonzero(holes.any(0).any(0)).squeeze(1)
+    y0, y1 = max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, h)
+    x0, x1 = max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, w)
+    if (y1 - y0) * (x1 - x0) < CROP_FRACTION * h * w:
+        win = (Ellipsis, slice(y0, y1), slice(x0, x1))
+        sub_v, sub_z = fill_holes_far(values[win], valid[win], depth[win], far_tolerance=far_tolerance, side=side)
+        out_v, out_z = values.clone(), depth.clone()
+        out_v[win], out_z[win] = sub_v, sub_z
+        return out_v, out_z
     hole_pos = holes.reshape(-1).nonzero().squeeze(1)  # flat over T*H*W
     frame = hole_pos // (h * w)
     flat_values = values.permute(0, 2, 3, 1).reshape(t * h * w, c)
