@@ -27,6 +27,7 @@ PRESETS = (
 EASINGS = ("linear", "ease-in", "ease-out", "ease-in-out", "smootherstep")
 ANCHORS = ("nearest", "median", "farthest")
 FILLS = ("far-side", "patchmatch", "diffusion")
+CHARACTER_REVEALS = ("key-views", "plate")
 DEVICES = ("auto", "cpu")
 NEGATIVE_PROMPT = "human, single, person, girl, 1girl, boy, 1boy, creature, animal, alien, robot, body"
 
@@ -79,8 +80,9 @@ class CartoonSegKenBurns:
 
     DESCRIPTION = (
         "Parallax video from one image: depth (IMAGE, larger = nearer) becomes a point cloud seen by a moving camera; "
-        "instances are depth layers in front of the background plate, so revealed regions show the plate, never "
-        "smeared characters. fill: what the camera uncovers at depth edges is inpainted once at the path's end views "
+        "instances are depth layers in front of the background plate, so revealed regions show background, never "
+        "smeared characters (inpainted at the path's end views; character_reveals = plate shows the wired plate "
+        "instead). fill: what the camera uncovers at depth edges is inpainted once at the path's end views "
         "and stays put as the camera moves (patchmatch, the default; diffusion with a CartoonSegDiffusionFill wired "
         "in), or smeared from the farther side per frame (far-side, fastest). Outputs the frames (an IMAGE batch for "
         "SaveAnimatedWEBP, Video Combine or core Create Video), a MASK of pixels that were not visible in the input, "
@@ -127,11 +129,17 @@ class CartoonSegKenBurns:
                 "camera": ("CARTOONSEG_CAMERA", {"tooltip": "from Ken Burns Camera (default: auto, 75 frames)"}),
                 "diffusion": ("CARTOONSEG_DIFFUSION_FILL", {"tooltip": "the model for fill = diffusion "
                                                                        "(Ken Burns Diffusion Fill)"}),
+                "character_reveals": (list(CHARACTER_REVEALS), {
+                    "default": "key-views",
+                    "tooltip": "background the camera reveals behind the characters: key-views = inpainted at the "
+                               "end views like every other disocclusion (better than a PatchMatch plate), plate = "
+                               "the background plate as wired (use it with a real, drawn background)"}),
             },
         }
 
     def render(self, image, depth, size=0, depth_of_field=False, dof_strength=1.0, dof_speed=50.0, min_disparity=0.02,
-               device="auto", fill="patchmatch", instances=None, background=None, camera=None, diffusion=None):
+               device="auto", fill="patchmatch", instances=None, background=None, camera=None, diffusion=None,
+               character_reveals="key-views"):
         from cartoonseg.kenburns import CameraPath, KenBurnsConfig, render_kenburns
 
         if fill == "diffusion" and diffusion is None:
@@ -146,7 +154,8 @@ class CartoonSegKenBurns:
         _comfy.check_batches(n, depth=len(depth), instances=len(frames) if frames else None,
                              background=len(background) if background is not None else None)
         config = KenBurnsConfig(size=int(size), depth_of_field=bool(depth_of_field), dof_strength=float(dof_strength),
-                                dof_speed=float(dof_speed), min_disparity=float(min_disparity), fill=fill)
+                                dof_speed=float(dof_speed), min_disparity=float(min_disparity), fill=fill,
+                                character_reveals=character_reveals)
         dev = _comfy.torch_device() if device == "auto" else torch.device("cpu")
         clips, masks = [], []
         with _comfy.steps(n * camera.frames) as bar:

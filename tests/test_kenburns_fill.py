@@ -128,6 +128,57 @@ def test_patchmatch_fill_continues_the_far_texture_where_far_side_smears():
     assert errors["patchmatch"] < 0.7 * errors["far-side"], errors
 
 
+def _card_character():
+    mask = torch.zeros(1, H, W)
+    y0, y1, x0, x1 = CARD
+    mask[0, y0:y1, x0:x1] = 1.0
+    return mask
+
+
+def test_character_reveals_are_inpainted_at_the_key_views_not_taken_from_the_plate():
+    """The card is a character over a wrong (magenta) plate. With ``character_reveals="plate"`` the background the
+    moving camera reveals beside it shows that plate; with the default ``key-views`` it is inpainted in the key views
+    from the striped plane around it (the plate shows nowhere) and is close to the true plane."""
+    image, nearness = striped_scene()
+    plate = torch.zeros(H, W, 3)
+    plate[..., 0] = plate[..., 2] = 1.0
+    results = {}
+    for reveals in ("plate", "key-views"):
+        clip = render_kenburns(image, nearness, masks=_card_character(), background=plate, camera=pan(5),
+                               config=KenBurnsConfig(character_reveals=reveals))
+        magenta, err, n = 0, 0.0, 0
+        for frame, mask, pose in zip(clip.frames, clip.disocclusion, clip.poses.poses):
+            revealed = mask > 0.5
+            pink = (frame[..., 0] > 0.8) & (frame[..., 1] < 0.2) & (frame[..., 2] > 0.8)
+            magenta += int((pink & revealed).sum())
+            err += float(((frame - far_plane_truth(pose, clip.poses.focal)) ** 2).mean(-1)[revealed].sum())
+            n += int(revealed.sum())
+        assert n > 100  # the camera does reveal background beside the card
+        results[reveals] = (magenta / n, err / n)
+    assert results["plate"][0] > 0.8, results
+    assert results["key-views"][0] == 0.0, results
+    # magenta is ~0.5 off the stripes in every channel; the inpainted stripes only by the resampling blur
+    assert results["key-views"][1] < 0.25 * results["plate"][1], results
+
+
+def test_depth_bands_split_a_group_at_depth_jumps():
+    from cartoonseg.kenburns.disocclusion import _depth_bands
+
+    group = torch.zeros(4, 6, dtype=torch.bool)
+    group[1:3, :] = True
+    depth = torch.full((4, 6), 2.0)
+    depth[:, 3:] = 10.0  # the right half of the holes lies on a far wall, the left on a near ground
+    depth[2, 0] = 2.1  # within the tolerance: same band
+    bands = _depth_bands(group, depth, 0.1, True)
+    assert len(bands) == 2
+    (near, (lo0, hi0)), (far, (lo1, hi1)) = bands
+    assert torch.equal(near, group & (depth < 5)) and torch.equal(far, group & (depth > 5))
+    assert lo0 == pytest.approx(2.0 * 0.9) and hi0 == pytest.approx(2.1 * 1.1) and lo1 == pytest.approx(9.0)
+    whole = _depth_bands(group, depth, 0.1, False)
+    assert len(whole) == 1 and torch.equal(whole[0][0], group) and whole[0][1][1] == pytest.approx(11.0)
+    assert _depth_bands(group, torch.full((4, 6), float("inf")), 0.1, True) == []
+
+
 def test_pixels_visible_in_the_input_do_not_change_with_the_fill():
     image, nearness = striped_scene()
     clips = {f: render_kenburns(image, nearness, camera=pan(4), config=KenBurnsConfig(fill=f)) for f in FILLS[:2]}
@@ -197,6 +248,8 @@ def test_config_validation():
         KenBurnsConfig(key_views=-1)
     with pytest.raises(ValueError, match="key_view_overshoot"):
         KenBurnsConfig(key_view_overshoot=0.5)
+    with pytest.raises(ValueError, match="character_reveals"):
+        KenBurnsConfig(character_reveals="smear")
 
 
 # ---------------------------------------------------------------------------------------------- PatchMatch source
@@ -241,6 +294,10 @@ def test_cli_fill_choices(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: --fill diffusion needs --diffusion-model") and "\n" == err[-1] and err.count("\n") == 1
     assert not (tmp_path / "c.webp").exists()
+    assert main([*args, "--character-reveals", "plate", "--out", str(tmp_path / "d.webp")]) == 0
+    with pytest.raises(SystemExit):
+        main([*args, "--character-reveals", "smear", "--out", str(tmp_path / "e.webp")])
+    assert "--character-reveals: invalid choice: 'smear'" in capsys.readouterr().err
 
 
 def test_cli_diffusion_fill_runs_a_diffusers_pipeline(tmp_path, capsys, tiny_pipeline_dir):
@@ -272,7 +329,8 @@ def test_quality_benchmark_quick_run_reports_every_fill(tmp_path):
     out = tmp_path / "q.json"
     assert bench.main(["--quick", "--json", str(out)]) == 0
     summary = json.loads(out.read_text())["summary"]
-    assert set(summary) == {f"{p}/{f}" for p in ("truth", "patchmatch") for f in ("far-side", "patchmatch")}
+    fills = ("far-side", "patchmatch+plate", "patchmatch")
+    assert set(summary) == {f"{p}/{f}" for p in ("truth", "patchmatch") for f in fills}
     for row in summary.values():
         assert row["disoccluded"]["pixels"] > 0 and row["elsewhere"]["pixels"] > row["disoccluded"]["pixels"]
         assert 0 < row["elsewhere"]["ssim"] <= 1 and row["elsewhere"]["psnr"] > 15

@@ -79,7 +79,7 @@ def test_registration_and_metadata(pack):
 def test_literal_choices_match_the_library(pack):
     module = sys.modules[PACK + ".nodes.kenburns"]
     assert module.PRESETS == kb.PRESETS and module.EASINGS == kb.EASINGS and module.ANCHORS == kb.ANCHORS
-    assert module.FILLS == kb.FILLS
+    assert module.FILLS == kb.FILLS and module.CHARACTER_REVEALS == kb.CHARACTER_REVEALS
     from cartoonseg.inpaint import NEGATIVE_PROMPT
 
     assert module.NEGATIVE_PROMPT == NEGATIVE_PROMPT
@@ -96,7 +96,7 @@ def test_camera_node_builds_a_camera_path(nodes):
 
 def test_render_outputs_frames_mask_and_fps(nodes, comfy):
     cam = camera(nodes, preset="pan-right", frames=5, playback=True, fps=12.0)
-    frames, disocclusion, fps = run(nodes, cam)
+    frames, disocclusion, fps = run(nodes, cam, character_reveals="plate")
     assert frames.shape == (8, H, W, 3) and frames.dtype == torch.float32 and frames.device.type == "cpu"
     assert disocclusion.shape == (8, H, W) and 0.0 <= float(disocclusion.min()) <= float(disocclusion.max()) <= 1.0
     assert fps == 12.0 and isinstance(fps, float)
@@ -104,6 +104,9 @@ def test_render_outputs_frames_mask_and_fps(nodes, comfy):
     # the camera moves: the revealed plate shows up and is flagged in the mask
     green = (frames[..., 1] > 0.9) & (frames[..., 0] < 0.1)
     assert bool(green[4].any()) and float(disocclusion[green].min()) > 0.5
+    # by default what the camera reveals there is inpainted from the far plane around it: flagged, never the plate
+    inpainted, revealed, _ = run(nodes, cam)
+    assert bool((revealed[4] > 0.5).any()) and not bool(((inpainted[..., 1] > 0.9) & (inpainted[..., 0] < 0.1)).any())
     # elsewhere the mask is the plate's share of the pixel: nothing on the pure card or far plane, and on their
     # anti-aliased edges at most the part that is neither red (card) nor blue (far plane)
     solid = (frames[..., 2] > 0.99) | (frames[..., 0] > 0.99)

@@ -14,14 +14,23 @@ Quick use::
 """
 
 from .camera import ANCHORS, EASINGS, PRESETS, CameraPath, CameraPoses, ease, playback_order, resolve_poses
-from .disocclusion import FILLS, KeyViewReport, Refiner, diffusers_refiner, inpaint_disocclusions, make_refiner
+from .disocclusion import (
+    CHARACTER_REVEALS,
+    FILLS,
+    KeyViewReport,
+    Refiner,
+    diffusers_refiner,
+    inpaint_disocclusions,
+    make_refiner,
+)
 from .dof import bokeh_blur, focus_schedule
 from .fill import fill_holes_far, fill_push_pull, fill_rows
 from .pointcloud import PointCloud, SplatResult, project, splat, unproject
-from .render import KenBurnsConfig, KenBurnsResult, Scene, build_scene, render_kenburns, render_poses
+from .render import KenBurnsConfig, KenBurnsResult, Scene, build_scene, inpaint_scene, render_kenburns, render_poses
 
 __all__ = [
     "ANCHORS",
+    "CHARACTER_REVEALS",
     "EASINGS",
     "FILLS",
     "PRESETS",
@@ -43,6 +52,7 @@ __all__ = [
     "fill_rows",
     "focus_schedule",
     "inpaint_disocclusions",
+    "inpaint_scene",
     "make_refiner",
     "playback_order",
     "project",

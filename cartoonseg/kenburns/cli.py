@@ -25,7 +25,7 @@ from .. import outputs
 from .._cli import area_main, load_networks, progress, quiet
 from ..io import CLIP_SUFFIXES, read_depth, read_image, to_float_image, write_frames
 from .camera import EASINGS, PRESETS, CameraPath
-from .disocclusion import FILLS
+from .disocclusion import CHARACTER_REVEALS, FILLS
 from .render import KenBurnsConfig, render_kenburns
 
 __all__ = ["add_parsers", "main", "run"]
@@ -124,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
     size = 0 if args.size <= 0 or args.size >= max(h, w) else args.size  # --size caps the long side
     camera = CameraPath(preset=args.camera, frames=args.frames, zoom=args.zoom, easing=args.easing,
                         playback=args.playback, fps=args.fps)
-    config = KenBurnsConfig(size=size, depth_of_field=args.dof, fill=args.fill, key_views=args.key_views)
+    config = KenBurnsConfig(size=size, depth_of_field=args.dof, fill=args.fill, key_views=args.key_views,
+                            character_reveals=args.character_reveals)
     prepared = time.perf_counter()
     with progress(None, "frames", quiet(args), unit="frame") as bar:
 
@@ -185,6 +186,10 @@ def _add_kenburns(sub) -> None:
                         "--diffusion-model), far-side (per-frame smear from the far side, fastest)")
     p.add_argument("--key-views", type=int, default=4, help="most views of the path that are inpainted (patchmatch, "
                                                             "diffusion)")
+    p.add_argument("--character-reveals", choices=list(CHARACTER_REVEALS), default="key-views",
+                   help="background revealed behind the characters (patchmatch, diffusion): key-views (default: "
+                        "inpainted at the key views like every other disocclusion) or plate (the PatchMatch plate "
+                        "of the characters' area)")
     p.add_argument("--diffusion-model", default=None,
                    help="--fill diffusion: diffusers SD inpainting folder or single-file SD1.x checkpoint (local only)")
     p.add_argument("--config-dir", default=None, help="local diffusers config folder (for a single-file checkpoint)")

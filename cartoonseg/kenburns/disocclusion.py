@@ -7,7 +7,7 @@ find the holes, inpaint colour and depth there, append the inpainted pixels to t
 frame from the completed cloud. Intermediate frames then show the same inpainted texture, moving with the scene,
 instead of a per-frame smear. Written from the papers' descriptions; no code of the original is used.
 
-Steps of :func:`inpaint_disocclusions` (characters stay separate layers and are never part of it):
+Steps of :func:`inpaint_disocclusions` (characters stay separate layers; they are never inpainted, only occlude):
 
 1. **Key views.** Candidate poses are the path's own (at most :data:`MAX_CANDIDATES`, both ends included). A cheap
    proxy (the background layer re-projected at a long side of :data:`PROXY_SIDE` px) counts the uncovered pixels of
@@ -29,7 +29,16 @@ Steps of :func:`inpaint_disocclusions` (characters stay separate layers and are 
    the holes is masked, so the occluder is neither copied into the hole nor steers the patches at its boundary.
    With ``fill="diffusion"`` a diffusion pass (:data:`Refiner`: the instance/background tags as prompt, the paper's
    negative prompt) then repaints the holes, dilated by 5 px, starting from that fill. Only hole pixels are kept.
-5. **Lifting.** Each hole pixel is unprojected with the key view's camera at its filled depth and appended to the
+5. **Reveals behind the characters** (``plate`` given, :data:`CHARACTER_REVEALS` ``key-views``): the background
+   layer is splatted again without its plate points, with the characters of the view in front of it; the pixels
+   that then show nothing are what the view reveals behind the characters. They are inpainted as in steps 3-4, the
+   characters being the occluder (their rim masked, never a copy source) and the holes of steps 3-4 known, with
+   the group's holes split into depth bands (:func:`fill_view` ``split_depth``) so the strip a character reveals
+   next to a far wall and on the ground in front of it each copy from their own surface. This is what the original
+   does at its extremes (holes and instances inpainted together, only the holes kept); a thin reveal next to known
+   background inpaints better than the whole character area of the input view (the plate, which now shows only
+   where no key view reaches). The plate points landing on the reveals are dropped.
+6. **Lifting.** Each hole pixel is unprojected with the key view's camera at its filled depth and appended to the
    background layer, flagged as disoccluded ("revealed") for the output mask.
 
 Remaining holes of the final frames (thin slivers between key views) still get the per-frame far-side fill.
@@ -47,9 +56,10 @@ from torch import Tensor
 from ..ops import grow_mask
 from .camera import CameraPoses
 from .fill import fill_holes_far
-from .pointcloud import PointCloud, splat, unproject
+from .pointcloud import PointCloud, project, splat, unproject
 
 __all__ = [
+    "CHARACTER_REVEALS",
     "FILLS",
     "KeyViewReport",
     "BackendRefiner",
@@ -68,6 +78,11 @@ __all__ = [
 #: ``patchmatch`` (end-view inpainting with PatchMatch, patch 3, the default), ``diffusion`` (end-view inpainting
 #: with a diffusion model; needs an inpainter built around one, see :func:`make_inpainter`).
 FILLS: tuple[str, ...] = ("far-side", "patchmatch", "diffusion")
+
+#: What the end-view inpainting does where the camera reveals background that the characters hid: ``key-views``
+#: (inpainted in the key views with the characters as occluders, the default) or ``plate`` (the background plate
+#: is shown as given).
+CHARACTER_REVEALS: tuple[str, ...] = ("key-views", "plate")
 
 #: A refiner (the diffusion pass of ``fill="diffusion"``): ``(image [H,W,3] float RGB in [0,1], mask [H,W] bool,
 #: True = repaint, init [H,W,3] = image with the mask already filled by PatchMatch) -> [H,W,3] float in [0,1]``.
@@ -143,6 +158,52 @@ def _concat(a: PointCloud, b: PointCloud) -> PointCloud:
         ax=torch.cat([a.ax, b.ax]), ay=torch.cat([a.ay, b.ay]), z=torch.cat([a.z, b.z]),
         features=torch.cat([a.features, b.features.to(a.features)]),
     )
+
+
+def _fill_view_holes(
+    rgb: Tensor, depth: Tensor, holes: Tensor, *, far_tolerance: float, **fill
+) -> tuple[Tensor, Tensor]:
+    """Depth (background side, :func:`fill_holes_far` ``side="behind"``) and colour (:func:`fill_view`, the far-side
+    colours where no window fills) of the ``holes`` of one view. ``rgb`` is ``[3,H,W]``; returns ``[H,W,3]`` colours
+    and ``[H,W]`` depth."""
+    far_rgb, fdepth = fill_holes_far(rgb[None], ~holes[None, None], depth[None, None], far_tolerance=far_tolerance,
+                                     side="behind")
+    fdepth = fdepth[0, 0]
+    known_depth = torch.where(holes, torch.zeros_like(fdepth), depth)
+    filled = fill_view(rgb.permute(1, 2, 0), holes, known_depth, fdepth, far_tolerance=far_tolerance,
+                       fallback=far_rgb[0].clamp(0.0, 1.0).permute(1, 2, 0), **fill)
+    return filled, fdepth
+
+
+def _select(cloud: PointCloud, keep: Tensor) -> PointCloud:
+    return PointCloud(ax=cloud.ax[keep], ay=cloud.ay[keep], z=cloud.z[keep], features=cloud.features[keep])
+
+
+def _character_view(characters, pose: Tensor, focal: float, size: tuple[int, int], z_tolerance: float):
+    """The character layers seen from ``pose``: where they cover the view (alpha > 0.5), the front one's colour
+    ``[3,H,W]`` and depth ``[H,W]`` (inf where none covers)."""
+    h, w = size
+    cover = torch.zeros(h, w, dtype=torch.bool, device=pose.device)
+    rgb = torch.zeros(3, h, w, device=pose.device)
+    depth = torch.full((h, w), float("inf"), device=pose.device)
+    for cloud in characters:
+        layer = splat(cloud, pose, focal, size, z_tolerance=z_tolerance)
+        alpha = layer.features[0, 3]
+        front = (alpha > 0.5) & (layer.depth[0, 0] < depth)
+        rgb = torch.where(front[None], (layer.features[0, 0:3] / alpha.clamp_min(1e-6)).clamp(0.0, 1.0), rgb)
+        depth = torch.where(front, layer.depth[0, 0], depth)
+        cover |= alpha > 0.5
+    return cover, rgb, depth
+
+
+def _lands_in(cloud: PointCloud, pose: Tensor, focal: float, size: tuple[int, int], region: Tensor) -> Tensor:
+    """Per point: whether it projects (nearest pixel) into ``region`` (bool ``[H,W]``) of the view ``pose``."""
+    h, w = size
+    x, y, z = project(cloud, pose[None] if pose.dim() == 1 else pose, focal, size)
+    xi, yi = torch.round(x[0]).long(), torch.round(y[0]).long()
+    ok = (z[0] > 0) & (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+    flat = region.reshape(-1)
+    return ok & flat[(yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1))]
 
 
 # ---------------------------------------------------------------------------------------------- key views
@@ -262,6 +323,7 @@ def fill_view(
     margin: int = 16,
     far_tolerance: float = 0.1,
     fallback: Tensor | None = None,
+    split_depth: bool = False,
     interrupt: Callable[[], None] | None = None,
 ) -> Tensor:
     """Depth-aware PatchMatch of the holes of one rendered view, one window per group of nearby holes.
@@ -282,7 +344,9 @@ def fill_view(
         margin: context around each group of holes.
         far_tolerance: relative widening of the depth range.
         fallback: ``[H,W,3]`` colours for holes no window can fill (no source patch); default: left as ``rgb``.
-        interrupt: cancel check before each window.
+        split_depth: split each group's holes into bands where their sorted fill depths jump by more than
+            ``far_tolerance`` and fill each band from its own depth range (one PatchMatch per band).
+        interrupt: cancel check before each window (band).
 
     Returns:
         ``[H,W,3]``: ``rgb`` with the holes filled.
@@ -294,27 +358,44 @@ def fill_view(
     if fallback is not None:
         out[holes] = fallback[holes].to(out)
     for group, (y0, y1, x0, x1) in _hole_groups(holes, margin):
-        if interrupt is not None:
-            interrupt()
-        far = fill_depth[group]
-        far = far[torch.isfinite(far) & (far > 0)]
-        if far.numel() == 0:
-            continue
-        lo, hi = float(far.min()) * (1.0 - far_tolerance), float(far.max()) * (1.0 + far_tolerance)
         win = (slice(y0, y1), slice(x0, x1))
-        w_holes, w_depth = holes[win], depth[win]
-        known = ~w_holes
-        source = known & (w_depth >= lo) & (w_depth <= hi)
-        rim = known & (w_depth < lo) & grow_mask(group[win], near_band)
-        mask = w_holes | rim
-        try:
-            filled = patchmatch_inpaint(rgb[win].float().cpu(), mask.cpu(), source=source.cpu(), patch_size=patch_size,
-                                        seed=seed, config=config, interrupt=interrupt)
-        except ValueError:
-            continue  # no complete source patch in the window: keep the fallback
-        sel = group[win]
-        out[win][sel] = filled.to(out)[sel.cpu()]
+        for band, (lo, hi) in _depth_bands(group, fill_depth, far_tolerance, split_depth):
+            if interrupt is not None:
+                interrupt()
+            w_holes, w_depth = holes[win], depth[win]
+            known = ~w_holes
+            source = known & (w_depth >= lo) & (w_depth <= hi)
+            rim = known & (w_depth < lo) & grow_mask(band[win], near_band)
+            mask = w_holes | rim
+            try:
+                filled = patchmatch_inpaint(rgb[win].float().cpu(), mask.cpu(), source=source.cpu(),
+                                            patch_size=patch_size, seed=seed, config=config, interrupt=interrupt)
+            except ValueError:
+                continue  # no complete source patch in the window: keep the fallback
+            sel = band[win]
+            out[win][sel] = filled.to(out)[sel.cpu()]
     return out
+
+
+def _depth_bands(
+    group: Tensor, fill_depth: Tensor, tolerance: float, split: bool
+) -> list[tuple[Tensor, tuple[float, float]]]:
+    """The hole pixels of ``group`` split where their sorted fill depths jump by more than ``tolerance``
+    (relative): a hole next to a far wall and one on the ground in front of it copy each from its own surface.
+    Returns ``(pixels, (lo, hi))`` per band, the depth range widened by ``tolerance``."""
+    far = fill_depth[group]
+    ok = torch.isfinite(far) & (far > 0)
+    if not bool(ok.any()):
+        return []
+    values = torch.sort(far[ok]).values
+    jumps = torch.nonzero(values[1:] > values[:-1] * (1.0 + tolerance)).squeeze(1) if split else values[:0].long()
+    edges = [0, *(int(j) + 1 for j in jumps), values.numel()]
+    bands = []
+    for a, b in zip(edges[:-1], edges[1:]):
+        lo, hi = float(values[a]), float(values[b - 1])
+        pixels = group & (fill_depth >= lo) & (fill_depth <= hi)
+        bands.append((pixels, (lo * (1.0 - tolerance), hi * (1.0 + tolerance))))
+    return bands
 
 
 def inpaint_plate(
@@ -413,6 +494,8 @@ def inpaint_disocclusions(
     size: tuple[int, int],
     poses: CameraPoses,
     *,
+    characters: list[PointCloud] | tuple[PointCloud, ...] = (),
+    plate: Tensor | None = None,
     refiner: Refiner | None = None,
     key_views: int = 4,
     overshoot: float = 1.1,
@@ -429,9 +512,14 @@ def inpaint_disocclusions(
 
     Args:
         background: the background layer's points (features: premultiplied RGB, alpha, revealed, hole).
-        background_depth: ``[H,W]`` its depth in the input view (for picking key views).
+        background_depth: ``[H,W]`` the depth the key views are picked on (:func:`select_key_views`): the background
+            layer's in the input view, or the scene's as seen (characters included) when their reveals are
+            inpainted too.
         size: ``(H, W)`` of the frames.
         poses: the camera path.
+        characters: the character layers (features as ``background``), the occluders of their reveals.
+        plate: ``[N]`` bool per point of ``background``: the plate points. Given, what the key views reveal behind
+            the ``characters`` is inpainted (step 5); None shows the plate there.
         refiner: optional diffusion pass over each key view's holes after PatchMatch (``fill="diffusion"``).
         key_views: at most this many key views (0 disables the inpainting).
         overshoot: each key view's pose is moved this many times as far from the input view.
@@ -462,31 +550,66 @@ def inpaint_disocclusions(
         if interrupt is not None:
             interrupt()
         pose = overshoot_poses(poses.poses[index : index + 1].to(background.z), overshoot, z_near)
+        fill = dict(patch_size=patch_size, seed=seed, near_band=near_band, margin=margin, far_tolerance=far_tolerance,
+                    interrupt=interrupt)
+        # 1. the holes of the background layer as it is (depth edges, off-image reveals)
         layer = splat(background, pose, poses.focal, size, z_tolerance=z_tolerance)
         holes = (layer.weight <= 0)[0, 0]
-        n_holes = int(holes.sum())
-        if n_holes == 0 or n_holes == holes.numel():
+        if bool(holes.all()):
             continue
-        feats = layer.features[0]  # [C,H,W]; the background is opaque, so its colours are not premultiplied
-        far_feats, fdepth = fill_holes_far(feats[None], ~holes[None, None], layer.depth, far_tolerance=far_tolerance,
-                                           side="behind")
-        fdepth = fdepth[0, 0]
-        depth = torch.where(holes, torch.zeros_like(fdepth), layer.depth[0, 0])
-        rgb = feats[0:3].clamp(0.0, 1.0).permute(1, 2, 0)
-        filled = fill_view(rgb, holes, depth, fdepth, patch_size=patch_size, seed=seed, near_band=near_band,
-                           margin=margin, far_tolerance=far_tolerance,
-                           fallback=far_feats[0, 0:3].clamp(0.0, 1.0).permute(1, 2, 0), interrupt=interrupt)
+        feats = layer.features[0, 0:3].clamp(0.0, 1.0)  # the background is opaque: colours are not premultiplied
+        view_depth = layer.depth[0, 0]
+        if bool(holes.any()):
+            filled, fdepth = _fill_view_holes(feats, view_depth, holes, **fill)
+        else:
+            filled, fdepth = feats.permute(1, 2, 0), view_depth
+        lifted = holes
+        reveals = torch.zeros_like(holes)
+        if plate is not None and bool(plate.any()):
+            # 2. what the view reveals behind the characters, inpainted here instead of showing the plate: the
+            # background without its plate points, the holes of step 1 now known, the characters occluding it (the
+            # near side of the holes they open: masked rim, never a copy source), as in a single-layer scene
+            seen = splat(_select(background, ~plate), pose, poses.focal, size, z_tolerance=z_tolerance)
+            cover, c_rgb, c_depth = _character_view(characters, pose, poses.focal, size, z_tolerance)
+            unseen = (seen.weight <= 0)[0, 0] & ~holes
+            cover = cover & (unseen | (c_depth < view_depth))
+            reveals = unseen & ~cover
+            if bool(reveals.any()):
+                known_rgb = torch.where(holes[None], filled.permute(2, 0, 1), seen.features[0, 0:3].clamp(0.0, 1.0))
+                known_depth = torch.where(holes, fdepth, seen.depth[0, 0])
+                ctx_rgb = torch.where(cover[None], c_rgb, known_rgb)
+                ctx_depth = torch.where(cover, c_depth, known_depth)
+                r_filled, r_depth = _fill_view_holes(ctx_rgb, ctx_depth, reveals, split_depth=True, **fill)
+                filled = torch.where(reveals[..., None], r_filled, filled)
+                fdepth = torch.where(reveals, r_depth, fdepth)
+                lifted = holes | reveals
+        if not bool(lifted.any()):
+            continue
         if refiner is not None:
-            filled = _refine(refiner, filled, grow_mask(holes, REFINE_DILATION), filled)
-        pix = holes.reshape(-1).nonzero().squeeze(1)
+            mask = grow_mask(lifted, REFINE_DILATION)
+            if bool(reveals.any()):
+                # the diffusion model sees a clean background: the characters' area shows the plate and is repainted
+                # too (only hole pixels are kept), as the original masks the rendered instances
+                filled = torch.where(cover[..., None], feats.permute(1, 2, 0), filled)
+                mask = mask | cover
+            filled = _refine(refiner, filled, mask, filled)
+        pix = lifted.reshape(-1).nonzero().squeeze(1)
         zc = fdepth.reshape(-1)[pix]
         ok = torch.isfinite(zc) & (zc > 0)
         pix, zc = pix[ok], zc[ok]
+        if pix.numel() == 0:
+            continue
         colour = filled.reshape(-1, 3)[pix]
         new_feats = torch.zeros(pix.numel(), background.features.shape[1], dtype=colour.dtype, device=colour.device)
         new_feats[:, 0:3] = colour
         new_feats[:, 3] = 1.0
         new_feats[:, _REVEALED] = 1.0  # not visible in the input
+        if plate is not None:
+            # plate points that land on this view's reveals are replaced by the points inpainted there (and so are
+            # those a pixel away: they land where the splat of the real background only grazes)
+            keep = ~(plate & _lands_in(background, pose, poses.focal, size, grow_mask(reveals, 1)))
+            background, plate = _select(background, keep), plate[keep]
+            plate = torch.cat([plate, torch.zeros(pix.numel(), dtype=torch.bool, device=plate.device)])
         background = _concat(background, lift(pose[0], poses.focal, size, pix, zc, new_feats))
         key_poses.append(pose[0].cpu())
         report.times.append(float(poses.times[index]))

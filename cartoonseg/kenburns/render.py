@@ -22,7 +22,9 @@ Pipeline of :func:`render_kenburns`:
    fewest holes, as in the original).
 4. Disocclusions (``fill`` ``patchmatch`` or ``diffusion``): the key views of the path (its extremes, more if it
    turns) are rendered, their holes inpainted (colour by the inpainter, depth from the far side) and lifted into
-   the background layer behind their occluders (:mod:`cartoonseg.kenburns.disocclusion`).
+   the background layer behind their occluders (:mod:`cartoonseg.kenburns.disocclusion`). By default
+   (``character_reveals="key-views"``) that includes what the key views reveal behind the characters, which then
+   replaces the plate there.
 5. Per frame batch: every layer is splatted (z-buffer + bilinear accumulation + crack filling); remaining background
    holes are filled from the farther side; layers are composited front to back after a per-pixel depth sort.
 6. Optional depth of field (rack focus from the background to the nearest character).
@@ -44,12 +46,14 @@ from torch import Tensor
 from ..ops import grow_mask
 from ..structures import EXTRA_DEPTH
 from .camera import CameraPath, CameraPoses, resolve_poses
-from .disocclusion import FILLS, KeyViewReport, Refiner, inpaint_disocclusions, inpaint_plate
+from .disocclusion import CHARACTER_REVEALS, FILLS, KeyViewReport, Refiner, inpaint_disocclusions, inpaint_plate
 from .dof import bokeh_blur, focus_schedule
 from .fill import fill_holes_far, fill_push_pull, fill_rows
 from .pointcloud import PointCloud, SplatResult, project, splat, unproject
 
-__all__ = ["KenBurnsConfig", "KenBurnsResult", "Scene", "build_scene", "render_kenburns", "render_poses"]
+__all__ = [
+    "KenBurnsConfig", "KenBurnsResult", "Scene", "build_scene", "inpaint_scene", "render_kenburns", "render_poses",
+]
 
 MIN_SIDE = 8
 MAX_SIDE = 8192
@@ -94,6 +98,12 @@ class KenBurnsConfig:
             (the original: 1.1), so frames next to them are covered too.
         near_band: pixels of the occluder side around a hole that are masked for the colour inpainting (depth-aware
             fill); -1 = 0.5 % of the long side (at least 2).
+        character_reveals: what a frame shows where the camera reveals background that the characters hid, one of
+            :data:`~cartoonseg.kenburns.disocclusion.CHARACTER_REVEALS` (``patchmatch`` and ``diffusion`` fills):
+            ``key-views`` (default) inpaints it in the key views like every other disocclusion, with the characters
+            as occluders (as the original does; better than a PatchMatch plate, see the README's quality table),
+            and the plate shows only where no key view reaches; ``plate`` shows the background plate as given (use
+            it with a real background, e.g. a drawn background layer).
     """
 
     size: int = 0
@@ -112,6 +122,7 @@ class KenBurnsConfig:
     key_views: int = 4
     key_view_overshoot: float = 1.1
     near_band: int = -1
+    character_reveals: str = "key-views"
 
     def __post_init__(self) -> None:
         if not (self.size == 0 or MIN_SIDE <= self.size <= MAX_SIDE):
@@ -141,6 +152,9 @@ class KenBurnsConfig:
             raise ValueError(f"KenBurnsConfig.key_view_overshoot must lie in [1, 2], got {self.key_view_overshoot}")
         if not -1 <= self.near_band <= 256:
             raise ValueError(f"KenBurnsConfig.near_band must be -1 (auto) or in [0, 256], got {self.near_band}")
+        if self.character_reveals not in CHARACTER_REVEALS:
+            raise ValueError(f"KenBurnsConfig.character_reveals must be one of {CHARACTER_REVEALS}, got "
+                             f"{self.character_reveals!r}")
 
 
 @dataclasses.dataclass
@@ -156,6 +170,8 @@ class Scene:
         z_far: farthest scene depth.
         background_depth: ``[H,W]`` depth of the background layer in the input view (the characters' support
             pushed behind them).
+        plate: ``[N]`` bool per point of the background layer: the points that show the background plate (the
+            characters' support); None without characters.
     """
 
     size: tuple[int, int]
@@ -165,6 +181,7 @@ class Scene:
     z_near: float
     z_far: float
     background_depth: Tensor | None = None
+    plate: Tensor | None = None
 
 
 @dataclasses.dataclass
@@ -345,6 +362,7 @@ def build_scene(
     hidden = soft.amax(0, keepdim=True) if soft.shape[0] > 0 else torch.zeros_like(ones)
     bg_features = torch.cat([bg_rgb, ones, hidden, torch.zeros_like(ones)], 0)
     layers.append(unproject(bg_z, bg_features))
+    plate_points = region[torch.isfinite(bg_z) & (bg_z > 0)] if soft.shape[0] > 0 else None
 
     if soft.shape[0] > 0:
         for group in _depth_groups(soft, z, extra_depth, config.max_layers - 1):
@@ -359,7 +377,7 @@ def build_scene(
     z_near, z_far = float(z.min()), float(z.max())
     focus = _focus_nearness(soft, near, config.min_disparity)
     return Scene(size=(h, w), depth=z, layers=layers, focus_nearness=focus, z_near=z_near, z_far=z_far,
-                 background_depth=bg_z)
+                 background_depth=bg_z, plate=plate_points)
 
 
 def _edge_depth(z: Tensor, inside: Tensor) -> Tensor:
@@ -508,6 +526,32 @@ def render_poses(
     return rgb, disocclusion, disparity
 
 
+def inpaint_scene(
+    scene: Scene,
+    poses: CameraPoses,
+    *,
+    config: KenBurnsConfig = KenBurnsConfig(),
+    refiner: Refiner | None = None,
+    interrupt: Callable[[], None] | None = None,
+) -> KeyViewReport | None:
+    """The end-view disocclusion inpainting of ``config.fill`` (:func:`inpaint_disocclusions`) for the path ``poses``:
+    the scene's background layer gets the lifted points (in place). Returns what was done, or None for ``far-side``
+    and ``key_views=0`` (nothing to do)."""
+    if config.fill == "far-side" or config.key_views == 0:
+        return None
+    reveal = scene.plate is not None and len(scene.layers) > 1 and config.character_reveals == "key-views"
+    # with the characters' reveals inpainted too, key views are picked on the scene as seen (characters included),
+    # whose holes are those reveals and the depth edges
+    scene.layers[0], report = inpaint_disocclusions(
+        scene.layers[0], scene.depth if reveal else scene.background_depth, scene.size, poses,
+        characters=scene.layers[1:] if reveal else (), plate=scene.plate if reveal else None,
+        refiner=refiner if config.fill == "diffusion" else None, key_views=config.key_views,
+        overshoot=config.key_view_overshoot, near_band=None if config.near_band < 0 else config.near_band,
+        z_tolerance=config.z_tolerance, far_tolerance=config.far_tolerance, interrupt=interrupt,
+    )
+    return report
+
+
 def render_kenburns(
     image: Tensor,
     depth: Tensor,
@@ -558,14 +602,7 @@ def render_kenburns(
                             refiner=refiner, interrupt=interrupt)
         dev = scene.depth.device
         poses = resolve_poses(camera, scene.depth, coverage_fn=coverage_counter(scene) if camera.preset == "auto" else None)
-        report = None
-        if inpaint and config.key_views > 0:
-            scene.layers[0], report = inpaint_disocclusions(
-                scene.layers[0], scene.background_depth, scene.size, poses, refiner=refiner,
-                key_views=config.key_views, overshoot=config.key_view_overshoot,
-                near_band=None if config.near_band < 0 else config.near_band, z_tolerance=config.z_tolerance,
-                far_tolerance=config.far_tolerance, interrupt=interrupt,
-            )
+        report = inpaint_scene(scene, poses, config=config, refiner=refiner, interrupt=interrupt)
         h, w = scene.size
         unique = poses.poses.shape[0]
         batch = config.frame_batch or _auto_frame_batch(scene, dev)
