@@ -241,6 +241,37 @@ def test_diffusion_fill_needs_a_refiner_and_keeps_only_its_hole_pixels():
     assert len(calls) == n_calls and not bool(((plain.frames[..., 1] < 0.1) & (plain.frames[..., 0] > 0.9)).any())
 
 
+def test_diffusion_refiner_sees_a_clean_background_where_the_characters_are():
+    """With the characters' reveals inpainted, the refiner of a key view gets the characters' area as plate and
+    inside its mask (the original masks the rendered instances so no character is painted into a hole); only the
+    revealed pixels keep its output, the character is never repainted."""
+    image, nearness = striped_scene()
+    u = torch.arange(W, dtype=torch.float32)[None, :].expand(H, W)
+    plate = stripes(u)  # the true far plane: a clean background behind the card
+    seen = []
+
+    def magenta(img, mask, init):
+        seen.append((img.clone(), mask.clone()))
+        out = init.clone()
+        out[mask] = torch.tensor([1.0, 0.0, 1.0])
+        return out
+
+    clip = render_kenburns(image, nearness, masks=_card_character(), background=plate, camera=pan(5),
+                           config=KenBurnsConfig(fill="diffusion"), refiner=magenta)
+    assert len(seen) == len(clip.key_views.hole_pixels) >= 1
+    y0, y1, x0, x1 = CARD
+    for img, mask in seen:
+        card = (img - 0.5).abs().amax(-1) < 0.02  # the card's grey
+        assert not bool(card.any())  # the refiner sees no character at all
+        assert int(mask.sum()) >= (y1 - y0) * (x1 - x0)  # its area (and the reveals) are repainted
+    last = clip.frames[-1]
+    pink = (last[..., 0] > 0.9) & (last[..., 1] < 0.1) & (last[..., 2] > 0.9)
+    revealed = clip.disocclusion[-1] > 0.5
+    assert int((pink & revealed).sum()) > 0.8 * int(revealed.sum())
+    grey = (last - 0.5).abs().amax(-1) < 0.02
+    assert int(grey.sum()) >= 0.8 * (y1 - y0) * (x1 - x0) and not bool((pink & grey).any())
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="fill"):
         KenBurnsConfig(fill="smear")
