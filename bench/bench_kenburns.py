@@ -18,6 +18,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -31,7 +32,6 @@ import torch  # noqa: E402
 
 from cartoonseg.kenburns import (  # noqa: E402
     CameraPath,
-    KenBurnsConfig,
     build_scene,
     inpaint_scene,
     render_poses,
@@ -39,6 +39,8 @@ from cartoonseg.kenburns import (  # noqa: E402
 )
 from cartoonseg.kenburns.dof import bokeh_blur, focus_schedule  # noqa: E402
 from cartoonseg.kenburns.render import coverage_counter  # noqa: E402
+
+from bench_kenburns_quality import fill_config  # noqa: E402  (the benchmarks' fill names: "<fill>[+plate]")
 
 
 def make_scene(size: int, seed: int = 0):
@@ -71,9 +73,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     image, nearness, masks, plate = make_scene(args.size)
-    fill, _, reveals = args.fill.partition("+")
-    config = KenBurnsConfig(frame_batch=args.batch, depth_of_field=args.dof, fill=fill,
-                            character_reveals=reveals or "key-views")
+    config = dataclasses.replace(fill_config(args.fill), frame_batch=args.batch, depth_of_field=args.dof)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     with torch.no_grad():

@@ -535,7 +535,7 @@ def evaluate(args) -> dict:
                 plate_kind, fill = run
                 t0 = time.perf_counter()
                 clip = render_kenburns(image, near, masks=masks, background=plate_of[plate_kind], camera=camera,
-                                       config=_config(fill))
+                                       config=fill_config(fill))
                 timing[run] += time.perf_counter() - t0
                 sc = {k: Acc() for k in keys}
                 for j, (truth, disocc, rim) in enumerate(truths):
@@ -562,7 +562,7 @@ def evaluate(args) -> dict:
     return {"summary": summary, "per_scene": per_scene}
 
 
-def _config(fill: str) -> KenBurnsConfig:
+def fill_config(fill: str) -> KenBurnsConfig:
     """A fill name of the benchmark: one of the renderer's fills, or ``<fill>+plate`` (the plate shown behind the
     characters instead of inpainting what the key views reveal there)."""
     name, _, reveals = fill.partition("+")

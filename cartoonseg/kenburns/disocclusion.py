@@ -197,9 +197,10 @@ def _character_view(characters, pose: Tensor, focal: float, size: tuple[int, int
 
 
 def _lands_in(cloud: PointCloud, pose: Tensor, focal: float, size: tuple[int, int], region: Tensor) -> Tensor:
-    """Per point: whether it projects (nearest pixel) into ``region`` (bool ``[H,W]``) of the view ``pose``."""
+    """Per point: whether it projects (nearest pixel) into ``region`` (bool ``[H,W]``) of the view ``pose``
+    (``[1,6]``)."""
     h, w = size
-    x, y, z = project(cloud, pose[None] if pose.dim() == 1 else pose, focal, size)
+    x, y, z = project(cloud, pose, focal, size)
     xi, yi = torch.round(x[0]).long(), torch.round(y[0]).long()
     ok = (z[0] > 0) & (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
     flat = region.reshape(-1)
