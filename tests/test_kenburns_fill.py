@@ -345,10 +345,7 @@ def test_cli_diffusion_fill_runs_a_diffusers_pipeline(tmp_path, capsys, tiny_pip
         assert webp.size == (W, H) and webp.n_frames == 3
 
 
-def test_quality_benchmark_quick_run_reports_every_fill(tmp_path):
-    """bench/bench_kenburns_quality.py end to end on one tiny scene: ground truth is ray cast, every fill and plate
-    is rendered and scored (no figure is asserted; the benchmark's numbers live in the README)."""
-    import json
+def _quality_bench():
     import sys
     from pathlib import Path
 
@@ -357,6 +354,40 @@ def test_quality_benchmark_quick_run_reports_every_fill(tmp_path):
         import bench_kenburns_quality as bench
     finally:
         sys.path.pop(0)
+    return bench
+
+
+def test_quality_benchmark_planar_truth_plate_is_exact_on_the_planes_only():
+    """The benchmark's oracle plate: the exact background wherever the surface hidden behind the characters is the
+    far wall or the ground, the pipeline's PatchMatch plate where it is a mid-ground card; an unknown plate name is
+    refused with the allowed ones."""
+    bench = _quality_bench()
+    size = (64, 96)
+    focal = 48.0
+    layers = bench.make_scene(1, size[1] / size[0], focal)  # scene 1: a house mostly hidden by a character
+    image, _, masks, _ = bench.scene_inputs(layers, size)
+    background = [la for la in layers if not la.character]
+    truth, (idx, _, _, _) = bench.render_truth(background, torch.tensor([0, 0, 0, 1.0, 0, 0]), focal, size)
+    share = bench._down((idx >= 2).float()[..., None], bench.SUPERSAMPLE)[..., 0]  # layers 0, 1: wall, ground
+    card, planar = share > 0.5, share < 0.5  # (a pixel half on a card is left out)
+    pipeline = bench._pipeline_plate(image, masks)
+    oracle = bench.planar_truth_plate(layers, image, masks, focal, size)
+    hole = (pipeline - image).abs().amax(-1) > 0  # where the pipeline's plate differs from the input
+    planar = hole & planar
+    assert int(planar.sum()) > 50 and int((hole & card).sum()) > 10
+    assert torch.equal(oracle[planar], truth[planar])
+    assert torch.equal(oracle[hole & card], pipeline[hole & card])
+    assert (pipeline[planar] - truth[planar]).abs().mean() > 0.01  # the oracle is not the pipeline's plate there
+    with pytest.raises(ValueError, match="planar-truth"):
+        bench.main(["--quick", "--plates", "truth,exact"])
+
+
+def test_quality_benchmark_quick_run_reports_every_fill(tmp_path):
+    """bench/bench_kenburns_quality.py end to end on one tiny scene: ground truth is ray cast, every fill and plate
+    is rendered and scored (no figure is asserted; the benchmark's numbers live in the README)."""
+    import json
+
+    bench = _quality_bench()
     out = tmp_path / "q.json"
     assert bench.main(["--quick", "--json", str(out)]) == 0
     summary = json.loads(out.read_text())["summary"]
@@ -364,4 +395,6 @@ def test_quality_benchmark_quick_run_reports_every_fill(tmp_path):
     assert set(summary) == {f"{p}/{f}" for p in ("truth", "patchmatch") for f in fills}
     for row in summary.values():
         assert row["disoccluded"]["pixels"] > 0 and row["elsewhere"]["pixels"] > row["disoccluded"]["pixels"]
+        for region in ("edges", "behind_characters"):  # split by the surface shown, which covers the region
+            assert sum(row[f"{region}/{s}"]["pixels"] for s in bench.SURFACES) == row[region]["pixels"]
         assert 0 < row["elsewhere"]["ssim"] <= 1 and row["elsewhere"]["psnr"] > 15
