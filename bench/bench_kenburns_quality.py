@@ -26,8 +26,8 @@ default fill beats ``far-side`` by >= 3 dB PSNR on the disoccluded pixels with n
 Usage (one command; ``--quick`` is the CI smoke run)::
 
     python bench/bench_kenburns_quality.py [--scenes 6] [--size 384] [--frames 9] [--cameras auto,pan-right,zoom-in]
-        [--fills far-side,patchmatch+plate,patchmatch] [--plates truth,patchmatch[,planar-truth]] [--threads 1] [--json OUT]
-        [--images DIR] [--quick]
+        [--fills far-side,patchmatch+plate,patchmatch] [--plates truth,patchmatch[,planar-truth]] [--threads 1]
+        [--json OUT] [--images DIR] [--quick]
 
 Each fill runs twice: with the exact background plate (``truth``: ``far-side`` and ``patchmatch+plate`` differ only
 in the holes the camera opens at depth edges, ``patchmatch`` inpaints the reveals behind the characters instead of
@@ -523,7 +523,7 @@ def evaluate(args) -> dict:
             if plate_kind == "truth":  # the exact background behind the characters
                 plate_of[plate_kind], _ = render_truth([la for la in layers if not la.character],
                                                        torch.tensor([0, 0, 0, 1.0, 0, 0]), focal, size)
-            elif plate_kind == "patchmatch":  # what the pipeline makes: PatchMatch over the characters' union grown by 5 px
+            elif plate_kind == "patchmatch":  # what the pipeline makes (see _pipeline_plate)
                 plate_of[plate_kind] = _pipeline_plate(image, masks)
             else:  # planar-truth: exact where the hidden surface is the wall or the ground, else the pipeline's
                 plate_of[plate_kind] = planar_truth_plate(layers, image, masks, focal, size)
