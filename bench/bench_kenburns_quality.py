@@ -518,15 +518,17 @@ def evaluate(args) -> dict:
         layers = make_scene(seed, w / h, focal)
         image, near, masks, scale = scene_inputs(layers, size)
         char_support = (masks.amax(0) > 1 / 255) if masks.shape[0] else torch.zeros(h, w, dtype=torch.bool)
+        # what the pipeline makes (see _pipeline_plate), computed once for the plates built on it
+        pipeline = _pipeline_plate(image, masks) if {"patchmatch", "planar-truth"} & set(plates) else None
         plate_of = {}
         for plate_kind in plates:
             if plate_kind == "truth":  # the exact background behind the characters
                 plate_of[plate_kind], _ = render_truth([la for la in layers if not la.character],
                                                        torch.tensor([0, 0, 0, 1.0, 0, 0]), focal, size)
-            elif plate_kind == "patchmatch":  # what the pipeline makes (see _pipeline_plate)
-                plate_of[plate_kind] = _pipeline_plate(image, masks)
+            elif plate_kind == "patchmatch":
+                plate_of[plate_kind] = pipeline
             else:  # planar-truth: exact where the hidden surface is the wall or the ground, else the pipeline's
-                plate_of[plate_kind] = planar_truth_plate(layers, image, masks, focal, size)
+                plate_of[plate_kind] = planar_truth_plate(layers, pipeline, focal, size)
         for cam_name in cameras:
             camera = CameraPath(preset=cam_name, frames=args.frames, playback=False)
             scene = build_scene(image, near, masks, plate_of[plates[0]])
@@ -582,12 +584,12 @@ def _pipeline_plate(image: Tensor, masks: Tensor) -> Tensor | None:
     return patchmatch_inpaint(image, hole, patch_size=3) if hole is not None and bool(hole.any()) else None
 
 
-def planar_truth_plate(layers, image: Tensor, masks: Tensor, focal: float, size: tuple[int, int]) -> Tensor | None:
+def planar_truth_plate(layers, plate: Tensor | None, focal: float, size: tuple[int, int]) -> Tensor | None:
     """An oracle plate: exact where the surface hidden behind the characters is the far wall or the ground plane
     (the best any planar-structure completion could do: both are planes with regular patterns), the pipeline's
-    PatchMatch plate where it is a mid-ground card (a house, tree or fence whose hidden part no fill can know).
-    It bounds how much of the error behind the characters a better completion of the planes could remove."""
-    plate = _pipeline_plate(image, masks)
+    PatchMatch ``plate`` (:func:`_pipeline_plate`) where it is a mid-ground card (a house, tree or fence whose hidden
+    part no fill can know). It bounds how much of the error behind the characters a better completion of the planes
+    could remove."""
     if plate is None:
         return None
     background = [la for la in layers if not la.character]

@@ -371,7 +371,7 @@ def test_quality_benchmark_planar_truth_plate_is_exact_on_the_planes_only():
     share = bench._down((idx >= 2).float()[..., None], bench.SUPERSAMPLE)[..., 0]  # layers 0, 1: wall, ground
     card, planar = share > 0.5, share < 0.5  # (a pixel half on a card is left out)
     pipeline = bench._pipeline_plate(image, masks)
-    oracle = bench.planar_truth_plate(layers, image, masks, focal, size)
+    oracle = bench.planar_truth_plate(layers, pipeline, focal, size)
     hole = (pipeline - image).abs().amax(-1) > 0  # where the pipeline's plate differs from the input
     planar = hole & planar
     assert int(planar.sum()) > 50 and int((hole & card).sum()) > 10
