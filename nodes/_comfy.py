@@ -517,6 +517,36 @@ def sampler_choices() -> tuple[list[str], list[str]]:
     return list(comfy.samplers.KSampler.SAMPLERS), list(comfy.samplers.KSampler.SCHEDULERS)
 
 
+def checkpoint_inputs() -> dict:
+    """The SD checkpoint inputs (MODEL, CLIP, VAE) of the diffusion nodes."""
+    return {
+        "model": ("MODEL", {"tooltip": "SD model (an inpainting checkpoint works best)"}),
+        "clip": ("CLIP", {"tooltip": "the checkpoint's CLIP, encodes the prompts"}),
+        "vae": ("VAE", {"tooltip": "the checkpoint's VAE"}),
+    }
+
+
+def sampler_inputs(start: str, native: str) -> dict:
+    """The sampler inputs of the diffusion nodes, with the paper's settings as defaults (its Ken Burns refinement:
+    seed 0, 32 steps, cfg 7, denoise 0.75, DPM++ 2M Karras, short side 1024). ``start`` names what the sampler starts
+    from (denoise tooltip), ``native`` what ``short_side = 0`` keeps (short_side tooltip)."""
+    samplers, schedulers = sampler_choices()
+    return {
+        "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "sampler seed"}),
+        "steps": ("INT", {"default": 32, "min": 1, "max": 200, "tooltip": "sampler steps (the paper: 32)"}),
+        "cfg": ("FLOAT", {"default": 7.0, "min": 0.0, "max": 30.0, "step": 0.1,
+                          "tooltip": "classifier-free guidance scale (the paper: 7)"}),
+        "denoise": ("FLOAT", {"default": 0.75, "min": 0.01, "max": 1.0, "step": 0.01,
+                              "tooltip": f"how much of {start} is re-synthesised (the paper: 0.75)"}),
+        "sampler_name": (samplers, {"default": "dpmpp_2m" if "dpmpp_2m" in samplers else samplers[0],
+                                    "tooltip": "sampler (the paper: DPM++ 2M)"}),
+        "scheduler": (schedulers, {"default": "karras" if "karras" in schedulers else schedulers[0],
+                                   "tooltip": "noise schedule (the paper: Karras)"}),
+        "short_side": ("INT", {"default": 1024, "min": 0, "max": 4096, "step": 32,
+                               "tooltip": f"sampling resolution (short side, px); 0 = {native}"}),
+    }
+
+
 def encode_text(clip, text: str) -> list:
     """CONDITIONING of ``text`` (core CLIPTextEncode)."""
     tokens = clip.tokenize(text)

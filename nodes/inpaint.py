@@ -170,12 +170,9 @@ class CartoonSegInpaintDiffusion:
 
     @classmethod
     def INPUT_TYPES(cls):
-        samplers, schedulers = _comfy.sampler_choices()
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "SD model (an inpainting checkpoint works best)"}),
-                "clip": ("CLIP", {"tooltip": "the checkpoint's CLIP, encodes the prompts"}),
-                "vae": ("VAE", {"tooltip": "the checkpoint's VAE"}),
+                **_comfy.checkpoint_inputs(),
                 "image": ("IMAGE", {"tooltip": "image or frames to fill"}),
                 "mask": ("MASK", {"tooltip": "1 = fill (e.g. Background Mask); one mask or one per frame"}),
                 "tags": ("STRING", {"default": "", "multiline": True,
@@ -185,18 +182,7 @@ class CartoonSegInpaintDiffusion:
                                                "tooltip": "the paper's fixed negative prompt against people"}),
                 "init": (list(INIT_FILLS), {"default": "patchmatch",
                                             "tooltip": "fill of the hole the sampler starts from"}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "sampler seed"}),
-                "steps": ("INT", {"default": 32, "min": 1, "max": 200, "tooltip": "sampler steps (the paper: 32)"}),
-                "cfg": ("FLOAT", {"default": 7.0, "min": 0.0, "max": 30.0, "step": 0.1,
-                                  "tooltip": "classifier-free guidance scale (the paper: 7)"}),
-                "denoise": ("FLOAT", {"default": 0.75, "min": 0.01, "max": 1.0, "step": 0.01,
-                                      "tooltip": "how much of the initial fill is re-synthesised (the paper: 0.75)"}),
-                "sampler_name": (samplers, {"default": "dpmpp_2m" if "dpmpp_2m" in samplers else samplers[0],
-                                            "tooltip": "sampler (the paper: DPM++ 2M)"}),
-                "scheduler": (schedulers, {"default": "karras" if "karras" in schedulers else schedulers[0],
-                                           "tooltip": "noise schedule (the paper: Karras)"}),
-                "short_side": ("INT", {"default": 1024, "min": 0, "max": 4096, "step": 32,
-                                       "tooltip": "sampling resolution (short side, px); 0 = the image's own"}),
+                **_comfy.sampler_inputs("the initial fill", "the image's own"),
             }
         }
 

@@ -193,30 +193,16 @@ class CartoonSegDiffusionFill:
 
     @classmethod
     def INPUT_TYPES(cls):
-        samplers, schedulers = _comfy.sampler_choices()
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "SD model (an inpainting checkpoint works best)"}),
-                "clip": ("CLIP", {"tooltip": "the checkpoint's CLIP, encodes the prompts"}),
-                "vae": ("VAE", {"tooltip": "the checkpoint's VAE"}),
+                **_comfy.checkpoint_inputs(),
                 "tags": ("STRING", {"default": "", "multiline": True,
                                     "tooltip": "background tags (e.g. background_tags of Tag Instances); the prompt "
                                                "is '<tags>, high quality, masterpiece, no_humans'"}),
                 "negative_prompt": ("STRING", {"default": NEGATIVE_PROMPT, "multiline": True,
                                                "tooltip": "the paper's fixed negative prompt: keeps people out of "
                                                           "the holes"}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "sampler seed"}),
-                "steps": ("INT", {"default": 32, "min": 1, "max": 200, "tooltip": "sampler steps (the paper: 32)"}),
-                "cfg": ("FLOAT", {"default": 7.0, "min": 0.0, "max": 30.0, "step": 0.1,
-                                  "tooltip": "classifier-free guidance scale (the paper: 7)"}),
-                "denoise": ("FLOAT", {"default": 0.75, "min": 0.01, "max": 1.0, "step": 0.01,
-                                      "tooltip": "how much of the PatchMatch fill is re-synthesised (the paper: 0.75)"}),
-                "sampler_name": (samplers, {"default": "dpmpp_2m" if "dpmpp_2m" in samplers else samplers[0],
-                                            "tooltip": "sampler (the paper: DPM++ 2M)"}),
-                "scheduler": (schedulers, {"default": "karras" if "karras" in schedulers else schedulers[0],
-                                           "tooltip": "noise schedule (the paper: Karras)"}),
-                "short_side": ("INT", {"default": 1024, "min": 0, "max": 4096, "step": 32,
-                                       "tooltip": "sampling resolution (short side, px); 0 = the frames' own"}),
+                **_comfy.sampler_inputs("the PatchMatch fill", "the frames' own"),
             }
         }
 

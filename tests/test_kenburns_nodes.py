@@ -85,6 +85,21 @@ def test_literal_choices_match_the_library(pack):
     assert module.NEGATIVE_PROMPT == NEGATIVE_PROMPT
 
 
+def test_diffusion_nodes_default_to_the_library_sampler_settings(pack):
+    """Both diffusion nodes share one literal list of sampler inputs; its defaults are RefineSettings' (the paper's)."""
+    from cartoonseg.inpaint import RefineSettings
+
+    d = RefineSettings()
+    want = {"seed": d.seed, "steps": d.steps, "cfg": d.cfg, "denoise": d.denoise, "sampler_name": d.sampler,
+            "scheduler": d.scheduler, "short_side": d.short_side}
+    for name in ("CartoonSegDiffusionFill", "CartoonSegInpaintDiffusion"):
+        required = pack.NODE_CLASS_MAPPINGS[name].INPUT_TYPES()["required"]
+        assert {k: required[k][1]["default"] for k in want} == want, name
+        assert [required[k][0] for k in ("model", "clip", "vae")] == ["MODEL", "CLIP", "VAE"], name
+        defaults = inspect.signature(getattr(pack.NODE_CLASS_MAPPINGS[name], pack.NODE_CLASS_MAPPINGS[name].FUNCTION))
+        assert {k: defaults.parameters[k].default for k in want} == want, name
+
+
 def test_camera_node_builds_a_camera_path(nodes):
     cam = camera(nodes, preset="pan-left", frames=12, zoom=1.5, strength=0.5, easing="ease-in-out", playback=False,
                  fps=30.0, anchor="median")
