@@ -3,6 +3,8 @@
 * :mod:`~cartoonseg.depth.estimator`: the depth models (:data:`DEPTH_MODELS`: Depth Anything V2, ZoeDepth,
   Marigold), their download and local loading (:func:`load_depth_model`), the Depth Anything estimator, and depth
   maps made elsewhere (:func:`disparity_from_image`);
+* :mod:`~cartoonseg.depth.result`: :class:`DepthResult`, what every estimator returns, and the conventions they
+  share;
 * :mod:`~cartoonseg.depth.zoedepth`: ZoeDepth through ``transformers``;
 * :mod:`~cartoonseg.depth.marigold`: Marigold through ``diffusers`` (optional extra ``diffusion``);
 * :mod:`~cartoonseg.depth.pooling`: instance depth pooling (mean / median / the original's "feet" rule), overlap
@@ -17,7 +19,6 @@ from .estimator import (
     FAMILIES,
     DepthEstimator,
     DepthModelSpec,
-    DepthResult,
     depth_to_image,
     disparity_from_image,
     family_of,
@@ -25,6 +26,7 @@ from .estimator import (
     resolve_depth_model,
 )
 from .pooling import POOL_MODES, PooledDepth, pool_instance_depth, pool_value, z_order_instances
+from .result import DepthResult
 
 __all__ = [
     "DEPTH_MODELS",

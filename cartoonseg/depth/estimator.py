@@ -51,7 +51,7 @@ from torch import Tensor
 from ..device import precision_of, resolve_dtype
 from .._optional import require
 from ..hub import WeightsUnavailableError, check_download_allowed, hub_url
-from ..io import to_rgb_uint8
+from .result import DepthResult, as_uint8_rgb, normalise
 
 __all__ = [
     "DEPTH_MODELS",
@@ -141,21 +141,6 @@ DEPTH_MODELS: dict[str, DepthModelSpec] = {
                                files=MARIGOLD_FILES, optional_files=MARIGOLD_OPTIONAL_FILES, steps=4, ensemble=1,
                                processing_resolution=768),
 }
-
-
-@dataclasses.dataclass
-class DepthResult:
-    """Depth of one image at its own size (see the module docstring for the conventions).
-
-    Attributes:
-        disparity: float32 ``[H,W]`` in [0,1], larger = nearer.
-        depth: float32 ``[H,W]`` in [0,1], larger = farther (``1 - disparity``).
-        raw: float32 ``[H,W]``, the model's prediction (inverse relative depth, or metric depth for metric models).
-    """
-
-    disparity: Tensor
-    depth: Tensor
-    raw: Tensor
 
 
 def family_of(path: str | os.PathLike) -> str | None:
@@ -407,7 +392,7 @@ class DepthEstimator:
         """One RGB image (uint8 ``[H,W,3]`` numpy/torch or float ``[H,W,3]`` in [0,1]) -> ``[1,3,h,w]`` float."""
         from PIL import Image
 
-        rgb = _as_uint8_rgb(image)
+        rgb = as_uint8_rgb(image)
         h, w = self.network_size(rgb.shape[0], rgb.shape[1])
         resized = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BICUBIC), dtype=np.float32) / 255.0
         x = torch.from_numpy(resized).permute(2, 0, 1)
@@ -416,7 +401,7 @@ class DepthEstimator:
     @torch.inference_mode()
     def __call__(self, image) -> DepthResult:
         """Depth of one image. See :class:`DepthResult` for the outputs (all ``[H,W]`` at the input size)."""
-        rgb = _as_uint8_rgb(image)
+        rgb = as_uint8_rgb(image)
         height, width = rgb.shape[:2]
         x = self.preprocess(rgb).to(self.device)
         cpu_dtype = resolve_dtype(precision_of(self.dtype), "cpu") if self.device.type == "cpu" else None
@@ -436,23 +421,8 @@ class DepthEstimator:
             disp = 1.0 / raw.clamp_min(1e-6)
         else:
             disp = raw
-        disparity = _normalise(disp)
+        disparity = normalise(disp)
         return DepthResult(disparity=disparity, depth=1.0 - disparity, raw=raw)
-
-
-def _normalise(x: Tensor) -> Tensor:
-    lo, hi = float(x.min()), float(x.max())
-    if not np.isfinite(lo) or not np.isfinite(hi) or hi - lo < 1e-12:
-        return torch.zeros_like(x)
-    return ((x - lo) / (hi - lo)).clamp(0, 1)
-
-
-def _as_uint8_rgb(image) -> np.ndarray:
-    """The input image by the policy of :func:`cartoonseg.io.to_rgb_uint8` (NaN -> 0), at least 2x2."""
-    arr = to_rgb_uint8(image, nan="zero")
-    if arr.shape[0] < 2 or arr.shape[1] < 2:
-        raise ValueError(f"image too small for depth estimation: {arr.shape[:2]} (need at least 2x2)")
-    return arr
 
 
 def _require_family(family: str | None):

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..device import precision_of, resolve_dtype
-from .estimator import DepthResult, _as_uint8_rgb, _normalise
+from .result import DepthResult, as_uint8_rgb, normalise
 
 __all__ = ["MarigoldEstimator", "load_marigold"]
 
@@ -57,7 +57,7 @@ class MarigoldEstimator:
     def __call__(self, image) -> DepthResult:
         from PIL import Image
 
-        rgb = _as_uint8_rgb(image)
+        rgb = as_uint8_rgb(image)
         generator = torch.Generator(device="cpu").manual_seed(self.seed)
         kwargs = {}
         if self.steps:
@@ -68,7 +68,7 @@ class MarigoldEstimator:
                         generator=generator, output_type="pt", **kwargs)
         raw = _as_map(out.prediction).float().cpu()
         raw = torch.nan_to_num(raw, nan=0.0)
-        disparity = _normalise(1.0 - raw)
+        disparity = normalise(1.0 - raw)
         return DepthResult(disparity=disparity, depth=1.0 - disparity, raw=raw)
 
 

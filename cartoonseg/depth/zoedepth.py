@@ -8,7 +8,7 @@ runs on the image and on its mirror image, and the two predictions are averaged 
 resize back follow ``ZoeDepthImageProcessor.post_process_depth_estimation`` in plain torch (its PIL backend needs
 torchvision for that step, which this package does not depend on).
 
-Output: :class:`~cartoonseg.depth.estimator.DepthResult` at the image size: ``raw`` metric depth (metres, larger =
+Output: :class:`~cartoonseg.depth.result.DepthResult` at the image size: ``raw`` metric depth (metres, larger =
 farther), ``disparity`` = ``1 / raw`` min-max normalised (larger = nearer).
 """
 
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..device import precision_of, resolve_dtype
-from .estimator import DepthResult, _as_uint8_rgb, _normalise
+from .result import DepthResult, as_uint8_rgb, normalise
 
 __all__ = ["ZoeDepthEstimator", "load_zoedepth"]
 
@@ -66,7 +66,7 @@ class ZoeDepthEstimator:
 
     @torch.inference_mode()
     def __call__(self, image) -> DepthResult:
-        rgb = _as_uint8_rgb(image)
+        rgb = as_uint8_rgb(image)
         height, width = rgb.shape[:2]
         x = self.processor(images=rgb, return_tensors="pt")["pixel_values"].to(self.device)
         pred = self._forward(x)
@@ -74,7 +74,7 @@ class ZoeDepthEstimator:
             pred = 0.5 * (pred + torch.flip(self._forward(torch.flip(x, dims=[-1])), dims=[-1]))
         raw = _remove_padding(pred, (height, width), bool(getattr(self.processor, "do_pad", True))).cpu()
         raw = torch.nan_to_num(raw, nan=0.0).clamp_min(0.0)
-        disparity = _normalise(1.0 / raw.clamp_min(1e-6))
+        disparity = normalise(1.0 / raw.clamp_min(1e-6))
         return DepthResult(disparity=disparity, depth=1.0 - disparity, raw=raw)
 
 
