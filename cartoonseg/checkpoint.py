@@ -63,6 +63,17 @@ _META_KEY = "cartoonseg"
 
 
 # ----------------------------------------------------------------------------------------------- reading
+def _weights_file(path: str | os.PathLike) -> tuple[Path, int]:
+    """``(path, size in bytes)`` of an existing, non-empty file; :class:`CheckpointError` otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file not found: {path}")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"weights file is empty (0 bytes): {path}")
+    return path, size
+
+
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str]]:
     """Read a weights file without executing code.
 
@@ -70,12 +81,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
         (object, safetensors metadata). For ``.safetensors`` the object is the flat tensor dict; for pickle files
         it is whatever ``torch.load(weights_only=True)`` returns (a dict).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"weights file not found: {path}")
-    size = path.stat().st_size
-    if size == 0:
-        raise CheckpointError(f"weights file is empty (0 bytes): {path}")
+    path, size = _weights_file(path)
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError, safe_open
 
@@ -208,12 +214,7 @@ def peek_weights(path: str | os.PathLike) -> str:
     network, an SD checkpoint, ...). Raises :class:`CheckpointError` for a file that is not a weights file at all
     (corrupt, truncated, random bytes). The full check happens when the file is loaded.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"weights file not found: {path}")
-    size = path.stat().st_size
-    if size == 0:
-        raise CheckpointError(f"weights file is empty (0 bytes): {path}")
+    path, size = _weights_file(path)
     if path.suffix == ".safetensors":
         try:
             with open(path, "rb") as f:
