@@ -182,9 +182,26 @@ def _check_consistent(prefix: Path) -> int:
     return step
 
 
+def _wait_for_a_save_after(prefix: Path, step: int, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Block until the committed JSON of ``prefix`` names a step after ``step`` (the saver finished a save)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        try:
+            if json.loads(prefix.with_suffix(".json").read_text(encoding="utf-8"))["step"] > step:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.01)
+    raise AssertionError(f"no save after step {step} within {timeout} s")
+
+
 def test_checkpoint_killed_while_saving_is_always_loadable(tmp_path):
     """SIGKILL a process that saves ~12 MB checkpoints in a loop at random moments: every time, the checkpoint on
-    disk loads and its tensors belong to the step its JSON names, and the next process continues from it."""
+    disk loads and its tensors belong to the step its JSON names, and the next process continues from it.
+
+    Each saver is killed at a random moment after its first completed save: a fixed delay would assume how fast the
+    machine saves (a busy disk's fsync can take seconds), and a kill before any save only repeats the previous run."""
     prefix = tmp_path / "ck" / "loop_last"
     rng = random.Random(0)
     step, steps = 0, []
@@ -193,7 +210,8 @@ def test_checkpoint_killed_while_saving_is_always_loadable(tmp_path):
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             assert proc.stdout.readline().strip() == b"ready", proc.stderr.read().decode()[-2000:]
-            time.sleep(0.3 + rng.random() * 0.7)
+            _wait_for_a_save_after(prefix, step, proc)
+            time.sleep(rng.random() * 0.7)
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
         finally:
