@@ -187,11 +187,8 @@ def _wait_for_a_save_after(prefix: Path, step: int, proc: subprocess.Popen, time
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        try:
-            if json.loads(prefix.with_suffix(".json").read_text(encoding="utf-8"))["step"] > step:
-                return
-        except (OSError, ValueError, KeyError):
-            pass
+        if _ckpt_step(prefix.with_suffix(".json")) > step:
+            return
         time.sleep(0.01)
     raise AssertionError(f"no save after step {step} within {timeout} s")
 
