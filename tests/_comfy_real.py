@@ -99,7 +99,8 @@ def make_workspace(root: Path, paths_name: str, image, image_name: str, depth_mo
     # the pack is found through an extra custom_nodes folder of this workspace, not linked into the venv's shared
     # custom_nodes: test runs of other checkouts on the same machine cannot replace or remove it mid-run
     yaml.write_text(f"{paths_name}:\n    base_path: {root}\n    cartoonseg: models/cartoonseg\n"
-                    f"    custom_nodes: pack\n")
+                    f"    checkpoints: models/checkpoints\n    custom_nodes: pack\n")
+    (root / "models" / "checkpoints").mkdir(parents=True, exist_ok=True)
     path = root / image_name
     image.save(path)
     pack = root / "pack" / "cartoonseg"

@@ -12,6 +12,8 @@ folder given to the server with ``--extra-model-paths-config``. Then:
 * every workflow that needs no diffusion model is converted to an API prompt by the page itself (headless Chromium,
   ``app.graphToPrompt``), pointed at the test image and small test settings, and executed; the segmentation and Ken
   Burns workflows' outputs are checked in detail;
+* the diffusion Ken Burns workflow is converted the same way and executed with a tiny random checkpoint in the SD 1.5
+  layout (``tests/_tiny_sd15.py``, loaded by core Load Checkpoint): its clip differs from the PatchMatch fill's;
 * a batch prompt (3 frames) runs detect -> refine -> tracked split and MASK -> instances -> refine;
 * every file of ``workflows/`` loads in the page with no missing node type and no error the bare page lacks;
 * 2025: the template browser lists each workflow once, with its thumbnail; no node title is drawn cut;
@@ -29,6 +31,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -391,6 +395,63 @@ def test_models_belong_to_comfy_model_management(harness, server, workspace, fla
           f"{after:.0f} (model {size:.0f} MiB)")
     assert loaded - before > 0.6 * size, (before, loaded, size)
     assert loaded - after > 0.6 * size, f"/free {flags} did not free the model: {before}, {loaded}, {after}"
+
+
+# ---------------------------------------------------------------------------------------------- diffusion
+TINY_SD15 = "tiny-sd15-random.safetensors"
+
+
+@pytest.fixture(scope="module")
+def tiny_sd15(server, workspace):
+    """``models/checkpoints/tiny-sd15-random.safetensors`` (``tests/_tiny_sd15.py``: random, SD 1.5 layout, detected
+    as SD 1.5 by ComfyUI's own loader), written once with the server's ComfyUI; its name for ``ckpt_name``."""
+    path = workspace["root"] / "models" / "checkpoints" / TINY_SD15
+    if not path.is_file():
+        comfy_root = server.venv / "ComfyUI"
+        proc = subprocess.run([str(server.venv / "bin" / "python"), str(REPO / "tests" / "_tiny_sd15.py"), str(path)],
+                              cwd=comfy_root, env={**os.environ, "PYTHONPATH": str(comfy_root)}, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0 and path.is_file(), proc.stderr[-3000:]
+    return path.name
+
+
+def _ws_clip(server, done: dict, node: str) -> list[np.ndarray]:
+    """The frames of the animated WEBP that node ``node`` saved in the run ``done`` (from :func:`ws_run`)."""
+    from PIL import Image, ImageSequence
+
+    assert done["ended"] == "success", json.dumps(done["messages"][-5:])[:3000] + server.log_tail(40)
+    saved = [m[2]["output"]["images"][0] for m in done["messages"] if m[1] == "executed" and m[2]["node"] == node]
+    assert len(saved) == 1, saved
+    path = Path(server.workdir) / "output" / saved[0]["subfolder"] / saved[0]["filename"]
+    with Image.open(path) as clip:
+        return [np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(clip)]
+
+
+def test_kenburns_diffusion_workflow_executes(harness, server, workspace, tiny_sd15, tmp_path):
+    """``workflows/kenburns_diffusion.json`` converted by the page and executed with a tiny random SD 1.5 checkpoint
+    through core Load Checkpoint: the clip has the frames the camera asks for, and the diffusion fill changed what
+    the PatchMatch fill shows (the same prompt with ``fill = patchmatch`` gives another clip)."""
+    workflow = REPO / "workflows" / "kenburns_diffusion.json"
+    _ui_check(server, workflow, tmp_path, export_api=True)
+    prompt = json.loads((tmp_path / f"{workflow.stem}_api.json").read_text())
+    _test_settings(prompt, workspace)
+    kenburns = save = None
+    for node_id, node in prompt.items():
+        if node["class_type"] == "CheckpointLoaderSimple":
+            node["inputs"]["ckpt_name"] = tiny_sd15
+        elif node["class_type"] in ("CartoonSegInpaintDiffusion", "CartoonSegDiffusionFill"):
+            node["inputs"].update(steps=2, short_side=64)
+        elif node["class_type"] == "CartoonSegKenBurns":
+            kenburns = node_id
+        elif node["class_type"] == "SaveAnimatedWEBP":
+            save = node_id
+    assert prompt[kenburns]["inputs"]["fill"] == "diffusion"  # the shipped setting survived conversion
+    diffusion = _ws_clip(server, ws_run(server, prompt), save)
+    assert len(diffusion) == 2 * KB_FRAMES - 2 and all(f.shape == (IMG_H, IMG_W, 3) for f in diffusion)
+    prompt[kenburns]["inputs"]["fill"] = "patchmatch"
+    patchmatch = _ws_clip(server, ws_run(server, prompt), save)
+    assert len(patchmatch) == len(diffusion)
+    assert any(not np.array_equal(a, b) for a, b in zip(diffusion, patchmatch)), "the diffusion fill changed nothing"
 
 
 # ---------------------------------------------------------------------------------------------- progress, cancel
