@@ -415,15 +415,13 @@ def tiny_sd15(server, workspace):
     return path.name
 
 
-def _ws_clip(server, done: dict, node: str) -> list[np.ndarray]:
-    """The frames of the animated WEBP that node ``node`` saved in the run ``done`` (from :func:`ws_run`)."""
+def _clip_frames(server, result: dict) -> list[np.ndarray]:
+    """The frames of the one animated WEBP the run ``result`` saved."""
     from PIL import Image, ImageSequence
 
-    assert done["ended"] == "success", json.dumps(done["messages"][-5:])[:3000] + server.log_tail(40)
-    saved = [m[2]["output"]["images"][0] for m in done["messages"] if m[1] == "executed" and m[2]["node"] == node]
-    assert len(saved) == 1, saved
-    path = Path(server.workdir) / "output" / saved[0]["subfolder"] / saved[0]["filename"]
-    with Image.open(path) as clip:
+    webp = _files(server, result, suffix=".webp")
+    assert len(webp) == 1, webp
+    with Image.open(webp[0]) as clip:
         return [np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(clip)]
 
 
@@ -435,7 +433,7 @@ def test_kenburns_diffusion_workflow_executes(harness, server, workspace, tiny_s
     _ui_check(server, workflow, tmp_path, export_api=True)
     prompt = json.loads((tmp_path / f"{workflow.stem}_api.json").read_text())
     _test_settings(prompt, workspace)
-    kenburns = save = None
+    kenburns = None
     for node_id, node in prompt.items():
         if node["class_type"] == "CheckpointLoaderSimple":
             node["inputs"]["ckpt_name"] = tiny_sd15
@@ -443,13 +441,11 @@ def test_kenburns_diffusion_workflow_executes(harness, server, workspace, tiny_s
             node["inputs"].update(steps=2, short_side=64)
         elif node["class_type"] == "CartoonSegKenBurns":
             kenburns = node_id
-        elif node["class_type"] == "SaveAnimatedWEBP":
-            save = node_id
     assert prompt[kenburns]["inputs"]["fill"] == "diffusion"  # the shipped setting survived conversion
-    diffusion = _ws_clip(server, ws_run(server, prompt), save)
+    diffusion = _clip_frames(server, _run(harness, server, prompt, "kenburns_diffusion"))
     assert len(diffusion) == 2 * KB_FRAMES - 2 and all(f.shape == (IMG_H, IMG_W, 3) for f in diffusion)
     prompt[kenburns]["inputs"]["fill"] = "patchmatch"
-    patchmatch = _ws_clip(server, ws_run(server, prompt), save)
+    patchmatch = _clip_frames(server, _run(harness, server, prompt, "kenburns_diffusion_as_patchmatch"))
     assert len(patchmatch) == len(diffusion)
     assert any(not np.array_equal(a, b) for a, b in zip(diffusion, patchmatch)), "the diffusion fill changed nothing"
 
