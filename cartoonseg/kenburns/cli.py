@@ -153,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _add_kenburns(sub) -> None:
-    p = sub.add_parser("kenburns", help="instance-aware 3D Ken Burns clip from one image (animated WEBP or PNG frames)")
+    p = sub.add_parser("kenburns",
+                       help="instance-aware 3D Ken Burns clip from one image (animated WEBP, MP4 or PNG frames)")
     p.add_argument("image", help="input image")
     p.add_argument("--out", required=True,
                    help="OUT.webp (animated), OUT.mp4 (H.264, needs the extra 'video') or a folder for PNG frames + "
