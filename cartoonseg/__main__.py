@@ -14,7 +14,8 @@ import numpy as np
 from ._cli import SkippedInputs, finish_parser, load_networks, progress, quiet, run_parser
 from .checkpoint import convert
 from .device import PRECISION_CHOICES
-from .io import IMAGE_SUFFIXES, read_image, write_instances
+from .instance_files import write_instances
+from .io import IMAGE_SUFFIXES, read_image
 from .outputs import OutputFolder, add_overwrite_argument, unique_names
 from .segmenter import Segmenter
 

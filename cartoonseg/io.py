@@ -1,5 +1,5 @@
-"""Pixels at the boundary: the one home for converting, reading and writing images, masks, depth maps, clips and
-per-image segmentation results.
+"""Pixels at the boundary: the one home for converting, reading and writing images, masks, depth maps and clips
+(one image's segmentation results as files: :mod:`cartoonseg.instance_files`).
 
 One policy for every entry point (library, CLI, ComfyUI nodes):
 
@@ -21,7 +21,6 @@ numbered PNG files.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from fractions import Fraction
@@ -30,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
+
+from .outputs import atomic_path
 
 __all__ = [
     "CLIP_SUFFIXES",
@@ -46,7 +47,6 @@ __all__ = [
     "write_frames",
     "write_grey",
     "write_image",
-    "write_instances",
 ]
 
 #: Largest image accepted (pixels); larger inputs are almost always a mistake (e.g. a 30k x 30k scan).
@@ -273,8 +273,6 @@ def _target(path: str | os.PathLike):
     """Where a writer writes: the parent folder is made and the file appears atomically (a temporary name in the same
     folder, renamed on success: :func:`cartoonseg.outputs.atomic_path`). Commands add the ownership rules of
     :mod:`cartoonseg.outputs` around these writers (never over inputs or files cartoonseg did not write)."""
-    from .outputs import atomic_path
-
     return atomic_path(path)
 
 
@@ -306,51 +304,6 @@ def write_grey(path: str | os.PathLike, x, bits: int = 8) -> Path:
     with _target(path) as tmp:
         Image.fromarray((x * top + 0.5).astype(dtype)).save(tmp)
     return Path(path)
-
-
-def write_instances(instances, image: np.ndarray, out_dir: str | os.PathLike,
-                    source: str | os.PathLike | None = None) -> Path:
-    """One image's :class:`~cartoonseg.structures.Instances` as a folder (what ``python -m cartoonseg segment``
-    writes per image): ``instances.json`` (the ``source`` image when given, boxes xyxy, scores, labels, COCO RLE
-    masks), ``mask_NNN.png`` (soft masks) and ``overlay.png`` (:func:`cartoonseg.visualize.overlay` on ``image``);
-    with alpha mattes (``instances.alphas``) also ``alpha_NNN.png`` and the RGBA cut-out ``cutout_NNN.png``. Each
-    file is written atomically; commands call it on a result folder of :mod:`cartoonseg.outputs` (``res.path``),
-    which is swapped in whole. Returns the folder."""
-    from . import rle
-    from .visualize import overlay
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    binary = instances.binary.cpu().numpy()
-    records = []
-    for i in range(len(instances)):
-        records.append(
-            {
-                "id": int(instances.ids[i]),
-                "bbox_xyxy": [round(float(v), 3) for v in instances.boxes[i].tolist()],
-                "score": round(float(instances.scores[i]), 6),
-                "label": int(instances.labels[i]),
-                "area": int(binary[i].sum()),
-                "segmentation": rle.encode(binary[i]),
-                "mask_png": f"mask_{i:03d}.png",
-            }
-        )
-        write_image(out_dir / f"mask_{i:03d}.png", instances.masks[i])
-    if instances.alphas is not None:
-        from .matting import cutouts
-
-        for i, rgba in enumerate(cutouts(image, instances)):
-            records[i]["alpha_png"], records[i]["cutout_png"] = f"alpha_{i:03d}.png", f"cutout_{i:03d}.png"
-            write_image(out_dir / f"alpha_{i:03d}.png", instances.alphas[i])
-            write_image(out_dir / f"cutout_{i:03d}.png", rgba, alpha="keep")
-    h, w = instances.image_size
-    meta = {"image_size": [h, w], "mask_thr": instances.mask_thr, "instances": records}
-    if source is not None:
-        meta = {"source": str(source), **meta}
-    with _target(out_dir / "instances.json") as tmp:
-        tmp.write_text(json.dumps(meta, indent=1))
-    write_image(out_dir / "overlay.png", overlay(image, instances))
-    return out_dir
 
 
 def _frames_uint8(frames, name: str) -> np.ndarray:

@@ -34,8 +34,8 @@ API (all paths may be ``str`` or :class:`os.PathLike`; ``inputs`` are the comman
 
     # one file (--out FILE): check before the slow work, write at the end
     outputs.check_file(path, inputs=[src], overwrite=args.overwrite)
-    outputs.save_image(path, image, inputs=[src], overwrite=args.overwrite)   # through cartoonseg.io.write_image
-    outputs.write(path, io.write_grey, depth, 16, inputs=..., overwrite=...)  # any writer(path, *args)
+    outputs.write(path, io.write_image, image, inputs=[src], overwrite=args.overwrite)  # any writer(path, *args)
+    outputs.write(path, io.write_grey, depth, 16, inputs=..., overwrite=...)
     outputs.write_json(path, obj, inputs=..., overwrite=...)                  # also write_text, write_bytes
     with outputs.output_file(path, inputs=..., overwrite=...) as tmp:         # or write the temporary path yourself
         torch.save(obj, tmp)
@@ -44,9 +44,9 @@ API (all paths may be ``str`` or :class:`os.PathLike`; ``inputs`` are the comman
     with outputs.OutputFolder(out_dir, inputs=images, overwrite=args.overwrite) as out:
         for path, name in zip(images, outputs.unique_names(images)):
             with out.result_dir(name) as res:                       # OUT/<name>/, swapped in on success
-                res.save_image("overlay.png", rgb)
+                res.write("overlay.png", io.write_image, rgb)
                 res.write_json("instances.json", record)
-            out.save_image(f"{name}_style.png", rgb, group=name)    # or loose files, grouped per input
+            out.write(f"{name}_style.png", io.write_image, rgb, group=name)  # or loose files, grouped per input
 
     # one folder that is the result (kenburns --out FRAMES/)
     outputs.check_folder(folder, inputs=..., overwrite=...)
@@ -89,7 +89,6 @@ __all__ = [
     "fsync_dir",
     "output_file",
     "result_dir",
-    "save_image",
     "unique_names",
     "write",
     "write_bytes",
@@ -344,12 +343,6 @@ def _describe(paths: list[Path]) -> str:
     return ", ".join(str(p) for p in paths[:4]) + (" ..." if len(paths) > 4 else "")
 
 
-def _save_image(image: Any, path: Path, **kwargs: Any) -> None:
-    from .io import write_image
-
-    write_image(path, image, **kwargs)
-
-
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path`` (same suffix) that is renamed to ``path`` when the block succeeds and
@@ -469,12 +462,6 @@ class OutputFolder:
 
     def write_json(self, name: str, obj: Any, *, group: str | None = None, indent: int | None = 1) -> Path:
         return self.write_text(name, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n", group=group)
-
-    def save_image(self, name: str, image: Any, *, group: str | None = None, **save_kwargs: Any) -> Path:
-        """Save an image with :func:`cartoonseg.io.write_image` (format from the name's suffix)."""
-        with self.file(name, group=group) as tmp:
-            _save_image(image, tmp, **save_kwargs)
-        return self.path / name
 
     def write(self, name: str, writer: Any, *args: Any, group: str | None = None, **kwargs: Any) -> Path:
         """``writer(temporary_path, *args, **kwargs)`` (e.g. :func:`cartoonseg.io.write_grey`), then renamed to
@@ -627,14 +614,6 @@ def write_text(path: str | os.PathLike, text: str, **policy: Any) -> Path:
 
 def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 1, **policy: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n", **policy)
-
-
-def save_image(path: str | os.PathLike, image: Any, *, inputs: Iterable[str | os.PathLike] = (),
-               overwrite: bool = False, **save_kwargs: Any) -> Path:
-    """Save one image file under the policy with :func:`cartoonseg.io.write_image` (format from the suffix)."""
-    with output_file(path, inputs=inputs, overwrite=overwrite) as tmp:
-        _save_image(image, tmp, **save_kwargs)
-    return Path(path)
 
 
 def write(path: str | os.PathLike, writer: Any, *args: Any, inputs: Iterable[str | os.PathLike] = (),

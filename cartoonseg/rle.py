@@ -23,6 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from .io import MAX_PIXELS
+from .structures import check_mask_budget
+
 __all__ = [
     "area",
     "counts_to_string",
@@ -216,8 +219,6 @@ def _counts_array(rle: Mapping[str, Any]) -> tuple[int, int, np.ndarray]:
     if isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2:
         raise ValueError(f"COCO RLE size must be [H, W], got {size!r}")
     h, w = (int(v) for v in size)
-    from .io import MAX_PIXELS
-
     if h < 0 or w < 0 or h * w > MAX_PIXELS:
         raise ValueError(f"COCO RLE size {h}x{w} is negative or over the {MAX_PIXELS}-pixel image limit")
     counts = rle["counts"]
@@ -258,12 +259,8 @@ def decode_many(rles: list[Mapping[str, Any]]) -> np.ndarray:
     if len(sizes) != 1:
         raise ValueError(f"decode_many needs RLEs of one size, got {sorted(sizes)}")
     ((h, w),) = sizes
-    from .io import MAX_PIXELS
-
     if h < 0 or w < 0 or h * w > MAX_PIXELS:
         raise ValueError(f"COCO RLE size {h}x{w} is negative or over the {MAX_PIXELS}-pixel image limit")
-    from .structures import check_mask_budget
-
     check_mask_budget(len(rles), h, w, "decoded RLE masks")
     if not all(isinstance(r["counts"], (str, bytes)) for r in rles):
         return np.stack([decode(r) for r in rles])

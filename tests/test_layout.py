@@ -85,6 +85,48 @@ def test_every_application_area_has_the_same_shape(area):
     assert f".{area}.cli import add_parsers" in (REPO / "cartoonseg" / "__main__.py").read_text()
 
 
+def _library_import_graph() -> dict[str, set[str]]:
+    """``module -> library modules it imports`` for ``cartoonseg``, imports inside functions included (``from . import
+    x`` names the submodule ``x`` where one exists, otherwise the package)."""
+    files = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in _py_files("cartoonseg")}
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = ".".join(package[:len(package) - node.level + 1] + [node.module or ""]) if node.level else node.module
+                base = base.rstrip(".")
+                found.update(f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names)
+        graph[name] = {m for m in found if m in files and m != name}
+    return graph
+
+
+def test_library_import_graph_has_no_cycles():
+    """Library modules form layers: no module reaches itself through imports, not even through imports inside
+    functions (which only hide a circle from the interpreter)."""
+    graph = _library_import_graph()
+    assert "cartoonseg.io" in graph and "cartoonseg.outputs" in graph["cartoonseg.io"]  # the walk sees real edges
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for dep in sorted(graph[module]):
+            if state.get(dep) == 1:
+                cycle = path[path.index(dep):] + [dep] if dep in path else [module, dep]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if dep not in state:
+                visit(dep, path + [dep])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+
+
 def _logic_lines(fn: ast.FunctionDef) -> int:
     """Lines that start a statement, docstrings and the ``def`` line not counted."""
     lines = {n.lineno for n in ast.walk(fn) if isinstance(n, ast.stmt)

@@ -19,6 +19,7 @@ from PIL import Image
 
 from cartoonseg import outputs
 from cartoonseg.__main__ import main
+from cartoonseg.io import write_image
 from cartoonseg.outputs import MANIFEST, OutputError, OutputFolder, unique_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,7 +159,7 @@ def test_a_failed_write_leaves_neither_file_nor_temporary(tmp_path):
             tmp.write_bytes(b"half")
             raise RuntimeError
     assert not (tmp_path / "a.png").exists() and no_temporaries(tmp_path)
-    outputs.save_image(tmp_path / "a.png", np.zeros((4, 5, 3), np.uint8))  # temp keeps the suffix: PNG by name
+    outputs.write(tmp_path / "a.png", write_image, np.zeros((4, 5, 3), np.uint8))  # temp keeps the suffix: PNG
     with Image.open(tmp_path / "a.png") as im:
         assert im.format == "PNG" and im.size == (5, 4)
 

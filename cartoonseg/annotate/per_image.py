@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from .. import outputs
+from ..instance_files import write_instances  # the segment command's per-image writer
 from .inputs import ImageItem
 
 __all__ = ["PerImageWriter", "result_names"]
@@ -46,8 +47,6 @@ class PerImageWriter:
         outputs.check_folder(self.folder, inputs=self.inputs, overwrite=self.overwrite)
 
     def __call__(self, item: ImageItem, rgb: np.ndarray, instances) -> Path:
-        from ..io import write_instances  # the segment command's per-image writer
-
         final = self.folder / self.names[item.path]
         parent = outputs.OutputFolder(final.parent, inputs=self.inputs, overwrite=self.overwrite, check_foreign=False)
         with parent.result_dir(final.name) as res:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .. import outputs
 from .._cli import SkippedInputs, area_main, load_networks, progress, quiet
-from ..io import read_image, to_float_image
+from ..io import read_image, to_float_image, write_image
 from .config import BACKGROUND_FILLS, MODES, PRESETS, style_preset
 from .hints import HINT_TYPES, extract_hint
 from .regions import ORDERS
@@ -142,13 +142,13 @@ def run(args: argparse.Namespace) -> int:
                 result = style_edit(image, instances, backend, cfg, background=background, hint_image=hint,
                                     use_control=controlnet is not None, progress=lambda: bar.update(1))
             name = "style" if cfg.mode == "instance" else "global"
-            written = out.save_image(f"{stem}_{name}.png", result.image, group=stem)
+            written = out.write(f"{stem}_{name}.png", write_image, result.image, group=stem)
             report["runs"][name] = [dataclasses.asdict(r) for r in result.passes]
             print(f"{path.name}: {name} ({len(result.passes)} passes) -> {written}")
         if hint is not None:
-            out.save_image(f"{stem}_hint.png", hint, group=stem)
+            out.write(f"{stem}_hint.png", write_image, hint, group=stem)
         elif config.hint != "none":
-            out.save_image(f"{stem}_hint.png", extract_hint(image, config.hint), group=stem)
+            out.write(f"{stem}_hint.png", write_image, extract_hint(image, config.hint), group=stem)
         out.write_json(f"{stem}_style.json", report, group=stem)
     out.close()  # earlier outputs of these images that this run did not write (e.g. a _global.png) go
     skipped.finish()
