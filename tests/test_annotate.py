@@ -249,3 +249,62 @@ def test_cli_errors_are_one_line(data, tmp_path, capsys):
     assert main(["annotate", str(tmp_path / "missing"), "--out", str(tmp_path / "o.json"), "--detector",
                  str(data["det"]), "--quiet"]) == 2
     assert capsys.readouterr().err.startswith("error: input not found")
+
+
+def test_per_image_names_stay_inside_and_never_nest_or_collide():
+    """``file_name`` comes from the user's COCO file: ``..`` and absolute names stay under DIR; an image and a folder
+    of the same name (``cat.png``, ``cat/001.png``) and names differing in case get separate folders."""
+    from cartoonseg.annotate import ImageItem
+    from cartoonseg.annotate.per_image import result_names
+
+    items = [ImageItem("/d/cat/001.png", "cat/001.png", 1), ImageItem("/d/cat.png", "cat.png", 2),
+             ImageItem("/up/x.png", "../imgs/x.png", 3), ImageItem("/abs/y.png", "/abs/y.png", 4),
+             ImageItem("/d/A.png", "A.png", 5), ImageItem("/d/a.jpg", "a.jpg", 6),
+             ImageItem("/w/z.png", "C:\\data\\z.png", 7), ImageItem("/d/q.png", "..", 8)]
+    names = result_names(items)
+    assert names["/d/cat/001.png"] == "cat/001" and names["/d/cat.png"] == "cat.png"
+    assert names["/up/x.png"] == "imgs/x" and names["/abs/y.png"] == "abs/y" and names["/w/z.png"] == "data/z"
+    assert names["/d/A.png"] == "A.png" and names["/d/a.jpg"] == "a.jpg"  # one folder on macOS/Windows otherwise
+    assert names["/d/q.png"] == "q"
+    # the same name after the suffix too: the image's path decides, stably
+    twins = [ImageItem("/one/p.png", "p.png", 1), ImageItem("/two/p.png", "p.png", 2)]
+    a, b = result_names(twins).values()
+    assert a != b and a.startswith("p.png-") and b.startswith("p.png-") and result_names(twins) == result_names(twins)
+
+
+def test_per_image_folder_may_not_hold_the_coco_file_or_its_work_folder(data, segmenter, tmp_path):
+    items = collect_inputs([str(data["images"] / "img00.png")])
+    res = tmp_path / "res"
+    calls = []
+
+    def counting(rgb):
+        calls.append(1)
+        return segmenter(rgb)
+
+    for out, work in ((res / "ann.json", None), (tmp_path / "ann.json", res / "parts")):
+        writer = PerImageWriter(res, items, outside=[out, work or out.with_name(out.name + ".parts")])
+        with pytest.raises(ValueError, match="inside the per-image folder"):
+            annotate(counting, items, out, work_dir=work, per_image=writer, progress=False, log=lambda m: None)
+    assert calls == [] and not res.exists()
+
+
+def test_cli_defaults_follow_the_refiner_and_the_same_coco_file_twice_is_read_once(data, tmp_path):
+    from cartoonseg.__main__ import main
+
+    coco = tmp_path / "val.json"
+    coco.write_text(json.dumps({"images": [{"id": 3, "file_name": "img02.png"}]}))
+    items = collect_inputs([str(coco), str(coco)], image_root=data["images"])
+    assert [(i.file_name, i.image_id) for i in items] == [("img02.png", 3)]
+    import dataclasses
+
+    ref = cartoonseg.load_refiner(data["ref"])  # a refiner trained at another size and threshold than the released one
+    ref.config = dataclasses.replace(ref.config, mask_thr=0.6, refine_size=64)
+    cartoonseg.save_weights(ref, tmp_path / "ref64.safetensors")
+    out, per = tmp_path / "o.json", tmp_path / "per"
+    args = ["annotate", str(data["images"] / "img00.png"), "--out", str(out), "--detector", str(data["det"]),
+            "--refiner", str(tmp_path / "ref64.safetensors"), "--det-size", "128", "--score-thr", "0",
+            "--max-instances", "1", "--per-image", str(per), "--quiet", "--precision", "auto"]
+    assert main(args) == 0
+    settings = json.loads(out.read_text())["info"]["settings"]
+    assert (settings["mask_thr"], settings["refine_size"]) == (0.6, 64)
+    assert json.loads((per / "img00" / "instances.json").read_text())["mask_thr"] == 0.6  # as segment writes it

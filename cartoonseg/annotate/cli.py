@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from .._cli import area_main
+from ..device import PRECISION_CHOICES
 
 __all__ = ["add_parsers", "run_annotate", "main"]
 
@@ -31,11 +32,14 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights-dir", default=None, help="folder holding the released files (searched first; downloads go there)")
     p.add_argument("--no-download", action="store_true", help="never download weights")
     p.add_argument("--score-thr", type=float, default=0.3, help="keep detections with score > this (default 0.3)")
-    p.add_argument("--mask-thr", type=float, default=0.3, help="refined mask threshold (default 0.3)")
+    p.add_argument("--mask-thr", type=float, default=None,
+                   help="refined mask threshold (default: the one saved with the refiner, 0.3 for the released one)")
     p.add_argument("--det-size", type=int, default=640, help="detector canvas, multiple of 32 (default 640)")
-    p.add_argument("--refine-size", type=int, default=720, help="refiner canvas (default 720)")
+    p.add_argument("--refine-size", type=int, default=None,
+                   help="refiner canvas (default: the one saved with the refiner, 720 for the released one)")
     p.add_argument("--max-instances", type=int, default=100, help="at most this many instances per image")
-    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32", help="compute precision")
+    p.add_argument("--precision", choices=list(PRECISION_CHOICES), default="fp32",
+                   help="compute precision; auto = the fastest this device runs natively (default fp32)")
     p.add_argument("--exact", action="store_true", help="the original op order (bit-exact, slower) instead of the fast path")
     p.add_argument("--grey", action="store_true",
                    help="convert every image to grey (and back to 3 channels) before segmenting and tagging: manga, line art")
@@ -91,7 +95,7 @@ def run_annotate(args: argparse.Namespace) -> int:
     from ..sharding import init_distributed
     from .inputs import collect_inputs
     from .per_image import PerImageWriter
-    from .run import annotate, shared_items
+    from .run import annotate, default_work_dir, shared_items
 
     if args.shard_size < 1:
         raise ValueError(f"--shard-size must be >= 1, got {args.shard_size}")
@@ -120,8 +124,8 @@ def run_annotate(args: argparse.Namespace) -> int:
         tagger = load_tagger(args.tagger, device=device, allow_download=not args.no_download)
     settings = {
         "detector": _weights_identity(det_path), "refiner": _weights_identity(ref_path) if ref_path else None,
-        "score_thr": args.score_thr, "mask_thr": args.mask_thr, "det_size": args.det_size,
-        "refine_size": args.refine_size, "max_instances": args.max_instances, "precision": args.precision,
+        "score_thr": args.score_thr, "mask_thr": seg.mask_thr, "det_size": args.det_size,
+        "refine_size": seg.refine_size, "max_instances": args.max_instances, "precision": args.precision,
         "exact": bool(args.exact), "grey": bool(args.grey),
         "tagger": {"source": Path(args.tagger).name, "general_threshold": args.general_threshold,
                    "character_threshold": args.character_threshold} if args.tagger else None,
@@ -143,8 +147,9 @@ def run_annotate(args: argparse.Namespace) -> int:
         return instances
 
     inputs = [it.path for it in items] + [str(s) for s in args.inputs if os.path.isfile(s)]
-    per_image = (PerImageWriter(args.per_image, items, inputs=inputs, overwrite=args.overwrite) if args.per_image
-                 else None)
+    work_dir = args.work_dir if args.work_dir is not None else default_work_dir(args.out)
+    per_image = (PerImageWriter(args.per_image, items, inputs=inputs, overwrite=args.overwrite,
+                                outside=[args.out, work_dir]) if args.per_image else None)
     quiet = bool(args.quiet)
     annotate(segment, items, args.out, settings=settings, work_dir=args.work_dir, shard_size=args.shard_size,
              per_image=per_image, rank=rank, progress=not quiet, keep_shards=args.keep_shards, inputs=inputs,

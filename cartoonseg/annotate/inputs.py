@@ -12,8 +12,8 @@ Rules (documented in the README):
 
 ``file_name`` of images that do not come from a COCO file is their path relative to ``image_root`` when they lie
 under it, else relative to the deepest folder holding all of them. Image ids: COCO images keep theirs (they must be
-unique); the others are numbered after the largest COCO id, in input order. The same file given twice is kept
-once (the first time).
+unique); the others are numbered after the largest COCO id, in input order. The same file given twice (an image or a
+COCO file) is kept once (the first time).
 """
 
 from __future__ import annotations
@@ -82,13 +82,17 @@ def collect_inputs(sources: Sequence[str | os.PathLike], *, image_root: str | os
     coco: list[tuple[Path, str, int]] = []
     plain: list[Path] = []
     order: list[tuple[str, int]] = []  # ("coco"|"plain", index) in input order
+    coco_files: set[Path] = set()
     for source in sources:
         src = Path(source).expanduser()
+        if src.is_file() and src.suffix.lower() == ".json" and src.resolve() in coco_files:
+            continue  # the same COCO file named twice: its images once, not as duplicate ids
         if src.is_dir():
             found = _folder_images(src, recursive)
         elif src.is_file() and src.suffix.lower() == ".txt":
             found = _list_file(src)
         elif src.is_file() and src.suffix.lower() == ".json":
+            coco_files.add(src.resolve())
             for entry in _coco_file(src, root):
                 order.append(("coco", len(coco)))
                 coco.append(entry)
