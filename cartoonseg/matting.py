@@ -51,6 +51,8 @@ __all__ = ["MattingConfig", "METHODS", "ramp_width", "noise_variance", "trimap_f
 
 METHODS = ("cf", "knn", "lkm")
 QUANTISATION_VARIANCE = (1 / 255) ** 2 / 12  # the noise variance of 8-bit colours: no finer variation is resolved
+#: Smallest side (pixels) the solvers take: closed-form and LKM matting work on 3x3 windows.
+MIN_SIDE = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,7 +246,12 @@ def snap_to_outlines(rgb: np.ndarray, trimap: np.ndarray, radius: int, contrast:
 def solve_alpha(rgb: np.ndarray, trimap: np.ndarray, method: str = "cf", epsilon: float = 1e-7) -> np.ndarray:
     """Alpha ``[H,W]`` (float64 in [0,1]) of an image (uint8 or float RGB ``[H,W,3]``) given a trimap; known pixels
     keep their trimap value. A trimap without unknown pixels is returned as is. ``epsilon`` regularises the
-    closed-form Laplacian (``method="cf"`` only)."""
+    closed-form Laplacian (``method="cf"`` only).
+
+    Raises:
+        ValueError: an unknown ``method``, or an image with unknown pixels that is thinner than the solvers' 3x3
+            window (:func:`instance_alphas` keeps the soft mask there instead).
+    """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     trimap = np.asarray(trimap, dtype=np.float64)
@@ -253,6 +260,9 @@ def solve_alpha(rgb: np.ndarray, trimap: np.ndarray, method: str = "cf", epsilon
         return trimap.copy()
     if not (trimap == 1).any() or not (trimap == 0).any():  # the solvers need both known kinds
         return np.where(unknown, 0.5, trimap)
+    if min(trimap.shape[:2]) < MIN_SIDE:
+        raise ValueError(f"matting needs at least {MIN_SIDE}x{MIN_SIDE} pixels (the solvers' window), "
+                         f"got {trimap.shape[0]}x{trimap.shape[1]}")
     pm = _pymatting()
     image = np.asarray(rgb, dtype=np.float64)
     if np.asarray(rgb).dtype == np.uint8:
@@ -374,7 +384,10 @@ def instance_alphas(image, instances: Instances, config: MattingConfig | None = 
                 wide[y0 - box[0]:y1 - box[0], x0 - box[2]:x1 - box[2]] = trimap
                 wide[grow[box[0]:box[1], box[2]:box[3]]] = 0.5
                 trimap, (y0, y1, x0, x1) = wide, box
-        alpha = solve_alpha(rgb[y0:y1, x0:x1], trimap, config.method, epsilon)
+        if min(y1 - y0, x1 - x0) < MIN_SIDE:  # a 1-2 px thin image: no 3x3 window to solve in, keep the mask
+            alpha = soft[y0:y1, x0:x1].astype(np.float64)
+        else:
+            alpha = solve_alpha(rgb[y0:y1, x0:x1], trimap, config.method, epsilon)
         raw[i, y0:y1, x0:x1] = torch.from_numpy(alpha.astype(np.float32))
     if order is None:
         order = occlusion_order(instances)

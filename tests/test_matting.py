@@ -132,6 +132,23 @@ def test_instances_alphas_field_follows_selection_and_refinement():
         MattingConfig(method="magic")
 
 
+@pytest.mark.parametrize("shape", [(2, 100), (1, 32), (120, 2), (120, 1)])
+def test_images_thinner_than_the_solver_window_keep_the_soft_mask(shape):
+    """The solvers work on 3x3 windows; on a 1-2 px thin image the instance keeps its soft mask (pymatting's solver
+    used to fail to converge deep inside), and solve_alpha itself says why it cannot run."""
+    h, w = shape
+    rgb = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    n = max(h, w)
+    line = torch.clamp(torch.linspace(2.0, -1.0, n), 0, 1)  # a character on the first part, a soft ramp, background
+    soft = (line[None, :].expand(h, n) if w >= h else line[:, None].expand(n, w))[None].contiguous()
+    alphas = instance_alphas(rgb, Instances.from_masks(soft)).alphas
+    assert torch.isfinite(alphas).all() and torch.allclose(alphas, soft)
+    trimap = np.where(soft[0].numpy() > 0.99, 1.0, np.where(soft[0].numpy() < 0.01, 0.0, 0.5))
+    assert (trimap == 0.5).any() and (trimap == 1).any() and (trimap == 0).any()
+    with pytest.raises(ValueError, match="at least 3x3 pixels"):
+        solve_alpha(rgb, trimap)
+
+
 def test_missing_pymatting_names_the_extra(monkeypatch):
     from cartoonseg._optional import MissingDependencyError
 
