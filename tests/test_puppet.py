@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -32,6 +34,7 @@ from cartoonseg.puppet import (
     build_character,
     build_mesh,
     build_rig,
+    default_frames,
     draw_rig,
     joint_sequences,
     match_people,
@@ -180,6 +183,20 @@ def test_skeleton_from_points_tolerates_missing_joints():
     assert sk.names[sk.parents[sk.index("r_wrist")]] == "r_shoulder"  # re-attached to the nearest ancestor
     with pytest.raises(ValueError, match="at least two"):
         skeleton_from_points({"nose": (1, 2)})
+
+
+def test_partial_parents_complete_from_the_defaults_as_the_readme_example():
+    """The README's handles example names parents for the wrists only: the neck takes its OpenPose place (the root),
+    in the dict form and the list form alike; custom names left out hang from the first joint."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = json.loads(re.search(r'```json\n(\{"characters".*?\}\]\})\n', readme, re.S).group(1))
+    sk = parse_handles(example)[0]
+    assert sk.names[sk.root] == "neck" and sk.names[sk.parents[sk.index("r_wrist")]] == "neck"
+    listed = [{"name": n, "xy": xy, **({"parent": "neck"} if n != "neck" else {})}
+              for n, xy in example["characters"][0]["joints"].items()]
+    assert parse_handles({"characters": [{"instance": 0, "joints": listed}]})[0].parents == sk.parents
+    custom = skeleton_from_points({"hip": (5, 9), "head": (5, 1), "tail": (9, 9)}, {"head": "hip"})
+    assert custom.names[custom.root] == "hip" and custom.names[custom.parents[custom.index("tail")]] == "hip"
 
 
 def _pose_frame(people, canvas=None):
@@ -474,6 +491,46 @@ def test_keyframes_interpolate_and_validate(two):
         KeyframeMotion.from_json({"keyframes": [{"joints": {}}]})
 
 
+def test_keyframes_with_fps_play_in_real_time_at_any_clip_fps(two):
+    *_, rig = two
+    ch = rig.characters[1]
+    j = ch.skeleton.index("l_wrist")
+    wrist = ch.skeleton.joints[j]
+    doc = {"fps": 12, "interpolation": "linear", "keyframes": [{"time": 1.0, "joints": {"1": {"l_wrist": [5.0, 9.0]}}}]}
+    motion = KeyframeMotion.from_json(doc)
+    for fps in (12.0, 24.0, 25.0):
+        n = motion.default_frames(fps)
+        assert n == int(fps) + 1  # one second, both ends
+        poses = joint_sequences(rig, motion, n, fps)[1][:, j]
+        assert np.allclose(poses[int(fps)], (5.0, 9.0))  # the key is reached after one second of clip
+        k = int(fps) // 2
+        assert np.allclose(poses[k], wrist + (np.array([5.0, 9.0]) - wrist) * k / fps)  # linear in seconds
+    for bad in (0, -3, "12", float("nan")):
+        with pytest.raises(ValueError, match="'fps'"):
+            KeyframeMotion.from_json({"fps": bad, "keyframes": [{"time": 1.0, "joints": {}}]})
+
+
+def test_a_reference_slower_than_the_clip_holds_its_last_frame_instead_of_jumping_back(two):
+    *_, rig = two
+    ch = rig.characters[0]
+    names = list(ch.skeleton.names)
+    ref = np.repeat(ch.skeleton.joints[None], 4, 0).copy()
+    ref[:, :, 0] += np.array([0.0, 10.0, 20.0, 30.0])[:, None]  # the whole reference walks right, 10 px a frame
+    motion = RetargetMotion(names, ref, fps=30.0)
+    n = motion.default_frames(60.0)
+    assert n == 8
+    root = motion.poses(ch.skeleton, n, 60.0)[:, ch.skeleton.root, 0] - ch.skeleton.joints[ch.skeleton.root, 0]
+    assert np.all(np.diff(root) >= -1e-6) and root[-1] == pytest.approx(root.max())
+
+
+def test_fps_must_be_finite_and_wave_lasts_two_frames_at_least(two):
+    *_, rig = two
+    for bad in (float("inf"), float("nan"), 0.0, -1.0):
+        with pytest.raises(ValueError, match="fps must be a finite number"):
+            default_frames(PresetMotion("wave"), bad)
+    assert default_frames(PresetMotion("wave"), 0.1) == 2
+
+
 # ------------------------------------------------------------------------------------------------ rendering
 def _outside(rig, shape):
     hole = np.zeros(shape, bool)
@@ -624,3 +681,24 @@ def test_renderer_checks_sizes(two):
         PuppetRenderer(img, rig, plate).render([])
     with pytest.raises(ValueError, match="unknown motion preset"):
         PresetMotion("moonwalk")
+
+
+def test_a_still_neighbour_keeps_every_pixel_when_the_character_beside_it_moves():
+    """Two touching characters, only the left one animated, over a plate of pure background: the plate may show
+    where the moving one was (its ring included), never on the neighbour's pixels."""
+    h, w = 64, 96
+    img = np.zeros((h, w, 3), np.float32)
+    img[:] = SKY
+    masks = np.zeros((2, h, w), np.float32)
+    masks[0, 12:60, 10:44] = 1.0
+    masks[1, 12:60, 44:80] = 1.0
+    img[masks[0] > 0] = (0.9, 0.2, 0.2)
+    img[masks[1] > 0] = (0.2, 0.9, 0.2)
+    plate = np.broadcast_to(np.asarray(SKY, np.float32), img.shape).copy()
+    rig = build_rig(masks, select=[0])
+    clip = animate(img, rig, PresetMotion("bounce"), frames=6, fps=12.0, plate=plate)
+    frames = clip.frames.numpy()
+    assert float(np.abs(frames - img).max()) > 0.1  # it moves
+    uncovered = (masks[1] > 0.5)[None] & (clip.masks.numpy() < 1e-6)  # the moving one is drawn in front elsewhere
+    assert uncovered[1:].sum() > 0.9 * uncovered[0].sum()
+    assert np.abs(frames - img)[uncovered].max() < 1e-4

@@ -16,6 +16,7 @@ segmenter, white = character, soft edges kept) or from the two-stage segmenter; 
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -99,8 +100,8 @@ def run(args: argparse.Namespace) -> int:
     inputs = [p for p in (args.image, *(args.masks or []), args.plate, args.poses, args.bvh, args.keyframes,
                           args.handles, args.pose_rig, args.detector, args.refiner) if p]
     _check_out(out, inputs, args.overwrite)
-    if args.fps <= 0:
-        raise ValueError(f"--fps must be > 0, got {args.fps}")
+    if not (math.isfinite(args.fps) and args.fps > 0):
+        raise ValueError(f"--fps must be a finite number > 0, got {args.fps}")
     if args.frames is not None and args.frames < 1:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")
     start = time.perf_counter()

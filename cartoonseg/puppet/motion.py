@@ -70,14 +70,15 @@ def fk_from_angles(skeleton: Skeleton, angles: np.ndarray, root: np.ndarray) -> 
 
 # ------------------------------------------------------------------------------------------------ reference
 def _resample(points: np.ndarray, src_fps: float, fps: float, n_frames: int) -> np.ndarray:
-    """Linear resampling in time of ``[F, J, 2]`` (nan = missing) to ``n_frames`` at ``fps``, looping."""
+    """Linear resampling in time of ``[F, J, 2]`` (nan = missing) to ``n_frames`` at ``fps``: the last reference
+    frame is held for its frame time, then (a clip longer than the reference) the reference starts again."""
     f = points.shape[0]
     if f == 1:
         return np.repeat(points, n_frames, 0)
     t = np.arange(n_frames) / fps * src_fps
     t = t % f
     i0 = np.floor(t).astype(int)
-    i1 = (i0 + 1) % f
+    i1 = np.minimum(i0 + 1, f - 1)  # never blended back towards the first frame
     w = (t - i0)[:, None, None]
     a, b = points[i0], points[i1]
     out = a * (1 - w) + b * w
@@ -234,7 +235,7 @@ def parse_keyframes(data) -> tuple[dict[int, dict[str, list[tuple[float, np.ndar
     Layout::
 
         {"interpolation": "smooth",            # or "linear" (default smooth)
-         "fps": 12,                            # only needed with "time" keys (seconds)
+         "fps": 12,                            # optional: the rate the "frame" keys count at (needed for "time")
          "keyframes": [
             {"frame": 0,  "joints": {"0": {"r_wrist": [90, 150]}}},
             {"frame": 12, "joints": {"0": {"r_wrist": [70, 60], "l_wrist": [210, 70]}}},
@@ -242,7 +243,9 @@ def parse_keyframes(data) -> tuple[dict[int, dict[str, list[tuple[float, np.ndar
          ]}
 
     Keys of ``joints`` are instance indices (as strings, JSON's only key type), values map joint names to image
-    pixels.
+    pixels. The returned frames count at the document's ``fps`` (``"time"`` keys are seconds times it); without
+    ``fps`` they are the clip's own frames. :class:`KeyframeMotion` plays a document with ``fps`` in real time at
+    any clip fps.
     """
     doc = load_json(data)
     if not isinstance(doc, dict) or not isinstance(doc.get("keyframes"), list):
@@ -250,7 +253,7 @@ def parse_keyframes(data) -> tuple[dict[int, dict[str, list[tuple[float, np.ndar
     interp = doc.get("interpolation", "smooth")
     if interp not in ("linear", "smooth"):
         raise ValueError(f"keyframes 'interpolation' must be 'linear' or 'smooth', got {interp!r}")
-    fps = doc.get("fps")
+    fps = _document_fps(doc)
     out: dict[int, dict[str, list[tuple[float, np.ndarray]]]] = {}
     for ki, key in enumerate(doc["keyframes"]):
         if not isinstance(key, dict) or not isinstance(key.get("joints"), dict):
@@ -286,26 +289,47 @@ def parse_keyframes(data) -> tuple[dict[int, dict[str, list[tuple[float, np.ndar
     return out, interp
 
 
+def _document_fps(doc: dict) -> float | None:
+    fps = doc.get("fps")
+    if fps is None:
+        return None
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"keyframes 'fps' must be a number > 0, got {fps!r}")
+    return float(fps)
+
+
 @dataclasses.dataclass
 class KeyframeMotion:
-    """Handle positions keyed over time (see :func:`parse_keyframes`); unknown joint names raise ValueError."""
+    """Handle positions keyed over time (see :func:`parse_keyframes`); unknown joint names raise ValueError.
+
+    Attributes:
+        keys, interpolation: as :func:`parse_keyframes` returns them.
+        fps: the rate the keys' frames count at (the document's ``"fps"``): the keys then play in real time at any
+            clip fps. None: the keys are clip frames.
+    """
 
     keys: dict[int, dict[str, list[tuple[float, np.ndarray]]]]
     interpolation: str = "smooth"
+    fps: float | None = None
 
     @classmethod
     def from_json(cls, data) -> KeyframeMotion:
-        keys, interp = parse_keyframes(data)
-        return cls(keys=keys, interpolation=interp)
+        doc = load_json(data)
+        keys, interp = parse_keyframes(doc)
+        return cls(keys=keys, interpolation=interp, fps=_document_fps(doc))
+
+    def _scale(self, fps: float) -> float:
+        """Key frames per clip frame."""
+        return 1.0 if self.fps is None else self.fps / float(fps)
 
     def default_frames(self, fps: float) -> int:
         last = max((k[-1][0] for joints in self.keys.values() for k in joints.values()), default=0.0)
-        return int(math.floor(last)) + 1
+        return int(math.floor(last / self._scale(fps) + 1e-9)) + 1
 
     def poses(self, skeleton: Skeleton, n_frames: int, fps: float, character: int = 0) -> np.ndarray:
         out = np.repeat(skeleton.joints[None], n_frames, 0).copy()
         joints = self.keys.get(character, {})
-        frames = np.arange(n_frames, dtype=np.float64)
+        frames = np.arange(n_frames, dtype=np.float64) * self._scale(fps)  # in the keys' frames
         for name, keys in joints.items():
             j = skeleton.index(name)
             if j is None:
@@ -379,7 +403,7 @@ class PresetMotion:
             raise ValueError(f"period must be > 0 seconds, got {self.period}")
 
     def default_frames(self, fps: float) -> int:
-        return max(2, round(max(PRESET_PERIODS[self.name], 2.0) * fps)) if self.name != "wave" else round(3 * fps)
+        return max(2, round((max(PRESET_PERIODS[self.name], 2.0) if self.name != "wave" else 3.0) * fps))
 
     def poses(self, skeleton: Skeleton, n_frames: int, fps: float, character: int = 0,
               base: np.ndarray | None = None, height: float | None = None) -> np.ndarray:

@@ -77,7 +77,8 @@ class Character:
             their mean); ``deformer.handles`` are the distinct vertices.
         alpha: float32 soft mask ``[H,W]`` cropped to ``box`` (x0, y0, x1, y1), the character's texture alpha.
         box: integer crop of the support grown by the ring (image-clipped).
-        hole: bool ``[h,w]`` crop: the support grown by the ring (where the plate may show once it moves).
+        hole: bool ``[h,w]`` crop: the support grown by the ring (where the plate may show once it moves), less
+            the pixels of instances that are not animated (outside this character's own mask).
         draw_order: triangle indices in drawing order (trunk first, limb tips last, so limbs pass in front).
         base: ``(x, y)`` bottom centre of the mesh (pivot of sway / breathe / bounce); height: its vertical extent.
         depth: pooled instance depth (larger = nearer) when known; mask_box: tight xyxy box of the mask.
@@ -397,6 +398,12 @@ def build_rig(
         characters.append(ch)
         if callback is not None:
             callback(k + 1, len(chosen))
+    still = [i for i in range(n) if i not in chosen]
+    if still:  # the ring around a moving character never uncovers a neighbour that stays still
+        others = (masks[still] > 0.5).any(0)
+        for ch in characters:
+            x0, y0, x1, y1 = ch.box
+            ch.hole &= ~(others[y0:y1, x0:x1] & ~(masks[ch.instance][y0:y1, x0:x1] > 0.5))
     order = _paint_order(characters)
     return PuppetRig(characters=characters, image_size=(h, w), order=order, config=config, notes=notes)
 

@@ -152,8 +152,9 @@ def skeleton_from_points(points: Mapping[str, Sequence[float]], parents: Mapping
                          *, source: str = "handles") -> Skeleton:
     """A skeleton from named positions.
 
-    ``parents`` maps child -> parent name (``None`` for the root). Without it, OpenPose names use the OpenPose tree
-    and other names hang from the first joint. A missing joint's children are re-attached to its nearest present
+    ``parents`` maps child -> parent name (``None`` for the root). Joints it leaves out (all of them without it)
+    follow the OpenPose tree when every name is an OpenPose name, else hang from the first joint (OpenPose names
+    keep their OpenPose parent when ``parents`` is given). A missing joint's children are re-attached to its nearest present
     ancestor; when the root itself is missing (e.g. no ``neck`` in a pose), the midpoint of the shoulders (else
     hips) becomes a ``neck`` joint, or else the present joint highest in the tree becomes the root.
     """
@@ -161,15 +162,14 @@ def skeleton_from_points(points: Mapping[str, Sequence[float]], parents: Mapping
     if len(names) < 2:
         raise ValueError(f"need at least two joints to make a skeleton, got {len(names)}: {names}")
     pos = {n: np.asarray(points[n], dtype=np.float64).reshape(2) for n in names}
-    if parents is None:
-        if all(n in OPENPOSE_PARENTS for n in names):
-            parents = OPENPOSE_PARENTS
-        else:
-            parents = {n: (None if i == 0 else names[0]) for i, n in enumerate(names)}
-    parents = dict(parents)
-    for n in names:
-        if n not in parents:
-            raise ValueError(f"joint {n!r} has no parent entry (give null for the root)")
+    if all(n in OPENPOSE_PARENTS for n in names):
+        defaults = dict(OPENPOSE_PARENTS)
+    elif parents is None:
+        defaults = {n: (None if i == 0 else names[0]) for i, n in enumerate(names)}
+    else:
+        defaults = {**OPENPOSE_PARENTS, **{n: (None if n == names[0] else names[0])
+                                           for n in names if n not in OPENPOSE_PARENTS}}
+    parents = {**defaults, **{str(k): (None if v is None else str(v)) for k, v in (parents or {}).items()}}
 
     def chain(n: str) -> list[str]:
         out, seen = [], set()
@@ -357,7 +357,7 @@ def parse_handles(data, *, image_size: tuple[int, int] | None = None) -> dict[in
          "characters": [
             {"instance": 0,
              "joints": {"neck": [120, 80], "r_wrist": [90, 150], ...},   # or a list of {"name", "xy", "parent"}
-             "parents": {"r_wrist": "neck", ...}}                       # optional (OpenPose names need none)
+             "parents": {"r_wrist": "neck", ...}}       # optional: see skeleton_from_points for joints left out
          ]}
 
     A bare list of such character entries is accepted as well.
@@ -390,8 +390,7 @@ def parse_handles(data, *, image_size: tuple[int, int] | None = None) -> dict[in
                 joints[str(j["name"])] = j["xy"]
                 if "parent" in j:
                     plist[str(j["name"])] = j["parent"]
-            if plist:
-                parents = plist if len(plist) == len(joints) else {**{n: None for n in joints}, **plist}
+            parents = plist or None
         if not isinstance(joints, dict):
             raise ValueError(f"handles character {ci}: 'joints' must map names to [x, y]")
         pts = {}
