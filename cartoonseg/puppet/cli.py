@@ -114,8 +114,13 @@ def run(args: argparse.Namespace) -> int:
     from .mesh import MeshConfig
 
     config = RigConfig(mesh=MeshConfig(spacing=args.mesh_spacing), ring=args.plate_dilate)
-    rig = build_rig(instances, poses=args.pose_rig, handles=args.handles, select=parse_instances(args.instances),
-                    config=config)
+    with progress(None, "rig", args.quiet, unit="character", leave=False) as bar:
+        def rigged_one(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        rig = build_rig(instances, poses=args.pose_rig, handles=args.handles,
+                        select=parse_instances(args.instances), config=config, callback=rigged_one)
     if not rig.characters:
         raise ValueError(f"{args.image}: no instance could be rigged ({'; '.join(rig.notes)})")
     rigged = time.perf_counter()
