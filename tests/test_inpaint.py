@@ -179,6 +179,41 @@ def test_cli_inpaint(tmp_path):
     assert cli_main(["inpaint", str(tmp_path / "img.png"), str(tmp_path / "small_mask.png"), "--out", str(tmp_path / "x.png")]) == 2
 
 
+def test_patch_sizes_are_checked_before_any_fallback_and_the_summary_names_what_ran(tmp_path, capsys):
+    """Every documented patch size (odd, 3..15) runs; a bad one is refused even where PatchMatch would fall back to
+    Telea; the CLI's summary names the fill that ran, not the one asked for."""
+    import warnings
+
+    from PIL import Image
+
+    from cartoonseg.inpaint import fill_method
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    hole = np.zeros((48, 64), bool)
+    hole[10:25, 20:45] = True
+    for size in (3, 13, 15):
+        out = inpaint(img, hole, patch_size=size)
+        assert np.array_equal(out[~hole], img[~hole])
+    thin = np.ones((48, 64), bool)
+    thin[:, :1] = False  # no complete 3x3 patch outside
+    assert fill_method(thin) == "telea" and fill_method(np.ones((4, 4), bool)) == "flat" and fill_method(hole) == "patchmatch"
+    for bad in (100, 17, 4, 3.5, True):
+        with pytest.raises(ValueError, match="patch_size must be an odd integer"):
+            inpaint(img, thin, patch_size=bad)
+    Image.fromarray(img).save(tmp_path / "img.png")
+    Image.fromarray(thin.astype(np.uint8) * 255).save(tmp_path / "thin.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no other warning (a read-only array handed to torch used to warn)
+        warnings.filterwarnings("ignore", message="inpaint: the mask leaves no complete")
+        assert cli_main(["inpaint", str(tmp_path / "img.png"), str(tmp_path / "thin.png"), "--out",
+                         str(tmp_path / "o.png"), "--quiet"]) == 0
+    assert "with telea" in capsys.readouterr().out
+    assert cli_main(["inpaint", str(tmp_path / "img.png"), str(tmp_path / "thin.png"), "--out", str(tmp_path / "p.png"),
+                     "--patch-size", "100"]) == 2
+    assert "patch_size must be an odd integer" in capsys.readouterr().err and not (tmp_path / "p.png").exists()
+
+
 @pytest.mark.parametrize("method", ["patchmatch", "telea"])
 def test_whole_image_mask_gives_a_documented_fill_and_a_warning(method):
     """Removing a character that fills the frame must not kill a graph (Ken Burns, style editing, puppet): a mask

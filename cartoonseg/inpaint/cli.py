@@ -19,7 +19,7 @@ from .. import outputs
 from .._cli import area_main, progress, quiet
 from ..io import read_image, read_mask, to_float_image, write_image
 from .diffusion import INIT_FILLS, NEGATIVE_PROMPT, RefineSettings, background_prompt, refine_background
-from .patchmatch import INPAINT_METHODS, inpaint
+from .patchmatch import INPAINT_METHODS, fill_method, inpaint
 
 __all__ = ["add_parsers", "main"]
 
@@ -29,12 +29,14 @@ def _run_inpaint(args: argparse.Namespace) -> int:
     outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
     image = read_image(args.image)
     mask = read_mask(args.mask, image.shape[:2])
+    used = fill_method(mask, method=args.method, patch_size=args.patch_size)  # bad options fail here, at once
     start = time.perf_counter()
-    with progress(None, args.method, quiet(args), unit="iteration") as bar:  # PatchMatch: one tick per EM iteration
+    with progress(None, used, quiet(args), unit="iteration") as bar:  # PatchMatch: one tick per EM iteration
         out = inpaint(image, mask, method=args.method, patch_size=args.patch_size, seed=args.seed, radius=args.radius,
                       interrupt=lambda: bar.update(1))
     outputs.write(args.out, write_image, out, inputs=inputs, overwrite=args.overwrite)
-    print(f"{args.image}: filled {int(mask.sum())} px with {args.method} in {time.perf_counter() - start:.2f}s -> {args.out}")
+    what = "a flat grey (the mask covers everything)" if used == "flat" else used
+    print(f"{args.image}: filled {int(mask.sum())} px with {what} in {time.perf_counter() - start:.2f}s -> {args.out}")
     return 0
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "INPAINT_METHODS",
     "PatchMatchConfig",
     "background_mask",
+    "fill_method",
     "inpaint",
     "patchmatch_inpaint",
     "telea_inpaint",
@@ -72,7 +73,8 @@ class PatchMatchConfig:
     max_levels: int = 0
 
     def __post_init__(self) -> None:
-        if self.patch_size < 3 or self.patch_size % 2 == 0 or self.patch_size > 15:
+        if (isinstance(self.patch_size, bool) or not isinstance(self.patch_size, (int, np.integer))
+                or self.patch_size < 3 or self.patch_size % 2 == 0 or self.patch_size > 15):
             raise ValueError(f"patch_size must be an odd integer in [3, 15], got {self.patch_size}")
         if self.min_size < 2 * self.patch_size:
             raise ValueError(f"min_size must be >= 2*patch_size ({2 * self.patch_size}), got {self.min_size}")
@@ -82,6 +84,13 @@ class PatchMatchConfig:
             raise ValueError(f"search_ratio must lie in (0,1), got {self.search_ratio}")
         if self.max_levels < 0:
             raise ValueError(f"max_levels must be >= 0, got {self.max_levels}")
+
+
+def _with_patch_size(config: PatchMatchConfig | None, patch_size: int) -> PatchMatchConfig:
+    """``config`` (default :class:`PatchMatchConfig`) with ``patch_size``; the pyramid's ``min_size`` grows to twice
+    the patch where it is smaller, so every allowed patch size (odd, 3..15) runs."""
+    cfg = config or PatchMatchConfig()
+    return dataclasses.replace(cfg, patch_size=patch_size, min_size=max(cfg.min_size, 2 * int(patch_size)))
 
 
 # ---------------------------------------------------------------------------------------------- I/O helpers
@@ -95,7 +104,7 @@ def _image_to_float(image) -> tuple[Tensor, str]:
     else:
         raise TypeError(f"image must be a numpy array or torch tensor [H,W,3], got {type(image).__name__}")
     if kind.endswith("uint8"):  # exact 0..255 values
-        return torch.from_numpy(to_rgb_uint8(image)).float(), kind
+        return torch.tensor(to_rgb_uint8(image), dtype=torch.float32), kind  # a copy: the array may be read-only
     return to_float_image(image, nan="zero") * 255.0, kind
 
 
@@ -363,7 +372,7 @@ def patchmatch_inpaint(
         ValueError: mask size mismatch, or a mask (with ``source``) that leaves no complete known patch to copy
             from.
     """
-    cfg = dataclasses.replace(config or PatchMatchConfig(), patch_size=patch_size)
+    cfg = _with_patch_size(config, patch_size)
     img, kind = _image_to_float(image)
     hole = _mask_to_bool(mask, img.shape[:2])
     src = None if source is None else _mask_to_bool(source, img.shape[:2]) & ~hole
@@ -458,6 +467,27 @@ def telea_inpaint(image, mask, *, radius: int = 3):
 FLAT_FILL = 0.5
 
 
+def fill_method(mask, *, method: str = "patchmatch", patch_size: int = 3, source=None) -> str:
+    """What :func:`inpaint` runs for ``mask`` (bool ``[H,W]``, True = fill): ``method`` itself, ``"telea"`` where
+    PatchMatch finds no complete ``patch_size`` patch to copy from, or ``"flat"`` where the mask covers everything.
+
+    Raises:
+        ValueError: an unknown ``method``, or (PatchMatch) a ``patch_size`` that is not odd in [3, 15].
+    """
+    if method not in INPAINT_METHODS:
+        raise ValueError(f"unknown inpaint method {method!r}; allowed: {', '.join(INPAINT_METHODS)}")
+    if method == "patchmatch":
+        _with_patch_size(None, patch_size)  # the one check of the patch size
+    hole = torch.as_tensor(mask).bool()
+    if bool(hole.all()):
+        return "flat"
+    if method == "patchmatch" and hole.any():
+        blocked = hole if source is None else hole | ~_mask_to_bool(source, tuple(hole.shape))
+        if bool((~grow_mask(blocked, patch_size // 2)).sum() == 0):
+            return "telea"
+    return method
+
+
 def inpaint(image, mask, *, method: str = "patchmatch", patch_size: int = 3, seed: int = 0, radius: int = 3,
             interrupt: Callable[[], None] | None = None, source=None):
     """Dispatch to :func:`patchmatch_inpaint` or :func:`telea_inpaint` (``method`` in :data:`INPAINT_METHODS`).
@@ -473,11 +503,10 @@ def inpaint(image, mask, *, method: str = "patchmatch", patch_size: int = 3, see
       known pixels;
     * no known pixel at all (the mask covers the whole image): a flat mid-grey fill (:data:`FLAT_FILL`).
     """
-    if method not in INPAINT_METHODS:
-        raise ValueError(f"unknown inpaint method {method!r}; allowed: {', '.join(INPAINT_METHODS)}")
     img, kind = _image_to_float(image)
     hole = _mask_to_bool(mask, img.shape[:2])
-    if bool(hole.all()):
+    used = fill_method(hole, method=method, patch_size=patch_size, source=source)
+    if used == "flat":
         import warnings
 
         warnings.warn("inpaint: the mask covers the whole image, nothing is left to fill from; the result is a flat "
@@ -485,15 +514,13 @@ def inpaint(image, mask, *, method: str = "patchmatch", patch_size: int = 3, see
         out = img.clone()
         out[hole] = FLAT_FILL * 255.0
         return _float_to_kind(out, kind)
-    if method == "patchmatch" and hole.any():
-        blocked = hole if source is None else hole | ~_mask_to_bool(source, img.shape[:2])
-        if bool((~grow_mask(blocked, patch_size // 2)).sum() == 0):
-            import warnings
+    if used != method:
+        import warnings
 
-            warnings.warn(f"inpaint: the mask leaves no complete {patch_size}x{patch_size} patch to copy from"
-                          f"{'' if source is None else ' in the source region'}; filled with Telea (smooth) instead "
-                          "of PatchMatch", stacklevel=2)
-            method = "telea"
+        warnings.warn(f"inpaint: the mask leaves no complete {patch_size}x{patch_size} patch to copy from"
+                      f"{'' if source is None else ' in the source region'}; filled with Telea (smooth) instead "
+                      "of PatchMatch", stacklevel=2)
+        method = used
     if method == "patchmatch":
         return patchmatch_inpaint(image, mask, patch_size=patch_size, seed=seed, interrupt=interrupt, source=source)
     if method == "telea":
