@@ -66,6 +66,9 @@ def _directional_gather(values: Tensor, radius: Tensor, angle: float, taps: int,
         gx = (xs + offset * dx) * (2.0 / max(w - 1, 1)) - 1.0
         gy = (ys + offset * dy) * (2.0 / max(h - 1, 1)) - 1.0
         sample = F.grid_sample(both, torch.stack([gx, gy], -1), mode="bilinear", padding_mode="border", align_corners=True)
+        # a tap within half a pixel of its pixel's centre reads that pixel exactly: the grid's rounding must not
+        # leak a bright neighbour into an in-focus dark one (in image ** gamma, 1e-6 of white outweighs a dark line)
+        sample = torch.where((offset.abs() < 0.5)[:, None], both, sample)
         wgt = sample[:, c:] / max(r_max, 1e-6) + 1e-3
         acc = acc + wgt * sample[:, :c]
         norm = norm + wgt
@@ -109,5 +112,7 @@ def bokeh_blur(
     vertical = _directional_gather(light, radius, math.pi / 2.0, taps, r_max)
     left = _directional_gather(vertical, radius, math.pi / 2.0 + 2.0 * math.pi / 3.0, taps, r_max)
     right = _directional_gather(vertical, radius, math.pi / 2.0 - 2.0 * math.pi / 3.0, taps, r_max)
-    out = 0.5 * (left + right)
-    return out.clamp_min(0.0) ** (1.0 / gamma)
+    out = (0.5 * (left + right)).clamp_min(0.0) ** (1.0 / gamma)
+    # a pixel whose taps all stay within half a pixel reads only itself: keep it exactly (image ** 13 and back
+    # would round dark values off)
+    return torch.where(radius < 0.5, frames, out)

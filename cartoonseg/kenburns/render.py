@@ -375,9 +375,19 @@ def build_scene(
                                     keep=grow_mask(alpha > 1.0 / 255.0, TRANSPARENT_RING)))
 
     z_near, z_far = float(z.min()), float(z.max())
-    focus = _focus_nearness(soft, near, config.min_disparity)
+    focus = _focus_nearness(soft, near, float(near.min()))
     return Scene(size=(h, w), depth=z, layers=layers, focus_nearness=focus, z_near=z_near, z_far=z_far,
                  background_depth=bg_z, plate=plate_points)
+
+
+def _dof_nearness(disparity: Tensor, far: float, near: float) -> Tensor:
+    """The depth of field's nearness scale: ``disparity`` (1 / depth) mapped linearly from ``far`` (the scene's
+    farthest, 0) to ``near`` (its nearest, 1), clamped; 0 everywhere when the scene is flat. The focus target and
+    every rendered pixel use it, so the subject in focus is sharp."""
+    span = near - far
+    if not span > 1e-6:
+        return torch.zeros_like(disparity)
+    return ((disparity - far) / span).clamp(0.0, 1.0)
 
 
 def _edge_depth(z: Tensor, inside: Tensor) -> Tensor:
@@ -406,10 +416,11 @@ def _depth_groups(soft: Tensor, z: Tensor, extra_depth: Tensor | None, groups: i
     return [order[i : i + size] for i in range(0, n, size)]
 
 
-def _focus_nearness(soft: Tensor, near: Tensor, floor: float) -> float:
-    """Normalised nearness of the nearest character (max over instances of the median inside the mask), or the
-    95 % quantile of the image without instances."""
-    norm = (near - floor) / max(1.0 - floor, 1e-6)
+def _focus_nearness(soft: Tensor, near: Tensor, far: float) -> float:
+    """Nearness of the nearest character (max over instances of the median inside the mask), or the 95 % quantile of
+    the image without instances, on the scale of the depth of field: 0 at the farthest input pixel (nearness
+    ``far``), 1 at the nearest (nearness 1); 0 everywhere for a flat scene (see :func:`_dof_nearness`)."""
+    norm = _dof_nearness(near, far, 1.0)
     if soft.shape[0] == 0:
         flat = norm.reshape(-1)
         if flat.numel() > 1 << 22:
@@ -610,13 +621,14 @@ def render_kenburns(
         frames = torch.empty(total_out, h, w, 3, device=dev)
         disocc = torch.empty(total_out, h, w, device=dev)
         slots = [torch.nonzero(poses.order == i).squeeze(1).to(dev) for i in range(unique)]
-        focus = focus_schedule(poses.times, scene.focus_nearness, config.dof_speed) if config.depth_of_field else None
         inv_near, inv_far = 1.0 / scene.z_near, 1.0 / scene.z_far
+        racks = config.depth_of_field and inv_near - inv_far > 1e-6  # a flat scene has no depth to focus through
+        focus = focus_schedule(poses.times, scene.focus_nearness, config.dof_speed) if racks else None
         for start in range(0, unique, batch):
             stop = min(unique, start + batch)
             rgb, hole, disparity = render_poses(scene, poses.poses[start:stop].to(dev), poses.focal, config=config)
             if focus is not None:
-                nearness = ((disparity - inv_far) / max(inv_near - inv_far, 1e-12)).clamp(0.0, 1.0)
+                nearness = _dof_nearness(disparity, inv_far, inv_near)
                 rgb = bokeh_blur(
                     rgb, nearness, focus[start:stop].to(dev), strength=config.dof_strength, gamma=config.dof_gamma
                 )
