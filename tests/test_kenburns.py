@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -431,6 +432,34 @@ def test_depth_of_field_rack_focus_moves_from_background_to_character():
     assert 0.0 <= float(bright.frames.min()) and float(bright.frames.max()) <= 1.0
 
 
+def test_depth_of_field_keeps_what_is_in_focus_exactly():
+    """The focus target and the pixels share one nearness scale: the character ends sharp whatever the farthest
+    depth is (the ground here does not reach nearness 0), a flat scene stays sharp, and an in-focus dark outline is
+    not washed out by its bright neighbours (the blur averages image ** 13, where a 1e-6 leak shows)."""
+    h, w = 192, 256
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(h, w, 3, generator=g)
+    camera = CameraPath(preset="static", frames=3, playback=False)
+    config = KenBurnsConfig(depth_of_field=True, dof_strength=4.0, fill="far-side")
+    near = torch.linspace(0.5, 1.0, h)[:, None].expand(h, w).clone()
+    mask = torch.zeros(1, h, w)
+    mask[0, 40:120, 100:160] = 1.0
+    near[40:120, 100:160] = 0.75
+    frames = render_kenburns(image, near, masks=mask, camera=camera, config=config).frames
+    char = (slice(40, 120), slice(100, 160))
+    assert float((frames[0][char] - image[char]).abs().mean()) > 0.1  # the rack focus starts on the background
+    assert float((frames[-1][char] - image[char]).abs().max()) < 1e-5  # and ends on the character, exactly sharp
+    flat = render_kenburns(image, torch.full((h, w), 0.4), camera=camera, config=config).frames
+    assert float((flat - image).abs().max()) < 1e-5
+    lines = torch.full((1, 3, 64, 96), 0.9)
+    lines[..., 20:22, :] = 0.05
+    lines[..., :, 40:41] = 0.05
+    for size in ((64, 96), (48, 64)):
+        x = lines[..., : size[0], : size[1]]
+        out = bokeh_blur(x, torch.full((1, 1, *size), 0.7), torch.tensor([0.7]), strength=4.0)
+        assert float((out - x).abs().max()) < 1e-5
+
+
 def test_focus_schedule_and_zero_strength():
     times = torch.linspace(0, 1, 11)
     focus = focus_schedule(times, 0.9, 50.0)
@@ -513,6 +542,15 @@ def test_cli_writes_webp_and_frames(tmp_path):
     with Image.open(frames[0]) as first:
         assert first.size == (32, 32)
     assert main(["kenburns", *args, "--out", str(tmp_path / "clip.gif")]) == 2  # clear error, no traceback
+    for h, w in ((3, 7), (48, 1)):  # slivers under the renderer's 8 px are enlarged, keeping their aspect
+        rng = np.random.default_rng(0)
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(tmp_path / "sliver.png")
+        Image.fromarray(rng.integers(0, 255, (h, w), dtype=np.uint8)).save(tmp_path / "sliver_depth.png")
+        out = tmp_path / f"sliver_{h}x{w}.webp"
+        assert main(["kenburns", str(tmp_path / "sliver.png"), "--depth", str(tmp_path / "sliver_depth.png"), "--frames",
+                     "3", "--out", str(out), "--quiet"]) == 0
+        with Image.open(out) as webp:
+            assert min(webp.size) == 8 and webp.size[0] / webp.size[1] == pytest.approx(w / h, rel=0.2)
 
 
 def test_cli_writes_mp4(tmp_path, monkeypatch, capsys):

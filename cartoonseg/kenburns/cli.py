@@ -16,6 +16,7 @@ WEBP (``.webp``), an H.264 ``.mp4`` or numbered PNG frames plus disocclusion mas
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from .._cli import area_main, load_networks, progress, quiet
 from ..io import CLIP_SUFFIXES, read_depth, read_image, to_float_image, write_frames
 from .camera import EASINGS, PRESETS, CameraPath
 from .disocclusion import CHARACTER_REVEALS, FILLS
-from .render import KenBurnsConfig, render_kenburns
+from .render import MIN_SIDE, KenBurnsConfig, render_kenburns
 
 __all__ = ["add_parsers", "main", "run"]
 
@@ -122,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
     if refiner is not None and background is not None:
         background = refiner(image, hole, background)  # the paper's diffusion pass over the characters' area
     size = 0 if args.size <= 0 or args.size >= max(h, w) else args.size  # --size caps the long side
+    if size == 0 and min(h, w) < MIN_SIDE:  # a sliver: enlarged until its short side is the smallest supported
+        size = math.ceil(MIN_SIDE * max(h, w) / min(h, w))
     camera = CameraPath(preset=args.camera, frames=args.frames, zoom=args.zoom, easing=args.easing,
                         playback=args.playback, fps=args.fps)
     config = KenBurnsConfig(size=size, depth_of_field=args.dof, fill=args.fill, key_views=args.key_views,
@@ -179,7 +182,8 @@ def _add_kenburns(sub) -> None:
     p.add_argument("--easing", choices=list(EASINGS), default="linear", help="speed profile of the move")
     p.add_argument("--playback", action="store_true", help="append the reversed clip (ping-pong)")
     p.add_argument("--fps", type=float, default=25.0, help="frames per second of the clip")
-    p.add_argument("--size", type=int, default=1024, help="cap on the long side of the frames (0 = input size)")
+    p.add_argument("--size", type=int, default=1024,
+                   help="cap on the long side of the frames (0 = input size); images thinner than 8 px are enlarged")
     p.add_argument("--dof", action="store_true", help="rack focus from the background to the nearest character")
     p.add_argument("--fill", choices=list(FILLS), default="patchmatch",
                    help="what fills the regions the camera uncovers: patchmatch (default: inpainted at the path's end "
