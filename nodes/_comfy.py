@@ -171,8 +171,10 @@ class ModelHolder:
     ``comfy.model_management.load_models_gpu`` to place it on the compute device, so ComfyUI accounts its memory,
     frees other models first when VRAM is short and lists it among its loaded models. When ComfyUI unloads it (the
     UI's "Unload Models", ``POST /free``, or to make room for another model) the holder drops the weights entirely,
-    and the next node that needs them reads them from disk again. Nothing else keeps a reference (no module-level
-    caches), so freeing the execution cache frees the holder too.
+    and the next node that needs them reads them from disk again. :meth:`hand_back` (``keep_loaded`` off, after each
+    node) takes the network out of ComfyUI's loaded models, as ComfyUI does with a model it offloads: that RAM copy
+    goes with the holder. Nothing else keeps a reference (no module-level caches), so freeing the execution cache
+    frees the holder too.
 
     Args:
         load: ``() -> payload``, the network read onto the CPU (called again after a release).

@@ -80,7 +80,7 @@ class CartoonSegDepthLoader:
         "default, fast) suits most images; Base and Large are CC-BY-NC-4.0 (non-commercial use only). ZoeDepth "
         "(MIT) is the original's metric-depth option; Marigold (diffusion based, slow on CPU, needs diffusers) gives "
         "the sharpest edges. The weights are read when a node first needs them and belong to ComfyUI's model "
-        "management ('Unload Models' frees them)."
+        "management (see the segmentation loader's description for when they are freed)."
     )
     RETURN_TYPES = ("CARTOONSEG_DEPTH_MODEL",)
     RETURN_NAMES = ("depth_model",)

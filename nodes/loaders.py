@@ -9,7 +9,8 @@ file ``cartoonseg.load_detector`` / ``cartoonseg.load_refiner`` accept, placed u
 
 The node returns a :class:`CartoonSegModel` (type ``CARTOONSEG_MODEL``), a model holder on ComfyUI's model
 management (``nodes/_comfy.py``): the files are resolved and their headers checked here, the weights are read when a
-node first needs them, and ComfyUI's "Unload Models" / ``POST /free`` / memory pressure release them.
+node first needs them, and ComfyUI's "Unload Models" / ``POST /free`` / memory pressure release them while they are
+on the device (weights handed back to RAM after a node, ``keep_loaded`` off, go with the node cache).
 """
 
 from __future__ import annotations
@@ -246,7 +247,8 @@ class CartoonSegModelLoader:
         "huggingface.co/dreMaz/AnimeInstanceSegmentation) are downloaded on first use when auto_download is on "
         "(sha256 checked; HF_HUB_OFFLINE=1 or CARTOONSEG_NO_DOWNLOAD=1 forbid it). The weights are read when a "
         "node first needs them and belong to ComfyUI's model management, like core models: 'Unload Models' "
-        "frees them."
+        "frees them while they are on the device (keep_loaded on, or a CPU-only ComfyUI); handed back to RAM after "
+        "a node (keep_loaded off), they go with the node cache."
     )
     CATEGORY = CATEGORY
     FUNCTION = "load"
