@@ -36,7 +36,7 @@ are the estimated foreground colours (pymatting ``estimate_foreground_ml``), so 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -331,7 +331,8 @@ def _crop(mask: np.ndarray, pad: int, h: int, w: int) -> tuple[int, int, int, in
 
 
 def instance_alphas(image, instances: Instances, config: MattingConfig | None = None, *,
-                    order: Sequence[int] | None = None) -> Instances:
+                    order: Sequence[int] | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> Instances:
     """Alpha mattes of every instance (see the module docstring).
 
     Args:
@@ -339,6 +340,8 @@ def instance_alphas(image, instances: Instances, config: MattingConfig | None = 
         instances: instances with refined soft masks (``Instances.masks``).
         config: trimap / solver settings.
         order: front-to-back instance order; None = :func:`occlusion_order`.
+        progress: ``progress(done, total)`` before the first instance and after each one (one solve each); raise
+            from it to stop (a cancel).
 
     Returns:
         A copy of ``instances`` with ``alphas`` float32 ``[N,H,W]`` (sum <= 1 per pixel).
@@ -352,7 +355,11 @@ def instance_alphas(image, instances: Instances, config: MattingConfig | None = 
     raw = torch.zeros(n, h, w, dtype=torch.float32)
     soft_all = instances.masks.float().clamp(0, 1).cpu().numpy()
     lines: dict[int, np.ndarray] = {}  # the image's line art per black-hat radius
+    if progress is not None:
+        progress(0, n)
     for i in range(n):
+        if progress is not None and i:
+            progress(i, n)
         soft = soft_all[i]
         box = _crop(soft > config.low, 0, h, w)
         if box is None:
@@ -389,6 +396,8 @@ def instance_alphas(image, instances: Instances, config: MattingConfig | None = 
         else:
             alpha = solve_alpha(rgb[y0:y1, x0:x1], trimap, config.method, epsilon)
         raw[i, y0:y1, x0:x1] = torch.from_numpy(alpha.astype(np.float32))
+    if progress is not None and n:
+        progress(n, n)
     if order is None:
         order = occlusion_order(instances)
     if sorted(int(i) for i in order) != list(range(n)):

@@ -176,6 +176,16 @@ def case_kenburns(nodes, comfy, monkeypatch):
     return (lambda: node.render(_frames(1), depth, camera=camera)), lambda: len(seen)
 
 
+def case_alpha_matte(nodes, comfy, monkeypatch):
+    import cartoonseg.matting as matting
+
+    solves = Counter(matting.solve_alpha)  # one solve per instance
+    monkeypatch.setattr(matting, "solve_alpha", solves)
+    comfy.cancel_after = 1  # pressed while the first instance was matted
+    node = nodes["CartoonSegAlphaMatte"]()
+    return (lambda: node.matte(_frames(1), [_instances(4)], 0, "cf", True)), lambda: solves.calls
+
+
 CASES = {
     "segment-instances": (case_segment, 1),
     "depth-frames": (case_depth_estimate, 1),
@@ -185,6 +195,7 @@ CASES = {
     "diffusion-patchmatch-init": (case_diffusion_init, 1),
     "diffusion-sampler-steps": (case_diffusion_steps, 1),
     "kenburns-frames": (case_kenburns, 1),
+    "alpha-matte-instances": (case_alpha_matte, 1),
 }
 
 
