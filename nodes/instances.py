@@ -11,6 +11,7 @@ editing applications all work per instance.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import namedtuple
 
@@ -59,7 +60,8 @@ def to_bounding_boxes(frames: list) -> list[list[dict]]:
 
 def impact_crop_region(width: int, height: int, bbox, crop_factor: float) -> list[int]:
     """Crop window around ``bbox`` (xyxy) scaled by ``crop_factor``, with Impact Pack's semantics: centred on the
-    box, shifted back inside the image when it crosses a border, and cut to the image when larger than it."""
+    box, shifted back inside the image when it crosses a border, and cut to the image when larger than it; always
+    holding the whole box (Impact's own rounding can cut a pixel off it)."""
     x1, y1, x2, y2 = (float(v) for v in bbox)
     cw, ch = (x2 - x1) * crop_factor, (y2 - y1) * crop_factor
     cx, cy = x1 + (x2 - x1) / 2, y1 + (y2 - y1) / 2
@@ -74,6 +76,9 @@ def impact_crop_region(width: int, height: int, bbox, crop_factor: float) -> lis
 
     nx1, nx2 = place(width, cx, cw)
     ny1, ny2 = place(height, cy, ch)
+    # never narrower than the box itself (whole pixels): the truncations above can cut a pixel off a small factor
+    nx1, ny1 = max(0, min(nx1, math.floor(x1))), max(0, min(ny1, math.floor(y1)))
+    nx2, ny2 = min(width, max(nx2, math.ceil(x2))), min(height, max(ny2, math.ceil(y2)))
     return [nx1, ny1, nx2, ny2]
 
 

@@ -169,8 +169,8 @@ def parse_bboxes(bboxes, frames: int) -> list[torch.Tensor]:
     """Boxes from other nodes -> one xyxy float tensor ``[N,4]`` per frame.
 
     Accepted: ComfyUI's ``BOUNDING_BOX`` (a dict ``{x, y, width, height, ...}``, a list of them, or a list of
-    such lists, one per frame), lists of ``[x1, y1, x2, y2]``, or a tensor ``[N,4]`` / ``[B,N,4]`` (xyxy pixels).
-    A flat list/one tensor applies to every frame.
+    such lists, one per frame), one ``[x1, y1, x2, y2]`` or lists of them, or a tensor ``[4]`` / ``[N,4]`` /
+    ``[B,N,4]`` (xyxy pixels). A flat list/one tensor applies to every frame.
     """
 
     def one(b) -> list[float]:
@@ -195,13 +195,16 @@ def parse_bboxes(bboxes, frames: int) -> list[torch.Tensor]:
         t = bboxes.float()
         if not bool(torch.isfinite(t).all()):
             raise ValueError("bboxes hold NaN or infinite coordinates")
+        if t.dim() == 1 and t.shape[0] == 4:  # one box
+            t = t[None]
         if t.dim() == 2 and t.shape[-1] == 4:
             return [t.clone() for _ in range(frames)]
         if t.dim() == 3 and t.shape[-1] == 4 and t.shape[0] == frames:
             return [t[i].clone() for i in range(frames)]
         raise ValueError(f"bboxes tensor must be [N,4] or [{frames},N,4], got {tuple(t.shape)}")
-    if isinstance(bboxes, dict):
-        bboxes = [bboxes]
+    if isinstance(bboxes, dict) or (isinstance(bboxes, (list, tuple)) and len(bboxes) == 4
+                                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bboxes)):
+        bboxes = [bboxes]  # one box (a BOUNDING_BOX dict or [x1, y1, x2, y2])
     if not isinstance(bboxes, (list, tuple)):
         raise TypeError(f"bboxes must be a BOUNDING_BOX (dict or list), got {type(bboxes).__name__}")
     nested = len(bboxes) > 0 and all(isinstance(b, (list, tuple)) and (len(b) == 0 or isinstance(b[0], (dict, list,
@@ -361,7 +364,10 @@ class CartoonSegSegment:
                 "image": ("IMAGE", {"tooltip": _IMAGE_TOOLTIP}),
                 **_common_detect_inputs(),
                 "mask_threshold": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01,
-                                             "tooltip": "probability above which a pixel is foreground"}),
+                                             "tooltip": "refined mask probability above which a pixel is "
+                                                        "foreground; without the refiner (refine off, or a model "
+                                                        "without one) the detector's own 0.5 applies, as in the "
+                                                        "original"}),
                 "refine": ("BOOLEAN", {"default": True,
                                        "tooltip": "run the IS-Net refiner (ignored when the model has none)"}),
                 "refine_size": ("INT", {"default": 720, "min": 64, "max": 2048, "step": 8,

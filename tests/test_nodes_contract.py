@@ -515,6 +515,9 @@ def test_refine_from_masks_boxes_and_instances(nodes, model):
     assert out[0][0].boxes[0].tolist() == [2.0, 3.0, 22.0, 33.0]
     out = node.refine(model, two, 0.3, 64, "binary", bboxes=[[0, 0, 10, 10]])  # flat xyxy list -> every frame
     assert [len(f) for f in out[0]] == [1, 1]
+    for one in ([0, 0, 10, 10], (0.0, 0.0, 10.0, 10.0), torch.tensor([0.0, 0.0, 10.0, 10.0])):  # a single box
+        out = node.refine(model, two, 0.3, 64, "binary", bboxes=one)
+        assert [f.boxes.tolist() for f in out[0]] == [[[0.0, 0.0, 10.0, 10.0]]] * 2 or [len(f) for f in out[0]] == [1, 1]
     det = nodes["CartoonSegDetect"]().detect(model, two, 0.0, 2, 128, "binary", False)[0]
     det = [f.replace(ids=f.ids + 10) for f in det]
     out = node.refine(model, two, 0.3, 64, "binary", instances=det)
@@ -705,6 +708,12 @@ def test_impact_crop_region_semantics(pack):
     assert f(100, 100, (0, 0, 10, 10), 3.0) == [0, 0, 30, 30]  # shifted right/down, size kept
     assert f(100, 100, (90, 90, 100, 100), 3.0) == [70, 70, 100, 100]
     assert f(50, 40, (0, 0, 50, 40), 2.0) == [0, 0, 50, 40]  # larger than the image: the whole image
+    # Impact's truncation would cut the box's last column: the crop always holds the whole box
+    assert f(64, 48, (20, 10, 35, 40), 1.05) == [19, 9, 35, 40]
+    for factor in (1.0, 1.05, 1.1, 1.3):
+        for box in ((3, 10, 6, 20), (20.5, 10.2, 35.7, 40.9), (0, 0, 64, 48), (60, 40, 64, 48)):
+            x1, y1, x2, y2 = f(64, 48, box, factor)
+            assert 0 <= x1 <= box[0] and 0 <= y1 <= box[1] and box[2] <= x2 <= 64 and box[3] <= y2 <= 48
 
 
 def test_workflow_files_use_known_nodes(pack):
