@@ -114,7 +114,7 @@ def test_refine_changes_only_masked_pixels_and_seed_reproduces(pipe):
     assert not torch.equal(a[~outside], init[~outside])  # the hole was re-synthesised
     assert torch.equal(a, b)
     assert not torch.equal(a[~outside], c[~outside])
-    assert steps_seen and steps_seen[-1][1] == 4
+    assert steps_seen and steps_seen[-1] == (3, 3)  # 4 steps at denoise 0.75: diffusers runs 3; the bar ends full
     # resize path (working size differs from the image) still leaves unmasked pixels untouched
     d = refine_with_diffusers(pipe, image, mask, init, prompt="x", settings=RefineSettings(steps=2, short_side=64))
     assert torch.equal(d[outside], image[outside])
@@ -156,3 +156,7 @@ def test_cli_inpaint_refine(tiny_pipeline_dir, tmp_path):
     assert rc == 0
     res = np.asarray(Image.open(out))
     assert np.array_equal(res[mask == 0], img[mask == 0])
+    # one step at the default denoise 0.75: diffusers would run int(1 * 0.75) = 0 steps and fail inside
+    assert cli_main(["inpaint-refine", str(tmp_path / "img.png"), str(tmp_path / "mask.png"), "--model",
+                     str(tiny_pipeline_dir), "--out", str(tmp_path / "one.png"), "--steps", "1", "--short-side", "0",
+                     "--quiet"]) == 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -498,3 +499,15 @@ def test_cli_style_offline_end_to_end(tiny_sd, tmp_path):
         assert Image.open(tmp_path / "out" / name).size == (64, 48)
     assert main(["style", str(tmp_path / "in.png"), "--out", str(tmp_path / "o2"), "--model", str(tmp_path / "nope"),
                  "--detector", str(tmp_path / "det.ckpt"), "--refiner", "none"]) == 2
+    # --hint takes an image (it shares its name with the preset's built-in hint type, which --hint-type sets)
+    lines = np.zeros((48, 64, 3), np.uint8)
+    lines[10:12, :] = 255
+    Image.fromarray(lines).save(tmp_path / "lines.png")
+    assert main(["style", str(tmp_path / "in.png"), "--out", str(tmp_path / "o3"), "--model", str(tmp_path / "sd"),
+                 "--controlnet", str(tmp_path / "cn"), "--detector", str(tmp_path / "det.ckpt"), "--refiner", "none",
+                 "--score-thr", "0", "--max-instances", "1", "--steps", "1", "--resolution", "32",
+                 "--background-fill", "telea", "--hint", str(tmp_path / "lines.png"), "--order", "auto"]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "o3" / "in_hint.png").convert("RGB")), lines)
+    with pytest.raises(SystemExit):  # depth order needs per-instance depth, which only the ComfyUI graph has
+        main(["style", str(tmp_path / "in.png"), "--out", str(tmp_path / "o4"), "--model", str(tmp_path / "sd"),
+              "--order", "depth"])

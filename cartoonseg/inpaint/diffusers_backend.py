@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .._diffusers import img2img_steps
 from .._optional import require
 from ..device import precision_of, resolve_dtype
 from .diffusion import NEGATIVE_PROMPT, RefineRequest, RefineSettings, refine_background
@@ -89,9 +90,12 @@ class DiffusersInpaintBackend:
         settings = req.settings
         h, w = req.image.shape[1:3]
 
+        n = img2img_steps(settings.steps, settings.denoise)
+        runs = min(int(n * float(settings.denoise)), n)  # the steps diffusers runs at this strength
+
         def on_step(_pipe, step, _t, kwargs):
             if self.progress is not None:
-                self.progress(step + 1, settings.steps)
+                self.progress(step + 1, runs)
             return kwargs
 
         out = self.pipe(
@@ -102,7 +106,7 @@ class DiffusersInpaintBackend:
             height=h,
             width=w,
             strength=settings.denoise,
-            num_inference_steps=settings.steps,
+            num_inference_steps=n,
             guidance_scale=settings.cfg,
             generator=torch.Generator("cpu").manual_seed(int(settings.seed)),
             output_type="pt",

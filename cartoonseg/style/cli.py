@@ -52,7 +52,8 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--score-thr", type=float, default=0.3, help="minimum detection score, 0..1")
     p.add_argument("--max-instances", type=int, default=100, help="keep at most this many instances per image")
     p.add_argument("--background", help="clean plate image for the background pass (one for all inputs)")
-    p.add_argument("--hint", help="ControlNet hint image (white lines on black) instead of the built-in one")
+    p.add_argument("--hint", dest="hint_image",
+                   help="ControlNet hint image (white lines on black) instead of the built-in one")
     p.add_argument("--preset", choices=sorted(PRESETS), default="paper_sd15",
                    help="settings of the paper's SD1.5 run or the original's SDXL canny run; options below override")
     p.add_argument("--style", dest="style_prompt", help="global style prompt, e.g. '3D pixar style'")
@@ -75,7 +76,9 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--mask-feather", type=float, help=pre("mask_feather", "outward feather of the paste-back, px"))
     p.add_argument("--resolution", type=int, help=pre("resolution", "long side each crop is sampled at (0 = native)"))
     p.add_argument("--iterations", type=int, help=pre("iterations", "rounds over all instances"))
-    p.add_argument("--order", choices=ORDERS, help=pre("order", "paste-back order of the instances"))
+    p.add_argument("--order", choices=[o for o in ORDERS if o != "depth"],
+                   help=pre("order", "paste-back order of the instances (auto = bottom: the command has no "
+                                     "per-instance depth; depth order is in the ComfyUI node, after Depth Pool)"))
     p.add_argument("--background-fill", choices=BACKGROUND_FILLS,
                    help=pre("background_fill", "how characters are removed before the background pass"))
     p.add_argument("--no-background", action="store_true", help="do not restyle the background")
@@ -106,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     config = _config(args)
     images = [Path(p) for p in args.images]
     names = outputs.unique_names(images)
-    inputs = [*images, *(p for p in (args.background, args.hint, args.model, args.controlnet, args.detector,
+    inputs = [*images, *(p for p in (args.background, args.hint_image, args.model, args.controlnet, args.detector,
                                      args.refiner) if p)]
     out = outputs.OutputFolder(args.out, inputs=inputs, overwrite=args.overwrite)  # checked before models load
     search = [Path(d) for d in args.weights_dir]
@@ -121,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     components = load_components(args.model, config_dir=args.model_config, sdxl=args.sdxl)
     controlnet = load_controlnet(args.controlnet, config_dir=args.controlnet_config) if args.controlnet else None
     background = to_float_image(read_image(args.background)) if args.background else None
-    hint = to_float_image(read_image(args.hint)) if args.hint else None
+    hint = to_float_image(read_image(args.hint_image)) if args.hint_image else None
 
     skipped = SkippedInputs(len(images))
     for path, stem in zip(images, names):

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .._diffusers import img2img_steps
 from .._optional import require
 from .config import StyleConfig
 from .editor import SampleRequest
@@ -151,7 +152,7 @@ class DiffusersBackend:
             "negative_prompt": req.negative,
             "image": req.image.movedim(-1, 1).float(),
             "strength": float(cfg.denoise),
-            "num_inference_steps": int(cfg.steps),
+            "num_inference_steps": img2img_steps(cfg.steps, cfg.denoise),
             "guidance_scale": float(cfg.cfg),
             "generator": torch.Generator("cpu").manual_seed(int(req.seed)),
             "output_type": "pt",

@@ -1,0 +1,18 @@
+"""What the two ``diffusers`` backends (:mod:`cartoonseg.style.diffusers_backend`,
+:mod:`cartoonseg.inpaint.diffusers_backend`) share."""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["img2img_steps"]
+
+
+def img2img_steps(steps: int, denoise: float) -> int:
+    """``num_inference_steps`` for a diffusers img2img/inpaint call with ``strength=denoise``: ``steps``, raised so
+    that at least one step runs (diffusers runs ``int(num_inference_steps * strength)`` of them and fails on an
+    empty schedule, e.g. 1 step at denoise 0.75)."""
+    steps, denoise = int(steps), float(denoise)
+    if steps < 1 or not 0.0 < denoise <= 1.0:
+        raise ValueError(f"need steps >= 1 and denoise in (0, 1], got steps={steps}, denoise={denoise}")
+    return max(steps, math.ceil(1.0 / denoise - 1e-9))
