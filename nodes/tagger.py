@@ -177,7 +177,8 @@ class CartoonSegTagInstances:
     RETURN_NAMES = ("instances", "tags", "background_tags")
     OUTPUT_IS_LIST = (False, True, False)
     OUTPUT_TOOLTIPS = ("the instances with their tags", "one tag string per instance (all frames in order)",
-                       "the background's tags, one line per frame")
+                       "the background's general tags, one line per frame, raw (underscores kept, no character "
+                       "names) for Merge Prompts' background_tags")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -218,6 +219,9 @@ class CartoonSegTagInstances:
                        exclude=tuple(t.replace(" ", "_") for t in parse_tag_list(exclude_tags)),
                        tag_background=bool(tag_background))
         display = PromptOptions(drop_character_tags=False, escape_parentheses=False)
+        # the background's line is raw (underscores kept, no escapes) and without character names (a background
+        # has none): Merge Prompts then formats it with its own options, as it does the instances' tags
+        raw = PromptOptions(underscores_to_spaces=False, escape_parentheses=False)
         out, strings, background_lines = [], [], []
         with handle.on_device() as model, _comfy.steps(len(frames)) as progress:
             for i, inst in enumerate(frames):
@@ -227,7 +231,7 @@ class CartoonSegTagInstances:
                                            **options)
                 out.append(tagged)
                 strings += [format_tags(t, (), display) for t in tagged.extras[EXTRA_TAGS]]
-                background_lines.append(format_tags(bg.tags, (), display) if bg is not None else "")
+                background_lines.append(format_tags(bg.general, (), raw) if bg is not None else "")
                 progress.tick()
         return (out, strings, "\n".join(background_lines))
 

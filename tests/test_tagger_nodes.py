@@ -166,6 +166,15 @@ def test_tag_instances(nodes, tagger, state):
     assert set(out[1].extras["character_tags"][0]) == {n for n, c in zip(NAMES, CATEGORIES) if c == 4}
     assert len(out[1].extras["rating"][0]) == 4
     assert len(background.split("\n")) == 2 and "1girl" in background
+    # raw and without character names, so Merge Prompts' own options decide the background prompt's form
+    characters = {n for n, c in zip(NAMES, CATEGORIES) if c == 4}
+    bg_tags = [t for line in background.split("\n") for t in line.split(", ") if t]
+    assert "star_(symbol)" in bg_tags and not characters & set(bg_tags)
+    merge = nodes["CartoonSegMergePrompts"]()
+    for underscores, expected in ((False, "star_\\(symbol\\)"), (True, "star \\(symbol\\)")):
+        prompt = merge.merge(out, "", "{tags}", True, "", underscores, True, 0, "no_humans", "inst_", 0,
+                             background)[2]
+        assert expected in prompt.split(", ") and not any(c in prompt for c in characters)
     plate = torch.full((1, 20, 20, 3), 0.5)
     _, _, bg2 = node.tag(tagger, image[:1], frames(), 0.99, 0.99, True, True, "", False, plate)
     assert bg2 == "\n"  # background not tagged: one empty line per frame
