@@ -166,6 +166,8 @@ def test_instance_prompts_merge_style_and_tags():
     assert p[1] == "3D pixar style, 1boy"
     given = inst.replace(extras={"prompt": ["3D pixar style, red hair", "blue eyes"]})
     assert instance_prompts(given, "3D pixar style") == ["3D pixar style, red hair", "3D pixar style, blue eyes"]
+    given = inst.replace(extras={"prompt": ["1girl, anime coloring", "red hair, Anime"]})  # a tag holding the word
+    assert instance_prompts(given, "anime") == ["anime, 1girl, anime coloring", "red hair, Anime"]
     bare = Instances.from_masks(torch.ones(2, 8, 8))
     assert instance_prompts(bare, "cg") == ["cg", "cg"]
 

@@ -46,10 +46,17 @@ def instance_prompts(
         text = given[i] if given is not None else None
         if isinstance(text, str) and text.strip():
             text = text.strip()
-            out.append(text if style and style.lower() in text.lower() else join_prompt(style, text))
+            out.append(text if style and _holds(text, style) else join_prompt(style, text))
         elif tags is not None and tags[i]:
             chars = list(characters[i] or ()) if characters is not None else ()
             out.append(merge_prompt(style, tags[i], chars, options))
         else:
             out.append(style)
     return out
+
+
+def _holds(prompt: str, style: str) -> bool:
+    """Whether ``prompt`` already carries ``style``: at its start, or as one whole comma-separated piece (a tag such
+    as ``anime coloring`` does not carry the style ``anime``)."""
+    low, key = prompt.lower(), style.lower().strip()
+    return low.startswith(key) or key in {piece.strip() for piece in low.split(",")}
