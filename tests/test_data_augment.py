@@ -100,6 +100,17 @@ def test_person_groups_and_sampler(tmp_path):
     # normalised by max(W, H) = 200 and translated to min x/y = 0
     assert groups[0]["bboxes"] == [[0.0, 0.0, 0.1, 0.3], [0.4, 0.05, 0.2, 0.2]]
     assert extract_person_groups(coco, min_persons=1)[1]["image_id"] == 2
+    # the output policy: never over the input (not even with --overwrite), never over a foreign file without it
+    before = path.read_bytes()
+    for extra in ([], ["--overwrite"]):
+        with pytest.raises(SystemExit):
+            main([str(path), "--out", str(path), *extra])
+    assert path.read_bytes() == before
+    (tmp_path / "notes.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        main([str(path), "--out", str(tmp_path / "notes.json")])
+    assert main([str(path), "--out", str(tmp_path / "notes.json"), "--overwrite"]) == 0
+    assert main([str(path), "--out", str(out)]) == 0  # our own earlier output: replaced
     # the original's format (bare box arrays) loads too
     (tmp_path / "orig.json").write_text(json.dumps([[[0.1, 0.2, 0.1, 0.3], [0.3, 0.2, 0.1, 0.2]]]))
     assert load_person_groups(tmp_path / "orig.json")[0][0].tolist() == [0.0, 0.0, 0.1, 0.3]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from cartoonseg import outputs
 from cartoonseg.data.coco_layouts import extract_person_groups, write_person_groups
 
 
@@ -21,11 +22,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-persons", type=int, default=2, help="minimum persons per image (default 2)")
     ap.add_argument("--min-box-frac", type=float, default=0.0,
                     help="ignore boxes whose longer side is under this fraction of max(W, H) (default 0)")
+    outputs.add_overwrite_argument(ap)
     args = ap.parse_args(argv)
     if args.min_persons < 1:
         ap.error("--min-persons must be >= 1")
+    try:
+        outputs.check_file(args.out, inputs=[args.instances], overwrite=args.overwrite)
+    except outputs.OutputError as exc:
+        ap.error(str(exc))
     groups = extract_person_groups(args.instances, min_persons=args.min_persons, min_box_frac=args.min_box_frac)
-    write_person_groups(groups, args.out)
+    write_person_groups(groups, args.out, inputs=[args.instances], overwrite=args.overwrite)
     print(f"wrote {len(groups)} person-box group(s) to {args.out}")
     return 0
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import outputs
+
 __all__ = ["extract_person_groups", "write_person_groups", "load_person_groups", "PersonBoxSampler"]
 
 
@@ -76,11 +78,10 @@ def extract_person_groups(instances: str | Path | dict, min_persons: int = 2, pe
     return groups
 
 
-def write_person_groups(groups: list[dict], path: str | Path) -> None:
-    """Write groups as JSON (see the module docstring)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(groups, fh)
+def write_person_groups(groups: list[dict], path: str | Path, *, inputs=(), overwrite: bool = False) -> None:
+    """Write groups as JSON (see the module docstring) under the output policy of :mod:`cartoonseg.outputs`: never
+    over one of ``inputs``, never over a file cartoonseg did not write unless ``overwrite``; atomic."""
+    outputs.write_json(path, groups, indent=None, inputs=inputs, overwrite=overwrite)
 
 
 def load_person_groups(path: str | Path) -> list[np.ndarray]:
