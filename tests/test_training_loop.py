@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import math
 
 import numpy as np
@@ -211,6 +212,46 @@ def test_detector_run_resume_exactly_and_export_loads(toy, tmp_path):
         torch.testing.assert_close(v, a["ema"][k].to(v.dtype), rtol=0, atol=0)
     inst = cartoonseg.Segmenter(det, score_thr=0.0)(np.zeros((50, 70, 3), np.uint8))
     assert inst.image_size == (50, 70)
+
+
+def test_step_limit_reruns_train_nothing_more_and_a_limit_at_the_end_exports(toy, tmp_path):
+    """The same command with --max-iters again trains no extra step; a limit equal to the run's length finishes
+    (and exports) like a run without one; a different process count is a changed setting, refused on resume."""
+    for _ in range(2):
+        part = train_detector(_det_cfg(toy, tmp_path / "limit", max_iters=3))
+        assert not part["finished"] and part["global_step"] == 3
+    steps = [r["step"] for r in map(json.loads, (tmp_path / "limit" / "log.jsonl").read_text().splitlines())
+             if "loss" in r]
+    assert steps == [1, 2, 3]
+    whole = train_detector(_det_cfg(toy, tmp_path / "exact", max_iters=8))  # 2 epochs x 4 steps
+    assert whole["finished"] and whole["global_step"] == 8 and Path(whole["export"]).is_file()
+    import cartoonseg.training.engine as engine
+
+    record = load_training_state(tmp_path / "limit" / "detector_last")["config"]
+    assert record["world_size"] == 1
+    changed = engine.config_changes(record, dict(record, world_size=2))
+    assert changed == ["world_size: 1 -> 2"]
+
+
+def test_refiner_resume_keeps_the_gt_encoder_log_and_no_resume_starts_over(toy, tmp_path):
+    def cfg(**kw):
+        return RefinerTrainConfig(train_ann=str(find_annotation(toy)), out_dir=str(tmp_path), preset="tiny", size=32,
+                                  epochs=1, gt_epochs=1, batch_size=2, num_workers=0, log_interval=1, device="cpu",
+                                  ckpt_interval=1, **kw)
+
+    def lines():
+        return [(r["name"], r["step"]) for r in map(json.loads, (tmp_path / "log.jsonl").read_text().splitlines())
+                if "loss" in r]
+
+    train_refiner(cfg(max_iters=1))  # the GT encoder stops after 1 of its 4 steps
+    train_refiner(cfg())  # resumed: the encoder finishes, the refiner runs
+    before = lines()
+    assert [s for n, s in before if n == "gt_encoder"] == [1, 2, 3, 4]
+    assert [s for n, s in before if n == "refiner"] == [1, 2, 3, 4]
+    train_refiner(cfg(max_iters=2, resume=False))  # over again: both phases from scratch, old lines gone
+    assert lines() == [("gt_encoder", 1), ("gt_encoder", 2)]
+    train_refiner(cfg())  # resumed at refiner step 0 after the encoder: the encoder's lines stay
+    assert [s for n, s in lines() if n == "gt_encoder"] == [1, 2, 3, 4]
 
 
 def test_refiner_two_phases_and_export_loads(toy, tmp_path):

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .distributed import DistContext, ResumableDistributedSampler
 from .optim import ExpMomentumEMA, WarmupCosine, param_groups
-from .state import checkpoint_exists, load_training_state, restore_rng, save_training_state
+from .state import checkpoint_exists, load_training_state, remove_checkpoint, restore_rng, save_training_state
 
 __all__ = ["LoopConfig", "LoopResult", "autocast_dtype", "run_loop", "state_digest"]
 
@@ -148,9 +148,10 @@ def _log(ctx: DistContext, out_dir: Path, record: dict[str, Any]) -> None:
         fh.write(line + "\n")
 
 
-def _trim_log(ctx: DistContext, out_dir: Path, global_step: int) -> None:
-    """On resume: drop log lines of steps after the checkpoint (they are trained again) and a torn last line, so
-    a killed-and-resumed run logs every step exactly once. Written to a temporary file and renamed."""
+def _trim_log(ctx: DistContext, out_dir: Path, global_step: int, name: str) -> None:
+    """On resume: drop this loop's (``name``) log lines of steps after the checkpoint (they are trained again) and a
+    torn last line, so a killed-and-resumed run logs every step exactly once; other loops sharing the log (the
+    refiner's GT-encoder phase) keep theirs. Written to a temporary file and renamed."""
     path = out_dir / "log.jsonl"
     if not ctx.is_main or not path.is_file():
         return
@@ -160,11 +161,20 @@ def _trim_log(ctx: DistContext, out_dir: Path, global_step: int) -> None:
             record = json.loads(line)
         except ValueError:
             continue  # torn by a kill mid-write
-        if isinstance(record, dict) and int(record.get("step", 0)) <= global_step:
+        if isinstance(record, dict) and (record.get("name") != name or int(record.get("step", 0)) <= global_step):
             keep.append(line)
     tmp = path.with_name(path.name + ".partial")
     tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
     os.replace(tmp, path)
+
+
+def discard_loop(ctx: DistContext, out_dir: Path, name: str) -> None:
+    """Start the loop ``name`` over in ``out_dir``: its checkpoint and its log lines go (a multi-phase run started
+    over with ``resume=False`` must not resume a later phase from the earlier run)."""
+    if ctx.is_main:
+        remove_checkpoint(out_dir / f"{name}_last")
+        _trim_log(ctx, out_dir, 0, name)
+    ctx.barrier()
 
 
 def _broadcast_state(ctx: DistContext, tensors: list[Tensor]) -> None:
@@ -275,7 +285,10 @@ def run_loop(
     )
     prefix = out_dir / f"{cfg.name}_last"
     epoch, it_in_epoch, global_step = 0, 0, 0
-    config_record = {"loop": asdict(cfg), "run": run_config or {}}
+    # the process count is part of what is trained: it multiplies the batch and splits the samples differently
+    config_record = {"loop": asdict(cfg), "run": run_config or {}, "world_size": ctx.world_size}
+    if not (cfg.resume and checkpoint_exists(prefix)):
+        _trim_log(ctx, out_dir, 0, cfg.name)  # a fresh start: this loop's lines of an earlier run go
     if cfg.resume and checkpoint_exists(prefix):
         loaded = load_training_state(prefix, map_location=device)
         changes = config_changes(loaded.get("config") or {}, config_record)
@@ -294,7 +307,7 @@ def run_loop(
         restore_rng(loaded)
         p = loaded["progress"]
         epoch, it_in_epoch, global_step = int(p["epoch"]), int(p["iter"]), int(p["global_step"])
-        _trim_log(ctx, out_dir, global_step)
+        _trim_log(ctx, out_dir, global_step, cfg.name)
         _log(
             ctx,
             out_dir,
@@ -357,6 +370,9 @@ def run_loop(
             eval_time += spent
             eval_cpu += time.process_time() - start_cpu
         ctx.barrier()
+    if cfg.max_iters is not None and global_step >= cfg.max_iters and epoch < cfg.epochs:
+        sync_end()  # resumed at the step limit (the same command again): nothing more to train
+        return LoopResult(global_step, False, last_log, ema)
     while epoch < cfg.epochs:
         if on_epoch_start is not None:
             on_epoch_start(epoch)
@@ -421,6 +437,8 @@ def run_loop(
                 if ctx.distributed:  # every rank stops at the same step
                     dist.broadcast(spent, src=0)
                 stop = stop or float(spent) >= cfg.time_limit_s
+            if epoch == cfg.epochs - 1 and it_in_epoch >= iters_per_epoch:
+                stop = False  # the last step of the last epoch: the run finishes (and exports) normally
             if cfg.eval_interval and global_step % cfg.eval_interval == 0 and not stop:
                 run_eval()
             if stop:

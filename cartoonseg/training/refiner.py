@@ -31,7 +31,7 @@ from ..config import refiner_config
 from ..models.isnet import ISNetGTEncoder
 from .coco import load_coco
 from .distributed import DistContext, cleanup, setup
-from .engine import LoopConfig, run_loop, state_digest
+from .engine import LoopConfig, discard_loop, run_loop, state_digest
 from .losses import gt_encoder_loss, refiner_loss
 from .refine_data import RefineAugConfig, RefineTrainSet, collate_refine
 
@@ -161,6 +161,11 @@ def train_refiner(cfg: RefinerTrainConfig, ctx: DistContext | None = None) -> di
         rcfg = refiner_config(cfg.preset, refine_size=cfg.size)
         summary: dict[str, Any] = {"world_size": ctx.world_size, "rank": ctx.rank}
 
+        if not cfg.resume:  # starting over: nothing of an earlier run here is resumed or reused later
+            discard_loop(ctx, out, "refiner")
+            if not cfg.gt_encoder and ctx.is_main:
+                (out / "gt_encoder.safetensors").unlink(missing_ok=True)
+            ctx.barrier()
         encoder = None
         if cfg.use_gt_encoder:
             enc_path = Path(cfg.gt_encoder) if cfg.gt_encoder else out / "gt_encoder.safetensors"

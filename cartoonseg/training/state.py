@@ -36,7 +36,8 @@ from torch import Tensor
 
 from ..outputs import fsync_dir
 
-__all__ = ["checkpoint_exists", "load_training_state", "recover_interrupted_save", "save_training_state"]
+__all__ = ["checkpoint_exists", "load_training_state", "recover_interrupted_save", "remove_checkpoint",
+           "save_training_state"]
 
 
 def _json_default(obj: Any) -> Any:
@@ -92,6 +93,12 @@ def recover_interrupted_save(prefix: str | os.PathLike) -> bool:
         return False
     os.replace(tmp_js, js_path)
     return True
+
+
+def remove_checkpoint(prefix: str | os.PathLike) -> None:
+    """Delete the checkpoint ``prefix`` (both files and an interrupted save's partial JSON), if present."""
+    for path in _paths(Path(prefix)):
+        path.unlink(missing_ok=True)
 
 
 def checkpoint_exists(prefix: str | os.PathLike) -> bool:
