@@ -164,6 +164,29 @@ def test_coco_json_with_pycocotools_and_cli(raw, tmp_path):
             assert "solo" in a["tag_string"].split() and a["tag_string_character"].startswith("fixture_character")
 
 
+def test_foreground_category_ids_are_listed_in_categories(raw, tmp_path):
+    """A category_id given in the foregrounds' meta.jsonl gets a categories entry, so the training reader and the
+    evaluator take the dataset as it is."""
+    import shutil
+
+    from cartoonseg.training.coco import load_coco
+    from train.synthesize import main
+
+    fg = tmp_path / "fg"
+    shutil.copytree(raw / "fg", fg)
+    lines = [json.loads(line) for line in (fg / "meta.jsonl").read_text().splitlines() if line.strip()]
+    (fg / "meta.jsonl").write_text("".join(json.dumps(dict(r, category_id=2 if k % 2 else 0)) + "\n"
+                                           for k, r in enumerate(lines)))
+    out = tmp_path / "ds"
+    assert main(["--fg", str(fg), "--bg", str(raw / "bg"), "--out", str(out), "--num", "4", "--size", str(SIZE),
+                 "--seed", "3", "--no-progress"]) == 0
+    data = json.loads((out / "annotations" / "det_train.json").read_text())
+    used = {a["category_id"] for a in data["annotations"]}
+    assert 2 in used and used <= {c["id"] for c in data["categories"]}
+    assert data["categories"][0] == {"id": 0, "name": "object", "supercategory": "object", "isthing": 1}
+    assert load_coco(out / "annotations" / "det_train.json", out / "train").num_classes == len(data["categories"])
+
+
 def _snapshot(out):
     data = json.loads((out / "annotations" / "det_train.json").read_text())
     data["info"].pop("config")

@@ -78,6 +78,12 @@ CATEGORIES = [{"id": 0, "name": "object", "supercategory": "object", "isthing": 
 _STATE = ".synth_state"
 
 
+def _categories(annotations: list[dict]) -> list[dict]:
+    """:data:`CATEGORIES`, plus one entry for every other ``category_id`` the foregrounds gave (``meta.jsonl``)."""
+    ids = sorted({int(a["category_id"]) for a in annotations} - {c["id"] for c in CATEGORIES})
+    return CATEGORIES + [{"id": i, "name": f"category_{i}", "supercategory": "object", "isthing": 1} for i in ids]
+
+
 @dataclasses.dataclass(frozen=True)
 class SynthesisConfig:
     """Synthesis settings (defaults = the released code; ``PRESETS["paper"]`` uses the paper's 720 canvas).
@@ -487,7 +493,7 @@ def synthesize_dataset(fg: str | Path | Sequence[ForegroundInfo], bg: str | Path
         "info": {"description": "CartoonSeg synthetic instance segmentation (arXiv 2312.01943 §3.2)",
                  "seed": int(seed), "num_images": num, "config": dataclasses.asdict(cfg)},
         "licenses": [],
-        "categories": CATEGORIES,
+        "categories": _categories(annotations),
         "images": images,
         "annotations": annotations,
     }
