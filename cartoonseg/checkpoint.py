@@ -589,6 +589,9 @@ def _our_meta(metadata: dict[str, str], path: Path) -> dict[str, Any]:
         meta = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{path}: corrupt cartoonseg metadata: {type(exc).__name__}: {str(exc)[:200]}") from None
+    if isinstance(meta, dict) and meta.get("kind") == "gt_encoder":
+        raise CheckpointError(f"{path} is the GT encoder of a refiner training run (a training aid, not a network "
+                              "to segment with); cartoonseg.training.refiner.load_gt_encoder reads it")
     if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"{path}: corrupt cartoonseg metadata: expected {{'kind': ..., 'config': {{...}}}}")
     return meta

@@ -250,3 +250,27 @@ def test_evaluate_cli_with_predictions(tmp_path):
     assert out["segm_AP50"] == pytest.approx(1.0)
     assert 0.0 < out["segm_AP"] < 1.0
     assert out["boundary_AP"] <= out["segm_AP"] + 1e-9
+
+
+def test_evaluate_cli_max_dets_below_ten_and_two_stage_predictions(tmp_path, capsys):
+    """--max-dets N is what AP uses, also below 10; what --save-pred writes for a two-stage run reads back."""
+    from train.evaluate import main
+
+    masks = [[_rect(10, 50, 10, 60)], [_rect(0, 30, 0, 30), _rect(40, 80, 40, 80)]]
+    (tmp_path / "gt.json").write_text(json.dumps(_gt(masks)))
+    # image 2: a high-scored false positive first, then the two true instances
+    dets = [_det(1, masks[0][0], 0.9), _det(2, _rect(85, 99, 85, 99), 0.95), _det(2, masks[1][0], 0.8),
+            _det(2, masks[1][1], 0.7)]
+    (tmp_path / "pred.json").write_text(json.dumps(dets))
+
+    def run(*extra):
+        assert main(["--gt", str(tmp_path / "gt.json"), "--types", "segm", *extra]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    full = run("--pred", str(tmp_path / "pred.json"))
+    one = run("--pred", str(tmp_path / "pred.json"), "--max-dets", "1")
+    assert one["segm_AP50"] < full["segm_AP50"] - 0.2  # one detection per image: two instances of image 2 missed
+    (tmp_path / "both.json").write_text(json.dumps({"stage1": dets[:2], "refined": dets}))
+    both = run("--pred", str(tmp_path / "both.json"))
+    assert both["refined"] == full and both["segm_AP"] == full["segm_AP"] and "stage1" in both
+

@@ -270,6 +270,8 @@ def test_refiner_two_phases_and_export_loads(toy, tmp_path):
     summary = train_refiner(cfg)
     assert summary["finished"] and summary["global_step"] == 2 and summary["gt_encoder_steps"] == 2
     assert (tmp_path / "gt_encoder.safetensors").is_file()
+    with pytest.raises(cartoonseg.CheckpointError, match="GT encoder of a refiner training run"):
+        cartoonseg.load_refiner(tmp_path / "gt_encoder.safetensors")  # said plainly, not "corrupt metadata"
     assert summary["last"]["loss_is"] > 0  # intermediate supervision active
     ref = cartoonseg.load_refiner(summary["export"])
     assert ref.config.in_ch == 4
@@ -331,3 +333,8 @@ def test_predictions_and_evaluation_of_a_model(toy):
         assert r["category_id"] == 0 and len(r["bbox"]) == 4
     out = evaluate_all(coco.raw, preds["refined"])
     assert all(0.0 <= out[f"{t}_AP"] <= 1.0 for t in ("bbox", "segm", "boundary"))
+    # a ground truth without a categories list: predictions take the ids its annotations use, as the evaluator does
+    bare = {k: v for k, v in coco.raw.items() if k != "categories"}
+    bare["annotations"] = [dict(a, category_id=3) for a in bare["annotations"]]
+    relabelled = predict_coco(seg, bare, coco.image_root)["final"]
+    assert relabelled and {r["category_id"] for r in relabelled} == {3}

@@ -42,7 +42,8 @@ def _summary(gt: dict, dets: list, params: EvalParams, types: list[str]) -> dict
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.splitlines()[0])
     ap.add_argument("--gt", required=True, help="COCO ground-truth JSON")
-    ap.add_argument("--pred", default=None, help="COCO results JSON (RLE masks)")
+    ap.add_argument("--pred", default=None,
+                    help="COCO results JSON (RLE masks), or what --save-pred wrote for a two-stage run")
     ap.add_argument("--images", default=None, help="image folder of the ground truth (to run the models)")
     ap.add_argument("--detector", default=None, help="detector weights (any format cartoonseg.load_detector reads)")
     ap.add_argument("--refiner", default=None, help="refiner weights (optional)")
@@ -54,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--types", default="bbox,segm,boundary", help="comma list of bbox, segm, boundary")
     ap.add_argument("--device", default="cpu", help="device for the models (cpu, cuda)")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"], help="autocast precision")
-    ap.add_argument("--save-pred", default=None, help="write the predictions (COCO results) here")
+    ap.add_argument("--save-pred", default=None,
+                    help="write the predictions here: a COCO results list, or with --refiner "
+                         "{\"stage1\": [...], \"refined\": [...]} (both read back by --pred)")
     ap.add_argument("--batch-size", type=int, default=1,
                     help="images per detector pass (1: bit-identical to one image at a time; more helps on GPUs)")
     ap.add_argument("--work-dir", default=None,
@@ -72,11 +75,20 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(str(exc))
     gt = _load_json(args.gt)
     types = [t.strip() for t in args.types.split(",") if t.strip()]
-    params = EvalParams(max_dets=tuple(sorted({1, 10, args.max_dets})), dilation_ratio=args.dilation_ratio)
+    if args.max_dets < 1:
+        ap.error(f"--max-dets must be >= 1, got {args.max_dets}")
+    # AP uses the last entry: --max-dets itself, also below 10 (AR is reported at 1 and 10 where those are smaller)
+    max_dets = tuple(sorted({m for m in (1, 10) if m < args.max_dets} | {args.max_dets}))
+    params = EvalParams(max_dets=max_dets, dilation_ratio=args.dilation_ratio)
     if args.pred:
         dets = _load_json(args.pred)
+        if isinstance(dets, dict) and set(dets) == {"stage1", "refined"} and all(isinstance(v, list)
+                                                                                for v in dets.values()):
+            print(json.dumps(_report(gt, dets, params, types), sort_keys=True))  # --save-pred of a two-stage run
+            return 0
         if not isinstance(dets, list):
-            raise SystemExit(f"error: {args.pred} must hold a COCO results list")
+            raise SystemExit(f"error: {args.pred} must hold a COCO results list (or --save-pred's "
+                             "{\"stage1\": [...], \"refined\": [...]})")
         print(json.dumps(_summary(gt, dets, params, types), sort_keys=True))
         return 0
     if not (args.images and args.detector):
@@ -120,13 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.save_pred:
         outputs.write_json(args.save_pred, preds if ref is not None else preds["final"], indent=None, inputs=inputs,
                            overwrite=args.overwrite)
-    if ref is None:
-        report = _summary(gt, preds["final"], params, types)
-    else:
-        report = {name: _summary(gt, dets, params, types) for name, dets in preds.items()}
-        report.update({k: v for k, v in report["refined"].items()})
+    report = _summary(gt, preds["final"], params, types) if ref is None else _report(gt, preds, params, types)
     print(json.dumps(report, sort_keys=True))
     return 0
+
+
+def _report(gt, preds: dict, params, types) -> dict:
+    """Metrics of both stages (``{"stage1": {...}, "refined": {...}}``), the refined ones also at the top level."""
+    report = {name: _summary(gt, dets, params, types) for name, dets in preds.items()}
+    report.update(report["refined"])
+    return report
 
 
 if __name__ == "__main__":

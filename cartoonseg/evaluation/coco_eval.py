@@ -32,6 +32,7 @@ __all__ = [
     "IOU_TYPES",
     "EvalParams",
     "box_iou_xywh",
+    "category_ids",
     "evaluate",
     "evaluate_all",
     "mask_iou",
@@ -128,13 +129,19 @@ def mask_iou(dt: np.ndarray, gt: np.ndarray, iscrowd: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------- inputs
+def category_ids(gt: dict[str, Any]) -> list[int]:
+    """The ground truth's category ids, ascending: its ``categories``, or the ids its annotations use when it lists
+    none (what the evaluator scores and what predictions are labelled with)."""
+    return sorted(int(c["id"]) for c in gt.get("categories", [])) or sorted(
+        {int(a["category_id"]) for a in gt.get("annotations", [])}
+    )
+
+
 def _as_dataset(gt: dict[str, Any]) -> tuple[dict[int, dict], dict[tuple[int, int], list[dict]], list[int]]:
     if not isinstance(gt, dict) or "annotations" not in gt or "images" not in gt:
         raise ValueError("ground truth must be a COCO instances dict with 'images' and 'annotations'")
     images = {int(im["id"]): im for im in gt["images"]}
-    cat_ids = sorted(int(c["id"]) for c in gt.get("categories", [])) or sorted(
-        {int(a["category_id"]) for a in gt["annotations"]}
-    )
+    cat_ids = category_ids(gt)
     per: dict[tuple[int, int], list[dict]] = defaultdict(list)
     for ann in gt["annotations"]:
         per[(int(ann["image_id"]), int(ann["category_id"]))].append(ann)

@@ -29,6 +29,7 @@ import torch
 from ..rle import encode_many
 from ..structures import Instances
 from ..transforms import letterbox
+from .coco_eval import category_ids
 
 __all__ = ["detect_batch", "instances_to_results", "predict_coco", "predict_images", "results_of"]
 
@@ -220,7 +221,7 @@ def predict_coco(
         None on ranks other than 0.
     """
     _check(segmenter, stages, batch_size)
-    cats = sorted(int(c["id"]) for c in gt.get("categories", [])) or [0]
+    cats = category_ids(gt) or [0]  # as the evaluator scores them
     images = list(gt["images"])
     names = _stage_names(stages)
     if work_dir is None:
