@@ -283,7 +283,7 @@ def crop_instances(image: Tensor | None, frame_masks: Sequence[tuple[int, Tensor
     for fi, box, mask in frame_masks:
         h, w = mask.shape
         x1, y1, x2, y2 = crop_window(box, h, w, padding)
-        m = mask[y1:y2, x1:x2]
+        m = mask[y1:y2, x1:x2].float()  # bool masks too (the module's convention)
         img = image[fi, y1:y2, x1:x2, :3].permute(2, 0, 1) if image is not None else m[None].expand(3, -1, -1)
         if fill != "image":
             bg = 1.0 if fill == "white" else 0.0

@@ -269,8 +269,8 @@ def decode_many(rles: list[Mapping[str, Any]]) -> np.ndarray:
     counts, splits = _counts_of_strings(b"".join(parts), char_splits)
     if (counts < 0).any():
         raise ValueError("negative run length in COCO RLE")
-    per = np.add.reduceat(counts, splits[:-1]) if len(counts) else np.zeros(len(rles), np.int64)
-    per[np.diff(splits) == 0] = 0
+    total = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
+    per = total[splits[1:]] - total[splits[:-1]]  # each RLE's sum; 0 for an empty one, wherever it stands
     if (per != h * w).any():
         bad = int(per[per != h * w][0])
         raise ValueError(f"COCO RLE counts sum to {bad}, expected H*W = {h}*{w} = {h * w}")

@@ -194,17 +194,26 @@ class Instances:
         return self.masks.amax(0)
 
     def __getitem__(self, index: int | slice | Sequence[int] | Tensor) -> Instances:
-        """Select instances with an int, a slice, an index list/tensor or a bool tensor ``[N]``."""
-        if isinstance(index, int):
-            index = [index]
+        """Select instances with an int, a slice, an index list/array/tensor, or a bool mask ``[N]`` (tensor, numpy
+        array or list of bools)."""
         if isinstance(index, slice):
             positions = list(range(len(self)))[index]
-        elif isinstance(index, Tensor) and index.dtype == torch.bool:
-            if index.shape != (len(self),):
-                raise ValueError(f"bool index must have shape [{len(self)}], got {tuple(index.shape)}")
-            positions = index.nonzero().flatten().tolist()
         else:
-            positions = [int(i) for i in (index.tolist() if isinstance(index, Tensor) else index)]
+            if not isinstance(index, Tensor):
+                try:
+                    index = torch.as_tensor(index)
+                except (TypeError, ValueError, RuntimeError):
+                    raise TypeError(f"cannot index Instances with {type(index).__name__}") from None
+            if index.numel() == 0:
+                positions = []
+            elif index.dtype == torch.bool:
+                if index.shape != (len(self),):
+                    raise ValueError(f"bool index must have shape [{len(self)}], got {tuple(index.shape)}")
+                positions = index.nonzero().flatten().tolist()
+            elif index.is_floating_point() or index.is_complex():
+                raise TypeError(f"instance indices must be integers or bools, got {index.dtype}")
+            else:
+                positions = [int(i) for i in index.reshape(-1).tolist()]
         for p in positions:
             if not -len(self) <= p < len(self):
                 raise IndexError(f"instance index {p} out of range for {len(self)} instances")

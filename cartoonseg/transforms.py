@@ -88,7 +88,9 @@ def resize_image(image: Tensor, hw: tuple[int, int]) -> Tensor:
     x = (image[None] if single else image).movedim(-1, 1)
     if tuple(x.shape[-2:]) != tuple(hw):
         shrink = hw[0] < x.shape[-2] or hw[1] < x.shape[-1]
-        x = F.interpolate(x, size=hw, mode="bicubic", align_corners=False, antialias=shrink).clamp(0, 1)
+        dtype = x.dtype  # computed in float32 (antialiased shrinking has no half kernels on the CPU), returned as given
+        x = F.interpolate(x.float(), size=hw, mode="bicubic", align_corners=False, antialias=shrink).clamp(0, 1)
+        x = x.to(dtype)
     x = x.movedim(1, -1)
     return x[0] if single else x
 

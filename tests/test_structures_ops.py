@@ -1,0 +1,58 @@
+"""Small library helpers at the boundary: Instances selection forms, crops of bool masks, half-precision resizes
+and batch RLE decoding of corrupt input (found by review; each case failed or answered wrongly before)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cartoonseg import Instances, rle
+from cartoonseg.ops import crop_instances
+from cartoonseg.transforms import resize_image
+
+
+def _three() -> Instances:
+    return Instances(boxes=torch.zeros(3, 4), scores=torch.tensor([0.9, 0.2, 0.8]), masks=torch.zeros(3, 2, 2))
+
+
+def test_instances_select_with_every_index_form():
+    inst = _three()
+    want = [0.9, 0.8]
+    for index in (inst.scores > 0.5, inst.scores.numpy() > 0.5, (inst.scores > 0.5).tolist(), [0, 2],
+                  np.array([0, 2]), torch.tensor([0, 2])):
+        assert inst[index].scores.tolist() == pytest.approx(want), index
+    for one in (2, -1, torch.tensor(2), np.int64(2), inst.scores.argmin() + 1):
+        assert inst[one].scores.tolist() == pytest.approx([0.8])
+    assert len(inst[[]]) == 0 and inst[1:].scores.tolist() == pytest.approx([0.2, 0.8])
+    with pytest.raises(ValueError, match="bool index must have shape"):
+        inst[[True, False]]
+    for bad in (1.5, [0.5], "a"):
+        with pytest.raises(TypeError):
+            inst[bad]
+    with pytest.raises(IndexError):
+        inst[3]
+
+
+def test_crops_of_bool_masks_and_half_precision_resizes():
+    mask = torch.zeros(8, 10, dtype=torch.bool)
+    mask[2:6, 3:7] = True
+    for fill in ("white", "black", "image"):
+        crops, masks = crop_instances(torch.rand(1, 8, 10, 3), [(0, torch.tensor([3.0, 2.0, 7.0, 6.0]), mask)], 0, 0,
+                                      fill)
+        assert crops.shape[0] == 1 and masks.dtype == torch.float32 and float(masks.min()) == 1.0
+    crops, _ = crop_instances(None, [(0, torch.tensor([3.0, 2.0, 7.0, 6.0]), mask)], 1, 0, "white")
+    assert tuple(crops.shape[1:3]) == (6, 6)  # IMAGE [K,h,w,3]: the box grown by 1 px of padding
+    half = torch.rand(16, 16, 3).half()
+    small = resize_image(half, (8, 8))
+    assert small.dtype == torch.float16 and small.shape == (8, 8, 3)
+    torch.testing.assert_close(small.float(), resize_image(half.float(), (8, 8)), atol=1e-3, rtol=0)
+
+
+def test_decode_many_reports_an_empty_rle_anywhere_as_corrupt():
+    good, empty = {"size": [2, 2], "counts": "04"}, {"size": [2, 2], "counts": ""}
+    for batch in ([good, empty], [empty, good], [good, empty, good]):
+        with pytest.raises(ValueError, match="counts sum to 0"):
+            rle.decode_many(batch)
+    masks = (np.random.default_rng(0).random((5, 7, 9)) > 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(rle.decode_many([rle.encode(m) for m in masks]), masks)
