@@ -190,12 +190,30 @@ def _open(path: str | os.PathLike, what: str):
         kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
         raise ValueError(f"cannot read {what} {path}: it is {kind}")
     try:
-        im = Image.open(path)
+        im = _open_within_limit(Image, path)
+        if im.width * im.height > MAX_PIXELS:
+            raise ValueError(f"{im.width}x{im.height} px is over the {MAX_PIXELS}-pixel limit")
         im.load()
         im = upright(im)
         return _to_rgb_space(im)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError) as exc:
         raise ValueError(f"cannot read {what} {path}: {exc}") from exc
+
+
+def _open_within_limit(Image, path):
+    """``Image.open`` with Pillow's decompression-bomb check at :data:`MAX_PIXELS` (Pillow's own default refuses
+    files from 179 M px, below the documented limit) for this call only: the process-wide setting is put back at
+    once, so a host application (ComfyUI) keeps its own."""
+    import warnings
+
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2  # Pillow refuses above twice this, warns above it
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def upright(im):

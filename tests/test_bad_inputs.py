@@ -388,9 +388,17 @@ def test_row_corrupt_and_truncated_files(tmp_path, capsys, cli_weights, monkeypa
     for name in ("truncated.png", "garbage.png", "text.jpg", "trunc.jpg"):
         assert_cli_error(["segment", tmp_path / name, "--out", tmp_path / "o", *cli_weights], capsys,
                          "cannot read image", name)
-    # a decompression bomb (PIL's pixel limit, lowered here so the test stays small)
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    # a decompression bomb: refused at cartoonseg's pixel limit (lowered here so the test stays small), which the
+    # reader hands to Pillow for its own check before anything is decoded
+    import cartoonseg.io as cio
+
+    monkeypatch.setattr(cio, "MAX_PIXELS", 100)
     assert_cli_error(["segment", png, "--out", tmp_path / "o", *cli_weights], capsys, "cannot read image")
+    monkeypatch.undo()
+    # Pillow's own default (179 M px) is below the documented limit: a file under MAX_PIXELS opens, and the host
+    # process's Pillow setting is left as it was
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    assert cio.read_image(png).shape[:2] == rgb().shape[:2] and Image.MAX_IMAGE_PIXELS == 100
     monkeypatch.undo()
     # corrupt weights: a clear error naming the file, not a traceback
     bad = tmp_path / "bad.ckpt"
