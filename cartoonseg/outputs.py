@@ -143,15 +143,16 @@ def unique_names(inputs: Sequence[str | os.PathLike], *, reserved: Iterable[str]
     name; names never equal (case-insensitively) one of ``reserved`` or each other."""
     paths = _paths(inputs)
     absolute = [os.path.abspath(p) for p in paths]
+    real = [os.path.normcase(os.path.realpath(p)) for p in paths]  # one file however it is spelled (symlinks too)
     taken = {r.casefold() for r in reserved}
     stems: dict[str, set[str]] = {}
-    for p, a in zip(paths, absolute):
-        stems.setdefault(p.stem.casefold(), set()).add(a)
+    for p, r in zip(paths, real):
+        stems.setdefault(p.stem.casefold(), set()).add(r)
     names: list[str] = []
     by_path: dict[str, str] = {}
-    for p, a in zip(paths, absolute):
-        if a in by_path:
-            names.append(by_path[a])
+    for p, a, r in zip(paths, absolute, real):
+        if r in by_path:
+            names.append(by_path[r])
             continue
         name = p.stem if len(stems[p.stem.casefold()]) == 1 and p.stem.casefold() not in taken else None
         digits = 8
@@ -161,7 +162,7 @@ def unique_names(inputs: Sequence[str | os.PathLike], *, reserved: Iterable[str]
             if digits > 40:
                 raise OutputError(f"cannot find a unique output name for {p}")
         taken.add(name.casefold())
-        by_path[a] = name
+        by_path[r] = name
         names.append(name)
     return names
 
@@ -217,6 +218,12 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def _ours(entry: dict[str, Any] | None, key: list[int] | None) -> bool:
+    """Whether a manifest entry vouches for a file whose stat is ``key``: the stat it recorded, or the one before
+    (a replacement killed between the manifest write and the rename leaves our previous file in place)."""
+    return entry is not None and key is not None and (entry["stat"] == key or entry.get("prev") == key)
+
+
 def _stat_key(path: Path) -> list[int] | None:
     try:
         st = path.lstat()
@@ -226,7 +233,8 @@ def _stat_key(path: Path) -> list[int] | None:
 
 
 def _read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
-    """``{name: {"stat": [size, mtime_ns], "group": str | None}}``; empty when absent, unreadable or malformed."""
+    """``{name: {"stat": [size, mtime_ns], "group": str | None[, "prev": [size, mtime_ns]]}}``; empty when absent,
+    unreadable or malformed. ``prev`` is the file's previous stat while a replacement of it is being renamed in."""
     path = folder / MANIFEST
     try:
         if not path.is_file() or path.is_symlink() or path.stat().st_size > _MAX_MANIFEST_BYTES:
@@ -243,6 +251,9 @@ def _read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
                     and "/" not in name and "\\" not in name and name not in ("", ".", "..")):
                 group = entry.get("group")
                 out[name] = {"stat": entry["stat"], "group": group if isinstance(group, str) else None}
+                prev = entry.get("prev")
+                if isinstance(prev, list) and len(prev) == 2 and all(type(v) is int for v in prev):
+                    out[name]["prev"] = prev
     return out
 
 
@@ -307,7 +318,7 @@ def _foreign(folder: Path, depth: int = 0, limit: int = 5) -> list[Path]:
         path = Path(entry.path)
         if entry.is_dir(follow_symlinks=False):
             found += _foreign(path, depth + 1, limit - len(found))
-        elif entry.name not in manifest or manifest[entry.name]["stat"] != _stat_key(path):
+        elif not _ours(manifest.get(entry.name), _stat_key(path)):
             found.append(path)
     return found
 
@@ -332,7 +343,7 @@ def _claim_tree(folder: Path, depth: int = 0) -> None:
             continue
         if entry.is_dir(follow_symlinks=False):
             _claim_tree(Path(entry.path), depth + 1)
-        elif entry.name not in entries or entries[entry.name]["stat"] != _stat_key(Path(entry.path)):
+        elif entries.get(entry.name, {}).get("stat") != _stat_key(Path(entry.path)):
             entries[entry.name] = {"stat": _stat_key(Path(entry.path)), "group": None}
             changed = True
     if changed or not (folder / MANIFEST).exists():
@@ -414,8 +425,7 @@ class OutputFolder:
             return True
         if target.is_dir() and not target.is_symlink():
             return not _foreign(target)
-        entry = self._entries.get(name)
-        return entry is not None and entry["stat"] == _stat_key(target)
+        return _ours(self._entries.get(name), _stat_key(target))
 
     def _check_target(self, name: str, *, folder: bool = False) -> Path:
         target = self._check_name(name)
@@ -442,10 +452,15 @@ class OutputFolder:
                 raise OutputError(f"nothing was written for {target}")
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
-            self._entries[name] = {"stat": _stat_key(tmp), "group": group}
+            entry = {"stat": _stat_key(tmp), "group": group}
+            current = _stat_key(target)
+            if _ours(self._entries.get(name), current):
+                entry["prev"] = current  # the file being replaced stays ours until the rename
+            self._entries[name] = entry
             _write_manifest(self.path, self._entries)  # recorded first: a kill before the rename leaves nothing foreign
             os.replace(tmp, target)  # a symlink at ``target`` is replaced itself, never written through
             fsync_dir(self.path)
+            entry.pop("prev", None)  # the manifest on disk drops it at the next write (close)
         finally:
             _remove(tmp)
         self._written.add(name)
@@ -519,7 +534,7 @@ class OutputFolder:
             stale = self.replace or (entry["group"] is not None and entry["group"] in self._groups)
             if not os.path.lexists(target):
                 del self._entries[name]
-            elif stale and entry["stat"] == _stat_key(target):
+            elif stale and _ours(entry, _stat_key(target)):
                 check_not_input(target, self.inputs)
                 target.unlink()
                 del self._entries[name]
@@ -550,7 +565,7 @@ def check_file(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] =
         raise OutputError(f"output {path} is a folder, expected a file name")
     if os.path.lexists(path) and not overwrite:
         entry = _read_manifest(path.parent).get(path.name)
-        if entry is None or entry["stat"] != _stat_key(path):
+        if not _ours(entry, _stat_key(path)):
             raise OutputError(f"refusing to replace {path}: cartoonseg did not write it (or it changed since); "
                               f"choose another output or pass --overwrite")
     return path
@@ -579,7 +594,7 @@ def check_distinct(*paths: str | os.PathLike | None) -> None:
     for p in paths:
         if p is None:
             continue
-        key = os.path.normcase(os.path.abspath(p))
+        key = os.path.normcase(os.path.realpath(p))  # a symlinked spelling of one file is that file
         if key in seen:
             raise OutputError(f"two outputs of this command are the same file: {seen[key]} and {p}")
         seen[key] = str(p)

@@ -356,3 +356,43 @@ def test_training_exports_and_synthesis_never_take_over_user_files(tmp_path):
     with pytest.raises(SystemExit) as exit_info:  # --out naming the ground truth: refused before any work
         dump_main(["--data", str(gt), "--detector", str(tmp_path / "d.ckpt"), "--out", str(gt)])
     assert exit_info.value.code == 2 and gt.read_text() == "{}"
+
+
+def test_a_kill_between_manifest_and_rename_leaves_our_earlier_output_ours(tmp_path, monkeypatch):
+    """The manifest names the new file before the rename; until the rename the earlier output it replaces stays
+    vouched for, so an interrupted rerun can be run again without --overwrite."""
+    with OutputFolder(tmp_path / "out") as out:
+        out.write_text("r.txt", "first run")
+    real = os.replace
+
+    def killed(src, dst):
+        if Path(dst).name == "r.txt":
+            raise KeyboardInterrupt  # the process dies here
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        with OutputFolder(tmp_path / "out") as out:
+            out.write_text("r.txt", "second run, longer")
+    monkeypatch.undo()
+    assert (tmp_path / "out" / "r.txt").read_text() == "first run"
+    outputs.check_file(tmp_path / "out" / "r.txt")  # still ours: no --overwrite needed
+    with OutputFolder(tmp_path / "out") as out:
+        out.write_text("r.txt", "third run")
+    assert (tmp_path / "out" / "r.txt").read_text() == "third run"
+    manifest = json.loads((tmp_path / "out" / MANIFEST).read_text())
+    assert "prev" not in manifest["files"]["r.txt"]
+
+
+def test_a_symlinked_spelling_of_one_file_is_that_file(tmp_path):
+    """Two spellings of one file (through a symlinked folder) get one result name and count as the same output."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "p.png").write_bytes(b"x")
+    (tmp_path / "in2").symlink_to(tmp_path / "in", target_is_directory=True)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "p.png").write_bytes(b"y")
+    names = unique_names([tmp_path / "in" / "p.png", tmp_path / "in2" / "p.png", tmp_path / "other" / "p.png"])
+    assert names[0] == names[1] != names[2]
+    assert unique_names([tmp_path / "in" / "p.png", tmp_path / "in2" / "p.png"]) == ["p", "p"]
+    with pytest.raises(OutputError, match="same file"):
+        outputs.check_distinct(tmp_path / "in" / "out.png", tmp_path / "in2" / "out.png")
