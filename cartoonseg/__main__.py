@@ -72,6 +72,10 @@ def _segment(args: argparse.Namespace) -> int:
     boxes = _parse_boxes(args.box) if args.box else None
     if boxes is not None and str(args.refiner).lower() in ("none", ""):
         raise ValueError("--box prompts are refined by the refiner; do not pass --refiner none")
+    if args.matting:
+        from .matting import check_available
+
+        check_available()  # a missing extra fails now, not after the models load and an image is segmented
     skipped = SkippedInputs(len(inputs))
     with OutputFolder(args.out, inputs=inputs, overwrite=args.overwrite) as out:  # checked before any model loads
         search = [Path(args.weights_dir)] if args.weights_dir else []
@@ -108,6 +112,8 @@ def _segment(args: argparse.Namespace) -> int:
                     instances = seg(image, progress=per_instance)
                 else:
                     instances = seg.refine(image, boxes, progress=per_instance)
+                if refiner is None and args.mask_thr is not None:
+                    instances = instances.replace(mask_thr=args.mask_thr)  # asked for: the coarse masks at it too
                 if args.matting:
                     from .matting import instance_alphas
 
@@ -144,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--score-thr", type=float, default=0.3, help="minimum detection score, 0..1")
     seg.add_argument("--mask-thr", type=float, default=None,
                      help="mask probability above which a pixel belongs to the instance, 0..1 (default: the "
-                          "refiner's, 0.3)")
+                          "refiner's, 0.3; with --refiner none the detector's 0.5 unless given)")
     seg.add_argument("--det-size", type=int, default=640,
                      help="detector input size in pixels (longest side; a multiple of 32)")
     seg.add_argument("--max-instances", type=int, default=100, help="keep at most this many instances per image")
@@ -167,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="how a --box becomes the refiner's coarse mask: kernel = the mask of the detection that "
                           "best overlaps the box (the original's segment_with_bboxes; default), rectangle = the "
                           "filled box")
-    seg.add_argument("--device", default="cpu", help="torch device to run on: cpu, cuda, cuda:1, ...")
+    seg.add_argument("--device", default="cpu",
+                     help="torch device to run on: cpu, cuda, cuda:1, mps, or auto (CUDA when present)")
     seg.add_argument("--weights-dir", default=None,
                      help="folder holding the released files (searched first; downloads go there; default: "
                           "~/.cache/cartoonseg)")

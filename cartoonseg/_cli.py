@@ -116,11 +116,12 @@ class SkippedInputs:
 
 def check_device(text: str) -> str:
     """Validate a ``--device`` value before anything loads: ``cpu``, ``cuda``/``cuda:N`` (only where CUDA and that
-    GPU exist), ``mps`` (where available) or ``auto`` (for commands that offer it). Raises ``ValueError`` with the reason; returns ``text``."""
+    GPU exist), ``mps`` (where available) or ``auto``. Raises ``ValueError`` with the reason; returns the device to
+    use (``auto`` becomes ``cuda`` when CUDA is present, else ``cpu``; ``annotate`` maps ``cuda`` to its rank's GPU)."""
     import torch
 
-    if str(text) == "auto":  # the command picks (CUDA when present, else CPU)
-        return str(text)
+    if str(text) == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(str(text))
     except (RuntimeError, TypeError, ValueError):
@@ -146,7 +147,7 @@ def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
     args = parser.parse_args(argv)
     try:
         if getattr(args, "device", None) is not None:
-            check_device(args.device)
+            args.device = check_device(args.device)
         return args.func(args)
     except CLI_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)

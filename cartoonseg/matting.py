@@ -47,7 +47,7 @@ from .io import to_rgb_uint8
 from .structures import Instances
 
 __all__ = ["MattingConfig", "METHODS", "ramp_width", "noise_variance", "trimap_from_soft", "snap_to_outlines", "line_art", "free_strokes", "solve_alpha", "occlusion_order", "compose_front_to_back",
-           "instance_alphas", "cutouts"]
+           "instance_alphas", "cutouts", "check_available"]
 
 METHODS = ("cf", "knn", "lkm")
 QUANTISATION_VARIANCE = (1 / 255) ** 2 / 12  # the noise variance of 8-bit colours: no finer variation is resolved
@@ -105,6 +105,12 @@ def _pymatting():
     from ._optional import require
 
     return require("pymatting", extra="matting", purpose="instance alpha mattes")
+
+
+def check_available() -> None:
+    """Raise the one-line missing-extra error now when pymatting is not installed (commands call it before loading
+    models, so ``--matting`` without the extra fails at once, not after the first image)."""
+    _pymatting()
 
 
 def _disk(radius: int) -> np.ndarray:

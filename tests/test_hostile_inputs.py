@@ -145,6 +145,25 @@ def test_cli_device_errors_are_one_line(tmp_path, capsys, device, words):
     assert not (tmp_path / "o").exists()  # refused before anything was loaded or written
 
 
+def test_cli_device_auto_and_mask_threshold_without_refiner(tmp_path, capsys, models_dir):
+    """--device auto is a device for every command (CUDA when present, else the CPU); --mask-thr given with
+    --refiner none thresholds the coarse masks (otherwise the detector's own 0.5)."""
+    from PIL import Image
+
+    from cartoonseg.__main__ import main
+
+    image = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(image)
+    det = str(models_dir / "cartoonseg" / "rtmdetl_e60.ckpt")
+    common = [str(image), "--detector", det, "--refiner", "none", "--det-size", "64", "--score-thr", "0",
+              "--max-instances", "1", "--device", "auto", "-q"]
+    thresholds = []
+    for extra, name in (([], "default"), (["--mask-thr", "0.9"], "given")):
+        assert main(["segment", *common, "--out", str(tmp_path / name), *extra]) == 0, capsys.readouterr().err
+        thresholds.append(json.loads((tmp_path / name / "a" / "instances.json").read_text())["mask_thr"])
+    assert thresholds == [0.5, 0.9]
+
+
 def test_cli_cuda_without_cuda_is_one_line(tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")

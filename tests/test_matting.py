@@ -149,7 +149,7 @@ def test_images_thinner_than_the_solver_window_keep_the_soft_mask(shape):
         solve_alpha(rgb, trimap)
 
 
-def test_missing_pymatting_names_the_extra(monkeypatch):
+def test_missing_pymatting_names_the_extra(monkeypatch, capsys, tmp_path):
     from cartoonseg._optional import MissingDependencyError
 
     real = builtins.__import__
@@ -165,6 +165,20 @@ def test_missing_pymatting_names_the_extra(monkeypatch):
     soft[5:15, 5:15] = 1
     with pytest.raises(MissingDependencyError, match=r"cartoonseg\[matting\]"):
         solve_alpha(np.zeros((20, 20, 3)), trimap_from_soft(soft, 2))
+    # the commands ask before loading any model: no weights needed to get the one-line error
+    from PIL import Image
+
+    from cartoonseg.__main__ import main
+
+    img = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
+    nowhere = str(tmp_path / "nowhere.ckpt")
+    for argv in (["segment", str(img), "--out", str(tmp_path / "o"), "--matting", "--detector", nowhere,
+                  "--no-download"],
+                 ["annotate", str(img), "--out", str(tmp_path / "o.json"), "--per-image", str(tmp_path / "p"),
+                  "--matting", "--detector", nowhere, "--no-download"]):
+        assert main(argv) == 2
+        assert "cartoonseg[matting]" in capsys.readouterr().err
 
 
 def test_segment_cli_writes_mattes_and_rgba_cutouts(tmp_path):

@@ -101,6 +101,10 @@ def run_annotate(args: argparse.Namespace) -> int:
         raise ValueError(f"--shard-size must be >= 1, got {args.shard_size}")
     if args.matting and not args.per_image:
         raise ValueError("--matting writes alpha mattes into the per-image folders: add --per-image DIR")
+    if args.matting:
+        from ..matting import check_available
+
+        check_available()  # before the models load
     rank = init_distributed()
     if args.threads:
         torch.set_num_threads(int(args.threads))
@@ -117,6 +121,8 @@ def run_annotate(args: argparse.Namespace) -> int:
     seg = Segmenter(detector, refiner, det_size=args.det_size, score_thr=args.score_thr, mask_thr=args.mask_thr,
                     refine_size=args.refine_size, max_instances=args.max_instances, precision=args.precision,
                     fuse=not args.exact, channels_last=not args.exact, grey=args.grey)
+    # the threshold the written masks use: the refiner's (or --mask-thr); without a refiner the detector's unless given
+    mask_thr = seg.mask_thr if refiner is not None or args.mask_thr is not None else detector.config.mask_thr_binary
     tagger = None
     if args.tagger:
         from ..tagger import load_tagger, tag_instances
@@ -124,7 +130,7 @@ def run_annotate(args: argparse.Namespace) -> int:
         tagger = load_tagger(args.tagger, device=device, allow_download=not args.no_download)
     settings = {
         "detector": _weights_identity(det_path), "refiner": _weights_identity(ref_path) if ref_path else None,
-        "score_thr": args.score_thr, "mask_thr": seg.mask_thr, "det_size": args.det_size,
+        "score_thr": args.score_thr, "mask_thr": mask_thr, "det_size": args.det_size,
         "refine_size": seg.refine_size, "max_instances": args.max_instances, "precision": args.precision,
         "exact": bool(args.exact), "grey": bool(args.grey),
         "tagger": {"source": Path(args.tagger).name, "general_threshold": args.general_threshold,
@@ -133,7 +139,7 @@ def run_annotate(args: argparse.Namespace) -> int:
     }
 
     def segment(rgb):
-        instances = seg(rgb)
+        instances = seg(rgb).replace(mask_thr=mask_thr)
         if tagger is not None and len(instances):
             from ..transforms import grey_rgb
 

@@ -83,7 +83,7 @@ def _add_depth(sub) -> None:
     p.add_argument("--ensemble", type=int, default=None, help="Marigold: predictions averaged (default: the model's)")
     p.add_argument("--processing-resolution", type=int, default=None,
                    help="Marigold: long side the model works at (default: the model's, 768 for the published ones)")
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps, or auto (CUDA when present)")
     p.add_argument("--models-dir", default=None, help="folder holding <repo name>/ model folders (downloads go there)")
     p.add_argument("--no-download", action="store_true", help="never download the model (error when missing)")
     outputs.add_overwrite_argument(p)

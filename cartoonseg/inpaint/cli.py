@@ -97,7 +97,7 @@ def _add_refine(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampler seed")
     p.add_argument("--short-side", type=int, default=1024, help="working short side (0 = native)")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="compute precision of the pipeline")
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps, or auto (CUDA when present)")
     outputs.add_overwrite_argument(p)
     p.set_defaults(func=_run_refine)
 

@@ -206,7 +206,7 @@ def _add_kenburns(sub) -> None:
     p.add_argument("--short-side", type=int, default=1024, help="--fill diffusion: working short side (0 = native)")
     p.add_argument("--seed", type=int, default=0, help="--fill diffusion: sampling seed")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="--fill diffusion: model precision")
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps, or auto (CUDA when present)")
     p.add_argument("--weights-dir", default=None, help="folder with the released weights (and depth/<model>)")
     p.add_argument("--no-download", action="store_true", help="never download weights")
     outputs.add_overwrite_argument(p)

@@ -185,7 +185,8 @@ def _add_puppet(sub) -> None:
     p.add_argument("--plate", help="background plate image (e.g. a diffusion inpainting); default PatchMatch")
     p.add_argument("--plate-dilate", type=int, default=5, help="pixels the characters grow by for the plate")
     p.add_argument("--mesh-spacing", type=float, default=0.0, help="mesh sample spacing in pixels (0 = automatic)")
-    p.add_argument("--device", default="cpu", help="device of the segmenter")
+    p.add_argument("--device", default="cpu",
+                   help="device of the segmenter: cpu, cuda, cuda:N, mps, or auto (CUDA when present)")
     p.add_argument("--weights-dir", default=None, help="folder with the released weights")
     p.add_argument("--no-download", action="store_true", help="never download weights")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")

@@ -83,7 +83,7 @@ def add_parsers(subparsers) -> None:
                    help=pre("background_fill", "how characters are removed before the background pass"))
     p.add_argument("--no-background", action="store_true", help="do not restyle the background")
     p.add_argument("--no-masked-denoise", action="store_true", help="plain img2img of each crop")
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps, or auto (CUDA when present)")
     outputs.add_overwrite_argument(p)
     p.set_defaults(func=run)
 

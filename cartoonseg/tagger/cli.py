@@ -34,7 +34,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--character-mcut", action="store_true", help="MCut threshold for character tags")
     parser.add_argument("--score-thr", type=float, default=0.3, help="detector score threshold")
     parser.add_argument("--max-instances", type=int, default=100, help="at most this many instances per image")
-    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
+    parser.add_argument("--device", default="cpu",
+                        help="torch device: cpu, cuda, cuda:N, mps, or auto (CUDA when present)")
     parser.add_argument("--no-download", action="store_true", help="never download missing tagger/detector files")
     parser.add_argument("--indent", type=int, default=2, help="JSON indent (0 = one line)")
 
