@@ -135,6 +135,14 @@ def test_resolve_search_dirs_download_and_offline(tiny_dir, tmp_path, monkeypatc
     monkeypatch.setattr(huggingface_hub, "snapshot_download", failing)
     with pytest.raises(WeightsUnavailableError, match="no network.*Depth-Anything-V2-Base-hf"):
         resolve_depth_model("base", search_dirs=[models])
+    # a download into download_dir (the CLI without --models-dir, ~/.cache by default) is found there again,
+    # offline too, instead of being fetched on every call
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    cache = tmp_path / "cache"
+    first = resolve_depth_model("small", download_dir=cache)
+    assert len(calls) == 2 and first == cache / "Depth-Anything-V2-Small-hf"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert resolve_depth_model("small", download_dir=cache, allow_download=False) == first and len(calls) == 2
 
 
 def test_resolve_rejects_bad_folders_and_names(tmp_path):
@@ -231,6 +239,16 @@ def test_overlaps_go_to_the_nearest_instance():
     assert torch.all(res.depth[:, 20:30] == 1.0)  # the nearest wins where they overlap
     kept = pool_instance_depth(d, torch.stack([far, near]), mode="mean", resolve_overlaps=False)
     assert float(kept.values[0]) == pytest.approx(10 / 30)
+    # an overlap under the nearer instance whose pixels are far: the instance that owns the overlap paints it,
+    # even when the other one, pooled without those pixels, ends up in front
+    d = torch.zeros(8, 15)
+    d[:, :5], d[:, 10:] = 0.6, 0.9
+    a, b = box(8, 15, 0, 8, 0, 10), box(8, 15, 0, 8, 5, 15)
+    for soft in (False, True):
+        res = pool_instance_depth(d, torch.stack([a, b]), mode="mean", soft=soft)
+        assert res.values.tolist() == pytest.approx([0.6, 0.45])
+        torch.testing.assert_close(res.depth[:, 5:10], torch.full((8, 5), 0.45), rtol=0, atol=1e-6)
+        torch.testing.assert_close(res.depth[:, :5], torch.full((8, 5), 0.6), rtol=0, atol=1e-6)
 
 
 def test_instances_input_soft_edges_resize_and_z_order():

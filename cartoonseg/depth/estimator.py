@@ -244,6 +244,8 @@ def resolve_depth_model(
             return candidate
     base = Path(download_dir or (search_dirs[0] if search_dirs else Path.home() / ".cache" / "cartoonseg" / "depth"))
     target = base.expanduser() / spec.folder_name
+    if _is_model_dir(target, spec.files):  # an earlier download (checked when it was made)
+        return target
     how_to = (
         f"download {', '.join(spec.files + spec.optional_files)} from {spec.url} "
         f"(licence: {spec.licence}) into {target}"

@@ -163,7 +163,8 @@ def pool_instance_depth(
     for i in order.tolist():
         if not bool(valid[i]):
             continue
-        alpha = (soft_m[i] if soft else binary[i].float()) * float(blend)
+        # an overlap pixel another instance owns is not painted (its value was pooled without it)
+        alpha = (soft_m[i] * (owned[i] | ~binary[i]) if soft else owned[i].float()) * float(blend)
         out = out * (1 - alpha) + values[i] * alpha
     return PooledDepth(depth=out, values=values, order=order, valid=valid)
 
