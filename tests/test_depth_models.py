@@ -120,6 +120,18 @@ def test_zoedepth_through_transformers_with_flip_tta(zoe_dir):
     assert torch.allclose(res.raw, unpad(pred), atol=1e-5)
     no_flip = ZoeDepthEstimator(est.model, est.processor, flip=False)(IMAGE)
     assert torch.allclose(no_flip.raw, unpad(plain), atol=1e-5)
+    # an image 3 pixels high is read channels-last (transformers would guess channels-first), and a sliver the
+    # processor would resize to 0 px gets a one-line error
+    strip = np.random.default_rng(0).integers(0, 255, (3, 40, 3), dtype=np.uint8)
+    x3 = est.processor(images=strip, return_tensors="pt", input_data_format="channels_last")["pixel_values"]
+    got = ZoeDepthEstimator(est.model, est.processor, flip=False)
+    assert got(strip).raw.shape == (3, 40)
+    with torch.no_grad():
+        want = model(pixel_values=x3).predicted_depth
+    assert x3.shape[-1] > x3.shape[-2]  # wide stays wide
+    assert want.shape[-1] > want.shape[-2]
+    with pytest.raises(ValueError, match="too elongated for ZoeDepth"):
+        got(np.zeros((2, 4000, 3), np.uint8))
 
 
 def test_zoedepth_bf16_request_follows_the_device_probe(zoe_dir, no_bf16):

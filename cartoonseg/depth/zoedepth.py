@@ -68,7 +68,14 @@ class ZoeDepthEstimator:
     def __call__(self, image) -> DepthResult:
         rgb = as_uint8_rgb(image)
         height, width = rgb.shape[:2]
-        x = self.processor(images=rgb, return_tensors="pt")["pixel_values"].to(self.device)
+        try:  # channels_last: a 3-pixel-high image is not channels-first
+            x = self.processor(images=rgb, return_tensors="pt", input_data_format="channels_last")["pixel_values"]
+        except RuntimeError as exc:
+            if "sizes should be greater than 0" not in str(exc):
+                raise
+            raise ValueError(f"image of {width}x{height} px is too elongated for ZoeDepth (its resize leaves a side of "
+                             "0 px); crop it or use Depth Anything V2") from None
+        x = x.to(self.device)
         pred = self._forward(x)
         if self.flip:
             pred = 0.5 * (pred + torch.flip(self._forward(torch.flip(x, dims=[-1])), dims=[-1]))
