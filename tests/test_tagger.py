@@ -281,9 +281,15 @@ def test_resolve_tagger_dir_downloads_from_fake_hub(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    work = tmp_path / "work"  # files of the same names in the working directory must not stand in for them
+    work.mkdir()
+    (work / "config.json").write_text("{}")
+    (work / "model.safetensors").write_bytes(b"unrelated")
+    monkeypatch.chdir(work)
     folder = resolve_tagger_dir("SmilingWolf/wd-swinv2-tagger-v3", download_dir=tmp_path / "dl")
     assert folder == tmp_path / "dl" / "wd-swinv2-tagger-v3"
     assert sorted(c[1] for c in calls) == ["config.json", "model.safetensors", "selected_tags.csv"]
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == sorted(c[1] for c in calls)
     assert load_tagger("SmilingWolf/wd-swinv2-tagger-v3", download_dir=tmp_path / "dl").image_size == 448
     assert len(calls) == 3  # present files are not fetched again
 

@@ -93,7 +93,8 @@ def resolve_tagger_dir(
             continue
         spec = WeightsSpec(name, KNOWN_SHA256.get((repo_id, name)), repo_id=repo_id, revision=revision)
         try:
-            resolve_weights(name, download_dir=folder, allow_download=allow_download, spec=spec)
+            # the full path: a file of that name in the working directory must not stand in for the download
+            resolve_weights(folder / name, download_dir=folder, allow_download=allow_download, spec=spec)
         except WeightsUnavailableError as error:
             if name in REQUIRED_FILES:
                 urls = ", ".join(hub_url(repo_id, n, revision) for n in REQUIRED_FILES)
