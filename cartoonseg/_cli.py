@@ -6,6 +6,7 @@ else is a bug and keeps its traceback. Application modules reuse it for their st
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -28,7 +29,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if (action.option_strings and default not in (None, False, argparse.SUPPRESS) and "default" not in text
+        shown_default = default is not None and default is not False and default is not argparse.SUPPRESS  # 0 is shown
+        if (action.option_strings and shown_default and "default" not in text
                 and not isinstance(action, argparse._HelpAction)):
             shown = ", ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
             text += f" (default: {shown if shown != '' else 'empty'})"
@@ -67,6 +69,20 @@ def progress(total: int | None = None, desc: str = "", quiet: bool = False, *, u
 
     return tqdm(total=total, desc=desc or None, unit=unit, leave=leave, dynamic_ncols=True, file=sys.stderr,
                 disable=bool(quiet) or not sys.stderr.isatty())
+
+
+def quiet_library_bars() -> None:
+    """Turn off the model-loading progress bars of huggingface_hub and transformers (and, through
+    :func:`cartoonseg._diffusers.follow_hub_progress_setting`, diffusers): ``-q`` and a non-terminal stderr silence
+    every bar, not only cartoonseg's own."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read by huggingface_hub and by transformers when imported
+    hub = sys.modules.get("huggingface_hub.utils")
+    if hub is not None:
+        hub.disable_progress_bars()
+    for name in ("transformers.utils.logging", "diffusers.utils.logging"):
+        module = sys.modules.get(name)
+        if module is not None:
+            module.disable_progress_bar()
 
 
 def quiet(args: argparse.Namespace) -> bool:
@@ -145,6 +161,8 @@ def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
     """Parse ``argv`` and run the chosen sub-command's ``func``; expected failures -> one line and status 2.
     A ``--device`` option is checked (:func:`check_device`) before the command starts."""
     args = parser.parse_args(argv)
+    if quiet(args) or not sys.stderr.isatty():
+        quiet_library_bars()
     try:
         if getattr(args, "device", None) is not None:
             args.device = check_device(args.device)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["img2img_steps"]
+__all__ = ["follow_hub_progress_setting", "img2img_steps"]
 
 
 def img2img_steps(steps: int, denoise: float) -> int:
@@ -16,3 +16,15 @@ def img2img_steps(steps: int, denoise: float) -> int:
     if steps < 1 or not 0.0 < denoise <= 1.0:
         raise ValueError(f"need steps >= 1 and denoise in (0, 1], got steps={steps}, denoise={denoise}")
     return max(steps, math.ceil(1.0 / denoise - 1e-9))
+
+
+def follow_hub_progress_setting() -> None:
+    """diffusers' loading bars follow huggingface_hub's setting (``HF_HUB_DISABLE_PROGRESS_BARS``), as transformers'
+    bars do; the CLI sets it with ``-q`` or when stderr is not a terminal. Call after importing diffusers."""
+    from huggingface_hub.utils import are_progress_bars_disabled
+
+    if are_progress_bars_disabled():
+        from diffusers.utils import logging
+
+        logging.disable_progress_bar()
+

@@ -273,12 +273,15 @@ def test_instances_input_soft_edges_resize_and_z_order():
     assert torch.equal(empty.depth, d) and len(empty.values) == 0
 
 
-def test_cli_depth_and_depth_pool(tiny_dir, tmp_path):
+def test_cli_depth_and_depth_pool(tiny_dir, tmp_path, capfd):
     from PIL import Image
 
     rng = np.random.default_rng(1)
     Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "img.png")
-    assert cli_main(["depth", str(tmp_path / "img.png"), "--model", str(tiny_dir), "--out", str(tmp_path / "d.png")]) == 0
+    assert cli_main(["depth", str(tmp_path / "img.png"), "--model", str(tiny_dir), "--out", str(tmp_path / "d.png"),
+                     "-q"]) == 0
+    err = capfd.readouterr().err
+    assert "%|" not in err and "Loading weights" not in err  # -q silences transformers' loading bar too
     dep = np.asarray(Image.open(tmp_path / "d.png"))
     assert dep.shape == (40, 50) and dep.dtype == np.uint8 and dep.max() == 255 and dep.min() == 0
     assert cli_main(["depth", str(tmp_path / "img.png"), "--model", str(tiny_dir), "--bits", "16",

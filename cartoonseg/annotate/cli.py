@@ -60,7 +60,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace --out even if another program wrote it")
     p.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK when CUDA is available, else cpu), cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: torch's; torchrun sets 1)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or messages")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or messages")
 
 
 def add_parsers(subparsers) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .._diffusers import img2img_steps
+from .._diffusers import follow_hub_progress_setting, img2img_steps
 from .._optional import require
 from ..device import precision_of, resolve_dtype
 from .diffusion import NEGATIVE_PROMPT, RefineRequest, RefineSettings, refine_background
@@ -24,7 +24,9 @@ __all__ = ["DiffusersInpaintBackend", "load_inpaint_pipeline", "refine_with_diff
 def _require_diffusers():
     hint = "inside ComfyUI use the Inpaint Diffusion node instead"
     require("transformers", extra="inpaint", purpose="the diffusion refinement outside ComfyUI", hint=hint)  # CLIP
-    return require("diffusers", extra="inpaint", purpose="the diffusion refinement outside ComfyUI", hint=hint)
+    diffusers = require("diffusers", extra="inpaint", purpose="the diffusion refinement outside ComfyUI", hint=hint)
+    follow_hub_progress_setting()
+    return diffusers
 
 
 def load_inpaint_pipeline(

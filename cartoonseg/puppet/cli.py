@@ -189,7 +189,7 @@ def _add_puppet(sub) -> None:
                    help="device of the segmenter: cpu, cuda, cuda:N, mps, or auto (CUDA when present)")
     p.add_argument("--weights-dir", default=None, help="folder with the released weights")
     p.add_argument("--no-download", action="store_true", help="never download weights")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     outputs.add_overwrite_argument(p)
     p.set_defaults(func=run)
 

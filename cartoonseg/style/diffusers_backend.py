@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .._diffusers import img2img_steps
+from .._diffusers import follow_hub_progress_setting, img2img_steps
 from .._optional import require
 from .config import StyleConfig
 from .editor import SampleRequest
@@ -47,7 +47,9 @@ def require_diffusers():
     extra to install."""
     hint = "inside ComfyUI use the Instance Style Edit node instead"
     require("transformers", extra="style", purpose="the diffusers style-editing backend", hint=hint)  # CLIP
-    return require("diffusers", extra="style", purpose="the diffusers style-editing backend", hint=hint)
+    diffusers = require("diffusers", extra="style", purpose="the diffusers style-editing backend", hint=hint)
+    follow_hub_progress_setting()
+    return diffusers
 
 
 def make_scheduler(base_config: Mapping, sampler: str, scheduler: str):
