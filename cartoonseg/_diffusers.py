@@ -18,13 +18,11 @@ def img2img_steps(steps: int, denoise: float) -> int:
     return max(steps, math.ceil(1.0 / denoise - 1e-9))
 
 
-def follow_hub_progress_setting() -> None:
-    """diffusers' loading bars follow huggingface_hub's setting (``HF_HUB_DISABLE_PROGRESS_BARS``), as transformers'
-    bars do; the CLI sets it with ``-q`` or when stderr is not a terminal. Call after importing diffusers."""
+def follow_hub_progress_setting(diffusers) -> None:
+    """Make the ``diffusers`` module's loading bars follow huggingface_hub's setting (``HF_HUB_DISABLE_PROGRESS_BARS``),
+    as transformers' bars do; the CLI sets it with ``-q`` or when stderr is not a terminal. Pass the module that
+    ``require("diffusers", ...)`` returned."""
     from huggingface_hub.utils import are_progress_bars_disabled
 
     if are_progress_bars_disabled():
-        from diffusers.utils import logging
-
-        logging.disable_progress_bar()
-
+        diffusers.utils.logging.disable_progress_bar()

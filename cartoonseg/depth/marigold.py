@@ -87,7 +87,7 @@ def load_marigold(folder: str | os.PathLike, *, device: torch.device | str = "cp
     from .._optional import require
 
     diffusers = require("diffusers", extra="diffusion", purpose="Marigold depth")
-    follow_hub_progress_setting()
+    follow_hub_progress_setting(diffusers)
     dtype = resolve_dtype(precision_of(dtype), device)
     if dtype == torch.float16 and torch.device(device).type == "cpu":
         raise ValueError("float16 is extremely slow on CPU; use torch.float32 or torch.bfloat16")

@@ -25,7 +25,7 @@ def _require_diffusers():
     hint = "inside ComfyUI use the Inpaint Diffusion node instead"
     require("transformers", extra="inpaint", purpose="the diffusion refinement outside ComfyUI", hint=hint)  # CLIP
     diffusers = require("diffusers", extra="inpaint", purpose="the diffusion refinement outside ComfyUI", hint=hint)
-    follow_hub_progress_setting()
+    follow_hub_progress_setting(diffusers)
     return diffusers
 
 

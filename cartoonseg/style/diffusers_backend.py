@@ -48,7 +48,7 @@ def require_diffusers():
     hint = "inside ComfyUI use the Instance Style Edit node instead"
     require("transformers", extra="style", purpose="the diffusers style-editing backend", hint=hint)  # CLIP
     diffusers = require("diffusers", extra="style", purpose="the diffusers style-editing backend", hint=hint)
-    follow_hub_progress_setting()
+    follow_hub_progress_setting(diffusers)
     return diffusers
 
 
