@@ -112,8 +112,6 @@ def _segment(args: argparse.Namespace) -> int:
                     instances = seg(image, progress=per_instance)
                 else:
                     instances = seg.refine(image, boxes, progress=per_instance)
-                if refiner is None and args.mask_thr is not None:
-                    instances = instances.replace(mask_thr=args.mask_thr)  # asked for: the coarse masks at it too
                 if args.matting:
                     from .matting import instance_alphas
 

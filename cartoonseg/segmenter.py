@@ -10,7 +10,8 @@ Numerics follow the reference implementation (``AnimeInsSeg`` with ``refinenet_i
   ``sigmoid(d1)`` is cropped and resized to the image with bilinear ``align_corners=True``.
 
 Masks in the returned :class:`~cartoonseg.structures.Instances` are soft probabilities; ``Instances.binary``
-thresholds them at ``mask_thr`` (refined) or the detector's ``mask_thr_binary`` (coarse, 0.5). Boxes are the
+thresholds them at ``mask_thr`` (refined) or the detector's ``mask_thr_binary`` (coarse, 0.5; a ``mask_thr`` given to a
+Segmenter without a refiner thresholds the coarse masks instead). Boxes are the
 detector's boxes, not recomputed after refinement (as in the reference).
 
 Fast paths (on by default: ``fuse=True``, ``channels_last=True``): inference runs on a cached copy of each
@@ -58,7 +59,9 @@ class Segmenter:
         det_size: detector canvas (multiple of 32); None = the checkpoint's test pipeline size (640).
         score_thr: keep detections with score > this.
         mask_thr: threshold of the refined probabilities for ``Instances.binary``; None = the refiner's
-            ``RefinerConfig.mask_thr`` (saved in every weights file; 0.3, the original's).
+            ``RefinerConfig.mask_thr`` (saved in every weights file; 0.3, the original's). Without a refiner a value
+            given here thresholds the coarse masks that calling the Segmenter returns; None keeps the detector's
+            ``mask_thr_binary`` (0.5). ``result_mask_thr`` says which applies.
         refine_size: refiner canvas; images larger than this are scaled down for stage 2; None = the refiner's
             ``RefinerConfig.refine_size`` (720).
         max_instances: at most this many detections (highest scores first).
@@ -114,6 +117,7 @@ class Segmenter:
         det_size = detector.config.det_size if (det_size is None and detector is not None) else det_size
         # one source of truth: the refiner's own config (saved with its weights) gives the stage-2 defaults
         ref_cfg = refiner.config if refiner is not None else RefinerConfig()
+        mask_thr_given = mask_thr is not None
         mask_thr = ref_cfg.mask_thr if mask_thr is None else mask_thr
         refine_size = ref_cfg.refine_size if refine_size is None else refine_size
         if det_size is not None and (int(det_size) % 32 or not 32 <= int(det_size) <= MAX_CANVAS):
@@ -137,6 +141,10 @@ class Segmenter:
         self.det_size = None if det_size is None else int(det_size)
         self.score_thr = float(score_thr)
         self.mask_thr = float(mask_thr)
+        #: the ``mask_thr`` of what calling this Segmenter returns: ``mask_thr`` with a refiner or when given, else
+        #: (coarse masks, no threshold asked for) the detector's ``mask_thr_binary``
+        self.result_mask_thr = (self.mask_thr if refiner is not None or mask_thr_given
+                                else float(detector.config.mask_thr_binary))
         self.refine_size = int(refine_size)
         self.max_instances = int(max_instances)
         self.precision = precision
@@ -327,7 +335,7 @@ class Segmenter:
         rgb = self._rgb(image)
         instances = self.detect(rgb)
         if self.refiner is None or not len(instances):
-            return instances
+            return instances.replace(mask_thr=self.result_mask_thr)
         if progress is not None:
             progress(0, len(instances))
         coarse = instances.binary

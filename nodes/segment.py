@@ -383,8 +383,9 @@ class CartoonSegSegment:
         model = check_model(model)
         image = _comfy.check_image(image)
         h, w = int(image.shape[1]), int(image.shape[2])
-        seg = model.segmenter(use_refiner=bool(refine) and model.has_refiner, det_size=int(det_size),
-                              score_thr=float(score_threshold), mask_thr=float(mask_threshold),
+        use_refiner = bool(refine) and model.has_refiner
+        seg = model.segmenter(use_refiner=use_refiner, det_size=int(det_size), score_thr=float(score_threshold),
+                              mask_thr=float(mask_threshold) if use_refiner else None,  # else the detector's 0.5
                               refine_size=int(refine_size), max_instances=int(max_instances), grey=bool(grey))
         with model.on_device():
             frames = run_frames(image, lambda i, f, progress: to_cpu_instances(

@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--refiner", default=None, help="refiner weights (optional)")
     ap.add_argument("--det-size", type=int, default=None, help="detector canvas (default: the checkpoint's)")
     ap.add_argument("--score-thr", type=float, default=0.05, help="keep detections above this score (0.05)")
-    ap.add_argument("--mask-thr", type=float, default=0.3, help="refined mask threshold (0.3)")
+    ap.add_argument("--mask-thr", type=float, default=None,
+                    help="mask probability threshold, 0..1 (default: the refiner's, 0.3; without --refiner the "
+                         "detector's 0.5 unless given)")
     ap.add_argument("--max-dets", type=int, default=100, help="detections per image (100)")
     ap.add_argument("--dilation-ratio", type=float, default=0.02, help="boundary width / diagonal (0.02)")
     ap.add_argument("--types", default="bbox,segm,boundary", help="comma list of bbox, segm, boundary")

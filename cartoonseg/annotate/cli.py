@@ -121,8 +121,7 @@ def run_annotate(args: argparse.Namespace) -> int:
     seg = Segmenter(detector, refiner, det_size=args.det_size, score_thr=args.score_thr, mask_thr=args.mask_thr,
                     refine_size=args.refine_size, max_instances=args.max_instances, precision=args.precision,
                     fuse=not args.exact, channels_last=not args.exact, grey=args.grey)
-    # the threshold the written masks use: the refiner's (or --mask-thr); without a refiner the detector's unless given
-    mask_thr = seg.mask_thr if refiner is not None or args.mask_thr is not None else detector.config.mask_thr_binary
+    mask_thr = seg.result_mask_thr  # the threshold the written masks use (recorded in the settings)
     tagger = None
     if args.tagger:
         from ..tagger import load_tagger, tag_instances
@@ -139,7 +138,7 @@ def run_annotate(args: argparse.Namespace) -> int:
     }
 
     def segment(rgb):
-        instances = seg(rgb).replace(mask_thr=mask_thr)
+        instances = seg(rgb)
         if tagger is not None and len(instances):
             from ..transforms import grey_rgb
 

@@ -82,7 +82,8 @@ def detect_batch(segmenter: Any, images_bgr: Sequence[np.ndarray]) -> list[dict[
 
     Returns, per image, ``boxes`` (xyxy, image pixels), ``scores``, ``labels`` (numpy) and ``binary`` (bool
     ``[N,H,W]`` numpy masks), the same values :meth:`Segmenter.detect` + ``Instances.binary`` give for the image
-    alone up to the float rounding of a batched convolution.
+    alone (thresholded at the Segmenter's ``result_mask_thr`` when it has no refiner) up to the float rounding of a
+    batched convolution.
     """
     det = segmenter.detector
     if det is None:
@@ -93,7 +94,8 @@ def detect_batch(segmenter: Any, images_bgr: Sequence[np.ndarray]) -> list[dict[
     x = torch.stack(canvases).to(segmenter.device)
     with segmenter._autocast():
         outputs = segmenter._infer(det)(segmenter._layout(det.normalize(x)))
-    thr = det.config.mask_thr_binary
+    # the refiner's prompts use the detector's own threshold; final coarse masks the one the Segmenter returns
+    thr = det.config.mask_thr_binary if segmenter.refiner is not None else segmenter.result_mask_thr
     out = []
     for i, geom in enumerate(geoms):
         dets = det.postprocess(

@@ -171,7 +171,9 @@ def _add_kenburns(sub) -> None:
                    help="detector weights path or released name ('detector'); omit to render without characters")
     p.add_argument("--refiner", default="refiner", help="refiner weights path, released name, or 'none'")
     p.add_argument("--score-thr", type=float, default=0.3, help="minimum detection score, 0..1")
-    p.add_argument("--mask-thr", type=float, default=0.3, help="mask probability threshold of the characters, 0..1")
+    p.add_argument("--mask-thr", type=float, default=None,
+                   help="mask probability threshold of the characters, 0..1 (default: the refiner's, 0.3; with "
+                        "--refiner none the detector's 0.5 unless given)")
     p.add_argument("--pool", choices=["feet", "mean", "median", "none"], default="feet",
                    help="per-character depth: feet (original code), mean (paper), median, none")
     p.add_argument("--plate-dilate", type=int, default=5, help="pixels the character union grows for the plate")

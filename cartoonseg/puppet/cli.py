@@ -164,7 +164,9 @@ def _add_puppet(sub) -> None:
     p.add_argument("--detector", default="detector", help="detector weights path or released name (without --masks)")
     p.add_argument("--refiner", default="refiner", help="refiner weights path, released name, or 'none'")
     p.add_argument("--score-thr", type=float, default=0.3, help="minimum detection score, 0..1")
-    p.add_argument("--mask-thr", type=float, default=0.3, help="mask probability threshold of the characters, 0..1")
+    p.add_argument("--mask-thr", type=float, default=None,
+                   help="mask probability threshold of the characters, 0..1 (default: the refiner's, 0.3; with "
+                        "--refiner none the detector's 0.5 unless given)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--motion", choices=list(PRESETS), default="idle-sway", help="procedural preset (default idle-sway)")
     src.add_argument("--poses", help="POSE_KEYPOINT JSON sequence (e.g. DWPose on a driving video) to retarget")
