@@ -242,7 +242,8 @@ def test_loader_lists_only_files_of_the_right_kind(nodes, weights, pack):
 def test_loader_loads_released_layout(nodes, model, pack):
     assert isinstance(model, pack.nodes.loaders.CartoonSegModel)
     assert isinstance(model.detector, torch.nn.Module) and model.has_refiner
-    assert model.device.type == "cpu" and model.precision == "fp32"
+    # "auto": bf16 on a CPU with native bf16 (AVX512-BF16/AMX), fp32 on an AVX2-only one
+    assert model.device.type == "cpu" and model.precision == cartoonseg.device.resolve_precision("auto", "cpu")
     assert model.detector_path.endswith("rtmdetl_e60.ckpt")
     (m2,) = nodes["CartoonSegModelLoader"]().load("rtmdetl_e60.ckpt", "none", "cpu", "bf16", False, True)
     assert m2.refiner is None and m2.precision == "bf16" and m2.keep_loaded
@@ -262,9 +263,12 @@ def test_loader_optimize_fast_and_exact(nodes, model):
     (exact,) = nodes["CartoonSegModelLoader"]().load("rtmdetl_e60.ckpt", "refine_last.ckpt", "cpu", "fp32", False,
                                                      False, optimize="exact")
     assert exact.optimize == "exact" and not is_prepared(exact.refiner, True, False)
-    seg_fast, seg_exact = model.segmenter(score_thr=0.0, max_instances=2, det_size=128, refine_size=64), \
+    # compared in fp32 both: the module's model is "auto", bf16 on a CPU with native bf16
+    (fast,) = nodes["CartoonSegModelLoader"]().load("rtmdetl_e60.ckpt", "refine_last.ckpt", "cpu", "fp32", False,
+                                                    False)
+    seg_fast, seg_exact = fast.segmenter(score_thr=0.0, max_instances=2, det_size=128, refine_size=64), \
         exact.segmenter(score_thr=0.0, max_instances=2, det_size=128, refine_size=64)
-    assert seg_fast._infer(model.refiner) is model.refiner  # runs the prepared network itself
+    assert seg_fast._infer(fast.refiner) is fast.refiner  # runs the prepared network itself
     assert not seg_exact.fuse and not seg_exact.channels_last
     image = (frames(1)[0].numpy() * 255).astype("uint8")
     a, b = seg_fast(image), seg_exact(image)
