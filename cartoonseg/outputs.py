@@ -13,16 +13,21 @@ guarantees hold everywhere:
    folder is ours when everything in it is ours (an empty folder counts). An output folder named by ``--out DIR``
    must be new, empty or ours; an existing file may be replaced only when it is ours. Anything else raises
    :class:`OutputError` naming the foreign files, unless ``overwrite=True`` (``--overwrite``); even then a foreign
-   file is only replaced by a new output of the same name, never deleted.
+   file is only replaced by a new output of the same name, never deleted. A folder is replaced *as a whole* (point 5)
+   only when its manifest marks it as an earlier result folder: a folder of other cartoonseg outputs (say
+   ``segment``'s per-image folders, named by mistake as ``kenburns --out``) is refused unless ``overwrite``, and even
+   then the new files are written into it, the others kept.
 3. **Unique, stable names.** :func:`unique_names` maps inputs to result names: the file stem when no other input of
    the run has the same stem (compared case-insensitively, as macOS/Windows file systems do), otherwise
    ``<stem>-<8 hex digits of the absolute path>``; so ``a/x.png b/x.jpg c/x_1.png`` give ``x-…``, ``x-…`` and
-   ``x_1``, and the same inputs always give the same names.
+   ``x_1``, and the same inputs always give the same names. A stem longer than :data:`MAX_STEM_BYTES` is cut (and
+   gets the digits), so a command's own suffixes still fit the file system's 255-byte names; a stem starting with
+   ``.cartoonseg-`` (this module's own file names) starts with ``_cartoonseg-`` instead.
 4. **Atomic writes.** A file is written to a temporary file in its final folder (same suffix, so image libraries
    pick the same format), flushed to disk, then renamed over the final name with :func:`os.replace`. A result
    folder is built as a temporary folder and renamed into place as a whole.
 5. **A rerun replaces its own earlier outputs completely.** A result folder is swapped for the new one (no stale
-   ``mask_NNN.png``); files written as a *group* (``group=`` argument, e.g. all outputs of one input image) drop
+   ``mask_NNN.png``; its manifest marks it as a result folder); files written as a *group* (``group=`` argument, e.g. all outputs of one input image) drop
    the members of the group that an earlier run wrote and this run did not.
 6. **Interrupted runs** leave no half-written result under a final name (point 4), and their temporary files and
    folders (``.cartoonseg-tmp-<host>-<pid>-<rand>-<name>[<suffix>]``) are removed the next time any command opens
@@ -78,6 +83,7 @@ from typing import Any
 
 __all__ = [
     "MANIFEST",
+    "MAX_STEM_BYTES",
     "OutputError",
     "OutputFolder",
     "add_overwrite_argument",
@@ -104,6 +110,9 @@ _TMP_KIND = "cartoonseg-tmp"
 _OLD_KIND = "cartoonseg-old"
 _TMP_RE = re.compile(r"^\.cartoonseg-(?:tmp|old)-(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[0-9a-f]{6}-")
 _ORPHAN_AGE_S = 24 * 3600
+#: longest result-name stem (UTF-8 bytes) :func:`unique_names` keeps; room is left for a hash and a command's suffixes
+MAX_STEM_BYTES = 150
+_OWN_PREFIX = ".cartoonseg-"  # the manifest and the temporaries: no result name may start with it
 _HOST = hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:6]
 
 
@@ -154,10 +163,11 @@ def unique_names(inputs: Sequence[str | os.PathLike], *, reserved: Iterable[str]
         if r in by_path:
             names.append(by_path[r])
             continue
-        name = p.stem if len(stems[p.stem.casefold()]) == 1 and p.stem.casefold() not in taken else None
+        base, changed = _safe_stem(p.stem)
+        name = base if not changed and len(stems[p.stem.casefold()]) == 1 and base.casefold() not in taken else None
         digits = 8
         while name is None or name.casefold() in taken:
-            name = f"{p.stem}-{hashlib.sha1(a.encode('utf-8', 'surrogateescape')).hexdigest()[:digits]}"
+            name = f"{base}-{hashlib.sha1(a.encode('utf-8', 'surrogateescape')).hexdigest()[:digits]}"
             digits += 2
             if digits > 40:
                 raise OutputError(f"cannot find a unique output name for {p}")
@@ -165,6 +175,16 @@ def unique_names(inputs: Sequence[str | os.PathLike], *, reserved: Iterable[str]
         by_path[r] = name
         names.append(name)
     return names
+
+
+def _safe_stem(stem: str) -> tuple[str, bool]:
+    """``stem`` cut to :data:`MAX_STEM_BYTES` (at a character boundary) and kept off this module's own names; and
+    whether it changed (a changed stem always gets the hash digits)."""
+    out = "_" + stem[1:] if stem.casefold().startswith(_OWN_PREFIX) else stem
+    raw = out.encode("utf-8", "surrogateescape")
+    if len(raw) > MAX_STEM_BYTES:
+        out = raw[:MAX_STEM_BYTES].decode("utf-8", "ignore") or "_"  # a character cut in two is dropped
+    return out, out != stem
 
 
 def add_overwrite_argument(parser) -> None:
@@ -257,9 +277,40 @@ def _read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _write_manifest(folder: Path, entries: dict[str, dict[str, Any]]) -> None:
+def _result_mark(folder: Path) -> bool:
+    """Whether ``folder``'s manifest marks it as one result folder (swapped in whole by :meth:`OutputFolder.result_dir`,
+    so a rerun may swap it again)."""
+    path = folder / MANIFEST
+    try:
+        if not path.is_file() or path.is_symlink() or path.stat().st_size > _MAX_MANIFEST_BYTES:
+            return False
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and data.get("result") is True
+
+
+def _replaceable(folder: Path) -> bool:
+    """An existing folder a result may be swapped in over: empty (but for our manifest and temporaries) or marked
+    as an earlier result folder."""
+    try:
+        names = [e.name for e in os.scandir(folder)]
+    except OSError:
+        return False
+    return all(n == MANIFEST or _is_temporary(n) for n in names) or _result_mark(folder)
+
+
+def _not_a_result(folder: Path) -> OutputError:
+    shown = sorted(e.name for e in os.scandir(folder) if e.name != MANIFEST and not _is_temporary(e.name))
+    return OutputError(f"refusing to replace folder {folder} as a whole: it is not an earlier result folder of "
+                       f"cartoonseg but holds other outputs ({_describe([folder / n for n in shown])}); choose "
+                       f"another output, or pass --overwrite to write into it (its other files are kept)")
+
+
+def _write_manifest(folder: Path, entries: dict[str, dict[str, Any]], *, result: bool = False) -> None:
     data = {"cartoonseg_outputs": _MANIFEST_VERSION,
             "note": "files cartoonseg wrote in this folder; a rerun may replace them (see cartoonseg/outputs.py)",
+            **({"result": True} if result else {}),
             "files": {k: entries[k] for k in sorted(entries)}}
     tmp = folder / _tmp_name(MANIFEST)
     try:
@@ -347,7 +398,7 @@ def _claim_tree(folder: Path, depth: int = 0) -> None:
             entries[entry.name] = {"stat": _stat_key(Path(entry.path)), "group": None}
             changed = True
     if changed or not (folder / MANIFEST).exists():
-        _write_manifest(folder, entries)
+        _write_manifest(folder, entries, result=_result_mark(folder))
 
 
 def _describe(paths: list[Path]) -> str:
@@ -407,6 +458,7 @@ class OutputFolder:
                         f"choose a new or empty folder, or pass --overwrite (inputs are never overwritten)")
         self.path.mkdir(parents=True, exist_ok=True)
         self._entries = _read_manifest(self.path)
+        self._result = _result_mark(self.path)  # kept in every manifest this folder writes
         self._written: set[str] = set()
         self._groups: set[str] = set()
         self._closed = False
@@ -457,7 +509,7 @@ class OutputFolder:
             if _ours(self._entries.get(name), current):
                 entry["prev"] = current  # the file being replaced stays ours until the rename
             self._entries[name] = entry
-            _write_manifest(self.path, self._entries)  # recorded first: a kill before the rename leaves nothing foreign
+            _write_manifest(self.path, self._entries, result=self._result)  # recorded first: a kill before the rename leaves nothing foreign
             os.replace(tmp, target)  # a symlink at ``target`` is replaced itself, never written through
             fsync_dir(self.path)
             entry.pop("prev", None)  # the manifest on disk drops it at the next write (close)
@@ -488,14 +540,19 @@ class OutputFolder:
     @contextlib.contextmanager
     def result_dir(self, name: str) -> Iterator[OutputFolder]:
         """Yield an :class:`OutputFolder` for the result folder ``name``: built under a temporary name and swapped in
-        on success, replacing an earlier result of ours as a whole. Over a foreign folder (only with ``overwrite``)
-        the files are written in place instead, and foreign files there are kept."""
+        on success, replacing an earlier result folder of ours as a whole. Over a foreign folder, or one of other
+        cartoonseg outputs that is not a result folder (both only with ``overwrite``), the files are written in place
+        instead, and the files there that this result does not rewrite are kept (our earlier ones of a result
+        folder are dropped)."""
         target = self._check_target(name, folder=True)
         if os.path.lexists(target) and not (target.is_dir() and not target.is_symlink()):
             raise OutputError(f"refusing to replace {target} with a folder: it is not a folder")
-        if target.is_dir() and _foreign(target):  # overwrite=True: keep the user's files, replace ours in place
+        whole = not target.is_dir() or _replaceable(target)
+        if not whole and not self.overwrite:
+            raise _not_a_result(target)
+        if target.is_dir() and (not whole or _foreign(target)):  # overwrite=True: keep the others' files, in place
             before = _file_stats(target)
-            with OutputFolder(target, inputs=self.inputs, overwrite=True, check_foreign=False, replace=True) as res:
+            with OutputFolder(target, inputs=self.inputs, overwrite=True, check_foreign=False, replace=whole) as res:
                 yield res
                 for written, key in _file_stats(target).items():  # files writers put straight into ``res.path``
                     if written not in res._written and before.get(written) != key:
@@ -510,6 +567,7 @@ class OutputFolder:
             yield res
             res.close()
             _claim_tree(tmp)  # files writers put straight into ``res.path`` are ours too (the folder was new)
+            _write_manifest(tmp, _read_manifest(tmp), result=True)
             old = self.path / _tmp_name(name, _OLD_KIND, folder=True)
             if target.is_dir():
                 os.rename(target, old)
@@ -539,7 +597,7 @@ class OutputFolder:
                 target.unlink()
                 del self._entries[name]
         if self._entries or (self.path / MANIFEST).exists():
-            _write_manifest(self.path, self._entries)
+            _write_manifest(self.path, self._entries, result=self._result)
 
     def __enter__(self) -> OutputFolder:
         return self
@@ -550,7 +608,7 @@ class OutputFolder:
         elif not self._closed:  # keep what was written, drop nothing: the rerun replaces it
             self._closed = True
             with contextlib.suppress(OSError):
-                _write_manifest(self.path, self._entries)
+                _write_manifest(self.path, self._entries, result=self._result)
 
 
 # ------------------------------------------------------------------------------------------ single files
@@ -572,10 +630,11 @@ def check_file(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] =
 
 
 def check_folder(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] = (), overwrite: bool = False,
-                 result: bool = True) -> Path:
-    """Check, before any work starts, that the folder ``path`` may receive outputs: never one holding an input when it
-    is replaced as one result (``result=True``, :func:`result_dir`); an existing folder must be empty or ours unless
-    ``overwrite``. Returns ``path``; creates nothing."""
+                 result: bool = True, whole: bool = False) -> Path:
+    """Check, before any work starts, that the folder ``path`` may receive outputs: never one holding an input
+    (``result=True``); an existing folder must be empty or ours unless ``overwrite``. With ``whole=True`` (the folder
+    is swapped in as one result: :func:`result_dir`) an existing one must also be empty or an earlier result folder
+    unless ``overwrite``. Returns ``path``; creates nothing."""
     path = Path(path)
     check_not_input(path, inputs, folder=result)
     if os.path.lexists(path):
@@ -585,6 +644,8 @@ def check_folder(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike]
         if foreign:
             raise OutputError(f"output folder {path} holds files cartoonseg did not write ({_describe(foreign)}); "
                               f"choose a new or empty folder, or pass --overwrite (inputs are never overwritten)")
+        if whole and not overwrite and not _replaceable(path):
+            raise _not_a_result(path)
     return path
 
 

@@ -135,6 +135,27 @@ def test_unique_stable_names():
     assert len(set(unique_names(["a/x.png", "b/x.png", f"c/{hashed}.png"]))) == 3
 
 
+
+def test_long_and_own_stems_get_names_that_fit():
+    """A stem over MAX_STEM_BYTES is cut (at a character boundary) and hashed, so a command's suffixes still fit the
+    255-byte limit; a stem that is this module's own manifest or temporary name gets another one."""
+    long = "x" * 250
+    got = unique_names([f"a/{long}.png", f"a/{long}.jpg", f"a/{'é' * 200}.png"])
+    assert len(set(got)) == 3 and all(len(n.encode()) <= outputs.MAX_STEM_BYTES + 9 for n in got)
+    assert got[2].startswith("é" * 70) and got[2].encode().decode() == got[2]  # no character cut in two
+    own = unique_names([f"a/{MANIFEST}.png", "a/.cartoonseg-tmp-abcdef-1-abcdef-x.png"])
+    assert all(n.startswith("_cartoonseg-") for n in own) and len(set(own)) == 2
+
+
+def test_long_and_own_stems_can_be_written(tmp_path):
+    srcs = [tmp_path / f"{'x' * 250}.png", tmp_path / f"{'x' * 250}.jpg", tmp_path / f"{MANIFEST}.png"]
+    with OutputFolder(tmp_path / "o", inputs=srcs) as out:
+        for name in unique_names(srcs):
+            with out.result_dir(name) as res:
+                res.write_bytes("overlay.png", b"x")
+            out.write_json(f"{name}_style.json", {})
+    assert len(list((tmp_path / "o").glob("*/overlay.png"))) == 3
+
 # -------------------------------------------------------------------------------- 4./5. atomic + rerun
 def test_result_folder_rerun_replaces_everything_and_failure_keeps_the_old(tmp_path):
     with OutputFolder(tmp_path / "o") as out:
@@ -152,6 +173,52 @@ def test_result_folder_rerun_replaces_everything_and_failure_keeps_the_old(tmp_p
                 raise RuntimeError("boom")
     assert (tmp_path / "o" / "x" / "mask_000.png").read_bytes() == b"new" and no_temporaries(tmp_path)
 
+
+
+def test_a_folder_of_other_outputs_is_not_replaced_as_one_result(tmp_path):
+    """A folder that holds other cartoonseg outputs (here segment-style per-image folders and a loose file) is not an
+    earlier result folder: swapping a result in over it would delete them. Refused without overwrite (up front by
+    check_folder(whole=True) too); with it the result is written into the folder and the others are kept."""
+    res_dir = tmp_path / "res"
+    with OutputFolder(res_dir) as out:
+        for n in ("a", "b"):
+            with out.result_dir(n) as r:
+                r.write_bytes("mask_000.png", b"seg")
+        out.write_bytes("summary.json", b"{}")
+    outputs.check_folder(res_dir)  # fine as a folder to write results into
+    with pytest.raises(OutputError, match="not an earlier result folder"):
+        outputs.check_folder(res_dir, whole=True)
+    with pytest.raises(OutputError, match="not an earlier result folder"):
+        with outputs.result_dir(res_dir) as r:
+            r.write_bytes("frame_000.png", b"kb")
+    assert names(res_dir) == [MANIFEST, "a", "b", "summary.json"]
+    with outputs.result_dir(res_dir, overwrite=True) as r:
+        r.write_bytes("frame_000.png", b"kb")
+    assert names(res_dir) == [MANIFEST, "a", "b", "frame_000.png", "summary.json"]
+    assert (res_dir / "a" / "mask_000.png").read_bytes() == b"seg"
+    # an earlier result folder (marked in its manifest, kept by later writes) is swapped whole, as before
+    frames = tmp_path / "frames"
+    with outputs.result_dir(frames) as r:
+        r.write_bytes("frame_000.png", b"1")
+        r.write_bytes("frame_001.png", b"1")
+    outputs.write_bytes(frames / "note.txt", b"ours too")
+    outputs.check_folder(frames, whole=True)
+    with outputs.result_dir(frames) as r:
+        r.write_bytes("frame_000.png", b"2")
+    assert names(frames) == [MANIFEST, "frame_000.png"]
+
+
+def test_kenburns_refuses_a_folder_of_segment_results(tmp_path, capsys):
+    src = image(tmp_path / "img.png")
+    depth = tmp_path / "depth.png"
+    Image.fromarray(np.tile(np.linspace(0, 255, 56).astype(np.uint8), (40, 1))).save(depth)
+    res_dir = tmp_path / "res"
+    with OutputFolder(res_dir) as out:
+        with out.result_dir("img") as r:
+            r.write_bytes("mask_000.png", b"seg")
+    code, err = run(["kenburns", src, "--depth", depth, "--size", "32", "--frames", "2", "--out", res_dir], capsys)
+    assert code == 2 and "not an earlier result folder" in err
+    assert "img" in names(res_dir) and (res_dir / "img" / "mask_000.png").read_bytes() == b"seg"
 
 def test_a_failed_write_leaves_neither_file_nor_temporary(tmp_path):
     with pytest.raises(RuntimeError):

@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in CLIP_SUFFIXES:
         if out.suffix:
             raise ValueError(f"--out must be a {' or '.join(CLIP_SUFFIXES)} file or a folder, got {out}")
-        outputs.check_folder(out, inputs=inputs, overwrite=args.overwrite)
+        outputs.check_folder(out, inputs=inputs, overwrite=args.overwrite, whole=True)
     else:
         outputs.check_file(out, inputs=inputs, overwrite=args.overwrite)
     image = to_float_image(read_image(args.image))

@@ -62,7 +62,7 @@ def _check_out(out: Path, inputs: Sequence[str], overwrite: bool) -> None:
     if out.suffix:
         outputs.check_file(out, inputs=inputs, overwrite=overwrite)
     else:
-        outputs.check_folder(out, inputs=inputs, overwrite=overwrite)
+        outputs.check_folder(out, inputs=inputs, overwrite=overwrite, whole=True)
     if out.suffix.lower() == ".mp4":  # fail before the slow steps
         require("av", extra="video", package="av", purpose="writing .mp4 files")
 
