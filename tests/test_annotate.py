@@ -308,3 +308,25 @@ def test_cli_defaults_follow_the_refiner_and_the_same_coco_file_twice_is_read_on
     settings = json.loads(out.read_text())["info"]["settings"]
     assert (settings["mask_thr"], settings["refine_size"]) == (0.6, 64)
     assert json.loads((per / "img00" / "instances.json").read_text())["mask_thr"] == 0.6  # as segment writes it
+
+
+def test_a_per_image_folder_inside_a_recursive_input_is_not_read_back(data, tmp_path):
+    """--recursive over a folder that holds the run's own --per-image folder: the masks and overlays written there
+    are outputs, never inputs, so the rerun sees the same images (it used to take them as inputs and refuse)."""
+    import shutil
+
+    from cartoonseg.__main__ import main
+
+    rec = tmp_path / "rec"
+    shutil.copytree(data["images"], rec / "sub")
+    out, per = tmp_path / "o.json", rec / "per"
+    args = ["annotate", str(rec), "--recursive", "--out", str(out), "--per-image", str(per), "--detector",
+            str(data["det"]), "--refiner", "none", "--score-thr", "0", "--max-instances", "1", "--det-size", "128",
+            "--quiet"]
+    assert main(args) == 0
+    first = json.loads(out.read_text())["images"]
+    assert list(per.rglob("*.png"))  # the run wrote images inside its own input folder
+    assert main(args) == 0
+    assert [im["file_name"] for im in json.loads(out.read_text())["images"]] == [im["file_name"] for im in first]
+    walked = collect_inputs([str(rec)], recursive=True, exclude=[per])
+    assert [i.path for i in walked] == [i.path for i in collect_inputs([str(rec / "sub")])]

@@ -108,7 +108,9 @@ def run_annotate(args: argparse.Namespace) -> int:
     rank = init_distributed()
     if args.threads:
         torch.set_num_threads(int(args.threads))
-    items = collect_inputs(args.inputs, image_root=args.image_root, recursive=args.recursive) if rank.is_main else []
+    own = [p for p in (args.per_image, args.work_dir) if p]  # walked folders never yield the run's own outputs
+    items = (collect_inputs(args.inputs, image_root=args.image_root, recursive=args.recursive, exclude=own)
+             if rank.is_main else [])
     items = shared_items(items)
     device = _device(args.device, rank.local_rank)
     search = [Path(args.weights_dir)] if args.weights_dir else []

@@ -39,9 +39,12 @@ class ImageItem:
     image_id: int
 
 
-def _folder_images(folder: Path, recursive: bool) -> list[Path]:
+def _folder_images(folder: Path, recursive: bool, exclude: Sequence[Path] = ()) -> list[Path]:
     found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    images = sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if exclude:
+        images = [p for p in images if not any(p.resolve().is_relative_to(e) for e in exclude)]
+    return images
 
 
 def _list_file(path: Path) -> list[Path]:
@@ -71,8 +74,10 @@ def _coco_file(path: Path, image_root: Path | None) -> list[tuple[Path, str, int
 
 
 def collect_inputs(sources: Sequence[str | os.PathLike], *, image_root: str | os.PathLike | None = None,
-                   recursive: bool = False) -> list[ImageItem]:
+                   recursive: bool = False, exclude: Sequence[str | os.PathLike] = ()) -> list[ImageItem]:
     """The images named by ``sources`` (folders, ``.txt`` lists, COCO ``.json`` files, image files), in order.
+    Folders are walked without the folders in ``exclude`` (the run's own outputs, e.g. a ``--per-image`` folder
+    inside a ``--recursive`` input, are never its inputs).
 
     Raises:
         ValueError: a source that does not exist, an image a list or COCO file names that does not exist,
@@ -83,12 +88,13 @@ def collect_inputs(sources: Sequence[str | os.PathLike], *, image_root: str | os
     plain: list[Path] = []
     order: list[tuple[str, int]] = []  # ("coco"|"plain", index) in input order
     coco_files: set[Path] = set()
+    skip = [Path(e).expanduser().resolve() for e in exclude]
     for source in sources:
         src = Path(source).expanduser()
         if src.is_file() and src.suffix.lower() == ".json" and src.resolve() in coco_files:
             continue  # the same COCO file named twice: its images once, not as duplicate ids
         if src.is_dir():
-            found = _folder_images(src, recursive)
+            found = _folder_images(src, recursive, skip)
         elif src.is_file() and src.suffix.lower() == ".txt":
             found = _list_file(src)
         elif src.is_file() and src.suffix.lower() == ".json":
