@@ -123,3 +123,50 @@ def test_frame_folder_source(tmp_path):
     assert len(recs) == 3 and all(r["key_hue"] > 180 for r in recs)
     with pytest.raises(FileNotFoundError):
         list(chroma.iter_frames(tmp_path / "missing.mp4"))
+
+
+def _frames(folder, seeds, key="blue"):
+    folder.mkdir(parents=True)
+    for i, seed in enumerate(seeds):
+        f, _ = make_chroma_frame(np.random.default_rng([seed, 5]), key=key)
+        cv2.imwrite(str(folder / f"{i:03d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+
+
+def _cli(capsys, argv):
+    from train.chroma_key import main
+
+    status = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    if status != 0:
+        assert "Traceback" not in cap.err and cap.err.startswith("error: ") and cap.err.count("\n") == 1, cap.err
+    return status, cap.err
+
+
+def test_sources_with_one_name_get_distinct_files_and_reruns_add_no_lines(tmp_path, capsys):
+    _frames(tmp_path / "a" / "shot", [1, 2])
+    _frames(tmp_path / "b" / "shot", [3])
+    out = tmp_path / "fg"
+    assert _cli(capsys, [tmp_path / "a" / "shot", tmp_path / "b" / "shot", "--out", out, "--dedup", "0"])[0] == 0
+    files = sorted(p.name for p in out.glob("*.png"))
+    meta = (out / "meta.jsonl").read_text().splitlines()
+    assert len(files) == 3 == len(meta) and sorted(json.loads(x)["file"] for x in meta) == files
+    assert _cli(capsys, [tmp_path / "a" / "shot", tmp_path / "b" / "shot", "--out", out, "--dedup", "0"])[0] == 0
+    assert (out / "meta.jsonl").read_text().splitlines() == meta  # rerun: same files, no duplicate lines
+    assert sorted(p.name for p in out.glob("*.png")) == files
+
+
+def test_output_policy_keeps_foreign_files_and_inputs(tmp_path, capsys):
+    frames = tmp_path / "frames"
+    _frames(frames, [1])
+    before = sorted(p.name for p in frames.iterdir())
+    status, err = _cli(capsys, [frames, "--out", frames])  # the output is the input folder
+    assert status == 2 and "input" in err and sorted(p.name for p in frames.iterdir()) == before
+    assert _cli(capsys, [frames, "--out", tmp_path])[0] == 2  # the output contains the input
+    out = tmp_path / "fg"
+    out.mkdir()
+    (out / "meta.jsonl").write_text('{"file": "mine.png", "tag_string": "mine"}\n')
+    status, err = _cli(capsys, [frames, "--out", out])  # a folder holding files cartoonseg did not write
+    assert status == 2 and "meta.jsonl" in err
+    assert _cli(capsys, [frames, "--out", out, "--overwrite", "--dedup", "0"])[0] == 0
+    lines = (out / "meta.jsonl").read_text().splitlines()
+    assert lines[0] == '{"file": "mine.png", "tag_string": "mine"}' and len(lines) == 2  # merged, not truncated

@@ -93,3 +93,80 @@ def test_tag_folder_source(tmp_path):
     assert stats["fg"] == 1 and stats["bg"] == 1 and stats["seen"] == 2
     rules = DanbooruFilter(bg_min_short=700)
     assert filter_posts(iter_folder_posts(src), tmp_path / "out2", rules)["bg_rejected"] == 1
+
+
+def _cli(capsys, argv):
+    """Run train.filter_danbooru; returns (status, stderr, stdout) and checks that a failure is one ``error:``
+    line."""
+    from train.filter_danbooru import main
+
+    status = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    if status != 0:
+        assert "Traceback" not in cap.err and cap.err.startswith("error: ") and cap.err.count("\n") == 1, cap.err
+    return status, cap.err, cap.out
+
+
+def _tagged(folder, name, tags, seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    _rgba_png(folder / f"{name}.png", seed=seed)
+    (folder / f"{name}.txt").write_text(tags)
+    return folder / f"{name}.png"
+
+
+def test_output_policy_merges_metadata_and_keeps_earlier_outputs(tmp_path, capsys):
+    from cartoonseg.data.fixtures import make_fixtures
+
+    raw = tmp_path / "raw"
+    make_fixtures(raw, 2, 1, seed=0, fg_height=(60, 80), bg_size=(120, 90))  # README step 0
+    fixture_lines = (raw / "fg" / "meta.jsonl").read_text().splitlines()
+    src = tmp_path / "tagged"
+    _tagged(src, "p1", "solo transparent_background")
+    assert _cli(capsys, [src, "--out", raw])[0] == 0  # README step 1b into the same raw/ folder
+    lines = (raw / "fg" / "meta.jsonl").read_text().splitlines()
+    assert lines[:2] == fixture_lines and [json.loads(x)["file"] for x in lines[2:]] == ["p1.png"]
+    assert (raw / "fg" / "fg_00000.png").is_file() and (raw / "bg" / "bg_00000.jpg").is_file()
+    # a rerun replaces its own file and line: nothing duplicated, nothing lost
+    assert _cli(capsys, [src, "--out", raw])[0] == 0
+    assert (raw / "fg" / "meta.jsonl").read_text().splitlines() == lines
+    assert [i.tag_string for i in index_foregrounds(raw / "fg")][-1] == "solo transparent_background"
+    # a file cartoonseg did not write in the output folder: refused up front, kept; --overwrite writes beside it
+    (raw / "fg" / "mine.png").write_bytes(b"user data")
+    status, err, _ = _cli(capsys, [src, "--out", raw])
+    assert status == 2 and "mine.png" in err
+    assert _cli(capsys, [src, "--out", raw, "--overwrite"])[0] == 0
+    assert (raw / "fg" / "mine.png").read_bytes() == b"user data"
+
+
+def test_output_overlapping_the_input_is_refused_and_nothing_is_written(tmp_path, capsys):
+    fd2 = tmp_path / "fd2"
+    p1 = _tagged(fd2 / "fg", "p1", "solo transparent_background")
+    before = p1.read_bytes()
+    status, err, _ = _cli(capsys, [fd2 / "fg", "--out", fd2])  # the input folder is the output's fg/
+    assert status == 2 and "input" in err
+    assert p1.read_bytes() == before and sorted(q.name for q in (fd2 / "fg").iterdir()) == ["p1.png", "p1.txt"]
+    fd3 = tmp_path / "fd3"
+    (fd3 / "bg").mkdir(parents=True)
+    Image.fromarray(draw_background(np.random.default_rng(1), 800, 650)).save(fd3 / "bg" / "b.jpg")
+    (fd3 / "bg" / "b.txt").write_text("scenery no_humans")
+    status, err, _ = _cli(capsys, [fd3 / "bg", "--out", fd3])  # was shutil.SameFileError with a traceback
+    assert status == 2 and "input" in err
+    assert not (fd3 / "fg").exists()
+    inner = tmp_path / "in"
+    _tagged(inner, "p1", "solo transparent_background")
+    assert _cli(capsys, [inner, "--out", inner / "out"])[0] == 2  # output inside the input folder
+
+
+def test_clashing_folder_ids_get_distinct_names(tmp_path, capsys):
+    src = tmp_path / "in"
+    _tagged(src / "a", "b", "solo transparent_background", seed=1)
+    _tagged(src, "a_b", "solo transparent_background", seed=2)
+    posts = list(iter_folder_posts(src))
+    assert len({p.id for p in posts}) == 2 and all(p.id.startswith("a_b-") for p in posts)
+    assert [p.id for p in iter_folder_posts(src)] == [p.id for p in posts]  # stable
+    out = tmp_path / "out"
+    status, _, stdout = _cli(capsys, [src, "--out", out])
+    assert status == 0 and json.loads(stdout)["fg"] == 2
+    files = sorted(p.name for p in (out / "fg").glob("*.png"))
+    meta = [json.loads(x)["file"] for x in (out / "fg" / "meta.jsonl").read_text().splitlines()]
+    assert len(files) == 2 and sorted(meta) == files

@@ -232,3 +232,74 @@ def test_bad_inputs_fail_clearly(raw, tmp_path):
     cv2.imwrite(str(rgb_only / "x.png"), np.zeros((50, 50, 3), np.uint8))
     with pytest.warns(UserWarning, match="alpha"):
         assert index_foregrounds(rgb_only) == []
+
+
+def _cli(capsys, main, argv):
+    """Run a train script's main; a failure must be one ``error:`` line with status 2, never a traceback."""
+    status = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    if status != 0:
+        assert status == 2 and "Traceback" not in err and err.startswith("error: ") and err.count("\n") == 1, err
+    return status, err
+
+
+def test_make_fixtures_output_policy(tmp_path, capsys):
+    from train.make_fixtures import main
+
+    small = ["--num-fg", "2", "--num-bg", "1", "--fg-height", "60", "80", "--bg-size", "100", "80"]
+    mf = tmp_path / "mf"
+    (mf / "fg").mkdir(parents=True)
+    (mf / "fg" / "fg_00000.png").write_bytes(b"user image")
+    (mf / "fg" / "meta.jsonl").write_text('{"file": "fg_00000.png", "tag_string": "user"}\n')
+    status, err = _cli(capsys, main, ["--out", mf, *small])
+    assert status == 2 and "fg_00000.png" in err
+    assert (mf / "fg" / "fg_00000.png").read_bytes() == b"user image"
+    assert (mf / "fg" / "meta.jsonl").read_text() == '{"file": "fg_00000.png", "tag_string": "user"}\n'
+    assert not (mf / "bg").exists()  # refused before anything was written
+    # our own outputs: a rerun replaces them; lines of other files in meta.jsonl are kept, ours not repeated
+    ok = tmp_path / "ok"
+    assert _cli(capsys, main, ["--out", ok, *small])[0] == 0
+    with open(ok / "fg" / "meta.jsonl", "rb") as fh:
+        ours = fh.read()
+    assert _cli(capsys, main, ["--out", ok, *small])[0] == 0
+    assert (ok / "fg" / "meta.jsonl").read_bytes() == ours and len(ours.splitlines()) == 2
+    # an output that cannot be created (a file on the way; read-only folders fail the same way): one error line
+    (tmp_path / "file").write_text("x")
+    assert _cli(capsys, main, ["--out", tmp_path / "file" / "sub", *small])[0] == 2
+
+
+def _inputs(raw, tmp_path):
+    import shutil
+
+    fg, bg = tmp_path / "fg", tmp_path / "bg"
+    shutil.copytree(raw / "fg", fg)
+    shutil.copytree(raw / "bg", bg)
+    return fg, bg, ["--fg", fg, "--bg", bg, "--num", "1", "--size", str(SIZE), "--no-progress"]
+
+
+def test_synthesize_refuses_an_out_overlapping_its_inputs(raw, tmp_path, capsys):
+    from train.synthesize import main
+
+    fg, bg, args = _inputs(raw, tmp_path)
+    for out in (bg / "ds", fg, tmp_path):  # inside an input, equal to one, containing them
+        status, err = _cli(capsys, main, [*args, "--out", out])
+        assert status == 2 and "input" in err
+    assert not (bg / "ds").exists() and not (fg / ".synth_state").exists()
+    # an output that cannot be created: one error line
+    (tmp_path / "file").write_text("x")
+    assert _cli(capsys, main, [*args, "--out", tmp_path / "file" / "sub"])[0] == 2
+
+
+def test_synthesize_overwrite_removes_only_its_own_temporaries(raw, tmp_path, capsys):
+    from train.synthesize import main
+
+    fg, bg, args = _inputs(raw, tmp_path)
+    # --overwrite into a folder holding the user's files: ours are written, theirs kept (also *.tmp* names)
+    out = tmp_path / "ds"
+    (out / "train").mkdir(parents=True)
+    (out / "train" / "notes.tmp.txt").write_text("mine")
+    (out / "train" / "000000000007.jpg.tmp99").write_bytes(b"stale temporary of ours")
+    assert _cli(capsys, main, [*args, "--out", out, "--overwrite"])[0] == 0
+    assert (out / "train" / "notes.tmp.txt").read_text() == "mine"
+    assert not (out / "train" / "000000000007.jpg.tmp99").exists()
+    assert (out / "train" / "000000000000.jpg").is_file()

@@ -3,8 +3,12 @@
     python -m train.chroma_key VIDEO_OR_DIR [VIDEO_OR_DIR ...] --out DIR [--fps 1] [--split-instances]
 
 Each source is a video file (read with OpenCV) or a folder of frames; a folder holding videos is expanded to
-them. Writes ``DIR/<source>_f<frame>_i<k>.png`` and appends one line per file to ``DIR/meta.jsonl`` (the
-foreground-folder format read by ``train.synthesize``). See :mod:`cartoonseg.data.chroma` for the algorithm.
+them. Writes ``DIR/<source>_f<frame>_i<k>.png`` and one line per file in ``DIR/meta.jsonl`` (the
+foreground-folder format read by ``train.synthesize``); ``<source>`` is the video's or folder's name without
+suffix, with ``-<8 hex digits>`` added when two sources share it. ``DIR`` must be new, empty or written by
+cartoonseg (e.g. ``train.make_fixtures``, an earlier run) unless ``--overwrite``, and must not be, lie inside or
+contain a source. A rerun replaces its own files and ``meta.jsonl`` lines; the lines of other files are kept. See
+:mod:`cartoonseg.data.chroma` for the algorithm.
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from cartoonseg._cli import run_parser
 from cartoonseg.data.chroma import VIDEO_EXTS, KeyConfig, extract_from_source
+from cartoonseg.data.foregrounds import check_outputs_apart
+from cartoonseg.outputs import OutputFolder, add_overwrite_argument, unique_names
 
 
 def _expand(sources: list[str]) -> list[Path]:
@@ -42,18 +49,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-area", type=float, default=KeyConfig.max_area, help="max instance area (frame fraction)")
     ap.add_argument("--max-border-touches", type=int, default=KeyConfig.max_border_touches,
                     help="reject instances touching more frame borders than this (default 2)")
-    args = ap.parse_args(argv)
+    add_overwrite_argument(ap)
+    ap.set_defaults(func=lambda args: _run(ap, args))
+    return run_parser(ap, argv)  # bad sources and refused outputs: one "error:" line, status 2
+
+
+def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         cfg = dataclasses.replace(KeyConfig(), split=not args.one_instance_per_frame, min_area=args.min_area,
                                   max_area=args.max_area, max_border_touches=args.max_border_touches)
     except ValueError as err:
         ap.error(str(err))
+    sources = _expand(args.sources)
+    missing = [str(s) for s in sources if not s.exists()]
+    if missing:
+        raise FileNotFoundError(f"chroma-key source(s) not found: {', '.join(missing)}")
+    check_outputs_apart([args.out], [*args.sources, *sources])
+    names = unique_names(sources)  # two sources called "shot" must not write the same files
     total = 0
-    for src in _expand(args.sources):
-        records = extract_from_source(src, args.out, cfg, sample_fps=args.fps, dedup_threshold=args.dedup,
-                                      max_frames=args.max_frames)
-        print(f"{src}: {len(records)} instance(s)")
-        total += len(records)
+    with OutputFolder(args.out, inputs=sources, overwrite=args.overwrite) as out:
+        for src, name in zip(sources, names):
+            records = extract_from_source(src, out, cfg, sample_fps=args.fps, dedup_threshold=args.dedup,
+                                          max_frames=args.max_frames, name=name)
+            print(f"{src}: {len(records)} instance(s)")
+            total += len(records)
     print(f"wrote {total} foreground(s) to {args.out}")
     return 0
 

@@ -6,8 +6,10 @@
 METADATA is a Danbooru JSON-lines file (or a folder of them); images are looked up under ``--images`` as
 ``original/<id % 1000:04d>/<id>.<ext>``. A folder argument instead holds images with ``<stem>.txt`` tag files.
 Foregrounds (``solo`` + ``transparent_background``, real alpha, auto-cropped) go to ``OUT/fg/`` with tags in
-``OUT/fg/meta.jsonl``; backgrounds (``scenery`` + ``no_humans``, size floor) go to ``OUT/bg/``. See
-:mod:`cartoonseg.data.danbooru`.
+``OUT/fg/meta.jsonl``; backgrounds (``scenery`` + ``no_humans``, size floor) go to ``OUT/bg/``. ``OUT/fg`` and
+``OUT/bg`` may hold what cartoonseg wrote earlier (``train.make_fixtures``, ``train.chroma_key``, a previous run):
+their ``meta.jsonl`` is merged, not truncated; other files there are refused unless ``--overwrite``, and an output
+that is, lies inside or contains an input is always refused. See :mod:`cartoonseg.data.danbooru`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import dataclasses
 import json
 from pathlib import Path
 
+from cartoonseg._cli import run_parser
 from cartoonseg.data.danbooru import DanbooruFilter, filter_posts, iter_folder_posts, iter_metadata_posts
+from cartoonseg.outputs import add_overwrite_argument
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-fg", type=int, default=None, help="stop after this many foregrounds")
     ap.add_argument("--max-bg", type=int, default=None, help="stop after this many backgrounds")
     ap.add_argument("--verbose", action="store_true", help="print every rejection")
-    args = ap.parse_args(argv)
+    add_overwrite_argument(ap)
+    ap.set_defaults(func=lambda args: _run(ap, args))
+    return run_parser(ap, argv)  # bad input and refused outputs: one "error:" line, status 2
+
+
+def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     meta = Path(args.metadata)
     if not meta.exists():
         ap.error(f"METADATA not found: {meta}")
@@ -42,11 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         if not args.images:
             ap.error("--images DIR is required with JSON-lines metadata")
         posts = iter_metadata_posts(meta, args.images)
+        inputs = [meta, args.images]
     else:
         posts = iter_folder_posts(meta)
+        inputs = [meta]
     rules = dataclasses.replace(DanbooruFilter(), bg_min_short=args.bg_min_short, bg_min_long=args.bg_min_long,
                                 max_fg=args.max_fg, max_bg=args.max_bg)
-    stats = filter_posts(posts, args.out, rules, verbose=args.verbose)
+    stats = filter_posts(posts, args.out, rules, verbose=args.verbose, inputs=inputs, overwrite=args.overwrite)
     print(json.dumps(stats))
     return 0
 

@@ -5,7 +5,8 @@
 
 Writes ``OUT/annotations/det_<split>.json`` (COCO, RLE masks) and ``OUT/<split>/<id:012d>.jpg``; the format is
 documented in :mod:`cartoonseg.data.synthesis`. Rerunning the same command resumes an interrupted run.
-``--num 98600`` reproduces the paper's dataset size.
+``--num 98600`` reproduces the paper's dataset size. ``--out`` must be apart from ``--fg`` and ``--bg`` (not the
+same folder, not inside them, not containing them).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import dataclasses
 import json
 
+from cartoonseg._cli import run_parser
 from cartoonseg.data.synthesis import PRESETS, synthesize_dataset
 
 
@@ -32,9 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--person-boxes", default=None,
                     help="COCO person-box groups from train.coco_person_boxes (enables the personbbox layout)")
     ap.add_argument("--image-id-start", type=int, default=0, help="id of the first image (default 0)")
-    ap.add_argument("--overwrite", action="store_true", help="discard a previous run with other settings")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="discard a previous run with other settings, or write into a non-empty folder holding no "
+                         "run (files there are kept, same-named ones replaced)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = ap.parse_args(argv)
+    ap.set_defaults(func=lambda args: _run(ap, args))
+    return run_parser(ap, argv)  # bad input and refused or unwritable outputs: one "error:" line, status 2
+
+
+def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     cfg = PRESETS[args.preset]
     changes = {"split": args.split}
     if args.size is not None:

@@ -25,19 +25,23 @@ so this module implements its own keying, following that description:
 
 Output of :func:`extract_from_source`: RGBA PNGs (cropped to the instance, with a small transparent margin)
 plus a ``meta.jsonl`` line per file ``{"file", "source", "frame", "instance", "key_rgb", "key_hue",
-"area_frac", "bbox_xywh", "tag_string", "tag_string_character", "category_id"}``: the foreground index format
-read by :mod:`cartoonseg.data.foregrounds`. Images are RGB(A) ``uint8``.
+"area_frac", "bbox_xywh", "tag_string", "tag_string_character", "category_id"}`` (merged into the folder's
+``meta.jsonl``: lines of other files are kept): the foreground index format read by
+:mod:`cartoonseg.data.foregrounds`. Images are RGB(A) ``uint8``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from ..outputs import OutputFolder
+from .foregrounds import check_outputs_apart, imwrite, merge_meta
 
 __all__ = [
     "KeyConfig",
@@ -426,14 +430,19 @@ def _thumb(alpha: np.ndarray, rgb: np.ndarray) -> np.ndarray:
                       cv2.resize(alpha, (32, 32), interpolation=cv2.INTER_AREA)])
 
 
-def extract_from_source(source: str | Path, out_dir: str | Path, cfg: KeyConfig = KeyConfig(),
+def extract_from_source(source: str | Path, out_dir: str | Path | OutputFolder, cfg: KeyConfig = KeyConfig(),
                         sample_fps: float = 1.0, dedup_threshold: float = 0.02, max_frames: int | None = None,
-                        min_key_share: float = 0.2) -> list[dict]:
+                        min_key_share: float = 0.2, *, name: str | None = None, overwrite: bool = False
+                        ) -> list[dict]:
     """Key a video or frame folder and write the accepted instances to ``out_dir``.
 
     Args:
         source: video file or folder of frames.
-        out_dir: output folder; gets ``<stem>_f<frame>_i<k>.png`` RGBA files and appends to ``meta.jsonl``.
+        out_dir: output folder (or an open :class:`cartoonseg.outputs.OutputFolder`, for several sources); gets
+            ``<name>_f<frame>_i<k>.png`` RGBA files and merges their lines into ``meta.jsonl``. The output policy is
+            :mod:`cartoonseg.outputs`': the folder must be new, empty or written by cartoonseg unless
+            ``overwrite``, and must not be, lie inside or contain ``source``; files are written atomically; a rerun
+            replaces its own files and their ``meta.jsonl`` lines (no duplicates), other lines are kept.
         cfg: keyer parameters.
         sample_fps: frames per second of video to examine.
         dedup_threshold: a frame whose keyed 32x32 thumbnail differs from the last kept frame's by less than
@@ -441,38 +450,50 @@ def extract_from_source(source: str | Path, out_dir: str | Path, cfg: KeyConfig 
         max_frames: stop after this many sampled frames.
         min_key_share: skip frames where the detected key colour covers less than this share of the
             saturated pixels (no key screen in view).
+        name: prefix of the output names (default: the video's stem or the folder's name); sources sharing one
+            output folder need distinct names (``train.chroma_key`` gives them
+            :func:`cartoonseg.outputs.unique_names`).
+        overwrite: with a folder path, allow it to hold files cartoonseg did not write.
 
     Returns:
         The metadata records written (one per instance file).
     """
     source = Path(source)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if isinstance(out_dir, OutputFolder):
+        out, own = out_dir, False
+    else:
+        check_outputs_apart([out_dir], [source])
+        out, own = OutputFolder(out_dir, inputs=[source], overwrite=overwrite), True
     records: list[dict] = []
     last: np.ndarray | None = None
-    stem = source.stem if source.is_file() else source.name
-    for index, frame in iter_frames(source, sample_fps=sample_fps, max_frames=max_frames):
-        try:
-            instances, alpha, key = key_frame(frame, cfg)
-        except ValueError as err:
-            print(f"warning: {source} frame {index}: {err}")
-            continue
-        if key.share < min_key_share or not instances:
-            continue
-        thumb = _thumb(alpha, frame)
-        if last is not None and float(np.abs(thumb - last).mean()) < dedup_threshold:
-            continue
-        last = thumb
-        for k, inst in enumerate(instances):
-            name = f"{stem}_f{index:06d}_i{k}.png"
-            cv2.imwrite(str(out / name), cv2.cvtColor(inst.rgba, cv2.COLOR_RGBA2BGRA))
-            records.append({
-                "file": name, "source": str(source), "frame": index, "instance": k,
-                "key_rgb": list(key.rgb), "key_hue": round(key.hue, 2), "area_frac": round(inst.area_frac, 5),
-                "bbox_xywh": list(inst.bbox_xywh), "tag_string": "", "tag_string_character": "",
-                "category_id": 0,
-            })
-    with open(out / "meta.jsonl", "a", encoding="utf-8") as fh:
-        for rec in records:
-            fh.write(json.dumps(rec) + "\n")
+    stem = name if name is not None else (source.stem if source.is_file() else source.name)
+    try:
+        for index, frame in iter_frames(source, sample_fps=sample_fps, max_frames=max_frames):
+            try:
+                instances, alpha, key = key_frame(frame, cfg)
+            except ValueError as err:
+                print(f"warning: {source} frame {index}: {err}")
+                continue
+            if key.share < min_key_share or not instances:
+                continue
+            thumb = _thumb(alpha, frame)
+            if last is not None and float(np.abs(thumb - last).mean()) < dedup_threshold:
+                continue
+            last = thumb
+            for k, inst in enumerate(instances):
+                file = f"{stem}_f{index:06d}_i{k}.png"
+                out.write(file, imwrite, inst.rgba)
+                records.append({
+                    "file": file, "source": str(source), "frame": index, "instance": k,
+                    "key_rgb": list(key.rgb), "key_hue": round(key.hue, 2), "area_frac": round(inst.area_frac, 5),
+                    "bbox_xywh": list(inst.bbox_xywh), "tag_string": "", "tag_string_character": "",
+                    "category_id": 0,
+                })
+    except BaseException:
+        with contextlib.suppress(Exception):  # what was written keeps its metadata; the first error is reported
+            merge_meta(out, records)
+        raise
+    merge_meta(out, records)
+    if own:
+        out.close()
     return records

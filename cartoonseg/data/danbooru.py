@@ -24,20 +24,30 @@ Selection rules (:class:`DanbooruFilter`):
 
 Output (the foreground-folder format of :mod:`cartoonseg.data.foregrounds`): ``OUT/fg/<id>.png`` RGBA with
 ``OUT/fg/meta.jsonl`` carrying the tags, and ``OUT/bg/<id>.<ext>`` (bytes copied) with ``OUT/bg/meta.jsonl``.
+A post's id is its Danbooru id, or for a tag folder the image's path relative to the folder with ``/`` as ``_``
+(``<that>-<8 hex digits>`` when two images would get the same id). The output policy is
+:mod:`cartoonseg.outputs`': ``OUT/fg`` and ``OUT/bg`` must be new, empty or written by cartoonseg (e.g. by
+``train.make_fixtures`` or an earlier run) unless ``overwrite``, and must not be, lie inside or contain an input;
+every file is written atomically; ``meta.jsonl`` is merged (lines of other files kept, those of the files written
+now replaced), so reruns and several sources into one folder neither duplicate nor lose metadata.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import json
+import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from .foregrounds import BG_EXTS, ForegroundError, load_background, load_foreground, read_tag_file
+from ..outputs import OutputFolder, check_folder, check_not_input
+from .foregrounds import (BG_EXTS, ForegroundError, check_outputs_apart, imwrite, load_background, load_foreground,
+                          merge_meta, read_tag_file)
 
 __all__ = ["DanbooruFilter", "Post", "iter_metadata_posts", "iter_folder_posts", "danbooru_image_path",
            "check_foreground", "filter_posts"]
@@ -132,16 +142,29 @@ def iter_metadata_posts(metadata: str | Path, images_dir: str | Path) -> Iterato
 
 
 def iter_folder_posts(folder: str | Path) -> Iterator[Post]:
-    """Posts from a folder of images with ``<stem>.txt`` tag files (images without one are skipped)."""
+    """Posts from a folder of images with ``<stem>.txt`` tag files (images without one are skipped). The id is the
+    relative path without suffix, ``/`` as ``_``; images whose ids would clash (``a/b.png`` and ``a_b.png``, or
+    ``a.png`` and ``a.jpg``; compared case-insensitively) get ``<id>-<8 hex digits of the relative path>``."""
     folder = Path(folder)
-    for p in sorted(folder.rglob("*")):
-        if p.suffix.lower() not in BG_EXTS or not p.is_file():
-            continue
-        tag_file = p.with_suffix(".txt")
-        if not tag_file.is_file():
-            continue
-        yield Post(id=p.relative_to(folder).with_suffix("").as_posix().replace("/", "_"), path=p,
-                   tags=tuple(read_tag_file(tag_file)))
+    files = [p for p in sorted(folder.rglob("*"))
+             if p.suffix.lower() in BG_EXTS and p.is_file() and p.with_suffix(".txt").is_file()]
+    rels = [p.relative_to(folder).as_posix() for p in files]
+    ids = [rel.rsplit(".", 1)[0].replace("/", "_") for rel in rels]
+    clashes: dict[str, int] = {}
+    for i in ids:
+        clashes[i.casefold()] = clashes.get(i.casefold(), 0) + 1
+    taken = {i.casefold() for i in ids}
+    for p, rel, pid in zip(files, rels, ids):
+        if clashes[pid.casefold()] > 1:
+            digits = 8
+            while True:
+                cand = f"{pid}-{hashlib.sha1(rel.encode('utf-8', 'surrogateescape')).hexdigest()[:digits]}"
+                if cand.casefold() not in taken:
+                    break
+                digits += 2
+            taken.add(cand.casefold())
+            pid = cand
+        yield Post(id=pid, path=p, tags=tuple(read_tag_file(p.with_suffix(".txt"))))
 
 
 def check_foreground(path: Path, rules: DanbooruFilter) -> np.ndarray:
@@ -165,18 +188,44 @@ def _has(tags: set[str], need: tuple[str, ...], exclude: tuple[str, ...]) -> boo
     return all(t in tags for t in need) and not any(t in tags for t in exclude)
 
 
-def filter_posts(posts, out_dir: str | Path, rules: DanbooruFilter = DanbooruFilter(), verbose: bool = False) -> dict:
+def filter_posts(posts, out_dir: str | Path, rules: DanbooruFilter = DanbooruFilter(), verbose: bool = False, *,
+                 inputs: Iterable[str | os.PathLike] = (), overwrite: bool = False) -> dict:
     """Select foregrounds and backgrounds from ``posts`` and write them to ``out_dir/fg`` and ``out_dir/bg``.
 
+    Args:
+        posts: :class:`Post` items (:func:`iter_metadata_posts`, :func:`iter_folder_posts`).
+        out_dir: output root; ``fg/`` and ``bg/`` follow the output policy in the module docstring.
+        rules: selection rules.
+        verbose: print every rejection.
+        inputs: the input files/folders (metadata, image root, tag folder): ``fg/`` and ``bg/`` must not be, lie
+            inside or contain one (checked before anything is written).
+        overwrite: allow ``fg/``/``bg/`` to hold files cartoonseg did not write (same-named ones are replaced).
+
     Returns:
-        Counts: ``{"fg": kept, "bg": kept, "fg_rejected": n, "bg_rejected": n, "missing": n, "seen": n}``.
+        Counts: ``{"fg": kept, "bg": kept, "fg_rejected": n, "bg_rejected": n, "missing": n, "seen": n,
+        "duplicate": n}`` (``duplicate``: posts whose output name was already written in this run, skipped).
     """
     out = Path(out_dir)
-    (out / "fg").mkdir(parents=True, exist_ok=True)
-    (out / "bg").mkdir(parents=True, exist_ok=True)
-    stats = {"fg": 0, "bg": 0, "fg_rejected": 0, "bg_rejected": 0, "missing": 0, "seen": 0}
-    fg_meta = open(out / "fg" / "meta.jsonl", "w", encoding="utf-8")
-    bg_meta = open(out / "bg" / "meta.jsonl", "w", encoding="utf-8")
+    inputs = list(inputs)
+    dirs = (out / "fg", out / "bg")
+    check_outputs_apart(dirs, inputs)
+    for d in dirs:  # both checked before either is created
+        check_folder(d, inputs=inputs, overwrite=overwrite, result=False)
+    fg, bg = (OutputFolder(d, inputs=inputs, overwrite=overwrite) for d in dirs)
+    stats = {"fg": 0, "bg": 0, "fg_rejected": 0, "bg_rejected": 0, "missing": 0, "seen": 0, "duplicate": 0}
+    fg_meta: list[dict] = []
+    bg_meta: list[dict] = []
+    taken = {"fg": set(), "bg": set()}
+
+    def fresh(kind: str, name: str) -> bool:
+        if name.casefold() in taken[kind]:
+            stats["duplicate"] += 1
+            if verbose:
+                print(f"skip {kind}: {name} was already written in this run (duplicate post id)")
+            return False
+        taken[kind].add(name.casefold())
+        return True
+
     try:
         for post in posts:
             stats["seen"] += 1
@@ -190,7 +239,7 @@ def filter_posts(posts, out_dir: str | Path, rules: DanbooruFilter = DanbooruFil
             if post.path is None:
                 stats["missing"] += 1
                 continue
-            if want_fg:
+            if want_fg and fresh("fg", f"{post.id}.png"):
                 try:
                     rgba = check_foreground(post.path, rules)
                 except ForegroundError as err:
@@ -199,14 +248,14 @@ def filter_posts(posts, out_dir: str | Path, rules: DanbooruFilter = DanbooruFil
                         print(f"reject fg: {err}")
                 else:
                     name = f"{post.id}.png"
-                    cv2.imwrite(str(out / "fg" / name), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
+                    check_not_input(fg.path / name, [post.path])
+                    fg.write(name, imwrite, rgba)
                     general = [t for t in post.tags if t not in post.characters]
-                    fg_meta.write(json.dumps({"file": name, "tag_string": " ".join(general),
-                                              "tag_string_character": " ".join(post.characters),
-                                              "category_id": 0, "source": f"danbooru:{post.id}",
-                                              "danbooru": True}) + "\n")
+                    fg_meta.append({"file": name, "tag_string": " ".join(general),
+                                    "tag_string_character": " ".join(post.characters),
+                                    "category_id": 0, "source": f"danbooru:{post.id}", "danbooru": True})
                     stats["fg"] += 1
-            if want_bg:
+            if want_bg and fresh("bg", f"{post.id}{post.path.suffix.lower()}"):
                 w = h = 0
                 ok = True
                 try:  # always decode: metadata sizes cannot vouch for a truncated file
@@ -221,13 +270,20 @@ def filter_posts(posts, out_dir: str | Path, rules: DanbooruFilter = DanbooruFil
                         print(f"reject bg: {post.path} is {w}x{h}, under the size floor")
                 if ok:
                     name = f"{post.id}{post.path.suffix.lower()}"
-                    shutil.copyfile(post.path, out / "bg" / name)
-                    bg_meta.write(json.dumps({"file": name, "tag_string": " ".join(post.tags), "width": w,
-                                              "height": h, "source": f"danbooru:{post.id}"}) + "\n")
+                    check_not_input(bg.path / name, [post.path])
+                    bg.write(name, lambda tmp, src=post.path: shutil.copyfile(src, tmp))
+                    bg_meta.append({"file": name, "tag_string": " ".join(post.tags), "width": w,
+                                    "height": h, "source": f"danbooru:{post.id}"})
                     stats["bg"] += 1
                 else:
                     stats["bg_rejected"] += 1
-    finally:
-        fg_meta.close()
-        bg_meta.close()
+    except BaseException:
+        for folder, records in ((fg, fg_meta), (bg, bg_meta)):  # what was written keeps its metadata
+            with contextlib.suppress(Exception):  # the first error is the one reported
+                merge_meta(folder, records)
+        raise
+    merge_meta(fg, fg_meta)
+    merge_meta(bg, bg_meta)
+    fg.close()
+    bg.close()
     return stats

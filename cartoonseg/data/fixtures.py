@@ -15,12 +15,14 @@ Images are ``uint8`` in **RGB / RGBA** channel order.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from ..outputs import OutputFolder, check_folder
+from .foregrounds import imwrite, merge_meta
 
 __all__ = [
     "draw_character",
@@ -266,10 +268,14 @@ def make_chroma_frame(
 
 
 def make_fixtures(out_dir: str | Path, num_fg: int, num_bg: int, seed: int = 0,
-                  fg_height: tuple[int, int] = (220, 480), bg_size: tuple[int, int] = (960, 720)) -> dict:
-    """Write a small raw-data set: ``fg/*.png`` (RGBA), ``fg/meta.jsonl`` (tags) and ``bg/*.jpg``.
+                  fg_height: tuple[int, int] = (220, 480), bg_size: tuple[int, int] = (960, 720), *,
+                  overwrite: bool = False) -> dict:
+    """Write a small raw-data set: ``fg/fg_NNNNN.png`` (RGBA), ``fg/meta.jsonl`` (tags) and ``bg/bg_NNNNN.jpg``.
 
-    The folder layout is the one the synthesiser reads (see :mod:`cartoonseg.data.foregrounds`).
+    The folder layout is the one the synthesiser reads (see :mod:`cartoonseg.data.foregrounds`). Output policy
+    (:mod:`cartoonseg.outputs`): ``fg/`` and ``bg/`` must be new, empty or written by cartoonseg (a rerun replaces
+    its own files; ``train.chroma_key`` / ``train.filter_danbooru`` outputs there are kept) unless ``overwrite``;
+    files are written atomically and ``meta.jsonl`` is merged (the lines of other files are kept).
 
     Returns:
         ``{"fg": [paths], "bg": [paths]}``.
@@ -277,28 +283,28 @@ def make_fixtures(out_dir: str | Path, num_fg: int, num_bg: int, seed: int = 0,
     if num_fg < 0 or num_bg < 0:
         raise ValueError(f"num_fg and num_bg must be >= 0, got {num_fg}, {num_bg}")
     out = Path(out_dir)
-    (out / "fg").mkdir(parents=True, exist_ok=True)
-    (out / "bg").mkdir(parents=True, exist_ok=True)
+    dirs = (out / "fg", out / "bg")
+    for d in dirs:  # both checked before either is created
+        check_folder(d, overwrite=overwrite, result=False)
+    fg, bg = (OutputFolder(d, overwrite=overwrite) for d in dirs)
     fg_paths, bg_paths = [], []
-    meta_lines = []
+    meta = []
     for i in range(num_fg):
         rng = np.random.default_rng([seed, 1, i])
         ch = draw_character(rng, int(rng.integers(fg_height[0], fg_height[1] + 1)))
         pad = int(rng.integers(0, 40))  # transparent margins, as real RGBA files have (auto-crop removes them)
         ch = cv2.copyMakeBorder(ch, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0, 0))
-        path = out / "fg" / f"fg_{i:05d}.png"
-        cv2.imwrite(str(path), cv2.cvtColor(ch, cv2.COLOR_RGBA2BGRA))
+        path = fg.write(f"fg_{i:05d}.png", imwrite, ch)
         tags = ["solo", "transparent_background"] + sorted(
             rng.choice(_TAGS_GENERAL, size=3, replace=False).tolist())
-        meta_lines.append(json.dumps({"file": path.name, "tag_string": " ".join(tags),
-                                      "tag_string_character": f"fixture_character_{i % 7}",
-                                      "source": "fixture"}))
+        meta.append({"file": path.name, "tag_string": " ".join(tags),
+                     "tag_string_character": f"fixture_character_{i % 7}", "source": "fixture"})
         fg_paths.append(path)
-    (out / "fg" / "meta.jsonl").write_text("".join(line + "\n" for line in meta_lines))
+    merge_meta(fg, meta)
+    fg.close()
     for i in range(num_bg):
         rng = np.random.default_rng([seed, 2, i])
-        bg = draw_background(rng, *bg_size)
-        path = out / "bg" / f"bg_{i:05d}.jpg"
-        cv2.imwrite(str(path), cv2.cvtColor(bg, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
-        bg_paths.append(path)
+        bg_paths.append(bg.write(f"bg_{i:05d}.jpg", imwrite, draw_background(rng, *bg_size),
+                                 [cv2.IMWRITE_JPEG_QUALITY, 95]))
+    bg.close()
     return {"fg": fg_paths, "bg": bg_paths}

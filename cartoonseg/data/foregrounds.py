@@ -14,13 +14,20 @@ Foreground folder format (written by ``train.make_fixtures``, ``train.chroma_key
 ``meta.jsonl`` with one JSON object per file, ``{"file": <path relative to the folder>, "tag_string": str,
 "tag_string_character": str, "category_id": int, ...}``. A ``<image stem>.txt`` sidecar (comma- or
 space-separated tags) is used when ``meta.jsonl`` has no entry. Images are RGB(A) ``uint8``.
+
+The writers of such folders follow :mod:`cartoonseg.outputs` (atomic writes, never over a file cartoonseg did not
+write unless ``overwrite``) and share two helpers kept here: :func:`check_outputs_apart` (an output folder must not
+be, lie inside or contain an input) and :func:`merge_meta` (``meta.jsonl`` is merged, never truncated: the lines of
+other files are kept as they are, the lines of the files a run writes are replaced).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import cv2
@@ -28,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from ..io import upright
+from ..outputs import OutputError, OutputFolder
 
 __all__ = [
     "ForegroundInfo",
@@ -39,12 +47,18 @@ __all__ = [
     "index_backgrounds",
     "has_alpha_channel",
     "read_tag_file",
+    "check_outputs_apart",
+    "merge_meta",
+    "imwrite",
+    "META_FILE",
     "FG_EXTS",
     "BG_EXTS",
 ]
 
 FG_EXTS = (".png", ".webp", ".tif", ".tiff")
 BG_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+#: the per-folder metadata file (one JSON object per line, keyed by ``"file"``)
+META_FILE = "meta.jsonl"
 
 
 class ForegroundError(ValueError):
@@ -144,9 +158,63 @@ def read_tag_file(path: str | Path) -> list[str]:
     return text.split()
 
 
+def check_outputs_apart(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike]) -> None:
+    """Raise :class:`cartoonseg.outputs.OutputError` (a ``ValueError``) when an output folder is an input, lies inside
+    an input folder or contains an input: the writers here never write over their inputs, and a rerun must not read
+    its own outputs as inputs (the foreground and background indexes search folders recursively)."""
+    ins = [(i, Path(os.path.realpath(i))) for i in inputs if i is not None]
+    for out in outputs:
+        real = Path(os.path.realpath(out))
+        for given, src in ins:
+            if real == src:
+                how = "is"
+            elif real.is_relative_to(src):
+                how = "lies inside"
+            elif src.is_relative_to(real):
+                how = "contains"
+            else:
+                continue
+            raise OutputError(f"refusing to write into {out}: it {how} the input {given}; "
+                              f"choose an output folder apart from the inputs")
+
+
+def merge_meta(folder: OutputFolder, records: Sequence[dict], name: str = META_FILE) -> Path | None:
+    """Write ``records`` into ``folder``'s ``meta.jsonl`` (atomically, under the folder's output policy) without
+    losing what is there: existing lines are kept byte for byte, except those whose ``"file"`` is one of the
+    ``records``' files (a rerun replaces its own lines instead of repeating them). Returns the path, or None when
+    there was nothing to write."""
+    files = {str(r["file"]) for r in records}
+    if len(files) != len(records):
+        raise ValueError(f"{folder.path / name}: two metadata records name the same file")
+    path = folder.path / name
+    kept: list[bytes] = []
+    if path.is_file():
+        for line in path.read_bytes().splitlines():
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                rec = None  # not ours to judge: kept as it is
+            if isinstance(rec, dict) and str(rec.get("file")) in files:
+                continue
+            kept.append(line)
+    elif not records:
+        return None
+    new = [json.dumps(r, ensure_ascii=False).encode("utf-8") for r in records]
+    return folder.write_bytes(name, b"".join(line + b"\n" for line in kept + new))
+
+
+def imwrite(path: str | os.PathLike, image: np.ndarray, params: Sequence[int] = ()) -> None:
+    """Write an RGB or RGBA ``uint8`` image with OpenCV (format from the suffix); ``OSError`` when it fails."""
+    code = cv2.COLOR_RGBA2BGRA if image.ndim == 3 and image.shape[2] == 4 else cv2.COLOR_RGB2BGR
+    if not cv2.imwrite(str(path), cv2.cvtColor(image, code), list(params)):
+        raise OSError(f"could not write image {path}")
+
+
 def _read_meta(folder: Path) -> dict[str, dict]:
     meta: dict[str, dict] = {}
-    path = folder / "meta.jsonl"
+    path = folder / META_FILE
     if path.is_file():
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():

@@ -47,6 +47,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,7 +58,8 @@ import numpy as np
 from .. import rle
 from .augment import background_crop, harmonise_histograms, quantize_colours
 from .coco_layouts import PersonBoxSampler, load_person_groups
-from .foregrounds import ForegroundError, ForegroundInfo, index_backgrounds, index_foregrounds, load_background
+from .foregrounds import (ForegroundError, ForegroundInfo, check_outputs_apart, index_backgrounds, index_foregrounds,
+                          load_background)
 from .foregrounds import load_foreground
 from .layouts import (LAYOUTS, Placement, PoissonCount, choose_foregrounds, layout_partition, layout_person_boxes,
                       layout_regular)
@@ -347,11 +349,30 @@ def _init_worker(state: dict) -> None:
     _WORKER["synth"] = Synthesizer(state["fgs"], state["bgs"], state["cfg"], state["seed"], state["person_groups"])
 
 
+_TMP_SUFFIX = ".tmp"  # _atomic_write's temporary: ``<final name>.tmp<pid>``
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp = path.with_name(f"{path.name}{_TMP_SUFFIX}{os.getpid()}")
     with open(tmp, "wb") as fh:
         fh.write(data)
     os.replace(tmp, path)
+
+
+def _remove_own_temporaries(out: Path, split: str) -> None:
+    """Delete the temporaries a killed run of :func:`_atomic_write` left: exactly ``<image>.jpg.tmp<pid>`` in
+    ``OUT/<split>/``, ``<record or fingerprint>.json.tmp<pid>`` in the state folder and ``det_<split>.json.tmp<pid>``
+    in ``OUT/annotations/``. Anything else there (``notes.tmp.txt``) is the user's and stays."""
+    tmp = re.escape(_TMP_SUFFIX) + r"\d+"
+    patterns = {out / split: rf"\d{{{IMAGE_ID_ZFILL},}}\.jpg{tmp}",
+                out / _STATE / split: rf"(?:\d{{9,}}|fingerprint)\.json{tmp}",
+                out / "annotations": rf"det_{re.escape(split)}\.json{tmp}"}
+    for folder, pattern in patterns.items():
+        if not folder.is_dir():
+            continue
+        for entry in os.scandir(folder):
+            if re.fullmatch(pattern, entry.name) and entry.is_file(follow_symlinks=False):
+                Path(entry.path).unlink(missing_ok=True)
 
 
 def _run_one(index: int) -> int:
@@ -387,7 +408,9 @@ def synthesize_dataset(fg: str | Path | Sequence[ForegroundInfo], bg: str | Path
     Finished samples are recorded under ``OUT/.synth_state/<split>/``; a rerun with the same inputs, config and
     seed skips them, redoes anything unfinished and rewrites the COCO JSON, so an interrupted run loses nothing
     and duplicates nothing. ``num`` may grow between runs (extending the dataset). Different inputs or settings
-    in a non-empty state raise ``ValueError`` unless ``overwrite=True``.
+    in a non-empty state raise ``ValueError`` unless ``overwrite=True``. An ``out_dir`` that is, lies inside or
+    contains the ``fg``/``bg`` folder is refused (``ValueError``) before anything is written: the next run would
+    read the dataset's JPEGs as inputs. A rerun removes only its own temporaries (``<name>.tmp<pid>``).
 
     Args:
         fg: foreground folder (or a ready :class:`ForegroundInfo` list).
@@ -410,10 +433,17 @@ def synthesize_dataset(fg: str | Path | Sequence[ForegroundInfo], bg: str | Path
         raise ValueError(f"num must be >= 0, got {num}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    out = Path(out_dir)
+    # a dataset inside (or around) its inputs would be read back as foregrounds/backgrounds (both indexes search
+    # recursively) by the next run: refused before anything is read or written
+    folders = [p for p in (fg, bg) if isinstance(p, (str, os.PathLike))]
+    check_outputs_apart([out], folders)
     fgs = index_foregrounds(fg) if isinstance(fg, (str, Path)) else list(fg)
     bgs = index_backgrounds(bg) if isinstance(bg, (str, Path)) else [str(b) for b in bg]
+    if len(folders) < 2:  # files given as lists: none of them inside the output either
+        check_outputs_apart([out], [*([] if isinstance(fg, (str, os.PathLike)) else [f.path for f in fgs]),
+                                    *([] if isinstance(bg, (str, os.PathLike)) else bgs)])
     groups = load_person_groups(person_boxes) if person_boxes else None
-    out = Path(out_dir)
     state = out / _STATE / cfg.split
     if out.is_dir() and not (out / _STATE).is_dir() and any(out.iterdir()) and not overwrite:  # the output policy
         raise ValueError(f"{out} is not empty and holds no dataset synthesis run ({_STATE}/ is missing); use a new "
@@ -438,8 +468,7 @@ def synthesize_dataset(fg: str | Path | Sequence[ForegroundInfo], bg: str | Path
             for p in state.glob("*.json"):
                 p.unlink()
     _atomic_write(fp_path, json.dumps(fingerprint, indent=1).encode("utf-8"))
-    for stray in [*(out / cfg.split).glob("*.tmp*"), *state.glob("*.tmp*")]:  # half-written files of a killed run
-        stray.unlink(missing_ok=True)
+    _remove_own_temporaries(out, cfg.split)  # half-written files of a killed run (and nothing else)
 
     done = set()
     for i in range(num):
