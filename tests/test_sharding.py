@@ -159,3 +159,18 @@ def test_check_outside_refuses_outputs_in_the_work_folder(tmp_path):
         with pytest.raises(ValueError, match="inside the work folder"):
             check_outside(work, out)
     check_outside(work, tmp_path / "wd.json", tmp_path / "wd2" / "x.json", None)
+
+
+def test_evaluate_and_dump_predictions_refuse_an_output_inside_their_work_folder(tmp_path, capsys):
+    from train import dump_predictions, evaluate
+
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"images": [], "annotations": [], "categories": [{"id": 0, "name": "object"}]}))
+    work = tmp_path / "wd"
+    for main, args in ((evaluate.main, ["--gt", str(gt), "--images", str(tmp_path), "--save-pred"]),
+                       (dump_predictions.main, ["--data", str(gt), "--out"])):
+        with pytest.raises(SystemExit) as exit_:
+            main([*args, str(work / "shard-all.json"), "--detector", str(tmp_path / "det.safetensors"),
+                  "--work-dir", str(work)])
+        assert exit_.value.code == 2 and "inside the work folder" in capsys.readouterr().err
+    assert not work.exists()
