@@ -14,8 +14,12 @@ How it works:
   the same folder, flushed, renamed over the final name), so it either exists complete or not at all. A shard file
   that exists is **never recomputed**; after a kill, at most the shards that were in progress are redone;
 * ``manifest.json`` in the run folder records the item list (its SHA-256), ``shard_size`` and a caller-supplied
-  ``fingerprint`` (model files, settings). A folder written by a different run (other items or settings) is
-  refused with a ValueError instead of mixing results;
+  ``fingerprint`` (model files, settings). A folder written by a different run (other items or settings), or
+  holding a ``manifest.json`` of someone else, is refused with a ValueError instead of mixing results;
+* :meth:`ShardedRun.remove` deletes only the files the run wrote (its manifest, its ``shard-<i>.json`` files after
+  checking that each holds this run's items, their temporary files) and the folder only when it is then empty and
+  the run created it: whatever else lives in the folder stays. Outputs of a command must lie outside its run
+  folder (:func:`check_outside`);
 * rank 0 waits until every shard file exists (file polling: works with any launcher, any number of nodes, as long
   as the run folder is on storage all ranks share; no collective that could time out while ranks are unevenly
   loaded), then reads all shards back in item order for the merge;
@@ -36,7 +40,7 @@ API::
         run.wait()                                 # every rank's shards are on disk
         results = run.results()                    # list of results in item order
         ...merge, write the final output...
-        run.remove()                               # delete the run folder (optional)
+        run.remove()                               # delete the run's files (optional)
 
 or, in one call, ``results = run_sharded(work_dir, keys, compute, ...)`` (the list on rank 0, None elsewhere).
 
@@ -51,6 +55,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -58,12 +63,32 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RankInfo", "Shard", "ShardedRun", "agree", "init_distributed", "progress_bar", "run_sharded",
-           "write_atomic"]
+__all__ = ["RankInfo", "Shard", "ShardedRun", "agree", "check_outside", "init_distributed", "progress_bar",
+           "run_sharded", "write_atomic"]
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 _TMP_MARK = ".tmp-"
+#: manifest keys that identify a run (the others, such as ``created_folder``, are bookkeeping)
+_IDENTITY = ("version", "num_items", "items_sha256", "shard_size", "fingerprint")
+
+
+def _tmp_of(name: str) -> re.Pattern:
+    """The temporary names :func:`write_atomic` uses for the file ``name`` (``<name>.tmp-<host>-<pid>``)."""
+    return re.compile(re.escape(name + _TMP_MARK) + r"[^/\\]+-\d+$")
+
+
+def check_outside(folder: str | os.PathLike, *outputs: str | os.PathLike | None, what: str = "work folder") -> None:
+    """Raise ``ValueError`` when one of ``outputs`` is ``folder`` or lies inside it: a run folder holds only the
+    run's own files, so a command's output written there could collide with them or be mistaken for them."""
+    base = os.path.realpath(folder)
+    for out in outputs:
+        if out is None:
+            continue
+        real = os.path.realpath(out)
+        if real == base or real.startswith(base.rstrip(os.sep) + os.sep):
+            raise ValueError(f"output {out} lies inside the {what} {folder}, which holds the run's own files; "
+                             f"write it elsewhere or choose another {what}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +195,7 @@ class ShardedRun:
             Shard(i, start, tuple(self.keys[start:start + self.shard_size]))
             for i, start in enumerate(range(0, len(self.keys), self.shard_size))
         ]
+        self._created = not os.path.lexists(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._check_manifest()
 
@@ -182,20 +208,23 @@ class ShardedRun:
     def _check_manifest(self) -> None:
         path = self.folder / MANIFEST
         mine = self.manifest()
-        if path.exists():
+        advice = f"use another work folder (--work-dir) for this run; {self.folder} and its files are left as they are"
+        if os.path.lexists(path):
             try:
                 theirs = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
-                raise ValueError(f"{path} is unreadable ({exc}); delete the folder {self.folder} to start over") from None
-            if theirs != mine:
-                changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-                raise ValueError(
-                    f"{self.folder} holds the shards of a different run (differs in: {', '.join(changed)}); "
-                    f"use another work folder, or delete {self.folder} to start over"
-                )
+                raise ValueError(f"{path} is not the manifest of a sharded run ({exc}); {advice}") from None
+            if not isinstance(theirs, dict) or theirs.get("version") != FORMAT_VERSION or not all(
+                    k in theirs for k in _IDENTITY):
+                raise ValueError(f"{path} is not the manifest of a sharded run of this version; {advice}")
+            changed = sorted(k for k in _IDENTITY if mine.get(k) != theirs.get(k))
+            if changed:
+                raise ValueError(f"{self.folder} holds the shards of a different run (differs in: "
+                                 f"{', '.join(changed)}); {advice}")
             return
-        # every rank computes the same manifest, so concurrent writers write identical bytes
-        write_atomic(path, json.dumps(mine, sort_keys=True, indent=1))
+        # every rank computes the same manifest, so concurrent writers write (nearly) identical bytes; only whether
+        # the folder was new may differ, and a rank that found it existing merely keeps the empty folder at the end
+        write_atomic(path, json.dumps(dict(mine, created_folder=self._created), sort_keys=True, indent=1))
 
     # ------------------------------------------------------------------ shards
     def path(self, shard: Shard | int) -> Path:
@@ -216,7 +245,8 @@ class ShardedRun:
         for shard in self.mine():
             final = self.path(shard)
             for tmp in self.folder.glob(final.name + _TMP_MARK + "*"):
-                tmp.unlink(missing_ok=True)
+                if _tmp_of(final.name).match(tmp.name):
+                    tmp.unlink(missing_ok=True)
             if not final.exists():
                 todo.append(shard)
         return todo
@@ -275,16 +305,47 @@ class ShardedRun:
         return zip(self.keys, self.results())
 
     def remove(self) -> None:
-        """Delete the run folder's shard files, temporary files and manifest (and the folder when it is then
-        empty). Call once the merged output is safely written."""
-        for path in self.folder.glob("shard-*.json*"):
-            path.unlink(missing_ok=True)
-        for path in self.folder.glob(MANIFEST + "*"):
-            path.unlink(missing_ok=True)
+        """Delete what this run wrote in its folder: the shard files holding this run's items, the temporary files of
+        its shards and manifest, and the manifest; then the folder itself when it is empty and the run created it.
+        Any other file (the user's, another program's, a shard file that does not hold this run's items) stays.
+        Call once the merged output is safely written."""
+        manifest = self.folder / MANIFEST
         try:
-            self.folder.rmdir()
+            recorded = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return  # not our manifest (any more): nothing here is known to be ours
+        if not isinstance(recorded, dict) or any(recorded.get(k) != v for k, v in self.manifest().items()):
+            return
+        names = {self.path(s).name: s for s in self.shards}
+        try:
+            entries = sorted(os.listdir(self.folder))
         except OSError:
-            pass  # something else lives there: keep it
+            return
+        for name in entries:
+            path = self.folder / name
+            shard = names.get(name)
+            if shard is not None:
+                if self._holds(path, shard):
+                    path.unlink(missing_ok=True)
+            else:
+                base = name.split(_TMP_MARK)[0]
+                if (base in names or base == MANIFEST) and _tmp_of(base).match(name):
+                    path.unlink(missing_ok=True)
+        manifest.unlink(missing_ok=True)
+        if recorded.get("created_folder") is True:
+            try:
+                self.folder.rmdir()  # only when empty
+            except OSError:
+                pass  # something else lives there: keep it
+
+    def _holds(self, path: Path, shard: Shard) -> bool:
+        """Whether the file ``path`` is this run's finished ``shard`` (as :meth:`save` wrote it)."""
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return (isinstance(record, dict) and record.get("version") == FORMAT_VERSION
+                and record.get("shard") == shard.index and record.get("keys") == list(shard.keys))
 
 
 def run_sharded(folder: str | os.PathLike, keys: Sequence[str], fn: Callable[[str], Any], *, shard_size: int = 16,

@@ -330,3 +330,28 @@ def test_a_per_image_folder_inside_a_recursive_input_is_not_read_back(data, tmp_
     assert [im["file_name"] for im in json.loads(out.read_text())["images"]] == [im["file_name"] for im in first]
     walked = collect_inputs([str(rec)], recursive=True, exclude=[per])
     assert [i.path for i in walked] == [i.path for i in collect_inputs([str(rec / "sub")])]
+
+
+def test_work_folder_keeps_the_users_files_and_may_not_hold_the_output(data, segmenter, tmp_path):
+    """Cleaning up after the merge deletes only the run's own files; a COCO file inside the work folder (even named
+    like one of the run's files) is refused before any image is segmented, never written and then deleted."""
+    items = collect_inputs([str(data["images"] / "img00.png"), str(data["images"] / "img01.png")])
+    work = tmp_path / "wd"
+    work.mkdir()
+    user = {"manifest.jsonl": "k\n", "manifest.json.bak": "k\n", "shard-notes.json": "k\n"}
+    for name, text in user.items():
+        (work / name).write_text(text)
+    calls = []
+
+    def counting(rgb):
+        calls.append(1)
+        return segmenter(rgb)
+
+    for out in (work / "shard-all.json", work / "manifest.json", work / "sub" / "ann.json"):
+        with pytest.raises(ValueError, match="inside the work folder"):
+            annotate(counting, items, out, work_dir=work, progress=False, overwrite=True, log=lambda m: None)
+    assert calls == []
+    out = tmp_path / "ann.json"
+    coco = annotate(counting, items, out, work_dir=work, shard_size=1, progress=False, log=lambda m: None)
+    assert len(coco["images"]) == 2 and json.loads(out.read_text()) == coco
+    assert {p.name: p.read_text() for p in work.iterdir()} == user

@@ -72,7 +72,7 @@ def test_a_folder_of_another_run_is_refused(tmp_path):
 
 
 def test_results_and_wait_check_completeness(tmp_path):
-    run = ShardedRun(tmp_path, KEYS, shard_size=6)
+    run = ShardedRun(tmp_path / "run", KEYS, shard_size=6)
     run.save(run.shards[0], list(range(6)))
     with pytest.raises(RuntimeError, match="1 shard"):
         run.results()
@@ -87,8 +87,8 @@ def test_results_and_wait_check_completeness(tmp_path):
     run.save(run.shards[1], list(range(5)))
     with pytest.raises(ValueError, match="delete it to recompute"):
         run.results()
-    run.remove()
-    assert not tmp_path.exists()
+    run.remove()  # a shard file that does not hold this run's items is not known to be ours: it stays
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["shard-000000.json"]
 
 
 def test_write_atomic_replaces_whole_file(tmp_path):
@@ -105,3 +105,72 @@ def test_rank_info_from_env(monkeypatch):
     assert RankInfo.from_env() == RankInfo(3, 4, 1)
     with pytest.raises(ValueError, match="rank"):
         RankInfo(4, 4)
+
+
+def test_remove_deletes_only_the_runs_own_files_and_never_the_users(tmp_path):
+    """A work folder may hold files of the user's that merely look like ours (``manifest.jsonl``,
+    ``manifest.json.bak``, ``shard-notes.json``, a ``shard-000000.json`` of another program): remove() deletes
+    exactly the run's manifest, shard files and temporaries, and the folder only when the run created it."""
+    work = tmp_path / "wd"
+    work.mkdir()
+    user = {"manifest.jsonl": "k", "manifest.json.bak": "k", "shard-notes.json": "k", "shard-000099.json": "k",
+            "shard-000000.json.tmp-mine": "k", "result.json": "k"}
+    for name, text in user.items():
+        (work / name).write_text(text)
+    results = run_sharded(work, KEYS, _square([]), shard_size=4, progress=False)
+    assert len(results) == len(KEYS)
+    run = ShardedRun(work, KEYS, shard_size=4)
+    (work / (run.path(1).name + ".tmp-host-123")).write_text("{")  # what a killed write leaves
+    run.remove()
+    assert {p.name: p.read_text() for p in work.iterdir()} == user  # the folder existed before: it stays
+    # a folder the run created goes once empty; one that still holds a file of someone else stays
+    fresh = tmp_path / "fresh"
+    run_sharded(fresh, KEYS, _square([]), shard_size=4, progress=False)
+    ShardedRun(fresh, KEYS, shard_size=4).remove()
+    assert not fresh.exists()
+    run_sharded(fresh, KEYS, _square([]), shard_size=4, progress=False)
+    (fresh / "notes.txt").write_text("keep")
+    ShardedRun(fresh, KEYS, shard_size=4).remove()
+    assert [p.name for p in fresh.iterdir()] == ["notes.txt"]
+
+
+def test_a_manifest_of_someone_else_is_refused_without_advice_to_delete_the_folder(tmp_path):
+    data = tmp_path / "ds"
+    data.mkdir()
+    (data / "manifest.json").write_text('{"images": 3}')
+    (data / "a.png").write_text("x")
+    for text in ('{"images": 3}', "not json"):
+        (data / "manifest.json").write_text(text)
+        with pytest.raises(ValueError, match="use another work folder") as err:
+            ShardedRun(data, KEYS, shard_size=4)
+        assert "delete" not in str(err.value)
+    assert sorted(p.name for p in data.iterdir()) == ["a.png", "manifest.json"]
+    ShardedRun(tmp_path / "run", KEYS, shard_size=4, fingerprint={"thr": 0.3})
+    with pytest.raises(ValueError, match="different run") as err:
+        ShardedRun(tmp_path / "run", KEYS, shard_size=4, fingerprint={"thr": 0.5})
+    assert "delete" not in str(err.value)
+
+
+def test_check_outside_refuses_outputs_in_the_work_folder(tmp_path):
+    from cartoonseg.sharding import check_outside
+
+    work = tmp_path / "wd"
+    for out in (work / "shard-all.json", work / "manifest.json", work, work / "sub" / "x.json"):
+        with pytest.raises(ValueError, match="inside the work folder"):
+            check_outside(work, out)
+    check_outside(work, tmp_path / "wd.json", tmp_path / "wd2" / "x.json", None)
+
+
+def test_evaluate_and_dump_predictions_refuse_an_output_inside_their_work_folder(tmp_path, capsys):
+    from train import dump_predictions, evaluate
+
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"images": [], "annotations": [], "categories": [{"id": 0, "name": "object"}]}))
+    work = tmp_path / "wd"
+    for main, args in ((evaluate.main, ["--gt", str(gt), "--images", str(tmp_path), "--save-pred"]),
+                       (dump_predictions.main, ["--data", str(gt), "--out"])):
+        with pytest.raises(SystemExit) as exit_:
+            main([*args, str(work / "shard-all.json"), "--detector", str(tmp_path / "det.safetensors"),
+                  "--work-dir", str(work)])
+        assert exit_.value.code == 2 and "inside the work folder" in capsys.readouterr().err
+    assert not work.exists()

@@ -279,6 +279,86 @@ def test_refiner_two_phases_and_export_loads(toy, tmp_path):
     assert sides[0].shape == (1, 1, 32, 32)
 
 
+def test_a_folder_is_a_training_run_only_by_our_own_marker_and_a_users_log_is_never_rewritten(toy, tmp_path):
+    """A file named ``log.jsonl`` does not make a folder a training run: such a folder is refused before anything
+    is written, and the user's log keeps its lines (it used to be trimmed to nothing and checkpoints landed there)."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "log.jsonl").write_text("day 1\nday 2\n")
+    (proj / "notes.txt").write_text("x\n")
+    with pytest.raises(ValueError, match="not a cartoonseg training run"):
+        train_detector(_det_cfg(toy, proj, epochs=1))
+    (proj / "notes.txt").unlink()  # a lone log.jsonl is not ours either
+    with pytest.raises(ValueError, match="not a cartoonseg training run"):
+        train_detector(_det_cfg(toy, proj, epochs=1))
+    assert sorted(p.name for p in proj.iterdir()) == ["log.jsonl"]
+    assert (proj / "log.jsonl").read_text() == "day 1\nday 2\n"
+    from cartoonseg.training.engine import RUN_MARKER, check_training_folder, claim_training_folder
+
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "detector_last.json").write_text('{"step": 1}')  # named like a checkpoint, not written by us
+    with pytest.raises(ValueError, match="not a cartoonseg training run"):
+        check_training_folder(fake)
+    # a run killed before its first checkpoint (marker and log only) is ours: the rerun resumes there
+    early = tmp_path / "early"
+    claim_training_folder(early)
+    (early / "log.jsonl").write_text('{"name": "detector", "step": 1}\n')
+    check_training_folder(early)
+    assert (early / RUN_MARKER).is_file()
+
+
+def test_refiner_no_resume_checks_the_folder_before_deleting_anything(toy, tmp_path):
+    mf2 = tmp_path / "mf2"
+    mf2.mkdir()
+    (mf2 / "gt_encoder.safetensors").write_text("w\n")
+    (mf2 / "thesis.tex").write_text("t\n")
+    cfg = RefinerTrainConfig(train_ann=str(find_annotation(toy)), out_dir=str(mf2), preset="tiny", size=32, epochs=1,
+                             gt_epochs=1, batch_size=2, num_workers=0, max_iters=1, device="cpu", resume=False)
+    with pytest.raises(ValueError, match="not a cartoonseg training run"):
+        train_refiner(cfg)
+    assert {p.name: p.read_text() for p in mf2.iterdir()} == {"gt_encoder.safetensors": "w\n", "thesis.tex": "t\n"}
+
+
+def test_an_input_is_never_the_export(toy, tmp_path):
+    """``--init OUT/detector.safetensors`` (and a refiner's ``--gt-encoder OUT/refiner.safetensors``) is refused
+    before training: the export would write over the weights the run starts from."""
+    run1 = tmp_path / "run1"
+    first = train_detector(_det_cfg(toy, run1, epochs=1))
+    export = Path(first["export"])
+    before = export.read_bytes()
+    with pytest.raises(ValueError, match="it is an input"):
+        train_detector(_det_cfg(toy, run1, epochs=1, init=str(export), resume=False))
+    assert export.read_bytes() == before
+    assert load_training_state(run1 / "detector_last")["progress"]["global_step"] == 4  # nothing trained again
+    ref = RefinerTrainConfig(train_ann=str(find_annotation(toy)), out_dir=str(run1), preset="tiny", size=32, epochs=1,
+                             gt_encoder=str(run1 / "refiner.safetensors"), batch_size=2, num_workers=0, device="cpu")
+    with pytest.raises(ValueError, match="it is an input"):
+        train_refiner(ref)
+
+
+def test_training_cli_errors_are_one_line(toy, tmp_path, capsys):
+    """A refused or unwritable ``--out`` ends the training scripts with one ``error:`` line and status 2."""
+    from train import train_detector as det_cli
+    from train import train_refiner as ref_cli
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    common = ["--data", str(toy), "--epochs", "1", "--batch-size", "2", "--workers", "0", "--device", "cpu"]
+    assert det_cli.main([*common, "--out", str(blocker / "run"), "--preset", "tiny", "--img-size", "64"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    mf2 = tmp_path / "mf2"
+    mf2.mkdir()
+    (mf2 / "gt_encoder.safetensors").write_text("w\n")
+    (mf2 / "thesis.tex").write_text("t\n")
+    assert ref_cli.main([*common, "--out", str(mf2), "--preset", "tiny", "--size", "32", "--gt-epochs", "1",
+                         "--max-iters", "1", "--no-resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: training output folder") and err.count("\n") == 1
+    assert (mf2 / "gt_encoder.safetensors").read_text() == "w\n"
+
+
 # ----------------------------------------------------------------------------------------------- schedule, EMA
 def test_warmup_cosine_schedule_values():
     s = WarmupCosine(iters_per_epoch=10, max_epochs=4, warmup_iters=5, warmup_ratio=0.0, min_lr_ratio=0.05)

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from collections.abc import Callable
 from typing import Any
 
+from cartoonseg._cli import CLI_ERRORS
 from cartoonseg.training.coco import find_annotation
 
 
@@ -56,3 +59,16 @@ def print_summary(summary: dict) -> None:
     """Rank 0 prints the run summary as one JSON line."""
     if summary.get("rank", 0) == 0:
         print(json.dumps({"summary": summary}, default=str))
+
+
+def run_training(train: Callable[[], dict]) -> int:
+    """Run ``train()`` (config from the command line, then training) under the error policy of every cartoonseg
+    command (:mod:`cartoonseg._cli`): expected failures (bad settings, a refused ``--out``, an unwritable folder)
+    print one ``error: ...`` line and return 2; otherwise rank 0 prints the summary and 0 is returned."""
+    try:
+        summary = train()
+    except CLI_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print_summary(summary)
+    return 0

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     outputs.add_overwrite_argument(ap)
     args = ap.parse_args(argv)
     import cartoonseg
-    from cartoonseg.sharding import RankInfo
+    from cartoonseg.sharding import RankInfo, check_outside
     from cartoonseg.training.coco import find_annotation, load_coco
     from cartoonseg.training.predictions import attach_predictions
 
@@ -46,8 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     ann = find_annotation(args.data, args.split)
     inputs = [ann, args.detector]
     try:  # never over the ground truth (``--out GT.json``) or another file cartoonseg did not write
+        if work_dir is not None:  # nor among the run's shard files
+            check_outside(work_dir, args.out)
         outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
-    except outputs.OutputError as exc:
+    except ValueError as exc:
         ap.error(str(exc))
     coco = load_coco(ann, args.images)
     root = coco.image_root

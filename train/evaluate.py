@@ -99,10 +99,15 @@ def main(argv: list[str] | None = None) -> int:
 
     import cartoonseg
     from cartoonseg.evaluation.predict import predict_coco
-    from cartoonseg.sharding import RankInfo
+    from cartoonseg.sharding import RankInfo, check_outside
 
     rank = RankInfo.from_env()
     work_dir = args.work_dir or (f"{args.save_pred or args.gt}.shards" if rank.world_size > 1 else None)
+    if work_dir is not None and args.save_pred:
+        try:  # the run folder holds only the run's own files
+            check_outside(work_dir, args.save_pred)
+        except ValueError as exc:
+            ap.error(str(exc))
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device

@@ -17,7 +17,7 @@ import sys
 
 from cartoonseg.training.detector import DETECTOR_RECIPES, DetectorTrainConfig, detector_recipe, train_detector
 
-from ._cli import add_data_args, add_run_args, common_config, print_summary
+from ._cli import add_data_args, add_run_args, common_config, run_training
 
 
 def config_from_args(argv: list[str] | None = None) -> DetectorTrainConfig:
@@ -77,8 +77,7 @@ def config_from_args(argv: list[str] | None = None) -> DetectorTrainConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    print_summary(train_detector(config_from_args(argv)))
-    return 0
+    return run_training(lambda: train_detector(config_from_args(argv)))
 
 
 if __name__ == "__main__":

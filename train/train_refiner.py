@@ -15,7 +15,7 @@ import argparse
 
 from cartoonseg.training.refiner import RefinerTrainConfig, train_refiner
 
-from ._cli import add_data_args, add_run_args, common_config, print_summary
+from ._cli import add_data_args, add_run_args, common_config, run_training
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,23 +36,26 @@ def main(argv: list[str] | None = None) -> int:
     add_run_args(ap, max_iters_help="stop each phase after this many iterations",
                  resume_help="ignore existing checkpoints")
     args = ap.parse_args(argv)
-    cfg = RefinerTrainConfig(
-        **common_config(args),
-        preset=args.preset,
-        size=args.size,
-        epochs=args.epochs,
-        gt_epochs=args.gt_epochs,
-        gt_encoder=args.gt_encoder,
-        use_gt_encoder=not args.no_gt_encoder,
-        use_ppa=not args.no_ppa,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        ins_rect_prob=args.rect_prob,
-        aug_ins_prob=args.morph_prob,
-    )
-    print_summary(train_refiner(cfg))
-    return 0
+
+    def run() -> dict:
+        cfg = RefinerTrainConfig(
+            **common_config(args),
+            preset=args.preset,
+            size=args.size,
+            epochs=args.epochs,
+            gt_epochs=args.gt_epochs,
+            gt_encoder=args.gt_encoder,
+            use_gt_encoder=not args.no_gt_encoder,
+            use_ppa=not args.no_ppa,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            ins_rect_prob=args.rect_prob,
+            aug_ins_prob=args.morph_prob,
+        )
+        return train_refiner(cfg)
+
+    return run_training(run)
 
 
 if __name__ == "__main__":

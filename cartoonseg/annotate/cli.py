@@ -54,9 +54,11 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder the COCO inputs' file_name entries are relative to (default: the COCO file's folder); "
                         "other images get file_name relative to it when they lie below it")
     p.add_argument("--recursive", action="store_true", help="also take images from sub-folders of input folders")
-    p.add_argument("--work-dir", default=None, help="run folder for the shards (default: <out>.parts); shared by all ranks")
+    p.add_argument("--work-dir", default=None, help="run folder for the shards (default: <out>.parts); shared by all ranks; "
+                        "--out may not lie inside it")
     p.add_argument("--shard-size", type=int, default=16, help="images per shard, the unit redone after a kill (default 16)")
-    p.add_argument("--keep-shards", action="store_true", help="keep the run folder after the merge")
+    p.add_argument("--keep-shards", action="store_true", help="keep the run's shard files after the merge "
+                   "(otherwise only the run's own files are deleted, and the folder when the run created it)")
     p.add_argument("--overwrite", action="store_true", help="replace --out even if another program wrote it")
     p.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK when CUDA is available, else cpu), cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: torch's; torchrun sets 1)")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .. import outputs
-from ..sharding import RankInfo, ShardedRun, agree, progress_bar
+from ..sharding import RankInfo, ShardedRun, agree, check_outside, progress_bar
 from .coco import GENERATOR, image_record, merge
 from .inputs import ImageItem
 
@@ -70,13 +70,15 @@ def annotate(
         out: the COCO file rank 0 writes.
         settings: everything that changes the results (thresholds, model files, ...): stored in the run folder's
             manifest (a folder of other settings is refused) and in ``info["settings"]`` of the output.
-        work_dir: run folder (default :func:`default_work_dir`); on storage shared by all ranks.
+        work_dir: run folder (default :func:`default_work_dir`); on storage shared by all ranks. ``out`` must not
+            lie inside it.
         shard_size: images per shard (the unit saved atomically and redone after a kill).
         per_image: called as ``per_image(item, rgb, instances)`` after each image (per-image files); it must
             write atomically, since an image of an unfinished shard is processed again after a kill.
         rank: this process (default from the ``torchrun`` environment).
         progress: one progress bar per rank.
-        keep_shards: keep the run folder after the merge (by default it is deleted once ``out`` is written).
+        keep_shards: keep the run's files after the merge (by default the run's own files in the run folder are
+            deleted once ``out`` is written, and the folder too when the run created it and nothing else is there).
         inputs, overwrite: the output policy (:mod:`cartoonseg.outputs`) of ``out`` and of ``per_image``'s folder
             (a ``per_image`` with a ``check()`` method is checked with ``out``, before the work).
         log: where rank 0's messages go.
@@ -85,9 +87,11 @@ def annotate(
         The COCO dict on rank 0, None on the other ranks.
     """
     rank = rank or RankInfo.from_env()
+    folder = Path(work_dir) if work_dir is not None else default_work_dir(out)
     problem = None
     if rank.is_main:  # outputs checked before the work; every rank learns the verdict (none waits for a dead rank 0)
         try:
+            check_outside(folder, out)  # the run folder holds only the run's own files
             check_output(out, inputs=inputs, overwrite=overwrite)
             if callable(getattr(per_image, "check", None)):
                 per_image.check()
@@ -98,7 +102,6 @@ def annotate(
         raise outputs.OutputError(problem)
     by_path = {it.path: it for it in items}
     keys = [it.path for it in items]
-    folder = Path(work_dir) if work_dir is not None else default_work_dir(out)
     run = ShardedRun(folder, keys, shard_size=shard_size, fingerprint={"generator": GENERATOR, **dict(settings or {})},
                      rank=rank)
     todo = run.pending()

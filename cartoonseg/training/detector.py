@@ -28,7 +28,7 @@ from ..models.rtmdet_ins import RTMDetIns
 from .coco import load_coco
 from .det_data import DetAugConfig, DetectionTrainSet, collate_detection
 from .distributed import DistContext, cleanup, setup
-from .engine import LoopConfig, run_loop, state_digest
+from .engine import LoopConfig, check_training_folder, run_loop, state_digest
 from .optim import init_rtmdet_head
 from .rtmdet_loss import RTMDetInsLossConfig, rtmdet_ins_loss, targets_to_device
 
@@ -188,6 +188,11 @@ def train_detector(
     own_ctx = ctx is None
     ctx = ctx or setup(cfg.device)
     try:
+        # the output policy first, before anything is read or trained: a folder of ours, no export over an input
+        inputs = tuple(p for p in (cfg.init, cfg.train_ann) if p)
+        if ctx.is_main:
+            check_training_folder(cfg.out_dir, exports=("detector.safetensors",), inputs=inputs)
+        ctx.barrier()
         torch.manual_seed(cfg.seed)
         coco = load_coco(cfg.train_ann, cfg.image_root)
         model, init_report = _build(cfg, coco.num_classes)
@@ -261,7 +266,8 @@ def train_detector(
             export = build_detector(model.config)
             state = result.ema.state_dict() if result.ema is not None else model.state_dict()
             export.load_state_dict({k: v.detach().cpu() for k, v in state.items()})
-            summary["export"] = str(save_weights(export.eval(), Path(cfg.out_dir) / "detector.safetensors"))
+            summary["export"] = str(save_weights(export.eval(), Path(cfg.out_dir) / "detector.safetensors",
+                                                 inputs=inputs))
         ctx.barrier()
         return summary
     finally:

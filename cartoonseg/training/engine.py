@@ -34,7 +34,8 @@ from .distributed import DistContext, ResumableDistributedSampler
 from .optim import ExpMomentumEMA, WarmupCosine, param_groups
 from .state import checkpoint_exists, load_training_state, remove_checkpoint, restore_rng, save_training_state
 
-__all__ = ["LoopConfig", "LoopResult", "autocast_dtype", "run_loop", "state_digest"]
+__all__ = ["RUN_MARKER", "LoopConfig", "LoopResult", "autocast_dtype", "check_training_folder",
+           "claim_training_folder", "run_loop", "state_digest"]
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,7 @@ def discard_loop(ctx: DistContext, out_dir: Path, name: str) -> None:
     """Start the loop ``name`` over in ``out_dir``: its checkpoint and its log lines go (a multi-phase run started
     over with ``resume=False`` must not resume a later phase from the earlier run)."""
     if ctx.is_main:
+        check_training_folder(out_dir)  # nothing is deleted from a folder that is not a training run of ours
         remove_checkpoint(out_dir / f"{name}_last")
         _trim_log(ctx, out_dir, 0, name)
     ctx.barrier()
@@ -221,18 +223,60 @@ def config_changes(saved: Any, current: Any, path: str = "") -> list[str]:
     return [] if norm(saved) == norm(current) else [f"{path}: {saved!r} -> {current!r}"]
 
 
-def check_training_folder(out_dir: Path) -> None:
-    """The output policy for training runs: ``out_dir`` must be new, empty, or a training run of ours (it holds
-    ``log.jsonl`` or a ``*_last.json`` checkpoint); checkpoints, logs and exports never land among other files."""
-    if not out_dir.exists():
+#: the file that marks a folder as a cartoonseg training run (written when a run first uses the folder)
+RUN_MARKER = ".cartoonseg-training-run.json"
+
+
+def _is_our_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is the JSON half of a checkpoint that :func:`save_training_state` wrote."""
+    try:
+        if path.stat().st_size > 64 << 20:
+            return False
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == "cartoonseg-train-state" and "step" in meta
+
+
+def _is_training_run(out_dir: Path, entries: list[str]) -> bool:
+    return RUN_MARKER in entries or any(n.endswith("_last.json") and _is_our_checkpoint(out_dir / n) for n in entries)
+
+
+def check_training_folder(out_dir: str | os.PathLike, *, exports: tuple[str, ...] = (),
+                          inputs: tuple[str | os.PathLike | None, ...] = ()) -> None:
+    """The output policy for training runs, checked before anything is written or deleted: ``out_dir`` must be new,
+    empty, or a training run of ours (it holds the marker :data:`RUN_MARKER` or a ``*_last.json`` checkpoint that
+    :func:`save_training_state` wrote; a mere ``log.jsonl`` does not count), so checkpoints, logs and exports never
+    land among other files and no user's file is rewritten; and none of the ``exports`` (file names in ``out_dir``)
+    may be one of the run's ``inputs`` (``--init``, ``--gt-encoder``, the data). Raises ``ValueError``."""
+    from ..outputs import check_not_input
+
+    out_dir = Path(out_dir)
+    given = [p for p in inputs if p]
+    for name in exports:
+        check_not_input(out_dir / name, given)
+    if not os.path.lexists(out_dir):
         return
     if not out_dir.is_dir():
         raise ValueError(f"training output {out_dir} exists and is not a folder")
-    entries = [p.name for p in out_dir.iterdir()]
-    if entries and "log.jsonl" not in entries and not any(n.endswith("_last.json") for n in entries):
+    entries = sorted(p.name for p in out_dir.iterdir())
+    if entries and not _is_training_run(out_dir, entries):
         raise ValueError(f"training output folder {out_dir} holds files that are not a cartoonseg training run "
-                         f"({', '.join(sorted(entries)[:4])}{' ...' if len(entries) > 4 else ''}); use a new or "
-                         f"empty --out")
+                         f"({', '.join(entries[:4])}{' ...' if len(entries) > 4 else ''}); use a new or empty --out")
+
+
+def claim_training_folder(out_dir: str | os.PathLike) -> None:
+    """:func:`check_training_folder`, then create ``out_dir`` and mark it as a training run (rank 0 only)."""
+    out_dir = Path(out_dir)
+    check_training_folder(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    marker = out_dir / RUN_MARKER
+    if not marker.is_file():
+        tmp = marker.with_name(marker.name + ".partial")
+        tmp.write_text(json.dumps({"cartoonseg_training_run": 1, "note": "this folder holds a cartoonseg training "
+                                   "run (checkpoints, log.jsonl, exports); a rerun resumes or replaces them"}) + "\n",
+                       encoding="utf-8")
+        os.replace(tmp, marker)
 
 
 def run_loop(
@@ -265,8 +309,7 @@ def run_loop(
     """
     out_dir = Path(cfg.out_dir)
     if ctx.is_main:
-        check_training_folder(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        claim_training_folder(out_dir)
     ctx.barrier()
     device = ctx.device
     amp_dtype = autocast_dtype(cfg.amp, device)

@@ -31,7 +31,7 @@ from ..config import refiner_config
 from ..models.isnet import ISNetGTEncoder
 from .coco import load_coco
 from .distributed import DistContext, cleanup, setup
-from .engine import LoopConfig, discard_loop, run_loop, state_digest
+from .engine import LoopConfig, check_training_folder, discard_loop, run_loop, state_digest
 from .losses import gt_encoder_loss, refiner_loss
 from .refine_data import RefineAugConfig, RefineTrainSet, collate_refine
 
@@ -153,8 +153,15 @@ def train_refiner(cfg: RefinerTrainConfig, ctx: DistContext | None = None) -> di
     own_ctx = ctx is None
     ctx = ctx or setup(cfg.device)
     try:
-        torch.manual_seed(cfg.seed)
         out = Path(cfg.out_dir)
+        # the output policy first, before anything is read, trained or deleted (--no-resume): a folder of ours,
+        # and no export over an input
+        exports = ("refiner.safetensors",) + (() if cfg.gt_encoder else ("gt_encoder.safetensors",))
+        inputs = (cfg.gt_encoder, cfg.train_ann)
+        if ctx.is_main:
+            check_training_folder(out, exports=exports, inputs=inputs)
+        ctx.barrier()
+        torch.manual_seed(cfg.seed)
         coco = load_coco(cfg.train_ann, cfg.image_root)
         aug = RefineAugConfig(size=cfg.size, ins_rect_prob=cfg.ins_rect_prob, aug_ins_prob=cfg.aug_ins_prob)
         dataset = RefineTrainSet(coco, aug, seed=cfg.seed)
@@ -239,7 +246,8 @@ def train_refiner(cfg: RefinerTrainConfig, ctx: DistContext | None = None) -> di
         if r.finished and ctx.is_main:
             export = build_refiner(rcfg)
             export.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
-            summary["export"] = str(save_weights(export.eval(), out / "refiner.safetensors"))
+            summary["export"] = str(save_weights(export.eval(), out / "refiner.safetensors",
+                                                 inputs=tuple(p for p in inputs if p)))
         ctx.barrier()
         return summary
     finally:
