@@ -170,3 +170,10 @@ def test_output_policy_keeps_foreign_files_and_inputs(tmp_path, capsys):
     assert _cli(capsys, [frames, "--out", out, "--overwrite", "--dedup", "0"])[0] == 0
     lines = (out / "meta.jsonl").read_text().splitlines()
     assert lines[0] == '{"file": "mine.png", "tag_string": "mine"}' and len(lines) == 2  # merged, not truncated
+
+
+def test_a_file_that_is_no_video_is_a_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "clip.mp4"
+    bad.write_text("not a video")
+    status, err = _cli(capsys, [bad, "--out", tmp_path / "fg"])
+    assert status == 2 and "cannot read" in err and str(bad) in err

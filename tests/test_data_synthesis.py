@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -303,3 +304,19 @@ def test_synthesize_overwrite_removes_only_its_own_temporaries(raw, tmp_path, ca
     assert (out / "train" / "notes.tmp.txt").read_text() == "mine"
     assert not (out / "train" / "000000000007.jpg.tmp99").exists()
     assert (out / "train" / "000000000000.jpg").is_file()
+
+
+def test_indexes_leave_out_hidden_files_and_folders(tmp_path):
+    """An interrupted writer's temporaries (.cartoonseg-tmp-*), macOS ._* companions and hidden state folders are
+    never taken for foregrounds or backgrounds."""
+    from PIL import Image
+
+    from cartoonseg.data.foregrounds import index_backgrounds, index_foregrounds
+
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    for rel in ("a.png", "sub/b.png", ".cartoonseg-tmp-abcdef-1-abcdef-c.png", "._a.png", ".state/d.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rgba).save(tmp_path / rel)
+    assert [Path(f.path).relative_to(tmp_path).as_posix() for f in index_foregrounds(tmp_path)] == ["a.png",
+                                                                                                 "sub/b.png"]
+    assert [Path(p).relative_to(tmp_path).as_posix() for p in index_backgrounds(tmp_path)] == ["a.png", "sub/b.png"]

@@ -401,7 +401,8 @@ def iter_frames(source: str | Path, sample_fps: float = 1.0, max_frames: int | N
         raise FileNotFoundError(f"chroma-key source not found: {source} (expected a video file or a frame folder)")
     cap = cv2.VideoCapture(str(source))
     if not cap.isOpened():
-        raise RuntimeError(f"OpenCV cannot open video {source}")
+        raise ValueError(f"cannot read {source} as a video (OpenCV cannot open it); expected a video file or a "
+                         f"frame folder")
     try:
         fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
         step = max(1, int(round(fps / sample_fps))) if (sample_fps > 0 and fps > 0) else 1

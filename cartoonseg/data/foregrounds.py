@@ -229,7 +229,8 @@ def _read_meta(folder: Path) -> dict[str, dict]:
 
 
 def index_foregrounds(folder: str | Path, check_alpha: bool = True) -> list[ForegroundInfo]:
-    """All usable foregrounds under ``folder`` (recursively), sorted by relative path.
+    """All usable foregrounds under ``folder`` (recursively, hidden files and folders left out), sorted by relative
+    path.
 
     Files whose header shows no alpha channel are left out with one warning (the original removes them from
     the list when it first fails to read them).
@@ -240,8 +241,8 @@ def index_foregrounds(folder: str | Path, check_alpha: bool = True) -> list[Fore
     meta = _read_meta(folder)
     out: list[ForegroundInfo] = []
     dropped: list[str] = []
-    for p in sorted(folder.rglob("*")):
-        if p.suffix.lower() not in FG_EXTS or not p.is_file():
+    for p in _walk(folder):
+        if p.suffix.lower() not in FG_EXTS:
             continue
         rel = p.relative_to(folder).as_posix()
         if check_alpha and not has_alpha_channel(p):
@@ -261,8 +262,15 @@ def index_foregrounds(folder: str | Path, check_alpha: bool = True) -> list[Fore
 
 
 def index_backgrounds(folder: str | Path) -> list[str]:
-    """All background image files under ``folder`` (recursively), sorted."""
+    """All background image files under ``folder`` (recursively, hidden ones left out), sorted."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"background folder not found: {folder}")
-    return [str(p) for p in sorted(folder.rglob("*")) if p.suffix.lower() in BG_EXTS and p.is_file()]
+    return [str(p) for p in _walk(folder) if p.suffix.lower() in BG_EXTS]
+
+
+def _walk(folder: Path) -> list[Path]:
+    """The files under ``folder`` (recursively, sorted), without hidden ones or those in hidden folders: the
+    temporaries of an interrupted writer (``.cartoonseg-tmp-*``), macOS ``._*`` companions, ``.synth_state``."""
+    return [p for p in sorted(folder.rglob("*"))
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)]

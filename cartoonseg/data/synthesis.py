@@ -277,8 +277,8 @@ class Synthesizer:
             if s.annotations:
                 s.attempt = attempt
                 return s
-        raise RuntimeError(f"sample {index}: no usable image after {self.cfg.max_attempts} attempts"
-                           + (f" (last error: {last_err})" if last_err else ""))
+        raise ValueError(f"sample {index}: no usable image after {self.cfg.max_attempts} attempts; check the "
+                         f"foreground and background folders" + (f" (last error: {last_err})" if last_err else ""))
 
     def _attempt(self, rng: np.random.Generator) -> Sample:
         cfg = self.cfg
