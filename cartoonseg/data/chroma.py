@@ -381,7 +381,7 @@ def iter_frames(source: str | Path, sample_fps: float = 1.0, max_frames: int | N
     name, every image is one frame).
 
     For videos, one frame per ``1/sample_fps`` seconds is kept (``sample_fps <= 0`` keeps every frame).
-    Unreadable folder images are skipped with a warning; an unreadable video raises ``RuntimeError``.
+    Unreadable folder images are skipped with a warning; an unreadable video raises ``ValueError``.
     """
     source = Path(source)
     if source.is_dir():

@@ -266,7 +266,7 @@ class Synthesizer:
         return name, layout_partition(rng, ids, self._load, cfg.size)
 
     def sample(self, index: int) -> Sample:
-        """Synthesise sample ``index`` (retrying deterministically; ``RuntimeError`` after ``max_attempts``)."""
+        """Synthesise sample ``index`` (retrying deterministically; ``ValueError`` after ``max_attempts``)."""
         last_err: Exception | None = None
         for attempt in range(self.cfg.max_attempts):
             try:
