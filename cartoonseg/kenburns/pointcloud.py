@@ -5,7 +5,11 @@ Follows the rendering described in "3D Ken Burns Effect from a Single Image" (Ni
 cloud is re-projected, holes are disocclusions) and in CartoonSegmentation (arXiv 2312.01943, §6.1). The original
 uses hand-written CUDA kernels through cupy; this is an independent torch formulation:
 
-* every point is splatted to its 4 neighbouring pixels with bilinear weights (sub-pixel accumulation);
+* every point is splatted to its 4 neighbouring pixels with bilinear weights (sub-pixel accumulation); where a pose
+  magnifies the points that land in the frame more than :data:`DENSIFY_MAGNIFICATION` (a strong zoom), those points
+  are first subdivided into ``s x s`` sub-points interpolated bilinearly from their same-surface grid neighbours
+  (:func:`densify`), so the splats stay gap-free and a magnified surface is resampled bilinearly instead of turning
+  into holes;
 * a z-buffer (``scatter_reduce(amin)`` over those 4 contributions) keeps, per pixel, only contributions within a
   relative tolerance of the nearest one, so a near surface hides what is behind it, except on its outline where
   it covers less than half of a pixel (there both surfaces are blended by weight, so edges do not grow);
@@ -24,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["PointCloud", "SplatResult", "fill_cracks", "project", "splat", "unproject"]
+__all__ = ["PointCloud", "SplatResult", "densify", "fill_cracks", "project", "splat", "unproject"]
 
 # Contributions whose depth exceeds the pixel's nearest depth by more than this fraction are hidden.
 Z_TOLERANCE = 0.03
@@ -34,6 +38,10 @@ ZBUFFER_MIN_WEIGHT = 0.01
 EDGE_COVERAGE = 0.5
 # Points closer than this fraction of the anchor depth to the camera plane are culled.
 NEAR_PLANE = 1e-3
+# Bilinear 4-neighbour splats leave no gaps below 2x magnification; points magnified more are subdivided (densify).
+DENSIFY_MAGNIFICATION = 1.9
+# At most this many sub-points per axis (a point magnified up to 30x still lands gap-free).
+MAX_SUBDIVISION = 16
 
 
 @dataclasses.dataclass
@@ -123,6 +131,80 @@ def project(cloud: PointCloud, poses: Tensor, focal: float, size: tuple[int, int
     return x, y, z
 
 
+def densify(cloud: PointCloud, poses: Tensor, focal: float, size: tuple[int, int], *, near: float,
+            z_tolerance: float = Z_TOLERANCE) -> PointCloud:
+    """Subdivide the points that some pose of ``poses`` magnifies by more than :data:`DENSIFY_MAGNIFICATION` while
+    they land in (or next to) its frame: a point magnified ``m`` times becomes ``s x s`` sub-points, ``s = ceil(m /
+    DENSIFY_MAGNIFICATION)`` (at most :data:`MAX_SUBDIVISION`), spread over its source pixel. A sub-point's features
+    and depth are interpolated bilinearly from the point and its grid neighbours (points of :func:`unproject`) on the
+    same surface (depth within ``z_tolerance``); across a depth edge, or for points off the grid, it keeps its
+    point's. Points that no pose magnifies that much are returned as they are (the cloud itself when none is).
+
+    Args:
+        cloud: points unprojected on the ``size`` grid (other points are subdivided without interpolation).
+        poses: ``[T,6]`` camera poses; focal, size: as for :func:`splat`.
+        near: near-plane depth (points behind it in every pose are never subdivided).
+    """
+    if len(cloud) == 0:
+        return cloud
+    h, w = size
+    poses = poses.to(device=cloud.z.device, dtype=cloud.z.dtype)
+    x, y, zc = project(cloud, poses, focal, size)
+    k = poses[:, 3:4]
+    mag = torch.where(zc > near, k * cloud.z[None, :] / zc.clamp_min(near), 0.0)
+    inside = (x > -2.0) & (x < w + 1.0) & (y > -2.0) & (y < h + 1.0)
+    need = torch.where(inside, mag, 0.0).amax(0)  # [N]: the largest on-screen magnification of each point
+    factor = torch.ceil(need / DENSIFY_MAGNIFICATION).clamp(1, MAX_SUBDIVISION).long()
+    if int(factor.max()) <= 1:
+        return cloud
+    # grid position of every point (unproject's pixel centres) and, per grid pixel, the point there
+    cx, cy = 0.5 * (w - 1), 0.5 * (h - 1)
+    u, v = cloud.ax / cloud.z + cx, cloud.ay / cloud.z + cy
+    ui, vi = torch.round(u), torch.round(v)
+    on_grid = ((u - ui).abs() < 1e-3) & ((v - vi).abs() < 1e-3) & (ui >= 0) & (ui < w) & (vi >= 0) & (vi < h)
+    ui, vi = ui.long().clamp(0, w - 1), vi.long().clamp(0, h - 1)
+    index = torch.full((h * w,), -1, dtype=torch.long, device=cloud.z.device)
+    grid_points = on_grid.nonzero().squeeze(1)
+    index[vi[grid_points] * w + ui[grid_points]] = grid_points
+
+    def neighbour(i: Tensor, sx: Tensor, sy: Tensor) -> tuple[Tensor, Tensor]:
+        """The grid neighbour of points ``i`` offset by ``(sx, sy)`` and whether it lies on their surface."""
+        nu, nv = ui[i] + sx, vi[i] + sy
+        ok = on_grid[i] & (nu >= 0) & (nu < w) & (nv >= 0) & (nv < h)
+        j = torch.where(ok, index[(nv.clamp(0, h - 1) * w + nu.clamp(0, w - 1))], -1)
+        ok &= j >= 0
+        jj = j.clamp_min(0)
+        zi, zj = cloud.z[i], cloud.z[jj]
+        ok &= (torch.maximum(zi, zj) <= torch.minimum(zi, zj) * (1.0 + z_tolerance))
+        return jj, ok
+
+    keep = factor <= 1
+    ax, ay, zs, feats = [cloud.ax[keep]], [cloud.ay[keep]], [cloud.z[keep]], [cloud.features[keep]]
+    for s in torch.unique(factor[~keep]).tolist():
+        pts = (factor == s).nonzero().squeeze(1)
+        offsets = (torch.arange(s, device=cloud.z.device, dtype=cloud.z.dtype) + 0.5) / s - 0.5
+        dv, du = torch.meshgrid(offsets, offsets, indexing="ij")
+        du, dv = du.reshape(1, -1), dv.reshape(1, -1)  # [1,S]
+        i = pts[:, None].expand(-1, du.shape[1]).reshape(-1)  # [P*S]
+        du, dv = du.expand(len(pts), -1).reshape(-1), dv.expand(len(pts), -1).reshape(-1)
+        sx, sy = torch.sign(du).long(), torch.sign(dv).long()
+        fu, fv = du.abs(), dv.abs()
+        parts = [(i, torch.ones_like(fu, dtype=torch.bool), (1 - fu) * (1 - fv))]
+        for ox, oy, wgt in ((sx, torch.zeros_like(sy), fu * (1 - fv)), (torch.zeros_like(sx), sy, (1 - fu) * fv),
+                            (sx, sy, fu * fv)):
+            j, ok = neighbour(i, ox, oy)
+            parts.append((j, ok, wgt))
+        total = sum(torch.where(ok, wgt, 0.0) for _, ok, wgt in parts)
+        z = sum(torch.where(ok, wgt, 0.0) * cloud.z[j] for j, ok, wgt in parts) / total
+        f = sum(torch.where(ok, wgt, 0.0)[:, None] * cloud.features[j] for j, ok, wgt in parts) / total[:, None]
+        su, sv = u[i] + du, v[i] + dv
+        ax.append(z * (su - cx))
+        ay.append(z * (sv - cy))
+        zs.append(z)
+        feats.append(f)
+    return PointCloud(ax=torch.cat(ax), ay=torch.cat(ay), z=torch.cat(zs), features=torch.cat(feats))
+
+
 def splat(
     cloud: PointCloud,
     poses: Tensor,
@@ -132,6 +214,7 @@ def splat(
     z_tolerance: float = Z_TOLERANCE,
     near: float | None = None,
     crack_fill: bool = True,
+    subdivide: bool = True,
 ) -> SplatResult:
     """Forward-splat a point cloud into ``T`` frames with a z-buffer and bilinear accumulation.
 
@@ -144,6 +227,7 @@ def splat(
         near: near-plane depth; points with camera depth below it are dropped (default: a small fraction of the
             cloud's smallest depth).
         crack_fill: close one-pixel cracks (see :func:`fill_cracks`).
+        subdivide: subdivide points magnified more than :data:`DENSIFY_MAGNIFICATION` (see :func:`densify`).
 
     Returns:
         The splatted frames.
@@ -161,6 +245,8 @@ def splat(
         )
     if near is None:
         near = NEAR_PLANE * float(cloud.z.min())
+    if subdivide:  # strong zooms: no gaps between the splats
+        cloud = densify(cloud, poses, focal, size, near=near, z_tolerance=z_tolerance)
     x, y, z = project(cloud, poses.to(device=device, dtype=dtype), focal, size)
     visible = z > near
     x0f, y0f = torch.floor(x), torch.floor(y)
@@ -219,7 +305,14 @@ def splat(
     weight = weight[:n_pix].view(t, 1, h, w)
     features = acc[:n_pix].view(t, h, w, c).permute(0, 3, 1, 2)
     features = features / weight.clamp_min(1e-8)
-    depth = torch.where(weight > 0, zbuf[:n_pix].view(t, 1, h, w), float("inf"))
+    zb = zbuf[:n_pix].view(t, 1, h, w)
+    # a pixel that only splats' grazing corners reach (each below ZBUFFER_MIN_WEIGHT, so no depth) is a hole: a known
+    # colour without a depth would stop the far-side fill's search and stay black
+    lone = (weight > 0) & ~torch.isfinite(zb)
+    if bool(lone.any()):
+        weight = torch.where(lone, 0.0, weight)
+        features = torch.where(lone, 0.0, features)
+    depth = torch.where(weight > 0, zb, float("inf"))
     result = SplatResult(features=features, weight=weight, depth=depth)
     if crack_fill:
         result = fill_cracks(result, poses)
