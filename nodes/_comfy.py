@@ -451,13 +451,16 @@ def check_image(image: torch.Tensor, name: str = "image") -> torch.Tensor:
 
 
 def check_mask(mask: torch.Tensor, name: str = "mask") -> torch.Tensor:
-    """Validate a ComfyUI MASK and return it as float32 ``[B,H,W]`` on the CPU."""
+    """Validate a ComfyUI MASK and return it as float32 ``[B,H,W]`` on the CPU. Shapes other packs produce are
+    accepted too: ``[H,W]``, ``[B,H,W,1]`` and ``[B,1,H,W]`` (as Impact's ``make_3d_mask``)."""
     if not isinstance(mask, torch.Tensor):
         raise TypeError(f"{name} must be a ComfyUI MASK tensor [B,H,W], got {type(mask).__name__}")
     if mask.dim() == 2:
         mask = mask[None]
     if mask.dim() == 4 and mask.shape[-1] == 1:
         mask = mask[..., 0]
+    elif mask.dim() == 4 and mask.shape[1] == 1:
+        mask = mask[:, 0]
     if mask.dim() != 3:
         raise ValueError(f"{name} must be a MASK [B,H,W], got shape {tuple(mask.shape)}")
     if mask.shape[1] == 0 or mask.shape[2] == 0:

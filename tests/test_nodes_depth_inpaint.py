@@ -284,3 +284,16 @@ def test_diffusion_node_working_size_progress_and_cancel(nodes, comfy):
     assert torch.equal(same, image) and comfy.sample_calls == []
     with pytest.raises(ValueError, match="init"):
         run_diffusion(nodes, image, mask, init="lama")
+
+
+def test_mask_inputs_accept_the_shapes_other_packs_produce(nodes):
+    """MASK inputs shaped [B,1,H,W] (Impact's make_3d_mask squeezes that dim; several packs emit it) or [B,H,W,1]
+    give the same result as [B,H,W]; other 4-D shapes are still refused with the shape in the message."""
+    image, mask, _bg = scene()
+    node = nodes["CartoonSegInpaintPatchMatch"]()
+    (ref,) = node.inpaint(image, mask, "telea", 3, 0, 3)
+    for shaped in (mask[:, None], mask[..., None]):
+        (out,) = node.inpaint(image, shaped, "telea", 3, 0, 3)
+        assert torch.equal(out, ref)
+    with pytest.raises(ValueError, match=r"\(2, 2, 48, 64\)"):
+        node.inpaint(image, mask[:, None].expand(-1, 2, -1, -1), "telea", 3, 0, 3)
