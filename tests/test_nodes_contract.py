@@ -773,3 +773,38 @@ def test_gpu_run_then_offload(nodes, monkeypatch):
     check_segment_outputs(out, 2)
     assert seen == ["cuda", "cuda"]
     assert next(m.detector.parameters()).device.type == "cpu" and next(m.refiner.parameters()).device.type == "cpu"
+
+
+def test_segment_and_refine_defaults_follow_the_refiners_saved_settings(nodes, pack, tmp_path):
+    """The widgets' defaults mean "the refiner's own": a fine-tuned refiner saved with refine_size 256 / mask_thr 0.6
+    runs at 256 / 0.6 in the nodes as in the library and CLI (None); explicit values still win, and without the
+    refiner Segment leaves the threshold to the detector."""
+    path = tmp_path / "tuned_refiner.safetensors"
+    cartoonseg.save_weights(cartoonseg.build_refiner("tiny", refine_size=256, mask_thr=0.6), path)
+    loaders = pack.nodes.loaders
+    holder = loaders.CartoonSegModel.from_networks(
+        cartoonseg.load_detector(loaders.resolve_model_file("rtmdetl_e60.ckpt", "detector", False)),
+        cartoonseg.load_refiner(str(path)), device="cpu", offload_device="cpu")
+    made = []  # every Segmenter the nodes build
+    segmenter = holder.segmenter
+    holder.segmenter = lambda **kw: made.append(segmenter(**kw)) or made[-1]
+
+    def defaults(node_id, *names):
+        spec = {**nodes[node_id].INPUT_TYPES()["required"], **nodes[node_id].INPUT_TYPES().get("optional", {})}
+        return [spec[n][1]["default"] for n in names]
+
+    thr, size = defaults("CartoonSegSegment", "mask_threshold", "refine_size")
+    out = nodes["CartoonSegSegment"]().segment(holder, frames(1), 0.0, 2, 128, thr, True, size, "binary", False)
+    assert (made[-1].refine_size, made[-1].mask_thr) == (256, pytest.approx(0.6))
+    assert all(f.mask_thr == pytest.approx(0.6) for f in out[0])
+    thr, size = defaults("CartoonSegRefine", "mask_threshold", "refine_size")
+    out = nodes["CartoonSegRefine"]().refine(holder, frames(1), thr, size, "binary", masks=rect(4, 4, 30, 30)[None])
+    assert (made[-1].refine_size, made[-1].mask_thr) == (256, pytest.approx(0.6))
+    assert out[0][0].mask_thr == pytest.approx(0.6)
+    empty = nodes["CartoonSegRefine"]().refine(holder, frames(1), thr, size, "binary", masks=torch.zeros(1, H, W))
+    assert len(empty[0][0]) == 0 and empty[0][0].mask_thr == pytest.approx(0.6)
+    nodes["CartoonSegRefine"]().refine(holder, frames(1), 0.45, 96, "binary", masks=rect(4, 4, 30, 30)[None])
+    assert (made[-1].refine_size, made[-1].mask_thr) == (96, pytest.approx(0.45))
+    out = nodes["CartoonSegSegment"]().segment(holder, frames(1), 0.0, 2, 128, 0.45, False, size, "binary", False)
+    assert made[-1].refiner is None and all(f.mask_thr == pytest.approx(0.5) for f in out[0])
+
