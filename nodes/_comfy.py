@@ -21,6 +21,31 @@ MODEL_FOLDER = "cartoonseg"
 CATEGORY = "CartoonSeg"
 
 
+class TypeUnion(str):
+    """An input type that links from any of several output types, e.g. ``TypeUnion("BOUNDING_BOX", "BBOX")``.
+
+    It is the string ``"BOUNDING_BOX,BBOX"``: ComfyUI's union syntax, read by both frontends' link check
+    (LiteGraph ``isValidConnection`` splits on commas) and by the 2025 executor's ``validate_node_input`` (overlap
+    of the comma-separated sets). The 2024 executor compares a link's type with ``received != declared``; Python
+    asks this subclass's ``__ne__`` first, which answers by the same overlap, so linking works there too.
+    """
+
+    def __new__(cls, *types: str):
+        return super().__new__(cls, ",".join(types))
+
+    def __ne__(self, other) -> bool:
+        if not isinstance(other, str):
+            return True
+        mine = {t.strip() for t in str(self).split(",")}
+        return not mine & {t.strip() for t in str(other).split(",")}
+
+    __hash__ = str.__hash__
+
+
+#: Refine's box input: core ComfyUI BOUNDING_BOX dicts and the BBOX lists of other packs (and Convert Boxes)
+BOXES_INPUT = TypeUnion("BOUNDING_BOX", "BBOX")
+
+
 def register_model_folder() -> None:
     """Register ``models/cartoonseg`` with folder_paths, keeping entries users added (extra_model_paths.yaml)."""
     try:

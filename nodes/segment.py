@@ -335,8 +335,9 @@ class CartoonSegRefine:
                 "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "refine these instances (e.g. from Detect)"}),
                 "masks": ("MASK", {"tooltip": "refine these masks: many masks of one image, or one per frame "
                                               "(SAM, Impact, painted)"}),
-                "bboxes": ("BOUNDING_BOX", {"tooltip": "refine inside these boxes: BOUNDING_BOX / BBOX values or "
-                                                       "[x1,y1,x2,y2] lists (pixels)"}),
+                "bboxes": (_comfy.BOXES_INPUT, {"tooltip": "refine inside these boxes: core BOUNDING_BOX dicts, or "
+                                                           "BBOX [x1,y1,x2,y2] lists in pixels (Convert Boxes, "
+                                                           "Florence2, SAM2 packs)"}),
                 "prompt_mode": (list(PROMPT_MODES), {"default": "kernel", "tooltip": _PROMPT_MODE_TOOLTIP}),
                 **_grey_input(),
             },

@@ -808,3 +808,31 @@ def test_segment_and_refine_defaults_follow_the_refiners_saved_settings(nodes, p
     out = nodes["CartoonSegSegment"]().segment(holder, frames(1), 0.0, 2, 128, 0.45, False, size, "binary", False)
     assert made[-1].refiner is None and all(f.mask_thr == pytest.approx(0.5) for f in out[0])
 
+
+def test_refine_bboxes_links_from_bounding_box_and_bbox_outputs(nodes, model):
+    """Refine's bboxes input takes both box types: the union "BOUNDING_BOX,BBOX" (what the frontends and the 2025
+    executor's validate_node_input split on commas) that also passes the 2024 executor's `received != declared`
+    check. Convert Boxes' BBOX value (xyxy lists per frame) then refines like its BOUNDING_BOX value."""
+    declared = nodes["CartoonSegRefine"].INPUT_TYPES()["optional"]["bboxes"][0]
+    assert json.loads(json.dumps(declared)) == "BOUNDING_BOX,BBOX"
+
+    def linkable_2024(received: str) -> bool:  # ComfyUI 2024 execution.validate_inputs
+        return not received != declared
+
+    def linkable_2025(received: str) -> bool:  # ComfyUI 0.3.64 comfy_execution.validation.validate_node_input
+        if not received != declared:
+            return True
+        return bool({t.strip() for t in received.split(",")} & {t.strip() for t in str(declared).split(",")})
+
+    produced = set(nodes["CartoonSegConvertBoxes"].RETURN_TYPES) | set(nodes["CartoonSegInstanceSplit"].RETURN_TYPES)
+    for received in ("BOUNDING_BOX", "BBOX"):
+        assert received in produced and linkable_2024(received) and linkable_2025(received), received
+    for received in ("IMAGE", "MASK", "BOX", "CARTOONSEG_INSTANCES"):
+        assert not linkable_2024(received) and not linkable_2025(received), received
+
+    inst = synthetic_frames()
+    bbox, bounding_box = nodes["CartoonSegConvertBoxes"]().convert(inst, "xyxy", -1)[:2]
+    node = nodes["CartoonSegRefine"]()
+    a = node.refine(model, frames(2), 0.3, 64, "soft", bboxes=bbox, prompt_mode="rectangle")
+    b = node.refine(model, frames(2), 0.3, 64, "soft", bboxes=bounding_box, prompt_mode="rectangle")
+    assert [len(f) for f in a[0]] == [len(f) for f in inst] and torch.equal(a[1], b[1])
