@@ -836,3 +836,36 @@ def test_refine_bboxes_links_from_bounding_box_and_bbox_outputs(nodes, model):
     a = node.refine(model, frames(2), 0.3, 64, "soft", bboxes=bbox, prompt_mode="rectangle")
     b = node.refine(model, frames(2), 0.3, 64, "soft", bboxes=bounding_box, prompt_mode="rectangle")
     assert [len(f) for f in a[0]] == [len(f) for f in inst] and torch.equal(a[1], b[1])
+
+
+def test_model_loader_is_changed_follows_its_files_and_the_holder_refuses_a_changed_file(nodes, weights):
+    """ComfyUI calls IS_CHANGED on the class with the node's inputs (2024: map_node_over_list(class_def, ...,
+    "IS_CHANGED"); 2025: the same through _async_map_node_over_list): it is keyed on the resolved files' path, size
+    and mtime, so a replaced weights file re-runs the loader. A holder whose file changed since the loader checked
+    it refuses to read it (one line, saying to queue again) instead of reading unchecked weights."""
+    path = weights / "cartoonseg" / "my_refiner.safetensors"
+    cls = nodes["CartoonSegModelLoader"]
+    assert isinstance(inspect.getattr_static(cls, "IS_CHANGED"), classmethod)
+    args = dict(detector="rtmdetl_e60.ckpt", refiner="my_refiner.safetensors", device="cpu", precision="fp32",
+                auto_download=False, keep_loaded=False, optimize="fast")
+    try:
+        cartoonseg.save_weights(cartoonseg.build_refiner("tiny"), path)
+        first = cls.IS_CHANGED(**args)
+        assert first == cls.IS_CHANGED(**args) and "my_refiner.safetensors" in first
+        assert cls.IS_CHANGED(**{**args, "refiner": "none"}) != first
+        (holder,) = cls().load(**args)
+        cartoonseg.save_weights(cartoonseg.build_refiner("tiny", mask_thr=0.6), path)
+        os.utime(path, ns=(1, 1))
+        assert cls.IS_CHANGED(**args) != first
+        with pytest.raises(RuntimeError, match=r"my_refiner.safetensors changed on disk .*queue the workflow again"):
+            holder.refiner
+        (fresh,) = cls().load(**args)  # the re-run loader checks and reads the new file
+        assert fresh.refiner.config.mask_thr == pytest.approx(0.6)
+        fresh.release()
+        os.utime(path, ns=(2, 2))
+        with pytest.raises(RuntimeError, match="changed on disk"):  # a re-read after ComfyUI unloaded it
+            fresh.detector
+        path.unlink()
+        assert cls.IS_CHANGED(**args).startswith("unresolved")  # never raises; the loader reports the error
+    finally:
+        path.unlink(missing_ok=True)

@@ -297,3 +297,25 @@ def test_mask_inputs_accept_the_shapes_other_packs_produce(nodes):
         assert torch.equal(out, ref)
     with pytest.raises(ValueError, match=r"\(2, 2, 48, 64\)"):
         node.inpaint(image, mask[:, None].expand(-1, 2, -1, -1), "telea", 3, 0, 3)
+
+
+def test_depth_loader_is_changed_follows_the_folder_and_the_holder_refuses_changed_files(nodes, models_dir):
+    """IS_CHANGED (a classmethod called with the node's inputs) is keyed on the model folder's files; a holder whose
+    files changed since the loader ran refuses to read them."""
+    import os
+
+    loader = nodes["CartoonSegDepthLoader"]
+    first = loader.IS_CHANGED(model="tiny-depth-anything", precision="fp32", auto_download=False)
+    assert first == loader.IS_CHANGED(model="tiny-depth-anything", precision="fp32", auto_download=False)
+    assert "model.safetensors" in first
+    (model,) = loader().load("tiny-depth-anything", "fp32", False)
+    config = models_dir / "cartoonseg" / "depth" / "tiny-depth-anything" / "config.json"
+    stat = config.stat()
+    try:
+        os.utime(config, ns=(1, 1))
+        assert loader.IS_CHANGED(model="tiny-depth-anything", precision="fp32", auto_download=False) != first
+        with pytest.raises(RuntimeError, match="config.json changed on disk"):
+            nodes["CartoonSegDepthEstimate"]().estimate(model, torch.rand(1, 30, 40, 3))
+    finally:
+        os.utime(config, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert loader.IS_CHANGED(model="tiny-depth-anything", precision="fp32", auto_download=False) == first
