@@ -2,9 +2,11 @@
 :class:`~cartoonseg.structures.Instances` and masks (one home; the nodes only adapt ComfyUI types to them).
 
 * selection: :func:`parse_indices` (``"0,2"``, ``"1-3"``, ``"-1"``, ``"all"``), :func:`sort_order`,
-  :func:`select_instances`;
-* masks: :func:`grow_mask` (square dilation / erosion), :func:`background_mask` (union of chosen instances, grown
-  and feathered: the hole that removes them), :func:`masks_to_instances` (any masks -> Instances);
+  :func:`select_positions`, :func:`select_instances` (one meaning of a selection everywhere: positions a frame
+  does not have are skipped);
+* masks: :func:`grow_mask` (square dilation / erosion, the one dilation of every mask ``dilate`` knob),
+  :func:`background_mask` (union of chosen instances, grown and feathered: the hole that removes them),
+  :func:`masks_to_instances` (any masks -> Instances);
 * crops: :func:`crop_window` (integer window around a box), :func:`crop_instances` (padded crops of instances).
 
 Conventions: masks ``[H,W]`` or ``[N,H,W]`` float in [0,1] (or bool); boxes xyxy in image pixels; images float
@@ -36,6 +38,7 @@ __all__ = [
     "masks_to_instances",
     "parse_indices",
     "select_instances",
+    "select_positions",
     "sort_order",
 ]
 
@@ -111,16 +114,25 @@ def sort_order(inst: Instances, order: str) -> list[int]:
     return sorted(range(n), key=lambda i: (key[i], i))
 
 
+def select_positions(n: int, indices: Sequence[int] | None) -> list[int]:
+    """Positions ``0..n-1`` a selection (:func:`parse_indices`) picks among ``n`` items, in the selection's order,
+    each once: None = all; negative values count from the end (``-1`` = last); positions the items do not have are
+    skipped (a frame with fewer instances, or none, gives fewer positions, never an error)."""
+    if indices is None:
+        return list(range(n))
+    return list(dict.fromkeys(int(i) % n for i in indices if -n <= int(i) < n))
+
+
 def select_instances(inst: Instances, order: str = "index", indices: Sequence[int] | None = None,
                      select_by: str = "position") -> Instances:
     """Sort, then keep the chosen instances (positions after sorting, or instance ids). Out-of-range positions
-    and absent ids are skipped, so a selection never fails on a frame with fewer instances."""
+    and absent ids are skipped (:func:`select_positions`), so a selection never fails on a frame with fewer
+    instances."""
     ordered = sort_order(inst, order)
     if indices is None:
         keep = ordered
     elif select_by == "position":
-        n = len(ordered)
-        keep = [ordered[i] for i in indices if -n <= i < n]
+        keep = [ordered[i] for i in select_positions(len(ordered), indices)]
     elif select_by == "id":
         ids = inst.ids.tolist()
         wanted = set(indices)
@@ -164,10 +176,13 @@ def background_mask(
     Args:
         masks: a :class:`cartoonseg.Instances` (its soft masks and ``mask_thr`` are used) or a tensor ``[N,H,W]``
             / ``[H,W]`` of soft or binary masks.
-        indices: which instances to include (default: all). Out-of-range indices raise ``IndexError``.
+        indices: positions of the instances to include (default: all), as Select Instances reads them
+            (:func:`select_positions`: ``-1`` = last; positions the masks do not have are skipped, so one selection
+            works on every frame of a video).
         threshold: binarisation threshold for tensors (an ``Instances`` uses its own ``mask_thr``).
-        dilate: grow the union by this many pixels (elliptical kernel of side ``2*dilate+1``; the original's
-            diffusion mode uses 5, its tagging pass a 3x3 square).
+        dilate: grow the union by this many pixels with :func:`grow_mask` (square window of side
+            ``2*dilate+1``, the same dilation as Select Instances' ``dilate``; the original's diffusion mode uses
+            5, its tagging pass a 3x3 square).
         feather: Gaussian sigma in pixels for a soft edge **outside** the binary region (0 = hard mask). The
             binary region itself stays 1.
 
@@ -193,16 +208,11 @@ def background_mask(
     if m.dtype != torch.bool:
         m = torch.nan_to_num(m.float(), nan=0.0) > thr
     if indices is not None:
-        idx = [int(i) for i in indices]
-        for i in idx:
-            if not -m.shape[0] <= i < m.shape[0]:
-                raise IndexError(f"instance index {i} out of range for {m.shape[0]} instances")
-        m = m[idx] if idx else m[:0]
+        m = m[select_positions(m.shape[0], indices)]
     union = m.any(0) if m.shape[0] else torch.zeros(m.shape[1:], dtype=torch.bool)
+    if dilate > 0:
+        union = grow_mask(union, int(dilate))
     out = union.numpy().astype(np.uint8)
-    if dilate > 0 and out.any():
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate + 1, 2 * dilate + 1))
-        out = cv2.dilate(out, kernel)
     result = torch.from_numpy(out.astype(np.float32))
     if feather > 0 and out.any():
         k = math.ceil(3 * feather) * 2 + 1

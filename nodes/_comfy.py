@@ -12,13 +12,38 @@ from __future__ import annotations
 import logging
 import os
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 
 MODEL_FOLDER = "cartoonseg"
 CATEGORY = "CartoonSeg"
+
+
+class TypeUnion(str):
+    """An input type that links from any of several output types, e.g. ``TypeUnion("BOUNDING_BOX", "BBOX")``.
+
+    It is the string ``"BOUNDING_BOX,BBOX"``: ComfyUI's union syntax, read by both frontends' link check
+    (LiteGraph ``isValidConnection`` splits on commas) and by the 2025 executor's ``validate_node_input`` (overlap
+    of the comma-separated sets). The 2024 executor compares a link's type with ``received != declared``; Python
+    asks this subclass's ``__ne__`` first, which answers by the same overlap, so linking works there too.
+    """
+
+    def __new__(cls, *types: str):
+        return super().__new__(cls, ",".join(types))
+
+    def __ne__(self, other) -> bool:
+        if not isinstance(other, str):
+            return True
+        mine = {t.strip() for t in str(self).split(",")}
+        return not mine & {t.strip() for t in str(other).split(",")}
+
+    __hash__ = str.__hash__
+
+
+#: Refine's box input: core ComfyUI BOUNDING_BOX dicts and the BBOX lists of other packs (and Convert Boxes)
+BOXES_INPUT = TypeUnion("BOUNDING_BOX", "BBOX")
 
 
 def register_model_folder() -> None:
@@ -163,6 +188,41 @@ def _patcher_class() -> type | None:
     return _PATCHER_CLASS[ModelPatcher]
 
 
+def files_stamp(paths: Sequence[str]) -> tuple:
+    """``(real path, size, mtime_ns)`` of each file of ``paths`` (a folder: every file below it, hidden entries such
+    as download caches skipped; a missing path: ``(path, None, None)``; empty paths skipped): what a loader's result
+    depends on, for :meth:`ModelHolder.payload` and the loaders' ``IS_CHANGED``."""
+    out = []
+    for path in paths:
+        if not path:
+            continue
+        real = os.path.realpath(path)
+        files = [real]
+        if os.path.isdir(real):
+            files = []
+            for root, dirs, names in os.walk(real):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                files += [os.path.join(root, n) for n in sorted(names) if not n.startswith(".")]
+        for f in files:
+            try:
+                st = os.stat(f)
+            except OSError:
+                out.append((f, None, None))
+            else:
+                out.append((f, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def loader_fingerprint(resolve: Callable[[], Sequence[str]]) -> str:
+    """A loader's ``IS_CHANGED`` value: the stamp of the files ``resolve()`` finds (never downloading), so ComfyUI
+    re-runs the loader (and what uses its model) when a weights file is replaced; what cannot be resolved gives its
+    error text (the loader itself then reports it)."""
+    try:
+        return repr(files_stamp([str(p) for p in resolve() if p]))
+    except Exception as exc:  # noqa: BLE001 - IS_CHANGED must not fail; the loader raises the real error
+        return f"unresolved: {type(exc).__name__}: {exc}"
+
+
 class ModelHolder:
     """The one way every CartoonSeg node holds a network: owned by ComfyUI's model management, as core models are.
 
@@ -184,11 +244,17 @@ class ModelHolder:
         keep_loaded: False hands the device memory back after every node (the weights stay in RAM on the offload
             device); True leaves the network on the device until ComfyUI needs the memory or unloads models.
         network: ``payload -> nn.Module`` holding every weight of the payload (default: the payload itself).
+        files: the files (or folders) ``load`` reads, as the loader resolved and checked them. Reading them again
+            after one changed on disk is refused (the loader's checks were for the old file; its ``IS_CHANGED``
+            makes the next queued run re-run the loader).
     """
 
     def __init__(self, load: Callable[[], object], *, name: str, device=None, offload_device=None,
-                 keep_loaded: bool = False, network: Callable[[object], torch.nn.Module] | None = None) -> None:
+                 keep_loaded: bool = False, network: Callable[[object], torch.nn.Module] | None = None,
+                 files: Sequence[str] = ()) -> None:
         self._load = load
+        self._files = tuple(str(f) for f in files if f)
+        self._stamp = files_stamp(self._files)
         self._network = network or (lambda payload: payload)
         self.name = str(name)
         self.device = torch.device(device) if device is not None else torch.device(torch_device())
@@ -216,6 +282,7 @@ class ModelHolder:
     def payload(self):
         """The network object, read from disk onto the offload device first when it is not in memory."""
         if self._payload is None:
+            self._check_files()
             payload = self._load()
             net = self._network(payload)
             if not isinstance(net, torch.nn.Module):
@@ -229,6 +296,13 @@ class ModelHolder:
             self._payload, self._patcher, self._retired = payload, patcher, None
             self.loads += 1
         return self._payload
+
+    def _check_files(self) -> None:
+        now = files_stamp(self._files)
+        if now != self._stamp:
+            changed = sorted({entry[0] for entry in set(now) ^ set(self._stamp)})
+            raise RuntimeError(f"{self.name}: {changed[0]} changed on disk since its loader ran; queue the workflow "
+                               "again so that the loader re-reads and re-checks it")
 
     # -- use
     @contextmanager
@@ -451,13 +525,16 @@ def check_image(image: torch.Tensor, name: str = "image") -> torch.Tensor:
 
 
 def check_mask(mask: torch.Tensor, name: str = "mask") -> torch.Tensor:
-    """Validate a ComfyUI MASK and return it as float32 ``[B,H,W]`` on the CPU."""
+    """Validate a ComfyUI MASK and return it as float32 ``[B,H,W]`` on the CPU. Shapes other packs produce are
+    accepted too: ``[H,W]``, ``[B,H,W,1]`` and ``[B,1,H,W]`` (as Impact's ``make_3d_mask``)."""
     if not isinstance(mask, torch.Tensor):
         raise TypeError(f"{name} must be a ComfyUI MASK tensor [B,H,W], got {type(mask).__name__}")
     if mask.dim() == 2:
         mask = mask[None]
     if mask.dim() == 4 and mask.shape[-1] == 1:
         mask = mask[..., 0]
+    elif mask.dim() == 4 and mask.shape[1] == 1:
+        mask = mask[:, 0]
     if mask.dim() != 3:
         raise ValueError(f"{name} must be a MASK [B,H,W], got shape {tuple(mask.shape)}")
     if mask.shape[1] == 0 or mask.shape[2] == 0:

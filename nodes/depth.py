@@ -105,24 +105,34 @@ class CartoonSegDepthLoader:
             }
         }
 
-    def load(self, model: str, precision: str = "fp32", auto_download: bool = True):
+    @classmethod
+    def IS_CHANGED(cls, model, **_):
+        """Path, size and mtime of the model folder's files: replaced files re-run the loader (no download here)."""
+        return _comfy.loader_fingerprint(lambda: [cls._folder(model, False)])
+
+    @staticmethod
+    def _folder(model: str, allow: bool) -> str:
+        """The model's folder (downloaded when missing and ``allow``)."""
         from cartoonseg.depth import resolve_depth_model
 
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         dirs = _depth_dirs()
         found = _comfy.find_in_model_dirs(model, DEPTH_SUBFOLDER, folder=True, what="depth model")  # never outside
         local = [found] if found else []
         if not local and model not in PUBLISHED and model not in PUBLISHED.values():
             raise ValueError(f"depth model {model!r} is neither a folder in {', '.join(dirs)} nor a published model "
                              f"({', '.join(sorted(PUBLISHED))})")
+        return str(resolve_depth_model(local[0] if local else PUBLISHED.get(model, model), search_dirs=dirs,
+                                       allow_download=allow))
+
+    def load(self, model: str, precision: str = "fp32", auto_download: bool = True):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         allow = bool(auto_download) and os.environ.get("CARTOONSEG_NO_DOWNLOAD", "") in ("", "0")
-        folder = resolve_depth_model(local[0] if local else PUBLISHED.get(model, model), search_dirs=dirs,
-                                     allow_download=allow)
+        folder = self._folder(model, allow)
         device = torch.device(_comfy.torch_device())
         holder = _comfy.ModelHolder(partial(_read_depth_model, str(folder), precision, device),
                                     name=f"depth model {os.path.basename(folder)}", device=device,
-                                    network=lambda estimator: estimator.model)
+                                    network=lambda estimator: estimator.model, files=(folder,))
         return (holder,)
 
 

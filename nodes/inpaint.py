@@ -35,7 +35,8 @@ class CartoonSegBackgroundMask:
 
     DESCRIPTION = (
         "MASK (1 = fill) covering the chosen instances: their union, grown by `dilate` pixels (the original used "
-        "5 for diffusion inpainting) and optionally feathered outward. indices: 'all' or e.g. '0,2' / '1-3'."
+        "5 for diffusion inpainting) and optionally feathered outward. indices: 'all' or e.g. '0,2' / '1-3', read as "
+        "Select Instances reads its selection (positions a frame does not have are skipped)."
     )
     RETURN_TYPES = ("MASK",)
     RETURN_NAMES = ("mask",)
@@ -49,9 +50,11 @@ class CartoonSegBackgroundMask:
             "required": {
                 "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "from Segment"}),
                 "indices": ("STRING", {"default": "all",
-                                       "tooltip": "instances to remove: 'all', '0', '0,2', '1-3', '-1' = last"}),
+                                       "tooltip": "instances to remove: 'all', '0', '0,2', '1-3', '-1' = last; "
+                                                  "positions a frame does not have are skipped"}),
                 "dilate": ("INT", {"default": 5, "min": 0, "max": 256,
-                                   "tooltip": "grow the mask by this many pixels (covers outlines and halos)"}),
+                                   "tooltip": "grow the mask by this many pixels (covers outlines and halos); "
+                                              "square window of side 2*dilate+1, as Select Instances' dilate"}),
                 "feather": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 64.0, "step": 0.5,
                                       "tooltip": "soft outward edge of the mask, in pixels (0 = hard)"}),
             }

@@ -78,7 +78,8 @@ class CartoonSegModel(_comfy.ModelHolder):
         name = os.path.basename(self.detector_path) + (f" + {os.path.basename(self.refiner_path)}"
                                                        if self.refiner_path else "")
         super().__init__(load, name=name or "CartoonSeg networks", device=device, offload_device=offload_device,
-                         keep_loaded=keep_loaded)
+                         keep_loaded=keep_loaded,
+                         files=(self.detector_path, self.refiner_path) if networks is None else ())
 
     @classmethod
     def from_networks(cls, detector: torch.nn.Module, refiner: torch.nn.Module | None = None, **kwargs):
@@ -286,6 +287,13 @@ class CartoonSegModelLoader:
                                "exact = the original implementation's op order, bit-identical results"}),
             },
         }
+
+    @classmethod
+    def IS_CHANGED(cls, detector, refiner, **_):
+        """Path, size and mtime of the chosen files: a replaced weights file re-runs the loader (ComfyUI calls this
+        with the node's inputs; nothing is downloaded here)."""
+        return _comfy.loader_fingerprint(
+            lambda: resolve_model_files(detector, None if refiner == NO_REFINER else refiner, False))
 
     def load(self, detector, refiner, device, precision, auto_download, keep_loaded, optimize="fast"):
         dev = resolve_device(device)

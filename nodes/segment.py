@@ -239,6 +239,31 @@ def prompts_per_frame(frames: int, height: int, width: int, *, instances=None, m
 
 
 # ---------------------------------------------------------------------------------------------- nodes
+#: widget values meaning "the refiner's own" (``RefinerConfig.mask_thr`` / ``refine_size``, saved in its weights file:
+#: 0.3 / 720 for the released refine_last.ckpt), the library's and the CLI's default (None)
+OWN_MASK_THRESHOLD = -1.0
+OWN_REFINE_SIZE = 0
+
+
+def _refiner_inputs(mask_threshold_tooltip: str) -> dict:
+    return {
+        "mask_threshold": ("FLOAT", {"default": OWN_MASK_THRESHOLD, "min": -1.0, "max": 1.0, "step": 0.01,
+                                     "tooltip": f"{mask_threshold_tooltip}; -1 (any value below 0) = the refiner's "
+                                                "own, saved in its weights (0.3 for the released refiner)"}),
+        "refine_size": ("INT", {"default": OWN_REFINE_SIZE, "min": 0, "max": 2048, "step": 8,
+                                "tooltip": "refiner working resolution (at least 32); 0 = the refiner's own, saved "
+                                           "in its weights (720 for the released refiner)"}),
+    }
+
+
+def refiner_knobs(mask_threshold, refine_size) -> dict:
+    """Widget values -> ``Segmenter`` keywords: ``mask_thr`` / ``refine_size`` None (the refiner's saved values) for
+    the widgets' "own" values (a negative threshold, size 0)."""
+    thr = float(mask_threshold)
+    size = int(refine_size)
+    return {"mask_thr": None if thr < 0 else thr, "refine_size": None if size == OWN_REFINE_SIZE else size}
+
+
 def _common_detect_inputs() -> dict:
     return {
         "score_threshold": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01,
@@ -303,18 +328,16 @@ class CartoonSegRefine:
             "required": {
                 "model": ("CARTOONSEG_MODEL", {"tooltip": _MODEL_TOOLTIP}),
                 "image": ("IMAGE", {"tooltip": _IMAGE_TOOLTIP}),
-                "mask_threshold": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01,
-                                             "tooltip": "probability above which a refined pixel is foreground"}),
-                "refine_size": ("INT", {"default": 720, "min": 64, "max": 2048, "step": 8,
-                                        "tooltip": "refiner working resolution"}),
+                **_refiner_inputs("probability above which a refined pixel is foreground"),
                 "mask_output": (list(MASK_OUTPUTS), {"default": "binary", "tooltip": _MASK_OUTPUT_TOOLTIP}),
             },
             "optional": {
                 "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "refine these instances (e.g. from Detect)"}),
                 "masks": ("MASK", {"tooltip": "refine these masks: many masks of one image, or one per frame "
                                               "(SAM, Impact, painted)"}),
-                "bboxes": ("BOUNDING_BOX", {"tooltip": "refine inside these boxes: BOUNDING_BOX / BBOX values or "
-                                                       "[x1,y1,x2,y2] lists (pixels)"}),
+                "bboxes": (_comfy.BOXES_INPUT, {"tooltip": "refine inside these boxes: core BOUNDING_BOX dicts, or "
+                                                           "BBOX [x1,y1,x2,y2] lists in pixels (Convert Boxes, "
+                                                           "Florence2, SAM2 packs)"}),
                 "prompt_mode": (list(PROMPT_MODES), {"default": "kernel", "tooltip": _PROMPT_MODE_TOOLTIP}),
                 **_grey_input(),
             },
@@ -331,12 +354,12 @@ class CartoonSegRefine:
         image = _comfy.check_image(image)
         b, h, w = (int(v) for v in image.shape[:3])
         prompts = prompts_per_frame(b, h, w, instances=instances, masks=masks, bboxes=bboxes)
-        seg = model.segmenter(use_refiner=True, mask_thr=float(mask_threshold), refine_size=int(refine_size),
+        seg = model.segmenter(use_refiner=True, **refiner_knobs(mask_threshold, refine_size),
                               prompt_mode=str(prompt_mode), grey=bool(grey))
 
         def one(i, frame, progress):  # ids, labels and extras of Instances prompts are kept by the library
             if len(prompts[i]) == 0:
-                return Instances.empty(h, w, mask_thr=float(mask_threshold))
+                return Instances.empty(h, w, mask_thr=seg.mask_thr)
             return to_cpu_instances(seg.refine(frame, prompts[i], progress=progress,
                                                interrupt=_comfy.throw_if_interrupted), h, w)
 
@@ -363,15 +386,12 @@ class CartoonSegSegment:
                 "model": ("CARTOONSEG_MODEL", {"tooltip": _MODEL_TOOLTIP}),
                 "image": ("IMAGE", {"tooltip": _IMAGE_TOOLTIP}),
                 **_common_detect_inputs(),
-                "mask_threshold": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01,
-                                             "tooltip": "refined mask probability above which a pixel is "
-                                                        "foreground; without the refiner (refine off, or a model "
-                                                        "without one) the detector's own 0.5 applies, as in the "
-                                                        "original"}),
+                "mask_threshold": _refiner_inputs(
+                    "refined mask probability above which a pixel is foreground; without the refiner (refine off, "
+                    "or a model without one) the detector's own 0.5 applies, as in the original")["mask_threshold"],
                 "refine": ("BOOLEAN", {"default": True,
                                        "tooltip": "run the IS-Net refiner (ignored when the model has none)"}),
-                "refine_size": ("INT", {"default": 720, "min": 64, "max": 2048, "step": 8,
-                                        "tooltip": "refiner working resolution"}),
+                "refine_size": _refiner_inputs("")["refine_size"],
                 "mask_output": (list(MASK_OUTPUTS), {"default": "binary", "tooltip": _MASK_OUTPUT_TOOLTIP}),
                 "track_ids": ("BOOLEAN", {"default": False, "tooltip": _TRACK_TOOLTIP}),
             },
@@ -384,9 +404,11 @@ class CartoonSegSegment:
         image = _comfy.check_image(image)
         h, w = int(image.shape[1]), int(image.shape[2])
         use_refiner = bool(refine) and model.has_refiner
+        knobs = refiner_knobs(mask_threshold, refine_size)
+        if not use_refiner:
+            knobs["mask_thr"] = None  # the detector's 0.5
         seg = model.segmenter(use_refiner=use_refiner, det_size=int(det_size), score_thr=float(score_threshold),
-                              mask_thr=float(mask_threshold) if use_refiner else None,  # else the detector's 0.5
-                              refine_size=int(refine_size), max_instances=int(max_instances), grey=bool(grey))
+                              max_instances=int(max_instances), grey=bool(grey), **knobs)
         with model.on_device():
             frames = run_frames(image, lambda i, f, progress: to_cpu_instances(
                 seg(f, progress=progress, interrupt=_comfy.throw_if_interrupted), h, w))

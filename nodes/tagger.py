@@ -50,7 +50,8 @@ class CartoonSegTagger(_comfy.ModelHolder):
         # loaded on the CPU, run on `device`: the precision is checked for the device it runs on
         super().__init__(partial(load_tagger, self.path, device="cpu", precision=precision, allow_download=False,
                                  run_device=device),
-                         name=f"tagger {os.path.basename(self.path)}", device=device, offload_device=offload_device)
+                         name=f"tagger {os.path.basename(self.path)}", device=device, offload_device=offload_device,
+                         files=(self.path,))
 
     @property
     def tagger(self):
@@ -150,6 +151,11 @@ class CartoonSegTaggerLoader:
                 "auto_download": ("BOOLEAN", {"default": True, "tooltip": "fetch the missing default tagger"}),
             }
         }
+
+    @classmethod
+    def IS_CHANGED(cls, tagger, **_):
+        """Path, size and mtime of the tagger folder's files: replaced files re-run the loader (no download here)."""
+        return _comfy.loader_fingerprint(lambda: [resolve_tagger_folder(tagger, False)])
 
     def load(self, tagger, device, precision, auto_download):
         from cartoonseg.device import resolve_precision

@@ -154,10 +154,29 @@ def test_background_mask_union_indices_dilate_feather():
     soft = background_mask(inst, indices=[1], feather=2.0)
     assert torch.all(soft[10:12, 10:12] == 1) and 0 < float(soft[9, 11]) < 1 and soft[0, 0] == 0
     assert int(background_mask(m, threshold=0.1).sum()) == 9 + 4 + 9
-    with pytest.raises(IndexError):
-        background_mask(inst, indices=[5])
+    assert torch.equal(background_mask(inst, indices=[5, 1, -1]), background_mask(inst, indices=[1, 2]))
+    assert int(background_mask(inst, indices=[5]).sum()) == 0  # positions a frame lacks are skipped
     with pytest.raises(ValueError):
         background_mask(inst, dilate=-1)
+
+
+def test_background_mask_reads_selections_and_dilates_as_select_instances():
+    """One meaning of a selection and of `dilate`: background_mask keeps what select_instances keeps (positions a
+    frame lacks skipped, -1 = last) and grows with grow_mask (the square window), on frames of any instance count."""
+    from cartoonseg.ops import grow_mask, select_instances
+
+    m = torch.zeros(3, 40, 40)
+    m[0, 5:15, 5:15] = 1
+    m[1, 20:30, 22:26] = 1
+    m[2, 30:33, 2:9] = 1
+    frames = [Instances.from_masks(m), Instances.from_masks(m[:1]), Instances.empty(40, 40)]
+    for chosen in ([1], [-1], [0, 2], [2, 0, 7, -9], [], None):
+        for f in frames:
+            picked = select_instances(f, "index", chosen)
+            union = picked.binary.any(0) if len(picked) else torch.zeros(40, 40, dtype=torch.bool)
+            for dilate in (0, 1, 5):
+                expected = grow_mask(union, dilate).float()
+                assert torch.equal(background_mask(f, indices=chosen, dilate=dilate), expected), (chosen, len(f), dilate)
 
 
 def test_cli_inpaint(tmp_path):

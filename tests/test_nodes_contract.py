@@ -773,3 +773,99 @@ def test_gpu_run_then_offload(nodes, monkeypatch):
     check_segment_outputs(out, 2)
     assert seen == ["cuda", "cuda"]
     assert next(m.detector.parameters()).device.type == "cpu" and next(m.refiner.parameters()).device.type == "cpu"
+
+
+def test_segment_and_refine_defaults_follow_the_refiners_saved_settings(nodes, pack, tmp_path):
+    """The widgets' defaults mean "the refiner's own": a fine-tuned refiner saved with refine_size 256 / mask_thr 0.6
+    runs at 256 / 0.6 in the nodes as in the library and CLI (None); explicit values still win, and without the
+    refiner Segment leaves the threshold to the detector."""
+    path = tmp_path / "tuned_refiner.safetensors"
+    cartoonseg.save_weights(cartoonseg.build_refiner("tiny", refine_size=256, mask_thr=0.6), path)
+    loaders = pack.nodes.loaders
+    holder = loaders.CartoonSegModel.from_networks(
+        cartoonseg.load_detector(loaders.resolve_model_file("rtmdetl_e60.ckpt", "detector", False)),
+        cartoonseg.load_refiner(str(path)), device="cpu", offload_device="cpu")
+    made = []  # every Segmenter the nodes build
+    segmenter = holder.segmenter
+    holder.segmenter = lambda **kw: made.append(segmenter(**kw)) or made[-1]
+
+    def defaults(node_id, *names):
+        spec = {**nodes[node_id].INPUT_TYPES()["required"], **nodes[node_id].INPUT_TYPES().get("optional", {})}
+        return [spec[n][1]["default"] for n in names]
+
+    thr, size = defaults("CartoonSegSegment", "mask_threshold", "refine_size")
+    out = nodes["CartoonSegSegment"]().segment(holder, frames(1), 0.0, 2, 128, thr, True, size, "binary", False)
+    assert (made[-1].refine_size, made[-1].mask_thr) == (256, pytest.approx(0.6))
+    assert all(f.mask_thr == pytest.approx(0.6) for f in out[0])
+    thr, size = defaults("CartoonSegRefine", "mask_threshold", "refine_size")
+    out = nodes["CartoonSegRefine"]().refine(holder, frames(1), thr, size, "binary", masks=rect(4, 4, 30, 30)[None])
+    assert (made[-1].refine_size, made[-1].mask_thr) == (256, pytest.approx(0.6))
+    assert out[0][0].mask_thr == pytest.approx(0.6)
+    empty = nodes["CartoonSegRefine"]().refine(holder, frames(1), thr, size, "binary", masks=torch.zeros(1, H, W))
+    assert len(empty[0][0]) == 0 and empty[0][0].mask_thr == pytest.approx(0.6)
+    nodes["CartoonSegRefine"]().refine(holder, frames(1), 0.45, 96, "binary", masks=rect(4, 4, 30, 30)[None])
+    assert (made[-1].refine_size, made[-1].mask_thr) == (96, pytest.approx(0.45))
+    out = nodes["CartoonSegSegment"]().segment(holder, frames(1), 0.0, 2, 128, 0.45, False, size, "binary", False)
+    assert made[-1].refiner is None and all(f.mask_thr == pytest.approx(0.5) for f in out[0])
+
+
+def test_refine_bboxes_links_from_bounding_box_and_bbox_outputs(nodes, model):
+    """Refine's bboxes input takes both box types: the union "BOUNDING_BOX,BBOX" (what the frontends and the 2025
+    executor's validate_node_input split on commas) that also passes the 2024 executor's `received != declared`
+    check. Convert Boxes' BBOX value (xyxy lists per frame) then refines like its BOUNDING_BOX value."""
+    declared = nodes["CartoonSegRefine"].INPUT_TYPES()["optional"]["bboxes"][0]
+    assert json.loads(json.dumps(declared)) == "BOUNDING_BOX,BBOX"
+
+    def linkable_2024(received: str) -> bool:  # ComfyUI 2024 execution.validate_inputs
+        return not received != declared
+
+    def linkable_2025(received: str) -> bool:  # ComfyUI 0.3.64 comfy_execution.validation.validate_node_input
+        if not received != declared:
+            return True
+        return bool({t.strip() for t in received.split(",")} & {t.strip() for t in str(declared).split(",")})
+
+    produced = set(nodes["CartoonSegConvertBoxes"].RETURN_TYPES) | set(nodes["CartoonSegInstanceSplit"].RETURN_TYPES)
+    for received in ("BOUNDING_BOX", "BBOX"):
+        assert received in produced and linkable_2024(received) and linkable_2025(received), received
+    for received in ("IMAGE", "MASK", "BOX", "CARTOONSEG_INSTANCES"):
+        assert not linkable_2024(received) and not linkable_2025(received), received
+
+    inst = synthetic_frames()
+    bbox, bounding_box = nodes["CartoonSegConvertBoxes"]().convert(inst, "xyxy", -1)[:2]
+    node = nodes["CartoonSegRefine"]()
+    a = node.refine(model, frames(2), 0.3, 64, "soft", bboxes=bbox, prompt_mode="rectangle")
+    b = node.refine(model, frames(2), 0.3, 64, "soft", bboxes=bounding_box, prompt_mode="rectangle")
+    assert [len(f) for f in a[0]] == [len(f) for f in inst] and torch.equal(a[1], b[1])
+
+
+def test_model_loader_is_changed_follows_its_files_and_the_holder_refuses_a_changed_file(nodes, weights):
+    """ComfyUI calls IS_CHANGED on the class with the node's inputs (2024: map_node_over_list(class_def, ...,
+    "IS_CHANGED"); 2025: the same through _async_map_node_over_list): it is keyed on the resolved files' path, size
+    and mtime, so a replaced weights file re-runs the loader. A holder whose file changed since the loader checked
+    it refuses to read it (one line, saying to queue again) instead of reading unchecked weights."""
+    path = weights / "cartoonseg" / "my_refiner.safetensors"
+    cls = nodes["CartoonSegModelLoader"]
+    assert isinstance(inspect.getattr_static(cls, "IS_CHANGED"), classmethod)
+    args = dict(detector="rtmdetl_e60.ckpt", refiner="my_refiner.safetensors", device="cpu", precision="fp32",
+                auto_download=False, keep_loaded=False, optimize="fast")
+    try:
+        cartoonseg.save_weights(cartoonseg.build_refiner("tiny"), path)
+        first = cls.IS_CHANGED(**args)
+        assert first == cls.IS_CHANGED(**args) and "my_refiner.safetensors" in first
+        assert cls.IS_CHANGED(**{**args, "refiner": "none"}) != first
+        (holder,) = cls().load(**args)
+        cartoonseg.save_weights(cartoonseg.build_refiner("tiny", mask_thr=0.6), path)
+        os.utime(path, ns=(1, 1))
+        assert cls.IS_CHANGED(**args) != first
+        with pytest.raises(RuntimeError, match=r"my_refiner.safetensors changed on disk .*queue the workflow again"):
+            holder.refiner
+        (fresh,) = cls().load(**args)  # the re-run loader checks and reads the new file
+        assert fresh.refiner.config.mask_thr == pytest.approx(0.6)
+        fresh.release()
+        os.utime(path, ns=(2, 2))
+        with pytest.raises(RuntimeError, match="changed on disk"):  # a re-read after ComfyUI unloaded it
+            fresh.detector
+        path.unlink()
+        assert cls.IS_CHANGED(**args).startswith("unresolved")  # never raises; the loader reports the error
+    finally:
+        path.unlink(missing_ok=True)

@@ -192,6 +192,22 @@ def test_background_mask_node(nodes):
     assert int(grown.sum()) > 4 and grown[0, 10, 10] == 1
 
 
+def test_background_mask_node_video_with_fewer_instances_matches_select_instances(nodes):
+    """A selection a frame cannot satisfy skips that frame's missing positions (as Select Instances does) instead of
+    failing the whole video, and dilate gives the same pixels as Select Instances' union with the same dilate."""
+    m = torch.zeros(2, 64, 64)
+    m[0, 10:30, 8:24] = 1
+    m[1, 30:50, 36:56] = 1
+    two, one, none = Instances.from_masks(m), Instances.from_masks(m[:1]), Instances.empty(64, 64)
+    split = nodes["CartoonSegInstanceSplit"]()
+    for select, frames in (("1", [two, one]), ("-1", [two, none]), ("0,1", [two, one, none])):
+        (mask,) = nodes["CartoonSegBackgroundMask"]().make(frames, select, 5, 0.0)
+        union = split.split(frames, "index", select, "position", -1, 0, 0, "image", 5, "binary")[3]
+        assert mask.shape == union.shape and torch.equal(mask, union), select
+    (mask,) = nodes["CartoonSegBackgroundMask"]().make([two, one], "1", 5, 0.0)
+    assert int(mask[0].sum()) == (20 + 10) * (20 + 10) and int(mask[1].sum()) == 0  # square window, side 2*5+1
+
+
 def test_patchmatch_node(nodes, comfy):
     image, mask, _bg = scene()
     for method in ("patchmatch", "telea"):
@@ -268,3 +284,38 @@ def test_diffusion_node_working_size_progress_and_cancel(nodes, comfy):
     assert torch.equal(same, image) and comfy.sample_calls == []
     with pytest.raises(ValueError, match="init"):
         run_diffusion(nodes, image, mask, init="lama")
+
+
+def test_mask_inputs_accept_the_shapes_other_packs_produce(nodes):
+    """MASK inputs shaped [B,1,H,W] (Impact's make_3d_mask squeezes that dim; several packs emit it) or [B,H,W,1]
+    give the same result as [B,H,W]; other 4-D shapes are still refused with the shape in the message."""
+    image, mask, _bg = scene()
+    node = nodes["CartoonSegInpaintPatchMatch"]()
+    (ref,) = node.inpaint(image, mask, "telea", 3, 0, 3)
+    for shaped in (mask[:, None], mask[..., None]):
+        (out,) = node.inpaint(image, shaped, "telea", 3, 0, 3)
+        assert torch.equal(out, ref)
+    with pytest.raises(ValueError, match=r"\(2, 2, 48, 64\)"):
+        node.inpaint(image, mask[:, None].expand(-1, 2, -1, -1), "telea", 3, 0, 3)
+
+
+def test_depth_loader_is_changed_follows_the_folder_and_the_holder_refuses_changed_files(nodes, models_dir):
+    """IS_CHANGED (a classmethod called with the node's inputs) is keyed on the model folder's files; a holder whose
+    files changed since the loader ran refuses to read them."""
+    import os
+
+    loader = nodes["CartoonSegDepthLoader"]
+    first = loader.IS_CHANGED(model="tiny-depth-anything", precision="fp32", auto_download=False)
+    assert first == loader.IS_CHANGED(model="tiny-depth-anything", precision="fp32", auto_download=False)
+    assert "model.safetensors" in first
+    (model,) = loader().load("tiny-depth-anything", "fp32", False)
+    config = models_dir / "cartoonseg" / "depth" / "tiny-depth-anything" / "config.json"
+    stat = config.stat()
+    try:
+        os.utime(config, ns=(1, 1))
+        assert loader.IS_CHANGED(model="tiny-depth-anything", precision="fp32", auto_download=False) != first
+        with pytest.raises(RuntimeError, match="config.json changed on disk"):
+            nodes["CartoonSegDepthEstimate"]().estimate(model, torch.rand(1, 30, 40, 3))
+    finally:
+        os.utime(config, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert loader.IS_CHANGED(model="tiny-depth-anything", precision="fp32", auto_download=False) == first

@@ -245,3 +245,21 @@ def test_instance_conditioning_masks_follow_instances(nodes, scheduled):
 def test_pack_does_not_shadow_comfy_nodes(pack):
     assert "nodes" not in sys.modules or not getattr(sys.modules["nodes"], "__file__", "").startswith(str(REPO))
     assert os.path.isfile(REPO / "nodes" / "tagger.py")
+
+
+def test_loader_is_changed_follows_the_folder_and_the_holder_refuses_changed_files(nodes, state, tmp_path):
+    """IS_CHANGED (a classmethod called with the node's inputs) is keyed on the tagger folder's files, and a holder
+    whose files changed since the loader ran refuses to read them."""
+    folder = Path(state.models_dir) / "cartoonseg" / "tagger" / "changing"
+    cls = nodes["CartoonSegTaggerLoader"]
+    try:
+        shutil.copytree(Path(state.models_dir) / "cartoonseg" / "tagger" / "tiny", folder)
+        first = cls.IS_CHANGED(tagger="changing", device="cpu", precision="fp32", auto_download=False)
+        assert first == cls.IS_CHANGED(tagger="changing", device="cpu", precision="fp32", auto_download=False)
+        (holder,) = cls().load("changing", "cpu", "fp32", False)
+        os.utime(folder / "selected_tags.csv", ns=(1, 1))
+        assert cls.IS_CHANGED(tagger="changing", device="cpu", precision="fp32", auto_download=False) != first
+        with pytest.raises(RuntimeError, match="selected_tags.csv changed on disk"):
+            holder.tagger
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
