@@ -289,6 +289,17 @@ def test_loader_node_lists_and_runs_zoedepth_and_marigold(nodes, comfy, models_d
         loader().load("my-marigold", "fp8", False)
 
 
+def test_loader_node_fp16_on_the_cpu_runs_fp32_on_every_cpu(nodes, comfy, models_dir):
+    """A workflow saved with fp16 (for a GPU) runs on the CPU in fp32 after a warning, on CPUs with fp16 kernels
+    (AVX512-FP16, where it used to raise) as on those without."""
+    from cartoonseg.device import PrecisionFallbackWarning
+
+    (model,) = nodes["CartoonSegDepthLoader"]().load("zoedepth-nyu-kitti (ZoeDepth, MIT)", "fp16", False)
+    with pytest.warns(PrecisionFallbackWarning):
+        depth, _ = nodes["CartoonSegDepthEstimate"]().estimate(model, torch.rand(1, 30, 40, 3))
+    assert depth.shape == (1, 30, 40, 3) and bool(torch.isfinite(depth).all())
+
+
 # ---------------------------------------------------------------------------------------------- CLI
 def test_cli_depth_runs_zoedepth_and_marigold(zoe_dir, marigold_dir, tmp_path):
     from PIL import Image
@@ -301,3 +312,19 @@ def test_cli_depth_runs_zoedepth_and_marigold(zoe_dir, marigold_dir, tmp_path):
         assert cli_main(["depth", str(tmp_path / "img.png"), "--model", str(folder), "--out", str(out), *extra]) == 0
         grey = np.asarray(Image.open(out))
         assert grey.shape[:2] == (40, 56) and grey.min() == 0 and grey.max() == 255
+
+
+def test_marigold_bf16_runs_on_every_cpu(marigold_dir):
+    """bf16 Marigold on a CPU with bf16 kernels used to crash in diffusers' antialiased resize (no bf16 CPU kernel);
+    it is autocast over fp32 weights now. On a CPU without bf16 kernels it falls back to fp32 (one warning)."""
+    import warnings
+
+    from cartoonseg.device import resolve_dtype
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = load_depth_model(marigold_dir, dtype=torch.bfloat16, steps=1, ensemble=1, processing_resolution=32)
+        assert est.dtype == resolve_dtype("bf16", "cpu")
+    out = est(IMAGE)
+    assert out.disparity.shape == (40, 56) and out.disparity.dtype == torch.float32
+    assert bool(torch.isfinite(out.disparity).all())

@@ -9,6 +9,7 @@ in [0,1] (0 = nearest), so here ``disparity = 1 - depth``, min-max normalised. `
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -31,7 +32,8 @@ class MarigoldEstimator:
         ensemble: predictions averaged per image (the original: 5 for the LCM model).
         processing_resolution: long side the pipeline works at (0 = the checkpoint's default).
         seed: noise seed (the same seed reproduces the result).
-        dtype: the pipeline's dtype.
+        dtype: the compute dtype (the pipeline's weights' on a GPU; on CPU the weights stay fp32 and bf16 is
+            autocast).
     """
 
     def __init__(self, pipe, *, steps: int = 0, ensemble: int = 1, processing_resolution: int = 0, seed: int = 0,
@@ -65,8 +67,12 @@ class MarigoldEstimator:
             kwargs["num_inference_steps"] = self.steps
         if self.processing_resolution:
             kwargs["processing_resolution"] = self.processing_resolution
-        out = self.pipe(Image.fromarray(rgb), ensemble_size=self.ensemble, match_input_resolution=True,
-                        generator=generator, output_type="pt", **kwargs)
+        # bf16 on CPU is autocast over fp32 weights (as for the other depth models): diffusers' preprocessing resizes
+        # with antialias, which has no bf16 CPU kernel
+        cpu_bf16 = self.device.type == "cpu" and self.dtype == torch.bfloat16
+        with torch.autocast("cpu", dtype=torch.bfloat16) if cpu_bf16 else contextlib.nullcontext():
+            out = self.pipe(Image.fromarray(rgb), ensemble_size=self.ensemble, match_input_resolution=True,
+                            generator=generator, output_type="pt", **kwargs)
         raw = _as_map(out.prediction).float().cpu()
         raw = torch.nan_to_num(raw, nan=0.0)
         disparity = normalise(1.0 - raw)
@@ -91,7 +97,9 @@ def load_marigold(folder: str | os.PathLike, *, device: torch.device | str = "cp
     dtype = resolve_dtype(precision_of(dtype), device)
     if dtype == torch.float16 and torch.device(device).type == "cpu":
         raise ValueError("float16 is extremely slow on CPU; use torch.float32 or torch.bfloat16")
-    pipe = diffusers.MarigoldDepthPipeline.from_pretrained(str(Path(folder)), torch_dtype=dtype, local_files_only=True)
+    weights = torch.float32 if torch.device(device).type == "cpu" else dtype  # CPU bf16: autocast (see __call__)
+    pipe = diffusers.MarigoldDepthPipeline.from_pretrained(str(Path(folder)), torch_dtype=weights,
+                                                           local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     pipe = pipe.to(device)
     return MarigoldEstimator(pipe, steps=steps, ensemble=ensemble, processing_resolution=processing_resolution,
