@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from functools import partial
 
 import torch
@@ -58,9 +59,15 @@ def _read_depth_model(folder: str, precision: str, device: torch.device):
     """The depth model of ``folder`` read onto the CPU, its weights in the precision it will run in on ``device``
     (resolved by ``cartoonseg.device``: what the device cannot run falls back to fp32 with one warning)."""
     from cartoonseg.depth import load_depth_model
-    from cartoonseg.device import resolve_dtype
+    from cartoonseg.device import PrecisionFallbackWarning, resolve_dtype
 
     dtype = resolve_dtype(precision, device)
+    if device.type == "cpu" and dtype == torch.float16:
+        # the library refuses fp16 on the CPU (far slower than fp32, even where the CPU has fp16 kernels); a workflow
+        # saved on a GPU still runs here, in fp32, as on a CPU without them
+        warnings.warn("fp16 depth on the CPU is far slower than fp32; running in fp32 instead", PrecisionFallbackWarning,
+                      stacklevel=2)
+        dtype = torch.float32
     if device.type == "cpu":  # reduced precision on CPU is autocast, with fp32 weights
         return load_depth_model(folder, device="cpu", dtype=dtype, allow_download=False)
     estimator = load_depth_model(folder, device="cpu", dtype=torch.float32, allow_download=False)
