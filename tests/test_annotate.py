@@ -307,6 +307,8 @@ def test_cli_defaults_follow_the_refiner_and_the_same_coco_file_twice_is_read_on
     assert main(args) == 0
     settings = json.loads(out.read_text())["info"]["settings"]
     assert (settings["mask_thr"], settings["refine_size"]) == (0.6, 64)
+    # the precision that ran (auto is bf16 or fp32 by CPU), so a resume on another kind of CPU is refused
+    assert settings["precision"] == cartoonseg.device.resolve_precision("auto", "cpu")
     assert json.loads((per / "img00" / "instances.json").read_text())["mask_thr"] == 0.6  # as segment writes it
 
 

@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         precision=args.precision,
     )
     fingerprint = {k: getattr(args, k) for k in ("detector", "refiner", "det_size", "score_thr", "mask_thr",
-                                                  "max_dets", "precision", "batch_size")}
+                                                  "max_dets", "batch_size")}
+    fingerprint["precision"] = seg.effective_precision  # what runs here: auto/bf16 differ between CPUs
     for key in ("detector", "refiner"):
         if fingerprint[key] and Path(fingerprint[key]).is_file():
             st = Path(fingerprint[key]).stat()

@@ -134,7 +134,8 @@ def run_annotate(args: argparse.Namespace) -> int:
     settings = {
         "detector": _weights_identity(det_path), "refiner": _weights_identity(ref_path) if ref_path else None,
         "score_thr": args.score_thr, "mask_thr": mask_thr, "det_size": args.det_size,
-        "refine_size": seg.refine_size, "max_instances": args.max_instances, "precision": args.precision,
+        "refine_size": seg.refine_size, "max_instances": args.max_instances,
+        "precision": seg.effective_precision,  # what runs here (auto and bf16 differ between CPUs): resumes must match
         "exact": bool(args.exact), "grey": bool(args.grey),
         "tagger": {"source": Path(args.tagger).name, "general_threshold": args.general_threshold,
                    "character_threshold": args.character_threshold} if args.tagger else None,
