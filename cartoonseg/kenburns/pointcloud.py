@@ -305,14 +305,7 @@ def splat(
     weight = weight[:n_pix].view(t, 1, h, w)
     features = acc[:n_pix].view(t, h, w, c).permute(0, 3, 1, 2)
     features = features / weight.clamp_min(1e-8)
-    zb = zbuf[:n_pix].view(t, 1, h, w)
-    # a pixel that only splats' grazing corners reach (each below ZBUFFER_MIN_WEIGHT, so no depth) is a hole: a known
-    # colour without a depth would stop the far-side fill's search and stay black
-    lone = (weight > 0) & ~torch.isfinite(zb)
-    if bool(lone.any()):
-        weight = torch.where(lone, 0.0, weight)
-        features = torch.where(lone, 0.0, features)
-    depth = torch.where(weight > 0, zb, float("inf"))
+    depth = torch.where(weight > 0, zbuf[:n_pix].view(t, 1, h, w), float("inf"))
     result = SplatResult(features=features, weight=weight, depth=depth)
     if crack_fill:
         result = fill_cracks(result, poses)
