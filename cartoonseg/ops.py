@@ -4,8 +4,8 @@
 * selection: :func:`parse_indices` (``"0,2"``, ``"1-3"``, ``"-1"``, ``"all"``), :func:`sort_order`,
   :func:`select_positions`, :func:`select_instances` (one meaning of a selection everywhere: positions a frame
   does not have are skipped);
-* masks: :func:`grow_mask` (square dilation / erosion, the one dilation of every mask ``dilate`` knob),
-  :func:`background_mask` (union of chosen instances, grown and feathered: the hole that removes them),
+* masks: :func:`grow_mask` (square dilation / erosion), :func:`background_mask` (union of chosen instances, grown
+  with the original's elliptical kernel and feathered: the hole that removes them),
   :func:`masks_to_instances` (any masks -> Instances);
 * crops: :func:`crop_window` (integer window around a box), :func:`crop_instances` (padded crops of instances).
 
@@ -180,9 +180,9 @@ def background_mask(
             (:func:`select_positions`: ``-1`` = last; positions the masks do not have are skipped, so one selection
             works on every frame of a video).
         threshold: binarisation threshold for tensors (an ``Instances`` uses its own ``mask_thr``).
-        dilate: grow the union by this many pixels with :func:`grow_mask` (square window of side
-            ``2*dilate+1``, the same dilation as Select Instances' ``dilate``; the original's diffusion mode uses
-            5, its tagging pass a 3x3 square).
+        dilate: grow the union by this many pixels (elliptical kernel of side ``2*dilate+1``, as the original
+            grows its inpainting mask; its diffusion mode uses 5, its tagging pass a 3x3 square). Deliberately not
+            :func:`grow_mask`'s square: the Ken Burns plate and the style holes follow the original.
         feather: Gaussian sigma in pixels for a soft edge **outside** the binary region (0 = hard mask). The
             binary region itself stays 1.
 
@@ -210,9 +210,10 @@ def background_mask(
     if indices is not None:
         m = m[select_positions(m.shape[0], indices)]
     union = m.any(0) if m.shape[0] else torch.zeros(m.shape[1:], dtype=torch.bool)
-    if dilate > 0:
-        union = grow_mask(union, int(dilate))
     out = union.numpy().astype(np.uint8)
+    if dilate > 0 and out.any():
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate + 1, 2 * dilate + 1))
+        out = cv2.dilate(out, kernel)
     result = torch.from_numpy(out.astype(np.float32))
     if feather > 0 and out.any():
         k = math.ceil(3 * feather) * 2 + 1

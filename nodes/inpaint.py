@@ -54,7 +54,8 @@ class CartoonSegBackgroundMask:
                                                   "positions a frame does not have are skipped"}),
                 "dilate": ("INT", {"default": 5, "min": 0, "max": 256,
                                    "tooltip": "grow the mask by this many pixels (covers outlines and halos); "
-                                              "square window of side 2*dilate+1, as Select Instances' dilate"}),
+                                              "elliptical kernel of side 2*dilate+1, as the original grows its "
+                                              "inpainting mask (Select Instances' dilate uses a square)"}),
                 "feather": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 64.0, "step": 0.5,
                                       "tooltip": "soft outward edge of the mask, in pixels (0 = hard)"}),
             }

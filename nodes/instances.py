@@ -160,7 +160,8 @@ class CartoonSegInstanceSplit:
                                                  "tooltip": "what the crop shows outside the instance mask"}),
                 "dilate": ("INT", {"default": 0, "min": -512, "max": 512,
                                    "tooltip": "grow (>0) or shrink (<0) the union in pixels (square window of "
-                                              "side 2*|dilate|+1, as Background Mask's dilate); the background "
+                                              "side 2*|dilate|+1; Background Mask's dilate is elliptical, as the "
+                                              "original's); the background "
                                               "mask is its inverse"}),
                 "mask_output": (list(MASK_OUTPUTS), {"default": "binary", "tooltip": _MASK_OUTPUT_TOOLTIP}),
             },

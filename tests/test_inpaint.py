@@ -160,10 +160,12 @@ def test_background_mask_union_indices_dilate_feather():
         background_mask(inst, dilate=-1)
 
 
-def test_background_mask_reads_selections_and_dilates_as_select_instances():
-    """One meaning of a selection and of `dilate`: background_mask keeps what select_instances keeps (positions a
-    frame lacks skipped, -1 = last) and grows with grow_mask (the square window), on frames of any instance count."""
-    from cartoonseg.ops import grow_mask, select_instances
+def test_background_mask_reads_selections_as_select_instances():
+    """One meaning of a selection: background_mask keeps what select_instances keeps (positions a frame lacks
+    skipped, -1 = last), on frames of any instance count, and grows the union with the original's ellipse."""
+    import cv2
+
+    from cartoonseg.ops import select_instances
 
     m = torch.zeros(3, 40, 40)
     m[0, 5:15, 5:15] = 1
@@ -175,7 +177,8 @@ def test_background_mask_reads_selections_and_dilates_as_select_instances():
             picked = select_instances(f, "index", chosen)
             union = picked.binary.any(0) if len(picked) else torch.zeros(40, 40, dtype=torch.bool)
             for dilate in (0, 1, 5):
-                expected = grow_mask(union, dilate).float()
+                kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate + 1, 2 * dilate + 1))
+                expected = torch.from_numpy(cv2.dilate(union.numpy().astype(np.uint8), kernel).astype(np.float32))
                 assert torch.equal(background_mask(f, indices=chosen, dilate=dilate), expected), (chosen, len(f), dilate)
 
 

@@ -194,18 +194,18 @@ def test_background_mask_node(nodes):
 
 def test_background_mask_node_video_with_fewer_instances_matches_select_instances(nodes):
     """A selection a frame cannot satisfy skips that frame's missing positions (as Select Instances does) instead of
-    failing the whole video, and dilate gives the same pixels as Select Instances' union with the same dilate."""
+    failing the whole video: without dilation the same pixels as Select Instances' union."""
     m = torch.zeros(2, 64, 64)
     m[0, 10:30, 8:24] = 1
     m[1, 30:50, 36:56] = 1
     two, one, none = Instances.from_masks(m), Instances.from_masks(m[:1]), Instances.empty(64, 64)
     split = nodes["CartoonSegInstanceSplit"]()
     for select, frames in (("1", [two, one]), ("-1", [two, none]), ("0,1", [two, one, none])):
-        (mask,) = nodes["CartoonSegBackgroundMask"]().make(frames, select, 5, 0.0)
-        union = split.split(frames, "index", select, "position", -1, 0, 0, "image", 5, "binary")[3]
+        (mask,) = nodes["CartoonSegBackgroundMask"]().make(frames, select, 0, 0.0)
+        union = split.split(frames, "index", select, "position", -1, 0, 0, "image", 0, "binary")[3]
         assert mask.shape == union.shape and torch.equal(mask, union), select
     (mask,) = nodes["CartoonSegBackgroundMask"]().make([two, one], "1", 5, 0.0)
-    assert int(mask[0].sum()) == (20 + 10) * (20 + 10) and int(mask[1].sum()) == 0  # square window, side 2*5+1
+    assert (20 + 10) * (20 + 10) > int(mask[0].sum()) > 20 * 20 and int(mask[1].sum()) == 0  # ellipse of side 11
 
 
 def test_patchmatch_node(nodes, comfy):
