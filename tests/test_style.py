@@ -168,6 +168,13 @@ def test_instance_prompts_merge_style_and_tags():
     assert instance_prompts(given, "3D pixar style") == ["3D pixar style, red hair", "3D pixar style, blue eyes"]
     given = inst.replace(extras={"prompt": ["1girl, anime coloring", "red hair, Anime"]})  # a tag holding the word
     assert instance_prompts(given, "anime") == ["anime, 1girl, anime coloring", "red hair, Anime"]
+    # the same tag first: still not the style (it used to count as "at the start"); a multi-piece style as a run
+    first = inst.replace(extras={"prompt": ["anime coloring, 1girl", "watercolor_(medium), 1girl"]})
+    assert instance_prompts(first, "anime") == ["anime, anime coloring, 1girl", "anime, watercolor_(medium), 1girl"]
+    assert instance_prompts(first, "watercolor")[1] == "watercolor, watercolor_(medium), 1girl"
+    runs = inst.replace(extras={"prompt": ["1girl, Watercolor, soft light", "watercolor, 1girl, soft light"]})
+    assert instance_prompts(runs, "watercolor, soft light") == ["1girl, Watercolor, soft light",
+                                                                "watercolor, soft light, watercolor, 1girl, soft light"]
     bare = Instances.from_masks(torch.ones(2, 8, 8))
     assert instance_prompts(bare, "cg") == ["cg", "cg"]
 

@@ -56,7 +56,9 @@ def instance_prompts(
 
 
 def _holds(prompt: str, style: str) -> bool:
-    """Whether ``prompt`` already carries ``style``: at its start, or as one whole comma-separated piece (a tag such
-    as ``anime coloring`` does not carry the style ``anime``)."""
-    low, key = prompt.lower(), style.lower().strip()
-    return low.startswith(key) or key in {piece.strip() for piece in low.split(",")}
+    """Whether ``prompt`` already carries ``style`` as whole comma-separated pieces, wherever they stand (a tag such
+    as ``anime coloring`` or ``watercolor_(medium)`` does not carry the style ``anime`` / ``watercolor``, first or
+    not). A style of several pieces (``"watercolor, soft light"``) must appear as that run of pieces."""
+    pieces = [p.strip() for p in prompt.lower().split(",")]
+    key = [p.strip() for p in style.lower().split(",") if p.strip()]
+    return bool(key) and any(pieces[i:i + len(key)] == key for i in range(len(pieces) - len(key) + 1))
