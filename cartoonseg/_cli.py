@@ -15,7 +15,7 @@ from .checkpoint import CheckpointError, load_detector, load_refiner
 from .hub import WeightsUnavailableError, resolve_all
 
 __all__ = ["CLI_ERRORS", "HelpFormatter", "SkippedInputs", "area_main", "check_device", "finish_parser",
-           "load_networks", "progress", "quiet", "run_parser", "subcommand_parser"]
+           "load_networks", "progress", "quiet", "run_parser", "seed", "subcommand_parser"]
 
 #: exceptions reported as one line (OSError covers missing paths and unwritable ``--out`` folders;
 #: MissingDependencyError names the extra to install)
@@ -35,6 +35,18 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
             shown = ", ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
             text += f" (default: {shown if shown != '' else 'empty'})"
         return text
+
+
+def seed(text: str) -> int:
+    """The ``type`` of every ``--seed`` option: an integer in [0, 2**63) (numpy's and torch's generators take
+    these; a negative seed used to fail deep inside, after the models had loaded)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63), got {value}")
+    return value
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:

@@ -75,6 +75,41 @@ def test_every_option_is_documented_with_its_default():
     assert "(default: 0)" in commands["python -m cartoonseg inpaint"].format_help()  # --seed
 
 
+
+def test_every_seed_option_refuses_a_negative_seed_at_parsing(capsys):
+    """numpy's generators refuse negative seeds: `puppet --seed -1` used to fail after loading and rigging with
+    numpy's "expected non-negative integer". Every --seed (the commands and the train/ scripts) checks it first."""
+    import subprocess
+
+    from cartoonseg._cli import seed
+
+    with_seed = [name for name, parser in _commands().items()
+                 if any("--seed" in a.option_strings for a in parser._actions)]
+    assert {"python -m cartoonseg puppet", "python -m cartoonseg inpaint", "python -m cartoonseg kenburns"} <= set(
+        with_seed)
+    for name in with_seed:
+        parser = _commands()[name]
+        action = next(a for a in parser._actions if "--seed" in a.option_strings)
+        assert action.type is seed, name
+    with pytest.raises(argparse.ArgumentTypeError, match=r"\[0, 2\*\*63\)"):
+        seed("-1")
+    assert seed("0") == 0 and seed(str(2**63 - 1)) == 2**63 - 1
+    from cartoonseg.__main__ import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["puppet", "x.png", "--out", "y.webp", "--seed", "-1"])
+    assert exc.value.code == 2 and "--seed" in capsys.readouterr().err
+    for script in ("train.synthesize", "train.make_fixtures", "train.train_detector"):
+        proc = subprocess.run([sys.executable, "-m", script, "--help"], capture_output=True, text=True, cwd=REPO)
+        assert proc.returncode == 0 and "--seed" in proc.stdout, script
+        proc = subprocess.run([sys.executable, "-m", script, "--seed", "-1"], capture_output=True, text=True, cwd=REPO)
+        assert proc.returncode == 2 and "argument --seed" in proc.stderr, (script, proc.stderr)
+    from cartoonseg.puppet.motion import PresetMotion
+
+    with pytest.raises(ValueError, match="seed"):
+        PresetMotion("wave", seed=-1)
+
+
 # ---------------------------------------------------------------------------------------------- progress bars
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:

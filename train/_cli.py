@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cartoonseg._cli import CLI_ERRORS
+from cartoonseg._cli import seed as cli_seed
 from cartoonseg.training.coco import find_annotation
 
 
@@ -28,7 +29,7 @@ def add_run_args(ap: argparse.ArgumentParser, *, max_iters_help: str, resume_hel
     ap.add_argument("--amp", default="auto", choices=["auto", "none", "fp16", "bf16"], help="mixed precision (CUDA)")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (torchrun: cuda:LOCAL_RANK)")
     ap.add_argument("--workers", type=int, default=4, help="DataLoader workers per process (default 4)")
-    ap.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    ap.add_argument("--seed", type=cli_seed, default=0, help="seed (default 0)")
     ap.add_argument("--log-interval", type=int, default=50, help="iterations between log lines")
     ap.add_argument("--ckpt-interval", type=int, default=0, help="iterations between checkpoints (0: epoch ends)")
     ap.add_argument("--max-iters", type=int, default=None, help=max_iters_help)

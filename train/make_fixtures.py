@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from cartoonseg._cli import run_parser
+from cartoonseg._cli import seed as cli_seed
 from cartoonseg.data.fixtures import make_fixtures
 from cartoonseg.outputs import add_overwrite_argument
 
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="output folder (gets fg/ and bg/)")
     ap.add_argument("--num-fg", type=int, default=40, help="number of foreground characters (default 40)")
     ap.add_argument("--num-bg", type=int, default=10, help="number of backgrounds (default 10)")
-    ap.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    ap.add_argument("--seed", type=cli_seed, default=0, help="random seed (default 0)")
     ap.add_argument("--fg-height", type=int, nargs=2, default=(220, 480), metavar=("MIN", "MAX"),
                     help="character height range in px (default 220 480)")
     ap.add_argument("--bg-size", type=int, nargs=2, default=(960, 720), metavar=("W", "H"),

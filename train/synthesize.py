@@ -16,6 +16,7 @@ import dataclasses
 import json
 
 from cartoonseg._cli import run_parser
+from cartoonseg._cli import seed as cli_seed
 from cartoonseg.data.synthesis import PRESETS, synthesize_dataset
 
 
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="code: 640 canvas as the released code (default); paper: 720 canvas")
     ap.add_argument("--size", type=int, default=None, help="canvas size, overrides the preset (640 or 720)")
     ap.add_argument("--split", default="train", help="split name: train (random JPEG quality) or val/test")
-    ap.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    ap.add_argument("--seed", type=cli_seed, default=0, help="random seed (default 0)")
     ap.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     ap.add_argument("--person-boxes", default=None,
                     help="COCO person-box groups from train.coco_person_boxes (enables the personbbox layout)")

@@ -17,6 +17,7 @@ import torch
 
 from .. import outputs
 from .._cli import area_main, progress, quiet
+from .._cli import seed as cli_seed
 from ..io import read_image, read_mask, to_float_image, write_image
 from .diffusion import INIT_FILLS, NEGATIVE_PROMPT, RefineSettings, background_prompt, refine_background
 from .patchmatch import INPAINT_METHODS, fill_method, inpaint
@@ -75,7 +76,7 @@ def _add_inpaint(sub) -> None:
     p.add_argument("--method", choices=list(INPAINT_METHODS), default="patchmatch",
                    help="patchmatch: texture synthesis (the paper); telea: fast, smooth")
     p.add_argument("--patch-size", type=int, default=3, help="PatchMatch patch side in pixels (odd)")
-    p.add_argument("--seed", type=int, default=0, help="PatchMatch's random initialisation")
+    p.add_argument("--seed", type=cli_seed, default=0, help="PatchMatch's random initialisation")
     p.add_argument("--radius", type=int, default=3, help="Telea neighbourhood radius")
     outputs.add_overwrite_argument(p)
     p.set_defaults(func=_run_inpaint)
@@ -94,7 +95,7 @@ def _add_refine(sub) -> None:
     p.add_argument("--steps", type=int, default=32, help="sampler steps (the paper: 32)")
     p.add_argument("--cfg", type=float, default=7.0, help="classifier-free guidance scale")
     p.add_argument("--denoise", type=float, default=0.75, help="share of the first fill that is re-synthesised, 0..1")
-    p.add_argument("--seed", type=int, default=0, help="sampler seed")
+    p.add_argument("--seed", type=cli_seed, default=0, help="sampler seed")
     p.add_argument("--short-side", type=int, default=1024, help="working short side (0 = native)")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="compute precision of the pipeline")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps, or auto (CUDA when present)")

@@ -24,6 +24,7 @@ import torch
 
 from .. import outputs
 from .._cli import area_main, load_networks, progress, quiet
+from .._cli import seed as cli_seed
 from ..io import CLIP_SUFFIXES, read_depth, read_image, to_float_image, write_frames
 from .camera import EASINGS, PRESETS, CameraPath
 from .disocclusion import CHARACTER_REVEALS, FILLS
@@ -206,7 +207,7 @@ def _add_kenburns(sub) -> None:
     p.add_argument("--negative-prompt", default=None, help="--fill diffusion: negative prompt (default: the paper's)")
     p.add_argument("--diffusion-steps", type=int, default=32, help="--fill diffusion: sampler steps")
     p.add_argument("--short-side", type=int, default=1024, help="--fill diffusion: working short side (0 = native)")
-    p.add_argument("--seed", type=int, default=0, help="--fill diffusion: sampling seed")
+    p.add_argument("--seed", type=cli_seed, default=0, help="--fill diffusion: sampling seed")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="--fill diffusion: model precision")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps, or auto (CUDA when present)")
     p.add_argument("--weights-dir", default=None, help="folder with the released weights (and depth/<model>)")

@@ -25,6 +25,7 @@ import numpy as np
 
 from .. import outputs
 from .._cli import area_main, load_networks, progress
+from .._cli import seed as cli_seed
 from .._optional import require
 from ..io import CLIP_SUFFIXES, read_grey, read_image, write_frames
 from .motion import PRESETS, KeyframeMotion, PresetMotion, RetargetMotion
@@ -183,7 +184,7 @@ def _add_puppet(sub) -> None:
     p.add_argument("--frames", type=int, default=None, help="frames to render (default: the motion's length)")
     p.add_argument("--fps", type=float, default=12.0, help="frames per second of the animation")
     p.add_argument("--strength", type=float, default=1.0, help="amplitude of the preset motion")
-    p.add_argument("--seed", type=int, default=0, help="seed of the plate inpainting and per-character preset variation")
+    p.add_argument("--seed", type=cli_seed, default=0, help="seed of the plate inpainting and per-character preset variation")
     p.add_argument("--plate", help="background plate image (e.g. a diffusion inpainting); default PatchMatch")
     p.add_argument("--plate-dilate", type=int, default=5, help="pixels the characters grow by for the plate")
     p.add_argument("--mesh-spacing", type=float, default=0.0, help="mesh sample spacing in pixels (0 = automatic)")

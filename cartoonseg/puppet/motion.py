@@ -401,6 +401,8 @@ class PresetMotion:
             raise ValueError(f"strength must be finite and >= 0, got {self.strength}")
         if self.period is not None and not self.period > 0:
             raise ValueError(f"period must be > 0 seconds, got {self.period}")
+        if not 0 <= int(self.seed) < 2**63:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed}")
 
     def default_frames(self, fps: float) -> int:
         return max(2, round((max(PRESET_PERIODS[self.name], 2.0) if self.name != "wave" else 3.0) * fps))

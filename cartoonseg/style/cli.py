@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .. import outputs
 from .._cli import SkippedInputs, area_main, load_networks, progress, quiet
+from .._cli import seed as cli_seed
 from ..io import read_image, to_float_image, write_image
 from .config import BACKGROUND_FILLS, MODES, PRESETS, style_preset
 from .hints import HINT_TYPES, extract_hint
@@ -62,7 +63,7 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--mode", choices=MODES,
                    help=pre("mode", "instance = the paper's method; global = one img2img with the style prompt"))
     p.add_argument("--compare", action="store_true", help="also write the global-prompt baseline")
-    p.add_argument("--seed", type=int, help=pre("seed", "seed of every pass (the same for all instances)"))
+    p.add_argument("--seed", type=cli_seed, help=pre("seed", "seed of every pass (the same for all instances)"))
     p.add_argument("--steps", type=int, help=pre("steps", "sampler steps per pass"))
     p.add_argument("--cfg", type=float, help=pre("cfg", "classifier-free guidance scale"))
     p.add_argument("--sampler", choices=["dpmpp_2m", "dpmpp_2m_sde", "euler", "euler_ancestral", "ddim"],
