@@ -1,6 +1,8 @@
 """The one error policy of every ``python -m cartoonseg`` command: expected failures (bad input, missing or corrupt
-files, unavailable weights, unwritable outputs) print a single ``error: ...`` line and exit with status 2; anything
-else is a bug and keeps its traceback. Application modules reuse it for their standalone ``main``, and
+files, unavailable weights, unwritable outputs) print a single ``error: ...`` line and exit with status 2; Ctrl-C
+prints ``interrupted`` and exits with 130 (what was finished stays, under the output policy, for the rerun); a closed
+stdout (``| head``) ends the command quietly with 141 (128 + SIGPIPE, what the shell reports when a tool dies of
+it); anything else is a bug and keeps its traceback. Application modules reuse it for their standalone ``main``, and
 :func:`load_networks` for their ``--detector`` / ``--refiner`` options."""
 
 from __future__ import annotations
@@ -14,12 +16,31 @@ from ._optional import MissingDependencyError
 from .checkpoint import CheckpointError, load_detector, load_refiner
 from .hub import WeightsUnavailableError, resolve_all
 
-__all__ = ["CLI_ERRORS", "HelpFormatter", "SkippedInputs", "area_main", "check_device", "finish_parser",
+__all__ = ["CLI_ERRORS", "EXIT_INTERRUPTED", "EXIT_PIPE", "HelpFormatter", "SkippedInputs", "area_main",
+           "check_device", "finish_parser", "handle_stop",
            "load_networks", "progress", "quiet", "run_parser", "seed", "subcommand_parser"]
 
 #: exceptions reported as one line (OSError covers missing paths and unwritable ``--out`` folders;
 #: MissingDependencyError names the extra to install)
 CLI_ERRORS = (ValueError, TypeError, OSError, CheckpointError, WeightsUnavailableError, MissingDependencyError)
+#: exit status after Ctrl-C (128 + SIGINT) and after the reader of stdout went away (128 + SIGPIPE)
+EXIT_INTERRUPTED, EXIT_PIPE = 130, 141
+
+
+def handle_stop(exc: BaseException) -> int:
+    """The exit status for a command stopped by ``exc``: Ctrl-C (``KeyboardInterrupt``) prints one ``interrupted``
+    line; a closed stdout (``BrokenPipeError``) prints nothing and points stdout at ``/dev/null`` so the interpreter's
+    last flush does not fail again. Other exceptions are re-raised."""
+    if isinstance(exc, KeyboardInterrupt):
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if isinstance(exc, BrokenPipeError):
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (captured)
+            pass
+        return EXIT_PIPE
+    raise exc
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -179,6 +200,8 @@ def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
         if getattr(args, "device", None) is not None:
             args.device = check_device(args.device)
         return args.func(args)
+    except (KeyboardInterrupt, BrokenPipeError) as exc:
+        return handle_stop(exc)
     except CLI_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

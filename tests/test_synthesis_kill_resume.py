@@ -116,3 +116,41 @@ def test_synthesis_killed_twice_resumes_to_the_uninterrupted_dataset(raw, tmp_pa
     assert {a["image_id"] for a in data["annotations"]} <= set(image_ids)
     leftovers = [p.name for p in out.rglob("*") if ".tmp" in p.name or p.name.endswith(".partial")]
     assert leftovers == []
+
+
+def test_ctrl_c_is_one_line_and_status_130_also_with_workers(raw, tmp_path):
+    """Ctrl-C (SIGINT to the whole foreground process group, as a terminal sends it) ends the run with one
+    `interrupted` line and status 130: no traceback from the main process or from each worker; the rerun resumes."""
+    out = tmp_path / "syn"
+    cmd = _cmd(raw, out, workers=2)
+    cmd[cmd.index("--num") + 1] = "100000"  # far from finished when the signal comes
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and _done(out) < 2:
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.stderr.read().decode()
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    err = err.decode()
+    assert proc.returncode == 130 and "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted", err
+
+
+def test_run_parser_reports_ctrl_c_and_a_closed_stdout(capsys):
+    import argparse
+
+    from cartoonseg._cli import EXIT_INTERRUPTED, EXIT_PIPE, run_parser
+
+    def parser(exc: BaseException) -> argparse.ArgumentParser:
+        p = argparse.ArgumentParser()
+
+        def func(args):
+            raise exc
+
+        p.set_defaults(func=func)
+        return p
+
+    assert run_parser(parser(KeyboardInterrupt()), []) == EXIT_INTERRUPTED == 130
+    assert capsys.readouterr().err == "interrupted\n"
+    assert run_parser(parser(BrokenPipeError()), []) == EXIT_PIPE == 141  # `| head`: quiet, as tools killed by SIGPIPE
+    assert capsys.readouterr().err == ""

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from cartoonseg._cli import CLI_ERRORS
+from cartoonseg._cli import CLI_ERRORS, handle_stop
 from cartoonseg._cli import seed as cli_seed
 from cartoonseg.training.coco import find_annotation
 
@@ -68,6 +68,8 @@ def run_training(train: Callable[[], dict]) -> int:
     print one ``error: ...`` line and return 2; otherwise rank 0 prints the summary and 0 is returned."""
     try:
         summary = train()
+    except (KeyboardInterrupt, BrokenPipeError) as exc:
+        return handle_stop(exc)  # Ctrl-C: one line, status 130; the last checkpoint resumes the run
     except CLI_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

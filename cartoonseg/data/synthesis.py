@@ -48,6 +48,7 @@ import json
 import multiprocessing
 import os
 import re
+import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -343,6 +344,7 @@ _WORKER: dict = {}
 
 
 def _init_worker(state: dict) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops the pool (no trace per worker)
     cv2.setNumThreads(1)
     _WORKER.clear()
     _WORKER.update(state)
