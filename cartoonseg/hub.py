@@ -2,7 +2,8 @@
 
 The weights live on the Hugging Face hub in ``dreMaz/AnimeInstanceSegmentation``. :func:`resolve_weights` finds a
 local file first (an explicit path, or the released file name in one of the search folders) and downloads only
-when allowed and not offline (``HF_HUB_OFFLINE=1``); every download is checked against the published sha256.
+when allowed, not disabled (``CARTOONSEG_NO_DOWNLOAD=1``, for every command and node) and not offline
+(``HF_HUB_OFFLINE=1``); every download is checked against the published sha256.
 Failures raise :class:`WeightsUnavailableError` naming the URL and the path the file is expected at, so a user can
 fetch it by hand.
 """
@@ -28,6 +29,7 @@ __all__ = [
     "hub_url",
     "is_offline",
     "download_blocker",
+    "downloads_disabled",
     "resolve_all",
 ]
 
@@ -119,9 +121,17 @@ def _unreachable(url: str) -> str | None:
     return _REACHABLE[(host, port)]
 
 
+def downloads_disabled() -> bool:
+    """True when ``CARTOONSEG_NO_DOWNLOAD`` is set (to anything but ``0``): no cartoonseg download, in the library,
+    the CLI or the nodes."""
+    return os.environ.get("CARTOONSEG_NO_DOWNLOAD", "").strip() not in ("", "0")
+
+
 def download_blocker(url: str = "") -> str | None:
-    """Why nothing can be downloaded from the hub right now (``HF_HUB_OFFLINE``, or no network to the hub, found in
-    seconds), or None. ``url`` is a file URL on the hub (its host is checked)."""
+    """Why nothing can be downloaded from the hub right now (``CARTOONSEG_NO_DOWNLOAD``, ``HF_HUB_OFFLINE``, or no
+    network to the hub, found in seconds), or None. ``url`` is a file URL on the hub (its host is checked)."""
+    if downloads_disabled():
+        return "CARTOONSEG_NO_DOWNLOAD is set"
     if is_offline():
         return "HF_HUB_OFFLINE is set"
     problem = _unreachable(url or hub_url(REPO_ID, "x"))
@@ -133,7 +143,7 @@ def download_blocker(url: str = "") -> str | None:
 def check_download_allowed(what: str, how_to: str, allow_download: bool = True, *, url: str = "",
                            missing: Sequence[tuple[str, str, str]] = ()) -> None:
     """Raise :class:`WeightsUnavailableError` (``what`` is not on disk, then ``how_to``) when a missing file may not
-    be fetched: downloads disabled, ``HF_HUB_OFFLINE`` set, no network to the hub (``url``'s host, probed once), or
+    be fetched: downloads disabled (argument or ``CARTOONSEG_NO_DOWNLOAD``), ``HF_HUB_OFFLINE`` set, no network to the hub (``url``'s host, probed once), or
     ``huggingface_hub`` not installed. ``missing`` is recorded on the error (see its attribute)."""
     reason = "downloading is disabled" if not allow_download else download_blocker(url)
     if reason:

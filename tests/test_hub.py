@@ -69,6 +69,21 @@ def test_offline_and_disabled_download(monkeypatch, tmp_path):
         hub.resolve_weights("unknown.ckpt", search_dirs=[tmp_path])
 
 
+def test_cartoonseg_no_download_stops_every_download(fake_hub, monkeypatch, tmp_path):
+    """CARTOONSEG_NO_DOWNLOAD=1 forbids downloads in the library and the CLI too (it used to be read by the nodes
+    only: `segment` and `tag` went to the hub with it set); a file already on disk still loads."""
+    fake_hub.files["weights.ckpt"] = b"abc"
+    spec = hub.WeightsSpec("weights.ckpt", None, repo_id="someone/some-repo")
+    monkeypatch.setenv("CARTOONSEG_NO_DOWNLOAD", "1")
+    with pytest.raises(hub.WeightsUnavailableError, match="CARTOONSEG_NO_DOWNLOAD is set"):
+        hub.resolve_weights("weights.ckpt", download_dir=tmp_path, spec=spec)
+    assert fake_hub.requests == []
+    monkeypatch.setenv("CARTOONSEG_NO_DOWNLOAD", "0")  # "0" means downloads are allowed
+    assert hub.resolve_weights("weights.ckpt", download_dir=tmp_path, spec=spec).read_bytes() == b"abc"
+    monkeypatch.setenv("CARTOONSEG_NO_DOWNLOAD", "1")
+    assert hub.resolve_weights("weights.ckpt", download_dir=tmp_path, spec=spec).read_bytes() == b"abc"
+
+
 def test_released_specs_are_the_published_ones():
     assert hub.RELEASED_WEIGHTS["detector"].sha256 == "8052de69f831188cbe7331500c9cf73252d73f2a22da9c2eb9f6414d0366fb36"
     assert hub.RELEASED_WEIGHTS["refiner"].sha256 == "c41a7c1cd54e63c1492d273466a540b6bff71ce9c2a01877add52bec554635a6"
