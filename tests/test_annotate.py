@@ -357,3 +357,19 @@ def test_work_folder_keeps_the_users_files_and_may_not_hold_the_output(data, seg
     coco = annotate(counting, items, out, work_dir=work, shard_size=1, progress=False, log=lambda m: None)
     assert len(coco["images"]) == 2 and json.loads(out.read_text()) == coco
     assert {p.name: p.read_text() for p in work.iterdir()} == user
+
+
+def test_cli_with_no_readable_image_is_an_error(data, tmp_path, capsys):
+    """Unreadable images are listed and skipped (not fatal) while others were annotated; when none could be read the
+    run is an error (status 2, one line), as for segment, tag and style."""
+    from cartoonseg.__main__ import main
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    args = ["annotate", "--detector", str(data["det"]), "--refiner", "none", "--det-size", "128", "--quiet"]
+    assert main([*args, str(bad), str(data["images"] / "img00.png"), "--out", str(tmp_path / "some.json")]) == 0
+    assert len(json.loads((tmp_path / "some.json").read_text())["info"]["skipped"]) == 1
+    capsys.readouterr()
+    assert main([*args, str(bad), "--out", str(tmp_path / "none.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: none of the 1 input image(s) could be read") and err.count("\n") == 1, err

@@ -161,9 +161,14 @@ def run_annotate(args: argparse.Namespace) -> int:
     per_image = (PerImageWriter(args.per_image, items, inputs=inputs, overwrite=args.overwrite,
                                 outside=[args.out, work_dir]) if args.per_image else None)
     quiet = bool(args.quiet)
-    annotate(segment, items, args.out, settings=settings, work_dir=args.work_dir, shard_size=args.shard_size,
-             per_image=per_image, rank=rank, progress=not quiet, keep_shards=args.keep_shards, inputs=inputs,
-             overwrite=args.overwrite, log=(lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr)))
+    coco = annotate(segment, items, args.out, settings=settings, work_dir=args.work_dir, shard_size=args.shard_size,
+                    per_image=per_image, rank=rank, progress=not quiet, keep_shards=args.keep_shards, inputs=inputs,
+                    overwrite=args.overwrite,
+                    log=(lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr)))
+    if coco is not None and items and len(coco["info"]["skipped"]) == len(items):  # some unreadable: not fatal
+        first = coco["info"]["skipped"][0]
+        raise ValueError(f"none of the {len(items)} input image(s) could be read ({first['file_name']}: "
+                         f"{first.get('error', 'unreadable')}); {args.out} lists them under info.skipped")
     return 0
 
 
