@@ -68,8 +68,10 @@ __all__ = ["RankInfo", "Shard", "ShardedRun", "agree", "check_outside", "init_di
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+#: empty file the rank that created the work folder leaves in it (the folder is removed at the end only then)
+CREATED_MARK = ".cartoonseg-created"
 _TMP_MARK = ".tmp-"
-#: manifest keys that identify a run (the others, such as ``created_folder``, are bookkeeping)
+#: manifest keys that identify a run
 _IDENTITY = ("version", "num_items", "items_sha256", "shard_size", "fingerprint")
 
 
@@ -195,8 +197,14 @@ class ShardedRun:
             Shard(i, start, tuple(self.keys[start:start + self.shard_size]))
             for i, start in enumerate(range(0, len(self.keys), self.shard_size))
         ]
-        self._created = not os.path.lexists(self.folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        try:  # exactly one process creates the folder, however many ranks race here; it marks the folder
+            self.folder.mkdir()
+            self._created = True
+        except FileExistsError:
+            self._created = False
+        if self._created:
+            write_atomic(self.folder / CREATED_MARK, "")
         self._check_manifest()
 
     # ------------------------------------------------------------------ manifest
@@ -222,9 +230,9 @@ class ShardedRun:
                 raise ValueError(f"{self.folder} holds the shards of a different run (differs in: "
                                  f"{', '.join(changed)}); {advice}")
             return
-        # every rank computes the same manifest, so concurrent writers write (nearly) identical bytes; only whether
-        # the folder was new may differ, and a rank that found it existing merely keeps the empty folder at the end
-        write_atomic(path, json.dumps(dict(mine, created_folder=self._created), sort_keys=True, indent=1))
+        # every rank computes the same manifest, so concurrent writers write identical bytes (whether the folder
+        # was new is the CREATED_MARK file of the rank that created it)
+        write_atomic(path, json.dumps(mine, sort_keys=True, indent=1))
 
     # ------------------------------------------------------------------ shards
     def path(self, shard: Shard | int) -> Path:
@@ -329,10 +337,12 @@ class ShardedRun:
                     path.unlink(missing_ok=True)
             else:
                 base = name.split(_TMP_MARK)[0]
-                if (base in names or base == MANIFEST) and _tmp_of(base).match(name):
+                if (base in names or base in (MANIFEST, CREATED_MARK)) and _tmp_of(base).match(name):
                     path.unlink(missing_ok=True)
         manifest.unlink(missing_ok=True)
-        if recorded.get("created_folder") is True:
+        mark = self.folder / CREATED_MARK
+        if mark.is_file() and not mark.is_symlink() and mark.stat().st_size == 0:
+            mark.unlink()
             try:
                 self.folder.rmdir()  # only when empty
             except OSError:
