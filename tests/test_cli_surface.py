@@ -51,29 +51,64 @@ def _commands() -> dict[str, argparse.ArgumentParser]:
     return out
 
 
+def _undocumented(name: str, parser: argparse.ArgumentParser) -> list[str]:
+    """The options of ``parser`` whose --help lacks a text or (where there is one) the default."""
+    problems = []
+    if parser.formatter_class is not HelpFormatter:
+        problems.append(f"{name}: --help does not use cartoonseg._cli.HelpFormatter")
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        label = "/".join(action.option_strings) or action.dest
+        described = formatter._get_help_string(action)
+        if not described.strip():
+            problems.append(f"{name} {label}: no help")
+        elif (action.option_strings and action.default is not None and action.default is not False
+              and action.default is not argparse.SUPPRESS and "default" not in described):  # 0 counts
+            problems.append(f"{name} {label}: default {action.default!r} not shown")
+    return problems
+
+
 def test_every_option_is_documented_with_its_default():
     problems = []
     commands = _commands()
     assert {"python -m cartoonseg segment", "python -m cartoonseg convert", "python -m cartoonseg kenburns",
             "python -m cartoonseg.tagger"} <= set(commands)
     for name, parser in commands.items():
-        assert parser.formatter_class is HelpFormatter, name
-        formatter = parser._get_formatter()
         options = [a for a in parser._actions if not isinstance(a, argparse._HelpAction)]
         assert any({"-q", "--quiet"} <= set(a.option_strings) for a in options), f"{name}: no -q/--quiet"
-        for action in options:
-            label = "/".join(action.option_strings) or action.dest
-            described = formatter._get_help_string(action)
-            if not described.strip():
-                problems.append(f"{name} {label}: no help")
-            elif (action.option_strings and action.default is not None and action.default is not False
-                  and action.default is not argparse.SUPPRESS and "default" not in described):  # 0 counts
-                problems.append(f"{name} {label}: default {action.default!r} not shown")
+        problems += _undocumented(name, parser)
     assert not problems, "\n".join(problems)
     seg = commands["python -m cartoonseg segment"].format_help()
     assert "(default: 0.3)" in seg and "(default: 640)" in seg and "(default: cpu)" in seg
     assert "(default: 0)" in commands["python -m cartoonseg inpaint"].format_help()  # --seed
 
+
+
+TRAIN_SCRIPTS = sorted(p.stem for p in (REPO / "train").glob("*.py") if not p.stem.startswith("_"))
+
+
+def test_every_train_script_option_is_documented_with_its_default(capsys):
+    """The train/ scripts' --help used to omit defaults (--log-interval, --amp, --split of train_detector)."""
+    import importlib
+
+    assert {"train_detector", "train_refiner", "evaluate", "synthesize", "chroma_key"} <= set(TRAIN_SCRIPTS)
+    problems = []
+    for script in TRAIN_SCRIPTS:
+        module = importlib.import_module(f"train.{script}")
+        with pytest.raises(SystemExit) as exit_:  # what a user sees
+            module.main(["--help"])
+        assert exit_.value.code == 0 and f"python -m train.{script}" in capsys.readouterr().out, script
+        problems += _undocumented(f"train.{script}", module.build_parser())
+    assert not problems, "\n".join(problems)
+    module = importlib.import_module("train.train_detector")
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for text in ("between log lines, >= 1 (default: 50)", "mixed precision (CUDA) (default: auto)",
+                 "DIR/annotations (default: train)"):
+        assert text in shown, text
 
 
 def test_every_seed_option_refuses_a_negative_seed_at_parsing(capsys):

@@ -1,18 +1,46 @@
-"""Command-line pieces shared by the two training scripts (``train.train_detector``, ``train.train_refiner``):
-data/output arguments, the run-control arguments (device, AMP, workers, seed, logging, checkpoints, resume) and
-their mapping onto the fields both ``cartoonseg.training`` configs have."""
+"""Command-line pieces shared by the ``train/`` scripts: their parser (:func:`parser`, ``--help`` showing every
+default), the range check of option values (:func:`check_option`, one ``error:`` line naming the option and what is
+allowed, before anything is built) and, for the two training scripts (``train.train_detector``,
+``train.train_refiner``), the data/output arguments, the run-control arguments (device, AMP, workers, seed,
+logging, checkpoints, resume) and their mapping onto the fields both ``cartoonseg.training`` configs have."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from cartoonseg._cli import CLI_ERRORS, handle_stop
+from cartoonseg._cli import CLI_ERRORS, HelpFormatter, check_device, handle_stop
 from cartoonseg._cli import seed as cli_seed
 from cartoonseg.training.coco import find_annotation
+
+
+def parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """The parser of a ``train/`` script: ``python -m <prog>``, the first line of its docstring, and the ``--help``
+    of every cartoonseg command (:class:`cartoonseg._cli.HelpFormatter`: each option states its default)."""
+    return argparse.ArgumentParser(prog=f"python -m {prog}", description=doc.strip().splitlines()[0],
+                                   formatter_class=HelpFormatter)
+
+
+def check_option(option: str, value: float | None, low: float | None = None, high: float | None = None, *,
+                 above: bool = False) -> None:
+    """Raise ``ValueError`` naming ``option`` and the allowed range unless ``value`` is a finite number
+    ``>= low`` (``> low`` with ``above``) and ``<= high``; None (an option not given) passes."""
+    if value is None:
+        return
+    if low is not None and high is not None:
+        allowed = f"in {'(' if above else '['}{low}, {high}]"
+    elif low is not None:
+        allowed = f"{'>' if above else '>='} {low}"
+    else:
+        allowed = f"<= {high}"
+    ok = math.isfinite(value) and (low is None or (value > low if above else value >= low)) and (
+        high is None or value <= high)
+    if not ok:
+        raise ValueError(f"{option} must be {'' if math.isfinite(value) else 'a finite number '}{allowed}, got {value}")
 
 
 def add_data_args(ap: argparse.ArgumentParser, out_help: str) -> None:
@@ -28,18 +56,33 @@ def add_run_args(ap: argparse.ArgumentParser, *, max_iters_help: str, resume_hel
     ``--max-iters``, ``--no-resume``, ``--allow-changes``."""
     ap.add_argument("--amp", default="auto", choices=["auto", "none", "fp16", "bf16"], help="mixed precision (CUDA)")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (torchrun: cuda:LOCAL_RANK)")
-    ap.add_argument("--workers", type=int, default=4, help="DataLoader workers per process (default 4)")
-    ap.add_argument("--seed", type=cli_seed, default=0, help="seed (default 0)")
-    ap.add_argument("--log-interval", type=int, default=50, help="iterations between log lines")
-    ap.add_argument("--ckpt-interval", type=int, default=0, help="iterations between checkpoints (0: epoch ends)")
+    ap.add_argument("--workers", type=int, default=4, help="DataLoader workers per process, >= 0")
+    ap.add_argument("--seed", type=cli_seed, default=0, help="seed")
+    ap.add_argument("--log-interval", type=int, default=50, help="iterations between log lines, >= 1")
+    ap.add_argument("--ckpt-interval", type=int, default=0,
+                    help="iterations between checkpoints, >= 0 (0: at epoch ends only)")
     ap.add_argument("--max-iters", type=int, default=None, help=max_iters_help)
     ap.add_argument("--no-resume", action="store_true", help=resume_help)
     ap.add_argument("--allow-changes", action="store_true",
                     help="resume even when settings differ from the checkpoint's (otherwise refused, listing them)")
 
 
+def check_run_args(args: argparse.Namespace) -> None:
+    """Range-check the arguments of :func:`add_run_args` (and ``--device``: :func:`cartoonseg._cli.check_device`)
+    before any data or model is built; raises ``ValueError`` naming the option."""
+    device = check_device(args.device)  # only checked: "auto" and "cuda" keep their torchrun meaning in the configs
+    if device.startswith("mps"):
+        raise ValueError(f"--device {args.device}: training runs on auto, cpu, cuda or cuda:N")
+    check_option("--workers", args.workers, 0)
+    check_option("--log-interval", args.log_interval, 1)
+    check_option("--ckpt-interval", args.ckpt_interval, 0)
+    check_option("--max-iters", args.max_iters, 0)
+
+
 def common_config(args: argparse.Namespace) -> dict[str, Any]:
-    """Config keyword arguments both training configs share, from the parsed arguments above."""
+    """Config keyword arguments both training configs share, from the parsed arguments above (range-checked
+    first, :func:`check_run_args`)."""
+    check_run_args(args)
     return {
         "train_ann": str(find_annotation(args.data, args.split)),
         "out_dir": args.out,

@@ -22,6 +22,8 @@ from cartoonseg.data.chroma import VIDEO_EXTS, KeyConfig, extract_from_source
 from cartoonseg.data.foregrounds import check_outputs_apart
 from cartoonseg.outputs import OutputFolder, add_overwrite_argument, unique_names
 
+from ._cli import check_option, parser
+
 
 def _expand(sources: list[str]) -> list[Path]:
     out: list[Path] = []
@@ -35,26 +37,39 @@ def _expand(sources: list[str]) -> list[Path]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.chroma_key", description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m train.chroma_key``."""
+    ap = parser("train.chroma_key", __doc__)
     ap.add_argument("sources", nargs="+", metavar="VIDEO_OR_DIR", help="video files or frame folders")
     ap.add_argument("--out", required=True, help="output foreground folder")
-    ap.add_argument("--fps", type=float, default=1.0, help="frames examined per second of video (default 1; 0 = all)")
+    ap.add_argument("--fps", type=float, default=1.0, help="frames examined per second of video, >= 0 (0: all)")
     ap.add_argument("--dedup", type=float, default=0.02,
-                    help="near-duplicate threshold: mean abs. difference of keyed 32x32 thumbnails (default 0.02)")
-    ap.add_argument("--max-frames", type=int, default=None, help="at most this many sampled frames per source")
+                    help="near-duplicate threshold: mean abs. difference of keyed 32x32 thumbnails, >= 0 (0: keep "
+                    "every frame)")
+    ap.add_argument("--max-frames", type=int, default=None,
+                    help="at most this many sampled frames per source, >= 1 (default: all)")
     ap.add_argument("--one-instance-per-frame", action="store_true",
                     help="do not split a frame's components into separate instances")
-    ap.add_argument("--min-area", type=float, default=KeyConfig.min_area, help="min instance area (frame fraction)")
-    ap.add_argument("--max-area", type=float, default=KeyConfig.max_area, help="max instance area (frame fraction)")
+    ap.add_argument("--min-area", type=float, default=KeyConfig.min_area,
+                    help="min instance area (frame fraction), in [0, --max-area)")
+    ap.add_argument("--max-area", type=float, default=KeyConfig.max_area,
+                    help="max instance area (frame fraction), in (--min-area, 1]")
     ap.add_argument("--max-border-touches", type=int, default=KeyConfig.max_border_touches,
-                    help="reject instances touching more frame borders than this (default 2)")
+                    help="reject instances touching more frame borders than this, 0..4")
     add_overwrite_argument(ap)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
     ap.set_defaults(func=lambda args: _run(ap, args))
     return run_parser(ap, argv)  # bad sources and refused outputs: one "error:" line, status 2
 
 
 def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    check_option("--fps", args.fps, 0)
+    check_option("--dedup", args.dedup, 0)
+    check_option("--max-frames", args.max_frames, 1)
     try:
         cfg = dataclasses.replace(KeyConfig(), split=not args.one_instance_per_frame, min_area=args.min_area,
                                   max_area=args.max_area, max_border_touches=args.max_border_touches)

@@ -12,20 +12,34 @@ from __future__ import annotations
 import argparse
 
 from cartoonseg import outputs
+from cartoonseg._cli import run_parser
 from cartoonseg.data.coco_layouts import extract_person_groups, write_person_groups
+
+from ._cli import check_option, parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m train.coco_person_boxes``."""
+    ap = parser("train.coco_person_boxes", __doc__)
+    ap.add_argument("instances", metavar="INSTANCES.json", help="COCO instances annotation file")
+    ap.add_argument("--out", required=True, help="output JSON file")
+    ap.add_argument("--min-persons", type=int, default=2, help="minimum persons per image, >= 1")
+    ap.add_argument("--min-box-frac", type=float, default=0.0,
+                    help="ignore boxes whose longer side is under this fraction of max(W, H), in [0, 1]")
+    outputs.add_overwrite_argument(ap)
+    return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.coco_person_boxes", description=__doc__.splitlines()[0])
-    ap.add_argument("instances", metavar="INSTANCES.json", help="COCO instances annotation file")
-    ap.add_argument("--out", required=True, help="output JSON file")
-    ap.add_argument("--min-persons", type=int, default=2, help="minimum persons per image (default 2)")
-    ap.add_argument("--min-box-frac", type=float, default=0.0,
-                    help="ignore boxes whose longer side is under this fraction of max(W, H) (default 0)")
-    outputs.add_overwrite_argument(ap)
-    args = ap.parse_args(argv)
+    ap = build_parser()
+    ap.set_defaults(func=lambda args: _run(ap, args))
+    return run_parser(ap, argv)  # bad options, missing or unreadable input: one "error:" line, status 2
+
+
+def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.min_persons < 1:
         ap.error("--min-persons must be >= 1")
+    check_option("--min-box-frac", args.min_box_frac, 0, 1)
     try:
         outputs.check_file(args.out, inputs=[args.instances], overwrite=args.overwrite)
     except outputs.OutputError as exc:

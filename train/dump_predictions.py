@@ -17,24 +17,41 @@ import sys
 from pathlib import Path
 
 from cartoonseg import outputs
+from cartoonseg._cli import run_parser
+
+from ._cli import check_option, parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.dump_predictions", description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m train.dump_predictions``."""
+    ap = parser("train.dump_predictions", __doc__)
     ap.add_argument("--data", required=True, help="COCO JSON or dataset folder")
     ap.add_argument("--split", default="train", help="split name used to find the JSON in DIR/annotations")
     ap.add_argument("--images", default=None, help="image folder (default: found next to the JSON)")
     ap.add_argument("--detector", required=True, help="stage-1 weights")
     ap.add_argument("--out", required=True, help="output COCO JSON with pred_segmentations")
-    ap.add_argument("--score-thr", type=float, default=0.3, help="detection score threshold (0.3)")
-    ap.add_argument("--iou-thr", type=float, default=0.5, help="attach predictions above this mask IoU (0.5)")
-    ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--batch-size", type=int, default=1, help="images per detector pass (1)")
+    ap.add_argument("--score-thr", type=float, default=0.3, help="detection score threshold, in [0, 1]")
+    ap.add_argument("--iou-thr", type=float, default=0.5, help="attach predictions above this mask IoU, in [0, 1]")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    ap.add_argument("--batch-size", type=int, default=1, help="images per detector pass, >= 1")
     ap.add_argument("--work-dir", default=None,
                     help="shard folder (resumable; default OUT.json.shards under torchrun with several processes)")
-    ap.add_argument("--shard-size", type=int, default=16, help="images per shard (16)")
+    ap.add_argument("--shard-size", type=int, default=16, help="images per shard, >= 1")
     outputs.add_overwrite_argument(ap)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    ap.set_defaults(func=lambda args: _run(ap, args))
+    return run_parser(ap, argv)  # bad options, missing or unreadable inputs: one "error:" line, status 2
+
+
+def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    check_option("--score-thr", args.score_thr, 0, 1)
+    check_option("--iou-thr", args.iou_thr, 0, 1)
+    check_option("--batch-size", args.batch_size, 1)
+    check_option("--shard-size", args.shard_size, 1)
     import cartoonseg
     from cartoonseg.sharding import RankInfo, check_outside
     from cartoonseg.training.coco import find_annotation, load_coco

@@ -22,53 +22,95 @@ import sys
 from pathlib import Path
 
 from cartoonseg import outputs
+from cartoonseg._cli import run_parser
+from cartoonseg.config import MAX_CANVAS
 from cartoonseg.evaluation import EvalParams, evaluate_all
+
+from ._cli import check_option, parser
+
+#: what ``--types`` may list
+TYPES = ("bbox", "segm", "boundary")
 
 
 def _load_json(path: str) -> object:
     p = Path(path)
     if not p.is_file():
-        raise SystemExit(f"error: {path} not found")
+        raise FileNotFoundError(f"{path} not found")
     try:
         return json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise SystemExit(f"error: {path} is not valid JSON: {exc}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
 
 
 def _summary(gt: dict, dets: list, params: EvalParams, types: list[str]) -> dict:
     return {k: round(v, 6) for k, v in evaluate_all(gt, dets, types, params).items()}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m train.evaluate``."""
+    ap = parser("train.evaluate", __doc__)
     ap.add_argument("--gt", required=True, help="COCO ground-truth JSON")
     ap.add_argument("--pred", default=None,
                     help="COCO results JSON (RLE masks), or what --save-pred wrote for a two-stage run")
     ap.add_argument("--images", default=None, help="image folder of the ground truth (to run the models)")
     ap.add_argument("--detector", default=None, help="detector weights (any format cartoonseg.load_detector reads)")
-    ap.add_argument("--refiner", default=None, help="refiner weights (optional)")
-    ap.add_argument("--det-size", type=int, default=None, help="detector canvas (default: the checkpoint's)")
-    ap.add_argument("--score-thr", type=float, default=0.05, help="keep detections above this score (0.05)")
+    ap.add_argument("--refiner", default=None, help="refiner weights (optional; none: no refiner)")
+    ap.add_argument("--det-size", type=int, default=None,
+                    help=f"detector canvas, a multiple of 32 in [32, {MAX_CANVAS}] (default: the checkpoint's)")
+    ap.add_argument("--score-thr", type=float, default=0.05, help="keep detections above this score, in [0, 1]")
     ap.add_argument("--mask-thr", type=float, default=None,
                     help="mask probability threshold, 0..1 (default: the refiner's, 0.3; without --refiner the "
                          "detector's 0.5 unless given)")
-    ap.add_argument("--max-dets", type=int, default=100, help="detections per image (100)")
-    ap.add_argument("--dilation-ratio", type=float, default=0.02, help="boundary width / diagonal (0.02)")
+    ap.add_argument("--max-dets", type=int, default=100, help="detections per image, >= 1")
+    ap.add_argument("--dilation-ratio", type=float, default=0.02,
+                    help="boundary width / diagonal, in [0, 1] (at least 1 px)")
     ap.add_argument("--types", default="bbox,segm,boundary", help="comma list of bbox, segm, boundary")
-    ap.add_argument("--device", default="cpu", help="device for the models (cpu, cuda)")
+    ap.add_argument("--device", default="cpu", help="device for the models (cpu, cuda, cuda:N)")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"], help="autocast precision")
     ap.add_argument("--save-pred", default=None,
                     help="write the predictions here: a COCO results list, or with --refiner "
                          "{\"stage1\": [...], \"refined\": [...]} (both read back by --pred)")
     ap.add_argument("--batch-size", type=int, default=1,
-                    help="images per detector pass (1: bit-identical to one image at a time; more helps on GPUs)")
+                    help="images per detector pass, >= 1 (1: bit-identical to one image at a time; more helps on "
+                    "GPUs)")
     ap.add_argument("--work-dir", default=None,
                     help="shard folder all ranks share (resumable; default under torchrun with several processes: "
                     "SAVE_PRED.shards, or GT.shards)")
-    ap.add_argument("--shard-size", type=int, default=16, help="images per shard with --work-dir (16)")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: torch's)")
+    ap.add_argument("--shard-size", type=int, default=16, help="images per shard with --work-dir, >= 1")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads per process, >= 1 (default: torch's)")
     outputs.add_overwrite_argument(ap)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _check_args(args: argparse.Namespace) -> list[str]:
+    """Range-check the options before anything is read or loaded (``ValueError`` naming the option); returns the
+    metric types of ``--types``."""
+    types = [t.strip() for t in args.types.split(",") if t.strip()]
+    unknown = [t for t in types if t not in TYPES]
+    if not types or unknown:
+        raise ValueError(f"--types must list one or more of {', '.join(TYPES)} (comma-separated), got {args.types!r}")
+    check_option("--score-thr", args.score_thr, 0, 1)
+    check_option("--mask-thr", args.mask_thr, 0, 1)
+    check_option("--max-dets", args.max_dets, 1)
+    check_option("--dilation-ratio", args.dilation_ratio, 0, 1)
+    check_option("--batch-size", args.batch_size, 1)
+    check_option("--shard-size", args.shard_size, 1)
+    check_option("--threads", args.threads, 1)
+    if args.det_size is not None and (args.det_size % 32 or not 32 <= args.det_size <= MAX_CANVAS):
+        raise ValueError(f"--det-size must be a multiple of 32 in [32, {MAX_CANVAS}], got {args.det_size}")
+    return types
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    ap.set_defaults(func=lambda args: _run(ap, args))
+    return run_parser(ap, argv)  # bad options, missing or unreadable inputs: one "error:" line, status 2
+
+
+def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    types = _check_args(args)
+    if args.refiner is not None and args.refiner.strip().lower() in ("", "none"):
+        args.refiner = None  # "none" means no refiner, as for every cartoonseg command
     inputs = [p for p in (args.gt, args.pred, args.detector, args.refiner) if p]
     if args.save_pred:
         try:  # never over the ground truth or another file cartoonseg did not write
@@ -76,9 +118,6 @@ def main(argv: list[str] | None = None) -> int:
         except outputs.OutputError as exc:
             ap.error(str(exc))
     gt = _load_json(args.gt)
-    types = [t.strip() for t in args.types.split(",") if t.strip()]
-    if args.max_dets < 1:
-        ap.error(f"--max-dets must be >= 1, got {args.max_dets}")
     # AP uses the last entry: --max-dets itself, also below 10 (AR is reported at 1 and 10 where those are smaller)
     max_dets = tuple(sorted({m for m in (1, 10) if m < args.max_dets} | {args.max_dets}))
     params = EvalParams(max_dets=max_dets, dilation_ratio=args.dilation_ratio)
@@ -89,12 +128,14 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(_report(gt, dets, params, types), sort_keys=True))  # --save-pred of a two-stage run
             return 0
         if not isinstance(dets, list):
-            raise SystemExit(f"error: {args.pred} must hold a COCO results list (or --save-pred's "
+            raise ValueError(f"{args.pred} must hold a COCO results list (or --save-pred's "
                              "{\"stage1\": [...], \"refined\": [...]})")
         print(json.dumps(_summary(gt, dets, params, types), sort_keys=True))
         return 0
     if not (args.images and args.detector):
         ap.error("give --pred, or --images and --detector to run the models")
+    if not Path(args.images).is_dir():
+        raise FileNotFoundError(f"--images {args.images}: no such folder")
     import torch
 
     import cartoonseg
@@ -108,13 +149,13 @@ def main(argv: list[str] | None = None) -> int:
             check_outside(work_dir, args.save_pred)
         except ValueError as exc:
             ap.error(str(exc))
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = args.device
     if device == "cuda" and rank.world_size > 1:
         device = f"cuda:{rank.local_rank}"
     det = cartoonseg.load_detector(args.detector, device=device)
-    ref = cartoonseg.load_refiner(args.refiner, device=device) if args.refiner else None
+    ref = cartoonseg.load_refiner(args.refiner, device=device) if args.refiner is not None else None
     seg = cartoonseg.Segmenter(
         det,
         ref,

@@ -23,9 +23,12 @@ from cartoonseg._cli import run_parser
 from cartoonseg.data.danbooru import DanbooruFilter, filter_posts, iter_folder_posts, iter_metadata_posts
 from cartoonseg.outputs import add_overwrite_argument
 
+from ._cli import parser
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.filter_danbooru", description=__doc__.splitlines()[0])
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m train.filter_danbooru``."""
+    ap = parser("train.filter_danbooru", __doc__)
     ap.add_argument("metadata", metavar="METADATA",
                     help="Danbooru JSON-lines file/folder, or an image folder with tag files")
     ap.add_argument("--images", default=None, help="Danbooru image root (needed with JSON-lines metadata)")
@@ -38,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-bg", type=int, default=None, help="stop after this many backgrounds")
     ap.add_argument("--verbose", action="store_true", help="print every rejection")
     add_overwrite_argument(ap)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
     ap.set_defaults(func=lambda args: _run(ap, args))
     return run_parser(ap, argv)  # bad input and refused outputs: one "error:" line, status 2
 

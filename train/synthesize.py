@@ -19,9 +19,12 @@ from cartoonseg._cli import run_parser
 from cartoonseg._cli import seed as cli_seed
 from cartoonseg.data.synthesis import PRESETS, synthesize_dataset
 
+from ._cli import parser
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.synthesize", description=__doc__.splitlines()[0])
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m train.synthesize``."""
+    ap = parser("train.synthesize", __doc__)
     ap.add_argument("--fg", required=True, help="foreground folder (RGBA images, optional meta.jsonl with tags)")
     ap.add_argument("--bg", required=True, help="background image folder")
     ap.add_argument("--out", required=True, help="output dataset root")
@@ -30,15 +33,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="code: 640 canvas as the released code (default); paper: 720 canvas")
     ap.add_argument("--size", type=int, default=None, help="canvas size, overrides the preset (640 or 720)")
     ap.add_argument("--split", default="train", help="split name: train (random JPEG quality) or val/test")
-    ap.add_argument("--seed", type=cli_seed, default=0, help="random seed (default 0)")
-    ap.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    ap.add_argument("--seed", type=cli_seed, default=0, help="random seed")
+    ap.add_argument("--workers", type=int, default=1, help="worker processes")
     ap.add_argument("--person-boxes", default=None,
                     help="COCO person-box groups from train.coco_person_boxes (enables the personbbox layout)")
-    ap.add_argument("--image-id-start", type=int, default=0, help="id of the first image (default 0)")
+    ap.add_argument("--image-id-start", type=int, default=0, help="id of the first image")
     ap.add_argument("--overwrite", action="store_true",
                     help="discard a previous run with other settings, or write into a non-empty folder holding no "
                          "run (files there are kept, same-named ones replaced)")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument("--no-progress", action="store_true",
+                    help="no progress bar (it is shown only when stderr is a terminal)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
     ap.set_defaults(func=lambda args: _run(ap, args))
     return run_parser(ap, argv)  # bad input and refused or unwritable outputs: one "error:" line, status 2
 

@@ -15,14 +15,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cartoonseg.config import MAX_CANVAS
 from cartoonseg.training.detector import DETECTOR_RECIPES, DetectorTrainConfig, detector_recipe, train_detector
 
-from ._cli import add_data_args, add_run_args, common_config, run_training
+from ._cli import add_data_args, add_run_args, check_option, common_config, parser, run_training
 
 
-def config_from_args(argv: list[str] | None = None) -> DetectorTrainConfig:
-    """The :class:`DetectorTrainConfig` of a command line (without running anything)."""
-    ap = argparse.ArgumentParser(prog="python -m train.train_detector", description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m train.train_detector``."""
+    ap = parser("train.train_detector", __doc__)
     add_data_args(ap, "output folder (checkpoints, log.jsonl, detector.safetensors)")
     ap.add_argument("--preset", default="l", choices=["tiny", "s", "m", "l", "x", "tiny-cpu"],
                     help="model size (paper: l), or tiny-cpu: the tiny model with the CPU recipe (192 px, batch 8, "
@@ -30,20 +31,36 @@ def config_from_args(argv: list[str] | None = None) -> DetectorTrainConfig:
     ap.add_argument(
         "--init", default=None, help="start from this checkpoint (rtmdetl_e60.ckpt, mmdet RTMDet-Ins, ours)"
     )
-    ap.add_argument("--img-size", type=int, default=None, help="training canvas (default 640)")
-    ap.add_argument("--epochs", type=int, default=None, help="epochs (default 60)")
-    ap.add_argument("--batch-size", type=int, default=None, help="images per process (default 16)")
-    ap.add_argument("--lr", type=float, default=None, help="learning rate (default 0.004 * total batch / 256)")
-    ap.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay (default 0.05)")
-    ap.add_argument("--warmup-iters", type=int, default=None, help="linear warm-up iterations (default 1000)")
-    ap.add_argument("--no-aug-epochs", type=int, default=None, help="final epochs without mosaic/mixup (default 20)")
+    ap.add_argument("--img-size", type=int, default=None,
+                    help=f"training canvas, a multiple of 32 in [32, {MAX_CANVAS}] (default 640)")
+    ap.add_argument("--epochs", type=int, default=None, help="epochs, >= 1 (default 60)")
+    ap.add_argument("--batch-size", type=int, default=None, help="images per process, >= 1 (default 16)")
+    ap.add_argument("--lr", type=float, default=None, help="learning rate, > 0 (default 0.004 * total batch / 256)")
+    ap.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay, >= 0")
+    ap.add_argument("--warmup-iters", type=int, default=None, help="linear warm-up iterations, >= 0 (default 1000)")
+    ap.add_argument("--no-aug-epochs", type=int, default=None,
+                    help="final epochs without mosaic/mixup, >= 0 (default 20)")
     ap.add_argument("--no-mosaic", action="store_true", help="disable mosaic and mixup")
     ap.add_argument("--no-mixup", action="store_true", help="disable mixup")
     ap.add_argument("--no-ema", action="store_true", help="no EMA (export the raw weights)")
-    ap.add_argument("--mask-loss-stride", type=int, default=4, choices=[1, 2, 4, 8], help="mask loss stride (4)")
+    ap.add_argument("--mask-loss-stride", type=int, default=4, choices=[1, 2, 4, 8], help="mask loss stride")
     add_run_args(ap, max_iters_help="stop after this many iterations (resumable)",
                  resume_help="ignore an existing OUT/detector_last checkpoint")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def config_from_args(argv: list[str] | None = None) -> DetectorTrainConfig:
+    """The :class:`DetectorTrainConfig` of a command line (without running anything); option values out of range
+    raise ``ValueError`` naming the option."""
+    args = build_parser().parse_args(argv)
+    if args.img_size is not None and (args.img_size % 32 or not 32 <= args.img_size <= MAX_CANVAS):
+        raise ValueError(f"--img-size must be a multiple of 32 in [32, {MAX_CANVAS}], got {args.img_size}")
+    check_option("--epochs", args.epochs, 1)
+    check_option("--batch-size", args.batch_size, 1)
+    check_option("--lr", args.lr, 0, above=True)
+    check_option("--weight-decay", args.weight_decay, 0)
+    check_option("--warmup-iters", args.warmup_iters, 0)
+    check_option("--no-aug-epochs", args.no_aug_epochs, 0)
     recipe = "tiny-cpu" if args.preset == "tiny-cpu" else "paper"
     base = DETECTOR_RECIPES[recipe]
     given = {

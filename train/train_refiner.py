@@ -13,31 +13,50 @@ from __future__ import annotations
 
 import argparse
 
+from cartoonseg.config import MAX_CANVAS
 from cartoonseg.training.refiner import RefinerTrainConfig, train_refiner
 
-from ._cli import add_data_args, add_run_args, common_config, run_training
+from ._cli import add_data_args, add_run_args, check_option, common_config, parser, run_training
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.train_refiner", description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m train.train_refiner``."""
+    ap = parser("train.train_refiner", __doc__)
     add_data_args(ap, "output folder (checkpoints, log.jsonl, gt_encoder/refiner.safetensors)")
-    ap.add_argument("--preset", default="isnet", choices=["isnet", "tiny"], help="refiner size (default isnet)")
-    ap.add_argument("--size", type=int, default=720, help="training canvas (default 720)")
-    ap.add_argument("--epochs", type=int, default=60, help="refiner epochs (default 60)")
-    ap.add_argument("--gt-epochs", type=int, default=4, help="GT-encoder epochs (default 4)")
+    ap.add_argument("--preset", default="isnet", choices=["isnet", "tiny"], help="refiner size")
+    ap.add_argument("--size", type=int, default=720, help=f"training canvas, in [32, {MAX_CANVAS}]")
+    ap.add_argument("--epochs", type=int, default=60, help="refiner epochs, >= 1")
+    ap.add_argument("--gt-epochs", type=int, default=4, help="GT-encoder epochs, >= 0")
     ap.add_argument("--gt-encoder", default=None, help="use this trained GT encoder (skips its training)")
     ap.add_argument("--no-gt-encoder", action="store_true", help="train without L_IS")
     ap.add_argument("--no-ppa", action="store_true", help="plain BCE instead of the structure loss (ablation)")
-    ap.add_argument("--batch-size", type=int, default=8, help="samples per process (default 8)")
-    ap.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
-    ap.add_argument("--weight-decay", type=float, default=5e-3, help="AdamW weight decay (default 5e-3)")
-    ap.add_argument("--rect-prob", type=float, default=0.25, help="box-rectangle coarse masks (default 0.25)")
-    ap.add_argument("--morph-prob", type=float, default=0.5, help="dilate/erode coarse masks (default 0.5)")
+    ap.add_argument("--batch-size", type=int, default=8, help="samples per process, >= 1")
+    ap.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate, > 0")
+    ap.add_argument("--weight-decay", type=float, default=5e-3, help="AdamW weight decay, >= 0")
+    ap.add_argument("--rect-prob", type=float, default=0.25, help="share of box-rectangle coarse masks, in [0, 1]")
+    ap.add_argument("--morph-prob", type=float, default=0.5, help="share of dilated/eroded coarse masks, in [0, 1]")
     add_run_args(ap, max_iters_help="stop each phase after this many iterations",
                  resume_help="ignore existing checkpoints")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Range-check the refiner's options before anything is built (``ValueError`` naming the option)."""
+    check_option("--size", args.size, 32, MAX_CANVAS)
+    check_option("--epochs", args.epochs, 1)
+    check_option("--gt-epochs", args.gt_epochs, 0)
+    check_option("--batch-size", args.batch_size, 1)
+    check_option("--lr", args.lr, 0, above=True)
+    check_option("--weight-decay", args.weight_decay, 0)
+    check_option("--rect-prob", args.rect_prob, 0, 1)
+    check_option("--morph-prob", args.morph_prob, 0, 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     def run() -> dict:
+        check_args(args)
         cfg = RefinerTrainConfig(
             **common_config(args),
             preset=args.preset,

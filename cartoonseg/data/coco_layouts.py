@@ -45,8 +45,11 @@ def extract_person_groups(instances: str | Path | dict, min_persons: int = 2, pe
         and translated so the group's min x and min y are 0.
     """
     if isinstance(instances, (str, Path)):
-        with open(instances, encoding="utf-8") as fh:
-            data = json.load(fh)
+        try:
+            with open(instances, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:  # e.g. an image given by mistake
+            raise ValueError(f"{instances} is not a JSON file: {exc}") from None
     else:
         data = instances
     if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):

@@ -49,6 +49,7 @@ import multiprocessing
 import os
 import re
 import signal
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -424,7 +425,7 @@ def synthesize_dataset(fg: str | Path | Sequence[ForegroundInfo], bg: str | Path
         workers: processes (1 = in this process).
         person_boxes: person-box JSON from ``train.coco_person_boxes`` (enables the ``personbbox`` layout).
         image_id_start: id of sample 0 (to build disjoint splits).
-        progress: show a tqdm progress bar.
+        progress: show a tqdm progress bar (on stderr, only when it is a terminal).
         overwrite: discard an incompatible state instead of raising, and write into a non-empty folder that holds
             no synthesis run (without it, that raises ``ValueError``: never write among files we did not write).
 
@@ -482,10 +483,11 @@ def synthesize_dataset(fg: str | Path | Sequence[ForegroundInfo], bg: str | Path
                     "state": state, "image_id_start": int(image_id_start)}
     start = time.perf_counter()
     bar = None
-    if progress:
+    if progress and sys.stderr.isatty():  # a bar in a log file or a pipe is only noise
         from tqdm import tqdm
 
-        bar = tqdm(total=num, initial=len(done), unit="img", desc=f"synthesising {cfg.split}")
+        bar = tqdm(total=num, initial=len(done), unit="img", desc=f"synthesising {cfg.split}", file=sys.stderr,
+                   dynamic_ncols=True)
     try:
         if todo and workers == 1:
             _init_worker(worker_state)

@@ -1,0 +1,166 @@
+"""The ``train/`` scripts follow the error policy of every cartoonseg command: bad input and out-of-range option
+values give one ``error: ...`` line and status 2 (never a traceback), options are checked before anything is read,
+built or created, ``--refiner none`` means no refiner, and progress bars appear only on a terminal."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import sys
+
+import pytest
+import torch
+
+import cartoonseg
+from cartoonseg.config import detector_config
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+def _one_error_line(capsys, main, argv) -> str:
+    status = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert status == 2, (status, err)
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+TRAIN = ["--data", "no_such_data", "--out", "OUT"]
+EVAL = ["--gt", "no_such_gt.json", "--pred", "no_such_pred.json"]
+CHROMA = ["no_such_video.mp4", "--out", "OUT"]
+BAD_VALUES = [
+    *[(script, [*TRAIN, *bad], option) for script in ("train_detector", "train_refiner") for bad, option in [
+        (["--epochs", "0"], "--epochs"), (["--batch-size", "0"], "--batch-size"), (["--lr", "nan"], "--lr"),
+        (["--lr", "0"], "--lr"), (["--lr", "inf"], "--lr"), (["--weight-decay", "-1"], "--weight-decay"),
+        (["--workers", "-1"], "--workers"), (["--log-interval", "0"], "--log-interval"),
+        (["--ckpt-interval", "-1"], "--ckpt-interval"), (["--device", "banana"], "--device")]],
+    ("train_detector", [*TRAIN, "--img-size", "33"], "--img-size"),
+    ("train_detector", [*TRAIN, "--img-size", "0"], "--img-size"),
+    ("train_detector", [*TRAIN, "--warmup-iters", "-1"], "--warmup-iters"),
+    ("train_refiner", [*TRAIN, "--size", "8"], "--size"),
+    ("train_refiner", [*TRAIN, "--gt-epochs", "-1"], "--gt-epochs"),
+    ("train_refiner", [*TRAIN, "--rect-prob", "1.5"], "--rect-prob"),
+    ("train_refiner", [*TRAIN, "--morph-prob", "nan"], "--morph-prob"),
+    ("evaluate", [*EVAL, "--score-thr", "nan"], "--score-thr"),
+    ("evaluate", [*EVAL, "--mask-thr", "5"], "--mask-thr"),
+    ("evaluate", [*EVAL, "--types", "foo"], "--types"),
+    ("evaluate", [*EVAL, "--types", ""], "--types"),
+    ("evaluate", [*EVAL, "--types", "segm,foo"], "--types"),
+    ("evaluate", [*EVAL, "--batch-size", "0"], "--batch-size"),
+    ("evaluate", [*EVAL, "--det-size", "33"], "--det-size"),
+    ("evaluate", [*EVAL, "--dilation-ratio", "nan"], "--dilation-ratio"),
+    ("evaluate", [*EVAL, "--dilation-ratio", "-1"], "--dilation-ratio"),
+    ("evaluate", [*EVAL, "--shard-size", "0"], "--shard-size"),
+    ("evaluate", [*EVAL, "--threads", "-1"], "--threads"),
+    ("evaluate", [*EVAL, "--threads", "0"], "--threads"),
+    ("evaluate", [*EVAL, "--device", "banana"], "--device"),
+    ("dump_predictions", ["--data", "no_such_data", "--detector", "d.ckpt", "--out", "OUT.json", "--score-thr", "2"],
+     "--score-thr"),
+    ("dump_predictions", ["--data", "no_such_data", "--detector", "d.ckpt", "--out", "OUT.json", "--batch-size", "0"],
+     "--batch-size"),
+    ("dump_predictions", ["--data", "no_such_data", "--detector", "d.ckpt", "--out", "OUT.json", "--device", "x"],
+     "--device"),
+    ("coco_person_boxes", ["no_such.json", "--out", "OUT.json", "--min-box-frac", "nan"], "--min-box-frac"),
+    ("chroma_key", [*CHROMA, "--fps", "-1"], "--fps"),
+    ("chroma_key", [*CHROMA, "--fps", "nan"], "--fps"),
+    ("chroma_key", [*CHROMA, "--fps", "inf"], "--fps"),
+    ("chroma_key", [*CHROMA, "--max-frames", "0"], "--max-frames"),
+    ("chroma_key", [*CHROMA, "--max-frames", "-3"], "--max-frames"),
+    ("chroma_key", [*CHROMA, "--dedup", "nan"], "--dedup"),
+    ("chroma_key", [*CHROMA, "--dedup", "-1"], "--dedup"),
+    ("make_fixtures", ["--out", "OUT", "--bg-size", "100000", "100000"], "--bg-size"),
+    ("make_fixtures", ["--out", "OUT", "--bg-size", "8", "100"], "--bg-size"),
+    ("make_fixtures", ["--out", "OUT", "--fg-height", "100000", "200000"], "--fg-height"),
+    ("make_fixtures", ["--out", "OUT", "--fg-height", "100", "50"], "--fg-height"),
+    ("make_fixtures", ["--out", "OUT", "--fg-height", "-5", "-1"], "--fg-height"),
+]
+
+
+@pytest.mark.parametrize("script,argv,option", BAD_VALUES, ids=[f"{s}{' '.join(a[-2:])}" for s, a, _ in BAD_VALUES])
+def test_out_of_range_option_is_one_error_line_naming_it_before_any_work(script, argv, option, tmp_path, capsys,
+                                                                         monkeypatch):
+    """Checked first: the inputs named do not exist, so an error about them would mean the value was not."""
+    monkeypatch.chdir(tmp_path)
+    main = importlib.import_module(f"train.{script}").main
+    err = _one_error_line(capsys, main, argv)
+    assert option in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing created (no OUT, no OUT/fg, OUT/bg)
+
+
+def test_make_fixtures_refuses_sizes_before_creating_folders(tmp_path):
+    from cartoonseg.data.fixtures import make_fixtures
+
+    for kwargs in ({"bg_size": (100000, 100000)}, {"fg_height": (100000, 200000)}, {"fg_height": (80, 60)},
+                   {"fg_height": (-5, -1)}, {"bg_size": (4, 4)}):
+        with pytest.raises(ValueError, match="fg_height|bg_size"):
+            make_fixtures(tmp_path / "mf", 1, 1, **kwargs)
+        assert not (tmp_path / "mf").exists()
+    assert len(make_fixtures(tmp_path / "mf", 1, 1, fg_height=(60, 60), bg_size=(64, 48))["fg"]) == 1  # low == high
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    from cartoonseg.training.coco import find_annotation
+    from cartoonseg.training.toy import make_toy_coco
+
+    root = tmp_path_factory.mktemp("train_cli")
+    make_toy_coco(root / "data", num_images=2, size=64, seed=3, name="val")
+    ann = find_annotation(root / "data", "val")
+    torch.manual_seed(0)
+    det = cartoonseg.build_detector(detector_config("tiny", det_size=64, score_thr=0.0)).eval()
+    return root, ann, cartoonseg.save_weights(det, root / "det.safetensors")
+
+
+def test_bad_inputs_are_one_error_line_with_status_2(toy, tmp_path, capsys):
+    from train import coco_person_boxes, dump_predictions, evaluate
+
+    root, ann, det = toy
+    images = ann.parent.parent / "val"
+    assert "weights file not found" in _one_error_line(
+        capsys, evaluate.main, ["--gt", ann, "--images", images, "--detector", tmp_path / "nonexist.ckpt"])
+    assert "--images" in _one_error_line(capsys, evaluate.main, ["--gt", ann, "--images", tmp_path / "no",
+                                                                 "--detector", det])
+    assert "not found" in _one_error_line(capsys, evaluate.main, ["--gt", tmp_path / "no.json", "--pred", ann])
+    (tmp_path / "bad.json").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    assert "JSON" in _one_error_line(capsys, evaluate.main, ["--gt", tmp_path / "bad.json", "--pred", ann])
+    assert "COCO" in _one_error_line(capsys, dump_predictions.main, ["--data", tmp_path / "nonexist", "--detector",
+                                                                     det, "--out", tmp_path / "x.json"])
+    assert "weights file not found" in _one_error_line(capsys, dump_predictions.main, [
+        "--data", ann, "--detector", tmp_path / "no.ckpt", "--out", tmp_path / "x.json"])
+    _one_error_line(capsys, coco_person_boxes.main, [tmp_path / "nonexist.json", "--out", tmp_path / "pb.json"])
+    assert "JSON" in _one_error_line(capsys, coco_person_boxes.main, [tmp_path / "bad.json", "--out",
+                                                                      tmp_path / "pb.json"])
+    assert not (tmp_path / "x.json").exists() and not (tmp_path / "pb.json").exists()
+
+
+def test_evaluate_refiner_none_is_no_refiner(toy, capsys):
+    from train.evaluate import main
+
+    root, ann, det = toy
+    args = ["--gt", str(ann), "--images", str(ann.parent.parent / "val"), "--detector", str(det), "--det-size", "64",
+            "--score-thr", "0", "--types", "segm", "--threads", "1"]
+    assert main(args) == 0
+    plain = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for none in ("none", "None", ""):
+        assert main([*args, "--refiner", none]) == 0
+        assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == plain
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_synthesize_shows_its_bar_on_a_terminal_only(tmp_path, monkeypatch):
+    from cartoonseg.data.fixtures import make_fixtures
+    from train.synthesize import main
+
+    make_fixtures(tmp_path / "raw", num_fg=2, num_bg=1, seed=1, fg_height=(60, 80), bg_size=(160, 128))
+    base = ["--fg", str(tmp_path / "raw" / "fg"), "--bg", str(tmp_path / "raw" / "bg"), "--num", "1",
+            "--size", "96"]
+    for n, (stream, extra, shown) in enumerate([(io.StringIO(), [], False), (_Terminal(), [], True),
+                                                (_Terminal(), ["--no-progress"], False)]):
+        monkeypatch.setattr(sys, "stderr", stream)
+        assert main([*base, "--out", str(tmp_path / f"ds{n}"), *extra]) == 0
+        assert ("synthesising" in stream.getvalue()) is shown, (extra, stream.getvalue())
