@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import logging
 import math
 
-__all__ = ["follow_hub_progress_setting", "img2img_steps"]
+__all__ = ["dtype_argument", "follow_hub_progress_setting", "img2img_steps", "quiet_library_logs"]
 
 
 def img2img_steps(steps: int, denoise: float) -> int:
@@ -26,3 +29,39 @@ def follow_hub_progress_setting(diffusers) -> None:
 
     if are_progress_bars_disabled():
         diffusers.utils.logging.disable_progress_bar()
+
+
+def dtype_argument(diffusers, dtype) -> dict:
+    """The keyword for a model dtype in diffusers' ``from_pretrained`` / ``from_single_file``: ``{"dtype": dtype}``
+    where the installed diffusers takes it (the versions that deprecate ``torch_dtype`` with a FutureWarning, which
+    came with the helper ``diffusers.utils.deprecation_utils._resolve_dtype``), else ``{"torch_dtype": dtype}`` (the
+    older versions down to the 0.30 the extras allow, which do not know ``dtype``). Pass the module that
+    ``require("diffusers", ...)`` returned."""
+    deprecation = getattr(getattr(diffusers, "utils", None), "deprecation_utils", None)
+    return {"dtype": dtype} if hasattr(deprecation, "_resolve_dtype") else {"torch_dtype": dtype}
+
+
+@contextlib.contextmanager
+def quiet_library_logs(quiet: bool = True):
+    """While the block runs (a loading call of ours, under the CLI's ``-q``), diffusers' and transformers' log
+    notices below ERROR are hidden (e.g. "requires torchvision ... falling back", "install accelerate"); the
+    loggers' levels are restored afterwards, so nothing changes for the rest of the process (e.g. ComfyUI)."""
+    if not quiet:
+        yield
+        return
+    from ._optional import require
+
+    # each library sets its root logger's level once, when first used: make that happen before ours
+    if importlib.util.find_spec("diffusers") is not None:
+        require("diffusers", extra="diffusion", purpose="loading models").utils.logging.get_verbosity()
+    if importlib.util.find_spec("transformers") is not None:
+        require("transformers", extra="depth", purpose="loading models").utils.logging.get_verbosity()
+    loggers = [logging.getLogger(name) for name in ("diffusers", "transformers")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)

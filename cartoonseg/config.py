@@ -24,13 +24,19 @@ __all__ = [
     "detector_config",
     "refiner_config",
     "MAX_CANVAS",
+    "MAX_CFG",
     "MAX_CHANNELS",
+    "MAX_SAMPLER_STEPS",
 ]
 
 #: Largest detector / refiner canvas (pixels per side) a config or option accepts.
 MAX_CANVAS = 8192
 #: Largest channel count any layer of a config may declare (the X preset's widest layer has 1280).
 MAX_CHANNELS = 4096
+#: Limits of the diffusion samplers' settings (style editing, inpaint refinement): the classifier-free guidance scale
+#: lies in [0, MAX_CFG] and the steps in [1, MAX_SAMPLER_STEPS] (ComfyUI's KSampler maxima).
+MAX_CFG = 100.0
+MAX_SAMPLER_STEPS = 10000
 
 
 def _check_int(owner: str, name: str, value: Any, low: int, high: int) -> int:

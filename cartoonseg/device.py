@@ -41,6 +41,7 @@ __all__ = [
     "resolve_precision",
     "resolve_dtype",
     "precision_of",
+    "refuse_cpu_fp16",
 ]
 
 #: the explicit precisions; ``"auto"`` is resolved to one of them by :func:`resolve_precision`
@@ -250,3 +251,11 @@ def precision_of(dtype: torch.dtype) -> str:
         if dt == dtype:
             return name
     raise ValueError(f"dtype must be one of {[str(d) for d in DTYPES.values()]}, got {dtype}")
+
+
+def refuse_cpu_fp16(dtype: torch.dtype, device: torch.device | str | None) -> None:
+    """ValueError for float16 on a CPU (it has no fast float16 kernels: a model would run many times slower than in
+    fp32); the message names the precision values to use instead."""
+    if dtype == torch.float16 and torch.device(device if device is not None else "cpu").type == "cpu":
+        raise ValueError("precision fp16 runs on a GPU only (float16 is extremely slow on CPU); "
+                         "on CPU use fp32 or bf16")

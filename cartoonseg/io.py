@@ -21,6 +21,7 @@ numbered PNG files.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from fractions import Fraction
@@ -35,7 +36,11 @@ from .outputs import atomic_path
 __all__ = [
     "CLIP_SUFFIXES",
     "IMAGE_SUFFIXES",
+    "MAX_FPS",
+    "MAX_FRAMES",
     "MAX_PIXELS",
+    "MIN_FPS",
+    "check_fps",
     "has_alpha",
     "read_depth",
     "read_grey",
@@ -55,6 +60,15 @@ MAX_PIXELS = 16384 * 16384
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 #: What :func:`write_frames` writes: an animated WEBP, an H.264 MP4, or (no suffix) a folder of PNG frames.
 CLIP_SUFFIXES = (".webp", ".mp4")
+#: Frame rates a clip may have (frames per second), for every clip writer and renderer (Ken Burns, puppet): the
+#: frame time then fits every format :func:`write_frames` writes (WebP stores whole milliseconds in
+#: [1, 2**24 - 1]; the MP4 time base is a fraction with a denominator of at most 1001).
+MIN_FPS = 0.01
+MAX_FPS = 240.0
+#: Most frames of one rendered clip (Ken Burns, puppet): a clip is held in memory before it is written.
+MAX_FRAMES = 10000
+#: WebP's frame duration field: whole milliseconds in [1, 2**24 - 1].
+_WEBP_MAX_MS = 2**24 - 1
 
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _NAN_RULES = ("raise", "zero")
@@ -366,6 +380,19 @@ def _write_mp4(path: Path, rgb: np.ndarray, fps: float, crf: int) -> None:
         container.mux(stream.encode())
 
 
+def check_fps(fps, name: str = "fps") -> float:
+    """``fps`` as a float when it is a finite frame rate in [:data:`MIN_FPS`, :data:`MAX_FPS`]; else ValueError
+    naming ``name`` (e.g. ``"--fps"``) and the allowed range."""
+    try:
+        value = float(fps)
+        ok = not isinstance(fps, bool) and math.isfinite(value) and MIN_FPS <= value <= MAX_FPS
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be a number of frames per second in [{MIN_FPS:g}, {MAX_FPS:g}], got {fps!r}")
+    return value
+
+
 def write_frames(frames, out: str | os.PathLike, fps: float = 25.0, *, quality: int = 90, crf: int = 18,
                  extra: Mapping[str, object] | None = None) -> list[Path]:
     """Write a clip ``[T,H,W,3]`` (float in [0,1] or uint8, numpy or torch) and return the written paths.
@@ -374,7 +401,8 @@ def write_frames(frames, out: str | os.PathLike, fps: float = 25.0, *, quality: 
         out: ``*.webp`` (animated WEBP, loops forever), ``*.mp4`` (H.264 yuv420p through PyAV: the optional extra
             ``video``; odd sides are padded by one repeated row/column) or a folder (no suffix):
             ``frame_00000.png``, ``frame_00001.png``, ...
-        fps: frames per second (> 0).
+        fps: frames per second, in [:data:`MIN_FPS`, :data:`MAX_FPS`] (checked by :func:`check_fps`: every
+            format can then store the frame time).
         quality: WEBP quality 0..100.
         crf: H.264 constant rate factor (0 = lossless, 18 = visually lossless, 51 = worst).
         extra: more sequences of the same length written beside the frames in folder mode only, by name
@@ -384,8 +412,7 @@ def write_frames(frames, out: str | os.PathLike, fps: float = 25.0, *, quality: 
         ValueError: an unknown suffix, bad fps, or a malformed sequence.
         MissingDependencyError: ``.mp4`` without PyAV installed.
     """
-    if not fps > 0:
-        raise ValueError(f"fps must be > 0, got {fps}")
+    fps = check_fps(fps)
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix and suffix not in CLIP_SUFFIXES:
@@ -394,9 +421,10 @@ def write_frames(frames, out: str | os.PathLike, fps: float = 25.0, *, quality: 
     if suffix == ".webp":
         from PIL import Image
 
+        duration = min(max(1, round(1000.0 / fps)), _WEBP_MAX_MS)  # in range for every fps check_fps allows
         images = [Image.fromarray(f) for f in rgb]
         with _target(out) as tmp:
-            images[0].save(tmp, save_all=True, append_images=images[1:], duration=max(1, round(1000.0 / fps)),
+            images[0].save(tmp, save_all=True, append_images=images[1:], duration=duration,
                            loop=0, quality=int(quality), method=4)
         return [out]
     if suffix == ".mp4":

@@ -52,6 +52,9 @@ CROP_FILLS: tuple[str, ...] = ("image", "white", "black")
 #: A frame never holds this many instances (the segment node stops at 1000), so nothing reachable is refused.
 MAX_SELECTION_CHARS = 10_000
 MAX_SELECTION_INDEX = 100_000
+#: Largest ``dilate`` (pixels) and ``feather`` (Gaussian sigma, pixels) of :func:`background_mask`.
+MAX_BACKGROUND_DILATE = 512
+MAX_BACKGROUND_FEATHER = 256.0
 
 
 def parse_indices(text: str) -> list[int] | None:
@@ -180,10 +183,10 @@ def background_mask(
             (:func:`select_positions`: ``-1`` = last; positions the masks do not have are skipped, so one selection
             works on every frame of a video).
         threshold: binarisation threshold for tensors (an ``Instances`` uses its own ``mask_thr``).
-        dilate: grow the union by this many pixels (elliptical kernel of side ``2*dilate+1``, as the original
+        dilate: grow the union by this many pixels, 0..512 (elliptical kernel of side ``2*dilate+1``, as the original
             grows its inpainting mask; its diffusion mode uses 5, its tagging pass a 3x3 square). Deliberately not
             :func:`grow_mask`'s square: the Ken Burns plate and the style holes follow the original.
-        feather: Gaussian sigma in pixels for a soft edge **outside** the binary region (0 = hard mask). The
+        feather: Gaussian sigma in pixels, 0..256, for a soft edge **outside** the binary region (0 = hard mask). The
             binary region itself stays 1.
 
     Returns:
@@ -202,8 +205,10 @@ def background_mask(
         m = m[None]
     if m.dim() != 3:
         raise ValueError(f"masks must be [N,H,W], got shape {tuple(m.shape)}")
-    if dilate < 0 or feather < 0:
-        raise ValueError(f"dilate and feather must be >= 0, got {dilate} / {feather}")
+    if not 0 <= dilate <= MAX_BACKGROUND_DILATE:  # also refuses NaN
+        raise ValueError(f"dilate must lie in [0, {MAX_BACKGROUND_DILATE}] pixels, got {dilate}")
+    if not 0.0 <= feather <= MAX_BACKGROUND_FEATHER:
+        raise ValueError(f"feather must lie in [0, {MAX_BACKGROUND_FEATHER:g}] pixels, got {feather}")
     m = m.detach().cpu()
     if m.dtype != torch.bool:
         m = torch.nan_to_num(m.float(), nan=0.0) > thr

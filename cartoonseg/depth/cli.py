@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from .. import outputs
-from .._cli import area_main
+from .._cli import area_main, quiet
+from .._diffusers import quiet_library_logs
 from ..io import read_depth, read_image, read_mask, write_grey
 from .estimator import load_depth_model
 from .pooling import POOL_MODES, pool_instance_depth
@@ -31,9 +32,10 @@ def _run_depth(args: argparse.Namespace) -> int:
     inputs = [args.image, args.model]
     outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
     search = [args.models_dir] if args.models_dir else []
-    est = load_depth_model(args.model, device=args.device, dtype=DTYPES[args.precision], search_dirs=search,
-                           allow_download=not args.no_download, steps=args.steps, ensemble=args.ensemble,
-                           processing_resolution=args.processing_resolution)
+    with quiet_library_logs(quiet(args)):  # -q: no transformers/diffusers notices while our model loads
+        est = load_depth_model(args.model, device=args.device, dtype=DTYPES[args.precision], search_dirs=search,
+                               allow_download=not args.no_download, steps=args.steps, ensemble=args.ensemble,
+                               processing_resolution=args.processing_resolution)
     image = read_image(args.image)
     start = time.perf_counter()
     result = est(image)
@@ -78,11 +80,13 @@ def _add_depth(sub) -> None:
     p.add_argument("--out", required=True, help="output PNG (grey, larger = nearer)")
     p.add_argument("--bits", type=int, choices=[8, 16], default=8, help="bits per pixel of the PNG")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
-                   help="bf16/fp16 where the device runs them (else fp32 with a warning; fp16 is GPU only)")
-    p.add_argument("--steps", type=int, default=None, help="Marigold: denoising steps (default: the model's)")
-    p.add_argument("--ensemble", type=int, default=None, help="Marigold: predictions averaged (default: the model's)")
+                   help="bf16 where the device runs it (else fp32 with a warning); fp16 on a GPU only (refused on CPU)")
+    p.add_argument("--steps", type=int, default=None, help="Marigold: denoising steps, 0..1000 (default: the model's)")
+    p.add_argument("--ensemble", type=int, default=None,
+                   help="Marigold: predictions averaged, 1..64 (default: the model's)")
     p.add_argument("--processing-resolution", type=int, default=None,
-                   help="Marigold: long side the model works at (default: the model's, 768 for the published ones)")
+                   help="Marigold: long side the model works at, 0..8192 (default: the model's, 768 for the published "
+                        "ones)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps, or auto (CUDA when present)")
     p.add_argument("--models-dir", default=None, help="folder holding <repo name>/ model folders (downloads go there)")
     p.add_argument("--no-download", action="store_true", help="never download the model (error when missing)")

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..device import precision_of, resolve_dtype
+from ..device import precision_of, refuse_cpu_fp16, resolve_dtype
 from .._optional import require
 from ..hub import WeightsUnavailableError, check_download_allowed, hub_url
 from .result import DepthResult, as_uint8_rgb, normalise
@@ -472,10 +472,12 @@ def load_depth_model(
         MissingDependencyError: ``transformers`` (Depth Anything, ZoeDepth) or ``diffusers`` (Marigold) missing;
             the message names the extra to install.
     """
+    from .marigold import check_marigold_settings
+
+    check_marigold_settings(steps=steps, ensemble=ensemble, processing_resolution=processing_resolution)
     if dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
-    if dtype == torch.float16 and torch.device(device).type == "cpu":
-        raise ValueError("float16 is extremely slow on CPU; use torch.float32 or torch.bfloat16")
+    refuse_cpu_fp16(dtype, device)
     dtype = resolve_dtype(precision_of(dtype), device)  # bf16 on a CPU without bf16 kernels -> fp32, one warning
     known = _spec_for(str(name_or_path))
     family = known.family if known else family_of(name_or_path)

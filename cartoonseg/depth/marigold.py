@@ -10,17 +10,35 @@ in [0,1] (0 = nearest), so here ``disparity = 1 - depth``, min-max normalised. `
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from .._diffusers import follow_hub_progress_setting
-from ..device import precision_of, resolve_dtype
+from .._diffusers import dtype_argument, follow_hub_progress_setting
+from ..config import MAX_CANVAS
+from ..device import precision_of, refuse_cpu_fp16, resolve_dtype
 from .result import DepthResult, as_uint8_rgb, normalise
 
-__all__ = ["MarigoldEstimator", "load_marigold"]
+__all__ = ["MARIGOLD_LIMITS", "MarigoldEstimator", "check_marigold_settings", "load_marigold"]
+
+#: Allowed ranges of Marigold's sampling settings (``0`` steps / processing resolution = the checkpoint's default).
+MARIGOLD_LIMITS: dict[str, tuple[int, int]] = {
+    "steps": (0, 1000), "ensemble": (1, 64), "processing_resolution": (0, MAX_CANVAS),
+}
+
+
+def check_marigold_settings(**settings) -> None:
+    """ValueError naming the first of ``steps``, ``ensemble``, ``processing_resolution`` (None = default, skipped)
+    outside :data:`MARIGOLD_LIMITS`; called before any model is loaded."""
+    for name, value in settings.items():
+        lo, hi = MARIGOLD_LIMITS[name]
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not lo <= value <= hi:
+            raise ValueError(f"Marigold {name} must be an integer in [{lo}, {hi}], got {value!r}")
 
 
 class MarigoldEstimator:
@@ -28,9 +46,9 @@ class MarigoldEstimator:
 
     Args:
         pipe: the pipeline.
-        steps: denoising steps (0 = the checkpoint's default).
-        ensemble: predictions averaged per image (the original: 5 for the LCM model).
-        processing_resolution: long side the pipeline works at (0 = the checkpoint's default).
+        steps: denoising steps, 0..1000 (0 = the checkpoint's default).
+        ensemble: predictions averaged per image, 1..64 (the original: 5 for the LCM model).
+        processing_resolution: long side the pipeline works at, 0..8192 (0 = the checkpoint's default).
         seed: noise seed (the same seed reproduces the result).
         dtype: the compute dtype (the pipeline's weights' on a GPU; on CPU the weights stay fp32 and bf16 is
             autocast).
@@ -38,9 +56,7 @@ class MarigoldEstimator:
 
     def __init__(self, pipe, *, steps: int = 0, ensemble: int = 1, processing_resolution: int = 0, seed: int = 0,
                  dtype: torch.dtype = torch.float32) -> None:
-        if steps < 0 or ensemble < 1 or processing_resolution < 0:
-            raise ValueError(f"Marigold needs steps >= 0, ensemble >= 1, processing_resolution >= 0; got {steps}, "
-                             f"{ensemble}, {processing_resolution}")
+        check_marigold_settings(steps=steps, ensemble=ensemble, processing_resolution=processing_resolution)
         self.pipe = pipe
         self.steps, self.ensemble = int(steps), int(ensemble)
         self.processing_resolution, self.seed, self.dtype = int(processing_resolution), int(seed), dtype
@@ -92,14 +108,14 @@ def load_marigold(folder: str | os.PathLike, *, device: torch.device | str = "cp
     resolved again through :mod:`cartoonseg.device` (a reduced precision the device cannot run becomes fp32)."""
     from .._optional import require
 
+    check_marigold_settings(steps=steps, ensemble=ensemble, processing_resolution=processing_resolution)
     diffusers = require("diffusers", extra="diffusion", purpose="Marigold depth")
     follow_hub_progress_setting(diffusers)
     dtype = resolve_dtype(precision_of(dtype), device)
-    if dtype == torch.float16 and torch.device(device).type == "cpu":
-        raise ValueError("float16 is extremely slow on CPU; use torch.float32 or torch.bfloat16")
+    refuse_cpu_fp16(dtype, device)
     weights = torch.float32 if torch.device(device).type == "cpu" else dtype  # CPU bf16: autocast (see __call__)
-    pipe = diffusers.MarigoldDepthPipeline.from_pretrained(str(Path(folder)), torch_dtype=weights,
-                                                           local_files_only=True)
+    pipe = diffusers.MarigoldDepthPipeline.from_pretrained(str(Path(folder)), local_files_only=True,
+                                                           **dtype_argument(diffusers, weights))
     pipe.set_progress_bar_config(disable=True)
     pipe = pipe.to(device)
     return MarigoldEstimator(pipe, steps=steps, ensemble=ensemble, processing_resolution=processing_resolution,

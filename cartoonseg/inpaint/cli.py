@@ -17,6 +17,7 @@ import torch
 
 from .. import outputs
 from .._cli import area_main, progress, quiet
+from .._diffusers import quiet_library_logs
 from .._cli import seed as cli_seed
 from ..io import read_image, read_mask, to_float_image, write_image
 from .diffusion import INIT_FILLS, NEGATIVE_PROMPT, RefineSettings, background_prompt, refine_background
@@ -44,13 +45,16 @@ def _run_inpaint(args: argparse.Namespace) -> int:
 def _run_refine(args: argparse.Namespace) -> int:
     from .diffusers_backend import DiffusersInpaintBackend, load_inpaint_pipeline
 
+    # the options are checked before anything is read or loaded
+    settings = RefineSettings(steps=args.steps, cfg=args.cfg, denoise=args.denoise, seed=args.seed,
+                              short_side=args.short_side)
     inputs = [args.image, args.mask, args.model] + ([args.config_dir] if args.config_dir else [])
     outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
     image = to_float_image(read_image(args.image))
     mask = torch.from_numpy(read_mask(args.mask, tuple(image.shape[:2]))).float()
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
-    pipe = load_inpaint_pipeline(args.model, config_dir=args.config_dir, dtype=dtype, device=args.device)
-    settings = RefineSettings(steps=args.steps, cfg=args.cfg, denoise=args.denoise, seed=args.seed, short_side=args.short_side)
+    with quiet_library_logs(quiet(args)):  # -q: no transformers/diffusers notices while our pipeline loads
+        pipe = load_inpaint_pipeline(args.model, config_dir=args.config_dir, dtype=dtype, device=args.device)
     prompt = background_prompt(args.tags)
     negative = args.negative if args.negative is not None else NEGATIVE_PROMPT
 
@@ -92,11 +96,11 @@ def _add_refine(sub) -> None:
     p.add_argument("--tags", default="", help="background tags, comma separated (e.g. from `cartoonseg tag`)")
     p.add_argument("--negative", default=None, help="negative prompt (default: the paper's)")
     p.add_argument("--init", choices=list(INIT_FILLS), default="patchmatch", help="first fill of the hole (image: none)")
-    p.add_argument("--steps", type=int, default=32, help="sampler steps (the paper: 32)")
-    p.add_argument("--cfg", type=float, default=7.0, help="classifier-free guidance scale")
+    p.add_argument("--steps", type=int, default=32, help="sampler steps, 1..10000 (the paper: 32)")
+    p.add_argument("--cfg", type=float, default=7.0, help="classifier-free guidance scale, 0..100")
     p.add_argument("--denoise", type=float, default=0.75, help="share of the first fill that is re-synthesised, 0..1")
     p.add_argument("--seed", type=cli_seed, default=0, help="sampler seed")
-    p.add_argument("--short-side", type=int, default=1024, help="working short side (0 = native)")
+    p.add_argument("--short-side", type=int, default=1024, help="working short side, 64..8192 (0 = native)")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="compute precision of the pipeline")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps, or auto (CUDA when present)")
     outputs.add_overwrite_argument(p)

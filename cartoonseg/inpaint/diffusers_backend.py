@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .._diffusers import follow_hub_progress_setting, img2img_steps
+from .._diffusers import dtype_argument, follow_hub_progress_setting, img2img_steps
 from .._optional import require
-from ..device import precision_of, resolve_dtype
+from ..device import precision_of, refuse_cpu_fp16, resolve_dtype
 from .diffusion import NEGATIVE_PROMPT, RefineRequest, RefineSettings, refine_background
 
 __all__ = ["DiffusersInpaintBackend", "load_inpaint_pipeline", "refine_with_diffusers"]
@@ -51,10 +51,10 @@ def load_inpaint_pipeline(
     """
     diffusers = _require_diffusers()
     path = Path(path).expanduser()
-    if dtype == torch.float16 and torch.device(device).type == "cpu":
-        raise ValueError("float16 is extremely slow on CPU; use torch.float32 or torch.bfloat16")
+    refuse_cpu_fp16(dtype, device)
     dtype = resolve_dtype(precision_of(dtype), device)  # bf16 on a CPU without bf16 kernels -> fp32, one warning
-    common = {"safety_checker": None, "requires_safety_checker": False, "torch_dtype": dtype, "local_files_only": True}
+    common = {"safety_checker": None, "requires_safety_checker": False, "local_files_only": True,
+              **dtype_argument(diffusers, dtype)}
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise ValueError(f"{path} is not a diffusers pipeline folder (no model_index.json)")

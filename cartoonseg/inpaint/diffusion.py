@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterable, Mapping
 import torch
 from torch import Tensor
 
+from ..config import MAX_CANVAS, MAX_CFG, MAX_SAMPLER_STEPS
+from ..io import MAX_PIXELS
 from ..transforms import resize_image, resize_mask
 from .patchmatch import INPAINT_METHODS, inpaint
 
@@ -63,14 +65,14 @@ class RefineSettings:
     """Sampling parameters of the refinement (defaults: the original's).
 
     Attributes:
-        steps: sampling steps (32).
-        cfg: classifier-free guidance scale (7).
+        steps: sampling steps (32), 1..10000.
+        cfg: classifier-free guidance scale (7), 0..100.
         denoise: denoising strength in (0,1] (0.75): the fill is kept as the starting point.
         seed: noise seed (0); the same seed reproduces the result.
         sampler: ComfyUI sampler name (``"dpmpp_2m"`` = DPM++ 2M).
         scheduler: ComfyUI scheduler name (``"karras"``).
         short_side: working resolution: the short side is scaled to this and both sides floored to a multiple
-            of 32 (1024 as the original; 0 = native size floored to a multiple of 8).
+            of 32 (1024 as the original; 0 = native size floored to a multiple of 8); 0 or 64..8192.
     """
 
     steps: int = 32
@@ -82,12 +84,14 @@ class RefineSettings:
     short_side: int = 1024
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if not 1 <= self.steps <= MAX_SAMPLER_STEPS:
+            raise ValueError(f"steps must lie in [1, {MAX_SAMPLER_STEPS}], got {self.steps}")
+        if not 0.0 <= self.cfg <= MAX_CFG:  # also refuses NaN
+            raise ValueError(f"cfg must lie in [0, {MAX_CFG:g}], got {self.cfg}")
         if not 0.0 < self.denoise <= 1.0:
             raise ValueError(f"denoise must lie in (0,1], got {self.denoise}")
-        if self.short_side != 0 and self.short_side < 64:
-            raise ValueError(f"short_side must be 0 (native) or >= 64, got {self.short_side}")
+        if not (self.short_side == 0 or 64 <= self.short_side <= MAX_CANVAS):
+            raise ValueError(f"short_side must be 0 (native) or in [64, {MAX_CANVAS}], got {self.short_side}")
 
 
 def _escape(tag: str) -> str:
@@ -144,7 +148,11 @@ def working_size(height: int, width: int, short_side: int = 1024) -> tuple[int, 
     if short_side == 0:
         return max(8, height // 8 * 8), max(8, width // 8 * 8)
     scale = short_side / min(height, width)
-    return max(64, math.floor(height * scale / 32) * 32), max(64, math.floor(width * scale / 32) * 32)
+    h, w = max(64, math.floor(height * scale / 32) * 32), max(64, math.floor(width * scale / 32) * 32)
+    if h * w > MAX_PIXELS:  # a thin strip scaled up by its short side
+        raise ValueError(f"short_side {short_side} makes a {w}x{h} working size for a {width}x{height} image, over the "
+                         f"{MAX_PIXELS}-pixel limit; use a smaller short_side or 0 (native)")
+    return h, w
 
 
 def grey_out_hole(image: Tensor, mask: Tensor) -> Tensor:

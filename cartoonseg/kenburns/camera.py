@@ -29,6 +29,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..io import MAX_FRAMES, check_fps
+
 __all__ = [
     "ANCHORS",
     "EASINGS",
@@ -79,14 +81,15 @@ class CameraPath:
             end crop that reveals the fewest holes); ``static`` keeps the input view; ``zoom-*``/``pan-*`` are
             crop moves with parallax; ``dolly-*`` is a dolly zoom (vertigo: the anchor keeps its size while the
             focal length changes); ``orbit`` circles the camera with the anchor fixed on screen.
-        frames: rendered time steps (the original: 75).
+        frames: rendered time steps (the original: 75), at most :data:`~cartoonseg.io.MAX_FRAMES` (10000).
         zoom: zoom factor of the move (end crop = start crop / zoom for ``auto``/``zoom-*``; the crop zoom that
             leaves room for ``pan-*``/``orbit``; the focal-length ratio of ``dolly-*``). Must be >= 1.
         strength: scales the move: the fraction of the available margin used by pans and the orbit, a multiplier
             on ``zoom - 1`` for zooms and dollies, and on the search range of ``auto``. In [0, 2].
         easing: time warp, one of :data:`EASINGS` (the original interpolates linearly).
         playback: append the reversed clip without its end frames (ping-pong), 75 -> 148 frames.
-        fps: frames per second reported to the video saver (the original writes 25).
+        fps: frames per second reported to the video saver (the original writes 25), in
+            [:data:`~cartoonseg.io.MIN_FPS`, :data:`~cartoonseg.io.MAX_FPS`] = [0.01, 240].
         anchor: depth that moves like the 2-D crop: the ``nearest`` point (the original), the ``median`` or the
             ``farthest`` one, each over the image minus a 1/8 border.
     """
@@ -107,14 +110,13 @@ class CameraPath:
             raise ValueError(f"CameraPath.easing must be one of {EASINGS}, got {self.easing!r}")
         if self.anchor not in ANCHORS:
             raise ValueError(f"CameraPath.anchor must be one of {ANCHORS}, got {self.anchor!r}")
-        if isinstance(self.frames, bool) or not isinstance(self.frames, int) or not 1 <= self.frames <= 10000:
-            raise ValueError(f"CameraPath.frames must be an int in [1, 10000], got {self.frames!r}")
+        if isinstance(self.frames, bool) or not isinstance(self.frames, int) or not 1 <= self.frames <= MAX_FRAMES:
+            raise ValueError(f"CameraPath.frames must be an int in [1, {MAX_FRAMES}], got {self.frames!r}")
         if not (math.isfinite(self.zoom) and 1.0 <= self.zoom <= 8.0):
             raise ValueError(f"CameraPath.zoom must lie in [1, 8], got {self.zoom!r}")
         if not (math.isfinite(self.strength) and 0.0 <= self.strength <= 2.0):
             raise ValueError(f"CameraPath.strength must lie in [0, 2], got {self.strength!r}")
-        if not (math.isfinite(self.fps) and 0.0 < self.fps <= 240.0):
-            raise ValueError(f"CameraPath.fps must lie in (0, 240], got {self.fps!r}")
+        check_fps(self.fps, "CameraPath.fps")
 
     @property
     def total_frames(self) -> int:

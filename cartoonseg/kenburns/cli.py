@@ -25,10 +25,12 @@ import torch
 from .. import outputs
 from .._cli import area_main, load_networks, progress, quiet
 from .._cli import seed as cli_seed
+from .._diffusers import quiet_library_logs
 from ..io import CLIP_SUFFIXES, read_depth, read_image, to_float_image, write_frames
+from ..ops import MAX_BACKGROUND_DILATE
 from .camera import EASINGS, PRESETS, CameraPath
 from .disocclusion import CHARACTER_REVEALS, FILLS
-from .render import MIN_SIDE, KenBurnsConfig, render_kenburns
+from .render import MAX_SIDE, MIN_SIDE, KenBurnsConfig, render_kenburns
 
 __all__ = ["add_parsers", "main", "run"]
 
@@ -57,14 +59,22 @@ def _depth(args: argparse.Namespace, image: torch.Tensor) -> torch.Tensor:
     return model(image).disparity.float().cpu()
 
 
-def _refiner(args: argparse.Namespace, image: torch.Tensor, instances, plate):
+def _refine_settings(args: argparse.Namespace):
+    """The sampler settings of ``--fill diffusion`` (checked before anything is loaded), or None for the other fills."""
+    if args.fill != "diffusion":
+        return None
+    from ..inpaint import RefineSettings
+
+    return RefineSettings(steps=args.diffusion_steps, seed=args.seed, short_side=args.short_side)
+
+
+def _refiner(args: argparse.Namespace, image: torch.Tensor, instances, plate, settings):
     """The diffusion pass of ``--fill diffusion`` (diffusers, local files only), or None for the other fills."""
     if args.fill != "diffusion":
         return None
     if not args.diffusion_model:
         raise ValueError("--fill diffusion needs --diffusion-model (a diffusers SD inpainting folder or a single-file "
                          "checkpoint with --config-dir); without a model use --fill patchmatch")
-    from ..inpaint import RefineSettings
     from ..inpaint.diffusers_backend import load_inpaint_pipeline
     from .disocclusion import diffusers_refiner
 
@@ -72,8 +82,8 @@ def _refiner(args: argparse.Namespace, image: torch.Tensor, instances, plate):
     if tags is None and args.tagger:
         tags = _background_tags(args, image, instances, plate)
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
-    pipe = load_inpaint_pipeline(args.diffusion_model, config_dir=args.config_dir, dtype=dtype, device=args.device)
-    settings = RefineSettings(steps=args.diffusion_steps, seed=args.seed, short_side=args.short_side)
+    with quiet_library_logs(quiet(args)):  # -q: no transformers/diffusers notices while our pipeline loads
+        pipe = load_inpaint_pipeline(args.diffusion_model, config_dir=args.config_dir, dtype=dtype, device=args.device)
     return diffusers_refiner(pipe, tags=tags, negative_prompt=args.negative_prompt, settings=settings)
 
 
@@ -95,6 +105,14 @@ def _background_tags(args: argparse.Namespace, image: torch.Tensor, instances, p
 def run(args: argparse.Namespace) -> int:
     """Execute the ``kenburns`` sub-command."""
     start = time.perf_counter()
+    if not (args.size == 0 or MIN_SIDE <= args.size <= MAX_SIDE):
+        raise ValueError(f"--size must be 0 (the input size) or in [{MIN_SIDE}, {MAX_SIDE}] pixels, got {args.size}")
+    if not 0 <= args.plate_dilate <= MAX_BACKGROUND_DILATE:
+        raise ValueError(f"--plate-dilate must lie in [0, {MAX_BACKGROUND_DILATE}] pixels, got {args.plate_dilate}")
+    # the camera and sampler options are checked before anything is read or loaded
+    camera = CameraPath(preset=args.camera, frames=args.frames, zoom=args.zoom, easing=args.easing,
+                        playback=args.playback, fps=args.fps)
+    settings = _refine_settings(args)
     out = Path(args.out)
     inputs = [p for p in (args.image, args.depth, args.detector, args.refiner) if p]
     if out.suffix.lower() not in CLIP_SUFFIXES:
@@ -120,14 +138,12 @@ def run(args: argparse.Namespace) -> int:
             background = torch.as_tensor(inpaint(image, hole, method="patchmatch", patch_size=3)).float()
             if background.max() > 1.0:
                 background = background / 255.0
-    refiner = _refiner(args, image, instances, background)
+    refiner = _refiner(args, image, instances, background, settings)
     if refiner is not None and background is not None:
         background = refiner(image, hole, background)  # the paper's diffusion pass over the characters' area
-    size = 0 if args.size <= 0 or args.size >= max(h, w) else args.size  # --size caps the long side
+    size = 0 if args.size == 0 or args.size >= max(h, w) else args.size  # --size caps the long side
     if size == 0 and min(h, w) < MIN_SIDE:  # a sliver: enlarged until its short side is the smallest supported
         size = math.ceil(MIN_SIDE * max(h, w) / min(h, w))
-    camera = CameraPath(preset=args.camera, frames=args.frames, zoom=args.zoom, easing=args.easing,
-                        playback=args.playback, fps=args.fps)
     config = KenBurnsConfig(size=size, depth_of_field=args.dof, fill=args.fill, key_views=args.key_views,
                             character_reveals=args.character_reveals)
     prepared = time.perf_counter()
@@ -177,16 +193,17 @@ def _add_kenburns(sub) -> None:
                         "--refiner none the detector's 0.5 unless given)")
     p.add_argument("--pool", choices=["feet", "mean", "median", "none"], default="feet",
                    help="per-character depth: feet (original code), mean (paper), median, none")
-    p.add_argument("--plate-dilate", type=int, default=5, help="pixels the character union grows for the plate")
+    p.add_argument("--plate-dilate", type=int, default=5, help="pixels the character union grows for the plate, 0..512")
     p.add_argument("--camera", choices=list(PRESETS), default="auto",
                    help="camera motion: auto = the original's zoom towards the least-revealing crop")
-    p.add_argument("--frames", type=int, default=75, help="rendered time steps (before --playback)")
+    p.add_argument("--frames", type=int, default=75, help="rendered time steps (before --playback), 1..10000")
     p.add_argument("--zoom", type=float, default=1.25, help="zoom of the camera move")
     p.add_argument("--easing", choices=list(EASINGS), default="linear", help="speed profile of the move")
     p.add_argument("--playback", action="store_true", help="append the reversed clip (ping-pong)")
-    p.add_argument("--fps", type=float, default=25.0, help="frames per second of the clip")
+    p.add_argument("--fps", type=float, default=25.0, help="frames per second of the clip, 0.01..240")
     p.add_argument("--size", type=int, default=1024,
-                   help="cap on the long side of the frames (0 = input size); images thinner than 8 px are enlarged")
+                   help="cap on the long side of the frames, 8..8192 (0 = input size); images thinner than 8 px are "
+                        "enlarged")
     p.add_argument("--dof", action="store_true", help="rack focus from the background to the nearest character")
     p.add_argument("--fill", choices=list(FILLS), default="patchmatch",
                    help="what fills the regions the camera uncovers: patchmatch (default: inpainted at the path's end "
@@ -205,8 +222,9 @@ def _add_kenburns(sub) -> None:
     p.add_argument("--tagger", default=None,
                    help="--fill diffusion without --tags: tag the background with the WD tagger (folder or 'default')")
     p.add_argument("--negative-prompt", default=None, help="--fill diffusion: negative prompt (default: the paper's)")
-    p.add_argument("--diffusion-steps", type=int, default=32, help="--fill diffusion: sampler steps")
-    p.add_argument("--short-side", type=int, default=1024, help="--fill diffusion: working short side (0 = native)")
+    p.add_argument("--diffusion-steps", type=int, default=32, help="--fill diffusion: sampler steps, 1..10000")
+    p.add_argument("--short-side", type=int, default=1024,
+                   help="--fill diffusion: working short side, 64..8192 (0 = native)")
     p.add_argument("--seed", type=cli_seed, default=0, help="--fill diffusion: sampling seed")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="--fill diffusion: model precision")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps, or auto (CUDA when present)")

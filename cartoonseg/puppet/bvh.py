@@ -244,7 +244,12 @@ def load_bvh(path) -> BVH:
         text = p.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         raise ValueError(f"cannot read BVH file {p}: {exc}") from exc
-    return parse_bvh(text)
+    if "\x00" in text:
+        raise ValueError(f"{p} is not a BVH file (expected BVH text, found binary data)")
+    try:
+        return parse_bvh(text)
+    except ValueError as exc:
+        raise ValueError(f"{p} is not a valid BVH file: {exc}") from exc
 
 
 def project_bvh(bvh: BVH, *, yaw: float = 0.0, up: str = "y") -> tuple[list[str], np.ndarray]:

@@ -27,10 +27,11 @@ from .. import outputs
 from .._cli import area_main, load_networks, progress
 from .._cli import seed as cli_seed
 from .._optional import require
-from ..io import CLIP_SUFFIXES, read_grey, read_image, write_frames
+from ..config import MAX_CANVAS
+from ..io import CLIP_SUFFIXES, MAX_FPS, MAX_FRAMES, MIN_FPS, check_fps, read_grey, read_image, write_frames
 from .motion import PRESETS, KeyframeMotion, PresetMotion, RetargetMotion
 from .render import background_plate, default_frames, render_frames
-from .rig import RigConfig, build_rig
+from .rig import MAX_RING, RigConfig, build_rig
 
 __all__ = ["add_parsers", "main", "parse_instances", "run"]
 
@@ -100,11 +101,21 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     inputs = [p for p in (args.image, *(args.masks or []), args.plate, args.poses, args.bvh, args.keyframes,
                           args.handles, args.pose_rig, args.detector, args.refiner) if p]
+    # the options are checked before anything is read or built
+    check_fps(args.fps, "--fps")
+    if args.poses_fps is not None and not (math.isfinite(args.poses_fps) and args.poses_fps > 0):
+        raise ValueError(f"--poses-fps must be a finite number > 0, got {args.poses_fps}")
+    if args.frames is not None and not 1 <= args.frames <= MAX_FRAMES:
+        raise ValueError(f"--frames must lie in [1, {MAX_FRAMES}], got {args.frames}")
+    if not 0 <= args.plate_dilate <= MAX_RING:
+        raise ValueError(f"--plate-dilate must lie in [0, {MAX_RING}] pixels, got {args.plate_dilate}")
+    if not (args.mesh_spacing == 0 or 1.0 <= args.mesh_spacing <= MAX_CANVAS):  # also refuses NaN
+        raise ValueError(f"--mesh-spacing must be 0 (automatic) or in [1, {MAX_CANVAS}] pixels, "
+                         f"got {args.mesh_spacing}")
+    from .mesh import MeshConfig
+
+    config = RigConfig(mesh=MeshConfig(spacing=args.mesh_spacing), ring=args.plate_dilate)
     _check_out(out, inputs, args.overwrite)
-    if not (math.isfinite(args.fps) and args.fps > 0):
-        raise ValueError(f"--fps must be a finite number > 0, got {args.fps}")
-    if args.frames is not None and args.frames < 1:
-        raise ValueError(f"--frames must be >= 1, got {args.frames}")
     start = time.perf_counter()
     image = read_image(args.image)
     h, w = image.shape[:2]
@@ -112,9 +123,6 @@ def run(args: argparse.Namespace) -> int:
     instances = _instances(args, image)
     if len(instances) == 0:
         raise ValueError(f"{args.image}: no character found (lower --score-thr, or give --masks)")
-    from .mesh import MeshConfig
-
-    config = RigConfig(mesh=MeshConfig(spacing=args.mesh_spacing), ring=args.plate_dilate)
     with progress(None, "rig", args.quiet, unit="character", leave=False) as bar:
         def rigged_one(done: int, total: int) -> None:
             bar.total = total
@@ -133,6 +141,9 @@ def run(args: argparse.Namespace) -> int:
         plate = background_plate(image, rig, seed=args.seed)
     plated = time.perf_counter()
     n = args.frames or default_frames(motion, args.fps)
+    if n > MAX_FRAMES:
+        raise ValueError(f"the motion lasts {n} frames at {args.fps:g} fps, more than {MAX_FRAMES}; give --frames "
+                         "or a lower --fps")
     clip, alphas = [], []
     with progress(n, "puppet", args.quiet, unit="frame", leave=False) as bar:
         for frame, mask in render_frames(image, rig, motion, frames=n, fps=args.fps, plate=plate,
@@ -181,13 +192,17 @@ def _add_puppet(sub) -> None:
     p.add_argument("--pose-rig", help="POSE_KEYPOINT JSON of this picture (e.g. DWPose): rig from its joints")
     p.add_argument("--handles", help="handles JSON: joints per instance (wins over --pose-rig)")
     p.add_argument("--instances", default=None, help="comma-separated instance indices to animate (default all)")
-    p.add_argument("--frames", type=int, default=None, help="frames to render (default: the motion's length)")
-    p.add_argument("--fps", type=float, default=12.0, help="frames per second of the animation")
+    p.add_argument("--frames", type=int, default=None,
+                   help=f"frames to render, 1..{MAX_FRAMES} (default: the motion's length)")
+    p.add_argument("--fps", type=float, default=12.0,
+                   help=f"frames per second of the animation, {MIN_FPS:g}..{MAX_FPS:g}")
     p.add_argument("--strength", type=float, default=1.0, help="amplitude of the preset motion")
     p.add_argument("--seed", type=cli_seed, default=0, help="seed of the plate inpainting and per-character preset variation")
     p.add_argument("--plate", help="background plate image (e.g. a diffusion inpainting); default PatchMatch")
-    p.add_argument("--plate-dilate", type=int, default=5, help="pixels the characters grow by for the plate")
-    p.add_argument("--mesh-spacing", type=float, default=0.0, help="mesh sample spacing in pixels (0 = automatic)")
+    p.add_argument("--plate-dilate", type=int, default=5,
+                   help=f"pixels the characters grow by for the plate, 0..{MAX_RING}")
+    p.add_argument("--mesh-spacing", type=float, default=0.0,
+                   help=f"mesh sample spacing in pixels, 1..{MAX_CANVAS} (0 = automatic)")
     p.add_argument("--device", default="cpu",
                    help="device of the segmenter: cpu, cuda, cuda:N, mps, or auto (CUDA when present)")
     p.add_argument("--weights-dir", default=None, help="folder with the released weights")

@@ -20,6 +20,8 @@ import math
 import cv2
 import numpy as np
 
+from ..config import MAX_CANVAS
+
 __all__ = ["Mesh", "MeshConfig", "build_mesh", "mask_support", "triangle_groups"]
 
 
@@ -49,8 +51,9 @@ class MeshConfig:
     min_component_area: int = 4
 
     def __post_init__(self) -> None:
-        if self.spacing < 0 or (0 < self.spacing < 1.0):
-            raise ValueError(f"spacing must be 0 (automatic) or >= 1 pixel, got {self.spacing}")
+        if not (self.spacing == 0 or 1.0 <= self.spacing <= MAX_CANVAS):  # also refuses NaN
+            raise ValueError(f"MeshConfig.spacing must be 0 (automatic) or in [1, {MAX_CANVAS}] pixels, "
+                             f"got {self.spacing}")
         if self.target_vertices < 4:
             raise ValueError(f"target_vertices must be >= 4, got {self.target_vertices}")
         if not 0 < self.min_spacing <= self.max_spacing:

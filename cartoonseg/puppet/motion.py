@@ -109,8 +109,8 @@ class RetargetMotion:
             raise ValueError(f"reference points must be [F, {len(self.names)}, 2] with F >= 1, got {self.points.shape}")
         if self.mode not in ("absolute", "relative"):
             raise ValueError(f"retarget mode must be 'absolute' or 'relative', got {self.mode!r}")
-        if self.fps is not None and not self.fps > 0:
-            raise ValueError(f"reference fps must be > 0, got {self.fps}")
+        if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):
+            raise ValueError(f"reference fps must be a finite number > 0, got {self.fps}")
 
     @property
     def n_frames(self) -> int:

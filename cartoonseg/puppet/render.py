@@ -16,12 +16,12 @@ painted back to front in the rig's order (pooled instance depth when known, else
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
 
+from ..io import MAX_FRAMES, check_fps
 from .rig import Character, PuppetRig
 
 __all__ = ["PuppetClip", "PuppetRenderer", "animate", "background_plate", "default_frames", "joint_sequences", "render_frames"]
@@ -216,15 +216,6 @@ class PuppetRenderer:
         np.maximum(mask[y0:y1, x0:x1], alpha, out=mask[y0:y1, x0:x1])
 
 
-def _check_fps(fps: float) -> None:
-    try:
-        ok = not isinstance(fps, bool) and math.isfinite(float(fps)) and float(fps) > 0
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"fps must be a finite number > 0, got {fps!r}")
-
-
 def joint_sequences(rig: PuppetRig, motion, n_frames: int, fps: float) -> list[np.ndarray]:
     """Skeleton poses ``[F,J,2]`` of every character of ``rig`` for ``motion``.
 
@@ -236,9 +227,9 @@ def joint_sequences(rig: PuppetRig, motion, n_frames: int, fps: float) -> list[n
     """
     from .motion import KeyframeMotion, PresetMotion, RetargetMotion
 
-    if n_frames < 1:
-        raise ValueError(f"frames must be >= 1, got {n_frames}")
-    _check_fps(fps)
+    if not 1 <= n_frames <= MAX_FRAMES:
+        raise ValueError(f"frames must lie in [1, {MAX_FRAMES}], got {n_frames}")
+    check_fps(fps)
     out: list[np.ndarray] = []
     if isinstance(motion, dict):
         rigged = {ch.instance for ch in rig.characters}
@@ -276,7 +267,7 @@ def joint_sequences(rig: PuppetRig, motion, n_frames: int, fps: float) -> list[n
 
 def default_frames(motion, fps: float) -> int:
     """The natural length of a motion at ``fps`` (reference length, last keyframe, or a preset's loop)."""
-    _check_fps(fps)
+    check_fps(fps)
     if isinstance(motion, dict):
         if not motion:
             raise ValueError("the motion dict is empty")

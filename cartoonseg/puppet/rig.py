@@ -17,6 +17,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..config import MAX_CANVAS
+from ..io import MAX_PIXELS
+from ..ops import MAX_BACKGROUND_DILATE
 from ..structures import EXTRA_DEPTH
 from .arap import ARAPDeformer
 from .mesh import Mesh, MeshConfig, build_mesh, mask_support
@@ -30,7 +33,10 @@ from .skeleton import (
     skeleton_from_points,
 )
 
-__all__ = ["Character", "PuppetRig", "RigConfig", "build_character", "build_rig"]
+__all__ = ["MAX_RING", "Character", "PuppetRig", "RigConfig", "build_character", "build_rig"]
+
+#: Largest :attr:`RigConfig.ring` (pixels): the plate's dilation, as :func:`cartoonseg.ops.background_mask` allows.
+MAX_RING = MAX_BACKGROUND_DILATE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +49,7 @@ class RigConfig:
         snap_radius: a joint outside the mask within this many pixels is snapped onto it; farther joints drive bone
             angles but pin nothing (0 = three mesh spacings).
         ring: pixels around each character whose background is replaced by the plate once it moves (use the plate's
-            inpainting dilation; 5 as in the Ken Burns plate).
+            inpainting dilation; 5 as in the Ken Burns plate), 0..:data:`MAX_RING` (512).
         auto_branches: most limbs the automatic skeleton looks for.
         min_area: instances with fewer support pixels are not rigged (left in the background, with a note).
     """
@@ -56,8 +62,11 @@ class RigConfig:
     min_area: int = 8
 
     def __post_init__(self) -> None:
-        if self.bone_samples < 0 or self.snap_radius < 0 or self.ring < 0 or self.auto_branches < 1 or self.min_area < 1:
-            raise ValueError("bone_samples, snap_radius and ring must be >= 0; auto_branches and min_area >= 1")
+        # `not lo <= x <= hi` also refuses NaN
+        for name, lo, hi in (("bone_samples", 0, 64), ("snap_radius", 0.0, float(MAX_CANVAS)), ("ring", 0, MAX_RING),
+                             ("auto_branches", 1, 64), ("min_area", 1, MAX_PIXELS)):
+            if not lo <= getattr(self, name) <= hi:
+                raise ValueError(f"RigConfig.{name} must lie in [{lo:g}, {hi:g}], got {getattr(self, name)}")
 
 
 def _r90(d: np.ndarray) -> np.ndarray:

@@ -228,15 +228,21 @@ def load_json(source) -> Any:
         path = Path(source)
         if not path.is_file():
             raise ValueError(f"JSON file not found: {path}")
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{path} is not a JSON file (expected UTF-8 JSON text, found binary data)") from None
+        except OSError as exc:
+            raise ValueError(f"cannot read JSON file {path}: {exc}") from exc
+        where = f"{path}: "
     elif isinstance(source, str):
-        text = source
+        text, where = source, ""
     else:
         raise TypeError(f"expected a JSON path, JSON text, dict or list, got {type(source).__name__}")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"invalid JSON: {exc}") from exc
+        raise ValueError(f"{where}invalid JSON (expected a JSON document): {exc}") from exc
 
 
 def _frames_of(data: Any) -> list[dict]:

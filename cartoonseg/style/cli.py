@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .. import outputs
 from .._cli import SkippedInputs, area_main, load_networks, progress, quiet
+from .._diffusers import quiet_library_logs
 from .._cli import seed as cli_seed
 from ..io import read_image, to_float_image, write_image
 from .config import BACKGROUND_FILLS, MODES, PRESETS, style_preset
@@ -64,19 +65,21 @@ def add_parsers(subparsers) -> None:
                    help=pre("mode", "instance = the paper's method; global = one img2img with the style prompt"))
     p.add_argument("--compare", action="store_true", help="also write the global-prompt baseline")
     p.add_argument("--seed", type=cli_seed, help=pre("seed", "seed of every pass (the same for all instances)"))
-    p.add_argument("--steps", type=int, help=pre("steps", "sampler steps per pass"))
-    p.add_argument("--cfg", type=float, help=pre("cfg", "classifier-free guidance scale"))
+    p.add_argument("--steps", type=int, help=pre("steps", "sampler steps per pass, 1..10000"))
+    p.add_argument("--cfg", type=float, help=pre("cfg", "classifier-free guidance scale, 0..100"))
     p.add_argument("--sampler", choices=["dpmpp_2m", "dpmpp_2m_sde", "euler", "euler_ancestral", "ddim"],
                    help=pre("sampler", "sampler"))
     p.add_argument("--scheduler", choices=["karras", "normal"], help=pre("scheduler", "noise schedule"))
     p.add_argument("--denoise", type=float, help=pre("denoise", "img2img strength of each pass, 0..1"))
-    p.add_argument("--control-strength", type=float, help=pre("control_strength", "ControlNet strength"))
+    p.add_argument("--control-strength", type=float, help=pre("control_strength", "ControlNet strength, 0..10"))
     p.add_argument("--hint-type", dest="hint_kind", choices=[*HINT_TYPES, "none"],
                    help=pre("hint", "built-in ControlNet hint when no --hint image is given"))
-    p.add_argument("--crop-padding", type=int, help=pre("crop_padding", "context pixels around each instance"))
-    p.add_argument("--mask-feather", type=float, help=pre("mask_feather", "outward feather of the paste-back, px"))
-    p.add_argument("--resolution", type=int, help=pre("resolution", "long side each crop is sampled at (0 = native)"))
-    p.add_argument("--iterations", type=int, help=pre("iterations", "rounds over all instances"))
+    p.add_argument("--crop-padding", type=int, help=pre("crop_padding", "context pixels around each instance, 0..8192"))
+    p.add_argument("--mask-feather", type=float,
+                   help=pre("mask_feather", "outward feather of the paste-back, 0..256 px"))
+    p.add_argument("--resolution", type=int,
+                   help=pre("resolution", "long side each crop is sampled at, 0..8192 (0 = native)"))
+    p.add_argument("--iterations", type=int, help=pre("iterations", "rounds over all instances, 1..100"))
     p.add_argument("--order", choices=[o for o in ORDERS if o != "depth"],
                    help=pre("order", "paste-back order of the instances (auto = bottom: the command has no "
                                      "per-instance depth; depth order is in the ComfyUI node, after Depth Pool)"))
@@ -122,8 +125,9 @@ def run(args: argparse.Namespace) -> int:
         from ..tagger.tagging import load_tagger
 
         tagger = load_tagger(args.tagger, device=args.device, allow_download=args.allow_download)
-    components = load_components(args.model, config_dir=args.model_config, sdxl=args.sdxl)
-    controlnet = load_controlnet(args.controlnet, config_dir=args.controlnet_config) if args.controlnet else None
+    with quiet_library_logs(quiet(args)):  # -q: no transformers/diffusers notices while our models load
+        components = load_components(args.model, config_dir=args.model_config, sdxl=args.sdxl)
+        controlnet = load_controlnet(args.controlnet, config_dir=args.controlnet_config) if args.controlnet else None
     background = to_float_image(read_image(args.background)) if args.background else None
     hint = to_float_image(read_image(args.hint_image)) if args.hint_image else None
 

@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..config import MAX_CANVAS, MAX_CFG, MAX_SAMPLER_STEPS
+from ..io import MAX_PIXELS
 from .hints import HINT_TYPES
 from .regions import ORDERS
 
 __all__ = ["BACKGROUND_FILLS", "DEFAULT_NEGATIVE", "MODES", "PRESETS", "StyleConfig", "style_preset"]
+
+#: Upper bounds of :class:`StyleConfig` fields besides the samplers' (:data:`cartoonseg.config.MAX_CFG`,
+#: :data:`~cartoonseg.config.MAX_SAMPLER_STEPS`) and the canvas (:data:`~cartoonseg.config.MAX_CANVAS`).
+MAX_CONTROL_STRENGTH = 10.0  # ComfyUI's Apply ControlNet maximum
+MAX_FEATHER = 256.0  # px (Gaussian std of the paste-back)
+MAX_ITERATIONS = 100
 
 MODES: tuple[str, ...] = ("instance", "global")
 BACKGROUND_FILLS: tuple[str, ...] = ("patchmatch", "telea", "none")
@@ -44,16 +52,16 @@ class StyleConfig:
         seed: shared by every pass of an iteration; iteration ``k`` uses ``seed + k*(k+1)/2`` (the original's
             ``seed += ii``, i.e. seeds s, s+1, s+3, ...).
         steps, cfg, sampler, scheduler, denoise: sampler settings (ComfyUI names; "dpmpp_2m" + "karras" is
-            DPM++ 2M Karras).
-        control_strength: ControlNet weight (paper: 1).
+            DPM++ 2M Karras); steps 1..10000, cfg 0..100, denoise in (0, 1].
+        control_strength: ControlNet weight (paper: 1), 0..10.
         hint: built-in hint extractor when no hint image is supplied: ``"lineart"``, ``"canny"`` (or ``"none"``
             to sample without ControlNet even if one is loaded).
-        crop_padding: context px around each instance box (only-masked padding; original 32).
-        mask_feather: outward feather of the paste-back in px (Gaussian std; original mask_blur 4).
-        resolution: long side of every sampled region in px (crops are scaled up or down to it); 0 = native.
+        crop_padding: context px around each instance box (only-masked padding; original 32), 0..8192.
+        mask_feather: outward feather of the paste-back in px (Gaussian std; original mask_blur 4), 0..256.
+        resolution: long side of every sampled region in px (crops are scaled up or down to it), 0..8192; 0 = native.
         masked_denoise: denoise only inside the (feathered) instance mask of a crop, keeping the context latent
             (A1111 "inpaint only masked" with fill "original"); False = plain img2img of the crop.
-        iterations: rounds over all instances, each on the previous result (original ``niter``).
+        iterations: rounds over all instances, each on the previous result (original ``niter``), 1..100.
         order: paint order, see :func:`cartoonseg.style.regions.paint_order`.
         dedupe_threshold: drop an instance when this fraction of it lies in larger kept ones (>= 1 disables).
         min_area: instances with fewer mask pixels are skipped.
@@ -94,12 +102,15 @@ class StyleConfig:
             raise ValueError(f"order must be one of {ORDERS}, got {self.order!r}")
         if not 0.0 < self.denoise <= 1.0:
             raise ValueError(f"denoise must lie in (0, 1], got {self.denoise}")
-        if self.steps < 1 or self.iterations < 1:
-            raise ValueError(f"steps and iterations must be >= 1, got {self.steps} / {self.iterations}")
-        if self.crop_padding < 0 or self.mask_feather < 0 or self.resolution < 0 or self.min_area < 0:
-            raise ValueError("crop_padding, mask_feather, resolution and min_area must be >= 0")
-        if self.cfg < 0 or self.control_strength < 0:
-            raise ValueError(f"cfg and control_strength must be >= 0, got {self.cfg} / {self.control_strength}")
+        # every range is written as `not lo <= x <= hi`, which also refuses NaN
+        for name, lo, hi in (("steps", 1, MAX_SAMPLER_STEPS), ("iterations", 1, MAX_ITERATIONS),
+                             ("cfg", 0.0, MAX_CFG), ("control_strength", 0.0, MAX_CONTROL_STRENGTH),
+                             ("crop_padding", 0, MAX_CANVAS), ("mask_feather", 0.0, MAX_FEATHER),
+                             ("resolution", 0, MAX_CANVAS), ("min_area", 0, MAX_PIXELS)):
+            if not lo <= getattr(self, name) <= hi:
+                raise ValueError(f"{name} must lie in [{lo:g}, {hi:g}], got {getattr(self, name)}")
+        if not self.dedupe_threshold >= 0.0:
+            raise ValueError(f"dedupe_threshold must be a number >= 0 (>= 1 disables), got {self.dedupe_threshold}")
 
     def iteration_seed(self, k: int) -> int:
         """Seed of iteration ``k`` (0-based): ``seed + k*(k+1)/2``."""

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .._diffusers import follow_hub_progress_setting, img2img_steps
+from .._diffusers import dtype_argument, follow_hub_progress_setting, img2img_steps
 from .._optional import require
 from .config import StyleConfig
 from .editor import SampleRequest
@@ -207,7 +207,7 @@ def load_components(
     model = Path(model)
     if model.is_dir():
         pipe = diffusers.DiffusionPipeline.from_pretrained(
-            model, local_files_only=True, torch_dtype=dtype, safety_checker=None
+            model, local_files_only=True, safety_checker=None, **dtype_argument(diffusers, dtype)
         )
         return dict(pipe.components)
     if not model.is_file():
@@ -219,7 +219,8 @@ def load_components(
         )
     cls = diffusers.StableDiffusionXLPipeline if sdxl else diffusers.StableDiffusionPipeline
     pipe = cls.from_single_file(
-        str(model), config=str(config_dir), local_files_only=True, torch_dtype=dtype, safety_checker=None
+        str(model), config=str(config_dir), local_files_only=True, safety_checker=None,
+        **dtype_argument(diffusers, dtype),
     )
     return dict(pipe.components)
 
@@ -229,11 +230,12 @@ def load_controlnet(path: str | Path, *, config_dir: str | Path | None = None, d
     diffusers = require_diffusers()
     path = Path(path)
     if path.is_dir():
-        return diffusers.ControlNetModel.from_pretrained(path, local_files_only=True, torch_dtype=dtype)
+        return diffusers.ControlNetModel.from_pretrained(path, local_files_only=True,
+                                                         **dtype_argument(diffusers, dtype))
     if not path.is_file():
         raise FileNotFoundError(f"ControlNet not found: {path}")
     if config_dir is None or not Path(config_dir).is_dir():
         raise ValueError(f"single-file ControlNet {path.name} needs config_dir (a local diffusers config folder)")
     return diffusers.ControlNetModel.from_single_file(
-        str(path), config=str(config_dir), local_files_only=True, torch_dtype=dtype
+        str(path), config=str(config_dir), local_files_only=True, **dtype_argument(diffusers, dtype)
     )
