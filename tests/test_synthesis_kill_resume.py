@@ -154,3 +154,12 @@ def test_run_parser_reports_ctrl_c_and_a_closed_stdout(capsys):
     assert capsys.readouterr().err == "interrupted\n"
     assert run_parser(parser(BrokenPipeError()), []) == EXIT_PIPE == 141  # `| head`: quiet, as tools killed by SIGPIPE
     assert capsys.readouterr().err == ""
+
+
+def test_an_in_process_run_leaves_ctrl_c_alone(raw, tmp_path):
+    """workers=1 synthesises in the caller's process: its Ctrl-C handler stays (the pool workers' SIG_IGN is theirs
+    only; in the caller it was inherited by every later subprocess, which then ignored Ctrl-C)."""
+    before = signal.getsignal(signal.SIGINT)
+    synthesize_dataset(raw / "fg", raw / "bg", tmp_path / "syn", num=1, cfg=SynthesisConfig(size=SIZE), seed=SEED,
+                       workers=1, progress=False)
+    assert signal.getsignal(signal.SIGINT) is before

@@ -344,8 +344,14 @@ class Synthesizer:
 _WORKER: dict = {}
 
 
+def _init_pool_worker(state: dict) -> None:
+    """A pool process: Ctrl-C is the parent's, which stops the pool (no traceback per worker). Never called in the
+    caller's own process (workers=1), whose Ctrl-C must keep working."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_worker(state)
+
+
 def _init_worker(state: dict) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops the pool (no trace per worker)
     cv2.setNumThreads(1)
     _WORKER.clear()
     _WORKER.update(state)
@@ -501,7 +507,7 @@ def synthesize_dataset(fg: str | Path | Sequence[ForegroundInfo], bg: str | Path
             os.environ.update({k: "1" for k in env_keys})
             try:
                 ctx = multiprocessing.get_context("spawn")
-                with ctx.Pool(workers, initializer=_init_worker, initargs=(worker_state,)) as pool:
+                with ctx.Pool(workers, initializer=_init_pool_worker, initargs=(worker_state,)) as pool:
                     for _ in pool.imap_unordered(_run_one, todo, chunksize=1):
                         if bar is not None:
                             bar.update(1)
