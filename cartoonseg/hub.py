@@ -102,6 +102,21 @@ NET_TIMEOUT = 3.0
 _REACHABLE: dict[tuple[str, int], str | None] = {}
 
 
+def net_timeout() -> float:
+    """:data:`NET_TIMEOUT`, or ``CARTOONSEG_NET_TIMEOUT`` when set (seconds, in (0, 600]); ``ValueError`` naming the
+    variable for anything else."""
+    text = os.environ.get("CARTOONSEG_NET_TIMEOUT", "").strip()
+    if not text:
+        return NET_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 600:  # NaN fails too
+        raise ValueError(f"CARTOONSEG_NET_TIMEOUT must be a number of seconds in (0, 600], got {text!r}")
+    return value
+
+
 def _unreachable(url: str) -> str | None:
     """None when a TCP connection to ``url``'s host opens within :data:`NET_TIMEOUT` seconds, else why not. Checked
     once per host and process: without network, huggingface_hub would spend ~20 s in retries per file."""
@@ -112,7 +127,7 @@ def _unreachable(url: str) -> str | None:
     host = parts.hostname or "huggingface.co"
     port = parts.port or (443 if parts.scheme == "https" else 80)
     if (host, port) not in _REACHABLE:
-        timeout = float(os.environ.get("CARTOONSEG_NET_TIMEOUT", NET_TIMEOUT))
+        timeout = net_timeout()
         try:
             with socket.create_connection((host, port), timeout=timeout):
                 _REACHABLE[(host, port)] = None

@@ -197,6 +197,9 @@ class ShardedRun:
             Shard(i, start, tuple(self.keys[start:start + self.shard_size]))
             for i, start in enumerate(range(0, len(self.keys), self.shard_size))
         ]
+        if os.path.lexists(self.folder) and not self.folder.is_dir():
+            raise ValueError(f"work folder {self.folder} exists and is not a folder; choose another work folder "
+                             f"(--work-dir)")
         self.folder.parent.mkdir(parents=True, exist_ok=True)
         try:  # exactly one process creates the folder, however many ranks race here; it marks the folder
             self.folder.mkdir()

@@ -373,3 +373,13 @@ def test_cli_with_no_readable_image_is_an_error(data, tmp_path, capsys):
     assert main([*args, str(bad), "--out", str(tmp_path / "none.json")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: none of the 1 input image(s) could be read") and err.count("\n") == 1, err
+
+
+def test_cli_threads_out_of_range_is_one_line(data, tmp_path, capsys):
+    from cartoonseg.__main__ import main
+
+    for bad in ("-1", "0"):
+        code = main(["annotate", str(data["images"] / "img00.png"), "--out", str(tmp_path / "a.json"), "--detector",
+                     str(data["det"]), "--refiner", "none", "--threads", bad, "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("error: --threads must lie in [1, 1024]") and err.count("\n") == 1, err

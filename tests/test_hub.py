@@ -88,3 +88,12 @@ def test_released_specs_are_the_published_ones():
     assert hub.RELEASED_WEIGHTS["detector"].sha256 == "8052de69f831188cbe7331500c9cf73252d73f2a22da9c2eb9f6414d0366fb36"
     assert hub.RELEASED_WEIGHTS["refiner"].sha256 == "c41a7c1cd54e63c1492d273466a540b6bff71ce9c2a01877add52bec554635a6"
     assert Path(hub.RELEASED_WEIGHTS["refiner"].filename).name == "refine_last.ckpt"
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "0", "nan", "1e9"])
+def test_a_bad_net_timeout_names_the_variable(monkeypatch, value):
+    monkeypatch.setenv("CARTOONSEG_NET_TIMEOUT", value)
+    with pytest.raises(ValueError, match="CARTOONSEG_NET_TIMEOUT must be a number of seconds"):
+        hub.net_timeout()
+    monkeypatch.setenv("CARTOONSEG_NET_TIMEOUT", "2.5")
+    assert hub.net_timeout() == 2.5

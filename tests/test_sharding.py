@@ -174,3 +174,12 @@ def test_evaluate_and_dump_predictions_refuse_an_output_inside_their_work_folder
                   "--work-dir", str(work)])
         assert exit_.value.code == 2 and "inside the work folder" in capsys.readouterr().err
     assert not work.exists()
+
+
+def test_a_work_folder_that_is_a_file_is_a_clear_error(tmp_path):
+    from cartoonseg.sharding import ShardedRun
+
+    (tmp_path / "wd").write_text("user")
+    with pytest.raises(ValueError, match="exists and is not a folder"):
+        ShardedRun(tmp_path / "wd", ["a", "b"])
+    assert (tmp_path / "wd").read_text() == "user"

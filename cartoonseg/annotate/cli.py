@@ -101,6 +101,8 @@ def run_annotate(args: argparse.Namespace) -> int:
 
     if args.shard_size < 1:
         raise ValueError(f"--shard-size must be >= 1, got {args.shard_size}")
+    if args.threads is not None and not 1 <= args.threads <= 1024:
+        raise ValueError(f"--threads must lie in [1, 1024] (leave it out for torch's default), got {args.threads}")
     if args.matting and not args.per_image:
         raise ValueError("--matting writes alpha mattes into the per-image folders: add --per-image DIR")
     if args.matting:
