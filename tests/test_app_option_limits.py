@@ -237,3 +237,14 @@ def test_quiet_library_logs_hides_notices_only_inside_the_block():
     assert log.isEnabledFor(logging.WARNING)
     with quiet_library_logs(False):
         assert log.isEnabledFor(logging.WARNING)
+
+
+@pytest.mark.parametrize("option", ["--handles", "--pose-rig"])
+def test_puppet_rig_files_are_checked_before_segmentation(picture, capsys, option):
+    """A rig file of the wrong layout fails before any network loads (here the detector does not even exist), not
+    after segmentation."""
+    bad = picture / "rig.json"
+    bad.write_text(json.dumps({"something": "else"}))
+    line = _cli_error(capsys, ["puppet", picture / "in.png", "--detector", picture / "no-such.ckpt", "--no-download",
+                               option, bad, "--out", picture / "p.webp"])
+    assert "no-such" not in line and ("handles" in line or "POSE_KEYPOINT" in line or "pose" in line), line

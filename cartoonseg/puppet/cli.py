@@ -32,6 +32,7 @@ from ..io import CLIP_SUFFIXES, MAX_FPS, MAX_FRAMES, MIN_FPS, check_fps, read_gr
 from .motion import PRESETS, KeyframeMotion, PresetMotion, RetargetMotion
 from .render import background_plate, default_frames, render_frames
 from .rig import MAX_RING, RigConfig, build_rig
+from .skeleton import parse_handles, parse_pose_keypoint
 
 __all__ = ["add_parsers", "main", "parse_instances", "run"]
 
@@ -120,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
     image = read_image(args.image)
     h, w = image.shape[:2]
     motion = _motion(args, (h, w))  # parse motion files before the slow steps: bad input fails fast
+    if args.handles:  # so are the rig's files (build_rig reads them again; parsing is cheap)
+        parse_handles(args.handles, image_size=(h, w))
+    if args.pose_rig:
+        parse_pose_keypoint(args.pose_rig, image_size=(h, w))
     instances = _instances(args, image)
     if len(instances) == 0:
         raise ValueError(f"{args.image}: no character found (lower --score-thr, or give --masks)")
