@@ -123,6 +123,14 @@ def test_person_groups_and_sampler(tmp_path):
         assert (np.maximum(w, h) < 0.85 * 640).all() and (np.minimum(w, h) > 0.02 * 640).all()
     with pytest.raises(ValueError, match="person"):
         extract_person_groups({**coco, "categories": [{"id": 2, "name": "car"}]})
+    # valid JSON but malformed records: a ValueError naming what is wrong (was a KeyError/TypeError traceback)
+    no_width = {**coco, "images": [{"id": 1, "height": 100}]}
+    bad_box = {**coco, "annotations": [{"id": 9, "image_id": 1, "category_id": 1, "bbox": [1, 2]}]}
+    for broken, words in ((no_width, "'images'"), (bad_box, "bbox"), ({**coco, "categories": [3]}, "categories")):
+        with pytest.raises(ValueError, match=words):
+            extract_person_groups(broken)
+    (tmp_path / "broken.json").write_text(json.dumps(no_width))
+    assert main([str(tmp_path / "broken.json"), "--out", str(tmp_path / "b.json")]) == 2
 
 
 def test_make_fixtures_cli(tmp_path):

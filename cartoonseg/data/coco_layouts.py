@@ -54,19 +54,31 @@ def extract_person_groups(instances: str | Path | dict, min_persons: int = 2, pe
         data = instances
     if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
         raise ValueError("not a COCO instances file: needs 'images', 'annotations' and 'categories'")
-    cat_ids = {c["id"] for c in data["categories"] if c.get("name") == person_category}
+    try:
+        cat_ids = {c["id"] for c in data["categories"] if c.get("name") == person_category}
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"malformed COCO 'categories' (each needs an 'id' and a 'name'): {exc!r}") from None
     if not cat_ids:
         raise ValueError(f"COCO file has no category named {person_category!r}")
-    sizes = {img["id"]: (float(img["width"]), float(img["height"])) for img in data["images"]}
+    try:
+        sizes = {img["id"]: (float(img["width"]), float(img["height"])) for img in data["images"]}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"malformed COCO 'images' (each needs an 'id', a 'width' and a 'height'): {exc!r}") from None
     boxes: dict[int, list] = defaultdict(list)
     for ann in data["annotations"]:
+        if not isinstance(ann, dict):
+            raise ValueError(f"malformed COCO annotation {ann!r}: expected an object")
         if ann.get("category_id") not in cat_ids or (skip_crowd and ann.get("iscrowd", 0)):
             continue
-        if ann["image_id"] not in sizes:
+        if ann.get("image_id") not in sizes:
             continue
         w_img, h_img = sizes[ann["image_id"]]
         scale = max(w_img, h_img)
-        x, y, w, h = (float(v) for v in ann["bbox"])
+        try:
+            x, y, w, h = (float(v) for v in ann["bbox"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed COCO annotation {ann.get('id', '?')}: 'bbox' must be [x, y, w, h] "
+                             f"({exc!r})") from None
         if w <= 0 or h <= 0 or max(w, h) < min_box_frac * scale:
             continue
         boxes[ann["image_id"]].append([x / scale, y / scale, w / scale, h / scale])
