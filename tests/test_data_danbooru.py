@@ -6,6 +6,7 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 from PIL import Image
 
 from cartoonseg.data.danbooru import DanbooruFilter, filter_posts, iter_folder_posts
@@ -170,3 +171,15 @@ def test_clashing_folder_ids_get_distinct_names(tmp_path, capsys):
     files = sorted(p.name for p in (out / "fg").glob("*.png"))
     meta = [json.loads(x)["file"] for x in (out / "fg" / "meta.jsonl").read_text().splitlines()]
     assert len(files) == 2 and sorted(meta) == files
+
+
+@pytest.mark.parametrize("option", ["--bg-min-short", "--bg-min-long", "--max-fg", "--max-bg"])
+def test_negative_counts_are_one_line_before_any_work(tmp_path, capsys, option):
+    from train.filter_danbooru import main
+
+    assert main([str(tmp_path / "no-such-metadata"), "--out", str(tmp_path / "o"), option, "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {option} must be >= 0") and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(ValueError, match="must be"):
+        DanbooruFilter(**{option[2:].replace("-", "_"): -1})

@@ -23,7 +23,7 @@ from cartoonseg._cli import run_parser
 from cartoonseg.data.danbooru import DanbooruFilter, filter_posts, iter_folder_posts, iter_metadata_posts
 from cartoonseg.outputs import add_overwrite_argument
 
-from ._cli import parser
+from ._cli import check_option, parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    for option, value in (("--bg-min-short", args.bg_min_short), ("--bg-min-long", args.bg_min_long),
+                          ("--max-fg", args.max_fg), ("--max-bg", args.max_bg)):
+        check_option(option, value, 0)
     meta = Path(args.metadata)
     if not meta.exists():
         ap.error(f"METADATA not found: {meta}")

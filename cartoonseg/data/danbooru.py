@@ -69,6 +69,18 @@ class DanbooruFilter:
     max_fg: int | None = None
     max_bg: int | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("min_transparent_frac", "min_opaque_frac"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:  # NaN fails too
+                raise ValueError(f"{name} must lie in [0, 1], got {value}")
+        for name in ("fg_min_side", "bg_min_short", "bg_min_long"):
+            if not 0 <= getattr(self, name) <= 1_000_000:
+                raise ValueError(f"{name} must be a pixel count >= 0, got {getattr(self, name)}")
+        for name in ("max_fg", "max_bg"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (or None for no limit), got {getattr(self, name)}")
+
 
 @dataclasses.dataclass(frozen=True)
 class Post:
