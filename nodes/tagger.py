@@ -267,7 +267,8 @@ class CartoonSegMergePrompts:
                 "style_prompt": ("STRING", {"default": "masterpiece, best quality", "multiline": True,
                                             "tooltip": "text put into {style} of every prompt"}),
                 "template": ("STRING", {"default": "{style}, {tags}",
-                                        "tooltip": "{style} and {tags} are replaced; empty parts drop their comma"}),
+                                        "tooltip": "{style} and {tags} are replaced; an empty part drops the text "
+                                                   "that separates it from the other (', ', ' | ', ' BREAK ')"}),
                 "drop_character_tags": ("BOOLEAN", {"default": True,
                                                     "tooltip": "leave character names out of the prompts"}),
                 "exclude_tags": ("STRING", {"default": "", "tooltip": "comma-separated tags to leave out"}),

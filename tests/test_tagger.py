@@ -457,6 +457,12 @@ def test_prompt_formatting():
     assert merge_prompt("", tags, [], PromptOptions(max_tags=1)) == "1girl"
     assert merge_prompt("style only", {}) == "style only"
     assert merge_prompt("", {}) == ""
+    # a custom separator goes with an empty part (it used to dangle: "style |", "| 1girl")
+    bar = PromptOptions(template="masterpiece, {style} | {tags}")
+    assert merge_prompt("anime", {}, [], bar) == "masterpiece, anime"
+    assert merge_prompt("", {"1girl": 1.0}, [], bar) == "masterpiece, 1girl"
+    assert merge_prompt("anime", {"1girl": 1.0}, [], bar) == "masterpiece, anime | 1girl"
+    assert merge_prompt("", {"1girl": 1.0}, [], PromptOptions(template="{tags} BREAK {style}")) == "1girl"
     assert merge_prompt("a {x|y} style", {"1girl": 1.0}) == "a {x|y} style, 1girl"  # other braces untouched
     excl = PromptOptions(exclude=("Long Hair", "star_(symbol)", "^_^"))
     assert format_tags(tags, ["hatsune_miku"], excl) == "1girl, 猫耳"

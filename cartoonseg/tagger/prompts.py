@@ -142,11 +142,25 @@ def format_tags(
 
 
 def _fill_template(template: str, values: Mapping[str, str]) -> str:
-    """Replace ``{style}``/``{tags}``; drop separators left dangling by empty parts."""
-    pieces = re.split(r"(\{style\}|\{tags\})", template)
+    """Replace ``{style}``/``{tags}``; drop separators left dangling by empty parts: an empty placeholder takes the
+    text that separates it from the previous placeholder with it (or, first, the text up to the next one), so
+    ``"{style} | {tags}"`` gives ``"anime"``, not ``"anime |"``; text before the first and after the last
+    placeholder stays."""
+    pieces = re.split(r"(\{style\}|\{tags\})", template)  # literal, key, literal, key, ..., literal
+    drop = set()
+    keys = [i for i, piece in enumerate(pieces) if piece in _TEMPLATE_KEYS]
+    for n, i in enumerate(keys):
+        if values[pieces[i][1:-1]].strip():
+            continue
+        drop.add(i)
+        if n > 0 and keys[n - 1] not in drop:
+            drop.add(i - 1)  # the separator after the previous (kept) part
+        elif n + 1 < len(keys):
+            drop.add(i + 1)  # the separator before the next part
     out = []
-    for piece in pieces:
-        out.append(values[piece[1:-1]] if piece in _TEMPLATE_KEYS else piece)
+    for i, piece in enumerate(pieces):
+        if i not in drop:
+            out.append(values[piece[1:-1]] if piece in _TEMPLATE_KEYS else piece)
     text = "".join(out)
     text = re.sub(r"(\s*,\s*){2,}", ", ", text)  # ", , " left by an empty part
     return re.sub(r"^[\s,]+|[\s,]+$", "", text)
