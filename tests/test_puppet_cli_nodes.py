@@ -59,6 +59,15 @@ def test_cli_writes_animated_webp_and_png_frames(files, tmp_path):
     assert not [p for p in tmp_path.glob(".*") if p.name != MANIFEST]  # no temporary files left behind
 
 
+def test_cli_summary_of_a_frame_folder_counts_frames_and_masks(files, tmp_path, capsys):
+    folder = tmp_path / "frames"
+    argv = ["puppet", str(files / "scene.png"), "--masks", str(files / "mask0.png"), str(files / "mask1.png"),
+            "--plate", str(files / "plate.png"), "--out", str(folder), "--frames", "3"]
+    assert main(argv) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.endswith(f"-> {folder}/ (3 frame PNGs, 3 mask PNGs)"), line  # was "frame_00000.png (+5 more)"
+
+
 def test_cli_follows_the_output_policy(files, tmp_path, capsys):
     """Never over a file or into a folder cartoonseg did not write (unless --overwrite); a rerun replaces its own
     result whole: a shorter clip leaves no frames of the longer earlier one."""

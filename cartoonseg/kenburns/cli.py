@@ -168,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
     views = "" if clip.key_views is None else f", {len(clip.key_views.hole_pixels)} key views inpainted ({args.fill})"
     print(f"{args.image}: {n_inst} characters, {len(clip.frames)} frames {clip.frames.shape[2]}x{clip.frames.shape[1]} "
           f"@ {clip.fps:g} fps{views}; prepare {prepared - start:.1f}s, render {rendered - prepared:.1f}s -> "
-          f"{written[0]}" + (f" (+{len(written) - 1} more)" if len(written) > 1 else ""))
+          + (str(written[0]) if out.suffix else
+             f"{out}/ ({len(written)} frame PNGs, {len(written)} disocclusion PNGs)"))
     return 0
 
 

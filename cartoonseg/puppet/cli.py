@@ -167,8 +167,8 @@ def run(args: argparse.Namespace) -> int:
         for note in rig.notes:
             print(f"note: {note}")
         print(f"{args.image}: {len(rig.characters)} characters rigged in {rigged - start:.1f}s, plate "
-              f"{plated - rigged:.1f}s, {n} frames {w}x{h} @ {args.fps:g} fps in {done - plated:.1f}s -> {written[0]}"
-              + (f" (+{len(written) - 1} more)" if len(written) > 1 else ""))
+              f"{plated - rigged:.1f}s, {n} frames {w}x{h} @ {args.fps:g} fps in {done - plated:.1f}s -> "
+              + (str(written[0]) if out.suffix else f"{out}/ ({len(written)} frame PNGs, {len(written)} mask PNGs)"))
     return 0
 
 
