@@ -89,8 +89,12 @@ def _pil_to_array(image) -> np.ndarray:
         top = 65535.0 if image.mode.startswith("I;16") or grey.max() > 255 else 255.0
         if image.mode == "F" and grey.size and np.nanmax(grey) <= 1.0:
             top = 1.0  # float TIFFs in [0,1]
-        grey = np.clip(np.nan_to_num(grey / top * 255.0 + 0.5), 0, 255).astype(np.uint8)
-        return np.repeat(grey[:, :, None], 3, axis=2)
+        rgb = np.repeat(np.clip(np.nan_to_num(grey / top * 255.0 + 0.5), 0, 255).astype(np.uint8)[:, :, None], 3, 2)
+        key = image.info.get("transparency")
+        if isinstance(key, int) and not isinstance(key, bool):  # a grey key (PNG tRNS): those pixels are transparent
+            alpha = np.where(np.asarray(image) == key, 0, 255).astype(np.uint8)
+            return np.concatenate([rgb, alpha[:, :, None]], axis=2)
+        return rgb
     return np.asarray(image.convert("RGBA" if has_alpha(image) else "RGB"))
 
 

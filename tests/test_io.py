@@ -143,3 +143,16 @@ def test_mp4_without_pyav_names_the_extra(tmp_path, monkeypatch, capsys):
     assert run_parser(parser, []) == 2  # the CLI policy: one line, status 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: writing .mp4 files needs the optional package 'av'")
+
+
+def test_16_bit_grey_png_with_a_transparency_key(tmp_path):
+    """A 16-bit grey PNG's tRNS key makes those pixels transparent (composited on white, as for 8-bit files); it
+    used to be ignored, so the keyed pixels showed their dark grey."""
+    grey16 = np.full((4, 5), 40000, np.uint16)
+    grey16[1:3, 1:3] = 1000
+    Image.fromarray(grey16).save(tmp_path / "k.png", transparency=1000)
+    rgb = io.read_image(tmp_path / "k.png")
+    assert (rgb[1:3, 1:3] == 255).all() and (rgb[0, 0] == round(40000 / 65535 * 255)).all()
+    with Image.open(tmp_path / "k.png") as im:
+        rgba = io.to_rgb_uint8(im, alpha="keep")
+    assert rgba.shape == (4, 5, 4) and rgba[..., 3].tolist() == (grey16 != 1000).astype(int).__mul__(255).tolist()
