@@ -397,7 +397,9 @@ def instance_alphas(image, instances: Instances, config: MattingConfig | None = 
                 wide[y0 - box[0]:y1 - box[0], x0 - box[2]:x1 - box[2]] = trimap
                 wide[grow[box[0]:box[1], box[2]:box[3]]] = 0.5
                 trimap, (y0, y1, x0, x1) = wide, box
-        if min(y1 - y0, x1 - x0) < MIN_SIDE:  # a 1-2 px thin image: no 3x3 window to solve in, keep the mask
+        if (min(y1 - y0, x1 - x0) < MIN_SIDE  # a 1-2 px thin image: no 3x3 window to solve in
+                or not (trimap == 1).any() or not (trimap == 0).any()):  # an instance narrower than the band (no
+            # certain inside) or covering the crop (no outside): nothing to solve from, keep the mask
             alpha = soft[y0:y1, x0:x1].astype(np.float64)
         else:
             alpha = solve_alpha(rgb[y0:y1, x0:x1], trimap, config.method, epsilon)
@@ -422,8 +424,10 @@ def cutouts(image, instances: Instances) -> list[np.ndarray]:
     for a in alphas.float().clamp(0, 1).cpu().numpy():
         colour = rgb
         frac = (a > 0) & (a < 1)
-        if frac.any():
-            box = _crop(frac, 8, *a.shape)
+        box = _crop(frac, 8, *a.shape) if frac.any() else None
+        if box is not None and min(box[1] - box[0], box[3] - box[2]) < MIN_SIDE:
+            box = None  # thinner than the estimator's window (it divides by zero): the image colours stay
+        if box is not None:
             y0, y1, x0, x1 = box
             fg = _pymatting().estimate_foreground_ml(rgb[y0:y1, x0:x1] / 255.0, a[y0:y1, x0:x1].astype(np.float64))
             colour = rgb.copy()

@@ -285,3 +285,24 @@ def test_an_outline_with_a_gap_is_left_to_the_solver_not_made_background():
     t = trimap_from_soft((r < 15).astype(np.float32), 8)
     snapped = snap_to_outlines(rgb, t, 3)
     assert (snapped[ring & (np.abs(xx - 30) > 3) & (t == 0.5)] == 0.5).all()
+
+
+def test_an_instance_narrower_than_the_band_keeps_its_mask_and_tiny_cutouts_work():
+    """A 5-px-wide figure leaves no certain inside in the trimap (the band is at least 3 px): the matte used to be a
+    flat 0.5 over the figure and the background around it. With nothing to solve from, the mask is kept. A 1x1
+    cut-out with a fractional alpha used to divide by zero inside the foreground estimator."""
+    from cartoonseg import Instances
+    from cartoonseg.matting import cutouts, instance_alphas
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(150, 255, (60, 60, 3), dtype=np.uint8)
+    img[20:40, 28:33] = (200, 30, 30)
+    m = torch.zeros(1, 60, 60)
+    m[0, 20:40, 28:33] = 1.0
+    a = instance_alphas(img, Instances.from_masks(m)).alphas[0]
+    assert torch.equal(a, m[0])
+    whole = instance_alphas(img, Instances.from_masks(torch.full((1, 60, 60), 0.6))).alphas[0]
+    assert torch.allclose(whole, torch.full((60, 60), 0.6))
+    tiny = np.full((1, 1, 3), 200, np.uint8)
+    out = cutouts(tiny, instance_alphas(tiny, Instances.from_masks(torch.full((1, 1, 1), 0.7))))
+    assert out[0].shape == (1, 1, 4) and out[0][0, 0].tolist() == [200, 200, 200, 179]

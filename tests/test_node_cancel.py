@@ -38,13 +38,13 @@ def _frames(b: int) -> torch.Tensor:
     return torch.rand(b, H, W, 3, generator=g)
 
 
-def _instances(n: int) -> Instances:
+def _instances(n: int, width: int = 5) -> Instances:
     masks = torch.zeros(n, H, W, dtype=torch.bool)
     boxes = []
     for k in range(n):
-        x1, y1 = 2 + 5 * (k % 10), 2 + 20 * (k // 10)
-        masks[k, y1 : y1 + 16, x1 : x1 + 5] = True
-        boxes.append([x1, y1, x1 + 5, y1 + 16])
+        x1, y1 = 2 + width * (k % 10), 2 + 20 * (k // 10)
+        masks[k, y1 : y1 + 16, x1 : x1 + width] = True
+        boxes.append([x1, y1, x1 + width, y1 + 16])
     return Instances(boxes=torch.tensor(boxes, dtype=torch.float32), scores=torch.linspace(0.9, 0.5, n),
                      masks=masks.float(), ids=torch.arange(1, n + 1))
 
@@ -183,7 +183,8 @@ def case_alpha_matte(nodes, comfy, monkeypatch):
     monkeypatch.setattr(matting, "solve_alpha", solves)
     comfy.cancel_after = 1  # pressed while the first instance was matted
     node = nodes["CartoonSegAlphaMatte"]()
-    return (lambda: node.matte(_frames(1), [_instances(4)], 0, "cf", True)), lambda: solves.calls
+    # 12 px wide: a trimap with a certain inside (narrower instances keep their masks, no solve)
+    return (lambda: node.matte(_frames(1), [_instances(4, width=12)], 0, "cf", True)), lambda: solves.calls
 
 
 CASES = {
