@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cartoonseg.evaluation import evaluate, evaluate_all, mask_to_boundary, rle
+from cartoonseg.evaluation import EvalParams, evaluate, evaluate_all, mask_to_boundary, rle
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -274,3 +274,40 @@ def test_evaluate_cli_max_dets_below_ten_and_two_stage_predictions(tmp_path, cap
     both = run("--pred", str(tmp_path / "both.json"))
     assert both["refined"] == full and both["segm_AP"] == full["segm_AP"] and "stage1" in both
 
+
+
+def test_use_cats_false_and_unsorted_max_dets_follow_pycocotools():
+    """Without categories, pycocotools pools only detections of the ground truth's categories and concatenates
+    them per category in ascending order (equal scores keep that order); max_dets are sorted before AP picks the
+    largest. Each case was a reproduced difference (AP 0.5 vs 1.0, AR1 0.0 vs 1.0, AP at 10 instead of 100)."""
+    pytest.importorskip("pycocotools")
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    def pyco(gt, dets, use_cats=1, max_dets=(1, 10, 100)):
+        coco = COCO()
+        coco.dataset = json.loads(json.dumps(gt))
+        coco.createIndex()
+        ev = COCOeval(coco, coco.loadRes(json.loads(json.dumps(dets))), "bbox")
+        ev.params.useCats, ev.params.maxDets = use_cats, list(max_dets)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+        return ev.stats
+
+    gt = dict(images=[dict(id=1, height=100, width=100)], categories=[dict(id=1), dict(id=2)],
+              annotations=[dict(id=1, image_id=1, category_id=1, bbox=[0, 0, 20, 20], area=400, iscrowd=0)])
+    unknown = [dict(image_id=1, category_id=99, score=0.9, bbox=[50, 50, 20, 20]),
+               dict(image_id=1, category_id=1, score=0.8, bbox=[0, 0, 20, 20])]
+    tied = [dict(image_id=1, category_id=2, score=0.9, bbox=[50, 50, 20, 20]),
+            dict(image_id=1, category_id=1, score=0.9, bbox=[0, 0, 20, 20])]
+    for dets in (unknown, tied):
+        ours = evaluate(gt, dets, "bbox", EvalParams(use_cats=False))
+        want = pyco(gt, dets, use_cats=0)
+        assert abs(ours["AP"] - want[0]) < 1e-9 and abs(ours["AR1"] - want[6]) < 1e-9, (ours, want)
+    many = dict(images=[dict(id=1, height=200, width=200)], categories=[dict(id=1)],
+                annotations=[dict(id=i + 1, image_id=1, category_id=1, bbox=[15 * i, 15 * i, 10, 10], area=100,
+                                  iscrowd=0) for i in range(12)])
+    dets = [dict(image_id=1, category_id=1, score=0.9 - 0.01 * i, bbox=[15 * i, 15 * i, 10, 10]) for i in range(12)]
+    ours = evaluate(many, dets, "bbox", EvalParams(max_dets=(100, 1, 10)))
+    assert abs(ours["AP"] - pyco(many, dets, max_dets=(100, 1, 10))[0]) < 1e-9 and ours["AP"] == 1.0

@@ -17,6 +17,7 @@ dictionary the ``train.evaluate`` script prints).
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -299,6 +300,8 @@ def evaluate(
     if iou_type not in IOU_TYPES:
         raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
     params = params or EvalParams()
+    if list(params.max_dets) != sorted(params.max_dets):  # AP and the area keys use the largest (pycocotools sorts)
+        params = dataclasses.replace(params, max_dets=tuple(sorted(params.max_dets)))
     images, gt_per, cat_ids = _as_dataset(gt)
     for k in ("image_id", "category_id", "score"):
         for det in detections:
@@ -310,12 +313,16 @@ def evaluate(
             raise ValueError(f"detection refers to image_id {det['image_id']} which is not in the ground truth")
         dt_per[(int(det["image_id"]), int(det["category_id"]))].append(det)
     if not params.use_cats:
+        # as pycocotools: per image the ground truth's categories in ascending order, one after the other (so equal
+        # scores keep that order through the stable sort), and only detections of those categories
         merged_gt: dict[tuple[int, int], list[dict]] = defaultdict(list)
         merged_dt: dict[tuple[int, int], list[dict]] = defaultdict(list)
-        for (img, _), anns in gt_per.items():
+        known = set(cat_ids)
+        for (img, _), anns in sorted(gt_per.items(), key=lambda item: item[0][1]):
             merged_gt[(img, -1)].extend(anns)
-        for (img, _), dets in dt_per.items():
-            merged_dt[(img, -1)].extend(dets)
+        for (img, cat), dets in sorted(dt_per.items(), key=lambda item: item[0][1]):
+            if cat in known:
+                merged_dt[(img, -1)].extend(dets)
         gt_per, dt_per, cat_ids = merged_gt, merged_dt, [-1]
 
     iou_thrs = np.asarray(params.iou_thrs, dtype=np.float64)
