@@ -479,7 +479,11 @@ def test_inputs_are_normalised(nodes, model):
         nodes["CartoonSegDetect"]().detect("model", frames(1), 0.3, 1, 128, "binary", False)
 
 
-def test_cancel_stops_between_frames_and_offloads(nodes, model, comfy, monkeypatch):
+def test_cancel_stops_between_frames_and_offloads(nodes, comfy, monkeypatch):
+    # a model of its own: the meta offload device below strands its weights (the module's model must stay usable)
+    (model,) = nodes["CartoonSegModelLoader"]().load("rtmdetl_e60.ckpt", "refine_last.ckpt", "cpu", "fp32", False,
+                                                     False)
+    nodes["CartoonSegSegment"]().segment(model, frames(1), 0.0, 1, 128, 0.3, False, 64, "binary", False)  # loaded
     calls = []
     real = cartoonseg.Segmenter.__call__
 
