@@ -169,10 +169,10 @@ def test_evaluate_and_dump_predictions_refuse_an_output_inside_their_work_folder
     work = tmp_path / "wd"
     for main, args in ((evaluate.main, ["--gt", str(gt), "--images", str(tmp_path), "--save-pred"]),
                        (dump_predictions.main, ["--data", str(gt), "--out"])):
-        with pytest.raises(SystemExit) as exit_:
-            main([*args, str(work / "shard-all.json"), "--detector", str(tmp_path / "det.safetensors"),
-                  "--work-dir", str(work)])
-        assert exit_.value.code == 2 and "inside the work folder" in capsys.readouterr().err
+        code = main([*args, str(work / "shard-all.json"), "--detector", str(tmp_path / "det.safetensors"),
+                     "--work-dir", str(work)])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "inside the work folder" in err
     assert not work.exists()
 
 

@@ -164,3 +164,17 @@ def test_synthesize_shows_its_bar_on_a_terminal_only(tmp_path, monkeypatch):
         monkeypatch.setattr(sys, "stderr", stream)
         assert main([*base, "--out", str(tmp_path / f"ds{n}"), *extra]) == 0
         assert ("synthesising" in stream.getvalue()) is shown, (extra, stream.getvalue())
+
+
+@pytest.mark.parametrize("script,argv,words", [
+    ("coco_person_boxes", ["no_such.json", "--out", "o.json", "--min-persons", "0"], "--min-persons"),
+    ("make_fixtures", ["--out", "OUT", "--num-fg", "-1"], "--num-fg"),
+    ("filter_danbooru", ["no_such_metadata", "--out", "OUT"], "METADATA not found"),
+    ("evaluate", ["--gt", "gt.json"], "give --pred"),
+])
+def test_refusals_are_one_error_line_without_a_usage_block(script, argv, words, tmp_path, monkeypatch, capsys):
+    """These refusals went through argparse's error(), which printed the usage block before `prog: error:`."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gt.json").write_text(json.dumps({"images": [], "annotations": [], "categories": [{"id": 0}]}))
+    main = importlib.import_module(f"train.{script}").main
+    assert words in _one_error_line(capsys, main, argv)

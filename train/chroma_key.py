@@ -70,11 +70,8 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     check_option("--fps", args.fps, 0)
     check_option("--dedup", args.dedup, 0)
     check_option("--max-frames", args.max_frames, 1)
-    try:
-        cfg = dataclasses.replace(KeyConfig(), split=not args.one_instance_per_frame, min_area=args.min_area,
-                                  max_area=args.max_area, max_border_touches=args.max_border_touches)
-    except ValueError as err:
-        ap.error(str(err))
+    cfg = dataclasses.replace(KeyConfig(), split=not args.one_instance_per_frame, min_area=args.min_area,
+                              max_area=args.max_area, max_border_touches=args.max_border_touches)
     sources = _expand(args.sources)
     missing = [str(s) for s in sources if not s.exists()]
     if missing:

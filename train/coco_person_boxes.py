@@ -38,12 +38,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.min_persons < 1:
-        ap.error("--min-persons must be >= 1")
+        raise ValueError(f"--min-persons must be >= 1, got {args.min_persons}")
     check_option("--min-box-frac", args.min_box_frac, 0, 1)
-    try:
-        outputs.check_file(args.out, inputs=[args.instances], overwrite=args.overwrite)
-    except outputs.OutputError as exc:
-        ap.error(str(exc))
+    outputs.check_file(args.out, inputs=[args.instances], overwrite=args.overwrite)
     groups = extract_person_groups(args.instances, min_persons=args.min_persons, min_box_frac=args.min_box_frac)
     write_person_groups(groups, args.out, inputs=[args.instances], overwrite=args.overwrite)
     print(f"wrote {len(groups)} person-box group(s) to {args.out}")

@@ -62,12 +62,10 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     device = f"cuda:{rank.local_rank}" if (args.device == "cuda" and rank.world_size > 1) else args.device
     ann = find_annotation(args.data, args.split)
     inputs = [ann, args.detector]
-    try:  # never over the ground truth (``--out GT.json``) or another file cartoonseg did not write
-        if work_dir is not None:  # nor among the run's shard files
-            check_outside(work_dir, args.out)
-        outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
-    except ValueError as exc:
-        ap.error(str(exc))
+    # never over the ground truth (``--out GT.json``) or another file cartoonseg did not write
+    if work_dir is not None:  # nor among the run's shard files
+        check_outside(work_dir, args.out)
+    outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
     coco = load_coco(ann, args.images)
     root = coco.image_root
     seg = cartoonseg.Segmenter(cartoonseg.load_detector(args.detector, device=device), score_thr=args.score_thr)

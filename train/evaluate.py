@@ -113,10 +113,8 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         args.refiner = None  # "none" means no refiner, as for every cartoonseg command
     inputs = [p for p in (args.gt, args.pred, args.detector, args.refiner) if p]
     if args.save_pred:
-        try:  # never over the ground truth or another file cartoonseg did not write
-            outputs.check_file(args.save_pred, inputs=inputs, overwrite=args.overwrite)
-        except outputs.OutputError as exc:
-            ap.error(str(exc))
+        # never over the ground truth or another file cartoonseg did not write
+        outputs.check_file(args.save_pred, inputs=inputs, overwrite=args.overwrite)
     gt = _load_json(args.gt)
     # AP uses the last entry: --max-dets itself, also below 10 (AR is reported at 1 and 10 where those are smaller)
     max_dets = tuple(sorted({m for m in (1, 10) if m < args.max_dets} | {args.max_dets}))
@@ -133,7 +131,7 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         print(json.dumps(_summary(gt, dets, params, types), sort_keys=True))
         return 0
     if not (args.images and args.detector):
-        ap.error("give --pred, or --images and --detector to run the models")
+        raise ValueError("give --pred, or --images and --detector to run the models")
     if not Path(args.images).is_dir():
         raise FileNotFoundError(f"--images {args.images}: no such folder")
     import torch
@@ -145,10 +143,7 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     rank = RankInfo.from_env()
     work_dir = args.work_dir or (f"{args.save_pred or args.gt}.shards" if rank.world_size > 1 else None)
     if work_dir is not None and args.save_pred:
-        try:  # the run folder holds only the run's own files
-            check_outside(work_dir, args.save_pred)
-        except ValueError as exc:
-            ap.error(str(exc))
+        check_outside(work_dir, args.save_pred)  # the run folder holds only the run's own files
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = args.device

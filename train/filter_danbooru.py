@@ -56,11 +56,11 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         check_option(option, value, 0)
     meta = Path(args.metadata)
     if not meta.exists():
-        ap.error(f"METADATA not found: {meta}")
+        raise ValueError(f"METADATA not found: {meta}")
     is_jsonl = meta.is_file() or any(p.suffix in (".json", ".jsonl") for p in meta.iterdir())
     if is_jsonl:
         if not args.images:
-            ap.error("--images DIR is required with JSON-lines metadata")
+            raise ValueError("--images DIR is required with JSON-lines metadata")
         posts = iter_metadata_posts(meta, args.images)
         inputs = [meta, args.images]
     else:

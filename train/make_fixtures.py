@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.num_fg < 0 or args.num_bg < 0:
-        ap.error("--num-fg and --num-bg must be >= 0")
+        raise ValueError(f"--num-fg and --num-bg must be >= 0, got {args.num_fg} and {args.num_bg}")
     low, high = args.fg_height
     if not MIN_CHARACTER_HEIGHT <= low <= high <= MAX_CHARACTER_HEIGHT:
         raise ValueError(f"--fg-height MIN MAX must satisfy {MIN_CHARACTER_HEIGHT} <= MIN <= MAX <= "

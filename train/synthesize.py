@@ -57,10 +57,7 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     changes = {"split": args.split}
     if args.size is not None:
         changes["size"] = args.size
-    try:
-        cfg = dataclasses.replace(cfg, **changes)
-    except ValueError as err:
-        ap.error(str(err))
+    cfg = dataclasses.replace(cfg, **changes)
     result = synthesize_dataset(args.fg, args.bg, args.out, args.num, cfg, seed=args.seed, workers=args.workers,
                                 person_boxes=args.person_boxes, image_id_start=args.image_id_start,
                                 progress=not args.no_progress, overwrite=args.overwrite)
