@@ -1,5 +1,5 @@
 """Command-line pieces shared by the ``train/`` scripts: their parser (:func:`parser`, ``--help`` showing every
-default), the range check of option values (:func:`check_option`, one ``error:`` line naming the option and what is
+default), their ``main`` (:func:`script_main`), the range check of option values (:func:`check_option`, one ``error:`` line naming the option and what is
 allowed, before anything is built) and, for the two training scripts (``train.train_detector``,
 ``train.train_refiner``), the data/output arguments, the run-control arguments (device, AMP, workers, seed,
 logging, checkpoints, resume) and their mapping onto the fields both ``cartoonseg.training`` configs have."""
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from cartoonseg._cli import CLI_ERRORS, HelpFormatter, check_device, handle_stop
+from cartoonseg._cli import CLI_ERRORS, HelpFormatter, check_device, handle_stop, run_parser
 from cartoonseg._cli import seed as cli_seed
 from cartoonseg.training.coco import find_annotation
 
@@ -23,6 +23,20 @@ def parser(prog: str, doc: str) -> argparse.ArgumentParser:
     of every cartoonseg command (:class:`cartoonseg._cli.HelpFormatter`: each option states its default)."""
     return argparse.ArgumentParser(prog=f"python -m {prog}", description=doc.strip().splitlines()[0],
                                    formatter_class=HelpFormatter)
+
+
+def script_main(build_parser: Callable[[], argparse.ArgumentParser],
+                run: Callable[[argparse.Namespace], int]) -> Callable[[list[str] | None], int]:
+    """The ``main(argv)`` of a ``train/`` script: its parser, then ``run(args)`` under the error policy of every
+    cartoonseg command (:func:`cartoonseg._cli.run_parser`: bad options and input are one ``error:`` line and
+    status 2, Ctrl-C is ``interrupted`` and 130)."""
+
+    def main(argv: list[str] | None = None) -> int:
+        ap = build_parser()
+        ap.set_defaults(func=run)
+        return run_parser(ap, argv)
+
+    return main
 
 
 def check_option(option: str, value: float | None, low: float | None = None, high: float | None = None, *,

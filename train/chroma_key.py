@@ -17,12 +17,11 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from cartoonseg._cli import run_parser
 from cartoonseg.data.chroma import VIDEO_EXTS, KeyConfig, extract_from_source
 from cartoonseg.data.foregrounds import check_outputs_apart
 from cartoonseg.outputs import OutputFolder, add_overwrite_argument, unique_names
 
-from ._cli import check_option, parser
+from ._cli import check_option, parser, script_main
 
 
 def _expand(sources: list[str]) -> list[Path]:
@@ -60,13 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = build_parser()
-    ap.set_defaults(func=lambda args: _run(ap, args))
-    return run_parser(ap, argv)  # bad sources and refused outputs: one "error:" line, status 2
-
-
-def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
     check_option("--fps", args.fps, 0)
     check_option("--dedup", args.dedup, 0)
     check_option("--max-frames", args.max_frames, 1)
@@ -87,6 +80,10 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             total += len(records)
     print(f"wrote {total} foreground(s) to {args.out}")
     return 0
+
+
+#: ``python -m train.chroma_key ...``: bad options and input are one "error:" line, status 2
+main = script_main(build_parser, _run)
 
 
 if __name__ == "__main__":

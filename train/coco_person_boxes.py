@@ -12,10 +12,9 @@ from __future__ import annotations
 import argparse
 
 from cartoonseg import outputs
-from cartoonseg._cli import run_parser
 from cartoonseg.data.coco_layouts import extract_person_groups, write_person_groups
 
-from ._cli import check_option, parser
+from ._cli import check_option, parser, script_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,13 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = build_parser()
-    ap.set_defaults(func=lambda args: _run(ap, args))
-    return run_parser(ap, argv)  # bad options, missing or unreadable input: one "error:" line, status 2
-
-
-def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
     if args.min_persons < 1:
         raise ValueError(f"--min-persons must be >= 1, got {args.min_persons}")
     check_option("--min-box-frac", args.min_box_frac, 0, 1)
@@ -45,6 +38,10 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     write_person_groups(groups, args.out, inputs=[args.instances], overwrite=args.overwrite)
     print(f"wrote {len(groups)} person-box group(s) to {args.out}")
     return 0
+
+
+#: ``python -m train.coco_person_boxes ...``: bad options and input are one "error:" line, status 2
+main = script_main(build_parser, _run)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,8 @@ import sys
 from pathlib import Path
 
 from cartoonseg import outputs
-from cartoonseg._cli import run_parser
 
-from ._cli import check_option, parser
+from ._cli import check_option, parser, script_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,13 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = build_parser()
-    ap.set_defaults(func=lambda args: _run(ap, args))
-    return run_parser(ap, argv)  # bad options, missing or unreadable inputs: one "error:" line, status 2
-
-
-def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
     check_option("--score-thr", args.score_thr, 0, 1)
     check_option("--iou-thr", args.iou_thr, 0, 1)
     check_option("--batch-size", args.batch_size, 1)
@@ -81,6 +74,10 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     n = sum(len(a.get("pred_segmentations", [])) for a in out["annotations"])
     print(json.dumps({"out": args.out, "annotations": len(out["annotations"]), "attached": n}))
     return 0
+
+
+#: ``python -m train.dump_predictions ...``: bad options and input are one "error:" line, status 2
+main = script_main(build_parser, _run)
 
 
 if __name__ == "__main__":

@@ -22,11 +22,10 @@ import sys
 from pathlib import Path
 
 from cartoonseg import outputs
-from cartoonseg._cli import run_parser
 from cartoonseg.config import MAX_CANVAS
 from cartoonseg.evaluation import EvalParams, evaluate_all
 
-from ._cli import check_option, parser
+from ._cli import check_option, parser, script_main
 
 #: what ``--types`` may list
 TYPES = ("bbox", "segm", "boundary")
@@ -101,13 +100,7 @@ def _check_args(args: argparse.Namespace) -> list[str]:
     return types
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = build_parser()
-    ap.set_defaults(func=lambda args: _run(ap, args))
-    return run_parser(ap, argv)  # bad options, missing or unreadable inputs: one "error:" line, status 2
-
-
-def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
     types = _check_args(args)
     if args.refiner is not None and args.refiner.strip().lower() in ("", "none"):
         args.refiner = None  # "none" means no refiner, as for every cartoonseg command
@@ -186,6 +179,10 @@ def _report(gt, preds: dict, params, types) -> dict:
     report = {name: _summary(gt, dets, params, types) for name, dets in preds.items()}
     report.update(report["refined"])
     return report
+
+
+#: ``python -m train.evaluate ...``: bad options and input are one "error:" line, status 2
+main = script_main(build_parser, _run)
 
 
 if __name__ == "__main__":

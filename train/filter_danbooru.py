@@ -19,11 +19,10 @@ import dataclasses
 import json
 from pathlib import Path
 
-from cartoonseg._cli import run_parser
 from cartoonseg.data.danbooru import DanbooruFilter, filter_posts, iter_folder_posts, iter_metadata_posts
 from cartoonseg.outputs import add_overwrite_argument
 
-from ._cli import check_option, parser
+from ._cli import check_option, parser, script_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,13 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = build_parser()
-    ap.set_defaults(func=lambda args: _run(ap, args))
-    return run_parser(ap, argv)  # bad input and refused outputs: one "error:" line, status 2
-
-
-def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
     for option, value in (("--bg-min-short", args.bg_min_short), ("--bg-min-long", args.bg_min_long),
                           ("--max-fg", args.max_fg), ("--max-bg", args.max_bg)):
         check_option(option, value, 0)
@@ -71,6 +64,10 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     stats = filter_posts(posts, args.out, rules, verbose=args.verbose, inputs=inputs, overwrite=args.overwrite)
     print(json.dumps(stats))
     return 0
+
+
+#: ``python -m train.filter_danbooru ...``: bad options and input are one "error:" line, status 2
+main = script_main(build_parser, _run)
 
 
 if __name__ == "__main__":

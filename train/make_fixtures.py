@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 
-from cartoonseg._cli import run_parser
 from cartoonseg._cli import seed as cli_seed
 from cartoonseg.data.fixtures import (MAX_BACKGROUND_SIZE, MAX_CHARACTER_HEIGHT, MIN_BACKGROUND_SIZE,
                                       MIN_CHARACTER_HEIGHT, make_fixtures)
 from cartoonseg.outputs import add_overwrite_argument
 
-from ._cli import parser
+from ._cli import parser, script_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,13 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = build_parser()
-    ap.set_defaults(func=lambda args: _run(ap, args))
-    return run_parser(ap, argv)  # refused or unwritable outputs: one "error:" line, status 2
-
-
-def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
     if args.num_fg < 0 or args.num_bg < 0:
         raise ValueError(f"--num-fg and --num-bg must be >= 0, got {args.num_fg} and {args.num_bg}")
     low, high = args.fg_height
@@ -57,6 +50,10 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                           bg_size=tuple(args.bg_size), overwrite=args.overwrite)
     print(f"wrote {len(paths['fg'])} foregrounds and {len(paths['bg'])} backgrounds to {args.out}")
     return 0
+
+
+#: ``python -m train.make_fixtures ...``: bad options and input are one "error:" line, status 2
+main = script_main(build_parser, _run)
 
 
 if __name__ == "__main__":

@@ -15,11 +15,10 @@ import argparse
 import dataclasses
 import json
 
-from cartoonseg._cli import run_parser
 from cartoonseg._cli import seed as cli_seed
 from cartoonseg.data.synthesis import PRESETS, synthesize_dataset
 
-from ._cli import parser
+from ._cli import parser, script_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,13 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = build_parser()
-    ap.set_defaults(func=lambda args: _run(ap, args))
-    return run_parser(ap, argv)  # bad input and refused or unwritable outputs: one "error:" line, status 2
-
-
-def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
     cfg = PRESETS[args.preset]
     changes = {"split": args.split}
     if args.size is not None:
@@ -63,6 +56,10 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                                 progress=not args.no_progress, overwrite=args.overwrite)
     print(json.dumps(result))
     return 0
+
+
+#: ``python -m train.synthesize ...``: bad options and input are one "error:" line, status 2
+main = script_main(build_parser, _run)
 
 
 if __name__ == "__main__":
