@@ -92,6 +92,7 @@ __all__ = [
     "check_file",
     "check_folder",
     "check_not_input",
+    "check_outputs_apart",
     "fsync_dir",
     "output_file",
     "result_dir",
@@ -145,6 +146,26 @@ def check_not_input(path: str | os.PathLike, inputs: Iterable[str | os.PathLike]
                 inside = False
             if inside:
                 raise OutputError(f"refusing to replace folder {path}: it holds an input of this command ({src})")
+
+
+def check_outputs_apart(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike]) -> None:
+    """Raise :class:`OutputError` when an output folder is an input, lies inside an input folder or contains an input
+    (stricter than :func:`check_not_input`): for writers whose next run walks its input folders recursively (the
+    dataset scripts), which must never read their own outputs as inputs."""
+    ins = [(i, Path(os.path.realpath(i))) for i in inputs if i is not None]
+    for out in outputs:
+        real = Path(os.path.realpath(out))
+        for given, src in ins:
+            if real == src:
+                how = "is"
+            elif real.is_relative_to(src):
+                how = "lies inside"
+            elif src.is_relative_to(real):
+                how = "contains"
+            else:
+                continue
+            raise OutputError(f"refusing to write into {out}: it {how} the input {given}; "
+                              f"choose an output folder apart from the inputs")
 
 
 def unique_names(inputs: Sequence[str | os.PathLike], *, reserved: Iterable[str] = ()) -> list[str]:

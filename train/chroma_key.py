@@ -18,8 +18,7 @@ import dataclasses
 from pathlib import Path
 
 from cartoonseg.data.chroma import VIDEO_EXTS, KeyConfig, extract_from_source
-from cartoonseg.data.foregrounds import check_outputs_apart
-from cartoonseg.outputs import OutputFolder, add_overwrite_argument, unique_names
+from cartoonseg.outputs import OutputFolder, add_overwrite_argument, check_outputs_apart, unique_names
 
 from ._cli import check_option, parser, script_main
 

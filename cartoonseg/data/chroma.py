@@ -40,8 +40,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..outputs import OutputFolder
-from .foregrounds import check_outputs_apart, imwrite, merge_meta
+from ..outputs import OutputFolder, check_outputs_apart
+from .foregrounds import imwrite, merge_meta
 
 __all__ = [
     "KeyConfig",

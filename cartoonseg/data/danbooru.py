@@ -45,9 +45,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..outputs import OutputFolder, check_folder, check_not_input
-from .foregrounds import (BG_EXTS, ForegroundError, check_outputs_apart, imwrite, load_background, load_foreground,
-                          merge_meta, read_tag_file)
+from ..outputs import OutputFolder, check_folder, check_not_input, check_outputs_apart
+from .foregrounds import (BG_EXTS, ForegroundError, imwrite, load_background, load_foreground, merge_meta,
+                          read_tag_file)
 
 __all__ = ["DanbooruFilter", "Post", "iter_metadata_posts", "iter_folder_posts", "danbooru_image_path",
            "check_foreground", "filter_posts"]

@@ -16,9 +16,9 @@ Foreground folder format (written by ``train.make_fixtures``, ``train.chroma_key
 space-separated tags) is used when ``meta.jsonl`` has no entry. Images are RGB(A) ``uint8``.
 
 The writers of such folders follow :mod:`cartoonseg.outputs` (atomic writes, never over a file cartoonseg did not
-write unless ``overwrite``) and share two helpers kept here: :func:`check_outputs_apart` (an output folder must not
-be, lie inside or contain an input) and :func:`merge_meta` (``meta.jsonl`` is merged, never truncated: the lines of
-other files are kept as they are, the lines of the files a run writes are replaced).
+write unless ``overwrite``; an output folder must not be, lie inside or contain an input:
+:func:`cartoonseg.outputs.check_outputs_apart`) and share :func:`merge_meta` (``meta.jsonl`` is merged, never
+truncated: the lines of other files are kept as they are, the lines of the files a run writes are replaced).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import dataclasses
 import json
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from ..io import upright
-from ..outputs import OutputError, OutputFolder
+from ..outputs import OutputFolder
 
 __all__ = [
     "ForegroundInfo",
@@ -47,7 +47,6 @@ __all__ = [
     "index_backgrounds",
     "has_alpha_channel",
     "read_tag_file",
-    "check_outputs_apart",
     "merge_meta",
     "imwrite",
     "META_FILE",
@@ -156,26 +155,6 @@ def read_tag_file(path: str | Path) -> list[str]:
     if "," in text:
         return [t.strip().replace(" ", "_") for t in text.split(",") if t.strip()]
     return text.split()
-
-
-def check_outputs_apart(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike]) -> None:
-    """Raise :class:`cartoonseg.outputs.OutputError` (a ``ValueError``) when an output folder is an input, lies inside
-    an input folder or contains an input: the writers here never write over their inputs, and a rerun must not read
-    its own outputs as inputs (the foreground and background indexes search folders recursively)."""
-    ins = [(i, Path(os.path.realpath(i))) for i in inputs if i is not None]
-    for out in outputs:
-        real = Path(os.path.realpath(out))
-        for given, src in ins:
-            if real == src:
-                how = "is"
-            elif real.is_relative_to(src):
-                how = "lies inside"
-            elif src.is_relative_to(real):
-                how = "contains"
-            else:
-                continue
-            raise OutputError(f"refusing to write into {out}: it {how} the input {given}; "
-                              f"choose an output folder apart from the inputs")
 
 
 def merge_meta(folder: OutputFolder, records: Sequence[dict], name: str = META_FILE) -> Path | None:

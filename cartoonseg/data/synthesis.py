@@ -58,9 +58,10 @@ import cv2
 import numpy as np
 
 from .. import rle
+from ..outputs import check_outputs_apart
 from .augment import background_crop, harmonise_histograms, quantize_colours
 from .coco_layouts import PersonBoxSampler, load_person_groups
-from .foregrounds import (ForegroundError, ForegroundInfo, check_outputs_apart, index_backgrounds, index_foregrounds,
+from .foregrounds import (ForegroundError, ForegroundInfo, index_backgrounds, index_foregrounds,
                           load_background)
 from .foregrounds import load_foreground
 from .layouts import (LAYOUTS, Placement, PoissonCount, choose_foregrounds, layout_partition, layout_person_boxes,
