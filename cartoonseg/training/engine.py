@@ -267,16 +267,17 @@ def check_training_folder(out_dir: str | os.PathLike, *, exports: tuple[str, ...
 
 def claim_training_folder(out_dir: str | os.PathLike) -> None:
     """:func:`check_training_folder`, then create ``out_dir`` and mark it as a training run (rank 0 only)."""
+    from ..outputs import atomic_path
+
     out_dir = Path(out_dir)
     check_training_folder(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     marker = out_dir / RUN_MARKER
     if not marker.is_file():
-        tmp = marker.with_name(marker.name + ".partial")
-        tmp.write_text(json.dumps({"cartoonseg_training_run": 1, "note": "this folder holds a cartoonseg training "
-                                   "run (checkpoints, log.jsonl, exports); a rerun resumes or replaces them"}) + "\n",
-                       encoding="utf-8")
-        os.replace(tmp, marker)
+        note = "this folder holds a cartoonseg training run (checkpoints, log.jsonl, exports); a rerun resumes or " \
+               "replaces them"
+        with atomic_path(marker) as tmp:
+            tmp.write_text(json.dumps({"cartoonseg_training_run": 1, "note": note}) + "\n", encoding="utf-8")
 
 
 def run_loop(
