@@ -383,3 +383,32 @@ def test_cli_threads_out_of_range_is_one_line(data, tmp_path, capsys):
                      str(data["det"]), "--refiner", "none", "--threads", bad, "--quiet"])
         err = capsys.readouterr().err
         assert code == 2 and err.startswith("error: --threads must lie in [1, 1024]") and err.count("\n") == 1, err
+
+
+def test_a_resume_with_a_retrained_detector_of_the_same_name_and_size_is_refused(data, tmp_path, capsys):
+    """The work folder's fingerprint identifies the weights by content: a retrained checkpoint of the same network
+    has the same name and byte size, and a resume with it silently mixed shards of two models into one file."""
+    from _checkpoint_writers import save_mmengine_detector_checkpoint
+
+    from cartoonseg.__main__ import main
+
+    det = tmp_path / "models" / data["det"].name
+    det.parent.mkdir()
+    det.write_bytes(data["det"].read_bytes())
+    torch.manual_seed(1)
+    other = tmp_path / "retrained" / data["det"].name  # torch.save records the file's stem in the archive
+    save_mmengine_detector_checkpoint(cartoonseg.build_detector("tiny"), other)
+    assert other.stat().st_size == det.stat().st_size and other.read_bytes() != det.read_bytes()
+    work = tmp_path / "work"
+    args = ["annotate", str(data["images"] / "img00.png"), str(data["images"] / "img01.png"), "--out",
+            str(tmp_path / "a.json"), "--detector", str(det), "--refiner", "none", "--det-size", "128",
+            "--score-thr", "0", "--max-instances", "1", "--shard-size", "1", "--work-dir", str(work), "--keep-shards",
+            "--quiet"]
+    assert main(args) == 0
+    (work / "shard-000001.json").unlink()  # as if killed during the second shard
+    det.write_bytes(other.read_bytes())  # the model was retrained in between
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "holds the shards of a different run" in err and err.count("\n") == 1, err
+    assert not (work / "shard-000001.json").exists()

@@ -84,8 +84,15 @@ def _device(name: str, local_rank: int) -> str:
 
 
 def _weights_identity(path) -> dict:
+    """What identifies a weights file in the run's settings (and so in the work folder's fingerprint): its name and
+    its content's SHA-256. Name and size alone let a resume mix two models: a retrained checkpoint of the same
+    network has the same size. No path or time stamp, so ranks on other nodes holding copies agree."""
+    from ..hub import sha256_of
+
     p = Path(path)
-    return {"name": p.name, "bytes": p.stat().st_size} if p.is_file() else {"name": str(path)}
+    if not p.is_file():
+        return {"name": str(path)}
+    return {"name": p.name, "bytes": p.stat().st_size, "sha256": sha256_of(p)}
 
 
 def run_annotate(args: argparse.Namespace) -> int:
