@@ -412,3 +412,30 @@ def test_a_resume_with_a_retrained_detector_of_the_same_name_and_size_is_refused
     err = capsys.readouterr().err
     assert "holds the shards of a different run" in err and err.count("\n") == 1, err
     assert not (work / "shard-000001.json").exists()
+
+
+def test_a_resume_into_another_per_image_folder_is_refused(tmp_path):
+    """Finished shards are not recomputed, so a resume with another --per-image folder left that folder without
+    the folders of every image of a finished shard, silently; now the work folder of the first run is refused."""
+    from cartoonseg.structures import Instances
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((20, 24, 3), 40 * i, np.uint8)).save(images / f"i{i}.png")
+    items = collect_inputs([str(images)])
+
+    def segment(rgb):
+        masks = torch.zeros(1, *rgb.shape[:2])
+        masks[0, 2:12, 3:15] = 1.0
+        return Instances.from_masks(masks)
+
+    out, work = tmp_path / "a.json", tmp_path / "work"
+    kw = dict(work_dir=work, shard_size=1, keep_shards=True, progress=False, log=lambda m: None)
+    annotate(segment, items, out, per_image=PerImageWriter(tmp_path / "A", items), **kw)
+    (work / "shard-000002.json").unlink()  # as if killed during the last shard
+    with pytest.raises(ValueError, match="holds the shards of a different run"):
+        annotate(segment, items, out, per_image=PerImageWriter(tmp_path / "B", items), **kw)
+    # the same folder, even named another way, resumes and completes it
+    annotate(segment, items, out, per_image=PerImageWriter(Path(os.path.relpath(tmp_path / "A")), items), **kw)
+    assert sorted(p.name for p in (tmp_path / "A").iterdir() if not p.name.startswith(".")) == ["i0", "i1", "i2"]

@@ -69,7 +69,9 @@ def annotate(
             list (the CLI broadcasts rank 0's).
         out: the COCO file rank 0 writes.
         settings: everything that changes the results (thresholds, model files, ...): stored in the run folder's
-            manifest (a folder of other settings is refused) and in ``info["settings"]`` of the output.
+            manifest (a folder of other settings is refused) and in ``info["settings"]`` of the output. The
+            manifest also records the absolute path of ``per_image.folder`` when ``per_image`` has one (a
+            :class:`~cartoonseg.annotate.per_image.PerImageWriter`): a resume into another folder is refused.
         work_dir: run folder (default :func:`default_work_dir`); on storage shared by all ranks. ``out`` must not
             lie inside it.
         shard_size: images per shard (the unit saved atomically and redone after a kill).
@@ -102,8 +104,12 @@ def annotate(
         raise outputs.OutputError(problem)
     by_path = {it.path: it for it in items}
     keys = [it.path for it in items]
-    run = ShardedRun(folder, keys, shard_size=shard_size, fingerprint={"generator": GENERATOR, **dict(settings or {})},
-                     rank=rank)
+    fingerprint = {"generator": GENERATOR, **dict(settings or {})}
+    if getattr(per_image, "folder", None) is not None:
+        # finished shards are not redone, so their images' per-image files exist only in the folder they were
+        # written to: a resume into another folder would leave it without them
+        fingerprint["per_image_folder"] = os.path.abspath(per_image.folder)
+    run = ShardedRun(folder, keys, shard_size=shard_size, fingerprint=fingerprint, rank=rank)
     todo = run.pending()
     total = sum(len(s.keys) for s in run.mine())
     if rank.is_main:
