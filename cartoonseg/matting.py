@@ -361,6 +361,8 @@ def instance_alphas(image, instances: Instances, config: MattingConfig | None = 
     raw = torch.zeros(n, h, w, dtype=torch.float32)
     soft_all = instances.masks.float().clamp(0, 1).cpu().numpy()
     lines: dict[int, np.ndarray] = {}  # the image's line art per black-hat radius
+    # per pixel, how many instances' masks reach it: "another instance's mask" without an [N-1,H,W] copy per instance
+    reach = (soft_all > config.low).sum(0, dtype=np.int32) if config.line_art else None
     if progress is not None:
         progress(0, n)
     for i in range(n):
@@ -386,8 +388,7 @@ def instance_alphas(image, instances: Instances, config: MattingConfig | None = 
                 lines[radius] = line_art(rgb, radius, config.line_contrast)
             region = np.zeros((h, w), bool)
             region[y0:y1, x0:x1] = trimap > 0
-            others = np.delete(soft_all, i, axis=0) > config.low  # line art another instance's mask explains
-            others = others.any(0) if len(others) else np.zeros((h, w), bool)
+            others = (reach - (soft > config.low)) > 0  # line art another instance's mask explains
             strokes = free_strokes(lines[radius] & ~others, region)
             if strokes.any():  # unknown along the strokes (1-px fringe): widen the crop to hold them
                 grow = cv2.dilate(strokes.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~region
