@@ -439,3 +439,27 @@ def test_a_resume_into_another_per_image_folder_is_refused(tmp_path):
     # the same folder, even named another way, resumes and completes it
     annotate(segment, items, out, per_image=PerImageWriter(Path(os.path.relpath(tmp_path / "A")), items), **kw)
     assert sorted(p.name for p in (tmp_path / "A").iterdir() if not p.name.startswith(".")) == ["i0", "i1", "i2"]
+
+
+def test_a_resume_with_another_tagger_of_the_same_folder_name_is_refused(data, tmp_path, capsys):
+    """The tagger is identified by its files' content, not its folder's name: a resume with other tagger weights
+    under the same name mixed two taggers' tags in one file."""
+    from test_tagger import make_tagger_dir
+
+    from cartoonseg.__main__ import main
+
+    tagger = make_tagger_dir(tmp_path / "a" / "wd-tagger", seed=0)
+    other = make_tagger_dir(tmp_path / "b" / "wd-tagger", seed=1)
+    assert (other / "model.safetensors").read_bytes() != (tagger / "model.safetensors").read_bytes()
+    work = tmp_path / "work"
+    args = ["annotate", str(data["images"] / "img00.png"), str(data["images"] / "img01.png"), "--out",
+            str(tmp_path / "a.json"), "--detector", str(data["det"]), "--refiner", "none", "--det-size", "128",
+            "--score-thr", "0", "--max-instances", "1", "--shard-size", "1", "--work-dir", str(work), "--keep-shards",
+            "--quiet", "--tagger", str(tagger)]
+    assert main(args) == 0
+    (work / "shard-000001.json").unlink()  # as if killed during the second shard
+    capsys.readouterr()
+    assert main(args[:-1] + [str(other)]) == 2  # same folder name, other weights
+    err = capsys.readouterr().err
+    assert "holds the shards of a different run" in err and err.count("\n") == 1, err
+    assert main(args) == 0  # the same tagger resumes

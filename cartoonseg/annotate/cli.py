@@ -95,6 +95,14 @@ def _weights_identity(path) -> dict:
     return {"name": p.name, "bytes": p.stat().st_size, "sha256": sha256_of(p)}
 
 
+def _tagger_identity(folder) -> dict:
+    """The tagger's files by content (as :func:`_weights_identity`): two folders of one name, or a folder whose
+    weights or tag list changed, are different taggers to a resume."""
+    folder = Path(folder)
+    files = [name for name in ("model.safetensors", "selected_tags.csv", "config.json") if (folder / name).is_file()]
+    return {"files": {name: _weights_identity(folder / name)["sha256"] for name in files}}
+
+
 def run_annotate(args: argparse.Namespace) -> int:
     import torch
 
@@ -137,16 +145,18 @@ def run_annotate(args: argparse.Namespace) -> int:
     mask_thr = seg.result_mask_thr  # the threshold the written masks use (recorded in the settings)
     tagger = None
     if args.tagger:
-        from ..tagger import load_tagger, tag_instances
+        from ..tagger import load_tagger, resolve_tagger_dir, tag_instances
 
         tagger = load_tagger(args.tagger, device=device, allow_download=not args.no_download)
+        tagger_files = resolve_tagger_dir(args.tagger, allow_download=False)  # what load_tagger read
     settings = {
         "detector": _weights_identity(det_path), "refiner": _weights_identity(ref_path) if ref_path else None,
         "score_thr": args.score_thr, "mask_thr": mask_thr, "det_size": args.det_size,
         "refine_size": seg.refine_size, "max_instances": args.max_instances,
         "precision": seg.effective_precision,  # what runs here (auto and bf16 differ between CPUs): resumes must match
         "exact": bool(args.exact), "grey": bool(args.grey),
-        "tagger": {"source": Path(args.tagger).name, "general_threshold": args.general_threshold,
+        "tagger": {"source": Path(args.tagger).name, **_tagger_identity(tagger_files),
+                   "general_threshold": args.general_threshold,
                    "character_threshold": args.character_threshold} if args.tagger else None,
         "per_image": bool(args.per_image), "matting": bool(args.matting),
     }
