@@ -207,6 +207,21 @@ def test_instance_passes_same_seed_prompts_and_order():
     assert [r.index for r in spy3.requests] == [1, 0]
 
 
+def test_iteration_seeds_near_the_largest_seed_stay_valid():
+    """ComfyUI's seed widget goes up to 2**64 - 1; round k adds k(k+1)/2, which used to pass 2**64 and make the
+    sampler's generator (torch.manual_seed) fail after the first round's passes had run."""
+    img, inst = _scene()
+    top = 2**64 - 1
+    spy = Spy()  # seeds a torch.Generator with every request's seed, as the samplers do
+    style_edit(img, inst, spy, StyleConfig(seed=top, iterations=3, background_fill="none", resolution=64))
+    assert [r.seed for r in spy.requests] == [top, top, top, 0, 0, 2, 2]
+    for bad in (-1, 2**64):
+        with pytest.raises(ValueError, match="seed must lie in"):
+            StyleConfig(seed=bad)
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        StyleConfig(seed=1.5)
+
+
 def test_instance_passes_change_only_instance_pixels():
     img, inst = _scene()
     for feather in (0, 3):
