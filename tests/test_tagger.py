@@ -515,6 +515,23 @@ def test_cli_tags_whole_image_as_json(tmp_path, capsys):
     assert len(out[0]["general"]) == len(GENERAL)
 
 
+def test_cli_json_is_whole_on_an_ascii_stdout(tmp_path, monkeypatch):
+    """Under LC_ALL=C / PYTHONIOENCODING=ascii the non-ASCII tag names (and paths) used to stop json.dump halfway:
+    half a JSON array on stdout, then an encoding error. Now the same JSON comes out with \\u escapes."""
+    from cartoonseg.tagger.cli import main
+
+    folder = make_tagger_dir(tmp_path / "t")
+    path = tmp_path / "画像.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(path)
+    raw = io.BytesIO()
+    stdout = io.TextIOWrapper(raw, encoding="ascii", errors="strict", newline="\n")
+    monkeypatch.setattr("sys.stdout", stdout)
+    assert main([str(path), "--tagger", str(folder), "--general-threshold", "0", "-q"]) == 0
+    stdout.flush()
+    out = json.loads(raw.getvalue().decode("ascii"))
+    assert out[0]["image"] == str(path) and "猫耳" in out[0]["general"]
+
+
 def test_cli_tags_instances_with_tiny_detector(tmp_path, capsys):
     import cartoonseg
     from cartoonseg.tagger.cli import main
