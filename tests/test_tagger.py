@@ -381,6 +381,17 @@ def test_tag_selection_thresholds_ratings_and_sorting(tiny_tagger):
         tiny_tagger.select(torch.zeros(49))
 
 
+def test_exclude_given_as_one_string(tiny_tagger):
+    """A comma-separated string of names is a list of names, not of characters (it used to drop nothing)."""
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    result = tiny_tagger.tag(rgb, 0.0, 0.0, exclude="1girl, hatsune_miku")
+    assert "1girl" not in result.general and "hatsune_miku" not in result.character and "solo" in result.general
+    image, inst = _scene()
+    tagged, background = tag_instances(tiny_tagger, image, inst, general_threshold=0.0, exclude="long_hair,solo")
+    assert not {"long_hair", "solo"} & (set(tagged.extras["tags"][0]) | set(background.general))
+    assert "1girl" in tagged.extras["tags"][0]
+
+
 def test_mcut(tiny_tagger):
     assert mcut_threshold(torch.tensor([0.9, 0.85, 0.3, 0.2])) == pytest.approx(0.575)
     with pytest.raises(ValueError):
