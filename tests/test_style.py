@@ -144,6 +144,11 @@ def test_paint_order_back_to_front():
     assert paint_order(m, boxes, depth=[0.9, 0.1, 0.5]) == [1, 2, 0]
     assert paint_order(m, boxes, depth=[0.1, 0.9, 0.5]) == [0, 2, 1]  # depth (larger = nearer) wins
     assert paint_order(m, boxes, depth=[0.1, None, 0.5]) == [1, 2, 0]  # incomplete depth: auto falls back
+    nan = float("nan")  # depth pooling's value for an empty mask: unknown, like None (it used to scramble the sort)
+    for depth in ([nan, 0.9, 0.5], [0.1, nan, 0.5], [0.1, 0.9, nan]):
+        assert paint_order(m, boxes, depth=depth) == [1, 2, 0]
+        with pytest.raises(ValueError, match="known"):
+            paint_order(m, boxes, depth=depth, order="depth")
     assert paint_order(m, boxes, order="index") == [0, 1, 2]
     with pytest.raises(ValueError, match="depth"):
         paint_order(m, boxes, order="depth")
