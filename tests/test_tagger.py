@@ -245,6 +245,16 @@ def test_strict_loading_reports_key_diff(golden):
         load_swinv2_state_dict(build_swinv2(dataclasses.replace(SWINV2_PRESETS["tiny"], depths=(2, 2, 4, 2))), state)
 
 
+def test_label_file_with_a_byte_order_mark(tmp_path):
+    """Spreadsheet programs save CSV with a UTF-8 BOM; the header's first column used to read '\\ufeffname'."""
+    from cartoonseg.tagger import load_labels
+
+    path = tmp_path / "selected_tags.csv"
+    path.write_bytes("name,category\n1girl,0\ngeneral,9\n".encode("utf-8-sig"))
+    labels = load_labels(path)
+    assert labels.names == ("1girl", "general") and labels.categories == (0, 9)
+
+
 def test_load_tagger_rejects_bad_folders(tmp_path):
     folder = make_tagger_dir(tmp_path / "t")
     cfg = tiny_config_json(num_classes=51)
@@ -541,6 +551,20 @@ def test_cli_json_is_whole_on_an_ascii_stdout(tmp_path, monkeypatch):
     stdout.flush()
     out = json.loads(raw.getvalue().decode("ascii"))
     assert out[0]["image"] == str(path) and "猫耳" in out[0]["general"]
+
+
+@pytest.mark.parametrize("option", ["--general-threshold", "--character-threshold"])
+def test_cli_refuses_a_bad_threshold_before_loading_the_tagger(tmp_path, capsys, monkeypatch, option):
+    from cartoonseg.tagger import tagging
+    from cartoonseg.tagger.cli import main
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the tagger was loaded (maybe downloaded) before the options were checked")
+
+    monkeypatch.setattr(tagging, "load_tagger", must_not_load)
+    assert main(["img.png", "--tagger", "SmilingWolf/wd-swinv2-tagger-v3", option, "nan"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith(f"error: {option} must lie in [0,1]")
 
 
 def test_cli_tags_instances_with_tiny_detector(tmp_path, capsys):

@@ -75,8 +75,11 @@ def _json_text(document, indent: int | None) -> str:
 
 def run_tag(args: argparse.Namespace) -> int:
     """Tag ``args.images`` and print one JSON document (a list with one entry per image) to stdout."""
-    from .tagging import load_tagger, tag_instances
+    from .tagging import _check_threshold, load_tagger, tag_instances
 
+    # before the tagger loads (a repo id may download ~400 MB): a bad threshold used to fail only at the first image
+    _check_threshold("--general-threshold", args.general_threshold)
+    _check_threshold("--character-threshold", args.character_threshold)
     tagger = load_tagger(args.tagger, device=args.device, allow_download=not args.no_download)
     options = dict(
         general_threshold=args.general_threshold,
