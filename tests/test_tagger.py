@@ -495,6 +495,11 @@ def test_prompt_formatting():
     assert PromptOptions(exclude="x, y").exclude == ("x", "y")
     with pytest.raises(ValueError, match="max_tags"):
         PromptOptions(max_tags=-1)
+    # wrong types are refused up front (they used to pass and fail deep inside, when slicing or joining)
+    for bad in (dict(max_tags=1.5), dict(max_tags="3"), dict(separator=None), dict(template=None)):
+        with pytest.raises(TypeError, match=next(iter(bad))):
+            PromptOptions(**bad)
+    assert PromptOptions(max_tags=np.int64(2)).max_tags == 2
 
 
 def test_background_negative_and_wildcard():
