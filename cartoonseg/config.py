@@ -27,6 +27,7 @@ __all__ = [
     "MAX_CFG",
     "MAX_CHANNELS",
     "MAX_SAMPLER_STEPS",
+    "MAX_SEED",
 ]
 
 #: Largest detector / refiner canvas (pixels per side) a config or option accepts.
@@ -37,6 +38,8 @@ MAX_CHANNELS = 4096
 #: lies in [0, MAX_CFG] and the steps in [1, MAX_SAMPLER_STEPS] (ComfyUI's KSampler maxima).
 MAX_CFG = 100.0
 MAX_SAMPLER_STEPS = 10000
+#: Largest sampler seed (ComfyUI's seed widgets; torch's generators take seeds up to this).
+MAX_SEED = 2**64 - 1
 
 
 def _check_int(owner: str, name: str, value: Any, low: int, high: int) -> int:

@@ -144,6 +144,11 @@ def test_paint_order_back_to_front():
     assert paint_order(m, boxes, depth=[0.9, 0.1, 0.5]) == [1, 2, 0]
     assert paint_order(m, boxes, depth=[0.1, 0.9, 0.5]) == [0, 2, 1]  # depth (larger = nearer) wins
     assert paint_order(m, boxes, depth=[0.1, None, 0.5]) == [1, 2, 0]  # incomplete depth: auto falls back
+    nan = float("nan")  # depth pooling's value for an empty mask: unknown, like None (it used to scramble the sort)
+    for depth in ([nan, 0.9, 0.5], [0.1, nan, 0.5], [0.1, 0.9, nan]):
+        assert paint_order(m, boxes, depth=depth) == [1, 2, 0]
+        with pytest.raises(ValueError, match="known"):
+            paint_order(m, boxes, depth=depth, order="depth")
     assert paint_order(m, boxes, order="index") == [0, 1, 2]
     with pytest.raises(ValueError, match="depth"):
         paint_order(m, boxes, order="depth")
@@ -205,6 +210,21 @@ def test_instance_passes_same_seed_prompts_and_order():
     spy3 = Spy()
     style_edit(img, deep, spy3, StyleConfig(background_as_instance=False, resolution=64))
     assert [r.index for r in spy3.requests] == [1, 0]
+
+
+def test_iteration_seeds_near_the_largest_seed_stay_valid():
+    """ComfyUI's seed widget goes up to 2**64 - 1; round k adds k(k+1)/2, which used to pass 2**64 and make the
+    sampler's generator (torch.manual_seed) fail after the first round's passes had run."""
+    img, inst = _scene()
+    top = 2**64 - 1
+    spy = Spy()  # seeds a torch.Generator with every request's seed, as the samplers do
+    style_edit(img, inst, spy, StyleConfig(seed=top, iterations=3, background_fill="none", resolution=64))
+    assert [r.seed for r in spy.requests] == [top, top, top, 0, 0, 2, 2]
+    for bad in (-1, 2**64):
+        with pytest.raises(ValueError, match="seed must lie in"):
+            StyleConfig(seed=bad)
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        StyleConfig(seed=1.5)
 
 
 def test_instance_passes_change_only_instance_pixels():

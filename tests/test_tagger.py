@@ -245,6 +245,16 @@ def test_strict_loading_reports_key_diff(golden):
         load_swinv2_state_dict(build_swinv2(dataclasses.replace(SWINV2_PRESETS["tiny"], depths=(2, 2, 4, 2))), state)
 
 
+def test_label_file_with_a_byte_order_mark(tmp_path):
+    """Spreadsheet programs save CSV with a UTF-8 BOM; the header's first column used to read '\\ufeffname'."""
+    from cartoonseg.tagger import load_labels
+
+    path = tmp_path / "selected_tags.csv"
+    path.write_bytes("name,category\n1girl,0\ngeneral,9\n".encode("utf-8-sig"))
+    labels = load_labels(path)
+    assert labels.names == ("1girl", "general") and labels.categories == (0, 9)
+
+
 def test_load_tagger_rejects_bad_folders(tmp_path):
     folder = make_tagger_dir(tmp_path / "t")
     cfg = tiny_config_json(num_classes=51)
@@ -381,6 +391,17 @@ def test_tag_selection_thresholds_ratings_and_sorting(tiny_tagger):
         tiny_tagger.select(torch.zeros(49))
 
 
+def test_exclude_given_as_one_string(tiny_tagger):
+    """A comma-separated string of names is a list of names, not of characters (it used to drop nothing)."""
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    result = tiny_tagger.tag(rgb, 0.0, 0.0, exclude="1girl, hatsune_miku")
+    assert "1girl" not in result.general and "hatsune_miku" not in result.character and "solo" in result.general
+    image, inst = _scene()
+    tagged, background = tag_instances(tiny_tagger, image, inst, general_threshold=0.0, exclude="long_hair,solo")
+    assert not {"long_hair", "solo"} & (set(tagged.extras["tags"][0]) | set(background.general))
+    assert "1girl" in tagged.extras["tags"][0]
+
+
 def test_mcut(tiny_tagger):
     assert mcut_threshold(torch.tensor([0.9, 0.85, 0.3, 0.2])) == pytest.approx(0.575)
     with pytest.raises(ValueError):
@@ -474,6 +495,11 @@ def test_prompt_formatting():
     assert PromptOptions(exclude="x, y").exclude == ("x", "y")
     with pytest.raises(ValueError, match="max_tags"):
         PromptOptions(max_tags=-1)
+    # wrong types are refused up front (they used to pass and fail deep inside, when slicing or joining)
+    for bad in (dict(max_tags=1.5), dict(max_tags="3"), dict(separator=None), dict(template=None)):
+        with pytest.raises(TypeError, match=next(iter(bad))):
+            PromptOptions(**bad)
+    assert PromptOptions(max_tags=np.int64(2)).max_tags == 2
 
 
 def test_background_negative_and_wildcard():
@@ -513,6 +539,37 @@ def test_cli_tags_whole_image_as_json(tmp_path, capsys):
     assert out[0]["image"] == str(path)
     assert set(out[0]) == {"image", "general", "character", "rating"} and len(out[0]["rating"]) == 4
     assert len(out[0]["general"]) == len(GENERAL)
+
+
+def test_cli_json_is_whole_on_an_ascii_stdout(tmp_path, monkeypatch):
+    """Under LC_ALL=C / PYTHONIOENCODING=ascii the non-ASCII tag names (and paths) used to stop json.dump halfway:
+    half a JSON array on stdout, then an encoding error. Now the same JSON comes out with \\u escapes."""
+    from cartoonseg.tagger.cli import main
+
+    folder = make_tagger_dir(tmp_path / "t")
+    path = tmp_path / "画像.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(path)
+    raw = io.BytesIO()
+    stdout = io.TextIOWrapper(raw, encoding="ascii", errors="strict", newline="\n")
+    monkeypatch.setattr("sys.stdout", stdout)
+    assert main([str(path), "--tagger", str(folder), "--general-threshold", "0", "-q"]) == 0
+    stdout.flush()
+    out = json.loads(raw.getvalue().decode("ascii"))
+    assert out[0]["image"] == str(path) and "猫耳" in out[0]["general"]
+
+
+@pytest.mark.parametrize("option", ["--general-threshold", "--character-threshold"])
+def test_cli_refuses_a_bad_threshold_before_loading_the_tagger(tmp_path, capsys, monkeypatch, option):
+    from cartoonseg.tagger import tagging
+    from cartoonseg.tagger.cli import main
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the tagger was loaded (maybe downloaded) before the options were checked")
+
+    monkeypatch.setattr(tagging, "load_tagger", must_not_load)
+    assert main(["img.png", "--tagger", "SmilingWolf/wd-swinv2-tagger-v3", option, "nan"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith(f"error: {option} must lie in [0,1]")
 
 
 def test_cli_tags_instances_with_tiny_detector(tmp_path, capsys):

@@ -9,8 +9,9 @@ denoise 0.75, 24 steps, DPM++ 2M Karras, the same seed for every instance), the 
 from __future__ import annotations
 
 import dataclasses
+import operator
 
-from ..config import MAX_CANVAS, MAX_CFG, MAX_SAMPLER_STEPS
+from ..config import MAX_CANVAS, MAX_CFG, MAX_SAMPLER_STEPS, MAX_SEED
 from ..io import MAX_PIXELS
 from .hints import HINT_TYPES
 from .regions import ORDERS
@@ -49,8 +50,9 @@ class StyleConfig:
         background_fill: how the characters are removed before the background pass when no clean plate is
             given: ``"patchmatch"`` (the original), ``"telea"`` (fast) or ``"none"`` (sample the image as is;
             only background pixels are pasted either way).
-        seed: shared by every pass of an iteration; iteration ``k`` uses ``seed + k*(k+1)/2`` (the original's
-            ``seed += ii``, i.e. seeds s, s+1, s+3, ...).
+        seed: shared by every pass of an iteration, an integer in [0, 2**64 - 1] (ComfyUI's seed range); iteration
+            ``k`` uses ``seed + k*(k+1)/2`` (the original's ``seed += ii``, i.e. seeds s, s+1, s+3, ...), wrapped
+            modulo 2**64 so that a seed near the top still gives seeds the samplers accept.
         steps, cfg, sampler, scheduler, denoise: sampler settings (ComfyUI names; "dpmpp_2m" + "karras" is
             DPM++ 2M Karras); steps 1..10000, cfg 0..100, denoise in (0, 1].
         control_strength: ControlNet weight (paper: 1), 0..10.
@@ -92,6 +94,12 @@ class StyleConfig:
     min_area: int = 16
 
     def __post_init__(self) -> None:
+        try:
+            seed = operator.index(self.seed)
+        except TypeError:
+            raise TypeError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}") from None
+        if not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"seed must lie in [0, {MAX_SEED}], got {seed}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.background_fill not in BACKGROUND_FILLS:
@@ -113,8 +121,8 @@ class StyleConfig:
             raise ValueError(f"dedupe_threshold must be a number >= 0 (>= 1 disables), got {self.dedupe_threshold}")
 
     def iteration_seed(self, k: int) -> int:
-        """Seed of iteration ``k`` (0-based): ``seed + k*(k+1)/2``."""
-        return int(self.seed) + k * (k + 1) // 2
+        """Seed of iteration ``k`` (0-based): ``seed + k*(k+1)/2``, modulo 2**64 (a sampler seed never overflows)."""
+        return (int(self.seed) + k * (k + 1) // 2) % (MAX_SEED + 1)
 
 
 PRESETS: dict[str, StyleConfig] = {

@@ -148,17 +148,18 @@ def paint_order(
         masks: ``[N,H,W]`` (used for the area tie-break).
         boxes: ``[N,4]`` xyxy px.
         depth: optional per-instance depth, **larger = nearer** (the pack's disparity-like convention,
-            ``Instances.extras["depth"]``); None entries are treated as farthest.
-        order: ``"auto"`` (depth when every instance has one, else ``"bottom"``), ``"depth"`` (ascending depth;
-            error when missing), ``"bottom"`` (ground-contact rule: the box whose bottom edge is higher is farther;
-            ties: larger area first), ``"index"`` (as given).
+            ``Instances.extras["depth"]``); None or NaN (depth pooling's value for an empty mask) = unknown.
+        order: ``"auto"`` (depth when every instance has a known one, else ``"bottom"``), ``"depth"`` (ascending
+            depth; error when one is unknown), ``"bottom"`` (ground-contact rule: the box whose bottom edge is higher
+            is farther; ties: larger area first), ``"index"`` (as given).
     """
     if order not in ORDERS:
         raise ValueError(f"unknown paint order {order!r}; allowed: {', '.join(ORDERS)}")
     n = int(masks.shape[0])
-    have_depth = depth is not None and len(depth) == n and all(d is not None for d in depth)
+    have_depth = depth is not None and len(depth) == n and all(d is not None and d == d for d in depth)  # NaN != NaN
     if order == "depth" and not have_depth:
-        raise ValueError('paint order "depth" needs extras["depth"] for every instance (run CartoonSegDepthPool)')
+        raise ValueError('paint order "depth" needs a known extras["depth"] (not None or NaN) for every instance '
+                         '(run CartoonSegDepthPool)')
     if order == "index":
         return list(range(n))
     areas = masks.flatten(1).sum(1).tolist() if n else []

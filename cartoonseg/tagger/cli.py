@@ -61,10 +61,25 @@ def build_parser() -> argparse.ArgumentParser:
     return finish_parser(parser)
 
 
+def _json_text(document, indent: int | None) -> str:
+    """The JSON text, built whole before anything is printed: non-ASCII tag names and paths stay readable where
+    stdout can encode them, and are ``\\u`` escapes (the same JSON) where it cannot (``LC_ALL=C``,
+    ``PYTHONIOENCODING=ascii``), instead of half a document followed by an encoding error."""
+    text = json.dumps(document, indent=indent, ensure_ascii=False)
+    try:
+        text.encode(getattr(sys.stdout, "encoding", None) or "utf-8", getattr(sys.stdout, "errors", None) or "strict")
+    except (UnicodeEncodeError, LookupError):
+        text = json.dumps(document, indent=indent, ensure_ascii=True)
+    return text
+
+
 def run_tag(args: argparse.Namespace) -> int:
     """Tag ``args.images`` and print one JSON document (a list with one entry per image) to stdout."""
-    from .tagging import load_tagger, tag_instances
+    from .tagging import _check_threshold, load_tagger, tag_instances
 
+    # before the tagger loads (a repo id may download ~400 MB): a bad threshold used to fail only at the first image
+    _check_threshold("--general-threshold", args.general_threshold)
+    _check_threshold("--character-threshold", args.character_threshold)
     tagger = load_tagger(args.tagger, device=args.device, allow_download=not args.no_download)
     options = dict(
         general_threshold=args.general_threshold,
@@ -107,8 +122,7 @@ def run_tag(args: argparse.Namespace) -> int:
             )
         out.append({"image": path, "instances": entries, "background": background.to_dict()})
     bar.close()
-    json.dump(out, sys.stdout, indent=args.indent or None, ensure_ascii=False)
-    sys.stdout.write("\n")
+    sys.stdout.write(_json_text(out, args.indent or None) + "\n")
     skipped.finish()  # the JSON of the readable images is out; the exit status tells the rest
     return 0
 

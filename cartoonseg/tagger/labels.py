@@ -73,10 +73,10 @@ class TagLabels:
 
 
 def load_labels(path: str | Path) -> TagLabels:
-    """Read ``selected_tags.csv`` (UTF-8)."""
+    """Read ``selected_tags.csv`` (UTF-8; a byte-order mark, as spreadsheet programs write, is skipped)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise FileNotFoundError(f"tag label file not found: {path}") from None
     return TagLabels.from_csv_text(text, source=str(path))

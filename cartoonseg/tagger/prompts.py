@@ -11,6 +11,7 @@ The Impact Pack Detailer wildcard uses its ``[LAB]`` grammar: ``[LAB]`` then ``[
 from __future__ import annotations
 
 import dataclasses
+import operator
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -73,10 +74,15 @@ class PromptOptions:
             object.__setattr__(self, "exclude", tuple(parse_tag_list(self.exclude)))
         else:
             object.__setattr__(self, "exclude", tuple(str(t) for t in self.exclude))
-        if int(self.max_tags) < 0:
+        try:  # 1.5 or "3" used to pass here and fail later, when slicing the tag list
+            object.__setattr__(self, "max_tags", operator.index(self.max_tags))
+        except TypeError:
+            raise TypeError(f"max_tags must be an integer >= 0 (0 = no limit), got {self.max_tags!r}") from None
+        if self.max_tags < 0:
             raise ValueError(f"max_tags must be >= 0 (0 = no limit), got {self.max_tags}")
-        if not isinstance(self.template, str):
-            raise TypeError(f"template must be a string, got {type(self.template).__name__}")
+        for name in ("template", "separator"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"{name} must be a string, got {type(getattr(self, name)).__name__}")
 
 
 def parse_tag_list(text: str) -> list[str]:
