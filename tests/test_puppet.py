@@ -24,6 +24,7 @@ from cartoonseg.puppet import (
     KeyframeMotion,
     MeshConfig,
     PresetMotion,
+    PersonPose,
     PuppetRenderer,
     RetargetMotion,
     RigConfig,
@@ -259,6 +260,26 @@ def test_pose_with_no_joint_inside_any_mask_falls_back_to_automatic(two):
     rig = build_rig(masks, poses=_pose_frame([_person({"nose": (80, 3), "neck": (80, 10)})]))
     assert [c.skeleton.source for c in rig.characters] == ["auto", "auto"]
     assert any("no joint inside" in n for n in rig.notes)
+
+
+def test_pose_keypoints_that_overflow_or_bad_canvas_sizes_are_not_used(two):
+    # a junk keypoint at 1e308 overflows when mapped onto the image: it is missing, not an OverflowError deep in
+    # the containment matching (a traceback from the CLI's --pose-rig)
+    _, masks, _, _ = two
+    person = _person({"nose": (22.5, 15), "neck": (22.5, 22.5), "r_wrist": (10, 34)})
+    person[3 * 4: 3 * 4 + 2] = [1e308, 1e308]  # r_wrist
+    frame = _pose_frame([person], canvas=(H // 2, W // 2))  # the poses' canvas is half the image: x2
+    parsed = parse_pose_keypoint(frame, image_size=(H, W), coords="absolute")
+    assert set(parsed[0][0].points) == {"nose", "neck"}
+    rig = build_rig(masks, poses=frame)
+    assert rig.characters[0].skeleton.source == "pose"
+    assert match_people([PersonPose({"a": (math.inf, 3.0), "b": (45.0, 60.0)})], masks[:1] > 0.5) == {0: 0}
+    # a canvas size that is not a finite number > 0 (bool, inf) is absent: the image size stands in
+    a = {"nose": (40, 20), "neck": (40, 35)}
+    for bad in (True, math.inf, math.nan, -5, "160"):
+        frame = {"people": [{"pose_keypoints_2d": _person(a)}], "canvas_width": bad, "canvas_height": bad}
+        assert parse_pose_keypoint(frame, image_size=(H, W), coords="absolute")[0][0].points == {
+            "nose": (40.0, 20.0), "neck": (40.0, 35.0)}, bad
 
 
 def test_handles_json():
