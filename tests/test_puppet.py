@@ -373,6 +373,25 @@ def test_bvh_bad_input_names_the_problem(text, match):
         parse_bvh(text)
 
 
+def test_motions_that_overflow_or_last_forever_are_refused_with_a_message():
+    # finite numbers whose sums overflow in forward kinematics: refused when projected, not "handle targets must be
+    # finite" after the plate was made
+    far = parse_bvh(BVH_TEXT.replace("OFFSET 0 0 0", "OFFSET 1e308 0 0").replace("1 90 0 0 0 0", "1e308 90 0 0 0 0"))
+    with pytest.raises(ValueError, match="overflow in frame 2"):
+        project_bvh(far)
+    with pytest.raises(ValueError, match="yaw"):
+        project_bvh(parse_bvh(BVH_TEXT), yaw=math.nan)
+    # a Frame Time of 1e308 s: the natural length is no integer (was an OverflowError from round(inf))
+    slow = RetargetMotion.from_bvh(parse_bvh(BVH_TEXT.replace("Frame Time: 0.0333333", "Frame Time: 1e308")))
+    with pytest.raises(ValueError, match="lasts too long"):
+        default_frames(slow, 12.0)
+    assert default_frames(RetargetMotion.from_bvh(parse_bvh(BVH_TEXT)), 12.0) == 1
+    # keyframes likewise: the last key at 1e10 frames of a 1e-300 fps document
+    keys = KeyframeMotion.from_json({"fps": 1e-300, "keyframes": [{"frame": 1e10, "joints": {"0": {"neck": [1, 2]}}}]})
+    with pytest.raises(ValueError, match="last too long"):
+        default_frames(keys, 12.0)
+
+
 # ------------------------------------------------------------------------------------------------ retargeting
 def _ref_sequence(n=8, scale=2.5):
     """An OpenPose reference with its own proportions whose arms and a leg swing over time."""
