@@ -713,6 +713,19 @@ def test_one_pixel_limbs_stay_attached():
     assert (mask[np.roll(m, 3, 1) > 0] > 0.5).mean() > 0.95
 
 
+def test_a_mesh_stretched_millions_of_pixels_away_is_rasterised_exactly_not_wrapped_around():
+    from cartoonseg.puppet.render import _rasterize
+
+    # OpenCV takes int32 coordinates with 4 sub-pixel bits: a vertex 1e9 px away wrapped around and filled
+    # arbitrary pixels (a keyframe or a retargeted root far off the picture)
+    for far in (1e6, 1e9, 1e15):
+        verts = np.array([[-far, 10.3], [far, 10.3], [0.0, far], [-far, -far], [3 * far, -far], [-far, 3 * far]])
+        wedge = _rasterize(verts, np.array([[0, 1, 2]]), np.array([0]), 0, 0, 40, 30)
+        assert (wedge[11:] == 0).all() and (wedge[:10] == -1).all(), far  # the rows below y = 10.3
+        whole = _rasterize(verts, np.array([[3, 4, 5]]), np.array([0]), 0, 0, 40, 30)
+        assert (whole == 0).all(), far  # a triangle around the window covers it
+
+
 def test_renderer_checks_sizes(two):
     img, _, plate, rig = two
     with pytest.raises(ValueError, match="rig was built"):
