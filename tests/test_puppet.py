@@ -282,6 +282,13 @@ def test_pose_keypoints_that_overflow_or_bad_canvas_sizes_are_not_used(two):
             "nose": (40.0, 20.0), "neck": (40.0, 35.0)}, bad
 
 
+def test_a_joint_given_as_a_string_of_digits_is_refused_not_read_digit_by_digit():
+    with pytest.raises(ValueError, match="needs \\[x, y\\]"):
+        parse_handles({"characters": [{"instance": 0, "joints": {"neck": "12", "nose": [1, 5]}}]})
+    with pytest.raises(ValueError, match="needs \\[x, y\\]"):
+        KeyframeMotion.from_json({"keyframes": [{"frame": 1, "joints": {"0": {"neck": "12"}}}]})
+
+
 def test_handles_json():
     doc = {"characters": [{"instance": 1, "joints": {"neck": [115, 45], "nose": [115, 30], "l_wrist": [140, 68]}},
                           {"instance": 0, "joints": [{"name": "hip", "xy": [45, 75], "parent": None},

@@ -283,6 +283,8 @@ def parse_keyframes(data) -> tuple[dict[int, dict[str, list[tuple[float, np.ndar
                 raise ValueError(f"keyframe {ki}: instance {inst} must map joint names to [x, y]")
             for name, xy in joints.items():
                 try:
+                    if isinstance(xy, (str, bytes)):  # "12" would read as [1, 2]
+                        raise TypeError
                     p = np.array([float(v) for v in xy])
                 except (TypeError, ValueError):
                     raise ValueError(f"keyframe {ki}: joint {name!r} needs [x, y], got {xy!r}") from None

@@ -411,6 +411,8 @@ def parse_handles(data, *, image_size: tuple[int, int] | None = None) -> dict[in
         pts = {}
         for name, xy in joints.items():
             try:
+                if isinstance(xy, (str, bytes)):  # "12" would unpack to (1.0, 2.0)
+                    raise TypeError
                 x, y = (float(v) for v in xy)
             except (TypeError, ValueError):
                 raise ValueError(f"handles character {ci}: joint {name!r} needs [x, y], got {xy!r}") from None
