@@ -24,6 +24,7 @@ from cartoonseg.puppet import (
     KeyframeMotion,
     MeshConfig,
     PresetMotion,
+    PersonPose,
     PuppetRenderer,
     RetargetMotion,
     RigConfig,
@@ -261,6 +262,33 @@ def test_pose_with_no_joint_inside_any_mask_falls_back_to_automatic(two):
     assert any("no joint inside" in n for n in rig.notes)
 
 
+def test_pose_keypoints_that_overflow_or_bad_canvas_sizes_are_not_used(two):
+    # a junk keypoint at 1e308 overflows when mapped onto the image: it is missing, not an OverflowError deep in
+    # the containment matching (a traceback from the CLI's --pose-rig)
+    _, masks, _, _ = two
+    person = _person({"nose": (22.5, 15), "neck": (22.5, 22.5), "r_wrist": (10, 34)})
+    person[3 * 4: 3 * 4 + 2] = [1e308, 1e308]  # r_wrist
+    frame = _pose_frame([person], canvas=(H // 2, W // 2))  # the poses' canvas is half the image: x2
+    parsed = parse_pose_keypoint(frame, image_size=(H, W), coords="absolute")
+    assert set(parsed[0][0].points) == {"nose", "neck"}
+    rig = build_rig(masks, poses=frame)
+    assert rig.characters[0].skeleton.source == "pose"
+    assert match_people([PersonPose({"a": (math.inf, 3.0), "b": (45.0, 60.0)})], masks[:1] > 0.5) == {0: 0}
+    # a canvas size that is not a finite number > 0 (bool, inf) is absent: the image size stands in
+    a = {"nose": (40, 20), "neck": (40, 35)}
+    for bad in (True, math.inf, math.nan, -5, "160"):
+        frame = {"people": [{"pose_keypoints_2d": _person(a)}], "canvas_width": bad, "canvas_height": bad}
+        assert parse_pose_keypoint(frame, image_size=(H, W), coords="absolute")[0][0].points == {
+            "nose": (40.0, 20.0), "neck": (40.0, 35.0)}, bad
+
+
+def test_a_joint_given_as_a_string_of_digits_is_refused_not_read_digit_by_digit():
+    with pytest.raises(ValueError, match="needs \\[x, y\\]"):
+        parse_handles({"characters": [{"instance": 0, "joints": {"neck": "12", "nose": [1, 5]}}]})
+    with pytest.raises(ValueError, match="needs \\[x, y\\]"):
+        KeyframeMotion.from_json({"keyframes": [{"frame": 1, "joints": {"0": {"neck": "12"}}}]})
+
+
 def test_handles_json():
     doc = {"characters": [{"instance": 1, "joints": {"neck": [115, 45], "nose": [115, 30], "l_wrist": [140, 68]}},
                           {"instance": 0, "joints": [{"name": "hip", "xy": [45, 75], "parent": None},
@@ -350,6 +378,25 @@ def test_bvh_parsing_and_forward_kinematics():
 def test_bvh_bad_input_names_the_problem(text, match):
     with pytest.raises(ValueError, match=match):
         parse_bvh(text)
+
+
+def test_motions_that_overflow_or_last_forever_are_refused_with_a_message():
+    # finite numbers whose sums overflow in forward kinematics: refused when projected, not "handle targets must be
+    # finite" after the plate was made
+    far = parse_bvh(BVH_TEXT.replace("OFFSET 0 0 0", "OFFSET 1e308 0 0").replace("1 90 0 0 0 0", "1e308 90 0 0 0 0"))
+    with pytest.raises(ValueError, match="overflow in frame 2"):
+        project_bvh(far)
+    with pytest.raises(ValueError, match="yaw"):
+        project_bvh(parse_bvh(BVH_TEXT), yaw=math.nan)
+    # a Frame Time of 1e308 s: the natural length is no integer (was an OverflowError from round(inf))
+    slow = RetargetMotion.from_bvh(parse_bvh(BVH_TEXT.replace("Frame Time: 0.0333333", "Frame Time: 1e308")))
+    with pytest.raises(ValueError, match="lasts too long"):
+        default_frames(slow, 12.0)
+    assert default_frames(RetargetMotion.from_bvh(parse_bvh(BVH_TEXT)), 12.0) == 1
+    # keyframes likewise: the last key at 1e10 frames of a 1e-300 fps document
+    keys = KeyframeMotion.from_json({"fps": 1e-300, "keyframes": [{"frame": 1e10, "joints": {"0": {"neck": [1, 2]}}}]})
+    with pytest.raises(ValueError, match="last too long"):
+        default_frames(keys, 12.0)
 
 
 # ------------------------------------------------------------------------------------------------ retargeting
@@ -671,6 +718,19 @@ def test_one_pixel_limbs_stay_attached():
     assert np.abs(frame - img).max() < 1e-4 and (mask[m > 0] > 0.99).all()
     frame, mask = r.render([ch.skeleton.joints + (3.0, 0.0)])  # the antenna moves with the body
     assert (mask[np.roll(m, 3, 1) > 0] > 0.5).mean() > 0.95
+
+
+def test_a_mesh_stretched_millions_of_pixels_away_is_rasterised_exactly_not_wrapped_around():
+    from cartoonseg.puppet.render import _rasterize
+
+    # OpenCV takes int32 coordinates with 4 sub-pixel bits: a vertex 1e9 px away wrapped around and filled
+    # arbitrary pixels (a keyframe or a retargeted root far off the picture)
+    for far in (1e6, 1e9, 1e15):
+        verts = np.array([[-far, 10.3], [far, 10.3], [0.0, far], [-far, -far], [3 * far, -far], [-far, 3 * far]])
+        wedge = _rasterize(verts, np.array([[0, 1, 2]]), np.array([0]), 0, 0, 40, 30)
+        assert (wedge[11:] == 0).all() and (wedge[:10] == -1).all(), far  # the rows below y = 10.3
+        whole = _rasterize(verts, np.array([[3, 4, 5]]), np.array([0]), 0, 0, 40, 30)
+        assert (whole == 0).all(), far  # a triangle around the window covers it
 
 
 def test_renderer_checks_sizes(two):

@@ -125,6 +125,27 @@ def test_cli_errors_are_one_line_with_status_2(files, tmp_path, capsys, extra, m
     assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err
 
 
+def test_cli_bvh_that_overflows_is_one_error_line_before_the_slow_steps(files, tmp_path, capsys, monkeypatch):
+    from test_puppet import BVH_TEXT
+
+    import cartoonseg.puppet.cli as cli
+
+    def no_rig(*args, **kwargs):
+        raise AssertionError("the motion is checked before the characters are rigged")
+
+    monkeypatch.setattr(cli, "build_rig", no_rig)
+
+    slow = tmp_path / "slow.bvh"  # Frame Time 1e308 s: was a traceback (OverflowError in round(inf))
+    slow.write_text(BVH_TEXT.replace("Frame Time: 0.0333333", "Frame Time: 1e308"))
+    far = tmp_path / "far.bvh"  # positions that overflow in forward kinematics: was "handle targets must be finite"
+    far.write_text(BVH_TEXT.replace("OFFSET 0 0 0", "OFFSET 1e308 0 0").replace("1 90 0 0 0 0", "1e308 90 0 0 0 0"))
+    for bvh, message in ((slow, "lasts too long"), (far, "overflow in frame 2")):
+        assert _cli(files, "--out", str(tmp_path / "o.webp"), "--bvh", str(bvh)) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err
+    assert not (tmp_path / "o.webp").exists()
+
+
 def test_cli_mp4_needs_pyav_or_writes_h264(files, tmp_path, capsys):
     out = tmp_path / "clip.mp4"
     rc = _cli(files, "--out", str(out), "--frames", "4")

@@ -265,7 +265,12 @@ def project_bvh(bvh: BVH, *, yaw: float = 0.0, up: str = "y") -> tuple[list[str]
     """
     if up not in ("y", "z"):
         raise ValueError(f"up must be 'y' or 'z', got {up!r}")
+    if not math.isfinite(yaw):
+        raise ValueError(f"yaw must be a finite number of degrees, got {yaw}")
     world = bvh.positions()
+    if not np.isfinite(world).all():  # the parser took finite numbers; their sums overflowed
+        frame = int(np.nonzero(~np.isfinite(world).all((1, 2)))[0][0])
+        raise ValueError(f"BVH joint positions overflow in frame {frame} (offsets or positions too large)")
     if up == "z":
         world = world[..., [0, 2, 1]] * np.array([1, 1, -1])
     a = math.radians(yaw)

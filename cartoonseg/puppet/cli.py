@@ -121,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
     image = read_image(args.image)
     h, w = image.shape[:2]
     motion = _motion(args, (h, w))  # parse motion files before the slow steps: bad input fails fast
+    n = args.frames or default_frames(motion, args.fps)  # so does a motion too long to render
+    if n > MAX_FRAMES:
+        raise ValueError(f"the motion lasts {n} frames at {args.fps:g} fps, more than {MAX_FRAMES}; give --frames "
+                         "or a lower --fps")
     if args.handles:  # so are the rig's files (build_rig reads them again; parsing is cheap)
         parse_handles(args.handles, image_size=(h, w))
     if args.pose_rig:
@@ -145,10 +149,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         plate = background_plate(image, rig, seed=args.seed)
     plated = time.perf_counter()
-    n = args.frames or default_frames(motion, args.fps)
-    if n > MAX_FRAMES:
-        raise ValueError(f"the motion lasts {n} frames at {args.fps:g} fps, more than {MAX_FRAMES}; give --frames "
-                         "or a lower --fps")
     clip, alphas = [], []
     with progress(n, "puppet", args.quiet, unit="frame", leave=False) as bar:
         for frame, mask in render_frames(image, rig, motion, frames=n, fps=args.fps, plate=plate,

@@ -117,7 +117,13 @@ class RetargetMotion:
         return int(self.points.shape[0])
 
     def default_frames(self, fps: float) -> int:
-        return self.n_frames if self.fps is None else max(1, round(self.n_frames / self.fps * fps))
+        if self.fps is None:
+            return self.n_frames
+        n = self.n_frames / self.fps * fps
+        if not math.isfinite(n):  # a reference at 1e-308 fps (a BVH Frame Time of 1e308 s)
+            raise ValueError(f"the reference motion ({self.n_frames} frames at {self.fps:g} fps) lasts too long to "
+                             f"render at {fps:g} fps")
+        return max(1, round(n))
 
     @classmethod
     def from_bvh(cls, source: BVH | str, *, yaw: float = 0.0, up: str = "y", **kwargs) -> RetargetMotion:
@@ -277,6 +283,8 @@ def parse_keyframes(data) -> tuple[dict[int, dict[str, list[tuple[float, np.ndar
                 raise ValueError(f"keyframe {ki}: instance {inst} must map joint names to [x, y]")
             for name, xy in joints.items():
                 try:
+                    if isinstance(xy, (str, bytes)):  # "12" would read as [1, 2]
+                        raise TypeError
                     p = np.array([float(v) for v in xy])
                 except (TypeError, ValueError):
                     raise ValueError(f"keyframe {ki}: joint {name!r} needs [x, y], got {xy!r}") from None
@@ -324,7 +332,11 @@ class KeyframeMotion:
 
     def default_frames(self, fps: float) -> int:
         last = max((k[-1][0] for joints in self.keys.values() for k in joints.values()), default=0.0)
-        return int(math.floor(last / self._scale(fps) + 1e-9)) + 1
+        n = last / self._scale(fps)
+        if not math.isfinite(n):  # a last key at 1e10 frames of a document at 1e-300 fps
+            raise ValueError(f"the keyframes (last at frame {last:g} of {self.fps:g} fps) last too long to render "
+                             f"at {fps:g} fps")
+        return int(math.floor(n + 1e-9)) + 1
 
     def poses(self, skeleton: Skeleton, n_frames: int, fps: float, character: int = 0) -> np.ndarray:
         out = np.repeat(skeleton.joints[None], n_frames, 0).copy()

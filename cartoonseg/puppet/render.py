@@ -61,13 +61,44 @@ def background_plate(image, rig: PuppetRig, *, method: str = "patchmatch", patch
                       dtype=np.float32)
 
 
+#: farthest a vertex may lie from the raster window (pixels) before its triangle is clipped: OpenCV takes int32
+#: coordinates with 4 sub-pixel bits, so a vertex keyed or retargeted millions of pixels away would wrap around
+_RASTER_LIMIT = float(2**20)
+
+
+def _clip_to_box(poly: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Sutherland-Hodgman: the convex polygon ``poly [N,2]`` clipped to the square ``[lo, hi]^2``."""
+    for axis in (0, 1):
+        for bound, inside in ((lo, lambda v, b: v >= b), (hi, lambda v, b: v <= b)):
+            out = []
+            for k in range(len(poly)):
+                p, q = poly[k], poly[(k + 1) % len(poly)]
+                pin, qin = inside(p[axis], bound), inside(q[axis], bound)
+                if pin:
+                    out.append(p)
+                if pin != qin:
+                    out.append(p + (q - p) * ((bound - p[axis]) / (q[axis] - p[axis])))
+            poly = np.array(out).reshape(-1, 2)
+            if not len(poly):
+                return poly
+    return poly
+
+
 def _rasterize(vertices: np.ndarray, triangles: np.ndarray, order: np.ndarray, x0: int, y0: int, w: int,
                h: int, empty: int = -1) -> np.ndarray:
     """Triangle index per pixel of the window ``[y0:y0+h, x0:x0+w]`` (``empty`` = none), later triangles on top."""
     buf = np.full((h, w), empty, dtype=np.int32)
-    pts = np.round((vertices - (x0, y0)) * 16.0).astype(np.int32)
+    rel = vertices - (x0, y0)
+    far = np.abs(rel).max(1) > _RASTER_LIMIT
+    pts = np.round(np.clip(rel, -_RASTER_LIMIT, _RASTER_LIMIT) * 16.0).astype(np.int32)
     tri_pts = pts[triangles]
+    tri_far = far[triangles].any(1)
     for t in order.tolist():
+        if tri_far[t]:  # clipped exactly (the pixels inside the window are the same), not wrapped around
+            poly = _clip_to_box(rel[triangles[t]], -_RASTER_LIMIT, _RASTER_LIMIT)
+            if len(poly) >= 3:
+                cv2.fillConvexPoly(buf, np.round(poly * 16.0).astype(np.int32), t, lineType=cv2.LINE_8, shift=4)
+            continue
         cv2.fillConvexPoly(buf, tri_pts[t], t, lineType=cv2.LINE_8, shift=4)
     return buf
 

@@ -282,7 +282,7 @@ def parse_pose_keypoint(data, *, image_size: tuple[int, int] | None = None, coor
     out: list[list[PersonPose]] = []
     for fi, frame in enumerate(frames):
         cw, ch = frame.get("canvas_width"), frame.get("canvas_height")
-        if not (isinstance(cw, (int, float)) and isinstance(ch, (int, float)) and cw > 0 and ch > 0):
+        if not (_canvas_side(cw) and _canvas_side(ch)):  # absent, bool, NaN, inf or <= 0: the fallback canvas
             fallback = default_canvas or image_size
             cw, ch = (fallback[1], fallback[0]) if fallback else (None, None)
         people = []
@@ -319,12 +319,19 @@ def parse_pose_keypoint(data, *, image_size: tuple[int, int] | None = None, coor
                     x, y = x * cw, y * ch
                 if image_size is not None and cw and ch:
                     x, y = x * image_size[1] / cw, y * image_size[0] / ch
+                if not (math.isfinite(x) and math.isfinite(y)):  # overflowed by the scaling (1e308): junk, missing
+                    continue
                 pts[name] = (float(x), float(y))
                 conf[name] = float(c)
             if pts:
                 people.append(PersonPose(points=pts, confidence=conf))
         out.append(people)
     return out
+
+
+def _canvas_side(value) -> bool:
+    """Whether a ``canvas_width`` / ``canvas_height`` value is a usable size (a finite number > 0, not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 def match_people(people: Sequence[PersonPose], support: np.ndarray, *, radius: float = 3.0) -> dict[int, int]:
@@ -346,6 +353,8 @@ def match_people(people: Sequence[PersonPose], support: np.ndarray, *, radius: f
         near = distance_transform_edt(~support[i]) <= radius if support[i].any() else support[i]
         for p, person in enumerate(people):
             for x, y in person.points.values():
+                if not (math.isfinite(x) and math.isfinite(y)):
+                    continue
                 ix, iy = int(round(x)), int(round(y))
                 if 0 <= ix < w and 0 <= iy < h and near[iy, ix]:
                     score[i, p] += 1
@@ -402,6 +411,8 @@ def parse_handles(data, *, image_size: tuple[int, int] | None = None) -> dict[in
         pts = {}
         for name, xy in joints.items():
             try:
+                if isinstance(xy, (str, bytes)):  # "12" would unpack to (1.0, 2.0)
+                    raise TypeError
                 x, y = (float(v) for v in xy)
             except (TypeError, ValueError):
                 raise ValueError(f"handles character {ci}: joint {name!r} needs [x, y], got {xy!r}") from None
