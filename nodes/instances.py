@@ -12,7 +12,6 @@ editing applications all work per instance.
 from __future__ import annotations
 
 import math
-import re
 from collections import namedtuple
 
 import numpy as np
@@ -31,6 +30,7 @@ from cartoonseg.ops import (
 
 from cartoonseg.boxes import BBOX_FORMATS
 from cartoonseg.structures import fitted_boxes
+from cartoonseg.tagger.prompts import instance_label
 
 from . import _comfy
 from .segment import (
@@ -82,11 +82,6 @@ def impact_crop_region(width: int, height: int, bbox, crop_factor: float) -> lis
     return [nx1, ny1, nx2, ny2]
 
 
-def sanitize_label(text: str) -> str:
-    """Impact's ``[LAB]`` wildcard accepts labels of ``[A-Za-z0-9_.]``; everything else becomes ``_``."""
-    return re.sub(r"[^A-Za-z0-9_.]", "_", text) or "inst"
-
-
 def instances_to_segs(inst, image_frame: torch.Tensor | None, crop_factor: float, drop_size: int,
                       label_prefix: str, mask_output: str = "binary"):
     """One frame's instances -> Impact ``SEGS`` ``((H, W), [SEG, ...])``.
@@ -114,7 +109,7 @@ def instances_to_segs(inst, image_frame: torch.Tensor | None, crop_factor: float
         cropped_image = None
         if image_frame is not None:
             cropped_image = image_frame[None, cy1:cy2, cx1:cx2, :3].clone()
-        label = sanitize_label(f"{label_prefix}{int(inst.ids[k])}")
+        label = instance_label(int(inst.ids[k]), label_prefix)  # the labels Merge Prompts' wildcard names
         segs.append(SEG(cropped_image, cropped_mask, float(inst.scores[k]), region, bbox, label, None))
     return ((h, w), segs)
 
