@@ -451,6 +451,42 @@ def test_retargeting_keeps_bone_lengths_and_reproduces_joint_angles():
     assert np.allclose(poses[-1, char.root] - char.joints[char.root], (ref[-1, 1] - ref[0, 1]) * scale, atol=1e-9)
 
 
+def test_retargeting_follows_the_root_when_the_anchor_is_missing_in_some_frames():
+    """A reference without its neck in frame 0 (a detector that missed it) used to leave the character's root still
+    for the whole clip, and a frame that lacks it snapped the root back to rest; now the translation is measured from
+    the first frame that shows the neck and held through the frames that lack it. The relative mode's first
+    direction of a bone is likewise taken where the bone is first seen."""
+    names, ref = _ref_sequence()
+    ref = ref.copy()
+    neck = names.index("neck")
+    ref[0, neck] = np.nan
+    ref[:, neck, 1] += 3 * np.sin(np.arange(len(ref)))  # the neck-shoulder bone turns
+    ref[4:6, neck] = np.nan  # resampling takes a neighbour's value over one missing frame, not over two
+    char = skeleton_from_points({"neck": (40, 40), "r_shoulder": (28, 42), "r_elbow": (25, 58), "r_wrist": (30, 70)})
+    assert char.names[char.root] == "neck"
+    poses = RetargetMotion(names, ref, mode="absolute").poses(char, len(ref), 12.0)
+    moved = poses[:, char.root] - char.joints[char.root]
+    def ref_len(a, c):  # a bone's reference length in the first frame that shows it (frame 1 for the neck's)
+        f = 1 if neck in (names.index(char.names[a]), names.index(char.names[c])) else 0
+        return np.hypot(*(ref[f, names.index(char.names[c])] - ref[f, names.index(char.names[a])]))
+
+    scale = char.bone_lengths().sum() / sum(ref_len(a, c) for a, c in char.bones)
+    for f in range(len(ref)):
+        shown = {4: 3, 5: 6}.get(f, f)  # frame 4 holds frame 3's offset; frame 5 resamples to frame 6's
+        want = (ref[shown, neck] - ref[1, neck]) * scale if f else np.zeros(2)
+        assert np.allclose(moved[f], want, atol=1e-9), (f, moved[f], want)
+    assert np.abs(moved[-1]).max() > 1.0  # the reference does move
+    rel = RetargetMotion(names, ref, mode="relative", follow_root=False).poses(char, len(ref), 12.0)
+    s = char.index("r_shoulder")
+    d1 = ref[1, names.index("r_shoulder")] - ref[1, neck]
+    for f in (1, 2, 3, 6, 7):  # the neck-shoulder bone turns as the reference's since frame 1, where first seen
+        d = ref[f, names.index("r_shoulder")] - ref[f, neck]
+        change = math.atan2(d[1], d[0]) - math.atan2(d1[1], d1[0])
+        got = bone_angles(char, rel[f])[s] - bone_angles(char)[s]
+        assert abs((got - change + math.pi) % (2 * math.pi) - math.pi) < 1e-9, f
+    assert abs(bone_angles(char, rel[3])[s] - bone_angles(char)[s]) > 0.01  # it does turn
+
+
 def test_relative_retargeting_reproduces_angle_changes_and_starts_at_rest():
     names, ref = _ref_sequence()
     char = skeleton_from_points({"neck": (40, 40), "r_shoulder": (28, 42), "r_elbow": (25, 58), "r_wrist": (30, 70)})

@@ -5,10 +5,11 @@ Three sources, one interface (``motion.poses(skeleton, n_frames, fps, character=
 * :class:`RetargetMotion`: a reference animation (a ``POSE_KEYPOINT`` sequence, e.g. DWPose run on a driving
   video, or a BVH file projected to 2-D) retargeted by **bone angles**: every character bone whose two joints are
   named in the reference takes the reference bone's direction (``mode="absolute"``, as Animated Drawings does) or
-  its rest direction turned by the reference bone's change since the first frame (``mode="relative"``); bones the
-  reference lacks keep their angle relative to their parent bone. Joint positions are rebuilt from the root with the
+  its rest direction turned by the reference bone's change since the first frame that shows it
+  (``mode="relative"``); bones the reference lacks keep their angle relative to their parent bone. Joint positions are rebuilt from the root with the
   character's **own bone lengths**, so the drawing keeps its proportions. The root follows the reference's
-  translation scaled to the character's size.
+  translation scaled to the character's size, measured from the first frame that shows the anchor (the root's
+  joint, else the neck) and held through frames that lack it.
 * :class:`KeyframeMotion`: handle positions keyed by the user at some frames, interpolated (linear or smooth);
   unkeyed joints stay at rest.
 * :class:`PresetMotion`: named procedural loops for users with no reference: ``idle-sway``, ``wave``,
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -145,7 +147,11 @@ class RetargetMotion:
         rest_angles = bone_angles(skeleton)
         mapped = {c: (index[skeleton.names[a]], index[skeleton.names[c]]) for a, c in skeleton.bones
                   if skeleton.names[a] in index and skeleton.names[c] in index}
-        first = self.points[0]
+        def first_present(track: np.ndarray) -> np.ndarray:
+            """The first frame's value of a ``[F,2]`` track where it is known (NaN when never)."""
+            ok = ~np.isnan(track).any(1)
+            return track[int(np.argmax(ok))] if ok.any() else np.full(2, np.nan)
+
         # scale: character size over reference size, from the bones both have (first frame where present)
         char_len, ref_len = 0.0, 0.0
         for c, (ra, rc) in mapped.items():
@@ -157,11 +163,19 @@ class RetargetMotion:
         scale = char_len / ref_len if ref_len > 0 else 1.0
         root = skeleton.root
         anchor_name = skeleton.names[root] if skeleton.names[root] in index else ("neck" if "neck" in index else None)
-        anchor = ref[:, index[anchor_name]] if anchor_name is not None else np.nanmean(ref, axis=1)
-        anchor0 = self.points[0, index[anchor_name]] if anchor_name is not None else np.nanmean(self.points[0], axis=0)
+        # the translation is measured from the first frame that shows the anchor (a reference whose neck is missing
+        # in frame 0 used to leave the character's root still for the whole clip)
+        with warnings.catch_warnings():  # nanmean of a frame without any point: NaN, no RuntimeWarning
+            warnings.simplefilter("ignore", RuntimeWarning)
+            anchor = ref[:, index[anchor_name]] if anchor_name is not None else np.nanmean(ref, axis=1)
+            anchor0 = first_present(self.points[:, index[anchor_name]] if anchor_name is not None
+                                    else np.nanmean(self.points, axis=1))
+        # per mapped bone, its reference direction in the first frame that shows it ("relative" mode)
+        first_dir = {c: first_present(self.points[:, rc] - self.points[:, ra]) for c, (ra, rc) in mapped.items()}
         out = np.zeros((n_frames, len(skeleton.names), 2))
         # each bone's angle relative to its parent bone (root children: their global angle), updated while mapped
         held_local = {c: rest_angles[c] - (rest_angles[a] if a != root else 0.0) for a, c in skeleton.bones}
+        offset = np.zeros(2)  # held through frames that lack the anchor, as the angles are
         for f in range(n_frames):
             angles = np.full(len(skeleton.names), np.nan)
             for a, c in skeleton.bones:
@@ -173,14 +187,13 @@ class RetargetMotion:
                     if not np.isnan(d).any() and np.hypot(*d) > 1e-9:
                         ang = math.atan2(d[1], d[0])
                         if self.mode == "relative":
-                            d0 = first[rc] - first[ra]
+                            d0 = first_dir[c]
                             ang = rest_angles[c] + (ang - math.atan2(d0[1], d0[0])) if not np.isnan(d0).any() else None
                 if ang is None:  # unmapped or missing: keep the last local angle (rest at first)
                     ang = held_local[c] + (parent_angle if parent_angle is not None else 0.0)
                 else:
                     held_local[c] = ang - (parent_angle if parent_angle is not None else 0.0)
                 angles[c] = ang
-            offset = np.zeros(2)
             if self.follow_root:
                 delta = anchor[f] - anchor0
                 if not np.isnan(delta).any():
