@@ -40,7 +40,9 @@ __all__ = [
     "MAX_FRAMES",
     "MAX_PIXELS",
     "MIN_FPS",
+    "GREY16_SUFFIXES",
     "check_fps",
+    "check_image_path",
     "has_alpha",
     "read_depth",
     "read_grey",
@@ -58,6 +60,9 @@ __all__ = [
 MAX_PIXELS = 16384 * 16384
 #: File endings taken as images when a folder is given as input.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+#: File endings :func:`write_grey` writes 16-bit maps to: the formats that store 16-bit grey (others, e.g. WebP or
+#: JPEG, hold 8 bits at most: Pillow clips the values there, a white picture, or refuses after the work is done).
+GREY16_SUFFIXES = (".png", ".tif", ".tiff")
 #: What :func:`write_frames` writes: an animated WEBP, an H.264 MP4, or (no suffix) a folder of PNG frames.
 CLIP_SUFFIXES = (".webp", ".mp4")
 #: Frame rates a clip may have (frames per second), for every clip writer and renderer (Ken Burns, puppet): the
@@ -312,6 +317,25 @@ def _target(path: str | os.PathLike):
     return atomic_path(path)
 
 
+def check_image_path(path: str | os.PathLike, *, bits: int = 8) -> None:
+    """ValueError unless :func:`write_image` (``bits=8``) or :func:`write_grey` (``bits=8|16``) can write ``path``:
+    its ending must name a format Pillow writes, and 16-bit grey one of :data:`GREY16_SUFFIXES`. Commands call it
+    before their work, so a bad ``--out`` fails at once instead of after the computation."""
+    from PIL import Image
+
+    if bits not in (8, 16):
+        raise ValueError(f"bits must be 8 or 16, got {bits}")
+    suffix = Path(path).suffix.lower()
+    Image.init()
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None or fmt not in Image.SAVE:
+        raise ValueError(f"cannot write {path}: {suffix or 'no file ending'} is not an image format that can be "
+                         f"written; use e.g. .png")
+    if bits == 16 and suffix not in GREY16_SUFFIXES:
+        raise ValueError(f"cannot write {path} with 16 bits: {suffix} holds 8 bits at most; use "
+                         f"{' or '.join(GREY16_SUFFIXES)} for 16 bits, or 8 bits")
+
+
 def write_image(path: str | os.PathLike, image, *, alpha: str = "drop", **save_options) -> Path:
     """Write an image (anything :func:`to_rgb_uint8` accepts, NaN -> 0; ``[H,W]`` stays grey; ``alpha="keep"``
     writes RGBA) with Pillow."""
@@ -327,11 +351,11 @@ def write_image(path: str | os.PathLike, image, *, alpha: str = "drop", **save_o
 
 
 def write_grey(path: str | os.PathLike, x, bits: int = 8) -> Path:
-    """Write a float ``[H,W]`` map in [0,1] (NaN -> 0, clipped) as an 8- or 16-bit grey PNG."""
+    """Write a float ``[H,W]`` map in [0,1] (NaN -> 0, clipped) as an 8- or 16-bit grey image (16 bits: PNG or TIFF,
+    :data:`GREY16_SUFFIXES`; another ending raises ValueError, see :func:`check_image_path`)."""
     from PIL import Image
 
-    if bits not in (8, 16):
-        raise ValueError(f"bits must be 8 or 16, got {bits}")
+    check_image_path(path, bits=bits)
     x = x.detach().float().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x, dtype=np.float32)
     if x.ndim != 2:
         raise ValueError(f"a grey map must be [H,W], got shape {x.shape}")

@@ -304,3 +304,33 @@ def test_cli_depth_and_depth_pool(tiny_dir, tmp_path, capfd):
     assert np.all(pooled[20:40, 10:20] == 39 * 6) and np.array_equal(pooled[:, 30:], ramp_img[:, 30:])
     assert cli_main(["depth", str(tmp_path / "img.png"), "--model", str(tmp_path / "nothing"), "--no-download",
                      "--out", str(tmp_path / "x.png")]) == 2
+
+
+def test_16_bit_depth_needs_a_16_bit_format_and_bad_outputs_fail_before_the_work(tiny_dir, tmp_path, capfd):
+    """--bits 16 to a format that holds 8 bits wrote a near-white picture (WebP: Pillow clipped the 16-bit values)
+    or failed only after the model ran (JPEG); an ending Pillow cannot write also failed only at the end."""
+    from PIL import Image
+
+    from cartoonseg.io import write_grey
+
+    ramp = torch.linspace(0, 1, 60).reshape(6, 10)
+    for name in ("d.webp", "d.jpg", "d.bmp"):
+        with pytest.raises(ValueError, match="16 bits"):
+            write_grey(tmp_path / name, ramp, bits=16)
+        assert not (tmp_path / name).exists()
+    write_grey(tmp_path / "d.tif", ramp, bits=16)
+    torch.testing.assert_close(torch.from_numpy(np.asarray(Image.open(tmp_path / "d.tif"), np.float32) / 65535), ramp,
+                               atol=1 / 65535, rtol=0)
+    write_grey(tmp_path / "d8.webp", ramp, bits=8)  # 8 bits: any writable format
+    Image.fromarray(np.zeros((6, 10, 3), np.uint8)).save(tmp_path / "img.png")
+    Image.fromarray(np.full((6, 10), 255, np.uint8)).save(tmp_path / "m.png")
+    runs = [["depth", str(tmp_path / "img.png"), "--model", str(tmp_path / "no-model"), "--bits", "16",
+             "--out", str(tmp_path / "o.webp")],
+            ["depth", str(tmp_path / "img.png"), "--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "o.xyz")],
+            ["depth-pool", str(tmp_path / "d.tif"), "--masks", str(tmp_path / "m.png"), "--bits", "16",
+             "--out", str(tmp_path / "p.jpg")]]
+    for argv in runs:  # the bad --out is named before the (missing) model is looked for or anything is read
+        assert cli_main(argv) == 2
+        err = capfd.readouterr().err
+        assert err.startswith("error: cannot write") and "Traceback" not in err, err
+        assert not Path(argv[-1]).exists()

@@ -286,3 +286,17 @@ def test_grow_mask_is_the_square_window_max_and_min():
         out = grow_mask(binary, p)
         assert out.dtype == torch.bool and torch.equal(out, square(binary, p) > 0.5)
     assert grow_mask(soft, 0) is soft
+
+
+def test_cli_refuses_an_output_ending_it_cannot_write_before_filling(tmp_path, capsys, monkeypatch):
+    """``--out x.xyz`` failed with Pillow's message only after the (slow) fill had run."""
+    from PIL import Image
+
+    import cartoonseg.inpaint.cli as inpaint_cli
+
+    ran = []
+    monkeypatch.setattr(inpaint_cli, "inpaint", lambda *a, **k: ran.append(1) or a[0])
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img.png")
+    Image.fromarray(np.full((8, 8), 255, np.uint8)).save(tmp_path / "m.png")
+    assert cli_main(["inpaint", str(tmp_path / "img.png"), str(tmp_path / "m.png"), "--out", str(tmp_path / "o.xyz")]) == 2
+    assert "error: cannot write" in capsys.readouterr().err and not ran and not (tmp_path / "o.xyz").exists()
