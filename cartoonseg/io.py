@@ -287,13 +287,18 @@ def read_grey(path: str | os.PathLike, what: str = "image") -> np.ndarray:
     """A grey file (8 or 16 bit; colour is converted to luma) as float32 ``[H,W]`` in [0,1], keeping 16-bit
     precision."""
     with _open(path, what) as im:
-        if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-            arr = np.nan_to_num(np.asarray(im, dtype=np.float32))
-            top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
-            if im.mode == "F" and arr.size and arr.max() <= 1.0:
-                top = 1.0
-            return np.clip(arr / top, 0.0, 1.0)
-        return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+        return _grey(im)
+
+
+def _grey(im) -> np.ndarray:
+    """An opened image as float32 ``[H,W]`` in [0,1] (the rule of :func:`read_grey`)."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.nan_to_num(np.asarray(im, dtype=np.float32))
+        top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        if im.mode == "F" and arr.size and arr.max() <= 1.0:
+            top = 1.0
+        return np.clip(arr / top, 0.0, 1.0)
+    return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
 
 
 def read_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> np.ndarray:
@@ -305,8 +310,27 @@ def read_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> 
 
 
 def read_depth(path: str | os.PathLike) -> Tensor:
-    """A grey depth map (8 or 16 bit) as float32 ``[H,W]`` in [0,1], larger = nearer."""
-    return torch.from_numpy(read_grey(path, "depth map"))
+    """A grey depth map as float32 ``[H,W]`` in [0,1], larger = nearer.
+
+    8- and 16-bit files (PNG, TIFF, ...; colour is converted to luma) are scaled by their range. 32-bit files (TIFF)
+    are read only where their values say what they mean: float values in [0,1] as they are (NaN -> 0), integer
+    values in [0,65535] as 16-bit values (all in [0,255]: as 8-bit ones, the rule of :func:`read_grey`). Anything
+    else (metric depth in metres, where larger = farther; negative or larger values) raises ValueError: it cannot be
+    read as nearness without knowing its convention, and scaling or clipping it would give a wrong map silently.
+    """
+    with _open(path, "depth map") as im:
+        if im.mode in ("F", "I"):
+            arr = np.asarray(im)
+            known = arr[~np.isnan(arr)] if im.mode == "F" else arr
+            lo, hi = (float(known.min()), float(known.max())) if known.size else (0.0, 0.0)
+            top = 1 if im.mode == "F" else 65535
+            if lo < 0 or hi > top:
+                kind = "float" if im.mode == "F" else "integer"
+                raise ValueError(
+                    f"depth map {path} is a 32-bit {kind} file with values in [{lo:g}, {hi:g}]; such files are read "
+                    f"only with values in [0, {top}] (larger = nearer). Normalise it to that range (invert metric "
+                    "depth, where larger = farther) or save it as an 8- or 16-bit PNG")
+        return torch.from_numpy(_grey(im))
 
 
 # ---------------------------------------------------------------------------------------------- writing

@@ -334,3 +334,33 @@ def test_16_bit_depth_needs_a_16_bit_format_and_bad_outputs_fail_before_the_work
         err = capfd.readouterr().err
         assert err.startswith("error: cannot write") and "Traceback" not in err, err
         assert not Path(argv[-1]).exists()
+
+
+def test_32_bit_depth_files_are_read_in_their_documented_ranges_and_refused_otherwise(tmp_path, capfd):
+    """A float TIFF of metric depth (metres) was divided by 255 and clipped, an int32 one beyond 16 bits clipped, and
+    negative values clipped to 0: silently wrong depth maps. They are refused now; [0,1] float and 16-bit-range
+    integer files read exactly."""
+    from PIL import Image
+
+    from cartoonseg.io import read_depth
+
+    ramp = np.linspace(0, 1, 60, dtype=np.float32).reshape(6, 10)
+    Image.fromarray(ramp).save(tmp_path / "f01.tif")
+    nan = ramp.copy()
+    nan[0, :3] = np.nan
+    Image.fromarray(nan).save(tmp_path / "nan.tif")
+    Image.fromarray((ramp * 65535).round().astype(np.int32)).save(tmp_path / "i16.tif")
+    torch.testing.assert_close(read_depth(tmp_path / "f01.tif"), torch.from_numpy(ramp))
+    assert float(read_depth(tmp_path / "nan.tif")[0, :3].abs().max()) == 0.0
+    torch.testing.assert_close(read_depth(tmp_path / "i16.tif"), torch.from_numpy(ramp), atol=1 / 65535, rtol=0)
+    bad = {"metric.tif": ramp * 80 + 0.5, "neg.tif": ramp * 2 - 1, "inf.tif": np.where(ramp > 0.5, np.inf, ramp),
+           "i32.tif": (ramp * 1e6).astype(np.int32), "ineg.tif": (ramp * 100 - 50).astype(np.int32)}
+    for name, arr in bad.items():
+        Image.fromarray(arr.astype(arr.dtype if arr.dtype == np.int32 else np.float32)).save(tmp_path / name)
+        with pytest.raises(ValueError, match=f"{name} is a 32-bit .* file with values in"):
+            read_depth(tmp_path / name)
+    Image.fromarray(np.full((6, 10), 255, np.uint8)).save(tmp_path / "m.png")
+    assert cli_main(["depth-pool", str(tmp_path / "metric.tif"), "--masks", str(tmp_path / "m.png"),
+                     "--out", str(tmp_path / "p.png")]) == 2
+    err = capfd.readouterr().err
+    assert "values in [0.5, 80.5]" in err and "Traceback" not in err and not (tmp_path / "p.png").exists()

@@ -98,7 +98,8 @@ def _add_depth(sub) -> None:
 
 def _add_depth_pool(sub) -> None:
     p = sub.add_parser("depth-pool", help="flatten the depth inside each instance mask to one value")
-    p.add_argument("depth", help="grey depth PNG, larger = nearer")
+    p.add_argument("depth", help="grey depth image, larger = nearer: 8/16 bit, or a 32-bit TIFF with values in [0,1] "
+                                    "(float) or [0,65535] (integer)")
     p.add_argument("--masks", nargs="+", required=True, help="instance mask PNGs (white = instance)")
     p.add_argument("--mode", choices=list(POOL_MODES), default="mean",
                    help="value per instance: mean (the paper), median, or feet (the original code)")
