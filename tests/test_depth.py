@@ -364,3 +364,26 @@ def test_32_bit_depth_files_are_read_in_their_documented_ranges_and_refused_othe
                      "--out", str(tmp_path / "p.png")]) == 2
     err = capfd.readouterr().err
     assert "values in [0.5, 80.5]" in err and "Traceback" not in err and not (tmp_path / "p.png").exists()
+
+
+def test_damaged_local_model_folders_give_one_clear_error(tiny_dir, tmp_path, capfd):
+    """A local folder with truncated weights ended the CLI in a safetensors traceback; one whose config.json is not
+    JSON was refused for lacking "the tokenizer"."""
+    trunc = tmp_path / "trunc"
+    shutil.copytree(tiny_dir, trunc)
+    data = (trunc / "model.safetensors").read_bytes()
+    (trunc / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="trunc is damaged: model.safetensors is unreadable"):
+        load_depth_model(trunc)
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_dir, broken)
+    (broken / "config.json").write_text('{"model_type": ')
+    with pytest.raises(WeightsUnavailableError, match="lacks a readable config.json .*not valid JSON"):
+        resolve_depth_model(broken)
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img.png")
+    assert cli_main(["depth", str(tmp_path / "img.png"), "--model", str(trunc), "--out", str(tmp_path / "d.png"),
+                     "-q"]) == 2
+    err = capfd.readouterr().err
+    assert err.startswith("error: depth model folder") and "Traceback" not in err
