@@ -40,7 +40,9 @@ __all__ = [
     "MAX_FRAMES",
     "MAX_PIXELS",
     "MIN_FPS",
+    "GREY16_SUFFIXES",
     "check_fps",
+    "check_image_path",
     "has_alpha",
     "read_depth",
     "read_grey",
@@ -58,6 +60,9 @@ __all__ = [
 MAX_PIXELS = 16384 * 16384
 #: File endings taken as images when a folder is given as input.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+#: File endings :func:`write_grey` writes 16-bit maps to: the formats that store 16-bit grey (others, e.g. WebP or
+#: JPEG, hold 8 bits at most: Pillow clips the values there, a white picture, or refuses after the work is done).
+GREY16_SUFFIXES = (".png", ".tif", ".tiff")
 #: What :func:`write_frames` writes: an animated WEBP, an H.264 MP4, or (no suffix) a folder of PNG frames.
 CLIP_SUFFIXES = (".webp", ".mp4")
 #: Frame rates a clip may have (frames per second), for every clip writer and renderer (Ken Burns, puppet): the
@@ -282,13 +287,18 @@ def read_grey(path: str | os.PathLike, what: str = "image") -> np.ndarray:
     """A grey file (8 or 16 bit; colour is converted to luma) as float32 ``[H,W]`` in [0,1], keeping 16-bit
     precision."""
     with _open(path, what) as im:
-        if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-            arr = np.nan_to_num(np.asarray(im, dtype=np.float32))
-            top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
-            if im.mode == "F" and arr.size and arr.max() <= 1.0:
-                top = 1.0
-            return np.clip(arr / top, 0.0, 1.0)
-        return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+        return _grey(im)
+
+
+def _grey(im) -> np.ndarray:
+    """An opened image as float32 ``[H,W]`` in [0,1] (the rule of :func:`read_grey`)."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.nan_to_num(np.asarray(im, dtype=np.float32))
+        top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        if im.mode == "F" and arr.size and arr.max() <= 1.0:
+            top = 1.0
+        return np.clip(arr / top, 0.0, 1.0)
+    return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
 
 
 def read_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> np.ndarray:
@@ -300,8 +310,27 @@ def read_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> 
 
 
 def read_depth(path: str | os.PathLike) -> Tensor:
-    """A grey depth map (8 or 16 bit) as float32 ``[H,W]`` in [0,1], larger = nearer."""
-    return torch.from_numpy(read_grey(path, "depth map"))
+    """A grey depth map as float32 ``[H,W]`` in [0,1], larger = nearer.
+
+    8- and 16-bit files (PNG, TIFF, ...; colour is converted to luma) are scaled by their range. 32-bit files (TIFF)
+    are read only where their values say what they mean: float values in [0,1] as they are (NaN -> 0), integer
+    values in [0,65535] as 16-bit values (all in [0,255]: as 8-bit ones, the rule of :func:`read_grey`). Anything
+    else (metric depth in metres, where larger = farther; negative or larger values) raises ValueError: it cannot be
+    read as nearness without knowing its convention, and scaling or clipping it would give a wrong map silently.
+    """
+    with _open(path, "depth map") as im:
+        if im.mode in ("F", "I"):
+            arr = np.asarray(im)
+            known = arr[~np.isnan(arr)] if im.mode == "F" else arr
+            lo, hi = (float(known.min()), float(known.max())) if known.size else (0.0, 0.0)
+            top = 1 if im.mode == "F" else 65535
+            if lo < 0 or hi > top:
+                kind = "float" if im.mode == "F" else "integer"
+                raise ValueError(
+                    f"depth map {path} is a 32-bit {kind} file with values in [{lo:g}, {hi:g}]; such files are read "
+                    f"only with values in [0, {top}] (larger = nearer). Normalise it to that range (invert metric "
+                    "depth, where larger = farther) or save it as an 8- or 16-bit PNG")
+        return torch.from_numpy(_grey(im))
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -310,6 +339,25 @@ def _target(path: str | os.PathLike):
     folder, renamed on success: :func:`cartoonseg.outputs.atomic_path`). Commands add the ownership rules of
     :mod:`cartoonseg.outputs` around these writers (never over inputs or files cartoonseg did not write)."""
     return atomic_path(path)
+
+
+def check_image_path(path: str | os.PathLike, *, bits: int = 8) -> None:
+    """ValueError unless :func:`write_image` (``bits=8``) or :func:`write_grey` (``bits=8|16``) can write ``path``:
+    its ending must name a format Pillow writes, and 16-bit grey one of :data:`GREY16_SUFFIXES`. Commands call it
+    before their work, so a bad ``--out`` fails at once instead of after the computation."""
+    from PIL import Image
+
+    if bits not in (8, 16):
+        raise ValueError(f"bits must be 8 or 16, got {bits}")
+    suffix = Path(path).suffix.lower()
+    Image.init()
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None or fmt not in Image.SAVE:
+        raise ValueError(f"cannot write {path}: {suffix or 'no file ending'} is not an image format that can be "
+                         f"written; use e.g. .png")
+    if bits == 16 and suffix not in GREY16_SUFFIXES:
+        raise ValueError(f"cannot write {path} with 16 bits: {suffix} holds 8 bits at most; use "
+                         f"{' or '.join(GREY16_SUFFIXES)} for 16 bits, or 8 bits")
 
 
 def write_image(path: str | os.PathLike, image, *, alpha: str = "drop", **save_options) -> Path:
@@ -327,11 +375,11 @@ def write_image(path: str | os.PathLike, image, *, alpha: str = "drop", **save_o
 
 
 def write_grey(path: str | os.PathLike, x, bits: int = 8) -> Path:
-    """Write a float ``[H,W]`` map in [0,1] (NaN -> 0, clipped) as an 8- or 16-bit grey PNG."""
+    """Write a float ``[H,W]`` map in [0,1] (NaN -> 0, clipped) as an 8- or 16-bit grey image (16 bits: PNG or TIFF,
+    :data:`GREY16_SUFFIXES`; another ending raises ValueError, see :func:`check_image_path`)."""
     from PIL import Image
 
-    if bits not in (8, 16):
-        raise ValueError(f"bits must be 8 or 16, got {bits}")
+    check_image_path(path, bits=bits)
     x = x.detach().float().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x, dtype=np.float32)
     if x.ndim != 2:
         raise ValueError(f"a grey map must be [H,W], got shape {x.shape}")

@@ -304,3 +304,86 @@ def test_cli_depth_and_depth_pool(tiny_dir, tmp_path, capfd):
     assert np.all(pooled[20:40, 10:20] == 39 * 6) and np.array_equal(pooled[:, 30:], ramp_img[:, 30:])
     assert cli_main(["depth", str(tmp_path / "img.png"), "--model", str(tmp_path / "nothing"), "--no-download",
                      "--out", str(tmp_path / "x.png")]) == 2
+
+
+def test_16_bit_depth_needs_a_16_bit_format_and_bad_outputs_fail_before_the_work(tiny_dir, tmp_path, capfd):
+    """--bits 16 to a format that holds 8 bits wrote a near-white picture (WebP: Pillow clipped the 16-bit values)
+    or failed only after the model ran (JPEG); an ending Pillow cannot write also failed only at the end."""
+    from PIL import Image
+
+    from cartoonseg.io import write_grey
+
+    ramp = torch.linspace(0, 1, 60).reshape(6, 10)
+    for name in ("d.webp", "d.jpg", "d.bmp"):
+        with pytest.raises(ValueError, match="16 bits"):
+            write_grey(tmp_path / name, ramp, bits=16)
+        assert not (tmp_path / name).exists()
+    write_grey(tmp_path / "d.tif", ramp, bits=16)
+    torch.testing.assert_close(torch.from_numpy(np.asarray(Image.open(tmp_path / "d.tif"), np.float32) / 65535), ramp,
+                               atol=1 / 65535, rtol=0)
+    write_grey(tmp_path / "d8.webp", ramp, bits=8)  # 8 bits: any writable format
+    Image.fromarray(np.zeros((6, 10, 3), np.uint8)).save(tmp_path / "img.png")
+    Image.fromarray(np.full((6, 10), 255, np.uint8)).save(tmp_path / "m.png")
+    runs = [["depth", str(tmp_path / "img.png"), "--model", str(tmp_path / "no-model"), "--bits", "16",
+             "--out", str(tmp_path / "o.webp")],
+            ["depth", str(tmp_path / "img.png"), "--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "o.xyz")],
+            ["depth-pool", str(tmp_path / "d.tif"), "--masks", str(tmp_path / "m.png"), "--bits", "16",
+             "--out", str(tmp_path / "p.jpg")]]
+    for argv in runs:  # the bad --out is named before the (missing) model is looked for or anything is read
+        assert cli_main(argv) == 2
+        err = capfd.readouterr().err
+        assert err.startswith("error: cannot write") and "Traceback" not in err, err
+        assert not Path(argv[-1]).exists()
+
+
+def test_32_bit_depth_files_are_read_in_their_documented_ranges_and_refused_otherwise(tmp_path, capfd):
+    """A float TIFF of metric depth (metres) was divided by 255 and clipped, an int32 one beyond 16 bits clipped, and
+    negative values clipped to 0: silently wrong depth maps. They are refused now; [0,1] float and 16-bit-range
+    integer files read exactly."""
+    from PIL import Image
+
+    from cartoonseg.io import read_depth
+
+    ramp = np.linspace(0, 1, 60, dtype=np.float32).reshape(6, 10)
+    Image.fromarray(ramp).save(tmp_path / "f01.tif")
+    nan = ramp.copy()
+    nan[0, :3] = np.nan
+    Image.fromarray(nan).save(tmp_path / "nan.tif")
+    Image.fromarray((ramp * 65535).round().astype(np.int32)).save(tmp_path / "i16.tif")
+    torch.testing.assert_close(read_depth(tmp_path / "f01.tif"), torch.from_numpy(ramp))
+    assert float(read_depth(tmp_path / "nan.tif")[0, :3].abs().max()) == 0.0
+    torch.testing.assert_close(read_depth(tmp_path / "i16.tif"), torch.from_numpy(ramp), atol=1 / 65535, rtol=0)
+    bad = {"metric.tif": ramp * 80 + 0.5, "neg.tif": ramp * 2 - 1, "inf.tif": np.where(ramp > 0.5, np.inf, ramp),
+           "i32.tif": (ramp * 1e6).astype(np.int32), "ineg.tif": (ramp * 100 - 50).astype(np.int32)}
+    for name, arr in bad.items():
+        Image.fromarray(arr.astype(arr.dtype if arr.dtype == np.int32 else np.float32)).save(tmp_path / name)
+        with pytest.raises(ValueError, match=f"{name} is a 32-bit .* file with values in"):
+            read_depth(tmp_path / name)
+    Image.fromarray(np.full((6, 10), 255, np.uint8)).save(tmp_path / "m.png")
+    assert cli_main(["depth-pool", str(tmp_path / "metric.tif"), "--masks", str(tmp_path / "m.png"),
+                     "--out", str(tmp_path / "p.png")]) == 2
+    err = capfd.readouterr().err
+    assert "values in [0.5, 80.5]" in err and "Traceback" not in err and not (tmp_path / "p.png").exists()
+
+
+def test_damaged_local_model_folders_give_one_clear_error(tiny_dir, tmp_path, capfd):
+    """A local folder with truncated weights ended the CLI in a safetensors traceback; one whose config.json is not
+    JSON was refused for lacking "the tokenizer"."""
+    trunc = tmp_path / "trunc"
+    shutil.copytree(tiny_dir, trunc)
+    data = (trunc / "model.safetensors").read_bytes()
+    (trunc / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="trunc is damaged: model.safetensors is unreadable"):
+        load_depth_model(trunc)
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_dir, broken)
+    (broken / "config.json").write_text('{"model_type": ')
+    with pytest.raises(WeightsUnavailableError, match="lacks a readable config.json .*not valid JSON"):
+        resolve_depth_model(broken)
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img.png")
+    assert cli_main(["depth", str(tmp_path / "img.png"), "--model", str(trunc), "--out", str(tmp_path / "d.png"),
+                     "-q"]) == 2
+    err = capfd.readouterr().err
+    assert err.startswith("error: depth model folder") and "Traceback" not in err

@@ -286,3 +286,29 @@ def test_grow_mask_is_the_square_window_max_and_min():
         out = grow_mask(binary, p)
         assert out.dtype == torch.bool and torch.equal(out, square(binary, p) > 0.5)
     assert grow_mask(soft, 0) is soft
+
+
+def test_cli_refuses_an_output_ending_it_cannot_write_before_filling(tmp_path, capsys, monkeypatch):
+    """``--out x.xyz`` failed with Pillow's message only after the (slow) fill had run."""
+    from PIL import Image
+
+    import cartoonseg.inpaint.cli as inpaint_cli
+
+    ran = []
+    monkeypatch.setattr(inpaint_cli, "inpaint", lambda *a, **k: ran.append(1) or a[0])
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img.png")
+    Image.fromarray(np.full((8, 8), 255, np.uint8)).save(tmp_path / "m.png")
+    assert cli_main(["inpaint", str(tmp_path / "img.png"), str(tmp_path / "m.png"), "--out", str(tmp_path / "o.xyz")]) == 2
+    assert "error: cannot write" in capsys.readouterr().err and not ran and not (tmp_path / "o.xyz").exists()
+
+
+def test_fill_method_reads_masks_as_inpaint_does():
+    """fill_method took any non-zero value as fill: a uint8 mask of ones (no fill for inpaint: 255 = fill) or a float
+    mask of 0.3 was reported as a whole-image "flat" fill while inpaint left the image unchanged."""
+    from cartoonseg.inpaint import fill_method
+
+    img = np.random.default_rng(0).integers(0, 255, (20, 24, 3), dtype=np.uint8)
+    for mask in (np.ones((20, 24), np.uint8), np.full((20, 24), 0.3, np.float32), torch.full((1, 20, 24), 0.3)):
+        assert fill_method(mask) == "patchmatch"
+        assert np.array_equal(inpaint(img, mask), img)
+    assert fill_method(np.full((20, 24), 255, np.uint8)) == "flat" and fill_method(torch.ones(20, 24, 1)) == "flat"

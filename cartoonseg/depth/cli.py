@@ -19,7 +19,7 @@ import torch
 from .. import outputs
 from .._cli import area_main, quiet
 from .._diffusers import quiet_library_logs
-from ..io import read_depth, read_image, read_mask, write_grey
+from ..io import check_image_path, read_depth, read_image, read_mask, write_grey
 from .estimator import load_depth_model
 from .pooling import POOL_MODES, pool_instance_depth
 
@@ -30,6 +30,7 @@ def _run_depth(args: argparse.Namespace) -> int:
     from ..device import DTYPES
 
     inputs = [args.image, args.model]
+    check_image_path(args.out, bits=args.bits)
     outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
     search = [args.models_dir] if args.models_dir else []
     with quiet_library_logs(quiet(args)):  # -q: no transformers/diffusers notices while our model loads
@@ -46,6 +47,7 @@ def _run_depth(args: argparse.Namespace) -> int:
 
 def _run_depth_pool(args: argparse.Namespace) -> int:
     inputs = [args.depth, *args.masks]
+    check_image_path(args.out, bits=args.bits)
     outputs.check_distinct(args.out, args.json)
     outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
     if args.json:
@@ -78,7 +80,7 @@ def _add_depth(sub) -> None:
                    help="model folder, repo id, or small (Depth Anything V2, Apache-2.0), base/large (CC-BY-NC-4.0), "
                         "zoedepth (MIT), marigold-lcm / marigold (diffusers; pip install 'cartoonseg[diffusion]')")
     p.add_argument("--out", required=True, help="output PNG (grey, larger = nearer)")
-    p.add_argument("--bits", type=int, choices=[8, 16], default=8, help="bits per pixel of the PNG")
+    p.add_argument("--bits", type=int, choices=[8, 16], default=8, help="bits per pixel; 16 needs a .png or .tif/.tiff --out")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                    help="bf16 where the device runs it (else fp32 with a warning); fp16 on a GPU only (refused on CPU)")
     p.add_argument("--steps", type=int, default=None, help="Marigold: denoising steps, 0..1000 (default: the model's)")
@@ -96,7 +98,8 @@ def _add_depth(sub) -> None:
 
 def _add_depth_pool(sub) -> None:
     p = sub.add_parser("depth-pool", help="flatten the depth inside each instance mask to one value")
-    p.add_argument("depth", help="grey depth PNG, larger = nearer")
+    p.add_argument("depth", help="grey depth image, larger = nearer: 8/16 bit, or a 32-bit TIFF with values in [0,1] "
+                                    "(float) or [0,65535] (integer)")
     p.add_argument("--masks", nargs="+", required=True, help="instance mask PNGs (white = instance)")
     p.add_argument("--mode", choices=list(POOL_MODES), default="mean",
                    help="value per instance: mean (the paper), median, or feet (the original code)")
@@ -105,7 +108,7 @@ def _add_depth_pool(sub) -> None:
                    help="feet mode: bottom share of the instance's height used")
     p.add_argument("--keep-overlaps", action="store_true", help="do not give overlapped pixels to the nearest instance")
     p.add_argument("--out", required=True, help="output PNG (grey, larger = nearer)")
-    p.add_argument("--bits", type=int, choices=[8, 16], default=8, help="bits per pixel of the PNG")
+    p.add_argument("--bits", type=int, choices=[8, 16], default=8, help="bits per pixel; 16 needs a .png or .tif/.tiff --out")
     p.add_argument("--json", default=None, help="write the per-instance values here")
     outputs.add_overwrite_argument(p)
     p.set_defaults(func=_run_depth_pool)

@@ -220,7 +220,8 @@ def resolve_depth_model(
         family = family_of(path)
         if family is None or not _is_model_dir(path):
             files = _required_files(family)
-            missing = ([f for f in files if not (path / f).is_file()]
+            missing = ([_marker_problem(path)] if family is None and _marker_problem(path) else
+                       [f for f in files if not (path / f).is_file()]
                        or ["the tokenizer (tokenizer.json or vocab.json + merges.txt)"])
             raise WeightsUnavailableError(
                 f"depth model folder {path} lacks {' / '.join(missing)}; it needs the transformers layout "
@@ -276,6 +277,24 @@ def resolve_depth_model(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _marker_problem(path: Path) -> str | None:
+    """Why the folder's ``model_index.json`` / ``config.json`` does not name a depth model (None when it does or is
+    absent), for the refusal of :func:`resolve_depth_model`."""
+    for marker in ("model_index.json", "config.json"):
+        if not (path / marker).is_file():
+            continue
+        try:
+            data = json.loads((path / marker).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            return f"a readable {marker} (it is not valid JSON: {exc})"
+        if not isinstance(data, dict):
+            return f"a readable {marker} (it is not a JSON object)"
+        if marker == "model_index.json":
+            return f"a Marigold depth pipeline (its model_index.json names {data.get('_class_name')!r})"
+        return None
+    return None
 
 
 def _download_problem(folder: Path, files: Sequence[str] = _MODEL_FILES) -> str | None:
@@ -485,6 +504,10 @@ def load_depth_model(
         _require_family(family)
     folder = resolve_depth_model(name_or_path, search_dirs=search_dirs, download_dir=download_dir, allow_download=allow_download)
     family = family_of(folder)
+    problem = _download_problem(folder, _required_files(family))  # a truncated or damaged file: one clear error
+    if problem:
+        raise ValueError(f"depth model folder {folder} is damaged: {problem}; replace the file (e.g. download the "
+                         "model again into an empty folder)")
     if family == "marigold":
         from .marigold import load_marigold
 

@@ -19,7 +19,7 @@ from .. import outputs
 from .._cli import area_main, progress, quiet
 from .._diffusers import quiet_library_logs
 from .._cli import seed as cli_seed
-from ..io import read_image, read_mask, to_float_image, write_image
+from ..io import check_image_path, read_image, read_mask, to_float_image, write_image
 from .diffusion import INIT_FILLS, NEGATIVE_PROMPT, RefineSettings, background_prompt, refine_background
 from .patchmatch import INPAINT_METHODS, fill_method, inpaint
 
@@ -28,6 +28,7 @@ __all__ = ["add_parsers", "main"]
 
 def _run_inpaint(args: argparse.Namespace) -> int:
     inputs = [args.image, args.mask]
+    check_image_path(args.out)
     outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
     image = read_image(args.image)
     mask = read_mask(args.mask, image.shape[:2])
@@ -49,6 +50,7 @@ def _run_refine(args: argparse.Namespace) -> int:
     settings = RefineSettings(steps=args.steps, cfg=args.cfg, denoise=args.denoise, seed=args.seed,
                               short_side=args.short_side)
     inputs = [args.image, args.mask, args.model] + ([args.config_dir] if args.config_dir else [])
+    check_image_path(args.out)
     outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
     image = to_float_image(read_image(args.image))
     mask = torch.from_numpy(read_mask(args.mask, tuple(image.shape[:2]))).float()

@@ -117,7 +117,8 @@ def _float_to_kind(t: Tensor, kind: str):
     return out.numpy() if kind == "numpy_float" else out
 
 
-def _mask_to_bool(mask, shape: tuple[int, int]) -> Tensor:
+def _mask_to_bool(mask, shape: tuple[int, int] | None) -> Tensor:
+    """A mask in any accepted encoding as bool ``[H,W]`` (True = fill); ``shape`` (H, W): the size it must have."""
     if isinstance(mask, np.ndarray):
         m = torch.from_numpy(np.array(mask, copy=True))
     elif isinstance(mask, Tensor):
@@ -130,7 +131,7 @@ def _mask_to_bool(mask, shape: tuple[int, int]) -> Tensor:
         m = m[0]
     if m.dim() != 2:
         raise ValueError(f"mask must be [H,W], got shape {tuple(m.shape)}")
-    if tuple(m.shape) != tuple(shape):
+    if shape is not None and tuple(m.shape) != tuple(shape):
         raise ValueError(f"mask size {tuple(m.shape)} does not match image size {tuple(shape)}")
     if m.dtype == torch.bool:
         return m.clone()
@@ -468,8 +469,9 @@ FLAT_FILL = 0.5
 
 
 def fill_method(mask, *, method: str = "patchmatch", patch_size: int = 3, source=None) -> str:
-    """What :func:`inpaint` runs for ``mask`` (bool ``[H,W]``, True = fill): ``method`` itself, ``"telea"`` where
-    PatchMatch finds no complete ``patch_size`` patch to copy from, or ``"flat"`` where the mask covers everything.
+    """What :func:`inpaint` runs for ``mask`` (``[H,W]`` in the encodings of :func:`patchmatch_inpaint`: bool, uint8
+    with 255 = fill, float with > 0.5 = fill): ``method`` itself, ``"telea"`` where PatchMatch finds no complete
+    ``patch_size`` patch to copy from, or ``"flat"`` where the mask covers everything.
 
     Raises:
         ValueError: an unknown ``method``, or (PatchMatch) a ``patch_size`` that is not odd in [3, 15].
@@ -478,7 +480,7 @@ def fill_method(mask, *, method: str = "patchmatch", patch_size: int = 3, source
         raise ValueError(f"unknown inpaint method {method!r}; allowed: {', '.join(INPAINT_METHODS)}")
     if method == "patchmatch":
         _with_patch_size(None, patch_size)  # the one check of the patch size
-    hole = torch.as_tensor(mask).bool()
+    hole = _mask_to_bool(mask, None)  # read as inpaint reads it (a uint8 1 or a float 0.3 is no fill)
     if bool(hole.all()):
         return "flat"
     if method == "patchmatch" and hole.any():

@@ -181,7 +181,8 @@ def _add_kenburns(sub) -> None:
                    help="OUT.webp (animated), OUT.mp4 (H.264, needs the extra 'video') or a folder for PNG frames + "
                         "disocclusion masks")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--depth", help="grey depth PNG, larger = nearer (8 or 16 bit)")
+    src.add_argument("--depth", help="grey depth image, larger = nearer (8 or 16 bit; a 32-bit TIFF with values in "
+                                     "[0,1] or [0,65535])")
     src.add_argument("--depth-model", default="small",
                      help="depth model folder or small|base|large (Depth Anything V2), zoedepth, marigold-lcm, "
                           "marigold (default small; used without --depth)")
