@@ -46,6 +46,7 @@ __all__ = [
     "has_alpha",
     "read_depth",
     "read_grey",
+    "read_soft_mask",
     "read_image",
     "read_mask",
     "to_float_image",
@@ -301,12 +302,31 @@ def _grey(im) -> np.ndarray:
     return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
 
 
-def read_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """A mask file as bool ``[H,W]`` (white / > 0.5 = on). With ``shape`` (H, W), another size raises ValueError."""
-    m = read_grey(path, "mask")
+def read_soft_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """A mask file as float32 ``[H,W]`` in [0,1] (grey value, white = on; soft edges kept). With ``shape`` (H, W),
+    another size raises ValueError.
+
+    A file with transparent pixels (a cut-out PNG, a mask painted on a transparent layer) raises ValueError: what
+    its transparency means differs between tools (a cut-out: opaque = on; ComfyUI's Load Image: transparent =
+    masked), and its grey values alone (a cut-out read as all white) are not the mask. Fully opaque alpha is fine.
+    """
+    with _open(path, "mask") as im:
+        if has_alpha(im) and not im.mode.startswith(("I", "F")):
+            alpha = np.asarray(im.convert("RGBA"))[:, :, 3]
+            if (alpha < 255).any():
+                raise ValueError(
+                    f"mask {path} has transparent pixels ({int((alpha < 255).sum())} of {alpha.size}), which tools "
+                    "read differently (a cut-out: opaque = on; ComfyUI's Load Image: transparent = masked); save "
+                    "the mask as a grey image without transparency, white = on")
+        m = _grey(im)
     if shape is not None and m.shape != tuple(shape):
         raise ValueError(f"mask {path} is {m.shape[1]}x{m.shape[0]}, image is {shape[1]}x{shape[0]}")
-    return m > 0.5
+    return m
+
+
+def read_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """A mask file as bool ``[H,W]`` (white / > 0.5 = on; :func:`read_soft_mask`'s rules)."""
+    return read_soft_mask(path, shape) > 0.5
 
 
 def read_depth(path: str | os.PathLike) -> Tensor:

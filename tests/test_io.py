@@ -156,3 +156,35 @@ def test_16_bit_grey_png_with_a_transparency_key(tmp_path):
     with Image.open(tmp_path / "k.png") as im:
         rgba = io.to_rgb_uint8(im, alpha="keep")
     assert rgba.shape == (4, 5, 4) and rgba[..., 3].tolist() == (grey16 != 1000).astype(int).__mul__(255).tolist()
+
+
+def test_mask_files_with_transparency_are_refused_opaque_alpha_is_read(tmp_path):
+    """A cut-out PNG (colour + alpha) used as a mask was read by its grey values: all white where the drawing is
+    light, whatever its alpha. Transparency means different things in different tools, so such a file is refused
+    with a message; a fully opaque alpha band and grey files read as before."""
+    from cartoonseg.io import read_mask, read_soft_mask
+
+    rgba = np.zeros((6, 8, 4), np.uint8)
+    rgba[..., :3] = 255  # a white drawing
+    rgba[1:4, 2:6, 3] = 255  # opaque only here
+    Image.fromarray(rgba).save(tmp_path / "cutout.png")
+    for reader in (read_mask, read_soft_mask):
+        with pytest.raises(ValueError, match=r"cutout.png has transparent pixels \(36 of 48\)"):
+            reader(tmp_path / "cutout.png")
+    la = np.zeros((6, 8, 2), np.uint8)
+    la[..., 1] = 128
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+    with pytest.raises(ValueError, match="transparent pixels"):
+        read_mask(tmp_path / "la.png")
+    opaque = rgba.copy()
+    opaque[..., 3] = 255
+    opaque[..., :3] = 0
+    opaque[2:5, 1:3, :3] = 255
+    Image.fromarray(opaque).save(tmp_path / "opaque.png")
+    want = np.zeros((6, 8), bool)
+    want[2:5, 1:3] = True
+    assert (read_mask(tmp_path / "opaque.png") == want).all()
+    Image.fromarray((want * 200).astype(np.uint8)).save(tmp_path / "grey.png")
+    assert np.allclose(read_soft_mask(tmp_path / "grey.png", (6, 8)), want * 200 / 255)
+    with pytest.raises(ValueError, match="is 8x6, image is 9x6"):
+        read_soft_mask(tmp_path / "grey.png", (6, 9))

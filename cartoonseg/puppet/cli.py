@@ -28,7 +28,7 @@ from .._cli import area_main, load_networks, progress
 from .._cli import seed as cli_seed
 from .._optional import require
 from ..config import MAX_CANVAS
-from ..io import CLIP_SUFFIXES, MAX_FPS, MAX_FRAMES, MIN_FPS, check_fps, read_grey, read_image, write_frames
+from ..io import CLIP_SUFFIXES, MAX_FPS, MAX_FRAMES, MIN_FPS, check_fps, read_image, read_soft_mask, write_frames
 from .motion import PRESETS, KeyframeMotion, PresetMotion, RetargetMotion
 from .render import background_plate, default_frames, render_frames
 from .rig import MAX_RING, RigConfig, build_rig
@@ -39,10 +39,7 @@ __all__ = ["add_parsers", "main", "parse_instances", "run"]
 
 def _read_soft_mask(path: str, size: tuple[int, int]) -> np.ndarray:
     """A mask file as float32 ``[H,W]`` in [0,1], soft edges kept (the puppet's texture alpha)."""
-    m = read_grey(path, "mask")
-    if m.shape != size:
-        raise ValueError(f"mask {path} is {m.shape[1]}x{m.shape[0]} but the image is {size[1]}x{size[0]}")
-    return m
+    return read_soft_mask(path, size)
 
 
 def parse_instances(text: str | None) -> list[int] | None:
