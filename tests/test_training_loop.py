@@ -94,6 +94,29 @@ def test_mosaic_and_pipeline_keep_masks_boxes_consistent(toy):
     assert batch["img"].shape == (2, 3, 64, 64) and batch["img"].dtype == torch.uint8
 
 
+def test_images_without_instances_train_in_both_pipelines(tmp_path):
+    """An image with no annotation (a background, or a synthetic image whose instances were all removed) gives an
+    empty sample in the mosaic and in the no-mosaic pipeline, and a batch of only such images trains."""
+    path = make_toy_coco(tmp_path, num_images=4, size=64, seed=0)
+    data = json.loads(path.read_text())
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] == 1]
+    path.write_text(json.dumps(data))
+    ds = DetectionTrainSet(load_coco(path), DetAugConfig(img_size=64), seed=0)
+    empty = [i for i, im in enumerate(ds.coco.images) if not im.annotations]
+    for strong in (False, True):
+        ds.set_epoch(0, strong=strong)
+        for i in empty:
+            s = ds.sample(i)
+            assert s["img"].shape == (64, 64, 3) and s["masks"].shape[1:] == (64, 64)
+    ds.set_epoch(0, strong=False)
+    assert [len(ds.sample(i)["labels"]) for i in empty] == [0] * len(empty)
+    data["annotations"] = []  # a run whose batches hold no instance at all
+    path.write_text(json.dumps(data))
+    summary = train_detector(_det_cfg(tmp_path, tmp_path / "run", epochs=1, mosaic=False, mixup=False,
+                                      train_ann=str(path)))
+    assert summary["finished"] and summary["last"]["num_pos"] == 0.0 and math.isfinite(summary["last"]["loss"])
+
+
 def test_coarse_mask_simulation_rules():
     gt = np.zeros((40, 40), np.uint8)
     gt[10:30, 12:20] = 1
