@@ -382,6 +382,26 @@ def test_training_cli_errors_are_one_line(toy, tmp_path, capsys):
     assert (mf2 / "gt_encoder.safetensors").read_text() == "w\n"
 
 
+def test_an_unreadable_image_in_a_data_worker_is_one_error_line(tmp_path, capsys):
+    """A corrupt training image read by a DataLoader worker (the default --workers 4) ends the run with the same
+    one ``error:`` line as without workers, not torch's re-raised worker traceback."""
+    from train import train_detector as det_cli
+    from train import train_refiner as ref_cli
+
+    make_toy_coco(tmp_path / "data", num_images=4, size=64, seed=0)
+    for image in (tmp_path / "data" / "train").iterdir():
+        image.write_bytes(b"not an image")
+    common = ["--data", str(tmp_path / "data"), "--epochs", "1", "--batch-size", "2", "--workers", "1",
+              "--device", "cpu"]
+    assert det_cli.main([*common, "--out", str(tmp_path / "det"), "--preset", "tiny", "--img-size", "64"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot read image ") and err.count("\n") == 1 and "Traceback" not in err
+    assert ref_cli.main([*common, "--out", str(tmp_path / "ref"), "--preset", "tiny", "--size", "32",
+                         "--gt-epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot read image ") and err.count("\n") == 1 and "Traceback" not in err
+
+
 # ----------------------------------------------------------------------------------------------- schedule, EMA
 def test_warmup_cosine_schedule_values():
     s = WarmupCosine(iters_per_epoch=10, max_epochs=4, warmup_iters=5, warmup_ratio=0.0, min_lr_ratio=0.05)

@@ -196,6 +196,53 @@ def _mean_across(ctx: DistContext, values: dict[str, float], device: torch.devic
     return dict(zip(keys, t.tolist()))
 
 
+class _LoadError:
+    """A bad-input error (``ValueError``, ``TypeError``, ``OSError``: an unreadable image, a corrupt annotation)
+    raised while a DataLoader worker loaded a sample, carried to the training process as a value: torch re-raises
+    worker errors with the worker's whole traceback in the message, which a command would print as its
+    ``error:`` line."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.kind = type(exc)
+        self.message = str(exc)
+
+    def reraise(self) -> None:
+        try:
+            err = self.kind(self.message)
+        except Exception:  # an exception class with another constructor
+            err = ValueError(self.message)
+        raise err
+
+
+class _CarryLoadErrors(Dataset):
+    """``dataset`` whose bad-input errors come back as :class:`_LoadError` values (see there)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        try:
+            return self.dataset[index]
+        except (ValueError, TypeError, OSError) as exc:
+            return _LoadError(exc)
+
+
+def _carry_collate(collate: Callable[[list], Any]) -> Callable[[list], Any]:
+    def carry(items: list) -> Any:
+        for item in items:
+            if isinstance(item, _LoadError):
+                return item
+        try:
+            return collate(items)
+        except (ValueError, TypeError, OSError) as exc:
+            return _LoadError(exc)
+
+    return carry
+
+
 LossFn = Callable[[nn.Module, nn.Module, Any, torch.device], dict[str, Tensor]]
 EvalFn = Callable[[nn.Module, "ExpMomentumEMA | None"], dict[str, float]]
 
@@ -421,17 +468,20 @@ def run_loop(
         if on_epoch_start is not None:
             on_epoch_start(epoch)
         sampler.set_epoch(epoch, start=it_in_epoch * cfg.batch_size)
+        workers = cfg.num_workers > 0  # a worker's error comes back as one line (see _LoadError)
         loader = DataLoader(
-            dataset,
+            _CarryLoadErrors(dataset) if workers else dataset,
             batch_size=cfg.batch_size,
             sampler=sampler,
-            collate_fn=collate,
+            collate_fn=_carry_collate(collate) if workers else collate,
             num_workers=cfg.num_workers,
             drop_last=True,
             pin_memory=device.type == "cuda",
         )
         model.train()
         for batch in loader:
+            if isinstance(batch, _LoadError):
+                batch.reraise()
             lr = cfg.lr * schedule(global_step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
