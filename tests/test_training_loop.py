@@ -441,6 +441,22 @@ def test_init_from_mmdet_layout_checkpoint_skips_mismatched_head(tmp_path):
         assert torch.equal(dst.state_dict()[k], src.state_dict()[k])
 
 
+def test_init_from_a_checkpoint_of_another_preset_is_refused_with_the_key_diff(tmp_path):
+    """--init with another model size used to copy the few tensors whose shapes happened to match and silently
+    train the rest from scratch; it is refused, naming both presets and the first differing tensors."""
+    from cartoonseg.training.detector import init_detector_from
+
+    path = cartoonseg.save_weights(cartoonseg.build_detector(detector_config("s")), tmp_path / "s.safetensors")
+    torch.manual_seed(0)
+    dst = cartoonseg.build_detector(detector_config("tiny"))
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    with pytest.raises(ValueError, match=r"preset 's', not of the run's preset 'tiny': 36 tensors not in the model "
+                                         r"\(backbone\.stage2\.1\.blocks\.1\..*tensors of another shape "
+                                         r"\(backbone\.stem\.0\.conv\.weight \(16, 3, 3, 3\) vs \(12, 3, 3, 3\)"):
+        init_detector_from(dst, path)
+    assert all(torch.equal(v, before[k]) for k, v in dst.state_dict().items())  # nothing copied
+
+
 def test_predictions_and_evaluation_of_a_model(toy):
     from cartoonseg.evaluation import evaluate_all
     from cartoonseg.evaluation.predict import predict_coco
