@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 import math
+import re
 
 import numpy as np
 import pytest
@@ -70,6 +71,25 @@ def test_coco_reader_and_ignore_mask_rule(toy):
                 assert m.sum() == (x2 - x1) * (y2 - y1)
             flags.append(bool(ig))
     assert any(flags) and not all(flags)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: d["annotations"][0].pop("bbox"), "annotation 1 lacks the field 'bbox'"),
+    (lambda d: d["annotations"][0].pop("image_id"), "annotation 1 lacks the field 'image_id'"),
+    (lambda d: d["images"][0].pop("height"), "image 1 lacks the field 'height'"),
+    (lambda d: d["annotations"][0].__setitem__("bbox", "x"), "annotation 1 has a malformed field"),
+    (lambda d: d["images"][1].__setitem__("id", None), "an image has a malformed field"),
+    (lambda d: d.__setitem__("images", {"a": 1}), "is not a COCO instances file"),
+])
+def test_a_malformed_coco_file_is_one_value_error_naming_the_record(tmp_path, damage, message):
+    """A COCO file lacking a required field used to raise a bare KeyError (a traceback from the training CLIs)."""
+    path = make_toy_coco(tmp_path, num_images=2, size=32, seed=0)
+    data = json.loads(path.read_text())
+    damage(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=re.escape(message)) as info:
+        load_coco(path)
+    assert str(path) in str(info.value)
 
 
 def test_mosaic_and_pipeline_keep_masks_boxes_consistent(toy):
