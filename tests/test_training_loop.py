@@ -297,6 +297,28 @@ def test_refiner_resume_keeps_the_gt_encoder_log_and_no_resume_starts_over(toy, 
     assert [s for n, s in lines() if n == "gt_encoder"] == [1, 2, 3, 4]
 
 
+def test_a_finished_gt_encoder_is_reused_only_with_its_own_settings(toy, tmp_path):
+    """A run killed after its GT-encoder phase but before the refiner's first checkpoint, rerun with other settings,
+    used to reuse the encoder trained with the old ones silently (or failed deep in the loss for another preset);
+    the changes are refused as for any resume, and a --gt-encoder of another width is refused by name."""
+    from cartoonseg.training.state import remove_checkpoint
+
+    def cfg(**kw):
+        base = dict(train_ann=str(find_annotation(toy)), out_dir=str(tmp_path / "run"), preset="tiny", size=32,
+                    epochs=1, gt_epochs=1, batch_size=4, num_workers=0, log_interval=1, device="cpu")
+        return RefinerTrainConfig(**{**base, **kw})
+
+    first = train_refiner(cfg())
+    assert first["finished"]
+    remove_checkpoint(tmp_path / "run" / "refiner_last")  # as if killed in the refiner's first epoch
+    with pytest.raises(ValueError, match=r"gt_encoder_last\.json was trained with other settings.*run\.gt_epochs: "
+                                         r"1 -> 2"):
+        train_refiner(cfg(gt_epochs=2))
+    assert train_refiner(cfg(max_iters=1))["global_step"] == 1  # the same settings reuse it
+    with pytest.raises(ValueError, match=r"trained for a refiner of width 0\.125; the preset 'isnet' has width 1\.0"):
+        train_refiner(cfg(out_dir=str(tmp_path / "other"), preset="isnet", gt_encoder=first["gt_encoder"]))
+
+
 def test_refiner_two_phases_and_export_loads(toy, tmp_path):
     cfg = RefinerTrainConfig(
         train_ann=str(find_annotation(toy)),

@@ -34,8 +34,8 @@ from .distributed import DistContext, ResumableDistributedSampler
 from .optim import ExpMomentumEMA, WarmupCosine, param_groups
 from .state import checkpoint_exists, load_training_state, remove_checkpoint, restore_rng, save_training_state
 
-__all__ = ["RUN_MARKER", "LoopConfig", "LoopResult", "autocast_dtype", "check_training_folder",
-           "claim_training_folder", "run_loop", "state_digest"]
+__all__ = ["RUN_MARKER", "LoopConfig", "LoopResult", "autocast_dtype", "check_resumed_settings",
+           "check_training_folder", "claim_training_folder", "run_loop", "state_digest"]
 
 
 @dataclass(frozen=True)
@@ -270,6 +270,31 @@ def config_changes(saved: Any, current: Any, path: str = "") -> list[str]:
     return [] if norm(saved) == norm(current) else [f"{path}: {saved!r} -> {current!r}"]
 
 
+def _config_record(cfg: LoopConfig, run_config: dict[str, Any] | None, world_size: int) -> dict[str, Any]:
+    # the process count is part of what is trained: it multiplies the batch and splits the samples differently
+    return {"loop": asdict(cfg), "run": run_config or {}, "world_size": world_size}
+
+
+def _refuse_changes(prefix: Path, loaded: dict[str, Any], record: dict[str, Any], allow: bool) -> None:
+    changes = config_changes(loaded.get("config") or {}, record)
+    if changes and not allow:
+        raise ValueError(
+            f"{prefix}.json was trained with other settings; resuming would silently mix them. Changed: "
+            + "; ".join(changes[:12]) + (" ..." if len(changes) > 12 else "")
+            + ". Rerun with the original settings, use a new --out, pass --no-resume to start over there, or "
+              "--allow-changes to continue anyway")
+
+
+def check_resumed_settings(cfg: LoopConfig, run_config: dict[str, Any] | None, world_size: int) -> None:
+    """The settings check :func:`run_loop` makes when it resumes, for a finished loop whose result is reused
+    without running it again (the refiner's GT encoder): ``ValueError`` listing the changed settings unless
+    ``cfg.allow_changes``; nothing when the loop has no checkpoint in ``cfg.out_dir``."""
+    prefix = Path(cfg.out_dir) / f"{cfg.name}_last"
+    if cfg.resume and checkpoint_exists(prefix):
+        _refuse_changes(prefix, load_training_state(prefix), _config_record(cfg, run_config, world_size),
+                        cfg.allow_changes)
+
+
 #: the file that marks a folder as a cartoonseg training run (written when a run first uses the folder)
 RUN_MARKER = ".cartoonseg-training-run.json"
 
@@ -376,19 +401,12 @@ def run_loop(
     )
     prefix = out_dir / f"{cfg.name}_last"
     epoch, it_in_epoch, global_step = 0, 0, 0
-    # the process count is part of what is trained: it multiplies the batch and splits the samples differently
-    config_record = {"loop": asdict(cfg), "run": run_config or {}, "world_size": ctx.world_size}
+    config_record = _config_record(cfg, run_config, ctx.world_size)
     if not (cfg.resume and checkpoint_exists(prefix)):
         _trim_log(ctx, out_dir, 0, cfg.name)  # a fresh start: this loop's lines of an earlier run go
     if cfg.resume and checkpoint_exists(prefix):
         loaded = load_training_state(prefix, map_location=device)
-        changes = config_changes(loaded.get("config") or {}, config_record)
-        if changes and not cfg.allow_changes:
-            raise ValueError(
-                f"{prefix}.json was trained with other settings; resuming would silently mix them. Changed: "
-                + "; ".join(changes[:12]) + (" ..." if len(changes) > 12 else "")
-                + ". Rerun with the original settings, use a new --out, pass --no-resume to start over there, or "
-                  "--allow-changes to continue anyway")
+        _refuse_changes(prefix, loaded, config_record, cfg.allow_changes)
         model.load_state_dict({k: v.to(device) for k, v in loaded["model"].items()})
         optimizer.load_state_dict(loaded["optimizer"])
         if ema is not None and loaded["ema"] is not None:
