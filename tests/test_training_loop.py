@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 import math
+import re
 
 import numpy as np
 import pytest
@@ -72,6 +73,25 @@ def test_coco_reader_and_ignore_mask_rule(toy):
     assert any(flags) and not all(flags)
 
 
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: d["annotations"][0].pop("bbox"), "annotation 1 lacks the field 'bbox'"),
+    (lambda d: d["annotations"][0].pop("image_id"), "annotation 1 lacks the field 'image_id'"),
+    (lambda d: d["images"][0].pop("height"), "image 1 lacks the field 'height'"),
+    (lambda d: d["annotations"][0].__setitem__("bbox", "x"), "annotation 1 has a malformed field"),
+    (lambda d: d["images"][1].__setitem__("id", None), "an image has a malformed field"),
+    (lambda d: d.__setitem__("images", {"a": 1}), "is not a COCO instances file"),
+])
+def test_a_malformed_coco_file_is_one_value_error_naming_the_record(tmp_path, damage, message):
+    """A COCO file lacking a required field used to raise a bare KeyError (a traceback from the training CLIs)."""
+    path = make_toy_coco(tmp_path, num_images=2, size=32, seed=0)
+    data = json.loads(path.read_text())
+    damage(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=re.escape(message)) as info:
+        load_coco(path)
+    assert str(path) in str(info.value)
+
+
 def test_mosaic_and_pipeline_keep_masks_boxes_consistent(toy):
     ds = DetectionTrainSet(load_coco(find_annotation(toy)), DetAugConfig(img_size=64), seed=3)
     rng = np.random.default_rng(0)
@@ -92,6 +112,29 @@ def test_mosaic_and_pipeline_keep_masks_boxes_consistent(toy):
     np.testing.assert_array_equal(a["img"], b["img"])
     batch = collate_detection([ds[0], ds[1]])
     assert batch["img"].shape == (2, 3, 64, 64) and batch["img"].dtype == torch.uint8
+
+
+def test_images_without_instances_train_in_both_pipelines(tmp_path):
+    """An image with no annotation (a background, or a synthetic image whose instances were all removed) gives an
+    empty sample in the mosaic and in the no-mosaic pipeline, and a batch of only such images trains."""
+    path = make_toy_coco(tmp_path, num_images=4, size=64, seed=0)
+    data = json.loads(path.read_text())
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] == 1]
+    path.write_text(json.dumps(data))
+    ds = DetectionTrainSet(load_coco(path), DetAugConfig(img_size=64), seed=0)
+    empty = [i for i, im in enumerate(ds.coco.images) if not im.annotations]
+    for strong in (False, True):
+        ds.set_epoch(0, strong=strong)
+        for i in empty:
+            s = ds.sample(i)
+            assert s["img"].shape == (64, 64, 3) and s["masks"].shape[1:] == (64, 64)
+    ds.set_epoch(0, strong=False)
+    assert [len(ds.sample(i)["labels"]) for i in empty] == [0] * len(empty)
+    data["annotations"] = []  # a run whose batches hold no instance at all
+    path.write_text(json.dumps(data))
+    summary = train_detector(_det_cfg(tmp_path, tmp_path / "run", epochs=1, mosaic=False, mixup=False,
+                                      train_ann=str(path)))
+    assert summary["finished"] and summary["last"]["num_pos"] == 0.0 and math.isfinite(summary["last"]["loss"])
 
 
 def test_coarse_mask_simulation_rules():
@@ -254,6 +297,28 @@ def test_refiner_resume_keeps_the_gt_encoder_log_and_no_resume_starts_over(toy, 
     assert [s for n, s in lines() if n == "gt_encoder"] == [1, 2, 3, 4]
 
 
+def test_a_finished_gt_encoder_is_reused_only_with_its_own_settings(toy, tmp_path):
+    """A run killed after its GT-encoder phase but before the refiner's first checkpoint, rerun with other settings,
+    used to reuse the encoder trained with the old ones silently (or failed deep in the loss for another preset);
+    the changes are refused as for any resume, and a --gt-encoder of another width is refused by name."""
+    from cartoonseg.training.state import remove_checkpoint
+
+    def cfg(**kw):
+        base = dict(train_ann=str(find_annotation(toy)), out_dir=str(tmp_path / "run"), preset="tiny", size=32,
+                    epochs=1, gt_epochs=1, batch_size=4, num_workers=0, log_interval=1, device="cpu")
+        return RefinerTrainConfig(**{**base, **kw})
+
+    first = train_refiner(cfg())
+    assert first["finished"]
+    remove_checkpoint(tmp_path / "run" / "refiner_last")  # as if killed in the refiner's first epoch
+    with pytest.raises(ValueError, match=r"gt_encoder_last\.json was trained with other settings.*run\.gt_epochs: "
+                                         r"1 -> 2"):
+        train_refiner(cfg(gt_epochs=2))
+    assert train_refiner(cfg(max_iters=1))["global_step"] == 1  # the same settings reuse it
+    with pytest.raises(ValueError, match=r"trained for a refiner of width 0\.125; the preset 'isnet' has width 1\.0"):
+        train_refiner(cfg(out_dir=str(tmp_path / "other"), preset="isnet", gt_encoder=first["gt_encoder"]))
+
+
 def test_refiner_two_phases_and_export_loads(toy, tmp_path):
     cfg = RefinerTrainConfig(
         train_ann=str(find_annotation(toy)),
@@ -359,6 +424,26 @@ def test_training_cli_errors_are_one_line(toy, tmp_path, capsys):
     assert (mf2 / "gt_encoder.safetensors").read_text() == "w\n"
 
 
+def test_an_unreadable_image_in_a_data_worker_is_one_error_line(tmp_path, capsys):
+    """A corrupt training image read by a DataLoader worker (the default --workers 4) ends the run with the same
+    one ``error:`` line as without workers, not torch's re-raised worker traceback."""
+    from train import train_detector as det_cli
+    from train import train_refiner as ref_cli
+
+    make_toy_coco(tmp_path / "data", num_images=4, size=64, seed=0)
+    for image in (tmp_path / "data" / "train").iterdir():
+        image.write_bytes(b"not an image")
+    common = ["--data", str(tmp_path / "data"), "--epochs", "1", "--batch-size", "2", "--workers", "1",
+              "--device", "cpu"]
+    assert det_cli.main([*common, "--out", str(tmp_path / "det"), "--preset", "tiny", "--img-size", "64"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot read image ") and err.count("\n") == 1 and "Traceback" not in err
+    assert ref_cli.main([*common, "--out", str(tmp_path / "ref"), "--preset", "tiny", "--size", "32",
+                         "--gt-epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot read image ") and err.count("\n") == 1 and "Traceback" not in err
+
+
 # ----------------------------------------------------------------------------------------------- schedule, EMA
 def test_warmup_cosine_schedule_values():
     s = WarmupCosine(iters_per_epoch=10, max_epochs=4, warmup_iters=5, warmup_ratio=0.0, min_lr_ratio=0.05)
@@ -396,6 +481,22 @@ def test_init_from_mmdet_layout_checkpoint_skips_mismatched_head(tmp_path):
     assert not report["missing"]
     for k in report["loaded"]:
         assert torch.equal(dst.state_dict()[k], src.state_dict()[k])
+
+
+def test_init_from_a_checkpoint_of_another_preset_is_refused_with_the_key_diff(tmp_path):
+    """--init with another model size used to copy the few tensors whose shapes happened to match and silently
+    train the rest from scratch; it is refused, naming both presets and the first differing tensors."""
+    from cartoonseg.training.detector import init_detector_from
+
+    path = cartoonseg.save_weights(cartoonseg.build_detector(detector_config("s")), tmp_path / "s.safetensors")
+    torch.manual_seed(0)
+    dst = cartoonseg.build_detector(detector_config("tiny"))
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    with pytest.raises(ValueError, match=r"preset 's', not of the run's preset 'tiny': 36 tensors not in the model "
+                                         r"\(backbone\.stage2\.1\.blocks\.1\..*tensors of another shape "
+                                         r"\(backbone\.stem\.0\.conv\.weight \(16, 3, 3, 3\) vs \(12, 3, 3, 3\)"):
+        init_detector_from(dst, path)
+    assert all(torch.equal(v, before[k]) for k, v in dst.state_dict().items())  # nothing copied
 
 
 def test_predictions_and_evaluation_of_a_model(toy):

@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="model size (paper: l), or tiny-cpu: the tiny model with the CPU recipe (192 px, batch 8, "
                     "lr 2e-3, 50 warm-up steps, 16 epochs, no mosaic/mixup, 1 worker); explicit flags override it")
     ap.add_argument(
-        "--init", default=None, help="start from this checkpoint (rtmdetl_e60.ckpt, mmdet RTMDet-Ins, ours)"
+        "--init", default=None, help="start from this checkpoint of the same --preset (rtmdetl_e60.ckpt, mmdet "
+        "RTMDet-Ins, ours); only the class-count layers may differ, another preset is refused"
     )
     ap.add_argument("--img-size", type=int, default=None,
                     help=f"training canvas, a multiple of 32 in [32, {MAX_CANVAS}] (default 640)")

@@ -186,6 +186,7 @@ class ISNetGTEncoder(nn.Module):
 
     def __init__(self, in_ch: int = 1, out_ch: int = 1, width: float = 1.0) -> None:
         super().__init__()
+        self.width = width  # the refiner width whose features it matches
 
         def c(ch: int) -> int:
             return _c(ch, width)

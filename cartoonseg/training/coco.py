@@ -113,8 +113,21 @@ def load_coco(ann_file: str | Path, image_root: str | Path | None = None, *, req
         raise FileNotFoundError(f"COCO annotation file not found: {ann_file}")
     with ann_file.open("r", encoding="utf-8") as fh:
         data = json.load(fh)
-    if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
-        raise ValueError(f"{ann_file} is not a COCO instances file (needs 'images' and 'annotations')")
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(
+            data.get("annotations"), list):
+        raise ValueError(f"{ann_file} is not a COCO instances file (needs the lists 'images' and 'annotations')")
+    where = ["the categories"]  # the record being parsed, for the message of a malformed file
+    try:
+        return _parse_coco(ann_file, data, image_root, require_images, where)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        if isinstance(exc, ValueError) and str(exc).startswith(f"{ann_file}:"):
+            raise  # our own message
+        what = f"lacks the field {exc}" if isinstance(exc, KeyError) else f"has a malformed field ({exc})"
+        raise ValueError(f"{ann_file}: {where[0]} {what}") from None
+
+
+def _parse_coco(ann_file: Path, data: dict[str, Any], image_root: str | Path | None, require_images: bool,
+                where: list[str]) -> CocoSet:
     if image_root is not None:
         roots = [Path(image_root)]
     else:
@@ -129,8 +142,10 @@ def load_coco(ann_file: str | Path, image_root: str | Path | None = None, *, req
     cats = sorted(cats, key=lambda c: int(c["id"]))
     cat_ids = [int(c["id"]) for c in cats]
     cat_to_label = {cid: i for i, cid in enumerate(cat_ids)}
+    where[0] = "an image"
     per_image: dict[int, list[CocoAnnotation]] = {int(im["id"]): [] for im in data["images"]}
-    for ann in data["annotations"]:
+    for i, ann in enumerate(data["annotations"]):
+        where[0] = f"annotation {ann.get('id', f'#{i}') if isinstance(ann, dict) else f'#{i}'}"
         if ann.get("iscrowd", 0):
             continue
         img_id = int(ann["image_id"])
@@ -138,7 +153,8 @@ def load_coco(ann_file: str | Path, image_root: str | Path | None = None, *, req
             continue
         cid = int(ann["category_id"])
         if cid not in cat_to_label:
-            raise ValueError(f"annotation {ann.get('id')} has category_id {cid} not in categories {cat_ids}")
+            raise ValueError(f"{ann_file}: annotation {ann.get('id')} has category_id {cid} not in categories "
+                             f"{cat_ids}")
         x, y, w, h = (float(v) for v in ann["bbox"])
         if w <= 0 or h <= 0:
             continue
@@ -152,10 +168,12 @@ def load_coco(ann_file: str | Path, image_root: str | Path | None = None, *, req
             )
         )
     images = []
+    where[0] = "the first image"
     if data["images"]:
         first = data["images"][0]["file_name"]
         roots = sorted(roots, key=lambda r: not (r / first).is_file())  # stable: the root holding images first
-    for im in data["images"]:
+    for i, im in enumerate(data["images"]):
+        where[0] = f"image {im.get('id', f'#{i}') if isinstance(im, dict) else f'#{i}'}"
         path = _resolve(roots, im["file_name"])
         if require_images and not path.is_file():
             raise FileNotFoundError(f"image {im['file_name']!r} of {ann_file} not found under any of {roots}")
@@ -164,7 +182,7 @@ def load_coco(ann_file: str | Path, image_root: str | Path | None = None, *, req
             _check_segmentation_shape(ann, image, ann_file)
         images.append(image)
     if not images:
-        raise ValueError(f"{ann_file} has no images")
+        raise ValueError(f"{ann_file}: has no images")
     return CocoSet(images, cat_ids, [str(c.get("name", c["id"])) for c in cats], data, roots[0])
 
 

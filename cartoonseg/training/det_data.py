@@ -155,7 +155,7 @@ def random_crop(sample: dict[str, Any], size: int, rng: np.random.Generator) -> 
     out["img"] = sample["img"][y0 : y0 + ch, x0 : x0 + cw].copy()
     out["masks"] = sample["masks"][:, y0 : y0 + ch, x0 : x0 + cw].copy()
     out["boxes"] = boxes_from_masks(out["masks"])
-    keep = out["masks"].reshape(out["masks"].shape[0], -1).any(1)
+    keep = out["masks"].any(axis=(1, 2))  # also for no instances (reshape(0, -1) fails)
     return _subset(out, keep)
 
 
@@ -206,7 +206,7 @@ def _hcrop_manga(sample: dict[str, Any], rng: np.random.Generator, prob: float) 
     out["img"] = sample["img"][:, x0 : x0 + half].copy()
     out["masks"] = sample["masks"][:, :, x0 : x0 + half].copy()
     out["boxes"] = boxes_from_masks(out["masks"])
-    keep = out["masks"].reshape(out["masks"].shape[0], -1).any(1)
+    keep = out["masks"].any(axis=(1, 2))  # also for no instances (reshape(0, -1) fails)
     return _subset(out, keep)
 
 

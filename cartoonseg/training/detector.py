@@ -57,7 +57,8 @@ class DetectorTrainConfig:
         image_root: image folder (None: resolved next to the JSON, see :func:`load_coco`).
         preset: detector preset (tiny/s/m/l/x; the paper uses l).
         init: checkpoint to start from (released ``rtmdetl_e60.ckpt``, any mmdet RTMDet-Ins checkpoint, or our
-            safetensors); tensors whose shape differs (e.g. an 80-class head) keep their fresh initialisation.
+            safetensors) of the same preset; only the classification layers may differ (an 80-class head keeps
+            its fresh initialisation), a checkpoint of another preset is refused (see :func:`init_detector_from`).
         img_size: training canvas (640).
         epochs: training epochs (60).
         batch_size: images per process (16 per GPU in the paper, 4 GPUs).
@@ -143,23 +144,55 @@ def detector_recipe(name: str, **overrides: Any) -> DetectorTrainConfig:
     return DetectorTrainConfig(**{**DETECTOR_RECIPES[name], **overrides})
 
 
+#: the only tensors an ``--init`` checkpoint may hold in another shape: the classification layers, whose shape
+#: follows the class count (an 80-class COCO model initialising a 1-class run)
+CLASS_DEPENDENT_PREFIX = "bbox_head.rtm_cls."
+
+
+def _preset_of(config: Any) -> str:
+    from ..config import DETECTOR_PRESETS
+
+    for name, preset in DETECTOR_PRESETS.items():
+        if (preset.deepen_factor, preset.widen_factor) == (config.deepen_factor, config.widen_factor):
+            return f"preset {name!r}"
+    return f"deepen_factor {config.deepen_factor}, widen_factor {config.widen_factor}"
+
+
 def init_detector_from(model: RTMDetIns, path: str | Path) -> dict[str, list[str]]:
-    """Copy every tensor of the checkpoint at ``path`` whose name and shape match into ``model``.
+    """Copy the tensors of the checkpoint at ``path`` into ``model``; only the classification layers
+    (:data:`CLASS_DEPENDENT_PREFIX`) may differ in shape (another class count) and keep their fresh initialisation.
+
+    Raises:
+        ValueError: the checkpoint is another architecture (another preset): names the two and lists the first
+            tensors missing from it, extra in it and of another shape. Nothing is copied then.
 
     Returns:
-        ``{"loaded": [...], "skipped": [...], "missing": [...]}`` key lists (skipped = shape mismatch).
+        ``{"loaded": [...], "skipped": [...], "missing": [...]}`` key lists (skipped = the class-count layers).
     """
-    src = load_detector(path).state_dict()
+    source = load_detector(path)
+    src = source.state_dict()
     dst = model.state_dict()
-    loaded, skipped = [], []
+    missing = [k for k in dst if k not in src]
+    unexpected = [k for k in src if k not in dst]
+    skipped = [k for k in dst if k in src and tuple(src[k].shape) != tuple(dst[k].shape)]
+    other = [k for k in skipped if not k.startswith(CLASS_DEPENDENT_PREFIX)]
+    if missing or unexpected or other:
+        parts = []
+        for label, keys in (("missing from it", missing), ("not in the model", unexpected)):
+            if keys:
+                parts.append(f"{len(keys)} tensors {label} ({', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''})")
+        if other:
+            shown = ", ".join(f"{k} {tuple(src[k].shape)} vs {tuple(dst[k].shape)}" for k in other[:3])
+            parts.append(f"{len(other)} tensors of another shape ({shown}{' ...' if len(other) > 3 else ''})")
+        raise ValueError(
+            f"--init {path} is a detector of {_preset_of(source.config)}, not of the run's "
+            f"{_preset_of(model.config)}: {'; '.join(parts)}. Use the checkpoint's preset, or train without --init")
+    loaded = []
     with torch.no_grad():
         for k, v in dst.items():
-            if k in src and tuple(src[k].shape) == tuple(v.shape):
+            if k not in skipped:
                 v.copy_(src[k])
                 loaded.append(k)
-            elif k in src:
-                skipped.append(k)
-    missing = [k for k in dst if k not in src]
     return {"loaded": loaded, "skipped": skipped, "missing": missing}
 
 

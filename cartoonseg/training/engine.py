@@ -34,8 +34,8 @@ from .distributed import DistContext, ResumableDistributedSampler
 from .optim import ExpMomentumEMA, WarmupCosine, param_groups
 from .state import checkpoint_exists, load_training_state, remove_checkpoint, restore_rng, save_training_state
 
-__all__ = ["RUN_MARKER", "LoopConfig", "LoopResult", "autocast_dtype", "check_training_folder",
-           "claim_training_folder", "run_loop", "state_digest"]
+__all__ = ["RUN_MARKER", "LoopConfig", "LoopResult", "autocast_dtype", "check_resumed_settings",
+           "check_training_folder", "claim_training_folder", "run_loop", "state_digest"]
 
 
 @dataclass(frozen=True)
@@ -196,6 +196,53 @@ def _mean_across(ctx: DistContext, values: dict[str, float], device: torch.devic
     return dict(zip(keys, t.tolist()))
 
 
+class _LoadError:
+    """A bad-input error (``ValueError``, ``TypeError``, ``OSError``: an unreadable image, a corrupt annotation)
+    raised while a DataLoader worker loaded a sample, carried to the training process as a value: torch re-raises
+    worker errors with the worker's whole traceback in the message, which a command would print as its
+    ``error:`` line."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.kind = type(exc)
+        self.message = str(exc)
+
+    def reraise(self) -> None:
+        try:
+            err = self.kind(self.message)
+        except Exception:  # an exception class with another constructor
+            err = ValueError(self.message)
+        raise err
+
+
+class _CarryLoadErrors(Dataset):
+    """``dataset`` whose bad-input errors come back as :class:`_LoadError` values (see there)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        try:
+            return self.dataset[index]
+        except (ValueError, TypeError, OSError) as exc:
+            return _LoadError(exc)
+
+
+def _carry_collate(collate: Callable[[list], Any]) -> Callable[[list], Any]:
+    def carry(items: list) -> Any:
+        for item in items:
+            if isinstance(item, _LoadError):
+                return item
+        try:
+            return collate(items)
+        except (ValueError, TypeError, OSError) as exc:
+            return _LoadError(exc)
+
+    return carry
+
+
 LossFn = Callable[[nn.Module, nn.Module, Any, torch.device], dict[str, Tensor]]
 EvalFn = Callable[[nn.Module, "ExpMomentumEMA | None"], dict[str, float]]
 
@@ -221,6 +268,31 @@ def config_changes(saved: Any, current: Any, path: str = "") -> list[str]:
         return out
     norm = (lambda v: json.loads(json.dumps(v, default=str)))  # tuples vs lists, as stored in the JSON
     return [] if norm(saved) == norm(current) else [f"{path}: {saved!r} -> {current!r}"]
+
+
+def _config_record(cfg: LoopConfig, run_config: dict[str, Any] | None, world_size: int) -> dict[str, Any]:
+    # the process count is part of what is trained: it multiplies the batch and splits the samples differently
+    return {"loop": asdict(cfg), "run": run_config or {}, "world_size": world_size}
+
+
+def _refuse_changes(prefix: Path, loaded: dict[str, Any], record: dict[str, Any], allow: bool) -> None:
+    changes = config_changes(loaded.get("config") or {}, record)
+    if changes and not allow:
+        raise ValueError(
+            f"{prefix}.json was trained with other settings; resuming would silently mix them. Changed: "
+            + "; ".join(changes[:12]) + (" ..." if len(changes) > 12 else "")
+            + ". Rerun with the original settings, use a new --out, pass --no-resume to start over there, or "
+              "--allow-changes to continue anyway")
+
+
+def check_resumed_settings(cfg: LoopConfig, run_config: dict[str, Any] | None, world_size: int) -> None:
+    """The settings check :func:`run_loop` makes when it resumes, for a finished loop whose result is reused
+    without running it again (the refiner's GT encoder): ``ValueError`` listing the changed settings unless
+    ``cfg.allow_changes``; nothing when the loop has no checkpoint in ``cfg.out_dir``."""
+    prefix = Path(cfg.out_dir) / f"{cfg.name}_last"
+    if cfg.resume and checkpoint_exists(prefix):
+        _refuse_changes(prefix, load_training_state(prefix), _config_record(cfg, run_config, world_size),
+                        cfg.allow_changes)
 
 
 #: the file that marks a folder as a cartoonseg training run (written when a run first uses the folder)
@@ -329,19 +401,12 @@ def run_loop(
     )
     prefix = out_dir / f"{cfg.name}_last"
     epoch, it_in_epoch, global_step = 0, 0, 0
-    # the process count is part of what is trained: it multiplies the batch and splits the samples differently
-    config_record = {"loop": asdict(cfg), "run": run_config or {}, "world_size": ctx.world_size}
+    config_record = _config_record(cfg, run_config, ctx.world_size)
     if not (cfg.resume and checkpoint_exists(prefix)):
         _trim_log(ctx, out_dir, 0, cfg.name)  # a fresh start: this loop's lines of an earlier run go
     if cfg.resume and checkpoint_exists(prefix):
         loaded = load_training_state(prefix, map_location=device)
-        changes = config_changes(loaded.get("config") or {}, config_record)
-        if changes and not cfg.allow_changes:
-            raise ValueError(
-                f"{prefix}.json was trained with other settings; resuming would silently mix them. Changed: "
-                + "; ".join(changes[:12]) + (" ..." if len(changes) > 12 else "")
-                + ". Rerun with the original settings, use a new --out, pass --no-resume to start over there, or "
-                  "--allow-changes to continue anyway")
+        _refuse_changes(prefix, loaded, config_record, cfg.allow_changes)
         model.load_state_dict({k: v.to(device) for k, v in loaded["model"].items()})
         optimizer.load_state_dict(loaded["optimizer"])
         if ema is not None and loaded["ema"] is not None:
@@ -421,17 +486,20 @@ def run_loop(
         if on_epoch_start is not None:
             on_epoch_start(epoch)
         sampler.set_epoch(epoch, start=it_in_epoch * cfg.batch_size)
+        workers = cfg.num_workers > 0  # a worker's error comes back as one line (see _LoadError)
         loader = DataLoader(
-            dataset,
+            _CarryLoadErrors(dataset) if workers else dataset,
             batch_size=cfg.batch_size,
             sampler=sampler,
-            collate_fn=collate,
+            collate_fn=_carry_collate(collate) if workers else collate,
             num_workers=cfg.num_workers,
             drop_last=True,
             pin_memory=device.type == "cuda",
         )
         model.train()
         for batch in loader:
+            if isinstance(batch, _LoadError):
+                batch.reraise()
             lr = cfg.lr * schedule(global_step)
             for group in optimizer.param_groups:
                 group["lr"] = lr

@@ -31,7 +31,7 @@ from ..config import refiner_config
 from ..models.isnet import ISNetGTEncoder
 from .coco import load_coco
 from .distributed import DistContext, cleanup, setup
-from .engine import LoopConfig, check_training_folder, discard_loop, run_loop, state_digest
+from .engine import LoopConfig, check_resumed_settings, check_training_folder, discard_loop, run_loop, state_digest
 from .losses import gt_encoder_loss, refiner_loss
 from .refine_data import RefineAugConfig, RefineTrainSet, collate_refine
 
@@ -176,6 +176,12 @@ def train_refiner(cfg: RefinerTrainConfig, ctx: DistContext | None = None) -> di
         encoder = None
         if cfg.use_gt_encoder:
             enc_path = Path(cfg.gt_encoder) if cfg.gt_encoder else out / "gt_encoder.safetensors"
+            gt_loop = _loop(cfg, "gt_encoder", cfg.gt_epochs, cfg.gt_lr, 0.0)
+            gt_run = dict(cfg.to_dict(), phase="gt_encoder")
+            if enc_path.is_file() and not cfg.gt_encoder:
+                # the encoder this run trained earlier is reused only with the settings it was trained with (a run
+                # killed before the refiner's first checkpoint and rerun with other settings would mix them)
+                check_resumed_settings(gt_loop, gt_run, ctx.world_size)
             if not enc_path.is_file():
                 if cfg.gt_encoder:
                     raise FileNotFoundError(f"--gt-encoder {enc_path} not found")
@@ -194,8 +200,8 @@ def train_refiner(cfg: RefinerTrainConfig, ctx: DistContext | None = None) -> di
                     dataset,
                     collate_refine,
                     enc_loss,
-                    _loop(cfg, "gt_encoder", cfg.gt_epochs, cfg.gt_lr, 0.0),
-                    run_config=dict(cfg.to_dict(), phase="gt_encoder"),
+                    gt_loop,
+                    run_config=gt_run,
                     on_epoch_start=dataset.set_epoch,
                 )
                 summary["gt_encoder_steps"] = r.global_step
@@ -206,6 +212,10 @@ def train_refiner(cfg: RefinerTrainConfig, ctx: DistContext | None = None) -> di
                     save_gt_encoder(enc, rcfg.width, enc_path)
                 ctx.barrier()
             encoder = load_gt_encoder(enc_path, ctx.device)
+            if encoder.width != rcfg.width:
+                raise ValueError(f"GT encoder {enc_path} was trained for a refiner of width {encoder.width}; the "
+                                 f"preset {cfg.preset!r} has width {rcfg.width}: give one of its size, or train one "
+                                 f"(without --gt-encoder, in a new --out or with --no-resume)")
             summary["gt_encoder"] = str(enc_path)
 
         # phase 2 starts from its own seed, so its initial weights do not depend on whether phase 1 ran in this
