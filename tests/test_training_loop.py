@@ -519,3 +519,34 @@ def test_predictions_and_evaluation_of_a_model(toy):
     bare["annotations"] = [dict(a, category_id=3) for a in bare["annotations"]]
     relabelled = predict_coco(seg, bare, coco.image_root)["final"]
     assert relabelled and {r["category_id"] for r in relabelled} == {3}
+
+
+def test_amp_bf16_on_a_cpu_trains_in_bf16_where_it_has_bf16_kernels_and_is_refused_elsewhere(toy, tmp_path):
+    """``--amp bf16`` on a CPU used to train in fp32 without a word. Now it autocasts to bf16 where the CPU has bf16
+    kernels (checked at run time, so this holds on every CPU) and is refused with the CPU named elsewhere; fp16 on a
+    CPU is always refused, and auto/none stay fp32 (the reference)."""
+    from cartoonseg.device import capabilities
+    from cartoonseg.training.engine import autocast_dtype
+
+    cpu = torch.device("cpu")
+    assert autocast_dtype("auto", cpu) is None and autocast_dtype("none", cpu) is None
+    with pytest.raises(ValueError, match="--amp fp16 is not supported for training on this CPU"):
+        autocast_dtype("fp16", cpu)
+    if "bf16" not in capabilities("cpu").supported:
+        with pytest.raises(ValueError, match="--amp bf16 is not supported for training on this CPU"):
+            train_detector(_det_cfg(toy, tmp_path / "run", epochs=1, max_iters=1, amp="bf16"))
+        return
+    assert autocast_dtype("bf16", cpu) == torch.bfloat16
+    seen = []
+    real = torch.nn.functional.conv2d
+
+    def spy(x, *a, **k):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return real(x, *a, **k)
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(torch.nn.functional, "conv2d", spy):
+        summary = train_detector(_det_cfg(toy, tmp_path / "run", epochs=1, max_iters=1, amp="bf16"))
+    assert torch.bfloat16 in seen  # the training step's convolutions (the export check after it runs in fp32)
+    assert summary["global_step"] == 1

@@ -68,7 +68,9 @@ def add_data_args(ap: argparse.ArgumentParser, out_help: str) -> None:
 def add_run_args(ap: argparse.ArgumentParser, *, max_iters_help: str, resume_help: str) -> None:
     """``--amp``, ``--device``, ``--workers``, ``--seed``, ``--log-interval``, ``--ckpt-interval``,
     ``--max-iters``, ``--no-resume``, ``--allow-changes``."""
-    ap.add_argument("--amp", default="auto", choices=["auto", "none", "fp16", "bf16"], help="mixed precision (CUDA)")
+    ap.add_argument("--amp", default="auto", choices=["auto", "none", "fp16", "bf16"],
+                    help="mixed precision: auto = bf16 or fp16 on CUDA, fp32 on a CPU; bf16 on a CPU needs its bf16 "
+                         "kernels (AVX-512; fast with AVX512-BF16/AMX)")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (torchrun: cuda:LOCAL_RANK)")
     ap.add_argument("--workers", type=int, default=4, help="DataLoader workers per process, >= 0")
     ap.add_argument("--seed", type=cli_seed, default=0, help="seed")

@@ -57,7 +57,8 @@ class LoopConfig:
         ema: keep an :class:`ExpMomentumEMA`.
         ema_momentum: EMA momentum.
         ema_gamma: EMA warm-up constant.
-        amp: ``"auto"`` (bf16 if supported, else fp16, on CUDA; off on CPU), ``"none"``, ``"fp16"``, ``"bf16"``.
+        amp: ``"auto"`` (bf16 if supported, else fp16, on CUDA; off on CPU), ``"none"``, ``"fp16"``, ``"bf16"``
+            (on a CPU only where it has bf16 kernels; see :func:`autocast_dtype`).
         grad_clip: max gradient norm (None: no clipping).
         num_workers: DataLoader workers per process.
         seed: base seed (sampler order, augmentation, model init by the caller).
@@ -119,8 +120,25 @@ class LoopResult:
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device`` (None = full fp32)."""
-    if device.type != "cuda" or amp == "none":
+    """The autocast dtype for ``amp`` on ``device`` (None = full fp32).
+
+    On a CPU, ``auto`` and ``none`` train in fp32 (the reference), ``bf16`` autocasts to bf16 where the CPU has bf16
+    kernels (AVX-512; fast with AVX512-BF16 or AMX; :func:`cartoonseg.device.capabilities`) and is refused elsewhere,
+    as ``fp16`` always is: ``ValueError`` naming the CPU, instead of training silently in fp32.
+    """
+    if amp == "none":
+        return None
+    if device.type == "cpu":
+        if amp == "auto":
+            return None
+        from ..device import capabilities
+
+        caps = capabilities(device)
+        if amp == "bf16" and "bf16" in caps.supported:
+            return torch.bfloat16
+        raise ValueError(f"--amp {amp} is not supported for training on this {caps.description} (CPU training runs "
+                         "fp32, or bf16 on a CPU with bf16 kernels: AVX-512); use --amp none or auto")
+    if device.type != "cuda":
         return None
     if amp == "fp16":
         return torch.float16
@@ -504,7 +522,7 @@ def run_loop(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             ctx_amp = (
-                torch.autocast(device_type="cuda", dtype=amp_dtype)
+                torch.autocast(device_type=device.type, dtype=amp_dtype)
                 if amp_dtype is not None
                 else contextlib.nullcontext()
             )
