@@ -7,7 +7,8 @@ PyTorch, CPU or GPU).
 
 Inputs follow the pack's conventions: depth is an IMAGE ``[B,H,W,3]`` grey in [0,1], **larger = nearer** (as from
 ``CartoonSegDepthEstimate``/``CartoonSegDepthPool`` or any ComfyUI depth preprocessor), resized to the image when
-sizes differ; instances are ``CARTOONSEG_INSTANCES`` (one ``cartoonseg.Instances`` per frame); the background plate
+sizes differ; instances are ``CARTOONSEG_INSTANCES`` (one ``cartoonseg.Instances`` per frame, segmented from the
+image: instances of another size are refused, not stretched); the background plate
 is an IMAGE (e.g. ``CartoonSegInpaintPatchMatch`` over ``CartoonSegBackgroundMask``). Output frames are an IMAGE
 batch for any video saver (core SaveAnimatedWEBP / SaveAnimatedPNG, or Video Helper Suite), with the fps as FLOAT.
 """
@@ -147,7 +148,7 @@ class CartoonSegKenBurns:
                              "fill 'patchmatch', which needs none)")
         image = _comfy.check_image(image)
         depth = _comfy.check_image(depth, "depth")
-        frames = _check_instances(instances)
+        frames = _check_instances(instances, tuple(image.shape[1:3]))
         background = _comfy.check_image(background, "background") if background is not None else None
         camera = _check_camera(camera, CameraPath)
         n = image.shape[0]
@@ -234,10 +235,15 @@ class _Progress:
         self.done = done
 
 
-def _check_instances(instances):
+def _check_instances(instances, size_hw):
+    """The instances' frames, each for an image of ``size_hw`` (checked before any clip is rendered)."""
     if instances is None:
         return None
-    return _comfy.check_instances(instances)
+    frames = _comfy.check_instances(instances)
+    if tuple(frames[0].image_size) != tuple(size_hw):  # check_instances: every frame has frame 0's size
+        raise ValueError(f"instances are for a {frames[0].image_size[1]}x{frames[0].image_size[0]} image but the image "
+                         f"is {size_hw[1]}x{size_hw[0]}; segment the image that is rendered")
+    return frames
 
 
 def _check_camera(camera, camera_cls):

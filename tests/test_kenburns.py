@@ -412,6 +412,10 @@ def test_bad_inputs_get_clear_errors_or_sane_results():
         render_kenburns(image, nearness, masks=torch.rand(1, 1, 32, 32), camera=camera)
     with pytest.raises(ValueError, match="supported range"):
         render_kenburns(torch.rand(4, 4, 3), torch.rand(4, 4), camera=camera)
+    # masks of another size than the image are refused: stretched they would misplace every character layer
+    for other in (mask[:, :, :16], torch.ones(1, 64, 64), Instances.from_masks(mask[:, :16])):
+        with pytest.raises(ValueError, match="masks are .* but the image is 32x32"):
+            render_kenburns(image, nearness, masks=other, camera=camera)
     with pytest.raises(TypeError, match="CameraPath"):
         render_kenburns(image, nearness, camera="auto")
     with pytest.raises(ValueError, match="min_disparity"):

@@ -255,6 +255,10 @@ def _masks(masks, size_hw: tuple[int, int]) -> tuple[Tensor, Tensor | None]:
         masks = masks[None]
     if masks.dim() != 3:
         raise ValueError(f"masks must be [N,H,W], got shape {tuple(masks.shape)}")
+    if tuple(masks.shape[1:]) != tuple(size_hw):
+        # stretching them over the image would put every character layer in the wrong place
+        raise ValueError(f"masks are {masks.shape[2]}x{masks.shape[1]} px but the image is {size_hw[1]}x{size_hw[0]}; "
+                         "give masks of the image (segment the image that is rendered)")
     return torch.nan_to_num(masks.float(), nan=0.0).clamp(0.0, 1.0), extra_depth
 
 
@@ -300,7 +304,8 @@ def build_scene(
         image: ``[H,W,3]`` RGB in [0,1] (``[1,H,W,3]`` accepted).
         depth: ``[H,W]`` or ``[H,W,C]`` nearness, larger = nearer (any positive scale; resized to the image).
         masks: character instances: a :class:`cartoonseg.Instances` (its ``extras["depth"]``, if present, orders
-            the layers) or soft masks ``[N,H,W]`` in [0,1]; ``None`` or empty renders a single layer.
+            the layers) or soft masks ``[N,H,W]`` in [0,1], of the image's size (ValueError otherwise); ``None`` or
+            empty renders a single layer.
         background: ``[H,W,3]`` inpainted background plate (used inside the dilated character union); ``None``
             inpaints that region (``plate_fill``) or fills it smoothly from around it.
         config: rendering options.
@@ -581,7 +586,8 @@ def render_kenburns(
     Args:
         image: ``[H,W,3]`` RGB in [0,1].
         depth: ``[H,W]`` or ``[H,W,C]`` nearness (larger = nearer, e.g. a ComfyUI depth IMAGE frame).
-        masks: character instances (:class:`cartoonseg.Instances` or soft masks ``[N,H,W]``), or ``None``.
+        masks: character instances (:class:`cartoonseg.Instances` or soft masks ``[N,H,W]``, of the image's size),
+            or ``None``.
         background: ``[H,W,3]`` inpainted background plate, or ``None`` (a smooth fill is used).
         camera: the camera motion (default: the original's automatic path, 75 frames, ping-pong, 25 fps).
         config: rendering options.
