@@ -420,6 +420,16 @@ def test_bad_inputs_get_clear_errors_or_sane_results():
         render_kenburns(image, nearness, camera="auto")
     with pytest.raises(ValueError, match="min_disparity"):
         KenBurnsConfig(min_disparity=0.0)
+    # uint8 images and plates are 0..255 (not clamped to white); other integer images are refused
+    static = CameraPath(preset="static", frames=1, playback=False)
+    dim = (image * 0.6 + 0.2) * 255
+    as_float = render_kenburns(dim.round() / 255, nearness, masks=mask, background=(dim * 0.5).round() / 255,
+                               camera=static)
+    as_uint8 = render_kenburns(dim.round().to(torch.uint8), nearness, masks=mask,
+                               background=(dim * 0.5).round().to(torch.uint8), camera=static)
+    assert torch.allclose(as_uint8.frames, as_float.frames, atol=1e-5)
+    with pytest.raises(TypeError, match="dtype"):
+        render_kenburns((image * 255).int(), nearness, camera=static)
     # NaN / zero depth, grey and RGBA images: finite frames in [0,1]
     bad = nearness.clone()
     bad[0, :5] = float("nan")

@@ -217,6 +217,10 @@ def _as_hwc(image: Tensor, name: str) -> Tensor:
         raise ValueError(f"{name} must be [H,W,3] (or [H,W,1]/[H,W,2]/[H,W,4]), got shape {tuple(image.shape)}")
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"{name} is empty: shape {tuple(image.shape)}")
+    if image.dtype == torch.uint8:  # 0..255, not clamped to white
+        image = image.float() / 255.0
+    elif not (image.is_floating_point() or image.dtype == torch.bool):
+        raise TypeError(f"{name} must be float RGB in [0,1] or uint8, got dtype {image.dtype}")
     image = image.float()
     if image.shape[-1] in (1, 2):  # grey, grey + alpha (alpha dropped)
         image = image[..., :1].expand(-1, -1, 3)
@@ -584,11 +588,12 @@ def render_kenburns(
     """Render an instance-aware 3D Ken Burns clip from one image.
 
     Args:
-        image: ``[H,W,3]`` RGB in [0,1].
+        image: ``[H,W,3]`` RGB in [0,1] (uint8 0..255 is scaled).
         depth: ``[H,W]`` or ``[H,W,C]`` nearness (larger = nearer, e.g. a ComfyUI depth IMAGE frame).
         masks: character instances (:class:`cartoonseg.Instances` or soft masks ``[N,H,W]``, of the image's size),
             or ``None``.
-        background: ``[H,W,3]`` inpainted background plate, or ``None`` (a smooth fill is used).
+        background: ``[H,W,3]`` inpainted background plate (float in [0,1] or uint8), or ``None`` (a smooth fill is
+            used).
         camera: the camera motion (default: the original's automatic path, 75 frames, ping-pong, 25 fps).
         config: rendering options.
         device: where to render (default: the image's device); results are returned on that device.
