@@ -562,7 +562,7 @@ def test_explicit_device_is_respected():
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def test_cli_writes_webp_and_frames(tmp_path):
+def test_cli_writes_webp_and_frames(tmp_path, capsys):
     from PIL import Image
 
     from cartoonseg.kenburns.cli import main
@@ -580,6 +580,11 @@ def test_cli_writes_webp_and_frames(tmp_path):
     with Image.open(frames[0]) as first:
         assert first.size == (32, 32)
     assert main(["kenburns", *args, "--out", str(tmp_path / "clip.gif")]) == 2  # clear error, no traceback
+    # render options are checked before anything is read (or a depth model / segmenter / PatchMatch runs)
+    missing = ["kenburns", str(tmp_path / "img.png"), "--depth", str(tmp_path / "missing.png"), "--out",
+               str(tmp_path / "late.webp"), "--key-views", "99"]
+    capsys.readouterr()
+    assert main(missing) == 2 and "key_views" in capsys.readouterr().err and not (tmp_path / "late.webp").exists()
     for h, w in ((3, 7), (48, 1)):  # slivers under the renderer's 8 px are enlarged, keeping their aspect
         rng = np.random.default_rng(0)
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(tmp_path / "sliver.png")

@@ -16,6 +16,7 @@ WEBP (``.webp``), an H.264 ``.mp4`` or numbered PNG frames plus disocclusion mas
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -109,9 +110,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--size must be 0 (the input size) or in [{MIN_SIDE}, {MAX_SIDE}] pixels, got {args.size}")
     if not 0 <= args.plate_dilate <= MAX_BACKGROUND_DILATE:
         raise ValueError(f"--plate-dilate must lie in [0, {MAX_BACKGROUND_DILATE}] pixels, got {args.plate_dilate}")
-    # the camera and sampler options are checked before anything is read or loaded
+    # the camera, render and sampler options are checked before anything is read or loaded
     camera = CameraPath(preset=args.camera, frames=args.frames, zoom=args.zoom, easing=args.easing,
                         playback=args.playback, fps=args.fps)
+    config = KenBurnsConfig(depth_of_field=args.dof, fill=args.fill, key_views=args.key_views,
+                            character_reveals=args.character_reveals)  # the size follows from the image
     settings = _refine_settings(args)
     out = Path(args.out)
     inputs = [p for p in (args.image, args.depth, args.detector, args.refiner) if p]
@@ -144,8 +147,7 @@ def run(args: argparse.Namespace) -> int:
     size = 0 if args.size == 0 or args.size >= max(h, w) else args.size  # --size caps the long side
     if size == 0 and min(h, w) < MIN_SIDE:  # a sliver: enlarged until its short side is the smallest supported
         size = math.ceil(MIN_SIDE * max(h, w) / min(h, w))
-    config = KenBurnsConfig(size=size, depth_of_field=args.dof, fill=args.fill, key_views=args.key_views,
-                            character_reveals=args.character_reveals)
+    config = dataclasses.replace(config, size=size)
     prepared = time.perf_counter()
     with progress(None, "frames", quiet(args), unit="frame") as bar:
 
