@@ -399,6 +399,12 @@ def test_size_option_resizes_everything():
         config=KenBurnsConfig(size=32),
     )
     assert clip.frames.shape == (2, 32, 32, 3)
+    # a sliver whose short side would fall under 8 px keeps its aspect (8 px short side), not squashed to 8 x size
+    cam = CameraPath(preset="static", frames=1, playback=False)
+    clip = render_kenburns(torch.rand(4, 400, 3), torch.rand(4, 400), camera=cam, config=KenBurnsConfig(size=64))
+    assert clip.frames.shape == (1, 8, 800, 3)
+    with pytest.raises(ValueError, match="too thin"):
+        render_kenburns(torch.rand(2, 4000, 3), torch.rand(2, 4000), camera=cam, config=KenBurnsConfig(size=64))
 
 
 def test_bad_inputs_get_clear_errors_or_sane_results():
@@ -585,13 +591,13 @@ def test_cli_writes_webp_and_frames(tmp_path, capsys):
                str(tmp_path / "late.webp"), "--key-views", "99"]
     capsys.readouterr()
     assert main(missing) == 2 and "key_views" in capsys.readouterr().err and not (tmp_path / "late.webp").exists()
-    for h, w in ((3, 7), (48, 1)):  # slivers under the renderer's 8 px are enlarged, keeping their aspect
+    for h, w, size in ((3, 7, "1024"), (48, 1, "1024"), (4, 300, "100")):  # slivers under 8 px: enlarged, same aspect
         rng = np.random.default_rng(0)
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(tmp_path / "sliver.png")
         Image.fromarray(rng.integers(0, 255, (h, w), dtype=np.uint8)).save(tmp_path / "sliver_depth.png")
         out = tmp_path / f"sliver_{h}x{w}.webp"
         assert main(["kenburns", str(tmp_path / "sliver.png"), "--depth", str(tmp_path / "sliver_depth.png"), "--frames",
-                     "3", "--out", str(out), "--quiet"]) == 0
+                     "3", "--out", str(out), "--quiet", "--size", size]) == 0
         with Image.open(out) as webp:
             assert min(webp.size) == 8 and webp.size[0] / webp.size[1] == pytest.approx(w / h, rel=0.2)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import time
 from pathlib import Path
 
@@ -145,8 +144,8 @@ def run(args: argparse.Namespace) -> int:
     if refiner is not None and background is not None:
         background = refiner(image, hole, background)  # the paper's diffusion pass over the characters' area
     size = 0 if args.size == 0 or args.size >= max(h, w) else args.size  # --size caps the long side
-    if size == 0 and min(h, w) < MIN_SIDE:  # a sliver: enlarged until its short side is the smallest supported
-        size = math.ceil(MIN_SIDE * max(h, w) / min(h, w))
+    if size == 0 and min(h, w) < MIN_SIDE:  # a sliver: the renderer takes its short side to 8 px (same aspect)
+        size = min(max(h, w, MIN_SIDE), MAX_SIDE)
     config = dataclasses.replace(config, size=size)
     prepared = time.perf_counter()
     with progress(None, "frames", quiet(args), unit="frame") as bar:
@@ -205,8 +204,8 @@ def _add_kenburns(sub) -> None:
     p.add_argument("--playback", action="store_true", help="append the reversed clip (ping-pong)")
     p.add_argument("--fps", type=float, default=25.0, help="frames per second of the clip, 0.01..240")
     p.add_argument("--size", type=int, default=1024,
-                   help="cap on the long side of the frames, 8..8192 (0 = input size); images thinner than 8 px are "
-                        "enlarged")
+                   help="cap on the long side of the frames, 8..8192 (0 = input size); frames whose short side "
+                        "would be under 8 px get 8 px there, keeping the aspect")
     p.add_argument("--dof", action="store_true", help="rack focus from the background to the nearest character")
     p.add_argument("--fill", choices=list(FILLS), default="patchmatch",
                    help="what fills the regions the camera uncovers: patchmatch (default: inpainted at the path's end "

@@ -73,7 +73,9 @@ class KenBurnsConfig:
     """Rendering options (the camera motion is a :class:`~cartoonseg.kenburns.camera.CameraPath`).
 
     Attributes:
-        size: long side of the rendered frames in pixels; 0 keeps the input size (the original works at 1024).
+        size: long side of the rendered frames in pixels; 0 keeps the input size (the original works at 1024). An
+            image so thin that its short side would fall under 8 px is rendered with that side at 8 px and its
+            aspect kept (the long side is then longer than ``size``).
         min_disparity: floor of the normalised nearness: the farthest depth is at most ``1/min_disparity`` times
             the nearest one (a zero in a depth map means "far", not "infinitely far").
         max_layers: layers in all: the background plus up to ``max_layers - 1`` character groups.
@@ -275,7 +277,12 @@ def _working_size(h: int, w: int, size: int) -> tuple[int, int]:
             )
         return h, w
     scale = size / max(h, w)
+    if round(min(h, w) * scale) < MIN_SIDE:  # a sliver: its short side is enlarged to the minimum, keeping the aspect
+        scale = MIN_SIDE / min(h, w)
     nh, nw = max(MIN_SIDE, round(h * scale)), max(MIN_SIDE, round(w * scale))
+    if max(nh, nw) > MAX_SIDE:
+        raise ValueError(f"image of {w}x{h} px is too thin: a short side of {MIN_SIDE} px (the least rendered) makes "
+                         f"its long side {max(nh, nw)} px, over the {MAX_SIDE} px limit")
     return nh, nw
 
 
