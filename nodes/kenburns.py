@@ -107,7 +107,8 @@ class CartoonSegKenBurns:
                 "size": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 8,
                                  "tooltip": "long side of the frames; 0 = input size"}),
                 "depth_of_field": ("BOOLEAN", {"default": False,
-                                               "tooltip": "rack focus from the background to the nearest character"}),
+                                               "tooltip": "rack focus to the nearest character, from the far end "
+                                                          "(from the near end when it stands in the farther half)"}),
                 "dof_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.1,
                                            "tooltip": "blur strength of the depth of field"}),
                 "dof_speed": ("FLOAT", {"default": 50.0, "min": 0.0, "max": 1000.0, "step": 1.0,

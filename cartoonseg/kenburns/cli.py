@@ -206,7 +206,9 @@ def _add_kenburns(sub) -> None:
     p.add_argument("--size", type=int, default=1024,
                    help="cap on the long side of the frames, 8..8192 (0 = input size); frames whose short side "
                         "would be under 8 px get 8 px there, keeping the aspect")
-    p.add_argument("--dof", action="store_true", help="rack focus from the background to the nearest character")
+    p.add_argument("--dof", action="store_true",
+                   help="rack focus to the nearest character, from the far end of the depth range (from the near end "
+                        "when the character stands in the farther half)")
     p.add_argument("--fill", choices=list(FILLS), default="patchmatch",
                    help="what fills the regions the camera uncovers: patchmatch (default: inpainted at the path's end "
                         "views, no model needed), diffusion (PatchMatch, then an SD inpainting pass; needs "

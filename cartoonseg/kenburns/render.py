@@ -27,7 +27,8 @@ Pipeline of :func:`render_kenburns`:
    replaces the plate there.
 5. Per frame batch: every layer is splatted (z-buffer + bilinear accumulation + crack filling); remaining background
    holes are filled from the farther side; layers are composited front to back after a per-pixel depth sort.
-6. Optional depth of field (rack focus from the background to the nearest character).
+6. Optional depth of field (rack focus to the nearest character, from the far end of the depth range or, when that
+   character stands in its farther half, from the near end).
 
 Outputs are frames ``[T,H,W,3]`` RGB in [0,1], a disocclusion mask ``[T,H,W]`` (1 where the colour was not visible
 in the input: filled holes and revealed background plate) and the fps.
