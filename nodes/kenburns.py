@@ -7,7 +7,8 @@ PyTorch, CPU or GPU).
 
 Inputs follow the pack's conventions: depth is an IMAGE ``[B,H,W,3]`` grey in [0,1], **larger = nearer** (as from
 ``CartoonSegDepthEstimate``/``CartoonSegDepthPool`` or any ComfyUI depth preprocessor), resized to the image when
-sizes differ; instances are ``CARTOONSEG_INSTANCES`` (one ``cartoonseg.Instances`` per frame); the background plate
+sizes differ; instances are ``CARTOONSEG_INSTANCES`` (one ``cartoonseg.Instances`` per frame, segmented from the
+image: instances of another size are refused, not stretched); the background plate
 is an IMAGE (e.g. ``CartoonSegInpaintPatchMatch`` over ``CartoonSegBackgroundMask``). Output frames are an IMAGE
 batch for any video saver (core SaveAnimatedWEBP / SaveAnimatedPNG, or Video Helper Suite), with the fps as FLOAT.
 """
@@ -106,7 +107,8 @@ class CartoonSegKenBurns:
                 "size": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 8,
                                  "tooltip": "long side of the frames; 0 = input size"}),
                 "depth_of_field": ("BOOLEAN", {"default": False,
-                                               "tooltip": "rack focus from the background to the nearest character"}),
+                                               "tooltip": "rack focus to the nearest character, from the far end "
+                                                          "(from the near end when it stands in the farther half)"}),
                 "dof_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.1,
                                            "tooltip": "blur strength of the depth of field"}),
                 "dof_speed": ("FLOAT", {"default": 50.0, "min": 0.0, "max": 1000.0, "step": 1.0,
@@ -147,7 +149,7 @@ class CartoonSegKenBurns:
                              "fill 'patchmatch', which needs none)")
         image = _comfy.check_image(image)
         depth = _comfy.check_image(depth, "depth")
-        frames = _check_instances(instances)
+        frames = _check_instances(instances, tuple(image.shape[1:3]))
         background = _comfy.check_image(background, "background") if background is not None else None
         camera = _check_camera(camera, CameraPath)
         n = image.shape[0]
@@ -234,10 +236,15 @@ class _Progress:
         self.done = done
 
 
-def _check_instances(instances):
+def _check_instances(instances, size_hw):
+    """The instances' frames, each for an image of ``size_hw`` (checked before any clip is rendered)."""
     if instances is None:
         return None
-    return _comfy.check_instances(instances)
+    frames = _comfy.check_instances(instances)
+    if tuple(frames[0].image_size) != tuple(size_hw):  # check_instances: every frame has frame 0's size
+        raise ValueError(f"instances are for a {frames[0].image_size[1]}x{frames[0].image_size[0]} image but the image "
+                         f"is {size_hw[1]}x{size_hw[0]}; segment the image that is rendered")
+    return frames
 
 
 def _check_camera(camera, camera_cls):

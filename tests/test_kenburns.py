@@ -399,6 +399,12 @@ def test_size_option_resizes_everything():
         config=KenBurnsConfig(size=32),
     )
     assert clip.frames.shape == (2, 32, 32, 3)
+    # a sliver whose short side would fall under 8 px keeps its aspect (8 px short side), not squashed to 8 x size
+    cam = CameraPath(preset="static", frames=1, playback=False)
+    clip = render_kenburns(torch.rand(4, 400, 3), torch.rand(4, 400), camera=cam, config=KenBurnsConfig(size=64))
+    assert clip.frames.shape == (1, 8, 800, 3)
+    with pytest.raises(ValueError, match="too thin"):
+        render_kenburns(torch.rand(2, 4000, 3), torch.rand(2, 4000), camera=cam, config=KenBurnsConfig(size=64))
 
 
 def test_bad_inputs_get_clear_errors_or_sane_results():
@@ -412,10 +418,24 @@ def test_bad_inputs_get_clear_errors_or_sane_results():
         render_kenburns(image, nearness, masks=torch.rand(1, 1, 32, 32), camera=camera)
     with pytest.raises(ValueError, match="supported range"):
         render_kenburns(torch.rand(4, 4, 3), torch.rand(4, 4), camera=camera)
+    # masks of another size than the image are refused: stretched they would misplace every character layer
+    for other in (mask[:, :, :16], torch.ones(1, 64, 64), Instances.from_masks(mask[:, :16])):
+        with pytest.raises(ValueError, match="masks are .* but the image is 32x32"):
+            render_kenburns(image, nearness, masks=other, camera=camera)
     with pytest.raises(TypeError, match="CameraPath"):
         render_kenburns(image, nearness, camera="auto")
     with pytest.raises(ValueError, match="min_disparity"):
         KenBurnsConfig(min_disparity=0.0)
+    # uint8 images and plates are 0..255 (not clamped to white); other integer images are refused
+    static = CameraPath(preset="static", frames=1, playback=False)
+    dim = (image * 0.6 + 0.2) * 255
+    as_float = render_kenburns(dim.round() / 255, nearness, masks=mask, background=(dim * 0.5).round() / 255,
+                               camera=static)
+    as_uint8 = render_kenburns(dim.round().to(torch.uint8), nearness, masks=mask,
+                               background=(dim * 0.5).round().to(torch.uint8), camera=static)
+    assert torch.allclose(as_uint8.frames, as_float.frames, atol=1e-5)
+    with pytest.raises(TypeError, match="dtype"):
+        render_kenburns((image * 255).int(), nearness, camera=static)
     # NaN / zero depth, grey and RGBA images: finite frames in [0,1]
     bad = nearness.clone()
     bad[0, :5] = float("nan")
@@ -548,7 +568,7 @@ def test_explicit_device_is_respected():
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def test_cli_writes_webp_and_frames(tmp_path):
+def test_cli_writes_webp_and_frames(tmp_path, capsys):
     from PIL import Image
 
     from cartoonseg.kenburns.cli import main
@@ -566,13 +586,18 @@ def test_cli_writes_webp_and_frames(tmp_path):
     with Image.open(frames[0]) as first:
         assert first.size == (32, 32)
     assert main(["kenburns", *args, "--out", str(tmp_path / "clip.gif")]) == 2  # clear error, no traceback
-    for h, w in ((3, 7), (48, 1)):  # slivers under the renderer's 8 px are enlarged, keeping their aspect
+    # render options are checked before anything is read (or a depth model / segmenter / PatchMatch runs)
+    missing = ["kenburns", str(tmp_path / "img.png"), "--depth", str(tmp_path / "missing.png"), "--out",
+               str(tmp_path / "late.webp"), "--key-views", "99"]
+    capsys.readouterr()
+    assert main(missing) == 2 and "key_views" in capsys.readouterr().err and not (tmp_path / "late.webp").exists()
+    for h, w, size in ((3, 7, "1024"), (48, 1, "1024"), (4, 300, "100")):  # slivers under 8 px: enlarged, same aspect
         rng = np.random.default_rng(0)
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(tmp_path / "sliver.png")
         Image.fromarray(rng.integers(0, 255, (h, w), dtype=np.uint8)).save(tmp_path / "sliver_depth.png")
         out = tmp_path / f"sliver_{h}x{w}.webp"
         assert main(["kenburns", str(tmp_path / "sliver.png"), "--depth", str(tmp_path / "sliver_depth.png"), "--frames",
-                     "3", "--out", str(out), "--quiet"]) == 0
+                     "3", "--out", str(out), "--quiet", "--size", size]) == 0
         with Image.open(out) as webp:
             assert min(webp.size) == 8 and webp.size[0] / webp.size[1] == pytest.approx(w / h, rel=0.2)
 

@@ -148,6 +148,10 @@ def test_batches_pairing_and_resized_depth(nodes):
         node.render(image=image, depth=depth, camera="auto")
     with pytest.raises(TypeError, match="instances"):
         node.render(image=image, depth=depth, instances=torch.zeros(2, H, W), camera=cam)
+    # instances of another image are refused before any clip is rendered, never stretched over this one
+    for mask in (torch.ones(1, H, W + 8), torch.zeros(0, H // 2, W)):
+        with pytest.raises(ValueError, match=f"instances are for a .* image but the image is {W}x{H}"):
+            node.render(image=image, depth=depth, instances=[Instances.from_masks(mask)], camera=cam)
 
 
 def test_depth_of_field_option_changes_frames(nodes):

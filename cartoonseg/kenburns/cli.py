@@ -16,7 +16,7 @@ WEBP (``.webp``), an H.264 ``.mp4`` or numbered PNG frames plus disocclusion mas
 from __future__ import annotations
 
 import argparse
-import math
+import dataclasses
 import time
 from pathlib import Path
 
@@ -109,9 +109,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--size must be 0 (the input size) or in [{MIN_SIDE}, {MAX_SIDE}] pixels, got {args.size}")
     if not 0 <= args.plate_dilate <= MAX_BACKGROUND_DILATE:
         raise ValueError(f"--plate-dilate must lie in [0, {MAX_BACKGROUND_DILATE}] pixels, got {args.plate_dilate}")
-    # the camera and sampler options are checked before anything is read or loaded
+    # the camera, render and sampler options are checked before anything is read or loaded
     camera = CameraPath(preset=args.camera, frames=args.frames, zoom=args.zoom, easing=args.easing,
                         playback=args.playback, fps=args.fps)
+    config = KenBurnsConfig(depth_of_field=args.dof, fill=args.fill, key_views=args.key_views,
+                            character_reveals=args.character_reveals)  # the size follows from the image
     settings = _refine_settings(args)
     out = Path(args.out)
     inputs = [p for p in (args.image, args.depth, args.detector, args.refiner) if p]
@@ -142,10 +144,9 @@ def run(args: argparse.Namespace) -> int:
     if refiner is not None and background is not None:
         background = refiner(image, hole, background)  # the paper's diffusion pass over the characters' area
     size = 0 if args.size == 0 or args.size >= max(h, w) else args.size  # --size caps the long side
-    if size == 0 and min(h, w) < MIN_SIDE:  # a sliver: enlarged until its short side is the smallest supported
-        size = math.ceil(MIN_SIDE * max(h, w) / min(h, w))
-    config = KenBurnsConfig(size=size, depth_of_field=args.dof, fill=args.fill, key_views=args.key_views,
-                            character_reveals=args.character_reveals)
+    if size == 0 and min(h, w) < MIN_SIDE:  # a sliver: the renderer takes its short side to 8 px (same aspect)
+        size = min(max(h, w, MIN_SIDE), MAX_SIDE)
+    config = dataclasses.replace(config, size=size)
     prepared = time.perf_counter()
     with progress(None, "frames", quiet(args), unit="frame") as bar:
 
@@ -204,9 +205,11 @@ def _add_kenburns(sub) -> None:
     p.add_argument("--playback", action="store_true", help="append the reversed clip (ping-pong)")
     p.add_argument("--fps", type=float, default=25.0, help="frames per second of the clip, 0.01..240")
     p.add_argument("--size", type=int, default=1024,
-                   help="cap on the long side of the frames, 8..8192 (0 = input size); images thinner than 8 px are "
-                        "enlarged")
-    p.add_argument("--dof", action="store_true", help="rack focus from the background to the nearest character")
+                   help="cap on the long side of the frames, 8..8192 (0 = input size); frames whose short side "
+                        "would be under 8 px get 8 px there, keeping the aspect")
+    p.add_argument("--dof", action="store_true",
+                   help="rack focus to the nearest character, from the far end of the depth range (from the near end "
+                        "when the character stands in the farther half)")
     p.add_argument("--fill", choices=list(FILLS), default="patchmatch",
                    help="what fills the regions the camera uncovers: patchmatch (default: inpainted at the path's end "
                         "views, no model needed), diffusion (PatchMatch, then an SD inpainting pass; needs "

@@ -1,8 +1,9 @@
-"""Depth of field for the 3D Ken Burns effect: a rack focus from the background to the nearest character, rendered
-as a hexagonal-aperture gather blur in a "lightness" space, in plain PyTorch.
+"""Depth of field for the 3D Ken Burns effect: a rack focus to the nearest character, rendered as a
+hexagonal-aperture gather blur in a "lightness" space, in plain PyTorch.
 
 Follows the effect described in CartoonSegmentation (arXiv 2312.01943, §6.1, its released 3D Ken Burns
-configuration): the focal plane moves from the far end to the nearest character with a logistic ramp centred at
+configuration): the focal plane moves to the nearest character from the far end (from the near end when that
+character stands in the farther half of the depth range, see :func:`focus_schedule`) with a logistic ramp centred at
 mid-clip (``dof_speed`` 50), the blur of a pixel grows with its distance from the focal plane, and highlights bloom
 because the blur averages ``image ** 13``. The hexagonal aperture is built from three directional 1-D gathers
 (one vertical pass, then two passes at +-60 degrees from it whose results are averaged), the construction of

@@ -27,7 +27,8 @@ Pipeline of :func:`render_kenburns`:
    replaces the plate there.
 5. Per frame batch: every layer is splatted (z-buffer + bilinear accumulation + crack filling); remaining background
    holes are filled from the farther side; layers are composited front to back after a per-pixel depth sort.
-6. Optional depth of field (rack focus from the background to the nearest character).
+6. Optional depth of field (rack focus to the nearest character, from the far end of the depth range or, when that
+   character stands in its farther half, from the near end).
 
 Outputs are frames ``[T,H,W,3]`` RGB in [0,1], a disocclusion mask ``[T,H,W]`` (1 where the colour was not visible
 in the input: filled holes and revealed background plate) and the fps.
@@ -73,7 +74,9 @@ class KenBurnsConfig:
     """Rendering options (the camera motion is a :class:`~cartoonseg.kenburns.camera.CameraPath`).
 
     Attributes:
-        size: long side of the rendered frames in pixels; 0 keeps the input size (the original works at 1024).
+        size: long side of the rendered frames in pixels; 0 keeps the input size (the original works at 1024). An
+            image so thin that its short side would fall under 8 px is rendered with that side at 8 px and its
+            aspect kept (the long side is then longer than ``size``).
         min_disparity: floor of the normalised nearness: the farthest depth is at most ``1/min_disparity`` times
             the nearest one (a zero in a depth map means "far", not "infinitely far").
         max_layers: layers in all: the background plus up to ``max_layers - 1`` character groups.
@@ -217,6 +220,10 @@ def _as_hwc(image: Tensor, name: str) -> Tensor:
         raise ValueError(f"{name} must be [H,W,3] (or [H,W,1]/[H,W,2]/[H,W,4]), got shape {tuple(image.shape)}")
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"{name} is empty: shape {tuple(image.shape)}")
+    if image.dtype == torch.uint8:  # 0..255, not clamped to white
+        image = image.float() / 255.0
+    elif not (image.is_floating_point() or image.dtype == torch.bool):
+        raise TypeError(f"{name} must be float RGB in [0,1] or uint8, got dtype {image.dtype}")
     image = image.float()
     if image.shape[-1] in (1, 2):  # grey, grey + alpha (alpha dropped)
         image = image[..., :1].expand(-1, -1, 3)
@@ -255,6 +262,10 @@ def _masks(masks, size_hw: tuple[int, int]) -> tuple[Tensor, Tensor | None]:
         masks = masks[None]
     if masks.dim() != 3:
         raise ValueError(f"masks must be [N,H,W], got shape {tuple(masks.shape)}")
+    if tuple(masks.shape[1:]) != tuple(size_hw):
+        # stretching them over the image would put every character layer in the wrong place
+        raise ValueError(f"masks are {masks.shape[2]}x{masks.shape[1]} px but the image is {size_hw[1]}x{size_hw[0]}; "
+                         "give masks of the image (segment the image that is rendered)")
     return torch.nan_to_num(masks.float(), nan=0.0).clamp(0.0, 1.0), extra_depth
 
 
@@ -267,7 +278,12 @@ def _working_size(h: int, w: int, size: int) -> tuple[int, int]:
             )
         return h, w
     scale = size / max(h, w)
+    if round(min(h, w) * scale) < MIN_SIDE:  # a sliver: its short side is enlarged to the minimum, keeping the aspect
+        scale = MIN_SIDE / min(h, w)
     nh, nw = max(MIN_SIDE, round(h * scale)), max(MIN_SIDE, round(w * scale))
+    if max(nh, nw) > MAX_SIDE:
+        raise ValueError(f"image of {w}x{h} px is too thin: a short side of {MIN_SIDE} px (the least rendered) makes "
+                         f"its long side {max(nh, nw)} px, over the {MAX_SIDE} px limit")
     return nh, nw
 
 
@@ -300,7 +316,8 @@ def build_scene(
         image: ``[H,W,3]`` RGB in [0,1] (``[1,H,W,3]`` accepted).
         depth: ``[H,W]`` or ``[H,W,C]`` nearness, larger = nearer (any positive scale; resized to the image).
         masks: character instances: a :class:`cartoonseg.Instances` (its ``extras["depth"]``, if present, orders
-            the layers) or soft masks ``[N,H,W]`` in [0,1]; ``None`` or empty renders a single layer.
+            the layers) or soft masks ``[N,H,W]`` in [0,1], of the image's size (ValueError otherwise); ``None`` or
+            empty renders a single layer.
         background: ``[H,W,3]`` inpainted background plate (used inside the dilated character union); ``None``
             inpaints that region (``plate_fill``) or fills it smoothly from around it.
         config: rendering options.
@@ -579,10 +596,12 @@ def render_kenburns(
     """Render an instance-aware 3D Ken Burns clip from one image.
 
     Args:
-        image: ``[H,W,3]`` RGB in [0,1].
+        image: ``[H,W,3]`` RGB in [0,1] (uint8 0..255 is scaled).
         depth: ``[H,W]`` or ``[H,W,C]`` nearness (larger = nearer, e.g. a ComfyUI depth IMAGE frame).
-        masks: character instances (:class:`cartoonseg.Instances` or soft masks ``[N,H,W]``), or ``None``.
-        background: ``[H,W,3]`` inpainted background plate, or ``None`` (a smooth fill is used).
+        masks: character instances (:class:`cartoonseg.Instances` or soft masks ``[N,H,W]``, of the image's size),
+            or ``None``.
+        background: ``[H,W,3]`` inpainted background plate (float in [0,1] or uint8), or ``None`` (a smooth fill is
+            used).
         camera: the camera motion (default: the original's automatic path, 75 frames, ping-pong, 25 fps).
         config: rendering options.
         device: where to render (default: the image's device); results are returned on that device.
