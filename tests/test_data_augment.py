@@ -139,3 +139,26 @@ def test_make_fixtures_cli(tmp_path):
     assert len(list((tmp_path / "fg").glob("*.png"))) == 2 and len(list((tmp_path / "bg").glob("*.jpg"))) == 1
     lines = (tmp_path / "fg" / "meta.jsonl").read_text().splitlines()
     assert len(lines) == 2 and "transparent_background" in json.loads(lines[0])["tag_string"]
+
+
+def test_background_files_of_every_kind_read_as_their_picture(tmp_path):
+    """16-bit grey backgrounds are scaled to 8 bits (PIL's convert("RGB") clipped them at 255: a white picture);
+    grey, palette and RGBA files come out as their RGB picture (alpha dropped)."""
+    from PIL import Image
+
+    from cartoonseg.data.foregrounds import load_background
+
+    ramp = np.linspace(0, 65535, 64 * 48).reshape(48, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "grey16.png")
+    bg = load_background(tmp_path / "grey16.png")
+    assert bg.shape == (48, 64, 3) and bg.flags.writeable
+    np.testing.assert_allclose(bg[..., 0], ramp / 257.0, atol=1)
+    assert (bg[..., 0] == bg[..., 2]).all()
+    grey = (ramp >> 8).astype(np.uint8)
+    Image.fromarray(grey).save(tmp_path / "grey8.png")
+    np.testing.assert_array_equal(load_background(tmp_path / "grey8.png")[..., 1], grey)
+    rgba = np.dstack([np.full((48, 64, 3), (10, 120, 200), np.uint8), np.zeros((48, 64), np.uint8)])
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    np.testing.assert_array_equal(load_background(tmp_path / "rgba.png"), rgba[..., :3])
+    Image.fromarray(rgba[..., :3]).convert("P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "pal.png")
+    np.testing.assert_array_equal(load_background(tmp_path / "pal.png"), rgba[..., :3])
