@@ -241,6 +241,8 @@ class Synthesizer:
         self.cfg = cfg
         self.seed = int(seed)
         self.person = PersonBoxSampler(list(person_groups)) if person_groups else None
+        if self.person is not None and cfg.layout_probs[1] > 0:  # groups that can never give a box: refused now
+            self.person.sample(np.random.default_rng(0), cfg.size)
         probs = np.array(cfg.layout_probs, np.float64)
         if self.person is None:
             probs[1] = 0.0
