@@ -345,3 +345,22 @@ def test_unusable_inputs_are_refused_before_writing_also_with_workers(raw, tmp_p
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1])
         assert proc.returncode == 2 and proc.stderr.startswith("error: ") and what in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_a_foreground_mostly_off_the_canvas_is_dropped(raw, monkeypatch):
+    """The 25 % rule counts the whole foreground's label pixels (as the original), so a character hanging 80 % off
+    the canvas is dropped even though its on-canvas sliver is unoccluded (it was kept as a sliver instance)."""
+    synth = _synth(raw, quantize_prob=0.0, hist_match_prob=0.0)
+    edge = np.zeros((60, 100, 4), np.uint8)
+    edge[...] = (255, 0, 255, 255)
+    middle = np.zeros((40, 40, 4), np.uint8)
+    middle[...] = (0, 200, 0, 255)
+    half = np.zeros((40, 40, 4), np.uint8)
+    half[...] = (10, 10, 200, 255)
+    placements = [Placement(0, edge, SIZE - 20, 10), Placement(1, middle, 80, 80), Placement(2, half, -20, 120)]
+    monkeypatch.setattr(synth, "make_layout", lambda rng: ("regular", [dataclasses.replace(p) for p in placements]))
+    s = synth.sample(0)
+    assert [a["fg_index"] for a in s.annotations] == [1, 2]  # 20 % on the canvas: dropped; 50 %: kept
+    assert s.dropped_positions == [0]
+    np.testing.assert_array_equal(s.image, composite(s.background, placements[1:])[0])
+    assert s.annotations[1]["bbox"] == [0.0, 120.0, 20.0, 40.0] and s.annotations[1]["area"] == 20 * 40
