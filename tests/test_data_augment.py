@@ -139,3 +139,52 @@ def test_make_fixtures_cli(tmp_path):
     assert len(list((tmp_path / "fg").glob("*.png"))) == 2 and len(list((tmp_path / "bg").glob("*.jpg"))) == 1
     lines = (tmp_path / "fg" / "meta.jsonl").read_text().splitlines()
     assert len(lines) == 2 and "transparent_background" in json.loads(lines[0])["tag_string"]
+
+
+def test_background_files_of_every_kind_read_as_their_picture(tmp_path):
+    """16-bit grey backgrounds are scaled to 8 bits (PIL's convert("RGB") clipped them at 255: a white picture);
+    grey, palette and RGBA files come out as their RGB picture (alpha dropped)."""
+    from PIL import Image
+
+    from cartoonseg.data.foregrounds import load_background
+
+    ramp = np.linspace(0, 65535, 64 * 48).reshape(48, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "grey16.png")
+    bg = load_background(tmp_path / "grey16.png")
+    assert bg.shape == (48, 64, 3) and bg.flags.writeable
+    np.testing.assert_allclose(bg[..., 0], ramp / 257.0, atol=1)
+    assert (bg[..., 0] == bg[..., 2]).all()
+    grey = (ramp >> 8).astype(np.uint8)
+    Image.fromarray(grey).save(tmp_path / "grey8.png")
+    np.testing.assert_array_equal(load_background(tmp_path / "grey8.png")[..., 1], grey)
+    rgba = np.dstack([np.full((48, 64, 3), (10, 120, 200), np.uint8), np.zeros((48, 64), np.uint8)])
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    np.testing.assert_array_equal(load_background(tmp_path / "rgba.png"), rgba[..., :3])
+    Image.fromarray(rgba[..., :3]).convert("P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "pal.png")
+    np.testing.assert_array_equal(load_background(tmp_path / "pal.png"), rgba[..., :3])
+
+
+def test_bad_person_box_files_are_one_error_before_synthesis(tmp_path, capsys):
+    """A person-box file with a record lacking 'bboxes', non-numeric or NaN boxes, or only boxes that can never pass
+    the size filter: one ValueError naming the file, raised before anything is written (was a KeyError traceback,
+    and a RuntimeError traceback in the middle of the run when the person-box layout was first drawn)."""
+    from cartoonseg.data.fixtures import make_fixtures
+    from train.synthesize import main
+
+    cases = {"nokey": [{"bbox": [[0, 0, 0.1, 0.3]]}], "text": [[[0, 0, "a", 0.3]]], "nan": [[[0, 0, "NaN", 0.3]]],
+             "three": [[[0, 0, 0.1]]], "flat": [[[0, 0, 0.1, -0.2]]]}
+    for name, data in cases.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(data).replace('"NaN"', "NaN"))
+        with pytest.raises(ValueError, match=f"{name}.json: item 0"):
+            load_person_groups(tmp_path / f"{name}.json")
+    (tmp_path / "huge.json").write_text(json.dumps([[[0, 0, 1.0, 1.0]]]))  # whole-canvas boxes: always filtered out
+    with pytest.raises(ValueError, match="usable box"):
+        PersonBoxSampler(load_person_groups(tmp_path / "huge.json")).sample(np.random.default_rng(0), 128)
+    make_fixtures(tmp_path / "raw", num_fg=2, num_bg=1, seed=0, fg_height=(60, 80), bg_size=(160, 160))
+    for name in ("nokey", "huge"):
+        out = tmp_path / f"out_{name}"
+        status = main(["--fg", str(tmp_path / "raw" / "fg"), "--bg", str(tmp_path / "raw" / "bg"), "--out", str(out),
+                       "--num", "12", "--size", "128", "--no-progress", "--person-boxes", str(tmp_path / f"{name}.json")])
+        err = capsys.readouterr().err
+        assert status == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+        assert not out.exists()

@@ -320,3 +320,47 @@ def test_indexes_leave_out_hidden_files_and_folders(tmp_path):
     assert [Path(f.path).relative_to(tmp_path).as_posix() for f in index_foregrounds(tmp_path)] == ["a.png",
                                                                                                  "sub/b.png"]
     assert [Path(p).relative_to(tmp_path).as_posix() for p in index_backgrounds(tmp_path)] == ["a.png", "sub/b.png"]
+
+
+def test_unusable_inputs_are_refused_before_writing_also_with_workers(raw, tmp_path):
+    """No usable foreground (only RGB files) or no background: one error line and status 2 before anything is written.
+    With --workers 2 the check used to run only in the pool initializer, whose failing workers the pool replaced
+    forever (a hang printing a traceback per worker)."""
+    import subprocess
+    import sys
+    import warnings
+
+    rgb_only, empty = tmp_path / "rgb", tmp_path / "empty"
+    rgb_only.mkdir()
+    empty.mkdir()
+    cv2.imwrite(str(rgb_only / "x.png"), np.zeros((50, 50, 3), np.uint8))
+    for fg, bg, what in ((rgb_only, raw / "bg", "foregrounds"), (raw / "fg", empty, "backgrounds")):
+        out = tmp_path / f"out_{what}"
+        with pytest.raises(ValueError, match=what), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the skipped RGB file
+            synthesize_dataset(fg, bg, out, 2, cfg=SynthesisConfig(size=SIZE), progress=False)
+        assert not out.exists()
+        cmd = [sys.executable, "-W", "ignore", "-m", "train.synthesize", "--fg", str(fg), "--bg", str(bg), "--out",
+               str(out), "--num", "2", "--size", str(SIZE), "--workers", "2", "--no-progress"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1])
+        assert proc.returncode == 2 and proc.stderr.startswith("error: ") and what in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_a_foreground_mostly_off_the_canvas_is_dropped(raw, monkeypatch):
+    """The 25 % rule counts the whole foreground's label pixels (as the original), so a character hanging 80 % off
+    the canvas is dropped even though its on-canvas sliver is unoccluded (it was kept as a sliver instance)."""
+    synth = _synth(raw, quantize_prob=0.0, hist_match_prob=0.0)
+    edge = np.zeros((60, 100, 4), np.uint8)
+    edge[...] = (255, 0, 255, 255)
+    middle = np.zeros((40, 40, 4), np.uint8)
+    middle[...] = (0, 200, 0, 255)
+    half = np.zeros((40, 40, 4), np.uint8)
+    half[...] = (10, 10, 200, 255)
+    placements = [Placement(0, edge, SIZE - 20, 10), Placement(1, middle, 80, 80), Placement(2, half, -20, 120)]
+    monkeypatch.setattr(synth, "make_layout", lambda rng: ("regular", [dataclasses.replace(p) for p in placements]))
+    s = synth.sample(0)
+    assert [a["fg_index"] for a in s.annotations] == [1, 2]  # 20 % on the canvas: dropped; 50 %: kept
+    assert s.dropped_positions == [0]
+    np.testing.assert_array_equal(s.image, composite(s.background, placements[1:])[0])
+    assert s.annotations[1]["bbox"] == [0.0, 120.0, 20.0, 40.0] and s.annotations[1]["area"] == 20 * 40

@@ -107,10 +107,22 @@ def load_person_groups(path: str | Path) -> list[np.ndarray]:
     if not isinstance(data, list):
         raise ValueError(f"{path}: a person-box file must hold a JSON list, got {type(data).__name__}")
     out = []
-    for item in data:
-        arr = np.asarray(item["bboxes"] if isinstance(item, dict) else item, np.float64).reshape(-1, 4)
-        if len(arr) == 0:
+    for n, item in enumerate(data):
+        if isinstance(item, dict) and "bboxes" not in item:
+            raise ValueError(f"{path}: item {n} has no 'bboxes' (expected a list of [x, y, w, h] boxes, or "
+                             f"{{\"bboxes\": [...]}})")
+        boxes = item["bboxes"] if isinstance(item, dict) else item
+        try:
+            arr = np.asarray(boxes, np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: item {n} is not a list of [x, y, w, h] number boxes ({exc})") from None
+        if arr.size == 0:
             continue
+        if arr.size % 4 or (arr.ndim == 2 and arr.shape[1] != 4) or arr.ndim > 2:
+            raise ValueError(f"{path}: item {n} is not a list of [x, y, w, h] boxes (shape {list(arr.shape)})")
+        arr = arr.reshape(-1, 4)
+        if not np.isfinite(arr).all() or (arr[:, 2:] <= 0).any():
+            raise ValueError(f"{path}: item {n} has a box that is not finite or has a width/height <= 0")
         arr = arr.copy()
         arr[:, 0] -= arr[:, 0].min()
         arr[:, 1] -= arr[:, 1].min()
@@ -127,7 +139,7 @@ class PersonBoxSampler:
         groups: normalised xywh groups (:func:`load_person_groups`).
         scale_range: the group is multiplied by ``tgt * U(scale_range)``.
         max_side, min_side: box filters as fractions of ``tgt`` (on sizes clipped to the canvas).
-        max_tries: redraws before giving up (raises ``RuntimeError``).
+        max_tries: redraws before giving up (raises ``ValueError``).
     """
 
     def __init__(self, groups: list[np.ndarray], scale_range=(1.1, 1.8), max_side: float = 0.85,
@@ -160,4 +172,7 @@ class PersonBoxSampler:
             keep = (np.maximum(cw, ch) < self.max_side * tgt) & (np.minimum(cw, ch) > self.min_side * tgt)
             if keep.any():
                 return clipped[keep]
-        raise RuntimeError(f"no person-box layout with a usable box after {self.max_tries} draws")
+        raise ValueError(f"no person-box layout with a usable box after {self.max_tries} draws: the groups' boxes, "
+                         f"scaled by {self.scale_range[0]}-{self.scale_range[1]} x the canvas, are all wider or "
+                         f"taller than {self.max_side} or narrower than {self.min_side} of it (normalised xywh "
+                         f"boxes divided by max(W, H) are expected)")

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ..io import upright
+from ..io import _pil_to_array, upright
 from ..outputs import OutputFolder
 
 __all__ = [
@@ -127,7 +127,7 @@ def load_foreground(path: str | Path, crop: bool = True) -> np.ndarray:
 
 
 def load_background(path: str | Path, min_short: int | None = None) -> np.ndarray:
-    """Read a background as ``uint8 [H,W,3]`` RGB (grey expanded, alpha dropped).
+    """Read a background as ``uint8 [H,W,3]`` RGB (grey expanded, 16-bit grey scaled to 8 bits, alpha dropped).
 
     Args:
         path: image file.
@@ -144,7 +144,8 @@ def load_background(path: str | Path, min_short: int | None = None) -> np.ndarra
                 scale = max(1.0, min(w, h) / float(min_short))
                 im.draft("RGB", (int(np.ceil(w / scale)), int(np.ceil(h / scale))))
             im.load()
-            return np.asarray(upright(im).convert("RGB")).copy()
+            # 16-bit grey files scaled to 8 bits (PIL's convert("RGB") clips them at 255: a white picture)
+            return np.array(_pil_to_array(upright(im))[..., :3], order="C")  # a writable copy
     except Exception as err:  # noqa: BLE001 - PIL raises many types for bad files
         raise ValueError(f"cannot read background {path}: {err}") from err
 

@@ -9,10 +9,10 @@ Re-implements CartoonSegmentation's ``syn_animecoco_dataset`` (arXiv 2312.01943,
    pasting, k-means quantisation 0.25 *after*, none otherwise);
 2. soft alpha compositing; the label of a foreground is ``alpha > 30``; later pastes overwrite earlier ones
    in an instance-id map, so each mask is what is visible;
-3. **heavy-occlusion rule**: an instance with less than 25 % of its own (on-canvas) label pixels visible is
-   **dropped by re-compositing the image without it** (the original paints its leftover pixels grey; the
-   spec proposes this instead). Removing a foreground can only reveal more of the others, so one pass is
-   final. Instances with no visible pixel are always dropped;
+3. **heavy-occlusion rule**: an instance with less than 25 % of its own label pixels visible (occluded or off
+   the canvas, as in the original) is **dropped by re-compositing the image without it** (the original paints
+   its leftover pixels grey; the spec proposes this instead). Removing a foreground can only reveal more of
+   the others, so one pass is final. Instances with no visible pixel are always dropped;
 4. annotations: visible mask as COCO RLE, ``bbox`` = bounding rect of the visible mask (xywh floats),
    ``area`` = visible pixel count, tags copied from the foreground.
 
@@ -103,7 +103,8 @@ class SynthesisConfig:
         hist_match_prob, quantize_prob: colour-step probabilities (mutually exclusive).
         quantize_ks: k-means colour counts.
         alpha_thr: a foreground pixel is labelled when its alpha (0-255) is above this.
-        min_visible: drop an instance when less than this fraction of its own label pixels is visible.
+        min_visible: drop an instance when less than this fraction of its own label pixels (the whole
+            foreground's, so the part off the canvas counts as hidden) is visible.
         occlusion_layouts: layouts the occlusion rule applies to (the original exempts ``partition``; here it
             applies everywhere by default: a mostly hidden instance is a bad label in any layout).
         jpeg_qualities: JPEG qualities drawn for the ``train`` split.
@@ -241,6 +242,8 @@ class Synthesizer:
         self.cfg = cfg
         self.seed = int(seed)
         self.person = PersonBoxSampler(list(person_groups)) if person_groups else None
+        if self.person is not None and cfg.layout_probs[1] > 0:  # groups that can never give a box: refused now
+            self.person.sample(np.random.default_rng(0), cfg.size)
         probs = np.array(cfg.layout_probs, np.float64)
         if self.person is None:
             probs[1] = 0.0
@@ -298,9 +301,12 @@ class Synthesizer:
         if colour == "hist_match" and placements:
             bg, new = harmonise_histograms(bg, [p.rgba for p in placements])
             placements = [dataclasses.replace(p, rgba=f) for p, f in zip(placements, new)]
-        image, idmap, own = composite(bg, placements, cfg.alpha_thr)
+        image, idmap, _ = composite(bg, placements, cfg.alpha_thr)
         visible = np.bincount(idmap.ravel(), minlength=len(placements) + 1)[1:]
-        frac = visible / np.maximum(own, 1)
+        # the share of the whole foreground's label pixels (as the original): a character hanging 80 % off the
+        # canvas is a sliver, not an instance, however visible that sliver is
+        full = np.array([int((p.rgba[..., 3] > cfg.alpha_thr).sum()) for p in placements], np.int64)
+        frac = visible / np.maximum(full, 1)
         rule = layout in cfg.occlusion_layouts
         drop = [k for k in range(len(placements)) if visible[k] == 0 or (rule and frac[k] < cfg.min_visible)]
         dropped = [placements[k] for k in drop]
@@ -454,6 +460,9 @@ def synthesize_dataset(fg: str | Path | Sequence[ForegroundInfo], bg: str | Path
         check_outputs_apart([out], [*([] if isinstance(fg, (str, os.PathLike)) else [f.path for f in fgs]),
                                     *([] if isinstance(bg, (str, os.PathLike)) else bgs)])
     groups = load_person_groups(person_boxes) if person_boxes else None
+    # the inputs are checked here, once, before anything is written: a worker process that failed this check in
+    # its pool initializer would be replaced by the pool again and again (a hang, a traceback per try)
+    Synthesizer(fgs, bgs, cfg, seed, groups)
     state = out / _STATE / cfg.split
     if out.is_dir() and not (out / _STATE).is_dir() and any(out.iterdir()) and not overwrite:  # the output policy
         raise ValueError(f"{out} is not empty and holds no dataset synthesis run ({_STATE}/ is missing); use a new "
