@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -219,6 +220,16 @@ def test_determinism_across_workers_and_resume(raw, tmp_path):
     # a different seed in the same folder is refused instead of mixing two runs
     with pytest.raises(ValueError, match="seed"):
         synthesize_dataset(raw / "fg", raw / "bg", c, 6, workers=1, **{**kwargs, "seed": 6})
+    # so are foregrounds or backgrounds rewritten under their names (chroma_key rerun with other settings)
+    for kind in ("fg", "bg"):
+        copy = tmp_path / f"{kind}_rewritten"
+        shutil.copytree(raw / kind, copy)
+        first = sorted(p for p in copy.iterdir() if p.suffix in (".png", ".jpg"))[0]
+        rgba = cv2.imread(str(first), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(first), rgba[: rgba.shape[0] // 2 + 2])  # the same name, another picture
+        inputs = {"fg": raw / "fg", "bg": raw / "bg", kind: copy}
+        with pytest.raises(ValueError, match="foregrounds" if kind == "fg" else "backgrounds"):
+            synthesize_dataset(inputs["fg"], inputs["bg"], c, 6, workers=1, **kwargs)
 
 
 def test_bad_inputs_fail_clearly(raw, tmp_path):

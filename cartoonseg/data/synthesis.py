@@ -415,6 +415,14 @@ def _digest(items: Sequence) -> str:
     return h.hexdigest()[:16]
 
 
+def _file_size(path: str | os.PathLike) -> int | None:
+    """A file's size in bytes for the run's fingerprint (None when it cannot be read: the sample says so later)."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
+
+
 def synthesize_dataset(fg: str | Path | Sequence[ForegroundInfo], bg: str | Path | Sequence[str], out_dir: str | Path,
                        num: int, cfg: SynthesisConfig = SynthesisConfig(), seed: int = 0, workers: int = 1,
                        person_boxes: str | Path | None = None, image_id_start: int = 0, progress: bool = True,
@@ -472,8 +480,11 @@ def synthesize_dataset(fg: str | Path | Sequence[ForegroundInfo], bg: str | Path
     state.mkdir(parents=True, exist_ok=True)
     fingerprint = {
         "config": dataclasses.asdict(cfg), "seed": int(seed), "image_id_start": int(image_id_start),
-        "foregrounds": _digest([(Path(f.path).name, f.tag_string, f.tag_string_character, f.category_id) for f in fgs]),
-        "backgrounds": _digest([Path(b).name for b in bgs]),
+        # names and byte sizes (a stat each): files rewritten under their names (chroma_key rerun with other
+        # settings) make another run, not a resume that mixes old and new samples
+        "foregrounds": _digest([(Path(f.path).name, _file_size(f.path), f.tag_string, f.tag_string_character,
+                                 f.category_id) for f in fgs]),
+        "backgrounds": _digest([(Path(b).name, _file_size(b)) for b in bgs]),
         "person_boxes": _digest([np.round(g, 6).tolist() for g in groups]) if groups else None,
     }
     fingerprint = json.loads(json.dumps(fingerprint))
