@@ -647,3 +647,24 @@ def test_cli_with_a_detector_runs_the_instance_pipeline(tmp_path):
                  str(tmp_path / "det.ckpt"), "--refiner", "none", "--score-thr", "0.0", "--frames", "3",
                  "--no-download", "--out", str(tmp_path / "clip.webp")])
     assert code == 0 and (tmp_path / "clip.webp").is_file()
+
+
+def test_a_clip_over_the_memory_budget_is_refused_before_any_work(monkeypatch):
+    """The node allows 8192 px and 148 frames (about 89 GiB of frames): the allocation came after the inpainting and
+    could only fail in the allocator or get the process killed. Now a clip over ``MAX_CLIP_ELEMENTS`` is a
+    ``ValueError`` naming the sizes before the scene is built; a clip within it renders."""
+    import cartoonseg.kenburns.render as render
+
+    image = torch.rand(40, 60, 3)
+    depth = torch.rand(40, 60)
+    camera = CameraPath(preset="pan-right", frames=5, playback=True)  # 8 frames
+    built = []
+    monkeypatch.setattr(render, "build_scene", lambda *a, **k: built.append(1) or (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr(render, "MAX_CLIP_ELEMENTS", 8 * 60 * 60 * 4)  # 8 frames of 60x60 fit, 80x120 does not
+    with pytest.raises(ValueError, match=r"a clip of 8 frames of 120x80 pixels .* exceeds the memory budget"):
+        render_kenburns(image, depth, camera=camera, config=KenBurnsConfig(size=120, fill="far-side"))
+    assert not built
+    monkeypatch.undo()
+    monkeypatch.setattr(render, "MAX_CLIP_ELEMENTS", 8 * 40 * 60 * 4)
+    out = render_kenburns(image, depth, camera=camera, config=KenBurnsConfig(fill="far-side"))
+    assert out.frames.shape == (8, 40, 60, 3)

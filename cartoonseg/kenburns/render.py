@@ -58,6 +58,11 @@ __all__ = [
 
 MIN_SIDE = 8
 MAX_SIDE = 8192
+#: Memory budget of one rendered clip: frames x height x width x 4 values (RGB frames + disocclusion masks), 2**32,
+#: 16 GiB as float32 (e.g. 1024² x 1000 frames, 4096² x 64). A larger clip is a ``ValueError`` naming the remedy
+#: before any work, instead of an allocator failure after the inpainting; assign a larger value to the module
+#: attribute on machines with the memory for it.
+MAX_CLIP_ELEMENTS = 1 << 32
 # Pixels by which the character support grows for a plate inpainted here (its rim is not copied from).
 PLATE_MARGIN = 2
 # Channels carried by every layer's points: premultiplied RGB, alpha, "revealed" (plate content), "hole".
@@ -267,6 +272,21 @@ def _masks(masks, size_hw: tuple[int, int]) -> tuple[Tensor, Tensor | None]:
         raise ValueError(f"masks are {masks.shape[2]}x{masks.shape[1]} px but the image is {size_hw[1]}x{size_hw[0]}; "
                          "give masks of the image (segment the image that is rendered)")
     return torch.nan_to_num(masks.float(), nan=0.0).clamp(0.0, 1.0), extra_depth
+
+
+def _check_clip_budget(image, camera: CameraPath, config: KenBurnsConfig) -> None:
+    """``ValueError`` when the clip's frames and masks would exceed :data:`MAX_CLIP_ELEMENTS` (checked first)."""
+    import sys
+
+    h, w = _working_size(*_as_hwc(image, "image").shape[:2], config.size)
+    n = camera.total_frames
+    total = n * h * w * 4
+    budget = sys.modules[__name__].MAX_CLIP_ELEMENTS
+    if total > budget:
+        raise ValueError(
+            f"a clip of {n} frames of {w}x{h} pixels ({4 * total / 2**30:.1f} GiB as float32 with its disocclusion "
+            f"masks) exceeds the memory budget of {budget / 2**30:.1f} Gi values "
+            f"(cartoonseg.kenburns.render.MAX_CLIP_ELEMENTS); use a smaller size or fewer frames")
 
 
 def _working_size(h: int, w: int, size: int) -> tuple[int, int]:
@@ -625,6 +645,7 @@ def render_kenburns(
             "fill='diffusion' needs a diffusion model: pass render_kenburns(..., refiner=...) (e.g. "
             "cartoonseg.kenburns.diffusers_refiner(pipe, tags=...)); use fill='patchmatch' without a model"
         )
+    _check_clip_budget(image, camera, config)
     inpaint = config.fill != "far-side"
     refiner = refiner if config.fill == "diffusion" else None
     with torch.no_grad():
