@@ -81,7 +81,8 @@ class Segmenter:
             score > the checkpoint's ``score_thr``) with the highest box IoU, and that candidate's dynamic-kernel
             mask (probability > 0.5) is the coarse mask; the instance gets the candidate's box and score, and
             ``extras["prompt_box"]`` / ``extras["prompt_iou"]`` record the user's box and the IoU. A box that
-            overlaps no candidate falls back to its rectangle (``prompt_iou`` 0, score 1). Needs a detector.
+            overlaps no candidate falls back to its rectangle (``prompt_iou`` 0, score 1); one that also covers no pixel of
+            the image (outside it, inverted) gets an empty mask in both modes. Needs a detector.
             ``"rectangle"``: the filled box is the coarse mask (as in the refiner's training with box prompts), the
             instance keeps the user's box and score 1. A loose box gives the refiner a character-shaped prompt in
             kernel mode and a box-shaped one in rectangle mode. Mask and Instances prompts are not affected.
@@ -252,7 +253,9 @@ class Segmenter:
             image: RGB image (as for :meth:`detect`).
             prompts: an :class:`Instances` (its binary masks are the coarse masks; boxes/scores/labels/ids/extras
                 are kept), or a mask tensor ``[N,H,W]`` (soft or binary, image size), or a box tensor ``[N,4]``
-                xyxy in image pixels (coarse mask from the detector's kernels or the rectangle: ``prompt_mode``).
+                xyxy in image pixels (coarse mask from the detector's kernels or the rectangle: ``prompt_mode``). A
+                box that covers no pixel of the image (outside it, inverted, thinner than a pixel) and matches no
+                detection keeps its instance, with an empty mask.
             prompt_mode: ``"kernel"`` or ``"rectangle"`` for box prompts; None = this Segmenter's ``prompt_mode``
                 (see the class docstring).
             progress: ``progress(done, total)`` after each refined instance (progress bars).
@@ -272,12 +275,18 @@ class Segmenter:
         base = base.replace(extras={k: list(v) for k, v in base.extras.items()})  # never share lists with the input
         if len(base) == 0:
             return base.replace(mask_thr=self.mask_thr)
-        if mode == "kernel" and isinstance(prompts, Tensor) and prompts.dim() == 2 and prompts.shape[1] == 4:
+        boxes_given = isinstance(prompts, Tensor) and prompts.dim() == 2 and prompts.shape[1] == 4
+        # a box that covers no pixel of the image (outside it, inverted, thinner than a pixel) gives an empty prompt
+        no_pixel = ~base.masks.flatten(1).any(1) if boxes_given else None
+        if mode == "kernel" and boxes_given:
             base = self.kernel_prompts(rgb, base.boxes)
         if isinstance(prompts, Instances):  # coarse masks are binarised, one instance at a time
             out = self._refine(rgb, len(base), base.device, lambda i: base.masks[i] > base.mask_thr, progress, interrupt)
         else:
             out = self._refine(rgb, len(base), base.device, lambda i: base.masks[i], progress, interrupt)
+        if no_pixel is not None:  # ... and nothing to segment: an empty mask, not what the refiner makes of nothing
+            blank = (no_pixel & ~base.masks.flatten(1).any(1).cpu()).to(out.device)
+            out[blank] = 0.0
         return base.replace(masks=out, mask_thr=self.mask_thr, alphas=None)
 
     @torch.no_grad()
