@@ -79,3 +79,16 @@ def test_overlay_colours_any_integer_id_quickly():
     # the same ids in another order keep their colours
     assert np.array_equal(overlay(image, inst[[1, 0]].replace(ids=torch.tensor([1, 0])), draw_ids=False),
                           overlay(image, inst, draw_ids=False))
+
+
+def test_cat_refuses_items_with_different_mask_thresholds():
+    """Instances.cat kept the first item's mask_thr: refined (0.3) + coarse (0.5) instances silently changed the
+    coarse ones' binary masks. Equal thresholds concatenate; different ones raise, naming them."""
+    m = torch.full((1, 4, 4), 0.4)
+    refined, coarse = Instances.from_masks(m, mask_thr=0.3), Instances.from_masks(m, mask_thr=0.5)
+    both = Instances.cat([refined, refined.replace()])
+    assert len(both) == 2 and both.mask_thr == 0.3 and bool(both.binary.all())
+    with pytest.raises(ValueError, match=r"same mask_thr.*0\.3, 0\.5"):
+        Instances.cat([refined, coarse])
+    fixed = coarse.replace(masks=coarse.binary.float(), mask_thr=0.3)  # the remedy the message names
+    assert not Instances.cat([refined, fixed]).binary[1].any()
