@@ -17,7 +17,7 @@ from .device import PRECISION_CHOICES
 from .instance_files import write_instances
 from .io import IMAGE_SUFFIXES, read_image
 from .outputs import OutputFolder, add_overwrite_argument, unique_names
-from .segmenter import Segmenter
+from .segmenter import Segmenter, check_settings
 
 
 def _expand_inputs(items: Sequence[str]) -> list[Path]:
@@ -76,6 +76,8 @@ def _segment(args: argparse.Namespace) -> int:
         from .matting import check_available
 
         check_available()  # a missing extra fails now, not after the models load and an image is segmented
+    check_settings(det_size=args.det_size, score_thr=args.score_thr, mask_thr=args.mask_thr,
+                   max_instances=args.max_instances)  # before the output folder is made and the weights load
     skipped = SkippedInputs(len(inputs))
     with OutputFolder(args.out, inputs=inputs, overwrite=args.overwrite) as out:  # checked before any model loads
         search = [Path(args.weights_dir)] if args.weights_dir else []

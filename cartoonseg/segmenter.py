@@ -44,10 +44,33 @@ from .models.rtmdet_ins import RTMDetIns
 from .structures import Instances, check_mask_budget, masks_to_boxes
 from .transforms import grey_rgb, letterbox, refine_canvas, resize_float
 
-__all__ = ["Segmenter", "PROMPT_MODES"]
+__all__ = ["Segmenter", "PROMPT_MODES", "check_settings"]
 
 #: how :meth:`Segmenter.refine` turns box prompts into coarse masks (see the ``prompt_mode`` argument)
 PROMPT_MODES = ("kernel", "rectangle")
+
+
+def check_settings(*, det_size: int | None = None, score_thr: float | None = None, mask_thr: float | None = None,
+                   refine_size: int | None = None, max_instances: int | None = None, precision: str | None = None,
+                   refine_batch: int | None = None, prompt_mode: str | None = None) -> None:
+    """``ValueError`` naming the first :class:`Segmenter` setting out of its range (None = not checked). The
+    Segmenter runs it; commands call it before they load weights or create outputs, so a bad option fails first."""
+    if det_size is not None and (int(det_size) % 32 or not 32 <= int(det_size) <= MAX_CANVAS):
+        raise ValueError(f"det_size must be a multiple of 32 in [32, {MAX_CANVAS}], got {det_size}")
+    if score_thr is not None and not 0.0 <= score_thr <= 1.0:
+        raise ValueError(f"score_thr must lie in [0,1], got {score_thr}")
+    if mask_thr is not None and not 0.0 <= mask_thr <= 1.0:
+        raise ValueError(f"mask_thr must lie in [0,1], got {mask_thr}")
+    if refine_size is not None and not 32 <= refine_size <= MAX_CANVAS:
+        raise ValueError(f"refine_size must lie in [32, {MAX_CANVAS}], got {refine_size}")
+    if max_instances is not None and not 1 <= max_instances <= 10_000:
+        raise ValueError(f"max_instances must lie in [1, 10000], got {max_instances}")
+    if precision is not None and precision not in PRECISION_CHOICES:
+        raise ValueError(f"precision must be one of {list(PRECISION_CHOICES)}, got {precision!r}")
+    if refine_batch is not None and int(refine_batch) < 1:
+        raise ValueError(f"refine_batch must be >= 1 or None, got {refine_batch}")
+    if prompt_mode is not None and prompt_mode not in PROMPT_MODES + ("auto",):
+        raise ValueError(f"prompt_mode must be one of {PROMPT_MODES + ('auto',)}, got {prompt_mode!r}")
 
 
 class Segmenter:
@@ -81,7 +104,8 @@ class Segmenter:
             score > the checkpoint's ``score_thr``) with the highest box IoU, and that candidate's dynamic-kernel
             mask (probability > 0.5) is the coarse mask; the instance gets the candidate's box and score, and
             ``extras["prompt_box"]`` / ``extras["prompt_iou"]`` record the user's box and the IoU. A box that
-            overlaps no candidate falls back to its rectangle (``prompt_iou`` 0, score 1). Needs a detector.
+            overlaps no candidate falls back to its rectangle (``prompt_iou`` 0, score 1); one that also covers no pixel of
+            the image (outside it, inverted) gets an empty mask in both modes. Needs a detector.
             ``"rectangle"``: the filled box is the coarse mask (as in the refiner's training with box prompts), the
             instance keeps the user's box and score 1. A loose box gives the refiner a character-shaped prompt in
             kernel mode and a box-shaped one in rectangle mode. Mask and Instances prompts are not affected.
@@ -120,22 +144,9 @@ class Segmenter:
         mask_thr_given = mask_thr is not None
         mask_thr = ref_cfg.mask_thr if mask_thr is None else mask_thr
         refine_size = ref_cfg.refine_size if refine_size is None else refine_size
-        if det_size is not None and (int(det_size) % 32 or not 32 <= int(det_size) <= MAX_CANVAS):
-            raise ValueError(f"det_size must be a multiple of 32 in [32, {MAX_CANVAS}], got {det_size}")
-        if not 0.0 <= score_thr <= 1.0:
-            raise ValueError(f"score_thr must lie in [0,1], got {score_thr}")
-        if not 0.0 <= mask_thr <= 1.0:
-            raise ValueError(f"mask_thr must lie in [0,1], got {mask_thr}")
-        if not 32 <= refine_size <= MAX_CANVAS:
-            raise ValueError(f"refine_size must lie in [32, {MAX_CANVAS}], got {refine_size}")
-        if not 1 <= max_instances <= 10_000:
-            raise ValueError(f"max_instances must lie in [1, 10000], got {max_instances}")
-        if precision not in PRECISION_CHOICES:
-            raise ValueError(f"precision must be one of {list(PRECISION_CHOICES)}, got {precision!r}")
-        if refine_batch is not None and int(refine_batch) < 1:
-            raise ValueError(f"refine_batch must be >= 1 or None, got {refine_batch}")
-        if prompt_mode not in PROMPT_MODES + ("auto",):
-            raise ValueError(f"prompt_mode must be one of {PROMPT_MODES + ('auto',)}, got {prompt_mode!r}")
+        check_settings(det_size=det_size, score_thr=score_thr, mask_thr=mask_thr, refine_size=refine_size,
+                       max_instances=max_instances, precision=precision, refine_batch=refine_batch,
+                       prompt_mode=prompt_mode)
         self.detector = detector.eval() if detector is not None else None
         self.refiner = refiner.eval() if refiner is not None else None
         self.det_size = None if det_size is None else int(det_size)
@@ -252,7 +263,9 @@ class Segmenter:
             image: RGB image (as for :meth:`detect`).
             prompts: an :class:`Instances` (its binary masks are the coarse masks; boxes/scores/labels/ids/extras
                 are kept), or a mask tensor ``[N,H,W]`` (soft or binary, image size), or a box tensor ``[N,4]``
-                xyxy in image pixels (coarse mask from the detector's kernels or the rectangle: ``prompt_mode``).
+                xyxy in image pixels (coarse mask from the detector's kernels or the rectangle: ``prompt_mode``). A
+                box that covers no pixel of the image (outside it, inverted, thinner than a pixel) and matches no
+                detection keeps its instance, with an empty mask.
             prompt_mode: ``"kernel"`` or ``"rectangle"`` for box prompts; None = this Segmenter's ``prompt_mode``
                 (see the class docstring).
             progress: ``progress(done, total)`` after each refined instance (progress bars).
@@ -272,12 +285,18 @@ class Segmenter:
         base = base.replace(extras={k: list(v) for k, v in base.extras.items()})  # never share lists with the input
         if len(base) == 0:
             return base.replace(mask_thr=self.mask_thr)
-        if mode == "kernel" and isinstance(prompts, Tensor) and prompts.dim() == 2 and prompts.shape[1] == 4:
+        boxes_given = isinstance(prompts, Tensor) and prompts.dim() == 2 and prompts.shape[1] == 4
+        # a box that covers no pixel of the image (outside it, inverted, thinner than a pixel) gives an empty prompt
+        no_pixel = ~base.masks.flatten(1).any(1) if boxes_given else None
+        if mode == "kernel" and boxes_given:
             base = self.kernel_prompts(rgb, base.boxes)
         if isinstance(prompts, Instances):  # coarse masks are binarised, one instance at a time
             out = self._refine(rgb, len(base), base.device, lambda i: base.masks[i] > base.mask_thr, progress, interrupt)
         else:
             out = self._refine(rgb, len(base), base.device, lambda i: base.masks[i], progress, interrupt)
+        if no_pixel is not None:  # ... and nothing to segment: an empty mask, not what the refiner makes of nothing
+            blank = (no_pixel & ~base.masks.flatten(1).any(1).cpu()).to(out.device)
+            out[blank] = 0.0
         return base.replace(masks=out, mask_thr=self.mask_thr, alphas=None)
 
     @torch.no_grad()

@@ -144,12 +144,16 @@ class Instances:
 
     @staticmethod
     def cat(items: Sequence[Instances]) -> Instances:
-        """Concatenate instances of the same image."""
+        """Concatenate instances of the same image (and the same ``mask_thr``, which the result keeps)."""
         if not items:
             raise ValueError("Instances.cat needs at least one Instances")
         sizes = {tuple(i.image_size) for i in items}
         if len(sizes) != 1:
             raise ValueError(f"Instances.cat: all items must have the same image size, got {sorted(sizes)}")
+        thresholds = sorted({float(i.mask_thr) for i in items})
+        if len(thresholds) != 1:  # one mask_thr for all: the others' binary masks would silently change
+            raise ValueError(f"Instances.cat: all items must have the same mask_thr, got {thresholds}; rethreshold "
+                             f"first, e.g. item.replace(masks=item.binary.float(), mask_thr=0.5)")
         keys = set().union(*(i.extras.keys() for i in items))
         extras = {k: [v for i in items for v in i.extras.get(k, [None] * len(i))] for k in keys}
         return Instances(

@@ -335,11 +335,12 @@ def test_row_many_detections(models, nodes, model):
 
 
 def test_row_boxes_outside_image(seg, nodes, model):
-    """Boxes past the border are clipped to the image; boxes fully outside or inverted give empty prompts and a
-    finite mask; the boxes themselves are kept as given."""
+    """Boxes past the border are clipped to the image; boxes fully outside or inverted give empty prompts and an
+    empty mask; the boxes themselves are kept as given."""
     boxes = torch.tensor([[-50.0, -50.0, 500.0, 500.0], [1000.0, 1000.0, 1100.0, 1100.0], [30.0, 20.0, 10.0, 5.0]])
     out = seg.refine(rgb(), boxes, prompt_mode="rectangle")
     assert len(out) == 3 and out.image_size == (H, W) and torch.isfinite(out.masks).all()
+    assert not out.masks[1:].any()
     torch.testing.assert_close(out.boxes, boxes)
     out = seg.refine(rgb(), boxes)  # kernel mode: boxes become the matched detections'; the prompts are recorded
     assert len(out) == 3 and torch.isfinite(out.masks).all() and out.extras["prompt_box"] == boxes.tolist()

@@ -61,8 +61,10 @@ def test_kernel_and_rectangle_modes_differ_as_documented(seg, image):
     # refine(boxes): kernel mode refines exactly those coarse masks, rectangle mode the filled boxes
     by_kernel = seg.refine(image, loose)  # the default prompt_mode is "kernel"
     by_rect = seg.refine(image, loose, prompt_mode="rectangle")
-    assert torch.equal(by_kernel.masks, seg.refine(image, k.masks).masks)
-    assert torch.equal(by_rect.masks, seg.refine(image, rect).masks)
+    # (the 2nd box covers no pixel of the image: an empty mask, see test_box_prompts_that_cover_no_pixel_...)
+    assert torch.equal(by_kernel.masks[:1], seg.refine(image, k.masks[:1]).masks)
+    assert torch.equal(by_rect.masks[:1], seg.refine(image, rect[:1]).masks)
+    assert not by_kernel.masks[1].any() and not by_rect.masks[1].any()
     assert float((by_kernel.masks[0] - by_rect.masks[0]).abs().max()) > 1e-3
     assert torch.equal(by_rect.boxes, loose) and torch.equal(by_kernel.boxes[0], k.boxes[0])
     assert "prompt_iou" in by_kernel.extras and not by_rect.extras
@@ -169,3 +171,18 @@ def test_cli_segment_box_prompts_and_grey(seg, image, tmp_path, capsys):
     assert main([*common, "--out", str(tmp_path / "bad"), "--box", "1,2,3"]) == 2
     assert "error: --box must be X1,Y1,X2,Y2" in capsys.readouterr().err
 
+
+
+@pytest.mark.parametrize("mode", ["kernel", "rectangle"])
+def test_box_prompts_that_cover_no_pixel_give_empty_masks(seg, image, mode):
+    """A box outside the image, inverted or thinner than a pixel is an empty prompt: its instance keeps the box and
+    gets an empty mask (the refiner used to return whatever it made of an empty coarse mask); the other boxes of
+    the call are refined as if alone."""
+    good = torch.tensor([[30.0, 20.0, 90.0, 100.0]])
+    bad = torch.tensor([[300.0, 300.0, 320.0, 320.0], [90.0, 100.0, 30.0, 20.0], [10.2, 10.2, 10.4, 10.4],
+                        [-40.0, -40.0, -1.0, -1.0]])
+    out = seg.refine(image, torch.cat([good, bad]), prompt_mode=mode)
+    assert len(out) == 5 and torch.equal(out.masks[0], seg.refine(image, good, prompt_mode=mode).masks[0])
+    assert float(out.masks[0].max()) > 0 and not out.masks[1:].any() and not out.binary[1:].any()
+    if mode == "rectangle":
+        assert torch.equal(out.boxes[1:], bad)

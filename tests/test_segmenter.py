@@ -214,3 +214,24 @@ def test_mask_thr_without_refiner_thresholds_the_coarse_masks(models, image):
     two = cartoonseg.Segmenter(det, ref, score_thr=1.0, det_size=320, mask_thr=0.4)
     empty = two(image)
     assert len(empty) == 0 and empty.mask_thr == two.result_mask_thr == 0.4
+
+
+@pytest.mark.parametrize("option, value, what", [("--max-instances", "0", "max_instances"),
+                                                 ("--score-thr", "5", "score_thr"),
+                                                 ("--mask-thr", "-0.5", "mask_thr"),
+                                                 ("--det-size", "100", "det_size")])
+def test_cli_bad_settings_fail_before_outputs_and_weights(tmp_path, capsys, option, value, what):
+    """segment / style checked these only when the Segmenter was built: after the output folder was made (left
+    behind, empty) and the weights were read. Now they fail first, naming the setting; the weights named here do
+    not even exist."""
+    from cartoonseg.__main__ import main
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    missing = str(tmp_path / "no.ckpt")
+    assert main(["segment", str(tmp_path / "a.png"), "--detector", missing, "--refiner", missing, "--no-download",
+                 "--out", str(tmp_path / "out"), option, value]) == 2
+    assert f"error: {what} must" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    if option in ("--max-instances", "--score-thr"):
+        assert main(["style", str(tmp_path / "a.png"), "--model", missing, "--detector", missing, "--refiner", "none",
+                     "--out", str(tmp_path / "styled"), option, value]) == 2
+        assert f"error: {what} must" in capsys.readouterr().err and not (tmp_path / "styled").exists()

@@ -56,3 +56,39 @@ def test_decode_many_reports_an_empty_rle_anywhere_as_corrupt():
             rle.decode_many(batch)
     masks = (np.random.default_rng(0).random((5, 7, 9)) > 0.5).astype(np.uint8)
     np.testing.assert_array_equal(rle.decode_many([rle.encode(m) for m in masks]), masks)
+
+
+def test_overlay_colours_any_integer_id_quickly():
+    """overlay() used to build a palette of max(id) + 1 colours: a negative id raised IndexError, and the large ids
+    of a long tracked video cost seconds (and memory) per preview frame. Colours depend on the id alone."""
+    import time
+
+    from cartoonseg.visualize import overlay, palette
+
+    image = np.full((10, 20, 3), 200, np.uint8)
+    m = torch.zeros(2, 10, 20)
+    m[0, 2:5, 3:8] = 1
+    m[1, 6:9, 10:18] = 1
+    inst = Instances.from_masks(m)
+    reference = overlay(image, inst, draw_ids=False)  # ids 0, 1: pixel (3, 5) lies inside instance 0's outline
+    assert np.array_equal(reference[3, 5], (image[3, 5] * 0.5 + palette(2)[0] * 0.5).astype(np.uint8))
+    start = time.perf_counter()
+    big = overlay(image, inst.replace(ids=torch.tensor([10**12, -3])))
+    assert time.perf_counter() - start < 2.0
+    assert big.shape == (10, 20, 3) and not np.array_equal(big, image)
+    # the same ids in another order keep their colours
+    assert np.array_equal(overlay(image, inst[[1, 0]].replace(ids=torch.tensor([1, 0])), draw_ids=False),
+                          overlay(image, inst, draw_ids=False))
+
+
+def test_cat_refuses_items_with_different_mask_thresholds():
+    """Instances.cat kept the first item's mask_thr: refined (0.3) + coarse (0.5) instances silently changed the
+    coarse ones' binary masks. Equal thresholds concatenate; different ones raise, naming them."""
+    m = torch.full((1, 4, 4), 0.4)
+    refined, coarse = Instances.from_masks(m, mask_thr=0.3), Instances.from_masks(m, mask_thr=0.5)
+    both = Instances.cat([refined, refined.replace()])
+    assert len(both) == 2 and both.mask_thr == 0.3 and bool(both.binary.all())
+    with pytest.raises(ValueError, match=r"same mask_thr.*0\.3, 0\.5"):
+        Instances.cat([refined, coarse])
+    fixed = coarse.replace(masks=coarse.binary.float(), mask_thr=0.3)  # the remedy the message names
+    assert not Instances.cat([refined, fixed]).binary[1].any()

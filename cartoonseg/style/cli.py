@@ -24,6 +24,7 @@ from .._cli import SkippedInputs, area_main, load_networks, progress, quiet
 from .._diffusers import quiet_library_logs
 from .._cli import seed as cli_seed
 from ..io import read_image, to_float_image, write_image
+from ..segmenter import check_settings
 from .config import BACKGROUND_FILLS, MODES, PRESETS, style_preset
 from .hints import HINT_TYPES, extract_hint
 from .regions import ORDERS
@@ -115,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     names = outputs.unique_names(images)
     inputs = [*images, *(p for p in (args.background, args.hint_image, args.model, args.controlnet, args.detector,
                                      args.refiner) if p)]
+    check_settings(score_thr=args.score_thr, max_instances=args.max_instances)  # before any output or weights
     out = outputs.OutputFolder(args.out, inputs=inputs, overwrite=args.overwrite)  # checked before models load
     search = [Path(d) for d in args.weights_dir]
     det, ref = load_networks(args.detector, args.refiner, search_dirs=search, allow_download=args.allow_download,
