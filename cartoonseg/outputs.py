@@ -477,6 +477,9 @@ class OutputFolder:
                     raise OutputError(
                         f"output folder {self.path} holds files cartoonseg did not write ({_describe(foreign)}); "
                         f"choose a new or empty folder, or pass --overwrite (inputs are never overwritten)")
+        # the folders this call creates (the folder and missing parents), removed again if the command fails before
+        # writing anything into them (a bad option found after opening must not leave an empty folder behind)
+        self._made = [p for p in (self.path, *self.path.parents) if not os.path.lexists(p)]
         self.path.mkdir(parents=True, exist_ok=True)
         self._entries = _read_manifest(self.path)
         self._result = _result_mark(self.path)  # kept in every manifest this folder writes
@@ -628,6 +631,11 @@ class OutputFolder:
             self.close()
         elif not self._closed:  # keep what was written, drop nothing: the rerun replaces it
             self._closed = True
+            if self._made and not self._entries:  # made by this call and nothing written: leave no trace
+                for folder in self._made:  # the folder first, then its parents
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()  # only an empty folder goes
+                return
             with contextlib.suppress(OSError):
                 _write_manifest(self.path, self._entries, result=self._result)
 

@@ -175,6 +175,33 @@ def test_result_folder_rerun_replaces_everything_and_failure_keeps_the_old(tmp_p
 
 
 
+def test_a_command_failing_before_its_first_write_leaves_no_folder_it_made(tmp_path):
+    """A bad option found after the output folder was opened (e.g. a segmenter setting checked after the folder)
+    used to leave an empty folder behind, and its missing parents; now only folders that existed or hold outputs
+    stay."""
+    with pytest.raises(RuntimeError, match="boom"):
+        with OutputFolder(tmp_path / "new" / "deep" / "o"):
+            raise RuntimeError("boom")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(RuntimeError, match="boom"):
+        with OutputFolder(tmp_path / "kept" / "o"):
+            raise RuntimeError("boom")
+    assert names(tmp_path / "kept") == []  # the user's folder stays, the one made inside it goes
+    with pytest.raises(RuntimeError, match="boom"):
+        with OutputFolder(tmp_path / "half") as out:
+            out.write_bytes("a.txt", b"a")
+            raise RuntimeError("boom")
+    assert names(tmp_path / "half") == [MANIFEST, "a.txt"]  # what was written stays, recorded as ours
+    # through a command: segment with an unreadable weights file fails after opening its --out
+    image = tmp_path / "img.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+    (tmp_path / "bad.safetensors").write_bytes(b"not weights")
+    assert main(["segment", str(image), "--out", str(tmp_path / "res"), "--detector", str(tmp_path / "bad.safetensors"),
+                 "--refiner", "none"]) == 2
+    assert not (tmp_path / "res").exists()
+
+
 def test_a_folder_of_other_outputs_is_not_replaced_as_one_result(tmp_path):
     """A folder that holds other cartoonseg outputs (here segment-style per-image folders and a loose file) is not an
     earlier result folder: swapping a result in over it would delete them. Refused without overwrite (up front by

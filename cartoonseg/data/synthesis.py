@@ -468,13 +468,13 @@ def synthesize_dataset(fg: str | Path | Sequence[ForegroundInfo], bg: str | Path
         check_outputs_apart([out], [*([] if isinstance(fg, (str, os.PathLike)) else [f.path for f in fgs]),
                                     *([] if isinstance(bg, (str, os.PathLike)) else bgs)])
     groups = load_person_groups(person_boxes) if person_boxes else None
-    # the inputs are checked here, once, before anything is written: a worker process that failed this check in
-    # its pool initializer would be replaced by the pool again and again (a hang, a traceback per try)
-    Synthesizer(fgs, bgs, cfg, seed, groups)
     state = out / _STATE / cfg.split
     if out.is_dir() and not (out / _STATE).is_dir() and any(out.iterdir()) and not overwrite:  # the output policy
         raise ValueError(f"{out} is not empty and holds no dataset synthesis run ({_STATE}/ is missing); use a new "
                          f"or empty --out, or --overwrite (files there are kept, same-named ones replaced)")
+    # the inputs are checked here, once, before anything is written: a worker process that failed this check in
+    # its pool initializer would be replaced by the pool again and again (a hang, a traceback per try)
+    Synthesizer(fgs, bgs, cfg, seed, groups)
     (out / cfg.split).mkdir(parents=True, exist_ok=True)
     (out / "annotations").mkdir(parents=True, exist_ok=True)
     state.mkdir(parents=True, exist_ok=True)
