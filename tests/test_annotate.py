@@ -463,3 +463,19 @@ def test_a_resume_with_another_tagger_of_the_same_folder_name_is_refused(data, t
     err = capsys.readouterr().err
     assert "holds the shards of a different run" in err and err.count("\n") == 1, err
     assert main(args) == 0  # the same tagger resumes
+
+
+@pytest.mark.parametrize("option, value, message", [("--max-instances", "0", "max_instances"),
+                                                    ("--score-thr", "5", "score_thr"),
+                                                    ("--det-size", "100", "det_size")])
+def test_bad_segmenter_settings_fail_before_the_weights_are_read(tmp_path, capsys, option, value, message):
+    """A bad setting used to be found only after the weights were resolved (a download, for a repo id) and read."""
+    from cartoonseg.__main__ import main
+
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(image)
+    missing = tmp_path / "no-such-weights.safetensors"
+    assert main(["annotate", str(image), "--out", str(tmp_path / "a.json"), "--detector", str(missing),
+                 "--refiner", "none", "--no-download", "--quiet", option, value]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "no-such-weights" not in err and err.count("\n") == 1, err

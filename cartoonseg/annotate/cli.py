@@ -108,7 +108,7 @@ def run_annotate(args: argparse.Namespace) -> int:
 
     from ..checkpoint import load_detector, load_refiner
     from ..hub import resolve_weights
-    from ..segmenter import Segmenter
+    from ..segmenter import Segmenter, check_settings
     from ..sharding import init_distributed
     from .inputs import collect_inputs
     from .per_image import PerImageWriter
@@ -124,6 +124,8 @@ def run_annotate(args: argparse.Namespace) -> int:
         from ..matting import check_available
 
         check_available()  # before the models load
+    check_settings(det_size=args.det_size, score_thr=args.score_thr, mask_thr=args.mask_thr,
+                   refine_size=args.refine_size, max_instances=args.max_instances)  # before weights load
     rank = init_distributed()
     if args.threads:
         torch.set_num_threads(int(args.threads))
