@@ -106,7 +106,8 @@ def test_every_train_script_option_is_documented_with_its_default(capsys):
     with pytest.raises(SystemExit):
         module.main(["--help"])
     shown = " ".join(capsys.readouterr().out.split())
-    for text in ("between log lines, >= 1 (default: 50)", "mixed precision (CUDA) (default: auto)",
+    for text in ("between log lines, >= 1 (default: 50)",
+                 "needs its bf16 kernels (AVX-512; fast with AVX512-BF16/AMX) (default: auto)",
                  "DIR/annotations (default: train)"):
         assert text in shown, text
 
