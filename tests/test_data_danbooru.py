@@ -260,3 +260,22 @@ def test_a_tag_folder_with_a_stray_json_file_is_still_a_tag_folder(tmp_path, cap
     _tagged(plain, "b", "solo transparent_background")
     status, err, _ = _cli(capsys, [plain, "--images", meta_dir, "--out", tmp_path / "out3"])
     assert status == 2 and "no .json/.jsonl" in err
+
+
+def test_reading_stops_once_both_limits_are_reached(tmp_path):
+    src = tmp_path / "tagged"
+    for i in range(3):
+        _tagged(src, f"p{i}", "solo transparent_background", seed=i)
+    read = []
+
+    def posts():  # stands for millions of metadata lines
+        for post in iter_folder_posts(src):
+            read.append(post.id)
+            yield post
+
+    stats = filter_posts(posts(), tmp_path / "out", DanbooruFilter(max_fg=1, max_bg=0))
+    assert stats["fg"] == 1 and read == ["p0"]  # was: every post read after the limits were reached
+    read.clear()
+    assert filter_posts(posts(), tmp_path / "out2", DanbooruFilter(max_fg=0, max_bg=0))["seen"] == 0 and read == []
+    read.clear()
+    assert filter_posts(posts(), tmp_path / "out3", DanbooruFilter(max_fg=1))["fg"] == 1 and len(read) == 3

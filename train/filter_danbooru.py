@@ -40,8 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="background short-side floor in px (default 640)")
     ap.add_argument("--bg-min-long", type=int, default=DanbooruFilter.bg_min_long,
                     help="background long-side floor in px (default 0; 1024 matches the paper's >1024x768)")
-    ap.add_argument("--max-fg", type=int, default=None, help="stop after this many foregrounds")
-    ap.add_argument("--max-bg", type=int, default=None, help="stop after this many backgrounds")
+    ap.add_argument("--max-fg", type=int, default=None,
+                    help="keep at most this many foregrounds (with --max-bg: reading stops once both are reached)")
+    ap.add_argument("--max-bg", type=int, default=None,
+                    help="keep at most this many backgrounds (with --max-fg: reading stops once both are reached)")
     ap.add_argument("--verbose", action="store_true", help="print every rejection")
     add_overwrite_argument(ap)
     return ap

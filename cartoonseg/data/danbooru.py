@@ -250,7 +250,7 @@ def filter_posts(posts, out_dir: str | Path, rules: DanbooruFilter = DanbooruFil
     Args:
         posts: :class:`Post` items (:func:`iter_metadata_posts`, :func:`iter_folder_posts`).
         out_dir: output root; ``fg/`` and ``bg/`` follow the output policy in the module docstring.
-        rules: selection rules.
+        rules: selection rules; once both ``max_fg`` and ``max_bg`` are reached, no further post is read.
         verbose: print every rejection.
         inputs: the input files/folders (metadata, image root, tag folder): ``fg/`` and ``bg/`` must not be, lie
             inside or contain one (checked before anything is written).
@@ -281,8 +281,12 @@ def filter_posts(posts, out_dir: str | Path, rules: DanbooruFilter = DanbooruFil
         taken[kind].add(name.casefold())
         return True
 
+    def full() -> bool:  # both limits reached: the rest of the (possibly huge) metadata need not be read
+        return (rules.max_fg is not None and stats["fg"] >= rules.max_fg
+                and rules.max_bg is not None and stats["bg"] >= rules.max_bg)
+
     try:
-        for post in posts:
+        for post in () if full() else posts:
             stats["seen"] += 1
             tags = set(post.tags)
             want_fg = _has(tags, rules.fg_tags, rules.fg_exclude_tags) and (
@@ -332,6 +336,8 @@ def filter_posts(posts, out_dir: str | Path, rules: DanbooruFilter = DanbooruFil
                     stats["bg"] += 1
                 else:
                     stats["bg_rejected"] += 1
+            if full():
+                break
     except BaseException:
         for folder, records in ((fg, fg_meta), (bg, bg_meta)):  # what was written keeps its metadata
             with contextlib.suppress(Exception):  # the first error is the one reported
