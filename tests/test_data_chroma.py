@@ -189,3 +189,12 @@ def test_a_file_that_is_no_video_is_a_one_line_error(tmp_path, capsys):
     bad.write_text("not a video")
     status, err = _cli(capsys, [bad, "--out", tmp_path / "fg"])
     assert status == 2 and "cannot read" in err and str(bad) in err
+
+
+def test_the_current_folder_as_source_is_named_after_the_folder(tmp_path, capsys, monkeypatch):
+    _frames(tmp_path / "take1", [1])
+    monkeypatch.chdir(tmp_path / "take1")
+    out = tmp_path / "fg"
+    assert _cli(capsys, [".", "--out", out])[0] == 0
+    assert [p.name for p in out.glob("*.png")] == ["take1_f000000_i0.png"]  # was "_f000000_i0.png"
+    assert [r["file"] for r in chroma.extract_from_source(".", tmp_path / "fg2")] == ["take1_f000000_i0.png"]

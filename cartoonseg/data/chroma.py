@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -472,7 +473,8 @@ def extract_from_source(source: str | Path, out_dir: str | Path | OutputFolder, 
         out, own = OutputFolder(out_dir, inputs=[source], overwrite=overwrite), True
     records: list[dict] = []
     last: np.ndarray | None = None
-    stem = name if name is not None else (source.stem if source.is_file() else source.name)
+    named = source if source.name not in ("", "..") else Path(os.path.abspath(source))  # "." is named, too
+    stem = name if name is not None else (named.stem if named.is_file() else named.name)
     try:
         for index, frame in iter_frames(source, sample_fps=sample_fps, max_frames=max_frames):
             try:
