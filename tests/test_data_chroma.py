@@ -57,6 +57,18 @@ def test_cleanup_removes_speckle_and_pin_holes_but_keeps_real_holes():
     assert out[100, 100] < 0.5 and out[91, 151] > 0.5 and out[11, 11] == 0.0
 
 
+def test_filled_pin_holes_are_opaque_and_take_the_colour_around_them():
+    h, w = 240, 320
+    frame = np.broadcast_to(np.array(KEY_COLOURS["green"], np.uint8), (h, w, 3)).copy()
+    cv2.circle(frame, (160, 120), 60, (200, 80, 60), -1)
+    frame[120, 160] = frame[150:152, 130:132] = KEY_COLOURS["green"]  # key-coloured noise inside the character
+    (inst,), alpha, _ = chroma.key_frame(frame)
+    x, y, _, _ = inst.bbox_xywh
+    for py, px in ((120, 160), (151, 131)):
+        assert alpha[py, px] == 1.0  # was 0.501: a half-transparent hole in the foreground
+        assert np.abs(inst.rgba[py - y, px - x].astype(int) - (200, 80, 60, 255)).max() <= 2  # was (0, 64, 64, 128)
+
+
 def test_rejection_rules_and_instance_split():
     rng = np.random.default_rng(5)
     h, w = 240, 320
@@ -177,3 +189,12 @@ def test_a_file_that_is_no_video_is_a_one_line_error(tmp_path, capsys):
     bad.write_text("not a video")
     status, err = _cli(capsys, [bad, "--out", tmp_path / "fg"])
     assert status == 2 and "cannot read" in err and str(bad) in err
+
+
+def test_the_current_folder_as_source_is_named_after_the_folder(tmp_path, capsys, monkeypatch):
+    _frames(tmp_path / "take1", [1])
+    monkeypatch.chdir(tmp_path / "take1")
+    out = tmp_path / "fg"
+    assert _cli(capsys, [".", "--out", out])[0] == 0
+    assert [p.name for p in out.glob("*.png")] == ["take1_f000000_i0.png"]  # was "_f000000_i0.png"
+    assert [r["file"] for r in chroma.extract_from_source(".", tmp_path / "fg2")] == ["take1_f000000_i0.png"]

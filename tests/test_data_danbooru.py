@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from cartoonseg.data.danbooru import DanbooruFilter, filter_posts, iter_folder_posts
+from cartoonseg.data.danbooru import DanbooruFilter, filter_posts, iter_folder_posts, iter_metadata_posts
 from cartoonseg.data.fixtures import draw_background, draw_character
-from cartoonseg.data.foregrounds import index_foregrounds, load_foreground
+from cartoonseg.data.foregrounds import index_foregrounds, load_foreground, read_tag_file
 
 
 def _rgba_png(path, pad=30, seed=0):
@@ -183,3 +184,98 @@ def test_negative_counts_are_one_line_before_any_work(tmp_path, capsys, option):
     assert not (tmp_path / "o").exists()
     with pytest.raises(ValueError, match="must be"):
         DanbooruFilter(**{option[2:].replace("-", "_"): -1})
+
+
+def _good_post(images, post_id=1001):
+    _rgba_png(_bucket(images, post_id, "png"))
+    return json.dumps({"id": post_id, "file_ext": "png", "tag_string": "solo transparent_background"}) + "\n"
+
+
+def test_a_wrong_images_folder_is_an_error_not_an_empty_success(tmp_path, capsys):
+    images = tmp_path / "danbooru"
+    meta = tmp_path / "posts.jsonl"
+    meta.write_text(_good_post(images))
+    out = tmp_path / "out"
+    status, err, _ = _cli(capsys, [meta, "--images", tmp_path / "danboru", "--out", out])  # a typo: was status 0
+    assert status == 2 and "image folder not found" in err and str(tmp_path / "danboru") in err
+    assert not out.exists()
+    status, err, _ = _cli(capsys, [meta, "--images", meta, "--out", out])
+    assert status == 2 and "expected a folder" in err
+
+
+@pytest.mark.parametrize("line, match", [
+    ("42", "JSON int, not an object"),
+    ('"id"', "JSON str, not an object"),  # was an AttributeError traceback
+    ('{"id": null, "tag_string": "solo"}', "'id' must be"),  # was read as post "None"
+    ('{"id": "", "tag_string": "solo"}', "'id' must be"),
+    ('{"id": "../1001", "tag_string": "solo"}', "'id' must be"),
+    ('{"id": 7, "tag_string": {"solo": 1}}', "line 2 .*tag string or a list"),
+])
+def test_malformed_metadata_lines_are_one_line_errors_naming_the_line(tmp_path, capsys, line, match):
+    images = tmp_path / "danbooru"
+    meta = tmp_path / "posts.jsonl"
+    meta.write_text(_good_post(images) + line + "\n")
+    status, err, _ = _cli(capsys, [meta, "--images", images, "--out", tmp_path / "out"])
+    assert status == 2 and str(meta) in err
+    assert re.search(match, err), err
+
+
+def test_metadata_layouts_bom_tag_lists_and_odd_sizes(tmp_path, capsys):
+    images = tmp_path / "danbooru"
+    lines = [_good_post(images, 1001).strip()]
+    _rgba_png(_bucket(images, 2002, "png"), seed=1)
+    lines.append(json.dumps({"id": 2002, "tags": "solo transparent_background", "image_width": "12.0"}))  # a string
+    _rgba_png(_bucket(images, 3003, "png"), seed=2)
+    lines.append(json.dumps({"id": "3003", "tag_string": ["solo", "transparent_background"], "image_width": "n/a",
+                             "tag_string_character": ["miku"]}))
+    meta = tmp_path / "posts.jsonl"
+    meta.write_bytes(("\n".join(lines) + "\n").encode("utf-8-sig"))  # saved with a byte-order mark
+    posts = list(iter_metadata_posts(meta, images))
+    assert [(p.id, p.width) for p in posts] == [("1001", 0), ("2002", 12), ("3003", 0)]
+    assert posts[1].tags == ("solo", "transparent_background") and posts[2].characters == ("miku",)
+    status, _, stdout = _cli(capsys, [meta, "--images", images, "--out", tmp_path / "out"])
+    assert status == 0 and json.loads(stdout)["fg"] == 3
+
+
+def test_tag_files_with_a_byte_order_mark_keep_their_first_tag(tmp_path):
+    src = tmp_path / "tagged"
+    _tagged(src, "a", "solo, transparent background")
+    (src / "a.txt").write_bytes("\ufeffsolo, transparent background".encode("utf-8"))  # Windows Notepad
+    assert read_tag_file(src / "a.txt") == ["solo", "transparent_background"]
+    assert filter_posts(iter_folder_posts(src), tmp_path / "out")["fg"] == 1
+
+
+def test_a_tag_folder_with_a_stray_json_file_is_still_a_tag_folder(tmp_path, capsys):
+    src = tmp_path / "tagged"
+    _tagged(src, "a", "solo transparent_background")
+    (src / "notes.json").write_text("{}")
+    status, _, stdout = _cli(capsys, [src, "--out", tmp_path / "out"])  # was "--images DIR is required"
+    assert status == 0 and json.loads(stdout)["fg"] == 1
+    meta_dir = tmp_path / "meta"
+    meta_dir.mkdir()
+    (meta_dir / "posts.json").write_text("{}\n")
+    status, err, _ = _cli(capsys, [meta_dir, "--out", tmp_path / "out2"])
+    assert status == 2 and "--images" in err
+    plain = tmp_path / "plain"
+    _tagged(plain, "b", "solo transparent_background")
+    status, err, _ = _cli(capsys, [plain, "--images", meta_dir, "--out", tmp_path / "out3"])
+    assert status == 2 and "no .json/.jsonl" in err
+
+
+def test_reading_stops_once_both_limits_are_reached(tmp_path):
+    src = tmp_path / "tagged"
+    for i in range(3):
+        _tagged(src, f"p{i}", "solo transparent_background", seed=i)
+    read = []
+
+    def posts():  # stands for millions of metadata lines
+        for post in iter_folder_posts(src):
+            read.append(post.id)
+            yield post
+
+    stats = filter_posts(posts(), tmp_path / "out", DanbooruFilter(max_fg=1, max_bg=0))
+    assert stats["fg"] == 1 and read == ["p0"]  # was: every post read after the limits were reached
+    read.clear()
+    assert filter_posts(posts(), tmp_path / "out2", DanbooruFilter(max_fg=0, max_bg=0))["seen"] == 0 and read == []
+    read.clear()
+    assert filter_posts(posts(), tmp_path / "out3", DanbooruFilter(max_fg=1))["fg"] == 1 and len(read) == 3

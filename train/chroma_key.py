@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from pathlib import Path
 
 from cartoonseg.data.chroma import VIDEO_EXTS, KeyConfig, extract_from_source
@@ -27,6 +28,8 @@ def _expand(sources: list[str]) -> list[Path]:
     out: list[Path] = []
     for s in sources:
         p = Path(s)
+        if p.name in ("", ".."):  # "." or "..": named after the folder itself, not "" or ".."
+            p = Path(os.path.abspath(p))
         if p.is_dir():
             videos = sorted(q for q in p.iterdir() if q.suffix.lower() in VIDEO_EXTS)
             out.extend(videos if videos else [p])

@@ -3,8 +3,9 @@
     python -m train.filter_danbooru METADATA --images DIR --out DIR
     python -m train.filter_danbooru TAGGED_FOLDER --out DIR
 
-METADATA is a Danbooru JSON-lines file (or a folder of them); images are looked up under ``--images`` as
-``original/<id % 1000:04d>/<id>.<ext>``. A folder argument instead holds images with ``<stem>.txt`` tag files.
+METADATA is a Danbooru JSON-lines file (or, with ``--images``, a folder of ``.json``/``.jsonl`` files); images are
+looked up under ``--images`` as ``original/<id % 1000:04d>/<id>.<ext>``. A folder given without ``--images`` instead
+holds images with ``<stem>.txt`` tag files.
 Foregrounds (``solo`` + ``transparent_background``, real alpha, auto-cropped) go to ``OUT/fg/`` with tags in
 ``OUT/fg/meta.jsonl``; backgrounds (``scenery`` + ``no_humans``, size floor) go to ``OUT/bg/``. ``OUT/fg`` and
 ``OUT/bg`` may hold what cartoonseg wrote earlier (``train.make_fixtures``, ``train.chroma_key``, a previous run):
@@ -29,15 +30,20 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m train.filter_danbooru``."""
     ap = parser("train.filter_danbooru", __doc__)
     ap.add_argument("metadata", metavar="METADATA",
-                    help="Danbooru JSON-lines file/folder, or an image folder with tag files")
-    ap.add_argument("--images", default=None, help="Danbooru image root (needed with JSON-lines metadata)")
+                    help="Danbooru JSON-lines file (or folder of them, with --images), or an image folder with tag "
+                    "files")
+    ap.add_argument("--images", default=None,
+                    help="Danbooru image root; needed with JSON-lines metadata (a folder METADATA given with it is "
+                    "read as a folder of .json/.jsonl files)")
     ap.add_argument("--out", required=True, help="output root (gets fg/ and bg/)")
     ap.add_argument("--bg-min-short", type=int, default=DanbooruFilter.bg_min_short,
                     help="background short-side floor in px (default 640)")
     ap.add_argument("--bg-min-long", type=int, default=DanbooruFilter.bg_min_long,
                     help="background long-side floor in px (default 0; 1024 matches the paper's >1024x768)")
-    ap.add_argument("--max-fg", type=int, default=None, help="stop after this many foregrounds")
-    ap.add_argument("--max-bg", type=int, default=None, help="stop after this many backgrounds")
+    ap.add_argument("--max-fg", type=int, default=None,
+                    help="keep at most this many foregrounds (with --max-bg: reading stops once both are reached)")
+    ap.add_argument("--max-bg", type=int, default=None,
+                    help="keep at most this many backgrounds (with --max-fg: reading stops once both are reached)")
     ap.add_argument("--verbose", action="store_true", help="print every rejection")
     add_overwrite_argument(ap)
     return ap
@@ -50,10 +56,19 @@ def _run(args: argparse.Namespace) -> int:
     meta = Path(args.metadata)
     if not meta.exists():
         raise ValueError(f"METADATA not found: {meta}")
-    is_jsonl = meta.is_file() or any(p.suffix in (".json", ".jsonl") for p in meta.iterdir())
+    # a file, or a folder given with --images, is JSON-lines metadata; a folder alone is a tag folder (which may
+    # hold a stray .json file)
+    is_jsonl = meta.is_file() or bool(args.images)
+    has_json = meta.is_dir() and any(p.suffix in (".json", ".jsonl") for p in meta.iterdir())
+    if has_json and not args.images and not any(iter_folder_posts(meta)):
+        raise ValueError(f"{meta} holds JSON-lines metadata and no tagged images: --images DIR (the Danbooru image "
+                         f"root) is required")
     if is_jsonl:
         if not args.images:
             raise ValueError("--images DIR is required with JSON-lines metadata")
+        if meta.is_dir() and not has_json:
+            raise ValueError(f"{meta} holds no .json/.jsonl metadata files (to read a folder of images with tag "
+                             f"files, leave --images out)")
         posts = iter_metadata_posts(meta, args.images)
         inputs = [meta, args.images]
     else:

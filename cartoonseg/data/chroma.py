@@ -16,8 +16,8 @@ so this module implements its own keying, following that description:
    key's dominant channel to the largest of the other two on the foreground, :func:`despill`;
 4. **clean-up**: connected components (grown by 2 px, so strand fragments next to a character join it)
    under ``min_component`` of the frame (screen speckle) are removed and
-   enclosed pin holes under ``max_hole`` are filled (an optional opening is off by default: it would erase
-   1-px hair strands);
+   enclosed pin holes under ``max_hole`` are filled (opaque, painted with the colour around them; an optional
+   opening is off by default: it would erase 1-px hair strands);
 5. **components to instances**: each component of at least ``min_instance`` of the frame becomes one instance
    (smaller kept pieces join their nearest instance), or the whole frame is one instance (``split=False``);
 6. **rejection**: instances under ``min_area`` or over ``max_area`` of the frame, or touching more than
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -280,7 +281,8 @@ def _disk(radius: int) -> np.ndarray:
 
 def clean_alpha(alpha: np.ndarray, cfg: KeyConfig = KeyConfig()) -> np.ndarray:
     """Morphological clean-up of a soft alpha: optional opening, removal of foreground components under
-    ``min_component`` of the frame (speckle), filling of enclosed holes under ``max_hole`` (pin holes).
+    ``min_component`` of the frame (speckle), filling of enclosed holes under ``max_hole`` (pin holes, made opaque;
+    :func:`key_frame` paints them with the colour around them).
     Soft edges are kept within 2 px of the cleaned core.
 
     Returns:
@@ -307,7 +309,7 @@ def clean_alpha(alpha: np.ndarray, cfg: KeyConfig = KeyConfig()) -> np.ndarray:
     holes = fill[labels] & (core == 0)
     support = cv2.dilate(core, _disk(2))
     out = np.where(support > 0, alpha, 0.0).astype(np.float32)
-    out[holes] = np.maximum(out[holes], 0.5 + 1e-3)
+    out[holes] = 1.0  # filled: part of the character (its colour is restored by key_frame)
     return out
 
 
@@ -352,8 +354,12 @@ def key_frame(frame: np.ndarray, cfg: KeyConfig = KeyConfig(), key: KeyColour | 
     """
     frame = _check_frame(frame)
     key = key or estimate_key(frame, cfg)
-    alpha = clean_alpha(soft_key(frame, key, cfg), cfg)
+    soft = soft_key(frame, key, cfg)
+    alpha = clean_alpha(soft, cfg)
     rgb = despill(frame, key, alpha)
+    filled = ((alpha > 0.5) & (soft <= 0.5)).astype(np.uint8)  # pin holes: key-coloured noise inside a character
+    if filled.any():  # their pixels show the screen: take the colour of the character around them
+        rgb = cv2.inpaint(rgb, filled, 2, cv2.INPAINT_TELEA)
     h, w = alpha.shape
     out: list[KeyedInstance] = []
     for inst_alpha in split_instances(alpha, cfg):
@@ -467,7 +473,8 @@ def extract_from_source(source: str | Path, out_dir: str | Path | OutputFolder, 
         out, own = OutputFolder(out_dir, inputs=[source], overwrite=overwrite), True
     records: list[dict] = []
     last: np.ndarray | None = None
-    stem = name if name is not None else (source.stem if source.is_file() else source.name)
+    named = source if source.name not in ("", "..") else Path(os.path.abspath(source))  # "." is named, too
+    stem = name if name is not None else (named.stem if named.is_file() else named.name)
     try:
         for index, frame in iter_frames(source, sample_fps=sample_fps, max_frames=max_frames):
             try:

@@ -109,33 +109,66 @@ def danbooru_image_path(images_dir: Path, post_id: str, ext: str) -> Path | None
     return None
 
 
+def _tag_list(value) -> list[str]:
+    """Tags from a metadata field: a whitespace-separated string or a list of names (``{"name": ...}`` dicts too)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return value.split()
+    if isinstance(value, (list, tuple)):
+        return [str(t.get("name", "")) if isinstance(t, dict) else str(t) for t in value]
+    raise ValueError(f"expected a tag string or a list of tags, got {type(value).__name__} {value!r:.60}")
+
+
 def _post_tags(rec: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
     if "tag_string" in rec:
-        tags = tuple(str(rec.get("tag_string") or "").split())
-        chars = tuple(str(rec.get("tag_string_character") or "").split())
-        return tags, chars
-    tags, chars = [], []
-    for t in rec.get("tags") or ():
-        if isinstance(t, dict):
-            name = str(t.get("name", ""))
-            tags.append(name)
-            if str(t.get("category", "")) == "4":
-                chars.append(name)
-        else:
-            tags.append(str(t))
-    return tuple(tags), tuple(chars)
+        return tuple(_tag_list(rec.get("tag_string"))), tuple(_tag_list(rec.get("tag_string_character")))
+    tags = rec.get("tags")
+    if not isinstance(tags, (list, tuple)):
+        return tuple(_tag_list(tags)), ()
+    names, chars = [], []
+    for t in tags:
+        name = str(t.get("name", "")) if isinstance(t, dict) else str(t)
+        names.append(name)
+        if isinstance(t, dict) and str(t.get("category", "")) == "4":
+            chars.append(name)
+    return tuple(t for t in names if t), tuple(chars)
+
+
+def _size(value) -> int:
+    """An image side from the metadata (informational: 0 when absent or not a number)."""
+    try:
+        return max(0, int(float(value)))
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 def iter_metadata_posts(metadata: str | Path, images_dir: str | Path) -> Iterator[Post]:
-    """Posts from Danbooru JSON-lines metadata (a file, or a folder of ``*.json``/``*.jsonl`` files)."""
+    """Posts from Danbooru JSON-lines metadata (a file, or a folder of ``*.json``/``*.jsonl`` files), read line by
+    line (a UTF-8 byte-order mark is allowed).
+
+    Raises:
+        ValueError: at once when ``metadata`` or ``images_dir`` is missing (or ``images_dir`` is not a folder); while
+            reading, for a line that is not a JSON object with an ``id`` (a number, or a string usable as a file
+            name), or whose tags are neither a string nor a list (naming file and line).
+    """
     metadata = Path(metadata)
     images_dir = Path(images_dir)
+    if not metadata.exists():
+        raise ValueError(f"Danbooru metadata not found: {metadata}")
+    if not images_dir.is_dir():
+        raise ValueError(f"Danbooru image folder not found: {images_dir}"
+                         + (" (it is a file, expected a folder)" if images_dir.exists() else ""))
     if metadata.is_dir():
         files = sorted(p for p in metadata.iterdir() if p.suffix in (".json", ".jsonl"))
     else:
         files = [metadata]
+    return _iter_metadata(files, images_dir)
+
+
+def _iter_metadata(files: list[Path], images_dir: Path) -> Iterator[Post]:
     for f in files:
-        with open(f, encoding="utf-8") as fh:
+        with open(f, encoding="utf-8-sig") as fh:
             for n, line in enumerate(fh, 1):
                 line = line.strip()
                 if not line:
@@ -144,13 +177,23 @@ def iter_metadata_posts(metadata: str | Path, images_dir: str | Path) -> Iterato
                     rec = json.loads(line)
                 except json.JSONDecodeError as err:
                     raise ValueError(f"{f} line {n} is not valid JSON: {err}") from err
+                if not isinstance(rec, dict):
+                    raise ValueError(f"{f} line {n} is a JSON {type(rec).__name__}, not an object (not Danbooru post "
+                                     f"metadata)")
                 if "id" not in rec:
                     raise ValueError(f"{f} line {n} has no 'id' field (not Danbooru post metadata)")
-                tags, chars = _post_tags(rec)
-                pid = str(rec["id"])
+                pid = rec["id"]
+                pid = str(pid).strip() if isinstance(pid, (int, str)) and not isinstance(pid, bool) else ""
+                if not pid or pid in (".", "..") or any(c in pid for c in "/\\\0"):
+                    raise ValueError(f"{f} line {n}: 'id' must be a number or a string usable as a file name, got "
+                                     f"{rec['id']!r:.60}")
+                try:
+                    tags, chars = _post_tags(rec)
+                except ValueError as err:
+                    raise ValueError(f"{f} line {n} (post {pid}): {err}") from err
                 path = danbooru_image_path(images_dir, pid, str(rec.get("file_ext") or "png"))
                 yield Post(id=pid, path=path, tags=tags, characters=chars,
-                           width=int(rec.get("image_width") or 0), height=int(rec.get("image_height") or 0))
+                           width=_size(rec.get("image_width")), height=_size(rec.get("image_height")))
 
 
 def iter_folder_posts(folder: str | Path) -> Iterator[Post]:
@@ -207,7 +250,7 @@ def filter_posts(posts, out_dir: str | Path, rules: DanbooruFilter = DanbooruFil
     Args:
         posts: :class:`Post` items (:func:`iter_metadata_posts`, :func:`iter_folder_posts`).
         out_dir: output root; ``fg/`` and ``bg/`` follow the output policy in the module docstring.
-        rules: selection rules.
+        rules: selection rules; once both ``max_fg`` and ``max_bg`` are reached, no further post is read.
         verbose: print every rejection.
         inputs: the input files/folders (metadata, image root, tag folder): ``fg/`` and ``bg/`` must not be, lie
             inside or contain one (checked before anything is written).
@@ -238,8 +281,12 @@ def filter_posts(posts, out_dir: str | Path, rules: DanbooruFilter = DanbooruFil
         taken[kind].add(name.casefold())
         return True
 
+    def full() -> bool:  # both limits reached: the rest of the (possibly huge) metadata need not be read
+        return (rules.max_fg is not None and stats["fg"] >= rules.max_fg
+                and rules.max_bg is not None and stats["bg"] >= rules.max_bg)
+
     try:
-        for post in posts:
+        for post in () if full() else posts:
             stats["seen"] += 1
             tags = set(post.tags)
             want_fg = _has(tags, rules.fg_tags, rules.fg_exclude_tags) and (
@@ -289,6 +336,8 @@ def filter_posts(posts, out_dir: str | Path, rules: DanbooruFilter = DanbooruFil
                     stats["bg"] += 1
                 else:
                     stats["bg_rejected"] += 1
+            if full():
+                break
     except BaseException:
         for folder, records in ((fg, fg_meta), (bg, bg_meta)):  # what was written keeps its metadata
             with contextlib.suppress(Exception):  # the first error is the one reported

@@ -151,8 +151,9 @@ def load_background(path: str | Path, min_short: int | None = None) -> np.ndarra
 
 
 def read_tag_file(path: str | Path) -> list[str]:
-    """Tags from a sidecar text file: comma-separated (spaces inside a tag become ``_``) or whitespace-separated."""
-    text = Path(path).read_text(encoding="utf-8", errors="replace").strip()
+    """Tags from a sidecar text file: comma-separated (spaces inside a tag become ``_``) or whitespace-separated
+    (UTF-8; a byte-order mark is dropped, so the first tag stays intact)."""
+    text = Path(path).read_text(encoding="utf-8-sig", errors="replace").strip()
     if "," in text:
         return [t.strip().replace(" ", "_") for t in text.split(",") if t.strip()]
     return text.split()
