@@ -395,6 +395,27 @@ def test_model_holder_on_comfy_model_management(pack, comfy, nodes):
         assert again is not layer and lin.loads == 2
     mm.unload_all_models()
     assert layer.weight.is_meta is False and again.weight.is_meta  # released outside any node: freed at once
+    # ... and once that node has ended, nothing of the holder keeps the weights ComfyUI counts as freed (before
+    # any later read)
+    import gc
+    import weakref
+
+    lin2 = holder_cls(lambda: torch.nn.Linear(2, 2), name="linear2", device="cpu", offload_device="cpu")
+    with lin2.on_device() as layer2:
+        mm.unload_all_models()
+        kept = weakref.ref(layer2.weight)
+    del layer2
+    gc.collect()
+    assert kept() is None and not lin2.loaded, "the holder kept weights ComfyUI released while a node used them"
+
+    # a block inside another (one node using the holder twice) hands the device memory back only when the outer
+    # block ends
+    h = holder_cls(lambda: torch.nn.Identity(), name="nested", device="cpu", offload_device="meta", keep_loaded=False)
+    with h.on_device():
+        with h.on_device():
+            pass
+        assert h.patcher.model.device == torch.device("cpu") and listed()
+    assert h.patcher.model.device == torch.device("meta") and not listed()
 
 
 def test_no_module_level_model_caches():
