@@ -307,8 +307,9 @@ class ModelHolder:
     # -- use
     @contextmanager
     def on_device(self) -> Iterator:
-        """The payload on the compute device for the block (through ComfyUI's model management); afterwards the
-        device memory is handed back unless ``keep_loaded`` (also on errors and Cancel)."""
+        """The payload on the compute device for the block (through ComfyUI's model management); when the last
+        block using it ends, the device memory is handed back unless ``keep_loaded`` (also on errors and Cancel).
+        Weights ComfyUI released while a block used them are let go when the last block ends."""
         payload = self.payload()
         net = self._network(payload)
         patcher = self._patcher
@@ -322,8 +323,13 @@ class ModelHolder:
             yield payload
         finally:
             self._in_use -= 1
-            if not self.keep_loaded and self.device != self.offload_device:
-                self.hand_back()
+            if not self._in_use:  # an inner (nested) block must not take the weights from an outer one
+                if self._payload is not payload and self._retired is not None:
+                    # released during the block: ComfyUI's unload is over, so the retired patcher (and through it
+                    # the weights ComfyUI counts as freed) need not outlive the block
+                    self._retired = None
+                if not self.keep_loaded and self.device != self.offload_device:
+                    self.hand_back()
 
     def hand_back(self) -> None:
         """Move the weights off the compute device and out of ComfyUI's loaded models, keeping them in RAM."""

@@ -395,6 +395,27 @@ def test_model_holder_on_comfy_model_management(pack, comfy, nodes):
         assert again is not layer and lin.loads == 2
     mm.unload_all_models()
     assert layer.weight.is_meta is False and again.weight.is_meta  # released outside any node: freed at once
+    # ... and once that node has ended, nothing of the holder keeps the weights ComfyUI counts as freed (before
+    # any later read)
+    import gc
+    import weakref
+
+    lin2 = holder_cls(lambda: torch.nn.Linear(2, 2), name="linear2", device="cpu", offload_device="cpu")
+    with lin2.on_device() as layer2:
+        mm.unload_all_models()
+        kept = weakref.ref(layer2.weight)
+    del layer2
+    gc.collect()
+    assert kept() is None and not lin2.loaded, "the holder kept weights ComfyUI released while a node used them"
+
+    # a block inside another (one node using the holder twice) hands the device memory back only when the outer
+    # block ends
+    h = holder_cls(lambda: torch.nn.Identity(), name="nested", device="cpu", offload_device="meta", keep_loaded=False)
+    with h.on_device():
+        with h.on_device():
+            pass
+        assert h.patcher.model.device == torch.device("cpu") and listed()
+    assert h.patcher.model.device == torch.device("meta") and not listed()
 
 
 def test_no_module_level_model_caches():
@@ -755,28 +776,30 @@ def test_workflow_files_use_known_nodes(pack):
                     assert t in core, f"{path.name} uses {t}, neither ours nor a core node"
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_gpu_run_then_offload(nodes, monkeypatch):
-    """On a GPU: 'auto' picks ComfyUI's device and fp16, the networks run there and go back to the CPU after."""
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device")])])
+def test_run_on_comfys_device_then_offload(nodes, monkeypatch, device):
+    """'auto' picks ComfyUI's device (and fp16 on a GPU), the networks run there and wait on the CPU after. The CPU
+    case runs everywhere, so the spy on the Segmenter call (how the node calls it) cannot rot unseen."""
     import comfy.model_management as mm
 
-    monkeypatch.setattr(mm, "get_torch_device", lambda: torch.device("cuda"))
+    monkeypatch.setattr(mm, "get_torch_device", lambda: torch.device(device))
     (m,) = nodes["CartoonSegModelLoader"]().load("rtmdetl_e60.ckpt", "refine_last.ckpt", "auto", "auto", False, False)
-    assert m.device.type == "cuda" and m.precision == "fp16"
+    assert m.device.type == device and (device == "cpu" or m.precision == "fp16")
     assert next(m.detector.parameters()).device.type == "cpu"  # idle on the offload device
     seen = []
     real = cartoonseg.Segmenter.__call__
 
-    def spy(self, image):
+    def spy(self, image, **kwargs):
         seen.append(self.device.type)
-        return real(self, image)
+        return real(self, image, **kwargs)
 
     monkeypatch.setattr(cartoonseg.Segmenter, "__call__", spy)
     out = nodes["CartoonSegSegment"]().segment(m, frames(2), 0.0, 3, 128, 0.3, True, 64, "binary", False)
     check_segment_outputs(out, 2)
-    assert seen == ["cuda", "cuda"]
+    assert seen == [device, device]
     assert next(m.detector.parameters()).device.type == "cpu" and next(m.refiner.parameters()).device.type == "cpu"
+    mm.unload_all_models()
 
 
 def test_segment_and_refine_defaults_follow_the_refiners_saved_settings(nodes, pack, tmp_path):
