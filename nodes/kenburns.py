@@ -167,7 +167,7 @@ class CartoonSegKenBurns:
                     image[b], _comfy.pick(depth, b), masks=_comfy.pick(frames, b) if frames else None,
                     background=_comfy.pick(background, b) if background is not None else None,
                     camera=camera, config=config, device=dev, callback=progress, refiner=diffusion,
-                    interrupt=_comfy.throw_if_interrupted,
+                    interrupt=_comfy.throw_if_interrupted, key_view_progress=bar.subtask(),  # key views join the bar
                 )
                 clips.append(clip.frames.float().cpu())
                 masks.append(clip.disocclusion.float().cpu())

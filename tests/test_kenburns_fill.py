@@ -81,8 +81,11 @@ def test_a_moving_path_always_inpaints_its_extreme():
     path = CameraPoses(poses=poses, times=torch.tensor([0.0, 0.5, 1.0]), order=torch.arange(3), focal=w / 2,
                        anchor=1.0, fps=25.0)
     assert select_key_views(scene.background_depth, path) == [2]
-    _, report = inpaint_disocclusions(scene.layers[0], scene.background_depth, scene.size, path)
+    calls = []
+    _, report = inpaint_disocclusions(scene.layers[0], scene.background_depth, scene.size, path,
+                                      progress=lambda done, total: calls.append((done, total)))
     assert report.times == [1.0] and report.hole_pixels[0] >= 120  # the column the card uncovers, overshot 1.1x
+    assert calls == [(0, 1), (1, 1)]  # progress over the key views, for the bars of the CLI and the node
 
 
 def test_overshoot_scales_the_move_and_stops_short_of_the_nearest_points():

@@ -115,7 +115,8 @@ def test_render_outputs_frames_mask_and_fps(nodes, comfy):
     assert frames.shape == (8, H, W, 3) and frames.dtype == torch.float32 and frames.device.type == "cpu"
     assert disocclusion.shape == (8, H, W) and 0.0 <= float(disocclusion.min()) <= float(disocclusion.max()) <= 1.0
     assert fps == 12.0 and isinstance(fps, float)
-    assert comfy.ticks == 5  # one progress step per rendered (unique) frame
+    # one progress step per key view inpainted first (pan-right: its far end), then one per rendered (unique) frame
+    assert comfy.ticks == 1 + 5
     # the camera moves: the revealed plate shows up and is flagged in the mask
     green = (frames[..., 1] > 0.9) & (frames[..., 0] < 0.1)
     assert bool(green[4].any()) and float(disocclusion[green].min()) > 0.5

@@ -150,13 +150,22 @@ def run(args: argparse.Namespace) -> int:
     prepared = time.perf_counter()
     with progress(None, "frames", quiet(args), unit="frame") as bar:
 
-        def on_frames(done: int, total: int) -> None:
-            if bar.total != total:
-                bar.reset(total=total)
-            bar.update(done - bar.n)
+        shown = {"phase": "frames"}
+
+        def phase(desc: str, unit: str):  # one bar: the key views' inpainting first, then the frames
+            def update(done: int, total: int) -> None:
+                if shown["phase"] != desc or bar.total != total:
+                    shown["phase"] = desc
+                    bar.set_description(desc, refresh=False)
+                    bar.unit = unit
+                    bar.reset(total=total)
+                bar.update(done - bar.n)
+
+            return update
 
         clip = render_kenburns(image, depth, masks=instances, background=background, camera=camera, config=config,
-                               device=args.device, callback=on_frames, refiner=refiner)
+                               device=args.device, callback=phase("frames", "frame"), refiner=refiner,
+                               key_view_progress=phase("key views", "view"))
     rendered = time.perf_counter()
     if out.suffix:
         written = [outputs.write(out, lambda tmp: write_frames(clip.frames, tmp, clip.fps), inputs=inputs,

@@ -508,6 +508,7 @@ def inpaint_disocclusions(
     z_tolerance: float = 0.03,
     far_tolerance: float = 0.1,
     interrupt: Callable[[], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[PointCloud, KeyViewReport]:
     """Inpaint the disocclusions of a camera path into the background layer (see the module docstring).
 
@@ -534,6 +535,8 @@ def inpaint_disocclusions(
         z_tolerance: z-buffer blending band (as the renderer).
         far_tolerance: relative depth band of the far side (as the renderer).
         interrupt: cancel check (raise to stop), called between inpainting windows.
+        progress: ``progress(done, total)`` over the key views picked (``progress(0, total)`` first, then after
+            each view), for progress bars: a view takes seconds (PatchMatch) to minutes (diffusion).
 
     Returns:
         ``(background, report)``: the layer with the lifted points appended, and what was done.
@@ -547,9 +550,13 @@ def inpaint_disocclusions(
     report = KeyViewReport(poses=torch.zeros(0, 6), times=[], hole_pixels=[])
     z_near = float(background.z.min()) if len(background) else None
     key_poses = []
-    for index in order:
+    if progress is not None:
+        progress(0, len(order))
+    for done, index in enumerate(order, 1):
         if interrupt is not None:
             interrupt()
+        if progress is not None and done > 1:
+            progress(done - 1, len(order))
         pose = overshoot_poses(poses.poses[index : index + 1].to(background.z), overshoot, z_near)
         fill = dict(patch_size=patch_size, seed=seed, near_band=near_band, margin=margin, far_tolerance=far_tolerance,
                     interrupt=interrupt)
@@ -615,6 +622,8 @@ def inpaint_disocclusions(
         key_poses.append(pose[0].cpu())
         report.times.append(float(poses.times[index]))
         report.hole_pixels.append(int(pix.numel()))
+    if progress is not None and len(order):
+        progress(len(order), len(order))
     if key_poses:
         report.poses = torch.stack(key_poses)
     return background, report

@@ -581,10 +581,11 @@ def inpaint_scene(
     config: KenBurnsConfig = KenBurnsConfig(),
     refiner: Refiner | None = None,
     interrupt: Callable[[], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> KeyViewReport | None:
     """The end-view disocclusion inpainting of ``config.fill`` (:func:`inpaint_disocclusions`) for the path ``poses``:
-    the scene's background layer gets the lifted points (in place). Returns what was done, or None for ``far-side``
-    and ``key_views=0`` (nothing to do)."""
+    the scene's background layer gets the lifted points (in place); ``progress(done, total)`` counts the key views.
+    Returns what was done, or None for ``far-side`` and ``key_views=0`` (nothing to do)."""
     if config.fill == "far-side" or config.key_views == 0:
         return None
     reveal = scene.plate is not None and len(scene.layers) > 1 and config.character_reveals == "key-views"
@@ -595,7 +596,7 @@ def inpaint_scene(
         characters=scene.layers[1:] if reveal else (), plate=scene.plate if reveal else None,
         refiner=refiner if config.fill == "diffusion" else None, key_views=config.key_views,
         overshoot=config.key_view_overshoot, near_band=None if config.near_band < 0 else config.near_band,
-        z_tolerance=config.z_tolerance, far_tolerance=config.far_tolerance, interrupt=interrupt,
+        z_tolerance=config.z_tolerance, far_tolerance=config.far_tolerance, interrupt=interrupt, progress=progress,
     )
     return report
 
@@ -612,6 +613,7 @@ def render_kenburns(
     callback: Callable[[int, int], None] | None = None,
     refiner: Refiner | None = None,
     interrupt: Callable[[], None] | None = None,
+    key_view_progress: Callable[[int, int], None] | None = None,
 ) -> KenBurnsResult:
     """Render an instance-aware 3D Ken Burns clip from one image.
 
@@ -632,6 +634,8 @@ def render_kenburns(
             or the ComfyUI node's sampler): it repaints the PatchMatch fill of each key view's holes (and of a
             missing plate). Ignored by the other fills.
         interrupt: cancel check called between inpainting steps (raise to stop).
+        key_view_progress: called as ``key_view_progress(done, total)`` over the key views inpainted before the
+            frames (``fill`` patchmatch or diffusion: seconds to minutes each), for a progress bar.
 
     Returns:
         :class:`KenBurnsResult` with ``camera.total_frames`` frames.
@@ -653,7 +657,8 @@ def render_kenburns(
                             refiner=refiner, interrupt=interrupt)
         dev = scene.depth.device
         poses = resolve_poses(camera, scene.depth, coverage_fn=coverage_counter(scene) if camera.preset == "auto" else None)
-        report = inpaint_scene(scene, poses, config=config, refiner=refiner, interrupt=interrupt)
+        report = inpaint_scene(scene, poses, config=config, refiner=refiner, interrupt=interrupt,
+                               progress=key_view_progress)
         h, w = scene.size
         unique = poses.poses.shape[0]
         batch = config.frame_batch or _auto_frame_batch(scene, dev)
