@@ -41,6 +41,7 @@ __all__ = [
     "MAX_PIXELS",
     "MIN_FPS",
     "GREY16_SUFFIXES",
+    "check_clip_path",
     "check_fps",
     "check_image_path",
     "has_alpha",
@@ -430,18 +431,38 @@ def _frames_uint8(frames, name: str) -> np.ndarray:
     return frames
 
 
-def _write_mp4(path: Path, rgb: np.ndarray, fps: float, crf: int) -> None:
+def _mp4_encoder():
+    """``(av, codec name)`` of the encoder :func:`write_frames` writes ``.mp4`` files with; MissingDependencyError
+    without PyAV, RuntimeError when its build has no H.264 or MPEG-4 encoder."""
     from ._optional import require
 
     av = require("av", extra="video", package="av", purpose="writing .mp4 files")
+    codec = next((c for c in ("libx264", "h264", "mpeg4") if c in av.codecs_available), None)
+    if codec is None:
+        raise RuntimeError("this PyAV build has no H.264 or MPEG-4 encoder; write a .webp or a folder instead")
+    return av, codec
+
+
+def check_clip_path(path: str | os.PathLike) -> str:
+    """Check that :func:`write_frames` can write ``path`` and return its lower-case suffix (``""`` for a folder):
+    the ending must be one of :data:`CLIP_SUFFIXES` or none (ValueError), and an ``.mp4`` needs PyAV with an
+    encoder (MissingDependencyError / RuntimeError). Commands call it before their work, so a clip that cannot be
+    written fails at once instead of after the rendering."""
+    suffix = Path(path).suffix.lower()
+    if suffix and suffix not in CLIP_SUFFIXES:
+        raise ValueError(f"a clip is written as {' or '.join(CLIP_SUFFIXES)} or into a folder, got {path}")
+    if suffix == ".mp4":
+        _mp4_encoder()
+    return suffix
+
+
+def _write_mp4(path: Path, rgb: np.ndarray, fps: float, crf: int) -> None:
+    av, codec = _mp4_encoder()
     if rgb.ndim == 3:
         rgb = np.repeat(rgb[..., None], 3, axis=3)
     # H.264 in yuv420p needs even sides: repeat the last row/column where a side is odd
     t, h, w = rgb.shape[:3]
     rgb = np.pad(rgb, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    codec = next((c for c in ("libx264", "h264", "mpeg4") if c in av.codecs_available), None)
-    if codec is None:
-        raise RuntimeError("this PyAV build has no H.264 or MPEG-4 encoder; write a .webp or a folder instead")
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = rgb.shape[2], rgb.shape[1], "yuv420p"
@@ -486,9 +507,7 @@ def write_frames(frames, out: str | os.PathLike, fps: float = 25.0, *, quality: 
     """
     fps = check_fps(fps)
     out = Path(out)
-    suffix = out.suffix.lower()
-    if suffix and suffix not in CLIP_SUFFIXES:
-        raise ValueError(f"a clip is written as {' or '.join(CLIP_SUFFIXES)} or into a folder, got {out}")
+    suffix = check_clip_path(out)
     rgb = _frames_uint8(frames, "frames")
     if suffix == ".webp":
         from PIL import Image

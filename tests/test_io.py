@@ -135,6 +135,11 @@ def test_write_frames_mp4(tmp_path):
 
 def test_mp4_without_pyav_names_the_extra(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "av", None)  # import av -> ImportError
+    assert io.check_clip_path(tmp_path / "c.webp") == ".webp" and io.check_clip_path(tmp_path / "dir") == ""
+    with pytest.raises(MissingDependencyError, match="cartoonseg\\[video\\]"):
+        io.check_clip_path(tmp_path / "C.MP4")  # what commands check before their work
+    with pytest.raises(ValueError, match=r"\.webp or \.mp4 or into a folder"):
+        io.check_clip_path(tmp_path / "c.gif")
     with pytest.raises(MissingDependencyError, match=r"pip install 'cartoonseg\[video\]'"):
         io.write_frames(_clip(), tmp_path / "c.mp4")
     assert not (tmp_path / "c.mp4").exists()

@@ -625,10 +625,15 @@ def test_cli_writes_mp4(tmp_path, monkeypatch, capsys):
     assert len(frames) == 5 and frames[0].shape == (48, 48, 3)
     assert frames[0].std() > 10  # the picture, not a blank frame
     monkeypatch.setitem(sys.modules, "av", None)  # import av -> ImportError
+    import cartoonseg.kenburns.cli as cli
+
+    rendered = []
+    monkeypatch.setattr(cli, "render_kenburns", lambda *a, **k: rendered.append(1))
     capsys.readouterr()
     assert main([*args, "--out", str(tmp_path / "other.mp4")]) == 2
     assert not (tmp_path / "other.mp4").exists()
     assert "cartoonseg[video]" in capsys.readouterr().err
+    assert rendered == []  # refused before the rendering, not after it
 
 
 def test_cli_with_a_detector_runs_the_instance_pipeline(tmp_path):

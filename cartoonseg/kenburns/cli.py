@@ -26,7 +26,7 @@ from .. import outputs
 from .._cli import area_main, load_networks, progress, quiet
 from .._cli import seed as cli_seed
 from .._diffusers import quiet_library_logs
-from ..io import CLIP_SUFFIXES, read_depth, read_image, to_float_image, write_frames
+from ..io import CLIP_SUFFIXES, check_clip_path, read_depth, read_image, to_float_image, write_frames
 from ..ops import MAX_BACKGROUND_DILATE
 from .camera import EASINGS, PRESETS, CameraPath
 from .disocclusion import CHARACTER_REVEALS, FILLS
@@ -123,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         outputs.check_folder(out, inputs=inputs, overwrite=args.overwrite, whole=True)
     else:
         outputs.check_file(out, inputs=inputs, overwrite=args.overwrite)
+        check_clip_path(out)  # an .mp4 without PyAV fails here, not after the rendering
     image = to_float_image(read_image(args.image))
     h, w = image.shape[:2]
     depth = _depth(args, image)

@@ -26,9 +26,9 @@ import numpy as np
 from .. import outputs
 from .._cli import area_main, load_networks, progress
 from .._cli import seed as cli_seed
-from .._optional import require
 from ..config import MAX_CANVAS
-from ..io import CLIP_SUFFIXES, MAX_FPS, MAX_FRAMES, MIN_FPS, check_fps, read_image, read_soft_mask, write_frames
+from ..io import (CLIP_SUFFIXES, MAX_FPS, MAX_FRAMES, MIN_FPS, check_clip_path, check_fps, read_image, read_soft_mask,
+                  write_frames)
 from .motion import PRESETS, KeyframeMotion, PresetMotion, RetargetMotion
 from .render import background_plate, default_frames, render_frames
 from .rig import MAX_RING, RigConfig, build_rig
@@ -63,8 +63,7 @@ def _check_out(out: Path, inputs: Sequence[str], overwrite: bool) -> None:
         outputs.check_file(out, inputs=inputs, overwrite=overwrite)
     else:
         outputs.check_folder(out, inputs=inputs, overwrite=overwrite, whole=True)
-    if out.suffix.lower() == ".mp4":  # fail before the slow steps
-        require("av", extra="video", package="av", purpose="writing .mp4 files")
+    check_clip_path(out)  # an .mp4 without PyAV (or its encoder) fails before the slow steps
 
 
 def _instances(args: argparse.Namespace, image: np.ndarray):
