@@ -17,7 +17,7 @@ The original CartoonSegmentation code has no video tracking; this is our additio
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -205,15 +205,26 @@ class InstanceTracker:
         return instances.replace(ids=ids)
 
 
-def track_instances(frames: Sequence[Instances], config: TrackerConfig | None = None, **overrides) -> list[Instances]:
+def track_instances(frames: Sequence[Instances], config: TrackerConfig | None = None, *,
+                    progress: Callable[[int, int], None] | None = None, interrupt: Callable[[], None] | None = None,
+                    **overrides) -> list[Instances]:
     """Track a whole clip: ``frames[t]`` -> the same instances with stable ``ids``.
 
     Args:
         frames: one :class:`Instances` per frame, in time order, all of the same image size.
         config: tracker settings (keyword overrides are applied on top, e.g. ``iou_threshold=0.5``).
+        progress: ``progress(done, total)`` after every frame (a long clip at full HD takes minutes).
+        interrupt: cancel check called before every frame (raise from it to stop).
 
     Returns:
         A new list of the same length; instance order within a frame is unchanged.
     """
     tracker = InstanceTracker(config, **overrides)
-    return [tracker.update(f) for f in frames]
+    out = []
+    for f in frames:
+        if interrupt is not None:
+            interrupt()
+        out.append(tracker.update(f))
+        if progress is not None:
+            progress(len(out), len(frames))
+    return out

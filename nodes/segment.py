@@ -122,9 +122,13 @@ def to_cpu_instances(inst, height: int, width: int):
 
 
 def track_frames(frames: list, iou_threshold: float = 0.3, max_age: int = 5, metric: str = "mask") -> list:
+    """Stable ids across the frames (``cartoonseg.tracking``), with the node's progress bar and Cancel per frame."""
     from cartoonseg.tracking import TrackerConfig, track_instances
 
-    return track_instances(frames, TrackerConfig(iou_threshold=iou_threshold, max_age=max_age, metric=metric))
+    config = TrackerConfig(iou_threshold=iou_threshold, max_age=max_age, metric=metric)
+    with _comfy.steps(len(frames)) as bar:
+        return track_instances(frames, config, progress=lambda done, total: bar.tick(),
+                               interrupt=_comfy.throw_if_interrupted)
 
 
 def check_model(model):

@@ -187,7 +187,18 @@ def case_alpha_matte(nodes, comfy, monkeypatch):
     return (lambda: node.matte(_frames(1), [_instances(4, width=12)], 0, "cf", True)), lambda: solves.calls
 
 
+def case_track(nodes, comfy, monkeypatch):
+    from cartoonseg.tracking import InstanceTracker
+
+    update = Counter(InstanceTracker.update)
+    monkeypatch.setattr(InstanceTracker, "update", lambda self, *a, **k: update(self, *a, **k))
+    comfy.cancel_after = 1  # pressed while frame 0 was tracked (minutes for a long full-HD clip)
+    node = nodes["CartoonSegTrack"]()
+    return (lambda: node.track([_instances(2) for _ in range(3)], 0.3, 5, "mask")), lambda: update.calls
+
+
 CASES = {
+    "track-frames": (case_track, 1),
     "segment-instances": (case_segment, 1),
     "depth-frames": (case_depth_estimate, 1),
     "depth-pool-frames": (case_depth_pool, 1),

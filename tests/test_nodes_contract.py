@@ -661,6 +661,16 @@ def test_instance_split_orders_and_selection(nodes):
         run(frame=5)
 
 
+def test_tracking_in_detect_shows_progress_per_frame(nodes, model, comfy):
+    """track_ids runs after the frames are detected; it advances the node's bar (and checks Cancel) per frame too."""
+    comfy.reset()
+    nodes["CartoonSegDetect"]().detect(model, frames(3), 0.0, 2, 128, "binary", False)
+    plain = comfy.updates
+    comfy.reset()
+    nodes["CartoonSegDetect"]().detect(model, frames(3), 0.0, 2, 128, "binary", True)
+    assert plain == 3 and comfy.updates == plain + 3
+
+
 def test_instance_split_by_tracked_id_follows_character(nodes):
     tracked, n_tracks = nodes["CartoonSegTrack"]().track(synthetic_frames(), 0.3, 5, "mask")
     assert n_tracks == 3

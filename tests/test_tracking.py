@@ -121,3 +121,26 @@ def test_empty_masks_fall_back_to_box_iou():
     shifted = Instances(boxes=boxes[[1, 0]] + 1, scores=torch.ones(2), masks=torch.zeros(2, H, W))
     out = track_instances([empty, shifted])
     assert [f.ids.tolist() for f in out] == [[0, 1], [1, 0]]
+
+
+def test_track_instances_reports_progress_and_stops_on_interrupt():
+    """A long full-HD clip takes minutes to track: every frame reports progress and checks for cancel first."""
+    frames = [frame((0, 0, 10, 20)), frame((2, 0, 12, 20)), frame(), frame((4, 0, 14, 20))]
+    seen = []
+    out = track_instances(frames, progress=lambda done, total: seen.append((done, total)), max_age=2)
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)] and [f.ids.tolist() for f in out] == [[0], [0], [], [0]]
+
+    class Stop(Exception):
+        pass
+
+    checks = []
+
+    def interrupt():
+        checks.append(1)
+        if len(checks) == 3:
+            raise Stop
+
+    seen.clear()
+    with pytest.raises(Stop):
+        track_instances(frames, interrupt=interrupt, progress=lambda done, total: seen.append(done))
+    assert seen == [1, 2]  # stopped before the third frame
