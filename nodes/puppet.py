@@ -60,8 +60,8 @@ class CartoonSegPuppetRig:
                                          "tooltip": "pixels between mesh samples; 0 = automatic (about 300 per character)"}),
             },
             "optional": {
-                "pose_keypoint": ("POSE_KEYPOINT", {"tooltip": "OpenPose/DWPose keypoints of this picture: rig from "
-                                                               "their joints"}),
+                "pose_keypoint": ("POSE_KEYPOINT", {"tooltip": "OpenPose/DWPose keypoints of this picture (one entry, "
+                                                               "or one per picture): rig from their joints"}),
                 "handles_json": ("STRING", {"default": "", "multiline": True,
                                             "tooltip": '{"characters": [{"instance": 0, "joints": {"neck": [x, y], '
                                                        '...}}]}; wins over pose_keypoint'}),
@@ -76,8 +76,9 @@ class CartoonSegPuppetRig:
         image = _comfy.check_image(image)
         frames = _comfy.check_instances(instances)
         poses = _pose_frames(pose_keypoint)
-        if len(frames) not in (1, image.shape[0]):
-            raise ValueError(f"instances has {len(frames)} frames but image has {image.shape[0]}")
+        # one entry for all pictures or one per picture: a driving sequence wired here by mistake is refused, not
+        # silently cut to its first poses
+        _comfy.check_batches(image.shape[0], instances=len(frames), pose_keypoint=len(poses) if poses else None)
         config = RigConfig(mesh=MeshConfig(spacing=float(mesh_spacing)))
         select = parse_indices(indices)
         handles = handles_json if handles_json and handles_json.strip() else None

@@ -231,6 +231,11 @@ def test_rig_node_with_pose_keypoint_and_handles(nodes):
     pose = [_pose_frame([_person({"nose": (45, 30), "neck": (45, 45), "r_wrist": (20, 68)})], canvas=(H, W))]
     rigs, _ = nodes["CartoonSegPuppetRig"]().rig(image, instances, pose_keypoint=pose)
     assert [c.skeleton.source for c in rigs[0].characters] == ["pose", "auto"]
+    # a driving sequence (one entry per video frame) wired into the rig of one picture: refused, not cut to frame 0
+    with pytest.raises(ValueError, match="pose_keypoint has 3 frames but image has 1"):
+        nodes["CartoonSegPuppetRig"]().rig(image, instances, pose_keypoint=pose * 3)
+    rigs, _ = nodes["CartoonSegPuppetRig"]().rig(image.expand(2, -1, -1, -1), instances, pose_keypoint=pose)
+    assert len(rigs) == 2  # one pose entry (and one instances entry) serve every picture
     handles = json.dumps({"characters": [{"instance": 1, "joints": {"a": [115, 30], "b": [115, 90]}}]})
     rigs, _ = nodes["CartoonSegPuppetRig"]().rig(image, instances, indices="1", handles_json=handles)
     assert [c.instance for c in rigs[0].characters] == [1] and rigs[0].characters[0].skeleton.names == ["a", "b"]
