@@ -81,6 +81,11 @@ def test_settings_sizes_and_compositing():
     assert working_size(720, 1280) == (1024, 1792)  # short side 1024, long side floored to a multiple of 32
     assert working_size(1280, 720, 512) == (896, 512)
     assert working_size(50, 90, 0) == (48, 88)
+    # the short side is exactly short_side (floored to 32) for every size, not one multiple of 32 less where the
+    # float scale lands just below an integer (725 px: 725 * (1024 / 725) = 1023.99...)
+    assert working_size(725, 1000) == (1024, 1408) and working_size(1000, 725) == (1408, 1024)
+    for short in range(100, 1500):
+        assert min(working_size(short, 2000)) == 1024 and min(working_size(2000, short, 1000)) == 992
     img = torch.rand(6, 8, 3)
     new = torch.rand(6, 8, 3)
     m = torch.zeros(6, 8)

@@ -20,7 +20,6 @@ Conventions: images ``[H,W,3]`` float RGB in [0,1] (torch); masks ``[H,W]`` floa
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 
@@ -147,8 +146,11 @@ def working_size(height: int, width: int, short_side: int = 1024) -> tuple[int, 
         raise ValueError(f"image size must be positive, got {height}x{width}")
     if short_side == 0:
         return max(8, height // 8 * 8), max(8, width // 8 * 8)
-    scale = short_side / min(height, width)
-    h, w = max(64, math.floor(height * scale / 32) * 32), max(64, math.floor(width * scale / 32) * 32)
+    short = min(height, width)
+    # integer arithmetic: ``height * (short_side / short)`` in floats can land just below a multiple of 32 (e.g. a
+    # 725 px short side gave 1023.99... and so 992 instead of 1024)
+    h = max(64, height * short_side // short // 32 * 32)
+    w = max(64, width * short_side // short // 32 * 32)
     if h * w > MAX_PIXELS:  # a thin strip scaled up by its short side
         raise ValueError(f"short_side {short_side} makes a {w}x{h} working size for a {width}x{height} image, over the "
                          f"{MAX_PIXELS}-pixel limit; use a smaller short_side or 0 (native)")
