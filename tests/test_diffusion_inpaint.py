@@ -99,6 +99,46 @@ def test_settings_sizes_and_compositing():
     assert torch.all(grey[2:4, 2:5] == 0.5) and torch.equal(grey[5], img[5])
 
 
+def test_refine_background_samples_only_real_holes_and_keeps_the_rest_exact():
+    from cartoonseg.inpaint import refine_background
+
+    requests = []
+
+    def backend(req):
+        requests.append(req)
+        return 1.0 - req.image
+
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(37, 53, 3, generator=g)  # not a multiple of 8, hole on the border
+    mask = torch.zeros(37, 53)
+    mask[:10, 40:] = 1.0
+    out, fill = refine_background(image, mask, backend, prompt="x", settings=RefineSettings(steps=2, short_side=0))
+    assert len(requests) == 1 and out.shape == image.shape
+    assert torch.equal(out[mask == 0], image[mask == 0]) and torch.equal(fill[mask == 0], image[mask == 0])
+    assert not torch.equal(out[mask > 0], fill[mask > 0])
+    # a given init is used inside the hole only
+    out, fill = refine_background(image, mask, backend, prompt="x", init=torch.zeros_like(image),
+                                  settings=RefineSettings(steps=2, short_side=0))
+    assert torch.equal(out[mask == 0], image[mask == 0]) and torch.equal(fill[mask > 0], torch.zeros_like(fill[mask > 0]))
+    # a one-pixel hole that the downscale to the working size would erase is still sampled (not a call with an
+    # empty mask, which samples nothing or, for an inpainting model, regenerates the whole image)
+    requests.clear()
+    big = torch.rand(200, 300, 3, generator=g)
+    dot = torch.zeros(200, 300)
+    dot[100, 150] = 1.0
+    out, _ = refine_background(big, dot, backend, prompt="x", settings=RefineSettings(steps=2, short_side=64))
+    assert tuple(requests[0].mask.shape) == (1, 64, 96) and 1 <= int(requests[0].mask.sum()) <= 4
+    assert not torch.equal(out[100, 150], big[100, 150]) and torch.equal(out[dot == 0], big[dot == 0])
+    # soft values without a hole (nothing above 0.5) and an empty mask: no sampling, the image comes back
+    requests.clear()
+    soft = torch.zeros(37, 53)
+    soft[5:20, 5:20] = 0.4
+    for m in (soft, torch.zeros(37, 53)):
+        out, _ = refine_background(image, m, backend, prompt="x", settings=RefineSettings(steps=2, short_side=0))
+        assert torch.equal(out, image)
+    assert requests == []
+
+
 def test_refine_changes_only_masked_pixels_and_seed_reproduces(pipe):
     g = torch.Generator().manual_seed(0)
     image = torch.rand(48, 64, 3, generator=g)

@@ -24,6 +24,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import MAX_CANVAS, MAX_CFG, MAX_SAMPLER_STEPS
@@ -210,17 +211,19 @@ def refine_background(
 
     Args:
         image: ``[H,W,3]`` float RGB in [0,1].
-        mask: ``[H,W]`` in [0,1], 1 = hole (soft edges blend the refined fill in).
+        mask: ``[H,W]`` in [0,1], 1 = hole: the pixels above 0.5 are re-synthesised, soft edges blend the refined
+            fill in.
         backend: see :data:`RefineBackend`.
         prompt / negative_prompt: text (see :func:`background_prompt`).
         settings: :class:`RefineSettings`; ``short_side`` sets the working size (:func:`working_size`).
         init: the first fill of the hole (pixels where ``mask > 0.5``): ``"patchmatch"`` (patch 3, as the original),
-            ``"telea"``, ``"image"`` (none), or a ready ``[H,W,3]`` fill.
+            ``"telea"``, ``"image"`` (none), or a ready ``[H,W,3]`` fill (only its hole pixels are used).
         interrupt: cancel check (raise to stop), called during the fill and before sampling.
 
     Returns:
-        ``(result, fill)``: both ``[H,W,3]``; ``result`` equals ``fill`` (= ``image``) wherever ``mask == 0``. An
-        empty mask returns ``image`` without calling the backend.
+        ``(result, fill)``: both ``[H,W,3]``; ``result`` equals ``fill`` (= ``image``) wherever ``mask == 0``. A
+        mask without a hole (no pixel above 0.5) returns ``image`` without calling the backend; a hole that vanishes
+        at the working size is sampled over every working pixel it touches.
     """
     if image.dim() != 3 or image.shape[:2] != mask.shape:
         raise ValueError(f"image {tuple(image.shape)} and mask {tuple(mask.shape)} sizes differ")
@@ -236,12 +239,17 @@ def refine_background(
         fill = image.clone()
     else:
         fill = inpaint(image, hole, method=init, patch_size=3, seed=settings.seed, interrupt=interrupt).float()
-    if not bool((mask > 0).any()):
+    fill = torch.where(hole[..., None], fill, image)  # exactly the image outside the hole (a fill's round trip through
+    # 0..255 may move it by an ulp; a given init may differ there), so no pixel outside the mask changes
+    if not bool(hole.any()):  # nothing to re-synthesise (soft values alone only say how much of it to blend in)
         return image.clone(), fill
     if interrupt is not None:
         interrupt()
     size = working_size(image.shape[0], image.shape[1], settings.short_side)
-    request = RefineRequest(image=resize_image(fill, size)[None], mask=(resize_mask(mask, size) > 0.5).float()[None],
+    small = resize_mask(mask, size) > 0.5
+    if not bool(small.any()):  # a hole thinner than a working pixel (downscaled): sample every pixel it touches
+        small = F.adaptive_max_pool2d(hole.float()[None, None], size)[0, 0] > 0
+    request = RefineRequest(image=resize_image(fill, size)[None], mask=small.float()[None],
                             prompt=prompt, negative=negative_prompt, settings=settings)
     refined = backend(request)
     refined = refined[0] if refined.dim() == 4 else refined
