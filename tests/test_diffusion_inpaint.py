@@ -78,6 +78,14 @@ def test_settings_sizes_and_compositing():
     assert (s.steps, s.cfg, s.denoise, s.seed, s.sampler, s.scheduler, s.short_side) == (32, 7.0, 0.75, 0, "dpmpp_2m", "karras", 1024)
     with pytest.raises(ValueError):
         RefineSettings(denoise=0.0)
+    # the seed is checked up front (a seed past 2**64 - 1 failed inside the sampler, after the PatchMatch fill)
+    assert RefineSettings(seed=2**64 - 1).seed == 2**64 - 1
+    for bad in (-1, 2**64):
+        with pytest.raises(ValueError, match="seed must lie in"):
+            RefineSettings(seed=bad)
+    for bad in (1.5, "3"):
+        with pytest.raises(TypeError, match="seed must be an integer"):
+            RefineSettings(seed=bad)
     assert working_size(720, 1280) == (1024, 1792)  # short side 1024, long side floored to a multiple of 32
     assert working_size(1280, 720, 512) == (896, 512)
     assert working_size(50, 90, 0) == (48, 88)

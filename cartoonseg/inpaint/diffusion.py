@@ -20,6 +20,7 @@ Conventions: images ``[H,W,3]`` float RGB in [0,1] (torch); masks ``[H,W]`` floa
 from __future__ import annotations
 
 import dataclasses
+import operator
 import re
 from collections.abc import Callable, Iterable, Mapping
 
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import MAX_CANVAS, MAX_CFG, MAX_SAMPLER_STEPS
+from ..config import MAX_CANVAS, MAX_CFG, MAX_SAMPLER_STEPS, MAX_SEED
 from ..io import MAX_PIXELS
 from ..transforms import resize_image, resize_mask
 from .patchmatch import INPAINT_METHODS, inpaint
@@ -68,7 +69,7 @@ class RefineSettings:
         steps: sampling steps (32), 1..10000.
         cfg: classifier-free guidance scale (7), 0..100.
         denoise: denoising strength in (0,1] (0.75): the fill is kept as the starting point.
-        seed: noise seed (0); the same seed reproduces the result.
+        seed: noise seed (0), an integer in [0, 2**64 - 1]; the same seed reproduces the result.
         sampler: ComfyUI sampler name (``"dpmpp_2m"`` = DPM++ 2M).
         scheduler: ComfyUI scheduler name (``"karras"``).
         short_side: working resolution: the short side is scaled to this and both sides floored to a multiple
@@ -84,6 +85,12 @@ class RefineSettings:
     short_side: int = 1024
 
     def __post_init__(self) -> None:
+        try:
+            seed = operator.index(self.seed)
+        except TypeError:
+            raise TypeError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}") from None
+        if not 0 <= seed <= MAX_SEED:  # what every sampler (torch generators, ComfyUI) accepts
+            raise ValueError(f"seed must lie in [0, {MAX_SEED}], got {seed}")
         if not 1 <= self.steps <= MAX_SAMPLER_STEPS:
             raise ValueError(f"steps must lie in [1, {MAX_SAMPLER_STEPS}], got {self.steps}")
         if not 0.0 <= self.cfg <= MAX_CFG:  # also refuses NaN
