@@ -78,9 +78,22 @@ def test_settings_sizes_and_compositing():
     assert (s.steps, s.cfg, s.denoise, s.seed, s.sampler, s.scheduler, s.short_side) == (32, 7.0, 0.75, 0, "dpmpp_2m", "karras", 1024)
     with pytest.raises(ValueError):
         RefineSettings(denoise=0.0)
+    # the seed is checked up front (a seed past 2**64 - 1 failed inside the sampler, after the PatchMatch fill)
+    assert RefineSettings(seed=2**64 - 1).seed == 2**64 - 1
+    for bad in (-1, 2**64):
+        with pytest.raises(ValueError, match="seed must lie in"):
+            RefineSettings(seed=bad)
+    for bad in (1.5, "3"):
+        with pytest.raises(TypeError, match="seed must be an integer"):
+            RefineSettings(seed=bad)
     assert working_size(720, 1280) == (1024, 1792)  # short side 1024, long side floored to a multiple of 32
     assert working_size(1280, 720, 512) == (896, 512)
     assert working_size(50, 90, 0) == (48, 88)
+    # the short side is exactly short_side (floored to 32) for every size, not one multiple of 32 less where the
+    # float scale lands just below an integer (725 px: 725 * (1024 / 725) = 1023.99...)
+    assert working_size(725, 1000) == (1024, 1408) and working_size(1000, 725) == (1408, 1024)
+    for short in range(100, 1500):
+        assert min(working_size(short, 2000)) == 1024 and min(working_size(2000, short, 1000)) == 992
     img = torch.rand(6, 8, 3)
     new = torch.rand(6, 8, 3)
     m = torch.zeros(6, 8)
@@ -92,6 +105,46 @@ def test_settings_sizes_and_compositing():
     assert torch.allclose(out[0, 0], img[0, 0] * 0.75 + new[0, 0] * 0.25)
     grey = grey_out_hole(img, m)
     assert torch.all(grey[2:4, 2:5] == 0.5) and torch.equal(grey[5], img[5])
+
+
+def test_refine_background_samples_only_real_holes_and_keeps_the_rest_exact():
+    from cartoonseg.inpaint import refine_background
+
+    requests = []
+
+    def backend(req):
+        requests.append(req)
+        return 1.0 - req.image
+
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(37, 53, 3, generator=g)  # not a multiple of 8, hole on the border
+    mask = torch.zeros(37, 53)
+    mask[:10, 40:] = 1.0
+    out, fill = refine_background(image, mask, backend, prompt="x", settings=RefineSettings(steps=2, short_side=0))
+    assert len(requests) == 1 and out.shape == image.shape
+    assert torch.equal(out[mask == 0], image[mask == 0]) and torch.equal(fill[mask == 0], image[mask == 0])
+    assert not torch.equal(out[mask > 0], fill[mask > 0])
+    # a given init is used inside the hole only
+    out, fill = refine_background(image, mask, backend, prompt="x", init=torch.zeros_like(image),
+                                  settings=RefineSettings(steps=2, short_side=0))
+    assert torch.equal(out[mask == 0], image[mask == 0]) and torch.equal(fill[mask > 0], torch.zeros_like(fill[mask > 0]))
+    # a one-pixel hole that the downscale to the working size would erase is still sampled (not a call with an
+    # empty mask, which samples nothing or, for an inpainting model, regenerates the whole image)
+    requests.clear()
+    big = torch.rand(200, 300, 3, generator=g)
+    dot = torch.zeros(200, 300)
+    dot[100, 150] = 1.0
+    out, _ = refine_background(big, dot, backend, prompt="x", settings=RefineSettings(steps=2, short_side=64))
+    assert tuple(requests[0].mask.shape) == (1, 64, 96) and 1 <= int(requests[0].mask.sum()) <= 4
+    assert not torch.equal(out[100, 150], big[100, 150]) and torch.equal(out[dot == 0], big[dot == 0])
+    # soft values without a hole (nothing above 0.5) and an empty mask: no sampling, the image comes back
+    requests.clear()
+    soft = torch.zeros(37, 53)
+    soft[5:20, 5:20] = 0.4
+    for m in (soft, torch.zeros(37, 53)):
+        out, _ = refine_background(image, m, backend, prompt="x", settings=RefineSettings(steps=2, short_side=0))
+        assert torch.equal(out, image)
+    assert requests == []
 
 
 def test_refine_changes_only_masked_pixels_and_seed_reproduces(pipe):

@@ -478,6 +478,31 @@ def test_diffusers_style_edit_end_to_end(tiny_sd):
         h2.remove()
 
 
+def test_diffusers_inpainting_checkpoint_runs_every_pass(tiny_sd):
+    """An inpainting checkpoint (9-channel UNet, e.g. sd-v1-5-inpainting) runs the background pass and unmasked
+    instance passes too (through the inpainting pipelines with a full mask), instead of failing inside a conv."""
+    from diffusers import UNet2DConditionModel
+
+    from cartoonseg.style.diffusers_backend import DiffusersBackend
+
+    comps, cn = tiny_sd
+    unet = comps["unet"]
+    torch.manual_seed(0)
+    unet9 = UNet2DConditionModel(**{**unet.config, "in_channels": 9}).eval()
+    comps9 = {**comps, "unet": unet9}
+    img, inst = _scene_small()
+    for masked in (True, False):
+        cfg = StyleConfig(steps=2, resolution=32, background_fill="none", masked_denoise=masked)
+        for control in (None, cn):
+            be = DiffusersBackend(comps9, cfg, controlnet=control)
+            out = style_edit(img, inst, be, cfg).image
+            assert out.shape == img.shape and bool(torch.isfinite(out).all()) and not torch.equal(out, img)
+            assert all("Inpaint" in c[0] for c in be.calls) and len(be.calls) == 3
+    with pytest.raises(ValueError, match="8 input channels"):
+        DiffusersBackend({**comps, "unet": UNet2DConditionModel(**{**unet.config, "in_channels": 8})},
+                         StyleConfig(steps=1))
+
+
 def test_diffusers_offline_loading(tiny_sd, tmp_path):
     from diffusers import StableDiffusionPipeline
 

@@ -20,14 +20,15 @@ Conventions: images ``[H,W,3]`` float RGB in [0,1] (torch); masks ``[H,W]`` floa
 from __future__ import annotations
 
 import dataclasses
-import math
+import operator
 import re
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import MAX_CANVAS, MAX_CFG, MAX_SAMPLER_STEPS
+from ..config import MAX_CANVAS, MAX_CFG, MAX_SAMPLER_STEPS, MAX_SEED
 from ..io import MAX_PIXELS
 from ..transforms import resize_image, resize_mask
 from .patchmatch import INPAINT_METHODS, inpaint
@@ -68,7 +69,7 @@ class RefineSettings:
         steps: sampling steps (32), 1..10000.
         cfg: classifier-free guidance scale (7), 0..100.
         denoise: denoising strength in (0,1] (0.75): the fill is kept as the starting point.
-        seed: noise seed (0); the same seed reproduces the result.
+        seed: noise seed (0), an integer in [0, 2**64 - 1]; the same seed reproduces the result.
         sampler: ComfyUI sampler name (``"dpmpp_2m"`` = DPM++ 2M).
         scheduler: ComfyUI scheduler name (``"karras"``).
         short_side: working resolution: the short side is scaled to this and both sides floored to a multiple
@@ -84,6 +85,12 @@ class RefineSettings:
     short_side: int = 1024
 
     def __post_init__(self) -> None:
+        try:
+            seed = operator.index(self.seed)
+        except TypeError:
+            raise TypeError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}") from None
+        if not 0 <= seed <= MAX_SEED:  # what every sampler (torch generators, ComfyUI) accepts
+            raise ValueError(f"seed must lie in [0, {MAX_SEED}], got {seed}")
         if not 1 <= self.steps <= MAX_SAMPLER_STEPS:
             raise ValueError(f"steps must lie in [1, {MAX_SAMPLER_STEPS}], got {self.steps}")
         if not 0.0 <= self.cfg <= MAX_CFG:  # also refuses NaN
@@ -147,8 +154,11 @@ def working_size(height: int, width: int, short_side: int = 1024) -> tuple[int, 
         raise ValueError(f"image size must be positive, got {height}x{width}")
     if short_side == 0:
         return max(8, height // 8 * 8), max(8, width // 8 * 8)
-    scale = short_side / min(height, width)
-    h, w = max(64, math.floor(height * scale / 32) * 32), max(64, math.floor(width * scale / 32) * 32)
+    short = min(height, width)
+    # integer arithmetic: ``height * (short_side / short)`` in floats can land just below a multiple of 32 (e.g. a
+    # 725 px short side gave 1023.99... and so 992 instead of 1024)
+    h = max(64, height * short_side // short // 32 * 32)
+    w = max(64, width * short_side // short // 32 * 32)
     if h * w > MAX_PIXELS:  # a thin strip scaled up by its short side
         raise ValueError(f"short_side {short_side} makes a {w}x{h} working size for a {width}x{height} image, over the "
                          f"{MAX_PIXELS}-pixel limit; use a smaller short_side or 0 (native)")
@@ -208,17 +218,19 @@ def refine_background(
 
     Args:
         image: ``[H,W,3]`` float RGB in [0,1].
-        mask: ``[H,W]`` in [0,1], 1 = hole (soft edges blend the refined fill in).
+        mask: ``[H,W]`` in [0,1], 1 = hole: the pixels above 0.5 are re-synthesised, soft edges blend the refined
+            fill in.
         backend: see :data:`RefineBackend`.
         prompt / negative_prompt: text (see :func:`background_prompt`).
         settings: :class:`RefineSettings`; ``short_side`` sets the working size (:func:`working_size`).
         init: the first fill of the hole (pixels where ``mask > 0.5``): ``"patchmatch"`` (patch 3, as the original),
-            ``"telea"``, ``"image"`` (none), or a ready ``[H,W,3]`` fill.
+            ``"telea"``, ``"image"`` (none), or a ready ``[H,W,3]`` fill (only its hole pixels are used).
         interrupt: cancel check (raise to stop), called during the fill and before sampling.
 
     Returns:
-        ``(result, fill)``: both ``[H,W,3]``; ``result`` equals ``fill`` (= ``image``) wherever ``mask == 0``. An
-        empty mask returns ``image`` without calling the backend.
+        ``(result, fill)``: both ``[H,W,3]``; ``result`` equals ``fill`` (= ``image``) wherever ``mask == 0``. A
+        mask without a hole (no pixel above 0.5) returns ``image`` without calling the backend; a hole that vanishes
+        at the working size is sampled over every working pixel it touches.
     """
     if image.dim() != 3 or image.shape[:2] != mask.shape:
         raise ValueError(f"image {tuple(image.shape)} and mask {tuple(mask.shape)} sizes differ")
@@ -234,12 +246,17 @@ def refine_background(
         fill = image.clone()
     else:
         fill = inpaint(image, hole, method=init, patch_size=3, seed=settings.seed, interrupt=interrupt).float()
-    if not bool((mask > 0).any()):
+    fill = torch.where(hole[..., None], fill, image)  # exactly the image outside the hole (a fill's round trip through
+    # 0..255 may move it by an ulp; a given init may differ there), so no pixel outside the mask changes
+    if not bool(hole.any()):  # nothing to re-synthesise (soft values alone only say how much of it to blend in)
         return image.clone(), fill
     if interrupt is not None:
         interrupt()
     size = working_size(image.shape[0], image.shape[1], settings.short_side)
-    request = RefineRequest(image=resize_image(fill, size)[None], mask=(resize_mask(mask, size) > 0.5).float()[None],
+    small = resize_mask(mask, size) > 0.5
+    if not bool(small.any()):  # a hole thinner than a working pixel (downscaled): sample every pixel it touches
+        small = F.adaptive_max_pool2d(hole.float()[None, None], size)[0, 0] > 0
+    request = RefineRequest(image=resize_image(fill, size)[None], mask=small.float()[None],
                             prompt=prompt, negative=negative_prompt, settings=settings)
     refined = backend(request)
     refined = refined[0] if refined.dim() == 4 else refined

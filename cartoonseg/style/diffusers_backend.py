@@ -4,7 +4,8 @@ Paper §6.2 settings map to diffusers as follows: DPM++ 2M Karras =
 ``DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True)``; lineart (SD1.5)
 or canny (SDXL) ControlNet through ``StableDiffusion[XL]ControlNetImg2ImgPipeline``; with ``masked_denoise`` the
 instance crops go through ``StableDiffusion[XL]ControlNetInpaintPipeline`` (a plain 4-channel UNet keeps the context
-latents outside the mask, like A1111's "inpaint only masked"). All pipelines share one set of components.
+latents outside the mask, like A1111's "inpaint only masked"). An inpainting checkpoint (9-channel UNet) runs every
+pass through the inpainting pipelines (a full mask where the pass has none). All pipelines share one set of components.
 
 Note on steps: diffusers img2img runs ``int(steps * strength)`` denoising steps (as A1111 does by default), ComfyUI's
 KSampler with ``denoise`` runs ``steps``; so 24 steps at 0.75 are 18 model calls here and 24 in the node.
@@ -112,6 +113,13 @@ class DiffusersBackend:
             raise ValueError(f"diffusers components missing: {', '.join(missing)}")
         self.components = {k: v for k, v in components.items() if v is not None}
         self.sdxl = self.components.get("text_encoder_2") is not None
+        channels = getattr(getattr(self.components["unet"], "config", None), "in_channels", 4)
+        if channels not in (4, 9):
+            raise ValueError(f"the UNet takes {channels} input channels; style editing needs an SD/SDXL UNet with 4 "
+                             "(a regular checkpoint) or 9 (an inpainting checkpoint)")
+        #: an inpainting checkpoint (9-channel UNet) runs every request through the inpainting pipelines, a request
+        #: without a mask with a full one (the img2img pipelines cannot feed its mask and masked-image channels)
+        self.inpainting_unet = channels == 9
         self.config = config
         self.controlnet = controlnet
         self.device = torch.device(device)
@@ -146,7 +154,7 @@ class DiffusersBackend:
     def __call__(self, req: SampleRequest) -> Tensor:
         cfg = self.config
         control = self.controlnet is not None and req.hint is not None and cfg.control_strength > 0
-        masked = req.mask is not None
+        masked = req.mask is not None or self.inpainting_unet
         pipe = self.pipeline(control, masked)
         h, w = req.image.shape[1:3]
         kwargs: dict = {
@@ -163,7 +171,8 @@ class DiffusersBackend:
             kwargs["control_image"] = req.hint.movedim(-1, 1).float()
             kwargs["controlnet_conditioning_scale"] = float(cfg.control_strength)
         if masked:
-            kwargs["mask_image"] = req.mask[:, None].float()
+            mask = req.mask if req.mask is not None else torch.ones(req.image.shape[:3])
+            kwargs["mask_image"] = mask[:, None].float()
         params = inspect.signature(pipe.__call__).parameters
         if "height" in params:
             kwargs["height"], kwargs["width"] = int(h), int(w)
