@@ -198,7 +198,7 @@ def _add_puppet(sub) -> None:
                    help=f"frames to render, 1..{MAX_FRAMES} (default: the motion's length)")
     p.add_argument("--fps", type=float, default=12.0,
                    help=f"frames per second of the animation, {MIN_FPS:g}..{MAX_FPS:g}")
-    p.add_argument("--strength", type=float, default=1.0, help="amplitude of the preset motion")
+    p.add_argument("--strength", type=float, default=1.0, help="amplitude of the preset motion, >= 0")
     p.add_argument("--seed", type=cli_seed, default=0, help="seed of the plate inpainting and per-character preset variation")
     p.add_argument("--plate", help="background plate image (e.g. a diffusion inpainting); default PatchMatch")
     p.add_argument("--plate-dilate", type=int, default=5,
