@@ -29,7 +29,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="the COCO .json file to write")
     p.add_argument("--detector", default="detector", help="detector weights path, or 'detector' = the released rtmdetl_e60.ckpt")
     p.add_argument("--refiner", default="refiner", help="refiner weights path, released name, or 'none'")
-    p.add_argument("--weights-dir", default=None, help="folder holding the released files (searched first; downloads go there)")
+    p.add_argument("--weights-dir", default=None,
+                   help="folder holding the released files (searched first; downloads go there; "
+                        "default: ~/.cache/cartoonseg)")
     p.add_argument("--no-download", action="store_true", help="never download weights")
     p.add_argument("--score-thr", type=float, default=0.3, help="keep detections with score > this (default 0.3)")
     p.add_argument("--mask-thr", type=float, default=None,

@@ -242,7 +242,9 @@ def _add_kenburns(sub) -> None:
     p.add_argument("--seed", type=cli_seed, default=0, help="--fill diffusion: sampling seed")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="--fill diffusion: model precision")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps, or auto (CUDA when present)")
-    p.add_argument("--weights-dir", default=None, help="folder with the released weights (and depth/<model>)")
+    p.add_argument("--weights-dir", default=None,
+                   help="folder with the released weights (and depth/<model>, tagger/<name>; "
+                        "default: ~/.cache/cartoonseg)")
     p.add_argument("--no-download", action="store_true", help="never download weights")
     outputs.add_overwrite_argument(p)
     p.set_defaults(func=run)

@@ -207,7 +207,8 @@ def _add_puppet(sub) -> None:
                    help=f"mesh sample spacing in pixels, 1..{MAX_CANVAS} (0 = automatic)")
     p.add_argument("--device", default="cpu",
                    help="device of the segmenter: cpu, cuda, cuda:N, mps, or auto (CUDA when present)")
-    p.add_argument("--weights-dir", default=None, help="folder with the released weights")
+    p.add_argument("--weights-dir", default=None,
+                   help="folder with the released weights (default: ~/.cache/cartoonseg)")
     p.add_argument("--no-download", action="store_true", help="never download weights")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     outputs.add_overwrite_argument(p)
