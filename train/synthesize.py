@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--num", type=int, required=True, help="number of images (98600 = the paper's size)")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="code",
                     help="code: 640 canvas as the released code (default); paper: 720 canvas")
-    ap.add_argument("--size", type=int, default=None, help="canvas size, overrides the preset (640 or 720)")
+    ap.add_argument("--size", type=int, default=None,
+                    help="canvas size in px, 64..4096; overrides the preset's (code 640, paper 720)")
     ap.add_argument("--split", default="train", help="split name: train (random JPEG quality) or val/test")
     ap.add_argument("--seed", type=cli_seed, default=0, help="random seed")
     ap.add_argument("--workers", type=int, default=1, help="worker processes")

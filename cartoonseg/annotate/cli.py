@@ -27,9 +27,11 @@ __all__ = ["add_parsers", "run_annotate", "main"]
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image folders, .txt lists of images, COCO .json files or images")
     p.add_argument("--out", required=True, help="the COCO .json file to write")
-    p.add_argument("--detector", default="detector", help="detector weights path or released name (default: rtmdetl_e60.ckpt)")
+    p.add_argument("--detector", default="detector", help="detector weights path, or 'detector' = the released rtmdetl_e60.ckpt")
     p.add_argument("--refiner", default="refiner", help="refiner weights path, released name, or 'none'")
-    p.add_argument("--weights-dir", default=None, help="folder holding the released files (searched first; downloads go there)")
+    p.add_argument("--weights-dir", default=None,
+                   help="folder holding the released files (searched first; downloads go there; "
+                        "default: ~/.cache/cartoonseg)")
     p.add_argument("--no-download", action="store_true", help="never download weights")
     p.add_argument("--score-thr", type=float, default=0.3, help="keep detections with score > this (default 0.3)")
     p.add_argument("--mask-thr", type=float, default=None,
@@ -59,7 +61,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard-size", type=int, default=16, help="images per shard, the unit redone after a kill (default 16)")
     p.add_argument("--keep-shards", action="store_true", help="keep the run's shard files after the merge "
                    "(otherwise only the run's own files are deleted, and the folder when the run created it)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out even if another program wrote it")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out, and write into a --per-image folder, even if another program wrote them "
+                        "(inputs are never overwritten; foreign files are replaced only by outputs of the same name)")
     p.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK when CUDA is available, else cpu), cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: torch's; torchrun sets 1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or messages")

@@ -90,7 +90,9 @@ def _add_depth(sub) -> None:
                    help="Marigold: long side the model works at, 0..8192 (default: the model's, 768 for the published "
                         "ones)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps, or auto (CUDA when present)")
-    p.add_argument("--models-dir", default=None, help="folder holding <repo name>/ model folders (downloads go there)")
+    p.add_argument("--models-dir", default=None,
+                   help="folder holding <repo name>/ model folders (downloads go there; "
+                        "default: ~/.cache/cartoonseg/depth)")
     p.add_argument("--no-download", action="store_true", help="never download the model (error when missing)")
     outputs.add_overwrite_argument(p)
     p.set_defaults(func=_run_depth)

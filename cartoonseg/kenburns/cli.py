@@ -210,7 +210,7 @@ def _add_kenburns(sub) -> None:
     p.add_argument("--camera", choices=list(PRESETS), default="auto",
                    help="camera motion: auto = the original's zoom towards the least-revealing crop")
     p.add_argument("--frames", type=int, default=75, help="rendered time steps (before --playback), 1..10000")
-    p.add_argument("--zoom", type=float, default=1.25, help="zoom of the camera move")
+    p.add_argument("--zoom", type=float, default=1.25, help="zoom of the camera move, 1..8")
     p.add_argument("--easing", choices=list(EASINGS), default="linear", help="speed profile of the move")
     p.add_argument("--playback", action="store_true", help="append the reversed clip (ping-pong)")
     p.add_argument("--fps", type=float, default=25.0, help="frames per second of the clip, 0.01..240")
@@ -243,7 +243,9 @@ def _add_kenburns(sub) -> None:
     p.add_argument("--seed", type=cli_seed, default=0, help="--fill diffusion: sampling seed")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="--fill diffusion: model precision")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps, or auto (CUDA when present)")
-    p.add_argument("--weights-dir", default=None, help="folder with the released weights (and depth/<model>)")
+    p.add_argument("--weights-dir", default=None,
+                   help="folder with the released weights (and depth/<model>, tagger/<name>; "
+                        "default: ~/.cache/cartoonseg)")
     p.add_argument("--no-download", action="store_true", help="never download weights")
     outputs.add_overwrite_argument(p)
     p.set_defaults(func=run)

@@ -197,7 +197,7 @@ def _add_puppet(sub) -> None:
                    help=f"frames to render, 1..{MAX_FRAMES} (default: the motion's length)")
     p.add_argument("--fps", type=float, default=12.0,
                    help=f"frames per second of the animation, {MIN_FPS:g}..{MAX_FPS:g}")
-    p.add_argument("--strength", type=float, default=1.0, help="amplitude of the preset motion")
+    p.add_argument("--strength", type=float, default=1.0, help="amplitude of the preset motion, >= 0")
     p.add_argument("--seed", type=cli_seed, default=0, help="seed of the plate inpainting and per-character preset variation")
     p.add_argument("--plate", help="background plate image (e.g. a diffusion inpainting); default PatchMatch")
     p.add_argument("--plate-dilate", type=int, default=5,
@@ -206,7 +206,8 @@ def _add_puppet(sub) -> None:
                    help=f"mesh sample spacing in pixels, 1..{MAX_CANVAS} (0 = automatic)")
     p.add_argument("--device", default="cpu",
                    help="device of the segmenter: cpu, cuda, cuda:N, mps, or auto (CUDA when present)")
-    p.add_argument("--weights-dir", default=None, help="folder with the released weights")
+    p.add_argument("--weights-dir", default=None,
+                   help="folder with the released weights (default: ~/.cache/cartoonseg)")
     p.add_argument("--no-download", action="store_true", help="never download weights")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     outputs.add_overwrite_argument(p)

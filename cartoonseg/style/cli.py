@@ -49,7 +49,8 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--controlnet-config", help="local diffusers config folder for a single-file --controlnet")
     p.add_argument("--detector", default="detector", help="detector weights (path or released name)")
     p.add_argument("--refiner", default="refiner", help="refiner weights, or 'none'")
-    p.add_argument("--weights-dir", action="append", default=[], help="folder searched for released weights")
+    p.add_argument("--weights-dir", action="append", default=[],
+                   help="folder searched for released weights (repeatable; default: ~/.cache/cartoonseg)")
     p.add_argument("--tagger", default="none", help="tagger folder or repo id, or 'none' (style prompt only)")
     p.add_argument("--allow-download", action="store_true", help="let missing detector/refiner/tagger download")
     p.add_argument("--score-thr", type=float, default=0.3, help="minimum detection score, 0..1")
