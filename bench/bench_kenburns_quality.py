@@ -565,7 +565,7 @@ def evaluate(args) -> dict:
                         pictures.append((f"{plate_kind}_{fill}", pred, truth, disocc, image))
                 row[f"{plate_kind}/{fill}"] = {k: round(v.psnr(), 2) for k, v in sc.items()}
             per_scene.append(row)
-            print(json.dumps(row), flush=True)
+            print(json.dumps(_strict_json(row), allow_nan=False), flush=True)
     if args.images and pictures:
         _save_pictures(Path(args.images), pictures)
     summary = {
@@ -652,6 +652,18 @@ def _save_pictures(folder: Path, pictures) -> None:
     Image.fromarray((image * 255 + 0.5).byte().numpy()).save(folder / "quality_input.png")
 
 
+def _strict_json(value):
+    """``value`` with every NaN/inf float (the PSNR and SSIM of a region with no pixels) replaced by ``None``: the
+    output is standard JSON (``null``), which JSON readers other than Python's accept."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    return value
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenes", type=int, default=6)
@@ -677,9 +689,10 @@ def main(argv=None) -> int:
     result["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                          "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
     result["wall_s"] = round(time.perf_counter() - t0, 1)
-    print(json.dumps(result["summary"], indent=1))
+    result = _strict_json(result)
+    print(json.dumps(result["summary"], indent=1, allow_nan=False))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        Path(args.json).write_text(json.dumps(result, indent=1, allow_nan=False))
     return 0
 
 

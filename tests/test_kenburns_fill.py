@@ -393,7 +393,11 @@ def test_quality_benchmark_quick_run_reports_every_fill(tmp_path):
     bench = _quality_bench()
     out = tmp_path / "q.json"
     assert bench.main(["--quick", "--json", str(out)]) == 0
-    summary = json.loads(out.read_text())["summary"]
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not standard JSON (a region without pixels must be null)")
+
+    summary = json.loads(out.read_text(), parse_constant=refuse)["summary"]
     fills = ("far-side", "patchmatch+plate", "patchmatch")
     assert set(summary) == {f"{p}/{f}" for p in ("truth", "patchmatch") for f in fills}
     for row in summary.values():
@@ -401,3 +405,6 @@ def test_quality_benchmark_quick_run_reports_every_fill(tmp_path):
         for region in ("edges", "behind_characters"):  # split by the surface shown, which covers the region
             assert sum(row[f"{region}/{s}"]["pixels"] for s in bench.SURFACES) == row[region]["pixels"]
         assert 0 < row["elsewhere"]["ssim"] <= 1 and row["elsewhere"]["psnr"] > 15
+        for scores in row.values():
+            if isinstance(scores, dict) and scores["pixels"] == 0:
+                assert scores["psnr"] is None and scores["ssim"] is None, scores

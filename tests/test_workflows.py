@@ -1,7 +1,8 @@
 """Static checks of every shipped ComfyUI workflow (``workflows/*.json``, UI format) against the pack's node
 definitions, without a ComfyUI install: node types exist, ``widgets_values`` have exactly the widget slots the
 classic frontend creates (seed "control_after_generate" slots and LoadImage's upload button included), widget
-values are allowed, links connect matching types to declared inputs, required inputs are connected, there is one
+values are allowed, links connect matching types to declared inputs, required inputs are connected, output link
+lists and the link table agree (no dangling or foreign links, id counters above the ids in use), there is one
 template folder (``workflows/``, which ComfyUI's template browser reads) and every workflow has its thumbnail.
 
 The real frontend load and execution are tested in ``test_comfy_real.py`` (marker ``comfy``).
@@ -173,6 +174,38 @@ def check_workflow(workflow: dict, definitions: dict) -> list[str]:
             is_widget = typ is None or isinstance(typ, (list, tuple)) or typ in WIDGET_TYPES
             if not is_widget and name not in linked:
                 problems.append(f"{where}: required input {name!r} is not connected")
+        outputs = node.get("outputs") or []
+        if [o.get("type") for o in outputs] != definition["output"]:
+            problems.append(f"{where}: outputs {[o.get('type') for o in outputs]}, node returns {definition['output']}")
+        for slot, out in enumerate(outputs):
+            # the frontend disconnects (and deletes with the node) every link listed here: a link of another node
+            # in this list is removed when this node is deleted or rewired
+            for link_id in out.get("links") or []:
+                link = links.get(link_id)
+                if link is None:
+                    problems.append(f"{where}: output {slot} lists link {link_id}, which does not exist")
+                elif link[1] != nid or link[2] != slot:
+                    problems.append(f"{where}: output {slot} lists link {link_id}, which starts at node {link[1]} "
+                                    f"slot {link[2]}")
+    problems += _check_link_table(workflow, nodes, links)
+    return problems
+
+
+def _check_link_table(workflow: dict, nodes: dict, links: dict) -> list[str]:
+    """Every link id is unique, ends at an input that refers back to it, and is below the ids the frontend hands
+    out next (``last_link_id``/``last_node_id``; a smaller one makes the next new link or node reuse an id)."""
+    problems = []
+    if len(links) != len(workflow["links"]):
+        problems.append("duplicate link ids in links")
+    for link_id, link in links.items():
+        target = nodes.get(link[3])
+        inputs = (target or {}).get("inputs") or []
+        if link[4] >= len(inputs) or inputs[link[4]].get("link") != link_id:
+            problems.append(f"link {link_id} is dangling: node {link[3]} input {link[4]} does not refer to it")
+    if nodes and workflow.get("last_node_id", 0) < max(nodes):
+        problems.append(f"last_node_id {workflow.get('last_node_id')} < largest node id {max(nodes)}")
+    if links and workflow.get("last_link_id", 0) < max(links):
+        problems.append(f"last_link_id {workflow.get('last_link_id')} < largest link id {max(links)}")
     return problems
 
 
@@ -223,3 +256,25 @@ def test_checker_catches_mistakes(definitions):
     assert any("widgets_values" in p for p in problems)
     assert any("NoSuchNode" in p for p in problems)
     assert any("carries IMAGE" in p for p in problems)
+
+
+def test_checker_catches_broken_link_bookkeeping(definitions):
+    """Output link lists that name another node's links (deleting one node would cut the other's wires), dangling
+    links, and id counters below the ids in use."""
+    workflow = json.loads((REPO / "workflows" / "kenburns.json").read_text())
+    assert not check_workflow(workflow, definitions)
+    broken = json.loads(json.dumps(workflow))
+    nodes = {n["id"]: n for n in broken["nodes"]}
+    camera = next(n for n in broken["nodes"] if n["type"] == "CartoonSegCameraPath")
+    depth = next(n for n in broken["nodes"] if n["type"] == "CartoonSegDepthEstimate")
+    depth["outputs"][0]["links"].append(camera["outputs"][0]["links"][0])
+    kb = next(n for n in broken["nodes"] if n["type"] == "CartoonSegKenBurns")
+    background = next(i for i in kb["inputs"] if i["name"] == "background")
+    dropped, background["link"] = background["link"], None
+    broken["last_link_id"] = max(link[0] for link in broken["links"]) - 1
+    broken["last_node_id"] = max(nodes) - 1
+    problems = check_workflow(broken, definitions)
+    assert any(f"output 0 lists link {camera['outputs'][0]['links'][0]}, which starts at node {camera['id']}" in p
+               for p in problems), problems
+    assert any(f"link {dropped} is dangling" in p for p in problems), problems
+    assert any("last_link_id" in p for p in problems) and any("last_node_id" in p for p in problems), problems
