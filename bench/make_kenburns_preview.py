@@ -4,7 +4,10 @@ A sky, hills and a ground plane (depth growing towards the bottom) with two "cha
 instances in front, a background plate painted without them, the automatic camera path with ping-pong playback.
 Everything is drawn here, so the preview is reproducible without any model weights::
 
-    python bench/make_kenburns_preview.py [--size 320] [--frames 40] [--out docs/images/kenburns_synthetic.webp]
+    python bench/make_kenburns_preview.py [--size 320] [--frames 40] [--out docs/images/kenburns_synthetic.webp] \
+        [--overwrite]
+
+The output follows the project's output policy: refreshing the committed picture needs ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
+from cartoonseg import outputs  # noqa: E402
 from cartoonseg.io import write_frames  # noqa: E402
 from cartoonseg.kenburns import CameraPath, render_kenburns  # noqa: E402
 
@@ -58,11 +62,13 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=320, help="width (height = 3/4)")
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "images" / "kenburns_synthetic.webp"))
+    outputs.add_overwrite_argument(ap)
     args = ap.parse_args(argv)
+    outputs.check_file(args.out, overwrite=args.overwrite)  # before the rendering
     image, nearness, masks, plate = synthetic_scene(args.size, args.size * 3 // 4)
     clip = render_kenburns(image, nearness, masks=masks, background=plate,
                            camera=CameraPath(preset="auto", frames=args.frames, zoom=1.35, easing="ease-in-out"))
-    write_frames(clip.frames, args.out, clip.fps, quality=80, extra={"disocclusion": clip.disocclusion})
+    outputs.write(args.out, lambda tmp: write_frames(clip.frames, tmp, clip.fps, quality=80), overwrite=args.overwrite)
     print(f"{args.out}: {len(clip.frames)} frames, {Path(args.out).stat().st_size // 1024} KiB")
     return 0
 

@@ -6,7 +6,9 @@ a meadow, two outlined cartoon characters (head with eyes, body, arms, legs) who
 (standing in for the segmenter's instance masks). The real pipeline then runs: automatic skeletons from the masks,
 meshes and ARAP rigs, a PatchMatch background plate, and the presets "wave" (left character) and "bounce" (right)::
 
-    python bench/make_puppet_preview.py [--width 320] [--frames 36] [--fps 12]
+    python bench/make_puppet_preview.py [--width 320] [--frames 36] [--fps 12] [--overwrite]
+
+The outputs follow the project's output policy: refreshing the committed pictures needs ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
 
+from cartoonseg import outputs  # noqa: E402
 from cartoonseg.io import write_frames  # noqa: E402
 from cartoonseg.puppet import PresetMotion, animate, background_plate, build_rig, draw_rig  # noqa: E402
 
@@ -87,7 +90,11 @@ def main(argv=None) -> int:
     ap.add_argument("--fps", type=float, default=12.0)
     ap.add_argument("--out", default=str(ROOT / "docs" / "images" / "puppet_synthetic.webp"))
     ap.add_argument("--thumbnail", default=str(ROOT / "workflows" / "puppet_animation.jpg"))
+    outputs.add_overwrite_argument(ap)
     args = ap.parse_args(argv)
+    outputs.check_distinct(args.out, args.thumbnail)
+    for path in (args.out, args.thumbnail):  # before the work: refreshing the committed pictures needs --overwrite
+        outputs.check_file(path, overwrite=args.overwrite)
     w, h = args.width, args.width * 3 // 4
     image, masks = drawn_scene(w, h)
     t0 = time.perf_counter()
@@ -98,11 +105,12 @@ def main(argv=None) -> int:
     motion = {0: PresetMotion("wave"), 1: PresetMotion("bounce", period=1.0)}
     clip = animate(image, rig, motion, frames=args.frames, fps=args.fps, plate=plate)
     t3 = time.perf_counter()
-    write_frames(clip.frames, args.out, args.fps, quality=80)
+    outputs.write(args.out, lambda tmp: write_frames(clip.frames, tmp, args.fps, quality=80), overwrite=args.overwrite)
     mid = (clip.frames[args.frames // 4].numpy() * 255 + 0.5).astype(np.uint8)
     thumb = np.concatenate([draw_rig(image, rig, dim=0.25), mid], axis=1)
     Path(args.thumbnail).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(thumb).save(args.thumbnail, quality=85)
+    with outputs.output_file(args.thumbnail, overwrite=args.overwrite) as tmp:
+        Image.fromarray(thumb).save(tmp, format="JPEG", quality=85)
     print(f"{args.out}: {len(clip.frames)} frames {w}x{h}, {Path(args.out).stat().st_size // 1024} KiB; rig "
           f"{t1 - t0:.2f}s, plate {t2 - t1:.1f}s, render {t3 - t2:.1f}s; thumbnail {args.thumbnail}")
     for c in rig.describe():

@@ -88,3 +88,35 @@ def test_quick_app_benchmarks_run_and_report(tmp_path):
     assert apps["tagger_bf16"]["result"]["precision"] == ("bf16" if "bf16" in capabilities("cpu").supported else "fp32")
     assert {r["method"] for r in apps["inpaint_patchmatch"]["result"]["rows"]} == {"patchmatch", "telea"}
     assert apps["puppet"]["result"]["characters"] == 2 and apps["puppet"]["result"]["frame_ms_median"] > 0
+
+
+def test_preview_scripts_never_replace_a_file_they_did_not_write(tmp_path):
+    """The README's preview makers wrote straight over --out / --thumbnail; now a file cartoonseg did not write is
+    refused before the work (and replaced with --overwrite), while their own earlier output is refreshed."""
+    import importlib.util
+
+    import pytest
+
+    from cartoonseg.outputs import OutputError
+
+    def script(name):
+        spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    kenburns, puppet = script("make_kenburns_preview"), script("make_puppet_preview")
+    user = tmp_path / "user.webp"
+    user.write_bytes(b"the user's clip")
+    with pytest.raises(OutputError, match="cartoonseg did not write it"):
+        kenburns.main(["--size", "48", "--frames", "2", "--out", str(user)])
+    thumb = tmp_path / "user.jpg"
+    thumb.write_bytes(b"the user's picture")
+    with pytest.raises(OutputError, match="cartoonseg did not write it"):
+        puppet.main(["--width", "64", "--frames", "2", "--out", str(tmp_path / "p.webp"), "--thumbnail", str(thumb)])
+    assert user.read_bytes() == b"the user's clip" and thumb.read_bytes() == b"the user's picture"
+    assert not (tmp_path / "p.webp").exists()
+    assert kenburns.main(["--size", "48", "--frames", "2", "--out", str(tmp_path / "k.webp")]) == 0
+    assert kenburns.main(["--size", "48", "--frames", "2", "--out", str(tmp_path / "k.webp")]) == 0  # its own: rerun
+    assert kenburns.main(["--size", "48", "--frames", "2", "--out", str(user), "--overwrite"]) == 0
+    assert user.read_bytes()[:4] == b"RIFF"
