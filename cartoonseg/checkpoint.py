@@ -222,13 +222,16 @@ def peek_weights(path: str | os.PathLike) -> str:
                 if n > min(size - 8, 100 << 20):
                     raise ValueError(f"header length {n}")
                 header = json.loads(f.read(n))
-        except (struct.error, ValueError, UnicodeDecodeError) as exc:
+            if not isinstance(header, dict):
+                raise ValueError(f"the header is a JSON {type(header).__name__}, not an object")
+        except (struct.error, ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise CheckpointError(f"cannot read safetensors file {path} ({size} bytes): corrupt header ({exc})") from exc
-        meta = header.get("__metadata__") or {}
+        meta = header.get("__metadata__")
+        meta = meta if isinstance(meta, dict) else {}
         if _META_KEY in meta:
             try:
                 kind = json.loads(meta[_META_KEY]).get("kind")
-            except (ValueError, AttributeError):
+            except (ValueError, TypeError, AttributeError, RecursionError):
                 kind = None
             return kind if kind in ("detector", "refiner") else "unknown"
         return _peek_kind(k for k in header if k != "__metadata__")
@@ -251,7 +254,10 @@ def peek_weights(path: str | os.PathLike) -> str:
         else:
             raise CheckpointError(
                 f"{path} ({size} bytes) is not a weights file (neither a PyTorch checkpoint nor safetensors)")
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError, struct.error) as exc:
+    except CheckpointError:
+        raise
+    # RuntimeError: an encrypted zip entry; NotImplementedError: an unknown zip compression method
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError, struct.error, RuntimeError, NotImplementedError) as exc:
         raise CheckpointError(f"cannot read {path} ({size} bytes): the checkpoint is truncated, corrupt or damaged ({exc})") from exc
     return _peek_kind(strings)
 
@@ -515,8 +521,8 @@ def _detector_config_from_mmengine(cfg: dict[str, Any]) -> DetectorConfig:
 
 # ---------------------------------------------------------------------------------------------- kinds
 def checkpoint_kind(state_dict: dict[str, Any]) -> str:
-    """``"detector"``, ``"refiner"`` or ``"unknown"`` from the key names."""
-    keys = list(state_dict)
+    """``"detector"``, ``"refiner"`` or ``"unknown"`` from the key names (non-string keys are no names)."""
+    keys = [k for k in state_dict if isinstance(k, str)]
     if any(k.startswith(("backbone.", "module.backbone.")) for k in keys):
         return "detector"
     if any(k in ("conv_in.weight", "net.conv_in.weight", "module.conv_in.weight") for k in keys):
@@ -629,6 +635,14 @@ def _fill_aliases(model: nn.Module, sd: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
+def _filtered(filter_fn, obj: dict[str, Any], path: Path) -> dict[str, Tensor]:
+    """``filter_fn(obj)`` with the file named in its :class:`CheckpointError`."""
+    try:
+        return filter_fn(obj)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+
+
 def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu") -> RTMDetIns:
     """Load an RTMDet-Ins from the released mmengine ``.ckpt``, a flat state dict or our ``.safetensors``.
 
@@ -644,7 +658,7 @@ def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu") -
         model, _ = _build_checked(RTMDetIns, _config_from_meta(DetectorConfig, meta, path), obj, str(path),
                                   fill_aliases=True)
         return model.eval().to(device)
-    sd = filter_mmdet_rtmdet_ins(obj)
+    sd = _filtered(filter_mmdet_rtmdet_ins, obj, path)
     kind = checkpoint_kind(sd)
     if kind != "detector":
         hint = "; it looks like a refiner checkpoint, use load_refiner" if kind == "refiner" else ""
@@ -677,7 +691,7 @@ def load_refiner(path: str | os.PathLike, device: str | torch.device = "cpu") ->
             raise CheckpointError(f"{path} holds a {meta.get('kind')!r}, not a refiner; use load_detector")
         model, _ = _build_checked(ISNetDIS, _config_from_meta(RefinerConfig, meta, path), obj, str(path))
         return model.eval().to(device)
-    sd = filter_isnet(obj)
+    sd = _filtered(filter_isnet, obj, path)
     kind = checkpoint_kind(sd)
     if kind != "refiner":
         hint = "; it looks like a detector checkpoint, use load_detector" if kind == "detector" else ""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,12 +263,18 @@ def _download_verified(spec: WeightsSpec, target: Path, *, verify: bool = True, 
     huggingface_hub writes into a private temporary folder next to ``target`` (same file system); the sha256 is
     checked there and only then is the file renamed onto ``target`` with :func:`os.replace` (atomic). A failed,
     interrupted or tampered download never replaces a file already at ``target``; a checksum mismatch is kept as
-    ``<target>.sha256-mismatch`` for inspection.
+    ``<target>.sha256-mismatch`` for inspection. The temporary folder is named like every cartoonseg temporary
+    (:mod:`cartoonseg.outputs`), so the partial data of a killed download is removed by the next download into that
+    folder (writer gone, or older than a day); a concurrent download (other torchrun ranks) is left alone.
     """
     from huggingface_hub import hf_hub_download
 
+    from .outputs import _remove_orphans, _tmp_name
+
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{spec.filename}.", suffix=".partial", dir=target.parent))
+    _remove_orphans(target.parent)
+    tmp_dir = target.parent / _tmp_name(spec.filename, folder=True)
+    tmp_dir.mkdir()
     try:
         try:
             downloaded = Path(

@@ -263,3 +263,66 @@ def test_peek_weights_reads_only_the_header(tmp_path):
     assert ck.peek_weights(tmp_path / "code.ckpt") == "detector" and not marker.exists()
     torch.save({"state_dict": {"backbone.x": torch.zeros(1), "bbox_head.y": torch.zeros(1)}}, tmp_path / "plain.ckpt")
     assert ck.peek_weights(tmp_path / "plain.ckpt") == "detector"
+
+
+def _safetensors_with_header(path: Path, header) -> Path:
+    import struct
+
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text)
+    return path
+
+
+def _zip_checkpoint(path: Path, *, flag: int = 0, method: int | None = None) -> Path:
+    """A one-entry torch-style zip whose data.pkl entry claims encryption (``flag``) or an unknown ``method``."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"conv_in.weight": 1}, protocol=2))
+    raw = bytearray(buf.getvalue())
+    central = raw.find(b"PK\x01\x02")
+    raw[6] |= flag
+    raw[central + 8] |= flag
+    if method is not None:
+        raw[8] = raw[central + 10] = method
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def test_peek_weights_gives_a_checkpoint_error_for_any_hostile_header(tmp_path):
+    """peek_weights runs while ComfyUI lists the loader's dropdown (nodes/loaders.file_kind catches CheckpointError,
+    OSError, ValueError): one odd file in models/cartoonseg raised AttributeError/TypeError/RuntimeError/
+    NotImplementedError there and broke the node's listing. Now such a file is a CheckpointError or "unknown"."""
+    odd = [
+        _safetensors_with_header(tmp_path / "list.safetensors", [1, 2]),
+        _safetensors_with_header(tmp_path / "number.safetensors", 5),
+        _zip_checkpoint(tmp_path / "encrypted.ckpt", flag=1),
+        _zip_checkpoint(tmp_path / "method.ckpt", method=99),
+    ]
+    for path in odd:
+        with pytest.raises(ck.CheckpointError, match=path.name):
+            ck.peek_weights(path)
+    for meta in (["x"], {"cartoonseg": 5}, {"cartoonseg": "[1]"}):
+        path = _safetensors_with_header(tmp_path / "meta.safetensors", {"__metadata__": meta})
+        assert ck.peek_weights(path) == "unknown"
+
+
+@pytest.mark.parametrize("state_dict", [
+    {1: torch.zeros(1), "conv_in.weight": torch.zeros(1)},
+    {"state_dict": {1: torch.zeros(1), "backbone.x": torch.zeros(1)}},
+    {"state_dict": {"backbone.x": torch.zeros(1), "bbox_head.cls_convs.1.0": torch.zeros(1)}},
+])
+def test_odd_keys_are_a_checkpoint_error_not_a_traceback(tmp_path, capsys, state_dict):
+    """A checkpoint with a non-string key or a truncated head key name crashed deep in the filters (AttributeError,
+    IndexError): a traceback from `python -m cartoonseg convert`. Now loaders and convert name the file."""
+    path = tmp_path / "odd.ckpt"
+    torch.save(state_dict, path)
+    for load in (cartoonseg.load_detector, cartoonseg.load_refiner):
+        with pytest.raises(ck.CheckpointError):
+            load(path)
+    from cartoonseg.__main__ import main
+
+    assert main(["convert", str(path), str(tmp_path / "out.safetensors")]) == 2
+    assert "error:" in capsys.readouterr().err and not (tmp_path / "out.safetensors").exists()

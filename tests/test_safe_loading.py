@@ -6,6 +6,7 @@ The downloads go through the real huggingface_hub client against the ``fake_hub`
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,29 @@ def test_interrupted_safetensors_save_keeps_the_old_file(tmp_path, monkeypatch):
     loaded = load_refiner(path)
     for k, v in old.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
+
+
+def test_killed_download_leaves_no_partial_data_behind(fake_hub, tmp_path):
+    """A download killed mid-way (SIGKILL, power loss) could not clean its temporary folder, which used a random
+    name no later run recognised: each try left up to a whole weights file of partial data in the models folder
+    forever. The next download now removes the temporaries of dead writers, and keeps those of live ones (a
+    concurrent download by another rank)."""
+    import subprocess
+    import sys
+
+    from cartoonseg import outputs
+
+    dl = tmp_path / "dl"
+    dl.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = os.getppid()
+    stale = dl / outputs._tmp_name("w.ckpt", folder=True).replace(f"-{os.getpid()}-", f"-{dead.pid}-")
+    running = dl / outputs._tmp_name("w.ckpt", folder=True).replace(f"-{os.getpid()}-", f"-{live}-")
+    for folder in (stale, running):
+        folder.mkdir()
+        (folder / "w.ckpt.incomplete").write_bytes(b"half")
+    fake_hub.files["w.ckpt"] = GOOD
+    assert hub.resolve_weights("w.ckpt", spec=_spec(), download_dir=dl).read_bytes() == GOOD
+    assert not stale.exists() and running.exists()
+    assert sorted(p.name for p in dl.iterdir()) == sorted([running.name, "w.ckpt"])

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import RefinerConfig
-from .weights import CheckpointError, strip_prefix
+from .weights import CheckpointError, strip_prefix, tensor_entries
 
 __all__ = ["ISNetDIS", "ISNetGTEncoder", "RSU", "RSU4F", "filter_isnet", "infer_refiner_config"]
 
@@ -221,8 +221,7 @@ def filter_isnet(checkpoint: dict[str, Any]) -> dict[str, Tensor]:
     sd = checkpoint.get("state_dict", checkpoint)
     if not isinstance(sd, dict):
         raise CheckpointError(f"checkpoint['state_dict'] is a {type(sd).__name__}, expected a dict")
-    sd = {k: v for k, v in sd.items() if isinstance(v, Tensor)}
-    sd = strip_prefix(sd, "module.")
+    sd = strip_prefix(tensor_entries(sd), "module.")
     if any(k.startswith("net.") for k in sd):
         sd = {k[4:]: v for k, v in sd.items() if k.startswith("net.")}
     return sd

@@ -27,7 +27,7 @@ from ..config import DETECTOR_PRESETS, DetectorConfig
 from .cspnext import CSPNeXt, CSPNeXtPAFPN
 from ..structures import check_mask_budget
 from .layers import ConvBNAct
-from .weights import CheckpointError, strip_prefix
+from .weights import CheckpointError, strip_prefix, tensor_entries
 
 __all__ = [
     "Detections",
@@ -467,15 +467,14 @@ def filter_mmdet_rtmdet_ins(checkpoint: dict[str, Any]) -> dict[str, Tensor]:
     sd = checkpoint.get("state_dict", checkpoint)
     if not isinstance(sd, dict):
         raise CheckpointError(f"checkpoint['state_dict'] is a {type(sd).__name__}, expected a dict")
-    sd = {k: v for k, v in sd.items() if isinstance(v, Tensor)}
-    sd = strip_prefix(sd, "module.")
+    sd = strip_prefix(tensor_entries(sd), "module.")
     sd = {k: v for k, v in sd.items() if not k.startswith("data_preprocessor.")}
     for key, value in sd.items():
         if key.startswith("bbox_head.reg_convs."):
             twin = key.replace("bbox_head.reg_convs.", "bbox_head.cls_convs.", 1)
             _check_alias(sd, key, twin)
         parts = key.split(".")
-        if key.startswith("bbox_head.cls_convs.") and parts[2] != "0" and parts[4] == "conv":
+        if key.startswith("bbox_head.cls_convs.") and len(parts) > 4 and parts[2] != "0" and parts[4] == "conv":
             _check_alias(sd, key, ".".join(parts[:2] + ["0"] + parts[3:]))
     return sd
 

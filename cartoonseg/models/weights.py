@@ -9,11 +9,24 @@ from collections.abc import Mapping
 
 from torch import Tensor, nn
 
-__all__ = ["CheckpointError", "state_dict_diff", "strip_prefix"]
+__all__ = ["CheckpointError", "state_dict_diff", "strip_prefix", "tensor_entries"]
 
 
 class CheckpointError(RuntimeError):
     """A weights file is missing, unreadable, of the wrong kind, or does not match the architecture."""
+
+
+def tensor_entries(state_dict: Mapping) -> dict[str, Tensor]:
+    """The tensor entries of a checkpoint's state dict (other values are dropped); :class:`CheckpointError` naming
+    the key when a tensor sits under a key that is not a string (no saved module has one)."""
+    out = {}
+    for key, value in state_dict.items():
+        if isinstance(value, Tensor):
+            if not isinstance(key, str):
+                raise CheckpointError(f"the state dict has a tensor under the key {key!r} ({type(key).__name__}); "
+                                      f"weights are stored under string names")
+            out[key] = value
+    return out
 
 
 def strip_prefix(state_dict: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
