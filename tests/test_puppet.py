@@ -798,3 +798,49 @@ def test_a_still_neighbour_keeps_every_pixel_when_the_character_beside_it_moves(
     uncovered = (masks[1] > 0.5)[None] & (clip.masks.numpy() < 1e-6)  # the moving one is drawn in front elsewhere
     assert uncovered[1:].sum() > 0.9 * uncovered[0].sum()
     assert np.abs(frames - img)[uncovered].max() < 1e-4
+
+
+def _mover_and_still(still_dy: int):
+    """A pink character at x=45 (animated) and a yellow one at x=115 (not selected), the yellow one shifted down by
+    ``still_dy`` px (lower box bottom = nearer by the ground-contact rule, no depth given)."""
+    img = np.zeros((H, W, 3), np.float32)
+    img[:] = SKY
+    masks = np.stack([figure(45), np.roll(figure(115), still_dy, 0)])
+    for m, col in zip(masks, ((0.9, 0.4, 0.5), (0.95, 0.75, 0.3))):
+        img = img * (1 - m[..., None]) + m[..., None] * np.array(col, np.float32)
+    plate = np.broadcast_to(np.asarray(SKY, np.float32), img.shape).copy()
+    return img.astype(np.float32), masks, plate
+
+
+def test_a_still_instance_nearer_than_a_moving_character_hides_it_and_a_farther_one_does_not():
+    shift = np.array([60.0, 0.0])  # the character walks sideways over the other one
+    for still_dy, still_in_front in ((6, True), (-6, False)):
+        img, masks, plate = _mover_and_still(still_dy)
+        rig = build_rig(masks, select=[0])
+        assert [s.instance for s in rig.stills] == [1] and rig.order == [0]
+        assert rig.layer_order == ([0, 1] if still_in_front else [1, 0])
+        assert any("still instances [1]" in n for n in rig.notes) and rig.describe()[-1]["still"] is True
+        r = PuppetRenderer(img, rig, plate)
+        rest = rig.characters[0].skeleton.joints
+        frame, _ = r.render([rest])
+        assert np.abs(frame - img).max() < 1e-4  # the rest pose still reproduces the input
+        frame, mask = r.render([rest + shift])
+        moved = np.roll(masks[0], int(shift[0]), 1) > 0.999
+        still = masks[1] > 0.999
+        overlap = moved & still
+        assert overlap.sum() > 100
+        if still_in_front:  # the still one keeps every one of its pixels, the character is hidden behind it
+            assert np.abs(frame - img)[overlap].max() < 1e-4
+            assert mask[overlap].max() < 1e-4
+            # elsewhere the character is drawn where it went
+            assert np.allclose(frame[moved & (masks[1] == 0)], np.float32((0.9, 0.4, 0.5)), atol=1e-3)
+        else:  # the character passes in front
+            assert np.allclose(frame[overlap], np.float32((0.9, 0.4, 0.5)), atol=1e-3)
+            assert mask[overlap].min() > 0.999
+    # pooled depth wins over the ground rule: the character (depth 0.9) is nearer than the lower still one
+    img, masks, plate = _mover_and_still(6)
+    rig = build_rig(Instances.from_masks(torch.from_numpy(masks)).replace(extras={"depth": [0.9, 0.1]}), select=[0])
+    assert rig.layer_order == [1, 0] and rig.stills[0].depth == pytest.approx(0.1)
+    frame, _ = PuppetRenderer(img, rig, plate).render([rig.characters[0].skeleton.joints + shift])
+    overlap = (np.roll(masks[0], 60, 1) > 0.999) & (masks[1] > 0.999)
+    assert np.allclose(frame[overlap], np.float32((0.9, 0.4, 0.5)), atol=1e-3)

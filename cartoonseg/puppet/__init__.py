@@ -9,7 +9,7 @@ Quick use::
     from cartoonseg.puppet import PresetMotion, animate, build_rig
     rig = build_rig(instances)                       # automatic skeletons (or poses=POSE_KEYPOINT, handles=JSON)
     clip = animate(image_hw3, rig, PresetMotion("wave"), frames=36, fps=12)   # PatchMatch plate by default
-    clip.frames  # [T,H,W,3] float in [0,1];  clip.masks  # [T,H,W] the characters' alpha per frame
+    clip.frames  # [T,H,W,3] float in [0,1];  clip.masks  # [T,H,W] the characters' visible alpha per frame
 """
 
 from .arap import ARAPDeformer
@@ -35,7 +35,7 @@ from .render import (
     joint_sequences,
     render_frames,
 )
-from .rig import Character, PuppetRig, RigConfig, build_character, build_rig
+from .rig import Character, PuppetRig, RigConfig, StillLayer, build_character, build_rig
 from .skeleton import (
     OPENPOSE_JOINTS,
     OPENPOSE_PARENTS,
@@ -67,6 +67,7 @@ __all__ = [
     "RetargetMotion",
     "RigConfig",
     "Skeleton",
+    "StillLayer",
     "animate",
     "auto_skeleton",
     "background_plate",

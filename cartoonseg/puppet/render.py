@@ -10,7 +10,10 @@ character has moved: each rest triangle takes the largest displacement of its co
 rig's ``ring`` (the plate's dilation) and turned into a weight that reaches 1 at half a pixel of motion. So the rest pose
 reproduces the input exactly (up to float rounding of the texture lookup), pixels away from the characters are
 never touched, and wherever a character moved away only plate pixels remain, never a ghost of it. Characters are
-painted back to front in the rig's order (pooled instance depth when known, else the ground-contact rule).
+painted back to front in the rig's ``layer_order`` (pooled instance depth when known, else the ground-contact rule),
+together with the instances that are not animated (the rig's ``stills``): each is painted at rest, as the input
+image over its owned alpha, at its place in that order, so a character moving behind a nearer still instance is
+hidden by it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import cv2
 import numpy as np
 
 from ..io import MAX_FRAMES, check_fps
-from .rig import Character, PuppetRig
+from .rig import Character, PuppetRig, StillLayer
 
 __all__ = ["PuppetClip", "PuppetRenderer", "animate", "background_plate", "default_frames", "joint_sequences", "render_frames"]
 
@@ -128,6 +131,12 @@ class _Layer:
     rest_index: np.ndarray  # int32 [h,w] triangle under each box pixel at rest (T = none)
 
 
+@dataclasses.dataclass
+class _StillPaint:
+    still: StillLayer
+    alpha: np.ndarray  # float32 [h,w]: the still instance's owned alpha over still.box
+
+
 class PuppetRenderer:
     """Renders frames of one rig over one image and plate.
 
@@ -153,18 +162,24 @@ class PuppetRenderer:
         self._image_planes = np.ascontiguousarray(self.image.transpose(2, 0, 1))
         self._plate_planes = np.ascontiguousarray(self.plate.transpose(2, 0, 1))
         h, w = rig.image_size
-        # soft ownership: where masks overlap, the character painted later (in front) keeps the pixels
+        # soft ownership: where masks overlap, the layer painted later (in front) keeps the pixels; still
+        # instances take part, so a character behind one does not carry its pixels away
         alphas = []
-        for ch in rig.characters:
+        for lay in [*rig.characters, *rig.stills]:
             full = np.zeros((h, w), np.float32)
-            x0, y0, x1, y1 = ch.box
-            full[y0:y1, x0:x1] = ch.alpha
+            x0, y0, x1, y1 = lay.box
+            full[y0:y1, x0:x1] = lay.alpha
             alphas.append(full)
         owned = {i: alphas[i].copy() for i in range(len(alphas))}
         front = np.zeros((h, w), np.float32)
-        for i in reversed(rig.order):
+        for i in reversed(rig.layer_order):
             owned[i] *= 1.0 - front
             front = np.maximum(front, alphas[i])
+        n_char = len(rig.characters)
+        self.stills = []
+        for j, st in enumerate(rig.stills):
+            x0, y0, x1, y1 = st.box
+            self.stills.append(_StillPaint(st, np.ascontiguousarray(owned[n_char + j][y0:y1, x0:x1])))
         self.layers: list[_Layer] = []
         for i, ch in enumerate(rig.characters):
             x0, y0, x1, y1 = ch.box
@@ -178,7 +193,8 @@ class PuppetRenderer:
         """One frame for the skeleton poses ``poses[i] [J_i,2]`` of every character (rig order).
 
         Returns:
-            ``(frame float32 [H,W,3], mask float32 [H,W])``: the composite and the union of the characters' alpha.
+            ``(frame float32 [H,W,3], mask float32 [H,W])``: the composite and the union of the characters' alpha,
+            less where a nearer still instance covers them.
         """
         if len(poses) != len(self.layers):
             raise ValueError(f"need one pose per character ({len(self.layers)}), got {len(poses)}")
@@ -188,9 +204,24 @@ class PuppetRenderer:
         deformed = [layer.character.deform(pose) for layer, pose in zip(self.layers, poses)]
         for layer, verts in zip(self.layers, deformed):
             self._reveal_plate(frame, layer, verts)
-        for i in self.rig.order:
-            self._paint(frame, mask, self.layers[i], deformed[i])
+        n_char = len(self.layers)
+        for k in self.rig.layer_order:
+            if k < n_char:
+                self._paint(frame, mask, self.layers[k], deformed[k])
+            else:
+                self._paint_still(frame, mask, self.stills[k - n_char])
         return cv2.merge([frame[0], frame[1], frame[2]]), mask
+
+    def _paint_still(self, frame: np.ndarray, mask: np.ndarray, paint: _StillPaint) -> None:
+        """The still instance at rest: ``frame (1 - a) + image a`` (the input premultiplied by its owned alpha
+        ``a``, as a character's texture at rest), written ``frame + a (image - frame)`` so that pixels no character
+        changed stay bit-exact."""
+        x0, y0, x1, y1 = paint.still.box
+        a = paint.alpha
+        for c in range(3):
+            plane = frame[c, y0:y1, x0:x1]
+            plane += a * (self._image_planes[c, y0:y1, x0:x1] - plane)
+        mask[y0:y1, x0:x1] *= 1.0 - a
 
     def _reveal_plate(self, frame: np.ndarray, layer: _Layer, verts: np.ndarray) -> None:
         ch = layer.character

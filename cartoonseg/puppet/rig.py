@@ -33,7 +33,7 @@ from .skeleton import (
     skeleton_from_points,
 )
 
-__all__ = ["MAX_RING", "Character", "PuppetRig", "RigConfig", "build_character", "build_rig"]
+__all__ = ["MAX_RING", "Character", "PuppetRig", "RigConfig", "StillLayer", "build_character", "build_rig"]
 
 #: Largest :attr:`RigConfig.ring` (pixels): the plate's dilation, as :func:`cartoonseg.ops.background_mask` allows.
 MAX_RING = MAX_BACKGROUND_DILATE
@@ -51,7 +51,7 @@ class RigConfig:
         ring: pixels around each character whose background is replaced by the plate once it moves (use the plate's
             inpainting dilation; 5 as in the Ken Burns plate), 0..:data:`MAX_RING` (512).
         auto_branches: most limbs the automatic skeleton looks for.
-        min_area: instances with fewer support pixels are not rigged (left in the background, with a note).
+        min_area: instances with fewer support pixels are not rigged (they stay still, with a note).
     """
 
     mesh: MeshConfig = MeshConfig()
@@ -133,16 +133,47 @@ class Character:
 
 
 @dataclasses.dataclass
+class StillLayer:
+    """One instance that is not animated (not selected, or too small to rig) but still occludes: the renderer paints
+    it at rest, at its place in the rig's :attr:`PuppetRig.layer_order`, so a character moving behind it stays
+    hidden there (all coordinates in image pixels).
+
+    Attributes:
+        instance: index of the instance in the rig's input.
+        alpha: float32 soft mask cropped to ``box`` (x0, y0, x1, y1), the tight box of its non-zero pixels.
+        box: integer crop of the mask.
+        mask_box: tight xyxy box of the mask (alpha > 0.5, else > 0), for the ground-contact paint order.
+        depth: pooled instance depth (larger = nearer) when known.
+    """
+
+    instance: int
+    alpha: np.ndarray
+    box: tuple[int, int, int, int]
+    mask_box: tuple[float, float, float, float]
+    depth: float | None = None
+
+    def describe(self) -> dict:
+        return {"instance": self.instance, "still": True, "box": list(self.box),
+                "note": "not animated; painted at rest in the paint order, so it hides characters behind it"}
+
+
+@dataclasses.dataclass
 class PuppetRig:
-    """Rigged characters of one image (the ComfyUI type ``CARTOONSEG_PUPPET``).
+    """Rigged characters of one image (the ComfyUI type ``CARTOONSEG_PUPPET``), with the instances that stay still.
 
     Attributes:
         characters: rigged characters, in instance order.
         image_size: ``(H, W)``.
-        order: indices into ``characters``, back to front (pooled depth when every character has one, else the
-            ground-contact rule of :func:`cartoonseg.style.regions.paint_order`).
+        order: indices into ``characters`` only, back to front: ``layer_order`` without the still instances.
         config: the :class:`RigConfig` used.
         notes: what was decided on the way (unmatched people, skipped instances), for logs and the CLI.
+        stills: the non-empty instances that are not animated (:class:`StillLayer`), in instance order.
+        layer_order: one back-to-front order over characters and still instances together: index ``k`` is
+            ``characters[k]`` when ``k < len(characters)``, else ``stills[k - len(characters)]``. Built from pooled
+            depth when every one of them has it, else the ground-contact rule of
+            :func:`cartoonseg.style.regions.paint_order` (lower box bottom = nearer). The renderer paints in this
+            order, so a still instance nearer than a moving character hides it. None (a rig built by hand) = the
+            still instances behind every character, then ``order``.
     """
 
     characters: list[Character]
@@ -150,12 +181,25 @@ class PuppetRig:
     order: list[int]
     config: RigConfig = RigConfig()
     notes: list[str] = dataclasses.field(default_factory=list)
+    stills: list[StillLayer] = dataclasses.field(default_factory=list)
+    layer_order: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        c, s = len(self.characters), len(self.stills)
+        if sorted(self.order) != list(range(c)):
+            raise ValueError(f"order must list each of the {c} characters once, got {self.order}")
+        if self.layer_order is None:
+            self.layer_order = [c + j for j in range(s)] + list(self.order)
+        if sorted(self.layer_order) != list(range(c + s)):
+            raise ValueError(f"layer_order must list each of the {c} characters and {s} still instances once, "
+                             f"got {self.layer_order}")
 
     def __len__(self) -> int:
         return len(self.characters)
 
     def describe(self) -> list[dict]:
-        return [c.describe() for c in self.characters]
+        """One dict per character, then one per still instance (those hide the characters behind them)."""
+        return [c.describe() for c in self.characters] + [s.describe() for s in self.stills]
 
 
 def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -339,7 +383,9 @@ def build_rig(
             ``list[PersonPose]``; people are matched to instances by containment. Unmatched instances, and people
             with fewer than two joints inside, fall back to the automatic skeleton (recorded in ``notes``).
         handles: user handles JSON (see :func:`cartoonseg.puppet.skeleton.parse_handles`); they win over poses.
-        select: instance indices to animate (default all); the others stay in the background untouched.
+        select: instance indices to animate (default all); the others stay still and untouched, and occlude:
+            they become :attr:`PuppetRig.stills`, painted at rest at their place in the paint order, so a
+            character moving behind a nearer still instance is hidden by it.
             Explicitly selected instances must be non-empty; with the default, empty or tiny masks are skipped
             with a note.
         config: :class:`RigConfig`.
@@ -402,8 +448,7 @@ def build_rig(
         ch = build_character(masks[i], sk, instance=i, config=config, support=supports[i])
         if sk is None:
             notes.append(f"instance {i}: automatic skeleton ({len(ch.skeleton.names)} joints)")
-        if depth is not None and i < len(depth) and depth[i] is not None and np.isfinite(float(depth[i])):
-            ch.depth = float(depth[i])
+        ch.depth = _known_depth(depth, i)
         characters.append(ch)
         if callback is not None:
             callback(k + 1, len(chosen))
@@ -413,19 +458,46 @@ def build_rig(
         for ch in characters:
             x0, y0, x1, y1 = ch.box
             ch.hole &= ~(others[y0:y1, x0:x1] & ~(masks[ch.instance][y0:y1, x0:x1] > 0.5))
-    order = _paint_order(characters)
-    return PuppetRig(characters=characters, image_size=(h, w), order=order, config=config, notes=notes)
+    stills = [layer for i in still if (layer := _still_layer(masks[i], i, depth)) is not None]
+    if characters and stills:
+        notes.append(f"still instances {[s.instance for s in stills]}: painted at rest in the paint order "
+                     "(they hide characters moving behind them)")
+    layer_order = _paint_order([*characters, *stills])
+    order = [k for k in layer_order if k < len(characters)]
+    return PuppetRig(characters=characters, image_size=(h, w), order=order, config=config, notes=notes,
+                     stills=stills, layer_order=layer_order)
 
 
-def _paint_order(characters: list[Character]) -> list[int]:
+def _known_depth(depth: list | None, i: int) -> float | None:
+    if depth is not None and i < len(depth) and depth[i] is not None and np.isfinite(float(depth[i])):
+        return float(depth[i])
+    return None
+
+
+def _still_layer(mask: np.ndarray, instance: int, depth: list | None) -> StillLayer | None:
+    """The occluder layer of a still instance (None when its mask is empty)."""
+    mask = np.nan_to_num(np.asarray(mask, dtype=np.float32), nan=0.0).clip(0, 1)
+    ys, xs = np.nonzero(mask > 0)
+    if not len(xs):
+        return None
+    x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    binary = mask > 0.5
+    bys, bxs = np.nonzero(binary) if binary.any() else (ys, xs)
+    return StillLayer(instance=instance, alpha=mask[y0:y1, x0:x1].copy(), box=(x0, y0, x1, y1),
+                      mask_box=(float(bxs.min()), float(bys.min()), float(bxs.max() + 1), float(bys.max() + 1)),
+                      depth=_known_depth(depth, instance))
+
+
+def _paint_order(layers: list) -> list[int]:
+    """Back to front over characters and still layers (anything with ``mask_box``, ``alpha`` and ``depth``)."""
     import torch
 
     from ..style.regions import paint_order
 
-    if not characters:
+    if not layers:
         return []
-    boxes = torch.tensor([c.mask_box for c in characters], dtype=torch.float32)
-    areas = torch.tensor([float(c.alpha.sum()) for c in characters])
+    boxes = torch.tensor([c.mask_box for c in layers], dtype=torch.float32)
+    areas = torch.tensor([float(c.alpha.sum()) for c in layers])
     masks = areas[:, None, None]  # paint_order only reads areas from the masks (flatten(1).sum(1))
-    depth = [c.depth for c in characters]
+    depth = [c.depth for c in layers]
     return paint_order(masks, boxes, depth if all(d is not None for d in depth) else None, "auto")
