@@ -103,8 +103,9 @@ class CartoonSegPuppetAnimate:
     DESCRIPTION = (
         "Deforms every rigged character as-rigid-as-possible and composites them back to front (pooled depth when "
         "known, else the ground-contact rule) over the background plate, so wherever a character moved away the "
-        "plate shows. Motion: pose_keypoint (a sequence, e.g. DWPose on a driving video, retargeted by bone angles "
-        "keeping each character's bone lengths) if connected, else keyframes_json if given, else the preset "
+        "plate shows; instances not rigged stay still in that order, hiding characters that move behind them. "
+        "Motion: pose_keypoint (a sequence, e.g. DWPose on a driving video, retargeted by bone angles keeping each "
+        "character's bone lengths) if connected, else keyframes_json if given, else the preset "
         "(idle-sway, wave, bounce, breathe, nod; they start at the rest pose and loop). frames 0 = the motion's own "
         "length. Without a plate, PatchMatch removes the characters first. Frame 0 of a preset is the input picture."
     )

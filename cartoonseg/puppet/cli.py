@@ -10,7 +10,7 @@ segmenter, white = character, soft edges kept) or from the two-stage segmenter; 
 ``--plate`` or PatchMatch over the characters, and the motion is a preset (default ``idle-sway``), a pose sequence
 (POSE_KEYPOINT JSON, e.g. DWPose on a driving video), a BVH file or keyframed handles. Output: an animated WEBP
 (``.webp``), an H.264 MP4 (``.mp4``, needs PyAV: ``pip install av``) or a folder of ``frame_00000.png`` plus
-``mask_00000.png`` (the characters' alpha per frame).
+``mask_00000.png`` (the characters' visible alpha per frame).
 """
 
 from __future__ import annotations
