@@ -155,25 +155,35 @@ def case_diffusion_steps(nodes, comfy, monkeypatch):
         lambda: len(comfy.sample_calls)
 
 
-def case_kenburns(nodes, comfy, monkeypatch):
+def case_kenburns(nodes, comfy, monkeypatch, fill="far-side"):
+    """Frames (far-side: no key views, so the first unit is a frame) or, with ``fill="patchmatch"``, the key views
+    inpainted before the frames: Cancel during the first key view renders no frame."""
     import cartoonseg.kenburns as kb
 
-    (camera,) = nodes["CartoonSegCameraPath"]().make(frames=6, playback=False)
-    comfy.cancel_after = 1  # pressed while the first frame rendered
+    (camera,) = nodes["CartoonSegCameraPath"]().make(preset="pan-right", frames=6, playback=False)
+    comfy.cancel_after = 1  # pressed while the first unit (a key view, else a frame) ran
     node = nodes["CartoonSegKenBurns"]()
     depth = torch.linspace(0, 1, W).expand(1, H, W)[..., None].expand(1, H, W, 3).contiguous()
     seen = []
     real = kb.render_kenburns
 
-    def render(*args, callback=None, **kwargs):
+    def render(*args, callback=None, key_view_progress=None, **kwargs):
         def cb(done, total):
             seen.append(done)
             callback(done, total)
 
-        return real(*args, callback=cb, **kwargs)
+        def views(done, total):
+            assert fill != "far-side", "far-side has no key views"
+            key_view_progress(done, total)
+
+        return real(*args, callback=cb, key_view_progress=views, **kwargs)
 
     monkeypatch.setattr(kb, "render_kenburns", render)
-    return (lambda: node.render(_frames(1), depth, camera=camera)), lambda: len(seen)
+    return (lambda: node.render(_frames(1), depth, camera=camera, fill=fill)), lambda: len(seen)
+
+
+def case_kenburns_key_views(nodes, comfy, monkeypatch):
+    return case_kenburns(nodes, comfy, monkeypatch, fill="patchmatch")
 
 
 def case_alpha_matte(nodes, comfy, monkeypatch):
@@ -207,6 +217,7 @@ CASES = {
     "diffusion-patchmatch-init": (case_diffusion_init, 1),
     "diffusion-sampler-steps": (case_diffusion_steps, 1),
     "kenburns-frames": (case_kenburns, 1),
+    "kenburns-key-views": (case_kenburns_key_views, 0),  # Cancel in the first key view: no frame is rendered
     "alpha-matte-instances": (case_alpha_matte, 1),
 }
 
