@@ -436,6 +436,13 @@ def test_bad_inputs_get_clear_errors_or_sane_results():
     assert torch.allclose(as_uint8.frames, as_float.frames, atol=1e-5)
     with pytest.raises(TypeError, match="dtype"):
         render_kenburns((image * 255).int(), nearness, camera=static)
+    # a plate of another aspect ratio (another picture's, a crop) would be stretched: refused; another size of the
+    # same aspect is resized
+    plate = (dim * 0.5).round() / 255
+    with pytest.raises(ValueError, match="background plate is 16x32 px but the image is 32x32"):
+        render_kenburns(image, nearness, masks=mask, background=plate[:, :16], camera=static)
+    half = F.interpolate(plate.permute(2, 0, 1)[None], size=(16, 16), mode="area")[0].permute(1, 2, 0)
+    assert torch.isfinite(render_kenburns(image, nearness, masks=mask, background=half, camera=static).frames).all()
     # NaN / zero depth, grey and RGBA images: finite frames in [0,1]
     bad = nearness.clone()
     bad[0, :5] = float("nan")

@@ -274,6 +274,16 @@ def _masks(masks, size_hw: tuple[int, int]) -> tuple[Tensor, Tensor | None]:
     return torch.nan_to_num(masks.float(), nan=0.0).clamp(0.0, 1.0), extra_depth
 
 
+def _check_plate_aspect(plate_hw: tuple[int, int], image_hw: tuple[int, int]) -> None:
+    """A background plate is resized to the image: one of another aspect ratio (a plate of another picture, or a
+    crop) would be stretched, so it is refused; a resized plate of the same aspect (within a pixel) is fine."""
+    (ph, pw), (ih, iw) = plate_hw, image_hw
+    if abs(ph * iw / pw - ih) > max(1.0, 0.01 * ih):
+        raise ValueError(f"the background plate is {pw}x{ph} px but the image is {iw}x{ih}: another aspect ratio, it "
+                         "would be stretched; give the plate made from this image (another size of the same aspect is "
+                         "fine)")
+
+
 def _check_clip_budget(image, camera: CameraPath, config: KenBurnsConfig) -> None:
     """``ValueError`` when the clip's frames and masks would exceed :data:`MAX_CLIP_ELEMENTS` (checked first)."""
     import sys
@@ -338,8 +348,9 @@ def build_scene(
         masks: character instances: a :class:`cartoonseg.Instances` (its ``extras["depth"]``, if present, orders
             the layers) or soft masks ``[N,H,W]`` in [0,1], of the image's size (ValueError otherwise); ``None`` or
             empty renders a single layer.
-        background: ``[H,W,3]`` inpainted background plate (used inside the dilated character union); ``None``
-            inpaints that region (``plate_fill``) or fills it smoothly from around it.
+        background: ``[H,W,3]`` inpainted background plate (used inside the dilated character union), resized to
+            the image (another aspect ratio raises ValueError); ``None`` inpaints that region (``plate_fill``) or
+            fills it smoothly from around it.
         config: rendering options.
         device: where to render (default: the image's device).
         plate_fill: without ``background``, make the plate by PatchMatch (patch 3), then ``refiner`` if given.
@@ -381,7 +392,9 @@ def build_scene(
         region = grow_mask(union > 1.0 / 255.0, config.plate_dilation)
         outside = (~region)[None, None]
         if background is not None:
-            plate = _resize(_as_hwc(background, "background").to(device).permute(2, 0, 1), (h, w)).clamp(0.0, 1.0)
+            background = _as_hwc(background, "background")
+            _check_plate_aspect(background.shape[:2], (h0, w0))
+            plate = _resize(background.to(device).permute(2, 0, 1), (h, w)).clamp(0.0, 1.0)
         elif plate_fill and not bool(grow_mask(region, PLATE_MARGIN + 1).all()):
             # a small margin keeps the characters' anti-aliased rim out of the copied patches
             plate = inpaint_plate(rgb.permute(1, 2, 0), grow_mask(region, PLATE_MARGIN), refiner=refiner,
@@ -622,8 +635,8 @@ def render_kenburns(
         depth: ``[H,W]`` or ``[H,W,C]`` nearness (larger = nearer, e.g. a ComfyUI depth IMAGE frame).
         masks: character instances (:class:`cartoonseg.Instances` or soft masks ``[N,H,W]``, of the image's size),
             or ``None``.
-        background: ``[H,W,3]`` inpainted background plate (float in [0,1] or uint8), or ``None`` (a smooth fill is
-            used).
+        background: ``[H,W,3]`` inpainted background plate (float in [0,1] or uint8; any size of the image's aspect
+            ratio), or ``None`` (a smooth fill is used).
         camera: the camera motion (default: the original's automatic path, 75 frames, ping-pong, 25 fps).
         config: rendering options.
         device: where to render (default: the image's device); results are returned on that device.
