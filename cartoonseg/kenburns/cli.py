@@ -102,6 +102,11 @@ def _background_tags(args: argparse.Namespace, image: torch.Tensor, instances, p
     return tags.general
 
 
+#: the library fields the command's options set, as errors name them
+_OPTIONS = {"CameraPath.frames": "--frames", "CameraPath.zoom": "--zoom", "CameraPath.fps": "--fps",
+            "KenBurnsConfig.key_views": "--key-views"}
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute the ``kenburns`` sub-command."""
     start = time.perf_counter()
@@ -110,10 +115,16 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.plate_dilate <= MAX_BACKGROUND_DILATE:
         raise ValueError(f"--plate-dilate must lie in [0, {MAX_BACKGROUND_DILATE}] pixels, got {args.plate_dilate}")
     # the camera, render and sampler options are checked before anything is read or loaded
-    camera = CameraPath(preset=args.camera, frames=args.frames, zoom=args.zoom, easing=args.easing,
-                        playback=args.playback, fps=args.fps)
-    config = KenBurnsConfig(depth_of_field=args.dof, fill=args.fill, key_views=args.key_views,
-                            character_reveals=args.character_reveals)  # the size follows from the image
+    try:
+        camera = CameraPath(preset=args.camera, frames=args.frames, zoom=args.zoom, easing=args.easing,
+                            playback=args.playback, fps=args.fps)
+        config = KenBurnsConfig(depth_of_field=args.dof, fill=args.fill, key_views=args.key_views,
+                                character_reveals=args.character_reveals)  # the size follows from the image
+    except ValueError as exc:  # the library names its fields; a command-line user knows the options
+        message = str(exc)
+        for field, option in _OPTIONS.items():
+            message = message.replace(field, option)
+        raise ValueError(message) from None
     settings = _refine_settings(args)
     out = Path(args.out)
     inputs = [p for p in (args.image, args.depth, args.detector, args.refiner) if p]
