@@ -156,7 +156,8 @@ def masks_per_frame(masks: torch.Tensor, frames: int, height: int, width: int) -
     """Distribute a MASK batch ``[M,h,w]`` over ``frames`` frames.
 
     With one frame, all ``M`` masks are prompts for it. With ``M == frames`` (and ``frames > 1``), mask ``i`` is the
-    one prompt of frame ``i`` (empty masks give no prompt). Anything else is ambiguous and raises.
+    one prompt of frame ``i`` (empty masks give no prompt). One mask for several frames is the prompt of every frame
+    (as one box list is). Anything else is ambiguous and raises.
     """
     masks = resize_masks(_comfy.check_mask(masks, "masks"), height, width)
     m = masks.shape[0]
@@ -165,8 +166,10 @@ def masks_per_frame(masks: torch.Tensor, frames: int, height: int, width: int) -
         return [masks[keep]]
     if m == frames:
         return [masks[i:i + 1] if masks[i].amax() > 0 else masks[i:i] for i in range(m)]
-    raise ValueError(f"masks has {m} masks for {frames} frames: give one mask per frame, or a single frame "
-                     f"with any number of masks (use Masks to Instances for other layouts)")
+    if m == 1:  # one region for every frame of a clip
+        return [masks if masks[0].amax() > 0 else masks[:0]] * frames
+    raise ValueError(f"masks has {m} masks for {frames} frames: give one mask per frame, one mask for every frame, "
+                     f"or a single frame with any number of masks (use Masks to Instances for other layouts)")
 
 
 def parse_bboxes(bboxes, frames: int) -> list[torch.Tensor]:
@@ -316,10 +319,10 @@ class CartoonSegDetect:
 
 class CartoonSegRefine:
     DESCRIPTION = ("Stage 2: IS-Net refinement of instance masks. Prompts come from CartoonSeg instances, from any "
-                   "MASK batch (SAM, Impact, painted masks; one frame with many masks, or one mask per frame) or "
-                   "from boxes (BOUNDING_BOX dicts or [x1,y1,x2,y2] lists). Connect exactly one of them. Boxes become "
-                   "coarse masks through the detector (prompt_mode kernel: the best-overlapping detection's mask) or "
-                   "as filled rectangles (prompt_mode rectangle).")
+                   "MASK batch (SAM, Impact, painted masks; one frame with many masks, one mask per frame, or one "
+                   "for all) or from boxes (BOUNDING_BOX dicts or [x1,y1,x2,y2] lists). Connect exactly one of them. "
+                   "Boxes become coarse masks through the detector (prompt_mode kernel: the best-overlapping "
+                   "detection's mask) or as filled rectangles (prompt_mode rectangle).")
     CATEGORY = CATEGORY
     FUNCTION = "refine"
     RETURN_TYPES = SEGMENT_RETURN_TYPES

@@ -538,6 +538,8 @@ def test_refine_from_masks_boxes_and_instances(nodes, model):
     assert [len(f) for f in check_segment_outputs(out, 2, expect_binary=False)] == [1, 1]
     with pytest.raises(ValueError, match="3 masks for 2 frames"):
         node.refine(model, two, 0.3, 64, "binary", masks=prompts)
+    out = node.refine(model, two, 0.3, 64, "binary", masks=prompts[1:2])  # one mask: the prompt of every frame
+    assert [len(f) for f in check_segment_outputs(out, 2)] == [1, 1]
     boxes = [[{"x": 2, "y": 3, "width": 20, "height": 30}, {"x": 30, "y": 5, "width": 10, "height": 10}], []]
     out = node.refine(model, two, 0.3, 64, "binary", bboxes=boxes, prompt_mode="rectangle")
     assert [len(f) for f in check_segment_outputs(out, 2)] == [2, 0]
