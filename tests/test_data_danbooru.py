@@ -279,3 +279,38 @@ def test_reading_stops_once_both_limits_are_reached(tmp_path):
     assert filter_posts(posts(), tmp_path / "out2", DanbooruFilter(max_fg=0, max_bg=0))["seen"] == 0 and read == []
     read.clear()
     assert filter_posts(posts(), tmp_path / "out3", DanbooruFilter(max_fg=1))["fg"] == 1 and len(read) == 3
+
+
+def test_image_files_are_looked_up_only_for_posts_whose_tags_can_be_selected(tmp_path, monkeypatch):
+    """A dump has millions of posts, mostly of other tags: each used to cost up to three look-ups on disk (network
+    storage, minutes). With ``rules`` (as ``train.filter_danbooru`` passes them) only selectable posts are looked up;
+    without, every post's path is its file as before."""
+    import pathlib
+
+    images = tmp_path / "danbooru"
+    lines = [_good_post(images, 1001)]  # a foreground with its file
+    lines.append(json.dumps({"id": 1002, "file_ext": "jpg", "tag_string": "scenery no_humans"}) + "\n")  # no file
+    for i in range(40):  # posts no rule selects, with or without a file on disk
+        pid = 5000 + i
+        if i % 2:
+            Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(_bucket(images, pid, "png"))
+        tags = ["1girl solo", "scenery", "transparent_background", "no_humans", ""][i % 5]
+        lines.append(json.dumps({"id": pid, "file_ext": "png", "tag_string": tags}) + "\n")
+    meta = tmp_path / "posts.jsonl"
+    meta.write_text("".join(lines))
+    posts = list(iter_metadata_posts(meta, images))
+    assert [p.path for p in posts[:3]] == [_bucket(images, 1001, "png"), None, None]
+    assert posts[3].path == _bucket(images, 5001, "png") and posts[4].path is None  # without rules: as before
+    looked_up = []
+    stat = pathlib.Path.stat
+
+    def counting_stat(self, *args, **kwargs):
+        if images in self.parents:
+            looked_up.append(self.stem)
+        return stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "stat", counting_stat)
+    rules = DanbooruFilter()
+    stats = filter_posts(iter_metadata_posts(meta, images, rules=rules), tmp_path / "out", rules)
+    assert (stats["seen"], stats["fg"], stats["bg"], stats["missing"]) == (42, 1, 0, 1)
+    assert set(looked_up) == {"1001", "1002"}, looked_up

@@ -63,19 +63,19 @@ def _run(args: argparse.Namespace) -> int:
     if has_json and not args.images and not any(iter_folder_posts(meta)):
         raise ValueError(f"{meta} holds JSON-lines metadata and no tagged images: --images DIR (the Danbooru image "
                          f"root) is required")
+    rules = dataclasses.replace(DanbooruFilter(), bg_min_short=args.bg_min_short, bg_min_long=args.bg_min_long,
+                                max_fg=args.max_fg, max_bg=args.max_bg)
     if is_jsonl:
         if not args.images:
             raise ValueError("--images DIR is required with JSON-lines metadata")
         if meta.is_dir() and not has_json:
             raise ValueError(f"{meta} holds no .json/.jsonl metadata files (to read a folder of images with tag "
                              f"files, leave --images out)")
-        posts = iter_metadata_posts(meta, args.images)
+        posts = iter_metadata_posts(meta, args.images, rules=rules)  # image files looked up for selectable posts
         inputs = [meta, args.images]
     else:
         posts = iter_folder_posts(meta)
         inputs = [meta]
-    rules = dataclasses.replace(DanbooruFilter(), bg_min_short=args.bg_min_short, bg_min_long=args.bg_min_long,
-                                max_fg=args.max_fg, max_bg=args.max_bg)
     stats = filter_posts(posts, args.out, rules, verbose=args.verbose, inputs=inputs, overwrite=args.overwrite)
     print(json.dumps(stats))
     return 0

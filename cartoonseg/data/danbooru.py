@@ -143,9 +143,15 @@ def _size(value) -> int:
         return 0
 
 
-def iter_metadata_posts(metadata: str | Path, images_dir: str | Path) -> Iterator[Post]:
+def iter_metadata_posts(metadata: str | Path, images_dir: str | Path, *,
+                        rules: DanbooruFilter | None = None) -> Iterator[Post]:
     """Posts from Danbooru JSON-lines metadata (a file, or a folder of ``*.json``/``*.jsonl`` files), read line by
     line (a UTF-8 byte-order mark is allowed).
+
+    Each post's image file is looked up under ``images_dir`` (up to three paths on disk). With ``rules``, only the
+    posts whose tags one of its rules selects are looked up; the others come with ``path=None`` (a dump has millions
+    of posts, mostly of other tags: on network storage every look-up counts). :func:`filter_posts` never reads the
+    path of such a post.
 
     Raises:
         ValueError: at once when ``metadata`` or ``images_dir`` is missing (or ``images_dir`` is not a folder); while
@@ -163,10 +169,16 @@ def iter_metadata_posts(metadata: str | Path, images_dir: str | Path) -> Iterato
         files = sorted(p for p in metadata.iterdir() if p.suffix in (".json", ".jsonl"))
     else:
         files = [metadata]
-    return _iter_metadata(files, images_dir)
+    return _iter_metadata(files, images_dir, rules)
 
 
-def _iter_metadata(files: list[Path], images_dir: Path) -> Iterator[Post]:
+def _selectable(tags: Iterable[str], rules: DanbooruFilter) -> bool:
+    """Whether a post of these tags can pass the foreground or the background rule (the tag part of them)."""
+    tags = set(tags)
+    return (_has(tags, rules.fg_tags, rules.fg_exclude_tags) or _has(tags, rules.bg_tags, rules.bg_exclude_tags))
+
+
+def _iter_metadata(files: list[Path], images_dir: Path, rules: DanbooruFilter | None) -> Iterator[Post]:
     for f in files:
         with open(f, encoding="utf-8-sig") as fh:
             for n, line in enumerate(fh, 1):
@@ -191,7 +203,9 @@ def _iter_metadata(files: list[Path], images_dir: Path) -> Iterator[Post]:
                     tags, chars = _post_tags(rec)
                 except ValueError as err:
                     raise ValueError(f"{f} line {n} (post {pid}): {err}") from err
-                path = danbooru_image_path(images_dir, pid, str(rec.get("file_ext") or "png"))
+                path = None
+                if rules is None or _selectable(tags, rules):
+                    path = danbooru_image_path(images_dir, pid, str(rec.get("file_ext") or "png"))
                 yield Post(id=pid, path=path, tags=tags, characters=chars,
                            width=_size(rec.get("image_width")), height=_size(rec.get("image_height")))
 
