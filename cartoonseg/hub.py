@@ -266,15 +266,26 @@ def _download_verified(spec: WeightsSpec, target: Path, *, verify: bool = True, 
     ``<target>.sha256-mismatch`` for inspection. The temporary folder is named like every cartoonseg temporary
     (:mod:`cartoonseg.outputs`), so the partial data of a killed download is removed by the next download into that
     folder (writer gone, or older than a day); a concurrent download (other torchrun ranks) is left alone.
+    A folder at ``target`` (refused before downloading) or an unwritable models folder is a
+    :class:`WeightsUnavailableError` naming the URL and ``target``, like every other failure here.
     """
     from huggingface_hub import hf_hub_download
 
     from .outputs import _remove_orphans, _tmp_name
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_orphans(target.parent)
-    tmp_dir = target.parent / _tmp_name(spec.filename, folder=True)
-    tmp_dir.mkdir()
+    how_to = how_to or f"download {spec.url} and place it at {target}"
+    missing = [(spec.filename, spec.url, str(target))]
+    if target.exists() and not target.is_file():  # a folder where the file belongs: never downloaded onto
+        raise WeightsUnavailableError(f"cannot download {spec.filename}: {target} is a folder (or another non-file), "
+                                      f"not the weights file; move it away, or {how_to}", missing=missing)
+    try:  # an unwritable (or uncreatable) models folder: one error with the manual fallback, not a raw OSError
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_orphans(target.parent)
+        tmp_dir = target.parent / _tmp_name(spec.filename, folder=True)
+        tmp_dir.mkdir()
+    except OSError as exc:
+        raise WeightsUnavailableError(f"cannot download {spec.filename} into {target.parent} "
+                                      f"({type(exc).__name__}: {exc}); {how_to}", missing=missing) from exc
     try:
         try:
             downloaded = Path(
@@ -294,7 +305,11 @@ def _download_verified(spec: WeightsSpec, target: Path, *, verify: bool = True, 
                     f"{spec.filename} from {spec.url} has sha256 {actual}, expected {spec.sha256}; the download "
                     f"was moved to {bad}. {how_to}"
                 )
-        os.replace(downloaded, target)
+        try:
+            os.replace(downloaded, target)
+        except OSError as exc:  # e.g. a folder created at target during the download
+            raise WeightsUnavailableError(f"cannot place the downloaded {spec.filename} at {target} "
+                                          f"({type(exc).__name__}: {exc}); {how_to}", missing=missing) from exc
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return target

@@ -40,6 +40,24 @@ def test_background_crop_is_square_and_deterministic():
         augment.background_crop(bg[..., 0], np.random.default_rng(0), 64)
 
 
+def test_background_crop_refuses_a_strip_whose_upscale_is_over_the_pixel_limit(monkeypatch):
+    """A 1x10000 strip upscaled so its short side reaches 1.2 x 512 was an 11 GB array before the crop: now a
+    ValueError naming the sizes and the limit, before any allocation. Normal backgrounds are unchanged."""
+    from cartoonseg.io import MAX_PIXELS
+
+    bg = draw_background(np.random.default_rng(1), 500, 300)
+    ref = augment.background_crop(bg, np.random.default_rng(2), 256)
+    # a lowered limit keeps the old code's allocation small (it must raise, not allocate)
+    monkeypatch.setattr(augment, "MAX_PIXELS", 1_000_000, raising=False)
+    strip = np.zeros((2, 400, 3), np.uint8)  # 2x400 -> 46080x230 for 192 px
+    with pytest.raises(ValueError, match=r"400x2 px would be resized to 46080x230 px .*1000000-pixel limit"):
+        augment.background_crop(strip, np.random.default_rng(0), 192)
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match=rf"10000x1 px .*over the {MAX_PIXELS}-pixel limit"):
+        augment.background_crop(np.zeros((1, 10000, 3), np.uint8), np.random.default_rng(0), 512)
+    np.testing.assert_array_equal(augment.background_crop(bg, np.random.default_rng(2), 256), ref)
+
+
 def test_histogram_matching_template_rule():
     rng = np.random.default_rng(0)
     bg = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)  # rich: 256 levels

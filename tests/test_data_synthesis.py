@@ -358,6 +358,26 @@ def test_unusable_inputs_are_refused_before_writing_also_with_workers(raw, tmp_p
         assert "Traceback" not in proc.stderr and not out.exists()
 
 
+def test_a_background_too_elongated_to_upscale_is_an_unusable_draw(raw, tmp_path, monkeypatch):
+    """A background whose upscaled copy would be over the pixel limit is treated as an unreadable one: the sampler
+    draws again (samples still come from the other backgrounds) and, with only such files, fails naming the file
+    and the limit instead of allocating gigabytes."""
+    from cartoonseg.data import augment
+
+    monkeypatch.setattr(augment, "MAX_PIXELS", 1_000_000, raising=False)  # old code: small allocation, no error
+    strips = tmp_path / "strips"
+    strips.mkdir()
+    cv2.imwrite(str(strips / "strip.png"), np.full((2, 400, 3), 128, np.uint8))
+    cfg = SynthesisConfig(size=SIZE, max_attempts=3)
+    only = Synthesizer(index_foregrounds(raw / "fg"), index_backgrounds(strips), cfg, seed=1)
+    with pytest.raises(ValueError, match=r"no usable image.*strip\.png.*400x2 px.*1000000-pixel limit"):
+        only.sample(0)
+    mixed = Synthesizer(index_foregrounds(raw / "fg"), index_backgrounds(raw / "bg") + index_backgrounds(strips),
+                        dataclasses.replace(cfg, max_attempts=20), seed=1)
+    for i in range(4):
+        assert mixed.sample(i).image.shape == (SIZE, SIZE, 3)
+
+
 def test_a_foreground_mostly_off_the_canvas_is_dropped(raw, monkeypatch):
     """The 25 % rule counts the whole foreground's label pixels (as the original), so a character hanging 80 % off
     the canvas is dropped even though its on-canvas sliver is unoccluded (it was kept as a sliver instance)."""

@@ -56,6 +56,46 @@ def test_missing_on_hub_names_url_and_destination(fake_hub, tmp_path):
     assert str(tmp_path / "rtmdetl_e60.ckpt") in msg
 
 
+def test_a_folder_at_the_target_is_one_clear_error(fake_hub, tmp_path):
+    """A folder where the file belongs used to end the download with a raw IsADirectoryError naming neither the URL
+    nor where to place the file; now one WeightsUnavailableError says both, before downloading, and the folder stays."""
+    data = b"weights" * 100
+    fake_hub.files["weights.ckpt"] = data
+    (tmp_path / "weights.ckpt").mkdir()
+    (tmp_path / "weights.ckpt" / "mine.txt").write_text("user data")
+    with pytest.raises(hub.WeightsUnavailableError, match="is a folder") as info:
+        hub.resolve_weights("weights.ckpt", spec=_spec(data), download_dir=tmp_path)
+    msg = str(info.value)
+    assert "/someone/some-repo/resolve/main/weights.ckpt" in msg and str(tmp_path / "weights.ckpt") in msg
+    assert info.value.missing == [("weights.ckpt", _spec(data).url, str(tmp_path / "weights.ckpt"))]
+    assert (tmp_path / "weights.ckpt" / "mine.txt").read_text() == "user data"
+    assert not fake_hub.requests
+
+
+@pytest.mark.parametrize("where", ["models folder", "temporary folder"])
+def test_an_unwritable_models_folder_is_one_clear_error(fake_hub, monkeypatch, tmp_path, where):
+    """Tests run as root, so the folder is made unwritable by making its creation (or the download's temporary
+    folder inside it) raise PermissionError: the error names the URL and the path to place the file at by hand."""
+    data = b"weights" * 100
+    fake_hub.files["weights.ckpt"] = data
+    dl = tmp_path / "models"
+    if where == "temporary folder":
+        dl.mkdir()
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if (self == dl and not self.exists()) or self.parent == dl:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    with pytest.raises(hub.WeightsUnavailableError, match="PermissionError") as info:
+        hub.resolve_weights("weights.ckpt", spec=_spec(data), download_dir=dl)
+    msg = str(info.value)
+    assert "/someone/some-repo/resolve/main/weights.ckpt" in msg and str(dl / "weights.ckpt") in msg
+    assert info.value.missing == [("weights.ckpt", _spec(data).url, str(dl / "weights.ckpt"))]
+
+
 def test_offline_and_disabled_download(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(hub.WeightsUnavailableError, match="HF_HUB_OFFLINE") as info:

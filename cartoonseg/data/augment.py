@@ -33,6 +33,8 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from ..io import MAX_PIXELS
+
 __all__ = [
     "crop_to_alpha",
     "resize_rgba",
@@ -247,13 +249,21 @@ def background_crop(bg: np.ndarray, rng: np.random.Generator, tgt: int, scale=(0
     The crop tries 10 times for an area ``U(scale)`` x image area with aspect ``exp(U(log ratio))`` that
     fits; otherwise it takes the centre crop with the aspect clamped to ``ratio`` (albumentations/torchvision
     behaviour). Returns ``uint8 [tgt, tgt, 3]``.
+
+    Raises:
+        ValueError: ``bg`` is not RGB, or is so long and thin that its upscaled copy would be over
+            :data:`cartoonseg.io.MAX_PIXELS` (e.g. a 1x10000 strip for ``tgt=512``: gigabytes).
     """
     if bg.ndim != 3 or bg.shape[2] != 3:
         raise ValueError(f"background must be RGB [H,W,3], got shape {bg.shape}")
     h, w = bg.shape[:2]
     s = 1.2 * tgt / min(h, w)
     if abs(s - 1.0) > 1e-6:
-        bg = cv2.resize(bg, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+        nw, nh = max(1, round(w * s)), max(1, round(h * s))
+        if nw * nh > MAX_PIXELS:
+            raise ValueError(f"background of {w}x{h} px would be resized to {nw}x{nh} px (short side 1.2 x {tgt}), "
+                             f"over the {MAX_PIXELS}-pixel limit; use a less elongated background")
+        bg = cv2.resize(bg, (nw, nh), interpolation=cv2.INTER_AREA)
     h, w = bg.shape[:2]
     area = h * w
     log_r = (math.log(ratio[0]), math.log(ratio[1]))

@@ -293,7 +293,10 @@ class Synthesizer:
             bg_img = load_background(bg_path, min_short=int(1.2 * cfg.size))
         except ValueError as err:
             raise ForegroundError(str(err)) from err
-        bg = background_crop(bg_img, rng, cfg.size)
+        try:
+            bg = background_crop(bg_img, rng, cfg.size)
+        except ValueError as err:  # e.g. a strip too long to upscale: unusable like an unreadable file
+            raise ForegroundError(f"background {bg_path}: {err}") from err
         layout, placements = self.make_layout(rng)
         u = float(rng.random())
         colour = "hist_match" if u < cfg.hist_match_prob else (
