@@ -271,7 +271,7 @@ def _download_verified(spec: WeightsSpec, target: Path, *, verify: bool = True, 
     """
     from huggingface_hub import hf_hub_download
 
-    from .outputs import _remove_orphans, _tmp_name
+    from .outputs import temporary_folder
 
     how_to = how_to or f"download {spec.url} and place it at {target}"
     missing = [(spec.filename, spec.url, str(target))]
@@ -279,10 +279,7 @@ def _download_verified(spec: WeightsSpec, target: Path, *, verify: bool = True, 
         raise WeightsUnavailableError(f"cannot download {spec.filename}: {target} is a folder (or another non-file), "
                                       f"not the weights file; move it away, or {how_to}", missing=missing)
     try:  # an unwritable (or uncreatable) models folder: one error with the manual fallback, not a raw OSError
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _remove_orphans(target.parent)
-        tmp_dir = target.parent / _tmp_name(spec.filename, folder=True)
-        tmp_dir.mkdir()
+        tmp_dir = temporary_folder(target.parent, spec.filename)
     except OSError as exc:
         raise WeightsUnavailableError(f"cannot download {spec.filename} into {target.parent} "
                                       f"({type(exc).__name__}: {exc}); {how_to}", missing=missing) from exc

@@ -96,6 +96,7 @@ __all__ = [
     "fsync_dir",
     "output_file",
     "result_dir",
+    "temporary_folder",
     "unique_names",
     "write",
     "write_bytes",
@@ -440,6 +441,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.replace(tmp, path)
     finally:
         _remove(tmp)
+
+
+def temporary_folder(parent: str | os.PathLike, name: str) -> Path:
+    """Make a private folder for a half-written output inside ``parent`` (e.g. a download), named like every
+    cartoonseg temporary so that, should the writer be killed, the next call here (or an :class:`OutputFolder` over
+    ``parent``) removes it; the temporaries of dead writers there are removed first, a live writer's are kept.
+    The caller deletes the folder when done. OSError where ``parent`` cannot be made or written."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    _remove_orphans(parent)
+    folder = parent / _tmp_name(name, folder=True)
+    folder.mkdir()
+    return folder
 
 
 # ----------------------------------------------------------------------------------------- the folder
