@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ..io import _pil_to_array, upright
+from ..io import to_rgb_uint8, upright
 from ..outputs import OutputFolder
 
 __all__ = [
@@ -145,7 +145,7 @@ def load_background(path: str | Path, min_short: int | None = None) -> np.ndarra
                 im.draft("RGB", (int(np.ceil(w / scale)), int(np.ceil(h / scale))))
             im.load()
             # 16-bit grey files scaled to 8 bits (PIL's convert("RGB") clips them at 255: a white picture)
-            return np.array(_pil_to_array(upright(im))[..., :3], order="C")  # a writable copy
+            return np.array(to_rgb_uint8(upright(im)), order="C")  # a writable copy, alpha dropped
     except Exception as err:  # noqa: BLE001 - PIL raises many types for bad files
         raise ValueError(f"cannot read background {path}: {err}") from err
 
