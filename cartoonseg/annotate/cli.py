@@ -102,9 +102,11 @@ def _weights_identity(path) -> dict:
 def _tagger_identity(folder) -> dict:
     """The tagger's files by content (as :func:`_weights_identity`): two folders of one name, or a folder whose
     weights or tag list changed, are different taggers to a resume."""
+    from ..hub import sha256_of
+
     folder = Path(folder)
     files = [name for name in ("model.safetensors", "selected_tags.csv", "config.json") if (folder / name).is_file()]
-    return {"files": {name: _weights_identity(folder / name)["sha256"] for name in files}}
+    return {"files": {name: sha256_of(folder / name) for name in files}}
 
 
 def run_annotate(args: argparse.Namespace) -> int:
