@@ -119,3 +119,34 @@ def test_background_mask_covers_the_matte_support():
     matted = background_mask(_matted(inst, alpha)) > 0.5
     assert torch.equal(plain, inst.binary[0])
     assert torch.equal(matted, inst.binary[0] | torch.from_numpy(alpha > 1 / 255))
+
+
+def test_style_background_paste_composites_the_matte_with_foreground_colours(monkeypatch):
+    from cartoonseg.style import StyleConfig, editor, style_edit
+
+    image, alpha, fg, bg, inst = _scene()
+    new_bg = torch.zeros(*alpha.shape, 3)
+    new_bg[..., 1] = 1.0  # the restyled background: pure green
+    pasted = []
+    real_paste = editor.paste
+
+    def paste(canvas, patch, box, a):
+        out = real_paste(canvas, patch, box, a)
+        pasted.append(out)
+        return out
+
+    monkeypatch.setattr(editor, "paste", paste)
+
+    def backend(req):
+        return new_bg[None].clone() if req.kind == "background" else req.image
+
+    cfg = StyleConfig(background_fill="none", resolution=0, mask_feather=0, masked_denoise=False)
+    truth = torch.from_numpy(alpha[..., None] * fg) + (1 - torch.from_numpy(alpha)[..., None]) * new_bg
+    fringe = torch.from_numpy((alpha > 0) & (alpha < 1))
+    errors = {}
+    for name, instances in (("mask", inst), ("matte", _matted(inst, alpha))):
+        pasted.clear()
+        style_edit(torch.from_numpy(image), instances, backend, cfg)
+        after_bg = pasted[0]  # the canvas after the background pass
+        errors[name] = float((after_bg - truth).abs()[fringe].mean())
+    assert errors["matte"] < 0.02 and errors["matte"] < 0.25 * errors["mask"], errors
