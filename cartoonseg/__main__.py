@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._cli import SkippedInputs, finish_parser, load_networks, progress, quiet, run_parser
+from ._cli import (SkippedInputs, add_matting_option, check_matting, finish_parser, load_networks, matte_instances,
+                   progress, quiet, run_parser)
 from .checkpoint import convert
 from .device import PRECISION_CHOICES
 from .instance_files import write_instances
@@ -72,10 +73,7 @@ def _segment(args: argparse.Namespace) -> int:
     boxes = _parse_boxes(args.box) if args.box else None
     if boxes is not None and str(args.refiner).lower() in ("none", ""):
         raise ValueError("--box prompts are refined by the refiner; do not pass --refiner none")
-    if args.matting:
-        from .matting import check_available
-
-        check_available()  # a missing extra fails now, not after the models load and an image is segmented
+    check_matting(args)  # a missing extra fails now, not after the models load and an image is segmented
     check_settings(det_size=args.det_size, score_thr=args.score_thr, mask_thr=args.mask_thr,
                    max_instances=args.max_instances)  # before the output folder is made and the weights load
     skipped = SkippedInputs(len(inputs))
@@ -114,10 +112,7 @@ def _segment(args: argparse.Namespace) -> int:
                     instances = seg(image, progress=per_instance)
                 else:
                     instances = seg.refine(image, boxes, progress=per_instance)
-                if args.matting:
-                    from .matting import instance_alphas
-
-                    instances = instance_alphas(image, instances)
+                instances = matte_instances(args, image, instances)
                 elapsed = time.perf_counter() - start
                 with out.result_dir(name) as result:
                     write_instances(instances, image, result.path, source=path)
@@ -162,10 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "instead of the fast path (BatchNorm folded, channels-last)")
     seg.add_argument("--grey", action="store_true",
                      help="convert images to grey (and back to 3 channels) before segmenting: manga pages, line art")
-    seg.add_argument("--matting", action="store_true",
-                     help="also write alpha mattes (alpha_NNN.png) and RGBA cut-outs (cutout_NNN.png): fractional alpha "
-                          "at hair and soft edges, consistent where instances overlap (needs: pip install "
-                          "'cartoonseg[matting]')")
+    add_matting_option(seg, "writes them (alpha_NNN.png) and RGBA cut-outs (cutout_NNN.png)")
     seg.add_argument("--box", action="append", metavar="X1,Y1,X2,Y2",
                      help="segment the character in this box instead of detecting (repeatable; same boxes for every "
                           "image); see --prompt-mode")

@@ -17,14 +17,42 @@ from .checkpoint import CheckpointError, load_detector, load_refiner
 from .hub import WeightsUnavailableError, resolve_all
 
 __all__ = ["CLI_ERRORS", "EXIT_INTERRUPTED", "EXIT_PIPE", "HelpFormatter", "SkippedInputs", "area_main",
-           "check_device", "finish_parser", "handle_stop",
-           "load_networks", "progress", "quiet", "run_parser", "seed", "subcommand_parser"]
+           "add_matting_option", "check_device", "check_matting", "finish_parser", "handle_stop",
+           "load_networks", "matte_instances", "progress", "quiet", "run_parser", "seed", "subcommand_parser"]
 
 #: exceptions reported as one line (OSError covers missing paths and unwritable ``--out`` folders;
 #: MissingDependencyError names the extra to install)
 CLI_ERRORS = (ValueError, TypeError, OSError, CheckpointError, WeightsUnavailableError, MissingDependencyError)
 #: exit status after Ctrl-C (128 + SIGINT) and after the reader of stdout went away (128 + SIGPIPE)
 EXIT_INTERRUPTED, EXIT_PIPE = 130, 141
+
+
+#: what ``--matting`` computes, shared by every command that has the option (its effect is each command's own)
+MATTING_HELP = ("alpha mattes per instance (fractional alpha at hair and soft edges, consistent where instances "
+                "overlap; needs: pip install 'cartoonseg[matting]')")
+
+
+def add_matting_option(parser: argparse.ArgumentParser, effect: str) -> None:
+    """Register ``--matting`` (``effect``: what the command does with the mattes)."""
+    parser.add_argument("--matting", action="store_true", help=f"compute {MATTING_HELP}; {effect}")
+
+
+def check_matting(args: argparse.Namespace) -> None:
+    """With ``--matting``, fail now (one line naming the extra) when pymatting is missing, before models load."""
+    if getattr(args, "matting", False):
+        from .matting import check_available
+
+        check_available()
+
+
+def matte_instances(args: argparse.Namespace, image, instances):
+    """``instances`` with alpha mattes (:func:`cartoonseg.matting.instance_alphas`) under ``--matting``, else as
+    they are (also when there are none)."""
+    if not getattr(args, "matting", False) or instances is None or not len(instances):
+        return instances
+    from .matting import instance_alphas
+
+    return instance_alphas(image, instances)
 
 
 def handle_stop(exc: BaseException) -> int:

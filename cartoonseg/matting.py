@@ -30,7 +30,9 @@ For each instance:
    goes to the front one.
 
 :func:`instance_alphas` returns ``Instances`` with ``alphas`` set; :func:`cutouts` makes RGBA cut-outs whose colours
-are the estimated foreground colours (pymatting ``estimate_foreground_ml``), so no background fringe remains.
+are the estimated foreground colours (:func:`unmix`: pymatting ``estimate_foreground_ml``), so no background fringe
+remains. The applications (puppet, Ken Burns, style editing) cut characters out with the mattes when the instances
+carry them (see README, "Alpha mattes").
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from .io import to_rgb_uint8
 from .structures import Instances
 
 __all__ = ["MattingConfig", "METHODS", "ramp_width", "noise_variance", "trimap_from_soft", "snap_to_outlines", "line_art", "free_strokes", "solve_alpha", "occlusion_order", "compose_front_to_back",
-           "instance_alphas", "cutouts", "check_available"]
+           "instance_alphas", "unmix", "cutouts", "check_available"]
 
 METHODS = ("cf", "knn", "lkm")
 QUANTISATION_VARIANCE = (1 / 255) ** 2 / 12  # the noise variance of 8-bit colours: no finer variation is resolved
@@ -415,25 +417,46 @@ def instance_alphas(image, instances: Instances, config: MattingConfig | None = 
     return instances.replace(alphas=alphas.to(instances.device))
 
 
+def unmix(image, alpha) -> tuple[np.ndarray, np.ndarray]:
+    """Foreground and background colours of an image under one matte: ``(F, B)``, float32 ``[H,W,3]`` in [0,1]
+    with ``image ~ alpha F + (1 - alpha) B``.
+
+    ``image``: RGB ``[H,W,3]``, uint8 or float in [0,1]; ``alpha``: ``[H,W]`` in [0,1]. Where the matte is
+    fractional, both come from pymatting's ``estimate_foreground_ml`` over the box of the fractional pixels plus
+    8 px of context; elsewhere (and where that box is thinner than the estimator's 3x3 window) both are the image.
+    What the applications cut out with a matte: ``F`` is the character's colour without the old background mixed
+    in (a moved layer carries no halo), ``B`` what lies behind its half-transparent edge in the input.
+    """
+    raw = np.asarray(image)
+    rgb = raw.astype(np.float64) / 255.0 if raw.dtype == np.uint8 else raw.astype(np.float64)
+    a = np.clip(np.nan_to_num(np.asarray(alpha, dtype=np.float64), nan=0.0), 0.0, 1.0)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or a.shape != rgb.shape[:2]:
+        raise ValueError(f"need an image [H,W,3] and a matte [H,W] of its size, got {rgb.shape} and {a.shape}")
+    fg = rgb.astype(np.float32)
+    bg = fg.copy()
+    frac = (a > 0) & (a < 1)
+    box = _crop(frac, 8, *a.shape) if frac.any() else None
+    if box is None or min(box[1] - box[0], box[3] - box[2]) < MIN_SIDE:  # the estimator divides by zero there
+        return fg, bg
+    y0, y1, x0, x1 = box
+    f, b = _pymatting().estimate_foreground_ml(rgb[y0:y1, x0:x1], a[y0:y1, x0:x1], return_background=True)
+    sel = frac[y0:y1, x0:x1]
+    fg[y0:y1, x0:x1][sel] = np.clip(np.asarray(f), 0.0, 1.0)[sel]
+    bg[y0:y1, x0:x1][sel] = np.clip(np.asarray(b), 0.0, 1.0)[sel]
+    return fg, bg
+
+
 def cutouts(image, instances: Instances) -> list[np.ndarray]:
     """Per instance an RGBA uint8 ``[H,W,4]`` cut-out: colours = the estimated foreground colours where the matte
-    is fractional (pymatting ``estimate_foreground_ml``, so no background fringe), the image elsewhere; alpha =
-    ``instances.alphas`` (or the soft masks when no mattes were computed)."""
+    is fractional (:func:`unmix`, so no background fringe), the image elsewhere; alpha = ``instances.alphas`` (or
+    the soft masks when no mattes were computed)."""
     rgb = to_rgb_uint8(image)
     alphas = instances.alphas if instances.alphas is not None else instances.masks
     out = []
     for a in alphas.float().clamp(0, 1).cpu().numpy():
         colour = rgb
-        frac = (a > 0) & (a < 1)
-        box = _crop(frac, 8, *a.shape) if frac.any() else None
-        if box is not None and min(box[1] - box[0], box[3] - box[2]) < MIN_SIDE:
-            box = None  # thinner than the estimator's window (it divides by zero): the image colours stay
-        if box is not None:
-            y0, y1, x0, x1 = box
-            fg = _pymatting().estimate_foreground_ml(rgb[y0:y1, x0:x1] / 255.0, a[y0:y1, x0:x1].astype(np.float64))
-            colour = rgb.copy()
-            patch = np.clip(np.asarray(fg) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-            sel = frac[y0:y1, x0:x1]
-            colour[y0:y1, x0:x1][sel] = patch[sel]
+        if ((a > 0) & (a < 1)).any():
+            fg, _ = unmix(rgb, a)
+            colour = np.clip(fg.astype(np.float64) * 255.0 + 0.5, 0, 255).astype(np.uint8)
         out.append(np.dstack([colour, np.clip(a * 255.0 + 0.5, 0, 255).astype(np.uint8)]))
     return out

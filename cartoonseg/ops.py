@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .structures import Instances
+from .structures import MATTE_SUPPORT, Instances
 from .transforms import resize_float
 
 __all__ = [
@@ -177,8 +177,9 @@ def background_mask(
     """The region to inpaint when removing characters: union of chosen instance masks, dilated and feathered.
 
     Args:
-        masks: a :class:`cartoonseg.Instances` (its soft masks and ``mask_thr`` are used) or a tensor ``[N,H,W]``
-            / ``[H,W]`` of soft or binary masks.
+        masks: a :class:`cartoonseg.Instances` (its soft masks and ``mask_thr`` are used, and with alpha mattes
+            every pixel a matte reaches, ``alphas >`` :data:`MATTE_SUPPORT`, so nothing of a character's
+            half-transparent edge stays in the plate) or a tensor ``[N,H,W]`` / ``[H,W]`` of soft or binary masks.
         indices: positions of the instances to include (default: all), as Select Instances reads them
             (:func:`select_positions`: ``-1`` = last; positions the masks do not have are skipped, so one selection
             works on every frame of a video).
@@ -194,8 +195,9 @@ def background_mask(
     """
     import cv2
 
+    mattes = None
     if isinstance(masks, Instances):
-        m, thr = masks.masks, masks.mask_thr
+        m, thr, mattes = masks.masks, masks.mask_thr, masks.alphas
     elif isinstance(masks, (Tensor, np.ndarray)):
         m = torch.as_tensor(masks)
         thr = threshold
@@ -212,6 +214,8 @@ def background_mask(
     m = m.detach().cpu()
     if m.dtype != torch.bool:
         m = torch.nan_to_num(m.float(), nan=0.0) > thr
+    if mattes is not None:  # every pixel the character touches: a hair strand past the mask, a faint edge
+        m = m | (torch.nan_to_num(mattes.detach().cpu().float(), nan=0.0) > MATTE_SUPPORT)
     if indices is not None:
         m = m[select_positions(m.shape[0], indices)]
     union = m.any(0) if m.shape[0] else torch.zeros(m.shape[1:], dtype=torch.bool)

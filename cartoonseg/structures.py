@@ -34,10 +34,15 @@ __all__ = [
     "EXTRA_RATING",
     "EXTRA_TAGS",
     "Instances",
+    "MATTE_SUPPORT",
     "MAX_MASK_ELEMENTS",
     "check_mask_budget",
     "masks_to_boxes",
 ]
+
+#: An alpha matte (``Instances.alphas``) reaches a pixel where it exceeds this (under one 8-bit step): the pixels a
+#: character touches, which the applications' inpainting holes cover.
+MATTE_SUPPORT = 1.0 / 255.0
 
 #: ``{tag: probability}`` per instance: general + character booru tags (written by ``tagger.tag_instances``).
 EXTRA_TAGS = "tags"

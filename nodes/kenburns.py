@@ -125,7 +125,8 @@ class CartoonSegKenBurns:
             },
             "optional": {
                 "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "characters as depth layers (from Segment or "
-                                                                  "Pool Instance Depth)"}),
+                                                                  "Pool Instance Depth; after Alpha Mattes the "
+                                                                  "layers' alpha is the matte)"}),
                 "background": ("IMAGE", {"tooltip": "inpainted background plate (characters removed); without it the "
                                                     "characters' area is inpainted here (fill patchmatch/diffusion)"}),
                 "camera": ("CARTOONSEG_CAMERA", {"tooltip": "from Ken Burns Camera (default: auto, 75 frames)"}),

@@ -53,7 +53,8 @@ class CartoonSegPuppetRig:
         return {
             "required": {
                 "image": ("IMAGE", {"tooltip": "the picture the instances belong to (for the preview)"}),
-                "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "characters to rig (from Segment)"}),
+                "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "characters to rig (from Segment; after Alpha "
+                                                                  "Mattes they are cut out by their mattes)"}),
                 "indices": ("STRING", {"default": "all",
                                        "tooltip": "instances to animate: 'all' or e.g. '0,2' / '1-3'; others stay still"}),
                 "mesh_spacing": ("INT", {"default": 0, "min": 0, "max": 256,

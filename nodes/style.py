@@ -106,7 +106,8 @@ class CartoonSegInstanceStyleEdit:
                 "vae": ("VAE", {"tooltip": "the checkpoint's VAE"}),
                 "image": ("IMAGE", {"tooltip": "image or frames to restyle"}),
                 "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "from Segment; tags/prompts from Tag Instances / "
-                                                                  "Merge Prompts"}),
+                                                                  "Merge Prompts; after Alpha Mattes the background "
+                                                                  "is composited under the mattes"}),
                 "style_prompt": ("STRING", {"default": "3D pixar style", "multiline": True,
                                             "tooltip": "global target style, put before every instance's tags"}),
                 "negative_prompt": ("STRING", {"default": DEFAULT_NEGATIVE, "multiline": True,

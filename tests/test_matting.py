@@ -176,7 +176,11 @@ def test_missing_pymatting_names_the_extra(monkeypatch, capsys, tmp_path):
     for argv in (["segment", str(img), "--out", str(tmp_path / "o"), "--matting", "--detector", nowhere,
                   "--no-download"],
                  ["annotate", str(img), "--out", str(tmp_path / "o.json"), "--per-image", str(tmp_path / "p"),
-                  "--matting", "--detector", nowhere, "--no-download"]):
+                  "--matting", "--detector", nowhere, "--no-download"],
+                 ["puppet", str(img), "--out", str(tmp_path / "p.webp"), "--matting", "--detector", nowhere,
+                  "--no-download"],
+                 ["kenburns", str(img), "--out", str(tmp_path / "k.webp"), "--depth", str(img), "--matting",
+                  "--detector", nowhere, "--no-download"]):
         assert main(argv) == 2
         assert "cartoonseg[matting]" in capsys.readouterr().err
 

@@ -59,6 +59,25 @@ def test_cli_writes_animated_webp_and_png_frames(files, tmp_path):
     assert not [p for p in tmp_path.glob(".*") if p.name != MANIFEST]  # no temporary files left behind
 
 
+def test_cli_matting_cuts_the_characters_out_by_their_mattes(files, tmp_path, monkeypatch):
+    pytest.importorskip("pymatting")
+    import cartoonseg.puppet.cli as cli
+
+    rigs = []
+    real = cli.build_rig
+
+    def spy(instances, **kwargs):
+        rigs.append((instances, real(instances, **kwargs)))
+        return rigs[-1][1]
+
+    monkeypatch.setattr(cli, "build_rig", spy)
+    assert _cli(files, "--out", str(tmp_path / "plain"), "--frames", "2") == 0
+    assert _cli(files, "--out", str(tmp_path / "matted"), "--frames", "2", "--matting") == 0
+    (plain, plain_rig), (matted, matted_rig) = rigs
+    assert plain.alphas is None and not any(ch.matted for ch in plain_rig.characters)
+    assert matted.alphas is not None and all(ch.matted for ch in matted_rig.characters)
+
+
 def test_cli_summary_of_a_frame_folder_counts_frames_and_masks(files, tmp_path, capsys):
     folder = tmp_path / "frames"
     argv = ["puppet", str(files / "scene.png"), "--masks", str(files / "mask0.png"), str(files / "mask1.png"),

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from .. import outputs
-from .._cli import area_main, load_networks, progress, quiet
+from .._cli import add_matting_option, area_main, check_matting, load_networks, matte_instances, progress, quiet
 from .._cli import seed as cli_seed
 from .._diffusers import quiet_library_logs
 from ..io import CLIP_SUFFIXES, check_clip_path, read_depth, read_image, to_float_image, write_frames
@@ -135,10 +135,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         outputs.check_file(out, inputs=inputs, overwrite=args.overwrite)
         check_clip_path(out)  # an .mp4 without PyAV fails here, not after the rendering
+    check_matting(args)
     image = to_float_image(read_image(args.image))
     h, w = image.shape[:2]
     depth = _depth(args, image)
-    instances = _segment(args, image)
+    instances = matte_instances(args, image, _segment(args, image))
     background, hole = None, None
     if instances is not None:
         from ..depth import pool_instance_depth
@@ -258,6 +259,8 @@ def _add_kenburns(sub) -> None:
                    help="folder with the released weights (and depth/<model>, tagger/<name>; "
                         "default: ~/.cache/cartoonseg)")
     p.add_argument("--no-download", action="store_true", help="never download weights")
+    add_matting_option(p, "they are the character layers' alpha (with --detector), and the plate covers every "
+                          "pixel they reach")
     outputs.add_overwrite_argument(p)
     p.set_defaults(func=run)
 

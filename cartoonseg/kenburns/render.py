@@ -11,12 +11,14 @@ Pipeline of :func:`render_kenburns`:
 1. Resize to the working size; depth is *nearness* (disparity-like, larger = nearer; the ComfyUI depth-map
    convention), normalised by its maximum and floored at ``min_disparity``; scene depth ``Z = 1 / nearness``
    (only depth ratios matter, so the original's focal/baseline scale cancels).
-2. Layers: the **background** covers every pixel: the input outside the character support (mask > 1/255), the
+2. Layers: the **background** covers every pixel: the input outside the character support (mask or, with
+   ``Instances.alphas``, alpha matte > 1/255), the
    background plate inside it (without a plate: inpainted by the fill's inpainter, or a smooth fill for
    ``far-side``), with depth interpolated along rows from both sides of the characters (a ground plane and a wall
    continue behind an upright character) and pushed behind them. Each group of characters (sorted by depth, at
-   most ``max_layers - 1`` groups) is a **character layer** whose alpha is the soft instance mask and whose colour
-   is un-mixed from the plate (alpha matting), so edges carry no background; a ring of transparent points around
+   most ``max_layers - 1`` groups) is a **character layer** whose alpha is the soft instance mask (the alpha matte
+   when the instances carry ``alphas``: hair strands and anti-aliased outlines) and whose colour is un-mixed from
+   the plate (alpha matting), so edges carry no background; a ring of transparent points around
    it makes its edge resample like its inside (no growth when it moves).
 3. Camera poses from :class:`~cartoonseg.kenburns.camera.CameraPath` (``auto`` searches the end crop with the
    fewest holes, as in the original).
@@ -250,16 +252,20 @@ def _nearness(depth: Tensor) -> Tensor:
     return torch.nan_to_num(depth.float(), nan=0.0, posinf=0.0, neginf=0.0).clamp_min(0.0)
 
 
-def _masks(masks, size_hw: tuple[int, int]) -> tuple[Tensor, Tensor | None]:
-    """Soft masks ``[N,H,W]`` from an Instances-like object or a tensor, plus optional per-instance depth."""
-    extra_depth = None
+def _masks(masks, size_hw: tuple[int, int]) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Soft masks ``[N,H,W]`` from an Instances-like object or a tensor, plus optional per-instance depth and the
+    instances' alpha mattes (``Instances.alphas``, None without)."""
+    extra_depth, mattes = None, None
     if masks is None:
-        return torch.zeros(0, *size_hw), None
+        return torch.zeros(0, *size_hw), None, None
     if hasattr(masks, "masks") and isinstance(getattr(masks, "masks"), Tensor):
         extras = getattr(masks, "extras", {}) or {}
         values = extras.get(EXTRA_DEPTH)
         if values is not None and len(values) == masks.masks.shape[0] and all(v is not None for v in values):
             extra_depth = torch.tensor([float(v) for v in values])
+        alphas = getattr(masks, "alphas", None)
+        if isinstance(alphas, Tensor) and tuple(alphas.shape) == tuple(masks.masks.shape):
+            mattes = torch.nan_to_num(alphas.float(), nan=0.0).clamp(0.0, 1.0)
         masks = masks.masks
     if not isinstance(masks, Tensor):
         raise TypeError(f"masks must be an Instances or a tensor [N,H,W], got {type(masks).__name__}")
@@ -271,7 +277,7 @@ def _masks(masks, size_hw: tuple[int, int]) -> tuple[Tensor, Tensor | None]:
         # stretching them over the image would put every character layer in the wrong place
         raise ValueError(f"masks are {masks.shape[2]}x{masks.shape[1]} px but the image is {size_hw[1]}x{size_hw[0]}; "
                          "give masks of the image (segment the image that is rendered)")
-    return torch.nan_to_num(masks.float(), nan=0.0).clamp(0.0, 1.0), extra_depth
+    return torch.nan_to_num(masks.float(), nan=0.0).clamp(0.0, 1.0), extra_depth, mattes
 
 
 def _check_plate_aspect(plate_hw: tuple[int, int], image_hw: tuple[int, int]) -> None:
@@ -346,7 +352,8 @@ def build_scene(
         image: ``[H,W,3]`` RGB in [0,1] (``[1,H,W,3]`` accepted).
         depth: ``[H,W]`` or ``[H,W,C]`` nearness, larger = nearer (any positive scale; resized to the image).
         masks: character instances: a :class:`cartoonseg.Instances` (its ``extras["depth"]``, if present, orders
-            the layers) or soft masks ``[N,H,W]`` in [0,1], of the image's size (ValueError otherwise); ``None`` or
+            the layers; its ``alphas``, if present, are the character layers' alpha) or soft masks ``[N,H,W]``
+            in [0,1], of the image's size (ValueError otherwise); ``None`` or
             empty renders a single layer.
         background: ``[H,W,3]`` inpainted background plate (used inside the dilated character union), resized to
             the image (another aspect ratio raises ValueError); ``None`` inpaints that region (``plate_fill``) or
@@ -374,7 +381,7 @@ def build_scene(
     near = near.clamp(config.min_disparity, 1.0)
     z = 1.0 / near
 
-    soft, extra_depth = _masks(masks, (h0, w0))
+    soft, extra_depth, mattes = _masks(masks, (h0, w0))
     soft = soft.to(device)
     if soft.shape[0] > 0:
         if soft.shape[1:] != (h, w):
@@ -382,6 +389,18 @@ def build_scene(
         keep = soft.flatten(1).amax(1) > 0.5  # drop empty instances
         soft = soft[keep]
         extra_depth = extra_depth[keep.cpu()] if extra_depth is not None else None
+        if mattes is not None:
+            mattes = mattes.to(device)
+            if mattes.shape[1:] != (h, w):
+                mattes = F.interpolate(mattes[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+            mattes = mattes.clamp(0.0, 1.0)[keep]
+    # what the characters cover: their soft masks, or with alpha mattes the mattes (composed front to back, so a
+    # group's coverage is their sum); the plate region covers both supports, so no half-transparent character
+    # colour (a hair strand past the mask) stays in the background layer
+    def coverage(index) -> Tensor:
+        if mattes is None:
+            return soft[index].amax(0)
+        return mattes[index].sum(0).clamp(0.0, 1.0)
 
     layers: list[PointCloud] = []
     if soft.shape[0] == 0:
@@ -389,6 +408,8 @@ def build_scene(
         bg_rgb, bg_z = rgb, z
     else:
         union = soft.amax(0)
+        if mattes is not None:
+            union = torch.maximum(union, mattes.sum(0).clamp(0.0, 1.0))
         region = grow_mask(union > 1.0 / 255.0, config.plate_dilation)
         outside = (~region)[None, None]
         if background is not None:
@@ -409,16 +430,18 @@ def build_scene(
 
     ones = torch.ones(1, h, w, device=device)
     # "revealed": the fraction of each background pixel that the characters hid in the input (their alpha)
-    hidden = soft.amax(0, keepdim=True) if soft.shape[0] > 0 else torch.zeros_like(ones)
+    hidden = coverage(slice(None))[None] if soft.shape[0] > 0 else torch.zeros_like(ones)
     bg_features = torch.cat([bg_rgb, ones, hidden, torch.zeros_like(ones)], 0)
     layers.append(unproject(bg_z, bg_features))
     plate_points = region[torch.isfinite(bg_z) & (bg_z > 0)] if soft.shape[0] > 0 else None
 
     if soft.shape[0] > 0:
         for group in _depth_groups(soft, z, extra_depth, config.max_layers - 1):
-            alpha = soft[group].amax(0)
+            alpha = coverage(group)
             # alpha matting: input = alpha * character + (1 - alpha) * background, so the premultiplied character
-            # colour is input - (1 - alpha) * plate (clamped); a static camera then reproduces the input exactly
+            # colour is input - (1 - alpha) * plate (clamped); a static camera then reproduces the input exactly.
+            # With mattes alpha is the group's matte: the un-mixing against the plate is then the foreground
+            # estimate that agrees with the background layer behind it (exact where the plate is the true one)
             premult = torch.minimum((rgb - (1.0 - alpha) * bg_rgb).clamp_min(0.0), alpha.expand(3, -1, -1))
             feats = torch.cat([premult, alpha[None], torch.zeros(2, h, w, device=device)], 0)
             layers.append(unproject(_edge_depth(z, alpha > 1.0 / 255.0), feats,
@@ -633,8 +656,8 @@ def render_kenburns(
     Args:
         image: ``[H,W,3]`` RGB in [0,1] (uint8 0..255 is scaled).
         depth: ``[H,W]`` or ``[H,W,C]`` nearness (larger = nearer, e.g. a ComfyUI depth IMAGE frame).
-        masks: character instances (:class:`cartoonseg.Instances` or soft masks ``[N,H,W]``, of the image's size),
-            or ``None``.
+        masks: character instances (:class:`cartoonseg.Instances`, with alpha mattes if it carries ``alphas``, or
+            soft masks ``[N,H,W]``, of the image's size), or ``None``.
         background: ``[H,W,3]`` inpainted background plate (float in [0,1] or uint8; any size of the image's aspect
             ratio), or ``None`` (a smooth fill is used).
         camera: the camera motion (default: the original's automatic path, 75 frames, ping-pong, 25 fps).

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import outputs
-from .._cli import area_main, load_networks, progress
+from .._cli import add_matting_option, area_main, check_matting, load_networks, matte_instances, progress
 from .._cli import seed as cli_seed
 from ..config import MAX_CANVAS
 from ..io import (CLIP_SUFFIXES, MAX_FPS, MAX_FRAMES, MIN_FPS, check_clip_path, check_fps, read_image, read_soft_mask,
@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = RigConfig(mesh=MeshConfig(spacing=args.mesh_spacing), ring=args.plate_dilate)
     _check_out(out, inputs, args.overwrite)
+    check_matting(args)
     start = time.perf_counter()
     image = read_image(args.image)
     h, w = image.shape[:2]
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         parse_handles(args.handles, image_size=(h, w))
     if args.pose_rig:
         parse_pose_keypoint(args.pose_rig, image_size=(h, w))
-    instances = _instances(args, image)
+    instances = matte_instances(args, image, _instances(args, image))
     if len(instances) == 0:
         raise ValueError(f"{args.image}: no character found (lower --score-thr, or give --masks)")
     with progress(None, "rig", args.quiet, unit="character", leave=False) as bar:
@@ -209,6 +210,8 @@ def _add_puppet(sub) -> None:
     p.add_argument("--weights-dir", default=None,
                    help="folder with the released weights (default: ~/.cache/cartoonseg)")
     p.add_argument("--no-download", action="store_true", help="never download weights")
+    add_matting_option(p, "the characters are cut out and moved with them (hair strands and anti-aliased "
+                          "outlines without the old background), and the plate covers every pixel they reach")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     outputs.add_overwrite_argument(p)
     p.set_defaults(func=run)

@@ -1,9 +1,12 @@
 """Rendering puppet frames: textured-mesh rasterisation and back-to-front compositing over a background plate.
 
 Each character is a texture (the input image premultiplied by the character's soft mask, so its edges keep the
-mask's anti-aliasing) on its rest mesh. For a frame, the deformed mesh is rasterised triangle by triangle into an
-index buffer (OpenCV, sub-pixel vertices; trunk triangles first so limbs pass in front), every covered pixel is
-mapped back to its rest position through its triangle's affine map, and the texture is sampled bilinearly there.
+mask's anti-aliasing) on its rest mesh. With alpha mattes (``Instances.alphas``, :attr:`Character.matted`) the
+texture is the estimated foreground colour premultiplied by the matte (:func:`cartoonseg.matting.unmix`), so hair
+strands and anti-aliased outlines move with the character without the old background mixed in, and under their
+half-transparent edge the frame starts from the estimated background instead of the input. For a frame, the
+deformed mesh is rasterised triangle by triangle into an index buffer (OpenCV, sub-pixel vertices; trunk triangles
+first so limbs pass in front), every covered pixel is mapped back to its rest position through its triangle's affine map, and the texture is sampled bilinearly there.
 
 The background of a frame is the input image, replaced by the plate (the characters inpainted away) where a
 character has moved: each rest triangle takes the largest displacement of its corners, the map is grown by the
@@ -160,6 +163,7 @@ class PuppetRenderer:
                 raise ValueError(f"plate must be [H,W,3], got shape {self.plate.shape}")
         self.rig = rig
         self._image_planes = np.ascontiguousarray(self.image.transpose(2, 0, 1))
+        self._base_planes = self._image_planes  # what a frame starts from (see the matted characters below)
         self._plate_planes = np.ascontiguousarray(self.plate.transpose(2, 0, 1))
         h, w = rig.image_size
         # soft ownership: where masks overlap, the layer painted later (in front) keeps the pixels; still
@@ -184,10 +188,30 @@ class PuppetRenderer:
         for i, ch in enumerate(rig.characters):
             x0, y0, x1, y1 = ch.box
             a = owned[i][y0:y1, x0:x1]
-            tex = np.concatenate([self.image[y0:y1, x0:x1] * a[..., None], a[..., None]], -1).astype(np.float32)
             tri = _rasterize(ch.mesh.vertices, ch.mesh.triangles, ch.draw_order, x0, y0, x1 - x0, y1 - y0,
                              empty=len(ch.mesh.triangles))
+            colour = self.image[y0:y1, x0:x1]
+            if ch.matted:
+                colour = self._unmix(ch, tri < len(ch.mesh.triangles))
+            tex = np.concatenate([colour * a[..., None], a[..., None]], -1).astype(np.float32)
             self.layers.append(_Layer(ch, np.ascontiguousarray(tex), tri))
+
+    def _unmix(self, ch: Character, covered: np.ndarray) -> np.ndarray:
+        """A matted character's foreground colours over its box (:func:`cartoonseg.matting.unmix`); where its rest
+        mesh ``covered`` the box, the frame starts from the estimated background behind its half-transparent edge
+        instead of the input, so the rest pose still reproduces the input (up to the estimate's residual) and a
+        moved edge shows no old background."""
+        from ..matting import unmix
+
+        x0, y0, x1, y1 = ch.box
+        fg, bg = unmix(self.image[y0:y1, x0:x1], ch.alpha)
+        frac = (ch.alpha > 0) & (ch.alpha < 1) & covered
+        if frac.any():
+            if self._base_planes is self._image_planes:
+                self._base_planes = self._image_planes.copy()
+            for c in range(3):
+                self._base_planes[c, y0:y1, x0:x1][frac] = bg[..., c][frac]
+        return fg
 
     def render(self, poses: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """One frame for the skeleton poses ``poses[i] [J_i,2]`` of every character (rig order).
@@ -199,7 +223,7 @@ class PuppetRenderer:
         if len(poses) != len(self.layers):
             raise ValueError(f"need one pose per character ({len(self.layers)}), got {len(poses)}")
         h, w = self.rig.image_size
-        frame = self._image_planes.copy()  # planar [3,H,W]: per-channel updates stay contiguous (much faster)
+        frame = self._base_planes.copy()  # planar [3,H,W]: per-channel updates stay contiguous (much faster)
         mask = np.zeros((h, w), np.float32)
         deformed = [layer.character.deform(pose) for layer, pose in zip(self.layers, poses)]
         for layer, verts in zip(self.layers, deformed):

@@ -33,7 +33,8 @@ from .skeleton import (
     skeleton_from_points,
 )
 
-__all__ = ["MAX_RING", "Character", "PuppetRig", "RigConfig", "StillLayer", "build_character", "build_rig"]
+__all__ = ["MAX_RING", "Character", "PuppetRig", "RigConfig", "StillLayer", "build_character", "build_rig",
+           "matte_cover"]
 
 #: Largest :attr:`RigConfig.ring` (pixels): the plate's dilation, as :func:`cartoonseg.ops.background_mask` allows.
 MAX_RING = MAX_BACKGROUND_DILATE
@@ -84,13 +85,16 @@ class Character:
         deformer: factorised ARAP system of the mesh with its handle vertices.
         bind_vertex, bind_a, bind_c, bind_uv: handle bindings (a handle vertex may have several; its target is
             their mean); ``deformer.handles`` are the distinct vertices.
-        alpha: float32 soft mask ``[H,W]`` cropped to ``box`` (x0, y0, x1, y1), the character's texture alpha.
+        alpha: float32 soft mask ``[H,W]`` cropped to ``box`` (x0, y0, x1, y1), the character's texture alpha; the
+            alpha matte instead when the instances carry ``alphas`` (``matted``).
         box: integer crop of the support grown by the ring (image-clipped).
         hole: bool ``[h,w]`` crop: the support grown by the ring (where the plate may show once it moves), less
             the pixels of instances that are not animated (outside this character's own mask).
         draw_order: triangle indices in drawing order (trunk first, limb tips last, so limbs pass in front).
         base: ``(x, y)`` bottom centre of the mesh (pivot of sway / breathe / bounce); height: its vertical extent.
         depth: pooled instance depth (larger = nearer) when known; mask_box: tight xyxy box of the mask.
+        matted: ``alpha`` is an alpha matte: the renderer cuts the character out with its estimated foreground
+            colours (:func:`cartoonseg.matting.unmix`), not the input's, so a moved edge carries no old background.
     """
 
     instance: int
@@ -109,6 +113,7 @@ class Character:
     height: float
     depth: float | None = None
     mask_box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    matted: bool = False
 
     def handle_targets(self, joints: np.ndarray) -> np.ndarray:
         """Positions ``[K,2]`` of the deformer's handles for a skeleton pose ``joints [J,2]``."""
@@ -238,11 +243,18 @@ def _snap(support: np.ndarray, xy: np.ndarray, radius: float) -> np.ndarray | No
 
 
 def build_character(mask: np.ndarray, skeleton: Skeleton | None, *, instance: int = 0,
-                    config: RigConfig = RigConfig(), support: np.ndarray | None = None) -> Character:
-    """Rig one character from its soft mask ``[H,W]`` and a skeleton (None: automatic)."""
+                    config: RigConfig = RigConfig(), support: np.ndarray | None = None,
+                    matte: np.ndarray | None = None) -> Character:
+    """Rig one character from its soft mask ``[H,W]`` and a skeleton (None: automatic). ``matte``: its alpha matte
+    ``[H,W]`` (``Instances.alphas``), then the texture alpha; the support (mesh and hole) covers every pixel either
+    reaches (:func:`matte_cover`)."""
     mask = np.nan_to_num(np.asarray(mask, dtype=np.float32), nan=0.0).clip(0, 1)
+    if matte is not None:
+        matte = np.nan_to_num(np.asarray(matte, dtype=np.float32), nan=0.0).clip(0, 1)
+        if matte.shape != mask.shape:
+            raise ValueError(f"instance {instance}: the matte is {matte.shape}, the mask {mask.shape}")
     if support is None:
-        support = mask_support(mask, config.mesh)
+        support = mask_support(mask if matte is None else matte_cover(mask, matte), config.mesh)
     if not support.any():
         raise ValueError(f"instance {instance}: the mask is empty; nothing to rig")
     if skeleton is None:
@@ -341,20 +353,31 @@ def build_character(mask: np.ndarray, skeleton: Skeleton | None, *, instance: in
     return Character(
         instance=instance, skeleton=skeleton, mesh=mesh, deformer=deformer, bind_vertex=bind_vertex_a,
         bind_a=np.array(bind_a, dtype=np.int64), bind_c=np.array(bind_c, dtype=np.int64),
-        bind_uv=np.array(bind_uv, dtype=np.float64).reshape(-1, 2), alpha=mask[y0:y1, x0:x1].copy(),
+        bind_uv=np.array(bind_uv, dtype=np.float64).reshape(-1, 2),
+        alpha=(mask if matte is None else matte)[y0:y1, x0:x1].copy(), matted=matte is not None,
         box=(x0, y0, x1, y1), hole=hole.astype(bool), draw_order=draw_order, base=base,
         height=float(np.ptp(v[:, 1])) or 1.0,
         mask_box=(float(bxs.min()), float(bys.min()), float(bxs.max() + 1), float(bys.max() + 1)),
     )
 
 
-def _as_masks(instances) -> tuple[np.ndarray, list | None]:
+def matte_cover(mask: np.ndarray, matte: np.ndarray) -> np.ndarray:
+    """What a matted character covers, for its support: its soft mask, and 1 wherever its alpha matte reaches
+    (``> MATTE_SUPPORT``), so the mesh and the plate's hole hold every pixel the character touches, a faint hair
+    strand past the mask included."""
+    from ..structures import MATTE_SUPPORT
+
+    return np.maximum(mask, (matte > MATTE_SUPPORT).astype(np.float32))
+
+
+def _as_masks(instances) -> tuple[np.ndarray, list | None, np.ndarray | None]:
     from ..structures import Instances
 
     if isinstance(instances, Instances):
         masks = instances.masks.detach().float().cpu().numpy()
         depth = instances.extras.get(EXTRA_DEPTH)
-        return masks, (list(depth) if depth is not None else None)
+        mattes = None if instances.alphas is None else instances.alphas.detach().float().cpu().numpy()
+        return masks, (list(depth) if depth is not None else None), mattes
     import torch
 
     m = instances.detach().float().cpu().numpy() if isinstance(instances, torch.Tensor) else np.asarray(instances, np.float32)
@@ -362,7 +385,7 @@ def _as_masks(instances) -> tuple[np.ndarray, list | None]:
         m = m[None]
     if m.ndim != 3:
         raise ValueError(f"masks must be Instances or an array [N,H,W], got shape {m.shape}")
-    return m.astype(np.float32), None
+    return m.astype(np.float32), None, None
 
 
 def build_rig(
@@ -378,7 +401,8 @@ def build_rig(
 
     Args:
         instances: :class:`cartoonseg.Instances` (soft masks; ``extras["depth"]`` orders the characters when
-            present) or soft masks ``[N,H,W]``.
+            present; alpha mattes, ``alphas``, when present are the characters' texture alpha, see
+            :func:`build_character`) or soft masks ``[N,H,W]``.
         poses: ``POSE_KEYPOINT`` (dict or list of frames; the first frame is used) or parsed
             ``list[PersonPose]``; people are matched to instances by containment. Unmatched instances, and people
             with fewer than two joints inside, fall back to the automatic skeleton (recorded in ``notes``).
@@ -391,7 +415,7 @@ def build_rig(
         config: :class:`RigConfig`.
         callback: ``callback(done, total)`` after each character (progress / cancel).
     """
-    masks, depth = _as_masks(instances)
+    masks, depth, mattes = _as_masks(instances)
     n, h, w = masks.shape
     if h == 0 or w == 0:
         raise ValueError(f"masks are empty: shape {masks.shape}")
@@ -405,7 +429,8 @@ def build_rig(
     select = [int(i) % n for i in select]  # negative indices count from the end
     if len(set(select)) != len(select):
         raise ValueError(f"instance indices repeat: {select}")
-    supports = {i: mask_support(masks[i], config.mesh) for i in select}
+    supports = {i: mask_support(masks[i] if mattes is None else matte_cover(masks[i], mattes[i]), config.mesh)
+                for i in select}
     chosen = []
     for i in select:
         area = int(supports[i].sum())
@@ -445,7 +470,8 @@ def build_rig(
     characters = []
     for k, i in enumerate(chosen):
         sk = skeletons.get(i)
-        ch = build_character(masks[i], sk, instance=i, config=config, support=supports[i])
+        ch = build_character(masks[i], sk, instance=i, config=config, support=supports[i],
+                             matte=None if mattes is None else mattes[i])
         if sk is None:
             notes.append(f"instance {i}: automatic skeleton ({len(ch.skeleton.names)} joints)")
         ch.depth = _known_depth(depth, i)
@@ -457,7 +483,12 @@ def build_rig(
         others = (masks[still] > 0.5).any(0)
         for ch in characters:
             x0, y0, x1, y1 = ch.box
-            ch.hole &= ~(others[y0:y1, x0:x1] & ~(masks[ch.instance][y0:y1, x0:x1] > 0.5))
+            own = masks[ch.instance][y0:y1, x0:x1] > 0.5
+            if mattes is not None:
+                from ..structures import MATTE_SUPPORT
+
+                own |= mattes[ch.instance][y0:y1, x0:x1] > MATTE_SUPPORT
+            ch.hole &= ~(others[y0:y1, x0:x1] & ~own)
     stills = [layer for i in still if (layer := _still_layer(masks[i], i, depth)) is not None]
     if characters and stills:
         notes.append(f"still instances {[s.instance for s in stills]}: painted at rest in the paint order "

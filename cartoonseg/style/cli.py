@@ -20,7 +20,8 @@ import dataclasses
 from pathlib import Path
 
 from .. import outputs
-from .._cli import SkippedInputs, area_main, load_networks, progress, quiet
+from .._cli import (SkippedInputs, add_matting_option, area_main, check_matting, load_networks, matte_instances,
+                   progress, quiet)
 from .._diffusers import quiet_library_logs
 from .._cli import seed as cli_seed
 from ..io import read_image, to_float_image, write_image
@@ -55,6 +56,9 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--allow-download", action="store_true", help="let missing detector/refiner/tagger download")
     p.add_argument("--score-thr", type=float, default=0.3, help="minimum detection score, 0..1")
     p.add_argument("--max-instances", type=int, default=100, help="keep at most this many instances per image")
+    add_matting_option(p, "the restyled background is composited under the characters by their mattes, with "
+                          "their estimated foreground colours (default: the binary union of the masks, as the "
+                          "original)")
     p.add_argument("--background", help="clean plate image for the background pass (one for all inputs)")
     p.add_argument("--hint", dest="hint_image",
                    help="ControlNet hint image (white lines on black) instead of the built-in one")
@@ -118,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     inputs = [*images, *(p for p in (args.background, args.hint_image, args.model, args.controlnet, args.detector,
                                      args.refiner) if p)]
     check_settings(score_thr=args.score_thr, max_instances=args.max_instances)  # before any output or weights
+    check_matting(args)
     out = outputs.OutputFolder(args.out, inputs=inputs, overwrite=args.overwrite)  # checked before models load
     search = [Path(d) for d in args.weights_dir]
     det, ref = load_networks(args.detector, args.refiner, search_dirs=search, allow_download=args.allow_download,
@@ -140,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         if rgb is None:
             continue
         image = to_float_image(rgb)
-        instances = seg(rgb).to("cpu")
+        instances = matte_instances(args, rgb, seg(rgb).to("cpu"))
         if tagger is not None:
             from ..tagger.tagging import tag_instances
 

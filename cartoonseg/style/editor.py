@@ -1,11 +1,16 @@
 """The instance-aware style editing loop (paper §6.2, Fig. 8), independent of the diffusion backend.
 
 For each frame: optionally restyle the background (characters removed first, as the original's PatchMatch clean
-plate) and paste it through ``1 - union(masks)``; then, back to front, crop each instance with context, build its
-prompt (global style + its own tags), run img2img with the **same seed** for every instance, and paste the result
-back through its feathered soft mask; each output is the input of the next pass (``run_style.py``). Iteration ``k``
-repeats the instance passes on the previous result with seed ``seed + k*(k+1)/2``. ``mode="global"`` is the
-baseline the paper compares with: one img2img of the whole image with the style prompt only.
+plate) and paste it through ``1 - union(masks > mask_thr)`` (binary, as the original's ``Image.composite``), or,
+when the instances carry alpha mattes (``Instances.alphas``), composite the characters over it by their mattes,
+``a F + (1 - a) background`` with ``a`` the sum of the mattes and ``F`` the estimated foreground colours
+(:func:`cartoonseg.matting.unmix`), so no old background stays in hair strands or anti-aliased outlines. Then, back
+to front, crop each instance with context, build its prompt (global style + its own tags), run img2img with the
+**same seed** for every instance, and paste the result back through its feathered soft mask (the original's
+``mask_blur``; the restyled crop redraws the character's edge, so the old matte does not describe it); each output
+is the input of the next pass (``run_style.py``). Iteration ``k`` repeats the instance passes on the previous
+result with seed ``seed + k*(k+1)/2``. ``mode="global"`` is the baseline the paper compares with: one img2img of
+the whole image with the style prompt only.
 
 The sampling itself is a *backend*: any callable taking a :class:`SampleRequest` and returning the restyled
 region. :class:`cartoonseg.style.diffusers_backend.DiffusersBackend` runs diffusers pipelines; the ComfyUI node
@@ -200,14 +205,18 @@ def style_edit(
     masks = instances.masks.float().cpu().clamp(0, 1)
 
     if config.background_as_instance:
-        union = masks[keep].amax(0) if keep else torch.zeros(h, w)
+        mattes = instances.alphas.float().cpu().clamp(0, 1) if keep and instances.alphas is not None else None
+        if mattes is not None:  # what the characters cover (the mattes compose front to back: their sum)
+            union = mattes[keep].sum(0).clamp(0, 1)
+        else:  # the original composites through the binary union (repaint_person.py / run_style.py)
+            union = (masks[keep] > instances.mask_thr).any(0).float() if keep else torch.zeros(h, w)
         if background is not None:
             plate = resize_image(_check_image(background, "background"), (h, w))
         elif keep and config.background_fill != "none":
             from ..inpaint import inpaint
             from ..ops import background_mask
 
-            hole = background_mask(masks[keep], threshold=instances.mask_thr, dilate=2)
+            hole = background_mask(instances[keep], dilate=2)  # with mattes: every pixel they reach too
             plate = inpaint(canvas, hole, method=config.background_fill, seed=config.seed)
         else:
             plate = canvas
@@ -215,6 +224,14 @@ def style_edit(
         negative = join_prompt(config.negative_prompt, config.background_negative)
         out = run("background", -1, 0, full, full_hw, prompt, negative, plate, None, plate)
         alpha = feather_alpha(1.0 - union, 0.0)
+        if mattes is not None and bool(((union > 0) & (union < 1)).any()):
+            # the characters "over" the new background: their estimated foreground colours, so the old
+            # background mixed into a hair strand or an anti-aliased outline does not stay around them
+            from ..matting import unmix
+
+            fg, _ = unmix(canvas.cpu().numpy(), union.numpy())
+            frac = ((union > 0) & (union < 1))[..., None].to(canvas.device)
+            canvas = torch.where(frac, torch.from_numpy(fg).to(canvas), canvas)
         canvas = paste(canvas, out, full, alpha)
 
     if sub is None:
