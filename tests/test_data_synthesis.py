@@ -437,3 +437,38 @@ def test_colour_key_transparency_is_read_as_alpha(tmp_path, mode):
     np.testing.assert_array_equal(cropped[..., 3], np.pad(np.full((20, 20), 255, np.uint8), 2))
     if mode == "RGB":
         assert (cropped[2:-2, 2:-2, :3] == (200, 50, 50)).all()
+
+
+def test_fg_file_is_the_path_relative_to_the_foreground_folder(raw, tmp_path):
+    """Two foregrounds with the same name in different subfolders are told apart in the annotations (fg_file was the
+    basename); records of an older run, resumed, get the relative path where their basename is unique."""
+    from PIL import Image
+
+    fg = tmp_path / "fg"
+    for rel, colour in (("a/char.png", (255, 0, 0, 255)), ("b/char.png", (0, 0, 255, 255)),
+                        ("c/solo.png", (0, 255, 0, 255))):
+        (fg / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((60, 40, 4), colour, np.uint8)).save(fg / rel)
+    assert [f.file for f in index_foregrounds(fg)] == ["a/char.png", "b/char.png", "c/solo.png"]
+    out = tmp_path / "out"
+    cfg = SynthesisConfig(size=128, hist_match_prob=0.0, quantize_prob=0.0)
+    r = synthesize_dataset(fg, raw / "bg", out, 6, cfg=cfg, seed=3, progress=False)
+    coco = json.loads(Path(r["annotations"]).read_text())
+    anns = coco["annotations"]
+    assert {a["fg_file"] for a in anns} == {"a/char.png", "b/char.png", "c/solo.png"}
+    files = {im["id"]: im["file_name"] for im in coco["images"]}
+    for a in anns:  # each name is the foreground whose colour the image shows under its mask
+        image = cv2.cvtColor(cv2.imread(str(out / "train" / files[a["image_id"]])), cv2.COLOR_BGR2RGB)
+        colour = image[rle.decode(a["segmentation"]).astype(bool)].mean(0)
+        assert a["fg_file"] == ("a/char.png", "c/solo.png", "b/char.png")[int(np.argmax(colour))], colour
+    # an older run's resume records (basenames): upgraded where unambiguous, kept as written otherwise
+    for rec_path in (out / ".synth_state" / "train").glob("0*.json"):
+        rec = json.loads(rec_path.read_text())
+        for a in rec["annotations"]:
+            a["fg_file"] = Path(a["fg_file"]).name
+        rec_path.write_text(json.dumps(rec))
+    r = synthesize_dataset(fg, raw / "bg", out, 6, cfg=cfg, seed=3, progress=False)
+    assert r["new"] == 0
+    resumed = json.loads(Path(r["annotations"]).read_text())["annotations"]
+    assert {a["fg_file"] for a in resumed} == {"char.png", "c/solo.png"}
+    assert [a["fg_file"] == "c/solo.png" for a in resumed] == [a["fg_file"] == "c/solo.png" for a in anns]

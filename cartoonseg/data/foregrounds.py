@@ -68,13 +68,18 @@ class ForegroundError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ForegroundInfo:
-    """One foreground: its file and the metadata copied into every annotation made from it."""
+    """One foreground: its file and the metadata copied into every annotation made from it.
+
+    ``file`` is its path relative to the foreground folder (posix separators, the ``meta.jsonl`` key), set by
+    :func:`index_foregrounds`; empty for a hand-made entry (annotations then name the file's basename).
+    """
 
     path: str
     tag_string: str = ""
     tag_string_character: str = ""
     category_id: int = 0
     source: str = ""
+    file: str = ""
 
 
 def has_alpha_channel(path: str | Path) -> bool:
@@ -241,7 +246,7 @@ def index_foregrounds(folder: str | Path, check_alpha: bool = True) -> list[Fore
             tags = " ".join(read_tag_file(p.with_suffix(".txt")))
         out.append(ForegroundInfo(
             path=str(p), tag_string=str(tags or ""), tag_string_character=str(rec.get("tag_string_character", "")),
-            category_id=int(rec.get("category_id", 0)), source=str(rec.get("source", ""))))
+            category_id=int(rec.get("category_id", 0)), source=str(rec.get("source", "")), file=rel))
     if dropped:
         warnings.warn(f"{len(dropped)} foreground file(s) without an alpha channel were skipped, e.g. {dropped[:3]}",
                       stacklevel=2)
