@@ -7,6 +7,7 @@ from pathlib import Path
 import math
 import re
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -434,7 +435,7 @@ def test_an_unreadable_image_in_a_data_worker_is_one_error_line(tmp_path, capsys
     for image in (tmp_path / "data" / "train").iterdir():
         image.write_bytes(b"not an image")
     common = ["--data", str(tmp_path / "data"), "--epochs", "1", "--batch-size", "2", "--workers", "1",
-              "--device", "cpu"]
+              "--device", "cpu", "--no-check-images"]  # the file read in a worker (the up-front check: below)
     assert det_cli.main([*common, "--out", str(tmp_path / "det"), "--preset", "tiny", "--img-size", "64"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: cannot read image ") and err.count("\n") == 1 and "Traceback" not in err
@@ -442,6 +443,67 @@ def test_an_unreadable_image_in_a_data_worker_is_one_error_line(tmp_path, capsys
                          "--gt-epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: cannot read image ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_corrupt_images_stop_training_before_it_starts_listing_them(tmp_path, capsys):
+    """Every listed image is checked once before training (headers and file ends): an empty file, a non-image, a
+    PNG cut short and an image of another size than the annotation's stop both trainers at the start with one
+    error naming each file and its fault; before, each was found only when first sampled (hours into a run)."""
+    from PIL import Image
+
+    from cartoonseg.training.coco import check_images
+    from train import train_detector as det_cli
+    from train import train_refiner as ref_cli
+
+    ann = make_toy_coco(tmp_path / "data", num_images=6, size=64, seed=0)
+    coco = load_coco(ann)
+    check_images(coco.images, progress=False)  # a sound set passes
+    paths = [im.path for im in coco.images]
+    paths[0].write_bytes(b"")
+    paths[1].write_bytes(b"not an image")
+    paths[2].write_bytes(paths[2].read_bytes()[:-40])  # an interrupted copy: the header is intact
+    Image.new("RGB", (48, 64)).save(paths[3])
+    with pytest.raises(ValueError) as err:
+        check_images(load_coco(ann).images, progress=False, show=3)
+    msg = str(err.value)
+    assert msg.startswith("4 of 6 training images cannot be used: ")
+    assert f"{paths[0]} is an empty file" in msg and f"{paths[1]} is not an image" in msg
+    assert f"{paths[2]} is truncated (no PNG end chunk)" in msg and "... and 1 more" in msg
+    with pytest.raises(ValueError, match=re.escape(f"{paths[3]} is 48x64 but the annotation file says 64x64")):
+        check_images(load_coco(ann).images[3:], progress=False)
+
+    common = ["--data", str(tmp_path / "data"), "--epochs", "1", "--batch-size", "2", "--workers", "0",
+              "--device", "cpu"]
+    assert det_cli.main([*common, "--out", str(tmp_path / "det"), "--preset", "tiny", "--img-size", "64"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: 4 of 6 training images cannot be used: ") and err.count("\n") == 1
+    assert not list((tmp_path / "det").glob("detector_last*"))  # stopped before the first step
+    assert ref_cli.main([*common, "--out", str(tmp_path / "ref"), "--preset", "tiny", "--size", "32",
+                         "--gt-epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "training images cannot be used" in err and err.count("\n") == 1
+
+
+def test_the_image_check_accepts_exif_turned_jpegs_and_trailing_bytes(tmp_path):
+    """No false alarm on sound files: a JPEG whose EXIF orientation turns it (OpenCV reads it turned, so either size
+    may be in the annotation file) and a JPEG with a few bytes after its end marker."""
+    from PIL import Image
+
+    from cartoonseg.training.coco import CocoImage, check_images
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (40, 24), (200, 10, 10)).save(tmp_path / "turned.jpg", exif=exif)
+    Image.new("RGB", (40, 24)).save(tmp_path / "padded.jpg")
+    with open(tmp_path / "padded.jpg", "ab") as fh:
+        fh.write(b"\0" * 100)
+    assert cv2.imread(str(tmp_path / "turned.jpg")).shape[:2] == (40, 24)  # read turned: 24 wide, 40 high
+    # CocoImage(id, path, height, width, annotations)
+    images = [CocoImage(1, tmp_path / "turned.jpg", 24, 40, []), CocoImage(2, tmp_path / "turned.jpg", 40, 24, []),
+              CocoImage(3, tmp_path / "padded.jpg", 24, 40, [])]
+    check_images(images, progress=False)
+    with pytest.raises(ValueError, match="padded.jpg is 40x24 but the annotation file says 24x40"):
+        check_images([CocoImage(3, tmp_path / "padded.jpg", 40, 24, [])], progress=False)
 
 
 # ----------------------------------------------------------------------------------------------- schedule, EMA
