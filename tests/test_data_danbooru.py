@@ -314,3 +314,29 @@ def test_image_files_are_looked_up_only_for_posts_whose_tags_can_be_selected(tmp
     stats = filter_posts(iter_metadata_posts(meta, images, rules=rules), tmp_path / "out", rules)
     assert (stats["seen"], stats["fg"], stats["bg"], stats["missing"]) == (42, 1, 0, 1)
     assert set(looked_up) == {"1001", "1002"}, looked_up
+
+
+def test_skip_bad_lines_skips_counts_and_reports_malformed_lines(tmp_path, capsys):
+    """A dump with a few damaged lines (bad JSON, no id, a non-UTF-8 byte) stops at the first by default, naming it;
+    with --skip-bad-lines those lines are skipped, the good posts around them selected, and the count reported
+    (bad_lines in the summary, the first named on stderr)."""
+    images = tmp_path / "danbooru"
+    _rgba_png(_bucket(images, 2002, "png"), seed=1)
+    good2 = json.dumps({"id": 2002, "file_ext": "png", "tag_string": "solo transparent_background"}) + "\n"
+    meta = tmp_path / "posts.jsonl"
+    meta.write_bytes((_good_post(images) + '{"id": 5, "tag_string": \n' + '{"tag_string": "solo"}\n').encode()
+                     + b'{"id": 6, "tag_string": "solo \xff"}\n' + good2.encode())
+    status, err, _ = _cli(capsys, [meta, "--images", images, "--out", tmp_path / "strict"])
+    assert status == 2 and f"{meta} line 2 is not valid JSON" in err
+    status, err, stdout = _cli(capsys, [meta, "--images", images, "--out", tmp_path / "out", "--skip-bad-lines"])
+    stats = json.loads(stdout)
+    assert status == 0 and stats["bad_lines"] == 3 and stats["fg"] == 2 and stats["seen"] == 2
+    assert err.startswith("warning: skipped 3 malformed metadata line(s); the first: ") and f"{meta} line 2" in err
+    seen = []
+    posts = list(iter_metadata_posts(meta, images, on_bad_line=seen.append))
+    assert [p.id for p in posts] == ["1001", "2002"]
+    assert [m.split(" line ")[1][:1] for m in seen] == ["2", "3", "4"]
+    assert "line 4 is not valid UTF-8" in seen[2]  # was a decoder error naming neither file nor line
+    # an option without meaning for a tag folder is refused, not ignored
+    status, err, _ = _cli(capsys, [tmp_path / "danbooru", "--out", tmp_path / "out2", "--skip-bad-lines"])
+    assert status == 2 and "--skip-bad-lines" in err

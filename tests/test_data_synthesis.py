@@ -395,3 +395,80 @@ def test_a_foreground_mostly_off_the_canvas_is_dropped(raw, monkeypatch):
     assert s.dropped_positions == [0]
     np.testing.assert_array_equal(s.image, composite(s.background, placements[1:])[0])
     assert s.annotations[1]["bbox"] == [0.0, 120.0, 20.0, 40.0] and s.annotations[1]["area"] == 20 * 40
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "P", "I;16"])
+def test_colour_key_transparency_is_read_as_alpha(tmp_path, mode):
+    """A foreground whose transparency is a colour key (PNG tRNS on an RGB, grey, palette or 16-bit grey image; PIL's
+    info["transparency"]) is indexed and read as RGBA: keyed pixels alpha 0, the others 255. RGB and grey keys
+    were skipped as "no alpha channel"."""
+    import warnings
+
+    from PIL import Image
+
+    from cartoonseg.data.foregrounds import load_foreground
+
+    rgb = np.zeros((40, 50, 3), np.uint8)
+    rgb[...] = (0, 255, 0)
+    rgb[10:30, 5:25] = (200, 50, 50)
+    inside = np.zeros((40, 50), bool)
+    inside[10:30, 5:25] = True
+    grey = np.where(inside, 200, 0).astype(np.uint8)
+    if mode == "RGB":
+        im, key = Image.fromarray(rgb, "RGB"), (0, 255, 0)
+    elif mode == "L":
+        im, key = Image.fromarray(grey, "L"), 0
+    elif mode == "I;16":
+        im, key = Image.fromarray((grey.astype(np.uint16) * 257)).convert("I;16"), 0
+    else:
+        im = Image.fromarray(rgb, "RGB").quantize(4)
+        key = im.getpixel((0, 0))
+    im.save(tmp_path / "keyed.png", transparency=key)
+    with Image.open(tmp_path / "keyed.png") as check:
+        assert "transparency" in check.info and check.mode != "RGBA"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "skipped" warning
+        found = index_foregrounds(tmp_path)
+    assert [Path(f.path).name for f in found] == ["keyed.png"]
+    full = load_foreground(tmp_path / "keyed.png", crop=False)
+    assert full.shape == (40, 50, 4)
+    np.testing.assert_array_equal(full[..., 3], np.where(inside, 255, 0))
+    cropped = load_foreground(tmp_path / "keyed.png")  # the content box after the 5x5 blur: 2 px of margin
+    np.testing.assert_array_equal(cropped[..., 3], np.pad(np.full((20, 20), 255, np.uint8), 2))
+    if mode == "RGB":
+        assert (cropped[2:-2, 2:-2, :3] == (200, 50, 50)).all()
+
+
+def test_fg_file_is_the_path_relative_to_the_foreground_folder(raw, tmp_path):
+    """Two foregrounds with the same name in different subfolders are told apart in the annotations (fg_file was the
+    basename); records of an older run, resumed, get the relative path where their basename is unique."""
+    from PIL import Image
+
+    fg = tmp_path / "fg"
+    for rel, colour in (("a/char.png", (255, 0, 0, 255)), ("b/char.png", (0, 0, 255, 255)),
+                        ("c/solo.png", (0, 255, 0, 255))):
+        (fg / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((60, 40, 4), colour, np.uint8)).save(fg / rel)
+    assert [f.file for f in index_foregrounds(fg)] == ["a/char.png", "b/char.png", "c/solo.png"]
+    out = tmp_path / "out"
+    cfg = SynthesisConfig(size=128, hist_match_prob=0.0, quantize_prob=0.0)
+    r = synthesize_dataset(fg, raw / "bg", out, 6, cfg=cfg, seed=3, progress=False)
+    coco = json.loads(Path(r["annotations"]).read_text())
+    anns = coco["annotations"]
+    assert {a["fg_file"] for a in anns} == {"a/char.png", "b/char.png", "c/solo.png"}
+    files = {im["id"]: im["file_name"] for im in coco["images"]}
+    for a in anns:  # each name is the foreground whose colour the image shows under its mask
+        image = cv2.cvtColor(cv2.imread(str(out / "train" / files[a["image_id"]])), cv2.COLOR_BGR2RGB)
+        colour = image[rle.decode(a["segmentation"]).astype(bool)].mean(0)
+        assert a["fg_file"] == ("a/char.png", "c/solo.png", "b/char.png")[int(np.argmax(colour))], colour
+    # an older run's resume records (basenames): upgraded where unambiguous, kept as written otherwise
+    for rec_path in (out / ".synth_state" / "train").glob("0*.json"):
+        rec = json.loads(rec_path.read_text())
+        for a in rec["annotations"]:
+            a["fg_file"] = Path(a["fg_file"]).name
+        rec_path.write_text(json.dumps(rec))
+    r = synthesize_dataset(fg, raw / "bg", out, 6, cfg=cfg, seed=3, progress=False)
+    assert r["new"] == 0
+    resumed = json.loads(Path(r["annotations"]).read_text())["annotations"]
+    assert {a["fg_file"] for a in resumed} == {"char.png", "c/solo.png"}
+    assert [a["fg_file"] == "c/solo.png" for a in resumed] == [a["fg_file"] == "c/solo.png" for a in anns]

@@ -7,6 +7,7 @@ from pathlib import Path
 import math
 import re
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -112,6 +113,108 @@ def test_mosaic_and_pipeline_keep_masks_boxes_consistent(toy):
     np.testing.assert_array_equal(a["img"], b["img"])
     batch = collate_detection([ds[0], ds[1]])
     assert batch["img"].shape == (2, 3, 64, 64) and batch["img"].dtype == torch.uint8
+
+
+class _ScriptedRng:
+    """The three kinds of draw mixup makes, answered from a script (checks the ranges asked for)."""
+
+    def __init__(self, jit, flip_u, offsets):
+        self.jit, self.flip_u, self.offsets = jit, flip_u, list(offsets)
+
+    def uniform(self, lo, hi):
+        assert lo <= self.jit <= hi
+        return self.jit
+
+    def random(self):
+        return self.flip_u
+
+    def integers(self, lo, hi):
+        value = self.offsets.pop(0)
+        assert lo == 0 and 0 <= value < hi  # numpy.random.randint(0, extra) as mmdet draws it: extra excluded
+        return value
+
+
+def _mmdet_cached_mixup(ori_img, retrieve_img, retrieve_boxes, size, jit, is_flip, y_offset, x_offset):
+    """mmdet CachedMixUp.transform (mmdet/datasets/transforms/transforms.py, steps 1-8) with its random draws given:
+    returns the mixed image and the partner's boxes (xyxy) that it keeps."""
+    out_img = np.ones((size, size, 3), np.uint8) * 114
+    scale_ratio = min(size / retrieve_img.shape[0], size / retrieve_img.shape[1])
+    retrieve_img = cv2.resize(retrieve_img, (int(retrieve_img.shape[1] * scale_ratio),
+                                             int(retrieve_img.shape[0] * scale_ratio)))  # mmcv.imresize: bilinear
+    out_img[:retrieve_img.shape[0], :retrieve_img.shape[1]] = retrieve_img
+    scale_ratio *= jit
+    out_img = cv2.resize(out_img, (int(out_img.shape[1] * jit), int(out_img.shape[0] * jit)))
+    if is_flip:
+        out_img = out_img[:, ::-1, :]
+    origin_h, origin_w = out_img.shape[:2]
+    target_h, target_w = ori_img.shape[:2]
+    padded_img = np.zeros((max(origin_h, target_h), max(origin_w, target_w), 3)).astype(np.uint8)
+    padded_img[:origin_h, :origin_w] = out_img
+    cropped = padded_img[y_offset:y_offset + target_h, x_offset:x_offset + target_w]
+    b = retrieve_boxes.astype(np.float64) * scale_ratio
+    b[:, 0::2] = b[:, 0::2].clip(0, origin_w)
+    b[:, 1::2] = b[:, 1::2].clip(0, origin_h)
+    if is_flip:
+        b = np.stack([origin_w - b[:, 2], b[:, 1], origin_w - b[:, 0], b[:, 3]], 1)
+    b -= [x_offset, y_offset, x_offset, y_offset]
+    b[:, 0::2] = b[:, 0::2].clip(0, target_w)
+    b[:, 1::2] = b[:, 1::2].clip(0, target_h)
+    inside = (b[:, 0] < target_w) & (b[:, 1] < target_h) & (b[:, 2] > 0) & (b[:, 3] > 0)
+    mixed = (0.5 * ori_img.astype(np.float32) + 0.5 * cropped.astype(np.float32)).astype(np.uint8)
+    return mixed, b[inside]
+
+
+@pytest.mark.parametrize("jit, flip_u, offsets, partner_hw", [
+    (1.5, 0.25, [7, 20], (64, 64)),  # scale jitter up, flipped, cropped at an offset
+    (1.5, 0.75, [31, 0], (64, 64)),  # the largest offset mmdet can draw (extra excluded)
+    (0.5, 0.25, [], (64, 64)),  # jitter down: the zero padding of mmdet's crop canvas shows
+    (1.0, 0.25, [], (64, 32)),  # the stock recipe's (1.0, 1.0): a narrow partner flips with its whole canvas
+])
+def test_mixup_partner_goes_where_mmdet_cached_mixup_puts_it(jit, flip_u, offsets, partner_hw):
+    """The mixup partner gets mmdet CachedMixUp's geometry: keep-ratio fit into a 114 canvas, scale jitter
+    (ratio_range), flip of the whole canvas, zero padding and a random crop; pixels and the partner's boxes match
+    a transcription of mmdet's code under the same draws. It used to be only fitted and flipped in place."""
+    from cartoonseg.training.det_data import mixup
+
+    size = 64
+    g = np.random.default_rng(5)
+    ph, pw = partner_hw
+    rects = [(8, 16, 24, 40), (40, 2, 62, 12), (0, 50, 6, 60)]  # xyxy, on the partner's pixel grid
+    masks = np.zeros((len(rects), ph, pw), np.uint8)
+    for k, (x0, y0, x1, y1) in enumerate(rects):
+        masks[k, y0:y1, x0:x1] = 1
+    masks = masks[masks.any(axis=(1, 2))]
+    partner = {"img": g.integers(0, 256, (ph, pw, 3), dtype=np.uint8), "masks": masks,
+               "boxes": boxes_from_masks(masks), "labels": np.arange(len(masks), dtype=np.int64) + 1,
+               "ignore_mask": np.zeros(len(masks), bool)}
+    own = np.zeros((1, size, size), np.uint8)
+    own[0, 30:50, 10:20] = 1
+    sample = {"img": g.integers(0, 256, (size, size, 3), dtype=np.uint8), "masks": own,
+              "boxes": boxes_from_masks(own), "labels": np.zeros(1, np.int64), "ignore_mask": np.zeros(1, bool)}
+    out = mixup(sample, partner, _ScriptedRng(jit, flip_u, offsets), flip_prob=0.5, ratio_range=(0.5, 1.5))
+    y_off, x_off = (offsets + [0, 0])[:2]
+    want_img, want_boxes = _mmdet_cached_mixup(sample["img"], partner["img"], partner["boxes"], size, jit,
+                                               flip_u < 0.5, y_off, x_off)
+    np.testing.assert_array_equal(out["img"], want_img)
+    np.testing.assert_array_equal(out["boxes"][0], sample["boxes"][0])
+    np.testing.assert_allclose(out["boxes"][1:], want_boxes, atol=1e-4)
+    assert len(out["labels"]) == len(out["masks"]) == len(out["ignore_mask"]) == 1 + len(want_boxes)
+    np.testing.assert_array_equal(out["boxes"], boxes_from_masks(out["masks"]))
+
+
+def test_mixup_jitter_runs_in_the_pipeline_and_an_empty_partner_is_not_mixed_in(toy):
+    from cartoonseg.training.det_data import mixup
+
+    aug = DetAugConfig(img_size=64, mixup_ratio_range=(0.5, 1.5))
+    ds = DetectionTrainSet(load_coco(find_annotation(toy)), aug, seed=1)
+    for i in range(4):
+        s = ds.sample(i)
+        assert s["img"].shape == (64, 64, 3)
+        np.testing.assert_array_equal(s["boxes"], boxes_from_masks(s["masks"]))
+    sample = ds.sample(0)
+    empty = {"img": np.zeros((64, 64, 3), np.uint8), "masks": np.zeros((0, 64, 64), np.uint8),
+             "boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64), "ignore_mask": np.zeros(0, bool)}
+    assert mixup(sample, empty, np.random.default_rng(0)) is sample
 
 
 def test_images_without_instances_train_in_both_pipelines(tmp_path):
@@ -434,7 +537,7 @@ def test_an_unreadable_image_in_a_data_worker_is_one_error_line(tmp_path, capsys
     for image in (tmp_path / "data" / "train").iterdir():
         image.write_bytes(b"not an image")
     common = ["--data", str(tmp_path / "data"), "--epochs", "1", "--batch-size", "2", "--workers", "1",
-              "--device", "cpu"]
+              "--device", "cpu", "--no-check-images"]  # the file read in a worker (the up-front check: below)
     assert det_cli.main([*common, "--out", str(tmp_path / "det"), "--preset", "tiny", "--img-size", "64"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: cannot read image ") and err.count("\n") == 1 and "Traceback" not in err
@@ -442,6 +545,67 @@ def test_an_unreadable_image_in_a_data_worker_is_one_error_line(tmp_path, capsys
                          "--gt-epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: cannot read image ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_corrupt_images_stop_training_before_it_starts_listing_them(tmp_path, capsys):
+    """Every listed image is checked once before training (headers and file ends): an empty file, a non-image, a
+    PNG cut short and an image of another size than the annotation's stop both trainers at the start with one
+    error naming each file and its fault; before, each was found only when first sampled (hours into a run)."""
+    from PIL import Image
+
+    from cartoonseg.training.coco import check_images
+    from train import train_detector as det_cli
+    from train import train_refiner as ref_cli
+
+    ann = make_toy_coco(tmp_path / "data", num_images=6, size=64, seed=0)
+    coco = load_coco(ann)
+    check_images(coco.images, progress=False)  # a sound set passes
+    paths = [im.path for im in coco.images]
+    paths[0].write_bytes(b"")
+    paths[1].write_bytes(b"not an image")
+    paths[2].write_bytes(paths[2].read_bytes()[:-40])  # an interrupted copy: the header is intact
+    Image.new("RGB", (48, 64)).save(paths[3])
+    with pytest.raises(ValueError) as err:
+        check_images(load_coco(ann).images, progress=False, show=3)
+    msg = str(err.value)
+    assert msg.startswith("4 of 6 training images cannot be used: ")
+    assert f"{paths[0]} is an empty file" in msg and f"{paths[1]} is not an image" in msg
+    assert f"{paths[2]} is truncated (no PNG end chunk)" in msg and "... and 1 more" in msg
+    with pytest.raises(ValueError, match=re.escape(f"{paths[3]} is 48x64 but the annotation file says 64x64")):
+        check_images(load_coco(ann).images[3:], progress=False)
+
+    common = ["--data", str(tmp_path / "data"), "--epochs", "1", "--batch-size", "2", "--workers", "0",
+              "--device", "cpu"]
+    assert det_cli.main([*common, "--out", str(tmp_path / "det"), "--preset", "tiny", "--img-size", "64"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: 4 of 6 training images cannot be used: ") and err.count("\n") == 1
+    assert not list((tmp_path / "det").glob("detector_last*"))  # stopped before the first step
+    assert ref_cli.main([*common, "--out", str(tmp_path / "ref"), "--preset", "tiny", "--size", "32",
+                         "--gt-epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "training images cannot be used" in err and err.count("\n") == 1
+
+
+def test_the_image_check_accepts_exif_turned_jpegs_and_trailing_bytes(tmp_path):
+    """No false alarm on sound files: a JPEG whose EXIF orientation turns it (OpenCV reads it turned, so either size
+    may be in the annotation file) and a JPEG with a few bytes after its end marker."""
+    from PIL import Image
+
+    from cartoonseg.training.coco import CocoImage, check_images
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (40, 24), (200, 10, 10)).save(tmp_path / "turned.jpg", exif=exif)
+    Image.new("RGB", (40, 24)).save(tmp_path / "padded.jpg")
+    with open(tmp_path / "padded.jpg", "ab") as fh:
+        fh.write(b"\0" * 100)
+    assert cv2.imread(str(tmp_path / "turned.jpg")).shape[:2] == (40, 24)  # read turned: 24 wide, 40 high
+    # CocoImage(id, path, height, width, annotations)
+    images = [CocoImage(1, tmp_path / "turned.jpg", 24, 40, []), CocoImage(2, tmp_path / "turned.jpg", 40, 24, []),
+              CocoImage(3, tmp_path / "padded.jpg", 24, 40, [])]
+    check_images(images, progress=False)
+    with pytest.raises(ValueError, match="padded.jpg is 40x24 but the annotation file says 24x40"):
+        check_images([CocoImage(3, tmp_path / "padded.jpg", 40, 24, [])], progress=False)
 
 
 # ----------------------------------------------------------------------------------------------- schedule, EMA

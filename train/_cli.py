@@ -1,6 +1,6 @@
 """Command-line pieces shared by the ``train/`` scripts: their parser (:func:`parser`, ``--help`` showing every
-default), their ``main`` (:func:`script_main`), the range check of option values (:func:`check_option`, one ``error:`` line naming the option and what is
-allowed, before anything is built) and, for the two training scripts (``train.train_detector``,
+default), their ``main`` (:func:`script_main`), the range check of option values (:func:`check_option`, one
+``error:`` line naming the option and what is allowed, before anything is built) and, for the two training scripts (``train.train_detector``,
 ``train.train_refiner``), the data/output arguments, the run-control arguments (device, AMP, workers, seed,
 logging, checkpoints, resume) and their mapping onto the fields both ``cartoonseg.training`` configs have."""
 
@@ -58,11 +58,14 @@ def check_option(option: str, value: float | None, low: float | None = None, hig
 
 
 def add_data_args(ap: argparse.ArgumentParser, out_help: str) -> None:
-    """``--data``, ``--out``, ``--images``, ``--split``."""
+    """``--data``, ``--out``, ``--images``, ``--split``, ``--no-check-images``."""
     ap.add_argument("--data", required=True, help="COCO JSON or dataset folder with annotations/")
     ap.add_argument("--out", required=True, help=out_help)
     ap.add_argument("--images", default=None, help="image folder (default: found next to the JSON)")
     ap.add_argument("--split", default="train", help="split name used to find the JSON in DIR/annotations")
+    ap.add_argument("--no-check-images", action="store_true",
+                    help="skip the check of every image's header and end before training (a few seconds per 10k "
+                         "images; without it a corrupt file stops the run only when first sampled)")
 
 
 def add_run_args(ap: argparse.ArgumentParser, *, max_iters_help: str, resume_help: str) -> None:
@@ -112,6 +115,7 @@ def common_config(args: argparse.Namespace) -> dict[str, Any]:
         "resume": not args.no_resume,
         "allow_changes": args.allow_changes,
         "device": args.device,
+        "check_images": not args.no_check_images,
     }
 
 

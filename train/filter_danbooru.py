@@ -3,6 +3,9 @@
     python -m train.filter_danbooru METADATA --images DIR --out DIR
     python -m train.filter_danbooru TAGGED_FOLDER --out DIR
 
+A malformed metadata line stops the run with an error naming file and line; ``--skip-bad-lines`` skips such lines
+instead, counts them (``bad_lines`` in the printed summary) and names the first on stderr at the end.
+
 METADATA is a Danbooru JSON-lines file (or, with ``--images``, a folder of ``.json``/``.jsonl`` files); images are
 looked up under ``--images`` as ``original/<id % 1000:04d>/<id>.<ext>``. A folder given without ``--images`` instead
 holds images with ``<stem>.txt`` tag files.
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 from cartoonseg.data.danbooru import DanbooruFilter, filter_posts, iter_folder_posts, iter_metadata_posts
@@ -44,7 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="keep at most this many foregrounds (with --max-bg: reading stops once both are reached)")
     ap.add_argument("--max-bg", type=int, default=None,
                     help="keep at most this many backgrounds (with --max-fg: reading stops once both are reached)")
-    ap.add_argument("--verbose", action="store_true", help="print every rejection")
+    ap.add_argument("--skip-bad-lines", action="store_true",
+                    help="skip malformed metadata lines (not UTF-8, not a JSON post with an id, bad tags) instead of "
+                         "stopping at the first; they are counted (bad_lines in the summary) and the first named on "
+                         "stderr at the end")
+    ap.add_argument("--verbose", action="store_true", help="print every rejection (and every skipped line)")
     add_overwrite_argument(ap)
     return ap
 
@@ -65,18 +73,32 @@ def _run(args: argparse.Namespace) -> int:
                          f"root) is required")
     rules = dataclasses.replace(DanbooruFilter(), bg_min_short=args.bg_min_short, bg_min_long=args.bg_min_long,
                                 max_fg=args.max_fg, max_bg=args.max_bg)
+    bad: list[str] = []  # the malformed lines skipped (--skip-bad-lines)
     if is_jsonl:
         if not args.images:
             raise ValueError("--images DIR is required with JSON-lines metadata")
         if meta.is_dir() and not has_json:
             raise ValueError(f"{meta} holds no .json/.jsonl metadata files (to read a folder of images with tag "
                              f"files, leave --images out)")
-        posts = iter_metadata_posts(meta, args.images, rules=rules)  # image files looked up for selectable posts
+
+        def skip(message: str) -> None:
+            bad.append(message)
+            if args.verbose:
+                print(f"skip line: {message}")
+
+        # image files looked up for selectable posts only
+        posts = iter_metadata_posts(meta, args.images, rules=rules, on_bad_line=skip if args.skip_bad_lines else None)
         inputs = [meta, args.images]
     else:
+        if args.skip_bad_lines:
+            raise ValueError("--skip-bad-lines applies to JSON-lines metadata (a tag folder has no metadata lines)")
         posts = iter_folder_posts(meta)
         inputs = [meta]
     stats = filter_posts(posts, args.out, rules, verbose=args.verbose, inputs=inputs, overwrite=args.overwrite)
+    if args.skip_bad_lines:
+        stats["bad_lines"] = len(bad)
+        if bad:
+            print(f"warning: skipped {len(bad)} malformed metadata line(s); the first: {bad[0]}", file=sys.stderr)
     print(json.dumps(stats))
     return 0
 

@@ -24,7 +24,9 @@ from ._cli import parser, script_main
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m train.synthesize``."""
     ap = parser("train.synthesize", __doc__)
-    ap.add_argument("--fg", required=True, help="foreground folder (RGBA images, optional meta.jsonl with tags)")
+    ap.add_argument("--fg", required=True,
+                    help="foreground folder (RGBA images, or PNGs with a transparency colour key; optional meta.jsonl "
+                         "with tags)")
     ap.add_argument("--bg", required=True, help="background image folder")
     ap.add_argument("--out", required=True, help="output dataset root")
     ap.add_argument("--num", type=int, required=True, help="number of images (98600 = the paper's size)")

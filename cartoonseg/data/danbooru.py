@@ -34,13 +34,14 @@ now replaced), so reruns and several sources into one folder neither duplicate n
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -143,20 +144,24 @@ def _size(value) -> int:
         return 0
 
 
-def iter_metadata_posts(metadata: str | Path, images_dir: str | Path, *,
-                        rules: DanbooruFilter | None = None) -> Iterator[Post]:
+def iter_metadata_posts(metadata: str | Path, images_dir: str | Path, *, rules: DanbooruFilter | None = None,
+                        on_bad_line: Callable[[str], None] | None = None) -> Iterator[Post]:
     """Posts from Danbooru JSON-lines metadata (a file, or a folder of ``*.json``/``*.jsonl`` files), read line by
-    line (a UTF-8 byte-order mark is allowed).
+    line (UTF-8; a byte-order mark is allowed).
 
     Each post's image file is looked up under ``images_dir`` (up to three paths on disk). With ``rules``, only the
     posts whose tags one of its rules selects are looked up; the others come with ``path=None`` (a dump has millions
     of posts, mostly of other tags: on network storage every look-up counts). :func:`filter_posts` never reads the
     path of such a post.
 
+    A malformed line (not UTF-8, not a JSON object with an ``id`` that is a number or a string usable as a file
+    name, or with tags that are neither a string nor a list) raises ``ValueError`` naming file and line, unless
+    ``on_bad_line`` is given: then that message is passed to it and the line skipped (a multi-million-line dump with
+    a few damaged lines need not stop the run; the caller counts them).
+
     Raises:
         ValueError: at once when ``metadata`` or ``images_dir`` is missing (or ``images_dir`` is not a folder); while
-            reading, for a line that is not a JSON object with an ``id`` (a number, or a string usable as a file
-            name), or whose tags are neither a string nor a list (naming file and line).
+            reading, for a malformed line (without ``on_bad_line``).
     """
     metadata = Path(metadata)
     images_dir = Path(images_dir)
@@ -169,7 +174,7 @@ def iter_metadata_posts(metadata: str | Path, images_dir: str | Path, *,
         files = sorted(p for p in metadata.iterdir() if p.suffix in (".json", ".jsonl"))
     else:
         files = [metadata]
-    return _iter_metadata(files, images_dir, rules)
+    return _iter_metadata(files, images_dir, rules, on_bad_line)
 
 
 def _selectable(tags: Iterable[str], rules: DanbooruFilter) -> bool:
@@ -178,31 +183,52 @@ def _selectable(tags: Iterable[str], rules: DanbooruFilter) -> bool:
     return (_has(tags, rules.fg_tags, rules.fg_exclude_tags) or _has(tags, rules.bg_tags, rules.bg_exclude_tags))
 
 
-def _iter_metadata(files: list[Path], images_dir: Path, rules: DanbooruFilter | None) -> Iterator[Post]:
+def _parse_line(f: Path, n: int, raw: bytes) -> tuple[str, dict, tuple[str, ...], tuple[str, ...]] | None:
+    """``(post id, record, tags, character tags)`` of metadata line ``n`` of ``f``, None for a blank line;
+    ``ValueError`` naming file and line for a malformed one."""
+    try:
+        line = raw.decode("utf-8").strip()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{f} line {n} is not valid UTF-8: {err}") from None
+    if not line:
+        return None
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{f} line {n} is not valid JSON: {err}") from err
+    if not isinstance(rec, dict):
+        raise ValueError(f"{f} line {n} is a JSON {type(rec).__name__}, not an object (not Danbooru post metadata)")
+    if "id" not in rec:
+        raise ValueError(f"{f} line {n} has no 'id' field (not Danbooru post metadata)")
+    pid = rec["id"]
+    pid = str(pid).strip() if isinstance(pid, (int, str)) and not isinstance(pid, bool) else ""
+    if not pid or pid in (".", "..") or any(c in pid for c in "/\\\0"):
+        raise ValueError(f"{f} line {n}: 'id' must be a number or a string usable as a file name, got "
+                         f"{rec['id']!r:.60}")
+    try:
+        tags, chars = _post_tags(rec)
+    except ValueError as err:
+        raise ValueError(f"{f} line {n} (post {pid}): {err}") from err
+    return pid, rec, tags, chars
+
+
+def _iter_metadata(files: list[Path], images_dir: Path, rules: DanbooruFilter | None,
+                   on_bad_line: Callable[[str], None] | None) -> Iterator[Post]:
     for f in files:
-        with open(f, encoding="utf-8-sig") as fh:
-            for n, line in enumerate(fh, 1):
-                line = line.strip()
-                if not line:
-                    continue
+        with open(f, "rb") as fh:
+            for n, raw in enumerate(fh, 1):
+                if n == 1:
+                    raw = raw.removeprefix(codecs.BOM_UTF8)
                 try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{f} line {n} is not valid JSON: {err}") from err
-                if not isinstance(rec, dict):
-                    raise ValueError(f"{f} line {n} is a JSON {type(rec).__name__}, not an object (not Danbooru post "
-                                     f"metadata)")
-                if "id" not in rec:
-                    raise ValueError(f"{f} line {n} has no 'id' field (not Danbooru post metadata)")
-                pid = rec["id"]
-                pid = str(pid).strip() if isinstance(pid, (int, str)) and not isinstance(pid, bool) else ""
-                if not pid or pid in (".", "..") or any(c in pid for c in "/\\\0"):
-                    raise ValueError(f"{f} line {n}: 'id' must be a number or a string usable as a file name, got "
-                                     f"{rec['id']!r:.60}")
-                try:
-                    tags, chars = _post_tags(rec)
+                    parsed = _parse_line(f, n, raw)
                 except ValueError as err:
-                    raise ValueError(f"{f} line {n} (post {pid}): {err}") from err
+                    if on_bad_line is None:
+                        raise
+                    on_bad_line(str(err))
+                    continue
+                if parsed is None:
+                    continue
+                pid, rec, tags, chars = parsed
                 path = None
                 if rules is None or _selectable(tags, rules):
                     path = danbooru_image_path(images_dir, pid, str(rec.get("file_ext") or "png"))

@@ -3,7 +3,9 @@
 Follows CartoonSegmentation (arXiv 2312.01943, §3.1; CS ``animeinsseg/data/sampler.py`` L173-214 and
 ``utils/io_utils.py`` L214-223):
 
-* a foreground must decode to 4 channels (RGBA); others are dropped from the list with a warning;
+* a foreground must decode to 4 channels (RGBA); others are dropped from the list with a warning. Transparency
+  given as a colour key (a PNG ``tRNS`` chunk on a palette, grey or RGB image: PIL's ``info["transparency"]``)
+  counts: the keyed pixels become alpha 0, the rest alpha 255;
 * **auto-crop to content**: blur alpha 5x5, threshold > 20, bounding rectangle; crop only when the image is
   more than 15 px larger than that rectangle in height or width;
 * tags travel with each foreground (``tag_string``, ``tag_string_character``), as does ``category_id``;
@@ -34,7 +36,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ..io import to_rgb_uint8, upright
+from ..io import has_alpha, to_rgb_uint8, upright
 from ..outputs import OutputFolder
 
 __all__ = [
@@ -66,20 +68,25 @@ class ForegroundError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ForegroundInfo:
-    """One foreground: its file and the metadata copied into every annotation made from it."""
+    """One foreground: its file and the metadata copied into every annotation made from it.
+
+    ``file`` is its path relative to the foreground folder (posix separators, the ``meta.jsonl`` key), set by
+    :func:`index_foregrounds`; empty for a hand-made entry (annotations then name the file's basename).
+    """
 
     path: str
     tag_string: str = ""
     tag_string_character: str = ""
     category_id: int = 0
     source: str = ""
+    file: str = ""
 
 
 def has_alpha_channel(path: str | Path) -> bool:
-    """Whether an image file decodes to RGBA (reads only the header)."""
+    """Whether an image file decodes to RGBA: an alpha band or a transparency colour key (reads only the header)."""
     try:
         with Image.open(path) as im:
-            return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info)
+            return has_alpha(im)
     except Exception:  # noqa: BLE001 - any decoder failure means "unusable"
         return False
 
@@ -109,9 +116,13 @@ def load_foreground(path: str | Path, crop: bool = True) -> np.ndarray:
         with Image.open(path) as im:
             im.load()
             im = upright(im)  # EXIF orientation, as every image reader honours it (cartoonseg.io)
-            if not (im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info)):
-                raise ForegroundError(f"foreground {path} has mode {im.mode}, not RGBA (an alpha channel is required)")
-            rgba = np.asarray(im.convert("RGBA"))
+            if not has_alpha(im):
+                raise ForegroundError(f"foreground {path} has mode {im.mode} and no transparency, not RGBA (an alpha "
+                                      f"channel or a transparency colour key is required)")
+            # one reader for every mode: an alpha band, or a colour key (tRNS) turned into alpha; 16-bit scaled
+            rgba = to_rgb_uint8(im, alpha="keep")
+            if rgba.shape[2] != 4:
+                raise ForegroundError(f"foreground {path} (mode {im.mode}) did not decode to RGBA")
     except ForegroundError:
         raise
     except Exception as err:  # noqa: BLE001
@@ -235,7 +246,7 @@ def index_foregrounds(folder: str | Path, check_alpha: bool = True) -> list[Fore
             tags = " ".join(read_tag_file(p.with_suffix(".txt")))
         out.append(ForegroundInfo(
             path=str(p), tag_string=str(tags or ""), tag_string_character=str(rec.get("tag_string_character", "")),
-            category_id=int(rec.get("category_id", 0)), source=str(rec.get("source", ""))))
+            category_id=int(rec.get("category_id", 0)), source=str(rec.get("source", "")), file=rel))
     if dropped:
         warnings.warn(f"{len(dropped)} foreground file(s) without an alpha channel were skipped, e.g. {dropped[:3]}",
                       stacklevel=2)

@@ -36,6 +36,11 @@ number of workers or on interruptions.
                       "area" (visible pixels), "bbox": [x, y, w, h] (visible-mask box, floats),
                       "tag_string", "tag_string_character", "fg_file"}]}
 
+``fg_file`` is the foreground's path relative to the foreground folder, with ``/`` separators (``sub/char.png``);
+files written before it was (and annotations from a hand-made :class:`ForegroundInfo` without ``file``) hold the
+basename only, which is the same thing for files at the top of the folder. A resumed older run has its records'
+basenames upgraded to relative paths where the name is unique among the foregrounds.
+
 The single category is id 0 named ``object``, as in the original (its trainer selects classes by name).
 Masks decode with ``pycocotools.mask.decode`` or :func:`cartoonseg.rle.decode`.
 """
@@ -212,6 +217,23 @@ def composite(background: np.ndarray, placements: Sequence[Placement], alpha_thr
     return np.clip(np.round(canvas), 0, 255).astype(np.uint8), idmap, own
 
 
+def _fg_file(info: ForegroundInfo) -> str:
+    """An annotation's ``fg_file``: the foreground's path relative to its folder (basename without one)."""
+    return info.file or os.path.basename(info.path)
+
+
+def _upgrade_fg_files(annotations: list[dict], fgs: Sequence[ForegroundInfo]) -> None:
+    """Resume records of an older run name foregrounds by basename: replaced in place by the relative path where
+    that basename belongs to exactly one foreground (an ambiguous one stays as written)."""
+    by_name: dict[str, list[str]] = {}
+    for f in fgs:
+        by_name.setdefault(os.path.basename(f.path), []).append(_fg_file(f))
+    for a in annotations:
+        name = a.get("fg_file")
+        if isinstance(name, str) and "/" not in name and len(by_name.get(name, ())) == 1:
+            a["fg_file"] = by_name[name][0]
+
+
 def _fg_loader(fgs: Sequence[ForegroundInfo]):
     def load(i: int) -> np.ndarray:
         return load_foreground(fgs[i].path)
@@ -339,7 +361,7 @@ class Synthesizer:
             anns.append({"image_id": image_id, "category_id": info.category_id, "iscrowd": 0,
                          "segmentation": a["segmentation"], "area": a["area"], "bbox": a["bbox"],
                          "tag_string": info.tag_string, "tag_string_character": info.tag_string_character,
-                         "fg_file": os.path.basename(info.path)})
+                         "fg_file": _fg_file(info)})
         image = {"id": image_id, "width": self.cfg.size, "height": self.cfg.size, "file_name": file_name,
                  "layout": sample.layout, "colour": sample.colour}
         return {"index": index, "image": image, "annotations": anns}
@@ -550,6 +572,7 @@ def synthesize_dataset(fg: str | Path | Sequence[ForegroundInfo], bg: str | Path
     for i in range(num):
         rec = json.loads((state / f"{i:09d}.json").read_text())
         images.append(rec["image"])
+        _upgrade_fg_files(rec["annotations"], fgs)
         for a in rec["annotations"]:
             annotations.append({"id": len(annotations) + 1, **a})
     coco = {

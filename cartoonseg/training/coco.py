@@ -10,11 +10,18 @@ A COCO ``instances`` JSON (``images``, ``annotations``, ``categories``) whose ``
 * images whose id is above 900,000,000 are manga pages (the original's convention), used by the mosaic rules;
 * categories are mapped to contiguous labels ``0..C-1`` in ascending category-id order;
 * an annotation may carry ``pred_segmentations`` (stage-1 predictions, RLE list) for refiner training.
+
+:func:`check_images` looks at every listed image once before training (headers and file ends, no decoding), so a
+corrupt file stops the run at its start instead of when it is first sampled, possibly hours in.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +36,7 @@ __all__ = [
     "CocoAnnotation",
     "CocoImage",
     "CocoSet",
+    "check_images",
     "find_annotation",
     "instance_masks",
     "load_coco",
@@ -204,6 +212,91 @@ def _check_segmentation_shape(ann: CocoAnnotation, image: CocoImage, ann_file: P
     if problem:
         raise ValueError(f"{ann_file}: annotation {ann.ann_id} of image {image.image_id} has a corrupt segmentation: "
                          f"{problem}")
+
+
+#: formats whose header Pillow reads (a file of these that it cannot open is corrupt); others pass that step
+_PIL_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+#: how far from a file's end its end marker may lie (JPEG EOI, PNG IEND): padding or a small trailer is tolerated
+_TAIL = 4096
+
+
+def _image_problem(image: CocoImage) -> str | None:
+    """Why ``image`` would fail (or be misread) when sampled, or None; reads its header and its last bytes only."""
+    from PIL import Image
+
+    path = image.path
+    try:
+        size = os.stat(path).st_size
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if size == 0:
+        return "is an empty file"
+    if not cv2.haveImageReader(str(path)):
+        return "is not an image OpenCV can decode (unknown or damaged header)"
+    if path.suffix.lower() not in _PIL_SUFFIXES:
+        return None
+    try:
+        with Image.open(path) as im:
+            w, h, fmt = im.width, im.height, im.format
+            try:
+                turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # OpenCV applies EXIF orientation
+            except Exception:  # noqa: BLE001 - a malformed EXIF block is ignored, as the readers do
+                turned = False
+        with open(path, "rb") as fh:
+            fh.seek(max(0, size - _TAIL))
+            tail = fh.read()
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for damaged headers
+        return f"has an unreadable header ({exc})"
+    if (image.width, image.height) not in ((w, h), (h, w) if turned else (w, h)):
+        return f"is {w}x{h} but the annotation file says {image.width}x{image.height}"
+    if fmt == "JPEG" and b"\xff\xd9" not in tail:
+        return "is truncated (no JPEG end marker)"
+    if fmt == "PNG" and b"IEND" not in tail:
+        return "is truncated (no PNG end chunk)"
+    return None
+
+
+def check_images(images: Sequence[CocoImage], *, progress: bool = True, show: int = 10, threads: int = 8) -> None:
+    """Check once, before training, that every image in ``images`` will load as its annotations expect.
+
+    Per file: it exists and is not empty, OpenCV recognises its header (``cv2.haveImageReader``), Pillow reads its
+    header (size, EXIF orientation) and the size matches the COCO ``width``/``height`` (either way round under
+    an EXIF rotation, as OpenCV turns such files), and a JPEG/PNG ends with its end marker (in the last 4 KiB): a
+    file cut short by an interrupted copy. Only headers and the last 4 KiB are read, nothing is decoded: about
+    0.1-0.3 ms a file from a local disk (30 s or less for 100k images), read by ``threads`` threads. Damage inside
+    the compressed data of a complete file is not found (OpenCV reads such JPEGs with grey blocks).
+
+    Args:
+        images: the images to check (``CocoSet.images`` or the subset a dataset reads).
+        progress: a tqdm bar on stderr (shown only when it is a terminal).
+        show: how many bad files the error lists.
+        threads: reader threads (file system latency, not CPU, is the cost).
+
+    Raises:
+        ValueError: one or more files fail; the message counts them and lists the first ``show`` with the reason.
+    """
+    images = list(images)
+    bar = None
+    if progress and sys.stderr.isatty() and images:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(images), unit="img", desc="checking images", file=sys.stderr, dynamic_ncols=True,
+                   leave=False)
+    bad: list[str] = []
+    try:
+        with ThreadPoolExecutor(max(1, min(threads, len(images)))) as pool:
+            for image, problem in zip(images, pool.map(_image_problem, images)):
+                if problem is not None:
+                    bad.append(f"{image.path} {problem}")
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    if bad:
+        listed = "; ".join(bad[:show]) + (f"; ... and {len(bad) - show} more" if len(bad) > show else "")
+        raise ValueError(f"{len(bad)} of {len(images)} training images cannot be used: {listed}. Fix or remove "
+                         f"them from the annotation file (--no-check-images, check_images=False, skips this check)")
 
 
 def read_image_bgr(path: str | Path) -> np.ndarray:

@@ -11,8 +11,12 @@ written here in numpy/OpenCV, sample by sample:
 3. **RandomCrop** ``S x S`` (boxes recomputed from the cropped masks; instances that vanish are dropped);
 4. **YOLOX HSV** jitter (hue 5, saturation 30, value 30, each channel enabled with probability 1/2);
 5. horizontal **flip** with probability 0.5; **pad** bottom/right to ``S x S`` with 114;
-6. **MixUp** (probability 1 in the stock recipe) with a second sample made by steps 1-5, blended 0.5/0.5,
-   annotations concatenated;
+6. **MixUp** (mmdet ``CachedMixUp``, probability 1 in the stock recipe) with a second sample made by steps 1-5:
+   the partner is fitted (keep ratio) into an ``S x S`` canvas of 114 at the top left, the canvas scaled by
+   ``j ~ U(mixup_ratio_range)`` (the RTMDet-Ins recipe sets ``(1.0, 1.0)``: no jitter), flipped with
+   probability 0.5, pasted into a zero canvas of at least ``S x S`` and cropped to ``S x S`` at a random offset
+   (``[0, extra)`` as mmdet draws it); blended 0.5/0.5, annotations concatenated, partner instances left with no
+   pixel dropped. A partner without instances is not mixed in (mmdet's "empty bbox" rule);
 7. instances whose box is narrower or shorter than 1 px are removed.
 
 The last ``no_aug_epochs`` epochs switch to the stock "stage 2" pipeline: keep-ratio resize to fit ``S`` with
@@ -66,6 +70,8 @@ class DetAugConfig:
         mosaic: use mosaic (stage-1 pipeline).
         mixup: use mixup after mosaic.
         mixup_prob: probability of mixup.
+        mixup_ratio_range: (min, max) scale jitter of the mixup partner's canvas (mmdet ``CachedMixUp``
+            ``ratio_range``: its default is (0.5, 1.5), the RTMDet-Ins recipe sets (1.0, 1.0)).
         resize_ratio: (min, max) random resize ratio of the mosaic canvas (2S).
         no_mosaic_resize_ratio: (min, max) random resize ratio in the no-mosaic pipeline (relative to S).
         hsv: (hue, saturation, value) deltas of the YOLOX HSV jitter; None disables it.
@@ -79,6 +85,7 @@ class DetAugConfig:
     mosaic: bool = True
     mixup: bool = True
     mixup_prob: float = 1.0
+    mixup_ratio_range: tuple[float, float] = (1.0, 1.0)
     resize_ratio: tuple[float, float] = (0.1, 2.0)
     no_mosaic_resize_ratio: tuple[float, float] = (0.5, 2.0)
     hsv: tuple[int, int, int] | None = (5, 30, 30)
@@ -257,25 +264,53 @@ def mosaic(samples: list[dict[str, Any]], size: int, rng: np.random.Generator) -
     }
 
 
-def mixup(sample: dict[str, Any], other: dict[str, Any], rng: np.random.Generator, flip_prob: float = 0.5):
-    """Blend ``other`` (resized to fit, randomly flipped, placed top-left) into ``sample`` 0.5/0.5."""
+def mixup(sample: dict[str, Any], other: dict[str, Any], rng: np.random.Generator, flip_prob: float = 0.5,
+          ratio_range: tuple[float, float] = (1.0, 1.0), pad_value: int = PAD_VALUE) -> dict[str, Any]:
+    """Blend ``other`` into ``sample`` 0.5/0.5 by mmdet ``CachedMixUp``'s geometry (module docstring, step 6).
+
+    Draws, in order: the scale jitter ``j ~ U(ratio_range)``, the flip (``rng.random() < flip_prob``), then the
+    crop offsets (y, then x, each only where the jittered canvas is larger than ``sample``). Masks follow the
+    pixels (nearest-neighbour resizes); boxes are recomputed from them.
+    """
+    if len(other["labels"]) == 0:  # mmdet: a partner without boxes is not mixed in
+        return sample
     h, w = sample["img"].shape[:2]
+    jit = float(rng.uniform(*ratio_range))
+    flip = bool(rng.random() < flip_prob)
+    # 1-2. keep-ratio fit into an h x w canvas of pad_value, top left
     oh, ow = other["img"].shape[:2]
     f = min(h / oh, w / ow)
     other = _resize(other, int(ow * f), int(oh * f))
-    if rng.random() < flip_prob:
-        other = hflip(other)
     oh, ow = other["img"].shape[:2]
-    canvas = np.full((h, w, 3), PAD_VALUE, np.uint8)
+    canvas = np.full((h, w, 3), pad_value, np.uint8)
     canvas[:oh, :ow] = other["img"]
     masks = np.zeros((other["masks"].shape[0], h, w), np.uint8)
     masks[:, :oh, :ow] = other["masks"]
+    # 3. scale jitter of the whole canvas
+    jw, jh = max(1, int(w * jit)), max(1, int(h * jit))
+    if (jw, jh) != (w, h):
+        canvas = cv2.resize(canvas, (jw, jh), interpolation=cv2.INTER_LINEAR)
+        masks = _resize_masks(masks, jw, jh)
+    # 4. flip of the whole canvas
+    if flip:
+        canvas, masks = canvas[:, ::-1], masks[:, :, ::-1]
+    # 5. into a zero canvas of at least h x w (mmdet pads with 0 here, not pad_value), random h x w crop
+    ph, pw = max(jh, h), max(jw, w)
+    padded = np.zeros((ph, pw, 3), np.uint8)
+    padded[:jh, :jw] = canvas
+    padded_masks = np.zeros((masks.shape[0], ph, pw), np.uint8)
+    padded_masks[:, :jh, :jw] = masks
+    y0 = int(rng.integers(0, ph - h)) if ph > h else 0
+    x0 = int(rng.integers(0, pw - w)) if pw > w else 0
+    crop = padded[y0 : y0 + h, x0 : x0 + w]
+    crop_masks = padded_masks[:, y0 : y0 + h, x0 : x0 + w]
+    keep = crop_masks.any(axis=(1, 2))  # partner instances outside the crop are dropped
     out = dict(sample)
-    out["img"] = (0.5 * sample["img"].astype(np.float32) + 0.5 * canvas.astype(np.float32)).astype(np.uint8)
-    out["masks"] = np.concatenate([sample["masks"], masks])
+    out["img"] = (0.5 * sample["img"].astype(np.float32) + 0.5 * crop.astype(np.float32)).astype(np.uint8)
+    out["masks"] = np.concatenate([sample["masks"], crop_masks[keep]])
     out["boxes"] = boxes_from_masks(out["masks"])
-    out["labels"] = np.concatenate([sample["labels"], other["labels"]])
-    out["ignore_mask"] = np.concatenate([sample["ignore_mask"], other["ignore_mask"]])
+    out["labels"] = np.concatenate([sample["labels"], other["labels"][keep]])
+    out["ignore_mask"] = np.concatenate([sample["ignore_mask"], other["ignore_mask"][keep]])
     return out
 
 
@@ -357,7 +392,7 @@ class DetectionTrainSet(Dataset):
             s = self._strong_sample(index, rng)
             if a.mixup and rng.random() < a.mixup_prob:
                 other = self._strong_sample(int(rng.integers(0, len(self))), rng)
-                s = mixup(s, other, rng)
+                s = mixup(s, other, rng, a.flip_prob, a.mixup_ratio_range)
         else:
             s = random_resize(self.load(index), a.img_size, a.no_mosaic_resize_ratio, rng)
             s = self._finish(s, rng)

@@ -25,7 +25,7 @@ from ..build import build_detector
 from ..checkpoint import load_detector, save_weights
 from ..config import detector_config
 from ..models.rtmdet_ins import RTMDetIns
-from .coco import load_coco
+from .coco import check_images, load_coco
 from .det_data import DetAugConfig, DetectionTrainSet, collate_detection
 from .distributed import DistContext, cleanup, setup
 from .engine import LoopConfig, check_training_folder, run_loop, state_digest
@@ -75,6 +75,8 @@ class DetectorTrainConfig:
         sync_bn: convert BatchNorm to SyncBatchNorm when running on several GPUs.
         eval_interval: iterations between evaluations by ``train_detector``'s ``evaluator`` (0: at the end only).
         time_limit_s: stop resumably after this much training wall time (evaluations excluded).
+        check_images: check every training image's header and end once before training
+            (:func:`~cartoonseg.training.coco.check_images`), so a corrupt file stops the run at its start.
     """
 
     train_ann: str
@@ -105,6 +107,7 @@ class DetectorTrainConfig:
     sync_bn: bool = True
     eval_interval: int = 0
     time_limit_s: float | None = None
+    check_images: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -228,6 +231,8 @@ def train_detector(
         ctx.barrier()
         torch.manual_seed(cfg.seed)
         coco = load_coco(cfg.train_ann, cfg.image_root)
+        if cfg.check_images:  # every rank: an error on one rank alone would leave the others waiting
+            check_images(coco.images, progress=ctx.is_main)
         model, init_report = _build(cfg, coco.num_classes)
         model.to(ctx.device).train()
         if ctx.distributed and ctx.device.type == "cuda" and cfg.sync_bn:

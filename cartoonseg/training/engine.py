@@ -267,7 +267,7 @@ EvalFn = Callable[[nn.Module, "ExpMomentumEMA | None"], dict[str, float]]
 
 #: Settings a resumed run may change freely: where and how it runs, not what it trains.
 RESUMABLE_CHANGES = frozenset({"out_dir", "resume", "allow_changes", "max_iters", "log_interval", "ckpt_interval",
-                               "num_workers", "device", "eval_interval", "time_limit_s"})
+                               "num_workers", "device", "eval_interval", "time_limit_s", "check_images"})
 
 
 def config_changes(saved: Any, current: Any, path: str = "") -> list[str]:
