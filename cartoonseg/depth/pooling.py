@@ -148,6 +148,7 @@ def pool_instance_depth(
     if tuple(d.shape) != (h, w):
         if bool(finite.all()):
             d = F.interpolate(d[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+            finite = torch.ones(h, w, dtype=torch.bool)
         else:  # normalised: the missing samples do not drag their neighbours toward 0
             both = F.interpolate(torch.stack([d * finite, finite.float()])[None], size=(h, w), mode="bilinear",
                                  align_corners=False)[0]
