@@ -486,12 +486,24 @@ def check_fps(fps, name: str = "fps") -> float:
     return value
 
 
+def _webp_durations(n: int, fps: float) -> list[int]:
+    """Whole-millisecond durations of ``n`` WebP frames at ``fps``: frame ``i`` ends at ``round(1000 * (i + 1) /
+    fps)`` ms, so the clip lasts ``n / fps`` seconds to the millisecond (one rounded duration for every frame
+    drifts: 83 ms at 12 fps loses 4 ms a second), and libwebp, which merges identical consecutive frames into one
+    with their durations added, keeps the timing of every change."""
+    ends = [round(1000.0 * (i + 1) / fps) for i in range(n)]
+    # every fps check_fps allows gives durations in [4, 100000] ms, inside WebP's [1, 2**24 - 1]
+    return [min(max(1, b - a), _WEBP_MAX_MS) for a, b in zip([0, *ends[:-1]], ends)]
+
+
 def write_frames(frames, out: str | os.PathLike, fps: float = 25.0, *, quality: int = 90, crf: int = 18,
                  extra: Mapping[str, object] | None = None) -> list[Path]:
     """Write a clip ``[T,H,W,3]`` (float in [0,1] or uint8, numpy or torch) and return the written paths.
 
     Args:
-        out: ``*.webp`` (animated WEBP, loops forever), ``*.mp4`` (H.264 yuv420p through PyAV: the optional extra
+        out: ``*.webp`` (animated WEBP, loops forever; libwebp stores a run of identical consecutive frames as
+            one frame showing for their total time, so a reader may count fewer frames than written, with the
+            same timing: write a folder or ``.mp4`` where every frame must stay a frame), ``*.mp4`` (H.264 yuv420p through PyAV: the optional extra
             ``video``; odd sides are padded by one repeated row/column) or a folder (no suffix):
             ``frame_00000.png``, ``frame_00001.png``, ...
         fps: frames per second, in [:data:`MIN_FPS`, :data:`MAX_FPS`] (checked by :func:`check_fps`: every
@@ -512,10 +524,9 @@ def write_frames(frames, out: str | os.PathLike, fps: float = 25.0, *, quality: 
     if suffix == ".webp":
         from PIL import Image
 
-        duration = min(max(1, round(1000.0 / fps)), _WEBP_MAX_MS)  # in range for every fps check_fps allows
         images = [Image.fromarray(f) for f in rgb]
         with _target(out) as tmp:
-            images[0].save(tmp, save_all=True, append_images=images[1:], duration=duration,
+            images[0].save(tmp, save_all=True, append_images=images[1:], duration=_webp_durations(len(rgb), fps),
                            loop=0, quality=int(quality), method=4)
         return [out]
     if suffix == ".mp4":

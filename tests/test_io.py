@@ -119,6 +119,35 @@ def test_write_frames_webp_and_folder(tmp_path):
         io.write_frames(clip[:0], tmp_path / "c.webp")
 
 
+def _webp_timing(path):
+    """(frame count, [duration ms per frame]) of an animated WebP as a reader sees it."""
+    with Image.open(path) as webp:
+        durations = []
+        for i in range(webp.n_frames):
+            webp.seek(i)
+            webp.load()
+            durations.append(webp.info["duration"])
+        return webp.n_frames, durations
+
+
+@pytest.mark.parametrize("fps", [12.0, 7.0, 29.97, 240.0])
+def test_write_frames_webp_lasts_frames_over_fps_even_where_libwebp_merges_frames(tmp_path, fps):
+    """The clip lasts n / fps to the millisecond (one rounded duration per frame drifted: 12 frames at 12 fps
+    played 996 ms), every change of picture shows at its own time, and a run of identical frames, which libwebp
+    keeps as one frame, shows for the run's whole time."""
+    clip = _clip(t=12)
+    clip[3:7] = clip[3]  # a still: frames 3..6 identical (a puppet at rest, a paused camera)
+    io.write_frames(clip, tmp_path / "c.webp", fps=fps)
+    n, durations = _webp_timing(tmp_path / "c.webp")
+    assert sum(durations) == round(12 * 1000 / fps)
+    if n == 9:  # libwebp merged the still (every libwebp this project meets does)
+        starts = np.cumsum([0, *durations[:-1]])
+        want = [i for i in range(12) if not 3 < i < 7]  # the frames that begin a new picture
+        assert starts.tolist() == [round(1000 * i / fps) for i in want]
+    else:
+        assert n == 12
+
+
 def test_write_frames_mp4(tmp_path):
     av = pytest.importorskip("av")
     clip = _clip(t=5, h=21, w=31)  # odd sides: padded to even for yuv420p
