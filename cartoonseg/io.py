@@ -12,7 +12,9 @@ One policy for every entry point (library, CLI, ComfyUI nodes):
 * **NaN / Inf**: ``nan="raise"`` (the API: a ``ValueError``) or ``nan="zero"`` (NaN -> 0, +Inf -> 1, -Inf -> 0; for
   ComfyUI IMAGEs and application inputs, so one bad pixel does not stop a graph).
 * **Size**: empty images raise; images over :data:`MAX_PIXELS` raise before any copy.
-* **Files**: unreadable, truncated or decompression-bomb files raise ``ValueError("cannot read image PATH: ...")``.
+* **Files**: unreadable, truncated or decompression-bomb files raise ``ValueError("cannot read image PATH: ...")``;
+  so do animations (GIF, WebP or APNG of several frames: a reader returns one picture and will not silently drop
+  the other frames).
 
 Writers create the parent folder and write atomically (a temporary name, then a rename). :func:`write_frames` writes
 a clip as an animated ``.webp``, an ``.mp4`` (H.264 through PyAV, the optional extra ``video``) or a folder of
@@ -214,15 +216,34 @@ def _open(path: str | os.PathLike, what: str):
     if not stat.S_ISREG(mode):
         kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
         raise ValueError(f"cannot read {what} {path}: it is {kind}")
+    im = None
     try:
         im = _open_within_limit(Image, path)
         if im.width * im.height > MAX_PIXELS:
             raise ValueError(f"{im.width}x{im.height} px is over the {MAX_PIXELS}-pixel limit")
+        _check_single_picture(im)
         im.load()
         im = upright(im)
         return _to_rgb_space(im)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError) as exc:
+        if im is not None:
+            im.close()
         raise ValueError(f"cannot read {what} {path}: {exc}") from exc
+
+
+#: Pillow formats whose several frames are an animation (played one after another). A multi-page TIFF or a camera
+#: MPO (a JPEG with a preview or depth picture behind it) holds its main picture first, as viewers show it.
+_ANIMATED_FORMATS = ("GIF", "WEBP", "PNG")
+
+
+def _check_single_picture(im) -> None:
+    """Refuse an animation (GIF, WebP, APNG of several frames): every reader returns one picture, and reading its
+    first frame only would drop the rest without a word."""
+    if im.format in _ANIMATED_FORMATS and getattr(im, "is_animated", False):
+        raise ValueError(f"it is an animated {'APNG' if im.format == 'PNG' else im.format} of {im.n_frames} frames, "
+                         "and this reads one picture: save its frames as separate images (`segment` takes their folder: "
+                         "one result per frame), or load it in ComfyUI, whose Load Image gives every frame as an "
+                         "IMAGE batch")
 
 
 def _open_within_limit(Image, path):
