@@ -43,7 +43,9 @@ __all__ = [
     "MAX_PIXELS",
     "MIN_FPS",
     "GREY16_SUFFIXES",
+    "WEBP_MAX_SIDE",
     "check_clip_path",
+    "check_clip_size",
     "check_fps",
     "check_image_path",
     "has_alpha",
@@ -76,6 +78,8 @@ MIN_FPS = 0.01
 MAX_FPS = 240.0
 #: Most frames of one rendered clip (Ken Burns, puppet): a clip is held in memory before it is written.
 MAX_FRAMES = 10000
+#: Longest frame side of a WebP picture (14-bit sizes); :func:`check_clip_size` checks clips against it.
+WEBP_MAX_SIDE = 16383
 #: WebP's frame duration field: whole milliseconds in [1, 2**24 - 1].
 _WEBP_MAX_MS = 2**24 - 1
 
@@ -477,6 +481,40 @@ def check_clip_path(path: str | os.PathLike) -> str:
     return suffix
 
 
+def _clip_max_side(suffix: str) -> int | None:
+    """Longest frame side (pixels) a clip of ``suffix`` holds (None: no limit short of :data:`MAX_PIXELS`): WebP
+    stores 14-bit sides (16383); libx264 refuses frames over 16384 px a side; the MPEG-4 Part 2 fallback stores
+    13-bit sides, and odd sides are padded to even, so 8190."""
+    if suffix == ".webp":
+        return WEBP_MAX_SIDE
+    if suffix == ".mp4":
+        return 8190 if _mp4_encoder()[1] == "mpeg4" else 16384
+    return None
+
+
+def check_clip_size(path: str | os.PathLike, size_hw: tuple[int, int], *, smaller: str = "smaller frames") -> None:
+    """ValueError when frames of ``size_hw`` (height, width) do not fit the clip format of ``path`` (see
+    :func:`check_clip_path`, which it also runs): it names the size, the format's limit and what to do instead:
+    ``smaller`` (how the caller makes the frames smaller, e.g. ``"a smaller --size"``) or another format that holds
+    them. Renderers call it before rendering, so an oversized clip fails at once instead of in the writer."""
+    suffix = check_clip_path(path)
+    limit = _clip_max_side(suffix)
+    h, w = (int(v) for v in size_hw)
+    if limit is None or max(h, w) <= limit:
+        return
+    others = []
+    for other in CLIP_SUFFIXES:
+        if other != suffix:
+            try:
+                if max(h, w) <= _clip_max_side(other):
+                    others.append(other)
+            except (ImportError, RuntimeError):  # no PyAV (MissingDependencyError is an ImportError) or encoder
+                pass
+    kind = {".webp": "WebP", ".mp4": "this PyAV's MPEG-4 encoder" if limit < 16384 else "H.264 (libx264)"}[suffix]
+    raise ValueError(f"frames of {w}x{h} px do not fit a {suffix} clip: {kind} stores at most {limit} px per side; "
+                     f"use {smaller}, or write {' or '.join([*others, 'a folder of PNG frames'])}")
+
+
 def _write_mp4(path: Path, rgb: np.ndarray, fps: float, crf: int) -> None:
     av, codec = _mp4_encoder()
     if rgb.ndim == 3:
@@ -535,13 +573,15 @@ def write_frames(frames, out: str | os.PathLike, fps: float = 25.0, *, quality: 
             prefix: ``{"disocclusion": masks}`` -> ``disocclusion_00000.png``, ...
 
     Raises:
-        ValueError: an unknown suffix, bad fps, or a malformed sequence.
+        ValueError: an unknown suffix, bad fps, a malformed sequence, or frames larger than the format holds
+            (:func:`check_clip_size`: 16383 px a side in ``.webp``, 16384 in H.264 ``.mp4``).
         MissingDependencyError: ``.mp4`` without PyAV installed.
     """
     fps = check_fps(fps)
     out = Path(out)
     suffix = check_clip_path(out)
     rgb = _frames_uint8(frames, "frames")
+    check_clip_size(out, rgb.shape[1:3])
     if suffix == ".webp":
         from PIL import Image
 

@@ -162,6 +162,34 @@ def test_write_frames_mp4(tmp_path):
     assert diff.mean() < 3.0
 
 
+def test_clip_size_is_checked_against_the_format_before_any_encoding(tmp_path, monkeypatch):
+    """WebP holds 16383 px a side, libx264 16384, the MPEG-4 fallback 8190 (odd sides are padded): a larger clip
+    is refused naming its size, the limit and what holds it (Pillow failed with "ERROR adding frame" only after
+    the whole render was done)."""
+    io.check_clip_size(tmp_path / "c.webp", (8, 16383))
+    io.check_clip_size(tmp_path / "frames", (8, 40000))  # a folder of PNG frames: no format limit
+    with pytest.raises(ValueError, match=r"16384x8 px do not fit a \.webp clip: WebP stores at most 16383 px per "
+                                         r"side; use smaller frames, or write .*a folder of PNG frames"):
+        io.check_clip_size(tmp_path / "c.webp", (8, 16384))
+    with pytest.raises(ValueError, match=r"8x20000 px .*16383 px per side; use a smaller --size"):
+        io.check_clip_size(tmp_path / "c.webp", (20000, 8), smaller="a smaller --size")
+    wide = np.zeros((1, 8, 16384, 3), np.uint8)
+    with pytest.raises(ValueError, match="16384x8 px do not fit"):
+        io.write_frames(wide, tmp_path / "wide.webp")
+    assert not (tmp_path / "wide.webp").exists()
+    av = pytest.importorskip("av")
+    if "libx264" in av.codecs_available:
+        io.check_clip_size(tmp_path / "c.mp4", (8, 16384))
+        with pytest.raises(ValueError, match=r"16385x8 px .*H.264 \(libx264\) stores at most 16384 px"):
+            io.check_clip_size(tmp_path / "c.mp4", (8, 16385))
+        with pytest.raises(ValueError, match=r"or write \.mp4 or a folder"):  # .mp4 holds it, WebP not
+            io.check_clip_size(tmp_path / "c.webp", (16384, 8))
+    monkeypatch.setattr(io, "_mp4_encoder", lambda: (av, "mpeg4"))  # a PyAV build without an H.264 encoder
+    io.check_clip_size(tmp_path / "c.mp4", (8190, 8))
+    with pytest.raises(ValueError, match=r"8x8191 px .*MPEG-4 encoder stores at most 8190 px.* \.webp or a folder"):
+        io.check_clip_size(tmp_path / "c.mp4", (8191, 8))
+
+
 def test_mp4_without_pyav_names_the_extra(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "av", None)  # import av -> ImportError
     assert io.check_clip_path(tmp_path / "c.webp") == ".webp" and io.check_clip_path(tmp_path / "dir") == ""

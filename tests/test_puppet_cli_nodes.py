@@ -146,6 +146,24 @@ def test_cli_bvh_that_overflows_is_one_error_line_before_the_slow_steps(files, t
     assert not (tmp_path / "o.webp").exists()
 
 
+def test_cli_picture_too_wide_for_the_clip_format_is_refused_before_the_slow_steps(tmp_path, capsys, monkeypatch):
+    import cartoonseg.puppet.cli as cli
+
+    def no_rig(*args, **kwargs):
+        raise AssertionError("the clip size is checked before the characters are rigged")
+
+    monkeypatch.setattr(cli, "build_rig", no_rig)
+    Image.fromarray(np.full((8, 16400, 3), 200, np.uint8)).save(tmp_path / "wide.png")
+    # the masks are never read: the frames' size is refused first
+    args = ["puppet", str(tmp_path / "wide.png"), "--masks", str(tmp_path / "missing.png"), "--quiet", "--out",
+            str(tmp_path / "o.webp")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: frames of 16400x8 px do not fit a .webp clip"), err
+    assert "16383 px per side" in err[0] and "a smaller picture" in err[0] and "a folder of PNG frames" in err[0]
+    assert not (tmp_path / "o.webp").exists()
+
+
 def test_cli_mp4_needs_pyav_or_writes_h264(files, tmp_path, capsys):
     out = tmp_path / "clip.mp4"
     rc = _cli(files, "--out", str(out), "--frames", "4")

@@ -27,8 +27,8 @@ from .. import outputs
 from .._cli import area_main, load_networks, progress
 from .._cli import seed as cli_seed
 from ..config import MAX_CANVAS
-from ..io import (CLIP_SUFFIXES, MAX_FPS, MAX_FRAMES, MIN_FPS, check_clip_path, check_fps, read_image, read_soft_mask,
-                  write_frames)
+from ..io import (CLIP_SUFFIXES, MAX_FPS, MAX_FRAMES, MIN_FPS, check_clip_path, check_clip_size, check_fps, read_image,
+                  read_soft_mask, write_frames)
 from .motion import PRESETS, KeyframeMotion, PresetMotion, RetargetMotion
 from .render import background_plate, default_frames, render_frames
 from .rig import MAX_RING, RigConfig, build_rig
@@ -116,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     image = read_image(args.image)
     h, w = image.shape[:2]
+    check_clip_size(out, (h, w), smaller="a smaller picture")  # the frames have the picture's size
     motion = _motion(args, (h, w))  # parse motion files before the slow steps: bad input fails fast
     n = args.frames or default_frames(motion, args.fps)  # so does a motion too long to render
     if n > MAX_FRAMES:
