@@ -122,10 +122,12 @@ def run(args: argparse.Namespace) -> int:
     if n > MAX_FRAMES:
         raise ValueError(f"the motion lasts {n} frames at {args.fps:g} fps, more than {MAX_FRAMES}; give --frames "
                          "or a lower --fps")
-    if args.handles:  # so are the rig's files (build_rig reads them again; parsing is cheap)
-        parse_handles(args.handles, image_size=(h, w))
+    # so are the rig's files (build_rig reads them again; parsing is cheap)
+    handles = parse_handles(args.handles, image_size=(h, w)) if args.handles else None
     if args.pose_rig:
         parse_pose_keypoint(args.pose_rig, image_size=(h, w))
+    if isinstance(motion, KeyframeMotion):  # and the keyed joints against the names the skeletons can have
+        motion.check_joints(handles, pose_rig=bool(args.pose_rig))
     instances = _instances(args, image)
     if len(instances) == 0:
         raise ValueError(f"{args.image}: no character found (lower --score-thr, or give --masks)")
