@@ -12,7 +12,9 @@ One policy for every entry point (library, CLI, ComfyUI nodes):
 * **NaN / Inf**: ``nan="raise"`` (the API: a ``ValueError``) or ``nan="zero"`` (NaN -> 0, +Inf -> 1, -Inf -> 0; for
   ComfyUI IMAGEs and application inputs, so one bad pixel does not stop a graph).
 * **Size**: empty images raise; images over :data:`MAX_PIXELS` raise before any copy.
-* **Files**: unreadable, truncated or decompression-bomb files raise ``ValueError("cannot read image PATH: ...")``.
+* **Files**: unreadable, truncated or decompression-bomb files raise ``ValueError("cannot read image PATH: ...")``;
+  so do animations (GIF, WebP or APNG of several frames: a reader returns one picture and will not silently drop
+  the other frames).
 
 Writers create the parent folder and write atomically (a temporary name, then a rename). :func:`write_frames` writes
 a clip as an animated ``.webp``, an ``.mp4`` (H.264 through PyAV, the optional extra ``video``) or a folder of
@@ -41,7 +43,9 @@ __all__ = [
     "MAX_PIXELS",
     "MIN_FPS",
     "GREY16_SUFFIXES",
+    "WEBP_MAX_SIDE",
     "check_clip_path",
+    "check_clip_size",
     "check_fps",
     "check_image_path",
     "has_alpha",
@@ -74,6 +78,8 @@ MIN_FPS = 0.01
 MAX_FPS = 240.0
 #: Most frames of one rendered clip (Ken Burns, puppet): a clip is held in memory before it is written.
 MAX_FRAMES = 10000
+#: Longest frame side of a WebP picture (14-bit sizes); :func:`check_clip_size` checks clips against it.
+WEBP_MAX_SIDE = 16383
 #: WebP's frame duration field: whole milliseconds in [1, 2**24 - 1].
 _WEBP_MAX_MS = 2**24 - 1
 
@@ -214,15 +220,34 @@ def _open(path: str | os.PathLike, what: str):
     if not stat.S_ISREG(mode):
         kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
         raise ValueError(f"cannot read {what} {path}: it is {kind}")
+    im = None
     try:
         im = _open_within_limit(Image, path)
         if im.width * im.height > MAX_PIXELS:
             raise ValueError(f"{im.width}x{im.height} px is over the {MAX_PIXELS}-pixel limit")
+        _check_single_picture(im)
         im.load()
         im = upright(im)
         return _to_rgb_space(im)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError) as exc:
+        if im is not None:
+            im.close()
         raise ValueError(f"cannot read {what} {path}: {exc}") from exc
+
+
+#: Pillow formats whose several frames are an animation (played one after another). A multi-page TIFF or a camera
+#: MPO (a JPEG with a preview or depth picture behind it) holds its main picture first, as viewers show it.
+_ANIMATED_FORMATS = ("GIF", "WEBP", "PNG")
+
+
+def _check_single_picture(im) -> None:
+    """Refuse an animation (GIF, WebP, APNG of several frames): every reader returns one picture, and reading its
+    first frame only would drop the rest without a word."""
+    if im.format in _ANIMATED_FORMATS and getattr(im, "is_animated", False):
+        raise ValueError(f"it is an animated {'APNG' if im.format == 'PNG' else im.format} of {im.n_frames} frames, "
+                         "and this reads one picture: save its frames as separate images (`segment` takes their folder: "
+                         "one result per frame), or load it in ComfyUI, whose Load Image gives every frame as an "
+                         "IMAGE batch")
 
 
 def _open_within_limit(Image, path):
@@ -456,6 +481,40 @@ def check_clip_path(path: str | os.PathLike) -> str:
     return suffix
 
 
+def _clip_max_side(suffix: str) -> int | None:
+    """Longest frame side (pixels) a clip of ``suffix`` holds (None: no limit short of :data:`MAX_PIXELS`): WebP
+    stores 14-bit sides (16383); libx264 refuses frames over 16384 px a side; the MPEG-4 Part 2 fallback stores
+    13-bit sides, and odd sides are padded to even, so 8190."""
+    if suffix == ".webp":
+        return WEBP_MAX_SIDE
+    if suffix == ".mp4":
+        return 8190 if _mp4_encoder()[1] == "mpeg4" else 16384
+    return None
+
+
+def check_clip_size(path: str | os.PathLike, size_hw: tuple[int, int], *, smaller: str = "smaller frames") -> None:
+    """ValueError when frames of ``size_hw`` (height, width) do not fit the clip format of ``path`` (see
+    :func:`check_clip_path`, which it also runs): it names the size, the format's limit and what to do instead:
+    ``smaller`` (how the caller makes the frames smaller, e.g. ``"a smaller --size"``) or another format that holds
+    them. Renderers call it before rendering, so an oversized clip fails at once instead of in the writer."""
+    suffix = check_clip_path(path)
+    limit = _clip_max_side(suffix)
+    h, w = (int(v) for v in size_hw)
+    if limit is None or max(h, w) <= limit:
+        return
+    others = []
+    for other in CLIP_SUFFIXES:
+        if other != suffix:
+            try:
+                if max(h, w) <= _clip_max_side(other):
+                    others.append(other)
+            except (ImportError, RuntimeError):  # no PyAV (MissingDependencyError is an ImportError) or encoder
+                pass
+    kind = {".webp": "WebP", ".mp4": "this PyAV's MPEG-4 encoder" if limit < 16384 else "H.264 (libx264)"}[suffix]
+    raise ValueError(f"frames of {w}x{h} px do not fit a {suffix} clip: {kind} stores at most {limit} px per side; "
+                     f"use {smaller}, or write {' or '.join([*others, 'a folder of PNG frames'])}")
+
+
 def _write_mp4(path: Path, rgb: np.ndarray, fps: float, crf: int) -> None:
     av, codec = _mp4_encoder()
     if rgb.ndim == 3:
@@ -486,12 +545,24 @@ def check_fps(fps, name: str = "fps") -> float:
     return value
 
 
+def _webp_durations(n: int, fps: float) -> list[int]:
+    """Whole-millisecond durations of ``n`` WebP frames at ``fps``: frame ``i`` ends at ``round(1000 * (i + 1) /
+    fps)`` ms, so the clip lasts ``n / fps`` seconds to the millisecond (one rounded duration for every frame
+    drifts: 83 ms at 12 fps loses 4 ms a second), and libwebp, which merges identical consecutive frames into one
+    with their durations added, keeps the timing of every change."""
+    ends = [round(1000.0 * (i + 1) / fps) for i in range(n)]
+    # every fps check_fps allows gives durations in [4, 100000] ms, inside WebP's [1, 2**24 - 1]
+    return [min(max(1, b - a), _WEBP_MAX_MS) for a, b in zip([0, *ends[:-1]], ends)]
+
+
 def write_frames(frames, out: str | os.PathLike, fps: float = 25.0, *, quality: int = 90, crf: int = 18,
                  extra: Mapping[str, object] | None = None) -> list[Path]:
     """Write a clip ``[T,H,W,3]`` (float in [0,1] or uint8, numpy or torch) and return the written paths.
 
     Args:
-        out: ``*.webp`` (animated WEBP, loops forever), ``*.mp4`` (H.264 yuv420p through PyAV: the optional extra
+        out: ``*.webp`` (animated WEBP, loops forever; libwebp stores a run of identical consecutive frames as
+            one frame showing for their total time, so a reader may count fewer frames than written, with the
+            same timing: write a folder or ``.mp4`` where every frame must stay a frame), ``*.mp4`` (H.264 yuv420p through PyAV: the optional extra
             ``video``; odd sides are padded by one repeated row/column) or a folder (no suffix):
             ``frame_00000.png``, ``frame_00001.png``, ...
         fps: frames per second, in [:data:`MIN_FPS`, :data:`MAX_FPS`] (checked by :func:`check_fps`: every
@@ -502,20 +573,21 @@ def write_frames(frames, out: str | os.PathLike, fps: float = 25.0, *, quality: 
             prefix: ``{"disocclusion": masks}`` -> ``disocclusion_00000.png``, ...
 
     Raises:
-        ValueError: an unknown suffix, bad fps, or a malformed sequence.
+        ValueError: an unknown suffix, bad fps, a malformed sequence, or frames larger than the format holds
+            (:func:`check_clip_size`: 16383 px a side in ``.webp``, 16384 in H.264 ``.mp4``).
         MissingDependencyError: ``.mp4`` without PyAV installed.
     """
     fps = check_fps(fps)
     out = Path(out)
     suffix = check_clip_path(out)
     rgb = _frames_uint8(frames, "frames")
+    check_clip_size(out, rgb.shape[1:3])
     if suffix == ".webp":
         from PIL import Image
 
-        duration = min(max(1, round(1000.0 / fps)), _WEBP_MAX_MS)  # in range for every fps check_fps allows
         images = [Image.fromarray(f) for f in rgb]
         with _target(out) as tmp:
-            images[0].save(tmp, save_all=True, append_images=images[1:], duration=duration,
+            images[0].save(tmp, save_all=True, append_images=images[1:], duration=_webp_durations(len(rgb), fps),
                            loop=0, quality=int(quality), method=4)
         return [out]
     if suffix == ".mp4":

@@ -408,6 +408,37 @@ def test_row_corrupt_and_truncated_files(tmp_path, capsys, cli_weights, monkeypa
     assert_cli_error(args, capsys, "bad.ckpt")
 
 
+def test_row_animated_files(tmp_path, capsys, cli_weights):
+    """An animated GIF / WebP / APNG was read as its first frame, the others dropped without a word: every reader
+    refuses it, naming the frame count and the ways to segment every frame; one-picture files of these formats
+    and the main picture of a multi-page TIFF still read."""
+    from cartoonseg import io as cio
+
+    a, b = Image.fromarray(rgb(seed=1)), Image.fromarray(rgb(seed=2))
+    for ext, kind in (("gif", "GIF"), ("webp", "WEBP"), ("png", "APNG")):
+        path = tmp_path / f"anim.{ext}"
+        a.save(path, save_all=True, append_images=[b, a], duration=100, loop=0)
+        for reader in (cio.read_image, cio.read_grey, cio.read_mask, cio.read_soft_mask):
+            with pytest.raises(ValueError, match=f"animated {kind} of 3 frames.*separate images.*IMAGE batch"):
+                reader(path)
+        err = assert_cli_error(["segment", path, "--out", tmp_path / f"o_{ext}", *cli_weights], capsys,
+                               "cannot read image", f"anim.{ext}", "animated", "3 frames")
+        assert "Traceback" not in err
+        still = tmp_path / f"still.{ext}"
+        a.save(still, save_all=True, append_images=[], duration=100)
+        assert cio.read_image(still).shape == (H, W, 3)
+    pages = tmp_path / "pages.tiff"
+    a.save(pages, save_all=True, append_images=[b])
+    assert np.array_equal(cio.read_image(pages), rgb(seed=1))
+    # in a batch the animation is skipped (warning) and the others are segmented; the status says so
+    good = tmp_path / "good.png"
+    a.save(good)
+    code, _, err = run_cli(["segment", good, tmp_path / "anim.webp", "--out", tmp_path / "batch", *cli_weights],
+                           capsys)
+    assert code == 2 and "warning: skipping" in err and "animated WEBP" in err
+    assert (tmp_path / "batch" / "good" / "instances.json").is_file()
+
+
 def test_row_unreadable_paths(tmp_path, capsys, cli_weights):
     png = tmp_path / "good.png"
     Image.fromarray(rgb()).save(png)

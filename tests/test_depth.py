@@ -207,6 +207,34 @@ def test_pool_modes_known_answers():
         pool_value(d, m, "max")
 
 
+@pytest.mark.parametrize("mode", ["mean", "median", "feet"])
+def test_non_finite_depth_samples_are_left_out_of_the_pooling(mode):
+    """NaN and ±inf depth samples are no measurement: an instance pools its finite samples only (one +inf made
+    the mean 3.4e38 / k, a NaN counted as 0 pulled it toward the far end), the map holds no ±3.4e38 and an
+    instance with no finite sample is left alone like an empty one."""
+    d = ramp()
+    m = box(100, 60, 10, 100, 5, 15)
+    bad = d.clone()
+    bad[30, 7], bad[40, 8], bad[50, 9], bad[99, 6] = float("inf"), -float("inf"), float("nan"), float("inf")
+    bad[0, 0], bad[1, 1] = float("inf"), -float("inf")  # outside every mask
+    hole = box(100, 60, 60, 62, 40, 42)  # a second instance whose samples are all missing
+    bad[hole] = float("nan")
+    clean = m.clone()
+    clean[30, 7] = clean[40, 8] = clean[50, 9] = clean[99, 6] = False
+    want = float(pool_value(d, clean, mode))
+    assert float(pool_value(bad, m, mode)) == pytest.approx(want, abs=1e-6)
+    res = pool_instance_depth(bad, torch.stack([m, hole]), mode=mode)
+    assert float(res.values[0]) == pytest.approx(want, abs=1e-6) and bool(res.valid[0])
+    assert math.isnan(float(res.values[1])) and not bool(res.valid[1])
+    assert bool(torch.isfinite(res.depth).all()) and float(res.depth.abs().max()) <= 1.0
+    assert float(res.depth[0, 0]) == 0.0 and float(res.depth[1, 1]) == 0.0 and bool((res.depth[hole] == 0).all())
+    assert bool((res.depth[m] == res.values[0]).all())
+    # a map of another size is resized without the missing samples dragging their neighbours toward 0
+    half = pool_instance_depth(bad[::2, ::2], torch.stack([m, hole]), mode="mean")
+    assert bool(torch.isfinite(half.depth).all()) and float(half.depth.abs().max()) <= 1.0
+    assert float(half.values[0]) == pytest.approx(float(pool_value(d, m, "mean")), abs=0.02)
+
+
 def test_pool_instance_depth_flattens_blends_and_orders():
     d = ramp()
     masks = torch.stack([box(100, 60, 20, 40, 0, 10), box(100, 60, 50, 90, 30, 50), torch.zeros(100, 60, dtype=torch.bool)])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -94,6 +96,33 @@ def test_patchmatch_input_kinds_and_layouts():
     assert patchmatch_inpaint(rgba, hole).shape == img.shape
     # empty mask: unchanged copy
     assert np.array_equal(patchmatch_inpaint(img, np.zeros_like(hole)), img)
+
+
+@pytest.mark.parametrize("fill", ["patchmatch", "telea", "fallback", "patchmatch_inpaint", "telea_inpaint"])
+@pytest.mark.parametrize("as_torch", [False, True])
+def test_float_inputs_keep_their_known_pixels_bit_for_bit(fill, as_torch):
+    """Float values that are not multiples of 1/255 (any ComfyUI IMAGE after a resize or a blend) come back
+    bit-identical outside the mask: the fill is not allowed to scale them to 0..255 and back (an ulp of drift)."""
+    rng = np.random.default_rng(1)
+    img = rng.random((40, 48, 3), dtype=np.float32)
+    hole = np.zeros((40, 48), bool)
+    hole[12:26, 15:30] = True
+    if fill == "fallback":  # one known column holds no complete 3x3 patch: the documented Telea fallback
+        hole[:] = True
+        hole[:, 20] = False
+    x, m = (torch.from_numpy(img), torch.from_numpy(hole)) if as_torch else (img, hole)
+    if fill == "patchmatch_inpaint":
+        out = patchmatch_inpaint(x, m)
+    elif fill == "telea_inpaint":
+        out = telea_inpaint(x, m)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the fallback's documented warning
+            out = inpaint(x, m, method="telea" if fill == "telea" else "patchmatch")
+    out = out.numpy() if as_torch else out
+    assert out.dtype == np.float32 and out.shape == img.shape
+    assert np.array_equal(out[~hole].view(np.uint32), img[~hole].view(np.uint32))
+    assert not np.array_equal(out[hole], img[hole])  # the hole was filled
 
 
 def test_patchmatch_small_images_and_border_holes():

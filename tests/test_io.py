@@ -119,6 +119,35 @@ def test_write_frames_webp_and_folder(tmp_path):
         io.write_frames(clip[:0], tmp_path / "c.webp")
 
 
+def _webp_timing(path):
+    """(frame count, [duration ms per frame]) of an animated WebP as a reader sees it."""
+    with Image.open(path) as webp:
+        durations = []
+        for i in range(webp.n_frames):
+            webp.seek(i)
+            webp.load()
+            durations.append(webp.info["duration"])
+        return webp.n_frames, durations
+
+
+@pytest.mark.parametrize("fps", [12.0, 7.0, 29.97, 240.0])
+def test_write_frames_webp_lasts_frames_over_fps_even_where_libwebp_merges_frames(tmp_path, fps):
+    """The clip lasts n / fps to the millisecond (one rounded duration per frame drifted: 12 frames at 12 fps
+    played 996 ms), every change of picture shows at its own time, and a run of identical frames, which libwebp
+    keeps as one frame, shows for the run's whole time."""
+    clip = _clip(t=12)
+    clip[3:7] = clip[3]  # a still: frames 3..6 identical (a puppet at rest, a paused camera)
+    io.write_frames(clip, tmp_path / "c.webp", fps=fps)
+    n, durations = _webp_timing(tmp_path / "c.webp")
+    assert sum(durations) == round(12 * 1000 / fps)
+    if n == 9:  # libwebp merged the still (every libwebp this project meets does)
+        starts = np.cumsum([0, *durations[:-1]])
+        want = [i for i in range(12) if not 3 < i < 7]  # the frames that begin a new picture
+        assert starts.tolist() == [round(1000 * i / fps) for i in want]
+    else:
+        assert n == 12
+
+
 def test_write_frames_mp4(tmp_path):
     av = pytest.importorskip("av")
     clip = _clip(t=5, h=21, w=31)  # odd sides: padded to even for yuv420p
@@ -131,6 +160,34 @@ def test_write_frames_mp4(tmp_path):
     # lossless H.264 in 4:2:0: only the chroma subsampling and colour conversion differ (a few levels)
     diff = np.abs(frames[2][:21, :31].astype(int) - io.to_rgb_uint8(clip[2]).astype(int))
     assert diff.mean() < 3.0
+
+
+def test_clip_size_is_checked_against_the_format_before_any_encoding(tmp_path, monkeypatch):
+    """WebP holds 16383 px a side, libx264 16384, the MPEG-4 fallback 8190 (odd sides are padded): a larger clip
+    is refused naming its size, the limit and what holds it (Pillow failed with "ERROR adding frame" only after
+    the whole render was done)."""
+    io.check_clip_size(tmp_path / "c.webp", (8, 16383))
+    io.check_clip_size(tmp_path / "frames", (8, 40000))  # a folder of PNG frames: no format limit
+    with pytest.raises(ValueError, match=r"16384x8 px do not fit a \.webp clip: WebP stores at most 16383 px per "
+                                         r"side; use smaller frames, or write .*a folder of PNG frames"):
+        io.check_clip_size(tmp_path / "c.webp", (8, 16384))
+    with pytest.raises(ValueError, match=r"8x20000 px .*16383 px per side; use a smaller --size"):
+        io.check_clip_size(tmp_path / "c.webp", (20000, 8), smaller="a smaller --size")
+    wide = np.zeros((1, 8, 16384, 3), np.uint8)
+    with pytest.raises(ValueError, match="16384x8 px do not fit"):
+        io.write_frames(wide, tmp_path / "wide.webp")
+    assert not (tmp_path / "wide.webp").exists()
+    av = pytest.importorskip("av")
+    if "libx264" in av.codecs_available:
+        io.check_clip_size(tmp_path / "c.mp4", (8, 16384))
+        with pytest.raises(ValueError, match=r"16385x8 px .*H.264 \(libx264\) stores at most 16384 px"):
+            io.check_clip_size(tmp_path / "c.mp4", (8, 16385))
+        with pytest.raises(ValueError, match=r"or write \.mp4 or a folder"):  # .mp4 holds it, WebP not
+            io.check_clip_size(tmp_path / "c.webp", (16384, 8))
+    monkeypatch.setattr(io, "_mp4_encoder", lambda: (av, "mpeg4"))  # a PyAV build without an H.264 encoder
+    io.check_clip_size(tmp_path / "c.mp4", (8190, 8))
+    with pytest.raises(ValueError, match=r"8x8191 px .*MPEG-4 encoder stores at most 8190 px.* \.webp or a folder"):
+        io.check_clip_size(tmp_path / "c.mp4", (8191, 8))
 
 
 def test_mp4_without_pyav_names_the_extra(tmp_path, monkeypatch, capsys):

@@ -645,6 +645,28 @@ def test_cli_writes_mp4(tmp_path, monkeypatch, capsys):
     assert rendered == []  # refused before the rendering, not after it
 
 
+def test_cli_frames_larger_than_the_clip_format_holds_are_refused_before_the_depth_is_read(tmp_path, monkeypatch,
+                                                                                           capsys):
+    """Ken Burns frames are at most 8192 px a side, more than the MPEG-4 fallback of a PyAV without H.264 holds
+    (8190): refused once the picture's size is known, before depth, segmentation, inpainting and rendering."""
+    from PIL import Image
+
+    import cartoonseg.io as cio
+    from cartoonseg.kenburns.cli import main
+
+    av = pytest.importorskip("av")
+    monkeypatch.setattr(cio, "_mp4_encoder", lambda: (av, "mpeg4"))
+    Image.fromarray(np.full((8, 8192, 3), 128, np.uint8)).save(tmp_path / "wide.png")
+    args = ["kenburns", str(tmp_path / "wide.png"), "--depth", str(tmp_path / "missing.png"), "--frames", "2",
+            "--out", str(tmp_path / "o.mp4")]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: frames of 8192x8 px do not fit a .mp4 clip"), err
+    assert "8190 px per side" in err[0] and "a smaller --size" in err[0] and ".webp" in err[0]
+    assert not (tmp_path / "o.mp4").exists()
+
+
 def test_cli_with_a_detector_runs_the_instance_pipeline(tmp_path):
     from PIL import Image
 

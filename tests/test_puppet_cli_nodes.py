@@ -165,6 +165,67 @@ def test_cli_bvh_that_overflows_is_one_error_line_before_the_slow_steps(files, t
     assert not (tmp_path / "o.webp").exists()
 
 
+def test_cli_picture_too_wide_for_the_clip_format_is_refused_before_the_slow_steps(tmp_path, capsys, monkeypatch):
+    import cartoonseg.puppet.cli as cli
+
+    def no_rig(*args, **kwargs):
+        raise AssertionError("the clip size is checked before the characters are rigged")
+
+    monkeypatch.setattr(cli, "build_rig", no_rig)
+    Image.fromarray(np.full((8, 16400, 3), 200, np.uint8)).save(tmp_path / "wide.png")
+    # the masks are never read: the frames' size is refused first
+    args = ["puppet", str(tmp_path / "wide.png"), "--masks", str(tmp_path / "missing.png"), "--quiet", "--out",
+            str(tmp_path / "o.webp")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: frames of 16400x8 px do not fit a .webp clip"), err
+    assert "16383 px per side" in err[0] and "a smaller picture" in err[0] and "a folder of PNG frames" in err[0]
+    assert not (tmp_path / "o.webp").exists()
+
+
+def test_cli_keyframed_joint_no_skeleton_can_have_is_refused_before_rigging(files, tmp_path, capsys, monkeypatch):
+    """A keyed joint the skeletons cannot have (a typo, another naming scheme) failed only after segmentation
+    and rigging; the names a skeleton can have are known up front (the handles', the automatic skeleton's, the
+    pose rig's OpenPose names), so it fails at once, naming the joint and the allowed names."""
+    import cartoonseg.puppet.cli as cli
+
+    def no_rig(*args, **kwargs):
+        raise AssertionError("the keyframes' joints are checked before the characters are rigged")
+
+    keys = tmp_path / "k.json"
+    handles = tmp_path / "h.json"
+    handles.write_text(json.dumps({"characters": [{"instance": 1, "joints": {"top": [150, 30], "bottom": [150, 90]}}]}))
+
+    def refused(doc, *extra):
+        keys.write_text(json.dumps({"keyframes": [{"frame": 2, "joints": doc}]}))
+        monkeypatch.setattr(cli, "build_rig", no_rig)
+        assert _cli(files, "--out", str(tmp_path / "o.webp"), "--keyframes", str(keys), *extra) == 2
+        monkeypatch.undo()
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: keyframes name joint"), err
+        return err[0]
+
+    err = refused({"0": {"right_hand": [1, 2]}})
+    assert "'right_hand' for instance 0" in err and "automatic skeleton's joints are root, neck, nose" in err
+    assert "r_wrist" in err and "r_eye" not in err
+    err = refused({"0": {"r_eye": [1, 2]}})  # an OpenPose joint: only a pose rig gives it
+    assert "'r_eye'" in err
+    err = refused({"1": {"neck": [1, 2]}}, "--handles", str(handles))  # handles define the instance's joints
+    assert "'neck' for instance 1, whose handles define the joints top, bottom" in err
+    pose = tmp_path / "pose.json"
+    pose.write_text(json.dumps([_pose_frame([_person({"nose": (45, 30), "neck": (45, 45)})], canvas=(H, W))]))
+    err = refused({"0": {"hand": [1, 2]}}, "--pose-rig", str(pose))
+    assert "pose rig's or the automatic skeleton's joints are root, neck, nose" in err and "r_eye" in err and "root" in err
+    # names a skeleton can have pass the check (the rigged skeletons are checked exactly later), and the clip renders
+    doc = {"keyframes": [{"frame": 2, "joints": {"0": {"r_eye": [1, 2], "joint2": [1, 2], "r_wrist_2": [1, 2]}}}]}
+    puppet.KeyframeMotion.from_json(doc).check_joints(pose_rig=True)
+    with pytest.raises(ValueError, match="'r_eye'"):
+        puppet.KeyframeMotion.from_json(doc).check_joints()
+    keys.write_text(json.dumps({"keyframes": [{"frame": 2, "joints": {"1": {"top": [140, 30]}}}]}))
+    assert _cli(files, "--out", str(tmp_path / "ok.webp"), "--keyframes", str(keys), "--handles", str(handles),
+                "--frames", "3") == 0
+
+
 def test_cli_mp4_needs_pyav_or_writes_h264(files, tmp_path, capsys):
     out = tmp_path / "clip.mp4"
     rc = _cli(files, "--out", str(out), "--frames", "4")

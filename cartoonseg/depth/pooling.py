@@ -11,7 +11,9 @@ mode ``"feet"``), with a median option (mode ``"median"``). All three are offere
   the others' values are recomputed without them, and layers are painted back to front so the nearest wins;
 * z-order: instances sorted back to front (far -> near) by pooled disparity;
 * robustness: tiny masks (a single pixel) work, empty masks give ``nan`` and are left alone, masks touching
-  the border are pooled over their visible part.
+  the border are pooled over their visible part; non-finite depth samples (NaN, ±inf: no measurement) are left
+  out of the pooling (one would make a mean ``nan`` or ±3.4e38) and read as 0 (the farthest) in the returned
+  map, as the Ken Burns renderer reads them.
 
 Depth convention: a disparity-like map, **larger = nearer** (as :mod:`cartoonseg.depth` and ComfyUI depth IMAGEs).
 """
@@ -37,9 +39,10 @@ class PooledDepth:
 
     Attributes:
         depth: float32 ``[H,W]``, the input disparity with each instance flattened to its pooled value.
-        values: float32 ``[N]``, pooled disparity per instance (``nan`` for an empty mask), in input order.
+        values: float32 ``[N]``, pooled disparity per instance (``nan`` for an empty mask or one without a finite
+            depth sample), in input order.
         order: int64 ``[N]``, instance indices back to front (farthest first; empty masks first of all).
-        valid: bool ``[N]``, False for empty masks.
+        valid: bool ``[N]``, False where ``values`` is nan (nothing to pool: left alone).
     """
 
     depth: Tensor
@@ -58,13 +61,17 @@ def _median(x: Tensor) -> Tensor:
 def pool_value(depth: Tensor, mask: Tensor, mode: str = "mean", *, feet_fraction: float = 0.03) -> Tensor:
     """Pooled disparity of ``depth`` ``[H,W]`` inside the bool ``mask`` ``[H,W]`` (scalar tensor; nan if empty).
 
+    Non-finite depth samples (NaN, ±inf) are no measurement and are left out: a mask with no finite sample gives
+    nan, like an empty one.
+
     ``"feet"``: rows y with ``y >= top + (1 - feet_fraction) * (bottom - top)`` (top/bottom: the first/last row of
-    the mask), then the maximum disparity of the masked pixels on those rows.
+    the mask's finite samples), then the maximum disparity of the masked pixels on those rows.
     """
     if mode not in POOL_MODES:
         raise ValueError(f"unknown depth pooling mode {mode!r}; allowed: {', '.join(POOL_MODES)}")
     if not 0.0 <= feet_fraction <= 1.0:
         raise ValueError(f"feet_fraction must lie in [0,1], got {feet_fraction}")
+    mask = mask & torch.isfinite(depth)
     if not bool(mask.any()):
         return torch.tensor(float("nan"))
     if mode == "mean":
@@ -110,7 +117,8 @@ def pool_instance_depth(
 
     Args:
         depth: disparity-like map ``[H,W]`` (larger = nearer), any float range. A map of another size is
-            resized (bilinear) to the mask size.
+            resized (bilinear) to the mask size. Non-finite samples (NaN, ±inf) are no measurement: left out of
+            the pooling and 0 in the returned map.
         masks: :class:`cartoonseg.Instances` (binarised with its ``mask_thr``) or masks ``[N,H,W]`` (bool, or
             soft binarised at ``threshold``).
         mode: ``"mean"`` (paper), ``"median"`` or ``"feet"`` (original code; see :func:`pool_value`).
@@ -135,14 +143,23 @@ def pool_instance_depth(
         raise ValueError(f"depth must be [H,W], got shape {tuple(d.shape)}")
     if d.numel() == 0 or h == 0 or w == 0:
         raise ValueError(f"empty depth or masks: depth {tuple(d.shape)}, masks {tuple(binary.shape)}")
-    d = torch.nan_to_num(d, nan=0.0)
+    finite = torch.isfinite(d)
+    d = torch.where(finite, d, 0.0)  # no measurement: 0 in the map, left out of the pooling (``sample``)
     if tuple(d.shape) != (h, w):
-        d = F.interpolate(d[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+        if bool(finite.all()):
+            d = F.interpolate(d[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+            finite = torch.ones(h, w, dtype=torch.bool)
+        else:  # normalised: the missing samples do not drag their neighbours toward 0
+            both = F.interpolate(torch.stack([d * finite, finite.float()])[None], size=(h, w), mode="bilinear",
+                                 align_corners=False)[0]
+            finite = both[1] > 1e-6
+            d = torch.where(finite, both[0] / both[1].clamp_min(1e-6), 0.0)
+    sample = torch.where(finite, d, float("nan"))
     if n == 0:
         empty = torch.zeros(0)
         return PooledDepth(depth=d.clone(), values=empty, order=empty.long(), valid=empty.bool())
 
-    values = torch.stack([pool_value(d, binary[i], mode, feet_fraction=feet_fraction) for i in range(n)])
+    values = torch.stack([pool_value(sample, binary[i], mode, feet_fraction=feet_fraction) for i in range(n)])
     valid = ~torch.isnan(values)
     owned = binary
     if resolve_overlaps and n > 1:
@@ -154,7 +171,7 @@ def pool_instance_depth(
             owned = binary & ((count <= 1)[None] | (owner[None] == torch.arange(n)[:, None, None]))
             for i in range(n):
                 if bool(owned[i].any()) and bool((owned[i] != binary[i]).any()):
-                    values[i] = pool_value(d, owned[i], mode, feet_fraction=feet_fraction)
+                    values[i] = pool_value(sample, owned[i], mode, feet_fraction=feet_fraction)
 
     # back to front; invalid (empty) instances first, ties broken by index for determinism
     key = torch.where(valid, values, torch.full_like(values, -float("inf")))

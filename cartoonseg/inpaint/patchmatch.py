@@ -108,12 +108,16 @@ def _image_to_float(image) -> tuple[Tensor, str]:
     return to_float_image(image, nan="zero") * 255.0, kind
 
 
-def _float_to_kind(t: Tensor, kind: str):
+def _float_to_kind(t: Tensor, kind: str, image, hole: Tensor):
+    """A fill ``t`` (float32 ``[H,W,3]`` in 0..255) back in the input's type (``kind``): the pixels under ``hole``
+    from ``t``, every other pixel exactly as the input policy reads ``image`` (a float input is not scaled to
+    0..255 and back, which moves values by an ulp: the known pixels come out bit-identical)."""
     if kind == "numpy_uint8":
         return t.round().clamp(0, 255).to(torch.uint8).numpy()
     if kind == "torch_uint8":
         return t.round().clamp(0, 255).to(torch.uint8)
-    out = (t / 255.0).clamp(0, 1)
+    out = to_float_image(image, nan="zero")
+    out[hole] = (t[hole] / 255.0).clamp(0, 1)
     return out.numpy() if kind == "numpy_float" else out
 
 
@@ -378,7 +382,7 @@ def patchmatch_inpaint(
     hole = _mask_to_bool(mask, img.shape[:2])
     src = None if source is None else _mask_to_bool(source, img.shape[:2]) & ~hole
     if not hole.any():
-        return _float_to_kind(img, kind)
+        return _float_to_kind(img, kind, image, hole)
     blocked = hole if src is None else hole | ~src
     if bool((~grow_mask(blocked, cfg.patch_size // 2)).sum() == 0):
         raise ValueError(
@@ -432,7 +436,7 @@ def patchmatch_inpaint(
 
     out = img.clone()
     out[hole] = level.img[hole]
-    return _float_to_kind(out, kind)
+    return _float_to_kind(out, kind, image, hole)
 
 
 def telea_inpaint(image, mask, *, radius: int = 3):
@@ -453,14 +457,14 @@ def telea_inpaint(image, mask, *, radius: int = 3):
     img, kind = _image_to_float(image)
     hole = _mask_to_bool(mask, img.shape[:2])
     if not hole.any():
-        return _float_to_kind(img, kind)
+        return _float_to_kind(img, kind, image, hole)
     if bool(hole.all()):
         raise ValueError("telea_inpaint: the mask covers the whole image; nothing to fill from")
     u8 = img.round().clamp(0, 255).to(torch.uint8).numpy()
     filled = cv2.inpaint(u8, hole.numpy().astype(np.uint8) * 255, int(radius), cv2.INPAINT_TELEA)
     out = img.clone()
     out[hole] = torch.from_numpy(filled).float()[hole]
-    return _float_to_kind(out, kind)
+    return _float_to_kind(out, kind, image, hole)
 
 
 #: what a hole with nothing known around it is filled with (mid-grey, the neutral value diffusion inpainting also
@@ -515,7 +519,7 @@ def inpaint(image, mask, *, method: str = "patchmatch", patch_size: int = 3, see
                       f"mid-grey fill ({FLAT_FILL}). Use a smaller mask for a real background.", stacklevel=2)
         out = img.clone()
         out[hole] = FLAT_FILL * 255.0
-        return _float_to_kind(out, kind)
+        return _float_to_kind(out, kind, image, hole)
     if used != method:
         import warnings
 

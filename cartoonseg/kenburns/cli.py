@@ -26,11 +26,11 @@ from .. import outputs
 from .._cli import add_matting_option, area_main, check_matting, load_networks, matte_instances, progress, quiet
 from .._cli import seed as cli_seed
 from .._diffusers import quiet_library_logs
-from ..io import CLIP_SUFFIXES, check_clip_path, read_depth, read_image, to_float_image, write_frames
+from ..io import CLIP_SUFFIXES, check_clip_path, check_clip_size, read_depth, read_image, to_float_image, write_frames
 from ..ops import MAX_BACKGROUND_DILATE
 from .camera import EASINGS, PRESETS, CameraPath
 from .disocclusion import CHARACTER_REVEALS, FILLS
-from .render import MAX_SIDE, MIN_SIDE, KenBurnsConfig, render_kenburns
+from .render import MAX_SIDE, MIN_SIDE, KenBurnsConfig, _working_size, render_kenburns
 
 __all__ = ["add_parsers", "main", "run"]
 
@@ -138,6 +138,12 @@ def run(args: argparse.Namespace) -> int:
     check_matting(args)
     image = to_float_image(read_image(args.image))
     h, w = image.shape[:2]
+    size = 0 if args.size == 0 or args.size >= max(h, w) else args.size  # --size caps the long side
+    if size == 0 and min(h, w) < MIN_SIDE:  # a sliver: the renderer takes its short side to 8 px (same aspect)
+        size = min(max(h, w, MIN_SIDE), MAX_SIDE)
+    config = dataclasses.replace(config, size=size)
+    if out.suffix:  # the frames' size is known now: a format that cannot hold it fails before the slow steps
+        check_clip_size(out, _working_size(h, w, size), smaller="a smaller --size")
     depth = _depth(args, image)
     instances = matte_instances(args, image, _segment(args, image))
     background, hole = None, None
@@ -156,10 +162,6 @@ def run(args: argparse.Namespace) -> int:
     refiner = _refiner(args, image, instances, background, settings)
     if refiner is not None and background is not None:
         background = refiner(image, hole, background)  # the paper's diffusion pass over the characters' area
-    size = 0 if args.size == 0 or args.size >= max(h, w) else args.size  # --size caps the long side
-    if size == 0 and min(h, w) < MIN_SIDE:  # a sliver: the renderer takes its short side to 8 px (same aspect)
-        size = min(max(h, w, MIN_SIDE), MAX_SIDE)
-    config = dataclasses.replace(config, size=size)
     prepared = time.perf_counter()
     with progress(None, "frames", quiet(args), unit="frame") as bar:
 

@@ -27,8 +27,8 @@ from .. import outputs
 from .._cli import add_matting_option, area_main, check_matting, load_networks, matte_instances, progress
 from .._cli import seed as cli_seed
 from ..config import MAX_CANVAS
-from ..io import (CLIP_SUFFIXES, MAX_FPS, MAX_FRAMES, MIN_FPS, check_clip_path, check_fps, read_image, read_soft_mask,
-                  write_frames)
+from ..io import (CLIP_SUFFIXES, MAX_FPS, MAX_FRAMES, MIN_FPS, check_clip_path, check_clip_size, check_fps, read_image,
+                  read_soft_mask, write_frames)
 from .motion import PRESETS, KeyframeMotion, PresetMotion, RetargetMotion
 from .render import background_plate, default_frames, render_frames
 from .rig import MAX_RING, RigConfig, build_rig
@@ -117,15 +117,18 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     image = read_image(args.image)
     h, w = image.shape[:2]
+    check_clip_size(out, (h, w), smaller="a smaller picture")  # the frames have the picture's size
     motion = _motion(args, (h, w))  # parse motion files before the slow steps: bad input fails fast
     n = args.frames or default_frames(motion, args.fps)  # so does a motion too long to render
     if n > MAX_FRAMES:
         raise ValueError(f"the motion lasts {n} frames at {args.fps:g} fps, more than {MAX_FRAMES}; give --frames "
                          "or a lower --fps")
-    if args.handles:  # so are the rig's files (build_rig reads them again; parsing is cheap)
-        parse_handles(args.handles, image_size=(h, w))
+    # so are the rig's files (build_rig reads them again; parsing is cheap)
+    handles = parse_handles(args.handles, image_size=(h, w)) if args.handles else None
     if args.pose_rig:
         parse_pose_keypoint(args.pose_rig, image_size=(h, w))
+    if isinstance(motion, KeyframeMotion):  # and the keyed joints against the names the skeletons can have
+        motion.check_joints(handles, pose_rig=bool(args.pose_rig))
     instances = matte_instances(args, image, _instances(args, image))
     if len(instances) == 0:
         raise ValueError(f"{args.image}: no character found (lower --score-thr, or give --masks)")

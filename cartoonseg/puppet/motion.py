@@ -22,12 +22,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from .bvh import BVH, load_bvh, project_bvh
-from .skeleton import Skeleton, load_json, parse_pose_keypoint
+from .skeleton import AUTO_JOINTS, OPENPOSE_JOINTS, Skeleton, auto_joint_name, load_json, parse_pose_keypoint
 
 __all__ = [
     "PRESETS",
@@ -338,6 +338,33 @@ class KeyframeMotion:
         doc = load_json(data)
         keys, interp = parse_keyframes(doc)
         return cls(keys=keys, interpolation=interp, fps=_document_fps(doc))
+
+    def check_joints(self, handles: Mapping[int, Skeleton] | None = None, *, pose_rig: bool = False) -> None:
+        """ValueError naming a keyed joint that no skeleton of its instance can have, before anything is rigged
+        (rigging is the slow step; :meth:`poses` checks the rigged skeletons exactly).
+
+        Args:
+            handles: the handles' skeletons by instance (:func:`~cartoonseg.puppet.skeleton.parse_handles`): those
+                instances have exactly those joints.
+            pose_rig: a ``POSE_KEYPOINT`` rig is given: the other instances may have OpenPose joints
+                (:data:`~cartoonseg.puppet.skeleton.OPENPOSE_JOINTS`) or, where it has no person for them, the
+                automatic skeleton's (:data:`~cartoonseg.puppet.skeleton.AUTO_JOINTS`, ``joint1``, ...).
+        """
+        handles = handles or {}
+        for inst, joints in sorted(self.keys.items()):
+            sk = handles.get(inst)
+            for name in joints:
+                if sk is not None:
+                    if name not in sk.names:
+                        raise ValueError(f"keyframes name joint {name!r} for instance {inst}, whose handles define "
+                                         f"the joints {', '.join(sk.names)}")
+                elif not (auto_joint_name(name) or (pose_rig and name in OPENPOSE_JOINTS)):
+                    allowed = ", ".join(sorted(set(AUTO_JOINTS) | (set(OPENPOSE_JOINTS) if pose_rig else set()),
+                                               key=(AUTO_JOINTS + OPENPOSE_JOINTS).index))
+                    rig = "the pose rig's or the automatic skeleton's" if pose_rig else "the automatic skeleton's"
+                    raise ValueError(f"keyframes name joint {name!r} for instance {inst}, but {rig} joints are "
+                                     f"{allowed} (and joint1, joint2, ... on extra branches); handles JSON can "
+                                     "name joints of its own")
 
     def _scale(self, fps: float) -> float:
         """Key frames per clip frame."""

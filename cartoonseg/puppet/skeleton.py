@@ -18,10 +18,12 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "AUTO_JOINTS",
     "OPENPOSE_JOINTS",
     "OPENPOSE_PARENTS",
     "PersonPose",
     "Skeleton",
+    "auto_joint_name",
     "auto_skeleton",
     "load_json",
     "match_people",
@@ -426,6 +428,27 @@ def parse_handles(data, *, image_size: tuple[int, int] | None = None) -> dict[in
 
 
 # ------------------------------------------------------------------------------------------------ automatic
+#: the automatic skeleton's limbs: (start joint, its place along the limb), the middle joint (or None), the tip;
+#: a place is the fraction of the path from the limb's branch point to its tip
+_AUTO_LIMBS = {"head": (("neck", 0.5), None, "nose"), "leg": (("hip", 0.3), ("knee", 0.68), "ankle"),
+               "arm": (("shoulder", 0.3), ("elbow", 0.66), "wrist")}
+#: every limb joint name :func:`auto_skeleton` can give (besides ``root`` and ``joint1``, ``joint2``, ... for
+#: unnamed branches; a name taken twice gets ``_2``, ``_3``, ...)
+AUTO_JOINTS: tuple[str, ...] = ("root", *(
+    f"{side}{name}" for kind, (start, mid, end) in _AUTO_LIMBS.items()
+    for side in (("",) if kind == "head" else ("r_", "l_"))
+    for name in (start[0], *((mid[0],) if mid else ()), end)))
+
+
+def auto_joint_name(name: str) -> bool:
+    """Whether :func:`auto_skeleton` can name a joint ``name`` (:data:`AUTO_JOINTS`, ``jointN``, with a
+    ``_2``... suffix)."""
+    import re
+
+    base = re.sub(r"_[2-9]\d*$", "", name)
+    return base in AUTO_JOINTS or re.fullmatch(r"joint[1-9]\d*", base) is not None
+
+
 def auto_skeleton(support: np.ndarray, *, max_branches: int = 6, work_size: int = 96,
                   min_branch: float = 0.18) -> Skeleton:
     """A skeleton derived from the mask alone (for users without a pose model).
@@ -557,9 +580,7 @@ def auto_skeleton(support: np.ndarray, *, max_branches: int = 6, work_size: int 
         sides = ["r", "l"] if len(group) == 2 else (["r"] if direction(group[0])[0] <= 0 else ["l"]) if group else []
         for v, s in zip(group, sides):
             roles[v] = f"{s}_{kind}"
-    # joint names and their place along the limb (fraction of the path from its branch point to the tip)
-    names_for = {"head": (("neck", 0.5), None, "nose"), "leg": (("hip", 0.3), ("knee", 0.68), "ankle"),
-                 "arm": (("shoulder", 0.3), ("elbow", 0.66), "wrist")}
+    names_for = _AUTO_LIMBS
 
     names: list[str] = []
     parents: list[int] = []
