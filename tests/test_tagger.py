@@ -255,6 +255,22 @@ def test_label_file_with_a_byte_order_mark(tmp_path):
     assert labels.names == ("1girl", "general") and labels.categories == (0, 9)
 
 
+
+def test_label_file_with_a_repeated_name_is_refused(tmp_path):
+    """Two outputs with one name used to load; their {name: prob} entries then kept only one probability, the lower
+    one (the sort put it last), with no message. Real label files have unique names."""
+    from cartoonseg.tagger import load_labels
+
+    path = tmp_path / "selected_tags.csv"
+    path.write_text("tag_id,name,category,count\n1,general,9,0\n2,1girl,0,9\n3,solo,0,8\n4,1girl,4,7\n",
+                    encoding="utf-8")
+    with pytest.raises(ValueError, match=r"'1girl' \(lines 3, 5\)") as error:
+        load_labels(path)
+    assert str(path) in str(error.value) and "solo" not in str(error.value)
+    # a rating and a tag of the same name land in different dicts (TagResult.rating vs .general): allowed
+    labels = TagLabels.from_csv_text("name,category\ngeneral,9\ngeneral,0\n")
+    assert labels.names == ("general", "general")
+
 def test_load_tagger_rejects_bad_folders(tmp_path):
     folder = make_tagger_dir(tmp_path / "t")
     cfg = tiny_config_json(num_classes=51)
