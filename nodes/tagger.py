@@ -201,7 +201,8 @@ class CartoonSegTagInstances:
                 "character_mcut": ("BOOLEAN", {"default": False,
                                                "tooltip": "MCut threshold for characters (at least 0.15)"}),
                 "exclude_tags": ("STRING", {"default": DEFAULT_EXCLUDE, "multiline": False,
-                                            "tooltip": "comma-separated tags never reported (underscore form)"}),
+                                            "tooltip": "comma-separated tags never reported (any case; spaces "
+                                                       "and underscores alike, as in Merge Prompts)"}),
                 "tag_background": ("BOOLEAN", {"default": True,
                                                "tooltip": "also tag the background (for the Ken Burns prompt)"}),
             },
@@ -212,7 +213,7 @@ class CartoonSegTagInstances:
 
     def tag(self, tagger, image, instances, general_threshold, character_threshold, general_mcut, character_mcut,
             exclude_tags, tag_background, background=None):
-        from cartoonseg.tagger import PromptOptions, format_tags, parse_tag_list, tag_instances
+        from cartoonseg.tagger import PromptOptions, format_tags, tag_instances
 
         handle = check_tagger(tagger)
         frames = _comfy.check_instances(instances)
@@ -222,7 +223,7 @@ class CartoonSegTagInstances:
                              background=plates.shape[0] if plates is not None else None)
         options = dict(general_threshold=float(general_threshold), character_threshold=float(character_threshold),
                        general_mcut=bool(general_mcut), character_mcut=bool(character_mcut),
-                       exclude=tuple(t.replace(" ", "_") for t in parse_tag_list(exclude_tags)),
+                       exclude=str(exclude_tags or ""),
                        tag_background=bool(tag_background))
         display = PromptOptions(drop_character_tags=False, escape_parentheses=False)
         # the background's line is raw (underscores kept, no escapes) and without character names (a background
@@ -271,7 +272,8 @@ class CartoonSegMergePrompts:
                                                    "that separates it from the other (', ', ' | ', ' BREAK ')"}),
                 "drop_character_tags": ("BOOLEAN", {"default": True,
                                                     "tooltip": "leave character names out of the prompts"}),
-                "exclude_tags": ("STRING", {"default": "", "tooltip": "comma-separated tags to leave out"}),
+                "exclude_tags": ("STRING", {"default": "", "tooltip": "comma-separated tags to leave out (any case; "
+                                                                     "spaces and underscores alike)"}),
                 "underscores_to_spaces": ("BOOLEAN", {"default": True,
                                                       "tooltip": "long_hair -> long hair"}),
                 "escape_parentheses": ("BOOLEAN", {"default": True, "tooltip": "( ) -> \\( \\) for prompt weighting"}),

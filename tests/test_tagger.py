@@ -418,6 +418,30 @@ def test_exclude_given_as_one_string(tiny_tagger):
     assert "1girl" in tagged.extras["tags"][0]
 
 
+@pytest.mark.parametrize("spelling", ["long_hair", "Long Hair", "LONG_HAIR", " long hair "])
+def test_exclude_matches_names_like_merge_prompts(tiny_tagger, spelling):
+    """The tagger's exclude list matched names exactly (so 'Long Hair' or 'LONG_HAIR' dropped nothing) while Merge
+    Prompts ignored case and took spaces for underscores; both now compare through tagger.prompts.tag_key."""
+    from cartoonseg.tagger import exclude_keys, tag_key
+    from cartoonseg.tagger.prompts import select_tags
+
+    p = _probs(tiny_tagger, {"1girl": 0.9, "long_hair": 0.8, "star_(symbol)": 0.7, "^_^": 0.6, "solo": 0.5})
+    exclude = [spelling, "STAR \\(Symbol\\)", "^_^"]
+    kept = ["1girl", "solo"]
+    assert list(tiny_tagger.select(p, exclude=exclude).general) == kept
+    assert list(tiny_tagger.select(p, exclude=", ".join(exclude)).general) == kept
+    everything = tiny_tagger.select(p).general
+    assert select_tags(everything, options=PromptOptions(exclude=tuple(exclude))) == kept
+    assert select_tags(everything, options=PromptOptions(exclude=", ".join(exclude))) == kept
+    assert tag_key(spelling) == tag_key("long_hair") == tag_key(tag_key("long_hair")) == "long hair"
+    assert tag_key("^_^") == "^_^" != tag_key("^ ^") and tag_key("X_X") == "x_x"  # kaomoji keep their underscore
+    assert exclude_keys("a, B_b\n") == exclude_keys(["A", "b b"]) == {"a", "b b"}
+    image, inst = _scene()
+    tagged, background = tag_instances(tiny_tagger, image, inst, general_threshold=0.0, exclude=spelling.upper())
+    assert "long_hair" not in tagged.extras["tags"][0] and "long_hair" not in background.general
+    assert "1girl" in tagged.extras["tags"][0]
+
+
 def test_mcut(tiny_tagger):
     assert mcut_threshold(torch.tensor([0.9, 0.85, 0.3, 0.2])) == pytest.approx(0.575)
     with pytest.raises(ValueError):
@@ -555,6 +579,18 @@ def test_cli_tags_whole_image_as_json(tmp_path, capsys):
     assert out[0]["image"] == str(path)
     assert set(out[0]) == {"image", "general", "character", "rating"} and len(out[0]["rating"]) == 4
     assert len(out[0]["general"]) == len(GENERAL)
+
+
+def test_cli_exclude(tmp_path, capsys):
+    """--exclude (there was none: the CLI could not drop tags) matches names as the library and the nodes do."""
+    from cartoonseg.tagger.cli import main
+
+    folder = make_tagger_dir(tmp_path / "t")
+    path = tmp_path / "img.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(path)
+    assert main([str(path), "--tagger", str(folder), "--general-threshold", "0", "--exclude", "1GIRL, Long Hair"]) == 0
+    general = json.loads(capsys.readouterr().out)[0]["general"]
+    assert not {"1girl", "long_hair"} & set(general) and "solo" in general and len(general) == len(GENERAL) - 2
 
 
 def test_cli_json_is_whole_on_an_ascii_stdout(tmp_path, monkeypatch):

@@ -20,6 +20,7 @@ from .prompts import (
     NEGATIVE_PROMPT,
     PromptOptions,
     background_prompt,
+    exclude_keys,
     format_tag,
     format_tags,
     impact_wildcard,
@@ -27,6 +28,7 @@ from .prompts import (
     instance_prompts,
     merge_prompt,
     parse_tag_list,
+    tag_key,
 )
 from ..build import build_swinv2
 from ..models.swinv2 import SWINV2_PRESETS, SwinTransformerV2, SwinV2Config, config_from_timm
@@ -58,6 +60,7 @@ __all__ = [
     "background_prompt",
     "build_swinv2",
     "config_from_timm",
+    "exclude_keys",
     "format_tag",
     "format_tags",
     "impact_wildcard",
@@ -72,6 +75,7 @@ __all__ = [
     "prepare_image",
     "preprocess",
     "resolve_tagger_dir",
+    "tag_key",
     "tag_instances",
     "to_model_input",
 ]

@@ -24,6 +24,8 @@ __all__ = [
     "BACKGROUND_SUFFIX",
     "PromptOptions",
     "parse_tag_list",
+    "tag_key",
+    "exclude_keys",
     "format_tag",
     "select_tags",
     "format_tags",
@@ -54,7 +56,8 @@ class PromptOptions:
         template: text with ``{style}`` and/or ``{tags}`` (only these two placeholders are replaced; other
             braces, e.g. wildcard syntax, are kept). Separators next to an empty part are removed.
         drop_character_tags: remove character-name tags (the paper does, so the style prompt decides identity).
-        exclude: tags never emitted (matched case-insensitively, with spaces and underscores equivalent).
+        exclude: tags never emitted (matched by :func:`tag_key`: case-insensitively, spaces and underscores
+            equivalent), a tuple or one comma-separated string.
         underscores_to_spaces: ``long_hair`` -> ``long hair`` (kaomoji such as ``^_^`` are kept).
         escape_parentheses: ``(`` -> ``\\(`` and ``)`` -> ``\\)`` so ComfyUI does not read them as weights.
         max_tags: keep at most this many tags (highest probability first); 0 = no limit.
@@ -91,10 +94,20 @@ def parse_tag_list(text: str) -> list[str]:
     return [t.strip().replace("\\(", "(").replace("\\)", ")") for t in items if t.strip()]
 
 
-def _key(tag: str) -> str:
-    """Matching key: lower case, underscores and spaces equivalent (kaomoji compare as written)."""
-    tag = tag.strip()
-    return tag.lower() if tag in KAOMOJIS else tag.replace("_", " ").lower()
+def tag_key(tag: str) -> str:
+    """How tag names are compared, everywhere a tag is matched by name (the tagger's and Merge Prompts' exclude
+    lists, character-name dropping, de-duplication): surrounding spaces and ``\\(``/``\\)`` escapes ignored, lower
+    case, underscores and spaces equivalent (kaomoji such as ``^_^`` compare as written, in lower case). So
+    ``Long Hair``, ``long_hair`` and ``LONG_HAIR`` are one tag, and ``star \\(symbol\\)`` is ``star_(symbol)``."""
+    tag = tag.strip().replace("\\(", "(").replace("\\)", ")").lower()  # idempotent: a key is its own key
+    return tag if tag in KAOMOJIS else tag.replace("_", " ")
+
+
+def exclude_keys(exclude: Iterable[str] | str) -> frozenset[str]:
+    """The :func:`tag_key` of every name to exclude: an iterable of names, or one comma/newline-separated string
+    (:func:`parse_tag_list`; a bare string used to be iterated character by character)."""
+    names = parse_tag_list(exclude) if isinstance(exclude, str) else (str(e) for e in exclude)
+    return frozenset(key for key in map(tag_key, names) if key)
 
 
 def format_tag(tag: str, underscores_to_spaces: bool = True, escape_parentheses: bool = True) -> str:
@@ -122,13 +135,13 @@ def select_tags(
         names = parse_tag_list(tags)
     else:
         names = [str(t) for t in tags]
-    banned = {_key(t) for t in options.exclude}
+    banned = set(exclude_keys(options.exclude))
     if options.drop_character_tags:
-        banned |= {_key(t) for t in character_tags}
+        banned |= {tag_key(t) for t in character_tags}
     out: list[str] = []
     seen: set[str] = set()
     for name in names:
-        key = _key(name)
+        key = tag_key(name)
         if not key or key in banned or key in seen:
             continue
         seen.add(key)
