@@ -542,6 +542,24 @@ def test_prompt_formatting():
     assert PromptOptions(max_tags=np.int64(2)).max_tags == 2
 
 
+def test_tag_lists_keep_commas_inside_names():
+    """Tag lists split on commas, so a name holding one (real CSV allows it) fell apart between Tag Instances and
+    Merge Prompts; join_tag_list writes it as "\\," and parse_tag_list reads that back."""
+    from cartoonseg.tagger import join_tag_list
+
+    names = ["comma,tag", "ah, so", "\\m/", ":\\", "a\\", "star_(symbol)", "^_^", "x\\,y", "\\(", ",_,", "plain"]
+    for separator in (", ", ",", "\n"):
+        assert parse_tag_list(join_tag_list(names, separator)) == names
+    assert join_tag_list(["ah, so", "b"]) == "ah\\, so, b" and parse_tag_list("ah\\, so, b") == ["ah, so", "b"]
+    assert parse_tag_list("\\m/, star \\(symbol\\)") == ["\\m/", "star (symbol)"]  # other backslashes kept
+    with pytest.raises(ValueError, match="separator"):
+        join_tag_list(names, " ")
+    # the whole path: background tags as a list string, then formatted and excluded by name
+    line = join_tag_list({"comma,tag": 0.9, "long_hair": 0.8})
+    assert background_prompt(parse_tag_list(line), suffix="") == "comma,tag, long hair"
+    assert background_prompt(line, options=PromptOptions(exclude="Comma\\,Tag"), suffix="") == "long hair"
+
+
 def test_background_negative_and_wildcard():
     assert background_prompt({"scenery": 0.9, "no_humans": 0.8, "sky": 0.7}, options=PromptOptions(max_tags=2)) == (
         "scenery, no humans, high quality, masterpiece, no_humans")

@@ -28,7 +28,8 @@ OUR_IDS = ("CartoonSegTaggerLoader", "CartoonSegTagInstances", "CartoonSegMergeP
            "CartoonSegInstanceConditioning")
 H, W = 40, 56
 NAMES = (["general", "sensitive", "questionable", "explicit"] + ["1girl", "long_hair", "star_(symbol)", "猫耳"]
-         + [f"general_{i}" for i in range(36)] + ["hatsune_miku", "rem_(re:zero)"] + [f"chara_{i}" for i in range(4)])
+         + [f"general_{i}" for i in range(35)] + ["ah,_so"] + ["hatsune_miku", "rem_(re:zero)"]
+         + [f"chara_{i}" for i in range(4)])
 CATEGORIES = [9] * 4 + [0] * 40 + [4] * 6
 
 
@@ -173,7 +174,13 @@ def test_tag_instances(nodes, tagger, state):
     bg_tags = [t for line in background.split("\n") for t in line.split(", ") if t]
     assert "star_(symbol)" not in bg_tags and "1girl" in bg_tags and not characters & set(bg_tags)
     _, _, background = node.tag(tagger, image, frames(), 0.0, 0.0, False, False, "", True)
+    # a comma inside a tag name survives the background line (it used to split into "ah" and "_so" in Merge Prompts)
+    assert "ah\\,_so" in background.split("\n")[0].split(", ")
     merge = nodes["CartoonSegMergePrompts"]()
+    raw = merge.merge(out, "", "{tags}", True, "", False, False, 0, "", "inst_", 0, background)[2]
+    assert "ah,_so" in raw and "ah, _so" not in raw
+    assert "ah,_so" not in merge.merge(out, "", "{tags}", True, "AH\\, SO", False, False, 0, "", "inst_", 0,
+                                       background)[2]
     for underscores, expected in ((False, "star_\\(symbol\\)"), (True, "star \\(symbol\\)")):
         prompt = merge.merge(out, "", "{tags}", True, "", underscores, True, 0, "no_humans", "inst_", 0,
                              background)[2]
