@@ -269,7 +269,8 @@ class CartoonSegMergePrompts:
                                             "tooltip": "text put into {style} of every prompt"}),
                 "template": ("STRING", {"default": "{style}, {tags}",
                                         "tooltip": "{style} and {tags} are replaced; an empty part drops the text "
-                                                   "that separates it from the other (', ', ' | ', ' BREAK ')"}),
+                                                   "that separates it from the other (', ', ' | ', ' BREAK '), "
+                                                   "leaving no dangling separator"}),
                 "drop_character_tags": ("BOOLEAN", {"default": True,
                                                     "tooltip": "leave character names out of the prompts"}),
                 "exclude_tags": ("STRING", {"default": "", "tooltip": "comma-separated tags to leave out (any case; "

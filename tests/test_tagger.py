@@ -525,6 +525,21 @@ def test_prompt_formatting():
     assert merge_prompt("anime", {"1girl": 1.0}, [], bar) == "masterpiece, anime | 1girl"
     assert merge_prompt("", {"1girl": 1.0}, [], PromptOptions(template="{tags} BREAK {style}")) == "1girl"
     assert merge_prompt("a {x|y} style", {"1girl": 1.0}) == "a {x|y} style, 1girl"  # other braces untouched
+    # both parts empty: the template's own text stays, without a dangling separator or space ("photo of , 4k")
+    empty = {"style": "", "tags": {}}
+    for template, expected in (("photo of {style}, {tags}, 4k", "photo of, 4k"), ("{style} | {tags} | 4k", "4k"),
+                               ("{style} BREAK {tags} BREAK 4k", "4k"), ("photo of {style} and {tags}, 4k",
+                                                                         "photo of, 4k"),
+                               ("{style} {tags},", ""), ("a{style}b", "ab"), ("a {style} b", "a b")):
+        assert merge_prompt(empty["style"], empty["tags"], [], PromptOptions(template=template)) == expected, template
+    four_k = PromptOptions(template="photo of {style}, {tags}, 4k")
+    assert merge_prompt("anime", {}, [], four_k) == "photo of anime, 4k"
+    assert merge_prompt("", {"1girl": 1.0}, [], four_k) == "photo of 1girl, 4k"
+    assert merge_prompt("anime,", {"1girl": 1.0}) == "anime, 1girl"  # a trailing comma typed in the style
+    # a part's own text is never trimmed, only the template's (a tag may end in a comma)
+    raw = PromptOptions(underscores_to_spaces=False)
+    assert merge_prompt("", {",_,": 1.0}, [], raw) == ",_," == merge_prompt("", {",_,": 1.0}, [], dataclasses.replace(
+        raw, template="{tags}, {style}"))
     excl = PromptOptions(exclude=("Long Hair", "star_(symbol)", "^_^"))
     assert format_tags(tags, ["hatsune_miku"], excl) == "1girl, 猫耳"
     assert format_tags(["b", "a", "b"]) == "b, a"  # lists keep order, duplicates removed

@@ -189,11 +189,13 @@ def format_tags(
 def _fill_template(template: str, values: Mapping[str, str]) -> str:
     """Replace ``{style}``/``{tags}``; drop separators left dangling by empty parts: an empty placeholder takes the
     text that separates it from the previous placeholder with it (or, first, the text up to the next one), so
-    ``"{style} | {tags}"`` gives ``"anime"``, not ``"anime |"``; text before the first and after the last
-    placeholder stays."""
+    ``"{style} | {tags}"`` gives ``"anime"``, not ``"anime |"``. Text before the first and after the last placeholder
+    stays, joined without a dangling separator or space: ``"photo of {style}, {tags}, 4k"`` with both parts empty
+    gives ``"photo of, 4k"`` (not ``"photo of , 4k"``), ``"{style} | {tags} | 4k"`` gives ``"4k"``. Only the text
+    around a dropped part is touched; the parts and the rest of the template are kept as written."""
     pieces = re.split(r"(\{style\}|\{tags\})", template)  # literal, key, literal, key, ..., literal
-    drop = set()
     keys = [i for i, piece in enumerate(pieces) if piece in _TEMPLATE_KEYS]
+    drop = set()
     for n, i in enumerate(keys):
         if values[pieces[i][1:-1]].strip():
             continue
@@ -202,13 +204,55 @@ def _fill_template(template: str, values: Mapping[str, str]) -> str:
             drop.add(i - 1)  # the separator after the previous (kept) part
         elif n + 1 < len(keys):
             drop.add(i + 1)  # the separator before the next part
-    out = []
+    # separators: the template's own (text between two placeholders) and the usual punctuation
+    separators = {pieces[i].strip() for i in range(len(pieces)) if keys and keys[0] < i < keys[-1]}
+    separators = sorted((separators | {",", "|", ";"}) - {""}, key=len, reverse=True)
+    # only template text is trimmed at a gap, never a part's value (a tag may itself end in a comma)
+    text, gap, last_literal = "", False, False
     for i, piece in enumerate(pieces):
-        if i not in drop:
-            out.append(values[piece[1:-1]] if piece in _TEMPLATE_KEYS else piece)
-    text = "".join(out)
-    text = re.sub(r"(\s*,\s*){2,}", ", ", text)  # ", , " left by an empty part
-    return re.sub(r"^[\s,]+|[\s,]+$", "", text)
+        if i in drop:
+            gap = True
+            continue
+        literal = piece not in _TEMPLATE_KEYS
+        piece = piece if literal else values[piece[1:-1]]
+        if not gap:
+            text += piece
+        elif piece.strip():  # close the gap left by dropped parts (a blank piece leaves it open)
+            text, gap = _close_gap(text, piece, separators, trim_right=literal), False
+        else:
+            continue
+        last_literal = literal
+    if gap:
+        text = text.rstrip()
+        if last_literal:
+            text = _strip_separator(text, separators, at_end=True)
+    return text.strip()
+
+
+def _strip_separator(text: str, separators: Sequence[str], at_end: bool) -> str:
+    """``text`` without one separator at its end (``at_end``) or start; a word separator (``BREAK``) only as a whole
+    word."""
+    for sep in separators:
+        if at_end and text.endswith(sep):
+            before = text[: len(text) - len(sep)]
+            if not (sep[0].isalnum() and before[-1:].isalnum()):
+                return before.rstrip()
+        if not at_end and text.startswith(sep):
+            after = text[len(sep):]
+            if not (sep[-1].isalnum() and after[:1].isalnum()):
+                return after.lstrip()
+    return text
+
+
+def _close_gap(left: str, right: str, separators: Sequence[str], trim_right: bool) -> str:
+    """``left + right`` where template text between them was dropped: no separator at the very start, none twice
+    in a row, no space before a comma (a separator is only removed from ``right`` when ``trim_right``)."""
+    head, tail = left.rstrip(), right.lstrip()
+    if trim_right and (not head or _strip_separator(head, separators, at_end=True) != head):
+        tail = _strip_separator(tail, separators, at_end=False)
+    if not head or not tail or tail[0] in ",;":
+        return head + tail
+    return head + (" " if head != left or tail != right else "") + tail
 
 
 def merge_prompt(
@@ -223,7 +267,8 @@ def merge_prompt(
         ``merge_prompt("3d pixar style", {"1girl": .99, "hatsune_miku": .97, "twintails": .9}, ["hatsune_miku"])``
         -> ``"3d pixar style, 1girl, twintails"``.
     """
-    values = {"style": (style or "").strip(), "tags": format_tags(tags, character_tags, options)}
+    # a style typed with a trailing comma ("masterpiece,") must not give "masterpiece,, 1girl"
+    values = {"style": (style or "").strip().strip(",").strip(), "tags": format_tags(tags, character_tags, options)}
     return _fill_template(options.template, values)
 
 
