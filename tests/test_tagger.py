@@ -536,10 +536,10 @@ def test_prompt_formatting():
     assert merge_prompt("anime", {}, [], four_k) == "photo of anime, 4k"
     assert merge_prompt("", {"1girl": 1.0}, [], four_k) == "photo of 1girl, 4k"
     assert merge_prompt("anime,", {"1girl": 1.0}) == "anime, 1girl"  # a trailing comma typed in the style
-    # a part's own text is never trimmed, only the template's (a tag may end in a comma)
-    raw = PromptOptions(underscores_to_spaces=False)
-    assert merge_prompt("", {",_,": 1.0}, [], raw) == ",_," == merge_prompt("", {",_,": 1.0}, [], dataclasses.replace(
-        raw, template="{tags}, {style}"))
+    # inside the prompt a part's own text is never trimmed, only the template's (a tag may hold commas; the old
+    # clean-up turned "a, ,_,, b" into "a, _, b")
+    raw = PromptOptions(underscores_to_spaces=False, template="x, {style}, {tags}")
+    assert merge_prompt("", {"a": 0.9, ",_,": 0.8, "b": 0.7}, [], raw) == "x, a, ,_,, b"
     excl = PromptOptions(exclude=("Long Hair", "star_(symbol)", "^_^"))
     assert format_tags(tags, ["hatsune_miku"], excl) == "1girl, 猫耳"
     assert format_tags(["b", "a", "b"]) == "b, a"  # lists keep order, duplicates removed

@@ -192,7 +192,8 @@ def _fill_template(template: str, values: Mapping[str, str]) -> str:
     ``"{style} | {tags}"`` gives ``"anime"``, not ``"anime |"``. Text before the first and after the last placeholder
     stays, joined without a dangling separator or space: ``"photo of {style}, {tags}, 4k"`` with both parts empty
     gives ``"photo of, 4k"`` (not ``"photo of , 4k"``), ``"{style} | {tags} | 4k"`` gives ``"4k"``. Only the text
-    around a dropped part is touched; the parts and the rest of the template are kept as written."""
+    around a dropped part and commas at the very ends are touched; the parts and the rest of the template are kept
+    as written."""
     pieces = re.split(r"(\{style\}|\{tags\})", template)  # literal, key, literal, key, ..., literal
     keys = [i for i, piece in enumerate(pieces) if piece in _TEMPLATE_KEYS]
     drop = set()
@@ -226,7 +227,7 @@ def _fill_template(template: str, values: Mapping[str, str]) -> str:
         text = text.rstrip()
         if last_literal:
             text = _strip_separator(text, separators, at_end=True)
-    return text.strip()
+    return text.strip(" \t\n,")  # a prompt never starts or ends with a comma (even one of a tag's own)
 
 
 def _strip_separator(text: str, separators: Sequence[str], at_end: bool) -> str:
