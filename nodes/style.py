@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 
 from cartoonseg.structures import Instances
-from cartoonseg.style.config import BACKGROUND_FILLS, DEFAULT_NEGATIVE, MODES, StyleConfig
+from cartoonseg.style.config import (BACKGROUND_FILLS, DEFAULT_NEGATIVE, DEFAULT_PRESET, MODES, PRESETS, StyleConfig,
+                                     style_preset)
 from cartoonseg.style.editor import SampleRequest, count_passes, style_edit_batch
 from cartoonseg.style.hints import HINT_TYPES, extract_hint
 from cartoonseg.style.regions import ORDERS
@@ -98,7 +99,7 @@ class CartoonSegInstanceStyleEdit:
     @classmethod
     def INPUT_TYPES(cls):
         samplers, schedulers = _comfy.sampler_choices()
-        d = StyleConfig()
+        d = style_preset(DEFAULT_PRESET)  # the paper's SD1.5 settings, as the CLI's default --preset
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": "SD model that paints the new style"}),
@@ -116,7 +117,8 @@ class CartoonSegInstanceStyleEdit:
                                  "tooltip": "the same seed for every instance and the background"}),
                 "steps": ("INT", {"default": d.steps, "min": 1, "max": 1000, "tooltip": "sampler steps per pass"}),
                 "cfg": ("FLOAT", {"default": d.cfg, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
-                                  "tooltip": "classifier-free guidance scale"}),
+                                  "tooltip": f"classifier-free guidance scale ({d.cfg:g}: the paper's "
+                                             f"SD1.5 script; {PRESETS['sdxl_canny'].cfg:g}: the authors' SDXL run)"}),
                 "sampler_name": (samplers, {"default": d.sampler if d.sampler in samplers else samplers[0],
                                             "tooltip": "sampler"}),
                 "scheduler": (schedulers, {"default": d.scheduler if d.scheduler in schedulers else schedulers[0],

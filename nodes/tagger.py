@@ -184,7 +184,7 @@ class CartoonSegTagInstances:
     OUTPUT_IS_LIST = (False, True, False)
     OUTPUT_TOOLTIPS = ("the instances with their tags", "one tag string per instance (all frames in order)",
                        "the background's general tags, one line per frame, raw (underscores kept, no character "
-                       "names) for Merge Prompts' background_tags")
+                       "names, a comma inside a tag name written \\,) for Merge Prompts' background_tags")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -201,7 +201,8 @@ class CartoonSegTagInstances:
                 "character_mcut": ("BOOLEAN", {"default": False,
                                                "tooltip": "MCut threshold for characters (at least 0.15)"}),
                 "exclude_tags": ("STRING", {"default": DEFAULT_EXCLUDE, "multiline": False,
-                                            "tooltip": "comma-separated tags never reported (underscore form)"}),
+                                            "tooltip": "comma-separated tags never reported (any case; spaces "
+                                                       "and underscores alike, as in Merge Prompts)"}),
                 "tag_background": ("BOOLEAN", {"default": True,
                                                "tooltip": "also tag the background (for the Ken Burns prompt)"}),
             },
@@ -212,7 +213,7 @@ class CartoonSegTagInstances:
 
     def tag(self, tagger, image, instances, general_threshold, character_threshold, general_mcut, character_mcut,
             exclude_tags, tag_background, background=None):
-        from cartoonseg.tagger import PromptOptions, format_tags, parse_tag_list, tag_instances
+        from cartoonseg.tagger import PromptOptions, format_tags, join_tag_list, tag_instances
 
         handle = check_tagger(tagger)
         frames = _comfy.check_instances(instances)
@@ -222,12 +223,12 @@ class CartoonSegTagInstances:
                              background=plates.shape[0] if plates is not None else None)
         options = dict(general_threshold=float(general_threshold), character_threshold=float(character_threshold),
                        general_mcut=bool(general_mcut), character_mcut=bool(character_mcut),
-                       exclude=tuple(t.replace(" ", "_") for t in parse_tag_list(exclude_tags)),
+                       exclude=str(exclude_tags or ""),
                        tag_background=bool(tag_background))
         display = PromptOptions(drop_character_tags=False, escape_parentheses=False)
-        # the background's line is raw (underscores kept, no escapes) and without character names (a background
-        # has none): Merge Prompts then formats it with its own options, as it does the instances' tags
-        raw = PromptOptions(underscores_to_spaces=False, escape_parentheses=False)
+        # the background's line is raw (names as in the label file, a comma inside a name written "\,") and without
+        # character names (a background has none): Merge Prompts reads it back name by name (parse_tag_list) and
+        # formats it with its own options, as it does the instances' tags
         out, strings, background_lines = [], [], []
         with handle.on_device() as model, _comfy.steps(len(frames)) as progress:
             for i, inst in enumerate(frames):
@@ -237,7 +238,7 @@ class CartoonSegTagInstances:
                                            **options)
                 out.append(tagged)
                 strings += [format_tags(t, (), display) for t in tagged.extras[EXTRA_TAGS]]
-                background_lines.append(format_tags(bg.general, (), raw) if bg is not None else "")
+                background_lines.append(join_tag_list(bg.general) if bg is not None else "")
                 progress.tick()
         return (out, strings, "\n".join(background_lines))
 
@@ -268,10 +269,13 @@ class CartoonSegMergePrompts:
                                             "tooltip": "text put into {style} of every prompt"}),
                 "template": ("STRING", {"default": "{style}, {tags}",
                                         "tooltip": "{style} and {tags} are replaced; an empty part drops the text "
-                                                   "that separates it from the other (', ', ' | ', ' BREAK ')"}),
+                                                   "that separates it from the other (', ', ' | ', ' BREAK '), "
+                                                   "leaving no dangling separator"}),
                 "drop_character_tags": ("BOOLEAN", {"default": True,
                                                     "tooltip": "leave character names out of the prompts"}),
-                "exclude_tags": ("STRING", {"default": "", "tooltip": "comma-separated tags to leave out"}),
+                "exclude_tags": ("STRING", {"default": "", "tooltip": "comma-separated tags to leave out (any case; "
+                                                                     "spaces and underscores alike; \\, is a comma "
+                                                                     "inside a tag)"}),
                 "underscores_to_spaces": ("BOOLEAN", {"default": True,
                                                       "tooltip": "long_hair -> long hair"}),
                 "escape_parentheses": ("BOOLEAN", {"default": True, "tooltip": "( ) -> \\( \\) for prompt weighting"}),
@@ -283,7 +287,8 @@ class CartoonSegMergePrompts:
             },
             "optional": {
                 "background_tags": ("STRING", {"forceInput": True,
-                                               "tooltip": "background_tags of Tag Instances"}),
+                                               "tooltip": "background_tags of Tag Instances (tags separated by "
+                                                          "commas or newlines; \\, is a comma inside a tag)"}),
             },
         }
 

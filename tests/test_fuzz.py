@@ -12,7 +12,7 @@ from cartoonseg import rle
 from cartoonseg.models.rtmdet_ins import nms
 from cartoonseg.segmenter import boxes_to_masks
 from cartoonseg.structures import masks_to_boxes
-from cartoonseg.tagger.prompts import PromptOptions, _key, merge_prompt, select_tags
+from cartoonseg.tagger.prompts import PromptOptions, merge_prompt, select_tags, tag_key
 from cartoonseg.transforms import letterbox
 
 FAST = settings(max_examples=40, deadline=None, derandomize=True)
@@ -134,10 +134,10 @@ def test_prompt_builder_never_crashes_nor_duplicates(tags, chars, exclude, style
     opts = PromptOptions(template=template, exclude=tuple(exclude), max_tags=max_tags, underscores_to_spaces=under,
                          escape_parentheses=esc)
     chosen = select_tags(tags, chars, opts)
-    keys = [_key(t) for t in chosen]
+    keys = [tag_key(t) for t in chosen]
     assert len(keys) == len(set(keys)) and all(keys)
-    assert not {_key(t) for t in exclude} & set(keys)
-    assert not {_key(t) for t in chars} & set(keys)
+    assert not {tag_key(t) for t in exclude} & set(keys)
+    assert not {tag_key(t) for t in chars} & set(keys)
     if max_tags:
         assert len(chosen) <= max_tags
     text = merge_prompt(style, tags, chars, opts)

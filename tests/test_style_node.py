@@ -212,6 +212,24 @@ def test_contract(node_module):
     assert spec["required"]["scheduler"][1]["default"] == "karras"
     d = _defaults(cls)
     assert (d["steps"], d["denoise"], d["control_strength"]) == (24, 0.75, 1.0)
+    # the widgets default to the paper's SD1.5 preset, as the CLI's --preset does (cfg was StyleConfig()'s 7, not
+    # repaint_person.py's 9)
+    from cartoonseg.style.cli import add_parsers
+    from cartoonseg.style.config import style_preset
+
+    paper = style_preset("paper_sd15")
+    assert d["cfg"] == paper.cfg == 9.0
+    for widget, field in (("steps", "steps"), ("denoise", "denoise"), ("sampler_name", "sampler"),
+                          ("scheduler", "scheduler"), ("hint_type", "hint"), ("resolution", "resolution"),
+                          ("crop_padding", "crop_padding"), ("mask_feather", "mask_feather"), ("mode", "mode"),
+                          ("iterations", "iterations"), ("control_strength", "control_strength"),
+                          ("negative_prompt", "negative_prompt"), ("background_fill", "background_fill")):
+        assert d[widget] == getattr(paper, field), widget
+    import argparse
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    add_parsers(sub)
+    assert sub.choices["style"].get_default("preset") == "paper_sd15"
     params = inspect.signature(getattr(cls, cls.FUNCTION)).parameters
     assert set(spec["required"]) | set(spec["optional"]) == set(params) - {"self"}
     for name in spec["optional"]:

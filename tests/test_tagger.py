@@ -255,6 +255,22 @@ def test_label_file_with_a_byte_order_mark(tmp_path):
     assert labels.names == ("1girl", "general") and labels.categories == (0, 9)
 
 
+
+def test_label_file_with_a_repeated_name_is_refused(tmp_path):
+    """Two outputs with one name used to load; their {name: prob} entries then kept only one probability, the lower
+    one (the sort put it last), with no message. Real label files have unique names."""
+    from cartoonseg.tagger import load_labels
+
+    path = tmp_path / "selected_tags.csv"
+    path.write_text("tag_id,name,category,count\n1,general,9,0\n2,1girl,0,9\n3,solo,0,8\n4,1girl,4,7\n",
+                    encoding="utf-8")
+    with pytest.raises(ValueError, match=r"'1girl' \(lines 3, 5\)") as error:
+        load_labels(path)
+    assert str(path) in str(error.value) and "solo" not in str(error.value)
+    # a rating and a tag of the same name land in different dicts (TagResult.rating vs .general): allowed
+    labels = TagLabels.from_csv_text("name,category\ngeneral,9\ngeneral,0\n")
+    assert labels.names == ("general", "general")
+
 def test_load_tagger_rejects_bad_folders(tmp_path):
     folder = make_tagger_dir(tmp_path / "t")
     cfg = tiny_config_json(num_classes=51)
@@ -402,6 +418,30 @@ def test_exclude_given_as_one_string(tiny_tagger):
     assert "1girl" in tagged.extras["tags"][0]
 
 
+@pytest.mark.parametrize("spelling", ["long_hair", "Long Hair", "LONG_HAIR", " long hair "])
+def test_exclude_matches_names_like_merge_prompts(tiny_tagger, spelling):
+    """The tagger's exclude list matched names exactly (so 'Long Hair' or 'LONG_HAIR' dropped nothing) while Merge
+    Prompts ignored case and took spaces for underscores; both now compare through tagger.prompts.tag_key."""
+    from cartoonseg.tagger import exclude_keys, tag_key
+    from cartoonseg.tagger.prompts import select_tags
+
+    p = _probs(tiny_tagger, {"1girl": 0.9, "long_hair": 0.8, "star_(symbol)": 0.7, "^_^": 0.6, "solo": 0.5})
+    exclude = [spelling, "STAR \\(Symbol\\)", "^_^"]
+    kept = ["1girl", "solo"]
+    assert list(tiny_tagger.select(p, exclude=exclude).general) == kept
+    assert list(tiny_tagger.select(p, exclude=", ".join(exclude)).general) == kept
+    everything = tiny_tagger.select(p).general
+    assert select_tags(everything, options=PromptOptions(exclude=tuple(exclude))) == kept
+    assert select_tags(everything, options=PromptOptions(exclude=", ".join(exclude))) == kept
+    assert tag_key(spelling) == tag_key("long_hair") == tag_key(tag_key("long_hair")) == "long hair"
+    assert tag_key("^_^") == "^_^" != tag_key("^ ^") and tag_key("X_X") == "x_x"  # kaomoji keep their underscore
+    assert exclude_keys("a, B_b\n") == exclude_keys(["A", "b b"]) == {"a", "b b"}
+    image, inst = _scene()
+    tagged, background = tag_instances(tiny_tagger, image, inst, general_threshold=0.0, exclude=spelling.upper())
+    assert "long_hair" not in tagged.extras["tags"][0] and "long_hair" not in background.general
+    assert "1girl" in tagged.extras["tags"][0]
+
+
 def test_mcut(tiny_tagger):
     assert mcut_threshold(torch.tensor([0.9, 0.85, 0.3, 0.2])) == pytest.approx(0.575)
     with pytest.raises(ValueError):
@@ -485,6 +525,21 @@ def test_prompt_formatting():
     assert merge_prompt("anime", {"1girl": 1.0}, [], bar) == "masterpiece, anime | 1girl"
     assert merge_prompt("", {"1girl": 1.0}, [], PromptOptions(template="{tags} BREAK {style}")) == "1girl"
     assert merge_prompt("a {x|y} style", {"1girl": 1.0}) == "a {x|y} style, 1girl"  # other braces untouched
+    # both parts empty: the template's own text stays, without a dangling separator or space ("photo of , 4k")
+    empty = {"style": "", "tags": {}}
+    for template, expected in (("photo of {style}, {tags}, 4k", "photo of, 4k"), ("{style} | {tags} | 4k", "4k"),
+                               ("{style} BREAK {tags} BREAK 4k", "4k"), ("photo of {style} and {tags}, 4k",
+                                                                         "photo of, 4k"),
+                               ("{style} {tags},", ""), ("a{style}b", "ab"), ("a {style} b", "a b")):
+        assert merge_prompt(empty["style"], empty["tags"], [], PromptOptions(template=template)) == expected, template
+    four_k = PromptOptions(template="photo of {style}, {tags}, 4k")
+    assert merge_prompt("anime", {}, [], four_k) == "photo of anime, 4k"
+    assert merge_prompt("", {"1girl": 1.0}, [], four_k) == "photo of 1girl, 4k"
+    assert merge_prompt("anime,", {"1girl": 1.0}) == "anime, 1girl"  # a trailing comma typed in the style
+    # inside the prompt a part's own text is never trimmed, only the template's (a tag may hold commas; the old
+    # clean-up turned "a, ,_,, b" into "a, _, b")
+    raw = PromptOptions(underscores_to_spaces=False, template="x, {style}, {tags}")
+    assert merge_prompt("", {"a": 0.9, ",_,": 0.8, "b": 0.7}, [], raw) == "x, a, ,_,, b"
     excl = PromptOptions(exclude=("Long Hair", "star_(symbol)", "^_^"))
     assert format_tags(tags, ["hatsune_miku"], excl) == "1girl, 猫耳"
     assert format_tags(["b", "a", "b"]) == "b, a"  # lists keep order, duplicates removed
@@ -500,6 +555,24 @@ def test_prompt_formatting():
         with pytest.raises(TypeError, match=next(iter(bad))):
             PromptOptions(**bad)
     assert PromptOptions(max_tags=np.int64(2)).max_tags == 2
+
+
+def test_tag_lists_keep_commas_inside_names():
+    """Tag lists split on commas, so a name holding one (real CSV allows it) fell apart between Tag Instances and
+    Merge Prompts; join_tag_list writes it as "\\," and parse_tag_list reads that back."""
+    from cartoonseg.tagger import join_tag_list
+
+    names = ["comma,tag", "ah, so", "\\m/", ":\\", "a\\", "star_(symbol)", "^_^", "x\\,y", "\\(", ",_,", "plain"]
+    for separator in (", ", ",", "\n"):
+        assert parse_tag_list(join_tag_list(names, separator)) == names
+    assert join_tag_list(["ah, so", "b"]) == "ah\\, so, b" and parse_tag_list("ah\\, so, b") == ["ah, so", "b"]
+    assert parse_tag_list("\\m/, star \\(symbol\\)") == ["\\m/", "star (symbol)"]  # other backslashes kept
+    with pytest.raises(ValueError, match="separator"):
+        join_tag_list(names, " ")
+    # the whole path: background tags as a list string, then formatted and excluded by name
+    line = join_tag_list({"comma,tag": 0.9, "long_hair": 0.8})
+    assert background_prompt(parse_tag_list(line), suffix="") == "comma,tag, long hair"
+    assert background_prompt(line, options=PromptOptions(exclude="Comma\\,Tag"), suffix="") == "long hair"
 
 
 def test_background_negative_and_wildcard():
@@ -539,6 +612,18 @@ def test_cli_tags_whole_image_as_json(tmp_path, capsys):
     assert out[0]["image"] == str(path)
     assert set(out[0]) == {"image", "general", "character", "rating"} and len(out[0]["rating"]) == 4
     assert len(out[0]["general"]) == len(GENERAL)
+
+
+def test_cli_exclude(tmp_path, capsys):
+    """--exclude (there was none: the CLI could not drop tags) matches names as the library and the nodes do."""
+    from cartoonseg.tagger.cli import main
+
+    folder = make_tagger_dir(tmp_path / "t")
+    path = tmp_path / "img.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(path)
+    assert main([str(path), "--tagger", str(folder), "--general-threshold", "0", "--exclude", "1GIRL, Long Hair"]) == 0
+    general = json.loads(capsys.readouterr().out)[0]["general"]
+    assert not {"1girl", "long_hair"} & set(general) and "solo" in general and len(general) == len(GENERAL) - 2
 
 
 def test_cli_json_is_whole_on_an_ascii_stdout(tmp_path, monkeypatch):

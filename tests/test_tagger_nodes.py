@@ -28,7 +28,8 @@ OUR_IDS = ("CartoonSegTaggerLoader", "CartoonSegTagInstances", "CartoonSegMergeP
            "CartoonSegInstanceConditioning")
 H, W = 40, 56
 NAMES = (["general", "sensitive", "questionable", "explicit"] + ["1girl", "long_hair", "star_(symbol)", "猫耳"]
-         + [f"general_{i}" for i in range(36)] + ["hatsune_miku", "rem_(re:zero)"] + [f"chara_{i}" for i in range(4)])
+         + [f"general_{i}" for i in range(35)] + ["ah,_so"] + ["hatsune_miku", "rem_(re:zero)"]
+         + [f"chara_{i}" for i in range(4)])
 CATEGORIES = [9] * 4 + [0] * 40 + [4] * 6
 
 
@@ -158,19 +159,28 @@ def test_tag_instances(nodes, tagger, state):
     image = torch.rand(2, H, W, 3, generator=torch.Generator().manual_seed(0))
     state.updates = 0
     out, tags, background = node.tag(tagger, image, frames(), 0.0, 0.0, False, False,
-                                     "simple_background, long hair", True)
+                                     "simple_background, Long Hair, STAR_(SYMBOL)", True)
     assert len(out) == 2 and [len(f) for f in out] == [2, 1] and state.updates == 2
     assert len(tags) == 3 and all(isinstance(t, str) and t for t in tags)
     assert "long_hair" not in out[0].extras["tags"][0] and "1girl" in out[0].extras["tags"][0]
-    assert "star (symbol)" in tags[0] and "\\(" not in tags[0]  # display form: spaces, no escaping
+    # matched like Merge Prompts' exclude list: any case, spaces and underscores alike (it used to be exact)
+    assert "star_(symbol)" not in out[0].extras["tags"][0] and "star (symbol)" not in tags[0]
+    assert "1girl" in tags[0] and "\\(" not in tags[0] and "猫耳" in tags[0]  # display form: no escaping
     assert set(out[1].extras["character_tags"][0]) == {n for n, c in zip(NAMES, CATEGORIES) if c == 4}
     assert len(out[1].extras["rating"][0]) == 4
     assert len(background.split("\n")) == 2 and "1girl" in background
     # raw and without character names, so Merge Prompts' own options decide the background prompt's form
     characters = {n for n, c in zip(NAMES, CATEGORIES) if c == 4}
     bg_tags = [t for line in background.split("\n") for t in line.split(", ") if t]
-    assert "star_(symbol)" in bg_tags and not characters & set(bg_tags)
+    assert "star_(symbol)" not in bg_tags and "1girl" in bg_tags and not characters & set(bg_tags)
+    _, _, background = node.tag(tagger, image, frames(), 0.0, 0.0, False, False, "", True)
+    # a comma inside a tag name survives the background line (it used to split into "ah" and "_so" in Merge Prompts)
+    assert "ah\\,_so" in background.split("\n")[0].split(", ")
     merge = nodes["CartoonSegMergePrompts"]()
+    raw = merge.merge(out, "", "{tags}", True, "", False, False, 0, "", "inst_", 0, background)[2]
+    assert "ah,_so" in raw and "ah, _so" not in raw
+    assert "ah,_so" not in merge.merge(out, "", "{tags}", True, "AH\\, SO", False, False, 0, "", "inst_", 0,
+                                       background)[2]
     for underscores, expected in ((False, "star_\\(symbol\\)"), (True, "star \\(symbol\\)")):
         prompt = merge.merge(out, "", "{tags}", True, "", underscores, True, 0, "no_humans", "inst_", 0,
                              background)[2]

@@ -26,7 +26,7 @@ from .._diffusers import quiet_library_logs
 from .._cli import seed as cli_seed
 from ..io import read_image, to_float_image, write_image
 from ..segmenter import check_settings
-from .config import BACKGROUND_FILLS, MODES, PRESETS, style_preset
+from .config import BACKGROUND_FILLS, DEFAULT_PRESET, MODES, PRESETS, style_preset
 from .hints import HINT_TYPES, extract_hint
 from .regions import ORDERS
 
@@ -36,10 +36,10 @@ __all__ = ["add_parsers", "main"]
 def add_parsers(subparsers) -> None:
     """Register the ``style`` sub-command."""
     p = subparsers.add_parser("style", help="instance-aware style editing with diffusers (paper §6.2)")
-    d = style_preset("paper_sd15")
+    d = style_preset(DEFAULT_PRESET)
 
     def pre(field: str, what: str) -> str:  # options that override one field of --preset
-        return f"{what} (default: the --preset's; paper_sd15: {getattr(d, field)!r})"
+        return f"{what} (default: the --preset's; {DEFAULT_PRESET}: {getattr(d, field)!r})"
 
     p.add_argument("images", nargs="+", help="input images")
     p.add_argument("--out", required=True, help="output folder")
@@ -62,7 +62,7 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--background", help="clean plate image for the background pass (one for all inputs)")
     p.add_argument("--hint", dest="hint_image",
                    help="ControlNet hint image (white lines on black) instead of the built-in one")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="paper_sd15",
+    p.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
                    help="settings of the paper's SD1.5 run or the original's SDXL canny run; options below override")
     p.add_argument("--style", dest="style_prompt", help="global style prompt, e.g. '3D pixar style'")
     p.add_argument("--negative", dest="negative_prompt", help=pre("negative_prompt", "negative prompt of every pass"))

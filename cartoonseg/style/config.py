@@ -16,7 +16,7 @@ from ..io import MAX_PIXELS
 from .hints import HINT_TYPES
 from .regions import ORDERS
 
-__all__ = ["BACKGROUND_FILLS", "DEFAULT_NEGATIVE", "MODES", "PRESETS", "StyleConfig", "style_preset"]
+__all__ = ["BACKGROUND_FILLS", "DEFAULT_NEGATIVE", "DEFAULT_PRESET", "MODES", "PRESETS", "StyleConfig", "style_preset"]
 
 #: Upper bounds of :class:`StyleConfig` fields besides the samplers' (:data:`cartoonseg.config.MAX_CFG`,
 #: :data:`~cartoonseg.config.MAX_SAMPLER_STEPS`) and the canvas (:data:`~cartoonseg.config.MAX_CANVAS`).
@@ -141,6 +141,11 @@ PRESETS: dict[str, StyleConfig] = {
         background_negative="",
     ),
 }
+
+
+#: The preset of the front ends' defaults: the CLI's ``--preset`` and the ComfyUI node's widgets (the paper's SD1.5
+#: run; it differs from a bare ``StyleConfig()`` in cfg, 9 as in ``repaint_person.py`` instead of 7).
+DEFAULT_PRESET = "paper_sd15"
 
 
 def style_preset(name: str, **overrides) -> StyleConfig:

@@ -32,6 +32,10 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="minimum confidence of a character-name tag")
     parser.add_argument("--general-mcut", action="store_true", help="MCut threshold for general tags")
     parser.add_argument("--character-mcut", action="store_true", help="MCut threshold for character tags")
+    parser.add_argument("--exclude", default=None, metavar="TAGS",
+                        help="comma-separated tags never reported, matched in any case with spaces and underscores "
+                             "alike (default: none for a whole image; with --detector the white fill's "
+                             "'simple_background, white_background'; '' = none)")
     parser.add_argument("--score-thr", type=float, default=0.3, help="detector score threshold")
     parser.add_argument("--max-instances", type=int, default=100, help="at most this many instances per image")
     parser.add_argument("--device", default="cpu",
@@ -87,6 +91,8 @@ def run_tag(args: argparse.Namespace) -> int:
         general_mcut=args.general_mcut,
         character_mcut=args.character_mcut,
     )
+    if args.exclude is not None:
+        options["exclude"] = args.exclude
     segmenter = None
     if args.detector:
         from .._cli import load_networks

@@ -3,6 +3,11 @@
 Format (as shipped in the SmilingWolf tagger repositories): CSV with header ``tag_id,name,category,count``; row *i* after the header
 is output index *i*. Categories: 9 = rating (``general``, ``sensitive``, ``questionable``, ``explicit``),
 0 = general, 4 = character. Rows are selected by category value, never by position.
+
+Names are unique within the rating rows and within the general + character rows (Danbooru tag names are unique;
+the label files published with the WD taggers have no duplicates). A file that repeats a name there is refused: the
+reference Space turns the outputs into ``{name: prob}`` dicts, so a repeated name silently kept only one of its
+outputs' probabilities, whichever came last.
 """
 
 from __future__ import annotations
@@ -69,7 +74,23 @@ class TagLabels:
             names.append(name)
         if not names:
             raise ValueError(f"{source}: no tags")
+        _check_unique(names, categories, source)
         return cls(tuple(names), tuple(categories))
+
+
+def _check_unique(names: list[str], categories: list[int], source: str) -> None:
+    """Refuse a name that appears twice among the ratings, or twice among the general + character tags (the outputs
+    that share one ``{name: prob}`` dict); a rating and a tag of the same name are in different dicts and allowed."""
+    lines: dict[tuple[bool, str], list[int]] = {}
+    for row, (name, category) in enumerate(zip(names, categories)):
+        lines.setdefault((category == RATING, name), []).append(row + 2)  # line 1 is the header
+    repeated = [f"{name!r} (lines {', '.join(map(str, rows))})" for (_, name), rows in lines.items() if len(rows) > 1]
+    if repeated:
+        shown = "; ".join(repeated[:5]) + (f"; and {len(repeated) - 5} more" if len(repeated) > 5 else "")
+        raise ValueError(
+            f"{source}: {len(repeated)} tag name(s) appear more than once: {shown}. Each output of the model needs "
+            "its own name (a repeated name would keep only one of their probabilities); fix or re-download the file"
+        )
 
 
 def load_labels(path: str | Path) -> TagLabels:

@@ -24,6 +24,9 @@ __all__ = [
     "BACKGROUND_SUFFIX",
     "PromptOptions",
     "parse_tag_list",
+    "join_tag_list",
+    "tag_key",
+    "exclude_keys",
     "format_tag",
     "select_tags",
     "format_tags",
@@ -54,7 +57,8 @@ class PromptOptions:
         template: text with ``{style}`` and/or ``{tags}`` (only these two placeholders are replaced; other
             braces, e.g. wildcard syntax, are kept). Separators next to an empty part are removed.
         drop_character_tags: remove character-name tags (the paper does, so the style prompt decides identity).
-        exclude: tags never emitted (matched case-insensitively, with spaces and underscores equivalent).
+        exclude: tags never emitted (matched by :func:`tag_key`: case-insensitively, spaces and underscores
+            equivalent), a tuple or one comma-separated string.
         underscores_to_spaces: ``long_hair`` -> ``long hair`` (kaomoji such as ``^_^`` are kept).
         escape_parentheses: ``(`` -> ``\\(`` and ``)`` -> ``\\)`` so ComfyUI does not read them as weights.
         max_tags: keep at most this many tags (highest probability first); 0 = no limit.
@@ -85,16 +89,51 @@ class PromptOptions:
                 raise TypeError(f"{name} must be a string, got {type(getattr(self, name)).__name__}")
 
 
+# one token of a tag list: an escape (\\ \, \( \)), a separator, a run of other text, or a lone backslash
+_LIST_TOKEN = re.compile(r"\\([\\,()])|([,\n])|([^\\,\n]+|\\)")
+
+
 def parse_tag_list(text: str) -> list[str]:
-    """Split a user list (commas or newlines) into stripped, non-empty tags; ``\\(`` escapes are undone."""
-    items = re.split(r"[,\n]", text or "")
-    return [t.strip().replace("\\(", "(").replace("\\)", ")") for t in items if t.strip()]
+    """Split a tag list (commas or newlines) into stripped, non-empty tags.
+
+    ``\\,`` is a comma inside a tag (``ah\\, so`` is the one tag ``ah, so``), ``\\\\`` a backslash, and the prompt
+    escapes ``\\(`` ``\\)`` are undone; any other backslash is kept (``\\m/``). :func:`join_tag_list` writes lists
+    this way, so names with commas survive the round trip (Tag Instances' ``background_tags`` -> Merge Prompts).
+    """
+    items, current = [], []
+    for escaped, separator, text_run in _LIST_TOKEN.findall(text or ""):
+        if separator:
+            items.append("".join(current))
+            current = []
+        else:
+            current.append(escaped or text_run)
+    items.append("".join(current))
+    return [t.strip() for t in items if t.strip()]
 
 
-def _key(tag: str) -> str:
-    """Matching key: lower case, underscores and spaces equivalent (kaomoji compare as written)."""
-    tag = tag.strip()
-    return tag.lower() if tag in KAOMOJIS else tag.replace("_", " ").lower()
+def join_tag_list(tags: Iterable[str], separator: str = ", ") -> str:
+    """Tag names as one list string that :func:`parse_tag_list` reads back to the same names: commas in a name
+    become ``\\,`` and a backslash that could read as an escape becomes ``\\\\`` (names are otherwise as written:
+    underscores kept, parentheses not escaped). ``separator`` must hold a comma or a newline."""
+    if not re.search(r"[,\n]", separator):
+        raise ValueError(f"separator must contain a comma or a newline, got {separator!r}")
+    return separator.join(re.sub(r"\\(?=[\\,()]|$)", r"\\\\", str(t)).replace(",", "\\,") for t in tags)
+
+
+def tag_key(tag: str) -> str:
+    """How tag names are compared, everywhere a tag is matched by name (the tagger's and Merge Prompts' exclude
+    lists, character-name dropping, de-duplication): surrounding spaces and ``\\(``/``\\)`` escapes ignored, lower
+    case, underscores and spaces equivalent (kaomoji such as ``^_^`` compare as written, in lower case). So
+    ``Long Hair``, ``long_hair`` and ``LONG_HAIR`` are one tag, and ``star \\(symbol\\)`` is ``star_(symbol)``."""
+    tag = tag.strip().replace("\\(", "(").replace("\\)", ")").lower()  # idempotent: a key is its own key
+    return tag if tag in KAOMOJIS else tag.replace("_", " ")
+
+
+def exclude_keys(exclude: Iterable[str] | str) -> frozenset[str]:
+    """The :func:`tag_key` of every name to exclude: an iterable of names, or one comma/newline-separated string
+    (:func:`parse_tag_list`; a bare string used to be iterated character by character)."""
+    names = parse_tag_list(exclude) if isinstance(exclude, str) else (str(e) for e in exclude)
+    return frozenset(key for key in map(tag_key, names) if key)
 
 
 def format_tag(tag: str, underscores_to_spaces: bool = True, escape_parentheses: bool = True) -> str:
@@ -122,13 +161,13 @@ def select_tags(
         names = parse_tag_list(tags)
     else:
         names = [str(t) for t in tags]
-    banned = {_key(t) for t in options.exclude}
+    banned = set(exclude_keys(options.exclude))
     if options.drop_character_tags:
-        banned |= {_key(t) for t in character_tags}
+        banned |= {tag_key(t) for t in character_tags}
     out: list[str] = []
     seen: set[str] = set()
     for name in names:
-        key = _key(name)
+        key = tag_key(name)
         if not key or key in banned or key in seen:
             continue
         seen.add(key)
@@ -150,11 +189,14 @@ def format_tags(
 def _fill_template(template: str, values: Mapping[str, str]) -> str:
     """Replace ``{style}``/``{tags}``; drop separators left dangling by empty parts: an empty placeholder takes the
     text that separates it from the previous placeholder with it (or, first, the text up to the next one), so
-    ``"{style} | {tags}"`` gives ``"anime"``, not ``"anime |"``; text before the first and after the last
-    placeholder stays."""
+    ``"{style} | {tags}"`` gives ``"anime"``, not ``"anime |"``. Text before the first and after the last placeholder
+    stays, joined without a dangling separator or space: ``"photo of {style}, {tags}, 4k"`` with both parts empty
+    gives ``"photo of, 4k"`` (not ``"photo of , 4k"``), ``"{style} | {tags} | 4k"`` gives ``"4k"``. Only the text
+    around a dropped part and commas at the very ends are touched; the parts and the rest of the template are kept
+    as written."""
     pieces = re.split(r"(\{style\}|\{tags\})", template)  # literal, key, literal, key, ..., literal
-    drop = set()
     keys = [i for i, piece in enumerate(pieces) if piece in _TEMPLATE_KEYS]
+    drop = set()
     for n, i in enumerate(keys):
         if values[pieces[i][1:-1]].strip():
             continue
@@ -163,13 +205,55 @@ def _fill_template(template: str, values: Mapping[str, str]) -> str:
             drop.add(i - 1)  # the separator after the previous (kept) part
         elif n + 1 < len(keys):
             drop.add(i + 1)  # the separator before the next part
-    out = []
+    # separators: the template's own (text between two placeholders) and the usual punctuation
+    separators = {pieces[i].strip() for i in range(len(pieces)) if keys and keys[0] < i < keys[-1]}
+    separators = sorted((separators | {",", "|", ";"}) - {""}, key=len, reverse=True)
+    # only template text is trimmed at a gap, never a part's value (a tag may itself end in a comma)
+    text, gap, last_literal = "", False, False
     for i, piece in enumerate(pieces):
-        if i not in drop:
-            out.append(values[piece[1:-1]] if piece in _TEMPLATE_KEYS else piece)
-    text = "".join(out)
-    text = re.sub(r"(\s*,\s*){2,}", ", ", text)  # ", , " left by an empty part
-    return re.sub(r"^[\s,]+|[\s,]+$", "", text)
+        if i in drop:
+            gap = True
+            continue
+        literal = piece not in _TEMPLATE_KEYS
+        piece = piece if literal else values[piece[1:-1]]
+        if not gap:
+            text += piece
+        elif piece.strip():  # close the gap left by dropped parts (a blank piece leaves it open)
+            text, gap = _close_gap(text, piece, separators, trim_right=literal), False
+        else:
+            continue
+        last_literal = literal
+    if gap:
+        text = text.rstrip()
+        if last_literal:
+            text = _strip_separator(text, separators, at_end=True)
+    return text.strip(" \t\n,")  # a prompt never starts or ends with a comma (even one of a tag's own)
+
+
+def _strip_separator(text: str, separators: Sequence[str], at_end: bool) -> str:
+    """``text`` without one separator at its end (``at_end``) or start; a word separator (``BREAK``) only as a whole
+    word."""
+    for sep in separators:
+        if at_end and text.endswith(sep):
+            before = text[: len(text) - len(sep)]
+            if not (sep[0].isalnum() and before[-1:].isalnum()):
+                return before.rstrip()
+        if not at_end and text.startswith(sep):
+            after = text[len(sep):]
+            if not (sep[-1].isalnum() and after[:1].isalnum()):
+                return after.lstrip()
+    return text
+
+
+def _close_gap(left: str, right: str, separators: Sequence[str], trim_right: bool) -> str:
+    """``left + right`` where template text between them was dropped: no separator at the very start, none twice
+    in a row, no space before a comma (a separator is only removed from ``right`` when ``trim_right``)."""
+    head, tail = left.rstrip(), right.lstrip()
+    if trim_right and (not head or _strip_separator(head, separators, at_end=True) != head):
+        tail = _strip_separator(tail, separators, at_end=False)
+    if not head or not tail or tail[0] in ",;":
+        return head + tail
+    return head + (" " if head != left or tail != right else "") + tail
 
 
 def merge_prompt(
@@ -184,7 +268,8 @@ def merge_prompt(
         ``merge_prompt("3d pixar style", {"1girl": .99, "hatsune_miku": .97, "twintails": .9}, ["hatsune_miku"])``
         -> ``"3d pixar style, 1girl, twintails"``.
     """
-    values = {"style": (style or "").strip(), "tags": format_tags(tags, character_tags, options)}
+    # a style typed with a trailing comma ("masterpiece,") must not give "masterpiece,, 1girl"
+    values = {"style": (style or "").strip().strip(",").strip(), "tags": format_tags(tags, character_tags, options)}
     return _fill_template(options.template, values)
 
 

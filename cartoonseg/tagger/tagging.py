@@ -30,7 +30,7 @@ from ..structures import EXTRA_CHARACTER_TAGS, EXTRA_RATING, EXTRA_TAGS, Instanc
 from .download import DEFAULT_TAGGER_REPO, resolve_tagger_dir
 from .labels import CHARACTER, GENERAL, RATING, TagLabels, load_labels
 from .preprocess import prepare_image, to_model_input
-from .prompts import parse_tag_list
+from .prompts import exclude_keys, tag_key
 from ..models.swinv2 import (
     SWINV2_PRESETS,
     SwinTransformerV2,
@@ -107,14 +107,6 @@ def _check_threshold(name: str, value: float) -> float:
     return value
 
 
-def _exclude_names(exclude: Iterable[str] | str) -> tuple[str, ...]:
-    """Tag names to drop: an iterable of names, or one comma/newline-separated string (a bare string used to be
-    iterated character by character, so nothing was dropped)."""
-    if isinstance(exclude, str):
-        return tuple(parse_tag_list(exclude))
-    return tuple(str(e) for e in exclude)
-
-
 class WDTagger(nn.Module):
     """A WD booru tagger: :class:`SwinTransformerV2` + its label file.
 
@@ -181,15 +173,16 @@ class WDTagger(nn.Module):
         """Threshold one probability vector ``[K]`` into a :class:`TagResult` (``prob > threshold`` keeps a tag).
 
         With ``general_mcut`` / ``character_mcut`` the threshold of that group is its MCut threshold (the
-        character one floored at 0.15) instead of the given value. ``exclude`` names (underscore form; an iterable
-        or one comma-separated string) are dropped.
+        character one floored at 0.15) instead of the given value. ``exclude`` names (an iterable or one
+        comma-separated string) are dropped, matched as everywhere else by
+        :func:`~cartoonseg.tagger.prompts.tag_key`: case-insensitively, spaces and underscores equivalent.
         """
         if probs.dim() != 1 or probs.shape[0] != len(self.labels):
             raise ValueError(f"expected probabilities [{len(self.labels)}], got {tuple(probs.shape)}")
         general_threshold = _check_threshold("general_threshold", general_threshold)
         character_threshold = _check_threshold("character_threshold", character_threshold)
         probs = torch.nan_to_num(probs.float().cpu(), nan=0.0)
-        excluded = set(_exclude_names(exclude))
+        excluded = exclude_keys(exclude)
 
         def pick(category: int, threshold: float, mcut: bool, floor: float) -> dict[str, float]:
             index = self._groups[category]
@@ -198,7 +191,7 @@ class WDTagger(nn.Module):
                 threshold = max(floor, mcut_threshold(values))
             names = self.labels.names
             chosen = [(names[i], float(p)) for i, p in zip(index.tolist(), values.tolist()) if p > threshold]
-            return dict(sorted((kv for kv in chosen if kv[0] not in excluded), key=lambda kv: -kv[1]))
+            return dict(sorted((kv for kv in chosen if tag_key(kv[0]) not in excluded), key=lambda kv: -kv[1]))
 
         ratings = self._groups[RATING]
         return TagResult(
@@ -245,7 +238,7 @@ class WDTagger(nn.Module):
         interrupt: Callable[[], None] | None = None,
     ) -> list[TagResult]:
         """:meth:`tag` for several images (batched forward passes; ``interrupt`` as in :meth:`probs`)."""
-        exclude = _exclude_names(exclude)
+        exclude = tuple(exclude_keys(exclude))  # parsed once for the whole batch
         return [
             self.select(
                 p,
@@ -382,8 +375,8 @@ def tag_instances(
         image: the RGB image ``[H,W,3]`` the instances belong to.
         instances: the instances (boxes, masks).
         general_threshold, character_threshold, general_mcut, character_mcut: see :meth:`WDTagger.select`.
-        exclude: tag names dropped from every result, an iterable or one comma-separated string (default: the
-            backgrounds the white fill causes).
+        exclude: tag names dropped from every result, an iterable or one comma-separated string, matched as in
+            :meth:`WDTagger.select` (default: the backgrounds the white fill causes).
         tag_background: also tag the background.
         background: optional background image ``[H,W,3]`` (e.g. inpainted); when None, the image with the union
             of the instance masks painted white is tagged.
@@ -399,7 +392,7 @@ def tag_instances(
     todo = [c for c in crops if c is not None]
     if tag_background:
         todo.append(_rgb_uint8(background) if background is not None else background_image(image, instances))
-    options = dict(general_mcut=general_mcut, character_mcut=character_mcut, exclude=_exclude_names(exclude))
+    options = dict(general_mcut=general_mcut, character_mcut=character_mcut, exclude=tuple(exclude_keys(exclude)))
     if interrupt is not None:
         options["interrupt"] = interrupt
     results = iter(tagger.tag_batch(todo, general_threshold, character_threshold, **options) if todo else [])
