@@ -714,3 +714,13 @@ def test_amp_bf16_on_a_cpu_trains_in_bf16_where_it_has_bf16_kernels_and_is_refus
         summary = train_detector(_det_cfg(toy, tmp_path / "run", epochs=1, max_iters=1, amp="bf16"))
     assert torch.bfloat16 in seen  # the training step's convolutions (the export check after it runs in fp32)
     assert summary["global_step"] == 1
+
+
+def test_augmentation_defaults_are_the_stock_rtmdet_ins_recipe():
+    """The defaults are mmdet's ``rtmdet-ins_l_8xb32-300e_coco.py``: stage 1 ``RandomResize`` ratio (0.1, 2.0) of
+    1280 = 2S, ``CachedMixUp`` ratio (1.0, 1.0); stage 2 (``train_pipeline_stage2``) ``RandomResize`` ratio
+    (0.1, 2.0) of 640 = S (the stage-2 default was once (0.5, 2.0), not the -L config's value)."""
+    a = DetAugConfig()
+    assert a.img_size == 640 and a.resize_ratio == (0.1, 2.0) and a.mixup_ratio_range == (1.0, 1.0)
+    assert a.no_mosaic_resize_ratio == (0.1, 2.0)
+

@@ -19,8 +19,9 @@ written here in numpy/OpenCV, sample by sample:
    pixel dropped. A partner without instances is not mixed in (mmdet's "empty bbox" rule);
 7. instances whose box is narrower or shorter than 1 px are removed.
 
-The last ``no_aug_epochs`` epochs switch to the stock "stage 2" pipeline: keep-ratio resize to fit ``S`` with
-``r ~ U(0.5, 2.0)``, random crop, HSV, flip, pad (no mosaic/mixup).
+The last ``no_aug_epochs`` epochs switch to the stock "stage 2" pipeline (``train_pipeline_stage2`` of the same
+config): keep-ratio resize to fit ``S * r`` with ``r ~ U(0.1, 2.0)``, random crop, HSV, flip, pad (no
+mosaic/mixup).
 
 Randomness comes from a generator seeded with ``(seed, epoch, index)``, so a sample is the same whichever
 worker, process or resumed run draws it. (mmdet keeps a cache of the last 40 images for mosaic partners;
@@ -87,7 +88,7 @@ class DetAugConfig:
     mixup_prob: float = 1.0
     mixup_ratio_range: tuple[float, float] = (1.0, 1.0)
     resize_ratio: tuple[float, float] = (0.1, 2.0)
-    no_mosaic_resize_ratio: tuple[float, float] = (0.5, 2.0)
+    no_mosaic_resize_ratio: tuple[float, float] = (0.1, 2.0)
     hsv: tuple[int, int, int] | None = (5, 30, 30)
     flip_prob: float = 0.5
     min_box_wh: float = 1.0
