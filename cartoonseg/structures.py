@@ -149,7 +149,9 @@ class Instances:
 
     @staticmethod
     def cat(items: Sequence[Instances]) -> Instances:
-        """Concatenate instances of the same image (and the same ``mask_thr``, which the result keeps)."""
+        """Concatenate instances of the same image (and the same ``mask_thr``, which the result keeps). Alpha mattes
+        are kept when every non-empty item has them; a mix of matted and unmatted instances is refused (ValueError),
+        since the applications would read the missing mattes as fully transparent characters."""
         if not items:
             raise ValueError("Instances.cat needs at least one Instances")
         sizes = {tuple(i.image_size) for i in items}
@@ -159,6 +161,11 @@ class Instances:
         if len(thresholds) != 1:  # one mask_thr for all: the others' binary masks would silently change
             raise ValueError(f"Instances.cat: all items must have the same mask_thr, got {thresholds}; rethreshold "
                              f"first, e.g. item.replace(masks=item.binary.float(), mask_thr=0.5)")
+        matted = [k for k, i in enumerate(items) if i.alphas is not None]
+        plain = [k for k, i in enumerate(items) if i.alphas is None and len(i)]
+        if matted and plain:  # the applications cut characters out by their mattes: a zero one would hide them
+            raise ValueError(f"Instances.cat: items {matted} carry alpha mattes and items {plain} do not; compute "
+                             "them for all (cartoonseg.matting.instance_alphas) or drop them (replace(alphas=None))")
         keys = set().union(*(i.extras.keys() for i in items))
         extras = {k: [v for i in items for v in i.extras.get(k, [None] * len(i))] for k in keys}
         return Instances(

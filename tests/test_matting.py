@@ -120,7 +120,9 @@ def test_instances_alphas_field_follows_selection_and_refinement():
     masks = torch.rand(3, 8, 9)
     inst = Instances.from_masks(masks).replace(alphas=masks * 0.5)
     assert torch.equal(inst[[2, 0]].alphas, inst.alphas[[2, 0]])
-    assert torch.equal(Instances.cat([inst, inst[:1].replace(alphas=None)]).alphas[3], torch.zeros(8, 9))
+    with pytest.raises(ValueError, match=r"items \[0\] carry alpha mattes and items \[1\] do not"):
+        Instances.cat([inst, inst[:1].replace(alphas=None)])  # a zero matte would hide that character
+    assert torch.equal(Instances.cat([inst, inst[:0].replace(alphas=None)]).alphas, inst.alphas)  # empty: fine
     assert Instances.cat([inst.replace(alphas=None)] * 2).alphas is None
     with pytest.raises(ValueError, match="alphas must have the masks' shape"):
         inst.replace(alphas=torch.zeros(2, 8, 9))
