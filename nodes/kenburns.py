@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from cartoonseg.inpaint.diffusion import NEGATIVE_PROMPT, PROMPT_SUFFIX
+
 from . import _comfy
 
 CATEGORY = f"{_comfy.CATEGORY}/kenburns"
@@ -30,7 +32,6 @@ ANCHORS = ("nearest", "median", "farthest")
 FILLS = ("far-side", "patchmatch", "diffusion")
 CHARACTER_REVEALS = ("key-views", "plate")
 DEVICES = ("auto", "cpu")
-NEGATIVE_PROMPT = "human, single, person, girl, 1girl, boy, 1boy, creature, animal, alien, robot, body"
 
 
 class CartoonSegCameraPath:
@@ -184,7 +185,7 @@ class CartoonSegDiffusionFill:
         "Diffusion inpainting for 3D Ken Burns (fill = diffusion), as the paper's Ken Burns pipeline: the holes "
         "the camera uncovers are first filled by depth-aware PatchMatch at the path's end views, then re-sampled with "
         "your SD checkpoint from that fill (denoise 0.75, DPM++ 2M Karras, 32 steps, cfg 7, seed 0). Prompt: "
-        "'<tags>, high quality, masterpiece, no_humans' (wire the background tags of Tag Instances into 'tags'); "
+        f"'<tags>, {PROMPT_SUFFIX}' (wire the background tags of Tag Instances into 'tags'); "
         "negative prompt: the paper's, against people, so no character appears in a hole. Inpainting checkpoints "
         "also get the masked-image latent. A missing background plate is refined the same way."
     )
@@ -200,8 +201,9 @@ class CartoonSegDiffusionFill:
             "required": {
                 **_comfy.checkpoint_inputs(),
                 "tags": ("STRING", {"default": "", "multiline": True,
-                                    "tooltip": "background tags (e.g. background_tags of Tag Instances); the prompt "
-                                               "is '<tags>, high quality, masterpiece, no_humans'"}),
+                                    "tooltip": "background tags (e.g. background_tags of Tag Instances), separated "
+                                               "by commas or newlines (\\, is a comma inside a tag); the prompt is "
+                                               f"'<tags>, {PROMPT_SUFFIX}'"}),
                 "negative_prompt": ("STRING", {"default": NEGATIVE_PROMPT, "multiline": True,
                                                "tooltip": "the paper's fixed negative prompt: keeps people out of "
                                                           "the holes"}),

@@ -21,20 +21,19 @@ from functools import partial
 
 import torch
 
+from cartoonseg.device import PRECISION_CHOICES as PRECISIONS
+from cartoonseg.inpaint.diffusion import PROMPT_SUFFIX as BACKGROUND_SUFFIX
 from cartoonseg.structures import EXTRA_CHARACTER_TAGS, EXTRA_PROMPT, EXTRA_TAGS
+from cartoonseg.tags import DEFAULT_EXCLUDE, DEFAULT_TAGGER_REPO as DEFAULT_REPO, join_tag_list
 
 from . import _comfy
 
 CATEGORY = f"{_comfy.CATEGORY}/tagger"
 LOADER_CATEGORY = f"{_comfy.CATEGORY}/loaders"
-DEFAULT_REPO = "SmilingWolf/wd-swinv2-tagger-v3"
 TAGGER_SUBDIR = "tagger"
 DEVICES = ("auto", "cpu")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 BACKGROUND_AREAS = ("outside instances", "whole image")
 COND_AREAS = ("default", "mask bounds")
-DEFAULT_EXCLUDE = "simple_background, white_background"
-BACKGROUND_SUFFIX = "high quality, masterpiece, no_humans"
 
 
 class CartoonSegTagger(_comfy.ModelHolder):
@@ -200,7 +199,7 @@ class CartoonSegTagInstances:
                 "general_mcut": ("BOOLEAN", {"default": False, "tooltip": "MCut threshold for general tags"}),
                 "character_mcut": ("BOOLEAN", {"default": False,
                                                "tooltip": "MCut threshold for characters (at least 0.15)"}),
-                "exclude_tags": ("STRING", {"default": DEFAULT_EXCLUDE, "multiline": False,
+                "exclude_tags": ("STRING", {"default": join_tag_list(DEFAULT_EXCLUDE), "multiline": False,
                                             "tooltip": "comma-separated tags never reported (any case; spaces "
                                                        "and underscores alike, as in Merge Prompts)"}),
                 "tag_background": ("BOOLEAN", {"default": True,
@@ -248,7 +247,7 @@ class CartoonSegMergePrompts:
         "Per-instance prompts = style prompt + instance tags through a template ({style}, {tags}), with WD14-style "
         "options (drop character names, exclude list, underscores to spaces, escape parentheses, max tags). Stores "
         "them in extras['prompt'] and outputs them as a STRING list, the Ken Burns background prompt (background tags "
-        "+ 'high quality, masterpiece, no_humans'), the paper's fixed negative prompt, and an Impact Pack Detailer "
+        f"+ '{BACKGROUND_SUFFIX}'), the paper's fixed negative prompt, and an Impact Pack Detailer "
         "wildcard ([LAB] with labels '<label_prefix><id>' as Instances to SEGS writes them) for one frame."
     )
     CATEGORY = CATEGORY

@@ -73,6 +73,17 @@ def test_prompts_follow_the_original():
         background_prompt(3)
 
 
+def test_prompt_reads_tag_lists_as_the_tagger_writes_them():
+    """A tags string is parsed as the tagger's tag lists are (cartoonseg.tags.parse_tag_list): "\\," is a comma
+    inside a tag (Tag Instances' background_tags writes names that way) and a newline separates tags too; a plain
+    comma split left "ah\\, _so" in the prompt."""
+    from cartoonseg.tags import join_tag_list
+
+    line = join_tag_list(["ah,_so", "sky", "solo"]) + "\n" + join_tag_list(["tree", "star_(sky)"])
+    assert background_prompt(line) == "ah,_so, sky, tree, star_\\(sky\\), high quality, masterpiece, no_humans"
+    assert background_prompt("forest \\(dark\\), lake\n\n", suffix="") == "forest \\(dark\\), lake"
+
+
 def test_settings_sizes_and_compositing():
     s = RefineSettings()
     assert (s.steps, s.cfg, s.denoise, s.seed, s.sampler, s.scheduler, s.short_side) == (32, 7.0, 0.75, 0, "dpmpp_2m", "karras", 1024)

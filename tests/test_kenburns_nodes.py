@@ -193,6 +193,19 @@ def test_fill_widget_defaults_to_patchmatch_and_far_side_differs(nodes):
         node.render(image=image, depth=depth, camera=cam, fill="diffusion")
 
 
+def test_diffusion_fill_keeps_escaped_commas_of_tag_instances_tags(nodes):
+    """Tag Instances writes a comma inside a tag name as "\\," and one line per frame; the prompt split on commas
+    itself, so "ah\\,_so" reached the prompt as "ah\\, _so" (a backslash and a broken tag) and lines ran together."""
+    from test_nodes_depth_inpaint import ToyClip, ToyVAE
+
+    from cartoonseg.tagger import join_tag_list
+
+    clip = ToyClip()
+    tags = join_tag_list(["ah,_so", "sky", "1girl"]) + "\n" + join_tag_list(["cloud_(sky)", "sky"])
+    nodes["CartoonSegDiffusionFill"]().make("MODEL", clip, ToyVAE(), tags=tags, steps=2, short_side=0)
+    assert clip.texts[0] == "ah,_so, sky, cloud_\\(sky\\), high quality, masterpiece, no_humans"
+
+
 def test_diffusion_fill_samples_the_uncovered_regions(nodes, comfy):
     from test_nodes_depth_inpaint import ToyClip, ToyVAE
 

@@ -125,6 +125,49 @@ def test_registration_and_metadata(pack):
     assert choices[0] == "SmilingWolf/wd-swinv2-tagger-v3" and "tiny" in choices
 
 
+def test_tag_constants_have_one_home_in_the_library(pack):
+    """nodes/tagger.py (and nodes/kenburns.py) kept literal copies of the default exclude list, the background
+    suffix, the default repo, the precisions and the negative prompt, which drift from the library's; they now come
+    from torch-model-free library modules (cartoonseg.tags, cartoonseg.inpaint.diffusion, cartoonseg.device)."""
+    import ast
+
+    from cartoonseg import tags
+    from cartoonseg.device import PRECISION_CHOICES
+    from cartoonseg.inpaint.diffusion import NEGATIVE_PROMPT as NEGATIVE, PROMPT_SUFFIX
+    from cartoonseg.tagger import BACKGROUND_SUFFIX, DEFAULT_EXCLUDE, DEFAULT_TAGGER_REPO, join_tag_list
+
+    module = sys.modules[PACK + ".nodes.tagger"]
+    assert module.DEFAULT_EXCLUDE is DEFAULT_EXCLUDE is tags.DEFAULT_EXCLUDE
+    assert module.BACKGROUND_SUFFIX is BACKGROUND_SUFFIX is PROMPT_SUFFIX
+    assert module.DEFAULT_REPO is DEFAULT_TAGGER_REPO is tags.DEFAULT_TAGGER_REPO
+    assert module.PRECISIONS is PRECISION_CHOICES
+    required = pack.NODE_CLASS_MAPPINGS["CartoonSegTagInstances"].INPUT_TYPES()["required"]
+    assert tags.parse_tag_list(required["exclude_tags"][1]["default"]) == list(DEFAULT_EXCLUDE)
+    assert required["exclude_tags"][1]["default"] == join_tag_list(DEFAULT_EXCLUDE)
+    merge = pack.NODE_CLASS_MAPPINGS["CartoonSegMergePrompts"].INPUT_TYPES()["required"]
+    assert merge["background_suffix"][1]["default"] == PROMPT_SUFFIX
+
+    def norm(value):
+        return tuple(tags.parse_tag_list(value)) if isinstance(value, str) else tuple(value)
+
+    library = {norm(v) for v in (DEFAULT_EXCLUDE, PROMPT_SUFFIX, DEFAULT_TAGGER_REPO, PRECISION_CHOICES, NEGATIVE)}
+    for name in ("tagger.py", "kenburns.py"):
+        for node in ast.parse((REPO / "nodes" / name).read_text()).body:
+            if isinstance(node, ast.Assign) and isinstance(node.value, (ast.Constant, ast.Tuple)):
+                try:
+                    value = ast.literal_eval(node.value)
+                except ValueError:
+                    continue
+                if isinstance(value, str) or all(isinstance(v, str) for v in value):
+                    assert norm(value) not in library, f"nodes/{name}: {ast.unparse(node)} copies a library constant"
+    # the shared home imports only the standard library: the tagger, the inpainting and the nodes all import it
+    # without an import cycle and without model code
+    tree = ast.parse((REPO / "cartoonseg" / "tags.py").read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert {m.split(".")[0] for m in imported} <= {"__future__", "re", "collections"}
+
+
 def test_loader(tagger, nodes, state, monkeypatch):
     assert tagger.tagger.image_size == 448 and tagger.device.type == "cpu"
     loader = nodes["CartoonSegTaggerLoader"]()

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from ..config import MAX_CANVAS, MAX_CFG, MAX_SAMPLER_STEPS, MAX_SEED
 from ..io import MAX_PIXELS
+from ..tags import parse_tag_list
 from ..transforms import resize_image, resize_mask
 from .patchmatch import INPAINT_METHODS, inpaint
 
@@ -109,10 +110,11 @@ def background_prompt(tags=None, *, suffix: str = PROMPT_SUFFIX, drop_character_
     """Positive prompt from background tags: ``"tag1, tag2, ..., high quality, masterpiece, no_humans"``.
 
     Args:
-        tags: None/"" (no tags), a comma-separated prompt string, a ``{tag: prob}`` dict (sorted by probability),
-            or an iterable of tags / ``(tag, prob)`` pairs. Underscores are kept (as the original did),
-            parentheses are escaped (``\\(``; already escaped ones are left alone) so prompt weighting syntax is
-            not triggered.
+        tags: None/"" (no tags), a tag list string (tags separated by commas or newlines, ``\\,`` a comma inside
+            a tag: :func:`cartoonseg.tags.parse_tag_list`, so Tag Instances' ``background_tags`` keeps such names
+            whole), a ``{tag: prob}`` dict (sorted by probability), or an iterable of tags / ``(tag, prob)``
+            pairs. Underscores are kept (as the original did), parentheses are escaped (``\\(``; already escaped
+            ones are left alone) so prompt weighting syntax is not triggered.
         suffix: appended after the tags.
         drop_character_tags: remove tags describing people (1girl, solo, ...), which would fight the negative
             prompt (PatchMatch leftovers can make the tagger see a character).
@@ -124,7 +126,7 @@ def background_prompt(tags=None, *, suffix: str = PROMPT_SUFFIX, drop_character_
     if tags is None:
         items = []
     elif isinstance(tags, str):
-        items = [t.strip() for t in tags.split(",")]
+        items = parse_tag_list(tags)
     elif isinstance(tags, Mapping):
         items = [str(k) for k, _ in sorted(tags.items(), key=lambda kv: -float(kv[1]))]
     elif isinstance(tags, Iterable):
@@ -133,7 +135,7 @@ def background_prompt(tags=None, *, suffix: str = PROMPT_SUFFIX, drop_character_
         raise TypeError(f"tags must be a string, dict or list of tags, got {type(tags).__name__}")
     seen: set[str] = set()
     out: list[str] = []
-    suffix_items = {s.strip() for s in suffix.split(",") if s.strip()}
+    suffix_items = set(parse_tag_list(suffix))
     for t in items:
         t = t.strip()
         if not t or t in seen or t in suffix_items:

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from ..hub import WeightsSpec, WeightsUnavailableError, hub_url, resolve_weights
+from ..tags import DEFAULT_TAGGER_REPO  # its one home; re-exported here
 
 __all__ = [
     "DEFAULT_TAGGER_REPO",
@@ -25,7 +26,6 @@ __all__ = [
     "resolve_tagger_dir",
 ]
 
-DEFAULT_TAGGER_REPO = "SmilingWolf/wd-swinv2-tagger-v3"
 TAGGER_FILES = ("config.json", "selected_tags.csv", "model.safetensors")
 REQUIRED_FILES = ("selected_tags.csv", "model.safetensors")
 # sha256 of released files, checked after download. The v3 files could not be fetched while this was written, so

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from ..inpaint.diffusion import NEGATIVE_PROMPT, PROMPT_SUFFIX
 from ..structures import EXTRA_CHARACTER_TAGS, EXTRA_PROMPT, EXTRA_TAGS, Instances
+from ..tags import join_tag_list, parse_tag_list  # their one home; re-exported here
 
 __all__ = [
     "KAOMOJIS",
@@ -87,37 +88,6 @@ class PromptOptions:
         for name in ("template", "separator"):
             if not isinstance(getattr(self, name), str):
                 raise TypeError(f"{name} must be a string, got {type(getattr(self, name)).__name__}")
-
-
-# one token of a tag list: an escape (\\ \, \( \)), a separator, a run of other text, or a lone backslash
-_LIST_TOKEN = re.compile(r"\\([\\,()])|([,\n])|([^\\,\n]+|\\)")
-
-
-def parse_tag_list(text: str) -> list[str]:
-    """Split a tag list (commas or newlines) into stripped, non-empty tags.
-
-    ``\\,`` is a comma inside a tag (``ah\\, so`` is the one tag ``ah, so``), ``\\\\`` a backslash, and the prompt
-    escapes ``\\(`` ``\\)`` are undone; any other backslash is kept (``\\m/``). :func:`join_tag_list` writes lists
-    this way, so names with commas survive the round trip (Tag Instances' ``background_tags`` -> Merge Prompts).
-    """
-    items, current = [], []
-    for escaped, separator, text_run in _LIST_TOKEN.findall(text or ""):
-        if separator:
-            items.append("".join(current))
-            current = []
-        else:
-            current.append(escaped or text_run)
-    items.append("".join(current))
-    return [t.strip() for t in items if t.strip()]
-
-
-def join_tag_list(tags: Iterable[str], separator: str = ", ") -> str:
-    """Tag names as one list string that :func:`parse_tag_list` reads back to the same names: commas in a name
-    become ``\\,`` and a backslash that could read as an escape becomes ``\\\\`` (names are otherwise as written:
-    underscores kept, parentheses not escaped). ``separator`` must hold a comma or a newline."""
-    if not re.search(r"[,\n]", separator):
-        raise ValueError(f"separator must contain a comma or a newline, got {separator!r}")
-    return separator.join(re.sub(r"\\(?=[\\,()]|$)", r"\\\\", str(t)).replace(",", "\\,") for t in tags)
 
 
 def tag_key(tag: str) -> str:

@@ -27,6 +27,7 @@ from ..device import resolve_dtype
 from ..io import to_rgb_uint8
 from ..ops import crop_window
 from ..structures import EXTRA_CHARACTER_TAGS, EXTRA_RATING, EXTRA_TAGS, Instances
+from ..tags import DEFAULT_EXCLUDE  # its one home; re-exported here
 from .download import DEFAULT_TAGGER_REPO, resolve_tagger_dir
 from .labels import CHARACTER, GENERAL, RATING, TagLabels, load_labels
 from .preprocess import prepare_image, to_model_input
@@ -49,9 +50,6 @@ __all__ = [
     "background_image",
     "tag_instances",
 ]
-
-DEFAULT_EXCLUDE: tuple[str, ...] = ("simple_background", "white_background")
-
 
 @dataclasses.dataclass
 class TagResult:

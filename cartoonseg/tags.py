@@ -1,0 +1,54 @@
+"""Booru tag lists and the tagger defaults shared by the library and the ComfyUI nodes (standard library only).
+
+* :func:`parse_tag_list` / :func:`join_tag_list`: a tag list as one string (commas or newlines between tags, ``\\,``
+  a comma inside a tag name), read wherever a list of tags arrives as text: the tagger's exclude lists, Merge
+  Prompts' ``background_tags``, the Ken Burns / inpainting background prompt (:mod:`cartoonseg.inpaint.diffusion`);
+* :data:`DEFAULT_TAGGER_REPO`, :data:`DEFAULT_EXCLUDE`: the tagger's defaults, also the node inputs' defaults.
+
+This module imports nothing from ``cartoonseg`` (nor torch), so :mod:`cartoonseg.tagger` and
+:mod:`cartoonseg.inpaint` both import it without an import cycle, and a node module reads these constants without
+keeping copies of its own.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+__all__ = ["DEFAULT_EXCLUDE", "DEFAULT_TAGGER_REPO", "join_tag_list", "parse_tag_list"]
+
+#: SmilingWolf's WD SwinV2 v3 tagger on the Hugging Face Hub (the Load Tagger node's first choice).
+DEFAULT_TAGGER_REPO = "SmilingWolf/wd-swinv2-tagger-v3"
+#: Tags dropped from an instance's tags by default: the white fill outside the instance's mask causes them (paper's
+#: code, ``animeinsseg.infer_tags``).
+DEFAULT_EXCLUDE: tuple[str, ...] = ("simple_background", "white_background")
+
+# one token of a tag list: an escape (\\ \, \( \)), a separator, a run of other text, or a lone backslash
+_LIST_TOKEN = re.compile(r"\\([\\,()])|([,\n])|([^\\,\n]+|\\)")
+
+
+def parse_tag_list(text: str) -> list[str]:
+    """Split a tag list (commas or newlines) into stripped, non-empty tags.
+
+    ``\\,`` is a comma inside a tag (``ah\\, so`` is the one tag ``ah, so``), ``\\\\`` a backslash, and the prompt
+    escapes ``\\(`` ``\\)`` are undone; any other backslash is kept (``\\m/``). :func:`join_tag_list` writes lists
+    this way, so names with commas survive the round trip (Tag Instances' ``background_tags`` -> Merge Prompts).
+    """
+    items, current = [], []
+    for escaped, separator, text_run in _LIST_TOKEN.findall(text or ""):
+        if separator:
+            items.append("".join(current))
+            current = []
+        else:
+            current.append(escaped or text_run)
+    items.append("".join(current))
+    return [t.strip() for t in items if t.strip()]
+
+
+def join_tag_list(tags: Iterable[str], separator: str = ", ") -> str:
+    """Tag names as one list string that :func:`parse_tag_list` reads back to the same names: commas in a name
+    become ``\\,`` and a backslash that could read as an escape becomes ``\\\\`` (names are otherwise as written:
+    underscores kept, parentheses not escaped). ``separator`` must hold a comma or a newline."""
+    if not re.search(r"[,\n]", separator):
+        raise ValueError(f"separator must contain a comma or a newline, got {separator!r}")
+    return separator.join(re.sub(r"\\(?=[\\,()]|$)", r"\\\\", str(t)).replace(",", "\\,") for t in tags)
