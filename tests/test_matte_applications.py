@@ -206,3 +206,22 @@ def test_puppet_mesh_reaches_every_matte_pixel_and_moves_it():
     truth = moved[..., None] * fg + (1 - moved[..., None]) * bg
     frame, _ = renderer.render([ch.skeleton.joints + (0.0, dy)])
     assert float(np.abs(frame - truth).max()) < 0.02
+
+
+def test_kenburns_matte_past_the_mask_takes_the_characters_depth():
+    """With a pooled depth map (the character's value inside its mask only), a hair strand past the mask lies at
+    the background's depth: its points in the character layer must take the character's depth, or the strand
+    drifts away from the character as the camera moves (parallax of the background)."""
+    from cartoonseg.kenburns import build_scene
+
+    image, alpha, fg, bg, inst = _scene()
+    h, w = alpha.shape
+    near = torch.where(inst.masks[0] > 0.5, 1.0, 0.25)  # z = 1 on the character, 4 behind it
+    scene = build_scene(torch.from_numpy(image), near, _matted(inst, alpha), torch.from_numpy(bg))
+    cloud = scene.layers[1]
+    u = (cloud.ax / cloud.z + 0.5 * (w - 1)).round().long()
+    v = (cloud.ay / cloud.z + 0.5 * (h - 1)).round().long()
+    z = torch.full((h, w), float("nan"))
+    z[v, u] = cloud.z.float()
+    strand = z[32, 47:58]  # the strand's pixels, beyond the mask
+    assert torch.allclose(strand, torch.ones_like(strand)), strand
