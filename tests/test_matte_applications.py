@@ -225,3 +225,19 @@ def test_kenburns_matte_past_the_mask_takes_the_characters_depth():
     z[v, u] = cloud.z.float()
     strand = z[32, 47:58]  # the strand's pixels, beyond the mask
     assert torch.allclose(strand, torch.ones_like(strand)), strand
+
+
+def test_style_background_paste_reads_a_nan_in_the_mattes_as_no_coverage():
+    """A NaN in a matte (user-made Instances) at a background pixel left the old, unstyled background there."""
+    from cartoonseg.style import StyleConfig, style_edit
+
+    image, alpha, fg, bg, inst = _scene()
+    alpha = alpha.copy()
+    alpha[0, 0] = np.nan
+
+    def backend(req):  # the restyled background is black; instances come back unchanged
+        return torch.zeros_like(req.image) if req.kind == "background" else req.image
+
+    cfg = StyleConfig(background_fill="none", resolution=0, mask_feather=0, masked_denoise=False)
+    out = style_edit(torch.from_numpy(image), _matted(inst, alpha), backend, cfg).image
+    assert torch.equal(out[0, 0], torch.zeros(3)), out[0, 0]
