@@ -18,7 +18,8 @@ Pipeline of :func:`render_kenburns`:
    continue behind an upright character) and pushed behind them. Each group of characters (sorted by depth, at
    most ``max_layers - 1`` groups) is a **character layer** whose alpha is the soft instance mask (the alpha matte
    when the instances carry ``alphas``: hair strands and anti-aliased outlines) and whose colour is un-mixed from
-   the plate (alpha matting), so edges carry no background; a ring of transparent points around
+   the plate (alpha matting), so edges carry no background (a matte's pixels past the masks, where the depth map
+   shows what lies behind, take the depth of the nearest mask pixel); a ring of transparent points around
    it makes its edge resample like its inside (no growth when it moves).
 3. Camera poses from :class:`~cartoonseg.kenburns.camera.CameraPath` (``auto`` searches the end crop with the
    fewest holes, as in the original).
@@ -444,7 +445,10 @@ def build_scene(
             # estimate that agrees with the background layer behind it (exact where the plate is the true one)
             premult = torch.minimum((rgb - (1.0 - alpha) * bg_rgb).clamp_min(0.0), alpha.expand(3, -1, -1))
             feats = torch.cat([premult, alpha[None], torch.zeros(2, h, w, device=device)], 0)
-            layers.append(unproject(_edge_depth(z, alpha > 1.0 / 255.0), feats,
+            # a matte reaches past the mask (a hair strand): there the depth map shows what lies behind, so those
+            # points take the depth of the nearest pixel of the group's masks and move with the character
+            at = z if mattes is None else _nearest_depth(z, soft[group].amax(0) > 0.5)
+            layers.append(unproject(_edge_depth(at, alpha > 1.0 / 255.0), feats,
                                     keep=grow_mask(alpha > 1.0 / 255.0, TRANSPARENT_RING)))
 
     z_near, z_far = float(z.min()), float(z.max())
@@ -461,6 +465,17 @@ def _dof_nearness(disparity: Tensor, far: float, near: float) -> Tensor:
     if not span > 1e-6:
         return torch.zeros_like(disparity)
     return ((disparity - far) / span).clamp(0.0, 1.0)
+
+
+def _nearest_depth(z: Tensor, core: Tensor) -> Tensor:
+    """``z`` on ``core`` (bool ``[H,W]``, not empty) and elsewhere the depth of the nearest ``core`` pixel."""
+    from scipy.ndimage import distance_transform_edt
+
+    if bool(core.all()):
+        return z
+    _, (iy, ix) = distance_transform_edt(~core.cpu().numpy(), return_indices=True)
+    iy, ix = torch.from_numpy(iy).to(z.device), torch.from_numpy(ix).to(z.device)
+    return z[iy, ix]
 
 
 def _edge_depth(z: Tensor, inside: Tensor) -> Tensor:

@@ -4,7 +4,10 @@ Each character is a texture (the input image premultiplied by the character's so
 mask's anti-aliasing) on its rest mesh. With alpha mattes (``Instances.alphas``, :attr:`Character.matted`) the
 texture is the estimated foreground colour premultiplied by the matte (:func:`cartoonseg.matting.unmix`), so hair
 strands and anti-aliased outlines move with the character without the old background mixed in, and under their
-half-transparent edge the frame starts from the estimated background instead of the input. For a frame, the
+half-transparent edge the frame starts from the estimated background instead of the input (one estimate for all
+characters, ``(I - sum a_k F_k) / (1 - sum a_k)``; the mattes are composed front to back, so each is painted with
+the opacity it has over what the mattes in front leave, and the rest pose adds up to the input where two characters
+meet too). For a frame, the
 deformed mesh is rasterised triangle by triangle into an index buffer (OpenCV, sub-pixel vertices; trunk triangles
 first so limbs pass in front), every covered pixel is mapped back to its rest position through its triangle's affine map, and the texture is sampled bilinearly there.
 
@@ -174,44 +177,83 @@ class PuppetRenderer:
             x0, y0, x1, y1 = lay.box
             full[y0:y1, x0:x1] = lay.alpha
             alphas.append(full)
+        n_char = len(rig.characters)
+        # the rest raster of each character: a matte is painted only where its rest mesh reaches
+        rests = [_rasterize(ch.mesh.vertices, ch.mesh.triangles, ch.draw_order, ch.box[0], ch.box[1],
+                            ch.box[2] - ch.box[0], ch.box[3] - ch.box[1], empty=len(ch.mesh.triangles))
+                 for ch in rig.characters]
+        matted = any(ch.matted for ch in rig.characters)
+        colours = [self.image[ch.box[1]:ch.box[3], ch.box[0]:ch.box[2]] for ch in rig.characters]
+        if matted:
+            for i, ch in enumerate(rig.characters):
+                x0, y0, x1, y1 = ch.box
+                alphas[i][y0:y1, x0:x1] *= rests[i] < len(ch.mesh.triangles)
+                if ch.matted:
+                    colours[i] = self._foreground(ch)
         owned = {i: alphas[i].copy() for i in range(len(alphas))}
         front = np.zeros((h, w), np.float32)
         for i in reversed(rig.layer_order):
-            owned[i] *= 1.0 - front
-            front = np.maximum(front, alphas[i])
-        n_char = len(rig.characters)
+            if matted and i < n_char and rig.characters[i].matted:
+                # mattes are already composed front to back (they sum to at most 1: what each character adds to
+                # the pixel); painted back to front with "over", a character's opacity is its matte over what the
+                # layers in front leave (a_k / (1 - sum of the front mattes)), so the rest pose adds up to the input
+                left = 1.0 - front
+                owned[i] = np.where(left > 1e-6, alphas[i] / np.maximum(left, 1e-6), 0.0).clip(0, 1).astype(np.float32)
+                front = np.minimum(front + alphas[i], 1.0)
+            else:
+                owned[i] *= 1.0 - front
+                front = np.maximum(front, alphas[i])
         self.stills = []
         for j, st in enumerate(rig.stills):
             x0, y0, x1, y1 = st.box
             self.stills.append(_StillPaint(st, np.ascontiguousarray(owned[n_char + j][y0:y1, x0:x1])))
+        if matted:
+            self._matted_base(alphas[:n_char], colours)
         self.layers: list[_Layer] = []
         for i, ch in enumerate(rig.characters):
             x0, y0, x1, y1 = ch.box
             a = owned[i][y0:y1, x0:x1]
-            tri = _rasterize(ch.mesh.vertices, ch.mesh.triangles, ch.draw_order, x0, y0, x1 - x0, y1 - y0,
-                             empty=len(ch.mesh.triangles))
-            colour = self.image[y0:y1, x0:x1]
-            if ch.matted:
-                colour = self._unmix(ch, tri < len(ch.mesh.triangles))
-            tex = np.concatenate([colour * a[..., None], a[..., None]], -1).astype(np.float32)
-            self.layers.append(_Layer(ch, np.ascontiguousarray(tex), tri))
+            tex = np.concatenate([colours[i] * a[..., None], a[..., None]], -1).astype(np.float32)
+            self.layers.append(_Layer(ch, np.ascontiguousarray(tex), rests[i]))
 
-    def _unmix(self, ch: Character, covered: np.ndarray) -> np.ndarray:
-        """A matted character's foreground colours over its box (:func:`cartoonseg.matting.unmix`); where its rest
-        mesh ``covered`` the box, the frame starts from the estimated background behind its half-transparent edge
-        instead of the input, so the rest pose still reproduces the input (up to the estimate's residual) and a
-        moved edge shows no old background."""
+    def _foreground(self, ch: Character) -> np.ndarray:
+        """A matted character's foreground colours over its box (:func:`cartoonseg.matting.unmix`): the input
+        where its matte is 0 or 1, the estimate without the old background where it is fractional."""
         from ..matting import unmix
 
         x0, y0, x1, y1 = ch.box
-        fg, bg = unmix(self.image[y0:y1, x0:x1], ch.alpha)
-        frac = (ch.alpha > 0) & (ch.alpha < 1) & covered
-        if frac.any():
-            if self._base_planes is self._image_planes:
-                self._base_planes = self._image_planes.copy()
-            for c in range(3):
-                self._base_planes[c, y0:y1, x0:x1][frac] = bg[..., c][frac]
-        return fg
+        return unmix(self.image[y0:y1, x0:x1], ch.alpha)[0]
+
+    def _matted_base(self, alphas: list[np.ndarray], colours: list[np.ndarray]) -> None:
+        """What a frame starts from with matted characters: under their half-transparent edges the background
+        that the input leaves once their foreground colours are taken out, ``(I - sum a_k F_k) / (1 - sum a_k)``
+        (``alphas``: each character's matte on the image where its rest mesh reaches, ``colours``: its foreground
+        colours over its box). One estimate for all of them, so where two mattes meet (the edge of a character in
+        front of another) the rest pose still adds up to the input (up to clipping to [0, 1]), and a moved edge
+        shows no old background; elsewhere the input."""
+        h, w = self.rig.image_size
+        total = np.zeros((h, w), np.float32)
+        mixed = np.zeros((3, h, w), np.float32)
+        for ch, a, colour in zip(self.rig.characters, alphas, colours):
+            x0, y0, x1, y1 = ch.box
+            total[y0:y1, x0:x1] += a[y0:y1, x0:x1]
+            mixed[:, y0:y1, x0:x1] += a[None, y0:y1, x0:x1] * colour.transpose(2, 0, 1)
+        touched = total > 0
+        if not touched.any():
+            return
+        left = np.clip(1.0 - total, 0.0, 1.0)
+        base = np.where(touched & (left > 1e-6), (self._image_planes - mixed) / np.maximum(left, 1e-6),
+                        self._image_planes).clip(0.0, 1.0)
+        # what the clipped background cannot absorb (mattes that cover a pixel in full, where two characters
+        # meet) goes into the foreground colours, in proportion to the mattes
+        residual = np.where(touched, (self._image_planes - mixed - left * base) / np.maximum(total, 1e-6), 0.0)
+        for ch, a, colour in zip(self.rig.characters, alphas, colours):
+            x0, y0, x1, y1 = ch.box
+            if ch.matted:
+                colour += residual[:, y0:y1, x0:x1].transpose(1, 2, 0) * (a[y0:y1, x0:x1] > 0)[..., None]
+                np.clip(colour, 0.0, 1.0, out=colour)
+        self._base_planes = np.ascontiguousarray(np.where(touched & (left > 0), base, self._image_planes),
+                                                 dtype=np.float32)
 
     def render(self, poses: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """One frame for the skeleton poses ``poses[i] [J_i,2]`` of every character (rig order).

@@ -364,10 +364,15 @@ def build_character(mask: np.ndarray, skeleton: Skeleton | None, *, instance: in
 def matte_cover(mask: np.ndarray, matte: np.ndarray) -> np.ndarray:
     """What a matted character covers, for its support: its soft mask, and 1 wherever its alpha matte reaches
     (``> MATTE_SUPPORT``), so the mesh and the plate's hole hold every pixel the character touches, a faint hair
-    strand past the mask included."""
+    strand past the mask included. That support is grown by a pixel: the mesh's outline is a polygon through
+    the support's boundary pixels, which cuts off corners of a thin or jagged edge, and a matte pixel the rest mesh
+    does not reach would neither move with the character nor leave its place."""
+    import cv2
+
     from ..structures import MATTE_SUPPORT
 
-    return np.maximum(mask, (matte > MATTE_SUPPORT).astype(np.float32))
+    reach = cv2.dilate((matte > MATTE_SUPPORT).astype(np.uint8), np.ones((3, 3), np.uint8))
+    return np.maximum(mask, reach.astype(np.float32))
 
 
 def _as_masks(instances) -> tuple[np.ndarray, list | None, np.ndarray | None]:

@@ -205,7 +205,9 @@ def style_edit(
     masks = instances.masks.float().cpu().clamp(0, 1)
 
     if config.background_as_instance:
-        mattes = instances.alphas.float().cpu().clamp(0, 1) if keep and instances.alphas is not None else None
+        mattes = None
+        if keep and instances.alphas is not None:  # NaN: no coverage (as ops.background_mask reads it)
+            mattes = torch.nan_to_num(instances.alphas.float().cpu(), nan=0.0).clamp(0, 1)
         if mattes is not None:  # what the characters cover (the mattes compose front to back: their sum)
             union = mattes[keep].sum(0).clamp(0, 1)
         else:  # the original composites through the binary union (repaint_person.py / run_style.py)
