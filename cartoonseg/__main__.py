@@ -24,8 +24,8 @@ from .segmenter import Segmenter, check_settings
 def _expand_inputs(items: Sequence[str]) -> list[Path]:
     """Image paths from files and folders (a folder gives its regular image files, sorted; FIFOs, devices and
     sub-folders there are skipped with a warning, never opened); the same file named twice is segmented once. A
-    named path that is not a regular file stays in the list: reading it fails and it is skipped (see
-    :class:`~cartoonseg._cli.SkippedInputs`)."""
+    named path that is not a regular file stays in the list: checking it fails and it is skipped before the models
+    load (see :class:`~cartoonseg._cli.SkippedInputs`)."""
     paths: list[Path] = []
     seen: set[str] = set()
     for item in items:
@@ -77,6 +77,9 @@ def _segment(args: argparse.Namespace) -> int:
     check_settings(det_size=args.det_size, score_thr=args.score_thr, mask_thr=args.mask_thr,
                    max_instances=args.max_instances)  # before the output folder is made and the weights load
     skipped = SkippedInputs(len(inputs))
+    # every input's header now, and the first image decoded: an unreadable, animated or (alone) truncated input is
+    # skipped or fails in a moment, not after the weights load; with none usable nothing is made or loaded
+    skipped.check(inputs, read_image)
     with OutputFolder(args.out, inputs=inputs, overwrite=args.overwrite) as out:  # checked before any model loads
         search = [Path(args.weights_dir)] if args.weights_dir else []
         detector, refiner = load_networks(args.detector, args.refiner, search_dirs=search,

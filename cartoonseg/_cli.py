@@ -158,11 +158,17 @@ class SkippedInputs:
 
     With a single input there is nothing to skip to: its read error is the one ``error:`` line.
 
+    :meth:`check`, before any model loads, applies this policy at once: every input's header is checked (cheap), the
+    first good input is decoded (kept for its :meth:`read`), and with no usable input the command fails there,
+    not after the weights load (seconds to minutes, or a download).
+
     Example::
 
         skipped = SkippedInputs(len(inputs))
+        skipped.check(inputs, read_image)  # before the networks load
+        load_networks(...)
         for path in inputs:
-            image = skipped.read(path, read_image)
+            image = skipped.read(path, read_image)  # None for an input skipped (by check or now)
             if image is None:
                 continue
             ...
@@ -172,9 +178,31 @@ class SkippedInputs:
     def __init__(self, total: int) -> None:
         self.total = int(total)
         self.failed: list[str] = []
+        self._read: dict[str, object] = {}
+
+    def check(self, paths, reader) -> None:
+        """Before the slow steps: check every path's header (:func:`cartoonseg.io.check_image_file`, no decoding),
+        skipping those that fail with :meth:`read`'s warning, then decode the first that passes with ``reader``
+        (a truncated file shows only then; on failure the next one), keeping the result for :meth:`read`. Raises
+        as :meth:`finish` when no input is usable, and with a single input its error."""
+        from .io import check_image_file
+
+        usable = [p for p in paths if self.read(p, check_image_file) is not None]
+        for path in usable:
+            result = self.read(path, reader)
+            if result is not None:
+                self._read[str(path)] = result
+                return
+        self.finish()
 
     def read(self, path, reader):
-        """``reader(path)``, or None (after a warning on stderr) when it raises ``ValueError``/``OSError``."""
+        """``reader(path)``, or None (after a warning on stderr) when it raises ``ValueError``/``OSError``; None
+        without a second warning for a path already skipped, and the result :meth:`check` read for its path."""
+        key = str(path)
+        if key in self._read:
+            return self._read.pop(key)
+        if key in self.failed:
+            return None
         try:
             return reader(path)
         except (ValueError, OSError) as exc:

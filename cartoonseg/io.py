@@ -47,6 +47,7 @@ __all__ = [
     "check_clip_path",
     "check_clip_size",
     "check_fps",
+    "check_image_file",
     "check_image_path",
     "has_alpha",
     "read_depth",
@@ -204,10 +205,9 @@ def to_float_image(image, *, nan: str = "raise") -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def _open(path: str | os.PathLike, what: str):
-    """Open and fully decode an image file as every reader sees it: only regular files (a FIFO, device or folder
-    would block or fail deep inside), EXIF orientation applied (a phone photo comes out upright, as viewers show
-    it), other colour spaces converted to RGB (:func:`_to_rgb_space`). Every failure becomes
+def _open_header(path: str | os.PathLike, what: str):
+    """Open an image file without decoding its pixels: only regular files (a FIFO, device or folder would block or
+    fail deep inside), at most :data:`MAX_PIXELS`, one picture (no animation). Every failure becomes
     ``ValueError("cannot read <what> PATH: ...")``."""
     import stat
 
@@ -226,13 +226,43 @@ def _open(path: str | os.PathLike, what: str):
         if im.width * im.height > MAX_PIXELS:
             raise ValueError(f"{im.width}x{im.height} px is over the {MAX_PIXELS}-pixel limit")
         _check_single_picture(im)
-        im.load()
-        im = upright(im)
-        return _to_rgb_space(im)
+        return im
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError) as exc:
         if im is not None:
             im.close()
         raise ValueError(f"cannot read {what} {path}: {exc}") from exc
+
+
+def _open(path: str | os.PathLike, what: str):
+    """Open and fully decode an image file as every reader sees it (the checks of :func:`_open_header`), EXIF
+    orientation applied (a phone photo comes out upright, as viewers show it), other colour spaces converted to RGB
+    (:func:`_to_rgb_space`). Every failure becomes ``ValueError("cannot read <what> PATH: ...")``."""
+    from PIL import Image, UnidentifiedImageError
+
+    im = _open_header(path, what)
+    try:
+        im.load()
+        im = upright(im)
+        return _to_rgb_space(im)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError) as exc:
+        im.close()
+        raise ValueError(f"cannot read {what} {path}: {exc}") from exc
+
+
+def check_image_file(path: str | os.PathLike, what: str = "image") -> tuple[int, int]:
+    """Check, cheaply, that an image file can be read: what every reader checks before decoding (a regular file,
+    a format Pillow knows, at most :data:`MAX_PIXELS`, not an animation), from its header, without decoding the
+    pixels. Commands call it for every input before loading their networks, so an unreadable input fails (or is
+    skipped) in a moment instead of after the weights load. A file damaged after its header (truncated) passes:
+    only decoding shows that. Returns ``(height, width)`` as read (EXIF orientation applied); raises
+    ``ValueError("cannot read <what> PATH: ...")`` as the readers do."""
+    with _open_header(path, what) as im:
+        w, h = im.size
+        try:
+            turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # a quarter turn swaps the sides (upright)
+        except Exception:  # noqa: BLE001 - a malformed EXIF block is ignored, as upright() does
+            turned = False
+    return (w, h) if turned else (h, w)
 
 
 #: Pillow formats whose several frames are an animation (played one after another). A multi-page TIFF or a camera

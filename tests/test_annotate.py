@@ -479,3 +479,35 @@ def test_bad_segmenter_settings_fail_before_the_weights_are_read(tmp_path, capsy
                  "--refiner", "none", "--no-download", "--quiet", option, value]) == 2
     err = capsys.readouterr().err
     assert message in err and "no-such-weights" not in err and err.count("\n") == 1, err
+
+
+def test_cli_checks_the_images_before_loading_the_weights(data, tmp_path, capsys, monkeypatch):
+    """With no readable input (a lone truncated or animated file) the error came only after the weights were
+    resolved (maybe downloaded) and loaded; now first, with nothing loaded or written. A readable image among
+    unreadable ones still runs (the others listed under info.skipped)."""
+    from cartoonseg import hub
+    from cartoonseg.__main__ import main
+
+    resolved = []
+    real = hub.resolve_weights
+
+    def spy(*args, **kwargs):
+        resolved.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hub, "resolve_weights", spy)
+    good = data["images"] / "img00.png"
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[:-300])
+    anim = tmp_path / "anim.gif"
+    frames = [Image.fromarray(np.full((20, 20, 3), v, np.uint8)) for v in (0, 255)]
+    frames[0].save(anim, save_all=True, append_images=frames[1:], duration=100)
+    args = ["annotate", "--detector", str(data["det"]), "--refiner", "none", "--det-size", "128", "--quiet"]
+    for inputs, words in (([truncated], ("truncated",)), ([truncated, anim], ("2 input image(s)", "truncated"))):
+        out = tmp_path / "none.json"
+        assert main([*args, *map(str, inputs), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: none of the") and err.count("\n") == 1 and all(w in err for w in words), err
+        assert resolved == [] and not out.exists() and not (tmp_path / "none.json.parts").exists()
+    assert main([*args, str(anim), str(good), "--out", str(tmp_path / "some.json")]) == 0
+    assert len(resolved) == 1 and len(json.loads((tmp_path / "some.json").read_text())["info"]["skipped"]) == 1

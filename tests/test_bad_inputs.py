@@ -459,3 +459,45 @@ def test_row_unreadable_paths(tmp_path, capsys, cli_weights):
         locked.write_bytes(png.read_bytes())
         locked.chmod(0)
         assert_cli_error(["segment", locked, "--out", tmp_path / "o", *cli_weights], capsys, "locked.png")
+
+
+class _Loaded(Exception):
+    """Raised by the spy loader: the command got as far as loading its networks."""
+
+
+def test_segment_checks_its_inputs_before_loading_the_networks(tmp_path, capsys, monkeypatch):
+    """An unreadable, animated or truncated lone input failed only after the weights were resolved and loaded
+    (seconds to minutes, or a download); a batch of only unreadable inputs too. Now: checked first, nothing loaded
+    and no output folder made; in a batch the unreadable ones are skipped (same warning) before the load."""
+    import cartoonseg.__main__ as cli_main
+
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        raise _Loaded
+
+    monkeypatch.setattr(cli_main, "load_networks", spy)
+    a, b = Image.fromarray(rgb(seed=1)), Image.fromarray(rgb(seed=2))
+    anim = tmp_path / "anim.gif"
+    a.save(anim, save_all=True, append_images=[b], duration=100, loop=0)
+    full = tmp_path / "full.png"
+    a.save(full)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(full.read_bytes()[: len(full.read_bytes()) // 2])  # a valid header, half the data
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image")
+    weights = ["--detector", tmp_path / "det.ckpt", "--refiner", "none", "--no-download"]
+    for bad, words in ((anim, ("animated GIF",)), (truncated, ("truncated",)), (junk, ("junk.png",))):
+        out = tmp_path / f"o_{bad.stem}"
+        assert_cli_error(["segment", bad, "--out", out, *weights], capsys, "cannot read image", *words)
+        assert not out.exists()
+    code, _, err = run_cli(["segment", anim, junk, truncated, "--out", tmp_path / "o_all", *weights], capsys)
+    assert code == 2 and err.count("warning: skipping") == 3 and "Traceback" not in err  # truncated: once decoded
+    assert "error: 3 of 3 inputs could not be read" in err and not (tmp_path / "o_all").exists()
+    assert calls == []
+    # a batch with a usable input: the others are skipped with the usual warning before the networks load
+    with pytest.raises(_Loaded):
+        main(["segment", str(junk), str(full), str(anim), "--out", str(tmp_path / "o_mixed"), *map(str, weights)])
+    err = capsys.readouterr().err
+    assert len(calls) == 1 and err.count("warning: skipping") == 2 and "junk.png" in err and "anim.gif" in err

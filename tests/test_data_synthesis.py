@@ -472,3 +472,54 @@ def test_fg_file_is_the_path_relative_to_the_foreground_folder(raw, tmp_path):
     resumed = json.loads(Path(r["annotations"]).read_text())["annotations"]
     assert {a["fg_file"] for a in resumed} == {"char.png", "c/solo.png"}
     assert [a["fg_file"] == "c/solo.png" for a in resumed] == [a["fg_file"] == "c/solo.png" for a in anns]
+
+
+def test_resume_fingerprint_names_inputs_by_relative_path(raw, tmp_path):
+    """A foreground moved to another sub-folder (sorted order and size unchanged) is another input set: its
+    annotations would name a file that is gone (fg_file). The fingerprint used basenames and resumed such a run. A run
+    started by an older version (basename fingerprint, no "names" key) still resumes, with a warning where inputs lie
+    in sub-folders; its fingerprint is then upgraded."""
+    import warnings
+
+    from PIL import Image
+
+    from cartoonseg.data import synthesis
+
+    fg = tmp_path / "fg"
+    for rel, colour in (("a/x.png", (255, 0, 0, 255)), ("c/y.png", (0, 0, 255, 255))):
+        (fg / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((60, 40, 4), colour, np.uint8)).save(fg / rel)
+    out = tmp_path / "out"
+    kwargs = dict(cfg=SynthesisConfig(size=96, hist_match_prob=0.0, quantize_prob=0.0), seed=3, progress=False)
+    synthesize_dataset(fg, raw / "bg", out, 2, **kwargs)
+    (fg / "b").mkdir()
+    (fg / "a" / "x.png").rename(fg / "b" / "x.png")  # a/x.png -> b/x.png: still first, same size
+    with pytest.raises(ValueError, match=r"different \['foregrounds'\]"):
+        synthesize_dataset(fg, raw / "bg", out, 2, **kwargs)
+
+    # an older version's run in sub-folders: resumed on its own (basename) check, with a warning, then upgraded
+    fp_path = out / ".synth_state" / "train" / "fingerprint.json"
+    fgs, bgs = index_foregrounds(fg), index_backgrounds(raw / "bg")
+    legacy = synthesis._fingerprint(kwargs["cfg"], 3, 0, fgs, bgs, raw / "bg", None, legacy=True)
+    assert "names" not in legacy
+    fp_path.write_text(json.dumps(legacy))
+    with pytest.warns(UserWarning, match="older cartoonseg"):
+        r = synthesize_dataset(fg, raw / "bg", out, 2, **kwargs)
+    assert r["new"] == 0 and json.loads(fp_path.read_text())["names"] == "relative"
+    # ... and with a real difference it is still refused, naming only that difference
+    fp_path.write_text(json.dumps(legacy))
+    with pytest.raises(ValueError, match=r"different \['seed'\]"):
+        synthesize_dataset(fg, raw / "bg", out, 2, **{**kwargs, "seed": 4})
+
+    # top-level inputs: the older fingerprint is this one without the marker; resumed without a word
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for p in fgs:
+        shutil.copy(p.path, flat / Path(p.path).name)
+    out2 = tmp_path / "out2"
+    synthesize_dataset(flat, raw / "bg", out2, 2, **kwargs)
+    fp2 = out2 / ".synth_state" / "train" / "fingerprint.json"
+    fp2.write_text(json.dumps({k: v for k, v in json.loads(fp2.read_text()).items() if k != "names"}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert synthesize_dataset(flat, raw / "bg", out2, 2, **kwargs)["new"] == 0

@@ -415,3 +415,17 @@ def test_damaged_local_model_folders_give_one_clear_error(tiny_dir, tmp_path, ca
                      "-q"]) == 2
     err = capfd.readouterr().err
     assert err.startswith("error: depth model folder") and "Traceback" not in err
+
+
+def test_cli_depth_reads_the_image_before_loading_the_model(tmp_path, capfd, monkeypatch):
+    """An unreadable image failed only after the depth model loaded (Marigold: seconds to minutes, or a
+    download); now its one error line comes first and nothing is loaded."""
+    from cartoonseg.depth import cli as depth_cli
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the depth model was loaded before the image was read")
+
+    monkeypatch.setattr(depth_cli, "load_depth_model", must_not_load)
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    assert cli_main(["depth", str(tmp_path / "junk.png"), "--model", "small", "--out", str(tmp_path / "d.png")]) == 2
+    assert capfd.readouterr().err.startswith("error: cannot read image")

@@ -407,6 +407,32 @@ def test_size_option_resizes_everything():
         render_kenburns(torch.rand(2, 4000, 3), torch.rand(2, 4000), camera=cam, config=KenBurnsConfig(size=64))
 
 
+def test_frame_size_is_what_render_kenburns_renders():
+    """The public frame-size helper (callers check an output format before the slow steps; the CLI imported the
+    renderer's private ``_working_size``) agrees with the frames rendered, and refuses what the renderer refuses."""
+    import ast
+    from pathlib import Path
+
+    import cartoonseg.kenburns as kb
+    from cartoonseg.kenburns import frame_size
+
+    cam = CameraPath(preset="static", frames=1, playback=False)
+    for (h, w), size in (((20, 30), 0), ((64, 48), 32), ((4, 400), 64), ((30, 20), 100)):
+        clip = render_kenburns(torch.rand(h, w, 3), torch.rand(h, w), camera=cam, config=KenBurnsConfig(size=size))
+        assert frame_size((h, w), size) == tuple(clip.frames.shape[1:3]), (h, w, size)
+    with pytest.raises(ValueError, match="supported range"):
+        frame_size((4, 4), 0)
+    with pytest.raises(ValueError, match="too thin"):
+        frame_size((2, 4000), 64)
+    with pytest.raises(ValueError, match="positive"):
+        frame_size((0, 10), 64)
+    assert "frame_size" in kb.__all__
+    tree = ast.parse(Path(kb.__file__).with_name("cli.py").read_text())
+    private = [a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names
+               if a.name.startswith("_") and n.level and (n.module or "").endswith("render")]
+    assert private == [], private
+
+
 def test_bad_inputs_get_clear_errors_or_sane_results():
     image, nearness, mask = two_planes(32, box=(10, 22, 10, 20))
     camera = CameraPath(preset="zoom-in", frames=2, playback=False)

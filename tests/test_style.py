@@ -568,3 +568,36 @@ def test_cli_style_offline_end_to_end(tiny_sd, tmp_path):
     with pytest.raises(SystemExit):  # depth order needs per-instance depth, which only the ComfyUI graph has
         main(["style", str(tmp_path / "in.png"), "--out", str(tmp_path / "o4"), "--model", str(tmp_path / "sd"),
               "--order", "depth"])
+
+
+def test_cli_style_checks_its_images_before_loading_models(tmp_path, capsys, monkeypatch):
+    """Unreadable images, --background or --hint failed only after the detector, tagger and SD model loaded
+    (minutes); now they are checked first (in a batch the unreadable images are skipped, same warning)."""
+    from PIL import Image
+
+    from cartoonseg.style import cli as style_cli
+
+    class Loaded(Exception):
+        pass
+
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        raise Loaded
+
+    monkeypatch.setattr(style_cli, "load_networks", spy)
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(good)
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image")
+    base = ["style", "--model", str(tmp_path / "sd"), "--detector", str(tmp_path / "det.ckpt")]
+    for extra in ([str(junk)], [str(junk), str(junk.with_name("junk2.png"))], [str(good), "--background", str(junk)],
+                  [str(good), "--hint", str(junk)]):
+        junk.with_name("junk2.png").write_bytes(b"nor this")
+        out = tmp_path / f"o{len(calls)}_{len(extra)}"
+        assert style_cli.main([*base, *extra, "--out", str(out)]) == 2
+        assert "error: " in capsys.readouterr().err and calls == [] and not out.exists()
+    with pytest.raises(Loaded):
+        style_cli.main([*base, str(junk), str(good), "--out", str(tmp_path / "mixed")])
+    assert len(calls) == 1 and "warning: skipping" in capsys.readouterr().err

@@ -675,3 +675,37 @@ def test_cli_tags_instances_with_tiny_detector(tmp_path, capsys):
     first = out["instances"][0]
     assert set(first) == {"index", "id", "box", "score", "tags", "character", "rating"} and len(first["box"]) == 4
     assert set(out["background"]) == {"general", "character", "rating"}
+
+
+def test_cli_checks_its_images_before_loading_the_tagger(tmp_path, capsys, monkeypatch):
+    """An unreadable image (or a batch of only unreadable ones) failed after the tagger loaded (a repo id may
+    download ~400 MB); in a batch the unreadable ones are now skipped, with the same warning, before it loads."""
+    from cartoonseg.tagger import tagging
+    from cartoonseg.tagger.cli import main
+
+    loads = []
+    real = tagging.load_tagger
+
+    def spy(*args, **kwargs):
+        loads.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tagging, "load_tagger", spy)
+    folder = make_tagger_dir(tmp_path / "t")
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image")
+    good = tmp_path / "good.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(good)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[:-200])
+    assert main([str(junk), "--tagger", str(folder)]) == 2
+    assert capsys.readouterr().err.startswith("error: cannot read image")
+    assert main([str(truncated), "--tagger", str(folder)]) == 2
+    assert "truncated" in capsys.readouterr().err and loads == []
+    assert main([str(junk), str(truncated), "--tagger", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("warning: skipping") == 2 and "error: 2 of 2 inputs could not be read" in err and loads == []
+    assert main([str(junk), str(good), "--tagger", str(folder), "--general-threshold", "0"]) == 2  # skipped: status 2
+    captured = capsys.readouterr()
+    assert len(loads) == 1 and [e["image"] for e in json.loads(captured.out)] == [str(good)]
+    assert captured.err.count("warning: skipping") == 1

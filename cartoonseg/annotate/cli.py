@@ -109,6 +109,26 @@ def _tagger_identity(folder) -> dict:
     return {"files": {name: sha256_of(folder / name) for name in files}}
 
 
+def _check_readable(items) -> None:
+    """Before the weights are resolved (maybe downloaded) and loaded: raise ``ValueError`` when no input image can be
+    read. Images are read in order up to the first readable one (usually the first: one decode), so a run whose
+    inputs are all unreadable (a lone truncated or animated file, a list of moved files) fails in a moment instead
+    of after the models load; unreadable images among readable ones stay the run's business (listed under
+    ``info.skipped``, not fatal)."""
+    from ..io import read_image
+
+    first = None
+    for item in items:
+        try:
+            read_image(item.path)
+            return
+        except ValueError as exc:
+            first = first or (item.file_name, exc)
+    if first is not None:
+        raise ValueError(f"none of the {len(items)} input image(s) could be read ({first[0]}: {first[1]}); "
+                         "nothing was loaded or written")
+
+
 def run_annotate(args: argparse.Namespace) -> int:
     import torch
 
@@ -139,6 +159,7 @@ def run_annotate(args: argparse.Namespace) -> int:
     items = (collect_inputs(args.inputs, image_root=args.image_root, recursive=args.recursive, exclude=own)
              if rank.is_main else [])
     items = shared_items(items)
+    _check_readable(items)  # on every rank (the same items: the same answer, no rank left waiting)
     device = _device(args.device, rank.local_rank)
     search = [Path(args.weights_dir)] if args.weights_dir else []
     det_path = resolve_weights(args.detector, search_dirs=search, allow_download=not args.no_download)

@@ -41,6 +41,11 @@ files written before it was (and annotations from a hand-made :class:`Foreground
 basename only, which is the same thing for files at the top of the folder. A resumed older run has its records'
 basenames upgraded to relative paths where the name is unique among the foregrounds.
 
+A rerun resumes only with the settings and inputs of the run (``fingerprint.json``: every input by its path
+relative to its folder and its byte size, so a foreground moved to another sub-folder is another input set); a run
+started by an older version, which compared basenames, is resumed on that check (a warning where inputs lie in
+sub-folders) and its fingerprint upgraded.
+
 The single category is id 0 named ``object``, as in the original (its trainer selects classes by name).
 Masks decode with ``pycocotools.mask.decode`` or :func:`cartoonseg.rle.decode`.
 """
@@ -56,6 +61,7 @@ import re
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -448,6 +454,44 @@ def _file_size(path: str | os.PathLike) -> int | None:
         return None
 
 
+def _input_name(path: str, root: str | os.PathLike | None) -> str:
+    """How the fingerprint names an input file: its path relative to the input folder (posix separators), or its
+    basename for inputs given as a list. No absolute path: a moved or copied input folder still resumes."""
+    if root is not None:
+        try:
+            return Path(path).relative_to(root).as_posix()
+        except ValueError:
+            pass
+    return Path(path).name
+
+
+def _fingerprint(cfg: SynthesisConfig, seed: int, image_id_start: int, fgs: Sequence[ForegroundInfo],
+                 bgs: Sequence[str], bg_root, groups, *, legacy: bool = False) -> dict:
+    """What a resume must match (``fingerprint.json``): settings, and every input by name and byte size (a stat
+    each: files rewritten under their names, e.g. a chroma_key rerun with other settings, make another run, not a
+    resume that mixes old and new samples). Names are paths relative to the input folder (``"names": "relative"``:
+    a foreground moved between sub-folders is another input set, whose annotations name other ``fg_file`` s);
+    ``legacy`` gives the fingerprint of older versions, which used basenames (the same for top-level files)."""
+    fg_name = (lambda f: Path(f.path).name) if legacy else _fg_file
+    bg_name = (lambda b: Path(b).name) if legacy else (lambda b: _input_name(b, bg_root))
+    fingerprint = {
+        "config": dataclasses.asdict(cfg), "seed": int(seed), "image_id_start": int(image_id_start),
+        "foregrounds": _digest([(fg_name(f), _file_size(f.path), f.tag_string, f.tag_string_character,
+                                 f.category_id) for f in fgs]),
+        "backgrounds": _digest([(bg_name(b), _file_size(b)) for b in bgs]),
+        "person_boxes": _digest([np.round(g, 6).tolist() for g in groups]) if groups else None,
+    }
+    if not legacy:
+        fingerprint["names"] = "relative"
+    return json.loads(json.dumps(fingerprint))
+
+
+def _legacy_names_differ(fgs: Sequence[ForegroundInfo], bgs: Sequence[str], bg_root) -> bool:
+    """Whether an input lies in a sub-folder (where the older basename fingerprint is weaker than this one)."""
+    return (any(_fg_file(f) != Path(f.path).name for f in fgs)
+            or any(_input_name(b, bg_root) != Path(b).name for b in bgs))
+
+
 def synthesize_dataset(fg: str | Path | Sequence[ForegroundInfo], bg: str | Path | Sequence[str], out_dir: str | Path,
                        num: int, cfg: SynthesisConfig = SynthesisConfig(), seed: int = 0, workers: int = 1,
                        person_boxes: str | Path | None = None, image_id_start: int = 0, progress: bool = True,
@@ -503,22 +547,25 @@ def synthesize_dataset(fg: str | Path | Sequence[ForegroundInfo], bg: str | Path
     (out / cfg.split).mkdir(parents=True, exist_ok=True)
     (out / "annotations").mkdir(parents=True, exist_ok=True)
     state.mkdir(parents=True, exist_ok=True)
-    fingerprint = {
-        "config": dataclasses.asdict(cfg), "seed": int(seed), "image_id_start": int(image_id_start),
-        # names and byte sizes (a stat each): files rewritten under their names (chroma_key rerun with other
-        # settings) make another run, not a resume that mixes old and new samples
-        "foregrounds": _digest([(Path(f.path).name, _file_size(f.path), f.tag_string, f.tag_string_character,
-                                 f.category_id) for f in fgs]),
-        "backgrounds": _digest([(Path(b).name, _file_size(b)) for b in bgs]),
-        "person_boxes": _digest([np.round(g, 6).tolist() for g in groups]) if groups else None,
-    }
-    fingerprint = json.loads(json.dumps(fingerprint))
+    bg_root = bg if isinstance(bg, (str, os.PathLike)) else None
+    fingerprint = _fingerprint(cfg, seed, image_id_start, fgs, bgs, bg_root, groups)
     fp_path = state / "fingerprint.json"
     if fp_path.is_file():
         old = json.loads(fp_path.read_text())
+        ours = fingerprint
+        if "names" not in old:  # an older version's run: compared by the fingerprint it wrote
+            ours = _fingerprint(cfg, seed, image_id_start, fgs, bgs, bg_root, groups, legacy=True)
+        if old != fingerprint and old == ours:
+            if _legacy_names_differ(fgs, bgs, bg_root):  # only then can the older check have missed something
+                warnings.warn(
+                    f"{out} was started by an older cartoonseg, which told inputs apart by file name and size only; "
+                    "it is resumed on that check (this version also compares the paths in sub-folders). If "
+                    "foregrounds or backgrounds were moved between sub-folders since, start again with --overwrite "
+                    "or another --out", stacklevel=2)
+            old = fingerprint  # the same inputs by the check the run was started with: upgraded below
         if old != fingerprint:
             if not overwrite:
-                diff = sorted(k for k in fingerprint if old.get(k) != fingerprint[k])
+                diff = sorted(k for k in ours if old.get(k) != ours[k])
                 raise ValueError(f"{out} holds a run with different {diff}; use another --out or --overwrite")
             for p in state.glob("*.json"):
                 p.unlink()

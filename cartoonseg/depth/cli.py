@@ -32,12 +32,12 @@ def _run_depth(args: argparse.Namespace) -> int:
     inputs = [args.image, args.model]
     check_image_path(args.out, bits=args.bits)
     outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
+    image = read_image(args.image)  # an unreadable image fails now, not after the model loads (or downloads)
     search = [args.models_dir] if args.models_dir else []
     with quiet_library_logs(quiet(args)):  # -q: no transformers/diffusers notices while our model loads
         est = load_depth_model(args.model, device=args.device, dtype=DTYPES[args.precision], search_dirs=search,
                                allow_download=not args.no_download, steps=args.steps, ensemble=args.ensemble,
                                processing_resolution=args.processing_resolution)
-    image = read_image(args.image)
     start = time.perf_counter()
     result = est(image)
     outputs.write(args.out, write_grey, result.disparity.numpy(), args.bits, inputs=inputs, overwrite=args.overwrite)

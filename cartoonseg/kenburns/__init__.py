@@ -26,7 +26,8 @@ from .disocclusion import (
 from .dof import bokeh_blur, focus_schedule
 from .fill import fill_holes_far, fill_push_pull, fill_rows
 from .pointcloud import PointCloud, SplatResult, project, splat, unproject
-from .render import KenBurnsConfig, KenBurnsResult, Scene, build_scene, inpaint_scene, render_kenburns, render_poses
+from .render import (KenBurnsConfig, KenBurnsResult, Scene, build_scene, frame_size, inpaint_scene, render_kenburns,
+                     render_poses)
 
 __all__ = [
     "ANCHORS",
@@ -51,6 +52,7 @@ __all__ = [
     "fill_push_pull",
     "fill_rows",
     "focus_schedule",
+    "frame_size",
     "inpaint_disocclusions",
     "inpaint_scene",
     "make_refiner",

@@ -30,7 +30,7 @@ from ..io import CLIP_SUFFIXES, check_clip_path, check_clip_size, read_depth, re
 from ..ops import MAX_BACKGROUND_DILATE
 from .camera import EASINGS, PRESETS, CameraPath
 from .disocclusion import CHARACTER_REVEALS, FILLS
-from .render import MAX_SIDE, MIN_SIDE, KenBurnsConfig, _working_size, render_kenburns
+from .render import MAX_SIDE, MIN_SIDE, KenBurnsConfig, frame_size, render_kenburns
 
 __all__ = ["add_parsers", "main", "run"]
 
@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         size = min(max(h, w, MIN_SIDE), MAX_SIDE)
     config = dataclasses.replace(config, size=size)
     if out.suffix:  # the frames' size is known now: a format that cannot hold it fails before the slow steps
-        check_clip_size(out, _working_size(h, w, size), smaller="a smaller --size")
+        check_clip_size(out, frame_size((h, w), size), smaller="a smaller --size")
     depth = _depth(args, image)
     instances = matte_instances(args, image, _segment(args, image))
     background, hole = None, None

@@ -56,7 +56,8 @@ from .fill import fill_holes_far, fill_push_pull, fill_rows
 from .pointcloud import PointCloud, SplatResult, project, splat, unproject
 
 __all__ = [
-    "KenBurnsConfig", "KenBurnsResult", "Scene", "build_scene", "inpaint_scene", "render_kenburns", "render_poses",
+    "KenBurnsConfig", "KenBurnsResult", "Scene", "build_scene", "frame_size", "inpaint_scene", "render_kenburns",
+    "render_poses",
 ]
 
 MIN_SIDE = 8
@@ -322,6 +323,22 @@ def _working_size(h: int, w: int, size: int) -> tuple[int, int]:
         raise ValueError(f"image of {w}x{h} px is too thin: a short side of {MIN_SIDE} px (the least rendered) makes "
                          f"its long side {max(nh, nw)} px, over the {MAX_SIDE} px limit")
     return nh, nw
+
+
+def frame_size(image_hw: tuple[int, int], size: int = 0) -> tuple[int, int]:
+    """The ``(height, width)`` of the frames :func:`render_kenburns` renders for an image of ``image_hw`` pixels
+    with ``KenBurnsConfig(size=size)``: the image's own size for ``size=0``, else its long side scaled to ``size``
+    (aspect kept; a sliver's short side is taken to :data:`MIN_SIDE` px). Callers use it to check an output format
+    or a memory budget before the slow steps (depth, segmentation, inpainting).
+
+    Raises:
+        ValueError: an image the renderer refuses: ``size=0`` with a side outside [MIN_SIDE, MAX_SIDE], or one so
+            thin that its long side would exceed :data:`MAX_SIDE` at the least short side.
+    """
+    h, w = (int(v) for v in image_hw)
+    if h < 1 or w < 1:
+        raise ValueError(f"image size must be positive, got {w}x{h} px")
+    return _working_size(h, w, int(size))
 
 
 def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:

@@ -123,6 +123,11 @@ def run(args: argparse.Namespace) -> int:
                                      args.refiner) if p)]
     check_settings(score_thr=args.score_thr, max_instances=args.max_instances)  # before any output or weights
     check_matting(args)
+    # the images before any model loads (the SD model: minutes): unreadable ones skipped now, none usable an error
+    skipped = SkippedInputs(len(images))
+    skipped.check(images, read_image)
+    background = to_float_image(read_image(args.background)) if args.background else None
+    hint = to_float_image(read_image(args.hint_image)) if args.hint_image else None
     out = outputs.OutputFolder(args.out, inputs=inputs, overwrite=args.overwrite)  # checked before models load
     search = [Path(d) for d in args.weights_dir]
     det, ref = load_networks(args.detector, args.refiner, search_dirs=search, allow_download=args.allow_download,
@@ -136,10 +141,7 @@ def run(args: argparse.Namespace) -> int:
     with quiet_library_logs(quiet(args)):  # -q: no transformers/diffusers notices while our models load
         components = load_components(args.model, config_dir=args.model_config, sdxl=args.sdxl)
         controlnet = load_controlnet(args.controlnet, config_dir=args.controlnet_config) if args.controlnet else None
-    background = to_float_image(read_image(args.background)) if args.background else None
-    hint = to_float_image(read_image(args.hint_image)) if args.hint_image else None
 
-    skipped = SkippedInputs(len(images))
     for path, stem in zip(images, names):
         rgb = skipped.read(path, read_image)
         if rgb is None:

@@ -84,6 +84,8 @@ def run_tag(args: argparse.Namespace) -> int:
     # before the tagger loads (a repo id may download ~400 MB): a bad threshold used to fail only at the first image
     _check_threshold("--general-threshold", args.general_threshold)
     _check_threshold("--character-threshold", args.character_threshold)
+    skipped = SkippedInputs(len(args.images))
+    skipped.check(args.images, read_image)  # unreadable inputs skipped (none usable: the error) before any load
     tagger = load_tagger(args.tagger, device=args.device, allow_download=not args.no_download)
     options = dict(
         general_threshold=args.general_threshold,
@@ -102,7 +104,6 @@ def run_tag(args: argparse.Namespace) -> int:
                                           device=args.device)
         segmenter = Segmenter(detector, refiner=refiner, score_thr=args.score_thr, max_instances=args.max_instances)
     out = []
-    skipped = SkippedInputs(len(args.images))
     bar = progress(len(args.images), "images", quiet(args), unit="image")
     for path in args.images:
         bar.update(1)
