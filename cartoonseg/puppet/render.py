@@ -1,7 +1,9 @@
 """Rendering puppet frames: textured-mesh rasterisation and back-to-front compositing over a background plate.
 
 Each character is a texture (the input image premultiplied by the character's soft mask, so its edges keep the
-mask's anti-aliasing) on its rest mesh. With alpha mattes (``Instances.alphas``, :attr:`Character.matted`) the
+mask's anti-aliasing; where no other instance reaches, that half-transparent edge is un-mixed against the plate,
+``a F = I - (1 - a) plate``, so a moved outline keeps its darkness and carries no old background, and the frame
+starts there from the background this leaves, so the rest pose still adds up to the input) on its rest mesh. With alpha mattes (``Instances.alphas``, :attr:`Character.matted`) the
 texture is the estimated foreground colour premultiplied by the matte (:func:`cartoonseg.matting.unmix`), so hair
 strands and anti-aliased outlines move with the character without the old background mixed in, and under their
 half-transparent edge the frame starts from the estimated background instead of the input (one estimate for all
@@ -209,12 +211,41 @@ class PuppetRenderer:
             self.stills.append(_StillPaint(st, np.ascontiguousarray(owned[n_char + j][y0:y1, x0:x1])))
         if matted:
             self._matted_base(alphas[:n_char], colours)
+        reach = np.zeros((h, w), np.int32)  # how many layers reach each pixel
+        for a in alphas:
+            reach += a > 0
         self.layers: list[_Layer] = []
         for i, ch in enumerate(rig.characters):
             x0, y0, x1, y1 = ch.box
             a = owned[i][y0:y1, x0:x1]
             tex = np.concatenate([colours[i] * a[..., None], a[..., None]], -1).astype(np.float32)
+            if not ch.matted:
+                self._unmix_soft_edge(ch, tex, reach[y0:y1, x0:x1] == 1, rests[i] < len(ch.mesh.triangles))
             self.layers.append(_Layer(ch, np.ascontiguousarray(tex), rests[i]))
+
+    def _unmix_soft_edge(self, ch: Character, tex: np.ndarray, alone: np.ndarray, on_mesh: np.ndarray) -> None:
+        """A soft mask's half-transparent edge (``0 < a < 1``) is a mix of the character (its anti-aliased outline)
+        and the background behind it, ``I = a F + (1 - a) B``. The input premultiplied by ``a`` would carry that
+        old background along and fade the outline (``a^2 F``) once the character moves. Where this character is
+        the only layer (and its rest mesh reaches, so it is painted at rest), its premultiplied colour is un-mixed
+        against the plate instead, ``a F = I - (1 - a) plate`` (clipped to ``[0, a]``), and the frame starts there
+        from the background that this leaves, ``(I - a F) / (1 - a)`` (the plate where nothing was clipped), so
+        the rest pose still adds up to the input. ``tex``: the layer's texture over ``ch.box`` (changed in place);
+        ``alone``, ``on_mesh``: bool over the box."""
+        x0, y0, x1, y1 = ch.box
+        a = tex[..., 3]
+        edge = alone & on_mesh & (a > 0) & (a < 1)
+        if not edge.any():
+            return
+        ys, xs = np.nonzero(edge)
+        ea = a[ys, xs][:, None]
+        image = self._image_planes[:, y0 + ys, x0 + xs].T
+        plate = self._plate_planes[:, y0 + ys, x0 + xs].T
+        premul = np.clip(image - (1.0 - ea) * plate, 0.0, ea)
+        tex[ys, xs, :3] = premul
+        if self._base_planes is self._image_planes:
+            self._base_planes = self._image_planes.copy()
+        self._base_planes[:, y0 + ys, x0 + xs] = np.clip((image - premul) / (1.0 - ea), 0.0, 1.0).T
 
     def _foreground(self, ch: Character) -> np.ndarray:
         """A matted character's foreground colours over its box (:func:`cartoonseg.matting.unmix`): the input
