@@ -164,6 +164,29 @@ def test_character_reveals_are_inpainted_at_the_key_views_not_taken_from_the_pla
     assert results["key-views"][1] < 0.25 * results["plate"][1], results
 
 
+def test_a_house_edge_hidden_by_a_character_shows_no_plate_at_either_end_of_a_pan():
+    """A character stands in front of a house's edge (the house nearer than the far plane): behind it the plate lies
+    on a depth ramp between house and plane, in front of what the far-side key view lifts. Both ends of the pan
+    reveal background beside the character; before, the proxy took the second end as covered by the first one's
+    far points and the frames there showed the (magenta) plate. Every frame's reveals are now inpainted at both
+    ends: no magenta in the first frame."""
+    image, nearness = striped_scene()
+    image[10:, :30] = torch.tensor([0.9, 0.7, 0.2])  # the house, Z = 2
+    nearness[10:, :30] = 0.5
+    mask = torch.zeros(1, H, W)
+    mask[0, 14:40, 24:38] = 1.0  # the character over the house's right edge (x = 30), Z = 1
+    image[14:40, 24:38] = 0.5
+    nearness[14:40, 24:38] = NEAR
+    plate = torch.zeros(H, W, 3)
+    plate[..., 0] = plate[..., 2] = 1.0
+    clip = render_kenburns(image, nearness, masks=mask, background=plate, camera=pan(5))
+    frame = clip.frames[0]
+    pink = (frame[..., 0] > 0.8) & (frame[..., 1] < 0.2) & (frame[..., 2] > 0.8)
+    assert int((clip.disocclusion[0] > 0.5).sum()) > 100  # the first frame does reveal background
+    assert int(pink.sum()) <= 4, int(pink.sum())  # was 72: the plate beside the character
+    assert {0.0, 1.0} <= set(clip.key_views.times)
+
+
 def test_depth_bands_split_a_group_at_depth_jumps():
     from cartoonseg.kenburns.disocclusion import _depth_bands
 

@@ -13,7 +13,8 @@ Steps of :func:`inpaint_disocclusions` (characters stay separate layers; they ar
    proxy (the background layer re-projected at a long side of :data:`PROXY_SIDE` px) counts the uncovered pixels of
    every candidate; the worst one becomes a key view, its holes are lifted into the proxy, and the count is repeated
    until every candidate is covered to within ``min_hole_fraction`` or ``key_views`` views were taken (the first
-   one is always taken on a moving path, as the original always inpaints its extremes). A straight
+   one is always taken on a moving path, and so is each end of the path that uncovers something on its own, as the
+   original always inpaints its extremes). A straight
    path needs its end (and, if the start also uncovers something, its start); a path that turns (``orbit``) takes
    more. Each key view is rendered at its pose overshot by ``overshoot`` (translation, focal and principal offsets
    scaled away from the input view), so the holes of the frames near it are covered too.
@@ -31,7 +32,7 @@ Steps of :func:`inpaint_disocclusions` (characters stay separate layers; they ar
    negative prompt) then repaints the holes, dilated by 5 px, starting from that fill. Only hole pixels are kept.
 5. **Reveals behind the characters** (``plate`` given, :data:`CHARACTER_REVEALS` ``key-views``): the background
    layer is splatted again without its plate points, with the characters of the view in front of it; the pixels
-   that then show nothing are what the view reveals behind the characters. They are inpainted as in steps 3-4, the
+   that then show nothing (or only points behind the plate's) are what the view reveals behind the characters. They are inpainted as in steps 3-4, the
    characters being the occluder (their rim masked, never a copy source) and the holes of steps 3-4 known, with
    the group's holes split into depth bands (:func:`fill_view` ``split_depth``) so the strip a character reveals
    next to a far wall and on the ground in front of it each copy from their own surface. This is what the original
@@ -258,10 +259,13 @@ def select_key_views(
     # ties go to the pose farthest from the input view (its overshot holes cover those of the poses before it)
     motion = cand_poses[:, 0:3].norm(dim=1) + (cand_poses[:, 3] - 1.0).abs() + cand_poses[:, 4:6].norm(dim=1) / focal
     tie_break = 0.5 * torch.argsort(torch.argsort(motion)).float() / max(1, len(cand))
+    initial = None
     for _ in range(max_views):
         layer = splat(cloud, cand_poses, focal, lsize)
         holes = (layer.weight <= 0)[:, 0]
         counts = holes.flatten(1).sum(1).float()
+        if initial is None:
+            initial = counts
         score = counts + tie_break
         for j in range(len(cand)):
             if cand[j] in chosen:
@@ -285,6 +289,14 @@ def select_key_views(
             continue
         new = lift(cand_poses[best], focal, lsize, pix[ok], zc[ok], torch.zeros(int(ok.sum()), 0).to(cloud.z))
         cloud = _concat(cloud, new)
+    # both ends of the path that uncover something on their own are key views, as the original inpaints both
+    # extremes: the proxy lifts a view's holes at the far side's depth, where they cover the other end's holes from
+    # everywhere, but what those hide may be nearer (a house edge behind a character, whose hidden part the plate
+    # shows at a guessed depth until a key view replaces it), so that end showed the plate
+    if initial is not None:
+        for end in (0, len(cand) - 1):
+            if len(chosen) < max_views and cand[end] not in chosen and float(initial[end]) > limit:
+                chosen.append(cand[end])
     return chosen
 
 
@@ -579,7 +591,9 @@ def inpaint_disocclusions(
             # near side of the holes they open: masked rim, never a copy source), as in a single-layer scene
             seen = splat(_select(background, ~plate), pose, poses.focal, size, z_tolerance=z_tolerance)
             cover, c_rgb, c_depth = _character_view(characters, pose, poses.focal, size, z_tolerance)
-            unseen = (seen.weight <= 0)[0, 0] & ~holes
+            # unseen: no other point lands there, or only points behind the plate's (the points an earlier key view
+            # lifted at the far side's depth do not hide the plate in front of them: the frame would show the plate)
+            unseen = ((seen.weight <= 0)[0, 0] | (seen.depth[0, 0] > view_depth * (1.0 + z_tolerance))) & ~holes
             cover = cover & (unseen | (c_depth < view_depth))
             reveals = unseen & ~cover
             if bool(reveals.any()):
