@@ -18,7 +18,7 @@ from .device import PRECISION_CHOICES
 from .instance_files import write_instances
 from .io import IMAGE_SUFFIXES, read_image
 from .outputs import OutputFolder, add_overwrite_argument, unique_names
-from .segmenter import Segmenter, check_settings
+from .segmenter import PROMPT_MODES, Segmenter, check_settings
 
 
 def _expand_inputs(items: Sequence[str]) -> list[Path]:
@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--box", action="append", metavar="X1,Y1,X2,Y2",
                      help="segment the character in this box instead of detecting (repeatable; same boxes for every "
                           "image); see --prompt-mode")
-    seg.add_argument("--prompt-mode", choices=["kernel", "rectangle"], default="kernel",
+    seg.add_argument("--prompt-mode", choices=list(PROMPT_MODES), default="kernel",
                      help="how a --box becomes the refiner's coarse mask: kernel = the mask of the detection that "
                           "best overlaps the box (the original's segment_with_bboxes; default), rectangle = the "
                           "filled box")

@@ -16,7 +16,7 @@ from ._optional import MissingDependencyError
 from .checkpoint import CheckpointError, load_detector, load_refiner
 from .hub import WeightsUnavailableError, resolve_all
 
-__all__ = ["CLI_ERRORS", "EXIT_INTERRUPTED", "EXIT_PIPE", "HelpFormatter", "SkippedInputs", "area_main",
+__all__ = ["CLI_ERRORS", "EXIT_INTERRUPTED", "EXIT_PIPE", "TAG_LIST_HELP", "HelpFormatter", "SkippedInputs", "area_main",
            "add_matting_option", "check_device", "check_matting", "finish_parser", "handle_stop",
            "load_networks", "matte_instances", "progress", "quiet", "run_parser", "seed", "subcommand_parser"]
 
@@ -30,6 +30,9 @@ EXIT_INTERRUPTED, EXIT_PIPE = 130, 141
 #: what ``--matting`` computes, shared by every command that has the option (its effect is each command's own)
 MATTING_HELP = ("alpha mattes per instance (fractional alpha at hair and soft edges, consistent where instances "
                 "overlap; needs: pip install 'cartoonseg[matting]')")
+
+#: how an option that takes a list of tags reads it (cartoonseg.tags.parse_tag_list), for its --help
+TAG_LIST_HELP = "commas or newlines between tags, \\, a comma inside a tag"
 
 
 def add_matting_option(parser: argparse.ArgumentParser, effect: str) -> None:

@@ -3,6 +3,8 @@
 * :func:`parse_tag_list` / :func:`join_tag_list`: a tag list as one string (commas or newlines between tags, ``\\,``
   a comma inside a tag name), read wherever a list of tags arrives as text: the tagger's exclude lists, Merge
   Prompts' ``background_tags``, the Ken Burns / inpainting background prompt (:mod:`cartoonseg.inpaint.diffusion`);
+* :func:`tag_key`: how tag names are compared wherever a tag is matched by name (the tagger's and Merge Prompts'
+  exclude lists and de-duplication, the inpainting background prompt's de-duplication and character-tag dropping);
 * :data:`DEFAULT_TAGGER_REPO`, :data:`DEFAULT_EXCLUDE`: the tagger's defaults, also the node inputs' defaults.
 
 This module imports nothing from ``cartoonseg`` (nor torch), so :mod:`cartoonseg.tagger` and
@@ -15,13 +17,19 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-__all__ = ["DEFAULT_EXCLUDE", "DEFAULT_TAGGER_REPO", "join_tag_list", "parse_tag_list"]
+__all__ = ["DEFAULT_EXCLUDE", "DEFAULT_TAGGER_REPO", "KAOMOJIS", "join_tag_list", "parse_tag_list", "tag_key"]
 
 #: SmilingWolf's WD SwinV2 v3 tagger on the Hugging Face Hub (the Load Tagger node's first choice).
 DEFAULT_TAGGER_REPO = "SmilingWolf/wd-swinv2-tagger-v3"
 #: Tags dropped from an instance's tags by default: the white fill outside the instance's mask causes them (paper's
 #: code, ``animeinsseg.infer_tags``).
 DEFAULT_EXCLUDE: tuple[str, ...] = ("simple_background", "white_background")
+
+# Tags whose underscore is part of the face (the reference Space keeps these unreplaced).
+KAOMOJIS: frozenset[str] = frozenset(
+    {"0_0", "(o)_(o)", "+_+", "+_-", "._.", "<o>_<o>", "<|>_<|>", "=_=", ">_<", "3_3", "6_9", ">_o", "@_@", "^_^",
+     "o_o", "u_u", "x_x", "|_|", "||_||"}
+)  # fmt: skip
 
 # one token of a tag list: an escape (\\ \, \( \)), a separator, a run of other text, or a lone backslash
 _LIST_TOKEN = re.compile(r"\\([\\,()])|([,\n])|([^\\,\n]+|\\)")
@@ -52,3 +60,13 @@ def join_tag_list(tags: Iterable[str], separator: str = ", ") -> str:
     if not re.search(r"[,\n]", separator):
         raise ValueError(f"separator must contain a comma or a newline, got {separator!r}")
     return separator.join(re.sub(r"\\(?=[\\,()]|$)", r"\\\\", str(t)).replace(",", "\\,") for t in tags)
+
+
+def tag_key(tag: str) -> str:
+    """How tag names are compared, everywhere a tag is matched by name (the tagger's and Merge Prompts' exclude
+    lists, character-name dropping, de-duplication, the inpainting background prompt): surrounding spaces and
+    ``\\(``/``\\)`` escapes ignored, lower case, underscores and spaces equivalent (kaomoji such as ``^_^`` compare
+    as written, in lower case). So ``Long Hair``, ``long_hair`` and ``LONG_HAIR`` are one tag, and
+    ``star \\(symbol\\)`` is ``star_(symbol)``."""
+    tag = tag.strip().replace("\\(", "(").replace("\\)", ")").lower()  # idempotent: a key is its own key
+    return tag if tag in KAOMOJIS else tag.replace("_", " ")

@@ -24,9 +24,10 @@ from torch import Tensor
 
 from .structures import Instances
 
-__all__ = ["TrackerConfig", "InstanceTracker", "track_instances", "mask_iou", "box_iou", "match_greedy"]
+__all__ = ["METRICS", "TrackerConfig", "InstanceTracker", "track_instances", "mask_iou", "box_iou", "match_greedy"]
 
-_METRICS = ("mask", "box")
+#: overlap measures of :class:`TrackerConfig` (``metric``)
+METRICS: tuple[str, ...] = ("mask", "box")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +53,8 @@ class TrackerConfig:
             raise ValueError(f"iou_threshold must lie in (0, 1], got {self.iou_threshold}")
         if int(self.max_age) < 0:
             raise ValueError(f"max_age must be >= 0, got {self.max_age}")
-        if self.metric not in _METRICS:
-            raise ValueError(f"metric must be one of {_METRICS}, got {self.metric!r}")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
         if int(self.first_id) < 0:
             raise ValueError(f"first_id must be >= 0, got {self.first_id}")
 

@@ -19,6 +19,9 @@ import torch
 
 MODEL_FOLDER = "cartoonseg"
 CATEGORY = "CartoonSeg"
+# the device widget of the loaders and renderers: auto = ComfyUI's device (torch_device()); node-only, the library
+# takes torch devices
+DEVICES: tuple[str, ...] = ("auto", "cpu")
 
 
 class TypeUnion(str):

@@ -18,11 +18,15 @@ from functools import partial
 
 import torch
 
+from cartoonseg.depth.pooling import POOL_MODES
+from cartoonseg.device import PRECISIONS
+
 from . import _comfy
 
 CATEGORY = f"{_comfy.CATEGORY}/depth"
 DEPTH_SUBFOLDER = "depth"
-# display name -> key of cartoonseg.depth.DEPTH_MODELS (kept literal: INPUT_TYPES must not import models)
+# display name -> key of cartoonseg.depth.DEPTH_MODELS. The names are node-only and stay literal: saved workflows
+# hold them as widget values (a test checks the keys are DEPTH_MODELS's).
 PUBLISHED = {
     "Depth-Anything-V2-Small-hf (Apache-2.0)": "small",
     "Depth-Anything-V2-Base-hf (CC-BY-NC-4.0, non-commercial)": "base",
@@ -31,8 +35,6 @@ PUBLISHED = {
     "marigold-depth-lcm-v1-0 (Marigold LCM, the original's; needs diffusers)": "marigold-lcm",
     "marigold-depth-v1-1 (Marigold, OpenRAIL++-M; needs diffusers)": "marigold",
 }
-PRECISIONS = ("fp32", "bf16", "fp16")
-POOL_MODES = ("mean", "median", "feet")
 LOADER_CATEGORY = f"{_comfy.CATEGORY}/loaders"
 
 

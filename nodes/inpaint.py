@@ -15,11 +15,15 @@ from __future__ import annotations
 import torch
 
 from cartoonseg.inpaint import INIT_FILLS, INPAINT_METHODS, NEGATIVE_PROMPT
+from cartoonseg.inpaint.diffusion import PROMPT_SUFFIX
 from cartoonseg.transforms import resize_float
 
 from . import _comfy
 
 CATEGORY = f"{_comfy.CATEGORY}/inpaint"
+# the tags input of Inpaint Diffusion and Ken Burns Diffusion Fill (cartoonseg.inpaint.background_prompt reads it)
+TAGS_TOOLTIP = ("background tags (e.g. background_tags of Tag Instances), separated by commas or newlines (\\, is a "
+                f"comma inside a tag); the prompt is '<tags>, {PROMPT_SUFFIX}'")
 
 
 def _frame_mask(mask: torch.Tensor, b: int, size: tuple[int, int]) -> torch.Tensor:
@@ -160,7 +164,7 @@ class CartoonSegInpaintDiffusion:
     DESCRIPTION = (
         "Removes characters and re-synthesises the hole with diffusion, as the paper's Ken Burns pipeline: the hole "
         "is first filled (PatchMatch by default), then sampled from that fill with denoise 0.75, DPM++ 2M Karras, "
-        "32 steps, cfg 7, seed 0, prompt '<tags>, high quality, masterpiece, no_humans' and a fixed negative prompt "
+        f"32 steps, cfg 7, seed 0, prompt '<tags>, {PROMPT_SUFFIX}' and a fixed negative prompt "
         "against people. Only masked pixels change. Works with any SD MODEL/CLIP/VAE (inpainting checkpoints get the "
         "masked-image latent too). Runs at short side `short_side` (0 = native) and is resized back."
     )
@@ -180,8 +184,7 @@ class CartoonSegInpaintDiffusion:
                 "image": ("IMAGE", {"tooltip": "image or frames to fill"}),
                 "mask": ("MASK", {"tooltip": "1 = fill (e.g. Background Mask); one mask or one per frame"}),
                 "tags": ("STRING", {"default": "", "multiline": True,
-                                    "tooltip": "background tags; the prompt is '<tags>, high quality, masterpiece, "
-                                               "no_humans'"}),
+                                    "tooltip": TAGS_TOOLTIP}),
                 "negative_prompt": ("STRING", {"default": NEGATIVE_PROMPT, "multiline": True,
                                                "tooltip": "the paper's fixed negative prompt against people"}),
                 "init": (list(INIT_FILLS), {"default": "patchmatch",

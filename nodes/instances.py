@@ -31,6 +31,7 @@ from cartoonseg.ops import (
 from cartoonseg.boxes import BBOX_FORMATS
 from cartoonseg.structures import fitted_boxes
 from cartoonseg.tagger.prompts import instance_label
+from cartoonseg.tracking import METRICS as TRACK_METRICS
 
 from . import _comfy
 from .segment import (
@@ -359,8 +360,8 @@ class CartoonSegTrack:
                                                        "its id"}),
                 "max_age": ("INT", {"default": 5, "min": 0, "max": 10000,
                                     "tooltip": "frames a lost instance is remembered"}),
-                "metric": (["mask", "box"], {"default": "mask",
-                                             "tooltip": "overlap of the masks (precise) or of the boxes (fast)"}),
+                "metric": (list(TRACK_METRICS), {"default": "mask",
+                                                 "tooltip": "overlap of the masks (precise) or of the boxes (fast)"}),
             }
         }
 

@@ -18,20 +18,14 @@ from __future__ import annotations
 import torch
 
 from cartoonseg.inpaint.diffusion import NEGATIVE_PROMPT, PROMPT_SUFFIX
+from cartoonseg.kenburns.camera import ANCHORS, EASINGS, PRESETS
+from cartoonseg.kenburns.disocclusion import CHARACTER_REVEALS, FILLS
 
 from . import _comfy
+from ._comfy import DEVICES
+from .inpaint import TAGS_TOOLTIP
 
 CATEGORY = f"{_comfy.CATEGORY}/kenburns"
-# kept literal so INPUT_TYPES does not import the library; a test checks they equal cartoonseg.kenburns's tuples
-PRESETS = (
-    "auto", "static", "zoom-in", "zoom-out", "pan-left", "pan-right", "pan-up", "pan-down", "dolly-in", "dolly-out",
-    "orbit",
-)
-EASINGS = ("linear", "ease-in", "ease-out", "ease-in-out", "smootherstep")
-ANCHORS = ("nearest", "median", "farthest")
-FILLS = ("far-side", "patchmatch", "diffusion")
-CHARACTER_REVEALS = ("key-views", "plate")
-DEVICES = ("auto", "cpu")
 
 
 class CartoonSegCameraPath:
@@ -201,9 +195,7 @@ class CartoonSegDiffusionFill:
             "required": {
                 **_comfy.checkpoint_inputs(),
                 "tags": ("STRING", {"default": "", "multiline": True,
-                                    "tooltip": "background tags (e.g. background_tags of Tag Instances), separated "
-                                               "by commas or newlines (\\, is a comma inside a tag); the prompt is "
-                                               f"'<tags>, {PROMPT_SUFFIX}'"}),
+                                    "tooltip": TAGS_TOOLTIP}),
                 "negative_prompt": ("STRING", {"default": NEGATIVE_PROMPT, "multiline": True,
                                                "tooltip": "the paper's fixed negative prompt: keeps people out of "
                                                           "the holes"}),

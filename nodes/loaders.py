@@ -20,16 +20,19 @@ from functools import partial
 
 import torch
 
+from cartoonseg.device import PRECISION_CHOICES as PRECISIONS
+from cartoonseg.hub import RELEASED_WEIGHTS
+
 from . import _comfy
+from ._comfy import DEVICES
 
 CATEGORY = f"{_comfy.CATEGORY}/loaders"
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+# node-only: "fast" prepares the loaded networks in place (cartoonseg.models.fuse.prepare_for_inference)
 OPTIMIZE = ("fast", "exact")
-DEVICES = ("auto", "cpu")
 NO_REFINER = "none"
-# released file names (kept literal so the node's inputs do not depend on importing the library)
-RELEASED_DETECTOR = "rtmdetl_e60.ckpt"
-RELEASED_REFINER = "refine_last.ckpt"
+# the released file names, the widgets' defaults
+RELEASED_DETECTOR = RELEASED_WEIGHTS["detector"].filename
+RELEASED_REFINER = RELEASED_WEIGHTS["refiner"].filename
 
 
 def _read_networks(detector_path: str, refiner_path: str, optimize: str) -> torch.nn.ModuleDict:
@@ -204,8 +207,6 @@ def resolve_model_file(name: str, kind: str, allow_download: bool) -> str:
     checked); when that is not allowed or fails, its error names the URL and the destination.
     """
     import cartoonseg
-    from cartoonseg.hub import RELEASED_WEIGHTS
-
     what = f"{kind} file"
     rel = _comfy.safe_model_name(name, what)
     found = _comfy.find_in_model_dirs(rel, what=what) or _comfy.find_in_model_dirs(rel, kind, what=what)

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import torch
 
+from cartoonseg.puppet.motion import PRESETS, RETARGET_MODES as RETARGET
+
 from . import _comfy
 
 CATEGORY = f"{_comfy.CATEGORY}/puppet"
-# kept literal so INPUT_TYPES does not import the library; a test checks they equal cartoonseg.puppet.PRESETS
-PRESETS = ("idle-sway", "wave", "bounce", "breathe", "nod")
-RETARGET = ("absolute", "relative")
 
 
 def _pose_frames(pose_keypoint):

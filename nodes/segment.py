@@ -20,6 +20,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from cartoonseg.matting import METHODS as MATTING_METHODS
+from cartoonseg.segmenter import PROMPT_MODES
+
 from . import _comfy
 
 CATEGORY = f"{_comfy.CATEGORY}/segment"
@@ -40,7 +43,6 @@ _TRACK_TOOLTIP = "video: keep instance ids stable across frames (mask-IoU tracki
 _MASK_OUTPUT_TOOLTIP = "binary = thresholded masks (0/1); soft = mask probabilities (for feathered compositing)"
 _GREY_TOOLTIP = ("convert the image to grey (and back to 3 channels) before segmenting: manga pages and line art "
                  "(the original's infer_grey)")
-PROMPT_MODES = ("kernel", "rectangle")
 _PROMPT_MODE_TOOLTIP = ("box prompts: kernel = the coarse mask of the detection that best overlaps the box (the "
                         "original's segment_with_bboxes; good with loose boxes); rectangle = the filled box")
 
@@ -424,7 +426,6 @@ class CartoonSegSegment:
         return segment_outputs(image, frames, mask_output)
 
 
-MATTING_METHODS = ("cf", "knn", "lkm")
 
 
 class CartoonSegAlphaMatte:

@@ -24,14 +24,15 @@ import torch
 from cartoonseg.device import PRECISION_CHOICES as PRECISIONS
 from cartoonseg.inpaint.diffusion import PROMPT_SUFFIX as BACKGROUND_SUFFIX
 from cartoonseg.structures import EXTRA_CHARACTER_TAGS, EXTRA_PROMPT, EXTRA_TAGS
+from cartoonseg.tagger.download import REQUIRED_FILES
 from cartoonseg.tags import DEFAULT_EXCLUDE, DEFAULT_TAGGER_REPO as DEFAULT_REPO, join_tag_list
 
 from . import _comfy
+from ._comfy import DEVICES
 
 CATEGORY = f"{_comfy.CATEGORY}/tagger"
 LOADER_CATEGORY = f"{_comfy.CATEGORY}/loaders"
 TAGGER_SUBDIR = "tagger"
-DEVICES = ("auto", "cpu")
 BACKGROUND_AREAS = ("outside instances", "whole image")
 COND_AREAS = ("default", "mask bounds")
 
@@ -64,14 +65,15 @@ def tagger_dirs() -> list[str]:
 
 
 def tagger_choices() -> list[str]:
-    """The default repo id, then every ``tagger/<name>`` folder with ``model.safetensors`` and ``selected_tags.csv``."""
+    """The default repo id, then every ``tagger/<name>`` folder with the tagger's files (``model.safetensors`` and
+    ``selected_tags.csv``: ``cartoonseg.tagger.download.REQUIRED_FILES``)."""
     out = [DEFAULT_REPO]
     for base in tagger_dirs():
         if not os.path.isdir(base):
             continue
         for name in sorted(os.listdir(base)):
             folder = os.path.join(base, name)
-            if all(os.path.isfile(os.path.join(folder, f)) for f in ("model.safetensors", "selected_tags.csv")):
+            if all(os.path.isfile(os.path.join(folder, f)) for f in REQUIRED_FILES):
                 if name not in out:
                     out.append(name)
     return out

@@ -86,6 +86,28 @@ def test_every_option_is_documented_with_its_default():
 
 
 
+
+def test_tag_list_options_say_how_the_list_is_read():
+    """--tags of inpaint-refine and kenburns (and the tagger's --exclude) said "comma separated" only, though the
+    list is read by cartoonseg.tags.parse_tag_list: newlines separate too and \\, keeps a comma inside a tag name.
+    The help texts now share one description, and show library constants (the prompt suffix, the default exclude
+    list) built from the library's own."""
+    from cartoonseg.inpaint.diffusion import PROMPT_SUFFIX
+    from cartoonseg.tags import DEFAULT_EXCLUDE, join_tag_list, parse_tag_list
+
+    assert parse_tag_list("a\\, b\nc, d") == ["a, b", "c", "d"]  # what the help describes
+    commands = _commands()
+    options = {"python -m cartoonseg inpaint-refine": "--tags", "python -m cartoonseg kenburns": "--tags",
+               "python -m cartoonseg tag": "--exclude", "python -m cartoonseg.tagger": "--exclude"}
+    for name, option in options.items():
+        action = next(a for a in commands[name]._actions if option in a.option_strings)
+        assert "newlines" in action.help and "\\, a comma inside a tag" in action.help, (name, action.help)
+        assert "comma separated" not in action.help and "comma-separated" not in action.help, (name, action.help)
+    refine = next(a for a in commands["python -m cartoonseg inpaint-refine"]._actions if "--tags" in a.option_strings)
+    assert f"'<tags>, {PROMPT_SUFFIX}'" in refine.help
+    exclude = next(a for a in commands["python -m cartoonseg tag"]._actions if "--exclude" in a.option_strings)
+    assert f"'{join_tag_list(DEFAULT_EXCLUDE)}'" in exclude.help
+
 TRAIN_SCRIPTS = sorted(p.stem for p in (REPO / "train").glob("*.py") if not p.stem.startswith("_"))
 
 

@@ -278,7 +278,7 @@ def test_loader_node_lists_and_runs_zoedepth_and_marigold(nodes, comfy, models_d
     assert "zoedepth-nyu-kitti (ZoeDepth, MIT)" in choices and "my-marigold" in choices
     assert any(c.startswith("marigold-depth-lcm-v1-0") for c in choices) and "not-a-model" not in choices
     assert "zoedepth-nyu-kitti" not in choices  # the published one is listed once, under its display name
-    assert spec["precision"][0] == ["fp32", "bf16", "fp16"]
+    assert spec["precision"][0] == ["fp32", "fp16", "bf16"]  # cartoonseg.device.PRECISIONS, as the other loaders
     image = torch.rand(2, 30, 40, 3)
     for name in ("zoedepth-nyu-kitti (ZoeDepth, MIT)", "my-marigold"):
         (model,) = loader().load(name, "fp32", False)

@@ -78,8 +78,8 @@ def test_registration_and_metadata(pack):
 
 def test_literal_choices_match_the_library(pack):
     module = sys.modules[PACK + ".nodes.kenburns"]
-    assert module.PRESETS == kb.PRESETS and module.EASINGS == kb.EASINGS and module.ANCHORS == kb.ANCHORS
-    assert module.FILLS == kb.FILLS and module.CHARACTER_REVEALS == kb.CHARACTER_REVEALS
+    assert module.PRESETS is kb.PRESETS and module.EASINGS is kb.EASINGS and module.ANCHORS is kb.ANCHORS
+    assert module.FILLS is kb.FILLS and module.CHARACTER_REVEALS is kb.CHARACTER_REVEALS
     from cartoonseg.inpaint import NEGATIVE_PROMPT
 
     assert module.NEGATIVE_PROMPT == NEGATIVE_PROMPT

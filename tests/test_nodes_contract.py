@@ -149,6 +149,77 @@ def test_return_types_follow_node_ids(pack):
     assert m["CartoonSegMaskToInstances"].RETURN_TYPES[0] == "CARTOONSEG_INSTANCES"
 
 
+def _library_constants() -> dict:
+    """Public module-level choice lists and prompt-like strings (with a ", ") of the library modules the pack
+    imported: ``{value: where}``, each list as a frozenset (a reordered copy is still a copy)."""
+    found = {}
+    for name, module in sorted(sys.modules.items()):
+        if not (name == "cartoonseg" or name.startswith("cartoonseg.")):
+            continue
+        for attr, value in vars(module).items():
+            if not attr.isupper() or attr.startswith("_"):
+                continue
+            if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
+                value = tuple(value)  # e.g. RELEASED_WEIGHTS, DEPTH_MODELS: their keys are choices too
+            if isinstance(value, (tuple, frozenset)) and len(value) > 1 and all(isinstance(v, str) for v in value):
+                found.setdefault(frozenset(value), f"{name}.{attr}")
+            elif isinstance(value, str) and ", " in value:
+                found.setdefault(value, f"{name}.{attr}")
+    return found
+
+
+def test_node_choices_are_the_library_constants(pack):
+    """One home per constant: nodes kept their own copies of library choice lists (the loaders' and the depth
+    loader's precisions, Ken Burns' presets/easings/anchors/fills, the puppet presets and retarget modes, the prompt
+    modes, matting methods, pooling modes and tracking metrics) and of the released file names, with comments
+    claiming INPUT_TYPES must not import the library (every cartoonseg import runs cartoonseg/__init__ anyway).
+    The widgets now hold the library's own objects; no node file has a literal list or string equal to one."""
+    import ast
+
+    from cartoonseg import depth, device, hub, kenburns, matting, puppet, segmenter, tracking
+    from cartoonseg.inpaint import diffusion
+
+    node = {m: sys.modules[f"{PACK}.nodes.{m}"] for m in ("loaders", "depth", "kenburns", "puppet", "segment",
+                                                           "instances", "inpaint", "tagger")}
+    assert node["loaders"].PRECISIONS is device.PRECISION_CHOICES is node["tagger"].PRECISIONS
+    assert node["depth"].PRECISIONS is device.PRECISIONS and node["depth"].POOL_MODES is depth.POOL_MODES
+    assert set(node["depth"].PUBLISHED.values()) == set(depth.DEPTH_MODELS)  # display names are the node's own
+    assert node["loaders"].RELEASED_DETECTOR == hub.RELEASED_WEIGHTS["detector"].filename
+    assert node["loaders"].RELEASED_REFINER == hub.RELEASED_WEIGHTS["refiner"].filename
+    kb = node["kenburns"]
+    assert (kb.PRESETS, kb.EASINGS, kb.ANCHORS) == (kenburns.PRESETS, kenburns.EASINGS, kenburns.ANCHORS)
+    assert kb.PRESETS is kenburns.PRESETS and kb.EASINGS is kenburns.EASINGS and kb.ANCHORS is kenburns.ANCHORS
+    assert kb.FILLS is kenburns.FILLS and kb.CHARACTER_REVEALS is kenburns.CHARACTER_REVEALS
+    assert node["puppet"].PRESETS is puppet.PRESETS and node["puppet"].RETARGET is puppet.RETARGET_MODES
+    assert node["segment"].PROMPT_MODES is segmenter.PROMPT_MODES and node["segment"].MATTING_METHODS is matting.METHODS
+    assert node["instances"].TRACK_METRICS is tracking.METRICS
+    devices = pack.NODE_CLASS_MAPPINGS["CartoonSegModelLoader"].INPUT_TYPES()["required"]["device"][0]
+    assert node["loaders"].DEVICES is node["kenburns"].DEVICES is node["tagger"].DEVICES  # node-only, one home
+    assert devices == list(node["loaders"].DEVICES)
+    # the prompt suffix is written out nowhere in the nodes: the texts that show it are built from the library's
+    spec = pack.NODE_CLASS_MAPPINGS["CartoonSegInpaintDiffusion"]
+    assert diffusion.PROMPT_SUFFIX in spec.INPUT_TYPES()["required"]["tags"][1]["tooltip"]
+    assert diffusion.PROMPT_SUFFIX in spec.DESCRIPTION
+    assert "\\," in spec.INPUT_TYPES()["required"]["tags"][1]["tooltip"]  # the tag list grammar, as Diffusion Fill's
+
+    library = _library_constants()
+    assert frozenset(device.PRECISIONS) in library and diffusion.PROMPT_SUFFIX in library  # the sweep sees them
+    for path in sorted((REPO / "nodes").glob("*.py")):
+        text = path.read_text()
+        assert "masterpiece, no_humans" not in text, f"{path.name} spells out cartoonseg.inpaint's PROMPT_SUFFIX"
+        for item in ast.walk(ast.parse(text)):
+            if not isinstance(item, (ast.Tuple, ast.List, ast.Set, ast.Constant)):
+                continue
+            try:
+                value = ast.literal_eval(item)
+            except ValueError:
+                continue
+            if isinstance(value, (tuple, list, set)) and len(value) > 1 and all(isinstance(v, str) for v in value):
+                value = frozenset(value)
+            if isinstance(value, (frozenset, str)) and value in library:
+                raise AssertionError(f"nodes/{path.name}:{item.lineno}: {ast.unparse(item)} copies {library[value]}")
+
+
 def test_import_registers_model_folder_and_keeps_user_paths(pack, comfy, weights):
     import folder_paths
 

@@ -288,7 +288,7 @@ def test_registration_and_metadata(pack):
     assert pack.NODE_CLASS_MAPPINGS["CartoonSegPuppetRig"].RETURN_TYPES == ("CARTOONSEG_PUPPET", "IMAGE")
     assert pack.NODE_CLASS_MAPPINGS["CartoonSegPuppetAnimate"].RETURN_TYPES == ("IMAGE", "MASK", "FLOAT")
     module = sys.modules[f"{pack.__name__}.nodes.puppet"]
-    assert module.PRESETS == puppet.PRESETS
+    assert module.PRESETS is puppet.PRESETS and module.RETARGET is puppet.RETARGET_MODES
 
 
 def test_rig_then_animate_with_preset_plate_and_progress(nodes, comfy):

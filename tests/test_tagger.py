@@ -442,6 +442,25 @@ def test_exclude_matches_names_like_merge_prompts(tiny_tagger, spelling):
     assert "1girl" in tagged.extras["tags"][0]
 
 
+def test_inpaint_background_prompt_matches_tags_like_the_tagger():
+    """cartoonseg.inpaint.diffusion.background_prompt (the Ken Burns / Diffusion Fill prompt) dropped repeated and
+    character tags by the raw name, so "Sky" after "sky", "long hair" after "long_hair", "1Girl" or "No Humans"
+    (the suffix's no_humans) all reached the prompt, unlike in Merge Prompts; it now compares through the one
+    tag_key (cartoonseg.tags, re-exported by cartoonseg.tagger)."""
+    from cartoonseg import tags
+    from cartoonseg.inpaint.diffusion import background_prompt as inpaint_prompt
+    from cartoonseg.tagger import prompts
+
+    assert prompts.tag_key is tags.tag_key and prompts.KAOMOJIS is tags.KAOMOJIS
+    line = "sky, Sky, long_hair, Long Hair, 1Girl, SOLO, No Humans, star \\(symbol\\), star_(symbol), ^_^, ^ ^"
+    assert inpaint_prompt(line, suffix="") == "sky, long_hair, No Humans, star \\(symbol\\), ^_^, ^ ^"
+    assert inpaint_prompt(line) == "sky, long_hair, star \\(symbol\\), ^_^, ^ ^, high quality, masterpiece, no_humans"
+    assert inpaint_prompt(line, suffix="", drop_character_tags=False).startswith("sky, long_hair, 1Girl, SOLO, No ")
+    # the tagger's prompt keeps the same names (it also formats them: underscores to spaces)
+    kept = background_prompt(parse_tag_list(line), suffix="", options=PromptOptions(drop_character_tags=False))
+    assert [tags.tag_key(t) for t in parse_tag_list(kept)][:2] == ["sky", "long hair"]
+
+
 def test_mcut(tiny_tagger):
     assert mcut_threshold(torch.tensor([0.9, 0.85, 0.3, 0.2])) == pytest.approx(0.575)
     with pytest.raises(ValueError):

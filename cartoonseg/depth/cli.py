@@ -19,6 +19,7 @@ import torch
 from .. import outputs
 from .._cli import area_main, quiet
 from .._diffusers import quiet_library_logs
+from ..device import PRECISIONS
 from ..io import check_image_path, read_depth, read_image, read_mask, write_grey
 from .estimator import load_depth_model
 from .pooling import POOL_MODES, pool_instance_depth
@@ -81,7 +82,7 @@ def _add_depth(sub) -> None:
                         "zoedepth (MIT), marigold-lcm / marigold (diffusers; pip install 'cartoonseg[diffusion]')")
     p.add_argument("--out", required=True, help="output PNG (grey, larger = nearer)")
     p.add_argument("--bits", type=int, choices=[8, 16], default=8, help="bits per pixel; 16 needs a .png or .tif/.tiff --out")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+    p.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
                    help="bf16 where the device runs it (else fp32 with a warning); fp16 on a GPU only (refused on CPU)")
     p.add_argument("--steps", type=int, default=None, help="Marigold: denoising steps, 0..1000 (default: the model's)")
     p.add_argument("--ensemble", type=int, default=None,

@@ -16,11 +16,11 @@ import time
 import torch
 
 from .. import outputs
-from .._cli import area_main, progress, quiet
+from .._cli import TAG_LIST_HELP, area_main, progress, quiet
 from .._diffusers import quiet_library_logs
 from .._cli import seed as cli_seed
 from ..io import check_image_path, read_image, read_mask, to_float_image, write_image
-from .diffusion import INIT_FILLS, NEGATIVE_PROMPT, RefineSettings, background_prompt, refine_background
+from .diffusion import INIT_FILLS, NEGATIVE_PROMPT, PROMPT_SUFFIX, RefineSettings, background_prompt, refine_background
 from .patchmatch import INPAINT_METHODS, fill_method, inpaint
 
 __all__ = ["add_parsers", "main"]
@@ -95,7 +95,9 @@ def _add_refine(sub) -> None:
     p.add_argument("--model", required=True, help="diffusers folder or single-file SD1.x checkpoint")
     p.add_argument("--config-dir", default=None, help="local diffusers config folder (needed for single files)")
     p.add_argument("--out", required=True, help="output image file")
-    p.add_argument("--tags", default="", help="background tags, comma separated (e.g. from `cartoonseg tag`)")
+    p.add_argument("--tags", default="", metavar="TAGS",
+                   help=f"background tags ({TAG_LIST_HELP}; e.g. from `cartoonseg tag`); the prompt is "
+                        f"'<tags>, {PROMPT_SUFFIX}'")
     p.add_argument("--negative", default=None, help="negative prompt (default: the paper's)")
     p.add_argument("--init", choices=list(INIT_FILLS), default="patchmatch", help="first fill of the hole (image: none)")
     p.add_argument("--steps", type=int, default=32, help="sampler steps, 1..10000 (the paper: 32)")

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..config import MAX_CANVAS, MAX_CFG, MAX_SAMPLER_STEPS, MAX_SEED
 from ..io import MAX_PIXELS
-from ..tags import parse_tag_list
+from ..tags import parse_tag_list, tag_key
 from ..transforms import resize_image, resize_mask
 from .patchmatch import INPAINT_METHODS, inpaint
 
@@ -60,6 +60,7 @@ INIT_FILLS: tuple[str, ...] = (*INPAINT_METHODS, "image")
 _CHARACTER_TAGS = {t.strip() for t in (NEGATIVE_PROMPT + ", " + NEGATIVE_PROMPT_RELEASED_CODE).split(",")} | {
     "solo", "multiple_girls", "multiple_boys", "2girls", "2boys", "3girls", "3boys", "1other",
 }
+_CHARACTER_KEYS = frozenset(map(tag_key, _CHARACTER_TAGS))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,10 +115,12 @@ def background_prompt(tags=None, *, suffix: str = PROMPT_SUFFIX, drop_character_
             a tag: :func:`cartoonseg.tags.parse_tag_list`, so Tag Instances' ``background_tags`` keeps such names
             whole), a ``{tag: prob}`` dict (sorted by probability), or an iterable of tags / ``(tag, prob)``
             pairs. Underscores are kept (as the original did), parentheses are escaped (``\\(``; already escaped
-            ones are left alone) so prompt weighting syntax is not triggered.
+            ones are left alone) so prompt weighting syntax is not triggered. A tag is dropped when an earlier
+            one or a tag of ``suffix`` is the same name as :func:`cartoonseg.tags.tag_key` compares names (as the
+            tagger and Merge Prompts do: ``Sky``/``sky``, ``long_hair``/``long hair``); the first spelling is kept.
         suffix: appended after the tags.
         drop_character_tags: remove tags describing people (1girl, solo, ...), which would fight the negative
-            prompt (PatchMatch leftovers can make the tagger see a character).
+            prompt (PatchMatch leftovers can make the tagger see a character); matched by ``tag_key`` too.
 
     Returns:
         The prompt string.
@@ -133,16 +136,18 @@ def background_prompt(tags=None, *, suffix: str = PROMPT_SUFFIX, drop_character_
         items = [str(t[0]) if isinstance(t, (tuple, list)) else str(t) for t in tags]
     else:
         raise TypeError(f"tags must be a string, dict or list of tags, got {type(tags).__name__}")
-    seen: set[str] = set()
+    # tags are matched as the tagger and Merge Prompts match them (cartoonseg.tags.tag_key: case, spaces vs
+    # underscores and \\( escapes ignored), so "Sky" after "sky" or "No Humans" before the suffix is not repeated
+    seen = {tag_key(t) for t in parse_tag_list(suffix)}
+    if drop_character_tags:
+        seen |= _CHARACTER_KEYS
     out: list[str] = []
-    suffix_items = set(parse_tag_list(suffix))
     for t in items:
         t = t.strip()
-        if not t or t in seen or t in suffix_items:
+        key = tag_key(t)
+        if not key or key in seen:
             continue
-        if drop_character_tags and t.replace(" ", "_") in _CHARACTER_TAGS | {c.replace(" ", "_") for c in _CHARACTER_TAGS}:
-            continue
-        seen.add(t)
+        seen.add(key)
         out.append(_escape(t))
     if suffix.strip():
         out.append(suffix.strip())

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from .. import outputs
-from .._cli import add_matting_option, area_main, check_matting, load_networks, matte_instances, progress, quiet
+from .._cli import TAG_LIST_HELP, add_matting_option, area_main, check_matting, load_networks, matte_instances, progress, quiet
 from .._cli import seed as cli_seed
 from .._diffusers import quiet_library_logs
 from ..io import CLIP_SUFFIXES, check_clip_path, check_clip_size, read_depth, read_image, to_float_image, write_frames
@@ -247,7 +247,8 @@ def _add_kenburns(sub) -> None:
     p.add_argument("--diffusion-model", default=None,
                    help="--fill diffusion: diffusers SD inpainting folder or single-file SD1.x checkpoint (local only)")
     p.add_argument("--config-dir", default=None, help="local diffusers config folder (for a single-file checkpoint)")
-    p.add_argument("--tags", default=None, help="--fill diffusion: background tags for the prompt, comma separated")
+    p.add_argument("--tags", default=None, metavar="TAGS",
+                   help=f"--fill diffusion: background tags for the prompt ({TAG_LIST_HELP})")
     p.add_argument("--tagger", default=None,
                    help="--fill diffusion without --tags: tag the background with the WD tagger (folder or 'default')")
     p.add_argument("--negative-prompt", default=None, help="--fill diffusion: negative prompt (default: the paper's)")

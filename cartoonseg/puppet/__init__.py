@@ -17,6 +17,7 @@ from .bvh import BVH, BVH_TO_OPENPOSE, load_bvh, parse_bvh, project_bvh
 from .mesh import Mesh, MeshConfig, build_mesh, mask_support
 from .motion import (
     PRESETS,
+    RETARGET_MODES,
     KeyframeMotion,
     PresetMotion,
     RetargetMotion,
@@ -54,6 +55,7 @@ __all__ = [
     "OPENPOSE_JOINTS",
     "OPENPOSE_PARENTS",
     "PRESETS",
+    "RETARGET_MODES",
     "ARAPDeformer",
     "Character",
     "KeyframeMotion",

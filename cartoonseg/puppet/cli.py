@@ -29,7 +29,7 @@ from .._cli import seed as cli_seed
 from ..config import MAX_CANVAS
 from ..io import (CLIP_SUFFIXES, MAX_FPS, MAX_FRAMES, MIN_FPS, check_clip_path, check_clip_size, check_fps, read_image,
                   read_soft_mask, write_frames)
-from .motion import PRESETS, KeyframeMotion, PresetMotion, RetargetMotion
+from .motion import PRESETS, RETARGET_MODES, KeyframeMotion, PresetMotion, RetargetMotion
 from .render import background_plate, default_frames, render_frames
 from .rig import MAX_RING, RigConfig, build_rig
 from .skeleton import parse_handles, parse_pose_keypoint
@@ -190,7 +190,7 @@ def _add_puppet(sub) -> None:
     src.add_argument("--bvh", help="BVH motion capture file to retarget (front view)")
     src.add_argument("--keyframes", help="keyframed handle positions JSON")
     p.add_argument("--poses-fps", type=float, default=None, help="frame rate of --poses (default: --fps, frame for frame)")
-    p.add_argument("--retarget", choices=["absolute", "relative"], default="absolute",
+    p.add_argument("--retarget", choices=list(RETARGET_MODES), default="absolute",
                    help="copy bone directions (absolute) or their changes since the first frame (relative)")
     p.add_argument("--bvh-yaw", type=float, default=0.0, help="turn the BVH performer by this many degrees before projecting")
     p.add_argument("--bvh-up", choices=["y", "z"], default="y", help="the BVH file's up axis")

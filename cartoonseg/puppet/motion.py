@@ -31,6 +31,7 @@ from .skeleton import AUTO_JOINTS, OPENPOSE_JOINTS, Skeleton, auto_joint_name, l
 
 __all__ = [
     "PRESETS",
+    "RETARGET_MODES",
     "KeyframeMotion",
     "PresetMotion",
     "RetargetMotion",
@@ -41,6 +42,8 @@ __all__ = [
 ]
 
 PRESETS: tuple[str, ...] = ("idle-sway", "wave", "bounce", "breathe", "nod")
+#: how :class:`RetargetMotion` copies the reference: bone directions (``absolute``) or their changes since frame 0
+RETARGET_MODES: tuple[str, ...] = ("absolute", "relative")
 #: default period of one cycle in seconds
 PRESET_PERIODS = {"idle-sway": 3.0, "wave": 0.5, "bounce": 0.8, "breathe": 4.0, "nod": 1.5}
 
@@ -109,8 +112,8 @@ class RetargetMotion:
         self.points = np.asarray(self.points, dtype=np.float64)
         if self.points.ndim != 3 or self.points.shape[1:] != (len(self.names), 2) or self.points.shape[0] < 1:
             raise ValueError(f"reference points must be [F, {len(self.names)}, 2] with F >= 1, got {self.points.shape}")
-        if self.mode not in ("absolute", "relative"):
-            raise ValueError(f"retarget mode must be 'absolute' or 'relative', got {self.mode!r}")
+        if self.mode not in RETARGET_MODES:
+            raise ValueError(f"retarget mode must be one of {RETARGET_MODES}, got {self.mode!r}")
         if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):
             raise ValueError(f"reference fps must be a finite number > 0, got {self.fps}")
 

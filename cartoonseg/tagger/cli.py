@@ -13,9 +13,10 @@ import json
 import sys
 from collections.abc import Sequence
 
-from .._cli import SkippedInputs, finish_parser, progress, quiet, run_parser
+from .._cli import TAG_LIST_HELP, SkippedInputs, finish_parser, progress, quiet, run_parser
 from ..io import read_image
 from ..structures import EXTRA_CHARACTER_TAGS, EXTRA_RATING, EXTRA_TAGS
+from ..tags import DEFAULT_EXCLUDE, join_tag_list
 
 __all__ = ["add_parsers", "add_tag_parser", "build_parser", "run_tag", "main"]
 
@@ -33,9 +34,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--general-mcut", action="store_true", help="MCut threshold for general tags")
     parser.add_argument("--character-mcut", action="store_true", help="MCut threshold for character tags")
     parser.add_argument("--exclude", default=None, metavar="TAGS",
-                        help="comma-separated tags never reported, matched in any case with spaces and underscores "
-                             "alike (default: none for a whole image; with --detector the white fill's "
-                             "'simple_background, white_background'; '' = none)")
+                        help=f"tags never reported ({TAG_LIST_HELP}), matched in any case with spaces and "
+                             f"underscores alike (default: none for a whole image; with --detector the white fill's "
+                             f"'{join_tag_list(DEFAULT_EXCLUDE)}'; '' = none)")
     parser.add_argument("--score-thr", type=float, default=0.3, help="detector score threshold")
     parser.add_argument("--max-instances", type=int, default=100, help="at most this many instances per image")
     parser.add_argument("--device", default="cpu",

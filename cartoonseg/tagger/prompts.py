@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from ..inpaint.diffusion import NEGATIVE_PROMPT, PROMPT_SUFFIX
 from ..structures import EXTRA_CHARACTER_TAGS, EXTRA_PROMPT, EXTRA_TAGS, Instances
-from ..tags import join_tag_list, parse_tag_list  # their one home; re-exported here
+from ..tags import KAOMOJIS, join_tag_list, parse_tag_list, tag_key  # their one home; re-exported here
 
 __all__ = [
     "KAOMOJIS",
@@ -38,11 +38,6 @@ __all__ = [
     "instance_prompts",
 ]
 
-# Tags whose underscore is part of the face (the reference Space keeps these unreplaced).
-KAOMOJIS: frozenset[str] = frozenset(
-    {"0_0", "(o)_(o)", "+_+", "+_-", "._.", "<o>_<o>", "<|>_<|>", "=_=", ">_<", "3_3", "6_9", ">_o", "@_@", "^_^",
-     "o_o", "u_u", "x_x", "|_|", "||_||"}
-)  # fmt: skip
 # Paper §6.1: the fixed negative prompt of the Ken Burns inpainting, and the suffix of the background tags (their
 # one home is cartoonseg.inpaint.diffusion).
 BACKGROUND_SUFFIX = PROMPT_SUFFIX
@@ -88,15 +83,6 @@ class PromptOptions:
         for name in ("template", "separator"):
             if not isinstance(getattr(self, name), str):
                 raise TypeError(f"{name} must be a string, got {type(getattr(self, name)).__name__}")
-
-
-def tag_key(tag: str) -> str:
-    """How tag names are compared, everywhere a tag is matched by name (the tagger's and Merge Prompts' exclude
-    lists, character-name dropping, de-duplication): surrounding spaces and ``\\(``/``\\)`` escapes ignored, lower
-    case, underscores and spaces equivalent (kaomoji such as ``^_^`` compare as written, in lower case). So
-    ``Long Hair``, ``long_hair`` and ``LONG_HAIR`` are one tag, and ``star \\(symbol\\)`` is ``star_(symbol)``."""
-    tag = tag.strip().replace("\\(", "(").replace("\\)", ")").lower()  # idempotent: a key is its own key
-    return tag if tag in KAOMOJIS else tag.replace("_", " ")
 
 
 def exclude_keys(exclude: Iterable[str] | str) -> frozenset[str]:
