@@ -177,6 +177,72 @@ def test_auto_skeleton_finds_head_arms_and_legs():
     assert j["r_ankle"][1] > 95 and j["l_ankle"][1] > 95
 
 
+def drawn_character(u: float = 2.4):
+    """The README preview's character (bench/make_puppet_preview.py) drawn with OpenCV: the arms start under the
+    shirt near its top, so they leave the trunk high on its side. Returns (image, mask, u, centre x)."""
+    h, w, cx = int(82 * u), int(40 * u), int(20 * u)
+    P = lambda x, y: (int(round(cx + x * u)), int(round(y * u)))
+    img = np.zeros((h, w, 3), np.float32)
+    img[:] = SKY
+    m = np.zeros((h, w), np.uint8)
+    skin, line = (0.98, 0.86, 0.75), (0.15, 0.15, 0.2)
+    for a, b, width, col in ((P(-3, 40), P(-15, 56), 4.5, skin), (P(3, 40), P(15, 56), 4.5, skin),
+                             (P(-4, 60), P(-6, 77), 5.5, (0.25, 0.25, 0.35)), (P(4, 60), P(6, 77), 5.5, (0.25, 0.25, 0.35))):
+        wd = int(round(width * u))
+        cv2.line(img, a, b, line, wd + 2)
+        cv2.line(img, a, b, col, wd)
+        cv2.line(m, a, b, 1, wd + 2)
+    for c, ax, col in ((P(0, 50), (int(8 * u), int(14 * u)), (0.9, 0.35, 0.43)),
+                       (P(0, 27), (int(9 * u), int(10 * u)), skin)):
+        cv2.ellipse(img, c, ax, 0, 0, 360, col, -1)
+        cv2.ellipse(img, c, ax, 0, 0, 360, line, 1)
+        cv2.ellipse(m, c, ax, 0, 0, 360, 1, -1)
+    return img, m.astype(np.float32), u, cx
+
+
+def test_auto_skeleton_starts_arms_where_they_leave_the_trunk():
+    # the shoulder sat where the medial path from the torso's centre turned into the arm (6 px below and off the
+    # arm's axis here, at mid-torso in the preview), so a raised arm swelled the shirt's side
+    _, m, u, cx = drawn_character()
+    sk = auto_skeleton(m > 0.02)
+    a, b = np.array([cx - 3 * u, 40 * u]), np.array([cx - 15 * u, 56 * u])  # the drawn arm's axis
+    t = np.linspace(0, 1, 2001)[:, None]
+    axis = a + t * (b - a)
+    in_torso = ((axis[:, 0] - cx) / (8 * u)) ** 2 + ((axis[:, 1] - 50 * u) / (14 * u)) ** 2 <= 1
+    leaves = axis[np.argmin(in_torso)]  # where the arm's axis leaves the torso's outline
+    shoulder = sk.joints[sk.index("r_shoulder")]
+    normal = np.array([a[1] - b[1], b[0] - a[0]]) / np.hypot(*(b - a))
+    assert np.hypot(*(shoulder - leaves)) < 4.5, (shoulder, leaves)
+    assert abs(np.dot(shoulder - a, normal)) < 4.5  # on the arm's axis (the work grid is 2 px here)
+    elbow, wrist = sk.joints[sk.index("r_elbow")], sk.joints[sk.index("r_wrist")]
+    assert wrist[0] < elbow[0] < shoulder[0] and shoulder[1] < elbow[1] < wrist[1] + 1
+
+
+def test_wave_keeps_the_torso_outline_and_a_still_head_keeps_its_surroundings():
+    # the raised arm dragged the free torso vertices out (a bulge on the shirt's side), and the ARAP solve moved
+    # the still head by 0.9 px, which switched the ring round it to the plate (PatchMatch's mess above the head)
+    img, m, u, cx = drawn_character()
+    rig = build_rig(m[None])
+    plate = np.zeros_like(img)
+    plate[:] = PLATE_COLOUR
+    clip = animate(img, rig, PresetMotion("wave"), frames=36, fps=12, plate=plate)
+    frames, masks = clip.frames.numpy(), clip.masks.numpy()
+    below = np.zeros(m.shape, bool)
+    below[int(46 * u):, :cx] = True  # the raised arm is above the shoulder: nothing new may cover this
+    for k in (9, 14, 18):
+        grown = (masks[k] > 0.5) & (m <= 0.02) & below
+        assert grown.sum() <= 20, (k, int(grown.sum()))
+    ch = rig.characters[0]
+    x0, y0, x1, y1 = ch.box
+    ring = np.zeros(m.shape, bool)
+    ring[y0:y1, x0:x1] = ch.hole
+    ring &= m == 0
+    ring[int(28 * u):] = False  # round the head's upper half, above where the waving hand's own ring reaches
+    for k in range(len(frames)):
+        free = ring & (masks[k] < 1e-3)  # not where the waving hand is painted (its faint fringe: < 1e-3)
+        assert np.abs(frames[k][free] - img[free]).max() < 0.01, k  # the plate (blue) would differ by 0.6
+
+
 def test_skeleton_from_points_tolerates_missing_joints():
     pts = {"nose": (50, 10), "r_shoulder": (40, 30), "l_shoulder": (60, 30), "r_wrist": (30, 60), "l_elbow": (70, 45)}
     sk = skeleton_from_points(pts)  # no neck (synthesised between the shoulders), no r_elbow

@@ -15,7 +15,8 @@ first so limbs pass in front), every covered pixel is mapped back to its rest po
 
 The background of a frame is the input image, replaced by the plate (the characters inpainted away) where a
 character has moved: each rest triangle takes the largest displacement of its corners, the map is grown by the
-rig's ``ring`` (the plate's dilation) and turned into a weight that reaches 1 at half a pixel of motion. So the rest pose
+rig's ``ring`` (the plate's dilation) and turned into a weight that is 0 up to half a pixel of motion (so the sub-pixel
+wobble of a part that stays put keeps the input) and reaches 1, smoothly, at 1.5 px. So the rest pose
 reproduces the input exactly (up to float rounding of the texture lookup), pixels away from the characters are
 never touched, and wherever a character moved away only plate pixels remain, never a ghost of it. Characters are
 painted back to front in the rig's ``layer_order`` (pooled instance depth when known, else the ground-contact rule),
@@ -331,7 +332,10 @@ class PuppetRenderer:
         disp = tri_moved[layer.rest_index]
         r = self.rig.config.ring + 1
         disp = cv2.dilate(disp, np.ones((2 * r + 1, 2 * r + 1), np.uint8))  # square: separable, fast
-        weight = np.minimum(2.0 * disp, 1.0)
+        # no plate below half a pixel of motion (solver wobble of parts that stay put: the input stays, so the
+        # plate's fill never shows round a still head), full plate from 1.5 px, smooth in between
+        weight = np.clip(disp - 0.5, 0.0, 1.0)
+        weight *= weight * (3.0 - 2.0 * weight)
         weight *= ch.hole
         for c in range(3):
             plane = frame[c, y0:y1, x0:x1]

@@ -6,7 +6,8 @@ instances by containment), else the automatic skeleton from the mask (:func:`~ca
 Handles (the mesh vertices ARAP pins) are bound to bones: every joint inside the mask (a joint just outside is
 snapped onto the nearest mask pixel), ``bone_samples`` points along every bone inside the mask, and, for mesh parts
 that would otherwise have fewer than two handles (a detached hand, a hair strand), the part's vertex nearest the
-skeleton and the one farthest from it. A handle bound to bone ``(a, c)`` with local coordinates ``(u, v)`` sits at
+skeleton and the one farthest from it; and the vertices of the mask's thick parts (a trunk, a head), less an outer
+band, bound to the nearest bone inside the same part, so those parts keep their shape. A handle bound to bone ``(a, c)`` with local coordinates ``(u, v)`` sits at
 ``J_a + u (J_c - J_a) + v R90 (J_c - J_a)`` in every pose, so it follows the bone rigidly when lengths are kept.
 """
 
@@ -302,8 +303,14 @@ def build_character(mask: np.ndarray, skeleton: Skeleton | None, *, instance: in
             bind_a.append(a)
             bind_c.append(c)
             bind_uv.append(_bind(mesh.vertices[vi], J[a], J[c]))  # exact vertex position (points may merge)
-    # every edge-connected part of the mesh needs two handles: add followers bound to the nearest bone
     seg_d = np.stack([_segment_distance(mesh.vertices, J[a], J[c]) for a, c in bones], 1)  # [V, B]
+    for v, b in _thick_part_bindings(support, mesh.vertices, J, bones, skeleton, seg_d, spacing, set(bind_vertex)):
+        a, c = bones[b]
+        bind_vertex.append(v)
+        bind_a.append(a)
+        bind_c.append(c)
+        bind_uv.append(_bind(mesh.vertices[v], J[a], J[c]))
+    # every edge-connected part of the mesh needs two handles: add followers bound to the nearest bone
     nearest_bone = np.argmin(seg_d, 1)
     near_d = seg_d[np.arange(len(mesh.vertices)), nearest_bone]
     have = set(bind_vertex)
@@ -359,6 +366,64 @@ def build_character(mask: np.ndarray, skeleton: Skeleton | None, *, instance: in
         height=float(np.ptp(v[:, 1])) or 1.0,
         mask_box=(float(bxs.min()), float(bys.min()), float(bxs.max() + 1), float(bys.max() + 1)),
     )
+
+
+def _thick_part_bindings(support: np.ndarray, vertices: np.ndarray, J: np.ndarray, bones: list[tuple[int, int]],
+                         skeleton: Skeleton, seg_d: np.ndarray, spacing: float, taken: set[int]
+                         ) -> list[tuple[int, int]]:
+    """``(vertex, bone index)`` pairs that pin the thick parts of the mask (a trunk, a head) to their own bones.
+
+    With handles only at joints and bone midpoints, a raised arm drags the free trunk vertices next to it and the
+    trunk's outline swells, and a head whose joints stay still wobbles by a pixel. A thick part is a connected
+    piece of the support opened by a disc of 1.5 times the limbs' half-width (the median depth at the midpoints of
+    the tip bones), so limbs and the narrow joins between parts fall away; each of its mesh vertices is bound to the
+    nearest bone whose midpoint lies in the same piece, unless another such bone is almost as near (within one mesh
+    spacing: a free band where the part bends between two bones). The piece's outer band (half the disc radius),
+    limbs and joins stay free for ARAP to bend."""
+    import cv2
+    from scipy.ndimage import distance_transform_edt
+
+    h, w = support.shape
+    kids = skeleton.children
+    depth = distance_transform_edt(np.pad(support, 1))[1:-1, 1:-1]
+
+    def cell(p: np.ndarray) -> tuple[int, int] | None:
+        ix, iy = int(round(float(p[0]))), int(round(float(p[1])))
+        return (iy, ix) if 0 <= iy < h and 0 <= ix < w else None
+
+    tips = [depth[c] for a, b in bones if not kids[b] and (c := cell(0.5 * (J[a] + J[b]))) is not None]
+    tips = [d for d in tips if d > 0]
+    if not tips:
+        return []
+    radius = 1.5 * float(np.median(tips))
+    if radius < 2.0:
+        return []
+    k = 2 * int(np.ceil(radius)) + 1
+    opened = cv2.morphologyEx(support.astype(np.uint8), cv2.MORPH_OPEN,
+                              cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    count, labels = cv2.connectedComponents(opened, connectivity=8)
+    # the part's outer band (half the disc) stays free, so a limb bending next to it eases the outline instead of
+    # stretching the triangles between a pinned edge and the limb into a spike
+    kb = 2 * int(np.ceil(0.5 * radius)) + 1
+    labels = labels * (cv2.erode(opened, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kb, kb))) > 0)
+    if count < 2:
+        return []
+    bone_label = np.array([labels[c] if (c := cell(0.5 * (J[a] + J[b]))) is not None else 0 for a, b in bones])
+    vi = np.clip(np.round(vertices).astype(np.int64), 0, [w - 1, h - 1])
+    vertex_label = labels[vi[:, 1], vi[:, 0]]
+    out = []
+    for v in np.nonzero(vertex_label > 0)[0].tolist():
+        if v in taken:
+            continue
+        own = np.nonzero(bone_label == vertex_label[v])[0]
+        if not len(own):
+            continue
+        d = seg_d[v, own]
+        order = np.argsort(d)
+        if len(own) > 1 and d[order[1]] - d[order[0]] < spacing:
+            continue
+        out.append((v, int(own[order[0]])))
+    return out
 
 
 def matte_cover(mask: np.ndarray, matte: np.ndarray) -> np.ndarray:

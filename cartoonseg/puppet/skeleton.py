@@ -460,7 +460,8 @@ def auto_skeleton(support: np.ndarray, *, max_branches: int = 6, work_size: int 
     exceeds ``min_branch`` times the mask's larger side (at most ``max_branches``). Joints are the root, the tips,
     the branch points, and a middle joint on every limb; limbs are named by direction (the highest tip above the
     root is the head: ``neck``-``nose``; downward tips are legs ``hip``-``knee``-``ankle``; the others arms
-    ``shoulder``-``elbow``-``wrist``, "r" on the image's left), so presets and retargeting find them.
+    ``shoulder``-``elbow``-``wrist``, "r" on the image's left), so presets and retargeting find them. An arm or
+    leg starts where it leaves the trunk (:func:`_limb_start`), not at a fixed fraction of its path from the root.
     """
     import cv2
     from scipy.ndimage import distance_transform_edt
@@ -619,11 +620,52 @@ def auto_skeleton(support: np.ndarray, *, max_branches: int = 6, work_size: int 
                 k = min(max(k, 0), len(path) - 1)
                 return to_image(py[path[k]], px[path[k]])
 
-            j = add(prefix + start[0], at(start[1]), parent_joint)
+            start_xy, mid_xy = at(start[1]), None if mid is None else at(mid[1])
+            if kind != "head":  # arms and legs start where they leave the trunk, not a fixed fraction in
+                found = _limb_start(np.stack([to_image(py[a], px[a]) for a in path]),
+                                    np.array([dist[py[a], px[a]] for a in path]) * math.sqrt(sx * sy),
+                                    small_xy=lambda xy: (int((xy[1] - y0 + 0.5) / sy), int((xy[0] - x0 + 0.5) / sx)),
+                                    inside=small)
+                if found is not None:
+                    start_xy, mid_xy = found
+            j = add(prefix + start[0], start_xy, parent_joint)
             if mid is not None:
-                j = add(prefix + mid[0], at(mid[1]), j)
+                j = add(prefix + mid[0], mid_xy, j)
             node_joint[v] = add(prefix + end, pos[v], j)
         else:
             counter += 1
             node_joint[v] = add(f"joint{counter}", pos[v], parent_joint)
     return Skeleton(names=names, parents=parents, joints=np.stack(joints), source="auto")
+
+
+def _limb_start(pts: np.ndarray, depth: np.ndarray, *, small_xy, inside: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Where a limb leaves the trunk, and its middle joint: ``pts [P,2]`` (image xy) follow the limb's path from its
+    tip to its key parent, ``depth [P]`` the mask's half-width there (image pixels). The limb's own half-width ``r``
+    is the median over the tip half of the path; the limb merges into the trunk where the half-width first exceeds
+    ``1.25 r``. The start joint sits one ``r`` further in along the limb's axis (fitted to the path before that
+    point), like a shoulder or hip inside the outline, rather than where the medial path turns towards the root
+    (which, for an arm hanging from a wide torso, is far below the shoulder). The middle joint is halfway along
+    the path from there to the tip. None when the path shows no such widening (then the fixed fractions apply)."""
+    n = len(pts)
+    if n < 6:
+        return None
+    r = float(np.median(depth[: n // 2]))
+    wide = np.nonzero(depth[2:] > 1.25 * r)[0]
+    if r <= 0 or not len(wide):
+        return None
+    k = int(wide[0]) + 2
+    if k >= n - 1 or k < 4:
+        return None
+    seg = pts[k // 2: k + 1]
+    centre = seg.mean(0)
+    _, _, vt = np.linalg.svd(seg - centre, full_matrices=False)
+    axis = vt[0] if np.dot(vt[0], seg[-1] - seg[0]) >= 0 else -vt[0]  # pointing into the trunk
+    exit_xy = centre + axis * float(np.dot(pts[k] - centre, axis))
+    start = exit_xy + r * axis
+    iy, ix = small_xy(start)
+    if not (0 <= iy < inside.shape[0] and 0 <= ix < inside.shape[1] and inside[iy, ix]):
+        start = exit_xy
+    length = np.cumsum([0.0, *np.hypot(*np.diff(pts[: k + 1], axis=0).T)])
+    mid = pts[int(np.searchsorted(length, 0.5 * length[-1]))]
+    return start, mid
