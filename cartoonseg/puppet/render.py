@@ -18,7 +18,8 @@ character has moved: each rest triangle takes the largest displacement of its co
 rig's ``ring`` (the plate's dilation) and turned into a weight that is 0 up to half a pixel of motion (so the sub-pixel
 wobble of a part that stays put keeps the input) and reaches 1, smoothly, at 1.5 px. So the rest pose
 reproduces the input exactly (up to float rounding of the texture lookup), pixels away from the characters are
-never touched, and wherever a character moved away only plate pixels remain, never a ghost of it. Characters are
+never touched, and wherever a character moved away by 1.5 px or more only plate pixels remain, never a ghost of it
+(between 0.5 and 1.5 px the uncovered strip blends the input with the plate). Characters are
 painted back to front in the rig's ``layer_order`` (pooled instance depth when known, else the ground-contact rule),
 together with the instances that are not animated (the rig's ``stills``): each is painted at rest, as the input
 image over its owned alpha, at its place in that order, so a character moving behind a nearer still instance is
