@@ -187,6 +187,61 @@ def test_a_house_edge_hidden_by_a_character_shows_no_plate_at_either_end_of_a_pa
     assert {0.0, 1.0} <= set(clip.key_views.times)
 
 
+def test_character_reveals_copy_only_from_near_their_own_band(monkeypatch):
+    """Two characters' reveals, 40 px apart, fall into one group (one window). A fence at the depth of the house
+    behind the first character stands beside the second: it was a copy source for the first strip (a green blob on
+    the brown house in the benchmark's scene 0). Each band of the reveals now copies only from within ``margin`` px
+    of itself, while the depth-edge holes (no ``reach``) keep the whole window."""
+    import cartoonseg.inpaint as inpaint
+    from cartoonseg.kenburns.disocclusion import fill_view
+
+    sources = []
+    real = inpaint.patchmatch_inpaint
+
+    def spy(image, mask, *, source=None, **kw):
+        sources.append(source.clone())
+        return real(image, mask, source=source, **kw)
+
+    monkeypatch.setattr(inpaint, "patchmatch_inpaint", spy)
+    h, w = 32, 80
+    rgb = torch.zeros(h, w, 3)
+    rgb[..., 0] = 0.5
+    depth = torch.full((h, w), 3.0)  # the house and the fence, one depth
+    holes = torch.zeros(h, w, dtype=torch.bool)
+    holes[8:24, 10:14] = True  # the strip beside the first character
+    holes[8:24, 54:58] = True  # beside the second one, 40 px further
+    fill_depth = torch.where(holes, depth, torch.zeros_like(depth))
+    fill_view(rgb, holes, depth, fill_depth, margin=24, split_depth=True, reach=12)
+    assert len(sources) == 1  # one group, one band
+    xs = sources[0].nonzero()[:, 1]
+    assert int(xs.min()) >= 10 - 12 and int(xs.max()) < 58 + 12
+    near_first = sources[0][:, : 14 + 12].any()
+    far_from_both = sources[0][:, 14 + 12 : 54 - 12].any()
+    assert bool(near_first) and not bool(far_from_both)
+    sources.clear()
+    fill_view(rgb, holes, depth, fill_depth, margin=24, split_depth=True)
+    assert bool(sources[0][:, 14 + 12 : 54 - 12].any())  # without a reach: the whole window
+
+
+def test_render_gives_the_reveals_a_reach(monkeypatch):
+    """The renderer's reveals pass a reach (the group margin) to :func:`fill_view`; its depth-edge holes do not."""
+    import cartoonseg.kenburns.disocclusion as D
+
+    seen = []
+    real = D.fill_view
+
+    def spy(*args, **kw):
+        seen.append((kw.get("split_depth", False), kw.get("reach")))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(D, "fill_view", spy)
+    image, nearness = striped_scene()
+    plate = torch.zeros(H, W, 3)
+    render_kenburns(image, nearness, masks=_card_character(), background=plate, camera=pan(3))
+    assert any(split for split, _ in seen)
+    assert all((reach is not None) == split for split, reach in seen), seen
+
+
 def test_depth_bands_split_a_group_at_depth_jumps():
     from cartoonseg.kenburns.disocclusion import _depth_bands
 

@@ -35,7 +35,8 @@ Steps of :func:`inpaint_disocclusions` (characters stay separate layers; they ar
    that then show nothing (or only points behind the plate's) are what the view reveals behind the characters. They are inpainted as in steps 3-4, the
    characters being the occluder (their rim masked, never a copy source) and the holes of steps 3-4 known, with
    the group's holes split into depth bands (:func:`fill_view` ``split_depth``) so the strip a character reveals
-   next to a far wall and on the ground in front of it each copy from their own surface. This is what the original
+   next to a far wall and on the ground in front of it each copy from their own surface, and each band copying
+   only from within ``margin`` px of itself (``reach``), not from another character's surroundings in the group. This is what the original
    does at its extremes (holes and instances inpainted together, only the holes kept); a thin reveal next to known
    background inpaints better than the whole character area of the input view (the plate, which now shows only
    where no key view reaches). The plate points landing on the reveals are dropped.
@@ -337,6 +338,7 @@ def fill_view(
     far_tolerance: float = 0.1,
     fallback: Tensor | None = None,
     split_depth: bool = False,
+    reach: int | None = None,
     interrupt: Callable[[], None] | None = None,
 ) -> Tensor:
     """Depth-aware PatchMatch of the holes of one rendered view, one window per group of nearby holes.
@@ -359,6 +361,9 @@ def fill_view(
         fallback: ``[H,W,3]`` colours for holes no window can fill (no source patch); default: left as ``rgb``.
         split_depth: split each group's holes into bands where their sorted fill depths jump by more than
             ``far_tolerance`` and fill each band from its own depth range (one PatchMatch per band).
+        reach: copy sources only within this many px of the band's holes (None: the whole window). A group's
+            window spans all its holes: without a reach, the strip a character reveals on a house copied a fence
+            at the house's depth beside another character of the group (a green blob on a brown house).
         interrupt: cancel check before each window (band).
 
     Returns:
@@ -378,6 +383,8 @@ def fill_view(
             w_holes, w_depth = holes[win], depth[win]
             known = ~w_holes
             source = known & (w_depth >= lo) & (w_depth <= hi)
+            if reach is not None:
+                source = source & grow_mask(band, reach)[win]
             rim = known & (w_depth < lo) & grow_mask(band[win], near_band)
             mask = w_holes | rim
             try:
@@ -601,7 +608,9 @@ def inpaint_disocclusions(
                 known_depth = torch.where(holes, fdepth, seen.depth[0, 0])
                 ctx_rgb = torch.where(cover[None], c_rgb, known_rgb)
                 ctx_depth = torch.where(cover, c_depth, known_depth)
-                r_filled, r_depth = _fill_view_holes(ctx_rgb, ctx_depth, reveals, split_depth=True, **fill)
+                # each band copies from within one margin of itself, not from the whole group's window
+                r_filled, r_depth = _fill_view_holes(ctx_rgb, ctx_depth, reveals, split_depth=True, reach=margin,
+                                                     **fill)
                 filled = torch.where(reveals[..., None], r_filled, filled)
                 fdepth = torch.where(reveals, r_depth, fdepth)
                 lifted = holes | reveals
