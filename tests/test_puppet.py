@@ -953,3 +953,51 @@ def test_a_still_instance_nearer_than_a_moving_character_hides_it_and_a_farther_
     frame, _ = PuppetRenderer(img, rig, plate).render([rig.characters[0].skeleton.joints + shift])
     overlap = (np.roll(masks[0], 60, 1) > 0.999) & (masks[1] > 0.999)
     assert np.allclose(frame[overlap], np.float32((0.9, 0.4, 0.5)), atol=1e-3)
+
+
+def _character_before_a_horizon(ss: int = 4):
+    """(image [H,W,3] float, soft mask [H,W], background [H,W,3]) of a figure standing in front of a sea horizon
+    over a tiled (brick) ground, drawn at ``ss``x and area-averaged; the background is known exactly."""
+    Hs, Ws = H * ss, W * ss
+    bg = np.zeros((Hs, Ws, 3), np.float32)
+    bg[:] = (0.67, 0.82, 0.98)  # sky
+    bg[int(0.45 * Hs):int(0.6 * Hs)] = (0.16, 0.35, 0.67)  # sea: the horizon line at 0.45 H
+    bg[int(0.6 * Hs):] = (0.75, 0.59, 0.39)  # ground: bricks 8x4 px, every other row shifted by half a brick
+    tile = 8 * ss
+    for r, y in enumerate(range(int(0.6 * Hs), Hs, tile // 2)):
+        cv2.line(bg, (0, y), (Ws, y), (0.47, 0.33, 0.2), ss)
+        for x in range(-tile + (r % 2) * tile // 2, Ws, tile):
+            cv2.line(bg, (x, y), (x, y + tile // 2), (0.47, 0.33, 0.2), ss)
+    sil = np.zeros((Hs, Ws), np.uint8)
+    u, cx = 0.0084 * Hs, 0.4 * Ws
+    cv2.ellipse(sil, (int(cx), int(30 * u)), (int(9 * u), int(10 * u)), 0, 0, 360, 1, -1)  # head
+    cv2.ellipse(sil, (int(cx), int(54 * u)), (int(9 * u), int(16 * u)), 0, 0, 360, 1, -1)  # body
+    for sx in (-1, 1):  # legs
+        cv2.line(sil, (int(cx + 4 * sx * u), int(66 * u)), (int(cx + 5 * sx * u), int(80 * u)), 1, int(6 * u))
+    img = np.where(sil[..., None] > 0, np.float32((0.8, 0.3, 0.8)), bg)
+    down = lambda a: cv2.resize(a, (W, H), interpolation=cv2.INTER_AREA)
+    return down(img), down(sil.astype(np.float32)), down(bg)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_plate_carries_a_horizon_and_a_tiled_ground_across_the_hole(seed):
+    """With 3x3 patches (the old plate) the sky and the sea grew into a character's large hole (a step in the
+    horizon, the bricks smeared into a jumble, a cloud dripping into the sky); the plate's 7x7 patches carry the
+    structure across: its error in the hole, against the known background, is far below the 3x3 fill's."""
+    from cartoonseg.inpaint import patchmatch_inpaint
+    from cartoonseg.puppet import background_plate
+
+    img, mask, bg = _character_before_a_horizon()
+    rig = build_rig(mask[None])
+    hole = np.zeros((H, W), bool)
+    for ch in rig.characters:
+        x0, y0, x1, y1 = ch.box
+        hole[y0:y1, x0:x1] |= ch.hole
+    assert hole.sum() > 1500 and np.abs(img - bg)[~hole].max() < 1e-6  # a large hole; outside it the background
+
+    def psnr(plate):
+        return float(10 * np.log10(1.0 / np.mean((plate[hole] - bg[hole]) ** 2)))
+
+    old = psnr(np.asarray(patchmatch_inpaint(img, hole, patch_size=3, seed=seed), np.float32))
+    new = psnr(background_plate(img, rig, seed=seed))
+    assert new > old + 4.0, (old, new)
