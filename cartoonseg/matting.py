@@ -10,7 +10,9 @@ For each instance:
    its ramp is as wide as its uncertainty times the working-to-image scale: ``band`` defaults to twice the mask's
    measured ramp width (:func:`ramp_width`, at least 3 px), sized from the mask itself. **Line art**
    (:func:`snap_to_outlines`): dark thin lines (a morphological black-hat) cut the unknown band into regions; regions
-   reached only from the mask's interior are foreground, regions reached only from the outside background, and the
+   reached only from the mask's interior are foreground, regions reached only from the outside background (where a
+   gap in the outline joins the two, pixels are decided by which way the line art makes a detour, so the gap is left
+   to the solver, not the whole outline), and the
    dark line between an interior region and the outside (the character's outline) is foreground with a 1-px
    unknown fringe for its anti-aliasing; strokes leaving the outline (hair, or a background line meeting it) stay
    unknown, and beyond the band (:func:`free_strokes`) those that end inside the picture become unknown too (hair
@@ -206,13 +208,34 @@ def free_strokes(line: np.ndarray, region: np.ndarray) -> np.ndarray:
     return touching[labels]
 
 
+def _geodesic_steps(seed: np.ndarray, free: np.ndarray, limit: int) -> np.ndarray:
+    """int32 ``[H,W]``: 4-connected steps from ``seed`` to each pixel through ``free`` pixels (``limit + 1`` where
+    not reached within ``limit`` steps)."""
+    dist = np.full(seed.shape, limit + 1, np.int32)
+    reached = seed.astype(np.uint8)
+    dist[seed] = 0
+    free = free.astype(np.uint8)
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    for step in range(1, limit + 1):
+        grown = cv2.dilate(reached, cross) & free
+        new = (grown > reached)
+        if not new.any():
+            break
+        dist[new] = step
+        reached = grown | reached
+    return dist
+
+
 def snap_to_outlines(rgb: np.ndarray, trimap: np.ndarray, radius: int, contrast: float = 0.15) -> np.ndarray:
     """Refine a trimap's unknown band with the image's line art (see the module docstring).
 
     Line pixels: unknown pixels whose luminance is at least ``contrast`` below its morphological closing with a
     disk of ``radius`` (dark structures up to ~2 ``radius`` wide). The other pixels are split into 4-connected
     regions: a region touching the foreground and not the background is foreground, one touching the background
-    and not the foreground is background, others (the outline has a gap, or there is none) stay unknown. Line
+    and not the foreground is background. A region touching both (the outline has a gap, or there is none) is
+    decided per pixel: foreground where the line art makes the way to the background a detour longer by more
+    than ``4 radius`` (about the band's width) than the way to the foreground, background in the converse case,
+    unknown otherwise (near the gap; everywhere when there is no outline). Line
     pixels next to a foreground region are the instance's outline (foreground), with a 1-px unknown fringe
     outside (anti-aliasing). Strokes that leave the outline (connected line pixels) are ambiguous, a hair strand
     or a background line meeting the outline, and stay unknown for the solver, with a 1-px fringe; so do line
@@ -234,6 +257,21 @@ def snap_to_outlines(rgb: np.ndarray, trimap: np.ndarray, radius: int, contrast:
     touches_bg[np.unique(labels[bg])] = True
     inside = (touches_fg & ~touches_bg)[labels] & ~line
     outside = (touches_bg & ~touches_fg)[labels] & ~line
+    # A region reached from both sides has a gap in its outline somewhere (where hair or another character's lines
+    # merge into a dark patch wider than the black-hat, a faint stretch, a strand crossing it): decide it locally,
+    # so one gap does not leave the whole band (and its thin outline, which the solver makes half transparent) to
+    # the solver. A pixel is inside where the line art makes the way to the background a detour (steps around the
+    # lines minus steps straight there) longer than the way to the foreground by more than ``lead``; near the gap,
+    # and where there is no line (a defocused edge), neither way is a detour and the pixel stays unknown.
+    both = (touches_fg & touches_bg)[labels] & ~line & unknown
+    if both.any():
+        lead = 4 * max(1, int(radius))  # the band's width (radius ~ band / 2)
+        detour = []
+        for seed in (fg, bg):
+            straight = cv2.distanceTransform((~seed).astype(np.uint8), cv2.DIST_L1, 3).astype(np.int32)
+            detour.append(_geodesic_steps(seed, ~line, 3 * lead) - np.minimum(straight, 3 * lead + 1))
+        inside |= both & (detour[1] - detour[0] > lead)
+        outside |= both & (detour[0] - detour[1] > lead)
     square = np.ones((3, 3), np.uint8)
     outline = line & cv2.dilate(inside.astype(np.uint8), square).astype(bool)
     n, strokes = cv2.connectedComponents(line.astype(np.uint8), connectivity=8)
