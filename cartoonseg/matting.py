@@ -10,7 +10,9 @@ For each instance:
    its ramp is as wide as its uncertainty times the working-to-image scale: ``band`` defaults to twice the mask's
    measured ramp width (:func:`ramp_width`, at least 3 px), sized from the mask itself. **Line art**
    (:func:`snap_to_outlines`): dark thin lines (a morphological black-hat) cut the unknown band into regions; regions
-   reached only from the mask's interior are foreground, regions reached only from the outside background, and the
+   reached only from the mask's interior are foreground, regions reached only from the outside background (where a
+   gap in the outline joins the two, pixels are decided by which way the line art makes a detour, so the gap is left
+   to the solver, not the whole outline), and the
    dark line between an interior region and the outside (the character's outline) is foreground with a 1-px
    unknown fringe for its anti-aliasing; strokes leaving the outline (hair, or a background line meeting it) stay
    unknown, and beyond the band (:func:`free_strokes`) those that end inside the picture become unknown too (hair
@@ -24,7 +26,8 @@ For each instance:
    a margin) with pymatting's closed-form matting (Levin et al. 2008, ``estimate_alpha_cf``; ``method="knn"`` and
    ``"lkm"`` are the library's other solvers), clipped to [0, 1]. pymatting is the optional extra ``matting``.
 3. **Consistency** (:func:`compose_front_to_back`): instances are ordered front to back (:func:`occlusion_order`:
-   where two soft masks overlap, the one more confident there is in front; ties by score), then each matte keeps
+   where two soft masks overlap, the one clearly more confident there is in front; masks that only meet along a
+   seam: the one wrapping around the other is behind; ties by score), then each matte keeps
    only what the instances in front leave visible, ``a_i <- a_i * (1 - sum of the front mattes)``, the "over"
    decomposition of the image. The mattes then sum to at most 1 per pixel, and a pixel claimed by two instances
    goes to the front one.
@@ -55,6 +58,8 @@ METHODS = ("cf", "knn", "lkm")
 QUANTISATION_VARIANCE = (1 / 255) ** 2 / 12  # the noise variance of 8-bit colours: no finer variation is resolved
 #: Smallest side (pixels) the solvers take: closed-form and LKM matting work on 3x3 windows.
 MIN_SIDE = 3
+#: :func:`occlusion_order`: mean soft-mask difference on an overlap that says which instance is in front.
+CONFIDENCE_GAP = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,13 +211,34 @@ def free_strokes(line: np.ndarray, region: np.ndarray) -> np.ndarray:
     return touching[labels]
 
 
+def _geodesic_steps(seed: np.ndarray, free: np.ndarray, limit: int) -> np.ndarray:
+    """int32 ``[H,W]``: 4-connected steps from ``seed`` to each pixel through ``free`` pixels (``limit + 1`` where
+    not reached within ``limit`` steps)."""
+    dist = np.full(seed.shape, limit + 1, np.int32)
+    reached = seed.astype(np.uint8)
+    dist[seed] = 0
+    free = free.astype(np.uint8)
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    for step in range(1, limit + 1):
+        grown = cv2.dilate(reached, cross) & free
+        new = (grown > reached)
+        if not new.any():
+            break
+        dist[new] = step
+        reached = grown | reached
+    return dist
+
+
 def snap_to_outlines(rgb: np.ndarray, trimap: np.ndarray, radius: int, contrast: float = 0.15) -> np.ndarray:
     """Refine a trimap's unknown band with the image's line art (see the module docstring).
 
     Line pixels: unknown pixels whose luminance is at least ``contrast`` below its morphological closing with a
     disk of ``radius`` (dark structures up to ~2 ``radius`` wide). The other pixels are split into 4-connected
     regions: a region touching the foreground and not the background is foreground, one touching the background
-    and not the foreground is background, others (the outline has a gap, or there is none) stay unknown. Line
+    and not the foreground is background. A region touching both (the outline has a gap, or there is none) is
+    decided per pixel: foreground where the line art makes the way to the background a detour longer by more
+    than ``4 radius`` (about the band's width) than the way to the foreground, background in the converse case,
+    unknown otherwise (near the gap; everywhere when there is no outline). Line
     pixels next to a foreground region are the instance's outline (foreground), with a 1-px unknown fringe
     outside (anti-aliasing). Strokes that leave the outline (connected line pixels) are ambiguous, a hair strand
     or a background line meeting the outline, and stay unknown for the solver, with a 1-px fringe; so do line
@@ -234,6 +260,21 @@ def snap_to_outlines(rgb: np.ndarray, trimap: np.ndarray, radius: int, contrast:
     touches_bg[np.unique(labels[bg])] = True
     inside = (touches_fg & ~touches_bg)[labels] & ~line
     outside = (touches_bg & ~touches_fg)[labels] & ~line
+    # A region reached from both sides has a gap in its outline somewhere (where hair or another character's lines
+    # merge into a dark patch wider than the black-hat, a faint stretch, a strand crossing it): decide it locally,
+    # so one gap does not leave the whole band (and its thin outline, which the solver makes half transparent) to
+    # the solver. A pixel is inside where the line art makes the way to the background a detour (steps around the
+    # lines minus steps straight there) longer than the way to the foreground by more than ``lead``; near the gap,
+    # and where there is no line (a defocused edge), neither way is a detour and the pixel stays unknown.
+    both = (touches_fg & touches_bg)[labels] & ~line & unknown
+    if both.any():
+        lead = 4 * max(1, int(radius))  # the band's width (radius ~ band / 2)
+        detour = []
+        for seed in (fg, bg):
+            straight = cv2.distanceTransform((~seed).astype(np.uint8), cv2.DIST_L1, 3).astype(np.int32)
+            detour.append(_geodesic_steps(seed, ~line, 3 * lead) - np.minimum(straight, 3 * lead + 1))
+        inside |= both & (detour[1] - detour[0] > lead)
+        outside |= both & (detour[0] - detour[1] > lead)
     square = np.ones((3, 3), np.uint8)
     outline = line & cv2.dilate(inside.astype(np.uint8), square).astype(bool)
     n, strokes = cv2.connectedComponents(line.astype(np.uint8), connectivity=8)
@@ -287,25 +328,37 @@ def solve_alpha(rgb: np.ndarray, trimap: np.ndarray, method: str = "cf", epsilon
 
 def occlusion_order(instances: Instances) -> list[int]:
     """Instance indices front to back. For each pair of overlapping soft masks (both > 0.5 somewhere), the instance
-    with the higher mean soft mask on the overlap is in front (an occluded part is not in the back instance's mask,
-    or only weakly); the pairwise relations are sorted topologically, ties and cycles broken by higher score, then
-    lower index."""
+    with the higher mean soft mask on the overlap is in front when it is clearly higher (by more than
+    ``CONFIDENCE_GAP``: an occluded part is not in the back instance's mask, or only weakly). Masks that only meet
+    along a seam (within 3 px; the usual case: the segmenter's mask of the back instance stops where the front one
+    begins, and both ramp there alike, so their confidences there differ by noise) are ordered by shape: the one
+    that wraps around the seam is behind (:func:`_wraps_around`). The pairwise relations are sorted topologically,
+    ties and cycles broken by higher score, then lower index."""
     n = len(instances)
     if n < 2:
         return list(range(n))
     masks = instances.masks.float().cpu()
     binary = masks > 0.5
     in_front: dict[int, set[int]] = {i: set() for i in range(n)}  # i -> instances i is behind
+    near = [None] * n  # each mask grown by 3 px: masks that only touch along a seam (or nearly) meet there
     for i in range(n):
         for j in range(i + 1, n):
             both = binary[i] & binary[j]
-            if not bool(both.any()):
-                continue
-            mi, mj = float(masks[i][both].mean()), float(masks[j][both].mean())
-            if mi == mj:
-                continue
-            front, back = (i, j) if mi > mj else (j, i)
-            in_front[back].add(front)
+            if bool(both.any()):
+                mi, mj = float(masks[i][both].mean()), float(masks[j][both].mean())
+                if abs(mi - mj) > CONFIDENCE_GAP:
+                    front, back = (i, j) if mi > mj else (j, i)
+                    in_front[back].add(front)
+                    continue
+            for k in (i, j):
+                if near[k] is None:
+                    near[k] = cv2.dilate(binary[k].numpy().astype(np.uint8), _disk(3)).astype(bool)
+            seam = near[i] & near[j]
+            if seam.any():
+                behind = _wraps_around(binary[i].numpy(), binary[j].numpy(), seam)
+                if behind is not None:
+                    front, back = (j, i) if behind == 0 else (i, j)
+                    in_front[back].add(front)
     scores = instances.scores.float().cpu().tolist()
     order: list[int] = []
     left = set(range(n))
@@ -315,6 +368,27 @@ def occlusion_order(instances: Instances) -> list[int]:
         order.append(best)
         left.remove(best)
     return order
+
+
+def _wraps_around(a: np.ndarray, b: np.ndarray, seam: np.ndarray) -> int | None:
+    """Which of two masks that meet along ``seam`` is behind: 0 (``a``), 1 (``b``) or None (no cue). The occluder's
+    silhouette is whole, so along the seam it bulges into the other mask, which wraps around it (the bite the
+    occluder takes out of it): around the seam (a box about the smaller mask's size) the mask behind covers more
+    pixels than the one in front."""
+    area = min(int(a.sum()), int(b.sum()))
+    if area == 0:
+        return None
+    r = max(3, round(0.5 * area ** 0.5))
+    box = _crop(seam, r, *seam.shape)
+    y0, y1, x0, x1 = box
+    k = (2 * r + 1, 2 * r + 1)
+    cover_a = cv2.blur(a[y0:y1, x0:x1].astype(np.float32), k, borderType=cv2.BORDER_CONSTANT)
+    cover_b = cv2.blur(b[y0:y1, x0:x1].astype(np.float32), k, borderType=cv2.BORDER_CONSTANT)
+    sel = seam[y0:y1, x0:x1]
+    diff = float(cover_a[sel].mean() - cover_b[sel].mean())
+    if abs(diff) < 1e-3:
+        return None
+    return 0 if diff > 0 else 1
 
 
 def compose_front_to_back(alphas: Tensor, order: Sequence[int]) -> Tensor:
