@@ -203,7 +203,8 @@ def _add_puppet(sub) -> None:
                    help=f"frames per second of the animation, {MIN_FPS:g}..{MAX_FPS:g}")
     p.add_argument("--strength", type=float, default=1.0, help="amplitude of the preset motion, >= 0")
     p.add_argument("--seed", type=cli_seed, default=0, help="seed of the plate inpainting and per-character preset variation")
-    p.add_argument("--plate", help="background plate image (e.g. a diffusion inpainting); default PatchMatch")
+    p.add_argument("--plate", help="background plate image (e.g. a diffusion inpainting); default: PatchMatch "
+                                    "with 7x7 patches over the characters grown by --plate-dilate")
     p.add_argument("--plate-dilate", type=int, default=5,
                    help=f"pixels the characters grow by for the plate, 0..{MAX_RING}")
     p.add_argument("--mesh-spacing", type=float, default=0.0,
