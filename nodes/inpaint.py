@@ -52,7 +52,8 @@ class CartoonSegBackgroundMask:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "from Segment"}),
+                "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "from Segment (after Alpha Mattes the mask "
+                                                                  "also covers every pixel a matte reaches)"}),
                 "indices": ("STRING", {"default": "all",
                                        "tooltip": "instances to remove: 'all', '0', '0,2', '1-3', '-1' = last; "
                                                   "positions a frame does not have are skipped"}),

@@ -102,12 +102,14 @@ class CartoonSegPuppetAnimate:
 
     DESCRIPTION = (
         "Deforms every rigged character as-rigid-as-possible and composites them back to front (pooled depth when "
-        "known, else the ground-contact rule) over the background plate, so wherever a character moved away the "
-        "plate shows; instances not rigged stay still in that order, hiding characters that move behind them. "
+        "known, else the ground-contact rule) over the background plate, so wherever a character moved away (by "
+        "1.5 px or more; a sub-pixel wobble keeps the input) the plate shows; instances not rigged stay still in "
+        "that order, hiding characters that move behind them. "
         "Motion: pose_keypoint (a sequence, e.g. DWPose on a driving video, retargeted by bone angles keeping each "
         "character's bone lengths) if connected, else keyframes_json if given, else the preset "
         "(idle-sway, wave, bounce, breathe, nod; they start at the rest pose and loop). frames 0 = the motion's own "
-        "length. Without a plate, PatchMatch removes the characters first. Frame 0 of a preset is the input picture."
+        "length. Without a plate, PatchMatch (7x7 patches) removes the characters first. Frame 0 of a preset is "
+        "the input picture."
     )
     RETURN_TYPES = ("IMAGE", "MASK", "FLOAT")
     RETURN_NAMES = ("frames", "masks", "fps")
@@ -137,7 +139,8 @@ class CartoonSegPuppetAnimate:
                                                          "changes since the first frame (relative)"}),
             },
             "optional": {
-                "plate": ("IMAGE", {"tooltip": "background without the characters (PatchMatch or diffusion inpainting)"}),
+                "plate": ("IMAGE", {"tooltip": "background without the characters (PatchMatch or diffusion "
+                                                    "inpainting); absent: PatchMatch with 7x7 patches"}),
                 "pose_keypoint": ("POSE_KEYPOINT", {"tooltip": "driving pose sequence, one entry per frame"}),
                 "keyframes_json": ("STRING", {"default": "", "multiline": True,
                                               "tooltip": '{"keyframes": [{"frame": 12, "joints": {"0": {"r_wrist": '

@@ -439,7 +439,8 @@ class CartoonSegAlphaMatte:
     RETURN_TYPES = ("CARTOONSEG_INSTANCES", "MASK", "IMAGE", "INT")
     RETURN_NAMES = ("instances", "alphas", "cutouts", "count")
     OUTPUT_TOOLTIPS = (
-        "the instances with their alpha mattes",
+        "the instances with their alpha mattes (Puppet Rig, 3D Ken Burns and Instance Style Edit cut the "
+        "characters out by them; Background Mask covers every pixel they reach)",
         "one alpha matte per instance, all frames in order (a zero mask when there are none)",
         "one RGBA cut-out per instance (IMAGE with 4 channels; SaveImage writes RGBA PNGs)",
         "number of instances over all frames",

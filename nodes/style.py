@@ -83,8 +83,9 @@ class CartoonSegInstanceStyleEdit:
 
     DESCRIPTION = (
         "Restyle each character with 'style prompt + its own tags' and the background as one more instance, same "
-        "seed for all, lineart/canny ControlNet, pasted back through the soft masks back to front (paper §6.2). "
-        "mode=global is the single-prompt baseline."
+        "seed for all, lineart/canny ControlNet (paper §6.2). The background is pasted through the binary union of "
+        "the masks (after Alpha Mattes: under the mattes), the characters through their feathered soft masks, "
+        "back to front. mode=global is the single-prompt baseline."
     )
     CATEGORY = CATEGORY
     FUNCTION = "edit"

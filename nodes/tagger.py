@@ -203,7 +203,8 @@ class CartoonSegTagInstances:
                                                "tooltip": "MCut threshold for characters (at least 0.15)"}),
                 "exclude_tags": ("STRING", {"default": join_tag_list(DEFAULT_EXCLUDE), "multiline": False,
                                             "tooltip": "comma-separated tags never reported (any case; spaces "
-                                                       "and underscores alike, as in Merge Prompts)"}),
+                                                       "and underscores alike, as in Merge Prompts; \\, is a "
+                                                       "comma inside a tag)"}),
                 "tag_background": ("BOOLEAN", {"default": True,
                                                "tooltip": "also tag the background (for the Ken Burns prompt)"}),
             },

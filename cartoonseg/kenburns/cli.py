@@ -1,7 +1,7 @@
 """Command line for the instance-aware 3D Ken Burns effect (arXiv 2312.01943 §6.1).
 
 ``python -m cartoonseg kenburns IMAGE --out OUT.webp|OUT.mp4|DIR [--depth DEPTH.png | --depth-model DIR|small]
-[--detector P --refiner P|none] [--frames 75] [--playback] [--camera auto|zoom-in|...] [--size 1024]
+[--detector P --refiner P|none [--matting]] [--frames 75] [--playback] [--camera auto|zoom-in|...] [--size 1024]
 [--fill far-side|patchmatch|diffusion [--diffusion-model SD --tags "..."]]``
 
 (also ``python -m cartoonseg.kenburns ...``). The pipeline is the paper's: segment the characters (optional; without

@@ -2,15 +2,16 @@
 
 ``python -m cartoonseg puppet IMAGE --out OUT.webp|OUT.mp4|DIR [--masks M1.png M2.png ...]
 [--detector P --refiner P|none] [--motion PRESET | --poses POSES.json | --bvh FILE.bvh | --keyframes K.json]
-[--instances 0,2] [--frames N] [--fps F] [--seed S]``
+[--instances 0,2] [--frames N] [--fps F] [--seed S] [--matting]``
 
 (also ``python -m cartoonseg.puppet puppet ...``). The characters come from ``--masks`` (grey PNGs from any
 segmenter, white = character, soft edges kept) or from the two-stage segmenter; each is rigged (``--handles`` JSON,
-``--pose-rig`` POSE_KEYPOINT JSON of this image, else the automatic skeleton), the background plate is
-``--plate`` or PatchMatch over the characters, and the motion is a preset (default ``idle-sway``), a pose sequence
-(POSE_KEYPOINT JSON, e.g. DWPose on a driving video), a BVH file or keyframed handles. Output: an animated WEBP
-(``.webp``), an H.264 MP4 (``.mp4``, needs PyAV: ``pip install av``) or a folder of ``frame_00000.png`` plus
-``mask_00000.png`` (the characters' visible alpha per frame).
+``--pose-rig`` POSE_KEYPOINT JSON of this image, else the automatic skeleton), the background plate is ``--plate``
+or PatchMatch (7x7 patches) over the characters (with ``--matting`` cut out by their alpha mattes), and the motion
+is a preset (default ``idle-sway``), a pose sequence (POSE_KEYPOINT JSON, e.g. DWPose on a driving video), a BVH
+file or keyframed handles. Output: an animated WEBP (``.webp``), an H.264 MP4 (``.mp4``, needs PyAV:
+``pip install av``) or a folder of ``frame_00000.png`` plus ``mask_00000.png`` (the characters' visible alpha per
+frame).
 """
 
 from __future__ import annotations
@@ -203,7 +204,8 @@ def _add_puppet(sub) -> None:
                    help=f"frames per second of the animation, {MIN_FPS:g}..{MAX_FPS:g}")
     p.add_argument("--strength", type=float, default=1.0, help="amplitude of the preset motion, >= 0")
     p.add_argument("--seed", type=cli_seed, default=0, help="seed of the plate inpainting and per-character preset variation")
-    p.add_argument("--plate", help="background plate image (e.g. a diffusion inpainting); default PatchMatch")
+    p.add_argument("--plate", help="background plate image (e.g. a diffusion inpainting); default: PatchMatch "
+                                    "with 7x7 patches over the characters grown by --plate-dilate")
     p.add_argument("--plate-dilate", type=int, default=5,
                    help=f"pixels the characters grow by for the plate, 0..{MAX_RING}")
     p.add_argument("--mesh-spacing", type=float, default=0.0,
