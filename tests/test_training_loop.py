@@ -724,3 +724,31 @@ def test_augmentation_defaults_are_the_stock_rtmdet_ins_recipe():
     assert a.img_size == 640 and a.resize_ratio == (0.1, 2.0) and a.mixup_ratio_range == (1.0, 1.0)
     assert a.no_mosaic_resize_ratio == (0.1, 2.0)
 
+
+
+def test_the_no_mosaic_resize_ratio_reaches_the_pipeline_and_tiny_cpu_keeps_its_measured_one(toy, tmp_path,
+                                                                                             monkeypatch):
+    """The pipeline without mosaic takes the config's ratio (mmdet's (0.1, 2.0) by default), while the tiny-cpu
+    recipe keeps the 0.5-2 its convergence figures were measured with (at 192 px, 0.1 would leave 19-px samples)."""
+    import cartoonseg.training.detector as det
+    from cartoonseg.training.detector import detector_recipe
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(coco, aug, seed=0):
+        seen.append(aug)
+        raise Stop
+
+    monkeypatch.setattr(det, "DetectionTrainSet", spy)
+    for cfg in (_det_cfg(toy, tmp_path / "a", mosaic=False, mixup=False),
+                _det_cfg(toy, tmp_path / "b", mosaic=False, mixup=False, no_mosaic_resize_ratio=(0.5, 2.0))):
+        with pytest.raises(Stop):
+            train_detector(cfg)
+    assert [a.no_mosaic_resize_ratio for a in seen] == [(0.1, 2.0), (0.5, 2.0)]
+    tiny = detector_recipe("tiny-cpu", train_ann="x.json", out_dir=str(tmp_path / "c"))
+    assert tiny.no_mosaic_resize_ratio == (0.5, 2.0) and not tiny.mosaic
+    with pytest.raises(ValueError, match="no_mosaic_resize_ratio"):
+        DetectorTrainConfig(train_ann="x.json", out_dir="o", no_mosaic_resize_ratio=(0.0, 2.0))
