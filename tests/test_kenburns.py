@@ -177,6 +177,56 @@ def test_zero_motion_reproduces_the_input():
         assert float(clip.disocclusion.max()) <= (0.25 + 1e-5 if soft_edges else 1e-5)
 
 
+def _cover(lo: float, hi: float, n: int) -> torch.Tensor:
+    """Fraction of each pixel [i, i+1) inside [lo, hi) (anti-aliased edges)."""
+    i = torch.arange(n, dtype=torch.float32)
+    return (torch.minimum(i + 1, torch.tensor(hi)) - torch.maximum(i, torch.tensor(lo))).clamp(0.0, 1.0)
+
+
+@pytest.mark.parametrize("matted", [False, True])
+def test_overlapping_characters_composite_back_to_front(matted):
+    """A farther card (Z=2) partly hidden by a nearer one (Z=1), both with anti-aliased edges, over a plate (Z=4);
+    the soft masks (or alpha mattes) are the visible regions (they share the pixels where the cards meet). A static
+    camera reproduces the input, and once the nearer card moves away the farther card's edge where they met shows
+    its own colour, as in a ground-truth render of each card as its own layer, not a mix with the nearer card or
+    the plate."""
+    size, focal = 64, 32.0
+    orange, green, sky = torch.tensor([0.9, 0.5, 0.1]), torch.tensor([0.1, 0.7, 0.2]), torch.tensor([0.2, 0.3, 0.9])
+    far_x, near_x = (12.3, 40.6), (30.4, 56.2)  # columns; the farther card ends behind the nearer one
+    far = _cover(10.0, 50.0, size)[:, None] * _cover(*far_x, size)[None, :]
+    near = _cover(20.0, 60.0, size)[:, None] * _cover(*near_x, size)[None, :]
+    far_visible = far * (1.0 - near)
+    image = (near[..., None] * green + far_visible[..., None] * orange
+             + (1.0 - near - far_visible)[..., None] * sky)
+    nearness = torch.full((size, size), 0.25)
+    nearness[far_visible > 0.5] = 0.5
+    nearness[near > 0.5] = 1.0
+    masks = torch.stack([far_visible, near])
+    if matted:
+        masks = Instances.from_masks(masks > 0.5).replace(alphas=masks)
+    plate = sky.expand(size, size, 3).clone()
+    scene = build_scene(image, nearness, masks, plate)
+    rgb, _, _ = render_poses(scene, pose(), focal)
+    assert torch.allclose(rgb[0].permute(1, 2, 0), image, atol=1e-5)
+    # the camera moves left: the nearer card shifts 4 px right, the farther one 2 px, the plate 1 px
+    rgb, _, _ = render_poses(scene, pose(tx=-4.0 / focal), focal)
+    frame = rgb[0].permute(1, 2, 0)
+    # ground truth: each card drawn as its own layer at its depth, shifted by f t / Z
+    far_t = _cover(10.0, 50.0, size)[:, None] * _cover(far_x[0] + 2, far_x[1] + 2, size)[None, :]
+    near_t = _cover(20.0, 60.0, size)[:, None] * _cover(near_x[0] + 4, near_x[1] + 4, size)[None, :]
+    truth = near_t[..., None] * green + (far_t * (1 - near_t))[..., None] * orange
+    truth = truth + ((1 - far_t) * (1 - near_t))[..., None] * sky
+    # the farther card's pixels that met the nearer card in the input (column 30, a = 0.4 next to 0.6 of the
+    # nearer card), now 2 px right of it and clear of the nearer card (rows where both cards are)
+    rows = slice(22, 48)
+    edge = frame[rows, 32]
+    assert float((edge - truth[rows, 32]).abs().max()) < 0.03, edge[0]
+    assert float((edge - orange).abs().max()) < 0.03
+    # its inside and the nearer card's inside are untouched; nothing of the plate shows between the cards' edges
+    assert float((frame[rows, 20:32] - truth[rows, 20:32]).abs().max()) < 0.03
+    assert float((frame[rows, 36:60] - truth[rows, 36:60]).abs().max()) < 0.03
+
+
 def test_parallax_shift_matches_the_pinhole_prediction():
     """Near card at Z=1, far plane at Z=4: a lateral camera move shifts each by f * t_x / Z (within a pixel)."""
     size, focal = 96, 48.0

@@ -18,9 +18,13 @@ Pipeline of :func:`render_kenburns`:
    continue behind an upright character) and pushed behind them. Each group of characters (sorted by depth, at
    most ``max_layers - 1`` groups) is a **character layer** whose alpha is the soft instance mask (the alpha matte
    when the instances carry ``alphas``: hair strands and anti-aliased outlines) and whose colour is un-mixed from
-   the plate (alpha matting), so edges carry no background (a matte's pixels past the masks, where the depth map
-   shows what lies behind, take the depth of the nearest mask pixel); a ring of transparent points around
-   it makes its edge resample like its inside (no growth when it moves).
+   the plate (alpha matting), so edges carry no background. Overlapping characters: the masks are what each adds
+   to a pixel, composed front to back, and a layer's alpha is its share over what the layers in front leave, so a
+   farther character's edge where a nearer one meets it is opaque and keeps its own colour (continued from its
+   inside) instead of being un-mixed against the plate (see :func:`_unmix_layers`). A mask's pixels below one
+   half (a soft edge, a matte past the masks), where the depth map shows what lies behind, take the depth of the
+   nearest mask pixel; a ring of transparent points around it makes its edge resample like its inside (no growth
+   when it moves).
 3. Camera poses from :class:`~cartoonseg.kenburns.camera.CameraPath` (``auto`` searches the end crop with the
    fewest holes, as in the original).
 4. Disocclusions (``fill`` ``patchmatch`` or ``diffusion``): the key views of the path (its extremes, more if it
@@ -447,31 +451,93 @@ def build_scene(
         bg_z = torch.where(region, torch.maximum(1.0 / bg_near, z * (1.0 + config.behind_margin)), z)
 
     ones = torch.ones(1, h, w, device=device)
+    groups = _depth_groups(soft, z, extra_depth, config.max_layers - 1) if soft.shape[0] > 0 else []
+    claims = soft if mattes is None else mattes
+    visible = _visible_fractions(claims, groups)
     # "revealed": the fraction of each background pixel that the characters hid in the input (their alpha)
-    hidden = coverage(slice(None))[None] if soft.shape[0] > 0 else torch.zeros_like(ones)
+    if soft.shape[0] == 0:
+        hidden = torch.zeros_like(ones)
+    else:
+        hidden = sum(visible if groups else _visible_fractions(claims, [list(range(soft.shape[0]))]))[None]
     bg_features = torch.cat([bg_rgb, ones, hidden, torch.zeros_like(ones)], 0)
     layers.append(unproject(bg_z, bg_features))
     plate_points = region[torch.isfinite(bg_z) & (bg_z > 0)] if soft.shape[0] > 0 else None
 
-    if soft.shape[0] > 0:
-        for group in _depth_groups(soft, z, extra_depth, config.max_layers - 1):
-            alpha = coverage(group)
-            # alpha matting: input = alpha * character + (1 - alpha) * background, so the premultiplied character
-            # colour is input - (1 - alpha) * plate (clamped); a static camera then reproduces the input exactly.
-            # With mattes alpha is the group's matte: the un-mixing against the plate is then the foreground
-            # estimate that agrees with the background layer behind it (exact where the plate is the true one)
-            premult = torch.minimum((rgb - (1.0 - alpha) * bg_rgb).clamp_min(0.0), alpha.expand(3, -1, -1))
+    if groups:
+        unmixed = _unmix_layers(rgb, bg_rgb, visible, [coverage(group) for group in groups])
+        clouds: list[PointCloud] = []
+        front_z = torch.zeros_like(z)  # the farthest depth of the nearer groups where they show
+        for group, (alpha, premult) in reversed(list(zip(groups, unmixed))):
             feats = torch.cat([premult, alpha[None], torch.zeros(2, h, w, device=device)], 0)
-            # a matte reaches past the mask (a hair strand): there the depth map shows what lies behind, so those
-            # points take the depth of the nearest pixel of the group's masks and move with the character
-            at = z if mattes is None else _nearest_depth(z, soft[group].amax(0) > 0.5)
-            layers.append(unproject(_edge_depth(at, alpha > 1.0 / 255.0), feats,
-                                    keep=grow_mask(alpha > 1.0 / 255.0, TRANSPARENT_RING)))
+            # where the mask is below one half (its soft edge, a matte's hair strand past it) the depth map may show
+            # what lies behind (the background, or the farther character at the edge where a nearer one meets it):
+            # those points take the depth of the nearest pixel of the group's masks and move with the character.
+            # In the input view the layers keep their order at every pixel (in front of the background, behind
+            # the nearer groups; ties go to the nearer layer), so a static camera composites them as un-mixed
+            inside = alpha > 1.0 / 255.0
+            at = torch.maximum(torch.minimum(_nearest_depth(z, soft[group].amax(0) > 0.5), bg_z), front_z)
+            clouds.append(unproject(_edge_depth(at, inside), feats, keep=grow_mask(inside, TRANSPARENT_RING)))
+            front_z = torch.where(inside, torch.maximum(front_z, at), front_z)
+        layers.extend(clouds[::-1])
 
     z_near, z_far = float(z.min()), float(z.max())
     focus = _focus_nearness(soft, near, float(near.min()))
     return Scene(size=(h, w), depth=z, layers=layers, focus_nearness=focus, z_near=z_near, z_far=z_far,
                  background_depth=bg_z, plate=plate_points)
+
+
+def _visible_fractions(claims: Tensor, groups: list[list[int]]) -> list[Tensor]:
+    """What each group of characters adds to each pixel of the input, ``[H,W]`` per group (far to near): the
+    instances' soft masks or mattes (``claims`` ``[N,H,W]``) composed front to back, so they sum to at most 1 and
+    a nearer instance keeps what it claims where two masks overlap (segmentation masks are visible regions: where
+    two characters meet they share the pixel, ``a_far + a_near <= 1``)."""
+    out: list[Tensor] = []
+    if not groups:
+        return out
+    taken = torch.zeros_like(claims[0])
+    for group in reversed(groups):
+        part = torch.zeros_like(taken)
+        for i in reversed(group):
+            share = torch.minimum(claims[i], (1.0 - taken).clamp_min(0.0))
+            part, taken = part + share, taken + share
+        out.append(part)
+    return out[::-1]
+
+
+def _unmix_layers(rgb: Tensor, plate: Tensor, visible: list[Tensor],
+                  claims: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+    """Alpha and premultiplied colour of each character layer (far to near), composited back to front with "over"
+    over the background layer (``plate`` ``[3,H,W]`` under the characters).
+
+    The input is the characters' colours ``F_k`` mixed by what each adds to the pixel (``visible``: ``m_k``, summing
+    to at most 1) over the plate: ``I = sum m_k F_k + (1 - sum m_k) plate``. Painted back to front, layer ``k``'s
+    opacity is its share over what the layers in front leave, ``a_k = m_k / (1 - sum of the front m_j)``, so the
+    farther character's edge where a nearer one meets it is opaque (it goes on behind the nearer one) and moving
+    frames show it, not the plate, once the nearer one moves away. The colours: each layer's colour continued from
+    its interior (``m_k`` near 1; push-pull) is taken out, and what remains, ``I - (1 - sum m) plate - sum m_k F_k``,
+    goes back in proportion to ``m_k`` (as in :mod:`cartoonseg.puppet.render`), so a pixel where one layer meets the
+    plate keeps the plain un-mixing ``a F = I - (1 - a) plate`` and a static camera reproduces the input (up to
+    clipping to ``[0, a]``). Where the layers in front hide a layer entirely, its alpha is what its masks claim
+    (``claims``) and its colour the continued one."""
+    total = sum(visible)
+    estimates = []
+    for m in visible:
+        valid = m >= 0.98
+        weight = valid.to(m.dtype) if bool(valid.any()) else m
+        estimates.append(fill_push_pull(rgb[None], weight[None, None])[0])
+    residual = rgb - (1.0 - total) * plate - sum(m * f for m, f in zip(visible, estimates))
+    share = residual / total.clamp_min(1e-6)
+    front = torch.zeros_like(total)
+    out: list[tuple[Tensor, Tensor]] = []
+    for m, colour, claim in zip(visible[::-1], estimates[::-1], claims[::-1]):
+        left = 1.0 - front
+        seen = left > 1e-6
+        premult = torch.minimum((m * (colour + share)).clamp_min(0.0), m.expand(3, -1, -1))
+        alpha = torch.where(seen, m / left.clamp_min(1e-6), claim).clamp(0.0, 1.0)
+        premult = torch.where(seen, premult / left.clamp_min(1e-6), claim * colour)
+        out.append((alpha, torch.minimum(premult.clamp_min(0.0), alpha.expand(3, -1, -1))))
+        front = front + m
+    return out[::-1]
 
 
 def _dof_nearness(disparity: Tensor, far: float, near: float) -> Tensor:
