@@ -9,7 +9,9 @@ For each instance:
    beyond. The segmenter refines at a working size (720) and pastes the mask back bilinearly, so at image resolution
    its ramp is as wide as its uncertainty times the working-to-image scale: ``band`` defaults to twice the mask's
    measured ramp width (:func:`ramp_width`, at least 3 px), sized from the mask itself. **Line art**
-   (:func:`snap_to_outlines`): dark thin lines (a morphological black-hat) cut the unknown band into regions; regions
+   (:func:`snap_to_outlines`): dark thin lines (a morphological black-hat, :func:`line_art`, whose radius follows
+   the width of the image's lines, :func:`line_radius`, not the band; two thresholds, so a faint stretch of an
+   outline continues its strong parts) cut the unknown band into regions; regions
    reached only from the mask's interior are foreground, regions reached only from the outside background (where a
    gap in the outline joins the two, pixels are decided by which way the line art makes a detour, so the gap is left
    to the solver, not the whole outline), and the
@@ -51,7 +53,7 @@ from torch import Tensor
 from .io import to_rgb_uint8
 from .structures import Instances
 
-__all__ = ["MattingConfig", "METHODS", "ramp_width", "noise_variance", "trimap_from_soft", "snap_to_outlines", "line_art", "free_strokes", "solve_alpha", "occlusion_order", "compose_front_to_back",
+__all__ = ["MattingConfig", "METHODS", "ramp_width", "noise_variance", "trimap_from_soft", "snap_to_outlines", "line_art", "line_radius", "free_strokes", "solve_alpha", "occlusion_order", "compose_front_to_back",
            "instance_alphas", "unmix", "cutouts", "check_available"]
 
 METHODS = ("cf", "knn", "lkm")
@@ -60,6 +62,8 @@ QUANTISATION_VARIANCE = (1 / 255) ** 2 / 12  # the noise variance of 8-bit colou
 MIN_SIDE = 3
 #: :func:`occlusion_order`: mean soft-mask difference on an overlap that says which instance is in front.
 CONFIDENCE_GAP = 0.05
+#: :func:`line_art`: the weak (continuation) threshold as a fraction of the line contrast.
+WEAK_LINE = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +79,7 @@ class MattingConfig:
         line_art: snap the trimap to dark outlines (:func:`snap_to_outlines`) and follow free strokes
             (:func:`free_strokes`); False = the band alone.
         line_contrast: how much darker than its surroundings (black-hat of the luminance in [0,1]) a pixel must be
-            to count as line art.
+            to count as line art; pixels darker by half of it continue a line (hysteresis, :func:`line_art`).
         epsilon: regularisation of the closed-form matting Laplacian; None = the image's noise variance in the
             instance's unknown band (:func:`noise_variance`), at least the 8-bit quantisation variance
             ``(1/255)^2 / 12`` = 1.3e-6. In the local linear model of closed-form matting (as in the guided filter)
@@ -175,15 +179,57 @@ def trimap_from_soft(soft: np.ndarray, band: int, low: float = 0.05, high: float
 
 
 def line_art(rgb: np.ndarray, radius: int, contrast: float = 0.15) -> np.ndarray:
-    """bool ``[H,W]``: dark line art of an image (uint8 or float RGB in [0,1]): pixels whose luminance is at least
-    ``contrast`` below its morphological closing with a disk of ``radius`` (dark structures up to ~2 ``radius``
-    wide; a black-hat)."""
+    """bool ``[H,W]``: dark line art of an image (uint8 or float RGB in [0,1]): the darkness of a pixel is how far
+    its luminance lies below its morphological closing with a disk of ``radius`` (a black-hat: dark structures up to
+    ~2 ``radius`` wide). Two thresholds (hysteresis, as in Canny's edge linking): pixels darker by at least
+    ``contrast`` are line art, and so are pixels darker by at least ``WEAK_LINE * contrast`` that are 8-connected to
+    them through such pixels. A thin anti-aliased outline between a fill and a dark cel-shade is darker than its
+    closing only by the shade's small lead, around the threshold, so one threshold finds it in dashes (a gap in the
+    outline every few pixels); its weak stretches are continued from the strong ones, while faint structures with
+    no strong part (texture, noise) stay out."""
+    return _line_masks(rgb, radius, contrast)[1]
+
+
+def _line_masks(rgb: np.ndarray, radius: int, contrast: float) -> tuple[np.ndarray, np.ndarray]:
+    """(strong, linked): the pixels darker than their closing by ``contrast``, and those plus the weaker ones
+    connected to them (:func:`line_art`)."""
     image = np.asarray(rgb, dtype=np.float32)
     if np.asarray(rgb).dtype == np.uint8:
         image = image / 255.0
     lum = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
     dark = cv2.morphologyEx(lum, cv2.MORPH_BLACKHAT, _disk(max(1, int(radius))), borderType=cv2.BORDER_REPLICATE)
-    return dark > contrast
+    strong = dark > contrast
+    weak = dark > WEAK_LINE * contrast
+    if not strong.any() or not (weak & ~strong).any():
+        return strong, strong
+    n, labels = cv2.connectedComponents(weak.astype(np.uint8), connectivity=8)
+    seeded = np.zeros(n, bool)
+    seeded[np.unique(labels[strong])] = True
+    seeded[0] = False
+    return strong, seeded[labels]
+
+
+def line_radius(rgb: np.ndarray, where: np.ndarray, contrast: float = 0.15, largest: int = 16) -> int:
+    """Black-hat radius for the line art of an image (uint8 or float RGB ``[H,W,3]``) from the width of its lines
+    among the pixels ``where`` (bool ``[H,W]``: an instance's unknown band, where its outline runs): at least 2,
+    at most ``largest``.
+
+    Dark structures up to ``2 largest`` wide (:func:`line_art` with radius ``largest``) are found, and the half
+    width of each at its ridge (the local maxima of its distance transform) measured; the median over the ridge
+    pixels is the half width of the lines that make up most of their length (the outlines and strands; a
+    cel-shading strip or a dark patch is short and wide), and the radius is that plus 1 px for the anti-aliasing.
+    The scale of the line art is the artwork's, not the soft mask's: a blurred mask widens the band, and a
+    black-hat as wide as the band takes shading strips for lines.
+    """
+    largest = max(2, int(largest))
+    where = np.asarray(where, dtype=bool)
+    dark = line_art(rgb, largest, contrast) & where
+    if not dark.any():
+        return 2
+    dist = cv2.distanceTransform(dark.astype(np.uint8), cv2.DIST_L2, 5)
+    ridge = dark & (dist >= cv2.dilate(dist, np.ones((3, 3), np.uint8)))
+    half = float(np.median(dist[ridge])) if ridge.any() else 1.0
+    return int(min(largest, max(2, round(half) + 1)))
 
 
 def free_strokes(line: np.ndarray, region: np.ndarray) -> np.ndarray:
@@ -229,15 +275,15 @@ def _geodesic_steps(seed: np.ndarray, free: np.ndarray, limit: int) -> np.ndarra
     return dist
 
 
-def snap_to_outlines(rgb: np.ndarray, trimap: np.ndarray, radius: int, contrast: float = 0.15) -> np.ndarray:
+def snap_to_outlines(rgb: np.ndarray, trimap: np.ndarray, radius: int, contrast: float = 0.15,
+                     lead: int | None = None) -> np.ndarray:
     """Refine a trimap's unknown band with the image's line art (see the module docstring).
 
-    Line pixels: unknown pixels whose luminance is at least ``contrast`` below its morphological closing with a
-    disk of ``radius`` (dark structures up to ~2 ``radius`` wide). The other pixels are split into 4-connected
+    Line pixels: unknown pixels of :func:`line_art` with ``radius`` and ``contrast``. The other pixels are split into 4-connected
     regions: a region touching the foreground and not the background is foreground, one touching the background
     and not the foreground is background. A region touching both (the outline has a gap, or there is none) is
     decided per pixel: foreground where the line art makes the way to the background a detour longer by more
-    than ``4 radius`` (about the band's width) than the way to the foreground, background in the converse case,
+    than ``lead`` (the band's full width; None = ``4 radius``) than the way to the foreground, background in the converse case,
     unknown otherwise (near the gap; everywhere when there is no outline). Line
     pixels next to a foreground region are the instance's outline (foreground), with a 1-px unknown fringe
     outside (anti-aliasing). Strokes that leave the outline (connected line pixels) are ambiguous, a hair strand
@@ -250,7 +296,8 @@ def snap_to_outlines(rgb: np.ndarray, trimap: np.ndarray, radius: int, contrast:
     unknown = ~fg & ~bg
     if not unknown.any() or not fg.any() or not bg.any():
         return trimap.copy()
-    line = line_art(rgb, radius, contrast) & unknown
+    strong, line = _line_masks(rgb, radius, contrast)
+    line &= unknown
     if not line.any():
         return trimap.copy()
     n, labels = cv2.connectedComponents((~line).astype(np.uint8), connectivity=4)
@@ -268,7 +315,7 @@ def snap_to_outlines(rgb: np.ndarray, trimap: np.ndarray, radius: int, contrast:
     # and where there is no line (a defocused edge), neither way is a detour and the pixel stays unknown.
     both = (touches_fg & touches_bg)[labels] & ~line & unknown
     if both.any():
-        lead = 4 * max(1, int(radius))  # the band's width (radius ~ band / 2)
+        lead = 4 * max(1, int(radius)) if lead is None else max(1, int(lead))  # the band's width
         detour = []
         for seed in (fg, bg):
             straight = cv2.distanceTransform((~seed).astype(np.uint8), cv2.DIST_L1, 3).astype(np.int32)
@@ -282,13 +329,17 @@ def snap_to_outlines(rgb: np.ndarray, trimap: np.ndarray, radius: int, contrast:
     attached[np.unique(strokes[outline])] = True
     attached[0] = False
     attached = attached[strokes] & ~outline  # strokes leaving the outline: a hair strand or a background line
-    fringe = cv2.dilate((outline | attached).astype(np.uint8), square).astype(bool) & ~outline & ~inside
+    # the fringe grows from the outline and the strokes' strong pixels: the weak ones hugging a line are its own
+    # anti-aliased edge (in the fringe already), not more line to widen the unknown band by
+    fringe = cv2.dilate((outline | (attached & strong)).astype(np.uint8), square).astype(bool) & ~outline & ~inside
     out = trimap.copy()
     out[unknown & (inside | outline)] = 1.0
     # a line between two background regions is the scene's; next to a region the solver decides, it stays unknown
     undecided = unknown & ~line & ~inside & ~outside
     near_undecided = cv2.dilate(undecided.astype(np.uint8), square).astype(bool)
-    out[unknown & (outside | (line & ~outline & ~attached & ~near_undecided)) & ~fringe] = 0.0
+    # (only its strong pixels: a weak stretch continuing a background line may be its fading end seen through the
+    # character's half-transparent edge)
+    out[unknown & (outside | (line & strong & ~outline & ~attached & ~near_undecided)) & ~fringe] = 0.0
     return out
 
 
@@ -458,8 +509,11 @@ def instance_alphas(image, instances: Instances, config: MattingConfig | None = 
         if epsilon is None:  # the noise where the boundary is (before any stroke widens the unknown region)
             epsilon = max(QUANTISATION_VARIANCE, noise_variance(rgb[y0:y1, x0:x1], (trimap > 0) & (trimap < 1)))
         if config.line_art:
-            radius = max(2, int(band) // 2)
-            trimap = snap_to_outlines(rgb[y0:y1, x0:x1], trimap, radius, config.line_contrast)
+            # the black-hat follows the width of the image's lines, at most half the band (a band narrower than
+            # the line art cannot hold it); the detour that decides a gap's sides follows the band's width
+            largest = max(2, int(band) // 2)
+            radius = line_radius(rgb[y0:y1, x0:x1], (trimap > 0) & (trimap < 1), config.line_contrast, largest)
+            trimap = snap_to_outlines(rgb[y0:y1, x0:x1], trimap, radius, config.line_contrast, lead=4 * largest)
             if radius not in lines:
                 lines[radius] = line_art(rgb, radius, config.line_contrast)
             region = np.zeros((h, w), bool)

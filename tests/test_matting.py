@@ -381,3 +381,137 @@ def test_many_instances_do_not_copy_every_other_mask_per_instance():
         tracemalloc.stop()
     assert peak < 0.5 * soft_bytes, (peak, soft_bytes)  # was above 1.1 * soft_bytes
     assert torch.allclose(out.alphas.sum(0).clamp(max=1), out.alphas.sum(0)) and out.alphas.max() <= 0.3 + 1e-6
+
+
+def _cel_scene(blur=0.0, size=256):
+    """The QA scene of two overlapping cel-shaded characters (a body ellipse + head circle with a thin anti-aliased
+    dark outline, a hair cap with 8 strands and an ahoge, a shading strip at 65 % of the body colour on the right),
+    drawn 4x supersampled over a smooth background, the right one behind: (uint8 image, visible alphas front
+    first, soft masks simulated as the segmenter's, then blurred by ``blur`` px)."""
+    s = 4
+
+    def area(draw):
+        canvas = np.zeros((size * s, size * s), np.uint8)
+        draw(canvas)
+        return cv2.resize(canvas.astype(np.float32) / 255, (size, size), interpolation=cv2.INTER_AREA)
+
+    def character(cx, cy, r, hair, body):
+        def shape(c):
+            cv2.ellipse(c, (int(cx * s), int((cy + 0.9 * r) * s)), (int(0.7 * r * s), int(1.1 * r * s)), 0, 0, 360,
+                        255, -1, cv2.LINE_AA)
+            cv2.circle(c, (int(cx * s), int(cy * s)), int(0.6 * r * s), 255, -1, cv2.LINE_AA)
+
+        def cap(c):
+            cv2.ellipse(c, (int(cx * s), int((cy - 0.15 * r) * s)), (int(0.62 * r * s), int(0.5 * r * s)), 0, 180,
+                        360, 255, -1, cv2.LINE_AA)
+
+        def strands(c):
+            t = np.linspace(0, 1, 20)
+            pts = np.stack([cx + 0.05 * r * np.sin(4 * t) + 0.25 * r * t, cy - 0.6 * r - 0.6 * r * t + 0.2 * r * t * t], 1)
+            cv2.polylines(c, [np.int32(pts * s)], False, 255, 6, cv2.LINE_AA)
+            for k in range(8):
+                ang, t = np.pi * (1.1 + 0.8 * k / 7), np.linspace(0, 1, 12)
+                x0, y0 = cx + 0.55 * r * np.cos(ang), cy - 0.1 * r + 0.45 * r * np.sin(ang)
+                pts = np.stack([x0 + np.cos(ang) * 0.5 * r * t + 0.1 * r * np.sin(3 * t + k) * t,
+                                y0 + np.sin(ang) * 0.5 * r * t], 1)
+                cv2.polylines(c, [np.int32(pts * s)], False, 255, 5, cv2.LINE_AA)
+
+        a_body, a_cap, a_str = area(shape), area(cap), area(strands)
+        alpha = np.maximum(np.maximum(a_body, a_cap), a_str)
+        fg = np.empty((size, size, 3))
+        fg[:] = body
+        hairish = np.maximum(a_cap, a_str) > 0.01
+        fg[hairish] = hair
+        y, x = np.mgrid[0:size, 0:size]
+        fg[((x - cx) > 0.25 * r + 0.2 * (y - cy)) & ~hairish] = np.array(body) * 0.65  # the cel shade
+        ring = area(lambda c: (shape(c), cap(c), c.__setitem__(slice(None), cv2.morphologyEx(
+            (c > 127).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((7, 7), np.uint8)) * 255)))[..., None]
+        fg = fg * (1 - ring) + np.array([0.1, 0.08, 0.12]) * ring
+        fg[a_str > 0.01] = (0.35, 0.22, 0.1)
+        return np.clip(alpha, 0, 1), fg
+
+    y, x = np.mgrid[0:size, 0:size]
+    image = np.stack([0.55 + 0.3 * np.sin(6 * x / size), 0.6 + 0.25 * np.cos(5 * y / size),
+                      0.7 - 0.3 * x * y / size / size], -1)
+    layers = [character(0.42 * size, 0.4 * size, 0.2 * size, (0.95, 0.75, 0.3), (0.9, 0.3, 0.35)),
+              character(0.64 * size, 0.32 * size, 0.2 * size, (0.4, 0.3, 0.8), (0.35, 0.8, 0.4))]
+    for a, fg in reversed(layers):
+        image = fg * a[..., None] + image * (1 - a[..., None])
+    visible, rest = [], np.ones((size, size))
+    for a, _ in layers:
+        visible.append(a * rest)
+        rest = rest * (1 - a)
+    softs = []
+    for k, a in enumerate(visible):
+        soft = bench_matting.simulated_soft_mask(a, seed=k + 1)
+        softs.append(cv2.GaussianBlur(soft, (0, 0), blur) if blur else soft)
+    return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8), visible, np.stack(softs).astype(np.float32)
+
+
+def _cel_mattes(blur):
+    rgb, visible, softs = _cel_scene(blur)
+    inst = Instances.from_masks(torch.from_numpy(softs)).replace(scores=torch.tensor([0.9, 0.8]))
+    return rgb, visible, softs, instance_alphas(rgb, inst).alphas.numpy()
+
+
+def _shaded(visible, cx, cy, size=256):
+    """The visible shaded body pixels of a _cel_scene character with head centre ``cx, cy`` (fractions of the
+    size), at least 3 px from its outline and the shading boundary, below the hair."""
+    y, x = np.mgrid[0:size, 0:size]
+    core = cv2.erode((visible > 0.99).astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    return core & ((x - cx * size) > 0.05 * size + 0.2 * (y - cy * size) + 3) & (y > (cy + 0.05) * size)
+
+
+def test_blurry_mask_keeps_the_back_characters_cel_shade_opaque():
+    """With a blurry soft mask (2.5 px more blur than the segmenter's) the band widened and so did the line
+    detector's black-hat (half the band), until the front character's shading strip and the hair merged into
+    "lines"; the back character's trimap was then nearly all unknown and its shaded strip came out half
+    transparent. The detector now follows the line art's width (line_radius)."""
+    rgb, visible, softs, mattes = _cel_mattes(2.5)
+    strip = _shaded(visible[1], 0.64, 0.32)
+    assert strip.sum() > 200
+    assert float(mattes[1][strip].mean()) > 0.97, float(mattes[1][strip].mean())
+    band = bench_matting.boundary_band(visible[1])
+    assert float(np.abs(mattes[1] - visible[1])[band].sum()) < 0.5 * float(np.abs(softs[1] - visible[1])[band].sum())
+
+
+def test_cel_scene_with_the_segmenters_mask_beats_the_soft_masks():
+    """The two-character cel scene with the segmenter's (simulated) soft masks: with one threshold the thin outlines
+    next to dark shades were found in dashes and the back character's matte was about 0.7 of its soft mask's error
+    (0.34 for the front one); with hysteresis and the line-width radius both are below 0.45. (The front character's
+    outline against the back one is still partly left to the solver: see the README's matting figures.)"""
+    rgb, visible, softs, mattes = _cel_mattes(0.0)
+    for k in range(2):
+        band = bench_matting.boundary_band(visible[k])
+        ratio = float(np.abs(mattes[k] - visible[k])[band].sum()) / float(np.abs(softs[k] - visible[k])[band].sum())
+        assert ratio < 0.45, (k, ratio)
+    assert float(mattes.sum(0).max()) <= 1.0 + 1e-5
+
+
+def test_line_radius_follows_the_line_art_not_the_band():
+    from cartoonseg.matting import line_radius
+
+    rgb, visible, softs = _cel_scene(2.5)
+    band = max(3, round(2 * ramp_width(softs[1])))
+    assert band >= 14  # the blurred mask's band: the old black-hat (radius band / 2) spans the shading strip
+    t = trimap_from_soft(softs[1], band)
+    assert 2 <= line_radius(rgb, (t > 0) & (t < 1), 0.15, band // 2) <= 3  # ~1.5 px outlines and strands
+    assert line_radius(rgb, np.zeros(t.shape, bool)) == 2  # no line art: the smallest radius
+    lines = np.full((60, 60, 3), 0.9, np.float32)
+    lines[10:16, :] = lines[30:36, :] = 0.1  # 6 px wide lines: a larger radius, never above the bound
+    everywhere = np.ones((60, 60), bool)
+    assert line_radius(lines, everywhere, 0.15, 16) == 4 and line_radius(lines, everywhere, 0.15, 2) == 2
+
+
+def test_line_art_continues_faint_stretches_of_a_line_from_its_strong_parts():
+    """Hysteresis: a line whose darkness dips below the threshold every few pixels is found whole, not in dashes;
+    a faint line with no strong part is not line art."""
+    from cartoonseg.matting import line_art
+
+    img = np.full((40, 60, 3), 0.8, np.float32)
+    img[10, :, :] = (0.8 - np.where((np.arange(60) // 4) % 2 == 0, 0.22, 0.1))[:, None]  # 0.22 / 0.1 alternating
+    img[30, 5:55, :] = 0.8 - 0.1  # faint everywhere (0.1 < 0.15)
+    line = line_art(img, 2, 0.15)
+    assert line[10, 2:58].all()
+    assert not line[30].any() and not line[20].any()
+    assert not line_art(img, 2, 0.5).any()  # nothing strong enough: nothing at all
