@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
+from cartoonseg.style.diffusers_backend import SCHEDULERS
 
 MODEL_FOLDER = "cartoonseg"
 CATEGORY = "CartoonSeg"
@@ -592,7 +593,8 @@ def pick(batch, b: int):
 # Used by nodes that sample inside themselves (style editing), the way Impact's detailers do: the same calls as
 # core CLIPTextEncode / ControlNetApplyAdvanced / VAEEncode / KSampler / VAEDecode, imported lazily.
 
-FALLBACK_SAMPLERS = ("euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_sde", "ddim")
+# outside ComfyUI (tests, docs) the samplers offered are the ones the library's own diffusers backend can run
+FALLBACK_SAMPLERS = tuple(SCHEDULERS)
 FALLBACK_SCHEDULERS = ("normal", "karras", "exponential", "simple")
 
 

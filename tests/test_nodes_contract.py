@@ -149,13 +149,27 @@ def test_return_types_follow_node_ids(pack):
     assert m["CartoonSegMaskToInstances"].RETURN_TYPES[0] == "CARTOONSEG_INSTANCES"
 
 
+def _library_modules() -> list:
+    """Every module of the library (``__main__`` entry points aside), imported: the sweep must not depend on which
+    ones earlier tests happened to import (it once passed alone and failed in the whole suite)."""
+    import importlib
+    import pkgutil
+
+    import cartoonseg
+
+    modules = [cartoonseg]
+    for info in pkgutil.walk_packages(cartoonseg.__path__, "cartoonseg."):
+        if info.name.rsplit(".", 1)[-1] != "__main__":
+            modules.append(importlib.import_module(info.name))
+    return modules
+
+
 def _library_constants() -> dict:
-    """Public module-level choice lists and prompt-like strings (with a ", ") of the library modules the pack
-    imported: ``{value: where}``, each list as a frozenset (a reordered copy is still a copy)."""
+    """Public module-level choice lists and prompt-like strings (with a ", ") of every library module:
+    ``{value: where}``, each list as a frozenset (a reordered copy is still a copy)."""
     found = {}
-    for name, module in sorted(sys.modules.items()):
-        if not (name == "cartoonseg" or name.startswith("cartoonseg.")):
-            continue
+    for module in sorted(_library_modules(), key=lambda m: m.__name__):
+        name = module.__name__
         for attr, value in vars(module).items():
             if not attr.isupper() or attr.startswith("_"):
                 continue
