@@ -241,3 +241,37 @@ def test_style_background_paste_reads_a_nan_in_the_mattes_as_no_coverage():
     cfg = StyleConfig(background_fill="none", resolution=0, mask_feather=0, masked_denoise=False)
     out = style_edit(torch.from_numpy(image), _matted(inst, alpha), backend, cfg).image
     assert torch.equal(out[0, 0], torch.zeros(3)), out[0, 0]
+
+
+def test_puppet_rest_pose_with_a_still_instance_next_to_a_matted_character():
+    """An instance left still is painted at rest over its mask; where a matted character's fringe lies over it, it
+    must paint the colour behind that fringe (what the frame starts from), not the input, which already holds the
+    matted character and counted it twice (0.1 to 0.2 off on drawn scenes). Either one moving, either in front."""
+    from cartoonseg.puppet import build_rig
+    from cartoonseg.puppet.render import PuppetRenderer
+
+    image, bg, inst, mattes = _two_characters()
+    instances = inst.replace(alphas=torch.from_numpy(mattes))
+    for select in ([0], [1]):
+        rig = build_rig(instances, select=select)
+        assert len(rig.stills) == 1 and all(ch.matted for ch in rig.characters)
+        rest, _ = PuppetRenderer(image, rig, plate=bg).render([ch.skeleton.joints for ch in rig.characters])
+        assert float(np.abs(rest - image).max()) < 1e-3, select
+
+
+def test_puppet_rest_pose_when_a_foreground_colour_clips():
+    """Mattes that give a white pixel partly to each of two characters (a white stripe on the front one that the
+    matting shares with the one behind): the background estimate clips at 1 and so does the front colour; what is
+    left must go to the other character's colour (before, it was dropped: 0.09 off on a drawn scene)."""
+    from cartoonseg.puppet import build_rig
+    from cartoonseg.puppet.render import PuppetRenderer
+
+    image, bg, inst, mattes = _two_characters()
+    patch = (slice(36, 44), slice(56, 62))  # inside the front disc, near the back one
+    image = image.copy()
+    image[patch] = 1.0
+    mattes = mattes.copy()
+    mattes[0][patch], mattes[1][patch] = 0.55, 0.35
+    rig = build_rig(inst.replace(alphas=torch.from_numpy(mattes)))
+    rest, _ = PuppetRenderer(image, rig, plate=bg).render([ch.skeleton.joints for ch in rig.characters])
+    assert float(np.abs(rest - image).max()) < 1e-3

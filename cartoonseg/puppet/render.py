@@ -22,7 +22,8 @@ never touched, and wherever a character moved away by 1.5 px or more only plate 
 (between 0.5 and 1.5 px the uncovered strip blends the input with the plate). Characters are
 painted back to front in the rig's ``layer_order`` (pooled instance depth when known, else the ground-contact rule),
 together with the instances that are not animated (the rig's ``stills``): each is painted at rest, as the input
-image over its owned alpha, at its place in that order, so a character moving behind a nearer still instance is
+image over its owned alpha (with mattes: its estimated foreground colours over its matte, as a matted character at
+rest), at its place in that order, so a character moving behind a nearer still instance is
 hidden by it.
 """
 
@@ -162,6 +163,7 @@ class _Layer:
 class _StillPaint:
     still: StillLayer
     alpha: np.ndarray  # float32 [h,w]: the still instance's owned alpha over still.box
+    colour: np.ndarray | None = None  # float32 [h,w,3]: a matted still's foreground colours (None: the base)
 
 
 class PuppetRenderer:
@@ -203,18 +205,20 @@ class PuppetRenderer:
         rests = [_rasterize(ch.mesh.vertices, ch.mesh.triangles, ch.draw_order, ch.box[0], ch.box[1],
                             ch.box[2] - ch.box[0], ch.box[3] - ch.box[1], empty=len(ch.mesh.triangles))
                  for ch in rig.characters]
-        matted = any(ch.matted for ch in rig.characters)
-        colours = [self.image[ch.box[1]:ch.box[3], ch.box[0]:ch.box[2]] for ch in rig.characters]
+        layers = [*rig.characters, *rig.stills]
+        matted = any(lay.matted for lay in layers)
+        colours = [self.image[lay.box[1]:lay.box[3], lay.box[0]:lay.box[2]] for lay in layers]
         if matted:
-            for i, ch in enumerate(rig.characters):
-                x0, y0, x1, y1 = ch.box
-                alphas[i][y0:y1, x0:x1] *= rests[i] < len(ch.mesh.triangles)
-                if ch.matted:
-                    colours[i] = self._foreground(ch)
+            for i, lay in enumerate(layers):
+                x0, y0, x1, y1 = lay.box
+                if i < n_char:
+                    alphas[i][y0:y1, x0:x1] *= rests[i] < len(lay.mesh.triangles)
+                if lay.matted:
+                    colours[i] = self._foreground(lay)
         owned = {i: alphas[i].copy() for i in range(len(alphas))}
         front = np.zeros((h, w), np.float32)
         for i in reversed(rig.layer_order):
-            if matted and i < n_char and rig.characters[i].matted:
+            if matted and layers[i].matted:
                 # mattes are already composed front to back (they sum to at most 1: what each character adds to
                 # the pixel); painted back to front with "over", a character's opacity is its matte over what the
                 # layers in front leave (a_k / (1 - sum of the front mattes)), so the rest pose adds up to the input
@@ -227,9 +231,10 @@ class PuppetRenderer:
         self.stills = []
         for j, st in enumerate(rig.stills):
             x0, y0, x1, y1 = st.box
-            self.stills.append(_StillPaint(st, np.ascontiguousarray(owned[n_char + j][y0:y1, x0:x1])))
+            self.stills.append(_StillPaint(st, np.ascontiguousarray(owned[n_char + j][y0:y1, x0:x1]),
+                                           colours[n_char + j] if st.matted else None))
         if matted:
-            self._matted_base(alphas[:n_char], colours)
+            self._matted_base(layers, alphas, colours)
         reach = np.zeros((h, w), np.int32)  # how many layers reach each pixel
         for a in alphas:
             reach += a > 0
@@ -274,17 +279,20 @@ class PuppetRenderer:
         x0, y0, x1, y1 = ch.box
         return unmix(self.image[y0:y1, x0:x1], ch.alpha)[0]
 
-    def _matted_base(self, alphas: list[np.ndarray], colours: list[np.ndarray]) -> None:
+    def _matted_base(self, layers: list, alphas: list[np.ndarray], colours: list[np.ndarray]) -> None:
         """What a frame starts from with matted characters: under their half-transparent edges the background
         that the input leaves once their foreground colours are taken out, ``(I - sum a_k F_k) / (1 - sum a_k)``
-        (``alphas``: each character's matte on the image where its rest mesh reaches, ``colours``: its foreground
-        colours over its box). One estimate for all of them, so where two mattes meet (the edge of a character in
+        (``layers``: the characters and the still instances, ``alphas``: the matte of each on the image, a
+        character's where its rest mesh reaches, ``colours``: its foreground colours over its box, changed in
+        place). One estimate for all of them, so where two mattes meet (the edge of a character in
         front of another) the rest pose still adds up to the input (up to clipping to [0, 1]), and a moved edge
         shows no old background; elsewhere the input."""
         h, w = self.rig.image_size
         total = np.zeros((h, w), np.float32)
         mixed = np.zeros((3, h, w), np.float32)
-        for ch, a, colour in zip(self.rig.characters, alphas, colours):
+        for ch, a, colour in zip(layers, alphas, colours):
+            if not ch.matted:
+                continue
             x0, y0, x1, y1 = ch.box
             total[y0:y1, x0:x1] += a[y0:y1, x0:x1]
             mixed[:, y0:y1, x0:x1] += a[None, y0:y1, x0:x1] * colour.transpose(2, 0, 1)
@@ -295,12 +303,36 @@ class PuppetRenderer:
         base = np.where(touched & (left > 1e-6), (self._image_planes - mixed) / np.maximum(left, 1e-6),
                         self._image_planes).clip(0.0, 1.0)
         # what the clipped background cannot absorb (mattes that cover a pixel in full, where two characters
-        # meet) goes into the foreground colours, in proportion to the mattes
-        residual = np.where(touched, (self._image_planes - mixed - left * base) / np.maximum(total, 1e-6), 0.0)
-        for ch, a, colour in zip(self.rig.characters, alphas, colours):
-            x0, y0, x1, y1 = ch.box
-            if ch.matted:
-                colour += residual[:, y0:y1, x0:x1].transpose(1, 2, 0) * (a[y0:y1, x0:x1] > 0)[..., None]
+        # meet) goes into the foreground colours, in proportion to the mattes; a colour clipped at 0 or 1 passes
+        # its share on to the others that still have room (one round per character settles it: the target
+        # I - (1 - sum a) base lies in [0, sum a], so it is always reachable)
+        target = np.where(touched, self._image_planes - left * base, 0.0)
+        fits = [ch.matted for ch in layers]
+        for _ in range(len(colours) + 1):
+            mixed[:] = 0.0
+            up = np.zeros((3, h, w), np.float32)  # matte weight of the colours that can still grow / shrink
+            down = np.zeros((3, h, w), np.float32)
+            for ch, a, colour, fit in zip(layers, alphas, colours, fits):
+                if not fit:
+                    continue
+                x0, y0, x1, y1 = ch.box
+                ab = a[None, y0:y1, x0:x1]
+                c = colour.transpose(2, 0, 1)
+                mixed[:, y0:y1, x0:x1] += ab * c
+                up[:, y0:y1, x0:x1] += ab * (c < 1.0)
+                down[:, y0:y1, x0:x1] += ab * (c > 0.0)
+            residual = np.where(touched, target - mixed, 0.0)
+            if float(np.abs(residual).max(initial=0.0)) < 1e-6:
+                break
+            room = np.where(residual > 0, up, down)
+            step = np.where(room > 1e-6, residual / np.maximum(room, 1e-6), 0.0)
+            for ch, a, colour, fit in zip(layers, alphas, colours, fits):
+                if not fit:
+                    continue
+                x0, y0, x1, y1 = ch.box
+                st = step[:, y0:y1, x0:x1].transpose(1, 2, 0)
+                free = np.where(st > 0, colour < 1.0, colour > 0.0) & (a[y0:y1, x0:x1] > 0)[..., None]
+                colour += st * free
                 np.clip(colour, 0.0, 1.0, out=colour)
         self._base_planes = np.ascontiguousarray(np.where(touched & (left > 0), base, self._image_planes),
                                                  dtype=np.float32)
@@ -329,14 +361,17 @@ class PuppetRenderer:
         return cv2.merge([frame[0], frame[1], frame[2]]), mask
 
     def _paint_still(self, frame: np.ndarray, mask: np.ndarray, paint: _StillPaint) -> None:
-        """The still instance at rest: ``frame (1 - a) + image a`` (the input premultiplied by its owned alpha
-        ``a``, as a character's texture at rest), written ``frame + a (image - frame)`` so that pixels no character
-        changed stay bit-exact."""
+        """The still instance at rest over its owned alpha ``a``: ``frame (1 - a) + C a``, written
+        ``frame + a (C - frame)`` so that pixels no character changed stay bit-exact. ``C`` is a matted still's
+        foreground colours (its matte is its alpha, as a matted character's at rest), else what a frame starts
+        from: the input, or under a matted character's fringe the colour behind that fringe (:meth:`_matted_base`;
+        the input there would count the matted character twice)."""
         x0, y0, x1, y1 = paint.still.box
         a = paint.alpha
         for c in range(3):
             plane = frame[c, y0:y1, x0:x1]
-            plane += a * (self._image_planes[c, y0:y1, x0:x1] - plane)
+            colour = self._base_planes[c, y0:y1, x0:x1] if paint.colour is None else paint.colour[..., c]
+            plane += a * (colour - plane)
         mask[y0:y1, x0:x1] *= 1.0 - a
 
     def _reveal_plate(self, frame: np.ndarray, layer: _Layer, verts: np.ndarray) -> None:

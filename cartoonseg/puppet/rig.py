@@ -146,10 +146,13 @@ class StillLayer:
 
     Attributes:
         instance: index of the instance in the rig's input.
-        alpha: float32 soft mask cropped to ``box`` (x0, y0, x1, y1), the tight box of its non-zero pixels.
-        box: integer crop of the mask.
+        alpha: float32 soft mask cropped to ``box`` (x0, y0, x1, y1), the tight box of its non-zero pixels; the
+            alpha matte instead when the instances carry ``alphas`` (``matted``).
+        box: integer crop of the mask (of the mask and the matte when matted).
         mask_box: tight xyxy box of the mask (alpha > 0.5, else > 0), for the ground-contact paint order.
         depth: pooled instance depth (larger = nearer) when known.
+        matted: ``alpha`` is an alpha matte: the renderer paints it with its estimated foreground colours, as a
+            matted character at rest, so the mattes of still and moving characters add up to the input together.
     """
 
     instance: int
@@ -157,6 +160,7 @@ class StillLayer:
     box: tuple[int, int, int, int]
     mask_box: tuple[float, float, float, float]
     depth: float | None = None
+    matted: bool = False
 
     def describe(self) -> dict:
         return {"instance": self.instance, "still": True, "box": list(self.box),
@@ -559,7 +563,8 @@ def build_rig(
 
                 own |= mattes[ch.instance][y0:y1, x0:x1] > MATTE_SUPPORT
             ch.hole &= ~(others[y0:y1, x0:x1] & ~own)
-    stills = [layer for i in still if (layer := _still_layer(masks[i], i, depth)) is not None]
+    stills = [layer for i in still
+              if (layer := _still_layer(masks[i], i, depth, None if mattes is None else mattes[i])) is not None]
     if characters and stills:
         notes.append(f"still instances {[s.instance for s in stills]}: painted at rest in the paint order "
                      "(they hide characters moving behind them)")
@@ -575,18 +580,22 @@ def _known_depth(depth: list | None, i: int) -> float | None:
     return None
 
 
-def _still_layer(mask: np.ndarray, instance: int, depth: list | None) -> StillLayer | None:
-    """The occluder layer of a still instance (None when its mask is empty)."""
+def _still_layer(mask: np.ndarray, instance: int, depth: list | None, matte: np.ndarray | None = None
+                 ) -> StillLayer | None:
+    """The occluder layer of a still instance (None when its mask, and its alpha matte when given, are empty)."""
     mask = np.nan_to_num(np.asarray(mask, dtype=np.float32), nan=0.0).clip(0, 1)
-    ys, xs = np.nonzero(mask > 0)
+    if matte is not None:
+        matte = np.nan_to_num(np.asarray(matte, dtype=np.float32), nan=0.0).clip(0, 1)
+    ys, xs = np.nonzero(mask > 0 if matte is None else (mask > 0) | (matte > 0))
     if not len(xs):
         return None
     x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
     binary = mask > 0.5
     bys, bxs = np.nonzero(binary) if binary.any() else (ys, xs)
-    return StillLayer(instance=instance, alpha=mask[y0:y1, x0:x1].copy(), box=(x0, y0, x1, y1),
+    alpha = (mask if matte is None else matte)[y0:y1, x0:x1].copy()
+    return StillLayer(instance=instance, alpha=alpha, box=(x0, y0, x1, y1),
                       mask_box=(float(bxs.min()), float(bys.min()), float(bxs.max() + 1), float(bys.max() + 1)),
-                      depth=_known_depth(depth, instance))
+                      depth=_known_depth(depth, instance), matted=matte is not None)
 
 
 def _paint_order(layers: list) -> list[int]:
