@@ -218,6 +218,20 @@ def test_auto_skeleton_starts_arms_where_they_leave_the_trunk():
     assert wrist[0] < elbow[0] < shoulder[0] and shoulder[1] < elbow[1] < wrist[1] + 1
 
 
+def test_auto_skeleton_hips_stay_below_the_crotch_branch():
+    # the hip stepped one leg radius in from where the leg meets the round trunk, up to or past the branch point
+    # between the legs (the preview: y 162 against the branch's 164): the branch-to-hip bone ran flat or folded
+    # back up against the thigh, 11 px above the drawn leg's top
+    _, m, u, cx = drawn_character(3.5)
+    sk = auto_skeleton(m > 0.02)
+    for side in ("r", "l"):
+        hip, knee = sk.joints[sk.index(f"{side}_hip")], sk.joints[sk.index(f"{side}_knee")]
+        branch = sk.joints[sk.parents[sk.index(f"{side}_hip")]]
+        assert np.dot(hip - branch, knee - hip) > 0, (side, branch, hip, knee)  # the hip bone runs with the leg
+        assert hip[1] - branch[1] > np.tan(np.radians(10)) * abs(hip[0] - branch[0]), (side, branch, hip)
+        assert abs(hip[1] - 60 * u) < 5.5 * u / 2 + 2, (side, hip, 60 * u)  # near the drawn leg's top
+
+
 def test_wave_keeps_the_torso_outline_and_a_still_head_keeps_its_surroundings():
     # the raised arm dragged the free torso vertices out (a bulge on the shirt's side), and the ARAP solve moved
     # the still head by 0.9 px, which switched the ring round it to the plate (PatchMatch's mess above the head)

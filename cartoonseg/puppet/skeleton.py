@@ -662,7 +662,9 @@ def _limb_start(pts: np.ndarray, depth: np.ndarray, *, small_xy, inside: np.ndar
     _, _, vt = np.linalg.svd(seg - centre, full_matrices=False)
     axis = vt[0] if np.dot(vt[0], seg[-1] - seg[0]) >= 0 else -vt[0]  # pointing into the trunk
     exit_xy = centre + axis * float(np.dot(pts[k] - centre, axis))
-    start = exit_xy + r * axis
+    # one r in, but at most half way to the key parent (the branch point): a start past it would fold the parent
+    # bone back (legs under a round trunk put their hips above the crotch branch, a few pixels from it)
+    start = exit_xy + min(r, 0.5 * max(0.0, float(np.dot(pts[-1] - exit_xy, axis)))) * axis
     iy, ix = small_xy(start)
     if not (0 <= iy < inside.shape[0] and 0 <= ix < inside.shape[1] and inside[iy, ix]):
         start = exit_xy
