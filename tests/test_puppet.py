@@ -1015,3 +1015,36 @@ def test_plate_carries_a_horizon_and_a_tiled_ground_across_the_hole(seed):
     old = psnr(np.asarray(patchmatch_inpaint(img, hole, patch_size=3, seed=seed), np.float32))
     new = psnr(background_plate(img, rig, seed=seed))
     assert new > old + 4.0, (old, new)
+
+
+def test_a_limb_crossing_another_shows_that_limb_behind_its_soft_edge_not_the_background():
+    # one triangle per pixel: where a leg's anti-aliased outline (and the transparent gap between the legs that its
+    # triangles carry) passed over the other leg, nothing of that leg was painted under it, so the background (the
+    # plate, here the sky) showed as a light sliver down the crossing (QA: "green slivers where the legs cross")
+    img, m, u, cx = drawn_character()
+    rig = build_rig(m[None])
+    ch = rig.characters[0]
+    sk = ch.skeleton
+    plate = np.empty_like(img)
+    plate[:] = SKY
+    r = PuppetRenderer(img, rig, plate)
+    assert np.abs(r.render([sk.joints])[0] - img).max() < 1e-4  # rest pose: the input
+    leg_colour = np.float32((0.25, 0.25, 0.35))
+    for moved, still, sign in (("r", "l", -1.0), ("l", "r", 1.0)):
+        pose = sk.joints.copy()
+        hip = pose[sk.index(f"{moved}_hip")]
+        c, s = math.cos(sign * 0.55), math.sin(sign * 0.55)
+        for j in (sk.index(f"{moved}_knee"), sk.index(f"{moved}_ankle")):
+            pose[j] = hip + np.array([[c, -s], [s, c]]) @ (pose[j] - hip)
+        assert (pose[sk.index(f"{moved}_ankle"), 0] - cx) * (sk.joints[sk.index(f"{moved}_ankle"), 0] - cx) < 0
+        frame, alpha = r.render([pose])
+        # the still leg's inside (its drawn fill, well inside its outline, below the crotch): a leg everywhere
+        xs = (cx + 4 * u * (1 if still == "l" else -1) + np.array([-1.8, 1.8]) * u).astype(int)
+        inside = np.zeros(m.shape, bool)
+        inside[int(64 * u):int(75 * u), xs[0]:xs[1]] = True
+        inside &= np.abs(img - leg_colour).max(-1) < 0.02
+        assert inside.sum() > 30
+        assert alpha[inside].min() > 0.999, (moved, alpha[inside].min())
+        sky = np.abs(frame - np.float32(SKY)).max(-1) < 0.35  # a pixel at least ~half sky
+        assert not sky[inside].any(), (moved, int(sky[inside].sum()))
+        assert (frame[inside].mean(-1) < 0.45).all(), (moved, frame[inside].mean(-1).max())

@@ -10,8 +10,11 @@ half-transparent edge the frame starts from the estimated background instead of 
 characters, ``(I - sum a_k F_k) / (1 - sum a_k)``; the mattes are composed front to back, so each is painted with
 the opacity it has over what the mattes in front leave, and the rest pose adds up to the input where two characters
 meet too). For a frame, the
-deformed mesh is rasterised triangle by triangle into an index buffer (OpenCV, sub-pixel vertices; trunk triangles
-first so limbs pass in front), every covered pixel is mapped back to its rest position through its triangle's affine map, and the texture is sampled bilinearly there.
+deformed mesh is rasterised triangle by triangle into an index buffer (OpenCV, sub-pixel vertices), one body part
+(the triangles nearest one bone) at a time, trunk first so limbs pass in front; every covered pixel is mapped back to
+its rest position through its triangle's affine map, the texture is sampled bilinearly there, and each part is laid
+over the ones before it, so a limb's soft outline crossing another part shows that part, not the background (where
+two parts meet, on the same texel, the more opaque sample is kept, so the rest pose is one lookup per pixel).
 
 The background of a frame is the input image, replaced by the plate (the characters inpainted away) where a
 character has moved: each rest triangle takes the largest displacement of its corners, the map is grown by the
@@ -36,7 +39,7 @@ import cv2
 import numpy as np
 
 from ..io import MAX_FRAMES, check_fps
-from .rig import Character, PuppetRig, StillLayer
+from .rig import Character, PuppetRig, StillLayer, triangle_bones
 
 __all__ = ["PuppetClip", "PuppetRenderer", "animate", "background_plate", "default_frames", "joint_sequences", "render_frames"]
 
@@ -157,6 +160,19 @@ class _Layer:
     character: Character
     texture: np.ndarray  # float32 [h,w,4]: premultiplied RGB + alpha over character.box
     rest_index: np.ndarray  # int32 [h,w] triangle under each box pixel at rest (T = none)
+    parts: list[np.ndarray]  # the draw order split by body part (nearest bone), in drawing order
+
+
+def _parts(ch: Character) -> list[np.ndarray]:
+    """``ch.draw_order`` split into the triangles of each body part (the bone nearest a triangle), in the order in
+    which the parts first appear there (trunk first, limb tips last)."""
+    J = ch.skeleton.joints
+    bones = [(a, c) for a, c in ch.skeleton.bones if np.hypot(*(J[c] - J[a])) > 1e-6]
+    if not bones or len(ch.draw_order) == 0:
+        return [ch.draw_order]
+    part = triangle_bones(ch.mesh.vertices, ch.mesh.triangles, J, bones)[ch.draw_order]
+    _, first = np.unique(part, return_index=True)
+    return [ch.draw_order[part == part[i]] for i in sorted(first.tolist())]
 
 
 @dataclasses.dataclass
@@ -245,7 +261,7 @@ class PuppetRenderer:
             tex = np.concatenate([colours[i] * a[..., None], a[..., None]], -1).astype(np.float32)
             if not ch.matted:
                 self._unmix_soft_edge(ch, tex, reach[y0:y1, x0:x1] == 1, rests[i] < len(ch.mesh.triangles))
-            self.layers.append(_Layer(ch, np.ascontiguousarray(tex), rests[i]))
+            self.layers.append(_Layer(ch, np.ascontiguousarray(tex), rests[i], _parts(ch)))
 
     def _unmix_soft_edge(self, ch: Character, tex: np.ndarray, alone: np.ndarray, on_mesh: np.ndarray) -> None:
         """A soft mask's half-transparent edge (``0 < a < 1``) is a mix of the character (its anti-aliased outline)
@@ -395,6 +411,13 @@ class PuppetRenderer:
             plane += weight * (self._plate_planes[c, y0:y1, x0:x1] - plane)
 
     def _paint(self, frame: np.ndarray, mask: np.ndarray, layer: _Layer, verts: np.ndarray) -> None:
+        """The character's texture on its deformed mesh, over ``frame``. Body parts (:func:`_parts`) are
+        rasterised one by one, each over the ones before it (premultiplied "over"), so where a limb passes in
+        front of another part its soft outline (and any transparent texel its triangles carry, such as the gap
+        between two legs) shows that part behind it, not the background. A pixel that a part maps back to the same
+        texel (within one pixel) as the part below it, the seam where two parts meet, keeps the more opaque of the
+        two samples instead (a fold at a joint opens no hole), so no texel is painted twice and the rest pose is the
+        single texture lookup per pixel."""
         ch = layer.character
         h, w = self.rig.image_size
         x0 = max(0, int(np.floor(verts[:, 0].min())) - 1)
@@ -404,31 +427,53 @@ class PuppetRenderer:
         if x0 >= x1 or y0 >= y1:
             return  # moved entirely off the picture
         n_tri = len(ch.mesh.triangles)  # the extra row n_tri maps uncovered pixels outside the texture (alpha 0)
-        tri = _rasterize(verts, ch.mesh.triangles, ch.draw_order, x0, y0, x1 - x0, y1 - y0, empty=n_tri)
         aff = _affine_to(verts, ch.mesh.vertices, ch.mesh.triangles)
         aff[:, 0, 2] -= ch.box[0]
         aff[:, 1, 2] -= ch.box[1]
         coef = np.concatenate([aff.reshape(-1, 6), [[0, 0, -10, 0, 0, -10]]]).astype(np.float32).T  # [6, T+1]
-        xs = np.arange(x0, x1, dtype=np.float32)[None, :]
-        ys = np.arange(y0, y1, dtype=np.float32)[:, None]
-        maps = []
-        for k in (0, 3):  # map = a * x + b * y + c with (a, b, c) of each pixel's triangle, built in place
-            m = np.take(coef[k], tri)
-            m *= xs
-            t = np.take(coef[k + 1], tri)
-            t *= ys
-            m += t
-            m += np.take(coef[k + 2], tri)
-            maps.append(m)
-        map_x, map_y = maps
-        sample = cv2.remap(layer.texture, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                           borderValue=(0.0, 0.0, 0.0, 0.0))
-        alpha = sample[..., 3]
+        acc = np.zeros((y1 - y0, x1 - x0, 4), np.float32)  # the character so far, premultiplied
+        texel = np.full((y1 - y0, x1 - x0, 2), np.inf, np.float32)  # texture position of the top sample
+        for part in layer.parts:
+            pv = verts[np.unique(ch.mesh.triangles[part])]
+            px0 = max(x0, int(np.floor(pv[:, 0].min())) - 1)
+            py0 = max(y0, int(np.floor(pv[:, 1].min())) - 1)
+            px1 = min(x1, int(np.ceil(pv[:, 0].max())) + 2)
+            py1 = min(y1, int(np.ceil(pv[:, 1].max())) + 2)
+            if px0 >= px1 or py0 >= py1:
+                continue
+            tri = _rasterize(verts, ch.mesh.triangles, part, px0, py0, px1 - px0, py1 - py0, empty=n_tri)
+            covered = tri < n_tri
+            if not covered.any():
+                continue
+            xs = np.arange(px0, px1, dtype=np.float32)[None, :]
+            ys = np.arange(py0, py1, dtype=np.float32)[:, None]
+            maps = []
+            for k in (0, 3):  # map = a * x + b * y + c with (a, b, c) of each pixel's triangle, built in place
+                m = np.take(coef[k], tri)
+                m *= xs
+                t = np.take(coef[k + 1], tri)
+                t *= ys
+                m += t
+                m += np.take(coef[k + 2], tri)
+                maps.append(m)
+            map_x, map_y = maps
+            sample = cv2.remap(layer.texture, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                               borderValue=(0.0, 0.0, 0.0, 0.0))
+            under = acc[py0 - y0:py1 - y0, px0 - x0:px1 - x0]
+            at = texel[py0 - y0:py1 - y0, px0 - x0:px1 - x0]
+            same = np.hypot(map_x - at[..., 0], map_y - at[..., 1]) < 1.0  # inf (nothing yet): False
+            over = covered & ~same
+            under[over] = sample[over] + (1.0 - sample[over][:, 3:]) * under[over]
+            seam = covered & same & (sample[..., 3] >= under[..., 3])
+            under[seam] = sample[seam]
+            at[covered, 0] = map_x[covered]
+            at[covered, 1] = map_y[covered]
+        alpha = acc[..., 3]
         keep = 1.0 - alpha
         for c in range(3):
             plane = frame[c, y0:y1, x0:x1]
             plane *= keep
-            plane += sample[..., c]
+            plane += acc[..., c]
         np.maximum(mask[y0:y1, x0:x1], alpha, out=mask[y0:y1, x0:x1])
 
 

@@ -220,6 +220,14 @@ def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray
     return np.hypot(*(p - (a + t[:, None] * d)).T)
 
 
+def triangle_bones(vertices: np.ndarray, triangles: np.ndarray, joints: np.ndarray,
+                   bones: list[tuple[int, int]]) -> np.ndarray:
+    """Per triangle ``[T]``, the index into ``bones`` (``(a, c)`` joint pairs of nonzero length) of the bone nearest
+    its centroid: the part of the body it belongs to (drawing order, and the renderer's layers)."""
+    centroids = vertices[triangles].mean(1)
+    return np.argmin(np.stack([_segment_distance(centroids, joints[a], joints[c]) for a, c in bones], 1), 1)
+
+
 def _bind(point: np.ndarray, a: np.ndarray, c: np.ndarray) -> np.ndarray:
     """Local (u, v) of ``point`` in the frame of bone ``a -> c``."""
     d = c - a
@@ -343,8 +351,7 @@ def build_character(mask: np.ndarray, skeleton: Skeleton | None, *, instance: in
     deformer = ARAPDeformer(mesh.vertices, mesh.triangles, handles)
     # drawing order: triangles near deeper bones (limb ends) last
     depth = skeleton.depth()
-    centroids = mesh.vertices[mesh.triangles].mean(1)
-    tri_bone = np.argmin(np.stack([_segment_distance(centroids, J[a], J[c]) for a, c in bones], 1), 1)
+    tri_bone = triangle_bones(mesh.vertices, mesh.triangles, J, bones)
     tri_depth = np.array([depth[bones[b][1]] for b in tri_bone])
     draw_order = np.argsort(tri_depth, kind="stable")
     h, w = support.shape
