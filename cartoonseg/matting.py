@@ -16,7 +16,8 @@ For each instance:
    gap in the outline joins the two, pixels are decided by which way the line art makes a detour, so the gap is left
    to the solver, not the whole outline), and the
    dark line between an interior region and the outside (the character's outline) is foreground with a 1-px
-   unknown fringe for its anti-aliasing; strokes leaving the outline (hair, or a background line meeting it) stay
+   unknown fringe for its anti-aliasing (where the outline is more than 1 px thick, its outermost pixels, partly
+   covered, are unknown too and only its core is forced); strokes leaving the outline (hair, or a background line meeting it) stay
    unknown, and beyond the band (:func:`free_strokes`) those that end inside the picture become unknown too (hair
    strands thinner than the refiner's grid are missing from the soft mask), while those that run on to the image
    border are the scene's line art and stay background, and line art inside another instance's mask is that
@@ -64,6 +65,9 @@ MIN_SIDE = 3
 CONFIDENCE_GAP = 0.05
 #: :func:`line_art`: the weak (continuation) threshold as a fraction of the line contrast.
 WEAK_LINE = 0.5
+#: :func:`unmix`: weight of the foreground smoothness where alpha changes (pymatting's ``gradient_weight``, default
+#: 1.0, which spreads a fill's colour into a thin dark outline and lightens it in a cut-out).
+FOREGROUND_GRADIENT_WEIGHT = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,7 +290,8 @@ def snap_to_outlines(rgb: np.ndarray, trimap: np.ndarray, radius: int, contrast:
     than ``lead`` (the band's full width; None = ``4 radius``) than the way to the foreground, background in the converse case,
     unknown otherwise (near the gap; everywhere when there is no outline). Line
     pixels next to a foreground region are the instance's outline (foreground), with a 1-px unknown fringe
-    outside (anti-aliasing). Strokes that leave the outline (connected line pixels) are ambiguous, a hair strand
+    outside (anti-aliasing); where the outline has a core (pixels not next to the outside), its outermost pixels
+    are unknown as well (partly covered: forced to 1 they make an opaque 1-px halo). Strokes that leave the outline (connected line pixels) are ambiguous, a hair strand
     or a background line meeting the outline, and stay unknown for the solver, with a 1-px fringe; so do line
     pixels next to an unknown region (an outline with a gap); other line pixels in the band belong to the
     background.
@@ -324,6 +329,12 @@ def snap_to_outlines(rgb: np.ndarray, trimap: np.ndarray, radius: int, contrast:
         outside |= both & (detour[0] - detour[1] > lead)
     square = np.ones((3, 3), np.uint8)
     outline = line & cv2.dilate(inside.astype(np.uint8), square).astype(bool)
+    # the outline's outermost pixels (next to a pixel beyond the line) are partly covered (its anti-aliasing):
+    # unknown where the outline has a core (its pixels not next to the outside), which stays foreground; a 1-px
+    # outline is all edge and stays whole (the solver takes a lone thin dark line for background)
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    edge = outline & cv2.dilate((~line & ~inside).astype(np.uint8), cross).astype(bool)
+    soft_edge = edge & cv2.dilate((outline & ~edge).astype(np.uint8), square).astype(bool)
     n, strokes = cv2.connectedComponents(line.astype(np.uint8), connectivity=8)
     attached = np.zeros(n, bool)
     attached[np.unique(strokes[outline])] = True
@@ -333,7 +344,7 @@ def snap_to_outlines(rgb: np.ndarray, trimap: np.ndarray, radius: int, contrast:
     # anti-aliased edge (in the fringe already), not more line to widen the unknown band by
     fringe = cv2.dilate((outline | (attached & strong)).astype(np.uint8), square).astype(bool) & ~outline & ~inside
     out = trimap.copy()
-    out[unknown & (inside | outline)] = 1.0
+    out[unknown & (inside | outline) & ~soft_edge] = 1.0
     # a line between two background regions is the scene's; next to a region the solver decides, it stays unknown
     undecided = unknown & ~line & ~inside & ~outside
     near_undecided = cv2.dilate(undecided.astype(np.uint8), square).astype(bool)
@@ -551,7 +562,9 @@ def unmix(image, alpha) -> tuple[np.ndarray, np.ndarray]:
 
     ``image``: RGB ``[H,W,3]``, uint8 or float in [0,1]; ``alpha``: ``[H,W]`` in [0,1]. Where the matte is
     fractional, both come from pymatting's ``estimate_foreground_ml`` over the box of the fractional pixels plus
-    8 px of context; elsewhere (and where that box is thinner than the estimator's 3x3 window) both are the image.
+    8 px of context, with its smoothness where alpha changes lowered to ``FOREGROUND_GRADIENT_WEIGHT`` (at
+    pymatting's default the fill's colour spreads into a thin dark outline: on drawn characters with known colours
+    its estimated luminance came out ~0.09 lighter where alpha is fractional; the colour-matching term decides); elsewhere (and where that box is thinner than the estimator's 3x3 window) both are the image.
     What the applications cut out with a matte: ``F`` is the character's colour without the old background mixed
     in (a moved layer carries no halo), ``B`` what lies behind its half-transparent edge in the input.
     """
@@ -567,7 +580,8 @@ def unmix(image, alpha) -> tuple[np.ndarray, np.ndarray]:
     if box is None or min(box[1] - box[0], box[3] - box[2]) < MIN_SIDE:  # the estimator divides by zero there
         return fg, bg
     y0, y1, x0, x1 = box
-    f, b = _pymatting().estimate_foreground_ml(rgb[y0:y1, x0:x1], a[y0:y1, x0:x1], return_background=True)
+    f, b = _pymatting().estimate_foreground_ml(rgb[y0:y1, x0:x1], a[y0:y1, x0:x1], return_background=True,
+                                               gradient_weight=FOREGROUND_GRADIENT_WEIGHT)
     sel = frac[y0:y1, x0:x1]
     fg[y0:y1, x0:x1][sel] = np.clip(np.asarray(f), 0.0, 1.0)[sel]
     bg[y0:y1, x0:x1][sel] = np.clip(np.asarray(b), 0.0, 1.0)[sel]

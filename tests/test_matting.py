@@ -84,7 +84,9 @@ def test_line_art_outlines_belong_to_the_character_background_lines_do_not():
     t = trimap_from_soft(softs[0], 7)
     snapped = snap_to_outlines(rgb, t, 3)
     outline = (truth[0] > 0.5) & bench_matting.boundary_band(truth[0], 1) & (t == 0.5)
-    assert float((snapped[outline] == 1).mean()) > 0.8
+    # the outline is the character's: decided (its partly covered outer pixels left to the solver), never background
+    assert float((snapped[outline] == 1).mean()) > 0.7 and not (snapped[outline] == 0).any()
+    assert float(np.abs(with_lines[0] - truth[0])[outline].mean()) < 0.05
     assert float(snapped[(truth[0] < 0.01) & (t == 0.5)].mean()) < 0.2  # unknown outside: mostly background now
 
 
@@ -309,7 +311,8 @@ def test_an_outline_with_a_gap_is_left_to_the_solver_not_made_background():
     assert not (snapped[drawn] == 0.0).any()
     # near the gaps inside and outside meet: the solver decides; far from them (the sides) the outline is decided
     assert (snapped[drawn & (np.abs(yy - 30) > 11)] == 0.5).all()
-    assert (snapped[drawn & (np.abs(yy - 30) < 5) & (r < 15)] == 1.0).all()
+    # (its core; the outermost pixels, next to the background, are the solver's: they may be partly covered)
+    assert (snapped[drawn & (np.abs(yy - 30) < 5) & (r < 14.5)] == 1.0).all()
 
 
 def test_one_gap_in_an_outline_does_not_eat_the_whole_outline():
@@ -515,3 +518,53 @@ def test_line_art_continues_faint_stretches_of_a_line_from_its_strong_parts():
     assert line[10, 2:58].all()
     assert not line[30].any() and not line[20].any()
     assert not line_art(img, 2, 0.5).any()  # nothing strong enough: nothing at all
+
+
+def _outlined_disk(size=96, s=4):
+    """A disk with a 1.75-px dark anti-aliased outline (drawn 4x supersampled) over a background of its fill's
+    colour: (uint8 image, true alpha, true foreground colours, outline coverage)."""
+    big = np.zeros((size * s, size * s), np.uint8)
+    cv2.circle(big, (size // 2 * s + 1, size // 2 * s + 2), size * 5 // 16 * s + 1, 255, -1, cv2.LINE_AA)
+    truth = cv2.resize(big.astype(np.float32) / 255, (size, size), interpolation=cv2.INTER_AREA)
+    ring = cv2.morphologyEx((big > 127).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((7, 7), np.uint8))
+    ring = cv2.resize(ring.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+    fg = np.array([0.93, 0.72, 0.32]) * (1 - ring[..., None]) + np.array([0.1, 0.08, 0.12]) * ring[..., None]
+    y, x = np.mgrid[0:size, 0:size]
+    bg = np.stack([0.92 + 0.02 * np.sin(x / 11), 0.70 + 0.02 * np.cos(y / 13), 0.30 + 0 * x], -1)
+    image = fg * truth[..., None] + bg * (1 - truth[..., None])
+    return (image * 255 + 0.5).astype(np.uint8), truth, fg, ring
+
+
+def test_an_outlines_partly_covered_outer_pixels_are_left_to_the_solver():
+    """A 1.75-px dark outline anti-aliased over a background of the fill's colour (:func:`_outlined_disk`): its core is foreground, but its
+    outermost pixels are partly covered (true alpha < 1), so the trimap leaves them unknown and the solver's matte
+    follows their coverage, instead of a 1-px opaque halo (old rule: the whole outline forced to 1)."""
+    rgb, truth, _, ring = _outlined_disk()
+    soft = bench_matting.simulated_soft_mask(truth, seed=3)
+    trimap = trimap_from_soft(soft, 5)
+    snapped = snap_to_outlines(rgb, trimap, 2)
+    partial = (truth > 0.2) & (truth < 0.9) & (trimap == 0.5)
+    core = (truth > 0.999) & (ring > 0.6) & (trimap == 0.5)
+    assert partial.sum() > 50 and core.sum() > 50
+    assert float((snapped[core] == 1).mean()) > 0.8  # the outline's core stays the character's
+    assert float((snapped[partial] == 1).mean()) < 0.2  # its partly covered rim is the solver's
+    inst = Instances.from_masks(torch.from_numpy(soft[None]).float())
+    alpha = instance_alphas(rgb, inst).alphas.numpy()[0]
+    assert float(np.abs(alpha - truth)[partial].mean()) < 0.15
+
+
+def test_unmix_keeps_a_dark_outline_dark():
+    """pymatting's foreground estimate at its default smoothness spreads the fill's colour into a thin dark outline
+    where alpha is fractional (its cut-out outline comes out lighter and fuzzier than the drawing): with the true
+    alpha, the estimated outline colours stay close to the drawn ones."""
+    from cartoonseg.matting import unmix
+
+    rgb, truth, fg, ring = _outlined_disk()
+    est, _ = unmix(rgb, truth)
+    lum = np.array([0.299, 0.587, 0.114])
+    outline = (truth > 0.6) & (truth < 0.99) & (ring > 0.5)  # mostly covered: the visible outline
+    assert outline.sum() > 50
+    lighter = float((est[outline] @ lum - fg[outline] @ lum).mean())
+    assert abs(lighter) < 0.06, lighter  # (pymatting's default smoothness: 0.16 lighter)
+    frac = (truth > 0.02) & (truth < 0.99)  # and the whole rim's colours, weighted by what they show (0.089 before)
+    assert float((truth[..., None] * np.abs(est - fg))[frac].mean()) < 0.045
