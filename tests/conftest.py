@@ -111,6 +111,28 @@ class _Hub(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture()
+def spy_calls(monkeypatch):
+    """``spy_calls(owner, name, raises=None) -> list``: replace ``owner.name`` by a spy that records each call's
+    positional arguments in the returned list, then raises ``raises`` (an exception class) or calls the original.
+    The input-checking tests use it to prove that a command fails before it resolves or loads any model."""
+
+    def install(owner, name: str, raises: type[BaseException] | None = None) -> list:
+        calls: list = []
+        real = getattr(owner, name)
+
+        def spy(*args, **kwargs):
+            calls.append(args)
+            if raises is not None:
+                raise raises
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, spy)
+        return calls
+
+    return install
+
+
+@pytest.fixture()
 def fake_hub(monkeypatch, tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
     threading.Thread(target=server.serve_forever, daemon=True).start()

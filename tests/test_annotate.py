@@ -481,21 +481,14 @@ def test_bad_segmenter_settings_fail_before_the_weights_are_read(tmp_path, capsy
     assert message in err and "no-such-weights" not in err and err.count("\n") == 1, err
 
 
-def test_cli_checks_the_images_before_loading_the_weights(data, tmp_path, capsys, monkeypatch):
+def test_cli_checks_the_images_before_loading_the_weights(data, tmp_path, capsys, spy_calls):
     """With no readable input (a lone truncated or animated file) the error came only after the weights were
     resolved (maybe downloaded) and loaded; now first, with nothing loaded or written. A readable image among
     unreadable ones still runs (the others listed under info.skipped)."""
     from cartoonseg import hub
     from cartoonseg.__main__ import main
 
-    resolved = []
-    real = hub.resolve_weights
-
-    def spy(*args, **kwargs):
-        resolved.append(args)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(hub, "resolve_weights", spy)
+    resolved = spy_calls(hub, "resolve_weights")
     good = data["images"] / "img00.png"
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(good.read_bytes()[:-300])

@@ -465,19 +465,13 @@ class _Loaded(Exception):
     """Raised by the spy loader: the command got as far as loading its networks."""
 
 
-def test_segment_checks_its_inputs_before_loading_the_networks(tmp_path, capsys, monkeypatch):
+def test_segment_checks_its_inputs_before_loading_the_networks(tmp_path, capsys, spy_calls):
     """An unreadable, animated or truncated lone input failed only after the weights were resolved and loaded
     (seconds to minutes, or a download); a batch of only unreadable inputs too. Now: checked first, nothing loaded
     and no output folder made; in a batch the unreadable ones are skipped (same warning) before the load."""
     import cartoonseg.__main__ as cli_main
 
-    calls = []
-
-    def spy(*args, **kwargs):
-        calls.append(args)
-        raise _Loaded
-
-    monkeypatch.setattr(cli_main, "load_networks", spy)
+    calls = spy_calls(cli_main, "load_networks", raises=_Loaded)
     a, b = Image.fromarray(rgb(seed=1)), Image.fromarray(rgb(seed=2))
     anim = tmp_path / "anim.gif"
     a.save(anim, save_all=True, append_images=[b], duration=100, loop=0)

@@ -570,7 +570,7 @@ def test_cli_style_offline_end_to_end(tiny_sd, tmp_path):
               "--order", "depth"])
 
 
-def test_cli_style_checks_its_images_before_loading_models(tmp_path, capsys, monkeypatch):
+def test_cli_style_checks_its_images_before_loading_models(tmp_path, capsys, spy_calls):
     """Unreadable images, --background or --hint failed only after the detector, tagger and SD model loaded
     (minutes); now they are checked first (in a batch the unreadable images are skipped, same warning)."""
     from PIL import Image
@@ -580,13 +580,7 @@ def test_cli_style_checks_its_images_before_loading_models(tmp_path, capsys, mon
     class Loaded(Exception):
         pass
 
-    calls = []
-
-    def spy(*args, **kwargs):
-        calls.append(args)
-        raise Loaded
-
-    monkeypatch.setattr(style_cli, "load_networks", spy)
+    calls = spy_calls(style_cli, "load_networks", raises=Loaded)
     good = tmp_path / "good.png"
     Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(good)
     junk = tmp_path / "junk.png"

@@ -696,20 +696,13 @@ def test_cli_tags_instances_with_tiny_detector(tmp_path, capsys):
     assert set(out["background"]) == {"general", "character", "rating"}
 
 
-def test_cli_checks_its_images_before_loading_the_tagger(tmp_path, capsys, monkeypatch):
+def test_cli_checks_its_images_before_loading_the_tagger(tmp_path, capsys, spy_calls):
     """An unreadable image (or a batch of only unreadable ones) failed after the tagger loaded (a repo id may
     download ~400 MB); in a batch the unreadable ones are now skipped, with the same warning, before it loads."""
     from cartoonseg.tagger import tagging
     from cartoonseg.tagger.cli import main
 
-    loads = []
-    real = tagging.load_tagger
-
-    def spy(*args, **kwargs):
-        loads.append(args)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tagging, "load_tagger", spy)
+    loads = spy_calls(tagging, "load_tagger")
     folder = make_tagger_dir(tmp_path / "t")
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"not an image")
