@@ -25,7 +25,8 @@ How it works:
   loaded), then reads all shards back in item order for the merge;
 * under ``torchrun`` (``WORLD_SIZE`` > 1) :func:`init_distributed` starts a gloo process group (CPU objects only,
   so it works beside CUDA) and :func:`agree` gives every rank rank 0's copy of an object, for example the item
-  list, so all ranks shard the same list even if a folder listing differs between nodes.
+  list, so all ranks shard the same list even if a folder listing differs between nodes; :func:`agree_on` makes
+  that object on rank 0 and, when making it fails, makes every rank fail with rank 0's error (none waits).
 
 API::
 
@@ -55,6 +56,7 @@ import datetime
 import hashlib
 import json
 import os
+import pickle
 import re
 import socket
 import sys
@@ -63,7 +65,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RankInfo", "Shard", "ShardedRun", "agree", "check_outside", "init_distributed", "progress_bar",
+__all__ = ["RankInfo", "Shard", "ShardedRun", "agree", "agree_on", "check_outside", "init_distributed", "progress_bar",
            "run_sharded", "write_atomic"]
 
 FORMAT_VERSION = 1
@@ -143,6 +145,29 @@ def agree(obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def agree_on(make: Callable[[], Any], rank: RankInfo) -> Any:
+    """Rank 0's ``make()`` on every rank (only rank 0 calls it; see :func:`agree`). When it raises, rank 0 sends
+    the exception instead and every rank raises it (rank 0 its own, the others a copy), so no rank is left waiting
+    for a rank 0 that gave up (it would wait until rank 0's process ends, or for the group's time-out, and then
+    report a lost connection instead of the cause)."""
+    failed, value, own = False, None, None
+    if rank.is_main:
+        try:
+            value = make()
+        except Exception as exc:  # every rank must hear of it, whatever it is
+            failed, value, own = True, exc, exc
+            try:
+                pickle.loads(pickle.dumps(exc))
+            except Exception:  # an exception that cannot travel: its type and message do
+                value = RuntimeError(f"rank 0 failed: {type(exc).__name__}: {exc}")
+    failed, value = agree((failed, value))
+    if own is not None:
+        raise own
+    if failed:
+        raise value from None
+    return value
 
 
 def write_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -504,3 +504,51 @@ def test_cli_checks_the_images_before_loading_the_weights(data, tmp_path, capsys
         assert resolved == [] and not out.exists() and not (tmp_path / "none.json.parts").exists()
     assert main([*args, str(anim), str(good), "--out", str(tmp_path / "some.json")]) == 0
     assert len(resolved) == 1 and len(json.loads((tmp_path / "some.json").read_text())["info"]["skipped"]) == 1
+
+
+RANK0_FAILS = """
+import os, sys, time
+from pathlib import Path
+from cartoonseg.__main__ import main
+rc = main(sys.argv[2:])
+Path(sys.argv[1], "rank" + os.environ["RANK"] + ".rc").write_text(str(rc))
+if os.environ["RANK"] == "0":  # stay alive (a library caller, a slow exit): a rank left waiting would hang, not crash
+    deadline = time.monotonic() + 30
+    while not Path(sys.argv[1], "rank1.rc").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+"""
+
+
+def test_every_rank_fails_with_rank_0s_error_when_rank_0_cannot_collect_the_inputs(tmp_path):
+    """Only rank 0 collects the inputs; when that failed (an input that does not exist), rank 1 waited in the
+    broadcast of the item list until rank 0's process went away (forever while it lived; the gloo time-out is an
+    hour), then died with a traceback about a closed connection. Now rank 0 broadcasts its error and every rank
+    ends at once with rank 0's one-line error. A real 2-process gloo group on CPU (torchrun's environment; no
+    torchrun, whose agent would kill rank 1 as soon as rank 0 exits and hide the wait)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    driver = tmp_path / "driver.py"
+    driver.write_text(RANK0_FAILS)
+    missing = tmp_path / "no-such-folder"
+    args = ["annotate", str(missing), "--out", str(tmp_path / "out.json"), "--detector", "none-needed", "--quiet"]
+    procs = []
+    for r in (0, 1):
+        env = dict(_env(), RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(port))
+        procs.append(subprocess.Popen([sys.executable, str(driver), str(tmp_path), *args], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        errs = [p.communicate(timeout=240)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for r, err in enumerate(errs):
+        rc = tmp_path / f"rank{r}.rc"
+        assert rc.is_file() and rc.read_text() == "2", err
+        assert err == f"error: input not found: {missing}\n", err
+    assert not (tmp_path / "out.json").exists() and not (tmp_path / "out.json.parts").exists()

@@ -156,9 +156,8 @@ def run_annotate(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(int(args.threads))
     own = [p for p in (args.per_image, args.work_dir) if p]  # walked folders never yield the run's own outputs
-    items = (collect_inputs(args.inputs, image_root=args.image_root, recursive=args.recursive, exclude=own)
-             if rank.is_main else [])
-    items = shared_items(items)
+    items = shared_items(lambda: collect_inputs(args.inputs, image_root=args.image_root, recursive=args.recursive,
+                                                exclude=own), rank)  # rank 0 collects; its error ends every rank
     _check_readable(items)  # on every rank (the same items: the same answer, no rank left waiting)
     device = _device(args.device, rank.local_rank)
     search = [Path(args.weights_dir)] if args.weights_dir else []

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .. import outputs
-from ..sharding import RankInfo, ShardedRun, agree, check_outside, progress_bar
+from ..sharding import RankInfo, ShardedRun, agree, agree_on, check_outside, progress_bar
 from .coco import GENERATOR, image_record, merge
 from .inputs import ImageItem
 
@@ -146,6 +146,8 @@ def annotate(
     return coco
 
 
-def shared_items(items: list[ImageItem]) -> list[ImageItem]:
-    """Rank 0's item list on every rank (see :func:`cartoonseg.sharding.agree`)."""
-    return [ImageItem(*t) for t in agree([(it.path, it.file_name, it.image_id) for it in items])]
+def shared_items(collect: Callable[[], list[ImageItem]], rank: RankInfo) -> list[ImageItem]:
+    """Rank 0's ``collect()`` on every rank (only rank 0 collects the inputs); when it fails, every rank raises rank
+    0's error at once (:func:`cartoonseg.sharding.agree_on`) instead of waiting for an item list that never comes."""
+    box = agree_on(lambda: [(it.path, it.file_name, it.image_id) for it in collect()], rank)
+    return [ImageItem(*t) for t in box]
