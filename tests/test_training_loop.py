@@ -217,6 +217,38 @@ def test_mixup_jitter_runs_in_the_pipeline_and_an_empty_partner_is_not_mixed_in(
     assert mixup(sample, empty, np.random.default_rng(0)) is sample
 
 
+def test_an_empty_mixup_partner_is_redrawn_up_to_15_times_as_mmdet_does(toy, monkeypatch):
+    """mmdet ``CachedMixUp.get_indexes`` draws up to ``max_iters`` (15) partners until one has a box and skips the
+    mixup only when all were empty; a single empty draw (a random crop missing every instance) skipped it here."""
+    aug = DetAugConfig(img_size=64)
+    ds = DetectionTrainSet(load_coco(find_annotation(toy)), aug, seed=3)
+    real = DetectionTrainSet._strong_sample
+    main, partner = (next(x for x in (real(ds, i, np.random.default_rng(k)) for k in range(100)) if len(x["labels"]))
+                     for i in (0, 1))
+    empty = dict(partner, masks=partner["masks"][:0], boxes=partner["boxes"][:0], labels=partner["labels"][:0],
+                 ignore_mask=partner["ignore_mask"][:0])
+
+    def scripted(answers):
+        calls = []
+
+        def fake(self, index, rng):
+            calls.append(index)
+            return answers[min(len(calls) - 1, len(answers) - 1)]
+        monkeypatch.setattr(DetectionTrainSet, "_strong_sample", fake)
+        return calls
+
+    calls = scripted([main, empty, empty, empty, partner])  # the sample itself, then partner draws
+    s = ds.sample(0)
+    assert len(calls) == 5 and len(s["labels"]) > len(main["labels"])  # the fourth partner was mixed in
+    assert not np.array_equal(s["img"], main["img"])
+    calls = scripted([main] + [empty] * 20)
+    s = ds.sample(0)
+    assert len(calls) == 1 + 15 and len(s["labels"]) == len(main["labels"])  # all 15 empty: not mixed
+    np.testing.assert_array_equal(s["img"], main["img"])
+    with pytest.raises(ValueError, match="mixup_max_iters"):
+        DetAugConfig(mixup_max_iters=0)
+
+
 def test_images_without_instances_train_in_both_pipelines(tmp_path):
     """An image with no annotation (a background, or a synthetic image whose instances were all removed) gives an
     empty sample in the mosaic and in the no-mosaic pipeline, and a batch of only such images trains."""

@@ -16,7 +16,8 @@ written here in numpy/OpenCV, sample by sample:
    ``j ~ U(mixup_ratio_range)`` (the RTMDet-Ins recipe sets ``(1.0, 1.0)``: no jitter), flipped with
    probability 0.5, pasted into a zero canvas of at least ``S x S`` and cropped to ``S x S`` at a random offset
    (``[0, extra)`` as mmdet draws it); blended 0.5/0.5, annotations concatenated, partner instances left with no
-   pixel dropped. A partner without instances is not mixed in (mmdet's "empty bbox" rule);
+   pixel dropped. As mmdet's ``get_indexes``, up to ``mixup_max_iters`` (15) partners are drawn until one has an
+   instance; when none has, nothing is mixed in (mmdet's "empty bbox" rule);
 7. instances whose box is narrower or shorter than 1 px are removed.
 
 The last ``no_aug_epochs`` epochs switch to the stock "stage 2" pipeline (``train_pipeline_stage2`` of the same
@@ -73,6 +74,8 @@ class DetAugConfig:
         mixup_prob: probability of mixup.
         mixup_ratio_range: (min, max) scale jitter of the mixup partner's canvas (mmdet ``CachedMixUp``
             ``ratio_range``: its default is (0.5, 1.5), the RTMDet-Ins recipe sets (1.0, 1.0)).
+        mixup_max_iters: most partners drawn for one mixup until one has an instance (mmdet ``CachedMixUp``
+            ``max_iters``, 15); when all are empty the sample is not mixed.
         resize_ratio: (min, max) random resize ratio of the mosaic canvas (2S).
         no_mosaic_resize_ratio: (min, max) random resize ratio in the no-mosaic pipeline (relative to S).
         hsv: (hue, saturation, value) deltas of the YOLOX HSV jitter; None disables it.
@@ -87,6 +90,7 @@ class DetAugConfig:
     mixup: bool = True
     mixup_prob: float = 1.0
     mixup_ratio_range: tuple[float, float] = (1.0, 1.0)
+    mixup_max_iters: int = 15
     resize_ratio: tuple[float, float] = (0.1, 2.0)
     no_mosaic_resize_ratio: tuple[float, float] = (0.1, 2.0)
     hsv: tuple[int, int, int] | None = (5, 30, 30)
@@ -98,6 +102,8 @@ class DetAugConfig:
     def __post_init__(self) -> None:
         if self.img_size < 32 or self.img_size % 32:
             raise ValueError(f"img_size must be a positive multiple of 32, got {self.img_size}")
+        if self.mixup_max_iters < 1:
+            raise ValueError(f"mixup_max_iters must be >= 1, got {self.mixup_max_iters}")
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -332,6 +338,7 @@ class DetectionTrainSet(Dataset):
         self.epoch = 0
         self.strong = self.aug.mosaic
         self._manga = np.array([im.is_manga for im in coco.images], bool)
+        self._any_instances = any(im.annotations for im in coco.images)
 
     def __len__(self) -> int:
         return len(self.coco)
@@ -385,6 +392,18 @@ class DetectionTrainSet(Dataset):
             s = hflip(s)
         return pad_to(s, a.img_size)
 
+    def _mixup_partner(self, rng: np.random.Generator) -> dict[str, Any]:
+        """The mixup partner as mmdet ``CachedMixUp.get_indexes`` draws it: up to ``mixup_max_iters`` strong
+        samples until one has an instance, else the last one (which :func:`mixup` then leaves out). A partner is
+        often empty (the random crop of a large resize can miss every instance); without the retries such samples
+        went unmixed. A set without any instance has one draw: every other would be empty too."""
+        tries = self.aug.mixup_max_iters if self._any_instances else 1
+        for _ in range(tries):
+            other = self._strong_sample(int(rng.integers(0, len(self))), rng)
+            if len(other["labels"]):
+                break
+        return other
+
     def sample(self, index: int) -> dict[str, Any]:
         """The augmented sample (numpy) for the current epoch."""
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
@@ -392,8 +411,7 @@ class DetectionTrainSet(Dataset):
         if self.strong:
             s = self._strong_sample(index, rng)
             if a.mixup and rng.random() < a.mixup_prob:
-                other = self._strong_sample(int(rng.integers(0, len(self))), rng)
-                s = mixup(s, other, rng, a.flip_prob, a.mixup_ratio_range)
+                s = mixup(s, self._mixup_partner(rng), rng, a.flip_prob, a.mixup_ratio_range)
         else:
             s = random_resize(self.load(index), a.img_size, a.no_mosaic_resize_ratio, rng)
             s = self._finish(s, rng)
