@@ -618,6 +618,37 @@ def test_corrupt_images_stop_training_before_it_starts_listing_them(tmp_path, ca
     assert err.startswith("error: ") and "training images cannot be used" in err and err.count("\n") == 1
 
 
+def test_check_images_full_decodes_and_finds_damage_inside_a_complete_file(tmp_path, capsys):
+    """A PNG damaged inside its compressed data (header and end intact) passes the fast check and failed only
+    when first sampled, with an error that did not say how to find such files. ``--check-images full`` decodes
+    every image once before training and stops the run there; the sampling error names the file and the flag."""
+    from cartoonseg.training.coco import check_images, read_image_bgr
+    from train import train_detector as det_cli
+
+    ann = make_toy_coco(tmp_path / "data", num_images=4, size=64, seed=0)
+    path = load_coco(ann).images[1].path
+    data = bytearray(path.read_bytes())
+    start = data.index(b"IDAT") + 8  # the compressed pixels
+    data[start : start + 24] = bytes(b ^ 0x5A for b in data[start : start + 24])
+    path.write_bytes(bytes(data))
+    assert cv2.imread(str(path)) is None  # the trainers cannot read it
+    check_images(load_coco(ann).images, progress=False)  # headers and end are sound: the fast check passes
+    with pytest.raises(ValueError, match=re.escape(f"1 of 4 training images cannot be used: {path} cannot be "
+                                                   "decoded (damaged data inside the file)")):
+        check_images(load_coco(ann).images, progress=False, full=True)
+    with pytest.raises(ValueError, match=re.escape(f"cannot read image {path}") + ".*--check-images full"):
+        read_image_bgr(path)
+
+    common = ["--data", str(tmp_path / "data"), "--epochs", "1", "--batch-size", "2", "--workers", "0",
+              "--device", "cpu", "--preset", "tiny", "--img-size", "64"]
+    assert det_cli.main([*common, "--out", str(tmp_path / "det"), "--check-images", "full"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: 1 of 4 training images cannot be used: ") and err.count("\n") == 1, err
+    assert not list((tmp_path / "det").glob("detector_last*"))  # stopped before the first step
+    with pytest.raises(ValueError, match="check_images must be one of"):
+        DetectorTrainConfig(train_ann=str(ann), out_dir=str(tmp_path / "x"), check_images="deep")
+
+
 def test_the_image_check_accepts_exif_turned_jpegs_and_trailing_bytes(tmp_path):
     """No false alarm on sound files: a JPEG whose EXIF orientation turns it (OpenCV reads it turned, so either size
     may be in the annotation file) and a JPEG with a few bytes after its end marker."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from cartoonseg._cli import CLI_ERRORS, HelpFormatter, check_device, handle_stop, run_parser
 from cartoonseg._cli import seed as cli_seed
-from cartoonseg.training.coco import find_annotation
+from cartoonseg.training.coco import CHECK_IMAGES_MODES, find_annotation
 
 
 def parser(prog: str, doc: str) -> argparse.ArgumentParser:
@@ -58,14 +58,18 @@ def check_option(option: str, value: float | None, low: float | None = None, hig
 
 
 def add_data_args(ap: argparse.ArgumentParser, out_help: str) -> None:
-    """``--data``, ``--out``, ``--images``, ``--split``, ``--no-check-images``."""
+    """``--data``, ``--out``, ``--images``, ``--split``, ``--check-images`` (``--no-check-images``)."""
     ap.add_argument("--data", required=True, help="COCO JSON or dataset folder with annotations/")
     ap.add_argument("--out", required=True, help=out_help)
     ap.add_argument("--images", default=None, help="image folder (default: found next to the JSON)")
     ap.add_argument("--split", default="train", help="split name used to find the JSON in DIR/annotations")
-    ap.add_argument("--no-check-images", action="store_true",
-                    help="skip the check of every image's header and end before training (a few seconds per 10k "
-                         "images; without it a corrupt file stops the run only when first sampled)")
+    ap.add_argument("--check-images", choices=list(CHECK_IMAGES_MODES), default="fast",
+                    help="before training, check every image once: fast = headers and file ends (a few seconds per "
+                         "10k images; finds empty, cut-short and wrong-size files), full = also decode each image "
+                         "once (a few ms an image; also finds damaged data inside PNG/WebP files), none = no check "
+                         "(a corrupt file then stops the run only when first sampled)")
+    ap.add_argument("--no-check-images", action="store_const", const="none", dest="check_images",
+                    help="the same as --check-images none")
 
 
 def add_run_args(ap: argparse.ArgumentParser, *, max_iters_help: str, resume_help: str) -> None:
@@ -115,7 +119,7 @@ def common_config(args: argparse.Namespace) -> dict[str, Any]:
         "resume": not args.no_resume,
         "allow_changes": args.allow_changes,
         "device": args.device,
-        "check_images": not args.no_check_images,
+        "check_images": args.check_images,
     }
 
 

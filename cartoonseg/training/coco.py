@@ -11,8 +11,9 @@ A COCO ``instances`` JSON (``images``, ``annotations``, ``categories``) whose ``
 * categories are mapped to contiguous labels ``0..C-1`` in ascending category-id order;
 * an annotation may carry ``pred_segmentations`` (stage-1 predictions, RLE list) for refiner training.
 
-:func:`check_images` looks at every listed image once before training (headers and file ends, no decoding), so a
-corrupt file stops the run at its start instead of when it is first sampled, possibly hours in.
+:func:`check_images` looks at every listed image once before training (headers and file ends, no decoding; with
+``full=True`` every image is also decoded), so a corrupt file stops the run at its start instead of when it is first
+sampled, possibly hours in.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ __all__ = [
     "CocoAnnotation",
     "CocoImage",
     "CocoSet",
+    "CHECK_IMAGES_MODES",
     "check_images",
+    "check_images_mode",
     "find_annotation",
     "instance_masks",
     "load_coco",
@@ -220,8 +223,31 @@ _PIL_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 _TAIL = 4096
 
 
-def _image_problem(image: CocoImage) -> str | None:
-    """Why ``image`` would fail (or be misread) when sampled, or None; reads its header and its last bytes only."""
+#: the values of ``check_images`` in the training configs (``--check-images``): header and end only, also a full
+#: decode, or no check
+CHECK_IMAGES_MODES = ("fast", "full", "none")
+
+
+def check_images_mode(value: bool | str) -> str:
+    """The check a training config's ``check_images`` asks for: one of :data:`CHECK_IMAGES_MODES` (True is
+    ``"fast"``, False ``"none"``)."""
+    if value is True or value is False:
+        return "fast" if value else "none"
+    if value not in CHECK_IMAGES_MODES:
+        raise ValueError(f"check_images must be one of {list(CHECK_IMAGES_MODES)} (or True/False), got {value!r}")
+    return value
+
+
+def _image_problem(image: CocoImage, full: bool = False) -> str | None:
+    """Why ``image`` would fail (or be misread) when sampled, or None; reads its header and its last bytes only,
+    unless ``full`` (then it also decodes the file as the trainers do)."""
+    problem = _header_problem(image)
+    if problem is None and full and cv2.imread(str(image.path), cv2.IMREAD_COLOR) is None:
+        return "cannot be decoded (damaged data inside the file)"
+    return problem
+
+
+def _header_problem(image: CocoImage) -> str | None:
     from PIL import Image
 
     path = image.path
@@ -256,7 +282,8 @@ def _image_problem(image: CocoImage) -> str | None:
     return None
 
 
-def check_images(images: Sequence[CocoImage], *, progress: bool = True, show: int = 10, threads: int = 8) -> None:
+def check_images(images: Sequence[CocoImage], *, progress: bool = True, show: int = 10, threads: int = 8,
+                 full: bool = False) -> None:
     """Check once, before training, that every image in ``images`` will load as its annotations expect.
 
     Per file: it exists and is not empty, OpenCV recognises its header (``cv2.haveImageReader``), Pillow reads its
@@ -264,13 +291,17 @@ def check_images(images: Sequence[CocoImage], *, progress: bool = True, show: in
     an EXIF rotation, as OpenCV turns such files), and a JPEG/PNG ends with its end marker (in the last 4 KiB): a
     file cut short by an interrupted copy. Only headers and the last 4 KiB are read, nothing is decoded: about
     0.1-0.3 ms a file from a local disk (30 s or less for 100k images), read by ``threads`` threads. Damage inside
-    the compressed data of a complete file is not found (OpenCV reads such JPEGs with grey blocks).
+    the compressed data of a complete file is found only with ``full`` (``--check-images full``), which also decodes
+    every file once with the trainers' reader (OpenCV), a few ms an image: a PNG or WebP whose data is damaged fails
+    there. A JPEG with damaged data is decoded by OpenCV with grey blocks, as the trainers (and the original's
+    mmcv reader) then train on it: no check reports it.
 
     Args:
         images: the images to check (``CocoSet.images`` or the subset a dataset reads).
         progress: a tqdm bar on stderr (shown only when it is a terminal).
         show: how many bad files the error lists.
-        threads: reader threads (file system latency, not CPU, is the cost).
+        threads: reader threads (file system latency, not CPU, is the cost; decoding releases the GIL too).
+        full: also decode every image.
 
     Raises:
         ValueError: one or more files fail; the message counts them and lists the first ``show`` with the reason.
@@ -280,12 +311,12 @@ def check_images(images: Sequence[CocoImage], *, progress: bool = True, show: in
     if progress and sys.stderr.isatty() and images:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(images), unit="img", desc="checking images", file=sys.stderr, dynamic_ncols=True,
-                   leave=False)
+        bar = tqdm(total=len(images), unit="img", desc="decoding images" if full else "checking images",
+                   file=sys.stderr, dynamic_ncols=True, leave=False)
     bad: list[str] = []
     try:
         with ThreadPoolExecutor(max(1, min(threads, len(images)))) as pool:
-            for image, problem in zip(images, pool.map(_image_problem, images)):
+            for image, problem in zip(images, pool.map(lambda im: _image_problem(im, full), images)):
                 if problem is not None:
                     bad.append(f"{image.path} {problem}")
                 if bar is not None:
@@ -296,14 +327,16 @@ def check_images(images: Sequence[CocoImage], *, progress: bool = True, show: in
     if bad:
         listed = "; ".join(bad[:show]) + (f"; ... and {len(bad) - show} more" if len(bad) > show else "")
         raise ValueError(f"{len(bad)} of {len(images)} training images cannot be used: {listed}. Fix or remove "
-                         f"them from the annotation file (--no-check-images, check_images=False, skips this check)")
+                         f"them from the annotation file (--check-images none, check_images='none', skips this check)")
 
 
 def read_image_bgr(path: str | Path) -> np.ndarray:
     """uint8 ``[H,W,3]`` **BGR** (grey expanded, alpha dropped), as the original reads training images."""
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
-        raise ValueError(f"cannot read image {path}")
+        raise ValueError(f"cannot read image {path}: missing, not an image, or damaged inside its data (the check "
+                         "before training reads headers and file ends only; --check-images full, "
+                         "check_images='full', decodes every image once before training)")
     return img
 
 

@@ -25,7 +25,7 @@ from ..build import build_detector
 from ..checkpoint import load_detector, save_weights
 from ..config import detector_config
 from ..models.rtmdet_ins import RTMDetIns
-from .coco import check_images, load_coco
+from .coco import check_images, check_images_mode, load_coco
 from .det_data import DetAugConfig, DetectionTrainSet, collate_detection
 from .distributed import DistContext, cleanup, setup
 from .engine import LoopConfig, check_training_folder, run_loop, state_digest
@@ -75,8 +75,9 @@ class DetectorTrainConfig:
         sync_bn: convert BatchNorm to SyncBatchNorm when running on several GPUs.
         eval_interval: iterations between evaluations by ``train_detector``'s ``evaluator`` (0: at the end only).
         time_limit_s: stop resumably after this much training wall time (evaluations excluded).
-        check_images: check every training image's header and end once before training
-            (:func:`~cartoonseg.training.coco.check_images`), so a corrupt file stops the run at its start.
+        check_images: check every training image once before training
+            (:func:`~cartoonseg.training.coco.check_images`), so a corrupt file stops the run at its start:
+            ``"fast"`` (or True) headers and file ends, ``"full"`` also decodes each image, ``"none"`` (or False).
         no_mosaic_resize_ratio: (min, max) random resize ratio of the pipeline without mosaic (the final
             ``no_aug_epochs``, and whole runs with ``mosaic`` off): the RTMDet-Ins-L config's ``(0.1, 2.0)``.
     """
@@ -109,10 +110,11 @@ class DetectorTrainConfig:
     sync_bn: bool = True
     eval_interval: int = 0
     time_limit_s: float | None = None
-    check_images: bool = True
+    check_images: bool | str = True
     no_mosaic_resize_ratio: tuple[float, float] = (0.1, 2.0)
 
     def __post_init__(self) -> None:
+        check_images_mode(self.check_images)
         lo, hi = (float(v) for v in self.no_mosaic_resize_ratio)
         if not (0 < lo <= hi and hi < float("inf")):
             raise ValueError(f"no_mosaic_resize_ratio must be (min, max) with 0 < min <= max, "
@@ -242,8 +244,9 @@ def train_detector(
         ctx.barrier()
         torch.manual_seed(cfg.seed)
         coco = load_coco(cfg.train_ann, cfg.image_root)
-        if cfg.check_images:  # every rank: an error on one rank alone would leave the others waiting
-            check_images(coco.images, progress=ctx.is_main)
+        if check_images_mode(cfg.check_images) != "none":  # every rank: an error on one rank alone would leave
+            check_images(coco.images, progress=ctx.is_main,  # the others waiting
+                         full=check_images_mode(cfg.check_images) == "full")
         model, init_report = _build(cfg, coco.num_classes)
         model.to(ctx.device).train()
         if ctx.distributed and ctx.device.type == "cuda" and cfg.sync_bn:

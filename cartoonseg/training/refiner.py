@@ -29,7 +29,7 @@ from ..build import build_refiner
 from ..checkpoint import save_weights
 from ..config import refiner_config
 from ..models.isnet import ISNetGTEncoder
-from .coco import check_images, load_coco
+from .coco import check_images, check_images_mode, load_coco
 from .distributed import DistContext, cleanup, setup
 from .engine import LoopConfig, check_resumed_settings, check_training_folder, discard_loop, run_loop, state_digest
 from .losses import gt_encoder_loss, refiner_loss
@@ -59,8 +59,9 @@ class RefinerTrainConfig:
         ins_rect_prob, aug_ins_prob: coarse-mask simulation probabilities (0.25, 0.5).
         amp, num_workers, seed, log_interval, ckpt_interval, max_iters, resume, device: loop settings.
         allow_changes: resume a checkpoint whose settings differ (see :class:`LoopConfig`).
-        check_images: check the header and end of every image the refiner reads once before training
-            (:func:`~cartoonseg.training.coco.check_images`), so a corrupt file stops the run at its start.
+        check_images: check every image the refiner reads once before training
+            (:func:`~cartoonseg.training.coco.check_images`), so a corrupt file stops the run at its start:
+            ``"fast"`` (or True) headers and file ends, ``"full"`` also decodes each image, ``"none"`` (or False).
     """
 
     train_ann: str
@@ -88,7 +89,10 @@ class RefinerTrainConfig:
     resume: bool = True
     device: str = "auto"
     allow_changes: bool = False
-    check_images: bool = True
+    check_images: bool | str = True
+
+    def __post_init__(self) -> None:
+        check_images_mode(self.check_images)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -168,8 +172,9 @@ def train_refiner(cfg: RefinerTrainConfig, ctx: DistContext | None = None) -> di
         coco = load_coco(cfg.train_ann, cfg.image_root)
         aug = RefineAugConfig(size=cfg.size, ins_rect_prob=cfg.ins_rect_prob, aug_ins_prob=cfg.aug_ins_prob)
         dataset = RefineTrainSet(coco, aug, seed=cfg.seed)
-        if cfg.check_images:  # the images it reads (those with a mask), on every rank (see train_detector)
-            check_images([coco.images[i] for i, _ in dataset.items], progress=ctx.is_main)
+        if check_images_mode(cfg.check_images) != "none":  # the images it reads (those with a mask), every rank
+            check_images([coco.images[i] for i, _ in dataset.items], progress=ctx.is_main,
+                         full=check_images_mode(cfg.check_images) == "full")
         rcfg = refiner_config(cfg.preset, refine_size=cfg.size)
         summary: dict[str, Any] = {"world_size": ctx.world_size, "rank": ctx.rank}
 
