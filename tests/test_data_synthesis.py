@@ -500,7 +500,7 @@ def test_resume_fingerprint_names_inputs_by_relative_path(raw, tmp_path):
     # an older version's run in sub-folders: resumed on its own (basename) check, with a warning, then upgraded
     fp_path = out / ".synth_state" / "train" / "fingerprint.json"
     fgs, bgs = index_foregrounds(fg), index_backgrounds(raw / "bg")
-    legacy = synthesis._fingerprint(kwargs["cfg"], 3, 0, fgs, bgs, raw / "bg", None, legacy=True)
+    legacy = synthesis._fingerprint(kwargs["cfg"], 3, 0, fgs, bgs, raw / "bg", None, version=1)
     assert "names" not in legacy
     fp_path.write_text(json.dumps(legacy))
     with pytest.warns(UserWarning, match="older cartoonseg"):
@@ -511,7 +511,7 @@ def test_resume_fingerprint_names_inputs_by_relative_path(raw, tmp_path):
     with pytest.raises(ValueError, match=r"different \['seed'\]"):
         synthesize_dataset(fg, raw / "bg", out, 2, **{**kwargs, "seed": 4})
 
-    # top-level inputs: the older fingerprint is this one without the marker; resumed without a word
+    # top-level inputs: the basename check is as strong as the path check; resumed without a word
     flat = tmp_path / "flat"
     flat.mkdir()
     for p in fgs:
@@ -519,7 +519,49 @@ def test_resume_fingerprint_names_inputs_by_relative_path(raw, tmp_path):
     out2 = tmp_path / "out2"
     synthesize_dataset(flat, raw / "bg", out2, 2, **kwargs)
     fp2 = out2 / ".synth_state" / "train" / "fingerprint.json"
-    fp2.write_text(json.dumps({k: v for k, v in json.loads(fp2.read_text()).items() if k != "names"}))
+    fp2.write_text(json.dumps(synthesis._fingerprint(kwargs["cfg"], 3, 0, index_foregrounds(flat), bgs, raw / "bg",
+                                                     None, version=1)))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert synthesize_dataset(flat, raw / "bg", out2, 2, **kwargs)["new"] == 0
+
+
+def test_resume_fingerprint_tells_apart_same_sized_foregrounds_swapped_between_sub_folders(raw, tmp_path):
+    """Two foregrounds of one name and one byte size that swap sub-folders kept every (path, size) pair, so the
+    run resumed and mixed samples of the old and the new pictures under the same fg_file. The fingerprint now also
+    hashes each input's first and last 64 KiB (not its time stamp: a copied folder still resumes). A run started
+    by the previous version (relative names, no content hash) resumes on its own check and is upgraded."""
+    import warnings
+
+    from PIL import Image
+
+    from cartoonseg.data import synthesis
+
+    fg = tmp_path / "fg"
+    for rel, colour in (("a/x.png", (255, 0, 0, 255)), ("b/x.png", (0, 0, 255, 255))):
+        (fg / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((60, 40, 4), colour, np.uint8)).save(fg / rel)
+    a, b = fg / "a" / "x.png", fg / "b" / "x.png"
+    assert a.stat().st_size == b.stat().st_size and a.read_bytes() != b.read_bytes()
+    out = tmp_path / "out"
+    kwargs = dict(cfg=SynthesisConfig(size=96, hist_match_prob=0.0, quantize_prob=0.0), seed=3, progress=False)
+    synthesize_dataset(fg, raw / "bg", out, 2, **kwargs)
+    copy = tmp_path / "copy"
+    shutil.copytree(fg, copy, copy_function=shutil.copyfile)  # new time stamps, same contents
+    assert synthesize_dataset(copy, raw / "bg", out, 2, **kwargs)["new"] == 0
+    a.rename(tmp_path / "swap.png")
+    b.rename(a)
+    (tmp_path / "swap.png").rename(b)
+    with pytest.raises(ValueError, match=r"different \['foregrounds'\]"):
+        synthesize_dataset(fg, raw / "bg", out, 2, **kwargs)
+
+    # the previous version's fingerprint (no "content"): resumed on that check without a warning, then upgraded
+    fp_path = out / ".synth_state" / "train" / "fingerprint.json"
+    fgs, bgs = index_foregrounds(fg), index_backgrounds(raw / "bg")
+    previous = synthesis._fingerprint(kwargs["cfg"], 3, 0, fgs, bgs, raw / "bg", None, version=2)
+    assert previous["names"] == "relative" and "content" not in previous
+    fp_path.write_text(json.dumps(previous))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert synthesize_dataset(fg, raw / "bg", out, 2, **kwargs)["new"] == 0
+    assert "content" in json.loads(fp_path.read_text())

@@ -42,9 +42,10 @@ basename only, which is the same thing for files at the top of the folder. A res
 basenames upgraded to relative paths where the name is unique among the foregrounds.
 
 A rerun resumes only with the settings and inputs of the run (``fingerprint.json``: every input by its path
-relative to its folder and its byte size, so a foreground moved to another sub-folder is another input set); a run
-started by an older version, which compared basenames, is resumed on that check (a warning where inputs lie in
-sub-folders) and its fingerprint upgraded.
+relative to its folder, its byte size and a hash of its first and last 64 KiB, so a foreground moved to another
+sub-folder, or two same-sized ones swapped, is another input set); a run started by an older version, which
+compared basenames or no content, is resumed on that check (a warning where inputs lie in sub-folders and the
+basenames were compared) and its fingerprint upgraded.
 
 The single category is id 0 named ``object``, as in the original (its trainer selects classes by name).
 Masks decode with ``pycocotools.mask.decode`` or :func:`cartoonseg.rle.decode`.
@@ -63,6 +64,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -465,24 +467,59 @@ def _input_name(path: str, root: str | os.PathLike | None) -> str:
     return Path(path).name
 
 
+#: how much of each input's start and end the fingerprint hashes (:func:`_head_tail_digest`)
+_FINGERPRINT_SPAN = 64 * 1024
+#: the fingerprint versions: 1 basenames and sizes, 2 relative paths and sizes, 3 also each file's head and tail
+FINGERPRINT_VERSION = 3
+
+
+def _head_tail_digest(path: str | os.PathLike) -> str | None:
+    """SHA-256 (16 hex digits) of a file's first and last 64 KiB (the whole file when smaller): a cheap content
+    check (two reads a file, however large) that tells apart two different images of one name and size, e.g. two
+    same-sized foregrounds swapped between sub-folders. None when it cannot be read (the sample says so later)."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            h.update(fh.read(_FINGERPRINT_SPAN))
+            if size > 2 * _FINGERPRINT_SPAN:
+                fh.seek(size - _FINGERPRINT_SPAN)
+            h.update(fh.read())
+    except OSError:
+        return None
+    return h.hexdigest()[:16]
+
+
 def _fingerprint(cfg: SynthesisConfig, seed: int, image_id_start: int, fgs: Sequence[ForegroundInfo],
-                 bgs: Sequence[str], bg_root, groups, *, legacy: bool = False) -> dict:
-    """What a resume must match (``fingerprint.json``): settings, and every input by name and byte size (a stat
-    each: files rewritten under their names, e.g. a chroma_key rerun with other settings, make another run, not a
-    resume that mixes old and new samples). Names are paths relative to the input folder (``"names": "relative"``:
-    a foreground moved between sub-folders is another input set, whose annotations name other ``fg_file`` s);
-    ``legacy`` gives the fingerprint of older versions, which used basenames (the same for top-level files)."""
-    fg_name = (lambda f: Path(f.path).name) if legacy else _fg_file
-    bg_name = (lambda b: Path(b).name) if legacy else (lambda b: _input_name(b, bg_root))
+                 bgs: Sequence[str], bg_root, groups, *, version: int = FINGERPRINT_VERSION) -> dict:
+    """What a resume must match (``fingerprint.json``): settings, and every input by name, byte size and a hash of
+    its first and last 64 KiB (files rewritten under their names, e.g. a chroma_key rerun with other settings, or
+    two same-sized files swapped between sub-folders, make another run, not a resume that mixes old and new
+    samples; a hash, not a time stamp, so a copied input folder still resumes). Names are paths relative to the
+    input folder (``"names": "relative"``: a foreground moved between sub-folders is another input set, whose
+    annotations name other ``fg_file`` s). ``version`` gives the fingerprints of older versions
+    (:data:`FINGERPRINT_VERSION`): 1 basenames and sizes, 2 relative paths and sizes (no ``"content"`` key)."""
+    fg_name = (lambda f: Path(f.path).name) if version == 1 else _fg_file
+    bg_name = (lambda b: Path(b).name) if version == 1 else (lambda b: _input_name(b, bg_root))
+    fg_content: list = []
+    bg_content: list = []
+    if version >= 3:  # threads: file-system latency, not CPU, is the cost
+        with ThreadPoolExecutor(8) as pool:
+            fg_content = list(pool.map(_head_tail_digest, [f.path for f in fgs]))
+            bg_content = list(pool.map(_head_tail_digest, bgs))
     fingerprint = {
         "config": dataclasses.asdict(cfg), "seed": int(seed), "image_id_start": int(image_id_start),
         "foregrounds": _digest([(fg_name(f), _file_size(f.path), f.tag_string, f.tag_string_character,
-                                 f.category_id) for f in fgs]),
-        "backgrounds": _digest([(bg_name(b), _file_size(b)) for b in bgs]),
+                                 f.category_id) + ((fg_content[i],) if version >= 3 else ())
+                                for i, f in enumerate(fgs)]),
+        "backgrounds": _digest([(bg_name(b), _file_size(b)) + ((bg_content[i],) if version >= 3 else ())
+                                for i, b in enumerate(bgs)]),
         "person_boxes": _digest([np.round(g, 6).tolist() for g in groups]) if groups else None,
     }
-    if not legacy:
+    if version >= 2:
         fingerprint["names"] = "relative"
+    if version >= 3:
+        fingerprint["content"] = "head+tail 64 KiB"
     return json.loads(json.dumps(fingerprint))
 
 
@@ -552,11 +589,12 @@ def synthesize_dataset(fg: str | Path | Sequence[ForegroundInfo], bg: str | Path
     fp_path = state / "fingerprint.json"
     if fp_path.is_file():
         old = json.loads(fp_path.read_text())
+        version = 3 if "content" in old else 2 if "names" in old else 1
         ours = fingerprint
-        if "names" not in old:  # an older version's run: compared by the fingerprint it wrote
-            ours = _fingerprint(cfg, seed, image_id_start, fgs, bgs, bg_root, groups, legacy=True)
+        if version < FINGERPRINT_VERSION:  # an older version's run: compared by the fingerprint it wrote
+            ours = _fingerprint(cfg, seed, image_id_start, fgs, bgs, bg_root, groups, version=version)
         if old != fingerprint and old == ours:
-            if _legacy_names_differ(fgs, bgs, bg_root):  # only then can the older check have missed something
+            if version == 1 and _legacy_names_differ(fgs, bgs, bg_root):  # only then can it have missed a move
                 warnings.warn(
                     f"{out} was started by an older cartoonseg, which told inputs apart by file name and size only; "
                     "it is resumed on that check (this version also compares the paths in sub-folders). If "
