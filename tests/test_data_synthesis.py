@@ -529,7 +529,7 @@ def test_resume_fingerprint_names_inputs_by_relative_path(raw, tmp_path):
 def test_resume_fingerprint_tells_apart_same_sized_foregrounds_swapped_between_sub_folders(raw, tmp_path):
     """Two foregrounds of one name and one byte size that swap sub-folders kept every (path, size) pair, so the
     run resumed and mixed samples of the old and the new pictures under the same fg_file. The fingerprint now also
-    hashes each input's first and last 64 KiB (not its time stamp: a copied folder still resumes). A run started
+    hashes each input's first and last 4 KiB (not its time stamp: a copied folder still resumes). A run started
     by the previous version (relative names, no content hash) resumes on its own check and is upgraded."""
     import warnings
 

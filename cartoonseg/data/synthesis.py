@@ -42,7 +42,7 @@ basename only, which is the same thing for files at the top of the folder. A res
 basenames upgraded to relative paths where the name is unique among the foregrounds.
 
 A rerun resumes only with the settings and inputs of the run (``fingerprint.json``: every input by its path
-relative to its folder, its byte size and a hash of its first and last 64 KiB, so a foreground moved to another
+relative to its folder, its byte size and a hash of its first and last 4 KiB, so a foreground moved to another
 sub-folder, or two same-sized ones swapped, is another input set); a run started by an older version, which
 compared basenames or no content, is resumed on that check (a warning where inputs lie in sub-folders and the
 basenames were compared) and its fingerprint upgraded.
@@ -468,13 +468,13 @@ def _input_name(path: str, root: str | os.PathLike | None) -> str:
 
 
 #: how much of each input's start and end the fingerprint hashes (:func:`_head_tail_digest`)
-_FINGERPRINT_SPAN = 64 * 1024
+_FINGERPRINT_SPAN = 4 * 1024
 #: the fingerprint versions: 1 basenames and sizes, 2 relative paths and sizes, 3 also each file's head and tail
 FINGERPRINT_VERSION = 3
 
 
 def _head_tail_digest(path: str | os.PathLike) -> str | None:
-    """SHA-256 (16 hex digits) of a file's first and last 64 KiB (the whole file when smaller): a cheap content
+    """SHA-256 (16 hex digits) of a file's first and last 4 KiB (the whole file when smaller): a cheap content
     check (two reads a file, however large) that tells apart two different images of one name and size, e.g. two
     same-sized foregrounds swapped between sub-folders. None when it cannot be read (the sample says so later)."""
     h = hashlib.sha256()
@@ -493,7 +493,7 @@ def _head_tail_digest(path: str | os.PathLike) -> str | None:
 def _fingerprint(cfg: SynthesisConfig, seed: int, image_id_start: int, fgs: Sequence[ForegroundInfo],
                  bgs: Sequence[str], bg_root, groups, *, version: int = FINGERPRINT_VERSION) -> dict:
     """What a resume must match (``fingerprint.json``): settings, and every input by name, byte size and a hash of
-    its first and last 64 KiB (files rewritten under their names, e.g. a chroma_key rerun with other settings, or
+    its first and last 4 KiB (files rewritten under their names, e.g. a chroma_key rerun with other settings, or
     two same-sized files swapped between sub-folders, make another run, not a resume that mixes old and new
     samples; a hash, not a time stamp, so a copied input folder still resumes). Names are paths relative to the
     input folder (``"names": "relative"``: a foreground moved between sub-folders is another input set, whose
@@ -519,7 +519,7 @@ def _fingerprint(cfg: SynthesisConfig, seed: int, image_id_start: int, fgs: Sequ
     if version >= 2:
         fingerprint["names"] = "relative"
     if version >= 3:
-        fingerprint["content"] = "head+tail 64 KiB"
+        fingerprint["content"] = "head+tail 4 KiB"
     return json.loads(json.dumps(fingerprint))
 
 
