@@ -405,7 +405,23 @@ class _ThickParts:
 def _thick_parts(support: np.ndarray, J: np.ndarray, bones: list[tuple[int, int]], skeleton: Skeleton
                  ) -> _ThickParts | None:
     """The thick parts of ``support`` (:class:`_ThickParts`); None when there are none (a stick figure, a blob
-    with no limb, limbs under two pixels wide)."""
+    with no limb, limbs under two pixels wide). Worked out on the support's box grown by 4 px (everything lies
+    within 3 px of the support), so a small character on a large picture costs what its box does."""
+    ys, xs = np.nonzero(support)
+    h, w = support.shape
+    x0, y0 = max(0, int(xs.min()) - 4), max(0, int(ys.min()) - 4)
+    x1, y1 = min(w, int(xs.max()) + 5), min(h, int(ys.max()) + 5)
+    parts = _thick_parts_in(np.ascontiguousarray(support[y0:y1, x0:x1]), J - [x0, y0], bones, skeleton)
+    if parts is None:
+        return None
+    labels, pinned = np.zeros((h, w), np.int32), np.zeros((h, w), np.int32)
+    labels[y0:y1, x0:x1] = parts.labels
+    pinned[y0:y1, x0:x1] = parts.pinned
+    return dataclasses.replace(parts, labels=labels, pinned=pinned)
+
+
+def _thick_parts_in(support: np.ndarray, J: np.ndarray, bones: list[tuple[int, int]], skeleton: Skeleton
+                    ) -> _ThickParts | None:
     import cv2
     from scipy.ndimage import distance_transform_edt
 
