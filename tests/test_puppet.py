@@ -257,6 +257,50 @@ def test_wave_keeps_the_torso_outline_and_a_still_head_keeps_its_surroundings():
         assert np.abs(frames[k][free] - img[free]).max() < 0.01, k  # the plate (blue) would differ by 0.6
 
 
+def _mesh_map(ch, points: np.ndarray, deformed: np.ndarray) -> np.ndarray:
+    """Where the rest-pose ``points [N,2]`` go under the mesh deformation ``deformed [V,2]`` (barycentric)."""
+    V, T = ch.mesh.vertices, ch.mesh.triangles
+    A, B, C = V[T[:, 0]], V[T[:, 1]], V[T[:, 2]]
+    e1, e2 = B - A, C - A
+    den = e1[:, 0] * e2[:, 1] - e2[:, 0] * e1[:, 1]
+    r = points[:, None, :] - A[None]
+    l1 = (r[..., 0] * e2[:, 1] - e2[:, 0] * r[..., 1]) / den
+    l2 = (e1[:, 0] * r[..., 1] - r[..., 0] * e1[:, 1]) / den
+    inside = (l1 >= -1e-9) & (l2 >= -1e-9) & (l1 + l2 <= 1 + 1e-9)
+    assert inside.any(1).all()
+    t = np.argmax(inside, 1)
+    k = np.arange(len(points))
+    w = np.stack([1 - l1[k, t] - l2[k, t], l1[k, t], l2[k, t]], 1)
+    return (deformed[T[t]] * w[..., None]).sum(1)
+
+
+def test_a_high_kick_keeps_the_trunk_outline():
+    # the thigh bone starts at a hip inside the trunk, so its midpoint handle sat on the trunk's lower edge and the
+    # trunk's free outer band followed the thigh: a 60-degree kick carried the shirt's hem and lower flank 9-10 px
+    # out with the leg (a dent where the thigh leaves the trunk); the static leg's top moved too
+    _, m, u, cx = drawn_character(3.0)
+    pad = int(30 * u)
+    m = np.pad(m, ((0, 0), (pad, pad)))
+    cx += pad
+    ch = build_rig(m[None]).characters[0]
+    sk = ch.skeleton
+    th = np.linspace(0, np.pi, 181)  # the trunk's lower half, 1.5 px inside its drawn outline (hem over the legs)
+    hem = np.stack([cx + (8 * u - 1.5) * np.cos(th), 50 * u + (14 * u - 1.5) * np.sin(th)], 1)
+    hip = sk.joints[sk.index("r_hip")]
+    assert hip[1] < 50 * u + 14 * u - 10  # the hip is inside the trunk: the case this checks
+    for deg in (60, -60, 30, -30):
+        a = np.radians(deg)
+        rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        pose = sk.joints.copy()
+        for j in sk.subtree(sk.index("r_hip"))[1:]:
+            pose[j] = hip + (pose[j] - hip) @ rot.T
+        verts = ch.deform(pose)
+        moved = np.hypot(*(_mesh_map(ch, hem, verts) - hem).T)
+        assert moved.max() < (5.5 if abs(deg) == 60 else 3.0), (deg, float(moved.max()))
+        knee = sk.joints[sk.index("r_knee")][None]
+        assert np.hypot(*(_mesh_map(ch, knee, verts) - pose[sk.index("r_knee")]).T)[0] < 1.0  # the leg does kick
+
+
 def test_skeleton_from_points_tolerates_missing_joints():
     pts = {"nose": (50, 10), "r_shoulder": (40, 30), "l_shoulder": (60, 30), "r_wrist": (30, 60), "l_elbow": (70, 45)}
     sk = skeleton_from_points(pts)  # no neck (synthesised between the shoulders), no r_elbow

@@ -164,13 +164,14 @@ class _Layer:
 
 
 def _parts(ch: Character) -> list[np.ndarray]:
-    """``ch.draw_order`` split into the triangles of each body part (the bone nearest a triangle), in the order in
-    which the parts first appear there (trunk first, limb tips last)."""
+    """``ch.draw_order`` split into the triangles of each body part (:attr:`Character.tri_part`, else the bone
+    nearest a triangle), in the order in which the parts first appear there (trunk first, limb tips last)."""
     J = ch.skeleton.joints
     bones = [(a, c) for a, c in ch.skeleton.bones if np.hypot(*(J[c] - J[a])) > 1e-6]
     if not bones or len(ch.draw_order) == 0:
         return [ch.draw_order]
-    part = triangle_bones(ch.mesh.vertices, ch.mesh.triangles, J, bones)[ch.draw_order]
+    part = ch.tri_part if ch.tri_part is not None else triangle_bones(ch.mesh.vertices, ch.mesh.triangles, J, bones)
+    part = part[ch.draw_order]
     _, first = np.unique(part, return_index=True)
     return [ch.draw_order[part == part[i]] for i in sorted(first.tolist())]
 

@@ -4,11 +4,13 @@ Skeleton sources, per character, in this order: user handles (JSON), pose keypoi
 instances by containment), else the automatic skeleton from the mask (:func:`~cartoonseg.puppet.skeleton.auto_skeleton`).
 
 Handles (the mesh vertices ARAP pins) are bound to bones: every joint inside the mask (a joint just outside is
-snapped onto the nearest mask pixel), ``bone_samples`` points along every bone inside the mask, and, for mesh parts
-that would otherwise have fewer than two handles (a detached hand, a hair strand), the part's vertex nearest the
-skeleton and the one farthest from it; and the vertices of the mask's thick parts (a trunk, a head), less an outer
-band, bound to the nearest bone inside the same part, so those parts keep their shape. A handle bound to bone ``(a, c)`` with local coordinates ``(u, v)`` sits at
-``J_a + u (J_c - J_a) + v R90 (J_c - J_a)`` in every pose, so it follows the bone rigidly when lengths are kept.
+snapped onto the nearest mask pixel), ``bone_samples`` points along every bone inside the mask (along a limb bone
+that starts inside a trunk, along its part outside it), and, for mesh parts that would otherwise have fewer than two
+handles (a detached hand, a hair strand), the part's vertex nearest the skeleton and the one farthest from it; and
+the vertices of the mask's thick parts (a trunk, a head), outline included but less an outer band next to a limb,
+bound to the nearest bone inside the same part, so those parts keep their shape. A handle bound to bone ``(a, c)``
+with local coordinates ``(u, v)`` sits at ``J_a + u (J_c - J_a) + v R90 (J_c - J_a)`` in every pose, so it follows
+the bone rigidly when lengths are kept.
 """
 
 from __future__ import annotations
@@ -92,6 +94,9 @@ class Character:
         hole: bool ``[h,w]`` crop: the support grown by the ring (where the plate may show once it moves), less
             the pixels of instances that are not animated (outside this character's own mask).
         draw_order: triangle indices in drawing order (trunk first, limb tips last, so limbs pass in front).
+        tri_part: per triangle, the body part it belongs to (an index into the skeleton's bones of nonzero
+            length, parents first): the bone nearest its centroid, a bone of the same thick part for a triangle
+            inside a trunk or head (:func:`_triangle_parts`); None (a character built by hand) = the nearest bone.
         base: ``(x, y)`` bottom centre of the mesh (pivot of sway / breathe / bounce); height: its vertical extent.
         depth: pooled instance depth (larger = nearer) when known; mask_box: tight xyxy box of the mask.
         matted: ``alpha`` is an alpha matte: the renderer cuts the character out with its estimated foreground
@@ -115,6 +120,7 @@ class Character:
     depth: float | None = None
     mask_box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     matted: bool = False
+    tri_part: np.ndarray | None = None
 
     def handle_targets(self, joints: np.ndarray) -> np.ndarray:
         """Positions ``[K,2]`` of the deformer's handles for a skeleton pose ``joints [J,2]``."""
@@ -285,6 +291,7 @@ def build_character(mask: np.ndarray, skeleton: Skeleton | None, *, instance: in
     for a, c in bones:
         bone_of_joint.setdefault(c, (a, c))
         bone_of_joint.setdefault(a, (a, c))
+    parts = _thick_parts(support, J, bones, skeleton)
     points, binds = [], []  # candidate handle positions and their (a, c, uv)
     for j in range(len(J)):
         if j not in bone_of_joint:
@@ -295,9 +302,10 @@ def build_character(mask: np.ndarray, skeleton: Skeleton | None, *, instance: in
         a, c = bone_of_joint[j]
         points.append(p)
         binds.append((a, c, _bind(p, J[a], J[c])))
-    for a, c in bones:
+    for b, (a, c) in enumerate(bones):
+        t0, t1 = _free_span(parts, b, J[a], J[c], support)
         for k in range(1, config.bone_samples + 1):
-            t = k / (config.bone_samples + 1)
+            t = t0 + (t1 - t0) * k / (config.bone_samples + 1)
             p = J[a] + t * (J[c] - J[a])
             ix, iy = int(round(p[0])), int(round(p[1]))
             if not (0 <= iy < support.shape[0] and 0 <= ix < support.shape[1] and support[iy, ix]):
@@ -316,7 +324,7 @@ def build_character(mask: np.ndarray, skeleton: Skeleton | None, *, instance: in
             bind_c.append(c)
             bind_uv.append(_bind(mesh.vertices[vi], J[a], J[c]))  # exact vertex position (points may merge)
     seg_d = np.stack([_segment_distance(mesh.vertices, J[a], J[c]) for a, c in bones], 1)  # [V, B]
-    for v, b in _thick_part_bindings(support, mesh.vertices, J, bones, skeleton, seg_d, spacing, set(bind_vertex)):
+    for v, b in _thick_part_bindings(parts, support, mesh.vertices, seg_d, spacing, set(bind_vertex)):
         a, c = bones[b]
         bind_vertex.append(v)
         bind_a.append(a)
@@ -351,7 +359,7 @@ def build_character(mask: np.ndarray, skeleton: Skeleton | None, *, instance: in
     deformer = ARAPDeformer(mesh.vertices, mesh.triangles, handles)
     # drawing order: triangles near deeper bones (limb ends) last
     depth = skeleton.depth()
-    tri_bone = triangle_bones(mesh.vertices, mesh.triangles, J, bones)
+    tri_bone = _triangle_parts(parts, mesh.vertices, mesh.triangles, J, bones)
     tri_depth = np.array([depth[bones[b][1]] for b in tri_bone])
     draw_order = np.argsort(tri_depth, kind="stable")
     h, w = support.shape
@@ -373,60 +381,131 @@ def build_character(mask: np.ndarray, skeleton: Skeleton | None, *, instance: in
         bind_a=np.array(bind_a, dtype=np.int64), bind_c=np.array(bind_c, dtype=np.int64),
         bind_uv=np.array(bind_uv, dtype=np.float64).reshape(-1, 2),
         alpha=(mask if matte is None else matte)[y0:y1, x0:x1].copy(), matted=matte is not None,
-        box=(x0, y0, x1, y1), hole=hole.astype(bool), draw_order=draw_order, base=base,
+        box=(x0, y0, x1, y1), hole=hole.astype(bool), draw_order=draw_order, tri_part=tri_bone, base=base,
         height=float(np.ptp(v[:, 1])) or 1.0,
         mask_box=(float(bxs.min()), float(bys.min()), float(bxs.max() + 1), float(bys.max() + 1)),
     )
 
 
-def _thick_part_bindings(support: np.ndarray, vertices: np.ndarray, J: np.ndarray, bones: list[tuple[int, int]],
-                         skeleton: Skeleton, seg_d: np.ndarray, spacing: float, taken: set[int]
-                         ) -> list[tuple[int, int]]:
-    """``(vertex, bone index)`` pairs that pin the thick parts of the mask (a trunk, a head) to their own bones.
+@dataclasses.dataclass
+class _ThickParts:
+    """The thick parts of a support (a trunk, a head): ``labels`` (int32 ``[H,W]``) numbers the connected pieces of
+    the support opened by a disc of 1.5 times the limbs' half-width (``radius``); ``pinned`` is where a mesh
+    vertex is bound to its piece's bones: the piece and its outline pixels, less an outer band (half the disc
+    radius) where that band lies within half the disc radius of a limb or join (the support outside the
+    pieces); ``bone_label [B]`` is the piece holding each bone's midpoint in its core (the piece less its outer
+    band; 0 = none: a limb bone)."""
 
-    With handles only at joints and bone midpoints, a raised arm drags the free trunk vertices next to it and the
-    trunk's outline swells, and a head whose joints stay still wobbles by a pixel. A thick part is a connected
-    piece of the support opened by a disc of 1.5 times the limbs' half-width (the median depth at the midpoints of
-    the tip bones), so limbs and the narrow joins between parts fall away; each of its mesh vertices is bound to the
-    nearest bone whose midpoint lies in the same piece, unless another such bone is almost as near (within one mesh
-    spacing: a free band where the part bends between two bones). The piece's outer band (half the disc radius),
-    limbs and joins stay free for ARAP to bend."""
+    labels: np.ndarray
+    pinned: np.ndarray
+    radius: float
+    bone_label: np.ndarray
+
+
+def _thick_parts(support: np.ndarray, J: np.ndarray, bones: list[tuple[int, int]], skeleton: Skeleton
+                 ) -> _ThickParts | None:
+    """The thick parts of ``support`` (:class:`_ThickParts`); None when there are none (a stick figure, a blob
+    with no limb, limbs under two pixels wide). Worked out on the support's box grown by 4 px (everything lies
+    within 3 px of the support), so a small character on a large picture costs what its box does."""
+    ys, xs = np.nonzero(support)
+    h, w = support.shape
+    x0, y0 = max(0, int(xs.min()) - 4), max(0, int(ys.min()) - 4)
+    x1, y1 = min(w, int(xs.max()) + 5), min(h, int(ys.max()) + 5)
+    parts = _thick_parts_in(np.ascontiguousarray(support[y0:y1, x0:x1]), J - [x0, y0], bones, skeleton)
+    if parts is None:
+        return None
+    labels, pinned = np.zeros((h, w), np.int32), np.zeros((h, w), np.int32)
+    labels[y0:y1, x0:x1] = parts.labels
+    pinned[y0:y1, x0:x1] = parts.pinned
+    return dataclasses.replace(parts, labels=labels, pinned=pinned)
+
+
+def _thick_parts_in(support: np.ndarray, J: np.ndarray, bones: list[tuple[int, int]], skeleton: Skeleton
+                    ) -> _ThickParts | None:
     import cv2
     from scipy.ndimage import distance_transform_edt
 
     h, w = support.shape
     kids = skeleton.children
     depth = distance_transform_edt(np.pad(support, 1))[1:-1, 1:-1]
-
-    def cell(p: np.ndarray) -> tuple[int, int] | None:
-        ix, iy = int(round(float(p[0]))), int(round(float(p[1])))
-        return (iy, ix) if 0 <= iy < h and 0 <= ix < w else None
-
-    tips = [depth[c] for a, b in bones if not kids[b] and (c := cell(0.5 * (J[a] + J[b]))) is not None]
+    tips = [depth[c] for a, b in bones if not kids[b] and (c := _cell(0.5 * (J[a] + J[b]), h, w)) is not None]
     tips = [d for d in tips if d > 0]
     if not tips:
-        return []
+        return None
     radius = 1.5 * float(np.median(tips))
     if radius < 2.0:
-        return []
+        return None
     k = 2 * int(np.ceil(radius)) + 1
     opened = cv2.morphologyEx(support.astype(np.uint8), cv2.MORPH_OPEN,
                               cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     count, labels = cv2.connectedComponents(opened, connectivity=8)
-    # the part's outer band (half the disc) stays free, so a limb bending next to it eases the outline instead of
-    # stretching the triangles between a pinned edge and the limb into a spike
-    kb = 2 * int(np.ceil(0.5 * radius)) + 1
-    labels = labels * (cv2.erode(opened, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kb, kb))) > 0)
     if count < 2:
+        return None
+    # the part's outer band (half the disc) stays free next to a limb, so a limb bending there eases the outline
+    # instead of stretching the triangles between a pinned edge and the limb into a spike; elsewhere the band and
+    # the outline are pinned too, so a limb moving does not drag the part's free band along (a thigh kicking from a
+    # hip inside the trunk pulled the trunk's lower flank and hem after it)
+    kb = 2 * int(np.ceil(0.5 * radius)) + 1
+    core = labels * (cv2.erode(opened, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kb, kb))) > 0)
+    bone_label = np.array([core[c] if (c := _cell(0.5 * (J[a] + J[b]), h, w)) is not None else 0 for a, b in bones])
+    limb = support & (cv2.dilate(opened, np.ones((5, 5), np.uint8)) == 0)  # limbs and joins, 2 px off the parts
+    limb = cv2.morphologyEx(limb.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0  # no specks
+    # each pixel within 3 px of a piece (the mesh's outline runs on the support grown by a pixel) takes its label
+    off, (iy, ix) = distance_transform_edt(labels == 0, return_indices=True)
+    near = np.where(off <= 3, labels[iy, ix], 0)
+    far_from_limb = distance_transform_edt(~limb) > 0.5 * radius if limb.any() else np.ones((h, w), bool)
+    pinned = np.where(far_from_limb, near, core).astype(np.int32)
+    return _ThickParts(labels=labels, pinned=pinned, radius=radius, bone_label=bone_label)
+
+
+def _cell(p: np.ndarray, h: int, w: int) -> tuple[int, int] | None:
+    ix, iy = int(round(float(p[0]))), int(round(float(p[1])))
+    return (iy, ix) if 0 <= iy < h and 0 <= ix < w else None
+
+
+def _free_span(parts: _ThickParts | None, b: int, a_xy: np.ndarray, c_xy: np.ndarray, support: np.ndarray
+               ) -> tuple[float, float]:
+    """The span ``(t0, t1)`` of bone ``b`` (from ``a_xy`` to ``c_xy``) that its samples are spread over: the whole
+    bone, unless the bone is a limb's (its midpoint in no thick part's core) and starts or ends inside a thick
+    part: then the part of it outside every thick part, where the limb is drawn. A thigh whose hip sits inside the
+    trunk has its midpoint near the trunk's lower edge, and a handle there, moving with the thigh, dragged the
+    trunk's lower flank along in a kick; the handle belongs on the visible leg."""
+    if parts is None or parts.bone_label[b] > 0:
+        return 0.0, 1.0
+    h, w = support.shape
+    n = max(2, int(np.ceil(np.hypot(*(c_xy - a_xy)))) + 1)
+    t = np.linspace(0.0, 1.0, n)
+    cells = [_cell(a_xy + s * (c_xy - a_xy), h, w) for s in t]
+    limb = np.array([c is not None and support[c] and parts.labels[c] == 0 for c in cells])
+    inside = np.array([c is not None and parts.labels[c] > 0 for c in cells])
+    if not inside.any() or not limb.any():
+        return 0.0, 1.0
+    k = np.nonzero(limb)[0]
+    return float(t[k[0]]), float(t[k[-1]])
+
+
+def _thick_part_bindings(parts: _ThickParts | None, support: np.ndarray, vertices: np.ndarray, seg_d: np.ndarray,
+                         spacing: float, taken: set[int]) -> list[tuple[int, int]]:
+    """``(vertex, bone index)`` pairs that pin the thick parts of the mask (a trunk, a head) to their own bones.
+
+    With handles only at joints and bone midpoints, a raised arm drags the free trunk vertices next to it and the
+    trunk's outline swells, and a head whose joints stay still wobbles by a pixel. A thick part is a connected
+    piece of the support opened by a disc of 1.5 times the limbs' half-width (the median depth at the midpoints of
+    the tip bones), so limbs and the narrow joins between parts fall away (:func:`_thick_parts`); each of its mesh
+    vertices, its outline included, is bound to the nearest bone whose midpoint lies in the same piece, unless
+    another such bone is almost as near (within one mesh spacing: a free band where the part bends between two
+    bones). Limbs, joins and the piece's outer band (half the disc radius) next to them stay free for ARAP to
+    bend."""
+    if parts is None:
         return []
-    bone_label = np.array([labels[c] if (c := cell(0.5 * (J[a] + J[b]))) is not None else 0 for a, b in bones])
+    h, w = support.shape
     vi = np.clip(np.round(vertices).astype(np.int64), 0, [w - 1, h - 1])
-    vertex_label = labels[vi[:, 1], vi[:, 0]]
+    vertex_label = parts.pinned[vi[:, 1], vi[:, 0]]
     out = []
     for v in np.nonzero(vertex_label > 0)[0].tolist():
         if v in taken:
             continue
-        own = np.nonzero(bone_label == vertex_label[v])[0]
+        own = np.nonzero(parts.bone_label == vertex_label[v])[0]
         if not len(own):
             continue
         d = seg_d[v, own]
@@ -435,6 +514,29 @@ def _thick_part_bindings(support: np.ndarray, vertices: np.ndarray, J: np.ndarra
             continue
         out.append((v, int(own[order[0]])))
     return out
+
+
+def _triangle_parts(parts: _ThickParts | None, vertices: np.ndarray, triangles: np.ndarray, J: np.ndarray,
+                    bones: list[tuple[int, int]]) -> np.ndarray:
+    """Per triangle, its body part (an index into ``bones``): the nearest bone (:func:`triangle_bones`), but for a
+    triangle inside a thick part the nearest bone of that part (when it has one), so the trunk's triangles under
+    the hip are the trunk's, not the thigh's: the renderer paints them with the trunk, and the thigh, drawn after
+    it, passes in front of the trunk from where the leg leaves it."""
+    tri = triangle_bones(vertices, triangles, J, bones)
+    if parts is None or not len(triangles):
+        return tri
+    h, w = parts.labels.shape
+    centroids = vertices[triangles].mean(1)
+    ci = np.clip(np.round(centroids).astype(np.int64), 0, [w - 1, h - 1])
+    label = parts.labels[ci[:, 1], ci[:, 0]]
+    for piece in np.unique(label[label > 0]).tolist():
+        own = np.nonzero(parts.bone_label == piece)[0]
+        sel = np.nonzero((label == piece) & (parts.bone_label[tri] != piece))[0]
+        if not len(own) or not len(sel):
+            continue
+        d = np.stack([_segment_distance(centroids[sel], J[bones[b][0]], J[bones[b][1]]) for b in own], 1)
+        tri[sel] = own[np.argmin(d, 1)]
+    return tri
 
 
 def matte_cover(mask: np.ndarray, matte: np.ndarray) -> np.ndarray:
