@@ -11,6 +11,9 @@ may reach beyond the detector's box), in image pixels, clamped to the image. For
   ``BboxToInt`` nodes);
 * centres: ``[{"x": ..., "y": ...}]`` (the point prompts of SAM2 ``coordinates_positive``);
 * box masks: a filled rectangle per instance (MASK ``[N,H,W]``, for every mask node of core ComfyUI).
+
+Also the project's one pairwise box IoU, :func:`box_iou` (the tracker, the segmenter's box prompts, the detector
+training's label assignment).
 """
 
 from __future__ import annotations
@@ -23,9 +26,24 @@ from torch import Tensor
 
 from .structures import Instances, fitted_boxes
 
-__all__ = ["BBOX_FORMATS", "pixel_boxes", "to_bounding_box", "to_bbox", "box_centres", "box_masks"]
+__all__ = ["BBOX_FORMATS", "box_iou", "pixel_boxes", "to_bounding_box", "to_bbox", "box_centres", "box_masks"]
 
 BBOX_FORMATS = ("xyxy", "xywh")
+
+
+def box_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU ``[N,M]`` of xyxy boxes ``a [N,4]`` and ``b [M,4]`` (areas with offset 0; integer boxes as float32,
+    float ones in their own dtype); 0 for a pair whose union is empty (degenerate boxes)."""
+    a = a if a.is_floating_point() else a.float()
+    b = b if b.is_floating_point() else b.float()
+    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
+    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area_a[:, None] + area_b[None, :] - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-9), torch.zeros_like(inter))
 
 
 def pixel_boxes(instances: Instances) -> list[list[int]]:

@@ -558,7 +558,8 @@ def instance_alphas(image, instances: Instances, config: MattingConfig | None = 
 
 def unmix(image, alpha) -> tuple[np.ndarray, np.ndarray]:
     """Foreground and background colours of an image under one matte: ``(F, B)``, float32 ``[H,W,3]`` in [0,1]
-    with ``image ~ alpha F + (1 - alpha) B``.
+    with ``image ~ alpha F + (1 - alpha) B`` (the one-layer case of the layer model in :mod:`cartoonseg.compositing`,
+    estimated when neither the foreground nor the background is known).
 
     ``image``: RGB ``[H,W,3]``, uint8 or float in [0,1]; ``alpha``: ``[H,W]`` in [0,1]. Where the matte is
     fractional, both come from pymatting's ``estimate_foreground_ml`` over the box of the fractional pixels plus

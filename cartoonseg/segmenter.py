@@ -383,7 +383,7 @@ class Segmenter:
         if self.detector is None:
             raise ValueError("prompt_mode='kernel' needs a detector (box prompts pick one of its candidates); "
                              "use prompt_mode='rectangle' with a refiner alone")
-        from .training.losses import box_iou_pairwise  # the project's one pairwise box IoU
+        from .boxes import box_iou  # the project's one pairwise box IoU
 
         rgb = self._rgb(image)  # grey conversion is idempotent: refine() may pass an already converted image
         h, w = rgb.shape[:2]
@@ -395,7 +395,7 @@ class Segmenter:
                                 scale_factor=geom.scale_factor, with_masks=False, with_nms=False)
         user = prompt.boxes.to(self.device)
         if len(cands) and n:
-            best_iou, best = box_iou_pairwise(user, cands.boxes.float()).max(1)
+            best_iou, best = box_iou(user, cands.boxes.float()).max(1)
         else:
             best_iou, best = torch.zeros(n, device=self.device), torch.zeros(n, dtype=torch.long, device=self.device)
         hit = best_iou > 0

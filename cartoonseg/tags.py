@@ -5,7 +5,10 @@
   Prompts' ``background_tags``, the Ken Burns / inpainting background prompt (:mod:`cartoonseg.inpaint.diffusion`);
 * :func:`tag_key`: how tag names are compared wherever a tag is matched by name (the tagger's and Merge Prompts'
   exclude lists and de-duplication, the inpainting background prompt's de-duplication and character-tag dropping);
-* :data:`DEFAULT_TAGGER_REPO`, :data:`DEFAULT_EXCLUDE`: the tagger's defaults, also the node inputs' defaults.
+* :func:`unique_tags`: the one duplicate rule of every prompt built from tags (Merge Prompts' instance and background
+  prompts, the inpainting background prompt): repeats and tags the prompt's suffix already has are left out;
+* :data:`DEFAULT_TAGGER_REPO`, :data:`DEFAULT_EXCLUDE`, :data:`DEFAULT_GENERAL_THRESHOLD`,
+  :data:`DEFAULT_CHARACTER_THRESHOLD`: the tagger's defaults, also the node inputs' defaults.
 
 This module imports nothing from ``cartoonseg`` (nor torch), so :mod:`cartoonseg.tagger` and
 :mod:`cartoonseg.inpaint` both import it without an import cycle, and a node module reads these constants without
@@ -17,13 +20,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-__all__ = ["DEFAULT_EXCLUDE", "DEFAULT_TAGGER_REPO", "KAOMOJIS", "join_tag_list", "parse_tag_list", "tag_key"]
+__all__ = ["DEFAULT_CHARACTER_THRESHOLD", "DEFAULT_EXCLUDE", "DEFAULT_GENERAL_THRESHOLD", "DEFAULT_TAGGER_REPO",
+           "KAOMOJIS", "join_tag_list", "parse_tag_list", "tag_key", "unique_tags"]
 
 #: SmilingWolf's WD SwinV2 v3 tagger on the Hugging Face Hub (the Load Tagger node's first choice).
 DEFAULT_TAGGER_REPO = "SmilingWolf/wd-swinv2-tagger-v3"
 #: Tags dropped from an instance's tags by default: the white fill outside the instance's mask causes them (paper's
 #: code, ``animeinsseg.infer_tags``).
 DEFAULT_EXCLUDE: tuple[str, ...] = ("simple_background", "white_background")
+#: A tag is kept when its probability is above these (the reference Space's defaults): general tags, character
+#: names. The library's signatures, both CLIs (tagger, annotate) and Tag Instances default to them.
+DEFAULT_GENERAL_THRESHOLD = 0.35
+DEFAULT_CHARACTER_THRESHOLD = 0.85
 
 # Tags whose underscore is part of the face (the reference Space keeps these unreplaced).
 KAOMOJIS: frozenset[str] = frozenset(
@@ -70,3 +78,18 @@ def tag_key(tag: str) -> str:
     ``star \\(symbol\\)`` is ``star_(symbol)``."""
     tag = tag.strip().replace("\\(", "(").replace("\\)", ")").lower()  # idempotent: a key is its own key
     return tag if tag in KAOMOJIS else tag.replace("_", " ")
+
+
+def unique_tags(tags: Iterable[str], drop: Iterable[str] = ()) -> list[str]:
+    """``tags`` in order without repeats, names compared by :func:`tag_key`: a tag is left out when its key is empty,
+    is the key of a name in ``drop`` (names or keys: an exclude list, character tags, the tags that the prompt's
+    suffix already has) or of an earlier tag. The first spelling is kept, as given. The one duplicate rule of the
+    prompts built from tags (:func:`cartoonseg.tagger.select_tags`, both ``background_prompt`` functions)."""
+    seen = {tag_key(str(t)) for t in drop}
+    out: list[str] = []
+    for name in tags:
+        key = tag_key(name)
+        if key and key not in seen:
+            seen.add(key)
+            out.append(name)
+    return out

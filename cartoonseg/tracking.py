@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from .boxes import box_iou  # its one home; re-exported here
 from .structures import Instances
 
 __all__ = ["METRICS", "TrackerConfig", "InstanceTracker", "track_instances", "mask_iou", "box_iou", "match_greedy"]
@@ -76,20 +77,6 @@ def mask_iou(a: Tensor, b: Tensor) -> Tensor:
     inter = a @ b.T
     union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
     return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter))
-
-
-def box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of xyxy boxes ``a [N,4]`` and ``b [M,4]`` -> float32 ``[N,M]`` (0 for degenerate pairs)."""
-    a = a.float()
-    b = b.float()
-    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
-    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area_a[:, None] + area_b[None, :] - inter
-    return torch.where(union > 0, inter / union.clamp(min=1e-9), torch.zeros_like(inter))
 
 
 def match_greedy(iou: Tensor, threshold: float, priority: Tensor | None = None) -> list[tuple[int, int]]:

@@ -25,7 +25,8 @@ from cartoonseg.device import PRECISION_CHOICES as PRECISIONS
 from cartoonseg.inpaint.diffusion import PROMPT_SUFFIX as BACKGROUND_SUFFIX
 from cartoonseg.structures import EXTRA_CHARACTER_TAGS, EXTRA_PROMPT, EXTRA_TAGS
 from cartoonseg.tagger.download import REQUIRED_FILES
-from cartoonseg.tags import DEFAULT_EXCLUDE, DEFAULT_TAGGER_REPO as DEFAULT_REPO, join_tag_list
+from cartoonseg.tags import DEFAULT_CHARACTER_THRESHOLD, DEFAULT_EXCLUDE, DEFAULT_GENERAL_THRESHOLD, join_tag_list
+from cartoonseg.tags import DEFAULT_TAGGER_REPO as DEFAULT_REPO
 
 from . import _comfy
 from ._comfy import DEVICES
@@ -194,9 +195,10 @@ class CartoonSegTagInstances:
                 "tagger": ("CARTOONSEG_TAGGER", {"tooltip": "from Load Tagger"}),
                 "image": ("IMAGE", {"tooltip": "the frames the instances were found in"}),
                 "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "from Segment"}),
-                "general_threshold": ("FLOAT", {"default": 0.35, "min": 0.0, "max": 1.0, "step": 0.01,
-                                                "tooltip": "minimum confidence of a general tag"}),
-                "character_threshold": ("FLOAT", {"default": 0.85, "min": 0.0, "max": 1.0, "step": 0.01,
+                "general_threshold": ("FLOAT", {"default": DEFAULT_GENERAL_THRESHOLD, "min": 0.0, "max": 1.0,
+                                                "step": 0.01, "tooltip": "minimum confidence of a general tag"}),
+                "character_threshold": ("FLOAT", {"default": DEFAULT_CHARACTER_THRESHOLD, "min": 0.0, "max": 1.0,
+                                                  "step": 0.01,
                                                   "tooltip": "minimum confidence of a character-name tag"}),
                 "general_mcut": ("BOOLEAN", {"default": False, "tooltip": "MCut threshold for general tags"}),
                 "character_mcut": ("BOOLEAN", {"default": False,

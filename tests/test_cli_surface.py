@@ -108,6 +108,29 @@ def test_tag_list_options_say_how_the_list_is_read():
     exclude = next(a for a in commands["python -m cartoonseg tag"]._actions if "--exclude" in a.option_strings)
     assert f"'{join_tag_list(DEFAULT_EXCLUDE)}'" in exclude.help
 
+def test_tagger_thresholds_have_one_home():
+    """The tagger's default thresholds (0.35 general, 0.85 character) were literals in four library signatures, two
+    CLIs and Tag Instances; they are cartoonseg.tags' constants now, so every face keeps the library's defaults."""
+    import inspect
+
+    from cartoonseg.tagger import WDTagger, tag_instances
+    from cartoonseg.tags import DEFAULT_CHARACTER_THRESHOLD, DEFAULT_GENERAL_THRESHOLD
+
+    for fn in (WDTagger.select, WDTagger.tag, WDTagger.tag_batch, tag_instances):
+        params = inspect.signature(fn).parameters
+        assert params["general_threshold"].default == DEFAULT_GENERAL_THRESHOLD, fn
+        assert params["character_threshold"].default == DEFAULT_CHARACTER_THRESHOLD, fn
+    found = 0
+    for name, parser in _commands().items():
+        for action in parser._actions:
+            if "--general-threshold" in action.option_strings:
+                found += 1
+                assert action.default == DEFAULT_GENERAL_THRESHOLD, name
+            if "--character-threshold" in action.option_strings:
+                assert action.default == DEFAULT_CHARACTER_THRESHOLD, name
+    assert found >= 3  # tag, annotate, python -m cartoonseg.tagger
+
+
 TRAIN_SCRIPTS = sorted(p.stem for p in (REPO / "train").glob("*.py") if not p.stem.startswith("_"))
 
 

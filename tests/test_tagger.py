@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from cartoonseg import Instances
 from cartoonseg.tagger import (
+    BACKGROUND_SUFFIX,
     NEGATIVE_PROMPT,
     SWINV2_PRESETS,
     PromptOptions,
@@ -461,6 +462,26 @@ def test_inpaint_background_prompt_matches_tags_like_the_tagger():
     assert [tags.tag_key(t) for t in parse_tag_list(kept)][:2] == ["sky", "long hair"]
 
 
+def test_background_prompts_share_one_duplicate_rule():
+    """Merge Prompts' background prompt (cartoonseg.tagger.background_prompt) dropped repeated tags but kept the
+    ones its suffix already has ("no humans, ..., no_humans", "masterpiece, ..., masterpiece"), unlike the
+    inpainting one (cartoonseg.inpaint.background_prompt); both now leave out repeats and the suffix's tags by one
+    rule (cartoonseg.tags.unique_tags, names compared by tag_key)."""
+    from cartoonseg.inpaint.diffusion import background_prompt as inpaint_prompt
+    from cartoonseg.tags import unique_tags
+
+    line = "sky, No Humans, Masterpiece, high_quality, cloud, Sky, 1girl"
+    assert background_prompt(parse_tag_list(line)) == "sky, cloud, 1girl, high quality, masterpiece, no_humans"
+    assert background_prompt(line, suffix="4k, no_humans", style="anime") == (
+        "anime, sky, Masterpiece, high quality, cloud, 1girl, 4k, no_humans")
+    # the same names survive in both prompts, whatever the suffix (formatting left as the inpainting one writes it)
+    raw = PromptOptions(drop_character_tags=False, underscores_to_spaces=False)
+    for suffix in ("", BACKGROUND_SUFFIX, "Cloud, 4k"):
+        assert background_prompt(line, options=raw, suffix=suffix) == inpaint_prompt(
+            line, suffix=suffix, drop_character_tags=False), suffix
+    assert unique_tags(["a_b", " A B", "", "c", "C", "d"], drop=["d", "x"]) == ["a_b", "c"]
+
+
 def test_mcut(tiny_tagger):
     assert mcut_threshold(torch.tensor([0.9, 0.85, 0.3, 0.2])) == pytest.approx(0.575)
     with pytest.raises(ValueError):
@@ -595,8 +616,9 @@ def test_tag_lists_keep_commas_inside_names():
 
 
 def test_background_negative_and_wildcard():
+    # no_humans is the suffix's: left out before max_tags counts (it used to appear twice, as "no humans" too)
     assert background_prompt({"scenery": 0.9, "no_humans": 0.8, "sky": 0.7}, options=PromptOptions(max_tags=2)) == (
-        "scenery, no humans, high quality, masterpiece, no_humans")
+        "scenery, sky, high quality, masterpiece, no_humans")
     assert background_prompt({}) == "high quality, masterpiece, no_humans"
     assert NEGATIVE_PROMPT == "human, single, person, girl, 1girl, boy, 1boy, creature, animal, alien, robot, body"
     assert instance_label(7) == "inst_7" and instance_label(3, "char-") == "char_3"

@@ -146,6 +146,8 @@ def test_tag_constants_have_one_home_in_the_library(pack):
     assert required["exclude_tags"][1]["default"] == join_tag_list(DEFAULT_EXCLUDE)
     merge = pack.NODE_CLASS_MAPPINGS["CartoonSegMergePrompts"].INPUT_TYPES()["required"]
     assert merge["background_suffix"][1]["default"] == PROMPT_SUFFIX
+    assert required["general_threshold"][1]["default"] is tags.DEFAULT_GENERAL_THRESHOLD
+    assert required["character_threshold"][1]["default"] is tags.DEFAULT_CHARACTER_THRESHOLD
 
     def norm(value):
         return tuple(tags.parse_tag_list(value)) if isinstance(value, str) else tuple(value)

@@ -45,6 +45,22 @@ def test_box_iou_values():
     assert iou[1].abs().sum().item() == 0.0
 
 
+def test_one_pairwise_box_iou_for_tracker_segmenter_and_training():
+    """The tracker and the training's label assignment each had a pairwise box IoU (tracking.box_iou,
+    training.losses.box_iou_pairwise); there is one now, in cartoonseg.boxes, under both old names."""
+    from cartoonseg import boxes, tracking
+    from cartoonseg.training import assigner, losses
+
+    assert tracking.box_iou is boxes.box_iou and losses.box_iou_pairwise is boxes.box_iou
+    assert assigner.box_iou is boxes.box_iou
+    a = torch.tensor([[0, 0, 10, 10], [3, 3, 3, 8]])  # integer boxes; the second is degenerate
+    b = torch.tensor([[5, 0, 15, 10], [3, 3, 3, 8]])
+    iou = boxes.box_iou(a, b)
+    assert iou.dtype == torch.float32 and torch.isfinite(iou).all()
+    assert iou[0, 0].item() == pytest.approx(50 / 150) and iou[1].abs().sum().item() == 0.0
+    assert boxes.box_iou(a.double(), b.double()).dtype == torch.float64
+
+
 def test_match_greedy_is_one_to_one_and_prefers_high_iou():
     iou = torch.tensor([[0.9, 0.8], [0.85, 0.1]])
     assert match_greedy(iou, 0.3) == [(0, 0)]  # row 1's best column is taken, 0.1 < threshold

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .._cli import area_main
 from ..device import PRECISION_CHOICES
+from ..tags import DEFAULT_CHARACTER_THRESHOLD, DEFAULT_GENERAL_THRESHOLD
 
 __all__ = ["add_parsers", "run_annotate", "main"]
 
@@ -46,8 +47,10 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grey", action="store_true",
                    help="convert every image to grey (and back to 3 channels) before segmenting and tagging: manga, line art")
     p.add_argument("--tagger", default=None, help="tag every instance with this WD tagger (folder or repo id)")
-    p.add_argument("--general-threshold", type=float, default=0.35, help="tagger general-tag threshold")
-    p.add_argument("--character-threshold", type=float, default=0.85, help="tagger character-tag threshold")
+    p.add_argument("--general-threshold", type=float, default=DEFAULT_GENERAL_THRESHOLD,
+                   help="tagger general-tag threshold")
+    p.add_argument("--character-threshold", type=float, default=DEFAULT_CHARACTER_THRESHOLD,
+                   help="tagger character-tag threshold")
     p.add_argument("--per-image", default=None, metavar="DIR",
                    help="also write per-image results (instances.json, mask_NNN.png, overlay.png) under DIR/<name>/")
     p.add_argument("--matting", action="store_true",

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..config import MAX_CANVAS, MAX_CFG, MAX_SAMPLER_STEPS, MAX_SEED
 from ..io import MAX_PIXELS
-from ..tags import parse_tag_list, tag_key
+from ..tags import parse_tag_list, tag_key, unique_tags
 from ..transforms import resize_image, resize_mask
 from .patchmatch import INPAINT_METHODS, inpaint
 
@@ -117,7 +117,8 @@ def background_prompt(tags=None, *, suffix: str = PROMPT_SUFFIX, drop_character_
             pairs. Underscores are kept (as the original did), parentheses are escaped (``\\(``; already escaped
             ones are left alone) so prompt weighting syntax is not triggered. A tag is dropped when an earlier
             one or a tag of ``suffix`` is the same name as :func:`cartoonseg.tags.tag_key` compares names (as the
-            tagger and Merge Prompts do: ``Sky``/``sky``, ``long_hair``/``long hair``); the first spelling is kept.
+            tagger and Merge Prompts do: ``Sky``/``sky``, ``long_hair``/``long hair``); the first spelling is kept
+            (:func:`cartoonseg.tags.unique_tags`, the rule of Merge Prompts' background prompt too).
         suffix: appended after the tags.
         drop_character_tags: remove tags describing people (1girl, solo, ...), which would fight the negative
             prompt (PatchMatch leftovers can make the tagger see a character); matched by ``tag_key`` too.
@@ -136,19 +137,13 @@ def background_prompt(tags=None, *, suffix: str = PROMPT_SUFFIX, drop_character_
         items = [str(t[0]) if isinstance(t, (tuple, list)) else str(t) for t in tags]
     else:
         raise TypeError(f"tags must be a string, dict or list of tags, got {type(tags).__name__}")
-    # tags are matched as the tagger and Merge Prompts match them (cartoonseg.tags.tag_key: case, spaces vs
-    # underscores and \\( escapes ignored), so "Sky" after "sky" or "No Humans" before the suffix is not repeated
-    seen = {tag_key(t) for t in parse_tag_list(suffix)}
+    # one duplicate rule with the tagger and Merge Prompts (cartoonseg.tags.unique_tags, names compared by tag_key:
+    # case, spaces vs underscores and \\( escapes ignored), so "Sky" after "sky" or "No Humans" before the suffix
+    # is not repeated
+    drop = set(parse_tag_list(suffix))
     if drop_character_tags:
-        seen |= _CHARACTER_KEYS
-    out: list[str] = []
-    for t in items:
-        t = t.strip()
-        key = tag_key(t)
-        if not key or key in seen:
-            continue
-        seen.add(key)
-        out.append(_escape(t))
+        drop |= _CHARACTER_KEYS
+    out = [_escape(t.strip()) for t in unique_tags(items, drop)]
     if suffix.strip():
         out.append(suffix.strip())
     return ", ".join(out)

@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..compositing import over_opacity, unmix_over_plate
 from ..ops import grow_mask
 from ..structures import EXTRA_DEPTH
 from .camera import CameraPath, CameraPoses, resolve_poses
@@ -509,33 +510,29 @@ def _unmix_layers(rgb: Tensor, plate: Tensor, visible: list[Tensor],
     """Alpha and premultiplied colour of each character layer (far to near), composited back to front with "over"
     over the background layer (``plate`` ``[3,H,W]`` under the characters).
 
-    The input is the characters' colours ``F_k`` mixed by what each adds to the pixel (``visible``: ``m_k``, summing
-    to at most 1) over the plate: ``I = sum m_k F_k + (1 - sum m_k) plate``. Painted back to front, layer ``k``'s
-    opacity is its share over what the layers in front leave, ``a_k = m_k / (1 - sum of the front m_j)``, so the
-    farther character's edge where a nearer one meets it is opaque (it goes on behind the nearer one) and moving
-    frames show it, not the plate, once the nearer one moves away. The colours: each layer's colour continued from
-    its interior (``m_k`` near 1; push-pull) is taken out, and what remains, ``I - (1 - sum m) plate - sum m_k F_k``,
-    goes back in proportion to ``m_k`` (as in :mod:`cartoonseg.puppet.render`), so a pixel where one layer meets the
-    plate keeps the plain un-mixing ``a F = I - (1 - a) plate`` and a static camera reproduces the input (up to
-    clipping to ``[0, a]``). Where the layers in front hide a layer entirely, its alpha is what its masks claim
-    (``claims``) and its colour the continued one."""
-    total = sum(visible)
+    The layer model of :mod:`cartoonseg.compositing`: the input is the characters' colours ``F_k`` mixed by what
+    each adds to the pixel (``visible``: ``m_k``, summing to at most 1) over the plate: ``I = sum m_k F_k + (1 - sum
+    m_k) plate``. Painted back to front, layer ``k``'s opacity is its share over what the layers in front leave,
+    ``a_k = m_k / (1 - sum of the front m_j)``, so the farther character's edge where a nearer one meets it is
+    opaque (it goes on behind the nearer one) and moving frames show it, not the plate, once the nearer one moves
+    away. The colours: each layer's colour continued from its interior (``m_k`` near 1; push-pull) is taken out, and
+    what remains, ``I - (1 - sum m) plate - sum m_k F_k``, goes back in proportion to ``m_k``
+    (:func:`cartoonseg.compositing.unmix_over_plate`, as the puppet renderer's soft edges), so a pixel where one
+    layer meets the plate keeps the plain un-mixing ``a F = I - (1 - a) plate`` and a static camera reproduces the
+    input (up to clipping to ``[0, a]``). Where the layers in front hide a layer entirely, its alpha is what its
+    masks claim (``claims``) and its colour the continued one."""
     estimates = []
     for m in visible:
         valid = m >= 0.98
         weight = valid.to(m.dtype) if bool(valid.any()) else m
         estimates.append(fill_push_pull(rgb[None], weight[None, None])[0])
-    residual = rgb - (1.0 - total) * plate - sum(m * f for m, f in zip(visible, estimates))
-    share = residual / total.clamp_min(1e-6)
-    front = torch.zeros_like(total)
+    premults = unmix_over_plate(rgb, plate, visible, estimates)
+    front = torch.zeros_like(visible[0])
     out: list[tuple[Tensor, Tensor]] = []
-    for m, colour, claim in zip(visible[::-1], estimates[::-1], claims[::-1]):
-        left = 1.0 - front
-        seen = left > 1e-6
-        premult = torch.minimum((m * (colour + share)).clamp_min(0.0), m.expand(3, -1, -1))
-        alpha = torch.where(seen, m / left.clamp_min(1e-6), claim).clamp(0.0, 1.0)
-        premult = torch.where(seen, premult / left.clamp_min(1e-6), claim * colour)
-        out.append((alpha, torch.minimum(premult.clamp_min(0.0), alpha.expand(3, -1, -1))))
+    for m, colour, claim, premult in zip(visible[::-1], estimates[::-1], claims[::-1], premults[::-1]):
+        alpha = over_opacity(m, front, claim)
+        # the premultiplied colour over the same share (hidden: what its masks claim, in the continued colour)
+        out.append((alpha, torch.minimum(over_opacity(premult, front, claim * colour), alpha.expand(3, -1, -1))))
         front = front + m
     return out[::-1]
 

@@ -37,7 +37,9 @@ from collections.abc import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
+import torch
 
+from ..compositing import background_behind, over_opacity, unmix_over_plate
 from ..io import MAX_FRAMES, check_fps
 from .rig import Character, PuppetRig, StillLayer, triangle_bones
 
@@ -239,8 +241,7 @@ class PuppetRenderer:
                 # mattes are already composed front to back (they sum to at most 1: what each character adds to
                 # the pixel); painted back to front with "over", a character's opacity is its matte over what the
                 # layers in front leave (a_k / (1 - sum of the front mattes)), so the rest pose adds up to the input
-                left = 1.0 - front
-                owned[i] = np.where(left > 1e-6, alphas[i] / np.maximum(left, 1e-6), 0.0).clip(0, 1).astype(np.float32)
+                owned[i] = over_opacity(torch.from_numpy(alphas[i]), torch.from_numpy(front)).numpy()
                 front = np.minimum(front + alphas[i], 1.0)
             else:
                 owned[i] *= 1.0 - front
@@ -271,7 +272,8 @@ class PuppetRenderer:
         the only layer (and its rest mesh reaches, so it is painted at rest), its premultiplied colour is un-mixed
         against the plate instead, ``a F = I - (1 - a) plate`` (clipped to ``[0, a]``), and the frame starts there
         from the background that this leaves, ``(I - a F) / (1 - a)`` (the plate where nothing was clipped), so
-        the rest pose still adds up to the input. ``tex``: the layer's texture over ``ch.box`` (changed in place);
+        the rest pose still adds up to the input (the layer model of :mod:`cartoonseg.compositing`, shared with the
+        Ken Burns renderer). ``tex``: the layer's texture over ``ch.box`` (changed in place);
         ``alone``, ``on_mesh``: bool over the box."""
         x0, y0, x1, y1 = ch.box
         a = tex[..., 3]
@@ -282,11 +284,12 @@ class PuppetRenderer:
         ea = a[ys, xs][:, None]
         image = self._image_planes[:, y0 + ys, x0 + xs].T
         plate = self._plate_planes[:, y0 + ys, x0 + xs].T
-        premul = np.clip(image - (1.0 - ea) * plate, 0.0, ea)
-        tex[ys, xs, :3] = premul
+        image, plate, ea = (torch.from_numpy(np.ascontiguousarray(v.T)) for v in (image, plate, ea))  # channels first
+        premul = unmix_over_plate(image, plate, [ea[0]], [image])[0]
+        tex[ys, xs, :3] = premul.T.numpy()
         if self._base_planes is self._image_planes:
             self._base_planes = self._image_planes.copy()
-        self._base_planes[:, y0 + ys, x0 + xs] = np.clip((image - premul) / (1.0 - ea), 0.0, 1.0).T
+        self._base_planes[:, y0 + ys, x0 + xs] = background_behind(image, ea[0], premul).numpy()
 
     def _foreground(self, ch: Character) -> np.ndarray:
         """A matted character's foreground colours over its box (:func:`cartoonseg.matting.unmix`): the input
@@ -317,8 +320,8 @@ class PuppetRenderer:
         if not touched.any():
             return
         left = np.clip(1.0 - total, 0.0, 1.0)
-        base = np.where(touched & (left > 1e-6), (self._image_planes - mixed) / np.maximum(left, 1e-6),
-                        self._image_planes).clip(0.0, 1.0)
+        base = background_behind(torch.from_numpy(self._image_planes), torch.from_numpy(total),
+                                 torch.from_numpy(mixed)).numpy()
         # what the clipped background cannot absorb (mattes that cover a pixel in full, where two characters
         # meet) goes into the foreground colours, in proportion to the mattes; a colour clipped at 0 or 1 passes
         # its share on to the others that still have room (one round per character settles it: the target

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from .._cli import TAG_LIST_HELP, SkippedInputs, finish_parser, progress, quiet, run_parser
 from ..io import read_image
 from ..structures import EXTRA_CHARACTER_TAGS, EXTRA_RATING, EXTRA_TAGS
-from ..tags import DEFAULT_EXCLUDE, join_tag_list
+from ..tags import DEFAULT_CHARACTER_THRESHOLD, DEFAULT_EXCLUDE, DEFAULT_GENERAL_THRESHOLD, join_tag_list
 
 __all__ = ["add_parsers", "add_tag_parser", "build_parser", "run_tag", "main"]
 
@@ -28,8 +28,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="detector weights path or released name ('detector'): tag each instance, not the image")
     parser.add_argument("--refiner", default=None,
                         help="refiner weights path or released name ('refiner'); 'none' or omitted: coarse masks")
-    parser.add_argument("--general-threshold", type=float, default=0.35, help="minimum confidence of a general tag")
-    parser.add_argument("--character-threshold", type=float, default=0.85,
+    parser.add_argument("--general-threshold", type=float, default=DEFAULT_GENERAL_THRESHOLD,
+                        help="minimum confidence of a general tag")
+    parser.add_argument("--character-threshold", type=float, default=DEFAULT_CHARACTER_THRESHOLD,
                         help="minimum confidence of a character-name tag")
     parser.add_argument("--general-mcut", action="store_true", help="MCut threshold for general tags")
     parser.add_argument("--character-mcut", action="store_true", help="MCut threshold for character tags")

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from ..inpaint.diffusion import NEGATIVE_PROMPT, PROMPT_SUFFIX
 from ..structures import EXTRA_CHARACTER_TAGS, EXTRA_PROMPT, EXTRA_TAGS, Instances
-from ..tags import KAOMOJIS, join_tag_list, parse_tag_list, tag_key  # their one home; re-exported here
+from ..tags import KAOMOJIS, join_tag_list, parse_tag_list, tag_key, unique_tags  # their one home; re-exported
 
 __all__ = [
     "KAOMOJIS",
@@ -120,14 +120,7 @@ def select_tags(
     banned = set(exclude_keys(options.exclude))
     if options.drop_character_tags:
         banned |= {tag_key(t) for t in character_tags}
-    out: list[str] = []
-    seen: set[str] = set()
-    for name in names:
-        key = tag_key(name)
-        if not key or key in banned or key in seen:
-            continue
-        seen.add(key)
-        out.append(name)
+    out = unique_tags(names, banned)
     return out[: options.max_tags] if options.max_tags else out
 
 
@@ -238,9 +231,15 @@ def background_prompt(
 ) -> str:
     """Ken Burns background prompt: ``[style, ]background tags, suffix`` (paper: tags + the quality suffix).
 
-    The suffix is emitted as written (``no_humans`` keeps its underscore, as in the paper's code).
+    The suffix is emitted as written (``no_humans`` keeps its underscore, as in the paper's code). A tag that the
+    suffix already has is left out (``no humans`` before ``no_humans``; names compared by
+    :func:`cartoonseg.tags.tag_key`), before ``options.max_tags`` counts, by the same rule
+    (:func:`cartoonseg.tags.unique_tags`) as repeated tags and as :func:`cartoonseg.inpaint.background_prompt`.
     """
-    parts = [(style or "").strip(), format_tags(tags, character_tags, options), (suffix or "").strip()]
+    suffix = (suffix or "").strip()
+    # the suffix's tags join the exclude list, so select_tags drops them as it drops repeats and excluded names
+    options = dataclasses.replace(options, exclude=(*options.exclude, *parse_tag_list(suffix)))
+    parts = [(style or "").strip(), format_tags(tags, character_tags, options), suffix]
     return options.separator.join(p for p in parts if p)
 
 

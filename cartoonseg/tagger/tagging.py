@@ -27,7 +27,7 @@ from ..device import resolve_dtype
 from ..io import to_rgb_uint8
 from ..ops import crop_window
 from ..structures import EXTRA_CHARACTER_TAGS, EXTRA_RATING, EXTRA_TAGS, Instances
-from ..tags import DEFAULT_EXCLUDE  # its one home; re-exported here
+from ..tags import DEFAULT_CHARACTER_THRESHOLD, DEFAULT_EXCLUDE, DEFAULT_GENERAL_THRESHOLD  # one home; re-exported
 from .download import DEFAULT_TAGGER_REPO, resolve_tagger_dir
 from .labels import CHARACTER, GENERAL, RATING, TagLabels, load_labels
 from .preprocess import prepare_image, to_model_input
@@ -161,8 +161,8 @@ class WDTagger(nn.Module):
     def select(
         self,
         probs: Tensor,
-        general_threshold: float = 0.35,
-        character_threshold: float = 0.85,
+        general_threshold: float = DEFAULT_GENERAL_THRESHOLD,
+        character_threshold: float = DEFAULT_CHARACTER_THRESHOLD,
         *,
         general_mcut: bool = False,
         character_mcut: bool = False,
@@ -201,8 +201,8 @@ class WDTagger(nn.Module):
     def tag(
         self,
         image,
-        general_threshold: float = 0.35,
-        character_threshold: float = 0.85,
+        general_threshold: float = DEFAULT_GENERAL_THRESHOLD,
+        character_threshold: float = DEFAULT_CHARACTER_THRESHOLD,
         *,
         general_mcut: bool = False,
         character_mcut: bool = False,
@@ -227,8 +227,8 @@ class WDTagger(nn.Module):
     def tag_batch(
         self,
         images: Sequence,
-        general_threshold: float = 0.35,
-        character_threshold: float = 0.85,
+        general_threshold: float = DEFAULT_GENERAL_THRESHOLD,
+        character_threshold: float = DEFAULT_CHARACTER_THRESHOLD,
         *,
         general_mcut: bool = False,
         character_mcut: bool = False,
@@ -357,8 +357,8 @@ def tag_instances(
     image,
     instances: Instances,
     *,
-    general_threshold: float = 0.35,
-    character_threshold: float = 0.85,
+    general_threshold: float = DEFAULT_GENERAL_THRESHOLD,
+    character_threshold: float = DEFAULT_CHARACTER_THRESHOLD,
     general_mcut: bool = False,
     character_mcut: bool = False,
     exclude: Iterable[str] = DEFAULT_EXCLUDE,

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .losses import box_iou_pairwise
+from ..boxes import box_iou
 
 __all__ = ["AssignResult", "DynamicSoftLabelAssigner", "mask_centers"]
 
@@ -128,7 +128,7 @@ class DynamicSoftLabelAssigner:
         dist = (v_priors[:, None, :2] - centres[None]).pow(2).sum(-1).sqrt() / v_priors[:, 2:3]
         centre_cost = torch.pow(10.0, dist - self.soft_center_radius)
 
-        ious = box_iou_pairwise(v_boxes, gt_boxes)  # [V,G]
+        ious = box_iou(v_boxes, gt_boxes)  # [V,G]
         iou_cost = -torch.log(ious + _EPS) * self.iou_weight
 
         onehot = F.one_hot(gt_labels.long(), num_classes).float()  # [G,C]

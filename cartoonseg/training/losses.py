@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..boxes import box_iou as box_iou_pairwise  # the one pairwise box IoU; its old name here
+
 __all__ = [
     "box_iou_aligned",
     "box_iou_pairwise",
@@ -36,18 +38,6 @@ __all__ = [
     "refiner_loss",
     "structure_loss",
 ]
-
-
-def box_iou_pairwise(a: Tensor, b: Tensor, eps: float = 1e-6) -> Tensor:
-    """IoU ``[N,M]`` of xyxy boxes ``a [N,4]`` and ``b [M,4]`` (areas with offset 0)."""
-    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
-    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = (area_a[:, None] + area_b[None] - inter).clamp(min=eps)
-    return inter / union
 
 
 def box_iou_aligned(a: Tensor, b: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
