@@ -456,7 +456,7 @@ def test_inpaint_background_prompt_matches_tags_like_the_tagger():
     line = "sky, Sky, long_hair, Long Hair, 1Girl, SOLO, No Humans, star \\(symbol\\), star_(symbol), ^_^, ^ ^"
     assert inpaint_prompt(line, suffix="") == "sky, long_hair, No Humans, star \\(symbol\\), ^_^, ^ ^"
     assert inpaint_prompt(line) == "sky, long_hair, star \\(symbol\\), ^_^, ^ ^, high quality, masterpiece, no_humans"
-    assert inpaint_prompt(line, suffix="", drop_character_tags=False).startswith("sky, long_hair, 1Girl, SOLO, No ")
+    assert inpaint_prompt(line, suffix="", drop_people_tags=False).startswith("sky, long_hair, 1Girl, SOLO, No ")
     # the tagger's prompt keeps the same names (it also formats them: underscores to spaces)
     kept = background_prompt(parse_tag_list(line), suffix="", options=PromptOptions(drop_character_tags=False))
     assert [tags.tag_key(t) for t in parse_tag_list(kept)][:2] == ["sky", "long hair"]
@@ -466,19 +466,23 @@ def test_background_prompts_share_one_duplicate_rule():
     """Merge Prompts' background prompt (cartoonseg.tagger.background_prompt) dropped repeated tags but kept the
     ones its suffix already has ("no humans, ..., no_humans", "masterpiece, ..., masterpiece"), unlike the
     inpainting one (cartoonseg.inpaint.background_prompt); both now leave out repeats and the suffix's tags by one
-    rule (cartoonseg.tags.unique_tags, names compared by tag_key)."""
+    rule (cartoonseg.tags.unique_tags, names compared by tag_key). Merge Prompts' also kept people tags (1girl),
+    which its own negative prompt forbids; both now drop them (cartoonseg.inpaint.PEOPLE_TAGS)."""
     from cartoonseg.inpaint.diffusion import background_prompt as inpaint_prompt
     from cartoonseg.tags import unique_tags
 
     line = "sky, No Humans, Masterpiece, high_quality, cloud, Sky, 1girl"
-    assert background_prompt(parse_tag_list(line)) == "sky, cloud, 1girl, high quality, masterpiece, no_humans"
+    assert background_prompt(parse_tag_list(line)) == "sky, cloud, high quality, masterpiece, no_humans"
     assert background_prompt(line, suffix="4k, no_humans", style="anime") == (
-        "anime, sky, Masterpiece, high quality, cloud, 1girl, 4k, no_humans")
-    # the same names survive in both prompts, whatever the suffix (formatting left as the inpainting one writes it)
+        "anime, sky, Masterpiece, high quality, cloud, 4k, no_humans")
+    assert background_prompt(line, suffix="4k", drop_people_tags=False).endswith("cloud, 1girl, 4k")
+    # the same names survive in both prompts, whatever the suffix and whether people tags are dropped (formatting
+    # left as the inpainting one writes it)
     raw = PromptOptions(drop_character_tags=False, underscores_to_spaces=False)
     for suffix in ("", BACKGROUND_SUFFIX, "Cloud, 4k"):
-        assert background_prompt(line, options=raw, suffix=suffix) == inpaint_prompt(
-            line, suffix=suffix, drop_character_tags=False), suffix
+        for people in (True, False):
+            assert background_prompt(line, options=raw, suffix=suffix, drop_people_tags=people) == inpaint_prompt(
+                line, suffix=suffix, drop_people_tags=people), (suffix, people)
     assert unique_tags(["a_b", " A B", "", "c", "C", "d"], drop=["d", "x"]) == ["a_b", "c"]
 
 

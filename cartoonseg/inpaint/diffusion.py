@@ -38,6 +38,7 @@ __all__ = [
     "INIT_FILLS",
     "NEGATIVE_PROMPT",
     "NEGATIVE_PROMPT_RELEASED_CODE",
+    "PEOPLE_TAGS",
     "PROMPT_SUFFIX",
     "RefineBackend",
     "RefineRequest",
@@ -57,10 +58,13 @@ NEGATIVE_PROMPT_RELEASED_CODE = "cat, human, single, person, girl, 1girl, creatu
 PROMPT_SUFFIX = "high quality, masterpiece, no_humans"
 #: How the hole is filled before sampling: a classical fill (:data:`INPAINT_METHODS`) or ``"image"`` (no fill).
 INIT_FILLS: tuple[str, ...] = (*INPAINT_METHODS, "image")
-_CHARACTER_TAGS = {t.strip() for t in (NEGATIVE_PROMPT + ", " + NEGATIVE_PROMPT_RELEASED_CODE).split(",")} | {
-    "solo", "multiple_girls", "multiple_boys", "2girls", "2boys", "3girls", "3boys", "1other",
-}
-_CHARACTER_KEYS = frozenset(map(tag_key, _CHARACTER_TAGS))
+#: Tags describing people, left out of every background prompt (both negative prompts' words and the tagger's
+#: head-count tags): they would fight the negative prompt (PatchMatch leftovers can make the tagger see a character).
+PEOPLE_TAGS: frozenset[str] = frozenset(
+    {t.strip() for t in (NEGATIVE_PROMPT + ", " + NEGATIVE_PROMPT_RELEASED_CODE).split(",")}
+    | {"solo", "multiple_girls", "multiple_boys", "2girls", "2boys", "3girls", "3boys", "1other"}
+)
+_PEOPLE_KEYS = frozenset(map(tag_key, PEOPLE_TAGS))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +111,7 @@ def _escape(tag: str) -> str:
     return re.sub(r"(?<!\\)([()\[\]])", r"\\\1", tag)
 
 
-def background_prompt(tags=None, *, suffix: str = PROMPT_SUFFIX, drop_character_tags: bool = True) -> str:
+def background_prompt(tags=None, *, suffix: str = PROMPT_SUFFIX, drop_people_tags: bool = True) -> str:
     """Positive prompt from background tags: ``"tag1, tag2, ..., high quality, masterpiece, no_humans"``.
 
     Args:
@@ -120,8 +124,9 @@ def background_prompt(tags=None, *, suffix: str = PROMPT_SUFFIX, drop_character_
             tagger and Merge Prompts do: ``Sky``/``sky``, ``long_hair``/``long hair``); the first spelling is kept
             (:func:`cartoonseg.tags.unique_tags`, the rule of Merge Prompts' background prompt too).
         suffix: appended after the tags.
-        drop_character_tags: remove tags describing people (1girl, solo, ...), which would fight the negative
-            prompt (PatchMatch leftovers can make the tagger see a character); matched by ``tag_key`` too.
+        drop_people_tags: remove tags describing people (:data:`PEOPLE_TAGS`: 1girl, solo, ...), which would
+            fight the negative prompt (PatchMatch leftovers can make the tagger see a character); matched by
+            ``tag_key`` too, as Merge Prompts' background prompt drops them.
 
     Returns:
         The prompt string.
@@ -141,8 +146,8 @@ def background_prompt(tags=None, *, suffix: str = PROMPT_SUFFIX, drop_character_
     # case, spaces vs underscores and \\( escapes ignored), so "Sky" after "sky" or "No Humans" before the suffix
     # is not repeated
     drop = set(parse_tag_list(suffix))
-    if drop_character_tags:
-        drop |= _CHARACTER_KEYS
+    if drop_people_tags:
+        drop |= _PEOPLE_KEYS
     out = [_escape(t.strip()) for t in unique_tags(items, drop)]
     if suffix.strip():
         out.append(suffix.strip())

@@ -15,7 +15,7 @@ import operator
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
-from ..inpaint.diffusion import NEGATIVE_PROMPT, PROMPT_SUFFIX
+from ..inpaint.diffusion import NEGATIVE_PROMPT, PEOPLE_TAGS, PROMPT_SUFFIX
 from ..structures import EXTRA_CHARACTER_TAGS, EXTRA_PROMPT, EXTRA_TAGS, Instances
 from ..tags import KAOMOJIS, join_tag_list, parse_tag_list, tag_key, unique_tags  # their one home; re-exported
 
@@ -228,6 +228,7 @@ def background_prompt(
     options: PromptOptions = PromptOptions(),
     suffix: str = BACKGROUND_SUFFIX,
     style: str = "",
+    drop_people_tags: bool = True,
 ) -> str:
     """Ken Burns background prompt: ``[style, ]background tags, suffix`` (paper: tags + the quality suffix).
 
@@ -235,10 +236,15 @@ def background_prompt(
     suffix already has is left out (``no humans`` before ``no_humans``; names compared by
     :func:`cartoonseg.tags.tag_key`), before ``options.max_tags`` counts, by the same rule
     (:func:`cartoonseg.tags.unique_tags`) as repeated tags and as :func:`cartoonseg.inpaint.background_prompt`.
+    With ``drop_people_tags`` (default) tags describing people (:data:`cartoonseg.inpaint.PEOPLE_TAGS`:
+    ``1girl``, ``solo``, ...) are left out too, as the inpainting prompt drops them: they would fight the negative
+    prompt that goes with this one.
     """
     suffix = (suffix or "").strip()
-    # the suffix's tags join the exclude list, so select_tags drops them as it drops repeats and excluded names
-    options = dataclasses.replace(options, exclude=(*options.exclude, *parse_tag_list(suffix)))
+    # the suffix's tags (and people tags) join the exclude list, so select_tags drops them as it drops repeats and
+    # excluded names
+    drop = (*parse_tag_list(suffix), *(sorted(PEOPLE_TAGS) if drop_people_tags else ()))
+    options = dataclasses.replace(options, exclude=(*options.exclude, *drop))
     parts = [(style or "").strip(), format_tags(tags, character_tags, options), suffix]
     return options.separator.join(p for p in parts if p)
 
