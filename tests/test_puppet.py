@@ -232,6 +232,19 @@ def test_auto_skeleton_hips_stay_below_the_crotch_branch():
         assert abs(hip[1] - 60 * u) < 5.5 * u / 2 + 2, (side, hip, 60 * u)  # near the drawn leg's top
 
 
+def test_auto_skeleton_hips_sit_half_a_thigh_above_the_crotch():
+    # the hip stepped one leg radius further in from where the leg's medial path widens into the trunk (itself about
+    # one radius above the crotch), so a figure in a shirt had its hips a whole thigh's width above the hem (20 px
+    # on this figure) and a kick swung the leg's top out over the shirt's flank
+    _, m, u, cx = drawn_character(3.0)
+    pad = int(30 * u)
+    sk = auto_skeleton(np.pad(m, ((0, 0), (pad, pad))) > 0.02)
+    crotch, r = 64 * u, (5.5 * u + 2) / 2  # the trunk's bottom, where the legs part; the leg's half-width
+    for side in ("r", "l"):
+        hip = sk.joints[sk.index(f"{side}_hip")]
+        assert abs(hip[1] - (crotch - r)) < 0.5 * r, (side, hip, crotch - r)
+
+
 def test_wave_keeps_the_torso_outline_and_a_still_head_keeps_its_surroundings():
     # the raised arm dragged the free torso vertices out (a bulge on the shirt's side), and the ARAP solve moved
     # the still head by 0.9 px, which switched the ring round it to the plate (PatchMatch's mess above the head)
@@ -287,7 +300,7 @@ def test_a_high_kick_keeps_the_trunk_outline():
     th = np.linspace(0, np.pi, 181)  # the trunk's lower half, 1.5 px inside its drawn outline (hem over the legs)
     hem = np.stack([cx + (8 * u - 1.5) * np.cos(th), 50 * u + (14 * u - 1.5) * np.sin(th)], 1)
     hip = sk.joints[sk.index("r_hip")]
-    assert hip[1] < 50 * u + 14 * u - 10  # the hip is inside the trunk: the case this checks
+    assert hip[1] < 50 * u + 14 * u - 5  # the hip is inside the trunk (above the hem): the case this checks
     for deg in (60, -60, 30, -30):
         a = np.radians(deg)
         rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])

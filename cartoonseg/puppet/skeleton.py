@@ -625,7 +625,7 @@ def auto_skeleton(support: np.ndarray, *, max_branches: int = 6, work_size: int 
                 found = _limb_start(np.stack([to_image(py[a], px[a]) for a in path]),
                                     np.array([dist[py[a], px[a]] for a in path]) * math.sqrt(sx * sy),
                                     small_xy=lambda xy: (int((xy[1] - y0 + 0.5) / sy), int((xy[0] - x0 + 0.5) / sx)),
-                                    inside=small)
+                                    inside=small, step_in=kind == "arm")
                 if found is not None:
                     start_xy, mid_xy = found
             j = add(prefix + start[0], start_xy, parent_joint)
@@ -638,7 +638,7 @@ def auto_skeleton(support: np.ndarray, *, max_branches: int = 6, work_size: int 
     return Skeleton(names=names, parents=parents, joints=np.stack(joints), source="auto")
 
 
-def _limb_start(pts: np.ndarray, depth: np.ndarray, *, small_xy, inside: np.ndarray
+def _limb_start(pts: np.ndarray, depth: np.ndarray, *, small_xy, inside: np.ndarray, step_in: bool = True
                 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Where a limb leaves the trunk, and its middle joint: ``pts [P,2]`` (image xy) follow the limb's path from its
     tip to its key parent, ``depth [P]`` the mask's half-width there (image pixels). The limb's own half-width ``r``
@@ -646,7 +646,12 @@ def _limb_start(pts: np.ndarray, depth: np.ndarray, *, small_xy, inside: np.ndar
     ``1.25 r``. The start joint sits one ``r`` further in along the limb's axis (fitted to the path before that
     point), like a shoulder or hip inside the outline, rather than where the medial path turns towards the root
     (which, for an arm hanging from a wide torso, is far below the shoulder). The middle joint is halfway along
-    the path from there to the tip. None when the path shows no such widening (then the fixed fractions apply)."""
+    the path from there to the tip. None when the path shows no such widening (then the fixed fractions apply).
+
+    ``step_in=False`` (legs) keeps the start at that exit point: the half-width of a leg's medial path grows past
+    ``1.25 r`` about one ``r`` above the crotch, where a hip joint sits (half a thigh's width above the crotch);
+    one ``r`` further in put the hips of a figure in a shirt a whole thigh's width above the hem, so a kick swung
+    the leg's top out over the shirt's flank."""
     n = len(pts)
     if n < 6:
         return None
@@ -664,7 +669,7 @@ def _limb_start(pts: np.ndarray, depth: np.ndarray, *, small_xy, inside: np.ndar
     exit_xy = centre + axis * float(np.dot(pts[k] - centre, axis))
     # one r in, but at most half way to the key parent (the branch point): a start past it would fold the parent
     # bone back (legs under a round trunk put their hips above the crotch branch, a few pixels from it)
-    start = exit_xy + min(r, 0.5 * max(0.0, float(np.dot(pts[-1] - exit_xy, axis)))) * axis
+    start = exit_xy + min(r if step_in else 0.0, 0.5 * max(0.0, float(np.dot(pts[-1] - exit_xy, axis)))) * axis
     iy, ix = small_xy(start)
     if not (0 <= iy < inside.shape[0] and 0 <= ix < inside.shape[1] and inside[iy, ix]):
         start = exit_xy
