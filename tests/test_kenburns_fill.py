@@ -242,6 +242,71 @@ def test_render_gives_the_reveals_a_reach(monkeypatch):
     assert all((reach is not None) == split for split, reach in seen), seen
 
 
+def test_characters_standing_on_the_ground_are_never_copied_into_their_reveals():
+    """Two characters stand on a ground plane (each at the ground's depth at its feet). The reveals beside them form
+    one group whose ground band reaches down to the nearer one's feet, so its depth range spans the farther
+    character's depth: that character was a copy source, unmasked, and its colour was painted beside it (an orange
+    wedge beside a head in the benchmark's scene 0). The characters are the occluders by what they are, not by
+    their depth: none of their colour shows in any revealed pixel."""
+    rows = torch.arange(H, dtype=torch.float32)
+    nearness = (0.1 + 0.9 * rows / (H - 1))[:, None].expand(H, W).clone()  # ground: far at the top, near below
+    u = torch.arange(W, dtype=torch.float32)[None, :].expand(H, W)
+    phase = (torch.floor(u / 4.0) + torch.floor(rows[:, None] / 4.0)) % 2
+    image = torch.stack([0.3 + 0.4 * phase, 0.6 + 0.0 * phase, 0.7 - 0.4 * phase], -1)  # checkered ground
+    masks = torch.zeros(2, H, W)
+    masks[0, 6:30, 18:28] = 1.0  # the farther character (magenta), feet on row 29
+    masks[1, 18:, 40:50] = 1.0  # the nearer one (yellow), feet on the bottom row
+    for m, colour in zip(masks, ([1.0, 0.0, 1.0], [1.0, 1.0, 0.0])):
+        image[m > 0] = torch.tensor(colour)
+        nearness[m > 0] = nearness[int(m.nonzero()[:, 0].max()), 0]
+    plate = torch.full((H, W, 3), 0.5)
+    clip = render_kenburns(image, nearness, masks=masks, background=plate, camera=pan(5))
+    copied, n = 0, 0
+    for frame, revealed in zip(clip.frames, clip.disocclusion):
+        r, (red, green, blue) = revealed > 0.5, frame.unbind(-1)
+        character = (red > 0.75) & (((green < 0.3) & (blue > 0.75)) | ((green > 0.75) & (blue < 0.3)))
+        copied += int((character & r).sum())
+        n += int(r.sum())
+    assert n > 100  # the camera does reveal ground beside them
+    assert copied == 0, (copied, n)
+
+
+def test_fill_view_masks_the_occluder_whatever_its_depth(monkeypatch):
+    """``fill_view(occluder=...)``: occluder pixels are never copy sources and, next to the holes, are masked like
+    the rim, even where their depth lies inside the band's range."""
+    import cartoonseg.inpaint as inpaint
+    from cartoonseg.kenburns.disocclusion import fill_view
+
+    calls = []
+    real = inpaint.patchmatch_inpaint
+
+    def spy(image, mask, *, source=None, **kw):
+        calls.append((mask.clone(), source.clone()))
+        return real(image, mask, source=source, **kw)
+
+    monkeypatch.setattr(inpaint, "patchmatch_inpaint", spy)
+    h, w = 32, 48
+    rgb = torch.full((h, w, 3), 0.5)
+    depth = torch.linspace(4.0, 1.0, h)[:, None].expand(h, w).clone()  # a ground plane
+    holes = torch.zeros(h, w, dtype=torch.bool)
+    holes[4:, 20:24] = True  # the reveal beside the character, down to its feet
+    occluder = torch.zeros(h, w, dtype=torch.bool)
+    occluder[4:, 24:30] = True  # the character, at the ground's depth (inside the band's range)
+    depth[occluder] = 1.5
+    rgb[occluder] = torch.tensor([1.0, 0.0, 1.0])
+    fill_depth = torch.where(holes, depth, torch.zeros_like(depth))
+    out = fill_view(rgb, holes, depth, fill_depth, margin=12, near_band=2, split_depth=True, occluder=occluder)
+    win = occluder[:, 20 - 12 : 24 + 12]  # the group's window: its holes grown by the margin
+    assert calls and all(mask.shape == win.shape for mask, _ in calls)
+    for mask, source in calls:
+        assert not bool((source & win).any())
+        assert bool(mask[4:, 16:18].all()) and not bool(mask[4:, 18:22].any())  # the rim, 2 px, is masked
+    assert not bool(((out[..., 1] < 0.3) & holes).any())  # no magenta in the hole
+    calls.clear()
+    fill_view(rgb, holes, depth, fill_depth, margin=12, near_band=2, split_depth=True)
+    assert any(bool((source & win).any()) for _, source in calls)  # by depth alone it was a source
+
+
 def test_depth_bands_split_a_group_at_depth_jumps():
     from cartoonseg.kenburns.disocclusion import _depth_bands
 

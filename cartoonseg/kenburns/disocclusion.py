@@ -77,8 +77,8 @@ __all__ = [
 ]
 
 #: How disocclusions are filled: ``far-side`` (per frame, from the farther side of each hole; no inpainting),
-#: ``patchmatch`` (end-view inpainting with PatchMatch, patch 3, the default), ``diffusion`` (end-view inpainting
-#: with a diffusion model; needs an inpainter built around one, see :func:`make_inpainter`).
+#: ``patchmatch`` (end-view inpainting with PatchMatch, patch :data:`END_VIEW_PATCH`, the default), ``diffusion``
+#: (end-view inpainting with a diffusion model; needs an inpainter built around one, see :func:`make_inpainter`).
 FILLS: tuple[str, ...] = ("far-side", "patchmatch", "diffusion")
 
 #: What the end-view inpainting does where the camera reveals background that the characters hid: ``key-views``
@@ -339,6 +339,7 @@ def fill_view(
     fallback: Tensor | None = None,
     split_depth: bool = False,
     reach: int | None = None,
+    occluder: Tensor | None = None,
     interrupt: Callable[[], None] | None = None,
 ) -> Tensor:
     """Depth-aware PatchMatch of the holes of one rendered view, one window per group of nearby holes.
@@ -364,6 +365,11 @@ def fill_view(
         reach: copy sources only within this many px of the band's holes (None: the whole window). A group's
             window spans all its holes: without a reach, the strip a character reveals on a house copied a fence
             at the house's depth beside another character of the group (a green blob on a brown house).
+        occluder: ``[H,W]`` bool, known pixels of the occluders (the characters in front of the reveals): never a
+            copy source and masked like the rim within ``near_band`` px of the holes, whatever their depth. The
+            depth test alone let them in: a character stands on the ground, so a band that reaches down to its
+            feet spans its depth, and its body was copied into the reveals beside it (an orange wedge on the
+            ground beside a head, scene 0 of ``bench/bench_kenburns_quality.py``).
         interrupt: cancel check before each window (band).
 
     Returns:
@@ -383,9 +389,14 @@ def fill_view(
             w_holes, w_depth = holes[win], depth[win]
             known = ~w_holes
             source = known & (w_depth >= lo) & (w_depth <= hi)
+            near_side = w_depth < lo
+            if occluder is not None:
+                # by what it is, not by its depth: a character's feet stand on the ground they occlude
+                source = source & ~occluder[win]
+                near_side = near_side | occluder[win]
             if reach is not None:
                 source = source & grow_mask(band, reach)[win]
-            rim = known & (w_depth < lo) & grow_mask(band[win], near_band)
+            rim = known & near_side & grow_mask(band[win], near_band)
             mask = w_holes | rim
             try:
                 filled = patchmatch_inpaint(rgb[win].float().cpu(), mask.cpu(), source=source.cpu(),
@@ -610,7 +621,7 @@ def inpaint_disocclusions(
                 ctx_depth = torch.where(cover, c_depth, known_depth)
                 # each band copies from within one margin of itself, not from the whole group's window
                 r_filled, r_depth = _fill_view_holes(ctx_rgb, ctx_depth, reveals, split_depth=True, reach=margin,
-                                                     **fill)
+                                                     occluder=cover, **fill)
                 filled = torch.where(reveals[..., None], r_filled, filled)
                 fdepth = torch.where(reveals, r_depth, fdepth)
                 lifted = holes | reveals
