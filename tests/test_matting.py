@@ -612,3 +612,31 @@ def test_front_outline_along_the_seam_with_the_back_character_is_kept(blur):
         assert err < 0.08, (k, err)
     covered = seam & (visible[0] > 0.5)
     assert float((mattes[0][covered] > 0.5).mean()) > 0.75  # the cut-out keeps its outline (was 0.0-0.2)
+
+
+@pytest.mark.parametrize("kind", ["border", "painterly"])
+def test_a_character_cut_by_the_border_or_without_outline_is_matted(kind):
+    """QA scenes: a character cut by the left and bottom image border (its matte stays opaque up to the border,
+    nothing of it is taken for the scene's line art running to the border) and a painterly one with no outline
+    and a varying fill (the band is left to the solver), over the benchmark's brush-textured background: the mattes'
+    band SAD is below 0.3 and 0.45 of the soft mask's (0.33 measured for the painterly one: some texture stays in
+    the solved ramp where fill and background colours come close; see the README's limits)."""
+    size = 160
+    rng = np.random.default_rng(0)
+    bg = bench_matting._background(size, rng, line_art=False)
+    if kind == "border":
+        truth = bench_matting._character(size, 0.1 * size, 0.55 * size, 0.25 * size)
+        fg = bench_matting._paint(truth, (0.4, 0.7, 0.9))
+    else:
+        truth = bench_matting._character(size, 0.5 * size, 0.35 * size, 0.22 * size)
+        y, x = np.mgrid[0:size, 0:size]
+        fg = np.stack([0.8 + 0.1 * np.sin(x / 9), 0.5 + 0.1 * np.cos(y / 7), 0.4 + 0.05 * np.sin((x + y) / 11)], -1)
+    rgb = ((fg * truth[..., None] + bg * (1 - truth[..., None])) * 255 + 0.5).astype(np.uint8)
+    soft = bench_matting.simulated_soft_mask(truth, seed=1)
+    alpha = instance_alphas(rgb, Instances.from_masks(torch.from_numpy(soft[None]).float())).alphas.numpy()[0]
+    band = bench_matting.boundary_band(truth)
+    ratio = float(np.abs(alpha - truth)[band].sum()) / float(np.abs(soft - truth)[band].sum())
+    assert ratio < (0.3 if kind == "border" else 0.45), ratio
+    if kind == "border":
+        inside = truth[:, 0] > 0.99
+        assert inside.sum() > 30 and float(alpha[:, 0][inside].min()) > 0.98
