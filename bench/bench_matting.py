@@ -20,7 +20,7 @@ brush texture and line art of its own); ``--grain 0.03`` adds per-pixel noise on
 halves the soft mask's SAD on the boundary band. ``--v1`` runs the first version of this benchmark (no background
 line art; soft mask = the alpha thresholded, opened 3x3 and blurred with sigma 1.5 image pixels at any size).
 
-    python bench/bench_matting.py                     # 512² and 1440², three scenes, JSON lines + a summary line
+    python bench/bench_matting.py                     # 512² and 1440², four scenes, JSON lines + a summary line
     python bench/bench_matting.py --v1 --sizes 512    # the first benchmark's figures
     python bench/bench_matting.py --sizes 720 --method knn
 """
