@@ -21,7 +21,10 @@ For each instance:
    unknown, and beyond the band (:func:`free_strokes`) those that end inside the picture become unknown too (hair
    strands thinner than the refiner's grid are missing from the soft mask), while those that run on to the image
    border are the scene's line art and stay background, and line art inside another instance's mask is that
-   instance's. Closed-form matting alone mistakes a dark outline between a fill and a
+   instance's. Where two instances meet, line art is also found as the luminance ridge across the seam between
+   their masks (:func:`seam_ridges`): the front one's outline, too faint next to a dark cel shade for the
+   black-hat's threshold; its pixels on the far side stay unknown even when it is 1 px wide (the solver has the
+   front fill and the back character on either side). Closed-form matting alone mistakes a dark outline between a fill and a
    background for background (three colours in one window break its colour-line model); background lines that
    cross the band stay background. Where no closed outline separates inside from outside (a defocused edge, hair)
    the band stays unknown.
@@ -54,7 +57,7 @@ from torch import Tensor
 from .io import to_rgb_uint8
 from .structures import Instances
 
-__all__ = ["MattingConfig", "METHODS", "ramp_width", "noise_variance", "trimap_from_soft", "snap_to_outlines", "line_art", "line_radius", "free_strokes", "solve_alpha", "occlusion_order", "compose_front_to_back",
+__all__ = ["MattingConfig", "METHODS", "ramp_width", "noise_variance", "trimap_from_soft", "snap_to_outlines", "line_art", "line_radius", "seam_ridges", "free_strokes", "solve_alpha", "occlusion_order", "compose_front_to_back",
            "instance_alphas", "unmix", "cutouts", "check_available"]
 
 METHODS = ("cf", "knn", "lkm")
@@ -65,6 +68,9 @@ MIN_SIDE = 3
 CONFIDENCE_GAP = 0.05
 #: :func:`line_art`: the weak (continuation) threshold as a fraction of the line contrast.
 WEAK_LINE = 0.5
+#: :func:`seam_ridges`: how much darker than both sides across a seam a pixel must be to be an outline there (5 grey
+#: levels; a cel-shaded front character's outline next to its shade is ~0.06 darker than the shade).
+SEAM_CONTRAST = 0.02
 #: :func:`unmix`: weight of the foreground smoothness where alpha changes (pymatting's ``gradient_weight``, default
 #: 1.0, which spreads a fill's colour into a thin dark outline and lightens it in a cut-out).
 FOREGROUND_GRADIENT_WEIGHT = 0.1
@@ -236,6 +242,56 @@ def line_radius(rgb: np.ndarray, where: np.ndarray, contrast: float = 0.15, larg
     return int(min(largest, max(2, round(half) + 1)))
 
 
+def seam_ridges(rgb: np.ndarray, soft: np.ndarray, other: np.ndarray, where: np.ndarray, radius: int,
+                noise: float = 0.0) -> np.ndarray:
+    """bool ``[H,W]``: the line art along the seam between an instance and the others, found as the luminance
+    minimum across the seam rather than by a global threshold.
+
+    Where one character stands in front of another, the front one's outline runs along the seam between their
+    masks; next to a dark cel shade it is only a few hundredths darker than its surroundings, below any black-hat
+    threshold that keeps texture out (:func:`line_art`), and left to the solver it comes out half transparent (a
+    window holding the fill, the outline and the back character breaks the colour-line model). Across the seam it
+    is still a ridge: darker than both the front fill and the back character. ``soft``: the instance's soft mask,
+    ``other``: the other instances' (their maximum), both ``[H,W]`` in [0,1]; the seam normal is the gradient of
+    their smoothed difference. A pixel of ``where`` (bool: the instance's unknown band near the seam) is on the
+    ridge where its luminance is a minimum along the normal (no higher than its neighbours 1 px away on either
+    side) and lies below the brightest sample within ``radius + 1`` px on *each* side by more than
+    ``max(SEAM_CONTRAST, 3 sqrt(noise))`` (``noise``: the noise variance, :func:`noise_variance`); ridge
+    fragments under 3 px are dropped (noise). Where the back character is darker than the outline, or the front
+    one has none, there is no ridge and nothing is found.
+    """
+    image = np.asarray(rgb, dtype=np.float32)
+    if np.asarray(rgb).dtype == np.uint8:
+        image = image / 255.0
+    where = np.asarray(where, dtype=bool)
+    if not where.any() or min(where.shape) < MIN_SIDE:
+        return np.zeros(where.shape, bool)
+    lum = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+    diff = cv2.GaussianBlur(np.asarray(soft, np.float32) - np.asarray(other, np.float32), (0, 0), 1.0)
+    gx = cv2.Sobel(diff, cv2.CV_32F, 1, 0, ksize=3) / 8
+    gy = cv2.Sobel(diff, cv2.CV_32F, 0, 1, ksize=3) / 8
+    mag = np.sqrt(gx * gx + gy * gy)
+    valid = where & (mag > 0.02)  # a seam: one mask rises where the other falls
+    if not valid.any():
+        return np.zeros(where.shape, bool)
+    nx, ny = gx / np.maximum(mag, 1e-6), gy / np.maximum(mag, 1e-6)
+    ys, xs = np.mgrid[0:lum.shape[0], 0:lum.shape[1]].astype(np.float32)
+    reach = max(1, int(radius)) + 1
+
+    def sample(k: float) -> np.ndarray:
+        return cv2.remap(lum, xs + k * nx, ys + k * ny, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+    ahead = [sample(k) for k in range(1, reach + 1)]
+    behind = [sample(-k) for k in range(1, reach + 1)]
+    depth = np.minimum(np.max(ahead, axis=0), np.max(behind, axis=0)) - lum
+    minimum = (lum <= ahead[0] + 1e-6) & (lum <= behind[0] + 1e-6)
+    ridge = valid & minimum & (depth > max(SEAM_CONTRAST, 3.0 * float(noise) ** 0.5))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(ridge.astype(np.uint8), connectivity=8)
+    keep = stats[:, cv2.CC_STAT_AREA] >= 3
+    keep[0] = False
+    return keep[labels]
+
+
 def free_strokes(line: np.ndarray, region: np.ndarray) -> np.ndarray:
     """bool ``[H,W]``: the strokes of line art that leave an instance and end inside the image.
 
@@ -280,7 +336,7 @@ def _geodesic_steps(seed: np.ndarray, free: np.ndarray, limit: int) -> np.ndarra
 
 
 def snap_to_outlines(rgb: np.ndarray, trimap: np.ndarray, radius: int, contrast: float = 0.15,
-                     lead: int | None = None) -> np.ndarray:
+                     lead: int | None = None, ridges: np.ndarray | None = None) -> np.ndarray:
     """Refine a trimap's unknown band with the image's line art (see the module docstring).
 
     Line pixels: unknown pixels of :func:`line_art` with ``radius`` and ``contrast``. The other pixels are split into 4-connected
@@ -294,7 +350,10 @@ def snap_to_outlines(rgb: np.ndarray, trimap: np.ndarray, radius: int, contrast:
     are unknown as well (partly covered: forced to 1 they make an opaque 1-px halo). Strokes that leave the outline (connected line pixels) are ambiguous, a hair strand
     or a background line meeting the outline, and stay unknown for the solver, with a 1-px fringe; so do line
     pixels next to an unknown region (an outline with a gap); other line pixels in the band belong to the
-    background.
+    background. ``ridges`` (bool ``[H,W]``, optional): more line pixels, counted as strong (the outline along a
+    seam with another instance, :func:`seam_ridges`); their outermost pixels are unknown even on a 1-px outline
+    (partly covered, between the front fill and the back character, which the solver tells apart; forced to 1
+    they were a 1-px opaque halo on the benchmark's cel-shaded overlap).
     """
     trimap = np.asarray(trimap, dtype=np.float64)
     fg, bg = trimap == 1, trimap == 0
@@ -302,6 +361,9 @@ def snap_to_outlines(rgb: np.ndarray, trimap: np.ndarray, radius: int, contrast:
     if not unknown.any() or not fg.any() or not bg.any():
         return trimap.copy()
     strong, line = _line_masks(rgb, radius, contrast)
+    if ridges is not None:  # line art found along a seam with another instance (:func:`seam_ridges`)
+        ridges = np.asarray(ridges, dtype=bool)
+        strong, line = strong | ridges, line | ridges
     line &= unknown
     if not line.any():
         return trimap.copy()
@@ -335,6 +397,8 @@ def snap_to_outlines(rgb: np.ndarray, trimap: np.ndarray, radius: int, contrast:
     cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
     edge = outline & cv2.dilate((~line & ~inside).astype(np.uint8), cross).astype(bool)
     soft_edge = edge & cv2.dilate((outline & ~edge).astype(np.uint8), square).astype(bool)
+    if ridges is not None:  # along a seam the outline lies between the front fill and the back character, not a
+        soft_edge |= edge & ridges  # lone line over a background: its partly covered pixels are the solver's
     n, strokes = cv2.connectedComponents(line.astype(np.uint8), connectivity=8)
     attached = np.zeros(n, bool)
     attached[np.unique(strokes[outline])] = True
@@ -474,6 +538,26 @@ def _crop(mask: np.ndarray, pad: int, h: int, w: int) -> tuple[int, int, int, in
             max(0, int(xs.min()) - pad), min(w, int(xs.max()) + 1 + pad))
 
 
+def _seam_ridges_of(i: int, soft_all: np.ndarray, reach: np.ndarray, box: tuple[int, int, int, int], rgb: np.ndarray,
+                    unknown: np.ndarray, band: int, radius: int, noise: float, low: float) -> np.ndarray | None:
+    """:func:`seam_ridges` of instance ``i`` in its crop ``box``: along where another instance's mask meets its
+    unknown band (both supports within ``band`` px); None where no other mask reaches the crop."""
+    y0, y1, x0, x1 = box
+    own = soft_all[i, y0:y1, x0:x1]
+    if not ((reach[y0:y1, x0:x1] - (own > low)) > 0).any():
+        return None
+    other = np.zeros_like(own)
+    for j in range(soft_all.shape[0]):
+        if j != i:
+            np.maximum(other, soft_all[j, y0:y1, x0:x1], out=other)
+    near = _disk(max(1, int(band)))
+    zone = (cv2.dilate((own > low).astype(np.uint8), near).astype(bool)
+            & cv2.dilate((other > low).astype(np.uint8), near).astype(bool) & unknown)
+    if not zone.any():
+        return None
+    return seam_ridges(rgb[y0:y1, x0:x1], own, other, zone, radius, noise)
+
+
 def instance_alphas(image, instances: Instances, config: MattingConfig | None = None, *,
                     order: Sequence[int] | None = None,
                     progress: Callable[[int, int], None] | None = None) -> Instances:
@@ -523,8 +607,12 @@ def instance_alphas(image, instances: Instances, config: MattingConfig | None = 
             # the black-hat follows the width of the image's lines, at most half the band (a band narrower than
             # the line art cannot hold it); the detour that decides a gap's sides follows the band's width
             largest = max(2, int(band) // 2)
-            radius = line_radius(rgb[y0:y1, x0:x1], (trimap > 0) & (trimap < 1), config.line_contrast, largest)
-            trimap = snap_to_outlines(rgb[y0:y1, x0:x1], trimap, radius, config.line_contrast, lead=4 * largest)
+            unknown = (trimap > 0) & (trimap < 1)
+            radius = line_radius(rgb[y0:y1, x0:x1], unknown, config.line_contrast, largest)
+            ridges = _seam_ridges_of(i, soft_all, reach, (y0, y1, x0, x1), rgb, unknown, band, radius, epsilon,
+                                     config.low)
+            trimap = snap_to_outlines(rgb[y0:y1, x0:x1], trimap, radius, config.line_contrast, lead=4 * largest,
+                                      ridges=ridges)
             if radius not in lines:
                 lines[radius] = line_art(rgb, radius, config.line_contrast)
             region = np.zeros((h, w), bool)
