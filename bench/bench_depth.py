@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _json_out import add_overwrite_argument, check_json, write_json  # noqa: E402  (bench/: --json FILE)
 from cartoonseg.depth import DepthEstimator  # noqa: E402
 from cartoonseg.device import DTYPES, capabilities, resolve_precision  # noqa: E402
 
@@ -170,7 +171,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", default="1,2", help="marigold-lcm: denoising steps of the timed runs")
     p.add_argument("--ensemble", type=int, default=1, help="marigold-lcm: ensemble size of the timed runs")
     p.add_argument("--json", default=None)
+    add_overwrite_argument(p)
     args = p.parse_args(argv)
+    check_json(args)  # a file that may not be written fails now, not after the run
     torch.set_num_threads(args.threads)
     if args.model != "small":
         if args.quick:
@@ -178,8 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         image = np.random.default_rng(0).integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)
         result = bench_other(args, image)
         print(json.dumps(result, indent=1))
-        if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=1))
+        write_json(args, result)
         return
     model = v2_small(args.quick)
     params = sum(t.numel() for t in model.parameters())
@@ -206,8 +208,7 @@ def main(argv: list[str] | None = None) -> None:
               "params": params, "image": f"{args.size}x{args.size}", "threads": args.threads, "rows": rows,
               "loadavg": Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else None}
     print(json.dumps(result, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    write_json(args, result)
 
 
 if __name__ == "__main__":

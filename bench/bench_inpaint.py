@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _json_out import add_overwrite_argument, check_json, write_json  # noqa: E402  (bench/: --json FILE)
 
 from cartoonseg.inpaint import patchmatch_inpaint, telea_inpaint
 
@@ -77,7 +78,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--figure", default=None, help="write a before / PatchMatch / Telea picture here (PNG)")
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
+    add_overwrite_argument(ap)
     args = ap.parse_args()
+    check_json(args)  # a file that may not be written fails now, not after the run
     torch.set_num_threads(args.threads)
     bg, img, hole = make_scene(args.size)
     outs, rows = {}, []
@@ -91,8 +94,7 @@ def main() -> None:
             "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "loadavg": os.getloadavg()[0], **q,
         })
         print(json.dumps(rows[-1]), flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows}, indent=1))
+    write_json(args, {"rows": rows})
     if args.figure:
         from PIL import Image, ImageDraw
 

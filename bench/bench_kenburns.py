@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _json_out import add_overwrite_argument, check_json, write_json  # noqa: E402  (bench/: --json FILE)
 
 import torch  # noqa: E402
 
@@ -68,7 +69,9 @@ def main(argv=None) -> int:
     ap.add_argument("--fill", default="far-side", choices=["far-side", "patchmatch", "patchmatch+plate"],
                     help="time the end-view inpainting of this fill too (far-side: none)")
     ap.add_argument("--json", default=None, help="write the results here")
+    add_overwrite_argument(ap)
     args = ap.parse_args(argv)
+    check_json(args)  # a file that may not be written fails now, not after the run
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -115,8 +118,7 @@ def main(argv=None) -> int:
         "torch": torch.__version__,
     }
     print(json.dumps(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    write_json(args, result)
     return 0
 
 

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _json_out import add_overwrite_argument, check_json, write_json  # noqa: E402  (bench/: --json FILE)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -676,9 +677,11 @@ def main(argv=None) -> int:
                          "planar-truth (oracle: exact on the wall and the ground, PatchMatch on the mid-ground cards)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", default=None)
+    add_overwrite_argument(ap)
     ap.add_argument("--images", default=None, help="write input, truth and each fill's last frame of scene 0 here")
     ap.add_argument("--quick", action="store_true", help="CI smoke run: 1 scene, 96 px, 3 frames, auto camera")
     args = ap.parse_args(argv)
+    check_json(args)  # a file that may not be written fails now, not after the run
     if args.quick:
         args.scenes, args.size, args.frames, args.cameras = 1, 96, 3, "auto"
     if args.threads:
@@ -691,8 +694,7 @@ def main(argv=None) -> int:
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     result = _strict_json(result)
     print(json.dumps(result["summary"], indent=1, allow_nan=False))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1, allow_nan=False))
+    write_json(args, result, allow_nan=False)
     return 0
 
 

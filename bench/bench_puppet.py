@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+from _json_out import add_overwrite_argument, check_json, write_json  # noqa: E402  (bench/: --json FILE)
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -40,7 +41,9 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--threads", type=int, default=2, help="torch and OpenCV threads (0 = library defaults)")
     ap.add_argument("--json", default=None, help="write the results here")
+    add_overwrite_argument(ap)
     args = ap.parse_args(argv)
+    check_json(args)  # a file that may not be written fails now, not after the run
     if args.threads:
         torch.set_num_threads(args.threads)
         cv2.setNumThreads(args.threads)
@@ -79,8 +82,7 @@ def main(argv=None) -> int:
         "cpu_count": os.cpu_count(),
     }
     print(json.dumps(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    write_json(args, result)
     return 0
 
 

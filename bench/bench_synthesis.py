@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _json_out import add_overwrite_argument, check_json, write_json  # noqa: E402  (bench/: --json FILE)
 from cartoonseg.data import chroma  # noqa: E402
 from cartoonseg.data.fixtures import make_chroma_frame, make_fixtures  # noqa: E402
 from cartoonseg.data.synthesis import SynthesisConfig, synthesize_dataset  # noqa: E402
@@ -41,7 +42,9 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--size", type=int, default=640)
     p.add_argument("--json", default=None)
+    add_overwrite_argument(p)
     args = p.parse_args()
+    check_json(args)  # a file that may not be written fails now, not after the run
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -60,8 +63,7 @@ def main() -> None:
             ious.append(float(((alpha > 0.5) & (truth > 0.5)).sum() / ((alpha > 0.5) | (truth > 0.5)).sum()))
         result[f"keying_iou_{key}"] = round(float(np.mean(ious)), 4)
     print(json.dumps(result, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    write_json(args, result)
 
 
 if __name__ == "__main__":

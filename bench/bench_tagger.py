@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _json_out import add_overwrite_argument, check_json, write_json  # noqa: E402  (bench/: --json FILE)
 from cartoonseg.device import DTYPES, capabilities, resolve_precision  # noqa: E402
 from cartoonseg.tagger import SWINV2_PRESETS, TagLabels, WDTagger, build_swinv2  # noqa: E402
 
@@ -32,7 +33,9 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true", help="the tiny SwinV2 preset at its own size (CI smoke run)")
     p.add_argument("--json", default=None)
+    add_overwrite_argument(p)
     args = p.parse_args()
+    check_json(args)  # a file that may not be written fails now, not after the run
     torch.set_num_threads(args.threads)
     precision = resolve_precision(args.precision, args.device)  # bf16 on an AVX2-only CPU -> fp32 (warned)
     dtype = DTYPES[precision]
@@ -61,8 +64,7 @@ def main() -> None:
         "loadavg": Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else None,
     }
     print(json.dumps(result, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    write_json(args, result)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _json_out import add_overwrite_argument, check_json, write_json  # bench/: --json FILE
+
 REPO = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
@@ -62,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", default="1,2", help="comma list of torch thread counts (1,2)")
     ap.add_argument("--repeats", type=int, default=5, help="timed repetitions (5)")
     ap.add_argument("--json", default=None, help="write the results here")
+    add_overwrite_argument(ap)
     args = ap.parse_args(argv)
+    check_json(args)  # a file that may not be written fails now, not after the run
     rows = []
     for policy in ("", "PASSIVE"):
         for threads in (int(t) for t in args.threads.split(",")):
@@ -77,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                    **json.loads(proc.stdout.strip().splitlines()[-1])}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    write_json(args, rows)
     return 0
 
 

@@ -30,6 +30,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from _json_out import add_overwrite_argument, check_json, write_json  # noqa: E402  (bench/: --json FILE)
 import cartoonseg
 from cartoonseg.device import DTYPES, capabilities
 from cartoonseg.structures import Instances
@@ -228,16 +230,17 @@ def bench_apps(quick: bool, threads: int) -> dict:
         if not script.exists():
             out[name] = {"skipped": f"{script.name} not found"}
             continue
-        tmp = ROOT / "bench" / f".{name}.json"
-        cmd = [sys.executable, str(script), *argv[1:]]
-        if "--json" in (script.read_text()):
-            cmd += ["--json", str(tmp)]
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=3600)
-        res = {"wall_s": time.perf_counter() - t0, "rc": proc.returncode}
-        if tmp.exists():
-            res["result"] = json.loads(tmp.read_text())
-            tmp.unlink()
+        with tempfile.TemporaryDirectory() as folder:  # a fresh file for each child (never one in the repository)
+            tmp = Path(folder) / f"{name}.json"
+            cmd = [sys.executable, str(script), *argv[1:]]
+            if "--json" in (script.read_text()):
+                cmd += ["--json", str(tmp)]
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=3600)
+            res = {"wall_s": time.perf_counter() - t0, "rc": proc.returncode}
+            result = json.loads(tmp.read_text()) if tmp.exists() else None
+        if result is not None:
+            res["result"] = result
         else:
             res["stdout_tail"] = proc.stdout[-1500:]
         if proc.returncode:
@@ -372,11 +375,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--isa", default="", help="run once per instruction set in child processes: native, avx2")
     p.add_argument("--large-size", default="", help="sides of the large-input checks, comma-separated (default: preset)")
     p.add_argument("--json", default=None)
+    add_overwrite_argument(p)
     p.add_argument("--compare", default=None)
     p.add_argument("--_large-child", dest="large_child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_contention-child", dest="contention_child", default=None, help=argparse.SUPPRESS)
     raw_argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
+    check_json(args)  # a file that may not be written fails now, not after the run
     if args.large_child:
         size, n, dp, rp = args.large_child.split(",")
         large_child(int(size), int(n), dp, rp)
@@ -387,8 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.isa:
         result = {"cpu_model": cpu_model(), "isa_runs": run_isa_children(raw_argv, args.isa.split(","))}
-        if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=1))
+        write_json(args, result)
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -446,8 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare:
         for line in compare(result, json.loads(Path(args.compare).read_text())):
             print(line)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    write_json(args, result)
     return 0
 
 

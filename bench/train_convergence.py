@@ -53,12 +53,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from cartoonseg import outputs
 from cartoonseg.data.fixtures import make_fixtures
 from cartoonseg.data.synthesis import SynthesisConfig, synthesize_dataset
 from cartoonseg.evaluation import EvalParams, evaluate_all
 from cartoonseg.evaluation.predict import predict_coco
 from cartoonseg.segmenter import Segmenter
 from cartoonseg.training.detector import DETECTOR_RECIPES, detector_recipe, train_detector
+from cartoonseg.training.engine import check_training_folder
 
 KEYS = ("bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50", "boundary_AP", "boundary_AP50")
 
@@ -197,15 +199,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mosaic", action="store_true", help="use mosaic + mixup (the stock strong augmentation)")
     ap.add_argument("--workers", type=int, default=None, help="override the recipe's DataLoader workers")
     ap.add_argument("--eval-batch", type=int, default=1, help="images per detector pass in the evaluations (1)")
+    outputs.add_overwrite_argument(ap)
     args = ap.parse_args(argv)
 
     torch.set_num_threads(max(1, args.threads))
     recipe = args.recipe or ("paper" if args.device.startswith("cuda") else "tiny-cpu")
     out = Path(args.out)
+    run_dir = out / f"run_{recipe}"
+    try:  # the output policy of every command, before minutes of work: never replace or delete a user's file
+        for name in ("convergence.json", "learning_curve.png"):
+            outputs.check_file(out / name, overwrite=args.overwrite)
+        check_training_folder(run_dir)  # its log.jsonl is deleted below: only a training run's
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     load_start = _load()
     data = make_data(out, args)
-    run_dir = out / f"run_{recipe}"
     overrides = {k: v for k, v in {
         "epochs": args.epochs, "img_size": args.img_size, "batch_size": args.batch_size, "lr": args.lr,
         "warmup_iters": args.warmup_iters, "num_workers": args.workers,
@@ -242,10 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         "final": {k: final.get(k) for k in (*KEYS, "step", "train_s", "load1")},
         "curve": evals,
     }
-    (out / "convergence.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+    outputs.write_text(out / "convergence.json", json.dumps(result, indent=1), overwrite=args.overwrite)
     title = (f"{recipe} on {args.device}, {torch.get_num_threads()} threads, load1 {load_start}->{result['load1_end']}, "
              f"{summary['global_step']} steps")
-    plot_curve(evals, losses, out / "learning_curve.png", title)
+    outputs.write(out / "learning_curve.png", lambda tmp: plot_curve(evals, losses, tmp, title), overwrite=args.overwrite)
     print(f"{'step':>6} {'train min':>9} {'cpu min':>8} {'load1':>6} " + " ".join(f"{k:>13}" for k in KEYS))
     for e in evals:
         print(f"{e['step']:>6} {e['train_s'] / 60:>9.2f} {e.get('train_cpu_s', 0) / 60:>8.2f} {e.get('load1', -1):>6} "

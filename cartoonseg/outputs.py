@@ -22,7 +22,8 @@ guarantees hold everywhere:
    ``<stem>-<8 hex digits of the absolute path>``; so ``a/x.png b/x.jpg c/x_1.png`` give ``x-…``, ``x-…`` and
    ``x_1``, and the same inputs always give the same names. A stem longer than :data:`MAX_STEM_BYTES` is cut (and
    gets the digits), so a command's own suffixes still fit the file system's 255-byte names; a stem starting with
-   ``.cartoonseg-`` (this module's own file names) starts with ``_cartoonseg-`` instead.
+   ``.cartoonseg-`` (this module's own file names) starts with ``_cartoonseg-`` instead, and the stems ``.`` and
+   ``..`` (of ``..png``, ``...png``) become ``_`` and ``__`` (with the digits).
 4. **Atomic writes.** A file is written to a temporary file in its final folder (same suffix, so image libraries
    pick the same format), flushed to disk, then renamed over the final name with :func:`os.replace`. A result
    folder is built as a temporary folder and renamed into place as a whole.
@@ -200,9 +201,12 @@ def unique_names(inputs: Sequence[str | os.PathLike], *, reserved: Iterable[str]
 
 
 def _safe_stem(stem: str) -> tuple[str, bool]:
-    """``stem`` cut to :data:`MAX_STEM_BYTES` (at a character boundary) and kept off this module's own names; and
-    whether it changed (a changed stem always gets the hash digits)."""
+    """``stem`` cut to :data:`MAX_STEM_BYTES` (at a character boundary) and kept off this module's own names and off
+    ``.`` / ``..`` (the stems of ``..png`` and ``...png``, which name no folder of their own); and whether it changed
+    (a changed stem always gets the hash digits)."""
     out = "_" + stem[1:] if stem.casefold().startswith(_OWN_PREFIX) else stem
+    if out in ("", ".", ".."):
+        out = "_" * max(1, len(out))
     raw = out.encode("utf-8", "surrogateescape")
     if len(raw) > MAX_STEM_BYTES:
         out = raw[:MAX_STEM_BYTES].decode("utf-8", "ignore") or "_"  # a character cut in two is dropped

@@ -334,6 +334,25 @@ def test_a_per_image_folder_inside_a_recursive_input_is_not_read_back(data, tmp_
     assert [i.path for i in walked] == [i.path for i in collect_inputs([str(rec / "sub")])]
 
 
+
+def test_an_input_folder_that_is_the_runs_own_output_is_named(data, tmp_path, capsys):
+    """--per-image (or --work-dir) naming the input folder itself, or a folder above it: every image was left out as
+    the run's own output and the command said only "no input images". The error now names the clash; the user's
+    images are untouched and nothing is written."""
+    import shutil
+
+    from cartoonseg.__main__ import main
+
+    images = tmp_path / "images"
+    shutil.copytree(data["images"], images)
+    before = sorted(p.name for p in images.iterdir())
+    common = ["--out", str(tmp_path / "o.json"), "--detector", str(data["det"]), "--refiner", "none", "--quiet"]
+    for option, folder in (("--per-image", images), ("--work-dir", images), ("--per-image", tmp_path)):
+        assert main(["annotate", str(images), option, str(folder), *common]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: input folder {images} is (or lies in)") and err.count("\n") == 1, err
+    assert sorted(p.name for p in images.iterdir()) == before and not (tmp_path / "o.json").exists()
+
 def test_work_folder_keeps_the_users_files_and_may_not_hold_the_output(data, segmenter, tmp_path):
     """Cleaning up after the merge deletes only the run's own files; a COCO file inside the work folder (even named
     like one of the run's files) is refused before any image is segmented, never written and then deleted."""

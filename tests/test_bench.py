@@ -120,3 +120,46 @@ def test_preview_scripts_never_replace_a_file_they_did_not_write(tmp_path):
     assert kenburns.main(["--size", "48", "--frames", "2", "--out", str(tmp_path / "k.webp")]) == 0  # its own: rerun
     assert kenburns.main(["--size", "48", "--frames", "2", "--out", str(user), "--overwrite"]) == 0
     assert user.read_bytes()[:4] == b"RIFF"
+
+
+def test_bench_json_never_replaces_a_file_it_did_not_write(tmp_path):
+    """Every bench script wrote ``--json FILE`` with ``Path.write_text`` after the run: ``--json README.md`` replaced
+    the user's file, a folder failed with a traceback at the end. Now the file is checked before the benchmark (one
+    ``error:`` line, status 2, the file untouched) and written under the output policy: a new file, then its own
+    earlier result, or a user's file with --overwrite."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def tagger(*args):
+        cmd = [sys.executable, str(ROOT / "bench" / "bench_tagger.py"), "--quick", "--repeat", "1", *map(str, args)]
+        return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+
+    user = tmp_path / "notes.txt"
+    user.write_text("the user's notes")
+    for target in (user, tmp_path):  # a user's file, a folder
+        proc = tagger("--json", target)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert [line for line in proc.stderr.splitlines() if line.startswith("error: ")] == \
+            proc.stderr.strip().splitlines()[-1:]
+        assert proc.stdout == ""  # refused before the benchmark ran
+    assert user.read_text() == "the user's notes"
+    fresh = tmp_path / "tagger.json"
+    for _ in range(2):  # a new file, then its own earlier result
+        proc = tagger("--json", fresh)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert json.loads(fresh.read_text())["preset"] == "tiny"
+    proc = tagger("--json", user, "--overwrite")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(user.read_text())["preset"] == "tiny"
+    # the training benchmark: its results and the log it deletes are checked before the minutes of work
+    (tmp_path / "conv").mkdir()
+    (tmp_path / "conv" / "convergence.json").write_text("the user's file")
+    cmd = [sys.executable, str(ROOT / "bench" / "train_convergence.py"), "--out", str(tmp_path / "conv")]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: refusing to replace"), proc.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "conv").iterdir()) == ["convergence.json"]
+    (tmp_path / "conv" / "convergence.json").unlink()
+    (tmp_path / "conv" / "run_tiny-cpu").mkdir()
+    (tmp_path / "conv" / "run_tiny-cpu" / "log.jsonl").write_text("the user's log")
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 2 and "not a cartoonseg training run" in proc.stderr, proc.stderr[-2000:]
+    assert (tmp_path / "conv" / "run_tiny-cpu" / "log.jsonl").read_text() == "the user's log"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import socket
 import stat
@@ -236,6 +237,25 @@ def test_progress_bars_on_a_terminal_only_and_never_with_quiet(tmp_path, weights
     code, err = _run_cli(["inpaint", image, mask, "--out", tmp_path / "f.png", "-q"], True, monkeypatch)
     assert code == 0 and err == ""
 
+
+
+def test_segment_names_images_whose_stem_is_dots(tmp_path, weights, monkeypatch):
+    """``..png`` and ``...png`` have the stems ``.`` and ``..``: segment stopped at them with "invalid output name
+    '.'" (after the earlier images, the rest never segmented). Each now gets its own result folder inside --out."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("..png", "...png", "a.png"):
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(images / name, format="PNG")
+    out = tmp_path / "out"
+    args = ["segment", images, "--out", out, "--weights-dir", weights, "--no-download", "--refiner", "none",
+            "--max-instances", "2", "--det-size", "128", "-q"]
+    code, err = _run_cli(args, False, monkeypatch)
+    assert code == 0, err
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert len(folders) == 3 and "a" in folders and {f.split("-")[0] for f in folders} == {"_", "__", "a"}
+    sources = {json.loads((out / f / "instances.json").read_text())["source"] for f in folders}
+    assert sources == {str(images / n) for n in ("..png", "...png", "a.png")}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "out"]  # nothing written beside --out
 
 # ---------------------------------------------------------------------------------------------- offline
 def _closed_port() -> int:

@@ -317,6 +317,26 @@ def test_synthesize_overwrite_removes_only_its_own_temporaries(raw, tmp_path, ca
     assert (out / "train" / "000000000000.jpg").is_file()
 
 
+
+def test_synthesize_with_an_unreadable_fingerprint_names_it_and_overwrite_starts_over(raw, tmp_path, capsys):
+    """A fingerprint.json emptied (a crash, a full disk) or edited used to stop every rerun with "error: Expecting
+    value: line 1 column 1 (char 0)" (no file named), --overwrite included (a JSON list: a traceback), so the folder
+    could never be used again. Now the error names the file and --overwrite starts the run over."""
+    from train.synthesize import main
+
+    fg, bg, args = _inputs(raw, tmp_path)
+    out = tmp_path / "ds"
+    assert _cli(capsys, main, [*args, "--out", out])[0] == 0
+    fp = out / ".synth_state" / "train" / "fingerprint.json"
+    good = fp.read_text()
+    for bad in ("", "[1]", "{"):
+        fp.write_text(bad)
+        status, err = _cli(capsys, main, [*args, "--out", out])
+        assert status == 2 and str(fp) in err and "--overwrite" in err, err
+        assert fp.read_text() == bad  # nothing changed by the refusal
+        assert _cli(capsys, main, [*args, "--out", out, "--overwrite"])[0] == 0
+        assert fp.read_text() == good and (out / "train" / "000000000000.jpg").is_file()
+
 def test_indexes_leave_out_hidden_files_and_folders(tmp_path):
     """An interrupted writer's temporaries (.cartoonseg-tmp-*), macOS ._* companions and hidden state folders are
     never taken for foregrounds or backgrounds."""

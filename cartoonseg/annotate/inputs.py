@@ -94,6 +94,11 @@ def collect_inputs(sources: Sequence[str | os.PathLike], *, image_root: str | os
         if src.is_file() and src.suffix.lower() == ".json" and src.resolve() in coco_files:
             continue  # the same COCO file named twice: its images once, not as duplicate ids
         if src.is_dir():
+            own = next((e for e in skip if src.resolve().is_relative_to(e)), None)
+            if own is not None:  # every image would be left out: say why, not "no input images"
+                raise ValueError(f"input folder {src} is (or lies in) {own}, an output folder of this run "
+                                 f"(--per-image / --work-dir), whose files are never read as inputs; choose output "
+                                 f"folders apart from the input folders")
             found = _folder_images(src, recursive, skip)
         elif src.is_file() and src.suffix.lower() == ".txt":
             found = _list_file(src)

@@ -408,6 +408,24 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _read_fingerprint(path: Path, overwrite: bool) -> dict | None:
+    """The fingerprint an earlier run wrote at ``path``; None when there is none, or (with ``overwrite``) when it
+    cannot be read. An unreadable one (emptied by a crash or a full disk, edited) raises ``ValueError`` naming it:
+    the run there cannot be resumed, and --overwrite starts it over."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
+    except (OSError, ValueError) as exc:
+        if overwrite:
+            return None
+        raise ValueError(f"{path} is not a readable synthesis fingerprint ({exc}), so the run in {path.parents[2]} "
+                         f"cannot be resumed; use another --out, or --overwrite to start it over") from None
+    return data
+
+
 def _remove_own_temporaries(out: Path, split: str) -> None:
     """Delete the temporaries a killed run of :func:`_atomic_write` left: exactly ``<image>.jpg.tmp<pid>`` in
     ``OUT/<split>/``, ``<record or fingerprint>.json.tmp<pid>`` in the state folder and ``det_<split>.json.tmp<pid>``
@@ -587,8 +605,11 @@ def synthesize_dataset(fg: str | Path | Sequence[ForegroundInfo], bg: str | Path
     bg_root = bg if isinstance(bg, (str, os.PathLike)) else None
     fingerprint = _fingerprint(cfg, seed, image_id_start, fgs, bgs, bg_root, groups)
     fp_path = state / "fingerprint.json"
-    if fp_path.is_file():
-        old = json.loads(fp_path.read_text())
+    old = _read_fingerprint(fp_path, overwrite)
+    if old is None and fp_path.is_file():  # unreadable, and --overwrite: the run starts over
+        for p in state.glob("*.json"):
+            p.unlink()
+    elif old is not None:
         version = 3 if "content" in old else 2 if "names" in old else 1
         ours = fingerprint
         if version < FINGERPRINT_VERSION:  # an older version's run: compared by the fingerprint it wrote
