@@ -140,7 +140,8 @@ class CartoonSegPuppetAnimate:
             },
             "optional": {
                 "plate": ("IMAGE", {"tooltip": "background without the characters (PatchMatch or diffusion "
-                                                    "inpainting); absent: PatchMatch with 7x7 patches"}),
+                                                    "inpainting) of the image's aspect ratio, any size; absent: "
+                                                    "PatchMatch with 7x7 patches"}),
                 "pose_keypoint": ("POSE_KEYPOINT", {"tooltip": "driving pose sequence, one entry per frame"}),
                 "keyframes_json": ("STRING", {"default": "", "multiline": True,
                                               "tooltip": '{"keyframes": [{"frame": 12, "joints": {"0": {"r_wrist": '
