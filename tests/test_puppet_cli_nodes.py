@@ -346,6 +346,8 @@ def test_animate_node_rejects_bad_inputs_and_cancels(nodes, comfy):
     with pytest.raises(TypeError, match="CARTOONSEG_PUPPET"):
         node.animate(image, "rig")
     rigs, _ = nodes["CartoonSegPuppetRig"]().rig(image, instances)
+    with pytest.raises(ValueError, match="pose_keypoint is an empty POSE_KEYPOINT list"):
+        node.animate(image, rigs, pose_keypoint=[], plate=plate)
     with pytest.raises(ValueError, match="rig was built"):
         node.animate(image[:, :50], rigs, plate=plate[:, :50], frames=2)
     # a plate of another aspect ratio (another picture's, a crop) would be stretched over the picture: refused, as
