@@ -30,6 +30,7 @@ except ImportError:  # pragma: no cover - exercised by tests that hide cv2
 __all__ = [
     "MAX_PIXELS",
     "Letterbox",
+    "check_same_aspect",
     "grey_rgb",
     "letterbox",
     "refine_canvas",
@@ -79,6 +80,16 @@ def resize_float(image: Tensor, size: tuple[int, int]) -> Tensor:
     out = F.interpolate(image.reshape(1, -1, *image.shape[-2:]).float(), size=size, mode="bilinear",
                         align_corners=False)
     return out.reshape(*lead, *size)
+
+
+def check_same_aspect(size_hw: tuple[int, int], image_hw: tuple[int, int], what: str = "background plate") -> None:
+    """``ValueError`` unless a picture of ``size_hw`` = (height, width) that is resized to ``image_hw`` keeps its
+    aspect ratio (within a pixel, or 1%): a plate or hint of another picture, or a crop, would be stretched over the
+    image; another size of the same aspect is fine. The one check of every renderer that resizes a plate."""
+    (ph, pw), (ih, iw) = (int(v) for v in size_hw), (int(v) for v in image_hw)
+    if ph < 1 or pw < 1 or abs(ph * iw / pw - ih) > max(1.0, 0.01 * ih):
+        raise ValueError(f"the {what} is {pw}x{ph} px but the image is {iw}x{ih}: another aspect ratio, it would be "
+                         f"stretched; give the {what} made from this image (another size of the same aspect is fine)")
 
 
 def resize_image(image: Tensor, hw: tuple[int, int]) -> Tensor:

@@ -513,7 +513,9 @@ def check_image(image: torch.Tensor, name: str = "image") -> torch.Tensor:
     """Validate a ComfyUI IMAGE batch and return it as float32 ``[B,H,W,3]`` on the CPU.
 
     Grey (1 channel) is expanded, alpha dropped (RGBA, and grey + alpha with 2 channels); NaN becomes 0 and values outside [0,1] (±Inf included) are
-    clamped, so one bad pixel does not stop a graph. Empty or oversized frames raise ValueError.
+    clamped, so one bad pixel does not stop a graph. Integer tensors (other packs' uint8 frames) are 0..255 and
+    bool ones 0/1, the policy of :func:`cartoonseg.io.to_rgb_uint8`; integers outside 0..255 raise ValueError.
+    Empty or oversized frames raise ValueError.
     """
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"{name} must be a ComfyUI IMAGE tensor [B,H,W,3], got {type(image).__name__}")
@@ -531,6 +533,15 @@ def check_image(image: torch.Tensor, name: str = "image") -> torch.Tensor:
     if image.shape[-1] in (1, 2):  # grey, grey + alpha
         image = image[..., :1].expand(-1, -1, -1, 3)
     image = image[..., :3]
+    if image.dtype == torch.bool:
+        image = image.float()
+    elif not image.is_floating_point() and not image.is_complex():
+        # 0..255 as io.to_rgb_uint8 reads them: clamping 128 to 1 would turn a uint8 frame white
+        lo, hi = int(image.min()), int(image.max())
+        if lo < 0 or hi > 255:
+            raise ValueError(f"{name} is an integer ({str(image.dtype).replace('torch.', '')}) tensor with values "
+                             f"{lo}..{hi}; an IMAGE is float in [0,1] (integer frames must be 0..255)")
+        image = image.float() / 255.0
     return torch.nan_to_num(image.float().cpu(), nan=0.0).clamp(0, 1)
 
 

@@ -26,7 +26,10 @@ def _pose_frames(pose_keypoint):
         return None
     if isinstance(pose_keypoint, dict):
         return [pose_keypoint]
-    if not isinstance(pose_keypoint, (list, tuple)) or not pose_keypoint:
+    if isinstance(pose_keypoint, (list, tuple)) and not pose_keypoint:
+        raise ValueError("pose_keypoint is an empty POSE_KEYPOINT list: the pose node found no frames (give at least "
+                         "one frame dict, or disconnect it)")
+    if not isinstance(pose_keypoint, (list, tuple)):
         raise TypeError(f"pose_keypoint must be a POSE_KEYPOINT list of frame dicts, got {type(pose_keypoint).__name__}")
     return list(pose_keypoint)
 
@@ -140,7 +143,8 @@ class CartoonSegPuppetAnimate:
             },
             "optional": {
                 "plate": ("IMAGE", {"tooltip": "background without the characters (PatchMatch or diffusion "
-                                                    "inpainting); absent: PatchMatch with 7x7 patches"}),
+                                                    "inpainting) of the image's aspect ratio, any size; absent: "
+                                                    "PatchMatch with 7x7 patches"}),
                 "pose_keypoint": ("POSE_KEYPOINT", {"tooltip": "driving pose sequence, one entry per frame"}),
                 "keyframes_json": ("STRING", {"default": "", "multiline": True,
                                               "tooltip": '{"keyframes": [{"frame": 12, "joints": {"0": {"r_wrist": '

@@ -152,7 +152,8 @@ class CartoonSegInstanceStyleEdit:
             "optional": {
                 "control_net": ("CONTROL_NET", {"tooltip": "e.g. control_v11p_sd15s2_lineart_anime (SD1.5) or a canny SDXL ControlNet"}),
                 "control_hint": ("IMAGE", {"tooltip": "hint from a preprocessor (white lines on black); else built-in"}),
-                "background": ("IMAGE", {"tooltip": "inpainted clean plate for the background pass"}),
+                "background": ("IMAGE", {"tooltip": "inpainted clean plate for the background pass (the image's "
+                                                        "aspect ratio, any size)"}),
             },
         }
 
@@ -173,6 +174,8 @@ class CartoonSegInstanceStyleEdit:
         )
         hints = _comfy.check_image(control_hint, "control_hint") if control_hint is not None else None
         plates = _comfy.check_image(background, "background") if background is not None else None
+        _comfy.check_batches(b, control_hint=hints.shape[0] if hints is not None else None,
+                             background=plates.shape[0] if plates is not None else None)
         passes = sum(count_passes(inst, config) for inst in frames)
         with _comfy.steps(max(passes * config.steps, 1)) as bar:  # one unit per sampler step of every pass
             backend = ComfyStyleBackend(model, clip, vae, config, control_net, on_step=bar.tick)

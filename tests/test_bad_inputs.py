@@ -238,6 +238,22 @@ def test_row_float_outside_unit_range(seg, nodes, model):
     torch.testing.assert_close(out[1], node_segment(nodes, model, wild.clamp(0, 1)[None])[1])
 
 
+def test_row_integer_image_tensors(nodes):
+    """An IMAGE tensor of integers (another pack's uint8 frames) is 0..255 as io.to_rgb_uint8 reads it, not clamped
+    to white; bool is 0/1; integers outside 0..255 are refused naming the input."""
+    u8 = torch.from_numpy(rgb())[None]
+    inpaint = nodes["CartoonSegInpaintPatchMatch"]()
+    no_hole = torch.zeros(1, H, W)
+    (out,) = inpaint.inpaint(u8, no_hole, "telea")
+    torch.testing.assert_close(out, frame(rgb()))  # unmasked pixels come back unchanged
+    (out,) = inpaint.inpaint(u8.to(torch.int32), no_hole, "telea")
+    torch.testing.assert_close(out, frame(rgb()))
+    (out,) = inpaint.inpaint(u8 > 127, no_hole, "telea")
+    assert torch.equal(out, (u8 > 127).float())
+    with pytest.raises(ValueError, match="image is an integer .* -1..300"):
+        inpaint.inpaint(torch.tensor([-1, 300]).repeat(1, 4, 4, 2)[..., :3], torch.zeros(1, 4, 4), "telea")
+
+
 def test_row_nan_inf(seg, nodes, model):
     """The API refuses NaN/Inf; ComfyUI IMAGEs are sanitised (NaN -> 0, +Inf -> 1, -Inf -> 0, documented in
     nodes/_comfy.check_image) so one bad pixel does not stop a graph."""

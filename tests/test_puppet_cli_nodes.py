@@ -346,8 +346,16 @@ def test_animate_node_rejects_bad_inputs_and_cancels(nodes, comfy):
     with pytest.raises(TypeError, match="CARTOONSEG_PUPPET"):
         node.animate(image, "rig")
     rigs, _ = nodes["CartoonSegPuppetRig"]().rig(image, instances)
+    with pytest.raises(ValueError, match="pose_keypoint is an empty POSE_KEYPOINT list"):
+        node.animate(image, rigs, pose_keypoint=[], plate=plate)
     with pytest.raises(ValueError, match="rig was built"):
         node.animate(image[:, :50], rigs, plate=plate[:, :50], frames=2)
+    # a plate of another aspect ratio (another picture's, a crop) would be stretched over the picture: refused, as
+    # 3D Ken Burns does; a resized plate of the same aspect is fine
+    with pytest.raises(ValueError, match="background plate is .* another aspect ratio"):
+        node.animate(image, rigs, plate=plate[:, : H // 2], frames=2)
+    half = torch.nn.functional.interpolate(plate.movedim(-1, 1), scale_factor=0.5, mode="area").movedim(1, -1)
+    assert node.animate(image, rigs, plate=half, frames=2)[0].shape == (2, H, W, 3)
     comfy.cancel_after = 2
     with pytest.raises(Interrupted):
         node.animate(image, rigs, frames=6, plate=plate)

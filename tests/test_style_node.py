@@ -306,6 +306,15 @@ def test_bad_inputs(node_module, comfy):
         _run(node_module, image, ["nope"])
     out, _, _ = _run(node_module, image, [Instances.empty(64, 96)], background_as_instance=False)
     assert torch.equal(out, image) and comfy.samples == []
+    # a clean plate of another aspect ratio would be stretched under the characters: refused before any pass
+    with pytest.raises(ValueError, match="background plate is 96x20 px but the image is 96x64"):
+        _run(node_module, image, instances, background=torch.rand(1, 20, 96, 3))
+    assert comfy.samples == []
+    # batch errors name the node's inputs
+    with pytest.raises(ValueError, match="control_hint has 2 frames"):
+        _run(node_module, torch.cat([image] * 3), instances, control_hint=torch.rand(2, 64, 96, 3))
+    with pytest.raises(ValueError, match="background has 2 frames"):
+        _run(node_module, torch.cat([image] * 3), instances, background=torch.rand(2, 64, 96, 3))
 
 
 def test_module_imports_without_diffusers_or_comfy():

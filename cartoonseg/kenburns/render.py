@@ -54,6 +54,7 @@ from torch import Tensor
 from ..compositing import over_opacity, unmix_over_plate
 from ..ops import grow_mask
 from ..structures import EXTRA_DEPTH
+from ..transforms import check_same_aspect
 from .camera import CameraPath, CameraPoses, resolve_poses
 from .disocclusion import CHARACTER_REVEALS, FILLS, KeyViewReport, Refiner, inpaint_disocclusions, inpaint_plate
 from .dof import bokeh_blur, focus_schedule
@@ -287,16 +288,6 @@ def _masks(masks, size_hw: tuple[int, int]) -> tuple[Tensor, Tensor | None, Tens
     return torch.nan_to_num(masks.float(), nan=0.0).clamp(0.0, 1.0), extra_depth, mattes
 
 
-def _check_plate_aspect(plate_hw: tuple[int, int], image_hw: tuple[int, int]) -> None:
-    """A background plate is resized to the image: one of another aspect ratio (a plate of another picture, or a
-    crop) would be stretched, so it is refused; a resized plate of the same aspect (within a pixel) is fine."""
-    (ph, pw), (ih, iw) = plate_hw, image_hw
-    if abs(ph * iw / pw - ih) > max(1.0, 0.01 * ih):
-        raise ValueError(f"the background plate is {pw}x{ph} px but the image is {iw}x{ih}: another aspect ratio, it "
-                         "would be stretched; give the plate made from this image (another size of the same aspect is "
-                         "fine)")
-
-
 def _check_clip_budget(image, camera: CameraPath, config: KenBurnsConfig) -> None:
     """``ValueError`` when the clip's frames and masks would exceed :data:`MAX_CLIP_ELEMENTS` (checked first)."""
     import sys
@@ -437,7 +428,7 @@ def build_scene(
         outside = (~region)[None, None]
         if background is not None:
             background = _as_hwc(background, "background")
-            _check_plate_aspect(background.shape[:2], (h0, w0))
+            check_same_aspect(background.shape[:2], (h0, w0))
             plate = _resize(background.to(device).permute(2, 0, 1), (h, w)).clamp(0.0, 1.0)
         elif plate_fill and not bool(grow_mask(region, PLATE_MARGIN + 1).all()):
             # a small margin keeps the characters' anti-aliased rim out of the copied patches

@@ -41,6 +41,7 @@ import torch
 
 from ..compositing import background_behind, over_opacity, unmix_over_plate
 from ..io import MAX_FRAMES, check_fps
+from ..transforms import check_same_aspect
 from .rig import Character, PuppetRig, StillLayer, triangle_bones
 
 __all__ = ["PuppetClip", "PuppetRenderer", "animate", "background_plate", "default_frames", "joint_sequences", "render_frames"]
@@ -191,7 +192,8 @@ class PuppetRenderer:
     Args:
         image: the input picture ``[H,W,3]`` (float in [0,1], uint8, numpy or torch).
         rig: :class:`PuppetRig` built for this image.
-        plate: the background without the characters (same size); None = :func:`background_plate` (PatchMatch).
+        plate: the background without the characters (the image's aspect ratio, any size; another aspect is
+            refused); None = :func:`background_plate` (PatchMatch).
     """
 
     def __init__(self, image, rig: PuppetRig, plate=None) -> None:
@@ -202,6 +204,7 @@ class PuppetRenderer:
         self.plate = background_plate(self.image, rig) if plate is None else _to_float_image(plate, "plate")
         if self.plate.shape != self.image.shape:
             if self.plate.ndim == 3 and self.plate.shape[2] == 3:
+                check_same_aspect(self.plate.shape[:2], self.image.shape[:2])  # never stretched over the picture
                 self.plate = cv2.resize(self.plate, (self.image.shape[1], self.image.shape[0]),
                                         interpolation=cv2.INTER_LINEAR)
             else:

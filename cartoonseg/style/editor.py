@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ..structures import EXTRA_DEPTH, Instances
+from ..transforms import check_same_aspect
 from .config import StyleConfig
 from .hints import extract_hint
 from .prompts import instance_prompts, join_prompt
@@ -140,7 +141,8 @@ def style_edit(
             ``extras``, depth from ``extras["depth"]``).
         backend: the sampler, see :class:`SampleRequest`.
         config: :class:`StyleConfig` (None = the defaults).
-        background: optional clean plate ``[H',W',3]`` (characters already inpainted, e.g. by
+        background: optional clean plate ``[H',W',3]`` of the image's aspect ratio, any size (another aspect is
+            refused; characters already inpainted, e.g. by
             CartoonSegInpaintPatchMatch) for the background pass; otherwise ``config.background_fill`` makes one.
         hint_image: optional full-frame ControlNet hint ``[H',W',3]`` from an external preprocessor (white lines
             on black); otherwise ``config.hint`` extracts one from the *original* image per region.
@@ -159,6 +161,9 @@ def style_edit(
         raise TypeError(f"instances must be a cartoonseg.Instances, got {type(instances).__name__}")
     if instances.image_size != (h, w):
         raise ValueError(f"instances are for a {instances.image_size} image but the image is {(h, w)}")
+    if background is not None:  # checked before any pass: a plate of another picture would be stretched over it
+        background = _check_image(background, "background")
+        check_same_aspect(background.shape[:2], (h, w))
     hint_source = None
     if hint_image is not None:
         hint_source = resize_image(_check_image(hint_image, "hint_image"), (h, w))
