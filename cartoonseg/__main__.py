@@ -115,7 +115,7 @@ def _segment(args: argparse.Namespace) -> int:
                     instances = seg(image, progress=per_instance)
                 else:
                     instances = seg.refine(image, boxes, progress=per_instance)
-                instances = matte_instances(args, image, instances)
+                instances = matte_instances(args, image, instances, name=str(path))
                 elapsed = time.perf_counter() - start
                 with out.result_dir(name) as result:
                     write_instances(instances, image, result.path, source=path)

@@ -48,14 +48,15 @@ def check_matting(args: argparse.Namespace) -> None:
         check_available()
 
 
-def matte_instances(args: argparse.Namespace, image, instances):
+def matte_instances(args: argparse.Namespace, image, instances, name: str | None = None):
     """``instances`` with alpha mattes (:func:`cartoonseg.matting.instance_alphas`) under ``--matting``, else as
-    they are (also when there are none)."""
+    they are (also when there are none). ``name``: the input's name in the matting's warnings (an instance that
+    keeps its soft mask)."""
     if not getattr(args, "matting", False) or instances is None or not len(instances):
         return instances
     from .matting import instance_alphas
 
-    return instance_alphas(image, instances)
+    return instance_alphas(image, instances, name=name)
 
 
 def handle_stop(exc: BaseException) -> int:

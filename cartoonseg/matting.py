@@ -8,7 +8,9 @@ For each instance:
    (``low < p < high``) or within ``band`` pixels of its 0.5 contour, on both sides; *foreground* / *background*
    beyond. The segmenter refines at a working size (720) and pastes the mask back bilinearly, so at image resolution
    its ramp is as wide as its uncertainty times the working-to-image scale: ``band`` defaults to twice the mask's
-   measured ramp width (:func:`ramp_width`, at least 3 px), sized from the mask itself. **Line art**
+   measured ramp width (:func:`ramp_width`, at least 3 px, measured across the edge only), sized from the mask
+   itself. An uncertain *area* (:func:`wide_uncertain`: a veil the mask holds at ~0.5) is no ramp: it keeps the
+   soft mask (the solver has no sample of its colour and takes it for background), the rest is matted. **Line art**
    (:func:`snap_to_outlines`): dark thin lines (a morphological black-hat, :func:`line_art`, whose radius follows
    the width of the image's lines, :func:`line_radius`, not the band; two thresholds, so a faint stretch of an
    outline continues its strong parts) cut the unknown band into regions; regions
@@ -47,6 +49,7 @@ carry them (see README, "Alpha mattes").
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Sequence
 
 import cv2
@@ -57,7 +60,7 @@ from torch import Tensor
 from .io import to_rgb_uint8
 from .structures import Instances
 
-__all__ = ["MattingConfig", "METHODS", "ramp_width", "noise_variance", "trimap_from_soft", "snap_to_outlines", "line_art", "line_radius", "seam_ridges", "free_strokes", "solve_alpha", "occlusion_order", "compose_front_to_back",
+__all__ = ["MattingConfig", "METHODS", "ramp_width", "wide_uncertain", "noise_variance", "trimap_from_soft", "snap_to_outlines", "line_art", "line_radius", "seam_ridges", "free_strokes", "solve_alpha", "occlusion_order", "compose_front_to_back",
            "instance_alphas", "unmix", "cutouts", "check_available"]
 
 METHODS = ("cf", "knn", "lkm")
@@ -141,14 +144,51 @@ def _disk(radius: int) -> np.ndarray:
 def ramp_width(soft: np.ndarray, low: float = 0.05, high: float = 0.95) -> float:
     """Mean width in pixels of a soft mask's transition: uncertain pixels (``low < soft < high``) per pixel of the
     0.5 contour's length. A mask refined at a working size ``s`` times smaller than the image and pasted back
-    bilinearly has a ramp ``s`` times wider than at the working size; 0 for a binary mask."""
+    bilinearly has a ramp ``s`` times wider than at the working size; 0 for a binary mask.
+
+    Only the ramp along the edge counts, not a wide uncertain area (:func:`wide_uncertain`: a veil or glass the mask
+    holds at ~0.5): counted, such an area inflated the width without bound, the default band (twice the width)
+    swallowed every certain pixel and the whole instance kept its soft mask."""
+    return _transition(soft, low, high)[0]
+
+
+def wide_uncertain(soft: np.ndarray, low: float = 0.05, high: float = 0.95) -> np.ndarray:
+    """bool ``[H,W]``: the uncertain pixels of a soft mask (``low < soft < high``) that are no edge ramp but an
+    uncertain *area*: where the distance across the transition (from the certain background, ``soft <= low``, to
+    the certain foreground, ``soft >= high``) is more than ``2 m + 2`` px (``m``: its median along the 0.5 contour,
+    the edge's ramp), in a region at least that wide (a morphological opening: a thin part the mask holds at 0.7,
+    such as a strand, is a ramp of its own, not an area). A veil or glass drawn semi-transparent, which the
+    segmenter leaves at ~0.5: the solver has no sample of its colour there and takes it for background, so
+    :func:`instance_alphas` keeps the soft mask on these pixels."""
+    return _transition(soft, low, high)[1]
+
+
+def _transition(soft: np.ndarray, low: float, high: float) -> tuple[float, np.ndarray]:
+    """(:func:`ramp_width`, :func:`wide_uncertain`) of a soft mask."""
     soft = np.asarray(soft, dtype=np.float32)
     binary = (soft > 0.5).astype(np.uint8)
+    uncertain = (soft > low) & (soft < high)
+    wide = np.zeros(soft.shape, bool)
     contours, _ = cv2.findContours(binary, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
     length = sum(cv2.arcLength(c, True) for c in contours)
     if length <= 0:
-        return 0.0
-    return float(((soft > low) & (soft < high)).sum()) / length
+        return 0.0, wide
+    certain_fg, certain_bg = soft >= high, soft <= low
+    if not certain_fg.any() or not certain_bg.any():  # no transition to measure across
+        return float(uncertain.sum()) / length, wide
+    across = (cv2.distanceTransform((~certain_fg).astype(np.uint8), cv2.DIST_L2, 5)
+              + cv2.distanceTransform((~certain_bg).astype(np.uint8), cv2.DIST_L2, 5))
+    points = np.concatenate([c.reshape(-1, 2) for c in contours])
+    cap = 2.0 * float(np.median(across[points[:, 1], points[:, 0]])) + 2.0
+    wide = cv2.morphologyEx((uncertain & (across > cap)).astype(np.uint8), cv2.MORPH_OPEN,
+                            _disk(max(1, round(cap / 2)))).astype(bool)
+    if not wide.any():
+        return float(uncertain.sum()) / length, wide
+    near = cv2.dilate(wide.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    kept = float((~near[points[:, 1], points[:, 0]]).mean())
+    if kept <= 0:  # the whole contour runs through the area: no edge ramp to measure
+        return float(uncertain.sum()) / length, wide
+    return float((uncertain & ~wide).sum()) / (length * kept), wide
 
 
 def noise_variance(rgb: np.ndarray, where: np.ndarray | None = None) -> float:
@@ -560,7 +600,7 @@ def _seam_ridges_of(i: int, soft_all: np.ndarray, reach: np.ndarray, box: tuple[
 
 def instance_alphas(image, instances: Instances, config: MattingConfig | None = None, *,
                     order: Sequence[int] | None = None,
-                    progress: Callable[[int, int], None] | None = None) -> Instances:
+                    progress: Callable[[int, int], None] | None = None, name: str | None = None) -> Instances:
     """Alpha mattes of every instance (see the module docstring).
 
     Args:
@@ -570,6 +610,13 @@ def instance_alphas(image, instances: Instances, config: MattingConfig | None = 
         order: front-to-back instance order; None = :func:`occlusion_order`.
         progress: ``progress(done, total)`` before the first instance and after each one (one solve each); raise
             from it to stop (a cancel).
+        name: what the image is called in warnings (a file name, ``"frame 3"``), so that the same instance
+            index in several images does not read as one warning.
+
+    An instance with nothing to solve from keeps its soft mask, with a ``UserWarning`` naming it: no certain
+    interior beyond the unknown band (an instance narrower than the band), no background in its crop, or an
+    image thinner than the solvers' 3x3 window. Uncertain *areas* of a mask (:func:`wide_uncertain`: a veil the
+    mask holds at ~0.5) keep the soft mask on their pixels only; the rest of the instance is matted.
 
     Returns:
         A copy of ``instances`` with ``alphas`` float32 ``[N,H,W]`` (sum <= 1 per pixel).
@@ -595,9 +642,12 @@ def instance_alphas(image, instances: Instances, config: MattingConfig | None = 
         if box is None:
             continue
         y0, y1, x0, x1 = _crop(soft > config.low, 2, h, w)
+        width, veil = _transition(soft[y0:y1, x0:x1], config.low, config.high)
+        keep = np.zeros((h, w), bool)  # an uncertain area, not an edge: its pixels keep the soft mask
+        keep[y0:y1, x0:x1] = veil
         band = config.band
         if band is None:
-            band = max(3, round(2 * ramp_width(soft[y0:y1, x0:x1], config.low, config.high)))
+            band = max(3, round(2 * width))
         y0, y1, x0, x1 = _crop(soft > config.low, int(band) + int(config.margin), h, w)
         trimap = trimap_from_soft(soft[y0:y1, x0:x1], int(band), config.low, config.high)
         epsilon = config.epsilon
@@ -627,12 +677,22 @@ def instance_alphas(image, instances: Instances, config: MattingConfig | None = 
                 wide[y0 - box[0]:y1 - box[0], x0 - box[2]:x1 - box[2]] = trimap
                 wide[grow[box[0]:box[1], box[2]:box[3]]] = 0.5
                 trimap, (y0, y1, x0, x1) = wide, box
-        if (min(y1 - y0, x1 - x0) < MIN_SIDE  # a 1-2 px thin image: no 3x3 window to solve in
-                or not (trimap == 1).any() or not (trimap == 0).any()):  # an instance narrower than the band (no
-            # certain inside) or covering the crop (no outside): nothing to solve from, keep the mask
+        why = None  # nothing to solve from: keep the mask
+        if min(y1 - y0, x1 - x0) < MIN_SIDE:
+            why = f"the image is thinner than the solvers' {MIN_SIDE}x{MIN_SIDE} window"
+        elif not (trimap == 1).any():
+            why = (f"its mask has no certain interior (>= {config.high}) beyond the {int(band)}-px unknown band "
+                   "(an instance narrower than the band; a smaller band may help)")
+        elif not (trimap == 0).any():
+            why = "its mask covers its whole crop (no background to solve from)"
+        if why is not None:
+            warnings.warn(f"matting{' ' + name if name else ''}: instance {i} keeps its soft mask (no alpha solved): "
+                          f"{why}", stacklevel=2)
             alpha = soft[y0:y1, x0:x1].astype(np.float64)
         else:
             alpha = solve_alpha(rgb[y0:y1, x0:x1], trimap, config.method, epsilon)
+            area = keep[y0:y1, x0:x1]
+            alpha[area] = soft[y0:y1, x0:x1][area]
         raw[i, y0:y1, x0:x1] = torch.from_numpy(alpha.astype(np.float32))
     if progress is not None and n:
         progress(n, n)

@@ -476,7 +476,8 @@ class CartoonSegAlphaMatte:
             raise ValueError(f"instances has {len(frames)} frames but image has {b}")
         config = MattingConfig(band=int(band) or None, method=str(method), line_art=bool(line_art))
         out = run_frames(image, lambda i, f, progress: instance_alphas(_comfy.image_to_uint8(f), frames[i].to("cpu"),
-                                                                       config, progress=progress))
+                                                                       config, progress=progress,
+                                                                       name=f"frame {i}"))
         alphas = [f.alphas for f in out if len(f)]
         cut = [torch.from_numpy(c) for i, f in enumerate(out) for c in cutouts(_comfy.image_to_uint8(image[i]), f)]
         mask = torch.cat(alphas) if alphas else torch.zeros(1, h, w)

@@ -352,9 +352,11 @@ def test_an_instance_narrower_than_the_band_keeps_its_mask_and_tiny_cutouts_work
     img[20:40, 28:33] = (200, 30, 30)
     m = torch.zeros(1, 60, 60)
     m[0, 20:40, 28:33] = 1.0
-    a = instance_alphas(img, Instances.from_masks(m)).alphas[0]
+    with pytest.warns(UserWarning, match="matting x.png: instance 0 keeps its soft mask .*no certain interior"):
+        a = instance_alphas(img, Instances.from_masks(m), name="x.png").alphas[0]
     assert torch.equal(a, m[0])
-    whole = instance_alphas(img, Instances.from_masks(torch.full((1, 60, 60), 0.6))).alphas[0]
+    with pytest.warns(UserWarning, match="instance 0 keeps its soft mask"):  # said, not silent
+        whole = instance_alphas(img, Instances.from_masks(torch.full((1, 60, 60), 0.6))).alphas[0]
     assert torch.allclose(whole, torch.full((60, 60), 0.6))
     tiny = np.full((1, 1, 3), 200, np.uint8)
     out = cutouts(tiny, instance_alphas(tiny, Instances.from_masks(torch.full((1, 1, 1), 0.7))))
@@ -640,3 +642,49 @@ def test_a_character_cut_by_the_border_or_without_outline_is_matted(kind):
     if kind == "border":
         inside = truth[:, 0] > 0.99
         assert inside.sum() > 30 and float(alpha[:, 0][inside].min()) > 0.98
+
+
+def _veil_scene(size=160):
+    """A flat character with an outline and, beside it, a veil drawn at 50 % over the brush-textured background;
+    the segmenter's simulated mask of the character plus the veil at ~0.5 (the mask is unsure there). True alpha:
+    the character over the half-transparent veil."""
+    rng = np.random.default_rng(0)
+    bg = bench_matting._background(size, rng, line_art=False)
+    body = bench_matting._character(size, 0.4 * size, 0.35 * size, 0.2 * size)
+    c = np.zeros((4 * size, 4 * size), np.uint8)
+    cv2.ellipse(c, (int(2.48 * size), int(2.4 * size)), (int(0.72 * size), int(size)), 0, 0, 360, 255, -1,
+                cv2.LINE_AA)
+    veil = cv2.resize(c.astype(np.float32) / 255, (size, size), interpolation=cv2.INTER_AREA)
+    truth = body + (1 - body) * 0.5 * veil
+    img = (bench_matting._paint(body, (0.9, 0.3, 0.35)) * body[..., None]
+           + np.array([0.85, 0.9, 1.0]) * (0.5 * veil * (1 - body))[..., None] + bg * (1 - truth[..., None]))
+    rgb = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+    soft = np.maximum(bench_matting.simulated_soft_mask(body, seed=1), 0.5 * cv2.GaussianBlur(veil, (0, 0), 2.0))
+    return rgb, truth, soft.astype(np.float32), body, veil
+
+
+def test_an_uncertain_veil_does_not_switch_matting_off_for_the_whole_character():
+    """The mask leaves a veil at ~0.5. Its uncertain pixels were counted as edge ramp: the ramp width came out
+    ~27 px instead of ~3.8, the automatic band swallowed every certain pixel and the whole character silently kept
+    its soft mask (band SAD ratio 1.0 on its outline). The ramp is now measured across the edge only, the veil (an
+    uncertain area, no ramp) keeps the soft mask, the rest is matted."""
+    from cartoonseg.matting import wide_uncertain
+
+    rgb, truth, soft, body, veil = _veil_scene()
+    assert 3.0 < ramp_width(soft) < 5.0  # the edge's ramp, as without the veil (old: 27)
+    assert abs(ramp_width(soft) - ramp_width(bench_matting.simulated_soft_mask(body, seed=1))) < 0.5
+    area = wide_uncertain(soft)
+    interior = cv2.erode((body > 0.5).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    assert area[veil > 0.99].mean() > 0.8 and not area[interior].any()  # the veil, not the character
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback warning: the character is matted
+        alpha = instance_alphas(rgb, Instances.from_masks(torch.from_numpy(soft[None]))).alphas.numpy()[0]
+    band = bench_matting.boundary_band(truth)
+    outline = band & (veil < 0.01)  # the character's outline away from the veil
+    ratio = float(np.abs(alpha - truth)[outline].sum()) / float(np.abs(soft - truth)[outline].sum())
+    assert ratio < 0.2, ratio  # old: 1.0 (not matted)
+    inside = veil > 0.99
+    assert float(np.abs(alpha - truth)[inside].mean()) < 0.05  # the veil keeps ~0.5 (solved: 0, the background)
+

@@ -993,3 +993,18 @@ def test_model_loader_is_changed_follows_its_files_and_the_holder_refuses_a_chan
         assert cls.IS_CHANGED(**args).startswith("unresolved")  # never raises; the loader reports the error
     finally:
         path.unlink(missing_ok=True)
+
+
+def test_alpha_matte_node_names_the_frame_of_an_instance_that_keeps_its_soft_mask(nodes):
+    """An instance with nothing to solve from (a 5-px figure: no certain interior beyond the band) keeps its soft
+    mask with a warning; the node names the frame, so the same instance index in two frames is not one warning."""
+    from cartoonseg import Instances
+
+    image = torch.full((2, 40, 40, 3), 0.8)
+    m = torch.zeros(1, 40, 40)
+    m[0, 10:30, 18:23] = 1.0
+    image[1, 10:30, 18:23] = torch.tensor([0.8, 0.1, 0.1])
+    frames_in = [Instances.from_masks(torch.zeros(0, 40, 40)), Instances.from_masks(m)]
+    with pytest.warns(UserWarning, match="matting frame 1: instance 0 keeps its soft mask"):
+        _, alphas, _, count = nodes["CartoonSegAlphaMatte"]().matte(image, frames_in, 0, "cf")
+    assert count == 1 and torch.equal(alphas[0], m[0])

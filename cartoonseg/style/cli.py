@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         if rgb is None:
             continue
         image = to_float_image(rgb)
-        instances = matte_instances(args, rgb, seg(rgb).to("cpu"))
+        instances = matte_instances(args, rgb, seg(rgb).to("cpu"), name=str(path))
         if tagger is not None:
             from ..tagger.tagging import tag_instances
 
