@@ -78,8 +78,9 @@ __all__ = [
 ]
 
 #: How disocclusions are filled: ``far-side`` (per frame, from the farther side of each hole; no inpainting),
-#: ``patchmatch`` (end-view inpainting with PatchMatch, patch :data:`END_VIEW_PATCH`, the default), ``diffusion``
-#: (end-view inpainting with a diffusion model; needs an inpainter built around one, see :func:`make_inpainter`).
+#: ``patchmatch`` (end-view inpainting with PatchMatch, patch :data:`END_VIEW_PATCH`, :data:`REVEAL_PATCH` behind the
+#: characters, the default), ``diffusion`` (end-view inpainting with a diffusion model; needs an inpainter built around
+#: one, see :func:`make_inpainter`).
 FILLS: tuple[str, ...] = ("far-side", "patchmatch", "diffusion")
 
 #: What the end-view inpainting does where the camera reveals background that the characters hid: ``key-views``
