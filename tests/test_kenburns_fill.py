@@ -242,6 +242,31 @@ def test_render_gives_the_reveals_a_reach(monkeypatch):
     assert all((reach is not None) == split for split, reach in seen), seen
 
 
+def test_reveals_behind_the_characters_use_larger_patches_than_the_depth_edges(monkeypatch):
+    """The reveals behind the characters are inpainted with 7-px patches (a wider strip next to the surface the
+    character hid: +0.4 dB on all uncovered pixels in ``bench/bench_kenburns_quality.py``), the depth edges' slivers
+    keep 5-px ones (7 px lose there)."""
+    import cartoonseg.kenburns.disocclusion as D
+
+    seen = []
+    real = D.fill_view
+
+    def spy(*args, **kw):
+        seen.append((kw.get("split_depth", False), kw["patch_size"]))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(D, "fill_view", spy)
+    image, nearness = striped_scene()  # the card is background: depth-edge holes beside it
+    mask = torch.zeros(1, H, W)
+    mask[0, 10:30, 46:56] = 1.0  # a character beside it: reveals
+    image[10:30, 46:56] = 0.3
+    nearness[10:30, 46:56] = NEAR
+    render_kenburns(image, nearness, masks=mask, background=torch.zeros(H, W, 3), camera=pan(3))
+    assert {patch for split, patch in seen if split} == {7}, seen
+    assert {patch for split, patch in seen if not split} == {5}, seen
+    assert (D.REVEAL_PATCH, D.END_VIEW_PATCH) == (7, 5)
+
+
 def test_characters_standing_on_the_ground_are_never_copied_into_their_reveals():
     """Two characters stand on a ground plane (each at the ground's depth at its feet). The reveals beside them form
     one group whose ground band reaches down to the nearer one's feet, so its depth range spans the farther

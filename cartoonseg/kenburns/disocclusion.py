@@ -32,13 +32,14 @@ Steps of :func:`inpaint_disocclusions` (characters stay separate layers; they ar
    negative prompt) then repaints the holes, dilated by 5 px, starting from that fill. Only hole pixels are kept.
 5. **Reveals behind the characters** (``plate`` given, :data:`CHARACTER_REVEALS` ``key-views``): the background
    layer is splatted again without its plate points, with the characters of the view in front of it; the pixels
-   that then show nothing (or only points behind the plate's) are what the view reveals behind the characters. They are inpainted as in steps 3-4, the
-   characters being the occluder (their rim masked, never a copy source) and the holes of steps 3-4 known, with
-   the group's holes split into depth bands (:func:`fill_view` ``split_depth``) so the strip a character reveals
-   next to a far wall and on the ground in front of it each copy from their own surface, and each band copying
-   only from within ``margin`` px of itself (``reach``), not from another character's surroundings in the group. This is what the original
-   does at its extremes (holes and instances inpainted together, only the holes kept); a thin reveal next to known
-   background inpaints better than the whole character area of the input view (the plate, which now shows only
+   that then show nothing (or only points behind the plate's) are what the view reveals behind the characters.
+   They are inpainted as in steps 3-4 (with :data:`REVEAL_PATCH` px patches), the characters being the occluder
+   (their rim masked, never a copy source) and the holes of steps 3-4 known, with the group's holes split into depth
+   bands (:func:`fill_view` ``split_depth``) so the strip a character reveals next to a far wall and on the ground in
+   front of it each copy from their own surface, and each band copying only from within ``margin`` px of itself
+   (``reach``), not from another character's surroundings in the group. This is what the original does at its
+   extremes (holes and instances inpainted together, only the holes kept); a thin reveal next to known background
+   inpaints better than the whole character area of the input view (the plate, which now shows only
    where no key view reaches). The plate points landing on the reveals are dropped.
 6. **Lifting.** Each hole pixel is unprojected with the key view's camera at its filled depth and appended to the
    background layer, flagged as disoccluded ("revealed") for the output mask.
@@ -77,8 +78,9 @@ __all__ = [
 ]
 
 #: How disocclusions are filled: ``far-side`` (per frame, from the farther side of each hole; no inpainting),
-#: ``patchmatch`` (end-view inpainting with PatchMatch, patch :data:`END_VIEW_PATCH`, the default), ``diffusion``
-#: (end-view inpainting with a diffusion model; needs an inpainter built around one, see :func:`make_inpainter`).
+#: ``patchmatch`` (end-view inpainting with PatchMatch, patch :data:`END_VIEW_PATCH`, :data:`REVEAL_PATCH` behind the
+#: characters, the default), ``diffusion`` (end-view inpainting with a diffusion model; needs an inpainter built around
+#: one, see :func:`make_inpainter`).
 FILLS: tuple[str, ...] = ("far-side", "patchmatch", "diffusion")
 
 #: What the end-view inpainting does where the camera reveals background that the characters hid: ``key-views``
@@ -95,8 +97,13 @@ Refiner = Callable[[Tensor, Tensor, Tensor], Tensor]
 PROXY_SIDE = 192
 # Candidate poses examined when picking key views (evenly spaced along the path, ends included).
 MAX_CANDIDATES = 24
-# PatchMatch patch side for the key views' holes.
+# PatchMatch patch side for the key views' holes at the background's depth edges.
 END_VIEW_PATCH = 5
+# PatchMatch patch side for what the key views reveal behind the characters: a wider strip than a depth edge's, next to
+# the surfaces the character hid, whose pattern (a house's boards, a wall's bricks) a larger patch carries across
+# (bench/bench_kenburns_quality.py: +0.4 dB on all uncovered pixels; 7-px patches lose at the depth edges, 9-px ones
+# lose everywhere).
+REVEAL_PATCH = 7
 # Pixels by which the holes grow for the diffusion pass (the original dilates its mask by a 5 px ellipse).
 REFINE_DILATION = 5
 # Channels of the background layer's point features (see render.py): premultiplied RGB, alpha, revealed, hole.
@@ -534,6 +541,7 @@ def inpaint_disocclusions(
     near_band: int | None = None,
     margin: int | None = None,
     patch_size: int = END_VIEW_PATCH,
+    reveal_patch_size: int = REVEAL_PATCH,
     seed: int = 0,
     z_tolerance: float = 0.03,
     far_tolerance: float = 0.1,
@@ -559,9 +567,10 @@ def inpaint_disocclusions(
         near_band: width in pixels of the occluder rim masked around holes (default: 0.5 % of the long side, at
             least 2).
         margin: context in pixels around each group of holes (default: 1/8 of the long side, at least 16).
-        patch_size, seed: PatchMatch parameters (5 px patches carry the structure of cartoon textures across
-            a disocclusion better than the 3 px of the original's character plate: see
+        patch_size, seed: PatchMatch parameters at the depth edges (5 px patches carry the structure of cartoon
+            textures across a disocclusion better than the 3 px of the original's character plate: see
             ``bench/bench_kenburns_quality.py``).
+        reveal_patch_size: PatchMatch patch side for the reveals behind the characters (step 5).
         z_tolerance: z-buffer blending band (as the renderer).
         far_tolerance: relative depth band of the far side (as the renderer).
         interrupt: cancel check (raise to stop), called between inpainting windows.
@@ -620,8 +629,9 @@ def inpaint_disocclusions(
                 ctx_rgb = torch.where(cover[None], c_rgb, known_rgb)
                 ctx_depth = torch.where(cover, c_depth, known_depth)
                 # each band copies from within one margin of itself, not from the whole group's window
+                # 7-px patches: the reveals are wider than the depth edges' slivers (see REVEAL_PATCH)
                 r_filled, r_depth = _fill_view_holes(ctx_rgb, ctx_depth, reveals, split_depth=True, reach=margin,
-                                                     occluder=cover, **fill)
+                                                     occluder=cover, **dict(fill, patch_size=reveal_patch_size))
                 filled = torch.where(reveals[..., None], r_filled, filled)
                 fdepth = torch.where(reveals, r_depth, fdepth)
                 lifted = holes | reveals
