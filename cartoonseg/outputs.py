@@ -63,8 +63,11 @@ API (all paths may be ``str`` or :class:`os.PathLike`; ``inputs`` are the comman
 
     outputs.add_overwrite_argument(parser)   # the shared --overwrite option of every writing command
 
-:class:`OutputFolder` is single-writer: one process writes a given folder at a time (sharded runs write one file per
-rank through :func:`output_file` with distinct names and let rank 0 write the folder's shared files).
+Several commands may write *different* files into one folder at the same time: each manifest update re-reads the
+manifest and applies only its own changes under a lock file next to it (``.cartoonseg-outputs.lock``, there only for
+those milliseconds), so no command drops another's entries. Two commands writing the *same* name at once is not
+supported (the later rename wins; sharded runs write one file per rank through :func:`output_file` with distinct names
+and let rank 0 write the folder's shared files).
 """
 
 from __future__ import annotations
@@ -113,6 +116,10 @@ _TMP_KIND = "cartoonseg-tmp"
 _OLD_KIND = "cartoonseg-old"
 _TMP_RE = re.compile(r"^\.cartoonseg-(?:tmp|old)-(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[0-9a-f]{6}-")
 _ORPHAN_AGE_S = 24 * 3600
+#: lock file next to the manifest while one process updates it (created exclusively, removed again within milliseconds)
+_LOCK = ".cartoonseg-outputs.lock"
+_LOCK_STALE_S = 60.0  # a lock this old (its holder died on another host, or hangs) is broken
+_LOCK_WAIT_S = 600.0
 #: longest result-name stem (UTF-8 bytes) :func:`unique_names` keeps; room is left for a hash and a command's suffixes
 MAX_STEM_BYTES = 150
 _OWN_PREFIX = ".cartoonseg-"  # the manifest and the temporaries: no result name may start with it
@@ -323,11 +330,11 @@ def _replaceable(folder: Path) -> bool:
         names = [e.name for e in os.scandir(folder)]
     except OSError:
         return False
-    return all(n == MANIFEST or _is_temporary(n) for n in names) or _result_mark(folder)
+    return all(_is_own(n) for n in names) or _result_mark(folder)
 
 
 def _not_a_result(folder: Path) -> OutputError:
-    shown = sorted(e.name for e in os.scandir(folder) if e.name != MANIFEST and not _is_temporary(e.name))
+    shown = sorted(e.name for e in os.scandir(folder) if not _is_own(e.name))
     return OutputError(f"refusing to replace folder {folder} as a whole: it is not an earlier result folder of "
                        f"cartoonseg but holds other outputs ({_describe([folder / n for n in shown])}); choose "
                        f"another output, or pass --overwrite to write into it (its other files are kept)")
@@ -352,6 +359,67 @@ def _write_manifest(folder: Path, entries: dict[str, dict[str, Any]], *, result:
 
 def _is_temporary(name: str) -> bool:
     return _TMP_RE.match(name) is not None
+
+
+def _is_own(name: str) -> bool:
+    """This module's own files in a folder (manifest, its lock, temporaries): never outputs, never foreign."""
+    return name in (MANIFEST, _LOCK) or _is_temporary(name)
+
+
+@contextlib.contextmanager
+def _manifest_lock(folder: Path) -> Iterator[None]:
+    """Hold :data:`_LOCK` in ``folder`` while its manifest is read, merged and replaced, so that commands writing
+    different files into one folder at the same time keep each other's entries (Linux, macOS and Windows, also on
+    shared storage: an exclusively created file, not an OS lock). A lock left by a dead process of this host, or older
+    than :data:`_LOCK_STALE_S`, is broken."""
+    path = folder / _LOCK
+    token = f"{_HOST}-{os.getpid()}-{secrets.token_hex(4)}"
+    deadline = time.monotonic() + _LOCK_WAIT_S
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            _break_stale_lock(path)
+            if time.monotonic() > deadline:
+                raise OutputError(f"cannot update {folder / MANIFEST}: {path} has been locked by another cartoonseg "
+                                  f"command for {_LOCK_WAIT_S:.0f} s; delete it if no command writes there") from None
+            time.sleep(0.005 + secrets.randbelow(20) / 1000)
+            continue
+        try:
+            os.write(fd, token.encode())
+        finally:
+            os.close(fd)
+        break
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if path.read_text(encoding="utf-8", errors="replace") == token:  # still ours (not broken as stale)
+                path.unlink()
+
+
+def _break_stale_lock(path: Path) -> None:
+    try:
+        seen = path.read_text(encoding="utf-8", errors="replace")
+        age = time.time() - path.stat().st_mtime
+    except OSError:
+        return
+    m = re.fullmatch(r"(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[0-9a-f]{8}", seen)
+    dead = m is not None and m["host"] == _HOST and int(m["pid"]) != os.getpid() and not _pid_alive(int(m["pid"]))
+    if not dead and age < _LOCK_STALE_S:
+        return
+    aside = path.parent / _tmp_name(_LOCK)
+    try:
+        os.rename(path, aside)  # atomic: of several breakers one takes the stale lock away
+    except OSError:
+        return
+    try:
+        if aside.read_text(encoding="utf-8", errors="replace") != seen:  # a live lock taken just now: put it back
+            with contextlib.suppress(OSError):
+                os.link(aside, path)
+    finally:
+        with contextlib.suppress(OSError):
+            aside.unlink()
 
 
 def _remove_orphans(folder: Path) -> list[Path]:
@@ -390,7 +458,7 @@ def _foreign(folder: Path, depth: int = 0, limit: int = 5) -> list[Path]:
     for entry in entries:
         if len(found) >= limit:
             break
-        if entry.name == MANIFEST or _is_temporary(entry.name):
+        if _is_own(entry.name):
             continue
         path = Path(entry.path)
         if entry.is_dir(follow_symlinks=False):
@@ -404,7 +472,7 @@ def _file_stats(folder: Path) -> dict[str, list[int] | None]:
     """``{name: [size, mtime_ns]}`` of the regular files directly in ``folder`` (manifest and temporaries left out)."""
     out = {}
     for entry in os.scandir(folder):
-        if entry.name != MANIFEST and not _is_temporary(entry.name) and entry.is_file(follow_symlinks=False):
+        if not _is_own(entry.name) and entry.is_file(follow_symlinks=False):
             out[entry.name] = _stat_key(Path(entry.path))
     return out
 
@@ -416,7 +484,7 @@ def _claim_tree(folder: Path, depth: int = 0) -> None:
     entries = _read_manifest(folder)
     changed = False
     for entry in os.scandir(folder):
-        if entry.name == MANIFEST or _is_temporary(entry.name):
+        if _is_own(entry.name):
             continue
         if entry.is_dir(follow_symlinks=False):
             _claim_tree(Path(entry.path), depth + 1)
@@ -503,12 +571,13 @@ class OutputFolder:
         self._result = _result_mark(self.path)  # kept in every manifest this folder writes
         self._written: set[str] = set()
         self._groups: set[str] = set()
+        self._dropped: dict[str, list[int]] = {}  # entries this session removed: name -> the stat they recorded
         self._closed = False
 
     # ------------------------------------------------------------------------------ checks
     def _check_name(self, name: str) -> Path:
         if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name
-                or name == MANIFEST or _is_temporary(name) or "\0" in name):
+                or _is_own(name) or "\0" in name):
             raise OutputError(f"invalid output name {name!r}")
         return self.path / name
 
@@ -551,7 +620,8 @@ class OutputFolder:
             if _ours(self._entries.get(name), current):
                 entry["prev"] = current  # the file being replaced stays ours until the rename
             self._entries[name] = entry
-            _write_manifest(self.path, self._entries, result=self._result)  # recorded first: a kill before the rename leaves nothing foreign
+            self._written.add(name)  # (a failed write stays recorded: its previous file is still vouched for)
+            self._save()  # recorded first: a kill before the rename leaves nothing foreign
             os.replace(tmp, target)  # a symlink at ``target`` is replaced itself, never written through
             fsync_dir(self.path)
             entry.pop("prev", None)  # the manifest on disk drops it at the next write (close)
@@ -638,8 +708,24 @@ class OutputFolder:
                 check_not_input(target, self.inputs)
                 target.unlink()
                 del self._entries[name]
-        if self._entries or (self.path / MANIFEST).exists():
-            _write_manifest(self.path, self._entries, result=self._result)
+            else:
+                continue
+            self._dropped[name] = entry["stat"]
+        if self._written or self._dropped:
+            self._save()
+
+    def _save(self) -> None:
+        """Write the manifest: what is on disk now (another command may have recorded its files since this one read
+        it) with this session's changes applied, under the folder's lock."""
+        with _manifest_lock(self.path):
+            merged = _read_manifest(self.path)
+            for name, stat in self._dropped.items():
+                if name not in self._written and merged.get(name, {}).get("stat") == stat:
+                    del merged[name]  # only the entry this session saw: a newer one of another command stays
+            for name in self._written:
+                if name in self._entries:
+                    merged[name] = self._entries[name]
+            _write_manifest(self.path, merged, result=self._result)
 
     def __enter__(self) -> OutputFolder:
         return self
@@ -654,8 +740,9 @@ class OutputFolder:
                     with contextlib.suppress(OSError):
                         folder.rmdir()  # only an empty folder goes
                 return
-            with contextlib.suppress(OSError):
-                _write_manifest(self.path, self._entries, result=self._result)
+            if self._written:
+                with contextlib.suppress(OSError, OutputError):
+                    self._save()
 
 
 # ------------------------------------------------------------------------------------------ single files

@@ -490,3 +490,86 @@ def test_a_symlinked_spelling_of_one_file_is_that_file(tmp_path):
     assert unique_names([tmp_path / "in" / "p.png", tmp_path / "in2" / "p.png"]) == ["p", "p"]
     with pytest.raises(OutputError, match="same file"):
         outputs.check_distinct(tmp_path / "in" / "out.png", tmp_path / "in2" / "out.png")
+
+
+_CHILD = r"""
+import sys, time
+from pathlib import Path
+from cartoonseg.outputs import OutputFolder
+folder, sync, names = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
+out = OutputFolder(folder, check_foreign=False)
+(sync / ("ready-" + names[0])).touch()
+while not (sync / ("go-" + names[0])).exists():
+    time.sleep(0.01)
+for name in names:
+    out.write_bytes(name, name.encode())
+out.close()
+"""
+
+
+def _children(folder: Path, sync: Path, groups: list[list[str]]) -> list[subprocess.Popen]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return [subprocess.Popen([sys.executable, "-c", _CHILD, str(folder), str(sync), *names_], env=env)
+            for names_ in groups]
+
+
+def _wait_for(path: Path, procs: list[subprocess.Popen]) -> None:
+    import time
+
+    for _ in range(6000):
+        if path.exists():
+            return
+        assert all(p.poll() is None for p in procs), "a writer died before it was ready"
+        time.sleep(0.01)
+    raise AssertionError(f"{path} never appeared")
+
+
+def test_two_commands_writing_one_folder_at_once_keep_each_others_manifest_entries(tmp_path):
+    """Two processes open one folder, then write different files into it one after the other: the second manifest
+    write used to replace the first one's entries with its own (read at open), so a rerun of the first refused to
+    overwrite its own file. Real processes, a fixed interleaving; then four writers racing freely."""
+    out, sync = tmp_path / "out", tmp_path / "sync"
+    out.mkdir()
+    sync.mkdir()
+    procs = _children(out, sync, [["a.png"], ["b.png"]])
+    for name in ("a.png", "b.png"):
+        _wait_for(sync / f"ready-{name}", procs)
+    (sync / "go-a.png").touch()
+    assert procs[0].wait(timeout=120) == 0
+    (sync / "go-b.png").touch()
+    assert procs[1].wait(timeout=120) == 0
+    manifest = json.loads((out / MANIFEST).read_text())["files"]
+    assert sorted(manifest) == ["a.png", "b.png"]
+    outputs.check_file(out / "a.png")  # the first command's rerun may replace its own file
+    outputs.write_bytes(out / "a.png", b"again")
+    assert names(out) == [MANIFEST, "a.png", "b.png"]  # the lock is gone again
+
+    free = tmp_path / "free"
+    free.mkdir()
+    groups = [[f"w{w}_{i}.txt" for i in range(12)] for w in range(4)]
+    procs = _children(free, sync, groups)
+    for g in groups:
+        _wait_for(sync / f"ready-{g[0]}", procs)
+    for g in groups:
+        (sync / f"go-{g[0]}").touch()
+    assert [p.wait(timeout=120) for p in procs] == [0] * 4
+    manifest = json.loads((free / MANIFEST).read_text())["files"]
+    assert sorted(manifest) == sorted(n for g in groups for n in g)
+    assert not outputs._foreign(free)
+
+
+def test_a_stale_manifest_lock_is_broken_and_never_counts_as_foreign(tmp_path):
+    """A lock left by a killed writer (dead pid of this host) is broken at once; while present it is not foreign."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock = tmp_path / outputs._LOCK
+    lock.write_text(f"{outputs._HOST}-{dead.pid}-0123abcd")
+    assert not outputs._foreign(tmp_path)
+    outputs.check_folder(tmp_path)
+    outputs.write_bytes(tmp_path / "x.txt", b"x")
+    assert names(tmp_path) == [MANIFEST, "x.txt"]
+    lock.write_text("someone-else")
+    old = os.path.getmtime(lock) - 2 * outputs._LOCK_STALE_S
+    os.utime(lock, (old, old))  # another host's lock, left long ago
+    outputs.write_bytes(tmp_path / "y.txt", b"y")
+    assert names(tmp_path) == [MANIFEST, "x.txt", "y.txt"]
