@@ -733,7 +733,14 @@ class OutputFolder:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.close()
-        elif not self._closed:  # keep what was written, drop nothing: the rerun replaces it
+        else:
+            self.abort()
+
+    def abort(self) -> None:
+        """End a failed session (what ``with`` does on an exception; call it where a ``with`` block cannot be used):
+        what was written is kept and recorded, nothing is deleted (the rerun replaces it); folders this call created
+        are removed again when nothing was written into them (a failure before the first write leaves no trace)."""
+        if not self._closed:  # keep what was written, drop nothing: the rerun replaces it
             self._closed = True
             if self._made and not self._entries:  # made by this call and nothing written: leave no trace
                 for folder in self._made:  # the folder first, then its parents

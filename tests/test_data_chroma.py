@@ -198,3 +198,14 @@ def test_the_current_folder_as_source_is_named_after_the_folder(tmp_path, capsys
     assert _cli(capsys, [".", "--out", out])[0] == 0
     assert [p.name for p in out.glob("*.png")] == ["take1_f000000_i0.png"]  # was "_f000000_i0.png"
     assert [r["file"] for r in chroma.extract_from_source(".", tmp_path / "fg2")] == ["take1_f000000_i0.png"]
+
+
+def test_extract_failing_before_the_first_write_leaves_no_new_folder(tmp_path):
+    """An unreadable source fails after the output folder was opened; the new (empty) folder used to stay."""
+    from cartoonseg.data.chroma import extract_from_source
+
+    bad = tmp_path / "clip.mp4"
+    bad.write_bytes(b"not a video")
+    with pytest.raises((ValueError, OSError, RuntimeError)):
+        extract_from_source(bad, tmp_path / "out" / "keyed")
+    assert not (tmp_path / "out").exists()

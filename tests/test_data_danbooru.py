@@ -340,3 +340,15 @@ def test_skip_bad_lines_skips_counts_and_reports_malformed_lines(tmp_path, capsy
     # an option without meaning for a tag folder is refused, not ignored
     status, err, _ = _cli(capsys, [tmp_path / "danbooru", "--out", tmp_path / "out2", "--skip-bad-lines"])
     assert status == 2 and "--skip-bad-lines" in err
+
+
+def test_a_failure_before_the_first_write_leaves_no_new_folders(tmp_path, capsys):
+    """The fg/bg folders are opened before the metadata is read; a bad first line used to leave OUT/fg and OUT/bg
+    behind, empty (OutputFolder.abort, the failure path of ``with``, now removes what the call made)."""
+    images = tmp_path / "danbooru"
+    images.mkdir()
+    meta = tmp_path / "posts.jsonl"
+    meta.write_text("42\n")
+    status, err, _ = _cli(capsys, [meta, "--images", images, "--out", tmp_path / "out"])
+    assert status == 2 and str(meta) in err
+    assert not (tmp_path / "out").exists()

@@ -593,5 +593,6 @@ def test_cli_style_checks_its_images_before_loading_models(tmp_path, capsys, spy
         assert style_cli.main([*base, *extra, "--out", str(out)]) == 2
         assert "error: " in capsys.readouterr().err and calls == [] and not out.exists()
     with pytest.raises(Loaded):
-        style_cli.main([*base, str(junk), str(good), "--out", str(tmp_path / "mixed")])
+        style_cli.main([*base, str(junk), str(good), "--out", str(tmp_path / "mixed" / "deep")])
     assert len(calls) == 1 and "warning: skipping" in capsys.readouterr().err
+    assert not (tmp_path / "mixed").exists()  # a failure before the first write leaves no new (empty) folders

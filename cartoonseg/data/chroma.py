@@ -500,6 +500,8 @@ def extract_from_source(source: str | Path, out_dir: str | Path | OutputFolder, 
     except BaseException:
         with contextlib.suppress(Exception):  # what was written keeps its metadata; the first error is reported
             merge_meta(out, records)
+        if own:
+            out.abort()  # a folder made by this call and still empty goes again
         raise
     merge_meta(out, records)
     if own:

@@ -379,9 +379,10 @@ def filter_posts(posts, out_dir: str | Path, rules: DanbooruFilter = DanbooruFil
             if full():
                 break
     except BaseException:
-        for folder, records in ((fg, fg_meta), (bg, bg_meta)):  # what was written keeps its metadata
+        for folder, records in ((bg, bg_meta), (fg, fg_meta)):  # what was written keeps its metadata
             with contextlib.suppress(Exception):  # the first error is the one reported
                 merge_meta(folder, records)
+            folder.abort()  # folders made by this call and still empty go again (bg first: fg made OUT/)
         raise
     merge_meta(fg, fg_meta)
     merge_meta(bg, bg_meta)

@@ -128,47 +128,50 @@ def run(args: argparse.Namespace) -> int:
     skipped.check(images, read_image)
     background = to_float_image(read_image(args.background)) if args.background else None
     hint = to_float_image(read_image(args.hint_image)) if args.hint_image else None
-    out = outputs.OutputFolder(args.out, inputs=inputs, overwrite=args.overwrite)  # checked before models load
-    search = [Path(d) for d in args.weights_dir]
-    det, ref = load_networks(args.detector, args.refiner, search_dirs=search, allow_download=args.allow_download,
-                             device=args.device)
-    seg = cartoonseg.Segmenter(det, ref, score_thr=args.score_thr, max_instances=args.max_instances)
-    tagger = None
-    if args.tagger != "none":
-        from ..tagger.tagging import load_tagger
+    # checked before models load; a failure before the first write (weights, models) leaves no new empty folder
+    with outputs.OutputFolder(args.out, inputs=inputs, overwrite=args.overwrite) as out:
+        search = [Path(d) for d in args.weights_dir]
+        det, ref = load_networks(args.detector, args.refiner, search_dirs=search, allow_download=args.allow_download,
+                                 device=args.device)
+        seg = cartoonseg.Segmenter(det, ref, score_thr=args.score_thr, max_instances=args.max_instances)
+        tagger = None
+        if args.tagger != "none":
+            from ..tagger.tagging import load_tagger
 
-        tagger = load_tagger(args.tagger, device=args.device, allow_download=args.allow_download)
-    with quiet_library_logs(quiet(args)):  # -q: no transformers/diffusers notices while our models load
-        components = load_components(args.model, config_dir=args.model_config, sdxl=args.sdxl)
-        controlnet = load_controlnet(args.controlnet, config_dir=args.controlnet_config) if args.controlnet else None
+            tagger = load_tagger(args.tagger, device=args.device, allow_download=args.allow_download)
+        with quiet_library_logs(quiet(args)):  # -q: no transformers/diffusers notices while our models load
+            components = load_components(args.model, config_dir=args.model_config, sdxl=args.sdxl)
+            controlnet = (load_controlnet(args.controlnet, config_dir=args.controlnet_config) if args.controlnet
+                          else None)
 
-    for path, stem in zip(images, names):
-        rgb = skipped.read(path, read_image)
-        if rgb is None:
-            continue
-        image = to_float_image(rgb)
-        instances = matte_instances(args, rgb, seg(rgb).to("cpu"), name=str(path))
-        if tagger is not None:
-            from ..tagger.tagging import tag_instances
+        for path, stem in zip(images, names):
+            rgb = skipped.read(path, read_image)
+            if rgb is None:
+                continue
+            image = to_float_image(rgb)
+            instances = matte_instances(args, rgb, seg(rgb).to("cpu"), name=str(path))
+            if tagger is not None:
+                from ..tagger.tagging import tag_instances
 
-            instances, _ = tag_instances(tagger, rgb, instances, tag_background=False)
-        runs = [config] + ([dataclasses.replace(config, mode="global")] if args.compare and config.mode != "global" else [])
-        report = {"image": str(path), "instances": len(instances), "config": dataclasses.asdict(config), "runs": {}}
-        for cfg in runs:
-            backend = DiffusersBackend(components, cfg, controlnet=controlnet, device=args.device)
-            with progress(count_passes(instances, cfg), f"{path.name} {cfg.mode}", quiet(args), unit="pass") as bar:
-                result = style_edit(image, instances, backend, cfg, background=background, hint_image=hint,
-                                    use_control=controlnet is not None, progress=lambda: bar.update(1))
-            name = "style" if cfg.mode == "instance" else "global"
-            written = out.write(f"{stem}_{name}.png", write_image, result.image, group=stem)
-            report["runs"][name] = [dataclasses.asdict(r) for r in result.passes]
-            print(f"{path.name}: {name} ({len(result.passes)} passes) -> {written}")
-        if hint is not None:
-            out.write(f"{stem}_hint.png", write_image, hint, group=stem)
-        elif config.hint != "none":
-            out.write(f"{stem}_hint.png", write_image, extract_hint(image, config.hint), group=stem)
-        out.write_json(f"{stem}_style.json", report, group=stem)
-    out.close()  # earlier outputs of these images that this run did not write (e.g. a _global.png) go
+                instances, _ = tag_instances(tagger, rgb, instances, tag_background=False)
+            compare = args.compare and config.mode != "global"
+            runs = [config] + ([dataclasses.replace(config, mode="global")] if compare else [])
+            report = {"image": str(path), "instances": len(instances), "config": dataclasses.asdict(config), "runs": {}}
+            for cfg in runs:
+                backend = DiffusersBackend(components, cfg, controlnet=controlnet, device=args.device)
+                with progress(count_passes(instances, cfg), f"{path.name} {cfg.mode}", quiet(args), unit="pass") as bar:
+                    result = style_edit(image, instances, backend, cfg, background=background, hint_image=hint,
+                                        use_control=controlnet is not None, progress=lambda: bar.update(1))
+                name = "style" if cfg.mode == "instance" else "global"
+                written = out.write(f"{stem}_{name}.png", write_image, result.image, group=stem)
+                report["runs"][name] = [dataclasses.asdict(r) for r in result.passes]
+                print(f"{path.name}: {name} ({len(result.passes)} passes) -> {written}")
+            if hint is not None:
+                out.write(f"{stem}_hint.png", write_image, hint, group=stem)
+            elif config.hint != "none":
+                out.write(f"{stem}_hint.png", write_image, extract_hint(image, config.hint), group=stem)
+            out.write_json(f"{stem}_style.json", report, group=stem)
+    # closed above: earlier outputs of these images that this run did not write (e.g. a _global.png) go
     skipped.finish()
     return 0
 
