@@ -26,7 +26,8 @@ guarantees hold everywhere:
    ``..`` (of ``..png``, ``...png``) become ``_`` and ``__`` (with the digits).
 4. **Atomic writes.** A file is written to a temporary file in its final folder (same suffix, so image libraries
    pick the same format), flushed to disk, then renamed over the final name with :func:`os.replace`. A result
-   folder is built as a temporary folder and renamed into place as a whole.
+   folder is built as a temporary folder and renamed into place as a whole. A full disk (or file-size limit) is one
+   ``OSError`` naming the file and saying that nothing was lost (the earlier file stays, nothing else changed).
 5. **A rerun replaces its own earlier outputs completely.** A result folder is swapped for the new one (no stale
    ``mask_NNN.png``; its manifest marks it as a result folder); files written as a *group* (``group=`` argument, e.g. all outputs of one input image) drop
    the members of the group that an earlier run wrote and this run did not.
@@ -73,6 +74,7 @@ and let rank 0 write the folder's shared files).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -357,6 +359,27 @@ def _write_manifest(folder: Path, entries: dict[str, dict[str, Any]], *, result:
             tmp.unlink()
 
 
+#: errno -> what it means for a write: the disk (or the file-size limit) is full, not a fault of the file
+_FULL = {code: text for code, text in ((errno.ENOSPC, "no space left on the device"),
+                                       (errno.EFBIG, "the file is larger than the file-size limit"),
+                                       (getattr(errno, "EDQUOT", None), "the disk quota is exceeded")) if code}
+_OS_ERROR_RE = re.compile(r"\(os error (\d+)\)|\[Errno (\d+)\]")  # writers in Rust/C (safetensors) only say this
+
+
+def _full_disk_error(exc: BaseException, target: Path) -> OSError | None:
+    """An ``OSError`` naming ``target`` when ``exc`` says the disk or the file-size limit is full (also from writers
+    that report it only in their message, like safetensors); None for any other error."""
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code not in _FULL:
+        m = _OS_ERROR_RE.search(str(exc))
+        code = int(m[1] or m[2]) if m else None
+    if code not in _FULL:
+        return None
+    kept = "keeps its earlier content" if os.path.lexists(target) else "was not created"
+    return OSError(code, f"cannot write {target}: {_FULL[code]} ({os.strerror(code)}); nothing was lost: {target} "
+                         f"{kept} and no other file was changed; free some space (or raise the limit) and rerun")
+
+
 def _is_temporary(name: str) -> bool:
     return _TMP_RE.match(name) is not None
 
@@ -625,6 +648,11 @@ class OutputFolder:
             os.replace(tmp, target)  # a symlink at ``target`` is replaced itself, never written through
             fsync_dir(self.path)
             entry.pop("prev", None)  # the manifest on disk drops it at the next write (close)
+        except Exception as exc:
+            full = _full_disk_error(exc, target)  # "[Errno 28]" alone names neither the file nor the damage
+            if full is None:
+                raise
+            raise full from exc
         finally:
             _remove(tmp)
         self._written.add(name)
@@ -811,11 +839,10 @@ def output_file(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] 
     if not path.name or path.name in (".", ".."):
         raise OutputError(f"output {path} names a folder, expected a file name")
     check_not_input(path, inputs)
-    folder = OutputFolder(path.parent if str(path.parent) else Path("."), inputs=inputs, overwrite=overwrite,
-                          check_foreign=False)
-    with folder.file(path.name) as tmp:
-        yield tmp
-    folder.close()
+    with OutputFolder(path.parent if str(path.parent) else Path("."), inputs=inputs, overwrite=overwrite,
+                      check_foreign=False) as folder:  # a failure leaves no new empty folder behind
+        with folder.file(path.name) as tmp:
+            yield tmp
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, **policy: Any) -> Path:
@@ -848,7 +875,6 @@ def result_dir(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] =
     """Yield an :class:`OutputFolder` for a folder that is one result as a whole (e.g. Ken Burns PNG frames): built
     under a temporary name next to ``path`` and swapped in on success (see :meth:`OutputFolder.result_dir`)."""
     path = Path(os.path.abspath(path))
-    parent = OutputFolder(path.parent, inputs=inputs, overwrite=overwrite, check_foreign=False)
-    with parent.result_dir(path.name) as res:
-        yield res
-    parent.close()
+    with OutputFolder(path.parent, inputs=inputs, overwrite=overwrite, check_foreign=False) as parent:
+        with parent.result_dir(path.name) as res:
+            yield res

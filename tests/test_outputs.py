@@ -573,3 +573,44 @@ def test_a_stale_manifest_lock_is_broken_and_never_counts_as_foreign(tmp_path):
     os.utime(lock, (old, old))  # another host's lock, left long ago
     outputs.write_bytes(tmp_path / "y.txt", b"y")
     assert names(tmp_path) == [MANIFEST, "x.txt", "y.txt"]
+
+
+def test_a_full_disk_is_one_error_line_naming_the_file_and_nothing_is_lost(tmp_path, weights):
+    """A file-size limit (``ulimit -f``, the same errno path as a full disk) used to end ``convert`` with a
+    safetensors traceback ("File too large (os error 27)"), and plain writers with "[Errno 28] No space left on
+    device" naming no file. Now: one ``error:`` line naming the file and saying that nothing was lost."""
+    resource = pytest.importorskip("resource")
+    src = weights / "rtmdetl_e60.ckpt"
+    dst = tmp_path / "w" / "d.safetensors"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+    def convert(out: Path, limit: int | None) -> subprocess.CompletedProcess:
+        def cap():
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        return subprocess.run([sys.executable, "-m", "cartoonseg", "convert", str(src), str(out)], env=env,
+                              capture_output=True, text=True, timeout=300, preexec_fn=cap if limit else None)
+
+    assert convert(dst, None).returncode == 0
+    before = dst.read_bytes()
+    (dst.parent / "notes.txt").write_text("the user's")
+    r = convert(dst, 1 << 20)  # the output is larger than 1 MiB; the manifest is far smaller
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr, r.stderr
+    assert str(dst) in lines[0] and "nothing was lost" in lines[0] and "earlier content" in lines[0]
+    assert dst.read_bytes() == before and (dst.parent / "notes.txt").read_text() == "the user's"
+    assert no_temporaries(dst.parent)
+    outputs.check_file(dst)  # still ours: the rerun with space replaces it
+    fresh = tmp_path / "new" / "d.safetensors"
+    r = convert(fresh, 1 << 20)
+    assert r.returncode == 2 and str(fresh) in r.stderr and "was not created" in r.stderr, r.stderr
+    assert not (tmp_path / "new").exists()  # no new empty folder either
+
+    code = ("import sys; from cartoonseg import outputs\n"
+            "try:\n    outputs.write_bytes(sys.argv[1], bytes(1 << 21))\n"
+            "except OSError as e:\n    print(e)\n")
+    plain = tmp_path / "w" / "big.bin"
+    r = subprocess.run([sys.executable, "-c", code, str(plain)], env=env, capture_output=True, text=True,
+                       timeout=300, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20)))
+    assert str(plain) in r.stdout and "nothing was lost" in r.stdout and not plain.exists(), r.stdout + r.stderr
