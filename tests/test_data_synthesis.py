@@ -3,8 +3,10 @@ bookkeeping, COCO output read back with pycocotools, determinism and resume."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -585,3 +587,35 @@ def test_resume_fingerprint_tells_apart_same_sized_foregrounds_swapped_between_s
         warnings.simplefilter("error")
         assert synthesize_dataset(fg, raw / "bg", out, 2, **kwargs)["new"] == 0
     assert "content" in json.loads(fp_path.read_text())
+
+
+def test_power_loss_leftovers_are_redone_and_the_run_state_is_flushed(raw, tmp_path, monkeypatch):
+    """The fingerprint and the annotations are fsynced (file and folder) so a power loss cannot leave the one file a
+    resume must read empty; images and records are not (cost), and a resume redoes a sample whose record or image a
+    crash left empty (it used to count them done and write an annotation with an empty image, or fail reading it)."""
+    from cartoonseg.data import synthesis
+
+    synced: list[str] = []
+    real = os.fsync
+
+    def spy(fd):
+        with contextlib.suppress(OSError):
+            synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    kwargs = dict(cfg=SynthesisConfig(size=SIZE), seed=5, person_boxes=raw / "person_boxes.json", progress=False)
+    ref = tmp_path / "ref"
+    synthesize_dataset(raw / "fg", raw / "bg", ref, 3, workers=1, **kwargs)
+    c = tmp_path / "c"
+    monkeypatch.setattr(synthesis.os, "fsync", spy)
+    synthesize_dataset(raw / "fg", raw / "bg", c, 3, workers=1, **kwargs)
+    monkeypatch.undo()
+    if Path("/proc/self/fd").is_dir():  # Linux: which files were flushed
+        names = {Path(p).name for p in synced}
+        assert any(n.startswith("fingerprint.json") for n in names) and "train" in names  # the file, then its folder
+        assert any(n.startswith("det_train.json") for n in names) and "annotations" in names
+        assert not any(n.endswith(".jpg") or n.startswith("00000") for n in names), names
+    (c / ".synth_state" / "train" / "000000001.json").write_bytes(b"")  # renamed, never flushed
+    (c / "train" / "000000000002.jpg").write_bytes(b"")
+    r = synthesize_dataset(raw / "fg", raw / "bg", c, 3, workers=1, **kwargs)
+    assert r["new"] == 2 and _snapshot(c) == _snapshot(ref)

@@ -71,7 +71,7 @@ import cv2
 import numpy as np
 
 from .. import rle
-from ..outputs import check_outputs_apart
+from ..outputs import check_outputs_apart, fsync_dir
 from .augment import background_crop, harmonise_histograms, quantize_colours
 from .coco_layouts import PersonBoxSampler, load_person_groups
 from .foregrounds import (ForegroundError, ForegroundInfo, index_backgrounds, index_foregrounds,
@@ -401,11 +401,29 @@ def _init_worker(state: dict) -> None:
 _TMP_SUFFIX = ".tmp"  # _atomic_write's temporary: ``<final name>.tmp<pid>``
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def _atomic_write(path: Path, data: bytes, *, durable: bool = False) -> None:
+    """Write ``path`` through a temporary and a rename. ``durable``: also flush it and the rename to disk, for the few
+    files a power loss must not leave empty (the fingerprint, which a resume must read, and the annotations); the
+    per-sample images and records are not (an fsync each would cost more than drawing them): a resume redoes a sample
+    whose record or image a crash left empty (:func:`_sample_done`)."""
     tmp = path.with_name(f"{path.name}{_TMP_SUFFIX}{os.getpid()}")
     with open(tmp, "wb") as fh:
         fh.write(data)
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
+    if durable:
+        fsync_dir(path.parent)
+
+
+def _sample_done(record: Path, image: Path) -> bool:
+    """Whether a sample of an earlier run is complete: its record (written last) and its image exist and are not
+    empty (a power loss can leave a renamed but never flushed file empty; that sample is drawn again)."""
+    try:
+        return record.stat().st_size > 0 and image.stat().st_size > 0
+    except OSError:
+        return False
 
 
 def _read_fingerprint(path: Path, overwrite: bool) -> dict | None:
@@ -628,13 +646,12 @@ def synthesize_dataset(fg: str | Path | Sequence[ForegroundInfo], bg: str | Path
                 raise ValueError(f"{out} holds a run with different {diff}; use another --out or --overwrite")
             for p in state.glob("*.json"):
                 p.unlink()
-    _atomic_write(fp_path, json.dumps(fingerprint, indent=1).encode("utf-8"))
+    _atomic_write(fp_path, json.dumps(fingerprint, indent=1).encode("utf-8"), durable=True)
     _remove_own_temporaries(out, cfg.split)  # half-written files of a killed run (and nothing else)
 
     done = set()
     for i in range(num):
-        rec = state / f"{i:09d}.json"
-        if rec.is_file() and (out / cfg.split / f"{image_id_start + i:0{IMAGE_ID_ZFILL}d}.jpg").is_file():
+        if _sample_done(state / f"{i:09d}.json", out / cfg.split / f"{image_id_start + i:0{IMAGE_ID_ZFILL}d}.jpg"):
             done.add(i)
     todo = [i for i in range(num) if i not in done]
     worker_state = {"fgs": fgs, "bgs": bgs, "cfg": cfg, "seed": int(seed), "person_groups": groups, "out": out,
@@ -690,6 +707,6 @@ def synthesize_dataset(fg: str | Path | Sequence[ForegroundInfo], bg: str | Path
         "annotations": annotations,
     }
     ann_path = out / "annotations" / f"det_{cfg.split}.json"
-    _atomic_write(ann_path, json.dumps(coco).encode("utf-8"))
+    _atomic_write(ann_path, json.dumps(coco).encode("utf-8"), durable=True)
     return {"annotations": str(ann_path), "images": len(images), "instances": len(annotations),
             "new": len(todo), "seconds": seconds, "images_per_s": (len(todo) / seconds) if seconds > 0 else 0.0}
