@@ -530,19 +530,9 @@ def check_image(image: torch.Tensor, name: str = "image") -> torch.Tensor:
     if image.shape[1] * image.shape[2] > MAX_PIXELS:  # before any copy of a huge batch
         raise ValueError(f"{name} frames of {image.shape[2]}x{image.shape[1]} pixels exceed the {MAX_PIXELS}-pixel "
                          "limit; downscale first")
-    if image.shape[-1] in (1, 2):  # grey, grey + alpha
-        image = image[..., :1].expand(-1, -1, -1, 3)
-    image = image[..., :3]
-    if image.dtype == torch.bool:
-        image = image.float()
-    elif not image.is_floating_point() and not image.is_complex():
-        # 0..255 as io.to_rgb_uint8 reads them: clamping 128 to 1 would turn a uint8 frame white
-        lo, hi = int(image.min()), int(image.max())
-        if lo < 0 or hi > 255:
-            raise ValueError(f"{name} is an integer ({str(image.dtype).replace('torch.', '')}) tensor with values "
-                             f"{lo}..{hi}; an IMAGE is float in [0,1] (integer frames must be 0..255)")
-        image = image.float() / 255.0
-    return torch.nan_to_num(image.float().cpu(), nan=0.0).clamp(0, 1)
+    from cartoonseg.io import to_float_rgb  # the library's one rule: uint8 0..255 (never clamped to white), bool 0/1
+
+    return to_float_rgb(image.cpu(), name=name)
 
 
 def check_mask(mask: torch.Tensor, name: str = "mask") -> torch.Tensor:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from ..io import to_float_rgb
 from ..structures import EXTRA_DEPTH, Instances
 from ..transforms import check_same_aspect
 from .config import StyleConfig
@@ -95,9 +96,7 @@ def _check_image(image: Tensor, name: str = "image") -> Tensor:
         raise ValueError(f"{name} must be [H,W,3] RGB, got shape {tuple(image.shape)}")
     if image.shape[0] < 8 or image.shape[1] < 8:
         raise ValueError(f"{name} is too small for diffusion: {image.shape[0]}x{image.shape[1]} (need >= 8x8)")
-    if image.shape[-1] in (1, 2):  # grey, grey + alpha (alpha dropped)
-        image = image[..., :1].expand(-1, -1, 3)
-    return torch.nan_to_num(image[..., :3].float(), nan=0.0).clamp(0, 1)
+    return to_float_rgb(image, name=name)  # uint8 is 0..255 (not clamped to white), grey expanded, alpha dropped
 
 
 def _selected(instances: Instances, config: StyleConfig) -> list[int]:
