@@ -132,6 +132,33 @@ def torch_device() -> torch.device:
     return mm.get_torch_device()
 
 
+def resolve_device(device) -> torch.device:
+    """The device widget's value (:data:`DEVICES`) as a torch device: ``"auto"`` -> ComfyUI's compute device
+    (:func:`torch_device`, respects ``--cpu``), ``"cpu"`` -> the CPU. Callers outside the UI (API prompts, scripts)
+    may also name a torch device (``"cuda"``, ``"cuda:1"``, ``"mps"``), used as asked; one that is not there, or
+    any other value, raises ``ValueError`` naming it: never a quiet fallback to the CPU."""
+    if device == "auto":
+        return torch.device(torch_device())
+    allowed = f"{', '.join(DEVICES)} or an available torch device such as 'cuda:0'"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device must be {allowed}, got {device!r}") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n and (dev.index is None or dev.index < n):
+            return dev
+        raise ValueError(f"device {device!r} is not available (CUDA devices here: {n}); use one of {allowed}")
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return dev
+        raise ValueError(f"device {device!r} is not available (no MPS here); use one of {allowed}")
+    raise ValueError(f"device must be {allowed}, got {device!r}")
+
+
 def offload_device() -> torch.device:
     try:
         import comfy.model_management as mm
