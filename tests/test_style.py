@@ -309,6 +309,21 @@ def test_uint8_images_are_0_to_255_not_white():
     assert torch.equal(extract_hint(u8[None], "lineart"), extract_hint(as_float[None], "lineart"))
 
 
+def test_hint_of_another_aspect_is_centre_cropped_like_comfy_controlnet():
+    # ComfyUI's ControlNet fits a hint by common_upscale(..., "center"); stretching it moved every line off its place
+    from cartoonseg.transforms import resize_center_crop
+
+    img, inst = _scene()  # 96 x 128
+    g = torch.Generator().manual_seed(1)
+    wide = (torch.rand(96, 192, 3, generator=g) > 0.8).float()
+    spy = Spy()
+    style_edit(img, inst, spy, StyleConfig(mode="global", resolution=0), hint_image=wide)
+    assert torch.equal(spy.requests[0].hint[0], wide[:, 32:160])  # the middle 128 columns, unscaled
+    tall = (torch.rand(192, 64, 3, generator=g) > 0.8).float()  # 1:3 -> 4:3: the middle 48 rows, scaled x2
+    assert torch.equal(resize_center_crop(tall, (96, 128)), resize_center_crop(tall[72:120], (96, 128)))
+    assert torch.equal(resize_center_crop(tall[None], (96, 128))[0], resize_center_crop(tall, (96, 128)))
+
+
 def test_hint_image_and_no_control():
     img, inst = _scene()
     hint = torch.zeros_like(img)

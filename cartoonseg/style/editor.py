@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ..io import to_float_rgb
 from ..structures import EXTRA_DEPTH, Instances
-from ..transforms import check_same_aspect
+from ..transforms import check_same_aspect, resize_center_crop
 from .config import StyleConfig
 from .hints import extract_hint
 from .prompts import instance_prompts, join_prompt
@@ -144,7 +144,9 @@ def style_edit(
             refused; characters already inpainted, e.g. by
             CartoonSegInpaintPatchMatch) for the background pass; otherwise ``config.background_fill`` makes one.
         hint_image: optional full-frame ControlNet hint ``[H',W',3]`` from an external preprocessor (white lines
-            on black); otherwise ``config.hint`` extracts one from the *original* image per region.
+            on black), any size; another aspect ratio is centre-cropped to the image's (as ComfyUI's ControlNet
+            does, :func:`cartoonseg.transforms.resize_center_crop`); otherwise ``config.hint`` extracts one from the
+            *original* image per region.
         use_control: False sends no hints at all (no ControlNet loaded).
         frame: frame index, passed through to the requests.
         progress: called after every pass.
@@ -165,7 +167,8 @@ def style_edit(
         check_same_aspect(background.shape[:2], (h, w))
     hint_source = None
     if hint_image is not None:
-        hint_source = resize_image(_check_image(hint_image, "hint_image"), (h, w))
+        # another aspect ratio is centre-cropped, as ComfyUI's own ControlNet fits hints (never stretched)
+        hint_source = resize_center_crop(_check_image(hint_image, "hint_image"), (h, w))
     hint_kind = None if (not use_control or (hint_source is None and config.hint == "none")) else config.hint
     want_hint = hint_kind is not None
     full = (0, 0, w, h)
