@@ -56,6 +56,7 @@ __all__ = [
     "read_image",
     "read_mask",
     "to_float_image",
+    "to_float_rgb",
     "to_rgb_uint8",
     "upright",
     "write_frames",
@@ -178,30 +179,54 @@ def to_rgb_uint8(image, *, nan: str = "raise", alpha: str = "drop") -> np.ndarra
     return np.ascontiguousarray(out)
 
 
-def to_float_image(image, *, nan: str = "raise") -> Tensor:
-    """Any image :func:`to_rgb_uint8` accepts as a float32 ``[H,W,3]`` tensor in [0,1] (the ComfyUI frame layout),
-    by the same rules (alpha dropped); float input keeps its precision instead of passing through uint8."""
-    if isinstance(image, np.ndarray) and np.issubdtype(image.dtype, np.floating):
-        image = torch.from_numpy(np.array(image, dtype=np.float32))
-    if not (isinstance(image, Tensor) and image.is_floating_point()):
-        return torch.from_numpy(to_rgb_uint8(image, nan=nan).astype(np.float32) / 255.0)
+def to_float_rgb(image: Tensor, *, nan: str = "zero", name: str = "image") -> Tensor:
+    """A torch image ``[H,W,C]`` or batch ``[B,H,W,C]`` (C = 1, 2, 3 or 4) of any dtype as float32 RGB in [0,1],
+    its rank and device kept: the rules of :func:`to_rgb_uint8` without a trip through uint8. Integers are 0..255
+    (uint8 frames of other tools; others outside 0..255 raise ValueError), bool is 0/1, float is clipped to [0,1]
+    (NaN -> 0, +Inf -> 1, -Inf -> 0 with ``nan="zero"``; a ValueError with ``nan="raise"``); grey is replicated,
+    alpha dropped. The one home of this rule for tensors: never ``image.float().clamp(0, 1)`` an input, which turns
+    a uint8 frame white."""
     if nan not in _NAN_RULES:
         raise ValueError(f"nan must be one of {_NAN_RULES}, got {nan!r}")
-    t = image.detach().cpu().float()
-    if t.dim() == 2:
-        t = t[..., None]
-    if t.dim() != 3 or t.shape[2] not in (1, 2, 3, 4):
+    if not isinstance(image, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor [H,W,3] or [B,H,W,3], got {type(image).__name__}")
+    if image.dim() not in (3, 4) or image.shape[-1] not in (1, 2, 3, 4):
+        raise ValueError(f"{name} must be [H,W,3] or [B,H,W,3] (1 to 4 channels), got shape {tuple(image.shape)}")
+    if image.numel() == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(image.shape)}")
+    if image.shape[-3] * image.shape[-2] > MAX_PIXELS:
+        raise ValueError(f"{name} of {image.shape[-2]}x{image.shape[-3]} pixels exceeds the {MAX_PIXELS}-pixel limit")
+    image = image.detach()
+    image = image[..., :1].expand(*image.shape[:-1], 3) if image.shape[-1] in (1, 2) else image[..., :3]
+    if image.dtype == torch.bool:
+        return image.float().contiguous()
+    if image.is_complex():
+        raise TypeError(f"unsupported {name} dtype {image.dtype}; use uint8 or float in [0,1]")
+    if not image.is_floating_point():
+        lo, hi = int(image.min()), int(image.max())
+        if lo < 0 or hi > 255:
+            raise ValueError(f"{name} is an integer ({str(image.dtype).replace('torch.', '')}) tensor with values "
+                             f"{lo}..{hi}; integer image values must lie in [0,255] (float images in [0,1])")
+        return (image.float() / 255.0).contiguous()
+    image = image.float()
+    if nan == "raise" and not bool(torch.isfinite(image).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return torch.nan_to_num(image, nan=0.0, posinf=1.0, neginf=0.0).clamp(0, 1).contiguous()
+
+
+def to_float_image(image, *, nan: str = "raise") -> Tensor:
+    """Any image :func:`to_rgb_uint8` accepts as a float32 ``[H,W,3]`` tensor in [0,1] on the CPU (the ComfyUI frame
+    layout), by the same rules (alpha dropped); float input keeps its precision instead of passing through uint8
+    (tensors: :func:`to_float_rgb`)."""
+    if isinstance(image, np.ndarray) and np.issubdtype(image.dtype, np.floating):
+        image = torch.from_numpy(np.array(image, dtype=np.float32))
+    if not isinstance(image, Tensor):
+        return torch.from_numpy(to_rgb_uint8(image, nan=nan).astype(np.float32) / 255.0)
+    if image.dim() == 2:
+        image = image[..., None]
+    if image.dim() != 3:
         raise ValueError(f"image must have shape [H,W], [H,W,1], [H,W,2], [H,W,3] or [H,W,4], got {tuple(image.shape)}")
-    if t.shape[2] == 2:  # grey + alpha: the alpha is dropped like RGBA's
-        t = t[..., :1]
-    if t.shape[0] == 0 or t.shape[1] == 0:
-        raise ValueError(f"image is empty: shape {tuple(image.shape)}")
-    if t.shape[0] * t.shape[1] > MAX_PIXELS:
-        raise ValueError(f"image of {t.shape[1]}x{t.shape[0]} pixels exceeds the {MAX_PIXELS}-pixel limit")
-    if nan == "raise" and not bool(torch.isfinite(t).all()):
-        raise ValueError("image contains NaN or infinite values")
-    t = torch.nan_to_num(t[..., :3], nan=0.0, posinf=1.0, neginf=0.0).clamp(0, 1)
-    return t.expand(-1, -1, 3).contiguous() if t.shape[2] == 1 else t.contiguous()
+    return to_float_rgb(image.detach().cpu(), nan=nan)
 
 
 # ---------------------------------------------------------------------------------------------- reading

@@ -34,6 +34,7 @@ __all__ = [
     "grey_rgb",
     "letterbox",
     "refine_canvas",
+    "resize_center_crop",
     "resize_float",
     "resize_image",
     "resize_mask",
@@ -104,6 +105,18 @@ def resize_image(image: Tensor, hw: tuple[int, int]) -> Tensor:
         x = x.to(dtype)
     x = x.movedim(1, -1)
     return x[0] if single else x
+
+
+def resize_center_crop(image: Tensor, hw: tuple[int, int]) -> Tensor:
+    """:func:`resize_image` to ``hw`` after cropping the middle of the image to that aspect ratio (``[H,W,C]`` or
+    ``[B,H,W,C]``): how ComfyUI's ControlNet fits a hint of another shape to the latent (``comfy.utils.
+    common_upscale(..., "center")``, the same crop arithmetic), so a hint is never stretched."""
+    ih, iw = image.shape[-3], image.shape[-2]
+    th, tw = int(hw[0]), int(hw[1])
+    old, new = iw / ih, tw / th
+    x = round((iw - iw * (new / old)) / 2) if old > new else 0
+    y = round((ih - ih * (old / new)) / 2) if old < new else 0
+    return resize_image(image[..., y:ih - y, x:iw - x, :], (th, tw))
 
 
 def resize_mask(mask: Tensor, hw: tuple[int, int]) -> Tensor:

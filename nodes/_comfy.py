@@ -132,6 +132,33 @@ def torch_device() -> torch.device:
     return mm.get_torch_device()
 
 
+def resolve_device(device) -> torch.device:
+    """The device widget's value (:data:`DEVICES`) as a torch device: ``"auto"`` -> ComfyUI's compute device
+    (:func:`torch_device`, respects ``--cpu``), ``"cpu"`` -> the CPU. Callers outside the UI (API prompts, scripts)
+    may also name a torch device (``"cuda"``, ``"cuda:1"``, ``"mps"``), used as asked; one that is not there, or
+    any other value, raises ``ValueError`` naming it: never a quiet fallback to the CPU."""
+    if device == "auto":
+        return torch.device(torch_device())
+    allowed = f"{', '.join(DEVICES)} or an available torch device such as 'cuda:0'"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device must be {allowed}, got {device!r}") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n and (dev.index is None or dev.index < n):
+            return dev
+        raise ValueError(f"device {device!r} is not available (CUDA devices here: {n}); use one of {allowed}")
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return dev
+        raise ValueError(f"device {device!r} is not available (no MPS here); use one of {allowed}")
+    raise ValueError(f"device must be {allowed}, got {device!r}")
+
+
 def offload_device() -> torch.device:
     try:
         import comfy.model_management as mm
@@ -530,19 +557,9 @@ def check_image(image: torch.Tensor, name: str = "image") -> torch.Tensor:
     if image.shape[1] * image.shape[2] > MAX_PIXELS:  # before any copy of a huge batch
         raise ValueError(f"{name} frames of {image.shape[2]}x{image.shape[1]} pixels exceed the {MAX_PIXELS}-pixel "
                          "limit; downscale first")
-    if image.shape[-1] in (1, 2):  # grey, grey + alpha
-        image = image[..., :1].expand(-1, -1, -1, 3)
-    image = image[..., :3]
-    if image.dtype == torch.bool:
-        image = image.float()
-    elif not image.is_floating_point() and not image.is_complex():
-        # 0..255 as io.to_rgb_uint8 reads them: clamping 128 to 1 would turn a uint8 frame white
-        lo, hi = int(image.min()), int(image.max())
-        if lo < 0 or hi > 255:
-            raise ValueError(f"{name} is an integer ({str(image.dtype).replace('torch.', '')}) tensor with values "
-                             f"{lo}..{hi}; an IMAGE is float in [0,1] (integer frames must be 0..255)")
-        image = image.float() / 255.0
-    return torch.nan_to_num(image.float().cpu(), nan=0.0).clamp(0, 1)
+    from cartoonseg.io import to_float_rgb  # the library's one rule: uint8 0..255 (never clamped to white), bool 0/1
+
+    return to_float_rgb(image.cpu(), name=name)
 
 
 def check_mask(mask: torch.Tensor, name: str = "mask") -> torch.Tensor:

@@ -27,7 +27,9 @@ TAGS_TOOLTIP = ("background tags (e.g. background_tags of Tag Instances), separa
 
 
 def _frame_mask(mask: torch.Tensor, b: int, size: tuple[int, int]) -> torch.Tensor:
-    """Frame ``b``'s mask (one mask for all frames, or one per frame), resized to the frame."""
+    """Frame ``b``'s mask (one mask for all frames, or one per frame), resized to the frame: bilinear, another aspect
+    ratio stretched (deliberate, as core ComfyUI's mask nodes and VAE Encode (for Inpainting) fit masks; the tooltips
+    and README say so)."""
     m = _comfy.pick(mask, b)
     if tuple(m.shape) != tuple(size):
         m = resize_float(m, size)
@@ -97,7 +99,9 @@ class CartoonSegInpaintPatchMatch:
         return {
             "required": {
                 "image": ("IMAGE", {"tooltip": "image or frames to fill"}),
-                "mask": ("MASK", {"tooltip": "1 = fill (e.g. Background Mask); one mask or one per frame"}),
+                "mask": ("MASK", {"tooltip": "1 = fill (e.g. Background Mask); one mask or one per frame. A mask of "
+                                             "another size is resized (bilinear) to the image, another aspect ratio "
+                                             "stretched, as core nodes do: give a mask of this image"}),
                 "method": (list(INPAINT_METHODS), {"default": "patchmatch",
                                            "tooltip": "patchmatch: texture synthesis (the paper); telea: fast, smooth"}),
                 "patch_size": ("INT", {"default": 3, "min": 3, "max": 15, "step": 2,
@@ -183,7 +187,9 @@ class CartoonSegInpaintDiffusion:
             "required": {
                 **_comfy.checkpoint_inputs(),
                 "image": ("IMAGE", {"tooltip": "image or frames to fill"}),
-                "mask": ("MASK", {"tooltip": "1 = fill (e.g. Background Mask); one mask or one per frame"}),
+                "mask": ("MASK", {"tooltip": "1 = fill (e.g. Background Mask); one mask or one per frame. A mask of "
+                                             "another size is resized (bilinear) to the image, another aspect ratio "
+                                             "stretched, as core nodes do: give a mask of this image"}),
                 "tags": ("STRING", {"default": "", "multiline": True,
                                     "tooltip": TAGS_TOOLTIP}),
                 "negative_prompt": ("STRING", {"default": NEGATIVE_PROMPT, "multiline": True,

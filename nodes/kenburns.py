@@ -154,7 +154,7 @@ class CartoonSegKenBurns:
         config = KenBurnsConfig(size=int(size), depth_of_field=bool(depth_of_field), dof_strength=float(dof_strength),
                                 dof_speed=float(dof_speed), min_disparity=float(min_disparity), fill=fill,
                                 character_reveals=character_reveals)
-        dev = _comfy.torch_device() if device == "auto" else torch.device("cpu")
+        dev = _comfy.resolve_device(device)  # the device asked for, or a ValueError naming it (never a quiet CPU)
         clips, masks = [], []
         with _comfy.steps(n * camera.frames) as bar:
             for b in range(n):

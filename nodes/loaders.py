@@ -176,13 +176,7 @@ def check_file_kind(path: str, kind: str, widget: str) -> None:
     peek_weights(path)  # raises the reader's message: missing, empty, corrupt, not a weights file
 
 
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> ComfyUI's compute device (respects ``--cpu``); ``"cpu"`` -> CPU."""
-    if device == "auto":
-        return torch.device(_comfy.torch_device())
-    if device == "cpu":
-        return torch.device("cpu")
-    raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+resolve_device = _comfy.resolve_device  # one rule for every device widget (kept importable from here)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

@@ -20,6 +20,7 @@ from cartoonseg.style.config import (BACKGROUND_FILLS, DEFAULT_NEGATIVE, DEFAULT
 from cartoonseg.style.editor import SampleRequest, count_passes, style_edit_batch
 from cartoonseg.style.hints import HINT_TYPES, extract_hint
 from cartoonseg.style.regions import ORDERS
+from cartoonseg.transforms import resize_center_crop
 
 from . import _comfy
 
@@ -151,7 +152,9 @@ class CartoonSegInstanceStyleEdit:
             },
             "optional": {
                 "control_net": ("CONTROL_NET", {"tooltip": "e.g. control_v11p_sd15s2_lineart_anime (SD1.5) or a canny SDXL ControlNet"}),
-                "control_hint": ("IMAGE", {"tooltip": "hint from a preprocessor (white lines on black); else built-in"}),
+                "control_hint": ("IMAGE", {"tooltip": "hint from a preprocessor (white lines on black); else built-in. "
+                                                      "Another size is resized; another aspect ratio is centre-cropped "
+                                                      "first, as ComfyUI's ControlNet does"}),
                 "background": ("IMAGE", {"tooltip": "inpainted clean plate for the background pass (the image's "
                                                         "aspect ratio, any size)"}),
             },
@@ -185,8 +188,7 @@ class CartoonSegInstanceStyleEdit:
             )
         if hints is not None:
             preview = hints if hints.shape[0] == b else hints[:1].expand(b, -1, -1, -1)
-            if preview.shape[1:3] != (h, w):
-                preview = torch.nn.functional.interpolate(preview.movedim(-1, 1), size=(h, w), mode="bilinear").movedim(1, -1)
+            preview = resize_center_crop(preview, (h, w))  # what the editor used: centre-cropped, as ComfyUI's ControlNet
         elif hint_type != "none":
             preview = extract_hint(image, hint_type)
         else:

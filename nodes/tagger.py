@@ -162,9 +162,9 @@ class CartoonSegTaggerLoader:
     def load(self, tagger, device, precision, auto_download):
         from cartoonseg.device import resolve_precision
 
-        if device not in DEVICES or precision not in PRECISIONS:
-            raise ValueError(f"device must be one of {DEVICES} and precision one of {PRECISIONS}")
-        dev = torch.device(_comfy.torch_device()) if device == "auto" else torch.device("cpu")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        dev = _comfy.resolve_device(device)
         prec = resolve_precision(precision, dev)
         folder = resolve_tagger_folder(tagger, auto_download)
         offload = torch.device("cpu") if dev.type == "cpu" else torch.device(_comfy.offload_device())

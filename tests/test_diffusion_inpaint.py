@@ -139,6 +139,13 @@ def test_refine_background_samples_only_real_holes_and_keeps_the_rest_exact():
     out, fill = refine_background(image, mask, backend, prompt="x", init=torch.zeros_like(image),
                                   settings=RefineSettings(steps=2, short_side=0))
     assert torch.equal(out[mask == 0], image[mask == 0]) and torch.equal(fill[mask > 0], torch.zeros_like(fill[mask > 0]))
+    # a uint8 image (and init) is 0..255 by io's rule, as its float twin (a bare .float() mixed 0..255 with [0,1])
+    u8 = (image * 255).round().to(torch.uint8)
+    as_float = u8.float() / 255
+    for init in ("image", "given"):
+        got = [refine_background(x, mask, backend, prompt="x", settings=RefineSettings(steps=2, short_side=0),
+                                 init=torch.zeros_like(x) if init == "given" else "image") for x in (u8, as_float)]
+        assert torch.equal(got[0][0], got[1][0]) and torch.equal(got[0][1], got[1][1])
     # a one-pixel hole that the downscale to the working size would erase is still sampled (not a call with an
     # empty mask, which samples nothing or, for an inpainting model, regenerates the whole image)
     requests.clear()

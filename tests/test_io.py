@@ -250,3 +250,27 @@ def test_mask_files_with_transparency_are_refused_opaque_alpha_is_read(tmp_path)
     assert np.allclose(read_soft_mask(tmp_path / "grey.png", (6, 8)), want * 200 / 255)
     with pytest.raises(ValueError, match="is 8x6, image is 9x6"):
         read_soft_mask(tmp_path / "grey.png", (6, 9))
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_to_float_rgb_is_the_one_tensor_rule(batch):
+    # integers are 0..255 (a uint8 frame clamped to [0,1] turned white), bool 0/1, float clipped, NaN -> 0
+    u8 = torch.tensor([[[0, 128, 255], [10, 20, 30]]], dtype=torch.uint8)
+    x = u8[None] if batch else u8
+    out = io.to_float_rgb(x)
+    assert out.dtype == torch.float32 and out.shape == x.shape
+    assert torch.allclose(out, x.float() / 255)
+    assert torch.equal(io.to_float_rgb(x.to(torch.int16)), out)
+    assert torch.equal(io.to_float_rgb(x > 100), (x > 100).float())
+    grey_alpha = torch.tensor([[[0.25, 0.0]]])
+    assert torch.equal(io.to_float_rgb(grey_alpha[None] if batch else grey_alpha).flatten(), torch.full((3,), 0.25))
+    f = torch.tensor([[[float("nan"), float("inf"), -2.0]]])
+    assert io.to_float_rgb(f[None] if batch else f).flatten().tolist() == [0.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="NaN"):
+        io.to_float_rgb(f, nan="raise")
+    with pytest.raises(ValueError, match=r"must lie in \[0,255\]"):
+        io.to_float_rgb(x.to(torch.int16) * 4)
+    with pytest.raises(ValueError, match="empty"):
+        io.to_float_rgb(torch.zeros(0, 4, 3) if not batch else torch.zeros(0, 2, 4, 3))
+    # to_float_image (single frames) follows it for tensors
+    assert torch.equal(io.to_float_image(u8), io.to_float_rgb(u8))

@@ -502,7 +502,7 @@ def test_bad_inputs_get_clear_errors_or_sane_results():
         render_kenburns(image, nearness, camera="auto")
     with pytest.raises(ValueError, match="min_disparity"):
         KenBurnsConfig(min_disparity=0.0)
-    # uint8 images and plates are 0..255 (not clamped to white); other integer images are refused
+    # uint8 images and plates are 0..255 (not clamped to white); other integers too (io's one rule), refused outside
     static = CameraPath(preset="static", frames=1, playback=False)
     dim = (image * 0.6 + 0.2) * 255
     as_float = render_kenburns(dim.round() / 255, nearness, masks=mask, background=(dim * 0.5).round() / 255,
@@ -510,8 +510,11 @@ def test_bad_inputs_get_clear_errors_or_sane_results():
     as_uint8 = render_kenburns(dim.round().to(torch.uint8), nearness, masks=mask,
                                background=(dim * 0.5).round().to(torch.uint8), camera=static)
     assert torch.allclose(as_uint8.frames, as_float.frames, atol=1e-5)
-    with pytest.raises(TypeError, match="dtype"):
-        render_kenburns((image * 255).int(), nearness, camera=static)
+    as_int32 = render_kenburns(dim.round().int(), nearness, masks=mask,
+                               background=(dim * 0.5).round().to(torch.uint8), camera=static)
+    assert torch.equal(as_int32.frames, as_uint8.frames)
+    with pytest.raises(ValueError, match=r"must lie in \[0,255\]"):
+        render_kenburns((image * 255).int() + 300, nearness, camera=static)
     # a plate of another aspect ratio (another picture's, a crop) would be stretched: refused; another size of the
     # same aspect is resized
     plate = (dim * 0.5).round() / 255

@@ -222,3 +222,24 @@ def test_diffusion_fill_samples_the_uncovered_regions(nodes, comfy):
     calls = len(comfy.sample_calls)
     node.render(image=image, depth=depth, camera=cam, diffusion=fill)  # wired but fill is patchmatch: no sampling
     assert len(comfy.sample_calls) == calls
+
+
+def test_device_widget_uses_the_device_asked_for_or_names_it(nodes, monkeypatch):
+    # any value but "auto" used to render quietly on the CPU; now the device asked for, or a ValueError naming it
+    cam = camera(nodes, preset="static", frames=1, playback=False)
+    seen = []
+    real = kb.render_kenburns
+
+    def spy(*args, **kwargs):
+        seen.append(torch.device(kwargs["device"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kb, "render_kenburns", spy)
+    run(nodes, cam, device="cpu")
+    for bad in ("cuda:99", "gpu", "", None):  # no machine has 100 CUDA devices
+        with pytest.raises(ValueError, match="device"):
+            run(nodes, cam, device=bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="'cuda' is not available"):
+            run(nodes, cam, device="cuda")
+    assert seen and all(d.type == "cpu" for d in seen)

@@ -27,6 +27,7 @@ from cartoonseg.style import (
     style_edit_batch,
     style_preset,
 )
+from cartoonseg.style.hints import extract_hint
 from cartoonseg.style.regions import work_size
 
 
@@ -287,6 +288,40 @@ def test_global_baseline_one_pass_style_prompt_only():
     assert [(r.kind, r.prompt, r.seed) for r in spy.requests] == [("global", "cinematic", 3), ("global", "cinematic", 4)]
     assert spy.requests[0].image.shape[1:3] == (96, 128)
     assert (res.image != img).any(-1).float().mean() > 0.99
+
+
+def test_uint8_images_are_0_to_255_not_white():
+    # the library entry points read integer images by io's rule (0..255); .float().clamp(0, 1) made them white
+    img, inst = _scene()
+    u8 = (img * 255).round().to(torch.uint8)
+    as_float = u8.float() / 255
+    runs = []
+    for x, plate, hint in ((u8, u8, u8), (as_float, as_float, as_float)):
+        spy = Spy()
+        res = style_edit(x, inst, spy, StyleConfig(resolution=0, background_fill="none"), background=plate,
+                         hint_image=hint)
+        runs.append((res.image, [r.image for r in spy.requests], [r.hint for r in spy.requests]))
+    assert torch.equal(runs[0][0], runs[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][2], runs[1][2]))
+    assert float(runs[0][1][0].max()) < 0.9  # not clamped to white
+    assert torch.equal(lineart(u8), lineart(as_float)) and torch.equal(canny(u8), canny(as_float))
+    assert torch.equal(extract_hint(u8[None], "lineart"), extract_hint(as_float[None], "lineart"))
+
+
+def test_hint_of_another_aspect_is_centre_cropped_like_comfy_controlnet():
+    # ComfyUI's ControlNet fits a hint by common_upscale(..., "center"); stretching it moved every line off its place
+    from cartoonseg.transforms import resize_center_crop
+
+    img, inst = _scene()  # 96 x 128
+    g = torch.Generator().manual_seed(1)
+    wide = (torch.rand(96, 192, 3, generator=g) > 0.8).float()
+    spy = Spy()
+    style_edit(img, inst, spy, StyleConfig(mode="global", resolution=0), hint_image=wide)
+    assert torch.equal(spy.requests[0].hint[0], wide[:, 32:160])  # the middle 128 columns, unscaled
+    tall = (torch.rand(192, 64, 3, generator=g) > 0.8).float()  # 1:3 -> 4:3: the middle 48 rows, scaled x2
+    assert torch.equal(resize_center_crop(tall, (96, 128)), resize_center_crop(tall[72:120], (96, 128)))
+    assert torch.equal(resize_center_crop(tall[None], (96, 128))[0], resize_center_crop(tall, (96, 128)))
 
 
 def test_hint_image_and_no_control():

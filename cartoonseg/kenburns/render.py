@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..compositing import over_opacity, unmix_over_plate
+from ..io import to_float_rgb
 from ..ops import grow_mask
 from ..structures import EXTRA_DEPTH
 from ..transforms import check_same_aspect
@@ -235,14 +236,7 @@ def _as_hwc(image: Tensor, name: str) -> Tensor:
         raise ValueError(f"{name} must be [H,W,3] (or [H,W,1]/[H,W,2]/[H,W,4]), got shape {tuple(image.shape)}")
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"{name} is empty: shape {tuple(image.shape)}")
-    if image.dtype == torch.uint8:  # 0..255, not clamped to white
-        image = image.float() / 255.0
-    elif not (image.is_floating_point() or image.dtype == torch.bool):
-        raise TypeError(f"{name} must be float RGB in [0,1] or uint8, got dtype {image.dtype}")
-    image = image.float()
-    if image.shape[-1] in (1, 2):  # grey, grey + alpha (alpha dropped)
-        image = image[..., :1].expand(-1, -1, 3)
-    return torch.nan_to_num(image[..., :3], nan=0.0).clamp(0.0, 1.0)
+    return to_float_rgb(image, name=name)  # uint8 0..255 (not clamped to white), grey expanded, alpha dropped
 
 
 def _nearness(depth: Tensor) -> Tensor:

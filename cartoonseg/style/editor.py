@@ -25,8 +25,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from ..io import to_float_rgb
 from ..structures import EXTRA_DEPTH, Instances
-from ..transforms import check_same_aspect
+from ..transforms import check_same_aspect, resize_center_crop
 from .config import StyleConfig
 from .hints import extract_hint
 from .prompts import instance_prompts, join_prompt
@@ -95,9 +96,7 @@ def _check_image(image: Tensor, name: str = "image") -> Tensor:
         raise ValueError(f"{name} must be [H,W,3] RGB, got shape {tuple(image.shape)}")
     if image.shape[0] < 8 or image.shape[1] < 8:
         raise ValueError(f"{name} is too small for diffusion: {image.shape[0]}x{image.shape[1]} (need >= 8x8)")
-    if image.shape[-1] in (1, 2):  # grey, grey + alpha (alpha dropped)
-        image = image[..., :1].expand(-1, -1, 3)
-    return torch.nan_to_num(image[..., :3].float(), nan=0.0).clamp(0, 1)
+    return to_float_rgb(image, name=name)  # uint8 is 0..255 (not clamped to white), grey expanded, alpha dropped
 
 
 def _selected(instances: Instances, config: StyleConfig) -> list[int]:
@@ -145,7 +144,9 @@ def style_edit(
             refused; characters already inpainted, e.g. by
             CartoonSegInpaintPatchMatch) for the background pass; otherwise ``config.background_fill`` makes one.
         hint_image: optional full-frame ControlNet hint ``[H',W',3]`` from an external preprocessor (white lines
-            on black); otherwise ``config.hint`` extracts one from the *original* image per region.
+            on black), any size; another aspect ratio is centre-cropped to the image's (as ComfyUI's ControlNet
+            does, :func:`cartoonseg.transforms.resize_center_crop`); otherwise ``config.hint`` extracts one from the
+            *original* image per region.
         use_control: False sends no hints at all (no ControlNet loaded).
         frame: frame index, passed through to the requests.
         progress: called after every pass.
@@ -166,7 +167,8 @@ def style_edit(
         check_same_aspect(background.shape[:2], (h, w))
     hint_source = None
     if hint_image is not None:
-        hint_source = resize_image(_check_image(hint_image, "hint_image"), (h, w))
+        # another aspect ratio is centre-cropped, as ComfyUI's own ControlNet fits hints (never stretched)
+        hint_source = resize_center_crop(_check_image(hint_image, "hint_image"), (h, w))
     hint_kind = None if (not use_control or (hint_source is None and config.hint == "none")) else config.hint
     want_hint = hint_kind is not None
     full = (0, 0, w, h)

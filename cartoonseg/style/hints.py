@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..io import to_float_rgb
+
 __all__ = ["HINT_TYPES", "canny", "extract_hint", "gaussian_blur", "lineart"]
 
 HINT_TYPES: tuple[str, ...] = ("lineart", "canny")
@@ -38,12 +40,7 @@ def _as_batch(image: Tensor) -> tuple[Tensor, bool]:
         image = image[None]
     if image.dim() != 4 or image.shape[-1] not in (1, 2, 3, 4):
         raise ValueError(f"image must be [H,W,3] or [B,H,W,3] RGB, got shape {tuple(image.shape)}")
-    if image.shape[1] == 0 or image.shape[2] == 0:
-        raise ValueError(f"image is empty: shape {tuple(image.shape)}")
-    image = torch.nan_to_num(image.float(), nan=0.0).clamp(0, 1)
-    if image.shape[-1] in (1, 2):  # grey, grey + alpha (alpha dropped)
-        image = image[..., :1].expand(-1, -1, -1, 3)
-    return image[..., :3], single
+    return to_float_rgb(image), single  # uint8 0..255, grey expanded, alpha dropped, NaN -> 0
 
 
 def _grey(image: Tensor) -> Tensor:
