@@ -576,3 +576,22 @@ def test_quality_benchmark_quick_run_reports_every_fill(tmp_path):
         for scores in row.values():
             if isinstance(scores, dict) and scores["pixels"] == 0:
                 assert scores["psnr"] is None and scores["ssim"] is None, scores
+
+
+def test_quality_benchmark_first_scene_scores_held_out_scenes(tmp_path):
+    """``--first-scene N`` scores scenes N.. (held-out scenes a change tuned on scenes 0-5 never saw), each exactly as
+    a run from scene 0 scores it; a negative start is refused with one usage line."""
+    import json
+
+    bench = _quality_bench()
+    common = ["--size", "96", "--frames", "3", "--cameras", "auto", "--fills", "far-side", "--plates", "truth"]
+    both, held = tmp_path / "both.json", tmp_path / "held.json"
+    assert bench.main([*common, "--scenes", "2", "--json", str(both)]) == 0
+    assert bench.main([*common, "--scenes", "1", "--first-scene", "1", "--json", str(held)]) == 0
+    rows = json.loads(both.read_text())["per_scene"]
+    held_rows = json.loads(held.read_text())["per_scene"]
+    assert [r["scene"] for r in rows] == [0, 1] and [r["scene"] for r in held_rows] == [1]
+    assert held_rows[0] == rows[1]
+    with pytest.raises(SystemExit) as err:
+        bench.main(["--quick", "--first-scene", "-1"])
+    assert err.value.code == 2
