@@ -582,7 +582,8 @@ def check_mask(mask: torch.Tensor, name: str = "mask") -> torch.Tensor:
 
 # ---------------------------------------------------------------- frames of a batch
 # One way to pair the frames of IMAGE / MASK batches with CARTOONSEG_INSTANCES (a list with one Instances per
-# frame): every other batch has one entry per frame, or a single entry shared by all frames.
+# frame): every other batch has one entry per frame, or a single entry shared by all frames; an IMAGE batch and its
+# instances pair both ways (frames_instances: a single entry on either side serves every frame of the other).
 def check_instances(instances, name: str = "instances") -> list:
     """Validate a ``CARTOONSEG_INSTANCES`` value (list of ``cartoonseg.Instances``, one per frame): all frames of one
     size (they come from one IMAGE batch) and finite boxes, so later stacking and cropping cannot fail deep inside."""
@@ -615,6 +616,25 @@ def check_batches(n: int, what: str = "image", **others) -> None:
 def pick(batch, b: int):
     """Frame ``b`` of a batch (tensor or list) with one entry per frame or a single entry for all."""
     return batch[min(b, len(batch) - 1)]
+
+
+def frames_instances(image: torch.Tensor, instances, name: str = "instances") -> tuple[torch.Tensor, list]:
+    """Pair an IMAGE batch ``[B,H,W,3]`` with CARTOONSEG_INSTANCES frame by frame, the pack's one rule for both:
+    one entry on either side is used for every frame of the other, otherwise the counts must match. Returns the
+    ``n = max(B, len(instances))`` frames as (image ``[n,H,W,3]``, a view when one picture serves every frame; one
+    Instances per frame on the CPU). Every node that takes an image and instances gives one output frame per pair.
+    Instances made for another picture size are refused (segment the image you connect)."""
+    frames = check_instances(instances, name)
+    b, f = int(image.shape[0]), len(frames)
+    if b != f and 1 not in (b, f):
+        raise ValueError(f"{name} has {f} frames but image has {b}; give one of them a single frame (used for "
+                         f"every frame of the other) or the same number of frames to both")
+    height, width = int(image.shape[1]), int(image.shape[2])
+    if tuple(frames[0].image_size) != (height, width):  # check_instances: every frame has frame 0's size
+        raise ValueError(f"{name} are for a {frames[0].image_size[1]}x{frames[0].image_size[0]} image but the "
+                         f"image is {width}x{height}; segment the same image you connect here")
+    n = max(b, f)
+    return image.expand(n, -1, -1, -1), [pick(frames, i).to("cpu") for i in range(n)]
 
 
 # ---------------------------------------------------------------- diffusion sampling (core ComfyUI API)

@@ -145,12 +145,13 @@ class CartoonSegKenBurns:
                              "fill 'patchmatch', which needs none)")
         image = _comfy.check_image(image)
         depth = _comfy.check_image(depth, "depth")
-        frames = _check_instances(instances, tuple(image.shape[1:3]))
+        frames = None
+        if instances is not None:  # one clip per image/instances pair, checked before any clip is rendered
+            image, frames = _comfy.frames_instances(image, instances)
         background = _comfy.check_image(background, "background") if background is not None else None
         camera = _check_camera(camera, CameraPath)
         n = image.shape[0]
-        _comfy.check_batches(n, depth=len(depth), instances=len(frames) if frames else None,
-                             background=len(background) if background is not None else None)
+        _comfy.check_batches(n, depth=len(depth), background=len(background) if background is not None else None)
         config = KenBurnsConfig(size=int(size), depth_of_field=bool(depth_of_field), dof_strength=float(dof_strength),
                                 dof_speed=float(dof_speed), min_disparity=float(min_disparity), fill=fill,
                                 character_reveals=character_reveals)
@@ -229,17 +230,6 @@ class _Progress:
         for _ in range(done - self.done):
             self.bar.tick()
         self.done = done
-
-
-def _check_instances(instances, size_hw):
-    """The instances' frames, each for an image of ``size_hw`` (checked before any clip is rendered)."""
-    if instances is None:
-        return None
-    frames = _comfy.check_instances(instances)
-    if tuple(frames[0].image_size) != tuple(size_hw):  # check_instances: every frame has frame 0's size
-        raise ValueError(f"instances are for a {frames[0].image_size[1]}x{frames[0].image_size[0]} image but the image "
-                         f"is {size_hw[1]}x{size_hw[0]}; segment the image that is rendered")
-    return frames
 
 
 def _check_camera(camera, camera_cls):

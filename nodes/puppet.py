@@ -76,23 +76,18 @@ class CartoonSegPuppetRig:
 
         from cartoonseg.ops import parse_indices
 
-        image = _comfy.check_image(image)
-        frames = _comfy.check_instances(instances)
+        image, frames = _comfy.frames_instances(_comfy.check_image(image), instances)  # one rig per pair
         poses = _pose_frames(pose_keypoint)
         # one entry for all pictures or one per picture: a driving sequence wired here by mistake is refused, not
         # silently cut to its first poses
-        _comfy.check_batches(image.shape[0], instances=len(frames), pose_keypoint=len(poses) if poses else None)
+        _comfy.check_batches(image.shape[0], pose_keypoint=len(poses) if poses else None)
         config = RigConfig(mesh=MeshConfig(spacing=float(mesh_spacing)))
         select = parse_indices(indices)
         handles = handles_json if handles_json and handles_json.strip() else None
         rigs, previews = [], []
         with _comfy.steps(image.shape[0]) as bar:
             for b in range(image.shape[0]):
-                inst = _comfy.pick(frames, b)
-                if tuple(inst.image_size) != tuple(image.shape[1:3]):
-                    raise ValueError(f"instances are {inst.image_size[1]}x{inst.image_size[0]} but the image is "
-                                     f"{image.shape[2]}x{image.shape[1]}")
-                rig = build_rig(inst, poses=_comfy.pick(poses, b) if poses else None, handles=handles, select=select,
+                rig = build_rig(frames[b], poses=_comfy.pick(poses, b) if poses else None, handles=handles, select=select,
                                 config=config, callback=lambda done, total: _comfy.throw_if_interrupted())
                 rigs.append(rig)
                 previews.append(torch.from_numpy(draw_rig(_comfy.image_to_uint8(image[b]), rig)).float() / 255.0)

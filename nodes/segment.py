@@ -228,23 +228,20 @@ def parse_bboxes(bboxes, frames: int) -> list[torch.Tensor]:
     return [g.clone() for _ in range(frames)]
 
 
-def prompts_per_frame(frames: int, height: int, width: int, *, instances=None, masks=None, bboxes=None) -> list:
-    """The refine prompts of each frame from exactly one of the Refine node's prompt inputs: CARTOONSEG_INSTANCES
-    (one per frame, the frame size), any MASK (:func:`masks_per_frame`) or boxes (:func:`parse_bboxes`)."""
+def prompts_per_frame(image: torch.Tensor, *, instances=None, masks=None, bboxes=None) -> tuple[torch.Tensor, list]:
+    """The frames to refine and the refine prompts of each, from exactly one of the Refine node's prompt inputs:
+    CARTOONSEG_INSTANCES (paired with the image as every node pairs them, :func:`_comfy.frames_instances`: one
+    entry on either side serves every frame of the other), any MASK (:func:`masks_per_frame`) or boxes
+    (:func:`parse_bboxes`); masks and boxes are prompts of the image's frames."""
     given = [n for n, v in (("instances", instances), ("masks", masks), ("bboxes", bboxes)) if v is not None]
     if len(given) != 1:
         raise ValueError(f"connect exactly one prompt input (instances, masks or bboxes), got {given or 'none'}")
+    frames, height, width = (int(v) for v in image.shape[:3])
     if masks is not None:
-        return masks_per_frame(masks, frames, height, width)
+        return image, masks_per_frame(masks, frames, height, width)
     if bboxes is not None:
-        return parse_bboxes(bboxes, frames)
-    prompts = _comfy.check_instances(instances)
-    if len(prompts) != frames:
-        raise ValueError(f"instances has {len(prompts)} frames but image has {frames}")
-    for i, p in enumerate(prompts):
-        if p.image_size != (height, width):
-            raise ValueError(f"instances[{i}] are for {p.image_size}, image frames are {(height, width)}")
-    return prompts
+        return image, parse_bboxes(bboxes, frames)
+    return _comfy.frames_instances(image, instances)
 
 
 # ---------------------------------------------------------------------------------------------- nodes
@@ -360,9 +357,8 @@ class CartoonSegRefine:
         if not model.has_refiner:
             raise ValueError("Refine Masks needs a refiner: choose a refiner file in Load Segmentation Model "
                              f"(it was loaded with refiner='none'; detector {model.detector_path})")
-        image = _comfy.check_image(image)
-        b, h, w = (int(v) for v in image.shape[:3])
-        prompts = prompts_per_frame(b, h, w, instances=instances, masks=masks, bboxes=bboxes)
+        image, prompts = prompts_per_frame(_comfy.check_image(image), instances=instances, masks=masks, bboxes=bboxes)
+        h, w = int(image.shape[1]), int(image.shape[2])
         seg = model.segmenter(use_refiner=True, **refiner_knobs(mask_threshold, refine_size),
                               prompt_mode=str(prompt_mode), grey=bool(grey))
 
@@ -469,13 +465,10 @@ class CartoonSegAlphaMatte:
     def matte(self, image, instances, band, method, line_art=True):
         from cartoonseg.matting import MattingConfig, cutouts, instance_alphas
 
-        image = _comfy.check_image(image)
-        frames = _comfy.check_instances(instances)
-        b, h, w = (int(v) for v in image.shape[:3])
-        if len(frames) != b:
-            raise ValueError(f"instances has {len(frames)} frames but image has {b}")
+        image, frames = _comfy.frames_instances(_comfy.check_image(image), instances)  # one output frame per pair
+        h, w = int(image.shape[1]), int(image.shape[2])
         config = MattingConfig(band=int(band) or None, method=str(method), line_art=bool(line_art))
-        out = run_frames(image, lambda i, f, progress: instance_alphas(_comfy.image_to_uint8(f), frames[i].to("cpu"),
+        out = run_frames(image, lambda i, f, progress: instance_alphas(_comfy.image_to_uint8(f), frames[i],
                                                                        config, progress=progress,
                                                                        name=f"frame {i}"))
         alphas = [f.alphas for f in out if len(f)]

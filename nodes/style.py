@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import torch
 
-from cartoonseg.structures import Instances
 from cartoonseg.style.config import (BACKGROUND_FILLS, DEFAULT_NEGATIVE, DEFAULT_PRESET, MODES, PRESETS, StyleConfig,
                                      style_preset)
 from cartoonseg.style.editor import SampleRequest, count_passes, style_edit_batch
@@ -53,21 +52,6 @@ class ComfyStyleBackend:
             sampler_name=cfg.sampler, scheduler=cfg.scheduler, denoise=cfg.denoise, noise_mask=req.mask,
             on_step=self.on_step,
         )
-
-
-def frames_instances(instances, batch: int, height: int, width: int) -> list[Instances]:
-    """CARTOONSEG_INSTANCES (one Instances per frame, or one for all frames) checked against an IMAGE batch of
-    ``batch`` frames of ``height x width``."""
-    frames = _comfy.check_instances(instances)
-    _comfy.check_batches(batch, instances=len(frames))
-    frames = [_comfy.pick(frames, b) for b in range(batch)]
-    for f, inst in enumerate(frames):
-        if inst.image_size != (height, width):
-            raise ValueError(
-                f"frame {f}: instances are for a {inst.image_size[0]}x{inst.image_size[1]} image but the image is "
-                f"{height}x{width}; segment the same image you edit"
-            )
-    return [inst.to("cpu") for inst in frames]
 
 
 def format_passes(records) -> str:
@@ -165,8 +149,8 @@ class CartoonSegInstanceStyleEdit:
              mask_feather, resolution, control_strength, hint_type, masked_denoise, background_fill, order,
              background_prompt="", control_net=None, control_hint=None, background=None):
         image = _comfy.check_image(image)
+        image, frames = _comfy.frames_instances(image, instances)  # one output frame per image/instances pair
         b, h, w, _ = image.shape
-        frames = frames_instances(instances, b, h, w)
         config = StyleConfig(
             style_prompt=style_prompt, negative_prompt=negative_prompt, background_prompt=background_prompt,
             mode=mode, background_as_instance=bool(background_as_instance), background_fill=background_fill,

@@ -220,11 +220,9 @@ class CartoonSegTagInstances:
         from cartoonseg.tagger import PromptOptions, format_tags, join_tag_list, tag_instances
 
         handle = check_tagger(tagger)
-        frames = _comfy.check_instances(instances)
-        image = _comfy.check_image(image)
+        image, frames = _comfy.frames_instances(_comfy.check_image(image), instances)  # one output frame per pair
         plates = _comfy.check_image(background, "background") if background is not None else None
-        _comfy.check_batches(len(frames), "instances", image=image.shape[0],
-                             background=plates.shape[0] if plates is not None else None)
+        _comfy.check_batches(len(frames), background=plates.shape[0] if plates is not None else None)
         options = dict(general_threshold=float(general_threshold), character_threshold=float(character_threshold),
                        general_mcut=bool(general_mcut), character_mcut=bool(character_mcut),
                        exclude=str(exclude_tags or ""),
@@ -236,7 +234,7 @@ class CartoonSegTagInstances:
         out, strings, background_lines = [], [], []
         with handle.on_device() as model, _comfy.steps(len(frames)) as progress:
             for i, inst in enumerate(frames):
-                frame = _comfy.image_to_uint8(_comfy.pick(image, i))
+                frame = _comfy.image_to_uint8(image[i])
                 plate = _comfy.image_to_uint8(_comfy.pick(plates, i)) if plates is not None else None
                 tagged, bg = tag_instances(model, frame, inst, background=plate, interrupt=_comfy.throw_if_interrupted,
                                            **options)

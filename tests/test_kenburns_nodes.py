@@ -143,6 +143,13 @@ def test_batches_pairing_and_resized_depth(nodes):
     frames, mask, _ = node.render(image=image, depth=depth[:1, :-1, :-1], instances=instances[:1], background=plate,
                                   camera=cam, size=20)
     assert frames.shape == (6, 16, 20, 3) and mask.shape == (6, 16, 20)
+    # one picture for two instances frames: one clip per pair, as every node pairs an image with its instances
+    # (it used to be refused: Ken Burns counted the frames by the image alone)
+    two, _, _ = node.render(image=image[:1], depth=depth[:1, :-1, :-1], instances=instances, background=plate[:1],
+                            camera=cam, size=20)
+    assert torch.equal(two, frames)  # the scene's two frames are the same picture
+    with pytest.raises(ValueError, match="instances has 2 frames but image has 3"):
+        node.render(image=torch.cat([image, image[:1]]), depth=depth[:1], instances=instances, camera=cam)
     with pytest.raises(ValueError, match="depth has 3 frames"):
         node.render(image=image, depth=torch.cat([depth, depth[:1]]), camera=cam)
     with pytest.raises(TypeError, match="CARTOONSEG_CAMERA"):

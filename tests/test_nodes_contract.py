@@ -648,6 +648,29 @@ def test_refine_from_masks_boxes_and_instances(nodes, model):
         node.refine(model, two, 0.3, 64, "binary", bboxes=[{"x": 1}])
 
 
+def test_refine_pairs_image_and_instances_frames_as_every_node_does(nodes, model):
+    """One instances frame for a clip refines it in every frame, one picture for several instances frames refines
+    each on that picture (both used to be refused: Refine wanted one instances frame per image frame while Style
+    Edit and Puppet Rig took one for all); other counts are refused naming both inputs."""
+    node = nodes["CartoonSegRefine"]()
+    clip = frames(3, seed=1)
+    det = nodes["CartoonSegDetect"]().detect(model, clip[:1], 0.0, 2, 128, "binary", False)[0]
+    assert len(det[0])
+    out = node.refine(model, clip, 0.3, 64, "soft", instances=det)
+    inst = check_segment_outputs(out, 3, expect_binary=False)
+    for i in range(3):  # frame i: the one frame's prompts refined on picture i
+        alone = node.refine(model, clip[i:i + 1], 0.3, 64, "soft", instances=det)[0][0]
+        assert torch.equal(inst[i].masks, alone.masks) and inst[i].ids.tolist() == det[0].ids.tolist()
+    two = nodes["CartoonSegDetect"]().detect(model, clip[:2], 0.0, 2, 128, "binary", False)[0]
+    out = node.refine(model, clip[:1], 0.3, 64, "soft", instances=two)
+    assert torch.equal(check_segment_outputs(out, 2, expect_binary=False)[1].masks,
+                       node.refine(model, clip[:1], 0.3, 64, "soft", instances=two[1:])[0][0].masks)
+    with pytest.raises(ValueError, match="instances has 2 frames but image has 3"):
+        node.refine(model, clip, 0.3, 64, "binary", instances=two)
+    with pytest.raises(ValueError, match=f"instances are for a {W}x{H} image but the image is {W}x{H - 8}"):
+        node.refine(model, clip[:2, :-8], 0.3, 64, "binary", instances=two)
+
+
 def test_refine_box_prompt_modes_and_grey_option(nodes, model):
     node = nodes["CartoonSegRefine"]()
     one = frames(1)
@@ -681,8 +704,29 @@ def test_alpha_matte_node_gives_consistent_mattes_and_rgba_cutouts(nodes, model)
     assert torch.allclose(cut[..., 3], alphas, atol=1 / 255)
     for f in inst:
         assert f.alphas is not None and float(f.alphas.sum(0).max()) <= 1 + 1e-6
-    with pytest.raises(ValueError, match="2 frames"):
-        nodes["CartoonSegAlphaMatte"]().matte(frames(1), seg[0], 0, "cf")
+    with pytest.raises(ValueError, match="instances has 2 frames but image has 3"):
+        nodes["CartoonSegAlphaMatte"]().matte(frames(3), seg[0], 0, "cf")
+
+
+def test_alpha_matte_node_pairs_image_and_instances_frames_as_every_node_does(nodes, model):
+    """One instances frame for a clip is matted on every frame (it used to be refused: Alpha Mattes wanted one
+    instances frame per image frame while Style Edit and Puppet Rig took one for all), one picture for several
+    instances frames is matted for each of them."""
+    node = nodes["CartoonSegAlphaMatte"]()
+    clip = frames(3, seed=1)
+    seg = nodes["CartoonSegSegment"]().segment(model, clip, 0.0, 2, 128, 0.3, True, 64, "soft", False)[0]
+    assert len(seg[0])
+    inst, alphas, cut, count = node.matte(clip, seg[:1], 0, "cf")
+    assert len(inst) == 3 and count == 3 * len(seg[0]) == alphas.shape[0] == cut.shape[0]
+    for i in range(3):  # frame i: the one frame's instances matted on picture i
+        alone = node.matte(clip[i:i + 1], seg[:1], 0, "cf")
+        assert torch.equal(inst[i].alphas, alone[0][0].alphas)
+        assert torch.equal(cut[i * len(seg[0]):(i + 1) * len(seg[0])], alone[2])
+    inst, _, _, count = node.matte(clip[:1], seg, 0, "cf")
+    assert [len(f) for f in inst] == [len(f) for f in seg]
+    assert torch.equal(inst[2].alphas, node.matte(clip[:1], seg[2:], 0, "cf")[0][0].alphas)
+    with pytest.raises(ValueError, match=f"instances are for a {W}x{H} image but the image is {W}x{H - 8}"):
+        node.matte(clip[:, :-8], seg[:1], 0, "cf")
 
 
 def test_images_with_one_or_two_channels(pack, nodes, model):

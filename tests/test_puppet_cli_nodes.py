@@ -316,6 +316,12 @@ def test_rig_node_with_pose_keypoint_and_handles(nodes):
         nodes["CartoonSegPuppetRig"]().rig(image, instances, pose_keypoint=pose * 3)
     rigs, _ = nodes["CartoonSegPuppetRig"]().rig(image.expand(2, -1, -1, -1), instances, pose_keypoint=pose)
     assert len(rigs) == 2  # one pose entry (and one instances entry) serve every picture
+    # one picture for two instances frames: one rig per pair (it used to be refused; every node pairs an image
+    # with its instances so, one entry on either side serving every frame of the other)
+    rigs, previews = nodes["CartoonSegPuppetRig"]().rig(image, instances * 2, pose_keypoint=pose)
+    assert len(rigs) == 2 and previews.shape[0] == 2
+    with pytest.raises(ValueError, match="instances has 2 frames but image has 3"):
+        nodes["CartoonSegPuppetRig"]().rig(image.expand(3, -1, -1, -1), instances * 2)
     handles = json.dumps({"characters": [{"instance": 1, "joints": {"a": [115, 30], "b": [115, 90]}}]})
     rigs, _ = nodes["CartoonSegPuppetRig"]().rig(image, instances, indices="1", handles_json=handles)
     assert [c.instance for c in rigs[0].characters] == [1] and rigs[0].characters[0].skeleton.names == ["a", "b"]

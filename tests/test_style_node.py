@@ -300,8 +300,13 @@ def test_bad_inputs(node_module, comfy):
     image, instances = _scene()
     with pytest.raises(ValueError, match="segment the same image"):
         _run(node_module, image[:, :32], instances)
-    with pytest.raises(ValueError, match="frames"):
+    with pytest.raises(ValueError, match="instances has 2 frames but image has 3"):
         _run(node_module, torch.cat([image] * 3), instances * 2)
+    # one picture for two instances frames: one edited frame per pair, as every node pairs an image with its
+    # instances (it used to be refused: Style Edit counted the frames by the image alone)
+    out, hint, _ = _run(node_module, image, instances * 2)
+    assert out.shape == (2, *image.shape[1:]) and hint.shape == out.shape
+    comfy.samples.clear()
     with pytest.raises(TypeError, match="CARTOONSEG_INSTANCES"):
         _run(node_module, image, ["nope"])
     out, _, _ = _run(node_module, image, [Instances.empty(64, 96)], background_as_instance=False)

@@ -235,10 +235,29 @@ def test_tag_instances(nodes, tagger, state):
     assert bg2 == "\n"  # background not tagged: one empty line per frame
     with pytest.raises(TypeError, match="CARTOONSEG_TAGGER"):
         node.tag("tagger", image, frames(), 0.35, 0.85, False, False, "", True)
-    with pytest.raises(ValueError, match="3 frames"):
+    with pytest.raises(ValueError, match="instances has 2 frames but image has 3"):
         node.tag(tagger, torch.rand(3, H, W, 3), frames(), 0.35, 0.85, False, False, "", True)
-    with pytest.raises(ValueError, match="masks are"):
+    with pytest.raises(ValueError, match=f"instances are for a {W}x{H} image but the image is {W}x{H + 1}"):
         node.tag(tagger, torch.rand(1, H + 1, W, 3), frames(), 0.35, 0.85, False, False, "", True)
+
+
+def test_tag_instances_pairs_frames_as_every_node_does(nodes, tagger):
+    """One instances frame for a clip tags every frame of the clip (it used to tag the first frame only, counting
+    frames by the instances); one picture for several instances frames tags each of them on that picture."""
+    node = nodes["CartoonSegTagInstances"]()
+    clip = torch.rand(3, H, W, 3, generator=torch.Generator().manual_seed(1))
+    one = frames()[:1]
+    out, tags, background = node.tag(tagger, clip, one, 0.0, 0.0, False, False, "", True)
+    assert len(out) == 3 and [len(f) for f in out] == [2, 2, 2] and len(tags) == 6
+    assert len(background.split("\n")) == 3
+    for i in range(3):  # frame i is tagged on picture i, with the one frame's instances
+        alone = node.tag(tagger, clip[i:i + 1], one, 0.0, 0.0, False, False, "", True)
+        assert alone[0][0].extras["tags"] == out[i].extras["tags"] and alone[2] == background.split("\n")[i]
+    out, _, background = node.tag(tagger, clip[:1], frames(), 0.0, 0.0, False, False, "", True)
+    assert [len(f) for f in out] == [2, 1] and len(background.split("\n")) == 2
+    plates = torch.full((2, H, W, 3), 0.5)
+    with pytest.raises(ValueError, match="background has 2 frames but image has 3"):
+        node.tag(tagger, clip, one, 0.0, 0.0, False, False, "", True, plates)
 
 
 def tagged_frames():
