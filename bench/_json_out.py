@@ -5,7 +5,7 @@ longer replaces the user's file after a long run. A refusal or a failed write is
 
 Usage in a script (the ``--json`` option stays in the script, where ``bench/run.py`` looks for it)::
 
-    p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--json", default=None, help=JSON_HELP)
     add_overwrite_argument(p)
     args = p.parse_args(argv)
     check_json(args)            # before the slow work
@@ -25,7 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cartoonseg import outputs  # noqa: E402
 from cartoonseg.outputs import add_overwrite_argument  # noqa: E402
 
-__all__ = ["add_overwrite_argument", "check_json", "write_json"]
+__all__ = ["JSON_HELP", "add_overwrite_argument", "check_json", "write_json"]
+
+#: the ``--json`` help of every benchmark script (the option itself stays in each script, where bench/run.py finds it)
+JSON_HELP = ("write the results to this JSON file (checked before the benchmark runs; never over a file cartoonseg "
+             "did not write unless --overwrite)")
 
 
 def _fail(exc: Exception) -> None:

@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _json_out import add_overwrite_argument, check_json, write_json  # noqa: E402  (bench/: --json FILE)
+from _json_out import JSON_HELP, add_overwrite_argument, check_json, write_json  # noqa: E402  (bench/: --json FILE)
 from cartoonseg.depth import DepthEstimator  # noqa: E402
 from cartoonseg.device import DTYPES, capabilities, resolve_precision  # noqa: E402
 
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default="small", choices=["small", "zoedepth", "marigold-lcm"])
     p.add_argument("--steps", default="1,2", help="marigold-lcm: denoising steps of the timed runs")
     p.add_argument("--ensemble", type=int, default=1, help="marigold-lcm: ensemble size of the timed runs")
-    p.add_argument("--json", default=None)
+    p.add_argument("--json", default=None, help=JSON_HELP)
     add_overwrite_argument(p)
     args = p.parse_args(argv)
     check_json(args)  # a file that may not be written fails now, not after the run

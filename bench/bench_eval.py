@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _json_out import add_overwrite_argument, check_json, write_json  # noqa: E402  (bench/: --json FILE)
+from _json_out import JSON_HELP, add_overwrite_argument, check_json, write_json  # noqa: E402  (bench/: --json FILE)
 import cartoonseg
 from cartoonseg.config import detector_config
 from cartoonseg.evaluation import evaluate_all
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num", type=int, default=40, help="synthetic images without --gt (40)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (2)")
     ap.add_argument("--batch", type=int, default=4, help="batched dump size to time as well (4)")
-    ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--json", default=None, help=JSON_HELP)
     add_overwrite_argument(ap)
     args = ap.parse_args(argv)
     check_json(args)  # a file that may not be written fails now, not after the run

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _json_out import add_overwrite_argument, check_json, write_json  # noqa: E402  (bench/: --json FILE)
+from _json_out import JSON_HELP, add_overwrite_argument, check_json, write_json  # noqa: E402  (bench/: --json FILE)
 
 from cartoonseg.inpaint import patchmatch_inpaint, telea_inpaint
 
@@ -77,7 +77,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--figure", default=None, help="write a before / PatchMatch / Telea picture here (PNG)")
-    ap.add_argument("--json", default=None, help="also write the rows as JSON here")
+    ap.add_argument("--json", default=None, help=JSON_HELP)
     add_overwrite_argument(ap)
     args = ap.parse_args()
     check_json(args)  # a file that may not be written fails now, not after the run

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _json_out import add_overwrite_argument, check_json, write_json  # noqa: E402  (bench/: --json FILE)
+from _json_out import JSON_HELP, add_overwrite_argument, check_json, write_json  # noqa: E402  (bench/: --json FILE)
 
 import torch  # noqa: E402
 
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dof", action="store_true", help="include depth of field")
     ap.add_argument("--fill", default="far-side", choices=["far-side", "patchmatch", "patchmatch+plate"],
                     help="time the end-view inpainting of this fill too (far-side: none)")
-    ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--json", default=None, help=JSON_HELP)
     add_overwrite_argument(ap)
     args = ap.parse_args(argv)
     check_json(args)  # a file that may not be written fails now, not after the run

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _json_out import add_overwrite_argument, check_json, write_json  # noqa: E402  (bench/: --json FILE)
+from _json_out import JSON_HELP, add_overwrite_argument, check_json, write_json  # noqa: E402  (bench/: --json FILE)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -681,7 +681,7 @@ def main(argv=None) -> int:
                     help="background plates given to the renderer: truth (exact), patchmatch (as the pipeline), "
                          "planar-truth (oracle: exact on the wall and the ground, PatchMatch on the mid-ground cards)")
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--json", default=None, help=JSON_HELP)
     add_overwrite_argument(ap)
     ap.add_argument("--images", default=None, help="write input, truth and each fill's last frame of the first scene here")
     ap.add_argument("--quick", action="store_true", help="CI smoke run: 1 scene, 96 px, 3 frames, auto camera")

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from _json_out import add_overwrite_argument, check_json, write_json  # noqa: E402  (bench/: --json FILE)
+from _json_out import JSON_HELP, add_overwrite_argument, check_json, write_json  # noqa: E402  (bench/: --json FILE)
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=1024, help="image side (square)")
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--threads", type=int, default=2, help="torch and OpenCV threads (0 = library defaults)")
-    ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--json", default=None, help=JSON_HELP)
     add_overwrite_argument(ap)
     args = ap.parse_args(argv)
     check_json(args)  # a file that may not be written fails now, not after the run

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _json_out import add_overwrite_argument, check_json, write_json  # noqa: E402  (bench/: --json FILE)
+from _json_out import JSON_HELP, add_overwrite_argument, check_json, write_json  # noqa: E402  (bench/: --json FILE)
 from cartoonseg.data import chroma  # noqa: E402
 from cartoonseg.data.fixtures import make_chroma_frame, make_fixtures  # noqa: E402
 from cartoonseg.data.synthesis import SynthesisConfig, synthesize_dataset  # noqa: E402
@@ -41,7 +41,7 @@ def main() -> None:
     p.add_argument("--num", type=int, default=80)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--size", type=int, default=640)
-    p.add_argument("--json", default=None)
+    p.add_argument("--json", default=None, help=JSON_HELP)
     add_overwrite_argument(p)
     args = p.parse_args()
     check_json(args)  # a file that may not be written fails now, not after the run

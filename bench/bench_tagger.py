@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _json_out import add_overwrite_argument, check_json, write_json  # noqa: E402  (bench/: --json FILE)
+from _json_out import JSON_HELP, add_overwrite_argument, check_json, write_json  # noqa: E402  (bench/: --json FILE)
 from cartoonseg.device import DTYPES, capabilities, resolve_precision  # noqa: E402
 from cartoonseg.tagger import SWINV2_PRESETS, TagLabels, WDTagger, build_swinv2  # noqa: E402
 
@@ -32,7 +32,7 @@ def main() -> None:
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true", help="the tiny SwinV2 preset at its own size (CI smoke run)")
-    p.add_argument("--json", default=None)
+    p.add_argument("--json", default=None, help=JSON_HELP)
     add_overwrite_argument(p)
     args = p.parse_args()
     check_json(args)  # a file that may not be written fails now, not after the run

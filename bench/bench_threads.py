@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _json_out import add_overwrite_argument, check_json, write_json  # bench/: --json FILE
+from _json_out import JSON_HELP, add_overwrite_argument, check_json, write_json  # bench/: --json FILE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", default="1,2", help="comma list of torch thread counts (1,2)")
     ap.add_argument("--repeats", type=int, default=5, help="timed repetitions (5)")
-    ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--json", default=None, help=JSON_HELP)
     add_overwrite_argument(ap)
     args = ap.parse_args(argv)
     check_json(args)  # a file that may not be written fails now, not after the run

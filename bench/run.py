@@ -40,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from _json_out import add_overwrite_argument, check_json, write_json  # noqa: E402  (bench/: --json FILE)
+from _json_out import JSON_HELP, add_overwrite_argument, check_json, write_json  # noqa: E402  (bench/: --json FILE)
 import cartoonseg
 from cartoonseg.device import DTYPES, capabilities
 from cartoonseg.structures import Instances
@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sections", default="segment,large,apps", help="any of segment, large, apps, contention")
     p.add_argument("--isa", default="", help="run once per instruction set in child processes: native, avx2")
     p.add_argument("--large-size", default="", help="sides of the large-input checks, comma-separated (default: preset)")
-    p.add_argument("--json", default=None)
+    p.add_argument("--json", default=None, help=JSON_HELP)
     add_overwrite_argument(p)
     p.add_argument("--compare", default=None)
     p.add_argument("--_large-child", dest="large_child", default=None, help=argparse.SUPPRESS)

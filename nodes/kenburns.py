@@ -122,8 +122,10 @@ class CartoonSegKenBurns:
                 "instances": ("CARTOONSEG_INSTANCES", {"tooltip": "characters as depth layers (from Segment or "
                                                                   "Pool Instance Depth; after Alpha Mattes the "
                                                                   "layers' alpha is the matte)"}),
-                "background": ("IMAGE", {"tooltip": "inpainted background plate (characters removed); without it the "
-                                                    "characters' area is inpainted here (fill patchmatch/diffusion)"}),
+                "background": ("IMAGE", {"tooltip": "inpainted background plate (characters removed) of the image's "
+                                                    "aspect ratio, any size (another aspect is refused, never "
+                                                    "stretched); without it the characters' area is inpainted here "
+                                                    "(fill patchmatch/diffusion)"}),
                 "camera": ("CARTOONSEG_CAMERA", {"tooltip": "from Ken Burns Camera (default: auto, 75 frames)"}),
                 "diffusion": ("CARTOONSEG_DIFFUSION_FILL", {"tooltip": "the model for fill = diffusion "
                                                                        "(Ken Burns Diffusion Fill)"}),

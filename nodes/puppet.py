@@ -138,7 +138,8 @@ class CartoonSegPuppetAnimate:
             },
             "optional": {
                 "plate": ("IMAGE", {"tooltip": "background without the characters (PatchMatch or diffusion "
-                                                    "inpainting) of the image's aspect ratio, any size; absent: "
+                                                    "inpainting) of the image's aspect ratio, any size (another "
+                                                    "aspect is refused, never stretched); absent: "
                                                     "PatchMatch with 7x7 patches"}),
                 "pose_keypoint": ("POSE_KEYPOINT", {"tooltip": "driving pose sequence, one entry per frame"}),
                 "keyframes_json": ("STRING", {"default": "", "multiline": True,

@@ -140,7 +140,8 @@ class CartoonSegInstanceStyleEdit:
                                                       "Another size is resized; another aspect ratio is centre-cropped "
                                                       "first, as ComfyUI's ControlNet does"}),
                 "background": ("IMAGE", {"tooltip": "inpainted clean plate for the background pass (the image's "
-                                                        "aspect ratio, any size)"}),
+                                                        "aspect ratio, any size; another aspect is refused, never "
+                                                        "stretched)"}),
             },
         }
 

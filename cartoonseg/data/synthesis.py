@@ -45,7 +45,9 @@ A rerun resumes only with the settings and inputs of the run (``fingerprint.json
 relative to its folder, its byte size and a hash of its first and last 4 KiB, so a foreground moved to another
 sub-folder, or two same-sized ones swapped, is another input set); a run started by an older version, which
 compared basenames or no content, is resumed on that check (a warning where inputs lie in sub-folders and the
-basenames were compared) and its fingerprint upgraded.
+basenames were compared) and its fingerprint upgraded. ``fingerprint.json`` and ``det_<split>.json`` are flushed to
+disk with their folder (fsync); the per-sample images and records are not, so a resume counts a sample done only when
+its record and its image are non-empty, and draws one a power loss left empty again.
 
 The single category is id 0 named ``object``, as in the original (its trainer selects classes by name).
 Masks decode with ``pycocotools.mask.decode`` or :func:`cartoonseg.rle.decode`.
