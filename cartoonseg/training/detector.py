@@ -77,7 +77,8 @@ class DetectorTrainConfig:
         time_limit_s: stop resumably after this much training wall time (evaluations excluded).
         check_images: check every training image once before training
             (:func:`~cartoonseg.training.coco.check_images`), so a corrupt file stops the run at its start:
-            ``"fast"`` (or True) headers and file ends, ``"full"`` also decodes each image, ``"none"`` (or False).
+            ``"fast"`` (the default; or True) headers and file ends, ``"full"`` also decodes each image, ``"none"``
+            (or False).
         no_mosaic_resize_ratio: (min, max) random resize ratio of the pipeline without mosaic (the final
             ``no_aug_epochs``, and whole runs with ``mosaic`` off): the RTMDet-Ins-L config's ``(0.1, 2.0)``.
     """
@@ -110,7 +111,7 @@ class DetectorTrainConfig:
     sync_bn: bool = True
     eval_interval: int = 0
     time_limit_s: float | None = None
-    check_images: bool | str = True
+    check_images: str | bool = "fast"
     no_mosaic_resize_ratio: tuple[float, float] = (0.1, 2.0)
 
     def __post_init__(self) -> None:

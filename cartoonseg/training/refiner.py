@@ -61,7 +61,8 @@ class RefinerTrainConfig:
         allow_changes: resume a checkpoint whose settings differ (see :class:`LoopConfig`).
         check_images: check every image the refiner reads once before training
             (:func:`~cartoonseg.training.coco.check_images`), so a corrupt file stops the run at its start:
-            ``"fast"`` (or True) headers and file ends, ``"full"`` also decodes each image, ``"none"`` (or False).
+            ``"fast"`` (the default; or True) headers and file ends, ``"full"`` also decodes each image, ``"none"``
+            (or False).
     """
 
     train_ann: str
@@ -89,7 +90,7 @@ class RefinerTrainConfig:
     resume: bool = True
     device: str = "auto"
     allow_changes: bool = False
-    check_images: bool | str = True
+    check_images: str | bool = "fast"
 
     def __post_init__(self) -> None:
         check_images_mode(self.check_images)
