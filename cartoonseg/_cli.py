@@ -223,10 +223,11 @@ class SkippedInputs:
             raise ValueError(f"{len(self.failed)} of {self.total} inputs could not be read and were skipped: {shown}")
 
 
-def check_device(text: str) -> str:
+def check_device(text: str, *, what: str = "--device") -> str:
     """Validate a ``--device`` value before anything loads: ``cpu``, ``cuda``/``cuda:N`` (only where CUDA and that
-    GPU exist), ``mps`` (where available) or ``auto``. Raises ``ValueError`` with the reason; returns the device to
-    use (``auto`` becomes ``cuda`` when CUDA is present, else ``cpu``; ``annotate`` maps ``cuda`` to its rank's GPU)."""
+    GPU exist), ``mps`` (where available) or ``auto``. Raises ``ValueError`` with the reason (naming ``what``: the
+    option, or the node input); returns the device to use (``auto`` becomes ``cuda`` when CUDA is present, else
+    ``cpu``; ``annotate`` maps ``cuda`` to its rank's GPU). The nodes' device widgets use it too."""
     import torch
 
     if str(text) == "auto":
@@ -234,19 +235,19 @@ def check_device(text: str) -> str:
     try:
         device = torch.device(str(text))
     except (RuntimeError, TypeError, ValueError):
-        raise ValueError(f"--device {text!r} is not a device; use cpu, cuda, cuda:N or mps") from None
+        raise ValueError(f"{what} {text!r} is not a device; use cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             build = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
-            raise ValueError(f"--device {text}: CUDA is not available here (torch {torch.__version__}, {build}); "
-                             f"use --device cpu")
+            raise ValueError(f"{what} {text}: CUDA is not available here (torch {torch.__version__}, {build}); "
+                             f"use {what} cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise ValueError(f"{what} {text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     elif device.type == "mps":
         if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise ValueError(f"--device {text}: Apple MPS is not available here; use --device cpu")
+            raise ValueError(f"{what} {text}: Apple MPS is not available here; use {what} cpu")
     elif device.type != "cpu":
-        raise ValueError(f"--device {text}: only cpu, cuda[:N] and mps are supported")
+        raise ValueError(f"{what} {text}: only cpu, cuda[:N] and mps are supported")
     return str(text)
 
 

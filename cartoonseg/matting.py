@@ -191,16 +191,21 @@ def _transition(soft: np.ndarray, low: float, high: float) -> tuple[float, np.nd
     return float((uncertain & ~wide).sum()) / (length * kept), wide
 
 
+def _luminance(rgb) -> np.ndarray:
+    """float32 ``[H,W]`` luminance in [0,1] of an RGB image ``[H,W,3]`` (uint8, or float in [0,1])."""
+    image = np.asarray(rgb, dtype=np.float32)
+    if np.asarray(rgb).dtype == np.uint8:
+        image = image / 255.0
+    return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+
+
 def noise_variance(rgb: np.ndarray, where: np.ndarray | None = None) -> float:
     """Variance of the per-pixel noise of an image (uint8 or float RGB in [0,1]), from its luminance: Immerkaer's
     noise estimator (1996, the 3x3 mask that cancels linear structure) with the median absolute response instead
     of the mean, so edges do not count as noise; over the pixels ``where`` (bool ``[H,W]``) or the whole image."""
-    image = np.asarray(rgb, dtype=np.float32)
-    if np.asarray(rgb).dtype == np.uint8:
-        image = image / 255.0
-    if image.shape[0] < 3 or image.shape[1] < 3:
+    if np.shape(rgb)[0] < 3 or np.shape(rgb)[1] < 3:
         return 0.0
-    lum = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+    lum = _luminance(rgb)
     kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
     response = np.abs(cv2.filter2D(lum, -1, kernel))[1:-1, 1:-1]
     if where is not None:
@@ -243,10 +248,7 @@ def line_art(rgb: np.ndarray, radius: int, contrast: float = 0.15) -> np.ndarray
 def _line_masks(rgb: np.ndarray, radius: int, contrast: float) -> tuple[np.ndarray, np.ndarray]:
     """(strong, linked): the pixels darker than their closing by ``contrast``, and those plus the weaker ones
     connected to them (:func:`line_art`)."""
-    image = np.asarray(rgb, dtype=np.float32)
-    if np.asarray(rgb).dtype == np.uint8:
-        image = image / 255.0
-    lum = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+    lum = _luminance(rgb)
     dark = cv2.morphologyEx(lum, cv2.MORPH_BLACKHAT, _disk(max(1, int(radius))), borderType=cv2.BORDER_REPLICATE)
     strong = dark > contrast
     weak = dark > WEAK_LINE * contrast
@@ -300,13 +302,10 @@ def seam_ridges(rgb: np.ndarray, soft: np.ndarray, other: np.ndarray, where: np.
     fragments under 3 px are dropped (noise). Where the back character is darker than the outline, or the front
     one has none, there is no ridge and nothing is found.
     """
-    image = np.asarray(rgb, dtype=np.float32)
-    if np.asarray(rgb).dtype == np.uint8:
-        image = image / 255.0
     where = np.asarray(where, dtype=bool)
     if not where.any() or min(where.shape) < MIN_SIDE:
         return np.zeros(where.shape, bool)
-    lum = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+    lum = _luminance(rgb)
     diff = cv2.GaussianBlur(np.asarray(soft, np.float32) - np.asarray(other, np.float32), (0, 0), 1.0)
     gx = cv2.Sobel(diff, cv2.CV_32F, 1, 0, ksize=3) / 8
     gy = cv2.Sobel(diff, cv2.CV_32F, 0, 1, ksize=3) / 8

@@ -655,7 +655,6 @@ class OutputFolder:
             raise full from exc
         finally:
             _remove(tmp)
-        self._written.add(name)
         if group is not None:
             self._groups.add(group)
 

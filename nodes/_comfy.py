@@ -139,24 +139,13 @@ def resolve_device(device) -> torch.device:
     any other value, raises ``ValueError`` naming it: never a quiet fallback to the CPU."""
     if device == "auto":
         return torch.device(torch_device())
+    from cartoonseg._cli import check_device  # the one device rule, shared with every CLI's --device
+
     allowed = f"{', '.join(DEVICES)} or an available torch device such as 'cuda:0'"
     try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ValueError(f"device must be {allowed}, got {device!r}") from None
-    if dev.type == "cpu":
-        return dev
-    if dev.type == "cuda":
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if n and (dev.index is None or dev.index < n):
-            return dev
-        raise ValueError(f"device {device!r} is not available (CUDA devices here: {n}); use one of {allowed}")
-    if dev.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return dev
-        raise ValueError(f"device {device!r} is not available (no MPS here); use one of {allowed}")
-    raise ValueError(f"device must be {allowed}, got {device!r}")
+        return torch.device(check_device(str(device), what="device"))
+    except ValueError as exc:
+        raise ValueError(f"device {device!r} is not available here or not a device ({exc}); use {allowed}") from None
 
 
 def offload_device() -> torch.device:

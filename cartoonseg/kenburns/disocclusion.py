@@ -402,7 +402,7 @@ def fill_view(
                 source = source & ~occluder[win]
                 near_side = near_side | occluder[win]
             if reach is not None:
-                source = source & grow_mask(band, reach)[win]
+                source = source & grow_mask(band[win], reach)  # the band lies inside its window
             rim = known & near_side & grow_mask(band[win], near_band)
             mask = w_holes | rim
             try:

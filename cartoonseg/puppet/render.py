@@ -164,6 +164,7 @@ class _Layer:
     texture: np.ndarray  # float32 [h,w,4]: premultiplied RGB + alpha over character.box
     rest_index: np.ndarray  # int32 [h,w] triangle under each box pixel at rest (T = none)
     parts: list[np.ndarray]  # the draw order split by body part (nearest bone), in drawing order
+    part_vertices: list[np.ndarray]  # the mesh vertices of each part's triangles (for its bounding box per frame)
 
 
 def _parts(ch: Character) -> list[np.ndarray]:
@@ -266,7 +267,9 @@ class PuppetRenderer:
             tex = np.concatenate([colours[i] * a[..., None], a[..., None]], -1).astype(np.float32)
             if not ch.matted:
                 self._unmix_soft_edge(ch, tex, reach[y0:y1, x0:x1] == 1, rests[i] < len(ch.mesh.triangles))
-            self.layers.append(_Layer(ch, np.ascontiguousarray(tex), rests[i], _parts(ch)))
+            parts = _parts(ch)
+            self.layers.append(_Layer(ch, np.ascontiguousarray(tex), rests[i], parts,
+                                      [np.unique(ch.mesh.triangles[p]) for p in parts]))
 
     def _unmix_soft_edge(self, ch: Character, tex: np.ndarray, alone: np.ndarray, on_mesh: np.ndarray) -> None:
         """A soft mask's half-transparent edge (``0 < a < 1``) is a mix of the character (its anti-aliased outline)
@@ -284,15 +287,14 @@ class PuppetRenderer:
         if not edge.any():
             return
         ys, xs = np.nonzero(edge)
-        ea = a[ys, xs][:, None]
-        image = self._image_planes[:, y0 + ys, x0 + xs].T
-        plate = self._plate_planes[:, y0 + ys, x0 + xs].T
-        image, plate, ea = (torch.from_numpy(np.ascontiguousarray(v.T)) for v in (image, plate, ea))  # channels first
-        premul = unmix_over_plate(image, plate, [ea[0]], [image])[0]
+        ea = torch.from_numpy(a[ys, xs])
+        image = torch.from_numpy(self._image_planes[:, y0 + ys, x0 + xs])  # [3,K], channels first
+        plate = torch.from_numpy(self._plate_planes[:, y0 + ys, x0 + xs])
+        premul = unmix_over_plate(image, plate, [ea], [image])[0]
         tex[ys, xs, :3] = premul.T.numpy()
         if self._base_planes is self._image_planes:
             self._base_planes = self._image_planes.copy()
-        self._base_planes[:, y0 + ys, x0 + xs] = background_behind(image, ea[0], premul).numpy()
+        self._base_planes[:, y0 + ys, x0 + xs] = background_behind(image, ea, premul).numpy()
 
     def _foreground(self, ch: Character) -> np.ndarray:
         """A matted character's foreground colours over its box (:func:`cartoonseg.matting.unmix`): the input
@@ -440,8 +442,8 @@ class PuppetRenderer:
         coef = np.concatenate([aff.reshape(-1, 6), [[0, 0, -10, 0, 0, -10]]]).astype(np.float32).T  # [6, T+1]
         acc = np.zeros((y1 - y0, x1 - x0, 4), np.float32)  # the character so far, premultiplied
         texel = np.full((y1 - y0, x1 - x0, 2), np.inf, np.float32)  # texture position of the top sample
-        for part in layer.parts:
-            pv = verts[np.unique(ch.mesh.triangles[part])]
+        for part, part_vertices in zip(layer.parts, layer.part_vertices):
+            pv = verts[part_vertices]
             px0 = max(x0, int(np.floor(pv[:, 0].min())) - 1)
             py0 = max(y0, int(np.floor(pv[:, 1].min())) - 1)
             px1 = min(x1, int(np.ceil(pv[:, 0].max())) + 2)

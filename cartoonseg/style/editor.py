@@ -220,7 +220,7 @@ def style_edit(
         else:  # the original composites through the binary union (repaint_person.py / run_style.py)
             union = (masks[keep] > instances.mask_thr).any(0).float() if keep else torch.zeros(h, w)
         if background is not None:
-            plate = resize_image(_check_image(background, "background"), (h, w))
+            plate = resize_image(background, (h, w))  # checked (float RGB, aspect) on entry
         elif keep and config.background_fill != "none":
             from ..inpaint import inpaint
             from ..ops import background_mask

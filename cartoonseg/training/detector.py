@@ -245,9 +245,9 @@ def train_detector(
         ctx.barrier()
         torch.manual_seed(cfg.seed)
         coco = load_coco(cfg.train_ann, cfg.image_root)
-        if check_images_mode(cfg.check_images) != "none":  # every rank: an error on one rank alone would leave
-            check_images(coco.images, progress=ctx.is_main,  # the others waiting
-                         full=check_images_mode(cfg.check_images) == "full")
+        mode = check_images_mode(cfg.check_images)
+        if mode != "none":  # every rank: an error on one rank alone would leave the others waiting
+            check_images(coco.images, progress=ctx.is_main, full=mode == "full")
         model, init_report = _build(cfg, coco.num_classes)
         model.to(ctx.device).train()
         if ctx.distributed and ctx.device.type == "cuda" and cfg.sync_bn:

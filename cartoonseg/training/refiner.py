@@ -173,9 +173,9 @@ def train_refiner(cfg: RefinerTrainConfig, ctx: DistContext | None = None) -> di
         coco = load_coco(cfg.train_ann, cfg.image_root)
         aug = RefineAugConfig(size=cfg.size, ins_rect_prob=cfg.ins_rect_prob, aug_ins_prob=cfg.aug_ins_prob)
         dataset = RefineTrainSet(coco, aug, seed=cfg.seed)
-        if check_images_mode(cfg.check_images) != "none":  # the images it reads (those with a mask), every rank
-            check_images([coco.images[i] for i, _ in dataset.items], progress=ctx.is_main,
-                         full=check_images_mode(cfg.check_images) == "full")
+        mode = check_images_mode(cfg.check_images)
+        if mode != "none":  # the images it reads (those with a mask), every rank
+            check_images([coco.images[i] for i, _ in dataset.items], progress=ctx.is_main, full=mode == "full")
         rcfg = refiner_config(cfg.preset, refine_size=cfg.size)
         summary: dict[str, Any] = {"world_size": ctx.world_size, "rank": ctx.rank}
 
