@@ -245,6 +245,55 @@ def test_auto_skeleton_hips_sit_half_a_thigh_above_the_crotch():
         assert abs(hip[1] - (crotch - r)) < 0.5 * r, (side, hip, crotch - r)
 
 
+def _head_on_body(s: float, neck: float) -> tuple[np.ndarray, float, tuple[float, float]]:
+    """A round head on an ellipse body with arms and legs, scaled by ``s``; ``neck`` > 0 joins them by a stalk that
+    wide (else the head overlaps the body's top). Returns (mask, centre x, the junction's rows (top, bottom))."""
+    h, w = int(125 * s), int(90 * s)
+    cx = w // 2
+    m = np.zeros((h, w), np.uint8)
+    P = lambda x, y: (int(round(cx + x * s)), int(round(y * s)))
+    cv2.ellipse(m, P(0, 75), (int(20 * s), int(30 * s)), 0, 0, 360, 1, -1)  # the body: rows 45 to 105
+    r = int(round(18 * s))
+    head_y = 45 * s - r + (5 * s if neck == 0 else -4 * s)
+    cv2.circle(m, (cx, int(round(head_y))), r, 1, -1)
+    if neck:
+        cv2.line(m, (cx, int(round(head_y + r - 2))), P(0, 47), 1, max(2, int(round(neck * s))))
+    for a, b, wd in (((-15, 60), (-35, 85), 5), ((15, 60), (35, 85), 5), ((-8, 100), (-10, 118), 6),
+                     ((8, 100), (10, 118), 6)):
+        cv2.line(m, P(*a), P(*b), 1, max(2, int(round(wd * s))))
+    if neck:
+        junction = (head_y + r, 45 * s)  # the stalk, from the head's bottom to the body's top
+    else:
+        rows = np.arange(int(head_y), int(75 * s))
+        y = float(rows[np.argmin(m[rows].sum(1))])  # the narrowest row between the head's and the body's centres
+        junction = (y, y)
+    return m.astype(np.float32), cx, junction
+
+
+@pytest.mark.parametrize("s", [1.0, 1.6, 2.5, 4.0])
+@pytest.mark.parametrize("neck", [0, 7])
+def test_auto_skeleton_puts_the_neck_where_the_head_meets_the_body(s, neck):
+    # the neck sat half way along the medial path from the torso's centre to the head's top: inside a round head
+    # (14 px above the junction in the README preview), so a nod bent the head about a point inside it and its chin
+    # swept through the collar
+    m, cx, (top, bottom) = _head_on_body(s, neck)
+    sk = auto_skeleton(m > 0.02)
+    neck_xy, nose = sk.joints[sk.index("neck")], sk.joints[sk.index("nose")]
+    tol = 2.0 + 1.2 * max(m.shape) / 96  # two pixels and a work-grid pixel
+    assert top - tol <= neck_xy[1] <= bottom + tol, (neck_xy, top, bottom)
+    assert abs(neck_xy[0] - cx) <= tol and nose[1] < neck_xy[1] - 10 * s
+
+
+def test_auto_skeleton_neck_of_the_preview_character_is_at_the_collar():
+    for u in (2.4, 3.0, 4.0):
+        _, m, u, cx = drawn_character(u)
+        rows = np.arange(int(27 * u), int(50 * u))
+        collar = rows[np.argmin((m[rows] > 0.02).sum(1))]  # where the head's ellipse meets the shirt's
+        sk = auto_skeleton(m > 0.02)
+        neck = sk.joints[sk.index("neck")]
+        assert abs(neck[1] - collar) <= 2.0 + 1.2 * m.shape[0] / 96, (u, neck, collar)
+
+
 def test_wave_keeps_the_torso_outline_and_a_still_head_keeps_its_surroundings():
     # the raised arm dragged the free torso vertices out (a bulge on the shirt's side), and the ARAP solve moved
     # the still head by 0.9 px, which switched the ring round it to the plate (PatchMatch's mess above the head)

@@ -432,6 +432,9 @@ def parse_handles(data, *, image_size: tuple[int, int] | None = None) -> dict[in
 #: a place is the fraction of the path from the limb's branch point to its tip
 _AUTO_LIMBS = {"head": (("neck", 0.5), None, "nose"), "leg": (("hip", 0.3), ("knee", 0.68), "ankle"),
                "arm": (("shoulder", 0.3), ("elbow", 0.66), "wrist")}
+#: a head's neck is a pinch: the half-width there is at most this fraction of the narrower of the head's and the
+#: trunk's largest half-widths on either side of it (:func:`_neck_index`)
+_NECK_PINCH = 0.85
 #: every limb joint name :func:`auto_skeleton` can give (besides ``root`` and ``joint1``, ``joint2``, ... for
 #: unnamed branches; a name taken twice gets ``_2``, ``_3``, ...)
 AUTO_JOINTS: tuple[str, ...] = ("root", *(
@@ -460,8 +463,9 @@ def auto_skeleton(support: np.ndarray, *, max_branches: int = 6, work_size: int 
     exceeds ``min_branch`` times the mask's larger side (at most ``max_branches``). Joints are the root, the tips,
     the branch points, and a middle joint on every limb; limbs are named by direction (the highest tip above the
     root is the head: ``neck``-``nose``; downward tips are legs ``hip``-``knee``-``ankle``; the others arms
-    ``shoulder``-``elbow``-``wrist``, "r" on the image's left), so presets and retargeting find them. An arm or
-    leg starts where it leaves the trunk (:func:`_limb_start`), not at a fixed fraction of its path from the root.
+    ``shoulder``-``elbow``-``wrist``, "r" on the image's left), so presets and retargeting find them. The neck sits
+    where the head meets the trunk (:func:`_neck_index`), and an arm or leg starts where it leaves the trunk
+    (:func:`_limb_start`), not at a fixed fraction of its path from the root.
     """
     import cv2
     from scipy.ndimage import distance_transform_edt
@@ -621,7 +625,11 @@ def auto_skeleton(support: np.ndarray, *, max_branches: int = 6, work_size: int 
                 return to_image(py[path[k]], px[path[k]])
 
             start_xy, mid_xy = at(start[1]), None if mid is None else at(mid[1])
-            if kind != "head":  # arms and legs start where they leave the trunk, not a fixed fraction in
+            if kind == "head":  # the neck where the head meets the trunk (its narrowest place between them)
+                k = _neck_index(np.array([dist[py[a], px[a]] for a in path]))
+                if k is not None:
+                    start_xy = to_image(py[path[k]], px[path[k]])
+            else:  # arms and legs start where they leave the trunk, not a fixed fraction in
                 found = _limb_start(np.stack([to_image(py[a], px[a]) for a in path]),
                                     np.array([dist[py[a], px[a]] for a in path]) * math.sqrt(sx * sy),
                                     small_xy=lambda xy: (int((xy[1] - y0 + 0.5) / sy), int((xy[0] - x0 + 0.5) / sx)),
@@ -676,3 +684,35 @@ def _limb_start(pts: np.ndarray, depth: np.ndarray, *, small_xy, inside: np.ndar
     length = np.cumsum([0.0, *np.hypot(*np.diff(pts[: k + 1], axis=0).T)])
     mid = pts[int(np.searchsorted(length, 0.5 * length[-1]))]
     return start, mid
+
+
+def _neck_index(depth: np.ndarray) -> int | None:
+    """Where a head meets the trunk: ``depth [P]`` is the mask's half-width (work-grid pixels) along the head's
+    medial path from its tip to its key parent (the root or a branch point). The neck is the narrowest place between
+    the head's deepest point and the trunk: the index whose half-width lies furthest below both the largest before
+    it (the head) and the largest after it (the trunk), by at least one grid pixel and to at most
+    :data:`_NECK_PINCH` of them; along a thin neck of even width (or the flat bottom of a pinch), the middle of the
+    narrowest stretch. None when the path has no such pinch (a head that widens smoothly into the body): then the
+    fixed fraction of the path applies.
+
+    The fixed half-way point put the neck inside a round head sitting on a body (14 px above the junction in the
+    README preview), so a nod turned the head about a point inside it and its chin swept through the collar."""
+    d = np.asarray(depth, dtype=np.float64)
+    if len(d) < 3:
+        return None
+    before = np.maximum.accumulate(d)
+    after = np.maximum.accumulate(d[::-1])[::-1]
+    outer = np.minimum(before, after)
+    dip = outer - d
+    ok = (dip >= 1.0) & (d <= _NECK_PINCH * outer)
+    if not ok.any():
+        return None
+    k = int(np.argmax(np.where(ok, dip, -np.inf)))
+    # a neck of even width (or the flat bottom of a pinch between two round parts): the middle of the stretch
+    # within a quarter of a grid pixel of its least half-width
+    a = b = k
+    while a > 0 and ok[a - 1] and d[a - 1] <= d[k] + 0.25:
+        a -= 1
+    while b + 1 < len(d) and ok[b + 1] and d[b + 1] <= d[k] + 0.25:
+        b += 1
+    return (a + b) // 2
