@@ -165,6 +165,15 @@ class _Layer:
     rest_index: np.ndarray  # int32 [h,w] triangle under each box pixel at rest (T = none)
     parts: list[np.ndarray]  # the draw order split by body part (nearest bone), in drawing order
     part_vertices: list[np.ndarray]  # the mesh vertices of each part's triangles (for its bounding box per frame)
+    rest_holes: np.ndarray  # bool [h,w]: box pixels the character encloses at rest but does not cover (alpha <= 0.5)
+
+
+def _enclosed(solid: np.ndarray) -> np.ndarray:
+    """The pixels not in ``solid`` that ``solid`` encloses: not 8-connected to the window's border through pixels
+    outside it."""
+    free = np.pad(~solid, 1, constant_values=True).astype(np.uint8)
+    _, labels = cv2.connectedComponents(free, connectivity=8)
+    return (labels != labels[0, 0])[1:-1, 1:-1] & ~solid
 
 
 def _parts(ch: Character) -> list[np.ndarray]:
@@ -269,7 +278,7 @@ class PuppetRenderer:
                 self._unmix_soft_edge(ch, tex, reach[y0:y1, x0:x1] == 1, rests[i] < len(ch.mesh.triangles))
             parts = _parts(ch)
             self.layers.append(_Layer(ch, np.ascontiguousarray(tex), rests[i], parts,
-                                      [np.unique(ch.mesh.triangles[p]) for p in parts]))
+                                      [np.unique(ch.mesh.triangles[p]) for p in parts], _enclosed(tex[..., 3] > 0.5)))
 
     def _unmix_soft_edge(self, ch: Character, tex: np.ndarray, alone: np.ndarray, on_mesh: np.ndarray) -> None:
         """A soft mask's half-transparent edge (``0 < a < 1``) is a mix of the character (its anti-aliased outline)
@@ -477,6 +486,8 @@ class PuppetRenderer:
             under[seam] = sample[seam]
             at[covered, 0] = map_x[covered]
             at[covered, 1] = map_y[covered]
+        if float(np.abs(verts - ch.mesh.vertices).max(initial=0.0)) >= 1e-6:
+            self._close_folds(layer, acc, texel)
         alpha = acc[..., 3]
         keep = 1.0 - alpha
         for c in range(3):
@@ -484,6 +495,39 @@ class PuppetRenderer:
             plane *= keep
             plane += acc[..., c]
         np.maximum(mask[y0:y1, x0:x1], alpha, out=mask[y0:y1, x0:x1])
+
+
+    @staticmethod
+    def _close_folds(layer: _Layer, acc: np.ndarray, texel: np.ndarray) -> None:
+        """Fill the specks a deformation opens inside a character: where a joint bends far (a 90-degree kick),
+        the mesh between two parts folds or stretches, and a few pixels enclosed by the posed character are left
+        uncovered or show the stretched transparent fringe of its outline, so the plate showed through at the hip.
+        An enclosed see-through patch (``acc`` alpha <= 0.5, the character all round it) is such a speck when none
+        of its pixels maps back into a hole the character has at rest (a gap between an arm and the body stays a
+        gap) and it is no larger than a mesh cell (a spacing squared); it takes the colour of the nearest opaque
+        pixel of the character. ``acc`` (premultiplied, the character's window) is changed in place."""
+        solid = acc[..., 3] > 0.5
+        holes = _enclosed(solid)
+        if not holes.any():
+            return
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(holes.astype(np.uint8), connectivity=8)
+        hh, hw = layer.rest_holes.shape
+        tx = np.round(texel[..., 0]).astype(np.float64)
+        ty = np.round(texel[..., 1]).astype(np.float64)
+        on = np.isfinite(tx) & np.isfinite(ty) & (tx >= 0) & (ty >= 0) & (tx < hw) & (ty < hh)
+        genuine = np.zeros(labels.shape, bool)
+        genuine[on] = layer.rest_holes[ty[on].astype(np.intp), tx[on].astype(np.intp)]
+        bad = np.zeros(n, bool)
+        bad[np.unique(labels[genuine & holes])] = True
+        bad |= stats[:, cv2.CC_STAT_AREA] > max(1.0, layer.character.mesh.spacing ** 2)
+        bad[0] = True
+        fill = ~bad[labels] & holes
+        if not fill.any():
+            return
+        from scipy.ndimage import distance_transform_edt
+
+        _, (iy, ix) = distance_transform_edt(~solid, return_indices=True)
+        acc[fill] = acc[iy[fill], ix[fill]]
 
 
 def joint_sequences(rig: PuppetRig, motion, n_frames: int, fps: float) -> list[np.ndarray]:
