@@ -715,6 +715,7 @@ def save_weights(model: RTMDetIns | ISNetDIS, path: str | os.PathLike, *, overwr
     Written atomically through :mod:`cartoonseg.outputs` (an interrupted save never leaves a half file at ``path``);
     ``overwrite=False`` refuses to replace a file cartoonseg did not write, and ``inputs`` are never replaced.
     The file gets the mode any new file gets (0644 under umask 022)."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     from .outputs import output_file
@@ -731,7 +732,12 @@ def save_weights(model: RTMDetIns | ISNetDIS, path: str | os.PathLike, *, overwr
     meta = {"kind": kind, "config": model.config.to_dict(), "format_version": FORMAT_VERSION}
     path = Path(path)
     with output_file(path, inputs=inputs, overwrite=overwrite) as tmp:
-        save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
+        try:
+            save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
+        except SafetensorError as exc:  # its own type, unknown to the CLIs' one-line policy (a traceback); an OS
+            # error in its message (disk full, permission) is then told by output_file, naming what was kept
+            raise CheckpointError(f"cannot write {path}: safetensors refused to save the weights ({exc}); nothing "
+                                  f"was written") from exc
         os.chmod(tmp, _file_mode())  # safetensors writes 0600; a weights file is as readable as any other file
     return path
 

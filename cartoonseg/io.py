@@ -9,6 +9,9 @@ One policy for every entry point (library, CLI, ComfyUI nodes):
   field); ``alpha="keep"`` returns RGBA where the input has transparency (the tagger composites it itself).
 * **Range**: uint8 stays; float is taken as [0,1] and clipped; bool is 0/255; other integers must lie in [0,255]
   (a ``uint16`` array holding 16-bit values is ambiguous and raises). 16-bit *files* are scaled to 8 bits.
+* **Masks** (:func:`to_float_mask`, every mask input of the library and the nodes): float32 in [0,1]; bool is 0/1,
+  integers (uint8 and the others) are 0..255 unless they hold only 0 and 1 (a binary mask, as ``.long()`` or
+  ``astype(np.uint8)`` of a bool mask gives), float is clipped; integers outside 0..255 raise.
 * **NaN / Inf**: ``nan="raise"`` (the API: a ``ValueError``) or ``nan="zero"`` (NaN -> 0, +Inf -> 1, -Inf -> 0; for
   ComfyUI IMAGEs and application inputs, so one bad pixel does not stop a graph).
 * **Size**: empty images raise; images over :data:`MAX_PIXELS` raise before any copy.
@@ -56,6 +59,7 @@ __all__ = [
     "read_image",
     "read_mask",
     "to_float_image",
+    "to_float_mask",
     "to_float_rgb",
     "to_rgb_uint8",
     "upright",
@@ -212,6 +216,39 @@ def to_float_rgb(image: Tensor, *, nan: str = "zero", name: str = "image") -> Te
     if nan == "raise" and not bool(torch.isfinite(image).all()):
         raise ValueError(f"{name} contains NaN or infinite values")
     return torch.nan_to_num(image, nan=0.0, posinf=1.0, neginf=0.0).clamp(0, 1).contiguous()
+
+
+def to_float_mask(mask, *, name: str = "mask") -> Tensor:
+    """A mask (torch tensor or numpy array, any shape and dtype) as float32 in [0,1], its shape kept (and a tensor's
+    device): the one reading of masks for every entry point, as :func:`to_float_rgb` is for images.
+
+    * bool: 0/1.
+    * integers (uint8, the masks of OpenCV, PIL and other ComfyUI packs, and every other integer dtype): 0..255,
+      i.e. divided by 255, so a 0/255 mask equals the float 0/1 mask and a soft uint8 mask keeps its values. A mask
+      that holds only 0 and 1 (over the whole tensor) is binary instead (``(m > 0).long()``, ``astype(np.uint8)``
+      of a bool mask): 1 is full, never 1/255. Values outside 0..255 raise ValueError.
+    * float: NaN -> 0, +Inf -> 1, -Inf -> 0, clipped to [0,1] (values above 1 are full, not rescaled).
+
+    Never ``mask.float().clamp(0, 1)`` an input mask: that turns every non-zero pixel of a uint8 mask full."""
+    if isinstance(mask, np.ndarray):
+        mask = torch.from_numpy(np.array(mask, copy=True))
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"{name} must be a torch tensor or numpy array, got {type(mask).__name__}")
+    mask = mask.detach()
+    if mask.dtype == torch.bool:
+        return mask.float()
+    if mask.is_complex():
+        raise TypeError(f"unsupported {name} dtype {mask.dtype}; use float in [0,1], uint8 0..255 or bool")
+    if not mask.is_floating_point():
+        if mask.numel() == 0:
+            return mask.float()
+        lo, hi = int(mask.min()), int(mask.max())
+        if lo < 0 or hi > 255:
+            raise ValueError(f"{name} is an integer ({str(mask.dtype).replace('torch.', '')}) mask with values "
+                             f"{lo}..{hi}; integer masks must lie in 0..255 (255 = full) or hold only 0 and 1 "
+                             f"(float masks in [0,1])")
+        return mask.float() if hi <= 1 else mask.float() / 255.0
+    return torch.nan_to_num(mask.float(), nan=0.0, posinf=1.0, neginf=0.0).clamp(0, 1)
 
 
 def to_float_image(image, *, nan: str = "raise") -> Tensor:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .io import to_float_mask
 from .structures import MATTE_SUPPORT, Instances
 from .transforms import resize_float
 
@@ -239,6 +240,7 @@ def masks_to_instances(masks: Tensor, mask_threshold: float = 0.5, split_compone
     ``min_area`` pixels are dropped). Scores are 1.0; the soft values are kept as mask probabilities."""
     import cv2
 
+    masks = to_float_mask(masks, name="masks")  # uint8 0..255 (a 0/255 mask equals the float 0/1 one), bool 0/1
     h, w = masks.shape[-2:]
     keep = []
     for m in masks:

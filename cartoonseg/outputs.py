@@ -380,6 +380,22 @@ def _full_disk_error(exc: BaseException, target: Path) -> OSError | None:
                          f"{kept} and no other file was changed; free some space (or raise the limit) and rerun")
 
 
+def _writer_os_error(exc: BaseException, target: Path) -> OSError | None:
+    """An ``OSError`` naming ``target`` for a writer outside Python (safetensors' Rust, C extensions) that reports
+    an OS error (permission denied, read-only file system, ...) only in its message, as its own exception type that
+    the CLIs' one-line error policy does not know (it printed a traceback); None for Python's own ``OSError`` (it
+    keeps its type) and for messages without an OS error code."""
+    if isinstance(exc, OSError):
+        return None
+    m = _OS_ERROR_RE.search(str(exc))
+    if not m:
+        return None
+    code = int(m[1] or m[2])
+    kept = "keeps its earlier content" if os.path.lexists(target) else "was not created"
+    return OSError(code, f"cannot write {target}: {os.strerror(code)} ({type(exc).__name__}: {exc}); {target} "
+                         f"{kept} and no other file was changed")
+
+
 def _is_temporary(name: str) -> bool:
     return _TMP_RE.match(name) is not None
 
@@ -649,7 +665,8 @@ class OutputFolder:
             fsync_dir(self.path)
             entry.pop("prev", None)  # the manifest on disk drops it at the next write (close)
         except Exception as exc:
-            full = _full_disk_error(exc, target)  # "[Errno 28]" alone names neither the file nor the damage
+            # "[Errno 28]" alone names neither the file nor the damage; a Rust writer's error is no OSError at all
+            full = _full_disk_error(exc, target) or _writer_os_error(exc, target)
             if full is None:
                 raise
             raise full from exc

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from .config import MAX_CANVAS, RefinerConfig
 from .device import DTYPES, PRECISION_CHOICES, resolve_precision
-from .io import to_rgb_uint8
+from .io import to_float_mask, to_rgb_uint8
 from .models.fuse import inference_copy, is_prepared
 from .models.isnet import ISNetDIS
 from .models.rtmdet_ins import RTMDetIns
@@ -420,7 +420,8 @@ class Segmenter:
             return prompts
         if not isinstance(prompts, Tensor):
             raise TypeError(f"prompts must be Instances, a mask tensor [N,H,W] or boxes [N,4], got {type(prompts)}")
-        prompts = prompts.detach().float().cpu()
+        raw = prompts.detach().cpu()  # its dtype tells how mask values read (io.to_float_mask); boxes are pixels
+        prompts = raw.float()
         if not torch.isfinite(prompts).all():
             raise ValueError("prompts contain NaN or infinite values")
         if prompts.dim() == 2 and prompts.shape == (h, w) and w == 4:
@@ -434,7 +435,7 @@ class Segmenter:
         if prompts.dim() == 3:
             if prompts.shape[1:] != (h, w):
                 raise ValueError(f"prompt masks must be [N,{h},{w}] (the image size), got {tuple(prompts.shape)}")
-            masks = prompts.clamp(0, 1)
+            masks = to_float_mask(raw.reshape(prompts.shape), name="prompt masks")  # uint8 0..255, bool 0/1
             boxes = masks_to_boxes(masks > 0.5)
             return Instances(boxes=boxes, scores=torch.ones(len(masks)), masks=masks)
         raise ValueError(f"prompts must be masks [N,H,W] or boxes [N,4], got shape {tuple(prompts.shape)}")

@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .io import to_float_mask
+
 __all__ = [
     "EXTRAS",
     "EXTRA_CHARACTER_TAGS",
@@ -138,8 +140,9 @@ class Instances:
     @classmethod
     def from_masks(cls, masks: Tensor, *, scores: Tensor | None = None, mask_thr: float = 0.5) -> Instances:
         """Instances from soft or binary masks ``[N,H,W]``; boxes are the tight boxes of ``masks > mask_thr``
-        (an empty mask gets an all-zero box)."""
-        masks = masks.float()
+        (an empty mask gets an all-zero box). Mask values follow :func:`cartoonseg.io.to_float_mask` (uint8 0..255,
+        bool 0/1, float clipped to [0,1])."""
+        masks = to_float_mask(masks, name="masks")
         if masks.dim() == 2:
             masks = masks[None]
         boxes = masks_to_boxes(masks > mask_thr)

@@ -553,7 +553,9 @@ def check_image(image: torch.Tensor, name: str = "image") -> torch.Tensor:
 
 def check_mask(mask: torch.Tensor, name: str = "mask") -> torch.Tensor:
     """Validate a ComfyUI MASK and return it as float32 ``[B,H,W]`` on the CPU. Shapes other packs produce are
-    accepted too: ``[H,W]``, ``[B,H,W,1]`` and ``[B,1,H,W]`` (as Impact's ``make_3d_mask``)."""
+    accepted too: ``[H,W]``, ``[B,H,W,1]`` and ``[B,1,H,W]`` (as Impact's ``make_3d_mask``). Values follow the
+    library's one mask rule (:func:`cartoonseg.io.to_float_mask`): float clipped to [0,1] (NaN -> 0), bool 0/1,
+    integer masks of other packs 0..255 (uint8 0/255 equals the float 0/1 mask) unless they hold only 0 and 1."""
     if not isinstance(mask, torch.Tensor):
         raise TypeError(f"{name} must be a ComfyUI MASK tensor [B,H,W], got {type(mask).__name__}")
     if mask.dim() == 2:
@@ -566,7 +568,9 @@ def check_mask(mask: torch.Tensor, name: str = "mask") -> torch.Tensor:
         raise ValueError(f"{name} must be a MASK [B,H,W], got shape {tuple(mask.shape)}")
     if mask.shape[1] == 0 or mask.shape[2] == 0:
         raise ValueError(f"{name} is empty: MASK of shape {tuple(mask.shape)} has no pixels")
-    return torch.nan_to_num(mask.float().cpu(), nan=0.0).clamp(0, 1)
+    from cartoonseg.io import to_float_mask
+
+    return to_float_mask(mask.cpu(), name=name)
 
 
 # ---------------------------------------------------------------- frames of a batch

@@ -179,7 +179,9 @@ def parse_bboxes(bboxes, frames: int) -> list[torch.Tensor]:
 
     Accepted: ComfyUI's ``BOUNDING_BOX`` (a dict ``{x, y, width, height, ...}``, a list of them, or a list of
     such lists, one per frame), one ``[x1, y1, x2, y2]`` or lists of them, or a tensor ``[4]`` / ``[N,4]`` /
-    ``[B,N,4]`` (xyxy pixels). A flat list/one tensor applies to every frame.
+    ``[B,N,4]`` (xyxy pixels). A flat list/one tensor applies to every frame. Per-frame lists pair with the frames
+    by the pack's batch rule (:func:`_comfy.frames_instances`): one list serves every frame, and with a single
+    frame each of the ``L`` lists is a prompt of that one picture, so ``L`` lists come back (``L`` output frames).
     """
 
     def one(b) -> list[float]:
@@ -208,9 +210,10 @@ def parse_bboxes(bboxes, frames: int) -> list[torch.Tensor]:
             t = t[None]
         if t.dim() == 2 and t.shape[-1] == 4:
             return [t.clone() for _ in range(frames)]
-        if t.dim() == 3 and t.shape[-1] == 4 and t.shape[0] == frames:
-            return [t[i].clone() for i in range(frames)]
-        raise ValueError(f"bboxes tensor must be [N,4] or [{frames},N,4], got {tuple(t.shape)}")
+        if t.dim() == 3 and t.shape[-1] == 4 and (t.shape[0] == frames or 1 in (t.shape[0], frames)):
+            return [t[min(i, t.shape[0] - 1)].clone() for i in range(max(frames, t.shape[0]))]
+        raise ValueError(f"bboxes tensor must be [N,4], [{frames},N,4] or [1,N,4] for the {frames} image frames "
+                         f"(or [B,N,4] for a single frame), got {tuple(t.shape)}")
     if isinstance(bboxes, dict) or (isinstance(bboxes, (list, tuple)) and len(bboxes) == 4
                                     and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bboxes)):
         bboxes = [bboxes]  # one box (a BOUNDING_BOX dict or [x1, y1, x2, y2])
@@ -219,11 +222,13 @@ def parse_bboxes(bboxes, frames: int) -> list[torch.Tensor]:
     nested = len(bboxes) > 0 and all(isinstance(b, (list, tuple)) and (len(b) == 0 or isinstance(b[0], (dict, list,
                                      tuple))) for b in bboxes)
     if nested:
-        if len(bboxes) == frames:
+        if len(bboxes) == frames or frames == 1:  # one picture for every list, as image + instances pair
             return [group(b) for b in bboxes]
         if len(bboxes) == 1:
             return [group(bboxes[0]) for _ in range(frames)]
-        raise ValueError(f"bboxes has {len(bboxes)} per-frame lists for {frames} frames")
+        raise ValueError(f"bboxes has {len(bboxes)} per-frame box lists but image has {frames} frames; give one "
+                         f"list per image frame, a single list (used for every frame) or a single image frame "
+                         f"(used for every list)")
     g = group(bboxes)
     return [g.clone() for _ in range(frames)]
 
@@ -231,8 +236,9 @@ def parse_bboxes(bboxes, frames: int) -> list[torch.Tensor]:
 def prompts_per_frame(image: torch.Tensor, *, instances=None, masks=None, bboxes=None) -> tuple[torch.Tensor, list]:
     """The frames to refine and the refine prompts of each, from exactly one of the Refine node's prompt inputs:
     CARTOONSEG_INSTANCES (paired with the image as every node pairs them, :func:`_comfy.frames_instances`: one
-    entry on either side serves every frame of the other), any MASK (:func:`masks_per_frame`) or boxes
-    (:func:`parse_bboxes`); masks and boxes are prompts of the image's frames."""
+    entry on either side serves every frame of the other), any MASK (:func:`masks_per_frame`: prompts of the
+    image's frames) or boxes (:func:`parse_bboxes`: per-frame box lists pair with the frames by the same rule, so a
+    single picture with ``L`` per-frame lists gives ``L`` frames)."""
     given = [n for n, v in (("instances", instances), ("masks", masks), ("bboxes", bboxes)) if v is not None]
     if len(given) != 1:
         raise ValueError(f"connect exactly one prompt input (instances, masks or bboxes), got {given or 'none'}")
@@ -240,7 +246,8 @@ def prompts_per_frame(image: torch.Tensor, *, instances=None, masks=None, bboxes
     if masks is not None:
         return image, masks_per_frame(masks, frames, height, width)
     if bboxes is not None:
-        return image, parse_bboxes(bboxes, frames)
+        boxes = parse_bboxes(bboxes, frames)
+        return image.expand(len(boxes), -1, -1, -1), boxes  # a view: one picture refined per box list
     return _comfy.frames_instances(image, instances)
 
 

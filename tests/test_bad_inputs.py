@@ -28,6 +28,7 @@ from cartoonseg.io import read_image as _read_image
 from cartoonseg.transforms import MAX_PIXELS, letterbox, to_rgb_uint8
 
 PACK = "cartoonseg_pack_bad_inputs"
+MASKS_ONE = "instances of one image"
 H, W = 40, 56
 
 
@@ -252,6 +253,34 @@ def test_row_integer_image_tensors(nodes):
     assert torch.equal(out, (u8 > 127).float())
     with pytest.raises(ValueError, match="image is an integer .* -1..300"):
         inpaint.inpaint(torch.tensor([-1, 300]).repeat(1, 4, 4, 2)[..., :3], torch.zeros(1, 4, 4), "telea")
+
+
+def test_row_integer_mask_tensors(nodes):
+    """A MASK tensor of integers (another pack's uint8 0/255 or soft 0..255 mask) reads as 0..255 like the float
+    mask (it was clamped: every non-zero pixel full, a soft mask hard), bool as 0/1; every MASK input of the pack
+    goes through cartoonseg.io.to_float_mask. Integers outside 0..255 are refused naming the input."""
+    soft = torch.zeros(1, H, W)
+    soft[0, 10:30, 12:40] = 1.0
+    soft[0, 14:26, 16:36] = 0.4  # a soft inner part: below the 0.5 threshold
+    u8 = (soft * 255).round().to(torch.uint8)
+    want = torch.round(soft * 255) / 255
+    assert torch.equal(nodes["CartoonSegMaskToInstances"]().convert(soft > 0.5, MASKS_ONE, 0.5, False, 1)[0][0].masks,
+                       (soft > 0.5).float())
+    (f_inst,), _ = nodes["CartoonSegMaskToInstances"]().convert(want, MASKS_ONE, 0.5, False, 1)
+    (u_inst,), _ = nodes["CartoonSegMaskToInstances"]().convert(u8, MASKS_ONE, 0.5, False, 1)
+    torch.testing.assert_close(u_inst.masks, f_inst.masks)  # soft values kept, 0.4 not turned full
+    assert torch.equal(u_inst.boxes, f_inst.boxes)
+    inpaint = nodes["CartoonSegInpaintPatchMatch"]()
+    image = frame(rgb())
+    hole = (soft >= 0.99).float()  # 0/1 float vs uint8 0/255 and bool: one result
+    (want_out,) = inpaint.inpaint(image, hole, "telea")
+    for same in ((hole * 255).to(torch.uint8), hole.bool(), hole.long()):
+        (out,) = inpaint.inpaint(image, same, "telea")
+        assert torch.equal(out, want_out)
+    (out,) = inpaint.inpaint(image, u8, "telea")  # the soft 0.4 part (102 of 255) is no hole, as the float mask
+    assert torch.equal(out, inpaint.inpaint(image, want, "telea")[0])
+    with pytest.raises(ValueError, match="masks is an integer .* -1..300"):
+        nodes["CartoonSegMaskToInstances"]().convert(torch.tensor([-1, 300]).repeat(1, 4, 2), MASKS_ONE, 0.5, False, 1)
 
 
 def test_row_nan_inf(seg, nodes, model):

@@ -332,12 +332,14 @@ def test_cli_refuses_an_output_ending_it_cannot_write_before_filling(tmp_path, c
 
 
 def test_fill_method_reads_masks_as_inpaint_does():
-    """fill_method took any non-zero value as fill: a uint8 mask of ones (no fill for inpaint: 255 = fill) or a float
-    mask of 0.3 was reported as a whole-image "flat" fill while inpaint left the image unchanged."""
+    """fill_method took any non-zero value as fill: a uint8 mask of 100 (no fill for inpaint: 255 = fill, 100/255 <
+    0.5) or a float mask of 0.3 was reported as a whole-image "flat" fill while inpaint left the image unchanged.
+    (A uint8 mask of only 0 and 1 is binary by io.to_float_mask: ones fill, for both.)"""
     from cartoonseg.inpaint import fill_method
 
     img = np.random.default_rng(0).integers(0, 255, (20, 24, 3), dtype=np.uint8)
-    for mask in (np.ones((20, 24), np.uint8), np.full((20, 24), 0.3, np.float32), torch.full((1, 20, 24), 0.3)):
+    for mask in (np.full((20, 24), 100, np.uint8), np.full((20, 24), 0.3, np.float32), torch.full((1, 20, 24), 0.3)):
         assert fill_method(mask) == "patchmatch"
         assert np.array_equal(inpaint(img, mask), img)
     assert fill_method(np.full((20, 24), 255, np.uint8)) == "flat" and fill_method(torch.ones(20, 24, 1)) == "flat"
+    assert fill_method(np.ones((20, 24), np.uint8)) == "flat"

@@ -274,3 +274,62 @@ def test_to_float_rgb_is_the_one_tensor_rule(batch):
         io.to_float_rgb(torch.zeros(0, 4, 3) if not batch else torch.zeros(0, 2, 4, 3))
     # to_float_image (single frames) follows it for tensors
     assert torch.equal(io.to_float_image(u8), io.to_float_rgb(u8))
+
+
+def test_to_float_mask_is_the_one_mask_rule():
+    """Masks were clamped as floats everywhere: a uint8 0/255 mask was right by luck, a soft uint8 mask (0..255) had
+    every non-zero pixel full. One rule now: integers 0..255 (or 0/1 when they hold only 0 and 1), bool 0/1, float
+    clipped (NaN -> 0), shape and device kept; integers outside 0..255 raise."""
+    u8 = torch.tensor([[0, 102, 255], [255, 0, 51]], dtype=torch.uint8)
+    assert torch.allclose(io.to_float_mask(u8), u8.float() / 255) and io.to_float_mask(u8).dtype == torch.float32
+    assert torch.equal(io.to_float_mask(u8.numpy()), io.to_float_mask(u8))  # numpy too
+    assert torch.equal(io.to_float_mask(u8.to(torch.int64)), io.to_float_mask(u8))
+    binary = torch.tensor([[0, 1], [1, 0]])
+    for m in (binary, binary.to(torch.uint8), binary.bool(), binary.float() * 255 / 255, binary.to(torch.uint8) * 255):
+        assert torch.equal(io.to_float_mask(m), binary.float()), m.dtype
+    f = torch.tensor([float("nan"), float("inf"), -2.0, 0.25, 3.0])
+    assert io.to_float_mask(f).tolist() == [0.0, 1.0, 0.0, 0.25, 1.0]
+    with pytest.raises(ValueError, match=r"prompt is an integer \(int16\) mask with values -1..300"):
+        io.to_float_mask(torch.tensor([-1, 300], dtype=torch.int16), name="prompt")
+    with pytest.raises(TypeError, match="mask must be a torch tensor"):
+        io.to_float_mask([0, 1])
+
+
+def test_library_mask_inputs_read_uint8_as_0_255():
+    """Every library entry point that takes masks reads a uint8 0..255 mask as the float mask it encodes (it was
+    clamped: a soft 0.4 part became full, and Instances held values of 255)."""
+    from cartoonseg import Instances, Segmenter
+    from cartoonseg.depth.pooling import pool_instance_depth
+    from cartoonseg.inpaint import inpaint
+    from cartoonseg.inpaint.diffusion import refine_background
+    from cartoonseg.kenburns.render import _masks
+    from cartoonseg.ops import masks_to_instances
+
+    soft = torch.zeros(2, 12, 16)
+    soft[0, 2:8, 3:12] = 1.0
+    soft[0, 3:7, 4:9] = 0.4
+    soft[1, 6:11, 8:15] = 1.0
+    soft = torch.round(soft * 255) / 255
+    u8 = (soft * 255).round().to(torch.uint8)
+    for make in (masks_to_instances, Instances.from_masks):
+        a, b = make(soft), make(u8)
+        torch.testing.assert_close(b.masks, a.masks)
+        assert torch.equal(b.boxes, a.boxes)
+    got = Segmenter._prompt_instances(None, u8, 12, 16)
+    torch.testing.assert_close(got.masks, Segmenter._prompt_instances(None, soft, 12, 16).masks)
+    torch.testing.assert_close(_masks(u8, (12, 16))[0], soft)
+    depth = torch.linspace(0, 1, 12 * 16).reshape(12, 16)
+    torch.testing.assert_close(pool_instance_depth(depth, u8, soft=True).depth,
+                               pool_instance_depth(depth, soft, soft=True).depth)
+    image = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8))
+    assert np.array_equal(inpaint(image.numpy(), u8[0], method="telea"),
+                          inpaint(image.numpy(), soft[0], method="telea"))
+    seen = []
+
+    def backend(req):
+        seen.append(req.mask)
+        return req.image
+
+    res_u8, _ = refine_background(image, u8[0], backend, prompt="x", init="image")
+    res_f, _ = refine_background(image, soft[0], backend, prompt="x", init="image")
+    assert torch.equal(seen[0], seen[1]) and torch.equal(res_u8, res_f)

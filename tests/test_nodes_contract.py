@@ -671,6 +671,31 @@ def test_refine_pairs_image_and_instances_frames_as_every_node_does(nodes, model
         node.refine(model, clip[:2, :-8], 0.3, 64, "binary", instances=two)
 
 
+def test_refine_pairs_image_and_per_frame_box_lists_as_instances(nodes, model):
+    """A one-frame image with L per-frame box lists (e.g. boxes found on a clip, refined on one picture) was refused
+    ("per-frame lists for 1 frames") although image + instances pair so; it gives L frames now, frame i the one
+    picture refined with list i, for nested lists and [L,N,4] tensors alike. A [1,N,4] tensor serves every frame;
+    other counts are refused naming both and what to wire."""
+    node = nodes["CartoonSegRefine"]()
+    one, clip = frames(1), frames(3, seed=1)
+    lists = [[{"x": 2, "y": 3, "width": 20, "height": 30}], [[30, 5, 40, 15], [1, 1, 9, 9]]]
+    out = node.refine(model, one, 0.3, 64, "soft", bboxes=lists, prompt_mode="rectangle")
+    inst = check_segment_outputs(out, 2, expect_binary=False)
+    assert [f.boxes.tolist() for f in inst] == [[[2.0, 3.0, 22.0, 33.0]],
+                                                [[30.0, 5.0, 40.0, 15.0], [1.0, 1.0, 9.0, 9.0]]]
+    for i in range(2):
+        alone = node.refine(model, one, 0.3, 64, "soft", bboxes=lists[i], prompt_mode="rectangle")[0][0]
+        assert torch.equal(inst[i].masks, alone.masks)
+    t = torch.tensor([[[2.0, 3.0, 22.0, 33.0]], [[30.0, 5.0, 40.0, 15.0]]])
+    assert [len(f) for f in node.refine(model, one, 0.3, 64, "binary", bboxes=t, prompt_mode="rectangle")[0]] == [1, 1]
+    out = node.refine(model, clip, 0.3, 64, "binary", bboxes=t[:1], prompt_mode="rectangle")  # [1,N,4]: every frame
+    assert [f.boxes.tolist() for f in check_segment_outputs(out, 3)] == [[[2.0, 3.0, 22.0, 33.0]]] * 3
+    with pytest.raises(ValueError, match="2 per-frame box lists but image has 3 frames; give one list per image"):
+        node.refine(model, clip, 0.3, 64, "binary", bboxes=lists)
+    with pytest.raises(ValueError, match=r"bboxes tensor must be .* got \(2, 1, 4\)"):
+        node.refine(model, clip, 0.3, 64, "binary", bboxes=t)
+
+
 def test_refine_box_prompt_modes_and_grey_option(nodes, model):
     node = nodes["CartoonSegRefine"]()
     one = frames(1)

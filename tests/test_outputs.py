@@ -614,3 +614,53 @@ def test_a_full_disk_is_one_error_line_naming_the_file_and_nothing_is_lost(tmp_p
     r = subprocess.run([sys.executable, "-c", code, str(plain)], env=env, capture_output=True, text=True,
                        timeout=300, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20)))
     assert str(plain) in r.stdout and "nothing was lost" in r.stdout and not plain.exists(), r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("why", ["permission", "refused"])
+def test_a_safetensors_error_is_one_error_line_naming_the_file(tmp_path, weights, capsys, monkeypatch, why):
+    """safetensors reports failures as its own SafetensorError (not OSError): a read-only folder ("Permission denied
+    (os error 13)") or a tensor it refuses ended ``convert`` with a traceback. Now one ``error:`` line naming the
+    file, the earlier file kept, no temporary left (the half-written one included)."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    src = weights / "rtmdetl_e60.ckpt"
+    dst = tmp_path / "w" / "d.safetensors"
+    assert run(["convert", src, dst], capsys)[0] == 0
+    before = dst.read_bytes()
+    message = ('Error while serializing: I/O error: Permission denied (os error 13) at path "x"' if why == "permission"
+               else "Error while serializing: the tensor is refused")
+
+    def failing(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a file")  # a write that stops half-way
+        raise SafetensorError(message)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", failing)
+    code, err = run(["convert", src, dst], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and str(dst) in lines[0], err
+    assert ("Permission denied" in lines[0] and "earlier content" in lines[0]) if why == "permission" else (
+        "safetensors refused" in lines[0])
+    assert dst.read_bytes() == before and no_temporaries(dst.parent)
+    fresh = tmp_path / "new" / "d.safetensors"
+    code, err = run(["convert", src, fresh], capsys)
+    assert code == 2 and str(fresh) in err and not fresh.exists() and not (tmp_path / "new").exists(), err
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_convert_into_a_read_only_folder_is_one_error_line(tmp_path, weights):
+    src = weights / "rtmdetl_e60.ckpt"
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("the user's")
+    folder.chmod(0o555)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    try:
+        r = subprocess.run([sys.executable, "-m", "cartoonseg", "convert", str(src), str(folder / "d.safetensors")],
+                           env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        folder.chmod(0o755)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr
+    assert str(folder) in lines[0], r.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]

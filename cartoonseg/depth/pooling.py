@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..io import to_float_mask
 from ..structures import EXTRA_DEPTH, Instances
 
 __all__ = ["POOL_MODES", "PooledDepth", "pool_instance_depth", "pool_value", "z_order_instances"]
@@ -98,7 +99,7 @@ def _as_masks(masks, threshold: float) -> tuple[Tensor, Tensor]:
         raise ValueError(f"masks must be Instances or a tensor [N,H,W], got shape {tuple(m.shape)}")
     if m.dtype == torch.bool:
         return m.float(), m
-    soft = torch.nan_to_num(m.float(), nan=0.0).clamp(0, 1)
+    soft = to_float_mask(m, name="masks")  # uint8 0..255 (0/255 equals the float 0/1 mask), float clipped
     return soft, soft > threshold
 
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import MAX_CANVAS, MAX_CFG, MAX_SAMPLER_STEPS, MAX_SEED
-from ..io import MAX_PIXELS, to_float_rgb
+from ..io import MAX_PIXELS, to_float_mask, to_float_rgb
 from ..tags import parse_tag_list, tag_key, unique_tags
 from ..transforms import resize_image, resize_mask
 from .patchmatch import INPAINT_METHODS, inpaint
@@ -241,8 +241,8 @@ def refine_background(
     """
     if image.dim() != 3 or image.shape[:2] != mask.shape:
         raise ValueError(f"image {tuple(image.shape)} and mask {tuple(mask.shape)} sizes differ")
-    # uint8 images are 0..255 (io's rule; a bare .float() would mix 0..255 with the backend's [0,1])
-    image, mask = to_float_rgb(image), torch.nan_to_num(mask.float(), nan=0.0).clamp(0, 1)
+    # uint8 images and masks are 0..255 (io's rules; a bare .float() would mix 0..255 with the backend's [0,1])
+    image, mask = to_float_rgb(image), to_float_mask(mask)
     hole = mask > 0.5
     if isinstance(init, Tensor):
         if init.dim() != 3 or init.shape[:2] != image.shape[:2]:

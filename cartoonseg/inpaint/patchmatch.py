@@ -18,7 +18,8 @@ a coarse pixel counts as known only if all its fine pixels are), so colours unde
 can never leak into the fill. Known pixels of the result are exactly those of the input.
 
 Tensor conventions: images are ``[H,W,3]`` RGB (numpy ``uint8`` or torch float in ``[0,1]``/uint8); masks are
-``[H,W]`` with **white / true / > 0.5 = fill**.
+``[H,W]`` with **white / true / > 0.5 = fill**, read by :func:`cartoonseg.io.to_float_mask` (uint8 and other
+integers 0..255, or 0/1 when they hold only 0 and 1).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..io import to_float_image, to_rgb_uint8
+from ..io import to_float_image, to_float_mask, to_rgb_uint8
 from ..ops import background_mask, grow_mask  # background_mask: re-exported (its home is ops)
 
 __all__ = [
@@ -139,9 +140,7 @@ def _mask_to_bool(mask, shape: tuple[int, int] | None) -> Tensor:
         raise ValueError(f"mask size {tuple(m.shape)} does not match image size {tuple(shape)}")
     if m.dtype == torch.bool:
         return m.clone()
-    if m.dtype == torch.uint8:
-        return m > 127
-    return torch.nan_to_num(m.float(), nan=0.0) > 0.5
+    return to_float_mask(m) > 0.5  # io's one mask rule: uint8 255 (or a 0/1 integer mask's 1) = fill
 
 
 # ---------------------------------------------------------------------------------------------- PatchMatch core
@@ -358,7 +357,8 @@ def patchmatch_inpaint(
     Args:
         image: ``[H,W,3]`` RGB: numpy uint8, numpy float in [0,1], torch uint8 or torch float in [0,1].
             Grey ``[H,W]``/``[H,W,1]`` is expanded to RGB, an alpha channel is ignored.
-        mask: ``[H,W]`` (bool, uint8 with 255 = fill, or float with > 0.5 = fill). White = fill.
+        mask: ``[H,W]`` (bool, uint8 with 255 = fill, or float with > 0.5 = fill; an integer mask holding only 0 and
+            1 is binary; :func:`cartoonseg.io.to_float_mask`). White = fill.
         patch_size: odd patch side (3 as in the original); overrides ``config.patch_size``.
         seed: seed of the random initialisation / search (the result is deterministic for a given seed).
         config: further :class:`PatchMatchConfig` parameters.
@@ -474,8 +474,8 @@ FLAT_FILL = 0.5
 
 def fill_method(mask, *, method: str = "patchmatch", patch_size: int = 3, source=None) -> str:
     """What :func:`inpaint` runs for ``mask`` (``[H,W]`` in the encodings of :func:`patchmatch_inpaint`: bool, uint8
-    with 255 = fill, float with > 0.5 = fill): ``method`` itself, ``"telea"`` where PatchMatch finds no complete
-    ``patch_size`` patch to copy from, or ``"flat"`` where the mask covers everything.
+    with 255 = fill (1 = fill in a 0/1 mask), float with > 0.5 = fill): ``method`` itself, ``"telea"`` where
+    PatchMatch finds no complete ``patch_size`` patch to copy from, or ``"flat"`` where the mask covers everything.
 
     Raises:
         ValueError: an unknown ``method``, or (PatchMatch) a ``patch_size`` that is not odd in [3, 15].
@@ -484,7 +484,7 @@ def fill_method(mask, *, method: str = "patchmatch", patch_size: int = 3, source
         raise ValueError(f"unknown inpaint method {method!r}; allowed: {', '.join(INPAINT_METHODS)}")
     if method == "patchmatch":
         _with_patch_size(None, patch_size)  # the one check of the patch size
-    hole = _mask_to_bool(mask, None)  # read as inpaint reads it (a uint8 1 or a float 0.3 is no fill)
+    hole = _mask_to_bool(mask, None)  # read as inpaint reads it (a float 0.3 is no fill)
     if bool(hole.all()):
         return "flat"
     if method == "patchmatch" and hole.any():

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..compositing import over_opacity, unmix_over_plate
-from ..io import to_float_rgb
+from ..io import to_float_mask, to_float_rgb
 from ..ops import grow_mask
 from ..structures import EXTRA_DEPTH
 from ..transforms import check_same_aspect
@@ -279,7 +279,7 @@ def _masks(masks, size_hw: tuple[int, int]) -> tuple[Tensor, Tensor | None, Tens
         # stretching them over the image would put every character layer in the wrong place
         raise ValueError(f"masks are {masks.shape[2]}x{masks.shape[1]} px but the image is {size_hw[1]}x{size_hw[0]}; "
                          "give masks of the image (segment the image that is rendered)")
-    return torch.nan_to_num(masks.float(), nan=0.0).clamp(0.0, 1.0), extra_depth, mattes
+    return to_float_mask(masks, name="masks"), extra_depth, mattes  # uint8 0..255, bool 0/1, float clipped
 
 
 def _check_clip_budget(image, camera: CameraPath, config: KenBurnsConfig) -> None:
