@@ -90,3 +90,67 @@ def test_train_detector_command_under_torchrun(tmp_path):
     s = summaries[0]
     assert s["finished"] and s["world_size"] == 2 and s["global_step"] == 2  # 8 images / (2 ranks x 2)
     assert Path(s["export"]).is_file()
+
+
+CHECK_DRIVER = """
+import os, sys, threading
+from pathlib import Path
+import cv2
+decoded = []
+_imread = cv2.imread
+def counting_imread(path, *args):
+    decoded.append(str(path))
+    return _imread(path, *args)
+cv2.imread = counting_imread
+from train.train_detector import main
+rc = main(sys.argv[2:])
+Path(sys.argv[1], "rank" + os.environ["RANK"] + ".json").write_text(json.dumps({"rc": rc, "decoded": decoded}))
+""".replace("import os, sys, threading", "import json, os, sys")
+
+
+def test_full_image_check_decodes_each_image_once_per_job_and_every_rank_names_the_bad_file(tmp_path):
+    """``--check-images full`` decoded every image on every rank of a torchrun job (8x the work on an 8-GPU node).
+    Now each rank decodes its share (every second image of 8 here) and the findings are gathered: the damaged PNG,
+    in rank 1's share, ends both ranks with the same one-line error naming it, rank 0 included, which never
+    decoded it. A real 2-process gloo group on CPU (torchrun's environment, no torchrun: its agent would kill
+    rank 1 as soon as rank 0 exits and hide a rank left waiting)."""
+    import socket
+
+    from cartoonseg.training.coco import load_coco
+
+    ann = make_toy_coco(tmp_path / "data", num_images=8, size=64, seed=0, name="train")
+    images = load_coco(ann).images
+    bad = images[1].path  # index 1: rank 1's share
+    data = bytearray(bad.read_bytes())
+    start = data.index(b"IDAT") + 8  # the compressed pixels; header and end intact, the fast check passes
+    data[start : start + 24] = bytes(b ^ 0x5A for b in data[start : start + 24])
+    bad.write_bytes(bytes(data))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    driver = tmp_path / "driver.py"
+    driver.write_text(CHECK_DRIVER)
+    args = ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--preset", "tiny", "--img-size", "64",
+            "--epochs", "1", "--batch-size", "2", "--workers", "0", "--device", "cpu", "--check-images", "full"]
+    procs = []
+    for r in (0, 1):
+        env = dict(_env(), RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(port))
+        procs.append(subprocess.Popen([sys.executable, str(driver), str(tmp_path), *args], cwd=REPO, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        errs = [p.communicate(timeout=240)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    expected = f"error: 1 of 8 training images cannot be used: {bad} cannot be decoded (damaged data inside the file)"
+    for r, err in enumerate(errs):
+        result = tmp_path / f"rank{r}.json"
+        assert result.is_file(), err[-3000:]
+        got = json.loads(result.read_text())
+        lines = [ln for ln in err.splitlines() if not ln.startswith("libpng ")]  # the decoder's own words (C)
+        assert got["rc"] == 2 and len(lines) == 1 and lines[0].startswith(expected), err[-3000:]
+        assert sorted(got["decoded"]) == sorted(str(im.path) for im in images[r::2])  # its share, each once
+    assert not list((tmp_path / "out").glob("detector_last*"))  # stopped before the first step

@@ -66,7 +66,8 @@ def add_data_args(ap: argparse.ArgumentParser, out_help: str) -> None:
     ap.add_argument("--check-images", choices=list(CHECK_IMAGES_MODES), default="fast",
                     help="before training, check every image once: fast = headers and file ends (a few seconds per "
                          "10k images; finds empty, cut-short and wrong-size files), full = also decode each image "
-                         "once (a few ms an image; also finds damaged data inside PNG/WebP files), none = no check "
+                         "once (a few ms an image, shared by the torchrun processes; also finds damaged data inside "
+                         "PNG/WebP files), none = no check "
                          "(a corrupt file then stops the run only when first sampled)")
     ap.add_argument("--no-check-images", action="store_const", const="none", dest="check_images",
                     help="the same as --check-images none")

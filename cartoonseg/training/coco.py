@@ -25,12 +25,15 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from .. import rle as rle_utils
+
+if TYPE_CHECKING:
+    from .distributed import DistContext
 
 __all__ = [
     "MANGA_ID_OFFSET",
@@ -283,7 +286,7 @@ def _header_problem(image: CocoImage) -> str | None:
 
 
 def check_images(images: Sequence[CocoImage], *, progress: bool = True, show: int = 10, threads: int = 8,
-                 full: bool = False) -> None:
+                 full: bool = False, ctx: DistContext | None = None) -> None:
     """Check once, before training, that every image in ``images`` will load as its annotations expect.
 
     Per file: it exists and is not empty, OpenCV recognises its header (``cv2.haveImageReader``), Pillow reads its
@@ -296,34 +299,54 @@ def check_images(images: Sequence[CocoImage], *, progress: bool = True, show: in
     there. A JPEG with damaged data is decoded by OpenCV with grey blocks, as the trainers (and the original's
     mmcv reader) then train on it: no check reports it.
 
+    Under ``torchrun`` (``ctx`` of more than one process; every rank calls this with the same ``images``) the
+    decoding is shared: each rank decodes only every ``world_size``-th image (its share, ``index % world_size ==
+    rank``), so a job decodes each file once, not once per process; the cheap header check still runs on every
+    rank for every file (a file missing or different on one node's storage is found there). The ranks' findings
+    are then gathered, and every rank raises the same error naming every bad file, wherever it was found: no rank
+    trains on while another stops.
+
     Args:
         images: the images to check (``CocoSet.images`` or the subset a dataset reads).
         progress: a tqdm bar on stderr (shown only when it is a terminal).
         show: how many bad files the error lists.
         threads: reader threads (file system latency, not CPU, is the cost; decoding releases the GIL too).
-        full: also decode every image.
+        full: also decode every image (once per job: see above).
+        ctx: the training processes (:class:`~cartoonseg.training.distributed.DistContext`); None or one process:
+            this process checks everything.
 
     Raises:
         ValueError: one or more files fail; the message counts them and lists the first ``show`` with the reason.
     """
     images = list(images)
+    rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
     bar = None
     if progress and sys.stderr.isatty() and images:
         from tqdm import tqdm
 
         bar = tqdm(total=len(images), unit="img", desc="decoding images" if full else "checking images",
                    file=sys.stderr, dynamic_ncols=True, leave=False)
-    bad: list[str] = []
+    found: dict[int, str] = {}  # image index -> its problem
+
+    def problem(i: int) -> str | None:
+        return _image_problem(images[i], full and i % world == rank)  # this rank decodes its share only
+
     try:
         with ThreadPoolExecutor(max(1, min(threads, len(images)))) as pool:
-            for image, problem in zip(images, pool.map(lambda im: _image_problem(im, full), images)):
-                if problem is not None:
-                    bad.append(f"{image.path} {problem}")
+            for i, why in enumerate(pool.map(problem, range(len(images)))):
+                if why is not None:
+                    found[i] = why
                 if bar is not None:
                     bar.update(1)
     finally:
         if bar is not None:
             bar.close()
+    if world > 1:  # every rank the same verdict: the union of what the ranks found (the lowest rank's words)
+        from .distributed import all_gather_object
+
+        for other in reversed(all_gather_object(found, ctx)):
+            found.update(other)
+    bad = [f"{images[i].path} {found[i]}" for i in sorted(found)]
     if bad:
         listed = "; ".join(bad[:show]) + (f"; ... and {len(bad) - show} more" if len(bad) > show else "")
         raise ValueError(f"{len(bad)} of {len(images)} training images cannot be used: {listed}. Fix or remove "

@@ -246,8 +246,8 @@ def train_detector(
         torch.manual_seed(cfg.seed)
         coco = load_coco(cfg.train_ann, cfg.image_root)
         mode = check_images_mode(cfg.check_images)
-        if mode != "none":  # every rank: an error on one rank alone would leave the others waiting
-            check_images(coco.images, progress=ctx.is_main, full=mode == "full")
+        if mode != "none":  # every rank, the same verdict on all (each decodes its share only)
+            check_images(coco.images, progress=ctx.is_main, full=mode == "full", ctx=ctx)
         model, init_report = _build(cfg, coco.num_classes)
         model.to(ctx.device).train()
         if ctx.distributed and ctx.device.type == "cuda" and cfg.sync_bn:

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-__all__ = ["DistContext", "ResumableDistributedSampler", "broadcast_object", "cleanup", "setup"]
+__all__ = ["DistContext", "ResumableDistributedSampler", "all_gather_object", "broadcast_object", "cleanup", "setup"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,15 @@ def broadcast_object(obj, ctx: DistContext):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def all_gather_object(obj, ctx: DistContext) -> list:
+    """Every rank's ``obj``, in rank order, on every rank (``[obj]`` in a single-process run)."""
+    if not ctx.distributed:
+        return [obj]
+    out = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
 
 
 class ResumableDistributedSampler(Sampler[int]):

@@ -174,8 +174,9 @@ def train_refiner(cfg: RefinerTrainConfig, ctx: DistContext | None = None) -> di
         aug = RefineAugConfig(size=cfg.size, ins_rect_prob=cfg.ins_rect_prob, aug_ins_prob=cfg.aug_ins_prob)
         dataset = RefineTrainSet(coco, aug, seed=cfg.seed)
         mode = check_images_mode(cfg.check_images)
-        if mode != "none":  # the images it reads (those with a mask), every rank
-            check_images([coco.images[i] for i, _ in dataset.items], progress=ctx.is_main, full=mode == "full")
+        if mode != "none":  # the images it reads (those with a mask), every rank (each decodes its share only)
+            check_images([coco.images[i] for i, _ in dataset.items], progress=ctx.is_main, full=mode == "full",
+                         ctx=ctx)
         rcfg = refiner_config(cfg.preset, refine_size=cfg.size)
         summary: dict[str, Any] = {"world_size": ctx.world_size, "rank": ctx.rank}
 
