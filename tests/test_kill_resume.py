@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -271,3 +272,82 @@ def test_save_killed_between_its_two_renames_is_completed_on_load(tmp_path, monk
     prefix.with_name("x_last.json.partial").write_text('{"format": "cartoonseg-train-state", "step": 3, "pro')
     with pytest.raises(RuntimeError, match="step 3 .* step 2"):
         load_training_state(prefix)
+
+
+def _failing_save_file(code: int):
+    """A ``safetensors.torch.save_file`` that writes half a file, then fails as the Rust writer does: a
+    ``SafetensorError`` (no ``OSError``) whose message alone carries the OS error."""
+    from safetensors import SafetensorError
+
+    def save_file(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"\0" * 100)
+        raise SafetensorError(f"Error while serializing: IoError(Os {{ code: {code}, kind: Other, message: "
+                              f"\"{os.strerror(code)}\" }}) (os error {code})")
+
+    return save_file
+
+
+def test_a_failed_checkpoint_save_is_one_error_naming_the_file_and_keeps_the_last_checkpoint(tmp_path, monkeypatch,
+                                                                                           capsys):
+    """safetensors reports a full disk or a denied write as its own SafetensorError, which the training CLIs'
+    one-line policy did not know: a traceback, and the half-written temporary stayed on the full disk. Now an
+    OSError naming the checkpoint file and what was kept, the temporaries removed, the last checkpoint loading
+    as before (resume-safety); the same for the GT encoder file and for the checkpoint's JSON half, and
+    ``train.train_detector`` ends with one ``error:`` line."""
+    import safetensors.torch
+
+    import cartoonseg.training.state as state_mod
+    from cartoonseg.models.isnet import ISNetGTEncoder
+    from cartoonseg.training.refiner import save_gt_encoder
+    from train import train_detector as det_cli
+
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.AdamW(model.parameters())
+    prefix = tmp_path / "x_last"
+    st_path = prefix.with_suffix(".safetensors")
+
+    def save(step):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(float(step))
+        save_training_state(prefix, model_state=model.state_dict(), optimizer=opt,
+                            progress={"epoch": 0, "iter": step, "global_step": step}, config={})
+
+    save(1)
+    real_save_file = safetensors.torch.save_file
+    for code, words in ((28, "no space left on the device"), (13, os.strerror(13))):
+        monkeypatch.setattr(safetensors.torch, "save_file", _failing_save_file(code))
+        with pytest.raises(OSError) as err:
+            save(2)
+        assert err.value.errno == code and f"cannot write {st_path}: {words}" in str(err.value)
+        assert f"{st_path} keeps its earlier content" in str(err.value)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["x_last.json", "x_last.safetensors"]  # no temporary
+        assert _check_consistent(prefix) == 1  # the last complete checkpoint, unchanged
+    monkeypatch.setattr(safetensors.torch, "save_file", real_save_file)
+
+    def full_disk(path, data):
+        Path(path).write_bytes(data[:10])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(state_mod, "_write_synced", full_disk)  # the JSON half fails after the tensors were written
+    with pytest.raises(OSError, match=re.escape(f"cannot write {prefix.with_suffix('.json')}: no space left")):
+        save(2)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x_last.json", "x_last.safetensors"]
+    assert _check_consistent(prefix) == 1
+
+    enc_path = tmp_path / "enc" / "gt_encoder.safetensors"
+    monkeypatch.setattr(safetensors.torch, "save_file", _failing_save_file(13))
+    with pytest.raises(OSError, match=re.escape(f"cannot write {enc_path}: {os.strerror(13)}")):
+        save_gt_encoder(ISNetGTEncoder(1, 1, width=0.25), 0.25, enc_path)
+    assert list(enc_path.parent.iterdir()) == []
+
+    make_toy_coco(tmp_path / "data", num_images=4, size=64, seed=0, name="train")
+    out = tmp_path / "run"
+    assert det_cli.main(["--data", str(tmp_path / "data"), "--out", str(out), "--preset", "tiny", "--img-size", "64",
+                         "--epochs", "1", "--batch-size", "2", "--workers", "0", "--device", "cpu",
+                         "--max-iters", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: [Errno 13] cannot write {out / 'detector_last.safetensors'}: "), err
+    assert err.count("\n") == 1, err
+    assert not [p.name for p in out.iterdir() if "partial" in p.name]

@@ -28,12 +28,14 @@ from torch import nn
 from ..build import build_refiner
 from ..checkpoint import save_weights
 from ..config import refiner_config
+from ..outputs import fsync_dir
 from ..models.isnet import ISNetGTEncoder
 from .coco import check_images, check_images_mode, load_coco
 from .distributed import DistContext, cleanup, setup
 from .engine import LoopConfig, check_resumed_settings, check_training_folder, discard_loop, run_loop, state_digest
 from .losses import gt_encoder_loss, refiner_loss
 from .refine_data import RefineAugConfig, RefineTrainSet, collate_refine
+from .state import write_tensors
 
 __all__ = ["RefinerTrainConfig", "load_gt_encoder", "save_gt_encoder", "train_refiner"]
 
@@ -100,15 +102,16 @@ class RefinerTrainConfig:
 
 
 def save_gt_encoder(encoder: ISNetGTEncoder, width: float, path: str | Path) -> Path:
-    """safetensors with ``{"kind": "gt_encoder", "width": w}`` in the header metadata."""
-    from safetensors.torch import save_file
-
+    """safetensors with ``{"kind": "gt_encoder", "width": w}`` in the header metadata; written complete and flushed
+    under a temporary name, then renamed (a kill never leaves a half file at ``path``). A failed write (full disk,
+    unwritable folder) raises an ``OSError`` naming ``path`` (:func:`~cartoonseg.training.state.write_tensors`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
     tmp = path.with_name(path.name + ".partial")
-    save_file(tensors, str(tmp), metadata={"cartoonseg": json.dumps({"kind": "gt_encoder", "width": width})})
+    write_tensors(tensors, tmp, path, {"cartoonseg": json.dumps({"kind": "gt_encoder", "width": width})})
     tmp.replace(path)
+    fsync_dir(path.parent)
     return path
 
 

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..outputs import fsync_dir
+from ..models.weights import CheckpointError
+from ..outputs import _full_disk_error, _writer_os_error, fsync_dir
 
 __all__ = ["checkpoint_exists", "load_training_state", "recover_interrupted_save", "remove_checkpoint",
            "save_training_state"]
@@ -115,6 +116,39 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
+def _told(exc: BaseException, target: Path) -> BaseException:
+    """``exc`` (a failed write for ``target``) as the CLIs' one-line errors tell it: a full disk or an OS error that
+    only a non-Python writer's message carries (safetensors' ``(os error 13)``) as an ``OSError`` naming ``target``
+    and what was kept (:mod:`cartoonseg.outputs`), another safetensors refusal as a ``CheckpointError``; anything
+    else as it is."""
+    from safetensors import SafetensorError
+
+    told = _full_disk_error(exc, target) or _writer_os_error(exc, target)
+    if told is None and isinstance(exc, SafetensorError):
+        kept = "keeps its earlier content" if os.path.lexists(target) else "was not created"
+        told = CheckpointError(f"cannot write {target}: safetensors refused to save the tensors ({exc}); {target} "
+                               f"{kept}")
+    return told if told is not None else exc
+
+
+def write_tensors(tensors: dict[str, Tensor], tmp: Path, target: Path, metadata: dict[str, str]) -> None:
+    """Write ``tensors`` as safetensors to the temporary ``tmp`` (beside ``target``, renamed there by the caller)
+    and flush it to disk. On failure ``tmp`` (maybe half written) is removed and the error names ``target``
+    (:func:`_told`): a full disk or an unwritable folder is one ``error:`` line of the training CLIs, no
+    traceback."""
+    from safetensors.torch import save_file
+
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        _fsync_file(tmp)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        told = _told(exc, target) if isinstance(exc, Exception) else exc
+        if told is exc:
+            raise
+        raise told from exc
+
+
 def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -160,9 +194,11 @@ def save_training_state(
     scaler: Any = None,
     extra_tensors: dict[str, Tensor] | None = None,
 ) -> Path:
-    """Write ``prefix.safetensors`` + ``prefix.json`` (see the module docstring). Returns the JSON path."""
-    from safetensors.torch import save_file
+    """Write ``prefix.safetensors`` + ``prefix.json`` (see the module docstring). Returns the JSON path.
 
+    A write that fails (a full disk, a folder that became unwritable) removes what it had written under the
+    temporary names and raises an ``OSError`` (``CheckpointError`` for another safetensors refusal) naming the
+    file; the previous checkpoint pair stays complete and loadable."""
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, Tensor] = {}
@@ -196,9 +232,16 @@ def save_training_state(
     }
     st_path, js_path, tmp_st, tmp_js = _paths(prefix)
     # 1. both complete files under temporary names (a kill here leaves the previous pair untouched)
-    save_file(tensors, str(tmp_st), metadata={"step": str(step)})
-    _fsync_file(tmp_st)
-    _write_synced(tmp_js, json.dumps(meta, default=_json_default).encode("utf-8"))
+    write_tensors(tensors, tmp_st, st_path, {"step": str(step)})
+    try:
+        _write_synced(tmp_js, json.dumps(meta, default=_json_default).encode("utf-8"))
+    except BaseException as exc:
+        tmp_st.unlink(missing_ok=True)
+        tmp_js.unlink(missing_ok=True)  # half written (an interrupted save's complete one was finished on load)
+        told = _told(exc, js_path) if isinstance(exc, Exception) else exc
+        if told is exc:
+            raise
+        raise told from exc
     # 2. commit: tensors first, JSON last (a kill in between is finished by recover_interrupted_save)
     os.replace(tmp_st, st_path)
     os.replace(tmp_js, js_path)
