@@ -294,6 +294,67 @@ def test_auto_skeleton_neck_of_the_preview_character_is_at_the_collar():
         assert abs(neck[1] - collar) <= 2.0 + 1.2 * m.shape[0] / 96, (u, neck, collar)
 
 
+def _chibi(s: float, head_r: float) -> tuple[np.ndarray, float]:
+    """A chibi: a round head of radius ``head_r`` (wider than the body) overlapping a small ellipse body (half-widths
+    14 x 18, rows 57 to 93) with arms and legs, scaled by ``s``. Returns (mask, the junction's row: the narrowest
+    row between the head's and the body's centres)."""
+    h, w = int(125 * s), int(90 * s)
+    cx = w // 2
+    m = np.zeros((h, w), np.uint8)
+    P = lambda x, y: (int(round(cx + x * s)), int(round(y * s)))
+    cv2.ellipse(m, P(0, 75), (int(14 * s), int(18 * s)), 0, 0, 360, 1, -1)
+    head_y = 61 * s - head_r * s  # the head's bottom 4 units into the body
+    cv2.circle(m, (cx, int(round(head_y))), int(round(head_r * s)), 1, -1)
+    for a, b, wd in (((-10, 68), (-28, 85), 5), ((10, 68), (28, 85), 5), ((-7, 90), (-9, 112), 6),
+                     ((7, 90), (9, 112), 6)):
+        cv2.line(m, P(*a), P(*b), 1, max(2, int(round(wd * s))))
+    rows = np.arange(int(head_y), int(75 * s))
+    return m.astype(np.float32), float(rows[np.argmin(m[rows].sum(1))])
+
+
+@pytest.mark.parametrize("s", [1.0, 1.6, 2.5, 4.0])
+@pytest.mark.parametrize("head_r", [20, 24])
+def test_auto_skeleton_roots_a_chibi_in_its_body_and_finds_its_head(s, head_r):
+    # the root was the distance transform's deepest point: inside a head wider than the body, so no limb pointed
+    # up from it, the rig had no neck/nose (or a neck inside the head) and a nod found no head to turn
+    m, junction = _chibi(s, head_r)
+    sk = auto_skeleton(m > 0.02)
+    tol = 2.0 + 1.2 * max(m.shape) / 96  # two pixels and a work-grid pixel
+    root = sk.joints[sk.root]
+    assert root[1] > junction + 5 * s, (root, junction)
+    assert "neck" in sk.names and "nose" in sk.names, sk.names
+    neck, nose = sk.index("neck"), sk.index("nose")
+    assert abs(sk.joints[neck][1] - junction) <= tol, (sk.joints[neck], junction)
+    assert sk.joints[nose][1] < junction - 10 * s
+    # everything in the head hangs from the neck, so a nod turns the whole head about the neck and nothing else
+    in_head = [j for j in range(len(sk.names)) if sk.joints[j, 1] < junction - tol]
+    assert set(in_head) <= set(sk.subtree(neck)), [sk.names[j] for j in in_head]
+    poses = PresetMotion("nod").poses(sk, 8, 8.0)
+    moved = np.abs(poses - sk.joints).max(axis=(0, 2))
+    assert (moved[in_head] > 0.5).all() and (moved[[j for j in range(len(sk.names)) if j not in sk.subtree(neck)]]
+                                             < 1e-9).all()
+
+
+def test_auto_skeleton_preview_characters_at_640x480_have_a_neck():
+    # at 640x480 the README preview's characters (head 9 units wide, body 8) had their deepest point in the head
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_puppet_preview", Path(__file__).resolve().parents[1] / "bench" / "make_puppet_preview.py")
+    preview = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(preview)
+    _, masks = preview.drawn_scene(640, 480)
+    u = 0.012 * 480
+    for m in masks:
+        rows = np.arange(int(27 * u), int(50 * u))
+        collar = rows[np.argmin((m[rows] > 0.02).sum(1))]  # where the head's ellipse meets the shirt's
+        sk = auto_skeleton(m > 0.02)
+        assert sk.joints[sk.root][1] > collar, (sk.joints[sk.root], collar)
+        assert "neck" in sk.names and "nose" in sk.names, sk.names
+        assert abs(sk.joints[sk.index("neck")][1] - collar) <= 2.0 + 1.2 * 64 * u / 96
+        assert sk.joints[sk.index("nose")][1] < 27 * u
+
+
 def test_wave_keeps_the_torso_outline_and_a_still_head_keeps_its_surroundings():
     # the raised arm dragged the free torso vertices out (a bulge on the shirt's side), and the ARAP solve moved
     # the still head by 0.9 px, which switched the ring round it to the plate (PatchMatch's mess above the head)

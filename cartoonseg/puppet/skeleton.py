@@ -435,6 +435,10 @@ _AUTO_LIMBS = {"head": (("neck", 0.5), None, "nose"), "leg": (("hip", 0.3), ("kn
 #: a head's neck is a pinch: the half-width there is at most this fraction of the narrower of the head's and the
 #: trunk's largest half-widths on either side of it (:func:`_neck_index`)
 _NECK_PINCH = 0.85
+#: a trunk under a head that is the mask's deepest part is at least this fraction of the head's half-width thick
+#: (a hand or foot beyond a wrist or ankle is thinner), and a part above a root this thick is a head over a torso
+#: root, not hair or a raised arm (:func:`_trunk_root`)
+_TRUNK_DEPTH = 0.35
 #: every limb joint name :func:`auto_skeleton` can give (besides ``root`` and ``joint1``, ``joint2``, ... for
 #: unnamed branches; a name taken twice gets ``_2``, ``_3``, ...)
 AUTO_JOINTS: tuple[str, ...] = ("root", *(
@@ -457,14 +461,16 @@ def auto_skeleton(support: np.ndarray, *, max_branches: int = 6, work_size: int 
     """A skeleton derived from the mask alone (for users without a pose model).
 
     The mask is reduced to at most ``work_size`` pixels on its long side; its Euclidean distance transform gives
-    the root (the deepest interior point, usually the torso) and edge costs that make shortest paths run along the
+    the root (the deepest interior point, usually the torso; the deepest point of the body below when that is a
+    head on top wider than the body, :func:`_trunk_root`) and edge costs that make shortest paths run along the
     medial axis (``step / distance``, so thick centres are cheap). From the shortest-path tree of the root,
     branches are added greedily: the pixel whose path adds the most new length becomes a tip, while that length
     exceeds ``min_branch`` times the mask's larger side (at most ``max_branches``). Joints are the root, the tips,
     the branch points, and a middle joint on every limb; limbs are named by direction (the highest tip above the
     root is the head: ``neck``-``nose``; downward tips are legs ``hip``-``knee``-``ankle``; the others arms
     ``shoulder``-``elbow``-``wrist``, "r" on the image's left), so presets and retargeting find them. The neck sits
-    where the head meets the trunk (:func:`_neck_index`), and an arm or leg starts where it leaves the trunk
+    where the head meets the trunk (:func:`_neck_index`; branch points inside a big head join it, their branches
+    hanging from the nose), and an arm or leg starts where it leaves the trunk
     (:func:`_limb_start`), not at a fixed fraction of its path from the root.
     """
     import cv2
@@ -523,6 +529,10 @@ def auto_skeleton(support: np.ndarray, *, max_branches: int = 6, work_size: int 
     deep = dist[py, px]
     root = int(np.lexsort(((py - cy) ** 2 + (px - cx) ** 2, -deep))[0])
     costs, pred = dijkstra(graph, directed=False, indices=root, return_predecessors=True)
+    trunk = _trunk_root(py, px, deep, root, costs, pred, centre=(cy, cx))
+    if trunk != root:  # the deepest point was a big head on top of the body: root the tree in the trunk below it
+        root = trunk
+        costs, pred = dijkstra(graph, directed=False, indices=root, return_predecessors=True)
     reach = np.isfinite(costs)
     in_tree = np.zeros(n, dtype=bool)
     in_tree[root] = True
@@ -602,10 +612,36 @@ def auto_skeleton(support: np.ndarray, *, max_branches: int = 6, work_size: int 
         joints.append(np.asarray(xy, dtype=np.float64))
         return len(names) - 1
 
+    def half_widths(path: list[int]) -> np.ndarray:
+        return np.array([dist[py[a], px[a]] for a in path])
+
+    # a head big enough to hold a branch point of its own (a chibi's round head gets a second tip on its outline):
+    # no pinch between the tip and that branch point, but one further down towards the root. The neck goes there,
+    # and the key nodes beyond it join the head: no joint of their own, their other branches hang from the nose,
+    # so a nod turns the whole head about the neck rather than the nose about a point inside the head
+    absorbed: list[int] = []
+    if head is not None and _neck_index(half_widths(segs[head])) is None:
+        chain, full, at_index = [head], list(segs[head]), []
+        while chain[-1] != root:
+            up = segs[chain[-1]][-1]
+            at_index.append(len(full) - 1)  # where the key node ``up`` sits on ``full``
+            chain.append(up)
+            full += segs[up][1:] if up != root else []
+        k = _neck_index(half_widths(full))
+        if k is not None and at_index and k >= at_index[0]:
+            absorbed = [a for a, i in zip(chain[1:], at_index) if i <= k]
+            neck_parent = chain[len(absorbed) + 1]
+            neck_xy = to_image(py[full[k]], px[full[k]])
+
     node_joint[root] = add("root", root_xy, -1)
     # create key nodes parents-first (by cost from the root)
     counter = 0
     for v in sorted(key - {root}, key=lambda v: costs[v]):
+        if absorbed and (v == head or v in absorbed):
+            if v == absorbed[-1]:  # the head's part nearest the root comes first: its neck and nose
+                nose = add("nose", pos[head], add("neck", neck_xy, node_joint[neck_parent]))
+                node_joint.update({a: nose for a in (head, *absorbed)})
+            continue
         path = segs[v]
         parent_joint = node_joint[path[-1]]
         role = roles.get(v)
@@ -626,7 +662,7 @@ def auto_skeleton(support: np.ndarray, *, max_branches: int = 6, work_size: int 
 
             start_xy, mid_xy = at(start[1]), None if mid is None else at(mid[1])
             if kind == "head":  # the neck where the head meets the trunk (its narrowest place between them)
-                k = _neck_index(np.array([dist[py[a], px[a]] for a in path]))
+                k = _neck_index(half_widths(path))
                 if k is not None:
                     start_xy = to_image(py[path[k]], px[path[k]])
             else:  # arms and legs start where they leave the trunk, not a fixed fraction in
@@ -644,6 +680,40 @@ def auto_skeleton(support: np.ndarray, *, max_branches: int = 6, work_size: int 
             counter += 1
             node_joint[v] = add(f"joint{counter}", pos[v], parent_joint)
     return Skeleton(names=names, parents=parents, joints=np.stack(joints), source="auto")
+
+
+def _trunk_root(py: np.ndarray, px: np.ndarray, depth: np.ndarray, root: int, costs: np.ndarray, pred: np.ndarray,
+                *, centre: tuple[float, float]) -> int:
+    """The root in the trunk when the mask's deepest point ``root`` lies in a head wider than the body below it.
+
+    ``py, px [N]`` are the mask's work-grid pixels, ``depth [N]`` their half-widths, ``costs, pred`` the shortest-path
+    tree from ``root``. A pixel lies beyond a pinch when the narrowest half-width on its path from the root is at
+    least one grid pixel and :data:`_NECK_PINCH` below its own (the test of :func:`_neck_index`). The root moves to
+    the deepest such pixel (ties: the one nearest the mask's centre) when the root's part is a head on top:
+
+    - that pixel is a thick part (at least :data:`_TRUNK_DEPTH` of the root's half-width ``R``, not a hand or a
+      foot), lies below the root's inscribed disc and more below it than to its side;
+    - nothing above the root's disc is thick (half-width under :data:`_TRUNK_DEPTH` of ``R``: hair, ears or raised
+      arms, not a head over a torso root).
+
+    Otherwise ``root`` is returned (ordinary proportions: the torso is the deepest part and the head sits above it).
+    The deepest point of a chibi (or of the README preview's character at 640x480, head 9 units wide on a body 8
+    wide) was inside the head: no limb pointed up from it, so the rig had no ``neck``/``nose`` and nod or turn found
+    no head."""
+    R = float(depth[root])
+    order = np.argsort(costs)
+    order = order[np.isfinite(costs[order])]
+    neck = depth.copy()  # the narrowest half-width on the path from the root (parents come first in cost order)
+    for v in order[1:]:
+        neck[v] = min(depth[v], neck[pred[v]])
+    pinched = (depth - neck >= 1.0) & (neck <= _NECK_PINCH * depth) & np.isfinite(costs)
+    dy, dx = py - py[root], px - px[root]
+    pinched &= (dy > R) & (dy > np.abs(dx)) & (depth >= _TRUNK_DEPTH * R)
+    if not pinched.any() or (depth[dy < -R] >= _TRUNK_DEPTH * R).any():
+        return root
+    cand = np.nonzero(pinched)[0]
+    best = cand[depth[cand] >= depth[cand].max()]
+    return int(best[np.argmin((py[best] - centre[0]) ** 2 + (px[best] - centre[1]) ** 2)])
 
 
 def _limb_start(pts: np.ndarray, depth: np.ndarray, *, small_xy, inside: np.ndarray, step_in: bool = True
