@@ -294,10 +294,12 @@ def test_auto_skeleton_neck_of_the_preview_character_is_at_the_collar():
         assert abs(neck[1] - collar) <= 2.0 + 1.2 * m.shape[0] / 96, (u, neck, collar)
 
 
-def _chibi(s: float, head_r: float) -> tuple[np.ndarray, float]:
+def _chibi(s: float, head_r: float, shoe: float = 0, hand: float = 0) -> tuple[np.ndarray, float]:
     """A chibi: a round head of radius ``head_r`` (wider than the body) overlapping a small ellipse body (half-widths
-    14 x 18, rows 57 to 93) with arms and legs, scaled by ``s``. Returns (mask, the junction's row: the narrowest
-    row between the head's and the body's centres)."""
+    14 x 18, rows 57 to 93) with arms (6 wide, from (+-10, 68) to (+-28, 85)) and legs (6 wide, from (+-7, 90) to
+    (+-9, 112)), scaled by ``s``; ``shoe`` > 0 draws shoes that wide (half-widths ``shoe`` x ``0.6 shoe``, toes
+    out) and ``hand`` > 0 round hands of that radius at the arms' ends. Returns (mask, the junction's row: the
+    narrowest row between the head's and the body's centres)."""
     h, w = int(125 * s), int(90 * s)
     cx = w // 2
     m = np.zeros((h, w), np.uint8)
@@ -308,6 +310,11 @@ def _chibi(s: float, head_r: float) -> tuple[np.ndarray, float]:
     for a, b, wd in (((-10, 68), (-28, 85), 5), ((10, 68), (28, 85), 5), ((-7, 90), (-9, 112), 6),
                      ((7, 90), (9, 112), 6)):
         cv2.line(m, P(*a), P(*b), 1, max(2, int(round(wd * s))))
+    for side in (-1, 1):
+        if shoe:
+            cv2.ellipse(m, P(side * 11, 112), (int(shoe * s), int(0.6 * shoe * s)), 0, 0, 360, 1, -1)
+        if hand:
+            cv2.circle(m, P(side * 28, 85), int(hand * s), 1, -1)
     rows = np.arange(int(head_y), int(75 * s))
     return m.astype(np.float32), float(rows[np.argmin(m[rows].sum(1))])
 
@@ -333,6 +340,32 @@ def test_auto_skeleton_roots_a_chibi_in_its_body_and_finds_its_head(s, head_r):
     moved = np.abs(poses - sk.joints).max(axis=(0, 2))
     assert (moved[in_head] > 0.5).all() and (moved[[j for j in range(len(sk.names)) if j not in sk.subtree(neck)]]
                                              < 1e-9).all()
+
+
+@pytest.mark.parametrize("s", [1.0, 1.6, 2.5, 4.0])
+@pytest.mark.parametrize("head_r", [20, 24])
+@pytest.mark.parametrize("shoe, hand", [(9, 0), (11, 0), (0, 7), (11, 6)])
+def test_auto_skeleton_limbs_with_wide_shoes_or_big_hands_start_at_the_trunk(s, head_r, shoe, hand):
+    # a limb started at the first place, from its tip, where the mask grew past 1.25 times the limb's own width: a
+    # shoe wider than the leg (or a big round hand, or the work grid's rounding along a thin limb) is such a place,
+    # so the hip sat by the ankle (hip, knee and ankle within 15 px at the foot) and a kick bent the foot alone
+    m, _ = _chibi(s, head_r, shoe=shoe, hand=hand)
+    sk = auto_skeleton(m > 0.02)
+    cx, tol = m.shape[1] // 2, 1.2 * max(m.shape) / 96  # a work-grid pixel
+    j = {n: sk.joints[i] for i, n in enumerate(sk.names)}
+    t = np.linspace(0, 1, 2001)[:, None]
+    a, b = np.array([-10.0, 68.0]), np.array([-28.0, 85.0])  # the right arm's axis, in the chibi's units
+    axis = a + t * (b - a)
+    leaves = axis[np.argmin((axis[:, 0] / 14) ** 2 + ((axis[:, 1] - 75) / 18) ** 2 <= 1)]  # out of the body
+    for side, sign in (("r", 1), ("l", -1)):
+        hip, knee, ankle = j[f"{side}_hip"], j[f"{side}_knee"], j[f"{side}_ankle"]
+        r = 3 * s  # the leg's half-width; the legs part at the body's bottom (row 92)
+        assert abs(hip[1] - (92 * s - r)) <= r + tol, (side, hip, 92 * s - r)
+        assert 0.25 < (knee[1] - hip[1]) / (ankle[1] - hip[1]) < 0.75, (side, hip, knee, ankle)
+        shoulder, elbow, wrist = j[f"{side}_shoulder"], j[f"{side}_elbow"], j[f"{side}_wrist"]
+        exit_xy = np.array([cx + sign * leaves[0] * s, leaves[1] * s])
+        assert np.hypot(*(shoulder - exit_xy)) <= 2 * (2.5 * s + tol), (side, shoulder, exit_xy)  # r in, at most
+        assert 0.25 < (elbow[1] - shoulder[1]) / (wrist[1] - shoulder[1]) < 0.75, (side, shoulder, elbow, wrist)
 
 
 def test_auto_skeleton_preview_characters_at_640x480_have_a_neck():

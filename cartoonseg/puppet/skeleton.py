@@ -720,8 +720,10 @@ def _limb_start(pts: np.ndarray, depth: np.ndarray, *, small_xy, inside: np.ndar
                 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Where a limb leaves the trunk, and its middle joint: ``pts [P,2]`` (image xy) follow the limb's path from its
     tip to its key parent, ``depth [P]`` the mask's half-width there (image pixels). The limb's own half-width ``r``
-    is the median over the tip half of the path; the limb merges into the trunk where the half-width first exceeds
-    ``1.25 r``. The start joint sits one ``r`` further in along the limb's axis (fitted to the path before that
+    is the median over the tip half of the path; the limb merges into the trunk at the start of the stretch nearest
+    the key parent where the half-width exceeds ``1.25 r`` (coming from the trunk, where it first drops to the
+    limb's own). The first such place from the tip was a shoe wider than the leg or a big round hand (or the work
+    grid's rounding along a thin limb): the hip of a chibi with wide shoes sat by its ankle. The start joint sits one ``r`` further in along the limb's axis (fitted to the path before that
     point), like a shoulder or hip inside the outline, rather than where the medial path turns towards the root
     (which, for an arm hanging from a wide torso, is far below the shoulder). The middle joint is halfway along
     the path from there to the tip. None when the path shows no such widening (then the fixed fractions apply).
@@ -734,10 +736,15 @@ def _limb_start(pts: np.ndarray, depth: np.ndarray, *, small_xy, inside: np.ndar
     if n < 6:
         return None
     r = float(np.median(depth[: n // 2]))
-    wide = np.nonzero(depth[2:] > 1.25 * r)[0]
-    if r <= 0 or not len(wide):
+    wide = depth > 1.25 * r
+    wide[:2] = False
+    if r <= 0 or not wide.any():
         return None
-    k = int(wide[0]) + 2
+    # the start of the wide stretch nearest the key parent: coming from the trunk, the half-width first drops to the
+    # limb's own just before it. The first widening from the tip was a shoe wider than the leg, a mitten, or a
+    # bump of the work grid's rounding along a thin limb, and put a hip by the ankle
+    narrow = np.nonzero(~wide)[0]
+    k = int(narrow[-1]) + 1
     if k >= n - 1 or k < 4:
         return None
     seg = pts[k // 2: k + 1]
