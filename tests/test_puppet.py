@@ -294,6 +294,36 @@ def test_auto_skeleton_neck_of_the_preview_character_is_at_the_collar():
         assert abs(neck[1] - collar) <= 2.0 + 1.2 * m.shape[0] / 96, (u, neck, collar)
 
 
+@pytest.mark.parametrize("s", [1.0, 1.6, 2.5, 4.0])
+@pytest.mark.parametrize("neck", [0, 7])
+@pytest.mark.parametrize("tuft", [0, -1, 1])
+def test_auto_skeleton_puts_the_nose_on_the_heads_centre_line(s, neck, tuft):
+    # the nose was the head path's farthest pixel: off the head's centre line by up to half the head's width (a
+    # hair tuft on one side, or just the medial path's wander over a round head), so the head's bone leant sideways
+    # and a retargeted upright head came out tilted, a nod turning it about a slanted axis
+    m, cx, _ = _head_on_body(s, neck)
+    if tuft:  # a hair tuft on the head's top, off to one side
+        r = round(18 * s)
+        top = 45 * s - 2 * r + (5 * s if neck == 0 else -4 * s)
+        cv2.fillPoly(m, [np.array([[cx + tuft * 0.2 * r, top + 0.3 * r], [cx + tuft * 0.9 * r, top + 0.6 * r],
+                                   [cx + tuft * r, top - 0.5 * r]], np.int32)], 1.0)
+    masks = [(m, cx)] + [(c, c.shape[1] // 2) for c in (_chibi(s, r)[0] for r in (20, 24))] * (tuft == 0)
+    for m, cx in masks:
+        sk = auto_skeleton(m > 0.02)
+        nose, neck_xy = sk.joints[sk.index("nose")], sk.joints[sk.index("neck")]
+        assert abs(nose[0] - cx) <= 1.0 + 1.2 * max(m.shape) / 96, (nose, cx)  # a pixel and a work-grid pixel
+        assert nose[1] < neck_xy[1] - 10 * s and m[int(round(nose[1])), int(round(nose[0]))] > 0.5, (nose, neck_xy)
+
+
+def test_auto_skeleton_nose_of_the_preview_character_is_on_its_centre_line():
+    for u in (2.4, 3.0, 4.0, 5.0):
+        _, m, u, cx = drawn_character(u)
+        sk = auto_skeleton(m > 0.02)
+        nose = sk.joints[sk.index("nose")]
+        assert abs(nose[0] - cx) <= 1.0 + 1.2 * m.shape[0] / 96, (u, nose, cx)
+        assert nose[1] < 27 * u  # above the head's centre: the bone spans the head
+
+
 def _chibi(s: float, head_r: float, shoe: float = 0, hand: float = 0) -> tuple[np.ndarray, float]:
     """A chibi: a round head of radius ``head_r`` (wider than the body) overlapping a small ellipse body (half-widths
     14 x 18, rows 57 to 93) with arms (6 wide, from (+-10, 68) to (+-28, 85)) and legs (6 wide, from (+-7, 90) to
@@ -386,6 +416,8 @@ def test_auto_skeleton_preview_characters_at_640x480_have_a_neck():
         assert "neck" in sk.names and "nose" in sk.names, sk.names
         assert abs(sk.joints[sk.index("neck")][1] - collar) <= 2.0 + 1.2 * 64 * u / 96
         assert sk.joints[sk.index("nose")][1] < 27 * u
+        cx = np.nonzero(m[int(27 * u)] > 0.5)[0].mean()  # the head's centre line
+        assert abs(sk.joints[sk.index("nose")][0] - cx) <= 1.0 + 1.2 * 64 * u / 96, (sk.joints[sk.index("nose")], cx)
 
 
 def test_wave_keeps_the_torso_outline_and_a_still_head_keeps_its_surroundings():

@@ -470,8 +470,8 @@ def auto_skeleton(support: np.ndarray, *, max_branches: int = 6, work_size: int 
     root is the head: ``neck``-``nose``; downward tips are legs ``hip``-``knee``-``ankle``; the others arms
     ``shoulder``-``elbow``-``wrist``, "r" on the image's left), so presets and retargeting find them. The neck sits
     where the head meets the trunk (:func:`_neck_index`; branch points inside a big head join it, their branches
-    hanging from the nose), and an arm or leg starts where it leaves the trunk
-    (:func:`_limb_start`), not at a fixed fraction of its path from the root.
+    hanging from the nose), the nose on the head's axis (:func:`_head_axis_end`), and an arm or leg starts where
+    it leaves the trunk (:func:`_limb_start`), not at a fixed fraction of its path from the root.
     """
     import cv2
     from scipy.ndimage import distance_transform_edt
@@ -615,6 +615,11 @@ def auto_skeleton(support: np.ndarray, *, max_branches: int = 6, work_size: int 
     def half_widths(path: list[int]) -> np.ndarray:
         return np.array([dist[py[a], px[a]] for a in path])
 
+    def nose_xy(nodes: list[int]) -> np.ndarray:
+        """The nose on the head's axis (:func:`_head_axis_end`); ``nodes`` run from the neck to the head's tip."""
+        end = _head_axis_end(small, np.stack([py[nodes], px[nodes]], axis=1).astype(np.float64))
+        return pos[nodes[-1]] if end is None else to_image(*end)
+
     # a head big enough to hold a branch point of its own (a chibi's round head gets a second tip on its outline):
     # no pinch between the tip and that branch point, but one further down towards the root. The neck goes there,
     # and the key nodes beyond it join the head: no joint of their own, their other branches hang from the nose,
@@ -639,7 +644,7 @@ def auto_skeleton(support: np.ndarray, *, max_branches: int = 6, work_size: int 
     for v in sorted(key - {root}, key=lambda v: costs[v]):
         if absorbed and (v == head or v in absorbed):
             if v == absorbed[-1]:  # the head's part nearest the root comes first: its neck and nose
-                nose = add("nose", pos[head], add("neck", neck_xy, node_joint[neck_parent]))
+                nose = add("nose", nose_xy(full[k::-1]), add("neck", neck_xy, node_joint[neck_parent]))
                 node_joint.update({a: nose for a in (head, *absorbed)})
             continue
         path = segs[v]
@@ -660,11 +665,12 @@ def auto_skeleton(support: np.ndarray, *, max_branches: int = 6, work_size: int 
                 k = min(max(k, 0), len(path) - 1)
                 return to_image(py[path[k]], px[path[k]])
 
-            start_xy, mid_xy = at(start[1]), None if mid is None else at(mid[1])
+            start_xy, mid_xy, end_xy = at(start[1]), None if mid is None else at(mid[1]), pos[v]
             if kind == "head":  # the neck where the head meets the trunk (its narrowest place between them)
                 k = _neck_index(half_widths(path))
-                if k is not None:
-                    start_xy = to_image(py[path[k]], px[path[k]])
+                if k is None:  # no pinch: the fixed fraction (the place ``at`` gives)
+                    k = min(max(int(np.searchsorted(seg_len, total * (1 - start[1]))), 0), len(path) - 1)
+                start_xy, end_xy = to_image(py[path[k]], px[path[k]]), nose_xy(path[k::-1])
             else:  # arms and legs start where they leave the trunk, not a fixed fraction in
                 found = _limb_start(np.stack([to_image(py[a], px[a]) for a in path]),
                                     np.array([dist[py[a], px[a]] for a in path]) * math.sqrt(sx * sy),
@@ -675,7 +681,7 @@ def auto_skeleton(support: np.ndarray, *, max_branches: int = 6, work_size: int 
             j = add(prefix + start[0], start_xy, parent_joint)
             if mid is not None:
                 j = add(prefix + mid[0], mid_xy, j)
-            node_joint[v] = add(prefix + end, pos[v], j)
+            node_joint[v] = add(prefix + end, end_xy, j)
         else:
             counter += 1
             node_joint[v] = add(f"joint{counter}", pos[v], parent_joint)
@@ -723,10 +729,11 @@ def _limb_start(pts: np.ndarray, depth: np.ndarray, *, small_xy, inside: np.ndar
     is the median over the tip half of the path; the limb merges into the trunk at the start of the stretch nearest
     the key parent where the half-width exceeds ``1.25 r`` (coming from the trunk, where it first drops to the
     limb's own). The first such place from the tip was a shoe wider than the leg or a big round hand (or the work
-    grid's rounding along a thin limb): the hip of a chibi with wide shoes sat by its ankle. The start joint sits one ``r`` further in along the limb's axis (fitted to the path before that
-    point), like a shoulder or hip inside the outline, rather than where the medial path turns towards the root
-    (which, for an arm hanging from a wide torso, is far below the shoulder). The middle joint is halfway along
-    the path from there to the tip. None when the path shows no such widening (then the fixed fractions apply).
+    grid's rounding along a thin limb): the hip of a chibi with wide shoes sat by its ankle. The start joint sits
+    one ``r`` further in along the limb's axis (fitted to the path before that point), like a shoulder or hip
+    inside the outline, rather than where the medial path turns towards the root (which, for an arm hanging from a
+    wide torso, is far below the shoulder). The middle joint is halfway along the path from there to the tip. None
+    when the path shows no such widening (then the fixed fractions apply).
 
     ``step_in=False`` (legs) keeps the start at that exit point: the half-width of a leg's medial path grows past
     ``1.25 r`` about one ``r`` above the crotch, where a hip joint sits (half a thigh's width above the crotch);
@@ -761,6 +768,48 @@ def _limb_start(pts: np.ndarray, depth: np.ndarray, *, small_xy, inside: np.ndar
     length = np.cumsum([0.0, *np.hypot(*np.diff(pts[: k + 1], axis=0).T)])
     mid = pts[int(np.searchsorted(length, 0.5 * length[-1]))]
     return start, mid
+
+
+def _head_axis_end(small: np.ndarray, path: np.ndarray) -> np.ndarray | None:
+    """The automatic ``nose``: the end of the head's bone on the head's axis, in work-grid ``(y, x)``.
+
+    ``small`` is the work-grid mask, ``path [P,2]`` the head's medial path from the neck to the head's tip (its
+    farthest pixel from the root). The head is the part of the mask beyond the neck (cut across the medial path's
+    direction over its first stretch past the neck) that holds the tip; its axis runs from the neck through the
+    centre of its largest inscribed disc (the middle of the face, whatever the hair or ears do), and the nose sits
+    on it as far out as the tip reaches along it (stepped back towards the centre while outside the mask). None
+    when the head part cannot be found (the fixed tip applies).
+
+    The nose used to be the tip itself: on a head with its hair's highest point off to one side (the README
+    preview's left character: x 178 against the head's centre 193 at 640x480) the head's bone leant sideways, so
+    a retargeted upright head came out tilted and a nod turned it about a slanted axis."""
+    from scipy.ndimage import distance_transform_edt, label
+
+    neck, tip = path[0], path[-1]
+    steps = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(path, axis=0).T))])
+    if len(path) < 3 or steps[-1] < 2.0:
+        return None
+    q = path[min(int(np.searchsorted(steps, max(2.0, 0.25 * steps[-1]))), len(path) - 1)]
+    u = (q - neck) / max(float(np.hypot(*(q - neck))), 1e-9)
+    yy, xx = np.mgrid[: small.shape[0], : small.shape[1]]
+    parts, _ = label(small & ((yy - neck[0]) * u[0] + (xx - neck[1]) * u[1] > 0.5))
+    part = parts[int(tip[0]), int(tip[1])]
+    if part == 0:
+        return None
+    head = parts == part
+    depth = distance_transform_edt(np.pad(head, 1))[1:-1, 1:-1]
+    centre = np.argwhere(head & (depth >= depth.max() - 0.5)).mean(axis=0)
+    axis = centre - neck
+    to_centre = float(np.hypot(*axis))
+    if to_centre < 1.0:
+        return None
+    axis /= to_centre
+    for reach in np.linspace(max(float(np.dot(tip - neck, axis)), to_centre), to_centre, 16):
+        end = neck + reach * axis
+        iy, ix = int(round(end[0])), int(round(end[1]))
+        if 0 <= iy < small.shape[0] and 0 <= ix < small.shape[1] and small[iy, ix]:
+            return end
+    return centre
 
 
 def _neck_index(depth: np.ndarray) -> int | None:
