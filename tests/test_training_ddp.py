@@ -181,6 +181,13 @@ elif what == "export":
     detector.save_weights = refuse(what)
 elif what == "gt_encoder":
     refiner.save_gt_encoder = refuse(what)
+elif what == "log":  # the log line of the first step cannot be written
+    log = engine._log
+    def refuse_log(ctx, out_dir, record):
+        if ctx.is_main and record.get("step") == 1 and "event" not in record:
+            raise OSError(28, "No space left on device", str(Path(out_dir, "log.jsonl")))
+        log(ctx, out_dir, record)
+    engine._log = refuse_log
 elif what == "eval":  # an evaluator (library only) that fails on rank 0, where it runs
     def bad_evaluator(model):
         raise ValueError("evaluation failed: no validation images")
@@ -195,14 +202,14 @@ Path(out, "rank" + os.environ["RANK"] + ".json").write_text(json.dumps({"rc": rc
 """
 
 
-@pytest.mark.parametrize("what", ["checkpoint", "export", "gt_encoder", "folder", "eval"])
+@pytest.mark.parametrize("what", ["checkpoint", "export", "gt_encoder", "folder", "eval", "log"])
 def test_a_failing_rank0_step_ends_every_rank_at_once_with_its_error(tmp_path, what):
-    """Rank 0 alone writes the checkpoints, the GT encoder and the export, checks the output folder and runs the
-    evaluator, while the other ranks waited at a barrier: when that step failed (full disk, unwritable or foreign
-    folder) they waited until the launcher killed them or for the process group's time-out (30-60 min; NCCL, or a
-    rank 0 still alive), at best died with a traceback about a lost connection, and never said why. Now each such
-    step goes through ``agree_on``: both ranks of a real 2-process gloo group end promptly with rank 0's one-line
-    error (no torchrun: its agent would kill rank 1 as soon as rank 0 exits and hide a rank left waiting)."""
+    """Rank 0 alone writes the checkpoints, the log, the GT encoder and the export, checks the output folder and
+    runs the evaluator, while the other ranks waited at a barrier: when that step failed (full disk, unwritable or
+    foreign folder) they waited until the launcher killed them or for the process group's time-out (30-60 min; NCCL,
+    or a rank 0 still alive), at best died with a traceback about a lost connection, and never said why. Now each
+    such step goes through ``agree_on``: both ranks of a real 2-process gloo group end promptly with rank 0's
+    one-line error (no torchrun: its agent would kill rank 1 as soon as rank 0 exits and hide a rank left waiting)."""
     import socket
     import time
 
@@ -245,7 +252,7 @@ def test_a_failing_rank0_step_ends_every_rank_at_once_with_its_error(tmp_path, w
                 p.wait()
     expected = {"checkpoint": f"{out / 'detector_last.safetensors'}", "export": f"{out / 'detector.safetensors'}",
                 "gt_encoder": f"{out / 'gt_encoder.safetensors'}", "folder": f"training output folder {out} holds",
-                "eval": "evaluation failed: no validation images"}
+                "eval": "evaluation failed: no validation images", "log": f"{out / 'log.jsonl'}"}
     errors = []
     for r in (0, 1):
         err = logs[r].read_text()

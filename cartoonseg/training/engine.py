@@ -555,19 +555,16 @@ def run_loop(
                 values = {k: float(v.detach()) for k, v in losses.items() if isinstance(v, Tensor) and v.numel() == 1}
                 values = _mean_across(ctx, values, device)
                 last_log = dict(values, lr=lr)
-                _log(
-                    ctx,
-                    out_dir,
-                    {
-                        "name": cfg.name,
-                        "epoch": epoch,
-                        "iter": it_in_epoch,
-                        "step": global_step,
-                        "lr": lr,
-                        "time_s": round(time.time() - t0 - eval_time, 2),
-                        **{k: round(v, 6) for k, v in values.items()},
-                    },
-                )
+                record = {
+                    "name": cfg.name,
+                    "epoch": epoch,
+                    "iter": it_in_epoch,
+                    "step": global_step,
+                    "lr": lr,
+                    "time_s": round(time.time() - t0 - eval_time, 2),
+                    **{k: round(v, 6) for k, v in values.items()},
+                }
+                agree_on(lambda: _log(ctx, out_dir, record), ctx)  # a log line rank 0 cannot write ends every rank
             if cfg.ckpt_interval and global_step % cfg.ckpt_interval == 0:
                 save(epoch, it_in_epoch)
             stop = cfg.max_iters is not None and global_step >= cfg.max_iters
