@@ -154,8 +154,8 @@ def agree_on(make: Callable[[], Any], rank: RankInfo) -> Any:
     report a lost connection instead of the cause).
 
     Every step that rank 0 does alone while the other ranks wait for it goes through here (a barrier after it
-    would leave them waiting when it fails): the annotate item list, and the trainers' output-folder check, checkpoints, log,
-    evaluations and exports (``rank`` may be any object with ``is_main``, such as their
+    would leave them waiting when it fails): the annotate item list, and the trainers' output-folder check,
+    checkpoints, log lines, evaluations and exports (``rank`` may be any object with ``is_main``, such as their
     :class:`cartoonseg.training.distributed.DistContext`)."""
     failed, value, own = False, None, None
     if rank.is_main:
