@@ -151,7 +151,12 @@ def agree_on(make: Callable[[], Any], rank: RankInfo) -> Any:
     """Rank 0's ``make()`` on every rank (only rank 0 calls it; see :func:`agree`). When it raises, rank 0 sends
     the exception instead and every rank raises it (rank 0 its own, the others a copy), so no rank is left waiting
     for a rank 0 that gave up (it would wait until rank 0's process ends, or for the group's time-out, and then
-    report a lost connection instead of the cause)."""
+    report a lost connection instead of the cause).
+
+    Every step that rank 0 does alone while the other ranks wait for it goes through here (a barrier after it
+    would leave them waiting when it fails): the annotate item list, and the trainers' output-folder check,
+    checkpoints, log lines, evaluations and exports (``rank`` may be any object with ``is_main``, such as their
+    :class:`cartoonseg.training.distributed.DistContext`)."""
     failed, value, own = False, None, None
     if rank.is_main:
         try:

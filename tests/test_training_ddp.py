@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from cartoonseg.training.toy import make_toy_coco
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,3 +156,112 @@ def test_full_image_check_decodes_each_image_once_per_job_and_every_rank_names_t
         assert got["rc"] == 2 and len(lines) == 1 and lines[0].startswith(expected), err[-3000:]
         assert sorted(got["decoded"]) == sorted(str(im.path) for im in images[r::2])  # its share, each once
     assert not list((tmp_path / "out").glob("detector_last*"))  # stopped before the first step
+
+
+RANK0_FAIL_DRIVER = """
+import json, os, sys
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+import cartoonseg.training.detector as detector
+import cartoonseg.training.engine as engine
+import cartoonseg.training.refiner as refiner
+
+def refuse(what):
+    def fail(*args, **kwargs):
+        path = kwargs.get("path", args[-1] if what == "gt_encoder" else args[0 if what == "checkpoint" else 1])
+        name = f"{path}.safetensors" if what == "checkpoint" else str(path)
+        raise OSError(28, "No space left on device", name)
+    return fail
+
+what, out = sys.argv[1], sys.argv[2]
+if what == "checkpoint":
+    engine.save_training_state = refuse(what)
+elif what == "export":
+    detector.save_weights = refuse(what)
+elif what == "gt_encoder":
+    refiner.save_gt_encoder = refuse(what)
+elif what == "log":  # the log line of the first step cannot be written
+    log = engine._log
+    def refuse_log(ctx, out_dir, record):
+        if ctx.is_main and record.get("step") == 1 and "event" not in record:
+            raise OSError(28, "No space left on device", str(Path(out_dir, "log.jsonl")))
+        log(ctx, out_dir, record)
+    engine._log = refuse_log
+elif what == "eval":  # an evaluator (library only) that fails on rank 0, where it runs
+    def bad_evaluator(model):
+        raise ValueError("evaluation failed: no validation images")
+    train = detector.train_detector
+    detector.train_detector = lambda cfg, ctx=None: train(cfg, ctx, evaluator=bad_evaluator)
+if what == "gt_encoder":
+    from train.train_refiner import main
+else:
+    from train.train_detector import main
+rc = main(sys.argv[3:])
+Path(out, "rank" + os.environ["RANK"] + ".json").write_text(json.dumps({"rc": rc}))
+"""
+
+
+@pytest.mark.parametrize("what", ["checkpoint", "export", "gt_encoder", "folder", "eval", "log"])
+def test_a_failing_rank0_step_ends_every_rank_at_once_with_its_error(tmp_path, what):
+    """Rank 0 alone writes the checkpoints, the log, the GT encoder and the export, checks the output folder and
+    runs the evaluator, while the other ranks waited at a barrier: when that step failed (full disk, unwritable or
+    foreign folder) they waited until the launcher killed them or for the process group's time-out (30-60 min; NCCL,
+    or a rank 0 still alive), at best died with a traceback about a lost connection, and never said why. Now each
+    such step goes through ``agree_on``: both ranks of a real 2-process gloo group end promptly with rank 0's
+    one-line error (no torchrun: its agent would kill rank 1 as soon as rank 0 exits and hide a rank left waiting)."""
+    import socket
+    import time
+
+    data = tmp_path / "data"
+    make_toy_coco(data, num_images=8, size=64, seed=0, name="train")
+    out = tmp_path / "out"
+    if what == "folder":  # a folder of someone else's files: rank 0 refuses it
+        out.mkdir()
+        (out / "holiday.jpg").write_bytes(b"not ours")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    driver = tmp_path / "driver.py"
+    driver.write_text(RANK0_FAIL_DRIVER)
+    args = ["--data", str(data), "--out", str(out), "--preset", "tiny", "--epochs", "1", "--batch-size", "2",
+            "--workers", "0", "--device", "cpu", "--check-images", "none", "--log-interval", "1"]
+    if what == "gt_encoder":
+        args += ["--size", "64", "--gt-epochs", "1"]
+    else:
+        args += ["--img-size", "64", "--warmup-iters", "0"]
+    if what == "checkpoint":
+        args += ["--max-iters", "1"]  # stops after one step: the checkpoint is the last thing written
+    procs, logs = [], []
+    for r in (0, 1):
+        env = dict(_env(), RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(port))
+        logs.append(tmp_path / f"stderr{r}.txt")
+        with open(logs[-1], "w") as err:
+            procs.append(subprocess.Popen([sys.executable, str(driver), what, str(tmp_path), *args], cwd=REPO,
+                                          env=env, stdout=subprocess.DEVNULL, stderr=err))
+    try:
+        procs[0].wait(timeout=240)
+        ended = time.monotonic()
+        procs[1].wait(timeout=30)  # not left waiting for a rank 0 that is gone
+        assert time.monotonic() - ended < 30
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    expected = {"checkpoint": f"{out / 'detector_last.safetensors'}", "export": f"{out / 'detector.safetensors'}",
+                "gt_encoder": f"{out / 'gt_encoder.safetensors'}", "folder": f"training output folder {out} holds",
+                "eval": "evaluation failed: no validation images", "log": f"{out / 'log.jsonl'}"}
+    errors = []
+    for r in (0, 1):
+        err = logs[r].read_text()
+        result = tmp_path / f"rank{r}.json"
+        assert result.is_file(), err[-3000:]
+        assert json.loads(result.read_text())["rc"] == 2, err[-3000:]
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and expected[what] in lines[0], err[-3000:]
+        errors.append(lines[0])
+    assert errors[0] == errors[1]  # rank 0's words on every rank
+    if what == "folder":
+        assert sorted(p.name for p in out.iterdir()) == ["holiday.jpg"]  # nothing written into it

@@ -25,6 +25,7 @@ from ..build import build_detector
 from ..checkpoint import load_detector, save_weights
 from ..config import detector_config
 from ..models.rtmdet_ins import RTMDetIns
+from ..sharding import agree_on
 from .coco import check_images, check_images_mode, load_coco
 from .det_data import DetAugConfig, DetectionTrainSet, collate_detection
 from .distributed import DistContext, cleanup, setup
@@ -240,9 +241,8 @@ def train_detector(
     try:
         # the output policy first, before anything is read or trained: a folder of ours, no export over an input
         inputs = tuple(p for p in (cfg.init, cfg.train_ann) if p)
-        if ctx.is_main:
-            check_training_folder(cfg.out_dir, exports=("detector.safetensors",), inputs=inputs)
-        ctx.barrier()
+        # (rank 0 checks; its refusal ends every rank with its message, see agree_on)
+        agree_on(lambda: check_training_folder(cfg.out_dir, exports=("detector.safetensors",), inputs=inputs), ctx)
         torch.manual_seed(cfg.seed)
         coco = load_coco(cfg.train_ann, cfg.image_root)
         mode = check_images_mode(cfg.check_images)
@@ -316,13 +316,15 @@ def train_detector(
             "rank": ctx.rank,
             "state_digest": state_digest(model.state_dict()),
         }
-        if result.finished and ctx.is_main:
-            export = build_detector(model.config)
-            state = result.ema.state_dict() if result.ema is not None else model.state_dict()
-            export.load_state_dict({k: v.detach().cpu() for k, v in state.items()})
-            summary["export"] = str(save_weights(export.eval(), Path(cfg.out_dir) / "detector.safetensors",
-                                                 inputs=inputs))
-        ctx.barrier()
+        if result.finished:
+
+            def write_export() -> str:
+                export = build_detector(model.config)
+                state = result.ema.state_dict() if result.ema is not None else model.state_dict()
+                export.load_state_dict({k: v.detach().cpu() for k, v in state.items()})
+                return str(save_weights(export.eval(), Path(cfg.out_dir) / "detector.safetensors", inputs=inputs))
+
+            summary["export"] = agree_on(write_export, ctx)  # rank 0 writes; its error ends every rank
         return summary
     finally:
         if own_ctx:

@@ -45,6 +45,9 @@ class DistContext:
         return self.rank == 0
 
     def barrier(self) -> None:
+        """Wait for every rank. Not after work that rank 0 does alone: when that fails the others would wait here
+        for a rank 0 that is gone; run it through :func:`cartoonseg.sharding.agree_on` instead (every rank gets
+        rank 0's result, or raises its error)."""
         if self.distributed:
             dist.barrier()
 

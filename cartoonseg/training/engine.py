@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
+from ..sharding import agree_on
 from .distributed import DistContext, ResumableDistributedSampler
 from .optim import ExpMomentumEMA, WarmupCosine, param_groups
 from .state import checkpoint_exists, load_training_state, remove_checkpoint, restore_rng, save_training_state
@@ -190,11 +191,12 @@ def _trim_log(ctx: DistContext, out_dir: Path, global_step: int, name: str) -> N
 def discard_loop(ctx: DistContext, out_dir: Path, name: str) -> None:
     """Start the loop ``name`` over in ``out_dir``: its checkpoint and its log lines go (a multi-phase run started
     over with ``resume=False`` must not resume a later phase from the earlier run)."""
-    if ctx.is_main:
+    def discard() -> None:
         check_training_folder(out_dir)  # nothing is deleted from a folder that is not a training run of ours
         remove_checkpoint(out_dir / f"{name}_last")
         _trim_log(ctx, out_dir, 0, name)
-    ctx.barrier()
+
+    agree_on(discard, ctx)  # rank 0 deletes; its error ends every rank (none waits at a barrier for it)
 
 
 def _broadcast_state(ctx: DistContext, tensors: list[Tensor]) -> None:
@@ -399,9 +401,10 @@ def run_loop(
             with the step, ``train_s`` (wall time spent training so far, evaluations excluded) and ``eval_s``.
     """
     out_dir = Path(cfg.out_dir)
-    if ctx.is_main:
-        claim_training_folder(out_dir)
-    ctx.barrier()
+    # rank 0 alone writes (folder, checkpoints, log, evaluation): each such step goes through agree_on, so when it
+    # fails (full disk, unwritable folder) every rank stops at once with rank 0's error instead of waiting at a
+    # barrier for a rank 0 that is gone (until the launcher kills it, or the process group's time-out)
+    agree_on(lambda: claim_training_folder(out_dir), ctx)
     device = ctx.device
     amp_dtype = autocast_dtype(cfg.amp, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
@@ -421,7 +424,7 @@ def run_loop(
     epoch, it_in_epoch, global_step = 0, 0, 0
     config_record = _config_record(cfg, run_config, ctx.world_size)
     if not (cfg.resume and checkpoint_exists(prefix)):
-        _trim_log(ctx, out_dir, 0, cfg.name)  # a fresh start: this loop's lines of an earlier run go
+        agree_on(lambda: _trim_log(ctx, out_dir, 0, cfg.name), ctx)  # a fresh start: this loop's old lines go
     if cfg.resume and checkpoint_exists(prefix):
         loaded = load_training_state(prefix, map_location=device)
         _refuse_changes(prefix, loaded, config_record, cfg.allow_changes)
@@ -434,12 +437,13 @@ def run_loop(
         restore_rng(loaded)
         p = loaded["progress"]
         epoch, it_in_epoch, global_step = int(p["epoch"]), int(p["iter"]), int(p["global_step"])
-        _trim_log(ctx, out_dir, global_step, cfg.name)
-        _log(
-            ctx,
-            out_dir,
-            {"event": "resume", "name": cfg.name, "epoch": epoch, "iter": it_in_epoch, "step": global_step},
-        )
+
+        def note_resume() -> None:
+            _trim_log(ctx, out_dir, global_step, cfg.name)
+            _log(ctx, out_dir, {"event": "resume", "name": cfg.name, "epoch": epoch, "iter": it_in_epoch,
+                                "step": global_step})
+
+        agree_on(note_resume, ctx)
     wrapped: nn.Module = model
     if ctx.distributed:
         wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -447,7 +451,8 @@ def run_loop(
     def save(ep: int, it: int) -> None:
         if it >= iters_per_epoch:
             ep, it = ep + 1, 0
-        if ctx.is_main:
+
+        def write() -> None:
             save_training_state(
                 prefix,
                 model_state=model.state_dict(),
@@ -463,7 +468,8 @@ def run_loop(
                 ema_state=ema.state_dict() if ema else None,
                 scaler=scaler,
             )
-        ctx.barrier()
+
+        agree_on(write, ctx)
 
     def sync_end() -> None:
         _broadcast_state(ctx, list(model.buffers()))
@@ -477,11 +483,13 @@ def run_loop(
     last_eval_step = -1
 
     def run_eval() -> None:
-        nonlocal eval_time, eval_cpu, last_eval_step
+        nonlocal last_eval_step
         if evaluate is None or last_eval_step == global_step:
             return
         last_eval_step = global_step
-        if ctx.is_main:
+
+        def rank0_eval() -> None:
+            nonlocal eval_time, eval_cpu
             start, start_cpu = time.time(), time.process_time()
             model.eval()
             with torch.no_grad():
@@ -496,7 +504,8 @@ def run_loop(
             _log(ctx, out_dir, record)
             eval_time += spent
             eval_cpu += time.process_time() - start_cpu
-        ctx.barrier()
+
+        agree_on(rank0_eval, ctx)  # an evaluator's error ends every rank, not only rank 0
     if cfg.max_iters is not None and global_step >= cfg.max_iters and epoch < cfg.epochs:
         sync_end()  # resumed at the step limit (the same command again): nothing more to train
         return LoopResult(global_step, False, last_log, ema)
@@ -546,19 +555,16 @@ def run_loop(
                 values = {k: float(v.detach()) for k, v in losses.items() if isinstance(v, Tensor) and v.numel() == 1}
                 values = _mean_across(ctx, values, device)
                 last_log = dict(values, lr=lr)
-                _log(
-                    ctx,
-                    out_dir,
-                    {
-                        "name": cfg.name,
-                        "epoch": epoch,
-                        "iter": it_in_epoch,
-                        "step": global_step,
-                        "lr": lr,
-                        "time_s": round(time.time() - t0 - eval_time, 2),
-                        **{k: round(v, 6) for k, v in values.items()},
-                    },
-                )
+                record = {
+                    "name": cfg.name,
+                    "epoch": epoch,
+                    "iter": it_in_epoch,
+                    "step": global_step,
+                    "lr": lr,
+                    "time_s": round(time.time() - t0 - eval_time, 2),
+                    **{k: round(v, 6) for k, v in values.items()},
+                }
+                agree_on(lambda: _log(ctx, out_dir, record), ctx)  # a log line rank 0 cannot write ends every rank
             if cfg.ckpt_interval and global_step % cfg.ckpt_interval == 0:
                 save(epoch, it_in_epoch)
             stop = cfg.max_iters is not None and global_step >= cfg.max_iters

@@ -30,6 +30,7 @@ from ..checkpoint import save_weights
 from ..config import refiner_config
 from ..outputs import fsync_dir
 from ..models.isnet import ISNetGTEncoder
+from ..sharding import agree_on
 from .coco import check_images, check_images_mode, load_coco
 from .distributed import DistContext, cleanup, setup
 from .engine import LoopConfig, check_resumed_settings, check_training_folder, discard_loop, run_loop, state_digest
@@ -169,9 +170,8 @@ def train_refiner(cfg: RefinerTrainConfig, ctx: DistContext | None = None) -> di
         # and no export over an input
         exports = ("refiner.safetensors",) + (() if cfg.gt_encoder else ("gt_encoder.safetensors",))
         inputs = (cfg.gt_encoder, cfg.train_ann)
-        if ctx.is_main:
-            check_training_folder(out, exports=exports, inputs=inputs)
-        ctx.barrier()
+        # (rank 0 checks; its refusal ends every rank with its message, see agree_on)
+        agree_on(lambda: check_training_folder(out, exports=exports, inputs=inputs), ctx)
         torch.manual_seed(cfg.seed)
         coco = load_coco(cfg.train_ann, cfg.image_root)
         aug = RefineAugConfig(size=cfg.size, ins_rect_prob=cfg.ins_rect_prob, aug_ins_prob=cfg.aug_ins_prob)
@@ -185,9 +185,8 @@ def train_refiner(cfg: RefinerTrainConfig, ctx: DistContext | None = None) -> di
 
         if not cfg.resume:  # starting over: nothing of an earlier run here is resumed or reused later
             discard_loop(ctx, out, "refiner")
-            if not cfg.gt_encoder and ctx.is_main:
-                (out / "gt_encoder.safetensors").unlink(missing_ok=True)
-            ctx.barrier()
+            if not cfg.gt_encoder:
+                agree_on(lambda: (out / "gt_encoder.safetensors").unlink(missing_ok=True), ctx)
         encoder = None
         if cfg.use_gt_encoder:
             enc_path = Path(cfg.gt_encoder) if cfg.gt_encoder else out / "gt_encoder.safetensors"
@@ -223,9 +222,7 @@ def train_refiner(cfg: RefinerTrainConfig, ctx: DistContext | None = None) -> di
                 summary["gt_encoder_last"] = r.last_log
                 if not r.finished:
                     return summary
-                if ctx.is_main:
-                    save_gt_encoder(enc, rcfg.width, enc_path)
-                ctx.barrier()
+                agree_on(lambda: save_gt_encoder(enc, rcfg.width, enc_path), ctx)  # rank 0's error ends every rank
             encoder = load_gt_encoder(enc_path, ctx.device)
             if encoder.width != rcfg.width:
                 raise ValueError(f"GT encoder {enc_path} was trained for a refiner of width {encoder.width}; the "
@@ -268,12 +265,15 @@ def train_refiner(cfg: RefinerTrainConfig, ctx: DistContext | None = None) -> di
                 "state_digest": state_digest(model.state_dict()),
             }
         )
-        if r.finished and ctx.is_main:
-            export = build_refiner(rcfg)
-            export.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
-            summary["export"] = str(save_weights(export.eval(), out / "refiner.safetensors",
-                                                 inputs=tuple(p for p in inputs if p)))
-        ctx.barrier()
+        if r.finished:
+
+            def write_export() -> str:
+                export = build_refiner(rcfg)
+                export.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
+                return str(save_weights(export.eval(), out / "refiner.safetensors",
+                                        inputs=tuple(p for p in inputs if p)))
+
+            summary["export"] = agree_on(write_export, ctx)  # rank 0 writes; its error ends every rank
         return summary
     finally:
         if own_ctx:
