@@ -43,6 +43,9 @@ _RANSAC_POINTS = 20000
 BAND_RATIO = 1.5
 #: Context of a rectified grid around its holes, in group margins (``margin`` px at the holes' scale).
 CONTEXT_MARGINS = 2
+#: Cells beside the holes that are not the plane's (the occluder, other surfaces) are filled with them within this
+#: many patch sides, so their guessed colours do not steer the patches at the holes' boundary.
+RIM_PATCHES = 2
 #: A surface in front of the plane this many margins away on a reveal's iso-depth line may still continue over it.
 FRONT_REACH = 4
 # Largest rectified grid (cells); a larger one is sampled more coarsely.
@@ -344,7 +347,7 @@ def plane_fill(
                 continue
             # the cells next to them that are not the plane's (the occluder, other surfaces) are filled too, so
             # their guessed colours do not steer the patches at the holes' boundary (the occluder's rim in fill_view)
-            need = grow_mask(need, 2 * patch_size) & ~source
+            need = grow_mask(need, RIM_PATCHES * patch_size) & ~source
             r_rgb = fill_push_pull(r_rgb[None], source[None, None])[0]
             try:
                 filled = patchmatch_inpaint(r_rgb.permute(1, 2, 0).clamp(0.0, 1.0), need, source=source,
