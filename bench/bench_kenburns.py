@@ -41,7 +41,7 @@ from cartoonseg.kenburns import (  # noqa: E402
 from cartoonseg.kenburns.dof import bokeh_blur, focus_schedule  # noqa: E402
 from cartoonseg.kenburns.render import coverage_counter  # noqa: E402
 
-from bench_kenburns_quality import fill_config  # noqa: E402  (the benchmarks' fill names: "<fill>[+plate]")
+from bench_kenburns_quality import fill_config  # noqa: E402  (the benchmarks' fill names: "<fill>[+plate][+noplanes]")
 
 
 def make_scene(size: int, seed: int = 0):
@@ -66,7 +66,9 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=0, help="frames per batch (0 = auto)")
     ap.add_argument("--dof", action="store_true", help="include depth of field")
-    ap.add_argument("--fill", default="far-side", choices=["far-side", "patchmatch", "patchmatch+plate"],
+    ap.add_argument("--fill", default="far-side",
+                    choices=["far-side", "patchmatch", "patchmatch+plate", "patchmatch+noplanes",
+                             "patchmatch+plate+noplanes"],
                     help="time the end-view inpainting of this fill too (far-side: none)")
     ap.add_argument("--json", default=None, help=JSON_HELP)
     add_overwrite_argument(ap)

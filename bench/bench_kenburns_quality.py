@@ -602,10 +602,15 @@ def planar_truth_plate(layers, plate: Tensor | None, focal: float, size: tuple[i
 
 
 def fill_config(fill: str) -> KenBurnsConfig:
-    """A fill name of the benchmark: one of the renderer's fills, or ``<fill>+plate`` (the plate shown behind the
-    characters instead of inpainting what the key views reveal there)."""
-    name, _, reveals = fill.partition("+")
-    return KenBurnsConfig(fill=name, character_reveals=reveals or "key-views")
+    """A fill name of the benchmark: one of the renderer's fills, with options after ``+``: ``plate`` (the plate
+    shown behind the characters instead of inpainting what the key views reveal there), ``noplanes`` (no plane
+    guidance: every hole inpainted in image space), e.g. ``patchmatch+plate``, ``patchmatch+noplanes``."""
+    name, *options = fill.split("+")
+    unknown = sorted(set(options) - {"plate", "noplanes"})
+    if unknown:
+        raise ValueError(f"--fills: unknown option(s) {unknown} in {fill!r}; allowed after '+': plate, noplanes")
+    return KenBurnsConfig(fill=name, character_reveals="plate" if "plate" in options else "key-views",
+                          plane_guidance="noplanes" not in options)
 
 
 def surface_of(layers, idx: Tensor) -> Tensor:

@@ -502,6 +502,18 @@ def test_cli_fill_choices(tmp_path, capsys):
     assert "--character-reveals: invalid choice: 'smear'" in capsys.readouterr().err
 
 
+def test_cli_plane_guidance_switch(tmp_path, monkeypatch):
+    import cartoonseg.kenburns.cli as cli
+
+    seen = []
+    real = cli.render_kenburns
+    monkeypatch.setattr(cli, "render_kenburns", lambda *a, **k: seen.append(k["config"]) or real(*a, **k))
+    args = _write_inputs(tmp_path)
+    assert cli.main([*args, "--out", str(tmp_path / "a.webp")]) == 0
+    assert cli.main([*args, "--no-plane-guidance", "--out", str(tmp_path / "b.webp")]) == 0
+    assert [c.plane_guidance for c in seen] == [True, False]
+
+
 def test_cli_diffusion_fill_runs_a_diffusers_pipeline(tmp_path, capsys, tiny_pipeline_dir):
     from PIL import Image
 
@@ -595,3 +607,16 @@ def test_quality_benchmark_first_scene_scores_held_out_scenes(tmp_path):
     with pytest.raises(SystemExit) as err:
         bench.main(["--quick", "--first-scene", "-1"])
     assert err.value.code == 2
+
+
+def test_quality_benchmark_fill_names():
+    """The benchmark's fill names: a renderer fill with options after '+' (the plate behind the characters, no plane
+    guidance); an unknown option is refused with the allowed ones."""
+    bench = _quality_bench()
+    assert bench.fill_config("patchmatch") == KenBurnsConfig(fill="patchmatch")
+    assert bench.fill_config("patchmatch+plate") == KenBurnsConfig(fill="patchmatch", character_reveals="plate")
+    assert bench.fill_config("patchmatch+noplanes") == KenBurnsConfig(fill="patchmatch", plane_guidance=False)
+    both = bench.fill_config("patchmatch+plate+noplanes")
+    assert both.character_reveals == "plate" and not both.plane_guidance
+    with pytest.raises(ValueError, match="plate, noplanes"):
+        bench.fill_config("patchmatch+planes")

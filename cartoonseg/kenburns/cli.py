@@ -119,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
         camera = CameraPath(preset=args.camera, frames=args.frames, zoom=args.zoom, easing=args.easing,
                             playback=args.playback, fps=args.fps)
         config = KenBurnsConfig(depth_of_field=args.dof, fill=args.fill, key_views=args.key_views,
-                                character_reveals=args.character_reveals)  # the size follows from the image
+                                character_reveals=args.character_reveals,
+                                plane_guidance=not args.no_plane_guidance)  # the size follows from the image
     except ValueError as exc:  # the library names its fields; a command-line user knows the options
         message = str(exc)
         for field, option in _OPTIONS.items():
@@ -244,6 +245,9 @@ def _add_kenburns(sub) -> None:
                    help="background revealed behind the characters (patchmatch, diffusion): key-views (default: "
                         "inpainted at the key views like every other disocclusion) or plate (the PatchMatch plate "
                         "of the characters' area)")
+    p.add_argument("--no-plane-guidance", action="store_true",
+                   help="patchmatch, diffusion: inpaint a slanted ground in image space too (default: in the "
+                        "ground's own coordinates, so its pattern keeps its perspective, at the ground's depth)")
     p.add_argument("--diffusion-model", default=None,
                    help="--fill diffusion: diffusers SD inpainting folder or single-file SD1.x checkpoint (local only)")
     p.add_argument("--config-dir", default=None, help="local diffusers config folder (for a single-file checkpoint)")

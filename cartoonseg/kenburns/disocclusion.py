@@ -41,6 +41,13 @@ Steps of :func:`inpaint_disocclusions` (characters stay separate layers; they ar
    extremes (holes and instances inpainted together, only the holes kept); a thin reveal next to known background
    inpaints better than the whole character area of the input view (the plate, which now shows only
    where no key view reaches). The plate points landing on the reveals are dropped.
+   **Planes** (``plane_guidance``): the slanted planes of the input view (a ground, a floor) are found once
+   (:mod:`~cartoonseg.kenburns.planes`); the holes of steps 3-5 that lie on one are then inpainted in the plane's
+   rectified coordinates, where its pattern is free of perspective, from what the input shows of it (never the
+   plate or an earlier key view's inpainting), and take the plane's exact depth. A depth edge's hole lies on the
+   plane where the plane passes in front of its background side and is seen nearby; a reveal behind a character
+   (wide, it may hide anything) only where its row shows the plane on both sides of the character and nothing in
+   front of the plane (a house there may continue behind the character).
 6. **Lifting.** Each hole pixel is unprojected with the key view's camera at its filled depth and appended to the
    background layer, flagged as disoccluded ("revealed") for the output mask.
 
@@ -59,6 +66,7 @@ from torch import Tensor
 from ..ops import grow_mask
 from .camera import CameraPoses
 from .fill import fill_holes_far
+from .planes import fit_planes, plane_fill
 from .pointcloud import PointCloud, project, splat, unproject
 
 __all__ = [
@@ -545,6 +553,7 @@ def inpaint_disocclusions(
     seed: int = 0,
     z_tolerance: float = 0.03,
     far_tolerance: float = 0.1,
+    plane_guidance: bool = True,
     interrupt: Callable[[], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[PointCloud, KeyViewReport]:
@@ -571,6 +580,9 @@ def inpaint_disocclusions(
             textures across a disocclusion better than the 3 px of the original's character plate: see
             ``bench/bench_kenburns_quality.py``).
         reveal_patch_size: PatchMatch patch side for the reveals behind the characters (step 5).
+        plane_guidance: find the input view's slanted planes (a ground, :func:`~cartoonseg.kenburns.planes.
+            fit_planes`) and inpaint the holes and reveals on them in the plane's own coordinates, at the plane's
+            depth (:func:`~cartoonseg.kenburns.planes.plane_fill`); the others as before.
         z_tolerance: z-buffer blending band (as the renderer).
         far_tolerance: relative depth band of the far side (as the renderer).
         interrupt: cancel check (raise to stop), called between inpainting windows.
@@ -588,6 +600,10 @@ def inpaint_disocclusions(
     order = select_key_views(background_depth, poses, max_views=key_views, min_hole_fraction=min_hole_fraction)
     report = KeyViewReport(poses=torch.zeros(0, 6), times=[], hole_pixels=[])
     z_near = float(background.z.min()) if len(background) else None
+    # slanted planes (a ground) of the input view, without the plate's guessed points: their holes are inpainted in
+    # the plane's own coordinates (planes.py)
+    planes = fit_planes(background, poses.focal, keep=None if plate is None else ~plate, seed=seed) \
+        if plane_guidance and len(background) else []
     key_poses = []
     if progress is not None:
         progress(0, len(order))
@@ -606,8 +622,21 @@ def inpaint_disocclusions(
             continue
         feats = layer.features[0, 0:3].clamp(0.0, 1.0)  # the background is opaque: colours are not premultiplied
         view_depth = layer.depth[0, 0]
+        if planes:
+            # the planes copy only what the input shows: not the plate, not what an earlier key view inpainted
+            real = background.features[:, _REVEALED] < 0.5
+            if plate is not None:
+                real = real & ~plate
+            shown = splat(_select(background, real), pose, poses.focal, size, z_tolerance=z_tolerance)
+            guessed = (shown.weight <= 0)[0, 0] | (shown.depth[0, 0] > view_depth * (1.0 + z_tolerance))
         if bool(holes.any()):
             filled, fdepth = _fill_view_holes(feats, view_depth, holes, **fill)
+            if planes:
+                p_rgb, p_depth, on = plane_fill(feats.permute(1, 2, 0), holes, view_depth, fdepth, planes, pose[0],
+                                                poses.focal, patch_size=patch_size, margin=margin, seed=seed,
+                                                occluder=guessed & ~holes, interrupt=interrupt)
+                filled = torch.where(on[..., None], p_rgb, filled)
+                fdepth = torch.where(on, p_depth, fdepth)
         else:
             filled, fdepth = feats.permute(1, 2, 0), view_depth
         lifted = holes
@@ -632,6 +661,13 @@ def inpaint_disocclusions(
                 # 7-px patches: the reveals are wider than the depth edges' slivers (see REVEAL_PATCH)
                 r_filled, r_depth = _fill_view_holes(ctx_rgb, ctx_depth, reveals, split_depth=True, reach=margin,
                                                      occluder=cover, **dict(fill, patch_size=reveal_patch_size))
+                if planes:
+                    p_rgb, p_depth, on = plane_fill(ctx_rgb.permute(1, 2, 0), reveals, ctx_depth, r_depth, planes,
+                                                    pose[0], poses.focal, patch_size=reveal_patch_size, margin=margin,
+                                                    seed=seed, occluder=cover | guessed, confirm_rows=True,
+                                                    interrupt=interrupt)
+                    r_filled = torch.where(on[..., None], p_rgb, r_filled)
+                    r_depth = torch.where(on, p_depth, r_depth)
                 filled = torch.where(reveals[..., None], r_filled, filled)
                 fdepth = torch.where(reveals, r_depth, fdepth)
                 lifted = holes | reveals

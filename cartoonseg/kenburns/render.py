@@ -123,6 +123,10 @@ class KenBurnsConfig:
             as occluders (as the original does; better than a PatchMatch plate, see the README's quality table),
             and the plate shows only where no key view reaches; ``plate`` shows the background plate as given (use
             it with a real background, e.g. a drawn background layer).
+        plane_guidance: the ``patchmatch`` and ``diffusion`` fills inpaint what lies on a slanted plane of the
+            scene (a ground, a floor: found in the depth map) in the plane's own coordinates, so its pattern keeps
+            its perspective, and lift it at the plane's depth (:mod:`cartoonseg.kenburns.planes`); False fills
+            everything in image space as before.
     """
 
     size: int = 0
@@ -142,6 +146,7 @@ class KenBurnsConfig:
     key_view_overshoot: float = 1.1
     near_band: int = -1
     character_reveals: str = "key-views"
+    plane_guidance: bool = True
 
     def __post_init__(self) -> None:
         if not (self.size == 0 or MIN_SIDE <= self.size <= MAX_SIDE):
@@ -712,7 +717,8 @@ def inpaint_scene(
         characters=scene.layers[1:] if reveal else (), plate=scene.plate if reveal else None,
         refiner=refiner if config.fill == "diffusion" else None, key_views=config.key_views,
         overshoot=config.key_view_overshoot, near_band=None if config.near_band < 0 else config.near_band,
-        z_tolerance=config.z_tolerance, far_tolerance=config.far_tolerance, interrupt=interrupt, progress=progress,
+        z_tolerance=config.z_tolerance, far_tolerance=config.far_tolerance, plane_guidance=config.plane_guidance,
+        interrupt=interrupt, progress=progress,
     )
     return report
 

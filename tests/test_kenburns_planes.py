@@ -1,0 +1,189 @@
+"""Planar structure guidance of the Ken Burns end-view inpainting (cartoonseg.kenburns.planes) on analytic scenes: a
+tiled ground plane below a far wall, whose views are known in closed form."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cartoonseg.kenburns.disocclusion import fill_view
+from cartoonseg.kenburns.planes import Plane, fit_planes, plane_depth, plane_fill
+from cartoonseg.kenburns.pointcloud import unproject
+
+H, W = 96, 144
+FOCAL = max(H, W) / 2.0
+GROUND = 0.5  # the ground plane Y = 0.5 (camera units; Y grows downwards), the camera level at Y = 0
+WALL = 12.0  # a far wall Z = 12
+TILE = 0.25  # checker tile side on the ground (world units)
+
+
+def _rays(pose, size=(H, W)):
+    """Ray directions (per unit camera depth) of the renderer's camera model, world units."""
+    h, w = size
+    tx, ty, tz, k, px, py = (float(v) for v in pose)
+    y = torch.arange(h, dtype=torch.float64)[:, None].expand(h, w)
+    x = torch.arange(w, dtype=torch.float64)[None, :].expand(h, w)
+    dx = (x - 0.5 * (w - 1) - px) / (k * FOCAL)
+    dy = (y - 0.5 * (h - 1) - py) / (k * FOCAL)
+    return (tx, ty, tz), dx, dy
+
+
+def ground_view(pose=(0, 0, 0, 1.0, 0, 0)):
+    """The scene seen from ``pose``: colours ``[H,W,3]``, camera depth ``[H,W]`` and a ground mask. The ground is a
+    checkerboard of two colours with dark grout; the wall is flat grey."""
+    (tx, ty, tz), dx, dy = _rays(pose)
+    # ground: ty + c dy = GROUND  ->  c = (GROUND - ty) / dy
+    c_ground = torch.where(dy > 1e-9, (GROUND - ty) / dy.clamp_min(1e-9), torch.full_like(dy, math.inf))
+    c_wall = torch.full_like(dy, WALL - tz)
+    on_ground = c_ground < c_wall
+    c = torch.where(on_ground, c_ground, c_wall)
+    gx, gz = tx + c * dx, tz + c
+    i, j = torch.floor(gx / TILE), torch.floor(gz / TILE)
+    check = ((i + j) % 2 == 0)
+    grout = ((gx / TILE - torch.round(gx / TILE)).abs() < 0.06) | ((gz / TILE - torch.round(gz / TILE)).abs() < 0.06)
+    ground = torch.where(check[..., None], torch.tensor([0.9, 0.85, 0.7], dtype=torch.float64),
+                         torch.tensor([0.3, 0.6, 0.65], dtype=torch.float64))
+    ground = torch.where(grout[..., None], torch.tensor([0.15, 0.12, 0.15], dtype=torch.float64), ground)
+    rgb = torch.where(on_ground[..., None], ground, torch.tensor([0.6, 0.6, 0.62], dtype=torch.float64))
+    return rgb.float(), c.float(), on_ground
+
+
+def _cloud(depth):
+    return unproject(depth, torch.zeros(0, *depth.shape))
+
+
+def test_fit_planes_finds_the_ground_not_the_wall():
+    _, depth, on_ground = ground_view()
+    planes = fit_planes(_cloud(depth), FOCAL)
+    assert len(planes) == 1  # the fronto-parallel wall is left to the image-space fill
+    plane = planes[0]
+    assert plane.slant_deg(FOCAL) > 85.0
+    assert abs(plane.support - float(on_ground.float().mean())) < 0.02
+    # the plane's depth in the input view is the ground's
+    cp = plane_depth(plane, torch.tensor([0, 0, 0, 1.0, 0, 0]), FOCAL, (H, W))
+    err = ((cp - depth).abs() / depth)[on_ground & (depth < 8)]
+    assert float(err.max()) < 1e-3
+
+
+def test_fit_planes_survives_a_depth_estimators_scale_and_shift():
+    """A depth estimator's disparity is known up to a scale and a shift; a plane stays linear in it, so the fit
+    finds the ground there too (in the renderer's geometry of that disparity)."""
+    _, depth, on_ground = ground_view()
+    near = 1.0 / depth
+    shifted = 0.7 * near / float(near.max()) + 0.05
+    planes = fit_planes(_cloud(1.0 / shifted), FOCAL)
+    assert len(planes) == 1 and planes[0].slant_deg(FOCAL) > 60.0
+    assert abs(planes[0].support - float(on_ground.float().mean())) < 0.02
+
+
+def test_fit_planes_of_a_flat_or_empty_scene_is_empty():
+    assert fit_planes(_cloud(torch.full((H, W), 5.0)), FOCAL) == []  # one fronto-parallel plane
+    assert fit_planes(_cloud(torch.full((2, 1), 5.0)), FOCAL) == []  # too few points
+
+
+def test_plane_depth_of_a_moved_view_meets_the_plane():
+    _, depth, _ = ground_view()
+    plane = fit_planes(_cloud(depth), FOCAL)[0]
+    pose = (0.08, -0.03, 0.2, 1.15, 3.0, -2.0)
+    cp = plane_depth(plane, torch.tensor(pose), FOCAL, (H, W))
+    _, truth_depth, on_ground = ground_view(pose)
+    ok = on_ground & (truth_depth < 8)
+    assert float(((cp - truth_depth).abs() / truth_depth)[ok].max()) < 1e-3
+    assert bool(torch.isinf(cp[0]).all())  # above the horizon the rays never meet the ground
+
+
+def _psnr(a, b, m):
+    return float(10 * torch.log10(1.0 / ((a - b) ** 2).mean(-1)[m].mean()))
+
+
+def test_plane_fill_continues_the_ground_pattern_in_perspective():
+    """A character-shaped hole in a moved view of the tiled ground: filled in the plane's own coordinates, the
+    tiles keep their perspective size and the grout lines their direction; image-space PatchMatch copies tiles of
+    other distances. Both get the same holes, depth and copy sources."""
+    pose = torch.tensor([0.05, 0.0, 0.0, 1.0, 0.0, 0.0])
+    rgb, depth, on_ground = ground_view(tuple(pose.tolist()))
+    _, input_depth, _ = ground_view()
+    plane = fit_planes(_cloud(input_depth), FOCAL)
+    yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    holes = ((xx - 70) ** 2 / 8.0**2 + (yy - 70) ** 2 / 14.0**2) < 1.0  # a tall blob on the ground
+    assert bool(on_ground[holes].all())
+    colours, new_depth, done = plane_fill(rgb, holes, depth, depth, plane, pose, FOCAL, patch_size=5, margin=24)
+    assert bool(done[holes].all()) and not bool(done[~holes].any())
+    assert torch.equal(colours[~holes], rgb[~holes])
+    assert float(((new_depth - depth).abs() / depth)[holes].max()) < 1e-3  # the holes take the plane's depth
+    flat = fill_view(rgb, holes, torch.where(holes, torch.zeros_like(depth), depth), depth, patch_size=5, margin=24)
+    ours, theirs = _psnr(colours, rgb, holes), _psnr(flat, rgb, holes)
+    assert ours > theirs + 3.0, (ours, theirs)
+
+
+def test_plane_fill_leaves_holes_that_a_nearer_surface_may_continue_over():
+    """A hole whose row shows a box standing in front of the ground on one side: the box may continue behind the
+    occluder, so those rows are left to the image-space fill; rows with the ground on both sides are filled."""
+    pose = torch.tensor([0.0, 0.0, 0.0, 1.0, 0.0, 0.0])
+    rgb, depth, _ = ground_view()
+    depth = depth.clone()
+    box = torch.zeros(H, W, dtype=torch.bool)
+    box[55:68, 40:62] = True  # a box at Z = 1.5, in front of the ground on these rows (1.85 to 4.8)
+    depth[box] = 1.5
+    rgb = rgb.clone()
+    rgb[box] = torch.tensor([0.8, 0.2, 0.2])
+    plane = fit_planes(_cloud(ground_view()[1]), FOCAL)
+    holes = torch.zeros(H, W, dtype=torch.bool)
+    holes[50:90, 64:76] = True
+    occluder = torch.zeros_like(holes)
+    occluder[50:90, 62:64] = True  # the character's rim: skipped, never a source
+    _, _, done = plane_fill(rgb, holes, depth, torch.full((H, W), WALL), plane, pose, FOCAL, patch_size=5, margin=24,
+                            occluder=occluder, confirm_rows=True)
+    assert not bool(done[55:68][holes[55:68]].any())  # the box's rows
+    assert bool(done[72:90][holes[72:90]].all())  # ground on both sides
+
+
+def test_plane_fill_without_planes_is_a_no_op():
+    rgb, depth, _ = ground_view()
+    holes = torch.zeros(H, W, dtype=torch.bool)
+    holes[60:70, 60:70] = True
+    colours, new_depth, done = plane_fill(rgb, holes, depth, depth, [], torch.tensor([0, 0, 0, 1.0, 0, 0]), FOCAL)
+    assert not bool(done.any()) and torch.equal(colours, rgb) and torch.equal(new_depth, depth)
+
+
+@pytest.mark.parametrize("coef", [(0.0, 0.01, 0.0), (0.01, 0.0, 0.002)])
+def test_plane_slant(coef):
+    assert Plane(coef=coef, support=1.0).slant_deg(FOCAL) > 80.0
+
+
+def test_render_fills_the_ground_behind_a_character_in_perspective():
+    """End to end: a character standing on the tiled ground, the camera pans; the ground it uncovers (behind it in
+    the input) is scored against the true view. With plane guidance (the default) it is inpainted on the ground's
+    own grid and lifted at the ground's depth; without it, by image-space PatchMatch at the background-side
+    depth."""
+    from cartoonseg.kenburns import CameraPath, KenBurnsConfig, render_kenburns, resolve_poses
+    from cartoonseg.kenburns.render import build_scene
+
+    rgb, depth, _ = ground_view()
+    yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
+    feet = 80
+    body = ((xx - 72) ** 2 / 9.0**2 + (yy - 62) ** 2 / 18.0**2) < 1.0
+    mask = body.float()
+    image = torch.where(body[..., None], torch.tensor([0.9, 0.3, 0.3]), rgb)
+    near = torch.where(body, torch.full_like(depth, 1.0 / float(depth[feet, 72])), 1.0 / depth)
+    camera = CameraPath(preset="pan-right", frames=3, zoom=1.6, playback=False)
+    scores = {}
+    for guided in (True, False):
+        clip = render_kenburns(image, near, masks=mask[None], camera=camera,
+                               config=KenBurnsConfig(plane_guidance=guided))
+        poses = resolve_poses(camera, build_scene(image, near, mask[None]).depth)
+        err, n = 0.0, 0
+        for t in range(1, poses.poses.shape[0]):
+            pose = poses.poses[t].clone()
+            scale = 1.0 / float(near.max())  # the renderer's depth is Z times the nearest point's nearness
+            pose[0:3] = pose[0:3] * scale
+            truth, _, on_ground = ground_view(tuple(pose.tolist()))
+            m = clip.disocclusion[t] > 0.5
+            m &= on_ground & ~body  # uncovered ground, away from the character's new place
+            err += float(((clip.frames[t] - truth) ** 2).mean(-1)[m].sum())
+            n += int(m.sum())
+        assert n > 50
+        scores[guided] = 10 * math.log10(n / err)
+    assert scores[True] > scores[False] + 0.5, scores  # about +1.4 dB on the CPUs tried
