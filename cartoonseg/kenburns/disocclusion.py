@@ -65,7 +65,7 @@ from torch import Tensor
 
 from ..ops import grow_mask
 from .camera import CameraPoses
-from .fill import fill_holes_far
+from .fill import fill_holes_far, hole_groups, patchmatch_config
 from .planes import fit_planes, plane_fill
 from .pointcloud import PointCloud, project, splat, unproject
 
@@ -317,29 +317,6 @@ def select_key_views(
 
 
 # ---------------------------------------------------------------------------------------------- inpainting
-def _hole_groups(holes: Tensor, margin: int) -> list[tuple[Tensor, tuple[int, int, int, int]]]:
-    """Holes grouped by proximity: connected components of the holes grown by ``margin``. Returns, per group, its
-    hole pixels (bool ``[H,W]``) and its window ``(y0, y1, x0, x1)`` (the grown component's bounding box)."""
-    import cv2
-
-    grown = grow_mask(holes, margin).cpu().numpy().astype("uint8")
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
-    labels_t = torch.from_numpy(labels).to(holes.device)
-    groups = []
-    for g in range(1, count):
-        x0, y0, gw, gh = (int(v) for v in stats[g, :4])
-        groups.append((holes & (labels_t == g), (y0, y0 + gh, x0, x0 + gw)))
-    return groups
-
-
-def _patchmatch_config(patch_size: int):
-    """PatchMatch settings for the renderer's fills: small windows still get a pyramid (the texture comes from the
-    coarse levels) and enough EM iterations at full resolution to converge from the smooth coarse start."""
-    from ..inpaint import PatchMatchConfig
-
-    return PatchMatchConfig(patch_size=patch_size, min_size=max(12, 2 * patch_size), em_iters_fine=4)
-
-
 def fill_view(
     rgb: Tensor,
     holes: Tensor,
@@ -392,11 +369,11 @@ def fill_view(
     """
     from ..inpaint import patchmatch_inpaint
 
-    config = _patchmatch_config(patch_size)
+    config = patchmatch_config(patch_size)
     out = rgb.clone()
     if fallback is not None:
         out[holes] = fallback[holes].to(out)
-    for group, (y0, y1, x0, x1) in _hole_groups(holes, margin):
+    for group, (y0, y1, x0, x1) in hole_groups(holes, margin):
         win = (slice(y0, y1), slice(x0, x1))
         for band, (lo, hi) in _depth_bands(group, fill_depth, far_tolerance, split_depth):
             if interrupt is not None:
@@ -458,7 +435,7 @@ def inpaint_plate(
     from ..inpaint import patchmatch_inpaint
 
     plate = patchmatch_inpaint(rgb.float().cpu(), region.cpu(), patch_size=patch_size, seed=seed,
-                               config=_patchmatch_config(patch_size), interrupt=interrupt).to(rgb)
+                               config=patchmatch_config(patch_size), interrupt=interrupt).to(rgb)
     if refiner is not None:
         plate = _refine(refiner, rgb, region, plate)
     return plate

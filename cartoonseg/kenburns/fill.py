@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["DIRECTIONS", "fill_holes_far", "fill_push_pull", "fill_rows", "nearest_valid"]
+from ..ops import grow_mask
+
+__all__ = ["DIRECTIONS", "fill_holes_far", "fill_push_pull", "fill_rows", "hole_groups", "nearest_valid", "patchmatch_config"]
 
 # fill_holes_far works on the holes' bounding box (grown by a pixel) when it is smaller than this share of the frame
 CROP_FRACTION = 0.7
@@ -270,3 +272,26 @@ def fill_rows(values: Tensor, valid: Tensor) -> Tensor:
     mixed = (left * dr + right * dl) / (dl + dr).clamp_min(1.0)
     out = torch.where(both, mixed, torch.where(fl, left, torch.where(fr, right, smooth)))
     return torch.where(known[:, None], values, out)
+
+
+def hole_groups(holes: Tensor, margin: int) -> list[tuple[Tensor, tuple[int, int, int, int]]]:
+    """Holes grouped by proximity: connected components of the holes grown by ``margin``. Returns, per group, its
+    hole pixels (bool ``[H,W]``) and its window ``(y0, y1, x0, x1)`` (the grown component's bounding box)."""
+    import cv2
+
+    grown = grow_mask(holes, margin).cpu().numpy().astype("uint8")
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
+    labels_t = torch.from_numpy(labels).to(holes.device)
+    groups = []
+    for g in range(1, count):
+        x0, y0, gw, gh = (int(v) for v in stats[g, :4])
+        groups.append((holes & (labels_t == g), (y0, y0 + gh, x0, x0 + gw)))
+    return groups
+
+
+def patchmatch_config(patch_size: int):
+    """PatchMatch settings for the renderer's fills: small windows still get a pyramid (the texture comes from the
+    coarse levels) and enough EM iterations at full resolution to converge from the smooth coarse start."""
+    from ..inpaint import PatchMatchConfig
+
+    return PatchMatchConfig(patch_size=patch_size, min_size=max(12, 2 * patch_size), em_iters_fine=4)

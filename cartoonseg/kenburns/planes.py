@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..ops import grow_mask
-from .fill import fill_push_pull
+from .fill import fill_push_pull, hole_groups, patchmatch_config
 from .pointcloud import PointCloud
 
 __all__ = ["Plane", "fit_planes", "plane_depth", "plane_fill"]
@@ -260,7 +260,6 @@ def plane_fill(
         ``(colours [H,W,3], depth [H,W], filled [H,W] bool)``: colours and depth are set where ``filled``.
     """
     from ..inpaint import patchmatch_inpaint
-    from .disocclusion import _hole_groups, _patchmatch_config
 
     h, w = holes.shape
     dev = rgb.device
@@ -269,7 +268,7 @@ def plane_fill(
     done = torch.zeros_like(holes)
     if not planes or not bool(holes.any()):
         return out_rgb, out_depth, done
-    config = _patchmatch_config(patch_size)
+    config = patchmatch_config(patch_size)
     origin, rays = _rays(pose.cpu(), focal, (h, w))
     img = rgb.float().cpu()
     holes_c, depth_c, fill_c = holes.cpu(), depth.float().cpu(), fill_depth.float().cpu()
@@ -299,7 +298,7 @@ def plane_fill(
         ds_y[:-1], dt_y[:-1] = s_map.diff(dim=0), t_map.diff(dim=0)
         footprint = (ds_x * dt_y - dt_x * ds_y).abs().sqrt()
         band_of = torch.floor(torch.log(cp.double().clamp_min(1e-6)) / math.log(BAND_RATIO))
-        for group_all, (y0, y1, x0, x1) in _hole_groups(on_hole, margin):
+        for group_all, (y0, y1, x0, x1) in hole_groups(on_hole, margin):
           for band in torch.unique(band_of[group_all]).tolist():
             group = group_all & (band_of == band)
             if interrupt is not None:
