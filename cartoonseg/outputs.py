@@ -106,6 +106,7 @@ __all__ = [
     "unique_names",
     "write",
     "write_bytes",
+    "write_error",
     "write_json",
     "write_text",
 ]
@@ -396,6 +397,14 @@ def _writer_os_error(exc: BaseException, target: Path) -> OSError | None:
                          f"{kept} and no other file was changed")
 
 
+def write_error(exc: BaseException, target: Path) -> OSError | None:
+    """The error a failed write of ``target`` is told as (one ``error:`` line of the CLIs, no traceback): an
+    ``OSError`` naming ``target`` and what was kept, for a full disk or file-size limit and for an OS error that a
+    writer outside Python (safetensors' Rust) reports only in its message; None for any other error (raise it as
+    it is). Used by :class:`OutputFolder` and the training checkpoints."""
+    return _full_disk_error(exc, target) or _writer_os_error(exc, target)
+
+
 def _is_temporary(name: str) -> bool:
     return _TMP_RE.match(name) is not None
 
@@ -666,7 +675,7 @@ class OutputFolder:
             entry.pop("prev", None)  # the manifest on disk drops it at the next write (close)
         except Exception as exc:
             # "[Errno 28]" alone names neither the file nor the damage; a Rust writer's error is no OSError at all
-            full = _full_disk_error(exc, target) or _writer_os_error(exc, target)
+            full = write_error(exc, target)
             if full is None:
                 raise
             raise full from exc

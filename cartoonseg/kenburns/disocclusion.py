@@ -67,7 +67,7 @@ from ..ops import grow_mask
 from .camera import CameraPoses
 from .fill import fill_holes_far, hole_groups, patchmatch_config
 from .planes import fit_planes, plane_fill
-from .pointcloud import PointCloud, project, splat, unproject
+from .pointcloud import PointCloud, lift, project, splat, unproject
 
 __all__ = [
     "CHARACTER_REVEALS",
@@ -147,27 +147,6 @@ def overshoot_poses(poses: Tensor, factor: float, z_near: float | None = None) -
         cap = torch.where(tz > 0, tz + 0.5 * (z_near - tz).clamp_min(0.0), out[:, 2])
         out[:, 2] = torch.minimum(out[:, 2], cap)
     return out
-
-
-def lift(pose: Tensor, focal: float, size: tuple[int, int], pixels: Tensor, cam_depth: Tensor, features: Tensor) -> PointCloud:
-    """Points seen at ``pixels`` of the view ``pose`` at camera depth ``cam_depth`` (the inverse of
-    :func:`~cartoonseg.kenburns.pointcloud.project`).
-
-    Args:
-        pose: ``[6]`` the view's camera.
-        focal: focal length in pixels.
-        size: ``(H, W)`` of the view.
-        pixels: ``[M]`` flat pixel indices ``y * W + x``.
-        cam_depth: ``[M]`` camera-space depth (``Z - t_z``, > 0).
-        features: ``[M,C]`` point features.
-    """
-    h, w = size
-    tx, ty, tz, k, px, py = (float(v) for v in pose.tolist())
-    y = (pixels // w).to(cam_depth.dtype)
-    x = (pixels % w).to(cam_depth.dtype)
-    ax = (x - 0.5 * (w - 1) - px) * cam_depth / k + focal * tx
-    ay = (y - 0.5 * (h - 1) - py) * cam_depth / k + focal * ty
-    return PointCloud(ax=ax, ay=ay, z=cam_depth + tz, features=features)
 
 
 def _concat(a: PointCloud, b: PointCloud) -> PointCloud:

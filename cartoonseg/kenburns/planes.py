@@ -26,7 +26,7 @@ from torch import Tensor
 
 from ..ops import grow_mask
 from .fill import fill_push_pull, hole_groups, patchmatch_config
-from .pointcloud import PointCloud
+from .pointcloud import PointCloud, lift
 
 __all__ = ["Plane", "fit_planes", "plane_depth", "plane_fill"]
 
@@ -146,14 +146,17 @@ def fit_planes(
     return planes
 
 
-def _rays(pose: Tensor, focal: float, size: tuple[int, int], dtype=torch.float64):
-    """Origin ``[3]`` and per-pixel directions ``[H,W,3]`` (per unit camera depth) in point coordinates."""
+def _rays(pose: Tensor, focal: float, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Origin ``[3]`` and per-pixel directions ``[H,W,3]`` (per unit camera depth) of the view ``pose`` in point
+    coordinates (float64), from the renderer's one camera model (:func:`~cartoonseg.kenburns.pointcloud.lift`)."""
     h, w = size
-    tx, ty, tz, k, px, py = (float(v) for v in pose.tolist())
-    y = torch.arange(h, dtype=dtype)[:, None].expand(h, w)
-    x = torch.arange(w, dtype=dtype)[None, :].expand(h, w)
-    d = torch.stack([(x - 0.5 * (w - 1) - px) / k, (y - 0.5 * (h - 1) - py) / k, torch.ones_like(x)], -1)
-    return torch.tensor([focal * tx, focal * ty, tz], dtype=dtype), d
+    pixels = torch.arange(h * w)
+    none = torch.zeros(h * w, 0, dtype=torch.float64)
+    at0 = lift(pose, focal, size, pixels, torch.zeros(h * w, dtype=torch.float64), none)
+    at1 = lift(pose, focal, size, pixels, torch.ones(h * w, dtype=torch.float64), none)
+    origin = torch.stack([at0.ax[0], at0.ay[0], at0.z[0]])
+    d = torch.stack([at1.ax - at0.ax, at1.ay - at0.ay, at1.z - at0.z], -1).reshape(h, w, 3)
+    return origin, d
 
 
 def plane_depth(plane: Plane, pose: Tensor, focal: float, size: tuple[int, int]) -> Tensor:

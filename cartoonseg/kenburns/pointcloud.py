@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["PointCloud", "SplatResult", "densify", "fill_cracks", "project", "splat", "unproject"]
+__all__ = ["PointCloud", "SplatResult", "densify", "fill_cracks", "lift", "project", "splat", "unproject"]
 
 # Contributions whose depth exceeds the pixel's nearest depth by more than this fraction are hidden.
 Z_TOLERANCE = 0.03
@@ -108,6 +108,27 @@ def unproject(depth: Tensor, features: Tensor, keep: Tensor | None = None) -> Po
     ax = z * (uu[valid] - 0.5 * (w - 1))
     ay = z * (vv[valid] - 0.5 * (h - 1))
     return PointCloud(ax=ax, ay=ay, z=z, features=features[:, valid].t().contiguous())
+
+
+def lift(pose: Tensor, focal: float, size: tuple[int, int], pixels: Tensor, cam_depth: Tensor, features: Tensor) -> PointCloud:
+    """Points seen at ``pixels`` of the view ``pose`` at camera depth ``cam_depth`` (the inverse of
+    :func:`~cartoonseg.kenburns.pointcloud.project`).
+
+    Args:
+        pose: ``[6]`` the view's camera.
+        focal: focal length in pixels.
+        size: ``(H, W)`` of the view.
+        pixels: ``[M]`` flat pixel indices ``y * W + x``.
+        cam_depth: ``[M]`` camera-space depth (``Z - t_z``, > 0).
+        features: ``[M,C]`` point features.
+    """
+    h, w = size
+    tx, ty, tz, k, px, py = (float(v) for v in pose.tolist())
+    y = (pixels // w).to(cam_depth.dtype)
+    x = (pixels % w).to(cam_depth.dtype)
+    ax = (x - 0.5 * (w - 1) - px) * cam_depth / k + focal * tx
+    ay = (y - 0.5 * (h - 1) - py) * cam_depth / k + focal * ty
+    return PointCloud(ax=ax, ay=ay, z=cam_depth + tz, features=features)
 
 
 def project(cloud: PointCloud, poses: Tensor, focal: float, size: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor]:

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from ..models.weights import CheckpointError
-from ..outputs import _full_disk_error, _writer_os_error, fsync_dir
+from ..outputs import fsync_dir, write_error
 
 __all__ = ["checkpoint_exists", "load_training_state", "recover_interrupted_save", "remove_checkpoint",
            "save_training_state"]
@@ -123,7 +123,7 @@ def _told(exc: BaseException, target: Path) -> BaseException:
     else as it is."""
     from safetensors import SafetensorError
 
-    told = _full_disk_error(exc, target) or _writer_os_error(exc, target)
+    told = write_error(exc, target)
     if told is None and isinstance(exc, SafetensorError):
         kept = "keeps its earlier content" if os.path.lexists(target) else "was not created"
         told = CheckpointError(f"cannot write {target}: safetensors refused to save the tensors ({exc}); {target} "
