@@ -51,6 +51,7 @@ A shard holds ``{"version", "shard", "keys", "results"}``; results must be JSON-
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import datetime
 import hashlib
@@ -133,7 +134,18 @@ def init_distributed(timeout_minutes: float = 60.0) -> RankInfo:
 
         if not dist.is_initialized():
             dist.init_process_group("gloo", timeout=datetime.timedelta(minutes=timeout_minutes))
+            atexit.register(_close_group)
     return info
+
+
+def _close_group() -> None:
+    """At exit, close the process group :func:`init_distributed` opened: a gloo group still open when the
+    interpreter ends can abort the process (``terminate called without an active exception``, status 134 instead of
+    the command's own, after its ``error:`` line) when another rank has gone first."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def agree(obj: Any) -> Any:
