@@ -161,7 +161,8 @@ def agree(obj: Any) -> Any:
 
 def agree_on(make: Callable[[], Any], rank: RankInfo) -> Any:
     """Rank 0's ``make()`` on every rank (only rank 0 calls it; see :func:`agree`). When it raises, rank 0 sends
-    the exception instead and every rank raises it (rank 0 its own, the others a copy), so no rank is left waiting
+    the exception instead and every rank raises it (rank 0 its own, the others a copy; for an exception that cannot
+    be pickled, one of the nearest class that can, with the same message), so no rank is left waiting
     for a rank 0 that gave up (it would wait until rank 0's process ends, or for the group's time-out, and then
     report a lost connection instead of the cause).
 
@@ -174,17 +175,39 @@ def agree_on(make: Callable[[], Any], rank: RankInfo) -> Any:
         try:
             value = make()
         except Exception as exc:  # every rank must hear of it, whatever it is
-            failed, value, own = True, exc, exc
-            try:
-                pickle.loads(pickle.dumps(exc))
-            except Exception:  # an exception that cannot travel: its type and message do
-                value = RuntimeError(f"rank 0 failed: {type(exc).__name__}: {exc}")
+            failed, value, own = True, _sendable(exc), exc
     failed, value = agree((failed, value))
     if own is not None:
         raise own
     if failed:
         raise value from None
     return value
+
+
+def _sendable(exc: Exception) -> Exception:
+    """``exc``, or when it cannot be pickled (an attribute holding a lock, a file, a model), an exception of the
+    nearest class in its MRO that can, with the same message: ``ValueError`` for a ``ValueError`` subclass, and so
+    on. The other ranks then fail as rank 0 does, under the CLI policy too (a one-line error stays one ``error:``
+    line with rank 0's words, a bug stays a traceback); the traceback's note names the class rank 0 raised."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        pass
+    message = str(exc)
+    for cls in type(exc).__mro__:
+        if not (isinstance(cls, type) and issubclass(cls, Exception)):
+            continue
+        try:
+            stand_in = cls(message)
+            stand_in.__notes__ = [f"rank 0 raised {type(exc).__module__}.{type(exc).__qualname__}, "
+                                  f"which cannot be sent to the other ranks; this is a {cls.__name__} in its place"]
+            copy = pickle.loads(pickle.dumps(stand_in))
+        except Exception:  # a class that takes other arguments, or still cannot travel: try its base
+            continue
+        if type(copy) is cls and str(copy) == message:
+            return stand_in
+    return Exception(message)  # not reached: Exception(message) always travels
 
 
 def write_atomic(path: str | os.PathLike, text: str) -> Path:

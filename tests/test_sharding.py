@@ -1,6 +1,7 @@
 """The generic sharded-run helper (cartoonseg.sharding): shard assignment, atomic shard files, finished shards never
 recomputed (also when the number of processes changes), refusal to mix runs, rank-0 wait and ordered results.
-The multi-process ``torchrun`` path is exercised end to end by tests/test_annotate.py."""
+The multi-process ``torchrun`` path is exercised end to end by tests/test_annotate.py; agree_on with an error that
+cannot be pickled by a real 2-process gloo group here."""
 
 from __future__ import annotations
 
@@ -183,3 +184,126 @@ def test_a_work_folder_that_is_a_file_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="exists and is not a folder"):
         ShardedRun(tmp_path / "wd", ["a", "b"])
     assert (tmp_path / "wd").read_text() == "user"
+
+
+UNSENDABLE_DRIVER = """
+import argparse, os, sys, threading, time
+from pathlib import Path
+from cartoonseg._cli import run_parser
+from cartoonseg.hub import WeightsUnavailableError
+from cartoonseg.sharding import agree_on, init_distributed
+
+
+class UnsendableValueError(ValueError):  # a one-line error whose attribute cannot be pickled
+    def __init__(self, message):
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+class UnsendableBug(RuntimeError):  # a bug (not a CLI error) that cannot be pickled either
+    def __init__(self, message):
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+def make():
+    what = sys.argv[2]
+    if what == "value":
+        raise UnsendableValueError("folder /data/x holds 3 files of someone else")
+    if what == "weights":
+        exc = WeightsUnavailableError("detector.safetensors is not on disk and downloading is disabled")
+        exc.lock = threading.Lock()
+        raise exc
+    raise UnsendableBug("internal state broken")
+
+
+def run(args):
+    agree_on(make, init_distributed())
+    return 0
+
+
+parser = argparse.ArgumentParser()
+parser.set_defaults(func=run)
+try:
+    rc = run_parser(parser, [])
+finally:
+    Path(sys.argv[1], "rank" + os.environ["RANK"] + ".done").write_text("")
+    if os.environ["RANK"] == "0":  # stay alive: a rank left waiting would hang, not crash
+        deadline = time.monotonic() + 30
+        while not Path(sys.argv[1], "rank1.done").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+sys.exit(rc)
+"""
+
+
+@pytest.mark.parametrize("what, line", [
+    ("value", "error: folder /data/x holds 3 files of someone else"),
+    ("weights", "error: detector.safetensors is not on disk and downloading is disabled"),
+    ("bug", None),
+])
+def test_agree_on_sends_an_exception_that_cannot_be_pickled_as_the_same_kind_of_error(tmp_path, what, line):
+    """When rank 0's error could not be pickled (an attribute holding a lock, a file, a model), the other ranks got
+    ``RuntimeError("rank 0 failed: ...")``: not one of the CLI's one-line errors, so rank 0 printed ``error: ...``
+    and exited 2 while every other rank printed a traceback of a RuntimeError. Now they get an exception of the
+    nearest class that can travel with rank 0's exact message: every rank prints the same ``error:`` line and exits
+    2, and a bug (not a one-line error) stays a traceback on every rank. A real 2-process gloo group on CPU."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    driver = tmp_path / "driver.py"
+    driver.write_text(UNSENDABLE_DRIVER)
+    procs = []
+    for r in (0, 1):
+        env = dict(os.environ, OMP_NUM_THREADS="1", RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2",
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                   PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        procs.append(subprocess.Popen([sys.executable, str(driver), str(tmp_path), what], env=env, cwd=repo,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        errs = [p.communicate(timeout=120)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    if line is not None:
+        for p, err in zip(procs, errs):
+            assert p.returncode == 2 and err == line + "\n", err[-3000:]
+    else:  # a bug keeps its traceback on every rank, with rank 0's message (the exit status is the interpreter's)
+        for p, err in zip(procs, errs):
+            assert p.returncode not in (0, 2) and "Traceback" in err and "internal state broken" in err, err[-3000:]
+        assert "UnsendableBug" in errs[1]  # rank 1's traceback names what rank 0 raised
+
+
+def test_an_exception_that_cannot_be_pickled_travels_as_its_nearest_picklable_class():
+    """The stand-in keeps rank 0's exact message (also where a subclass's ``str`` differs, as KeyError's quotes) and
+    the nearest base class the CLI policy knows; a note names the class rank 0 raised."""
+    import pickle
+    import threading
+
+    from cartoonseg.hub import WeightsUnavailableError
+    from cartoonseg.sharding import _sendable
+
+    class Local(ValueError):  # a class defined in a function cannot be pickled at all
+        pass
+
+    weights = WeightsUnavailableError("no weights", reason="offline")
+    weights.lock = threading.Lock()
+    missing = KeyError("image_id")
+    missing.handle = threading.Lock()
+    denied = PermissionError(13, "Permission denied", "/x/y.png")
+    denied.handle = threading.Lock()
+    for exc, expected in [(Local("bad --size 3"), ValueError), (weights, WeightsUnavailableError),
+                          (missing, LookupError), (denied, PermissionError)]:
+        sent = pickle.loads(pickle.dumps(_sendable(exc)))
+        assert type(sent) is expected and str(sent) == str(exc)
+    fine = ValueError("picklable")
+    assert _sendable(fine) is fine
+    assert "Local" in pickle.loads(pickle.dumps(_sendable(Local("x")))).__notes__[0]
