@@ -492,10 +492,11 @@ def _thick_part_bindings(parts: _ThickParts | None, support: np.ndarray, vertice
     trunk's outline swells, and a head whose joints stay still wobbles by a pixel. A thick part is a connected
     piece of the support opened by a disc of 1.5 times the limbs' half-width (the median depth at the midpoints of
     the tip bones), so limbs and the narrow joins between parts fall away (:func:`_thick_parts`); each of its mesh
-    vertices, its outline included, is bound to the nearest bone whose midpoint lies in the same piece, unless
-    another such bone is almost as near (within one mesh spacing: a free band where the part bends between two
-    bones). Limbs, joins and the piece's outer band (half the disc radius) next to them stay free for ARAP to
-    bend."""
+    vertices, its outline included, is bound to the nearest bone whose midpoint lies in the same piece, and also to
+    the second nearest when that one is almost as near (within one mesh spacing: the band where the part bends
+    between two bones follows the mean of both). That band was left free once, and the trunk's flank below a
+    raised arm (about as near the shoulder bone as the spine) was dragged out by the arm, a spike of the shirt.
+    Limbs, joins and the piece's outer band (half the disc radius) next to them stay free for ARAP to bend."""
     if parts is None:
         return []
     h, w = support.shape
@@ -510,9 +511,9 @@ def _thick_part_bindings(parts: _ThickParts | None, support: np.ndarray, vertice
             continue
         d = seg_d[v, own]
         order = np.argsort(d)
-        if len(own) > 1 and d[order[1]] - d[order[0]] < spacing:
-            continue
         out.append((v, int(own[order[0]])))
+        if len(own) > 1 and d[order[1]] - d[order[0]] < spacing:
+            out.append((v, int(own[order[1]])))  # the bend band between two bones: the mean of both
     return out
 
 
