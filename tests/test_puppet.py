@@ -470,6 +470,24 @@ def test_wave_carries_no_shirt_colour_out_of_the_trunk():
     assert spike.max() <= 2, spike.tolist()
 
 
+@pytest.mark.parametrize("u", [2.4, 2.88, 3.2])
+def test_wave_leaves_the_shirt_on_the_trunk_at_every_scale(u):
+    # at u = 2.88 the opening that finds the trunk filled the armpit, the upper arm's midpoint fell in the trunk's
+    # core, the upper arm counted as a trunk bone, and the trunk's side bound to it went up with the raised arm
+    img, m, u, cx = drawn_character(u)
+    rig = build_rig(m[None])
+    plate = np.zeros_like(img)
+    plate[:] = PLATE_COLOUR
+    frames = animate(img, rig, PresetMotion("wave"), frames=36, fps=12, plate=plate).frames.numpy()
+    trunk = np.zeros(m.shape, np.uint8)
+    cv2.ellipse(trunk, (cx, int(round(50 * u))), (int(8 * u), int(14 * u)), 0, 0, 360, 1, -1)
+    trunk = cv2.dilate(trunk, np.ones((3, 3), np.uint8)) > 0  # its outline and a pixel of soft edge
+    shirt = np.abs(frames - np.array([0.9, 0.35, 0.43], np.float32)).max(-1) < 0.12
+    spike = (shirt & ~trunk).sum((1, 2))
+    assert spike.max() <= 3, spike.tolist()
+    assert (shirt & trunk).sum((1, 2)).min() >= 0.9 * (shirt[0] & trunk).sum()  # nor leaves a hole in it
+
+
 def _mesh_map(ch, points: np.ndarray, deformed: np.ndarray) -> np.ndarray:
     """Where the rest-pose ``points [N,2]`` go under the mesh deformation ``deformed [V,2]`` (barycentric)."""
     V, T = ch.mesh.vertices, ch.mesh.triangles

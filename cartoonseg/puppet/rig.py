@@ -394,7 +394,8 @@ class _ThickParts:
     vertex is bound to its piece's bones: the piece and its outline pixels, less an outer band (half the disc
     radius) where that band lies within half the disc radius of a limb or join (the support outside the
     pieces); ``bone_label [B]`` is the piece holding each bone's midpoint in its core (the piece less its outer
-    band; 0 = none: a limb bone)."""
+    band), unless it reaches out of the piece into a limb (an upper arm whose midpoint the opening took in);
+    0 = none: a limb bone."""
 
     labels: np.ndarray
     pinned: np.ndarray
@@ -448,6 +449,16 @@ def _thick_parts_in(support: np.ndarray, J: np.ndarray, bones: list[tuple[int, i
     kb = 2 * int(np.ceil(0.5 * radius)) + 1
     core = labels * (cv2.erode(opened, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kb, kb))) > 0)
     bone_label = np.array([core[c] if (c := _cell(0.5 * (J[a] + J[b]), h, w)) is not None else 0 for a, b in bones])
+    # a bone that reaches out of its piece into a limb (its far joint outside every piece, and no bone of a piece
+    # beyond it) is a limb's, wherever its midpoint lies: an upper arm hanging close to the trunk has its midpoint
+    # in the trunk's core once the opening fills the armpit, and the trunk's vertices bound to it followed a raised
+    # arm (the shirt's side was carried off); a neck joint in the join between trunk and head keeps its bones
+    mid_label = bone_label.copy()
+    for k, (a, b) in enumerate(bones):
+        c = _cell(J[b], h, w)
+        if mid_label[k] and (c is None or labels[c] == 0) and not any(
+                mid_label[q] for q, (a2, _) in enumerate(bones) if a2 == b):
+            bone_label[k] = 0
     limb = support & (cv2.dilate(opened, np.ones((5, 5), np.uint8)) == 0)  # limbs and joins, 2 px off the parts
     limb = cv2.morphologyEx(limb.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0  # no specks
     # each pixel within 3 px of a piece (the mesh's outline runs on the support grown by a pixel) takes its label
