@@ -394,7 +394,8 @@ class _ThickParts:
     vertex is bound to its piece's bones: the piece and its outline pixels, less an outer band (half the disc
     radius) where that band lies within half the disc radius of a limb or join (the support outside the
     pieces); ``bone_label [B]`` is the piece holding each bone's midpoint in its core (the piece less its outer
-    band; 0 = none: a limb bone)."""
+    band), unless it reaches out of the piece into a limb (an upper arm whose midpoint the opening took in);
+    0 = none: a limb bone."""
 
     labels: np.ndarray
     pinned: np.ndarray
@@ -448,6 +449,16 @@ def _thick_parts_in(support: np.ndarray, J: np.ndarray, bones: list[tuple[int, i
     kb = 2 * int(np.ceil(0.5 * radius)) + 1
     core = labels * (cv2.erode(opened, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kb, kb))) > 0)
     bone_label = np.array([core[c] if (c := _cell(0.5 * (J[a] + J[b]), h, w)) is not None else 0 for a, b in bones])
+    # a bone that reaches out of its piece into a limb (its far joint outside every piece, and no bone of a piece
+    # beyond it) is a limb's, wherever its midpoint lies: an upper arm hanging close to the trunk has its midpoint
+    # in the trunk's core once the opening fills the armpit, and the trunk's vertices bound to it followed a raised
+    # arm (the shirt's side was carried off); a neck joint in the join between trunk and head keeps its bones
+    mid_label = bone_label.copy()
+    for k, (a, b) in enumerate(bones):
+        c = _cell(J[b], h, w)
+        if mid_label[k] and (c is None or labels[c] == 0) and not any(
+                mid_label[q] for q, (a2, _) in enumerate(bones) if a2 == b):
+            bone_label[k] = 0
     limb = support & (cv2.dilate(opened, np.ones((5, 5), np.uint8)) == 0)  # limbs and joins, 2 px off the parts
     limb = cv2.morphologyEx(limb.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0  # no specks
     # each pixel within 3 px of a piece (the mesh's outline runs on the support grown by a pixel) takes its label
@@ -492,10 +503,11 @@ def _thick_part_bindings(parts: _ThickParts | None, support: np.ndarray, vertice
     trunk's outline swells, and a head whose joints stay still wobbles by a pixel. A thick part is a connected
     piece of the support opened by a disc of 1.5 times the limbs' half-width (the median depth at the midpoints of
     the tip bones), so limbs and the narrow joins between parts fall away (:func:`_thick_parts`); each of its mesh
-    vertices, its outline included, is bound to the nearest bone whose midpoint lies in the same piece, unless
-    another such bone is almost as near (within one mesh spacing: a free band where the part bends between two
-    bones). Limbs, joins and the piece's outer band (half the disc radius) next to them stay free for ARAP to
-    bend."""
+    vertices, its outline included, is bound to the nearest bone whose midpoint lies in the same piece, and also to
+    the second nearest when that one is almost as near (within one mesh spacing: the band where the part bends
+    between two bones follows the mean of both). That band was left free once, and the trunk's flank below a
+    raised arm (about as near the shoulder bone as the spine) was dragged out by the arm, a spike of the shirt.
+    Limbs, joins and the piece's outer band (half the disc radius) next to them stay free for ARAP to bend."""
     if parts is None:
         return []
     h, w = support.shape
@@ -510,9 +522,9 @@ def _thick_part_bindings(parts: _ThickParts | None, support: np.ndarray, vertice
             continue
         d = seg_d[v, own]
         order = np.argsort(d)
-        if len(own) > 1 and d[order[1]] - d[order[0]] < spacing:
-            continue
         out.append((v, int(own[order[0]])))
+        if len(own) > 1 and d[order[1]] - d[order[0]] < spacing:
+            out.append((v, int(own[order[1]])))  # the bend band between two bones: the mean of both
     return out
 
 
