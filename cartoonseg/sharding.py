@@ -134,18 +134,29 @@ def init_distributed(timeout_minutes: float = 60.0) -> RankInfo:
 
         if not dist.is_initialized():
             dist.init_process_group("gloo", timeout=datetime.timedelta(minutes=timeout_minutes))
-            atexit.register(_close_group)
+            atexit.register(close_group)
     return info
 
 
-def _close_group() -> None:
-    """At exit, close the process group :func:`init_distributed` opened: a gloo group still open when the
-    interpreter ends can abort the process (``terminate called without an active exception``, status 134 instead of
-    the command's own, after its ``error:`` line) when another rank has gone first."""
+#: How long a rank waits for the others before it closes a process group anyway (they may be gone).
+CLOSE_WAIT_S = 10.0
+
+
+def close_group() -> None:
+    """Close the process group, if one is open, once every rank has come here (at most :data:`CLOSE_WAIT_S`: a rank
+    that failed alone goes on without the others). A gloo group torn down while another rank still sends, or left
+    open at exit when another rank has gone first, aborts the process (``terminate called without an active
+    exception``, status 134, after its own result or ``error:`` line). The trainers call it at their end,
+    :func:`init_distributed`'s group closes at exit."""
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        dist.barrier(async_op=True).wait(timeout=datetime.timedelta(seconds=CLOSE_WAIT_S))
+    except Exception:  # a rank is gone (it failed alone): nothing more to wait for
+        pass
+    dist.destroy_process_group()
 
 
 def agree(obj: Any) -> Any:

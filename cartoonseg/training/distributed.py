@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from ..sharding import close_group
+
 __all__ = ["DistContext", "ResumableDistributedSampler", "all_gather_object", "broadcast_object", "cleanup", "setup"]
 
 
@@ -79,8 +81,10 @@ def setup(device: str = "auto") -> DistContext:
 
 
 def cleanup(ctx: DistContext) -> None:
-    if ctx.distributed and dist.is_initialized():
-        dist.destroy_process_group()
+    """The end of a run: close the process group once every rank is here (bounded wait; see
+    :func:`cartoonseg.sharding.close_group`)."""
+    if ctx.distributed:
+        close_group()
 
 
 def broadcast_object(obj, ctx: DistContext):
