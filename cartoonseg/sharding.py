@@ -54,6 +54,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import datetime
+import gc
 import hashlib
 import json
 import os
@@ -157,6 +158,7 @@ def close_group() -> None:
     except Exception:  # a rank is gone (it failed alone): nothing more to wait for
         pass
     dist.destroy_process_group()
+    gc.collect()  # a group still referenced from a reference cycle (a DDP wrapper) goes now, not at interpreter exit
 
 
 def agree(obj: Any) -> Any:

@@ -158,6 +158,9 @@ def test_full_image_check_decodes_each_image_once_per_job_and_every_rank_names_t
     assert not list((tmp_path / "out").glob("detector_last*"))  # stopped before the first step
 
 
+#: what a gloo teardown race prints after a process has finished (see the rank-0 failure test)
+TEARDOWN_ABORT = "terminate called without an active exception"
+
 RANK0_FAIL_DRIVER = """
 import json, os, sys
 from pathlib import Path
@@ -259,7 +262,10 @@ def test_a_failing_rank0_step_ends_every_rank_at_once_with_its_error(tmp_path, w
         result = tmp_path / f"rank{r}.json"
         assert result.is_file(), err[-3000:]
         assert json.loads(result.read_text())["rc"] == 2, err[-3000:]
-        lines = err.strip().splitlines()
+        # after the command has returned 2 (recorded above), gloo's C++ threads can still abort the interpreter's
+        # teardown now and then ("terminate called without an active exception", pytorch#179291): that line, and
+        # only it, may follow; the command's own output is the one error line
+        lines = [line for line in err.strip().splitlines() if line != TEARDOWN_ABORT]
         assert len(lines) == 1 and lines[0].startswith("error: ") and expected[what] in lines[0], err[-3000:]
         errors.append(lines[0])
     assert errors[0] == errors[1]  # rank 0's words on every rank
