@@ -21,6 +21,7 @@ import cartoonseg
 from cartoonseg import rle
 from cartoonseg.annotate import annotate, collect_inputs, merge, write_output
 from cartoonseg.annotate.per_image import PerImageWriter
+from _two_ranks import run_two_ranks
 
 REPO = Path(__file__).resolve().parents[1]
 N_IMAGES = 12
@@ -553,19 +554,7 @@ def test_every_rank_fails_with_rank_0s_error_when_rank_0_cannot_collect_the_inpu
     driver.write_text(RANK0_FAILS)
     missing = tmp_path / "no-such-folder"
     args = ["annotate", str(missing), "--out", str(tmp_path / "out.json"), "--detector", "none-needed", "--quiet"]
-    procs = []
-    for r in (0, 1):
-        env = dict(_env(), RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                   MASTER_PORT=str(port))
-        procs.append(subprocess.Popen([sys.executable, str(driver), str(tmp_path), *args], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    try:
-        errs = [p.communicate(timeout=240)[1] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    procs, errs = run_two_ranks([str(driver), str(tmp_path), *args], env=_env(), port=port, timeout=240)
     for r, err in enumerate(errs):
         rc = tmp_path / f"rank{r}.rc"
         assert rc.is_file() and rc.read_text() == "2", err

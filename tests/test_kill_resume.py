@@ -226,12 +226,8 @@ def test_checkpoint_killed_while_saving_is_always_loadable(tmp_path):
     assert steps == sorted(steps)
 
 
-def test_save_killed_between_its_two_renames_is_completed_on_load(tmp_path, monkeypatch):
-    import cartoonseg.training.state as state_mod
-
-    model = torch.nn.Linear(4, 3)
-    opt = torch.optim.AdamW(model.parameters())
-    prefix = tmp_path / "x_last"
+def _stepper(model, opt, prefix):
+    """``save(step)``: the model's weights all set to ``step``, then a checkpoint of that step at ``prefix``."""
 
     def save(step):
         with torch.no_grad():
@@ -239,6 +235,18 @@ def test_save_killed_between_its_two_renames_is_completed_on_load(tmp_path, monk
                 p.fill_(float(step))
         save_training_state(prefix, model_state=model.state_dict(), optimizer=opt,
                             progress={"epoch": 0, "iter": step, "global_step": step}, config={})
+
+    return save
+
+
+def test_save_killed_between_its_two_renames_is_completed_on_load(tmp_path, monkeypatch):
+    import cartoonseg.training.state as state_mod
+
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.AdamW(model.parameters())
+    prefix = tmp_path / "x_last"
+
+    save = _stepper(model, opt, prefix)
 
     save(1)
     real_replace = os.replace
@@ -306,12 +314,7 @@ def test_a_failed_checkpoint_save_is_one_error_naming_the_file_and_keeps_the_las
     prefix = tmp_path / "x_last"
     st_path = prefix.with_suffix(".safetensors")
 
-    def save(step):
-        with torch.no_grad():
-            for p in model.parameters():
-                p.fill_(float(step))
-        save_training_state(prefix, model_state=model.state_dict(), optimizer=opt,
-                            progress={"epoch": 0, "iter": step, "global_step": step}, config={})
+    save = _stepper(model, opt, prefix)
 
     save(1)
     real_save_file = safetensors.torch.save_file

@@ -398,14 +398,20 @@ def test_auto_skeleton_limbs_with_wide_shoes_or_big_hands_start_at_the_trunk(s, 
         assert 0.25 < (elbow[1] - shoulder[1]) / (wrist[1] - shoulder[1]) < 0.75, (side, shoulder, elbow, wrist)
 
 
-def test_auto_skeleton_preview_characters_at_640x480_have_a_neck():
-    # at 640x480 the README preview's characters (head 9 units wide, body 8) had their deepest point in the head
+def _preview_script():
+    """bench/make_puppet_preview.py as a module (its drawn scene is the README preview's)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
         "make_puppet_preview", Path(__file__).resolve().parents[1] / "bench" / "make_puppet_preview.py")
     preview = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(preview)
+    return preview
+
+
+def test_auto_skeleton_preview_characters_at_640x480_have_a_neck():
+    # at 640x480 the README preview's characters (head 9 units wide, body 8) had their deepest point in the head
+    preview = _preview_script()
     _, masks = preview.drawn_scene(640, 480)
     u = 0.012 * 480
     for m in masks:
@@ -449,12 +455,7 @@ def test_wave_carries_no_shirt_colour_out_of_the_trunk():
     # the README preview's left character: the trunk's flank under the raised arm lies about as near the shoulder
     # bone as the spine, so its vertices were left free (a "bend band") and the arm dragged them out, a red spike
     # of the shirt below the armpit (about 20 px at 320x240)
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "make_puppet_preview", Path(__file__).resolve().parents[1] / "bench" / "make_puppet_preview.py")
-    preview = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(preview)
+    preview = _preview_script()
     image, masks = preview.drawn_scene(320, 240)
     rig = build_rig(masks[:1])
     plate = np.full_like(image, 128)

@@ -10,6 +10,7 @@ import json
 import pytest
 
 from cartoonseg.sharding import RankInfo, ShardedRun, run_sharded, write_atomic
+from _two_ranks import run_two_ranks
 
 KEYS = [f"item{i:02d}" for i in range(11)]
 
@@ -249,8 +250,6 @@ def test_agree_on_sends_an_exception_that_cannot_be_pickled_as_the_same_kind_of_
     2, and a bug (not a one-line error) stays a traceback on every rank. A real 2-process gloo group on CPU."""
     import os
     import socket
-    import subprocess
-    import sys
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
@@ -259,20 +258,8 @@ def test_agree_on_sends_an_exception_that_cannot_be_pickled_as_the_same_kind_of_
         port = s.getsockname()[1]
     driver = tmp_path / "driver.py"
     driver.write_text(UNSENDABLE_DRIVER)
-    procs = []
-    for r in (0, 1):
-        env = dict(os.environ, OMP_NUM_THREADS="1", RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2",
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-                   PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        procs.append(subprocess.Popen([sys.executable, str(driver), str(tmp_path), what], env=env, cwd=repo,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    try:
-        errs = [p.communicate(timeout=120)[1] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    procs, errs = run_two_ranks([str(driver), str(tmp_path), what], env=env, port=port, timeout=120, cwd=repo)
     if line is not None:
         for p, err in zip(procs, errs):
             assert p.returncode == 2 and err == line + "\n", err[-3000:]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cartoonseg.training.toy import make_toy_coco
+from _two_ranks import run_two_ranks
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -134,19 +135,7 @@ def test_full_image_check_decodes_each_image_once_per_job_and_every_rank_names_t
     driver.write_text(CHECK_DRIVER)
     args = ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--preset", "tiny", "--img-size", "64",
             "--epochs", "1", "--batch-size", "2", "--workers", "0", "--device", "cpu", "--check-images", "full"]
-    procs = []
-    for r in (0, 1):
-        env = dict(_env(), RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                   MASTER_PORT=str(port))
-        procs.append(subprocess.Popen([sys.executable, str(driver), str(tmp_path), *args], cwd=REPO, env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    try:
-        errs = [p.communicate(timeout=240)[1] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    procs, errs = run_two_ranks([str(driver), str(tmp_path), *args], env=_env(), port=port, timeout=240, cwd=REPO)
     expected = f"error: 1 of 8 training images cannot be used: {bad} cannot be decoded (damaged data inside the file)"
     for r, err in enumerate(errs):
         result = tmp_path / f"rank{r}.json"

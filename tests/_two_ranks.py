@@ -1,0 +1,26 @@
+"""Two real processes as ranks 0 and 1 of a gloo group (no torchrun: its agent would kill one rank when the other
+ends and hide a rank left waiting), for the distributed tests of annotate, sharding and training."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def run_two_ranks(argv: list[str], *, env: dict[str, str], port: int, timeout: float, cwd=None):
+    """Run ``python argv`` as ranks 0 and 1 (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_*`` set over
+    ``env``), wait up to ``timeout`` s and kill what is left. Returns the processes and their stderr texts."""
+    procs = []
+    for r in (0, 1):
+        rank_env = dict(env, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                        MASTER_PORT=str(port))
+        procs.append(subprocess.Popen([sys.executable, *argv], cwd=cwd, env=rank_env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    try:
+        errs = [p.communicate(timeout=timeout)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return procs, errs
