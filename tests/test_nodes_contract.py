@@ -273,6 +273,34 @@ print(sorted(k for k in m.NODE_CLASS_MAPPINGS if k.startswith("CartoonSeg")))
     assert OUR_IDS <= set(json.loads(r.stdout.strip().replace("'", '"')))
 
 
+@pytest.mark.parametrize("folder", ["ComfyUI-CartoonSeg", "cartoonseg"])
+def test_pack_import_leaves_sys_path_alone(tmp_path, folder):
+    """ComfyUI imports a custom node folder by file path under the folder's name. The pack must not add folders to
+    sys.path (its top-level names would shadow other packs' modules, or theirs ours): `cartoonseg` is the pack's own
+    copy, loaded from its folder, also where no cartoonseg is installed (this child's sys.path has no checkout)."""
+    link = tmp_path / folder
+    link.symlink_to(REPO, target_is_directory=True)
+    code = f"""
+import importlib.util, os, sys
+before = list(sys.path)
+spec = importlib.util.spec_from_file_location({folder!r}, {str(link / "__init__.py")!r})  # as ComfyUI's nodes.py
+m = importlib.util.module_from_spec(spec); sys.modules[{folder!r}] = m; spec.loader.exec_module(m)
+assert sys.path == before, sorted(set(sys.path) ^ set(before))
+import cartoonseg
+assert os.path.realpath(cartoonseg.__file__) == {str(REPO / "cartoonseg" / "__init__.py")!r}, cartoonseg.__file__
+assert hasattr(cartoonseg, "Segmenter")
+assert "nodes" not in sys.modules, "the bare name `nodes` belongs to ComfyUI"
+assert not m.nodes.IMPORT_ERRORS if hasattr(m, "nodes") else not sys.modules["cartoonseg_comfy_nodes"].IMPORT_ERRORS
+print(sorted(k for k in m.NODE_CLASS_MAPPINGS if k.startswith("CartoonSeg")))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["OMP_NUM_THREADS"] = "1"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert OUR_IDS <= set(json.loads(r.stdout.strip().replace("'", '"')))
+
+
 # ---------------------------------------------------------------------------------------------- loader
 def test_loader_lists_only_files_of_the_right_kind(nodes, weights, pack):
     """Each dropdown lists the released name and the local files whose header says they are that kind of network;
