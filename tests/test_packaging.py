@@ -147,3 +147,31 @@ def test_pip_install_then_python_m_cartoonseg_from_anywhere(tmp_path):
                        text=True, timeout=300, env=env, cwd=elsewhere, preexec_fn=lambda: os.umask(0o022))
     assert r.returncode == 0 and "converted refiner" in r.stdout, r.stderr[-2000:]
     assert (elsewhere / "r.safetensors").stat().st_mode & 0o777 == 0o644
+
+
+def _version(text: str) -> tuple[int, ...]:
+    assert re.fullmatch(r"\d+(\.\d+){0,2}", text), text
+    return tuple(int(p) for p in text.split("."))
+
+
+def test_comfy_registry_metadata():
+    """[tool.comfy] has what the Comfy Registry and ComfyUI-Manager read: a publisher, a display name, an icon URL
+    (here a file of this repository, at its raw GitHub address) and the ComfyUI versions the pack supports: every
+    version we test (0.3.64; the March 2024 ComfyUI has no version number) must satisfy `requires-comfyui`."""
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())
+    comfy, urls = data["tool"]["comfy"], data["project"]["urls"]
+    assert re.fullmatch(r"[a-z][a-z0-9-]*", comfy["PublisherId"]), comfy["PublisherId"]
+    assert comfy["DisplayName"].strip()
+    repo_url = urls["Repository"]
+    assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", repo_url), repo_url
+    icon = comfy["Icon"]
+    raw = repo_url.replace("https://github.com/", "https://raw.githubusercontent.com/") + "/main/"
+    assert icon.startswith(raw) and icon.rsplit(".", 1)[-1] in {"svg", "png", "jpg", "gif"}, icon
+    path = REPO / icon[len(raw):]
+    assert path.is_file(), f"Icon {icon} names {path}, which is not in the repository"
+    clauses = [c.strip() for c in comfy["requires-comfyui"].split(",")]
+    for tested in ("0.3.64",):
+        for clause in clauses:
+            op, ver = re.fullmatch(r"(>=|<=|<|>|==)\s*([\d.]+)", clause).groups()
+            a, b = _version(tested), _version(ver)
+            assert {">=": a >= b, "<=": a <= b, "<": a < b, ">": a > b, "==": a == b}[op], (tested, clause)
