@@ -423,7 +423,7 @@ class Segmenter:
         raw = prompts.detach().cpu()  # its dtype tells how mask values read (io.to_float_mask); boxes are pixels
         prompts = raw.float()
         if not torch.isfinite(prompts).all():
-            raise ValueError("prompts contain NaN or infinite values")
+            _refuse_non_finite(raw, prompts)
         if prompts.dim() == 2 and prompts.shape == (h, w) and w == 4:
             raise ValueError(f"prompts of shape {tuple(prompts.shape)} are ambiguous for a {h}x{w} image (boxes [N,4] "
                              f"or one mask [H,W]?): pass a mask as [1,H,W] or boxes as Instances")
@@ -439,6 +439,19 @@ class Segmenter:
             boxes = masks_to_boxes(masks > 0.5)
             return Instances(boxes=boxes, scores=torch.ones(len(masks)), masks=masks)
         raise ValueError(f"prompts must be masks [N,H,W] or boxes [N,4], got shape {tuple(prompts.shape)}")
+
+
+def _refuse_non_finite(raw: Tensor, prompts: Tensor) -> None:
+    """The ValueError for prompts with a NaN/infinite value (or a float64 one past float32's range), naming the
+    first such box (its coordinates) or mask (its index)."""
+    rows = prompts if prompts.dim() > 1 else prompts[None]
+    i = int((~torch.isfinite(rows.flatten(1))).any(1).nonzero()[0])
+    overflow = bool(torch.isfinite(raw if raw.dim() > 1 else raw[None])[i].all())
+    why = "a coordinate past float32's range" if overflow else "a NaN or infinite coordinate"
+    if prompts.dim() == 2 and prompts.shape[1] == 4:
+        raise ValueError(f"box prompt {i} {raw[i].tolist()} has {why}; boxes are finite xyxy pixels "
+                         f"(NaN or infinite values are refused)")
+    raise ValueError(f"prompts contain NaN or infinite values (or values past float32's range): prompt {i}")
 
 
 def boxes_to_masks(boxes: Tensor, height: int, width: int) -> Tensor:

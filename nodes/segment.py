@@ -174,6 +174,9 @@ def masks_per_frame(masks: torch.Tensor, frames: int, height: int, width: int) -
                      f"or a single frame with any number of masks (use Masks to Instances for other layouts)")
 
 
+_F32_MAX = float(torch.finfo(torch.float32).max)
+
+
 def parse_bboxes(bboxes, frames: int) -> list[torch.Tensor]:
     """Boxes from other nodes -> one xyxy float tensor ``[N,4]`` per frame.
 
@@ -188,14 +191,16 @@ def parse_bboxes(bboxes, frames: int) -> list[torch.Tensor]:
         if isinstance(b, dict):
             try:
                 x, y = float(b["x"]), float(b["y"])
-                return [x, y, x + float(b["width"]), y + float(b["height"])]
+                vals = [x, y, x + float(b["width"]), y + float(b["height"])]
             except KeyError as e:
                 raise ValueError(f"bounding box dict needs x, y, width, height; got keys {sorted(b)}") from e
-        vals = [float(v) for v in (b.tolist() if isinstance(b, torch.Tensor) else b)]
-        if len(vals) != 4:
-            raise ValueError(f"a box needs 4 numbers x1,y1,x2,y2, got {vals}")
-        if not all(math.isfinite(v) for v in vals):
-            raise ValueError(f"a box must hold finite numbers, got {vals}")
+        else:
+            vals = [float(v) for v in (b.tolist() if isinstance(b, torch.Tensor) else b)]
+            if len(vals) != 4:
+                raise ValueError(f"a box needs 4 numbers x1,y1,x2,y2, got {vals}")
+        # float32 is what the boxes become: a finite float64 past its range would turn infinite there
+        if not all(math.isfinite(v) and abs(v) <= _F32_MAX for v in vals):
+            raise ValueError(f"a box must hold finite numbers (within float32's range), got {b}")
         return vals
 
     def group(items) -> torch.Tensor:
@@ -205,7 +210,10 @@ def parse_bboxes(bboxes, frames: int) -> list[torch.Tensor]:
     if isinstance(bboxes, torch.Tensor):
         t = bboxes.float()
         if not bool(torch.isfinite(t).all()):
-            raise ValueError("bboxes hold NaN or infinite coordinates")
+            rows = t.reshape(-1, t.shape[-1]) if t.dim() else t.reshape(1, 1)
+            i = int((~torch.isfinite(rows)).any(1).nonzero()[0])
+            raise ValueError(f"bboxes hold NaN or infinite coordinates (or values past float32's range): box "
+                             f"{bboxes.reshape(rows.shape)[i].tolist()}")
         if t.dim() == 1 and t.shape[0] == 4:  # one box
             t = t[None]
         if t.dim() == 2 and t.shape[-1] == 4:

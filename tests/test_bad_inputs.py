@@ -10,6 +10,7 @@ paths. Models are the tiny random presets (with ``score_thr=0`` they detect some
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -395,6 +396,35 @@ def test_row_boxes_outside_image(seg, nodes, model):
     assert res[4] == 2
     with pytest.raises(ValueError, match="4 numbers"):
         nodes["CartoonSegRefine"]().refine(model, frame(rgb()), 0.3, 64, "binary", bboxes=[[1, 2, 3]])
+
+
+@pytest.mark.parametrize("side", [1, 4])
+def test_row_degenerate_box_prompts_on_tiny_images(seg, nodes, model, side):
+    """Box prompts on a 1x1 / 4x4 image. A box of zero width, outside the image or inverted covers no pixel: its
+    instance stays, with an empty mask; a huge finite box is clipped to the image. A NaN/infinite coordinate (or a
+    float64 one past float32's range) is a ValueError naming the box, in the library and in every node form."""
+    image = rgb(side, side)
+    degenerate = torch.tensor([[1.0, 0.0, 1.0, 3.0], [10.0, 10.0, 20.0, 20.0], [3.0, 3.0, 0.0, 0.0]])
+    for mode in ("kernel", "rectangle"):
+        out = seg.refine(image, degenerate, prompt_mode=mode)
+        assert len(out) == 3 and out.image_size == (side, side) and not out.masks.any()
+        out = seg.refine(image, torch.tensor([[0.0, 0.0, 1e30, 1e30]]), prompt_mode=mode)
+        assert len(out) == 1 and torch.isfinite(out.masks).all()
+    for bad in (math.nan, math.inf, -math.inf, 1e300):
+        box = [0.0, 0.0, bad, 2.0]
+        with pytest.raises(ValueError, match=r"box prompt 0 \[0\.0, 0\.0, (nan|-?inf|1e\+300), 2\.0\]"):
+            seg.refine(image, torch.tensor([box], dtype=torch.float64), prompt_mode="rectangle")
+        value = r"(nan|-?inf|1e\+300)"
+        for form, named in (([box], rf"\[0\.0, 0\.0, {value}, 2\.0\]"),
+                            ([{"x": 0, "y": 0, "width": bad, "height": 2}], rf"'width': {value}, 'height': 2\}}"),
+                            (torch.tensor([[1.0] * 4, box], dtype=torch.float64),
+                             rf"box \[0\.0, 0\.0, {value}, 2\.0\]")):
+            with pytest.raises(ValueError, match=named):
+                nodes["CartoonSegRefine"]().refine(model, frame(image), 0.3, 64, "binary", bboxes=form)
+    res = nodes["CartoonSegRefine"]().refine(model, frame(image), 0.3, 64, "binary",
+                                             bboxes=[{"x": 1, "y": 0, "width": 0, "height": 3}, [9, 9, 12, 12]])
+    check_node_outputs(res, 1, side, side)
+    assert res[4] == 2 and not res[1].any()
 
 
 def test_row_out_of_range_indices(nodes):
