@@ -157,6 +157,10 @@ def test_marigold_through_diffusers(marigold_dir):
     again = est(IMAGE)
     assert torch.equal(again.raw, res.raw)  # seeded
     assert isinstance(est.model, torch.nn.ModuleDict) and set(est.model) == {"unet", "vae", "text_encoder"}
+    # between calls every tensor is in `model`, the one module ComfyUI's model management moves and frees: a tensor
+    # cached elsewhere on the pipeline (diffusers' empty prompt embedding) would stay on the GPU after an unload
+    stray = {k for obj in (est, est.pipe) for k, v in vars(obj).items() if isinstance(v, torch.Tensor)}
+    assert not stray, stray
 
 
 def test_marigold_defaults_come_from_the_registry(marigold_dir):

@@ -86,9 +86,16 @@ class MarigoldEstimator:
         # bf16 on CPU is autocast over fp32 weights (as for the other depth models): diffusers' preprocessing resizes
         # with antialias, which has no bf16 CPU kernel
         cpu_bf16 = self.device.type == "cpu" and self.dtype == torch.bfloat16
-        with torch.autocast("cpu", dtype=torch.bfloat16) if cpu_bf16 else contextlib.nullcontext():
-            out = self.pipe(Image.fromarray(rgb), ensemble_size=self.ensemble, match_input_resolution=True,
-                            generator=generator, output_type="pt", **kwargs)
+        try:
+            with torch.autocast("cpu", dtype=torch.bfloat16) if cpu_bf16 else contextlib.nullcontext():
+                out = self.pipe(Image.fromarray(rgb), ensemble_size=self.ensemble, match_input_resolution=True,
+                                generator=generator, output_type="pt", **kwargs)
+        finally:
+            # the pipeline caches the empty prompt's embedding on the compute device, outside `model`: ComfyUI's
+            # model management (which moves `model`) would leave it on the GPU after offloading or unloading the
+            # weights. It costs one text-encoder pass of two tokens to make again.
+            if getattr(self.pipe, "empty_text_embedding", None) is not None:
+                self.pipe.empty_text_embedding = None
         raw = _as_map(out.prediction).float().cpu()
         raw = torch.nan_to_num(raw, nan=0.0)
         disparity = normalise(1.0 - raw)
