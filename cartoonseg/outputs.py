@@ -119,6 +119,7 @@ _TMP_KIND = "cartoonseg-tmp"
 _OLD_KIND = "cartoonseg-old"
 _TMP_RE = re.compile(r"^\.cartoonseg-(?:tmp|old)-(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[0-9a-f]{6}-")
 _ORPHAN_AGE_S = 24 * 3600
+_OS = os.name  # which process-liveness check applies (tests stand in for Windows through it)
 #: lock file next to the manifest while one process updates it (created exclusively, removed again within milliseconds)
 _LOCK = ".cartoonseg-outputs.lock"
 _LOCK_STALE_S = 60.0  # a lock this old (its holder died on another host, or hangs) is broken
@@ -241,7 +242,11 @@ def _tmp_name(name: str, kind: str = _TMP_KIND, *, folder: bool = False) -> str:
 
 
 def _pid_alive(pid: int) -> bool:
-    if os.name != "posix":
+    """Whether process ``pid`` of this host may still run. In doubt: True (a lock or temporary of a live writer must
+    never be taken away; the age rules still clear what a dead one left)."""
+    if _OS == "nt":
+        return _windows_pid_alive(pid)
+    if _OS != "posix":
         return True
     try:
         os.kill(pid, 0)
@@ -250,6 +255,67 @@ def _pid_alive(pid: int) -> bool:
     except OSError:  # PermissionError: someone else's live process
         return True
     return pid != 0
+
+
+_WIN_STILL_ACTIVE = 259  # GetExitCodeProcess's code of a running process
+_WIN_ERROR_INVALID_PARAMETER = 87  # OpenProcess's error for a pid no process has
+
+
+class _WinProcessAPI:
+    """The three kernel32 calls :func:`_windows_pid_alive` needs, through ctypes (standard library; never
+    ``os.kill``, which on Windows terminates the process)."""
+
+    def __init__(self) -> None:
+        import ctypes
+        from ctypes import wintypes
+
+        self._ctypes = ctypes
+        k = ctypes.WinDLL("kernel32", use_last_error=True)
+        k.OpenProcess.argtypes = (wintypes.DWORD, wintypes.BOOL, wintypes.DWORD)
+        k.OpenProcess.restype = wintypes.HANDLE
+        k.GetExitCodeProcess.argtypes = (wintypes.HANDLE, ctypes.POINTER(wintypes.DWORD))
+        k.GetExitCodeProcess.restype = wintypes.BOOL
+        k.CloseHandle.argtypes = (wintypes.HANDLE,)
+        k.CloseHandle.restype = wintypes.BOOL
+        self._k, self._dword = k, wintypes.DWORD
+
+    def open(self, pid: int) -> tuple[Any, int]:
+        """``(handle or None, last error)``; PROCESS_QUERY_LIMITED_INFORMATION is enough, also for other users'."""
+        handle = self._k.OpenProcess(0x1000, False, pid)
+        return handle, (0 if handle else self._ctypes.get_last_error())
+
+    def exit_code(self, handle) -> int | None:
+        code = self._dword()
+        return int(code.value) if self._k.GetExitCodeProcess(handle, self._ctypes.byref(code)) else None
+
+    def close(self, handle) -> None:
+        self._k.CloseHandle(handle)
+
+
+def _win_process_api() -> _WinProcessAPI | None:
+    try:
+        return _WinProcessAPI()
+    except (ImportError, OSError, AttributeError, ValueError):  # not Windows (or no kernel32): cannot tell
+        return None
+
+
+def _windows_pid_alive(pid: int) -> bool:
+    """Windows' answer to ``os.kill(pid, 0)``: dead only when OpenProcess says no process has this pid, or the
+    process has exited (its handle is still held by someone); anything else (access denied, an API failure, an exit
+    code equal to STILL_ACTIVE) counts as alive."""
+    if pid <= 0:
+        return pid != 0
+    api = _win_process_api()
+    if api is None:
+        return True
+    handle, error = api.open(pid)
+    if not handle:
+        return error != _WIN_ERROR_INVALID_PARAMETER
+    try:
+        code = api.exit_code(handle)
+    finally:
+        api.close(handle)
+    return code is None or code == _WIN_STILL_ACTIVE
 
 
 def _remove(path: Path) -> None:

@@ -664,3 +664,57 @@ def test_convert_into_a_read_only_folder_is_one_error_line(tmp_path, weights):
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr
     assert str(folder) in lines[0], r.stderr
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+
+
+class _FakeWinAPI:
+    """kernel32 as :class:`cartoonseg.outputs._WinProcessAPI` wraps it: ``procs`` maps pid -> exit code (259 =
+    running); ``denied`` pids exist but cannot be opened."""
+
+    def __init__(self, procs: dict[int, int], denied=()):
+        self.procs, self.denied, self.open_handles = procs, set(denied), set()
+
+    def open(self, pid):
+        if pid in self.denied:
+            return None, 5  # ERROR_ACCESS_DENIED
+        if pid not in self.procs:
+            return None, 87  # ERROR_INVALID_PARAMETER: no process has this pid
+        self.open_handles.add(pid)
+        return pid, 0
+
+    def exit_code(self, handle):
+        return self.procs[handle]
+
+    def close(self, handle):
+        self.open_handles.remove(handle)
+
+
+def test_windows_recognises_a_dead_writer_by_its_pid_not_only_by_age(tmp_path, monkeypatch):
+    """On Windows a lock (or temporary) left by a killed writer of this host used to be broken only by age (a minute
+    for locks, a day for temporaries; os.kill(pid, 0) would terminate the process there). Now kernel32's OpenProcess
+    / GetExitCodeProcess tell: no such process or exited = dead; running, access denied or any doubt = alive."""
+    monkeypatch.setattr(outputs, "_OS", "nt", raising=False)
+    monkeypatch.setattr(outputs, "_LOCK_WAIT_S", 0.3)
+    # pids that POSIX's check finds alive (init, our parent) are the dead ones here, and pids no process has are
+    # the live ones: only the Windows path can tell them apart as asked
+    gone, exited, running, other_user = 1, os.getppid(), 4000003, 4000004
+    api = _FakeWinAPI({exited: 0, running: 259}, denied={other_user})
+    monkeypatch.setattr(outputs, "_win_process_api", lambda: api, raising=False)
+    lock = tmp_path / outputs._LOCK
+    for n, pid in enumerate((gone, exited)):
+        lock.write_text(f"{outputs._HOST}-{pid}-0123abcd")
+        tmp = tmp_path / f".cartoonseg-tmp-{outputs._HOST}-{pid}-abcdef-x{n}.png"
+        tmp.write_bytes(b"half")
+        outputs.write_bytes(tmp_path / f"f{n}.txt", b"x")  # the lock is broken at once, the temporary removed
+        assert not lock.exists() and not tmp.exists()
+    for pid in (running, other_user):
+        lock.write_text(f"{outputs._HOST}-{pid}-0123abcd")
+        with pytest.raises(outputs.OutputError, match="has been locked by another cartoonseg command"):
+            outputs.write_bytes(tmp_path / "g.txt", b"x")
+        assert lock.read_text() == f"{outputs._HOST}-{pid}-0123abcd"  # a live writer's lock is kept
+    assert not api.open_handles  # every handle opened is closed
+    assert names(tmp_path) == sorted([outputs._LOCK, MANIFEST, "f0.txt", "f1.txt"])
+    # where kernel32 cannot be reached (not Windows), every pid counts as alive: only the age rules apply
+    monkeypatch.setattr(outputs, "_win_process_api", lambda: None)
+    assert outputs._pid_alive(gone)
+    monkeypatch.undo()
+    assert outputs._win_process_api() is None or os.name == "nt"
