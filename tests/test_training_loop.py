@@ -815,3 +815,24 @@ def test_the_no_mosaic_resize_ratio_reaches_the_pipeline_and_tiny_cpu_keeps_its_
     assert tiny.no_mosaic_resize_ratio == (0.5, 2.0) and not tiny.mosaic
     with pytest.raises(ValueError, match="no_mosaic_resize_ratio"):
         DetectorTrainConfig(train_ann="x.json", out_dir="o", no_mosaic_resize_ratio=(0.0, 2.0))
+
+
+@pytest.mark.parametrize("damage", ["safetensors", "json", "json-not-ours"])
+def test_a_damaged_training_checkpoint_is_one_checkpoint_error_naming_the_file(tmp_path, damage):
+    """A resume from a damaged checkpoint (a copy cut short, a disk error) ended in a safetensors / JSON traceback
+    without the file's name; now it is a CheckpointError (one ``error:`` line of the trainers) naming the file and
+    how to start over."""
+    from cartoonseg.models.weights import CheckpointError
+    from cartoonseg.training.state import save_training_state
+
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    prefix = tmp_path / "detector_last"
+    save_training_state(prefix, model_state=model.state_dict(), optimizer=opt,
+                        progress={"epoch": 0, "iter": 1, "global_step": 1}, config={})
+    target = prefix.with_suffix(".safetensors" if damage == "safetensors" else ".json")
+    target.write_bytes(b'{"format": "other"}' if damage == "json-not-ours" else target.read_bytes()[:40])
+    with pytest.raises(CheckpointError, match=re.escape(str(target))) as info:
+        load_training_state(prefix)
+    assert "--no-resume" in str(info.value)
+
