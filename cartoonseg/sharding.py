@@ -26,7 +26,9 @@ How it works:
 * under ``torchrun`` (``WORLD_SIZE`` > 1) :func:`init_distributed` starts a gloo process group (CPU objects only,
   so it works beside CUDA) and :func:`agree` gives every rank rank 0's copy of an object, for example the item
   list, so all ranks shard the same list even if a folder listing differs between nodes; :func:`agree_on` makes
-  that object on rank 0 and, when making it fails, makes every rank fail with rank 0's error (none waits).
+  that object on rank 0 and, when making it fails, makes every rank fail with rank 0's error (none waits);
+  :func:`every_rank` does a step on every rank (reading per-node files: a checkpoint, the dataset, weights) and,
+  when it fails on any rank, makes every rank fail with that rank's error, naming it.
 
 API::
 
@@ -67,8 +69,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RankInfo", "Shard", "ShardedRun", "agree", "agree_on", "check_outside", "init_distributed", "progress_bar",
-           "run_sharded", "write_atomic"]
+__all__ = ["RankInfo", "Shard", "ShardedRun", "agree", "agree_on", "check_outside", "every_rank", "init_distributed",
+           "progress_bar", "run_sharded", "write_atomic"]
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -197,24 +199,57 @@ def agree_on(make: Callable[[], Any], rank: RankInfo) -> Any:
     return value
 
 
-def _sendable(exc: Exception) -> Exception:
+def every_rank(make: Callable[[], Any], rank: Any) -> Any:
+    """``make()`` on every rank (its own result on each), then one small exchange of ok / error between the ranks:
+    when it raised on any rank, every rank raises the error of the lowest failing rank, its message prefixed with
+    ``rank N: `` (the same class, or for an exception that cannot travel the nearest one that can, see
+    :func:`_sendable`), so all end at once with the same one line instead of the others waiting in their next
+    collective for a rank that is gone (until the group's time-out, minutes). A failing rank chains its own
+    exception (``raise ... from``: a bug keeps its traceback). Without a process group it is ``make()``.
+
+    For the steps every rank does itself, reading what may differ between nodes: loading the checkpoint on resume,
+    the dataset, an init checkpoint or the weights (the trainers, annotate). Steps rank 0 does alone go through
+    :func:`agree_on`. ``rank``: a :class:`RankInfo` or anything with ``rank`` and ``world_size``."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return make()
+    value, own = None, None
+    try:
+        value = make()
+    except Exception as exc:  # every rank must hear of it, whatever it is
+        own = exc
+    told = [None] * dist.get_world_size()
+    dist.all_gather_object(told, None if own is None else _sendable(own, f"rank {rank.rank}: {own}"))
+    first = next((i for i, exc in enumerate(told) if exc is not None), None)
+    if first is None:
+        return value
+    if first == rank.rank:
+        raise told[first] from own
+    raise told[first] from None
+
+
+def _sendable(exc: Exception, message: str | None = None) -> Exception:
     """``exc``, or when it cannot be pickled (an attribute holding a lock, a file, a model), an exception of the
     nearest class in its MRO that can, with the same message: ``ValueError`` for a ``ValueError`` subclass, and so
     on. The other ranks then fail as rank 0 does, under the CLI policy too (a one-line error stays one ``error:``
-    line with rank 0's words, a bug stays a traceback); the traceback's note names the class rank 0 raised."""
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:
-        pass
-    message = str(exc)
+    line with rank 0's words, a bug stays a traceback); the traceback's note names the class rank 0 raised.
+    With ``message``: always such a stand-in, of ``exc``'s own class when it can travel, with that message."""
+    if message is None:
+        try:
+            pickle.loads(pickle.dumps(exc))
+            return exc
+        except Exception:
+            pass
+        message = str(exc)
     for cls in type(exc).__mro__:
         if not (isinstance(cls, type) and issubclass(cls, Exception)):
             continue
         try:
             stand_in = cls(message)
-            stand_in.__notes__ = [f"rank 0 raised {type(exc).__module__}.{type(exc).__qualname__}, "
-                                  f"which cannot be sent to the other ranks; this is a {cls.__name__} in its place"]
+            if cls is not type(exc):
+                stand_in.__notes__ = [f"the rank raised {type(exc).__module__}.{type(exc).__qualname__}, which "
+                                      f"cannot be sent to the other ranks; this is a {cls.__name__} in its place"]
             copy = pickle.loads(pickle.dumps(stand_in))
         except Exception:  # a class that takes other arguments, or still cannot travel: try its base
             continue

@@ -260,3 +260,77 @@ def test_a_failing_rank0_step_ends_every_rank_at_once_with_its_error(tmp_path, w
     assert errors[0] == errors[1]  # rank 0's words on every rank
     if what == "folder":
         assert sorted(p.name for p in out.iterdir()) == ["holiday.jpg"]  # nothing written into it
+
+
+PER_RANK_DRIVER = """
+import json, os, sys
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+from train.train_detector import main
+rank = int(os.environ["RANK"])
+result, own = sys.argv[1], json.loads(sys.argv[2])[rank]  # this rank's own --out / --data (its node's storage)
+rc = main(sys.argv[3:] + own)
+Path(result, f"rank{rank}.json").write_text(json.dumps({"rc": rc}))
+"""
+
+
+@pytest.mark.parametrize("what", ["checkpoint-missing", "checkpoint-damaged", "annotations-damaged"])
+def test_a_step_failing_on_rank1_alone_ends_every_rank_at_once_naming_it(tmp_path, what):
+    """Every rank reads the checkpoint on a resume and the annotation file itself; on per-node storage a copy can be
+    missing or damaged on one node only. That rank failed alone while the others went on into their next collective
+    and waited for it until the group's time-out (minutes), and a damaged checkpoint was a safetensors traceback.
+    Now those steps go through ``sharding.every_rank``: both ranks of a real 2-process gloo group end at once with
+    the same one ``error:`` line naming rank 1 and its reason."""
+    import shutil
+    import socket
+    import time
+
+    from train.train_detector import main
+
+    data = tmp_path / "data"
+    ann = make_toy_coco(data, num_images=8, size=64, seed=0, name="train")
+    args = ["--preset", "tiny", "--img-size", "64", "--epochs", "1", "--batch-size", "2", "--workers", "0",
+            "--device", "cpu", "--check-images", "none", "--warmup-iters", "0", "--log-interval", "1"]
+    out0, out1 = tmp_path / "out0", tmp_path / "out1"  # the same --out on two nodes' storage
+    own = [["--out", str(out0), "--data", str(ann)], ["--out", str(out1), "--data", str(ann)]]
+    if what.startswith("checkpoint"):
+        assert main([*args, "--max-iters", "1", "--out", str(out0), "--data", str(ann)]) == 0  # a run to resume
+        shutil.copytree(out0, out1)
+        st = out1 / "detector_last.safetensors"
+        if what == "checkpoint-missing":
+            st.unlink()
+            (out1 / "detector_last.json").unlink()
+            expected = f"error: rank 1: training checkpoint {out1 / 'detector_last'}(.safetensors/.json) not found"
+        else:
+            st.write_bytes(b"\0" * 64)
+            expected = f"error: rank 1: cannot read the training checkpoint {st} ("
+        args += ["--max-iters", "2", "--allow-changes"]  # resumed by 2 processes: another world size
+    else:
+        copy = tmp_path / "node1" / "det_train.json"
+        copy.parent.mkdir()
+        copy.write_text(ann.read_text()[:100])  # cut short on rank 1's node
+        own[1] = ["--out", str(out0), "--data", str(copy)]
+        expected = "error: rank 1: "
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    driver = tmp_path / "driver.py"
+    driver.write_text(PER_RANK_DRIVER)
+    start = time.monotonic()
+    procs, errs = run_two_ranks([str(driver), str(tmp_path), json.dumps(own), *args], env=_env(), port=port,
+                                timeout=120, cwd=REPO)
+    assert time.monotonic() - start < 90
+    lines = []
+    for r, err in enumerate(errs):
+        result = tmp_path / f"rank{r}.json"
+        assert result.is_file(), err[-3000:]
+        assert json.loads(result.read_text())["rc"] == 2, err[-3000:]
+        got = [line for line in err.strip().splitlines() if line != TEARDOWN_ABORT]  # see the rank-0 failure test
+        assert len(got) == 1 and got[0].startswith(expected), err[-3000:]
+        lines.append(got[0])
+    assert lines[0] == lines[1]  # the same words on every rank
+    if what == "annotations-damaged":
+        assert str(tmp_path / "node1" / "det_train.json") in lines[0]
+    if what.startswith("checkpoint"):  # nothing trained or written over: rank 0's checkpoint is still step 1
+        assert json.loads((out0 / "detector_last.json").read_text())["step"] == 1

@@ -815,3 +815,67 @@ def test_the_no_mosaic_resize_ratio_reaches_the_pipeline_and_tiny_cpu_keeps_its_
     assert tiny.no_mosaic_resize_ratio == (0.5, 2.0) and not tiny.mosaic
     with pytest.raises(ValueError, match="no_mosaic_resize_ratio"):
         DetectorTrainConfig(train_ann="x.json", out_dir="o", no_mosaic_resize_ratio=(0.0, 2.0))
+
+
+@pytest.mark.parametrize("damage", ["safetensors", "json", "json-not-ours"])
+def test_a_damaged_training_checkpoint_is_one_checkpoint_error_naming_the_file(tmp_path, damage):
+    """A resume from a damaged checkpoint (a copy cut short, a disk error) ended in a safetensors / JSON traceback
+    without the file's name; now it is a CheckpointError (one ``error:`` line of the trainers) naming the file and
+    how to start over."""
+    from cartoonseg.models.weights import CheckpointError
+    from cartoonseg.training.state import save_training_state
+
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    prefix = tmp_path / "detector_last"
+    save_training_state(prefix, model_state=model.state_dict(), optimizer=opt,
+                        progress={"epoch": 0, "iter": 1, "global_step": 1}, config={})
+    target = prefix.with_suffix(".safetensors" if damage == "safetensors" else ".json")
+    target.write_bytes(b'{"format": "other"}' if damage == "json-not-ours" else target.read_bytes()[:40])
+    with pytest.raises(CheckpointError, match=re.escape(str(target))) as info:
+        load_training_state(prefix)
+    assert "--no-resume" in str(info.value)
+
+
+CUDA_LESS = """
+import sys, torch
+torch.cuda.is_available = lambda: False
+from cartoonseg.training.detector import DetectorTrainConfig, train_detector
+from train._cli import run_training
+cfg = DetectorTrainConfig(train_ann=sys.argv[1], out_dir=sys.argv[2], preset="tiny", device=sys.argv[3])
+sys.exit(run_training(lambda: train_detector(cfg)))
+"""
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_training_on_cuda_without_cuda_is_one_error_line_naming_the_device(tmp_path, device):
+    """The command lines check ``--device`` first, but a trainer reached another way (a config's ``device``, a
+    bench or notebook script under the trainers' error policy) ended in a RuntimeError traceback from ``setup``;
+    now it is the same one ``error:`` line as ``--device`` (ValueError naming it and the cpu to use)."""
+    import subprocess
+    import sys
+
+    from cartoonseg.training.toy import make_toy_coco
+
+    ann = make_toy_coco(tmp_path / "data", num_images=2, size=64, seed=0)
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", CUDA_LESS, str(ann), str(tmp_path / "out"), device], cwd=repo,
+                          capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith(f"error: --device {device}: CUDA is not available") and "--device cpu" in lines[0]
+    assert not (tmp_path / "out").exists()  # stopped before anything was written
+
+
+def test_more_processes_than_gpus_is_one_error_naming_the_limit(monkeypatch):
+    """``cuda`` under torchrun is ``cuda:LOCAL_RANK``: a second process on a one-GPU machine failed in
+    ``torch.cuda.set_device`` with a RuntimeError traceback; now a ValueError says how many GPUs there are."""
+    from cartoonseg.training.distributed import setup
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(ValueError, match=r"--device cuda: process LOCAL_RANK=1 would use GPU 1 but this machine has 1"):
+        setup("cuda")

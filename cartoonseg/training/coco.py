@@ -125,8 +125,11 @@ def load_coco(ann_file: str | Path, image_root: str | Path | None = None, *, req
     ann_file = Path(ann_file)
     if not ann_file.is_file():
         raise FileNotFoundError(f"COCO annotation file not found: {ann_file}")
-    with ann_file.open("r", encoding="utf-8") as fh:
-        data = json.load(fh)
+    try:
+        with ann_file.open("r", encoding="utf-8") as fh:
+            data = json.load(fh)
+    except ValueError as exc:  # damaged JSON or text (UnicodeDecodeError): name the file, not only a position
+        raise ValueError(f"{ann_file} is not a readable JSON file ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(
             data.get("annotations"), list):
         raise ValueError(f"{ann_file} is not a COCO instances file (needs the lists 'images' and 'annotations')")

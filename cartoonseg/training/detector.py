@@ -25,7 +25,7 @@ from ..build import build_detector
 from ..checkpoint import load_detector, save_weights
 from ..config import detector_config
 from ..models.rtmdet_ins import RTMDetIns
-from ..sharding import agree_on
+from ..sharding import agree_on, every_rank
 from .coco import check_images, check_images_mode, load_coco
 from .det_data import DetAugConfig, DetectionTrainSet, collate_detection
 from .distributed import DistContext, cleanup, setup
@@ -244,11 +244,13 @@ def train_detector(
         # (rank 0 checks; its refusal ends every rank with its message, see agree_on)
         agree_on(lambda: check_training_folder(cfg.out_dir, exports=("detector.safetensors",), inputs=inputs), ctx)
         torch.manual_seed(cfg.seed)
-        coco = load_coco(cfg.train_ann, cfg.image_root)
+        # every rank reads the annotations and the --init checkpoint itself (per-node storage may differ): a
+        # failure on one rank ends every rank at once with its error, naming the rank (every_rank)
+        coco = every_rank(lambda: load_coco(cfg.train_ann, cfg.image_root), ctx)
         mode = check_images_mode(cfg.check_images)
         if mode != "none":  # every rank, the same verdict on all (each decodes its share only)
             check_images(coco.images, progress=ctx.is_main, full=mode == "full", ctx=ctx)
-        model, init_report = _build(cfg, coco.num_classes)
+        model, init_report = every_rank(lambda: _build(cfg, coco.num_classes), ctx)
         model.to(ctx.device).train()
         if ctx.distributed and ctx.device.type == "cuda" and cfg.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -60,16 +60,24 @@ def setup(device: str = "auto") -> DistContext:
     Args:
         device: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``. Under
             ``torchrun`` with CUDA each process takes ``cuda:LOCAL_RANK``.
+
+    Raises:
+        ValueError: CUDA asked for where there is none, or fewer GPUs than processes (naming ``--device``).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {device} requested but CUDA is not available; use --device cpu")
     if device.startswith("cuda"):
+        from .._cli import check_device
+
+        check_device(device)  # ValueError naming --device and what there is (one error: line, not a traceback)
         dev = torch.device("cuda", local) if world > 1 or device == "cuda" else torch.device(device)
+        if dev.index >= torch.cuda.device_count():  # more processes on this node than GPUs
+            raise ValueError(f"--device {device}: process LOCAL_RANK={local} would use GPU {dev.index} but this "
+                             f"machine has {torch.cuda.device_count()}; start at most that many processes per node "
+                             f"(torchrun --nproc-per-node)")
         torch.cuda.set_device(dev)
     elif device == "cpu":
         dev = torch.device("cpu")

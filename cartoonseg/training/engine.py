@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from ..sharding import agree_on
+from ..sharding import agree_on, every_rank
 from .distributed import DistContext, ResumableDistributedSampler
 from .optim import ExpMomentumEMA, WarmupCosine, param_groups
 from .state import checkpoint_exists, load_training_state, remove_checkpoint, restore_rng, save_training_state
@@ -423,17 +423,27 @@ def run_loop(
     prefix = out_dir / f"{cfg.name}_last"
     epoch, it_in_epoch, global_step = 0, 0, 0
     config_record = _config_record(cfg, run_config, ctx.world_size)
-    if not (cfg.resume and checkpoint_exists(prefix)):
+    # whether to resume is rank 0's answer (every rank resumes or none: a rank starting over while the others resume
+    # would train other steps); then every rank reads the checkpoint itself, and a copy missing or damaged on one
+    # rank's node ends every rank at once with that rank's error (every_rank) instead of leaving the others waiting
+    resuming = agree_on(lambda: cfg.resume and checkpoint_exists(prefix), ctx)
+    if not resuming:
         agree_on(lambda: _trim_log(ctx, out_dir, 0, cfg.name), ctx)  # a fresh start: this loop's old lines go
-    if cfg.resume and checkpoint_exists(prefix):
-        loaded = load_training_state(prefix, map_location=device)
-        _refuse_changes(prefix, loaded, config_record, cfg.allow_changes)
-        model.load_state_dict({k: v.to(device) for k, v in loaded["model"].items()})
-        optimizer.load_state_dict(loaded["optimizer"])
-        if ema is not None and loaded["ema"] is not None:
-            ema.load_state_dict({k: v.to(device) for k, v in loaded["ema"].items()}, loaded["progress"]["ema_steps"])
-        if loaded["scaler"] is not None and scaler.is_enabled():
-            scaler.load_state_dict(loaded["scaler"])
+    if resuming:
+
+        def load() -> dict[str, Any]:
+            loaded = load_training_state(prefix, map_location=device)
+            _refuse_changes(prefix, loaded, config_record, cfg.allow_changes)
+            model.load_state_dict({k: v.to(device) for k, v in loaded["model"].items()})
+            optimizer.load_state_dict(loaded["optimizer"])
+            if ema is not None and loaded["ema"] is not None:
+                ema.load_state_dict({k: v.to(device) for k, v in loaded["ema"].items()},
+                                    loaded["progress"]["ema_steps"])
+            if loaded["scaler"] is not None and scaler.is_enabled():
+                scaler.load_state_dict(loaded["scaler"])
+            return loaded
+
+        loaded = every_rank(load, ctx)
         restore_rng(loaded)
         p = loaded["progress"]
         epoch, it_in_epoch, global_step = int(p["epoch"]), int(p["iter"]), int(p["global_step"])

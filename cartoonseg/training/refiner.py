@@ -30,7 +30,7 @@ from ..checkpoint import save_weights
 from ..config import refiner_config
 from ..outputs import fsync_dir
 from ..models.isnet import ISNetGTEncoder
-from ..sharding import agree_on
+from ..sharding import agree_on, every_rank
 from .coco import check_images, check_images_mode, load_coco
 from .distributed import DistContext, cleanup, setup
 from .engine import LoopConfig, check_resumed_settings, check_training_folder, discard_loop, run_loop, state_digest
@@ -159,6 +159,18 @@ def _loop(cfg: RefinerTrainConfig, name: str, epochs: int, lr: float, wd: float)
     )
 
 
+def _dataset(cfg: RefinerTrainConfig, aug: RefineAugConfig) -> tuple[Any, RefineTrainSet]:
+    coco = load_coco(cfg.train_ann, cfg.image_root)
+    return coco, RefineTrainSet(coco, aug, seed=cfg.seed)
+
+
+def _have_gt_encoder(cfg: RefinerTrainConfig, path: Path) -> bool:
+    """Whether the GT encoder file is there (a given ``--gt-encoder`` must be: ``FileNotFoundError``)."""
+    if cfg.gt_encoder and not path.is_file():
+        raise FileNotFoundError(f"--gt-encoder {path} not found")
+    return path.is_file()
+
+
 def train_refiner(cfg: RefinerTrainConfig, ctx: DistContext | None = None) -> dict[str, Any]:
     """Run both stage-2 phases; returns a summary (paths, steps, last losses). ``max_iters`` applies to each
     phase's global step count separately."""
@@ -173,9 +185,10 @@ def train_refiner(cfg: RefinerTrainConfig, ctx: DistContext | None = None) -> di
         # (rank 0 checks; its refusal ends every rank with its message, see agree_on)
         agree_on(lambda: check_training_folder(out, exports=exports, inputs=inputs), ctx)
         torch.manual_seed(cfg.seed)
-        coco = load_coco(cfg.train_ann, cfg.image_root)
         aug = RefineAugConfig(size=cfg.size, ins_rect_prob=cfg.ins_rect_prob, aug_ins_prob=cfg.aug_ins_prob)
-        dataset = RefineTrainSet(coco, aug, seed=cfg.seed)
+        # every rank reads the annotations (and below the GT encoder) itself: a failure on one rank's node ends
+        # every rank at once with its error, naming the rank (every_rank)
+        coco, dataset = every_rank(lambda: _dataset(cfg, aug), ctx)
         mode = check_images_mode(cfg.check_images)
         if mode != "none":  # the images it reads (those with a mask), every rank (each decodes its share only)
             check_images([coco.images[i] for i, _ in dataset.items], progress=ctx.is_main, full=mode == "full",
@@ -192,13 +205,15 @@ def train_refiner(cfg: RefinerTrainConfig, ctx: DistContext | None = None) -> di
             enc_path = Path(cfg.gt_encoder) if cfg.gt_encoder else out / "gt_encoder.safetensors"
             gt_loop = _loop(cfg, "gt_encoder", cfg.gt_epochs, cfg.gt_lr, 0.0)
             gt_run = dict(cfg.to_dict(), phase="gt_encoder")
-            if enc_path.is_file() and not cfg.gt_encoder:
+            # a given --gt-encoder is read by every rank, so each checks it has the file; the one this run trains
+            # in --out is there when rank 0 sees it (every rank trains it, or none)
+            have = every_rank(lambda: _have_gt_encoder(cfg, enc_path), ctx)
+            have = have if cfg.gt_encoder else agree_on(lambda: have, ctx)
+            if have and not cfg.gt_encoder:
                 # the encoder this run trained earlier is reused only with the settings it was trained with (a run
                 # killed before the refiner's first checkpoint and rerun with other settings would mix them)
-                check_resumed_settings(gt_loop, gt_run, ctx.world_size)
-            if not enc_path.is_file():
-                if cfg.gt_encoder:
-                    raise FileNotFoundError(f"--gt-encoder {enc_path} not found")
+                every_rank(lambda: check_resumed_settings(gt_loop, gt_run, ctx.world_size), ctx)
+            if not have:
                 if cfg.gt_epochs < 1:
                     raise ValueError("use_gt_encoder needs gt_epochs >= 1 or an existing gt_encoder file")
                 enc = ISNetGTEncoder(1, 1, width=rcfg.width).to(ctx.device).train()
@@ -223,7 +238,7 @@ def train_refiner(cfg: RefinerTrainConfig, ctx: DistContext | None = None) -> di
                 if not r.finished:
                     return summary
                 agree_on(lambda: save_gt_encoder(enc, rcfg.width, enc_path), ctx)  # rank 0's error ends every rank
-            encoder = load_gt_encoder(enc_path, ctx.device)
+            encoder = every_rank(lambda: load_gt_encoder(enc_path, ctx.device), ctx)
             if encoder.width != rcfg.width:
                 raise ValueError(f"GT encoder {enc_path} was trained for a refiner of width {encoder.width}; the "
                                  f"preset {cfg.preset!r} has width {rcfg.width}: give one of its size, or train one "

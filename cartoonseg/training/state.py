@@ -257,7 +257,8 @@ def load_training_state(prefix: str | os.PathLike, map_location: str | torch.dev
         "progress", "config", "scaler", "rng_tensors", "rng", "extra"}``. Call :func:`restore_rng` separately.
 
     Raises:
-        FileNotFoundError: a file of the pair is missing. RuntimeError: the pair does not belong together.
+        FileNotFoundError: a file of the pair is missing. CheckpointError (a RuntimeError): a file cannot be read
+        (damaged) or the pair does not belong together.
     """
     from safetensors import safe_open
 
@@ -266,16 +267,24 @@ def load_training_state(prefix: str | os.PathLike, map_location: str | torch.dev
     st_path, js_path = prefix.with_suffix(".safetensors"), prefix.with_suffix(".json")
     if not st_path.is_file() or not js_path.is_file():
         raise FileNotFoundError(f"training checkpoint {prefix}(.safetensors/.json) not found")
-    meta = json.loads(js_path.read_text(encoding="utf-8"))
-    if meta.get("format") != "cartoonseg-train-state":
-        raise RuntimeError(f"{js_path} is not a cartoonseg training state")
+    advice = "delete both files (or pass --no-resume, or use a new --out) to start over, or restore them"
+    try:
+        meta = json.loads(js_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read the training checkpoint {js_path} ({exc}); {advice}") from None
+    if not isinstance(meta, dict) or meta.get("format") != "cartoonseg-train-state":
+        raise CheckpointError(f"{js_path} is not a cartoonseg training state; {advice}")
     tensors: dict[str, Tensor] = {}
-    with safe_open(str(st_path), framework="pt", device="cpu") as fh:
-        header_step = (fh.metadata() or {}).get("step")
-        for k in fh.keys():
-            tensors[k] = fh.get_tensor(k)
-    if header_step != str(meta["step"]):
-        raise RuntimeError(f"{st_path} is from step {header_step} but {js_path} from step {meta['step']}")
+    try:
+        with safe_open(str(st_path), framework="pt", device="cpu") as fh:
+            header_step = (fh.metadata() or {}).get("step")
+            for k in fh.keys():
+                tensors[k] = fh.get_tensor(k)
+    except Exception as exc:  # noqa: BLE001 - safetensors' Rust errors (damaged header or data) and OSError
+        raise CheckpointError(f"cannot read the training checkpoint {st_path} ({exc}); {advice}") from None
+    if header_step != str(meta.get("step")):
+        raise CheckpointError(f"{st_path} is from step {header_step} but {js_path} from step {meta.get('step')}; "
+                              f"{advice}")
     model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")} or None
     state: dict[int, dict[str, Any]] = {}
