@@ -645,6 +645,23 @@ def test_front_hair_strands_over_the_back_character_stay_in_the_front_matte(blur
     assert float(mattes[0][outline].mean()) < 0.03, float(mattes[0][outline].mean())  # 0.004-0.016
 
 
+def test_the_back_characters_own_line_ending_under_the_front_one_stays_out_of_the_front_matte():
+    """A fold of the back character that ends where the front character covers it touches the front's region like
+    a strand leaving it; following every stroke over the back's interior gave it 0.52 in the front matte. The back's
+    mask holds what is visible of it: it dips under a strand drawn over it, not under its own line art, so only
+    strokes where it gives way are followed."""
+    rgb, visible, softs = _cel_scene(0.0)
+    row = 160
+    edge = int(np.nonzero(visible[0][row] > 0.5)[0].max())
+    rgb = rgb.copy()
+    rgb[row, edge - 2:edge + 40] = (25, 20, 30)  # the back's fold, drawn in its outline colour (its mask unchanged)
+    mattes = instance_alphas(rgb, Instances.from_masks(torch.from_numpy(softs)).replace(
+        scores=torch.tensor([0.9, 0.8]))).alphas.numpy()
+    fold = mattes[0][row, edge + 3:edge + 40]
+    assert float(fold.max()) < 0.1, fold.round(2)
+    assert float(mattes[1][row, edge + 8:edge + 40].min()) > 0.9  # and the back matte keeps it
+
+
 @pytest.mark.parametrize("kind", ["border", "painterly"])
 def test_a_character_cut_by_the_border_or_without_outline_is_matted(kind):
     """QA scenes: a character cut by the left and bottom image border (its matte stays opaque up to the border,
