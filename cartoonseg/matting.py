@@ -23,7 +23,12 @@ For each instance:
    unknown, and beyond the band (:func:`free_strokes`) those that end inside the picture become unknown too (hair
    strands thinner than the refiner's grid are missing from the soft mask), while those that run on to the image
    border are the scene's line art and stay background, and line art inside another instance's mask is that
-   instance's. Where two instances meet, line art is also found as the luminance ridge across the seam between
+   instance's, except over an instance *behind* this one (front-to-back order, step 3) farther than the band plus
+   the line width from its silhouette's edge (its outline lies within) and where its mask gives way (below
+   ``high``: it holds what is visible of that instance, so it dips under a stroke drawn over it, not under its own
+   line art): there a stroke leaving this instance is drawn over the back one (its hair strands crossing the
+   character behind it) and is followed, the back character's colours being the known background around it.
+   Where two instances meet, line art is also found as the luminance ridge across the seam between
    their masks (:func:`seam_ridges`): the front one's outline, too faint next to a dark cel shade for the
    black-hat's threshold; its pixels on the far side stay unknown even when it is 1 px wide (the solver has the
    front fill and the back character on either side). Closed-form matting alone mistakes a dark outline between a fill and a
@@ -597,6 +602,45 @@ def _seam_ridges_of(i: int, soft_all: np.ndarray, reach: np.ndarray, box: tuple[
     return seam_ridges(rgb[y0:y1, x0:x1], own, other, zone, radius, noise)
 
 
+def _behind_interior(i: int, order: Sequence[int], soft_all: np.ndarray, low: float, high: float, depth: int,
+                     radius: int) -> np.ndarray:
+    """bool ``[H,W]``: where an instance behind instance ``i`` (later in the front-to-back ``order``) reaches, more
+    than ``depth`` px from its silhouette's edge against anything but ``i`` (its outline and ramp lie within).
+    Line art there that leaves instance ``i`` is drawn over the back instance, so it is ``i``'s (its hair strands
+    crossing the character behind it); along the seam with ``i`` the back instance's edge is where ``i`` covers it,
+    not its outline, so the zone reaches up to ``i``. Dips of the back mask under a thin stroke across it (the
+    segmenter's mask of what stays visible) are closed first (a disk of the line art's ``radius`` + 1 px: no wider,
+    or the notch of background between the two silhouettes where they meet closes and the back instance's outline
+    there joins the zone), or a strand would cut its own way. And only where the back instance's mask gives way
+    (below ``high``): its mask holds what is visible of it, so it dips under a stroke drawn over it and not under
+    its own line art (a fold ending where ``i`` covers it, which the zone alone would hand to ``i``)."""
+    h, w = soft_all.shape[1:]
+    out = np.zeros((h, w), bool)
+    behind = order[order.index(i) + 1:]
+    own = soft_all[i] > low
+    near = _crop(own, 2 * depth + 2, h, w)
+    if not behind or near is None:
+        return out
+    y0, y1, x0, x1 = near
+    pad = 2 * depth + 2  # the zone of a back instance is decided by its silhouette beyond the crop too
+    b0, b1, a0, a1 = max(0, y0 - pad), min(h, y1 + pad), max(0, x0 - pad), min(w, x1 + pad)
+    mine = own[b0:b1, a0:a1]
+    disk = _disk(max(1, int(radius)) + 1)
+    for j in behind:
+        theirs = soft_all[j, b0:b1, a0:a1] > low
+        if not (theirs[y0 - b0:y1 - b0, x0 - a0:x1 - a0]).any():
+            continue
+        covered = cv2.morphologyEx((theirs | mine).astype(np.uint8), cv2.MORPH_CLOSE, disk,
+                                   borderType=cv2.BORDER_REPLICATE)
+        theirs = cv2.morphologyEx(theirs.astype(np.uint8), cv2.MORPH_CLOSE, disk,
+                                  borderType=cv2.BORDER_REPLICATE).astype(bool)
+        # distance to the nearest pixel that neither covers (the background or a third instance; the image border
+        # is no edge: a character cut by it has no outline there)
+        dist = cv2.distanceTransform(covered, cv2.DIST_L2, 3)
+        out[b0:b1, a0:a1] |= theirs & (dist > depth) & (soft_all[j, b0:b1, a0:a1] < high)
+    return out
+
+
 def instance_alphas(image, instances: Instances, config: MattingConfig | None = None, *,
                     order: Sequence[int] | None = None,
                     progress: Callable[[int, int], None] | None = None, name: str | None = None) -> Instances:
@@ -631,6 +675,11 @@ def instance_alphas(image, instances: Instances, config: MattingConfig | None = 
     lines: dict[int, np.ndarray] = {}  # the image's line art per black-hat radius
     # per pixel, how many instances' masks reach it: "another instance's mask" without an [N-1,H,W] copy per instance
     reach = (soft_all > config.low).sum(0, dtype=np.int32) if config.line_art else None
+    if order is None:
+        order = occlusion_order(instances)
+    if sorted(int(i) for i in order) != list(range(n)):
+        raise ValueError(f"order must be a permutation of 0..{n - 1}, got {list(order)}")
+    order = [int(i) for i in order]
     if progress is not None:
         progress(0, n)
     for i in range(n):
@@ -666,7 +715,10 @@ def instance_alphas(image, instances: Instances, config: MattingConfig | None = 
                 lines[radius] = line_art(rgb, radius, config.line_contrast)
             region = np.zeros((h, w), bool)
             region[y0:y1, x0:x1] = trimap > 0
-            others = (reach - (soft > config.low)) > 0  # line art another instance's mask explains
+            # line art another instance's mask explains, except over the instances behind this one away from their
+            # own silhouette: there a stroke leaving this one (its hair strands over the back character) is its own
+            behind = _behind_interior(i, order, soft_all, config.low, config.high, int(band) + radius, radius)
+            others = ((reach - (soft > config.low)) > 0) & ~behind
             strokes = free_strokes(lines[radius] & ~others, region)
             if strokes.any():  # unknown along the strokes (1-px fringe): widen the crop to hold them
                 grow = cv2.dilate(strokes.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~region
@@ -695,11 +747,7 @@ def instance_alphas(image, instances: Instances, config: MattingConfig | None = 
         raw[i, y0:y1, x0:x1] = torch.from_numpy(alpha.astype(np.float32))
     if progress is not None and n:
         progress(n, n)
-    if order is None:
-        order = occlusion_order(instances)
-    if sorted(int(i) for i in order) != list(range(n)):
-        raise ValueError(f"order must be a permutation of 0..{n - 1}, got {list(order)}")
-    alphas = compose_front_to_back(raw, [int(i) for i in order])
+    alphas = compose_front_to_back(raw, order)
     return instances.replace(alphas=alphas.to(instances.device))
 
 
