@@ -373,6 +373,19 @@ def test_auto_skeleton_roots_a_chibi_in_its_body_and_finds_its_head(s, head_r):
 
 
 @pytest.mark.parametrize("s", [1.0, 1.6, 2.5, 4.0])
+@pytest.mark.parametrize("head_r", [20, 24, 28, 32])
+def test_auto_skeleton_makes_no_limb_of_a_big_round_heads_side(s, head_r):
+    # the sixth branch went to a pixel on the side of a chibi's big round head (about one half-width from the head's
+    # medial line): an unnamed stray limb hanging from the nose, drawn in the rig preview and bound to head pixels
+    m, _ = _chibi(s, head_r, shoe=11 * (head_r == 28), hand=6 * (head_r == 28))
+    sk = auto_skeleton(m > 0.02)
+    kids = sk.children
+    tips = {sk.names[j] for j in range(len(sk.names)) if not kids[j]}
+    assert tips == {"nose", "r_wrist", "l_wrist", "r_ankle", "l_ankle"}, sk.names
+    assert all(len(kids[j]) > 1 for j in range(len(sk.names)) if sk.names[j].startswith("joint")), sk.names
+
+
+@pytest.mark.parametrize("s", [1.0, 1.6, 2.5, 4.0])
 @pytest.mark.parametrize("head_r", [20, 24])
 @pytest.mark.parametrize("shoe, hand", [(9, 0), (11, 0), (0, 7), (11, 6)])
 def test_auto_skeleton_limbs_with_wide_shoes_or_big_hands_start_at_the_trunk(s, head_r, shoe, hand):
