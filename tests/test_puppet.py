@@ -502,6 +502,62 @@ def test_wave_leaves_the_shirt_on_the_trunk_at_every_scale(u):
     assert (shirt & trunk).sum((1, 2)).min() >= 0.9 * (shirt[0] & trunk).sum()  # nor leaves a hole in it
 
 
+def _openpose_rig(u: float, elbow: tuple[float, float]):
+    """The preview character (:func:`drawn_character`) rigged from a hand-given POSE_KEYPOINT skeleton: the 18
+    OpenPose keypoints in the character's units, face joints included (eyes on the face, ears on the head's
+    outline), the elbows on the arms' axes at ``elbow`` (image-left side; mirrored on the right)."""
+    img, m, u, cx = drawn_character(u)
+    P = lambda x, y: [cx + x * u, y * u, 1.0]
+    ex, ey = elbow
+    pts = {"nose": P(0, 29), "neck": P(0, 37), "r_shoulder": P(-5, 41), "r_elbow": P(ex, ey), "r_wrist": P(-15, 56),
+           "l_shoulder": P(5, 41), "l_elbow": P(-ex, ey), "l_wrist": P(15, 56), "r_hip": P(-4, 61),
+           "r_knee": P(-5, 69), "r_ankle": P(-6, 77), "l_hip": P(4, 61), "l_knee": P(5, 69), "l_ankle": P(6, 77),
+           "r_eye": P(-3.2, 26.5), "l_eye": P(3.2, 26.5), "r_ear": P(-9, 27), "l_ear": P(9, 27)}
+    from cartoonseg.puppet import OPENPOSE_JOINTS
+
+    frame = {"people": [{"pose_keypoints_2d": [v for name in OPENPOSE_JOINTS for v in pts[name]]}],
+             "canvas_width": m.shape[1], "canvas_height": m.shape[0]}
+    rig = build_rig(m[None], poses=frame)
+    assert rig.characters[0].skeleton.source == "pose" and "r_ear" in rig.characters[0].skeleton.names
+    return img, m, u, cx, rig
+
+
+@pytest.mark.parametrize("u,elbow", [(2.4, (-11, 51)), (3.0, (-9, 48)), (3.0, (-10, 49))])
+def test_a_hand_given_skeleton_with_face_joints_binds_the_head_and_keeps_the_shirt(u, elbow):
+    # a POSE_KEYPOINT elbow on the arm's axis, a little out of the trunk, lies in the armpit that the opening (which
+    # finds the thick parts) fills, so the rule for bones reaching out of a part did not apply: the upper arm
+    # counted as the trunk's, the trunk's side was bound to it, and a wave carried the shirt's side up with the arm
+    # (289 to 503 shirt pixels outside the trunk). The head and face bones (nose, eyes, ears on the outline) must
+    # bind the head: a nod turns every head pixel rigidly about the neck, and the raised arm drags none of them
+    img, m, u, cx, rig = _openpose_rig(u, elbow)
+    ch = rig.characters[0]
+    sk = ch.skeleton
+    head = np.zeros(m.shape, np.uint8)
+    cv2.ellipse(head, (cx, int(round(27 * u))), (int(9 * u), int(10 * u)), 0, 0, 360, 1, -1)
+    head = cv2.erode(head, np.ones((5, 5), np.uint8)) > 0  # inside the head's outline
+    head[int(33 * u):] = False  # above the jaw's band over the collar (there it bends between head and trunk)
+    ys, xs = np.nonzero(head)
+    pts = np.stack([xs, ys], 1).astype(np.float64)
+    neck, nose = sk.index("neck"), sk.index("nose")
+    nod = joint_sequences(rig, PresetMotion("nod"), 18, 12)[0]
+    for pose in nod[1:]:
+        turn = math.atan2(*(pose[nose] - pose[neck])[::-1]) - math.atan2(*(sk.joints[nose] - sk.joints[neck])[::-1])
+        rot = np.array([[math.cos(turn), -math.sin(turn)], [math.sin(turn), math.cos(turn)]])
+        want = pose[neck] + (pts - sk.joints[neck]) @ rot.T
+        assert np.hypot(*(_mesh_map(ch, pts, ch.deform(pose)) - want).T).max() < 0.75
+    wave = joint_sequences(rig, PresetMotion("wave"), 36, 12)[0]
+    assert max(np.hypot(*(_mesh_map(ch, pts, ch.deform(pose)) - pts).T).max() for pose in wave) < 0.5
+    plate = np.zeros_like(img)
+    plate[:] = PLATE_COLOUR
+    frames = animate(img, rig, PresetMotion("wave"), frames=36, fps=12, plate=plate).frames.numpy()
+    trunk = np.zeros(m.shape, np.uint8)
+    cv2.ellipse(trunk, (cx, int(round(50 * u))), (int(8 * u), int(14 * u)), 0, 0, 360, 1, -1)
+    trunk = cv2.dilate(trunk, np.ones((3, 3), np.uint8)) > 0  # its outline and a pixel of soft edge
+    shirt = np.abs(frames - np.array([0.9, 0.35, 0.43], np.float32)).max(-1) < 0.12
+    spike = (shirt & ~trunk).sum((1, 2))
+    assert spike.max() <= 24, spike.tolist()
+
+
 def _mesh_map(ch, points: np.ndarray, deformed: np.ndarray) -> np.ndarray:
     """Where the rest-pose ``points [N,2]`` go under the mesh deformation ``deformed [V,2]`` (barycentric)."""
     V, T = ch.mesh.vertices, ch.mesh.triangles
