@@ -158,6 +158,11 @@ def _affine_to(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray) -> np.nd
     return np.concatenate([M, t[:, :, None]], -1)
 
 
+#: a posed triangle whose map back to its rest shape stretches more than this (its largest singular value: it is
+#: crushed to under half along some direction) is drawn under the rest of its character
+_CRUSHED = 2.0
+
+
 @dataclasses.dataclass
 class _Layer:
     character: Character
@@ -435,7 +440,7 @@ class PuppetRenderer:
         between two legs) shows that part behind it, not the background. A pixel that a part maps back to the same
         texel (within one pixel) as the part below it, the seam where two parts meet, keeps the more opaque of the
         two samples instead (a fold at a joint opens no hole), so no texel is painted twice and the rest pose is the
-        single texture lookup per pixel."""
+        single texture lookup per pixel. Triangles the pose crushes (:data:`_CRUSHED`) go first, under all parts."""
         ch = layer.character
         h, w = self.rig.image_size
         x0 = max(0, int(np.floor(verts[:, 0].min())) - 1)
@@ -449,9 +454,25 @@ class PuppetRenderer:
         aff[:, 0, 2] -= ch.box[0]
         aff[:, 1, 2] -= ch.box[1]
         coef = np.concatenate([aff.reshape(-1, 6), [[0, 0, -10, 0, 0, -10]]]).astype(np.float32).T  # [6, T+1]
+        # how much each triangle is crushed: the largest stretch of its posed-to-rest map (1 at rest; a triangle
+        # collapsed to a line or a point, whose map _affine_to leaves zero, the most)
+        crush = np.linalg.norm(aff[:, :, :2], ord=2, axis=(1, 2))
+        crush[~aff[:, :, :2].any(axis=(1, 2))] = np.inf
         acc = np.zeros((y1 - y0, x1 - x0, 4), np.float32)  # the character so far, premultiplied
         texel = np.full((y1 - y0, x1 - x0, 2), np.inf, np.float32)  # texture position of the top sample
-        for part, part_vertices in zip(layer.parts, layer.part_vertices):
+        # a triangle the pose crushes (the inside of a bend: the armpit of a raised arm) samples its texture
+        # several texels per pixel, and the fill's fringe round a sliver extrapolates its map: drawn in its part's
+        # turn, it put specks of the arm's outline over the skin of the raised arm and of the armpit. The crushed
+        # triangles of every part are drawn first, most crushed first, under the rest of the character
+        groups = list(zip(layer.parts, layer.part_vertices))
+        crushed = np.nonzero(crush > _CRUSHED)[0]
+        if len(crushed):
+            first = crushed[np.argsort(-crush[crushed], kind="stable")]
+            groups = [(first, np.unique(ch.mesh.triangles[first]))] + [
+                (part[crush[part] <= _CRUSHED], part_vertices) for part, part_vertices in groups]
+        for part, part_vertices in groups:
+            if not len(part):
+                continue
             pv = verts[part_vertices]
             px0 = max(x0, int(np.floor(pv[:, 0].min())) - 1)
             py0 = max(y0, int(np.floor(pv[:, 1].min())) - 1)

@@ -394,8 +394,8 @@ class _ThickParts:
     vertex is bound to its piece's bones: the piece and its outline pixels, less an outer band (half the disc
     radius) where that band lies within half the disc radius of a limb or join (the support outside the
     pieces); ``bone_label [B]`` is the piece holding each bone's midpoint in its core (the piece less its outer
-    band), unless it reaches out of the piece into a limb (an upper arm whose midpoint the opening took in);
-    0 = none: a limb bone."""
+    band), unless it reaches out of the piece into a limb (an upper arm whose midpoint the opening took in) or
+    ends in an elbow, wrist, knee or ankle (:func:`_limb_joint`); 0 = none: a limb bone."""
 
     labels: np.ndarray
     pinned: np.ndarray
@@ -459,6 +459,11 @@ def _thick_parts_in(support: np.ndarray, J: np.ndarray, bones: list[tuple[int, i
         if mid_label[k] and (c is None or labels[c] == 0) and not any(
                 mid_label[q] for q, (a2, _) in enumerate(bones) if a2 == b):
             bone_label[k] = 0
+        # a bone into an elbow, wrist, knee or ankle is a limb's by its name, wherever its joints lie: a hand-given
+        # (POSE_KEYPOINT) elbow sits on the arm's axis a little out of the trunk, inside the armpit the opening
+        # fills, so the upper arm counted as the trunk's and a raised arm carried the shirt's whole side off
+        if _limb_joint(skeleton.names[b]):
+            bone_label[k] = 0
     limb = support & (cv2.dilate(opened, np.ones((5, 5), np.uint8)) == 0)  # limbs and joins, 2 px off the parts
     limb = cv2.morphologyEx(limb.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0  # no specks
     # each pixel within 3 px of a piece (the mesh's outline runs on the support grown by a pixel) takes its label
@@ -467,6 +472,18 @@ def _thick_parts_in(support: np.ndarray, J: np.ndarray, bones: list[tuple[int, i
     far_from_limb = distance_transform_edt(~limb) > 0.5 * radius if limb.any() else np.ones((h, w), bool)
     pinned = np.where(far_from_limb, near, core).astype(np.int32)
     return _ThickParts(labels=labels, pinned=pinned, radius=radius, bone_label=bone_label)
+
+
+#: joints that end a limb's bone in the OpenPose layout (and the automatic skeleton's names): the bones into them
+#: are never a thick part's
+_LIMB_JOINTS = ("elbow", "wrist", "knee", "ankle")
+
+
+def _limb_joint(name: str) -> bool:
+    """Whether ``name`` is an elbow, wrist, knee or ankle (``r_`` / ``l_`` and a ``_2``... suffix allowed)."""
+    import re
+
+    return re.fullmatch(r"(?:[rl]_)?(" + "|".join(_LIMB_JOINTS) + r")(?:_[2-9]\d*)?", name) is not None
 
 
 def _cell(p: np.ndarray, h: int, w: int) -> tuple[int, int] | None:

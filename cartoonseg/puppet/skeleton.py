@@ -439,6 +439,12 @@ _NECK_PINCH = 0.85
 #: (a hand or foot beyond a wrist or ankle is thinner), and a part above a root this thick is a head over a torso
 #: root, not hair or a raised arm (:func:`_trunk_root`)
 _TRUNK_DEPTH = 0.35
+#: a tip of the automatic skeleton is a limb's when it lies outside every inscribed disc of the skeleton so far
+#: (a disc of the mask's half-width round each of its pixels) by at least this fraction of its branch's length.
+#: A spare tip on a round part's own outline lies on those discs (within 1.5 px: the side of a chibi's big head,
+#: which became a stray limb hanging from the nose); arms and legs, short chibi ones included, lie 0.39 to 0.74 of
+#: their length outside
+_LIMB_REACH = 0.25
 #: every limb joint name :func:`auto_skeleton` can give (besides ``root`` and ``joint1``, ``joint2``, ... for
 #: unnamed branches; a name taken twice gets ``_2``, ``_3``, ...)
 AUTO_JOINTS: tuple[str, ...] = ("root", *(
@@ -465,7 +471,9 @@ def auto_skeleton(support: np.ndarray, *, max_branches: int = 6, work_size: int 
     head on top wider than the body, :func:`_trunk_root`) and edge costs that make shortest paths run along the
     medial axis (``step / distance``, so thick centres are cheap). From the shortest-path tree of the root,
     branches are added greedily: the pixel whose path adds the most new length becomes a tip, while that length
-    exceeds ``min_branch`` times the mask's larger side (at most ``max_branches``). Joints are the root, the tips,
+    exceeds ``min_branch`` times the mask's larger side (at most ``max_branches``) and the tip reaches out of the
+    body (outside the inscribed discs along the skeleton so far by :data:`_LIMB_REACH` of that length: a bump of a
+    big round head's outline is no limb). Joints are the root, the tips,
     the branch points, and a middle joint on every limb; limbs are named by direction (the highest tip above the
     root is the head: ``neck``-``nose``; downward tips are legs ``hip``-``knee``-``ankle``; the others arms
     ``shoulder``-``elbow``-``wrist``, "r" on the image's left), so presets and retargeting find them. The neck sits
@@ -544,13 +552,23 @@ def auto_skeleton(support: np.ndarray, *, max_branches: int = 6, work_size: int 
             in_tree[v] = True
             v = int(pred[v])
 
+    yx = np.stack([py * sy, px * sx], 1)  # work-grid pixels and their half-widths in image pixels
+    radius = deep * math.sqrt(sx * sy)
     for _ in range(max_branches):
         # Euclidean geodesic distance of every pixel from the skeleton so far: the length a new branch would add
         gain = dijkstra(steps, directed=False, indices=np.nonzero(in_tree)[0], min_only=True)
         gain = np.where(reach & np.isfinite(gain), gain, -1.0)
-        v = int(np.argmax(gain))
-        if gain[v] < min_branch * side:
+        long = np.nonzero(gain >= min_branch * side)[0]
+        if not len(long):
             break
+        # a limb reaches out of the body: its tip lies outside every inscribed disc of the skeleton so far by
+        # _LIMB_REACH of its branch's length at least; a tip on a round part's own outline (the side of a
+        # chibi's big head, which became a stray limb) lies on the disc of that part's medial line
+        beyond = _beyond_discs(yx[long], yx[in_tree], radius[in_tree])
+        long = long[beyond >= _LIMB_REACH * gain[long]]
+        if not len(long):
+            break
+        v = int(long[np.argmax(gain[long])])
         tips.append(v)
         grow(v)
     if not tips:  # compact blob: one bone from the root to its farthest point
@@ -686,6 +704,18 @@ def auto_skeleton(support: np.ndarray, *, max_branches: int = 6, work_size: int 
             counter += 1
             node_joint[v] = add(f"joint{counter}", pos[v], parent_joint)
     return Skeleton(names=names, parents=parents, joints=np.stack(joints), source="auto")
+
+
+def _beyond_discs(points: np.ndarray, centres: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """How far each of ``points [N,2]`` lies outside the union of the discs ``centres [M,2]``, ``radii [M]``
+    (negative inside): ``min_m |p - c_m| - r_m``, in chunks of points."""
+    out = np.empty(len(points))
+    step = max(1, 2**22 // max(1, len(centres)))
+    for i in range(0, len(points), step):
+        p = points[i:i + step]
+        out[i:i + step] = (np.hypot(p[:, None, 0] - centres[None, :, 0], p[:, None, 1] - centres[None, :, 1])
+                           - radii[None]).min(1)
+    return out
 
 
 def _trunk_root(py: np.ndarray, px: np.ndarray, depth: np.ndarray, root: int, costs: np.ndarray, pred: np.ndarray,
