@@ -255,10 +255,14 @@ def plane_fill(
     (``fill_depth``, widened by ``tolerance``: the plane passes in front of the surface guessed there, so it is
     what shows) and the plane is seen within ``margin`` px; with ``confirm_rows`` (the wide reveals behind a
     character, whose background-side depth is an average of whatever lies around it) only where the hole's
-    iso-depth line shows the plane on one side and no nearer surface on either (:func:`_plane_on_both_sides`). Per group of such holes, the window around them is
-    resampled onto a grid in the plane (cells of the holes' own pixel size), PatchMatch fills the grid from the
-    plane's known cells (known pixels whose depth is the plane's, never the ``occluder``), and the holes read their
-    colour back from it and take the plane's depth.
+    iso-depth line shows the plane on one side and no nearer surface on either (:func:`_plane_on_both_sides`).
+    Per group of such holes, the window around them is resampled onto a grid in the plane (cells of the holes' own
+    pixel size), PatchMatch fills the grid from the plane's known cells (known pixels whose depth is the plane's,
+    never the ``occluder``), and the holes read their colour back from it and take the plane's depth.
+
+    Cost: one PatchMatch run per group and depth band, nearly all of plane guidance's time; most of the cells it
+    fills are the unlabelled ones within :data:`RIM_PATCHES` patch sides of the holes (a quality choice, see the
+    README's Ken Burns cost figures).
 
     Args:
         rgb: ``[H,W,3]`` the view's colours in [0,1].
