@@ -126,8 +126,7 @@ def fit_planes(
         if not bool(good.any()):
             break
         coefs = torch.linalg.solve(a_mat[good], b_vec[good][..., None])[..., 0]  # [I',3]
-        resid = (feats[sub] @ coefs.t() - near[sub, None]).abs() / near[sub, None]
-        best = int(torch.argmax((resid < tolerance).sum(0)))
+        best = int(torch.argmax(_inlier_counts(feats[sub], near[sub], coefs, tolerance)))
         coef = coefs[best]
         for _refine in range(2):  # least squares on all inliers among the remaining points
             inl = idx[((feats[idx] @ coef - near[idx]).abs() / near[idx]) < tolerance]
@@ -144,6 +143,23 @@ def fit_planes(
         if plane.slant_deg(focal) >= min_slant_deg:
             planes.append(plane)
     return planes
+
+
+#: Points scored per block in :func:`_inlier_counts` (a block's residuals stay in the CPU cache).
+_SCORE_BLOCK = 256
+
+
+def _inlier_counts(feats: Tensor, near: Tensor, coefs: Tensor, tolerance: float) -> Tensor:
+    """``[I]`` number of points ``(feats [N,3], near [N])`` within relative ``tolerance`` of each hypothesis
+    ``coefs [I,3]``, scored in blocks of points: the same counts as one ``[N,I]`` residual matrix, without writing
+    and re-reading it from memory in every elementwise step."""
+    counts = torch.zeros(coefs.shape[0], dtype=torch.long)
+    ct = coefs.t()
+    for i in range(0, feats.shape[0], _SCORE_BLOCK):
+        n = near[i : i + _SCORE_BLOCK, None]
+        resid = (feats[i : i + _SCORE_BLOCK] @ ct).sub_(n).abs_().div_(n)
+        counts += (resid < tolerance).sum(0)
+    return counts
 
 
 def _rays(pose: Tensor, focal: float, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
@@ -239,10 +255,14 @@ def plane_fill(
     (``fill_depth``, widened by ``tolerance``: the plane passes in front of the surface guessed there, so it is
     what shows) and the plane is seen within ``margin`` px; with ``confirm_rows`` (the wide reveals behind a
     character, whose background-side depth is an average of whatever lies around it) only where the hole's
-    iso-depth line shows the plane on one side and no nearer surface on either (:func:`_plane_on_both_sides`). Per group of such holes, the window around them is
-    resampled onto a grid in the plane (cells of the holes' own pixel size), PatchMatch fills the grid from the
-    plane's known cells (known pixels whose depth is the plane's, never the ``occluder``), and the holes read their
-    colour back from it and take the plane's depth.
+    iso-depth line shows the plane on one side and no nearer surface on either (:func:`_plane_on_both_sides`).
+    Per group of such holes, the window around them is resampled onto a grid in the plane (cells of the holes' own
+    pixel size), PatchMatch fills the grid from the plane's known cells (known pixels whose depth is the plane's,
+    never the ``occluder``), and the holes read their colour back from it and take the plane's depth.
+
+    Cost: one PatchMatch run per group and depth band, nearly all of plane guidance's time; most of the cells it
+    fills are the unlabelled ones within :data:`RIM_PATCHES` patch sides of the holes (a quality choice, see the
+    README's Ken Burns cost figures).
 
     Args:
         rgb: ``[H,W,3]`` the view's colours in [0,1].
