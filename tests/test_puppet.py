@@ -581,6 +581,33 @@ def test_a_hand_given_skeleton_with_face_joints_binds_the_head_and_keeps_the_shi
     assert spike.max() <= 24, spike.tolist()
 
 
+@pytest.mark.parametrize("u", [2.4, 3.0, 4.0])
+@pytest.mark.parametrize("source", ["pose", "auto"])
+def test_a_nod_turns_every_head_pixel_above_the_neck_joint_rigidly(source, u):
+    # the jaw, wider than the neck, lies within a mesh spacing of the trunk's (or a shoulder's) bone end at the
+    # neck joint: bound to the mean of that bone and the head's, it followed half a nod (1.0 to 2.2 px off)
+    if source == "pose":
+        img, m, u, cx, rig = _openpose_rig(u, (-11, 51))
+    else:
+        img, m, u, cx = drawn_character(u)
+        rig = build_rig(m[None])
+    ch = rig.characters[0]
+    sk = ch.skeleton
+    neck, nose = sk.index("neck"), sk.index("nose")
+    assert sk.head == nose
+    head = np.zeros(m.shape, np.uint8)
+    cv2.ellipse(head, (cx, int(round(27 * u))), (int(9 * u), int(10 * u)), 0, 0, 360, 1, -1)
+    head = cv2.erode(head, np.ones((5, 5), np.uint8)) > 0  # inside the head's outline
+    head[int(np.floor(sk.joints[neck, 1])):] = False  # above the neck joint
+    ys, xs = np.nonzero(head)
+    pts = np.stack([xs, ys], 1).astype(np.float64)
+    for pose in joint_sequences(rig, PresetMotion("nod"), 18, 12)[0][1:]:
+        turn = math.atan2(*(pose[nose] - pose[neck])[::-1]) - math.atan2(*(sk.joints[nose] - sk.joints[neck])[::-1])
+        rot = np.array([[math.cos(turn), -math.sin(turn)], [math.sin(turn), math.cos(turn)]])
+        want = pose[neck] + (pts - sk.joints[neck]) @ rot.T
+        assert np.hypot(*(_mesh_map(ch, pts, ch.deform(pose)) - want).T).max() < 0.5
+
+
 def _mesh_map(ch, points: np.ndarray, deformed: np.ndarray) -> np.ndarray:
     """Where the rest-pose ``points [N,2]`` go under the mesh deformation ``deformed [V,2]`` (barycentric)."""
     V, T = ch.mesh.vertices, ch.mesh.triangles

@@ -325,7 +325,8 @@ def build_character(mask: np.ndarray, skeleton: Skeleton | None, *, instance: in
             bind_c.append(c)
             bind_uv.append(_bind(mesh.vertices[vi], J[a], J[c]))  # exact vertex position (points may merge)
     seg_d = np.stack([_segment_distance(mesh.vertices, J[a], J[c]) for a, c in bones], 1)  # [V, B]
-    for v, b in _thick_part_bindings(parts, support, mesh.vertices, seg_d, spacing, set(bind_vertex)):
+    for v, b in _thick_part_bindings(parts, support, mesh.vertices, seg_d, spacing, set(bind_vertex),
+                                     _head_side(skeleton, bones, mesh.vertices)):
         a, c = bones[b]
         bind_vertex.append(v)
         bind_a.append(a)
@@ -513,8 +514,27 @@ def _free_span(parts: _ThickParts | None, b: int, a_xy: np.ndarray, c_xy: np.nda
     return float(t[k[0]]), float(t[k[-1]])
 
 
+def _head_side(skeleton: Skeleton, bones: list[tuple[int, int]], vertices: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(head_bone [B], above [V])``: which of ``bones`` turn with the head (:attr:`Skeleton.head`: the bone into
+    it and every bone below it, what a nod turns), and which vertices lie above the neck joint (the head's parent
+    joint: they project onto the bone into the head past that joint). None without a head bone."""
+    head = skeleton.head
+    if head is None or skeleton.parents[head] < 0:
+        return None
+    neck = skeleton.parents[head]
+    below = set(skeleton.subtree(head))
+    head_bone = np.array([c in below for _, c in bones])
+    J = skeleton.joints
+    axis = J[head] - J[neck]
+    if not head_bone.any() or not axis.any():
+        return None
+    return head_bone, (vertices - J[neck]) @ axis > 0.0
+
+
 def _thick_part_bindings(parts: _ThickParts | None, support: np.ndarray, vertices: np.ndarray, seg_d: np.ndarray,
-                         spacing: float, taken: set[int]) -> list[tuple[int, int]]:
+                         spacing: float, taken: set[int], head: tuple[np.ndarray, np.ndarray] | None = None
+                         ) -> list[tuple[int, int]]:
     """``(vertex, bone index)`` pairs that pin the thick parts of the mask (a trunk, a head) to their own bones.
 
     With handles only at joints and bone midpoints, a raised arm drags the free trunk vertices next to it and the
@@ -525,6 +545,10 @@ def _thick_part_bindings(parts: _ThickParts | None, support: np.ndarray, vertice
     the second nearest when that one is almost as near (within one mesh spacing: the band where the part bends
     between two bones follows the mean of both). That band was left free once, and the trunk's flank below a
     raised arm (about as near the shoulder bone as the spine) was dragged out by the arm, a spike of the shirt.
+    The head is the exception (``head``: :func:`_head_side`): a vertex nearest a head bone and above the neck
+    joint is bound to the head alone. A jaw wider than the neck lies within a spacing of the trunk's or a
+    shoulder's bone, and with the mean of both it followed half a nod (1-2 px off); now the head turns rigidly
+    about the neck joint, and the blend stays below that joint, where the neck bends.
     Limbs, joins and the piece's outer band (half the disc radius) next to them stay free for ARAP to bend."""
     if parts is None:
         return []
@@ -540,9 +564,13 @@ def _thick_part_bindings(parts: _ThickParts | None, support: np.ndarray, vertice
             continue
         d = seg_d[v, own]
         order = np.argsort(d)
-        out.append((v, int(own[order[0]])))
+        first = int(own[order[0]])
+        out.append((v, first))
         if len(own) > 1 and d[order[1]] - d[order[0]] < spacing:
-            out.append((v, int(own[order[1]])))  # the bend band between two bones: the mean of both
+            second = int(own[order[1]])
+            if head is not None and head[0][first] and not head[0][second] and head[1][v]:
+                continue  # the head above the neck joint: its own bone alone (it turns rigidly in a nod)
+            out.append((v, second))  # the bend band between two bones: the mean of both
     return out
 
 
