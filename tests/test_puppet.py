@@ -1240,6 +1240,9 @@ def test_a_figure_partly_hidden_by_another_stays_behind_it_when_they_move(back_x
             assert overlap.sum() > 50
             # the front figure keeps its colour wherever the back one passes behind it
             assert np.allclose(frame[overlap], np.float32((0.95, 0.75, 0.3)), atol=2e-3)
+    # one of them left still (not selected) takes its place in the same order
+    assert build_rig(masks, select=[0]).layer_order == [0, 1]  # the back one moves, the still front one hides it
+    assert build_rig(masks, select=[1]).layer_order == [1, 0]  # the still back one stays behind the front one
 
 
 def test_masks_that_overlap_in_full_leave_the_order_to_depth_or_the_ground():
