@@ -99,8 +99,8 @@ class CartoonSegPuppetAnimate:
     """Animate a rigged picture: preset, POSE_KEYPOINT sequence or keyframes -> frames + per-frame character masks."""
 
     DESCRIPTION = (
-        "Deforms every rigged character as-rigid-as-possible and composites them back to front (pooled depth when "
-        "known, else the ground-contact rule) over the background plate, so wherever a character moved away (by "
+        "Deforms every rigged character as-rigid-as-possible and composites them back to front (as the input shows "
+        "them where they touch, else pooled depth when known, else the ground-contact rule) over the background plate, so wherever a character moved away (by "
         "1.5 px or more; a sub-pixel wobble keeps the input) the plate shows; instances not rigged stay still in "
         "that order, hiding characters that move behind them. "
         "Motion: pose_keypoint (a sequence, e.g. DWPose on a driving video, retargeted by bone angles keeping each "

@@ -581,6 +581,33 @@ def test_a_hand_given_skeleton_with_face_joints_binds_the_head_and_keeps_the_shi
     assert spike.max() <= 24, spike.tolist()
 
 
+@pytest.mark.parametrize("u", [2.4, 3.0, 4.0])
+@pytest.mark.parametrize("source", ["pose", "auto"])
+def test_a_nod_turns_every_head_pixel_above_the_neck_joint_rigidly(source, u):
+    # the jaw, wider than the neck, lies within a mesh spacing of the trunk's (or a shoulder's) bone end at the
+    # neck joint: bound to the mean of that bone and the head's, it followed half a nod (1.0 to 2.2 px off)
+    if source == "pose":
+        img, m, u, cx, rig = _openpose_rig(u, (-11, 51))
+    else:
+        img, m, u, cx = drawn_character(u)
+        rig = build_rig(m[None])
+    ch = rig.characters[0]
+    sk = ch.skeleton
+    neck, nose = sk.index("neck"), sk.index("nose")
+    assert sk.head == nose
+    head = np.zeros(m.shape, np.uint8)
+    cv2.ellipse(head, (cx, int(round(27 * u))), (int(9 * u), int(10 * u)), 0, 0, 360, 1, -1)
+    head = cv2.erode(head, np.ones((5, 5), np.uint8)) > 0  # inside the head's outline
+    head[int(np.floor(sk.joints[neck, 1])):] = False  # above the neck joint
+    ys, xs = np.nonzero(head)
+    pts = np.stack([xs, ys], 1).astype(np.float64)
+    for pose in joint_sequences(rig, PresetMotion("nod"), 18, 12)[0][1:]:
+        turn = math.atan2(*(pose[nose] - pose[neck])[::-1]) - math.atan2(*(sk.joints[nose] - sk.joints[neck])[::-1])
+        rot = np.array([[math.cos(turn), -math.sin(turn)], [math.sin(turn), math.cos(turn)]])
+        want = pose[neck] + (pts - sk.joints[neck]) @ rot.T
+        assert np.hypot(*(_mesh_map(ch, pts, ch.deform(pose)) - want).T).max() < 0.5
+
+
 def _mesh_map(ch, points: np.ndarray, deformed: np.ndarray) -> np.ndarray:
     """Where the rest-pose ``points [N,2]`` go under the mesh deformation ``deformed [V,2]`` (barycentric)."""
     V, T = ch.mesh.vertices, ch.mesh.triangles
@@ -1177,6 +1204,56 @@ def test_overlapping_characters_follow_depth_order():
     rest = [c.skeleton.joints for c in near_first.characters]
     frame, _ = r.render(rest)
     assert np.abs(frame - img).max() < 1e-4  # overlap ownership keeps the rest frame exact
+
+
+def _one_hiding_another(back_x: int, front_x: int):
+    """Two figures on one ground line, the one at ``front_x`` (yellow) drawn over the one at ``back_x`` (pink): the
+    masks are what a segmenter sees, the back one's less the front one's pixels. Instance 0 is the back one."""
+    img = np.zeros((H, W, 3), np.float32)
+    img[:] = SKY
+    back, front = figure(back_x), figure(front_x)
+    for m, col in ((back, (0.9, 0.4, 0.5)), (front, (0.95, 0.75, 0.3))):
+        img = img * (1 - m[..., None]) + m[..., None] * np.array(col, np.float32)
+    plate = np.broadcast_to(np.asarray(SKY, np.float32), img.shape).copy()
+    return img.astype(np.float32), np.stack([back * (1 - front), front]), plate
+
+
+@pytest.mark.parametrize("back_x, front_x", [(70, 92), (92, 70), (60, 80), (100, 84)])
+def test_a_figure_partly_hidden_by_another_stays_behind_it_when_they_move(back_x, front_x):
+    img, masks, plate = _one_hiding_another(back_x, front_x)
+    inst = Instances.from_masks(torch.from_numpy(masks))
+    # the input's occlusion orders them: no depth, equal depth (one ground line), or a pooled depth that says the
+    # opposite (a mean over each mask; the picture shows which one hides the other)
+    for instances in (masks, inst.replace(extras={"depth": [0.5, 0.5]}), inst.replace(extras={"depth": [0.9, 0.1]})):
+        rig = build_rig(instances)
+        assert rig.layer_order == [0, 1]  # back to front: the hidden one first
+        r = PuppetRenderer(img, rig, plate)
+        rest = [c.skeleton.joints for c in rig.characters]
+        frame, _ = r.render(rest)
+        assert np.abs(frame - img).max() < 1e-4
+        step = np.array([np.sign(front_x - back_x) * 12.0, 0.0])
+        for moves in ((rest[0] + step, rest[1]), (rest[0], rest[1] - step), (rest[0] + step, rest[1] + step)):
+            frame, _ = r.render(list(moves))
+            front = np.roll(masks[1], int(moves[1][0, 0] - rest[1][0, 0]), 1) > 0.999
+            back = np.roll(figure(back_x), int(moves[0][0, 0] - rest[0][0, 0]), 1) > 0.5
+            overlap = front & back
+            assert overlap.sum() > 50
+            # the front figure keeps its colour wherever the back one passes behind it
+            assert np.allclose(frame[overlap], np.float32((0.95, 0.75, 0.3)), atol=2e-3)
+    # one of them left still (not selected) takes its place in the same order
+    assert build_rig(masks, select=[0]).layer_order == [0, 1]  # the back one moves, the still front one hides it
+    assert build_rig(masks, select=[1]).layer_order == [1, 0]  # the still back one stays behind the front one
+
+
+def test_masks_that_overlap_in_full_leave_the_order_to_depth_or_the_ground():
+    from cartoonseg.puppet.rig import _occlusion
+
+    img, masks, plate = scene(centres=(70, 90))  # amodal: both masks whole, the junctions read the same both ways
+    rig = build_rig(masks)
+    assert abs(_occlusion(rig.characters[0], rig.characters[1])) < 1e-6
+    inst = Instances.from_masks(torch.from_numpy(masks))
+    assert build_rig(inst.replace(extras={"depth": [0.1, 0.9]})).layer_order == [0, 1]
+    assert build_rig(inst.replace(extras={"depth": [0.9, 0.1]})).layer_order == [1, 0]
 
 
 def test_rig_preview_draws_mesh_and_skeleton(two):

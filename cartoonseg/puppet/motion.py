@@ -495,10 +495,9 @@ class PresetMotion:
         return out
 
     def _nod(self, skeleton: Skeleton, angle: float) -> np.ndarray:
-        head = skeleton.index("nose")
-        if head is None:  # no named head: the leaf highest in the picture
-            leaves = [j for j, kids in enumerate(skeleton.children) if not kids]
-            head = min(leaves, key=lambda j: skeleton.joints[j, 1])
+        head = skeleton.head  # no named head: the leaf highest in the picture
+        if head is None:
+            return skeleton.joints.copy()
         return _fk_turns(skeleton, {head: angle})
 
     def _wave(self, skeleton: Skeleton, u: float, phase: float, amp: float, base: np.ndarray) -> np.ndarray:

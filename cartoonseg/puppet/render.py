@@ -23,7 +23,8 @@ wobble of a part that stays put keeps the input) and reaches 1, smoothly, at 1.5
 reproduces the input exactly (up to float rounding of the texture lookup), pixels away from the characters are
 never touched, and wherever a character moved away by 1.5 px or more only plate pixels remain, never a ghost of it
 (between 0.5 and 1.5 px the uncovered strip blends the input with the plate). Characters are
-painted back to front in the rig's ``layer_order`` (pooled instance depth when known, else the ground-contact rule),
+painted back to front in the rig's ``layer_order`` (the input's occlusion where they touch, else pooled instance
+depth when known, else the ground-contact rule),
 together with the instances that are not animated (the rig's ``stills``): each is painted at rest, as the input
 image over its owned alpha (with mattes: its estimated foreground colours over its matte, as a matted character at
 rest), at its place in that order, so a character moving behind a nearer still instance is

@@ -130,6 +130,16 @@ class Skeleton:
                 d[j] = d[self.parents[j]] + 1
         return d
 
+    @property
+    def head(self) -> int | None:
+        """The head joint, the one a nod turns: ``nose`` when named, else the leaf highest in the picture (None
+        when the root is the only joint)."""
+        nose = self.index("nose")
+        if nose is not None:
+            return nose
+        leaves = [j for j, kids in enumerate(self.children) if not kids and self.parents[j] >= 0]
+        return min(leaves, key=lambda j: self.joints[j, 1]) if leaves else None
+
     def subtree(self, j: int) -> list[int]:
         """``j`` and all its descendants."""
         out, stack, kids = [], [j], self.children
