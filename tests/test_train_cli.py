@@ -178,3 +178,48 @@ def test_refusals_are_one_error_line_without_a_usage_block(script, argv, words, 
     (tmp_path / "gt.json").write_text(json.dumps({"images": [], "annotations": [], "categories": [{"id": 0}]}))
     main = importlib.import_module(f"train.{script}").main
     assert words in _one_error_line(capsys, main, argv)
+
+
+ONE_GPU = """
+import importlib, os, sys
+import torch
+torch.cuda.is_available = lambda: True  # a one-GPU machine (this process has none: nothing may reach CUDA)
+torch.cuda.device_count = lambda: 1
+module, argv = sys.argv[1], sys.argv[2:]
+main = importlib.import_module(module).main
+sys.exit(main(argv))
+"""
+
+
+@pytest.mark.parametrize("command", ["evaluate", "dump_predictions", "annotate"])
+def test_cuda_for_a_process_beyond_the_gpu_count_is_one_error_line(toy, tmp_path, command):
+    """``--device cuda`` is ``cuda:LOCAL_RANK`` for each process of a torchrun run. ``train.evaluate``,
+    ``train.dump_predictions`` and annotate mapped it without the GPU-count check the trainers have, so a second
+    process on a one-GPU machine died in CUDA with a traceback when the models loaded. Now they share one rule
+    (``cartoonseg._cli.rank_device``): one ``error:`` line naming the process and the GPU count, status 2. torch.cuda
+    is patched in a subprocess (works on any machine; nothing reaches CUDA)."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root, ann, det = toy
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               RANK="1", LOCAL_RANK="1", WORLD_SIZE="2")
+    out = tmp_path / "out.json"
+    if command == "evaluate":
+        argv = ["train.evaluate", "--gt", ann, "--images", ann.parent.parent / "val", "--detector", det,
+                "--det-size", "64", "--save-pred", out, "--device", "cuda"]
+    elif command == "dump_predictions":
+        argv = ["train.dump_predictions", "--data", ann, "--detector", det, "--out", out, "--device", "cuda"]
+    else:  # the annotate rank's own process (one process: its process group would wait for rank 0)
+        env.update(RANK="0", WORLD_SIZE="1")
+        argv = ["cartoonseg.annotate.cli", "annotate", ann.parent.parent / "val", "--out", out, "--detector", det,
+                "--refiner", "none", "--det-size", "64", "--device", "cuda", "--quiet"]
+    proc = subprocess.run([sys.executable, "-c", ONE_GPU, *map(str, argv)], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0] == ("error: --device cuda: process LOCAL_RANK=1 would use GPU 1 but this machine has 1; start "
+                        "at most that many processes per node (torchrun --nproc-per-node)"), lines[0]
+    assert not out.exists()

@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--dilation-ratio", type=float, default=0.02,
                     help="boundary width / diagonal, in [0, 1] (at least 1 px)")
     ap.add_argument("--types", default="bbox,segm,boundary", help="comma list of bbox, segm, boundary")
-    ap.add_argument("--device", default="cpu", help="device for the models (cpu, cuda, cuda:N)")
+    ap.add_argument("--device", default="cpu",
+                    help="device for the models (cpu, cuda, cuda:N; under torchrun cuda = cuda:LOCAL_RANK)")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"], help="autocast precision")
     ap.add_argument("--save-pred", default=None,
                     help="write the predictions here: a COCO results list, or with --refiner "
@@ -131,6 +132,7 @@ def _run(args: argparse.Namespace) -> int:
 
     import cartoonseg
     from cartoonseg.evaluation.predict import predict_coco
+    from cartoonseg._cli import rank_device
     from cartoonseg.sharding import RankInfo, check_outside
 
     rank = RankInfo.from_env()
@@ -139,9 +141,7 @@ def _run(args: argparse.Namespace) -> int:
         check_outside(work_dir, args.save_pred)  # the run folder holds only the run's own files
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    device = args.device
-    if device == "cuda" and rank.world_size > 1:
-        device = f"cuda:{rank.local_rank}"
+    device = rank_device(args.device, rank.local_rank)  # cuda: this process's GPU, if the node has it
     det = cartoonseg.load_detector(args.detector, device=device)
     ref = cartoonseg.load_refiner(args.refiner, device=device) if args.refiner is not None else None
     seg = cartoonseg.Segmenter(

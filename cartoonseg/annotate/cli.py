@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from .._cli import area_main
+from .._cli import area_main, rank_device
 from ..device import PRECISION_CHOICES
 from ..tags import DEFAULT_CHARACTER_THRESHOLD, DEFAULT_GENERAL_THRESHOLD
 
@@ -78,16 +78,6 @@ def add_parsers(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_arguments(p)
     p.set_defaults(func=run_annotate)
-
-
-def _device(name: str, local_rank: int) -> str:
-    import torch
-
-    if name == "auto":
-        return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        return f"cuda:{local_rank}"
-    return name
 
 
 def _weights_identity(path) -> dict:
@@ -162,7 +152,7 @@ def run_annotate(args: argparse.Namespace) -> int:
     items = shared_items(lambda: collect_inputs(args.inputs, image_root=args.image_root, recursive=args.recursive,
                                                 exclude=own), rank)  # rank 0 collects; its error ends every rank
     _check_readable(items)  # on every rank (the same items: the same answer, no rank left waiting)
-    device = _device(args.device, rank.local_rank)
+    device = rank_device(args.device, rank.local_rank)  # cuda: this rank's GPU, if the node has it
     search = [Path(args.weights_dir)] if args.weights_dir else []
     det_path = resolve_weights(args.detector, search_dirs=search, allow_download=not args.no_download)
     ref_path = None
