@@ -210,7 +210,8 @@ def test_cuda_for_a_process_beyond_the_gpu_count_is_one_error_line(toy, tmp_path
     if command == "evaluate":
         argv = ["train.evaluate", "--gt", ann, "--images", ann.parent.parent / "val", "--detector", det,
                 "--det-size", "64", "--save-pred", out, "--device", "cuda"]
-    elif command == "dump_predictions":
+    elif command == "dump_predictions":  # its process group starts first: one process (a group would wait)
+        env.update(RANK="0", WORLD_SIZE="1")
         argv = ["train.dump_predictions", "--data", ann, "--detector", det, "--out", out, "--device", "cuda"]
     else:  # the annotate rank's own process (one process: its process group would wait for rank 0)
         env.update(RANK="0", WORLD_SIZE="1")
@@ -223,3 +224,53 @@ def test_cuda_for_a_process_beyond_the_gpu_count_is_one_error_line(toy, tmp_path
     assert lines[0] == ("error: --device cuda: process LOCAL_RANK=1 would use GPU 1 but this machine has 1; start "
                         "at most that many processes per node (torchrun --nproc-per-node)"), lines[0]
     assert not out.exists()
+
+
+PER_RANK = """
+import importlib, json, os, sys
+from pathlib import Path
+rank = int(os.environ["RANK"])
+main = importlib.import_module(sys.argv[2]).main
+rc = main(sys.argv[4:] + json.loads(sys.argv[3])[rank])  # this rank's own options (its node's files)
+Path(sys.argv[1], f"rank{rank}.rc").write_text(str(rc))
+"""
+
+
+def test_dump_predictions_rank_that_cannot_read_its_detector_ends_every_rank_at_once(toy, tmp_path):
+    """Under torchrun each rank of ``train.dump_predictions`` resolves the data and loads the detector itself (its
+    node's storage). Rank 1 failing there exited alone while rank 0 predicted its shards and then polled for rank
+    1's forever. Now the group starts first and these steps go through ``sharding.every_rank``: both ranks of a
+    real 2-process gloo group end within seconds with the same ``error: rank 1: ...`` line; nothing is written."""
+    import os
+    import socket
+    import time
+    from pathlib import Path
+
+    from _two_ranks import run_two_ranks
+
+    root, ann, det = toy
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    driver = tmp_path / "driver.py"
+    driver.write_text(PER_RANK)
+    missing = tmp_path / "node1" / det.name
+    own = [["--detector", str(det)], ["--detector", str(missing)]]
+    out = tmp_path / "preds.json"
+    args = ["--data", str(ann), "--out", str(out), "--work-dir", str(tmp_path / "work")]
+    start = time.monotonic()
+    procs, errs = run_two_ranks([str(driver), str(tmp_path), "train.dump_predictions", json.dumps(own), *args],
+                                env=env, port=port, timeout=120, cwd=repo)
+    assert time.monotonic() - start < 60
+    lines = []
+    for r, err in enumerate(errs):
+        rc = tmp_path / f"rank{r}.rc"
+        assert rc.is_file() and rc.read_text() == "2", err[-3000:]
+        # gloo's C++ threads can abort the interpreter's teardown after the command returned (pytorch#179291)
+        got = [line for line in err.strip().splitlines() if line != "terminate called without an active exception"]
+        assert len(got) == 1 and got[0].startswith("error: rank 1: ") and str(missing) in got[0], err[-3000:]
+        lines.append(got[0])
+    assert lines[0] == lines[1]
+    assert not out.exists() and not (tmp_path / "work").exists()
