@@ -207,7 +207,8 @@ def test_cuda_for_a_process_beyond_the_gpu_count_is_one_error_line(toy, tmp_path
     env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                RANK="1", LOCAL_RANK="1", WORLD_SIZE="2")
     out = tmp_path / "out.json"
-    if command == "evaluate":
+    if command == "evaluate":  # its process group starts first: one process (a group would wait)
+        env.update(RANK="0", WORLD_SIZE="1")
         argv = ["train.evaluate", "--gt", ann, "--images", ann.parent.parent / "val", "--detector", det,
                 "--det-size", "64", "--save-pred", out, "--device", "cuda"]
     elif command == "dump_predictions":  # its process group starts first: one process (a group would wait)
@@ -269,6 +270,45 @@ def test_dump_predictions_rank_that_cannot_read_its_detector_ends_every_rank_at_
         rc = tmp_path / f"rank{r}.rc"
         assert rc.is_file() and rc.read_text() == "2", err[-3000:]
         # gloo's C++ threads can abort the interpreter's teardown after the command returned (pytorch#179291)
+        got = [line for line in err.strip().splitlines() if line != "terminate called without an active exception"]
+        assert len(got) == 1 and got[0].startswith("error: rank 1: ") and str(missing) in got[0], err[-3000:]
+        lines.append(got[0])
+    assert lines[0] == lines[1]
+    assert not out.exists() and not (tmp_path / "work").exists()
+
+
+def test_evaluate_rank_that_cannot_read_its_detector_ends_every_rank_at_once(toy, tmp_path):
+    """The same for ``train.evaluate`` with models: each rank reads the ground truth and loads the models itself;
+    rank 1 failing there left rank 0 waiting for its shards forever. Now: the same ``error: rank 1: ...`` line on
+    both ranks within seconds, nothing written."""
+    import os
+    import socket
+    import time
+    from pathlib import Path
+
+    from _two_ranks import run_two_ranks
+
+    root, ann, det = toy
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    driver = tmp_path / "driver.py"
+    driver.write_text(PER_RANK)
+    missing = tmp_path / "node1" / det.name
+    own = [["--detector", str(det)], ["--detector", str(missing)]]
+    out = tmp_path / "preds.json"
+    args = ["--gt", str(ann), "--images", str(ann.parent.parent / "val"), "--det-size", "64", "--save-pred", str(out),
+            "--work-dir", str(tmp_path / "work"), "--threads", "1"]
+    start = time.monotonic()
+    procs, errs = run_two_ranks([str(driver), str(tmp_path), "train.evaluate", json.dumps(own), *args],
+                                env=env, port=port, timeout=120, cwd=repo)
+    assert time.monotonic() - start < 60
+    lines = []
+    for r, err in enumerate(errs):
+        rc = tmp_path / f"rank{r}.rc"
+        assert rc.is_file() and rc.read_text() == "2", err[-3000:]
         got = [line for line in err.strip().splitlines() if line != "terminate called without an active exception"]
         assert len(got) == 1 and got[0].startswith("error: rank 1: ") and str(missing) in got[0], err[-3000:]
         lines.append(got[0])
