@@ -18,7 +18,8 @@ from .hub import WeightsUnavailableError, resolve_all
 
 __all__ = ["CLI_ERRORS", "EXIT_INTERRUPTED", "EXIT_PIPE", "TAG_LIST_HELP", "HelpFormatter", "SkippedInputs", "area_main",
            "add_matting_option", "check_device", "check_matting", "finish_parser", "handle_stop",
-           "load_networks", "matte_instances", "progress", "quiet", "run_parser", "seed", "subcommand_parser"]
+           "load_networks", "matte_instances", "progress", "quiet", "rank_device", "run_parser", "seed",
+           "subcommand_parser"]
 
 #: exceptions reported as one line (OSError covers missing paths and unwritable ``--out`` folders;
 #: MissingDependencyError names the extra to install)
@@ -227,7 +228,7 @@ def check_device(text: str, *, what: str = "--device") -> str:
     """Validate a ``--device`` value before anything loads: ``cpu``, ``cuda``/``cuda:N`` (only where CUDA and that
     GPU exist), ``mps`` (where available) or ``auto``. Raises ``ValueError`` with the reason (naming ``what``: the
     option, or the node input); returns the device to use (``auto`` becomes ``cuda`` when CUDA is present, else
-    ``cpu``; ``annotate`` maps ``cuda`` to its rank's GPU). The nodes' device widgets use it too."""
+    ``cpu``; :func:`rank_device` then maps ``cuda`` to a process's GPU). The nodes' device widgets use it too."""
     import torch
 
     if str(text) == "auto":
@@ -249,6 +250,26 @@ def check_device(text: str, *, what: str = "--device") -> str:
     elif device.type != "cpu":
         raise ValueError(f"{what} {text}: only cpu, cuda[:N] and mps are supported")
     return str(text)
+
+
+def rank_device(text: str, local_rank: int, *, per_process: bool = False, what: str = "--device") -> str:
+    """The device of one process of a (possibly ``torchrun``) run for a ``--device`` value: checked by
+    :func:`check_device` (``auto`` becomes ``cuda`` or ``cpu``), then ``cuda`` becomes ``cuda:LOCAL_RANK`` (one GPU
+    per process on a node; ``LOCAL_RANK`` is 0 without torchrun). With ``per_process`` (the trainers under torchrun)
+    an explicit ``cuda:N`` becomes ``cuda:LOCAL_RANK`` too. Raises ``ValueError`` naming ``what`` and the GPU count
+    when this node has fewer GPUs than that (more processes per node than GPUs), instead of a CUDA error when the
+    models load. The one home of this rule: annotate, ``train.evaluate``, ``train.dump_predictions`` and the
+    trainers' :func:`cartoonseg.training.distributed.setup` use it."""
+    device = check_device(text, what=what)
+    if device != "cuda" and not (per_process and device.startswith("cuda")):
+        return device
+    import torch
+
+    count = torch.cuda.device_count()
+    if not 0 <= local_rank < count:
+        raise ValueError(f"{what} {text}: process LOCAL_RANK={local_rank} would use GPU {local_rank} but this machine "
+                         f"has {count}; start at most that many processes per node (torchrun --nproc-per-node)")
+    return f"cuda:{local_rank}"
 
 
 def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:

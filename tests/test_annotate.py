@@ -560,3 +560,53 @@ def test_every_rank_fails_with_rank_0s_error_when_rank_0_cannot_collect_the_inpu
         assert rc.is_file() and rc.read_text() == "2", err
         assert err == f"error: input not found: {missing}\n", err
     assert not (tmp_path / "out.json").exists() and not (tmp_path / "out.json.parts").exists()
+
+
+PER_RANK = """
+import json, os, sys
+from pathlib import Path
+from cartoonseg.__main__ import main
+rank = int(os.environ["RANK"])
+rc = main(sys.argv[3:] + json.loads(sys.argv[2])[rank])  # this rank's own options (its node's files)
+Path(sys.argv[1], f"rank{rank}.rc").write_text(str(rc))
+"""
+
+
+@pytest.mark.parametrize("what", ["missing", "damaged"])
+def test_weights_a_rank_cannot_read_end_every_rank_at_once_naming_it(data, tmp_path, what):
+    """Every rank resolves and loads the weights itself (per-node storage: a copy can be missing or damaged on one
+    node only). Rank 1 failing there used to end rank 1 alone while rank 0 went on segmenting and then waited for
+    rank 1's shards forever (file polling, no time-out). Now these steps go through ``sharding.every_rank``: both
+    ranks of a real 2-process gloo group end within seconds with the same one ``error: rank 1: ...`` line, and
+    nothing is written."""
+    import shutil
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    driver = tmp_path / "driver.py"
+    driver.write_text(PER_RANK)
+    node1 = tmp_path / "node1"
+    node1.mkdir()
+    copy = node1 / data["det"].name
+    if what == "damaged":
+        shutil.copy(data["det"], copy)
+        copy.write_bytes(copy.read_bytes()[:200])  # cut short on rank 1's node
+    own = [["--detector", str(data["det"])], ["--detector", str(copy)]]
+    out = tmp_path / "out.json"
+    args = ["annotate", str(data["images"]), "--out", str(out), "--refiner", "none", "--det-size", "128", "--quiet"]
+    start = time.monotonic()
+    procs, errs = run_two_ranks([str(driver), str(tmp_path), json.dumps(own), *args], env=_env(), port=port,
+                                timeout=120)
+    assert time.monotonic() - start < 60
+    lines = []
+    for r, err in enumerate(errs):
+        rc = tmp_path / f"rank{r}.rc"
+        assert rc.is_file() and rc.read_text() == "2", err[-3000:]
+        # gloo's C++ threads can abort the interpreter's teardown after the command returned (pytorch#179291)
+        got = [line for line in err.strip().splitlines() if line != "terminate called without an active exception"]
+        assert len(got) == 1 and got[0].startswith("error: rank 1: ") and str(copy) in got[0], err[-3000:]
+        lines.append(got[0])
+    assert lines[0] == lines[1]  # the same words on every rank
+    assert not out.exists() and not (tmp_path / "out.json.parts").exists()

@@ -282,6 +282,32 @@ def test_save_killed_between_its_two_renames_is_completed_on_load(tmp_path, monk
         load_training_state(prefix)
 
 
+@pytest.mark.parametrize("drop", [("optimizer",), ("progress", "rng"), ("optimizer.scalars",), ("rng.numpy",),
+                                  ("progress.global_step", "scaler")])
+def test_a_checkpoint_json_with_missing_fields_is_one_checkpoint_error_naming_them(tmp_path, drop):
+    """A training-state JSON of the right format but cut down or hand-edited (a field gone) raised a bare KeyError
+    ('optimizer') from load_training_state: a traceback under the training CLIs, no file named. Now it is the
+    one-line CheckpointError of every other unreadable checkpoint, naming the JSON file and the missing fields."""
+    from cartoonseg.checkpoint import CheckpointError
+
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.AdamW(model.parameters())
+    prefix = tmp_path / "x_last"
+    save_training_state(prefix, model_state=model.state_dict(), optimizer=opt,
+                        progress={"epoch": 0, "iter": 1, "global_step": 1}, config={})
+    js = prefix.with_suffix(".json")
+    meta = json.loads(js.read_text())
+    for field in drop:
+        holder, _, key = field.rpartition(".")
+        del (meta[holder] if holder else meta)[key]
+    js.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError) as info:
+        load_training_state(prefix)
+    message = str(info.value)
+    assert str(js) in message and "\n" not in message
+    assert message.split(" lacks ")[1].split(";")[0] == ", ".join(drop)
+
+
 def _failing_save_file(code: int):
     """A ``safetensors.torch.save_file`` that writes half a file, then fails as the Rust writer does: a
     ``SafetensorError`` (no ``OSError``) whose message alone carries the OS error."""

@@ -178,3 +178,139 @@ def test_refusals_are_one_error_line_without_a_usage_block(script, argv, words, 
     (tmp_path / "gt.json").write_text(json.dumps({"images": [], "annotations": [], "categories": [{"id": 0}]}))
     main = importlib.import_module(f"train.{script}").main
     assert words in _one_error_line(capsys, main, argv)
+
+
+ONE_GPU = """
+import importlib, os, sys
+import torch
+torch.cuda.is_available = lambda: True  # a one-GPU machine (this process has none: nothing may reach CUDA)
+torch.cuda.device_count = lambda: 1
+module, argv = sys.argv[1], sys.argv[2:]
+main = importlib.import_module(module).main
+sys.exit(main(argv))
+"""
+
+
+@pytest.mark.parametrize("command", ["evaluate", "dump_predictions", "annotate"])
+def test_cuda_for_a_process_beyond_the_gpu_count_is_one_error_line(toy, tmp_path, command):
+    """``--device cuda`` is ``cuda:LOCAL_RANK`` for each process of a torchrun run. ``train.evaluate``,
+    ``train.dump_predictions`` and annotate mapped it without the GPU-count check the trainers have, so a second
+    process on a one-GPU machine died in CUDA with a traceback when the models loaded. Now they share one rule
+    (``cartoonseg._cli.rank_device``): one ``error:`` line naming the process and the GPU count, status 2. torch.cuda
+    is patched in a subprocess (works on any machine; nothing reaches CUDA)."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root, ann, det = toy
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               RANK="1", LOCAL_RANK="1", WORLD_SIZE="2")
+    out = tmp_path / "out.json"
+    if command == "evaluate":  # its process group starts first: one process (a group would wait)
+        env.update(RANK="0", WORLD_SIZE="1")
+        argv = ["train.evaluate", "--gt", ann, "--images", ann.parent.parent / "val", "--detector", det,
+                "--det-size", "64", "--save-pred", out, "--device", "cuda"]
+    elif command == "dump_predictions":  # its process group starts first: one process (a group would wait)
+        env.update(RANK="0", WORLD_SIZE="1")
+        argv = ["train.dump_predictions", "--data", ann, "--detector", det, "--out", out, "--device", "cuda"]
+    else:  # the annotate rank's own process (one process: its process group would wait for rank 0)
+        env.update(RANK="0", WORLD_SIZE="1")
+        argv = ["cartoonseg.annotate.cli", "annotate", ann.parent.parent / "val", "--out", out, "--detector", det,
+                "--refiner", "none", "--det-size", "64", "--device", "cuda", "--quiet"]
+    proc = subprocess.run([sys.executable, "-c", ONE_GPU, *map(str, argv)], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0] == ("error: --device cuda: process LOCAL_RANK=1 would use GPU 1 but this machine has 1; start "
+                        "at most that many processes per node (torchrun --nproc-per-node)"), lines[0]
+    assert not out.exists()
+
+
+PER_RANK = """
+import importlib, json, os, sys
+from pathlib import Path
+rank = int(os.environ["RANK"])
+main = importlib.import_module(sys.argv[2]).main
+rc = main(sys.argv[4:] + json.loads(sys.argv[3])[rank])  # this rank's own options (its node's files)
+Path(sys.argv[1], f"rank{rank}.rc").write_text(str(rc))
+"""
+
+
+def test_dump_predictions_rank_that_cannot_read_its_detector_ends_every_rank_at_once(toy, tmp_path):
+    """Under torchrun each rank of ``train.dump_predictions`` resolves the data and loads the detector itself (its
+    node's storage). Rank 1 failing there exited alone while rank 0 predicted its shards and then polled for rank
+    1's forever. Now the group starts first and these steps go through ``sharding.every_rank``: both ranks of a
+    real 2-process gloo group end within seconds with the same ``error: rank 1: ...`` line; nothing is written."""
+    import os
+    import socket
+    import time
+    from pathlib import Path
+
+    from _two_ranks import run_two_ranks
+
+    root, ann, det = toy
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    driver = tmp_path / "driver.py"
+    driver.write_text(PER_RANK)
+    missing = tmp_path / "node1" / det.name
+    own = [["--detector", str(det)], ["--detector", str(missing)]]
+    out = tmp_path / "preds.json"
+    args = ["--data", str(ann), "--out", str(out), "--work-dir", str(tmp_path / "work")]
+    start = time.monotonic()
+    procs, errs = run_two_ranks([str(driver), str(tmp_path), "train.dump_predictions", json.dumps(own), *args],
+                                env=env, port=port, timeout=120, cwd=repo)
+    assert time.monotonic() - start < 60
+    lines = []
+    for r, err in enumerate(errs):
+        rc = tmp_path / f"rank{r}.rc"
+        assert rc.is_file() and rc.read_text() == "2", err[-3000:]
+        # gloo's C++ threads can abort the interpreter's teardown after the command returned (pytorch#179291)
+        got = [line for line in err.strip().splitlines() if line != "terminate called without an active exception"]
+        assert len(got) == 1 and got[0].startswith("error: rank 1: ") and str(missing) in got[0], err[-3000:]
+        lines.append(got[0])
+    assert lines[0] == lines[1]
+    assert not out.exists() and not (tmp_path / "work").exists()
+
+
+def test_evaluate_rank_that_cannot_read_its_detector_ends_every_rank_at_once(toy, tmp_path):
+    """The same for ``train.evaluate`` with models: each rank reads the ground truth and loads the models itself;
+    rank 1 failing there left rank 0 waiting for its shards forever. Now: the same ``error: rank 1: ...`` line on
+    both ranks within seconds, nothing written."""
+    import os
+    import socket
+    import time
+    from pathlib import Path
+
+    from _two_ranks import run_two_ranks
+
+    root, ann, det = toy
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    driver = tmp_path / "driver.py"
+    driver.write_text(PER_RANK)
+    missing = tmp_path / "node1" / det.name
+    own = [["--detector", str(det)], ["--detector", str(missing)]]
+    out = tmp_path / "preds.json"
+    args = ["--gt", str(ann), "--images", str(ann.parent.parent / "val"), "--det-size", "64", "--save-pred", str(out),
+            "--work-dir", str(tmp_path / "work"), "--threads", "1"]
+    start = time.monotonic()
+    procs, errs = run_two_ranks([str(driver), str(tmp_path), "train.evaluate", json.dumps(own), *args],
+                                env=env, port=port, timeout=120, cwd=repo)
+    assert time.monotonic() - start < 60
+    lines = []
+    for r, err in enumerate(errs):
+        rc = tmp_path / f"rank{r}.rc"
+        assert rc.is_file() and rc.read_text() == "2", err[-3000:]
+        got = [line for line in err.strip().splitlines() if line != "terminate called without an active exception"]
+        assert len(got) == 1 and got[0].startswith("error: rank 1: ") and str(missing) in got[0], err[-3000:]
+        lines.append(got[0])
+    assert lines[0] == lines[1]
+    assert not out.exists() and not (tmp_path / "work").exists()

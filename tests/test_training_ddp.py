@@ -275,7 +275,7 @@ Path(result, f"rank{rank}.json").write_text(json.dumps({"rc": rc}))
 """
 
 
-@pytest.mark.parametrize("what", ["checkpoint-missing", "checkpoint-damaged", "annotations-damaged"])
+@pytest.mark.parametrize("what", ["checkpoint-missing", "checkpoint-damaged", "annotations-damaged", "data-missing"])
 def test_a_step_failing_on_rank1_alone_ends_every_rank_at_once_naming_it(tmp_path, what):
     """Every rank reads the checkpoint on a resume and the annotation file itself; on per-node storage a copy can be
     missing or damaged on one node only. That rank failed alone while the others went on into their next collective
@@ -306,6 +306,10 @@ def test_a_step_failing_on_rank1_alone_ends_every_rank_at_once_naming_it(tmp_pat
             st.write_bytes(b"\0" * 64)
             expected = f"error: rank 1: cannot read the training checkpoint {st} ("
         args += ["--max-iters", "2", "--allow-changes"]  # resumed by 2 processes: another world size
+    elif what == "data-missing":  # --data resolved (find_annotation) by each rank: rank 1's node lacks it
+        # (it failed before the process group started, leaving rank 0 in init_process_group until its time-out)
+        own[1] = ["--out", str(out0), "--data", str(tmp_path / "node1")]
+        expected = f"error: rank 1: {tmp_path / 'node1'} is neither a COCO JSON file nor a dataset folder"
     else:
         copy = tmp_path / "node1" / "det_train.json"
         copy.parent.mkdir()

@@ -103,12 +103,13 @@ def check_run_args(args: argparse.Namespace) -> None:
     check_option("--max-iters", args.max_iters, 0)
 
 
-def common_config(args: argparse.Namespace) -> dict[str, Any]:
+def common_config(args: argparse.Namespace, *, resolve_data: bool = True) -> dict[str, Any]:
     """Config keyword arguments both training configs share, from the parsed arguments above (range-checked
-    first, :func:`check_run_args`)."""
+    first, :func:`check_run_args`). ``train_ann`` is ``--data``'s COCO JSON (:func:`find_annotation`), or with
+    ``resolve_data=False`` ``--data`` as given, for :func:`train_in_group` to resolve."""
     check_run_args(args)
     return {
-        "train_ann": str(find_annotation(args.data, args.split)),
+        "train_ann": str(find_annotation(args.data, args.split)) if resolve_data else str(args.data),
         "out_dir": args.out,
         "image_root": args.images,
         "amp": args.amp,
@@ -122,6 +123,30 @@ def common_config(args: argparse.Namespace) -> dict[str, Any]:
         "device": args.device,
         "check_images": args.check_images,
     }
+
+
+def train_in_group(make_config: Callable[[bool], Any], args: argparse.Namespace,
+                   train: Callable[[Any, Any], dict]) -> dict:
+    """``train(cfg, ctx)`` for the config ``make_config(resolve_data)`` of a command line, in the order that leaves
+    no ``torchrun`` rank waiting for another: the options are checked (``make_config(False)``: the same verdict on
+    every rank, before any process group), the process group starts
+    (:func:`cartoonseg.training.distributed.setup`), and only then does every rank resolve ``--data``
+    (:func:`find_annotation`) itself, through :func:`cartoonseg.sharding.every_rank`: on per-node storage a rank
+    whose copy is missing ends every rank at once with one ``error: rank N: ...`` line, where it used to fail
+    before the group started and leave the others in ``init_process_group`` until its time-out (30 minutes and
+    more). The group is closed at the end."""
+    import dataclasses
+
+    from cartoonseg.sharding import every_rank
+    from cartoonseg.training.distributed import cleanup, setup
+
+    cfg = make_config(False)
+    ctx = setup(cfg.device)
+    try:
+        ann = every_rank(lambda: find_annotation(args.data, args.split), ctx)
+        return train(dataclasses.replace(cfg, train_ann=str(ann)), ctx)
+    finally:
+        cleanup(ctx)
 
 
 def print_summary(summary: dict) -> None:

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", required=True, help="output COCO JSON with pred_segmentations")
     ap.add_argument("--score-thr", type=float, default=0.3, help="detection score threshold, in [0, 1]")
     ap.add_argument("--iou-thr", type=float, default=0.5, help="attach predictions above this mask IoU, in [0, 1]")
-    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (under torchrun cuda = cuda:LOCAL_RANK)")
     ap.add_argument("--batch-size", type=int, default=1, help="images per detector pass, >= 1")
     ap.add_argument("--work-dir", default=None,
                     help="shard folder (resumable; default OUT.json.shards under torchrun with several processes)")
@@ -46,22 +46,30 @@ def _run(args: argparse.Namespace) -> int:
     check_option("--batch-size", args.batch_size, 1)
     check_option("--shard-size", args.shard_size, 1)
     import cartoonseg
-    from cartoonseg.sharding import RankInfo, check_outside
+    from cartoonseg._cli import rank_device
+    from cartoonseg.sharding import check_outside, every_rank, init_distributed
     from cartoonseg.training.coco import find_annotation, load_coco
     from cartoonseg.training.predictions import attach_predictions
 
-    rank = RankInfo.from_env()
+    rank = init_distributed()  # under torchrun the group first, so that a rank failing below reaches every rank
     work_dir = args.work_dir or (f"{args.out}.shards" if rank.world_size > 1 else None)
-    device = f"cuda:{rank.local_rank}" if (args.device == "cuda" and rank.world_size > 1) else args.device
-    ann = find_annotation(args.data, args.split)
-    inputs = [ann, args.detector]
-    # never over the ground truth (``--out GT.json``) or another file cartoonseg did not write
-    if work_dir is not None:  # nor among the run's shard files
-        check_outside(work_dir, args.out)
-    outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
-    coco = load_coco(ann, args.images)
+
+    def load():
+        """What every rank does itself, reading its node's files: on any rank's failure every rank ends at once
+        with one "error: rank N: ..." line (every_rank) instead of the others waiting for its shards."""
+        device = rank_device(args.device, rank.local_rank)  # cuda: this process's GPU, if the node has it
+        ann = find_annotation(args.data, args.split)
+        inputs = [ann, args.detector]
+        # never over the ground truth (``--out GT.json``) or another file cartoonseg did not write
+        if work_dir is not None:  # nor among the run's shard files
+            check_outside(work_dir, args.out)
+        outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
+        coco = load_coco(ann, args.images)
+        seg = cartoonseg.Segmenter(cartoonseg.load_detector(args.detector, device=device), score_thr=args.score_thr)
+        return ann, inputs, coco, seg
+
+    ann, inputs, coco, seg = every_rank(load, rank)
     root = coco.image_root
-    seg = cartoonseg.Segmenter(cartoonseg.load_detector(args.detector, device=device), score_thr=args.score_thr)
     det = Path(args.detector)
     fingerprint = {"detector": [str(det.resolve()), det.stat().st_size, det.stat().st_mtime_ns] if det.is_file()
                    else args.detector, "score_thr": args.score_thr, "batch_size": args.batch_size, "data": str(ann)}

@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--dilation-ratio", type=float, default=0.02,
                     help="boundary width / diagonal, in [0, 1] (at least 1 px)")
     ap.add_argument("--types", default="bbox,segm,boundary", help="comma list of bbox, segm, boundary")
-    ap.add_argument("--device", default="cpu", help="device for the models (cpu, cuda, cuda:N)")
+    ap.add_argument("--device", default="cpu",
+                    help="device for the models (cpu, cuda, cuda:N; under torchrun cuda = cuda:LOCAL_RANK)")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"], help="autocast precision")
     ap.add_argument("--save-pred", default=None,
                     help="write the predictions here: a COCO results list, or with --refiner "
@@ -108,11 +109,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.save_pred:
         # never over the ground truth or another file cartoonseg did not write
         outputs.check_file(args.save_pred, inputs=inputs, overwrite=args.overwrite)
-    gt = _load_json(args.gt)
     # AP uses the last entry: --max-dets itself, also below 10 (AR is reported at 1 and 10 where those are smaller)
     max_dets = tuple(sorted({m for m in (1, 10) if m < args.max_dets} | {args.max_dets}))
     params = EvalParams(max_dets=max_dets, dilation_ratio=args.dilation_ratio)
     if args.pred:
+        gt = _load_json(args.gt)
         dets = _load_json(args.pred)
         if isinstance(dets, dict) and set(dets) == {"stage1", "refined"} and all(isinstance(v, list)
                                                                                 for v in dets.values()):
@@ -125,34 +126,34 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if not (args.images and args.detector):
         raise ValueError("give --pred, or --images and --detector to run the models")
-    if not Path(args.images).is_dir():
-        raise FileNotFoundError(f"--images {args.images}: no such folder")
     import torch
 
     import cartoonseg
     from cartoonseg.evaluation.predict import predict_coco
-    from cartoonseg.sharding import RankInfo, check_outside
+    from cartoonseg._cli import rank_device
+    from cartoonseg.sharding import check_outside, every_rank, init_distributed
 
-    rank = RankInfo.from_env()
+    rank = init_distributed()  # under torchrun the group first, so that a rank failing below reaches every rank
     work_dir = args.work_dir or (f"{args.save_pred or args.gt}.shards" if rank.world_size > 1 else None)
     if work_dir is not None and args.save_pred:
         check_outside(work_dir, args.save_pred)  # the run folder holds only the run's own files
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    device = args.device
-    if device == "cuda" and rank.world_size > 1:
-        device = f"cuda:{rank.local_rank}"
-    det = cartoonseg.load_detector(args.detector, device=device)
-    ref = cartoonseg.load_refiner(args.refiner, device=device) if args.refiner is not None else None
-    seg = cartoonseg.Segmenter(
-        det,
-        ref,
-        det_size=args.det_size,
-        score_thr=args.score_thr,
-        mask_thr=args.mask_thr,
-        max_instances=args.max_dets,
-        precision=args.precision,
-    )
+
+    def load():
+        """What every rank does itself, reading its node's files: on any rank's failure every rank ends at once
+        with one "error: rank N: ..." line (every_rank) instead of the others waiting for its shards."""
+        gt = _load_json(args.gt)
+        if not Path(args.images).is_dir():
+            raise FileNotFoundError(f"--images {args.images}: no such folder")
+        device = rank_device(args.device, rank.local_rank)  # cuda: this process's GPU, if the node has it
+        det = cartoonseg.load_detector(args.detector, device=device)
+        ref = cartoonseg.load_refiner(args.refiner, device=device) if args.refiner is not None else None
+        seg = cartoonseg.Segmenter(det, ref, det_size=args.det_size, score_thr=args.score_thr, mask_thr=args.mask_thr,
+                                   max_instances=args.max_dets, precision=args.precision)
+        return gt, ref, seg
+
+    gt, ref, seg = every_rank(load, rank)
     fingerprint = {k: getattr(args, k) for k in ("detector", "refiner", "det_size", "score_thr", "mask_thr",
                                                   "max_dets", "batch_size")}
     fingerprint["precision"] = seg.effective_precision  # what runs here: auto/bf16 differ between CPUs

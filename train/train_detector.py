@@ -18,7 +18,7 @@ import sys
 from cartoonseg.config import MAX_CANVAS
 from cartoonseg.training.detector import DETECTOR_RECIPES, DetectorTrainConfig, detector_recipe, train_detector
 
-from ._cli import add_data_args, add_run_args, check_option, common_config, parser, run_training
+from ._cli import add_data_args, add_run_args, check_option, common_config, parser, run_training, train_in_group
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,9 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def config_from_args(argv: list[str] | None = None) -> DetectorTrainConfig:
+def config_from_args(argv: list[str] | None = None, *, resolve_data: bool = True) -> DetectorTrainConfig:
     """The :class:`DetectorTrainConfig` of a command line (without running anything); option values out of range
-    raise ``ValueError`` naming the option."""
+    raise ``ValueError`` naming the option. ``resolve_data``: see :func:`train._cli.common_config`."""
     args = build_parser().parse_args(argv)
     if args.img_size is not None and (args.img_size % 32 or not 32 <= args.img_size <= MAX_CANVAS):
         raise ValueError(f"--img-size must be a multiple of 32 in [32, {MAX_CANVAS}], got {args.img_size}")
@@ -73,7 +73,7 @@ def config_from_args(argv: list[str] | None = None) -> DetectorTrainConfig:
         "no_aug_epochs": args.no_aug_epochs,
     }
     fields = {k: v for k, v in given.items() if v is not None}
-    common = common_config(args)
+    common = common_config(args, resolve_data=resolve_data)
     if recipe == "tiny-cpu":  # the recipe's run settings unless given on the command line
         for key, flag in (("num_workers", "--workers"), ("device", "--device"), ("amp", "--amp")):
             if not any(a == flag or a.startswith(flag + "=") for a in (argv if argv is not None else sys.argv[1:])):
@@ -95,7 +95,11 @@ def config_from_args(argv: list[str] | None = None) -> DetectorTrainConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_training(lambda: train_detector(config_from_args(argv)))
+    def run() -> dict:
+        args = build_parser().parse_args(argv)
+        return train_in_group(lambda resolve: config_from_args(argv, resolve_data=resolve), args, train_detector)
+
+    return run_training(run)
 
 
 if __name__ == "__main__":

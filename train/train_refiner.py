@@ -16,7 +16,7 @@ import argparse
 from cartoonseg.config import MAX_CANVAS
 from cartoonseg.training.refiner import RefinerTrainConfig, train_refiner
 
-from ._cli import add_data_args, add_run_args, check_option, common_config, parser, run_training
+from ._cli import add_data_args, add_run_args, check_option, common_config, parser, run_training, train_in_group
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,10 +55,10 @@ def check_args(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    def run() -> dict:
+    def config(resolve_data: bool) -> RefinerTrainConfig:
         check_args(args)
-        cfg = RefinerTrainConfig(
-            **common_config(args),
+        return RefinerTrainConfig(
+            **common_config(args, resolve_data=resolve_data),
             preset=args.preset,
             size=args.size,
             epochs=args.epochs,
@@ -72,9 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             ins_rect_prob=args.rect_prob,
             aug_ins_prob=args.morph_prob,
         )
-        return train_refiner(cfg)
 
-    return run_training(run)
+    return run_training(lambda: train_in_group(config, args, train_refiner))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from .._cli import area_main
+from .._cli import area_main, rank_device
 from ..device import PRECISION_CHOICES
 from ..tags import DEFAULT_CHARACTER_THRESHOLD, DEFAULT_GENERAL_THRESHOLD
 
@@ -80,16 +80,6 @@ def add_parsers(subparsers) -> None:
     p.set_defaults(func=run_annotate)
 
 
-def _device(name: str, local_rank: int) -> str:
-    import torch
-
-    if name == "auto":
-        return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        return f"cuda:{local_rank}"
-    return name
-
-
 def _weights_identity(path) -> dict:
     """What identifies a weights file in the run's settings (and so in the work folder's fingerprint): its name and
     its content's SHA-256. Name and size alone let a resume mix two models: a retrained checkpoint of the same
@@ -138,7 +128,7 @@ def run_annotate(args: argparse.Namespace) -> int:
     from ..checkpoint import load_detector, load_refiner
     from ..hub import resolve_weights
     from ..segmenter import Segmenter, check_settings
-    from ..sharding import init_distributed
+    from ..sharding import every_rank, init_distributed
     from .inputs import collect_inputs
     from .per_image import PerImageWriter
     from .run import annotate, default_work_dir, shared_items
@@ -161,25 +151,35 @@ def run_annotate(args: argparse.Namespace) -> int:
     own = [p for p in (args.per_image, args.work_dir) if p]  # walked folders never yield the run's own outputs
     items = shared_items(lambda: collect_inputs(args.inputs, image_root=args.image_root, recursive=args.recursive,
                                                 exclude=own), rank)  # rank 0 collects; its error ends every rank
-    _check_readable(items)  # on every rank (the same items: the same answer, no rank left waiting)
-    device = _device(args.device, rank.local_rank)
-    search = [Path(args.weights_dir)] if args.weights_dir else []
-    det_path = resolve_weights(args.detector, search_dirs=search, allow_download=not args.no_download)
-    ref_path = None
-    if args.refiner and str(args.refiner).lower() != "none":
-        ref_path = resolve_weights(args.refiner, search_dirs=search, allow_download=not args.no_download)
-    detector = load_detector(det_path, device=device)
-    refiner = load_refiner(ref_path, device=device) if ref_path is not None else None
-    seg = Segmenter(detector, refiner, det_size=args.det_size, score_thr=args.score_thr, mask_thr=args.mask_thr,
-                    refine_size=args.refine_size, max_instances=args.max_instances, precision=args.precision,
-                    fuse=not args.exact, channels_last=not args.exact, grey=args.grey)
-    mask_thr = seg.result_mask_thr  # the threshold the written masks use (recorded in the settings)
-    tagger = None
-    if args.tagger:
-        from ..tagger import load_tagger, resolve_tagger_dir, tag_instances
 
-        tagger = load_tagger(args.tagger, device=device, allow_download=not args.no_download)
-        tagger_files = resolve_tagger_dir(args.tagger, allow_download=False)  # what load_tagger read
+    def load():
+        """What every rank does itself, reading its node's files: the images' readability, its device, the weights
+        (maybe downloaded), the tagger."""
+        _check_readable(items)
+        device = rank_device(args.device, rank.local_rank)  # cuda: this rank's GPU, if the node has it
+        search = [Path(args.weights_dir)] if args.weights_dir else []
+        det_path = resolve_weights(args.detector, search_dirs=search, allow_download=not args.no_download)
+        ref_path = None
+        if args.refiner and str(args.refiner).lower() != "none":
+            ref_path = resolve_weights(args.refiner, search_dirs=search, allow_download=not args.no_download)
+        detector = load_detector(det_path, device=device)
+        refiner = load_refiner(ref_path, device=device) if ref_path is not None else None
+        seg = Segmenter(detector, refiner, det_size=args.det_size, score_thr=args.score_thr, mask_thr=args.mask_thr,
+                        refine_size=args.refine_size, max_instances=args.max_instances, precision=args.precision,
+                        fuse=not args.exact, channels_last=not args.exact, grey=args.grey)
+        tagger = tagger_files = None
+        if args.tagger:
+            from ..tagger import load_tagger, resolve_tagger_dir
+
+            tagger = load_tagger(args.tagger, device=device, allow_download=not args.no_download)
+            tagger_files = resolve_tagger_dir(args.tagger, allow_download=False)  # what load_tagger read
+        return det_path, ref_path, seg, tagger, tagger_files
+
+    # on per-node storage one rank's weights (or images) can be missing or damaged: every rank does these steps,
+    # then all agree, so such a rank ends every rank at once with one "error: rank N: ..." line (every_rank)
+    # instead of leaving the others waiting for its shards
+    det_path, ref_path, seg, tagger, tagger_files = every_rank(load, rank)
+    mask_thr = seg.result_mask_thr  # the threshold the written masks use (recorded in the settings)
     settings = {
         "detector": _weights_identity(det_path), "refiner": _weights_identity(ref_path) if ref_path else None,
         "score_thr": args.score_thr, "mask_thr": mask_thr, "det_size": args.det_size,
@@ -195,6 +195,7 @@ def run_annotate(args: argparse.Namespace) -> int:
     def segment(rgb):
         instances = seg(rgb)
         if tagger is not None and len(instances):
+            from ..tagger import tag_instances
             from ..transforms import grey_rgb
 
             instances, _ = tag_instances(tagger, grey_rgb(rgb) if args.grey else rgb, instances,

@@ -70,14 +70,11 @@ def setup(device: str = "auto") -> DistContext:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
-        from .._cli import check_device
+        from .._cli import rank_device
 
-        check_device(device)  # ValueError naming --device and what there is (one error: line, not a traceback)
-        dev = torch.device("cuda", local) if world > 1 or device == "cuda" else torch.device(device)
-        if dev.index >= torch.cuda.device_count():  # more processes on this node than GPUs
-            raise ValueError(f"--device {device}: process LOCAL_RANK={local} would use GPU {dev.index} but this "
-                             f"machine has {torch.cuda.device_count()}; start at most that many processes per node "
-                             f"(torchrun --nproc-per-node)")
+        # ValueError naming --device and what there is (no CUDA, more processes on this node than GPUs): one
+        # error: line, not a traceback from set_device
+        dev = torch.device(rank_device(device, local, per_process=world > 1))
         torch.cuda.set_device(dev)
     elif device == "cpu":
         dev = torch.device("cpu")

@@ -249,6 +249,26 @@ def save_training_state(
     return js_path
 
 
+#: the fields of a training-state JSON that :func:`load_training_state` and :func:`restore_rng` read (``a.b``: key
+#: ``b`` of the object at ``a``); what :func:`save_training_state` always writes
+_REQUIRED_FIELDS = ("step", "progress", "progress.global_step", "config", "optimizer", "optimizer.param_groups",
+                    "optimizer.scalars", "scaler", "rng", "rng.numpy", "rng.python")
+
+
+def _missing_fields(meta: dict[str, Any]) -> list[str]:
+    """The :data:`_REQUIRED_FIELDS` missing from ``meta`` (a field under a missing or non-object parent counts as
+    missing only through its parent)."""
+    missing = []
+    for field in _REQUIRED_FIELDS:
+        parent, _, key = field.rpartition(".")
+        if parent in missing:
+            continue
+        holder = meta.get(parent) if parent else meta
+        if not isinstance(holder, dict) or key not in holder:
+            missing.append(field)
+    return missing
+
+
 def load_training_state(prefix: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_training_state`.
 
@@ -274,6 +294,9 @@ def load_training_state(prefix: str | os.PathLike, map_location: str | torch.dev
         raise CheckpointError(f"cannot read the training checkpoint {js_path} ({exc}); {advice}") from None
     if not isinstance(meta, dict) or meta.get("format") != "cartoonseg-train-state":
         raise CheckpointError(f"{js_path} is not a cartoonseg training state; {advice}")
+    missing = _missing_fields(meta)
+    if missing:  # the right format, but cut down or edited: one line naming what is gone, not a KeyError later
+        raise CheckpointError(f"the training checkpoint {js_path} lacks {', '.join(missing)}; {advice}")
     tensors: dict[str, Tensor] = {}
     try:
         with safe_open(str(st_path), framework="pt", device="cpu") as fh:
