@@ -11,7 +11,8 @@ Differences, on purpose:
 * the feather only grows *outwards*: ``alpha = max(mask, blur(mask))``, so every pixel of the soft mask is pasted
   with at least its own mask value and pixels farther than ``ceil(2*feather)`` px from the mask never change;
   soft-mask values below one 8-bit level (1/255) count as zero so near-zero probabilities cannot leak;
-* overlaps are resolved by painting back to front (far first), by per-instance depth when known.
+* overlaps are resolved by painting back to front (far first): where two instances touch, as the picture shows
+  them (the occlusion cue, :func:`occlusion`), else by per-instance depth when known, else by the ground line.
 
 Images here are float ``[H,W,3]`` RGB in [0,1]; masks float ``[H,W]`` or ``[N,H,W]`` in [0,1]; boxes xyxy px.
 """
@@ -151,13 +152,16 @@ def paint_order(
     """Back-to-front painting order of ``N`` instances (the last one painted wins overlaps).
 
     Args:
-        masks: ``[N,H,W]`` (used for the area tie-break).
+        masks: ``[N,H,W]`` soft masks (the area tie-break; with ``"auto"`` also the occlusion cue, read at 0.5).
         boxes: ``[N,4]`` xyxy px.
         depth: optional per-instance depth, **larger = nearer** (the pack's disparity-like convention,
             ``Instances.extras["depth"]``); None or NaN (depth pooling's value for an empty mask) = unknown.
-        order: ``"auto"`` (depth when every instance has a known one, else ``"bottom"``), ``"depth"`` (ascending
-            depth; error when one is unknown), ``"bottom"`` (ground-contact rule: the box whose bottom edge is higher
-            is farther; ties: larger area first), ``"index"`` (as given).
+        order: ``"auto"``: two instances that touch are ordered as the picture shows them (:func:`occlusion`: the
+            one whose outline runs on unbroken where they meet is in front), the rest, and touching ones the cue
+            cannot order (masks that overlap in full), by depth when every instance has a known one, else by
+            ``"bottom"``; ``"depth"`` (ascending depth alone; error when one is unknown), ``"bottom"``
+            (ground-contact rule alone: the box whose bottom edge is higher is farther; ties: larger area first),
+            ``"index"`` (as given).
     """
     if order not in ORDERS:
         raise ValueError(f"unknown paint order {order!r}; allowed: {', '.join(ORDERS)}")
@@ -174,7 +178,7 @@ def paint_order(
     else:
         bottoms = boxes[:, 3].tolist() if n else []
         base = sorted(range(n), key=lambda i: (bottoms[i], -areas[i], i))
-    return base
+    return occlusion_order(base, mask_windows(masks)) if order == "auto" and n > 1 else base
 
 
 #: a window of one layer for the occlusion cue: its alpha ``[y1-y0, x1-x0]`` (array or tensor) over its int box
