@@ -1246,11 +1246,11 @@ def test_a_figure_partly_hidden_by_another_stays_behind_it_when_they_move(back_x
 
 
 def test_masks_that_overlap_in_full_leave_the_order_to_depth_or_the_ground():
-    from cartoonseg.puppet.rig import _occlusion
+    from cartoonseg.style.regions import occlusion
 
     img, masks, plate = scene(centres=(70, 90))  # amodal: both masks whole, the junctions read the same both ways
     rig = build_rig(masks)
-    assert abs(_occlusion(rig.characters[0], rig.characters[1])) < 1e-6
+    assert abs(occlusion(*[(c.alpha, c.box) for c in rig.characters])) < 1e-6
     inst = Instances.from_masks(torch.from_numpy(masks))
     assert build_rig(inst.replace(extras={"depth": [0.1, 0.9]})).layer_order == [0, 1]
     assert build_rig(inst.replace(extras={"depth": [0.9, 0.1]})).layer_order == [1, 0]

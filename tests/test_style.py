@@ -155,6 +155,72 @@ def test_paint_order_back_to_front():
         paint_order(m, boxes, order="depth")
 
 
+def _figure(cx: int, h: int = 96, w: int = 128) -> torch.Tensor:
+    """A drawn figure's soft mask ``[h,w]`` standing on the ground line y = 88: body, head, arms, legs."""
+    import cv2
+
+    m = np.zeros((h, w), np.uint8)
+    cv2.ellipse(m, (cx, 52), (10, 17), 0, 0, 360, 1, -1)
+    cv2.circle(m, (cx, 26), 9, 1, -1)
+    cv2.line(m, (cx - 8, 42), (cx - 26, 60), 1, 4)
+    cv2.line(m, (cx + 8, 42), (cx + 26, 60), 1, 4)
+    cv2.line(m, (cx - 5, 65), (cx - 8, 88), 1, 5)
+    cv2.line(m, (cx + 5, 65), (cx + 8, 88), 1, 5)
+    return torch.from_numpy(cv2.GaussianBlur(m.astype(np.float32), (3, 3), 0.7))
+
+
+def _one_hiding_another(back_x: int, front_x: int):
+    """Two figures on one ground line, the one at ``front_x`` drawn over the one at ``back_x``, as a segmenter
+    sees them: the back one's mask only its visible part (its drawing less the front one's). Instance 0 is the
+    back one. Returns the image, the masks ``[2,H,W]`` and the two colours."""
+    back, front = _figure(back_x), _figure(front_x)
+    colours = torch.tensor([[0.9, 0.4, 0.5], [0.95, 0.75, 0.3]])
+    img = torch.full((96, 128, 3), 0.5)
+    img[:] = torch.tensor([0.6, 0.8, 0.95])
+    for m, col in ((back, colours[0]), (front, colours[1])):
+        img = img * (1 - m[..., None]) + m[..., None] * col
+    return img, torch.stack([back * (1 - front), front]), colours
+
+
+@pytest.mark.parametrize("back_x, front_x", [(50, 72), (72, 50), (44, 58), (84, 68)])
+def test_touching_figures_are_painted_as_the_picture_layers_them(back_x, front_x):
+    """Two figures on one ground line tie on the ground rule, whose area tie-break put the larger (unbroken, front)
+    one first: the back one's pass then pasted its feathered edge over the front one. The picture says which one
+    is in front where they meet (its outline runs on unbroken), as the puppet's layering reads it."""
+    img, masks, _ = _one_hiding_another(back_x, front_x)
+    inst = Instances.from_masks(masks)
+    assert paint_order(inst.masks, inst.boxes) == [0, 1]  # back to front: the hidden one first
+    for depth in ([0.5, 0.5], [0.9, 0.1]):  # equal depth (one ground line), or a pooled depth saying the opposite
+        assert paint_order(inst.masks, inst.boxes, depth) == [0, 1]
+    # the named rules stay what they say
+    assert paint_order(inst.masks, inst.boxes, order="bottom") == [1, 0]  # equal bottoms: larger area first
+    assert paint_order(inst.masks, inst.boxes, [0.9, 0.1], order="depth") == [1, 0]
+    # amodal masks (both drawn whole) read the same both ways at their crossings: depth, else the ground rule
+    from cartoonseg.style.regions import mask_windows, occlusion, occlusion_order
+
+    with pytest.raises(ValueError, match="base must order the 2 layers"):
+        occlusion_order([0, 0], mask_windows(inst.masks))
+
+    whole = torch.stack([_figure(back_x), _figure(front_x)])
+    assert abs(occlusion(*mask_windows(whole))) < 1e-6
+    assert paint_order(whole, inst.boxes) == paint_order(whole, inst.boxes, order="bottom")
+    assert paint_order(whole, inst.boxes, [0.1, 0.9]) == [0, 1]
+    assert paint_order(whole, inst.boxes, [0.9, 0.1]) == [1, 0]
+
+    # the compositing: each pass paints its instance's colour; the front figure keeps its own everywhere
+    flat = torch.tensor([[0.1, 0.2, 0.9], [0.9, 0.9, 0.1]])
+
+    def paint(req):
+        return flat[req.index].expand(req.image.shape).clone()
+
+    spy = Spy(paint)
+    cfg = StyleConfig(background_as_instance=False, mask_feather=4.0, resolution=0)
+    out = style_edit(img, inst, spy, cfg).image
+    assert [r.index for r in spy.requests] == [0, 1]
+    front = inst.masks[1] > 0.999  # its pass pastes these at alpha 1 (the soft rim mixes with what lies below)
+    assert torch.allclose(out[front], flat[1].expand(int(front.sum()), 3), atol=1e-6)
+
+
 def test_dedupe_drops_masks_inside_larger_ones():
     m = torch.zeros(3, 20, 20)
     m[0, 0:10, 0:10] = 1

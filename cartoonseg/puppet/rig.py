@@ -765,88 +765,25 @@ def _still_layer(mask: np.ndarray, instance: int, depth: list | None, matte: np.
                       depth=_known_depth(depth, instance), matted=matte is not None)
 
 
-#: radius (pixels) of the disc round a junction where two masks and the background meet, over which the occlusion
-#: cue (:func:`_occlusion`) measures how much of it each mask covers: a few pixels, so it sees the contours' corners
-#: there, not the width of the parts
-_JUNCTION_RADIUS = 4
-#: smallest mean coverage difference at the junctions that orders two touching layers by the input's occlusion
-#: (drawn figures, one partly hidden by the other: 0.07-0.35; masks that overlap in full, amodal ones: 0)
-_OCCLUSION_MARGIN = 0.03
-
-
-def _layer_mask(layer, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
-    """uint8 ``[y1-y0, x1-x0]``: 1 where the layer's alpha (mask or matte) exceeds 0.5, over that window."""
-    out = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    bx0, by0, bx1, by1 = layer.box
-    cx0, cy0, cx1, cy1 = max(x0, bx0), max(y0, by0), min(x1, bx1), min(y1, by1)
-    if cx0 < cx1 and cy0 < cy1:
-        out[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = layer.alpha[cy0 - by0:cy1 - by0, cx0 - bx0:cx1 - bx0] > 0.5
-    return out
-
-
-def _occlusion(p, q) -> float:
-    """How clearly layer ``p`` lies in front of layer ``q`` in the input, in [-1, 1] (negative: behind; 0: they
-    do not touch, or no side wins). Where a figure partly hides another, the front one's outline runs on unbroken
-    past the junctions where the two masks and the background meet (a T-junction), while the hidden one's outline
-    stops there at a corner: in a small disc round a junction the front mask covers about half, the hidden one a
-    wedge. The cue is the mean, over the junction pixels, of ``p``'s coverage less ``q``'s; it needs no depth and
-    does not depend on the parts' widths (an arm crossing a body reads the same as a body hiding an arm). Masks
-    that overlap in full (amodal masks, both drawn whole) meet at crossings that read the same both ways: 0."""
-    import cv2
-
-    (px0, py0, px1, py1), (qx0, qy0, qx1, qy1) = p.box, q.box
-    if max(px0, qx0) > min(px1, qx1) or max(py0, qy0) > min(py1, qy1):
-        return 0.0  # their boxes do not touch
-    r = _JUNCTION_RADIUS  # the window: where both boxes meet, grown by the disc (the junctions lie in both boxes)
-    x0, y0 = max(px0, qx0) - r - 2, max(py0, qy0) - r - 2
-    x1, y1 = min(px1, qx1) + r + 2, min(py1, qy1) + r + 2
-    a, b = _layer_mask(p, x0, y0, x1, y1), _layer_mask(q, x0, y0, x1, y1)
-    k = np.ones((3, 3), np.uint8)
-    # pixels of either mask next to the other one and to the background (masks a pixel apart do not meet)
-    junction = (a | b) & cv2.dilate(a, k) & cv2.dilate(b, k) & cv2.dilate(1 - (a | b), k)
-    if not junction.any():
-        return 0.0
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)).astype(np.float32)
-    disc /= disc.sum()
-    cover = cv2.filter2D(a.astype(np.float32) - b.astype(np.float32), -1, disc, borderType=cv2.BORDER_CONSTANT)
-    return float(cover[junction > 0].mean())
-
-
 def _paint_order(layers: list) -> list[int]:
     """Back to front over characters and still layers (anything with ``mask_box``, ``alpha``, ``box`` and
-    ``depth``). Two layers that touch in the input are ordered as the input shows them (:func:`_occlusion`: the
-    one whose outline runs on unbroken where they meet is in front), whatever their depth or ground line: that is
-    what the picture says where they overlap, the only place their order shows, while pooled depth is a mean over
-    each mask and the ground-contact rule only guesses (two figures on one ground line went front-first by their
-    areas, and the hidden one walked over the one hiding it). The rest, and touching layers the cue cannot order
-    (masks that overlap in full), follow pooled depth when every layer has it, else the ground-contact rule of
-    :func:`cartoonseg.style.regions.paint_order` (lower box bottom = nearer); when the cues form a cycle, the
-    earliest layer in that order goes first."""
+    ``depth``). Two layers that touch in the input are ordered as the input shows them
+    (:func:`cartoonseg.style.regions.occlusion`: the one whose outline runs on unbroken where they meet is in
+    front), whatever their depth or ground line: that is what the picture says where they overlap, the only place
+    their order shows, while pooled depth is a mean over each mask and the ground-contact rule only guesses (two
+    figures on one ground line went front-first by their areas, and the hidden one walked over the one hiding it).
+    The rest, and touching layers the cue cannot order (masks that overlap in full), follow pooled depth when every
+    layer has it, else the ground-contact rule (lower box bottom = nearer): the ``"auto"`` order of
+    :func:`cartoonseg.style.regions.paint_order`, the one home of these rules, fed the layers' own windows."""
     import torch
 
-    from ..style.regions import paint_order
+    from ..style.regions import occlusion_order, paint_order
 
     if not layers:
         return []
     boxes = torch.tensor([c.mask_box for c in layers], dtype=torch.float32)
     areas = torch.tensor([float(c.alpha.sum()) for c in layers])
-    masks = areas[:, None, None]  # paint_order only reads areas from the masks (flatten(1).sum(1))
+    masks = areas[:, None, None]  # paint_order reads only areas from the masks with "depth" / "bottom"
     depth = [c.depth for c in layers]
-    base = paint_order(masks, boxes, depth if all(d is not None for d in depth) else None, "auto")
-    n = len(layers)
-    behind: list[set[int]] = [set() for _ in range(n)]  # behind[j]: the layers that must be painted before j
-    for i in range(n):
-        for j in range(i + 1, n):
-            cue = _occlusion(layers[i], layers[j])
-            if cue > _OCCLUSION_MARGIN:
-                behind[i].add(j)
-            elif cue < -_OCCLUSION_MARGIN:
-                behind[j].add(i)
-    out: list[int] = []
-    left = list(base)
-    while left:
-        ready = [k for k in left if not behind[k] & set(left)]
-        pick = ready[0] if ready else left[0]  # a cycle: the base order decides
-        out.append(pick)
-        left.remove(pick)
-    return out
+    base = paint_order(masks, boxes, depth, "depth" if all(d is not None for d in depth) else "bottom")
+    return occlusion_order(base, [(c.alpha, c.box) for c in layers])

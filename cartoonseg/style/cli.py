@@ -87,8 +87,9 @@ def add_parsers(subparsers) -> None:
                    help=pre("resolution", "long side each crop is sampled at, 0..8192 (0 = native)"))
     p.add_argument("--iterations", type=int, help=pre("iterations", "rounds over all instances, 1..100"))
     p.add_argument("--order", choices=[o for o in ORDERS if o != "depth"],
-                   help=pre("order", "paste-back order of the instances (auto = bottom: the command has no "
-                                     "per-instance depth; depth order is in the ComfyUI node, after Depth Pool)"))
+                   help=pre("order", "paste-back order of the instances (auto = touching ones as the picture layers "
+                                     "them, else bottom: the command has no per-instance depth; depth order is in "
+                                     "the ComfyUI node, after Depth Pool)"))
     p.add_argument("--background-fill", choices=BACKGROUND_FILLS,
                    help=pre("background_fill", "how characters are removed before the background pass"))
     p.add_argument("--no-background", action="store_true", help="do not restyle the background")

@@ -11,7 +11,8 @@ Differences, on purpose:
 * the feather only grows *outwards*: ``alpha = max(mask, blur(mask))``, so every pixel of the soft mask is pasted
   with at least its own mask value and pixels farther than ``ceil(2*feather)`` px from the mask never change;
   soft-mask values below one 8-bit level (1/255) count as zero so near-zero probabilities cannot leak;
-* overlaps are resolved by painting back to front (far first), by per-instance depth when known.
+* overlaps are resolved by painting back to front (far first): where two instances touch, as the picture shows
+  them (the occlusion cue, :func:`occlusion`), else by per-instance depth when known, else by the ground line.
 
 Images here are float ``[H,W,3]`` RGB in [0,1]; masks float ``[H,W]`` or ``[N,H,W]`` in [0,1]; boxes xyxy px.
 """
@@ -22,6 +23,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -32,10 +34,15 @@ from .hints import gaussian_blur
 
 __all__ = [
     "ALPHA_FLOOR",
+    "JUNCTION_RADIUS",
+    "OCCLUSION_MARGIN",
     "ORDERS",
     "CropPlan",
     "dedupe_masks",
     "feather_alpha",
+    "mask_windows",
+    "occlusion",
+    "occlusion_order",
     "paint_order",
     "paste",
     "plan_crop",
@@ -145,13 +152,16 @@ def paint_order(
     """Back-to-front painting order of ``N`` instances (the last one painted wins overlaps).
 
     Args:
-        masks: ``[N,H,W]`` (used for the area tie-break).
+        masks: ``[N,H,W]`` soft masks (the area tie-break; with ``"auto"`` also the occlusion cue, read at 0.5).
         boxes: ``[N,4]`` xyxy px.
         depth: optional per-instance depth, **larger = nearer** (the pack's disparity-like convention,
             ``Instances.extras["depth"]``); None or NaN (depth pooling's value for an empty mask) = unknown.
-        order: ``"auto"`` (depth when every instance has a known one, else ``"bottom"``), ``"depth"`` (ascending
-            depth; error when one is unknown), ``"bottom"`` (ground-contact rule: the box whose bottom edge is higher
-            is farther; ties: larger area first), ``"index"`` (as given).
+        order: ``"auto"``: two instances that touch are ordered as the picture shows them (:func:`occlusion`: the
+            one whose outline runs on unbroken where they meet is in front), the rest, and touching ones the cue
+            cannot order (masks that overlap in full), by depth when every instance has a known one, else by
+            ``"bottom"``; ``"depth"`` (ascending depth alone; error when one is unknown), ``"bottom"``
+            (ground-contact rule alone: the box whose bottom edge is higher is farther; ties: larger area first),
+            ``"index"`` (as given).
     """
     if order not in ORDERS:
         raise ValueError(f"unknown paint order {order!r}; allowed: {', '.join(ORDERS)}")
@@ -164,9 +174,109 @@ def paint_order(
         return list(range(n))
     areas = masks.flatten(1).sum(1).tolist() if n else []
     if order == "depth" or (order == "auto" and have_depth):
-        return sorted(range(n), key=lambda i: (float(depth[i]), -areas[i], i))  # type: ignore[index]
-    bottoms = boxes[:, 3].tolist() if n else []
-    return sorted(range(n), key=lambda i: (bottoms[i], -areas[i], i))
+        base = sorted(range(n), key=lambda i: (float(depth[i]), -areas[i], i))  # type: ignore[index]
+    else:
+        bottoms = boxes[:, 3].tolist() if n else []
+        base = sorted(range(n), key=lambda i: (bottoms[i], -areas[i], i))
+    return occlusion_order(base, mask_windows(masks)) if order == "auto" and n > 1 else base
+
+
+#: a window of one layer for the occlusion cue: its alpha ``[y1-y0, x1-x0]`` (array or tensor) over its int box
+#: ``(x0, y0, x1, y1)`` (x1/y1 exclusive); None = an empty layer
+Window = tuple
+
+#: radius (pixels) of the disc round a junction where two masks and the background meet, over which the occlusion
+#: cue (:func:`occlusion`) measures how much of it each mask covers: a few pixels, so it sees the contours' corners
+#: there, not the width of the parts
+JUNCTION_RADIUS = 4
+#: smallest mean coverage difference at the junctions that orders two touching layers by the input's occlusion
+#: (drawn figures, one partly hidden by the other: 0.07-0.35; masks that overlap in full, amodal ones: 0)
+OCCLUSION_MARGIN = 0.03
+
+
+def mask_windows(masks: Tensor, threshold: float = 0.5) -> list[Window | None]:
+    """The :data:`Window` of each mask of ``[N,H,W]``: the mask over the tight box of ``mask > threshold``
+    (None when that is empty)."""
+    out: list[Window | None] = []
+    for m in masks:
+        fg = m > threshold
+        rows, cols = torch.nonzero(fg.any(1)).flatten(), torch.nonzero(fg.any(0)).flatten()
+        if not len(rows):
+            out.append(None)
+            continue
+        y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        out.append((m[y0:y1, x0:x1].detach().float().cpu().numpy(), (x0, y0, x1, y1)))
+    return out
+
+
+def _window_mask(window: Window, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    """uint8 ``[y1-y0, x1-x0]``: 1 where the window's alpha exceeds 0.5, over that part of the picture."""
+    out = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    alpha, (bx0, by0, bx1, by1) = window
+    cx0, cy0, cx1, cy1 = max(x0, bx0), max(y0, by0), min(x1, bx1), min(y1, by1)
+    if cx0 < cx1 and cy0 < cy1:
+        part = np.asarray(alpha[cy0 - by0:cy1 - by0, cx0 - bx0:cx1 - bx0], dtype=np.float32)
+        out[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = part > 0.5
+    return out
+
+
+def occlusion(p: Window | None, q: Window | None) -> float:
+    """How clearly layer ``p`` lies in front of layer ``q`` in the picture, in [-1, 1] (negative: behind; 0: they
+    do not touch, or no side wins). Where a figure partly hides another, the front one's outline runs on unbroken
+    past the junctions where the two masks and the background meet (a T-junction), while the hidden one's outline
+    stops there at a corner: in a small disc round a junction the front mask covers about half, the hidden one a
+    wedge. The cue is the mean, over the junction pixels, of ``p``'s coverage less ``q``'s; it needs no depth and
+    does not depend on the parts' widths (an arm crossing a body reads the same as a body hiding an arm). Masks
+    that overlap in full (amodal masks, both drawn whole) meet at crossings that read the same both ways: 0.
+
+    ``p``, ``q``: :data:`Window` s (alpha over an int box, read at 0.5), e.g. from :func:`mask_windows`."""
+    import cv2
+
+    if p is None or q is None:
+        return 0.0
+    (px0, py0, px1, py1), (qx0, qy0, qx1, qy1) = p[1], q[1]
+    if max(px0, qx0) > min(px1, qx1) or max(py0, qy0) > min(py1, qy1):
+        return 0.0  # their boxes do not touch
+    r = JUNCTION_RADIUS  # the window: where both boxes meet, grown by the disc (the junctions lie in both boxes)
+    x0, y0 = max(px0, qx0) - r - 2, max(py0, qy0) - r - 2
+    x1, y1 = min(px1, qx1) + r + 2, min(py1, qy1) + r + 2
+    a, b = _window_mask(p, x0, y0, x1, y1), _window_mask(q, x0, y0, x1, y1)
+    k = np.ones((3, 3), np.uint8)
+    # pixels of either mask next to the other one and to the background (masks a pixel apart do not meet)
+    junction = (a | b) & cv2.dilate(a, k) & cv2.dilate(b, k) & cv2.dilate(1 - (a | b), k)
+    if not junction.any():
+        return 0.0
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)).astype(np.float32)
+    disc /= disc.sum()
+    cover = cv2.filter2D(a.astype(np.float32) - b.astype(np.float32), -1, disc, borderType=cv2.BORDER_CONSTANT)
+    return float(cover[junction > 0].mean())
+
+
+def occlusion_order(base: Sequence[int], windows: Sequence[Window | None],
+                    margin: float = OCCLUSION_MARGIN) -> list[int]:
+    """``base`` (a back-to-front order of the layers ``windows`` describe) with every pair of touching layers that
+    :func:`occlusion` orders by more than ``margin`` put as the picture shows them: the one hidden in part goes
+    behind. Layers the cue leaves free keep their place in ``base``; when the cues form a cycle, the earliest
+    layer of ``base`` still left goes first."""
+    n = len(windows)
+    if sorted(base) != list(range(n)):
+        raise ValueError(f"base must order the {n} layers (each index 0..{n - 1} once), got {list(base)}")
+    behind: list[set[int]] = [set() for _ in range(n)]  # behind[j]: the layers that must be painted before j
+    for i in range(n):
+        for j in range(i + 1, n):
+            cue = occlusion(windows[i], windows[j])
+            if cue > margin:
+                behind[i].add(j)
+            elif cue < -margin:
+                behind[j].add(i)
+    out: list[int] = []
+    left = list(base)
+    while left:
+        ready = [k for k in left if not behind[k] & set(left)]
+        pick = ready[0] if ready else left[0]  # a cycle: the base order decides
+        out.append(pick)
+        left.remove(pick)
+    return out
 
 
 def dedupe_masks(masks: Tensor, threshold: float = 0.8, mask_thr: float = 0.5) -> list[int]:
