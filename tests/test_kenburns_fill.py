@@ -620,3 +620,42 @@ def test_quality_benchmark_fill_names():
     assert both.character_reveals == "plate" and not both.plane_guidance
     with pytest.raises(ValueError, match="plate, noplanes"):
         bench.fill_config("patchmatch+planes")
+
+
+def test_fill_view_skips_only_bands_lying_all_in_skip(monkeypatch):
+    """``fill_view(skip=...)``: a band whose pixels the caller replaces anyway (the plane-filled holes) is not
+    inpainted; every other band, one with some pixels in ``skip`` included, is filled exactly as without it."""
+    import cartoonseg.inpaint as inpaint
+    from cartoonseg.kenburns.disocclusion import fill_view
+
+    calls = []
+    real = inpaint.patchmatch_inpaint
+
+    def counting(*args, **kw):
+        calls.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(inpaint, "patchmatch_inpaint", counting)
+    g = torch.Generator().manual_seed(0)
+    h, w = 40, 120
+    rgb = torch.rand(h, w, 3, generator=g)
+    depth = torch.full((h, w), 3.0)
+    holes = torch.zeros(h, w, dtype=torch.bool)
+    a = torch.zeros_like(holes)
+    a[14:26, 10:16] = True
+    b = torch.zeros_like(holes)
+    b[14:26, 90:96] = True  # 74 px away: another group with margin 12
+    holes = a | b
+    fill_depth = torch.where(holes, depth, torch.zeros_like(depth))
+    ref = fill_view(rgb, holes, depth, fill_depth, margin=12)
+    assert len(calls) == 2
+    calls.clear()
+    out = fill_view(rgb, holes, depth, fill_depth, margin=12, skip=a)
+    assert len(calls) == 1
+    assert torch.equal(out[~a], ref[~a])
+    assert torch.equal(out[a], rgb[a])  # left as given (no fallback): the caller replaces it
+    half_b = b & (torch.arange(w) < 93)[None]
+    calls.clear()
+    out = fill_view(rgb, holes, depth, fill_depth, margin=12, skip=a | half_b)
+    assert len(calls) == 1
+    assert torch.equal(out[b], ref[b])  # b runs whole: its skipped half shapes the rest's fill

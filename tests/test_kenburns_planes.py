@@ -212,3 +212,41 @@ def test_render_fills_the_ground_behind_a_character_in_perspective():
         assert n > 50
         scores[guided] = 10 * math.log10(n / err)
     assert scores[True] > scores[False] + 0.5, scores  # about +1.4 dB on the CPUs tried
+
+
+def test_key_view_holes_on_a_plane_are_not_inpainted_twice(monkeypatch):
+    """Step 1 of a key view: a group of holes that lies all on a plane is filled by :func:`plane_fill` only; its
+    image-space PatchMatch (whose result the plane fill replaced) is skipped. Every window is inpainted on its own
+    from the rendered view, so the render is bit-identical to the one that runs both fills."""
+    import cartoonseg.inpaint as inpaint
+    import cartoonseg.kenburns.disocclusion as D
+    from cartoonseg.kenburns import CameraPath, render_kenburns
+
+    rgb, depth, _ = ground_view()
+    yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
+    body = ((xx - 72) ** 2 / 9.0**2 + (yy - 62) ** 2 / 18.0**2) < 1.0
+    image = torch.where(body[..., None], torch.tensor([0.9, 0.3, 0.3]), rgb)
+    near = torch.where(body, torch.full_like(depth, 1.0 / float(depth[80, 72])), 1.0 / depth)
+    camera = CameraPath(preset="zoom-in", frames=3, zoom=1.6, playback=False)
+    calls = []
+    real_pm = inpaint.patchmatch_inpaint
+
+    def counting(*args, **kw):
+        calls.append(1)
+        return real_pm(*args, **kw)
+
+    monkeypatch.setattr(inpaint, "patchmatch_inpaint", counting)
+    skipping = render_kenburns(image, near, masks=body.float()[None], camera=camera)
+    n_skipping = len(calls)
+    real_fv = D.fill_view
+
+    def without_skip(*args, **kw):  # the old behaviour: every group inpainted in image space
+        kw.pop("skip", None)
+        return real_fv(*args, **kw)
+
+    monkeypatch.setattr(D, "fill_view", without_skip)
+    calls.clear()
+    both = render_kenburns(image, near, masks=body.float()[None], camera=camera)
+    assert n_skipping < len(calls), (n_skipping, len(calls))  # the ground's holes: one PatchMatch fewer here
+    assert torch.equal(skipping.frames, both.frames)
+    assert torch.equal(skipping.disocclusion, both.disocclusion)

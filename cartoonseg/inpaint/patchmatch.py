@@ -162,6 +162,13 @@ def _downsample(img: Tensor, hole: Tensor) -> tuple[Tensor, Tensor]:
     return coarse, coarse_hole
 
 
+_JUMP = 4  # the largest propagation jump
+_VOTE_CHUNK = 1 << 21  # (patch offset, hole pixel) pairs one vote step gathers at once
+#: propagation steps (dy, dx): the 4 neighbours at jumps 4, 2, 1, in this order
+_PROPAGATION: tuple[tuple[int, int], ...] = tuple(
+    d for jump in (_JUMP, _JUMP // 2, 1) for d in ((0, jump), (0, -jump), (jump, 0), (-jump, 0)))
+
+
 class _Level:
     """Everything PatchMatch needs on one pyramid level (flat indices are ``y * W + x``)."""
 
@@ -183,6 +190,40 @@ class _Level:
         self.oy = offs.repeat_interleave(patch)  # patch offsets in unfold (row-major) order
         self.ox = offs.repeat(patch)
         self.feats = self._all_feats()
+        # everything below depends only on the level's geometry: computed once here instead of in every one of
+        # the (many, small) PatchMatch steps, whose cost is mostly per-call overhead
+        n = len(self.t_idx)
+        self.pos = torch.full((self.h * self.w,), -1, dtype=torch.long)  # flat index -> target row (-1: none)
+        self.pos[self.t_idx] = torch.arange(n)
+        # valid sources, padded with False so propagation candidates outside the flat range (by at most the
+        # largest jump's rows, _JUMP * W) read False
+        self.pad_n = _JUMP * self.w
+        self.valid_pad = F.pad(self.valid.flatten(), (self.pad_n, self.pad_n), value=False)
+        # pixel offsets of the target patches in the padded image (refresh_target_feats), flattened
+        wp = self.w + 2 * self.r
+        self.t_gather = ((self.ty[:, None] + self.r + self.oy[None]) * wp
+                         + (self.tx[:, None] + self.r + self.ox[None])).flatten()
+        # propagation: for each (dy, dx) of _PROPAGATION, the target rows whose neighbour (y - dy, x - dx) is
+        # inside the level and a target itself, and that neighbour's row (a neighbour that is not a target has
+        # the identity field, so it proposes the target itself, which is never a valid source)
+        self.prop: list[tuple[int, int, Tensor, Tensor]] = []
+        for dy, dx in _PROPAGATION:
+            ny = self.ty - dy
+            nx = self.tx - dx
+            inside = (ny >= 0) & (ny < self.h) & (nx >= 0) & (nx < self.w)
+            nb = self.pos[ny.clamp(0, self.h - 1) * self.w + nx.clamp(0, self.w - 1)]
+            rows = (inside & (nb >= 0)).nonzero().flatten()
+            self.prop.append((dy, dx, rows, nb[rows]))
+        # voting: for each patch offset (oy, ox), the target row of the patch centred at (hole - offset) of every
+        # hole pixel (clamped to row 0) and whether that patch exists (inside the level, a target)
+        hy = self.h_idx // self.w
+        hx = self.h_idx % self.w
+        qy = hy[None] - self.oy[:, None]  # [p*p, M]
+        qx = hx[None] - self.ox[:, None]
+        inside = (qy >= 0) & (qy < self.h) & (qx >= 0) & (qx < self.w)
+        q = self.pos[qy.clamp(0, self.h - 1) * self.w + qx.clamp(0, self.w - 1)]
+        self.vote_inside = inside & (q >= 0)
+        self.vote_q = q.clamp_min(0)
 
     def _pad(self) -> Tensor:
         x = self.img.permute(2, 0, 1)[None]
@@ -196,10 +237,8 @@ class _Level:
 
     def refresh_target_feats(self) -> None:
         """Recompute the patch vectors of the targets after the hole colours changed."""
-        pad = self._pad()[0]  # [3, H+2r, W+2r]
-        ys = self.ty[:, None] + self.r + self.oy[None]  # [N, p*p]
-        xs = self.tx[:, None] + self.r + self.ox[None]
-        vals = pad[:, ys, xs]  # [3, N, p*p]
+        pad = self._pad()[0].reshape(3, -1)  # [3, (H+2r)*(W+2r)]
+        vals = pad.index_select(1, self.t_gather)  # [3, N*p*p]
         tf = vals.reshape(3, -1, self.patch * self.patch).permute(1, 0, 2).reshape(len(self.t_idx), -1)
         self.feats[self.t_idx] = tf
         self.t_feats = tf.contiguous()
@@ -207,8 +246,8 @@ class _Level:
     def dist(self, src: Tensor, rows: Tensor | None = None) -> Tensor:
         """Sum of squared differences between target patches (all, or the target positions ``rows``) and the
         candidate source patches ``src`` (flat indices, one per target)."""
-        tf = self.t_feats if rows is None else self.t_feats[rows]
-        diff = self.feats[src] - tf
+        tf = self.t_feats if rows is None else self.t_feats.index_select(0, rows)
+        diff = self.feats.index_select(0, src).sub_(tf)
         return diff.square_().sum(1)
 
 
@@ -220,17 +259,25 @@ def _reflect(coord: Tensor, size: int) -> Tensor:
     return torch.where(c >= size, period - c, c)
 
 
-def _improve(level: _Level, nnf: Tensor, dist: Tensor, cand: Tensor) -> None:
-    """Keep ``cand`` (flat source indices [N]) where it is a valid source and closer (in place)."""
-    rows = (level.valid.flatten()[cand] & (cand != nnf)).nonzero().flatten()
-    if rows.numel() == 0:
+def _improve(level: _Level, nnf: Tensor, dist: Tensor, cand: Tensor, rows: Tensor | None = None,
+             ok: Tensor | None = None) -> None:
+    """Keep the candidates ``cand`` (flat source indices, within ``level.pad_n`` of the flat range) of the target
+    rows ``rows`` (default: all) where they are valid sources, differ from the current source, pass ``ok`` (if
+    given) and are closer (``nnf`` and ``dist`` updated in place)."""
+    cur = nnf if rows is None else nnf.index_select(0, rows)
+    keep = level.valid_pad.index_select(0, cand + level.pad_n) & (cand != cur)
+    if ok is not None:
+        keep &= ok
+    sel = keep.nonzero().flatten()
+    if sel.numel() == 0:
         return
-    c = cand[rows]
-    d = level.dist(c, rows)
-    better = d < dist[rows]
-    rows = rows[better]
-    nnf[rows] = c[better]
-    dist[rows] = d[better]
+    c = cand.index_select(0, sel)
+    r = sel if rows is None else rows.index_select(0, sel)
+    d = level.dist(c, r)
+    old = dist.index_select(0, r)
+    better = d < old
+    nnf.index_copy_(0, r, torch.where(better, c, cur.index_select(0, sel)))
+    dist.index_copy_(0, r, torch.where(better, d, old))
 
 
 def _patchmatch_rounds(
@@ -240,40 +287,32 @@ def _patchmatch_rounds(
     so offsets travel further than one pixel per round), then random search in windows shrinking from
     ``max_radius`` by ``ratio``, then one uniformly random valid source."""
     h, w = level.h, level.w
-    full_y = torch.arange(h * w) // w  # identity NNF for known pixels
-    full_x = torch.arange(h * w) % w
     n = len(level.t_idx)
     if n == 0:
         return
     for _ in range(rounds):
-        sy_full = full_y.clone()
-        sx_full = full_x.clone()
-        for jump in (4, 2, 1):
-            for dy, dx in ((0, jump), (0, -jump), (jump, 0), (-jump, 0)):
-                sy_full[level.t_idx] = nnf // w
-                sx_full[level.t_idx] = nnf % w
-                ny = level.ty - dy
-                nx = level.tx - dx
-                inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
-                nflat = ny.clamp(0, h - 1) * w + nx.clamp(0, w - 1)
-                cy = sy_full[nflat] + dy
-                cx = sx_full[nflat] + dx
-                inside &= (cy >= 0) & (cy < h) & (cx >= 0) & (cx < w)
-                cand = torch.where(inside, cy.clamp(0, h - 1) * w + cx.clamp(0, w - 1), nnf)
-                _improve(level, nnf, dist, cand)
+        for dy, dx, rows, nb in level.prop:
+            if rows.numel() == 0:
+                continue
+            s = nnf.index_select(0, nb)  # the neighbour's source, shifted back by (dy, dx)
+            if dx == 0:  # out of range vertically = outside the flat range, which reads invalid
+                _improve(level, nnf, dist, s + dy * w, rows)
+            else:
+                sx = s.remainder(w) + dx
+                _improve(level, nnf, dist, s + dx, rows, (sx >= 0) & (sx < w))
         radius = float(min(max(h, w), max_radius))
         while radius >= 1.0:
-            sy = nnf // w
-            sx = nnf % w
-            ry = (torch.rand(n, generator=gen) * 2 - 1) * radius
-            rx = (torch.rand(n, generator=gen) * 2 - 1) * radius
-            cy = (sy + ry.round().long()).clamp(0, h - 1)
-            cx = (sx + rx.round().long()).clamp(0, w - 1)
-            _improve(level, nnf, dist, cy * w + cx)
+            sy = nnf.div(w, rounding_mode="floor")
+            sx = nnf - sy * w
+            ry = torch.rand(n, generator=gen).mul_(2).sub_(1).mul_(radius)
+            rx = torch.rand(n, generator=gen).mul_(2).sub_(1).mul_(radius)
+            cy = (sy + ry.round_().long()).clamp_(0, h - 1)
+            cx = (sx + rx.round_().long()).clamp_(0, w - 1)
+            _improve(level, nnf, dist, cy.mul_(w).add_(cx))
             radius *= ratio
         # one fully random valid source per round keeps far regions reachable on small levels
         pick = torch.randint(len(level.v_idx), (n,), generator=gen)
-        _improve(level, nnf, dist, level.v_idx[pick])
+        _improve(level, nnf, dist, level.v_idx.index_select(0, pick))
 
 
 def _vote(level: _Level, nnf: Tensor, dist: Tensor) -> None:
@@ -281,29 +320,25 @@ def _vote(level: _Level, nnf: Tensor, dist: Tensor) -> None:
     h, w = level.h, level.w
     if len(level.h_idx) == 0:
         return
-    pos = torch.full((h * w,), -1, dtype=torch.long)
-    pos[level.t_idx] = torch.arange(len(level.t_idx))
     positive = dist[dist > 0]
     sigma2 = float(torch.quantile(positive[: 1 << 24], 0.75)) if positive.numel() else 1.0
     weight = torch.exp(-dist / (2.0 * max(sigma2, 1e-6)))
-    hy = level.h_idx // w
-    hx = level.h_idx % w
-    acc = torch.zeros(len(level.h_idx), 3)
-    wsum = torch.zeros(len(level.h_idx))
     flat_img = level.img.reshape(-1, 3)
-    for oy, ox in zip(level.oy.tolist(), level.ox.tolist()):
-        qy = hy - oy
-        qx = hx - ox
-        inside = (qy >= 0) & (qy < h) & (qx >= 0) & (qx < w)
-        q = pos[qy.clamp(0, h - 1) * w + qx.clamp(0, w - 1)]
-        inside &= q >= 0
-        q = q.clamp_min(0)
-        src = nnf[q]
-        sy = _reflect(src // w + oy, h)
-        sx = _reflect(src % w + ox, w)
-        wq = torch.where(inside, weight[q], torch.zeros(()))
-        acc += wq[:, None] * flat_img[sy * w + sx]
-        wsum += wq
+    m = len(level.h_idx)
+    acc = torch.zeros(m, 3)
+    wsum = torch.zeros(m)
+    step = max(1, _VOTE_CHUNK // m)  # patch offsets gathered at once (bounded memory)
+    for k0 in range(0, level.patch * level.patch, step):
+        q = level.vote_q[k0:k0 + step]  # [k, M]: the overlapping target rows per patch offset
+        src = nnf.index_select(0, q.flatten()).view_as(q)
+        sy = _reflect(src.div(w, rounding_mode="floor") + level.oy[k0:k0 + step, None], h)
+        sx = _reflect(src.remainder(w) + level.ox[k0:k0 + step, None], w)
+        wq = torch.where(level.vote_inside[k0:k0 + step], weight.index_select(0, q.flatten()).view_as(q),
+                         torch.zeros(()))
+        cols = flat_img.index_select(0, sy.mul_(w).add_(sx).flatten()).view(*q.shape, 3)
+        for k in range(len(q)):  # summed offset by offset, in unfold order
+            acc += wq[k][:, None] * cols[k]
+            wsum += wq[k]
     fill = acc / wsum.clamp_min(1e-12)[:, None]
     stuck = wsum <= 1e-12  # all overlapping patches infinitely far: keep the current estimate
     fill[stuck] = flat_img[level.h_idx[stuck]]

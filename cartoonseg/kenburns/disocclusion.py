@@ -156,18 +156,25 @@ def _concat(a: PointCloud, b: PointCloud) -> PointCloud:
     )
 
 
-def _fill_view_holes(
-    rgb: Tensor, depth: Tensor, holes: Tensor, *, far_tolerance: float, **fill
-) -> tuple[Tensor, Tensor]:
-    """Depth (background side, :func:`fill_holes_far` ``side="behind"``) and colour (:func:`fill_view`, the far-side
-    colours where no window fills) of the ``holes`` of one view. ``rgb`` is ``[3,H,W]``; returns ``[H,W,3]`` colours
-    and ``[H,W]`` depth."""
+def _far_side(rgb: Tensor, depth: Tensor, holes: Tensor, far_tolerance: float) -> tuple[Tensor, Tensor]:
+    """The far-side colours ``[H,W,3]`` and depth ``[H,W]`` (background side, :func:`fill_holes_far`
+    ``side="behind"``) of the ``holes`` of one view; ``rgb`` is ``[3,H,W]``."""
     far_rgb, fdepth = fill_holes_far(rgb[None], ~holes[None, None], depth[None, None], far_tolerance=far_tolerance,
                                      side="behind")
-    fdepth = fdepth[0, 0]
+    return far_rgb[0].clamp(0.0, 1.0).permute(1, 2, 0), fdepth[0, 0]
+
+
+def _fill_view_holes(
+    rgb: Tensor, depth: Tensor, holes: Tensor, *, far_tolerance: float, far: tuple[Tensor, Tensor] | None = None,
+    **fill
+) -> tuple[Tensor, Tensor]:
+    """Depth (background side, :func:`_far_side`) and colour (:func:`fill_view`, the far-side colours where no
+    window fills) of the ``holes`` of one view. ``rgb`` is ``[3,H,W]``; ``far``: :func:`_far_side`'s result if the
+    caller has it; returns ``[H,W,3]`` colours and ``[H,W]`` depth."""
+    far_rgb, fdepth = _far_side(rgb, depth, holes, far_tolerance) if far is None else far
     known_depth = torch.where(holes, torch.zeros_like(fdepth), depth)
     filled = fill_view(rgb.permute(1, 2, 0), holes, known_depth, fdepth, far_tolerance=far_tolerance,
-                       fallback=far_rgb[0].clamp(0.0, 1.0).permute(1, 2, 0), **fill)
+                       fallback=far_rgb, **fill)
     return filled, fdepth
 
 
@@ -311,6 +318,7 @@ def fill_view(
     split_depth: bool = False,
     reach: int | None = None,
     occluder: Tensor | None = None,
+    skip: Tensor | None = None,
     interrupt: Callable[[], None] | None = None,
 ) -> Tensor:
     """Depth-aware PatchMatch of the holes of one rendered view, one window per group of nearby holes.
@@ -341,6 +349,10 @@ def fill_view(
             depth test alone let them in: a character stands on the ground, so a band that reaches down to its
             feet spans its depth, and its body was copied into the reveals beside it (an orange wedge on the
             ground beside a head, scene 0 of ``bench/bench_kenburns_quality.py``).
+        skip: ``[H,W]`` bool, hole pixels whose colour the caller replaces (the holes :func:`plane_fill` fills): a
+            band lying entirely in it is not inpainted (it keeps the fallback). Every band is inpainted on its own
+            from ``rgb``, so this changes no other pixel; a band with any pixel outside ``skip`` runs as before (its
+            pixels on the plane shape its other pixels' fill through the shared patches).
         interrupt: cancel check before each window (band).
 
     Returns:
@@ -355,6 +367,8 @@ def fill_view(
     for group, (y0, y1, x0, x1) in hole_groups(holes, margin):
         win = (slice(y0, y1), slice(x0, x1))
         for band, (lo, hi) in _depth_bands(group, fill_depth, far_tolerance, split_depth):
+            if skip is not None and not bool((band & ~skip).any()):
+                continue  # every pixel of the band is replaced by the caller
             if interrupt is not None:
                 interrupt()
             w_holes, w_depth = holes[win], depth[win]
@@ -586,11 +600,15 @@ def inpaint_disocclusions(
             shown = splat(_select(background, real), pose, poses.focal, size, z_tolerance=z_tolerance)
             guessed = (shown.weight <= 0)[0, 0] | (shown.depth[0, 0] > view_depth * (1.0 + z_tolerance))
         if bool(holes.any()):
-            filled, fdepth = _fill_view_holes(feats, view_depth, holes, **fill)
+            far = _far_side(feats, view_depth, holes, far_tolerance)
+            on = None
             if planes:
-                p_rgb, p_depth, on = plane_fill(feats.permute(1, 2, 0), holes, view_depth, fdepth, planes, pose[0],
+                p_rgb, p_depth, on = plane_fill(feats.permute(1, 2, 0), holes, view_depth, far[1], planes, pose[0],
                                                 poses.focal, patch_size=patch_size, margin=margin, seed=seed,
                                                 occluder=guessed & ~holes, interrupt=interrupt)
+            # the image-space fill of a group of holes that lie all on a plane would be replaced: not run
+            filled, fdepth = _fill_view_holes(feats, view_depth, holes, far=far, skip=on, **fill)
+            if planes:
                 filled = torch.where(on[..., None], p_rgb, filled)
                 fdepth = torch.where(on, p_depth, fdepth)
         else:
