@@ -3,8 +3,25 @@ ends and hide a rank left waiting), for the distributed tests of annotate, shard
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+
+#: what a gloo teardown race can print after a rank's command has returned (pytorch#179291); the tests let this one
+#: line follow the command's own output
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free just now, for the group's MASTER_PORT."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def output_lines(err: str) -> list[str]:
+    """A rank's stderr lines, without the teardown abort line (:data:`TEARDOWN_ABORT`)."""
+    return [line for line in err.strip().splitlines() if line != TEARDOWN_ABORT]
 
 
 def run_two_ranks(argv: list[str], *, env: dict[str, str], port: int, timeout: float, cwd=None):

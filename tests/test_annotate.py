@@ -21,7 +21,7 @@ import cartoonseg
 from cartoonseg import rle
 from cartoonseg.annotate import annotate, collect_inputs, merge, write_output
 from cartoonseg.annotate.per_image import PerImageWriter
-from _two_ranks import run_two_ranks
+from _two_ranks import free_port, output_lines, run_two_ranks
 
 REPO = Path(__file__).resolve().parents[1]
 N_IMAGES = 12
@@ -545,11 +545,8 @@ def test_every_rank_fails_with_rank_0s_error_when_rank_0_cannot_collect_the_inpu
     hour), then died with a traceback about a closed connection. Now rank 0 broadcasts its error and every rank
     ends at once with rank 0's one-line error. A real 2-process gloo group on CPU (torchrun's environment; no
     torchrun, whose agent would kill rank 1 as soon as rank 0 exits and hide the wait)."""
-    import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     driver = tmp_path / "driver.py"
     driver.write_text(RANK0_FAILS)
     missing = tmp_path / "no-such-folder"
@@ -580,11 +577,8 @@ def test_weights_a_rank_cannot_read_end_every_rank_at_once_naming_it(data, tmp_p
     ranks of a real 2-process gloo group end within seconds with the same one ``error: rank 1: ...`` line, and
     nothing is written."""
     import shutil
-    import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     driver = tmp_path / "driver.py"
     driver.write_text(PER_RANK)
     node1 = tmp_path / "node1"
@@ -605,7 +599,7 @@ def test_weights_a_rank_cannot_read_end_every_rank_at_once_naming_it(data, tmp_p
         rc = tmp_path / f"rank{r}.rc"
         assert rc.is_file() and rc.read_text() == "2", err[-3000:]
         # gloo's C++ threads can abort the interpreter's teardown after the command returned (pytorch#179291)
-        got = [line for line in err.strip().splitlines() if line != "terminate called without an active exception"]
+        got = output_lines(err)
         assert len(got) == 1 and got[0].startswith("error: rank 1: ") and str(copy) in got[0], err[-3000:]
         lines.append(got[0])
     assert lines[0] == lines[1]  # the same words on every rank

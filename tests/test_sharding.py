@@ -10,7 +10,7 @@ import json
 import pytest
 
 from cartoonseg.sharding import RankInfo, ShardedRun, run_sharded, write_atomic
-from _two_ranks import run_two_ranks
+from _two_ranks import free_port, run_two_ranks
 
 KEYS = [f"item{i:02d}" for i in range(11)]
 
@@ -249,13 +249,10 @@ def test_agree_on_sends_an_exception_that_cannot_be_pickled_as_the_same_kind_of_
     nearest class that can travel with rank 0's exact message: every rank prints the same ``error:`` line and exits
     2, and a bug (not a one-line error) stays a traceback on every rank. A real 2-process gloo group on CPU."""
     import os
-    import socket
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     driver = tmp_path / "driver.py"
     driver.write_text(UNSENDABLE_DRIVER)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cartoonseg.training.toy import make_toy_coco
-from _two_ranks import run_two_ranks
+from _two_ranks import free_port, output_lines, run_two_ranks
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -117,7 +117,6 @@ def test_full_image_check_decodes_each_image_once_per_job_and_every_rank_names_t
     in rank 1's share, ends both ranks with the same one-line error naming it, rank 0 included, which never
     decoded it. A real 2-process gloo group on CPU (torchrun's environment, no torchrun: its agent would kill
     rank 1 as soon as rank 0 exits and hide a rank left waiting)."""
-    import socket
 
     from cartoonseg.training.coco import load_coco
 
@@ -128,9 +127,7 @@ def test_full_image_check_decodes_each_image_once_per_job_and_every_rank_names_t
     start = data.index(b"IDAT") + 8  # the compressed pixels; header and end intact, the fast check passes
     data[start : start + 24] = bytes(b ^ 0x5A for b in data[start : start + 24])
     bad.write_bytes(bytes(data))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     driver = tmp_path / "driver.py"
     driver.write_text(CHECK_DRIVER)
     args = ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--preset", "tiny", "--img-size", "64",
@@ -146,9 +143,6 @@ def test_full_image_check_decodes_each_image_once_per_job_and_every_rank_names_t
         assert sorted(got["decoded"]) == sorted(str(im.path) for im in images[r::2])  # its share, each once
     assert not list((tmp_path / "out").glob("detector_last*"))  # stopped before the first step
 
-
-#: what a gloo teardown race prints after a process has finished (see the rank-0 failure test)
-TEARDOWN_ABORT = "terminate called without an active exception"
 
 RANK0_FAIL_DRIVER = """
 import json, os, sys
@@ -202,7 +196,6 @@ def test_a_failing_rank0_step_ends_every_rank_at_once_with_its_error(tmp_path, w
     or a rank 0 still alive), at best died with a traceback about a lost connection, and never said why. Now each
     such step goes through ``agree_on``: both ranks of a real 2-process gloo group end promptly with rank 0's
     one-line error (no torchrun: its agent would kill rank 1 as soon as rank 0 exits and hide a rank left waiting)."""
-    import socket
     import time
 
     data = tmp_path / "data"
@@ -211,9 +204,7 @@ def test_a_failing_rank0_step_ends_every_rank_at_once_with_its_error(tmp_path, w
     if what == "folder":  # a folder of someone else's files: rank 0 refuses it
         out.mkdir()
         (out / "holiday.jpg").write_bytes(b"not ours")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     driver = tmp_path / "driver.py"
     driver.write_text(RANK0_FAIL_DRIVER)
     args = ["--data", str(data), "--out", str(out), "--preset", "tiny", "--epochs", "1", "--batch-size", "2",
@@ -254,7 +245,7 @@ def test_a_failing_rank0_step_ends_every_rank_at_once_with_its_error(tmp_path, w
         # after the command has returned 2 (recorded above), gloo's C++ threads can still abort the interpreter's
         # teardown now and then ("terminate called without an active exception", pytorch#179291): that line, and
         # only it, may follow; the command's own output is the one error line
-        lines = [line for line in err.strip().splitlines() if line != TEARDOWN_ABORT]
+        lines = output_lines(err)
         assert len(lines) == 1 and lines[0].startswith("error: ") and expected[what] in lines[0], err[-3000:]
         errors.append(lines[0])
     assert errors[0] == errors[1]  # rank 0's words on every rank
@@ -283,7 +274,6 @@ def test_a_step_failing_on_rank1_alone_ends_every_rank_at_once_naming_it(tmp_pat
     Now those steps go through ``sharding.every_rank``: both ranks of a real 2-process gloo group end at once with
     the same one ``error:`` line naming rank 1 and its reason."""
     import shutil
-    import socket
     import time
 
     from train.train_detector import main
@@ -316,9 +306,7 @@ def test_a_step_failing_on_rank1_alone_ends_every_rank_at_once_naming_it(tmp_pat
         copy.write_text(ann.read_text()[:100])  # cut short on rank 1's node
         own[1] = ["--out", str(out0), "--data", str(copy)]
         expected = "error: rank 1: "
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     driver = tmp_path / "driver.py"
     driver.write_text(PER_RANK_DRIVER)
     start = time.monotonic()
@@ -330,7 +318,7 @@ def test_a_step_failing_on_rank1_alone_ends_every_rank_at_once_naming_it(tmp_pat
         result = tmp_path / f"rank{r}.json"
         assert result.is_file(), err[-3000:]
         assert json.loads(result.read_text())["rc"] == 2, err[-3000:]
-        got = [line for line in err.strip().splitlines() if line != TEARDOWN_ABORT]  # see the rank-0 failure test
+        got = output_lines(err)  # see the rank-0 failure test
         assert len(got) == 1 and got[0].startswith(expected), err[-3000:]
         lines.append(got[0])
     assert lines[0] == lines[1]  # the same words on every rank
