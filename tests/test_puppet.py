@@ -512,17 +512,23 @@ def test_wave_leaves_the_shirt_on_the_trunk_at_every_scale(u):
     # at u = 2.88 the opening that finds the trunk filled the armpit, the upper arm's midpoint fell in the trunk's
     # core, the upper arm counted as a trunk bone, and the trunk's side bound to it went up with the raised arm
     img, m, u, cx = drawn_character(u)
-    rig = build_rig(m[None])
+    shirt, trunk = _waved_shirt(img, build_rig(m[None]), m, u, cx)
+    spike = (shirt & ~trunk).sum((1, 2))
+    assert spike.max() <= 3, spike.tolist()
+    assert (shirt & trunk).sum((1, 2)).min() >= 0.9 * (shirt[0] & trunk).sum()  # nor leaves a hole in it
+
+
+def _waved_shirt(img, rig, m, u: float, cx: int):
+    """The drawn character (:func:`drawn_character`) waving (36 frames): where each frame shows the shirt's colour
+    ``[F,H,W]``, and the trunk's drawn ellipse with its outline and a pixel of soft edge ``[H,W]``."""
     plate = np.zeros_like(img)
     plate[:] = PLATE_COLOUR
     frames = animate(img, rig, PresetMotion("wave"), frames=36, fps=12, plate=plate).frames.numpy()
     trunk = np.zeros(m.shape, np.uint8)
     cv2.ellipse(trunk, (cx, int(round(50 * u))), (int(8 * u), int(14 * u)), 0, 0, 360, 1, -1)
-    trunk = cv2.dilate(trunk, np.ones((3, 3), np.uint8)) > 0  # its outline and a pixel of soft edge
+    trunk = cv2.dilate(trunk, np.ones((3, 3), np.uint8)) > 0
     shirt = np.abs(frames - np.array([0.9, 0.35, 0.43], np.float32)).max(-1) < 0.12
-    spike = (shirt & ~trunk).sum((1, 2))
-    assert spike.max() <= 3, spike.tolist()
-    assert (shirt & trunk).sum((1, 2)).min() >= 0.9 * (shirt[0] & trunk).sum()  # nor leaves a hole in it
+    return shirt, trunk
 
 
 def _openpose_rig(u: float, elbow: tuple[float, float]):
@@ -570,13 +576,7 @@ def test_a_hand_given_skeleton_with_face_joints_binds_the_head_and_keeps_the_shi
         assert np.hypot(*(_mesh_map(ch, pts, ch.deform(pose)) - want).T).max() < 0.75
     wave = joint_sequences(rig, PresetMotion("wave"), 36, 12)[0]
     assert max(np.hypot(*(_mesh_map(ch, pts, ch.deform(pose)) - pts).T).max() for pose in wave) < 0.5
-    plate = np.zeros_like(img)
-    plate[:] = PLATE_COLOUR
-    frames = animate(img, rig, PresetMotion("wave"), frames=36, fps=12, plate=plate).frames.numpy()
-    trunk = np.zeros(m.shape, np.uint8)
-    cv2.ellipse(trunk, (cx, int(round(50 * u))), (int(8 * u), int(14 * u)), 0, 0, 360, 1, -1)
-    trunk = cv2.dilate(trunk, np.ones((3, 3), np.uint8)) > 0  # its outline and a pixel of soft edge
-    shirt = np.abs(frames - np.array([0.9, 0.35, 0.43], np.float32)).max(-1) < 0.12
+    shirt, trunk = _waved_shirt(img, rig, m, u, cx)
     spike = (shirt & ~trunk).sum((1, 2))
     assert spike.max() <= 24, spike.tolist()
 
