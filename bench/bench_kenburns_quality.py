@@ -27,7 +27,8 @@ Usage (one command; ``--quick`` is the CI smoke run)::
 
     python bench/bench_kenburns_quality.py [--scenes 6] [--first-scene 0] [--size 384] [--frames 9] [--cameras auto,pan-right,zoom-in]
         [--fills far-side,patchmatch+plate,patchmatch] [--plates truth,patchmatch[,planar-truth]] [--threads 1]
-        [--depth exact|estimator-like] [--depth-blur PX] [--depth-noise SIGMA] [--[no-]depth-affine]
+        [--depth exact|estimator-like] [--depth-blur PX] [--depth-noise SIGMA] [--depth-noise-scale PX]
+        [--[no-]depth-affine]
         [--json OUT] [--images DIR] [--quick]
 
 Each fill runs twice: with the exact background plate (``truth``: ``far-side`` and ``patchmatch+plate`` differ only
@@ -508,10 +509,11 @@ def scene_inputs(layers, size: tuple[int, int]):
 #: affine disparity transform of :func:`degrade_depth`, about what a monocular estimator's relative depth (Depth
 #: Anything V2 and the like) shows against the truth: ramps over a few pixels at depth edges, percent-level local
 #: noise, an unknown scale and shift of the disparity and a slight tilt of its planes.
-ESTIMATOR_LIKE = {"blur": 1.5, "noise": 0.03, "affine": True}
+ESTIMATOR_LIKE = {"blur": 1.5, "noise": 0.03, "noise_scale": 3.0, "affine": True}
 
 
-def degrade_depth(near: Tensor, seed: int, *, blur: float = 0.0, noise: float = 0.0, affine: bool = False) -> Tensor:
+def degrade_depth(near: Tensor, seed: int, *, blur: float = 0.0, noise: float = 0.0, noise_scale: float = 3.0,
+                  affine: bool = False) -> Tensor:
     """The exact nearness ``near`` ``[H,W]`` (disparity, > 0) as a depth estimator would give it, deterministic for
     a scene ``seed``, positive and of the same shape:
 
@@ -520,13 +522,15 @@ def degrade_depth(near: Tensor, seed: int, *, blur: float = 0.0, noise: float = 
     - ``affine``: ``s * (d + t + g . (u, v))``, an unknown scale ``s`` in [0.5, 2] and shift ``t`` in [0.02, 0.15]
       (relative to the nearest point's disparity; the renderer normalises the scale away but not the shift, which
       flattens the scene) and a tilt ``g`` of at most 0.04 across the image (planes stay planes, slightly turned);
-    - ``noise``: multiplicative noise ``exp(noise * n)``, ``n`` unit Gaussian noise correlated over about a pixel
-      (an estimator's local texture-copying jitter).
+    - ``noise``: multiplicative noise ``exp(noise * n)``, ``n`` unit Gaussian noise smoothed over ``noise_scale`` px
+      (Gaussian sigma): an estimator's output is smooth within a surface but wobbles over a few of its patches
+      (Depth Anything V2 sees 14-px ViT patches of a 518-px input, about 7 px of a 256-px image); per-pixel noise
+      (``noise_scale`` below 1) tears every surface apart in a moved view, which no estimator's output does.
 
     With all three off it returns ``near`` unchanged."""
     from cartoonseg.style.hints import gaussian_blur
 
-    check_depth_settings(blur=blur, noise=noise, affine=affine)
+    check_depth_settings(blur=blur, noise=noise, noise_scale=noise_scale, affine=affine)
     out = near.double()
     if blur == 0 and noise == 0 and not affine:
         return near
@@ -545,25 +549,29 @@ def degrade_depth(near: Tensor, seed: int, *, blur: float = 0.0, noise: float = 
         # keep the result positive; clamped below all the same
         out = scale * (out + shift + gx * u + gy * v).clamp_min(1e-3 * peak)
     if noise > 0:
-        n = gaussian_blur(torch.randn(out.shape, generator=gen, dtype=torch.float64)[None, None], 0.7, 3.0)[0, 0]
+        n = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+        n = gaussian_blur(n[None, None], noise_scale, 3.0)[0, 0]
         out = out * torch.exp(noise * n / n.std().clamp_min(1e-12))
     return out.to(near.dtype)
 
 
-def check_depth_settings(*, blur: float, noise: float, affine: bool) -> None:
+def check_depth_settings(*, blur: float, noise: float, noise_scale: float, affine: bool) -> None:
     """ValueError naming a bad :func:`degrade_depth` setting and what is allowed."""
-    if not (blur >= 0 and math.isfinite(blur)) or not 0 <= noise < 0.5:
-        raise ValueError(f"depth degradation: blur must be >= 0 px and noise in [0, 0.5), got blur={blur}, "
-                         f"noise={noise}")
+    if not (blur >= 0 and math.isfinite(blur)) or not 0 <= noise < 0.5 or not 0 < noise_scale <= 64:
+        raise ValueError(f"depth degradation: blur must be >= 0 px, noise in [0, 0.5) and noise scale in (0, 64] "
+                         f"px, got blur={blur}, noise={noise}, noise scale={noise_scale}")
 
 
 def depth_settings(args) -> dict:
     """The ``--depth`` preset with the explicit ``--depth-blur``/``--depth-noise``/``--depth-affine`` over it."""
-    base = dict(ESTIMATOR_LIKE) if args.depth == "estimator-like" else {"blur": 0.0, "noise": 0.0, "affine": False}
+    base = dict(ESTIMATOR_LIKE) if args.depth == "estimator-like" else \
+        {"blur": 0.0, "noise": 0.0, "noise_scale": ESTIMATOR_LIKE["noise_scale"], "affine": False}
     if args.depth_blur is not None:
         base["blur"] = args.depth_blur
     if args.depth_noise is not None:
         base["noise"] = args.depth_noise
+    if args.depth_noise_scale is not None:
+        base["noise_scale"] = args.depth_noise_scale
     if args.depth_affine is not None:
         base["affine"] = args.depth_affine
     return base
@@ -762,12 +770,14 @@ def main(argv=None) -> int:
     ap.add_argument("--depth", choices=("exact", "estimator-like"), default="exact",
                     help="depth given to the renderer: exact (the scenes' true nearness) or estimator-like (as a "
                          "monocular estimator gives it: disparity blurred %(blur)s px so depth edges become ramps, "
-                         "multiplicative noise %(noise)s, random scale/shift/tilt of the disparity; deterministic per "
-                         "scene seed; the ground truth stays exact)" % ESTIMATOR_LIKE)
+                         "multiplicative noise %(noise)s smooth over %(noise_scale)s px, random scale/shift/tilt of "
+                         "the disparity; deterministic per scene seed; the ground truth stays exact)" % ESTIMATOR_LIKE)
     ap.add_argument("--depth-blur", type=float, default=None, metavar="PX",
                     help="Gaussian sigma (px) of the disparity blur (overrides --depth's; 0 = none)")
     ap.add_argument("--depth-noise", type=float, default=None, metavar="SIGMA",
                     help="multiplicative disparity noise exp(SIGMA * n), 0 <= SIGMA < 0.5 (overrides --depth's)")
+    ap.add_argument("--depth-noise-scale", type=float, default=None, metavar="PX",
+                    help="Gaussian sigma (px) over which the depth noise is smooth, 0 < PX <= 64 (default 3)")
     ap.add_argument("--depth-affine", action=argparse.BooleanOptionalAction, default=None,
                     help="random scale in [0.5, 2], shift in [0.02, 0.15] and tilt (<= 0.04) of the disparity "
                          "(overrides --depth's)")
