@@ -801,6 +801,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     result = evaluate(args)
     result["settings"] = {k: v for k, v in vars(args).items() if k not in ("json", "images")}
+    result["settings"]["depth_degradation"] = depth_settings(args)  # what --depth and its overrides came to
     result["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                          "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
     result["wall_s"] = round(time.perf_counter() - t0, 1)

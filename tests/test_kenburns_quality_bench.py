@@ -57,6 +57,8 @@ def test_quick_run_accepts_the_estimator_like_depth(tmp_path):
     assert bench.main([*common, "--depth", "estimator-like", "--depth-noise", "0.05", "--json", str(est)]) == 0
     a, b = json.loads(exact.read_text()), json.loads(est.read_text())
     assert b["settings"]["depth"] == "estimator-like" and b["settings"]["depth_noise"] == 0.05
+    assert b["settings"]["depth_degradation"] == dict(bench.ESTIMATOR_LIKE, noise=0.05)  # the preset, overridden
+    assert a["settings"]["depth_degradation"]["blur"] == 0 and not a["settings"]["depth_degradation"]["affine"]
     sa, sb = a["summary"]["truth/far-side"], b["summary"]["truth/far-side"]
     assert sb["disoccluded"]["pixels"] > 0  # (the auto camera's path depends on the depth: other pixels)
     assert sa["elsewhere"]["psnr"] != sb["elsewhere"]["psnr"]
