@@ -27,6 +27,8 @@ Usage (one command; ``--quick`` is the CI smoke run)::
 
     python bench/bench_kenburns_quality.py [--scenes 6] [--first-scene 0] [--size 384] [--frames 9] [--cameras auto,pan-right,zoom-in]
         [--fills far-side,patchmatch+plate,patchmatch] [--plates truth,patchmatch[,planar-truth]] [--threads 1]
+        [--depth exact|estimator-like] [--depth-blur PX] [--depth-noise SIGMA] [--depth-noise-scale PX]
+        [--[no-]depth-affine]
         [--json OUT] [--images DIR] [--quick]
 
 Each fill runs twice: with the exact background plate (``truth``: ``far-side`` and ``patchmatch+plate`` differ only
@@ -34,6 +36,9 @@ in the holes the camera opens at depth edges, ``patchmatch`` inpaints the reveal
 showing the exact plate) and with the plate the pipeline makes (``patchmatch``: what a user gets). A third plate,
 ``planar-truth`` (not run by default), is an oracle for the analysis of the error behind the characters: exact where
 the hidden surface is the far wall or the ground plane, the pipeline's PatchMatch where it is a mid-ground card.
+``--depth estimator-like`` gives the renderer the depth a monocular estimator would (:func:`degrade_depth`: edges
+blurred into ramps, noise, an unknown affine disparity transform; deterministic per scene) instead of the exact
+one; the true views stay the exact scene's, so wrong geometry costs everywhere, as it does for a user.
 ``--first-scene 6 --scenes 6`` scores six held-out scenes (seeds 6-11) that a change tuned on the default scenes
 0-5 never saw: each scene is the same whatever the run's first scene.
 """
@@ -500,6 +505,78 @@ def scene_inputs(layers, size: tuple[int, int]):
     return image, near * scale, masks, scale
 
 
+#: ``--depth estimator-like``: the blur (Gaussian sigma, px), the multiplicative noise (log-space sigma) and the
+#: affine disparity transform of :func:`degrade_depth`, about what a monocular estimator's relative depth (Depth
+#: Anything V2 and the like) shows against the truth: ramps over a few pixels at depth edges, percent-level local
+#: noise, an unknown scale and shift of the disparity and a slight tilt of its planes.
+ESTIMATOR_LIKE = {"blur": 1.5, "noise": 0.03, "noise_scale": 3.0, "affine": True}
+
+
+def degrade_depth(near: Tensor, seed: int, *, blur: float = 0.0, noise: float = 0.0, noise_scale: float = 3.0,
+                  affine: bool = False) -> Tensor:
+    """The exact nearness ``near`` ``[H,W]`` (disparity, > 0) as a depth estimator would give it, deterministic for
+    a scene ``seed``, positive and of the same shape:
+
+    - ``blur``: Gaussian blur of the disparity with this sigma (px): depth edges become ramps, as an estimator's
+      (which sees the image at its own, lower resolution) are;
+    - ``affine``: ``s * (d + t + g . (u, v))``, an unknown scale ``s`` in [0.5, 2] and shift ``t`` in [0.02, 0.15]
+      (relative to the nearest point's disparity; the renderer normalises the scale away but not the shift, which
+      flattens the scene) and a tilt ``g`` of at most 0.04 across the image (planes stay planes, slightly turned);
+    - ``noise``: multiplicative noise ``exp(noise * n)``, ``n`` unit Gaussian noise smoothed over ``noise_scale`` px
+      (Gaussian sigma): an estimator's output is smooth within a surface but wobbles over a few of its patches
+      (Depth Anything V2 sees 14-px ViT patches of a 518-px input, about 7 px of a 256-px image); per-pixel noise
+      (``noise_scale`` below 1) tears every surface apart in a moved view, which no estimator's output does.
+
+    With all three off it returns ``near`` unchanged."""
+    from cartoonseg.style.hints import gaussian_blur
+
+    check_depth_settings(blur=blur, noise=noise, noise_scale=noise_scale, affine=affine)
+    out = near.double()
+    if blur == 0 and noise == 0 and not affine:
+        return near
+    gen = torch.Generator().manual_seed(1_000_003 * int(seed) + 17)
+    peak = float(out.max())
+    if blur > 0:
+        out = gaussian_blur(out[None, None], blur, truncate=3.0)[0, 0]
+    if affine:
+        h, w = out.shape
+        scale = math.exp(math.log(2.0) * (2 * float(torch.rand((), generator=gen, dtype=torch.float64)) - 1))
+        shift = (0.02 + 0.13 * float(torch.rand((), generator=gen, dtype=torch.float64))) * peak
+        gx, gy = (0.04 * (2 * torch.rand(2, generator=gen, dtype=torch.float64) - 1) * peak).tolist()
+        v = torch.linspace(-0.5, 0.5, h, dtype=torch.float64)[:, None]
+        u = torch.linspace(-0.5, 0.5, w, dtype=torch.float64)[None, :]
+        # the tilt never takes more than 0.04 of the peak: the shift's floor (0.02) plus the far wall's nearness
+        # keep the result positive; clamped below all the same
+        out = scale * (out + shift + gx * u + gy * v).clamp_min(1e-3 * peak)
+    if noise > 0:
+        n = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+        n = gaussian_blur(n[None, None], noise_scale, 3.0)[0, 0]
+        out = out * torch.exp(noise * n / n.std().clamp_min(1e-12))
+    return out.to(near.dtype)
+
+
+def check_depth_settings(*, blur: float, noise: float, noise_scale: float, affine: bool) -> None:
+    """ValueError naming a bad :func:`degrade_depth` setting and what is allowed."""
+    if not (blur >= 0 and math.isfinite(blur)) or not 0 <= noise < 0.5 or not 0 < noise_scale <= 64:
+        raise ValueError(f"depth degradation: blur must be >= 0 px, noise in [0, 0.5) and noise scale in (0, 64] "
+                         f"px, got blur={blur}, noise={noise}, noise scale={noise_scale}")
+
+
+def depth_settings(args) -> dict:
+    """The ``--depth`` preset with the explicit ``--depth-blur``/``--depth-noise``/``--depth-affine`` over it."""
+    base = dict(ESTIMATOR_LIKE) if args.depth == "estimator-like" else \
+        {"blur": 0.0, "noise": 0.0, "noise_scale": ESTIMATOR_LIKE["noise_scale"], "affine": False}
+    if args.depth_blur is not None:
+        base["blur"] = args.depth_blur
+    if args.depth_noise is not None:
+        base["noise"] = args.depth_noise
+    if args.depth_noise_scale is not None:
+        base["noise_scale"] = args.depth_noise_scale
+    if args.depth_affine is not None:
+        base["affine"] = args.depth_affine
+    return base
+
+
 def evaluate(args) -> dict:
     size = (args.size * 2 // 3, args.size)
     h, w = size
@@ -511,6 +588,8 @@ def evaluate(args) -> dict:
     if unknown:
         raise ValueError(f"--plates: unknown plate(s) {unknown}; allowed: {', '.join(PLATES)}")
     runs = [(p, f) for p in plates for f in fills]
+    depth = depth_settings(args)
+    check_depth_settings(**depth)  # bad values are refused before the first scene
     keys = ("disoccluded", "disoccluded_interior", "edges", "behind_characters", "elsewhere") + tuple(
         f"{region}/{surface}" for region in ("edges", "behind_characters") for surface in SURFACES)
     acc = {r: {k: Acc() for k in keys} for r in runs}
@@ -520,6 +599,9 @@ def evaluate(args) -> dict:
     for seed in range(args.first_scene, args.first_scene + args.scenes):
         layers = make_scene(seed, w / h, focal)
         image, near, masks, scale = scene_inputs(layers, size)
+        # what the renderer gets as depth (the exact nearness, or as an estimator would give it); the ground truth
+        # and the scale between renderer and world units stay the exact scene's
+        near = degrade_depth(near, seed, **depth)
         char_support = (masks.amax(0) > 1 / 255) if masks.shape[0] else torch.zeros(h, w, dtype=torch.bool)
         # what the pipeline makes (see _pipeline_plate), computed once for the plates built on it
         pipeline = _pipeline_plate(image, masks) if {"patchmatch", "planar-truth"} & set(plates) else None
@@ -685,6 +767,20 @@ def main(argv=None) -> int:
     ap.add_argument("--plates", default="truth,patchmatch",
                     help="background plates given to the renderer: truth (exact), patchmatch (as the pipeline), "
                          "planar-truth (oracle: exact on the wall and the ground, PatchMatch on the mid-ground cards)")
+    ap.add_argument("--depth", choices=("exact", "estimator-like"), default="exact",
+                    help="depth given to the renderer: exact (the scenes' true nearness) or estimator-like (as a "
+                         "monocular estimator gives it: disparity blurred %(blur)s px so depth edges become ramps, "
+                         "multiplicative noise %(noise)s smooth over %(noise_scale)s px, random scale/shift/tilt of "
+                         "the disparity; deterministic per scene seed; the ground truth stays exact)" % ESTIMATOR_LIKE)
+    ap.add_argument("--depth-blur", type=float, default=None, metavar="PX",
+                    help="Gaussian sigma (px) of the disparity blur (overrides --depth's; 0 = none)")
+    ap.add_argument("--depth-noise", type=float, default=None, metavar="SIGMA",
+                    help="multiplicative disparity noise exp(SIGMA * n), 0 <= SIGMA < 0.5 (overrides --depth's)")
+    ap.add_argument("--depth-noise-scale", type=float, default=None, metavar="PX",
+                    help="Gaussian sigma (px) over which the depth noise is smooth, 0 < PX <= 64 (default 3)")
+    ap.add_argument("--depth-affine", action=argparse.BooleanOptionalAction, default=None,
+                    help="random scale in [0.5, 2], shift in [0.02, 0.15] and tilt (<= 0.04) of the disparity "
+                         "(overrides --depth's)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", default=None, help=JSON_HELP)
     add_overwrite_argument(ap)
@@ -696,11 +792,16 @@ def main(argv=None) -> int:
         args.scenes, args.size, args.frames, args.cameras = 1, 96, 3, "auto"
     if args.first_scene < 0:
         ap.error(f"--first-scene must be >= 0, got {args.first_scene}")
+    try:
+        check_depth_settings(**depth_settings(args))
+    except ValueError as err:
+        ap.error(str(err))
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     result = evaluate(args)
     result["settings"] = {k: v for k, v in vars(args).items() if k not in ("json", "images")}
+    result["settings"]["depth_degradation"] = depth_settings(args)  # what --depth and its overrides came to
     result["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                          "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
     result["wall_s"] = round(time.perf_counter() - t0, 1)

@@ -30,8 +30,16 @@ from .pointcloud import PointCloud, lift
 
 __all__ = ["Plane", "fit_planes", "plane_depth", "plane_fill"]
 
-#: Relative tolerance (of nearness in the fit, of depth in a view) for a pixel to lie on a plane.
+#: Relative tolerance (of nearness in the fit, of depth in a view) for a pixel to lie on a plane, at least: on noisy
+#: depth (a depth estimator's) it is NOISE_SIGMAS times the noise's robust standard deviation where that is larger.
 PLANE_TOLERANCE = 0.03
+#: A plane's tolerance is at least this many standard deviations of the depth noise (:attr:`Plane.noise`). A copy
+#: source of the rectified fill is a whole patch of the plane's pixels (a 5-px patch spans about 36 of them), all of
+#: which must pass the test: with Gaussian noise 3.5 sigmas miss 0.05 % of them, so 98 % of such patches are whole
+#: (2.5 sigmas: 1.2 % missed, 65 % whole; a fixed 3 % with 3 % noise: a third of the ground missed).
+NOISE_SIGMAS = 3.5
+#: Iterations of the truncated MAD estimate of a plane's noise (each one's band is 3 of the last one's sigmas).
+_NOISE_ITERS = 6
 #: A plane must hold at least this fraction of the background pixels it is fitted on.
 MIN_SUPPORT = 0.1
 #: Planes closer than this angle (degrees) to facing the camera are left to the image-space fill.
@@ -61,10 +69,19 @@ class Plane:
     Attributes:
         coef: ``(a, b, c)``.
         support: fraction of the fitted pixels that lie on it.
+        noise: the depth's noise, the robust standard deviation of the relative nearness residuals of the largest
+            plane found (about 0 for exact depth; a depth estimator's is noisy): the tolerance is at least
+            :data:`NOISE_SIGMAS` times this (:meth:`tolerance`). One figure for all planes of a depth map, measured
+            on the best-supported one, so a spurious plane cannot widen its own tolerance to its scatter.
     """
 
     coef: tuple[float, float, float]
     support: float
+    noise: float = 0.0
+
+    def tolerance(self, base: float = PLANE_TOLERANCE) -> float:
+        """Relative tolerance of "on this plane": ``base``, or wider for a plane of noisy depth."""
+        return max(base, NOISE_SIGMAS * self.noise)
 
     def slant_deg(self, focal: float) -> float:
         """Angle between the plane's normal and the optical axis (0 = facing the camera)."""
@@ -92,7 +109,8 @@ def fit_planes(
         focal: focal length in pixels.
         keep: ``[N]`` bool, the points to fit on (e.g. not the plate's); default all.
         max_planes: at most this many slanted planes.
-        tolerance: relative nearness residual of an inlier.
+        tolerance: relative nearness residual of an inlier, at least (:data:`NOISE_SIGMAS` times the depth's noise,
+            measured on the first plane found, where that is larger; see :attr:`Plane.noise`).
         min_support: a plane holds at least this fraction of the points fitted on.
         min_slant_deg: planes facing the camera more than this are skipped (their inliers removed all the same).
         seed: RANSAC seed (the result is deterministic for a seed).
@@ -113,6 +131,7 @@ def fit_planes(
     near = 1.0 / z
     remaining = torch.ones(total, dtype=torch.bool)
     planes: list[Plane] = []
+    noise = None  # the depth's noise, measured on the first (largest) plane
     for _ in range(max_planes + 2):  # fronto-parallel planes found on the way are removed, not returned
         if len(planes) >= max_planes:
             break
@@ -128,21 +147,49 @@ def fit_planes(
         coefs = torch.linalg.solve(a_mat[good], b_vec[good][..., None])[..., 0]  # [I',3]
         best = int(torch.argmax(_inlier_counts(feats[sub], near[sub], coefs, tolerance)))
         coef = coefs[best]
-        for _refine in range(2):  # least squares on all inliers among the remaining points
-            inl = idx[((feats[idx] @ coef - near[idx]).abs() / near[idx]) < tolerance]
-            if inl.numel() < 3:
-                break
-            w = 1.0 / near[inl]  # relative residuals
-            coef = torch.linalg.lstsq(feats[inl] * w[:, None], (near[inl] * w)[:, None]).solution[:, 0]
-        on = remaining & (((feats @ coef - near).abs() / near) < tolerance)
+        coef = _refine(feats, near, idx, coef, tolerance)
+        # the depth's noise (an estimator's): a wider tolerance, the fit refined again on the inliers within it
+        if noise is None:
+            noise = _noise(((feats[idx] @ coef - near[idx]).abs() / near[idx]), tolerance)
+        tol = max(tolerance, NOISE_SIGMAS * noise)
+        if tol > tolerance:
+            coef = _refine(feats, near, idx, coef, tol)
+        on = remaining & (((feats @ coef - near).abs() / near) < tol)
         count = int(on.sum())
         if count < min_support * total:
             break
         remaining &= ~on
-        plane = Plane(coef=tuple(float(v) for v in coef), support=count / total)
+        plane = Plane(coef=tuple(float(v) for v in coef), support=count / total, noise=noise)
         if plane.slant_deg(focal) >= min_slant_deg:
             planes.append(plane)
     return planes
+
+
+def _refine(feats: Tensor, near: Tensor, idx: Tensor, coef: Tensor, tolerance: float) -> Tensor:
+    """``coef`` refined twice by least squares (relative residuals) on the points ``idx`` within ``tolerance``."""
+    for _ in range(2):
+        inl = idx[((feats[idx] @ coef - near[idx]).abs() / near[idx]) < tolerance]
+        if inl.numel() < 3:
+            break
+        w = 1.0 / near[inl]  # relative residuals
+        coef = torch.linalg.lstsq(feats[inl] * w[:, None], (near[inl] * w)[:, None]).solution[:, 0]
+    return coef
+
+
+def _noise(resid: Tensor, tolerance: float) -> float:
+    """Robust standard deviation of a plane's relative residuals ``resid`` (``|r|`` of the points not yet taken by
+    another plane): the MAD (x 1.4826) of those within a band of 3 sigmas, starting from ``tolerance`` as sigma and
+    iterated, so the other surfaces' points far from the plane do not count, and a noise larger than the tolerance
+    is found all the same (the band widens with each estimate). Near 0 for exact depth."""
+    sigma = tolerance
+    for _ in range(_NOISE_ITERS):
+        band = resid[resid < 3.0 * sigma]
+        if band.numel() < 3:
+            break
+        sigma = 1.4826 * float(band.median())
+        if sigma <= 0.0:
+            break
+    return sigma
 
 
 #: Points scored per block in :func:`_inlier_counts` (a block's residuals stay in the CPU cache).
@@ -273,7 +320,8 @@ def plane_fill(
         pose: ``[6]`` the view's camera.
         focal: focal length in pixels.
         patch_size, margin, seed: PatchMatch patch side, context in px around each group, seed.
-        tolerance: relative depth tolerance of "on the plane".
+        tolerance: relative depth tolerance of "on the plane" (each plane's :meth:`Plane.tolerance` of it: wider
+            where the plane's depth is noisy).
         occluder: ``[H,W]`` bool, known pixels that are neither sources nor evidence (the characters in front of
             the reveals, the plate, earlier inpainting).
         confirm_rows: label the holes by their rows (above) instead of by the plane seen nearby.
@@ -299,12 +347,13 @@ def plane_fill(
     for plane in planes:
         cp = plane_depth(plane, pose.cpu(), focal, (h, w))
         finite = torch.isfinite(cp)
-        on_known = ~holes_c & ~occ & finite & ((depth_c - cp).abs() <= tolerance * cp)
+        tol = plane.tolerance(tolerance)  # wider on a plane of noisy (estimated) depth
+        on_known = ~holes_c & ~occ & finite & ((depth_c - cp).abs() <= tol * cp)
         if not bool(on_known.any()):
             continue
-        on_hole = holes_c & ~done.cpu() & finite & (cp <= fill_c * (1.0 + tolerance))
+        on_hole = holes_c & ~done.cpu() & finite & (cp <= fill_c * (1.0 + tol))
         if confirm_rows:
-            on_hole &= _plane_on_both_sides(cp, depth_c, ~holes_c & ~occ, margin, tolerance)
+            on_hole &= _plane_on_both_sides(cp, depth_c, ~holes_c & ~occ, margin, tol)
         else:
             on_hole &= grow_mask(on_known, margin)
         if not bool(on_hole.any()):
