@@ -48,6 +48,7 @@ __all__ = [
     "plan_crop",
     "resize_image",
     "resize_mask",
+    "rule_order",
     "work_size",
 ]
 
@@ -163,22 +164,49 @@ def paint_order(
             (ground-contact rule alone: the box whose bottom edge is higher is farther; ties: larger area first),
             ``"index"`` (as given).
     """
+    if masks.dim() != 3 or boxes.shape[:1] != masks.shape[:1]:
+        raise ValueError(f"masks must be [N,H,W] and boxes [N,4] for the same N, got {tuple(masks.shape)} and "
+                         f"{tuple(boxes.shape)}")
+    n = int(masks.shape[0])
+    areas = masks.flatten(1).sum(1).tolist() if n else []
+    base = rule_order(boxes, areas, depth, order)
+    return occlusion_order(base, mask_windows(masks)) if order == "auto" and n > 1 else base
+
+
+def rule_order(
+    boxes: Tensor | Sequence[Sequence[float]],
+    areas: Sequence[float],
+    depth: Sequence[float | None] | None = None,
+    order: str = "auto",
+) -> list[int]:
+    """Back-to-front order of ``N`` layers by :func:`paint_order`'s named rules alone, from their boxes and areas
+    (no masks: the occlusion cue is not applied; :func:`occlusion_order` refines the result where layers touch).
+
+    Args:
+        boxes: ``[N,4]`` xyxy px (only the bottom edge is read).
+        areas: ``N`` areas (the tie-break: larger first).
+        depth: as :func:`paint_order`'s; a list must have one entry per layer.
+        order: ``"auto"`` (``"depth"`` when every layer has a known depth, else ``"bottom"``), ``"depth"``,
+            ``"bottom"`` or ``"index"``, as :func:`paint_order` describes them.
+    """
     if order not in ORDERS:
         raise ValueError(f"unknown paint order {order!r}; allowed: {', '.join(ORDERS)}")
-    n = int(masks.shape[0])
-    have_depth = depth is not None and len(depth) == n and all(d is not None and d == d for d in depth)  # NaN != NaN
+    bottoms = [float(b[3]) for b in (boxes.tolist() if isinstance(boxes, Tensor) else boxes)]
+    n = len(bottoms)
+    if len(areas) != n:
+        raise ValueError(f"need one area per box: got {len(areas)} areas for {n} boxes")
+    if depth is not None and len(depth) != n:  # it used to be ignored quietly ("auto" fell back to the ground rule)
+        raise ValueError(f"depth must have one entry (or None) per instance: got {len(depth)} for {n} instances")
+    have_depth = depth is not None and all(d is not None and d == d for d in depth)  # NaN != NaN
     if order == "depth" and not have_depth:
         raise ValueError('paint order "depth" needs a known extras["depth"] (not None or NaN) for every instance '
                          '(run CartoonSegDepthPool)')
     if order == "index":
         return list(range(n))
-    areas = masks.flatten(1).sum(1).tolist() if n else []
+    areas = [float(a) for a in areas]
     if order == "depth" or (order == "auto" and have_depth):
-        base = sorted(range(n), key=lambda i: (float(depth[i]), -areas[i], i))  # type: ignore[index]
-    else:
-        bottoms = boxes[:, 3].tolist() if n else []
-        base = sorted(range(n), key=lambda i: (bottoms[i], -areas[i], i))
-    return occlusion_order(base, mask_windows(masks)) if order == "auto" and n > 1 else base
+        return sorted(range(n), key=lambda i: (float(depth[i]), -areas[i], i))  # type: ignore[index]
+    return sorted(range(n), key=lambda i: (bottoms[i], -areas[i], i))
 
 
 #: a window of one layer for the occlusion cue: its alpha ``[y1-y0, x1-x0]`` (array or tensor) over its int box
