@@ -182,7 +182,7 @@ def _one_hiding_another(back_x: int, front_x: int):
     return img, torch.stack([back * (1 - front), front]), colours
 
 
-@pytest.mark.parametrize("back_x, front_x", [(50, 72), (72, 50), (44, 58), (84, 68)])
+@pytest.mark.parametrize("back_x, front_x", [(50, 72), (72, 50), (44, 58), (84, 68), (55, 74), (73, 54)])
 def test_touching_figures_are_painted_as_the_picture_layers_them(back_x, front_x):
     """Two figures on one ground line tie on the ground rule, whose area tie-break put the larger (unbroken, front)
     one first: the back one's pass then pasted its feathered edge over the front one. The picture says which one

@@ -218,7 +218,7 @@ Window = tuple
 #: there, not the width of the parts
 JUNCTION_RADIUS = 4
 #: smallest mean coverage difference at the junctions that orders two touching layers by the input's occlusion
-#: (drawn figures, one partly hidden by the other: 0.07-0.35; masks that overlap in full, amodal ones: 0)
+#: (the tests' drawn figures, one partly hidden by the other: 0.05-0.2; masks that overlap in full, amodal ones: 0)
 OCCLUSION_MARGIN = 0.03
 
 
@@ -248,6 +248,11 @@ def _window_mask(window: Window, x0: int, y0: int, x1: int, y1: int) -> np.ndarr
     return out
 
 
+def _corners(m: np.ndarray) -> np.ndarray:
+    """uint8 ``[h-1, w-1]``: 1 at each pixel corner whose 2x2 block of ``m [h,w]`` holds a 1."""
+    return m[:-1, :-1] | m[1:, :-1] | m[:-1, 1:] | m[1:, 1:]
+
+
 def occlusion(p: Window | None, q: Window | None) -> float:
     """How clearly layer ``p`` lies in front of layer ``q`` in the picture, in [-1, 1] (negative: behind; 0: they
     do not touch, or no side wins). Where a figure partly hides another, the front one's outline runs on unbroken
@@ -269,9 +274,18 @@ def occlusion(p: Window | None, q: Window | None) -> float:
     x0, y0 = max(px0, qx0) - r - 2, max(py0, qy0) - r - 2
     x1, y1 = min(px1, qx1) + r + 2, min(py1, qy1) + r + 2
     a, b = _window_mask(p, x0, y0, x1, y1), _window_mask(q, x0, y0, x1, y1)
-    k = np.ones((3, 3), np.uint8)
-    # pixels of either mask next to the other one and to the background (masks a pixel apart do not meet)
-    junction = (a | b) & cv2.dilate(a, k) & cv2.dilate(b, k) & cv2.dilate(1 - (a | b), k)
+    # the junctions: pixel corners where the two masks and the background meet (a 2x2 block holding pixels of p
+    # alone, of q alone and of neither); the cue reads the masks' pixels of those blocks. A pixel merely near the
+    # other mask and the background is not one (a one-pixel rim of one mask between the other and the background
+    # used to count along its whole length and outweigh the true junctions); nor is a corner where the masks overlap
+    # (amodal masks, both drawn whole, cross there: their outlines say nothing of which is in front)
+    only_a, only_b, bg = a & (1 - b), b & (1 - a), 1 - (a | b)
+    vertex = _corners(only_a) & _corners(only_b) & _corners(bg) & (1 - _corners(a & b))
+    block = np.zeros_like(a)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            block[dy:dy + vertex.shape[0], dx:dx + vertex.shape[1]] |= vertex
+    junction = block & (only_a | only_b)
     if not junction.any():
         return 0.0
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)).astype(np.float32)
