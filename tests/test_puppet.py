@@ -1245,6 +1245,19 @@ def test_a_figure_partly_hidden_by_another_stays_behind_it_when_they_move(back_x
     assert build_rig(masks, select=[1]).layer_order == [1, 0]  # the still back one stays behind the front one
 
 
+@pytest.mark.parametrize("back_x, front_x", [(57, 103), (103, 57)])
+def test_figures_touching_by_their_arms_only_are_layered_as_drawn(back_x, front_x):
+    # only the hands cross: the junctions' cue read -0.029 (inside its margin) when pixels of a one-pixel rim of one
+    # mask between the other and the background counted as junctions, so the ground rule's area tie-break put the
+    # front (unbroken, larger) one first
+    from cartoonseg.style.regions import OCCLUSION_MARGIN, occlusion
+
+    _, masks, _ = _one_hiding_another(back_x, front_x)
+    rig = build_rig(masks)
+    assert occlusion(*[(c.alpha, c.box) for c in rig.characters]) < -OCCLUSION_MARGIN
+    assert rig.layer_order == [0, 1]
+
+
 def test_masks_that_overlap_in_full_leave_the_order_to_depth_or_the_ground():
     from cartoonseg.style.regions import occlusion
 

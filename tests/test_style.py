@@ -182,7 +182,7 @@ def _one_hiding_another(back_x: int, front_x: int):
     return img, torch.stack([back * (1 - front), front]), colours
 
 
-@pytest.mark.parametrize("back_x, front_x", [(50, 72), (72, 50), (44, 58), (84, 68)])
+@pytest.mark.parametrize("back_x, front_x", [(50, 72), (72, 50), (44, 58), (84, 68), (55, 74), (73, 54)])
 def test_touching_figures_are_painted_as_the_picture_layers_them(back_x, front_x):
     """Two figures on one ground line tie on the ground rule, whose area tie-break put the larger (unbroken, front)
     one first: the back one's pass then pasted its feathered edge over the front one. The picture says which one
@@ -697,3 +697,35 @@ def test_cli_style_checks_its_images_before_loading_models(tmp_path, capsys, spy
         style_cli.main([*base, str(junk), str(good), "--out", str(tmp_path / "mixed" / "deep")])
     assert len(calls) == 1 and "warning: skipping" in capsys.readouterr().err
     assert not (tmp_path / "mixed").exists()  # a failure before the first write leaves no new (empty) folders
+
+
+def test_rule_order_takes_boxes_and_areas_without_masks():
+    """The named rules read only boxes and areas: callers with layers, not full-frame masks (the puppet), pass those
+    (they used to hand paint_order one-pixel "masks" holding the areas). A depth list of the wrong length is refused:
+    "auto" used to drop it quietly and fall back to the ground rule."""
+    from cartoonseg.style.regions import rule_order
+
+    boxes = [[0, 0, 4, 30], [0, 0, 4, 10], [0, 0, 4, 30]]
+    areas = [5.0, 9.0, 7.0]
+    masks = torch.zeros(3, 4, 40)
+    for i, a in enumerate(areas):
+        masks[i, 0, 12 * i:12 * i + int(a)] = 1.0  # apart: the occlusion cue leaves them to the rules
+    t = torch.tensor(boxes, dtype=torch.float32)
+    for order, depth in (("auto", None), ("bottom", None), ("index", None), ("depth", [0.3, 0.1, 0.3]),
+                         ("auto", [0.3, 0.1, 0.3]), ("auto", [0.3, None, 0.3])):
+        assert rule_order(boxes, areas, depth, order) == rule_order(t, areas, depth, order)
+        assert rule_order(boxes, areas, depth, order) == paint_order(masks, t, depth, order)
+    assert rule_order(boxes, areas) == [1, 2, 0]  # equal bottoms: the larger area first
+    assert rule_order(boxes, areas, [0.3, 0.1, 0.3]) == [1, 2, 0]
+    assert rule_order([], []) == []
+    with pytest.raises(ValueError, match="one area per box"):
+        rule_order(boxes, areas[:2])
+    with pytest.raises(ValueError, match="unknown paint order"):
+        rule_order(boxes, areas, order="front")
+    for bad in ([0.1, 0.2], [0.1, 0.2, 0.3, 0.4]):
+        with pytest.raises(ValueError, match="one entry .* per instance: got"):
+            rule_order(boxes, areas, bad)
+        with pytest.raises(ValueError, match="one entry .* per instance: got"):
+            paint_order(masks, t, bad)
+    with pytest.raises(ValueError, match=r"same N"):
+        paint_order(masks, t[:2])

@@ -774,16 +774,11 @@ def _paint_order(layers: list) -> list[int]:
     figures on one ground line went front-first by their areas, and the hidden one walked over the one hiding it).
     The rest, and touching layers the cue cannot order (masks that overlap in full), follow pooled depth when every
     layer has it, else the ground-contact rule (lower box bottom = nearer): the ``"auto"`` order of
-    :func:`cartoonseg.style.regions.paint_order`, the one home of these rules, fed the layers' own windows."""
-    import torch
-
-    from ..style.regions import occlusion_order, paint_order
+    :func:`cartoonseg.style.regions.paint_order`, the one home of these rules: its ``rule_order`` on the layers'
+    boxes and areas, then its ``occlusion_order`` on their windows."""
+    from ..style.regions import occlusion_order, rule_order
 
     if not layers:
         return []
-    boxes = torch.tensor([c.mask_box for c in layers], dtype=torch.float32)
-    areas = torch.tensor([float(c.alpha.sum()) for c in layers])
-    masks = areas[:, None, None]  # paint_order reads only areas from the masks with "depth" / "bottom"
-    depth = [c.depth for c in layers]
-    base = paint_order(masks, boxes, depth, "depth" if all(d is not None for d in depth) else "bottom")
+    base = rule_order([c.mask_box for c in layers], [float(c.alpha.sum()) for c in layers], [c.depth for c in layers])
     return occlusion_order(base, [(c.alpha, c.box) for c in layers])
