@@ -47,7 +47,8 @@ Steps of :func:`inpaint_disocclusions` (characters stay separate layers; they ar
    plate or an earlier key view's inpainting), and take the plane's exact depth. A depth edge's hole lies on the
    plane where the plane passes in front of its background side and is seen nearby; a reveal behind a character
    (wide, it may hide anything) only where its row shows the plane on both sides of the character and nothing in
-   front of the plane (a house there may continue behind the character).
+   front of the plane (a house there may continue behind the character). A group of holes (or band of reveals) that
+   lies all on a plane skips the image-space fill, whose colours the plane's would replace.
 6. **Lifting.** Each hole pixel is unprojected with the key view's camera at its filled depth and appended to the
    background layer, flagged as disoccluded ("revealed") for the output mask.
 
@@ -631,15 +632,21 @@ def inpaint_disocclusions(
                 known_depth = torch.where(holes, fdepth, seen.depth[0, 0])
                 ctx_rgb = torch.where(cover[None], c_rgb, known_rgb)
                 ctx_depth = torch.where(cover, c_depth, known_depth)
-                # each band copies from within one margin of itself, not from the whole group's window
-                # 7-px patches: the reveals are wider than the depth edges' slivers (see REVEAL_PATCH)
-                r_filled, r_depth = _fill_view_holes(ctx_rgb, ctx_depth, reveals, split_depth=True, reach=margin,
-                                                     occluder=cover, **dict(fill, patch_size=reveal_patch_size))
+                far = _far_side(ctx_rgb, ctx_depth, reveals, far_tolerance)
+                on = None
                 if planes:
-                    p_rgb, p_depth, on = plane_fill(ctx_rgb.permute(1, 2, 0), reveals, ctx_depth, r_depth, planes,
+                    # reads the far side's depth only, never the image-space fill's colours (so that fill may skip)
+                    p_rgb, p_depth, on = plane_fill(ctx_rgb.permute(1, 2, 0), reveals, ctx_depth, far[1], planes,
                                                     pose[0], poses.focal, patch_size=reveal_patch_size, margin=margin,
                                                     seed=seed, occluder=cover | guessed, confirm_rows=True,
                                                     interrupt=interrupt)
+                # each band copies from within one margin of itself, not from the whole group's window
+                # 7-px patches: the reveals are wider than the depth edges' slivers (see REVEAL_PATCH); as in step
+                # 1, a band that lies all on a plane is not inpainted in image space (plane_fill replaces it)
+                r_filled, r_depth = _fill_view_holes(ctx_rgb, ctx_depth, reveals, far=far, split_depth=True,
+                                                     reach=margin, occluder=cover, skip=on,
+                                                     **dict(fill, patch_size=reveal_patch_size))
+                if planes:
                     r_filled = torch.where(on[..., None], p_rgb, r_filled)
                     r_depth = torch.where(on, p_depth, r_depth)
                 filled = torch.where(reveals[..., None], r_filled, filled)
