@@ -38,9 +38,10 @@ For each instance:
 2. **Alpha** from the image colours in a crop around the instance (the box of its unknown and foreground pixels plus
    a margin) with pymatting's closed-form matting (Levin et al. 2008, ``estimate_alpha_cf``; ``method="knn"`` and
    ``"lkm"`` are the library's other solvers), clipped to [0, 1]. pymatting is the optional extra ``matting``.
-3. **Consistency** (:func:`compose_front_to_back`): instances are ordered front to back (:func:`occlusion_order`:
-   where two soft masks overlap, the one clearly more confident there is in front; masks that only meet along a
-   seam: the one wrapping around the other is behind; ties by score), then each matte keeps
+3. **Consistency** (:func:`compose_front_to_back`): instances are ordered front to back (:func:`occlusion_order`,
+   the pairwise cues of :mod:`cartoonseg.occlusion`: where two soft masks overlap, the one clearly more confident
+   there is in front; masks that only meet along a seam: the one wrapping around the other is behind; ties by
+   score), then each matte keeps
    only what the instances in front leave visible, ``a_i <- a_i * (1 - sum of the front mattes)``, the "over"
    decomposition of the image. The mattes then sum to at most 1 per pixel, and a pixel claimed by two instances
    goes to the front one.
@@ -63,6 +64,8 @@ import torch
 from torch import Tensor
 
 from .io import to_rgb_uint8
+from .occlusion import _disk, mask_windows
+from .occlusion import occlusion_order as _occlusion_order
 from .structures import Instances
 
 __all__ = ["MattingConfig", "METHODS", "ramp_width", "wide_uncertain", "noise_variance", "trimap_from_soft", "snap_to_outlines", "line_art", "line_radius", "seam_ridges", "free_strokes", "solve_alpha", "occlusion_order", "compose_front_to_back",
@@ -72,8 +75,6 @@ METHODS = ("cf", "knn", "lkm")
 QUANTISATION_VARIANCE = (1 / 255) ** 2 / 12  # the noise variance of 8-bit colours: no finer variation is resolved
 #: Smallest side (pixels) the solvers take: closed-form and LKM matting work on 3x3 windows.
 MIN_SIDE = 3
-#: :func:`occlusion_order`: mean soft-mask difference on an overlap that says which instance is in front.
-CONFIDENCE_GAP = 0.05
 #: :func:`line_art`: the weak (continuation) threshold as a fraction of the line contrast.
 WEAK_LINE = 0.5
 #: :func:`seam_ridges`: how much darker than both sides across a seam a pixel must be to be an outline there (5 grey
@@ -140,10 +141,6 @@ def check_available() -> None:
     """Raise the one-line missing-extra error now when pymatting is not installed (commands call it before loading
     models, so ``--matting`` without the extra fails at once, not after the first image)."""
     _pymatting()
-
-
-def _disk(radius: int) -> np.ndarray:
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
 def ramp_width(soft: np.ndarray, low: float = 0.05, high: float = 0.95) -> float:
@@ -497,68 +494,19 @@ def solve_alpha(rgb: np.ndarray, trimap: np.ndarray, method: str = "cf", epsilon
 
 
 def occlusion_order(instances: Instances) -> list[int]:
-    """Instance indices front to back. For each pair of overlapping soft masks (both > 0.5 somewhere), the instance
-    with the higher mean soft mask on the overlap is in front when it is clearly higher (by more than
-    ``CONFIDENCE_GAP``: an occluded part is not in the back instance's mask, or only weakly). Masks that only meet
-    along a seam (within 3 px; the usual case: the segmenter's mask of the back instance stops where the front one
-    begins, and both ramp there alike, so their confidences there differ by noise) are ordered by shape: the one
-    that wraps around the seam is behind (:func:`_wraps_around`). The pairwise relations are sorted topologically,
-    ties and cycles broken by higher score, then lower index."""
+    """Instance indices front to back: each pair of touching or overlapping instances as
+    :func:`cartoonseg.occlusion.in_front` orders them from their soft masks with ``seam="shape"`` (the one home of
+    that decision, shared with style editing and the puppet): where two soft masks overlap, the one clearly more
+    confident there is in front; masks that only meet along a seam (within 3 px; the usual case: the segmenter's
+    mask of the back instance stops where the front one begins, and both ramp there alike, so their confidences
+    there differ by noise) are ordered by shape: the one that wraps around the seam is behind. Pairs no cue orders,
+    and cycles, go by higher score, then lower index."""
     n = len(instances)
     if n < 2:
         return list(range(n))
-    masks = instances.masks.float().cpu()
-    binary = masks > 0.5
-    in_front: dict[int, set[int]] = {i: set() for i in range(n)}  # i -> instances i is behind
-    near = [None] * n  # each mask grown by 3 px: masks that only touch along a seam (or nearly) meet there
-    for i in range(n):
-        for j in range(i + 1, n):
-            both = binary[i] & binary[j]
-            if bool(both.any()):
-                mi, mj = float(masks[i][both].mean()), float(masks[j][both].mean())
-                if abs(mi - mj) > CONFIDENCE_GAP:
-                    front, back = (i, j) if mi > mj else (j, i)
-                    in_front[back].add(front)
-                    continue
-            for k in (i, j):
-                if near[k] is None:
-                    near[k] = cv2.dilate(binary[k].numpy().astype(np.uint8), _disk(3)).astype(bool)
-            seam = near[i] & near[j]
-            if seam.any():
-                behind = _wraps_around(binary[i].numpy(), binary[j].numpy(), seam)
-                if behind is not None:
-                    front, back = (j, i) if behind == 0 else (i, j)
-                    in_front[back].add(front)
     scores = instances.scores.float().cpu().tolist()
-    order: list[int] = []
-    left = set(range(n))
-    while left:
-        ready = [i for i in left if not (in_front[i] & left)] or list(left)  # a cycle: take the best remaining
-        best = min(ready, key=lambda i: (-scores[i], i))
-        order.append(best)
-        left.remove(best)
-    return order
-
-
-def _wraps_around(a: np.ndarray, b: np.ndarray, seam: np.ndarray) -> int | None:
-    """Which of two masks that meet along ``seam`` is behind: 0 (``a``), 1 (``b``) or None (no cue). The occluder's
-    silhouette is whole, so along the seam it bulges into the other mask, which wraps around it (the bite the
-    occluder takes out of it): around the seam (a box about the smaller mask's size) the mask behind covers more
-    pixels than the one in front."""
-    area = min(int(a.sum()), int(b.sum()))
-    if area == 0:
-        return None
-    r = max(3, round(0.5 * area ** 0.5))
-    box = _crop(seam, r, *seam.shape)
-    y0, y1, x0, x1 = box
-    k = (2 * r + 1, 2 * r + 1)
-    cover_a = cv2.blur(a[y0:y1, x0:x1].astype(np.float32), k, borderType=cv2.BORDER_CONSTANT)
-    cover_b = cv2.blur(b[y0:y1, x0:x1].astype(np.float32), k, borderType=cv2.BORDER_CONSTANT)
-    sel = seam[y0:y1, x0:x1]
-    diff = float(cover_a[sel].mean() - cover_b[sel].mean())
-    if abs(diff) < 1e-3:
-        return None
-    return 0 if diff > 0 else 1
+    back_first = sorted(range(n), key=lambda i: (scores[i], -i))  # the fallback, back to front
+    return _occlusion_order(back_first, mask_windows(instances.masks.float().cpu()), seam="shape")[::-1]
 
 
 def compose_front_to_back(alphas: Tensor, order: Sequence[int]) -> Tensor:

@@ -132,8 +132,8 @@ class CartoonSegInstanceStyleEdit:
                 "background_fill": (list(BACKGROUND_FILLS), {"default": d.background_fill,
                                                              "tooltip": "remove characters before the background pass (when no background image)"}),
                 "order": (list(ORDERS), {"default": d.order, "tooltip": (
-                    "auto = touching instances as the picture layers them (the one whose outline runs on unbroken "
-                    "is in front), else by extras depth when known, else lower box bottom = nearer; "
+                    "auto = touching instances as the picture layers them (where masks overlap the more confident "
+                    "one, else the one whose outline runs on unbroken is in front), else by extras depth when known, else lower box bottom = nearer; "
                     "depth/bottom/index = that rule alone")}),
                 "background_prompt": ("STRING", {"default": "", "tooltip": "extra text for the background pass"}),
             },

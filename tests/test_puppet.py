@@ -1534,3 +1534,13 @@ def test_a_limb_crossing_another_shows_that_limb_behind_its_soft_edge_not_the_ba
         sky = np.abs(frame - np.float32(SKY)).max(-1) < 0.35  # a pixel at least ~half sky
         assert not sky[inside].any(), (moved, int(sky[inside].sum()))
         assert (frame[inside].mean(-1) < 0.45).all(), (moved, frame[inside].mean(-1).max())
+
+
+@pytest.mark.parametrize("back_x, front_x", [(70, 92), (92, 70)])
+def test_a_back_mask_spilling_weakly_over_the_hidden_part_stays_behind(back_x, front_x):
+    # the back one's mask covers its hidden part at 0.6: the masks overlap, the junctions alone could not tell
+    back, front = figure(back_x), figure(front_x)
+    masks = np.stack([np.maximum(back * (1 - front), 0.6 * back * front), front]).astype(np.float32)
+    inst = Instances.from_masks(torch.from_numpy(masks))
+    for instances in (masks, inst.replace(extras={"depth": [0.9, 0.1]})):
+        assert build_rig(instances).layer_order == [0, 1]  # back to front: the hidden one first

@@ -768,15 +768,16 @@ def _still_layer(mask: np.ndarray, instance: int, depth: list | None, matte: np.
 def _paint_order(layers: list) -> list[int]:
     """Back to front over characters and still layers (anything with ``mask_box``, ``alpha``, ``box`` and
     ``depth``). Two layers that touch in the input are ordered as the input shows them
-    (:func:`cartoonseg.style.regions.occlusion`: the one whose outline runs on unbroken where they meet is in
-    front), whatever their depth or ground line: that is what the picture says where they overlap, the only place
-    their order shows, while pooled depth is a mean over each mask and the ground-contact rule only guesses (two
+    (:func:`cartoonseg.occlusion.in_front`, the one home of that decision: the one more confident where the masks
+    overlap, else the one whose outline runs on unbroken where they meet is in front), whatever their depth or
+    ground line: that is what the picture says where they overlap, the only place their order shows, while pooled depth is a mean over each mask and the ground-contact rule only guesses (two
     figures on one ground line went front-first by their areas, and the hidden one walked over the one hiding it).
     The rest, and touching layers the cue cannot order (masks that overlap in full), follow pooled depth when every
     layer has it, else the ground-contact rule (lower box bottom = nearer): the ``"auto"`` order of
     :func:`cartoonseg.style.regions.paint_order`, the one home of these rules: its ``rule_order`` on the layers'
-    boxes and areas, then its ``occlusion_order`` on their windows."""
-    from ..style.regions import occlusion_order, rule_order
+    boxes and areas, then :func:`cartoonseg.occlusion.occlusion_order` on their windows."""
+    from ..occlusion import occlusion_order
+    from ..style.regions import rule_order
 
     if not layers:
         return []

@@ -23,10 +23,18 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from ..occlusion import (  # noqa: F401 - re-exported (their home is cartoonseg.occlusion)
+    JUNCTION_RADIUS,
+    OCCLUSION_MARGIN,
+    Window,
+    in_front,
+    mask_windows,
+    occlusion,
+    occlusion_order,
+)
 from ..ops import crop_window
 from ..structures import masks_to_boxes
 from ..transforms import resize_image, resize_mask  # noqa: F401 - re-exported (their home is transforms)
@@ -40,6 +48,7 @@ __all__ = [
     "CropPlan",
     "dedupe_masks",
     "feather_alpha",
+    "in_front",
     "mask_windows",
     "occlusion",
     "occlusion_order",
@@ -157,9 +166,10 @@ def paint_order(
         boxes: ``[N,4]`` xyxy px.
         depth: optional per-instance depth, **larger = nearer** (the pack's disparity-like convention,
             ``Instances.extras["depth"]``); None or NaN (depth pooling's value for an empty mask) = unknown.
-        order: ``"auto"``: two instances that touch are ordered as the picture shows them (:func:`occlusion`: the
-            one whose outline runs on unbroken where they meet is in front), the rest, and touching ones the cue
-            cannot order (masks that overlap in full), by depth when every instance has a known one, else by
+        order: ``"auto"``: two instances that touch are ordered as the picture shows them (:func:`in_front`: the
+            one more confident where the masks overlap, else the one whose outline runs on unbroken where they meet
+            is in front), the rest, and touching ones the cues cannot order (masks that overlap in full, equally
+            confident), by depth when every instance has a known one, else by
             ``"bottom"``; ``"depth"`` (ascending depth alone; error when one is unknown), ``"bottom"``
             (ground-contact rule alone: the box whose bottom edge is higher is farther; ties: larger area first),
             ``"index"`` (as given).
@@ -207,118 +217,6 @@ def rule_order(
     if order == "depth" or (order == "auto" and have_depth):
         return sorted(range(n), key=lambda i: (float(depth[i]), -areas[i], i))  # type: ignore[index]
     return sorted(range(n), key=lambda i: (bottoms[i], -areas[i], i))
-
-
-#: a window of one layer for the occlusion cue: its alpha ``[y1-y0, x1-x0]`` (array or tensor) over its int box
-#: ``(x0, y0, x1, y1)`` (x1/y1 exclusive); None = an empty layer
-Window = tuple
-
-#: radius (pixels) of the disc round a junction where two masks and the background meet, over which the occlusion
-#: cue (:func:`occlusion`) measures how much of it each mask covers: a few pixels, so it sees the contours' corners
-#: there, not the width of the parts
-JUNCTION_RADIUS = 4
-#: smallest mean coverage difference at the junctions that orders two touching layers by the input's occlusion
-#: (the tests' drawn figures, one partly hidden by the other: 0.05-0.2; masks that overlap in full, amodal ones: 0)
-OCCLUSION_MARGIN = 0.03
-
-
-def mask_windows(masks: Tensor, threshold: float = 0.5) -> list[Window | None]:
-    """The :data:`Window` of each mask of ``[N,H,W]``: the mask over the tight box of ``mask > threshold``
-    (None when that is empty)."""
-    out: list[Window | None] = []
-    for m in masks:
-        fg = m > threshold
-        rows, cols = torch.nonzero(fg.any(1)).flatten(), torch.nonzero(fg.any(0)).flatten()
-        if not len(rows):
-            out.append(None)
-            continue
-        y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-        out.append((m[y0:y1, x0:x1].detach().float().cpu().numpy(), (x0, y0, x1, y1)))
-    return out
-
-
-def _window_mask(window: Window, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
-    """uint8 ``[y1-y0, x1-x0]``: 1 where the window's alpha exceeds 0.5, over that part of the picture."""
-    out = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    alpha, (bx0, by0, bx1, by1) = window
-    cx0, cy0, cx1, cy1 = max(x0, bx0), max(y0, by0), min(x1, bx1), min(y1, by1)
-    if cx0 < cx1 and cy0 < cy1:
-        part = np.asarray(alpha[cy0 - by0:cy1 - by0, cx0 - bx0:cx1 - bx0], dtype=np.float32)
-        out[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = part > 0.5
-    return out
-
-
-def _corners(m: np.ndarray) -> np.ndarray:
-    """uint8 ``[h-1, w-1]``: 1 at each pixel corner whose 2x2 block of ``m [h,w]`` holds a 1."""
-    return m[:-1, :-1] | m[1:, :-1] | m[:-1, 1:] | m[1:, 1:]
-
-
-def occlusion(p: Window | None, q: Window | None) -> float:
-    """How clearly layer ``p`` lies in front of layer ``q`` in the picture, in [-1, 1] (negative: behind; 0: they
-    do not touch, or no side wins). Where a figure partly hides another, the front one's outline runs on unbroken
-    past the junctions where the two masks and the background meet (a T-junction), while the hidden one's outline
-    stops there at a corner: in a small disc round a junction the front mask covers about half, the hidden one a
-    wedge. The cue is the mean, over the junction pixels, of ``p``'s coverage less ``q``'s; it needs no depth and
-    does not depend on the parts' widths (an arm crossing a body reads the same as a body hiding an arm). Masks
-    that overlap in full (amodal masks, both drawn whole) meet at crossings that read the same both ways: 0.
-
-    ``p``, ``q``: :data:`Window` s (alpha over an int box, read at 0.5), e.g. from :func:`mask_windows`."""
-    import cv2
-
-    if p is None or q is None:
-        return 0.0
-    (px0, py0, px1, py1), (qx0, qy0, qx1, qy1) = p[1], q[1]
-    if max(px0, qx0) > min(px1, qx1) or max(py0, qy0) > min(py1, qy1):
-        return 0.0  # their boxes do not touch
-    r = JUNCTION_RADIUS  # the window: where both boxes meet, grown by the disc (the junctions lie in both boxes)
-    x0, y0 = max(px0, qx0) - r - 2, max(py0, qy0) - r - 2
-    x1, y1 = min(px1, qx1) + r + 2, min(py1, qy1) + r + 2
-    a, b = _window_mask(p, x0, y0, x1, y1), _window_mask(q, x0, y0, x1, y1)
-    # the junctions: pixel corners where the two masks and the background meet (a 2x2 block holding pixels of p
-    # alone, of q alone and of neither); the cue reads the masks' pixels of those blocks. A pixel merely near the
-    # other mask and the background is not one (a one-pixel rim of one mask between the other and the background
-    # used to count along its whole length and outweigh the true junctions); nor is a corner where the masks overlap
-    # (amodal masks, both drawn whole, cross there: their outlines say nothing of which is in front)
-    only_a, only_b, bg = a & (1 - b), b & (1 - a), 1 - (a | b)
-    vertex = _corners(only_a) & _corners(only_b) & _corners(bg) & (1 - _corners(a & b))
-    block = np.zeros_like(a)
-    for dy in (0, 1):
-        for dx in (0, 1):
-            block[dy:dy + vertex.shape[0], dx:dx + vertex.shape[1]] |= vertex
-    junction = block & (only_a | only_b)
-    if not junction.any():
-        return 0.0
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)).astype(np.float32)
-    disc /= disc.sum()
-    cover = cv2.filter2D(a.astype(np.float32) - b.astype(np.float32), -1, disc, borderType=cv2.BORDER_CONSTANT)
-    return float(cover[junction > 0].mean())
-
-
-def occlusion_order(base: Sequence[int], windows: Sequence[Window | None],
-                    margin: float = OCCLUSION_MARGIN) -> list[int]:
-    """``base`` (a back-to-front order of the layers ``windows`` describe) with every pair of touching layers that
-    :func:`occlusion` orders by more than ``margin`` put as the picture shows them: the one hidden in part goes
-    behind. Layers the cue leaves free keep their place in ``base``; when the cues form a cycle, the earliest
-    layer of ``base`` still left goes first."""
-    n = len(windows)
-    if sorted(base) != list(range(n)):
-        raise ValueError(f"base must order the {n} layers (each index 0..{n - 1} once), got {list(base)}")
-    behind: list[set[int]] = [set() for _ in range(n)]  # behind[j]: the layers that must be painted before j
-    for i in range(n):
-        for j in range(i + 1, n):
-            cue = occlusion(windows[i], windows[j])
-            if cue > margin:
-                behind[i].add(j)
-            elif cue < -margin:
-                behind[j].add(i)
-    out: list[int] = []
-    left = list(base)
-    while left:
-        ready = [k for k in left if not behind[k] & set(left)]
-        pick = ready[0] if ready else left[0]  # a cycle: the base order decides
-        out.append(pick)
-        left.remove(pick)
-    return out
 
 
 def dedupe_masks(masks: Tensor, threshold: float = 0.8, mask_thr: float = 0.5) -> list[int]:

@@ -1,0 +1,230 @@
+"""Which of two touching or overlapping instances is in front, from their masks alone: the one home of that pairwise
+decision (:func:`in_front`) and of the order it gives (:func:`occlusion_order`), used by the alpha mattes'
+front-to-back consistency (:func:`cartoonseg.matting.occlusion_order`), style editing's ``auto`` paint order
+(:func:`cartoonseg.style.regions.paint_order`) and the puppet's layer order.
+
+Where the two masks overlap (both > 0.5), the one clearly more confident there is in front (mean soft mask higher
+by more than :data:`CONFIDENCE_GAP`): a segmenter's mask of the back instance spills over the part it cannot see
+only weakly. Masks that only meet (or overlap with equal confidence) are read by one of two cues (``seam``):
+
+* ``"junctions"`` (:func:`occlusion`; style editing and the puppet, whose layers are drawn figures): where the two
+  masks and the background meet, the front one's outline runs on unbroken and the hidden one's stops at a corner
+  (a T-junction); masks that overlap in full (amodal, both drawn whole) read 0, left to depth or the ground line;
+* ``"shape"`` (:func:`_wraps_around`; the mattes' front-to-back order, whose masks are the segmenter's blurred
+  soft masks of large characters meeting along a seam): the one that wraps around the seam is behind.
+
+Neither seam cue serves both kinds of input (the evaluation, both orders of each pair; right / undecided / wrong):
+
+=========================================================  =================  ==================
+pairs                                                      junctions          shape
+=========================================================  =================  ==================
+3,020 drawn stick-figure pairs, back mask = its visible    5914 / 118 / 8     2102 / 36 / 3902
+part, edges blurred (sigma 0.7)
+the same, sigma 1.5 (3,014 pairs)                          5580 / 350 / 98    2314 / 46 / 3668
+the same, back mask spilling at 0.6 over its hidden part   3344 / 2142 / 554  6032 / 0 / 8
+(junctions without the overlap confidence; with it: 6032 / 8 / 0)
+the matting benchmark's two characters meeting along a     undecided or wrong right
+seam (simulated segmenter masks, 400 and 512 px; the cel   (-0.02, +0.02,
+scene with 2.5 px more blur)                               -0.07)
+=========================================================  =================  ==================
+
+So the overlap confidence comes first for every caller, and each caller names its seam cue; a single rule for both
+(junctions, then the shape where they stay undecided) put the cel scene's back character in front and ordered
+figures that do not touch (1 px apart) by shape over the ground line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["CONFIDENCE_GAP", "JUNCTION_RADIUS", "OCCLUSION_MARGIN", "SEAM_REACH", "Window", "in_front", "mask_windows",
+           "occlusion", "occlusion_order"]
+
+#: a window of one layer: its alpha ``[y1-y0, x1-x0]`` (array or tensor) over its int box ``(x0, y0, x1, y1)``
+#: (x1/y1 exclusive); None = an empty layer
+Window = tuple
+
+#: smallest difference of the mean soft masks on an overlap (both > 0.5) that says which instance is in front: an
+#: occluded part is not in the back instance's mask, or only weakly
+CONFIDENCE_GAP = 0.05
+#: radius (pixels) of the disc round a junction where two masks and the background meet, over which the occlusion
+#: cue (:func:`occlusion`) measures how much of it each mask covers: a few pixels, so it sees the contours' corners
+#: there, not the width of the parts
+JUNCTION_RADIUS = 4
+#: smallest mean coverage difference at the junctions that orders two touching layers by the input's occlusion
+#: (the tests' drawn figures, one partly hidden by the other: 0.05-0.2; masks that overlap in full, amodal ones: 0)
+OCCLUSION_MARGIN = 0.03
+#: how far apart (pixels) two masks may be and still meet along a seam
+SEAM_REACH = 3
+
+
+def mask_windows(masks: Tensor, threshold: float = 0.5) -> list[Window | None]:
+    """The :data:`Window` of each mask of ``[N,H,W]``: the mask over the tight box of ``mask > threshold``
+    (None when that is empty)."""
+    out: list[Window | None] = []
+    for m in masks:
+        fg = m > threshold
+        rows, cols = torch.nonzero(fg.any(1)).flatten(), torch.nonzero(fg.any(0)).flatten()
+        if not len(rows):
+            out.append(None)
+            continue
+        y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        out.append((m[y0:y1, x0:x1].detach().float().cpu().numpy(), (x0, y0, x1, y1)))
+    return out
+
+
+def _window_alpha(window: Window, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    """float32 ``[y1-y0, x1-x0]``: the window's alpha over that part of the picture (0 outside its box)."""
+    out = np.zeros((y1 - y0, x1 - x0), np.float32)
+    alpha, (bx0, by0, bx1, by1) = window
+    cx0, cy0, cx1, cy1 = max(x0, bx0), max(y0, by0), min(x1, bx1), min(y1, by1)
+    if cx0 < cx1 and cy0 < cy1:
+        part = alpha[cy0 - by0:cy1 - by0, cx0 - bx0:cx1 - bx0]
+        part = part.detach().float().cpu().numpy() if isinstance(part, Tensor) else np.asarray(part, np.float32)
+        out[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = part
+    return out
+
+
+def _window_mask(window: Window, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    """uint8 ``[y1-y0, x1-x0]``: 1 where the window's alpha exceeds 0.5, over that part of the picture."""
+    return (_window_alpha(window, x0, y0, x1, y1) > 0.5).astype(np.uint8)
+
+
+def _corners(m: np.ndarray) -> np.ndarray:
+    """uint8 ``[h-1, w-1]``: 1 at each pixel corner whose 2x2 block of ``m [h,w]`` holds a 1."""
+    return m[:-1, :-1] | m[1:, :-1] | m[:-1, 1:] | m[1:, 1:]
+
+
+def _disk(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
+def occlusion(p: Window | None, q: Window | None) -> float:
+    """The junction cue (:func:`in_front`'s second): how clearly layer ``p`` lies in front of layer ``q`` in the
+    picture, in [-1, 1] (negative: behind; 0: they do not touch, or no side wins). Where a figure partly hides
+    another, the front one's outline runs on unbroken past the junctions where the two masks and the background
+    meet (a T-junction), while the hidden one's outline stops there at a corner: in a small disc round a junction
+    the front mask covers about half, the hidden one a wedge. The cue is the mean, over the junction pixels, of
+    ``p``'s coverage less ``q``'s; it needs no depth and does not depend on the parts' widths (an arm crossing a
+    body reads the same as a body hiding an arm). Masks that overlap in full (amodal masks, both drawn whole) meet
+    at crossings that read the same both ways: 0.
+
+    ``p``, ``q``: :data:`Window` s (alpha over an int box, read at 0.5), e.g. from :func:`mask_windows`."""
+    if p is None or q is None:
+        return 0.0
+    (px0, py0, px1, py1), (qx0, qy0, qx1, qy1) = p[1], q[1]
+    if max(px0, qx0) > min(px1, qx1) or max(py0, qy0) > min(py1, qy1):
+        return 0.0  # their boxes do not touch
+    r = JUNCTION_RADIUS  # the window: where both boxes meet, grown by the disc (the junctions lie in both boxes)
+    x0, y0 = max(px0, qx0) - r - 2, max(py0, qy0) - r - 2
+    x1, y1 = min(px1, qx1) + r + 2, min(py1, qy1) + r + 2
+    a, b = _window_mask(p, x0, y0, x1, y1), _window_mask(q, x0, y0, x1, y1)
+    # the junctions: pixel corners where the two masks and the background meet (a 2x2 block holding pixels of p
+    # alone, of q alone and of neither); the cue reads the masks' pixels of those blocks. A pixel merely near the
+    # other mask and the background is not one (a one-pixel rim of one mask between the other and the background
+    # used to count along its whole length and outweigh the true junctions); nor is a corner where the masks overlap
+    # (amodal masks, both drawn whole, cross there: their outlines say nothing of which is in front)
+    only_a, only_b, bg = a & (1 - b), b & (1 - a), 1 - (a | b)
+    vertex = _corners(only_a) & _corners(only_b) & _corners(bg) & (1 - _corners(a & b))
+    block = np.zeros_like(a)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            block[dy:dy + vertex.shape[0], dx:dx + vertex.shape[1]] |= vertex
+    junction = block & (only_a | only_b)
+    if not junction.any():
+        return 0.0
+    disc = _disk(r).astype(np.float32)
+    disc /= disc.sum()
+    cover = cv2.filter2D(a.astype(np.float32) - b.astype(np.float32), -1, disc, borderType=cv2.BORDER_CONSTANT)
+    return float(cover[junction > 0].mean())
+
+
+def in_front(p: Window | None, q: Window | None, margin: float = OCCLUSION_MARGIN, seam: str = "junctions") -> int:
+    """Whether layer ``p`` is in front of layer ``q``: 1 (in front), -1 (behind) or 0 (they do not touch, or no cue
+    decides). Where the masks overlap (both > 0.5), the one more confident there by more than
+    :data:`CONFIDENCE_GAP` is in front; else ``seam`` names the cue for masks that meet:
+
+    * ``"junctions"`` (style editing, the puppet): :func:`occlusion` by more than ``margin`` (drawn figures, the
+      back one's mask its visible part: 5914 of 6040 right, 8 wrong; masks that overlap in full: 0);
+    * ``"shape"`` (the mattes): :func:`_wraps_around` for masks within :data:`SEAM_REACH` px (the segmenter's soft
+      masks of two large characters meeting along a seam, blurred there, where the junction cue misreads the
+      gaps along the seam as background, e.g. the cel scene with 2.5 px more blur reads -0.07; on the drawn
+      figures it is wrong on 3902 of 6040)."""
+    if seam not in ("junctions", "shape"):
+        raise ValueError(f"unknown seam cue {seam!r}; allowed: junctions, shape")
+    if p is None or q is None:
+        return 0
+    (px0, py0, px1, py1), (qx0, qy0, qx1, qy1) = p[1], q[1]
+    g = SEAM_REACH
+    if max(px0, qx0) > min(px1, qx1) + g or max(py0, qy0) > min(py1, qy1) + g:
+        return 0  # too far apart to touch
+    x0, y0, x1, y1 = min(px0, qx0), min(py0, qy0), max(px1, qx1), max(py1, qy1)  # both layers whole
+    sa, sb = _window_alpha(p, x0, y0, x1, y1), _window_alpha(q, x0, y0, x1, y1)
+    a, b = sa > 0.5, sb > 0.5
+    both = a & b
+    if both.any():
+        gap = float(sa[both].mean()) - float(sb[both].mean())
+        if abs(gap) > CONFIDENCE_GAP:
+            return 1 if gap > 0 else -1
+    if seam == "junctions":
+        cue = occlusion(p, q)
+        return 1 if cue > margin else -1 if cue < -margin else 0
+    behind = _wraps_around(a, b)
+    return 0 if behind is None else (-1 if behind == 0 else 1)
+
+
+def _wraps_around(a: np.ndarray, b: np.ndarray) -> int | None:
+    """Which of two masks that meet along a seam (within :data:`SEAM_REACH` px) is behind: 0 (``a``), 1 (``b``) or
+    None (they do not meet, or no cue). The occluder's silhouette is whole, so along the seam it bulges into the
+    other mask, which wraps around it (the bite the occluder takes out of it): around the seam (a box about the
+    smaller mask's size) the mask behind covers more pixels than the one in front."""
+    near = _disk(SEAM_REACH)
+    seam = cv2.dilate(a.astype(np.uint8), near).astype(bool) & cv2.dilate(b.astype(np.uint8), near).astype(bool)
+    area = min(int(a.sum()), int(b.sum()))
+    if area == 0 or not seam.any():
+        return None
+    r = max(3, round(0.5 * area ** 0.5))
+    ys, xs = np.nonzero(seam)
+    h, w = seam.shape
+    y0, y1 = max(0, int(ys.min()) - r), min(h, int(ys.max()) + 1 + r)
+    x0, x1 = max(0, int(xs.min()) - r), min(w, int(xs.max()) + 1 + r)
+    k = (2 * r + 1, 2 * r + 1)
+    cover_a = cv2.blur(a[y0:y1, x0:x1].astype(np.float32), k, borderType=cv2.BORDER_CONSTANT)
+    cover_b = cv2.blur(b[y0:y1, x0:x1].astype(np.float32), k, borderType=cv2.BORDER_CONSTANT)
+    sel = seam[y0:y1, x0:x1]
+    diff = float(cover_a[sel].mean() - cover_b[sel].mean())
+    if abs(diff) < 1e-3:
+        return None
+    return 0 if diff > 0 else 1
+
+
+def occlusion_order(base: Sequence[int], windows: Sequence[Window | None],
+                    margin: float = OCCLUSION_MARGIN, seam: str = "junctions") -> list[int]:
+    """``base`` (a back-to-front order of the layers ``windows`` describe) with every pair of layers that
+    :func:`in_front` (with ``margin`` and ``seam``) orders put as the picture shows them: the one hidden in part
+    goes behind. Layers no cue orders keep their place in ``base``; when the cues form a cycle, the earliest layer
+    of ``base`` still left goes first."""
+    n = len(windows)
+    if sorted(base) != list(range(n)):
+        raise ValueError(f"base must order the {n} layers (each index 0..{n - 1} once), got {list(base)}")
+    behind: list[set[int]] = [set() for _ in range(n)]  # behind[j]: the layers that must be painted before j
+    for i in range(n):
+        for j in range(i + 1, n):
+            cue = in_front(windows[i], windows[j], margin, seam)
+            if cue > 0:
+                behind[i].add(j)
+            elif cue < 0:
+                behind[j].add(i)
+    out: list[int] = []
+    left = list(base)
+    while left:
+        ready = [k for k in left if not behind[k] & set(left)]
+        pick = ready[0] if ready else left[0]  # a cycle: the base order decides
+        out.append(pick)
+        left.remove(pick)
+    return out
