@@ -514,6 +514,18 @@ def test_cli_plane_guidance_switch(tmp_path, monkeypatch):
     assert [c.plane_guidance for c in seen] == [True, False]
 
 
+def test_cli_depth_refine_switch(tmp_path, monkeypatch):
+    import cartoonseg.kenburns.cli as cli
+
+    seen = []
+    real = cli.render_kenburns
+    monkeypatch.setattr(cli, "render_kenburns", lambda *a, **k: seen.append(k["config"]) or real(*a, **k))
+    args = _write_inputs(tmp_path)
+    for i, flag in enumerate(([], ["--depth-refine"], ["--no-depth-refine"])):
+        assert cli.main([*args, *flag, "--fill", "far-side", "--out", str(tmp_path / f"{i}.webp")]) == 0
+    assert [c.depth_refine for c in seen] == [False, True, False]
+
+
 def test_cli_diffusion_fill_runs_a_diffusers_pipeline(tmp_path, capsys, tiny_pipeline_dir):
     from PIL import Image
 

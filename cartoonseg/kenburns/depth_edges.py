@@ -13,11 +13,13 @@ A window is a ramp, and only then touched, when
   smooth slant (a ground, a floor) stays as it is, while a blurred step keeps a residual of about a fifth of its
   height (a threshold of 0.08 leaves a slant with a 3 % depth noise alone and still finds a step blurred 1.5 px).
 
-The ramp's own pixels there (those between the window's near side, its top quarter of the range, and its far
-side, its bottom quarter) then take the mean disparity of the side whose nearest colour is nearer their own (the
-nearest, not the mean colour: a side may be patterned); where both sides hold the colour as well (a depth edge with no
-colour edge) the side their value is nearer to. A side's own pixels keep their value (its slant, its noise), and
-values only move within the window's range, so the refinement never invents a depth that was not there.
+Every pixel of such a window then takes the mean disparity of the window's near side (its pixels in the top quarter
+of the range) or far side (the bottom quarter), the side whose nearest colour is nearer its own (the nearest, not the
+mean colour: a side may be patterned); where both sides hold the colour as well (a depth edge with no colour edge)
+the side its value is nearer to. Values only move within the window's range, so the refinement never invents a depth
+that was not there; a side's slant or noise is flattened within a few pixels of a step only. (Snapping only the
+ramp's middle half and leaving the sides' pixels as they were was measured too: on the quality benchmark's scenes with
+a 1.5 px blur it removed 29 % of the relative depth error at the edges instead of 43 %.)
 """
 
 from __future__ import annotations
@@ -28,9 +30,15 @@ from torch import Tensor
 
 __all__ = ["refine_depth_edges"]
 
-#: Below this squared RGB distance between the two sides' mean colours (about 0.03 per channel) the image says nothing
-#: about which side a pixel is on, and its value decides.
+#: Where the squared RGB distances to the two sides' nearest colours differ by less than this (about 0.03 per channel)
+#: the image says nothing about which side a pixel is on, and its value decides.
 _SAME_COLOUR = 3 * 0.03 ** 2
+#: A side of a ramp's window: its pixels within this share of the range from the window's largest (near side) or
+#: smallest (far side) value.
+_BAND = 0.25
+#: A ramp's window leaves an affine fit's residual (relative to its mean) at least this many times the median
+#: window's: a slant with an estimator's noise is not a step.
+NOISE_FACTOR = 3.0
 #: Flagged pixels gathered at once (bounds the memory to about this many windows).
 _CHUNK = 1 << 16
 
@@ -58,10 +66,17 @@ def refine_depth_edges(near: Tensor, rgb: Tensor, *, radius: int = 4, jump: floa
     if not (0.0 < jump < 1.0 and 0.0 < nonplanar < 1.0):
         raise ValueError(f"refine_depth_edges: jump and nonplanar must lie in (0, 1), got {jump} and {nonplanar}")
     h, w = near.shape
-    k = 2 * radius + 1
     out = near.clone()
+    radius = min(radius, h - 1, w - 1)  # a window within a tiny image (reflection needs a pixel beyond the centre)
+    if radius < 1:
+        return out
+    k = 2 * radius + 1
     v = near.float()[None, None]
+    # the range and the sides from the window's pixels inside the image (a replicated border value is one of them)
     pad = F.pad(v, (radius,) * 4, mode="replicate")
+    # the affine fit over an odd reflection at the border (2 v(edge) - v(mirror)), which continues an affine function
+    # exactly, so a slant that meets the image's border is still a plane there
+    odd = 2.0 * pad - F.pad(v, (radius,) * 4, mode="reflect")
     hi = F.max_pool2d(pad, k, stride=1)[0, 0]
     lo = -F.max_pool2d(-pad, k, stride=1)[0, 0]
     rng = hi - lo
@@ -70,11 +85,15 @@ def refine_depth_edges(near: Tensor, rgb: Tensor, *, radius: int = 4, jump: floa
     n = float(k * k)
     sxx = float(k * (d ** 2).sum())
     kernels = torch.stack([torch.ones(k, k, device=near.device), d[None, :].expand(k, k), d[:, None].expand(k, k)])
-    sums = F.conv2d(pad, kernels[:, None])[0]  # [3,H,W]: sum v, sum v dx, sum v dy
-    sq = F.conv2d(pad * pad, kernels[:1, None])[0, 0]
+    sums = F.conv2d(odd, kernels[:, None])[0]  # [3,H,W]: sum v, sum v dx, sum v dy
+    sq = F.conv2d(odd * odd, kernels[:1, None])[0, 0]
     rss = sq - sums[0] ** 2 / n - (sums[1] ** 2 + sums[2] ** 2) / sxx
     resid = rss.clamp_min(0.0).div(n).sqrt()
-    ramp = (rng > jump * hi) & (resid > nonplanar * rng)
+    # the depth's own wobble (an estimator's noise): the median window's residual relative to its mean, since most
+    # windows lie within one smooth surface; a step must stand out of it too (0 on exact depth)
+    rel = resid / (sums[0] / n).abs().clamp_min(1e-12)
+    wobble = float(rel.median())
+    ramp = (rng > jump * hi) & (resid > nonplanar * rng) & (rel > NOISE_FACTOR * wobble)
     idx = ramp.flatten().nonzero()[:, 0]
     if idx.numel() == 0:
         return out
@@ -95,8 +114,8 @@ def refine_depth_edges(near: Tensor, rgb: Tensor, *, radius: int = 4, jump: floa
         cols = flat_c[:, at]  # [3,N,K]
         low, top = lo.flatten()[i, None], hi.flatten()[i, None]
         span = top - low
-        near_side = (vals >= top - 0.25 * span).float()
-        far_side = (vals <= low + 0.25 * span).float()
+        near_side = (vals >= top - _BAND * span).float()
+        far_side = (vals <= low + _BAND * span).float()
         cn, cf = near_side.sum(1), far_side.sum(1)  # both >= 1 (the max and the min)
         vn, vf = (vals * near_side).sum(1) / cn, (vals * far_side).sum(1) / cf
         c = own_c[:, i]
@@ -109,7 +128,5 @@ def refine_depth_edges(near: Tensor, rgb: Tensor, *, radius: int = 4, jump: floa
         v0 = flat_v[centre]
         by_colour = (dn - df).abs() > _SAME_COLOUR
         pick_near = torch.where(by_colour, dn < df, v0 >= 0.5 * (vn + vf))
-        # only the ramp's own pixels (between the two sides' bands) move; a side's pixels keep their value
-        between = (v0 > low[:, 0] + 0.25 * span[:, 0]) & (v0 < top[:, 0] - 0.25 * span[:, 0])
-        result[i] = torch.where(between, torch.where(pick_near, vn, vf), v0)
+        result[i] = torch.where(pick_near, vn, vf)
     return result.view(h, w).to(near.dtype)
