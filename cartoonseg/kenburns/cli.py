@@ -252,8 +252,8 @@ def _add_kenburns(sub) -> None:
     p.add_argument("--depth-refine", action=argparse.BooleanOptionalAction,
                    default=KenBurnsConfig.depth_refine,
                    help="snap the ramps a depth estimator leaves at depth edges to their near or far side, guided by "
-                        "the image, so a moved camera opens a hole there instead of a smeared skin (default: "
-                        "%(default)s)")
+                        "the image, so a moved camera opens a hole there instead of a smeared skin; for an "
+                        "estimator's depth (--depth-model), not a sharp drawn one (default: %(default)s)")
     p.add_argument("--diffusion-model", default=None,
                    help="--fill diffusion: diffusers SD inpainting folder or single-file SD1.x checkpoint (local only)")
     p.add_argument("--config-dir", default=None, help="local diffusers config folder (for a single-file checkpoint)")
