@@ -124,3 +124,31 @@ def test_build_scene_refines_only_when_asked():
     exact = 1.0 / (near / NEAR)
     assert float(((refined.depth - exact).abs() / exact)[off].max()) < 0.1
     assert float(((plain.depth - exact).abs() / exact)[off].max()) > 0.2
+
+
+def _coverage(s: int = 4) -> torch.Tensor:
+    """The disc's anti-aliased coverage of each pixel (``s`` x ``s`` samples), as a renderer's exact depth has it."""
+    o = (torch.arange(s, dtype=torch.float32) + 0.5) / s - 0.5
+    y = (torch.arange(H, dtype=torch.float32)[:, None] + o[None, :]).reshape(-1)
+    x = (torch.arange(W, dtype=torch.float32)[:, None] + o[None, :]).reshape(-1)
+    inside = (torch.hypot(y[:, None] - CENTRE[0], x[None, :] - CENTRE[1]) < RADIUS).float()
+    return F.avg_pool2d(inside[None, None], s)[0, 0]
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.004, 0.008])
+def test_sharp_step_beside_a_slant_unchanged(slope):
+    """An exact depth's step is already sharp (not a ramp): left bit for bit, also where the far side is a slanted
+    ground, which snapping to a side's mean value would flatten. With an anti-aliased rim (mixed pixels, one wide;
+    where the rim runs diagonally and the ground's slant falls between the sides too, a window can hold 1.5 columns'
+    worth), at most a few pixels move (1 % of the image), by under 5 % of their depth (the ground moves 2-8 % within
+    a window here)."""
+    rgb, _, _ = _disc_scene()
+    far = 0.3 + slope * torch.arange(H, dtype=torch.float32)[:, None].expand(H, W)
+    cov = _coverage()
+    binary = torch.where(cov > 0.5, torch.tensor(NEAR), far)
+    assert torch.equal(refine_depth_edges(binary, rgb), binary)
+    mixed = cov * NEAR + (1 - cov) * far
+    out = refine_depth_edges(mixed, rgb)
+    moved = out != mixed
+    assert int(moved.sum()) <= 0.01 * H * W
+    assert float(((out - mixed).abs() / mixed).max()) < 0.05

@@ -11,7 +11,10 @@ A window is a ramp, and only then touched, when
 * and an affine function of the pixel coordinates does not explain it (its residual's standard deviation is at least
   ``nonplanar`` of the range): a plane is exactly affine in disparity (see :mod:`cartoonseg.kenburns.planes`), so a
   smooth slant (a ground, a floor) stays as it is, while a blurred step keeps a residual of about a fifth of its
-  height (a threshold of 0.08 leaves a slant with a 3 % depth noise alone and still finds a step blurred 1.5 px).
+  height (a threshold of 0.08 leaves a slant with a 3 % depth noise alone and still finds a step blurred 1.5 px),
+  nor the depth's own wobble (3x the median window's relative residual: an estimator's noise on a ground),
+* and it holds a ramp: pixels between its two sides (see below) over at least :data:`RAMP_WIDTH` columns' worth. An
+  exact step is sharp (its anti-aliased rim is one pixel wide) and is left as it is.
 
 Every pixel of such a window then takes the mean disparity of the window's near side (its pixels in the top quarter
 of the range) or far side (the bottom quarter), the side whose nearest colour is nearer its own (the nearest, not the
@@ -39,6 +42,8 @@ _BAND = 0.25
 #: A ramp's window leaves an affine fit's residual (relative to its mean) at least this many times the median
 #: window's: a slant with an estimator's noise is not a step.
 NOISE_FACTOR = 3.0
+#: Least width (px) of a ramp between the two sides for a window to be snapped: a sharp step is left as it is.
+RAMP_WIDTH = 1.5
 #: Flagged pixels gathered at once (bounds the memory to about this many windows).
 _CHUNK = 1 << 16
 
@@ -128,5 +133,9 @@ def refine_depth_edges(near: Tensor, rgb: Tensor, *, radius: int = 4, jump: floa
         v0 = flat_v[centre]
         by_colour = (dn - df).abs() > _SAME_COLOUR
         pick_near = torch.where(by_colour, dn < df, v0 >= 0.5 * (vn + vf))
-        result[i] = torch.where(pick_near, vn, vf)
+        # a ramp only where the window holds one: pixels between the two sides over at least RAMP_WIDTH columns'
+        # worth (an estimator's blur spreads a step over 2 or more; an exact, anti-aliased step holds 1 at most)
+        ramp_px = ((vals > low + _BAND * span) & (vals < top - _BAND * span)).sum(1)
+        is_ramp = ramp_px >= RAMP_WIDTH * k
+        result[i] = torch.where(is_ramp, torch.where(pick_near, vn, vf), v0)
     return result.view(h, w).to(near.dtype)
