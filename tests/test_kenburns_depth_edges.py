@@ -152,3 +152,17 @@ def test_sharp_step_beside_a_slant_unchanged(slope):
     moved = out != mixed
     assert int(moved.sum()) <= 0.01 * H * W
     assert float(((out - mixed).abs() / mixed).max()) < 0.05
+
+
+def test_sharp_depth_left_whole():
+    """A depth whose steps are all sharp (exact, drawn) is not refined anywhere: also not where a ground meets a far
+    wall (a crease: the ground's slant alone spans a window, which looks like a ramp there) or beside the disc."""
+    rgb, _, dist = _disc_scene()
+    y = torch.arange(H, dtype=torch.float32)[:, None].expand(H, W)
+    ground = torch.where(y < 16, torch.tensor(0.2), 0.2 + 0.025 * (y - 16))
+    near = torch.where(dist < 0, torch.tensor(NEAR), ground)
+    assert torch.equal(refine_depth_edges(near, rgb), near)
+    # the same scene blurred as an estimator's is refined: the disc's step comes back
+    out = refine_depth_edges(_blur(near), rgb)
+    assert float((out - near).abs()[(dist.abs() > 1.0) & (dist < 4.0) & (dist > -4.0) & (y < 16)].max()) < 0.1 * (
+        NEAR - 0.2)

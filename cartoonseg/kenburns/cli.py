@@ -253,7 +253,7 @@ def _add_kenburns(sub) -> None:
                    default=KenBurnsConfig.depth_refine,
                    help="snap the ramps a depth estimator leaves at depth edges to their near or far side, guided by "
                         "the image, so a moved camera opens a hole there instead of a smeared skin; for an "
-                        "estimator's depth (--depth-model), not a sharp drawn one (default: %(default)s)")
+                        "estimator's depth (--depth-model); a depth with sharp steps is left as it is (default: %(default)s)")
     p.add_argument("--diffusion-model", default=None,
                    help="--fill diffusion: diffusers SD inpainting folder or single-file SD1.x checkpoint (local only)")
     p.add_argument("--config-dir", default=None, help="local diffusers config folder (for a single-file checkpoint)")

@@ -16,6 +16,11 @@ A window is a ramp, and only then touched, when
 * and it holds a ramp: pixels between its two sides (see below) over at least :data:`RAMP_WIDTH` columns' worth. An
   exact step is sharp (its anti-aliased rim is one pixel wide) and is left as it is.
 
+A depth that is not blurred at all (the median such window holds less than :data:`EDGE_BLUR` columns of ramp: about
+0 on an exact or a drawn depth, 1.5-2.3 with a 1-1.5 px blur, with or without noise) is returned whole: there a
+slanted ground that spans a window by itself (where it meets a far wall, beside a character) would otherwise look
+like a ramp and be flattened.
+
 Every pixel of such a window then takes the mean disparity of the window's near side (its pixels in the top quarter
 of the range) or far side (the bottom quarter), the side whose nearest colour is nearer its own (the nearest, not the
 mean colour: a side may be patterned); where both sides hold the colour as well (a depth edge with no colour edge)
@@ -44,6 +49,8 @@ _BAND = 0.25
 NOISE_FACTOR = 3.0
 #: Least width (px) of a ramp between the two sides for a window to be snapped: a sharp step is left as it is.
 RAMP_WIDTH = 1.5
+#: Least median ramp width (columns) of the step windows for the depth to count as blurred and be refined at all.
+EDGE_BLUR = 1.0
 #: Flagged pixels gathered at once (bounds the memory to about this many windows).
 _CHUNK = 1 << 16
 
@@ -111,14 +118,30 @@ def refine_depth_edges(near: Tensor, rgb: Tensor, *, radius: int = 4, jump: floa
     flat_c = rgb_p.flatten(1)  # [3,(H+2r)(W+2r)]
     result = out.flatten().float().clone()
     own_c = rgb.float().flatten(1)
-    for start in range(0, idx.numel(), _CHUNK):
-        i = idx[start:start + _CHUNK]
+
+    def window(i: Tensor):
+        """The window values ``[N,K]``, their flat positions, and its lowest / highest value and range ``[N,1]``."""
         centre = (i // w + radius) * wp + (i % w + radius)
         at = centre[:, None] + offs[None, :]  # [N,K]
-        vals = flat_v[at]
-        cols = flat_c[:, at]  # [3,N,K]
         low, top = lo.flatten()[i, None], hi.flatten()[i, None]
-        span = top - low
+        return flat_v[at], centre, at, low, top, top - low
+
+    def ramp_columns(vals: Tensor, low: Tensor, top: Tensor, span: Tensor) -> Tensor:
+        """Per window, its pixels between the two sides (the ramp), in columns' worth."""
+        return ((vals > low + _BAND * span) & (vals < top - _BAND * span)).sum(1).float() / k
+
+    # is the depth blurred at all? The median step window's ramp: about 0 on an exact (or drawn) depth, whose steps
+    # are sharp, 1.5-2.3 columns with a 1-1.5 px blur (the quality benchmark's scenes); a sharp depth is left whole
+    widths = []
+    for start in range(0, idx.numel(), _CHUNK):
+        vals, _, _, low, top, span = window(idx[start:start + _CHUNK])
+        widths.append(ramp_columns(vals, low, top, span))
+    if float(torch.cat(widths).median()) < EDGE_BLUR:
+        return out
+    for start in range(0, idx.numel(), _CHUNK):
+        i = idx[start:start + _CHUNK]
+        vals, centre, at, low, top, span = window(i)
+        cols = flat_c[:, at]  # [3,N,K]
         near_side = (vals >= top - _BAND * span).float()
         far_side = (vals <= low + _BAND * span).float()
         cn, cf = near_side.sum(1), far_side.sum(1)  # both >= 1 (the max and the min)
@@ -135,7 +158,6 @@ def refine_depth_edges(near: Tensor, rgb: Tensor, *, radius: int = 4, jump: floa
         pick_near = torch.where(by_colour, dn < df, v0 >= 0.5 * (vn + vf))
         # a ramp only where the window holds one: pixels between the two sides over at least RAMP_WIDTH columns'
         # worth (an estimator's blur spreads a step over 2 or more; an exact, anti-aliased step holds 1 at most)
-        ramp_px = ((vals > low + _BAND * span) & (vals < top - _BAND * span)).sum(1)
-        is_ramp = ramp_px >= RAMP_WIDTH * k
+        is_ramp = ramp_columns(vals, low, top, span) >= RAMP_WIDTH
         result[i] = torch.where(is_ramp, torch.where(pick_near, vn, vf), v0)
     return result.view(h, w).to(near.dtype)

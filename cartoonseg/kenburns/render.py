@@ -130,9 +130,9 @@ class KenBurnsConfig:
             everything in image space as before.
         depth_refine: snap the ramps a depth estimator leaves at depth edges to their near or far side, guided by
             the image (:func:`~cartoonseg.kenburns.depth_edges.refine_depth_edges`), before the layers are built,
-            so a moved camera opens a hole there instead of showing a smeared skin of points. Off by default: it
-            helps an estimator's depth (Depth Anything V2 and the like) and costs a sharp, exact depth (it
-            flattens slanted surfaces beside its steps a little; see the README's quality figures).
+            so a moved camera opens a hole there instead of showing a smeared skin of points. For an estimator's
+            depth (Depth Anything V2 and the like); a depth with sharp steps (exact, drawn) is left as it is. Off by
+            default for now (see the README's quality figures).
     """
 
     size: int = 0
