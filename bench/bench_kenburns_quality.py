@@ -686,12 +686,16 @@ def planar_truth_plate(layers, plate: Tensor | None, focal: float, size: tuple[i
 def fill_config(fill: str) -> KenBurnsConfig:
     """A fill name of the benchmark: one of the renderer's fills, with options after ``+``: ``plate`` (the plate
     shown behind the characters instead of inpainting what the key views reveal there), ``noplanes`` (no plane
-    guidance: every hole inpainted in image space), e.g. ``patchmatch+plate``, ``patchmatch+noplanes``."""
+    guidance: every hole inpainted in image space), ``edges`` / ``noedges`` (depth-edge refinement on / off, see
+    ``KenBurnsConfig.depth_refine``), e.g. ``patchmatch+plate``, ``patchmatch+noplanes``, ``far-side+edges``."""
     name, *options = fill.split("+")
-    unknown = sorted(set(options) - {"plate", "noplanes"})
+    unknown = sorted(set(options) - {"plate", "noplanes", "edges", "noedges"})
     if unknown:
-        raise ValueError(f"--fills: unknown option(s) {unknown} in {fill!r}; allowed after '+': plate, noplanes")
+        raise ValueError(f"--fills: unknown option(s) {unknown} in {fill!r}; allowed after '+': plate, noplanes, "
+                         f"edges, noedges")
+    refine = True if "edges" in options else False if "noedges" in options else KenBurnsConfig.depth_refine
     return KenBurnsConfig(fill=name, character_reveals="plate" if "plate" in options else "key-views",
+                          depth_refine=refine,
                           plane_guidance="noplanes" not in options)
 
 

@@ -514,6 +514,18 @@ def test_cli_plane_guidance_switch(tmp_path, monkeypatch):
     assert [c.plane_guidance for c in seen] == [True, False]
 
 
+def test_cli_depth_refine_switch(tmp_path, monkeypatch):
+    import cartoonseg.kenburns.cli as cli
+
+    seen = []
+    real = cli.render_kenburns
+    monkeypatch.setattr(cli, "render_kenburns", lambda *a, **k: seen.append(k["config"]) or real(*a, **k))
+    args = _write_inputs(tmp_path)
+    for i, flag in enumerate(([], ["--depth-refine"], ["--no-depth-refine"])):
+        assert cli.main([*args, *flag, "--fill", "far-side", "--out", str(tmp_path / f"{i}.webp")]) == 0
+    assert [c.depth_refine for c in seen] == [False, True, False]
+
+
 def test_cli_diffusion_fill_runs_a_diffusers_pipeline(tmp_path, capsys, tiny_pipeline_dir):
     from PIL import Image
 
@@ -611,14 +623,16 @@ def test_quality_benchmark_first_scene_scores_held_out_scenes(tmp_path):
 
 def test_quality_benchmark_fill_names():
     """The benchmark's fill names: a renderer fill with options after '+' (the plate behind the characters, no plane
-    guidance); an unknown option is refused with the allowed ones."""
+    guidance, depth-edge refinement on or off); an unknown option is refused with the allowed ones."""
     bench = _quality_bench()
     assert bench.fill_config("patchmatch") == KenBurnsConfig(fill="patchmatch")
     assert bench.fill_config("patchmatch+plate") == KenBurnsConfig(fill="patchmatch", character_reveals="plate")
     assert bench.fill_config("patchmatch+noplanes") == KenBurnsConfig(fill="patchmatch", plane_guidance=False)
     both = bench.fill_config("patchmatch+plate+noplanes")
     assert both.character_reveals == "plate" and not both.plane_guidance
-    with pytest.raises(ValueError, match="plate, noplanes"):
+    assert bench.fill_config("far-side+edges") == KenBurnsConfig(fill="far-side", depth_refine=True)
+    assert bench.fill_config("far-side+noedges") == KenBurnsConfig(fill="far-side", depth_refine=False)
+    with pytest.raises(ValueError, match="plate, noplanes, edges, noedges"):
         bench.fill_config("patchmatch+planes")
 
 

@@ -120,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
                             playback=args.playback, fps=args.fps)
         config = KenBurnsConfig(depth_of_field=args.dof, fill=args.fill, key_views=args.key_views,
                                 character_reveals=args.character_reveals,
-                                plane_guidance=not args.no_plane_guidance)  # the size follows from the image
+                                plane_guidance=not args.no_plane_guidance,
+                                depth_refine=args.depth_refine)  # the size follows from the image
     except ValueError as exc:  # the library names its fields; a command-line user knows the options
         message = str(exc)
         for field, option in _OPTIONS.items():
@@ -248,6 +249,11 @@ def _add_kenburns(sub) -> None:
     p.add_argument("--no-plane-guidance", action="store_true",
                    help="patchmatch, diffusion: inpaint a slanted ground in image space too (default: in the "
                         "ground's own coordinates, so its pattern keeps its perspective, at the ground's depth)")
+    p.add_argument("--depth-refine", action=argparse.BooleanOptionalAction,
+                   default=KenBurnsConfig.depth_refine,
+                   help="snap the ramps a depth estimator leaves at depth edges to their near or far side, guided by "
+                        "the image, so a moved camera opens a hole there instead of a smeared skin; for an "
+                        "estimator's depth (--depth-model); a depth with sharp steps is left as it is (default: %(default)s)")
     p.add_argument("--diffusion-model", default=None,
                    help="--fill diffusion: diffusers SD inpainting folder or single-file SD1.x checkpoint (local only)")
     p.add_argument("--config-dir", default=None, help="local diffusers config folder (for a single-file checkpoint)")
