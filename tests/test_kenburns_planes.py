@@ -253,20 +253,14 @@ def test_render_fills_the_ground_behind_a_character_in_perspective():
     assert scores[True] > scores[False] + 0.5, scores  # about +1.4 dB on the CPUs tried
 
 
-def test_key_view_holes_on_a_plane_are_not_inpainted_twice(monkeypatch):
-    """Step 1 of a key view: a group of holes that lies all on a plane is filled by :func:`plane_fill` only; its
-    image-space PatchMatch (whose result the plane fill replaced) is skipped. Every window is inpainted on its own
-    from the rendered view, so the render is bit-identical to the one that runs both fills."""
+def _skipped_and_both(monkeypatch, image, near, mask, camera, step: str):
+    """Render with the key views' skip of plane-only groups and again without it for ``step`` (``holes``: step 1's
+    depth-edge holes, ``reveals``: step 2's reveals behind the characters; the old behaviour inpainted them in image
+    space too). Returns both results, the PatchMatch calls of each, and how often the un-skipped step ran."""
     import cartoonseg.inpaint as inpaint
     import cartoonseg.kenburns.disocclusion as D
-    from cartoonseg.kenburns import CameraPath, render_kenburns
+    from cartoonseg.kenburns import render_kenburns
 
-    rgb, depth, _ = ground_view()
-    yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
-    body = ((xx - 72) ** 2 / 9.0**2 + (yy - 62) ** 2 / 18.0**2) < 1.0
-    image = torch.where(body[..., None], torch.tensor([0.9, 0.3, 0.3]), rgb)
-    near = torch.where(body, torch.full_like(depth, 1.0 / float(depth[80, 72])), 1.0 / depth)
-    camera = CameraPath(preset="zoom-in", frames=3, zoom=1.6, playback=False)
     calls = []
     real_pm = inpaint.patchmatch_inpaint
 
@@ -275,18 +269,37 @@ def test_key_view_holes_on_a_plane_are_not_inpainted_twice(monkeypatch):
         return real_pm(*args, **kw)
 
     monkeypatch.setattr(inpaint, "patchmatch_inpaint", counting)
-    skipping = render_kenburns(image, near, masks=body.float()[None], camera=camera)
+    skipping = render_kenburns(image, near, masks=mask.float()[None], camera=camera)
     n_skipping = len(calls)
     real_fv = D.fill_view
+    unskipped = []
 
-    def without_skip(*args, **kw):  # the old behaviour: every group inpainted in image space
-        kw.pop("skip", None)
+    def without_skip(*args, **kw):
+        if bool(kw.get("split_depth")) == (step == "reveals"):
+            unskipped.append(1)
+            kw.pop("skip", None)
         return real_fv(*args, **kw)
 
     monkeypatch.setattr(D, "fill_view", without_skip)
     calls.clear()
-    both = render_kenburns(image, near, masks=body.float()[None], camera=camera)
-    assert n_skipping < len(calls), (n_skipping, len(calls))  # the ground's holes: one PatchMatch fewer here
+    both = render_kenburns(image, near, masks=mask.float()[None], camera=camera)
+    return skipping, both, n_skipping, len(calls), len(unskipped)
+
+
+def test_key_view_holes_on_a_plane_are_not_inpainted_twice(monkeypatch):
+    """Step 1 of a key view: a group of holes that lies all on a plane is filled by :func:`plane_fill` only; its
+    image-space PatchMatch (whose result the plane fill replaced) is skipped. Every window is inpainted on its own
+    from the rendered view, so the render is bit-identical to the one that runs both fills."""
+    from cartoonseg.kenburns import CameraPath
+
+    rgb, depth, _ = ground_view()
+    yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
+    body = ((xx - 72) ** 2 / 9.0**2 + (yy - 62) ** 2 / 18.0**2) < 1.0
+    image = torch.where(body[..., None], torch.tensor([0.9, 0.3, 0.3]), rgb)
+    near = torch.where(body, torch.full_like(depth, 1.0 / float(depth[80, 72])), 1.0 / depth)
+    camera = CameraPath(preset="zoom-in", frames=3, zoom=1.6, playback=False)
+    skipping, both, n_skipping, n_both, _ = _skipped_and_both(monkeypatch, image, near, body, camera, "holes")
+    assert n_skipping < n_both, (n_skipping, n_both)  # the ground's holes: one PatchMatch fewer here
     assert torch.equal(skipping.frames, both.frames)
     assert torch.equal(skipping.disocclusion, both.disocclusion)
 
@@ -329,35 +342,13 @@ def test_key_view_reveals_on_a_plane_are_not_inpainted_twice(monkeypatch):
     lies all on the plane is filled by :func:`plane_fill` only, which reads the far side's depth, never the
     image-space fill's colours; its image-space PatchMatch is skipped and the render is bit-identical to the one
     that runs both fills."""
-    import cartoonseg.inpaint as inpaint
-    import cartoonseg.kenburns.disocclusion as D
-    from cartoonseg.kenburns import CameraPath, render_kenburns
+    from cartoonseg.kenburns import CameraPath
 
     image, near, body = standing_character()
     camera = CameraPath(preset="zoom-in", frames=3, playback=False)
-    calls = []
-    real_pm = inpaint.patchmatch_inpaint
-
-    def counting(*args, **kw):
-        calls.append(1)
-        return real_pm(*args, **kw)
-
-    monkeypatch.setattr(inpaint, "patchmatch_inpaint", counting)
-    skipping = render_kenburns(image, near, masks=body.float()[None], camera=camera)
-    n_skipping = len(calls)
-    real_fv = D.fill_view
-    reveal_calls = []
-
-    def without_skip(*args, **kw):  # the old behaviour of step 2: every band of reveals inpainted in image space
-        if kw.get("split_depth"):
-            reveal_calls.append(1)
-            kw.pop("skip", None)
-        return real_fv(*args, **kw)
-
-    monkeypatch.setattr(D, "fill_view", without_skip)
-    calls.clear()
-    both = render_kenburns(image, near, masks=body.float()[None], camera=camera)
+    skipping, both, n_skipping, n_both, reveal_calls = _skipped_and_both(monkeypatch, image, near, body, camera,
+                                                                         "reveals")
     assert reveal_calls  # the key view does reveal the ground behind the character
-    assert n_skipping < len(calls), (n_skipping, len(calls))  # the reveals on the ground: one PatchMatch fewer
+    assert n_skipping < n_both, (n_skipping, n_both)  # the reveals on the ground: one PatchMatch fewer
     assert torch.equal(skipping.frames, both.frames)
     assert torch.equal(skipping.disocclusion, both.disocclusion)
