@@ -636,20 +636,13 @@ def test_quality_benchmark_fill_names():
         bench.fill_config("patchmatch+planes")
 
 
-def test_fill_view_skips_only_bands_lying_all_in_skip(monkeypatch):
+def test_fill_view_skips_only_bands_lying_all_in_skip(spy_calls):
     """``fill_view(skip=...)``: a band whose pixels the caller replaces anyway (the plane-filled holes) is not
     inpainted; every other band, one with some pixels in ``skip`` included, is filled exactly as without it."""
     import cartoonseg.inpaint as inpaint
     from cartoonseg.kenburns.disocclusion import fill_view
 
-    calls = []
-    real = inpaint.patchmatch_inpaint
-
-    def counting(*args, **kw):
-        calls.append(1)
-        return real(*args, **kw)
-
-    monkeypatch.setattr(inpaint, "patchmatch_inpaint", counting)
+    calls = spy_calls(inpaint, "patchmatch_inpaint")
     g = torch.Generator().manual_seed(0)
     h, w = 40, 120
     rgb = torch.rand(h, w, 3, generator=g)

@@ -253,7 +253,7 @@ def test_render_fills_the_ground_behind_a_character_in_perspective():
     assert scores[True] > scores[False] + 0.5, scores  # about +1.4 dB on the CPUs tried
 
 
-def _skipped_and_both(monkeypatch, image, near, mask, camera, step: str):
+def _skipped_and_both(monkeypatch, spy_calls, image, near, mask, camera, step: str):
     """Render with the key views' skip of plane-only groups and again without it for ``step`` (``holes``: step 1's
     depth-edge holes, ``reveals``: step 2's reveals behind the characters; the old behaviour inpainted them in image
     space too). Returns both results, the PatchMatch calls of each, and how often the un-skipped step ran."""
@@ -261,14 +261,7 @@ def _skipped_and_both(monkeypatch, image, near, mask, camera, step: str):
     import cartoonseg.kenburns.disocclusion as D
     from cartoonseg.kenburns import render_kenburns
 
-    calls = []
-    real_pm = inpaint.patchmatch_inpaint
-
-    def counting(*args, **kw):
-        calls.append(1)
-        return real_pm(*args, **kw)
-
-    monkeypatch.setattr(inpaint, "patchmatch_inpaint", counting)
+    calls = spy_calls(inpaint, "patchmatch_inpaint")
     skipping = render_kenburns(image, near, masks=mask.float()[None], camera=camera)
     n_skipping = len(calls)
     real_fv = D.fill_view
@@ -286,7 +279,7 @@ def _skipped_and_both(monkeypatch, image, near, mask, camera, step: str):
     return skipping, both, n_skipping, len(calls), len(unskipped)
 
 
-def test_key_view_holes_on_a_plane_are_not_inpainted_twice(monkeypatch):
+def test_key_view_holes_on_a_plane_are_not_inpainted_twice(monkeypatch, spy_calls):
     """Step 1 of a key view: a group of holes that lies all on a plane is filled by :func:`plane_fill` only; its
     image-space PatchMatch (whose result the plane fill replaced) is skipped. Every window is inpainted on its own
     from the rendered view, so the render is bit-identical to the one that runs both fills."""
@@ -298,7 +291,8 @@ def test_key_view_holes_on_a_plane_are_not_inpainted_twice(monkeypatch):
     image = torch.where(body[..., None], torch.tensor([0.9, 0.3, 0.3]), rgb)
     near = torch.where(body, torch.full_like(depth, 1.0 / float(depth[80, 72])), 1.0 / depth)
     camera = CameraPath(preset="zoom-in", frames=3, zoom=1.6, playback=False)
-    skipping, both, n_skipping, n_both, _ = _skipped_and_both(monkeypatch, image, near, body, camera, "holes")
+    skipping, both, n_skipping, n_both, _ = _skipped_and_both(monkeypatch, spy_calls, image, near, body, camera,
+                                                              "holes")
     assert n_skipping < n_both, (n_skipping, n_both)  # the ground's holes: one PatchMatch fewer here
     assert torch.equal(skipping.frames, both.frames)
     assert torch.equal(skipping.disocclusion, both.disocclusion)
@@ -337,7 +331,7 @@ def test_render_is_bitwise_deterministic_for_a_thread_count(threads):
     assert torch.equal(first.disocclusion, second.disocclusion)
 
 
-def test_key_view_reveals_on_a_plane_are_not_inpainted_twice(monkeypatch):
+def test_key_view_reveals_on_a_plane_are_not_inpainted_twice(monkeypatch, spy_calls):
     """Step 2 of a key view (what it reveals behind a character standing on the ground): a depth band of reveals that
     lies all on the plane is filled by :func:`plane_fill` only, which reads the far side's depth, never the
     image-space fill's colours; its image-space PatchMatch is skipped and the render is bit-identical to the one
@@ -346,8 +340,8 @@ def test_key_view_reveals_on_a_plane_are_not_inpainted_twice(monkeypatch):
 
     image, near, body = standing_character()
     camera = CameraPath(preset="zoom-in", frames=3, playback=False)
-    skipping, both, n_skipping, n_both, reveal_calls = _skipped_and_both(monkeypatch, image, near, body, camera,
-                                                                         "reveals")
+    skipping, both, n_skipping, n_both, reveal_calls = _skipped_and_both(monkeypatch, spy_calls, image, near, body,
+                                                                         camera, "reveals")
     assert reveal_calls  # the key view does reveal the ground behind the character
     assert n_skipping < n_both, (n_skipping, n_both)  # the reveals on the ground: one PatchMatch fewer
     assert torch.equal(skipping.frames, both.frames)
