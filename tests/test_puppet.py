@@ -581,6 +581,31 @@ def test_a_hand_given_skeleton_with_face_joints_binds_the_head_and_keeps_the_shi
     assert spike.max() <= 24, spike.tolist()
 
 
+@pytest.mark.parametrize("u", [1.0, 2.0])
+@pytest.mark.parametrize("elbow", [(-11, 51), (-9, 48), (-10, 49)])
+def test_a_hand_given_upper_arm_inside_the_trunk_pins_no_flank_and_the_sleeve_follows(u, elbow):
+    # a hand-given shoulder inside the trunk and an elbow just past its outline leave the whole upper arm along the
+    # trunk's flank; the opening took it in, so the bone's midpoint sample sat on the trunk's outline and a raised
+    # arm carried a strip of the flank up with it (1.4 to 1.9 px at u = 1, 5 to 13 px at u = 2)
+    img, m, u, cx, rig = _openpose_rig(u, elbow)
+    ch = rig.characters[0]
+    sk = ch.skeleton
+    trunk = np.zeros(m.shape, np.uint8)
+    cv2.ellipse(trunk, (cx, int(round(50 * u))), (int(8 * u), int(14 * u)), 0, 0, 360, 1, -1)
+    ys, xs = np.nonzero(cv2.erode(trunk, np.ones((3, 3), np.uint8)))  # the shirt inside its drawn outline
+    flank = (xs < cx) & (ys > 44 * u) & (ys < 62 * u)  # the raised arm's side, from the armpit down
+    pts = np.stack([xs[flank], ys[flank]], 1).astype(np.float64)
+    e, w_ = sk.index("r_elbow"), sk.index("r_wrist")
+    t = np.linspace(0.5, 1.0, 11)[:, None]
+    sleeve = sk.joints[e] + t * (sk.joints[w_] - sk.joints[e])  # the forearm's axis, wrist half
+    for pose in joint_sequences(rig, PresetMotion("wave"), 36, 12)[0]:
+        deformed = ch.deform(pose)
+        assert np.hypot(*(_mesh_map(ch, pts, deformed) - pts).T).max() <= 0.5 * u
+        moved = np.hypot(*(_mesh_map(ch, sleeve, deformed) - sleeve).T)
+        rigid = np.hypot(*(pose[e] + t * (pose[w_] - pose[e]) - sleeve).T)  # where the posed forearm carries them
+        assert (moved >= 0.5 * rigid - 0.5).all(), (moved.round(1).tolist(), rigid.round(1).tolist())
+
+
 @pytest.mark.parametrize("u", [2.4, 3.0, 4.0])
 @pytest.mark.parametrize("source", ["pose", "auto"])
 def test_a_nod_turns_every_head_pixel_above_the_neck_joint_rigidly(source, u):

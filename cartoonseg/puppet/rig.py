@@ -5,8 +5,9 @@ instances by containment), else the automatic skeleton from the mask (:func:`~ca
 
 Handles (the mesh vertices ARAP pins) are bound to bones: every joint inside the mask (a joint just outside is
 snapped onto the nearest mask pixel), ``bone_samples`` points along every bone inside the mask (along a limb bone
-that starts inside a trunk, along its part outside it), and, for mesh parts that would otherwise have fewer than two
-handles (a detached hand, a hair strand), the part's vertex nearest the skeleton and the one farthest from it; and
+that starts inside a trunk, along its part outside it; none on one the trunk takes in whole), and, for mesh parts
+that would otherwise have fewer than two handles (a detached hand, a hair strand), the part's vertex nearest the
+skeleton and the one farthest from it; and
 the vertices of the mask's thick parts (a trunk, a head), outline included but less an outer band next to a limb,
 bound to the nearest bone inside the same part, so those parts keep their shape. A handle bound to bone ``(a, c)``
 with local coordinates ``(u, v)`` sits at ``J_a + u (J_c - J_a) + v R90 (J_c - J_a)`` in every pose, so it follows
@@ -304,7 +305,10 @@ def build_character(mask: np.ndarray, skeleton: Skeleton | None, *, instance: in
         points.append(p)
         binds.append((a, c, _bind(p, J[a], J[c])))
     for b, (a, c) in enumerate(bones):
-        t0, t1 = _free_span(parts, b, J[a], J[c], support)
+        span = _free_span(parts, b, J[a], J[c], support)
+        if span is None:
+            continue  # a limb bone that the thick part took in whole: its joints pin it, a sample would pin the part
+        t0, t1 = span
         for k in range(1, config.bone_samples + 1):
             t = t0 + (t1 - t0) * k / (config.bone_samples + 1)
             p = J[a] + t * (J[c] - J[a])
@@ -494,12 +498,16 @@ def _cell(p: np.ndarray, h: int, w: int) -> tuple[int, int] | None:
 
 
 def _free_span(parts: _ThickParts | None, b: int, a_xy: np.ndarray, c_xy: np.ndarray, support: np.ndarray
-               ) -> tuple[float, float]:
+               ) -> tuple[float, float] | None:
     """The span ``(t0, t1)`` of bone ``b`` (from ``a_xy`` to ``c_xy``) that its samples are spread over: the whole
     bone, unless the bone is a limb's (its midpoint in no thick part's core) and starts or ends inside a thick
     part: then the part of it outside every thick part, where the limb is drawn. A thigh whose hip sits inside the
     trunk has its midpoint near the trunk's lower edge, and a handle there, moving with the thigh, dragged the
-    trunk's lower flank along in a kick; the handle belongs on the visible leg."""
+    trunk's lower flank along in a kick; the handle belongs on the visible leg. None (no samples) when such a limb
+    bone lies inside the thick parts wherever it is inside the support: a hand-given shoulder inside the trunk and
+    an elbow just past its outline leave the upper arm along the trunk's flank, the opening takes it in whole (at
+    large scales), and its midpoint sample sat on the trunk's outline, so a raised arm carried a strip of the
+    shirt's flank up with it (5 to 13 px at u = 2); the shoulder and elbow handles still drive the arm."""
     if parts is None or parts.bone_label[b] > 0:
         return 0.0, 1.0
     h, w = support.shape
@@ -508,8 +516,10 @@ def _free_span(parts: _ThickParts | None, b: int, a_xy: np.ndarray, c_xy: np.nda
     cells = [_cell(a_xy + s * (c_xy - a_xy), h, w) for s in t]
     limb = np.array([c is not None and support[c] and parts.labels[c] == 0 for c in cells])
     inside = np.array([c is not None and parts.labels[c] > 0 for c in cells])
-    if not inside.any() or not limb.any():
+    if not inside.any():
         return 0.0, 1.0
+    if not limb.any():
+        return None
     k = np.nonzero(limb)[0]
     return float(t[k[0]]), float(t[k[-1]])
 
