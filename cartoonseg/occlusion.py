@@ -42,6 +42,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .ops import disk
+
 __all__ = ["CONFIDENCE_GAP", "JUNCTION_RADIUS", "OCCLUSION_MARGIN", "SEAM_REACH", "Window", "in_front", "mask_windows",
            "occlusion", "occlusion_order"]
 
@@ -100,10 +102,6 @@ def _corners(m: np.ndarray) -> np.ndarray:
     return m[:-1, :-1] | m[1:, :-1] | m[:-1, 1:] | m[1:, 1:]
 
 
-def _disk(radius: int) -> np.ndarray:
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-
-
 def occlusion(p: Window | None, q: Window | None) -> float:
     """The junction cue (:func:`in_front`'s second): how clearly layer ``p`` lies in front of layer ``q`` in the
     picture, in [-1, 1] (negative: behind; 0: they do not touch, or no side wins). Where a figure partly hides
@@ -138,7 +136,7 @@ def occlusion(p: Window | None, q: Window | None) -> float:
     junction = block & (only_a | only_b)
     if not junction.any():
         return 0.0
-    disc = _disk(r).astype(np.float32)
+    disc = disk(r).astype(np.float32)
     disc /= disc.sum()
     cover = cv2.filter2D(a.astype(np.float32) - b.astype(np.float32), -1, disc, borderType=cv2.BORDER_CONSTANT)
     return float(cover[junction > 0].mean())
@@ -183,7 +181,7 @@ def _wraps_around(a: np.ndarray, b: np.ndarray) -> int | None:
     None (they do not meet, or no cue). The occluder's silhouette is whole, so along the seam it bulges into the
     other mask, which wraps around it (the bite the occluder takes out of it): around the seam (a box about the
     smaller mask's size) the mask behind covers more pixels than the one in front."""
-    near = _disk(SEAM_REACH)
+    near = disk(SEAM_REACH)
     seam = cv2.dilate(a.astype(np.uint8), near).astype(bool) & cv2.dilate(b.astype(np.uint8), near).astype(bool)
     area = min(int(a.sum()), int(b.sum()))
     if area == 0 or not seam.any():
