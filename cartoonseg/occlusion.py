@@ -33,7 +33,11 @@ scene with 2.5 px more blur)                               -0.07)
 
 So the overlap confidence comes first for every caller, and each caller names its seam cue; a single rule for both
 (junctions, then the shape where they stay undecided) put the cel scene's back character in front and ordered
-figures that do not touch (1 px apart) by shape over the ground line.
+figures that do not touch (1 px apart) by shape over the ground line. Re-checked for the mattes alone after the
+junction cue's fix (its 0.5 level, centred and weighted junctions), on their own kind of input, the matting
+benchmark's overlap scene as simulated segmenter masks (7 sizes 96-720 px, extra blur 0 / 1.5 / 2.5, 8 seeds, both
+orders): the shape cue 306 / 10 / 20, junctions then the shape where they stay undecided 278 / 2 / 56, so the mattes
+keep the shape cue.
 """
 
 from __future__ import annotations
