@@ -64,8 +64,9 @@ import torch
 from torch import Tensor
 
 from .io import to_rgb_uint8
-from .occlusion import _disk, mask_windows
+from .occlusion import mask_windows
 from .occlusion import occlusion_order as _occlusion_order
+from .ops import disk
 from .structures import Instances
 
 __all__ = ["MattingConfig", "METHODS", "ramp_width", "wide_uncertain", "noise_variance", "trimap_from_soft", "snap_to_outlines", "line_art", "line_radius", "seam_ridges", "free_strokes", "solve_alpha", "occlusion_order", "compose_front_to_back",
@@ -183,7 +184,7 @@ def _transition(soft: np.ndarray, low: float, high: float) -> tuple[float, np.nd
     points = np.concatenate([c.reshape(-1, 2) for c in contours])
     cap = 2.0 * float(np.median(across[points[:, 1], points[:, 0]])) + 2.0
     wide = cv2.morphologyEx((uncertain & (across > cap)).astype(np.uint8), cv2.MORPH_OPEN,
-                            _disk(max(1, round(cap / 2)))).astype(bool)
+                            disk(max(1, round(cap / 2)))).astype(bool)
     if not wide.any():
         return float(uncertain.sum()) / length, wide
     near = cv2.dilate(wide.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
@@ -227,8 +228,8 @@ def trimap_from_soft(soft: np.ndarray, band: int, low: float = 0.05, high: float
     soft = np.asarray(soft, dtype=np.float32)
     binary = (soft > 0.5).astype(np.uint8)
     band = int(band)
-    core = cv2.erode(binary, _disk(band), borderType=cv2.BORDER_REPLICATE).astype(bool) & (soft >= high)
-    outer = cv2.dilate(binary, _disk(band), borderType=cv2.BORDER_REPLICATE).astype(bool) | (soft > low)
+    core = cv2.erode(binary, disk(band), borderType=cv2.BORDER_REPLICATE).astype(bool) & (soft >= high)
+    outer = cv2.dilate(binary, disk(band), borderType=cv2.BORDER_REPLICATE).astype(bool) | (soft > low)
     trimap = np.full(soft.shape, 0.5)
     trimap[~outer] = 0.0
     trimap[core] = 1.0
@@ -251,7 +252,7 @@ def _line_masks(rgb: np.ndarray, radius: int, contrast: float) -> tuple[np.ndarr
     """(strong, linked): the pixels darker than their closing by ``contrast``, and those plus the weaker ones
     connected to them (:func:`line_art`)."""
     lum = _luminance(rgb)
-    dark = cv2.morphologyEx(lum, cv2.MORPH_BLACKHAT, _disk(max(1, int(radius))), borderType=cv2.BORDER_REPLICATE)
+    dark = cv2.morphologyEx(lum, cv2.MORPH_BLACKHAT, disk(max(1, int(radius))), borderType=cv2.BORDER_REPLICATE)
     strong = dark > contrast
     weak = dark > WEAK_LINE * contrast
     if not strong.any() or not (weak & ~strong).any():
@@ -542,7 +543,7 @@ def _seam_ridges_of(i: int, soft_all: np.ndarray, reach: np.ndarray, box: tuple[
     for j in range(soft_all.shape[0]):
         if j != i:
             np.maximum(other, soft_all[j, y0:y1, x0:x1], out=other)
-    near = _disk(max(1, int(band)))
+    near = disk(max(1, int(band)))
     zone = (cv2.dilate((own > low).astype(np.uint8), near).astype(bool)
             & cv2.dilate((other > low).astype(np.uint8), near).astype(bool) & unknown)
     if not zone.any():
@@ -573,14 +574,14 @@ def _behind_interior(i: int, order: Sequence[int], soft_all: np.ndarray, low: fl
     pad = 2 * depth + 2  # the zone of a back instance is decided by its silhouette beyond the crop too
     b0, b1, a0, a1 = max(0, y0 - pad), min(h, y1 + pad), max(0, x0 - pad), min(w, x1 + pad)
     mine = own[b0:b1, a0:a1]
-    disk = _disk(max(1, int(radius)) + 1)
+    closing = disk(max(1, int(radius)) + 1)
     for j in behind:
         theirs = soft_all[j, b0:b1, a0:a1] > low
         if not (theirs[y0 - b0:y1 - b0, x0 - a0:x1 - a0]).any():
             continue
-        covered = cv2.morphologyEx((theirs | mine).astype(np.uint8), cv2.MORPH_CLOSE, disk,
+        covered = cv2.morphologyEx((theirs | mine).astype(np.uint8), cv2.MORPH_CLOSE, closing,
                                    borderType=cv2.BORDER_REPLICATE)
-        theirs = cv2.morphologyEx(theirs.astype(np.uint8), cv2.MORPH_CLOSE, disk,
+        theirs = cv2.morphologyEx(theirs.astype(np.uint8), cv2.MORPH_CLOSE, closing,
                                   borderType=cv2.BORDER_REPLICATE).astype(bool)
         # distance to the nearest pixel that neither covers (the background or a third instance; the image border
         # is no edge: a character cut by it has no outline there)

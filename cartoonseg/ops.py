@@ -4,8 +4,9 @@
 * selection: :func:`parse_indices` (``"0,2"``, ``"1-3"``, ``"-1"``, ``"all"``), :func:`sort_order`,
   :func:`select_positions`, :func:`select_instances` (one meaning of a selection everywhere: positions a frame
   does not have are skipped);
-* masks: :func:`grow_mask` (square dilation / erosion), :func:`background_mask` (union of chosen instances, grown
-  with the original's elliptical kernel and feathered: the hole that removes them),
+* masks: :func:`grow_mask` (square dilation / erosion), :func:`disk` (the elliptic structuring element of every
+  OpenCV morphology in the library), :func:`background_mask` (union of chosen instances, grown with the original's
+  elliptical kernel and feathered: the hole that removes them),
   :func:`masks_to_instances` (any masks -> Instances);
 * crops: :func:`crop_window` (integer window around a box), :func:`crop_instances` (padded crops of instances).
 
@@ -35,6 +36,7 @@ __all__ = [
     "background_mask",
     "crop_instances",
     "crop_window",
+    "disk",
     "grow_mask",
     "masks_to_instances",
     "parse_indices",
@@ -167,6 +169,15 @@ def grow_mask(mask: Tensor, pixels: int) -> Tensor:
     return x > 0.5 if is_bool else x
 
 
+def disk(radius: int) -> np.ndarray:
+    """uint8 ``[2r+1, 2r+1]``: the elliptic structuring element (a disc) of ``radius`` pixels for OpenCV's
+    morphology (``cv2.dilate``, ``erode``, ``morphologyEx``, or normalised as a filter): one home for the mattes,
+    the occlusion cues and the chroma key's clean-up."""
+    import cv2
+
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
 def background_mask(
     masks,
     *,
@@ -222,8 +233,7 @@ def background_mask(
     union = m.any(0) if m.shape[0] else torch.zeros(m.shape[1:], dtype=torch.bool)
     out = union.numpy().astype(np.uint8)
     if dilate > 0 and out.any():
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate + 1, 2 * dilate + 1))
-        out = cv2.dilate(out, kernel)
+        out = cv2.dilate(out, disk(dilate))
     result = torch.from_numpy(out.astype(np.float32))
     if feather > 0 and out.any():
         k = math.ceil(3 * feather) * 2 + 1

@@ -41,6 +41,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..ops import disk
 from ..outputs import OutputFolder, check_outputs_apart
 from .foregrounds import imwrite, merge_meta
 
@@ -275,10 +276,6 @@ def despill(frame: np.ndarray, key: KeyColour, alpha: np.ndarray | None = None) 
     return frame
 
 
-def _disk(radius: int) -> np.ndarray:
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-
-
 def clean_alpha(alpha: np.ndarray, cfg: KeyConfig = KeyConfig()) -> np.ndarray:
     """Morphological clean-up of a soft alpha: optional opening, removal of foreground components under
     ``min_component`` of the frame (speckle), filling of enclosed holes under ``max_hole`` (pin holes, made opaque;
@@ -290,10 +287,10 @@ def clean_alpha(alpha: np.ndarray, cfg: KeyConfig = KeyConfig()) -> np.ndarray:
     """
     core = (alpha > 0.5).astype(np.uint8)
     if cfg.open_px > 0:
-        core = cv2.morphologyEx(core, cv2.MORPH_OPEN, _disk(cfg.open_px))
+        core = cv2.morphologyEx(core, cv2.MORPH_OPEN, disk(cfg.open_px))
     # size rule on components of the core grown by 2 px, so fragments of hair strands that almost touch the
     # character count as part of it; isolated speckle does not
-    grown = cv2.dilate(core, _disk(2))
+    grown = cv2.dilate(core, disk(2))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
     areas = np.bincount(labels[core > 0], minlength=n)
     keep = np.zeros(n, bool)
@@ -307,7 +304,7 @@ def clean_alpha(alpha: np.ndarray, cfg: KeyConfig = KeyConfig()) -> np.ndarray:
     fill = inner & (stats[:, cv2.CC_STAT_AREA] < cfg.max_hole * alpha.size)
     fill[0] = fill[0] and inner[0]
     holes = fill[labels] & (core == 0)
-    support = cv2.dilate(core, _disk(2))
+    support = cv2.dilate(core, disk(2))
     out = np.where(support > 0, alpha, 0.0).astype(np.float32)
     out[holes] = 1.0  # filled: part of the character (its colour is restored by key_frame)
     return out
