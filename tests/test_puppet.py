@@ -484,7 +484,9 @@ def test_wave_carries_no_shirt_colour_out_of_the_trunk():
     assert spike.max() <= 2, spike.tolist()
 
 
-@pytest.mark.parametrize("width", [240, 320])
+@pytest.mark.parametrize("width", [240, 320, pytest.param(480, marks=pytest.mark.xfail(strict=True, reason=(
+    "known gap: at 480x360 the tip of the armpit's crease, the arm's inner outline squeezed 1.77x (under "
+    "_CRUSHED) into a 1 px line, shows as one speck per raised-arm frame; strict, so a fix shows up as XPASS")))])
 def test_wave_shows_no_outline_specks_in_the_raised_arm_or_the_armpit(width):
     # the README preview's left character: raising the arm crushes the mesh at the armpit, and a crushed triangle
     # (a sliver whose fill fringe extrapolates its map, or one sampling its texture several texels per pixel),
@@ -581,7 +583,9 @@ def test_a_hand_given_skeleton_with_face_joints_binds_the_head_and_keeps_the_shi
     assert spike.max() <= 24, spike.tolist()
 
 
-@pytest.mark.parametrize("u", [1.0, 2.0])
+@pytest.mark.parametrize("u", [1.0, 2.0, pytest.param(4.0, marks=pytest.mark.xfail(strict=True, reason=(
+    "known gap (README, Limits): at u = 4 the opening swallows the upper arm and the trunk's free band beside the "
+    "forearm follows the elbow, the flank moves 15 to 21 px; strict, so a fix shows up as XPASS")))])
 @pytest.mark.parametrize("elbow", [(-11, 51), (-9, 48), (-10, 49)])
 def test_a_hand_given_upper_arm_inside_the_trunk_pins_no_flank_and_the_sleeve_follows(u, elbow):
     # a hand-given shoulder inside the trunk and an elbow just past its outline leave the whole upper arm along the
