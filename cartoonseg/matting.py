@@ -31,6 +31,11 @@ For each instance:
    Conversely a stroke whose line runs on into another instance's mask deeper than that band, where that mask
    holds (:func:`_rooted_elsewhere`), is that instance's own (a strand of a character beside or behind this one,
    lost over the background, that touches this one) and is not followed.
+   Limits (the masks decide, and cannot always): where the back instance's mask holds under a strand of this one
+   drawn over it (a segmenter that does not dip there), the strand reads as the back's own line ending under this
+   one (which stays the back's), so it is not followed and stays in the back matte; a strand touching two
+   instances over the background that runs into neither deeper than the band, or this instance's strand lost over
+   the background that touches one behind it, is followed by both and goes to the front one in step 3.
    Where two instances meet, line art is also found as the luminance ridge across the seam between
    their masks (:func:`seam_ridges`): the front one's outline, too faint next to a dark cel shade for the
    black-hat's threshold; its pixels on the far side stay unknown even when it is 1 px wide (the solver has the
