@@ -615,7 +615,7 @@ def _rooted_elsewhere(i: int, strokes: np.ndarray, line: np.ndarray, soft_all: n
     h, w = strokes.shape
     out = np.zeros((h, w), bool)
     limit = int(1.5 * int(depth)) + 2  # steps from the stroke's end at the other mask's edge to ``depth`` inside it
-    box = _crop(strokes, limit + 2, h, w)
+    box = _crop(strokes, limit + int(depth) + 2, h, w)  # the edges within ``depth`` of what the strokes reach
     if box is None:
         return out
     y0, y1, x0, x1 = box
@@ -631,11 +631,15 @@ def _rooted_elsewhere(i: int, strokes: np.ndarray, line: np.ndarray, soft_all: n
         rooted |= path & (cv2.distanceTransform(solid, cv2.DIST_L2, 3) > depth) & (theirs >= high)
     if not rooted.any():
         return out
-    n, labels = cv2.connectedComponents(mine.astype(np.uint8), connectivity=8)
-    for k in range(1, n):
-        stroke = labels == k
-        if (rooted & (_geodesic_steps(stroke, path, limit, connectivity=8) <= limit)).any():
-            out[y0:y1, x0:x1] |= stroke
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mine.astype(np.uint8), connectivity=8)
+    for k in range(1, n):  # each stroke in its own box, so many short strokes cost no full-crop pass each
+        left, top, wide, tall = (int(v) for v in stats[k, :4])
+        c0, c1 = max(0, top - limit - 1), min(mine.shape[0], top + tall + limit + 1)
+        d0, d1 = max(0, left - limit - 1), min(mine.shape[1], left + wide + limit + 1)
+        stroke = labels[c0:c1, d0:d1] == k
+        steps = _geodesic_steps(stroke, path[c0:c1, d0:d1], limit, connectivity=8)
+        if (rooted[c0:c1, d0:d1] & (steps <= limit)).any():
+            out[y0 + c0:y0 + c1, x0 + d0:x0 + d1] |= stroke
     return out
 
 
