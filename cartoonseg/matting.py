@@ -28,6 +28,14 @@ For each instance:
    ``high``: it holds what is visible of that instance, so it dips under a stroke drawn over it, not under its own
    line art): there a stroke leaving this instance is drawn over the back one (its hair strands crossing the
    character behind it) and is followed, the back character's colours being the known background around it.
+   Conversely a stroke whose line runs on into another instance's mask deeper than that band, where that mask
+   holds (:func:`_rooted_elsewhere`), is that instance's own (a strand of a character beside or behind this one,
+   lost over the background, that touches this one) and is not followed.
+   Limits (the masks decide, and cannot always): where the back instance's mask holds under a strand of this one
+   drawn over it (a segmenter that does not dip there), the strand reads as the back's own line ending under this
+   one (which stays the back's), so it is not followed and stays in the back matte; a strand touching two
+   instances over the background that runs into neither deeper than the band, or this instance's strand lost over
+   the background that touches one behind it, is followed by both and goes to the front one in step 3.
    Where two instances meet, line art is also found as the luminance ridge across the seam between
    their masks (:func:`seam_ridges`): the front one's outline, too faint next to a dark cel shade for the
    black-hat's threshold; its pixels on the far side stay unknown even when it is 1 px wide (the solver has the
@@ -359,14 +367,14 @@ def free_strokes(line: np.ndarray, region: np.ndarray) -> np.ndarray:
     return touching[labels]
 
 
-def _geodesic_steps(seed: np.ndarray, free: np.ndarray, limit: int) -> np.ndarray:
-    """int32 ``[H,W]``: 4-connected steps from ``seed`` to each pixel through ``free`` pixels (``limit + 1`` where
-    not reached within ``limit`` steps)."""
+def _geodesic_steps(seed: np.ndarray, free: np.ndarray, limit: int, connectivity: int = 4) -> np.ndarray:
+    """int32 ``[H,W]``: 4- (or 8-) connected steps from ``seed`` to each pixel through ``free`` pixels
+    (``limit + 1`` where not reached within ``limit`` steps)."""
     dist = np.full(seed.shape, limit + 1, np.int32)
     reached = seed.astype(np.uint8)
     dist[seed] = 0
     free = free.astype(np.uint8)
-    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS if connectivity == 4 else cv2.MORPH_RECT, (3, 3))
     for step in range(1, limit + 1):
         grown = cv2.dilate(reached, cross) & free
         new = (grown > reached)
@@ -590,6 +598,51 @@ def _behind_interior(i: int, order: Sequence[int], soft_all: np.ndarray, low: fl
     return out
 
 
+def _rooted_elsewhere(i: int, strokes: np.ndarray, line: np.ndarray, soft_all: np.ndarray, high: float,
+                      depth: int, radius: int) -> np.ndarray:
+    """bool ``[H,W]``: the strokes (8-connected components of ``strokes``, instance ``i``'s :func:`free_strokes`)
+    rooted in another instance: followed along the line art ``line`` past their end (8-connected, no farther than
+    going straight in takes plus half of it again for a curve, so not along an outline to some other line), they run
+    into another instance's mask farther than ``depth`` px (the band plus the line width, as in
+    :func:`_behind_interior`: its outline and the mask's uncertainty lie within) from its edge, at pixels where that
+    mask holds (``>= high``). A mask holds what is visible of its instance: it holds under the instance's own lines
+    and gives way under a line drawn over it. Such a stroke is a hair strand of a character beside or behind ``i``,
+    lost by the segmenter over the background, that touches ``i``: ``i`` followed it too, and as the front one of
+    the two took it. A line that only meets another instance's outline reaches no deeper than the outline, and a
+    stroke of ``i`` drawn over another instance runs where that mask gives way: neither is dropped. Dips of a mask
+    under a thin line are closed (a disk of ``radius`` + 1 px) before the depth is measured, as in
+    :func:`_behind_interior`."""
+    h, w = strokes.shape
+    out = np.zeros((h, w), bool)
+    limit = int(1.5 * int(depth)) + 2  # steps from the stroke's end at the other mask's edge to ``depth`` inside it
+    box = _crop(strokes, limit + int(depth) + 2, h, w)  # the edges within ``depth`` of what the strokes reach
+    if box is None:
+        return out
+    y0, y1, x0, x1 = box
+    mine, path = strokes[y0:y1, x0:x1], line[y0:y1, x0:x1] | strokes[y0:y1, x0:x1]
+    closing = disk(max(1, int(radius)) + 1)
+    rooted = np.zeros(mine.shape, bool)  # line art deep inside another instance, where its mask holds
+    for j in range(soft_all.shape[0]):
+        theirs = soft_all[j, y0:y1, x0:x1]
+        if j == i or not (theirs >= high).any():
+            continue
+        solid = cv2.morphologyEx((theirs > 0.5).astype(np.uint8), cv2.MORPH_CLOSE, closing,
+                                 borderType=cv2.BORDER_REPLICATE)
+        rooted |= path & (cv2.distanceTransform(solid, cv2.DIST_L2, 3) > depth) & (theirs >= high)
+    if not rooted.any():
+        return out
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mine.astype(np.uint8), connectivity=8)
+    for k in range(1, n):  # each stroke in its own box, so many short strokes cost no full-crop pass each
+        left, top, wide, tall = (int(v) for v in stats[k, :4])
+        c0, c1 = max(0, top - limit - 1), min(mine.shape[0], top + tall + limit + 1)
+        d0, d1 = max(0, left - limit - 1), min(mine.shape[1], left + wide + limit + 1)
+        stroke = labels[c0:c1, d0:d1] == k
+        steps = _geodesic_steps(stroke, path[c0:c1, d0:d1], limit, connectivity=8)
+        if (rooted[c0:c1, d0:d1] & (steps <= limit)).any():
+            out[y0 + c0:y0 + c1, x0 + d0:x0 + d1] |= stroke
+    return out
+
+
 def instance_alphas(image, instances: Instances, config: MattingConfig | None = None, *,
                     order: Sequence[int] | None = None,
                     progress: Callable[[int, int], None] | None = None, name: str | None = None) -> Instances:
@@ -669,6 +722,9 @@ def instance_alphas(image, instances: Instances, config: MattingConfig | None = 
             behind = _behind_interior(i, order, soft_all, config.low, config.high, int(band) + radius, radius)
             others = ((reach - (soft > config.low)) > 0) & ~behind
             strokes = free_strokes(lines[radius] & ~others, region)
+            if strokes.any():  # a lost strand of another instance touching this one is that one's
+                strokes &= ~_rooted_elsewhere(i, strokes, lines[radius], soft_all, config.high,
+                                              int(band) + radius, radius)
             if strokes.any():  # unknown along the strokes (1-px fringe): widen the crop to hold them
                 grow = cv2.dilate(strokes.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~region
                 g0, g1, f0, f1 = _crop(grow, int(config.margin), h, w)

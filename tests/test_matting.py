@@ -662,6 +662,64 @@ def test_the_back_characters_own_line_ending_under_the_front_one_stays_out_of_th
     assert float(mattes[1][row, edge + 8:edge + 40].min()) > 0.9  # and the back matte keeps it
 
 
+def _bridging_strand_scene(owner, size=160, s=4):
+    """Two outlined discs (front left, back right, overlapping) over a smooth background and one 1.25-px strand
+    drawn in the outline colour, arching over the background from ~18 px inside the back disc to the front disc's
+    outline: the back's hair strand (``owner="back"``, drawn on the back's fill) or the front's (drawn over the
+    back, whose visible part then has a gap under it). The image is the same, the soft masks (simulated as the
+    segmenter's, which loses the strand) differ: (uint8 image, visible alphas front first, soft masks, bool
+    strand pixels over the background)."""
+    def area(draw):
+        canvas = np.zeros((size * s, size * s), np.uint8)
+        draw(canvas)
+        return cv2.resize(canvas.astype(np.float32) / 255, (size, size), interpolation=cv2.INTER_AREA)
+
+    y, x = np.mgrid[0:size, 0:size]
+    image = np.stack([0.55 + 0.3 * np.sin(6 * x / size), 0.6 + 0.25 * np.cos(5 * y / size),
+                      0.7 - 0.3 * x * y / size / size], -1)
+    t = np.linspace(0, 1, 30)[:, None]
+    pts = (1 - t) ** 2 * np.array([108.0, 72.0]) + 2 * t * (1 - t) * np.array([80.0, 10.0]) + t ** 2 * np.array([48.0, 64.0])
+    strand = area(lambda c: cv2.polylines(c, [np.int32(pts * s)], False, 255, 5, cv2.LINE_AA))
+    ink = np.array([0.1, 0.08, 0.12])
+    layers = []
+    for cx, cy, r, colour in ((60, 95, 34, (0.9, 0.3, 0.35)), (112, 90, 34, (0.35, 0.8, 0.4))):
+        disc = area(lambda c: cv2.circle(c, (cx * s, cy * s), r * s, 255, -1, cv2.LINE_AA))
+        ring = area(lambda c: cv2.circle(c, (cx * s, cy * s), r * s - 4, 255, 6, cv2.LINE_AA))[..., None]
+        layers.append([disc, np.array(colour) * (1 - ring) + ink * ring])
+    k = 1 if owner == "back" else 0
+    layers[k][1] = layers[k][1] * (1 - strand[..., None]) + ink * strand[..., None]
+    layers[k][0] = np.maximum(layers[k][0], strand)
+    for a, fg in reversed(layers):
+        image = fg * a[..., None] + image * (1 - a[..., None])
+    visible, rest = [], np.ones((size, size))
+    for a, _ in layers:
+        visible.append(a * rest)
+        rest = rest * (1 - a)
+    softs = np.stack([bench_matting.simulated_soft_mask(v, seed=k + 1) for k, v in enumerate(visible)])
+    bodies = cv2.dilate((np.maximum(*visible) - strand > 0.02).astype(np.uint8), np.ones((7, 7), np.uint8))
+    return ((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8), visible, softs.astype(np.float32),
+            (strand > 0.3) & ~bodies.astype(bool))
+
+
+def test_a_lost_strand_of_the_back_character_touching_the_front_one_stays_in_the_back_matte():
+    """The back character's hair strand, lost by the segmenter over the background, touches the front character's
+    outline: both instances followed it as a stroke leaving them and the front one, composed first, took it (front
+    matte 0.38 on it, truth 0; back 0.28, truth 0.8). A stroke whose line runs on into another instance's mask,
+    deeper than its outline and where that mask holds (its own line, not one drawn over it), is rooted there.
+    The same picture with the strand the front's (drawn over the back, whose mask gives way under it) keeps it in
+    the front matte (the back matte still holds 0.27 of it there: what the front leaves of the back's own solve;
+    see the README's limits). The closed-form solver recovers ~half of this 1.25-px strand's alpha either way."""
+    for owner in ("back", "front"):
+        rgb, visible, softs, strand = _bridging_strand_scene(owner)
+        assert strand.sum() > 100 and float(softs[:, strand].max()) < 0.05  # over the background, lost
+        mattes = instance_alphas(rgb, Instances.from_masks(torch.from_numpy(softs)).replace(
+            scores=torch.tensor([0.9, 0.8]))).alphas.numpy()
+        mine = mattes[1] if owner == "back" else mattes[0]
+        assert float(mine[strand].mean()) > 0.35, (owner, float(mine[strand].mean()))  # back: was 0.28
+        if owner == "back":
+            assert float(mattes[0][strand].mean()) < 0.05, float(mattes[0][strand].mean())  # was 0.38
+
+
 @pytest.mark.parametrize("kind", ["border", "painterly"])
 def test_a_character_cut_by_the_border_or_without_outline_is_matted(kind):
     """QA scenes: a character cut by the left and bottom image border (its matte stays opaque up to the border,
