@@ -351,13 +351,14 @@ Path(sys.argv[1], f"rank{rank}.json").write_text(json.dumps({"rc": rc, "seen": s
 """
 
 
-@pytest.mark.parametrize("what", ["trains", "data-missing", "annotations-damaged"])
+@pytest.mark.parametrize("what", ["trains", "data-missing", "annotations-damaged", "annotations-differ"])
 def test_train_refiner_data_under_two_ranks(tmp_path, what):
     """``python -m train.train_refiner --data`` by a real 2-process gloo group (torchrun's environment; no torchrun,
     whose agent would kill one rank when the other ends and hide a rank left waiting). Both ranks resolve --data
     themselves: with good data each trains on its own half of the images in both phases (GT encoder, refiner),
-    they end with the same weights and rank 0 alone writes the run's files; when rank 1's copy is missing or cut
-    short, both end within seconds with the same one ``error: rank 1: ...`` line and nothing is written."""
+    they end with the same weights and rank 0 alone writes the run's files; when rank 1's copy is missing, cut
+    short or another version (then the ranks' step counts differed and their collectives crossed: gloo aborted),
+    both end within seconds with the same one ``error: rank 1: ...`` line and nothing is written."""
     import time
 
     from cartoonseg.training.coco import load_coco
@@ -374,7 +375,17 @@ def test_train_refiner_data_under_two_ranks(tmp_path, what):
         copy.parent.mkdir()
         copy.write_text(ann.read_text()[:100])
         own[1] = ["--data", str(copy)]
-        expected = f"error: rank 1: {copy} is not a readable JSON file"
+        expected = f"error: rank 1: --data {copy} differs from rank 0's copy (sha256 "  # found before it is read
+    elif what == "annotations-differ":  # an older copy on rank 1's node: 4 of the 8 images (other step counts)
+        older = json.loads(ann.read_text())
+        older["images"] = older["images"][:4]
+        keep = {im["id"] for im in older["images"]}
+        older["annotations"] = [a for a in older["annotations"] if a["image_id"] in keep]
+        copy = tmp_path / "node1" / "train.json"
+        copy.parent.mkdir()
+        copy.write_text(json.dumps(older))
+        own[1] = ["--data", str(copy), "--images", str(data / "train")]
+        expected = f"error: rank 1: --data {copy} differs from rank 0's copy (sha256 "
     args = ["--out", str(out), "--preset", "tiny", "--size", "32", "--epochs", "1", "--gt-epochs", "1",
             "--batch-size", "2", "--workers", "0", "--device", "cpu", "--log-interval", "1"]
     driver = tmp_path / "driver.py"
