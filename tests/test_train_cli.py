@@ -370,3 +370,52 @@ def test_evaluate_save_pred_refused_on_rank_0_ends_every_rank_at_once(toy, tmp_p
         assert rc == 2 and out == [] and len(err) == 1 and err[0].startswith(f"error: refusing to replace {theirs}")
     assert theirs.read_text() == "the user's own file"
     assert not (tmp_path / "work").exists() and not (tmp_path / "node1").exists()
+
+
+@pytest.mark.parametrize("module", ["train.dump_predictions", "train.evaluate"])
+def test_a_rank_whose_ground_truth_differs_from_rank_0s_ends_every_rank_at_once(toy, tmp_path, module):
+    """The images are shared out from rank 0's list while each rank predicts from its own copy of the ground truth
+    (its node's storage). Where rank 1's copy was an older one lacking an image, rank 1 died with a ``KeyError``
+    traceback and rank 0 waited for its shards for ever. Now every rank's file is compared with rank 0's first:
+    both ranks of a real 2-process gloo group end within seconds with the same ``error: rank 1: ...`` line, nothing
+    written."""
+    import os
+    import time
+    from pathlib import Path
+
+    from _two_ranks import free_port, output_lines, run_two_ranks
+
+    root, ann, det = toy
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    driver = tmp_path / "driver.py"
+    driver.write_text(PER_RANK)
+    older = json.loads(ann.read_text())
+    older["images"] = older["images"][:1]
+    older["annotations"] = [a for a in older["annotations"] if a["image_id"] == older["images"][0]["id"]]
+    copy = tmp_path / "node1" / ann.name
+    copy.parent.mkdir()
+    copy.write_text(json.dumps(older))
+    images = ann.parent.parent / "val"
+    out = tmp_path / "preds.json"
+    option = "--data" if module == "train.dump_predictions" else "--gt"
+    own = [[option, str(ann)], [option, str(copy)]]
+    args = ["--detector", str(det), "--work-dir", str(tmp_path / "work"), "--shard-size", "1", "--images", str(images)]
+    if module == "train.dump_predictions":
+        args += ["--out", str(out)]
+    else:
+        args += ["--det-size", "64", "--save-pred", str(out), "--threads", "1"]
+    start = time.monotonic()
+    procs, errs = run_two_ranks([str(driver), str(tmp_path), module, json.dumps(own), *args],
+                                env=env, port=free_port(), timeout=60, cwd=repo)
+    assert time.monotonic() - start < 50
+    lines = []
+    for r, err in enumerate(errs):
+        rc = tmp_path / f"rank{r}.rc"
+        assert rc.is_file() and rc.read_text() == "2", err[-3000:]
+        got = output_lines(err)
+        assert len(got) == 1 and got[0].startswith(f"error: rank 1: {option} {copy} differs from rank 0's copy"), \
+            err[-3000:]
+        lines.append(got[0])
+    assert lines[0] == lines[1]
+    assert not out.exists() and not (tmp_path / "work").exists()

@@ -151,26 +151,30 @@ def train_in_group(make_config: Callable[[bool], Any], args: argparse.Namespace,
         cleanup(ctx)
 
 
-def check_same_annotations(ann, ctx) -> None:
+def check_same_annotations(ann, rank, option: str = "--data") -> None:
     """Under ``torchrun``: raise on every rank (``rank N: ...``, :func:`cartoonseg.sharding.every_rank`) when the
-    annotation file ``ann`` of some rank is not byte for byte rank 0's. Each rank samples its share of its own copy;
-    copies of different lengths (a node with an older or cut-down copy) gave the ranks different step counts, and
-    their collectives then crossed (gloo aborted with "Is there a distributed collective mismatch", NCCL can hang),
-    and same-length copies trained on different data without a word."""
-    if not ctx.distributed:
+    annotation file ``ann`` (given as ``option``) of some rank is not byte for byte rank 0's; ``rank``: a
+    ``RankInfo`` or ``DistContext``. Each rank works on its share of its own copy: in the trainers copies of
+    different lengths (a node with an older or cut-down copy) gave the ranks different step counts and their
+    collectives then crossed (gloo aborted with "Is there a distributed collective mismatch", NCCL can hang), and
+    same-length copies trained on different data without a word; in ``train.evaluate`` and
+    ``train.dump_predictions`` (rank 0's image list) a rank whose copy lacked an image died with a ``KeyError``
+    while rank 0 waited for its shards for ever."""
+    if rank.world_size <= 1:
         return
     from cartoonseg.hub import sha256_of
     from cartoonseg.sharding import agree, every_rank
 
-    digest = every_rank(lambda: sha256_of(ann), ctx)
+    digest = every_rank(lambda: sha256_of(ann), rank)
     first = agree(digest)
 
     def check() -> None:
         if digest != first:
-            raise ValueError(f"--data {ann} differs from rank 0's copy (sha256 {digest[:12]}... vs {first[:12]}...): "
-                             "every process must read the same annotations; copy rank 0's to every node")
+            raise ValueError(f"{option} {ann} differs from rank 0's copy (sha256 {digest[:12]}... vs "
+                             f"{first[:12]}...): every process must read the same annotations; copy rank 0's to "
+                             "every node")
 
-    every_rank(check, ctx)
+    every_rank(check, rank)
 
 
 def print_summary(summary: dict) -> None:

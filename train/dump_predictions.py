@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cartoonseg import outputs
 
-from ._cli import check_option, parser, script_main
+from ._cli import check_option, check_same_annotations, parser, script_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +69,7 @@ def _run(args: argparse.Namespace) -> int:
         return ann, inputs, coco, seg
 
     ann, inputs, coco, seg = every_rank(load, rank)
+    check_same_annotations(ann, rank)  # the shards are of rank 0's image list
     root = coco.image_root
     det = Path(args.detector)
     fingerprint = {"detector": [str(det.resolve()), det.stat().st_size, det.stat().st_mtime_ns] if det.is_file()

@@ -27,7 +27,7 @@ from cartoonseg import outputs
 from cartoonseg.config import MAX_CANVAS
 from cartoonseg.evaluation import EvalParams, evaluate_all
 
-from ._cli import check_option, parser, script_main
+from ._cli import check_option, check_same_annotations, parser, script_main
 
 #: what ``--types`` may list
 TYPES = ("bbox", "segm", "boundary")
@@ -157,6 +157,7 @@ def _run(args: argparse.Namespace) -> int:
         return gt, ref, seg
 
     gt, ref, seg = every_rank(load, rank)
+    check_same_annotations(args.gt, rank, "--gt")  # the shards are of rank 0's image list
     fingerprint = {k: getattr(args, k) for k in ("detector", "refiner", "det_size", "score_thr", "mask_thr",
                                                   "max_dets", "batch_size")}
     fingerprint["precision"] = seg.effective_precision  # what runs here: auto/bf16 differ between CPUs
