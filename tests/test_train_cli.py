@@ -419,3 +419,43 @@ def test_a_rank_whose_ground_truth_differs_from_rank_0s_ends_every_rank_at_once(
         lines.append(got[0])
     assert lines[0] == lines[1]
     assert not out.exists() and not (tmp_path / "work").exists()
+
+
+@pytest.mark.parametrize("module", ["train.dump_predictions", "train.evaluate"])
+def test_per_node_copies_of_the_weights_share_one_work_folder(toy, tmp_path, module):
+    """Each rank described the run (the manifest of the shared ``--work-dir``) with its own copy of the weights: path,
+    size and time stamp, so per-node copies (copied at another time) gave the ranks different manifests; the rank
+    that came second was refused alone ("holds the shards of a different run", rank 0 included, then rank 1 reported
+    success) and every rerun was refused the same way. Now rank 0's description is every rank's: the run ends with
+    status 0 on both ranks, one output and no work folder left."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    from _two_ranks import free_port, output_lines, run_two_ranks
+
+    root, ann, det = toy
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    driver = tmp_path / "driver.py"
+    driver.write_text(PER_RANK)
+    copy = tmp_path / "node1" / det.name
+    copy.parent.mkdir()
+    shutil.copyfile(det, copy)
+    os.utime(copy, ns=(det.stat().st_mtime_ns + 10**9,) * 2)  # copied a second later
+    own = [["--detector", str(det)], ["--detector", str(copy)]]
+    out = tmp_path / "preds.json"
+    work = tmp_path / "work"
+    if module == "train.dump_predictions":
+        args = ["--data", str(ann), "--out", str(out)]
+    else:
+        args = ["--gt", str(ann), "--images", str(ann.parent.parent / "val"), "--det-size", "64", "--save-pred",
+                str(out), "--threads", "1"]
+    # whichever rank writes the manifest first, the other checks its own description against it
+    args += ["--work-dir", str(work), "--shard-size", "1"]
+    procs, errs = run_two_ranks([str(driver), str(tmp_path), module, json.dumps(own), *args],
+                                env=env, port=free_port(), timeout=60, cwd=repo)
+    for r, err in enumerate(errs):
+        rc = tmp_path / f"rank{r}.rc"
+        assert rc.is_file() and rc.read_text() == "0" and output_lines(err) == [], err[-3000:]
+    assert out.is_file() and not work.exists()

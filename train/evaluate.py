@@ -116,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
     # AP uses the last entry: --max-dets itself, also below 10 (AR is reported at 1 and 10 where those are smaller)
     max_dets = tuple(sorted({m for m in (1, 10) if m < args.max_dets} | {args.max_dets}))
     params = EvalParams(max_dets=max_dets, dilation_ratio=args.dilation_ratio)
-    from cartoonseg.sharding import agree_on, check_outside, every_rank, init_distributed
+    from cartoonseg.sharding import agree, agree_on, check_outside, every_rank, init_distributed
 
     # under torchrun the group first, so that a rank failing below reaches every rank (a rank that failed before
     # it left the others in init_process_group until its time-out)
@@ -165,6 +165,9 @@ def _run(args: argparse.Namespace) -> int:
         if fingerprint[key] and Path(fingerprint[key]).is_file():
             st = Path(fingerprint[key]).stat()
             fingerprint[key] = [str(Path(fingerprint[key]).resolve()), st.st_size, st.st_mtime_ns]
+    # rank 0's describes the run: every rank writes or checks the same manifest (per-node copies of the weights
+    # differ in time stamp, and the precision between CPUs; the rank that lost the race was refused alone)
+    fingerprint = agree(fingerprint)
     preds = predict_coco(
         seg, gt, args.images, stages="both" if ref is not None else "final", progress=sys.stderr.isatty(),
         batch_size=args.batch_size, work_dir=work_dir, shard_size=args.shard_size, fingerprint=fingerprint,
