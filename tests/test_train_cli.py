@@ -276,3 +276,186 @@ def test_a_rank_that_cannot_read_its_detector_ends_every_rank_at_once(toy, tmp_p
         lines.append(got[0])
     assert lines[0] == lines[1]
     assert not out.exists() and not (tmp_path / "work").exists()
+
+
+def test_evaluate_refuses_save_pred_with_pred_instead_of_ignoring_it(toy, tmp_path, capsys):
+    """``--save-pred`` with ``--pred`` was accepted and nothing was written: the predictions are already in
+    ``--pred``, so the pair is one ``error:`` line naming both, and nothing is written."""
+    from train.evaluate import main
+
+    root, ann, det = toy
+    pred = tmp_path / "pred.json"
+    pred.write_text("[]")
+    line = _one_error_line(capsys, main, ["--gt", ann, "--pred", pred, "--save-pred", tmp_path / "copy.json"])
+    assert "--save-pred" in line and str(pred) in line
+    assert not (tmp_path / "copy.json").exists()
+
+
+def _two_rank_evaluate(tmp_path, own, args):
+    """``train.evaluate`` as ranks 0 and 1 of a real 2-process gloo group, each with its own extra options ``own``
+    (its node's files); returns the seconds taken, each rank's status and its stdout and stderr lines."""
+    import os
+    import subprocess
+    import time
+    from pathlib import Path
+
+    from _two_ranks import free_port, output_lines
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    driver = tmp_path / "driver.py"
+    driver.write_text(PER_RANK)
+    port, procs, start = free_port(), [], time.monotonic()
+    for r in (0, 1):
+        rank_env = dict(env, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                        MASTER_PORT=str(port))
+        procs.append(subprocess.Popen([sys.executable, str(driver), str(tmp_path), "train.evaluate",
+                                       json.dumps(own), *map(str, args)], cwd=repo, env=rank_env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        outs = [p.communicate(timeout=60) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    seconds = time.monotonic() - start
+    ranks = []
+    for r, (out, err) in enumerate(outs):
+        rc = tmp_path / f"rank{r}.rc"
+        assert rc.is_file(), err[-3000:]
+        ranks.append((int(rc.read_text()), out.strip().splitlines(), output_lines(err)))
+    return seconds, ranks
+
+
+@pytest.mark.parametrize("case", ["report", "rank0-pred-missing"])
+def test_evaluate_pred_under_two_ranks_is_rank_0s_work_and_every_rank_ends_with_its_result(toy, tmp_path, case):
+    """``train.evaluate --pred`` (no models) started no process group under torchrun: every rank read the files,
+    evaluated them and printed the report (N copies on the console), and a rank whose files were missing failed
+    alone while the others reported success. Now rank 0 alone reads, evaluates and prints (there is nothing to
+    share out), and every rank ends with its result (status 0, one report) or its error (the same line, status 2)."""
+    root, ann, det = toy
+    gt = json.loads(ann.read_text())
+    pred = tmp_path / "pred.json"
+    pred.write_text(json.dumps([{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
+                                 "segmentation": a["segmentation"], "score": 0.9} for a in gt["annotations"]]))
+    missing = tmp_path / "node0" / "pred.json"
+    own = [["--pred", str(pred if case == "report" else missing)], ["--pred", str(pred)]]
+    seconds, ranks = _two_rank_evaluate(tmp_path, own, ["--gt", ann, "--types", "segm"])
+    assert seconds < 50
+    if case == "report":
+        assert ranks[0][0] == ranks[1][0] == 0, ranks
+        assert len(ranks[0][1]) == 1 and json.loads(ranks[0][1][0])["segm_AP"] == 1.0, ranks
+        assert ranks[1][1] == [] and ranks[0][2] == ranks[1][2] == [], ranks  # printed once, by rank 0
+    else:
+        for rc, out, err in ranks:
+            assert rc == 2 and out == [] and err == [f"error: {missing} not found"], ranks
+
+
+def test_evaluate_save_pred_refused_on_rank_0_ends_every_rank_at_once(toy, tmp_path):
+    """``--save-pred`` was checked by every rank before the process group started; where rank 0's node held a file
+    cartoonseg did not write there, rank 0 exited at once and rank 1 waited in ``init_process_group`` until its
+    time-out (an hour). Rank 0 writes the file, so rank 0 checks it once the group runs: both ranks end within
+    seconds with its one ``error:`` line, and the file stays as it was."""
+    root, ann, det = toy
+    theirs = tmp_path / "node0" / "preds.json"
+    theirs.parent.mkdir()
+    theirs.write_text("the user's own file")
+    own = [["--save-pred", str(theirs)], ["--save-pred", str(tmp_path / "node1" / "preds.json")]]
+    args = ["--gt", ann, "--images", ann.parent.parent / "val", "--detector", det, "--det-size", "64", "--work-dir",
+            tmp_path / "work", "--threads", "1"]
+    seconds, ranks = _two_rank_evaluate(tmp_path, own, args)
+    assert seconds < 50
+    for rc, out, err in ranks:
+        assert rc == 2 and out == [] and len(err) == 1 and err[0].startswith(f"error: refusing to replace {theirs}")
+    assert theirs.read_text() == "the user's own file"
+    assert not (tmp_path / "work").exists() and not (tmp_path / "node1").exists()
+
+
+@pytest.mark.parametrize("module", ["train.dump_predictions", "train.evaluate"])
+def test_a_rank_whose_ground_truth_differs_from_rank_0s_ends_every_rank_at_once(toy, tmp_path, module):
+    """The images are shared out from rank 0's list while each rank predicts from its own copy of the ground truth
+    (its node's storage). Where rank 1's copy was an older one lacking an image, rank 1 died with a ``KeyError``
+    traceback and rank 0 waited for its shards for ever. Now every rank's file is compared with rank 0's first:
+    both ranks of a real 2-process gloo group end within seconds with the same ``error: rank 1: ...`` line, nothing
+    written."""
+    import os
+    import time
+    from pathlib import Path
+
+    from _two_ranks import free_port, output_lines, run_two_ranks
+
+    root, ann, det = toy
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    driver = tmp_path / "driver.py"
+    driver.write_text(PER_RANK)
+    older = json.loads(ann.read_text())
+    older["images"] = older["images"][:1]
+    older["annotations"] = [a for a in older["annotations"] if a["image_id"] == older["images"][0]["id"]]
+    copy = tmp_path / "node1" / ann.name
+    copy.parent.mkdir()
+    copy.write_text(json.dumps(older))
+    images = ann.parent.parent / "val"
+    out = tmp_path / "preds.json"
+    option = "--data" if module == "train.dump_predictions" else "--gt"
+    own = [[option, str(ann)], [option, str(copy)]]
+    args = ["--detector", str(det), "--work-dir", str(tmp_path / "work"), "--shard-size", "1", "--images", str(images)]
+    if module == "train.dump_predictions":
+        args += ["--out", str(out)]
+    else:
+        args += ["--det-size", "64", "--save-pred", str(out), "--threads", "1"]
+    start = time.monotonic()
+    procs, errs = run_two_ranks([str(driver), str(tmp_path), module, json.dumps(own), *args],
+                                env=env, port=free_port(), timeout=60, cwd=repo)
+    assert time.monotonic() - start < 50
+    lines = []
+    for r, err in enumerate(errs):
+        rc = tmp_path / f"rank{r}.rc"
+        assert rc.is_file() and rc.read_text() == "2", err[-3000:]
+        got = output_lines(err)
+        assert len(got) == 1 and got[0].startswith(f"error: rank 1: {option} {copy} differs from rank 0's copy"), \
+            err[-3000:]
+        lines.append(got[0])
+    assert lines[0] == lines[1]
+    assert not out.exists() and not (tmp_path / "work").exists()
+
+
+@pytest.mark.parametrize("module", ["train.dump_predictions", "train.evaluate"])
+def test_per_node_copies_of_the_weights_share_one_work_folder(toy, tmp_path, module):
+    """Each rank described the run (the manifest of the shared ``--work-dir``) with its own copy of the weights: path,
+    size and time stamp, so per-node copies (copied at another time) gave the ranks different manifests; the rank
+    that came second was refused alone ("holds the shards of a different run", rank 0 included, then rank 1 reported
+    success) and every rerun was refused the same way. Now rank 0's description is every rank's: the run ends with
+    status 0 on both ranks, one output and no work folder left."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    from _two_ranks import free_port, output_lines, run_two_ranks
+
+    root, ann, det = toy
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    driver = tmp_path / "driver.py"
+    driver.write_text(PER_RANK)
+    copy = tmp_path / "node1" / det.name
+    copy.parent.mkdir()
+    shutil.copyfile(det, copy)
+    os.utime(copy, ns=(det.stat().st_mtime_ns + 10**9,) * 2)  # copied a second later
+    own = [["--detector", str(det)], ["--detector", str(copy)]]
+    out = tmp_path / "preds.json"
+    work = tmp_path / "work"
+    if module == "train.dump_predictions":
+        args = ["--data", str(ann), "--out", str(out)]
+    else:
+        args = ["--gt", str(ann), "--images", str(ann.parent.parent / "val"), "--det-size", "64", "--save-pred",
+                str(out), "--threads", "1"]
+    # whichever rank writes the manifest first, the other checks its own description against it
+    args += ["--work-dir", str(work), "--shard-size", "1"]
+    procs, errs = run_two_ranks([str(driver), str(tmp_path), module, json.dumps(own), *args],
+                                env=env, port=free_port(), timeout=60, cwd=repo)
+    for r, err in enumerate(errs):
+        rc = tmp_path / f"rank{r}.rc"
+        assert rc.is_file() and rc.read_text() == "0" and output_lines(err) == [], err[-3000:]
+    assert out.is_file() and not work.exists()

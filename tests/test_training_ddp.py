@@ -326,3 +326,100 @@ def test_a_step_failing_on_rank1_alone_ends_every_rank_at_once_naming_it(tmp_pat
         assert str(tmp_path / "node1" / "det_train.json") in lines[0]
     if what.startswith("checkpoint"):  # nothing trained or written over: rank 0's checkpoint is still step 1
         assert json.loads((out0 / "detector_last.json").read_text())["step"] == 1
+
+
+REFINER_DRIVER = """
+import json, os, sys
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+import cartoonseg.training.refine_data as refine_data
+import train.train_refiner as command
+seen = []  # the images this rank's training samples came from (--workers 0: loaded in this process)
+getitem = refine_data.RefineTrainSet.__getitem__
+def recording_getitem(self, index):
+    seen.append(self.items[index][0])
+    return getitem(self, index)
+refine_data.RefineTrainSet.__getitem__ = recording_getitem
+summaries = []
+train = command.train_refiner
+command.train_refiner = lambda cfg, ctx=None: summaries.append(train(cfg, ctx)) or summaries[-1]
+rank = int(os.environ["RANK"])
+rc = command.main(sys.argv[3:] + json.loads(sys.argv[2])[rank])  # this rank's own --data (its node's storage)
+Path(sys.argv[1], f"rank{rank}.json").write_text(json.dumps({"rc": rc, "seen": seen, "summaries": summaries},
+                                                            default=str))
+"""
+
+
+@pytest.mark.parametrize("what", ["trains", "data-missing", "annotations-damaged", "annotations-differ"])
+def test_train_refiner_data_under_two_ranks(tmp_path, what):
+    """``python -m train.train_refiner --data`` by a real 2-process gloo group (torchrun's environment; no torchrun,
+    whose agent would kill one rank when the other ends and hide a rank left waiting). Both ranks resolve --data
+    themselves: with good data each trains on its own half of the images in both phases (GT encoder, refiner),
+    they end with the same weights and rank 0 alone writes the run's files; when rank 1's copy is missing, cut
+    short or another version (then the ranks' step counts differed and their collectives crossed: gloo aborted),
+    both end within seconds with the same one ``error: rank 1: ...`` line and nothing is written."""
+    import time
+
+    from cartoonseg.training.coco import load_coco
+
+    data = tmp_path / "data"
+    ann = make_toy_coco(data, num_images=8, size=64, seed=0, name="train")
+    out = tmp_path / "out"
+    own = [["--data", str(data)], ["--data", str(data)]]
+    if what == "data-missing":
+        own[1] = ["--data", str(tmp_path / "node1")]
+        expected = f"error: rank 1: {tmp_path / 'node1'} is neither a COCO JSON file nor a dataset folder"
+    elif what == "annotations-damaged":
+        copy = tmp_path / "node1" / "train.json"
+        copy.parent.mkdir()
+        copy.write_text(ann.read_text()[:100])
+        own[1] = ["--data", str(copy)]
+        expected = f"error: rank 1: --data {copy} differs from rank 0's copy (sha256 "  # found before it is read
+    elif what == "annotations-differ":  # an older copy on rank 1's node: 4 of the 8 images (other step counts)
+        older = json.loads(ann.read_text())
+        older["images"] = older["images"][:4]
+        keep = {im["id"] for im in older["images"]}
+        older["annotations"] = [a for a in older["annotations"] if a["image_id"] in keep]
+        copy = tmp_path / "node1" / "train.json"
+        copy.parent.mkdir()
+        copy.write_text(json.dumps(older))
+        own[1] = ["--data", str(copy), "--images", str(data / "train")]
+        expected = f"error: rank 1: --data {copy} differs from rank 0's copy (sha256 "
+    args = ["--out", str(out), "--preset", "tiny", "--size", "32", "--epochs", "1", "--gt-epochs", "1",
+            "--batch-size", "2", "--workers", "0", "--device", "cpu", "--log-interval", "1"]
+    driver = tmp_path / "driver.py"
+    driver.write_text(REFINER_DRIVER)
+    start = time.monotonic()
+    procs, errs = run_two_ranks([str(driver), str(tmp_path), json.dumps(own), *args], env=_env(), port=free_port(),
+                                timeout=120, cwd=REPO)
+    assert time.monotonic() - start < 90
+    got = []
+    for r, err in enumerate(errs):
+        result = tmp_path / f"rank{r}.json"
+        assert result.is_file(), err[-3000:]
+        got.append(json.loads(result.read_text()))
+        if what == "trains":
+            assert got[r]["rc"] == 0 and len(got[r]["summaries"]) == 1, err[-3000:]
+        else:
+            lines = output_lines(err)
+            assert got[r]["rc"] == 2 and len(lines) == 1 and lines[0].startswith(expected), err[-3000:]
+            assert got[r]["seen"] == [] and got[r]["summaries"] == []
+    if what != "trains":
+        assert output_lines(errs[0]) == output_lines(errs[1])  # the same words on every rank
+        assert not out.exists()  # refused before anything was written
+        return
+    s0, s1 = got[0]["summaries"][0], got[1]["summaries"][0]
+    assert s0["world_size"] == s1["world_size"] == 2 and s0["finished"] and s1["finished"]
+    assert s0["gt_encoder_steps"] == s1["gt_encoder_steps"] == 2 and s0["global_step"] == s1["global_step"] == 2
+    assert s0["state_digest"] == s1["state_digest"]  # DDP kept the replicas in sync
+    # each phase is one epoch of 8 images, 4 per rank: the ranks' shares are disjoint and cover every image
+    per_phase = [(got[r]["seen"][:4], got[r]["seen"][4:]) for r in (0, 1)]
+    n_images = len(load_coco(ann).images)
+    for phase in (0, 1):
+        mine, theirs = per_phase[0][phase], per_phase[1][phase]
+        assert len(mine) == len(theirs) == 4 and not set(mine) & set(theirs)
+        assert sorted(mine + theirs) == list(range(n_images))
+    assert len(got[0]["seen"]) == len(got[1]["seen"]) == 8
+    assert {"gt_encoder.safetensors", "refiner.safetensors"} <= {p.name for p in out.iterdir()}
+    assert s0["export"] == s1["export"] == str(out / "refiner.safetensors")

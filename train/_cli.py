@@ -134,7 +134,8 @@ def train_in_group(make_config: Callable[[bool], Any], args: argparse.Namespace,
     (:func:`find_annotation`) itself, through :func:`cartoonseg.sharding.every_rank`: on per-node storage a rank
     whose copy is missing ends every rank at once with one ``error: rank N: ...`` line, where it used to fail
     before the group started and leave the others in ``init_process_group`` until its time-out (30 minutes and
-    more). The group is closed at the end."""
+    more). Every rank must then read the same annotations (:func:`check_same_annotations`). The group is closed at
+    the end."""
     import dataclasses
 
     from cartoonseg.sharding import every_rank
@@ -144,9 +145,36 @@ def train_in_group(make_config: Callable[[bool], Any], args: argparse.Namespace,
     ctx = setup(cfg.device)
     try:
         ann = every_rank(lambda: find_annotation(args.data, args.split), ctx)
+        check_same_annotations(ann, ctx)
         return train(dataclasses.replace(cfg, train_ann=str(ann)), ctx)
     finally:
         cleanup(ctx)
+
+
+def check_same_annotations(ann, rank, option: str = "--data") -> None:
+    """Under ``torchrun``: raise on every rank (``rank N: ...``, :func:`cartoonseg.sharding.every_rank`) when the
+    annotation file ``ann`` (given as ``option``) of some rank is not byte for byte rank 0's; ``rank``: a
+    ``RankInfo`` or ``DistContext``. Each rank works on its share of its own copy: in the trainers copies of
+    different lengths (a node with an older or cut-down copy) gave the ranks different step counts and their
+    collectives then crossed (gloo aborted with "Is there a distributed collective mismatch", NCCL can hang), and
+    same-length copies trained on different data without a word; in ``train.evaluate`` and
+    ``train.dump_predictions`` (rank 0's image list) a rank whose copy lacked an image died with a ``KeyError``
+    while rank 0 waited for its shards for ever."""
+    if rank.world_size <= 1:
+        return
+    from cartoonseg.hub import sha256_of
+    from cartoonseg.sharding import agree, every_rank
+
+    digest = every_rank(lambda: sha256_of(ann), rank)
+    first = agree(digest)
+
+    def check() -> None:
+        if digest != first:
+            raise ValueError(f"{option} {ann} differs from rank 0's copy (sha256 {digest[:12]}... vs "
+                             f"{first[:12]}...): every process must read the same annotations; copy rank 0's to "
+                             "every node")
+
+    every_rank(check, rank)
 
 
 def print_summary(summary: dict) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cartoonseg import outputs
 
-from ._cli import check_option, parser, script_main
+from ._cli import check_option, check_same_annotations, parser, script_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +47,7 @@ def _run(args: argparse.Namespace) -> int:
     check_option("--shard-size", args.shard_size, 1)
     import cartoonseg
     from cartoonseg._cli import rank_device
-    from cartoonseg.sharding import check_outside, every_rank, init_distributed
+    from cartoonseg.sharding import agree, check_outside, every_rank, init_distributed
     from cartoonseg.training.coco import find_annotation, load_coco
     from cartoonseg.training.predictions import attach_predictions
 
@@ -69,10 +69,14 @@ def _run(args: argparse.Namespace) -> int:
         return ann, inputs, coco, seg
 
     ann, inputs, coco, seg = every_rank(load, rank)
+    check_same_annotations(ann, rank)  # the shards are of rank 0's image list
     root = coco.image_root
     det = Path(args.detector)
     fingerprint = {"detector": [str(det.resolve()), det.stat().st_size, det.stat().st_mtime_ns] if det.is_file()
                    else args.detector, "score_thr": args.score_thr, "batch_size": args.batch_size, "data": str(ann)}
+    # rank 0's describes the run: every rank writes or checks the same manifest (per-node copies of the weights
+    # differ in time stamp; the rank that lost the race was refused alone)
+    fingerprint = agree(fingerprint)
     out = attach_predictions(seg, coco.raw, root, args.iou_thr, progress=sys.stderr.isatty(),
                              batch_size=args.batch_size, work_dir=work_dir, shard_size=args.shard_size,
                              fingerprint=fingerprint)

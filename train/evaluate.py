@@ -11,7 +11,9 @@ APs/APm/APl and AR). ``PRED.json`` is a COCO results list (``image_id``, ``categ
 segm/boundary area ranges from mask areas) and Boundary IoU with dilation ratio 0.02.
 
 Under ``torchrun`` every process predicts its shards of the images (``cartoonseg.sharding``: atomic shard files in
-``--work-dir``, a killed run resumes with any number of processes) and rank 0 merges, evaluates and prints.
+``--work-dir``, a killed run resumes with any number of processes) and rank 0 merges, evaluates and prints. With
+``--pred`` there is nothing to share out: rank 0 alone reads, evaluates and prints, and every process ends with its
+result or its error.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from cartoonseg import outputs
 from cartoonseg.config import MAX_CANVAS
 from cartoonseg.evaluation import EvalParams, evaluate_all
 
-from ._cli import check_option, parser, script_main
+from ._cli import check_option, check_same_annotations, parser, script_main
 
 #: what ``--types`` may list
 TYPES = ("bbox", "segm", "boundary")
@@ -69,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"], help="autocast precision")
     ap.add_argument("--save-pred", default=None,
                     help="write the predictions here: a COCO results list, or with --refiner "
-                         "{\"stage1\": [...], \"refined\": [...]} (both read back by --pred)")
+                         "{\"stage1\": [...], \"refined\": [...]} (which --pred reads back; refused with --pred)")
     ap.add_argument("--batch-size", type=int, default=1,
                     help="images per detector pass, >= 1 (1: bit-identical to one image at a time; more helps on "
                     "GPUs)")
@@ -105,35 +107,36 @@ def _run(args: argparse.Namespace) -> int:
     types = _check_args(args)
     if args.refiner is not None and args.refiner.strip().lower() in ("", "none"):
         args.refiner = None  # "none" means no refiner, as for every cartoonseg command
+    if args.pred and args.save_pred:  # it was accepted and nothing was written
+        raise ValueError(f"--save-pred writes the predictions the models make; with --pred they are already in "
+                         f"{args.pred}: leave out --save-pred")
+    if not args.pred and not (args.images and args.detector):
+        raise ValueError("give --pred, or --images and --detector to run the models")
     inputs = [p for p in (args.gt, args.pred, args.detector, args.refiner) if p]
-    if args.save_pred:
-        # never over the ground truth or another file cartoonseg did not write
-        outputs.check_file(args.save_pred, inputs=inputs, overwrite=args.overwrite)
     # AP uses the last entry: --max-dets itself, also below 10 (AR is reported at 1 and 10 where those are smaller)
     max_dets = tuple(sorted({m for m in (1, 10) if m < args.max_dets} | {args.max_dets}))
     params = EvalParams(max_dets=max_dets, dilation_ratio=args.dilation_ratio)
+    from cartoonseg.sharding import agree, agree_on, check_outside, every_rank, init_distributed
+
+    # under torchrun the group first, so that a rank failing below reaches every rank (a rank that failed before
+    # it left the others in init_process_group until its time-out)
+    rank = init_distributed()
     if args.pred:
-        gt = _load_json(args.gt)
-        dets = _load_json(args.pred)
-        if isinstance(dets, dict) and set(dets) == {"stage1", "refined"} and all(isinstance(v, list)
-                                                                                for v in dets.values()):
-            print(json.dumps(_report(gt, dets, params, types), sort_keys=True))  # --save-pred of a two-stage run
-            return 0
-        if not isinstance(dets, list):
-            raise ValueError(f"{args.pred} must hold a COCO results list (or --save-pred's "
-                             "{\"stage1\": [...], \"refined\": [...]})")
-        print(json.dumps(_summary(gt, dets, params, types), sort_keys=True))
+        # nothing to share out: rank 0 reads and evaluates, every rank ends with its report (printed once) or its
+        # error (each rank used to read the files and print the report itself)
+        report = agree_on(lambda: _evaluate_pred(args, params, types), rank)
+        if rank.is_main:
+            print(json.dumps(report, sort_keys=True))
         return 0
-    if not (args.images and args.detector):
-        raise ValueError("give --pred, or --images and --detector to run the models")
+    if args.save_pred:
+        # never over the ground truth or another file cartoonseg did not write; rank 0 writes it, so rank 0 checks
+        # (its refusal ends every rank)
+        agree_on(lambda: outputs.check_file(args.save_pred, inputs=inputs, overwrite=args.overwrite), rank)
     import torch
 
     import cartoonseg
     from cartoonseg.evaluation.predict import predict_coco
     from cartoonseg._cli import rank_device
-    from cartoonseg.sharding import check_outside, every_rank, init_distributed
-
-    rank = init_distributed()  # under torchrun the group first, so that a rank failing below reaches every rank
     work_dir = args.work_dir or (f"{args.save_pred or args.gt}.shards" if rank.world_size > 1 else None)
     if work_dir is not None and args.save_pred:
         check_outside(work_dir, args.save_pred)  # the run folder holds only the run's own files
@@ -154,6 +157,7 @@ def _run(args: argparse.Namespace) -> int:
         return gt, ref, seg
 
     gt, ref, seg = every_rank(load, rank)
+    check_same_annotations(args.gt, rank, "--gt")  # the shards are of rank 0's image list
     fingerprint = {k: getattr(args, k) for k in ("detector", "refiner", "det_size", "score_thr", "mask_thr",
                                                   "max_dets", "batch_size")}
     fingerprint["precision"] = seg.effective_precision  # what runs here: auto/bf16 differ between CPUs
@@ -161,6 +165,9 @@ def _run(args: argparse.Namespace) -> int:
         if fingerprint[key] and Path(fingerprint[key]).is_file():
             st = Path(fingerprint[key]).stat()
             fingerprint[key] = [str(Path(fingerprint[key]).resolve()), st.st_size, st.st_mtime_ns]
+    # rank 0's describes the run: every rank writes or checks the same manifest (per-node copies of the weights
+    # differ in time stamp, and the precision between CPUs; the rank that lost the race was refused alone)
+    fingerprint = agree(fingerprint)
     preds = predict_coco(
         seg, gt, args.images, stages="both" if ref is not None else "final", progress=sys.stderr.isatty(),
         batch_size=args.batch_size, work_dir=work_dir, shard_size=args.shard_size, fingerprint=fingerprint,
@@ -173,6 +180,19 @@ def _run(args: argparse.Namespace) -> int:
     report = _summary(gt, preds["final"], params, types) if ref is None else _report(gt, preds, params, types)
     print(json.dumps(report, sort_keys=True))
     return 0
+
+
+def _evaluate_pred(args: argparse.Namespace, params: EvalParams, types: list[str]) -> dict:
+    """The report of ``--pred`` (a COCO results list, or ``--save-pred``'s two-stage dict) against ``--gt``."""
+    gt = _load_json(args.gt)
+    dets = _load_json(args.pred)
+    if isinstance(dets, dict) and set(dets) == {"stage1", "refined"} and all(isinstance(v, list)
+                                                                            for v in dets.values()):
+        return _report(gt, dets, params, types)  # --save-pred of a two-stage run
+    if not isinstance(dets, list):
+        raise ValueError(f"{args.pred} must hold a COCO results list (or --save-pred's "
+                         "{\"stage1\": [...], \"refined\": [...]})")
+    return _summary(gt, dets, params, types)
 
 
 def _report(gt, preds: dict, params, types) -> dict:
