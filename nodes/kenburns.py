@@ -20,6 +20,7 @@ import torch
 from cartoonseg.inpaint.diffusion import NEGATIVE_PROMPT, PROMPT_SUFFIX
 from cartoonseg.kenburns.camera import ANCHORS, EASINGS, PRESETS
 from cartoonseg.kenburns.disocclusion import CHARACTER_REVEALS, FILLS
+from cartoonseg.kenburns.render import KenBurnsConfig
 
 from . import _comfy
 from ._comfy import DEVICES
@@ -134,13 +135,19 @@ class CartoonSegKenBurns:
                     "tooltip": "background the camera reveals behind the characters: key-views = inpainted at the "
                                "end views like every other disocclusion (better than a PatchMatch plate), plate = "
                                "the background plate as wired (use it with a real, drawn background)"}),
+                "depth_refine": ("BOOLEAN", {
+                    "default": KenBurnsConfig.depth_refine,
+                    "tooltip": "sharpen the depth edges a depth estimator blurs (Depth Anything and the like): each "
+                               "blurred step is snapped to its near or far side by colour, so a moving camera opens "
+                               "a hole there instead of a smeared skin; a sharp (exact, drawn) depth and slanted "
+                               "grounds are left as they are"}),
             },
         }
 
     def render(self, image, depth, size=0, depth_of_field=False, dof_strength=1.0, dof_speed=50.0, min_disparity=0.02,
                device="auto", fill="patchmatch", instances=None, background=None, camera=None, diffusion=None,
-               character_reveals="key-views"):
-        from cartoonseg.kenburns import CameraPath, KenBurnsConfig, render_kenburns
+               character_reveals="key-views", depth_refine=None):
+        from cartoonseg.kenburns import CameraPath, render_kenburns
 
         if fill == "diffusion" and diffusion is None:
             raise ValueError("fill 'diffusion' needs a model: wire a CartoonSegDiffusionFill into 'diffusion' (or use "
@@ -154,9 +161,10 @@ class CartoonSegKenBurns:
         camera = _check_camera(camera, CameraPath)
         n = image.shape[0]
         _comfy.check_batches(n, depth=len(depth), background=len(background) if background is not None else None)
+        refine = KenBurnsConfig.depth_refine if depth_refine is None else bool(depth_refine)  # None: an old workflow
         config = KenBurnsConfig(size=int(size), depth_of_field=bool(depth_of_field), dof_strength=float(dof_strength),
                                 dof_speed=float(dof_speed), min_disparity=float(min_disparity), fill=fill,
-                                character_reveals=character_reveals)
+                                character_reveals=character_reveals, depth_refine=refine)
         dev = _comfy.resolve_device(device)  # the device asked for, or a ValueError naming it (never a quiet CPU)
         clips, masks = [], []
         with _comfy.steps(n * camera.frames) as bar:

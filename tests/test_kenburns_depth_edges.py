@@ -112,13 +112,13 @@ def test_bad_shapes_refused():
         refine_depth_edges(near, rgb[:, :-1])
 
 
-def test_build_scene_refines_only_when_asked():
+def test_build_scene_refines_by_default_not_when_turned_off():
     rgb, near, dist = _disc_scene()
     ramp = _blur(near)
     image = rgb.permute(1, 2, 0)
-    plain = build_scene(image, ramp)
-    refined = build_scene(image, ramp, config=KenBurnsConfig(depth_refine=True))
-    assert KenBurnsConfig().depth_refine is False
+    plain = build_scene(image, ramp, config=KenBurnsConfig(depth_refine=False))
+    refined = build_scene(image, ramp)
+    assert KenBurnsConfig().depth_refine is True
     off = dist.abs() > 1.0
     # scene depth is 1 / nearness (normalised to the nearest point): back to the two depths with the option only
     exact = 1.0 / (near / NEAR)

@@ -523,7 +523,7 @@ def test_cli_depth_refine_switch(tmp_path, monkeypatch):
     args = _write_inputs(tmp_path)
     for i, flag in enumerate(([], ["--depth-refine"], ["--no-depth-refine"])):
         assert cli.main([*args, *flag, "--fill", "far-side", "--out", str(tmp_path / f"{i}.webp")]) == 0
-    assert [c.depth_refine for c in seen] == [False, True, False]
+    assert [c.depth_refine for c in seen] == [True, True, False]  # on by default
 
 
 def test_cli_diffusion_fill_runs_a_diffusers_pipeline(tmp_path, capsys, tiny_pipeline_dir):

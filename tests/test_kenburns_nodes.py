@@ -250,3 +250,26 @@ def test_device_widget_uses_the_device_asked_for_or_names_it(nodes, monkeypatch)
         with pytest.raises(ValueError, match="'cuda' is not available"):
             run(nodes, cam, device="cuda")
     assert seen and all(d.type == "cpu" for d in seen)
+
+
+def test_depth_refine_is_an_optional_widget_with_the_library_default(nodes, monkeypatch):
+    """depth_refine is optional (a workflow saved before it existed loads and renders with the library's default)
+    and its value reaches the renderer's config."""
+    cls = nodes["CartoonSegKenBurns"]
+    spec = cls.INPUT_TYPES()
+    assert "depth_refine" not in spec["required"]
+    kind, options = spec["optional"]["depth_refine"]
+    assert kind == "BOOLEAN" and options["default"] is kb.KenBurnsConfig().depth_refine and options["tooltip"]
+    cam = camera(nodes, preset="static", frames=1, playback=False)
+    seen = []
+    real = kb.render_kenburns
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["config"].depth_refine)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kb, "render_kenburns", spy)
+    run(nodes, cam)  # an old workflow: no depth_refine
+    run(nodes, cam, depth_refine=True)
+    run(nodes, cam, depth_refine=False)
+    assert seen == [kb.KenBurnsConfig().depth_refine, True, False]

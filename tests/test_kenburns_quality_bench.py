@@ -66,3 +66,20 @@ def test_quick_run_accepts_the_estimator_like_depth(tmp_path):
         with pytest.raises(SystemExit) as err:
             bench.main(["--quick", *bad])
         assert err.value.code == 2
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_depth_refine_leaves_exact_depth_whole_and_refines_the_estimators(seed):
+    """The depth-edge refinement's gate on the benchmark's scenes (the reduced run's three, at its size): the exact
+    depth is returned whole, also scene 0's, where a few steeply slanted narrow surfaces look like ramps (3 % of its
+    step windows hold a column of ramp); the estimator-like depth is refined (two thirds of them do)."""
+    from cartoonseg.kenburns.depth_edges import refine_depth_edges
+
+    layers = bench.make_scene(seed, 256 / 170, 128.0)
+    image, near, _, _ = bench.scene_inputs(layers, (170, 256))
+    rgb = image.permute(2, 0, 1)
+    exact = near / near.max()
+    assert torch.equal(refine_depth_edges(exact, rgb), exact)
+    est = bench.degrade_depth(near, seed, **bench.ESTIMATOR_LIKE)
+    est = est / est.max()
+    assert int((refine_depth_edges(est, rgb) != est).sum()) > 1000

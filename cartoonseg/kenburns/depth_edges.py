@@ -13,13 +13,20 @@ A window is a ramp, and only then touched, when
   smooth slant (a ground, a floor) stays as it is, while a blurred step keeps a residual of about a fifth of its
   height (a threshold of 0.08 leaves a slant with a 3 % depth noise alone and still finds a step blurred 1.5 px),
   nor the depth's own wobble (3x the median window's relative residual: an estimator's noise on a ground),
-* and it holds a ramp: pixels between its two sides (see below) over at least :data:`RAMP_WIDTH` columns' worth. An
-  exact step is sharp (its anti-aliased rim is one pixel wide) and is left as it is.
+* and it holds a ramp: pixels between its two sides (see below) that are steep, over at least :data:`RAMP_WIDTH`
+  columns' worth. A pixel is steep when its slope (per axis the smaller of its two one-sided differences, so a pixel
+  beside a sharp step keeps its own surface's slope) is at least :data:`STEEPER` times the slope of the surfaces a
+  window's half-width away on both sides along its slope: a blurred step is steeper than the surfaces it joins,
+  while a slanted ground is as steep as the ground beside it. An exact step is sharp (its anti-aliased rim is one
+  pixel wide) and is left as it is; so is a slanted ground where it meets a far wall (a crease) or a character
+  standing on it: its pixels lie between the window's two sides and an affine fit does not explain the window, but
+  they are no ramp (counting them as one flattened a ground by up to 78 % of its nearness).
 
-A depth that is not blurred at all (the median such window holds less than :data:`EDGE_BLUR` columns of ramp: about
-0 on an exact or a drawn depth, 1.5-2.3 with a 1-1.5 px blur, with or without noise) is returned whole: there a
-slanted ground that spans a window by itself (where it meets a far wall, beside a character) would otherwise look
-like a ramp and be flattened.
+A depth that is not blurred at all is returned whole: one where fewer than a quarter of the step windows (those that
+pass the first two tests) hold :data:`EDGE_BLUR` columns of ramp (0-3 % on the quality benchmark's exact depth,
+where a steeply slanted narrow surface looks like a ramp; 35-75 % with a 1.5 px blur, the rest being creases and
+slants, which hold no ramp, and windows that reach a ramp with their rim). The median window, which the gate used
+before, falls under a column where a ground's creases outnumber the blurred steps.
 
 Every pixel of such a window then takes the mean disparity of the window's near side (its pixels in the top quarter
 of the range) or far side (the bottom quarter), the side whose nearest colour is nearer its own (the nearest, not the
@@ -49,10 +56,42 @@ _BAND = 0.25
 NOISE_FACTOR = 3.0
 #: Least width (px) of a ramp between the two sides for a window to be snapped: a sharp step is left as it is.
 RAMP_WIDTH = 1.5
-#: Least median ramp width (columns) of the step windows for the depth to count as blurred and be refined at all.
+#: A ramp's pixel is at least this many times as steep as the surfaces on both sides of it (a window's half-width
+#: away along its slope): a pixel of a slanted surface is as steep as the surface beside it, a blurred step is
+#: steeper than what it joins (a 1.5 px blur: 6x its slope 4 px away).
+STEEPER = 2.0
+#: The depth counts as blurred, and is refined at all, when at least :data:`BLURRED_SHARE` of its step windows hold
+#: this many columns of ramp.
 EDGE_BLUR = 1.0
+BLURRED_SHARE = 0.25
 #: Flagged pixels gathered at once (bounds the memory to about this many windows).
 _CHUNK = 1 << 16
+
+
+def _steep(v: Tensor, dist: int) -> Tensor:
+    """``[H,W]`` bool: the pixels of ``v`` inside a ramp, those at least :data:`STEEPER` times as steep as both
+    surfaces it joins, which lie ``dist`` pixels away along the slope's direction on either side.
+
+    A pixel's slope is per axis the smaller of its two one-sided differences: a pixel beside a sharp step keeps its
+    own surface's slope, only a pixel steep towards both neighbours (a ramp's, an anti-aliased rim's) is steep. A
+    slanted surface is as steep as its continuation (a ground where it meets a far wall is no ramp), a sharp step has
+    no steep pixel besides its one-pixel rim."""
+    h, w = v.shape
+    p = F.pad(v[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+    fx, bx = p[1:-1, 2:] - v, v - p[1:-1, :-2]
+    fy, by = p[2:, 1:-1] - v, v - p[:-2, 1:-1]
+    sx = torch.where(fx.abs() < bx.abs(), fx, bx)
+    sy = torch.where(fy.abs() < by.abs(), fy, by)
+    slope = torch.hypot(sx, sy)
+    # the slope's direction from central differences (a ramp's one-sided differences agree in sign)
+    gx, gy = 0.5 * (fx + bx), 0.5 * (fy + by)
+    norm = torch.hypot(gx, gy).clamp_min(1e-12)
+    ys = torch.arange(h, device=v.device)[:, None].expand(h, w)
+    xs = torch.arange(w, device=v.device)[None, :].expand(h, w)
+    dx, dy = torch.round(dist * gx / norm).long(), torch.round(dist * gy / norm).long()
+    around = torch.maximum(slope[(ys + dy).clamp(0, h - 1), (xs + dx).clamp(0, w - 1)],
+                           slope[(ys - dy).clamp(0, h - 1), (xs - dx).clamp(0, w - 1)])
+    return slope > STEEPER * around
 
 
 def refine_depth_edges(near: Tensor, rgb: Tensor, *, radius: int = 4, jump: float = 0.2,
@@ -116,6 +155,8 @@ def refine_depth_edges(near: Tensor, rgb: Tensor, *, radius: int = 4, jump: floa
     offs = (d.long()[:, None] * wp + d.long()[None, :]).flatten()  # [K] flat offsets in the padded map
     flat_v = vals_p.flatten()
     flat_c = rgb_p.flatten(1)  # [3,(H+2r)(W+2r)]
+    flat_steep = F.pad(_steep(near.float(), radius)[None, None].float(), (radius,) * 4,
+                       mode="replicate")[0, 0].flatten().bool()
     result = out.flatten().float().clone()
     own_c = rgb.float().flatten(1)
 
@@ -126,17 +167,19 @@ def refine_depth_edges(near: Tensor, rgb: Tensor, *, radius: int = 4, jump: floa
         low, top = lo.flatten()[i, None], hi.flatten()[i, None]
         return flat_v[at], centre, at, low, top, top - low
 
-    def ramp_columns(vals: Tensor, low: Tensor, top: Tensor, span: Tensor) -> Tensor:
-        """Per window, its pixels between the two sides (the ramp), in columns' worth."""
-        return ((vals > low + _BAND * span) & (vals < top - _BAND * span)).sum(1).float() / k
+    def ramp_columns(vals: Tensor, at: Tensor, low: Tensor, top: Tensor, span: Tensor) -> Tensor:
+        """Per window, its ramp in columns' worth: its pixels between the two sides that are steep ones."""
+        between = (vals > low + _BAND * span) & (vals < top - _BAND * span)
+        return (between & flat_steep[at]).sum(1).float() / k
 
-    # is the depth blurred at all? The median step window's ramp: about 0 on an exact (or drawn) depth, whose steps
-    # are sharp, 1.5-2.3 columns with a 1-1.5 px blur (the quality benchmark's scenes); a sharp depth is left whole
+    # is the depth blurred at all? Do a quarter of the step windows hold a column of ramp: 0-3 % of them on an exact
+    # (or drawn) depth, whose steps are sharp, 35-75 % with a 1.5 px blur (the rest are a crease, a slant, a window
+    # that reaches a ramp with its rim); a sharp depth is left whole
     widths = []
     for start in range(0, idx.numel(), _CHUNK):
-        vals, _, _, low, top, span = window(idx[start:start + _CHUNK])
-        widths.append(ramp_columns(vals, low, top, span))
-    if float(torch.cat(widths).median()) < EDGE_BLUR:
+        vals, _, at, low, top, span = window(idx[start:start + _CHUNK])
+        widths.append(ramp_columns(vals, at, low, top, span))
+    if float((torch.cat(widths) >= EDGE_BLUR).float().mean()) < BLURRED_SHARE:
         return out
     for start in range(0, idx.numel(), _CHUNK):
         i = idx[start:start + _CHUNK]
@@ -156,8 +199,9 @@ def refine_depth_edges(near: Tensor, rgb: Tensor, *, radius: int = 4, jump: floa
         v0 = flat_v[centre]
         by_colour = (dn - df).abs() > _SAME_COLOUR
         pick_near = torch.where(by_colour, dn < df, v0 >= 0.5 * (vn + vf))
-        # a ramp only where the window holds one: pixels between the two sides over at least RAMP_WIDTH columns'
-        # worth (an estimator's blur spreads a step over 2 or more; an exact, anti-aliased step holds 1 at most)
-        is_ramp = ramp_columns(vals, low, top, span) >= RAMP_WIDTH
+        # a ramp only where the window holds one: steep pixels between the two sides over at least RAMP_WIDTH
+        # columns' worth (an estimator's blur spreads a step over 2 or more; an exact, anti-aliased step holds 1 at
+        # most; a slanted surface none)
+        is_ramp = ramp_columns(vals, at, low, top, span) >= RAMP_WIDTH
         result[i] = torch.where(is_ramp, torch.where(pick_near, vn, vf), v0)
     return result.view(h, w).to(near.dtype)

@@ -131,8 +131,9 @@ class KenBurnsConfig:
         depth_refine: snap the ramps a depth estimator leaves at depth edges to their near or far side, guided by
             the image (:func:`~cartoonseg.kenburns.depth_edges.refine_depth_edges`), before the layers are built,
             so a moved camera opens a hole there instead of showing a smeared skin of points. For an estimator's
-            depth (Depth Anything V2 and the like); a depth with sharp steps (exact, drawn) is left as it is. Off by
-            default for now (see the README's quality figures).
+            depth (Depth Anything V2 and the like); a depth with sharp steps (exact, drawn) and slanted grounds are
+            left as they are. On by default (see the README's quality figures: +0.53 dB on estimator-like depth,
+            exact depth unchanged).
     """
 
     size: int = 0
@@ -153,7 +154,7 @@ class KenBurnsConfig:
     near_band: int = -1
     character_reveals: str = "key-views"
     plane_guidance: bool = True
-    depth_refine: bool = False
+    depth_refine: bool = True
 
     def __post_init__(self) -> None:
         if not (self.size == 0 or MIN_SIDE <= self.size <= MAX_SIDE):
