@@ -34,8 +34,10 @@ For each instance:
    Limits (the masks decide, and cannot always): where the back instance's mask holds under a strand of this one
    drawn over it (a segmenter that does not dip there), the strand reads as the back's own line ending under this
    one (which stays the back's), so it is not followed and stays in the back matte; a strand touching two
-   instances over the background that runs into neither deeper than the band, or this instance's strand lost over
-   the background that touches one behind it, is followed by both and goes to the front one in step 3.
+   instances over the background that runs into neither deeper than the band is followed by both and goes to the
+   front one in step 3. A stroke whose line runs on deep into this instance's own mask where it gives way
+   (:func:`_drawn_over`: drawn over this one, a front instance's lost strand) is not followed; per connected
+   stroke, so strands of two instances crossing over the background (one stroke) are followed by both.
    Where two instances meet, line art is also found as the luminance ridge across the seam between
    their masks (:func:`seam_ridges`): the front one's outline, too faint next to a dark cel shade for the
    black-hat's threshold; its pixels on the far side stay unknown even when it is 1 px wide (the solver has the
@@ -647,6 +649,36 @@ def _rooted_elsewhere(i: int, strokes: np.ndarray, line: np.ndarray, soft_all: n
     return out
 
 
+def _drawn_over(i: int, strokes: np.ndarray, line: np.ndarray, soft_all: np.ndarray, high: float, depth: int,
+                radius: int) -> np.ndarray:
+    """bool ``[H,W]``: the strokes (8-connected components of ``strokes``, instance ``i``'s :func:`free_strokes`)
+    whose line runs on (8-connected, along ``line`` only, not through its other strokes; as far as in
+    :func:`_rooted_elsewhere`) deeper than ``depth`` px into ``i``'s own mask at pixels where that mask gives way
+    (``low`` < p < ``high``): a strand drawn over ``i`` (a mask gives way under a line drawn over its instance, not
+    under its own), so another character's, lost over the background where it touches ``i``: the mirror of
+    :func:`_rooted_elsewhere`. Without it both followed the strand and ``i`` kept what the front one left of it."""
+    h, w = strokes.shape
+    out = np.zeros((h, w), bool)
+    limit = int(1.5 * int(depth)) + 2
+    box = _crop(strokes, limit + int(depth) + 2, h, w)
+    if box is None:
+        return out
+    y0, y1, x0, x1 = box
+    mine, own = strokes[y0:y1, x0:x1], soft_all[i, y0:y1, x0:x1]
+    solid = cv2.morphologyEx((own > 0.5).astype(np.uint8), cv2.MORPH_CLOSE, disk(max(1, int(radius)) + 1),
+                             borderType=cv2.BORDER_REPLICATE)
+    deep = line[y0:y1, x0:x1] & (cv2.distanceTransform(solid, cv2.DIST_L2, 3) > depth) & (own < high) & (own > 0.05)
+    if not deep.any():
+        return out
+    n, labels = cv2.connectedComponents(mine.astype(np.uint8), connectivity=8)
+    for k in range(1, n):
+        stroke = labels == k
+        path = (line[y0:y1, x0:x1] & ~mine) | stroke
+        if (deep & (_geodesic_steps(stroke, path, limit, connectivity=8) <= limit)).any():
+            out[y0:y1, x0:x1] |= stroke
+    return out
+
+
 def _ink_alpha(rgb: np.ndarray, strokes: np.ndarray, grow: np.ndarray, background: np.ndarray,
                radius: int) -> tuple[np.ndarray, np.ndarray]:
     """Alpha of traced strokes from their own ink colour: ``(alpha, where)``, float64 and bool ``[H,W]``.
@@ -771,6 +803,8 @@ def instance_alphas(image, instances: Instances, config: MattingConfig | None = 
             if strokes.any():  # a lost strand of another instance touching this one is that one's
                 strokes &= ~_rooted_elsewhere(i, strokes, lines[radius], soft_all, config.high,
                                               int(band) + radius, radius)
+            if strokes.any():  # and one drawn over this instance (its mask gives way under it) is not its own
+                strokes &= ~_drawn_over(i, strokes, lines[radius], soft_all, config.high, int(band) + radius, radius)
             if strokes.any():  # unknown along the strokes (1-px fringe): widen the crop to hold them
                 grow = cv2.dilate(strokes.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~region
                 g0, g1, f0, f1 = _crop(grow, int(config.margin), h, w)
