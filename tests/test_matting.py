@@ -707,8 +707,8 @@ def test_a_lost_strand_of_the_back_character_touching_the_front_one_stays_in_the
     matte 0.38 on it, truth 0; back 0.28, truth 0.8). A stroke whose line runs on into another instance's mask,
     deeper than its outline and where that mask holds (its own line, not one drawn over it), is rooted there.
     The same picture with the strand the front's (drawn over the back, whose mask gives way under it) keeps it in
-    the front matte (the back matte still holds 0.27 of it there: what the front leaves of the back's own solve;
-    see the README's limits). The back's strand, rooted deep in its mask, keeps its ink coverage (0.71, truth 0.8:
+    the front matte, and the back one no longer follows it (it kept 0.26 of it: what the front left). The back's
+    strand, rooted deep in its mask, keeps its ink coverage (0.71, truth 0.8:
     test_a_strand_rooted_in_its_character_and_meeting_another_ones_outline_keeps_its_ink_coverage); the front's,
     rooted at its outline, is left to the closed-form solver, which recovers about half of it (0.39)."""
     for owner in ("back", "front"):
