@@ -34,8 +34,10 @@ For each instance:
    Limits (the masks decide, and cannot always): where the back instance's mask holds under a strand of this one
    drawn over it (a segmenter that does not dip there), the strand reads as the back's own line ending under this
    one (which stays the back's), so it is not followed and stays in the back matte; a strand touching two
-   instances over the background that runs into neither deeper than the band, or this instance's strand lost over
-   the background that touches one behind it, is followed by both and goes to the front one in step 3.
+   instances over the background that runs into neither deeper than the band is followed by both and goes to the
+   front one in step 3. A stroke whose line runs on deep into this instance's own mask where it gives way
+   (:func:`_drawn_over`: drawn over this one, a front instance's lost strand) is not followed; per connected
+   stroke, so strands of two instances crossing over the background (one stroke) are followed by both.
    Where two instances meet, line art is also found as the luminance ridge across the seam between
    their masks (:func:`seam_ridges`): the front one's outline, too faint next to a dark cel shade for the
    black-hat's threshold; its pixels on the far side stay unknown even when it is 1 px wide (the solver has the
@@ -46,6 +48,9 @@ For each instance:
 2. **Alpha** from the image colours in a crop around the instance (the box of its unknown and foreground pixels plus
    a margin) with pymatting's closed-form matting (Levin et al. 2008, ``estimate_alpha_cf``; ``method="knn"`` and
    ``"lkm"`` are the library's other solvers), clipped to [0, 1]. pymatting is the optional extra ``matting``.
+   A followed stroke rooted deep in this instance's own mask, where it holds (its own strand for certain), takes
+   its coverage by its own ink instead (:func:`_ink_alpha`): the solver cannot step along a line of one colour, so a
+   strand meeting another instance's line (known background here) came out as a ramp, about half its alpha.
 3. **Consistency** (:func:`compose_front_to_back`): instances are ordered front to back (:func:`occlusion_order`,
    the pairwise cues of :mod:`cartoonseg.occlusion`: where two soft masks overlap, the one clearly more confident
    there is in front; masks that only meet along a seam: the one wrapping around the other is behind; ties by
@@ -599,7 +604,7 @@ def _behind_interior(i: int, order: Sequence[int], soft_all: np.ndarray, low: fl
 
 
 def _rooted_elsewhere(i: int, strokes: np.ndarray, line: np.ndarray, soft_all: np.ndarray, high: float,
-                      depth: int, radius: int) -> np.ndarray:
+                      depth: int, radius: int, here: bool = False) -> np.ndarray:
     """bool ``[H,W]``: the strokes (8-connected components of ``strokes``, instance ``i``'s :func:`free_strokes`)
     rooted in another instance: followed along the line art ``line`` past their end (8-connected, no farther than
     going straight in takes plus half of it again for a curve, so not along an outline to some other line), they run
@@ -611,7 +616,8 @@ def _rooted_elsewhere(i: int, strokes: np.ndarray, line: np.ndarray, soft_all: n
     the two took it. A line that only meets another instance's outline reaches no deeper than the outline, and a
     stroke of ``i`` drawn over another instance runs where that mask gives way: neither is dropped. Dips of a mask
     under a thin line are closed (a disk of ``radius`` + 1 px) before the depth is measured, as in
-    :func:`_behind_interior`."""
+    :func:`_behind_interior`. ``here``: the converse, the strokes rooted in instance ``i``'s own mask (deep, where
+    it holds): ``i``'s own strands, whose owner is certain (:func:`_ink_alpha`)."""
     h, w = strokes.shape
     out = np.zeros((h, w), bool)
     limit = int(1.5 * int(depth)) + 2  # steps from the stroke's end at the other mask's edge to ``depth`` inside it
@@ -624,7 +630,7 @@ def _rooted_elsewhere(i: int, strokes: np.ndarray, line: np.ndarray, soft_all: n
     rooted = np.zeros(mine.shape, bool)  # line art deep inside another instance, where its mask holds
     for j in range(soft_all.shape[0]):
         theirs = soft_all[j, y0:y1, x0:x1]
-        if j == i or not (theirs >= high).any():
+        if (j == i) != here or not (theirs >= high).any():
             continue
         solid = cv2.morphologyEx((theirs > 0.5).astype(np.uint8), cv2.MORPH_CLOSE, closing,
                                  borderType=cv2.BORDER_REPLICATE)
@@ -641,6 +647,77 @@ def _rooted_elsewhere(i: int, strokes: np.ndarray, line: np.ndarray, soft_all: n
         if (rooted[c0:c1, d0:d1] & (steps <= limit)).any():
             out[y0 + c0:y0 + c1, x0 + d0:x0 + d1] |= stroke
     return out
+
+
+def _drawn_over(i: int, strokes: np.ndarray, line: np.ndarray, soft_all: np.ndarray, high: float, depth: int,
+                radius: int) -> np.ndarray:
+    """bool ``[H,W]``: the strokes (8-connected components of ``strokes``, instance ``i``'s :func:`free_strokes`)
+    whose line runs on (8-connected, along ``line`` only, not through its other strokes; as far as in
+    :func:`_rooted_elsewhere`) deeper than ``depth`` px into ``i``'s own mask at pixels where that mask gives way
+    (``low`` < p < ``high``): a strand drawn over ``i`` (a mask gives way under a line drawn over its instance, not
+    under its own), so another character's, lost over the background where it touches ``i``: the mirror of
+    :func:`_rooted_elsewhere`. Without it both followed the strand and ``i`` kept what the front one left of it."""
+    h, w = strokes.shape
+    out = np.zeros((h, w), bool)
+    limit = int(1.5 * int(depth)) + 2
+    box = _crop(strokes, limit + int(depth) + 2, h, w)
+    if box is None:
+        return out
+    y0, y1, x0, x1 = box
+    mine, own = strokes[y0:y1, x0:x1], soft_all[i, y0:y1, x0:x1]
+    solid = cv2.morphologyEx((own > 0.5).astype(np.uint8), cv2.MORPH_CLOSE, disk(max(1, int(radius)) + 1),
+                             borderType=cv2.BORDER_REPLICATE)
+    deep = line[y0:y1, x0:x1] & (cv2.distanceTransform(solid, cv2.DIST_L2, 3) > depth) & (own < high) & (own > 0.05)
+    if not deep.any():
+        return out
+    n, labels = cv2.connectedComponents(mine.astype(np.uint8), connectivity=8)
+    for k in range(1, n):
+        stroke = labels == k
+        path = (line[y0:y1, x0:x1] & ~mine) | stroke
+        if (deep & (_geodesic_steps(stroke, path, limit, connectivity=8) <= limit)).any():
+            out[y0:y1, x0:x1] |= stroke
+    return out
+
+
+def _ink_alpha(rgb: np.ndarray, strokes: np.ndarray, grow: np.ndarray, background: np.ndarray,
+               radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """Alpha of traced strokes from their own ink colour: ``(alpha, where)``, float64 and bool ``[H,W]``.
+
+    ``strokes``: the stroke pixels an instance follows past its region; ``grow``: them and their 1-px fringe (the
+    pixels to estimate); ``background``: known-background pixels that are no line art. Closed-form matting cannot
+    put an ownership step along a line of one colour (alpha is affine in colour in each 3x3 window), so a stroke
+    joining this instance's foreground to a known-background pixel of the same ink (another instance's outline
+    where the stroke meets it, the back character's fill where it ends over it) came out as a ramp from 1 to 0
+    (about half its alpha). Which instance the stroke belongs to is already decided (the stroke rules); its
+    coverage is the projection of each pixel's colour onto the line from the local background ``B`` (a normalised
+    Gaussian average of ``background`` around it) to the stroke's ink ``F`` (its pixel farthest from ``B``, per
+    8-connected group of ``grow``): ``alpha = <I - B, F - B> / |F - B|^2``. Pixels with no background nearby, or
+    whose ink is within the line-art contrast of the background, are left to the solver (``where`` False)."""
+    image = np.asarray(rgb, dtype=np.float64) / 255.0
+    alpha = np.zeros(strokes.shape, np.float64)
+    where = np.zeros(strokes.shape, bool)
+    sigma = float(max(2, int(radius) + 1))
+    weight = cv2.GaussianBlur(background.astype(np.float64), (0, 0), sigma)
+    known = weight > 1e-3
+    if not known.any():
+        return alpha, where
+    back = cv2.GaussianBlur(image * background[..., None], (0, 0), sigma) / np.maximum(weight, 1e-3)[..., None]
+    diff = image - back
+    n, labels = cv2.connectedComponents(grow.astype(np.uint8), connectivity=8)
+    for k in range(1, n):
+        part = labels == k
+        ink = part & strokes & known
+        if not ink.any():
+            continue
+        ys, xs = np.nonzero(ink)
+        far = int(np.argmax((diff[ys, xs] ** 2).sum(-1)))
+        f = image[ys[far], xs[far]]
+        span = f - back  # per pixel: the ink relative to the local background
+        norm = (span ** 2).sum(-1)
+        ok = part & known & (norm > 0.05 ** 2)
+        alpha[ok] = np.clip((diff[ok] * span[ok]).sum(-1) / norm[ok], 0.0, 1.0)
+        where |= ok
+    return alpha, where
 
 
 def instance_alphas(image, instances: Instances, config: MattingConfig | None = None, *,
@@ -703,6 +780,7 @@ def instance_alphas(image, instances: Instances, config: MattingConfig | None = 
         epsilon = config.epsilon
         if epsilon is None:  # the noise where the boundary is (before any stroke widens the unknown region)
             epsilon = max(QUANTISATION_VARIANCE, noise_variance(rgb[y0:y1, x0:x1], (trimap > 0) & (trimap < 1)))
+        traced = None  # the strokes followed past the region, for :func:`_ink_alpha`
         if config.line_art:
             # the black-hat follows the width of the image's lines, at most half the band (a band narrower than
             # the line art cannot hold it); the detour that decides a gap's sides follows the band's width
@@ -725,6 +803,8 @@ def instance_alphas(image, instances: Instances, config: MattingConfig | None = 
             if strokes.any():  # a lost strand of another instance touching this one is that one's
                 strokes &= ~_rooted_elsewhere(i, strokes, lines[radius], soft_all, config.high,
                                               int(band) + radius, radius)
+            if strokes.any():  # and one drawn over this instance (its mask gives way under it) is not its own
+                strokes &= ~_drawn_over(i, strokes, lines[radius], soft_all, config.high, int(band) + radius, radius)
             if strokes.any():  # unknown along the strokes (1-px fringe): widen the crop to hold them
                 grow = cv2.dilate(strokes.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~region
                 g0, g1, f0, f1 = _crop(grow, int(config.margin), h, w)
@@ -733,6 +813,14 @@ def instance_alphas(image, instances: Instances, config: MattingConfig | None = 
                 wide[y0 - box[0]:y1 - box[0], x0 - box[2]:x1 - box[2]] = trimap
                 wide[grow[box[0]:box[1], box[2]:box[3]]] = 0.5
                 trimap, (y0, y1, x0, x1) = wide, box
+                # the strands rooted deep in this instance's own mask are its own for certain: their alpha is their
+                # coverage by their ink (the solver makes a strand that meets another instance's line a ramp)
+                own = strokes & _rooted_elsewhere(i, strokes, lines[radius], soft_all, config.high,
+                                                  int(band) + radius, radius, here=True)
+                if own.any():
+                    near = cv2.dilate(own.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & grow
+                    traced = (own[y0:y1, x0:x1], near[y0:y1, x0:x1],
+                              (trimap == 0) & ~lines[radius][y0:y1, x0:x1], radius)
         why = None  # nothing to solve from: keep the mask
         if min(y1 - y0, x1 - x0) < MIN_SIDE:
             why = f"the image is thinner than the solvers' {MIN_SIDE}x{MIN_SIDE} window"
@@ -747,6 +835,9 @@ def instance_alphas(image, instances: Instances, config: MattingConfig | None = 
             alpha = soft[y0:y1, x0:x1].astype(np.float64)
         else:
             alpha = solve_alpha(rgb[y0:y1, x0:x1], trimap, config.method, epsilon)
+            if traced is not None:  # the strokes followed past the region: coverage by their own ink
+                ink, where = _ink_alpha(rgb[y0:y1, x0:x1], *traced)
+                alpha[where] = ink[where]
             area = keep[y0:y1, x0:x1]
             alpha[area] = soft[y0:y1, x0:x1][area]
         raw[i, y0:y1, x0:x1] = torch.from_numpy(alpha.astype(np.float32))
