@@ -182,6 +182,26 @@ def test_plane_fill_continues_the_ground_pattern_in_perspective():
     assert ours > theirs + 3.0, (ours, theirs)
 
 
+def test_plane_fill_continues_a_wide_reveal_along_the_tiles_lattice(monkeypatch):
+    """A hole wider than the tiles (a character's reveal on a tiled floor): the rectified ground repeats by its
+    lattice of tiles, so every hole cell is copied from a known tile a period away and the grout lines go on across
+    it (about 17 dB); PatchMatch alone, whose patches inside flat tiles all look alike, loses them (about 12 dB)."""
+    import cartoonseg.inpaint.lattice as lattice
+
+    pose = torch.tensor([0.05, 0.0, 0.0, 1.0, 0.0, 0.0])
+    rgb, depth, on_ground = ground_view(tuple(pose.tolist()))
+    plane = fit_planes(_cloud(ground_view()[1]), FOCAL)
+    yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    holes = (((xx - 70) ** 2 / 16.0**2 + (yy - 72) ** 2 / 18.0**2) < 1.0) & on_ground
+    colours, _, done = plane_fill(rgb, holes, depth, depth, plane, pose, FOCAL, patch_size=5, margin=24)
+    assert bool(done[holes].all())
+    ours = _psnr(colours, rgb, holes)
+    monkeypatch.setattr(lattice, "find_lattice", lambda *a, **k: None)
+    alone, _, _ = plane_fill(rgb, holes, depth, depth, plane, pose, FOCAL, patch_size=5, margin=24)
+    theirs = _psnr(alone, rgb, holes)
+    assert ours > 15.5 and ours > theirs + 3.0, (ours, theirs)
+
+
 def test_plane_fill_leaves_holes_that_a_nearer_surface_may_continue_over():
     """A hole whose row shows a box standing in front of the ground on one side: the box may continue behind the
     occluder, so those rows are left to the image-space fill; rows with the ground on both sides are filled."""

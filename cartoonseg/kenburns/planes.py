@@ -58,6 +58,10 @@ RIM_PATCHES = 2
 FRONT_REACH = 4
 # Largest rectified grid (cells); a larger one is sampled more coarsely.
 _MAX_CELLS = 160 * 160
+#: A cell is evidence and source of the pattern's lattice (:mod:`cartoonseg.inpaint.lattice`) only where one pixel of the
+#: view spans at most this many cells' side: farther off (toward the horizon) the rectified grid magnifies a few
+#: pixels, and what it shows there is the view's blur and aliasing, not the pattern.
+LATTICE_FOOTPRINT = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -331,6 +335,7 @@ def plane_fill(
         ``(colours [H,W,3], depth [H,W], filled [H,W] bool)``: colours and depth are set where ``filled``.
     """
     from ..inpaint import patchmatch_inpaint
+    from ..inpaint.lattice import find_lattice, lattice_fill
 
     h, w = holes.shape
     dev = rgb.device
@@ -419,12 +424,24 @@ def plane_fill(
             # the cells next to them that are not the plane's (the occluder, other surfaces) are filled too, so
             # their guessed colours do not steer the patches at the holes' boundary (the occluder's rim in fill_view)
             need = grow_mask(need, RIM_PATCHES * patch_size) & ~source
-            r_rgb = fill_push_pull(r_rgb[None], source[None, None])[0]
-            try:
-                filled = patchmatch_inpaint(r_rgb.permute(1, 2, 0).clamp(0.0, 1.0), need, source=source,
-                                            patch_size=patch_size, seed=seed, config=config, interrupt=interrupt)
-            except ValueError:
-                continue  # no complete source patch on the plane here
+            r_rgb = fill_push_pull(r_rgb[None], source[None, None])[0].permute(1, 2, 0).clamp(0.0, 1.0)
+            # a regular pattern (tiles, planks, bricks) is continued along its lattice of repetition, which keeps
+            # every tile edge where PatchMatch's patches inside flat tiles lose them; the rest by PatchMatch
+            r_fp = F.grid_sample(footprint.float().nan_to_num(nan=math.inf).clamp_max(1e30)[None, None], grid,
+                                 mode="bilinear", align_corners=True)[0, 0]
+            sharp = source & (r_fp <= LATTICE_FOOTPRINT * cell)
+            lattice = find_lattice(r_rgb, sharp)
+            if lattice is not None:
+                r_rgb, copied = lattice_fill(r_rgb, need, sharp, lattice)
+                need = need & ~copied
+            if bool(need.any()):
+                try:
+                    filled = patchmatch_inpaint(r_rgb, need, source=source, patch_size=patch_size, seed=seed,
+                                                config=config, interrupt=interrupt)
+                except ValueError:
+                    continue  # no complete source patch on the plane here
+            else:
+                filled = r_rgb
             # the holes read their colour back at their plane coordinates
             gs = fs / max(1, ns - 1) * 2 - 1
             gt = ft / max(1, nt - 1) * 2 - 1
