@@ -1,6 +1,8 @@
 """Background inpainting (paper §6.1): remove characters with PatchMatch, then refine the hole by diffusion.
 
 * :mod:`~cartoonseg.inpaint.patchmatch`: vectorised multi-scale PatchMatch, OpenCV Telea, background masks;
+* :mod:`~cartoonseg.inpaint.lattice`: completion of regular patterns (tiles, planks, bricks) along their lattice of
+  repetition (the Ken Burns plane fill uses it);
 * :mod:`~cartoonseg.inpaint.diffusion`: prompts, settings and the one refinement loop (:func:`refine_background`)
   with a pluggable sampler backend;
 * :mod:`~cartoonseg.inpaint.diffusers_backend`: the ``diffusers`` backend (optional extra ``diffusion``); the
