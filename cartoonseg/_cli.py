@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from ._optional import MissingDependencyError
 from .checkpoint import CheckpointError, load_detector, load_refiner
 from .hub import WeightsUnavailableError, resolve_all
+from .sharding import RankFailedError
 
 __all__ = ["CLI_ERRORS", "EXIT_INTERRUPTED", "EXIT_PIPE", "TAG_LIST_HELP", "HelpFormatter", "SkippedInputs", "area_main",
            "add_matting_option", "check_device", "check_matting", "finish_parser", "handle_stop",
@@ -22,8 +23,10 @@ __all__ = ["CLI_ERRORS", "EXIT_INTERRUPTED", "EXIT_PIPE", "TAG_LIST_HELP", "Help
            "subcommand_parser"]
 
 #: exceptions reported as one line (OSError covers missing paths and unwritable ``--out`` folders;
-#: MissingDependencyError names the extra to install)
-CLI_ERRORS = (ValueError, TypeError, OSError, CheckpointError, WeightsUnavailableError, MissingDependencyError)
+#: MissingDependencyError names the extra to install; RankFailedError repeats another rank's error, whose own
+#: output is where a traceback belongs)
+CLI_ERRORS = (ValueError, TypeError, OSError, CheckpointError, WeightsUnavailableError, MissingDependencyError,
+              RankFailedError)
 #: exit status after Ctrl-C (128 + SIGINT) and after the reader of stdout went away (128 + SIGPIPE)
 EXIT_INTERRUPTED, EXIT_PIPE = 130, 141
 

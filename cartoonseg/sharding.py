@@ -23,6 +23,15 @@ How it works:
 * rank 0 waits until every shard file exists (file polling: works with any launcher, any number of nodes, as long
   as the run folder is on storage all ranks share; no collective that could time out while ranks are unevenly
   loaded), then reads all shards back in item order for the merge;
+* a rank that fails while computing its shards (an image missing on its node, out of memory, any exception inside
+  :meth:`ShardedRun.reporting_failures`) writes a **failure marker** ``failed-rank-<r>.json`` (its rank, host and
+  error line) into the run folder before it exits, and rank 0's :meth:`ShardedRun.wait` raises
+  :class:`RankFailedError` naming that rank and its error instead of waiting for shards that never come. A marker
+  counts only for the attempt that wrote it (a token rank 0 gives every rank), so a resumed run is not stopped by
+  the marker of an earlier one. A run in which **no shard finishes for** :data:`STALL_TIMEOUT_S` seconds (one hour;
+  ``CARTOONSEG_STALL_TIMEOUT`` in seconds changes it) and no marker appears (a rank killed outright, or a run folder
+  that is not on storage rank 0 can read) ends with ``TimeoutError`` instead of waiting forever; the finished shards
+  stay, so the same command resumes;
 * under ``torchrun`` (``WORLD_SIZE`` > 1) :func:`init_distributed` starts a gloo process group (CPU objects only,
   so it works beside CUDA) and :func:`agree` gives every rank rank 0's copy of an object, for example the item
   list, so all ranks shard the same list even if a folder listing differs between nodes; :func:`agree_on` makes
@@ -65,12 +74,14 @@ import re
 import socket
 import sys
 import time
+import uuid
+from contextlib import contextmanager
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RankInfo", "Shard", "ShardedRun", "agree", "agree_on", "check_outside", "every_rank", "init_distributed",
-           "progress_bar", "run_sharded", "write_atomic"]
+__all__ = ["RankFailedError", "RankInfo", "Shard", "ShardedRun", "agree", "agree_on", "check_outside", "every_rank", "init_distributed",
+           "progress_bar", "run_sharded", "stall_timeout", "write_atomic"]
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -79,6 +90,31 @@ CREATED_MARK = ".cartoonseg-created"
 _TMP_MARK = ".tmp-"
 #: manifest keys that identify a run
 _IDENTITY = ("version", "num_items", "items_sha256", "shard_size", "fingerprint")
+#: the failure marker a rank that failed leaves in the run folder (``failed-rank-<r>.json``)
+_FAILED = re.compile(r"failed-rank-(\d+)\.json$")
+#: seconds rank 0 waits without any shard finishing (and no failure marker) before it gives up
+#: (``CARTOONSEG_STALL_TIMEOUT`` overrides it)
+STALL_TIMEOUT_S = 3600.0
+
+
+class RankFailedError(RuntimeError):
+    """Another rank of a sharded run failed (its failure marker is in the run folder): raised by rank 0's
+    :meth:`ShardedRun.wait` with the rank, its host and its error line."""
+
+
+def stall_timeout() -> float:
+    """:data:`STALL_TIMEOUT_S`, or ``CARTOONSEG_STALL_TIMEOUT`` when set (seconds, > 0); ``ValueError`` naming the
+    variable for anything else."""
+    text = os.environ.get("CARTOONSEG_STALL_TIMEOUT", "").strip()
+    if not text:
+        return STALL_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):  # NaN fails too
+        raise ValueError(f"CARTOONSEG_STALL_TIMEOUT must be a number of seconds > 0, got {text!r}")
+    return value
 
 
 def _tmp_of(name: str) -> re.Pattern:
@@ -161,6 +197,13 @@ def close_group() -> None:
         pass
     dist.destroy_process_group()
     gc.collect()  # a group still referenced from a reference cycle (a DDP wrapper) goes now, not at interpreter exit
+
+
+def _group_size() -> int:
+    """The number of processes of the running process group (1 without one)."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def agree(obj: Any) -> Any:
@@ -322,6 +365,10 @@ class ShardedRun:
         if self._created:
             write_atomic(self.folder / CREATED_MARK, "")
         self._check_manifest()
+        # this attempt's token (rank 0's, on every rank of a process group): a failure marker counts only for the
+        # attempt that wrote it. Without a group every rank has None and clears its own old marker below.
+        self.attempt = agree(uuid.uuid4().hex) if _group_size() > 1 else None
+        self._forget_failure()
 
     # ------------------------------------------------------------------ manifest
     def manifest(self) -> dict[str, Any]:
@@ -397,21 +444,117 @@ class ShardedRun:
     def missing(self) -> list[Shard]:
         return [s for s in self.shards if not self.is_done(s)]
 
-    def wait(self, timeout: float | None = None, poll: float = 0.5, log: Callable[[str], None] | None = None) -> None:
-        """Block until every shard of every rank is finished (``TimeoutError`` after ``timeout`` seconds)."""
-        start = time.monotonic()
+    # ------------------------------------------------------------------ failures
+    def failure_path(self, rank: int | None = None) -> Path:
+        """The failure marker of ``rank`` (default this rank): ``failed-rank-<r>.json`` in the run folder."""
+        return self.folder / f"failed-rank-{self.rank.rank if rank is None else int(rank)}.json"
+
+    def _marker(self, error: BaseException | str) -> dict[str, Any]:
+        if isinstance(error, BaseException):
+            text = str(error).strip() or type(error).__name__
+            kind = f"{type(error).__module__}.{type(error).__qualname__}"
+        else:
+            text, kind = str(error), None
+        return {"version": FORMAT_VERSION, "failure": True, "rank": self.rank.rank,
+                "world_size": self.rank.world_size, "host": socket.gethostname(), "attempt": self.attempt,
+                "items_sha256": self.manifest()["items_sha256"], "type": kind, "error": text[:4000]}
+
+    def fail(self, error: BaseException | str) -> Path | None:
+        """Write this rank's failure marker (rank, host, ``error``) so that rank 0's :meth:`wait` stops with it.
+        Best effort: a marker that cannot be written (the folder is gone, the disk is full) is skipped (None), the
+        caller goes on raising its own error."""
+        try:
+            return write_atomic(self.failure_path(), json.dumps(self._marker(error), sort_keys=True))
+        except OSError:
+            return None
+
+    @contextmanager
+    def reporting_failures(self) -> Iterator[None]:
+        """Run the block (this rank's share of the work); when it raises, write this rank's failure marker
+        (:meth:`fail`), then let the exception go on. Every caller computes its shards inside one of these, so rank 0
+        learns of a rank that failed instead of waiting for its shards."""
+        try:
+            yield
+        except BaseException as exc:  # Ctrl-C and SystemExit end the rank too: rank 0 must hear of it
+            self.fail(exc)
+            raise
+
+    def _forget_failure(self) -> None:
+        """Remove this rank's marker left by an earlier attempt (only this rank writes it)."""
+        path = self.failure_path()
+        if self._is_marker(path):
+            path.unlink(missing_ok=True)
+
+    def _is_marker(self, path: Path) -> dict[str, Any] | None:
+        """The content of the failure marker ``path`` when it is one of this run's items, else None."""
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if (isinstance(record, dict) and record.get("failure") is True and record.get("version") == FORMAT_VERSION
+                and record.get("items_sha256") == self.manifest()["items_sha256"]):
+            return record
+        return None
+
+    def failures(self) -> list[dict[str, Any]]:
+        """The failure markers of this attempt (see :meth:`fail`), lowest rank first."""
+        found = []
+        try:
+            names = sorted(os.listdir(self.folder))
+        except OSError:
+            return []
+        for name in names:
+            if _FAILED.fullmatch(name):
+                record = self._is_marker(self.folder / name)
+                if record is not None and record.get("attempt") == self.attempt:
+                    found.append(record)
+        return sorted(found, key=lambda r: r.get("rank", 0))
+
+    def wait(self, timeout: float | None = None, poll: float = 0.5, log: Callable[[str], None] | None = None,
+             stall: float | None = None) -> None:
+        """Block until every shard of every rank is finished.
+
+        Raises:
+            RankFailedError: a rank wrote its failure marker (:meth:`reporting_failures`): names the rank, its host
+                and its error (the lowest such rank).
+            TimeoutError: after ``timeout`` seconds in all (None: no such limit), or when no shard has finished for
+                ``stall`` seconds (default :func:`stall_timeout`: :data:`STALL_TIMEOUT_S`, one hour, or
+                ``CARTOONSEG_STALL_TIMEOUT``): a rank that died without a word (killed, out of memory at the system
+                level) or wrote its shards where this rank cannot see them (a run folder not on shared storage).
+        In every case the finished shards stay in the run folder: the same command resumes from them."""
+        stall = stall_timeout() if stall is None else float(stall)
+        start = last = time.monotonic()
         told = False
+        left = None
         while True:
             missing = self.missing()
             if not missing:
                 return
+            ranks = sorted({s.index % self.rank.world_size for s in missing})
+            failed = self.failures()
+            if failed:
+                first = failed[0]
+                error = str(first.get("error", "")).strip().splitlines() or ["(no message)"]
+                raise RankFailedError(
+                    f"rank {first.get('rank')} (host {first.get('host')}) failed: {error[0]}; {len(missing)} shard(s) "
+                    f"are not finished; the {len(self.shards) - len(missing)} finished shard(s) stay in {self.folder}: "
+                    f"fix the cause and run the same command again to resume")
+            now = time.monotonic()
+            if left is None or len(missing) < left:
+                left, last = len(missing), now
             if log is not None and not told:
-                ranks = sorted({s.index % self.rank.world_size for s in missing})
                 log(f"waiting for {len(missing)} shard(s) of rank(s) {ranks}")
                 told = True
-            if timeout is not None and time.monotonic() - start > timeout:
+            if timeout is not None and now - start > timeout:
                 raise TimeoutError(f"{len(missing)} shard(s) still missing in {self.folder} after {timeout:.0f}s "
                                    f"(first: {self.path(missing[0]).name})")
+            if now - last > stall:
+                raise TimeoutError(
+                    f"no shard finished in {self.folder} for {stall:.0f}s and no rank reported a failure: "
+                    f"{len(missing)} shard(s) of rank(s) {ranks} are missing (first: {self.path(missing[0]).name}); a "
+                    f"rank was killed, or writes its shards where rank 0 cannot see them (the work folder must be on "
+                    f"storage all nodes share). The finished shards stay: run the same command again to resume "
+                    f"(CARTOONSEG_STALL_TIMEOUT=SECONDS sets this limit)")
             time.sleep(poll)
 
     def results(self) -> list[Any]:
@@ -429,8 +572,8 @@ class ShardedRun:
         return zip(self.keys, self.results())
 
     def remove(self) -> None:
-        """Delete what this run wrote in its folder: the shard files holding this run's items, the temporary files of
-        its shards and manifest, and the manifest; then the folder itself when it is empty and the run created it.
+        """Delete what this run wrote in its folder: the shard files holding this run's items, the failure markers of
+        its ranks (of any attempt), the temporary files of all these and of the manifest, and the manifest; then the folder itself when it is empty and the run created it.
         Any other file (the user's, another program's, a shard file that does not hold this run's items) stays.
         Call once the merged output is safely written."""
         manifest = self.folder / MANIFEST
@@ -451,9 +594,13 @@ class ShardedRun:
             if shard is not None:
                 if self._holds(path, shard):
                     path.unlink(missing_ok=True)
+            elif _FAILED.fullmatch(name):
+                if self._is_marker(path):  # a failure marker of this run (of any attempt)
+                    path.unlink(missing_ok=True)
             else:
                 base = name.split(_TMP_MARK)[0]
-                if (base in names or base in (MANIFEST, CREATED_MARK)) and _tmp_of(base).match(name):
+                if (base in names or base in (MANIFEST, CREATED_MARK) or _FAILED.fullmatch(base)) and _tmp_of(
+                        base).match(name):
                     path.unlink(missing_ok=True)
         manifest.unlink(missing_ok=True)
         mark = self.folder / CREATED_MARK
@@ -486,7 +633,8 @@ def run_sharded(folder: str | os.PathLike, keys: Sequence[str], fn: Callable[[st
     rank = run.rank
     todo = run.pending()
     total = sum(len(s.keys) for s in run.mine())
-    with progress_bar(total, total - sum(len(s.keys) for s in todo), rank, desc, enabled=progress) as bar:
+    with run.reporting_failures(), progress_bar(total, total - sum(len(s.keys) for s in todo), rank, desc,
+                                                enabled=progress) as bar:
         for shard in todo:
             results = []
             for key in shard.keys:

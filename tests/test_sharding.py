@@ -6,6 +6,7 @@ cannot be pickled by a real 2-process gloo group here."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -291,3 +292,123 @@ def test_an_exception_that_cannot_be_pickled_travels_as_its_nearest_picklable_cl
     fine = ValueError("picklable")
     assert _sendable(fine) is fine
     assert "Local" in pickle.loads(pickle.dumps(_sendable(Local("x")))).__notes__[0]
+
+
+def _fail_on(bad):
+    def fn(key):
+        if key == bad:
+            raise FileNotFoundError(f"{key}.png: no such file on this node")
+        return {"key": key}
+    return fn
+
+
+def test_a_rank_that_fails_leaves_a_marker_and_rank_0_stops_with_its_error(tmp_path):
+    """Rank 0 polled for the shards of a rank that had failed with no time limit (a hang under any launcher but
+    torchrun's agent). The failing rank now leaves ``failed-rank-<r>.json``; rank 0's wait() raises naming the
+    rank and its error; a resumed run is not stopped by that old marker, and remove() deletes it."""
+    from cartoonseg.sharding import RankFailedError
+
+    work = tmp_path / "wd"
+    with pytest.raises(FileNotFoundError):
+        run_sharded(work, KEYS, _fail_on("item04"), shard_size=3, rank=RankInfo(1, 2), progress=False)
+    marker = json.loads((work / "failed-rank-1.json").read_text())
+    assert marker["rank"] == 1 and "item04.png: no such file" in marker["error"]
+    with pytest.raises(RankFailedError, match=r"rank 1 \(host .*\) failed: item04.png: no such file on this node"):
+        run_sharded(work, KEYS, _square([]), shard_size=3, rank=RankInfo(0, 2), progress=False, wait_timeout=5)
+    # the resumed rank 1 clears its old marker; rank 0 then merges
+    assert run_sharded(work, KEYS, _square([]), shard_size=3, rank=RankInfo(1, 2), progress=False) is None
+    assert not (work / "failed-rank-1.json").exists()
+    results = run_sharded(work, KEYS, _square([]), shard_size=3, rank=RankInfo(0, 2), progress=False, wait_timeout=5)
+    assert [r["key"] for r in results] == KEYS
+    # remove() deletes a marker of this run (an old attempt's rank 3 of 4, say) but not a user's look-alike file
+    run = ShardedRun(work, KEYS, shard_size=3, rank=RankInfo(0, 2))
+    run.rank = RankInfo(3, 4)
+    run.fail("old attempt")
+    (work / "failed-rank-7.json").write_text("mine")
+    run.remove()
+    assert [p.name for p in work.iterdir()] == ["failed-rank-7.json"]
+
+
+def test_a_stalled_run_ends_with_a_timeout_and_progress_resets_the_clock(tmp_path, monkeypatch):
+    import threading
+
+    run = ShardedRun(tmp_path / "a", KEYS, shard_size=3, rank=RankInfo(0, 2))
+    for shard in run.pending():
+        run.save(shard, list(shard.keys))
+    with pytest.raises(TimeoutError, match=r"no shard finished .* for 0s and no rank reported a failure.*rank\(s\) "
+                                           r"\[1\].*CARTOONSEG_STALL_TIMEOUT"):
+        run.wait(stall=0.3, poll=0.05)
+    monkeypatch.setenv("CARTOONSEG_STALL_TIMEOUT", "0.3")
+    with pytest.raises(TimeoutError, match="no shard finished"):
+        run.wait(poll=0.05)
+    for bad in ("0", "-1", "soon", "nan", "inf"):
+        monkeypatch.setenv("CARTOONSEG_STALL_TIMEOUT", bad)
+        with pytest.raises(ValueError, match="CARTOONSEG_STALL_TIMEOUT must be"):
+            run.wait(poll=0.05)
+    monkeypatch.delenv("CARTOONSEG_STALL_TIMEOUT")
+    # a slow rank that keeps finishing shards is not stalled, however long the whole wait takes
+    other = ShardedRun(tmp_path / "a", KEYS, shard_size=3, rank=RankInfo(1, 2))
+
+    def slow():
+        for shard in other.pending():
+            time.sleep(0.25)
+            other.save(shard, list(shard.keys))
+
+    worker = threading.Thread(target=slow)
+    worker.start()
+    run.wait(stall=0.4, poll=0.02)
+    worker.join()
+    assert run.results() == KEYS
+
+
+FAILING_RANK_DRIVER = """
+import argparse, os, sys
+from pathlib import Path
+from cartoonseg._cli import run_parser
+from cartoonseg.sharding import init_distributed, run_sharded
+
+
+def fn(key):
+    if os.environ["RANK"] == sys.argv[2] and key == "item02":
+        raise FileNotFoundError("item02.png: no such file on this node")
+    return key
+
+
+def run(args):
+    rank = init_distributed()
+    out = run_sharded(sys.argv[1], [f"item{i:02d}" for i in range(11)], fn, shard_size=2, rank=rank, progress=False)
+    if out is not None:
+        Path(sys.argv[1]).with_name("merged.txt").write_text(",".join(out))
+    return 0
+
+
+parser = argparse.ArgumentParser()
+parser.set_defaults(func=run)
+sys.exit(run_parser(parser, []))
+"""
+
+
+def test_two_ranks_one_fails_in_its_share_rank_0_reports_it_then_the_rerun_resumes(tmp_path):
+    """Two real processes (gloo group): rank 1 raises while computing its share. Rank 0 used to wait for its shards
+    forever; now it ends at once with one ``error:`` line naming rank 1 and its error (status 2, as rank 1). The
+    same command run again (nothing failing) resumes, unhindered by the old marker, and merges every item."""
+    import os
+    from pathlib import Path
+
+    from _two_ranks import output_lines
+
+    repo = Path(__file__).resolve().parents[1]
+    driver = tmp_path / "driver.py"
+    driver.write_text(FAILING_RANK_DRIVER)
+    work = tmp_path / "wd"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    procs, errs = run_two_ranks([str(driver), str(work), "1"], env=env, port=free_port(), timeout=60, cwd=repo)
+    assert [p.returncode for p in procs] == [2, 2], errs
+    assert output_lines(errs[1]) == ["error: item02.png: no such file on this node"]
+    lines = output_lines(errs[0])
+    assert len(lines) == 1 and lines[0].startswith("error: rank 1 (host "), lines
+    assert "failed: item02.png: no such file on this node" in lines[0] and "run the same command again" in lines[0]
+    procs, errs = run_two_ranks([str(driver), str(work), "none"], env=env, port=free_port(), timeout=60, cwd=repo)
+    assert [p.returncode for p in procs] == [0, 0], errs
+    assert (tmp_path / "merged.txt").read_text() == ",".join(KEYS)
+    assert not (work / "failed-rank-1.json").exists()

@@ -278,6 +278,46 @@ def test_a_rank_that_cannot_read_its_detector_ends_every_rank_at_once(toy, tmp_p
     assert not out.exists() and not (tmp_path / "work").exists()
 
 
+@pytest.mark.parametrize("theirs_on", [0, 1])
+def test_dump_predictions_out_is_checked_on_rank_0_whose_verdict_every_rank_shares(toy, tmp_path, theirs_on):
+    """Only rank 0 writes ``--out``, but every rank checked it: a file of someone else at that path on rank 1's node
+    alone refused the whole run (``error: rank 1: refusing ...``). Now rank 0 checks it and every rank shares its
+    verdict: a file on rank 1's node is left alone and the run writes rank 0's --out; one on rank 0's node ends both
+    ranks with rank 0's one ``error:`` line. The user's file stays as it was."""
+    import os
+    from pathlib import Path
+
+    from _two_ranks import free_port, output_lines, run_two_ranks
+
+    root, ann, det = toy
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    driver = tmp_path / "driver.py"
+    driver.write_text(PER_RANK)
+    outs = [tmp_path / f"node{r}" / "preds.json" for r in (0, 1)]
+    for out in outs:
+        out.parent.mkdir()
+    outs[theirs_on].write_text("the user's own file")
+    own = [["--out", str(outs[0])], ["--out", str(outs[1])]]
+    args = ["--data", str(ann), "--detector", str(det), "--work-dir", str(tmp_path / "work")]
+    procs, errs = run_two_ranks([str(driver), str(tmp_path), "train.dump_predictions", json.dumps(own), *args],
+                                env=env, port=free_port(), timeout=120, cwd=repo)
+    codes = [(tmp_path / f"rank{r}.rc").read_text() if (tmp_path / f"rank{r}.rc").is_file() else None
+             for r in (0, 1)]
+    assert outs[theirs_on].read_text() == "the user's own file"
+    if theirs_on == 1:
+        assert codes == ["0", "0"], errs
+        assert all(output_lines(err) == [] for err in errs), errs
+        assert "pred_segmentations" in outs[0].read_text()
+    else:
+        assert codes == ["2", "2"], errs
+        for err in errs:
+            got = output_lines(err)
+            assert len(got) == 1 and got[0].startswith(f"error: refusing to replace {outs[0]}"), err[-3000:]
+        assert not outs[1].exists()
+    assert not (tmp_path / "work").exists()
+
+
 def test_evaluate_refuses_save_pred_with_pred_instead_of_ignoring_it(toy, tmp_path, capsys):
     """``--save-pred`` with ``--pred`` was accepted and nothing was written: the predictions are already in
     ``--pred``, so the pair is one ``error:`` line naming both, and nothing is written."""

@@ -47,7 +47,7 @@ def _run(args: argparse.Namespace) -> int:
     check_option("--shard-size", args.shard_size, 1)
     import cartoonseg
     from cartoonseg._cli import rank_device
-    from cartoonseg.sharding import agree, check_outside, every_rank, init_distributed
+    from cartoonseg.sharding import agree, agree_on, check_outside, every_rank, init_distributed
     from cartoonseg.training.coco import find_annotation, load_coco
     from cartoonseg.training.predictions import attach_predictions
 
@@ -58,17 +58,23 @@ def _run(args: argparse.Namespace) -> int:
         """What every rank does itself, reading its node's files: on any rank's failure every rank ends at once
         with one "error: rank N: ..." line (every_rank) instead of the others waiting for its shards."""
         device = rank_device(args.device, rank.local_rank)  # cuda: this process's GPU, if the node has it
-        ann = find_annotation(args.data, args.split)
-        inputs = [ann, args.detector]
-        # never over the ground truth (``--out GT.json``) or another file cartoonseg did not write
-        if work_dir is not None:  # nor among the run's shard files
-            check_outside(work_dir, args.out)
-        outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
         coco = load_coco(ann, args.images)
         seg = cartoonseg.Segmenter(cartoonseg.load_detector(args.detector, device=device), score_thr=args.score_thr)
-        return ann, inputs, coco, seg
+        return coco, seg
 
-    ann, inputs, coco, seg = every_rank(load, rank)
+    ann = every_rank(lambda: find_annotation(args.data, args.split), rank)
+    inputs = [ann, args.detector]
+
+    def check_out():
+        """Never over the ground truth (``--out GT.json``) or another file cartoonseg did not write, nor among the
+        run's shard files. Rank 0 alone writes --out, so rank 0's node decides (agree_on: its refusal ends every
+        rank); a file at that path on another node only is not this run's business."""
+        if work_dir is not None:
+            check_outside(work_dir, args.out)
+        outputs.check_file(args.out, inputs=inputs, overwrite=args.overwrite)
+
+    agree_on(check_out, rank)  # before any work
+    coco, seg = every_rank(load, rank)
     check_same_annotations(ann, rank)  # the shards are of rank 0's image list
     root = coco.image_root
     det = Path(args.detector)

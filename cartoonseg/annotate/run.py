@@ -116,7 +116,9 @@ def annotate(
         done = len(run.shards) - len(run.missing())
         if done:
             log(f"resuming: {done} of {len(run.shards)} shard(s) already finished in {folder}")
-    with progress_bar(total, total - sum(len(s.keys) for s in todo), rank, "annotate", enabled=progress) as bar:
+    # a failure in this rank's share reaches rank 0's wait() through the rank's failure marker: it does not hang it
+    with run.reporting_failures(), progress_bar(total, total - sum(len(s.keys) for s in todo), rank, "annotate",
+                                                enabled=progress) as bar:
         for shard in todo:
             records = []
             for key in shard.keys:

@@ -241,9 +241,10 @@ def predict_coco(
         todo = run.pending()
         total = sum(len(s.keys) for s in run.mine())
         bar = _bar(total, total - sum(len(s.keys) for s in todo), progress, rank)
-        for shard in todo:
-            chunk = [by_id[k] for k in shard.keys]
-            run.save(shard, predict_images(segmenter, chunk, image_root, cats, stages, batch_size, bar.update))
+        with run.reporting_failures():  # a failure here reaches rank 0's wait() (a marker), it does not hang it
+            for shard in todo:
+                chunk = [by_id[k] for k in shard.keys]
+                run.save(shard, predict_images(segmenter, chunk, image_root, cats, stages, batch_size, bar.update))
         bar.close()
         if not rank.is_main:
             return None

@@ -120,10 +120,11 @@ def attach_predictions(
         total = sum(len(s.keys) for s in run.mine())
         bar = progress_bar(total, total - sum(len(s.keys) for s in todo), rank, "stage-1 predictions",
                            enabled=progress)
-        for shard in todo:
-            chunk = [by_id[k] for k in shard.keys]
-            run.save(shard, _image_predictions(segmenter, chunk, anns_of, root, iou_thr, batch_size))
-            bar.update(len(chunk))
+        with run.reporting_failures():  # a failure here reaches rank 0's wait() (a marker), it does not hang it
+            for shard in todo:
+                chunk = [by_id[k] for k in shard.keys]
+                run.save(shard, _image_predictions(segmenter, chunk, anns_of, root, iou_thr, batch_size))
+                bar.update(len(chunk))
         bar.close()
         if not rank.is_main:
             return None
