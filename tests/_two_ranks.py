@@ -41,3 +41,18 @@ def run_two_ranks(argv: list[str], *, env: dict[str, str], port: int, timeout: f
                 p.kill()
                 p.wait()
     return procs, errs
+
+
+def the_same_error_on_every_rank(folder, errs: list[str], prefix: str) -> str:
+    """Every rank ended with status 2 (its driver wrote ``rank<r>.rc`` into ``folder``) and printed one line, the
+    same on every rank, starting with ``prefix`` (gloo's teardown abort line left out, see :func:`output_lines`).
+    Returns that line."""
+    lines = []
+    for r, err in enumerate(errs):
+        rc = folder / f"rank{r}.rc"
+        assert rc.is_file() and rc.read_text() == "2", err[-3000:]
+        got = output_lines(err)
+        assert len(got) == 1 and got[0].startswith(prefix), err[-3000:]
+        lines.append(got[0])
+    assert all(line == lines[0] for line in lines), lines  # the same words on every rank
+    return lines[0]

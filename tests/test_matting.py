@@ -388,6 +388,18 @@ def test_many_instances_do_not_copy_every_other_mask_per_instance():
     assert torch.allclose(out.alphas.sum(0).clamp(max=1), out.alphas.sum(0)) and out.alphas.max() <= 0.3 + 1e-6
 
 
+def _composite(image, layers):
+    """``layers`` (front first: ``[alpha [H,W], colour [H,W,3]]``) composited over ``image`` back to front, and each
+    layer's visible alpha (its alpha less what the layers in front of it cover)."""
+    for a, fg in reversed(layers):
+        image = fg * a[..., None] + image * (1 - a[..., None])
+    visible, rest = [], np.ones(image.shape[:2])
+    for a, _ in layers:
+        visible.append(a * rest)
+        rest = rest * (1 - a)
+    return image, visible
+
+
 def _cel_scene(blur=0.0, size=256, parts=False):
     """The QA scene of two overlapping cel-shaded characters (a body ellipse + head circle with a thin anti-aliased
     dark outline, a hair cap with 8 strands and an ahoge, a shading strip at 65 % of the body colour on the right),
@@ -443,12 +455,7 @@ def _cel_scene(blur=0.0, size=256, parts=False):
                       0.7 - 0.3 * x * y / size / size], -1)
     layers = [character(0.42 * size, 0.4 * size, 0.2 * size, (0.95, 0.75, 0.3), (0.9, 0.3, 0.35)),
               character(0.64 * size, 0.32 * size, 0.2 * size, (0.4, 0.3, 0.8), (0.35, 0.8, 0.4))]
-    for a, fg in reversed(layers):
-        image = fg * a[..., None] + image * (1 - a[..., None])
-    visible, rest = [], np.ones((size, size))
-    for a, _ in layers:
-        visible.append(a * rest)
-        rest = rest * (1 - a)
+    image, visible = _composite(image, layers)
     softs = []
     for k, a in enumerate(visible):
         soft = bench_matting.simulated_soft_mask(a, seed=k + 1)
@@ -689,12 +696,7 @@ def _bridging_strand_scene(owner, size=160, s=4):
     k = 1 if owner == "back" else 0
     layers[k][1] = layers[k][1] * (1 - strand[..., None]) + ink * strand[..., None]
     layers[k][0] = np.maximum(layers[k][0], strand)
-    for a, fg in reversed(layers):
-        image = fg * a[..., None] + image * (1 - a[..., None])
-    visible, rest = [], np.ones((size, size))
-    for a, _ in layers:
-        visible.append(a * rest)
-        rest = rest * (1 - a)
+    image, visible = _composite(image, layers)
     softs = np.stack([bench_matting.simulated_soft_mask(v, seed=k + 1) for k, v in enumerate(visible)])
     bodies = cv2.dilate((np.maximum(*visible) - strand > 0.02).astype(np.uint8), np.ones((7, 7), np.uint8))
     return ((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8), visible, softs.astype(np.float32),

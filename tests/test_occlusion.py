@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from _drawn import stick_figure
 from cartoonseg.ops import disk
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,17 +29,8 @@ def test_one_home_for_the_elliptic_structuring_element():
 
 
 def _figure(cx: int, sigma: float) -> np.ndarray:
-    """A drawn stick figure's soft mask ``[96,128]`` on the ground line y = 88 (body, head, arms, legs), its edges
-    blurred by ``sigma`` (a segmenter's soft mask of it)."""
-    m = np.zeros((96, 128), np.uint8)
-    cv2.ellipse(m, (cx, 52), (10, 17), 0, 0, 360, 1, -1)
-    cv2.circle(m, (cx, 26), 9, 1, -1)
-    cv2.line(m, (cx - 8, 42), (cx - 26, 60), 1, 4)
-    cv2.line(m, (cx + 8, 42), (cx + 26, 60), 1, 4)
-    cv2.line(m, (cx - 5, 65), (cx - 8, 88), 1, 5)
-    cv2.line(m, (cx + 5, 65), (cx + 8, 88), 1, 5)
-    k = int(np.ceil(3 * sigma)) * 2 + 1
-    return cv2.GaussianBlur(m.astype(np.float32), (k, k), sigma)
+    """A drawn stick figure's soft mask ``[96,128]`` (``tests/_drawn.py``), its edges blurred by ``sigma``."""
+    return stick_figure(cx, sigma)
 
 
 def _windows(back_x: int, front_x: int, sigma: float):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from _drawn import stick_figure
 from cartoonseg.structures import Instances
 from cartoonseg.style import (
     StyleConfig,
@@ -156,17 +157,8 @@ def test_paint_order_back_to_front():
 
 
 def _figure(cx: int, h: int = 96, w: int = 128) -> torch.Tensor:
-    """A drawn figure's soft mask ``[h,w]`` standing on the ground line y = 88: body, head, arms, legs."""
-    import cv2
-
-    m = np.zeros((h, w), np.uint8)
-    cv2.ellipse(m, (cx, 52), (10, 17), 0, 0, 360, 1, -1)
-    cv2.circle(m, (cx, 26), 9, 1, -1)
-    cv2.line(m, (cx - 8, 42), (cx - 26, 60), 1, 4)
-    cv2.line(m, (cx + 8, 42), (cx + 26, 60), 1, 4)
-    cv2.line(m, (cx - 5, 65), (cx - 8, 88), 1, 5)
-    cv2.line(m, (cx + 5, 65), (cx + 8, 88), 1, 5)
-    return torch.from_numpy(cv2.GaussianBlur(m.astype(np.float32), (3, 3), 0.7))
+    """A drawn figure's soft mask ``[h,w]`` standing on the ground line y = 88 (``tests/_drawn.py``), blurred 3x3."""
+    return torch.from_numpy(stick_figure(cx, 0.7, kernel=3, h=h, w=w))
 
 
 def _one_hiding_another(back_x: int, front_x: int):
