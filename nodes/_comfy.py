@@ -281,12 +281,16 @@ class ModelHolder:
         files: the files (or folders) ``load`` reads, as the loader resolved and checked them. Reading them again
             after one changed on disk is refused (the loader's checks were for the old file; its ``IS_CHANGED``
             makes the next queued run re-run the loader).
+        owns_weights: True (loaders): ``load`` reads fresh weights, so a release frees them (moves them to the
+            ``meta`` device). False: ``load`` returns networks the caller keeps (scripts, tests): a release only lets
+            go of them, on the offload device, and never destroys the caller's networks.
     """
 
     def __init__(self, load: Callable[[], object], *, name: str, device=None, offload_device=None,
                  keep_loaded: bool = False, network: Callable[[object], torch.nn.Module] | None = None,
-                 files: Sequence[str] = ()) -> None:
+                 files: Sequence[str] = (), owns_weights: bool = True) -> None:
         self._load = load
+        self._owns_weights = bool(owns_weights)
         self._files = tuple(str(f) for f in files if f)
         self._stamp = files_stamp(self._files)
         self._network = network or (lambda payload: payload)
@@ -377,7 +381,7 @@ class ModelHolder:
         pending, self._pending = self._pending, []
         self._retired = None  # the retired patcher need not outlive the block
         for net in pending:
-            net.to("meta")
+            self._let_go(net)
         _return_memory_to_os()
         soft_empty_cache()
 
@@ -405,9 +409,10 @@ class ModelHolder:
 
         Runs inside ComfyUI's unload, while it may still iterate its list of loaded models: the patcher object
         stays alive (ComfyUI 2025 holds it only weakly, and its death would make ComfyUI drop list entries under
-        the running loop), but every weight tensor moves to the ``meta`` device, which frees its memory at once.
-        A node still computing with the weights (ComfyUI unloading to make room while it runs) keeps them on the
-        compute device until its block ends, which frees them then (see :meth:`on_device`).
+        the running loop), but every weight tensor moves to the ``meta`` device, which frees its memory at once
+        (with ``owns_weights=False`` the caller's networks are left intact on the offload device instead). A node
+        still computing with the weights (ComfyUI unloading to make room while it runs) keeps them on the compute
+        device until its block ends, which frees them then (see :meth:`on_device`).
         """
         if self._payload is None:
             return
@@ -417,11 +422,19 @@ class ModelHolder:
         if self._in_use:
             self._pending.append(net)
         else:
-            net.to("meta")
+            self._let_go(net)
             _return_memory_to_os()
         self.releases += 1
         _log.info("CartoonSeg: released %s (ComfyUI unloaded it; it is read again from disk when next needed)",
                   self.name)
+
+    def _let_go(self, net: torch.nn.Module) -> None:
+        """Free released weights (``meta``), or with ``owns_weights=False`` leave the caller's networks intact on
+        the offload device."""
+        if self._owns_weights:
+            net.to("meta")
+        else:
+            _place(net, self.offload_device)
 
     def _unloaded(self, patcher) -> None:
         if not self._handing_back and patcher is self._patcher:

@@ -591,6 +591,27 @@ def test_model_unloaded_while_a_node_uses_it(pack, comfy, monkeypatch):
     mm.unload_all_models()
 
 
+def test_release_keeps_the_callers_networks(pack, comfy):
+    """A holder over networks the caller passed in (CartoonSegModel.from_networks: scripts, tests) does not own
+    them: ComfyUI's unload lets go of them (offload device) but never destroys them, and the next node uses them
+    again; a holder that read its weights frees them (meta)."""
+    import comfy.model_management as mm
+
+    loaders = pack.nodes.loaders
+    det = cartoonseg.build_detector("tiny")
+    holder = loaders.CartoonSegModel.from_networks(det, device="cpu", offload_device="cpu")
+    with holder.on_device():
+        pass
+    mm.unload_all_models()
+    assert holder.releases == 1 and not any(p.is_meta for p in det.parameters()), "the caller's detector destroyed"
+    with holder.on_device():  # used again, not read: the same networks
+        assert holder.detector is det
+    with holder.on_device():  # unloaded while a node uses them: still the caller's after the block
+        mm.unload_all_models()
+    assert holder.releases == 2 and not any(p.is_meta for p in det.parameters())
+    mm.unload_all_models()
+
+
 def test_no_module_level_model_caches():
     """Models live only in the holders ComfyUI's cache keeps: no module-level dict/list holds a network."""
     import ast
