@@ -197,12 +197,26 @@ def _patcher_class() -> type | None:
         class CartoonSegPatcher(ModelPatcher):
             holder_ref: Callable[[], ModelHolder | None] | None = None
 
+            def _holder_computing(self) -> bool:
+                holder = self.holder_ref() if self.holder_ref is not None else None
+                return holder is not None and holder._computing_with(self)
+
             def unpatch_model(self, device_to=None, unpatch_weights=True, *args, **kwargs):
+                if unpatch_weights and self._holder_computing():
+                    # a node computes with these weights right now (ComfyUI unloads to make room for another
+                    # model it loads meanwhile): moving them to the offload device would make the node's next layer
+                    # fail on mixed devices; they stay until the node's block ends, which frees them
+                    device_to = None
                 out = super().unpatch_model(device_to, unpatch_weights, *args, **kwargs)
                 holder = self.holder_ref() if self.holder_ref is not None else None
                 if holder is not None and unpatch_weights:
                     holder._unloaded(self)
                 return out
+
+            def partially_unload(self, device_to, memory_to_free=0, *args, **kwargs):
+                if self._holder_computing():
+                    return 0  # none moved: ComfyUI then unloads the model whole (the path above)
+                return super().partially_unload(device_to, memory_to_free, *args, **kwargs)
 
         _PATCHER_CLASS[ModelPatcher] = CartoonSegPatcher
     return _PATCHER_CLASS[ModelPatcher]
@@ -267,12 +281,16 @@ class ModelHolder:
         files: the files (or folders) ``load`` reads, as the loader resolved and checked them. Reading them again
             after one changed on disk is refused (the loader's checks were for the old file; its ``IS_CHANGED``
             makes the next queued run re-run the loader).
+        owns_weights: True (loaders): ``load`` reads fresh weights, so a release frees them (moves them to the
+            ``meta`` device). False: ``load`` returns networks the caller keeps (scripts, tests): a release only lets
+            go of them, on the offload device, and never destroys the caller's networks.
     """
 
     def __init__(self, load: Callable[[], object], *, name: str, device=None, offload_device=None,
                  keep_loaded: bool = False, network: Callable[[object], torch.nn.Module] | None = None,
-                 files: Sequence[str] = ()) -> None:
+                 files: Sequence[str] = (), owns_weights: bool = True) -> None:
         self._load = load
+        self._owns_weights = bool(owns_weights)
         self._files = tuple(str(f) for f in files if f)
         self._stamp = files_stamp(self._files)
         self._network = network or (lambda payload: payload)
@@ -287,6 +305,7 @@ class ModelHolder:
         self._retired = None
         self._handing_back = False
         self._in_use = 0  # nodes inside on_device() right now
+        self._pending: list[torch.nn.Module] = []  # released by ComfyUI while in use: freed when the last block ends
 
     # -- state
     @property
@@ -329,7 +348,10 @@ class ModelHolder:
     def on_device(self) -> Iterator:
         """The payload on the compute device for the block (through ComfyUI's model management); when the last
         block using it ends, the device memory is handed back unless ``keep_loaded`` (also on errors and Cancel).
-        Weights ComfyUI released while a block used them are let go when the last block ends."""
+
+        Weights ComfyUI unloads while a block uses them (to make room for a model loaded meanwhile) stay on the
+        compute device and usable until the last block ends; then they are freed (moved to the ``meta`` device) and
+        the device cache is emptied through ComfyUI's ``soft_empty_cache``: do not use the payload after the block."""
         payload = self.payload()
         net = self._network(payload)
         patcher = self._patcher
@@ -344,12 +366,24 @@ class ModelHolder:
         finally:
             self._in_use -= 1
             if not self._in_use:  # an inner (nested) block must not take the weights from an outer one
-                if self._payload is not payload and self._retired is not None:
-                    # released during the block: ComfyUI's unload is over, so the retired patcher (and through it
-                    # the weights ComfyUI counts as freed) need not outlive the block
-                    self._retired = None
+                if self._pending:
+                    # released during the block: ComfyUI's unload is over and counted this memory as free, so the
+                    # weights go now (not when the node's last reference dies), and the cache they leave with them
+                    self._free_pending()
                 if not self.keep_loaded and self.device != self.offload_device:
                     self.hand_back()
+
+    def _computing_with(self, patcher) -> bool:
+        """Whether a block uses the weights ``patcher`` wraps right now (not a hand-back of our own)."""
+        return bool(self._in_use) and not self._handing_back and patcher is self._patcher
+
+    def _free_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        self._retired = None  # the retired patcher need not outlive the block
+        for net in pending:
+            self._let_go(net)
+        _return_memory_to_os()
+        soft_empty_cache()
 
     def hand_back(self) -> None:
         """Move the weights off the compute device and out of ComfyUI's loaded models, keeping them in RAM."""
@@ -375,21 +409,32 @@ class ModelHolder:
 
         Runs inside ComfyUI's unload, while it may still iterate its list of loaded models: the patcher object
         stays alive (ComfyUI 2025 holds it only weakly, and its death would make ComfyUI drop list entries under
-        the running loop), but every weight tensor moves to the ``meta`` device, which frees its memory at once.
-        A node still computing with the weights (ComfyUI unloading to make room while it runs) keeps them until it
-        ends: the holder only lets go of them then.
+        the running loop), but every weight tensor moves to the ``meta`` device, which frees its memory at once
+        (with ``owns_weights=False`` the caller's networks are left intact on the offload device instead). A node
+        still computing with the weights (ComfyUI unloading to make room while it runs) keeps them on the compute
+        device until its block ends, which frees them then (see :meth:`on_device`).
         """
         if self._payload is None:
             return
         net = self._network(self._payload)
         self._retired = self._patcher  # dropped when the weights are next read, outside ComfyUI's unload
         self._payload, self._patcher = None, None
-        if not self._in_use:
-            net.to("meta")
+        if self._in_use:
+            self._pending.append(net)
+        else:
+            self._let_go(net)
             _return_memory_to_os()
         self.releases += 1
         _log.info("CartoonSeg: released %s (ComfyUI unloaded it; it is read again from disk when next needed)",
                   self.name)
+
+    def _let_go(self, net: torch.nn.Module) -> None:
+        """Free released weights (``meta``), or with ``owns_weights=False`` leave the caller's networks intact on
+        the offload device."""
+        if self._owns_weights:
+            net.to("meta")
+        else:
+            _place(net, self.offload_device)
 
     def _unloaded(self, patcher) -> None:
         if not self._handing_back and patcher is self._patcher:

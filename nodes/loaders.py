@@ -81,12 +81,13 @@ class CartoonSegModel(_comfy.ModelHolder):
         name = os.path.basename(self.detector_path) + (f" + {os.path.basename(self.refiner_path)}"
                                                        if self.refiner_path else "")
         super().__init__(load, name=name or "CartoonSeg networks", device=device, offload_device=offload_device,
-                         keep_loaded=keep_loaded,
+                         keep_loaded=keep_loaded, owns_weights=networks is None,
                          files=(self.detector_path, self.refiner_path) if networks is None else ())
 
     @classmethod
     def from_networks(cls, detector: torch.nn.Module, refiner: torch.nn.Module | None = None, **kwargs):
-        """A holder over networks already in memory (scripts, tests); a release cannot free them."""
+        """A holder over networks already in memory (scripts, tests): they stay the caller's, so a release (ComfyUI
+        unloading models) only moves them to the offload device and the next node uses them again."""
         nets = torch.nn.ModuleDict({"detector": detector})
         if refiner is not None:
             nets["refiner"] = refiner

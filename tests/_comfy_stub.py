@@ -162,6 +162,19 @@ class ComfyStub:
                     self.model.to(device_to)
                     self.model.device = device_to
 
+            def partially_unload(self, device_to, memory_to_free=0):
+                """Moves leaf modules to ``device_to`` until ``memory_to_free`` bytes are freed; returns the bytes
+                moved (the model stays listed when that was enough)."""
+                freed = 0
+                for m in self.model.modules():
+                    own = list(m.parameters(recurse=False)) + list(m.buffers(recurse=False))
+                    if freed >= memory_to_free:
+                        break
+                    if own and own[0].device != torch.device(device_to):
+                        m.to(device_to)
+                        freed += sum(t.numel() * t.element_size() for t in own)
+                return freed
+
         def cleanup_models():
             mm.current_loaded_models[:] = [lm for lm in mm.current_loaded_models if lm.real_model() is not None]
 
@@ -177,6 +190,9 @@ class ComfyStub:
                 return self._model()
 
             def model_unload(self, memory_to_free=None, unpatch_weights=True):
+                if memory_to_free is not None and memory_to_free < self.model.model_size():
+                    if self.model.partially_unload(self.model.offload_device, memory_to_free) >= memory_to_free:
+                        return False  # partly unloaded: stays listed
                 self.model.unpatch_model(self.model.offload_device, unpatch_weights=unpatch_weights)
                 self.model_finalizer.detach()
                 return True
@@ -198,7 +214,19 @@ class ComfyStub:
             for i in sorted(unloaded, reverse=True):
                 mm.current_loaded_models.pop(i)  # IndexError if an entry vanished meanwhile (as in ComfyUI)
 
+        def free_memory(memory_required, device=None, keep_loaded=()):
+            """Frees ``memory_required`` bytes (the 2025 smart-memory path): a model larger than that is only
+            partly unloaded when moving some of its layers frees enough."""
+            unloaded = [i for i in range(len(mm.current_loaded_models) - 1, -1, -1)
+                        if mm.current_loaded_models[i] not in keep_loaded
+                        and mm.current_loaded_models[i].model_unload(memory_required)]
+            for i in sorted(unloaded, reverse=True):
+                mm.current_loaded_models.pop(i)
+            if unloaded:
+                soft_empty_cache()
+
         mm.LoadedModel = LoadedModel
+        mm.free_memory = free_memory
         mm.load_models_gpu = load_models_gpu
         mm.unload_all_models = unload_all_models
         patcher_mod.ModelPatcher = ModelPatcher

@@ -498,16 +498,17 @@ def test_model_holder_on_comfy_model_management(pack, comfy, nodes):
     assert not h.loaded and h.releases == 1
 
     # ComfyUI unloads while a node still computes with the weights (making room for another model): the node
-    # finishes on them, the holder lets go and reads them again next time
+    # finishes on them, the holder frees them when the block ends and reads them again next time
     lin = holder_cls(lambda: torch.nn.Linear(2, 2), name="linear", device="cpu", offload_device="cpu")
     with lin.on_device() as layer:
         mm.unload_all_models()
         assert not lin.loaded and lin.releases == 1 and not layer.weight.is_meta
         layer(torch.ones(1, 2))
+    assert layer.weight.is_meta  # freed when the block ended
     with lin.on_device() as again:
         assert again is not layer and lin.loads == 2
     mm.unload_all_models()
-    assert layer.weight.is_meta is False and again.weight.is_meta  # released outside any node: freed at once
+    assert again.weight.is_meta  # released outside any node: freed at once
     # ... and once that node has ended, nothing of the holder keeps the weights ComfyUI counts as freed (before
     # any later read)
     import gc
@@ -529,6 +530,86 @@ def test_model_holder_on_comfy_model_management(pack, comfy, nodes):
             pass
         assert h.patcher.model.device == torch.device("cpu") and listed()
     assert h.patcher.model.device == torch.device("meta") and not listed()
+
+
+def test_model_unloaded_while_a_node_uses_it(pack, comfy, monkeypatch):
+    """ComfyUI unloads a model while our node computes with it (another model's load_models_gpu makes room, e.g. a
+    GPU with little VRAM): the weights stay on the compute device, usable, until the node's block ends (ComfyUI's
+    unload would move them to the offload device, and the node's next layer would fail on mixed devices); then the
+    holder frees them and empties the device cache through ComfyUI's soft_empty_cache, in that order."""
+    import comfy.model_management as mm
+
+    events = []
+    real_empty = mm.soft_empty_cache
+    monkeypatch.setattr(mm, "soft_empty_cache",
+                        lambda *a, **k: (events.append("soft_empty_cache"), real_empty(*a, **k)))
+    holder_cls = pack.nodes._comfy.ModelHolder
+    lin = holder_cls(lambda: torch.nn.Linear(2, 2), name="linear", device="cpu", offload_device="cpu")
+    x = torch.ones(1, 2)
+    with lin.on_device() as layer:
+        # the offload device ComfyUI moves unloaded weights to ("meta" stands for the CPU of a GPU machine: a move
+        # there shows, and would break the node's next layer as a GPU->CPU move does)
+        lin.patcher.offload_device = torch.device("meta")
+        expected = layer(x)
+        events.clear()
+        mm.unload_all_models()
+        assert not lin.loaded and lin.releases == 1
+        assert not layer.weight.is_meta and layer.weight.device == torch.device("cpu"), "moved away mid-node"
+        torch.testing.assert_close(layer(x), expected)  # the node goes on computing with them
+        assert "soft_empty_cache" not in events  # nothing of ours to empty yet: the node still holds them
+        events.append("block ends")
+    assert layer.weight.is_meta and layer.bias.is_meta, "weights ComfyUI unloaded outlived the node's block"
+    assert events == ["block ends", "soft_empty_cache"]
+    # nested blocks: freed only when the outer block ends
+    with lin.on_device() as layer2:
+        with lin.on_device():
+            mm.unload_all_models()
+        assert not layer2.weight.is_meta
+        layer2(x)
+    assert layer2.weight.is_meta
+    # the next node reads them again and computes as before
+    with lin.on_device() as layer3:
+        assert lin.loads == 3 and not layer3.weight.is_meta and layer3(x).shape == (1, 2)
+    mm.unload_all_models()
+
+    # ComfyUI's smart memory frees only part of a model (moves some layers to the offload device): not while a node
+    # computes with it (the whole model is unloaded instead, freed when the block ends) ...
+    two = holder_cls(lambda: torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)), name="two",
+                     device="cpu", offload_device="cpu")
+    with two.on_device() as seq:
+        two.patcher.offload_device = torch.device("meta")
+        mm.free_memory(1, torch.device("cpu"))
+        assert not any(p.is_meta for p in seq.parameters()), "layers moved away mid-node"
+        seq(x)
+        assert not two.loaded and two.releases == 1
+    assert all(p.is_meta for p in seq.parameters())
+    # ... while between nodes a partial unload stays ComfyUI's choice (the next block moves every layer back)
+    with two.on_device() as seq:
+        two.patcher.offload_device = torch.device("meta")
+    mm.free_memory(1, torch.device("cpu"))
+    assert two.loaded and seq[0].weight.is_meta and not seq[1].weight.is_meta
+    mm.unload_all_models()
+
+
+def test_release_keeps_the_callers_networks(pack, comfy):
+    """A holder over networks the caller passed in (CartoonSegModel.from_networks: scripts, tests) does not own
+    them: ComfyUI's unload lets go of them (offload device) but never destroys them, and the next node uses them
+    again; a holder that read its weights frees them (meta)."""
+    import comfy.model_management as mm
+
+    loaders = pack.nodes.loaders
+    det = cartoonseg.build_detector("tiny")
+    holder = loaders.CartoonSegModel.from_networks(det, device="cpu", offload_device="cpu")
+    with holder.on_device():
+        pass
+    mm.unload_all_models()
+    assert holder.releases == 1 and not any(p.is_meta for p in det.parameters()), "the caller's detector destroyed"
+    with holder.on_device():  # used again, not read: the same networks
+        assert holder.detector is det
+    with holder.on_device():  # unloaded while a node uses them: still the caller's after the block
+        mm.unload_all_models()
+    assert holder.releases == 2 and not any(p.is_meta for p in det.parameters())
+    mm.unload_all_models()
 
 
 def test_no_module_level_model_caches():
