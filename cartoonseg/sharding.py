@@ -422,15 +422,18 @@ class ShardedRun:
 
     def pending(self) -> list[Shard]:
         """This rank's shards that are not finished, in order. Removes temporary files that a killed run of the
-        same shards left behind (only this rank writes these shards, so no other process is using them)."""
+        same shards left behind (only this rank writes these shards, so no other process is using them; something
+        else of that name, a folder, is not ours and stays). Runs inside :meth:`reporting_failures`: a rank that
+        fails here leaves its failure marker too, so rank 0 does not wait for its shards until the stall time-out."""
         todo = []
-        for shard in self.mine():
-            final = self.path(shard)
-            for tmp in self.folder.glob(final.name + _TMP_MARK + "*"):
-                if _tmp_of(final.name).match(tmp.name):
-                    tmp.unlink(missing_ok=True)
-            if not final.exists():
-                todo.append(shard)
+        with self.reporting_failures():
+            for shard in self.mine():
+                final = self.path(shard)
+                for tmp in self.folder.glob(final.name + _TMP_MARK + "*"):
+                    if _tmp_of(final.name).match(tmp.name) and not tmp.is_dir():
+                        tmp.unlink(missing_ok=True)
+                if not final.exists():
+                    todo.append(shard)
         return todo
 
     def save(self, shard: Shard, results: Sequence[Any]) -> Path:
@@ -612,7 +615,7 @@ class ShardedRun:
             else:
                 base = name.split(_TMP_MARK)[0]
                 if (base in names or base in (MANIFEST, CREATED_MARK) or _FAILED.fullmatch(base)) and _tmp_of(
-                        base).match(name):
+                        base).match(name) and not path.is_dir():  # a folder of that name is not ours
                     path.unlink(missing_ok=True)
         manifest.unlink(missing_ok=True)
         mark = self.folder / CREATED_MARK

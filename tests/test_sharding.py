@@ -470,3 +470,39 @@ def test_a_rank_refused_while_building_the_run_ends_every_rank_with_its_error(tm
                                                         f"is not a folder")
     assert "choose another work folder (--work-dir)" in line
     assert user.read_text() == "user"
+
+
+def test_a_rank_failing_while_it_lists_its_pending_shards_leaves_a_marker(tmp_path, monkeypatch):
+    """pending() (which also removes the temporary files a killed run left) ran outside reporting_failures in every
+    caller: a rank that failed there exited without a failure marker and rank 0 waited for its shards until the
+    stall time-out (an hour). Now rank 0 stops at once with that rank's error. A folder that merely has the name
+    of one of our temporary files is not ours: pending() and remove() leave it (remove() raised IsADirectoryError)."""
+    import pathlib
+
+    from cartoonseg.sharding import RankFailedError
+
+    work = tmp_path / "wd"
+    run = ShardedRun(work, KEYS, shard_size=3, rank=RankInfo(1, 2))
+    odd = work / (run.path(1).name + ".tmp-host-123")
+    odd.mkdir()
+    (odd / "notes.txt").write_text("user")
+    stale = work / (run.path(3).name + ".tmp-host-456")
+    stale.write_text("{")
+    real_unlink = pathlib.Path.unlink
+
+    def unlink(self, missing_ok=False):
+        if self == stale:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(pathlib.Path, "unlink", unlink)
+    with pytest.raises(PermissionError):
+        run_sharded(work, KEYS, str, shard_size=3, rank=RankInfo(1, 2), progress=False)
+    with pytest.raises(RankFailedError, match=r"rank 1 \(host .*\) failed: .*Permission denied"):
+        run_sharded(work, KEYS, str, shard_size=3, rank=RankInfo(0, 2), progress=False, wait_timeout=5)
+    monkeypatch.undo()
+    assert run_sharded(work, KEYS, str, shard_size=3, rank=RankInfo(1, 2), progress=False) is None
+    assert run_sharded(work, KEYS, str, shard_size=3, rank=RankInfo(0, 2), progress=False, wait_timeout=5) == KEYS
+    assert not stale.exists()
+    ShardedRun(work, KEYS, shard_size=3).remove()
+    assert [p.name for p in work.iterdir()] == [odd.name] and (odd / "notes.txt").read_text() == "user"
