@@ -511,10 +511,10 @@ def occlusion_order(instances: Instances) -> list[int]:
     """Instance indices front to back: each pair of touching or overlapping instances as
     :func:`cartoonseg.occlusion.in_front` orders them from their soft masks with ``seam="shape"`` (the one home of
     that decision, shared with style editing and the puppet): where two soft masks overlap, the one clearly more
-    confident there is in front; masks that only meet along a seam (within 3 px; the usual case: the segmenter's
-    mask of the back instance stops where the front one begins, and both ramp there alike, so their confidences
-    there differ by noise) are ordered by shape: the one that wraps around the seam is behind. Pairs no cue orders,
-    and cycles, go by higher score, then lower index."""
+    confident there is in front; masks that only meet along a seam (their 0.5 levels at most 5 px apart; the usual
+    case: the segmenter's mask of the back instance stops where the front one begins, and both ramp there alike, so
+    their confidences there differ by noise) are ordered by shape: the one that wraps around the seam is behind.
+    Pairs no cue orders, and cycles, go by higher score, then lower index."""
     n = len(instances)
     if n < 2:
         return list(range(n))

@@ -80,7 +80,8 @@ JUNCTION_RADIUS = 4
 #: smallest mean coverage difference at the junctions that orders two touching layers by the input's occlusion
 #: (the tests' drawn figures, one partly hidden by the other: 0.05-0.2; masks that overlap in full, amodal ones: 0)
 OCCLUSION_MARGIN = 0.03
-#: how far apart (pixels) two masks may be and still meet along a seam
+#: the radius (pixels) of the disc by which the shape cue (:func:`_wraps_around`) grows each mask at 0.5 to find
+#: the seam where they meet: masks with up to ``2 * SEAM_REACH - 1`` px of background between them meet there
 SEAM_REACH = 3
 #: the shortest border, as a share of the hidden part's width round the junction, along which a part going behind
 #: the other is cut; shorter, it is a tip that only touches the other's outline (1-2 px against an arm's 4-5)
@@ -211,7 +212,8 @@ def in_front(p: Window | None, q: Window | None, margin: float = OCCLUSION_MARGI
     * ``"junctions"`` (style editing, the puppet): :func:`occlusion` by more than ``margin`` (drawn figures, the
       back one's mask its visible part, sigma 0.7: 868 of 936 right, 24 wrong, see the module's table; masks
       that overlap in full: 0);
-    * ``"shape"`` (the mattes): :func:`_wraps_around` for masks within :data:`SEAM_REACH` px (the segmenter's soft
+    * ``"shape"`` (the mattes): :func:`_wraps_around` for masks whose 0.5 levels have at most
+      ``2 * SEAM_REACH - 1`` (5) px between them (the segmenter's soft
       masks of two large characters meeting along a seam, blurred there, where the junction cue misreads the
       gaps along the seam as background, e.g. the cel scene with 2.5 px more blur reads -0.07; on the drawn
       figures it is wrong on 3902 of 6040)."""
@@ -220,9 +222,13 @@ def in_front(p: Window | None, q: Window | None, margin: float = OCCLUSION_MARGI
     if p is None or q is None:
         return 0
     (px0, py0, px1, py1), (qx0, qy0, qx1, qy1) = p[1], q[1]
-    g = SEAM_REACH
+    # too far apart for any cue: a shortcut only, it must never reject a pair a cue would order. The overlap
+    # confidence and the junction cue need boxes that touch (:func:`occlusion`); the shape cue's seam reaches masks
+    # whose 0.5 levels (inside the boxes) have up to 2 * SEAM_REACH - 1 px between them. A fixed SEAM_REACH here
+    # dropped masks 4-5 px apart that the shape cue orders, leaving the mattes' order to the scores.
+    g = 0 if seam == "junctions" else 2 * SEAM_REACH - 1
     if max(px0, qx0) > min(px1, qx1) + g or max(py0, qy0) > min(py1, qy1) + g:
-        return 0  # too far apart to touch
+        return 0
     x0, y0, x1, y1 = min(px0, qx0), min(py0, qy0), max(px1, qx1), max(py1, qy1)  # both layers whole
     sa, sb = _window_alpha(p, x0, y0, x1, y1), _window_alpha(q, x0, y0, x1, y1)
     a, b = sa > 0.5, sb > 0.5
@@ -239,10 +245,10 @@ def in_front(p: Window | None, q: Window | None, margin: float = OCCLUSION_MARGI
 
 
 def _wraps_around(a: np.ndarray, b: np.ndarray) -> int | None:
-    """Which of two masks that meet along a seam (within :data:`SEAM_REACH` px) is behind: 0 (``a``), 1 (``b``) or
-    None (they do not meet, or no cue). The occluder's silhouette is whole, so along the seam it bulges into the
-    other mask, which wraps around it (the bite the occluder takes out of it): around the seam (a box about the
-    smaller mask's size) the mask behind covers more pixels than the one in front."""
+    """Which of two masks that meet along a seam (at most ``2 * SEAM_REACH - 1`` px apart) is behind: 0 (``a``),
+    1 (``b``) or None (they do not meet, or no cue). The occluder's silhouette is whole, so along the seam it bulges
+    into the other mask, which wraps around it (the bite the occluder takes out of it): around the seam (a box about
+    the smaller mask's size) the mask behind covers more pixels than the one in front."""
     near = disk(SEAM_REACH)
     seam = cv2.dilate(a.astype(np.uint8), near).astype(bool) & cv2.dilate(b.astype(np.uint8), near).astype(bool)
     area = min(int(a.sum()), int(b.sum()))

@@ -23,6 +23,9 @@ How it works:
 * rank 0 waits until every shard file exists (file polling: works with any launcher, any number of nodes, as long
   as the run folder is on storage all ranks share; no collective that could time out while ranks are unevenly
   loaded), then reads all shards back in item order for the merge;
+* every rank opens the run folder itself (creates it or checks its manifest) through :func:`every_rank`: a rank
+  refused there (the folder is a file on its node, another run's manifest) ends every rank at once with the same
+  ``rank N: ...`` error;
 * a rank that fails while computing its shards (an image missing on its node, out of memory, any exception inside
   :meth:`ShardedRun.reporting_failures`) writes a **failure marker** ``failed-rank-<r>.json`` (its rank, host and
   error line) into the run folder before it exits, and rank 0's :meth:`ShardedRun.wait` raises
@@ -80,8 +83,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RankFailedError", "RankInfo", "Shard", "ShardedRun", "agree", "agree_on", "check_outside", "every_rank", "init_distributed",
-           "progress_bar", "run_sharded", "stall_timeout", "write_atomic"]
+__all__ = ["RankFailedError", "RankInfo", "Shard", "ShardedRun", "agree", "agree_on", "check_outside", "every_rank",
+           "init_distributed", "progress_bar", "run_sharded", "stall_timeout", "write_atomic"]
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -353,6 +356,17 @@ class ShardedRun:
             Shard(i, start, tuple(self.keys[start:start + self.shard_size]))
             for i, start in enumerate(range(0, len(self.keys), self.shard_size))
         ]
+        # every rank builds the run itself (its node's view of the folder), then all agree: a rank refused here (the
+        # folder is a file on its node, a manifest of another run, no permission) ends every rank at once with its
+        # error, ``rank N: ...`` under a process group, instead of leaving the others waiting for its shards or for
+        # the token below (every_rank; without a group it is the plain step)
+        every_rank(self._open, self.rank)
+        # this attempt's token (rank 0's, on every rank of a process group): a failure marker counts only for the
+        # attempt that wrote it. Without a group every rank has None (each cleared its own old marker in _open).
+        self.attempt = agree(uuid.uuid4().hex) if _group_size() > 1 else None
+
+    def _open(self) -> None:
+        """Create or check the run folder and its manifest, clear this rank's failure marker of an earlier attempt."""
         if os.path.lexists(self.folder) and not self.folder.is_dir():
             raise ValueError(f"work folder {self.folder} exists and is not a folder; choose another work folder "
                              f"(--work-dir)")
@@ -365,9 +379,6 @@ class ShardedRun:
         if self._created:
             write_atomic(self.folder / CREATED_MARK, "")
         self._check_manifest()
-        # this attempt's token (rank 0's, on every rank of a process group): a failure marker counts only for the
-        # attempt that wrote it. Without a group every rank has None and clears its own old marker below.
-        self.attempt = agree(uuid.uuid4().hex) if _group_size() > 1 else None
         self._forget_failure()
 
     # ------------------------------------------------------------------ manifest
@@ -411,15 +422,18 @@ class ShardedRun:
 
     def pending(self) -> list[Shard]:
         """This rank's shards that are not finished, in order. Removes temporary files that a killed run of the
-        same shards left behind (only this rank writes these shards, so no other process is using them)."""
+        same shards left behind (only this rank writes these shards, so no other process is using them; something
+        else of that name, a folder, is not ours and stays). Runs inside :meth:`reporting_failures`: a rank that
+        fails here leaves its failure marker too, so rank 0 does not wait for its shards until the stall time-out."""
         todo = []
-        for shard in self.mine():
-            final = self.path(shard)
-            for tmp in self.folder.glob(final.name + _TMP_MARK + "*"):
-                if _tmp_of(final.name).match(tmp.name):
-                    tmp.unlink(missing_ok=True)
-            if not final.exists():
-                todo.append(shard)
+        with self.reporting_failures():
+            for shard in self.mine():
+                final = self.path(shard)
+                for tmp in self.folder.glob(final.name + _TMP_MARK + "*"):
+                    if _tmp_of(final.name).match(tmp.name) and not tmp.is_dir():
+                        tmp.unlink(missing_ok=True)
+                if not final.exists():
+                    todo.append(shard)
         return todo
 
     def save(self, shard: Shard, results: Sequence[Any]) -> Path:
@@ -573,7 +587,8 @@ class ShardedRun:
 
     def remove(self) -> None:
         """Delete what this run wrote in its folder: the shard files holding this run's items, the failure markers of
-        its ranks (of any attempt), the temporary files of all these and of the manifest, and the manifest; then the folder itself when it is empty and the run created it.
+        its ranks (of any attempt), the temporary files of all these and of the manifest, and the manifest; then the
+        folder itself when it is empty and the run created it.
         Any other file (the user's, another program's, a shard file that does not hold this run's items) stays.
         Call once the merged output is safely written."""
         manifest = self.folder / MANIFEST
@@ -600,7 +615,7 @@ class ShardedRun:
             else:
                 base = name.split(_TMP_MARK)[0]
                 if (base in names or base in (MANIFEST, CREATED_MARK) or _FAILED.fullmatch(base)) and _tmp_of(
-                        base).match(name):
+                        base).match(name) and not path.is_dir():  # a folder of that name is not ours
                     path.unlink(missing_ok=True)
         manifest.unlink(missing_ok=True)
         mark = self.folder / CREATED_MARK

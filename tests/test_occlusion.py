@@ -89,3 +89,60 @@ def test_an_arm_tip_that_only_touches_the_other_outline_is_not_read_as_going_beh
     assert occlusion(front, back) > 0.05
     assert in_front(front, back) == 1
     assert in_front(back, front) == -1
+
+
+def _head_and_body(rows_apart: int):
+    """A drawn head (a disc) over a body (a rectangle) whose top edge lies ``rows_apart`` empty rows below the head's
+    0.5 level, both blurred (sigma 1) as a segmenter's soft masks. Returns (head, body) ``[96,128]`` float32."""
+    head = np.zeros((96, 128), np.uint8)
+    cv2.circle(head, (64, 30), 12, 1, -1)  # rows 18..42 drawn, 19..41 over 0.5 once blurred
+    body = np.zeros((96, 128), np.uint8)
+    body[42 + rows_apart:90, 36:93] = 1
+    return tuple(cv2.GaussianBlur(m.astype(np.float32), (7, 7), 1.0) for m in (head, body))
+
+
+@pytest.mark.parametrize("rows_apart", [0, 2, 4, 5])
+def test_the_mattes_order_masks_as_far_apart_as_their_shape_cue_reaches(rows_apart):
+    """in_front's early-out dropped pairs whose boxes were more than SEAM_REACH (3) px apart, while the mattes' shape
+    cue (masks grown by a disc of SEAM_REACH each) meets masks up to 5 px apart: a head 4-5 px over a body was left
+    to the scores (the body, scored higher, in front of the head that bulges into it). The early-out is now only a
+    shortcut that never drops a pair a cue orders."""
+    import torch
+
+    from cartoonseg.matting import occlusion_order
+    from cartoonseg.occlusion import _wraps_around, in_front, mask_windows
+    from cartoonseg.structures import Instances
+
+    head, body = _head_and_body(rows_apart)
+    windows = mask_windows(torch.from_numpy(np.stack([body, head])))
+    assert windows[0][1][1] - windows[1][1][3] == rows_apart  # the empty rows between the masks' 0.5 levels
+    assert _wraps_around(head > 0.5, body > 0.5) == 1  # the shape cue itself: the body is behind
+    assert in_front(windows[1], windows[0], seam="shape") == 1 and in_front(windows[0], windows[1], seam="shape") == -1
+    for scores in ([0.9, 0.5], [0.5, 0.9]):  # whatever the scores
+        inst = Instances.from_masks(torch.from_numpy(np.stack([body, head]))).replace(scores=torch.tensor(scores))
+        assert occlusion_order(inst) == [1, 0]  # front to back: the head, then the body
+
+
+@pytest.mark.parametrize("seam", ["shape", "junctions"])
+def test_in_front_early_out_never_drops_a_pair_a_cue_orders(seam):
+    """Two discs at every offset round each other (gaps 0-8 px, straight and diagonal): in_front with its early-out
+    agrees with the cues read on the whole picture (the shape cue's seam, the junction cue's own box test)."""
+    from cartoonseg.occlusion import _wraps_around, in_front, occlusion
+
+    def window(cx, cy, r):
+        m = np.zeros((80, 80), np.float32)
+        cv2.circle(m, (cx, cy), r, 1.0, -1)
+        ys, xs = np.nonzero(m > 0.5)
+        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        return m, (m[y0:y1, x0:x1], (int(x0), int(y0), int(x1), int(y1)))
+
+    big, p = window(40, 40, 12)
+    for dx, dy in [(1, 0), (0, 1), (1, 1), (-1, 0), (0, -1), (1, -1)]:
+        for gap in range(9):
+            cx, cy = 40 + dx * (12 + 6 + gap), 40 + dy * (12 + 6 + gap)  # a disc of radius 6, gap px of background
+            small, q = window(cx, cy, 6)
+            got = in_front(p, q, seam=seam)
+            if seam == "shape":
+                assert (got != 0) == (_wraps_around(big > 0.5, small > 0.5) is not None), (dx, dy, gap)
+            else:
+                assert got == (1 if occlusion(p, q) > 0.03 else -1 if occlusion(p, q) < -0.03 else 0), (dx, dy, gap)

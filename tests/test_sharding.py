@@ -412,3 +412,97 @@ def test_two_ranks_one_fails_in_its_share_rank_0_reports_it_then_the_rerun_resum
     assert [p.returncode for p in procs] == [0, 0], errs
     assert (tmp_path / "merged.txt").read_text() == ",".join(KEYS)
     assert not (work / "failed-rank-1.json").exists()
+
+
+REFUSED_FOLDER_DRIVER = """
+import argparse, json, os, sys, time
+from pathlib import Path
+from cartoonseg._cli import run_parser
+from cartoonseg.sharding import init_distributed, run_sharded
+
+rank_id = int(os.environ["RANK"])
+folder = json.loads(sys.argv[2])[rank_id]  # this rank's view of the work folder (its node's storage)
+
+
+def run(args):
+    run_sharded(folder, [f"item{i:02d}" for i in range(5)], str, shard_size=1, rank=init_distributed(),
+                progress=False)
+    return 0
+
+
+parser = argparse.ArgumentParser()
+parser.set_defaults(func=run)
+rc = run_parser(parser, [])
+Path(sys.argv[1], f"rank{rank_id}.rc").write_text(str(rc))
+Path(sys.argv[1], f"rank{rank_id}.done").write_text("")
+deadline = time.monotonic() + 20  # stay alive a while: a rank left waiting would hang, not see a lost connection
+while not all(Path(sys.argv[1], f"rank{r}.done").exists() for r in (0, 1)) and time.monotonic() < deadline:
+    time.sleep(0.05)
+sys.exit(rc)
+"""
+
+
+@pytest.mark.parametrize("refused_on", [0, 1])
+def test_a_rank_refused_while_building_the_run_ends_every_rank_with_its_error(tmp_path, refused_on):
+    """A rank whose work folder was refused while it built its ShardedRun (here: the path is a file on its node)
+    exited alone: the other rank then waited for the attempt token (refused on rank 0) or, having got it, computed
+    its shards and waited for the refused rank's shards, which never came and left no failure marker (refused on
+    rank 1). Now the run is built through every_rank: both ranks of a real 2-process gloo group end within seconds
+    with the same ``error: rank N: ...`` line, and the user's file stays."""
+    import os
+    from pathlib import Path
+
+    from _two_ranks import the_same_error_on_every_rank
+
+    repo = Path(__file__).resolve().parents[1]
+    driver = tmp_path / "driver.py"
+    driver.write_text(REFUSED_FOLDER_DRIVER)
+    user = tmp_path / "node-file"
+    user.write_text("user")
+    folders = [str(tmp_path / "wd"), str(tmp_path / "wd")]
+    folders[refused_on] = str(user)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    start = time.monotonic()
+    procs, errs = run_two_ranks([str(driver), str(tmp_path), json.dumps(folders)], env=env, port=free_port(),
+                                timeout=60, cwd=repo)
+    assert time.monotonic() - start < 45
+    line = the_same_error_on_every_rank(tmp_path, errs, f"error: rank {refused_on}: work folder {user} exists and "
+                                                        f"is not a folder")
+    assert "choose another work folder (--work-dir)" in line
+    assert user.read_text() == "user"
+
+
+def test_a_rank_failing_while_it_lists_its_pending_shards_leaves_a_marker(tmp_path, monkeypatch):
+    """pending() (which also removes the temporary files a killed run left) ran outside reporting_failures in every
+    caller: a rank that failed there exited without a failure marker and rank 0 waited for its shards until the
+    stall time-out (an hour). Now rank 0 stops at once with that rank's error. A folder that merely has the name
+    of one of our temporary files is not ours: pending() and remove() leave it (remove() raised IsADirectoryError)."""
+    import pathlib
+
+    from cartoonseg.sharding import RankFailedError
+
+    work = tmp_path / "wd"
+    run = ShardedRun(work, KEYS, shard_size=3, rank=RankInfo(1, 2))
+    odd = work / (run.path(1).name + ".tmp-host-123")
+    odd.mkdir()
+    (odd / "notes.txt").write_text("user")
+    stale = work / (run.path(3).name + ".tmp-host-456")
+    stale.write_text("{")
+    real_unlink = pathlib.Path.unlink
+
+    def unlink(self, missing_ok=False):
+        if self == stale:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(pathlib.Path, "unlink", unlink)
+    with pytest.raises(PermissionError):
+        run_sharded(work, KEYS, str, shard_size=3, rank=RankInfo(1, 2), progress=False)
+    with pytest.raises(RankFailedError, match=r"rank 1 \(host .*\) failed: .*Permission denied"):
+        run_sharded(work, KEYS, str, shard_size=3, rank=RankInfo(0, 2), progress=False, wait_timeout=5)
+    monkeypatch.undo()
+    assert run_sharded(work, KEYS, str, shard_size=3, rank=RankInfo(1, 2), progress=False) is None
+    assert run_sharded(work, KEYS, str, shard_size=3, rank=RankInfo(0, 2), progress=False, wait_timeout=5) == KEYS
+    assert not stale.exists()
+    ShardedRun(work, KEYS, shard_size=3).remove()
+    assert [p.name for p in work.iterdir()] == [odd.name] and (odd / "notes.txt").read_text() == "user"
