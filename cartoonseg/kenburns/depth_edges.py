@@ -15,12 +15,15 @@ A window is a ramp, and only then touched, when
   nor the depth's own wobble (3x the median window's relative residual: an estimator's noise on a ground),
 * and it holds a ramp: pixels between its two sides (see below) that are steep, over at least :data:`RAMP_WIDTH`
   columns' worth. A pixel is steep when its slope (per axis the smaller of its two one-sided differences, so a pixel
-  beside a sharp step keeps its own surface's slope) is at least :data:`STEEPER` times the slope of the surfaces a
-  window's half-width away on both sides along its slope: a blurred step is steeper than the surfaces it joins,
-  while a slanted ground is as steep as the ground beside it. An exact step is sharp (its anti-aliased rim is one
-  pixel wide) and is left as it is; so is a slanted ground where it meets a far wall (a crease) or a character
-  standing on it: its pixels lie between the window's two sides and an affine fit does not explain the window, but
-  they are no ramp (counting them as one flattened a ground by up to 78 % of its nearness).
+  beside a sharp step keeps its own surface's slope) is at least :data:`STEEPER` times the slope of the surfaces on
+  both sides, each the flattest point within a window's half-width along its slope: a blurred step is steeper than
+  the surfaces it joins, while a slanted ground is as steep as the ground beside it. The flattest point, not the
+  one a half-width away: a narrow gap between two near objects (a character beside a tree, 2-5 px of far wall) is
+  blurred into a valley, and a half-width away lies the other object's ramp, as steep as this one, so such ramps,
+  the skin a moved camera shows bridging the gap, were left as they were. An exact step is sharp (its anti-aliased
+  rim is one pixel wide) and is left as it is; so is a slanted ground where it meets a far wall (a crease) or a
+  character standing on it: its pixels lie between the window's two sides and an affine fit does not explain the
+  window, but they are no ramp (counting them as one flattened a ground by up to 78 % of its nearness).
 
 A depth that is not blurred at all is returned whole: one where fewer than a quarter of the step windows (those that
 pass the first two tests) hold :data:`EDGE_BLUR` columns of ramp (0-3 % on the quality benchmark's exact depth,
@@ -56,9 +59,9 @@ _BAND = 0.25
 NOISE_FACTOR = 3.0
 #: Least width (px) of a ramp between the two sides for a window to be snapped: a sharp step is left as it is.
 RAMP_WIDTH = 1.5
-#: A ramp's pixel is at least this many times as steep as the surfaces on both sides of it (a window's half-width
-#: away along its slope): a pixel of a slanted surface is as steep as the surface beside it, a blurred step is
-#: steeper than what it joins (a 1.5 px blur: 6x its slope 4 px away).
+#: A ramp's pixel is at least this many times as steep as the surfaces on both sides of it (the flattest point within
+#: a window's half-width along its slope): a pixel of a slanted surface is as steep as the surface beside it, a
+#: blurred step is steeper than what it joins (a 1.5 px blur: 6x its slope 4 px away).
 STEEPER = 2.0
 #: The depth counts as blurred, and is refined at all, when at least :data:`BLURRED_SHARE` of its step windows hold
 #: this many columns of ramp.
@@ -70,12 +73,15 @@ _CHUNK = 1 << 16
 
 def _steep(v: Tensor, dist: int) -> Tensor:
     """``[H,W]`` bool: the pixels of ``v`` inside a ramp, those at least :data:`STEEPER` times as steep as both
-    surfaces it joins, which lie ``dist`` pixels away along the slope's direction on either side.
+    surfaces it joins: on either side, the flattest point of the path ``dist`` pixels long along the slope's direction.
 
     A pixel's slope is per axis the smaller of its two one-sided differences: a pixel beside a sharp step keeps its
-    own surface's slope, only a pixel steep towards both neighbours (a ramp's, an anti-aliased rim's) is steep. A
-    slanted surface is as steep as its continuation (a ground where it meets a far wall is no ramp), a sharp step has
-    no steep pixel besides its one-pixel rim."""
+    own surface's slope, only a pixel steep towards both neighbours (a ramp's, an anti-aliased rim's) is steep. Along
+    the path the surface's slope is the central difference's component along the pixel's own direction, at its
+    flattest: a slanted surface is as steep as its continuation (a ground where it meets a far wall is no ramp), a
+    ramp reaches its plateau, and a ramp into a narrow gap (between two near objects, which a blur fills with a
+    valley) reaches the valley's floor, where the slope turns (clamped at 0), not the other object's ramp beyond it;
+    a sharp step has no steep pixel besides its one-pixel rim."""
     h, w = v.shape
     p = F.pad(v[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
     fx, bx = p[1:-1, 2:] - v, v - p[1:-1, :-2]
@@ -86,11 +92,19 @@ def _steep(v: Tensor, dist: int) -> Tensor:
     # the slope's direction from central differences (a ramp's one-sided differences agree in sign)
     gx, gy = 0.5 * (fx + bx), 0.5 * (fy + by)
     norm = torch.hypot(gx, gy).clamp_min(1e-12)
+    ux, uy = gx / norm, gy / norm
     ys = torch.arange(h, device=v.device)[:, None].expand(h, w)
     xs = torch.arange(w, device=v.device)[None, :].expand(h, w)
-    dx, dy = torch.round(dist * gx / norm).long(), torch.round(dist * gy / norm).long()
-    around = torch.maximum(slope[(ys + dy).clamp(0, h - 1), (xs + dx).clamp(0, w - 1)],
-                           slope[(ys - dy).clamp(0, h - 1), (xs - dx).clamp(0, w - 1)])
+    gxf, gyf = gx.flatten(), gy.flatten()
+    around = torch.zeros_like(v)
+    for sign in (1.0, -1.0):
+        flattest = None
+        for t in range(1, dist + 1):
+            at = ((ys + torch.round(sign * t * uy).long()).clamp(0, h - 1) * w
+                  + (xs + torch.round(sign * t * ux).long()).clamp(0, w - 1))
+            along = gxf[at] * ux + gyf[at] * uy
+            flattest = along if flattest is None else torch.minimum(flattest, along)
+        around = torch.maximum(around, flattest)  # clamped at 0: a path through a valley reaches a flat floor
     return slope > STEEPER * around
 
 
