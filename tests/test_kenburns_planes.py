@@ -238,14 +238,9 @@ def test_plane_slant(coef):
 
 
 def _standing_scene():
-    """A character standing on the tiled ground (its feet at row 80): image ``[H,W,3]``, exact nearness ``[H,W]`` (its
-    depth steps are sharp), the character's mask ``[H,W]``."""
-    rgb, depth, _ = ground_view()
-    yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
-    body = ((xx - 72) ** 2 / 9.0**2 + (yy - 62) ** 2 / 18.0**2) < 1.0
-    image = torch.where(body[..., None], torch.tensor([0.9, 0.3, 0.3]), rgb)
-    near = torch.where(body, torch.full_like(depth, 1.0 / float(depth[80, 72])), 1.0 / depth)
-    return image, near, body
+    """A taller character standing on the tiled ground (its feet at row 80, :func:`standing_character`): image
+    ``[H,W,3]``, exact nearness ``[H,W]`` (its depth steps are sharp), the character's mask ``[H,W]``."""
+    return standing_character(centre=62, half_height=18, feet=80)
 
 
 def test_render_fills_the_ground_behind_a_character_in_perspective():
@@ -363,14 +358,15 @@ def test_key_view_holes_on_a_plane_are_not_inpainted_twice(monkeypatch, spy_call
     assert torch.equal(skipping.disocclusion, both.disocclusion)
 
 
-def standing_character():
-    """:func:`ground_view` with a red character (an upright ellipse at the depth of its feet) standing on the ground,
-    all below the horizon (ground on both sides of it): image ``[H,W,3]``, nearness ``[H,W]``, mask ``[H,W]`` bool."""
+def standing_character(centre: int = 75, half_height: int = 12, feet: int = 86):
+    """:func:`ground_view` with a red character (an upright ellipse of half-width 9 around row ``centre``, at the
+    depth of the ground at row ``feet``) standing on the ground, all below the horizon (ground on both sides of it):
+    image ``[H,W,3]``, nearness ``[H,W]``, mask ``[H,W]`` bool."""
     rgb, depth, _ = ground_view()
     yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
-    body = ((xx - 72) ** 2 / 9.0**2 + (yy - 75) ** 2 / 12.0**2) < 1.0
+    body = ((xx - 72) ** 2 / 9.0**2 + (yy - centre) ** 2 / float(half_height) ** 2) < 1.0
     image = torch.where(body[..., None], torch.tensor([0.9, 0.3, 0.3]), rgb)
-    near = torch.where(body, torch.full_like(depth, 1.0 / float(depth[86, 72])), 1.0 / depth)
+    near = torch.where(body, torch.full_like(depth, 1.0 / float(depth[feet, 72])), 1.0 / depth)
     return image, near, body
 
 

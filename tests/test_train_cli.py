@@ -237,6 +237,19 @@ Path(sys.argv[1], f"rank{rank}.rc").write_text(str(rc))
 """
 
 
+def _per_rank_driver(tmp_path):
+    """The repository, the ranks' environment (one thread, the repository importable) and the :data:`PER_RANK`
+    driver written into ``tmp_path``."""
+    import os
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    driver = tmp_path / "driver.py"
+    driver.write_text(PER_RANK)
+    return repo, env, driver
+
+
 @pytest.mark.parametrize("module", ["train.dump_predictions", "train.evaluate"])
 def test_a_rank_that_cannot_read_its_detector_ends_every_rank_at_once(toy, tmp_path, module):
     """Under torchrun each rank of ``train.dump_predictions`` and of ``train.evaluate`` with models resolves the data
@@ -244,17 +257,12 @@ def test_a_rank_that_cannot_read_its_detector_ends_every_rank_at_once(toy, tmp_p
     rank 0 predicted its shards and then polled for rank 1's forever. Now the group starts first and these steps go
     through ``sharding.every_rank``: both ranks of a real 2-process gloo group end within seconds with the same
     ``error: rank 1: ...`` line; nothing is written."""
-    import os
     import time
-    from pathlib import Path
 
     from _two_ranks import free_port, run_two_ranks, the_same_error_on_every_rank
 
     root, ann, det = toy
-    repo = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    driver = tmp_path / "driver.py"
-    driver.write_text(PER_RANK)
+    repo, env, driver = _per_rank_driver(tmp_path)
     missing = tmp_path / "node1" / det.name
     own = [["--detector", str(det)], ["--detector", str(missing)]]
     out = tmp_path / "preds.json"
@@ -278,16 +286,11 @@ def test_dump_predictions_out_is_checked_on_rank_0_whose_verdict_every_rank_shar
     alone refused the whole run (``error: rank 1: refusing ...``). Now rank 0 checks it and every rank shares its
     verdict: a file on rank 1's node is left alone and the run writes rank 0's --out; one on rank 0's node ends both
     ranks with rank 0's one ``error:`` line. The user's file stays as it was."""
-    import os
-    from pathlib import Path
 
     from _two_ranks import free_port, output_lines, run_two_ranks
 
     root, ann, det = toy
-    repo = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    driver = tmp_path / "driver.py"
-    driver.write_text(PER_RANK)
+    repo, env, driver = _per_rank_driver(tmp_path)
     outs = [tmp_path / f"node{r}" / "preds.json" for r in (0, 1)]
     for out in outs:
         out.parent.mkdir()
@@ -328,17 +331,12 @@ def test_evaluate_refuses_save_pred_with_pred_instead_of_ignoring_it(toy, tmp_pa
 def _two_rank_evaluate(tmp_path, own, args):
     """``train.evaluate`` as ranks 0 and 1 of a real 2-process gloo group, each with its own extra options ``own``
     (its node's files); returns the seconds taken, each rank's status and its stdout and stderr lines."""
-    import os
     import subprocess
     import time
-    from pathlib import Path
 
     from _two_ranks import free_port, output_lines
 
-    repo = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    driver = tmp_path / "driver.py"
-    driver.write_text(PER_RANK)
+    repo, env, driver = _per_rank_driver(tmp_path)
     port, procs, start = free_port(), [], time.monotonic()
     for r in (0, 1):
         rank_env = dict(env, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
@@ -413,17 +411,12 @@ def test_a_rank_whose_ground_truth_differs_from_rank_0s_ends_every_rank_at_once(
     traceback and rank 0 waited for its shards for ever. Now every rank's file is compared with rank 0's first:
     both ranks of a real 2-process gloo group end within seconds with the same ``error: rank 1: ...`` line, nothing
     written."""
-    import os
     import time
-    from pathlib import Path
 
     from _two_ranks import free_port, run_two_ranks, the_same_error_on_every_rank
 
     root, ann, det = toy
-    repo = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    driver = tmp_path / "driver.py"
-    driver.write_text(PER_RANK)
+    repo, env, driver = _per_rank_driver(tmp_path)
     older = json.loads(ann.read_text())
     older["images"] = older["images"][:1]
     older["annotations"] = [a for a in older["annotations"] if a["image_id"] == older["images"][0]["id"]]
@@ -456,15 +449,11 @@ def test_per_node_copies_of_the_weights_share_one_work_folder(toy, tmp_path, mod
     status 0 on both ranks, one output and no work folder left."""
     import os
     import shutil
-    from pathlib import Path
 
     from _two_ranks import free_port, output_lines, run_two_ranks
 
     root, ann, det = toy
-    repo = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    driver = tmp_path / "driver.py"
-    driver.write_text(PER_RANK)
+    repo, env, driver = _per_rank_driver(tmp_path)
     copy = tmp_path / "node1" / det.name
     copy.parent.mkdir()
     shutil.copyfile(det, copy)
