@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._env import env_seconds
+
 __all__ = [
     "REPO_ID",
     "WeightsSpec",
@@ -104,16 +106,7 @@ _REACHABLE: dict[tuple[str, int], str | None] = {}
 def net_timeout() -> float:
     """:data:`NET_TIMEOUT`, or ``CARTOONSEG_NET_TIMEOUT`` when set (seconds, in (0, 600]); ``ValueError`` naming the
     variable for anything else."""
-    text = os.environ.get("CARTOONSEG_NET_TIMEOUT", "").strip()
-    if not text:
-        return NET_TIMEOUT
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value <= 600:  # NaN fails too
-        raise ValueError(f"CARTOONSEG_NET_TIMEOUT must be a number of seconds in (0, 600], got {text!r}")
-    return value
+    return env_seconds("CARTOONSEG_NET_TIMEOUT", NET_TIMEOUT, upper=600.0)
 
 
 def _unreachable(url: str) -> str | None:

@@ -83,6 +83,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._env import env_seconds
+
 __all__ = ["RankFailedError", "RankInfo", "Shard", "ShardedRun", "agree", "agree_on", "check_outside", "every_rank",
            "init_distributed", "progress_bar", "run_sharded", "stall_timeout", "write_atomic"]
 
@@ -108,16 +110,7 @@ class RankFailedError(RuntimeError):
 def stall_timeout() -> float:
     """:data:`STALL_TIMEOUT_S`, or ``CARTOONSEG_STALL_TIMEOUT`` when set (seconds, > 0); ``ValueError`` naming the
     variable for anything else."""
-    text = os.environ.get("CARTOONSEG_STALL_TIMEOUT", "").strip()
-    if not text:
-        return STALL_TIMEOUT_S
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < float("inf"):  # NaN fails too
-        raise ValueError(f"CARTOONSEG_STALL_TIMEOUT must be a number of seconds > 0, got {text!r}")
-    return value
+    return env_seconds("CARTOONSEG_STALL_TIMEOUT", STALL_TIMEOUT_S)
 
 
 def _tmp_of(name: str) -> re.Pattern:
