@@ -206,7 +206,7 @@ def agree(obj: Any) -> Any:
     """Rank 0's ``obj`` on every rank when a process group is running; ``obj`` itself otherwise."""
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if _group_size() == 1:
         return obj
     box = [obj]
     dist.broadcast_object_list(box, src=0)
@@ -251,7 +251,7 @@ def every_rank(make: Callable[[], Any], rank: Any) -> Any:
     :func:`agree_on`. ``rank``: a :class:`RankInfo` or anything with ``rank`` and ``world_size``."""
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if _group_size() == 1:
         return make()
     value, own = None, None
     try:
