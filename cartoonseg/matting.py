@@ -97,6 +97,10 @@ SEAM_CONTRAST = 0.02
 #: :func:`unmix`: weight of the foreground smoothness where alpha changes (pymatting's ``gradient_weight``, default
 #: 1.0, which spreads a fill's colour into a thin dark outline and lightens it in a cut-out).
 FOREGROUND_GRADIENT_WEIGHT = 0.1
+#: :func:`_ink_alpha`: largest angle (radians) between a colour's and a strand's direction from the background for
+#: the colour to count as the strand's ink (0.06 rad: 8-bit quantisation on a faint strand; a brown strand leaving a
+#: dark purple outline differs by ~0.3).
+INK_ANGLE = 0.06
 
 
 @dataclasses.dataclass(frozen=True)
@@ -680,7 +684,7 @@ def _drawn_over(i: int, strokes: np.ndarray, line: np.ndarray, soft_all: np.ndar
 
 
 def _ink_alpha(rgb: np.ndarray, strokes: np.ndarray, grow: np.ndarray, background: np.ndarray,
-               radius: int) -> tuple[np.ndarray, np.ndarray]:
+               radius: int, line: np.ndarray | None = None, reach: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Alpha of traced strokes from their own ink colour: ``(alpha, where)``, float64 and bool ``[H,W]``.
 
     ``strokes``: the stroke pixels an instance follows past its region; ``grow``: them and their 1-px fringe (the
@@ -690,9 +694,18 @@ def _ink_alpha(rgb: np.ndarray, strokes: np.ndarray, grow: np.ndarray, backgroun
     where the stroke meets it, the back character's fill where it ends over it) came out as a ramp from 1 to 0
     (about half its alpha). Which instance the stroke belongs to is already decided (the stroke rules); its
     coverage is the projection of each pixel's colour onto the line from the local background ``B`` (a normalised
-    Gaussian average of ``background`` around it) to the stroke's ink ``F`` (its pixel farthest from ``B``, per
-    8-connected group of ``grow``): ``alpha = <I - B, F - B> / |F - B|^2``. Pixels with no background nearby, or
-    whose ink is within the line-art contrast of the background, are left to the solver (``where`` False)."""
+    Gaussian average of ``background`` around it) to the stroke's ink ``F``, per 8-connected group of ``grow``:
+    ``alpha = <I - B, F - B> / |F - B|^2``. Pixels with no background nearby, or whose ink is within the line-art
+    contrast of the background, are left to the solver (``where`` False).
+
+    The ink: a strand thinner than a pixel never covers one fully, so its own pixel farthest from ``B`` is lighter
+    than its ink (a 0.5-px strand read alpha ~0.9 on its core, truth 0.6). A thin line's colours cannot tell a
+    lighter ink from a thinner line; the drawing can: the strand is the continuation of line art drawn in one ink,
+    and where that line art is wide (its root, the outline it leaves) a pixel is fully covered. So ``F`` is the
+    farthest colour, along the direction from ``B`` to the stroke's own farthest pixel, among the pixels of ``line``
+    (bool ``[H,W]``: the line art) reached from the stroke along it within ``reach`` 8-connected steps, and of
+    the same ink: within ``INK_ANGLE`` of that direction (a brown strand leaving a dark purple outline keeps its
+    own pixel). Without ``line`` the stroke's own farthest pixel is the ink."""
     image = np.asarray(rgb, dtype=np.float64) / 255.0
     alpha = np.zeros(strokes.shape, np.float64)
     where = np.zeros(strokes.shape, bool)
@@ -712,6 +725,18 @@ def _ink_alpha(rgb: np.ndarray, strokes: np.ndarray, grow: np.ndarray, backgroun
         ys, xs = np.nonzero(ink)
         far = int(np.argmax((diff[ys, xs] ** 2).sum(-1)))
         f = image[ys[far], xs[far]]
+        if line is not None and reach > 0:  # the same ink where the line art it continues is wide
+            seed = part & strokes
+            steps = _geodesic_steps(seed, line | seed, int(reach), connectivity=8)
+            d0 = f - back[ys[far], xs[far]]
+            norm0 = float((d0 ** 2).sum())
+            cand = image[(steps <= int(reach)) & line] - back[ys[far], xs[far]]
+            if norm0 > 0 and cand.size:
+                t = cand @ d0 / norm0  # how far along the stroke's ink direction, in units of its own far pixel
+                perp = np.sqrt(np.maximum((cand ** 2).sum(-1) - t * t * norm0, 0.0))
+                same = (t > 1.0) & (perp <= np.tan(INK_ANGLE) * t * np.sqrt(norm0))
+                if same.any():
+                    f = back[ys[far], xs[far]] + d0 * float(t[same].max())
         span = f - back  # per pixel: the ink relative to the local background
         norm = (span ** 2).sum(-1)
         ok = part & known & (norm > 0.05 ** 2)
@@ -820,7 +845,8 @@ def instance_alphas(image, instances: Instances, config: MattingConfig | None = 
                 if own.any():
                     near = cv2.dilate(own.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & grow
                     traced = (own[y0:y1, x0:x1], near[y0:y1, x0:x1],
-                              (trimap == 0) & ~lines[radius][y0:y1, x0:x1], radius)
+                              (trimap == 0) & ~lines[radius][y0:y1, x0:x1], radius, lines[radius][y0:y1, x0:x1],
+                              int(1.5 * (int(band) + radius)) + 2)
         why = None  # nothing to solve from: keep the mask
         if min(y1 - y0, x1 - x0) < MIN_SIDE:
             why = f"the image is thinner than the solvers' {MIN_SIDE}x{MIN_SIDE} window"
