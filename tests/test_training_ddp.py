@@ -436,3 +436,38 @@ def test_train_refiner_data_under_two_ranks(tmp_path, what):
     assert len(got[0]["seen"]) == len(got[1]["seen"]) == 8
     assert {"gt_encoder.safetensors", "refiner.safetensors"} <= {p.name for p in out.iterdir()}
     assert s0["export"] == s1["export"] == str(out / "refiner.safetensors")
+
+
+def test_a_device_refused_on_one_rank_ends_every_rank_at_once_naming_it(tmp_path):
+    """``distributed.setup`` checked ``--device`` (``cuda`` on a node without CUDA, more processes than GPUs) before
+    the process group started, so the refused rank exited alone and the others sat in ``init_process_group``
+    until its time-out (30 minutes). Now every rank's verdict travels over the rendezvous store first: both ranks of
+    a real 2-process gloo group end within seconds with the same ``error: rank 1: --device cuda: ...`` line (rank 1
+    asks for CUDA where CUDA is hidden, rank 0 for the CPU; the command's own up-front check of ``--device`` under
+    torchrun is now its spelling only, the same verdict on every rank), and nothing is written."""
+    import time
+
+    data = tmp_path / "data"
+    ann = make_toy_coco(data, num_images=8, size=64, seed=0, name="train")
+    out = tmp_path / "out"
+    args = ["--data", str(ann), "--out", str(out), "--preset", "tiny", "--img-size", "64", "--epochs", "1",
+            "--batch-size", "2", "--workers", "0", "--check-images", "none", "--warmup-iters", "0"]
+    own = [["--device", "cpu"], ["--device", "cuda"]]
+    driver = tmp_path / "driver.py"
+    hidden = "import torch\ntorch.cuda.is_available = lambda: False\n"  # no CUDA for either rank, on any machine
+    driver.write_text(PER_RANK_DRIVER.replace("import torch\n", hidden))
+    start = time.monotonic()
+    procs, errs = run_two_ranks([str(driver), str(tmp_path), json.dumps(own), *args], env=_env(), port=free_port(),
+                                timeout=60, cwd=REPO)
+    assert time.monotonic() - start < 50
+    lines = []
+    for r, err in enumerate(errs):
+        result = tmp_path / f"rank{r}.json"
+        assert result.is_file(), err[-3000:]
+        assert json.loads(result.read_text())["rc"] == 2, err[-3000:]
+        got = output_lines(err)
+        expected = "error: rank 1: --device cuda: CUDA is not available here"
+        assert len(got) == 1 and got[0].startswith(expected), err[-3000:]
+        lines.append(got[0])
+    assert lines[0] == lines[1]
+    assert not out.exists()
