@@ -23,9 +23,12 @@ How it works:
 * rank 0 waits until every shard file exists (file polling: works with any launcher, any number of nodes, as long
   as the run folder is on storage all ranks share; no collective that could time out while ranks are unevenly
   loaded), then reads all shards back in item order for the merge;
-* every rank opens the run folder itself (creates it or checks its manifest) through :func:`every_rank`: a rank
-  refused there (the folder is a file on its node, another run's manifest) ends every rank at once with the same
-  ``rank N: ...`` error;
+* every rank builds the run itself (describes it, checks the run folder, then creates it or checks its manifest,
+  and makes the attempt token) through :func:`every_rank`, in two steps: first every rank only looks, then every
+  rank creates. A rank failing anywhere in that (the folder is a file on its node, another run's manifest, a
+  fingerprint that is not JSON, a folder it cannot create) ends every rank at once with the same ``rank N: ...``
+  error, and nothing is left behind: no rank creates anything while another may still refuse, and what a rank
+  created before another failed in the second step (the folder, its missing parents) is taken back;
 * a rank that fails while computing its shards (an image missing on its node, out of memory, any exception inside
   :meth:`ShardedRun.reporting_failures`) writes a **failure marker** ``failed-rank-<r>.json`` (its rank, host and
   error line) into the run folder before it exits, and rank 0's :meth:`ShardedRun.wait` raises
@@ -338,35 +341,76 @@ class ShardedRun:
 
     def __init__(self, folder: str | os.PathLike, keys: Sequence[str], *, shard_size: int = 16,
                  fingerprint: Mapping[str, Any] | None = None, rank: RankInfo | None = None) -> None:
-        if int(shard_size) < 1:
-            raise ValueError(f"shard_size must be >= 1, got {shard_size}")
         self.folder = Path(folder)
-        self.keys = [str(k) for k in keys]
-        self.shard_size = int(shard_size)
         self.rank = rank or RankInfo.from_env()
-        self.fingerprint = json.loads(json.dumps(dict(fingerprint or {}), sort_keys=True))
-        self.shards = [
-            Shard(i, start, tuple(self.keys[start:start + self.shard_size]))
-            for i, start in enumerate(range(0, len(self.keys), self.shard_size))
-        ]
-        # every rank builds the run itself (its node's view of the folder), then all agree: a rank refused here (the
-        # folder is a file on its node, a manifest of another run, no permission) ends every rank at once with its
-        # error, ``rank N: ...`` under a process group, instead of leaving the others waiting for its shards or for
-        # the token below (every_rank; without a group it is the plain step)
-        every_rank(self._open, self.rank)
+        self._created = False
+        self._made: list[Path] = []  # folders this rank created (the run folder's missing parents, the run folder)
+
+        def describe() -> None:
+            if int(shard_size) < 1:
+                raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+            self.keys = [str(k) for k in keys]
+            self.shard_size = int(shard_size)
+            self.fingerprint = json.loads(json.dumps(dict(fingerprint or {}), sort_keys=True))
+            self.shards = [
+                Shard(i, start, tuple(self.keys[start:start + self.shard_size]))
+                for i, start in enumerate(range(0, len(self.keys), self.shard_size))
+            ]
+            self._check_folder()
+
+        def make() -> str:
+            self._open()
+            return uuid.uuid4().hex
+
+        # every rank builds the run itself (its node's view of the folder), in two steps each followed by an
+        # exchange of verdicts (every_rank), so that any rank failing anywhere in the build (its description of the
+        # run, a folder refused on its node, the folder it cannot create, the attempt token) ends every rank at once
+        # with its error, ``rank N: ...`` under a process group, instead of leaving the others waiting in the next
+        # collective or for its shards: first each rank only looks (nothing is created while some rank may still
+        # refuse), then each creates or opens the folder; when that fails on some rank, each rank takes back what
+        # it created. Without a group each step is the plain call.
+        every_rank(describe, self.rank)
+        try:
+            token = every_rank(make, self.rank)
+        except BaseException:
+            self._undo()
+            raise
         # this attempt's token (rank 0's, on every rank of a process group): a failure marker counts only for the
         # attempt that wrote it. Without a group every rank has None (each cleared its own old marker in _open).
-        self.attempt = agree(uuid.uuid4().hex) if _group_size() > 1 else None
+        self.attempt = agree(token) if _group_size() > 1 else None
 
-    def _open(self) -> None:
-        """Create or check the run folder and its manifest, clear this rank's failure marker of an earlier attempt."""
+    def _check_folder(self) -> None:
+        """The refusals of the run folder that need no writing: it (or a parent) is not a folder, or it holds a
+        manifest of another run or of someone else (:meth:`_check_manifest`)."""
         if os.path.lexists(self.folder) and not self.folder.is_dir():
             raise ValueError(f"work folder {self.folder} exists and is not a folder; choose another work folder "
                              f"(--work-dir)")
-        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        parent = self.folder.parent
+        while not os.path.lexists(parent) and parent != parent.parent:
+            parent = parent.parent
+        if os.path.lexists(parent) and not parent.is_dir():
+            raise ValueError(f"work folder {self.folder} cannot be created: {parent} is not a folder; choose another "
+                             f"work folder (--work-dir)")
+        if self.folder.is_dir():
+            self._check_manifest(write=False)
+
+    def _open(self) -> None:
+        """Create or check the run folder and its manifest, clear this rank's failure marker of an earlier attempt."""
+        missing = []
+        parent = self.folder.parent
+        while not os.path.lexists(parent) and parent != parent.parent:
+            missing.append(parent)
+            parent = parent.parent
+        for path in reversed(missing):  # the parents this rank creates (another rank may create one first)
+            try:
+                path.mkdir()
+                self._made.append(path)
+            except FileExistsError:
+                pass
         try:  # exactly one process creates the folder, however many ranks race here; it marks the folder
             self.folder.mkdir()
             self._created = True
+            self._made.append(self.folder)
         except FileExistsError:
             self._created = False
         if self._created:
@@ -374,13 +418,29 @@ class ShardedRun:
         self._check_manifest()
         self._forget_failure()
 
+    def _undo(self) -> None:
+        """Take back what this rank created while building the run (the folder with its mark and manifest, the
+        parents it made), when some rank failed: nothing of a run that never started stays on any node. Only
+        folders this rank created, and only when empty then; best effort."""
+        if self._created:
+            self.remove()  # the manifest, the mark and the folder when this run's manifest is there
+            mark = self.folder / CREATED_MARK
+            if mark.is_file() and not mark.is_symlink() and mark.stat().st_size == 0:
+                mark.unlink()  # failed before its manifest was written: the mark alone is ours
+        for path in reversed(self._made):
+            try:
+                path.rmdir()
+            except OSError:
+                pass  # not empty (something else lives there) or gone: keep it
+
     # ------------------------------------------------------------------ manifest
     def manifest(self) -> dict[str, Any]:
         digest = hashlib.sha256("\n".join(self.keys).encode("utf-8")).hexdigest()
         return {"version": FORMAT_VERSION, "num_items": len(self.keys), "items_sha256": digest,
                 "shard_size": self.shard_size, "fingerprint": self.fingerprint}
 
-    def _check_manifest(self) -> None:
+    def _check_manifest(self, write: bool = True) -> None:
+        """Refuse a manifest in the folder that is not this run's; with ``write``, write it when there is none."""
         path = self.folder / MANIFEST
         mine = self.manifest()
         advice = f"use another work folder (--work-dir) for this run; {self.folder} and its files are left as they are"
@@ -399,7 +459,8 @@ class ShardedRun:
             return
         # every rank computes the same manifest, so concurrent writers write identical bytes (whether the folder
         # was new is the CREATED_MARK file of the rank that created it)
-        write_atomic(path, json.dumps(mine, sort_keys=True, indent=1))
+        if write:
+            write_atomic(path, json.dumps(mine, sort_keys=True, indent=1))
 
     # ------------------------------------------------------------------ shards
     def path(self, shard: Shard | int) -> Path:

@@ -459,7 +459,8 @@ def test_a_rank_refused_while_building_the_run_ends_every_rank_with_its_error(tm
     driver.write_text(REFUSED_FOLDER_DRIVER)
     user = tmp_path / "node-file"
     user.write_text("user")
-    folders = [str(tmp_path / "wd"), str(tmp_path / "wd")]
+    # the other rank's view: a work folder under a parent that does not exist yet on its node
+    folders = [str(tmp_path / "node" / "wd"), str(tmp_path / "node" / "wd")]
     folders[refused_on] = str(user)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     start = time.monotonic()
@@ -470,6 +471,76 @@ def test_a_rank_refused_while_building_the_run_ends_every_rank_with_its_error(tm
                                                         f"is not a folder")
     assert "choose another work folder (--work-dir)" in line
     assert user.read_text() == "user"
+    # the rank that was not refused created nothing (it made the folder, its parent, marker and manifest before)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["driver.py", "node-file", "rank0.done", "rank0.rc",
+                                                                 "rank1.done", "rank1.rc"])
+
+
+BUILD_FAILS_DRIVER = """
+import argparse, json, os, sys, time, uuid
+from pathlib import Path
+from cartoonseg._cli import run_parser
+import cartoonseg.sharding as sharding
+
+rank_id = int(os.environ["RANK"])
+where = sys.argv[2]
+
+
+class NotJSON:
+    pass
+
+
+def no_entropy():
+    raise OSError("no entropy source on this node")
+
+
+def run(args):
+    rank = sharding.init_distributed()
+    fingerprint = {"model": "m"}
+    if rank_id == 1 and where == "before":  # a fingerprint this rank cannot describe (fails before the folder)
+        fingerprint["weights"] = NotJSON()
+    if rank_id == 1 and where == "token":  # fails after the folder is open, when making the attempt token
+        sharding.uuid = type("U", (), {"uuid4": staticmethod(no_entropy)})
+    sharding.run_sharded(sys.argv[3], [f"item{i:02d}" for i in range(5)], str, shard_size=1, rank=rank,
+                         fingerprint=fingerprint, progress=False)
+    return 0
+
+
+parser = argparse.ArgumentParser()
+parser.set_defaults(func=run)
+rc = run_parser(parser, [])
+Path(sys.argv[1], f"rank{rank_id}.rc").write_text(str(rc))
+Path(sys.argv[1], f"rank{rank_id}.done").write_text("")
+deadline = time.monotonic() + 20  # stay alive a while: a rank left waiting would hang, not see a lost connection
+while not all(Path(sys.argv[1], f"rank{r}.done").exists() for r in (0, 1)) and time.monotonic() < deadline:
+    time.sleep(0.05)
+sys.exit(rc)
+"""
+
+
+@pytest.mark.parametrize("where,words", [("before", "TypeError: "), ("token", "no entropy source on this node")])
+def test_a_rank_failing_anywhere_while_building_the_run_ends_every_rank_with_its_error(tmp_path, where, words):
+    """Only opening the folder went through every_rank: a rank failing elsewhere while it built its ShardedRun (its
+    fingerprint that cannot be written as JSON, before the folder; making the attempt token, after it) ended alone
+    and left rank 0 in the folder's exchange or in the token's broadcast until the other process exited (then a
+    lost-connection error). Now the whole build is one every_rank step: both ranks of a real 2-process gloo group end
+    within seconds with the same ``error: rank 1: ...`` line, and the run folder rank 0 made is gone again."""
+    import os
+    from pathlib import Path
+
+    from _two_ranks import the_same_error_on_every_rank
+
+    repo = Path(__file__).resolve().parents[1]
+    driver = tmp_path / "driver.py"
+    driver.write_text(BUILD_FAILS_DRIVER)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    start = time.monotonic()
+    procs, errs = run_two_ranks([str(driver), str(tmp_path), where, str(tmp_path / "wd")], env=env,
+                                port=free_port(), timeout=60, cwd=repo)
+    assert time.monotonic() - start < 45
+    line = the_same_error_on_every_rank(tmp_path, errs, "error: rank 1: ")
+    assert words in line or (where == "before" and "not JSON serializable" in line), line
+    assert not (tmp_path / "wd").exists()
 
 
 def test_a_rank_failing_while_it_lists_its_pending_shards_leaves_a_marker(tmp_path, monkeypatch):
@@ -506,3 +577,30 @@ def test_a_rank_failing_while_it_lists_its_pending_shards_leaves_a_marker(tmp_pa
     assert not stale.exists()
     ShardedRun(work, KEYS, shard_size=3).remove()
     assert [p.name for p in work.iterdir()] == [odd.name] and (odd / "notes.txt").read_text() == "user"
+
+
+def test_a_run_folder_whose_manifest_cannot_be_written_is_taken_back(tmp_path, monkeypatch):
+    """One process: the folder (and its missing parent) was created, then writing the manifest failed (a full disk):
+    the folder, its parent and the created-mark stayed behind as a stray run folder. Now what the build created is
+    taken back; a folder that existed before stays, with the user's file in it."""
+    from pathlib import Path
+
+    import cartoonseg.sharding as sharding
+
+    real = sharding.write_atomic
+
+    def full_disk(path, text):
+        if Path(path).name == sharding.MANIFEST:
+            raise OSError(28, "No space left on device", str(path))
+        return real(path, text)
+
+    monkeypatch.setattr(sharding, "write_atomic", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        ShardedRun(tmp_path / "new" / "wd", KEYS, shard_size=3)
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("user")
+    with pytest.raises(OSError, match="No space left"):
+        ShardedRun(kept, KEYS, shard_size=3)
+    assert [p.name for p in kept.iterdir()] == ["notes.txt"] and (kept / "notes.txt").read_text() == "user"

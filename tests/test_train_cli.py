@@ -474,3 +474,20 @@ def test_per_node_copies_of_the_weights_share_one_work_folder(toy, tmp_path, mod
         rc = tmp_path / f"rank{r}.rc"
         assert rc.is_file() and rc.read_text() == "0" and output_lines(err) == [], err[-3000:]
     assert out.is_file() and not work.exists()
+
+
+@pytest.mark.parametrize("script", ["train_detector", "train_refiner"])
+@pytest.mark.parametrize("device,words", [("banana", "--device 'banana' is not a device"),
+                                          ("mps", "--device mps: training runs on auto, cpu, cuda or cuda:N")])
+def test_under_torchrun_a_misspelt_device_is_still_refused_before_any_group(script, device, words, tmp_path, capsys,
+                                                                            monkeypatch):
+    """Under torchrun the trainers leave whether CUDA is on this node to ``distributed.setup`` (which shares each
+    rank's verdict); a value that is no training device on any node is still one ``error:`` line up front, the same
+    on every rank, before a process group (no ``MASTER_ADDR`` here: a group start would fail otherwise)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    err = _one_error_line(capsys, importlib.import_module(f"train.{script}").main, [*TRAIN, "--device", device])
+    assert words in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -266,16 +266,22 @@ Path(result, f"rank{rank}.json").write_text(json.dumps({"rc": rc}))
 """
 
 
-@pytest.mark.parametrize("what", ["checkpoint-missing", "checkpoint-damaged", "annotations-damaged", "data-missing"])
+@pytest.mark.parametrize("what", ["checkpoint-missing", "checkpoint-damaged", "checkpoint-stale", "annotations-damaged",
+                                  "data-missing"])
 def test_a_step_failing_on_rank1_alone_ends_every_rank_at_once_naming_it(tmp_path, what):
     """Every rank reads the checkpoint on a resume and the annotation file itself; on per-node storage a copy can be
     missing or damaged on one node only. That rank failed alone while the others went on into their next collective
     and waited for it until the group's time-out (minutes), and a damaged checkpoint was a safetensors traceback.
     Now those steps go through ``sharding.every_rank``: both ranks of a real 2-process gloo group end at once with
-    the same one ``error:`` line naming rank 1 and its reason."""
+    the same one ``error:`` line naming rank 1 and its reason. A stale copy (rank 1's node holds an older checkpoint
+    of the run, step 1 where rank 0's is step 2) loaded fine, so rank 1 resumed from another step than rank 0: its
+    optimizer state and step count differed, the ranks ran different numbers of steps and their collectives
+    crossed. Now every rank's checkpoint is compared with rank 0's (step and JSON digest) and a mismatch is refused
+    naming both steps."""
     import shutil
     import time
 
+    from cartoonseg.hub import sha256_of
     from train.train_detector import main
 
     data = tmp_path / "data"
@@ -288,14 +294,19 @@ def test_a_step_failing_on_rank1_alone_ends_every_rank_at_once_naming_it(tmp_pat
         assert main([*args, "--max-iters", "1", "--out", str(out0), "--data", str(ann)]) == 0  # a run to resume
         shutil.copytree(out0, out1)
         st = out1 / "detector_last.safetensors"
-        if what == "checkpoint-missing":
+        if what == "checkpoint-stale":  # rank 0's node trains on to step 2; rank 1's copy stays at step 1
+            assert main([*args, "--max-iters", "2", "--out", str(out0), "--data", str(ann)]) == 0
+            expected = (f"error: rank 1: training checkpoint {out1 / 'detector_last'} is step 1 (JSON sha256 "
+                        f"{sha256_of(out1 / 'detector_last.json')[:12]}...) but rank 0's is step 2 (JSON sha256 "
+                        f"{sha256_of(out0 / 'detector_last.json')[:12]}...)")
+        elif what == "checkpoint-missing":
             st.unlink()
             (out1 / "detector_last.json").unlink()
             expected = f"error: rank 1: training checkpoint {out1 / 'detector_last'}(.safetensors/.json) not found"
         else:
             st.write_bytes(b"\0" * 64)
             expected = f"error: rank 1: cannot read the training checkpoint {st} ("
-        args += ["--max-iters", "2", "--allow-changes"]  # resumed by 2 processes: another world size
+        args += ["--max-iters", "3", "--allow-changes"]  # resumed by 2 processes: another world size
     elif what == "data-missing":  # --data resolved (find_annotation) by each rank: rank 1's node lacks it
         # (it failed before the process group started, leaving rank 0 in init_process_group until its time-out)
         own[1] = ["--out", str(out0), "--data", str(tmp_path / "node1")]
@@ -324,8 +335,10 @@ def test_a_step_failing_on_rank1_alone_ends_every_rank_at_once_naming_it(tmp_pat
     assert lines[0] == lines[1]  # the same words on every rank
     if what == "annotations-damaged":
         assert str(tmp_path / "node1" / "det_train.json") in lines[0]
-    if what.startswith("checkpoint"):  # nothing trained or written over: rank 0's checkpoint is still step 1
-        assert json.loads((out0 / "detector_last.json").read_text())["step"] == 1
+    if what.startswith("checkpoint"):  # nothing trained or written over: rank 0's checkpoint is still its step
+        assert json.loads((out0 / "detector_last.json").read_text())["step"] == (2 if what == "checkpoint-stale" else 1)
+    if what == "checkpoint-stale":
+        assert json.loads((out1 / "detector_last.json").read_text())["step"] == 1
 
 
 REFINER_DRIVER = """
@@ -423,3 +436,38 @@ def test_train_refiner_data_under_two_ranks(tmp_path, what):
     assert len(got[0]["seen"]) == len(got[1]["seen"]) == 8
     assert {"gt_encoder.safetensors", "refiner.safetensors"} <= {p.name for p in out.iterdir()}
     assert s0["export"] == s1["export"] == str(out / "refiner.safetensors")
+
+
+def test_a_device_refused_on_one_rank_ends_every_rank_at_once_naming_it(tmp_path):
+    """``distributed.setup`` checked ``--device`` (``cuda`` on a node without CUDA, more processes than GPUs) before
+    the process group started, so the refused rank exited alone and the others sat in ``init_process_group``
+    until its time-out (30 minutes). Now every rank's verdict travels over the rendezvous store first: both ranks of
+    a real 2-process gloo group end within seconds with the same ``error: rank 1: --device cuda: ...`` line (rank 1
+    asks for CUDA where CUDA is hidden, rank 0 for the CPU; the command's own up-front check of ``--device`` under
+    torchrun is now its spelling only, the same verdict on every rank), and nothing is written."""
+    import time
+
+    data = tmp_path / "data"
+    ann = make_toy_coco(data, num_images=8, size=64, seed=0, name="train")
+    out = tmp_path / "out"
+    args = ["--data", str(ann), "--out", str(out), "--preset", "tiny", "--img-size", "64", "--epochs", "1",
+            "--batch-size", "2", "--workers", "0", "--check-images", "none", "--warmup-iters", "0"]
+    own = [["--device", "cpu"], ["--device", "cuda"]]
+    driver = tmp_path / "driver.py"
+    hidden = "import torch\ntorch.cuda.is_available = lambda: False\n"  # no CUDA for either rank, on any machine
+    driver.write_text(PER_RANK_DRIVER.replace("import torch\n", hidden))
+    start = time.monotonic()
+    procs, errs = run_two_ranks([str(driver), str(tmp_path), json.dumps(own), *args], env=_env(), port=free_port(),
+                                timeout=60, cwd=REPO)
+    assert time.monotonic() - start < 50
+    lines = []
+    for r, err in enumerate(errs):
+        result = tmp_path / f"rank{r}.json"
+        assert result.is_file(), err[-3000:]
+        assert json.loads(result.read_text())["rc"] == 2, err[-3000:]
+        got = output_lines(err)
+        expected = "error: rank 1: --device cuda: CUDA is not available here"
+        assert len(got) == 1 and got[0].startswith(expected), err[-3000:]
+        lines.append(got[0])
+    assert lines[0] == lines[1]
+    assert not out.exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -79,7 +80,10 @@ def add_run_args(ap: argparse.ArgumentParser, *, max_iters_help: str, resume_hel
     ap.add_argument("--amp", default="auto", choices=["auto", "none", "fp16", "bf16"],
                     help="mixed precision: auto = bf16 or fp16 on CUDA, fp32 on a CPU; bf16 on a CPU needs its bf16 "
                          "kernels (AVX-512; fast with AVX512-BF16/AMX)")
-    ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (torchrun: cuda:LOCAL_RANK)")
+    # dest run_device: the shared CLI policy does not check it up front (cartoonseg._cli.run_parser), because whether
+    # CUDA is here is each node's verdict, which under torchrun must reach every rank (check_run_args)
+    ap.add_argument("--device", dest="run_device", metavar="DEVICE", default="auto",
+                    help="auto, cpu, cuda or cuda:N (torchrun: cuda:LOCAL_RANK)")
     ap.add_argument("--workers", type=int, default=4, help="DataLoader workers per process, >= 0")
     ap.add_argument("--seed", type=cli_seed, default=0, help="seed")
     ap.add_argument("--log-interval", type=int, default=50, help="iterations between log lines, >= 1")
@@ -94,13 +98,32 @@ def add_run_args(ap: argparse.ArgumentParser, *, max_iters_help: str, resume_hel
 def check_run_args(args: argparse.Namespace) -> None:
     """Range-check the arguments of :func:`add_run_args` (and ``--device``: :func:`cartoonseg._cli.check_device`)
     before any data or model is built; raises ``ValueError`` naming the option."""
-    device = check_device(args.device)  # only checked: "auto" and "cuda" keep their torchrun meaning in the configs
-    if device.startswith("mps"):
-        raise ValueError(f"--device {args.device}: training runs on auto, cpu, cuda or cuda:N")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # under torchrun only the spelling here: whether this node has CUDA (and enough GPUs) is checked by
+        # training.distributed.setup, which shares every rank's verdict before the process group starts; a refusal
+        # here ended this rank alone and left the others in init_process_group until its time-out
+        device = _device_spelling(args.run_device)
+    else:
+        device = check_device(args.run_device)  # only checked: "auto"/"cuda" keep their torchrun meaning in the configs
+    if not device.startswith(("auto", "cpu", "cuda")):
+        raise ValueError(f"--device {args.run_device}: training runs on auto, cpu, cuda or cuda:N")
     check_option("--workers", args.workers, 0)
     check_option("--log-interval", args.log_interval, 1)
     check_option("--ckpt-interval", args.ckpt_interval, 0)
     check_option("--max-iters", args.max_iters, 0)
+
+
+def _device_spelling(text: str) -> str:
+    """``text`` as a device name (``auto`` stays), without asking whether it is on this machine; ``ValueError``
+    naming ``--device`` when it is not one."""
+    if text == "auto":
+        return text
+    import torch
+
+    try:
+        return str(torch.device(text))
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"--device {text!r} is not a device; use auto, cpu, cuda or cuda:N") from None
 
 
 def common_config(args: argparse.Namespace, *, resolve_data: bool = True) -> dict[str, Any]:
@@ -120,7 +143,7 @@ def common_config(args: argparse.Namespace, *, resolve_data: bool = True) -> dic
         "max_iters": args.max_iters,
         "resume": not args.no_resume,
         "allow_changes": args.allow_changes,
-        "device": args.device,
+        "device": args.run_device,
         "check_images": args.check_images,
     }
 

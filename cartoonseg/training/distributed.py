@@ -62,11 +62,30 @@ def setup(device: str = "auto") -> DistContext:
             ``torchrun`` with CUDA each process takes ``cuda:LOCAL_RANK``.
 
     Raises:
-        ValueError: CUDA asked for where there is none, or fewer GPUs than processes (naming ``--device``).
+        ValueError: CUDA asked for where there is none, or fewer GPUs than processes (naming ``--device``). Under
+            ``torchrun`` every rank raises it, prefixed ``rank N:`` (the lowest refused rank): each rank's verdict
+            on its device travels over the rendezvous store before the process group starts
+            (:func:`_share_verdict`), so no rank is left in ``init_process_group`` for one that refused.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
+    try:
+        dev = _device(device, local, world)
+        error = None
+    except Exception as exc:  # every rank must hear of it, whatever it is
+        dev, error = None, exc
+    if world > 1 and not dist.is_initialized():
+        store = _share_verdict(error, rank, world)
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", store=store, rank=rank,
+                                world_size=world)
+    elif error is not None:
+        raise error
+    return DistContext(rank, world, local, dev)
+
+
+def _device(device: str, local: int, world: int) -> torch.device:
+    """This process's device for ``device`` (see :func:`setup`); selects it when it is a GPU."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
@@ -76,13 +95,51 @@ def setup(device: str = "auto") -> DistContext:
         # error: line, not a traceback from set_device
         dev = torch.device(rank_device(device, local, per_process=world > 1))
         torch.cuda.set_device(dev)
-    elif device == "cpu":
-        dev = torch.device("cpu")
-    else:
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    return DistContext(rank, world, local, dev)
+        return dev
+    if device == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+
+
+#: how long rank 0 (the host of the rendezvous store, outside torchrun's agent) stays for the other ranks to read
+#: a refusal before it exits
+_VERDICT_WAIT_S = 10.0
+
+
+def _share_verdict(error: Exception | None, rank: int, world: int):
+    """Every rank's verdict on its device (``error``, None when fine) through the ``env://`` rendezvous store that
+    the process group then uses (returned): when some rank refused, every rank raises the error of the lowest such
+    rank, prefixed ``rank N: `` (as :func:`cartoonseg.sharding.every_rank`). A refused rank exited alone before,
+    and the others waited in ``init_process_group`` until its time-out. When the rendezvous itself fails (no
+    ``MASTER_ADDR``), this rank's own refusal comes first."""
+    import datetime
+    import pickle
+
+    from ..sharding import _sendable
+
+    try:
+        store, rank, world = next(dist.rendezvous("env://", rank, world))
+    except Exception:
+        if error is not None:
+            raise error from None
+        raise
+    prefix = f"cartoonseg/device/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/"
+    told = b"" if error is None else pickle.dumps(_sendable(error, f"rank {rank}: {error}"))
+    store.set(f"{prefix}{rank}", told)
+    verdicts = [store.get(f"{prefix}{r}") for r in range(world)]  # waits for each rank (the store's time-out)
+    store.set(f"{prefix}read/{rank}", b"")
+    first = next((r for r, v in enumerate(verdicts) if v), None)
+    if first is None:
+        return store
+    if rank == 0:  # the store may live in this process: let the others read the verdict before it goes
+        try:
+            store.wait([f"{prefix}read/{r}" for r in range(world)], datetime.timedelta(seconds=_VERDICT_WAIT_S))
+        except Exception:  # a rank is gone: nothing more to wait for
+            pass
+    exc = pickle.loads(verdicts[first])
+    if first == rank:
+        raise exc from error
+    raise exc from None
 
 
 def cleanup(ctx: DistContext) -> None:

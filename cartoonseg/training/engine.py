@@ -30,7 +30,8 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from ..sharding import agree_on, every_rank
+from ..hub import sha256_of
+from ..sharding import agree, agree_on, every_rank
 from .distributed import DistContext, ResumableDistributedSampler
 from .optim import ExpMomentumEMA, WarmupCosine, param_groups
 from .state import checkpoint_exists, load_training_state, remove_checkpoint, restore_rng, save_training_state
@@ -267,6 +268,27 @@ LossFn = Callable[[nn.Module, nn.Module, Any, torch.device], dict[str, Tensor]]
 EvalFn = Callable[[nn.Module, "ExpMomentumEMA | None"], dict[str, float]]
 
 
+def _check_same_checkpoint(prefix: Path, step: int, digest: str, ctx: DistContext) -> None:
+    """Under ``torchrun``: raise on every rank (``rank N: ...``, :func:`every_rank`) when the checkpoint a rank
+    resumed from (its node's copy of ``prefix``: global ``step`` and the sha256 ``digest`` of its JSON) is not rank
+    0's. A node holding an older copy (or one of another run) resumed from another step with other optimizer
+    state: the ranks then ran different numbers of steps and their collectives crossed (a hang until the group's
+    time-out, or a run that diverged without a word). Rank 0's choice is the run's; the others must hold it."""
+    if not ctx.distributed:
+        return
+    first_step, first_digest = agree((step, digest))
+
+    def check() -> None:
+        if (step, digest) != (first_step, first_digest):
+            raise ValueError(
+                f"training checkpoint {prefix} is step {step} (JSON sha256 {digest[:12]}...) but rank 0's is step "
+                f"{first_step} (JSON sha256 {first_digest[:12]}...): every process must resume from the same "
+                f"checkpoint; copy rank 0's {prefix.name}.safetensors and {prefix.name}.json to every node (or pass "
+                f"--no-resume to start over)")
+
+    every_rank(check, ctx)
+
+
 #: Settings a resumed run may change freely: where and how it runs, not what it trains.
 RESUMABLE_CHANGES = frozenset({"out_dir", "resume", "allow_changes", "max_iters", "log_interval", "ckpt_interval",
                                "num_workers", "device", "eval_interval", "time_limit_s", "check_images"})
@@ -443,7 +465,8 @@ def run_loop(
                 scaler.load_state_dict(loaded["scaler"])
             return loaded
 
-        loaded = every_rank(load, ctx)
+        loaded, digest = every_rank(lambda: (load(), sha256_of(prefix.with_suffix(".json"))), ctx)
+        _check_same_checkpoint(prefix, int(loaded["progress"]["global_step"]), digest, ctx)
         restore_rng(loaded)
         p = loaded["progress"]
         epoch, it_in_epoch, global_step = int(p["epoch"]), int(p["iter"]), int(p["global_step"])
