@@ -610,11 +610,13 @@ def _behind_interior(i: int, order: Sequence[int], soft_all: np.ndarray, low: fl
 def _rooted_elsewhere(i: int, strokes: np.ndarray, line: np.ndarray, soft_all: np.ndarray, high: float,
                       depth: int, radius: int, here: bool = False) -> np.ndarray:
     """bool ``[H,W]``: the strokes (8-connected components of ``strokes``, instance ``i``'s :func:`free_strokes`)
-    rooted in another instance: followed along the line art ``line`` past their end (8-connected, no farther than
-    going straight in takes plus half of it again for a curve, so not along an outline to some other line), they run
-    into another instance's mask farther than ``depth`` px (the band plus the line width, as in
+    rooted in another instance: followed along the line art ``line`` past their end (8-connected) into the mask
+    (its 0.5 level) and on, they run farther than ``depth`` px (the band plus the line width, as in
     :func:`_behind_interior`: its outline and the mask's uncertainty lie within) from its edge, at pixels where that
-    mask holds (``>= high``). A mask holds what is visible of its instance: it holds under the instance's own lines
+    mask holds (``>= high``). Each leg, from the stroke's end to the mask's edge and from there to ``depth``, may take
+    no more steps than going straight takes plus half of it again for a curve (so not along an outline to some other
+    line); the depth is counted from the mask's edge, not from the stroke's end (which lies ``band`` px outside its
+    own mask: counted from there a strand of ``i`` rooted straight in its own mask reached ``depth`` only by chance). A mask holds what is visible of its instance: it holds under the instance's own lines
     and gives way under a line drawn over it. Such a stroke is a hair strand of a character beside or behind ``i``,
     lost by the segmenter over the background, that touches ``i``: ``i`` followed it too, and as the front one of
     the two took it. A line that only meets another instance's outline reaches no deeper than the outline, and a
@@ -624,31 +626,35 @@ def _rooted_elsewhere(i: int, strokes: np.ndarray, line: np.ndarray, soft_all: n
     it holds): ``i``'s own strands, whose owner is certain (:func:`_ink_alpha`)."""
     h, w = strokes.shape
     out = np.zeros((h, w), bool)
-    limit = int(1.5 * int(depth)) + 2  # steps from the stroke's end at the other mask's edge to ``depth`` inside it
-    box = _crop(strokes, limit + int(depth) + 2, h, w)  # the edges within ``depth`` of what the strokes reach
+    limit = int(1.5 * int(depth)) + 2  # steps per leg: the stroke's end to the mask's edge, the edge to ``depth``
+    box = _crop(strokes, 2 * limit + int(depth) + 2, h, w)  # the edges within ``depth`` of what the strokes reach
     if box is None:
         return out
     y0, y1, x0, x1 = box
     mine, path = strokes[y0:y1, x0:x1], line[y0:y1, x0:x1] | strokes[y0:y1, x0:x1]
     closing = disk(max(1, int(radius)) + 1)
     rooted = np.zeros(mine.shape, bool)  # line art deep inside another instance, where its mask holds
+    inside = np.zeros(mine.shape, bool)  # line art inside those masks (their closed 0.5 level): where depth counts
     for j in range(soft_all.shape[0]):
         theirs = soft_all[j, y0:y1, x0:x1]
         if (j == i) != here or not (theirs >= high).any():
             continue
         solid = cv2.morphologyEx((theirs > 0.5).astype(np.uint8), cv2.MORPH_CLOSE, closing,
                                  borderType=cv2.BORDER_REPLICATE)
+        inside |= path & solid.astype(bool)
         rooted |= path & (cv2.distanceTransform(solid, cv2.DIST_L2, 3) > depth) & (theirs >= high)
     if not rooted.any():
         return out
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mine.astype(np.uint8), connectivity=8)
+    reach = 2 * limit + 1
     for k in range(1, n):  # each stroke in its own box, so many short strokes cost no full-crop pass each
         left, top, wide, tall = (int(v) for v in stats[k, :4])
-        c0, c1 = max(0, top - limit - 1), min(mine.shape[0], top + tall + limit + 1)
-        d0, d1 = max(0, left - limit - 1), min(mine.shape[1], left + wide + limit + 1)
-        stroke = labels[c0:c1, d0:d1] == k
-        steps = _geodesic_steps(stroke, path[c0:c1, d0:d1], limit, connectivity=8)
-        if (rooted[c0:c1, d0:d1] & (steps <= limit)).any():
+        c0, c1 = max(0, top - reach), min(mine.shape[0], top + tall + reach)
+        d0, d1 = max(0, left - reach), min(mine.shape[1], left + wide + reach)
+        stroke, free = labels[c0:c1, d0:d1] == k, path[c0:c1, d0:d1]
+        entry = inside[c0:c1, d0:d1] & (_geodesic_steps(stroke, free, limit, connectivity=8) <= limit)
+        if entry.any() and (rooted[c0:c1, d0:d1] & (_geodesic_steps(entry, free, limit, connectivity=8)
+                                                     <= limit)).any():
             out[y0 + c0:y0 + c1, x0 + d0:x0 + d1] |= stroke
     return out
 

@@ -734,14 +734,18 @@ def test_a_lost_strand_of_the_back_character_touching_the_front_one_stays_in_the
             assert float(mattes[1][strand].mean()) < 0.05, float(mattes[1][strand].mean())
 
 
-def test_a_strand_rooted_in_its_character_and_meeting_another_ones_outline_keeps_its_ink_coverage():
+@pytest.mark.parametrize("s, width, over", [(4, 1.25, False), (4, 1.25, True), (8, 1.5, True)])
+def test_a_strand_rooted_in_its_character_and_meeting_another_ones_outline_keeps_its_ink_coverage(s, width, over):
     """The back character's strand (1.25 px, alpha 0.8 on its pixels) runs from deep in its fill over the background
     to the front character's outline. Closed-form matting made it a ramp from 1 at its root to 0 where it meets the
     front's outline (known background for the back, in the same ink: alpha is affine in colour in each window, so it
     cannot step along one colour): 0.40 on average, 0.02 at the far end. A strand rooted deep in the instance's own
     mask, where it holds, is its own for certain; its alpha is now its coverage by its own ink over the local
-    background."""
-    rgb, visible, softs, strand = _bridging_strand_scene("back")
+    background. Drawn "over" its layer (as drawn art is), the 1.25-px strand (and a 1.5-px one at 8x) was not found
+    rooted: the depth was counted from the stroke's end, ``band`` px outside the mask, so going straight in to
+    ``depth`` took about ``band + depth`` steps against a limit of ``1.5 depth + 2``; error 0.40 (now 0.02). The
+    depth is now counted from the mask's edge."""
+    rgb, visible, softs, strand = _bridging_strand_scene("back", s=s, width=width, over=over)
     mattes = instance_alphas(rgb, Instances.from_masks(torch.from_numpy(softs)).replace(
         scores=torch.tensor([0.9, 0.8]))).alphas.numpy()
     err = float(np.abs(mattes[1] - visible[1])[strand].mean())
