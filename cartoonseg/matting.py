@@ -48,9 +48,11 @@ For each instance:
 2. **Alpha** from the image colours in a crop around the instance (the box of its unknown and foreground pixels plus
    a margin) with pymatting's closed-form matting (Levin et al. 2008, ``estimate_alpha_cf``; ``method="knn"`` and
    ``"lkm"`` are the library's other solvers), clipped to [0, 1]. pymatting is the optional extra ``matting``.
-   A followed stroke rooted deep in this instance's own mask, where it holds (its own strand for certain), takes
-   its coverage by its own ink instead (:func:`_ink_alpha`): the solver cannot step along a line of one colour, so a
-   strand meeting another instance's line (known background here) came out as a ramp, about half its alpha.
+   A followed stroke rooted deep in this instance's own mask, where it holds (its own strand for certain), or
+   drawn over an instance behind this one (its line runs deep into that mask where it gives way,
+   :func:`_drawn_over`: the back's mask settles the owner), takes its coverage by its own ink instead
+   (:func:`_ink_alpha`): the solver cannot step along a line of one colour, so a strand meeting another instance's
+   line (known background here) came out as a ramp, about half its alpha.
 3. **Consistency** (:func:`compose_front_to_back`): instances are ordered front to back (:func:`occlusion_order`,
    the pairwise cues of :mod:`cartoonseg.occlusion`: where two soft masks overlap, the one clearly more confident
    there is in front; masks that only meet along a seam: the one wrapping around the other is behind; ties by
@@ -610,11 +612,13 @@ def _behind_interior(i: int, order: Sequence[int], soft_all: np.ndarray, low: fl
 def _rooted_elsewhere(i: int, strokes: np.ndarray, line: np.ndarray, soft_all: np.ndarray, high: float,
                       depth: int, radius: int, here: bool = False) -> np.ndarray:
     """bool ``[H,W]``: the strokes (8-connected components of ``strokes``, instance ``i``'s :func:`free_strokes`)
-    rooted in another instance: followed along the line art ``line`` past their end (8-connected, no farther than
-    going straight in takes plus half of it again for a curve, so not along an outline to some other line), they run
-    into another instance's mask farther than ``depth`` px (the band plus the line width, as in
+    rooted in another instance: followed along the line art ``line`` past their end (8-connected) into the mask
+    (its 0.5 level) and on, they run farther than ``depth`` px (the band plus the line width, as in
     :func:`_behind_interior`: its outline and the mask's uncertainty lie within) from its edge, at pixels where that
-    mask holds (``>= high``). A mask holds what is visible of its instance: it holds under the instance's own lines
+    mask holds (``>= high``). Each leg, from the stroke's end to the mask's edge and from there to ``depth``, may take
+    no more steps than going straight takes plus half of it again for a curve (so not along an outline to some other
+    line); the depth is counted from the mask's edge, not from the stroke's end (which lies ``band`` px outside its
+    own mask: counted from there a strand of ``i`` rooted straight in its own mask reached ``depth`` only by chance). A mask holds what is visible of its instance: it holds under the instance's own lines
     and gives way under a line drawn over it. Such a stroke is a hair strand of a character beside or behind ``i``,
     lost by the segmenter over the background, that touches ``i``: ``i`` followed it too, and as the front one of
     the two took it. A line that only meets another instance's outline reaches no deeper than the outline, and a
@@ -624,31 +628,35 @@ def _rooted_elsewhere(i: int, strokes: np.ndarray, line: np.ndarray, soft_all: n
     it holds): ``i``'s own strands, whose owner is certain (:func:`_ink_alpha`)."""
     h, w = strokes.shape
     out = np.zeros((h, w), bool)
-    limit = int(1.5 * int(depth)) + 2  # steps from the stroke's end at the other mask's edge to ``depth`` inside it
-    box = _crop(strokes, limit + int(depth) + 2, h, w)  # the edges within ``depth`` of what the strokes reach
+    limit = int(1.5 * int(depth)) + 2  # steps per leg: the stroke's end to the mask's edge, the edge to ``depth``
+    box = _crop(strokes, 2 * limit + int(depth) + 2, h, w)  # the edges within ``depth`` of what the strokes reach
     if box is None:
         return out
     y0, y1, x0, x1 = box
     mine, path = strokes[y0:y1, x0:x1], line[y0:y1, x0:x1] | strokes[y0:y1, x0:x1]
     closing = disk(max(1, int(radius)) + 1)
     rooted = np.zeros(mine.shape, bool)  # line art deep inside another instance, where its mask holds
+    inside = np.zeros(mine.shape, bool)  # line art inside those masks (their closed 0.5 level): where depth counts
     for j in range(soft_all.shape[0]):
         theirs = soft_all[j, y0:y1, x0:x1]
         if (j == i) != here or not (theirs >= high).any():
             continue
         solid = cv2.morphologyEx((theirs > 0.5).astype(np.uint8), cv2.MORPH_CLOSE, closing,
                                  borderType=cv2.BORDER_REPLICATE)
+        inside |= path & solid.astype(bool)
         rooted |= path & (cv2.distanceTransform(solid, cv2.DIST_L2, 3) > depth) & (theirs >= high)
     if not rooted.any():
         return out
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mine.astype(np.uint8), connectivity=8)
+    reach = 2 * limit + 1
     for k in range(1, n):  # each stroke in its own box, so many short strokes cost no full-crop pass each
         left, top, wide, tall = (int(v) for v in stats[k, :4])
-        c0, c1 = max(0, top - limit - 1), min(mine.shape[0], top + tall + limit + 1)
-        d0, d1 = max(0, left - limit - 1), min(mine.shape[1], left + wide + limit + 1)
-        stroke = labels[c0:c1, d0:d1] == k
-        steps = _geodesic_steps(stroke, path[c0:c1, d0:d1], limit, connectivity=8)
-        if (rooted[c0:c1, d0:d1] & (steps <= limit)).any():
+        c0, c1 = max(0, top - reach), min(mine.shape[0], top + tall + reach)
+        d0, d1 = max(0, left - reach), min(mine.shape[1], left + wide + reach)
+        stroke, free = labels[c0:c1, d0:d1] == k, path[c0:c1, d0:d1]
+        entry = inside[c0:c1, d0:d1] & (_geodesic_steps(stroke, free, limit, connectivity=8) <= limit)
+        if entry.any() and (rooted[c0:c1, d0:d1] & (_geodesic_steps(entry, free, limit, connectivity=8)
+                                                     <= limit)).any():
             out[y0 + c0:y0 + c1, x0 + d0:x0 + d1] |= stroke
     return out
 
@@ -660,7 +668,9 @@ def _drawn_over(i: int, strokes: np.ndarray, line: np.ndarray, soft_all: np.ndar
     :func:`_rooted_elsewhere`) deeper than ``depth`` px into ``i``'s own mask at pixels where that mask gives way
     (``low`` < p < ``high``): a strand drawn over ``i`` (a mask gives way under a line drawn over its instance, not
     under its own), so another character's, lost over the background where it touches ``i``: the mirror of
-    :func:`_rooted_elsewhere`. Without it both followed the strand and ``i`` kept what the front one left of it."""
+    :func:`_rooted_elsewhere`. Without it both followed the strand and ``i`` kept what the front one left of it.
+    Given a front instance's strokes and a back instance ``i``, the same test finds the front's strands drawn over
+    ``i``, whose owner is then certain (:func:`instance_alphas` gives them :func:`_ink_alpha`)."""
     h, w = strokes.shape
     out = np.zeros((h, w), bool)
     limit = int(1.5 * int(depth)) + 2
@@ -693,10 +703,14 @@ def _ink_alpha(rgb: np.ndarray, strokes: np.ndarray, grow: np.ndarray, backgroun
     joining this instance's foreground to a known-background pixel of the same ink (another instance's outline
     where the stroke meets it, the back character's fill where it ends over it) came out as a ramp from 1 to 0
     (about half its alpha). Which instance the stroke belongs to is already decided (the stroke rules); its
-    coverage is the projection of each pixel's colour onto the line from the local background ``B`` (a normalised
-    Gaussian average of ``background`` around it) to the stroke's ink ``F``, per 8-connected group of ``grow``:
-    ``alpha = <I - B, F - B> / |F - B|^2``. Pixels with no background nearby, or whose ink is within the line-art
-    contrast of the background, are left to the solver (``where`` False).
+    coverage is the projection of each pixel's colour onto the line from its background ``B`` to the stroke's ink
+    ``F``, per 8-connected group of ``grow``: ``alpha = <I - B, F - B> / |F - B|^2``. ``B`` is the sample of
+    ``background`` within twice the smoothing scale that best explains the pixel as such a mix
+    (:func:`_sampled_alpha`: the strand's background on the pixel's own side, where two colours meet under it, the
+    back character's hair and body under a front strand); where there is none, the local background (a normalised
+    Gaussian average of ``background`` around it; it also sets the ink's direction). Pixels with no background
+    nearby, or whose ink is within the line-art contrast of the background, are left to the solver (``where``
+    False).
 
     The ink: a strand thinner than a pixel never covers one fully, so its own pixel farthest from ``B`` is lighter
     than its ink (a 0.5-px strand read alpha ~0.9 on its core, truth 0.6). A thin line's colours cannot tell a
@@ -741,8 +755,43 @@ def _ink_alpha(rgb: np.ndarray, strokes: np.ndarray, grow: np.ndarray, backgroun
         norm = (span ** 2).sum(-1)
         ok = part & known & (norm > 0.05 ** 2)
         alpha[ok] = np.clip((diff[ok] * span[ok]).sum(-1) / norm[ok], 0.0, 1.0)
+        sampled, found = _sampled_alpha(image, background, ok, f, int(2 * sigma))
+        alpha[found] = sampled[found]
         where |= ok
     return alpha, where
+
+
+def _sampled_alpha(image: np.ndarray, background: np.ndarray, pixels: np.ndarray, ink: np.ndarray,
+                   r: int) -> tuple[np.ndarray, np.ndarray]:
+    """Coverage by the colour ``ink`` of the ``pixels`` (bool ``[H,W]``) of ``image`` (float ``[H,W,3]``) over a
+    background sampled from the known ``background`` pixels within ``r`` px: per pixel, the sample that best
+    explains its colour as a mix ``alpha ink + (1 - alpha) B`` (least squared residual, plus the 8-bit quantisation
+    variance per squared pixel of distance, so the nearest of equally good samples). A thin strand has background
+    on both sides, and over a character behind it that may be two colours (its hair and body meeting under the
+    strand); an average of both sides made the pixels on either side a mix of neither. ``(alpha, found)``: where no
+    sample with a colour distinct from the ink lies within ``r``, ``found`` is False."""
+    h, w = background.shape
+    ys, xs = np.nonzero(pixels)
+    colour = image[ys, xs]
+    best = np.full(len(ys), np.inf)
+    picked = np.zeros(len(ys))
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            if dy * dy + dx * dx > r * r:
+                continue
+            yy, xx = np.clip(ys + dy, 0, h - 1), np.clip(xs + dx, 0, w - 1)
+            b = image[yy, xx]
+            span = ink - b
+            norm = (span ** 2).sum(-1)
+            usable = (yy == ys + dy) & (xx == xs + dx) & background[yy, xx] & (norm > 0.05 ** 2)
+            a = np.clip(((colour - b) * span).sum(-1) / np.maximum(norm, 1e-12), 0.0, 1.0)
+            cost = ((colour - b - a[:, None] * span) ** 2).sum(-1) + QUANTISATION_VARIANCE * (dy * dy + dx * dx)
+            better = usable & (cost < best)
+            best[better], picked[better] = cost[better], a[better]
+    alpha = np.zeros(pixels.shape, np.float64)
+    found = np.zeros(pixels.shape, bool)
+    alpha[ys, xs], found[ys, xs] = picked, np.isfinite(best)
+    return alpha, found
 
 
 def instance_alphas(image, instances: Instances, config: MattingConfig | None = None, *,
@@ -842,6 +891,11 @@ def instance_alphas(image, instances: Instances, config: MattingConfig | None = 
                 # coverage by their ink (the solver makes a strand that meets another instance's line a ramp)
                 own = strokes & _rooted_elsewhere(i, strokes, lines[radius], soft_all, config.high,
                                                   int(band) + radius, radius, here=True)
+                # and so are those drawn over a character behind (they run deep into its mask where it gives way)
+                for j in order[order.index(i) + 1:]:
+                    if (strokes & ~own).any():
+                        own |= strokes & _drawn_over(j, strokes & ~own, lines[radius], soft_all, config.high,
+                                                     int(band) + radius, radius)
                 if own.any():
                     near = cv2.dilate(own.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & grow
                     traced = (own[y0:y1, x0:x1], near[y0:y1, x0:x1],
