@@ -18,7 +18,8 @@ from .hub import WeightsUnavailableError, resolve_all
 from .sharding import RankFailedError
 
 __all__ = ["CLI_ERRORS", "EXIT_INTERRUPTED", "EXIT_PIPE", "TAG_LIST_HELP", "HelpFormatter", "SkippedInputs", "area_main",
-           "add_matting_option", "check_device", "check_matting", "finish_parser", "handle_stop",
+           "add_matting_option", "add_rank_device_option", "check_device", "check_device_up_front", "check_matting",
+           "device_name", "finish_parser", "handle_stop",
            "load_networks", "matte_instances", "progress", "quiet", "rank_device", "run_parser", "seed",
            "subcommand_parser"]
 
@@ -227,6 +228,24 @@ class SkippedInputs:
             raise ValueError(f"{len(self.failed)} of {self.total} inputs could not be read and were skipped: {shown}")
 
 
+def device_name(text: str, *, what: str = "--device") -> str:
+    """``text`` as a device name of the kinds cartoonseg runs on (``cpu``, ``cuda``/``cuda:N``, ``mps``; ``auto``
+    stays ``auto``), without asking whether this machine has it; ``ValueError`` naming ``what`` otherwise. The part of
+    :func:`check_device` that is the same verdict on every node (what a command checks up front under ``torchrun``,
+    :func:`check_device_up_front`)."""
+    import torch
+
+    if str(text) == "auto":
+        return "auto"
+    try:
+        device = torch.device(str(text))
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"{what} {text!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{what} {text}: only cpu, cuda[:N] and mps are supported")
+    return str(text)
+
+
 def check_device(text: str, *, what: str = "--device") -> str:
     """Validate a ``--device`` value before anything loads: ``cpu``, ``cuda``/``cuda:N`` (only where CUDA and that
     GPU exist), ``mps`` (where available) or ``auto``. Raises ``ValueError`` with the reason (naming ``what``: the
@@ -234,12 +253,9 @@ def check_device(text: str, *, what: str = "--device") -> str:
     ``cpu``; :func:`rank_device` then maps ``cuda`` to a process's GPU). The nodes' device widgets use it too."""
     import torch
 
-    if str(text) == "auto":
+    if device_name(text, what=what) == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(str(text))
-    except (RuntimeError, TypeError, ValueError):
-        raise ValueError(f"{what} {text!r} is not a device; use cpu, cuda, cuda:N or mps") from None
+    device = torch.device(str(text))
     if device.type == "cuda":
         if not torch.cuda.is_available():
             build = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
@@ -250,9 +266,35 @@ def check_device(text: str, *, what: str = "--device") -> str:
     elif device.type == "mps":
         if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
             raise ValueError(f"{what} {text}: Apple MPS is not available here; use {what} cpu")
-    elif device.type != "cpu":
-        raise ValueError(f"{what} {text}: only cpu, cuda[:N] and mps are supported")
     return str(text)
+
+
+#: the parser default that marks a command whose ranks check their own ``--device`` (:func:`add_rank_device_option`)
+_DEVICE_PER_RANK = "_device_checked_per_rank"
+
+
+def add_rank_device_option(parser: argparse.ArgumentParser, *, default: str, help: str) -> None:
+    """``--device`` of a command whose ``torchrun`` ranks start their process group before they load anything
+    (annotate, ``train.evaluate``, ``train.dump_predictions``): each rank maps it to its own device
+    (:func:`rank_device`) inside :func:`cartoonseg.sharding.every_rank`, so a node without CUDA (or with too few
+    GPUs) ends every rank with one ``error: rank N: ...`` line. :func:`run_parser` then checks only its spelling up
+    front under ``torchrun`` (:func:`check_device_up_front`): a refusal there ended that rank alone and left the
+    others in ``init_process_group`` until its time-out."""
+    parser.add_argument("--device", default=default, help=help)
+    parser.set_defaults(**{_DEVICE_PER_RANK: True})
+
+
+def check_device_up_front(text: str, *, per_rank: bool, what: str = "--device") -> str:
+    """A ``--device`` value checked before a command starts: :func:`check_device` in one process (and for a command
+    that checks nothing later); under ``torchrun`` (``WORLD_SIZE`` > 1) with ``per_rank`` (a command that checks
+    each rank's device after its process group starts and shares the verdict: :func:`add_rank_device_option`, the
+    trainers' ``distributed.setup``) only the spelling (:func:`device_name`; ``auto`` stays ``auto``), because
+    whether this node has that device is each node's verdict, which must reach every rank."""
+    from .sharding import RankInfo
+
+    if per_rank and RankInfo.from_env().world_size > 1:
+        return device_name(text, what=what)
+    return check_device(text, what=what)
 
 
 def rank_device(text: str, local_rank: int, *, per_process: bool = False, what: str = "--device") -> str:
@@ -277,13 +319,14 @@ def rank_device(text: str, local_rank: int, *, per_process: bool = False, what: 
 
 def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen sub-command's ``func``; expected failures -> one line and status 2.
-    A ``--device`` option is checked (:func:`check_device`) before the command starts."""
+    A ``--device`` option is checked before the command starts (:func:`check_device_up_front`: under ``torchrun``
+    only its spelling for a command that checks each rank's device itself, :func:`add_rank_device_option`)."""
     args = parser.parse_args(argv)
     if quiet(args) or not sys.stderr.isatty():
         quiet_library_bars()
     try:
         if getattr(args, "device", None) is not None:
-            args.device = check_device(args.device)
+            args.device = check_device_up_front(args.device, per_rank=getattr(args, _DEVICE_PER_RANK, False))
         return args.func(args)
     except (KeyboardInterrupt, BrokenPipeError) as exc:
         return handle_stop(exc)

@@ -26,7 +26,7 @@ How it works:
 * every rank builds the run itself (describes it, checks the run folder, then creates it or checks its manifest,
   and makes the attempt token) through :func:`every_rank`, in two steps: first every rank only looks, then every
   rank creates. A rank failing anywhere in that (the folder is a file on its node, another run's manifest, a
-  fingerprint that is not JSON, a folder it cannot create) ends every rank at once with the same ``rank N: ...``
+  fingerprint that is not JSON, items, shard size or fingerprint other than rank 0's, a folder it cannot create) ends every rank at once with the same ``rank N: ...``
   error, and nothing is left behind: no rank creates anything while another may still refuse, and what a rank
   created before another failed in the second step (the folder, its missing parents) is taken back;
 * a rank that fails while computing its shards (an image missing on its node, out of memory, any exception inside
@@ -98,6 +98,8 @@ CREATED_MARK = ".cartoonseg-created"
 _TMP_MARK = ".tmp-"
 #: manifest keys that identify a run
 _IDENTITY = ("version", "num_items", "items_sha256", "shard_size", "fingerprint")
+#: a fingerprint entry one side lacks (None is a value)
+_MISSING = object()
 #: the failure marker a rank that failed leaves in the run folder (``failed-rank-<r>.json``)
 _FAILED = re.compile(r"failed-rank-(\d+)\.json$")
 #: seconds rank 0 waits without any shard finishing (and no failure marker) before it gives up
@@ -356,7 +358,6 @@ class ShardedRun:
                 Shard(i, start, tuple(self.keys[start:start + self.shard_size]))
                 for i, start in enumerate(range(0, len(self.keys), self.shard_size))
             ]
-            self._check_folder()
 
         def make() -> str:
             self._open()
@@ -366,10 +367,13 @@ class ShardedRun:
         # exchange of verdicts (every_rank), so that any rank failing anywhere in the build (its description of the
         # run, a folder refused on its node, the folder it cannot create, the attempt token) ends every rank at once
         # with its error, ``rank N: ...`` under a process group, instead of leaving the others waiting in the next
-        # collective or for its shards: first each rank only looks (nothing is created while some rank may still
-        # refuse), then each creates or opens the folder; when that fails on some rank, each rank takes back what
-        # it created. Without a group each step is the plain call.
+        # collective or for its shards: first each rank only looks (its description of the run, compared with
+        # rank 0's, then the folder; nothing is created while some rank may still refuse), then each creates or
+        # opens the folder; when that fails on some rank, each rank takes back what it created. Without a group
+        # each step is the plain call.
         every_rank(describe, self.rank)
+        self._check_same_run()  # every rank's run is rank 0's (else the ranks raced on a new folder's manifest)
+        every_rank(self._check_folder, self.rank)
         try:
             token = every_rank(make, self.rank)
         except BaseException:
@@ -378,6 +382,46 @@ class ShardedRun:
         # this attempt's token (rank 0's, on every rank of a process group): a failure marker counts only for the
         # attempt that wrote it. Without a group every rank has None (each cleared its own old marker in _open).
         self.attempt = agree(token) if _group_size() > 1 else None
+
+    def _check_same_run(self) -> None:
+        """Under a process group: refuse, on every rank (:func:`every_rank`, ``rank N: ...``), a rank whose run is not
+        rank 0's (other items, shard size or fingerprint), naming the first item or fingerprint entry that differs.
+        Such ranks raced on a new folder's manifest (each wrote its own; the last one won) and their shards mixed
+        results of different runs. Rank 0's items travel only when some rank's differ."""
+        if _group_size() == 1:
+            return
+        import torch.distributed as dist
+
+        mine = self.manifest()
+        first = agree(mine)
+        differ = [None] * dist.get_world_size()
+        dist.all_gather_object(differ, mine["items_sha256"] != first["items_sha256"])
+        their_keys = agree(self.keys) if any(differ) else None
+        every_rank(lambda: self._refuse_other_run(first, their_keys), self.rank)
+
+    def _refuse_other_run(self, first: dict[str, Any], their_keys: list[str] | None) -> None:
+        """``ValueError`` when this rank's manifest is not ``first`` (rank 0's; ``their_keys``: rank 0's items when
+        some rank's differ), naming what differs first."""
+        mine = self.manifest()
+        advice = "every rank must run over rank 0's items with the same settings (cartoonseg.sharding.agree)"
+        if mine["version"] != first["version"]:
+            raise ValueError(f"this rank writes sharded runs of format {mine['version']}, rank 0 of "
+                             f"{first['version']}: install the same cartoonseg on every node")
+        if their_keys is not None and mine["items_sha256"] != first["items_sha256"]:
+            at = next((i for i, (a, b) in enumerate(zip(self.keys, their_keys)) if a != b), None)
+            if at is not None:
+                raise ValueError(f"the items differ from rank 0's: item {at} is {self.keys[at]!r} here, "
+                                 f"{their_keys[at]!r} on rank 0; {advice}")
+            raise ValueError(f"the items differ from rank 0's: {len(self.keys)} here, {len(their_keys)} on rank 0 "
+                             f"(the first {min(len(self.keys), len(their_keys))} agree); {advice}")
+        if mine["shard_size"] != first["shard_size"]:
+            raise ValueError(f"shard_size {mine['shard_size']} differs from rank 0's {first['shard_size']}; {advice}")
+        if mine["fingerprint"] != first["fingerprint"]:
+            ours, theirs = mine["fingerprint"], first["fingerprint"]
+            key = next(k for k in sorted(set(ours) | set(theirs)) if ours.get(k, _MISSING) != theirs.get(k, _MISSING))
+            shown = [repr(f.get(key)) if key in f else "absent" for f in (ours, theirs)]
+            raise ValueError(f"the fingerprint differs from rank 0's in {key!r}: {shown[0][:200]} here, "
+                             f"{shown[1][:200]} on rank 0; {advice}")
 
     def _check_folder(self) -> None:
         """The refusals of the run folder that need no writing: it (or a parent) is not a folder, or it holds a

@@ -597,3 +597,38 @@ def test_weights_a_rank_cannot_read_end_every_rank_at_once_naming_it(data, tmp_p
     # gloo's C++ threads can abort the interpreter's teardown after the command returned (pytorch#179291)
     assert str(copy) in the_same_error_on_every_rank(tmp_path, errs, "error: rank 1: ")
     assert not out.exists() and not (tmp_path / "out.json.parts").exists()
+
+
+NO_CUDA_PER_RANK = """
+import json, os, sys
+from pathlib import Path
+import torch
+torch.cuda.is_available = lambda: False  # a node without CUDA, on any machine
+torch.cuda.device_count = lambda: 0
+from cartoonseg.__main__ import main
+rank = int(os.environ["RANK"])
+rc = main(sys.argv[3:] + json.loads(sys.argv[2])[rank])  # this rank's own options
+Path(sys.argv[1], f"rank{rank}.rc").write_text(str(rc))
+"""
+
+
+def test_a_device_one_rank_lacks_ends_every_rank_at_once_naming_it(data, tmp_path):
+    """``--device cuda`` on a node without CUDA was refused by the command's up-front check, before the process group
+    started: that rank exited alone and the others sat in ``init_process_group`` until its time-out (an hour).
+    Under torchrun only the spelling is checked up front now; each rank's device is checked with the weights
+    (``every_rank``): both ranks of a real 2-process gloo group end within seconds with the same ``error: rank 1:
+    ...`` line, and nothing is written."""
+    port = free_port()
+    driver = tmp_path / "driver.py"
+    driver.write_text(NO_CUDA_PER_RANK)
+    out = tmp_path / "out.json"
+    own = [["--device", "cpu"], ["--device", "cuda"]]
+    args = ["annotate", str(data["images"]), "--out", str(out), "--detector", str(data["det"]), "--refiner", "none",
+            "--det-size", "128", "--quiet"]
+    start = time.monotonic()
+    procs, errs = run_two_ranks([str(driver), str(tmp_path), json.dumps(own), *args], env=_env(), port=port,
+                                timeout=60)
+    assert time.monotonic() - start < 50
+    line = the_same_error_on_every_rank(tmp_path, errs, "error: rank 1: --device cuda: CUDA is not available here")
+    assert line.endswith("use --device cpu"), line
+    assert not out.exists() and not (tmp_path / "out.json.parts").exists()

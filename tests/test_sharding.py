@@ -543,6 +543,72 @@ def test_a_rank_failing_anywhere_while_building_the_run_ends_every_rank_with_its
     assert not (tmp_path / "wd").exists()
 
 
+OTHER_RUN_DRIVER = """
+import argparse, os, sys, time
+from pathlib import Path
+from cartoonseg._cli import run_parser
+import cartoonseg.sharding as sharding
+
+rank_id = int(os.environ["RANK"])
+case = sys.argv[2]
+
+
+def run(args):
+    rank = sharding.init_distributed()
+    keys = [f"item{i:02d}" for i in range(5)]
+    fingerprint = {"model": "m", "precision": "fp32"}
+    if rank_id == 1 and case == "item":  # another listing of the images on this node
+        keys[2] = "other"
+    if rank_id == 1 and case == "count":  # a node with fewer images
+        keys = keys[:3]
+    if rank_id == 1 and case == "fingerprint":  # this node's CPU runs another precision
+        fingerprint["precision"] = "bf16"
+    sharding.run_sharded(sys.argv[3], keys, str, shard_size=1, rank=rank, fingerprint=fingerprint, progress=False)
+    return 0
+
+
+parser = argparse.ArgumentParser()
+parser.set_defaults(func=run)
+rc = run_parser(parser, [])
+Path(sys.argv[1], f"rank{rank_id}.rc").write_text(str(rc))
+Path(sys.argv[1], f"rank{rank_id}.done").write_text("")
+deadline = time.monotonic() + 20  # stay alive a while: a rank left waiting would hang, not see a lost connection
+while not all(Path(sys.argv[1], f"rank{r}.done").exists() for r in (0, 1)) and time.monotonic() < deadline:
+    time.sleep(0.05)
+sys.exit(rc)
+"""
+
+
+@pytest.mark.parametrize("case,words", [
+    ("item", "the items differ from rank 0's: item 2 is 'other' here, 'item02' on rank 0"),
+    ("count", "the items differ from rank 0's: 3 here, 5 on rank 0 (the first 3 agree)"),
+    ("fingerprint", "the fingerprint differs from rank 0's in 'precision': 'bf16' here, 'fp32' on rank 0"),
+])
+def test_a_rank_whose_run_is_not_rank_0s_is_refused_on_every_rank_naming_what_differs(tmp_path, case, words):
+    """Ranks that built their ShardedRun from other items (another listing of the images on their node) or another
+    fingerprint (another precision on their CPU) raced on a new folder's manifest: each rank wrote its own, the last
+    one won, and the shards held results of different runs (or the later rank was refused alone with a vague
+    'different run' line). Now every rank's description is compared with rank 0's before anything is created: both
+    ranks of a real 2-process gloo group end at once with the same ``error: rank 1: ...`` line naming the first item
+    or fingerprint entry that differs, and no run folder is made."""
+    import os
+    from pathlib import Path
+
+    from _two_ranks import the_same_error_on_every_rank
+
+    repo = Path(__file__).resolve().parents[1]
+    driver = tmp_path / "driver.py"
+    driver.write_text(OTHER_RUN_DRIVER)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    start = time.monotonic()
+    procs, errs = run_two_ranks([str(driver), str(tmp_path), case, str(tmp_path / "wd")], env=env,
+                                port=free_port(), timeout=60, cwd=repo)
+    assert time.monotonic() - start < 45
+    line = the_same_error_on_every_rank(tmp_path, errs, "error: rank 1: ")
+    assert line.startswith(f"error: rank 1: {words}; every rank must run over rank 0's items"), line
+    assert not (tmp_path / "wd").exists()
+
+
 def test_a_rank_failing_while_it_lists_its_pending_shards_leaves_a_marker(tmp_path, monkeypatch):
     """pending() (which also removes the temporary files a killed run left) ran outside reporting_failures in every
     caller: a rank that failed there exited without a failure marker and rank 0 waited for its shards until the

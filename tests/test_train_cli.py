@@ -280,6 +280,36 @@ def test_a_rank_that_cannot_read_its_detector_ends_every_rank_at_once(toy, tmp_p
     assert not out.exists() and not (tmp_path / "work").exists()
 
 
+@pytest.mark.parametrize("module", ["train.dump_predictions", "train.evaluate"])
+def test_a_device_one_rank_lacks_ends_every_rank_at_once_naming_it(toy, tmp_path, module):
+    """``--device cuda`` on a node without CUDA was refused by the scripts' up-front check (``run_parser``), before
+    the process group started: that rank exited alone and the other sat in ``init_process_group`` until its
+    time-out (an hour). Under torchrun only the spelling is checked up front now, and each rank's device with its
+    models (``every_rank``): both ranks of a real 2-process gloo group end within seconds with the same ``error:
+    rank 1: ...`` line; nothing is written. CUDA is patched away in the ranks (holds on any machine)."""
+    import time
+
+    from _two_ranks import free_port, run_two_ranks, the_same_error_on_every_rank
+
+    root, ann, det = toy
+    repo, env, driver = _per_rank_driver(tmp_path)
+    driver.write_text("import torch\ntorch.cuda.is_available = lambda: False\ntorch.cuda.device_count = lambda: 0\n"
+                      + PER_RANK)
+    own = [["--device", "cpu"], ["--device", "cuda"]]
+    out = tmp_path / "preds.json"
+    if module == "train.dump_predictions":
+        args = ["--data", str(ann), "--detector", str(det), "--out", str(out), "--work-dir", str(tmp_path / "work")]
+    else:
+        args = ["--gt", str(ann), "--images", str(ann.parent.parent / "val"), "--detector", str(det), "--det-size",
+                "64", "--save-pred", str(out), "--work-dir", str(tmp_path / "work"), "--threads", "1"]
+    start = time.monotonic()
+    procs, errs = run_two_ranks([str(driver), str(tmp_path), module, json.dumps(own), *args],
+                                env=env, port=free_port(), timeout=60, cwd=repo)
+    assert time.monotonic() - start < 50
+    the_same_error_on_every_rank(tmp_path, errs, "error: rank 1: --device cuda: CUDA is not available here")
+    assert not out.exists() and not (tmp_path / "work").exists()
+
+
 @pytest.mark.parametrize("theirs_on", [0, 1])
 def test_dump_predictions_out_is_checked_on_rank_0_whose_verdict_every_rank_shares(toy, tmp_path, theirs_on):
     """Only rank 0 writes ``--out``, but every rank checked it: a file of someone else at that path on rank 1's node

@@ -9,12 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from cartoonseg._cli import CLI_ERRORS, HelpFormatter, check_device, handle_stop, run_parser
+from cartoonseg._cli import CLI_ERRORS, HelpFormatter, check_device_up_front, handle_stop, run_parser
 from cartoonseg._cli import seed as cli_seed
 from cartoonseg.training.coco import CHECK_IMAGES_MODES, find_annotation
 
@@ -96,34 +95,19 @@ def add_run_args(ap: argparse.ArgumentParser, *, max_iters_help: str, resume_hel
 
 
 def check_run_args(args: argparse.Namespace) -> None:
-    """Range-check the arguments of :func:`add_run_args` (and ``--device``: :func:`cartoonseg._cli.check_device`)
-    before any data or model is built; raises ``ValueError`` naming the option."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # under torchrun only the spelling here: whether this node has CUDA (and enough GPUs) is checked by
-        # training.distributed.setup, which shares every rank's verdict before the process group starts; a refusal
-        # here ended this rank alone and left the others in init_process_group until its time-out
-        device = _device_spelling(args.run_device)
-    else:
-        device = check_device(args.run_device)  # only checked: "auto"/"cuda" keep their torchrun meaning in the configs
+    """Range-check the arguments of :func:`add_run_args` before any data or model is built; raises ``ValueError``
+    naming the option. ``--device``: :func:`cartoonseg._cli.check_device_up_front`, under torchrun its spelling only
+    (whether this node has CUDA, and enough GPUs, is checked by ``training.distributed.setup``, which shares every
+    rank's verdict before the process group starts: a refusal here ended this rank alone and left the others in
+    ``init_process_group`` until its time-out)."""
+    # only checked: "auto"/"cuda" keep their torchrun meaning in the configs
+    device = check_device_up_front(args.run_device, per_rank=True)
     if not device.startswith(("auto", "cpu", "cuda")):
         raise ValueError(f"--device {args.run_device}: training runs on auto, cpu, cuda or cuda:N")
     check_option("--workers", args.workers, 0)
     check_option("--log-interval", args.log_interval, 1)
     check_option("--ckpt-interval", args.ckpt_interval, 0)
     check_option("--max-iters", args.max_iters, 0)
-
-
-def _device_spelling(text: str) -> str:
-    """``text`` as a device name (``auto`` stays), without asking whether it is on this machine; ``ValueError``
-    naming ``--device`` when it is not one."""
-    if text == "auto":
-        return text
-    import torch
-
-    try:
-        return str(torch.device(text))
-    except (RuntimeError, TypeError, ValueError):
-        raise ValueError(f"--device {text!r} is not a device; use auto, cpu, cuda or cuda:N") from None
 
 
 def common_config(args: argparse.Namespace, *, resolve_data: bool = True) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from cartoonseg import outputs
+from cartoonseg._cli import add_rank_device_option
 
 from ._cli import check_option, check_same_annotations, parser, script_main
 
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", required=True, help="output COCO JSON with pred_segmentations")
     ap.add_argument("--score-thr", type=float, default=0.3, help="detection score threshold, in [0, 1]")
     ap.add_argument("--iou-thr", type=float, default=0.5, help="attach predictions above this mask IoU, in [0, 1]")
-    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (under torchrun cuda = cuda:LOCAL_RANK)")
+    add_rank_device_option(ap, default="cpu", help="cpu, cuda or cuda:N (under torchrun cuda = cuda:LOCAL_RANK)")
     ap.add_argument("--batch-size", type=int, default=1, help="images per detector pass, >= 1")
     ap.add_argument("--work-dir", default=None,
                     help="shard folder (resumable; default OUT.json.shards under torchrun with several processes)")

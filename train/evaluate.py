@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from cartoonseg import outputs
+from cartoonseg._cli import add_rank_device_option
 from cartoonseg.config import MAX_CANVAS
 from cartoonseg.evaluation import EvalParams, evaluate_all
 
@@ -66,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--dilation-ratio", type=float, default=0.02,
                     help="boundary width / diagonal, in [0, 1] (at least 1 px)")
     ap.add_argument("--types", default="bbox,segm,boundary", help="comma list of bbox, segm, boundary")
-    ap.add_argument("--device", default="cpu",
-                    help="device for the models (cpu, cuda, cuda:N; under torchrun cuda = cuda:LOCAL_RANK)")
+    add_rank_device_option(ap, default="cpu",
+                           help="device for the models (cpu, cuda, cuda:N; under torchrun cuda = cuda:LOCAL_RANK)")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"], help="autocast precision")
     ap.add_argument("--save-pred", default=None,
                     help="write the predictions here: a COCO results list, or with --refiner "

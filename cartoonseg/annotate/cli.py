@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from .._cli import area_main, rank_device
+from .._cli import add_rank_device_option, area_main, rank_device
 from ..device import PRECISION_CHOICES
 from ..tags import DEFAULT_CHARACTER_THRESHOLD, DEFAULT_GENERAL_THRESHOLD
 
@@ -67,7 +67,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace --out, and write into a --per-image folder, even if another program wrote them "
                         "(inputs are never overwritten; foreign files are replaced only by outputs of the same name)")
-    p.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK when CUDA is available, else cpu), cpu, cuda, cuda:N")
+    add_rank_device_option(p, default="auto", help="auto (cuda:LOCAL_RANK when CUDA is available, else cpu), cpu, "
+                           "cuda, cuda:N")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: torch's; torchrun sets 1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or messages")
 
