@@ -396,7 +396,8 @@ def build_character(mask: np.ndarray, skeleton: Skeleton | None, *, instance: in
 @dataclasses.dataclass
 class _ThickParts:
     """The thick parts of a support (a trunk, a head): ``labels`` (int32 ``[H,W]``) numbers the connected pieces of
-    the support opened by a disc of 1.5 times the limbs' half-width (``radius``); ``pinned`` is where a mesh
+    the support opened by a disc of 1.5 times the limbs' half-width (``radius``; grown, up to twice that, while a
+    hand's or foot's bone stays pinned to a piece: :func:`_thick_parts_in`); ``pinned`` is where a mesh
     vertex is bound to its piece's bones: the piece and its outline pixels, less an outer band (half the disc
     radius) where that band lies within half the disc radius of a limb or join (the support outside the
     pieces); ``bone_label [B]`` is the piece holding each bone's midpoint in its core (the piece less its outer
@@ -429,7 +430,6 @@ def _thick_parts(support: np.ndarray, J: np.ndarray, bones: list[tuple[int, int]
 
 def _thick_parts_in(support: np.ndarray, J: np.ndarray, bones: list[tuple[int, int]], skeleton: Skeleton
                     ) -> _ThickParts | None:
-    import cv2
     from scipy.ndimage import distance_transform_edt
 
     h, w = support.shape
@@ -442,6 +442,39 @@ def _thick_parts_in(support: np.ndarray, J: np.ndarray, bones: list[tuple[int, i
     radius = 1.5 * float(np.median(tips))
     if radius < 2.0:
         return None
+    # a hand's or foot's bone (a leaf bone into a wrist or ankle) lies in a limb: where the disc leaves it pinned to
+    # a thick part, the disc was too small to part that limb from the part it is drawn against (a small figure: the
+    # fixed outline and fringe pixels fatten its arms, an arm along the trunk's side left a blob the disc fitted in,
+    # and the whole arm was pinned to the trunk), so the disc grows until it parts them. The automatic skeleton's
+    # forearm and shin lie wholly outside the trunk (the limb starts where it leaves the trunk, its middle joint
+    # halfway to the tip), so the whole bone must be free; a hand-given elbow may sit in the armpit, so there only
+    # the hand's half is checked
+    t = np.linspace(0.0 if skeleton.source == "auto" else 0.5, 1.0, 9)
+    ends = [J[a] + s * (J[b] - J[a]) for a, b in bones if not kids[b] and _limb_joint(skeleton.names[b]) for s in t]
+    ends = [c for p in ends if (c := _cell(p, h, w)) is not None and support[c]]
+    first = None
+    for step in range(_DISC_GROWTH_STEPS + 1):
+        parts = _open_parts(support, J, bones, skeleton, radius * (1.0 + step / _DISC_GROWTH_STEPS))
+        if parts is None:
+            break
+        first = first or parts
+        if not any(parts.pinned[c] for c in ends):
+            return parts
+    return first
+
+
+#: the opening's disc grows in this many steps up to twice its size while a hand or foot is pinned to a thick part
+#: (:func:`_thick_parts_in`)
+_DISC_GROWTH_STEPS = 8
+
+
+def _open_parts(support: np.ndarray, J: np.ndarray, bones: list[tuple[int, int]], skeleton: Skeleton,
+                radius: float) -> _ThickParts | None:
+    """:class:`_ThickParts` of ``support`` opened by a disc of ``radius``; None when nothing thick remains."""
+    import cv2
+    from scipy.ndimage import distance_transform_edt
+
+    h, w = support.shape
     k = 2 * int(np.ceil(radius)) + 1
     opened = cv2.morphologyEx(support.astype(np.uint8), cv2.MORPH_OPEN,
                               cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
