@@ -146,3 +146,27 @@ def test_in_front_early_out_never_drops_a_pair_a_cue_orders(seam):
                 assert (got != 0) == (_wraps_around(big > 0.5, small > 0.5) is not None), (dx, dy, gap)
             else:
                 assert got == (1 if occlusion(p, q) > 0.03 else -1 if occlusion(p, q) < -0.03 else 0), (dx, dy, gap)
+
+
+@pytest.mark.parametrize("rise", [-4, 6])
+@pytest.mark.parametrize("first_left", [True, False])
+def test_figures_one_pixel_apart_are_left_undecided(rise, first_left):
+    """Two figures side by side, one raised (or lowered) so their arm tips come within 1 px of each other: the drawings
+    do not touch, nobody hides anybody. The blur covers the pixels between the tips only in part (0.58), and the
+    common 0.5 level gave them to the mask with the larger of two alphas under 0.5: the anti-aliasing made a short
+    border whose junctions read one figure in front (+-0.19, over the margin). A border whose pixels are nowhere
+    covered at CONTACT_COVER is no contact: undecided (the callers' fallback order decides)."""
+    import torch
+
+    from cartoonseg.occlusion import in_front, mask_windows, occlusion, occlusion_order
+
+    d = 54 if rise < 0 else 52  # 1 px of background between the arm tips
+    left, right = _figure(30, 0.7), np.roll(_figure(30 + d, 0.7), rise, axis=0)
+    drawn = [_figure(30, 0.01) > 0.5, np.roll(_figure(30 + d, 0.01), rise, axis=0) > 0.5]
+    cross = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8)
+    assert not (cv2.dilate(drawn[0].astype(np.uint8), cross).astype(bool) & drawn[1]).any()  # no pixel edge shared
+    masks = np.stack([left, right] if first_left else [right, left])
+    p, q = mask_windows(torch.from_numpy(masks))
+    assert occlusion(p, q) == 0.0 and occlusion(q, p) == 0.0
+    assert in_front(p, q) == 0 and in_front(q, p) == 0
+    assert occlusion_order([1, 0], [p, q]) == [1, 0] and occlusion_order([0, 1], [p, q]) == [0, 1]
