@@ -414,6 +414,21 @@ def test_two_ranks_one_fails_in_its_share_rank_0_reports_it_then_the_rerun_resum
     assert not (work / "failed-rank-1.json").exists()
 
 
+# The end of the two-rank drivers below: run the driver's ``run`` through the CLI wrapper, record its status, and
+# stay alive until both ranks are done (a rank left waiting would hang instead of seeing a lost connection).
+_RANK_DRIVER_TAIL = """
+parser = argparse.ArgumentParser()
+parser.set_defaults(func=run)
+rc = run_parser(parser, [])
+Path(sys.argv[1], f"rank{rank_id}.rc").write_text(str(rc))
+Path(sys.argv[1], f"rank{rank_id}.done").write_text("")
+deadline = time.monotonic() + 20
+while not all(Path(sys.argv[1], f"rank{r}.done").exists() for r in (0, 1)) and time.monotonic() < deadline:
+    time.sleep(0.05)
+sys.exit(rc)
+"""
+
+
 REFUSED_FOLDER_DRIVER = """
 import argparse, json, os, sys, time
 from pathlib import Path
@@ -429,17 +444,7 @@ def run(args):
                 progress=False)
     return 0
 
-
-parser = argparse.ArgumentParser()
-parser.set_defaults(func=run)
-rc = run_parser(parser, [])
-Path(sys.argv[1], f"rank{rank_id}.rc").write_text(str(rc))
-Path(sys.argv[1], f"rank{rank_id}.done").write_text("")
-deadline = time.monotonic() + 20  # stay alive a while: a rank left waiting would hang, not see a lost connection
-while not all(Path(sys.argv[1], f"rank{r}.done").exists() for r in (0, 1)) and time.monotonic() < deadline:
-    time.sleep(0.05)
-sys.exit(rc)
-"""
+""" + _RANK_DRIVER_TAIL
 
 
 @pytest.mark.parametrize("refused_on", [0, 1])
@@ -505,17 +510,7 @@ def run(args):
                          fingerprint=fingerprint, progress=False)
     return 0
 
-
-parser = argparse.ArgumentParser()
-parser.set_defaults(func=run)
-rc = run_parser(parser, [])
-Path(sys.argv[1], f"rank{rank_id}.rc").write_text(str(rc))
-Path(sys.argv[1], f"rank{rank_id}.done").write_text("")
-deadline = time.monotonic() + 20  # stay alive a while: a rank left waiting would hang, not see a lost connection
-while not all(Path(sys.argv[1], f"rank{r}.done").exists() for r in (0, 1)) and time.monotonic() < deadline:
-    time.sleep(0.05)
-sys.exit(rc)
-"""
+""" + _RANK_DRIVER_TAIL
 
 
 @pytest.mark.parametrize("where,words", [("before", "TypeError: "), ("token", "no entropy source on this node")])
@@ -566,17 +561,7 @@ def run(args):
     sharding.run_sharded(sys.argv[3], keys, str, shard_size=1, rank=rank, fingerprint=fingerprint, progress=False)
     return 0
 
-
-parser = argparse.ArgumentParser()
-parser.set_defaults(func=run)
-rc = run_parser(parser, [])
-Path(sys.argv[1], f"rank{rank_id}.rc").write_text(str(rc))
-Path(sys.argv[1], f"rank{rank_id}.done").write_text("")
-deadline = time.monotonic() + 20  # stay alive a while: a rank left waiting would hang, not see a lost connection
-while not all(Path(sys.argv[1], f"rank{r}.done").exists() for r in (0, 1)) and time.monotonic() < deadline:
-    time.sleep(0.05)
-sys.exit(rc)
-"""
+""" + _RANK_DRIVER_TAIL
 
 
 @pytest.mark.parametrize("case,words", [
