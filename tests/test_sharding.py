@@ -429,6 +429,23 @@ sys.exit(rc)
 """
 
 
+def _build_drivers_errors(tmp_path, source: str, *args: str) -> list[str]:
+    """Run the two-rank driver ``source`` (one of the ShardedRun build drivers below, ending in
+    :data:`_RANK_DRIVER_TAIL`) with ``tmp_path`` and ``args`` in a real 2-process gloo group; both ranks must end
+    within 45 s. Returns each rank's stderr."""
+    import os
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    driver = tmp_path / "driver.py"
+    driver.write_text(source)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    start = time.monotonic()
+    _, errs = run_two_ranks([str(driver), str(tmp_path), *args], env=env, port=free_port(), timeout=60, cwd=repo)
+    assert time.monotonic() - start < 45
+    return errs
+
+
 REFUSED_FOLDER_DRIVER = """
 import argparse, json, os, sys, time
 from pathlib import Path
@@ -454,24 +471,14 @@ def test_a_rank_refused_while_building_the_run_ends_every_rank_with_its_error(tm
     its shards and waited for the refused rank's shards, which never came and left no failure marker (refused on
     rank 1). Now the run is built through every_rank: both ranks of a real 2-process gloo group end within seconds
     with the same ``error: rank N: ...`` line, and the user's file stays."""
-    import os
-    from pathlib import Path
-
     from _two_ranks import the_same_error_on_every_rank
 
-    repo = Path(__file__).resolve().parents[1]
-    driver = tmp_path / "driver.py"
-    driver.write_text(REFUSED_FOLDER_DRIVER)
     user = tmp_path / "node-file"
     user.write_text("user")
     # the other rank's view: a work folder under a parent that does not exist yet on its node
     folders = [str(tmp_path / "node" / "wd"), str(tmp_path / "node" / "wd")]
     folders[refused_on] = str(user)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    start = time.monotonic()
-    procs, errs = run_two_ranks([str(driver), str(tmp_path), json.dumps(folders)], env=env, port=free_port(),
-                                timeout=60, cwd=repo)
-    assert time.monotonic() - start < 45
+    errs = _build_drivers_errors(tmp_path, REFUSED_FOLDER_DRIVER, json.dumps(folders))
     line = the_same_error_on_every_rank(tmp_path, errs, f"error: rank {refused_on}: work folder {user} exists and "
                                                         f"is not a folder")
     assert "choose another work folder (--work-dir)" in line
@@ -520,19 +527,9 @@ def test_a_rank_failing_anywhere_while_building_the_run_ends_every_rank_with_its
     and left rank 0 in the folder's exchange or in the token's broadcast until the other process exited (then a
     lost-connection error). Now the whole build is one every_rank step: both ranks of a real 2-process gloo group end
     within seconds with the same ``error: rank 1: ...`` line, and the run folder rank 0 made is gone again."""
-    import os
-    from pathlib import Path
-
     from _two_ranks import the_same_error_on_every_rank
 
-    repo = Path(__file__).resolve().parents[1]
-    driver = tmp_path / "driver.py"
-    driver.write_text(BUILD_FAILS_DRIVER)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    start = time.monotonic()
-    procs, errs = run_two_ranks([str(driver), str(tmp_path), where, str(tmp_path / "wd")], env=env,
-                                port=free_port(), timeout=60, cwd=repo)
-    assert time.monotonic() - start < 45
+    errs = _build_drivers_errors(tmp_path, BUILD_FAILS_DRIVER, where, str(tmp_path / "wd"))
     line = the_same_error_on_every_rank(tmp_path, errs, "error: rank 1: ")
     assert words in line or (where == "before" and "not JSON serializable" in line), line
     assert not (tmp_path / "wd").exists()
@@ -576,19 +573,9 @@ def test_a_rank_whose_run_is_not_rank_0s_is_refused_on_every_rank_naming_what_di
     'different run' line). Now every rank's description is compared with rank 0's before anything is created: both
     ranks of a real 2-process gloo group end at once with the same ``error: rank 1: ...`` line naming the first item
     or fingerprint entry that differs, and no run folder is made."""
-    import os
-    from pathlib import Path
-
     from _two_ranks import the_same_error_on_every_rank
 
-    repo = Path(__file__).resolve().parents[1]
-    driver = tmp_path / "driver.py"
-    driver.write_text(OTHER_RUN_DRIVER)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    start = time.monotonic()
-    procs, errs = run_two_ranks([str(driver), str(tmp_path), case, str(tmp_path / "wd")], env=env,
-                                port=free_port(), timeout=60, cwd=repo)
-    assert time.monotonic() - start < 45
+    errs = _build_drivers_errors(tmp_path, OTHER_RUN_DRIVER, case, str(tmp_path / "wd"))
     line = the_same_error_on_every_rank(tmp_path, errs, "error: rank 1: ")
     assert line.startswith(f"error: rank 1: {words}; every rank must run over rank 0's items"), line
     assert not (tmp_path / "wd").exists()
