@@ -429,23 +429,26 @@ class ShardedRun:
         if os.path.lexists(self.folder) and not self.folder.is_dir():
             raise ValueError(f"work folder {self.folder} exists and is not a folder; choose another work folder "
                              f"(--work-dir)")
-        parent = self.folder.parent
-        while not os.path.lexists(parent) and parent != parent.parent:
-            parent = parent.parent
+        missing = self._missing_parents()
+        parent = missing[-1].parent if missing else self.folder.parent  # the nearest existing one
         if os.path.lexists(parent) and not parent.is_dir():
             raise ValueError(f"work folder {self.folder} cannot be created: {parent} is not a folder; choose another "
                              f"work folder (--work-dir)")
         if self.folder.is_dir():
             self._check_manifest(write=False)
 
-    def _open(self) -> None:
-        """Create or check the run folder and its manifest, clear this rank's failure marker of an earlier attempt."""
+    def _missing_parents(self) -> list[Path]:
+        """The run folder's parents that do not exist, nearest first (the last one's parent exists, or is the root)."""
         missing = []
         parent = self.folder.parent
         while not os.path.lexists(parent) and parent != parent.parent:
             missing.append(parent)
             parent = parent.parent
-        for path in reversed(missing):  # the parents this rank creates (another rank may create one first)
+        return missing
+
+    def _open(self) -> None:
+        """Create or check the run folder and its manifest, clear this rank's failure marker of an earlier attempt."""
+        for path in reversed(self._missing_parents()):  # the parents this rank creates (another rank may create one first)
             try:
                 path.mkdir()
                 self._made.append(path)
